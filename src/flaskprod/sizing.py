@@ -1,0 +1,230 @@
+"""Derived values: pure functions of the spec and the machine, computed once and reused by every layer."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SpecError
+from .spec import Spec, parse_size
+
+MIB = 1024 * 1024
+# Assumed resident size of one worker when it has not been measured; a small Flask app with
+# SQLAlchemy sits near 60-90 MiB, so this leaves headroom.
+DEFAULT_WORKER_MB = 128
+# Share of the memory limit that workers may use; the rest is for the master, nginx and page cache.
+MEMORY_SHARE = 0.75
+# Seconds the proxy waits beyond the app server's own timeout, so the app server's verdict comes first.
+PROXY_MARGIN = 5
+# Seconds an orchestrator waits beyond the graceful timeout before SIGKILL.
+SHUTDOWN_MARGIN = 5
+
+
+@dataclass(frozen=True, kw_only=True)
+class Machine:
+    """What this process may use: CPUs (possibly fractional under a quota) and memory in bytes."""
+
+    cpus: float
+    memory: int
+
+    @property
+    def cores(self) -> int:
+        """Whole CPUs for sizing: a 1.5 CPU quota counts as 2, never less than 1."""
+        return max(1, math.ceil(self.cpus - 1e-9))
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _cgroup_v2_dirs(root: Path) -> list[Path]:
+    """This process's cgroup v2 directory and its ancestors, innermost first (limits nest)."""
+    base = root / "sys/fs/cgroup"
+    own = "/"
+    for line in (_read(root / "proc/self/cgroup") or "").splitlines():
+        if line.startswith("0::"):
+            own = line[3:] or "/"
+    parts = [p for p in own.split("/") if p]
+    dirs = [base.joinpath(*parts[:i]) for i in range(len(parts), -1, -1)]
+    return [d for d in dirs if d.is_dir()]
+
+
+def cgroup_cpu_limit(root: Path = Path("/")) -> float | None:
+    """CPUs allowed by a cgroup quota (v2 cpu.max, else v1 cfs quota/period), or None when unlimited."""
+    limits = []
+    for d in _cgroup_v2_dirs(root):
+        text = _read(d / "cpu.max")
+        if text:
+            quota, _, period = text.partition(" ")
+            if quota != "max" and period:
+                limits.append(int(quota) / int(period))
+    for v1 in ("sys/fs/cgroup/cpu,cpuacct", "sys/fs/cgroup/cpu"):
+        quota_text = _read(root / v1 / "cpu.cfs_quota_us")
+        period_text = _read(root / v1 / "cpu.cfs_period_us")
+        if quota_text and period_text and int(quota_text) > 0:
+            limits.append(int(quota_text) / int(period_text))
+            break
+    return min(limits) if limits else None
+
+
+def cgroup_memory_limit(root: Path = Path("/")) -> int | None:
+    """Bytes allowed by a cgroup (v2 memory.max, else v1 memory.limit_in_bytes), or None when unlimited."""
+    limits = []
+    for d in _cgroup_v2_dirs(root):
+        text = _read(d / "memory.max")
+        if text and text != "max":
+            limits.append(int(text))
+    v1 = _read(root / "sys/fs/cgroup/memory/memory.limit_in_bytes")
+    # v1 reports "no limit" as a page-rounded huge number rather than a word.
+    if v1 and int(v1) < 2**60:
+        limits.append(int(v1))
+    return min(limits) if limits else None
+
+
+def machine_memory(root: Path = Path("/")) -> int:
+    for line in (_read(root / "proc/meminfo") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return 1024 * MIB
+
+
+def detect_machine(root: Path = Path("/"), affinity: int | None = None) -> Machine:
+    """The CPUs and memory this process may use, honouring cgroup limits and CPU affinity."""
+    if affinity is None:
+        affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cgroup_cpu_limit(root)
+    cpus = float(affinity) if quota is None else min(float(affinity), quota)
+    total = machine_memory(root)
+    limit = cgroup_memory_limit(root)
+    return Machine(cpus=cpus, memory=total if limit is None else min(total, limit))
+
+
+def auto_workers(machine: Machine, worker_mb: float, cap: int | None = None) -> int:
+    """min(2 x cores + 1, workers that fit in the memory share at worker_mb each, cap), at least 1."""
+    by_cpu = 2 * machine.cores + 1
+    by_memory = int(machine.memory * MEMORY_SHARE // (worker_mb * MIB))
+    workers = min(by_cpu, by_memory)
+    if cap is not None:
+        workers = min(workers, cap)
+    return max(1, workers)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timeouts:
+    """The timeout chain, in seconds; every layer reads these so none can drift."""
+
+    server: int  # Gunicorn timeout / uWSGI harakiri: a request running longer loses its worker
+    graceful: int  # in-flight requests get this long after SIGTERM or a reload
+    proxy_read: int  # nginx proxy_read_timeout: longer than server, so the app server decides first
+    proxy_connect: int
+    shutdown_grace: int  # Kubernetes terminationGracePeriodSeconds, Swarm stop_grace_period, systemd TimeoutStopSec
+    keepalive: int  # app server keep-alive towards the proxy
+    upstream_keepalive: int  # nginx upstream keepalive_timeout: shorter than the app server's
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pool:
+    size: int
+    overflow: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Derived:
+    """Everything computed from the spec and the machine."""
+
+    machine: Machine
+    workers: int
+    threads: int
+    worker_class: str
+    max_requests: int
+    max_requests_jitter: int
+    worker_tmp_dir: str | None
+    timeouts: Timeouts
+    pool: Pool
+    max_body_bytes: int
+
+
+def worker_class(spec: Spec) -> str:
+    if spec.server.worker_class != "auto":
+        return spec.server.worker_class
+    return "gthread" if spec.server.threads > 1 else "sync"
+
+
+def timeouts(spec: Spec) -> Timeouts:
+    server = spec.server
+    graceful = server.graceful_timeout
+    return Timeouts(
+        server=server.timeout,
+        graceful=graceful,
+        proxy_read=server.timeout + PROXY_MARGIN,
+        proxy_connect=5,
+        shutdown_grace=graceful + SHUTDOWN_MARGIN,
+        keepalive=server.keepalive,
+        upstream_keepalive=max(1, server.keepalive - 1),
+    )
+
+
+def db_pool(spec: Spec, processes: int, threads: int) -> Pool:
+    """Per-process pool so that processes x (size + overflow) stays within the connection budget."""
+    db = spec.database
+    budget = db.connection_budget
+    per_process = budget // processes
+    if per_process < 1:
+        raise SpecError(
+            f"database.connection_budget {budget} is less than the {processes} app processes; "
+            "raise the budget or lower server.workers"
+        )
+    overflow = min(db.max_overflow, per_process - 1)
+    if db.pool_size == "auto":
+        # One connection per thread is all a worker can use at once.
+        size = max(1, min(threads, per_process - overflow))
+    else:
+        size = db.pool_size
+        if processes * (size + overflow) > budget:
+            raise SpecError(
+                f"database.pool_size {size} with max_overflow {overflow} needs {processes * (size + overflow)} "
+                f"connections for {processes} processes, over database.connection_budget {budget}; "
+                "lower pool_size or raise connection_budget"
+            )
+    return Pool(size=size, overflow=overflow)
+
+
+def tmp_dir(spec: Spec, shm: Path = Path("/dev/shm")) -> str | None:
+    if spec.server.worker_tmp_dir != "auto":
+        return spec.server.worker_tmp_dir
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def derive(
+    spec: Spec,
+    machine: Machine | None = None,
+    *,
+    worker_mb: float | None = None,
+    replicas: int = 1,
+    shm: Path = Path("/dev/shm"),
+) -> Derived:
+    """All derived values for spec on machine; replicas multiplies processes for the DB budget."""
+    machine = machine or detect_machine()
+    server = spec.server
+    if server.workers == "auto":
+        measured = server.worker_memory_mb if server.worker_memory_mb != "auto" else worker_mb
+        workers = auto_workers(machine, measured or DEFAULT_WORKER_MB, server.worker_cap)
+    else:
+        workers = server.workers
+    return Derived(
+        machine=machine,
+        workers=workers,
+        threads=server.threads,
+        worker_class=worker_class(spec),
+        max_requests=server.max_requests,
+        max_requests_jitter=server.max_requests_jitter if server.max_requests else 0,
+        worker_tmp_dir=tmp_dir(spec, shm),
+        timeouts=timeouts(spec),
+        pool=db_pool(spec, workers * replicas, server.threads),
+        max_body_bytes=parse_size(spec.proxy.max_body_size),
+    )

@@ -1,0 +1,431 @@
+"""The typed spec: every setting declared once, and the one function that layers its sources."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from .errors import SpecError
+
+Auto = Literal["auto"]
+ENV_PREFIX = "FLASKPROD_"
+CONFIG_FILE = "flaskprod.toml"
+SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def setting(default: Any, doc: str, *, flag: str | None = None, minimum: float | None = None) -> Any:
+    """Declare one setting: its default, what it means, and optionally its CLI flag and lower bound."""
+    meta = {"doc": doc, "flag": flag, "minimum": minimum}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppSettings:
+    target: str | None = setting(
+        None,
+        "Import string of the Flask app, as for `flask --app`: `module:name`, `module:create_app()` "
+        "or a module; found in wsgi.py/app.py when unset.",
+        flag="--app",
+    )
+    name: str = setting("flaskapp", "Short name of the service, used for process titles, metrics and files.")
+    version: str = setting("0.0.0", "Version reported by the `app_info` metric.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    kind: Literal["gunicorn", "uwsgi"] = setting("gunicorn", "Application server.", flag="--server")
+    bind: str = setting("127.0.0.1:8000", "Address the app server listens on: host:port or unix:/path.", flag="--bind")
+    workers: int | Auto = setting(
+        "auto", "Worker processes; auto = min(2 x CPUs + 1, what fits in memory).", flag="--workers", minimum=1
+    )
+    worker_cap: int | None = setting(None, "Upper bound on auto-sized workers.", minimum=1)
+    worker_memory_mb: int | Auto = setting(
+        "auto", "Resident memory one worker needs, in MiB; auto measures the loaded app.", minimum=1
+    )
+    threads: int = setting(1, "Threads per worker; more than 1 selects the gthread worker.", flag="--threads", minimum=1)
+    worker_class: Literal["auto", "sync", "gthread", "gevent", "eventlet"] = setting(
+        "auto", "Gunicorn worker class; auto = gthread when threads > 1, else sync."
+    )
+    timeout: int = setting(30, "Seconds a request may run before its worker is killed.", flag="--timeout", minimum=1)
+    graceful_timeout: int = setting(
+        30, "Seconds workers get to finish in-flight requests on shutdown or reload.", minimum=1
+    )
+    keepalive: int = setting(5, "Seconds an idle client connection is kept open by the app server.", minimum=0)
+    max_requests: int = setting(10000, "Requests after which a worker is recycled (bounds slow leaks); 0 = never.", minimum=0)
+    max_requests_jitter: int = setting(1000, "Random spread added to max_requests so workers do not restart together.", minimum=0)
+    backlog: int = setting(2048, "Pending connections the listening socket holds.", minimum=1)
+    worker_tmp_dir: str | Auto = setting(
+        "auto", "Directory for worker heartbeat files; auto = /dev/shm when present (not an overlay disk)."
+    )
+    preload: bool = setting(False, "Import the app in the master before forking workers.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProxySettings:
+    trusted_hops: int = setting(
+        0, "Proxies in front of the app whose X-Forwarded-* headers are trusted; 0 = none.", minimum=0
+    )
+    server_name: str = setting("localhost", "Host name(s) nginx answers to, space separated.")
+    static_url: str = setting("/static", "URL prefix of static files.")
+    static_dir: str | None = setting(None, "Directory of static files; unset = the app's static folder.")
+    max_body_size: str = setting("10M", "Largest request body (nginx client_max_body_size and Flask MAX_CONTENT_LENGTH).")
+    gzip: bool = setting(True, "Compress text responses.")
+    gzip_min_length: int = setting(1000, "Smallest response, in bytes, that is compressed.", minimum=0)
+    client_header_timeout: int = setting(10, "Seconds to receive the request headers.", minimum=1)
+    client_body_timeout: int = setting(10, "Seconds between two reads of the request body.", minimum=1)
+    send_timeout: int = setting(10, "Seconds between two writes of the response.", minimum=1)
+    keepalive_timeout: int = setting(65, "Seconds an idle client keep-alive connection stays open.", minimum=0)
+    client_body_buffer_size: str = setting("128k", "Request body bytes held in memory before spilling to disk.")
+    rate_limit: str | None = setting(None, "Requests per client IP, e.g. `10r/s`; unset = no limit.")
+    rate_limit_burst: int = setting(20, "Requests over the rate a client may burst before 429.", minimum=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseSettings:
+    url_env: str = setting("DATABASE_URL", "Environment variable that holds the database URL.")
+    pool_size: int | Auto = setting("auto", "Connections each process keeps; auto = fitted to connection_budget.", minimum=1)
+    max_overflow: int = setting(2, "Extra connections a process may open under bursts.", minimum=0)
+    connection_budget: int = setting(
+        80, "Connections all app processes together may hold (stay under the server's max_connections).", minimum=1
+    )
+    pool_recycle: int = setting(1800, "Seconds after which a pooled connection is replaced.", minimum=1)
+    pool_timeout: int = setting(10, "Seconds to wait for a free pooled connection.", minimum=1)
+    pre_ping: bool = setting(True, "Test each pooled connection before use.")
+    connect_timeout: int = setting(5, "Seconds to wait when opening a database connection.", minimum=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecuritySettings:
+    hsts: bool = setting(True, "Send Strict-Transport-Security on HTTPS responses.")
+    hsts_max_age: int = setting(31536000, "HSTS max-age in seconds.", minimum=0)
+    frame_options: Literal["DENY", "SAMEORIGIN"] = setting("DENY", "X-Frame-Options value.")
+    referrer_policy: str = setting("strict-origin-when-cross-origin", "Referrer-Policy value.")
+    content_security_policy: str | None = setting(None, "Content-Security-Policy value; unset = not sent.")
+    session_cookie_secure: bool | Auto = setting(
+        "auto", "Secure flag on the session cookie; auto = set when the request came over HTTPS."
+    )
+    session_cookie_samesite: Literal["Lax", "Strict", "None"] = setting("Lax", "SameSite flag on the session cookie.")
+    secret_min_length: int = setting(32, "Shortest SECRET_KEY accepted outside debug and testing.", minimum=16)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonitoringSettings:
+    metrics: bool = setting(True, "Expose Prometheus metrics.")
+    metrics_path: str = setting("/metrics", "Path of the Prometheus metrics endpoint.")
+    health_path: str = setting("/healthz", "Path of the liveness endpoint (no dependencies).")
+    ready_path: str = setting("/readyz", "Path of the readiness endpoint (runs the registered checks).")
+    check_timeout: float = setting(2.0, "Seconds each readiness check may take.", minimum=0.01)
+    multiproc_dir: str | None = setting(
+        None, "Directory for multi-process metrics; unset = a fresh one per server start."
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoggingSettings:
+    format: Literal["json", "text"] = setting("json", "Log line format on stdout (json = Elastic Common Schema).")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting("INFO", "Lowest level logged.", flag="--log-level")
+    access_log: bool | Auto = setting(
+        "auto", "Log a line per request from the app; auto = only when no proxy in front logs it."
+    )
+    request_id_header: str = setting("X-Request-ID", "Header carrying the request id.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Spec:
+    app: AppSettings = field(default_factory=AppSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    # Where each value came from, by dotted key: default, file (with its path), env or flag.
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def get(self, key: str) -> Any:
+        section, name = key.split(".", 1)
+        return getattr(getattr(self, section), name)
+
+    def replace(self, **values: Any) -> Spec:
+        """A copy with dotted keys set to already-valid values, e.g. replace(**{"proxy.trusted_hops": 1})."""
+        changed: dict[str, dict[str, Any]] = {}
+        for key, value in values.items():
+            section, name = key.split(".", 1)
+            changed.setdefault(section, {})[name] = value
+        sections = {s: dataclasses.replace(getattr(self, s), **v) for s, v in changed.items()}
+        return dataclasses.replace(self, **sections)
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """One setting as the docs, the CLI and `flaskprod config` see it."""
+
+    key: str
+    type: Any
+    default: Any
+    doc: str
+    flag: str | None
+    minimum: float | None
+
+    @property
+    def env(self) -> str:
+        section, name = self.key.split(".", 1)
+        return f"{ENV_PREFIX}{section.upper()}__{name.upper()}"
+
+    @property
+    def type_name(self) -> str:
+        return describe_type(self.type)
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Spec)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Spec) if f.name != "origins"}
+
+
+def settings() -> Iterator[SettingInfo]:
+    """Every setting, in declaration order."""
+    for section, cls in _section_types().items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            yield SettingInfo(
+                key=f"{section}.{f.name}",
+                type=hints[f.name],
+                default=f.default,
+                doc=f.metadata["doc"],
+                flag=f.metadata["flag"],
+                minimum=f.metadata["minimum"],
+            )
+
+
+SETTINGS: dict[str, SettingInfo] = {s.key: s for s in settings()}
+
+
+def describe_type(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(f'"{a}"' for a in typing.get_args(tp))
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return " | ".join(describe_type(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "unset"
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}[tp]
+
+
+def parse_size(text: str) -> int:
+    """'10M' -> bytes; raises ValueError for anything else."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)[bB]?\s*", text)
+    if not match:
+        raise ValueError(text)
+    return int(match[1]) * SIZE_UNITS[match[2].lower()]
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """Convert a TOML value or a string from env/CLI to tp; raise ValueError when it does not fit."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        # Try exact matches first so "auto" stays a string and "4" becomes an int.
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg)
+            except ValueError:
+                continue
+        raise ValueError(value)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed:
+            return value
+        if isinstance(value, str):
+            for a in allowed:  # case-insensitive match, returning the declared spelling
+                if isinstance(a, str) and a.lower() == value.lower():
+                    return a
+        raise ValueError(value)
+    if tp is type(None):
+        if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "null"}):
+            return None
+        raise ValueError(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError(value)
+    if tp is int:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            return int(value)
+        raise ValueError(value)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            return float(value)
+        raise ValueError(value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(value)
+    raise TypeError(f"unsupported setting type {tp!r}")
+
+
+_EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
+    "proxy.max_body_size": (parse_size, "a size such as 10M, 512k or 1048576"),
+    "proxy.client_body_buffer_size": (parse_size, "a size such as 128k"),
+    "proxy.rate_limit": (lambda v: _match(r"\d+r/[sm]", v), "a rate such as 10r/s or 300r/m"),
+}
+
+
+def _match(pattern: str, value: str) -> None:
+    if not re.fullmatch(pattern, value):
+        raise ValueError(value)
+
+
+def validate(key: str, value: Any, source: str) -> Any:
+    """The value for key, converted and checked, or a SpecError naming key, value, allowed and source."""
+    info = SETTINGS[key]
+    allowed = info.type_name
+    try:
+        result = _coerce(value, info.type)
+        if info.minimum is not None and isinstance(result, (int, float)) and not isinstance(result, bool):
+            if result < info.minimum:
+                allowed = f"{allowed} >= {info.minimum:g}"
+                raise ValueError(value)
+        if key in _EXTRA_CHECKS:
+            check, allowed = _EXTRA_CHECKS[key]
+            if result is not None:
+                check(result)
+    except ValueError:
+        raise SpecError(f"{source}: invalid value {value!r} for {key}: expected {allowed}") from None
+    return result
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, SETTINGS, n=1, cutoff=0.6)
+    if not close:
+        # A bare name is often meant within its section: "workers" -> "server.workers".
+        close = [k for k in SETTINGS if k.split(".", 1)[1] == key.rsplit(".", 1)[-1]][:1]
+    return f"; did you mean {close[0]}?" if close else "; see `flaskprod config` for every setting"
+
+
+def _check_key(key: str, source: str) -> None:
+    if key not in SETTINGS:
+        raise SpecError(f"{source}: unknown setting {key!r}{_suggest(key)}")
+
+
+def find_config_file(root: Path) -> Path | None:
+    """flaskprod.toml, else a pyproject.toml with a [tool.flaskprod] table, in root."""
+    candidate = root / CONFIG_FILE
+    if candidate.is_file():
+        return candidate
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file() and "[tool.flaskprod" in pyproject.read_text(encoding="utf-8", errors="replace"):
+        return pyproject
+    return None
+
+
+def read_file_layer(path: Path) -> dict[str, Any]:
+    """The dotted settings in a flaskprod.toml or a pyproject.toml's [tool.flaskprod]."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise SpecError(f"{path}: config file not found; create it or pass another with --config") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML: {exc}; fix the file") from None
+    if path.name == "pyproject.toml":
+        data = data.get("tool", {}).get("flaskprod", {})
+    values: dict[str, Any] = {}
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise SpecError(f"{path}: {section!r} must be a table such as [{section}]{_suggest(section)}")
+        for name, value in table.items():
+            values[f"{section}.{name}"] = value
+    return values
+
+
+def read_env_layer(environ: Mapping[str, str]) -> dict[str, str]:
+    """FLASKPROD_SECTION__NAME variables as dotted settings."""
+    values = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in _ENV_NOT_SETTINGS:
+            continue
+        rest = name[len(ENV_PREFIX):]
+        if "__" not in rest:
+            raise SpecError(
+                f"environment variable {name}: expected {ENV_PREFIX}SECTION__NAME, such as {ENV_PREFIX}SERVER__WORKERS"
+            )
+        section, key = rest.lower().split("__", 1)
+        values[f"{section}.{key}"] = value
+    return values
+
+
+# Variables with the prefix that are not settings: the path of the config file itself.
+_ENV_NOT_SETTINGS = {"FLASKPROD_CONFIG"}
+
+
+def load_spec(
+    root: str | os.PathLike[str] | None = None,
+    *,
+    config: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Spec:
+    """The effective spec: defaults < config file < FLASKPROD_* env < CLI flags, each checked.
+
+    Every layer is validated before anything is used, so a bad value anywhere is one SpecError.
+    """
+    environ = os.environ if environ is None else environ
+    base = Path(root) if root is not None else Path.cwd()
+    config = config or environ.get("FLASKPROD_CONFIG")
+    path = Path(config) if config else find_config_file(base)
+
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if path is not None:
+        layers.append((f"file {path}", read_file_layer(path)))
+    layers.append(("env", read_env_layer(environ)))
+    layers.append(("flag", {k: v for k, v in (flags or {}).items() if v is not None}))
+
+    values: dict[str, Any] = {}
+    origins = {key: "default" for key in SETTINGS}
+    for source, layer in layers:
+        for key, raw in layer.items():
+            where = f"{source} ({SETTINGS[key].env})" if source == "env" and key in SETTINGS else source
+            _check_key(key, where if source != "env" else f"env {ENV_PREFIX}{key.replace('.', '__').upper()}")
+            values[key] = validate(key, raw, where)
+            origins[key] = source
+    spec = Spec().replace(**values)
+    return dataclasses.replace(spec, origins=origins)
+
+
+def spec_as_dict(spec: Spec) -> dict[str, Any]:
+    """Every effective value by dotted key."""
+    return {key: spec.get(key) for key in SETTINGS}
+
+
+def env_for(values: Mapping[str, Any]) -> dict[str, str]:
+    """FLASKPROD_* variables that carry these dotted settings to a child process."""
+    out = {}
+    for key, value in values.items():
+        text = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        out[SETTINGS[key].env] = text
+    return out

@@ -1,0 +1,71 @@
+"""Helpers for integration tests: free ports, waiting, and processes stopped by their group id."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll predicate until it returns something truthy; fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - the thing may not be up yet
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})")
+
+
+def stop_group(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if proc.poll() is None:
+        proc.wait(5)
+
+
+@contextmanager
+def running(args: list[str], *, env: dict[str, str] | None = None, cwd: Path | str | None = None,
+            stdout: Any = subprocess.PIPE, stderr: Any = subprocess.STDOUT) -> Iterator[subprocess.Popen[str]]:
+    """Start args in a new session and stop its whole process group when the block ends."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.Popen(args, env=full_env, cwd=cwd, stdout=stdout, stderr=stderr, text=True,
+                            start_new_session=True)
+    try:
+        yield proc
+    finally:
+        stop_group(proc)
