@@ -409,12 +409,23 @@ def load_spec(
     origins = {key: "default" for key in SETTINGS}
     for source, layer in layers:
         for key, raw in layer.items():
-            where = f"{source} ({SETTINGS[key].env})" if source == "env" and key in SETTINGS else source
-            _check_key(key, where if source != "env" else f"env {ENV_PREFIX}{key.replace('.', '__').upper()}")
+            where = _describe_source(source, key)
+            _check_key(key, where)
             values[key] = validate(key, raw, where)
             origins[key] = source
     spec = Spec().replace(**values)
     return dataclasses.replace(spec, origins=origins)
+
+
+def _describe_source(source: str, key: str) -> str:
+    """How an error names where a value came from: the file, the variable or the flag."""
+    if source == "env":
+        section, _, name = key.partition(".")
+        return f"env {ENV_PREFIX}{section.upper()}__{name.upper()}"
+    if source == "flag":
+        info = SETTINGS.get(key)
+        return f"flag {info.flag}" if info and info.flag else f"flag --set {key}"
+    return source
 
 
 def spec_as_dict(spec: Spec) -> dict[str, Any]:

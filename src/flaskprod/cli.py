@@ -1,0 +1,130 @@
+"""The command line, thin: parse flags into spec layers, call the layer that does the work, print."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from .errors import FlaskprodError, SpecError
+from .spec import SETTINGS, Spec, load_spec, spec_as_dict
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors(fn: F) -> F:
+    """A user's mistake is one line on stderr and exit 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FlaskprodError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _parse_set(values: tuple[str, ...]) -> dict[str, str]:
+    flags = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SpecError(f"--set {item!r}: expected KEY=VALUE, such as --set server.threads=4")
+        flags[key.strip()] = value
+    return flags
+
+
+def spec_options(fn: F) -> F:
+    """Add a CLI option for every setting that declares a flag, plus --config and --set.
+
+    The options are generated from the spec, so a flag exists in one place: its setting.
+    """
+    for info in reversed(list(SETTINGS.values())):
+        if info.flag and info.key != "app.target":
+            fn = click.option(
+                info.flag,
+                f"opt__{info.key.replace('.', '__')}",
+                default=None,
+                metavar=info.type_name.upper().replace('"', "") if "|" not in info.type_name else "VALUE",
+                help=f"{info.doc} [{info.key}; env {info.env}]",
+            )(fn)
+    fn = click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE", help="Set any setting, e.g. --set proxy.gzip=false.")(fn)
+    fn = click.option("--config", "config_path", default=None, metavar="PATH", help="Config file (default: ./flaskprod.toml or [tool.flaskprod] in pyproject.toml).")(fn)
+    return fn
+
+
+def resolve_spec(kwargs: dict[str, Any], app: str | None = None) -> Spec:
+    """Turn the generated options into the flag layer and load the spec with it."""
+    flags: dict[str, Any] = _parse_set(kwargs.pop("set_values", ()))
+    for name in [k for k in kwargs if k.startswith("opt__")]:
+        value = kwargs.pop(name)
+        if value is not None:
+            flags[name[len("opt__"):].replace("__", ".")] = value
+    if app is None:
+        # Under `flask --app X prod ...`, Flask's own --app names the app.
+        ctx = click.get_current_context(silent=True)
+        info = ctx.find_object(_script_info_type()) if ctx and _script_info_type() else None
+        app = getattr(info, "app_import_path", None)
+    if app:
+        flags["app.target"] = app
+    return load_spec(config=kwargs.pop("config_path", None), flags=flags)
+
+
+@functools.cache
+def _script_info_type() -> Any:
+    try:
+        from flask.cli import ScriptInfo
+    except ImportError:  # pragma: no cover - flask is a dependency
+        return None
+    return ScriptInfo
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="flaskprod", prog_name="flaskprod")
+def cli() -> None:
+    """Take a Flask app to production: serve it, run the production topology, audit it, deploy it."""
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@spec_options
+@_user_errors
+def config(fmt: str, **kwargs: Any) -> None:
+    """Show every effective setting and where it came from (default, file, env, flag)."""
+    spec = resolve_spec(kwargs)
+    values = spec_as_dict(spec)
+    if fmt == "json":
+        rows = {k: {"value": v, "source": spec.origins[k], "env": SETTINGS[k].env} for k, v in values.items()}
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max(map(len, values))
+    for key, value in values.items():
+        shown = "unset" if value is None else json.dumps(value) if isinstance(value, (bool, str)) else str(value)
+        click.echo(f"{key:<{width}}  {shown:<34} {spec.origins[key]}")
+
+
+@cli.command()
+@click.argument("app", required=False)
+@click.option("--print-config", is_flag=True, help="Print the effective server settings as JSON and exit.")
+@spec_options
+@_user_errors
+def serve(app: str | None, print_config: bool, **kwargs: Any) -> None:
+    """Run APP under the production app server (Gunicorn or uWSGI) with derived settings.
+
+    APP is an import string as for `flask --app`: module:name, module:create_app() or a module;
+    without it the app is found in wsgi.py or app.py.
+    """
+    from .servers import serve as run_server
+
+    spec = resolve_spec(kwargs, app)
+    sys.exit(run_server(spec, print_config=print_config))
+
+
+def main() -> None:
+    cli(prog_name="flaskprod")
