@@ -40,6 +40,7 @@ class AppSettings:
     )
     name: str = setting("flaskapp", "Short name of the service, used for process titles, metrics and files.")
     version: str = setting("0.0.0", "Version reported by the `app_info` metric.")
+    env_config: bool = setting(True, "Load FLASK_* environment variables and FLASK_*_FILE secrets into app.config.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +104,9 @@ class DatabaseSettings:
     pool_timeout: int = setting(10, "Seconds to wait for a free pooled connection.", minimum=1)
     pre_ping: bool = setting(True, "Test each pooled connection before use.")
     connect_timeout: int = setting(5, "Seconds to wait when opening a database connection.", minimum=1)
+    engine_options: bool = setting(
+        True, "Set SQLALCHEMY_ENGINE_OPTIONS (pre-ping, recycle, pool sized from the workers); dispose pools after fork."
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,11 +121,17 @@ class SecuritySettings:
     )
     session_cookie_samesite: Literal["Lax", "Strict", "None"] = setting("Lax", "SameSite flag on the session cookie.")
     secret_min_length: int = setting(32, "Shortest SECRET_KEY accepted outside debug and testing.", minimum=16)
+    refuse_unsafe: bool = setting(
+        True, "Refuse to start outside testing with debug on or a missing, short, repetitive or published SECRET_KEY."
+    )
+    headers: bool = setting(True, "Add security headers (nosniff, frame options, referrer policy, CSP, HSTS).")
+    error_pages: bool = setting(True, "Answer errors with a small JSON or HTML body that never shows a traceback.")
 
 
 @dataclass(frozen=True, kw_only=True)
 class MonitoringSettings:
     metrics: bool = setting(True, "Expose Prometheus metrics.")
+    health: bool = setting(True, "Serve the liveness and readiness endpoints.")
     metrics_path: str = setting("/metrics", "Path of the Prometheus metrics endpoint.")
     health_path: str = setting("/healthz", "Path of the liveness endpoint (no dependencies).")
     ready_path: str = setting("/readyz", "Path of the readiness endpoint (runs the registered checks).")
@@ -139,6 +149,9 @@ class LoggingSettings:
         "auto", "Log a line per request from the app; auto = only when no proxy in front logs it."
     )
     request_id_header: str = setting("X-Request-ID", "Header carrying the request id.")
+    configure: bool = setting(
+        True, "Send the app's log records to stdout in logging.format with the request id; false leaves logging alone."
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -379,8 +392,9 @@ def read_env_layer(environ: Mapping[str, str]) -> dict[str, str]:
     return values
 
 
-# Variables with the prefix that are not settings: the path of the config file itself.
-_ENV_NOT_SETTINGS = {"FLASKPROD_CONFIG"}
+# Variables with the prefix that are not settings: the path of the config file itself, and the
+# file whose existence tells every worker to report "draining" (see runtime/draining.py).
+_ENV_NOT_SETTINGS = {"FLASKPROD_CONFIG", "FLASKPROD_DRAIN_FILE"}
 
 
 def load_spec(
