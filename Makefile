@@ -1,0 +1,45 @@
+# Set-up is part of every target: each is idempotent and quick once done.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Debian commands the stack and the tests run for real: command=package.
+DEBS_RUN := nginx=nginx-light
+DEBS_TEST := $(DEBS_RUN) initdb=postgresql pg_ctl=postgresql wrk=wrk
+SECRET := .flaskprod/secret_key
+TASKBOARD := examples/taskboard
+
+.PHONY: up serve test lint docs clean setup
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+$(SECRET):
+	mkdir -p $(dir $@)
+	umask 077 && $(BIN)/python -c 'import secrets; print(secrets.token_hex(32))' > $@
+
+## up: the reference app in production on http://127.0.0.1:8000 (SQLite; DATABASE_URL for PostgreSQL)
+up: $(STAMP) $(SECRET)
+	@scripts/ensure-debs $(DEBS_RUN)
+	cd $(TASKBOARD) && FLASK_SECRET_KEY="$$(cat $(CURDIR)/$(SECRET))" exec $(CURDIR)/$(BIN)/flaskprod serve wsgi:app --bind 127.0.0.1:8000
+
+## test: the whole suite against real servers
+test: $(STAMP)
+	@scripts/ensure-debs $(DEBS_TEST)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests examples
+	$(BIN)/mypy
+
+## docs: regenerate the settings reference from the spec
+docs: $(STAMP)
+	$(BIN)/python -m flaskprod.reference > docs/settings.md
+
+clean:
+	rm -rf $(VENV) .flaskprod .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,169 @@
+"""Sizing: cgroup-aware machine detection and the derived values, fed fake cgroup trees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flaskprod.errors import SpecError
+from flaskprod.sizing import (
+    MIB,
+    Machine,
+    auto_workers,
+    db_pool,
+    derive,
+    detect_machine,
+    timeouts,
+    worker_class,
+)
+from flaskprod.spec import Spec
+
+GIB = 1024 * MIB
+
+
+def tree(root: Path, files: dict[str, str], mem_total_kib: int = 16 * 1024 * 1024) -> Path:
+    """A fake filesystem root with /proc/meminfo and the given cgroup files."""
+    files = {"proc/meminfo": f"MemTotal:       {mem_total_kib} kB\nMemFree: 1 kB\n", **files}
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_v2_quota_and_memory(tmp_path: Path) -> None:
+    root = tree(tmp_path, {
+        "proc/self/cgroup": "0::/\n",
+        "sys/fs/cgroup/cpu.max": "150000 100000\n",
+        "sys/fs/cgroup/memory.max": f"{2 * GIB}\n",
+    })
+    machine = detect_machine(root, affinity=8)
+    assert machine == Machine(cpus=1.5, memory=2 * GIB)
+    assert machine.cores == 2
+
+
+def test_v2_max_means_no_limit(tmp_path: Path) -> None:
+    root = tree(tmp_path, {
+        "proc/self/cgroup": "0::/\n",
+        "sys/fs/cgroup/cpu.max": "max 100000\n",
+        "sys/fs/cgroup/memory.max": "max\n",
+    }, mem_total_kib=4 * 1024 * 1024)
+    assert detect_machine(root, affinity=4) == Machine(cpus=4.0, memory=4 * GIB)
+
+
+def test_v2_nested_cgroup_takes_tightest_ancestor(tmp_path: Path) -> None:
+    root = tree(tmp_path, {
+        "proc/self/cgroup": "0::/kubepods/pod1/app\n",
+        "sys/fs/cgroup/cpu.max": "max 100000\n",
+        "sys/fs/cgroup/kubepods/pod1/cpu.max": "50000 100000\n",
+        "sys/fs/cgroup/kubepods/pod1/app/cpu.max": "max 100000\n",
+        "sys/fs/cgroup/kubepods/memory.max": f"{GIB}\n",
+        "sys/fs/cgroup/kubepods/pod1/app/memory.max": "max\n",
+    })
+    machine = detect_machine(root, affinity=16)
+    assert machine == Machine(cpus=0.5, memory=GIB)
+    assert machine.cores == 1
+
+
+def test_v1_quota_and_memory(tmp_path: Path) -> None:
+    root = tree(tmp_path, {
+        "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "200000\n",
+        "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+        "sys/fs/cgroup/memory/memory.limit_in_bytes": f"{512 * MIB}\n",
+    })
+    assert detect_machine(root, affinity=32) == Machine(cpus=2.0, memory=512 * MIB)
+
+
+def test_v1_unlimited(tmp_path: Path) -> None:
+    root = tree(tmp_path, {
+        "sys/fs/cgroup/cpu/cpu.cfs_quota_us": "-1\n",
+        "sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n",
+        "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
+    }, mem_total_kib=8 * 1024 * 1024)
+    assert detect_machine(root, affinity=6) == Machine(cpus=6.0, memory=8 * GIB)
+
+
+def test_no_cgroups_uses_affinity_and_meminfo(tmp_path: Path) -> None:
+    root = tree(tmp_path, {}, mem_total_kib=1024 * 1024)
+    assert detect_machine(root, affinity=3) == Machine(cpus=3.0, memory=GIB)
+
+
+def test_affinity_below_quota_wins(tmp_path: Path) -> None:
+    root = tree(tmp_path, {"proc/self/cgroup": "0::/\n", "sys/fs/cgroup/cpu.max": "400000 100000\n"})
+    assert detect_machine(root, affinity=2).cpus == 2.0
+
+
+@pytest.mark.parametrize(
+    ("cpus", "memory", "worker_mb", "cap", "expected"),
+    [
+        (2, 16 * GIB, 128, None, 5),      # 2 x 2 + 1
+        (4, 16 * GIB, 128, None, 9),
+        (8, 1 * GIB, 128, None, 6),       # 0.75 GiB / 128 MiB: memory caps it
+        (8, 1 * GIB, 100, None, 7),
+        (0.5, 16 * GIB, 128, None, 3),    # a half-CPU quota counts as one core
+        (16, 64 * GIB, 128, 8, 8),        # explicit cap
+        (2, 64 * MIB, 128, None, 1),      # never below one
+    ],
+)
+def test_auto_workers(cpus: float, memory: int, worker_mb: int, cap: int | None, expected: int) -> None:
+    assert auto_workers(Machine(cpus=cpus, memory=memory), worker_mb, cap) == expected
+
+
+def test_derive_uses_measured_worker_memory_unless_configured() -> None:
+    machine = Machine(cpus=8, memory=2 * GIB)
+    assert derive(Spec(), machine, worker_mb=300).workers == 5  # 1.5 GiB / 300 MiB
+    configured = Spec().replace(**{"server.worker_memory_mb": 512})
+    assert derive(configured, machine, worker_mb=300).workers == 3
+    assert derive(Spec().replace(**{"server.workers": 2}), machine).workers == 2
+
+
+def test_worker_class_follows_threads() -> None:
+    assert worker_class(Spec()) == "sync"
+    assert worker_class(Spec().replace(**{"server.threads": 4})) == "gthread"
+    assert worker_class(Spec().replace(**{"server.threads": 4, "server.worker_class": "gevent"})) == "gevent"
+
+
+def test_timeout_chain_is_ordered() -> None:
+    spec = Spec().replace(**{"server.timeout": 20, "server.graceful_timeout": 25, "server.keepalive": 5})
+    chain = timeouts(spec)
+    assert chain.proxy_read > chain.server == 20
+    assert chain.shutdown_grace > chain.graceful == 25
+    assert chain.upstream_keepalive < chain.keepalive
+
+
+def test_max_requests_jitter_on_by_default_and_tmp_dir(tmp_path: Path) -> None:
+    derived = derive(Spec(), Machine(cpus=2, memory=8 * GIB), shm=tmp_path)
+    assert derived.max_requests > 0 and derived.max_requests_jitter > 0
+    assert derived.worker_tmp_dir == str(tmp_path)
+    assert derive(Spec(), Machine(cpus=2, memory=8 * GIB), shm=tmp_path / "absent").worker_tmp_dir is None
+    off = derive(Spec().replace(**{"server.max_requests": 0}), Machine(cpus=2, memory=8 * GIB))
+    assert off.max_requests_jitter == 0
+
+
+@pytest.mark.parametrize(("processes", "threads", "budget"), [(5, 1, 80), (9, 4, 80), (20, 8, 40), (3, 16, 100)])
+def test_pool_stays_within_budget(processes: int, threads: int, budget: int) -> None:
+    spec = Spec().replace(**{"database.connection_budget": budget})
+    pool = db_pool(spec, processes, threads)
+    assert pool.size >= 1
+    assert processes * (pool.size + pool.overflow) <= budget
+    assert pool.size <= threads
+
+
+def test_replicas_multiply_processes_for_the_budget() -> None:
+    spec = Spec().replace(**{"server.workers": 5, "server.threads": 8, "database.connection_budget": 60})
+    one = derive(spec, Machine(cpus=2, memory=8 * GIB)).pool
+    three = derive(spec, Machine(cpus=2, memory=8 * GIB), replicas=3).pool
+    assert 5 * (one.size + one.overflow) <= 60 and 15 * (three.size + three.overflow) <= 60
+    assert three.size < one.size
+
+
+def test_explicit_pool_over_budget_is_an_error() -> None:
+    spec = Spec().replace(**{"database.pool_size": 10, "database.connection_budget": 20})
+    with pytest.raises(SpecError, match="needs 60 connections for 5 processes, over database.connection_budget 20"):
+        db_pool(spec, 5, 1)
+
+
+def test_budget_below_processes_is_an_error() -> None:
+    with pytest.raises(SpecError, match="less than the 9 app processes"):
+        db_pool(Spec().replace(**{"database.connection_budget": 4}), 9, 1)
