@@ -162,6 +162,34 @@ def delete_task(task_id: int) -> ResponseReturnValue:
     return "", 204
 
 
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+@bp.route("/<path:_rest>", methods=list(_METHODS))
+def no_such_endpoint(_rest: str) -> ResponseReturnValue:
+    """JSON for unknown API paths and methods, which routing would answer with HTML pages.
+
+    Blueprint error handlers never see routing errors, so this catch-all takes them: a
+    wrong method on a real path also lands here (rules that match the path but not the
+    method are skipped) and gets its 405 back by asking the URL map which methods exist.
+    """
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    allowed = []
+    for method in _METHODS:
+        try:
+            endpoint, _ = adapter.match(request.path, method=method)
+        except HTTPException:
+            continue
+        if endpoint != "api.no_such_endpoint":
+            allowed.append(method)
+    if not allowed:
+        raise ApiError(f"No API endpoint at {request.path}.", 404)
+    response = jsonify(error=f"{request.method} is not allowed here; use {', '.join(allowed)}.")
+    response.status_code = 405
+    response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
 @bp.get("/ping")
 def ping() -> ResponseReturnValue:
     return jsonify(ok=True)

@@ -39,8 +39,7 @@ class TestingConfig(Config):
 class ProductionConfig(Config):
     DEBUG = False
     TESTING = False
-    SESSION_COOKIE_SECURE = True
-    SESSION_COOKIE_HTTPONLY = True
+    # SESSION_COOKIE_SECURE is left to flaskprod.Production, which knows whether TLS is in front.
     SESSION_COOKIE_SAMESITE = "Lax"
 
     def __init__(self) -> None:
