@@ -38,6 +38,8 @@ from taskboard.config import (  # noqa: E402
 )
 from taskboard.models import DEMO_BOARD, DEMO_TASKS, Board, Task, create_schema, db  # noqa: E402
 
+from flaskprod import ConfigurationError  # noqa: E402
+
 STATIC = TASKBOARD_DIR / "taskboard" / "static"
 # Variables that would point the app somewhere else than the tmp_path database.
 _ENV_KNOBS = ("DATABASE_URL", "TASKBOARD_CONFIG", "FLASK_DEBUG", "FLASK_SECRET_KEY", "FLASK_TESTING")
@@ -411,6 +413,37 @@ def test_production_config_takes_the_secret_only_from_the_environment(monkeypatc
     assert not hasattr(ProductionConfig(), "SECRET_KEY")
     monkeypatch.setenv("FLASK_SECRET_KEY", "from-the-environment")
     assert ProductionConfig().SECRET_KEY == "from-the-environment"
+
+
+def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
+    uri = "sqlite:///" + str(tmp_path / "prod.sqlite3")
+    with pytest.raises(ConfigurationError, match="SECRET_KEY"):
+        create_app("production", {"SQLALCHEMY_DATABASE_URI": uri})
+
+
+def test_production_starts_with_a_strong_key_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = secrets.token_hex(32)
+    monkeypatch.setenv("FLASK_SECRET_KEY", key)
+    app = create_app("production", {"SQLALCHEMY_DATABASE_URI": "sqlite:///" + str(tmp_path / "prod.sqlite3")})
+    try:
+        assert app.config["SECRET_KEY"] == key
+        assert app.debug is False
+        assert app.test_client().get("/api/ping").json == {"ok": True}
+    finally:
+        dispose(app)
+
+
+def test_health_endpoints_come_from_flaskprod_and_check_the_database(client: FlaskClient, app: Flask) -> None:
+    own_rules = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint.startswith(("views.", "api."))}
+    assert not own_rules & {"/healthz", "/readyz", "/metrics"}, "the app must leave these to flaskprod"
+    assert "http_requests_total" in client.get("/metrics").get_data(as_text=True)
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json is not None
+    assert ready.json["checks"]["database"]["status"] == "ok"
 
 
 def test_database_url_is_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
