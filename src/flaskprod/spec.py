@@ -75,8 +75,16 @@ class ServerSettings:
 @dataclass(frozen=True, kw_only=True)
 class ProxySettings:
     trusted_hops: int = setting(
-        0, "Proxies in front of the app whose X-Forwarded-* headers are trusted; 0 = none.", minimum=0
+        0,
+        "Proxies in front of the app whose X-Forwarded-* headers are trusted; 0 = none. "
+        "`flaskprod up` puts nginx in front and so counts it as 1 unless set.",
+        minimum=0,
     )
+    host: str = setting("127.0.0.1", "Address nginx listens on in `flaskprod up`; 0.0.0.0 for every interface.", flag="--host")
+    port: int = setting(8000, "Port nginx listens on in `flaskprod up`.", flag="--port", minimum=1)
+    nginx: str = setting("nginx", "nginx binary `flaskprod up` runs: a name looked up on PATH or a path.")
+    run_dir: str = setting(".flaskprod/run", "Directory of `flaskprod up`'s config, sockets, pid files, logs and temp files.")
+    ready_timeout: int = setting(60, "Seconds `flaskprod up` waits for /readyz through nginx before it gives up.", minimum=1)
     server_name: str = setting("localhost", "Host name(s) nginx answers to, space separated.")
     static_url: str = setting("/static", "URL prefix of static files.")
     static_dir: str | None = setting(None, "Directory of static files; unset = the app's static folder.")
@@ -88,6 +96,13 @@ class ProxySettings:
     send_timeout: int = setting(10, "Seconds between two writes of the response.", minimum=1)
     keepalive_timeout: int = setting(65, "Seconds an idle client keep-alive connection stays open.", minimum=0)
     client_body_buffer_size: str = setting("128k", "Request body bytes held in memory before spilling to disk.")
+    client_header_buffer_size: str = setting("1k", "Buffer for request headers; longer header lines use 4 buffers of 8k.")
+    static_max_age: int = setting(
+        86400,
+        "Seconds browsers cache static files whose names carry no content hash; fingerprinted names "
+        "(app.3f2a1b9c.css) are cached for a year as immutable.",
+        minimum=0,
+    )
     rate_limit: str | None = setting(None, "Requests per client IP, e.g. `10r/s`; unset = no limit.")
     rate_limit_burst: int = setting(20, "Requests over the rate a client may burst before 429.", minimum=0)
 
@@ -302,12 +317,19 @@ def _coerce(value: Any, tp: Any) -> Any:
 _EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
     "proxy.max_body_size": (parse_size, "a size such as 10M, 512k or 1048576"),
     "proxy.client_body_buffer_size": (parse_size, "a size such as 128k"),
+    "proxy.client_header_buffer_size": (parse_size, "a size such as 1k"),
+    "proxy.port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
     "proxy.rate_limit": (lambda v: _match(r"\d+r/[sm]", v), "a rate such as 10r/s or 300r/m"),
 }
 
 
 def _match(pattern: str, value: str) -> None:
     if not re.fullmatch(pattern, value):
+        raise ValueError(value)
+
+
+def _at_most(value: int, limit: int) -> None:
+    if value > limit:
         raise ValueError(value)
 
 

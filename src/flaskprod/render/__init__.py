@@ -1,0 +1,7 @@
+"""Renderers: pure functions from the spec to the text of configuration files."""
+
+from __future__ import annotations
+
+from .nginx import NginxContext, render_nginx, render_nginx_conf
+
+__all__ = ["NginxContext", "render_nginx", "render_nginx_conf"]

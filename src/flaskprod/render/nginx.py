@@ -1,0 +1,183 @@
+"""nginx.conf from the spec: one template for `flaskprod up` and every container target."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from dataclasses import dataclass
+from importlib import resources
+from typing import Literal
+
+import jinja2
+
+from ..sizing import Derived
+from ..spec import Spec
+
+Protocol = Literal["http", "uwsgi"]
+
+# Worker classes that keep a connection open between requests; Gunicorn's sync worker closes
+# after every response, so an upstream keepalive pool would only hold dead connections.
+KEEPALIVE_WORKER_CLASSES = frozenset({"gthread", "gevent", "eventlet"})
+# Compressed when larger than proxy.gzip_min_length; text/html is always included by nginx.
+GZIP_TYPES = (
+    "text/css",
+    "text/plain",
+    "text/xml",
+    "text/javascript",
+    "application/javascript",
+    "application/json",
+    "application/xml",
+    "application/rss+xml",
+    "application/atom+xml",
+    "application/manifest+json",
+    "image/svg+xml",
+)
+# Headers the app sees from nginx; with proxy.trusted_hops = 1 its ProxyFix trusts exactly these.
+# X-Forwarded-Host/Port/Prefix are dropped (an empty value is not sent), whatever the client
+# sent: Host already carries the name and port the client used, and a port nginx would add
+# is wrong behind a port mapping (a container's 80 published as 8080).
+_FORWARDED_HEADERS = (
+    ("Host", "$http_host"),
+    ("X-Real-IP", "$remote_addr"),
+    # The client's own X-Forwarded-For is kept but nginx appends the address it saw, and the app
+    # trusts only that last entry: a spoofed value never becomes remote_addr.
+    ("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
+    ("X-Forwarded-Proto", "$scheme"),
+    ("X-Forwarded-Host", '""'),
+    ("X-Forwarded-Port", '""'),
+    ("X-Forwarded-Prefix", '""'),
+)
+# The CGI variables a WSGI server needs over the uwsgi protocol (what /etc/nginx/uwsgi_params
+# holds), written here so a run directory or an image does not depend on the system's copy.
+_UWSGI_CGI_PARAMS = (
+    ("QUERY_STRING", "$query_string"),
+    ("REQUEST_METHOD", "$request_method"),
+    ("CONTENT_TYPE", "$content_type"),
+    ("CONTENT_LENGTH", "$content_length"),
+    ("REQUEST_URI", "$request_uri"),
+    ("PATH_INFO", "$document_uri"),
+    ("DOCUMENT_ROOT", "$document_root"),
+    ("SERVER_PROTOCOL", "$server_protocol"),
+    ("REQUEST_SCHEME", "$scheme"),
+    ("HTTPS", "$https if_not_empty"),
+    ("REMOTE_ADDR", "$remote_addr"),
+    ("REMOTE_PORT", "$remote_port"),
+    ("SERVER_ADDR", "$server_addr"),
+    ("SERVER_PORT", "$server_port"),
+    ("SERVER_NAME", "$server_name"),
+)
+# Listen addresses that mean "every interface": they name no host a client would send.
+_WILDCARDS = frozenset({"0.0.0.0", "::", "*"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class NginxContext:
+    """Where this nginx runs: what differs between `flaskprod up` and a container, nothing else.
+
+    upstream is an nginx server address: `unix:/path/app.sock` or `host:port`.
+    """
+
+    host: str
+    port: int
+    upstream: str
+    protocol: Protocol
+    static_dir: str | None
+    conf_dir: str  # holds nginx.conf and mime.types
+    pid_file: str
+    temp_dir: str
+    access_log: str
+    error_log: str
+    user: str | None = None
+    worker_processes: int | Literal["auto"] = "auto"
+    worker_connections: int = 1024
+
+
+def listen_address(host: str, port: int) -> str:
+    """host:port as nginx's listen wants it, with brackets around an IPv6 address."""
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"[{host}]:{port}"
+    except ValueError:
+        pass
+    return f"{host}:{port}"
+
+
+def server_names(spec: Spec, host: str) -> list[str]:
+    """The configured names, plus the listen address itself when it is one a client can type."""
+    names = spec.proxy.server_name.split()
+    if host not in _WILDCARDS and host not in names:
+        names.append(host if ":" not in host else f"[{host}]")
+    return names
+
+
+def upstream_keepalive(derived: Derived, protocol: Protocol) -> int:
+    """Idle connections nginx keeps to the app server; 0 where they cannot be reused.
+
+    The uwsgi protocol ends every response by closing the connection, and Gunicorn's sync
+    worker does the same; otherwise one per worker thread is as many as can be busy at once.
+    """
+    if protocol == "uwsgi" or derived.worker_class not in KEEPALIVE_WORKER_CLASSES:
+        return 0
+    return derived.workers * derived.threads
+
+
+def _header_variable(header: str) -> str:
+    """X-Request-ID -> http_x_request_id: the nginx variable holding a request header."""
+    return "http_" + header.lower().replace("-", "_")
+
+
+def _cgi_name(header: str) -> str:
+    """X-Request-ID -> HTTP_X_REQUEST_ID: the WSGI environ key of a request header."""
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+def forwarded_headers(spec: Spec) -> list[tuple[str, str]]:
+    return [*_FORWARDED_HEADERS, (spec.logging.request_id_header, "$flaskprod_request_id")]
+
+
+def uwsgi_params(spec: Spec) -> list[tuple[str, str]]:
+    # Setting HTTP_<NAME> also stops nginx from passing the client's header of that name.
+    headers = [(_cgi_name(name), value.replace('""', '"" if_not_empty')) for name, value in forwarded_headers(spec)]
+    return [*_UWSGI_CGI_PARAMS, *headers]
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("flaskprod", "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
+    """The nginx.conf text for spec and its derived values, run as ctx says."""
+    template = _environment().get_template("nginx/nginx.conf.j2")
+    return template.render(
+        spec=spec,
+        derived=derived,
+        ctx=ctx,
+        app_name=spec.app.name,
+        listen=listen_address(ctx.host, ctx.port),
+        server_names=server_names(spec, ctx.host),
+        static_url=spec.proxy.static_url.rstrip("/"),
+        max_body_bytes=derived.max_body_bytes,
+        gzip_types=GZIP_TYPES,
+        request_id_header=spec.logging.request_id_header,
+        request_id_variable=_header_variable(spec.logging.request_id_header),
+        upstream_keepalive=upstream_keepalive(derived, ctx.protocol),
+        proxy_headers=forwarded_headers(spec),
+        uwsgi_params=uwsgi_params(spec),
+    )
+
+
+def mime_types() -> str:
+    return resources.files("flaskprod").joinpath("templates/nginx/mime.types").read_text(encoding="utf-8")
+
+
+def render_nginx(spec: Spec, derived: Derived, ctx: NginxContext) -> dict[str, str]:
+    """{file name: text} for ctx.conf_dir: nginx.conf and the mime.types it includes."""
+    return {"nginx.conf": render_nginx_conf(spec, derived, ctx), "mime.types": mime_types()}

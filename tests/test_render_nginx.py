@@ -1,0 +1,216 @@
+"""The nginx renderer: values come from the spec and its derived chain, and real nginx accepts the result."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from flaskprod.render import NginxContext, render_nginx, render_nginx_conf
+from flaskprod.render.nginx import Protocol, listen_address, server_names
+from flaskprod.sizing import Derived, Machine, derive
+from flaskprod.spec import Spec, load_spec
+
+MACHINE = Machine(cpus=2, memory=4 * 1024**3)
+
+
+def make_spec(**flags: object) -> Spec:
+    return load_spec(environ={}, config=None, root="/nonexistent", flags=flags)
+
+
+def context(
+    tmp_path: Path, protocol: Protocol = "http", *, static: bool = True, host: str = "127.0.0.1"
+) -> NginxContext:
+    static_dir = tmp_path / "static"
+    static_dir.mkdir(exist_ok=True)
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    return NginxContext(
+        host=host,
+        port=18080,
+        upstream=f"unix:{tmp_path}/app.sock",
+        protocol=protocol,
+        static_dir=str(static_dir) if static else None,
+        conf_dir=str(tmp_path),
+        pid_file=f"{tmp_path}/nginx.pid",
+        temp_dir=f"{tmp_path}/tmp",
+        access_log=f"{tmp_path}/access.log",
+        error_log="stderr",
+    )
+
+
+def rendered(spec: Spec, ctx: NginxContext, derived: Derived | None = None) -> str:
+    return render_nginx_conf(spec, derived or derive(spec, MACHINE), ctx)
+
+
+def directive(text: str, name: str) -> list[str]:
+    """The arguments of every `name ...;` line."""
+    return [m[1] for m in re.finditer(rf"^\s*{re.escape(name)}\s+(.*?);\s*$", text, re.MULTILINE)]
+
+
+def test_body_limit_is_the_bytes_the_app_uses(tmp_path: Path) -> None:
+    spec = make_spec(**{"proxy.max_body_size": "3M"})
+    text = rendered(spec, context(tmp_path))
+    assert directive(text, "client_max_body_size") == [str(3 * 1024 * 1024)]
+    assert derive(spec, MACHINE).max_body_bytes == 3 * 1024 * 1024
+
+
+@pytest.mark.parametrize("protocol", ["http", "uwsgi"])
+def test_read_timeout_comes_from_the_chain_and_outlasts_the_server(tmp_path: Path, protocol: Protocol) -> None:
+    spec = make_spec(**{"server.timeout": "7"})
+    derived = derive(spec, MACHINE)
+    text = rendered(spec, context(tmp_path, protocol), derived)
+    prefix = "proxy" if protocol == "http" else "uwsgi"
+    assert directive(text, f"{prefix}_read_timeout") == [f"{derived.timeouts.proxy_read}s"]
+    assert derived.timeouts.proxy_read > derived.timeouts.server == 7
+    assert directive(text, f"{prefix}_connect_timeout") == [f"{derived.timeouts.proxy_connect}s"]
+
+
+def test_client_timeouts_and_buffers_come_from_the_spec(tmp_path: Path) -> None:
+    spec = make_spec(**{
+        "proxy.client_header_timeout": "3", "proxy.client_body_timeout": "4", "proxy.send_timeout": "5",
+        "proxy.keepalive_timeout": "6", "proxy.client_body_buffer_size": "64k",
+        "proxy.client_header_buffer_size": "2k",
+    })
+    text = rendered(spec, context(tmp_path))
+    assert directive(text, "client_header_timeout") == ["3s"]
+    assert directive(text, "client_body_timeout") == ["4s"]
+    assert directive(text, "send_timeout") == ["5s"]
+    assert directive(text, "keepalive_timeout") == ["6s"]
+    assert directive(text, "client_body_buffer_size") == ["64k"]
+    assert directive(text, "client_header_buffer_size") == ["2k"]
+
+
+def test_http_upstream_forwards_the_trusted_headers(tmp_path: Path) -> None:
+    text = rendered(make_spec(), context(tmp_path))
+    assert directive(text, "server") == [f"unix:{tmp_path}/app.sock fail_timeout=0"]
+    assert directive(text, "proxy_pass") == ["http://flaskprod_app"]
+    assert directive(text, "proxy_http_version") == ["1.1"]
+    headers = dict(h.split(None, 1) for h in directive(text, "proxy_set_header"))
+    assert headers == {
+        "Connection": '""',
+        "Host": "$http_host",
+        "X-Real-IP": "$remote_addr",
+        "X-Forwarded-For": "$proxy_add_x_forwarded_for",
+        "X-Forwarded-Proto": "$scheme",
+        "X-Forwarded-Host": '""',
+        "X-Forwarded-Port": '""',
+        "X-Forwarded-Prefix": '""',
+        "X-Request-ID": "$flaskprod_request_id",
+    }
+    assert "uwsgi_pass" not in text
+
+
+def test_uwsgi_upstream_passes_cgi_params_and_the_same_headers(tmp_path: Path) -> None:
+    text = rendered(make_spec(), context(tmp_path, "uwsgi"))
+    assert directive(text, "uwsgi_pass") == ["flaskprod_app"]
+    params = dict(p.split(None, 1) for p in directive(text, "uwsgi_param"))
+    for cgi in ("REQUEST_METHOD", "QUERY_STRING", "PATH_INFO", "CONTENT_LENGTH", "CONTENT_TYPE", "REMOTE_ADDR"):
+        assert cgi in params
+    assert params["HTTP_X_FORWARDED_FOR"] == "$proxy_add_x_forwarded_for"
+    assert params["HTTP_X_REQUEST_ID"] == "$flaskprod_request_id"
+    assert params["HTTP_X_FORWARDED_HOST"] == '"" if_not_empty'
+    assert "proxy_pass" not in text
+    # The uwsgi protocol closes after every response: a keepalive pool would never be reused.
+    assert directive(text, "keepalive") == []
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(1, []), (4, ["12"])])
+def test_upstream_keepalive_only_where_the_worker_reuses_connections(
+    tmp_path: Path, threads: int, expected: list[str]
+) -> None:
+    spec = make_spec(**{"server.threads": str(threads), "server.workers": "3"})
+    derived = derive(spec, MACHINE)
+    text = rendered(spec, context(tmp_path), derived)
+    assert directive(text, "keepalive") == expected
+    if expected:
+        assert f"keepalive_timeout {derived.timeouts.upstream_keepalive}s;" in text
+        assert derived.timeouts.upstream_keepalive < derived.timeouts.keepalive
+
+
+def test_request_id_header_follows_the_logging_setting(tmp_path: Path) -> None:
+    text = rendered(make_spec(**{"logging.request_id_header": "X-Correlation-ID"}), context(tmp_path))
+    assert "map $http_x_correlation_id $flaskprod_request_id" in text
+    assert "proxy_set_header X-Correlation-ID $flaskprod_request_id;" in text
+
+
+def test_static_location_only_with_a_static_dir(tmp_path: Path) -> None:
+    spec = make_spec(**{"proxy.static_url": "/assets/", "proxy.static_max_age": "600"})
+    text = rendered(spec, context(tmp_path))
+    assert "location /assets/ {" in text
+    assert f"alias {tmp_path}/static/;" in text
+    assert "try_files $uri =404;" in text
+    assert 'default "public, max-age=600";' in text
+    assert "immutable" in text
+    assert "location /assets/" not in rendered(spec, context(tmp_path, static=False))
+
+
+def test_rate_limit_only_when_set(tmp_path: Path) -> None:
+    assert "limit_req" not in rendered(make_spec(), context(tmp_path))
+    text = rendered(make_spec(**{"proxy.rate_limit": "5r/s", "proxy.rate_limit_burst": "7"}), context(tmp_path))
+    assert directive(text, "limit_req_zone") == ["$binary_remote_addr zone=flaskprod_per_ip:10m rate=5r/s"]
+    assert directive(text, "limit_req_status") == ["429"]
+    assert directive(text, "limit_req") == ["zone=flaskprod_per_ip burst=7 nodelay"]
+
+
+def test_gzip_follows_the_spec(tmp_path: Path) -> None:
+    text = rendered(make_spec(**{"proxy.gzip_min_length": "256"}), context(tmp_path))
+    assert directive(text, "gzip") == ["on"]
+    assert directive(text, "gzip_min_length") == ["256"]
+    assert "gzip " not in rendered(make_spec(**{"proxy.gzip": "false"}), context(tmp_path))
+
+
+def test_unknown_hosts_are_closed_and_no_version_is_shown(tmp_path: Path) -> None:
+    text = rendered(make_spec(), context(tmp_path))
+    assert directive(text, "server_tokens") == ["off"]
+    assert directive(text, "listen") == ["127.0.0.1:18080 default_server", "127.0.0.1:18080"]
+    assert directive(text, "return") == ["444"]
+    assert "escape=json" in text
+
+
+def test_nothing_outside_the_prefix_is_referenced(tmp_path: Path) -> None:
+    for protocol in ("http", "uwsgi"):
+        text = rendered(make_spec(), context(tmp_path, protocol))
+        lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+        # Absolute paths as directive arguments; the URL locations /static/ and / are not files.
+        paths = set(re.findall(r"(?<=\s)/[\w./-]+", "\n".join(lines))) - {"/static/", "/"}
+        assert paths
+        assert all(p.startswith(str(tmp_path)) for p in paths), paths
+
+
+def test_server_names_add_the_listen_host_a_client_can_type() -> None:
+    spec = make_spec(**{"proxy.server_name": "example.org www.example.org"})
+    assert server_names(spec, "127.0.0.1") == ["example.org", "www.example.org", "127.0.0.1"]
+    assert server_names(spec, "0.0.0.0") == ["example.org", "www.example.org"]
+    assert server_names(spec, "::1") == ["example.org", "www.example.org", "[::1]"]
+    assert listen_address("::1", 80) == "[::1]:80"
+    assert listen_address("0.0.0.0", 80) == "0.0.0.0:80"
+
+
+def nginx_test(conf_dir: Path) -> subprocess.CompletedProcess[str]:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    return subprocess.run(
+        [nginx, "-t", "-q", "-p", str(conf_dir), "-c", str(conf_dir / "nginx.conf")],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+
+
+@pytest.mark.parametrize("protocol", ["http", "uwsgi"])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {},
+        {"proxy.rate_limit": "10r/s", "server.threads": "4"},
+        {"proxy.gzip": "false", "logging.request_id_header": "X-Correlation-ID"},
+    ],
+    ids=["defaults", "rate-limit-gthread", "no-gzip-other-id-header"],
+)
+def test_nginx_accepts_the_rendered_config(tmp_path: Path, protocol: Protocol, flags: dict[str, str]) -> None:
+    spec = make_spec(**flags)
+    for name, text in render_nginx(spec, derive(spec, MACHINE), context(tmp_path, protocol)).items():
+        (tmp_path / name).write_text(text)
+    result = nginx_test(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no warnings either
