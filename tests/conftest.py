@@ -54,12 +54,16 @@ def postgres(request: pytest.FixtureRequest) -> Postgres:
     return cluster
 
 
-def server_env(**extra: str) -> dict[str, str]:
+def server_env(extra: dict[str, str | None] | None = None) -> dict[str, str]:
     """A clean environment for an app server: nothing inherited that configures Flask or flaskprod,
-    and a fresh strong secret (64 hex characters) unless the caller overrides it."""
+    and a fresh strong secret (64 hex characters). In extra, a value of None removes the variable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_PREFIXES)}
     env["FLASK_SECRET_KEY"] = secrets.token_hex(32)
-    env.update(extra)
+    for name, value in (extra or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return env
 
 
@@ -129,11 +133,11 @@ StartServer = Callable[..., Server]
 def serve_app(tmp_path: Path) -> Iterator[StartServer]:
     """Write an app module under tmp_path and run it with `flaskprod serve`; every group is killed at teardown.
 
-    start(source, workers=1, env={}, args=(), wait=True, module="app") -> Server
+    start(source, workers=1, env={}, args=(), wait=True, module="app") -> Server; env values of None unset.
     """
     with ExitStack() as stack:
 
-        def start(source: str, *, workers: int = 1, env: dict[str, str] | None = None,
+        def start(source: str, *, workers: int = 1, env: dict[str, str | None] | None = None,
                   args: tuple[str, ...] = (), wait: bool = True, module: str = "app") -> Server:
             (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
             port = free_port()
@@ -144,7 +148,7 @@ def serve_app(tmp_path: Path) -> Iterator[StartServer]:
             with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
                 proc = subprocess.Popen(
                     serve_args(f"{module}:app", port, workers, args),
-                    cwd=tmp_path, env=server_env(**(env or {})), stdout=out, stderr=err,
+                    cwd=tmp_path, env=server_env(env), stdout=out, stderr=err,
                     stdin=subprocess.DEVNULL, start_new_session=True,
                 )
             stack.callback(stop_group, proc)

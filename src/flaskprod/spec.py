@@ -62,6 +62,12 @@ class ServerSettings:
     graceful_timeout: int = setting(
         30, "Seconds workers get to finish in-flight requests on shutdown or reload.", minimum=1
     )
+    drain_delay: int = setting(
+        0,
+        "Seconds the server keeps accepting after SIGTERM while /readyz answers 503, so a load balancer "
+        "takes it out of rotation before it stops listening.",
+        minimum=0,
+    )
     keepalive: int = setting(5, "Seconds an idle client connection is kept open by the app server.", minimum=0)
     max_requests: int = setting(10000, "Requests after which a worker is recycled (bounds slow leaks); 0 = never.", minimum=0)
     max_requests_jitter: int = setting(1000, "Random spread added to max_requests so workers do not restart together.", minimum=0)

@@ -1,0 +1,109 @@
+"""JSON log lines on the server's stdout, each app record and access line carrying the request's id."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.conftest import Server, StartServer
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+APP = """
+from flask import Flask
+
+from flaskprod import Production
+
+app = Flask(__name__)
+Production(app)
+
+
+@app.get("/hello")
+def hello():
+    app.logger.info("hello from the view")
+    return "hi"
+"""
+
+# Elastic Common Schema fields (https://www.elastic.co/guide/en/ecs/current/ecs-field-reference.html).
+REQUEST_ID = "http.request.id"
+MESSAGE = "message"
+URL_PATH = "url.path"
+STATUS = "http.response.status_code"
+VIEW_MESSAGE = "hello from the view"
+
+
+def field(record: dict[str, Any], dotted: str) -> Any:
+    """An ECS field from a record, whether the formatter nested it ({"http": {"request": ...}}) or not."""
+    if dotted in record:
+        return record[dotted]
+    value: Any = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def records_for(server: Server, request_id: str) -> list[dict[str, Any]]:
+    return [r for r in server.json_lines() if field(r, REQUEST_ID) == request_id]
+
+
+def app_and_access_lines(server: Server, request_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Wait for the view's log record and the access line of one request, found by its id."""
+
+    def both() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        records = records_for(server, request_id)
+        app_line = next((r for r in records if field(r, MESSAGE) == VIEW_MESSAGE), None)
+        access = next((r for r in records if field(r, URL_PATH) == "/hello" and field(r, STATUS) == 200), None)
+        return (app_line, access) if app_line and access else None
+
+    try:
+        return wait_for(both, timeout=10, what=f"log lines with request id {request_id}")
+    except AssertionError:
+        wanted = f"{REQUEST_ID}={request_id!r}"
+        raise AssertionError(f"no app line and access line with {wanted}:\n{server.output()}") from None
+
+
+def assert_all_stdout_is_json(server: Server) -> None:
+    """Every stdout line is one JSON object: a log shipper reads stdout line by line."""
+    for line in server.stdout().splitlines():
+        if line.strip():
+            assert isinstance(json.loads(line), dict), line
+
+
+def test_request_id_from_a_trusted_proxy_is_kept_and_logged(serve_app: StartServer) -> None:
+    # One proxy in front (nginx in `flaskprod up`) sets X-Request-ID; the app must keep it, and still log access.
+    server = serve_app(APP, env={"FLASKPROD_PROXY__TRUSTED_HOPS": "1", "FLASKPROD_LOGGING__ACCESS_LOG": "true"})
+    request_id = uuid.uuid4().hex
+    response = server.get("/hello", headers={"X-Request-ID": request_id})
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == request_id
+
+    app_line, access = app_and_access_lines(server, request_id)
+    assert field(app_line, "log.level") == "info"
+    assert field(access, "http.request.method") == "GET"
+
+    generated = server.get("/hello").headers["X-Request-ID"]
+    assert generated and generated != request_id
+    app_and_access_lines(server, generated)
+    assert_all_stdout_is_json(server)
+
+
+def test_request_id_is_generated_when_no_proxy_is_trusted(serve_app: StartServer) -> None:
+    # With nothing in front, X-Request-ID comes from the client: it could forge another request's id.
+    server = serve_app(APP)
+    forged = uuid.uuid4().hex
+    response = server.get("/hello", headers={"X-Request-ID": forged})
+    assert response.status_code == 200
+    request_id = response.headers["X-Request-ID"]
+    assert request_id and request_id != forged
+
+    app_line, access = app_and_access_lines(server, request_id)
+    assert field(app_line, "log.level") == "info"
+    assert field(access, "http.request.method") == "GET"
+    assert not records_for(server, forged)
+    assert_all_stdout_is_json(server)
