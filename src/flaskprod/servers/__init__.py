@@ -1,0 +1,57 @@
+"""The app servers behind one call: serve(spec) runs Gunicorn or uWSGI with the derived settings."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+from .. import discovery
+from ..sizing import derive
+from ..spec import Spec, env_for
+from .common import DRAIN_FILE_ENV, MULTIPROC_ENV, RunDir, check_bind
+from .settings import server_settings
+
+__all__ = ["serve", "server_settings"]
+
+
+def worker_environ(spec: Spec, app: discovery.AppRef) -> dict[str, str]:
+    """FLASKPROD_* variables that give workers the spec this process sees: its flags, and the app found."""
+    flags = {key: spec.get(key) for key, origin in spec.origins.items() if origin == "flag"}
+    flags["app.target"] = app.import_string
+    return env_for(flags)
+
+
+def serve(spec: Spec, *, print_config: bool = False) -> int:
+    """Find the app, derive the settings, and run the configured server until it stops; the exit status."""
+    # Imported here: `python -m flaskprod.servers.probe` must not find itself already imported.
+    from .probe import probe
+
+    app = discovery.resolve(spec.app.target)
+    env = worker_environ(spec, app)
+    # The probe must not write metrics into (or see a drain file of) a directory it does not own.
+    probe_env = {k: v for k, v in os.environ.items() if k not in (MULTIPROC_ENV, DRAIN_FILE_ENV)}
+    worker_mb = probe(app, {**probe_env, **env})
+    settings = server_settings(spec, derive(spec, worker_mb=worker_mb), app, worker_mb=worker_mb)
+    if print_config:
+        print(json.dumps(settings, indent=2))
+        return 0
+    check_bind(settings["bind"])
+    run_dir = RunDir.create(spec.app.name, spec.monitoring.multiproc_dir)
+    os.environ.update(env)
+    os.environ.update(run_dir.environ())
+    return _runner(settings)(settings, app, run_dir)
+
+
+Runner = Callable[[dict[str, Any], discovery.AppRef, RunDir], int]
+
+
+def _runner(settings: dict[str, Any]) -> Runner:
+    if settings["server"] == "uwsgi":
+        from .uwsgi import run as run_uwsgi
+
+        return run_uwsgi
+    from .gunicorn import run as run_gunicorn
+
+    return run_gunicorn

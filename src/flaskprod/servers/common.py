@@ -1,0 +1,91 @@
+"""What both servers share: the bind check, the per-start run directory and the drain file."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ServerError
+
+DRAIN_FILE_ENV = "FLASKPROD_DRAIN_FILE"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def parse_bind(bind: str) -> tuple[str, int] | str:
+    """(host, port) for 'host:port' or '[v6]:port', or the path for 'unix:/path'."""
+    if bind.startswith("unix:"):
+        return bind[len("unix:"):]
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ServerError(f"bind {bind!r}: expected host:port such as 127.0.0.1:8000, or unix:/path/to.sock")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def check_bind(bind: str) -> None:
+    """Fail early, on one line, when the address cannot be listened on (most often: already in use)."""
+    address = parse_bind(bind)
+    if isinstance(address, str):
+        return  # a stale unix socket is the server's to replace
+    host, port = address
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ServerError(f"cannot bind {bind}: {exc.strerror}; pass --bind HOST:PORT with a local address") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        # The servers set SO_REUSEADDR too, so a port in TIME_WAIT is not reported as taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ServerError(
+                    f"{bind} is already in use: stop what holds it or pass --bind {host}:PORT"
+                ) from None
+            raise ServerError(f"cannot bind {bind}: {exc.strerror}") from None
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Files one server start owns: the multi-process metrics directory and the drain file."""
+
+    path: Path
+    multiproc_dir: Path
+    owns_multiproc_dir: bool
+
+    @classmethod
+    def create(cls, name: str, multiproc_dir: str | None) -> RunDir:
+        path = Path(tempfile.mkdtemp(prefix=f"flaskprod-{name}-"))
+        if multiproc_dir is None:
+            return cls(path=path, multiproc_dir=path / "metrics", owns_multiproc_dir=True)
+        return cls(path=path, multiproc_dir=Path(multiproc_dir).resolve(), owns_multiproc_dir=False)
+
+    @property
+    def drain_file(self) -> Path:
+        return self.path / "draining"
+
+    def environ(self) -> dict[str, str]:
+        """Variables the workers inherit: where metrics go and which file means 'draining'."""
+        return {MULTIPROC_ENV: str(self.multiproc_dir), DRAIN_FILE_ENV: str(self.drain_file)}
+
+    def prepare(self) -> None:
+        """A fresh metrics directory and no drain file, as every start must begin."""
+        from ..runtime.metrics import prepare_multiproc_dir
+
+        prepare_multiproc_dir(str(self.multiproc_dir))
+        self.drain_file.unlink(missing_ok=True)
+
+    def begin_drain(self) -> None:
+        """From now on every worker's readiness answers 503."""
+        self.drain_file.touch()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        if not self.owns_multiproc_dir:
+            # Leave a configured directory in place but empty, so nothing stale outlives this start.
+            for entry in self.multiproc_dir.glob("*.db"):
+                entry.unlink(missing_ok=True)

@@ -1,0 +1,144 @@
+"""Gunicorn embedded through BaseApplication, with the hooks that keep metrics and draining correct."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.errors import AppImportError
+
+from ..discovery import AppRef, load
+from ..errors import FlaskprodError
+from .common import RunDir
+
+# Signals that cut a drain delay short: the operator wants the server gone now.
+_IMPATIENT = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+def gunicorn_config(settings: dict[str, Any]) -> dict[str, Any]:
+    """Gunicorn's own setting names and values for the effective settings (hooks are added separately)."""
+    return {
+        "bind": [settings["bind"]],
+        "workers": settings["workers"],
+        "threads": settings["threads"],
+        "worker_class": settings["worker_class"],
+        "timeout": settings["timeout"],
+        "graceful_timeout": settings["graceful_timeout"],
+        "keepalive": settings["keepalive"],
+        "max_requests": settings["max_requests"],
+        "max_requests_jitter": settings["max_requests_jitter"],
+        "worker_tmp_dir": settings["worker_tmp_dir"],
+        "backlog": settings["backlog"],
+        "preload_app": settings["preload"],
+        "proc_name": settings["proc_name"],
+        "loglevel": settings["loglevel"],
+        "accesslog": settings["accesslog"],
+        "errorlog": settings["errorlog"],
+        # The control socket would be a file under $HOME or $XDG_RUNTIME_DIR that nothing here uses.
+        "control_socket_disable": True,
+    }
+
+
+def _post_worker_init(worker: Any) -> None:
+    """Chain the worker's SIGTERM handler so its own readiness flips to draining the moment it is told to stop."""
+    from ..runtime import draining
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(sig: int, frame: FrameType | None) -> None:
+        draining.begin()  # records only; the worker's own handler does the rest
+        if callable(previous):
+            previous(sig, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
+    # Gunicorn asks that SIGTERM not interrupt system calls of in-flight requests; keep that.
+    signal.siginterrupt(signal.SIGTERM, False)
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    from ..runtime.metrics import mark_worker_dead
+
+    mark_worker_dead(worker.pid)
+
+
+class DrainingArbiter(Arbiter):  # type: ignore[misc]
+    """Gunicorn's arbiter, except that SIGTERM first marks the server as draining.
+
+    The drain file makes every worker's /readyz answer 503 at once; for drain_delay seconds the
+    server keeps accepting, so a load balancer can take it out of rotation; then Gunicorn's own
+    graceful stop lets in-flight requests finish within graceful_timeout.
+    """
+
+    app: FlaskprodApplication
+
+    def handle_term(self) -> None:
+        self.app.run_dir.begin_drain()
+        delay = self.app.settings["drain_delay"]
+        if delay:
+            self.log.info("Draining: /readyz answers 503; stopping in %ss", delay)
+            self._keep_serving(delay)
+        raise StopIteration
+
+    def _keep_serving(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            received = self.wait_for_signals(timeout=min(left, 1.0))
+            if any(sig in _IMPATIENT for sig in received):
+                return
+            if signal.SIGCHLD in received:
+                self.reap_workers()
+            self.murder_workers()
+            self.manage_workers()
+
+
+class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
+    """The app and its settings as Gunicorn sees them: cfg from the settings dict, load() from discovery."""
+
+    def __init__(self, settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> None:
+        self.settings = settings
+        self.app_ref = app
+        self.run_dir = run_dir
+        super().__init__()
+
+    def load_config(self) -> None:
+        hooks: dict[str, Callable[..., None]] = {
+            "on_starting": lambda server: self.run_dir.prepare(),
+            "child_exit": _child_exit,
+            "post_worker_init": _post_worker_init,
+        }
+        for key, value in {**gunicorn_config(self.settings), **hooks}.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        try:
+            return load(self.app_ref)
+        except FlaskprodError as exc:
+            if exc.__cause__ is not None:
+                raise  # a bug in the app: Gunicorn logs the traceback the user needs
+            # Gunicorn prints an AppImportError as one line and stops with "App failed to load".
+            raise AppImportError(str(exc)) from None
+
+    def run(self) -> None:
+        DrainingArbiter(self).run()
+
+
+def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
+    """Run Gunicorn in this process until it stops; its exit status."""
+    master = os.getpid()
+    try:
+        FlaskprodApplication(settings, app, run_dir).run()
+    except SystemExit as exc:
+        if os.getpid() != master:
+            raise  # a forked worker leaving: not ours to intercept
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        if os.getpid() == master:
+            run_dir.remove()
+    return 0

@@ -1,0 +1,82 @@
+"""Load the app once in a throwaway interpreter: validate it before serving and measure a worker's memory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..discovery import AppRef, load
+from ..errors import DiscoveryError, FlaskprodError
+
+# Exit status of the probe when the app failed to load; its message is in the result file.
+FAILED = 2
+
+
+def _rss_mb() -> float | None:
+    """Resident memory of this process in MiB, from /proc; None where that is not available."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def probe(ref: AppRef, env: Mapping[str, str]) -> float | None:
+    """Load ref in a child interpreter with env; return its resident MiB, or raise the load error as one line.
+
+    A child, not this process: the app server's master then forks workers that have not imported the
+    app (unless preload is on), and the app's import-time side effects stay out of the supervisor.
+    """
+    with tempfile.TemporaryDirectory(prefix="flaskprod-probe-") as tmp:
+        result_path = Path(tmp) / "result.json"
+        args = [sys.executable, "-m", "flaskprod.servers.probe", ref.module, ref.name or "", ref.path, str(result_path)]
+        # The app's own output during import goes where the server's output would; ours goes in a file.
+        completed = subprocess.run(args, env=dict(env), stdin=subprocess.DEVNULL, check=False)
+        try:
+            result = json.loads(result_path.read_text())
+        except (OSError, ValueError):
+            raise DiscoveryError(
+                f"app {ref.import_string!r} crashed while loading (exit status {completed.returncode})"
+            ) from None
+    if "error" in result:
+        raise DiscoveryError(result["error"])
+    rss = result.get("rss_mb")
+    return float(rss) if rss is not None else None
+
+
+def _print_user_traceback(exc: BaseException) -> None:
+    package = str(Path(__file__).resolve().parent.parent)
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not (filename.startswith(package) or filename.startswith("<frozen") or "importlib" in filename):
+            break
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
+
+
+def main(argv: list[str]) -> int:
+    module, name, path, result_path = argv
+    ref = AppRef(module=module, name=name or None, path=path)
+    try:
+        load(ref)
+    except FlaskprodError as exc:
+        if exc.__cause__ is not None:
+            # A bug in the user's code: its traceback is what they need to fix it, from their first frame.
+            _print_user_traceback(exc.__cause__)
+        message = str(exc) if isinstance(exc, DiscoveryError) else f"app {ref.import_string!r} refused to start: {exc}"
+        Path(result_path).write_text(json.dumps({"error": message}))
+        return FAILED
+    Path(result_path).write_text(json.dumps({"rss_mb": _rss_mb()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,44 @@
+"""The effective server settings: one pure function of the spec, its derived values and the app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..discovery import AppRef
+from ..sizing import Derived
+from ..spec import Spec
+
+
+def server_settings(spec: Spec, derived: Derived, app: AppRef, *, worker_mb: float | None = None) -> dict[str, Any]:
+    """Everything the app server is started with; Gunicorn's config and uWSGI's ini both read this dict.
+
+    Keys follow Gunicorn's setting names where one exists, so the JSON printed by
+    `serve --print-config` reads like the server's own documentation.
+    """
+    server = spec.server
+    return {
+        "server": server.kind,
+        "app": app.import_string,
+        "pythonpath": app.path,
+        "bind": server.bind,
+        "workers": derived.workers,
+        "threads": derived.threads,
+        "worker_class": derived.worker_class,
+        "timeout": derived.timeouts.server,
+        "graceful_timeout": derived.timeouts.graceful,
+        "keepalive": derived.timeouts.keepalive,
+        "max_requests": derived.max_requests,
+        "max_requests_jitter": derived.max_requests_jitter,
+        "worker_tmp_dir": derived.worker_tmp_dir,
+        "backlog": server.backlog,
+        "preload": server.preload,
+        "drain_delay": server.drain_delay,
+        "proc_name": spec.app.name,
+        "loglevel": spec.logging.level.lower(),
+        # The app writes its own access log (JSON, with the request id) when it faces clients.
+        "accesslog": None,
+        "errorlog": "-",
+        "worker_memory_mb": None if worker_mb is None else round(worker_mb, 1),
+        "cpus": derived.machine.cpus,
+        "memory_mb": derived.machine.memory // (1024 * 1024),
+    }

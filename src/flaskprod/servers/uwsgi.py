@@ -1,0 +1,208 @@
+"""uWSGI run from an ini rendered from the same settings as Gunicorn, supervised by the serve process."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
+
+from ..discovery import AppRef
+from ..errors import ServerError
+from ..spec import SETTINGS
+from .common import RunDir, parse_bind
+
+ENTRY = "flaskprod.servers.uwsgi_entry:application"
+# Request header buffer: uWSGI's 4 KiB default rejects ordinary large cookies with a 502 at the proxy.
+BUFFER_SIZE = 32768
+# Seconds between sweeps of the metrics directory for files of workers that have gone.
+REAP_INTERVAL = 1.0
+_METRIC_PID = re.compile(r"_(\d+)\.db$")
+# SIGCHLD only wakes the loop so uWSGI's exit is noticed at once.
+_HANDLED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGCHLD)
+
+
+def render_ini(
+    settings: dict[str, Any],
+    *,
+    protocol: Literal["http", "uwsgi"] = "http",
+    listen_max: int | None = None,
+) -> str:
+    """The uWSGI ini for the effective settings; protocol http faces clients, uwsgi sits behind nginx.
+
+    listen_max caps the backlog at the kernel's somaxconn, which uWSGI refuses to exceed.
+    """
+    if settings["worker_class"] not in ("sync", "gthread"):
+        raise ServerError(
+            f"worker_class {settings['worker_class']!r} is Gunicorn-only; use --server gunicorn or threads with uWSGI"
+        )
+    address = parse_bind(settings["bind"])
+    bind = address if isinstance(address, str) else settings["bind"]
+    backlog = settings["backlog"] if listen_max is None else min(settings["backlog"], listen_max)
+    workers = settings["workers"]
+    lines: list[tuple[str, Any]] = [
+        ("master", True),
+        ("module", ENTRY),
+        ("pythonpath", settings["pythonpath"]),
+        ("env", f"{SETTINGS['app.target'].env}={settings['app']}"),
+        ("procname-prefix-spaced", settings["proc_name"]),
+        ("auto-procname", True),
+        ("http-socket" if protocol == "http" else "socket", bind),
+        ("listen", backlog),
+        ("processes", workers),
+        ("threads", settings["threads"]),
+        # The app's own background threads (metrics, log shipping) need the GIL machinery on.
+        ("enable-threads", True),
+        ("thunder-lock", True),
+        ("harakiri", settings["timeout"]),
+        ("max-requests", settings["max_requests"]),
+        # uWSGI staggers by worker id instead of a random jitter: spread the same range across the workers.
+        ("max-requests-delta", settings["max_requests_jitter"] // max(1, workers)),
+        ("worker-reload-mercy", settings["graceful_timeout"]),
+        ("reload-mercy", settings["graceful_timeout"]),
+        # SIGTERM is a brutal reload in uWSGI 2.0; make it a graceful stop, as orchestrators expect.
+        ("hook-master-start", "unix_signal:15 gracefully_kill_them_all"),
+        ("die-on-term", True),
+        ("need-app", True),
+        ("strict", True),
+        ("lazy-apps", False),
+        ("single-interpreter", True),
+        # Let the app's os.register_at_fork hooks (pool disposal, metrics) run in each worker.
+        ("py-call-osafterfork", True),
+        ("vacuum", True),
+        ("buffer-size", BUFFER_SIZE),
+        # The app writes its own access log when it faces clients; nginx does behind a proxy.
+        ("disable-logging", True),
+        ("ignore-sigpipe", True),
+        ("ignore-write-errors", True),
+        ("disable-write-exception", True),
+    ]
+    if not settings["max_requests"]:
+        lines = [(k, v) for k, v in lines if not k.startswith("max-requests")]
+    if settings["threads"] == 1:
+        lines = [(k, v) for k, v in lines if k != "threads"]
+    body = "\n".join(f"{key} = {_ini_value(value)}" for key, value in lines)
+    return f"; written by flaskprod from its settings; change flaskprod.toml, not this file\n[uwsgi]\n{body}\n"
+
+
+def _ini_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def find_uwsgi() -> str:
+    """The uwsgi binary of this virtualenv, else the one on PATH."""
+    beside = Path(sys.executable).parent / "uwsgi"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("uwsgi")
+    if found is None:
+        raise ServerError("uwsgi not found: pip install 'flaskprod[uwsgi]'")
+    return found
+
+
+def somaxconn() -> int | None:
+    try:
+        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Supervisor:
+    """Run uWSGI as a child; forward signals (SIGTERM after the drain file), reap dead workers' metrics.
+
+    The signal handlers only record; the loop in run() does the work.
+    """
+
+    def __init__(self, command: list[str], run_dir: RunDir, drain_delay: float) -> None:
+        self.command = command
+        self.run_dir = run_dir
+        self.drain_delay = drain_delay
+        self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.marked: set[int] = set()
+
+    def record(self, sig: int, frame: FrameType | None) -> None:
+        self.signals.put_nowait(sig)
+
+    def run(self) -> int:
+        for forwarded in _HANDLED:
+            signal.signal(forwarded, self.record)
+        proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)
+        try:
+            while proc.poll() is None:
+                sig: int | None
+                try:
+                    sig = self.signals.get(timeout=REAP_INTERVAL)
+                except queue.Empty:
+                    sig = None
+                if sig == signal.SIGTERM:
+                    self.run_dir.begin_drain()
+                    self._wait_drain_delay(proc)
+                    proc.send_signal(signal.SIGTERM)
+                elif sig in (signal.SIGHUP, signal.SIGINT):
+                    proc.send_signal(sig)
+                self.reap_metrics()
+            return proc.returncode
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for forwarded in _HANDLED:
+                signal.signal(forwarded, signal.SIG_DFL)
+
+    def _wait_drain_delay(self, proc: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + self.drain_delay
+        while proc.poll() is None and (left := deadline - time.monotonic()) > 0:
+            try:
+                if self.signals.get(timeout=min(left, REAP_INTERVAL)) in (signal.SIGTERM, signal.SIGINT):
+                    return
+            except queue.Empty:
+                pass
+            self.reap_metrics()
+
+    def reap_metrics(self) -> None:
+        """uWSGI has no child-exit hook: mark each worker whose metric files remain but whose pid is gone."""
+        from ..runtime.metrics import mark_worker_dead
+
+        try:
+            names = os.listdir(self.run_dir.multiproc_dir)
+        except OSError:
+            return
+        for name in names:
+            match = _METRIC_PID.search(name)
+            if match is None:
+                continue
+            pid = int(match[1])
+            if pid not in self.marked and not _alive(pid):
+                mark_worker_dead(pid)
+                self.marked.add(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
+    """Write the ini into the run directory and supervise uWSGI until it stops; its exit status."""
+    binary = find_uwsgi()
+    ini = run_dir.path / "uwsgi.ini"
+    ini.write_text(render_ini(settings, listen_max=somaxconn()))
+    try:
+        run_dir.prepare()
+        return Supervisor([binary, "--ini", str(ini)], run_dir, settings["drain_delay"]).run()
+    finally:
+        run_dir.remove()

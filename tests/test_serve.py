@@ -1,0 +1,218 @@
+"""`flaskprod serve`: the printed settings, a real Gunicorn and uWSGI, and each user mistake as one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from flaskprod.servers.uwsgi import render_ini
+from tests.support import BIN, ROOT, free_port, running, wait_for
+
+FLASKPROD = str(BIN / "flaskprod")
+SERVERS = ["gunicorn", "uwsgi"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """No FLASK_/FLASKPROD_ settings from the developer's shell, and a strong random secret."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK", "PROMETHEUS_MULTIPROC_DIR", "GUNICORN"))}
+    env["FLASK_SECRET_KEY"] = secrets.token_hex(32)
+    env.update(extra)
+    return env
+
+
+def flaskprod(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FLASKPROD, *args], env=env or clean_env(), cwd=cwd, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def print_config(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> dict[str, Any]:
+    result = flaskprod("serve", *args, "--print-config", env=env, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    settings: dict[str, Any] = json.loads(result.stdout)
+    return settings
+
+
+@dataclass
+class Served:
+    """A running `flaskprod serve` and where its output goes."""
+
+    proc: subprocess.Popen[str]
+    port: int
+    log: Path
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str, timeout: float = 10) -> requests.Response:
+        return requests.get(self.url(path), timeout=timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def serving(tmp_path: Path, server: str, *args: str, app: str = "tests.apps.basic:app",
+            env: dict[str, str] | None = None) -> Iterator[Served]:
+    """`flaskprod serve APP --server S --bind 127.0.0.1:PORT ARGS`, up and answering, stopped at the end."""
+    port = free_port()
+    log = tmp_path / f"serve-{server}-{port}.log"
+    command = [FLASKPROD, "serve", app, "--server", server, "--bind", f"127.0.0.1:{port}", *args]
+    # A file, not a pipe: a full pipe would block the server once it has logged 64 KiB.
+    with log.open("w") as out, running(command, env=env or clean_env(), cwd=ROOT, stdout=out, stderr=out) as proc:
+        served = Served(proc=proc, port=port, log=log)
+
+        def up() -> bool:
+            assert proc.poll() is None, f"serve exited with {proc.returncode}:\n{served.output()}"
+            return served.get("/healthz", timeout=2).status_code == 200
+
+        wait_for(up, timeout=30, what=f"{server} to answer /healthz")
+        yield served
+
+
+# --- --print-config ---------------------------------------------------------------------------------------
+
+
+def test_print_config_follows_flags() -> None:
+    settings = print_config("tests.apps.factory:create_app()", "--workers", "3", "--threads", "4",
+                            "--timeout", "20", "--bind", "127.0.0.1:9999", "--server", "uwsgi")
+    assert settings["app"] == "tests.apps.factory:create_app()"
+    assert settings["pythonpath"] == str(ROOT)
+    assert settings["server"] == "uwsgi"
+    assert settings["bind"] == "127.0.0.1:9999"
+    assert (settings["workers"], settings["threads"], settings["worker_class"]) == (3, 4, "gthread")
+    assert settings["timeout"] == 20
+    assert settings["accesslog"] is None and settings["errorlog"] == "-"
+
+
+def test_print_config_env_under_flags() -> None:
+    env = clean_env(FLASKPROD_SERVER__GRACEFUL_TIMEOUT="7", FLASKPROD_SERVER__WORKERS="5",
+                    FLASKPROD_SERVER__MAX_REQUESTS="0")
+    settings = print_config("tests.apps.factory", "--workers", "2", env=env)
+    assert settings["graceful_timeout"] == 7
+    assert settings["workers"] == 2  # the flag wins over the environment
+    assert (settings["max_requests"], settings["max_requests_jitter"]) == (0, 0)
+    assert settings["worker_class"] == "sync"
+
+
+def test_print_config_auto_workers_measure_the_app() -> None:
+    settings = print_config("tests.apps.factory")
+    assert settings["worker_memory_mb"] > 5
+    assert 1 <= settings["workers"] <= 2 * int(settings["cpus"]) + 1
+
+
+def test_print_config_finds_wsgi_py(tmp_path: Path) -> None:
+    (tmp_path / "wsgi.py").write_text("from flask import Flask\napp = Flask(__name__)\n")
+    settings = print_config(cwd=tmp_path)
+    assert (settings["app"], settings["pythonpath"]) == ("wsgi", str(tmp_path.resolve()))
+
+
+def test_uwsgi_ini_from_the_same_settings() -> None:
+    settings = print_config("tests.apps.factory", "--workers", "4", "--threads", "2", "--timeout", "25")
+    ini = render_ini(settings, listen_max=1024)
+    lines = set(ini.splitlines())
+    expected = {"master = true", "processes = 4", "threads = 2", "harakiri = 25", "listen = 1024",
+                "http-socket = 127.0.0.1:8000", "worker-reload-mercy = 30", "max-requests = 10000",
+                "max-requests-delta = 250", "lazy-apps = false", "need-app = true", "disable-logging = true",
+                "hook-master-start = unix_signal:15 gracefully_kill_them_all",
+                "env = FLASKPROD_APP__TARGET=tests.apps.factory"}
+    assert expected <= lines, ini
+    behind_nginx = render_ini({**settings, "bind": "unix:/run/app.sock"}, protocol="uwsgi")
+    assert "socket = /run/app.sock" in behind_nginx.splitlines()
+
+
+# --- real servers -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server", SERVERS)
+def test_serves_the_app(tmp_path: Path, server: str) -> None:
+    with serving(tmp_path, server, "--workers", "2") as served:
+        response = served.get("/")
+        assert (response.status_code, response.text) == (200, "hello from basic")
+        assert served.get("/readyz").status_code == 200
+
+
+# --- mistakes: one line on stderr, exit 2 ---------------------------------------------------------------------
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess[str], *expected: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for text in expected:
+        assert text in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["nosuchmod"], ["Error: could not import 'nosuchmod': No module named 'nosuchmod'"]),
+        (["tests.apps.basic:nope"], ["module 'tests.apps.basic' has no attribute 'nope'", "Use 'module:name'"]),
+        (["tests.apps.basic", "--server", "nginx"], ["--server", "nginx", "gunicorn"]),
+        (["tests.apps.refuses"], ["refused to start", "SECRET_KEY is missing"]),
+        (["tests.apps.broken_import"], ["No module named 'flaskprod_no_such_dependency'"]),
+    ],
+    ids=["import-error", "attribute-missing", "unknown-server", "refuses-to-start", "missing-dependency"],
+)
+def test_bad_input_is_one_line(args: list[str], expected: list[str]) -> None:
+    _assert_one_line_error(flaskprod("serve", *args, "--bind", f"127.0.0.1:{free_port()}"), *expected)
+
+
+def test_no_app_found_is_one_line(tmp_path: Path) -> None:
+    result = flaskprod("serve", cwd=tmp_path)
+    _assert_one_line_error(result, f"no Flask app found: tried wsgi.py, app.py in {tmp_path}")
+
+
+def test_weak_secret_key_is_refused() -> None:
+    result = flaskprod("serve", "tests.apps.weak_secret", env=clean_env(FLASK_SECRET_KEY="hard-to-guess-string"))
+    _assert_one_line_error(result, "SECRET_KEY")
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_port_in_use_is_one_line(server: str) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = flaskprod("serve", "tests.apps.factory", "--server", server, "--bind", f"127.0.0.1:{port}")
+    _assert_one_line_error(
+        result, f"127.0.0.1:{port} is already in use: stop what holds it or pass --bind 127.0.0.1:PORT"
+    )
+
+
+def test_bug_in_app_shows_its_traceback_then_one_error_line() -> None:
+    result = flaskprod("serve", "tests.apps.buggy")
+    assert result.returncode == 2
+    assert 'tests/apps/buggy.py", line' in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: error while importing 'tests.apps.buggy': ZeroDivisionError: division by zero"
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server", SERVERS)
+def test_worker_boot_failure_stops_serve(tmp_path: Path, server: str) -> None:
+    """An app that loads in the probe but not in the workers: serve exits non-zero, not a restart loop."""
+    log = tmp_path / "serve.log"
+    command = [FLASKPROD, "serve", "tests.apps.fails_in_worker", "--server", server,
+               "--bind", f"127.0.0.1:{free_port()}", "--workers", "1"]
+    with log.open("w") as out, running(command, env=clean_env(), cwd=ROOT, stdout=out, stderr=out) as proc:
+        started = time.monotonic()
+        code = proc.wait(30)
+    output = log.read_text()
+    assert code != 0, output
+    assert "only fails where the server runs it" in output
+    assert time.monotonic() - started < 30

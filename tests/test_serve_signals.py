@@ -1,0 +1,109 @@
+"""Signals to `flaskprod serve`: SIGTERM drains and exits 0, SIGHUP replaces workers without a failed request."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import wait_for
+from tests.test_serve import SERVERS, Served, serving
+
+pytestmark = pytest.mark.integration
+
+# Bounds on every load loop, in requests and in seconds.
+MAX_REQUESTS = 600
+MAX_SECONDS = 20.0
+
+
+def worker_pids(served: Served, samples: int = 12) -> set[int]:
+    return {int(served.get("/pid").text) for _ in range(samples)}
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path: Path, server: str) -> None:
+    # 2 workers x 4 threads hold the 4 slow requests with room for /readyz; the 1 s drain delay makes it observable.
+    with serving(tmp_path, server, "--workers", "2", "--threads", "4", "--set", "server.drain_delay=1") as served:
+        assert served.get("/readyz").status_code == 200
+        with ThreadPoolExecutor(4) as pool:
+            slow = [pool.submit(served.get, "/slow?s=2", 15) for _ in range(4)]
+            time.sleep(0.3)  # the requests are in the workers' hands
+            served.proc.send_signal(signal.SIGTERM)
+            # While draining, the server still answers, but readiness says it should get no new traffic.
+            draining = wait_for(lambda: served.get("/readyz", timeout=2).status_code == 503, timeout=5,
+                                what="/readyz to answer 503 while draining")
+            statuses = [f.result().status_code for f in slow]
+        code = served.proc.wait(30)
+    assert draining
+    assert statuses == [200] * 4, served.output()
+    assert code == 0, served.output()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_sigterm_without_drain_delay_finishes_requests(tmp_path: Path, server: str) -> None:
+    with serving(tmp_path, server, "--workers", "2") as served:
+        with ThreadPoolExecutor(2) as pool:
+            slow = [pool.submit(served.get, "/slow?s=1", 15) for _ in range(2)]
+            time.sleep(0.3)  # the requests are in the workers' hands
+            started = time.monotonic()
+            served.proc.send_signal(signal.SIGTERM)
+            statuses = [f.result().status_code for f in slow]
+        code = served.proc.wait(30)
+    assert statuses == [200, 200], served.output()
+    assert code == 0, served.output()
+    assert time.monotonic() - started < 10  # graceful, not the 30 s graceful_timeout running out
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_sighup_replaces_workers_without_failed_requests(tmp_path: Path, server: str) -> None:
+    with serving(tmp_path, server, "--workers", "2") as served:
+        before = worker_pids(served)
+        failures: list[str] = []
+        seen: list[int] = []
+        stop = threading.Event()
+        lock = threading.Lock()
+        deadline = time.monotonic() + MAX_SECONDS
+
+        def client() -> None:
+            while not stop.is_set() and time.monotonic() < deadline:
+                with lock:
+                    if len(seen) + len(failures) >= MAX_REQUESTS:
+                        return
+                try:
+                    response = served.get("/pid", timeout=10)
+                    with lock:
+                        if response.status_code == 200:
+                            seen.append(int(response.text))
+                        else:
+                            failures.append(f"HTTP {response.status_code}")
+                except requests.RequestException as exc:
+                    with lock:
+                        failures.append(repr(exc))
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: len(seen) >= 50, timeout=10, what="load to start")
+            served.proc.send_signal(signal.SIGHUP)
+            hup_at = len(seen)
+
+            def replaced() -> bool:
+                with lock:
+                    new = [pid for pid in seen[hup_at:] if pid not in before]
+                return len(new) >= 50
+
+            wait_for(replaced, timeout=MAX_SECONDS / 2, what="requests served by new workers")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(15)
+        after = worker_pids(served)
+        assert failures == [], served.output()
+        assert after.isdisjoint(before), (before, after)
+        assert served.proc.poll() is None
