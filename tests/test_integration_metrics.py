@@ -1,0 +1,110 @@
+"""Prometheus metrics under multi-process Gunicorn: the totals at /metrics equal the requests made across workers."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Server, StartServer
+
+pytestmark = pytest.mark.integration
+
+APP = """
+import os
+
+from flask import Flask
+
+from flaskprod import Production
+
+app = Flask(__name__)
+Production(app)
+
+
+@app.get("/items/<int:item_id>")
+def item(item_id):
+    return {"item": item_id, "pid": os.getpid()}
+"""
+
+WORKERS = 4
+REQUESTS = 200
+CLIENTS = 8
+RULE = "/items/<int:item_id>"
+
+
+def fetch_item(server: Server, item_id: int) -> int:
+    """One request on its own connection (so any worker may accept it); the pid of the worker that served it."""
+    response = server.get(f"/items/{item_id}", headers={"Connection": "close"}, timeout=10)
+    assert response.status_code == 200, response.text
+    return int(response.json()["pid"])
+
+
+def samples_named(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample called name in a Prometheus exposition, as (labels, value)."""
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+RECYCLE_AFTER = 30
+
+
+# Recycled: each worker exits after 30 requests and a new one takes its place mid-load; the dead
+# workers' counts must stay in the totals and their in-progress gauges must leave them.
+@pytest.mark.parametrize("recycle", [False, True], ids=["steady-workers", "recycled-workers"])
+def test_request_totals_across_four_workers_equal_the_requests_made(serve_app: StartServer, recycle: bool) -> None:
+    args = ("--set", f"server.max_requests={RECYCLE_AFTER}", "--set", "server.max_requests_jitter=0") if recycle else ()
+    server = serve_app(APP, workers=WORKERS, args=args)
+    started = time.monotonic()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        pids = Counter(pool.map(lambda i: fetch_item(server, i), range(REQUESTS), timeout=60))
+    assert time.monotonic() - started < 60
+    assert sum(pids.values()) == REQUESTS
+    assert len(pids) > 1, f"one worker served everything ({pids}); the test would not cover multi-process metrics"
+    if recycle:
+        assert len(pids) > WORKERS, f"no worker was recycled ({pids}); max_requests did not reach the server"
+
+    # A path that matches no route must not become a label value either: scanners would explode the series.
+    assert server.get("/no-such-page/12345").status_code == 404
+
+    text = server.get("/metrics").text
+    samples = samples_named(text, "http_requests_total")
+    ours = [(labels, value) for labels, value in samples if labels.get("endpoint") == RULE]
+    assert ours, f"no http_requests_total sample with endpoint={RULE!r}: {samples}"
+    assert sum(value for _, value in ours) == REQUESTS
+    for labels, _ in ours:
+        assert labels["method"] == "GET"
+        assert labels["status"] == "200"
+    # The raw path would give one series per item id and grow without bound.
+    endpoints = {labels.get("endpoint", "") for labels, _ in samples}
+    raw = {e for e in endpoints if e.startswith(("/items/", "/no-such-page")) and e != RULE}
+    assert not raw, f"endpoint labelled by raw path: {raw}"
+    gauges = samples_named(text, "http_requests_in_progress")
+    in_progress = [value for labels, value in gauges if labels.get("endpoint") == RULE]
+    assert sum(in_progress) == 0, f"requests still counted in progress after all were answered: {in_progress}"
+
+
+APP_NAME, APP_VERSION = "shop", "1.2.3"
+
+
+def test_metrics_is_prometheus_text_with_latency_and_app_info(serve_app: StartServer) -> None:
+    env: dict[str, str | None] = {"FLASKPROD_APP__NAME": APP_NAME, "FLASKPROD_APP__VERSION": APP_VERSION}
+    server = serve_app(APP, workers=2, env=env)
+    assert server.get("/items/1").status_code == 200
+    response = server.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    families = {family.name: family for family in text_string_to_metric_families(response.text)}
+    latency = [f for name, f in families.items() if name.startswith("http_request_duration")]
+    assert latency and latency[0].type == "histogram", sorted(families)
+    buckets = [s for s in latency[0].samples if s.name.endswith("_count") and s.labels.get("endpoint") == RULE]
+    assert sum(s.value for s in buckets) == 1
+    assert "app_info" in families, sorted(families)
+    info = families["app_info"].samples
+    assert [(s.labels["name"], s.labels["version"], s.value) for s in info] == [(APP_NAME, APP_VERSION, 1.0)]
