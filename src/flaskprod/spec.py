@@ -47,6 +47,11 @@ class AppSettings:
 class ServerSettings:
     kind: Literal["gunicorn", "uwsgi"] = setting("gunicorn", "Application server.", flag="--server")
     bind: str = setting("127.0.0.1:8000", "Address the app server listens on: host:port or unix:/path.", flag="--bind")
+    protocol: Literal["http", "uwsgi"] = setting(
+        "http",
+        "What the app server speaks on bind: http, or uwsgi (uWSGI only: what nginx's uwsgi_pass speaks; "
+        "`flaskprod up --server uwsgi` sets it).",
+    )
     workers: int | Auto = setting(
         "auto", "Worker processes; auto = min(2 x CPUs + 1, what fits in memory).", flag="--workers", minimum=1
     )

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import discovery
+from ..errors import ServerError
 from ..sizing import derive
 from ..spec import Spec, env_for
 from .common import DRAIN_FILE_ENV, MULTIPROC_ENV, RunDir, check_bind
@@ -37,6 +38,8 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
     if print_config:
         print(json.dumps(settings, indent=2))
         return 0
+    if settings["protocol"] == "uwsgi" and settings["server"] != "uwsgi":
+        raise ServerError("server.protocol 'uwsgi' needs --server uwsgi: Gunicorn speaks HTTP only")
     check_bind(settings["bind"])
     run_dir = RunDir.create(spec.app.name, spec.monitoring.multiproc_dir)
     os.environ.update(env)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import socket
 import tempfile
@@ -56,17 +57,23 @@ class RunDir:
     path: Path
     multiproc_dir: Path
     owns_multiproc_dir: bool
+    # Named by a supervisor above this server (`flaskprod up`), which marks the workers draining
+    # itself before it stops anything; None = a file of this start's own.
+    given_drain_file: Path | None = None
 
     @classmethod
     def create(cls, name: str, multiproc_dir: str | None) -> RunDir:
         path = Path(tempfile.mkdtemp(prefix=f"flaskprod-{name}-"))
+        given = os.environ.get(DRAIN_FILE_ENV)
+        drain = Path(given) if given else None
         if multiproc_dir is None:
-            return cls(path=path, multiproc_dir=path / "metrics", owns_multiproc_dir=True)
-        return cls(path=path, multiproc_dir=Path(multiproc_dir).resolve(), owns_multiproc_dir=False)
+            return cls(path=path, multiproc_dir=path / "metrics", owns_multiproc_dir=True, given_drain_file=drain)
+        return cls(path=path, multiproc_dir=Path(multiproc_dir).resolve(), owns_multiproc_dir=False,
+                   given_drain_file=drain)
 
     @property
     def drain_file(self) -> Path:
-        return self.path / "draining"
+        return self.given_drain_file or self.path / "draining"
 
     def environ(self) -> dict[str, str]:
         """Variables the workers inherit: where metrics go and which file means 'draining'."""

@@ -21,6 +21,7 @@ def server_settings(spec: Spec, derived: Derived, app: AppRef, *, worker_mb: flo
         "app": app.import_string,
         "pythonpath": app.path,
         "bind": server.bind,
+        "protocol": server.protocol,
         "workers": derived.workers,
         "threads": derived.threads,
         "worker_class": derived.worker_class,

@@ -200,7 +200,7 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
     """Write the ini into the run directory and supervise uWSGI until it stops; its exit status."""
     binary = find_uwsgi()
     ini = run_dir.path / "uwsgi.ini"
-    ini.write_text(render_ini(settings, listen_max=somaxconn()))
+    ini.write_text(render_ini(settings, protocol=settings["protocol"], listen_max=somaxconn()))
     try:
         run_dir.prepare()
         return Supervisor([binary, "--ini", str(ini)], run_dir, settings["drain_delay"]).run()
