@@ -1,4 +1,4 @@
-"""A real PostgreSQL for tests: one already running (DATABASE_URL), or a throwaway cluster made with initdb + pg_ctl."""
+"""A real PostgreSQL for tests: one already running (DATABASE_URL or a local socket), or a throwaway initdb cluster."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from tests.support import free_port
 
+# Where the Debian packages put the machine's own clusters' sockets.
+LOCAL_SOCKET_DIR = "/var/run/postgresql"
 # initdb refuses to run as root, so a root test run hands the cluster to this OS user.
 PG_USER = "postgres"
 # Crash safety is worthless for a throwaway cluster; these make start, stop and writes fast.
@@ -88,12 +91,23 @@ def answers(url: str, timeout: int = 2) -> bool:
         return False
 
 
-def external_url(environ: dict[str, str] | os._Environ[str] = os.environ) -> str | None:
-    """DATABASE_URL when it names a PostgreSQL server that answers now, else None."""
+def _local_socket_urls() -> list[str]:
+    """URLs for the machine's own cluster(s) on the Debian socket directory, as the postgres role."""
+    sockets = sorted(Path(LOCAL_SOCKET_DIR).glob(".s.PGSQL.*"))
+    return [
+        f"postgresql+psycopg2://{PG_USER}@/postgres?host={LOCAL_SOCKET_DIR}&port={sock.suffix.lstrip('.')}"
+        for sock in sockets
+        if sock.suffix.lstrip(".").isdigit()
+    ]
+
+
+def external_url(environ: Mapping[str, str] = os.environ) -> str | None:
+    """A running PostgreSQL that answers now: DATABASE_URL first, then a local socket; else None."""
     url = environ.get("DATABASE_URL", "")
-    if urlsplit(url).scheme.split("+")[0] not in {"postgres", "postgresql"}:
-        return None
-    return to_sqlalchemy_url(url) if answers(url) else None
+    if urlsplit(url).scheme.split("+")[0] in {"postgres", "postgresql"}:
+        return to_sqlalchemy_url(url) if answers(url) else None
+    # Peer authentication usually refuses other OS users here; then the throwaway cluster is used.
+    return next((u for u in _local_socket_urls() if answers(u)), None)
 
 
 @dataclass
