@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from . import draining
 from .extension import Production
+from .logs import request_id
+from .metrics import mark_worker_dead, prepare_multiproc_dir
 
-__all__ = ["Production"]
+__all__ = ["Production", "draining", "mark_worker_dead", "prepare_multiproc_dir", "request_id"]

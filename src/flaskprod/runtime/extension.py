@@ -1,14 +1,182 @@
-"""Production(app): placeholder until the runtime lands."""
+"""Production(app): the Flask extension that makes an app fit for production traffic."""
 
 from __future__ import annotations
 
-from typing import Any
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from flask import Flask, request
+
+from ..spec import Spec, load_spec
+from . import config
+from .db import configure_engines, database_checks
+from .errorpages import register_error_pages
+from .headers import configure_cookies, hsts_headers, security_headers
+from .health import Check, CheckRunner, readiness
+from .logs import access_log_enabled, access_logger, configure_logging
+from .metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED, HttpMetrics
+from .pipeline import IN_PROGRESS_KEY, Probe, RequestPipeline, json_probe_response
+from .proxy import trust_proxies
+from .secrets import refuse_unsafe
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+    from prometheus_client import CollectorRegistry
+
+C = TypeVar("C", bound=Check)
+EXTENSION_KEY = "flaskprod"
 
 
 class Production:
-    def __init__(self, app: Any = None, **options: Any) -> None:
+    """Config from the environment, start-up refusal, probes, metrics, logs, proxy trust, headers, errors, DB.
+
+    Each part is switched by the spec (by default flaskprod.toml and FLASKPROD_* variables).
+    """
+
+    def __init__(self, app: Flask | None = None, *, spec: Spec | None = None) -> None:
+        self.spec = spec
+        self._checks: dict[str, Check] = {}
+        self._runner = CheckRunner()
+        self._metrics: HttpMetrics | None = None
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Any) -> None:
-        app.extensions["flaskprod"] = self
+    @property
+    def registry(self) -> CollectorRegistry | None:
+        """This instance's private metrics registry (None until init_app, or with metrics off)."""
+        return self._metrics.registry if self._metrics is not None else None
+
+    def add_check(self, name: str, fn: Check) -> None:
+        """Run fn on every readiness probe; it fails by raising, returning False or overrunning the timeout."""
+        if name in self._checks:
+            raise ValueError(f"a readiness check named {name!r} is already registered; pick another name")
+        self._checks[name] = fn
+
+    def readiness_check(self, name: str) -> Callable[[C], C]:
+        """Decorator form of add_check."""
+
+        def register(fn: C) -> C:
+            self.add_check(name, fn)
+            return fn
+
+        return register
+
+    def init_app(self, app: Flask) -> None:
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "A 'Production' instance has already been registered on this Flask app. "
+                "Import and use that instance instead."
+            )
+        spec = self.spec if self.spec is not None else load_spec()
+        self.spec = spec
+        app.extensions[EXTENSION_KEY] = self
+
+        config.configure(app, spec)
+        if spec.security.refuse_unsafe:
+            refuse_unsafe(app, spec)
+        if spec.logging.configure:
+            configure_logging(app, spec)
+        if spec.security.headers:
+            configure_cookies(app, spec)
+        if spec.security.error_pages:
+            register_error_pages(app)
+        if spec.database.engine_options:
+            configure_engines(app, spec)
+
+        metrics = None
+        if spec.monitoring.metrics:
+            if self._metrics is None:
+                self._metrics = HttpMetrics(name=spec.app.name, version=spec.app.version)
+            metrics = self._metrics
+        if metrics is not None:
+            # First in line, so the app's own before_request hooks (which may answer early) cannot skip it.
+            app.before_request_funcs.setdefault(None, []).insert(0, _count_in_progress(metrics))
+
+        mon = spec.monitoring
+        pipeline = RequestPipeline(
+            app.wsgi_app,
+            request_id_header=spec.logging.request_id_header,
+            # Only a proxy we trust may name the request; a client could otherwise forge log correlation.
+            trust_request_id=spec.proxy.trusted_hops > 0,
+            headers=security_headers(spec) if spec.security.headers else [],
+            https_headers=hsts_headers(spec) if spec.security.headers else [],
+            metrics=metrics,
+            access_logger=access_logger(app) if access_log_enabled(spec) else None,
+            quiet_paths=frozenset({mon.health_path, mon.ready_path, mon.metrics_path}),
+            probes=self._probes(app, spec, metrics),
+        )
+        app.wsgi_app = trust_proxies(pipeline, spec.proxy.trusted_hops)  # type: ignore[method-assign,assignment]
+
+    def _probes(self, app: Flask, spec: Spec, metrics: HttpMetrics | None) -> dict[str, Probe]:
+        probes: dict[str, Probe] = {}
+        mon = spec.monitoring
+        if mon.health:
+            app_ref = weakref.ref(app)
+
+            def liveness(environ: WSGIEnvironment) -> tuple[str, list[tuple[str, str]], bytes]:
+                return json_probe_response(200, {"status": "ok"})
+
+            def ready(environ: WSGIEnvironment) -> tuple[str, list[tuple[str, str]], bytes]:
+                current = app_ref()
+                checks = self._checks_for(current) if current is not None else dict(self._checks)
+                status, body = readiness(checks, self._runner, mon.check_timeout)
+                return json_probe_response(status, body)
+
+            probes[mon.health_path] = _get_only(liveness)
+            probes[mon.ready_path] = _get_only(ready)
+        if metrics is not None:
+
+            def exposition(environ: WSGIEnvironment) -> tuple[str, list[tuple[str, str]], bytes]:
+                body, content_type = metrics.render()
+                return "200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))], body
+
+            probes[mon.metrics_path] = _get_only(exposition)
+        return probes
+
+    def _checks_for(self, app: Flask) -> dict[str, Check]:
+        """The registered checks plus a ping per Flask-SQLAlchemy engine, each run inside app's context.
+
+        Flask-SQLAlchemy is looked up here, not in init_app, because apps call db.init_app(app)
+        after Production(app).
+        """
+        checks = dict(self._checks)
+        if "sqlalchemy" in app.extensions:
+            with app.app_context():
+                checks = {**database_checks(app), **checks}
+        return {name: _in_app_context(app, fn) for name, fn in checks.items()}
+
+
+def _in_app_context(app: Flask, fn: Check) -> Check:
+    # Checks run in their own threads; they may use current_app or db.session.
+    def run() -> object:
+        with app.app_context():
+            return fn()
+
+    return run
+
+
+def _get_only(probe: Probe) -> Probe:
+    def guarded(environ: WSGIEnvironment) -> tuple[str, list[tuple[str, str]], bytes]:
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            _, headers, body = json_probe_response(405, {"status": "method not allowed"})
+            return "405 METHOD NOT ALLOWED", [*headers, ("Allow", "GET, HEAD")], body
+        return probe(environ)
+
+    return guarded
+
+
+def _count_in_progress(metrics: HttpMetrics) -> Callable[[], None]:
+    """A before_request hook: the route is known only once Flask has matched it, so the gauge starts here."""
+
+    def count_in_progress() -> None:
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not three
+        method = req.method
+        if method not in KNOWN_METHODS:
+            method = OTHER_METHOD
+        rule = req.url_rule
+        child = metrics.in_progress_child(method, rule.rule if rule is not None else UNMATCHED)
+        child.inc()
+        req.environ[IN_PROGRESS_KEY] = child
+
+    return count_in_progress

@@ -1,0 +1,107 @@
+"""SQLAlchemy engine options from the spec, readiness pings, and pools disposed after fork."""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from typing import Any
+
+from flask import Flask
+
+from ..sizing import db_pool, derive
+from ..spec import Spec
+from .health import Check
+
+# Drivers that take a connect_timeout keyword (libpq and the MySQL clients); others use other names.
+_CONNECT_TIMEOUT_DRIVERS = {
+    "postgresql": {None, "psycopg2", "psycopg"},
+    "mysql": {None, "pymysql", "mysqldb"},
+}
+
+
+def _split_url(url: str) -> tuple[str, str | None]:
+    scheme = url.split(":", 1)[0].lower()
+    backend, _, driver = scheme.partition("+")
+    return backend, driver or None
+
+
+def engine_options(spec: Spec, url: str | None, *, workers: int | None = None) -> dict[str, Any]:
+    """create_engine options: pre-ping, recycle, and a pool sized so all workers fit the connection budget."""
+    db = spec.database
+    options: dict[str, Any] = {"pool_pre_ping": db.pre_ping, "pool_recycle": db.pool_recycle}
+    if url is None:
+        # Unknown backend: only options every pool class accepts.
+        return options
+    backend, driver = _split_url(url)
+    if backend == "sqlite":
+        # SQLite uses a singleton or static pool in memory, which rejects sizing options.
+        return options
+    pool = derive(spec).pool if workers is None else db_pool(spec, workers, spec.server.threads)
+    options.update(pool_size=pool.size, max_overflow=pool.overflow, pool_timeout=db.pool_timeout)
+    if driver in _CONNECT_TIMEOUT_DRIVERS.get(backend, ()):
+        # Without it a stopped or unreachable server hangs the connect, and the readiness probe with it.
+        options["connect_args"] = {"connect_timeout": db.connect_timeout}
+    return options
+
+
+def configure_engines(app: Flask, spec: Spec) -> None:
+    """Set SQLALCHEMY_ENGINE_OPTIONS unless the app set its own, and dispose inherited pools after fork."""
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(spec, app.config.get("SQLALCHEMY_DATABASE_URI")))
+    _register_for_fork(app)
+
+
+def database_checks(app: Flask) -> dict[str, Check]:
+    """A SELECT 1 per Flask-SQLAlchemy engine of app; must be called inside its app context."""
+    ext = app.extensions.get("sqlalchemy")
+    if ext is None:
+        return {}
+    from sqlalchemy import text
+
+    checks: dict[str, Check] = {}
+    for key, engine in ext.engines.items():
+        name = "database" if key is None else f"database:{key}"
+
+        def ping(engine: Any = engine) -> None:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        checks[name] = ping
+    return checks
+
+
+_apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+_fork_hook_lock = threading.Lock()
+_fork_hook_registered = False
+
+
+def _register_for_fork(app: Flask) -> None:
+    global _fork_hook_registered
+    _apps.add(app)
+    with _fork_hook_lock:
+        if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=dispose_pools_after_fork)
+            _fork_hook_registered = True
+
+
+def _engines_of(app: Flask) -> list[Any]:
+    ext = app.extensions.get("sqlalchemy")
+    if ext is None:
+        return []
+    # Read the engines without pushing an app context: teardown handlers must not run in a fork hook.
+    per_app = getattr(ext, "_app_engines", None)
+    if per_app is not None:
+        return list(per_app.get(app, {}).values())
+    with app.app_context():
+        return list(ext.engines.values())
+
+
+def dispose_pools_after_fork() -> None:
+    """Forget pooled connections inherited from the parent, without closing the parent's sockets.
+
+    Runs in each forked worker (os.register_at_fork). uWSGI forks without running Python's fork
+    hooks: call this from its postfork hook.
+    """
+    for app in list(_apps):
+        for engine in _engines_of(app):
+            engine.dispose(close=False)

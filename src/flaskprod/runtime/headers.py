@@ -1,0 +1,53 @@
+"""Security response headers and session cookie flags."""
+
+from __future__ import annotations
+
+from flask import Flask, has_request_context, request
+from flask.sessions import SecureCookieSessionInterface
+
+from ..spec import Spec
+from .config import set_unless_changed
+
+Header = tuple[str, str]
+
+
+def security_headers(spec: Spec) -> list[Header]:
+    """Headers for every response (each only when the app did not set it already)."""
+    sec = spec.security
+    headers = [
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", sec.frame_options),
+        ("Referrer-Policy", sec.referrer_policy),
+    ]
+    if sec.content_security_policy:
+        headers.append(("Content-Security-Policy", sec.content_security_policy))
+    return headers
+
+
+def hsts_headers(spec: Spec) -> list[Header]:
+    """Headers for HTTPS responses only: browsers ignore HSTS over plain HTTP, and it must not pin a dev host."""
+    if not spec.security.hsts:
+        return []
+    return [("Strict-Transport-Security", f"max-age={spec.security.hsts_max_age}; includeSubDomains")]
+
+
+class AutoSecureSessionInterface(SecureCookieSessionInterface):
+    """Marks the session cookie Secure when the request came over HTTPS (as seen through ProxyFix)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        if app.config["SESSION_COOKIE_SECURE"]:
+            return True
+        return has_request_context() and request.is_secure
+
+
+def configure_cookies(app: Flask, spec: Spec) -> None:
+    """HttpOnly and SameSite always; Secure as the spec says, or per request when it says auto."""
+    set_unless_changed(app, "SESSION_COOKIE_HTTPONLY", True)
+    set_unless_changed(app, "SESSION_COOKIE_SAMESITE", spec.security.session_cookie_samesite)
+    secure = spec.security.session_cookie_secure
+    if secure == "auto":
+        # Replace only Flask's stock interface; a server-side session extension keeps its own.
+        if type(app.session_interface) is SecureCookieSessionInterface:
+            app.session_interface = AutoSecureSessionInterface()
+    else:
+        set_unless_changed(app, "SESSION_COOKIE_SECURE", secure)

@@ -1,0 +1,80 @@
+"""Liveness and readiness: the readiness checks, each run with a time limit."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import draining
+
+Check = Callable[[], object]
+CheckResult = dict[str, Any]
+MAX_ERROR_LENGTH = 200
+
+
+def _describe(exc: BaseException) -> str:
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    text = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+    return text[:MAX_ERROR_LENGTH]
+
+
+class CheckRunner:
+    """Runs checks concurrently, each in its own daemon thread, and waits at most timeout seconds.
+
+    A check that overran keeps running in its thread; until it ends, later probes report it as
+    failed instead of starting another copy, so a hung dependency cannot pile up threads.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    def run(self, checks: Mapping[str, Check], timeout: float) -> dict[str, CheckResult]:
+        results: dict[str, CheckResult] = {}
+        started: list[tuple[str, threading.Thread, float]] = []
+        for name, fn in checks.items():
+            with self._lock:
+                previous = self._running.get(name)
+                if previous is not None and previous.is_alive():
+                    results[name] = {"status": "fail", "time_ms": 0.0, "error": "previous run still in progress"}
+                    continue
+                thread = threading.Thread(
+                    target=self._call, args=(name, fn, results), name=f"readiness-{name}", daemon=True
+                )
+                self._running[name] = thread
+            started.append((name, thread, time.perf_counter()))
+            thread.start()
+        deadline = time.perf_counter() + timeout
+        for name, thread, t0 in started:
+            thread.join(max(0.0, deadline - time.perf_counter()))
+            if thread.is_alive():
+                results[name] = {
+                    "status": "fail",
+                    "time_ms": round((time.perf_counter() - t0) * 1000, 3),
+                    "error": f"timed out after {timeout:g}s",
+                }
+        # A thread that finishes after its timeout must not rewrite the answer being sent.
+        missing: CheckResult = {"status": "fail", "time_ms": 0.0, "error": "check ended without a result"}
+        return {name: dict(results.get(name) or missing) for name in checks}
+
+    def _call(self, name: str, fn: Check, results: dict[str, CheckResult]) -> None:
+        t0 = time.perf_counter()
+        try:
+            outcome = fn()
+        except Exception as exc:  # a failing dependency is the answer, not an error of the probe
+            result: CheckResult = {"status": "fail", "error": _describe(exc)}
+        else:
+            result = {"status": "ok"} if outcome is not False else {"status": "fail", "error": "check returned False"}
+        result["time_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        results.setdefault(name, result)
+
+
+def readiness(checks: Mapping[str, Check], runner: CheckRunner, timeout: float) -> tuple[int, dict[str, Any]]:
+    """HTTP status and body of the readiness endpoint."""
+    if draining.is_draining():
+        return 503, {"status": "draining", "checks": {}}
+    results = runner.run(checks, timeout)
+    ok = all(r["status"] == "ok" for r in results.values())
+    return (200 if ok else 503), {"status": "ok" if ok else "fail", "checks": results}

@@ -1,0 +1,102 @@
+"""The per-request WSGI layer: request id, security headers, metrics, the access line and the probes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from .logs import REQUEST_ID_KEY, is_sane_request_id, log_access
+from .metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED, HttpMetrics
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+IN_PROGRESS_KEY = "flaskprod.in_progress"
+Header = tuple[str, str]
+# A probe answers with (status line, headers, body); it runs outside Flask so the app's own hooks
+# (login redirects, sessions, per-request DB work) never decide whether the process is healthy.
+Probe = Callable[["WSGIEnvironment"], tuple[str, list[Header], bytes]]
+
+
+def json_probe_response(status: int, body: dict[str, Any]) -> tuple[str, list[Header], bytes]:
+    data = json.dumps(body).encode()
+    reason = {200: "OK", 503: "SERVICE UNAVAILABLE"}.get(status, "")
+    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Content-Length", str(len(data)))]
+    return f"{status} {reason}", headers, data
+
+
+class RequestPipeline:
+    """Wraps the Flask WSGI app; everything here runs on every request, so it avoids needless work."""
+
+    def __init__(
+        self,
+        wsgi_app: WSGIApplication,
+        *,
+        request_id_header: str,
+        trust_request_id: bool,
+        headers: list[Header],
+        https_headers: list[Header],
+        metrics: HttpMetrics | None,
+        access_logger: logging.Logger | None,
+        quiet_paths: frozenset[str],
+        probes: dict[str, Probe],
+    ) -> None:
+        self.wsgi_app = wsgi_app
+        self._rid_environ = "HTTP_" + request_id_header.upper().replace("-", "_")
+        self._rid_header = request_id_header
+        self._trust_rid = trust_request_id
+        self._headers = headers
+        self._https_headers = headers + https_headers
+        self._metrics = metrics
+        self._access = access_logger
+        self._quiet = quiet_paths
+        self._probes = probes
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        t0 = time.perf_counter()
+        rid = environ.get(self._rid_environ) if self._trust_rid else None
+        if rid is None or not is_sane_request_id(rid):
+            rid = os.urandom(16).hex()
+        environ[REQUEST_ID_KEY] = rid
+        extra = self._https_headers if environ.get("wsgi.url_scheme") == "https" else self._headers
+        status_code = 500
+
+        def start(status: str, headers: list[Header], exc_info: Any = None) -> Any:
+            nonlocal status_code
+            status_code = int(status[:3])
+            present = {name.lower() for name, _ in headers}
+            headers.append((self._rid_header, rid))
+            for name, value in extra:
+                if name.lower() not in present:
+                    headers.append((name, value))
+            return start_response(status, headers, exc_info)
+
+        path = environ.get("PATH_INFO", "")
+        probe = self._probes.get(path)
+        endpoint = path
+        try:
+            if probe is not None:
+                status, headers, body = probe(environ)
+                start(status, headers)
+                return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+            return self.wsgi_app(environ, start)
+        finally:
+            elapsed = time.perf_counter() - t0
+            if probe is None:
+                child = environ.pop(IN_PROGRESS_KEY, None)
+                if child is not None:
+                    child.dec()
+                flask_request = environ.get("werkzeug.request")
+                rule = getattr(flask_request, "url_rule", None)
+                endpoint = rule.rule if rule is not None else UNMATCHED
+            if self._metrics is not None:
+                method = environ.get("REQUEST_METHOD", "")
+                if method not in KNOWN_METHODS:
+                    method = OTHER_METHOD
+                self._metrics.observe(method, endpoint, status_code, elapsed)
+            if self._access is not None and path not in self._quiet:
+                log_access(self._access, environ, status_code, elapsed, rid)

@@ -1,0 +1,122 @@
+"""Refusal to start with debug on or a SECRET_KEY that protects nothing."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask
+from flask.cli import run_command
+
+from ..errors import ConfigurationError
+from ..spec import Spec
+
+# Values published in the Flask docs, tutorials, books and templates: anyone can sign a session with them.
+PUBLISHED_SECRETS = (
+    "hard-to-guess-string",
+    "hard to guess string",
+    "you-will-never-guess",
+    "dev",
+    "development",
+    "development key",
+    "changeme",
+    "change-me",
+    "change_me",
+    "changeit",
+    "secret",
+    "secret-key",
+    "secret_key",
+    "secretkey",
+    "mysecret",
+    "my-secret-key",
+    "your-secret-key",
+    "your_secret_key",
+    "supersecret",
+    "super-secret",
+    "super secret key",
+    "super-secret-key",
+    "keyboard cat",
+    "password",
+    "default",
+    "insecure",
+    "test",
+    "testing",
+    "_5#y2L\"F4Q8z\n\xec]/",  # the Flask quickstart's example key
+)
+MIN_DISTINCT = 10
+HOW_TO_GENERATE = "python -c 'import secrets; print(secrets.token_hex(32))'"
+FIX = f"set FLASK_SECRET_KEY or FLASK_SECRET_KEY_FILE to a random value, e.g. {HOW_TO_GENERATE}"
+
+
+def _as_text(key: object) -> str:
+    if isinstance(key, (bytes, bytearray)):
+        return bytes(key).decode("latin-1")
+    return str(key)
+
+
+def _period(text: str) -> int:
+    """Length of the shortest block that, repeated, makes up text (len(text) when there is none)."""
+    n = len(text)
+    # Prefix function: the longest proper prefix that is also a suffix gives the period.
+    border = [0] * n
+    k = 0
+    for i in range(1, n):
+        while k and text[i] != text[k]:
+            k = border[k - 1]
+        if text[i] == text[k]:
+            k += 1
+        border[i] = k
+    return n - border[-1] if n else 0
+
+
+def _is_weak(text: str, min_length: int) -> bool:
+    return len(text) < min_length or len(set(text)) < MIN_DISTINCT or _period(text) <= len(text) // 2
+
+
+def secret_key_problem(key: object, min_length: int) -> str | None:
+    """Why key is unfit to sign sessions in production, or None when it is fine."""
+    if key is None or key == "" or key == b"":
+        return f"SECRET_KEY is missing: {FIX}"
+    text = _as_text(key)
+    lowered = text.lower()
+    for published in PUBLISHED_SECRETS:
+        if published in lowered:
+            # A published value padded or repeated to length is still published; a random
+            # key that merely contains a short word somewhere is not.
+            rest = lowered.replace(published, "")
+            if _is_weak(rest, min_length):
+                return f"SECRET_KEY is a published default ({published!r}): anyone can forge sessions; {FIX}"
+    if len(text) < min_length:
+        return f"SECRET_KEY is too short ({len(text)} characters, at least {min_length} needed): {FIX}"
+    if len(set(text)) < MIN_DISTINCT:
+        return f"SECRET_KEY has too little variety ({len(set(text))} distinct characters): {FIX}"
+    if _period(text) <= len(text) // 2:
+        return f"SECRET_KEY is one short pattern repeated: {FIX}"
+    return None
+
+
+def _under_dev_server() -> bool:
+    """True while `flask run` is loading the app: Flask's development server, never production."""
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.command is run_command
+
+
+def refuse_unsafe(app: Flask, spec: Spec) -> None:
+    """Raise ConfigurationError when app would serve production traffic in debug mode or with a weak key.
+
+    Testing apps are exempt so test suites can use fixed keys, and so is `flask run --debug`.
+    """
+    if app.testing:
+        return
+    if app.debug:
+        if _under_dev_server():
+            return
+        raise ConfigurationError(
+            "debug mode is on in production: unset FLASK_DEBUG (the debugger runs arbitrary code for anyone "
+            "who reaches it); for local development use `flask run --debug`"
+        )
+    problem = secret_key_problem(app.config.get("SECRET_KEY"), spec.security.secret_min_length)
+    if problem:
+        raise ConfigurationError(problem)
+    for fallback in app.config.get("SECRET_KEY_FALLBACKS") or ():
+        problem = secret_key_problem(fallback, spec.security.secret_min_length)
+        if problem:
+            raise ConfigurationError(problem.replace("SECRET_KEY", "a SECRET_KEY_FALLBACKS entry", 1))
