@@ -126,5 +126,22 @@ def serve(app: str | None, print_config: bool, **kwargs: Any) -> None:
     sys.exit(run_server(spec, print_config=print_config))
 
 
+@cli.command()
+@click.argument("app", required=False)
+@spec_options
+@_user_errors
+def up(app: str | None, **kwargs: Any) -> None:
+    """Run APP in the production topology on this machine: nginx in front, the app server behind it.
+
+    nginx serves static files and forwards the rest to Gunicorn or uWSGI (--server) on a unix
+    socket; both are supervised. Ctrl-C or SIGTERM stops gracefully, SIGHUP reloads both.
+    """
+    from .stack import up as run_stack
+
+    config_path = kwargs.get("config_path")
+    spec = resolve_spec(kwargs, app)
+    sys.exit(run_stack(spec, config_path=config_path))
+
+
 def main() -> None:
     cli(prog_name="flaskprod")

@@ -1,0 +1,110 @@
+"""Child processes of `up`: started in their own process group, restarted with backoff when they die."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# First restart after this many seconds, doubling up to the cap; a child that ran for
+# STABLE_AFTER seconds starts again from the first delay.
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 30.0
+STABLE_AFTER = 60.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: if `up` is killed outright, the child gets SIGTERM instead of lingering.
+
+    The children sit in their own process groups (so Ctrl-C reaches `up` alone, which then stops
+    them gracefully); this is what still ties them to `up` if it cannot do that.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the process group is all there is
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    """One supervised process: how to start it, and how it is asked to stop gracefully."""
+
+    name: str
+    command: list[str]
+    stop_signal: signal.Signals
+    env: Mapping[str, str] | None = None
+    cwd: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+    restarts: int = field(default=0)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self.command,
+            env=None if self.env is None else dict(self.env),
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def exit_status(self) -> int | None:
+        """The exit status once the process has ended (reaping it), else None."""
+        if self.proc is None:
+            return None
+        return self.proc.poll()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def send(self, sig: int) -> None:
+        if self.running():
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, sig)
+
+    def schedule_restart(self, now: float) -> float:
+        """Plan the next start after a crash; the delay in seconds."""
+        if now - self.started_at >= STABLE_AFTER:
+            self.failures = 0
+        delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2.0**self.failures)
+        self.failures += 1
+        self.restarts += 1
+        self.restart_at = now + delay
+        return delay
+
+    def wait(self, timeout: float) -> bool:
+        """True when the process ended within timeout seconds."""
+        if self.proc is None:
+            return True
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def kill_group(self) -> None:
+        """SIGKILL whatever is left of the child's process group (its workers included)."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.poll()

@@ -1,0 +1,28 @@
+"""The supervisor's own log lines on stderr: JSON like the app's, or text, as logging.format says."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Literal
+
+LOGGER = "flaskprod.up"
+
+
+class EventLog:
+    """One line per event; never called from a signal handler."""
+
+    def __init__(self, fmt: Literal["json", "text"]) -> None:
+        self.fmt = fmt
+
+    def __call__(self, message: str, *, level: str = "info", **fields: Any) -> None:
+        if self.fmt == "json":
+            now = time.time()
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+            record = {"@timestamp": stamp, "log.level": level, "message": message, "log.logger": LOGGER, **fields}
+            line = json.dumps(record, default=str)
+        else:
+            extra = " ".join(f"{k}={v}" for k, v in fields.items())
+            line = f"flaskprod up: {message}" + (f" ({extra})" if extra else "")
+        print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,98 @@
+"""The run directory of `flaskprod up`: config, socket, pid file, temp files and logs in one place."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from ..errors import ServerError
+from ..render import NginxContext
+from ..render.nginx import Protocol
+
+# sockaddr_un holds 108 bytes including the terminating NUL.
+UNIX_PATH_MAX = 107
+
+
+@dataclass(frozen=True)
+class StackDir:
+    """Paths under one directory; nothing `up` writes lives anywhere else."""
+
+    path: Path
+
+    @property
+    def nginx_conf(self) -> Path:
+        return self.path / "nginx.conf"
+
+    @property
+    def nginx_pid(self) -> Path:
+        return self.path / "nginx.pid"
+
+    @property
+    def app_socket(self) -> Path:
+        return self.path / "app.sock"
+
+    @property
+    def drain_file(self) -> Path:
+        return self.path / "draining"
+
+    @property
+    def temp_dir(self) -> Path:
+        return self.path / "tmp"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def access_log(self) -> Path:
+        return self.logs_dir / "access.log"
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str]) -> StackDir:
+        run = cls(Path(path).resolve())
+        for directory in (run.path, run.temp_dir, run.logs_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        if len(str(run.app_socket)) > UNIX_PATH_MAX:
+            raise ServerError(
+                f"run directory {run.path} is too long for a unix socket path ({UNIX_PATH_MAX} bytes): "
+                "set proxy.run_dir to a shorter path"
+            )
+        return run
+
+    def lock(self) -> IO[str]:
+        """Hold the directory for this process; a second `up` on it fails on one line instead of fighting."""
+        handle = (self.path / "up.lock").open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise ServerError(
+                f"another flaskprod up (pid {holder}) is running in {self.path}: stop it, or set proxy.run_dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        return handle
+
+    def nginx_context(
+        self, *, host: str, port: int, protocol: Protocol, static_dir: str | None, user: str | None
+    ) -> NginxContext:
+        return NginxContext(
+            host=host,
+            port=port,
+            upstream=f"unix:{self.app_socket}",
+            protocol=protocol,
+            static_dir=static_dir,
+            conf_dir=str(self.path),
+            pid_file=str(self.nginx_pid),
+            temp_dir=str(self.temp_dir),
+            access_log=str(self.access_log),
+            error_log="stderr",
+            user=user,
+        )

@@ -1,0 +1,370 @@
+"""`flaskprod up`: render nginx.conf, start nginx and the app server, wait for readiness, supervise."""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import os
+import pwd
+import queue
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .. import discovery
+from ..errors import ServerError, SpecError
+from ..render import render_nginx
+from ..render.nginx import Protocol, listen_address, server_names
+from ..sizing import Derived, derive
+from ..spec import Spec, env_for
+from .appinfo import inspect_app
+from .children import Child
+from .log import EventLog
+from .nginx import check_config, find_nginx, foreground_command
+from .rundir import StackDir
+
+DRAIN_FILE_ENV = "FLASKPROD_DRAIN_FILE"
+# Variables a parent's own stack would leak into ours: its metrics directory and its drain file.
+_NOT_INHERITED = ("PROMETHEUS_MULTIPROC_DIR", DRAIN_FILE_ENV)
+# Seconds the stop sequence adds to a graceful timeout before it kills what is left.
+STOP_MARGIN = 5.0
+# How often the main loop looks at its children when no signal arrives.
+TICK = 0.5
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+_HANDLED = (*_STOP_SIGNALS, signal.SIGHUP, signal.SIGCHLD)
+
+
+def behind_nginx(spec: Spec) -> Spec:
+    """The spec as `up` runs it: nginx is one trusted proxy hop unless the user counted the hops."""
+    if spec.origins.get("proxy.trusted_hops", "default") == "default":
+        return spec.replace(**{"proxy.trusted_hops": 1})
+    return spec
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail on one line when nginx could not listen there (most often: something already does)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror}; pass --host with a local address") from None
+    with socket.socket(family, kind, proto) as sock:
+        # nginx sets SO_REUSEADDR too, so a port in TIME_WAIT is not reported as taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ServerError(
+                    f"{listen_address(host, port)} is already in use: stop what holds it or pass --port PORT"
+                ) from None
+            raise ServerError(f"cannot listen on {listen_address(host, port)}: {exc.strerror}") from None
+
+
+def _connect_host(host: str) -> str:
+    """Where to reach a listener bound to host: the loopback address for a wildcard."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "*": "127.0.0.1"}.get(host, host)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """Everything decided before a process starts; each value derived once."""
+
+    spec: Spec
+    derived: Derived
+    app: discovery.AppRef
+    run: StackDir
+    nginx_binary: str
+    protocol: Protocol
+    static_dir: str | None
+    app_env: Mapping[str, str]
+
+    @property
+    def url(self) -> str:
+        host = _connect_host(self.spec.proxy.host)
+        return f"http://{listen_address(host, self.spec.proxy.port)}"
+
+    @property
+    def host_header(self) -> str:
+        return server_names(self.spec, self.spec.proxy.host)[0]
+
+
+def app_server_env(spec: Spec, app: discovery.AppRef, run: StackDir, derived: Derived,
+                   config_path: str | None) -> dict[str, str]:
+    """The app server's environment: the spec `up` sees, plus what `up` decides about the app server.
+
+    Values the user set by flag travel as FLASKPROD_* variables (the child has no flags); the
+    worker count is pinned to the one nginx's upstream and the table were sized for; the drain
+    delay is spent at the edge, before nginx stops listening, so the app server adds none.
+    """
+    values: dict[str, Any] = {key: spec.get(key) for key, origin in spec.origins.items() if origin == "flag"}
+    values.update({
+        "app.target": app.import_string,
+        "server.bind": f"unix:{run.app_socket}",
+        "server.workers": derived.workers,
+        "server.drain_delay": 0,
+        "proxy.trusted_hops": spec.proxy.trusted_hops,
+    })
+    if spec.server.kind == "uwsgi":
+        values["server.protocol"] = "uwsgi"
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+    env.update(env_for(values))
+    env[DRAIN_FILE_ENV] = str(run.drain_file)
+    if config_path:
+        env["FLASKPROD_CONFIG"] = str(Path(config_path).resolve())
+    return env
+
+
+def plan(spec: Spec, run: StackDir, *, config_path: str | None = None) -> Plan:
+    """Check the input and decide everything; raises a FlaskprodError naming what to fix."""
+    if spec.origins.get("server.bind") == "flag":
+        raise SpecError(
+            "--bind sets where the app server listens; under `up` it listens on a unix socket in "
+            "proxy.run_dir behind nginx: use --host and --port for the address nginx listens on"
+        )
+    spec = behind_nginx(spec)
+    nginx_binary = find_nginx(spec.proxy.nginx)
+    check_port_free(spec.proxy.host, spec.proxy.port)
+    app = discovery.resolve(spec.app.target)
+    derived = derive(spec)
+    env = app_server_env(spec, app, run, derived, config_path)
+    info = inspect_app(app, {k: v for k, v in env.items() if k != DRAIN_FILE_ENV})
+    if spec.origins.get("proxy.static_url", "default") == "default" and info.static_url_path:
+        spec = spec.replace(**{"proxy.static_url": info.static_url_path})
+    static_dir = spec.proxy.static_dir or info.static_folder
+    if static_dir is not None and not Path(static_dir).is_dir():
+        static_dir = None  # an app without static files: every request goes to the app
+    return Plan(
+        spec=spec,
+        derived=derived,
+        app=app,
+        run=run,
+        nginx_binary=nginx_binary,
+        protocol="uwsgi" if spec.server.kind == "uwsgi" else "http",
+        static_dir=str(Path(static_dir).resolve()) if static_dir else None,
+        app_env=env,
+    )
+
+
+def write_nginx_config(p: Plan) -> None:
+    # Workers run as the user who ran `up`: they read that user's static files and socket.
+    user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
+    ctx = p.run.nginx_context(
+        host=p.spec.proxy.host, port=p.spec.proxy.port, protocol=p.protocol, static_dir=p.static_dir, user=user
+    )
+    for name, text in render_nginx(p.spec, p.derived, ctx).items():
+        (p.run.path / name).write_text(text)
+    check_config(p.nginx_binary, p.run)
+
+
+class Stack:
+    """The supervisor. Signal handlers only record; the main loop dispatches (as Gunicorn's arbiter does)."""
+
+    def __init__(self, p: Plan) -> None:
+        self.plan = p
+        self.log = EventLog(p.spec.logging.format)
+        self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.app_server = Child(
+            name=f"app server ({p.spec.server.kind})",
+            command=[sys.executable, "-m", "flaskprod", "serve"],
+            stop_signal=signal.SIGTERM,
+            env=p.app_env,
+        )
+        # SIGQUIT is nginx's graceful stop: close the listeners, finish every request in flight.
+        self.nginx = Child(name="nginx", command=foreground_command(p.nginx_binary, p.run), stop_signal=signal.SIGQUIT)
+        self.children = (self.app_server, self.nginx)
+        self.last_answer = "no answer yet"
+
+    # -- signals ---------------------------------------------------------------------------
+
+    def _record(self, sig: int, frame: FrameType | None) -> None:
+        self.signals.put_nowait(sig)
+
+    def install_handlers(self) -> None:
+        for sig in _HANDLED:
+            signal.signal(sig, self._record)
+
+    def restore_handlers(self) -> None:
+        for sig in _HANDLED:
+            signal.signal(sig, signal.SIG_DFL)
+
+    def next_signal(self, timeout: float) -> int | None:
+        try:
+            return self.signals.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.install_handlers()
+        try:
+            # nginx starts once the app server listens, so it never logs refused connections at boot.
+            deadline = time.monotonic() + self.plan.spec.proxy.ready_timeout
+            self.app_server.start()
+            if not self.wait_until(self.app_socket_accepts, deadline):
+                self.stop()
+                return 1
+            self.nginx.start()
+            if not self.wait_until(self.ready_through_nginx, deadline):
+                self.stop()
+                return 1
+            self.print_table()
+            while True:
+                sig = self.next_signal(TICK)
+                if sig in _STOP_SIGNALS:
+                    return self.handle_term()
+                if sig == signal.SIGHUP:
+                    self.handle_hup()
+                self.supervise()
+        except BaseException:
+            self.stop(graceful=False)
+            raise
+        finally:
+            self.restore_handlers()
+
+    def wait_until(self, condition: Callable[[], bool], deadline: float) -> bool:
+        """True once condition() holds; False when told to stop first; ServerError if a child dies or time runs out."""
+        p = self.plan
+        while time.monotonic() < deadline:
+            for child in self.children:
+                status = child.exit_status()
+                if status is not None:
+                    raise ServerError(
+                        f"{child.name} exited with status {status} before {p.spec.monitoring.ready_path} "
+                        "answered 200 through nginx; its error is above"
+                    )
+            if condition():
+                return True
+            if self.next_signal(0.1) in _STOP_SIGNALS:
+                self.log("stopped before the app was ready")
+                return False
+        raise ServerError(
+            f"the app was not ready within proxy.ready_timeout = {p.spec.proxy.ready_timeout}s: "
+            f"{p.spec.monitoring.ready_path} through nginx last answered: {self.last_answer}"
+        )
+
+    def app_socket_accepts(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(str(self.plan.run.app_socket))
+            except OSError as exc:
+                self.last_answer = f"the app server is not listening yet ({exc.strerror})"
+                return False
+        return True
+
+    def ready_through_nginx(self) -> bool:
+        try:
+            code, body = self.get(self.plan.spec.monitoring.ready_path)
+        except OSError as exc:
+            self.last_answer = f"{type(exc).__name__}: {exc}"
+            return False
+        self.last_answer = f"{code} {' '.join(body.split())[:400]}"
+        return code == 200
+
+    def get(self, path: str) -> tuple[int, str]:
+        p = self.plan
+        conn = http.client.HTTPConnection(_connect_host(p.spec.proxy.host), p.spec.proxy.port, timeout=2)
+        try:
+            conn.request("GET", path, headers={"Host": p.host_header})
+            response = conn.getresponse()
+            return response.status, response.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+
+    def supervise(self) -> None:
+        """Restart, with backoff, a child that died on its own."""
+        now = time.monotonic()
+        for child in self.children:
+            status = child.exit_status()
+            if status is not None and child.restart_at is None:
+                # Its workers may outlive a killed master and hold the socket or the port.
+                child.kill_group()
+                delay = child.schedule_restart(now)
+                self.log(f"{child.name} (pid {child.pid}) exited with status {status}; restarting in {delay:g}s",
+                         level="error", child=child.name, exit_status=status, restart_in=delay)
+            if child.restart_at is not None and now >= child.restart_at:
+                child.start()
+                self.log(f"{child.name} restarted (pid {child.pid})", level="warning", child=child.name,
+                         pid=child.pid, restarts=child.restarts)
+
+    def handle_hup(self) -> None:
+        """Reload both: nginx starts new workers on a checked config, the app server replaces its workers."""
+        self.log("reloading nginx and the app server")
+        try:
+            check_config(self.plan.nginx_binary, self.plan.run)
+        except ServerError as exc:
+            self.log(f"nginx not reloaded, the running config stays: {exc}", level="error")
+        else:
+            self.nginx.send(signal.SIGHUP)
+        self.app_server.send(signal.SIGHUP)
+
+    def handle_term(self) -> int:
+        """Graceful stop: readiness 503, the drain delay, nginx finishes what it accepted, then the app server."""
+        self.log("shutting down gracefully: readiness answers 503, requests in flight finish")
+        self.plan.run.drain_file.touch()
+        self._keep_serving(self.plan.spec.server.drain_delay)
+        self.stop()
+        self.log("stopped")
+        return 0
+
+    def _keep_serving(self, seconds: float) -> None:
+        """Supervise for the drain delay; a second stop signal cuts it short."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.next_signal(min(left, TICK)) in _STOP_SIGNALS:
+                return
+            self.supervise()
+
+    def stop(self, *, graceful: bool = True) -> None:
+        """nginx first, so nothing new reaches the app server; then the app server; then whatever is left."""
+        grace = self.plan.derived.timeouts.graceful + STOP_MARGIN if graceful else 2.0
+        for child in (self.nginx, self.app_server):
+            child.restart_at = None
+            child.send(child.stop_signal)
+            if not child.wait(grace):
+                self.log(f"{child.name} did not stop within {grace:g}s; killing it", level="warning")
+            child.kill_group()
+        self.plan.run.drain_file.unlink(missing_ok=True)
+
+    def print_table(self) -> None:
+        p, d, spec = self.plan, self.plan.derived, self.plan.spec
+        url = p.url
+        threads = f"{d.threads} thread{'s' if d.threads != 1 else ''}"
+        protocol = "uwsgi protocol" if p.protocol == "uwsgi" else "HTTP"
+        rows = [
+            ("URL", f"{url}/"),
+            ("app server", f"{spec.server.kind}, {d.workers} workers x {threads} ({d.worker_class}), "
+                           f"{protocol} on unix:{p.run.app_socket}"),
+            ("static", f"{spec.proxy.static_url.rstrip('/')}/ -> {p.static_dir} (nginx)" if p.static_dir else "none"),
+            ("health", f"{url}{spec.monitoring.health_path}  readiness {url}{spec.monitoring.ready_path}"),
+            ("metrics", f"{url}{spec.monitoring.metrics_path}" if spec.monitoring.metrics else "off"),
+            ("logs", f"app: stdout ({spec.logging.format}); nginx access: {p.run.access_log} (json); "
+                     "nginx errors and up: stderr"),
+            ("run dir", str(p.run.path)),
+            ("control", f"Ctrl-C or kill -TERM {os.getpid()} stops gracefully; kill -HUP {os.getpid()} reloads"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        print(f"flaskprod up: {spec.app.name} is ready", flush=False)
+        for name, value in rows:
+            print(f"  {name:<{width}}  {value}", flush=False)
+        sys.stdout.flush()
+
+
+def up(spec: Spec, *, config_path: str | None = None) -> int:
+    """Run the production topology until stopped; the exit status (0 after a graceful stop)."""
+    run = StackDir.create(spec.proxy.run_dir)
+    lock = run.lock()
+    try:
+        # Left over from a stack that was killed: a stale drain file would fail readiness at once.
+        run.drain_file.unlink(missing_ok=True)
+        p = plan(spec, run, config_path=config_path)
+        write_nginx_config(p)
+        return Stack(p).run()
+    finally:
+        lock.close()
