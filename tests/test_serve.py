@@ -132,6 +132,15 @@ def test_uwsgi_ini_from_the_same_settings() -> None:
     assert "socket = /run/app.sock" in behind_nginx.splitlines()
 
 
+def test_uwsgi_protocol_behind_nginx() -> None:
+    env = clean_env(FLASKPROD_SERVER__PROTOCOL="uwsgi")
+    settings = print_config("tests.apps.factory", "--server", "uwsgi", env=env)
+    assert settings["protocol"] == "uwsgi"
+    assert "socket = 127.0.0.1:8000" in render_ini(settings).splitlines()
+    result = flaskprod("serve", "tests.apps.factory", "--server", "gunicorn", env=env)
+    _assert_one_line_error(result, "server.protocol 'uwsgi' needs --server uwsgi")
+
+
 # --- real servers -------------------------------------------------------------------------------------------
 
 
@@ -142,6 +151,17 @@ def test_serves_the_app(tmp_path: Path, server: str) -> None:
         response = served.get("/")
         assert (response.status_code, response.text) == (200, "hello from basic")
         assert served.get("/readyz").status_code == 200
+
+
+@pytest.mark.integration
+def test_drain_file_named_by_a_supervisor(tmp_path: Path) -> None:
+    """Under `flaskprod up` the parent names the drain file; creating it turns every worker's readiness to 503."""
+    drain = tmp_path / "draining"
+    with serving(tmp_path, "gunicorn", "--workers", "2", env=clean_env(FLASKPROD_DRAIN_FILE=str(drain))) as served:
+        assert served.get("/readyz").status_code == 200
+        drain.touch()
+        assert {served.get("/readyz").status_code for _ in range(6)} == {503}
+        assert served.get("/").status_code == 200
 
 
 # --- mistakes: one line on stderr, exit 2 ---------------------------------------------------------------------

@@ -107,3 +107,21 @@ def test_sighup_replaces_workers_without_failed_requests(tmp_path: Path, server:
         assert failures == [], served.output()
         assert after.isdisjoint(before), (before, after)
         assert served.proc.poll() is None
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_replaced_workers_leave_no_live_gauges(tmp_path: Path, server: str) -> None:
+    """Gunicorn's child_exit hook and the uWSGI supervisor's sweep both mark exited workers dead."""
+    metrics_dir = tmp_path / "metrics"
+    with serving(tmp_path, server, "--workers", "2", "--set", f"monitoring.multiproc_dir={metrics_dir}") as served:
+        for _ in range(10):
+            assert served.get("/").status_code == 200
+
+        def live_pids() -> set[int]:
+            return {int(p.stem.rsplit("_", 1)[1]) for p in metrics_dir.glob("gauge_live*_*.db")}
+
+        old = wait_for(live_pids, timeout=5, what="live gauge files of the first workers")
+        served.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: worker_pids(served).isdisjoint(old), timeout=15, what="workers to be replaced")
+        wait_for(lambda: live_pids().isdisjoint(old), timeout=5, what="old workers' live gauges to go")
+        assert served.get("/metrics").status_code == 200

@@ -32,13 +32,15 @@ _HANDLED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGCHLD)
 def render_ini(
     settings: dict[str, Any],
     *,
-    protocol: Literal["http", "uwsgi"] = "http",
+    protocol: Literal["http", "uwsgi"] | None = None,
     listen_max: int | None = None,
 ) -> str:
     """The uWSGI ini for the effective settings; protocol http faces clients, uwsgi sits behind nginx.
 
-    listen_max caps the backlog at the kernel's somaxconn, which uWSGI refuses to exceed.
+    protocol defaults to the settings' own; listen_max caps the backlog at the kernel's somaxconn,
+    which uWSGI refuses to exceed.
     """
+    protocol = protocol or settings.get("protocol", "http")
     if settings["worker_class"] not in ("sync", "gthread"):
         raise ServerError(
             f"worker_class {settings['worker_class']!r} is Gunicorn-only; use --server gunicorn or threads with uWSGI"
