@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 IN_PROGRESS_KEY = "flaskprod.in_progress"
+# Set by the before_request hook once Flask has matched the route (Flask clears its request from
+# the environ before this layer regains control).
+ENDPOINT_KEY = "flaskprod.endpoint"
 Header = tuple[str, str]
 # A probe answers with (status line, headers, body); it runs outside Flask so the app's own hooks
 # (login redirects, sessions, per-request DB work) never decide whether the process is healthy.
@@ -90,9 +93,7 @@ class RequestPipeline:
                 child = environ.pop(IN_PROGRESS_KEY, None)
                 if child is not None:
                     child.dec()
-                flask_request = environ.get("werkzeug.request")
-                rule = getattr(flask_request, "url_rule", None)
-                endpoint = rule.rule if rule is not None else UNMATCHED
+                endpoint = environ.get(ENDPOINT_KEY, UNMATCHED)
             if self._metrics is not None:
                 method = environ.get("REQUEST_METHOD", "")
                 if method not in KNOWN_METHODS:

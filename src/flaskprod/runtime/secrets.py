@@ -78,10 +78,10 @@ def secret_key_problem(key: object, min_length: int) -> str | None:
     text = _as_text(key)
     lowered = text.lower()
     for published in PUBLISHED_SECRETS:
-        if published in lowered:
+        if published.lower() in lowered:
             # A published value padded or repeated to length is still published; a random
             # key that merely contains a short word somewhere is not.
-            rest = lowered.replace(published, "")
+            rest = lowered.replace(published.lower(), "")
             if _is_weak(rest, min_length):
                 return f"SECRET_KEY is a published default ({published!r}): anyone can forge sessions; {FIX}"
     if len(text) < min_length:

@@ -1,0 +1,118 @@
+"""Production(app): registration, FLASK_* and FLASK_*_FILE config, database URL and body limit."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from flask import Flask
+
+from flaskprod import ConfigurationError, Production
+from flaskprod.spec import Spec
+
+GOOD_KEY = secrets.token_hex(32)
+
+
+def make_app(**settings: object) -> Flask:
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = GOOD_KEY
+
+    @app.post("/upload")
+    def upload() -> str:
+        from flask import request
+
+        return str(len(request.get_data()))
+
+    Production(app, spec=Spec().replace(**settings))
+    return app
+
+
+def test_registers_itself_and_keeps_no_app() -> None:
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = GOOD_KEY
+    prod = Production(spec=Spec())
+    prod.init_app(app)
+    assert app.extensions["flaskprod"] is prod
+    assert not hasattr(prod, "app")
+
+
+def test_refuses_double_registration() -> None:
+    app = make_app()
+    with pytest.raises(RuntimeError, match="already been registered"):
+        Production(app, spec=Spec())
+
+
+def test_flask_prefixed_env_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASK_GREETING", "hello")
+    monkeypatch.setenv("FLASK_ITEMS_PER_PAGE", "25")
+    app = make_app()
+    assert app.config["GREETING"] == "hello"
+    assert app.config["ITEMS_PER_PAGE"] == 25
+
+
+def test_env_config_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASK_GREETING", "hello")
+    app = make_app(**{"app.env_config": False})
+    assert "GREETING" not in app.config
+
+
+def test_file_variable_sets_the_key_from_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    from pathlib import Path
+
+    secret_file = Path(str(tmp_path)) / "secret_key"
+    key = secrets.token_hex(32)
+    secret_file.write_text(f"{key}\n")
+    monkeypatch.setenv("FLASK_SECRET_KEY_FILE", str(secret_file))
+    app = Flask(__name__)  # no key in code: it must come from the file, or init_app refuses
+    Production(app, spec=Spec())
+    assert app.config["SECRET_KEY"] == key
+    assert "SECRET_KEY_FILE" not in app.config
+
+
+def test_missing_file_names_the_variable_and_path(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    missing = f"{tmp_path}/nope"
+    monkeypatch.setenv("FLASK_SECRET_KEY_FILE", missing)
+    with pytest.raises(ConfigurationError) as info:
+        make_app()
+    assert "FLASK_SECRET_KEY_FILE" in str(info.value)
+    assert missing in str(info.value)
+
+
+def test_database_url_from_the_named_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_DB", "postgres://u:p@db/app")
+    app = make_app(**{"database.url_env": "MY_DB"})
+    # postgres:// is rewritten: SQLAlchemy no longer accepts that scheme.
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == "postgresql://u:p@db/app"
+
+
+def test_database_url_does_not_override_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://env/db")
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=GOOD_KEY, SQLALCHEMY_DATABASE_URI="sqlite:///own.db")
+    Production(app, spec=Spec())
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == "sqlite:///own.db"
+
+
+def test_body_limit_comes_from_the_spec() -> None:
+    app = make_app(**{"proxy.max_body_size": "1k"})
+    assert app.config["MAX_CONTENT_LENGTH"] == 1024
+    client = app.test_client()
+    assert client.post("/upload", data=b"x" * 1000).text == "1000"
+    assert client.post("/upload", data=b"x" * 2000).status_code == 413
+
+
+def test_body_limit_set_by_the_app_is_kept() -> None:
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=GOOD_KEY, MAX_CONTENT_LENGTH=5)
+    Production(app, spec=Spec())
+    assert app.config["MAX_CONTENT_LENGTH"] == 5
+
+
+def test_spec_defaults_to_load_spec(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    monkeypatch.chdir(str(tmp_path))
+    monkeypatch.setenv("FLASKPROD_APP__NAME", "from-env")
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = GOOD_KEY
+    prod = Production(app)
+    assert prod.spec is not None
+    assert prod.spec.app.name == "from-env"

@@ -1,0 +1,107 @@
+"""Refusal to start in production with debug on or a weak SECRET_KEY."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from flask import Flask
+
+from flaskprod import ConfigurationError, Production
+from flaskprod.runtime.secrets import secret_key_problem
+from flaskprod.spec import Spec
+
+
+def start(key: object, *, debug: bool = False, testing: bool = False, **settings: object) -> Flask:
+    app = Flask(__name__)
+    if key is not None:
+        app.config["SECRET_KEY"] = key
+    app.debug = debug
+    app.testing = testing
+    Production(app, spec=Spec().replace(**settings))
+    return app
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        (None, "missing"),
+        ("", "missing"),
+        (secrets.token_hex(8), "too short"),
+        ("ab" * 20, "variety"),
+        ("aaaaaaaaaabbbbbbbbbbccccccccccdddddddddd", "variety"),
+        ("0123456789" * 4, "repeated"),
+        ("hard-to-guess-string", "published"),
+        ("Hard-To-Guess-String", "published"),
+        ("dev", "published"),
+        ("changeme", "published"),
+        ("secret" * 6, "published"),
+        ("your-secret-key" + "!" * 20, "published"),
+        ("development" + "0" * 25, "published"),
+        ("SuperSecretSuperSecretSuperSecret", "published"),
+        ("you-will-never-guess-you-will-never-guess", "published"),
+        (b"_5#y2L\"F4Q8z\n\xec]/", "published"),
+    ],
+)
+def test_weak_keys_are_refused(key: object, reason: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        start(key)
+    message = str(info.value)
+    assert reason in message
+    # The message says how to fix it.
+    assert "FLASK_SECRET_KEY" in message
+    assert "secrets.token_hex" in message
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        secrets.token_hex(32),
+        secrets.token_urlsafe(32),
+        secrets.token_bytes(32),
+        # A random key that merely contains a published word is still random.
+        "dev-" + secrets.token_hex(24),
+    ],
+)
+def test_strong_keys_start(key: object) -> None:
+    assert start(key).extensions["flaskprod"]
+
+
+def test_min_length_comes_from_the_spec() -> None:
+    key = secrets.token_hex(20)  # 40 characters
+    start(key)
+    with pytest.raises(ConfigurationError, match="at least 48"):
+        start(key, **{"security.secret_min_length": 48})
+
+
+def test_debug_is_refused_in_production() -> None:
+    with pytest.raises(ConfigurationError, match="debug mode is on in production: unset FLASK_DEBUG"):
+        start(secrets.token_hex(32), debug=True)
+
+
+def test_debug_from_env_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    with pytest.raises(ConfigurationError, match="debug mode"):
+        start(secrets.token_hex(32))
+
+
+def test_testing_apps_are_exempt() -> None:
+    assert start("dev", testing=True)
+    assert start(None, debug=True, testing=True)
+
+
+def test_refusal_can_be_switched_off() -> None:
+    assert start("dev", **{"security.refuse_unsafe": False})
+
+
+def test_weak_fallback_key_is_refused() -> None:
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=secrets.token_hex(32), SECRET_KEY_FALLBACKS=["changeme"])
+    with pytest.raises(ConfigurationError, match="SECRET_KEY_FALLBACKS"):
+        Production(app, spec=Spec())
+
+
+def test_problem_function_accepts_good_and_names_bad() -> None:
+    assert secret_key_problem(secrets.token_hex(32), 32) is None
+    problem = secret_key_problem("hard-to-guess-string", 32)
+    assert problem is not None and "hard-to-guess-string" in problem
