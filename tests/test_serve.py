@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import requests
 
-from flaskprod.servers.uwsgi import render_ini
+from flaskprod.errors import ServerError
+from flaskprod.servers.uwsgi import find_uwsgi, render_ini
 from tests.support import BIN, ROOT, free_port, running, wait_for
 
 FLASKPROD = str(BIN / "flaskprod")
@@ -236,3 +237,10 @@ def test_worker_boot_failure_stops_serve(tmp_path: Path, server: str) -> None:
     assert code != 0, output
     assert "only fails where the server runs it" in output
     assert time.monotonic() - started < 30
+
+
+def test_missing_uwsgi_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ServerError, match=r"^uwsgi not found: pip install 'flaskprod\[uwsgi\]'$"):
+        find_uwsgi()

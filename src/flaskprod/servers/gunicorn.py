@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -137,6 +138,8 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
         if os.getpid() != master:
             raise  # a forked worker leaving: not ours to intercept
         code = exc.code
+        if isinstance(code, str):
+            print(code, file=sys.stderr)  # Gunicorn's own reason for stopping, e.g. a config error
         return code if isinstance(code, int) else (0 if code is None else 1)
     finally:
         if os.getpid() == master:
