@@ -1,0 +1,150 @@
+"""JSON logs on stdout with the request id, the access line, and when a proxy's request id is trusted."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flaskprod import Production
+from flaskprod.runtime import request_id
+from flaskprod.spec import Spec
+
+
+def make_app(**settings: object) -> Flask:
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = secrets.token_hex(32)
+
+    @app.get("/hello")
+    def hello() -> dict[str, Any]:
+        app.logger.info("saying hello")
+        return {"request_id": request_id()}
+
+    @app.get("/boom")
+    def boom() -> str:
+        raise RuntimeError("secret detail")
+
+    Production(app, spec=Spec().replace(**settings))
+    return app
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_app_log_lines_are_json_with_the_request_id(capsys: pytest.CaptureFixture[str]) -> None:
+    app = make_app()
+    response = app.test_client().get("/hello")
+    rid = response.headers["X-Request-ID"]
+    assert response.json == {"request_id": rid}
+    lines = json_lines(capsys.readouterr().out)
+    hello = next(line for line in lines if line["message"] == "saying hello")
+    assert hello["log.level"] == "info"
+    assert hello["http"]["request"]["id"] == rid
+
+
+def test_access_line_has_ecs_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    app = make_app()
+    response = app.test_client().get("/hello?x=1", headers={"User-Agent": "probe/1.0"})
+    access = [line for line in json_lines(capsys.readouterr().out) if line["log"]["logger"].endswith(".access")]
+    assert len(access) == 1
+    line = access[0]
+    assert line["http"]["request"] == {"id": response.headers["X-Request-ID"], "method": "GET"}
+    assert line["http"]["response"]["status_code"] == 200
+    assert line["url"]["path"] == "/hello"
+    assert line["client"]["ip"] == "127.0.0.1"
+    assert line["user_agent"]["original"] == "probe/1.0"
+    assert isinstance(line["event"]["duration"], int) and line["event"]["duration"] > 0
+    assert line["ecs.version"]
+
+
+def test_probes_write_no_access_line(capsys: pytest.CaptureFixture[str]) -> None:
+    app = make_app()
+    client = app.test_client()
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert client.get(path).status_code == 200
+    assert not json_lines(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, 1),  # auto, no proxy in front: the app logs requests
+        ({"proxy.trusted_hops": 1}, 0),  # auto, nginx in front logs them
+        ({"proxy.trusted_hops": 1, "logging.access_log": True}, 1),
+        ({"logging.access_log": False}, 0),
+    ],
+)
+def test_access_log_switch(capsys: pytest.CaptureFixture[str], settings: dict[str, object], expected: int) -> None:
+    app = make_app(**settings)
+    app.test_client().get("/hello")
+    lines = json_lines(capsys.readouterr().out)
+    assert len([line for line in lines if line["log"]["logger"].endswith(".access")]) == expected
+
+
+def test_text_format(capsys: pytest.CaptureFixture[str]) -> None:
+    app = make_app(**{"logging.format": "text"})
+    response = app.test_client().get("/hello")
+    out = capsys.readouterr().out
+    assert "INFO" in out and "saying hello" in out
+    assert f"request_id={response.headers['X-Request-ID']}" in out
+    assert not json_lines(out)
+
+
+def test_level_from_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    app = make_app(**{"logging.level": "WARNING"})
+    app.test_client().get("/hello")
+    assert "saying hello" not in capsys.readouterr().out
+
+
+def test_unhandled_error_is_logged_with_traceback_and_request_id(capsys: pytest.CaptureFixture[str]) -> None:
+    app = make_app()
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    response = app.test_client().get("/boom")
+    assert response.status_code == 500
+    lines = json_lines(capsys.readouterr().out)
+    error = next(line for line in lines if line["log.level"] == "error")
+    assert error["http"]["request"]["id"] == response.headers["X-Request-ID"]
+    assert error["error"]["type"] == "RuntimeError"
+    assert error["error"]["message"] == "secret detail"
+    assert 'raise RuntimeError("secret detail")' in error["error"]["stack_trace"]
+    # ... while the client learns nothing of it.
+    assert "secret detail" not in response.text and "Traceback" not in response.text
+
+
+def test_request_id_is_generated_without_a_trusted_proxy() -> None:
+    app = make_app()
+    client = app.test_client()
+    response = client.get("/hello", headers={"X-Request-ID": "forged-by-client"})
+    rid = response.headers["X-Request-ID"]
+    assert rid != "forged-by-client"
+    assert len(rid) == 32 and int(rid, 16) >= 0
+    assert client.get("/hello").headers["X-Request-ID"] != rid
+
+
+def test_request_id_from_a_trusted_proxy_is_reused() -> None:
+    app = make_app(**{"proxy.trusted_hops": 1})
+    response = app.test_client().get("/hello", headers={"X-Request-ID": "nginx-abc.123_x"})
+    assert response.headers["X-Request-ID"] == "nginx-abc.123_x"
+    assert response.json == {"request_id": "nginx-abc.123_x"}
+
+
+@pytest.mark.parametrize("bad", ["has space", "a" * 201, "new\\nline", "quote\"d", ""])
+def test_insane_request_ids_are_replaced(bad: str) -> None:
+    app = make_app(**{"proxy.trusted_hops": 1})
+    response = app.test_client().get("/hello", headers={"X-Request-ID": bad})
+    assert response.headers["X-Request-ID"] != bad
+    assert len(response.headers["X-Request-ID"]) == 32
+
+
+def test_request_id_header_name_from_spec() -> None:
+    app = make_app(**{"proxy.trusted_hops": 1, "logging.request_id_header": "X-Correlation-ID"})
+    response = app.test_client().get("/hello", headers={"X-Correlation-ID": "corr-1"})
+    assert response.headers["X-Correlation-ID"] == "corr-1"
+
+
+def test_request_id_outside_a_request_is_none() -> None:
+    assert request_id() is None
