@@ -129,6 +129,8 @@ def test_timeout_chain_is_ordered() -> None:
     chain = timeouts(spec)
     assert chain.proxy_read > chain.server == 20
     assert chain.shutdown_grace > chain.graceful == 25
+    drained = timeouts(spec.replace(**{"server.drain_delay": 10}))
+    assert drained.shutdown_grace > drained.drain + drained.graceful == 35
     assert chain.upstream_keepalive < chain.keepalive
 
 

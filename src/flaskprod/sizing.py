@@ -122,6 +122,7 @@ class Timeouts:
     graceful: int  # in-flight requests get this long after SIGTERM or a reload
     proxy_read: int  # nginx proxy_read_timeout: longer than server, so the app server decides first
     proxy_connect: int
+    drain: int  # after SIGTERM, readiness reports 503 this long while requests are still served
     shutdown_grace: int  # Kubernetes terminationGracePeriodSeconds, Swarm stop_grace_period, systemd TimeoutStopSec
     keepalive: int  # app server keep-alive towards the proxy
     upstream_keepalive: int  # nginx upstream keepalive_timeout: shorter than the app server's
@@ -163,7 +164,9 @@ def timeouts(spec: Spec) -> Timeouts:
         graceful=graceful,
         proxy_read=server.timeout + PROXY_MARGIN,
         proxy_connect=5,
-        shutdown_grace=graceful + SHUTDOWN_MARGIN,
+        drain=server.drain_delay,
+        # The orchestrator must outwait the drain and the graceful stop, or it kills in-flight requests.
+        shutdown_grace=server.drain_delay + graceful + SHUTDOWN_MARGIN,
         keepalive=server.keepalive,
         upstream_keepalive=max(1, server.keepalive - 1),
     )
