@@ -1,0 +1,85 @@
+"""SQLAlchemy engine options from the spec, and pools disposed after fork."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from flask import Flask
+
+from flaskprod import Production
+from flaskprod.runtime.db import dispose_pools_after_fork, engine_options
+from flaskprod.sizing import db_pool
+from flaskprod.spec import Spec
+
+flask_sqlalchemy = pytest.importorskip("flask_sqlalchemy")
+
+
+def test_postgresql_options_size_the_pool_from_the_workers() -> None:
+    spec = Spec().replace(**{"server.workers": 4, "server.threads": 2, "database.connection_budget": 40})
+    options = engine_options(spec, "postgresql+psycopg2://u@db/app")
+    pool = db_pool(spec, 4, 2)
+    assert options == {
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+        "pool_size": pool.size,
+        "max_overflow": pool.overflow,
+        "pool_timeout": 10,
+        "connect_args": {"connect_timeout": 5},
+    }
+    assert 4 * (options["pool_size"] + options["max_overflow"]) <= 40
+
+
+def test_sqlite_gets_no_pool_sizing() -> None:
+    options = engine_options(Spec(), "sqlite:///app.db")
+    assert options == {"pool_pre_ping": True, "pool_recycle": 1800}
+
+
+def test_driver_without_connect_timeout_gets_none() -> None:
+    options = engine_options(Spec().replace(**{"server.workers": 2}), "postgresql+pg8000://u@db/app")
+    assert "connect_args" not in options
+    assert options["pool_size"] >= 1
+
+
+def make_app(**config: object) -> Flask:
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=secrets.token_hex(32), **config)
+    Production(app, spec=Spec().replace(**{"server.workers": 3}))
+    return app
+
+
+def test_options_reach_the_engine() -> None:
+    app = make_app(SQLALCHEMY_DATABASE_URI="postgresql+psycopg2://u:p@127.0.0.1:1/app")
+    db = flask_sqlalchemy.SQLAlchemy(app)
+    with app.app_context():
+        engine = db.engine
+        assert engine.pool.size() == app.config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_size"]
+        assert engine.pool._pre_ping is True
+        assert engine.pool._recycle == 1800
+
+
+def test_options_of_the_app_are_kept() -> None:
+    app = make_app(SQLALCHEMY_DATABASE_URI="sqlite://", SQLALCHEMY_ENGINE_OPTIONS={"echo": False})
+    assert app.config["SQLALCHEMY_ENGINE_OPTIONS"] == {"echo": False}
+
+
+def test_engine_options_switch() -> None:
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=secrets.token_hex(32), SQLALCHEMY_DATABASE_URI="sqlite://")
+    Production(app, spec=Spec().replace(**{"database.engine_options": False}))
+    assert "SQLALCHEMY_ENGINE_OPTIONS" not in app.config
+
+
+def test_pools_are_replaced_after_fork(tmp_path: object) -> None:
+    app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/app.db")
+    db = flask_sqlalchemy.SQLAlchemy(app)
+    with app.app_context():
+        engine = db.engine
+        with engine.connect():
+            pass
+        inherited = engine.pool
+        # What os.register_at_fork runs in each new worker.
+        dispose_pools_after_fork()
+        assert engine.pool is not inherited
+        assert engine.pool.checkedin() == 0
+        inherited.dispose()  # this test process is "the parent": close its own connections

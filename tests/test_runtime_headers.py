@@ -1,0 +1,110 @@
+"""Security headers and session cookie flags."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import Flask, session
+from werkzeug.wrappers import Response
+
+from flaskprod import Production
+from flaskprod.spec import Spec
+
+
+def make_app(**settings: object) -> Flask:
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = secrets.token_hex(32)
+
+    @app.get("/")
+    def index() -> str:
+        return "home"
+
+    @app.get("/framed")
+    def framed() -> Response:
+        return Response("ok", headers={"X-Frame-Options": "SAMEORIGIN"})
+
+    @app.get("/login")
+    def login() -> str:
+        session["user"] = "ada"
+        return "in"
+
+    Production(app, spec=Spec().replace(**{"logging.access_log": False, **settings}))
+    return app
+
+
+def test_default_headers() -> None:
+    headers = make_app().test_client().get("/").headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    assert "Content-Security-Policy" not in headers
+    assert "Strict-Transport-Security" not in headers  # plain HTTP
+
+
+def test_headers_the_app_set_are_kept() -> None:
+    headers = make_app().test_client().get("/framed").headers
+    assert headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
+
+
+def test_values_from_the_spec() -> None:
+    app = make_app(
+        **{
+            "security.frame_options": "SAMEORIGIN",
+            "security.referrer_policy": "no-referrer",
+            "security.content_security_policy": "default-src 'self'",
+        }
+    )
+    headers = app.test_client().get("/").headers
+    assert headers["X-Frame-Options"] == "SAMEORIGIN"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["Content-Security-Policy"] == "default-src 'self'"
+
+
+def test_hsts_only_over_https() -> None:
+    client = make_app(**{"security.hsts_max_age": 600}).test_client()
+    assert client.get("/", base_url="https://localhost").headers["Strict-Transport-Security"] == (
+        "max-age=600; includeSubDomains"
+    )
+    assert "Strict-Transport-Security" not in client.get("/").headers
+    off = make_app(**{"security.hsts": False}).test_client()
+    assert "Strict-Transport-Security" not in off.get("/", base_url="https://localhost").headers
+
+
+def test_hsts_behind_a_tls_terminating_proxy() -> None:
+    client = make_app(**{"proxy.trusted_hops": 1}).test_client()
+    headers = client.get("/", headers={"X-Forwarded-Proto": "https"}).headers
+    assert "Strict-Transport-Security" in headers
+
+
+def test_headers_switch() -> None:
+    headers = make_app(**{"security.headers": False}).test_client().get("/").headers
+    assert "X-Content-Type-Options" not in headers
+    assert "X-Request-ID" in headers
+
+
+def set_cookie(app: Flask, base_url: str = "http://localhost") -> str:
+    return app.test_client().get("/login", base_url=base_url).headers["Set-Cookie"]
+
+
+def test_cookie_secure_auto_follows_the_scheme() -> None:
+    app = make_app()
+    plain = set_cookie(app)
+    assert "HttpOnly" in plain and "SameSite=Lax" in plain
+    assert "Secure" not in plain
+    assert "Secure" in set_cookie(app, "https://localhost")
+
+
+def test_cookie_flags_from_the_spec() -> None:
+    app = make_app(**{"security.session_cookie_secure": True, "security.session_cookie_samesite": "Strict"})
+    cookie = set_cookie(app)
+    assert "Secure" in cookie and "SameSite=Strict" in cookie and "HttpOnly" in cookie
+    assert "Secure" not in set_cookie(make_app(**{"security.session_cookie_secure": False}), "https://localhost")
+
+
+def test_cookie_settings_of_the_app_are_kept() -> None:
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=secrets.token_hex(32), SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_SECURE=True)
+    app.add_url_rule("/login", "login", lambda: session.update(user="ada") or "in")
+    Production(app, spec=Spec())
+    cookie = set_cookie(app)
+    assert "SameSite=Strict" in cookie and "Secure" in cookie
