@@ -1,0 +1,213 @@
+"""`flaskprod up` for real: nginx in front of Gunicorn or uWSGI, one running stack per server kind.
+
+The tests share the stack of their kind and run in file order; the last one stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import free_port, wait_for
+from tests.upstack import (
+    FINGERPRINTED,
+    PLAIN,
+    Loader,
+    UpStack,
+    one_request,
+    processes_under,
+    start_up,
+    stop,
+    summary,
+    write_app,
+)
+
+pytestmark = pytest.mark.integration
+
+SERVER_TIMEOUT = 3  # server.timeout: Gunicorn's worker timeout, uWSGI's harakiri
+PROXY_READ = SERVER_TIMEOUT + 5  # sizing.PROXY_MARGIN on top: nginx waits longer than the app server
+WORKERS = 2
+
+
+@pytest.fixture(scope="module", params=["gunicorn", "uwsgi"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpStack]:
+    root = tmp_path_factory.mktemp(f"up-{request.param}")
+    write_app(root)
+    running = start_up(
+        root, request.param, free_port(),
+        "--workers", str(WORKERS), "--timeout", str(SERVER_TIMEOUT),
+        "--set", "server.graceful_timeout=10", "--set", "proxy.max_body_size=1M",
+        "--set", "logging.access_log=true",
+    )
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        stop(running)
+
+
+def children_of(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def app_server_pid(stack: UpStack) -> int:
+    for pid in children_of(stack.proc.pid):
+        if "flaskprod serve" in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+            return pid
+    raise AssertionError(f"no app server among the children of up:\n{stack.output()}")
+
+
+def test_table_names_the_url_server_and_logs(stack: UpStack) -> None:
+    out = stack.stdout()
+    assert f"http://127.0.0.1:{stack.port}/" in out
+    assert f"{stack.kind}, {WORKERS} workers" in out
+    assert f"http://127.0.0.1:{stack.port}/metrics" in out
+    assert str(stack.run_dir / "logs" / "access.log") in out
+    assert stack.get("/api/ping").json() == {"ok": True}
+
+
+def test_static_files_come_from_nginx_with_cache_headers_and_gzip(stack: UpStack) -> None:
+    fingerprinted = stack.get(f"/static/{FINGERPRINTED}", headers={"Accept-Encoding": "gzip"})
+    assert fingerprinted.status_code == 200
+    assert fingerprinted.headers["Content-Encoding"] == "gzip"
+    assert fingerprinted.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert fingerprinted.text.startswith(".rule-0 {")
+    plain = stack.get(f"/static/{PLAIN}")
+    assert plain.headers["Cache-Control"] == "public, max-age=86400"
+    assert stack.get("/static/missing.css").status_code == 404
+    # The app logs its own access lines here: a request it did see appears, the static ones never do.
+    stack.get("/api/ping?after-static")
+    wait_for(lambda: "/api/ping" in stack.app_access_paths(), timeout=10, what="the app's access line")
+    assert not [p for p in stack.app_access_paths() if p.startswith("/static")]
+    nginx_paths = [line["uri"] for line in stack.nginx_access()]
+    assert f"/static/{FINGERPRINTED}" in nginx_paths
+
+
+def test_body_over_the_limit_gets_413_from_nginx(stack: UpStack) -> None:
+    small = requests.post(stack.url("/upload"), data=b"x" * 512 * 1024, timeout=15)
+    assert small.json() == {"size": 512 * 1024}  # above the in-memory buffer: spilled to the run dir
+    big = requests.post(stack.url("/upload"), data=b"x" * (1024 * 1024 + 1), timeout=15)
+    assert big.status_code == 413
+    assert big.headers["Server"] == "nginx"
+    assert "413" in [str(line["status"]) for line in stack.nginx_access() if line["uri"] == "/upload"]
+    assert stack.app_access_paths().count("/upload") == 1  # only the small one reached the app
+
+
+def test_unknown_host_gets_no_answer(stack: UpStack) -> None:
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
+        sock.sendall(b"GET /api/ping HTTP/1.1\r\nHost: attacker.example\r\n\r\n")
+        assert sock.recv(1024) == b""  # closed without a byte of response (nginx 444)
+    assert stack.get("/api/ping", headers={"Host": "localhost"}).status_code == 200
+
+
+def test_forwarded_headers_from_the_client_are_not_believed(stack: UpStack) -> None:
+    seen = stack.get("/whoami", headers={
+        "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "attacker.example", "X-Forwarded-Proto": "https",
+    }).json()
+    assert seen["remote_addr"] == "127.0.0.1"
+    assert seen["host"] == f"127.0.0.1:{stack.port}"
+    assert seen["scheme"] == "http"
+
+
+def test_request_id_is_kept_only_when_well_formed(stack: UpStack) -> None:
+    kept = stack.get("/whoami", headers={"X-Request-ID": "trace-0123456789abcdef"})
+    assert kept.json()["request_id"] == "trace-0123456789abcdef"
+    assert kept.headers["X-Request-ID"] == "trace-0123456789abcdef"
+    replaced = stack.get("/whoami", headers={"X-Request-ID": "short"}).json()["request_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", replaced)
+    fresh = stack.get("/whoami").json()["request_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", fresh)
+    assert fresh in [line["request_id"] for line in stack.nginx_access()]
+
+
+# What the client sees when the app server's timeout ends a request, before nginx's longer
+# read timeout could answer 504: Gunicorn's sync worker writes its own 500 page as it aborts;
+# uWSGI's harakiri kills the worker and nginx reports the closed connection as 502.
+TIMEOUT_STATUS = {"gunicorn": 500, "uwsgi": 502}
+
+
+def test_slow_request_is_cut_by_the_app_server_and_its_worker_replaced(stack: UpStack) -> None:
+    """The timeout chain: the app server's timeout kills the worker first, well before nginx's own."""
+    started = time.monotonic()
+    response = stack.get("/slow?s=20", timeout=PROXY_READ + 10)
+    elapsed = time.monotonic() - started
+    assert response.status_code == TIMEOUT_STATUS[stack.kind]
+    # uWSGI checks harakiri against whole seconds, so it may fire up to one second early.
+    assert SERVER_TIMEOUT - 1 <= elapsed < PROXY_READ
+    # Not stuck: every worker answers again, quickly.
+    for _ in range(4 * WORKERS):
+        assert stack.get("/api/ping", timeout=5).status_code == 200
+    slow_lines = [line for line in stack.nginx_access() if line["uri"] == "/slow?s=20"]
+    assert slow_lines[-1]["status"] == TIMEOUT_STATUS[stack.kind]
+
+
+def test_reload_under_load_fails_no_request(stack: UpStack) -> None:
+    before = stack.worker_pids()
+    nginx_master = int((stack.run_dir / "nginx.pid").read_text())
+    loader = Loader(stack.port, threads=4, max_requests=2500, max_seconds=40).start()
+    time.sleep(0.5)
+    os.kill(stack.proc.pid, signal.SIGHUP)
+    # Reloaded once no answer comes from a worker of before.
+    wait_for(lambda: not (stack.worker_pids(6) & before), timeout=30, what="new workers after SIGHUP")
+    outcomes = loader.join()
+    assert len(outcomes) >= 1000, summary(outcomes)
+    assert loader.count("ok") == len(outcomes), summary(outcomes)
+    assert int((stack.run_dir / "nginx.pid").read_text()) == nginx_master  # reloaded, not restarted
+    assert "reloading nginx and the app server" in stack.stderr()
+
+
+def test_killed_worker_costs_only_its_own_request(stack: UpStack) -> None:
+    victim = stack.get("/whoami").json()["pid"]
+    loader = Loader(stack.port, threads=4, max_requests=2000, max_seconds=40).start()
+    time.sleep(0.5)
+    os.kill(victim, signal.SIGKILL)
+    outcomes = loader.join()
+    failed = [o for o in outcomes if o.kind != "ok"]
+    # A sync worker holds one request at a time: that one may fail, nothing else.
+    assert len(failed) <= 1, summary(outcomes)
+    assert all(o.status == 502 for o in failed), summary(outcomes)
+    assert len(outcomes) >= 1000, summary(outcomes)
+    assert victim not in stack.worker_pids()
+
+
+def test_dead_children_are_restarted_and_logged(stack: UpStack) -> None:
+    nginx_master = int((stack.run_dir / "nginx.pid").read_text())
+    os.kill(nginx_master, signal.SIGKILL)
+    wait_for(lambda: "nginx restarted" in stack.stderr(), timeout=20, what="nginx restarted")
+    assert re.search(r"nginx \(pid \d+\) exited with status -9; restarting in [\d.]+s", stack.stderr())
+    wait_for(lambda: stack.get("/api/ping", timeout=5).status_code == 200, timeout=20, what="serving again")
+
+    os.kill(app_server_pid(stack), signal.SIGKILL)
+    wait_for(lambda: f"app server ({stack.kind}) restarted" in stack.stderr(), timeout=20, what="app restarted")
+    wait_for(lambda: stack.get("/api/ping", timeout=5).status_code == 200, timeout=60, what="serving again")
+    assert stack.proc.poll() is None
+
+
+def test_sigterm_lets_requests_in_flight_finish(stack: UpStack) -> None:
+    """Last in the file: it stops the stack."""
+    in_flight = [Loader(stack.port, path="/slow?s=2", threads=1, max_requests=1, max_seconds=30).start()
+                 for _ in range(WORKERS)]
+    time.sleep(0.5)  # both slow requests are inside the app now
+    pings = Loader(stack.port, threads=2, max_requests=3000, max_seconds=40).start()
+    time.sleep(0.3)
+    os.kill(stack.proc.pid, signal.SIGTERM)
+    assert stack.proc.wait(40) == 0, stack.output()
+    pings.stop()
+    slow = [o for loader in in_flight for o in loader.join()]
+    assert [o.status for o in slow] == [200] * WORKERS, summary(slow)
+    outcomes = pings.outcomes
+    # Before nginx closed its listener every request was answered; after it, none was accepted.
+    assert {o.kind for o in outcomes} <= {"ok", "refused"}, summary(outcomes)
+    assert pings.count("ok") > 0, summary(outcomes)
+    assert one_request(stack.port, "/api/ping").kind == "refused"
+    assert "shutting down gracefully" in stack.stderr()
+    assert processes_under(stack.root) == {}
