@@ -27,7 +27,10 @@ _INHERITED_PREFIXES = ("FLASK_", "FLASKPROD_", "GUNICORN_", "PROMETHEUS_MULTIPRO
 
 
 class Postgres(Protocol):
-    url: str
+    """What a test may rely on: a SQLAlchemy URL, and stop/start (which refuse on a server we did not start)."""
+
+    @property
+    def url(self) -> str: ...
 
     def stop(self) -> None: ...
 

@@ -86,7 +86,7 @@ def answers(url: str, timeout: int = 2) -> bool:
     try:
         with contextlib.closing(psycopg2.connect(dsn, connect_timeout=timeout)) as conn, conn.cursor() as cur:
             cur.execute("SELECT 1")
-            return cur.fetchone() == (1,)
+            return bool(cur.fetchone() == (1,))
     except psycopg2.Error:
         return False
 

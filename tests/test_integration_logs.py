@@ -62,10 +62,11 @@ def app_and_access_lines(server: Server, request_id: str) -> tuple[dict[str, Any
         return (app_line, access) if app_line and access else None
 
     try:
-        return wait_for(both, timeout=10, what=f"log lines with request id {request_id}")
+        found: tuple[dict[str, Any], dict[str, Any]] = wait_for(both, timeout=10, what="log lines")
     except AssertionError:
         wanted = f"{REQUEST_ID}={request_id!r}"
         raise AssertionError(f"no app line and access line with {wanted}:\n{server.output()}") from None
+    return found
 
 
 def assert_all_stdout_is_json(server: Server) -> None:
