@@ -23,10 +23,10 @@ $(SECRET):
 	mkdir -p $(dir $@)
 	umask 077 && $(BIN)/python -c 'import secrets; print(secrets.token_hex(32))' > $@
 
-## up: the reference app in production on http://127.0.0.1:8000 (SQLite; DATABASE_URL for PostgreSQL)
+## up: the reference app behind nginx on http://127.0.0.1:8000 (SQLite; DATABASE_URL for PostgreSQL; Ctrl-C stops)
 up: $(STAMP) $(SECRET)
 	@scripts/ensure-debs $(DEBS_RUN)
-	cd $(TASKBOARD) && FLASK_SECRET_KEY="$$(cat $(CURDIR)/$(SECRET))" exec $(CURDIR)/$(BIN)/flaskprod serve wsgi:app --bind 127.0.0.1:8000
+	cd $(TASKBOARD) && FLASK_SECRET_KEY="$$(cat $(CURDIR)/$(SECRET))" exec $(CURDIR)/$(BIN)/flaskprod up wsgi:app
 
 ## test: the whole suite against real servers
 test: $(STAMP)
