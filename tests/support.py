@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
     """Poll predicate until it returns something truthy; fail the test after timeout seconds."""
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
@@ -33,7 +35,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
             result = predicate()
             if result:
                 return result
-        except Exception as exc:  # noqa: BLE001 - the thing may not be up yet
+        except Exception as exc:
             last_exc = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})")
@@ -42,29 +44,30 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
 def stop_group(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
     """SIGTERM the process group, then SIGKILL whatever is left."""
     if proc.poll() is None:
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
+        with suppress(subprocess.TimeoutExpired):
             proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     if proc.poll() is None:
         proc.wait(5)
 
 
 @contextmanager
-def running(args: list[str], *, env: dict[str, str] | None = None, cwd: Path | str | None = None,
-            stdout: Any = subprocess.PIPE, stderr: Any = subprocess.STDOUT) -> Iterator[subprocess.Popen[str]]:
+def running(
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+    stdout: Any = subprocess.PIPE,
+    stderr: Any = subprocess.STDOUT,
+) -> Iterator[subprocess.Popen[str]]:
     """Start args in a new session and stop its whole process group when the block ends."""
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.Popen(args, env=full_env, cwd=cwd, stdout=stdout, stderr=stderr, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, env=full_env, cwd=cwd, stdout=stdout, stderr=stderr, text=True, start_new_session=True
+    )
     try:
         yield proc
     finally:

@@ -33,54 +33,71 @@ def tree(root: Path, files: dict[str, str], mem_total_kib: int = 16 * 1024 * 102
 
 
 def test_v2_quota_and_memory(tmp_path: Path) -> None:
-    root = tree(tmp_path, {
-        "proc/self/cgroup": "0::/\n",
-        "sys/fs/cgroup/cpu.max": "150000 100000\n",
-        "sys/fs/cgroup/memory.max": f"{2 * GIB}\n",
-    })
+    root = tree(
+        tmp_path,
+        {
+            "proc/self/cgroup": "0::/\n",
+            "sys/fs/cgroup/cpu.max": "150000 100000\n",
+            "sys/fs/cgroup/memory.max": f"{2 * GIB}\n",
+        },
+    )
     machine = detect_machine(root, affinity=8)
     assert machine == Machine(cpus=1.5, memory=2 * GIB)
     assert machine.cores == 2
 
 
 def test_v2_max_means_no_limit(tmp_path: Path) -> None:
-    root = tree(tmp_path, {
-        "proc/self/cgroup": "0::/\n",
-        "sys/fs/cgroup/cpu.max": "max 100000\n",
-        "sys/fs/cgroup/memory.max": "max\n",
-    }, mem_total_kib=4 * 1024 * 1024)
+    root = tree(
+        tmp_path,
+        {
+            "proc/self/cgroup": "0::/\n",
+            "sys/fs/cgroup/cpu.max": "max 100000\n",
+            "sys/fs/cgroup/memory.max": "max\n",
+        },
+        mem_total_kib=4 * 1024 * 1024,
+    )
     assert detect_machine(root, affinity=4) == Machine(cpus=4.0, memory=4 * GIB)
 
 
 def test_v2_nested_cgroup_takes_tightest_ancestor(tmp_path: Path) -> None:
-    root = tree(tmp_path, {
-        "proc/self/cgroup": "0::/kubepods/pod1/app\n",
-        "sys/fs/cgroup/cpu.max": "max 100000\n",
-        "sys/fs/cgroup/kubepods/pod1/cpu.max": "50000 100000\n",
-        "sys/fs/cgroup/kubepods/pod1/app/cpu.max": "max 100000\n",
-        "sys/fs/cgroup/kubepods/memory.max": f"{GIB}\n",
-        "sys/fs/cgroup/kubepods/pod1/app/memory.max": "max\n",
-    })
+    root = tree(
+        tmp_path,
+        {
+            "proc/self/cgroup": "0::/kubepods/pod1/app\n",
+            "sys/fs/cgroup/cpu.max": "max 100000\n",
+            "sys/fs/cgroup/kubepods/pod1/cpu.max": "50000 100000\n",
+            "sys/fs/cgroup/kubepods/pod1/app/cpu.max": "max 100000\n",
+            "sys/fs/cgroup/kubepods/memory.max": f"{GIB}\n",
+            "sys/fs/cgroup/kubepods/pod1/app/memory.max": "max\n",
+        },
+    )
     machine = detect_machine(root, affinity=16)
     assert machine == Machine(cpus=0.5, memory=GIB)
     assert machine.cores == 1
 
 
 def test_v1_quota_and_memory(tmp_path: Path) -> None:
-    root = tree(tmp_path, {
-        "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "200000\n",
-        "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n",
-        "sys/fs/cgroup/memory/memory.limit_in_bytes": f"{512 * MIB}\n",
-    })
+    root = tree(
+        tmp_path,
+        {
+            "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "200000\n",
+            "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+            "sys/fs/cgroup/memory/memory.limit_in_bytes": f"{512 * MIB}\n",
+        },
+    )
     assert detect_machine(root, affinity=32) == Machine(cpus=2.0, memory=512 * MIB)
 
 
 def test_v1_unlimited(tmp_path: Path) -> None:
-    root = tree(tmp_path, {
-        "sys/fs/cgroup/cpu/cpu.cfs_quota_us": "-1\n",
-        "sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n",
-        "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
-    }, mem_total_kib=8 * 1024 * 1024)
+    root = tree(
+        tmp_path,
+        {
+            "sys/fs/cgroup/cpu/cpu.cfs_quota_us": "-1\n",
+            "sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n",
+            "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
+        },
+        mem_total_kib=8 * 1024 * 1024,
+    )
     assert detect_machine(root, affinity=6) == Machine(cpus=6.0, memory=8 * GIB)
 
 
@@ -97,13 +114,13 @@ def test_affinity_below_quota_wins(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("cpus", "memory", "worker_mb", "cap", "expected"),
     [
-        (2, 16 * GIB, 128, None, 5),      # 2 x 2 + 1
+        (2, 16 * GIB, 128, None, 5),  # 2 x 2 + 1
         (4, 16 * GIB, 128, None, 9),
-        (8, 1 * GIB, 128, None, 6),       # 0.75 GiB / 128 MiB: memory caps it
+        (8, 1 * GIB, 128, None, 6),  # 0.75 GiB / 128 MiB: memory caps it
         (8, 1 * GIB, 100, None, 7),
-        (0.5, 16 * GIB, 128, None, 3),    # a half-CPU quota counts as one core
-        (16, 64 * GIB, 128, 8, 8),        # explicit cap
-        (2, 64 * MIB, 128, None, 1),      # never below one
+        (0.5, 16 * GIB, 128, None, 3),  # a half-CPU quota counts as one core
+        (16, 64 * GIB, 128, 8, 8),  # explicit cap
+        (2, 64 * MIB, 128, None, 1),  # never below one
     ],
 )
 def test_auto_workers(cpus: float, memory: int, worker_mb: int, cap: int | None, expected: int) -> None:
@@ -162,7 +179,7 @@ def test_replicas_multiply_processes_for_the_budget() -> None:
 
 def test_explicit_pool_over_budget_is_an_error() -> None:
     spec = Spec().replace(**{"database.pool_size": 10, "database.connection_budget": 20})
-    with pytest.raises(SpecError, match="needs 60 connections for 5 processes, over database.connection_budget 20"):
+    with pytest.raises(SpecError, match=r"needs 60 connections for 5 processes, over database\.connection_budget 20"):
         db_pool(spec, 5, 1)
 
 

@@ -27,14 +27,18 @@ def test_defaults_when_nothing_is_given(tmp_path: Path) -> None:
 
 
 def test_precedence_default_file_env_flag(tmp_path: Path) -> None:
-    write(tmp_path / "flaskprod.toml", '[server]\nworkers = 3\nthreads = 2\ntimeout = 40\n')
+    write(tmp_path / "flaskprod.toml", "[server]\nworkers = 3\nthreads = 2\ntimeout = 40\n")
     env = {"FLASKPROD_SERVER__THREADS": "4", "FLASKPROD_SERVER__TIMEOUT": "50"}
     spec = load_spec(tmp_path, environ=env, flags={"server.timeout": "60"})
     assert (spec.server.workers, spec.server.threads, spec.server.timeout) == (3, 4, 60)
     assert spec.server.keepalive == 5
     origins = spec.origins
     assert origins["server.workers"] == f"file {tmp_path / 'flaskprod.toml'}"
-    assert (origins["server.threads"], origins["server.timeout"], origins["server.keepalive"]) == ("env", "flag", "default")
+    assert (origins["server.threads"], origins["server.timeout"], origins["server.keepalive"]) == (
+        "env",
+        "flag",
+        "default",
+    )
 
 
 def test_pyproject_tool_table(tmp_path: Path) -> None:
@@ -70,27 +74,63 @@ def test_bool_or_auto_from_strings(tmp_path: Path, raw: str, expected: object) -
 
 
 def test_optional_value_can_be_unset_from_env(tmp_path: Path) -> None:
-    write(tmp_path / "flaskprod.toml", '[server]\nworker_cap = 3\n')
+    write(tmp_path / "flaskprod.toml", "[server]\nworker_cap = 3\n")
     assert load_spec(tmp_path, environ={"FLASKPROD_SERVER__WORKER_CAP": "none"}).server.worker_cap is None
 
 
 @pytest.mark.parametrize(
     ("kwargs", "files", "message"),
     [
-        ({"flags": {"server.workerz": 2}}, {}, "flag --set server.workerz: unknown setting 'server.workerz'; did you mean server.workers?"),
+        (
+            {"flags": {"server.workerz": 2}},
+            {},
+            "flag --set server.workerz: unknown setting 'server.workerz'; did you mean server.workers?",
+        ),
         ({"flags": {"workers": 2}}, {}, "unknown setting 'workers'; did you mean server.workers?"),
-        ({"environ": {"FLASKPROD_SERVR__WORKERS": "2"}}, {}, "env FLASKPROD_SERVR__WORKERS: unknown setting 'servr.workers'; did you mean server.workers?"),
-        ({"environ": {"FLASKPROD_WORKERS": "2"}}, {}, "environment variable FLASKPROD_WORKERS: expected FLASKPROD_SECTION__NAME"),
-        ({"flags": {"server.workers": "many"}}, {}, "flag --workers: invalid value 'many' for server.workers: expected integer | \"auto\""),
-        ({"flags": {"server.workers": "0"}}, {}, "invalid value '0' for server.workers: expected integer | \"auto\" >= 1"),
-        ({"flags": {"server.kind": "nginx"}}, {}, "invalid value 'nginx' for server.kind: expected \"gunicorn\" | \"uwsgi\""),
-        ({"environ": {"FLASKPROD_PROXY__GZIP": "maybe"}}, {}, "env FLASKPROD_PROXY__GZIP: invalid value 'maybe' for proxy.gzip: expected boolean"),
+        (
+            {"environ": {"FLASKPROD_SERVR__WORKERS": "2"}},
+            {},
+            "env FLASKPROD_SERVR__WORKERS: unknown setting 'servr.workers'; did you mean server.workers?",
+        ),
+        (
+            {"environ": {"FLASKPROD_WORKERS": "2"}},
+            {},
+            "environment variable FLASKPROD_WORKERS: expected FLASKPROD_SECTION__NAME",
+        ),
+        (
+            {"flags": {"server.workers": "many"}},
+            {},
+            "flag --workers: invalid value 'many' for server.workers: expected integer | \"auto\"",
+        ),
+        (
+            {"flags": {"server.workers": "0"}},
+            {},
+            "invalid value '0' for server.workers: expected integer | \"auto\" >= 1",
+        ),
+        (
+            {"flags": {"server.kind": "nginx"}},
+            {},
+            'invalid value \'nginx\' for server.kind: expected "gunicorn" | "uwsgi"',
+        ),
+        (
+            {"environ": {"FLASKPROD_PROXY__GZIP": "maybe"}},
+            {},
+            "env FLASKPROD_PROXY__GZIP: invalid value 'maybe' for proxy.gzip: expected boolean",
+        ),
         ({"flags": {"proxy.max_body_size": "ten megs"}}, {}, "expected a size such as 10M, 512k or 1048576"),
         ({"flags": {"proxy.rate_limit": "fast"}}, {}, "expected a rate such as 10r/s or 300r/m"),
         ({}, {"flaskprod.toml": "[server]\nworkers = true\n"}, "invalid value True for server.workers"),
         ({}, {"flaskprod.toml": "[server\n"}, "flaskprod.toml: not valid TOML"),
-        ({}, {"flaskprod.toml": "workers = 3\n"}, "'workers' must be a table such as [workers]; did you mean server.workers?"),
-        ({}, {"flaskprod.toml": "[proxy]\ntrusted_hop = 1\n"}, "unknown setting 'proxy.trusted_hop'; did you mean proxy.trusted_hops?"),
+        (
+            {},
+            {"flaskprod.toml": "workers = 3\n"},
+            "'workers' must be a table such as [workers]; did you mean server.workers?",
+        ),
+        (
+            {},
+            {"flaskprod.toml": "[proxy]\ntrusted_hop = 1\n"},
+            "unknown setting 'proxy.trusted_hop'; did you mean proxy.trusted_hops?",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path: Path, kwargs: dict, files: dict, message: str) -> None:
@@ -108,7 +148,9 @@ def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
         load_spec(tmp_path, config=tmp_path / "nope.toml", environ={})
 
 
-@pytest.mark.parametrize(("text", "size"), [("10M", 10 * 1024**2), ("512k", 512 * 1024), ("1048576", 1048576), ("1g", 1024**3)])
+@pytest.mark.parametrize(
+    ("text", "size"), [("10M", 10 * 1024**2), ("512k", 512 * 1024), ("1048576", 1048576), ("1g", 1024**3)]
+)
 def test_parse_size(text: str, size: int) -> None:
     assert parse_size(text) == size
 
@@ -127,13 +169,21 @@ def test_settings_reference_is_current() -> None:
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {"PATH": "/usr/bin:/bin", "HOME": str(cwd)}
-    return subprocess.run([str(BIN / "flaskprod"), *args], cwd=cwd, env={**base, **(env or {})},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(BIN / "flaskprod"), *args],
+        cwd=cwd,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_config_command_shows_values_and_sources(tmp_path: Path) -> None:
     write(tmp_path / "flaskprod.toml", "[server]\nthreads = 2\n")
-    result = run_cli("config", "--format", "json", "--workers", "3", cwd=tmp_path, env={"FLASKPROD_SERVER__TIMEOUT": "45"})
+    result = run_cli(
+        "config", "--format", "json", "--workers", "3", cwd=tmp_path, env={"FLASKPROD_SERVER__TIMEOUT": "45"}
+    )
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert rows["server.workers"] == {"value": 3, "source": "flag", "env": "FLASKPROD_SERVER__WORKERS"}
@@ -141,7 +191,7 @@ def test_config_command_shows_values_and_sources(tmp_path: Path) -> None:
     assert rows["server.threads"]["source"].startswith("file ")
     assert rows["proxy.gzip"] == {"value": True, "source": "default", "env": "FLASKPROD_PROXY__GZIP"}
     text = run_cli("config", "--set", "proxy.trusted_hops=1", cwd=tmp_path)
-    line = next(l for l in text.stdout.splitlines() if l.startswith("proxy.trusted_hops"))
+    line = next(row for row in text.stdout.splitlines() if row.startswith("proxy.trusted_hops"))
     assert line.split() == ["proxy.trusted_hops", "1", "flag"]
 
 
@@ -163,7 +213,13 @@ def test_config_command_bad_input(tmp_path: Path, args: list[str], env: dict[str
 
 
 def test_flask_prod_entry_point(tmp_path: Path) -> None:
-    result = subprocess.run([str(BIN / "flask"), "prod", "config", "--format", "json"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    result = subprocess.run(
+        [str(BIN / "flask"), "prod", "config", "--format", "json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["server.kind"]["value"] == "gunicorn"

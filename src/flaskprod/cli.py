@@ -54,8 +54,16 @@ def spec_options(fn: F) -> F:
                 metavar=info.type_name.upper().replace('"', "") if "|" not in info.type_name else "VALUE",
                 help=f"{info.doc} [{info.key}; env {info.env}]",
             )(fn)
-    fn = click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE", help="Set any setting, e.g. --set proxy.gzip=false.")(fn)
-    fn = click.option("--config", "config_path", default=None, metavar="PATH", help="Config file (default: ./flaskprod.toml or [tool.flaskprod] in pyproject.toml).")(fn)
+    fn = click.option(
+        "--set", "set_values", multiple=True, metavar="KEY=VALUE", help="Set any setting, e.g. --set proxy.gzip=false."
+    )(fn)
+    fn = click.option(
+        "--config",
+        "config_path",
+        default=None,
+        metavar="PATH",
+        help="Config file (default: ./flaskprod.toml or [tool.flaskprod] in pyproject.toml).",
+    )(fn)
     return fn
 
 
@@ -65,7 +73,7 @@ def resolve_spec(kwargs: dict[str, Any], app: str | None = None) -> Spec:
     for name in [k for k in kwargs if k.startswith("opt__")]:
         value = kwargs.pop(name)
         if value is not None:
-            flags[name[len("opt__"):].replace("__", ".")] = value
+            flags[name[len("opt__") :].replace("__", ".")] = value
     if app is None:
         # Under `flask --app X prod ...`, Flask's own --app names the app.
         ctx = click.get_current_context(silent=True)

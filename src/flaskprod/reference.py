@@ -33,7 +33,12 @@ def settings_reference() -> str:
             if section is not None:
                 lines.append("")
             section = head
-            lines += [f"## `[{section}]`", "", "| setting | type | default | env / flag | meaning |", "|---|---|---|---|---|"]
+            lines += [
+                f"## `[{section}]`",
+                "",
+                "| setting | type | default | env / flag | meaning |",
+                "|---|---|---|---|---|",
+            ]
         where = f"`{info.env}`" + (f"<br>`{info.flag}`" if info.flag else "")
         kind = info.type_name.replace("|", "\\|")
         if info.minimum is not None:

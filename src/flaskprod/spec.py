@@ -59,7 +59,9 @@ class ServerSettings:
     worker_memory_mb: int | Auto = setting(
         "auto", "Resident memory one worker needs, in MiB; auto measures the loaded app.", minimum=1
     )
-    threads: int = setting(1, "Threads per worker; more than 1 selects the gthread worker.", flag="--threads", minimum=1)
+    threads: int = setting(
+        1, "Threads per worker; more than 1 selects the gthread worker.", flag="--threads", minimum=1
+    )
     worker_class: Literal["auto", "sync", "gthread", "gevent", "eventlet"] = setting(
         "auto", "Gunicorn worker class; auto = gthread when threads > 1, else sync."
     )
@@ -74,8 +76,12 @@ class ServerSettings:
         minimum=0,
     )
     keepalive: int = setting(5, "Seconds an idle client connection is kept open by the app server.", minimum=0)
-    max_requests: int = setting(10000, "Requests after which a worker is recycled (bounds slow leaks); 0 = never.", minimum=0)
-    max_requests_jitter: int = setting(1000, "Random spread added to max_requests so workers do not restart together.", minimum=0)
+    max_requests: int = setting(
+        10000, "Requests after which a worker is recycled (bounds slow leaks); 0 = never.", minimum=0
+    )
+    max_requests_jitter: int = setting(
+        1000, "Random spread added to max_requests so workers do not restart together.", minimum=0
+    )
     backlog: int = setting(2048, "Pending connections the listening socket holds.", minimum=1)
     worker_tmp_dir: str | Auto = setting(
         "auto", "Directory for worker heartbeat files; auto = /dev/shm when present (not an overlay disk)."
@@ -91,15 +97,23 @@ class ProxySettings:
         "`flaskprod up` puts nginx in front and so counts it as 1 unless set.",
         minimum=0,
     )
-    host: str = setting("127.0.0.1", "Address nginx listens on in `flaskprod up`; 0.0.0.0 for every interface.", flag="--host")
+    host: str = setting(
+        "127.0.0.1", "Address nginx listens on in `flaskprod up`; 0.0.0.0 for every interface.", flag="--host"
+    )
     port: int = setting(8000, "Port nginx listens on in `flaskprod up`.", flag="--port", minimum=1)
     nginx: str = setting("nginx", "nginx binary `flaskprod up` runs: a name looked up on PATH or a path.")
-    run_dir: str = setting(".flaskprod/run", "Directory of `flaskprod up`'s config, sockets, pid files, logs and temp files.")
-    ready_timeout: int = setting(60, "Seconds `flaskprod up` waits for /readyz through nginx before it gives up.", minimum=1)
+    run_dir: str = setting(
+        ".flaskprod/run", "Directory of `flaskprod up`'s config, sockets, pid files, logs and temp files."
+    )
+    ready_timeout: int = setting(
+        60, "Seconds `flaskprod up` waits for /readyz through nginx before it gives up.", minimum=1
+    )
     server_name: str = setting("localhost", "Host name(s) nginx answers to, space separated.")
     static_url: str = setting("/static", "URL prefix of static files.")
     static_dir: str | None = setting(None, "Directory of static files; unset = the app's static folder.")
-    max_body_size: str = setting("10M", "Largest request body (nginx client_max_body_size and Flask MAX_CONTENT_LENGTH).")
+    max_body_size: str = setting(
+        "10M", "Largest request body (nginx client_max_body_size and Flask MAX_CONTENT_LENGTH)."
+    )
     gzip: bool = setting(True, "Compress text responses.")
     gzip_min_length: int = setting(1000, "Smallest response, in bytes, that is compressed.", minimum=0)
     client_header_timeout: int = setting(10, "Seconds to receive the request headers.", minimum=1)
@@ -107,7 +121,9 @@ class ProxySettings:
     send_timeout: int = setting(10, "Seconds between two writes of the response.", minimum=1)
     keepalive_timeout: int = setting(65, "Seconds an idle client keep-alive connection stays open.", minimum=0)
     client_body_buffer_size: str = setting("128k", "Request body bytes held in memory before spilling to disk.")
-    client_header_buffer_size: str = setting("1k", "Buffer for request headers; longer header lines use 4 buffers of 8k.")
+    client_header_buffer_size: str = setting(
+        "1k", "Buffer for request headers; longer header lines use 4 buffers of 8k."
+    )
     static_max_age: int = setting(
         86400,
         "Seconds browsers cache static files whose names carry no content hash; fingerprinted names "
@@ -121,7 +137,9 @@ class ProxySettings:
 @dataclass(frozen=True, kw_only=True)
 class DatabaseSettings:
     url_env: str = setting("DATABASE_URL", "Environment variable that holds the database URL.")
-    pool_size: int | Auto = setting("auto", "Connections each process keeps; auto = fitted to connection_budget.", minimum=1)
+    pool_size: int | Auto = setting(
+        "auto", "Connections each process keeps; auto = fitted to connection_budget.", minimum=1
+    )
     max_overflow: int = setting(2, "Extra connections a process may open under bursts.", minimum=0)
     connection_budget: int = setting(
         80, "Connections all app processes together may hold (stay under the server's max_connections).", minimum=1
@@ -131,7 +149,8 @@ class DatabaseSettings:
     pre_ping: bool = setting(True, "Test each pooled connection before use.")
     connect_timeout: int = setting(5, "Seconds to wait when opening a database connection.", minimum=1)
     engine_options: bool = setting(
-        True, "Set SQLALCHEMY_ENGINE_OPTIONS (pre-ping, recycle, pool sized from the workers); dispose pools after fork."
+        True,
+        "Set SQLALCHEMY_ENGINE_OPTIONS (pre-ping, recycle, pool sized from the workers); dispose pools after fork.",
     )
 
 
@@ -350,10 +369,10 @@ def validate(key: str, value: Any, source: str) -> Any:
     allowed = info.type_name
     try:
         result = _coerce(value, info.type)
-        if info.minimum is not None and isinstance(result, (int, float)) and not isinstance(result, bool):
-            if result < info.minimum:
-                allowed = f"{allowed} >= {info.minimum:g}"
-                raise ValueError(value)
+        numeric = isinstance(result, (int, float)) and not isinstance(result, bool)
+        if info.minimum is not None and numeric and result < info.minimum:
+            allowed = f"{allowed} >= {info.minimum:g}"
+            raise ValueError(value)
         if key in _EXTRA_CHECKS:
             check, allowed = _EXTRA_CHECKS[key]
             if result is not None:
@@ -415,7 +434,7 @@ def read_env_layer(environ: Mapping[str, str]) -> dict[str, str]:
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name in _ENV_NOT_SETTINGS:
             continue
-        rest = name[len(ENV_PREFIX):]
+        rest = name[len(ENV_PREFIX) :]
         if "__" not in rest:
             raise SpecError(
                 f"environment variable {name}: expected {ENV_PREFIX}SECTION__NAME, such as {ENV_PREFIX}SERVER__WORKERS"
