@@ -88,8 +88,7 @@ def test_static_files_come_from_nginx_with_cache_headers_and_gzip(stack: UpStack
     stack.get("/api/ping?after-static")
     wait_for(lambda: "/api/ping" in stack.app_access_paths(), timeout=10, what="the app's access line")
     assert not [p for p in stack.app_access_paths() if p.startswith("/static")]
-    nginx_paths = [line["uri"] for line in stack.nginx_access()]
-    assert f"/static/{FINGERPRINTED}" in nginx_paths
+    assert f"/static/{FINGERPRINTED}" in [line["uri"] for line in stack.nginx_access()]
 
 
 def test_body_over_the_limit_gets_413_from_nginx(stack: UpStack) -> None:
@@ -98,7 +97,9 @@ def test_body_over_the_limit_gets_413_from_nginx(stack: UpStack) -> None:
     big = requests.post(stack.url("/upload"), data=b"x" * (1024 * 1024 + 1), timeout=15)
     assert big.status_code == 413
     assert big.headers["Server"] == "nginx"
-    assert "413" in [str(line["status"]) for line in stack.nginx_access() if line["uri"] == "/upload"]
+    # nginx writes the access line just after the response: wait for it rather than race it.
+    wait_for(lambda: 413 in [line["status"] for line in stack.nginx_access() if line["uri"] == "/upload"],
+             timeout=10, what="nginx's access line for the 413")
     assert stack.app_access_paths().count("/upload") == 1  # only the small one reached the app
 
 
@@ -126,7 +127,8 @@ def test_request_id_is_kept_only_when_well_formed(stack: UpStack) -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", replaced)
     fresh = stack.get("/whoami").json()["request_id"]
     assert re.fullmatch(r"[0-9a-f]{32}", fresh)
-    assert fresh in [line["request_id"] for line in stack.nginx_access()]
+    wait_for(lambda: fresh in [line["request_id"] for line in stack.nginx_access()], timeout=10,
+             what="the same id in nginx's access log")
 
 
 # What the client sees when the app server's timeout ends a request, before nginx's longer
@@ -146,8 +148,9 @@ def test_slow_request_is_cut_by_the_app_server_and_its_worker_replaced(stack: Up
     # Not stuck: every worker answers again, quickly.
     for _ in range(4 * WORKERS):
         assert stack.get("/api/ping", timeout=5).status_code == 200
-    slow_lines = [line for line in stack.nginx_access() if line["uri"] == "/slow?s=20"]
-    assert slow_lines[-1]["status"] == TIMEOUT_STATUS[stack.kind]
+    logged = wait_for(lambda: [line for line in stack.nginx_access() if line["uri"] == "/slow?s=20"],
+                      timeout=10, what="nginx's access line for the slow request")
+    assert logged[-1]["status"] == TIMEOUT_STATUS[stack.kind]
 
 
 def test_reload_under_load_fails_no_request(stack: UpStack) -> None:
