@@ -70,11 +70,16 @@ def test_read_timeout_comes_from_the_chain_and_outlasts_the_server(tmp_path: Pat
 
 
 def test_client_timeouts_and_buffers_come_from_the_spec(tmp_path: Path) -> None:
-    spec = make_spec(**{
-        "proxy.client_header_timeout": "3", "proxy.client_body_timeout": "4", "proxy.send_timeout": "5",
-        "proxy.keepalive_timeout": "6", "proxy.client_body_buffer_size": "64k",
-        "proxy.client_header_buffer_size": "2k",
-    })
+    spec = make_spec(
+        **{
+            "proxy.client_header_timeout": "3",
+            "proxy.client_body_timeout": "4",
+            "proxy.send_timeout": "5",
+            "proxy.keepalive_timeout": "6",
+            "proxy.client_body_buffer_size": "64k",
+            "proxy.client_header_buffer_size": "2k",
+        }
+    )
     text = rendered(spec, context(tmp_path))
     assert directive(text, "client_header_timeout") == ["3s"]
     assert directive(text, "client_body_timeout") == ["4s"]
@@ -194,7 +199,10 @@ def nginx_test(conf_dir: Path) -> subprocess.CompletedProcess[str]:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     return subprocess.run(
         [nginx, "-t", "-q", "-p", str(conf_dir), "-c", str(conf_dir / "nginx.conf")],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
 
 

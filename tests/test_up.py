@@ -42,10 +42,19 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     root = tmp_path_factory.mktemp(f"up-{request.param}")
     write_app(root)
     running = start_up(
-        root, request.param, free_port(),
-        "--workers", str(WORKERS), "--timeout", str(SERVER_TIMEOUT),
-        "--set", "server.graceful_timeout=10", "--set", "proxy.max_body_size=1M",
-        "--set", "logging.access_log=true",
+        root,
+        request.param,
+        free_port(),
+        "--workers",
+        str(WORKERS),
+        "--timeout",
+        str(SERVER_TIMEOUT),
+        "--set",
+        "server.graceful_timeout=10",
+        "--set",
+        "proxy.max_body_size=1M",
+        "--set",
+        "logging.access_log=true",
     )
     try:
         running.wait_ready()
@@ -98,8 +107,11 @@ def test_body_over_the_limit_gets_413_from_nginx(stack: UpStack) -> None:
     assert big.status_code == 413
     assert big.headers["Server"] == "nginx"
     # nginx writes the access line just after the response: wait for it rather than race it.
-    wait_for(lambda: 413 in [line["status"] for line in stack.nginx_access() if line["uri"] == "/upload"],
-             timeout=10, what="nginx's access line for the 413")
+    wait_for(
+        lambda: 413 in [line["status"] for line in stack.nginx_access() if line["uri"] == "/upload"],
+        timeout=10,
+        what="nginx's access line for the 413",
+    )
     assert stack.app_access_paths().count("/upload") == 1  # only the small one reached the app
 
 
@@ -111,9 +123,14 @@ def test_unknown_host_gets_no_answer(stack: UpStack) -> None:
 
 
 def test_forwarded_headers_from_the_client_are_not_believed(stack: UpStack) -> None:
-    seen = stack.get("/whoami", headers={
-        "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "attacker.example", "X-Forwarded-Proto": "https",
-    }).json()
+    seen = stack.get(
+        "/whoami",
+        headers={
+            "X-Forwarded-For": "6.6.6.6",
+            "X-Forwarded-Host": "attacker.example",
+            "X-Forwarded-Proto": "https",
+        },
+    ).json()
     assert seen["remote_addr"] == "127.0.0.1"
     assert seen["host"] == f"127.0.0.1:{stack.port}"
     assert seen["scheme"] == "http"
@@ -127,8 +144,11 @@ def test_request_id_is_kept_only_when_well_formed(stack: UpStack) -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", replaced)
     fresh = stack.get("/whoami").json()["request_id"]
     assert re.fullmatch(r"[0-9a-f]{32}", fresh)
-    wait_for(lambda: fresh in [line["request_id"] for line in stack.nginx_access()], timeout=10,
-             what="the same id in nginx's access log")
+    wait_for(
+        lambda: fresh in [line["request_id"] for line in stack.nginx_access()],
+        timeout=10,
+        what="the same id in nginx's access log",
+    )
 
 
 # What the client sees when the app server's timeout ends a request, before nginx's longer
@@ -148,8 +168,11 @@ def test_slow_request_is_cut_by_the_app_server_and_its_worker_replaced(stack: Up
     # Not stuck: every worker answers again, quickly.
     for _ in range(4 * WORKERS):
         assert stack.get("/api/ping", timeout=5).status_code == 200
-    logged = wait_for(lambda: [line for line in stack.nginx_access() if line["uri"] == "/slow?s=20"],
-                      timeout=10, what="nginx's access line for the slow request")
+    logged = wait_for(
+        lambda: [line for line in stack.nginx_access() if line["uri"] == "/slow?s=20"],
+        timeout=10,
+        what="nginx's access line for the slow request",
+    )
     assert logged[-1]["status"] == TIMEOUT_STATUS[stack.kind]
 
 
@@ -197,8 +220,9 @@ def test_dead_children_are_restarted_and_logged(stack: UpStack) -> None:
 
 def test_sigterm_lets_requests_in_flight_finish(stack: UpStack) -> None:
     """Last in the file: it stops the stack."""
-    in_flight = [Loader(stack.port, path="/slow?s=2", threads=1, max_requests=1, max_seconds=30).start()
-                 for _ in range(WORKERS)]
+    in_flight = [
+        Loader(stack.port, path="/slow?s=2", threads=1, max_requests=1, max_seconds=30).start() for _ in range(WORKERS)
+    ]
     time.sleep(0.5)  # both slow requests are inside the app now
     pings = Loader(stack.port, threads=2, max_requests=3000, max_seconds=40).start()
     time.sleep(0.3)

@@ -18,8 +18,17 @@ pytestmark = pytest.mark.integration
 def run_up(
     root: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(up_args(*args), cwd=root, env=env or up_env(), capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=timeout, check=False, start_new_session=True)
+    return subprocess.run(
+        up_args(*args),
+        cwd=root,
+        env=env or up_env(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        check=False,
+        start_new_session=True,
+    )
 
 
 def test_nginx_setting_pointing_nowhere_says_how_to_install_it(tmp_path: Path) -> None:
@@ -94,7 +103,9 @@ def test_second_up_on_the_same_run_dir_is_refused(tmp_path: Path) -> None:
 
 
 def test_rate_limit_answers_429(tmp_path: Path) -> None:
-    write_app(tmp_path, textwrap.dedent('''
+    write_app(
+        tmp_path,
+        textwrap.dedent("""
         from flask import Flask
         from flaskprod import Production
         app = Flask(__name__)
@@ -102,15 +113,25 @@ def test_rate_limit_answers_429(tmp_path: Path) -> None:
         @app.get("/api/ping")
         def ping():
             return "pong"
-    '''))
-    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1",
-                     "--set", "proxy.rate_limit=1r/m", "--set", "proxy.rate_limit_burst=3")
+    """),
+    )
+    stack = start_up(
+        tmp_path,
+        "gunicorn",
+        free_port(),
+        "--workers",
+        "1",
+        "--set",
+        "proxy.rate_limit=1r/m",
+        "--set",
+        "proxy.rate_limit_burst=3",
+    )
     try:
         stack.wait_ready()
         # /readyz through nginx counted once already; the burst allows 3 more at once, then 429.
         codes = [stack.get("/api/ping").status_code for _ in range(6)]
         assert 429 in codes
         assert codes.count(200) <= 3
-        assert codes[codes.index(429):] == [429] * (6 - codes.index(429))
+        assert codes[codes.index(429) :] == [429] * (6 - codes.index(429))
     finally:
         stop(stack)

@@ -26,7 +26,7 @@ _INHERITED_PREFIXES = ("FLASK_", "FLASKPROD_", "GUNICORN_", "PROMETHEUS_MULTIPRO
 FINGERPRINTED = "css/app.3f2a1b9c.css"
 PLAIN = "css/plain.css"
 
-APP = '''
+APP = """
 import os
 import time
 
@@ -64,7 +64,7 @@ def slow():
     seconds = float(request.args["s"])
     time.sleep(seconds)
     return jsonify(slept=seconds, pid=os.getpid())
-'''
+"""
 
 
 def write_app(root: Path, source: str = APP) -> None:
@@ -148,8 +148,15 @@ class UpStack:
 
 def start_up(root: Path, kind: str, port: int, *extra: str, env: dict[str, str] | None = None) -> UpStack:
     with (root / "up.out").open("wb") as out, (root / "up.err").open("wb") as err:
-        proc = subprocess.Popen(up_args(kind, port, *extra), cwd=root, env=env or up_env(), stdout=out,
-                                stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            up_args(kind, port, *extra),
+            cwd=root,
+            env=env or up_env(),
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     return UpStack(proc=proc, root=root, port=port, kind=kind)
 
 

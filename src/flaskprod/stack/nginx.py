@@ -16,8 +16,10 @@ def find_nginx(setting: str) -> str:
     found = shutil.which(setting)
     if found is None:
         where = "on PATH" if "/" not in setting else "there"
-        raise ServerError(f"nginx not found (proxy.nginx = {setting!r}, nothing executable {where}): "
-                          f"{INSTALL_HINT}, or set proxy.nginx to its path")
+        raise ServerError(
+            f"nginx not found (proxy.nginx = {setting!r}, nothing executable {where}): "
+            f"{INSTALL_HINT}, or set proxy.nginx to its path"
+        )
     return found
 
 
@@ -33,8 +35,14 @@ def foreground_command(binary: str, run: StackDir) -> list[str]:
 
 def check_config(binary: str, run: StackDir) -> None:
     """`nginx -t` on the rendered file; its complaint becomes the error message."""
-    result = subprocess.run([*base_args(binary, run), "-t", "-q"], capture_output=True, text=True, check=False,
-                            stdin=subprocess.DEVNULL, timeout=30)
+    result = subprocess.run(
+        [*base_args(binary, run), "-t", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+    )
     if result.returncode != 0:
         detail = " ".join(result.stderr.split()) or f"exit status {result.returncode}"
         raise ServerError(f"nginx rejected {run.nginx_conf}: {detail}")

@@ -94,8 +94,9 @@ class Plan:
         return server_names(self.spec, self.spec.proxy.host)[0]
 
 
-def app_server_env(spec: Spec, app: discovery.AppRef, run: StackDir, derived: Derived,
-                   config_path: str | None) -> dict[str, str]:
+def app_server_env(
+    spec: Spec, app: discovery.AppRef, run: StackDir, derived: Derived, config_path: str | None
+) -> dict[str, str]:
     """The app server's environment: the spec `up` sees, plus what `up` decides about the app server.
 
     Values the user set by flag travel as FLASKPROD_* variables (the child has no flags); the
@@ -103,13 +104,15 @@ def app_server_env(spec: Spec, app: discovery.AppRef, run: StackDir, derived: De
     delay is spent at the edge, before nginx stops listening, so the app server adds none.
     """
     values: dict[str, Any] = {key: spec.get(key) for key, origin in spec.origins.items() if origin == "flag"}
-    values.update({
-        "app.target": app.import_string,
-        "server.bind": f"unix:{run.app_socket}",
-        "server.workers": derived.workers,
-        "server.drain_delay": 0,
-        "proxy.trusted_hops": spec.proxy.trusted_hops,
-    })
+    values.update(
+        {
+            "app.target": app.import_string,
+            "server.bind": f"unix:{run.app_socket}",
+            "server.workers": derived.workers,
+            "server.drain_delay": 0,
+            "proxy.trusted_hops": spec.proxy.trusted_hops,
+        }
+    )
     if spec.server.kind == "uwsgi":
         values["server.protocol"] = "uwsgi"
     env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
@@ -286,12 +289,22 @@ class Stack:
                 # Its workers may outlive a killed master and hold the socket or the port.
                 child.kill_group()
                 delay = child.schedule_restart(now)
-                self.log(f"{child.name} (pid {child.pid}) exited with status {status}; restarting in {delay:g}s",
-                         level="error", child=child.name, exit_status=status, restart_in=delay)
+                self.log(
+                    f"{child.name} (pid {child.pid}) exited with status {status}; restarting in {delay:g}s",
+                    level="error",
+                    child=child.name,
+                    exit_status=status,
+                    restart_in=delay,
+                )
             if child.restart_at is not None and now >= child.restart_at:
                 child.start()
-                self.log(f"{child.name} restarted (pid {child.pid})", level="warning", child=child.name,
-                         pid=child.pid, restarts=child.restarts)
+                self.log(
+                    f"{child.name} restarted (pid {child.pid})",
+                    level="warning",
+                    child=child.name,
+                    pid=child.pid,
+                    restarts=child.restarts,
+                )
 
     def handle_hup(self) -> None:
         """Reload both: nginx starts new workers on a checked config, the app server replaces its workers."""
@@ -339,13 +352,19 @@ class Stack:
         protocol = "uwsgi protocol" if p.protocol == "uwsgi" else "HTTP"
         rows = [
             ("URL", f"{url}/"),
-            ("app server", f"{spec.server.kind}, {d.workers} workers x {threads} ({d.worker_class}), "
-                           f"{protocol} on unix:{p.run.app_socket}"),
+            (
+                "app server",
+                f"{spec.server.kind}, {d.workers} workers x {threads} ({d.worker_class}), "
+                f"{protocol} on unix:{p.run.app_socket}",
+            ),
             ("static", f"{spec.proxy.static_url.rstrip('/')}/ -> {p.static_dir} (nginx)" if p.static_dir else "none"),
             ("health", f"{url}{spec.monitoring.health_path}  readiness {url}{spec.monitoring.ready_path}"),
             ("metrics", f"{url}{spec.monitoring.metrics_path}" if spec.monitoring.metrics else "off"),
-            ("logs", f"app: stdout ({spec.logging.format}); nginx access: {p.run.access_log} (json); "
-                     "nginx errors and up: stderr"),
+            (
+                "logs",
+                f"app: stdout ({spec.logging.format}); nginx access: {p.run.access_log} (json); "
+                "nginx errors and up: stderr",
+            ),
             ("run dir", str(p.run.path)),
             ("control", f"Ctrl-C or kill -TERM {os.getpid()} stops gracefully; kill -HUP {os.getpid()} reloads"),
         ]
