@@ -43,3 +43,19 @@ docs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .flaskprod .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: bench bench-quick
+# Benchmarks need the test extras (uWSGI, PostgreSQL drivers) and matplotlib for the plots.
+BENCH_DEPS := $(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[test,bench]'
+
+## bench: every stack under wrk at 16/64/256 connections, SQLite and PostgreSQL; results in docs/benchmarks/
+bench: $(STAMP)
+	@scripts/ensure-debs $(DEBS_TEST)
+	@$(BENCH_DEPS)
+	$(BIN)/python -m benchmarks
+
+## bench-quick: a short run (64 connections, 2 s each, no PostgreSQL) for checking changes, under 3 minutes
+bench-quick: $(STAMP)
+	@scripts/ensure-debs $(DEBS_RUN) wrk=wrk
+	@$(BENCH_DEPS)
+	$(BIN)/python -m benchmarks --quick

@@ -1,0 +1,47 @@
+"""`python -m benchmarks [--quick]`: run the benchmarks and write docs/benchmarks/ (JSON, Markdown, plots)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from flaskprod.spec import Spec
+
+from . import plots, report, run
+from .stacks import REPO, all_stacks, pick
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short runs at 64 connections, no PostgreSQL (< 3 min)")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks", help="where results go")
+    parser.add_argument("--stacks", default="", help="comma-separated stack names (default: all)")
+    args = parser.parse_args(argv)
+
+    mode = run.QUICK if args.quick else run.FULL
+    # Whatever `up` runs with no --server today: its twin --server stack is then not run twice.
+    default_kind = Spec().server.kind
+    stacks = pick(all_stacks(default_kind=default_kind), [s for s in args.stacks.split(",") if s], full=not args.quick)
+    results = run.run(mode, stacks, say)
+    results["default_server_kind"] = default_kind
+    results["command"] = "make bench-quick" if args.quick else "make bench"
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    images = plots.write_all(results, args.out)
+    (args.out / "README.md").write_text(report.render(results, images))
+    say(f"wrote {args.out}/results.json, README.md and {len(images)} plots")
+    for goal in results["goals"]:
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[goal["met"]]
+        say(f"  {verdict:<12} {goal['goal']}: {goal['measured']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

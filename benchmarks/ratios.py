@@ -1,0 +1,203 @@
+"""Ratios and goals computed from one run's results (pure: results dict in, figures out)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+DEFAULT = "flaskprod-default"
+OPTION2 = "guide-option2"
+MAIN_CONNECTIONS = 64
+SMALL_DYNAMIC = ("ping", "page")
+
+Results = Mapping[str, Any]
+
+
+def find_run(
+    results: Results, stack: str, workload: str, connections: int = MAIN_CONNECTIONS
+) -> Mapping[str, Any] | None:
+    for run in results.get("runs", []):
+        if run["stack"] == stack and run["workload"] == workload and run["connections"] == connections:
+            return run  # type: ignore[no-any-return]
+    return None
+
+
+def rps(results: Results, stack: str, workload: str, connections: int = MAIN_CONNECTIONS) -> float | None:
+    """Successful responses per second: a stack that answers fast with 502s is not fast."""
+    run = find_run(results, stack, workload, connections)
+    return None if run is None else float(run["ok_rps"])
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def ceiling_ratio(results: Results, run: Mapping[str, Any]) -> float | None:
+    """The run's throughput over what the raw app does in-process on every core: 1.0 = no server overhead."""
+    ceiling = results.get("ceiling", {})
+    per_core = ceiling.get("calls_per_s", {}).get(run["workload"])
+    cores = ceiling.get("cores")
+    if per_core is None or not cores:
+        return None
+    return ratio(float(run["ok_rps"]), per_core * cores)
+
+
+def peers(results: Results) -> list[str]:
+    return [s["name"] for s in results.get("stacks", []) if s["group"] == "peer"]
+
+
+def fastest_peer(results: Results, workload: str) -> tuple[str | None, float | None]:
+    best: tuple[str | None, float | None] = (None, None)
+    for name in peers(results):
+        value = rps(results, name, workload)
+        if value is not None and (best[1] is None or value > best[1]):
+            best = (name, value)
+    return best
+
+
+@dataclass(frozen=True, kw_only=True)
+class Goal:
+    goal: str
+    target: str
+    measured: str
+    value: float | None
+    threshold: float
+    # None: the figures it needs were not measured in this run.
+    met: bool | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _goal(goal: str, target: str, value: float | None, threshold: float, measured: str, *, below: bool = False) -> Goal:
+    met = None if value is None else (value < threshold if below else value >= threshold)
+    return Goal(goal=goal, target=target, measured=measured, value=value, threshold=threshold, met=met)
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _rps_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f} rps"
+
+
+def goals_for(results: Results, stack: str = DEFAULT) -> list[Goal]:
+    """The issue's goals for one flaskprod stack, each with the numbers behind its verdict."""
+    found: list[Goal] = []
+    c = MAIN_CONNECTIONS
+    for workload in SMALL_DYNAMIC:
+        mine = rps(results, stack, workload)
+        peer, best = fastest_peer(results, workload)
+        found.append(
+            _goal(
+                f"{workload}: >= 1.0x fastest peer",
+                ">= 1.00x",
+                ratio(mine, best),
+                1.0,
+                f"{_fmt(ratio(mine, best))}x ({_rps_text(mine)} vs {peer or 'no peer'} {_rps_text(best)})",
+            )
+        )
+        option2 = rps(results, OPTION2, workload)
+        found.append(
+            _goal(
+                f"{workload}: >= 3x guide Option 2",
+                ">= 3.00x",
+                ratio(mine, option2),
+                3.0,
+                f"{_fmt(ratio(mine, option2))}x ({_rps_text(mine)} vs {_rps_text(option2)})",
+            )
+        )
+        run = find_run(results, stack, workload)
+        p50 = None if run is None else run.get("p50_ms")
+        p99 = None if run is None else run.get("p99_ms")
+        found.append(
+            _goal(
+                f"{workload}: p99 < 2x p50 at {c} connections",
+                "< 2.00x",
+                ratio(p99, p50),
+                2.0,
+                f"p99/p50 = {_fmt(ratio(p99, p50))} (p50 {_fmt(p50)} ms, p99 {_fmt(p99)} ms)",
+                below=True,
+            )
+        )
+    if stack == DEFAULT:
+        bare = rps(results, "hello-bare", "ping")
+        prod = rps(results, "hello-production", "ping")
+        found.append(
+            _goal(
+                "Production(app) fully on: >= 0.8x bare app, same stack",
+                ">= 0.80x",
+                ratio(prod, bare),
+                0.8,
+                f"{_fmt(ratio(prod, bare))}x ({_rps_text(prod)} vs {_rps_text(bare)})",
+            )
+        )
+    static = rps(results, stack, "static")
+    direct = rps(results, "nginx-static", "static")
+    found.append(
+        _goal(
+            "static: >= 0.9x nginx serving the file directly",
+            ">= 0.90x",
+            ratio(static, direct),
+            0.9,
+            f"{_fmt(ratio(static, direct))}x ({_rps_text(static)} vs {_rps_text(direct)})",
+        )
+    )
+    slow = rps(results, stack, "slow")
+    option2_slow = rps(results, OPTION2, "slow")
+    found.append(
+        _goal(
+            f"/api/slow at {c} connections: >= 5x guide Option 2",
+            ">= 5.00x",
+            ratio(slow, option2_slow),
+            5.0,
+            f"{_fmt(ratio(slow, option2_slow))}x ({_rps_text(slow)} vs {_rps_text(option2_slow)})",
+        )
+    )
+    cpu_run = find_run(results, stack, "cpu")
+    cpu_ratio = None if cpu_run is None else ceiling_ratio(results, cpu_run)
+    found.append(
+        _goal(
+            "/api/cpu: >= 0.85x ceiling x cores",
+            ">= 0.85x",
+            cpu_ratio,
+            0.85,
+            f"{_fmt(cpu_ratio)}x ({_rps_text(None if cpu_run is None else float(cpu_run['ok_rps']))})",
+        )
+    )
+    return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """One flaskprod configuration as a possible default, scored on the goals it can be judged on."""
+
+    stack: str
+    met: int
+    judged: int
+    ping_rps: float | None
+    slow_rps: float | None
+    cpu_ratio: float | None
+
+
+def candidates(results: Results, stacks: Sequence[str]) -> list[Candidate]:
+    """Best first: most goals met, then the most small-response throughput."""
+    found = []
+    for name in stacks:
+        goals = [g for g in goals_for(results, name) if not g.goal.startswith("Production")]
+        cpu_run = find_run(results, name, "cpu")
+        found.append(
+            Candidate(
+                stack=name,
+                met=sum(1 for g in goals if g.met),
+                judged=sum(1 for g in goals if g.met is not None),
+                ping_rps=rps(results, name, "ping"),
+                slow_rps=rps(results, name, "slow"),
+                cpu_ratio=None if cpu_run is None else ceiling_ratio(results, cpu_run),
+            )
+        )
+    return sorted(found, key=lambda c: (-c.met, -(c.ping_rps or 0.0)))

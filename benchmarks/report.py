@@ -1,0 +1,329 @@
+"""docs/benchmarks/README.md from one run's results (pure: results in, Markdown out)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .ratios import DEFAULT, MAIN_CONNECTIONS, candidates, ceiling_ratio, find_run, goals_for
+from .workloads import BY_NAME
+
+Results = Mapping[str, Any]
+# Shown where a figure does not exist (no response at all, or not measured).
+NONE = "-"
+VERDICT = {True: "met", False: "**MISSED**", None: "not measured"}
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return NONE if value is None else f"{value:,.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _stack_labels(results: Results) -> dict[str, str]:
+    return {s["name"]: s["label"] for s in results["stacks"]}
+
+
+def goals_section(results: Results) -> list[str]:
+    kind = results.get("default_server_kind", "?")
+    lines = [
+        "## Goals",
+        "",
+        f"Measured in this run for `flaskprod up` with its defaults (`server.kind = {kind}`), "
+        f"at {MAIN_CONNECTIONS} connections. A missed goal is reported as missed, with its numbers.",
+        "",
+    ]
+    rows = [[g.goal, g.target, g.measured, VERDICT[g.met]] for g in goals_for(results)]
+    return lines + _table(["goal", "target", "measured", "verdict"], rows)
+
+
+def workload_tables(results: Results) -> list[str]:
+    labels = _stack_labels(results)
+    lines = [
+        "## Results",
+        "",
+        f"Each row: one `wrk` run of {results['settings']['duration_s']} s at {MAIN_CONNECTIONS} connections "
+        "on a freshly started, warmed-up stack. requests/s counts successful (2xx/3xx) responses only; "
+        "p50/p99 are wrk's, over every response; - = no response at all. "
+        "errors = non-2xx/3xx responses + socket errors "
+        "(connect, read, write, timeouts over 2 s). x ceiling = requests/s over (in-process calls/s per core "
+        "x cores): 1.00 would be a server that costs nothing.",
+        "",
+    ]
+    for name, workload in BY_NAME.items():
+        runs = [r for r in results["runs"] if r["workload"] == name and r["connections"] == MAIN_CONNECTIONS]
+        if not runs:
+            continue
+        runs.sort(key=lambda r: -r["ok_rps"])
+        rows = [
+            [
+                f"`{r['stack']}`" + ("" if r["stack_alive_after"] else " (died)"),
+                labels.get(r["stack"], ""),
+                _num(r["ok_rps"], 0),
+                _num(r["p50_ms"], 2),
+                _num(r["p99_ms"], 2),
+                str(r["errors"]),
+                _num(ceiling_ratio(results, r), 2),
+            ]
+            for r in runs
+        ]
+        lines += [f"### {workload.label}", ""]
+        lines += _table(["stack", "what", "requests/s", "p50 ms", "p99 ms", "errors", "x ceiling"], rows)
+    return lines
+
+
+def sweep_table(results: Results) -> list[str]:
+    levels = results["settings"]["connections"]
+    if len(levels) < 2:
+        return []
+    lines = ["## Concurrency", "", "Requests/s (p99 ms) by number of connections.", ""]
+    for name in ("ping", "page"):
+        stacks = list(dict.fromkeys(r["stack"] for r in results["runs"] if r["workload"] == name))
+        rows = []
+        for stack in stacks:
+            cells = []
+            for c in levels:
+                run = find_run(results, stack, name, c)
+                cells.append(NONE if run is None else f"{run['ok_rps']:,.0f} ({_num(run['p99_ms'], 1)})")
+            rows.append([f"`{stack}`", *cells])
+        if rows:
+            lines += [f"### {BY_NAME[name].label}", ""]
+            lines += _table(["stack", *[f"{c} connections" for c in levels]], rows)
+    return lines
+
+
+def stacks_table(results: Results) -> list[str]:
+    rows = []
+    for s in results["stacks"]:
+        error = s.get("error") or s.get("error_postgresql")
+        rows.append(
+            [
+                f"`{s['name']}`",
+                s["label"],
+                str(s.get("workers") or NONE),
+                _num(s.get("pss_per_worker_mb")),
+                _num(s.get("startup_s")),
+                "ok" if not error else "FAILED: " + error.splitlines()[0][:200],
+            ]
+        )
+    return [
+        "## Stacks",
+        "",
+        "Memory: PSS (proportional set size, shared pages split between the processes that map them) "
+        "from /proc/PID/smaps_rollup, summed over the worker processes after the load and divided by their "
+        "count. Workers are the leaf processes of the app server's tree (not nginx).",
+        "",
+        *_table(["stack", "what", "workers", "PSS per worker, MiB", "start-up s", "status"], rows),
+    ]
+
+
+def inprocess_section(results: Results) -> list[str]:
+    ceiling = results.get("ceiling")
+    cost = results.get("production_cost")
+    if not ceiling or not cost:
+        return []
+    rows = [
+        [BY_NAME[name].label, _num(value, 0), _num(value * ceiling["cores"], 0)]
+        for name, value in ceiling["calls_per_s"].items()
+    ]
+    lines = [
+        "## In-process figures",
+        "",
+        f"The ceiling: the reference app (`{ceiling['app']}`, Production on, behind-a-proxy settings) called "
+        "as a WSGI callable in a loop, no server and no sockets, on one core. "
+        f"Cores on this machine: {ceiling['cores']}.",
+        "",
+    ]
+    lines += _table(["workload", "calls/s per core", "x cores"], rows)
+    lines += [
+        "What `Production(app)` costs per request: the same `/api/ping` route with and without it, in-process.",
+        "",
+    ]
+    lines += _table(
+        ["app", "calls/s", "ratio to bare", "µs added per request"],
+        [
+            ["bare Flask", _num(cost["bare_calls_per_s"], 0), "1.00", "0"],
+            [
+                "Production(app), behind a proxy (as `up` runs it: no app access log)",
+                _num(cost["production_behind_proxy_calls_per_s"], 0),
+                _num(cost["ratio_behind_proxy"], 2),
+                _num(cost["us_per_request_behind_proxy"]),
+            ],
+            [
+                "Production(app), no proxy (JSON access line per request)",
+                _num(cost["production_with_access_log_calls_per_s"], 0),
+                _num(cost["ratio_with_access_log"], 2),
+                _num(cost["us_per_request_with_access_log"]),
+            ],
+        ],
+    )
+    return lines
+
+
+def defaults_section(results: Results) -> list[str]:
+    """Which flaskprod configuration the numbers support, scored on the same goals."""
+    names = [s["name"] for s in results["stacks"] if s["group"] == "flaskprod" and not s.get("error")]
+    if not names:
+        return []
+    labels = _stack_labels(results)
+    ranked = candidates(results, names)
+    rows = []
+    for c in ranked:
+        stack = next(s for s in results["stacks"] if s["name"] == c.stack)
+        slowc = find_run(results, c.stack, "slowclients")
+        rows.append(
+            [
+                f"`{c.stack}`",
+                labels[c.stack],
+                f"{c.met}/{c.judged}",
+                _num(c.ping_rps, 0),
+                _num(c.slow_rps, 0),
+                _num(c.cpu_ratio, 2),
+                _num(None if slowc is None else slowc["ok_rps"], 0),
+                _num(stack.get("pss_per_worker_mb")),
+            ]
+        )
+    best = ranked[0]
+    kind = results.get("default_server_kind", "?")
+    lines = [
+        "## Why these defaults",
+        "",
+        "Every flaskprod configuration measured in this run, scored on the goals above "
+        "(the Production-cost goal is judged on the default stack only). Best first.",
+        "",
+    ]
+    lines += _table(
+        [
+            "stack",
+            "configuration",
+            "goals met",
+            "/api/ping rps",
+            "/api/slow rps",
+            "/api/cpu x ceiling",
+            "ping under slow clients rps",
+            "PSS/worker MiB",
+        ],
+        rows,
+    )
+    lines.append(
+        f"The numbers support **{labels[best.stack]}** ({best.met} of {best.judged} goals met, "
+        f"{_num(best.ping_rps, 0)} rps on /api/ping, {_num(best.slow_rps, 0)} rps on /api/slow)."
+    )
+    if best.stack != DEFAULT:
+        current = next((c for c in ranked if c.stack == DEFAULT), None)
+        if current is not None:
+            lines.append(
+                f"The current default (`server.kind = {kind}`) meets {current.met} of {current.judged}, "
+                f"with {_num(current.ping_rps, 0)} rps on /api/ping and {_num(current.slow_rps, 0)} on /api/slow."
+            )
+    else:
+        lines.append(f"That is what `flaskprod up` runs today (`server.kind = {kind}`).")
+    lines += ["", *_reasons(results)]
+    return [*lines, ""]
+
+
+def _reasons(results: Results) -> list[str]:
+    """Plain statements of the comparisons behind the choice, from this run's numbers only."""
+    out = []
+
+    def r(stack: str, workload: str) -> float | None:
+        run = find_run(results, stack, workload)
+        return None if run is None else float(run["ok_rps"])
+
+    kind = results.get("default_server_kind", "gunicorn")
+    other = "uwsgi" if kind == "gunicorn" else "gunicorn"
+    pairs = {kind: DEFAULT, other: f"flaskprod-{other}"}
+    g, u = r(pairs.get("gunicorn", ""), "ping"), r(pairs.get("uwsgi", ""), "ping")
+    if g and u:
+        out.append(
+            f"- Server kind: nginx -> uWSGI (uwsgi protocol) served {u:,.0f} rps on /api/ping, "
+            f"nginx -> Gunicorn sync {g:,.0f} rps ({u / g:.2f}x)."
+        )
+    for k in ("gunicorn", "uwsgi"):
+        base = pairs.get(k, "")
+        s0, c0 = r(base, "slow"), r(base, "cpu")
+        for stack in results["stacks"]:
+            prefix = f"flaskprod-{k}-threads"
+            if not stack["name"].startswith(prefix):
+                continue
+            n = stack["name"][len(prefix) :]
+            sn, cn = r(stack["name"], "slow"), r(stack["name"], "cpu")
+            if s0 and sn and c0 and cn:
+                out.append(
+                    f"- Threads ({k}): {n} threads per worker took /api/slow from {s0:,.0f} to {sn:,.0f} rps "
+                    f"({sn / s0:.1f}x) and /api/cpu from {c0:,.0f} to {cn:,.0f} rps ({cn / c0:.2f}x)."
+                )
+    workers = next((s.get("workers") for s in results["stacks"] if s["name"] == DEFAULT), None)
+    if workers:
+        out.append(
+            f"- Workers: the default stack ran {workers} workers on {results['machine']['cores']} cores "
+            "(2 x cores + 1, capped by memory)."
+        )
+    return out
+
+
+def method_section(results: Results, images: Sequence[Path]) -> list[str]:
+    m, v, s = results["machine"], results["versions"], results["settings"]
+    lines = ["## Plots", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in images]
+    lines += [
+        "",
+        "## How this was measured",
+        "",
+        f"- Command: `{results.get('command', 'make bench')}` (`python -m benchmarks`; the harness is in "
+        "`benchmarks/`, the peers' nginx and uWSGI files in `benchmarks/nginx/`).",
+        f"- Mode: {results['mode']}; started {results['started']}, finished {results.get('finished', '?')}; "
+        f"commit {results.get('commit', '?')}.",
+        f"- Load average at start: {results['load_average_at_start']} (1, 5, 15 min); at end: "
+        f"{results.get('load_average_at_end', '?')}. Other processes shared the machine; a load above ~0.5 "
+        "at start means the numbers are noisier.",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mb']} MiB, {m['os']}, kernel {m['kernel']}, "
+        f"Python {m['python']}.",
+        "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
+        f"- Load: wrk with {s['wrk_threads']} threads on the same machine, `--latency`, timeout "
+        f"{s['wrk_timeout_s']} s; {s['stack_warmup_s']} s warm-up per stack and {s['workload_warmup_s']} s per "
+        f"workload, then {s['duration_s']} s measured; sweep levels {s['connections']}, the rest at "
+        f"{s['main_connections']} connections.",
+        "- Slow clients: 64 sockets each sending one header byte every 0.5 s (never completing a request; "
+        "closed ones are reopened) while wrk measures /api/ping.",
+        f"- PostgreSQL: {results.get('postgresql', 'not run')}.",
+        "- Environment: " + "; ".join(f"`{k}` = {val}" for k, val in results["environment"].items()) + ".",
+        "- Peers follow the guide as written; the only changes are marked `bench:` in "
+        "`benchmarks/nginx/` (paths under a temp dir, loopback ports, Option 3's socket moved out of /tmp "
+        "to a directory nginx shares, no uid/gid switch).",
+        "",
+        "Stacks, exactly as started (cwd relative to the repository):",
+        "",
+    ]
+    for stack in results["stacks"]:
+        for command in stack.get("commands", []):
+            lines.append(f"- `{stack['name']}`: `{command}`")
+    example = next((r["command"] for r in results["runs"]), None)
+    if example:
+        lines += ["", f"A wrk run, for example: `{example}`"]
+    return [*lines, ""]
+
+
+def render(results: Results, images: Sequence[Path] = ()) -> str:
+    title = "# Benchmarks" + (
+        " (quick run: short, 64 connections only, no PostgreSQL)" if results["mode"] == "quick" else ""
+    )
+    lines = [
+        title,
+        "",
+        "Generated by `python -m benchmarks` from `results.json` in this folder; do not edit by hand.",
+        "",
+    ]
+    lines += goals_section(results)
+    lines += defaults_section(results)
+    lines += workload_tables(results)
+    lines += sweep_table(results)
+    lines += stacks_table(results)
+    lines += inprocess_section(results)
+    lines += method_section(results, images)
+    return "\n".join(lines)

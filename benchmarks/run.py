@@ -1,0 +1,336 @@
+"""One benchmark run: in-process figures, then every stack started, loaded with wrk, measured and stopped."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import machine, procs, slowclients, wrk
+from .ratios import MAIN_CONNECTIONS, goals_for
+from .stacks import REPO, Running, Stack, started
+from .workloads import BY_NAME, WORKLOADS, Workload
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mode:
+    name: str
+    duration: int  # seconds of each measured wrk run
+    stack_warmup: int  # seconds of load on a fresh stack before anything is measured
+    workload_warmup: int  # seconds of load on each workload's path before it is measured
+    connections: tuple[int, ...]  # levels the sweep workloads run at; the others run at MAIN_CONNECTIONS
+    inprocess_seconds: float
+    postgres: bool
+    wrk_threads: int = 2
+
+
+QUICK = Mode(
+    name="quick",
+    duration=2,
+    stack_warmup=1,
+    workload_warmup=0,
+    connections=(MAIN_CONNECTIONS,),
+    inprocess_seconds=1.0,
+    postgres=False,
+)
+FULL = Mode(
+    name="full",
+    duration=10,
+    stack_warmup=2,
+    workload_warmup=1,
+    connections=(16, MAIN_CONNECTIONS, 256),
+    inprocess_seconds=3.0,
+    postgres=True,
+)
+
+# The in-process figures: the reference app's dynamic paths, and the cost pair on /api/ping.
+CEILING_APP = "wsgi:app"
+BARE_APP = "benchmarks.apps.bare:app"
+PRODUCTION_APP = "benchmarks.apps.production:app"
+
+
+def base_env(secret: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASKPROD_", "PROMETHEUS_"))}
+    env.pop("DATABASE_URL", None)
+    env["FLASK_SECRET_KEY"] = secret
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def stack_env(base: Mapping[str, str], stack: Stack, database_url: str) -> dict[str, str]:
+    env = {**base, "DATABASE_URL": database_url}
+    if stack.kind in ("option2", "option3"):
+        # The reference app behind the guide's nginx, told (as any correct deployment would) that one proxy
+        # is in front: nginx writes the access log, so the app does not write a second one.
+        env["FLASKPROD_PROXY__TRUSTED_HOPS"] = "1"
+    return env
+
+
+def inprocess(
+    target: str, paths: Sequence[str], seconds: float, env: Mapping[str, str], work: Path
+) -> dict[str, float]:
+    out = work / f"inprocess-{len(list(work.iterdir()))}.json"
+    args = [sys.executable, "-m", "benchmarks.inprocess", f"{target}={','.join(paths)}", str(seconds), str(out)]
+    done = subprocess.run(
+        args,
+        cwd=REPO,
+        env=dict(env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120 + seconds * len(paths),
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"in-process benchmark of {target} failed:\n{done.stderr[-2000:]}")
+    return json.loads(out.read_text())  # type: ignore[no-any-return]
+
+
+def measure_inprocess(
+    mode: Mode, env: Mapping[str, str], work: Path, say: Say
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    say("in-process: ceiling of the reference app, and Production(app) against the bare app")
+    ceiling_env = {
+        **env,
+        "DATABASE_URL": f"sqlite:///{work / 'ceiling.sqlite3'}",
+        # As the stacks behind nginx run it: nginx writes the access log.
+        "FLASKPROD_PROXY__TRUSTED_HOPS": "1",
+    }
+    with_ceiling = [w for w in WORKLOADS if w.has_ceiling and w.database == "sqlite"]
+    paths = inprocess(CEILING_APP, [w.path for w in with_ceiling], mode.inprocess_seconds, ceiling_env, work)
+    ceiling = {
+        "cores": machine.cores(),
+        "app": CEILING_APP,
+        "calls_per_s": {w.name: round(paths[w.path], 1) for w in with_ceiling},
+    }
+    bare = inprocess(BARE_APP, ["/api/ping"], mode.inprocess_seconds, env, work)["/api/ping"]
+    behind = inprocess(
+        PRODUCTION_APP, ["/api/ping"], mode.inprocess_seconds, {**env, "FLASKPROD_PROXY__TRUSTED_HOPS": "1"}, work
+    )["/api/ping"]
+    # With no proxy in front Production writes a JSON access line per request too (to stdout, here /dev/null).
+    alone = inprocess(PRODUCTION_APP, ["/api/ping"], mode.inprocess_seconds, env, work)["/api/ping"]
+    cost = {
+        "path": "/api/ping",
+        "bare_calls_per_s": round(bare, 1),
+        "production_behind_proxy_calls_per_s": round(behind, 1),
+        "production_with_access_log_calls_per_s": round(alone, 1),
+        "ratio_behind_proxy": round(behind / bare, 3),
+        "ratio_with_access_log": round(alone / bare, 3),
+        "us_per_request_behind_proxy": round(1e6 / behind - 1e6 / bare, 1),
+        "us_per_request_with_access_log": round(1e6 / alone - 1e6 / bare, 1),
+    }
+    say(f"  ceiling per core: {ceiling['calls_per_s']}; Production cost ratio {cost['ratio_behind_proxy']}")
+    return ceiling, cost
+
+
+def _warm(running: Running, path: str, seconds: int, threads: int) -> None:
+    if seconds > 0:
+        args = wrk.command(
+            running.url + path,
+            connections=MAIN_CONNECTIONS,
+            seconds=seconds,
+            threads=threads,
+            host_header=running.plan.host_header,
+        )
+        wrk.run(args, seconds)
+
+
+def settle(running: Running, timeout: float = 30.0) -> float:
+    """Wait until the stack answers again: a queue of requests left from the last workload must not count
+    against the next one (one sync worker can take seconds to drain it). Returns the seconds waited."""
+    started_at = time.monotonic()
+    plan = running.plan
+    while time.monotonic() - started_at < timeout:
+        if procs.http_status("127.0.0.1", plan.port, plan.ready_path, plan.host_header, timeout=5) == 200:
+            break
+        time.sleep(0.2)
+    return round(time.monotonic() - started_at, 1)
+
+
+def _levels(workload: Workload, mode: Mode) -> tuple[int, ...]:
+    return mode.connections if workload.sweep else (MAIN_CONNECTIONS,)
+
+
+def load_workloads(
+    stack: Stack, running: Running, workloads: Sequence[Workload], mode: Mode, say: Say
+) -> list[dict[str, Any]]:
+    runs = []
+    for workload in workloads:
+        settled = settle(running)
+        if settled > 1:
+            say(f"  {stack.name}: waited {settled:g} s for the stack to answer before {workload.name}")
+        _warm(running, workload.path, mode.workload_warmup, mode.wrk_threads)
+        for connections in _levels(workload, mode):
+            args = wrk.command(
+                running.url + workload.path,
+                connections=connections,
+                seconds=mode.duration,
+                threads=mode.wrk_threads,
+                host_header=running.plan.host_header,
+            )
+            with slowclients.holding(running.plan.port, running.plan.host_header, workload.slow_clients) as slow:
+                result, text = wrk.run(args, mode.duration)
+            alive = running.alive()
+            runs.append(
+                {
+                    "stack": stack.name,
+                    "workload": workload.name,
+                    "connections": connections,
+                    "command": shlex.join(args),
+                    **result.as_dict(),
+                    "slow_clients": workload.slow_clients,
+                    "slow_client_connections": None if slow is None else slow.connections_opened,
+                    "stack_alive_after": alive,
+                    "wrk_output": text,
+                }
+            )
+            say(
+                f"  {stack.name:<28} {workload.name:<12} c={connections:<4} {result.rps:>10,.0f} rps  "
+                f"p50 {result.p50_ms} ms  p99 {result.p99_ms} ms  errors {result.errors}"
+            )
+            if not alive:
+                raise RuntimeError(f"{stack.name} died during {workload.name}")
+    return runs
+
+
+def memory(running: Running) -> dict[str, Any]:
+    pids = running.worker_pids()
+    sizes = [s for s in (procs.pss_bytes(p) for p in pids) if s is not None]
+    if not sizes:
+        return {"workers": len(pids), "pss_per_worker_mb": None}
+    return {"workers": len(sizes), "pss_per_worker_mb": round(sum(sizes) / len(sizes) / 2**20, 1)}
+
+
+def bench_stack(
+    stack: Stack, workloads: Sequence[Workload], mode: Mode, env: Mapping[str, str], run_dir: Path, say: Say
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Start, warm, load, measure memory, stop; a failure is recorded for the report, never hidden."""
+    record: dict[str, Any] = {
+        "name": stack.name,
+        "label": stack.label,
+        "group": stack.group,
+        "kind": stack.kind,
+        "app": stack.app,
+        "error": None,
+        "workers": None,
+        "pss_per_worker_mb": None,
+    }
+    runs: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+    try:
+        with started(stack, run_dir, env) as running:
+            record["commands"] = [c.shown() for c in running.plan.commands]
+            record["startup_s"] = round(time.monotonic() - t0, 1)
+            _warm(running, workloads[0].path, mode.stack_warmup, mode.wrk_threads)
+            runs = load_workloads(stack, running, workloads, mode, say)
+            record.update(memory(running))
+    except Exception as exc:  # the run goes on; the report shows what failed and why
+        record["error"] = f"{type(exc).__name__}: {exc}"[-3000:]
+        say(f"  {stack.name}: FAILED: {record['error'][:600]}")
+    return record, runs
+
+
+@contextmanager
+def postgres(enabled: bool, say: Say) -> Iterator[tuple[str | None, str | None]]:
+    """A throwaway PostgreSQL (tests/pg.py) for the full run: (url, None), or (None, why not)."""
+    if not enabled:
+        yield None, "quick mode: PostgreSQL is measured in the full run only"
+        return
+    from tests.pg import ThrowawayPostgres, external_url
+
+    server = None
+    try:
+        url = external_url()
+        if url is None:
+            server = ThrowawayPostgres.create()
+            url = server.url
+    except Exception as exc:  # the rest of the run does not need PostgreSQL; the report says why it is missing
+        yield None, f"PostgreSQL unavailable: {exc}"
+        return
+    say(f"PostgreSQL for the db-pg workload: {url}")
+    try:
+        yield url, None
+    finally:
+        if server is not None:
+            server.close()
+
+
+def run(mode: Mode, stacks: Sequence[Stack], say: Say) -> dict[str, Any]:
+    load_at_start = machine.load_average()
+    started_at = dt.datetime.now(dt.UTC)
+    env = base_env(secrets.token_hex(32))
+    # Short: unix socket paths under it must fit in 107 bytes.
+    work = Path(tempfile.mkdtemp(prefix="fpbench-"))
+    results: dict[str, Any] = {
+        "schema": 1,
+        "mode": mode.name,
+        "started": started_at.isoformat(timespec="seconds"),
+        "load_average_at_start": load_at_start,
+        "machine": machine.machine(),
+        "versions": machine.versions(),
+        "commit": machine.git_commit(REPO),
+        "settings": {
+            "duration_s": mode.duration,
+            "stack_warmup_s": mode.stack_warmup,
+            "workload_warmup_s": mode.workload_warmup,
+            "connections": list(mode.connections),
+            "main_connections": MAIN_CONNECTIONS,
+            "wrk_threads": mode.wrk_threads,
+            "wrk_timeout_s": 2,
+            "inprocess_seconds": mode.inprocess_seconds,
+        },
+        "environment": {
+            "FLASK_SECRET_KEY": "<64 random hex characters per run>",
+            "DATABASE_URL": "sqlite:///<run dir>/taskboard.sqlite3 (a fresh file per stack start)",
+            "FLASKPROD_PROXY__TRUSTED_HOPS": "1 for the guide's Options 2 and 3 (nginx in front)",
+        },
+        "stacks": [],
+        "runs": [],
+    }
+    say(f"benchmark ({mode.name}): load average at start {load_at_start}, work dir {work}")
+    try:
+        results["ceiling"], results["production_cost"] = measure_inprocess(mode, env, work, say)
+        with postgres(mode.postgres, say) as (pg_url, pg_note):
+            results["postgresql"] = pg_note or "throwaway cluster or local server (tests/pg.py)"
+            for stack in stacks:
+                say(f"{stack.name}: {stack.label}")
+                wanted = [w for w in WORKLOADS if stack.only is None or w.name in stack.only]
+                sqlite = [w for w in wanted if w.database == "sqlite"]
+                run_dir = work / stack.name
+                record, runs = bench_stack(
+                    stack, sqlite, mode, stack_env(env, stack, f"sqlite:///{run_dir}/db.sqlite3"), run_dir, say
+                )
+                pg = [w for w in wanted if w.database == "postgresql"]
+                if pg and pg_url and record["error"] is None:
+                    pg_record, pg_runs = bench_stack(
+                        stack, pg, mode, stack_env(env, stack, pg_url), work / f"{stack.name}-pg", say
+                    )
+                    runs += pg_runs
+                    if pg_record["error"]:
+                        record["error_postgresql"] = pg_record["error"]
+                results["stacks"].append(record)
+                results["runs"].extend(runs)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    results["load_average_at_end"] = machine.load_average()
+    results["goals"] = [g.as_dict() for g in goals_for(results)]
+    return results
+
+
+def workload_names() -> list[str]:
+    return list(BY_NAME)

@@ -1,0 +1,299 @@
+"""The stacks under test: how each is started, where it listens, and which processes are its workers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from . import procs
+
+REPO = Path(__file__).resolve().parent.parent
+TASKBOARD = REPO / "examples" / "taskboard"
+STATIC_DIR = TASKBOARD / "taskboard" / "static"
+NGINX_CONFS = Path(__file__).resolve().parent / "nginx"
+BIN = Path(sys.executable).parent
+NGINX = "/usr/sbin/nginx"
+
+Group = Literal["flaskprod", "peer", "baseline"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    """One process a stack starts, as it is recorded in the results."""
+
+    name: str
+    args: list[str]
+    cwd: Path
+
+    def shown(self) -> str:
+        rel = os.path.relpath(self.cwd, REPO)
+        return f"(cd {rel} && {' '.join(self.args)})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """A stack ready to start: its commands (in start order), the port clients use, and how to ask if it is up."""
+
+    commands: list[Command]
+    port: int
+    host_header: str
+    ready_path: str
+    # Index of the command whose process tree holds the app's workers (None: no app, e.g. nginx alone).
+    app_command: int | None
+    files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stack:
+    name: str
+    label: str
+    group: Group
+    kind: Literal["up", "option2", "option3", "gunicorn", "flask-dev", "nginx-static"]
+    app: str = "wsgi:app"
+    up_args: tuple[str, ...] = ()
+    # Workloads this stack runs; None = every workload of the run.
+    only: tuple[str, ...] | None = None
+    # Left out of quick runs unless named with --stacks.
+    full_only: bool = False
+
+    @property
+    def cwd(self) -> Path:
+        # The reference app is imported from its folder; the benchmark's own apps from the repository.
+        return TASKBOARD if self.app == "wsgi:app" else REPO
+
+    def plan(self, run_dir: Path) -> Plan:
+        port = procs.free_port()
+        cwd = self.cwd
+        if self.kind == "up":
+            args = [
+                str(BIN / "flaskprod"),
+                "up",
+                self.app,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--set",
+                f"proxy.run_dir={run_dir / 'run'}",
+                *self.up_args,
+            ]
+            # up's nginx closes connections for unknown host names; proxy.server_name is localhost.
+            return Plan(
+                commands=[Command(name="flaskprod up", args=args, cwd=cwd)],
+                port=port,
+                host_header="localhost",
+                ready_path="/readyz",
+                app_command=0,
+            )
+        if self.kind == "option2":
+            upstream = procs.free_port()
+            gunicorn = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{upstream}", "--workers", "4", self.app]
+            conf = _nginx_conf("option2.conf", run_dir, port=port, upstream_port=upstream)
+            return Plan(
+                commands=[Command(name="gunicorn", args=gunicorn, cwd=cwd), _nginx_command(conf)],
+                port=port,
+                host_header="example.com",
+                ready_path="/readyz",
+                app_command=0,
+                files={"nginx.conf": conf.read_text()},
+            )
+        if self.kind == "option3":
+            ini = run_dir / "uwsgi.ini"
+            ini.write_text(_fill((NGINX_CONFS / "option3.ini").read_text(), run_dir))
+            conf = _nginx_conf("option3.conf", run_dir, port=port)
+            uwsgi = [str(BIN / "uwsgi"), "--ini", str(ini)]
+            return Plan(
+                commands=[Command(name="uwsgi", args=uwsgi, cwd=cwd), _nginx_command(conf)],
+                port=port,
+                host_header="example.com",
+                ready_path="/readyz",
+                app_command=0,
+                files={"nginx.conf": conf.read_text(), "uwsgi.ini": ini.read_text()},
+            )
+        if self.kind == "gunicorn":
+            args = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", self.app]
+            return Plan(
+                commands=[Command(name="gunicorn", args=args, cwd=cwd)],
+                port=port,
+                host_header="localhost",
+                ready_path="/readyz",
+                app_command=0,
+            )
+        if self.kind == "flask-dev":
+            # `flask run` is threaded by default; no reloader and no debugger, as a demo would run it.
+            args = [
+                str(BIN / "flask"),
+                "--app",
+                self.app,
+                "run",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-reload",
+                "--no-debugger",
+            ]
+            return Plan(
+                commands=[Command(name="flask run", args=args, cwd=cwd)],
+                port=port,
+                host_header="localhost",
+                ready_path="/readyz",
+                app_command=0,
+            )
+        conf = _nginx_conf("static.conf", run_dir, port=port)
+        return Plan(
+            commands=[_nginx_command(conf)],
+            port=port,
+            host_header="localhost",
+            ready_path="/static/css/bundle.css",
+            app_command=None,
+            files={"nginx.conf": conf.read_text()},
+        )
+
+
+def _fill(text: str, run_dir: Path, **values: int) -> str:
+    # root's nginx workers would run as nobody and could not reach a socket in a private temp dir.
+    user_line = "user root;" if os.geteuid() == 0 else ""
+    text = text.replace("@USER_LINE@", user_line).replace("@DIR@", str(run_dir)).replace("@STATIC@", str(STATIC_DIR))
+    for key, value in values.items():
+        text = text.replace(f"@{key.upper()}@", str(value))
+    left = re.findall(r"@[A-Z_]+@", text)
+    if left:
+        raise ValueError(f"unfilled placeholder(s) {left} in an nginx template")
+    return text
+
+
+def _nginx_conf(template: str, run_dir: Path, **values: int) -> Path:
+    (run_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    conf = run_dir / "nginx.conf"
+    conf.write_text(_fill((NGINX_CONFS / template).read_text(), run_dir, **values))
+    return conf
+
+
+def _nginx_command(conf: Path) -> Command:
+    return Command(
+        name="nginx",
+        args=[NGINX, "-p", f"{conf.parent}/", "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
+        cwd=conf.parent,
+    )
+
+
+@dataclass
+class Running:
+    plan: Plan
+    groups: list[procs.ProcessGroup]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.plan.port}"
+
+    def worker_pids(self) -> list[int]:
+        if self.plan.app_command is None:
+            return []
+        return procs.worker_pids(self.groups[self.plan.app_command].pid)
+
+    def alive(self) -> bool:
+        return all(g.proc.poll() is None for g in self.groups)
+
+
+@contextlib.contextmanager
+def started(stack: Stack, run_dir: Path, env: Mapping[str, str], ready_timeout: float = 90.0) -> Iterator[Running]:
+    """Start the stack's processes in order, wait until it answers, and kill every process group afterwards."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan = stack.plan(run_dir)
+    groups: list[procs.ProcessGroup] = []
+    try:
+        for cmd in plan.commands:
+            groups.append(procs.start(cmd.name, cmd.args, cwd=cmd.cwd, env=env, log=run_dir / f"{cmd.name}.log"))
+        procs.wait_ready(groups[-1], plan.port, plan.ready_path, plan.host_header, timeout=ready_timeout)
+        for group in groups:
+            if group.proc.poll() is not None:
+                raise RuntimeError(f"{group.name} exited with {group.proc.returncode}:\n{group.log_tail()}")
+            group.remember_descendant_groups()
+        yield Running(plan=plan, groups=groups)
+    finally:
+        for group in reversed(groups):
+            group.kill()
+
+
+def all_stacks(*, default_kind: str) -> list[Stack]:
+    """Every stack; `default_kind` is what `up` picks with no --server, whose twin only full runs repeat."""
+    kinds = ["gunicorn", "uwsgi"]
+    stacks = [Stack(name="flaskprod-default", label="flaskprod up (defaults)", group="flaskprod", kind="up")]
+    stacks += [
+        Stack(
+            name=f"flaskprod-{k}",
+            label=f"flaskprod up --server {k}",
+            group="flaskprod",
+            kind="up",
+            up_args=("--server", k),
+            full_only=k == default_kind,
+        )
+        for k in kinds
+    ]
+    # Candidates for the defaults: threads in each worker, for the I/O-bound endpoint (full runs, or by name).
+    stacks += [
+        Stack(
+            name=f"flaskprod-{k}-threads{n}",
+            label=f"flaskprod up --server {k} --threads {n}",
+            group="flaskprod",
+            kind="up",
+            up_args=("--server", k, "--threads", str(n)),
+            full_only=True,
+        )
+        for k, n in (("gunicorn", 4), ("uwsgi", 4), ("uwsgi", 8))
+    ]
+    stacks += [
+        Stack(
+            name="guide-option2", label="guide Option 2: nginx -> gunicorn 4 sync (TCP)", group="peer", kind="option2"
+        ),
+        Stack(
+            name="guide-option3",
+            label="guide Option 3: nginx -> uWSGI 5 processes (socket)",
+            group="peer",
+            kind="option3",
+        ),
+        Stack(name="gunicorn-bare", label="gunicorn (its defaults: 1 sync worker)", group="peer", kind="gunicorn"),
+        Stack(name="flask-dev", label="flask run (development server, threaded)", group="peer", kind="flask-dev"),
+        # What Production(app) costs on flaskprod's default stack: the same route with and without it.
+        Stack(
+            name="hello-bare",
+            label="flaskprod up, bare Flask app",
+            group="baseline",
+            kind="up",
+            app="benchmarks.apps.bare:app",
+            only=("ping",),
+        ),
+        Stack(
+            name="hello-production",
+            label="flaskprod up, same app with Production(app)",
+            group="baseline",
+            kind="up",
+            app="benchmarks.apps.production:app",
+            only=("ping",),
+        ),
+        Stack(
+            name="nginx-static",
+            label="nginx serving the file directly",
+            group="baseline",
+            kind="nginx-static",
+            only=("static",),
+        ),
+    ]
+    return stacks
+
+
+def pick(stacks: Sequence[Stack], names: Sequence[str] | None, *, full: bool) -> list[Stack]:
+    if not names:
+        return [s for s in stacks if full or not s.full_only]
+    known = {s.name for s in stacks}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown stack(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return [s for s in stacks if s.name in names]

@@ -1,0 +1,233 @@
+"""The benchmark harness's pure parts: wrk output parsing, ratios and goals, the report, the peers' nginx files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from benchmarks import report, wrk
+from benchmarks.ratios import candidates, ceiling_ratio, goals_for
+from benchmarks.stacks import all_stacks
+
+WRK_OK = """\
+Running 10s test @ http://127.0.0.1:8000/api/ping
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.10ms    1.20ms  40.00ms   90.00%
+    Req/Sec    10.10k   500.00    11.00k    70.00%
+  Latency Distribution
+     50%  850.00us
+     75%    3.50ms
+     90%    4.20ms
+     99%    1.25s
+  201000 requests in 10.00s, 30.00MB read
+  Socket errors: connect 1, read 2, write 3, timeout 4
+  Non-2xx or 3xx responses: 1000
+Requests/sec:  20100.00
+Transfer/sec:      3.00MB
+"""
+
+WRK_NOTHING = """\
+Running 2s test @ http://127.0.0.1:8000/api/cpu
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     0.00us    0.00us   0.00us    -nan%
+    Req/Sec     0.00      0.00     0.00      -nan%
+  Latency Distribution
+     50%    0.00us
+     75%    0.00us
+     90%    0.00us
+     99%    0.00us
+  0 requests in 2.00s, 0.00B read
+Requests/sec:      0.00
+Transfer/sec:       0.00B
+"""
+
+
+def test_parse_reads_throughput_latency_in_each_unit_and_every_kind_of_error() -> None:
+    result = wrk.parse(WRK_OK)
+    assert result.requests == 201000
+    assert result.seconds == 10.0
+    assert result.rps == 20100.0
+    assert result.p50_ms == pytest.approx(0.85)
+    assert result.p75_ms == pytest.approx(3.5)
+    assert result.p99_ms == pytest.approx(1250.0)
+    assert (result.connect_errors, result.read_errors, result.write_errors, result.timeouts) == (1, 2, 3, 4)
+    assert result.non_2xx == 1000
+    assert result.errors == 1010
+    # Error pages are not throughput: only the 200000 good responses count.
+    assert result.ok_rps == pytest.approx(20000.0)
+
+
+def test_parse_reports_no_latency_when_nothing_came_back() -> None:
+    result = wrk.parse(WRK_NOTHING)
+    assert result.requests == 0
+    assert result.p50_ms is None and result.p99_ms is None
+    assert result.ok_rps == 0.0
+
+
+def test_parse_refuses_text_that_is_not_a_wrk_report() -> None:
+    with pytest.raises(ValueError, match="not a wrk report"):
+        wrk.parse("unable to connect to 127.0.0.1:1 Connection refused")
+
+
+def test_command_sends_the_host_header_and_never_more_threads_than_connections() -> None:
+    args = wrk.command("http://127.0.0.1:1/x", connections=1, seconds=3, threads=2, host_header="localhost")
+    assert args[1:] == [
+        "-t1",
+        "-c1",
+        "-d3s",
+        "--timeout=2s",
+        "--latency",
+        "-H",
+        "Host: localhost",
+        "http://127.0.0.1:1/x",
+    ]
+
+
+def _run(stack: str, workload: str, ok_rps: float, p50: float = 5.0, p99: float = 8.0) -> dict[str, Any]:
+    return {
+        "stack": stack,
+        "workload": workload,
+        "connections": 64,
+        "rps": ok_rps,
+        "ok_rps": ok_rps,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "errors": 0,
+        "stack_alive_after": True,
+        "command": f"wrk {stack} {workload}",
+    }
+
+
+def _results() -> dict[str, Any]:
+    stacks = [
+        ("flaskprod-default", "flaskprod"),
+        ("flaskprod-gunicorn", "flaskprod"),
+        ("guide-option2", "peer"),
+        ("guide-option3", "peer"),
+        ("hello-bare", "baseline"),
+        ("hello-production", "baseline"),
+        ("nginx-static", "baseline"),
+    ]
+    runs = [
+        _run("flaskprod-default", "ping", 9000),
+        _run("flaskprod-default", "page", 900, p50=10, p99=25),
+        _run("flaskprod-default", "static", 45000),
+        _run("flaskprod-default", "slow", 800),
+        _run("flaskprod-default", "cpu", 1700),
+        _run("flaskprod-gunicorn", "ping", 3000),
+        _run("flaskprod-gunicorn", "slow", 90),
+        _run("guide-option2", "ping", 2500),
+        _run("guide-option2", "page", 400),
+        _run("guide-option2", "slow", 80),
+        _run("guide-option3", "ping", 6000),
+        _run("guide-option3", "page", 1000),
+        _run("hello-bare", "ping", 5000),
+        _run("hello-production", "ping", 3500),
+        _run("nginx-static", "static", 50000),
+    ]
+    return {
+        "mode": "quick",
+        "started": "2025-01-01T00:00:00+00:00",
+        "load_average_at_start": [0.1, 0.2, 0.3],
+        "default_server_kind": "uwsgi",
+        "machine": {"cpu": "test cpu", "cores": 2, "memory_mb": 4096, "os": "Debian", "kernel": "6", "python": "3.11"},
+        "versions": {"nginx": "1.22.1", "wrk": "4.1.0"},
+        "settings": {
+            "duration_s": 3,
+            "stack_warmup_s": 1,
+            "workload_warmup_s": 0,
+            "connections": [64],
+            "main_connections": 64,
+            "wrk_threads": 2,
+            "wrk_timeout_s": 2,
+            "inprocess_seconds": 1,
+        },
+        "environment": {"FLASK_SECRET_KEY": "<random>"},
+        "ceiling": {"cores": 2, "app": "wsgi:app", "calls_per_s": {"ping": 7500.0, "cpu": 1000.0}},
+        "production_cost": {
+            "bare_calls_per_s": 15000.0,
+            "production_behind_proxy_calls_per_s": 7500.0,
+            "production_with_access_log_calls_per_s": 5000.0,
+            "ratio_behind_proxy": 0.5,
+            "ratio_with_access_log": 0.333,
+            "us_per_request_behind_proxy": 66.7,
+            "us_per_request_with_access_log": 133.3,
+        },
+        "stacks": [
+            {
+                "name": n,
+                "label": f"label of {n}",
+                "group": g,
+                "workers": 5,
+                "pss_per_worker_mb": 40.0,
+                "startup_s": 1.0,
+                "error": None,
+                "commands": [f"run {n}"],
+            }
+            for n, g in stacks
+        ],
+        "runs": runs,
+    }
+
+
+def _verdicts(results: dict[str, Any]) -> dict[str, bool | None]:
+    return {g.goal: g.met for g in goals_for(results)}
+
+
+def test_goals_compare_against_the_fastest_peer_option2_nginx_and_the_ceiling() -> None:
+    verdicts = _verdicts(_results())
+    assert verdicts["ping: >= 1.0x fastest peer"] is True  # 9000 vs Option 3's 6000
+    assert verdicts["ping: >= 3x guide Option 2"] is True  # 3.6x
+    assert verdicts["page: >= 3x guide Option 2"] is False  # 900 / 400 = 2.25x
+    assert verdicts["page: p99 < 2x p50 at 64 connections"] is False  # 25 / 10
+    assert verdicts["ping: p99 < 2x p50 at 64 connections"] is True
+    assert verdicts["Production(app) fully on: >= 0.8x bare app, same stack"] is False  # 0.7x
+    assert verdicts["static: >= 0.9x nginx serving the file directly"] is True  # 0.9x exactly
+    assert verdicts["/api/slow at 64 connections: >= 5x guide Option 2"] is True  # 10x
+    assert verdicts["/api/cpu: >= 0.85x ceiling x cores"] is True  # 1700 / 2000
+
+
+def test_a_goal_without_its_numbers_is_not_measured_rather_than_met_or_missed() -> None:
+    results = _results()
+    results["runs"] = [r for r in results["runs"] if r["stack"] != "nginx-static"]
+    assert _verdicts(results)["static: >= 0.9x nginx serving the file directly"] is None
+
+
+def test_ratios_use_successful_responses_only() -> None:
+    results = _results()
+    cpu = next(r for r in results["runs"] if r["workload"] == "cpu")
+    cpu["rps"] = 5000.0  # mostly 502s from a refusing upstream
+    assert ceiling_ratio(results, cpu) == pytest.approx(0.85)
+
+
+def test_candidates_rank_by_goals_met_then_throughput() -> None:
+    ranked = candidates(_results(), ["flaskprod-gunicorn", "flaskprod-default"])
+    assert [c.stack for c in ranked] == ["flaskprod-default", "flaskprod-gunicorn"]
+    assert ranked[0].met > ranked[1].met
+
+
+def test_report_states_missed_goals_with_their_numbers_and_the_commands() -> None:
+    text = report.render(_results(), [Path("throughput.png")])
+    assert "| page: >= 3x guide Option 2 | >= 3.00x | 2.25x (900 rps vs 400 rps) | **MISSED** |" in text
+    assert "## Why these defaults" in text
+    assert "The numbers support **label of flaskprod-default**" in text
+    assert "- `guide-option2`: `run guide-option2`" in text
+    assert "![throughput](throughput.png)" in text
+    assert "Load average at start: [0.1, 0.2, 0.3]" in text
+
+
+def test_peer_nginx_files_are_filled_completely_and_option3_shares_its_socket(tmp_path: Path) -> None:
+    stacks = {s.name: s for s in all_stacks(default_kind="gunicorn")}
+    plan = stacks["guide-option3"].plan(tmp_path)
+    socket = f"{tmp_path}/uwsgi.sock"
+    assert f"socket = {socket}" in plan.files["uwsgi.ini"]
+    assert f"uwsgi_pass unix://{socket};" in plan.files["nginx.conf"]
+    assert "/tmp/uwsgi.sock;" not in plan.files["nginx.conf"]
+    option2 = stacks["guide-option2"].plan(tmp_path / "o2")
+    assert "@" not in option2.files["nginx.conf"]
+    assert "proxy_pass http://127.0.0.1:" in option2.files["nginx.conf"]
+    gunicorn_args = option2.commands[0].args
+    assert gunicorn_args[-3:] == ["--workers", "4", "wsgi:app"]
