@@ -81,6 +81,10 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _x(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
 def _rps_text(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.0f} rps"
 
@@ -98,7 +102,7 @@ def goals_for(results: Results, stack: str = DEFAULT) -> list[Goal]:
                 ">= 1.00x",
                 ratio(mine, best),
                 1.0,
-                f"{_fmt(ratio(mine, best))}x ({_rps_text(mine)} vs {peer or 'no peer'} {_rps_text(best)})",
+                f"{_x(ratio(mine, best))} ({_rps_text(mine)} vs {peer or 'no peer'} {_rps_text(best)})",
             )
         )
         option2 = rps(results, OPTION2, workload)
@@ -108,7 +112,7 @@ def goals_for(results: Results, stack: str = DEFAULT) -> list[Goal]:
                 ">= 3.00x",
                 ratio(mine, option2),
                 3.0,
-                f"{_fmt(ratio(mine, option2))}x ({_rps_text(mine)} vs {_rps_text(option2)})",
+                f"{_x(ratio(mine, option2))} ({_rps_text(mine)} vs {_rps_text(option2)})",
             )
         )
         run = find_run(results, stack, workload)
@@ -133,7 +137,7 @@ def goals_for(results: Results, stack: str = DEFAULT) -> list[Goal]:
                 ">= 0.80x",
                 ratio(prod, bare),
                 0.8,
-                f"{_fmt(ratio(prod, bare))}x ({_rps_text(prod)} vs {_rps_text(bare)})",
+                f"{_x(ratio(prod, bare))} ({_rps_text(prod)} vs {_rps_text(bare)})",
             )
         )
     static = rps(results, stack, "static")
@@ -144,7 +148,7 @@ def goals_for(results: Results, stack: str = DEFAULT) -> list[Goal]:
             ">= 0.90x",
             ratio(static, direct),
             0.9,
-            f"{_fmt(ratio(static, direct))}x ({_rps_text(static)} vs {_rps_text(direct)})",
+            f"{_x(ratio(static, direct))} ({_rps_text(static)} vs {_rps_text(direct)})",
         )
     )
     slow = rps(results, stack, "slow")
@@ -155,7 +159,7 @@ def goals_for(results: Results, stack: str = DEFAULT) -> list[Goal]:
             ">= 5.00x",
             ratio(slow, option2_slow),
             5.0,
-            f"{_fmt(ratio(slow, option2_slow))}x ({_rps_text(slow)} vs {_rps_text(option2_slow)})",
+            f"{_x(ratio(slow, option2_slow))} ({_rps_text(slow)} vs {_rps_text(option2_slow)})",
         )
     )
     cpu_run = find_run(results, stack, "cpu")
@@ -166,7 +170,7 @@ def goals_for(results: Results, stack: str = DEFAULT) -> list[Goal]:
             ">= 0.85x",
             cpu_ratio,
             0.85,
-            f"{_fmt(cpu_ratio)}x ({_rps_text(None if cpu_run is None else float(cpu_run['ok_rps']))})",
+            f"{_x(cpu_ratio)} ({_rps_text(None if cpu_run is None else float(cpu_run['ok_rps']))})",
         )
     )
     return found

@@ -49,7 +49,7 @@ QUICK = Mode(
 )
 FULL = Mode(
     name="full",
-    duration=10,
+    duration=5,
     stack_warmup=2,
     workload_warmup=1,
     connections=(16, MAIN_CONNECTIONS, 256),

@@ -223,7 +223,7 @@ def started(stack: Stack, run_dir: Path, env: Mapping[str, str], ready_timeout: 
 
 
 def all_stacks(*, default_kind: str) -> list[Stack]:
-    """Every stack; `default_kind` is what `up` picks with no --server, whose twin only full runs repeat."""
+    """Every stack; `default_kind` is what `up` picks with no --server (its twin is flaskprod-default)."""
     kinds = ["gunicorn", "uwsgi"]
     stacks = [Stack(name="flaskprod-default", label="flaskprod up (defaults)", group="flaskprod", kind="up")]
     stacks += [
@@ -233,9 +233,10 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
             group="flaskprod",
             kind="up",
             up_args=("--server", k),
-            full_only=k == default_kind,
         )
+        # The default's twin would measure the very same stack again.
         for k in kinds
+        if k != default_kind
     ]
     # Candidates for the defaults: threads in each worker, for the I/O-bound endpoint (full runs, or by name).
     stacks += [
