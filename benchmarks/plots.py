@@ -35,7 +35,8 @@ def throughput(results: Results, out: Path) -> Path | None:
     ]
     if not names:
         return None
-    fig, axes = plt.subplots(len(names), 1, figsize=(9, 2.0 + 0.32 * len(groups) * len(names)), squeeze=False)
+    bars = sum(1 for r in results["runs"] if r["connections"] == MAIN_CONNECTIONS and r["workload"] in names)
+    fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.0 * len(names) + 0.3 * bars), squeeze=False)
     for ax, name in zip(axes[:, 0], names, strict=True):
         runs = sorted(
             (r for r in results["runs"] if r["workload"] == name and r["connections"] == MAIN_CONNECTIONS),

@@ -39,7 +39,14 @@ def goals_section(results: Results) -> list[str]:
         "",
     ]
     rows = [[g.goal, g.target, g.measured, VERDICT[g.met]] for g in goals_for(results)]
-    return lines + _table(["goal", "target", "measured", "verdict"], rows)
+    notes = [
+        "",
+        "How to read them: wrk, nginx and the app server share the same cores, so ceiling x cores (the raw app "
+        "in-process on every core, no server) is a bound no stack reaches here; the ratios between stacks are "
+        "the comparison that holds. Throughput counts successful responses only.",
+        "",
+    ]
+    return lines + _table(["goal", "target", "measured", "verdict"], rows)[:-1] + notes
 
 
 def workload_tables(results: Results) -> list[str]:

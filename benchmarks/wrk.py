@@ -57,8 +57,10 @@ def parse(output: str) -> WrkResult:
     if rps is None or total is None:
         raise ValueError(f"not a wrk report: {output[-500:]!r}")
     requests = int(total.group(1))
-    # With no completed request wrk prints a distribution of zeros: latency is unknown, not zero.
-    latencies = {m.group(1): to_ms(m.group(2), m.group(3)) for m in _LATENCY_LINE.finditer(output)} if requests else {}
+    latencies = {m.group(1): to_ms(m.group(2), m.group(3)) for m in _LATENCY_LINE.finditer(output)}
+    if not requests or not any(latencies.values()):
+        # When every sample timed out wrk prints a distribution of zeros: the latency is unknown, not zero.
+        latencies = {}
     sockets = _SOCKET_ERRORS.search(output)
     connect, read, write, timeout = (int(g) for g in sockets.groups()) if sockets else (0, 0, 0, 0)
     non_2xx = _NON_2XX.search(output)
