@@ -64,7 +64,7 @@ def test_read_timeout_comes_from_the_chain_and_outlasts_the_server(tmp_path: Pat
     text = rendered(spec, context(tmp_path, protocol), derived)
     prefix = "proxy" if protocol == "http" else "uwsgi"
     assert directive(text, f"{prefix}_read_timeout") == [f"{derived.timeouts.proxy_read}s"]
-    assert derived.timeouts.proxy_read > derived.timeouts.server == 7
+    assert derived.timeouts.proxy_read > derived.timeouts.server > derived.timeouts.request == 7
     assert directive(text, f"{prefix}_connect_timeout") == [f"{derived.timeouts.proxy_connect}s"]
     assert directive(text, "worker_shutdown_timeout") == [f"{derived.timeouts.graceful}s"]
 

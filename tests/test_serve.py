@@ -19,6 +19,7 @@ import requests
 
 from flaskprod.errors import ServerError
 from flaskprod.servers.uwsgi import find_uwsgi, render_ini
+from flaskprod.sizing import KILL_MARGIN
 from tests.support import BIN, ROOT, free_port, running, wait_for
 
 FLASKPROD = str(BIN / "flaskprod")
@@ -93,7 +94,8 @@ def test_print_config_follows_flags() -> None:
     assert settings["server"] == "uwsgi"
     assert settings["bind"] == "127.0.0.1:9999"
     assert (settings["workers"], settings["threads"], settings["worker_class"]) == (3, 4, "gthread")
-    assert settings["timeout"] == 20
+    # The app answers 504 at the request deadline; the server's hard timeout comes KILL_MARGIN later.
+    assert (settings["request_timeout"], settings["timeout"]) == (20, 20 + KILL_MARGIN)
     assert settings["accesslog"] is None and settings["errorlog"] == "-"
 
 
@@ -123,7 +125,7 @@ def test_uwsgi_ini_from_the_same_settings() -> None:
     settings = print_config("tests.apps.factory", "--workers", "4", "--threads", "2", "--timeout", "25")
     ini = render_ini(settings, listen_max=1024)
     lines = set(ini.splitlines())
-    expected = {"master = true", "processes = 4", "threads = 2", "harakiri = 25", "listen = 1024",
+    expected = {"master = true", "processes = 4", "threads = 2", f"harakiri = {25 + KILL_MARGIN}", "listen = 1024",
                 "http-socket = 127.0.0.1:8000", "worker-reload-mercy = 30", "max-requests = 10000",
                 "max-requests-delta = 250", "lazy-apps = false", "need-app = true", "disable-logging = true",
                 "hook-master-start = unix_signal:15 gracefully_kill_them_all",

@@ -144,7 +144,7 @@ def test_worker_class_follows_threads() -> None:
 def test_timeout_chain_is_ordered() -> None:
     spec = Spec().replace(**{"server.timeout": 20, "server.graceful_timeout": 25, "server.keepalive": 5})
     chain = timeouts(spec)
-    assert chain.proxy_read > chain.server == 20
+    assert chain.proxy_read > chain.server > chain.request == 20
     assert chain.shutdown_grace > chain.graceful == 25
     drained = timeouts(spec.replace(**{"server.drain_delay": 10}))
     assert drained.shutdown_grace > drained.drain + drained.graceful == 35

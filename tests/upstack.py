@@ -118,9 +118,9 @@ class UpStack:
         return f"--- stdout ---\n{self.stdout()[-6000:]}\n--- stderr ---\n{self.stderr()[-6000:]}"
 
     def app_access_paths(self) -> list[str]:
-        """url.path of every access line the app itself wrote (JSON; uWSGI sends its workers' stdout to stderr)."""
+        """url.path of every access line the app itself wrote: JSON on stdout, under either server."""
         paths = []
-        for line in (self.stdout() + "\n" + self.stderr()).splitlines():
+        for line in self.stdout().splitlines():
             if line.startswith("{") and '"url"' in line:
                 record = json.loads(line)
                 if isinstance(record.get("url"), dict):

@@ -16,7 +16,9 @@ MIB = 1024 * 1024
 DEFAULT_WORKER_MB = 128
 # Share of the memory limit that workers may use; the rest is for the master, nginx and page cache.
 MEMORY_SHARE = 0.75
-# Seconds the proxy waits beyond the app server's own timeout, so the app server's verdict comes first.
+# Seconds the app server's hard kill waits beyond the soft deadline at which the app answers 504.
+KILL_MARGIN = 5
+# Seconds the proxy waits beyond the app server's hard timeout, so the app server's verdict comes first.
 PROXY_MARGIN = 5
 # Seconds an orchestrator waits beyond the graceful timeout before SIGKILL.
 SHUTDOWN_MARGIN = 5
@@ -118,7 +120,8 @@ def auto_workers(machine: Machine, worker_mb: float, cap: int | None = None) -> 
 class Timeouts:
     """The timeout chain, in seconds; every layer reads these so none can drift."""
 
-    server: int  # Gunicorn timeout / uWSGI harakiri: a request running longer loses its worker
+    request: int  # soft deadline: the app answers 504 and the worker moves on (sync workers)
+    server: int  # Gunicorn timeout / uWSGI harakiri: a worker still busy this long is killed
     graceful: int  # in-flight requests get this long after SIGTERM or a reload
     proxy_read: int  # nginx proxy_read_timeout: longer than server, so the app server decides first
     proxy_connect: int
@@ -159,10 +162,12 @@ def worker_class(spec: Spec) -> str:
 def timeouts(spec: Spec) -> Timeouts:
     server = spec.server
     graceful = server.graceful_timeout
+    hard = server.timeout + KILL_MARGIN
     return Timeouts(
-        server=server.timeout,
+        request=server.timeout,
+        server=hard,
         graceful=graceful,
-        proxy_read=server.timeout + PROXY_MARGIN,
+        proxy_read=hard + PROXY_MARGIN,
         proxy_connect=5,
         drain=server.drain_delay,
         # The orchestrator must outwait the drain and the graceful stop, or it kills in-flight requests.

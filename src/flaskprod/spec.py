@@ -65,7 +65,16 @@ class ServerSettings:
     worker_class: Literal["auto", "sync", "gthread", "gevent", "eventlet"] = setting(
         "auto", "Gunicorn worker class; auto = gthread when threads > 1, else sync."
     )
-    timeout: int = setting(30, "Seconds a request may run before its worker is killed.", flag="--timeout", minimum=1)
+    timeout: int = setting(
+        30,
+        "Seconds a request may run: then the app answers 504 (sync workers), and a worker that cannot "
+        "be interrupted is killed 5 s later.",
+        flag="--timeout",
+        minimum=1,
+    )
+    soft_timeout: bool = setting(
+        True, "Answer 504 from the app when a request passes timeout, instead of only killing the worker."
+    )
     graceful_timeout: int = setting(
         30, "Seconds workers get to finish in-flight requests on shutdown or reload.", minimum=1
     )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
+from .deadline import RequestTimeout
 from .logs import request_id
 
 _HTML = """<!doctype html>
@@ -27,6 +28,9 @@ def wants_json() -> bool:
 def error_response(exc: HTTPException) -> Response | HTTPException:
     if exc.code is None:  # not an error (e.g. a bare HTTPException wrapping a response)
         return exc
+    if isinstance(exc, RequestTimeout):
+        # The traceback shows where the request was stuck: the one clue to why it was slow.
+        current_app.logger.error("request stopped after its deadline (server.timeout)", exc_info=exc)
     code = exc.code
     name = exc.name
     # An InternalServerError's description is Werkzeug's generic text, never the original error.

@@ -105,6 +105,8 @@ class Production:
             access_logger=access_logger(app) if access_log_enabled(spec) else None,
             quiet_paths=frozenset({mon.health_path, mon.ready_path, mon.metrics_path}),
             probes=self._probes(app, spec, metrics),
+            # Not under test runners: pytest-timeout and friends own SIGALRM there.
+            request_timeout=spec.server.timeout if spec.server.soft_timeout and not app.testing else None,
         )
         app.wsgi_app = trust_proxies(pipeline, spec.proxy.trusted_hops)  # type: ignore[method-assign,assignment]
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from . import deadline
 from .logs import REQUEST_ID_KEY, is_sane_request_id, log_access
 from .metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED, HttpMetrics
 
@@ -47,6 +48,7 @@ class RequestPipeline:
         access_logger: logging.Logger | None,
         quiet_paths: frozenset[str],
         probes: dict[str, Probe],
+        request_timeout: float | None = None,
     ) -> None:
         self.wsgi_app = wsgi_app
         self._rid_environ = "HTTP_" + request_id_header.upper().replace("-", "_")
@@ -58,6 +60,7 @@ class RequestPipeline:
         self._access = access_logger
         self._quiet = quiet_paths
         self._probes = probes
+        self._timeout = request_timeout
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         t0 = time.perf_counter()
@@ -86,6 +89,12 @@ class RequestPipeline:
                 status, headers, body = probe(environ)
                 start(status, headers)
                 return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+            # Threaded servers cannot be interrupted by a timer; they rely on the hard timeout.
+            if self._timeout is not None and not environ.get("wsgi.multithread") and deadline.arm(self._timeout):
+                try:
+                    return self.wsgi_app(environ, start)
+                finally:
+                    deadline.disarm()
             return self.wsgi_app(environ, start)
         finally:
             elapsed = time.perf_counter() - t0

@@ -25,6 +25,7 @@ def server_settings(spec: Spec, derived: Derived, app: AppRef, *, worker_mb: flo
         "workers": derived.workers,
         "threads": derived.threads,
         "worker_class": derived.worker_class,
+        "request_timeout": derived.timeouts.request,
         "timeout": derived.timeouts.server,
         "graceful_timeout": derived.timeouts.graceful,
         "keepalive": derived.timeouts.keepalive,
