@@ -46,8 +46,9 @@ def rendered(spec: Spec, ctx: NginxContext, derived: Derived | None = None) -> s
 
 
 def directive(text: str, name: str) -> list[str]:
-    """The arguments of every `name ...;` line."""
-    return [m[1] for m in re.finditer(rf"^\s*{re.escape(name)}\s+(.*?);\s*$", text, re.MULTILINE)]
+    """The distinct arguments of `name ...;` lines (the app's locations repeat the same pass block)."""
+    found = [m[1] for m in re.finditer(rf"^\s*{re.escape(name)}\s+(.*?);\s*$", text, re.MULTILINE)]
+    return list(dict.fromkeys(found))
 
 
 def test_body_limit_is_the_bytes_the_app_uses(tmp_path: Path) -> None:
@@ -180,8 +181,8 @@ def test_nothing_outside_the_prefix_is_referenced(tmp_path: Path) -> None:
     for protocol in ("http", "uwsgi"):
         text = rendered(make_spec(), context(tmp_path, protocol))
         lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
-        # Absolute paths as directive arguments; the URL locations /static/ and / are not files.
-        paths = set(re.findall(r"(?<=\s)/[\w./-]+", "\n".join(lines))) - {"/static/", "/"}
+        # Absolute paths as directive arguments; the URL locations /static/, /metrics and / are not files.
+        paths = set(re.findall(r"(?<=\s)/[\w./-]+", "\n".join(lines))) - {"/static/", "/metrics", "/"}
         assert paths
         assert all(p.startswith(str(tmp_path)) for p in paths), paths
 
@@ -223,3 +224,17 @@ def test_nginx_accepts_the_rendered_config(tmp_path: Path, protocol: Protocol, f
     result = nginx_test(tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # no warnings either
+
+
+def test_metrics_are_only_for_the_allowed_addresses(tmp_path: Path) -> None:
+    text = rendered(make_spec(**{"monitoring.metrics_allow": "127.0.0.1 10.0.0.0/8"}), context(tmp_path))
+    block = text[text.index("location = /metrics {") :]
+    block = block[: block.index("}")]
+    assert [line.strip() for line in block.splitlines() if line.strip().startswith(("allow", "deny"))] == [
+        "allow 127.0.0.1;",
+        "allow 10.0.0.0/8;",
+        "deny all;",
+    ]
+    assert "proxy_pass http://flaskprod_app;" in block
+    assert "location = /metrics" not in rendered(make_spec(**{"monitoring.metrics_allow": "none"}), context(tmp_path))
+    assert "location = /metrics" not in rendered(make_spec(**{"monitoring.metrics": "false"}), context(tmp_path))

@@ -189,6 +189,10 @@ class MonitoringSettings:
     metrics_path: str = setting("/metrics", "Path of the Prometheus metrics endpoint.")
     health_path: str = setting("/healthz", "Path of the liveness endpoint (no dependencies).")
     ready_path: str = setting("/readyz", "Path of the readiness endpoint (runs the registered checks).")
+    metrics_allow: str | None = setting(
+        "127.0.0.1 ::1",
+        "Addresses or CIDR ranges nginx lets read the metrics path, space separated; unset = anyone.",
+    )
     check_timeout: float = setting(2.0, "Seconds each readiness check may take.", minimum=0.01)
     multiproc_dir: str | None = setting(
         None, "Directory for multi-process metrics; unset = a fresh one per server start."
@@ -304,8 +308,10 @@ def _coerce(value: Any, tp: Any) -> Any:
     """Convert a TOML value or a string from env/CLI to tp; raise ValueError when it does not fit."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        # Try exact matches first so "auto" stays a string and "4" becomes an int.
-        for arg in typing.get_args(tp):
+        # Unset first ("" or "none" clears an optional string), then the declared order, so "auto"
+        # stays a string and "4" becomes an int.
+        args = sorted(typing.get_args(tp), key=lambda a: a is not type(None))
+        for arg in args:
             try:
                 return _coerce(value, arg)
             except ValueError:

@@ -153,6 +153,14 @@ def _environment() -> jinja2.Environment:
     )
 
 
+def metrics_allow(spec: Spec) -> list[str] | None:
+    """Who may read the metrics path through nginx; None when metrics are off or open to all."""
+    allowed = spec.monitoring.metrics_allow
+    if not spec.monitoring.metrics or allowed is None:
+        return None
+    return allowed.split()
+
+
 def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
     """The nginx.conf text for spec and its derived values, run as ctx says."""
     template = _environment().get_template("nginx/nginx.conf.j2")
@@ -171,6 +179,7 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         upstream_keepalive=upstream_keepalive(derived, ctx.protocol),
         proxy_headers=forwarded_headers(spec),
         uwsgi_params=uwsgi_params(spec),
+        metrics_allow=metrics_allow(spec),
     )
 
 
