@@ -40,31 +40,42 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, str]:
     return flags
 
 
-def spec_options(fn: F) -> F:
-    """Add a CLI option for every setting that declares a flag, plus --config and --set.
+def spec_options(*, without: frozenset[str] = frozenset()) -> Callable[[F], F]:
+    """Add a CLI option for every setting that declares a flag (but those in without), plus --config and --set.
 
     The options are generated from the spec, so a flag exists in one place: its setting.
     """
-    for info in reversed(list(SETTINGS.values())):
-        if info.flag and info.key != "app.target":
-            fn = click.option(
-                info.flag,
-                f"opt__{info.key.replace('.', '__')}",
-                default=None,
-                metavar=info.type_name.upper().replace('"', "") if "|" not in info.type_name else "VALUE",
-                help=f"{info.doc} [{info.key}; env {info.env}]",
-            )(fn)
-    fn = click.option(
-        "--set", "set_values", multiple=True, metavar="KEY=VALUE", help="Set any setting, e.g. --set proxy.gzip=false."
-    )(fn)
-    fn = click.option(
-        "--config",
-        "config_path",
-        default=None,
-        metavar="PATH",
-        help="Config file (default: ./flaskprod.toml or [tool.flaskprod] in pyproject.toml).",
-    )(fn)
-    return fn
+
+    def decorate(fn: F) -> F:
+        for info in reversed(list(SETTINGS.values())):
+            if info.flag and info.key != "app.target" and info.key not in without:
+                fn = click.option(
+                    info.flag,
+                    f"opt__{info.key.replace('.', '__')}",
+                    default=None,
+                    metavar=info.type_name.upper().replace('"', "") if "|" not in info.type_name else "VALUE",
+                    help=f"{info.doc} [{info.key}; env {info.env}]",
+                )(fn)
+        fn = click.option(
+            "--set",
+            "set_values",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Set any setting, e.g. --set proxy.gzip=false.",
+        )(fn)
+        return click.option(
+            "--config",
+            "config_path",
+            default=None,
+            metavar="PATH",
+            help="Config file (default: ./flaskprod.toml or [tool.flaskprod] in pyproject.toml).",
+        )(fn)
+
+    return decorate
+
+
+# nginx's address belongs to `up`; the app server's own address is chosen by `up` (a unix socket).
+NGINX_FLAGS = frozenset({"proxy.host", "proxy.port"})
 
 
 def resolve_spec(kwargs: dict[str, Any], app: str | None = None) -> Spec:
@@ -101,7 +112,7 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@spec_options
+@spec_options()
 @_user_errors
 def config(fmt: str, **kwargs: Any) -> None:
     """Show every effective setting and where it came from (default, file, env, flag)."""
@@ -120,7 +131,7 @@ def config(fmt: str, **kwargs: Any) -> None:
 @cli.command()
 @click.argument("app", required=False)
 @click.option("--print-config", is_flag=True, help="Print the effective server settings as JSON and exit.")
-@spec_options
+@spec_options(without=NGINX_FLAGS)
 @_user_errors
 def serve(app: str | None, print_config: bool, **kwargs: Any) -> None:
     """Run APP under the production app server (Gunicorn or uWSGI) with derived settings.
@@ -136,7 +147,7 @@ def serve(app: str | None, print_config: bool, **kwargs: Any) -> None:
 
 @cli.command()
 @click.argument("app", required=False)
-@spec_options
+@spec_options()
 @_user_errors
 def up(app: str | None, **kwargs: Any) -> None:
     """Run APP in the production topology on this machine: nginx in front, the app server behind it.
