@@ -246,3 +246,14 @@ def test_missing_uwsgi_says_how_to_install(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ServerError, match=r"^uwsgi not found: pip install 'flaskprod\[uwsgi\]'$"):
         find_uwsgi()
+
+
+def test_auto_server_kind_is_uwsgi_behind_nginx_and_gunicorn_facing_clients() -> None:
+    from flaskprod.servers import resolve_kind
+    from flaskprod.spec import Spec
+
+    assert resolve_kind(Spec(), behind_nginx=False).server.kind == "gunicorn"
+    assert resolve_kind(Spec(), behind_nginx=True).server.kind == "uwsgi"  # installed by the test extras
+    chosen = Spec().replace(**{"server.kind": "gunicorn"})
+    assert resolve_kind(chosen, behind_nginx=True).server.kind == "gunicorn"
+    assert print_config("tests.apps.factory")["server"] == "gunicorn"

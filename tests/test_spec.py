@@ -110,7 +110,7 @@ def test_optional_value_can_be_unset_from_env(tmp_path: Path) -> None:
         (
             {"flags": {"server.kind": "nginx"}},
             {},
-            'invalid value \'nginx\' for server.kind: expected "gunicorn" | "uwsgi"',
+            'invalid value \'nginx\' for server.kind: expected "auto" | "gunicorn" | "uwsgi"',
         ),
         (
             {"environ": {"FLASKPROD_PROXY__GZIP": "maybe"}},
@@ -222,4 +222,4 @@ def test_flask_prod_entry_point(tmp_path: Path) -> None:
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["server.kind"]["value"] == "gunicorn"
+    assert json.loads(result.stdout)["server.kind"]["value"] == "auto"

@@ -8,6 +8,9 @@ from flask.typing import ResponseReturnValue
 from . import add_ping
 
 app = add_ping(Flask(__name__))
+# The SECRET_KEY a production app has (Production(app) requires one): without it Flask skips
+# session handling altogether, which would flatter the bare app.
+app.config.from_prefixed_env()
 
 
 # Stubs, not Production's probes: they cost nothing on /api/ping requests.

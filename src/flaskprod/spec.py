@@ -45,7 +45,12 @@ class AppSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class ServerSettings:
-    kind: Literal["gunicorn", "uwsgi"] = setting("gunicorn", "Application server.", flag="--server")
+    kind: Literal["auto", "gunicorn", "uwsgi"] = setting(
+        "auto",
+        "Application server; auto = uWSGI behind nginx (`up`, when installed: the fastest measured), "
+        "Gunicorn where the app server faces HTTP clients itself (`serve`).",
+        flag="--server",
+    )
     bind: str = setting("127.0.0.1:8000", "Address the app server listens on: host:port or unix:/path.", flag="--bind")
     protocol: Literal["http", "uwsgi"] = setting(
         "http",

@@ -14,7 +14,28 @@ from ..spec import Spec, env_for
 from .common import DRAIN_FILE_ENV, MULTIPROC_ENV, RunDir, check_bind
 from .settings import server_settings
 
-__all__ = ["serve", "server_settings"]
+__all__ = ["resolve_kind", "serve", "server_settings"]
+
+
+def resolve_kind(spec: Spec, *, behind_nginx: bool) -> Spec:
+    """The spec with server.kind "auto" made concrete.
+
+    Behind nginx the uwsgi protocol over a unix socket served the most requests per second in
+    the benchmarks (docs/benchmarks), so uWSGI is chosen when it is installed. Facing HTTP clients
+    directly, Gunicorn's HTTP handling (keep-alive, slow clients) is the safer choice.
+    """
+    if spec.server.kind != "auto":
+        return spec
+    kind = "gunicorn"
+    if behind_nginx:
+        from .uwsgi import find_uwsgi
+
+        try:
+            find_uwsgi()
+            kind = "uwsgi"
+        except ServerError:
+            pass  # Gunicorn is a dependency; uWSGI an optional extra
+    return spec.replace(**{"server.kind": kind})
 
 
 def worker_environ(spec: Spec, app: discovery.AppRef) -> dict[str, str]:
@@ -29,6 +50,7 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
     # Imported here: `python -m flaskprod.servers.probe` must not find itself already imported.
     from .probe import probe
 
+    spec = resolve_kind(spec, behind_nginx=spec.server.protocol == "uwsgi")
     app = discovery.resolve(spec.app.target)
     env = worker_environ(spec, app)
     # The probe must not write metrics into (or see a drain file of) a directory it does not own.

@@ -21,6 +21,7 @@ from .. import discovery
 from ..errors import ServerError, SpecError
 from ..render import render_nginx
 from ..render.nginx import Protocol, listen_address, server_names
+from ..servers import resolve_kind
 from ..sizing import Derived, derive
 from ..spec import Spec, env_for
 from .appinfo import inspect_app
@@ -107,6 +108,7 @@ def app_server_env(
     values.update(
         {
             "app.target": app.import_string,
+            "server.kind": spec.server.kind,
             "server.bind": f"unix:{run.app_socket}",
             "server.workers": derived.workers,
             "server.drain_delay": 0,
@@ -130,7 +132,7 @@ def plan(spec: Spec, run: StackDir, *, config_path: str | None = None) -> Plan:
             "--bind sets where the app server listens; under `up` it listens on a unix socket in "
             "proxy.run_dir behind nginx: use --host and --port for the address nginx listens on"
         )
-    spec = behind_nginx(spec)
+    spec = resolve_kind(behind_nginx(spec), behind_nginx=True)
     nginx_binary = find_nginx(spec.proxy.nginx)
     check_port_free(spec.proxy.host, spec.proxy.port)
     app = discovery.resolve(spec.app.target)
