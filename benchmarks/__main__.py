@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from flaskprod.servers import resolve_kind
 from flaskprod.spec import Spec
 
 from . import plots, report, run
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
     mode = run.QUICK if args.quick else run.FULL
     # Whatever `up` runs with no --server today: its twin --server stack is then not run twice.
-    default_kind = Spec().server.kind
+    default_kind = resolve_kind(Spec(), behind_nginx=True).server.kind
     stacks = pick(all_stacks(default_kind=default_kind), [s for s in args.stacks.split(",") if s], full=not args.quick)
     results = run.run(mode, stacks, say)
     results["default_server_kind"] = default_kind

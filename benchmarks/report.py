@@ -200,6 +200,7 @@ def defaults_section(results: Results) -> list[str]:
     lines = [
         "## Why these defaults",
         "",
+        "[docs/defaults.md](../defaults.md) explains each default and the trade-offs behind it. "
         "Every flaskprod configuration measured in this run, scored on the goals above "
         "(the Production-cost goal is judged on the default stack only). Best first.",
         "",
