@@ -19,35 +19,37 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def parse_bind(bind: str) -> tuple[str, int] | str:
     """(host, port) for 'host:port' or '[v6]:port', or the path for 'unix:/path'."""
     if bind.startswith("unix:"):
-        return bind[len("unix:"):]
+        return bind[len("unix:") :]
     host, sep, port = bind.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ServerError(f"bind {bind!r}: expected host:port such as 127.0.0.1:8000, or unix:/path/to.sock")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def check_bind(bind: str) -> None:
-    """Fail early, on one line, when the address cannot be listened on (most often: already in use)."""
+def check_bind(bind: str, *, instead: str | None = None) -> None:
+    """Fail early, on one line, when the address cannot be listened on (most often: already in use).
+
+    instead is the flag the message suggests; by default --bind with another port on the same host.
+    """
     address = parse_bind(bind)
     if isinstance(address, str):
         return  # a stale unix socket is the server's to replace
     host, port = address
+    instead = instead or f"--bind {bind.rpartition(':')[0]}:PORT"
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise ServerError(f"cannot bind {bind}: {exc.strerror}; pass --bind HOST:PORT with a local address") from None
+        raise ServerError(f"cannot listen on {bind}: {exc.strerror}; pass a local address") from None
     family, kind, proto, _, sockaddr = infos[0]
     with socket.socket(family, kind, proto) as sock:
-        # The servers set SO_REUSEADDR too, so a port in TIME_WAIT is not reported as taken.
+        # nginx and the servers set SO_REUSEADDR too, so a port in TIME_WAIT is not reported as taken.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(sockaddr)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise ServerError(
-                    f"{bind} is already in use: stop what holds it or pass --bind {host}:PORT"
-                ) from None
-            raise ServerError(f"cannot bind {bind}: {exc.strerror}") from None
+                raise ServerError(f"{bind} is already in use: stop what holds it or pass {instead}") from None
+            raise ServerError(f"cannot listen on {bind}: {exc.strerror}") from None
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,9 @@ class RunDir:
         drain = Path(given) if given else None
         if multiproc_dir is None:
             return cls(path=path, multiproc_dir=path / "metrics", owns_multiproc_dir=True, given_drain_file=drain)
-        return cls(path=path, multiproc_dir=Path(multiproc_dir).resolve(), owns_multiproc_dir=False,
-                   given_drain_file=drain)
+        return cls(
+            path=path, multiproc_dir=Path(multiproc_dir).resolve(), owns_multiproc_dir=False, given_drain_file=drain
+        )
 
     @property
     def drain_file(self) -> Path:

@@ -1,4 +1,4 @@
-"""Load the app once in a throwaway interpreter: validate it before serving and measure a worker's memory."""
+"""Load the app once in a throwaway interpreter: validate it, measure a worker's memory, find its static files."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..discovery import AppRef, load
@@ -28,8 +29,17 @@ def _rss_mb() -> float | None:
     return None
 
 
-def probe(ref: AppRef, env: Mapping[str, str]) -> float | None:
-    """Load ref in a child interpreter with env; return its resident MiB, or raise the load error as one line.
+@dataclass(frozen=True, kw_only=True)
+class AppInfo:
+    """What the layers above need to know of the loaded app."""
+
+    rss_mb: float | None  # resident memory of a process that loaded it: one worker's size
+    static_folder: str | None
+    static_url_path: str | None
+
+
+def probe(ref: AppRef, env: Mapping[str, str]) -> AppInfo:
+    """Load ref in a child interpreter with env; what it learned, or the load error raised as one line.
 
     A child, not this process: the app server's master then forks workers that have not imported the
     app (unless preload is on), and the app's import-time side effects stay out of the supervisor.
@@ -38,7 +48,9 @@ def probe(ref: AppRef, env: Mapping[str, str]) -> float | None:
         result_path = Path(tmp) / "result.json"
         args = [sys.executable, "-m", "flaskprod.servers.probe", ref.module, ref.name or "", ref.path, str(result_path)]
         # The app's own output during import goes where the server's output would; ours goes in a file.
-        completed = subprocess.run(args, env=dict(env), stdin=subprocess.DEVNULL, check=False)
+        # The app's own output while importing goes to stderr, with the server's; stdout stays for
+        # what the command prints (the settings, `up`'s table).
+        completed = subprocess.run(args, env=dict(env), stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False)
         try:
             result = json.loads(result_path.read_text())
         except (OSError, ValueError):
@@ -47,8 +59,9 @@ def probe(ref: AppRef, env: Mapping[str, str]) -> float | None:
             ) from None
     if "error" in result:
         raise DiscoveryError(result["error"])
-    rss = result.get("rss_mb")
-    return float(rss) if rss is not None else None
+    return AppInfo(
+        rss_mb=result["rss_mb"], static_folder=result["static_folder"], static_url_path=result["static_url_path"]
+    )
 
 
 def _print_user_traceback(exc: BaseException) -> None:
@@ -66,7 +79,7 @@ def main(argv: list[str]) -> int:
     module, name, path, result_path = argv
     ref = AppRef(module=module, name=name or None, path=path)
     try:
-        load(ref)
+        app = load(ref)
     except FlaskprodError as exc:
         if exc.__cause__ is not None:
             # A bug in the user's code: its traceback is what they need to fix it, from their first frame.
@@ -74,7 +87,8 @@ def main(argv: list[str]) -> int:
         message = str(exc) if isinstance(exc, DiscoveryError) else f"app {ref.import_string!r} refused to start: {exc}"
         Path(result_path).write_text(json.dumps({"error": message}))
         return FAILED
-    Path(result_path).write_text(json.dumps({"rss_mb": _rss_mb()}))
+    info = {"rss_mb": _rss_mb(), "static_folder": app.static_folder, "static_url_path": app.static_url_path}
+    Path(result_path).write_text(json.dumps(info))
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import http.client
 import os
 import pwd
@@ -22,9 +21,10 @@ from ..errors import ServerError, SpecError
 from ..render import render_nginx
 from ..render.nginx import Protocol, listen_address, server_names
 from ..servers import resolve_kind
+from ..servers.common import check_bind
+from ..servers.probe import probe
 from ..sizing import Derived, derive
 from ..spec import Spec, env_for
-from .appinfo import inspect_app
 from .children import Child
 from .log import EventLog
 from .nginx import check_config, find_nginx, foreground_command
@@ -46,25 +46,6 @@ def behind_nginx(spec: Spec) -> Spec:
     if spec.origins.get("proxy.trusted_hops", "default") == "default":
         return spec.replace(**{"proxy.trusted_hops": 1})
     return spec
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Fail on one line when nginx could not listen there (most often: something already does)."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except socket.gaierror as exc:
-        raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror}; pass --host with a local address") from None
-    with socket.socket(family, kind, proto) as sock:
-        # nginx sets SO_REUSEADDR too, so a port in TIME_WAIT is not reported as taken.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ServerError(
-                    f"{listen_address(host, port)} is already in use: stop what holds it or pass --port PORT"
-                ) from None
-            raise ServerError(f"cannot listen on {listen_address(host, port)}: {exc.strerror}") from None
 
 
 def _connect_host(host: str) -> str:
@@ -134,11 +115,11 @@ def plan(spec: Spec, run: StackDir, *, config_path: str | None = None) -> Plan:
         )
     spec = resolve_kind(behind_nginx(spec), behind_nginx=True)
     nginx_binary = find_nginx(spec.proxy.nginx)
-    check_port_free(spec.proxy.host, spec.proxy.port)
+    check_bind(listen_address(spec.proxy.host, spec.proxy.port), instead="--port PORT")
     app = discovery.resolve(spec.app.target)
     derived = derive(spec)
     env = app_server_env(spec, app, run, derived, config_path)
-    info = inspect_app(app, {k: v for k, v in env.items() if k != DRAIN_FILE_ENV})
+    info = probe(app, {k: v for k, v in env.items() if k != DRAIN_FILE_ENV})
     if spec.origins.get("proxy.static_url", "default") == "default" and info.static_url_path:
         spec = spec.replace(**{"proxy.static_url": info.static_url_path})
     static_dir = spec.proxy.static_dir or info.static_folder
