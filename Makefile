@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian commands the stack and the tests run for real: command=package.
+# uWSGI compiles on install: a C compiler and the Python headers.
+DEBS_BUILD := gcc=gcc python3-config=python3-dev
 DEBS_RUN := nginx=nginx-light
 DEBS_TEST := $(DEBS_RUN) initdb=postgresql pg_ctl=postgresql wrk=wrk
 SECRET := .flaskprod/secret_key
@@ -14,6 +16,7 @@ TASKBOARD := examples/taskboard
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@scripts/ensure-debs $(DEBS_BUILD)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
