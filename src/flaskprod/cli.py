@@ -158,8 +158,9 @@ def up(app: str | None, **kwargs: Any) -> None:
     from .stack import up as run_stack
 
     config_path = kwargs.get("config_path")
+    given = dict(kwargs)  # resolve_spec consumes its argument; SIGHUP resolves the same flags again
     spec = resolve_spec(kwargs, app)
-    sys.exit(run_stack(spec, config_path=config_path))
+    sys.exit(run_stack(spec, config_path=config_path, reload_spec=lambda: resolve_spec(dict(given), app)))
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 from ..errors import ServerError
 from .rundir import StackDir
@@ -23,9 +24,9 @@ def find_nginx(setting: str) -> str:
     return found
 
 
-def base_args(binary: str, run: StackDir) -> list[str]:
+def base_args(binary: str, run: StackDir, conf: Path | None = None) -> list[str]:
     # -e: errors go to stderr even before the config is read, never to the build's default log path.
-    return [binary, "-p", f"{run.path}/", "-c", str(run.nginx_conf), "-e", "stderr"]
+    return [binary, "-p", f"{run.path}/", "-c", str(conf or run.nginx_conf), "-e", "stderr"]
 
 
 def foreground_command(binary: str, run: StackDir) -> list[str]:
@@ -33,10 +34,11 @@ def foreground_command(binary: str, run: StackDir) -> list[str]:
     return [*base_args(binary, run), "-g", "daemon off;"]
 
 
-def check_config(binary: str, run: StackDir) -> None:
-    """`nginx -t` on the rendered file; its complaint becomes the error message."""
+def check_config(binary: str, run: StackDir, conf: Path | None = None) -> None:
+    """`nginx -t` on the rendered file (or conf); its complaint becomes the error message."""
+    conf = conf or run.nginx_conf
     result = subprocess.run(
-        [*base_args(binary, run), "-t", "-q"],
+        [*base_args(binary, run, conf), "-t", "-q"],
         capture_output=True,
         text=True,
         check=False,
@@ -45,4 +47,4 @@ def check_config(binary: str, run: StackDir) -> None:
     )
     if result.returncode != 0:
         detail = " ".join(result.stderr.split()) or f"exit status {result.returncode}"
-        raise ServerError(f"nginx rejected {run.nginx_conf}: {detail}")
+        raise ServerError(f"nginx rejected {conf}: {detail}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import os
 import pwd
@@ -17,7 +18,7 @@ from types import FrameType
 from typing import Any
 
 from .. import discovery
-from ..errors import ServerError, SpecError
+from ..errors import FlaskprodError, ServerError, SpecError
 from ..render import render_nginx
 from ..render.nginx import Protocol, listen_address, server_names
 from ..servers import resolve_kind
@@ -138,21 +139,59 @@ def plan(spec: Spec, run: StackDir, *, config_path: str | None = None) -> Plan:
 
 
 def write_nginx_config(p: Plan) -> None:
+    """Render nginx.conf for the plan, test it with `nginx -t`, and only then put it in place.
+
+    A rejected config never replaces the one nginx runs (or would restart) with.
+    """
     # Workers run as the user who ran `up`: they read that user's static files and socket.
     user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
     ctx = p.run.nginx_context(
         host=p.spec.proxy.host, port=p.spec.proxy.port, protocol=p.protocol, static_dir=p.static_dir, user=user
     )
-    for name, text in render_nginx(p.spec, p.derived, ctx).items():
+    files = render_nginx(p.spec, p.derived, ctx)
+    candidate = p.run.nginx_conf.with_name(p.run.nginx_conf.name + ".new")
+    candidate.write_text(files.pop(p.run.nginx_conf.name))
+    for name, text in files.items():
         (p.run.path / name).write_text(text)
-    check_config(p.nginx_binary, p.run)
+    try:
+        check_config(p.nginx_binary, p.run, candidate)
+    except ServerError:
+        candidate.unlink()
+        raise
+    os.replace(candidate, p.run.nginx_conf)
+
+
+# Settings a reload cannot change: they decide which processes run, and where.
+RESTART_ONLY = (
+    "app.target",
+    "server.kind",
+    "server.workers",
+    "proxy.host",
+    "proxy.port",
+    "proxy.run_dir",
+    "proxy.nginx",
+)
+
+
+def replan(current: Plan, spec: Spec) -> Plan:
+    """The plan for a reloaded spec, keeping what only a restart may change; SpecError naming those."""
+    spec = resolve_kind(behind_nginx(spec), behind_nginx=True)
+    changed = [key for key in RESTART_ONLY if spec.get(key) != current.spec.get(key)]
+    if changed:
+        raise SpecError(f"{', '.join(changed)} changed: restart `flaskprod up` to apply")
+    if spec.origins.get("proxy.static_url", "default") == "default":
+        spec = spec.replace(**{"proxy.static_url": current.spec.proxy.static_url})
+    # The worker count nginx's upstream and the app server were sized for stays.
+    derived = dataclasses.replace(derive(spec), workers=current.derived.workers)
+    return dataclasses.replace(current, spec=spec, derived=derived)
 
 
 class Stack:
     """The supervisor. Signal handlers only record; the main loop dispatches (as Gunicorn's arbiter does)."""
 
-    def __init__(self, p: Plan) -> None:
+    def __init__(self, p: Plan, reload_spec: Callable[[], Spec] | None = None) -> None:
         self.plan = p
+        self.reload_spec = reload_spec
         self.log = EventLog(p.spec.logging.format)
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.app_server = Child(
@@ -293,11 +332,18 @@ class Stack:
         """Reload both: nginx starts new workers on a checked config, the app server replaces its workers."""
         self.log("reloading nginx and the app server")
         try:
-            check_config(self.plan.nginx_binary, self.plan.run)
-        except ServerError as exc:
+            if self.reload_spec is not None:
+                # The config file and environment are read again; nginx.conf follows them.
+                new_plan = replan(self.plan, self.reload_spec())
+                write_nginx_config(new_plan)
+                self.plan = new_plan
+            else:
+                check_config(self.plan.nginx_binary, self.plan.run)
+        except FlaskprodError as exc:
             self.log(f"nginx not reloaded, the running config stays: {exc}", level="error")
         else:
             self.nginx.send(signal.SIGHUP)
+        # Its workers load the app again, reading the config file as they start.
         self.app_server.send(signal.SIGHUP)
 
     def handle_term(self) -> int:
@@ -358,8 +404,11 @@ class Stack:
         sys.stdout.flush()
 
 
-def up(spec: Spec, *, config_path: str | None = None) -> int:
-    """Run the production topology until stopped; the exit status (0 after a graceful stop)."""
+def up(spec: Spec, *, config_path: str | None = None, reload_spec: Callable[[], Spec] | None = None) -> int:
+    """Run the production topology until stopped; the exit status (0 after a graceful stop).
+
+    reload_spec, when given, reads the spec's sources again on SIGHUP.
+    """
     run = StackDir.create(spec.proxy.run_dir)
     lock = run.lock()
     try:
@@ -367,6 +416,6 @@ def up(spec: Spec, *, config_path: str | None = None) -> int:
         run.drain_file.unlink(missing_ok=True)
         p = plan(spec, run, config_path=config_path)
         write_nginx_config(p)
-        return Stack(p).run()
+        return Stack(p, reload_spec).run()
     finally:
         lock.close()

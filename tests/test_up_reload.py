@@ -1,0 +1,52 @@
+"""`flaskprod up` on SIGHUP reads flaskprod.toml again: nginx.conf follows it, a bad change is refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import free_port, wait_for
+from tests.upstack import start_up, stop, write_app
+
+pytestmark = pytest.mark.integration
+
+
+def post(stack_url: str, size: int) -> int:
+    return requests.post(stack_url, data=b"x" * size, timeout=15).status_code
+
+
+def test_sighup_applies_the_edited_config_and_keeps_the_running_one_on_a_bad_edit(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    config = tmp_path / "flaskprod.toml"
+    config.write_text('[proxy]\nmax_body_size = "1M"\n')
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1")
+    try:
+        stack.wait_ready()
+        upload = stack.url("/upload")
+        assert post(upload, 200 * 1024) == 200
+
+        config.write_text('[proxy]\nmax_body_size = "100k"\n')
+        os.kill(stack.proc.pid, signal.SIGHUP)
+        wait_for(lambda: post(upload, 200 * 1024) == 413, timeout=20, what="the new body limit in nginx")
+        assert "client_max_body_size 102400;" in (stack.run_dir / "nginx.conf").read_text()
+
+        # A mistake in the file is reported; nginx and its config stay as they were.
+        config.write_text('[proxy]\nmax_body_size = "lots"\n')
+        os.kill(stack.proc.pid, signal.SIGHUP)
+        wait_for(lambda: "invalid value 'lots' for proxy.max_body_size" in stack.stderr(), timeout=20, what="the error")
+        assert "nginx not reloaded, the running config stays" in stack.stderr()
+        assert "client_max_body_size 102400;" in (stack.run_dir / "nginx.conf").read_text()
+        assert post(upload, 50 * 1024) == 200
+
+        # What decides the processes needs a restart, and says so.
+        config.write_text('[proxy]\nmax_body_size = "100k"\nhost = "127.0.0.2"\n')
+        os.kill(stack.proc.pid, signal.SIGHUP)
+        wait_for(lambda: "restart `flaskprod up` to apply" in stack.stderr(), timeout=20, what="the restart hint")
+        assert stack.get("/api/ping").status_code == 200
+        assert stack.proc.poll() is None
+    finally:
+        stop(stack)
