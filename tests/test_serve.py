@@ -127,7 +127,7 @@ def test_uwsgi_ini_from_the_same_settings() -> None:
     lines = set(ini.splitlines())
     expected = {"master = true", "processes = 4", "threads = 2", f"harakiri = {25 + KILL_MARGIN}", "listen = 1024",
                 "http-socket = 127.0.0.1:8000", "worker-reload-mercy = 30", "max-requests = 10000",
-                "max-requests-delta = 250", "lazy-apps = false", "need-app = true", "disable-logging = true",
+                "max-requests-delta = 1250", "lazy-apps = false", "need-app = true", "disable-logging = true",
                 "hook-master-start = unix_signal:15 gracefully_kill_them_all",
                 "env = FLASKPROD_APP__TARGET=tests.apps.factory"}
     assert expected <= lines, ini
