@@ -97,7 +97,7 @@ class ServerSettings:
         5000,
         "Spread added to max_requests so workers do not restart together; at half of max_requests "
         "their restarts stay apart even under even load (at a tenth, all workers restarted within "
-        "a second and p99 rose to 440 ms in the benchmarks).",
+        "a second and p99 rose to 440 ms under load).",
         minimum=0,
     )
     backlog: int = setting(2048, "Pending connections the listening socket holds.", minimum=1)
