@@ -237,6 +237,10 @@ class Spec:
         section, name = key.split(".", 1)
         return getattr(getattr(self, section), name)
 
+    def flagged(self) -> dict[str, Any]:
+        """The values given as command-line flags: a child process has no flags, so they travel as env."""
+        return {key: self.get(key) for key, origin in self.origins.items() if origin == "flag"}
+
     def replace(self, **values: Any) -> Spec:
         """A copy with dotted keys set to already-valid values, e.g. replace(**{"proxy.trusted_hops": 1})."""
         changed: dict[str, dict[str, Any]] = {}
@@ -470,7 +474,9 @@ def read_env_layer(environ: Mapping[str, str]) -> dict[str, str]:
 
 # Variables with the prefix that are not settings: the path of the config file itself, and the
 # file whose existence tells every worker to report "draining" (see runtime/draining.py).
-_ENV_NOT_SETTINGS = {"FLASKPROD_CONFIG", "FLASKPROD_DRAIN_FILE"}
+CONFIG_ENV = "FLASKPROD_CONFIG"
+DRAIN_FILE_ENV = "FLASKPROD_DRAIN_FILE"
+_ENV_NOT_SETTINGS = {CONFIG_ENV, DRAIN_FILE_ENV}
 
 
 def load_spec(
@@ -486,7 +492,7 @@ def load_spec(
     """
     environ = os.environ if environ is None else environ
     base = Path(root) if root is not None else Path.cwd()
-    config = config or environ.get("FLASKPROD_CONFIG")
+    config = config or environ.get(CONFIG_ENV)
     path = Path(config) if config else find_config_file(base)
 
     layers: list[tuple[str, Mapping[str, Any]]] = []

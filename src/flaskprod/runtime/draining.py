@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-DRAIN_FILE_ENV = "FLASKPROD_DRAIN_FILE"
+from ..spec import DRAIN_FILE_ENV
 
 _draining = False
 

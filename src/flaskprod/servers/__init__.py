@@ -40,7 +40,7 @@ def resolve_kind(spec: Spec, *, behind_nginx: bool) -> Spec:
 
 def worker_environ(spec: Spec, app: discovery.AppRef) -> dict[str, str]:
     """FLASKPROD_* variables that give workers the spec this process sees: its flags, and the app found."""
-    flags = {key: spec.get(key) for key, origin in spec.origins.items() if origin == "flag"}
+    flags = spec.flagged()
     flags["app.target"] = app.import_string
     return env_for(flags)
 

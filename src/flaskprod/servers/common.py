@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ServerError
+from ..runtime.metrics import MULTIPROC_ENV
+from ..spec import DRAIN_FILE_ENV
 
-DRAIN_FILE_ENV = "FLASKPROD_DRAIN_FILE"
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+__all__ = ["DRAIN_FILE_ENV", "MULTIPROC_ENV", "RunDir", "check_bind", "parse_bind"]
 
 
 def parse_bind(bind: str) -> tuple[str, int] | str:

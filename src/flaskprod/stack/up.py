@@ -15,25 +15,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from .. import discovery
 from ..errors import FlaskprodError, ServerError, SpecError
 from ..render import render_nginx
 from ..render.nginx import Protocol, listen_address, server_names
 from ..servers import resolve_kind
-from ..servers.common import check_bind
+from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind
 from ..servers.probe import probe
 from ..sizing import Derived, derive
-from ..spec import Spec, env_for
+from ..spec import CONFIG_ENV, Spec, env_for
 from .children import Child
 from .log import EventLog
 from .nginx import check_config, find_nginx, foreground_command
 from .rundir import StackDir
 
-DRAIN_FILE_ENV = "FLASKPROD_DRAIN_FILE"
 # Variables a parent's own stack would leak into ours: its metrics directory and its drain file.
-_NOT_INHERITED = ("PROMETHEUS_MULTIPROC_DIR", DRAIN_FILE_ENV)
+_NOT_INHERITED = (MULTIPROC_ENV, DRAIN_FILE_ENV)
 # Seconds the stop sequence adds to a graceful timeout before it kills what is left.
 STOP_MARGIN = 5.0
 # How often the main loop looks at its children when no signal arrives.
@@ -86,7 +84,7 @@ def app_server_env(
     worker count is pinned to the one nginx's upstream and the table were sized for; the drain
     delay is spent at the edge, before nginx stops listening, so the app server adds none.
     """
-    values: dict[str, Any] = {key: spec.get(key) for key, origin in spec.origins.items() if origin == "flag"}
+    values = spec.flagged()
     values.update(
         {
             "app.target": app.import_string,
@@ -103,7 +101,7 @@ def app_server_env(
     env.update(env_for(values))
     env[DRAIN_FILE_ENV] = str(run.drain_file)
     if config_path:
-        env["FLASKPROD_CONFIG"] = str(Path(config_path).resolve())
+        env[CONFIG_ENV] = str(Path(config_path).resolve())
     return env
 
 
