@@ -9,6 +9,7 @@ import time
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
 from flaskprod import Production
 from flaskprod.spec import Spec
@@ -22,6 +23,14 @@ def make_app(**settings: object) -> Flask:
     def sleep(seconds: float) -> dict[str, float]:
         time.sleep(seconds)
         return {"slept": seconds}
+
+    @app.get("/api/spin/<float:seconds>")
+    def spin(seconds: float) -> dict[str, float]:
+        # Python-level work (a busy loop), which a deadline can interrupt on any thread.
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+        return {"spun": seconds}
 
     Production(app, spec=Spec().replace(**{"server.timeout": 1, "logging.access_log": False, **settings}))
     return app
@@ -60,10 +69,55 @@ def test_switched_off_or_under_testing_no_deadline() -> None:
     assert testing.test_client().get("/s").status_code == 200
 
 
-def test_threaded_servers_are_left_to_the_hard_timeout() -> None:
-    client = make_app().test_client()
-    results: list[int] = []
-    worker = threading.Thread(target=lambda: results.append(client.get("/api/sleep/1.3").status_code))
+def in_thread(client: FlaskClient, path: str) -> tuple[int, float]:
+    """GET path on a thread other than the main one, as a threaded server runs requests."""
+    results: list[tuple[int, float]] = []
+
+    def get() -> None:
+        started = time.monotonic()
+        status = client.get(path).status_code
+        results.append((status, time.monotonic() - started))
+
+    worker = threading.Thread(target=get)
     worker.start()
-    worker.join(10)
-    assert results == [200]
+    worker.join(15)
+    assert results, f"{path} did not finish"
+    return results[0]
+
+
+def test_threaded_request_running_python_is_stopped_at_the_deadline(caplog: pytest.LogCaptureFixture) -> None:
+    client = make_app().test_client()
+    with caplog.at_level(logging.ERROR):
+        status, elapsed = in_thread(client, "/api/spin/10.0")
+    assert status == 504
+    assert 0.9 <= elapsed < 2
+    assert any("deadline" in r.getMessage() for r in caplog.records)
+    # Fast requests on threads after it are untouched, and so is one that ends near its deadline.
+    assert in_thread(client, "/api/spin/0.01")[0] == 200
+    assert in_thread(client, "/api/spin/0.9")[0] == 200
+
+
+def test_threaded_request_in_one_long_c_call_is_stopped_when_the_call_returns() -> None:
+    """A signal handler cannot run on a thread, so a sleep is not cut short: the 504 comes after it."""
+    status, elapsed = in_thread(make_app().test_client(), "/api/sleep/1.5")
+    assert status == 504
+    assert elapsed >= 1.5
+
+
+def test_many_threads_each_get_their_own_deadline() -> None:
+    client = make_app().test_client()
+    outcomes: list[int] = []
+    lock = threading.Lock()
+
+    def get(path: str) -> None:
+        status = client.get(path).status_code
+        with lock:
+            outcomes.append(status)
+
+    paths = ["/api/spin/5.0"] * 3 + ["/api/spin/0.2"] * 5
+    threads = [threading.Thread(target=get, args=(p,)) for p in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert sorted(outcomes) == [200] * 5 + [504] * 3

@@ -106,13 +106,13 @@ def test_print_config_env_under_flags() -> None:
     assert settings["graceful_timeout"] == 7
     assert settings["workers"] == 2  # the flag wins over the environment
     assert (settings["max_requests"], settings["max_requests_jitter"]) == (0, 0)
-    assert settings["worker_class"] == "sync"
+    assert (settings["threads"], settings["worker_class"]) == (8, "gthread")  # the default
 
 
 def test_print_config_auto_workers_measure_the_app() -> None:
     settings = print_config("tests.apps.factory")
     assert settings["worker_memory_mb"] > 5
-    assert 1 <= settings["workers"] <= 2 * int(settings["cpus"]) + 1
+    assert 1 <= settings["workers"] <= int(settings["cpus"]) + 1  # threaded workers: CPUs + 1
 
 
 def test_print_config_finds_wsgi_py(tmp_path: Path) -> None:

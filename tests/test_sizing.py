@@ -127,6 +127,19 @@ def test_auto_workers(cpus: float, memory: int, worker_mb: int, cap: int | None,
     assert auto_workers(Machine(cpus=cpus, memory=memory), worker_mb, cap) == expected
 
 
+@pytest.mark.parametrize(
+    ("cpus", "memory", "expected"),
+    [
+        (2, 16 * GIB, 3),  # cores + 1: threads wait on I/O, processes use the cores
+        (8, 16 * GIB, 9),
+        (0.5, 16 * GIB, 2),
+        (8, 256 * MIB, 1),  # memory still caps it
+    ],
+)
+def test_auto_workers_with_threads(cpus: float, memory: int, expected: int) -> None:
+    assert auto_workers(Machine(cpus=cpus, memory=memory), 128, threads=8) == expected
+
+
 def test_derive_uses_measured_worker_memory_unless_configured() -> None:
     machine = Machine(cpus=8, memory=2 * GIB)
     assert derive(Spec(), machine, worker_mb=300).workers == 5  # 1.5 GiB / 300 MiB
@@ -136,7 +149,8 @@ def test_derive_uses_measured_worker_memory_unless_configured() -> None:
 
 
 def test_worker_class_follows_threads() -> None:
-    assert worker_class(Spec()) == "sync"
+    assert worker_class(Spec()) == "gthread"  # threads = 8 by default
+    assert worker_class(Spec().replace(**{"server.threads": 1})) == "sync"
     assert worker_class(Spec().replace(**{"server.threads": 4})) == "gthread"
     assert worker_class(Spec().replace(**{"server.threads": 4, "server.worker_class": "gevent"})) == "gevent"
 
@@ -144,7 +158,8 @@ def test_worker_class_follows_threads() -> None:
 def test_timeout_chain_is_ordered() -> None:
     spec = Spec().replace(**{"server.timeout": 20, "server.graceful_timeout": 25, "server.keepalive": 5})
     chain = timeouts(spec)
-    assert chain.proxy_read > chain.server > chain.request == 20
+    # The app answers 504 first, nginx for what the app could not stop, then the hard kill frees the worker.
+    assert chain.server > chain.proxy_read > chain.request == 20
     assert chain.shutdown_grace > chain.graceful == 25
     drained = timeouts(spec.replace(**{"server.drain_delay": 10}))
     assert drained.shutdown_grace > drained.drain + drained.graceful == 35

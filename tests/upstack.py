@@ -64,6 +64,15 @@ def slow():
     seconds = float(request.args["s"])
     time.sleep(seconds)
     return jsonify(slept=seconds, pid=os.getpid())
+
+
+@app.get("/spin")
+def spin():
+    # Python-level work: a deadline can stop it on any thread.
+    end = time.monotonic() + float(request.args["s"])
+    while time.monotonic() < end:
+        pass
+    return jsonify(pid=os.getpid())
 """
 
 

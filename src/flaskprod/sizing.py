@@ -18,8 +18,9 @@ DEFAULT_WORKER_MB = 128
 MEMORY_SHARE = 0.75
 # Seconds the app server's hard kill waits beyond the soft deadline at which the app answers 504.
 KILL_MARGIN = 5
-# Seconds the proxy waits beyond the app server's hard timeout, so the app server's verdict comes first.
-PROXY_MARGIN = 5
+# Seconds nginx waits beyond the soft deadline before answering 504 itself: only a request the app
+# could not stop (stuck in one C call) gets that far, and the hard kill frees its worker later.
+PROXY_MARGIN = 2
 # Seconds an orchestrator waits beyond the graceful timeout before SIGKILL.
 SHUTDOWN_MARGIN = 5
 
@@ -106,9 +107,15 @@ def detect_machine(root: Path = Path("/"), affinity: int | None = None) -> Machi
     return Machine(cpus=cpus, memory=total if limit is None else min(total, limit))
 
 
-def auto_workers(machine: Machine, worker_mb: float, cap: int | None = None) -> int:
-    """min(2 x cores + 1, workers that fit in the memory share at worker_mb each, cap), at least 1."""
-    by_cpu = 2 * machine.cores + 1
+def auto_workers(machine: Machine, worker_mb: float, cap: int | None = None, *, threads: int = 1) -> int:
+    """min(by CPU, workers that fit in the memory share at worker_mb each, cap), at least 1.
+
+    By CPU: single-threaded workers need 2 x cores + 1 so a core has work while another worker
+    waits on I/O; threaded workers wait on I/O in their threads, and each process runs Python
+    on one core at a time, so cores + 1 keeps every core busy with the fewest processes (measured
+    in docs/defaults.md: more processes only add context switches on the same cores).
+    """
+    by_cpu = 2 * machine.cores + 1 if threads == 1 else machine.cores + 1
     by_memory = int(machine.memory * MEMORY_SHARE // (worker_mb * MIB))
     workers = min(by_cpu, by_memory)
     if cap is not None:
@@ -120,10 +127,10 @@ def auto_workers(machine: Machine, worker_mb: float, cap: int | None = None) -> 
 class Timeouts:
     """The timeout chain, in seconds; every layer reads these so none can drift."""
 
-    request: int  # soft deadline: the app answers 504 and the worker moves on (sync workers)
+    request: int  # soft deadline: the app answers 504 and the worker moves on
     server: int  # Gunicorn timeout / uWSGI harakiri: a worker still busy this long is killed
     graceful: int  # in-flight requests get this long after SIGTERM or a reload
-    proxy_read: int  # nginx proxy_read_timeout: longer than server, so the app server decides first
+    proxy_read: int  # nginx read timeout: after the app's 504, before the hard kill
     proxy_connect: int
     drain: int  # after SIGTERM, readiness reports 503 this long while requests are still served
     shutdown_grace: int  # Kubernetes terminationGracePeriodSeconds, Swarm stop_grace_period, systemd TimeoutStopSec
@@ -167,7 +174,7 @@ def timeouts(spec: Spec) -> Timeouts:
         request=server.timeout,
         server=hard,
         graceful=graceful,
-        proxy_read=hard + PROXY_MARGIN,
+        proxy_read=server.timeout + PROXY_MARGIN,
         proxy_connect=5,
         drain=server.drain_delay,
         # The orchestrator must outwait the drain and the graceful stop, or it kills in-flight requests.
@@ -221,7 +228,7 @@ def derive(
     server = spec.server
     if server.workers == "auto":
         measured = server.worker_memory_mb if server.worker_memory_mb != "auto" else worker_mb
-        workers = auto_workers(machine, measured or DEFAULT_WORKER_MB, server.worker_cap)
+        workers = auto_workers(machine, measured or DEFAULT_WORKER_MB, server.worker_cap, threads=server.threads)
     else:
         workers = server.workers
     return Derived(

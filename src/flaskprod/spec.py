@@ -58,22 +58,29 @@ class ServerSettings:
         "`flaskprod up --server uwsgi` sets it).",
     )
     workers: int | Auto = setting(
-        "auto", "Worker processes; auto = min(2 x CPUs + 1, what fits in memory).", flag="--workers", minimum=1
+        "auto",
+        "Worker processes; auto = CPUs + 1 with threads (2 x CPUs + 1 single-threaded), capped by what fits in memory.",
+        flag="--workers",
+        minimum=1,
     )
     worker_cap: int | None = setting(None, "Upper bound on auto-sized workers.", minimum=1)
     worker_memory_mb: int | Auto = setting(
         "auto", "Resident memory one worker needs, in MiB; auto measures the loaded app.", minimum=1
     )
     threads: int = setting(
-        1, "Threads per worker; more than 1 selects the gthread worker.", flag="--threads", minimum=1
+        8,
+        "Threads per worker: 8 keep 24 requests in flight on 2 CPUs while they wait on I/O (docs/defaults.md); "
+        "more than 1 selects the gthread worker, 1 the sync worker.",
+        flag="--threads",
+        minimum=1,
     )
     worker_class: Literal["auto", "sync", "gthread", "gevent", "eventlet"] = setting(
         "auto", "Gunicorn worker class; auto = gthread when threads > 1, else sync."
     )
     timeout: int = setting(
         30,
-        "Seconds a request may run: then the app answers 504 (sync workers), and a worker that cannot "
-        "be interrupted is killed 5 s later.",
+        "Seconds a request may run: then the app answers 504; nginx answers 504 2 s later for a request "
+        "the app could not stop (stuck in one C call), and the worker is killed 5 s after the deadline.",
         flag="--timeout",
         minimum=1,
     )

@@ -1,16 +1,22 @@
 """A soft per-request deadline: a request past server.timeout gets a clean 504 and frees its worker.
 
-The app server's hard timeout (Gunicorn's worker timeout, uWSGI's harakiri) sits a few seconds
-later and kills a worker that cannot be interrupted (stuck in C code); nginx waits longer still.
-The deadline is a SIGALRM timer, so it only works where requests run on the main thread (Gunicorn
-sync workers, uWSGI without threads); threaded workers rely on the hard timeout alone.
+On the main thread (sync workers) the deadline is a SIGALRM timer: the handler raises in the view,
+even out of a blocking sleep or socket read. Other threads (threaded workers) cannot receive a
+signal's handler, so one watchdog thread per process raises the same exception in them
+asynchronously; it lands at the thread's next Python instruction, so a thread stuck inside one
+long C call (a sleep, a query without a statement timeout) is stopped only when that call returns.
+For that case nginx answers 504 itself a little later, and the app server's hard timeout (Gunicorn's
+worker timeout, uWSGI's harakiri) kills what is still stuck after that.
 """
 
 from __future__ import annotations
 
+import ctypes
+import math
 import os
 import signal
 import threading
+import time
 from types import FrameType
 
 from werkzeug.exceptions import GatewayTimeout
@@ -30,26 +36,87 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
     raise RequestTimeout()
 
 
+def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
+    """Raise exc in thread ident at its next instruction (None withdraws one not yet raised)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc) if exc else None)
+
+
+class Watchdog:
+    """One daemon thread that stops request threads past their deadline.
+
+    arm/disarm run on the request's own thread; the watchdog raises only in a thread that is still
+    armed, and both sides hold the lock, so no exception reaches a thread after its request ended.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._deadlines: dict[int, float] = {}  # thread ident -> time.monotonic() deadline
+        self._fired: set[int] = set()
+        self._thread: threading.Thread | None = None
+        self._wakes_at = math.inf  # when the watchdog looks next
+
+    def arm(self, seconds: float) -> None:
+        due = time.monotonic() + seconds
+        with self._lock:
+            self._deadlines[threading.get_ident()] = due
+            if self._thread is None:
+                # Started lazily in the worker: threads do not survive the server's fork.
+                self._thread = threading.Thread(target=self._run, name="flaskprod-deadline", daemon=True)
+                self._thread.start()
+            # Woken only for a deadline before its next look: a wake per request would cost a
+            # thread switch on every request, and with one length for every deadline it is rare.
+            if due < self._wakes_at:
+                self._lock.notify()
+
+    def disarm(self) -> None:
+        ident = threading.get_ident()
+        with self._lock:
+            self._deadlines.pop(ident, None)
+            if ident in self._fired:
+                self._fired.discard(ident)
+                # Fired as the request was ending: withdraw it if it has not been raised yet.
+                _set_async_exc(ident, None)
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                for ident, due in list(self._deadlines.items()):
+                    if due <= now:
+                        del self._deadlines[ident]
+                        self._fired.add(ident)
+                        _set_async_exc(ident, RequestTimeout)
+                self._wakes_at = min(self._deadlines.values(), default=math.inf)
+                self._lock.wait(None if self._wakes_at == math.inf else self._wakes_at - now)
+
+
+_watchdog = Watchdog()
+
+
 def _forget_after_fork() -> None:
-    global _installed
+    global _installed, _watchdog
     _installed = False
+    _watchdog = Watchdog()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def arm(seconds: float) -> bool:
-    """Start the deadline for the current request; False where it cannot apply (not the main thread)."""
+def arm(seconds: float) -> None:
+    """Start the deadline for the current request."""
     global _installed
     if threading.current_thread() is not threading.main_thread():
-        return False
+        _watchdog.arm(seconds)
+        return
     if not _installed:
         # Installed lazily in the worker: servers reset signal handlers after forking.
         signal.signal(signal.SIGALRM, _on_alarm)
         _installed = True
     signal.setitimer(signal.ITIMER_REAL, seconds)
-    return True
 
 
 def disarm() -> None:
-    signal.setitimer(signal.ITIMER_REAL, 0)
+    if threading.current_thread() is not threading.main_thread():
+        _watchdog.disarm()
+    else:
+        signal.setitimer(signal.ITIMER_REAL, 0)

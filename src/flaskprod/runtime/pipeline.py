@@ -89,8 +89,8 @@ class RequestPipeline:
                 status, headers, body = probe(environ)
                 start(status, headers)
                 return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
-            # Threaded servers cannot be interrupted by a timer; they rely on the hard timeout.
-            if self._timeout is not None and not environ.get("wsgi.multithread") and deadline.arm(self._timeout):
+            if self._timeout is not None:
+                deadline.arm(self._timeout)
                 try:
                     return self.wsgi_app(environ, start)
                 finally:
