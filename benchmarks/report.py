@@ -250,27 +250,28 @@ def _reasons(results: Results) -> list[str]:
     if g and u:
         out.append(
             f"- Server kind: nginx -> uWSGI (uwsgi protocol) served {u:,.0f} rps on /api/ping, "
-            f"nginx -> Gunicorn sync {g:,.0f} rps ({u / g:.2f}x)."
+            f"nginx -> Gunicorn {g:,.0f} rps ({u / g:.2f}x), both with their default threads."
         )
     for k in ("gunicorn", "uwsgi"):
         base = pairs.get(k, "")
-        s0, c0 = r(base, "slow"), r(base, "cpu")
+        s0, c0, p0 = r(base, "slow"), r(base, "cpu"), r(base, "ping")
         for stack in results["stacks"]:
             prefix = f"flaskprod-{k}-threads"
             if not stack["name"].startswith(prefix):
                 continue
             n = stack["name"][len(prefix) :]
-            sn, cn = r(stack["name"], "slow"), r(stack["name"], "cpu")
-            if s0 and sn and c0 and cn:
+            sn, cn, pn = r(stack["name"], "slow"), r(stack["name"], "cpu"), r(stack["name"], "ping")
+            if s0 and sn and c0 and cn and p0 and pn:
                 out.append(
-                    f"- Threads ({k}): {n} threads per worker took /api/slow from {s0:,.0f} to {sn:,.0f} rps "
-                    f"({sn / s0:.1f}x) and /api/cpu from {c0:,.0f} to {cn:,.0f} rps ({cn / c0:.2f}x)."
+                    f"- Threads ({k}): with {n} thread(s) per worker instead of the default, /api/slow served "
+                    f"{sn:,.0f} rps ({sn / s0:.2f}x the default's {s0:,.0f}), /api/cpu {cn:,.0f} ({cn / c0:.2f}x) "
+                    f"and /api/ping {pn:,.0f} ({pn / p0:.2f}x)."
                 )
     workers = next((s.get("workers") for s in results["stacks"] if s["name"] == DEFAULT), None)
     if workers:
         out.append(
             f"- Workers: the default stack ran {workers} workers on {results['machine']['cores']} cores "
-            "(2 x cores + 1, capped by memory)."
+            "(cores + 1 when threaded, 2 x cores + 1 with one thread; capped by memory)."
         )
     return out
 

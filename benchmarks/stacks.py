@@ -238,7 +238,8 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
         for k in kinds
         if k != default_kind
     ]
-    # Candidates for the defaults: threads in each worker, for the I/O-bound endpoint (full runs, or by name).
+    # Candidates for the defaults: other thread counts per worker (1 = sync workers, 2 x cores + 1 of them),
+    # in full runs or by name.
     stacks += [
         Stack(
             name=f"flaskprod-{k}-threads{n}",
@@ -248,7 +249,7 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
             up_args=("--server", k, "--threads", str(n)),
             full_only=True,
         )
-        for k, n in (("gunicorn", 4), ("uwsgi", 4), ("uwsgi", 8))
+        for k, n in (("uwsgi", 1), ("uwsgi", 4), ("uwsgi", 16), ("gunicorn", 1))
     ]
     stacks += [
         Stack(

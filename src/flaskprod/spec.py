@@ -80,7 +80,8 @@ class ServerSettings:
     timeout: int = setting(
         30,
         "Seconds a request may run: then the app answers 504; nginx answers 504 2 s later for a request "
-        "the app could not stop (stuck in one C call), and the worker is killed 5 s after the deadline.",
+        "the app could not stop (asleep in one C call), and a single-threaded worker still busy 5 s after "
+        "the deadline is killed.",
         flag="--timeout",
         minimum=1,
     )

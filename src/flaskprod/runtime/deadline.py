@@ -5,8 +5,9 @@ even out of a blocking sleep or socket read. Other threads (threaded workers) ca
 signal's handler, so one watchdog thread per process raises the same exception in them
 asynchronously; it lands at the thread's next Python instruction, so a thread stuck inside one
 long C call (a sleep, a query without a statement timeout) is stopped only when that call returns.
-For that case nginx answers 504 itself a little later, and the app server's hard timeout (Gunicorn's
-worker timeout, uWSGI's harakiri) kills what is still stuck after that.
+For that case nginx answers 504 itself a little later; the app server's hard timeout (Gunicorn's
+worker timeout, uWSGI's harakiri) kills a single-threaded worker still stuck after that, while
+neither server kills a lone thread.
 """
 
 from __future__ import annotations
