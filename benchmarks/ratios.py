@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -67,6 +68,15 @@ class Goal:
     threshold: float
     # None: the figures it needs were not measured in this run.
     met: bool | None
+    below: bool = False  # met by staying under the threshold (latency), not reaching it
+
+    @property
+    def attainment(self) -> float | None:
+        """How far toward its threshold, 1.0 = just met; capped at 2 so one runaway win cannot hide misses."""
+        if self.value is None or self.value <= 0:
+            return None
+        share = self.threshold / self.value if self.below else self.value / self.threshold
+        return min(share, 2.0)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,7 +84,7 @@ class Goal:
 
 def _goal(goal: str, target: str, value: float | None, threshold: float, measured: str, *, below: bool = False) -> Goal:
     met = None if value is None else (value < threshold if below else value >= threshold)
-    return Goal(goal=goal, target=target, measured=measured, value=value, threshold=threshold, met=met)
+    return Goal(goal=goal, target=target, measured=measured, value=value, threshold=threshold, met=met, below=below)
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -186,10 +196,20 @@ class Candidate:
     ping_rps: float | None
     slow_rps: float | None
     cpu_ratio: float | None
+    # Geometric mean of the goals' attainment: near-misses count, and no single workload dominates.
+    balance: float | None
+
+
+def _geomean(values: Sequence[float]) -> float | None:
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
 
 
 def candidates(results: Results, stacks: Sequence[str]) -> list[Candidate]:
-    """Best first: most goals met, then the most small-response throughput."""
+    """Best first: most goals met, then the best balance across all of them.
+
+    Counting goals alone ties configurations that trade one workload for another, and throughput
+    differences within run-to-run noise should not break the tie; the balance weighs every goal.
+    """
     found = []
     for name in stacks:
         goals = [g for g in goals_for(results, name) if not g.goal.startswith("Production")]
@@ -202,6 +222,7 @@ def candidates(results: Results, stacks: Sequence[str]) -> list[Candidate]:
                 ping_rps=rps(results, name, "ping"),
                 slow_rps=rps(results, name, "slow"),
                 cpu_ratio=None if cpu_run is None else ceiling_ratio(results, cpu_run),
+                balance=_geomean([a for g in goals if (a := g.attainment) is not None]),
             )
         )
-    return sorted(found, key=lambda c: (-c.met, -(c.ping_rps or 0.0)))
+    return sorted(found, key=lambda c: (-c.met, -(c.balance or 0.0)))

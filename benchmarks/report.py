@@ -188,6 +188,7 @@ def defaults_section(results: Results) -> list[str]:
                 f"`{c.stack}`",
                 labels[c.stack],
                 f"{c.met}/{c.judged}",
+                _num(c.balance, 2),
                 _num(c.ping_rps, 0),
                 _num(c.slow_rps, 0),
                 _num(c.cpu_ratio, 2),
@@ -202,7 +203,10 @@ def defaults_section(results: Results) -> list[str]:
         "",
         "[docs/defaults.md](../defaults.md) explains each default and the trade-offs behind it. "
         "Every flaskprod configuration measured in this run, scored on the goals above "
-        "(the Production-cost goal is judged on the default stack only). Best first.",
+        "(the Production-cost goal is judged on the default stack only). Best first: most goals met, "
+        "then balance, the geometric mean over the goals of how far each got toward its target "
+        "(1.00 = every goal just met; each capped at 2), so a configuration that trades one workload "
+        "for another is weighed on all of them.",
         "",
     ]
     lines += _table(
@@ -210,6 +214,7 @@ def defaults_section(results: Results) -> list[str]:
             "stack",
             "configuration",
             "goals met",
+            "balance",
             "/api/ping rps",
             "/api/slow rps",
             "/api/cpu x ceiling",

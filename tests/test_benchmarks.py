@@ -209,6 +209,33 @@ def test_candidates_rank_by_goals_met_then_throughput() -> None:
     assert ranked[0].met > ranked[1].met
 
 
+def test_equal_goal_counts_are_ranked_by_balance_not_by_one_workload() -> None:
+    """Two configurations that each meet the same goals: the one nearer the missed targets wins."""
+    results = _results()
+    results["stacks"] += [
+        {"name": n, "label": f"label of {n}", "group": "flaskprod"} for n in ("flaskprod-fast", "flaskprod-even")
+    ]
+    results["runs"] += [
+        # Fastest on small responses, far off the I/O and CPU goals.
+        _run("flaskprod-fast", "ping", 9500),
+        _run("flaskprod-fast", "page", 900, p50=10, p99=25),
+        _run("flaskprod-fast", "static", 45000),
+        _run("flaskprod-fast", "slow", 85),
+        _run("flaskprod-fast", "cpu", 200),
+        # A little slower there, close to both.
+        _run("flaskprod-even", "ping", 9000),
+        _run("flaskprod-even", "page", 900, p50=10, p99=25),
+        _run("flaskprod-even", "static", 45000),
+        _run("flaskprod-even", "slow", 380),
+        _run("flaskprod-even", "cpu", 1500),
+    ]
+    ranked = {c.stack: c for c in candidates(results, ["flaskprod-fast", "flaskprod-even"])}
+    assert ranked["flaskprod-fast"].met == ranked["flaskprod-even"].met
+    assert candidates(results, ["flaskprod-fast", "flaskprod-even"])[0].stack == "flaskprod-even"
+    even, fast = ranked["flaskprod-even"].balance, ranked["flaskprod-fast"].balance
+    assert even is not None and fast is not None and even > fast
+
+
 def test_report_states_missed_goals_with_their_numbers_and_the_commands() -> None:
     text = report.render(_results(), [Path("throughput.png")])
     assert "| page: >= 3x guide Option 2 | >= 3.00x | 2.25x (900 rps vs 400 rps) | **MISSED** |" in text

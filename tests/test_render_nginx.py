@@ -59,7 +59,7 @@ def test_body_limit_is_the_bytes_the_app_uses(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["http", "uwsgi"])
-def test_read_timeout_comes_from_the_chain_between_the_deadline_and_the_kill(tmp_path: Path, protocol: Protocol) -> None:
+def test_read_timeout_sits_between_the_deadline_and_the_kill(tmp_path: Path, protocol: Protocol) -> None:
     spec = make_spec(**{"server.timeout": "7"})
     derived = derive(spec, MACHINE)
     text = rendered(spec, context(tmp_path, protocol), derived)
