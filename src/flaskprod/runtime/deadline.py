@@ -18,9 +18,14 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
+from typing import ParamSpec, TypeVar
 
 from werkzeug.exceptions import GatewayTimeout
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class RequestTimeout(GatewayTimeout):
@@ -46,7 +51,8 @@ class Watchdog:
     """One daemon thread that stops request threads past their deadline.
 
     arm/disarm run on the request's own thread; the watchdog raises only in a thread that is still
-    armed, and both sides hold the lock, so no exception reaches a thread after its request ended.
+    armed, under the same lock; disarm withdraws one that fired as the request ended, and
+    call_with_deadline absorbs one raised on the way into disarm.
     """
 
     def __init__(self) -> None:
@@ -121,3 +127,17 @@ def disarm() -> None:
         _watchdog.disarm()
     else:
         signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def call_with_deadline(seconds: float, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """call(*args, **kwargs), stopped with RequestTimeout if it runs past seconds."""
+    arm(seconds)
+    try:
+        return call(*args, **kwargs)
+    finally:
+        # Not contextlib.suppress: its __enter__ is Python code, where a pending exception would land unguarded.
+        try:  # noqa: SIM105
+            disarm()
+        except RequestTimeout:
+            # The deadline passed just as the call returned (raised on entering disarm): the result stands.
+            pass

@@ -90,11 +90,7 @@ class RequestPipeline:
                 start(status, headers)
                 return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
             if self._timeout is not None:
-                deadline.arm(self._timeout)
-                try:
-                    return self.wsgi_app(environ, start)
-                finally:
-                    deadline.disarm()
+                return deadline.call_with_deadline(self._timeout, self.wsgi_app, environ, start)
             return self.wsgi_app(environ, start)
         finally:
             elapsed = time.perf_counter() - t0
