@@ -54,8 +54,10 @@ def workload_tables(results: Results) -> list[str]:
     lines = [
         "## Results",
         "",
-        f"Each row: one `wrk` run of {results['settings']['duration_s']} s at {MAIN_CONNECTIONS} connections "
-        "on a freshly started, warmed-up stack. requests/s counts successful (2xx/3xx) responses only; "
+        f"Each row: the median by requests/s of {results['settings'].get('samples', 1)} `wrk` run(s) of "
+        f"{results['settings']['duration_s']} s at {MAIN_CONNECTIONS} connections "
+        "on a freshly started, warmed-up stack (its p50 and p99 are from that same run). "
+        "requests/s counts successful (2xx/3xx) responses only; "
         "p50/p99 are wrk's, over every response; - = no response at all. "
         "errors = non-2xx/3xx responses + socket errors "
         "(connect, read, write, timeouts over 2 s). x ceiling = requests/s over (in-process calls/s per core "
@@ -301,8 +303,10 @@ def method_section(results: Results, images: Sequence[Path]) -> list[str]:
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
         f"- Load: wrk with {s['wrk_threads']} threads on the same machine, `--latency`, timeout "
         f"{s['wrk_timeout_s']} s; {s['stack_warmup_s']} s warm-up per stack and {s['workload_warmup_s']} s per "
-        f"workload, then {s['duration_s']} s measured; sweep levels {s['connections']}, the rest at "
-        f"{s['main_connections']} connections.",
+        f"workload, then {s['duration_s']} s measured, {s.get('samples', 1)} time(s) at "
+        f"{s['main_connections']} connections (the median reported; every sample's requests/s is in "
+        f"results.json) and once at the other sweep levels {s['connections']}. The in-process pairs "
+        "(bare app, Production behind a proxy, Production alone) alternate in as many rounds, each the median.",
         "- Slow clients: 64 sockets each sending one header byte every 0.5 s (never completing a request; "
         "closed ones are reopened) while wrk measures /api/ping.",
         f"- PostgreSQL: {results.get('postgresql', 'not run')}.",

@@ -251,6 +251,17 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
         )
         for k, n in (("uwsgi", 1), ("uwsgi", 4), ("uwsgi", 16), ("gunicorn", 1))
     ]
+    # Threads with the classic process count (2 x cores + 1 on 2 cores): fewer threads each, more processes.
+    stacks.append(
+        Stack(
+            name="flaskprod-uwsgi-5x4",
+            label="flaskprod up --server uwsgi --workers 5 --threads 4",
+            group="flaskprod",
+            kind="up",
+            up_args=("--server", "uwsgi", "--workers", "5", "--threads", "4"),
+            full_only=True,
+        )
+    )
     stacks += [
         Stack(
             name="guide-option2", label="guide Option 2: nginx -> gunicorn 4 sync (TCP)", group="peer", kind="option2"
