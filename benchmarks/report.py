@@ -205,10 +205,10 @@ def defaults_section(results: Results) -> list[str]:
         "",
         "[docs/defaults.md](../defaults.md) explains each default and the trade-offs behind it. "
         "Every flaskprod configuration measured in this run, scored on the goals above "
-        "(the Production-cost goal is judged on the default stack only). Best first: most goals met, "
-        "then balance, the geometric mean over the goals of how far each got toward its target "
-        "(1.00 = every goal just met; each capped at 2), so a configuration that trades one workload "
-        "for another is weighed on all of them.",
+        "(the Production-cost goal is judged on the default stack only). Best first by balance: the "
+        "geometric mean over the goals of how far each got toward its target (1.00 = every goal just "
+        "met; each capped at 2), then goals met. A count of goals flips when a figure crosses its "
+        "threshold by a few percent, within this machine's noise; the balance weighs every workload.",
         "",
     ]
     lines += _table(

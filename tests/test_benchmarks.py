@@ -203,13 +203,13 @@ def test_ratios_use_successful_responses_only() -> None:
     assert ceiling_ratio(results, cpu) == pytest.approx(0.85)
 
 
-def test_candidates_rank_by_goals_met_then_throughput() -> None:
+def test_candidates_rank_by_balance_then_goals_met() -> None:
     ranked = candidates(_results(), ["flaskprod-gunicorn", "flaskprod-default"])
     assert [c.stack for c in ranked] == ["flaskprod-default", "flaskprod-gunicorn"]
     assert ranked[0].met > ranked[1].met
 
 
-def test_equal_goal_counts_are_ranked_by_balance_not_by_one_workload() -> None:
+def test_balance_outranks_one_workload() -> None:
     """Two configurations that each meet the same goals: the one nearer the missed targets wins."""
     results = _results()
     results["stacks"] += [
