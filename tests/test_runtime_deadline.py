@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from flaskprod import Production
+from flaskprod.runtime.deadline import Watchdog
 from flaskprod.spec import Spec
 
 
@@ -121,3 +122,19 @@ def test_many_threads_each_get_their_own_deadline() -> None:
     for t in threads:
         t.join(15)
     assert sorted(outcomes) == [200] * 5 + [504] * 3
+
+
+def test_the_watchdog_does_not_wake_for_every_request() -> None:
+    """Waking it per request would cost a thread switch each time; it looks once per deadline length."""
+    watchdog = Watchdog()
+
+    def requests() -> None:
+        for _ in range(500):
+            watchdog.arm(30)
+            watchdog.disarm()
+            time.sleep(0.0005)  # the gaps in which no request is armed
+
+    worker = threading.Thread(target=requests)
+    worker.start()
+    worker.join(30)
+    assert watchdog.looks <= 2

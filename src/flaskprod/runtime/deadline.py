@@ -61,17 +61,21 @@ class Watchdog:
         self._fired: set[int] = set()
         self._thread: threading.Thread | None = None
         self._wakes_at = math.inf  # when the watchdog looks next
+        self._idle_look = math.inf  # how long it waits with nothing armed: the last deadline's length
+        self.looks = 0  # times the watchdog has woken and looked: not once per request
 
     def arm(self, seconds: float) -> None:
         due = time.monotonic() + seconds
         with self._lock:
             self._deadlines[threading.get_ident()] = due
+            self._idle_look = seconds
             if self._thread is None:
                 # Started lazily in the worker: threads do not survive the server's fork.
                 self._thread = threading.Thread(target=self._run, name="flaskprod-deadline", daemon=True)
                 self._thread.start()
-            # Woken only for a deadline before its next look: a wake per request would cost a
-            # thread switch on every request, and with one length for every deadline it is rare.
+            # Woken only for a deadline before its next look. A wake per request would cost a thread
+            # switch and a hand-over of the interpreter lock on every request; with one length for every
+            # deadline, and the idle watchdog looking again that long after it found none, it is rare.
             if due < self._wakes_at:
                 self._lock.notify()
 
@@ -87,13 +91,14 @@ class Watchdog:
     def _run(self) -> None:
         with self._lock:
             while True:
+                self.looks += 1
                 now = time.monotonic()
                 for ident, due in list(self._deadlines.items()):
                     if due <= now:
                         del self._deadlines[ident]
                         self._fired.add(ident)
                         _set_async_exc(ident, RequestTimeout)
-                self._wakes_at = min(self._deadlines.values(), default=math.inf)
+                self._wakes_at = min(self._deadlines.values(), default=now + self._idle_look)
                 self._lock.wait(None if self._wakes_at == math.inf else self._wakes_at - now)
 
 
