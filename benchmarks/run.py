@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import machine, procs, slowclients, wrk
 from .ratios import MAIN_CONNECTIONS, goals_for
@@ -174,6 +174,14 @@ def _levels(workload: Workload, mode: Mode) -> tuple[int, ...]:
     return mode.connections if workload.sweep else (MAIN_CONNECTIONS,)
 
 
+T = TypeVar("T", bound=tuple[wrk.WrkResult, *tuple[Any, ...]])
+
+
+def median_sample(samples: Sequence[T]) -> T:
+    """The sample with the median throughput (the upper of an even count): no single stall can decide it."""
+    return sorted(samples, key=lambda sample: sample[0].ok_rps)[len(samples) // 2]
+
+
 def load_workloads(
     stack: Stack, running: Running, workloads: Sequence[Workload], mode: Mode, say: Say
 ) -> list[dict[str, Any]]:
@@ -195,8 +203,7 @@ def load_workloads(
             for _ in range(mode.samples if connections == MAIN_CONNECTIONS else 1):
                 with slowclients.holding(running.plan.port, running.plan.host_header, workload.slow_clients) as slow:
                     samples.append((*wrk.run(args, mode.duration), slow))
-            samples.sort(key=lambda sample: sample[0].ok_rps)
-            result, text, slow = samples[len(samples) // 2]
+            result, text, slow = median_sample(samples)
             alive = running.alive()
             runs.append(
                 {

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from benchmarks import report, wrk
 from benchmarks.ratios import candidates, ceiling_ratio, goals_for
+from benchmarks.run import median_sample
 from benchmarks.stacks import all_stacks
 
 WRK_OK = """\
@@ -258,3 +259,17 @@ def test_peer_nginx_files_are_filled_completely_and_option3_shares_its_socket(tm
     assert "proxy_pass http://127.0.0.1:" in option2.files["nginx.conf"]
     gunicorn_args = option2.commands[0].args
     assert gunicorn_args[-3:] == ["--workers", "4", "wsgi:app"]
+
+
+def _wrk_result(ok: int, seconds: float = 1.0) -> wrk.WrkResult:
+    return wrk.WrkResult(
+        requests=ok, seconds=seconds, rps=ok / seconds, p50_ms=1.0, p75_ms=1.0, p90_ms=1.0, p99_ms=2.0,
+        non_2xx=0, connect_errors=0, read_errors=0, write_errors=0, timeouts=0,
+    )
+
+
+def test_the_median_sample_is_reported_whole_and_one_stall_cannot_decide_it() -> None:
+    stalled, normal, lucky = (_wrk_result(n) for n in (900, 5000, 5400))
+    chosen = median_sample([(lucky, "lucky"), (stalled, "stalled"), (normal, "normal")])
+    assert chosen == (normal, "normal")  # its latencies and its text come with it
+    assert median_sample([(stalled, "only")]) == (stalled, "only")
