@@ -49,6 +49,12 @@ def goals_section(results: Results) -> list[str]:
     return lines + _table(["goal", "target", "measured", "verdict"], rows)[:-1] + notes
 
 
+def _rounds_text(results: Results) -> str:
+    if not results["settings"].get("rounds"):
+        return ""
+    return "(in rounds: every stack started, measured and stopped in turn, then all again) "
+
+
 def workload_tables(results: Results) -> list[str]:
     labels = _stack_labels(results)
     lines = [
@@ -56,7 +62,7 @@ def workload_tables(results: Results) -> list[str]:
         "",
         f"Each row: the median by requests/s of {results['settings'].get('samples', 1)} `wrk` run(s) of "
         f"{results['settings']['duration_s']} s at {MAIN_CONNECTIONS} connections "
-        "on a freshly started, warmed-up stack (its p50 and p99 are from that same run). "
+        f"{_rounds_text(results)}on a freshly started, warmed-up stack (its p50 and p99 are from that same run). "
         "requests/s counts successful (2xx/3xx) responses only; "
         "p50/p99 are wrk's, over every response; - = no response at all. "
         "errors = non-2xx/3xx responses + socket errors "
@@ -303,7 +309,8 @@ def method_section(results: Results, images: Sequence[Path]) -> list[str]:
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
         f"- Load: wrk with {s['wrk_threads']} threads on the same machine, `--latency`, timeout "
         f"{s['wrk_timeout_s']} s; {s['stack_warmup_s']} s warm-up per stack and {s['workload_warmup_s']} s per "
-        f"workload, then {s['duration_s']} s measured, {s.get('samples', 1)} time(s) at "
+        f"workload, then {s['duration_s']} s measured, {s.get('samples', 1)} time(s) "
+        f"{_rounds_text(results)}at "
         f"{s['main_connections']} connections (the median reported; every sample's requests/s is in "
         f"results.json) and once at the other sweep levels {s['connections']}. The in-process pairs "
         "(bare app, Production behind a proxy, Production alone) alternate in as many rounds, each the median.",

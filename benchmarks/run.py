@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from . import machine, procs, slowclients, wrk
 from .ratios import MAIN_CONNECTIONS, goals_for
@@ -37,9 +37,11 @@ class Mode:
     inprocess_seconds: float
     postgres: bool
     wrk_threads: int = 2
-    # wrk runs per point at MAIN_CONNECTIONS, where the goals are judged; the median one is reported.
-    # On a shared 2-core VM one run can catch a stall of a second or more; the median of three cannot
-    # be decided by one. The in-process pairs alternate the same number of rounds.
+    # Rounds: every stack is started, measured at MAIN_CONNECTIONS (where the goals are judged) and
+    # stopped in turn, then all of them again; each point reports its median round. This machine's
+    # speed drifts by a third within minutes, so a slow spell falls on every stack alike instead of
+    # on whichever one was being measured, and one stall cannot decide a point. The sweep levels
+    # run in the first round only; the in-process pairs alternate the same number of rounds.
     samples: int = 1
 
 
@@ -54,7 +56,7 @@ QUICK = Mode(
 )
 FULL = Mode(
     name="full",
-    duration=4,
+    duration=3,
     stack_warmup=2,
     workload_warmup=1,
     connections=(16, MAIN_CONNECTIONS, 256),
@@ -174,16 +176,14 @@ def _levels(workload: Workload, mode: Mode) -> tuple[int, ...]:
     return mode.connections if workload.sweep else (MAIN_CONNECTIONS,)
 
 
-T = TypeVar("T", bound=tuple[wrk.WrkResult, *tuple[Any, ...]])
-
-
-def median_sample(samples: Sequence[T]) -> T:
-    """The sample with the median throughput (the upper of an even count): no single stall can decide it."""
-    return sorted(samples, key=lambda sample: sample[0].ok_rps)[len(samples) // 2]
+def median_run(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median throughput (the upper of an even count), whole, with every round's figure."""
+    chosen = sorted(rounds, key=lambda run: run["ok_rps"])[len(rounds) // 2]
+    return {**chosen, "samples_ok_rps": [run["ok_rps"] for run in rounds]}
 
 
 def load_workloads(
-    stack: Stack, running: Running, workloads: Sequence[Workload], mode: Mode, say: Say
+    stack: Stack, running: Running, workloads: Sequence[Workload], mode: Mode, say: Say, *, sweep: bool
 ) -> list[dict[str, Any]]:
     runs = []
     for workload in workloads:
@@ -191,7 +191,7 @@ def load_workloads(
         if settled > 1:
             say(f"  {stack.name}: waited {settled:g} s for the stack to answer before {workload.name}")
         _warm(running, workload.path, mode.workload_warmup, mode.wrk_threads)
-        for connections in _levels(workload, mode):
+        for connections in _levels(workload, mode) if sweep else (MAIN_CONNECTIONS,):
             args = wrk.command(
                 running.url + workload.path,
                 connections=connections,
@@ -199,11 +199,8 @@ def load_workloads(
                 threads=mode.wrk_threads,
                 host_header=running.plan.host_header,
             )
-            samples = []
-            for _ in range(mode.samples if connections == MAIN_CONNECTIONS else 1):
-                with slowclients.holding(running.plan.port, running.plan.host_header, workload.slow_clients) as slow:
-                    samples.append((*wrk.run(args, mode.duration), slow))
-            result, text, slow = median_sample(samples)
+            with slowclients.holding(running.plan.port, running.plan.host_header, workload.slow_clients) as slow:
+                result, text = wrk.run(args, mode.duration)
             alive = running.alive()
             runs.append(
                 {
@@ -212,7 +209,6 @@ def load_workloads(
                     "connections": connections,
                     "command": shlex.join(args),
                     **result.as_dict(),
-                    "samples_ok_rps": [round(sample[0].ok_rps, 1) for sample in samples],
                     "slow_clients": workload.slow_clients,
                     "slow_client_connections": None if slow is None else slow.connections_opened,
                     "stack_alive_after": alive,
@@ -237,7 +233,14 @@ def memory(running: Running) -> dict[str, Any]:
 
 
 def bench_stack(
-    stack: Stack, workloads: Sequence[Workload], mode: Mode, env: Mapping[str, str], run_dir: Path, say: Say
+    stack: Stack,
+    workloads: Sequence[Workload],
+    mode: Mode,
+    env: Mapping[str, str],
+    run_dir: Path,
+    say: Say,
+    *,
+    sweep: bool = True,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Start, warm, load, measure memory, stop; a failure is recorded for the report, never hidden."""
     record: dict[str, Any] = {
@@ -257,11 +260,32 @@ def bench_stack(
             record["commands"] = [c.shown() for c in running.plan.commands]
             record["startup_s"] = round(time.monotonic() - t0, 1)
             _warm(running, workloads[0].path, mode.stack_warmup, mode.wrk_threads)
-            runs = load_workloads(stack, running, workloads, mode, say)
+            runs = load_workloads(stack, running, workloads, mode, say, sweep=sweep)
             record.update(memory(running))
     except Exception as exc:  # the run goes on; the report shows what failed and why
         record["error"] = f"{type(exc).__name__}: {exc}"[-3000:]
         say(f"  {stack.name}: FAILED: {record['error'][:600]}")
+    return record, runs
+
+
+def _stack_round(
+    stack: Stack, mode: Mode, env: Mapping[str, str], run_dir: Path, pg_url: str | None, say: Say, round_: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One round of one stack: its SQLite workloads, then (restarted against PostgreSQL) its PostgreSQL ones."""
+    wanted = [w for w in WORKLOADS if stack.only is None or w.name in stack.only]
+    sqlite = [w for w in wanted if w.database == "sqlite"]
+    sweep = round_ == 0
+    record, runs = bench_stack(
+        stack, sqlite, mode, stack_env(env, stack, f"sqlite:///{run_dir}/db.sqlite3"), run_dir, say, sweep=sweep
+    )
+    pg = [w for w in wanted if w.database == "postgresql"]
+    if pg and pg_url and record["error"] is None:
+        pg_record, pg_runs = bench_stack(
+            stack, pg, mode, stack_env(env, stack, pg_url), run_dir.with_name(f"{run_dir.name}-pg"), say, sweep=sweep
+        )
+        runs += pg_runs
+        if pg_record["error"]:
+            record["error_postgresql"] = pg_record["error"]
     return record, runs
 
 
@@ -315,6 +339,7 @@ def run(mode: Mode, stacks: Sequence[Stack], say: Say) -> dict[str, Any]:
             "wrk_timeout_s": 2,
             "inprocess_seconds": mode.inprocess_seconds,
             "samples": mode.samples,
+            "rounds": True,
         },
         "environment": {
             "FLASK_SECRET_KEY": "<64 random hex characters per run>",
@@ -329,24 +354,19 @@ def run(mode: Mode, stacks: Sequence[Stack], say: Say) -> dict[str, Any]:
         results["ceiling"], results["production_cost"] = measure_inprocess(mode, env, work, say)
         with postgres(mode.postgres, say) as (pg_url, pg_note):
             results["postgresql"] = pg_note or "throwaway cluster or local server (tests/pg.py)"
-            for stack in stacks:
-                say(f"{stack.name}: {stack.label}")
-                wanted = [w for w in WORKLOADS if stack.only is None or w.name in stack.only]
-                sqlite = [w for w in wanted if w.database == "sqlite"]
-                run_dir = work / stack.name
-                record, runs = bench_stack(
-                    stack, sqlite, mode, stack_env(env, stack, f"sqlite:///{run_dir}/db.sqlite3"), run_dir, say
-                )
-                pg = [w for w in wanted if w.database == "postgresql"]
-                if pg and pg_url and record["error"] is None:
-                    pg_record, pg_runs = bench_stack(
-                        stack, pg, mode, stack_env(env, stack, pg_url), work / f"{stack.name}-pg", say
-                    )
-                    runs += pg_runs
-                    if pg_record["error"]:
-                        record["error_postgresql"] = pg_record["error"]
-                results["stacks"].append(record)
-                results["runs"].extend(runs)
+            records: dict[str, dict[str, Any]] = {}
+            rounds: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+            for round_ in range(mode.samples):
+                for stack in stacks:
+                    if round_ and records[stack.name]["error"] is not None:
+                        continue  # failed in the first round: the report says why; no second attempt
+                    say(f"{stack.name} (round {round_ + 1} of {mode.samples}): {stack.label}")
+                    record, runs = _stack_round(stack, mode, env, work / f"{stack.name}-{round_}", pg_url, say, round_)
+                    records.setdefault(stack.name, record)  # start-up time and memory from the first round
+                    for run in runs:
+                        rounds.setdefault((run["stack"], run["workload"], run["connections"]), []).append(run)
+            results["stacks"] = [records[s.name] for s in stacks]
+            results["runs"] = [median_run(r) for r in rounds.values()]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from benchmarks import report, wrk
 from benchmarks.ratios import candidates, ceiling_ratio, goals_for
-from benchmarks.run import median_sample
+from benchmarks.run import median_run
 from benchmarks.stacks import all_stacks
 
 WRK_OK = """\
@@ -261,15 +261,10 @@ def test_peer_nginx_files_are_filled_completely_and_option3_shares_its_socket(tm
     assert gunicorn_args[-3:] == ["--workers", "4", "wsgi:app"]
 
 
-def _wrk_result(ok: int, seconds: float = 1.0) -> wrk.WrkResult:
-    return wrk.WrkResult(
-        requests=ok, seconds=seconds, rps=ok / seconds, p50_ms=1.0, p75_ms=1.0, p90_ms=1.0, p99_ms=2.0,
-        non_2xx=0, connect_errors=0, read_errors=0, write_errors=0, timeouts=0,
-    )
-
-
-def test_the_median_sample_is_reported_whole_and_one_stall_cannot_decide_it() -> None:
-    stalled, normal, lucky = (_wrk_result(n) for n in (900, 5000, 5400))
-    chosen = median_sample([(lucky, "lucky"), (stalled, "stalled"), (normal, "normal")])
-    assert chosen == (normal, "normal")  # its latencies and its text come with it
-    assert median_sample([(stalled, "only")]) == (stalled, "only")
+def test_each_point_reports_its_median_round_whole_and_every_round_s_figure() -> None:
+    figures = ((900, 400), (5000, 9), (5400, 8))
+    stalled, normal, lucky = (_run("flaskprod-default", "ping", n, p99=p99) for n, p99 in figures)
+    chosen = median_run([lucky, stalled, normal])
+    assert (chosen["ok_rps"], chosen["p99_ms"]) == (5000, 9)  # its latencies come with it
+    assert chosen["samples_ok_rps"] == [5400, 900, 5000]
+    assert median_run([stalled])["ok_rps"] == 900
