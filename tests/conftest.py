@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import subprocess
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,27 @@ from tests.support import BIN, free_port, stop_group
 BOOT_TIMEOUT = 30.0
 # Variables from the developer's shell that would change what the app under test sees.
 _INHERITED_PREFIXES = ("FLASK_", "FLASKPROD_", "GUNICORN_", "PROMETHEUS_MULTIPROC_DIR", "DATABASE_URL")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Temporary directories of the servers under test go under pytest's own, not /tmp.
+
+    Some tests SIGKILL a server on purpose, which leaves its run directory behind; here pytest's
+    retention cleans it up like any other test file.
+    """
+    path = tmp_path_factory.mktemp("tmp")
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(path)
+    tempfile.tempdir = None  # computed again from TMPDIR on next use
+    try:
+        yield path
+    finally:
+        if before is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = before
+        tempfile.tempdir = None
 
 
 class Postgres(Protocol):

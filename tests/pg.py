@@ -152,7 +152,9 @@ class ThrowawayPostgres:
     @classmethod
     def create(cls) -> ThrowawayPostgres:
         bin_dir = find_bin_dir()
-        root = Path(tempfile.mkdtemp(prefix="flaskprod-pg-"))
+        # Under /tmp itself, whatever TMPDIR says: the postgres user must reach the cluster's directory,
+        # and a private temp dir (pytest's is mode 0700) would shut it out.
+        root = Path(tempfile.mkdtemp(prefix="flaskprod-pg-", dir="/tmp"))
         if _is_root():
             _chown_to_pg_user(root)
         server = cls(bin_dir=bin_dir, root=root, port=free_port())
