@@ -210,29 +210,30 @@ def test_candidates_rank_by_balance_then_goals_met() -> None:
     assert ranked[0].met > ranked[1].met
 
 
+def _configuration(stack: str, *, ping: float, slow: float, cpu: float) -> list[dict[str, Any]]:
+    """One flaskprod configuration's runs: the same page and static figures, the given ping, slow and cpu."""
+    return [
+        _run(stack, "ping", ping),
+        _run(stack, "page", 900, p50=10, p99=25),
+        _run(stack, "static", 45000),
+        _run(stack, "slow", slow),
+        _run(stack, "cpu", cpu),
+    ]
+
+
 def test_balance_outranks_one_workload() -> None:
     """Two configurations that each meet the same goals: the one nearer the missed targets wins."""
     results = _results()
     results["stacks"] += [
         {"name": n, "label": f"label of {n}", "group": "flaskprod"} for n in ("flaskprod-fast", "flaskprod-even")
     ]
-    results["runs"] += [
-        # Fastest on small responses, far off the I/O and CPU goals.
-        _run("flaskprod-fast", "ping", 9500),
-        _run("flaskprod-fast", "page", 900, p50=10, p99=25),
-        _run("flaskprod-fast", "static", 45000),
-        _run("flaskprod-fast", "slow", 85),
-        _run("flaskprod-fast", "cpu", 200),
-        # A little slower there, close to both.
-        _run("flaskprod-even", "ping", 9000),
-        _run("flaskprod-even", "page", 900, p50=10, p99=25),
-        _run("flaskprod-even", "static", 45000),
-        _run("flaskprod-even", "slow", 380),
-        _run("flaskprod-even", "cpu", 1500),
-    ]
-    ranked = {c.stack: c for c in candidates(results, ["flaskprod-fast", "flaskprod-even"])}
+    # Fastest on small responses, far off the I/O and CPU goals; a little slower there, close to both.
+    results["runs"] += _configuration("flaskprod-fast", ping=9500, slow=85, cpu=200)
+    results["runs"] += _configuration("flaskprod-even", ping=9000, slow=380, cpu=1500)
+    order = candidates(results, ["flaskprod-fast", "flaskprod-even"])
+    ranked = {c.stack: c for c in order}
     assert ranked["flaskprod-fast"].met == ranked["flaskprod-even"].met
-    assert candidates(results, ["flaskprod-fast", "flaskprod-even"])[0].stack == "flaskprod-even"
+    assert order[0].stack == "flaskprod-even"
     even, fast = ranked["flaskprod-even"].balance, ranked["flaskprod-fast"].balance
     assert even is not None and fast is not None and even > fast
 
