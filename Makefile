@@ -51,7 +51,7 @@ clean:
 # Benchmarks need the test extras (uWSGI, PostgreSQL drivers) and matplotlib for the plots.
 BENCH_DEPS := $(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[test,bench]'
 
-## bench: every stack under wrk (5 s runs) at 16/64/256 connections, SQLite and PostgreSQL; results in docs/benchmarks/
+## bench: every stack under wrk (3 s runs, three rounds at 64 connections, once at 16 and 256), SQLite and PostgreSQL; results in docs/benchmarks/
 bench: $(STAMP)
 	@scripts/ensure-debs $(DEBS_TEST)
 	@$(BENCH_DEPS)

@@ -36,14 +36,32 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def ceiling_ratio(results: Results, run: Mapping[str, Any]) -> float | None:
-    """The run's throughput over what the raw app does in-process on every core: 1.0 = no server overhead."""
+def ceiling_rps(results: Results, workload: str) -> float | None:
+    """What the raw app does in-process on every core at once: no stack can serve more."""
     ceiling = results.get("ceiling", {})
-    per_core = ceiling.get("calls_per_s", {}).get(run["workload"])
+    per_core = ceiling.get("calls_per_s", {}).get(workload)
     cores = ceiling.get("cores")
     if per_core is None or not cores:
         return None
-    return ratio(float(run["ok_rps"]), per_core * cores)
+    return float(per_core) * int(cores)
+
+
+def ceiling_ratio(results: Results, run: Mapping[str, Any]) -> float | None:
+    """The run's throughput over what the raw app does in-process on every core: 1.0 = no server overhead."""
+    return ratio(float(run["ok_rps"]), ceiling_rps(results, run["workload"]))
+
+
+def app_core_efficiency(results: Results, run: Mapping[str, Any]) -> float | None:
+    """Requests per CPU second the app server spent, over the in-process calls per CPU second.
+
+    1.0: inside the server the app runs as fast as in the in-process loop; below it, the server's own
+    work, switches between threads and processes, and cold caches take the rest.
+    """
+    per_core = results.get("ceiling", {}).get("calls_per_s", {}).get(run["workload"])
+    app_cores = (run.get("cpu_cores") or {}).get("app")
+    if per_core is None or not app_cores:
+        return None
+    return ratio(float(run["ok_rps"]), per_core * app_cores)
 
 
 def peers(results: Results) -> list[str]:
@@ -69,6 +87,13 @@ class Goal:
     # None: the figures it needs were not measured in this run.
     met: bool | None
     below: bool = False  # met by staying under the threshold (latency), not reaching it
+    # The most any stack could reach on this machine: the ceiling x cores over the figure compared
+    # against. Below the threshold, the goal is out of reach here whatever the server does.
+    bound: float | None = None
+
+    @property
+    def reachable(self) -> bool | None:
+        return None if self.bound is None else self.bound >= self.threshold
 
     @property
     def attainment(self) -> float | None:
@@ -82,9 +107,20 @@ class Goal:
         return asdict(self)
 
 
-def _goal(goal: str, target: str, value: float | None, threshold: float, measured: str, *, below: bool = False) -> Goal:
+def _goal(
+    goal: str,
+    target: str,
+    value: float | None,
+    threshold: float,
+    measured: str,
+    *,
+    below: bool = False,
+    bound: float | None = None,
+) -> Goal:
     met = None if value is None else (value < threshold if below else value >= threshold)
-    return Goal(goal=goal, target=target, measured=measured, value=value, threshold=threshold, met=met, below=below)
+    return Goal(
+        goal=goal, target=target, measured=measured, value=value, threshold=threshold, met=met, below=below, bound=bound
+    )
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -105,6 +141,7 @@ def goals_for(results: Results, stack: str = DEFAULT) -> list[Goal]:
     c = MAIN_CONNECTIONS
     for workload in SMALL_DYNAMIC:
         mine = rps(results, stack, workload)
+        most = ceiling_rps(results, workload)
         peer, best = fastest_peer(results, workload)
         found.append(
             _goal(
@@ -113,6 +150,7 @@ def goals_for(results: Results, stack: str = DEFAULT) -> list[Goal]:
                 ratio(mine, best),
                 1.0,
                 f"{_x(ratio(mine, best))} ({_rps_text(mine)} vs {peer or 'no peer'} {_rps_text(best)})",
+                bound=ratio(most, best),
             )
         )
         option2 = rps(results, OPTION2, workload)
@@ -123,6 +161,7 @@ def goals_for(results: Results, stack: str = DEFAULT) -> list[Goal]:
                 ratio(mine, option2),
                 3.0,
                 f"{_x(ratio(mine, option2))} ({_rps_text(mine)} vs {_rps_text(option2)})",
+                bound=ratio(most, option2),
             )
         )
         run = find_run(results, stack, workload)
@@ -180,10 +219,23 @@ def goals_for(results: Results, stack: str = DEFAULT) -> list[Goal]:
             ">= 0.85x",
             cpu_ratio,
             0.85,
-            f"{_x(cpu_ratio)} ({_rps_text(None if cpu_run is None else float(cpu_run['ok_rps']))})",
+            f"{_x(cpu_ratio)} ({_rps_text(None if cpu_run is None else float(cpu_run['ok_rps']))}"
+            f"{_cores_text(cpu_run)})",
+            bound=1.0,
         )
     )
     return found
+
+
+def _cores_text(run: Mapping[str, Any] | None) -> str:
+    """Who had the cores during the run, when it was recorded: the app server can use only its share."""
+    cores = None if run is None else run.get("cpu_cores")
+    if not cores:
+        return ""
+    return (
+        f"; cores used: app server {cores['app']:.2f}, nginx {cores['nginx']:.2f}, wrk {cores['wrk']:.2f}, "
+        f"other {cores['other']:.2f}, idle {cores['idle']:.2f}"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

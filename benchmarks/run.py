@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import machine, procs, slowclients, wrk
+from . import cpu, machine, procs, slowclients, wrk
 from .ratios import MAIN_CONNECTIONS, goals_for
 from .stacks import REPO, Running, Stack, started
 from .workloads import BY_NAME, WORKLOADS, Workload
@@ -199,8 +199,11 @@ def load_workloads(
                 threads=mode.wrk_threads,
                 host_header=running.plan.host_header,
             )
+            roots = [g.pid for g in running.groups]
             with slowclients.holding(running.plan.port, running.plan.host_header, workload.slow_clients) as slow:
+                before, t0 = cpu.snapshot(roots), time.monotonic()
                 result, text = wrk.run(args, mode.duration)
+                cores = cpu.cores_used(before, cpu.snapshot(roots), time.monotonic() - t0)
             alive = running.alive()
             runs.append(
                 {
@@ -212,6 +215,7 @@ def load_workloads(
                     "slow_clients": workload.slow_clients,
                     "slow_client_connections": None if slow is None else slow.connections_opened,
                     "stack_alive_after": alive,
+                    "cpu_cores": cores,
                     "wrk_output": text,
                 }
             )
