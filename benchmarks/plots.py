@@ -137,6 +137,55 @@ def memory(results: Results, out: Path) -> Path | None:
     return path
 
 
+CORE_PARTS = (("app", "app server", "#2b7bba"), ("nginx", "nginx", "#009e73"), ("wrk", "wrk", "#e69f00"))
+CORE_REST = (("other", "other", "#999999"), ("idle", "idle", "#eeeeee"))
+
+
+def cores(results: Results, out: Path) -> Path | None:
+    """Where the cores went on each workload at the main concurrency: one stacked bar per stack."""
+    plt = _pyplot()
+    names = [
+        w
+        for w in ("ping", "page", "cpu")
+        if any(
+            r["workload"] == w and r["connections"] == MAIN_CONNECTIONS and r.get("cpu_cores") for r in results["runs"]
+        )
+    ]
+    if not names:
+        return None
+    per_panel = {
+        name: sorted(
+            (
+                r
+                for r in results["runs"]
+                if r["workload"] == name and r["connections"] == MAIN_CONNECTIONS and r.get("cpu_cores")
+            ),
+            key=lambda r: r["ok_rps"],
+        )
+        for name in names
+    }
+    bars = sum(len(runs) for runs in per_panel.values())
+    fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.0 * len(names) + 0.3 * bars), squeeze=False)
+    for ax, (name, runs) in zip(axes[:, 0], per_panel.items(), strict=True):
+        left = [0.0] * len(runs)
+        for key, label, color in (*CORE_PARTS, *CORE_REST):
+            widths = [r["cpu_cores"][key] for r in runs]
+            ax.barh([r["stack"] for r in runs], widths, left=left, color=color, label=label, edgecolor="#cccccc")
+            left = [a + b for a, b in zip(left, widths, strict=True)]
+        for i, r in enumerate(runs):
+            ax.text(left[i], i, f" {r['ok_rps']:,.0f} rps", va="center", fontsize=7)
+        ax.set_title(f"{BY_NAME[name].label}: cores used, {MAIN_CONNECTIONS} connections", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("cores (CPU seconds per second)", fontsize=7)
+        ax.set_xlim(0, results["machine"]["cores"] * 1.45)  # room for the labels and the legend
+    axes[0, 0].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    path = out / "cores.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_all(results: Results, out: Path) -> list[Path]:
     made = [
         throughput(results, out),
@@ -144,6 +193,7 @@ def write_all(results: Results, out: Path) -> list[Path]:
         concurrency(results, out, "ping"),
         concurrency(results, out, "page"),
         memory(results, out),
+        cores(results, out),
     ]
     wanted = {p for p in made if p is not None}
     # Plots a previous run made that this one did not (a full run's sweep after a quick run) would mislead.

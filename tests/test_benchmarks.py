@@ -340,3 +340,15 @@ def test_per_app_core_compares_the_server_s_cpu_with_the_in_process_loop() -> No
     assert (
         "| `flaskprod-default` | label of flaskprod-default | 6,000 | 1.60 | 0.40 | 0.30 | 0.10 | 0.20 | 0.50 |" in text
     )
+
+
+def test_render_without_results_says_what_to_run_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.__main__ import main
+
+    assert main(["--render", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: no readable results in {tmp_path}/results.json") and "make bench" in err
+    assert "\n" not in err
+    assert list(tmp_path.iterdir()) == []
