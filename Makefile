@@ -57,7 +57,7 @@ bench: $(STAMP)
 	@$(BENCH_DEPS)
 	$(BIN)/python -m benchmarks
 
-## bench-quick: a short run (64 connections, 2 s each, no PostgreSQL) for checking changes, under 3 minutes
+## bench-quick: a short run (64 connections, 2 s each, no PostgreSQL) for checking changes, under 3 minutes; results in build/bench-quick/
 bench-quick: $(STAMP)
 	@scripts/ensure-debs $(DEBS_RUN) wrk=wrk
 	@$(BENCH_DEPS)

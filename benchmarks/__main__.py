@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick]`: run the benchmarks and write docs/benchmarks/ (JSON, Markdown, plots)."""
+"""`python -m benchmarks [--quick]`: run the benchmarks; JSON, Markdown and plots (full runs: docs/benchmarks/)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from . import plots, report, run
 from .ratios import goals_for
 from .stacks import REPO, all_stacks, pick
 
+PUBLISHED = REPO / "docs" / "benchmarks"
+QUICK_OUT = REPO / "build" / "bench-quick"
+
 
 def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
@@ -22,7 +25,13 @@ def say(line: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs at 64 connections, no PostgreSQL (< 3 min)")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks", help="where results go")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where results go (default: docs/benchmarks/ for a full run; build/bench-quick/ for a quick one, "
+        "so checking a change never replaces the published results)",
+    )
     parser.add_argument("--stacks", default="", help="comma-separated stack names (default: all)")
     parser.add_argument(
         "--render",
@@ -30,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         help="no measuring: rewrite README.md and the plots from the results.json already in --out",
     )
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = QUICK_OUT if args.quick else PUBLISHED
 
     if args.render:
         return render(args.out)
