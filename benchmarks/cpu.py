@@ -55,16 +55,15 @@ def _children_seconds() -> float:
 
 def snapshot(roots: Iterable[int]) -> Snapshot:
     app = nginx = 0
-    for root in roots:
-        for pid in [root, *procs.descendants(root)]:
-            try:
-                name, ticks = stat_ticks(Path(f"/proc/{pid}/stat").read_text())
-            except OSError:
-                continue  # gone between the listing and the read: its parent's cutime has it
-            if name.startswith("nginx"):
-                nginx += ticks
-            else:
-                app += ticks
+    for pid in procs.trees(roots):
+        try:
+            name, ticks = stat_ticks(Path(f"/proc/{pid}/stat").read_text())
+        except OSError:
+            continue  # gone between the listing and the read: its parent's cutime has it
+        if name.startswith("nginx"):
+            nginx += ticks
+        else:
+            app += ticks
     busy, idle = _machine_ticks()
     return Snapshot(app=app, nginx=nginx, busy=busy, idle=idle, wrk=_children_seconds())
 

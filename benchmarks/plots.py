@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .ratios import MAIN_CONNECTIONS
+from .ratios import CORES_WORKLOADS, MAIN_CONNECTIONS, runs_with_cores
 from .workloads import BY_NAME
 
 Results = Mapping[str, Any]
@@ -144,28 +144,12 @@ CORE_REST = (("other", "other", "#999999"), ("idle", "idle", "#eeeeee"))
 def cores(results: Results, out: Path) -> Path | None:
     """Where the cores went on each workload at the main concurrency: one stacked bar per stack."""
     plt = _pyplot()
-    names = [
-        w
-        for w in ("ping", "page", "cpu")
-        if any(
-            r["workload"] == w and r["connections"] == MAIN_CONNECTIONS and r.get("cpu_cores") for r in results["runs"]
-        )
-    ]
-    if not names:
+    # barh draws its first bar at the bottom: slowest first puts the fastest on top, as in the tables.
+    per_panel = {name: runs[::-1] for name in CORES_WORKLOADS if (runs := runs_with_cores(results, name))}
+    if not per_panel:
         return None
-    per_panel = {
-        name: sorted(
-            (
-                r
-                for r in results["runs"]
-                if r["workload"] == name and r["connections"] == MAIN_CONNECTIONS and r.get("cpu_cores")
-            ),
-            key=lambda r: r["ok_rps"],
-        )
-        for name in names
-    }
     bars = sum(len(runs) for runs in per_panel.values())
-    fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.0 * len(names) + 0.3 * bars), squeeze=False)
+    fig, axes = plt.subplots(len(per_panel), 1, figsize=(9, 1.0 * len(per_panel) + 0.3 * bars), squeeze=False)
     for ax, (name, runs) in zip(axes[:, 0], per_panel.items(), strict=True):
         left = [0.0] * len(runs)
         for key, label, color in (*CORE_PARTS, *CORE_REST):

@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,8 +85,9 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
-def descendants(pid: int) -> list[int]:
-    children = _children_map()
+def descendants(pid: int, children: Mapping[int, list[int]] | None = None) -> list[int]:
+    """pid's descendants; children (from one scan of /proc) saves the scan when asking about several."""
+    children = _children_map() if children is None else children
     found: list[int] = []
     todo = [pid]
     while todo:
@@ -94,6 +95,12 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def trees(roots: Iterable[int]) -> list[int]:
+    """Each root and all its descendants, from one scan of /proc."""
+    children = _children_map()
+    return [pid for root in roots for pid in (root, *descendants(root, children))]
 
 
 def command_name(pid: int) -> str:
@@ -111,7 +118,7 @@ def worker_pids(root: int) -> list[int]:
     (the Flask development server) is its own leaf.
     """
     children = _children_map()
-    tree = [root, *descendants(root)]
+    tree = [root, *descendants(root, children)]
     return [p for p in tree if p not in children and not command_name(p).startswith("nginx")]
 
 

@@ -36,14 +36,19 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
+def _per_core(results: Results, workload: str) -> float | None:
+    """The raw app's in-process calls per second on one core."""
+    value = results.get("ceiling", {}).get("calls_per_s", {}).get(workload)
+    return None if value is None else float(value)
+
+
 def ceiling_rps(results: Results, workload: str) -> float | None:
     """What the raw app does in-process on every core at once: no stack can serve more."""
-    ceiling = results.get("ceiling", {})
-    per_core = ceiling.get("calls_per_s", {}).get(workload)
-    cores = ceiling.get("cores")
+    per_core = _per_core(results, workload)
+    cores = results.get("ceiling", {}).get("cores")
     if per_core is None or not cores:
         return None
-    return float(per_core) * int(cores)
+    return per_core * int(cores)
 
 
 def ceiling_ratio(results: Results, run: Mapping[str, Any]) -> float | None:
@@ -57,11 +62,25 @@ def app_core_efficiency(results: Results, run: Mapping[str, Any]) -> float | Non
     1.0: inside the server the app runs as fast as in the in-process loop; below it, the server's own
     work, switches between threads and processes, and cold caches take the rest.
     """
-    per_core = results.get("ceiling", {}).get("calls_per_s", {}).get(run["workload"])
+    per_core = _per_core(results, run["workload"])
     app_cores = (run.get("cpu_cores") or {}).get("app")
     if per_core is None or not app_cores:
         return None
     return ratio(float(run["ok_rps"]), per_core * app_cores)
+
+
+# The workloads whose cores are shown: light, heavy and CPU-bound dynamic responses.
+CORES_WORKLOADS = ("ping", "page", "cpu")
+
+
+def runs_with_cores(results: Results, workload: str) -> list[Mapping[str, Any]]:
+    """The workload's runs at the main concurrency that recorded where the cores went, fastest first."""
+    runs = [
+        r
+        for r in results.get("runs", [])
+        if r["workload"] == workload and r["connections"] == MAIN_CONNECTIONS and r.get("cpu_cores")
+    ]
+    return sorted(runs, key=lambda r: -float(r["ok_rps"]))
 
 
 def peers(results: Results) -> list[str]:

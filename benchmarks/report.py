@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .ratios import (
+    CORES_WORKLOADS,
     DEFAULT,
     MAIN_CONNECTIONS,
     Goal,
@@ -15,6 +16,7 @@ from .ratios import (
     ceiling_ratio,
     find_run,
     goals_for,
+    runs_with_cores,
 )
 from .workloads import BY_NAME
 
@@ -48,7 +50,7 @@ def goals_section(results: Results) -> list[str]:
         "",
     ]
     rows = [
-        [g.goal, g.target, g.measured, _num(g.bound, 2) + ("x" if g.bound else ""), _verdict(g)]
+        [g.goal, g.target, g.measured, NONE if g.bound is None else f"{g.bound:.2f}x", _verdict(g)]
         for g in goals_for(results)
     ]
     notes = [
@@ -132,9 +134,6 @@ def sweep_table(results: Results) -> list[str]:
     return lines
 
 
-CORES_WORKLOADS = ("ping", "page", "cpu")
-
-
 def cores_section(results: Results) -> list[str]:
     """Where the cores went in each stack's median run: the app server can only use what is left to it."""
     labels = _stack_labels(results)
@@ -152,15 +151,10 @@ def cores_section(results: Results) -> list[str]:
     ]
     shown = False
     for name in CORES_WORKLOADS:
-        runs = [
-            r
-            for r in results["runs"]
-            if r["workload"] == name and r["connections"] == MAIN_CONNECTIONS and r.get("cpu_cores")
-        ]
+        runs = runs_with_cores(results, name)
         if not runs:
             continue
         shown = True
-        runs.sort(key=lambda r: -r["ok_rps"])
         rows = [
             [
                 f"`{r['stack']}`",

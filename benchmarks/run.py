@@ -186,6 +186,7 @@ def load_workloads(
     stack: Stack, running: Running, workloads: Sequence[Workload], mode: Mode, say: Say, *, sweep: bool
 ) -> list[dict[str, Any]]:
     runs = []
+    roots = [g.pid for g in running.groups]
     for workload in workloads:
         settled = settle(running)
         if settled > 1:
@@ -199,11 +200,11 @@ def load_workloads(
                 threads=mode.wrk_threads,
                 host_header=running.plan.host_header,
             )
-            roots = [g.pid for g in running.groups]
             with slowclients.holding(running.plan.port, running.plan.host_header, workload.slow_clients) as slow:
                 before, t0 = cpu.snapshot(roots), time.monotonic()
                 result, text = wrk.run(args, mode.duration)
-                cores = cpu.cores_used(before, cpu.snapshot(roots), time.monotonic() - t0)
+                wall = time.monotonic() - t0
+                cores = cpu.cores_used(before, cpu.snapshot(roots), wall)
             alive = running.alive()
             runs.append(
                 {
