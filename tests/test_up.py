@@ -247,7 +247,7 @@ def test_sigterm_lets_requests_in_flight_finish(stack: UpStack) -> None:
         Loader(stack.port, path="/slow?s=2", threads=1, max_requests=1, max_seconds=30).start() for _ in range(WORKERS)
     ]
     time.sleep(0.5)  # both slow requests are inside the app now
-    pings = Loader(stack.port, threads=2, max_requests=3000, max_seconds=40).start()
+    pings = Loader(stack.port, threads=2, max_requests=3000, max_seconds=40, tagged=True).start()
     time.sleep(0.3)
     os.kill(stack.proc.pid, signal.SIGTERM)
     assert stack.proc.wait(40) == 0, stack.output()
@@ -255,9 +255,16 @@ def test_sigterm_lets_requests_in_flight_finish(stack: UpStack) -> None:
     slow = [o for loader in in_flight for o in loader.join()]
     assert [o.status for o in slow] == [200] * WORKERS, summary(slow)
     outcomes = pings.outcomes
-    # Before nginx closed its listener every request was answered; after it, none was accepted.
-    assert {o.kind for o in outcomes} <= {"ok", "refused"}, summary(outcomes)
     assert pings.count("ok") > 0, summary(outcomes)
+    assert {o.kind for o in outcomes} <= {"ok", "refused", "unanswered"}, summary(outcomes)
+    # Every request nginx read was answered. A connection nginx had not read from yet when it closed its
+    # listener (still in the kernel's accept queue, or accepted and idle) is reset: its request was never
+    # received, so nginx logged nothing for it, and the client may send it again.
+    logged = {entry["uri"]: entry["status"] for entry in stack.nginx_access()}
+    assert all(logged.get(o.path) == 200 for o in outcomes if o.kind == "ok"), summary(outcomes)
+    unanswered = [o for o in outcomes if o.kind == "unanswered"]
+    assert all(o.path not in logged for o in unanswered), [(o.path, logged.get(o.path)) for o in unanswered]
+    assert len(unanswered) <= 2, summary(outcomes)  # at most one per client thread, at the moment the listener closed
     assert one_request(stack.port, "/api/ping").kind == "refused"
     assert "shutting down gracefully" in stack.stderr()
     assert processes_under(stack.root) == {}

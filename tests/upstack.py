@@ -198,6 +198,7 @@ class Outcome:
     started: float
     ended: float
     detail: str = ""
+    path: str = ""
 
 
 @dataclass
@@ -205,6 +206,7 @@ class Loader:
     """Threads sending GET path on a new connection each (so no keep-alive race blurs the result).
 
     Bounded twice: at most max_requests in all and max_seconds of time; stop() ends it sooner.
+    With tagged, each request's path carries its own number (?n=…), to find it in a server's log.
     """
 
     port: int
@@ -212,10 +214,12 @@ class Loader:
     threads: int = 4
     max_requests: int = 3000
     max_seconds: float = 30.0
+    tagged: bool = False
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _workers: list[threading.Thread] = field(default_factory=list)
+    _sent: int = 0
 
     def start(self) -> Loader:
         self._deadline = time.monotonic() + self.max_seconds
@@ -233,14 +237,20 @@ class Loader:
             worker.join(self.max_seconds + 30)
         return self.outcomes
 
-    def _claim(self) -> bool:
+    def _claim(self) -> str | None:
+        """The path of the next request, or None when the loader is done."""
         with self._lock:
             over = time.monotonic() > self._deadline or len(self.outcomes) >= self.max_requests
-            return not (over or self._stop.is_set())
+            if over or self._stop.is_set():
+                return None
+            self._sent += 1
+            if not self.tagged:
+                return self.path
+            return f"{self.path}{'&' if '?' in self.path else '?'}n={self._sent}"
 
     def _run(self) -> None:
-        while self._claim():
-            outcome = one_request(self.port, self.path)
+        while (path := self._claim()) is not None:
+            outcome = one_request(self.port, path)
             with self._lock:
                 self.outcomes.append(outcome)
             if outcome.kind == "refused":
@@ -257,15 +267,15 @@ def one_request(port: int, path: str, timeout: float = 30.0) -> Outcome:
         try:
             conn.connect()
         except OSError as exc:
-            return Outcome("refused", None, started, time.monotonic(), repr(exc))
+            return Outcome("refused", None, started, time.monotonic(), repr(exc), path)
         try:
             conn.request("GET", path, headers={"Connection": "close"})
             response = conn.getresponse()
             response.read()
         except (OSError, http.client.HTTPException) as exc:
-            return Outcome("unanswered", None, started, time.monotonic(), repr(exc))
+            return Outcome("unanswered", None, started, time.monotonic(), repr(exc), path)
         kind = "ok" if 200 <= response.status < 300 else "status"
-        return Outcome(kind, response.status, started, time.monotonic())
+        return Outcome(kind, response.status, started, time.monotonic(), path=path)
     finally:
         conn.close()
 
