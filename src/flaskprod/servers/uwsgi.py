@@ -62,7 +62,10 @@ def render_ini(
         ("threads", settings["threads"]),
         # The app's own background threads (metrics, log shipping) need the GIL machinery on.
         ("enable-threads", True),
-        ("thunder-lock", True),
+        # No thunder-lock: nginx opens an upstream connection per request, and handing one accept lock
+        # across processes on each of them (a futex wake, then the next holder scheduled) capped the
+        # accept rate with cores idle: /api/ping 1.10-1.15x without it, nothing lost elsewhere
+        # (docs/defaults.md).
         ("harakiri", settings["timeout"]),
         ("max-requests", settings["max_requests"]),
         # uWSGI staggers by worker id instead of a random jitter: spread the same range across the workers.
