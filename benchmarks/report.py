@@ -308,6 +308,10 @@ def defaults_section(results: Results) -> list[str]:
     return [*lines, ""]
 
 
+# The default with uWSGI's accept lock on, which flaskprod leaves off.
+ACCEPT_LOCK = "flaskprod-uwsgi-acceptlock"
+
+
 def _reasons(results: Results) -> list[str]:
     """Plain statements of the comparisons behind the choice, from this run's numbers only."""
     out = []
@@ -340,6 +344,13 @@ def _reasons(results: Results) -> list[str]:
                     f"{sn:,.0f} rps ({sn / s0:.2f}x the default's {s0:,.0f}), /api/cpu {cn:,.0f} ({cn / c0:.2f}x) "
                     f"and /api/ping {pn:,.0f} ({pn / p0:.2f}x)."
                 )
+    locked, plain = find_run(results, ACCEPT_LOCK, "ping"), find_run(results, pairs.get("uwsgi", ""), "ping")
+    if locked and plain and locked["ok_rps"] and locked.get("cpu_cores") and plain.get("cpu_cores"):
+        out.append(
+            f"- Accept lock (uwsgi): with thunder-lock on, /api/ping served {locked['ok_rps']:,.0f} rps "
+            f"({locked['ok_rps'] / plain['ok_rps']:.2f}x the default's {plain['ok_rps']:,.0f}), with "
+            f"{locked['cpu_cores']['idle']:.2f} of the cores idle against {plain['cpu_cores']['idle']:.2f}."
+        )
     workers = next((s.get("workers") for s in results["stacks"] if s["name"] == DEFAULT), None)
     if workers:
         out.append(

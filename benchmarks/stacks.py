@@ -262,6 +262,17 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
             full_only=True,
         )
     )
+    # uWSGI's accept lock (thunder-lock), which flaskprod leaves off: the default with it on.
+    stacks.append(
+        Stack(
+            name="flaskprod-uwsgi-acceptlock",
+            label="flaskprod up --server uwsgi --set server.accept_lock=true",
+            group="flaskprod",
+            kind="up",
+            up_args=("--server", "uwsgi", "--set", "server.accept_lock=true"),
+            full_only=True,
+        )
+    )
     stacks += [
         Stack(
             name="guide-option2", label="guide Option 2: nginx -> gunicorn 4 sync (TCP)", group="peer", kind="option2"

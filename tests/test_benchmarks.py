@@ -352,3 +352,18 @@ def test_render_without_results_says_what_to_run_and_writes_nothing(
     assert err.startswith(f"error: no readable results in {tmp_path}/results.json") and "make bench" in err
     assert "\n" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_compares_the_accept_lock_with_the_default_and_their_idle_cores() -> None:
+    results = _results()
+    results["stacks"].append({"name": "flaskprod-uwsgi-acceptlock", "label": "locked", "group": "flaskprod"})
+    locked = _run("flaskprod-uwsgi-acceptlock", "ping", 6300)
+    locked["cpu_cores"] = {"app": 1.2, "nginx": 0.3, "wrk": 0.1, "other": 0.0, "idle": 0.4}
+    results["runs"].append(locked)
+    default = next(r for r in results["runs"] if r["stack"] == "flaskprod-default" and r["workload"] == "ping")
+    default["cpu_cores"] = {"app": 1.5, "nginx": 0.4, "wrk": 0.1, "other": 0.0, "idle": 0.0}
+    text = report.render(results)
+    assert (
+        "- Accept lock (uwsgi): with thunder-lock on, /api/ping served 6,300 rps (0.70x the default's 9,000), "
+        "with 0.40 of the cores idle against 0.00." in text
+    )

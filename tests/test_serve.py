@@ -135,6 +135,14 @@ def test_uwsgi_ini_from_the_same_settings() -> None:
     assert "socket = /run/app.sock" in behind_nginx.splitlines()
 
 
+def test_uwsgi_accept_lock_is_off_unless_asked_for() -> None:
+    settings = print_config("tests.apps.factory", "--server", "uwsgi")
+    assert settings["accept_lock"] is False
+    assert not [line for line in render_ini(settings).splitlines() if line.startswith("thunder-lock")]
+    locked = print_config("tests.apps.factory", "--server", "uwsgi", "--set", "server.accept_lock=true")
+    assert "thunder-lock = true" in render_ini(locked).splitlines()
+
+
 def test_uwsgi_protocol_behind_nginx() -> None:
     env = clean_env(FLASKPROD_SERVER__PROTOCOL="uwsgi")
     settings = print_config("tests.apps.factory", "--server", "uwsgi", env=env)

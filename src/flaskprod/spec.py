@@ -109,6 +109,12 @@ class ServerSettings:
         minimum=0,
     )
     backlog: int = setting(2048, "Pending connections the listening socket holds.", minimum=1)
+    accept_lock: bool = setting(
+        False,
+        "uWSGI only: one lock around accept() shared by every worker and thread (uWSGI's thunder-lock). "
+        "Off: behind nginx, which opens a connection per request, handing the lock over left cores idle "
+        "(docs/defaults.md); it may pay with many workers on many cores.",
+    )
     worker_tmp_dir: str | Auto = setting(
         "auto", "Directory for worker heartbeat files; auto = /dev/shm when present (not an overlay disk)."
     )

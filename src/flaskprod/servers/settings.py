@@ -33,6 +33,7 @@ def server_settings(spec: Spec, derived: Derived, app: AppRef, *, worker_mb: flo
         "max_requests_jitter": derived.max_requests_jitter,
         "worker_tmp_dir": derived.worker_tmp_dir,
         "backlog": server.backlog,
+        "accept_lock": server.accept_lock,
         "preload": server.preload,
         "drain_delay": server.drain_delay,
         "proc_name": spec.app.name,

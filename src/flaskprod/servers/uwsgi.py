@@ -62,10 +62,9 @@ def render_ini(
         ("threads", settings["threads"]),
         # The app's own background threads (metrics, log shipping) need the GIL machinery on.
         ("enable-threads", True),
-        # No thunder-lock: nginx opens an upstream connection per request, and handing one accept lock
-        # across processes on each of them (a futex wake, then the next holder scheduled) capped the
-        # accept rate with cores idle: /api/ping 1.10-1.15x without it, nothing lost elsewhere
-        # (docs/defaults.md).
+        # Off by default: nginx opens an upstream connection per request, and handing the lock over on
+        # each (a futex wake, then the next holder scheduled) capped the accept rate with cores idle.
+        ("thunder-lock", settings["accept_lock"]),
         ("harakiri", settings["timeout"]),
         ("max-requests", settings["max_requests"]),
         # uWSGI staggers by worker id instead of a random jitter: spread the same range across the workers.
@@ -93,6 +92,8 @@ def render_ini(
         lines = [(k, v) for k, v in lines if not k.startswith("max-requests")]
     if settings["threads"] == 1:
         lines = [(k, v) for k, v in lines if k != "threads"]
+    if not settings["accept_lock"]:
+        lines = [(k, v) for k, v in lines if k != "thunder-lock"]
     body = "\n".join(f"{key} = {_ini_value(value)}" for key, value in lines)
     return f"; written by flaskprod from its settings; change flaskprod.toml, not this file\n[uwsgi]\n{body}\n"
 
