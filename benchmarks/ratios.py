@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 DEFAULT = "flaskprod-default"
+# The default with uWSGI's accept lock on, which flaskprod leaves off.
+ACCEPT_LOCK = "flaskprod-uwsgi-acceptlock"
 OPTION2 = "guide-option2"
 MAIN_CONNECTIONS = 64
 SMALL_DYNAMIC = ("ping", "page")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .ratios import (
+    ACCEPT_LOCK,
     CORES_WORKLOADS,
     DEFAULT,
     MAIN_CONNECTIONS,
@@ -308,10 +309,6 @@ def defaults_section(results: Results) -> list[str]:
     return [*lines, ""]
 
 
-# The default with uWSGI's accept lock on, which flaskprod leaves off.
-ACCEPT_LOCK = "flaskprod-uwsgi-acceptlock"
-
-
 def _reasons(results: Results) -> list[str]:
     """Plain statements of the comparisons behind the choice, from this run's numbers only."""
     out = []
@@ -345,7 +342,7 @@ def _reasons(results: Results) -> list[str]:
                     f"and /api/ping {pn:,.0f} ({pn / p0:.2f}x)."
                 )
     locked, plain = find_run(results, ACCEPT_LOCK, "ping"), find_run(results, pairs.get("uwsgi", ""), "ping")
-    if locked and plain and locked["ok_rps"] and locked.get("cpu_cores") and plain.get("cpu_cores"):
+    if locked and plain and plain["ok_rps"] and locked.get("cpu_cores") and plain.get("cpu_cores"):
         out.append(
             f"- Accept lock (uwsgi): with thunder-lock on, /api/ping served {locked['ok_rps']:,.0f} rps "
             f"({locked['ok_rps'] / plain['ok_rps']:.2f}x the default's {plain['ok_rps']:,.0f}), with "

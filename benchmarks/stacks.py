@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import procs
+from .ratios import ACCEPT_LOCK, DEFAULT
 
 REPO = Path(__file__).resolve().parent.parent
 TASKBOARD = REPO / "examples" / "taskboard"
@@ -225,7 +226,7 @@ def started(stack: Stack, run_dir: Path, env: Mapping[str, str], ready_timeout: 
 def all_stacks(*, default_kind: str) -> list[Stack]:
     """Every stack; `default_kind` is what `up` picks with no --server (its twin is flaskprod-default)."""
     kinds = ["gunicorn", "uwsgi"]
-    stacks = [Stack(name="flaskprod-default", label="flaskprod up (defaults)", group="flaskprod", kind="up")]
+    stacks = [Stack(name=DEFAULT, label="flaskprod up (defaults)", group="flaskprod", kind="up")]
     stacks += [
         Stack(
             name=f"flaskprod-{k}",
@@ -262,10 +263,9 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
             full_only=True,
         )
     )
-    # uWSGI's accept lock (thunder-lock), which flaskprod leaves off: the default with it on.
     stacks.append(
         Stack(
-            name="flaskprod-uwsgi-acceptlock",
+            name=ACCEPT_LOCK,
             label="flaskprod up --server uwsgi --set server.accept_lock=true",
             group="flaskprod",
             kind="up",
