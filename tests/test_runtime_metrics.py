@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flaskprod import Production
 from flaskprod.runtime import mark_worker_dead, prepare_multiproc_dir
-from flaskprod.runtime.metrics import MULTIPROC_ENV
+from flaskprod.runtime.metrics import MULTIPROC_ENV, pid_of_file
 from flaskprod.spec import Spec
 
 
@@ -142,7 +142,14 @@ Production(app, spec=Spec().replace(**{"logging.access_log": False}))
 client = app.test_client()
 for i in range(int(sys.argv[2])):
     client.get(f"/items/{i}")
-if sys.argv[3] == "scrape":
+if sys.argv[3] == "fork":  # as uWSGI does: a worker forked from a process that has served requests
+    child = os.fork()
+    if child == 0:
+        for i in range(3):
+            client.get(f"/items/{i}")
+        os._exit(0)
+    os.waitpid(child, 0)
+if sys.argv[3] in ("scrape", "fork"):
     sys.stdout.write(client.get("/metrics").text)
 """
 
@@ -165,14 +172,64 @@ def test_multiprocess_mode_adds_up_every_process(tmp_path: Path) -> None:
     assert value(text, "app_info", name="flaskapp", version="0.0.0") == 1
 
 
+def test_multiprocess_histogram_has_every_bucket(tmp_path: Path) -> None:
+    text = run_worker(tmp_path, 4, "scrape")
+    buckets = {
+        labels["le"]: count
+        for (name, label_items), count in samples(text).items()
+        if name == "http_request_duration_seconds_bucket"
+        for labels in [dict(label_items)]
+        if labels["endpoint"] == "/items/<int:item_id>"
+    }
+    assert len(buckets) == 15 and buckets["+Inf"] == 4
+    assert value(text, "http_request_duration_seconds_count", method="GET", endpoint="/items/<int:item_id>") == 4
+    assert value(text, "http_requests_in_progress", method="GET", endpoint="/items/<int:item_id>") == 0
+
+
+def test_a_forked_worker_counts_only_its_own_requests(tmp_path: Path) -> None:
+    text = run_worker(tmp_path, 2, "fork")
+    assert value(text, "http_requests_total", method="GET", endpoint="/items/<int:item_id>", status="200") == 5
+    assert value(text, "http_requests_in_progress", method="GET", endpoint="/items/<int:item_id>") == 0
+    assert len(list(tmp_path.glob("counter_*-http.db"))) == 2, "the child must write its own file"
+
+
+def test_the_apps_own_metrics_add_up_beside_flaskprods(tmp_path: Path) -> None:
+    """flaskprod writes its own files: the app's prometheus_client metrics (same types) must not clobber them."""
+    script = WORKER.replace(
+        "client = app.test_client()",
+        "from flask import request\n"
+        "from prometheus_client import Counter, Gauge\n"
+        "orders = Counter('orders', 'Orders.', ['item'])\n"
+        "busy = Gauge('busy', 'Busy.', ['item'], multiprocess_mode='livesum')\n"
+        # A new series each request: prometheus_client adds entries to its files between flaskprod's writes.
+        "app.before_request(lambda: (orders.labels(request.path).inc(), busy.labels(request.path).set(2), None)[-1])\n"
+        "client = app.test_client()",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), "3", "scrape"], capture_output=True, text=True, timeout=60,
+        check=True,
+    )
+    text = result.stdout
+    assert [value(text, "orders_total", item=f"/items/{i}") for i in range(3)] == [1, 1, 1]
+    assert [value(text, "busy", item=f"/items/{i}") for i in range(3)] == [2, 2, 2]
+    assert value(text, "http_requests_total", method="GET", endpoint="/items/<int:item_id>", status="200") == 3
+
+
 def test_mark_worker_dead_drops_its_live_gauges(tmp_path: Path) -> None:
     run_worker(tmp_path, 1)
     live = list(tmp_path.glob("gauge_livesum_*.db"))
     assert len(live) == 1
-    pid = int(live[0].stem.rsplit("_", 1)[1])
+    pid = pid_of_file(live[0].name)
+    assert pid is not None
     mark_worker_dead(pid, str(tmp_path))
     assert not list(tmp_path.glob("gauge_livesum_*.db"))
     assert list(tmp_path.glob("counter_*.db")), "counters of a dead worker still count"
+
+
+def test_pid_of_file_reads_both_layouts() -> None:
+    assert pid_of_file("gauge_livesum_4242.db") == 4242
+    assert pid_of_file("counter_17-http.db") == 17
+    assert pid_of_file("keep.txt") is None and pid_of_file("counter_17-other.db") is None
 
 
 def test_prepare_multiproc_dir_wipes_stale_files(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from flaskprod.runtime.metrics import pid_of_file
 from tests.support import wait_for
 from tests.test_serve import SERVERS, Served, serving
 
@@ -118,7 +119,7 @@ def test_replaced_workers_leave_no_live_gauges(tmp_path: Path, server: str) -> N
             assert served.get("/").status_code == 200
 
         def live_pids() -> set[int]:
-            return {int(p.stem.rsplit("_", 1)[1]) for p in metrics_dir.glob("gauge_live*_*.db")}
+            return {pid_of_file(p.name) for p in metrics_dir.glob("gauge_live*_*.db")}
 
         old = wait_for(live_pids, timeout=5, what="live gauge files of the first workers")
         served.proc.send_signal(signal.SIGHUP)

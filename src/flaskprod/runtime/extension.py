@@ -16,7 +16,7 @@ from .headers import configure_cookies, hsts_headers, security_headers
 from .health import Check, CheckRunner, readiness
 from .logs import access_log_enabled, access_logger, configure_logging
 from .metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED, HttpMetrics
-from .pipeline import ENDPOINT_KEY, IN_PROGRESS_KEY, Probe, RequestPipeline, json_probe_response
+from .pipeline import ROUTE_KEY, Probe, RequestPipeline, json_probe_response
 from .proxy import trust_proxies
 from .secrets import refuse_unsafe
 
@@ -177,11 +177,8 @@ def _count_in_progress(metrics: HttpMetrics) -> Callable[[], None]:
         if method not in KNOWN_METHODS:
             method = OTHER_METHOD
         rule = req.url_rule
-        endpoint = rule.rule if rule is not None else UNMATCHED
-        child = metrics.in_progress_child(method, endpoint)
-        child.inc()
-        environ = req.environ
-        environ[IN_PROGRESS_KEY] = child
-        environ[ENDPOINT_KEY] = endpoint
+        route = metrics.route(method, rule.rule if rule is not None else UNMATCHED)
+        metrics.started(route)
+        req.environ[ROUTE_KEY] = route
 
     return count_in_progress

@@ -16,10 +16,9 @@ from .metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED, HttpMetrics
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-IN_PROGRESS_KEY = "flaskprod.in_progress"
-# Set by the before_request hook once Flask has matched the route (Flask clears its request from
-# the environ before this layer regains control).
-ENDPOINT_KEY = "flaskprod.endpoint"
+# The metrics Route of the request, set (and counted as in progress) by the before_request hook once
+# Flask has matched the route: Flask clears its request before this layer regains control.
+ROUTE_KEY = "flaskprod.route"
 Header = tuple[str, str]
 # A probe answers with (status line, headers, body); it runs outside Flask so the app's own hooks
 # (login redirects, sessions, per-request DB work) never decide whether the process is healthy.
@@ -83,7 +82,6 @@ class RequestPipeline:
 
         path = environ.get("PATH_INFO", "")
         probe = self._probes.get(path)
-        endpoint = path
         try:
             if probe is not None:
                 status, headers, body = probe(environ)
@@ -94,15 +92,19 @@ class RequestPipeline:
             return self.wsgi_app(environ, start)
         finally:
             elapsed = time.perf_counter() - t0
-            if probe is None:
-                child = environ.pop(IN_PROGRESS_KEY, None)
-                if child is not None:
-                    child.dec()
-                endpoint = environ.get(ENDPOINT_KEY, UNMATCHED)
             if self._metrics is not None:
-                method = environ.get("REQUEST_METHOD", "")
-                if method not in KNOWN_METHODS:
-                    method = OTHER_METHOD
-                self._metrics.observe(method, endpoint, status_code, elapsed)
+                self._count(environ, path if probe is not None else UNMATCHED, status_code, elapsed)
             if self._access is not None and path not in self._quiet:
                 log_access(self._access, environ, status_code, elapsed, rid)
+
+    def _count(self, environ: WSGIEnvironment, endpoint: str, status: int, elapsed: float) -> None:
+        """Count the request under the route the hook found, else under endpoint (a probe's path, or unmatched)."""
+        assert self._metrics is not None
+        route = environ.pop(ROUTE_KEY, None)
+        if route is not None:
+            self._metrics.finished(route, status, elapsed, was_started=True)
+            return
+        method = environ.get("REQUEST_METHOD", "")
+        if method not in KNOWN_METHODS:
+            method = OTHER_METHOD
+        self._metrics.finished(self._metrics.route(method, endpoint), status, elapsed, was_started=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import shutil
 import signal
 import subprocess
@@ -24,7 +23,6 @@ ENTRY = "flaskprod.servers.uwsgi_entry:application"
 BUFFER_SIZE = 32768
 # Seconds between sweeps of the metrics directory for files of workers that have gone.
 REAP_INTERVAL = 1.0
-_METRIC_PID = re.compile(r"_(\d+)\.db$")
 # SIGCHLD only wakes the loop so uWSGI's exit is noticed at once.
 _HANDLED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGCHLD)
 
@@ -176,18 +174,15 @@ class Supervisor:
 
     def reap_metrics(self) -> None:
         """uWSGI has no child-exit hook: mark each worker whose metric files remain but whose pid is gone."""
-        from ..runtime.metrics import mark_worker_dead
+        from ..runtime.metrics import mark_worker_dead, pid_of_file
 
         try:
             names = os.listdir(self.run_dir.multiproc_dir)
         except OSError:
             return
         for name in names:
-            match = _METRIC_PID.search(name)
-            if match is None:
-                continue
-            pid = int(match[1])
-            if pid not in self.marked and not _alive(pid):
+            pid = pid_of_file(name)
+            if pid is not None and pid not in self.marked and not _alive(pid):
                 mark_worker_dead(pid)
                 self.marked.add(pid)
 
