@@ -229,8 +229,13 @@ def load_workloads(
     return runs
 
 
-def memory(running: Running) -> dict[str, Any]:
+def memory(running: Running, workers: int) -> dict[str, Any]:
+    """PSS per worker once all `workers` are up: a worker recycled by max_requests may be respawning."""
+    deadline = time.monotonic() + 5
     pids = running.worker_pids()
+    while len(pids) < workers and time.monotonic() < deadline:
+        time.sleep(0.1)
+        pids = running.worker_pids()
     sizes = [s for s in (procs.pss_bytes(p) for p in pids) if s is not None]
     if not sizes:
         return {"workers": len(pids), "pss_per_worker_mb": None}
@@ -265,8 +270,9 @@ def bench_stack(
             record["commands"] = [c.shown() for c in running.plan.commands]
             record["startup_s"] = round(time.monotonic() - t0, 1)
             _warm(running, workloads[0].path, mode.stack_warmup, mode.wrk_threads)
+            workers = len(running.worker_pids())
             runs = load_workloads(stack, running, workloads, mode, say, sweep=sweep)
-            record.update(memory(running))
+            record.update(memory(running, workers))
     except Exception as exc:  # the run goes on; the report shows what failed and why
         record["error"] = f"{type(exc).__name__}: {exc}"[-3000:]
         say(f"  {stack.name}: FAILED: {record['error'][:600]}")
