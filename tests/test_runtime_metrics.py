@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,39 @@ def test_unknown_methods_share_one_label() -> None:
     assert value(text, "http_requests_total", method="OTHER", endpoint="<unmatched>", status="405") == 2
 
 
+def count_from_threads(app: Flask, threads: int, each: int) -> None:
+    def work() -> None:
+        client = app.test_client()
+        for i in range(each):
+            assert client.get(f"/items/{i}").status_code == 200
+
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=60)
+
+
+def test_threads_count_without_losing_a_request() -> None:
+    """Each thread counts in its own slot; the exposition sums them."""
+    app, _ = make_app()
+    count_from_threads(app, threads=8, each=150)
+    text = app.test_client().get("/metrics").text
+    assert value(text, "http_requests_total", method="GET", endpoint="/items/<int:item_id>", status="200") == 1200
+    assert value(text, "http_request_duration_seconds_count", method="GET", endpoint="/items/<int:item_id>") == 1200
+    assert value(text, "http_requests_in_progress", method="GET", endpoint="/items/<int:item_id>") == 0
+
+
+def test_a_finished_threads_slot_goes_to_the_next_thread() -> None:
+    """Servers that start a thread per request must not grow a slot per request."""
+    app, prod = make_app()
+    for _ in range(5):
+        count_from_threads(app, threads=3, each=2)
+    assert prod._metrics is not None and len(prod._metrics._slots) <= 3
+    text = app.test_client().get("/metrics").text
+    assert value(text, "http_requests_total", method="GET", endpoint="/items/<int:item_id>", status="200") == 30
+
+
 def test_app_info_carries_name_and_version() -> None:
     app, _ = make_app(**{"app.name": "shop", "app.version": "1.2.3"})
     text = app.test_client().get("/metrics").text
@@ -129,7 +163,7 @@ def test_metrics_path_and_switch() -> None:
 
 
 WORKER = """
-import os, sys
+import os, sys, threading
 import flaskprod  # prometheus_client is imported before the directory is known, as in the CLI
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
 from flask import Flask
@@ -149,7 +183,15 @@ if sys.argv[3] == "fork":  # as uWSGI does: a worker forked from a process that 
             client.get(f"/items/{i}")
         os._exit(0)
     os.waitpid(child, 0)
-if sys.argv[3] in ("scrape", "fork"):
+if sys.argv[3] == "threads":  # as a threaded worker does: every thread counts in its own files
+    def work():
+        c = app.test_client()
+        for i in range(50):
+            c.get(f"/items/{i}")
+    pool = [threading.Thread(target=work) for _ in range(4)]
+    [t.start() for t in pool]
+    [t.join() for t in pool]
+if sys.argv[3] in ("scrape", "fork", "threads"):
     sys.stdout.write(client.get("/metrics").text)
 """
 
@@ -186,11 +228,18 @@ def test_multiprocess_histogram_has_every_bucket(tmp_path: Path) -> None:
     assert value(text, "http_requests_in_progress", method="GET", endpoint="/items/<int:item_id>") == 0
 
 
+def test_multiprocess_mode_sums_every_threads_files(tmp_path: Path) -> None:
+    text = run_worker(tmp_path, 0, "threads")
+    assert value(text, "http_requests_total", method="GET", endpoint="/items/<int:item_id>", status="200") == 200
+    assert len(list(tmp_path.glob("counter_*-http*.db"))) >= 2, "threads must write files of their own"
+
+
 def test_a_forked_worker_counts_only_its_own_requests(tmp_path: Path) -> None:
     text = run_worker(tmp_path, 2, "fork")
     assert value(text, "http_requests_total", method="GET", endpoint="/items/<int:item_id>", status="200") == 5
     assert value(text, "http_requests_in_progress", method="GET", endpoint="/items/<int:item_id>") == 0
-    assert len(list(tmp_path.glob("counter_*-http.db"))) == 2, "the child must write its own file"
+    pids = {pid_of_file(f.name) for f in tmp_path.glob("counter_*-http*.db")}
+    assert len(pids) == 2, "the child must write its own files"
 
 
 def test_the_apps_own_metrics_add_up_beside_flaskprods(tmp_path: Path) -> None:
@@ -228,7 +277,7 @@ def test_mark_worker_dead_drops_its_live_gauges(tmp_path: Path) -> None:
 
 def test_pid_of_file_reads_both_layouts() -> None:
     assert pid_of_file("gauge_livesum_4242.db") == 4242
-    assert pid_of_file("counter_17-http.db") == 17
+    assert pid_of_file("counter_17-http3.db") == 17
     assert pid_of_file("keep.txt") is None and pid_of_file("counter_17-other.db") is None
 
 

@@ -50,15 +50,18 @@ def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
 class Watchdog:
     """One daemon thread that stops request threads past their deadline.
 
-    arm/disarm run on the request's own thread; the watchdog raises only in a thread that is still
-    armed, under the same lock; disarm withdraws one that fired as the request ended, and
-    call_with_deadline absorbs one raised on the way into disarm.
+    Every request arms and disarms, so neither takes a lock unless a deadline has fired: with one
+    lock, request threads queued on it while its holder waited for the interpreter lock (py-spy
+    showed a tenth of a worker's samples there). Each arm files a new token in `_due`; the one
+    who pops it, the request (disarm) or the watchdog (firing), owns it, and dict.pop is atomic.
+    A disarm that finds its token gone waits for the watchdog's lock, held across pop and raise,
+    then withdraws an exception not yet raised; call_with_deadline absorbs one raised on the way.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
-        self._deadlines: dict[int, float] = {}  # thread ident -> time.monotonic() deadline
-        self._fired: set[int] = set()
+        self._due: dict[object, tuple[int, float]] = {}  # token -> (thread ident, time.monotonic() deadline)
+        self._local = threading.local()
         self._thread: threading.Thread | None = None
         self._wakes_at = math.inf  # when the watchdog looks next
         self._idle_look = math.inf  # how long it waits with nothing armed: the last deadline's length
@@ -66,39 +69,36 @@ class Watchdog:
 
     def arm(self, seconds: float) -> None:
         due = time.monotonic() + seconds
-        with self._lock:
-            self._deadlines[threading.get_ident()] = due
-            self._idle_look = seconds
-            if self._thread is None:
-                # Started lazily in the worker: threads do not survive the server's fork.
-                self._thread = threading.Thread(target=self._run, name="flaskprod-deadline", daemon=True)
-                self._thread.start()
-            # Woken only for a deadline before its next look. A wake per request would cost a thread
-            # switch and a hand-over of the interpreter lock on every request; with one length for every
-            # deadline, and the idle watchdog looking again that long after it found none, it is rare.
-            if due < self._wakes_at:
+        token = self._local.token = object()
+        self._due[token] = (threading.get_ident(), due)
+        self._idle_look = seconds
+        # Woken only for a deadline before its next look. A wake per request would cost a thread
+        # switch and a hand-over of the interpreter lock on every request. Every deadline has one
+        # length (server.timeout), so a new one is never earlier than the look already planned.
+        if self._thread is None or due < self._wakes_at:
+            with self._lock:
+                if self._thread is None:
+                    # Started lazily in the worker: threads do not survive the server's fork.
+                    self._thread = threading.Thread(target=self._run, name="flaskprod-deadline", daemon=True)
+                    self._thread.start()
                 self._lock.notify()
 
     def disarm(self) -> None:
-        ident = threading.get_ident()
-        with self._lock:
-            self._deadlines.pop(ident, None)
-            if ident in self._fired:
-                self._fired.discard(ident)
-                # Fired as the request was ending: withdraw it if it has not been raised yet.
-                _set_async_exc(ident, None)
+        if self._due.pop(self._local.token, None) is None:
+            # The watchdog took it: wait until it has raised, then withdraw it if still pending.
+            with self._lock:
+                _set_async_exc(threading.get_ident(), None)
 
     def _run(self) -> None:
         with self._lock:
             while True:
                 self.looks += 1
                 now = time.monotonic()
-                for ident, due in list(self._deadlines.items()):
-                    if due <= now:
-                        del self._deadlines[ident]
-                        self._fired.add(ident)
+                for token, (ident, due) in list(self._due.items()):
+                    if due <= now and self._due.pop(token, None) is not None:
                         _set_async_exc(ident, RequestTimeout)
-                self._wakes_at = min(self._deadlines.values(), default=now + self._idle_look)
+                dues = [due for _, due in list(self._due.values())]
+                self._wakes_at = min(dues, default=now + self._idle_look)
                 self._lock.wait(None if self._wakes_at == math.inf else self._wakes_at - now)
 
 

@@ -2,11 +2,11 @@
 
 The request metrics (a counter, a duration histogram and an in-progress gauge) are written on
 every request, so they bypass prometheus_client's per-value objects, which take a lock, a getpid
-call and a file write for each of the five values a request touches: 15 us a request with several
-processes on the benchmark machine, against 6.5 us here (one lock and one getpid a write batch).
-They keep its formats: in one process a collector on the private registry exposes them; with
-several processes each writes its own files, in the layout prometheus_client's
-MultiProcessCollector reads and sums, so /metrics shows every worker.
+call and a file write for each of the five values a request touches (15 us a request with several
+processes on the benchmark machine). Here each thread counts in its own slot, without a lock.
+They keep its formats: in one process a collector on the private registry sums the slots; with
+several processes each slot writes its own files, in the layout prometheus_client's
+MultiProcessCollector reads and sums, so /metrics shows every worker and thread.
 """
 
 
@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import threading
+import weakref
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -53,9 +54,10 @@ ROUTE_LABELS = ["method", "endpoint"]
 INF = float("inf")
 BUCKETS = tuple(float(b) for b in Histogram.DEFAULT_BUCKETS if b != INF)
 LE_LABELS = [floatToGoString(bound) for bound in (*BUCKETS, INF)]  # type: ignore[no-untyped-call]
-# Our own file names, beside prometheus_client's (counter_<pid>.db, ...): two writers on one file
-# would overwrite each other's entries. MultiProcessCollector takes the type (and a gauge's mode)
-# from the name's first parts and reads every *.db.
+# Our own file names, one set per slot (counter_<pid>-http<n>.db), beside prometheus_client's
+# (counter_<pid>.db): two writers on one file would overwrite each other's entries.
+# MultiProcessCollector takes the type (and a gauge's mode) from the name's first parts and reads
+# every *.db.
 FILE_TAG = "-http"
 FILE_PREFIXES = {"counter": "counter", "histogram": "histogram", "gauge": "gauge_livesum"}
 
@@ -71,7 +73,7 @@ def prepare_multiproc_dir(path: str) -> None:
         os.makedirs(path, exist_ok=True)
 
 
-_FILE_PID = re.compile(r"_(\d+)(?:" + re.escape(FILE_TAG) + r")?\.db$")
+_FILE_PID = re.compile(r"_(\d+)(?:" + re.escape(FILE_TAG) + r"\d+)?\.db$")
 
 
 def pid_of_file(name: str) -> int | None:
@@ -85,8 +87,9 @@ def mark_worker_dead(pid: int, path: str | None = None) -> None:
     path = path or os.environ.get(MULTIPROC_ENV)
     if path:
         multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(path, f"{FILE_PREFIXES['gauge']}_{pid}{FILE_TAG}.db"))
+        for name in glob.glob(os.path.join(path, f"{FILE_PREFIXES['gauge']}_{pid}{FILE_TAG}*.db")):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(name)
 
 
 def _ensure_value_class() -> None:
@@ -106,38 +109,56 @@ class ValueFile(Protocol):
     def write_value(self, key: str, value: float, timestamp: float) -> None: ...
 
 
-class _ProcessFiles:
-    """This process's request-metric files, one per type; opened again under a new pid after a fork.
+class _SlotNumbers:
+    """Numbers for this process's slots, unique across every HttpMetrics in it, so no two share a file.
 
-    One per process for every HttpMetrics in it: MmapedDict keeps its own idea of the file's end.
-    uWSGI forks its workers from C, so no fork hook runs; writers compare the pid instead.
+    uWSGI forks its workers from C, so no fork hook runs; callers compare the pid instead.
     """
 
     def __init__(self) -> None:
-        self.opened: tuple[str, int] | None = None
-        self.files: dict[str, ValueFile] = {}
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._next = 0
 
-    def open(self, directory: str, pid: int) -> dict[str, ValueFile]:
-        if self.opened != (directory, pid):
-            # A forked child leaves the parent's mappings to the parent.
+    def take(self, pid: int) -> int:
+        with self._lock:
+            if pid != self._pid:
+                self._pid, self._next = pid, 0
+            self._next += 1
+            return self._next
+
+
+_NUMBERS = _SlotNumbers()
+
+
+class Slot:
+    """One thread's share of the request metrics: only that thread writes its routes and files.
+
+    Summing the slots (MultiProcessCollector sums files; the collector below sums in memory) needs
+    no lock on the request path: with one lock, threads queued on it while its holder waited for
+    the interpreter lock. A slot outlives its thread and is handed to the next new thread.
+    """
+
+    __slots__ = ("files", "pid", "routes")
+
+    def __init__(self, directory: str | None, pid: int) -> None:
+        self.pid = pid
+        self.routes: dict[tuple[str, str], Route] = {}
+        self.files: dict[str, ValueFile] = {}
+        if directory is not None:
+            number = _NUMBERS.take(pid)
             self.files = {
-                typ: MmapedDict(os.path.join(directory, f"{prefix}_{pid}{FILE_TAG}.db"))  # type: ignore[no-untyped-call]
+                typ: MmapedDict(os.path.join(directory, f"{prefix}_{pid}{FILE_TAG}{number}.db"))  # type: ignore[no-untyped-call]
                 for typ, prefix in FILE_PREFIXES.items()
             }
-            self.opened = (directory, pid)
-        return self.files
-
-
-_LOCK = threading.Lock()
-_FILES = _ProcessFiles()
 
 
 class Route:
     """The figures of one (method, endpoint): requests in progress, durations, and counts by status."""
 
-    __slots__ = ("buckets", "duration_sum", "endpoint", "in_progress", "keys", "method", "statuses", "written_by")
+    __slots__ = ("buckets", "duration_sum", "endpoint", "files", "in_progress", "keys", "method", "statuses")
 
-    def __init__(self, method: str, endpoint: str) -> None:
+    def __init__(self, method: str, endpoint: str, files: dict[str, ValueFile]) -> None:
         self.method = method
         self.endpoint = endpoint
         self.keys = RouteKeys(method, endpoint)
@@ -145,12 +166,14 @@ class Route:
         self.duration_sum = 0.0
         self.buckets = [0.0] * (len(BUCKETS) + 1)  # per bucket, not cumulative; the last is +Inf
         self.statuses: dict[int, float] = {}
-        self.written_by = -1  # the pid whose files hold this route's series
-
-    def reset(self) -> None:
-        self.in_progress = self.duration_sum = 0.0
-        self.buckets = [0.0] * len(self.buckets)
-        self.statuses = {}
+        self.files = files  # its slot's files; none in one-process mode
+        if files:
+            # Every series in the files from the start: a histogram is exposed with all its buckets.
+            keys = self.keys
+            files["gauge"].write_value(keys.in_progress, 0.0, 0.0)
+            files["histogram"].write_value(keys.duration_sum, 0.0, 0.0)
+            for key in keys.buckets:
+                files["histogram"].write_value(key, 0.0, 0.0)
 
 
 class RouteKeys:
@@ -189,80 +212,77 @@ class HttpMetrics:
             multiprocess_mode="max",
         )
         self.info.labels(name=name, version=version).set(1)
-        self._routes: dict[tuple[str, str], Route] = {}
         self._directory = os.environ.get(MULTIPROC_ENV) or None
-        self._files: dict[str, ValueFile] = {}
-        self._pid = -1
+        self._local = threading.local()
+        self._slots_lock = threading.Lock()  # taken when a thread first counts, not per request
+        self._slots: list[Slot] = []
+        self._free: list[Slot] = []
         if self._directory is None:
-            self.registry.register(_RouteCollector(self._routes))
+            self.registry.register(_RouteCollector(self._slots))
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
 
     # The methods below take a method already mapped to KNOWN_METHODS or OTHER_METHOD, so routes stay bounded.
 
     def route(self, method: str, endpoint: str) -> Route:
-        route = self._routes.get((method, endpoint))
+        """The calling thread's figures for (method, endpoint)."""
+        slot = getattr(self._local, "slot", None)
+        if slot is None or (self._directory is not None and slot.pid != os.getpid()):
+            slot = self._claim_slot()
+        route = slot.routes.get((method, endpoint))
         if route is None:
-            with _LOCK:
-                route = self._routes.setdefault((method, endpoint), Route(method, endpoint))
+            route = slot.routes[(method, endpoint)] = Route(method, endpoint, slot.files)
         return route
 
     def started(self, route: Route) -> None:
-        """One more request in progress on route."""
-        with _LOCK:
-            files = self._current_files()
-            route.in_progress += 1
-            if files:
-                if route.written_by != self._pid:
-                    self._write_all(route, files)
-                files["gauge"].write_value(route.keys.in_progress, route.in_progress, 0.0)
+        """One more request in progress on route (call from the thread that got route)."""
+        route.in_progress += 1
+        if route.files:
+            route.files["gauge"].write_value(route.keys.in_progress, route.in_progress, 0.0)
 
     def finished(self, route: Route, status: int, seconds: float, *, was_started: bool) -> None:
         """Count one answered request and its duration; was_started: started() ran for it."""
         bucket = bisect.bisect_left(BUCKETS, seconds)  # the first bound >= seconds, as Prometheus's le
-        with _LOCK:
-            files = self._current_files()
-            count = route.statuses[status] = route.statuses.get(status, 0.0) + 1
-            route.duration_sum += seconds
-            route.buckets[bucket] += 1
+        count = route.statuses[status] = route.statuses.get(status, 0.0) + 1
+        route.duration_sum += seconds
+        route.buckets[bucket] += 1
+        if was_started:
+            route.in_progress -= 1
+        files = route.files
+        if files:
+            keys = route.keys
+            files["counter"].write_value(keys.status(status), count, 0.0)
+            histogram = files["histogram"]
+            histogram.write_value(keys.duration_sum, route.duration_sum, 0.0)
+            histogram.write_value(keys.buckets[bucket], route.buckets[bucket], 0.0)
             if was_started:
-                route.in_progress -= 1
-            if files:
-                if route.written_by != self._pid:
-                    self._write_all(route, files)
-                keys = route.keys
-                files["counter"].write_value(keys.status(status), count, 0.0)
-                histogram = files["histogram"]
-                histogram.write_value(keys.duration_sum, route.duration_sum, 0.0)
-                histogram.write_value(keys.buckets[bucket], route.buckets[bucket], 0.0)
-                if was_started:
-                    files["gauge"].write_value(keys.in_progress, route.in_progress, 0.0)
+                files["gauge"].write_value(keys.in_progress, route.in_progress, 0.0)
 
-    def _write_all(self, route: Route, files: dict[str, ValueFile]) -> None:
-        """Put every series of a route in this process's files: a histogram is exposed with all its buckets."""
-        keys = route.keys
-        files["gauge"].write_value(keys.in_progress, route.in_progress, 0.0)
-        histogram = files["histogram"]
-        histogram.write_value(keys.duration_sum, route.duration_sum, 0.0)
-        for key, count in zip(keys.buckets, route.buckets, strict=True):
-            histogram.write_value(key, count, 0.0)
-        route.written_by = self._pid
-
-    def _current_files(self) -> dict[str, ValueFile]:
-        """This process's files, none in one-process mode (call with _LOCK held).
+    def _claim_slot(self) -> Slot:
+        """A slot for the calling thread: one a finished thread left, else a new one.
 
         After a fork the child starts from zero: what the parent counted is in the parent's files.
         """
-        if self._directory is None:
-            return self._files
         pid = os.getpid()
-        if pid != self._pid:
-            if self._pid != -1:
-                for route in self._routes.values():
-                    route.reset()
-            self._files = _FILES.open(self._directory, pid)
-            self._pid = pid
-        return self._files
+        with self._slots_lock:
+            if self._slots and self._slots[0].pid != pid:
+                self._slots.clear()
+                self._free.clear()
+            if self._free:
+                slot = self._free.pop()
+            else:
+                slot = Slot(self._directory, pid)
+                self._slots.append(slot)
+        self._local.slot = slot
+        # Handed on when the thread's object goes (servers that start a thread per request);
+        # the slot's counts stay in its files and in the sums.
+        weakref.finalize(threading.current_thread(), _release_slot, weakref.ref(self), slot)
+        return slot
+
+    def release(self, slot: Slot) -> None:
+        with self._slots_lock:
+            if slot.pid == os.getpid() and slot in self._slots:
+                self._free.append(slot)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text: this process's registry, or every worker's files in multi-process mode."""
@@ -273,32 +293,57 @@ class HttpMetrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
+def _release_slot(metrics: weakref.ref[HttpMetrics], slot: Slot) -> None:
+    # A weak reference: a long-lived thread (the main one) must not keep every instance alive.
+    owner = metrics()
+    if owner is not None:
+        owner.release(slot)
+
+
 class _RouteCollector(Collector):
     """Exposes the routes' figures from memory (one process)."""
 
-    def __init__(self, routes: dict[tuple[str, str], Route]) -> None:
-        self._routes = routes
+    def __init__(self, slots: list[Slot]) -> None:
+        self._slots = slots
 
     def describe(self) -> Iterable[Metric]:
-        return self._families([])
+        return self._families({})
 
     def collect(self) -> Iterable[Metric]:
-        with _LOCK:
-            routes = [
-                (r.method, r.endpoint, r.in_progress, r.duration_sum, list(r.buckets), dict(r.statuses))
-                for r in self._routes.values()
-            ]
-        return self._families(routes)
+        # Other threads keep counting meanwhile: list() copies a dict or list without letting them in.
+        totals: dict[tuple[str, str], _Totals] = {}
+        for slot in list(self._slots):
+            for r in list(slot.routes.values()):
+                total = totals.setdefault((r.method, r.endpoint), _Totals())
+                total.add(r)
+        return self._families(totals)
 
     @staticmethod
-    def _families(routes: list[tuple[str, str, float, float, list[float], dict[int, float]]]) -> list[Metric]:
+    def _families(totals: dict[tuple[str, str], _Totals]) -> list[Metric]:
         requests = CounterMetricFamily(*REQUESTS, labels=[*ROUTE_LABELS, "status"])
         duration = HistogramMetricFamily(*DURATION, labels=ROUTE_LABELS)
         in_progress = GaugeMetricFamily(*IN_PROGRESS, labels=ROUTE_LABELS)
-        for method, endpoint, live, total, buckets, statuses in routes:
-            for status, count in sorted(statuses.items()):
+        for (method, endpoint), t in totals.items():
+            for status, count in sorted(t.statuses.items()):
                 requests.add_metric([method, endpoint, str(status)], count)
-            cumulative = itertools.accumulate(buckets)
-            duration.add_metric([method, endpoint], list(zip(LE_LABELS, cumulative, strict=True)), total)
-            in_progress.add_metric([method, endpoint], live)
+            cumulative = itertools.accumulate(t.buckets)
+            duration.add_metric([method, endpoint], list(zip(LE_LABELS, cumulative, strict=True)), t.duration_sum)
+            in_progress.add_metric([method, endpoint], t.in_progress)
         return [requests, duration, in_progress]
+
+
+class _Totals:
+    """One route's figures summed over the slots."""
+
+    def __init__(self) -> None:
+        self.in_progress = 0.0
+        self.duration_sum = 0.0
+        self.buckets = [0.0] * (len(BUCKETS) + 1)
+        self.statuses: dict[int, float] = {}
+
+    def add(self, route: Route) -> None:
+        self.in_progress += route.in_progress
+        self.duration_sum += route.duration_sum
+        self.buckets = [a + b for a, b in zip(self.buckets, list(route.buckets), strict=True)]
+        for status, count in list(route.statuses.items()):
+            self.statuses[status] = self.statuses.get(status, 0.0) + count
