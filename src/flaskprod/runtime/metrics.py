@@ -153,19 +153,36 @@ class Slot:
             }
 
 
-class Route:
-    """The figures of one (method, endpoint): requests in progress, durations, and counts by status."""
+class Figures:
+    """Requests in progress, durations and counts by status: one slot's for a route, or their sum."""
 
-    __slots__ = ("buckets", "duration_sum", "endpoint", "files", "in_progress", "keys", "method", "statuses")
+    __slots__ = ("buckets", "duration_sum", "in_progress", "statuses")
 
-    def __init__(self, method: str, endpoint: str, files: dict[str, ValueFile]) -> None:
-        self.method = method
-        self.endpoint = endpoint
-        self.keys = RouteKeys(method, endpoint)
+    def __init__(self) -> None:
         self.in_progress = 0.0
         self.duration_sum = 0.0
         self.buckets = [0.0] * (len(BUCKETS) + 1)  # per bucket, not cumulative; the last is +Inf
         self.statuses: dict[int, float] = {}
+
+    def add(self, other: Figures) -> None:
+        # other's thread may be counting meanwhile: list() copies without letting it in.
+        self.in_progress += other.in_progress
+        self.duration_sum += other.duration_sum
+        self.buckets = [a + b for a, b in zip(self.buckets, list(other.buckets), strict=True)]
+        for status, count in list(other.statuses.items()):
+            self.statuses[status] = self.statuses.get(status, 0.0) + count
+
+
+class Route(Figures):
+    """One slot's figures for (method, endpoint), and where they are written."""
+
+    __slots__ = ("endpoint", "files", "keys", "method")
+
+    def __init__(self, method: str, endpoint: str, files: dict[str, ValueFile]) -> None:
+        super().__init__()
+        self.method = method
+        self.endpoint = endpoint
+        self.keys = RouteKeys(method, endpoint)
         self.files = files  # its slot's files; none in one-process mode
         if files:
             # Every series in the files from the start: a histogram is exposed with all its buckets.
@@ -311,15 +328,15 @@ class _RouteCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         # Other threads keep counting meanwhile: list() copies a dict or list without letting them in.
-        totals: dict[tuple[str, str], _Totals] = {}
+        totals: dict[tuple[str, str], Figures] = {}
         for slot in list(self._slots):
             for r in list(slot.routes.values()):
-                total = totals.setdefault((r.method, r.endpoint), _Totals())
+                total = totals.setdefault((r.method, r.endpoint), Figures())
                 total.add(r)
         return self._families(totals)
 
     @staticmethod
-    def _families(totals: dict[tuple[str, str], _Totals]) -> list[Metric]:
+    def _families(totals: dict[tuple[str, str], Figures]) -> list[Metric]:
         requests = CounterMetricFamily(*REQUESTS, labels=[*ROUTE_LABELS, "status"])
         duration = HistogramMetricFamily(*DURATION, labels=ROUTE_LABELS)
         in_progress = GaugeMetricFamily(*IN_PROGRESS, labels=ROUTE_LABELS)
@@ -330,20 +347,3 @@ class _RouteCollector(Collector):
             duration.add_metric([method, endpoint], list(zip(LE_LABELS, cumulative, strict=True)), t.duration_sum)
             in_progress.add_metric([method, endpoint], t.in_progress)
         return [requests, duration, in_progress]
-
-
-class _Totals:
-    """One route's figures summed over the slots."""
-
-    def __init__(self) -> None:
-        self.in_progress = 0.0
-        self.duration_sum = 0.0
-        self.buckets = [0.0] * (len(BUCKETS) + 1)
-        self.statuses: dict[int, float] = {}
-
-    def add(self, route: Route) -> None:
-        self.in_progress += route.in_progress
-        self.duration_sum += route.duration_sum
-        self.buckets = [a + b for a, b in zip(self.buckets, list(route.buckets), strict=True)]
-        for status, count in list(route.statuses.items()):
-            self.statuses[status] = self.statuses.get(status, 0.0) + count
