@@ -352,7 +352,7 @@ def _reasons(results: Results) -> list[str]:
     if workers:
         out.append(
             f"- Workers: the default stack ran {workers} workers on {results['machine']['cores']} cores "
-            "(cores + 1 when threaded, 2 x cores + 1 with one thread; capped by memory)."
+            "(cores, at least 2, when threaded; 2 x cores + 1 with one thread; capped by memory)."
         )
     return out
 

@@ -263,6 +263,17 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
             full_only=True,
         )
     )
+    # The threaded process count before run 11 (cores + 1 on 2 cores): one process more than cores.
+    stacks.append(
+        Stack(
+            name="flaskprod-uwsgi-3x8",
+            label="flaskprod up --server uwsgi --workers 3",
+            group="flaskprod",
+            kind="up",
+            up_args=("--server", "uwsgi", "--workers", "3"),
+            full_only=True,
+        )
+    )
     stacks.append(
         Stack(
             name=ACCEPT_LOCK,

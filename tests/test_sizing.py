@@ -130,8 +130,9 @@ def test_auto_workers(cpus: float, memory: int, worker_mb: int, cap: int | None,
 @pytest.mark.parametrize(
     ("cpus", "memory", "expected"),
     [
-        (2, 16 * GIB, 3),  # cores + 1: threads wait on I/O, processes use the cores
-        (8, 16 * GIB, 9),
+        (2, 16 * GIB, 2),  # one process per core: threads wait on I/O, processes use the cores
+        (8, 16 * GIB, 8),
+        (1, 16 * GIB, 2),  # never fewer than 2: one serves while the other is recycled
         (0.5, 16 * GIB, 2),
         (8, 256 * MIB, 1),  # memory still caps it
     ],

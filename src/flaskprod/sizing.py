@@ -111,11 +111,12 @@ def auto_workers(machine: Machine, worker_mb: float, cap: int | None = None, *, 
     """min(by CPU, workers that fit in the memory share at worker_mb each, cap), at least 1.
 
     By CPU: single-threaded workers need 2 x cores + 1 so a core has work while another worker
-    waits on I/O; threaded workers wait on I/O in their threads, and each process runs Python
-    on one core at a time, so cores + 1 keeps every core busy with the fewest processes (measured
-    in docs/defaults.md: more processes only add context switches on the same cores).
+    waits on I/O. Threaded workers wait on I/O in their threads, so one process per core keeps
+    every core busy; a process more than cores gets preempted while one of its threads holds the
+    interpreter lock, which stalls all its threads and stretches the tail (measured in
+    docs/defaults.md). At least 2, so a worker being recycled never leaves the socket unserved.
     """
-    by_cpu = 2 * machine.cores + 1 if threads == 1 else machine.cores + 1
+    by_cpu = 2 * machine.cores + 1 if threads == 1 else max(2, machine.cores)
     by_memory = int(machine.memory * MEMORY_SHARE // (worker_mb * MIB))
     workers = min(by_cpu, by_memory)
     if cap is not None:

@@ -59,7 +59,7 @@ class ServerSettings:
     )
     workers: int | Auto = setting(
         "auto",
-        "Worker processes; auto = CPUs + 1 with threads (2 x CPUs + 1 single-threaded), capped by what fits in memory.",
+        "Worker processes; auto = CPUs (at least 2) with threads, 2 x CPUs + 1 single-threaded; capped by memory.",
         flag="--workers",
         minimum=1,
     )
