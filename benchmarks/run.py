@@ -188,11 +188,13 @@ def load_workloads(
     runs = []
     roots = [g.pid for g in running.groups]
     for workload in workloads:
-        settled = settle(running)
-        if settled > 1:
-            say(f"  {stack.name}: waited {settled:g} s for the stack to answer before {workload.name}")
         _warm(running, workload.path, mode.workload_warmup, mode.wrk_threads)
         for connections in _levels(workload, mode) if sweep else (MAIN_CONNECTIONS,):
+            # wrk leaves up to `connections` requests queued when it stops (the warm-up's, the last
+            # level's, the last workload's); a stack that drains them slowly must not pay for them here.
+            settled = settle(running)
+            if settled > 1:
+                say(f"  {stack.name}: waited {settled:g} s for the stack to answer before {workload.name}")
             args = wrk.command(
                 running.url + workload.path,
                 connections=connections,
@@ -216,6 +218,7 @@ def load_workloads(
                     "slow_clients": workload.slow_clients,
                     "slow_client_connections": None if slow is None else slow.connections_opened,
                     "stack_alive_after": alive,
+                    "settled_s": settled,
                     "cpu_cores": cores,
                     "wrk_output": text,
                 }
