@@ -250,7 +250,7 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
             up_args=("--server", k, "--threads", str(n)),
             full_only=True,
         )
-        for k, n in (("uwsgi", 1), ("uwsgi", 4), ("uwsgi", 16), ("gunicorn", 1))
+        for k, n in (("uwsgi", 1), ("uwsgi", 4), ("uwsgi", 8), ("uwsgi", 16), ("gunicorn", 1))
     ]
     # Threads with the classic process count (2 x cores + 1 on 2 cores): fewer threads each, more processes.
     stacks.append(
@@ -263,14 +263,14 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
             full_only=True,
         )
     )
-    # The threaded process count before run 11 (cores + 1 on 2 cores): one process more than cores.
+    # The default before run 11 (cores + 1 processes on 2 cores, 8 threads): one process more than cores.
     stacks.append(
         Stack(
             name="flaskprod-uwsgi-3x8",
-            label="flaskprod up --server uwsgi --workers 3",
+            label="flaskprod up --server uwsgi --workers 3 --threads 8",
             group="flaskprod",
             kind="up",
-            up_args=("--server", "uwsgi", "--workers", "3"),
+            up_args=("--server", "uwsgi", "--workers", "3", "--threads", "8"),
             full_only=True,
         )
     )

@@ -106,7 +106,7 @@ def test_print_config_env_under_flags() -> None:
     assert settings["graceful_timeout"] == 7
     assert settings["workers"] == 2  # the flag wins over the environment
     assert (settings["max_requests"], settings["max_requests_jitter"]) == (0, 0)
-    assert (settings["threads"], settings["worker_class"]) == (8, "gthread")  # the default
+    assert (settings["threads"], settings["worker_class"]) == (12, "gthread")  # the default
 
 
 def test_print_config_auto_workers_measure_the_app() -> None:

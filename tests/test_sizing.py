@@ -150,7 +150,7 @@ def test_derive_uses_measured_worker_memory_unless_configured() -> None:
 
 
 def test_worker_class_follows_threads() -> None:
-    assert worker_class(Spec()) == "gthread"  # threads = 8 by default
+    assert worker_class(Spec()) == "gthread"  # threads = 12 by default
     assert worker_class(Spec().replace(**{"server.threads": 1})) == "sync"
     assert worker_class(Spec().replace(**{"server.threads": 4})) == "gthread"
     assert worker_class(Spec().replace(**{"server.threads": 4, "server.worker_class": "gevent"})) == "gevent"

@@ -68,8 +68,8 @@ class ServerSettings:
         "auto", "Resident memory one worker needs, in MiB; auto measures the loaded app.", minimum=1
     )
     threads: int = setting(
-        8,
-        "Threads per worker: 8 keep 24 requests in flight on 2 CPUs while they wait on I/O (docs/defaults.md); "
+        12,
+        "Threads per worker: 12 keep 24 requests in flight on 2 CPUs while they wait on I/O (docs/defaults.md); "
         "more than 1 selects the gthread worker, 1 the sync worker.",
         flag="--threads",
         minimum=1,
