@@ -40,9 +40,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests examples
 	$(BIN)/mypy
 
-## docs: regenerate the settings reference from the spec
+## docs: regenerate the settings reference from the spec and the checks reference from the registry
 docs: $(STAMP)
 	$(BIN)/python -m flaskprod.reference > docs/settings.md
+	$(BIN)/python -m flaskprod.checks.reference > docs/checks.md
 
 clean:
 	rm -rf $(VENV) .flaskprod .pytest_cache .mypy_cache .ruff_cache

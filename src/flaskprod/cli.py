@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from .checks.registry import Level
 from .errors import FlaskprodError, SpecError
 from .spec import SETTINGS, Spec, load_spec, spec_as_dict
 
@@ -161,6 +162,39 @@ def up(app: str | None, **kwargs: Any) -> None:
     given = dict(kwargs)  # resolve_spec consumes its argument; SIGHUP resolves the same flags again
     spec = resolve_spec(kwargs, app)
     sys.exit(run_stack(spec, config_path=config_path, reload_spec=lambda: resolve_spec(dict(given), app)))
+
+
+@cli.command()
+@click.argument("app", required=False)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--fail-level",
+    type=click.Choice([level.name for level in Level], case_sensitive=False),
+    default="ERROR",
+    show_default=True,
+    help="Exit 1 when a finding at this level or above is not silenced.",
+)
+@click.option(
+    "--silence",
+    multiple=True,
+    metavar="ID",
+    help="Do not report this check ID (repeatable, or comma separated); also the checks.silenced setting.",
+)
+@spec_options()
+@_user_errors
+def check(app: str | None, fmt: str, fail_level: str, silence: tuple[str, ...], **kwargs: Any) -> None:
+    """Audit APP for production pitfalls: its config, its security settings and the project's files.
+
+    Findings carry stable IDs (docs/checks.md). Exit 0 when nothing is at --fail-level or above,
+    1 when something is, 2 when the app cannot be found or an ID is unknown.
+    """
+    from .checks import as_json, as_text, audit, exit_code
+
+    spec = resolve_spec(kwargs, app)
+    messages = audit(spec, silence)
+    level = Level[fail_level.upper()]
+    click.echo(as_json(messages, level) if fmt == "json" else as_text(messages))
+    sys.exit(exit_code(messages, level))
 
 
 def main() -> None:

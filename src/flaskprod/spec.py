@@ -236,6 +236,15 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CheckSettings:
+    silenced: str | None = setting(
+        None,
+        "IDs of the `flaskprod check` findings not to report (they are counted as silenced), space or comma "
+        "separated, e.g. `FP-P002 FP-C003`; docs/checks.md lists them.",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Spec:
     app: AppSettings = field(default_factory=AppSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -244,6 +253,7 @@ class Spec:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    checks: CheckSettings = field(default_factory=CheckSettings)
     # Where each value came from, by dotted key: default, file (with its path), env or flag.
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 

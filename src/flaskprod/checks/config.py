@@ -1,0 +1,125 @@
+"""Checks on the loaded app's configuration: start-up refusal, the extension, body size, proxy trust, database."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Flask
+
+from .context import Context, ProjectFile
+from .registry import CRITICAL, WARNING, Found, app_check, check
+
+
+@check(
+    "FP-C001",
+    CRITICAL,
+    "the app refuses to start: Production(app) rejected its configuration",
+    hint="fix what the message names; the app's other settings are checked once it starts",
+)
+def refused(context: Context) -> Iterator[Found]:
+    if context.refused is not None:
+        yield Found(obj=context.app_label, text=context.refused)
+
+
+@app_check(
+    "FP-C002",
+    WARNING,
+    "Production(app) is not installed: no /healthz and /readyz probes, no /metrics, no JSON logs, no proxy "
+    "handling, no refusal of a weak SECRET_KEY",
+    hint="add `from flaskprod import Production` and call `Production(app)` where the app is created",
+)
+def production_missing(app: Flask, context: Context) -> Iterator[Found]:
+    if context.production is None:
+        yield Found(obj=context.app_label)
+
+
+@app_check(
+    "FP-C003",
+    WARNING,
+    "MAX_CONTENT_LENGTH is unset: the app reads request bodies of any size, while nginx stops at client_max_body_size",
+    hint="install Production(app) (it sets it from proxy.max_body_size, as nginx does) or set MAX_CONTENT_LENGTH",
+)
+def body_limit(app: Flask, context: Context) -> Iterator[Found]:
+    if app.config.get("MAX_CONTENT_LENGTH") is None:
+        yield Found(obj=context.app_label)
+
+
+_FLASK_ENV = re.compile(r"\bFLASK_ENV\b")
+
+
+@check(
+    "FP-C004",
+    WARNING,
+    "FLASK_ENV is used, but Flask 2.3 removed it: it no longer turns debug or production mode on or off",
+    hint="remove it; use FLASK_DEBUG (or `flask run --debug`) for development, and nothing in production",
+)
+def flask_env(context: Context) -> Iterator[Found]:
+    if "FLASK_ENV" in context.environ:
+        yield Found(obj="environment", text="FLASK_ENV is set in the environment, but Flask 2.3 removed it")
+    for item in context.files:
+        for line, text in item.lines():
+            if _FLASK_ENV.search(text) and not text.lstrip().startswith("#"):
+                yield Found(obj=item.at(line))
+
+
+_PROXY_PASS = re.compile(r"^\s*proxy_pass\s")
+
+
+def _nginx_proxies(context: Context) -> Iterator[tuple[ProjectFile, int]]:
+    """(file, line) of each proxy_pass in the project's nginx configuration."""
+    for item in context.files_named("*.conf", "nginx.conf*"):
+        for line, text in item.lines():
+            if _PROXY_PASS.match(text):
+                yield item, line
+
+
+def _has_proxy_fix(app: Flask) -> bool:
+    """True when a ProxyFix wraps the app, directly or below other middleware."""
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    node: Any = app.wsgi_app
+    for _ in range(32):  # middleware is a chain through .app or .wsgi_app; bounded against cycles
+        if isinstance(node, ProxyFix):
+            return True
+        node = getattr(node, "app", None) or getattr(node, "wsgi_app", None)
+        if node is None:
+            return False
+    return False
+
+
+@app_check(
+    "FP-C005",
+    WARNING,
+    "nginx proxies to the app, but the app trusts no X-Forwarded-* header: request.remote_addr is nginx's "
+    "address, request.scheme is http behind TLS, and url_for(_external=True) builds wrong URLs",
+    hint="set proxy.trusted_hops to the number of proxies in front (1 for nginx) with Production(app) "
+    "installed, or wrap app.wsgi_app in werkzeug's ProxyFix",
+)
+def proxy_headers(app: Flask, context: Context) -> Iterator[Found]:
+    first = next(_nginx_proxies(context), None)
+    if first is not None and not _has_proxy_fix(app):
+        item, line = first
+        yield Found(obj=item.at(line))
+
+
+@app_check(
+    "FP-C006",
+    WARNING,
+    "the SQLAlchemy pool does not pre-ping: after a database restart or an idle timeout, requests fail "
+    "on dead pooled connections",
+    hint="call Production(app) before db.init_app(app) (it sets pool_pre_ping and pool_recycle), or set "
+    "SQLALCHEMY_ENGINE_OPTIONS = {'pool_pre_ping': True}",
+)
+def pool_pre_ping(app: Flask, context: Context) -> Iterator[Found]:
+    if "sqlalchemy" not in app.extensions:
+        return
+    production = context.production
+    if production is not None and production.spec is not None and not production.spec.database.pre_ping:
+        return  # turned off on purpose in the spec
+    # Flask-SQLAlchemy reads the options once, in db.init_app, and leaves an empty dict behind: Production(app)
+    # called after it finds the key taken and adds nothing, so the config is what the engines got.
+    options = app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
+    if "pool_pre_ping" not in options:
+        yield Found(obj=context.app_label)

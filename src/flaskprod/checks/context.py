@@ -1,0 +1,203 @@
+"""What the checks look at: the spec, the loaded app (when it loads), the environment and the project's files."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import discovery
+from ..errors import ConfigurationError
+from ..spec import Spec, env_for
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from ..runtime import Production
+
+# Directories that are not the project's own files: environments, caches, dependencies, build output, tests.
+SKIP_DIRS = frozenset(
+    {"node_modules", "__pycache__", "site-packages", "build", "dist", "htmlcov", "venv", "tests", "test"}
+)
+# Only files a deployment reads; documentation (which may name a pitfall to warn about it) is not scanned.
+SCANNED_SUFFIXES = frozenset(
+    {".py", ".yml", ".yaml", ".conf", ".ini", ".cfg", ".toml", ".env", ".flaskenv", ".sh", ".service", ".dockerfile"}
+)
+SCANNED_NAMES = ("Dockerfile", "Containerfile", "Procfile", ".env", ".flaskenv")
+MAX_FILE_BYTES = 1_000_000
+MAX_FILES = 5_000
+
+
+def _skipped_dir(path: Path) -> bool:
+    name = path.name
+    return (
+        name.startswith(".")
+        or name in SKIP_DIRS
+        or name.endswith(".egg-info")
+        or (path / "pyvenv.cfg").exists()  # a virtualenv, whatever its name
+    )
+
+
+def _scanned_file(name: str) -> bool:
+    if name.startswith(("test_", "conftest")) or name.endswith("_test.py"):
+        return False
+    return name.startswith(SCANNED_NAMES) or Path(name).suffix in SCANNED_SUFFIXES
+
+
+@dataclass(frozen=True)
+class ProjectFile:
+    """A file of the project, by its path relative to the project directory."""
+
+    path: Path
+    rel: str
+
+    @cached_property
+    def text(self) -> str:
+        try:
+            return self.path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    @cached_property
+    def tree(self) -> ast.Module | None:
+        """The parsed module for a .py file; None for other files and for source that does not parse."""
+        if self.path.suffix != ".py":
+            return None
+        try:
+            return ast.parse(self.text, filename=str(self.path))
+        except (SyntaxError, ValueError):
+            return None
+
+    def at(self, line: int | None = None) -> str:
+        """How a message names this file (and line)."""
+        return self.rel if line is None else f"{self.rel}:{line}"
+
+    def lines(self) -> Iterator[tuple[int, str]]:
+        """(line number, line) pairs, numbered from 1."""
+        return enumerate(self.text.splitlines(), start=1)
+
+
+def project_files(root: Path) -> tuple[ProjectFile, ...]:
+    """The files under root a deployment is made of, skipping environments, caches, build output and tests."""
+    found: list[ProjectFile] = []
+    for directory, dirs, files in os.walk(root):
+        here = Path(directory)
+        dirs[:] = sorted(d for d in dirs if not _skipped_dir(here / d))
+        for name in sorted(files):
+            path = here / name
+            if not _scanned_file(name) or not path.is_file():
+                continue
+            with contextlib.suppress(OSError):
+                if path.stat().st_size > MAX_FILE_BYTES:
+                    continue
+            found.append(ProjectFile(path, path.relative_to(root).as_posix()))
+            if len(found) >= MAX_FILES:
+                return tuple(found)
+    return tuple(found)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Context:
+    """Everything a check may look at; app is None when the app refused to start (see refused)."""
+
+    spec: Spec
+    ref: discovery.AppRef
+    root: Path  # the project directory whose files are scanned
+    app: Flask | None
+    refused: str | None = None  # the ConfigurationError the app raised instead of starting
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def app_label(self) -> str:
+        return self.ref.import_string
+
+    @cached_property
+    def files(self) -> tuple[ProjectFile, ...]:
+        return project_files(self.root)
+
+    @cached_property
+    def app_file(self) -> ProjectFile | None:
+        """The source file of the app's module, found without importing it."""
+        base = Path(self.ref.path, *self.ref.module.split("."))
+        for path in (base.with_suffix(".py"), base / "__init__.py"):
+            if path.is_file():
+                try:
+                    rel = path.relative_to(self.root).as_posix()
+                except ValueError:
+                    rel = str(path)
+                return ProjectFile(path, rel)
+        return None
+
+    @property
+    def production(self) -> Production | None:
+        """The Production extension installed on the app, if any."""
+        from ..runtime.extension import EXTENSION_KEY
+
+        return None if self.app is None else self.app.extensions.get(EXTENSION_KEY)
+
+    @property
+    def effective_spec(self) -> Spec:
+        """The spec the app runs with: Production's own when installed, else the one given to check."""
+        production = self.production
+        return production.spec if production is not None and production.spec is not None else self.spec
+
+    def python_files(self) -> Iterator[tuple[ProjectFile, ast.Module]]:
+        for item in self.files:
+            if item.tree is not None:
+                yield item, item.tree
+
+    def files_named(self, *patterns: str) -> Iterator[ProjectFile]:
+        """Project files whose name matches one of the glob patterns (case-insensitive)."""
+        for item in self.files:
+            name = item.path.name.lower()
+            if any(Path(name).match(pattern.lower()) for pattern in patterns):
+                yield item
+
+
+@contextlib.contextmanager
+def _patched_environ(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _project_root(ref: discovery.AppRef, cwd: Path) -> Path:
+    """cwd when the app lives under it (compose files and the like sit beside flaskprod.toml), else the app's."""
+    app_root = Path(ref.path).resolve()
+    here = cwd.resolve()
+    return here if app_root == here or here in app_root.parents else app_root
+
+
+def load_context(spec: Spec, *, cwd: str | os.PathLike[str] | None = None) -> Context:
+    """Find and load the app named by the spec; a DiscoveryError when there is none, refused when it will not start.
+
+    The app is imported the way a server would, with the spec's command-line flags as FLASKPROD_*
+    variables (as `serve` passes them on). Whatever the import prints goes to stderr so --format json
+    stays parseable, and FLASK_RUN_FROM_CLI makes a stray app.run() return instead of serving.
+    """
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    ref = discovery.resolve(spec.app.target, base)
+    app: Flask | None = None
+    refused = None
+    env = {**env_for(spec.flagged()), "FLASK_RUN_FROM_CLI": "true"}
+    with _patched_environ(env), contextlib.redirect_stdout(sys.stderr):
+        try:
+            app = discovery.load(ref)
+        except ConfigurationError as exc:
+            refused = str(exc)
+    return Context(
+        spec=spec, ref=ref, root=_project_root(ref, base), app=app, refused=refused, environ=dict(os.environ)
+    )

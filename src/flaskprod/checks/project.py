@@ -1,0 +1,426 @@
+"""Checks on the project's files: the app module, Dockerfile, Compose, Gunicorn, uWSGI, nginx, logging, metrics."""
+
+from __future__ import annotations
+
+import ast
+import posixpath
+import re
+from collections.abc import Iterator
+
+from .context import Context, ProjectFile
+from .registry import ERROR, INFO, WARNING, Found, check
+
+
+def _call_name(node: ast.Call) -> str:
+    func = node.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    """`__name__ == "__main__"`, either way round."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides) and any(
+        isinstance(s, ast.Constant) and s.value == "__main__" for s in sides
+    )
+
+
+class _ImportTimeCalls(ast.NodeVisitor):
+    """The calls a module makes when imported: not those in functions, classes or the __main__ block."""
+
+    def __init__(self) -> None:
+        self.calls: list[ast.Call] = []
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        for decorator in node.decorator_list:
+            self.visit(decorator)
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
+        for decorator in node.decorator_list:
+            self.visit(decorator)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        for decorator in node.decorator_list:
+            self.visit(decorator)
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        return
+
+    def visit_If(self, node: ast.If) -> None:
+        if _is_main_guard(node.test):
+            for stmt in node.orelse:
+                self.visit(stmt)
+        else:
+            self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        self.calls.append(node)
+        self.generic_visit(node)
+
+
+_APP_FACTORIES = frozenset({"Flask", "create_app", "make_app"})
+
+
+def _app_names(tree: ast.Module, context: Context) -> set[str]:
+    """Names the module's app goes by: app, application, the attribute named in APP, X = Flask(...)."""
+    names = {"app", "application"}
+    attribute = (context.ref.name or "").split("(", 1)[0].strip()
+    if attribute.isidentifier():
+        names.add(attribute)
+    for stmt in tree.body:
+        if (
+            isinstance(stmt, ast.Assign)
+            and isinstance(stmt.value, ast.Call)
+            and _call_name(stmt.value) in _APP_FACTORIES
+        ):
+            names.update(t.id for t in stmt.targets if isinstance(t, ast.Name))
+    return names
+
+
+@check(
+    "FP-P001",
+    ERROR,
+    'app.run() is called when the module is imported, outside `if __name__ == "__main__":`: under Gunicorn '
+    "or uWSGI each worker starts Flask's development server instead of serving",
+    hint='move the call under `if __name__ == "__main__":`, or delete it and start the app with `flaskprod serve`',
+)
+def unguarded_run(context: Context) -> Iterator[Found]:
+    item = context.app_file
+    if item is None or item.tree is None:
+        return
+    names = _app_names(item.tree, context)
+    visitor = _ImportTimeCalls()
+    visitor.visit(item.tree)
+    for call in visitor.calls:
+        func = call.func
+        receiver = func.value if isinstance(func, ast.Attribute) and func.attr == "run" else None
+        if isinstance(receiver, ast.Name) and receiver.id in names:
+            yield Found(obj=item.at(call.lineno))
+
+
+_COMPOSE = ("docker-compose*.yml", "docker-compose*.yaml", "compose*.yml", "compose*.yaml")
+_STACK = ("docker-stack*.yml", "docker-stack*.yaml", "stack*.yml", "stack*.yaml", "*.stack.yml", "*.stack.yaml")
+_VERSION = re.compile(r"^version\s*:")
+
+
+@check(
+    "FP-P002",
+    INFO,
+    "the Compose file's top-level `version:` is obsolete: Compose ignores it and warns on every command",
+    hint="delete the `version:` line",
+)
+def compose_version(context: Context) -> Iterator[Found]:
+    for item in context.files_named(*_COMPOSE):
+        for line, text in item.lines():
+            if _VERSION.match(text):
+                yield Found(obj=item.at(line))
+
+
+@check(
+    "FP-P003",
+    INFO,
+    "`depends_on` in a stack file is ignored by `docker stack deploy`: services start in any order",
+    hint="make each service wait for what it needs (retry on start, readiness probes); depends_on only "
+    "orders `docker compose up`",
+)
+def stack_depends_on(context: Context) -> Iterator[Found]:
+    for item in context.files_named(*_STACK):
+        for line, text in item.lines():
+            if re.match(r"^\s*depends_on\s*:", text):
+                yield Found(obj=item.at(line))
+
+
+def _logical_lines(item: ProjectFile) -> Iterator[tuple[int, str]]:
+    """Lines with backslash continuations joined, numbered by their first line (Dockerfiles, unit files)."""
+    start = 0
+    parts: list[str] = []
+    for line, text in item.lines():
+        if not parts:
+            start = line
+        if text.rstrip().endswith("\\"):
+            parts.append(text.rstrip()[:-1])
+            continue
+        parts.append(text)
+        yield start, " ".join(parts)
+        parts = []
+    if parts:
+        yield start, " ".join(parts)
+
+
+def _commands(context: Context) -> Iterator[tuple[ProjectFile, int, str]]:
+    """(file, line, command) of every command a deployment starts: Dockerfile CMD and ENTRYPOINT, Procfile
+    processes, Compose command and entrypoint, systemd ExecStart."""
+    for item in context.files_named("Dockerfile*", "Containerfile*", "*.dockerfile"):
+        for line, text in _logical_lines(item):
+            match = re.match(r"\s*(?:CMD|ENTRYPOINT)\s+(.*)", text, re.IGNORECASE)
+            if match:
+                yield item, line, match[1]
+    for item in context.files_named("Procfile*"):
+        for line, text in item.lines():
+            match = re.match(r"\s*[\w-]+\s*:\s*(.*)", text)
+            if match:
+                yield item, line, match[1]
+    for item in context.files_named(*_COMPOSE, *_STACK):
+        for line, text in item.lines():
+            match = re.match(r"\s*(?:command|entrypoint)\s*:\s*(.*)", text)
+            if match:
+                yield item, line, match[1]
+    for item in context.files_named("*.service"):
+        for line, text in _logical_lines(item):
+            match = re.match(r"\s*ExecStart\s*=\s*(.*)", text)
+            if match:
+                yield item, line, match[1]
+
+
+def _words(command: str) -> str:
+    """The command with JSON/YAML list punctuation turned into spaces: ["flask", "run"] -> flask run."""
+    return " " + re.sub(r"[\"'\[\],]", " ", command) + " "
+
+
+_FLASK_RUN = re.compile(r"[\s/;&|]flask(?:\s+-{1,2}[\w-]+(?:[=\s]+[^\s-]\S*)?)*\s+run\b")
+
+
+@check(
+    "FP-P004",
+    ERROR,
+    "the deployment starts Flask's development server (`flask run`): single process, no worker management, "
+    "not hardened for the internet",
+    hint="start a production server instead: `flaskprod serve` (or gunicorn/uWSGI)",
+)
+def dev_server_in_deployment(context: Context) -> Iterator[Found]:
+    for item, line, command in _commands(context):
+        if _FLASK_RUN.search(_words(command)):
+            yield Found(obj=item.at(line))
+
+
+_GUNICORN_SETTINGS = frozenset(
+    {
+        "bind",
+        "workers",
+        "threads",
+        "worker_class",
+        "timeout",
+        "worker_tmp_dir",
+        "accesslog",
+        "errorlog",
+        "loglevel",
+        "preload_app",
+        "keepalive",
+        "graceful_timeout",
+        "max_requests",
+        "wsgi_app",
+    }
+)
+
+
+def _assigned(tree: ast.Module) -> dict[str, ast.Assign]:
+    """Module-level `name = value` statements by name (the last one wins, as when the file runs)."""
+    found: dict[str, ast.Assign] = {}
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign):
+            for target in stmt.targets:
+                if isinstance(target, ast.Name):
+                    found[target.id] = stmt
+    return found
+
+
+def _gunicorn_configs(context: Context) -> Iterator[tuple[ProjectFile, ast.Module]]:
+    """Python files named like gunicorn's config that set at least one of its settings."""
+    for item in context.files_named("*gunicorn*.py"):
+        if item.tree is not None and _GUNICORN_SETTINGS & _assigned(item.tree).keys():
+            yield item, item.tree
+
+
+@check(
+    "FP-P005",
+    WARNING,
+    "the Gunicorn config sizes workers from cpu_count(), which counts the host's cores, not the container's "
+    "CPU limit, and ignores memory: a small container on a big host starts dozens of workers",
+    hint="let `flaskprod serve` size workers from the cgroup CPU and memory limits, or set workers explicitly",
+)
+def gunicorn_cpu_count(context: Context) -> Iterator[Found]:
+    for item, tree in _gunicorn_configs(context):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and _call_name(node) == "cpu_count":
+                yield Found(obj=item.at(node.lineno))
+
+
+@check(
+    "FP-P006",
+    WARNING,
+    "Gunicorn keeps its worker heartbeat files in the default temp dir: on a container's overlay disk a slow "
+    "write makes the arbiter kill healthy workers as timed out",
+    hint='set worker_tmp_dir = "/dev/shm" (or --worker-tmp-dir /dev/shm); `flaskprod serve` does so itself',
+)
+def gunicorn_tmp_dir(context: Context) -> Iterator[Found]:
+    configs = list(_gunicorn_configs(context))
+    for item, tree in configs:
+        assignment = _assigned(tree).get("worker_tmp_dir")
+        if assignment is None:
+            yield Found(obj=item.at())
+            continue
+        value = assignment.value
+        if isinstance(value, ast.Constant) and isinstance(value.value, str) and not value.value.startswith("/dev/shm"):
+            yield Found(
+                obj=item.at(assignment.lineno),
+                text=f"worker_tmp_dir is {value.value!r}, not /dev/shm: "
+                "on a container's disk a slow write makes the arbiter kill healthy workers as timed out",
+            )
+    if configs:
+        return  # gunicorn reads ./gunicorn.conf.py by default, so the commands below use it
+    for item, line, command in _commands(context):
+        words = _words(command)
+        in_container = not item.path.name.endswith(".service")
+        if (
+            in_container
+            and re.search(r"[\s/]gunicorn\s", words)
+            and not re.search(r"\s(?:-c|--config)[\s=]", words)
+            and "worker-tmp-dir" not in item.text  # a flag, or GUNICORN_CMD_ARGS in the same file
+        ):
+            yield Found(obj=item.at(line))
+
+
+_PICKLING_HANDLERS = frozenset({"SocketHandler", "DatagramHandler"})
+_HANDLER_IN_CONFIG = re.compile(r"\bhandlers\.(?:Socket|Datagram)Handler\b")
+
+
+def _creates_pickling_handler(node: ast.expr) -> bool:
+    """SocketHandler(...) or DatagramHandler(...), or dictConfig's "class": "logging.handlers.SocketHandler"."""
+    if isinstance(node, ast.Call):
+        return _call_name(node) in _PICKLING_HANDLERS
+    return (
+        isinstance(node, ast.Constant) and isinstance(node.value, str) and bool(_HANDLER_IN_CONFIG.search(node.value))
+    )
+
+
+@check(
+    "FP-P007",
+    WARNING,
+    "logging.handlers.SocketHandler sends pickled records: Logstash cannot read them, and a receiver that "
+    "unpickles them runs code for anyone who can connect",
+    hint="log JSON lines to stdout (Production(app) does) and ship them with Filebeat/Promtail, or send JSON "
+    "to a Logstash json_lines input",
+)
+def pickling_log_handler(context: Context) -> Iterator[Found]:
+    for item in context.files:
+        if item.tree is not None:
+            for node in ast.walk(item.tree):
+                if isinstance(node, ast.expr) and _creates_pickling_handler(node):
+                    yield Found(obj=item.at(node.lineno))
+        elif item.path.suffix != ".py":
+            for line, text in item.lines():
+                if _HANDLER_IN_CONFIG.search(text):  # fileConfig's class=handlers.SocketHandler
+                    yield Found(obj=item.at(line))
+
+
+def _imports_module(tree: ast.Module, module: str) -> bool:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == module:
+            return True
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == module for a in node.names):
+            return True
+    return False
+
+
+@check(
+    "FP-P008",
+    WARNING,
+    "prometheus_flask_exporter's PrometheusMetrics counts in each worker process: with several workers "
+    "/metrics answers from whichever worker takes the scrape, and the counters jump",
+    hint="use Production(app)'s /metrics (multi-process safe), or GunicornPrometheusMetrics with "
+    "PROMETHEUS_MULTIPROC_DIR wiped at start and mark_process_dead on worker exit",
+)
+def single_process_metrics(context: Context) -> Iterator[Found]:
+    for item, tree in context.python_files():
+        if not _imports_module(tree, "prometheus_flask_exporter"):
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            # PrometheusMetrics(app) and PrometheusMetrics.for_app_factory()
+            owner = func.value if isinstance(func, ast.Attribute) and func.attr == "for_app_factory" else func
+            name = owner.attr if isinstance(owner, ast.Attribute) else owner.id if isinstance(owner, ast.Name) else ""
+            if name == "PrometheusMetrics":
+                yield Found(obj=item.at(node.lineno))
+
+
+def _nginx_files(context: Context) -> Iterator[ProjectFile]:
+    return context.files_named("*.conf", "nginx.conf*")
+
+
+def _directive_lines(item: ProjectFile, name: str) -> Iterator[tuple[int, str]]:
+    for line, text in item.lines():
+        stripped = text.split("#", 1)[0].strip()
+        if stripped.startswith(name + " ") or stripped.startswith(name + "\t"):
+            yield line, stripped
+
+
+_FORWARDED = {"X-Forwarded-For": "client's address", "X-Forwarded-Proto": "scheme (https behind TLS)"}
+
+
+@check(
+    "FP-P009",
+    WARNING,
+    "nginx proxies to the app without setting X-Forwarded-For and X-Forwarded-Proto: even with ProxyFix the "
+    "app sees nginx's address and http behind TLS",
+    hint="add `proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;` and "
+    "`proxy_set_header X-Forwarded-Proto $scheme;` beside proxy_pass (or `include proxy_params;`)",
+)
+def nginx_forwarded_headers(context: Context) -> Iterator[Found]:
+    for item in _nginx_files(context):
+        first = next(_directive_lines(item, "proxy_pass"), None)
+        if first is None:
+            continue
+        includes = " ".join(text for _, text in _directive_lines(item, "include"))
+        if "proxy" in includes:
+            continue  # an included file (Debian's proxy_params) may set them; it is not ours to read
+        lowered = item.text.lower()
+        missing = [header for header in _FORWARDED if header.lower() not in lowered]
+        if missing:
+            lost = " or ".join(_FORWARDED[header] for header in missing)
+            text = f"nginx proxies to the app without setting {' and '.join(missing)}: the app cannot see the {lost}"
+            yield Found(obj=item.at(first[0]), text=text)
+
+
+_UWSGI_SOCKET = re.compile(r"^\s*(?:socket|uwsgi-socket|shared-socket)\s*=\s*(/\S+)")
+
+
+def _uwsgi_sockets(context: Context) -> Iterator[tuple[ProjectFile, int, str]]:
+    """(ini file, line, path) of each unix socket in a [uwsgi] section."""
+    for item in context.files_named("*.ini"):
+        section = ""
+        for line, text in item.lines():
+            header = re.match(r"^\s*\[([^\]]+)\]", text)
+            if header:
+                section = header[1].strip()
+                continue
+            match = _UWSGI_SOCKET.match(text)
+            if section == "uwsgi" and match:
+                yield item, line, match[1]
+
+
+def _mounted(compose: list[ProjectFile], directory: str) -> bool:
+    """True when a Compose volume puts something at directory (short `src:dir` or long `target: dir` syntax)."""
+    short = re.compile(rf":{re.escape(directory)}/?(?::\w+)?[\"']?\s*$")
+    long = re.compile(rf"^\s*target\s*:\s*[\"']?{re.escape(directory)}/?[\"']?\s*$")
+    return any(short.search(text) or long.match(text) for item in compose for _, text in item.lines())
+
+
+@check(
+    "FP-P010",
+    WARNING,
+    "uWSGI listens on a unix socket inside its container, and nginx in another container looks for it at the "
+    "same path: no volume shares it, so every request fails with 502",
+    hint="share the socket's directory as a volume mounted in both services, or use the uwsgi protocol over "
+    "TCP (socket = :3031 and uwsgi_pass app:3031)",
+)
+def unshared_uwsgi_socket(context: Context) -> Iterator[Found]:
+    compose = list(context.files_named(*_COMPOSE, *_STACK))
+    if not compose:
+        return
+    passes = " ".join(text for item in _nginx_files(context) for _, text in _directive_lines(item, "uwsgi_pass"))
+    for item, line, path in _uwsgi_sockets(context):
+        if path in passes and not _mounted(compose, posixpath.dirname(path)):
+            yield Found(obj=item.at(line))

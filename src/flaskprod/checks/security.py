@@ -1,0 +1,228 @@
+"""Security checks: debug and testing modes, the SECRET_KEY, and the session cookie's flags."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+
+from flask import Flask
+
+from ..runtime.headers import ProductionSessionInterface
+from ..runtime.secrets import FIX, secret_key_problem
+from .context import Context
+from .registry import ERROR, WARNING, Found, app_check, check
+
+
+@app_check(
+    "FP-S001",
+    ERROR,
+    "debug mode is on: errors propagate instead of answering 500, templates are re-read on every request, and "
+    "under app.run() the Werkzeug debugger runs code for whoever reaches it",
+    hint="unset FLASK_DEBUG and DEBUG in the production config; use `flask run --debug` for local development",
+)
+def debug_mode(app: Flask, context: Context) -> Iterator[Found]:
+    if app.debug:
+        yield Found(obj=context.app_label)
+
+
+@app_check(
+    "FP-S002",
+    ERROR,
+    "TESTING is on: errors propagate instead of answering 500, and Production(app) skips its safety refusal",
+    hint="set TESTING only in the test configuration (TESTING = False in production)",
+)
+def testing_mode(app: Flask, context: Context) -> Iterator[Found]:
+    if app.testing:
+        yield Found(obj=context.app_label)
+
+
+def _without_fix(problem: str) -> str:
+    # secret_key_problem ends each reason with the fix; here the fix is the hint.
+    return problem.removesuffix(FIX).rstrip(":; ")
+
+
+@app_check(
+    "FP-S003",
+    ERROR,
+    "SECRET_KEY is missing, short, repetitive or a published default: sessions can be forged",
+    hint=FIX,
+)
+def secret_key(app: Flask, context: Context) -> Iterator[Found]:
+    min_length = context.effective_spec.security.secret_min_length
+    problem = secret_key_problem(app.config.get("SECRET_KEY"), min_length)
+    if problem:
+        yield Found(obj=context.app_label, text=_without_fix(problem))
+    for index, fallback in enumerate(app.config.get("SECRET_KEY_FALLBACKS") or ()):
+        problem = secret_key_problem(fallback, min_length)
+        if problem:
+            text = _without_fix(problem).replace("SECRET_KEY", f"SECRET_KEY_FALLBACKS[{index}]", 1)
+            yield Found(obj=context.app_label, text=text)
+
+
+def _may_be_literal(node: ast.expr) -> bool:
+    """True when node can evaluate to a string written in the source, as in `env.get(...) or 'dev'`."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, (str, bytes)) and node.value not in ("", b"")
+    if isinstance(node, ast.BoolOp):
+        return any(_may_be_literal(value) for value in node.values)
+    if isinstance(node, ast.IfExp):
+        return _may_be_literal(node.body) or _may_be_literal(node.orelse)
+    if isinstance(node, ast.Call):
+        # os.environ.get("SECRET_KEY", "dev"), os.getenv("SECRET_KEY", default="dev"): the default is the literal.
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        if name in ("get", "getenv", "setdefault"):
+            defaults = node.args[1:2] + [kw.value for kw in node.keywords if kw.arg == "default"]
+            return any(_may_be_literal(value) for value in defaults)
+    return False
+
+
+def _is_secret_target(node: ast.expr) -> bool:
+    if isinstance(node, ast.Name):
+        return node.id == "SECRET_KEY"
+    if isinstance(node, ast.Attribute):
+        return node.attr in ("SECRET_KEY", "secret_key")
+    if isinstance(node, ast.Subscript):
+        return isinstance(node.slice, ast.Constant) and node.slice.value == "SECRET_KEY"
+    return False
+
+
+def _secret_assignments(tree: ast.AST) -> Iterator[tuple[int, ast.expr]]:
+    """(line, value) of each SECRET_KEY assignment: `SECRET_KEY = v`, `config["SECRET_KEY"] = v`,
+    `from_mapping(SECRET_KEY=v)` and `{"SECRET_KEY": v}`."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if node.value is not None and any(_is_secret_target(t) for t in targets):
+                yield node.lineno, node.value
+        elif isinstance(node, ast.Call):
+            for kw in node.keywords:
+                if kw.arg == "SECRET_KEY":
+                    yield kw.value.lineno, kw.value
+        elif isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values, strict=True):
+                if isinstance(key, ast.Constant) and key.value == "SECRET_KEY":
+                    yield value.lineno, value
+
+
+def _sets_true(body: list[ast.stmt], names: tuple[str, ...]) -> bool:
+    """True when body assigns True to one of names (DEBUG = True in a development config class)."""
+    for node in body:
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Constant)
+            and node.value.value is True
+            and any(_is_named(t, names) for t in node.targets)
+        ):
+            return True
+    return False
+
+
+def _is_named(node: ast.expr, names: tuple[str, ...]) -> bool:
+    if isinstance(node, ast.Name):
+        return node.id in names
+    if isinstance(node, ast.Subscript):
+        return isinstance(node.slice, ast.Constant) and node.slice.value in names
+    return False
+
+
+def _development_lines(tree: ast.Module) -> set[int]:
+    """Lines of classes and functions that turn DEBUG or TESTING on: a fixed key there is not a production key."""
+    if _sets_true(tree.body, ("DEBUG", "TESTING")):  # a development or test settings module
+        last = tree.body[-1].end_lineno or tree.body[-1].lineno
+        return set(range(1, last + 1))
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and _sets_true(
+            node.body, ("DEBUG", "TESTING")
+        ):
+            lines.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+    return lines
+
+
+@check(
+    "FP-S004",
+    WARNING,
+    "SECRET_KEY falls back to a string written in the source: anyone who can read the code can sign sessions",
+    hint="read it from the environment or a secret file only (FLASK_SECRET_KEY / FLASK_SECRET_KEY_FILE) "
+    "and fail when it is missing",
+)
+def secret_key_in_source(context: Context) -> Iterator[Found]:
+    for item, tree in context.python_files():
+        exempt = _development_lines(tree)
+        for line, value in _secret_assignments(tree):
+            if line not in exempt and _may_be_literal(value):
+                yield Found(obj=item.at(line))
+
+
+def _cookie_secure(app: Flask) -> bool:
+    if app.config.get("SESSION_COOKIE_SECURE"):
+        return True
+    # Production(app) with session_cookie_secure = "auto" sets the flag on every request that came over HTTPS.
+    session = app.session_interface
+    return isinstance(session, ProductionSessionInterface) and session.auto_secure
+
+
+@app_check(
+    "FP-S005",
+    WARNING,
+    "the session cookie is sent without the Secure flag, so also over plain HTTP",
+    hint="install Production(app) (it sets Secure on HTTPS requests) or set SESSION_COOKIE_SECURE = True",
+)
+def cookie_secure(app: Flask, context: Context) -> Iterator[Found]:
+    if not _cookie_secure(app):
+        yield Found(obj=context.app_label)
+
+
+@app_check(
+    "FP-S006",
+    WARNING,
+    "the session cookie is readable by JavaScript (SESSION_COOKIE_HTTPONLY is off)",
+    hint="set SESSION_COOKIE_HTTPONLY = True (Flask's default)",
+)
+def cookie_httponly(app: Flask, context: Context) -> Iterator[Found]:
+    if not app.config.get("SESSION_COOKIE_HTTPONLY"):
+        yield Found(obj=context.app_label)
+
+
+@app_check(
+    "FP-S007",
+    WARNING,
+    "the session cookie has no SameSite attribute, so other sites' forms send it along (CSRF)",
+    hint="install Production(app) (it sets SameSite=Lax) or set SESSION_COOKIE_SAMESITE = 'Lax'",
+)
+def cookie_samesite(app: Flask, context: Context) -> Iterator[Found]:
+    if not app.config.get("SESSION_COOKIE_SAMESITE"):
+        yield Found(obj=context.app_label)
+
+
+_RANDOM_PER_PROCESS = frozenset({"urandom", "token_hex", "token_bytes", "token_urlsafe", "uuid4", "getrandbits"})
+
+
+def _is_random_call(node: ast.expr) -> bool:
+    if isinstance(node, ast.BoolOp):
+        return any(_is_random_call(value) for value in node.values)
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("hex", "decode"):
+        node = node.func.value  # os.urandom(24).hex()
+    if isinstance(node, ast.Call):
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        return name in _RANDOM_PER_PROCESS
+    return isinstance(node, ast.JoinedStr) and any(
+        isinstance(part, ast.FormattedValue) and _is_random_call(part.value) for part in node.values
+    )
+
+
+@check(
+    "FP-S008",
+    WARNING,
+    "SECRET_KEY is generated at start-up: each worker signs with its own key, so sessions fail at random "
+    "and every restart logs everyone out",
+    hint="generate the key once and give it to every worker: FLASK_SECRET_KEY or FLASK_SECRET_KEY_FILE",
+)
+def secret_key_per_process(context: Context) -> Iterator[Found]:
+    for item, tree in context.python_files():
+        exempt = _development_lines(tree)
+        for line, value in _secret_assignments(tree):
+            if line not in exempt and _is_random_call(value):
+                yield Found(obj=item.at(line))

@@ -1,0 +1,670 @@
+"""`flaskprod check`: each check fails on the pitfall and passes on the fix; output, silencing, exit codes."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from flaskprod.checks import REGISTRY
+from flaskprod.checks.reference import TOPICS, checks_reference
+from flaskprod.cli import cli
+from flaskprod.runtime.secrets import secret_key_problem
+from tests.conftest import server_env
+from tests.support import BIN, ROOT
+
+STRONG_KEY = secrets.token_hex(32)
+
+PLAIN = "from flask import Flask\n\napp = Flask(__name__)\n"
+PROD = "from flask import Flask\n\nfrom flaskprod import Production\n\napp = Flask(__name__)\nProduction(app)\n"
+SQLALCHEMY = (
+    "from flask_sqlalchemy import SQLAlchemy\n\ndb = SQLAlchemy()\n"
+    'app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"\n'
+)
+
+
+@dataclass(frozen=True)
+class Audit:
+    """What `flaskprod check --format json` printed and returned."""
+
+    exit_code: int
+    messages: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+    def ids(self) -> list[str]:
+        return [m["id"] for m in self.messages]
+
+    def only(self, check_id: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["id"] == check_id]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """tmp_path as the current directory, with a clean environment (but a strong FLASK_SECRET_KEY) and
+    imports undone afterwards, so each test's app.py is imported afresh."""
+    for name in list(os.environ):
+        if name.startswith(("FLASK_", "FLASKPROD_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("FLASK_SECRET_KEY", STRONG_KEY)
+    monkeypatch.chdir(tmp_path)
+    # A test may rewrite app.py within a second: bytecode cached by mtime could be stale.
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    modules, path = set(sys.modules), list(sys.path)
+    yield tmp_path
+    for name in set(sys.modules) - modules:
+        del sys.modules[name]
+    sys.path[:] = path
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(textwrap.dedent(text).lstrip("\n"))
+
+
+def invoke(*args: str) -> Any:
+    """The command in this process, importing the project's modules afresh (a test may have rewritten them)."""
+    here = Path.cwd()
+    for name, module in list(sys.modules.items()):
+        if Path(getattr(module, "__file__", None) or "/").is_relative_to(here):
+            del sys.modules[name]
+    importlib.invalidate_caches()
+    return CliRunner().invoke(cli, ["check", *args], catch_exceptions=False)
+
+
+def audit(root: Path, files: dict[str, str], *args: str, env: dict[str, str] | None = None) -> Audit:
+    """Write files into root, run `flaskprod check --format json` in-process there, and parse the output."""
+    write(root, files)
+    saved = {name: os.environ.get(name) for name in env or {}}
+    os.environ.update(env or {})
+    try:
+        result = invoke("--format", "json", *args)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    assert result.exit_code in (0, 1), result.output
+    data = json.loads(result.stdout)
+    return Audit(exit_code=result.exit_code, messages=data["messages"], summary=data["summary"])
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real command in its own process, as a user runs it."""
+    return subprocess.run(
+        [str(BIN / "flaskprod"), "check", *args],
+        cwd=cwd,
+        env=server_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@dataclass(frozen=True)
+class Case:
+    """One check: files (and env) that trip it, where it points, and files that do not."""
+
+    id: str
+    bad: dict[str, str]
+    good: dict[str, str]
+    obj: str = "app"
+    text: str | None = None  # None: the check's own text
+    env: dict[str, str] = field(default_factory=dict)
+
+
+NGINX_PROXY = """
+    server {
+        listen 80;
+        location / {
+            proxy_pass http://app:8000;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }
+    }
+"""
+
+GUIDE_CONFIG = """
+    import os
+
+    class Config:
+        SECRET_KEY = os.environ.get('SECRET_KEY') or 'hard-to-guess-string'
+        SQLALCHEMY_DATABASE_URI = os.environ.get('DATABASE_URL')
+"""
+
+NGINX_UWSGI = "server {\n  location / {\n    include uwsgi_params;\n    uwsgi_pass unix:///tmp/uwsgi.sock;\n  }\n}\n"
+
+CASES = [
+    Case("FP-S001", bad={"app.py": PLAIN}, env={"FLASK_DEBUG": "1"}, good={"app.py": PLAIN}),
+    Case("FP-S002", bad={"app.py": PLAIN + "app.testing = True\n"}, good={"app.py": PLAIN}),
+    Case(
+        "FP-S003",
+        bad={"app.py": PLAIN + 'app.config["SECRET_KEY"] = "changeme"\n'},
+        text="SECRET_KEY is a published default ('changeme'): anyone can forge sessions",
+        good={"app.py": PROD},
+    ),
+    Case(
+        "FP-S004",
+        bad={"app.py": PROD, "settings.py": GUIDE_CONFIG},
+        obj="settings.py:4",
+        good={
+            "app.py": PROD,
+            "settings.py": """
+                import os
+
+                class Config:
+                    SECRET_KEY = os.environ["SECRET_KEY"]
+
+                class DevelopmentConfig(Config):
+                    DEBUG = True
+                    SECRET_KEY = "dev-only"
+            """,
+        },
+    ),
+    Case("FP-S005", bad={"app.py": PLAIN}, good={"app.py": PROD}),
+    Case(
+        "FP-S006",
+        bad={
+            "app.py": PROD.replace("Production(app)", 'app.config["SESSION_COOKIE_HTTPONLY"] = False\nProduction(app)')
+        },
+        good={"app.py": PLAIN},
+    ),
+    Case("FP-S007", bad={"app.py": PLAIN}, good={"app.py": PROD}),
+    Case(
+        "FP-S008",
+        bad={"app.py": PROD, "settings.py": "import os\n\nSECRET_KEY = os.urandom(24).hex()\n"},
+        obj="settings.py:3",
+        good={
+            "app.py": PROD,
+            "settings.py": """
+                import secrets
+
+                class TestingConfig:
+                    TESTING = True
+                    SECRET_KEY = secrets.token_hex()
+            """,
+        },
+    ),
+    Case(
+        "FP-C001",
+        bad={"app.py": PROD},
+        env={"FLASK_SECRET_KEY": "dev"},
+        text=secret_key_problem("dev", 32),
+        good={"app.py": PROD},
+    ),
+    Case("FP-C002", bad={"app.py": PLAIN}, good={"app.py": PROD}),
+    Case("FP-C003", bad={"app.py": PLAIN}, good={"app.py": PLAIN + 'app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024\n'}),
+    Case(
+        "FP-C004",
+        bad={
+            "app.py": PROD,
+            "docker-compose.yml": "services:\n  app:\n    environment:\n      - FLASK_ENV=production\n",
+        },
+        obj="docker-compose.yml:4",
+        good={"app.py": PROD, "docker-compose.yml": "services:\n  app:\n    environment:\n      - FLASK_DEBUG=0\n"},
+    ),
+    Case(
+        "FP-C005",
+        bad={"app.py": PROD, "nginx/site.conf": NGINX_PROXY},
+        obj="nginx/site.conf:4",
+        good={"app.py": PROD, "nginx/site.conf": NGINX_PROXY, "flaskprod.toml": "[proxy]\ntrusted_hops = 1\n"},
+    ),
+    Case(
+        "FP-C006",
+        bad={"app.py": PLAIN + SQLALCHEMY + "db.init_app(app)\n"},
+        good={"app.py": PROD + SQLALCHEMY + "db.init_app(app)\n"},
+    ),
+    Case(
+        "FP-P002",
+        bad={"app.py": PROD, "docker-compose.yml": "version: '3.8'\nservices:\n  app:\n    image: app\n"},
+        obj="docker-compose.yml:1",
+        good={
+            "app.py": PROD,
+            "docker-compose.yml": "services:\n  app:\n    image: app\n    labels:\n      version: '1'\n",
+        },
+    ),
+    Case(
+        "FP-P003",
+        bad={"app.py": PROD, "docker-stack.yml": "services:\n  web:\n    image: web\n    depends_on:\n      - app\n"},
+        obj="docker-stack.yml:4",
+        good={
+            "app.py": PROD,
+            "docker-compose.yml": "services:\n  web:\n    image: web\n    depends_on:\n      - app\n",
+        },
+    ),
+    Case(
+        "FP-P004",
+        bad={
+            "app.py": PROD,
+            "Dockerfile": 'FROM python:3.12-slim\nCMD ["flask", "--app", "app", "run", "--host", "0.0.0.0"]\n',
+        },
+        obj="Dockerfile:2",
+        good={
+            "app.py": PROD,
+            "Dockerfile": "FROM python:3.12-slim\nCMD flask db upgrade && \\\n    flaskprod serve app:app\n",
+        },
+    ),
+    Case(
+        "FP-P005",
+        bad={
+            "app.py": PROD,
+            "gunicorn.conf.py": """
+                import multiprocessing
+
+                workers = multiprocessing.cpu_count() * 2 + 1
+                worker_tmp_dir = "/dev/shm"
+            """,
+        },
+        obj="gunicorn.conf.py:3",
+        good={"app.py": PROD, "gunicorn.conf.py": 'workers = 4\nworker_tmp_dir = "/dev/shm"\n'},
+    ),
+    Case(
+        "FP-P006",
+        bad={"app.py": PROD, "gunicorn.conf.py": "workers = 4\n"},
+        obj="gunicorn.conf.py",
+        good={"app.py": PROD, "gunicorn.conf.py": 'workers = 4\nworker_tmp_dir = "/dev/shm"\n'},
+    ),
+    Case(
+        "FP-P007",
+        bad={
+            "app.py": PROD,
+            "logging_config.py": """
+                import logging
+                from logging.handlers import SocketHandler
+
+                def configure_logging(app):
+                    logstash_handler = SocketHandler('logstash', 5000)
+                    app.logger.addHandler(logstash_handler)
+            """,
+        },
+        obj="logging_config.py:5",
+        good={
+            "app.py": PROD,
+            "logging_config.py": "import logging\nimport sys\n\nhandler = logging.StreamHandler(sys.stdout)\n",
+        },
+    ),
+    Case(
+        "FP-P008",
+        bad={
+            "app.py": PROD,
+            "metrics.py": "from prometheus_flask_exporter import PrometheusMetrics\n\n"
+            "metrics = PrometheusMetrics(None)\n",
+        },
+        obj="metrics.py:3",
+        good={
+            "app.py": PROD,
+            "metrics.py": "from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics\n\n"
+            "metrics = GunicornPrometheusMetrics(None)\n",
+        },
+    ),
+    Case(
+        "FP-P009",
+        bad={"app.py": PROD, "nginx.conf": "server {\n  location / {\n    proxy_pass http://app:8000;\n  }\n}\n"},
+        obj="nginx.conf:3",
+        text="nginx proxies to the app without setting X-Forwarded-For and X-Forwarded-Proto: "
+        "the app cannot see the client's address or scheme (https behind TLS)",
+        good={"app.py": PROD, "nginx.conf": NGINX_PROXY},
+    ),
+    Case(
+        "FP-P010",
+        bad={
+            "app.py": PROD,
+            "uwsgi.ini": "[uwsgi]\nmodule = app:app\nsocket = /tmp/uwsgi.sock\n",
+            "nginx/nginx.conf": NGINX_UWSGI,
+            "docker-compose.yml": "services:\n  app:\n    build: .\n  nginx:\n    build: ./nginx\n",
+        },
+        obj="uwsgi.ini:3",
+        good={
+            "app.py": PROD,
+            "uwsgi.ini": "[uwsgi]\nmodule = app:app\nsocket = /tmp/uwsgi.sock\n",
+            "nginx/nginx.conf": NGINX_UWSGI,
+            "docker-compose.yml": "services:\n  app:\n    volumes:\n      - sockets:/tmp\n  nginx:\n    volumes:\n"
+            "      - sockets:/tmp\nvolumes:\n  sockets:\n",
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_check_reports_the_pitfall(project: Path, case: Case) -> None:
+    result = audit(project, case.bad, env=case.env)
+    check = REGISTRY[case.id]
+    assert result.only(case.id) == [
+        {
+            "id": case.id,
+            "level": check.level.name,
+            "text": case.text or check.text,
+            "hint": check.hint,
+            "obj": case.obj,
+        }
+    ], result.messages
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_check_passes_the_fix(project: Path, case: Case) -> None:
+    result = audit(project, case.good)
+    assert case.id not in result.ids(), result.messages
+
+
+def test_every_check_has_a_case() -> None:
+    covered = {c.id for c in CASES} | {"FP-P001"}  # FP-P001 runs in its own process below
+    assert covered == set(REGISTRY)
+
+
+def test_production_app_with_a_strong_key_has_no_issues(project: Path) -> None:
+    write(project, {"app.py": PROD})
+    result = invoke()
+    assert result.exit_code == 0
+    assert result.stdout == "System check identified no issues (0 silenced).\n"
+
+
+def test_unguarded_app_run_is_found_without_serving(tmp_path: Path) -> None:
+    # In a process of its own: were the app ever served, the timeout would end it.
+    write(tmp_path, {"app.py": PROD + "\napp.run()\n"})
+    result = run_cli("--format", "json", cwd=tmp_path)
+    messages = json.loads(result.stdout)["messages"]
+    assert result.returncode == 1
+    check = REGISTRY["FP-P001"]
+    assert [m for m in messages if m["id"] == "FP-P001"] == [
+        {"id": "FP-P001", "level": "ERROR", "text": check.text, "hint": check.hint, "obj": "app.py:8"}
+    ]
+    # The app still loaded (app.run returned at once), so its own checks ran too.
+    assert "FP-C001" not in {m["id"] for m in messages}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        PROD + '\nif __name__ == "__main__":\n    app.run(debug=True)\n',
+        PROD + "\ndef main():\n    app.run()\n",
+        # .run on something that is not the app is not the app's server.
+        PROD + "\nimport types\n\nrunner = types.SimpleNamespace(run=lambda: None)\nrunner.run()\n",
+    ],
+)
+def test_guarded_app_run_passes(project: Path, source: str) -> None:
+    assert "FP-P001" not in audit(project, {"app.py": source}).ids()
+
+
+def test_app_made_under_another_name_is_recognised(tmp_path: Path) -> None:
+    source = "from flask import Flask\n\nserver = Flask(__name__)\nserver.run()\n"
+    write(tmp_path, {"wsgi.py": source})
+    result = run_cli("--format", "json", cwd=tmp_path)
+    objs = [m["obj"] for m in json.loads(result.stdout)["messages"] if m["id"] == "FP-P001"]
+    assert objs == ["wsgi.py:4"]
+
+
+def test_flask_env_in_the_environment(project: Path) -> None:
+    result = audit(project, {"app.py": PROD}, env={"FLASK_ENV": "production"})
+    assert [(m["obj"], m["text"]) for m in result.only("FP-C004")] == [
+        ("environment", "FLASK_ENV is set in the environment, but Flask 2.3 removed it")
+    ]
+
+
+def test_secret_key_fallbacks_and_min_length_from_the_spec(project: Path) -> None:
+    key40 = secrets.token_hex(20)
+    source = PLAIN + f'app.config["SECRET_KEY"] = "{key40}"\napp.config["SECRET_KEY_FALLBACKS"] = ["dev"]\n'
+    texts = [m["text"] for m in audit(project, {"app.py": source}).only("FP-S003")]
+    assert texts == ["SECRET_KEY_FALLBACKS[0] is a published default ('dev'): anyone can forge sessions"]
+    stricter = audit(project, {}, "--set", "security.secret_min_length=64").only("FP-S003")
+    assert stricter[0]["text"] == "SECRET_KEY is too short (40 characters, at least 64 needed)"
+
+
+def test_secret_key_literals_in_every_form(project: Path) -> None:
+    settings = """
+        import os
+
+        SECRET_KEY = os.getenv("SECRET_KEY", "fallback-in-source")
+        TOKEN = os.environ.get("SECRET_KEY")
+
+        def create(app):
+            app.config.from_mapping(SECRET_KEY="dev")
+            app.secret_key = os.environ["SECRET_KEY"]
+            app.config.update({"SECRET_KEY": "x" if os.environ.get("CI") else os.environ["KEY"]})
+    """
+    result = audit(project, {"app.py": PROD, "settings.py": settings})
+    assert [m["obj"] for m in result.only("FP-S004")] == ["settings.py:3", "settings.py:7", "settings.py:9"]
+
+
+def test_proxy_fix_applied_by_the_app_itself(project: Path) -> None:
+    source = PLAIN + "from werkzeug.middleware.proxy_fix import ProxyFix\n\napp.wsgi_app = ProxyFix(app.wsgi_app)\n"
+    assert "FP-C005" not in audit(project, {"app.py": source, "nginx.conf": NGINX_PROXY}).ids()
+
+
+def test_production_after_db_init_app_is_too_late(project: Path) -> None:
+    source = PLAIN + SQLALCHEMY + "db.init_app(app)\n\nfrom flaskprod import Production\n\nProduction(app)\n"
+    assert "FP-C006" in audit(project, {"app.py": source}).ids()
+
+
+def test_pre_ping_turned_off_on_purpose_passes(project: Path) -> None:
+    source = (
+        PLAIN + SQLALCHEMY + 'app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": False}\ndb.init_app(app)\n'
+    )
+    assert "FP-C006" not in audit(project, {"app.py": source}).ids()
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        ("Procfile", "web: python -m flask run --port $PORT\n", 1),
+        ("docker-compose.yml", "services:\n  app:\n    command: flask --debug run\n", 3),
+        ("app.service", "[Service]\nExecStart=/srv/venv/bin/flask \\\n  --app app run\n", 2),
+    ],
+)
+def test_dev_server_in_other_deployment_files(project: Path, name: str, text: str, line: int) -> None:
+    assert [m["obj"] for m in audit(project, {"app.py": PROD, name: text}).only("FP-P004")] == [f"{name}:{line}"]
+
+
+def test_gunicorn_command_without_tmp_dir(project: Path) -> None:
+    dockerfile = 'FROM python:3.12-slim\nCMD ["gunicorn", "--bind", "0.0.0.0:5000", "--workers", "4", "wsgi:app"]\n'
+    assert [m["obj"] for m in audit(project, {"app.py": PROD, "Dockerfile": dockerfile}).only("FP-P006")] == [
+        "Dockerfile:2"
+    ]
+    fixed = dockerfile.replace('"wsgi:app"', '"--worker-tmp-dir", "/dev/shm", "wsgi:app"')
+    assert "FP-P006" not in audit(project, {"Dockerfile": fixed}).ids()
+
+
+def test_pickling_handlers_in_logging_configs(project: Path) -> None:
+    files = {
+        "app.py": PROD,
+        "log_setup.py": 'LOGGING = {"handlers": {"ship": {"class": "logging.handlers.DatagramHandler"}}}\n',
+        "logging.ini": "[handler_ship]\nclass=handlers.SocketHandler\nargs=('logstash', 5000)\n",
+    }
+    assert sorted(m["obj"] for m in audit(project, files).only("FP-P007")) == ["log_setup.py:1", "logging.ini:2"]
+
+
+def test_nginx_including_proxy_params_passes(project: Path) -> None:
+    conf = "server {\n  location / {\n    include proxy_params;\n    proxy_pass http://app:8000;\n  }\n}\n"
+    assert "FP-P009" not in audit(project, {"app.py": PROD, "nginx.conf": conf}).ids()
+
+
+def test_environments_caches_and_tests_are_not_scanned(project: Path) -> None:
+    handler = "from logging.handlers import SocketHandler\n\nh = SocketHandler('logstash', 5000)\n"
+    files = {
+        "app.py": PROD,
+        ".venv/lib/shipper.py": handler,
+        "env/pyvenv.cfg": "home = /usr/bin\n",
+        "env/lib/shipper.py": handler,
+        "node_modules/pkg/shipper.py": handler,
+        "tests/test_logs.py": handler,
+        "test_shipper.py": handler,
+        "docs/deploy.md": "FLASK_ENV=production\n",
+    }
+    result = audit(project, files)
+    assert result.messages == []
+
+
+def test_text_output_groups_by_level(project: Path) -> None:
+    write(
+        project,
+        {"app.py": PROD, "docker-compose.yml": "version: '3'\nservices: {}\n", "gunicorn.conf.py": "workers = 2\n"},
+    )
+    result = invoke()
+    warning, info = REGISTRY["FP-P006"], REGISTRY["FP-P002"]
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [
+        "System check identified some issues:",
+        "",
+        "WARNINGS:",
+        f"FP-P006  WARNING  gunicorn.conf.py: {warning.text}  HINT: {warning.hint}",
+        "",
+        "INFOS:",
+        f"FP-P002  INFO  docker-compose.yml:1: {info.text}  HINT: {info.hint}",
+        "",
+        "System check identified 2 issues (0 silenced).",
+    ]
+
+
+def test_json_output_has_messages_and_summary(project: Path) -> None:
+    result = audit(project, {"app.py": PLAIN})
+    assert result.exit_code == 1
+    assert set(result.messages[0]) == {"id", "level", "text", "hint", "obj"}
+    assert result.messages[0]["level"] == "ERROR"  # most severe first
+    assert result.summary == {
+        "issues": len(result.messages),
+        "silenced": 0,
+        "by_level": {
+            "CRITICAL": 0,
+            "ERROR": 1,  # FP-S003: no SECRET_KEY at all without Production
+            "WARNING": 4,
+            "INFO": 0,
+            "DEBUG": 0,
+        },
+        "fail_level": "ERROR",
+        "failed": True,
+    }
+
+
+def test_silence_hides_and_counts(project: Path) -> None:
+    write(project, {"app.py": PROD, "docker-compose.yml": "version: '3'\nservices: {}\n"})
+    result = invoke("--silence", "FP-P002")
+    assert result.exit_code == 0
+    assert result.stdout == "System check identified no issues (1 silenced).\n"
+    many = audit(project, {"app.py": PLAIN}, "--silence", "fp-s003,FP-C002", "--silence", "FP-C003")
+    assert not {"FP-S003", "FP-C002", "FP-C003"} & set(many.ids())
+    assert many.summary["silenced"] == 3
+    assert many.exit_code == 0  # the only ERROR was silenced
+
+
+def test_silence_from_the_spec(project: Path) -> None:
+    files = {"app.py": PROD, "docker-compose.yml": "version: '3'\nservices: {}\n"}
+    write(project, {"flaskprod.toml": '[checks]\nsilenced = "FP-P002"\n'})
+    assert audit(project, files).summary["silenced"] == 1
+    (project / "flaskprod.toml").unlink()
+    result = audit(project, {}, env={"FLASKPROD_CHECKS__SILENCED": "FP-P002, FP-C004"})
+    assert (result.messages, result.summary["silenced"]) == ([], 1)
+
+
+def test_fail_level_sets_the_exit_code(project: Path) -> None:
+    write(project, {"app.py": PROD, "docker-compose.yml": "version: '3'\nservices: {}\n"})  # one INFO
+    assert invoke().exit_code == 0
+    assert invoke("--fail-level", "WARNING").exit_code == 0
+    assert invoke("--fail-level", "info").exit_code == 1
+    assert invoke("--fail-level", "DEBUG", "--silence", "FP-P002").exit_code == 0
+
+
+def test_real_command_exit_codes(tmp_path: Path) -> None:
+    write(tmp_path, {"app.py": PLAIN})
+    failing = run_cli(cwd=tmp_path)
+    assert failing.returncode == 1, failing.stderr
+    assert "FP-S003  ERROR  app: SECRET_KEY is missing" in failing.stdout
+    assert failing.stdout.rstrip().endswith("issues (0 silenced).")
+    passing = run_cli("--fail-level", "CRITICAL", cwd=tmp_path)
+    assert passing.returncode == 0, passing.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "files", "message"),
+    [
+        (
+            ["--silence", "FP-X999"],
+            {"app.py": PROD},
+            "Error: unknown check ID 'FP-X999' in --silence; see docs/checks.md for every ID",
+        ),
+        (
+            ["--silence", "FP-S001", "--silence", "FP-P0010"],
+            {"app.py": PROD},
+            "Error: unknown check ID 'FP-P0010' in --silence; did you mean FP-P010?",
+        ),
+        (
+            [],
+            {"app.py": PROD, "flaskprod.toml": '[checks]\nsilenced = "nonsense"\n'},
+            "Error: unknown check ID 'nonsense' in checks.silenced (file {root}/flaskprod.toml); "
+            "see docs/checks.md for every ID",
+        ),
+        (
+            [],
+            {},
+            "Error: no Flask app found: tried wsgi.py, app.py in {root}; "
+            "pass APP such as 'module:app' or 'module:create_app()'",
+        ),
+        (
+            ["nosuchmodule:app"],
+            {},
+            "Error: could not import 'nosuchmodule': No module named 'nosuchmodule'",
+        ),
+        (
+            [],
+            {"app.py": "from flask import Flask\n\napp = Flask(__name__)\nRATIO = 1 / 0\n"},
+            "Error: error while importing 'app': ZeroDivisionError: division by zero",
+        ),
+    ],
+    ids=["unknown-id", "close-id", "unknown-id-in-spec", "no-app", "no-module", "broken-app"],
+)
+def test_user_mistakes_are_one_line_exit_2(
+    tmp_path: Path, args: list[str], files: dict[str, str], message: str
+) -> None:
+    write(tmp_path, files)
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == message.format(root=tmp_path) + "\n"
+    assert result.stdout == ""
+
+
+def test_what_the_app_prints_on_import_keeps_json_parseable(project: Path) -> None:
+    result = audit(project, {"app.py": 'print("starting up")\n' + textwrap.dedent(PROD)})
+    assert result.messages == []
+
+
+def test_reference_app_passes(tmp_path: Path) -> None:
+    taskboard = ROOT / "examples" / "taskboard"
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'taskboard.sqlite3'}", "TASKBOARD_CONFIG": None}
+    result = run_cli(cwd=taskboard, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == "System check identified no issues (0 silenced).\n"
+
+
+def test_reference_app_without_a_key_is_refused(tmp_path: Path) -> None:
+    taskboard = ROOT / "examples" / "taskboard"
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'taskboard.sqlite3'}", "FLASK_SECRET_KEY": None}
+    result = run_cli("--format", "json", cwd=taskboard, env=env)
+    assert result.returncode == 1
+    assert [m["id"] for m in json.loads(result.stdout)["messages"]] == ["FP-C001"]
+
+
+def test_every_check_is_in_a_documented_topic() -> None:
+    assert {entry.topic for entry in REGISTRY.values()} == set(TOPICS)
+    for check_id, entry in REGISTRY.items():
+        assert check_id.startswith(f"FP-{entry.topic[0].upper()}")
+
+
+def test_checks_reference_is_current() -> None:
+    page = (ROOT / "docs" / "checks.md").read_text()
+    assert page == checks_reference(), (
+        "docs/checks.md is stale: run `python -m flaskprod.checks.reference > docs/checks.md`"
+    )
+    for check_id in REGISTRY:
+        assert f"`{check_id}`" in page
