@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from flaskprod.checks import REGISTRY
+from flaskprod.checks.context import patched_environ
 from flaskprod.checks.reference import TOPICS, checks_reference
 from flaskprod.cli import cli
 from flaskprod.runtime.secrets import secret_key_problem
@@ -87,16 +88,8 @@ def invoke(*args: str) -> Any:
 def audit(root: Path, files: dict[str, str], *args: str, env: dict[str, str] | None = None) -> Audit:
     """Write files into root, run `flaskprod check --format json` in-process there, and parse the output."""
     write(root, files)
-    saved = {name: os.environ.get(name) for name in env or {}}
-    os.environ.update(env or {})
-    try:
+    with patched_environ(env or {}):
         result = invoke("--format", "json", *args)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
     assert result.exit_code in (0, 1), result.output
     data = json.loads(result.stdout)
     return Audit(exit_code=result.exit_code, messages=data["messages"], summary=data["summary"])

@@ -50,6 +50,12 @@ def _scanned_file(name: str) -> bool:
     return name.startswith(SCANNED_NAMES) or Path(name).suffix in SCANNED_SUFFIXES
 
 
+def call_name(node: ast.Call) -> str:
+    """The called name: `run` for app.run(...), `getenv` for getenv(...); "" for anything else."""
+    func = node.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+
+
 @dataclass(frozen=True)
 class ProjectFile:
     """A file of the project, by its path relative to the project directory."""
@@ -161,7 +167,7 @@ class Context:
 
 
 @contextlib.contextmanager
-def _patched_environ(values: Mapping[str, str]) -> Iterator[None]:
+def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:
@@ -193,7 +199,7 @@ def load_context(spec: Spec, *, cwd: str | os.PathLike[str] | None = None) -> Co
     app: Flask | None = None
     refused = None
     env = {**env_for(spec.flagged()), "FLASK_RUN_FROM_CLI": "true"}
-    with _patched_environ(env), contextlib.redirect_stdout(sys.stderr):
+    with patched_environ(env), contextlib.redirect_stdout(sys.stderr):
         try:
             app = discovery.load(ref)
         except ConfigurationError as exc:

@@ -7,13 +7,8 @@ import posixpath
 import re
 from collections.abc import Iterator
 
-from .context import Context, ProjectFile
+from .context import Context, ProjectFile, call_name
 from .registry import ERROR, INFO, WARNING, Found, check
-
-
-def _call_name(node: ast.Call) -> str:
-    func = node.func
-    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
 
 
 def _is_main_guard(test: ast.expr) -> bool:
@@ -72,7 +67,7 @@ def _app_names(tree: ast.Module, context: Context) -> set[str]:
         if (
             isinstance(stmt, ast.Assign)
             and isinstance(stmt.value, ast.Call)
-            and _call_name(stmt.value) in _APP_FACTORIES
+            and call_name(stmt.value) in _APP_FACTORIES
         ):
             names.update(t.id for t in stmt.targets if isinstance(t, ast.Name))
     return names
@@ -242,7 +237,7 @@ def _gunicorn_configs(context: Context) -> Iterator[tuple[ProjectFile, ast.Modul
 def gunicorn_cpu_count(context: Context) -> Iterator[Found]:
     for item, tree in _gunicorn_configs(context):
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and _call_name(node) == "cpu_count":
+            if isinstance(node, ast.Call) and call_name(node) == "cpu_count":
                 yield Found(obj=item.at(node.lineno))
 
 
@@ -288,7 +283,7 @@ _HANDLER_IN_CONFIG = re.compile(r"\bhandlers\.(?:Socket|Datagram)Handler\b")
 def _creates_pickling_handler(node: ast.expr) -> bool:
     """SocketHandler(...) or DatagramHandler(...), or dictConfig's "class": "logging.handlers.SocketHandler"."""
     if isinstance(node, ast.Call):
-        return _call_name(node) in _PICKLING_HANDLERS
+        return call_name(node) in _PICKLING_HANDLERS
     return (
         isinstance(node, ast.Constant) and isinstance(node.value, str) and bool(_HANDLER_IN_CONFIG.search(node.value))
     )

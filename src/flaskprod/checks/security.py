@@ -9,7 +9,7 @@ from flask import Flask
 
 from ..runtime.headers import ProductionSessionInterface
 from ..runtime.secrets import FIX, secret_key_problem
-from .context import Context
+from .context import Context, call_name
 from .registry import ERROR, WARNING, Found, app_check, check
 
 
@@ -67,13 +67,10 @@ def _may_be_literal(node: ast.expr) -> bool:
         return any(_may_be_literal(value) for value in node.values)
     if isinstance(node, ast.IfExp):
         return _may_be_literal(node.body) or _may_be_literal(node.orelse)
-    if isinstance(node, ast.Call):
-        # os.environ.get("SECRET_KEY", "dev"), os.getenv("SECRET_KEY", default="dev"): the default is the literal.
-        func = node.func
-        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-        if name in ("get", "getenv", "setdefault"):
-            defaults = node.args[1:2] + [kw.value for kw in node.keywords if kw.arg == "default"]
-            return any(_may_be_literal(value) for value in defaults)
+    # os.environ.get("SECRET_KEY", "dev"), os.getenv("SECRET_KEY", default="dev"): the default is the literal.
+    if isinstance(node, ast.Call) and call_name(node) in ("get", "getenv", "setdefault"):
+        defaults = node.args[1:2] + [kw.value for kw in node.keywords if kw.arg == "default"]
+        return any(_may_be_literal(value) for value in defaults)
     return False
 
 
@@ -205,9 +202,7 @@ def _is_random_call(node: ast.expr) -> bool:
     while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("hex", "decode"):
         node = node.func.value  # os.urandom(24).hex()
     if isinstance(node, ast.Call):
-        func = node.func
-        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-        return name in _RANDOM_PER_PROCESS
+        return call_name(node) in _RANDOM_PER_PROCESS
     return isinstance(node, ast.JoinedStr) and any(
         isinstance(part, ast.FormattedValue) and _is_random_call(part.value) for part in node.values
     )
