@@ -70,6 +70,9 @@ def render(out: Path) -> int:
     for goal in goals_for(results):
         verdict = {True: "met", False: "MISSED", None: "not measured"}[goal.met]
         say(f"  {verdict:<12} {goal.goal}: {goal.measured}")
+    stolen = report.steal_text(results)
+    if stolen is not None:
+        say(stolen)
     return 0
 
 

@@ -1,8 +1,10 @@
-"""Where the cores went during one wrk run: the app server, nginx, wrk itself, and what stayed idle.
+"""Where the cores went during one wrk run: the app server, nginx, wrk itself, the hypervisor, and idle.
 
 wrk, nginx and the app server share this machine's cores, so a stack's throughput is bounded by the
-CPU the app server gets, not by the machine's cores. Each figure is CPU seconds over wall seconds
-(1.0 = one core busy for the whole run).
+CPU the app server gets, not by the machine's cores. On a virtual machine the host can also take
+the cores away: /proc/stat counts that as steal, time a vCPU wanted to run and was not let. It is
+the only figure here that says a run was slowed by something outside the machine. Each figure is
+CPU seconds over wall seconds (1.0 = one core busy for the whole run).
 """
 
 from __future__ import annotations
@@ -35,17 +37,20 @@ def stat_ticks(stat: str) -> tuple[str, int]:
 class Snapshot:
     app: int  # ticks of every process in the stack's trees that is not nginx
     nginx: int
-    busy: int  # the machine's non-idle ticks, all cores
+    busy: int  # the machine's ticks running anything, all cores (neither idle nor stolen)
     idle: int
+    stolen: int  # ticks the hypervisor ran something else while this machine's vCPUs wanted to run
     wrk: float  # CPU seconds of this process's waited-for children (wrk) so far
 
 
-def _machine_ticks() -> tuple[int, int]:
-    """(busy, idle) ticks of all cores from /proc/stat; iowait counts as idle."""
-    first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    values = [int(v) for v in first[:8]]  # user nice system idle iowait irq softirq steal
-    idle = values[3] + values[4]
-    return sum(values) - idle, idle
+def machine_ticks(proc_stat: str) -> tuple[int, int, int]:
+    """(busy, idle, stolen) ticks of all cores from the text of /proc/stat; iowait counts as idle.
+
+    guest and guest_nice (fields 9 and 10) are already inside user and nice, so they are left out.
+    """
+    first = proc_stat.splitlines()[0].split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in first[:8])
+    return user + nice + system + irq + softirq, idle + iowait, steal
 
 
 def _children_seconds() -> float:
@@ -64,8 +69,8 @@ def snapshot(roots: Iterable[int]) -> Snapshot:
             nginx += ticks
         else:
             app += ticks
-    busy, idle = _machine_ticks()
-    return Snapshot(app=app, nginx=nginx, busy=busy, idle=idle, wrk=_children_seconds())
+    busy, idle, stolen = machine_ticks(Path("/proc/stat").read_text())
+    return Snapshot(app=app, nginx=nginx, busy=busy, idle=idle, stolen=stolen, wrk=_children_seconds())
 
 
 def cores_used(before: Snapshot, after: Snapshot, seconds: float) -> dict[str, float]:
@@ -84,4 +89,5 @@ def cores_used(before: Snapshot, after: Snapshot, seconds: float) -> dict[str, f
         # Kernel threads, the harness's slow clients, anything else running on the machine.
         "other": round(max(0.0, busy - app - nginx - wrk), 2),
         "idle": round((after.idle - before.idle) * per_tick, 2),
+        "stolen": round((after.stolen - before.stolen) * per_tick, 2),
     }

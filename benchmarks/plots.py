@@ -138,7 +138,7 @@ def memory(results: Results, out: Path) -> Path | None:
 
 
 CORE_PARTS = (("app", "app server", "#2b7bba"), ("nginx", "nginx", "#009e73"), ("wrk", "wrk", "#e69f00"))
-CORE_REST = (("other", "other", "#999999"), ("idle", "idle", "#eeeeee"))
+CORE_REST = (("other", "other", "#999999"), ("stolen", "taken by the host", "#d55e00"), ("idle", "idle", "#eeeeee"))
 
 
 def cores(results: Results, out: Path) -> Path | None:
@@ -153,7 +153,8 @@ def cores(results: Results, out: Path) -> Path | None:
     for ax, (name, runs) in zip(axes[:, 0], per_panel.items(), strict=True):
         left = [0.0] * len(runs)
         for key, label, color in (*CORE_PARTS, *CORE_REST):
-            widths = [r["cpu_cores"][key] for r in runs]
+            # Runs from before steal was recorded have no "stolen".
+            widths = [r["cpu_cores"].get(key, 0.0) for r in runs]
             ax.barh([r["stack"] for r in runs], widths, left=left, color=color, label=label, edgecolor="#cccccc")
             left = [a + b for a, b in zip(left, widths, strict=True)]
         for i, r in enumerate(runs):

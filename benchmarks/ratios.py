@@ -85,6 +85,39 @@ def runs_with_cores(results: Results, workload: str) -> list[Mapping[str, Any]]:
     return sorted(runs, key=lambda r: -float(r["ok_rps"]))
 
 
+# A measured run that lost more than this many cores to the hypervisor ran on a slowed machine.
+DISTURBED_STOLEN = 0.1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Steal:
+    """How much of the cores the host took from this machine during a run's measurements."""
+
+    median: float  # cores, over every round of every measured run
+    most: float
+    disturbed: int  # measured runs (every round) that lost more than DISTURBED_STOLEN
+    measured: int
+    ceiling: float | None  # during the in-process ceiling, which every x-ceiling figure divides by
+
+
+def steal(results: Results) -> Steal | None:
+    """The host's share of the cores over the run; None for a run from before steal was recorded."""
+    figures: list[float] = []
+    for run in results.get("runs", []):
+        rounds = run.get("samples_stolen") or [(run.get("cpu_cores") or {}).get("stolen")]
+        figures += [float(f) for f in rounds if f is not None]
+    if not figures:
+        return None
+    figures.sort()
+    return Steal(
+        median=figures[len(figures) // 2],
+        most=figures[-1],
+        disturbed=sum(f > DISTURBED_STOLEN for f in figures),
+        measured=len(figures),
+        ceiling=results.get("ceiling", {}).get("stolen_cores"),
+    )
+
+
 def peers(results: Results) -> list[str]:
     return [s["name"] for s in results.get("stacks", []) if s["group"] == "peer"]
 
@@ -256,6 +289,7 @@ def _cores_text(run: Mapping[str, Any] | None) -> str:
     return (
         f"; cores used: app server {cores['app']:.2f}, nginx {cores['nginx']:.2f}, wrk {cores['wrk']:.2f}, "
         f"other {cores['other']:.2f}, idle {cores['idle']:.2f}"
+        + (f", taken by the host {cores['stolen']:.2f}" if cores.get("stolen") is not None else "")
     )
 
 

@@ -10,6 +10,7 @@ from .ratios import (
     ACCEPT_LOCK,
     CORES_WORKLOADS,
     DEFAULT,
+    DISTURBED_STOLEN,
     MAIN_CONNECTIONS,
     Goal,
     app_core_efficiency,
@@ -18,6 +19,7 @@ from .ratios import (
     find_run,
     goals_for,
     runs_with_cores,
+    steal,
 )
 from .workloads import BY_NAME
 
@@ -62,8 +64,36 @@ def goals_section(results: Results) -> list[str]:
         "compares against. A goal whose bound is below its target is out of reach on this machine with this "
         "app whatever the server does, and is marked so. Throughput counts successful responses only.",
         "",
+        *steal_lines(results),
     ]
     return lines + _table(["goal", "target", "measured", "at most", "verdict"], rows)[:-1] + notes
+
+
+def steal_text(results: Results) -> str | None:
+    """One sentence on how much of the cores the host took during the run; None if not recorded."""
+    found = steal(results)
+    if found is None:
+        return None
+    cores = results["machine"]["cores"]
+    text = (
+        f"The host took a median {found.median:.2f} of the {cores} cores (at most {found.most:.2f}) from this "
+        f"virtual machine during the measured runs; {found.disturbed} of {found.measured} lost more than "
+        f"{DISTURBED_STOLEN:.2f}"
+    )
+    if found.ceiling is not None:
+        text += f", and {found.ceiling:.2f} during the in-process ceiling"
+    return text + "."
+
+
+def steal_lines(results: Results) -> list[str]:
+    text = steal_text(results)
+    if text is None:
+        return []
+    return [
+        f"{text} A core the host takes is one no stack can use: a run that lost one ran on a slower machine, so "
+        "figures compare within one run, between runs of like steal, and as ratios.",
+        "",
+    ]
 
 
 def _verdict(goal: Goal) -> str:
@@ -144,7 +174,8 @@ def cores_section(results: Results) -> list[str]:
         "CPU used during each median run at "
         f"{MAIN_CONNECTIONS} connections, in cores (CPU seconds over wall seconds; "
         f"{results['machine']['cores']} = every core busy): the app server's process tree, nginx's, wrk, everything "
-        "else (kernel threads, the harness), and idle. *per app core* = requests/s over (in-process calls/s per "
+        "else (kernel threads, the harness), idle, and what the host took from this virtual machine (steal: "
+        "time its cores wanted to run and were not let). *per app core* = requests/s over (in-process calls/s per "
         "core x the cores the app server used): 1.00 = the app runs inside the server as fast as in the "
         "in-process loop; the rest is the server's own work, switches between threads and processes, and "
         "caches shared with nginx and wrk.",
@@ -161,14 +192,15 @@ def cores_section(results: Results) -> list[str]:
                 f"`{r['stack']}`",
                 labels.get(r["stack"], ""),
                 _num(r["ok_rps"], 0),
-                *(_num(r["cpu_cores"][part], 2) for part in ("app", "nginx", "wrk", "other", "idle")),
+                *(_num(r["cpu_cores"].get(part), 2) for part in ("app", "nginx", "wrk", "other", "idle", "stolen")),
                 _num(app_core_efficiency(results, r), 2),
             ]
             for r in runs
         ]
         lines += [f"### {BY_NAME[name].label}", ""]
         lines += _table(
-            ["stack", "what", "requests/s", "app server", "nginx", "wrk", "other", "idle", "per app core"], rows
+            ["stack", "what", "requests/s", "app server", "nginx", "wrk", "other", "idle", "host", "per app core"],
+            rows,
         )
     return lines if shown else []
 

@@ -119,11 +119,15 @@ def measure_inprocess(
         "FLASKPROD_PROXY__TRUSTED_HOPS": "1",
     }
     with_ceiling = [w for w in WORKLOADS if w.has_ceiling and w.database == "sqlite"]
+    before, t0 = cpu.snapshot(()), time.monotonic()
     paths = inprocess(CEILING_APP, [w.path for w in with_ceiling], mode.inprocess_seconds, ceiling_env, work)
+    # The ceiling divides every x-ceiling figure: a host that took the cores during it lowers them all.
+    stolen = cpu.cores_used(before, cpu.snapshot(()), time.monotonic() - t0).get("stolen")
     ceiling = {
         "cores": machine.cores(),
         "app": CEILING_APP,
         "calls_per_s": {w.name: round(paths[w.path], 1) for w in with_ceiling},
+        "stolen_cores": stolen,
     }
     # Alternated in rounds, each the median of its rounds, so a slow spell of the machine hits all three alike.
     behind_env = {**env, "FLASKPROD_PROXY__TRUSTED_HOPS": "1"}
@@ -179,7 +183,11 @@ def _levels(workload: Workload, mode: Mode) -> tuple[int, ...]:
 def median_run(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The round with the median throughput (the upper of an even count), whole, with every round's figure."""
     chosen = sorted(rounds, key=lambda run: run["ok_rps"])[len(rounds) // 2]
-    return {**chosen, "samples_ok_rps": [run["ok_rps"] for run in rounds]}
+    return {
+        **chosen,
+        "samples_ok_rps": [run["ok_rps"] for run in rounds],
+        "samples_stolen": [(run.get("cpu_cores") or {}).get("stolen") for run in rounds],
+    }
 
 
 def load_workloads(

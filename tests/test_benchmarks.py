@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from benchmarks import cpu, procs, report, run, wrk
-from benchmarks.ratios import app_core_efficiency, candidates, ceiling_ratio, goals_for
+from benchmarks.ratios import app_core_efficiency, candidates, ceiling_ratio, goals_for, steal
 from benchmarks.run import median_run
 from benchmarks.stacks import all_stacks, started
 from benchmarks.workloads import BY_NAME
@@ -273,9 +273,12 @@ def test_peer_nginx_files_are_filled_completely_and_option3_shares_its_socket(tm
 def test_each_point_reports_its_median_round_whole_and_every_round_s_figure() -> None:
     figures = ((900, 400), (5000, 9), (5400, 8))
     stalled, normal, lucky = (_run("flaskprod-default", "ping", n, p99=p99) for n, p99 in figures)
+    for each, taken in zip((stalled, normal, lucky), (0.8, 0.0, 0.01), strict=True):
+        each["cpu_cores"] = {"app": 1.0, "stolen": taken}
     chosen = median_run([lucky, stalled, normal])
     assert (chosen["ok_rps"], chosen["p99_ms"]) == (5000, 9)  # its latencies come with it
     assert chosen["samples_ok_rps"] == [5400, 900, 5000]
+    assert chosen["samples_stolen"] == [0.01, 0.8, 0.0]  # the stall: the host had taken the cores
     assert median_run([stalled])["ok_rps"] == 900
 
 
@@ -291,14 +294,62 @@ def test_a_goal_beyond_the_ceiling_is_reported_out_of_reach_not_just_missed() ->
     assert ping.reachable is True  # 15,000 in-process on both cores vs Option 2's 2,500: up to 6x
 
 
-def test_cores_used_splits_the_run_between_app_server_nginx_wrk_and_idle() -> None:
+def test_cores_used_splits_the_run_between_app_server_nginx_wrk_the_host_and_idle() -> None:
     tick = os.sysconf("SC_CLK_TCK")
-    before = cpu.Snapshot(app=0, nginx=0, busy=0, idle=0, wrk=10.0)
-    # Over 2 s: the app server 2.4 CPU s, nginx 0.6, wrk 0.4, the machine busy 3.6 of 4 and idle 0.4.
+    before = cpu.Snapshot(app=0, nginx=0, busy=0, idle=0, stolen=0, wrk=10.0)
+    # Over 2 s: the app server 2.4 CPU s, nginx 0.6, wrk 0.4, the machine running 3.4 of 4, the host
+    # taking 0.2 and 0.4 idle.
     after = cpu.Snapshot(
-        app=int(2.4 * tick), nginx=int(0.6 * tick), busy=int(3.6 * tick), idle=int(0.4 * tick), wrk=10.4
+        app=int(2.4 * tick),
+        nginx=int(0.6 * tick),
+        busy=int(3.4 * tick),
+        idle=int(0.4 * tick),
+        stolen=int(0.2 * tick),
+        wrk=10.4,
     )
-    assert cpu.cores_used(before, after, 2.0) == {"app": 1.2, "nginx": 0.3, "wrk": 0.2, "other": 0.1, "idle": 0.2}
+    assert cpu.cores_used(before, after, 2.0) == {
+        "app": 1.2,
+        "nginx": 0.3,
+        "wrk": 0.2,
+        "other": 0.0,
+        "idle": 0.2,
+        "stolen": 0.1,
+    }
+
+
+def test_steal_is_told_apart_from_the_machine_s_own_work() -> None:
+    """/proc/stat's steal is time the host ran another guest: counted as busy, it would pass for "other"."""
+    # cpu user nice system idle iowait irq softirq steal guest guest_nice
+    text = "cpu  700 10 90 150 50 5 15 400 30 0\ncpu0 350 5 45 75 25 2 8 200 15 0\n"
+    busy, idle, stolen = cpu.machine_ticks(text)
+    assert (busy, idle, stolen) == (700 + 10 + 90 + 5 + 15, 150 + 50, 400)  # guest is already inside user
+
+
+def test_the_report_says_how_much_of_the_cores_the_host_took() -> None:
+    results = _results()
+    stolen = {"ping": [0.0, 0.02, 0.5], "page": [0.3, 0.01, 0.0]}
+    for point in results["runs"]:
+        point["cpu_cores"] = {"app": 1.0, "nginx": 0.3, "wrk": 0.1, "other": 0.0, "idle": 0.1, "stolen": 0.05}
+        point["samples_stolen"] = stolen.get(point["workload"], [0.05])
+    results["ceiling"]["stolen_cores"] = 0.4
+    found = steal(results)
+    assert found is not None
+    # Every round counts: 9 ping and page runs of three rounds (one over 0.1 in each) and 6 runs of one.
+    assert (found.measured, found.disturbed, found.most, found.median) == (33, 9, 0.5, 0.02)
+    text = report.render(results)
+    assert "The host took a median 0.02 of the 2 cores (at most 0.50)" in text
+    assert "9 of 33 lost more than 0.10, and 0.40 during the in-process ceiling." in text
+    assert "| idle | host | per app core |" in text
+
+
+def test_a_run_from_before_steal_was_recorded_still_renders() -> None:
+    results = _results()
+    for point in results["runs"]:
+        point["cpu_cores"] = {"app": 1.0, "nginx": 0.3, "wrk": 0.1, "other": 0.0, "idle": 0.1}
+    assert steal(results) is None
+    text = report.render(results)
+    assert "The host took" not in text
+    assert "| 0.10 | - |" in text  # idle, then no host figure
 
 
 def test_stat_ticks_reads_past_a_command_name_with_spaces_and_parentheses() -> None:
@@ -329,7 +380,7 @@ def test_a_child_that_exits_during_the_run_is_still_counted_through_its_parent(t
 
 def test_per_app_core_compares_the_server_s_cpu_with_the_in_process_loop() -> None:
     results = _results()
-    cores = {"app": 1.6, "nginx": 0.4, "wrk": 0.3, "other": 0.1, "idle": 0.2}
+    cores = {"app": 1.6, "nginx": 0.4, "wrk": 0.3, "other": 0.1, "idle": 0.2, "stolen": 0.0}
     run = {**_run("flaskprod-default", "ping", 6000), "cpu_cores": cores}
     assert app_core_efficiency(results, run) == pytest.approx(0.5)  # 6,000 over 7,500 x 1.6
     assert app_core_efficiency(results, _run("flaskprod-default", "ping", 6000)) is None
@@ -341,7 +392,8 @@ def test_per_app_core_compares_the_server_s_cpu_with_the_in_process_loop() -> No
     text = report.render(results)
     assert "## Where the cores went" in text
     assert (
-        "| `flaskprod-default` | label of flaskprod-default | 6,000 | 1.60 | 0.40 | 0.30 | 0.10 | 0.20 | 0.50 |" in text
+        "| `flaskprod-default` | label of flaskprod-default | 6,000 | 1.60 | 0.40 | 0.30 | 0.10 | 0.20 | 0.00 | 0.50 |"
+        in text
     )
 
 
