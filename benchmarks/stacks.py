@@ -263,6 +263,18 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
             full_only=True,
         )
     )
+    # As many threads in all as the default (2 x 12 on 2 cores), spread over twice the processes: fewer
+    # threads contend for each process's interpreter lock, which is where the tail on /api/ping grows.
+    stacks.append(
+        Stack(
+            name="flaskprod-uwsgi-4x6",
+            label="flaskprod up --server uwsgi --workers 4 --threads 6",
+            group="flaskprod",
+            kind="up",
+            up_args=("--server", "uwsgi", "--workers", "4", "--threads", "6"),
+            full_only=True,
+        )
+    )
     # The default before run 11 (cores + 1 processes on 2 cores, 8 threads): one process more than cores.
     stacks.append(
         Stack(
