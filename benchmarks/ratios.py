@@ -240,7 +240,10 @@ def goals_for(results: Results, stack: str = DEFAULT) -> list[Goal]:
                 ">= 0.80x",
                 ratio(prod, bare),
                 0.8,
-                f"{_x(ratio(prod, bare))} ({_rps_text(prod)} vs {_rps_text(bare)})",
+                f"{_x(ratio(prod, bare))} ({_rps_text(prod)} vs {_rps_text(bare)})"
+                + _cpu_per_request_text(
+                    find_run(results, "hello-production", "ping"), find_run(results, "hello-bare", "ping")
+                ),
             )
         )
     static = rps(results, stack, "static")
@@ -279,6 +282,21 @@ def goals_for(results: Results, stack: str = DEFAULT) -> list[Goal]:
         )
     )
     return found
+
+
+def cpu_per_request_us(run: Mapping[str, Any] | None) -> float | None:
+    """Microseconds of the app server's CPU per answered request: what the host's steal does not change."""
+    app = None if run is None else (run.get("cpu_cores") or {}).get("app")
+    if run is None or not app or not run["ok_rps"]:
+        return None
+    return float(app) / float(run["ok_rps"]) * 1e6
+
+
+def _cpu_per_request_text(mine: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> str:
+    a, b = cpu_per_request_us(mine), cpu_per_request_us(other)
+    if a is None or b is None:
+        return ""
+    return f"; app server CPU per request {a:,.0f} µs vs {b:,.0f} µs"
 
 
 def _cores_text(run: Mapping[str, Any] | None) -> str:

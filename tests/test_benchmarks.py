@@ -437,3 +437,15 @@ def test_the_queue_a_warm_up_leaves_is_drained_before_the_measured_run(tmp_path:
         [measured] = run.load_workloads(stack, running, [slow], mode, lambda line: None, sweep=False)
     assert measured["settled_s"] >= 1.0
     assert measured["ok_rps"] > 0
+
+
+def test_the_production_goal_shows_the_app_server_cpu_each_request_took() -> None:
+    """Throughput moves with what the host takes; CPU per request is what Production(app) itself adds."""
+    results = _results()
+    for point in results["runs"]:
+        if point["stack"] == "hello-bare":
+            point["cpu_cores"] = {"app": 1.0}  # over 5,000 rps: 200 µs a request
+        if point["stack"] == "hello-production":
+            point["cpu_cores"] = {"app": 1.05}  # over 3,500 rps: 300 µs
+    goal = next(g for g in goals_for(results) if g.goal.startswith("Production(app)"))
+    assert goal.measured == "0.70x (3,500 rps vs 5,000 rps); app server CPU per request 300 µs vs 200 µs"
