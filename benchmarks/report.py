@@ -108,12 +108,22 @@ def _rounds_text(results: Results) -> str:
     return "(in rounds: every stack started, measured and stopped in turn, then all again) "
 
 
+def _pick_text(results: Results) -> str:
+    """Which round of each point the tables show."""
+    if results["settings"].get("pick") == "least steal":
+        return (
+            "the round the host disturbed least (of those within 0.05 cores of the least steal, the median by "
+            "requests/s)"
+        )
+    return "the median by requests/s"
+
+
 def workload_tables(results: Results) -> list[str]:
     labels = _stack_labels(results)
     lines = [
         "## Results",
         "",
-        f"Each row: the median by requests/s of {results['settings'].get('samples', 1)} `wrk` run(s) of "
+        f"Each row: {_pick_text(results)} of {results['settings'].get('samples', 1)} `wrk` run(s) of "
         f"{results['settings']['duration_s']} s at {MAIN_CONNECTIONS} connections "
         f"{_rounds_text(results)}on a freshly started, warmed-up stack (its p50 and p99 are from that same run). "
         "requests/s counts successful (2xx/3xx) responses only; "
@@ -411,7 +421,7 @@ def method_section(results: Results, images: Sequence[Path]) -> list[str]:
         f"{s['wrk_timeout_s']} s; {s['stack_warmup_s']} s warm-up per stack and {s['workload_warmup_s']} s per "
         f"workload, then {s['duration_s']} s measured, {s.get('samples', 1)} time(s) "
         f"{_rounds_text(results)}at "
-        f"{s['main_connections']} connections (the median reported; every sample's requests/s is in "
+        f"{s['main_connections']} connections ({_pick_text(results)} reported; every round's figures are in "
         f"results.json) and once at the other sweep levels {s['connections']}. The in-process pairs "
         "(bare app, Production behind a proxy, Production alone) alternate in as many rounds, each the median.",
         "- Slow clients: 64 sockets each sending one header byte every 0.5 s (never completing a request; "
