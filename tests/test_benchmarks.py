@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from benchmarks import cpu, procs, report, run, wrk
 from benchmarks.ratios import app_core_efficiency, candidates, ceiling_ratio, goals_for, steal
-from benchmarks.run import representative_run
+from benchmarks.run import representative_run, round_order
 from benchmarks.stacks import all_stacks, started
 from benchmarks.workloads import BY_NAME
 
@@ -457,3 +457,11 @@ def test_the_production_goal_shows_the_app_server_cpu_each_request_took() -> Non
             point["cpu_cores"] = {"app": 1.05}  # over 3,500 rps: 300 µs
     goal = next(g for g in goals_for(results) if g.goal.startswith("Production(app)"))
     assert goal.measured == "0.70x (3,500 rps vs 5,000 rps); app server CPU per request 300 µs vs 200 µs"
+
+
+def test_each_round_starts_with_another_stack() -> None:
+    stacks = all_stacks(default_kind="uwsgi")[:6]
+    orders = [round_order(stacks, r, 3) for r in range(3)]
+    assert [order[0].name for order in orders] == [stacks[0].name, stacks[2].name, stacks[4].name]
+    assert all(sorted(s.name for s in order) == sorted(s.name for s in stacks) for order in orders)
+    assert round_order(stacks, 0, 1) == stacks
