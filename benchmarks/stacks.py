@@ -252,40 +252,21 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
         )
         for k, n in (("uwsgi", 1), ("uwsgi", 4), ("uwsgi", 8), ("uwsgi", 16), ("gunicorn", 1))
     ]
-    # Threads with the classic process count (2 x cores + 1 on 2 cores): fewer threads each, more processes.
-    stacks.append(
+    # Other splits of processes and threads on 2 cores, each named workers x threads:
+    # 5 x 4, the classic process count (2 x cores + 1) with fewer threads each; 4 x 6, as many threads in all
+    # as the default (2 x 12) over twice the processes, so fewer contend for each interpreter lock, where
+    # the tail on /api/ping grows; 3 x 8, the default before run 11 (one process more than cores).
+    stacks += [
         Stack(
-            name="flaskprod-uwsgi-5x4",
-            label="flaskprod up --server uwsgi --workers 5 --threads 4",
+            name=f"flaskprod-uwsgi-{w}x{t}",
+            label=f"flaskprod up --server uwsgi --workers {w} --threads {t}",
             group="flaskprod",
             kind="up",
-            up_args=("--server", "uwsgi", "--workers", "5", "--threads", "4"),
+            up_args=("--server", "uwsgi", "--workers", str(w), "--threads", str(t)),
             full_only=True,
         )
-    )
-    # As many threads in all as the default (2 x 12 on 2 cores), spread over twice the processes: fewer
-    # threads contend for each process's interpreter lock, which is where the tail on /api/ping grows.
-    stacks.append(
-        Stack(
-            name="flaskprod-uwsgi-4x6",
-            label="flaskprod up --server uwsgi --workers 4 --threads 6",
-            group="flaskprod",
-            kind="up",
-            up_args=("--server", "uwsgi", "--workers", "4", "--threads", "6"),
-            full_only=True,
-        )
-    )
-    # The default before run 11 (cores + 1 processes on 2 cores, 8 threads): one process more than cores.
-    stacks.append(
-        Stack(
-            name="flaskprod-uwsgi-3x8",
-            label="flaskprod up --server uwsgi --workers 3 --threads 8",
-            group="flaskprod",
-            kind="up",
-            up_args=("--server", "uwsgi", "--workers", "3", "--threads", "8"),
-            full_only=True,
-        )
-    )
+        for w, t in ((5, 4), (4, 6), (3, 8))
+    ]
     stacks.append(
         Stack(
             name=ACCEPT_LOCK,
