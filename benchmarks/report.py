@@ -267,7 +267,8 @@ def inprocess_section(results: Results) -> list[str]:
         [
             ["bare Flask", _num(cost["bare_calls_per_s"], 0), "1.00", "0"],
             [
-                "Production(app), behind a proxy (as `up` runs it: no app access log)",
+                "Production(app), behind a proxy (as `up` runs it: no app access log"
+                + (", metrics in multi-process files)" if cost.get("multiprocess_metrics") else ")"),
                 _num(cost["production_behind_proxy_calls_per_s"], 0),
                 _num(cost["ratio_behind_proxy"], 2),
                 _num(cost["us_per_request_behind_proxy"]),

@@ -465,3 +465,11 @@ def test_each_round_starts_with_another_stack() -> None:
     assert [order[0].name for order in orders] == [stacks[0].name, stacks[2].name, stacks[4].name]
     assert all(sorted(s.name for s in order) == sorted(s.name for s in stacks) for order in orders)
     assert round_order(stacks, 0, 1) == stacks
+
+
+def test_the_production_cost_says_whether_metrics_went_to_multi_process_files() -> None:
+    """up's workers write metrics to mmap'd files; a loop without them measured a third of the cost."""
+    results = _results()
+    assert "(as `up` runs it: no app access log) |" in report.render(results)
+    results["production_cost"]["multiprocess_metrics"] = True
+    assert "(as `up` runs it: no app access log, metrics in multi-process files) |" in report.render(results)
