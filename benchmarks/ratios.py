@@ -87,6 +87,14 @@ def runs_with_cores(results: Results, workload: str) -> list[Mapping[str, Any]]:
 
 # A measured run that lost more than this many cores to the hypervisor ran on a slowed machine.
 DISTURBED_STOLEN = 0.1
+# Rounds of one point whose steal is within this many cores of the least are taken as disturbed alike.
+STEAL_TOLERANCE = 0.05
+
+
+def run_stolen(run: Mapping[str, Any]) -> float | None:
+    """Cores the host took during one measured run; None for a run from before steal was recorded."""
+    value = (run.get("cpu_cores") or {}).get("stolen")
+    return None if value is None else float(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +112,8 @@ def steal(results: Results) -> Steal | None:
     """The host's share of the cores over the run; None for a run from before steal was recorded."""
     figures: list[float] = []
     for run in results.get("runs", []):
-        rounds = run.get("samples_stolen") or [(run.get("cpu_cores") or {}).get("stolen")]
+        # Every round's steal where the point kept its rounds, else the reported run's own.
+        rounds = [r.get("stolen") for r in run.get("samples", [])] or [run_stolen(run)]
         figures += [float(f) for f in rounds if f is not None]
     if not figures:
         return None

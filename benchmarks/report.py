@@ -12,6 +12,7 @@ from .ratios import (
     DEFAULT,
     DISTURBED_STOLEN,
     MAIN_CONNECTIONS,
+    STEAL_TOLERANCE,
     Goal,
     app_core_efficiency,
     candidates,
@@ -112,8 +113,8 @@ def _pick_text(results: Results) -> str:
     """Which round of each point the tables show."""
     if results["settings"].get("pick") == "least steal":
         return (
-            "the round the host disturbed least (of those within 0.05 cores of the least steal, the median by "
-            "requests/s)"
+            f"the round the host disturbed least (of those within {STEAL_TOLERANCE:.2f} cores of the least steal, "
+            "the median by requests/s)"
         )
     return "the median by requests/s"
 
@@ -176,12 +177,12 @@ def sweep_table(results: Results) -> list[str]:
 
 
 def cores_section(results: Results) -> list[str]:
-    """Where the cores went in each stack's median run: the app server can only use what is left to it."""
+    """Where the cores went in each stack's reported run: the app server can only use what is left to it."""
     labels = _stack_labels(results)
     lines = [
         "## Where the cores went",
         "",
-        "CPU used during each median run at "
+        "CPU used during each reported run at "
         f"{MAIN_CONNECTIONS} connections, in cores (CPU seconds over wall seconds; "
         f"{results['machine']['cores']} = every core busy): the app server's process tree, nginx's, wrk, everything "
         "else (kernel threads, the harness), idle, and what the host took from this virtual machine (steal: "

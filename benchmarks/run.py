@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cpu, machine, procs, slowclients, wrk
-from .ratios import MAIN_CONNECTIONS, goals_for
+from .ratios import MAIN_CONNECTIONS, STEAL_TOLERANCE, goals_for, run_stolen
 from .stacks import REPO, Running, Stack, started
 from .workloads import BY_NAME, WORKLOADS, Workload
 
@@ -199,15 +199,6 @@ def round_order(stacks: Sequence[Stack], round_: int, rounds: int) -> list[Stack
     return [*stacks[shift:], *stacks[:shift]]
 
 
-# Rounds whose steal is within this many cores of the least are taken as disturbed alike.
-STEAL_TOLERANCE = 0.05
-
-
-def _stolen(run: Mapping[str, Any]) -> float | None:
-    value = (run.get("cpu_cores") or {}).get("stolen")
-    return None if value is None else float(value)
-
-
 def representative_run(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The round the host disturbed least, whole, with every round's figures.
 
@@ -217,7 +208,7 @@ def representative_run(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     steal are kept, and of those the one with the median throughput (the upper of an even count)
     is reported, its latencies with it. Without steal figures, every round is kept.
     """
-    stolen = [_stolen(run) for run in rounds]
+    stolen = [run_stolen(run) for run in rounds]
     kept = list(rounds)
     if all(s is not None for s in stolen):
         least = min(s for s in stolen if s is not None)
@@ -226,7 +217,6 @@ def representative_run(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         **chosen,
         "samples_ok_rps": [run["ok_rps"] for run in rounds],
-        "samples_stolen": stolen,
         "samples": [
             {key: run.get(key) for key in ("ok_rps", "p50_ms", "p99_ms", "errors")} | {"stolen": s}
             for run, s in zip(rounds, stolen, strict=True)

@@ -283,7 +283,7 @@ def test_each_point_reports_the_round_the_host_disturbed_least_whole_and_every_r
         each["cpu_cores"] = {"app": 1.0, "stolen": taken}
     chosen = representative_run([lucky, stalled, normal])
     assert (chosen["ok_rps"], chosen["p99_ms"]) == (5400, 8)
-    assert chosen["samples_stolen"] == [0.03, 0.8, 0.0]
+    assert [each["stolen"] for each in chosen["samples"]] == [0.03, 0.8, 0.0]
     assert chosen["samples"][1] == {"ok_rps": 900, "p50_ms": 5.0, "p99_ms": 400, "errors": 0, "stolen": 0.8}
     # A round the host disturbed more than the others is not reported, however fast it was.
     lucky["cpu_cores"]["stolen"] = 0.3
@@ -338,7 +338,7 @@ def test_the_report_says_how_much_of_the_cores_the_host_took() -> None:
     stolen = {"ping": [0.0, 0.02, 0.5], "page": [0.3, 0.01, 0.0]}
     for point in results["runs"]:
         point["cpu_cores"] = {"app": 1.0, "nginx": 0.3, "wrk": 0.1, "other": 0.0, "idle": 0.1, "stolen": 0.05}
-        point["samples_stolen"] = stolen.get(point["workload"], [0.05])
+        point["samples"] = [{"ok_rps": point["ok_rps"], "stolen": f} for f in stolen.get(point["workload"], [0.05])]
     results["ceiling"]["stolen_cores"] = 0.4
     found = steal(results)
     assert found is not None
