@@ -242,6 +242,39 @@ def test_a_forked_worker_counts_only_its_own_requests(tmp_path: Path) -> None:
     assert len(pids) == 2, "the child must write its own files"
 
 
+GROWING = """
+import os, sys
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
+from flask import Flask
+from flaskprod import Production
+from flaskprod.spec import Spec
+app = Flask("worker")
+app.config["SECRET_KEY"] = os.urandom(32).hex()
+for i in range(60):
+    app.add_url_rule(f"/r{i}", f"r{i}", lambda: "ok")
+Production(app, spec=Spec().replace(**{"logging.access_log": False}))
+client = app.test_client()
+client.get("/r0")
+for i in range(60):  # 60 routes' series outgrow the files' first 64 KB: they are mapped again, larger
+    client.get(f"/r{i}")
+for _ in range(3):
+    client.get("/r0")
+sys.stdout.write(client.get("/metrics").text)
+"""
+
+
+def test_values_written_before_a_file_grows_keep_counting_after(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", GROWING, str(tmp_path)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert max(f.stat().st_size for f in tmp_path.glob("histogram_*-http*.db")) > 1 << 16
+    text = result.stdout
+    assert value(text, "http_requests_total", method="GET", endpoint="/r0", status="200") == 5
+    assert value(text, "http_request_duration_seconds_count", method="GET", endpoint="/r0") == 5
+    assert value(text, "http_requests_total", method="GET", endpoint="/r59", status="200") == 1
+    assert value(text, "http_requests_in_progress", method="GET", endpoint="/r0") == 0
+
+
 def test_the_apps_own_metrics_add_up_beside_flaskprods(tmp_path: Path) -> None:
     """flaskprod writes its own files: the app's prometheus_client metrics (same types) must not clobber them."""
     script = WORKER.replace(

@@ -16,9 +16,11 @@ import bisect
 import contextlib
 import glob
 import itertools
+import mmap
 import os
 import re
 import shutil
+import struct
 import threading
 import weakref
 from collections.abc import Iterable
@@ -106,7 +108,33 @@ def _ensure_value_class() -> None:
 class ValueFile(Protocol):
     """The part of prometheus_client's MmapedDict used here (it is untyped)."""
 
+    _m: mmap.mmap  # the file's current mapping: replaced when the file grows
+    _positions: dict[str, int]  # where each key's value starts; fixed once the key is written
+
     def write_value(self, key: str, value: float, timestamp: float) -> None: ...
+
+
+# MmapedDict's entry layout: the value, then a timestamp, as two native doubles.
+_PACK_VALUE = struct.Struct("d").pack_into
+
+
+class Cell:
+    """One series' value in a metric file, written in place.
+
+    MmapedDict.write_value costs two Python calls, a key lookup and a bytes copy on each of the five
+    writes a request makes; a cell stores where its value lies once and packs the value there.
+    """
+
+    __slots__ = ("file", "position")
+
+    def __init__(self, file: ValueFile, key: str) -> None:
+        file.write_value(key, 0.0, 0.0)  # the entry exists from the start, at 0
+        self.file = file
+        self.position = file._positions[key]
+
+    def set(self, value: float) -> None:
+        # The mapping is looked up on every write: MmapedDict remaps the file when it grows.
+        _PACK_VALUE(self.file._m, self.position, value)
 
 
 class _SlotNumbers:
@@ -176,7 +204,7 @@ class Figures:
 class Route(Figures):
     """One slot's figures for (method, endpoint), and where they are written."""
 
-    __slots__ = ("endpoint", "files", "keys", "method")
+    __slots__ = ("bucket_cells", "endpoint", "files", "in_progress_cell", "keys", "method", "status_cells", "sum_cell")
 
     def __init__(self, method: str, endpoint: str, files: dict[str, ValueFile]) -> None:
         super().__init__()
@@ -184,13 +212,19 @@ class Route(Figures):
         self.endpoint = endpoint
         self.keys = RouteKeys(method, endpoint)
         self.files = files  # its slot's files; none in one-process mode
+        self.status_cells: dict[int, Cell] = {}
         if files:
             # Every series in the files from the start: a histogram is exposed with all its buckets.
             keys = self.keys
-            files["gauge"].write_value(keys.in_progress, 0.0, 0.0)
-            files["histogram"].write_value(keys.duration_sum, 0.0, 0.0)
-            for key in keys.buckets:
-                files["histogram"].write_value(key, 0.0, 0.0)
+            self.in_progress_cell = Cell(files["gauge"], keys.in_progress)
+            self.sum_cell = Cell(files["histogram"], keys.duration_sum)
+            self.bucket_cells = [Cell(files["histogram"], key) for key in keys.buckets]
+
+    def status_cell(self, status: int) -> Cell:
+        cell = self.status_cells.get(status)
+        if cell is None:
+            cell = self.status_cells[status] = Cell(self.files["counter"], self.keys.status(status))
+        return cell
 
 
 class RouteKeys:
@@ -255,7 +289,7 @@ class HttpMetrics:
         """One more request in progress on route (call from the thread that got route)."""
         route.in_progress += 1
         if route.files:
-            route.files["gauge"].write_value(route.keys.in_progress, route.in_progress, 0.0)
+            route.in_progress_cell.set(route.in_progress)
 
     def finished(self, route: Route, status: int, seconds: float, *, was_started: bool) -> None:
         """Count one answered request and its duration; was_started: started() ran for it."""
@@ -265,15 +299,12 @@ class HttpMetrics:
         route.buckets[bucket] += 1
         if was_started:
             route.in_progress -= 1
-        files = route.files
-        if files:
-            keys = route.keys
-            files["counter"].write_value(keys.status(status), count, 0.0)
-            histogram = files["histogram"]
-            histogram.write_value(keys.duration_sum, route.duration_sum, 0.0)
-            histogram.write_value(keys.buckets[bucket], route.buckets[bucket], 0.0)
+        if route.files:
+            route.status_cell(status).set(count)
+            route.sum_cell.set(route.duration_sum)
+            route.bucket_cells[bucket].set(route.buckets[bucket])
             if was_started:
-                files["gauge"].write_value(keys.in_progress, route.in_progress, 0.0)
+                route.in_progress_cell.set(route.in_progress)
 
     def _claim_slot(self) -> Slot:
         """A slot for the calling thread: one a finished thread left, else a new one.

@@ -55,6 +55,7 @@ class RequestPipeline:
         self._trust_rid = trust_request_id
         self._headers = headers
         self._https_headers = headers + https_headers
+        self._header_names = frozenset(name.lower() for name, _ in self._https_headers)
         self._metrics = metrics
         self._access = access_logger
         self._quiet = quiet_paths
@@ -73,11 +74,15 @@ class RequestPipeline:
         def start(status: str, headers: list[Header], exc_info: Any = None) -> Any:
             nonlocal status_code
             status_code = int(status[:3])
-            present = {name.lower() for name, _ in headers}
+            # A loop, not a set of the names: on a small request each comprehension costs a microsecond.
+            for name, _ in headers:
+                if name.lower() in self._header_names:  # the app set one of them itself: keep its value
+                    present = {name.lower() for name, _ in headers}
+                    headers += [(name, value) for name, value in extra if name.lower() not in present]
+                    break
+            else:
+                headers += extra
             headers.append((self._rid_header, rid))
-            for name, value in extra:
-                if name.lower() not in present:
-                    headers.append((name, value))
             return start_response(status, headers, exc_info)
 
         path = environ.get("PATH_INFO", "")
