@@ -76,12 +76,14 @@ def _nginx_proxies(context: Context) -> Iterator[tuple[ProjectFile, int]]:
 
 
 def _has_proxy_fix(app: Flask) -> bool:
-    """True when a ProxyFix wraps the app, directly or below other middleware."""
+    """True when a ProxyFix (werkzeug's, or Production's own) wraps the app, directly or below other middleware."""
     from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from ..runtime.proxy import TrustedProxies
 
     node: Any = app.wsgi_app
     for _ in range(32):  # middleware is a chain through .app or .wsgi_app; bounded against cycles
-        if isinstance(node, ProxyFix):
+        if isinstance(node, (ProxyFix, TrustedProxies)):
             return True
         node = getattr(node, "app", None) or getattr(node, "wsgi_app", None)
         if node is None:
