@@ -170,6 +170,7 @@ def test_timeout_chain_is_ordered() -> None:
 def test_max_requests_jitter_on_by_default_and_tmp_dir(tmp_path: Path) -> None:
     derived = derive(Spec(), Machine(cpus=2, memory=8 * GIB), shm=tmp_path)
     assert derived.max_requests > 0 and derived.max_requests_jitter > 0
+    assert derived.recycle_memory_mb == 0  # Gunicorn has no memory bound
     assert derived.worker_tmp_dir == str(tmp_path)
     assert derive(Spec(), Machine(cpus=2, memory=8 * GIB), shm=tmp_path / "absent").worker_tmp_dir is None
     off = derive(Spec().replace(**{"server.max_requests": 0}), Machine(cpus=2, memory=8 * GIB))
@@ -202,3 +203,16 @@ def test_explicit_pool_over_budget_is_an_error() -> None:
 def test_budget_below_processes_is_an_error() -> None:
     with pytest.raises(SpecError, match="less than the 9 app processes"):
         db_pool(Spec().replace(**{"database.connection_budget": 4}), 9, 1)
+
+
+def test_uwsgi_recycles_by_memory_not_by_request_count_unless_told() -> None:
+    machine = Machine(cpus=2, memory=8 * GIB)
+    uwsgi = Spec().replace(**{"server.kind": "uwsgi"})
+    derived = derive(uwsgi, machine, worker_mb=90)
+    assert (derived.max_requests, derived.max_requests_jitter) == (0, 0)
+    assert derived.recycle_memory_mb == 512  # 4 x 90 MiB is under the floor
+    assert derive(uwsgi, machine, worker_mb=300).recycle_memory_mb == 1200
+    told = derive(uwsgi.replace(**{"server.max_requests": 2000, "server.recycle_memory_mb": 0}), machine)
+    assert (told.max_requests, told.recycle_memory_mb) == (2000, 0)
+    measured = uwsgi.replace(**{"server.worker_memory_mb": 200})
+    assert derive(measured, machine, worker_mb=90).recycle_memory_mb == 800  # the setting wins over the probe

@@ -155,6 +155,7 @@ class Derived:
     worker_class: str
     max_requests: int
     max_requests_jitter: int
+    recycle_memory_mb: int  # uWSGI's reload-on-rss; 0 = off
     worker_tmp_dir: str | None
     timeouts: Timeouts
     pool: Pool
@@ -216,6 +217,35 @@ def tmp_dir(spec: Spec, shm: Path = Path("/dev/shm")) -> str | None:
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
+# Request-count recycling where the server staggers it at random (Gunicorn's jitter).
+AUTO_MAX_REQUESTS = 10000
+# A worker at this many times the loaded app's memory is leaking; the floor leaves room for caches.
+RECYCLE_MEMORY_FACTOR = 4
+RECYCLE_MEMORY_FLOOR_MB = 512
+
+
+def recycle_requests(spec: Spec) -> int:
+    """server.max_requests made concrete: auto recycles by request count on Gunicorn only.
+
+    uWSGI staggers request-count restarts by worker id (max-requests-delta), not at random, and
+    does not restart a worker before min-worker-lifetime (10 s): under steady load every worker
+    reached its count in the same tick and the socket had no worker for 0.7 s (docs/defaults.md).
+    """
+    if spec.server.max_requests != "auto":
+        return spec.server.max_requests
+    return 0 if spec.server.kind == "uwsgi" else AUTO_MAX_REQUESTS
+
+
+def recycle_memory_mb(spec: Spec, worker_mb: float | None) -> int:
+    """server.recycle_memory_mb made concrete (uWSGI only: Gunicorn has no resident-memory limit)."""
+    if spec.server.kind != "uwsgi":
+        return 0
+    if spec.server.recycle_memory_mb != "auto":
+        return spec.server.recycle_memory_mb
+    measured = spec.server.worker_memory_mb if spec.server.worker_memory_mb != "auto" else worker_mb
+    return max(RECYCLE_MEMORY_FLOOR_MB, round(RECYCLE_MEMORY_FACTOR * (measured or DEFAULT_WORKER_MB)))
+
+
 def derive(
     spec: Spec,
     machine: Machine | None = None,
@@ -232,13 +262,15 @@ def derive(
         workers = auto_workers(machine, measured or DEFAULT_WORKER_MB, server.worker_cap, threads=server.threads)
     else:
         workers = server.workers
+    max_requests = recycle_requests(spec)
     return Derived(
         machine=machine,
         workers=workers,
         threads=server.threads,
         worker_class=worker_class(spec),
-        max_requests=server.max_requests,
-        max_requests_jitter=server.max_requests_jitter if server.max_requests else 0,
+        max_requests=max_requests,
+        max_requests_jitter=server.max_requests_jitter if max_requests else 0,
+        recycle_memory_mb=recycle_memory_mb(spec, worker_mb),
         worker_tmp_dir=tmp_dir(spec, shm),
         timeouts=timeouts(spec),
         pool=db_pool(spec, workers * replicas, server.threads),

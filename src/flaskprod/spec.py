@@ -98,14 +98,26 @@ class ServerSettings:
         minimum=0,
     )
     keepalive: int = setting(5, "Seconds an idle client connection is kept open by the app server.", minimum=0)
-    max_requests: int = setting(
-        10000, "Requests after which a worker is recycled (bounds slow leaks); 0 = never.", minimum=0
+    max_requests: int | Auto = setting(
+        "auto",
+        "Requests after which a worker is recycled (bounds slow leaks); 0 = never; auto = 10000 on Gunicorn, "
+        "0 on uWSGI, which recycles by memory instead (recycle_memory_mb): uWSGI staggers request-count "
+        "restarts by worker id, so under steady load they line up, and every worker was gone at once for "
+        "0.7 s (docs/defaults.md).",
+        minimum=0,
     )
     max_requests_jitter: int = setting(
         5000,
         "Spread added to max_requests so workers do not restart together; at half of max_requests "
         "their restarts stay apart even under even load (at a tenth, all workers restarted within "
         "a second and p99 rose to 440 ms under load).",
+        minimum=0,
+    )
+    recycle_memory_mb: int | Auto = setting(
+        "auto",
+        "uWSGI only: a worker whose resident memory passes this many MiB is recycled after its request, once "
+        "it has run 10 s (reload-on-rss): a leak bound that leaves healthy workers be; 0 = never; auto = 4 x "
+        "the loaded app's memory, at least 512.",
         minimum=0,
     )
     backlog: int = setting(2048, "Pending connections the listening socket holds.", minimum=1)

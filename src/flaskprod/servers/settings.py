@@ -31,6 +31,7 @@ def server_settings(spec: Spec, derived: Derived, app: AppRef, *, worker_mb: flo
         "keepalive": derived.timeouts.keepalive,
         "max_requests": derived.max_requests,
         "max_requests_jitter": derived.max_requests_jitter,
+        "recycle_memory_mb": derived.recycle_memory_mb,
         "worker_tmp_dir": derived.worker_tmp_dir,
         "backlog": server.backlog,
         "accept_lock": server.accept_lock,

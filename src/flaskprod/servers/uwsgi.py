@@ -67,6 +67,8 @@ def render_ini(
         ("max-requests", settings["max_requests"]),
         # uWSGI staggers by worker id instead of a random jitter: spread the same range across the workers.
         ("max-requests-delta", settings["max_requests_jitter"] // max(1, workers)),
+        # Checked after each request: a worker past its memory bound is replaced, healthy ones are left be.
+        ("reload-on-rss", settings["recycle_memory_mb"]),
         ("worker-reload-mercy", settings["graceful_timeout"]),
         ("reload-mercy", settings["graceful_timeout"]),
         # SIGTERM is a brutal reload in uWSGI 2.0; make it a graceful stop, as orchestrators expect.
@@ -88,6 +90,8 @@ def render_ini(
     ]
     if not settings["max_requests"]:
         lines = [(k, v) for k, v in lines if not k.startswith("max-requests")]
+    if not settings["recycle_memory_mb"]:
+        lines = [(k, v) for k, v in lines if k != "reload-on-rss"]
     if settings["threads"] == 1:
         lines = [(k, v) for k, v in lines if k != "threads"]
     if not settings["accept_lock"]:
