@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # uWSGI compiles on install: a C compiler and the Python headers.
 DEBS_BUILD := gcc=gcc python3-config=python3-dev
 DEBS_RUN := nginx=nginx-light
-DEBS_TEST := $(DEBS_RUN) initdb=postgresql pg_ctl=postgresql wrk=wrk
+DEBS_TEST := $(DEBS_RUN) initdb=postgresql pg_ctl=postgresql wrk=wrk valgrind=valgrind
 SECRET := .flaskprod/secret_key
 TASKBOARD := examples/taskboard
 

@@ -252,7 +252,8 @@ def goals_for(results: Results, stack: str = DEFAULT) -> list[Goal]:
                 f"{_x(ratio(prod, bare))} ({_rps_text(prod)} vs {_rps_text(bare)})"
                 + _cpu_per_request_text(
                     find_run(results, "hello-production", "ping"), find_run(results, "hello-bare", "ping")
-                ),
+                )
+                + _instructions_text(results),
             )
         )
     static = rps(results, stack, "static")
@@ -306,6 +307,13 @@ def _cpu_per_request_text(mine: Mapping[str, Any] | None, other: Mapping[str, An
     if a is None or b is None:
         return ""
     return f"; app server CPU per request {a:,.0f} µs vs {b:,.0f} µs"
+
+
+def _instructions_text(results: Mapping[str, Any]) -> str:
+    counted = (results.get("production_cost") or {}).get("instructions")
+    if not counted:
+        return ""
+    return f"; instructions per request {counted['production']:,} vs {counted['bare']:,} ({counted['ratio']:.3f}x)"
 
 
 def _cores_text(run: Mapping[str, Any] | None) -> str:

@@ -282,6 +282,16 @@ def inprocess_section(results: Results) -> list[str]:
             ],
         ],
     )
+    counted = cost.get("instructions")
+    if counted:
+        fewer, more = counted["requests"]
+        lines += [
+            f"Instructions per request, counted by valgrind in a {counted['server']} worker (the count for {more} "
+            f"requests less the count for {fewer}, over {more - fewer}): bare Flask {counted['bare']:,}, "
+            f"`Production(app)` {counted['production']:,} ({counted['ratio']:.3f}x). Unlike the timings, the host "
+            "cannot move this figure; kernel time is not in it.",
+            "",
+        ]
     return lines
 
 

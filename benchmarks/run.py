@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import cpu, machine, procs, slowclients, wrk
+from . import cpu, instructions, machine, procs, slowclients, wrk
 from .ratios import MAIN_CONNECTIONS, STEAL_TOLERANCE, goals_for, run_stolen
 from .stacks import REPO, Running, Stack, started
 from .workloads import BY_NAME, WORKLOADS, Workload
@@ -36,6 +36,9 @@ class Mode:
     connections: tuple[int, ...]  # levels the sweep workloads run at; the others run at MAIN_CONNECTIONS
     inprocess_seconds: float
     postgres: bool
+    # Requests counted by valgrind in a uWSGI worker (benchmarks/instructions.py): the fewer and the more;
+    # None leaves the count out (a minute of valgrind would not fit the quick run's 3 minutes).
+    counted_requests: tuple[int, int] | None
     wrk_threads: int = 2
     # Rounds: every stack is started, measured at MAIN_CONNECTIONS (where the goals are judged) and
     # stopped in turn, then all of them again; each point reports the round the host disturbed least
@@ -54,6 +57,7 @@ QUICK = Mode(
     connections=(MAIN_CONNECTIONS,),
     inprocess_seconds=1.0,
     postgres=False,
+    counted_requests=None,
 )
 FULL = Mode(
     name="full",
@@ -63,6 +67,7 @@ FULL = Mode(
     connections=(16, MAIN_CONNECTIONS, 256),
     inprocess_seconds=3.0,
     postgres=True,
+    counted_requests=(100, 600),
     samples=3,
 )
 
@@ -158,7 +163,27 @@ def measure_inprocess(
         "us_per_request_with_access_log": round(1e6 / alone - 1e6 / bare, 1),
     }
     say(f"  ceiling per core: {ceiling['calls_per_s']}; Production cost ratio {cost['ratio_behind_proxy']}")
+    if mode.counted_requests is not None:
+        cost["instructions"] = count_instructions(mode.counted_requests, env, behind_env, say)
     return ceiling, cost
+
+
+def count_instructions(
+    requests: tuple[int, int], bare_env: Mapping[str, str], production_env: Mapping[str, str], say: Say
+) -> dict[str, Any]:
+    """Instructions per /api/ping request in a uWSGI worker, bare and with Production(app): no timing noise."""
+    fewer, more = requests
+    say(f"instructions per request (valgrind, uWSGI worker, {more} - {fewer} requests): bare and Production(app)")
+    bare = instructions.per_request(BARE_APP, "/api/ping", bare_env, fewer=fewer, more=more)
+    production = instructions.per_request(PRODUCTION_APP, "/api/ping", production_env, fewer=fewer, more=more)
+    say(f"  {bare:,.0f} against {production:,.0f} ({bare / production:.3f}x)")
+    return {
+        "server": "uWSGI, 1 process, 1 thread, HTTP, nginx's forwarded headers",
+        "requests": [fewer, more],
+        "bare": round(bare),
+        "production": round(production),
+        "ratio": round(bare / production, 3),
+    }
 
 
 def _warm(running: Running, path: str, seconds: int, threads: int) -> None:

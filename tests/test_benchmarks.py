@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from benchmarks import cpu, procs, report, run, wrk
+from benchmarks import cpu, instructions, procs, report, run, wrk
 from benchmarks.ratios import app_core_efficiency, candidates, ceiling_ratio, goals_for, steal
 from benchmarks.run import representative_run, round_order
 from benchmarks.stacks import all_stacks, started
@@ -473,3 +473,34 @@ def test_the_production_cost_says_whether_metrics_went_to_multi_process_files() 
     assert "(as `up` runs it: no app access log) |" in report.render(results)
     results["production_cost"]["multiprocess_metrics"] = True
     assert "(as `up` runs it: no app access log, metrics in multi-process files) |" in report.render(results)
+
+
+def test_counted_instructions_appear_in_the_report_and_the_production_goal() -> None:
+    results = _results()
+    results["production_cost"]["instructions"] = {
+        "server": "uWSGI, 1 process, 1 thread, HTTP, nginx's forwarded headers",
+        "requests": [100, 600],
+        "bare": 570403,
+        "production": 591463,
+        "ratio": 0.964,
+    }
+    text = report.render(results)
+    assert "bare Flask 570,403, `Production(app)` 591,463 (0.964x)" in text
+    assert "(the count for 600 requests less the count for 100, over 500)" in text
+    goal = next(g for g in goals_for(results, "flaskprod-default") if g.goal.startswith("Production(app)"))
+    assert goal.measured.endswith("; instructions per request 591,463 vs 570,403 (0.964x)")
+
+
+def test_parse_irefs_reads_cachegrind_s_summary() -> None:
+    stderr = "==1== Cachegrind, a high-precision tracing profiler\n==1== \n==1== I   refs:      758,717,688\n"
+    assert instructions.parse_irefs(stderr) == 758_717_688
+    with pytest.raises(RuntimeError, match="no instruction count"):
+        instructions.parse_irefs("==1== error\n")
+
+
+def test_a_uwsgi_worker_s_instructions_per_request_are_counted_for_real() -> None:
+    # A real count, few requests: valgrind runs uWSGI with the bare app; a Flask request is some 10^5 instructions.
+    env = {**os.environ, "FLASK_SECRET_KEY": secrets.token_hex(32)}
+    env = {k: v for k, v in env.items() if not k.startswith(("FLASKPROD_", "PROMETHEUS_"))}
+    per_request = instructions.per_request(run.BARE_APP, "/api/ping", env, fewer=2, more=8)
+    assert 100_000 < per_request < 5_000_000, per_request
