@@ -108,9 +108,8 @@ class ServerSettings:
     )
     max_requests_jitter: int = setting(
         5000,
-        "Spread added to max_requests so workers do not restart together; at half of max_requests "
-        "their restarts stay apart even under even load (at a tenth, all workers restarted within "
-        "a second and p99 rose to 440 ms under load).",
+        "Spread added to max_requests so workers do not restart together: Gunicorn adds a random "
+        "amount up to it per worker and cycle, uWSGI a fixed step per worker id (max-requests-delta).",
         minimum=0,
     )
     recycle_memory_mb: int | Auto = setting(
