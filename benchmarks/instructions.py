@@ -9,24 +9,20 @@ over the difference, leaves start-up and exit out. Kernel time is not counted.
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 from . import procs
+from .stacks import BIN, REPO
 
-REPO = Path(__file__).resolve().parent.parent
 ENTRY = "flaskprod.servers.uwsgi_entry:application"
 # What nginx sends with flaskprod's configuration (proxy.trusted_hops = 1 makes the app read them).
 NGINX_HEADERS = {
-    "Host": "localhost",
     "X-Real-IP": "127.0.0.1",
     "X-Forwarded-For": "127.0.0.1",
     "X-Forwarded-Proto": "http",
@@ -52,24 +48,12 @@ def parse_irefs(stderr: str) -> int:
     return max(counts)
 
 
-def _get(port: int, path: str, headers: Mapping[str, str], timeout: float) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers=dict(headers))
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
-
-
 def count(target: str, path: str, requests: int, env: Mapping[str, str], *, timeout: float = 180) -> int:
     """Instructions a uWSGI worker serving target runs from start to exit, answering WARM_UP + requests."""
     port = procs.free_port()
-    uwsgi = str(Path(sys.executable).parent / "uwsgi")
     args = [
         valgrind(), "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-        uwsgi, "--http-socket", f"127.0.0.1:{port}", "--module", ENTRY, "--processes", "1",
+        str(BIN / "uwsgi"), "--http-socket", f"127.0.0.1:{port}", "--module", ENTRY, "--processes", "1",
         "--enable-threads", "--die-on-term", "--need-app", "--disable-logging", "--chdir", str(REPO),
     ]  # fmt: skip
     worker_env = {**env, "FLASKPROD_APP__TARGET": target, "PYTHONHASHSEED": "0"}
@@ -79,17 +63,14 @@ def count(target: str, path: str, requests: int, env: Mapping[str, str], *, time
     )  # fmt: skip
     try:
         deadline = time.monotonic() + timeout
-        while True:  # under valgrind the app takes several seconds to load
-            try:
-                _get(port, path, NGINX_HEADERS, timeout=timeout)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    output = proc.communicate()[1] if proc.poll() is not None else ""
-                    raise RuntimeError(f"uWSGI under valgrind did not answer:\n{output[-1500:]}") from None
-                time.sleep(0.5)
+        # Under valgrind the app takes several seconds to load.
+        while procs.http_status("127.0.0.1", port, path, "localhost", timeout, NGINX_HEADERS) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                output = proc.communicate()[1] if proc.poll() is not None else ""
+                raise RuntimeError(f"uWSGI under valgrind did not answer:\n{output[-1500:]}")
+            time.sleep(0.5)
         for _ in range(WARM_UP + requests - 1):
-            status = _get(port, path, NGINX_HEADERS, timeout=timeout)
+            status = procs.http_status("127.0.0.1", port, path, "localhost", timeout, NGINX_HEADERS)
             if status != 200:
                 raise RuntimeError(f"{target} answered {path} with {status}")
         os.killpg(proc.pid, signal.SIGTERM)

@@ -134,10 +134,13 @@ def pss_bytes(pid: int) -> int | None:
     return None
 
 
-def http_status(host: str, port: int, path: str, host_header: str, timeout: float = 2.0) -> int | None:
+def http_status(
+    host: str, port: int, path: str, host_header: str, timeout: float = 2.0, headers: Mapping[str, str] | None = None
+) -> int | None:
+    """The status of one GET on its own connection, or None when nothing answered."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("GET", path, headers={"Host": host_header})
+        conn.request("GET", path, headers={**(headers or {}), "Host": host_header})
         response = conn.getresponse()
         response.read()
         return response.status

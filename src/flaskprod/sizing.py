@@ -236,14 +236,20 @@ def recycle_requests(spec: Spec) -> int:
     return 0 if spec.server.kind == "uwsgi" else AUTO_MAX_REQUESTS
 
 
-def recycle_memory_mb(spec: Spec, worker_mb: float | None) -> int:
+def worker_memory_mb(spec: Spec, measured: float | None) -> float:
+    """MiB one worker needs: the setting, else what the probe measured, else a typical Flask app's."""
+    if spec.server.worker_memory_mb != "auto":
+        return spec.server.worker_memory_mb
+    return measured or DEFAULT_WORKER_MB
+
+
+def recycle_memory_mb(spec: Spec, worker_mb: float) -> int:
     """server.recycle_memory_mb made concrete (uWSGI only: Gunicorn has no resident-memory limit)."""
     if spec.server.kind != "uwsgi":
         return 0
     if spec.server.recycle_memory_mb != "auto":
         return spec.server.recycle_memory_mb
-    measured = spec.server.worker_memory_mb if spec.server.worker_memory_mb != "auto" else worker_mb
-    return max(RECYCLE_MEMORY_FLOOR_MB, round(RECYCLE_MEMORY_FACTOR * (measured or DEFAULT_WORKER_MB)))
+    return max(RECYCLE_MEMORY_FLOOR_MB, round(RECYCLE_MEMORY_FACTOR * worker_mb))
 
 
 def derive(
@@ -257,9 +263,9 @@ def derive(
     """All derived values for spec on machine; replicas multiplies processes for the DB budget."""
     machine = machine or detect_machine()
     server = spec.server
+    needed_mb = worker_memory_mb(spec, worker_mb)
     if server.workers == "auto":
-        measured = server.worker_memory_mb if server.worker_memory_mb != "auto" else worker_mb
-        workers = auto_workers(machine, measured or DEFAULT_WORKER_MB, server.worker_cap, threads=server.threads)
+        workers = auto_workers(machine, needed_mb, server.worker_cap, threads=server.threads)
     else:
         workers = server.workers
     max_requests = recycle_requests(spec)
@@ -270,7 +276,7 @@ def derive(
         worker_class=worker_class(spec),
         max_requests=max_requests,
         max_requests_jitter=server.max_requests_jitter if max_requests else 0,
-        recycle_memory_mb=recycle_memory_mb(spec, worker_mb),
+        recycle_memory_mb=recycle_memory_mb(spec, needed_mb),
         worker_tmp_dir=tmp_dir(spec, shm),
         timeouts=timeouts(spec),
         pool=db_pool(spec, workers * replicas, server.threads),
