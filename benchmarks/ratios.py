@@ -10,6 +10,8 @@ from typing import Any
 DEFAULT = "flaskprod-default"
 # The default with uWSGI's accept lock on, which flaskprod leaves off.
 ACCEPT_LOCK = "flaskprod-uwsgi-acceptlock"
+# The default with its workers left to the scheduler instead of pinned to a CPU each.
+UNPINNED = "flaskprod-uwsgi-unpinned"
 OPTION2 = "guide-option2"
 MAIN_CONNECTIONS = 64
 SMALL_DYNAMIC = ("ping", "page")

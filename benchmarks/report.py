@@ -13,6 +13,7 @@ from .ratios import (
     DISTURBED_STOLEN,
     MAIN_CONNECTIONS,
     STEAL_TOLERANCE,
+    UNPINNED,
     Goal,
     app_core_efficiency,
     candidates,
@@ -401,6 +402,14 @@ def _reasons(results: Results) -> list[str]:
             f"- Accept lock (uwsgi): with thunder-lock on, /api/ping served {locked['ok_rps']:,.0f} rps "
             f"({locked['ok_rps'] / plain['ok_rps']:.2f}x the default's {plain['ok_rps']:,.0f}), with "
             f"{locked['cpu_cores']['idle']:.2f} of the cores idle against {plain['cpu_cores']['idle']:.2f}."
+        )
+    base = pairs.get("uwsgi", "")
+    pinned = [(w, r(base, w), r(UNPINNED, w)) for w in ("ping", "page", "cpu", "db-pg")]
+    shown = [f"{w} {p:,.0f} against {u:,.0f} ({p / u:.2f}x)" for w, p, u in pinned if p and u]
+    if shown:
+        out.append(
+            "- CPU affinity (uwsgi): with each worker pinned to a CPU of its own (the default) against left "
+            f"to the scheduler, requests/s on {'; '.join(shown)}."
         )
     workers = next((s.get("workers") for s in results["stacks"] if s["name"] == DEFAULT), None)
     if workers:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import procs
-from .ratios import ACCEPT_LOCK, DEFAULT
+from .ratios import ACCEPT_LOCK, DEFAULT, UNPINNED
 
 REPO = Path(__file__).resolve().parent.parent
 TASKBOARD = REPO / "examples" / "taskboard"
@@ -274,6 +274,16 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
             group="flaskprod",
             kind="up",
             up_args=("--server", "uwsgi", "--set", "server.accept_lock=true"),
+            full_only=True,
+        )
+    )
+    stacks.append(
+        Stack(
+            name=UNPINNED,
+            label="flaskprod up --server uwsgi --set server.cpu_affinity=false",
+            group="flaskprod",
+            kind="up",
+            up_args=("--server", "uwsgi", "--set", "server.cpu_affinity=false"),
             full_only=True,
         )
     )

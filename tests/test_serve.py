@@ -147,6 +147,14 @@ def test_uwsgi_ini_recycles_by_memory_by_default() -> None:
     assert not [line for line in told_lines if line.startswith("reload-on-rss")]
 
 
+def test_uwsgi_ini_tells_its_entry_whether_to_pin_workers() -> None:
+    off = print_config("tests.apps.factory", "--server", "uwsgi", "--set", "server.cpu_affinity=false")
+    assert "env = FLASKPROD_SERVER__CPU_AFFINITY=false" in render_ini(off).splitlines()
+    on = print_config("tests.apps.factory", "--server", "uwsgi", "--set", "server.cpu_affinity=true")
+    assert on["cpu_affinity"] is True
+    assert "env = FLASKPROD_SERVER__CPU_AFFINITY=true" in render_ini(on).splitlines()
+
+
 def test_uwsgi_accept_lock_is_off_unless_asked_for() -> None:
     settings = print_config("tests.apps.factory", "--server", "uwsgi")
     assert settings["accept_lock"] is False

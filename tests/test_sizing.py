@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from flaskprod.errors import SpecError
+from flaskprod.servers.affinity import cpu_for, free_slot
 from flaskprod.sizing import (
     MIB,
     Machine,
@@ -42,8 +43,9 @@ def test_v2_quota_and_memory(tmp_path: Path) -> None:
         },
     )
     machine = detect_machine(root, affinity=8)
-    assert machine == Machine(cpus=1.5, memory=2 * GIB)
+    assert machine == Machine(cpus=1.5, memory=2 * GIB, cpuset=8)
     assert machine.cores == 2
+    assert not machine.owns_cpus  # a quota of 1.5 on 8 shared cores
 
 
 def test_v2_max_means_no_limit(tmp_path: Path) -> None:
@@ -56,7 +58,9 @@ def test_v2_max_means_no_limit(tmp_path: Path) -> None:
         },
         mem_total_kib=4 * 1024 * 1024,
     )
-    assert detect_machine(root, affinity=4) == Machine(cpus=4.0, memory=4 * GIB)
+    machine = detect_machine(root, affinity=4)
+    assert machine == Machine(cpus=4.0, memory=4 * GIB, cpuset=4)
+    assert machine.owns_cpus
 
 
 def test_v2_nested_cgroup_takes_tightest_ancestor(tmp_path: Path) -> None:
@@ -72,7 +76,7 @@ def test_v2_nested_cgroup_takes_tightest_ancestor(tmp_path: Path) -> None:
         },
     )
     machine = detect_machine(root, affinity=16)
-    assert machine == Machine(cpus=0.5, memory=GIB)
+    assert machine == Machine(cpus=0.5, memory=GIB, cpuset=16)
     assert machine.cores == 1
 
 
@@ -85,7 +89,7 @@ def test_v1_quota_and_memory(tmp_path: Path) -> None:
             "sys/fs/cgroup/memory/memory.limit_in_bytes": f"{512 * MIB}\n",
         },
     )
-    assert detect_machine(root, affinity=32) == Machine(cpus=2.0, memory=512 * MIB)
+    assert detect_machine(root, affinity=32) == Machine(cpus=2.0, memory=512 * MIB, cpuset=32)
 
 
 def test_v1_unlimited(tmp_path: Path) -> None:
@@ -98,17 +102,19 @@ def test_v1_unlimited(tmp_path: Path) -> None:
         },
         mem_total_kib=8 * 1024 * 1024,
     )
-    assert detect_machine(root, affinity=6) == Machine(cpus=6.0, memory=8 * GIB)
+    assert detect_machine(root, affinity=6) == Machine(cpus=6.0, memory=8 * GIB, cpuset=6)
 
 
 def test_no_cgroups_uses_affinity_and_meminfo(tmp_path: Path) -> None:
     root = tree(tmp_path, {}, mem_total_kib=1024 * 1024)
-    assert detect_machine(root, affinity=3) == Machine(cpus=3.0, memory=GIB)
+    assert detect_machine(root, affinity=3) == Machine(cpus=3.0, memory=GIB, cpuset=3)
 
 
 def test_affinity_below_quota_wins(tmp_path: Path) -> None:
     root = tree(tmp_path, {"proc/self/cgroup": "0::/\n", "sys/fs/cgroup/cpu.max": "400000 100000\n"})
-    assert detect_machine(root, affinity=2).cpus == 2.0
+    machine = detect_machine(root, affinity=2)
+    assert machine.cpus == 2.0
+    assert machine.owns_cpus  # a quota of 4 does not narrow 2 cores
 
 
 @pytest.mark.parametrize(
@@ -216,3 +222,37 @@ def test_uwsgi_recycles_by_memory_not_by_request_count_unless_told() -> None:
     assert (told.max_requests, told.recycle_memory_mb) == (2000, 0)
     measured = uwsgi.replace(**{"server.worker_memory_mb": 200})
     assert derive(measured, machine, worker_mb=90).recycle_memory_mb == 800  # the setting wins over the probe
+
+
+@pytest.mark.parametrize(
+    ("threads", "workers", "machine", "expected"),
+    [
+        (12, 2, Machine(cpus=2, memory=8 * GIB, cpuset=2), True),  # the default on 2 whole CPUs
+        (4, 3, Machine(cpus=4, memory=8 * GIB, cpuset=4), True),  # fewer workers than CPUs
+        (1, 2, Machine(cpus=2, memory=8 * GIB, cpuset=2), False),  # single-threaded: the scheduler balances
+        (12, 3, Machine(cpus=2, memory=8 * GIB, cpuset=2), False),  # more workers than CPUs would share one
+        (12, 2, Machine(cpus=2, memory=8 * GIB, cpuset=8), False),  # a 2-CPU quota on 8 shared cores
+        (12, 1, Machine(cpus=1, memory=8 * GIB, cpuset=1), False),  # one CPU: nothing to choose
+        (12, 2, Machine(cpus=2, memory=8 * GIB), False),  # CPU set unknown
+    ],
+)
+def test_auto_cpu_affinity_pins_threaded_workers_that_each_get_a_whole_cpu(
+    threads: int, workers: int, machine: Machine, expected: bool
+) -> None:
+    spec = Spec().replace(**{"server.threads": threads, "server.workers": workers})
+    assert derive(spec, machine).cpu_affinity is expected
+
+
+def test_cpu_affinity_setting_overrides_auto() -> None:
+    shared = Machine(cpus=2, memory=8 * GIB, cpuset=8)
+    assert derive(Spec().replace(**{"server.cpu_affinity": True}), shared).cpu_affinity is True
+    whole = Machine(cpus=2, memory=8 * GIB, cpuset=2)
+    assert derive(Spec().replace(**{"server.cpu_affinity": False}), whole).cpu_affinity is False
+
+
+def test_worker_slots_map_onto_the_cpus_this_process_may_use() -> None:
+    assert [cpu_for(slot, {5, 4}) for slot in range(3)] == [4, 5, 4]  # a container given CPUs 4-5
+    assert free_slot([], 2) == 0
+    assert free_slot([0], 2) == 1
+    assert free_slot([1], 2) == 0  # a replacement takes the slot its predecessor left
+    assert free_slot([0, 1], 2) == 0  # during a reload, old and new workers wrap around

@@ -16,6 +16,7 @@ from gunicorn.errors import AppImportError
 
 from ..discovery import AppRef, load
 from ..errors import FlaskprodError
+from . import affinity
 from .common import RunDir
 
 # Signals that cut a drain delay short: the operator wants the server gone now.
@@ -60,6 +61,16 @@ def _post_worker_init(worker: Any) -> None:
     signal.signal(signal.SIGTERM, on_term)
     # Gunicorn asks that SIGTERM not interrupt system calls of in-flight requests; keep that.
     signal.siginterrupt(signal.SIGTERM, False)
+
+
+def _pre_fork(server: Any, worker: Any) -> None:
+    """In the arbiter: give the worker about to be forked the CPU slot no live worker holds."""
+    taken = (getattr(w, affinity.SLOT, None) for w in server.WORKERS.values())
+    setattr(worker, affinity.SLOT, affinity.free_slot((s for s in taken if s is not None), server.num_workers))
+
+
+def _post_fork(server: Any, worker: Any) -> None:
+    affinity.pin(getattr(worker, affinity.SLOT))
 
 
 def _child_exit(server: Any, worker: Any) -> None:
@@ -113,6 +124,8 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
             "child_exit": _child_exit,
             "post_worker_init": _post_worker_init,
         }
+        if self.settings["cpu_affinity"]:
+            hooks |= {"pre_fork": _pre_fork, "post_fork": _post_fork}
         for key, value in {**gunicorn_config(self.settings), **hooks}.items():
             self.cfg.set(key, value)
 

@@ -35,6 +35,7 @@ def server_settings(spec: Spec, derived: Derived, app: AppRef, *, worker_mb: flo
         "worker_tmp_dir": derived.worker_tmp_dir,
         "backlog": server.backlog,
         "accept_lock": server.accept_lock,
+        "cpu_affinity": derived.cpu_affinity,
         "preload": server.preload,
         "drain_delay": server.drain_delay,
         "proc_name": spec.app.name,

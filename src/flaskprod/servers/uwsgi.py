@@ -52,6 +52,8 @@ def render_ini(
         ("module", ENTRY),
         ("pythonpath", settings["pythonpath"]),
         ("env", f"{SETTINGS['app.target'].env}={settings['app']}"),
+        # Resolved here (auto needs the worker count); the entry pins each worker it forks.
+        ("env", f"{SETTINGS['server.cpu_affinity'].env}={'true' if settings['cpu_affinity'] else 'false'}"),
         ("procname-prefix-spaced", settings["proc_name"]),
         ("auto-procname", True),
         ("http-socket" if protocol == "http" else "socket", bind),

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 
 from ..discovery import find_app
 from ..spec import load_spec
+from . import affinity
 
 # uWSGI's Python plugin points sys.stdout at stderr; the app's JSON logs belong on stdout (fd 1),
 # as under Gunicorn, so log shippers find them in one place.
 sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, encoding="utf-8")
 
+spec = load_spec()
 # serve exports the app it found as FLASKPROD_APP__TARGET, so this finds the same one.
-application = find_app(load_spec().app.target)
+application = find_app(spec.app.target)
+
+
+def _pin_worker() -> None:
+    import uwsgi  # only inside uWSGI
+
+    affinity.pin(uwsgi.worker_id() - 1)
+
+
+# The ini says whether to pin (auto resolved); py-call-osafterfork runs this in each worker uWSGI forks,
+# before it starts the worker's threads, so they inherit the CPU.
+if spec.server.cpu_affinity is True:
+    os.register_at_fork(after_in_child=_pin_worker)
