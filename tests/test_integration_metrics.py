@@ -73,7 +73,9 @@ def test_request_totals_across_four_workers_equal_the_requests_made(serve_app: S
     # A path that matches no route must not become a label value either: scanners would explode the series.
     assert server.get("/no-such-page/12345").status_code == 404
 
-    text = server.get("/metrics").text
+    response = server.get("/metrics")
+    assert response.status_code == 200, f"{response.status_code}: {response.text[:500]}\n{server.output()[-3000:]}"
+    text = response.text
     samples = samples_named(text, "http_requests_total")
     ours = [(labels, value) for labels, value in samples if labels.get("endpoint") == RULE]
     assert ours, f"no http_requests_total sample with endpoint={RULE!r}: {samples}"

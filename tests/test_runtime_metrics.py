@@ -214,6 +214,14 @@ def test_multiprocess_mode_adds_up_every_process(tmp_path: Path) -> None:
     assert value(text, "app_info", name="flaskapp", version="0.0.0") == 1
 
 
+def test_a_scrape_skips_a_file_a_starting_worker_has_not_sized_yet(tmp_path: Path) -> None:
+    prepare_multiproc_dir(str(tmp_path))
+    run_worker(tmp_path, 2)
+    (tmp_path / "counter_999999-http0.db").touch()  # created, header not yet written
+    text = run_worker(tmp_path, 0, "scrape")
+    assert value(text, "http_requests_total", method="GET", endpoint="/items/<int:item_id>", status="200") == 2
+
+
 def test_multiprocess_histogram_has_every_bucket(tmp_path: Path) -> None:
     text = run_worker(tmp_path, 4, "scrape")
     buckets = {

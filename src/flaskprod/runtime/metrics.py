@@ -336,9 +336,29 @@ class HttpMetrics:
         """The exposition text: this process's registry, or every worker's files in multi-process mode."""
         if self._directory is not None:
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry, self._directory)  # type: ignore[no-untyped-call]
+            _WrittenFilesCollector(registry, self._directory)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _WrittenFilesCollector(multiprocess.MultiProcessCollector):
+    """MultiProcessCollector, minus files a starting worker has created but not yet sized.
+
+    A worker (a recycled one's replacement) creates its file empty, then sizes it and writes the
+    header; a scrape between the two would fail to read the header and answer 500. Such a file
+    holds no values yet, so leaving it out loses nothing.
+    """
+
+    def collect(self) -> Iterable[Metric]:
+        files = [name for name in glob.glob(os.path.join(self._path, "*.db")) if _has_header(name)]
+        return self.merge(files, accumulate=True)  # type: ignore[no-untyped-call,no-any-return]
+
+
+def _has_header(name: str) -> bool:
+    try:
+        return os.path.getsize(name) >= 8  # the 8-byte header holds how much of the file is used
+    except OSError:
+        return False  # removed since the glob: a dead worker's live gauges
 
 
 def _release_slot(metrics: weakref.ref[HttpMetrics], slot: Slot) -> None:
