@@ -48,7 +48,7 @@ docs: $(STAMP)
 clean:
 	rm -rf $(VENV) .flaskprod .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick bench-ab
 # Benchmarks need the test extras (uWSGI, PostgreSQL drivers) and matplotlib for the plots.
 BENCH_DEPS := $(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[test,bench]'
 
@@ -57,6 +57,13 @@ bench: $(STAMP)
 	@scripts/ensure-debs $(DEBS_TEST)
 	@$(BENCH_DEPS)
 	$(BIN)/python -m benchmarks
+
+## bench-ab: two stacks alternated round by round (A=name B=name, WORKLOADS=ping,page,cpu); results in docs/benchmarks/ab/
+bench-ab: $(STAMP)
+	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make bench-ab A=flaskprod-default B=flaskprod-uwsgi-unpinned [WORKLOADS=ping,page,cpu]"; exit 2; }
+	@scripts/ensure-debs $(DEBS_TEST)
+	@$(BENCH_DEPS)
+	$(BIN)/python -m benchmarks.ab $(A) $(B) --workloads $(or $(WORKLOADS),ping,page,cpu)
 
 ## bench-quick: a short run (64 connections, 2 s each, no PostgreSQL) for checking changes, under 3 minutes; results in build/bench-quick/
 bench-quick: $(STAMP)

@@ -65,7 +65,8 @@ def render(out: Path) -> int:
         say(f"error: no readable results in {out}/results.json ({exc}); run `make bench` first")
         return 2
     images = plots.write_all(results, out)
-    (out / "README.md").write_text(report.render(results, images))
+    paired = [json.loads(path.read_text()) for path in sorted((out / "ab").glob("*.json"))]
+    (out / "README.md").write_text(report.render(results, images, paired))
     say(f"wrote {out}/README.md and {len(images)} plots from {out}/results.json")
     for goal in goals_for(results):
         verdict = {True: "met", False: "MISSED", None: "not measured"}[goal.met]

@@ -465,7 +465,30 @@ def method_section(results: Results, images: Sequence[Path]) -> list[str]:
     return [*lines, ""]
 
 
-def render(results: Results, images: Sequence[Path] = ()) -> str:
+def paired_section(paired: Sequence[Results]) -> list[str]:
+    """One line per `make bench-ab` comparison kept beside the results: what the rounds could not resolve."""
+    if not paired:
+        return []
+    lines = [
+        "Paired comparisons (`make bench-ab`: two stacks alternated round by round, order flipped each round; "
+        "each ratio is A's median over B's):",
+        "",
+    ]
+    for ab in paired:
+        a, b = ab["a"], ab["b"]
+        figures = "; ".join(
+            f"{row['workload']} {row['ratio']:.2f}x (A won {row['a_won']} of {row['rounds']})"
+            for row in ab["summary"]
+            if row.get("ratio") is not None
+        )
+        lines.append(
+            f"- A `{a}` against B `{b}`, {ab['rounds']} rounds from {ab['started']} (commit {ab['commit']}): "
+            f"{figures}; [table](ab/{a}-vs-{b}.md)."
+        )
+    return [*lines, ""]
+
+
+def render(results: Results, images: Sequence[Path] = (), paired: Sequence[Results] = ()) -> str:
     title = "# Benchmarks" + (
         " (quick run: short, 64 connections only, no PostgreSQL)" if results["mode"] == "quick" else ""
     )
@@ -477,6 +500,7 @@ def render(results: Results, images: Sequence[Path] = ()) -> str:
     ]
     lines += goals_section(results)
     lines += defaults_section(results)
+    lines += paired_section(paired)
     lines += workload_tables(results)
     lines += cores_section(results)
     lines += sweep_table(results)

@@ -349,7 +349,7 @@ def bench_stack(
     return record, runs
 
 
-def _stack_round(
+def stack_round(
     stack: Stack, mode: Mode, env: Mapping[str, str], run_dir: Path, pg_url: str | None, say: Say, round_: int
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One round of one stack: its SQLite workloads, then (restarted against PostgreSQL) its PostgreSQL ones."""
@@ -443,7 +443,7 @@ def run(mode: Mode, stacks: Sequence[Stack], say: Say) -> dict[str, Any]:
                     if round_ and records[stack.name]["error"] is not None:
                         continue  # failed in the first round: the report says why; no second attempt
                     say(f"{stack.name} (round {round_ + 1} of {mode.samples}): {stack.label}")
-                    record, runs = _stack_round(stack, mode, env, work / f"{stack.name}-{round_}", pg_url, say, round_)
+                    record, runs = stack_round(stack, mode, env, work / f"{stack.name}-{round_}", pg_url, say, round_)
                     records.setdefault(stack.name, record)  # start-up time and memory from the first round
                     for run in runs:
                         rounds.setdefault((run["stack"], run["workload"], run["connections"]), []).append(run)

@@ -1,0 +1,61 @@
+"""`python -m benchmarks.ab`: two stacks alternated round by round, summarized as medians and rounds won."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from benchmarks import ab, report
+
+
+def _run(stack: str, workload: str, round_: int, rps: float, p50: float = 10.0, p99: float = 20.0) -> dict[str, Any]:
+    return {"stack": stack, "workload": workload, "round": round_, "ok_rps": rps, "p50_ms": p50, "p99_ms": p99}
+
+
+def test_summary_pairs_rounds_and_counts_the_ones_a_won() -> None:
+    runs = [
+        _run("a", "ping", 0, 110), _run("b", "ping", 0, 100),
+        _run("b", "ping", 1, 90), _run("a", "ping", 1, 80, p99=40),
+        _run("a", "ping", 2, 120), _run("b", "ping", 2, 100),
+        _run("a", "cpu", 0, 50),  # B never measured cpu: no pair, no row
+    ]
+    (row,) = ab.summarize(runs, "a", "b")
+    assert row["workload"] == "ping" and row["rounds"] == 3
+    assert row["rps"] == {"a": [110, 80, 120], "b": [100, 90, 100]}
+    assert row["median_rps"] == {"a": 110, "b": 100}
+    assert row["ratio"] == pytest.approx(1.1)
+    assert row["a_won"] == 2
+    assert row["median_p99_over_p50"] == {"a": 2.0, "b": 2.0}
+
+
+def test_a_real_pair_is_measured_and_written_as_json_and_markdown(tmp_path: Path) -> None:
+    code = ab.main(["hello-production", "hello-bare", "--workloads", "ping", "--rounds", "2", "--seconds", "1",
+                    "--out", str(tmp_path)])
+    assert code == 0
+    results = json.loads((tmp_path / "hello-production-vs-hello-bare.json").read_text())
+    (row,) = results["summary"]
+    assert row["rounds"] == 2 and all(len(v) == 2 and min(v) > 0 for v in row["rps"].values())
+    # Flipped order: the round that started with A is followed by one that starts with B.
+    first = [r["stack"] for r in results["runs"] if r["workload"] == "ping"]
+    assert first == ["hello-production", "hello-bare", "hello-bare", "hello-production"]
+    text = (tmp_path / "hello-production-vs-hello-bare.md").read_text()
+    assert "| ping |" in text and "of 2 |" in text
+
+
+def test_unknown_workloads_are_one_line_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        ab.main(["flaskprod-default", "guide-option3", "--workloads", "pnig"])
+    assert exc.value.code == 2
+    assert "unknown workload(s) ['pnig']" in capsys.readouterr().err
+
+
+def test_the_full_report_lists_each_paired_comparison() -> None:
+    runs = [_run("a", "ping", 0, 120), _run("b", "ping", 0, 100)]
+    paired = {"a": "a", "b": "b", "rounds": 1, "started": "2026-12-03T12:18:37+00:00", "commit": "abc1234",
+              "summary": ab.summarize(runs, "a", "b")}
+    lines = report.paired_section([paired])
+    assert any("A `a` against B `b`" in line and "ping 1.20x (A won 1 of 1)" in line and "(ab/a-vs-b.md)" in line
+               for line in lines)
+    assert report.paired_section([]) == []
