@@ -264,8 +264,8 @@ def pin_workers(spec: Spec, machine: Machine, workers: int) -> bool:
     """server.cpu_affinity made concrete: auto pins threaded workers that each get a whole CPU.
 
     A process runs Python on one core at a time anyway (the interpreter lock); pinned, its threads
-    hand the lock over on that core rather than waking a thread on the other, and on 2 CPUs that was
-    1.1x to 1.4x the requests/s with shorter tails (docs/defaults.md). Single-threaded workers, more
+    hand the lock over on that core rather than waking a thread on the other; on 2 CPUs, alternated
+    round by round, that served 1.16x to 1.40x the requests/s (docs/defaults.md). Single-threaded workers, more
     workers than CPUs, or a CPU quota on a shared set of cores are left to the scheduler, which can
     move a process off a core another is keeping busy.
     """

@@ -129,7 +129,7 @@ class ServerSettings:
     cpu_affinity: bool | Auto = setting(
         "auto",
         "Pin each worker process to a CPU of its own: its threads then hand the interpreter lock over on "
-        "one core instead of across cores (on 2 CPUs: 1.1x to 1.4x the requests/s, shorter tails, "
+        "one core instead of across cores (2 CPUs, 8 alternated rounds: 1.16x to 1.40x the requests/s, "
         "docs/defaults.md); auto = when workers have threads and there are no more workers than CPUs, "
         "which this process has whole (no CPU quota below its CPU set).",
     )

@@ -377,11 +377,12 @@ class Stack:
         url = p.url
         threads = f"{d.threads} thread{'s' if d.threads != 1 else ''}"
         protocol = "uwsgi protocol" if p.protocol == "uwsgi" else "HTTP"
+        pinned = ", a CPU each" if d.cpu_affinity else ""
         rows = [
             ("URL", f"{url}/"),
             (
                 "app server",
-                f"{spec.server.kind}, {d.workers} workers x {threads} ({d.worker_class}), "
+                f"{spec.server.kind}, {d.workers} workers x {threads} ({d.worker_class}{pinned}), "
                 f"{protocol} on unix:{p.run.app_socket}",
             ),
             ("static", f"{spec.proxy.static_url.rstrip('/')}/ -> {p.static_dir} (nginx)" if p.static_dir else "none"),
