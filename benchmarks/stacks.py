@@ -267,26 +267,18 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
         )
         for w, t in ((5, 4), (4, 6), (3, 8))
     ]
-    stacks.append(
+    # The default with one of its uWSGI choices reversed: the accept lock on; workers left to the scheduler.
+    stacks += [
         Stack(
-            name=ACCEPT_LOCK,
-            label="flaskprod up --server uwsgi --set server.accept_lock=true",
+            name=name,
+            label=f"flaskprod up --server uwsgi --set {setting}",
             group="flaskprod",
             kind="up",
-            up_args=("--server", "uwsgi", "--set", "server.accept_lock=true"),
+            up_args=("--server", "uwsgi", "--set", setting),
             full_only=True,
         )
-    )
-    stacks.append(
-        Stack(
-            name=UNPINNED,
-            label="flaskprod up --server uwsgi --set server.cpu_affinity=false",
-            group="flaskprod",
-            kind="up",
-            up_args=("--server", "uwsgi", "--set", "server.cpu_affinity=false"),
-            full_only=True,
-        )
-    )
+        for name, setting in ((ACCEPT_LOCK, "server.accept_lock=true"), (UNPINNED, "server.cpu_affinity=false"))
+    ]
     stacks += [
         Stack(
             name="guide-option2", label="guide Option 2: nginx -> gunicorn 4 sync (TCP)", group="peer", kind="option2"
