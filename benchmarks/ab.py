@@ -49,6 +49,7 @@ def summarize(runs: Sequence[Mapping[str, Any]], a: str, b: str) -> list[dict[st
         rps_a = [by_round[a][i]["ok_rps"] for i in paired]
         rps_b = [by_round[b][i]["ok_rps"] for i in paired]
         tails = {n: [t for i in paired if (t := _tail(by_round[n][i])) is not None] for n in (a, b)}
+        stolen = {n: [by_round[n][i].get("cpu_cores", {}).get("stolen") or 0.0 for i in paired] for n in (a, b)}
         median_a, median_b = statistics.median(rps_a), statistics.median(rps_b)
         rows.append(
             {
@@ -59,6 +60,8 @@ def summarize(runs: Sequence[Mapping[str, Any]], a: str, b: str) -> list[dict[st
                 "ratio": median_a / median_b if median_b else None,
                 "a_won": sum(x > y for x, y in zip(rps_a, rps_b, strict=True)),
                 "median_p99_over_p50": {n: statistics.median(t) if t else None for n, t in tails.items()},
+                # Cores the host took while each ran: a side that lost more ran on a slower machine.
+                "stolen_max": {n: max(v) for n, v in stolen.items()},
             }
         )
     return rows
@@ -80,15 +83,16 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"- **B**: `{b}`: {results['labels'][b]}",
         "",
         "| workload | A median rps | B median rps | A / B | rounds A won | A p99/p50 | B p99/p50 "
-        "| A by round | B by round |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| A by round | B by round | most cores the host took, A / B |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["summary"]:
         tails = row["median_p99_over_p50"]
         lines.append(
             f"| {row['workload']} | {row['median_rps'][a]:,.0f} | {row['median_rps'][b]:,.0f} | "
             f"{row['ratio']:.2f}x | {row['a_won']} of {row['rounds']} | {_fmt(tails[a])} | {_fmt(tails[b])} | "
-            f"{', '.join(f'{v:,.0f}' for v in row['rps'][a])} | {', '.join(f'{v:,.0f}' for v in row['rps'][b])} |"
+            f"{', '.join(f'{v:,.0f}' for v in row['rps'][a])} | {', '.join(f'{v:,.0f}' for v in row['rps'][b])} | "
+            f"{row['stolen_max'][a]:.2f} / {row['stolen_max'][b]:.2f} |"
         )
     return "\n".join(lines) + "\n"
 

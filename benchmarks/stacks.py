@@ -267,17 +267,21 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
         )
         for w, t in ((5, 4), (4, 6), (3, 8))
     ]
-    # The default with one of its uWSGI choices reversed: the accept lock on; workers left to the scheduler.
+    # Each server with one of its defaults reversed: uWSGI's accept lock on; workers left to the scheduler.
     stacks += [
         Stack(
             name=name,
-            label=f"flaskprod up --server uwsgi --set {setting}",
+            label=f"flaskprod up --server {k} --set {setting}",
             group="flaskprod",
             kind="up",
-            up_args=("--server", "uwsgi", "--set", setting),
+            up_args=("--server", k, "--set", setting),
             full_only=True,
         )
-        for name, setting in ((ACCEPT_LOCK, "server.accept_lock=true"), (UNPINNED, "server.cpu_affinity=false"))
+        for name, k, setting in (
+            (ACCEPT_LOCK, "uwsgi", "server.accept_lock=true"),
+            (UNPINNED, "uwsgi", "server.cpu_affinity=false"),
+            ("flaskprod-gunicorn-unpinned", "gunicorn", "server.cpu_affinity=false"),
+        )
     ]
     stacks += [
         Stack(

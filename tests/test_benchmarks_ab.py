@@ -10,15 +10,18 @@ import pytest
 from benchmarks import ab, report
 
 
-def _run(stack: str, workload: str, round_: int, rps: float, p50: float = 10.0, p99: float = 20.0) -> dict[str, Any]:
-    return {"stack": stack, "workload": workload, "round": round_, "ok_rps": rps, "p50_ms": p50, "p99_ms": p99}
+def _run(
+    stack: str, workload: str, round_: int, rps: float, p50: float = 10.0, p99: float = 20.0, stolen: float = 0.0
+) -> dict[str, Any]:
+    return {"stack": stack, "workload": workload, "round": round_, "ok_rps": rps, "p50_ms": p50, "p99_ms": p99,
+            "cpu_cores": {"stolen": stolen}}
 
 
 def test_summary_pairs_rounds_and_counts_the_ones_a_won() -> None:
     runs = [
         _run("a", "ping", 0, 110), _run("b", "ping", 0, 100),
         _run("b", "ping", 1, 90), _run("a", "ping", 1, 80, p99=40),
-        _run("a", "ping", 2, 120), _run("b", "ping", 2, 100),
+        _run("a", "ping", 2, 120), _run("b", "ping", 2, 100, stolen=0.4),
         _run("a", "cpu", 0, 50),  # B never measured cpu: no pair, no row
     ]
     (row,) = ab.summarize(runs, "a", "b")
@@ -28,6 +31,7 @@ def test_summary_pairs_rounds_and_counts_the_ones_a_won() -> None:
     assert row["ratio"] == pytest.approx(1.1)
     assert row["a_won"] == 2
     assert row["median_p99_over_p50"] == {"a": 2.0, "b": 2.0}
+    assert row["stolen_max"] == {"a": 0.0, "b": 0.4}
 
 
 def test_a_real_pair_is_measured_and_written_as_json_and_markdown(tmp_path: Path) -> None:
