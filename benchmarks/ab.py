@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import machine
-from .ratios import MAIN_CONNECTIONS
+from .ratios import MAIN_CONNECTIONS, run_stolen
 from .run import FULL, Mode, Say, base_env, postgres, stack_round
 from .stacks import REPO, Stack, all_stacks, pick
 from .workloads import BY_NAME
@@ -49,7 +49,7 @@ def summarize(runs: Sequence[Mapping[str, Any]], a: str, b: str) -> list[dict[st
         rps_a = [by_round[a][i]["ok_rps"] for i in paired]
         rps_b = [by_round[b][i]["ok_rps"] for i in paired]
         tails = {n: [t for i in paired if (t := _tail(by_round[n][i])) is not None] for n in (a, b)}
-        stolen = {n: [by_round[n][i].get("cpu_cores", {}).get("stolen") or 0.0 for i in paired] for n in (a, b)}
+        stolen = {n: [run_stolen(by_round[n][i]) or 0.0 for i in paired] for n in (a, b)}
         median_a, median_b = statistics.median(rps_a), statistics.median(rps_b)
         rows.append(
             {
@@ -113,13 +113,14 @@ def compare(a: Stack, b: Stack, workloads: Sequence[str], rounds: int, mode: Mod
             for round_ in range(rounds):
                 for stack in pair if round_ % 2 == 0 else pair[::-1]:
                     say(f"{stack.name} (round {round_ + 1} of {rounds})")
+                    # Any round but the first (0) skips the sweep levels: only the main connection count here.
                     record, measured = stack_round(stack, mode, env, work / f"{stack.name}-{round_}", pg_url, say, 1)
                     if record["error"]:
                         raise RuntimeError(f"{stack.name}: {record['error']}")
                     runs += [{**r, "round": round_} for r in measured]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    steals = [r["cpu_cores"]["stolen"] for r in runs if r.get("cpu_cores") and "stolen" in r["cpu_cores"]]
+    steals = [s for r in runs if (s := run_stolen(r)) is not None]
     for r in runs:
         r.pop("wrk_output", None)
     return {
