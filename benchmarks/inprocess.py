@@ -1,14 +1,16 @@
 """In-process figures: the ceiling (calls/s of the WSGI app with no server) and what Production(app) costs.
 
-Run as `python -m benchmarks.inprocess WHAT SECONDS OUT.json` in a child process, so each
+Run as `python -m benchmarks.inprocess WHAT SECONDS OUT.json [CPU]` in a child process, so each
 measurement imports its app fresh with its own FLASKPROD_* environment, and the app's log lines
-go to the child's stdout rather than into the harness.
+go to the child's stdout rather than into the harness. With CPU the child runs on that CPU only: one
+child per CPU, side by side, measure the app on every core at once.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -64,7 +66,9 @@ def load(target: str) -> WsgiApp:
 
 def main(argv: list[str]) -> int:
     """WHAT is `module:app=path,path,...`; writes {path: calls per second} to OUT."""
-    what, seconds, out = argv
+    what, seconds, out, *cpu = argv
+    if cpu:
+        os.sched_setaffinity(0, {int(cpu[0])})
     target, _, paths = what.partition("=")
     sys.path.insert(0, str(TASKBOARD))
     sys.path.insert(0, str(REPO))

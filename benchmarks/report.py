@@ -63,8 +63,11 @@ def goals_section(results: Results) -> list[str]:
         "How to read them: wrk, nginx and the app server share the same cores, so ceiling x cores (the raw app "
         "in-process on every core, no server) is a bound no stack reaches here; the ratios between stacks are "
         "the comparison that holds. *At most* is that bound as a ratio: ceiling x cores over the figure the goal "
-        "compares against. A goal whose bound is below its target is out of reach on this machine with this "
-        "app whatever the server does, and is marked so. Throughput counts successful responses only.",
+        "compares against; for /api/cpu, the share of the cores nginx and wrk left the app server. A goal whose "
+        "bound is below its target is out of reach on this machine with this app whatever the server does, and "
+        "is marked so. The /api/cpu ceiling is measured again right after each run, one in-process loop per core "
+        "at once, so the machine's drift over the run does not enter the ratio. "
+        "Throughput counts successful responses only.",
         "",
         *steal_lines(results),
     ]
@@ -132,7 +135,8 @@ def workload_tables(results: Results) -> list[str]:
         "p50/p99 are wrk's, over every response; - = no response at all. "
         "errors = non-2xx/3xx responses + socket errors "
         "(connect, read, write, timeouts over 2 s). x ceiling = requests/s over (in-process calls/s per core "
-        "x cores): 1.00 would be a server that costs nothing.",
+        "x cores): 1.00 would be a server that costs nothing; on /api/cpu, over the in-process calls/s on every "
+        "core measured right after the run.",
         "",
     ]
     for name, workload in BY_NAME.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 from benchmarks import cpu, instructions, procs, report, run, wrk
 from benchmarks.ratios import app_core_efficiency, candidates, ceiling_ratio, goals_for, steal
 from benchmarks.run import representative_run, round_order
-from benchmarks.stacks import all_stacks, started
+from benchmarks.stacks import REPO, all_stacks, started
 from benchmarks.workloads import BY_NAME
 
 WRK_OK = """\
@@ -504,3 +505,66 @@ def test_a_uwsgi_worker_s_instructions_per_request_are_counted_for_real() -> Non
     env = {k: v for k, v in env.items() if not k.startswith(("FLASKPROD_", "PROMETHEUS_"))}
     per_request = instructions.per_request(run.BARE_APP, "/api/ping", env, fewer=2, more=8)
     assert 100_000 < per_request < 5_000_000, per_request
+
+
+def test_the_cpu_goal_divides_by_the_ceiling_measured_right_after_its_run() -> None:
+    results = _results()
+    cores = {"app": 1.7, "nginx": 0.2, "wrk": 0.1, "other": 0.0, "idle": 0.0, "stolen": 0.0}
+    cpu_run = next(r for r in results["runs"] if r["stack"] == "flaskprod-default" and r["workload"] == "cpu")
+    cpu_run["cpu_cores"] = cores
+    assert ceiling_ratio(results, cpu_run) == pytest.approx(0.85)  # 1,700 over the start's 1,000 x 2
+    cpu_run["ceiling_beside"] = {"calls_per_s": 2500.0, "cores": 2, "stolen_cores": 0.0}
+    assert ceiling_ratio(results, cpu_run) == pytest.approx(0.68)  # the machine was faster just then
+    assert app_core_efficiency(results, cpu_run) == pytest.approx(1700 / (1250 * 1.7))
+    goal = next(g for g in goals_for(results) if g.goal.startswith("/api/cpu"))
+    assert goal.met is False
+    # nginx and wrk took 0.3 of the 2 cores: no app server could use more than 0.85 of them.
+    assert goal.bound == pytest.approx(0.85)
+    assert "vs ceiling 2,500 calls/s on 2 cores, measured right after" in goal.measured
+    cores["nginx"] = 0.4
+    assert next(g for g in goals_for(results) if g.goal.startswith("/api/cpu")).reachable is False
+
+
+def test_the_ceiling_on_every_core_adds_one_pinned_child_per_cpu(tmp_path: Path) -> None:
+    env = run.base_env(secrets.token_hex(32))
+    beside = run.CeilingBeside(env=run.ceiling_env(env, tmp_path), work=tmp_path, seconds=0.3)
+    measured = beside.measure("/api/ping")
+    assert measured["cores"] == len(os.sched_getaffinity(0))
+    outputs = sorted(tmp_path.glob("inprocess-*.json"))
+    assert len(outputs) == measured["cores"]
+    each = [json.loads(p.read_text())["/api/ping"] for p in outputs]
+    assert min(each) > 0 and measured["calls_per_s"] == pytest.approx(sum(each), abs=0.1)
+
+
+def test_a_child_asked_for_one_cpu_runs_on_that_cpu_only(tmp_path: Path) -> None:
+    cpu_id = max(os.sched_getaffinity(0))
+    probe = tmp_path / "probe.py"
+    # The in-process module's own entry, with the measured loop swapped for a look at its own affinity.
+    probe.write_text(
+        "import json, os, sys\n"
+        "import benchmarks.inprocess as m\n"
+        "cpus = lambda: os.sched_getaffinity(0)\n"
+        "m.calls_per_second = lambda app, path, seconds: float(len(cpus()) * 1000 + min(cpus()))\n"
+        "raise SystemExit(m.main(sys.argv[1:]))\n"
+    )
+    out = tmp_path / "out.json"
+    env = {**run.base_env(secrets.token_hex(32)), "PYTHONPATH": str(REPO)}
+    args = [sys.executable, str(probe), "benchmarks.apps.bare:app=/api/ping", "0.1", str(out), str(cpu_id)]
+    subprocess.run(args, cwd=REPO, env=env, check=True, capture_output=True, timeout=60)
+    assert json.loads(out.read_text()) == {"/api/ping": 1000.0 + cpu_id}
+
+
+def test_a_measured_cpu_run_carries_its_ceiling_beside_it(tmp_path: Path) -> None:
+    stack = next(s for s in all_stacks(default_kind="uwsgi") if s.name == "gunicorn-bare")
+    mode = dataclasses.replace(run.QUICK, duration=1)
+    work = tmp_path / "work"
+    work.mkdir()
+    base = run.base_env(secrets.token_hex(32))
+    beside = run.CeilingBeside(env=run.ceiling_env(base, work), work=work, seconds=0.3)
+    env = run.stack_env(base, stack, f"sqlite:///{tmp_path}/db.sqlite3")
+    with started(stack, tmp_path / "stack", env) as running:
+        cpu_run, ping_run = run.load_workloads(
+            stack, running, [BY_NAME["cpu"], BY_NAME["ping"]], mode, lambda line: None, sweep=False, beside=beside
+        )
+    assert cpu_run["ceiling_beside"]["calls_per_s"] > 0
+    assert ping_run["ceiling_beside"] is None  # no goal divides /api/ping by the ceiling
