@@ -58,12 +58,12 @@ bench: $(STAMP)
 	@$(BENCH_DEPS)
 	$(BIN)/python -m benchmarks
 
-## bench-ab: two stacks alternated round by round (A=name B=name, WORKLOADS=ping,page,cpu); results in docs/benchmarks/ab/
+## bench-ab: two stacks alternated round by round (A=name B=name or B='up:--threads 8', WORKLOADS=ping,page,cpu); results in docs/benchmarks/ab/
 bench-ab: $(STAMP)
 	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make bench-ab A=flaskprod-default B=flaskprod-uwsgi-unpinned [WORKLOADS=ping,page,cpu]"; exit 2; }
 	@scripts/ensure-debs $(DEBS_TEST)
 	@$(BENCH_DEPS)
-	$(BIN)/python -m benchmarks.ab $(A) $(B) --workloads $(or $(WORKLOADS),ping,page,cpu)
+	$(BIN)/python -m benchmarks.ab "$(A)" "$(B)" --workloads $(or $(WORKLOADS),ping,page,cpu)
 
 ## bench-quick: a short run (64 connections, 2 s each, no PostgreSQL) for checking changes, under 3 minutes; results in build/bench-quick/
 bench-quick: $(STAMP)

@@ -24,7 +24,7 @@ from typing import Any
 from . import machine
 from .ratios import MAIN_CONNECTIONS, run_stolen
 from .run import FULL, Mode, Say, base_env, postgres, stack_round
-from .stacks import REPO, Stack, all_stacks, pick
+from .stacks import AD_HOC, REPO, Stack, ad_hoc, all_stacks, pick
 from .workloads import BY_NAME
 
 AB = replace(FULL, name="ab", duration=6, stack_warmup=3, workload_warmup=1, connections=(MAIN_CONNECTIONS,))
@@ -142,7 +142,9 @@ def compare(a: Stack, b: Stack, workloads: Sequence[str], rounds: int, mode: Mod
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ab", description=__doc__)
-    parser.add_argument("a", help="stack name (python -m benchmarks --stacks lists them on a typo)")
+    parser.add_argument(
+        "a", help="stack name (a typo lists them), or up:ARGS for flaskprod up with ARGS, e.g. 'up:--threads 8'"
+    )
     parser.add_argument("b")
     parser.add_argument("--workloads", default="ping,page,cpu", help=f"comma-separated, of {', '.join(BY_NAME)}")
     parser.add_argument("--rounds", type=int, default=8)
@@ -153,9 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     from flaskprod.spec import Spec
 
     kind = resolve_kind(Spec(), behind_nginx=True).server.kind
-    a, b = pick(all_stacks(default_kind=kind), [args.a, args.b], full=True)
-    if a.name != args.a:  # pick keeps the catalogue's order
-        a, b = b, a
+    catalogue = all_stacks(default_kind=kind)
+    a, b = (ad_hoc(n) if n.startswith(AD_HOC) else pick(catalogue, [n], full=True)[0] for n in (args.a, args.b))
     workloads = [w for w in args.workloads.split(",") if w]
     unknown = [w for w in workloads if w not in BY_NAME]
     if unknown or args.rounds < 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -321,6 +322,20 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
         ),
     ]
     return stacks
+
+
+# `up:ARGS` names a stack the catalogue does not have: flaskprod up with those arguments, for a paired run.
+AD_HOC = "up:"
+
+
+def ad_hoc(name: str) -> Stack:
+    """The stack `up:--workers 4 --threads 6` names, called flaskprod-up-workers-4-threads-6."""
+    args = tuple(shlex.split(name.removeprefix(AD_HOC)))
+    if not args:
+        raise SystemExit(f"{name!r} gives flaskprod up no arguments: write e.g. 'up:--threads 8'")
+    slug = re.sub(r"[^a-z0-9.=]+", "-", " ".join(args).lower()).strip("-")
+    label = f"flaskprod up {shlex.join(args)}"
+    return Stack(name=f"flaskprod-up-{slug}", label=label, group="flaskprod", kind="up", up_args=args)
 
 
 def pick(stacks: Sequence[Stack], names: Sequence[str] | None, *, full: bool) -> list[Stack]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from benchmarks import ab, report
+from benchmarks.stacks import ad_hoc
 
 
 def _run(
@@ -63,3 +64,12 @@ def test_the_full_report_lists_each_paired_comparison() -> None:
     assert any("A `a` against B `b`" in line and "ping 1.20x (A won 1 of 1)" in line and "(ab/a-vs-b.md)" in line
                for line in lines)
     assert report.paired_section([]) == []
+
+
+def test_up_args_name_an_ad_hoc_stack_the_catalogue_does_not_have() -> None:
+    stack = ad_hoc("up:--workers 4 --threads 6 --set server.cpu_affinity=true")
+    assert stack.name == "flaskprod-up-workers-4-threads-6-set-server.cpu-affinity=true"
+    assert stack.up_args == ("--workers", "4", "--threads", "6", "--set", "server.cpu_affinity=true")
+    assert (stack.kind, stack.group) == ("up", "flaskprod")
+    with pytest.raises(SystemExit, match="gives flaskprod up no arguments"):
+        ad_hoc("up:")
