@@ -97,6 +97,17 @@ def markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write(results: Mapping[str, Any], out: Path) -> str:
+    """A-vs-B.json and A-vs-B.md in out; the Markdown's text."""
+    out.mkdir(parents=True, exist_ok=True)
+    # Not Path.with_suffix: a name may hold a dot (up:--set server.threads=8).
+    stem = f"{results['a']}-vs-{results['b']}"
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
+    text = markdown(results)
+    (out / f"{stem}.md").write_text(text)
+    return text
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -163,11 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown workload(s) {unknown}" if unknown else "--rounds must be at least 1")
     mode = replace(AB, duration=args.seconds)
     results = compare(a, b, workloads, args.rounds, mode, lambda line: print(line, file=sys.stderr, flush=True))
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"{a.name}-vs-{b.name}"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    text = markdown(results)
-    stem.with_suffix(".md").write_text(text)
+    text = write(results, args.out)
     print(text)
     if (args.out.parent / "results.json").is_file():
         from .__main__ import render  # the full run's report lists the paired comparisons beside it

@@ -300,8 +300,9 @@ def inprocess_section(results: Results) -> list[str]:
     return lines
 
 
-def defaults_section(results: Results) -> list[str]:
-    """Which flaskprod configuration the numbers support, scored on the same goals."""
+def defaults_section(results: Results, paired: Sequence[Results] = ()) -> list[str]:
+    """Which flaskprod configuration the numbers support, scored on the same goals, and what a paired run of it
+    against the default said, where there is one: three rounds an hour apart can rank by the luck of the hour."""
     names = [s["name"] for s in results["stacks"] if s["group"] == "flaskprod" and not s.get("error")]
     if not names:
         return []
@@ -361,6 +362,13 @@ def defaults_section(results: Results) -> list[str]:
             lines.append(
                 f"The current default (`server.kind = {kind}`) meets {current.met} of {current.judged}, "
                 f"with {_num(current.ping_rps, 0)} rps on /api/ping and {_num(current.slow_rps, 0)} on /api/slow."
+            )
+        pair = next((ab for ab in paired if (ab["a"], ab["b"]) == (DEFAULT, best.stack)), None)
+        if pair is not None:
+            lines.append(
+                f"Paired with the default round by round ({pair['rounds']} rounds from {pair['started']}), the "
+                f"default served {_pair_figures(pair)} of what `{best.stack}` did: "
+                f"[table](ab/{DEFAULT}-vs-{best.stack}.md)."
             )
     else:
         lines.append(f"That is what `flaskprod up` runs today (`server.kind = {kind}`).")
@@ -480,16 +488,19 @@ def paired_section(paired: Sequence[Results]) -> list[str]:
     ]
     for ab in paired:
         a, b = ab["a"], ab["b"]
-        figures = "; ".join(
-            f"{row['workload']} {row['ratio']:.2f}x (A won {row['a_won']} of {row['rounds']})"
-            for row in ab["summary"]
-            if row.get("ratio") is not None
-        )
         lines.append(
             f"- A `{a}` against B `{b}`, {ab['rounds']} rounds from {ab['started']} (commit {ab['commit']}): "
-            f"{figures}; [table](ab/{a}-vs-{b}.md)."
+            f"{_pair_figures(ab)}; [table](ab/{a}-vs-{b}.md)."
         )
     return [*lines, ""]
+
+
+def _pair_figures(ab: Results) -> str:
+    return "; ".join(
+        f"{row['workload']} {row['ratio']:.2f}x (A won {row['a_won']} of {row['rounds']})"
+        for row in ab["summary"]
+        if row.get("ratio") is not None
+    )
 
 
 def render(results: Results, images: Sequence[Path] = (), paired: Sequence[Results] = ()) -> str:
@@ -503,7 +514,7 @@ def render(results: Results, images: Sequence[Path] = (), paired: Sequence[Resul
         "",
     ]
     lines += goals_section(results)
-    lines += defaults_section(results)
+    lines += defaults_section(results, paired)
     lines += paired_section(paired)
     lines += workload_tables(results)
     lines += cores_section(results)

@@ -568,3 +568,20 @@ def test_a_measured_cpu_run_carries_its_ceiling_beside_it(tmp_path: Path) -> Non
         )
     assert cpu_run["ceiling_beside"]["calls_per_s"] > 0
     assert ping_run["ceiling_beside"] is None  # no goal divides /api/ping by the ceiling
+
+
+def test_a_candidate_ranked_above_the_default_shows_its_paired_run_against_it() -> None:
+    results = _results()
+    results["stacks"] += [{"name": "flaskprod-rival", "label": "label of flaskprod-rival", "group": "flaskprod"}]
+    results["runs"] += _configuration("flaskprod-rival", ping=9900, slow=900, cpu=1900)
+    assert candidates(results, ["flaskprod-default", "flaskprod-rival"])[0].stack == "flaskprod-rival"
+    row = {"workload": "ping", "ratio": 1.22, "a_won": 5, "rounds": 6}
+    pair = {"a": "flaskprod-default", "b": "flaskprod-rival", "rounds": 6, "started": "2026-12-03T15:03:32+00:00",
+            "commit": "abc1234", "summary": [row]}
+    other = {**pair, "b": "flaskprod-gunicorn"}
+    text = report.render(results, paired=[other, pair])
+    assert (
+        "Paired with the default round by round (6 rounds from 2026-12-03T15:03:32+00:00), the default served "
+        "ping 1.22x (A won 5 of 6) of what `flaskprod-rival` did: [table](ab/flaskprod-default-vs-flaskprod-rival.md)."
+    ) in text
+    assert "Paired with the default round by round" not in report.render(results, paired=[other])

@@ -73,3 +73,14 @@ def test_up_args_name_an_ad_hoc_stack_the_catalogue_does_not_have() -> None:
     assert (stack.kind, stack.group) == ("up", "flaskprod")
     with pytest.raises(SystemExit, match="gives flaskprod up no arguments"):
         ad_hoc("up:")
+
+
+def test_a_name_with_a_dot_keeps_it_in_the_file_names(tmp_path: Path) -> None:
+    a, b = "flaskprod-default", ad_hoc("up:--set server.threads=8").name
+    runs = [_run(a, "ping", 0, 120), _run(b, "ping", 0, 100)]
+    results = {"a": a, "b": b, "labels": {a: "A", b: "B"}, "rounds": 1, "started": "s", "finished": "f",
+               "commit": "abc1234", "settings": {"duration_s": 6}, "steal_median": 0.0, "steal_max": 0.0,
+               "summary": ab.summarize(runs, a, b)}
+    ab.write(results, tmp_path)
+    stem = "flaskprod-default-vs-flaskprod-up-set-server.threads=8"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem}.json", f"{stem}.md"]
