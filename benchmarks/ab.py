@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import machine
-from .ratios import MAIN_CONNECTIONS, run_stolen
+from .ratios import MAIN_CONNECTIONS, pair_stem, run_stolen
 from .run import FULL, Mode, Say, base_env, postgres, stack_round
 from .stacks import AD_HOC, REPO, Stack, ad_hoc, all_stacks, pick
 from .workloads import BY_NAME
@@ -101,7 +101,7 @@ def write(results: Mapping[str, Any], out: Path) -> str:
     """A-vs-B.json and A-vs-B.md in out; the Markdown's text."""
     out.mkdir(parents=True, exist_ok=True)
     # Not Path.with_suffix: a name may hold a dot (up:--set server.threads=8).
-    stem = f"{results['a']}-vs-{results['b']}"
+    stem = pair_stem(results["a"], results["b"])
     (out / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
     text = markdown(results)
     (out / f"{stem}.md").write_text(text)

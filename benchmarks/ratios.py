@@ -55,6 +55,11 @@ def ceiling_rps(results: Results, workload: str) -> float | None:
     return per_core * int(cores)
 
 
+def pair_stem(a: str, b: str) -> str:
+    """The file name, less its suffix, of a paired run of stacks a and b (`make bench-ab`)."""
+    return f"{a}-vs-{b}"
+
+
 def run_ceiling_rps(results: Results, run: Mapping[str, Any]) -> float | None:
     """The ceiling a run is set against: measured on every core right after it where it was, else at the start."""
     beside = run.get("ceiling_beside")
@@ -74,12 +79,13 @@ def app_core_efficiency(results: Results, run: Mapping[str, Any]) -> float | Non
     1.0: inside the server the app runs as fast as in the in-process loop; below it, the server's own
     work, switches between threads and processes, and cold caches take the rest.
     """
-    beside = run.get("ceiling_beside")
-    per_core = float(beside["calls_per_s"]) / beside["cores"] if beside else _per_core(results, run["workload"])
+    most = run_ceiling_rps(results, run)
+    # Both the run's own ceiling and the one from the start say how many cores they were measured on.
+    cores = (run.get("ceiling_beside") or results.get("ceiling", {})).get("cores")
     app_cores = (run.get("cpu_cores") or {}).get("app")
-    if per_core is None or not app_cores:
+    if most is None or not cores or not app_cores:
         return None
-    return ratio(float(run["ok_rps"]), per_core * app_cores)
+    return ratio(float(run["ok_rps"]), most / cores * app_cores)
 
 
 def cores_left_to_app(results: Results, run: Mapping[str, Any] | None) -> float:

@@ -20,6 +20,7 @@ from .ratios import (
     ceiling_ratio,
     find_run,
     goals_for,
+    pair_stem,
     runs_with_cores,
     steal,
 )
@@ -368,7 +369,7 @@ def defaults_section(results: Results, paired: Sequence[Results] = ()) -> list[s
             lines.append(
                 f"Paired with the default round by round ({pair['rounds']} rounds from {pair['started']}), the "
                 f"default served {_pair_figures(pair)} of what `{best.stack}` did: "
-                f"[table](ab/{DEFAULT}-vs-{best.stack}.md)."
+                f"[table](ab/{pair_stem(DEFAULT, best.stack)}.md)."
             )
     else:
         lines.append(f"That is what `flaskprod up` runs today (`server.kind = {kind}`).")
@@ -490,7 +491,7 @@ def paired_section(paired: Sequence[Results]) -> list[str]:
         a, b = ab["a"], ab["b"]
         lines.append(
             f"- A `{a}` against B `{b}`, {ab['rounds']} rounds from {ab['started']} (commit {ab['commit']}): "
-            f"{_pair_figures(ab)}; [table](ab/{a}-vs-{b}.md)."
+            f"{_pair_figures(ab)}; [table](ab/{pair_stem(a, b)}.md)."
         )
     return [*lines, ""]
 
