@@ -10,7 +10,7 @@ from pathlib import Path
 from flaskprod.servers import resolve_kind
 from flaskprod.spec import Spec
 
-from . import plots, report, run
+from . import ab, plots, report, run
 from .ratios import goals_for
 from .stacks import REPO, all_stacks, pick
 
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     default_kind = resolve_kind(Spec(), behind_nginx=True).server.kind
     stacks = pick(all_stacks(default_kind=default_kind), [s for s in args.stacks.split(",") if s], full=not args.quick)
     results = run.run(mode, stacks, say)
+    if mode.pair_rounds:
+        results["paired_goals"] = ab.for_goals(results, stacks, mode.pair_rounds, say)
+        results["goals"] = [g.as_dict() for g in goals_for(results)]
     results["default_server_kind"] = default_kind
     results["command"] = "make bench-quick" if args.quick else "make bench"
 

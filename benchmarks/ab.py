@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import machine
-from .ratios import MAIN_CONNECTIONS, pair_stem, run_stolen
+from .ratios import MAIN_CONNECTIONS, Results, goal_pairs, pair_stem, run_stolen
 from .run import FULL, Mode, Say, base_env, postgres, stack_round
 from .stacks import AD_HOC, REPO, Stack, ad_hoc, all_stacks, pick
 from .workloads import BY_NAME
@@ -149,6 +149,29 @@ def compare(a: Stack, b: Stack, workloads: Sequence[str], rounds: int, mode: Mod
         "summary": summarize(runs, a.name, b.name),
         "runs": runs,
     }
+
+
+def for_goals(
+    results: Results, stacks: Sequence[Stack], rounds: int, say: Say, mode: Mode = AB
+) -> list[dict[str, Any]]:
+    """Each pair of stacks a goal compares (ratios.goal_pairs), alternated `rounds` times after the full run.
+
+    The rounds measure a stack and the one its goal compares it with up to a quarter of an hour apart;
+    paired, a minute apart, the goal is judged on what the machine's drift leaves alike for both.
+    A pair that fails is recorded with its error, and its goals fall back to the rounds.
+    """
+    by_name = {s.name: s for s in stacks}
+    paired: list[dict[str, Any]] = []
+    for (a, b), workloads in goal_pairs(results).items():
+        if a not in by_name or b not in by_name:
+            continue
+        say(f"paired for the goals: {a} against {b} on {', '.join(workloads)}, {rounds} rounds")
+        try:
+            paired.append(compare(by_name[a], by_name[b], workloads, rounds, mode, say))
+        except RuntimeError as exc:
+            say(f"  not paired: {exc}")
+            paired.append({"a": a, "b": b, "error": str(exc), "summary": []})
+    return paired
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -167,6 +167,41 @@ def fastest_peer(results: Results, workload: str) -> tuple[str | None, float | N
     return best
 
 
+HELLO_BARE, HELLO_PRODUCTION = "hello-bare", "hello-production"
+NGINX_STATIC = "nginx-static"
+
+
+def goal_pairs(results: Results, stack: str = DEFAULT) -> dict[tuple[str, str], tuple[str, ...]]:
+    """Each pair of stacks a goal compares, with the workloads it compares them on, from the rounds measured.
+
+    The fastest peer is the rounds' own; a pair is kept only where both sides were measured on the workload.
+    """
+    wanted: dict[tuple[str, str], list[str]] = {}
+    for workload in SMALL_DYNAMIC:
+        peer, _ = fastest_peer(results, workload)
+        for other in (peer, OPTION2):
+            if other is not None:
+                wanted.setdefault((stack, other), []).append(workload)
+    wanted.setdefault((stack, OPTION2), []).append("slow")
+    wanted[(HELLO_PRODUCTION, HELLO_BARE)] = ["ping"]
+    wanted[(stack, NGINX_STATIC)] = ["static"]
+    return {
+        pair: measured
+        for pair, workloads in wanted.items()
+        if (measured := tuple(w for w in dict.fromkeys(workloads) if all(rps(results, s, w) for s in pair)))
+    }
+
+
+def paired_row(results: Results, a: str, b: str, workload: str) -> Mapping[str, Any] | None:
+    """The summary row of the run's own paired rounds of a against b on workload, if it ran them."""
+    for pair in results.get("paired_goals", []):
+        if pair["a"] == a and pair["b"] == b:
+            for row in pair["summary"]:
+                if row["workload"] == workload and row.get("ratio") is not None:
+                    return row  # type: ignore[no-any-return]
+    return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Goal:
     goal: str
@@ -213,45 +248,68 @@ def _goal(
     )
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+def _fmt(value: float | None, digits: int = 2, *, threshold: float | None = None) -> str:
+    """value to `digits` places, one more where that would print the threshold it did not reach (0.845 for 0.85)."""
+    if value is None:
+        return "n/a"
+    if threshold is not None and value != threshold and f"{value:.{digits}f}" == f"{threshold:.{digits}f}":
+        digits += 1
+    return f"{value:.{digits}f}"
 
 
-def _x(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
+def _x(value: float | None, threshold: float | None = None) -> str:
+    return "n/a" if value is None else f"{_fmt(value, threshold=threshold)}x"
 
 
 def _rps_text(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.0f} rps"
 
 
-def goals_for(results: Results, stack: str = DEFAULT) -> list[Goal]:
-    """The issue's goals for one flaskprod stack, each with the numbers behind its verdict."""
+def _versus(
+    results: Results, a: str, b: str | None, workload: str, threshold: float, *, paired: bool, named: bool = False
+) -> tuple[float | None, str]:
+    """a's throughput over b's on workload, and the text that shows it.
+
+    From the run's paired rounds of the two where it ran them (alternated a minute apart, so the
+    machine's drift over the run falls on both alike), else from the rounds every stack ran in turn.
+    """
+    mine, theirs = rps(results, a, workload), None if b is None else rps(results, b, workload)
+    value = ratio(mine, theirs)
+    against = f"{b or 'no peer'} " if named else ""
+    text = f"{_x(value, threshold)} ({_rps_text(mine)} vs {against}{_rps_text(theirs)})"
+    row = None if b is None or not paired else paired_row(results, a, b, workload)
+    if row is None:
+        return value, text
+    medians = row["median_rps"]
+    return float(row["ratio"]), (
+        f"{_x(row['ratio'], threshold)} paired ({medians[a]:,.0f} vs {medians[b]:,.0f} rps, medians of "
+        f"{row['rounds']} alternated rounds, {row['a_won']} won); in the rounds {text}"
+    )
+
+
+def goals_for(results: Results, stack: str = DEFAULT, *, paired: bool = True) -> list[Goal]:
+    """The issue's goals for one flaskprod stack, each with the numbers behind its verdict.
+
+    paired: judge the ratios between two stacks on the run's paired rounds of them where it ran any.
+    """
     found: list[Goal] = []
     c = MAIN_CONNECTIONS
     for workload in SMALL_DYNAMIC:
-        mine = rps(results, stack, workload)
         most = ceiling_rps(results, workload)
         peer, best = fastest_peer(results, workload)
+        value, text = _versus(results, stack, peer, workload, 1.0, paired=paired, named=True)
         found.append(
-            _goal(
-                f"{workload}: >= 1.0x fastest peer",
-                ">= 1.00x",
-                ratio(mine, best),
-                1.0,
-                f"{_x(ratio(mine, best))} ({_rps_text(mine)} vs {peer or 'no peer'} {_rps_text(best)})",
-                bound=ratio(most, best),
-            )
+            _goal(f"{workload}: >= 1.0x fastest peer", ">= 1.00x", value, 1.0, text, bound=ratio(most, best))
         )
-        option2 = rps(results, OPTION2, workload)
+        value, text = _versus(results, stack, OPTION2, workload, 3.0, paired=paired)
         found.append(
             _goal(
                 f"{workload}: >= 3x guide Option 2",
                 ">= 3.00x",
-                ratio(mine, option2),
+                value,
                 3.0,
-                f"{_x(ratio(mine, option2))} ({_rps_text(mine)} vs {_rps_text(option2)})",
-                bound=ratio(most, option2),
+                text,
+                bound=ratio(most, rps(results, OPTION2, workload)),
             )
         )
         run = find_run(results, stack, workload)
@@ -263,48 +321,29 @@ def goals_for(results: Results, stack: str = DEFAULT) -> list[Goal]:
                 "< 2.00x",
                 ratio(p99, p50),
                 2.0,
-                f"p99/p50 = {_fmt(ratio(p99, p50))} (p50 {_fmt(p50)} ms, p99 {_fmt(p99)} ms)",
+                f"p99/p50 = {_fmt(ratio(p99, p50), threshold=2.0)} (p50 {_fmt(p50)} ms, p99 {_fmt(p99)} ms)",
                 below=True,
             )
         )
     if stack == DEFAULT:
-        bare = rps(results, "hello-bare", "ping")
-        prod = rps(results, "hello-production", "ping")
+        value, text = _versus(results, HELLO_PRODUCTION, HELLO_BARE, "ping", 0.8, paired=paired)
         found.append(
             _goal(
                 "Production(app) fully on: >= 0.8x bare app, same stack",
                 ">= 0.80x",
-                ratio(prod, bare),
+                value,
                 0.8,
-                f"{_x(ratio(prod, bare))} ({_rps_text(prod)} vs {_rps_text(bare)})"
+                text
                 + _cpu_per_request_text(
-                    find_run(results, "hello-production", "ping"), find_run(results, "hello-bare", "ping")
+                    find_run(results, HELLO_PRODUCTION, "ping"), find_run(results, HELLO_BARE, "ping")
                 )
                 + _instructions_text(results),
             )
         )
-    static = rps(results, stack, "static")
-    direct = rps(results, "nginx-static", "static")
-    found.append(
-        _goal(
-            "static: >= 0.9x nginx serving the file directly",
-            ">= 0.90x",
-            ratio(static, direct),
-            0.9,
-            f"{_x(ratio(static, direct))} ({_rps_text(static)} vs {_rps_text(direct)})",
-        )
-    )
-    slow = rps(results, stack, "slow")
-    option2_slow = rps(results, OPTION2, "slow")
-    found.append(
-        _goal(
-            f"/api/slow at {c} connections: >= 5x guide Option 2",
-            ">= 5.00x",
-            ratio(slow, option2_slow),
-            5.0,
-            f"{_x(ratio(slow, option2_slow))} ({_rps_text(slow)} vs {_rps_text(option2_slow)})",
-        )
-    )
+    value, text = _versus(results, stack, NGINX_STATIC, "static", 0.9, paired=paired)
+    found.append(_goal("static: >= 0.9x nginx serving the file directly", ">= 0.90x", value, 0.9, text))
+    value, text = _versus(results, stack, OPTION2, "slow", 5.0, paired=paired)
+    found.append(_goal(f"/api/slow at {c} connections: >= 5x guide Option 2", ">= 5.00x", value, 5.0, text))
     cpu_run = find_run(results, stack, "cpu")
     cpu_ratio = None if cpu_run is None else ceiling_ratio(results, cpu_run)
     found.append(
@@ -313,7 +352,7 @@ def goals_for(results: Results, stack: str = DEFAULT) -> list[Goal]:
             ">= 0.85x",
             cpu_ratio,
             0.85,
-            f"{_x(cpu_ratio)} ({_rps_text(None if cpu_run is None else float(cpu_run['ok_rps']))}"
+            f"{_x(cpu_ratio, 0.85)} ({_rps_text(None if cpu_run is None else float(cpu_run['ok_rps']))}"
             f"{_beside_text(cpu_run)}{_cores_text(cpu_run)})",
             bound=cores_left_to_app(results, cpu_run),
         )
@@ -389,7 +428,8 @@ def candidates(results: Results, stacks: Sequence[str]) -> list[Candidate]:
     """
     found = []
     for name in stacks:
-        goals = [g for g in goals_for(results, name) if not g.goal.startswith("Production")]
+        # Every configuration on the same measure: the rounds (only the default's goals have paired rounds).
+        goals = [g for g in goals_for(results, name, paired=False) if not g.goal.startswith("Production")]
         cpu_run = find_run(results, name, "cpu")
         found.append(
             Candidate(

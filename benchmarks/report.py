@@ -70,9 +70,29 @@ def goals_section(results: Results) -> list[str]:
         "at once, so the machine's drift over the run does not enter the ratio. "
         "Throughput counts successful responses only.",
         "",
+        *paired_goals_lines(results),
         *steal_lines(results),
     ]
     return lines + _table(["goal", "target", "measured", "at most", "verdict"], rows)[:-1] + notes
+
+
+def paired_goals_lines(results: Results) -> list[str]:
+    """How the goals between two stacks were judged: on the run's paired rounds of them, where it ran any."""
+    pairs = results.get("paired_goals") or []
+    done = [p for p in pairs if not p.get("error")]
+    if not pairs:
+        return []
+    settings = done[0]["settings"] if done else {}
+    text = (
+        "*Paired*: after the rounds, each two stacks a goal compares ran alternated, a minute apart and in flipped "
+        f"order, {done[0]['rounds'] if done else 0} times ({settings.get('duration_s', '?')} s of `wrk` each): "
+        "the rounds measure them up to a quarter of an hour apart on a machine whose speed wanders by a fifth "
+        "in minutes. Such a goal is judged on the ratio of the paired medians, the rounds' figure shown beside it."
+    )
+    failed = [f"{p['a']} against {p['b']} ({p['error']})" for p in pairs if p.get("error")]
+    if failed:
+        text += " Not paired, so judged on the rounds: " + "; ".join(failed) + "."
+    return [text, ""]
 
 
 def steal_text(results: Results) -> str | None:
@@ -333,7 +353,8 @@ def defaults_section(results: Results, paired: Sequence[Results] = ()) -> list[s
         "",
         "[docs/defaults.md](../defaults.md) explains each default and the trade-offs behind it. "
         "Every flaskprod configuration measured in this run, scored on the goals above "
-        "(the Production-cost goal is judged on the default stack only). Best first by balance: the "
+        "(the Production-cost goal is judged on the default stack only), every one on the rounds' figures, "
+        "the default too, so they compare alike. Best first by balance: the "
         "geometric mean over the goals of how far each got toward its target (1.00 = every goal just "
         "met; each capped at 2), then goals met. A count of goals flips when a figure crosses its "
         "threshold by a few percent, within this machine's noise; the balance weighs every workload.",

@@ -47,6 +47,8 @@ class Mode:
     # measured, and one stall cannot decide a point. The sweep levels run in the first round only;
     # the in-process pairs alternate the same number of rounds.
     samples: int = 1
+    # After the rounds: each pair of stacks a goal compares, alternated this many times (ab.for_goals).
+    pair_rounds: int = 0
 
 
 QUICK = Mode(
@@ -69,6 +71,7 @@ FULL = Mode(
     postgres=True,
     counted_requests=(100, 600),
     samples=3,
+    pair_rounds=6,
 )
 
 # The in-process figures: the reference app's dynamic paths, and the cost pair on /api/ping.

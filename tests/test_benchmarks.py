@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from benchmarks import cpu, instructions, procs, report, run, wrk
-from benchmarks.ratios import app_core_efficiency, candidates, ceiling_ratio, goals_for, steal
+from benchmarks.ratios import app_core_efficiency, candidates, ceiling_ratio, goal_pairs, goals_for, steal
 from benchmarks.run import representative_run, round_order
 from benchmarks.stacks import REPO, all_stacks, started
 from benchmarks.workloads import BY_NAME
@@ -523,6 +523,50 @@ def test_the_cpu_goal_divides_by_the_ceiling_measured_right_after_its_run() -> N
     assert "vs ceiling 2,500 calls/s on 2 cores, measured right after" in goal.measured
     cores["nginx"] = 0.4
     assert next(g for g in goals_for(results) if g.goal.startswith("/api/cpu")).reachable is False
+
+
+def test_a_missed_goal_never_prints_its_own_threshold() -> None:
+    results = _results()
+    cpu_run = next(r for r in results["runs"] if r["stack"] == "flaskprod-default" and r["workload"] == "cpu")
+    cpu_run["ok_rps"] = 1692.0  # 0.846x of 2,000: "0.85x" would read as met
+    ping = next(r for r in results["runs"] if r["stack"] == "flaskprod-default" and r["workload"] == "ping")
+    ping["p99_ms"] = 9.98  # p99/p50 1.996, met: "2.00" would read as missed
+    goals = {g.goal: g for g in goals_for(results)}
+    cpu = goals["/api/cpu: >= 0.85x ceiling x cores"]
+    assert cpu.met is False and cpu.measured.startswith("0.846x ")
+    tail = goals["ping: p99 < 2x p50 at 64 connections"]
+    assert tail.met is True and tail.measured.startswith("p99/p50 = 1.996 ")
+    # Away from the threshold, two places as everywhere else.
+    assert goals["ping: >= 3x guide Option 2"].measured.startswith("3.60x ")
+
+
+def test_the_goals_name_the_pairs_they_compare_and_judge_on_paired_rounds_where_run() -> None:
+    results = _results()
+    assert goal_pairs(results) == {
+        ("flaskprod-default", "guide-option3"): ("ping", "page"),  # the rounds' fastest peer on both
+        ("flaskprod-default", "guide-option2"): ("ping", "page", "slow"),
+        ("hello-production", "hello-bare"): ("ping",),
+        ("flaskprod-default", "nginx-static"): ("static",),
+    }
+    row = {"workload": "ping", "rounds": 6, "ratio": 0.96, "a_won": 2,
+           "median_rps": {"flaskprod-default": 5760.0, "guide-option3": 6000.0}}
+    results["paired_goals"] = [
+        {"a": "flaskprod-default", "b": "guide-option3", "rounds": 6, "settings": {"duration_s": 6}, "summary": [row]},
+        {"a": "flaskprod-default", "b": "guide-option2", "error": "guide-option2: did not start", "summary": []},
+    ]
+    goals = {g.goal: g for g in goals_for(results)}
+    peer = goals["ping: >= 1.0x fastest peer"]
+    assert peer.met is False and peer.value == pytest.approx(0.96)  # 1.5x in the rounds, 0.96x paired
+    assert peer.measured == (
+        "0.96x paired (5,760 vs 6,000 rps, medians of 6 alternated rounds, 2 won); "
+        "in the rounds 1.50x (9,000 rps vs guide-option3 6,000 rps)"
+    )
+    assert goals["ping: >= 3x guide Option 2"].measured == "3.60x (9,000 rps vs 2,500 rps)"  # its pair failed
+    # The candidates are all scored on the rounds, the default too.
+    (default,) = candidates(results, ["flaskprod-default"])
+    assert default.met == sum(1 for g in goals_for(results, paired=False) if g.met and "Production" not in g.goal)
+    lines = report.paired_goals_lines(results)
+    assert "6 times" in lines[0] and "Not paired, so judged on the rounds: flaskprod-default against" in lines[0]
 
 
 def test_the_ceiling_on_every_core_adds_one_pinned_child_per_cpu(tmp_path: Path) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from benchmarks import ab, report
-from benchmarks.stacks import ad_hoc
+from benchmarks.ratios import goals_for
+from benchmarks.stacks import ad_hoc, all_stacks
 
 
 def _run(
@@ -47,6 +49,24 @@ def test_a_real_pair_is_measured_and_written_as_json_and_markdown(tmp_path: Path
     assert first == ["hello-production", "hello-bare", "hello-bare", "hello-production"]
     text = (tmp_path / "hello-production-vs-hello-bare.md").read_text()
     assert "| ping |" in text and "of 2 |" in text
+
+
+def test_the_full_run_pairs_the_stacks_a_goal_compares_and_judges_it_on_the_pairs() -> None:
+    # The rounds measured only the Production-cost pair: that is the one pair to alternate.
+    points = [{"stack": s, "workload": "ping", "connections": 64, "ok_rps": rps, "p50_ms": 5.0, "p99_ms": 8.0}
+              for s, rps in (("hello-production", 3000.0), ("hello-bare", 6000.0))]
+    results: dict[str, Any] = {"runs": points, "stacks": [], "ceiling": {}}
+    fast = replace(ab.AB, duration=1, stack_warmup=1, workload_warmup=0)
+    said: list[str] = []
+    (pair,) = ab.for_goals(results, all_stacks(default_kind="uwsgi"), 2, said.append, fast)
+    assert (pair["a"], pair["b"], pair["rounds"]) == ("hello-production", "hello-bare", 2)
+    (row,) = pair["summary"]
+    assert row["workload"] == "ping" and all(min(v) > 0 for v in row["rps"].values())
+    results["paired_goals"] = [pair]
+    goal = next(g for g in goals_for(results) if g.goal.startswith("Production(app)"))
+    assert goal.value == pytest.approx(row["ratio"])
+    assert " paired (" in goal.measured and "in the rounds 0.50x (3,000 rps vs 6,000 rps)" in goal.measured
+    assert any("paired for the goals: hello-production against hello-bare on ping, 2 rounds" in s for s in said)
 
 
 def test_unknown_workloads_are_one_line_errors(capsys: pytest.CaptureFixture[str]) -> None:
