@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -192,6 +193,16 @@ def goal_pairs(results: Results, stack: str = DEFAULT) -> dict[tuple[str, str], 
     }
 
 
+def paired_tails(results: Results, stack: str, workload: str) -> list[float]:
+    """p99 over p50 of every round the run's goal pairs measured stack on workload in."""
+    return [
+        run["p99_ms"] / run["p50_ms"]
+        for pair in results.get("paired_goals", [])
+        for run in pair.get("runs", [])
+        if run["stack"] == stack and run["workload"] == workload and run.get("p50_ms") and run.get("p99_ms")
+    ]
+
+
 def paired_row(results: Results, a: str, b: str, workload: str) -> Mapping[str, Any] | None:
     """The summary row of the run's own paired rounds of a against b on workload, if it ran them."""
     for pair in results.get("paired_goals", []):
@@ -315,16 +326,16 @@ def goals_for(results: Results, stack: str = DEFAULT, *, paired: bool = True) ->
         run = find_run(results, stack, workload)
         p50 = None if run is None else run.get("p50_ms")
         p99 = None if run is None else run.get("p99_ms")
-        found.append(
-            _goal(
-                f"{workload}: p99 < 2x p50 at {c} connections",
-                "< 2.00x",
-                ratio(p99, p50),
-                2.0,
-                f"p99/p50 = {_fmt(ratio(p99, p50), threshold=2.0)} (p50 {_fmt(p50)} ms, p99 {_fmt(p99)} ms)",
-                below=True,
+        value = ratio(p99, p50)
+        text = f"p99/p50 = {_fmt(value, threshold=2.0)} (p50 {_fmt(p50)} ms, p99 {_fmt(p99)} ms)"
+        tails = paired_tails(results, stack, workload) if paired else []
+        if tails:
+            value = statistics.median(tails)
+            text = (
+                f"p99/p50 = {_fmt(value, threshold=2.0)}, the median of its {len(tails)} paired rounds "
+                f"({_fmt(min(tails))} to {_fmt(max(tails))}); in the rounds {text.removeprefix('p99/p50 = ')}"
             )
-        )
+        found.append(_goal(f"{workload}: p99 < 2x p50 at {c} connections", "< 2.00x", value, 2.0, text, below=True))
     if stack == DEFAULT:
         value, text = _versus(results, HELLO_PRODUCTION, HELLO_BARE, "ping", 0.8, paired=paired)
         found.append(

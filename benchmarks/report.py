@@ -87,7 +87,8 @@ def paired_goals_lines(results: Results) -> list[str]:
         "*Paired*: after the rounds, each two stacks a goal compares ran alternated, a minute apart and in flipped "
         f"order, {done[0]['rounds'] if done else 0} times ({settings.get('duration_s', '?')} s of `wrk` each): "
         "the rounds measure them up to a quarter of an hour apart on a machine whose speed wanders by a fifth "
-        "in minutes. Such a goal is judged on the ratio of the paired medians, the rounds' figure shown beside it."
+        "in minutes. Such a goal is judged on the ratio of the paired medians, and a p99/p50 goal on the median "
+        "over every paired round of the default on that workload; the rounds' figure is shown beside."
     )
     failed = [f"{p['a']} against {p['b']} ({p['error']})" for p in pairs if p.get("error")]
     if failed:

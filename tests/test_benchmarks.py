@@ -565,6 +565,16 @@ def test_the_goals_name_the_pairs_they_compare_and_judge_on_paired_rounds_where_
     # The candidates are all scored on the rounds, the default too.
     (default,) = candidates(results, ["flaskprod-default"])
     assert default.met == sum(1 for g in goals_for(results, paired=False) if g.met and "Production" not in g.goal)
+    # The tail: the median over every paired round of the default on the workload, whichever pair it was in.
+    results["paired_goals"][0]["runs"] = [
+        {"stack": "flaskprod-default", "workload": "ping", "p50_ms": 10.0, "p99_ms": p99} for p99 in (18.0, 25.0, 19.0)
+    ] + [{"stack": "guide-option3", "workload": "ping", "p50_ms": 10.0, "p99_ms": 90.0}]
+    tail = next(g for g in goals_for(results) if g.goal == "ping: p99 < 2x p50 at 64 connections")
+    assert tail.met is True and tail.value == pytest.approx(1.9)
+    assert tail.measured == (
+        "p99/p50 = 1.90, the median of its 3 paired rounds (1.80 to 2.50); "
+        "in the rounds 1.60 (p50 5.00 ms, p99 8.00 ms)"
+    )
     lines = report.paired_goals_lines(results)
     assert "6 times" in lines[0] and "Not paired, so judged on the rounds: flaskprod-default against" in lines[0]
 
