@@ -558,9 +558,13 @@ def test_the_goals_name_the_pairs_they_compare_and_judge_on_paired_rounds_where_
     peer = goals["ping: >= 1.0x fastest peer"]
     assert peer.met is False and peer.value == pytest.approx(0.96)  # 1.5x in the rounds, 0.96x paired
     assert peer.measured == (
-        "0.96x paired (5,760 vs 6,000 rps, medians of 6 alternated rounds, 2 won); "
+        "0.96x paired (5,760 vs 6,000 rps, medians of 6 alternated rounds, faster in 2); "
         "in the rounds 1.50x (9,000 rps vs guide-option3 6,000 rps)"
     )
+    # At most: the ceiling (7,500 x 2) over the same figure of Option 3 the ratio divides by, paired or not.
+    assert peer.bound == pytest.approx(15000 / 6000)
+    row["median_rps"]["guide-option3"] = 5000.0
+    assert next(g for g in goals_for(results) if g.goal == peer.goal).bound == pytest.approx(15000 / 5000)
     assert goals["ping: >= 3x guide Option 2"].measured == "3.60x (9,000 rps vs 2,500 rps)"  # its pair failed
     # The candidates are all scored on the rounds, the default too.
     (default,) = candidates(results, ["flaskprod-default"])
