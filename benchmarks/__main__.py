@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from flaskprod.servers import resolve_kind
 from flaskprod.spec import Spec
@@ -49,15 +50,23 @@ def main(argv: list[str] | None = None) -> int:
     default_kind = resolve_kind(Spec(), behind_nginx=True).server.kind
     stacks = pick(all_stacks(default_kind=default_kind), [s for s in args.stacks.split(",") if s], full=not args.quick)
     results = run.run(mode, stacks, say)
+    results["default_server_kind"] = default_kind
+    results["command"] = "make bench-quick" if args.quick else "make bench"
+    args.out.mkdir(parents=True, exist_ok=True)
+    # Written before the pairs too: the rounds took most of an hour, and a failing pair must not lose them.
+    _write(results, args.out)
     if mode.pair_rounds:
         results["paired_goals"] = ab.for_goals(results, stacks, mode.pair_rounds, say)
         results["goals"] = [g.as_dict() for g in goals_for(results)]
-    results["default_server_kind"] = default_kind
-    results["command"] = "make bench-quick" if args.quick else "make bench"
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        _write(results, args.out)
     return render(args.out)
+
+
+def _write(results: dict[str, Any], out: Path) -> None:
+    """results.json whole or not at all: a reader never sees half of it."""
+    partial = out / "results.json.partial"
+    partial.write_text(json.dumps(results, indent=1) + "\n")
+    partial.replace(out / "results.json")
 
 
 def render(out: Path) -> int:

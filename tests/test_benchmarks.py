@@ -406,6 +406,24 @@ def test_per_app_core_compares_the_server_s_cpu_with_the_in_process_loop() -> No
     )
 
 
+def test_the_rounds_are_on_disk_before_the_pairs_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import ab
+    from benchmarks.__main__ import main
+
+    monkeypatch.setattr(run, "run", lambda mode, stacks, say: _results())
+
+    def pairs_crash(results: dict[str, Any], *args: Any) -> list[dict[str, Any]]:
+        on_disk = json.loads((tmp_path / "results.json").read_text())
+        assert on_disk["runs"] == results["runs"] and on_disk["command"] == "make bench"
+        raise OSError("wrk vanished")
+
+    monkeypatch.setattr(ab, "for_goals", pairs_crash)
+    with pytest.raises(OSError, match="wrk vanished"):
+        main(["--stacks", "flaskprod-default", "--out", str(tmp_path)])
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # whole, and nothing half-written beside it
+    assert "paired_goals" not in json.loads((tmp_path / "results.json").read_text())
+
+
 def test_render_without_results_says_what_to_run_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
