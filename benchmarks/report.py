@@ -80,20 +80,19 @@ def paired_goals_lines(results: Results) -> list[str]:
     """How the goals between two stacks were judged: on the run's paired rounds of them, where it ran any."""
     pairs = results.get("paired_goals") or []
     done = [p for p in pairs if not p.get("error")]
-    if not pairs:
-        return []
-    settings = done[0]["settings"] if done else {}
-    text = (
-        "*Paired*: after the rounds, each two stacks a goal compares ran alternated, a minute apart and in flipped "
-        f"order, {done[0]['rounds'] if done else 0} times ({settings.get('duration_s', '?')} s of `wrk` each): "
-        "the rounds measure them up to a quarter of an hour apart on a machine whose speed wanders by a fifth "
-        "in minutes. Such a goal is judged on the ratio of the paired medians, and a p99/p50 goal on the median "
-        "over every paired round of the default on that workload; the rounds' figure is shown beside."
-    )
     failed = [f"{p['a']} against {p['b']} ({p['error']})" for p in pairs if p.get("error")]
+    text = ""
+    if done:
+        text = (
+            "*Paired*: after the rounds, each two stacks a goal compares ran alternated, a minute apart and in "
+            f"flipped order, {done[0]['rounds']} times ({done[0]['settings']['duration_s']} s of `wrk` each): the "
+            "rounds measure them up to a quarter of an hour apart on a machine whose speed wanders by a fifth in "
+            "minutes. Such a goal is judged on the ratio of the paired medians, and a p99/p50 goal on the median "
+            "over every paired round of the default on that workload; the rounds' figure is shown beside. "
+        )
     if failed:
-        text += " Not paired, so judged on the rounds: " + "; ".join(failed) + "."
-    return [text, ""]
+        text += "Not paired, so judged on the rounds: " + "; ".join(failed) + "."
+    return [text.strip(), ""] if text else []
 
 
 def steal_text(results: Results) -> str | None:
