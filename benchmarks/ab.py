@@ -22,18 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from . import machine
-from .ratios import MAIN_CONNECTIONS, Results, goal_pairs, pair_stem, run_stolen
+from .ratios import MAIN_CONNECTIONS, Results, goal_pairs, pair_stem, run_stolen, tail
 from .run import FULL, Mode, Say, base_env, postgres, stack_round
 from .stacks import AD_HOC, REPO, Stack, ad_hoc, all_stacks, pick
 from .workloads import BY_NAME
 
 AB = replace(FULL, name="ab", duration=6, stack_warmup=3, workload_warmup=1, connections=(MAIN_CONNECTIONS,))
 OUT = REPO / "docs" / "benchmarks" / "ab"
-
-
-def _tail(run: Mapping[str, Any]) -> float | None:
-    p50, p99 = run.get("p50_ms"), run.get("p99_ms")
-    return p99 / p50 if p50 and p99 else None
 
 
 def summarize(runs: Sequence[Mapping[str, Any]], a: str, b: str) -> list[dict[str, Any]]:
@@ -48,7 +43,7 @@ def summarize(runs: Sequence[Mapping[str, Any]], a: str, b: str) -> list[dict[st
             continue
         rps_a = [by_round[a][i]["ok_rps"] for i in paired]
         rps_b = [by_round[b][i]["ok_rps"] for i in paired]
-        tails = {n: [t for i in paired if (t := _tail(by_round[n][i])) is not None] for n in (a, b)}
+        tails = {n: [t for i in paired if (t := tail(by_round[n][i])) is not None] for n in (a, b)}
         stolen = {n: [run_stolen(by_round[n][i]) or 0.0 for i in paired] for n in (a, b)}
         median_a, median_b = statistics.median(rps_a), statistics.median(rps_b)
         rows.append(

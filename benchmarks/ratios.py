@@ -193,13 +193,19 @@ def goal_pairs(results: Results, stack: str = DEFAULT) -> dict[tuple[str, str], 
     }
 
 
+def tail(run: Mapping[str, Any]) -> float | None:
+    """p99 over p50 of one wrk run; None when it measured no latency."""
+    p50, p99 = run.get("p50_ms"), run.get("p99_ms")
+    return p99 / p50 if p50 and p99 else None
+
+
 def paired_tails(results: Results, stack: str, workload: str) -> list[float]:
     """p99 over p50 of every round the run's goal pairs measured stack on workload in."""
     return [
-        run["p99_ms"] / run["p50_ms"]
+        t
         for pair in results.get("paired_goals", [])
         for run in pair.get("runs", [])
-        if run["stack"] == stack and run["workload"] == workload and run.get("p50_ms") and run.get("p99_ms")
+        if run["stack"] == stack and run["workload"] == workload and (t := tail(run)) is not None
     ]
 
 
@@ -323,13 +329,14 @@ def goals_for(results: Results, stack: str = DEFAULT, *, paired: bool = True) ->
         p50 = None if run is None else run.get("p50_ms")
         p99 = None if run is None else run.get("p99_ms")
         value = ratio(p99, p50)
-        text = f"p99/p50 = {_fmt(value, threshold=2.0)} (p50 {_fmt(p50)} ms, p99 {_fmt(p99)} ms)"
+        in_rounds = f"{_fmt(value, threshold=2.0)} (p50 {_fmt(p50)} ms, p99 {_fmt(p99)} ms)"
+        text = f"p99/p50 = {in_rounds}"
         tails = paired_tails(results, stack, workload) if paired else []
         if tails:
             value = statistics.median(tails)
             text = (
                 f"p99/p50 = {_fmt(value, threshold=2.0)}, the median of its {len(tails)} paired rounds "
-                f"({_fmt(min(tails))} to {_fmt(max(tails))}); in the rounds {text.removeprefix('p99/p50 = ')}"
+                f"({_fmt(min(tails))} to {_fmt(max(tails))}); in the rounds {in_rounds}"
             )
         found.append(_goal(f"{workload}: p99 < 2x p50 at {c} connections", "< 2.00x", value, 2.0, text, below=True))
     if stack == DEFAULT:
