@@ -56,10 +56,16 @@ RECYCLE_AFTER = 30
 
 
 # Recycled: each worker exits after 30 requests and a new one takes its place mid-load; the dead
-# workers' counts must stay in the totals and their in-progress gauges must leave them.
-@pytest.mark.parametrize("recycle", [False, True], ids=["steady-workers", "recycled-workers"])
-def test_request_totals_across_four_workers_equal_the_requests_made(serve_app: StartServer, recycle: bool) -> None:
-    args = ("--set", f"server.max_requests={RECYCLE_AFTER}", "--set", "server.max_requests_jitter=0") if recycle else ()
+# workers' counts must stay in the totals and their in-progress gauges must leave them. Preloaded: the
+# master imports the app, and with it writes metric files, before it forks the workers.
+@pytest.mark.parametrize("mode", ["steady-workers", "recycled-workers", "preloaded"])
+def test_request_totals_across_four_workers_equal_the_requests_made(serve_app: StartServer, mode: str) -> None:
+    recycle = mode == "recycled-workers"
+    args = {
+        "steady-workers": (),
+        "recycled-workers": ("--set", f"server.max_requests={RECYCLE_AFTER}", "--set", "server.max_requests_jitter=0"),
+        "preloaded": ("--set", "server.preload=true"),
+    }[mode]
     server = serve_app(APP, workers=WORKERS, args=args)
     started = time.monotonic()
     with ThreadPoolExecutor(CLIENTS) as pool:

@@ -155,6 +155,14 @@ def test_uwsgi_ini_tells_its_entry_whether_to_pin_workers() -> None:
     assert "env = FLASKPROD_SERVER__CPU_AFFINITY=true" in render_ini(on).splitlines()
 
 
+def test_uwsgi_ini_tells_its_entry_whether_to_freeze_the_loaded_app() -> None:
+    default = print_config("tests.apps.factory", "--server", "uwsgi")
+    assert default["gc_freeze"] is True
+    assert "env = FLASKPROD_SERVER__GC_FREEZE=true" in render_ini(default).splitlines()
+    off = print_config("tests.apps.factory", "--server", "uwsgi", "--set", "server.gc_freeze=false")
+    assert "env = FLASKPROD_SERVER__GC_FREEZE=false" in render_ini(off).splitlines()
+
+
 def test_uwsgi_accept_lock_is_off_unless_asked_for() -> None:
     settings = print_config("tests.apps.factory", "--server", "uwsgi")
     assert settings["accept_lock"] is False

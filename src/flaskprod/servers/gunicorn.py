@@ -16,7 +16,7 @@ from gunicorn.errors import AppImportError
 
 from ..discovery import AppRef, load
 from ..errors import FlaskprodError
-from . import affinity
+from . import affinity, gcfreeze
 from .common import RunDir
 
 # Signals that cut a drain delay short: the operator wants the server gone now.
@@ -73,6 +73,26 @@ def _post_fork(server: Any, worker: Any) -> None:
     affinity.pin(getattr(worker, affinity.SLOT))
 
 
+def _freeze_before_fork(server: Any, worker: Any) -> None:
+    """With preload the master holds the app: frozen before the fork, every worker shares it frozen."""
+    gcfreeze.freeze_loaded()
+
+
+def _post_worker_init_freezing(worker: Any) -> None:
+    """Without preload each worker loads its own app: frozen before its first request."""
+    _post_worker_init(worker)
+    gcfreeze.freeze_loaded()
+
+
+def _in_turn(hooks: list[Callable[[Any, Any], None]]) -> Callable[[Any, Any], None]:
+    # Gunicorn takes one function per hook and checks its arity, so the parts are called from a two-argument one.
+    def hook(server: Any, worker: Any) -> None:
+        for part in hooks:
+            part(server, worker)
+
+    return hook
+
+
 def _child_exit(server: Any, worker: Any) -> None:
     from ..runtime.metrics import mark_worker_dead
 
@@ -120,12 +140,20 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         hooks: dict[str, Callable[..., None]] = {
-            "on_starting": lambda server: self.run_dir.prepare(),
             "child_exit": _child_exit,
             "post_worker_init": _post_worker_init,
         }
+        pre_fork: list[Callable[[Any, Any], None]] = []
         if self.settings["cpu_affinity"]:
-            hooks |= {"pre_fork": _pre_fork, "post_fork": _post_fork}
+            pre_fork.append(_pre_fork)
+            hooks["post_fork"] = _post_fork
+        if self.settings["gc_freeze"]:
+            if self.settings["preload"]:
+                pre_fork.append(_freeze_before_fork)
+            else:
+                hooks["post_worker_init"] = _post_worker_init_freezing
+        if pre_fork:
+            hooks["pre_fork"] = _in_turn(pre_fork)
         for key, value in {**gunicorn_config(self.settings), **hooks}.items():
             self.cfg.set(key, value)
 
@@ -139,6 +167,9 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
             raise AppImportError(str(exc)) from None
 
     def run(self) -> None:
+        # Before the arbiter exists: with preload it imports the app at once, and Production(app) writes its
+        # first metric files into the multi-process directory as it loads.
+        self.run_dir.prepare()
         DrainingArbiter(self).run()
 
 

@@ -36,6 +36,7 @@ def server_settings(spec: Spec, derived: Derived, app: AppRef, *, worker_mb: flo
         "backlog": server.backlog,
         "accept_lock": server.accept_lock,
         "cpu_affinity": derived.cpu_affinity,
+        "gc_freeze": server.gc_freeze,
         "preload": server.preload,
         "drain_delay": server.drain_delay,
         "proc_name": spec.app.name,

@@ -54,6 +54,7 @@ def render_ini(
         ("env", f"{SETTINGS['app.target'].env}={settings['app']}"),
         # Resolved here (auto needs the worker count); the entry pins each worker it forks.
         ("env", f"{SETTINGS['server.cpu_affinity'].env}={'true' if settings['cpu_affinity'] else 'false'}"),
+        ("env", f"{SETTINGS['server.gc_freeze'].env}={'true' if settings['gc_freeze'] else 'false'}"),
         ("procname-prefix-spaced", settings["proc_name"]),
         ("auto-procname", True),
         ("http-socket" if protocol == "http" else "socket", bind),
