@@ -13,6 +13,8 @@ DEFAULT = "flaskprod-default"
 ACCEPT_LOCK = "flaskprod-uwsgi-acceptlock"
 # The default with its workers left to the scheduler instead of pinned to a CPU each.
 UNPINNED = "flaskprod-uwsgi-unpinned"
+# The default with the loaded app left to the garbage collector instead of frozen.
+UNFROZEN = "flaskprod-uwsgi-unfrozen"
 OPTION2 = "guide-option2"
 MAIN_CONNECTIONS = 64
 SMALL_DYNAMIC = ("ping", "page")

@@ -13,6 +13,7 @@ from .ratios import (
     DISTURBED_STOLEN,
     MAIN_CONNECTIONS,
     STEAL_TOLERANCE,
+    UNFROZEN,
     UNPINNED,
     Goal,
     app_core_efficiency,
@@ -438,12 +439,26 @@ def _reasons(results: Results) -> list[str]:
             f"{locked['cpu_cores']['idle']:.2f} of the cores idle against {plain['cpu_cores']['idle']:.2f}."
         )
     base = pairs.get("uwsgi", "")
-    pinned = [(w, r(base, w), r(UNPINNED, w)) for w in ("ping", "page", "cpu", "db-pg")]
-    shown = [f"{w} {p:,.0f} against {u:,.0f} ({p / u:.2f}x)" for w, p, u in pinned if p and u]
-    if shown:
+
+    def against(other: str) -> str:
+        both = [(w, r(base, w), r(other, w)) for w in ("ping", "page", "cpu", "db-pg")]
+        return "; ".join(f"{w} {d:,.0f} against {o:,.0f} ({d / o:.2f}x)" for w, d, o in both if d and o)
+
+    if shown := against(UNPINNED):
         out.append(
             "- CPU affinity (uwsgi): with each worker pinned to a CPU of its own (the default) against left "
-            f"to the scheduler, requests/s on {'; '.join(shown)}."
+            f"to the scheduler, requests/s on {shown}."
+        )
+    if shown := against(UNFROZEN):
+        pss = {s["name"]: s.get("pss_per_worker_mb") for s in results["stacks"]}
+        memory = (
+            f"; PSS per worker {pss[base]:.1f} against {pss[UNFROZEN]:.1f} MiB"
+            if pss.get(base) and pss.get(UNFROZEN)
+            else ""
+        )
+        out.append(
+            "- Frozen start-up objects (uwsgi): with the loaded app frozen before the fork (the default) against "
+            f"left to the garbage collector, requests/s on {shown}{memory}."
         )
     workers = next((s.get("workers") for s in results["stacks"] if s["name"] == DEFAULT), None)
     if workers:

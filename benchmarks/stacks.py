@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import procs
-from .ratios import ACCEPT_LOCK, DEFAULT, UNPINNED
+from .ratios import ACCEPT_LOCK, DEFAULT, UNFROZEN, UNPINNED
 
 REPO = Path(__file__).resolve().parent.parent
 TASKBOARD = REPO / "examples" / "taskboard"
@@ -268,7 +268,8 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
         )
         for w, t in ((5, 4), (4, 6), (3, 8))
     ]
-    # Each server with one of its defaults reversed: uWSGI's accept lock on; workers left to the scheduler.
+    # Each server with one of its defaults reversed: uWSGI's accept lock on; workers left to the scheduler;
+    # the loaded app left to the garbage collector.
     stacks += [
         Stack(
             name=name,
@@ -281,6 +282,7 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
         for name, k, setting in (
             (ACCEPT_LOCK, "uwsgi", "server.accept_lock=true"),
             (UNPINNED, "uwsgi", "server.cpu_affinity=false"),
+            (UNFROZEN, "uwsgi", "server.gc_freeze=false"),
             ("flaskprod-gunicorn-unpinned", "gunicorn", "server.cpu_affinity=false"),
         )
     ]

@@ -136,10 +136,10 @@ class ServerSettings:
     gc_freeze: bool = setting(
         True,
         "Freeze the objects the app made while loading (gc.freeze) where it was loaded, before workers "
-        "are forked when the master loads it: the garbage collector never walks them again, a pause of "
-        "34 ms per full collection for the reference app, and forked workers keep sharing their pages "
-        "(2 CPUs, 8 alternated rounds: 1.11x the requests/s on /api/ping, 42 against 49 MiB PSS per "
-        "worker, docs/defaults.md).",
+        "are forked when the master loads it: the garbage collector never walks them again (a full "
+        "collection of the reference app took 34 ms, in which a worker's threads all wait), so forked "
+        "workers keep sharing those pages: 42 against 49 MiB PSS per uWSGI worker, requests/s unchanged "
+        "in 8 alternated rounds (docs/defaults.md).",
     )
     worker_tmp_dir: str | Auto = setting(
         "auto", "Directory for worker heartbeat files; auto = /dev/shm when present (not an overlay disk)."
