@@ -13,12 +13,11 @@ from __future__ import annotations
 import gc
 
 
-def freeze_loaded() -> int:
-    """Collect once, then freeze what survives; the number of objects now frozen.
+def freeze_loaded() -> None:
+    """Collect once, then freeze what survives.
 
     The collection first keeps start-up garbage (import-time cycles) from being frozen, and so kept,
     for the life of the process.
     """
     gc.collect()
     gc.freeze()
-    return gc.get_freeze_count()

@@ -74,7 +74,11 @@ def _post_fork(server: Any, worker: Any) -> None:
 
 
 def _freeze_before_fork(server: Any, worker: Any) -> None:
-    """With preload the master holds the app: frozen before the fork, every worker shares it frozen."""
+    """With preload the master holds the app: frozen before the fork, every worker shares it frozen.
+
+    Before every fork rather than once: a reload loads the app afresh, and after the first freeze the
+    collection walks only what the master made since.
+    """
     gcfreeze.freeze_loaded()
 
 
