@@ -162,7 +162,7 @@ class Derived:
     worker_class: str
     max_requests: int
     max_requests_jitter: int
-    recycle_memory_mb: int  # uWSGI's reload-on-rss; 0 = off
+    recycle_memory_mb: int  # uWSGI only, swept by the supervisor; 0 = off
     cpu_affinity: bool  # each worker pinned to a CPU of its own
     worker_tmp_dir: str | None
     timeouts: Timeouts

@@ -17,6 +17,7 @@ from ..discovery import AppRef
 from ..errors import ServerError
 from ..spec import SETTINGS
 from .common import RunDir, parse_bind
+from .memorybound import MemoryBound
 
 ENTRY = "flaskprod.servers.uwsgi_entry:application"
 # Request header buffer: uWSGI's 4 KiB default rejects ordinary large cookies with a 502 at the proxy.
@@ -70,8 +71,6 @@ def render_ini(
         ("max-requests", settings["max_requests"]),
         # uWSGI staggers by worker id instead of a random jitter: spread the same range across the workers.
         ("max-requests-delta", settings["max_requests_jitter"] // max(1, workers)),
-        # Checked after each request: a worker past its memory bound is replaced, healthy ones are left be.
-        ("reload-on-rss", settings["recycle_memory_mb"]),
         ("worker-reload-mercy", settings["graceful_timeout"]),
         ("reload-mercy", settings["graceful_timeout"]),
         # SIGTERM is a brutal reload in uWSGI 2.0; make it a graceful stop, as orchestrators expect.
@@ -93,8 +92,6 @@ def render_ini(
     ]
     if not settings["max_requests"]:
         lines = [(k, v) for k, v in lines if not k.startswith("max-requests")]
-    if not settings["recycle_memory_mb"]:
-        lines = [(k, v) for k, v in lines if k != "reload-on-rss"]
     if settings["threads"] == 1:
         lines = [(k, v) for k, v in lines if k != "threads"]
     if not settings["accept_lock"]:
@@ -128,15 +125,17 @@ def somaxconn() -> int | None:
 
 
 class Supervisor:
-    """Run uWSGI as a child; forward signals (SIGTERM after the drain file), reap dead workers' metrics.
+    """Run uWSGI as a child; forward signals (SIGTERM after the drain file), reap dead workers' metrics,
+    recycle workers past their memory bound.
 
     The signal handlers only record; the loop in run() does the work.
     """
 
-    def __init__(self, command: list[str], run_dir: RunDir, drain_delay: float) -> None:
+    def __init__(self, command: list[str], run_dir: RunDir, drain_delay: float, bound: MemoryBound) -> None:
         self.command = command
         self.run_dir = run_dir
         self.drain_delay = drain_delay
+        self.bound = bound
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.marked: set[int] = set()
 
@@ -161,6 +160,7 @@ class Supervisor:
                 elif sig in (signal.SIGHUP, signal.SIGINT):
                     proc.send_signal(sig)
                 self.reap_metrics()
+                self.bound.sweep(proc.pid)
             return proc.returncode
         finally:
             if proc.poll() is None:
@@ -211,6 +211,7 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
     ini.write_text(render_ini(settings, protocol=settings["protocol"], listen_max=somaxconn()))
     try:
         run_dir.prepare()
-        return Supervisor([binary, "--ini", str(ini)], run_dir, settings["drain_delay"]).run()
+        bound = MemoryBound(settings["recycle_memory_mb"])
+        return Supervisor([binary, "--ini", str(ini)], run_dir, settings["drain_delay"], bound).run()
     finally:
         run_dir.remove()

@@ -1,0 +1,104 @@
+"""server.recycle_memory_mb for uWSGI: the supervisor recycles a worker past its bound, looking from outside.
+
+uWSGI's own reload-on-rss reads /proc/self/stat after every request (open, fstat, read, close, and the
+kernel walking every thread of the worker): 500 against 475 µs of worker CPU per /api/ping request
+(docs/defaults.md). Reading each worker's /proc/PID/statm once a second from the supervisor costs the
+workers nothing. A worker found past the bound gets SIGHUP, uWSGI's graceful recycle of one worker:
+it stops accepting, finishes the requests it holds, exits, and the master forks its replacement.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+# uWSGI's min-worker-lifetime: a worker is left its first 10 s, so a bound below the loaded app's own
+# size recycles each worker every 10 s rather than in a loop of forks.
+MIN_LIFETIME_S = 10.0
+# Seconds between sweeps: a leak grows over minutes, not within a second.
+SWEEP_INTERVAL_S = 1.0
+
+
+def children(pid: int, proc: Path = Path("/proc")) -> list[int]:
+    """The processes pid forked (uWSGI's workers, for the master), from every one of its threads."""
+    found: list[int] = []
+    try:
+        tasks = list((proc / str(pid) / "task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found.extend(int(child) for child in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return sorted(set(found))
+
+
+def resident_mb(pid: int, proc: Path = Path("/proc")) -> float | None:
+    """Resident memory of pid in MiB (what reload-on-rss compares); None once it has gone."""
+    try:
+        resident_pages = int((proc / str(pid) / "statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return resident_pages * PAGE_BYTES / (1024 * 1024)
+
+
+def age_s(pid: int, proc: Path = Path("/proc")) -> float | None:
+    """Seconds since pid started; None once it has gone."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+        uptime = float((proc / "uptime").read_text().split()[0])
+        # The command name, in parentheses, may hold spaces: fields are counted after its closing one.
+        started_ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - started_ticks / TICKS_PER_SECOND
+
+
+@dataclass
+class MemoryBound:
+    """Recycle each worker of a uWSGI master once its resident memory reaches limit_mb."""
+
+    limit_mb: int
+    min_lifetime_s: float = MIN_LIFETIME_S
+    interval_s: float = SWEEP_INTERVAL_S
+    proc: Path = Path("/proc")
+    # Workers already told: a worker finishing its requests is not signalled again.
+    told: set[int] = field(default_factory=set)
+    _next_sweep: float = 0.0
+
+    def sweep(self, master: int) -> list[int]:
+        """Signal the master's workers past the bound (at most once per interval); the pids signalled."""
+        now = time.monotonic()
+        if self.limit_mb <= 0 or now < self._next_sweep:
+            return []
+        self._next_sweep = now + self.interval_s
+        workers = children(master, self.proc)
+        self.told &= set(workers)
+        signalled = []
+        for pid in workers:
+            if pid in self.told:
+                continue
+            resident = resident_mb(pid, self.proc)
+            age = age_s(pid, self.proc)
+            if resident is None or age is None or resident < self.limit_mb or age < self.min_lifetime_s:
+                continue
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                continue
+            self.told.add(pid)
+            signalled.append(pid)
+            print(
+                f"flaskprod: uWSGI worker (pid: {pid}) resident {resident:.0f} MiB, past server.recycle_memory_mb "
+                f"= {self.limit_mb}: recycling it gracefully",
+                file=sys.stderr,
+                flush=True,
+            )
+        return signalled
