@@ -100,5 +100,16 @@ def test_a_worker_told_is_not_told_again_while_it_finishes(tmp_path: Path) -> No
         proc.wait()
 
 
+def test_without_children_files_the_parents_are_asked(tmp_path: Path) -> None:
+    # A kernel built without CONFIG_PROC_CHILDREN has no task/*/children: each process's stat names its parent.
+    (tmp_path / "100" / "task" / "100").mkdir(parents=True)
+    for pid, parent in ((200, 100), (201, 100), (300, 1)):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} (uWSGI worker 1) S {parent} 100 100 0 -1 4194560 0")
+    (tmp_path / "self").mkdir()
+    assert children(100, tmp_path) == [200, 201]
+    assert children(999, tmp_path) == []
+
+
 def test_no_bound_reads_nothing(tmp_path: Path) -> None:
     assert MemoryBound(limit_mb=0, proc=tmp_path / "missing").sweep(os.getpid()) == []

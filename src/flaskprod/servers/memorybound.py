@@ -26,18 +26,33 @@ SWEEP_INTERVAL_S = 1.0
 
 
 def children(pid: int, proc: Path = Path("/proc")) -> list[int]:
-    """The processes pid forked (uWSGI's workers, for the master), from every one of its threads."""
+    """The processes pid forked (uWSGI's workers, for the master)."""
     found: list[int] = []
     try:
         tasks = list((proc / str(pid) / "task").iterdir())
-    except OSError:
-        return found
-    for task in tasks:
-        try:
+        for task in tasks:
             found.extend(int(child) for child in (task / "children").read_text().split())
-        except (OSError, ValueError):
-            continue
+    except FileNotFoundError:
+        # Gone, or a kernel without CONFIG_PROC_CHILDREN: ask every process for its parent instead.
+        return _children_by_parent(pid, proc)
+    except (OSError, ValueError):
+        return []
     return sorted(set(found))
+
+
+def _children_by_parent(pid: int, proc: Path) -> list[int]:
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid:
+            found.append(int(entry.name))
+    return sorted(found)
 
 
 def resident_mb(pid: int, proc: Path = Path("/proc")) -> float | None:
