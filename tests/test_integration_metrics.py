@@ -118,16 +118,17 @@ def test_metrics_is_prometheus_text_with_latency_and_app_info(serve_app: StartSe
     assert [(s.labels["name"], s.labels["version"], s.value) for s in info] == [(APP_NAME, APP_VERSION, 1.0)]
 
 
-def test_uwsgi_workers_past_their_memory_bound_are_recycled_and_keep_their_counts(serve_app: StartServer) -> None:
-    # A 1 MiB bound: every worker is past it, so each is recycled after its first request once it has
-    # lived uWSGI's min-worker-lifetime (10 s); a request every 0.5 s for at most 30 s sees that.
-    server = serve_app(APP, workers=2, args=("--server", "uwsgi", "--set", "server.recycle_memory_mb=1"))
+@pytest.mark.parametrize("kind", ["uwsgi", "gunicorn"])
+def test_workers_past_their_memory_bound_are_recycled_and_keep_their_counts(serve_app: StartServer, kind: str) -> None:
+    # A 1 MiB bound: every worker is past it, so each is recycled once it has lived 10 s (the supervisor
+    # looks once a second); a request every 0.5 s for at most 30 s sees that.
+    server = serve_app(APP, workers=2, args=("--server", kind, "--set", "server.recycle_memory_mb=1"))
     pids: list[int] = []
     deadline = time.monotonic() + 30
     while len(set(pids)) <= 2 and time.monotonic() < deadline:
         pids.append(fetch_item(server, len(pids)))
         time.sleep(0.5)
-    assert len(set(pids)) > 2, f"no worker was recycled in 30 s ({pids}); recycle_memory_mb did not reach uWSGI"
+    assert len(set(pids)) > 2, f"no worker was recycled in 30 s ({pids}); recycle_memory_mb did not reach {kind}"
     text = server.get("/metrics").text
     ours = [value for labels, value in samples_named(text, "http_requests_total") if labels.get("endpoint") == RULE]
     assert sum(ours) == len(pids)

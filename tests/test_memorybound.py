@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flaskprod.servers.memorybound import MemoryBound, age_s, children, resident_mb
+from flaskprod.servers.memorybound import MemoryBound, age_s, children, resident_mb, signal_to
 from tests.support import wait_for
 
 # A master that forks two workers; each worker records SIGHUP in its own file and exits, as uWSGI's do.
@@ -67,14 +67,15 @@ def test_workers_past_the_bound_get_sighup_once(master: tuple[subprocess.Popen[b
     proc, out = master
     workers = children(proc.pid)
     wait_for(lambda: all((resident_mb(w) or 0) >= 8 for w in workers), timeout=10)
+    hup = signal_to(signal.SIGHUP)
     # Under the bound, or too young: left be.
-    assert MemoryBound(limit_mb=100_000, min_lifetime_s=0).sweep(proc.pid) == []
-    assert MemoryBound(limit_mb=1, min_lifetime_s=3600).sweep(proc.pid) == []
-    bound = MemoryBound(limit_mb=1, min_lifetime_s=0, interval_s=3600)
-    assert sorted(bound.sweep(proc.pid)) == sorted(workers)
+    assert MemoryBound(limit_mb=100_000, recycle=hup, min_lifetime_s=0).sweep(lambda: workers) == []
+    assert MemoryBound(limit_mb=1, recycle=hup, min_lifetime_s=3600).sweep(lambda: workers) == []
+    bound = MemoryBound(limit_mb=1, recycle=hup, min_lifetime_s=0, interval_s=3600)
+    assert bound.sweep(lambda: children(proc.pid)) == sorted(workers)
     wait_for(lambda: recycled(out) == set(workers), timeout=10)
     # The next sweep waits for its interval.
-    assert bound.sweep(proc.pid) == []
+    assert bound.sweep(lambda: children(proc.pid)) == []
 
 
 def test_a_worker_told_is_not_told_again_while_it_finishes(tmp_path: Path) -> None:
@@ -91,9 +92,9 @@ def test_a_worker_told_is_not_told_again_while_it_finishes(tmp_path: Path) -> No
     try:
         wait_for(ready.exists, timeout=10)
         worker = children(proc.pid)
-        bound = MemoryBound(limit_mb=1, min_lifetime_s=0, interval_s=0)
-        assert bound.sweep(proc.pid) == worker and len(worker) == 1
-        assert bound.sweep(proc.pid) == []
+        bound = MemoryBound(limit_mb=1, recycle=signal_to(signal.SIGHUP), min_lifetime_s=0, interval_s=0)
+        assert bound.sweep(lambda: children(proc.pid)) == worker and len(worker) == 1
+        assert bound.sweep(lambda: children(proc.pid)) == []
         assert children(proc.pid) == worker  # still alive, still told
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -111,5 +112,16 @@ def test_without_children_files_the_parents_are_asked(tmp_path: Path) -> None:
     assert children(999, tmp_path) == []
 
 
-def test_no_bound_reads_nothing(tmp_path: Path) -> None:
-    assert MemoryBound(limit_mb=0, proc=tmp_path / "missing").sweep(os.getpid()) == []
+def test_a_worker_gone_before_its_recycle_is_skipped() -> None:
+    def gone(pid: int) -> None:
+        raise ProcessLookupError(pid)
+
+    bound = MemoryBound(limit_mb=1, recycle=gone, min_lifetime_s=0, interval_s=0)
+    assert bound.sweep(lambda: [os.getpid()]) == [] and bound.told == set()
+
+
+def test_no_bound_looks_at_nothing() -> None:
+    def looked() -> list[int]:
+        raise AssertionError("a bound of 0 lists no workers")
+
+    assert MemoryBound(limit_mb=0, recycle=signal_to(signal.SIGHUP)).sweep(looked) == []

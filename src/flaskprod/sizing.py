@@ -162,7 +162,7 @@ class Derived:
     worker_class: str
     max_requests: int
     max_requests_jitter: int
-    recycle_memory_mb: int  # uWSGI only, swept by the supervisor; 0 = off
+    recycle_memory_mb: int  # workers past it are recycled (servers/memorybound.py); 0 = off
     cpu_affinity: bool  # each worker pinned to a CPU of its own
     worker_tmp_dir: str | None
     timeouts: Timeouts
@@ -252,9 +252,7 @@ def worker_memory_mb(spec: Spec, measured: float | None) -> float:
 
 
 def recycle_memory_mb(spec: Spec, worker_mb: float) -> int:
-    """server.recycle_memory_mb made concrete (uWSGI only: Gunicorn has no resident-memory limit)."""
-    if spec.server.kind != "uwsgi":
-        return 0
+    """server.recycle_memory_mb made concrete: a bound well above what the loaded app needs."""
     if spec.server.recycle_memory_mb != "auto":
         return spec.server.recycle_memory_mb
     return max(RECYCLE_MEMORY_FLOOR_MB, round(RECYCLE_MEMORY_FACTOR * worker_mb))

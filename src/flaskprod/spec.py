@@ -114,10 +114,10 @@ class ServerSettings:
     )
     recycle_memory_mb: int | Auto = setting(
         "auto",
-        "uWSGI only: a worker whose resident memory passes this many MiB is recycled gracefully (it finishes "
-        "the requests it holds), once it has run 10 s: a leak bound that leaves healthy workers be; 0 = never; "
-        "auto = 4 x the loaded app's memory, at least 512. flaskprod reads each worker's memory once a second; "
-        "uWSGI's reload-on-rss read it after every request (docs/defaults.md).",
+        "A worker whose resident memory passes this many MiB is recycled gracefully (it finishes the "
+        "requests it holds), once it has run 10 s: a leak bound that leaves healthy workers be; 0 = never; "
+        "auto = 4 x the loaded app's memory, at least 512. The process that supervises the workers reads "
+        "their memory once a second (uWSGI's reload-on-rss read it after every request: docs/defaults.md).",
         minimum=0,
     )
     backlog: int = setting(2048, "Pending connections the listening socket holds.", minimum=1)

@@ -18,6 +18,7 @@ from ..discovery import AppRef, load
 from ..errors import FlaskprodError
 from . import affinity, gcfreeze
 from .common import RunDir
+from .memorybound import MemoryBound
 
 # Signals that cut a drain delay short: the operator wants the server gone now.
 _IMPATIENT = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
@@ -103,8 +104,9 @@ def _child_exit(server: Any, worker: Any) -> None:
     mark_worker_dead(worker.pid)
 
 
-class DrainingArbiter(Arbiter):  # type: ignore[misc]
-    """Gunicorn's arbiter, except that SIGTERM first marks the server as draining.
+class FlaskprodArbiter(Arbiter):  # type: ignore[misc]
+    """Gunicorn's arbiter, except that SIGTERM first marks the server as draining, and workers past
+    server.recycle_memory_mb are recycled.
 
     The drain file makes every worker's /readyz answer 503 at once; for drain_delay seconds the
     server keeps accepting, so a load balancer can take it out of rotation; then Gunicorn's own
@@ -112,6 +114,21 @@ class DrainingArbiter(Arbiter):  # type: ignore[misc]
     """
 
     app: FlaskprodApplication
+
+    def __init__(self, app: FlaskprodApplication) -> None:
+        super().__init__(app)
+        # SIGTERM to one worker is Gunicorn's graceful stop of it; the loop below forks its replacement.
+        self.memory_bound = MemoryBound(app.settings["recycle_memory_mb"], recycle=self._recycle)
+
+    def _recycle(self, pid: int) -> None:
+        if pid not in self.WORKERS:
+            raise ProcessLookupError(pid)
+        self.kill_worker(pid, signal.SIGTERM)
+
+    def manage_workers(self) -> None:
+        # Called by the main loop at least once a second, after dead workers are reaped.
+        self.memory_bound.sweep(lambda: list(self.WORKERS))
+        super().manage_workers()
 
     def handle_term(self) -> None:
         self.app.run_dir.begin_drain()
@@ -174,7 +191,7 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
         # Before the arbiter exists: with preload it imports the app at once, and Production(app) writes its
         # first metric files into the multi-process directory as it loads.
         self.run_dir.prepare()
-        DrainingArbiter(self).run()
+        FlaskprodArbiter(self).run()
 
 
 def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:

@@ -1,18 +1,19 @@
-"""server.recycle_memory_mb for uWSGI: the supervisor recycles a worker past its bound, looking from outside.
+"""server.recycle_memory_mb: a worker past its memory bound is recycled, seen from outside the worker.
 
 uWSGI's own reload-on-rss reads /proc/self/stat after every request (open, fstat, read, close, and the
 kernel walking every thread of the worker): 500 against 475 µs of worker CPU per /api/ping request
-(docs/defaults.md). Reading each worker's /proc/PID/statm once a second from the supervisor costs the
-workers nothing. A worker found past the bound gets SIGHUP, uWSGI's graceful recycle of one worker:
-it stops accepting, finishes the requests it holds, exits, and the master forks its replacement.
+(docs/defaults.md); Gunicorn has no memory bound of its own. Reading each worker's /proc/PID/statm once a
+second from the process that supervises the workers costs them nothing. A worker found past the bound
+is recycled the server's graceful way (uWSGI: SIGHUP to the worker; Gunicorn: SIGTERM from the
+arbiter): it stops accepting, finishes the requests it holds, exits, and a replacement is forked.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,42 +79,51 @@ def age_s(pid: int, proc: Path = Path("/proc")) -> float | None:
 
 @dataclass
 class MemoryBound:
-    """Recycle each worker of a uWSGI master once its resident memory reaches limit_mb."""
+    """Recycle each worker once its resident memory reaches limit_mb, by the server's own graceful way."""
 
     limit_mb: int
+    # Asks one worker (by pid) to finish its requests and exit; raises ProcessLookupError if it has gone.
+    recycle: Callable[[int], None]
     min_lifetime_s: float = MIN_LIFETIME_S
     interval_s: float = SWEEP_INTERVAL_S
     proc: Path = Path("/proc")
-    # Workers already told: a worker finishing its requests is not signalled again.
+    # Workers already told: a worker finishing its requests is not told again.
     told: set[int] = field(default_factory=set)
     _next_sweep: float = 0.0
 
-    def sweep(self, master: int) -> list[int]:
-        """Signal the master's workers past the bound (at most once per interval); the pids signalled."""
+    def sweep(self, workers: Callable[[], Iterable[int]]) -> list[int]:
+        """Recycle the workers past the bound (looked at once per interval at most); the pids recycled."""
         now = time.monotonic()
         if self.limit_mb <= 0 or now < self._next_sweep:
             return []
         self._next_sweep = now + self.interval_s
-        workers = children(master, self.proc)
-        self.told &= set(workers)
-        signalled = []
-        for pid in workers:
-            if pid in self.told:
-                continue
+        alive = set(workers())
+        self.told &= alive
+        recycled = []
+        for pid in sorted(alive - self.told):
             resident = resident_mb(pid, self.proc)
             age = age_s(pid, self.proc)
             if resident is None or age is None or resident < self.limit_mb or age < self.min_lifetime_s:
                 continue
             try:
-                os.kill(pid, signal.SIGHUP)
+                self.recycle(pid)
             except ProcessLookupError:
                 continue
             self.told.add(pid)
-            signalled.append(pid)
+            recycled.append(pid)
             print(
-                f"flaskprod: uWSGI worker (pid: {pid}) resident {resident:.0f} MiB, past server.recycle_memory_mb "
+                f"flaskprod: worker (pid: {pid}) resident {resident:.0f} MiB, past server.recycle_memory_mb "
                 f"= {self.limit_mb}: recycling it gracefully",
                 file=sys.stderr,
                 flush=True,
             )
-        return signalled
+        return recycled
+
+
+def signal_to(signum: int) -> Callable[[int], None]:
+    """A recycle that sends pid signum (uWSGI recycles a worker gracefully on SIGHUP)."""
+
+    def send(pid: int) -> None:
+        os.kill(pid, signum)
+
+    return send

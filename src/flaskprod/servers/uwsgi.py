@@ -17,7 +17,7 @@ from ..discovery import AppRef
 from ..errors import ServerError
 from ..spec import SETTINGS
 from .common import RunDir, parse_bind
-from .memorybound import MemoryBound
+from .memorybound import MemoryBound, children, signal_to
 
 ENTRY = "flaskprod.servers.uwsgi_entry:application"
 # Request header buffer: uWSGI's 4 KiB default rejects ordinary large cookies with a 502 at the proxy.
@@ -160,7 +160,7 @@ class Supervisor:
                 elif sig in (signal.SIGHUP, signal.SIGINT):
                     proc.send_signal(sig)
                 self.reap_metrics()
-                self.bound.sweep(proc.pid)
+                self.bound.sweep(lambda: children(proc.pid))
             return proc.returncode
         finally:
             if proc.poll() is None:
@@ -211,7 +211,8 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
     ini.write_text(render_ini(settings, protocol=settings["protocol"], listen_max=somaxconn()))
     try:
         run_dir.prepare()
-        bound = MemoryBound(settings["recycle_memory_mb"])
+        # SIGHUP to a worker is uWSGI's graceful recycle of that worker alone.
+        bound = MemoryBound(settings["recycle_memory_mb"], recycle=signal_to(signal.SIGHUP))
         return Supervisor([binary, "--ini", str(ini)], run_dir, settings["drain_delay"], bound).run()
     finally:
         run_dir.remove()
