@@ -1,4 +1,4 @@
-"""The supervisor's memory bound for uWSGI workers, on real processes: a stand-in master and its children."""
+"""The memory bound (server.recycle_memory_mb) on real processes: a stand-in master and the workers it forks."""
 
 from __future__ import annotations
 
