@@ -47,13 +47,19 @@ def _children_by_parent(pid: int, proc: Path) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
-            parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+            parent = int(_stat_fields(entry.name, proc)[1])
         except (OSError, ValueError, IndexError):
             continue
         if parent == pid:
             found.append(int(entry.name))
     return sorted(found)
+
+
+def _stat_fields(pid: int | str, proc: Path) -> list[str]:
+    """The fields of /proc/PID/stat after the command name: the state (field 3) first."""
+    stat = (proc / str(pid) / "stat").read_text()
+    # The command name, in parentheses, may hold spaces and parentheses: count from its last one.
+    return stat[stat.rindex(")") + 2 :].split()
 
 
 def resident_mb(pid: int, proc: Path = Path("/proc")) -> float | None:
@@ -68,13 +74,10 @@ def resident_mb(pid: int, proc: Path = Path("/proc")) -> float | None:
 def age_s(pid: int, proc: Path = Path("/proc")) -> float | None:
     """Seconds since pid started; None once it has gone."""
     try:
-        stat = (proc / str(pid) / "stat").read_text()
-        uptime = float((proc / "uptime").read_text().split()[0])
-        # The command name, in parentheses, may hold spaces: fields are counted after its closing one.
-        started_ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
+        started_ticks = int(_stat_fields(pid, proc)[19])  # field 22, starttime: clock ticks since boot
     except (OSError, ValueError, IndexError):
         return None
-    return uptime - started_ticks / TICKS_PER_SECOND
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / TICKS_PER_SECOND
 
 
 @dataclass

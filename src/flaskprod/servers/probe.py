@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -13,20 +14,10 @@ from pathlib import Path
 
 from ..discovery import AppRef, load
 from ..errors import DiscoveryError, FlaskprodError
+from .memorybound import resident_mb
 
 # Exit status of the probe when the app failed to load; its message is in the result file.
 FAILED = 2
-
-
-def _rss_mb() -> float | None:
-    """Resident memory of this process in MiB, from /proc; None where that is not available."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +78,11 @@ def main(argv: list[str]) -> int:
         message = str(exc) if isinstance(exc, DiscoveryError) else f"app {ref.import_string!r} refused to start: {exc}"
         Path(result_path).write_text(json.dumps({"error": message}))
         return FAILED
-    info = {"rss_mb": _rss_mb(), "static_folder": app.static_folder, "static_url_path": app.static_url_path}
+    info = {
+        "rss_mb": resident_mb(os.getpid()),
+        "static_folder": app.static_folder,
+        "static_url_path": app.static_url_path,
+    }
     Path(result_path).write_text(json.dumps(info))
     return 0
 
