@@ -12,10 +12,15 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import requests
 
+from flaskprod.discovery import AppRef
+from flaskprod.sizing import Derived
+from flaskprod.spec import Spec
+from flaskprod.stack.up import Plan, StackDir
 from tests.support import free_port, wait_for
 from tests.upstack import (
     FINGERPRINTED,
@@ -268,3 +273,21 @@ def test_sigterm_lets_requests_in_flight_finish(stack: UpStack) -> None:
     assert one_request(stack.port, "/api/ping").kind == "refused"
     assert "shutting down gracefully" in stack.stderr()
     assert processes_under(stack.root) == {}
+
+
+@pytest.mark.parametrize(
+    ("host", "names", "url"),
+    [
+        ("127.0.0.1", "localhost", "http://127.0.0.1:8080"),
+        ("0.0.0.0", "localhost", "http://localhost:8080"),  # nginx closes requests for Host 127.0.0.1 there
+        ("::", "app.example.com www.example.com", "http://app.example.com:8080"),
+        ("::1", "localhost", "http://[::1]:8080"),
+    ],
+)
+def test_the_url_shown_is_one_nginx_answers(host: str, names: str, url: str) -> None:
+    spec = Spec().replace(**{"proxy.host": host, "proxy.port": 8080, "proxy.server_name": names})
+    shown = Plan(
+        spec=spec, derived=cast(Derived, None), app=cast(AppRef, None), run=cast(StackDir, None),
+        nginx_binary="nginx", protocol="uwsgi", static_dir=None, app_env={},
+    ).url  # fmt: skip
+    assert shown == url

@@ -67,7 +67,11 @@ class Plan:
 
     @property
     def url(self) -> str:
-        host = _connect_host(self.spec.proxy.host)
+        # Bound to a wildcard, nginx still closes requests for names it does not serve (the loopback
+        # address among them): show the first name it answers to.
+        host = self.spec.proxy.host
+        if _connect_host(host) != host:
+            host = self.host_header
         return f"http://{listen_address(host, self.spec.proxy.port)}"
 
     @property
