@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 # uWSGI compiles on install: a C compiler and the Python headers.
 DEBS_BUILD := gcc=gcc python3-config=python3-dev
 DEBS_RUN := nginx=nginx-light
-DEBS_TEST := $(DEBS_RUN) initdb=postgresql pg_ctl=postgresql wrk=wrk valgrind=valgrind
+DEBS_TEST := $(DEBS_RUN) initdb=postgresql pg_ctl=postgresql wrk=wrk valgrind=valgrind \
+	promtool=prometheus docker-compose=docker-compose
 SECRET := .flaskprod/secret_key
 TASKBOARD := examples/taskboard
 
@@ -34,6 +35,7 @@ up: $(STAMP) $(SECRET)
 ## test: the whole suite against real servers
 test: $(STAMP)
 	@scripts/ensure-debs $(DEBS_TEST)
+	@scripts/ensure-tools $(PYTHON)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

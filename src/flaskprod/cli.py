@@ -12,9 +12,11 @@ import click
 
 from .checks.registry import Level
 from .errors import FlaskprodError, SpecError
+from .render.targets import TARGETS
 from .spec import SETTINGS, Spec, load_spec, spec_as_dict
 
 F = TypeVar("F", bound=Callable[..., Any])
+TARGET_NAMES = {name: target.summary for name, target in TARGETS.items()}
 
 
 def _user_errors(fn: F) -> F:
@@ -195,6 +197,46 @@ def check(app: str | None, fmt: str, fail_level: str, silence: tuple[str, ...], 
     level = Level[fail_level.upper()]
     click.echo(as_json(messages, level) if fmt == "json" else as_text(messages))
     sys.exit(exit_code(messages, level))
+
+
+@cli.command()
+@click.argument("app", required=False)
+@click.option(
+    "--target",
+    "-t",
+    required=True,
+    type=click.Choice(list(TARGET_NAMES)),
+    help="What to write: " + "; ".join(f"{name}: {summary}" for name, summary in TARGET_NAMES.items()) + ".",
+)
+@click.option("--out", "-o", metavar="DIR", help="Folder inside the project to write to [default: deploy/TARGET].")
+@click.option("--with", "extras", multiple=True, metavar="EXTRA", help="Add parts: monitoring (Prometheus, Grafana).")
+@click.option("--force", is_flag=True, help="Overwrite files that were changed since flaskprod wrote them.")
+@click.option("--dry-run", is_flag=True, help="Show what would be written; write nothing.")
+@spec_options(without=NGINX_FLAGS | {"server.bind"})
+@_user_errors
+def build(
+    app: str | None, target: str, out: str | None, extras: tuple[str, ...], force: bool, dry_run: bool, **kwargs: Any
+) -> None:
+    """Write the deployment files for APP: images, Compose, Swarm, Kubernetes or systemd, from the spec.
+
+    Every number two layers share (a grace period, a timeout, CPU and memory limits, a port) comes
+    from the same derived value. Files changed by hand since are not overwritten without --force.
+    """
+    import os
+
+    from .build import build as run_build
+
+    spec = resolve_spec(kwargs, app)
+    built = run_build(spec, target=target, extras=extras, out=out, force=force, dry_run=dry_run, environ=os.environ)
+    d = built.deployment
+    limits = f"{d.spec.deploy.cpus:g} CPU, {d.spec.deploy.memory}"
+    sized = f"{d.server}, {d.derived.workers} workers x {d.derived.threads} threads per container at {limits}"
+    click.echo(f"flaskprod build: {target} for {d.spec.app.name} in {d.out} ({sized})")
+    verb = {"created": "would create", "updated": "would update", "identical": "identical"} if dry_run else {}
+    for change in built.changes:
+        shown = change.path.relative_to(d.project.root)
+        click.echo(f"  {verb.get(change.state, change.state):<12} {shown}")
+    click.echo(f"next: {built.next_step}")
 
 
 def main() -> None:

@@ -23,3 +23,7 @@ class ServerError(FlaskprodError):
 
 class ConfigurationError(FlaskprodError):
     """The app's own configuration is unsafe for production (weak SECRET_KEY, debug on)."""
+
+
+class BuildError(FlaskprodError):
+    """Deployment files could not be written as asked (unknown target, a changed file in the way)."""

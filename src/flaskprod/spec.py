@@ -272,6 +272,32 @@ class CheckSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DeploySettings:
+    image: str = setting(
+        "auto", "Image name and tag the deployment files build and run; auto = `<app.name>:<app.version>`."
+    )
+    replicas: int = setting(
+        2, "App containers (Compose, Swarm, Kubernetes); each has deploy.cpus and deploy.memory.", minimum=1
+    )
+    max_replicas: int = setting(
+        6, "Most app pods the Kubernetes autoscaler runs; the database budget is shared among them.", minimum=1
+    )
+    cpus: float = setting(
+        1.0,
+        "CPUs one app container may use (its limit); its workers are sized from it at start, as here.",
+        minimum=0.1,
+    )
+    memory: str = setting("512M", "Memory one app container may use (its limit), e.g. 512M or 1G.")
+    app_port: int = setting(8000, "Port the app server listens on inside its container.", minimum=1)
+    http_port: int = setting(80, "Port the deployment publishes nginx on (Compose, Swarm).", minimum=1)
+    python: str = setting("3.11", "Python version of the image (the python:<version>-slim base).")
+    requirements: str | Auto = setting(
+        "auto", "Requirements file the image installs, relative to the project; auto = requirements.txt."
+    )
+    namespace: str | None = setting(None, "Kubernetes namespace of every object; unset = the kubectl context's.")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Spec:
     app: AppSettings = field(default_factory=AppSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -281,6 +307,7 @@ class Spec:
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     checks: CheckSettings = field(default_factory=CheckSettings)
+    deploy: DeploySettings = field(default_factory=DeploySettings)
     # Where each value came from, by dotted key: default, file (with its path), env or flag.
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -429,6 +456,10 @@ _EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
     "proxy.client_header_buffer_size": (parse_size, "a size such as 1k"),
     "proxy.port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
     "proxy.rate_limit": (lambda v: _match(r"\d+r/[sm]", v), "a rate such as 10r/s or 300r/m"),
+    "deploy.memory": (parse_size, "a size such as 512M or 1G"),
+    "deploy.app_port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
+    "deploy.http_port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
+    "deploy.python": (lambda v: _match(r"3\.\d+", v), "a Python version such as 3.11"),
 }
 
 

@@ -88,6 +88,9 @@ class NginxContext:
     access_log: str
     error_log: str
     user: str | None = None
+    # A second listener for the scraper alone (containers): it serves the metrics path to
+    # monitoring.metrics_allow whatever the Host header, so Prometheus needs no server name.
+    metrics_port: int | None = None
     worker_processes: int | Literal["auto"] = "auto"
     worker_connections: int = 1024
 
@@ -171,6 +174,7 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         app_name=spec.app.name,
         listen=listen_address(ctx.host, ctx.port),
         server_names=server_names(spec, ctx.host),
+        metrics_listen=listen_address(ctx.host, ctx.metrics_port) if ctx.metrics_port else None,
         static_url=spec.proxy.static_url.rstrip("/"),
         max_body_bytes=derived.max_body_bytes,
         gzip_types=GZIP_TYPES,

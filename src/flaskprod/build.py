@@ -1,0 +1,67 @@
+"""`flaskprod build`: plan one target's Deployment, render its files, and write them all or none."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .errors import BuildError
+from .render.deployment import Deployment, plan_deployment
+from .render.targets import Target, find_target, parse_extras, server_for
+from .render.writer import Change, write_files
+from .spec import Spec
+
+
+@dataclass(frozen=True, kw_only=True)
+class Built:
+    target: Target
+    deployment: Deployment
+    changes: list[Change]
+
+    @property
+    def next_step(self) -> str:
+        d = self.deployment
+        return self.target.next_step.format(out=d.out, image=d.image, name=d.name)
+
+
+def output_dir(root: Path, target: Target, out: str | None) -> str:
+    """--out as a POSIX path relative to the project root; the images build from the root, so it must be inside."""
+    path = Path(out) if out else Path("deploy") / target.name
+    resolved = (root / path).resolve()
+    try:
+        relative = resolved.relative_to(root)
+    except ValueError:
+        raise BuildError(
+            f"--out {out}: outside the project {root}; the images build from the project root, "
+            "so write the files inside it (the default is deploy/<target>)"
+        ) from None
+    if relative == Path("."):
+        raise BuildError(f"--out {out}: the project root itself; pick a folder inside it such as deploy/{target.name}")
+    return PurePosixPath(relative).as_posix()
+
+
+def build(
+    spec: Spec,
+    *,
+    target: str,
+    extras: tuple[str, ...] = (),
+    out: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    root: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Built:
+    chosen = find_target(target)
+    wanted = parse_extras(chosen, extras)
+    server = server_for(chosen, spec.server.kind)
+    root = (root or Path.cwd()).resolve()
+    relative_out = output_dir(root, chosen, out)
+    # Kubernetes may scale to max_replicas pods: the database budget is shared by all of them.
+    replicas = spec.deploy.max_replicas if chosen.name == "k8s" else spec.deploy.replicas
+    deployment = plan_deployment(
+        spec, server=server, extras=wanted, root=root, replicas=replicas, out=relative_out, environ=environ
+    )
+    files = chosen.render(deployment)
+    changes = write_files(root / relative_out, files, force=force, dry_run=dry_run)
+    return Built(target=chosen, deployment=deployment, changes=changes)

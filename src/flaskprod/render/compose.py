@@ -1,0 +1,154 @@
+"""Docker Compose and Swarm files, built as data: nginx in front of the app image, from one Deployment.
+
+Every number another layer also uses comes from the Deployment: the grace period the app server
+drains in, the CPU and memory its workers were sized for, the port nginx forwards to.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .deployment import NGINX_PORT, Deployment
+from .image import image_files
+from .yamlfile import dump_yaml, generated_header
+
+HEALTHCHECK = ["CMD", "python", "-m", "flaskprod.servers.healthcheck"]
+SECRET_KEY_HELP = 'set FLASK_SECRET_KEY, e.g. python -c "import secrets; print(secrets.token_hex(32))"'
+# nginx holds few connections per request and little memory; two replicas ride out one restart.
+NGINX_REPLICAS = 2
+NGINX_LIMITS = {"cpus": "0.5", "memory": "128M"}
+
+
+def _seconds(value: int) -> str:
+    return f"{value}s"
+
+
+def _limits(d: Deployment) -> dict[str, str]:
+    # The limits the image's `flaskprod serve` reads from its cgroup: the ones derived was sized for.
+    return {"cpus": f"{d.spec.deploy.cpus:g}", "memory": d.spec.deploy.memory}
+
+
+def _hardened() -> dict[str, Any]:
+    return {"read_only": True, "tmpfs": ["/tmp"], "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
+
+
+def _app_healthcheck() -> dict[str, Any]:
+    return {"test": HEALTHCHECK, "interval": "10s", "timeout": "5s", "retries": 3, "start_period": "30s"}
+
+
+def _context(d: Deployment) -> str:
+    """The project root seen from the output directory: the images build from there."""
+    return os.path.relpath(".", d.out).replace(os.sep, "/")
+
+
+def upstream(d: Deployment) -> str:
+    """Where nginx forwards: the app service by name, on the port its server listens on."""
+    return f"app:{d.app_port}"
+
+
+def compose_data(d: Deployment) -> dict[str, Any]:
+    grace = _seconds(d.derived.timeouts.shutdown_grace)
+    app: dict[str, Any] = {
+        "build": {"context": _context(d), "dockerfile": f"{d.out}/Dockerfile"},
+        "image": d.image,
+        "restart": "unless-stopped",
+        "environment": {"FLASK_SECRET_KEY": f"${{FLASK_SECRET_KEY:?{SECRET_KEY_HELP}}}"},
+        **_hardened(),
+        "stop_grace_period": grace,
+        "healthcheck": _app_healthcheck(),
+        "deploy": {"replicas": d.spec.deploy.replicas, "resources": {"limits": _limits(d)}},
+        "networks": ["backend"],
+    }
+    nginx: dict[str, Any] = {
+        "build": {"context": _context(d), "dockerfile": f"{d.out}/nginx/Dockerfile"},
+        "image": d.nginx_image,
+        "restart": "unless-stopped",
+        "ports": [f"{d.spec.deploy.http_port}:{NGINX_PORT}"],
+        # nginx resolves the app's name once, at start: start it when the app answers.
+        "depends_on": {"app": {"condition": "service_healthy"}},
+        **_hardened(),
+        "stop_grace_period": grace,
+        "deploy": {"resources": {"limits": NGINX_LIMITS}},
+        "networks": ["backend"],
+    }
+    return {"services": {"app": app, "nginx": nginx}, "networks": {"backend": {}}}
+
+
+def render_compose(d: Deployment) -> dict[str, str]:
+    """compose.yaml and both images, for Gunicorn over HTTP or uWSGI over the uwsgi protocol."""
+    run = f"Run from the project root: FLASK_SECRET_KEY=... docker compose -f {d.out}/compose.yaml up --build"
+    files = image_files(d, upstream(d))
+    files["compose.yaml"] = dump_yaml(compose_data(d), generated_header(d.name, run))
+    return files
+
+
+def secret_name(d: Deployment) -> str:
+    return f"{d.name.replace('-', '_')}_secret_key"
+
+
+def _rolling(*, parallelism: int = 1) -> dict[str, Any]:
+    return {
+        "update_config": {
+            "parallelism": parallelism,
+            "delay": "10s",
+            # The new task answers before the old one stops; a failed update rolls itself back.
+            "order": "start-first",
+            "failure_action": "rollback",
+            "monitor": "30s",
+        },
+        "rollback_config": {"parallelism": parallelism, "order": "stop-first"},
+        "restart_policy": {"condition": "on-failure", "delay": "5s", "max_attempts": 3, "window": "120s"},
+    }
+
+
+def swarm_data(d: Deployment) -> dict[str, Any]:
+    grace = _seconds(d.derived.timeouts.shutdown_grace)
+    secret = secret_name(d)
+    app: dict[str, Any] = {
+        "image": d.image,
+        # The key is a Swarm secret, mounted as a file the runtime reads (FLASK_*_FILE), never an env value.
+        "environment": {"FLASK_SECRET_KEY_FILE": f"/run/secrets/{secret}"},
+        "secrets": [secret],
+        "read_only": True,
+        "tmpfs": ["/tmp"],
+        "stop_grace_period": grace,
+        "healthcheck": _app_healthcheck(),
+        "deploy": {
+            "replicas": d.spec.deploy.replicas,
+            **_rolling(),
+            "resources": {"limits": _limits(d), "reservations": _limits(d)},
+        },
+        "networks": ["backend"],
+    }
+    nginx: dict[str, Any] = {
+        "image": d.nginx_image,
+        "ports": [{"target": NGINX_PORT, "published": d.spec.deploy.http_port, "protocol": "tcp", "mode": "ingress"}],
+        "read_only": True,
+        "tmpfs": ["/tmp"],
+        "stop_grace_period": grace,
+        "deploy": {"replicas": NGINX_REPLICAS, **_rolling(), "resources": {"limits": NGINX_LIMITS}},
+        "networks": ["backend"],
+    }
+    # `docker stack deploy` ignores depends_on (the guide's stack relies on it): nginx reaches the app
+    # through the service's virtual IP, which exists as soon as the stack does.
+    return {
+        # Docker Engine before 25 refuses a stack file without a version; Compose ignores it.
+        "version": "3.8",
+        "services": {"app": app, "nginx": nginx},
+        "networks": {"backend": {"driver": "overlay"}},
+        "secrets": {secret: {"external": True}},
+    }
+
+
+def render_swarm(d: Deployment) -> dict[str, str]:
+    """stack.yaml and both images: replicated app and nginx, rolling updates that roll back."""
+    secret = secret_name(d)
+    run = (
+        f"Build and push {d.image} and {d.nginx_image} (see the Dockerfiles), then:\n"
+        f"  python -c 'import secrets; print(secrets.token_hex(32))' | docker secret create {secret} -\n"
+        f"  docker stack deploy -c {d.out}/stack.yaml {d.name}"
+    )
+    files = image_files(d, upstream(d))
+    files["stack.yaml"] = dump_yaml(swarm_data(d), generated_header(d.name, run))
+    return files

@@ -1,0 +1,200 @@
+"""What every deployment target is rendered from: the spec, the project's facts, and the sizes of one container.
+
+`plan_deployment` finds the facts (it imports the app once, in a child interpreter); the renderers
+that read a Deployment are pure, so the same spec always writes the same files.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from .. import discovery
+from ..errors import BuildError
+from ..sizing import Derived, Machine, derive
+from ..spec import Spec, env_for, parse_size
+from .nginx import NginxContext, Protocol, render_nginx
+
+ServerKind = Literal["gunicorn", "uwsgi"]
+
+# Where things live inside the images; the renderers of every target agree on these.
+APP_DIR = "/app"
+STATIC_DIR = "/srv/static"
+NGINX_CONF_DIR = "/etc/nginx"
+# The unprivileged nginx image (uid 101) cannot bind below 1024.
+NGINX_PORT = 8080
+NGINX_IMAGE = "nginxinc/nginx-unprivileged:1.27-alpine"
+NGINX_UID = 101  # that image's nginx user
+# uWSGI's registered port for its own protocol; Gunicorn listens on deploy.app_port.
+UWSGI_PORT = 3031
+# The app container's user: a fixed number, so Kubernetes can check runAsNonRoot without a name.
+APP_UID = 10001
+
+
+@dataclass(frozen=True, kw_only=True)
+class Project:
+    """The user's project as the image needs it: paths are POSIX and relative to the project root."""
+
+    root: Path
+    app_target: str  # the import string the container runs, e.g. "wsgi:app"
+    requirements: str | None  # None: the project installs itself from pyproject.toml
+    static_dir: str | None
+    static_url: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deployment:
+    """One target's inputs. derived is one app container sized from deploy.cpus and deploy.memory:
+    the same numbers `flaskprod serve` computes inside that container when it starts."""
+
+    spec: Spec
+    project: Project
+    derived: Derived
+    server: ServerKind
+    extras: frozenset[str]
+    # Where the files go, relative to the project root (POSIX): images build from the root and
+    # name their own files by this path.
+    out: str = "deploy"
+
+    @property
+    def name(self) -> str:
+        return dns_label(self.spec.app.name)
+
+    @property
+    def image(self) -> str:
+        if self.spec.deploy.image != "auto":
+            return self.spec.deploy.image
+        return f"{self.name}:{self.spec.app.version}"
+
+    @property
+    def nginx_image(self) -> str:
+        # A registry may carry a port (registry:5000/shop): the tag is after the last slash.
+        if ":" not in self.image.rsplit("/", 1)[-1]:
+            return f"{self.image}-nginx"
+        repository, _, tag = self.image.rpartition(":")
+        return f"{repository}-nginx:{tag}"
+
+    @property
+    def protocol(self) -> Protocol:
+        return "uwsgi" if self.server == "uwsgi" else "http"
+
+    @property
+    def app_port(self) -> int:
+        return UWSGI_PORT if self.server == "uwsgi" else self.spec.deploy.app_port
+
+    def app_env(self, *, behind_nginx: bool = True, bind: str | None = None) -> dict[str, str]:
+        """FLASKPROD_* variables of the app container: what differs from the flaskprod.toml baked into the image."""
+        values: dict[str, object] = {
+            "app.target": self.project.app_target,
+            "server.kind": self.server,
+            "server.bind": bind or f"0.0.0.0:{self.app_port}",
+            "proxy.trusted_hops": 1 if behind_nginx else 0,
+        }
+        if self.server == "uwsgi":
+            values["server.protocol"] = "uwsgi"
+        return env_for(values)
+
+    def nginx_files(self, upstream: str) -> dict[str, str]:
+        """nginx.conf and mime.types for the nginx image, forwarding to upstream (host:port or unix:path)."""
+        ctx = NginxContext(
+            host="0.0.0.0",
+            port=NGINX_PORT,
+            upstream=upstream,
+            protocol=self.protocol,
+            static_dir=STATIC_DIR if self.project.static_dir else None,
+            conf_dir=NGINX_CONF_DIR,
+            pid_file="/tmp/nginx.pid",
+            temp_dir="/tmp",
+            access_log="/dev/stdout",
+            error_log="/dev/stderr",
+        )
+        spec = self.spec.replace(**{"proxy.static_url": self.project.static_url})
+        return render_nginx(spec, self.derived, ctx)
+
+
+def dns_label(name: str) -> str:
+    """app.name as a DNS-1123 label (Kubernetes object and Compose service names): 'My_App' -> 'my-app'."""
+    label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].rstrip("-")
+    if not label:
+        raise BuildError(f"app.name {name!r} has no letters or digits to name the deployment by; set app.name")
+    return label
+
+
+def container_machine(spec: Spec) -> Machine:
+    """The CPUs and memory one app container is limited to: what its own `flaskprod serve` will detect."""
+    return Machine(cpus=spec.deploy.cpus, memory=parse_size(spec.deploy.memory))
+
+
+def size(spec: Spec, *, worker_mb: float | None, replicas: int) -> Derived:
+    """Derived values for one container; the database budget is shared by every replica's workers."""
+    return derive(spec, container_machine(spec), worker_mb=worker_mb, replicas=replicas)
+
+
+def _relative(path: str | None, root: Path) -> str | None:
+    if path is None or not Path(path).is_dir():
+        return None
+    try:
+        return PurePosixPath(Path(path).resolve().relative_to(root.resolve())).as_posix()
+    except ValueError:
+        raise BuildError(
+            f"static folder {path} is outside the project {root}: the image can only copy files under it; "
+            "set proxy.static_dir to a folder inside the project"
+        ) from None
+
+
+def _requirements(spec: Spec, root: Path) -> str | None:
+    if spec.deploy.requirements != "auto":
+        if not (root / spec.deploy.requirements).is_file():
+            raise BuildError(f"deploy.requirements: {spec.deploy.requirements} not found in {root}; fix the path")
+        return spec.deploy.requirements
+    if (root / "requirements.txt").is_file():
+        return "requirements.txt"
+    if (root / "pyproject.toml").is_file():
+        return None
+    raise BuildError(
+        f"no requirements.txt or pyproject.toml in {root}: the image needs one to install the app's packages; "
+        "write one (pip freeze > requirements.txt) or set deploy.requirements"
+    )
+
+
+def plan_deployment(
+    spec: Spec,
+    *,
+    server: ServerKind,
+    extras: frozenset[str] = frozenset(),
+    root: Path | None = None,
+    replicas: int | None = None,
+    out: str = "deploy",
+    environ: Mapping[str, str] | None = None,
+) -> Deployment:
+    """Find the project's facts (importing the app once, in a child) and size one container."""
+    from ..servers.probe import probe
+
+    root = (root or Path.cwd()).resolve()
+    requirements = _requirements(spec, root)
+    ref = discovery.resolve(spec.app.target, root)
+    env = dict(environ if environ is not None else {})
+    # The app may refuse to load without a strong key; the probe only reads its static folder and size.
+    env.setdefault("FLASK_SECRET_KEY", secrets.token_hex(32))
+    info = probe(ref, env)
+    static_url = spec.proxy.static_url
+    if spec.origins.get("proxy.static_url", "default") == "default" and info.static_url_path:
+        static_url = info.static_url_path
+    return Deployment(
+        spec=spec,
+        project=Project(
+            root=root,
+            app_target=ref.import_string,
+            requirements=requirements,
+            static_dir=_relative(spec.proxy.static_dir or info.static_folder, root),
+            static_url=static_url,
+        ),
+        derived=size(spec, worker_mb=info.rss_mb, replicas=replicas or spec.deploy.replicas),
+        server=server,
+        extras=extras,
+        out=out,
+    )

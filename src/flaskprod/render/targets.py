@@ -1,0 +1,125 @@
+"""The deployment targets `flaskprod build` writes: each a pure renderer of a Deployment, imported when used."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import BuildError
+from .deployment import Deployment, ServerKind
+
+Renderer = Callable[[Deployment], dict[str, str]]
+EXTRAS = ("monitoring",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    name: str
+    summary: str
+    server: ServerKind  # the app server when server.kind is auto
+    fixed_server: bool  # the target's name promises its server: server.kind cannot change it
+    extras: frozenset[str]
+    renderer: str  # "module:function" under flaskprod.render
+    next_step: str  # what to run next; {out} is the output directory
+
+    def render(self, deployment: Deployment) -> dict[str, str]:
+        module, _, function = self.renderer.partition(":")
+        fn: Renderer = getattr(importlib.import_module(f"flaskprod.render.{module}"), function)
+        return fn(deployment)
+
+
+TARGETS = {
+    t.name: t
+    for t in (
+        Target(
+            name="single",
+            summary="one image: Gunicorn facing clients itself (the guide's Option 1, done safely)",
+            server="gunicorn",
+            fixed_server=False,
+            extras=frozenset(),
+            renderer="image:render_single",
+            next_step="docker build -f {out}/Dockerfile -t {image} . && docker run --rm -p 8000:8000 "
+            "-e FLASK_SECRET_KEY {image}",
+        ),
+        Target(
+            name="compose",
+            summary="Docker Compose: nginx in front of Gunicorn (the guide's Option 2)",
+            server="gunicorn",
+            fixed_server=True,
+            extras=frozenset(EXTRAS),
+            renderer="compose:render_compose",
+            next_step="docker compose -f {out}/compose.yaml up --build",
+        ),
+        Target(
+            name="compose-uwsgi",
+            summary="Docker Compose: nginx in front of uWSGI over the uwsgi protocol (the guide's Option 3)",
+            server="uwsgi",
+            fixed_server=True,
+            # Prometheus speaks HTTP only, and each replica speaks the uwsgi protocol: use compose.
+            extras=frozenset(),
+            renderer="compose:render_compose",
+            next_step="docker compose -f {out}/compose.yaml up --build",
+        ),
+        Target(
+            name="swarm",
+            summary="a Docker Swarm stack: replicated app and nginx, rolling updates that roll back",
+            # HTTP, so Prometheus can scrape every replica itself (tasks.app), not one behind the VIP.
+            server="gunicorn",
+            fixed_server=False,
+            extras=frozenset({"monitoring"}),
+            renderer="compose:render_swarm",
+            next_step="build and push {image} and its -nginx image, `docker secret create`, then "
+            "docker stack deploy -c {out}/stack.yaml {name}",
+        ),
+        Target(
+            name="k8s",
+            summary="Kubernetes with kustomize: nginx beside the app server in each pod, probes, autoscaling",
+            server="uwsgi",
+            fixed_server=False,
+            extras=frozenset({"monitoring"}),
+            renderer="kubernetes:render_k8s",
+            next_step="build and push the images, create the secret, then kubectl apply -k {out}",
+        ),
+        Target(
+            name="systemd",
+            summary="a plain VM: systemd units for the app server and nginx, as `flaskprod up` runs them",
+            server="uwsgi",
+            fixed_server=False,
+            extras=frozenset(),
+            renderer="systemd:render_systemd",
+            next_step="see {out}/README.md to install the units",
+        ),
+    )
+}
+
+
+def find_target(name: str) -> Target:
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise BuildError(f"unknown target {name!r}: choose one of {', '.join(TARGETS)}") from None
+
+
+def parse_extras(target: Target, values: tuple[str, ...]) -> frozenset[str]:
+    """--with a,b (repeatable) checked against what the target supports."""
+    extras = {item.strip() for value in values for item in value.split(",") if item.strip()}
+    unknown = sorted(extras - set(EXTRAS))
+    if unknown:
+        raise BuildError(f"--with {unknown[0]}: unknown; choose from {', '.join(EXTRAS)}")
+    unsupported = sorted(extras - target.extras)
+    if unsupported:
+        offered = f"it offers {', '.join(sorted(target.extras))}" if target.extras else "it takes none"
+        raise BuildError(f"--with {unsupported[0]} is not available for --target {target.name}: {offered}")
+    return frozenset(extras)
+
+
+def server_for(target: Target, kind: str) -> ServerKind:
+    if kind == "auto" or target.fixed_server:
+        if target.fixed_server and kind not in ("auto", target.server):
+            raise BuildError(
+                f"--target {target.name} runs {target.server}, but server.kind is {kind}: "
+                f"pick the target for {kind} or leave server.kind unset"
+            )
+        return target.server
+    return "uwsgi" if kind == "uwsgi" else "gunicorn"

@@ -1,0 +1,361 @@
+"""`flaskprod build`: the writer, the command's errors, and the image, Compose and Swarm files judged by
+real tools (hadolint, checkov, docker-compose, yamllint, gixy-ng, nginx -t) and run natively.
+
+There is no Docker engine here, so what the images would run is run on this machine: the app image's
+CMD with its ENV, and nginx with the conf baked into the nginx image, then a request through both.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from flaskprod.errors import BuildError
+from flaskprod.render.compose import render_compose, render_swarm
+from flaskprod.render.image import render_single
+from flaskprod.render.writer import write_files
+from tests.buildkit import checkov, make_deployment, make_spec, run_tool, tool, write_tree
+from tests.support import BIN, ROOT, free_port, running, wait_for
+from tests.test_serve import clean_env
+
+FLASKPROD = str(BIN / "flaskprod")
+TASKBOARD = ROOT / "examples" / "taskboard"
+YAMLLINT = "{extends: default, rules: {line-length: {max: 160}, document-start: disable}}"
+
+
+# --- the writer -------------------------------------------------------------------------------------
+
+
+def test_writes_every_file_then_reports_them_identical(tmp_path: Path) -> None:
+    files = {"a.txt": "one\n", "sub/b.txt": "two\n"}
+    first = write_files(tmp_path, files)
+    assert [(c.path.relative_to(tmp_path).as_posix(), c.state) for c in first] == [
+        ("a.txt", "created"),
+        ("sub/b.txt", "created"),
+    ]
+    assert (tmp_path / "sub" / "b.txt").read_text() == "two\n"
+    assert {c.state for c in write_files(tmp_path, files)} == {"identical"}
+
+
+def test_a_file_changed_by_hand_stops_everything_until_forced(tmp_path: Path) -> None:
+    write_files(tmp_path, {"a.txt": "one\n"})
+    (tmp_path / "a.txt").write_text("edited\n")
+    with pytest.raises(BuildError, match=r"a.txt changed since flaskprod wrote it: nothing was written; .* --force"):
+        write_files(tmp_path, {"a.txt": "one\n", "new.txt": "new\n"})
+    assert (tmp_path / "a.txt").read_text() == "edited\n"
+    assert not (tmp_path / "new.txt").exists()
+    changes = write_files(tmp_path, {"a.txt": "one\n", "new.txt": "new\n"}, force=True)
+    assert [c.state for c in changes] == ["updated", "created"]
+    assert (tmp_path / "a.txt").read_text() == "one\n"
+
+
+def test_dry_run_writes_nothing(tmp_path: Path) -> None:
+    changes = write_files(tmp_path / "out", {"a.txt": "one\n"}, dry_run=True)
+    assert [c.state for c in changes] == ["created"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("path", ["../escape.txt", "/etc/passwd", "a/../../b"])
+def test_paths_outside_the_output_are_refused(tmp_path: Path, path: str) -> None:
+    with pytest.raises(BuildError, match="outside the output directory"):
+        write_files(tmp_path / "out", {"ok.txt": "x", path: "x"})
+    assert not (tmp_path / "out").exists()
+
+
+# --- the command --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the reference app, as a user's project."""
+    dest = tmp_path / "taskboard"
+    shutil.copytree(TASKBOARD, dest, ignore=shutil.ignore_patterns("__pycache__", "instance", "*.db", ".flaskprod"))
+    return dest
+
+
+def flaskprod_build(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FLASKPROD, "build", *args], cwd=project, env=clean_env(), capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.integration
+def test_build_writes_the_target_and_says_what_next(project: Path) -> None:
+    result = flaskprod_build(project, "--target", "compose")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        "flaskprod build: compose for taskboard in deploy/compose "
+        "(gunicorn, 2 workers x 12 threads per container at 1 CPU, 512M)"
+    )
+    assert "  created      deploy/compose/compose.yaml" in lines
+    assert lines[-1] == "next: docker compose -f deploy/compose/compose.yaml up --build"
+    compose = yaml.safe_load((project / "deploy/compose/compose.yaml").read_text())
+    assert compose["services"]["app"]["image"] == "taskboard:1.0.0"
+    # The static folder the app declares is what the nginx image bakes in.
+    assert "COPY taskboard/static /srv/static" in (project / "deploy/compose/nginx/Dockerfile").read_text()
+
+    again = flaskprod_build(project, "--target", "compose")
+    assert again.returncode == 0
+    assert all("identical" in line for line in again.stdout.splitlines()[1:-1])
+
+
+@pytest.mark.integration
+def test_a_hand_edit_is_kept_and_named(project: Path) -> None:
+    assert flaskprod_build(project, "--target", "single").returncode == 0
+    dockerfile = project / "deploy/single/Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "# mine\n")
+    result = flaskprod_build(project, "--target", "single")
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"Error: {dockerfile} changed since flaskprod wrote it: nothing was written; "
+        "change the spec instead, or pass --force to overwrite\n"
+    )
+    assert dockerfile.read_text().endswith("# mine\n")
+    assert flaskprod_build(project, "--target", "single", "--force").returncode == 0
+    assert not dockerfile.read_text().endswith("# mine\n")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "single", "--with", "monitoring"], "--with monitoring is not available for --target single"),
+        (["--target", "compose", "--with", "elk"], "--with elk: unknown; choose from monitoring"),
+        (["--target", "compose", "--out", "/tmp"], "--out /tmp: outside the project"),
+        (["--target", "compose", "--server", "uwsgi"], "--target compose runs gunicorn, but server.kind is uwsgi"),
+        (["--target", "k8s", "--set", "deploy.memory=lots"], "invalid value 'lots' for deploy.memory"),
+        (["nosuchmodule:app", "--target", "single"], "nosuchmodule"),
+    ],
+)
+def test_mistakes_are_one_line_and_write_nothing(project: Path, args: list[str], message: str) -> None:
+    result = flaskprod_build(project, *args)
+    assert result.returncode == 2, result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (project / "deploy").exists()
+
+
+@pytest.mark.integration
+def test_a_project_without_requirements_is_told_how_to_fix_it(project: Path) -> None:
+    (project / "requirements.txt").unlink()
+    result = flaskprod_build(project, "--target", "single")
+    assert result.returncode == 2
+    assert "no requirements.txt or pyproject.toml" in result.stderr
+    assert "pip freeze > requirements.txt" in result.stderr
+
+
+# --- what the files say -----------------------------------------------------------------------------
+
+
+def test_every_shared_number_comes_from_the_derived_values(tmp_path: Path) -> None:
+    spec = make_spec(**{"app.name": "shop", "server.graceful_timeout": "20", "server.drain_delay": "3",
+                        "deploy.cpus": "1.5", "deploy.memory": "768M", "deploy.replicas": "3"})
+    d = make_deployment(tmp_path / "p", spec=spec, out="deploy/compose")
+    compose = yaml.safe_load(render_compose(d)["compose.yaml"])
+    swarm = yaml.safe_load(render_swarm(d)["stack.yaml"])
+    grace = f"{d.derived.timeouts.shutdown_grace}s"
+    assert grace == "28s"  # drain 3 + graceful 20 + margin 5
+    for services in (compose["services"], swarm["services"]):
+        assert services["app"]["stop_grace_period"] == grace
+        assert services["nginx"]["stop_grace_period"] == grace
+        assert services["app"]["deploy"]["replicas"] == 3
+        assert services["app"]["deploy"]["resources"]["limits"] == {"cpus": "1.5", "memory": "768M"}
+    # nginx waits for requests in flight as long as the app server does.
+    conf = render_compose(d)["nginx/nginx.conf"]
+    assert "worker_shutdown_timeout 20s;" in conf
+    assert "server app:8000 fail_timeout=0;" in conf
+
+
+def test_the_secret_key_is_required_never_written(tmp_path: Path) -> None:
+    d = make_deployment(tmp_path / "p")
+    compose = render_compose(d)["compose.yaml"]
+    assert "${FLASK_SECRET_KEY:?" in compose
+    swarm = yaml.safe_load(render_swarm(d)["stack.yaml"])
+    assert swarm["services"]["app"]["environment"] == {"FLASK_SECRET_KEY_FILE": "/run/secrets/shop_secret_key"}
+    assert swarm["secrets"] == {"shop_secret_key": {"external": True}}
+    # The guide's stack leans on depends_on, which `docker stack deploy` ignores.
+    assert all("depends_on" not in service for service in swarm["services"].values())
+
+
+def test_single_container_trusts_no_proxy_and_compose_trusts_nginx(tmp_path: Path) -> None:
+    d = make_deployment(tmp_path / "p", out="deploy/single")
+    assert "FLASKPROD_PROXY__TRUSTED_HOPS=0" in render_single(d)["Dockerfile"]
+    assert "FLASKPROD_PROXY__TRUSTED_HOPS=1" in render_compose(d)["Dockerfile"]
+
+
+# --- judged by the tools ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each container target written into a project of its own: target -> output directory."""
+    base = tmp_path_factory.mktemp("targets")
+    trees = {}
+    for target, server, renderer in (
+        ("single", "gunicorn", render_single),
+        ("compose", "gunicorn", render_compose),
+        ("compose-uwsgi", "uwsgi", render_compose),
+        ("swarm", "gunicorn", render_swarm),
+    ):
+        root = base / target
+        d = make_deployment(root / "project", server=server, out=f"deploy/{target}")  # type: ignore[arg-type]
+        trees[target] = write_tree(root / "project" / d.out, renderer(d))
+    return trees
+
+
+@pytest.mark.parametrize("target", ["single", "compose", "compose-uwsgi", "swarm"])
+def test_hadolint_passes_every_dockerfile(rendered: dict[str, Path], target: str) -> None:
+    for dockerfile in sorted(rendered[target].rglob("Dockerfile")):
+        run_tool([tool("hadolint"), "--failure-threshold", "style", str(dockerfile)])
+
+
+def test_hadolint_would_fail_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install flask\n")
+    result = subprocess.run([tool("hadolint"), str(bad)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "DL3007" in result.stdout
+
+
+def test_checkov_passes_the_dockerfiles(rendered: dict[str, Path]) -> None:
+    base = rendered["single"].parents[3]  # targets/<target>/project/deploy/<target>
+    summary = checkov(base, "dockerfile")
+    assert summary["resource_count"] >= 7  # 4 app images, 3 nginx images
+
+
+@pytest.mark.parametrize(("target", "file"), [("compose", "compose.yaml"), ("compose-uwsgi", "compose.yaml"),
+                                              ("swarm", "stack.yaml")])
+def test_docker_compose_and_yamllint_accept_the_stack(rendered: dict[str, Path], target: str, file: str) -> None:
+    path = rendered[target] / file
+    env = {**clean_env(), "FLASK_SECRET_KEY": secrets.token_hex(32)}
+    resolved = yaml.safe_load(run_tool([tool("docker-compose"), "-f", str(path), "config"], env=env))
+    assert set(resolved["services"]) == {"app", "nginx"}
+    run_tool([tool("yamllint"), "-s", "-d", YAMLLINT, str(path)])
+
+
+def test_compose_refuses_to_start_without_a_secret_key(rendered: dict[str, Path]) -> None:
+    env = clean_env()
+    env.pop("FLASK_SECRET_KEY")
+    result = subprocess.run(
+        [tool("docker-compose"), "-f", str(rendered["compose"] / "compose.yaml"), "config"],
+        env=env, capture_output=True, text=True,
+    )
+    assert result.returncode != 0
+    assert "set FLASK_SECRET_KEY" in result.stderr
+
+
+def _testable_conf(conf: str, upstream: str) -> str:
+    # Only the app's service name differs from what runs here: Docker's DNS resolves it in a stack.
+    return re.sub(r"server app:\d+ ", f"server {upstream} ", conf)
+
+
+@pytest.mark.parametrize("target", ["compose", "compose-uwsgi", "swarm"])
+def test_nginx_and_gixy_accept_the_nginx_image_conf(rendered: dict[str, Path], tmp_path: Path, target: str) -> None:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(_testable_conf((rendered[target] / "nginx/nginx.conf").read_text(), "127.0.0.1:9"))
+    run_tool([shutil.which("nginx") or "nginx", "-t", "-q", "-p", str(tmp_path), "-c", str(conf)])
+    # host_spoofing: nginx forwards $http_host, not $host, to keep the port the client used in the app's
+    # redirects; the name in it is one server_name matched, as unknown names get 444 from the default server.
+    run_tool([tool("gixy"), "--skips", "host_spoofing", str(rendered[target] / "nginx/nginx.conf")])
+
+
+# --- run natively: the app image's CMD and ENV, nginx with the image's conf --------------------------
+
+
+def dockerfile_lines(text: str) -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined."""
+    return [line.strip() for line in re.sub(r"\\\n", " ", text).splitlines() if line.strip()]
+
+
+def dockerfile_env(text: str) -> dict[str, str]:
+    """The FLASKPROD_* variables the final stage's ENV sets."""
+    final = text.rsplit("\nFROM ", 1)[1]
+    env_lines = [line for line in dockerfile_lines(final) if line.startswith("ENV ")]
+    return dict(re.findall(r"(FLASKPROD_\w+)=(\S+)", " ".join(env_lines)))
+
+
+def dockerfile_json(text: str, pattern: str) -> list[str]:
+    """The exec-form command of the instruction line matching pattern, e.g. r"CMD" or r"HEALTHCHECK .* CMD"."""
+    for line in dockerfile_lines(text):
+        match = re.fullmatch(rf"{pattern} (\[.*\])", line)
+        if match:
+            return list(yaml.safe_load(match[1]))
+    raise AssertionError(f"no {pattern} in the Dockerfile")
+
+
+@pytest.fixture
+def native_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, Path]]:
+    """compose-uwsgi's files for the reference app, run here: the app image's CMD, then nginx; yields its URL."""
+    server = request.param
+    project = tmp_path / "taskboard"
+    shutil.copytree(TASKBOARD, project, ignore=shutil.ignore_patterns("__pycache__", "instance", "*.db"))
+    target = "compose-uwsgi" if server == "uwsgi" else "compose"
+    result = flaskprod_build(project, "--target", target)
+    assert result.returncode == 0, result.stderr
+    out = project / "deploy" / target
+    dockerfile = (out / "Dockerfile").read_text()
+    env = clean_env(**dockerfile_env(dockerfile))
+    app_port = free_port()
+    # The one address that differs: a free port here instead of the container's own.
+    env["FLASKPROD_SERVER__BIND"] = env["FLASKPROD_SERVER__BIND"].rsplit(":", 1)[0] + f":{app_port}"
+    env["FLASKPROD_SERVER__BIND"] = env["FLASKPROD_SERVER__BIND"].replace("0.0.0.0", "127.0.0.1")
+    command = dockerfile_json(dockerfile, "CMD")
+    command[0] = str(BIN / command[0])
+    healthcheck = dockerfile_json(dockerfile, "HEALTHCHECK .* CMD")
+    nginx_dir = tmp_path / "nginx"
+    nginx_dir.mkdir()
+    nginx_port = free_port()
+    # Paths and addresses of the containers, mapped onto this machine; nothing else is changed.
+    conf = _testable_conf((out / "nginx/nginx.conf").read_text(), f"127.0.0.1:{app_port}")
+    conf = conf.replace("pid /tmp/nginx.pid;", f"pid {nginx_dir}/nginx.pid;")
+    conf = re.sub(r"_temp_path /tmp/", f"_temp_path {nginx_dir}/", conf)
+    conf = conf.replace("0.0.0.0:8080", f"127.0.0.1:{nginx_port}")
+    conf = conf.replace("/srv/static", str(project / "taskboard/static"))
+    conf = conf.replace("/etc/nginx/mime.types", str(out / "nginx/mime.types"))
+    # As root, nginx's workers would run as nobody, who cannot read pytest's private temp dirs; the
+    # image runs master and workers as one unprivileged user, as this does.
+    (nginx_dir / "nginx.conf").write_text(f"user {getpass.getuser()};\n{conf}")
+    nginx = [shutil.which("nginx") or "nginx", "-p", str(nginx_dir), "-c", str(nginx_dir / "nginx.conf"), "-g",
+             "daemon off;"]
+    with (
+        (tmp_path / "app.log").open("w") as app_log,
+        (tmp_path / "nginx.log").open("w") as nginx_log,
+        running(command, env=env, cwd=project, stdout=app_log, stderr=app_log) as app,
+        running(nginx, cwd=nginx_dir, stdout=nginx_log, stderr=nginx_log) as proxy,
+    ):
+
+        def healthy() -> bool:
+            assert app.poll() is None, (tmp_path / "app.log").read_text()
+            assert proxy.poll() is None, (tmp_path / "nginx.log").read_text()
+            return subprocess.run([str(BIN / "python"), *healthcheck[1:]], env=env, cwd=project).returncode == 0
+
+        wait_for(healthy, timeout=60, what="the app image's HEALTHCHECK to pass")
+        yield f"http://127.0.0.1:{nginx_port}", project
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("native_stack", ["uwsgi", "gunicorn"], indirect=True)
+def test_the_images_contents_serve_the_app_through_nginx(native_stack: tuple[str, Path]) -> None:
+    url, project = native_stack
+    page = requests.get(f"{url}/", headers={"Host": "localhost"}, timeout=10)
+    assert page.status_code == 200
+    assert "X-Request-ID" in page.headers
+    css = next((project / "taskboard/static").rglob("*.css"))
+    static = requests.get(f"{url}/static/{css.relative_to(project / 'taskboard/static').as_posix()}",
+                          headers={"Host": "localhost"}, timeout=10)
+    assert static.status_code == 200
+    assert static.content == css.read_bytes()
+    # A name the site does not serve is closed without an answer (444).
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/", headers={"Host": "evil.example"}, timeout=10)
