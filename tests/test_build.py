@@ -49,7 +49,7 @@ def test_writes_every_file_then_reports_them_identical(tmp_path: Path) -> None:
 def test_a_file_changed_by_hand_stops_everything_until_forced(tmp_path: Path) -> None:
     write_files(tmp_path, {"a.txt": "one\n"})
     (tmp_path / "a.txt").write_text("edited\n")
-    with pytest.raises(BuildError, match=r"a.txt changed since flaskprod wrote it: nothing was written; .* --force"):
+    with pytest.raises(BuildError, match=r"a.txt differs from what flaskprod writes: nothing was written; .* --force"):
         write_files(tmp_path, {"a.txt": "one\n", "new.txt": "new\n"})
     assert (tmp_path / "a.txt").read_text() == "edited\n"
     assert not (tmp_path / "new.txt").exists()
@@ -117,7 +117,7 @@ def test_a_hand_edit_is_kept_and_named(project: Path) -> None:
     result = flaskprod_build(project, "--target", "single")
     assert result.returncode == 2
     assert result.stderr == (
-        f"Error: {dockerfile} changed since flaskprod wrote it: nothing was written; "
+        f"Error: {dockerfile} differs from what flaskprod writes: nothing was written; "
         "change the spec instead, or pass --force to overwrite\n"
     )
     assert dockerfile.read_text().endswith("# mine\n")

@@ -31,7 +31,11 @@ def _target(out: Path, relative: str) -> Path:
     return out.joinpath(*pure.parts)
 
 
-def plan_changes(out: Path, files: Mapping[str, str], *, force: bool) -> list[Change]:
+# What a refusal suggests: files flaskprod derives are changed through the spec.
+REGENERATE_HINT = "change the spec instead, or pass --force to overwrite"
+
+
+def plan_changes(out: Path, files: Mapping[str, str], *, force: bool, hint: str = REGENERATE_HINT) -> list[Change]:
     """What writing files under out would do; raises BuildError, before anything is written, when a
     file exists with other content and force is off, or a path is taken by a directory."""
     changes: list[Change] = []
@@ -52,16 +56,16 @@ def plan_changes(out: Path, files: Mapping[str, str], *, force: bool) -> list[Ch
         changes.append(Change(path, "identical" if same else "updated"))
     if conflicts:
         shown = ", ".join(conflicts[:3]) + (f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else "")
-        raise BuildError(
-            f"{shown} changed since flaskprod wrote {'them' if len(conflicts) > 1 else 'it'}: nothing was written; "
-            "change the spec instead, or pass --force to overwrite"
-        )
+        differ = "differ" if len(conflicts) > 1 else "differs"
+        raise BuildError(f"{shown} {differ} from what flaskprod writes: nothing was written; {hint}")
     return changes
 
 
-def write_files(out: Path, files: Mapping[str, str], *, force: bool = False, dry_run: bool = False) -> list[Change]:
+def write_files(
+    out: Path, files: Mapping[str, str], *, force: bool = False, dry_run: bool = False, hint: str = REGENERATE_HINT
+) -> list[Change]:
     """Write files under out (checked first, so a refusal writes nothing); each file is replaced atomically."""
-    changes = plan_changes(out, files, force=force)
+    changes = plan_changes(out, files, force=force, hint=hint)
     if dry_run:
         return changes
     by_path = {_target(out, relative): text for relative, text in files.items()}

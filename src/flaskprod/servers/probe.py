@@ -27,6 +27,7 @@ class AppInfo:
     rss_mb: float | None  # resident memory of a process that loaded it: one worker's size
     static_folder: str | None
     static_url_path: str | None
+    import_string: str  # "module:name" naming exactly the app found, even when only a module was given
 
 
 def probe(ref: AppRef, env: Mapping[str, str]) -> AppInfo:
@@ -51,7 +52,10 @@ def probe(ref: AppRef, env: Mapping[str, str]) -> AppInfo:
     if "error" in result:
         raise DiscoveryError(result["error"])
     return AppInfo(
-        rss_mb=result["rss_mb"], static_folder=result["static_folder"], static_url_path=result["static_url_path"]
+        rss_mb=result["rss_mb"],
+        static_folder=result["static_folder"],
+        static_url_path=result["static_url_path"],
+        import_string=result["import_string"],
     )
 
 
@@ -64,6 +68,18 @@ def _print_user_traceback(exc: BaseException) -> None:
             break
         tb = tb.tb_next
     traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
+
+
+def _import_string(ref: AppRef, app: object) -> str:
+    """ref's import string with the name Flask's discovery settled on: the attribute holding app, or its factory."""
+    if ref.name is not None:
+        return ref.import_string
+    module = sys.modules[ref.module]
+    for name, value in vars(module).items():
+        if value is app and not name.startswith("_"):
+            return f"{ref.module}:{name}"
+    factory = next((f for f in ("create_app", "make_app") if callable(getattr(module, f, None))), "create_app")
+    return f"{ref.module}:{factory}()"
 
 
 def main(argv: list[str]) -> int:
@@ -79,6 +95,7 @@ def main(argv: list[str]) -> int:
         Path(result_path).write_text(json.dumps({"error": message}))
         return FAILED
     info = {
+        "import_string": _import_string(ref, app),
         "rss_mb": resident_mb(os.getpid()),
         "static_folder": app.static_folder,
         "static_url_path": app.static_url_path,

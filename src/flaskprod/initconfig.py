@@ -1,0 +1,111 @@
+"""`flaskprod init`: find the app and write a commented flaskprod.toml that names it and explains the rest."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import discovery
+from .render.writer import Change, write_files
+from .spec import CONFIG_FILE, Spec
+
+
+@dataclass(frozen=True, kw_only=True)
+class Detected:
+    """What init found in the project, each value as flaskprod.toml will say it."""
+
+    target: str
+    name: str
+    version: str
+    requirements: str | None
+
+
+def _pyproject(root: Path) -> Mapping[str, object]:
+    try:
+        with (root / "pyproject.toml").open("rb") as fh:
+            project = tomllib.load(fh).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    return project if isinstance(project, dict) else {}
+
+
+def _name(root: Path, target: str, pyproject: Mapping[str, object]) -> str:
+    declared = pyproject.get("name")
+    if isinstance(declared, str) and declared.strip():
+        return declared.strip()
+    # A top-level package is a better name than the entry file: "taskboard", not "wsgi".
+    module = target.split(":", 1)[0].split(".", 1)[0]
+    if module in {"wsgi", "app", "application", "main"}:
+        module = root.name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", module).strip("-") or "flaskapp"
+
+
+def detect(spec: Spec, root: Path, environ: Mapping[str, str]) -> Detected:
+    """Import the app once, in a child interpreter, to learn its exact import string and static folder."""
+    from .servers.probe import probe
+
+    ref = discovery.resolve(spec.app.target, root)
+    env = dict(environ)
+    env.setdefault("FLASK_SECRET_KEY", secrets.token_hex(32))
+    info = probe(ref, env)
+    pyproject = _pyproject(root)
+    version = pyproject.get("version")
+    return Detected(
+        target=info.import_string,
+        name=_name(root, info.import_string, pyproject),
+        version=version if isinstance(version, str) else "0.1.0",
+        requirements="requirements.txt" if (root / "requirements.txt").is_file() else None,
+    )
+
+
+def render_config(found: Detected) -> str:
+    """flaskprod.toml: what was found, set; the choices a deployment usually makes, commented with their defaults."""
+    missing = (
+        ""
+        if found.requirements
+        else "\n# No requirements.txt was found: `flaskprod build` needs one (pip freeze > requirements.txt)\n"
+        "# or a pyproject.toml that installs the app.\n"
+    )
+    return f"""\
+# flaskprod settings for {found.name}, written by `flaskprod init`. Every setting, its default
+# and its FLASKPROD_SECTION__NAME variable: `flaskprod config`, or docs/settings.md.
+# Precedence: defaults < this file < FLASKPROD_* environment < command-line flags.
+{missing}
+[app]
+target = "{found.target}"
+name = "{found.name}"
+version = "{found.version}"
+
+[server]
+# workers = "auto"     # CPUs (at least 2) with threads, from the cgroup limits, capped by memory
+# threads = 12         # 1 = single-threaded (sync) workers
+# timeout = 30         # the app answers 504 past it; nginx and the hard kill follow from it
+# graceful_timeout = 30
+
+[proxy]
+# server_name = "localhost"   # the host names nginx answers to; others are closed (set your domain)
+# max_body_size = "10M"       # nginx's client_max_body_size and Flask's MAX_CONTENT_LENGTH
+
+[database]
+# url_env = "DATABASE_URL"    # SQLAlchemy's pool is sized from the workers within connection_budget
+# connection_budget = 80
+
+[deploy]
+# image = "auto"              # {found.name}:{found.version}
+# replicas = 2
+# cpus = 1.0                  # each container's limit; its workers are sized from it
+# memory = "512M"
+"""
+
+
+def init_project(
+    spec: Spec, root: Path, environ: Mapping[str, str], *, force: bool = False, dry_run: bool = False
+) -> tuple[Detected, Change]:
+    found = detect(spec, root, environ)
+    hint = "edit it, or pass --force to replace it"
+    (change,) = write_files(root, {CONFIG_FILE: render_config(found)}, force=force, dry_run=dry_run, hint=hint)
+    return found, change
