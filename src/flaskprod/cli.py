@@ -77,8 +77,8 @@ def spec_options(*, without: frozenset[str] = frozenset()) -> Callable[[F], F]:
     return decorate
 
 
-# nginx's address belongs to `up`; the app server's own address is chosen by `up` (a unix socket).
-NGINX_FLAGS = frozenset({"proxy.host", "proxy.port"})
+# nginx's address and HTTPS belong to `up`; the app server's own address is chosen by `up` (a unix socket).
+NGINX_FLAGS = frozenset({"proxy.host", "proxy.port", "tls.mode", "tls.port"})
 
 
 def resolve_spec(kwargs: dict[str, Any], app: str | None = None) -> Spec:

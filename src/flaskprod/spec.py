@@ -272,6 +272,19 @@ class CheckSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TlsSettings:
+    mode: Literal["off", "self-signed", "files"] = setting(
+        "off",
+        "HTTPS in `flaskprod up`: self-signed = a certificate made at start for proxy.server_name (for "
+        "trying it out; browsers warn), files = tls.cert and tls.key; the plain port then redirects to HTTPS.",
+        flag="--tls",
+    )
+    port: int = setting(8443, "Port nginx serves HTTPS on in `flaskprod up`.", flag="--tls-port", minimum=1)
+    cert: str | None = setting(None, "PEM certificate chain nginx presents (tls.mode = files).")
+    key: str | None = setting(None, "PEM private key of tls.cert (tls.mode = files); keep it readable by you only.")
+
+
+@dataclass(frozen=True, kw_only=True)
 class DeploySettings:
     image: str = setting(
         "auto", "Image name and tag the deployment files build and run; auto = `<app.name>:<app.version>`."
@@ -307,6 +320,7 @@ class Spec:
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     checks: CheckSettings = field(default_factory=CheckSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
     # Where each value came from, by dotted key: default, file (with its path), env or flag.
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -456,6 +470,7 @@ _EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
     "proxy.client_header_buffer_size": (parse_size, "a size such as 1k"),
     "proxy.port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
     "proxy.rate_limit": (lambda v: _match(r"\d+r/[sm]", v), "a rate such as 10r/s or 300r/m"),
+    "tls.port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
     "deploy.memory": (parse_size, "a size such as 512M or 1G"),
     "deploy.app_port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
     "deploy.http_port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),

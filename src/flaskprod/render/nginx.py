@@ -66,8 +66,25 @@ _UWSGI_CGI_PARAMS = (
     ("SERVER_PORT", "$server_port"),
     ("SERVER_NAME", "$server_name"),
 )
+# Mozilla's intermediate profile (TLS 1.2 ciphers; TLS 1.3 ones are fixed by OpenSSL): ECDHE key
+# exchange and AEAD ciphers only. The guide's "EECDH+AESGCM:EDH+AESGCM:..." also admits finite-field
+# DHE, which needs dhparams nginx is not given.
+TLS_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
 # Listen addresses that mean "every interface": they name no host a client would send.
 _WILDCARDS = frozenset({"0.0.0.0", "::", "*"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class TlsFiles:
+    """HTTPS on port, with the certificate chain and key nginx reads; acme_webroot serves HTTP-01 challenges."""
+
+    port: int
+    cert: str
+    key: str
+    acme_webroot: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +108,8 @@ class NginxContext:
     # A second listener for the scraper alone (containers): it serves the metrics path to
     # monitoring.metrics_allow whatever the Host header, so Prometheus needs no server name.
     metrics_port: int | None = None
+    # HTTPS: the app is served there, and the plain port only redirects to it.
+    tls: TlsFiles | None = None
     worker_processes: int | Literal["auto"] = "auto"
     worker_connections: int = 1024
 
@@ -164,6 +183,15 @@ def metrics_allow(spec: Spec) -> list[str] | None:
     return allowed.split()
 
 
+def hsts_value(spec: Spec) -> str | None:
+    """The Strict-Transport-Security value nginx sends over HTTPS: the same one the app would send."""
+    from ..runtime.headers import hsts_headers
+
+    if not spec.security.headers:
+        return None
+    return dict(hsts_headers(spec)).get("Strict-Transport-Security")
+
+
 def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
     """The nginx.conf text for spec and its derived values, run as ctx says."""
     template = _environment().get_template("nginx/nginx.conf.j2")
@@ -184,6 +212,12 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         proxy_headers=forwarded_headers(spec),
         uwsgi_params=uwsgi_params(spec),
         metrics_allow=metrics_allow(spec),
+        tls=ctx.tls,
+        tls_listen=listen_address(ctx.host, ctx.tls.port) if ctx.tls else None,
+        # The client came to the standard port when it is 443, so the redirect names no port.
+        tls_port_suffix="" if ctx.tls is None or ctx.tls.port == 443 else f":{ctx.tls.port}",
+        tls_ciphers=TLS_CIPHERS,
+        hsts=hsts_value(spec) if ctx.tls else None,
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import ServerError
-from ..render import NginxContext
+from ..render import NginxContext, TlsFiles
 from ..render.nginx import Protocol
 
 # sockaddr_un holds 108 bytes including the terminating NUL.
@@ -41,6 +41,10 @@ class StackDir:
     @property
     def temp_dir(self) -> Path:
         return self.path / "tmp"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.path / "tls"
 
     @property
     def logs_dir(self) -> Path:
@@ -81,7 +85,14 @@ class StackDir:
         return handle
 
     def nginx_context(
-        self, *, host: str, port: int, protocol: Protocol, static_dir: str | None, user: str | None
+        self,
+        *,
+        host: str,
+        port: int,
+        protocol: Protocol,
+        static_dir: str | None,
+        user: str | None,
+        tls: TlsFiles | None = None,
     ) -> NginxContext:
         return NginxContext(
             host=host,
@@ -95,4 +106,5 @@ class StackDir:
             access_log=str(self.access_log),
             error_log="stderr",
             user=user,
+            tls=tls,
         )

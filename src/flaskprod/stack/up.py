@@ -9,6 +9,7 @@ import pwd
 import queue
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -18,7 +19,7 @@ from types import FrameType
 
 from .. import discovery
 from ..errors import FlaskprodError, ServerError, SpecError
-from ..render import render_nginx
+from ..render import TlsFiles, render_nginx
 from ..render.nginx import Protocol, listen_address, server_names
 from ..servers import resolve_kind
 from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind
@@ -29,6 +30,7 @@ from .children import Child
 from .log import EventLog
 from .nginx import check_config, find_nginx, foreground_command
 from .rundir import StackDir
+from .tls import tls_for_up
 
 # Variables a parent's own stack would leak into ours: its metrics directory and its drain file.
 _NOT_INHERITED = (MULTIPROC_ENV, DRAIN_FILE_ENV)
@@ -64,6 +66,7 @@ class Plan:
     protocol: Protocol
     static_dir: str | None
     app_env: Mapping[str, str]
+    tls: TlsFiles | None = None
 
     @property
     def url(self) -> str:
@@ -72,6 +75,8 @@ class Plan:
         host = self.spec.proxy.host
         if _connect_host(host) != host:
             host = self.host_header
+        if self.tls:
+            return f"https://{listen_address(host, self.tls.port)}"
         return f"http://{listen_address(host, self.spec.proxy.port)}"
 
     @property
@@ -119,6 +124,9 @@ def plan(spec: Spec, run: StackDir, *, config_path: str | None = None) -> Plan:
     spec = resolve_kind(behind_nginx(spec), behind_nginx=True)
     nginx_binary = find_nginx(spec.proxy.nginx)
     check_bind(listen_address(spec.proxy.host, spec.proxy.port), instead="--port PORT")
+    tls = tls_for_up(spec, run.tls_dir, server_names(spec, spec.proxy.host))
+    if tls:
+        check_bind(listen_address(spec.proxy.host, tls.port), instead="--tls-port PORT")
     app = discovery.resolve(spec.app.target)
     derived = derive(spec)
     env = app_server_env(spec, app, run, derived, config_path)
@@ -137,6 +145,7 @@ def plan(spec: Spec, run: StackDir, *, config_path: str | None = None) -> Plan:
         protocol="uwsgi" if spec.server.kind == "uwsgi" else "http",
         static_dir=str(Path(static_dir).resolve()) if static_dir else None,
         app_env=env,
+        tls=tls,
     )
 
 
@@ -148,7 +157,12 @@ def write_nginx_config(p: Plan) -> None:
     # Workers run as the user who ran `up`: they read that user's static files and socket.
     user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
     ctx = p.run.nginx_context(
-        host=p.spec.proxy.host, port=p.spec.proxy.port, protocol=p.protocol, static_dir=p.static_dir, user=user
+        host=p.spec.proxy.host,
+        port=p.spec.proxy.port,
+        protocol=p.protocol,
+        static_dir=p.static_dir,
+        user=user,
+        tls=p.tls,
     )
     files = render_nginx(p.spec, p.derived, ctx)
     candidate = p.run.nginx_conf.with_name(p.run.nginx_conf.name + ".new")
@@ -172,6 +186,8 @@ RESTART_ONLY = (
     "proxy.port",
     "proxy.run_dir",
     "proxy.nginx",
+    "tls.mode",
+    "tls.port",
 )
 
 
@@ -186,6 +202,19 @@ def replan(current: Plan, spec: Spec) -> Plan:
     # The worker count nginx's upstream and the app server were sized for stays.
     derived = dataclasses.replace(derive(spec), workers=current.derived.workers)
     return dataclasses.replace(current, spec=spec, derived=derived)
+
+
+class _LoopbackTls(http.client.HTTPSConnection):
+    """HTTPS to our own nginx on loopback, naming the site in SNI: nginx refuses a handshake for a name
+    it does not serve (an address among them). Its identity is not in question, so it is not verified."""
+
+    def __init__(self, host: str, port: int, *, server_name: str) -> None:
+        super().__init__(host, port, timeout=2, context=ssl._create_unverified_context())
+        self.server_name = server_name
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.server_name)  # type: ignore[attr-defined]
 
 
 class Stack:
@@ -296,7 +325,12 @@ class Stack:
 
     def get(self, path: str) -> tuple[int, str]:
         p = self.plan
-        conn = http.client.HTTPConnection(_connect_host(p.spec.proxy.host), p.spec.proxy.port, timeout=2)
+        host = _connect_host(p.spec.proxy.host)
+        conn: http.client.HTTPConnection
+        if p.tls:
+            conn = _LoopbackTls(host, p.tls.port, server_name=p.host_header)
+        else:
+            conn = http.client.HTTPConnection(host, p.spec.proxy.port, timeout=2)
         try:
             conn.request("GET", path, headers={"Host": p.host_header})
             response = conn.getresponse()

@@ -1,0 +1,81 @@
+"""HTTPS for `flaskprod up`: the certificate nginx presents, made at start or read from the user's files."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..errors import ServerError, SpecError
+from ..render import TlsFiles
+from ..spec import Spec
+
+# Short-lived on purpose: a self-signed certificate is for trying HTTPS out, and `up` makes a new one
+# at every start.
+SELF_SIGNED_DAYS = 30
+
+
+def _subject_alt_names(names: list[str]) -> str:
+    entries = []
+    for name in names:
+        bare = name.strip("[]")
+        try:
+            ipaddress.ip_address(bare)
+            entries.append(f"IP:{bare}")
+        except ValueError:
+            if not name.startswith(("~", "*.")) and name != "_":
+                entries.append(f"DNS:{name}")
+    return ",".join(entries)
+
+
+def make_self_signed(directory: Path, names: list[str]) -> tuple[Path, Path]:
+    """An ECDSA P-256 key and a certificate for names (DNS names and IP addresses) in directory."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise ServerError("--tls self-signed needs the openssl command: apt-get install openssl")
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    cert, key = directory / "self-signed.crt", directory / "self-signed.key"
+    sans = _subject_alt_names(names) or "DNS:localhost"
+    done = subprocess.run(
+        [
+            openssl, "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-days", str(SELF_SIGNED_DAYS), "-subj", f"/CN={names[0] if names else 'localhost'}",
+            "-addext", f"subjectAltName={sans}", "-keyout", str(key), "-out", str(cert),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise ServerError(f"openssl could not make a self-signed certificate: {done.stderr.strip().splitlines()[-1:]}")
+    key.chmod(0o600)
+    return cert, key
+
+
+def _readable(setting: str, value: str | None) -> str:
+    if not value:
+        raise SpecError(f"tls.mode files needs {setting}: set it to a PEM file (or use --tls self-signed to try HTTPS)")
+    path = Path(value).expanduser().resolve()
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(64)
+    except OSError as exc:
+        raise SpecError(f"{setting} {value}: cannot read it ({exc.strerror}); point {setting} at a PEM file") from None
+    if b"-----BEGIN" not in head:
+        raise SpecError(f"{setting} {value}: not a PEM file (no -----BEGIN line); convert it or point at the PEM")
+    return str(path)
+
+
+def tls_for_up(spec: Spec, tls_dir: Path, names: list[str]) -> TlsFiles | None:
+    """The TLS files nginx uses under `up`, or None when HTTPS is off; a user's mistake is one SpecError."""
+    mode = spec.tls.mode
+    if mode == "off":
+        return None
+    if spec.tls.port == spec.proxy.port:
+        raise SpecError(f"tls.port {spec.tls.port} is proxy.port too: HTTPS needs a port of its own (--tls-port)")
+    if mode == "self-signed":
+        made = make_self_signed(tls_dir, names)
+        return TlsFiles(port=spec.tls.port, cert=str(made[0]), key=str(made[1]))
+    cert, key = _readable("tls.cert", spec.tls.cert), _readable("tls.key", spec.tls.key)
+    return TlsFiles(port=spec.tls.port, cert=cert, key=key)

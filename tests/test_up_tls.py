@@ -1,0 +1,114 @@
+"""`flaskprod up --tls`: HTTPS in front, the plain port redirecting, the app told it is HTTPS; mistakes as one line."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.buildkit import run_tool, tool
+from tests.support import free_port
+from tests.upstack import PLAIN, UpStack, start_up, stop, up_args, up_env, write_app
+
+pytestmark = [
+    pytest.mark.integration,
+    # Some requests dial 127.0.0.1 for a certificate made out to a name: its identity is not the point there.
+    pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def tls_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[UpStack, int]]:
+    root = tmp_path_factory.mktemp("up-tls")
+    write_app(root)
+    tls_port = free_port()
+    running = start_up(root, "uwsgi", free_port(), "--tls", "self-signed", "--tls-port", str(tls_port))
+    try:
+        running.wait_ready()
+        yield running, tls_port
+    finally:
+        stop(running)
+
+
+def test_https_serves_the_app_with_a_certificate_for_its_names(tls_stack: tuple[UpStack, int]) -> None:
+    stack, tls_port = tls_stack
+    cert = stack.run_dir / "tls" / "self-signed.crt"
+    assert f"URL         https://127.0.0.1:{tls_port}/" in stack.stdout()
+    # Verified against the certificate up made: the address the table shows is in it.
+    page = requests.get(f"https://127.0.0.1:{tls_port}/api/ping", verify=str(cert), timeout=10)
+    assert page.status_code == 200
+    # The app knows the request was HTTPS (nginx says so, and it trusts nginx): HSTS is sent.
+    # Sent once (nginx's, the app's own dropped), on the app's answers and on nginx's static files alike.
+    assert page.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+    static = requests.get(f"https://127.0.0.1:{tls_port}/static/{PLAIN}", verify=str(cert), timeout=10)
+    assert static.status_code == 200
+    assert static.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+    assert (stack.run_dir / "tls" / "self-signed.key").stat().st_mode & 0o077 == 0
+
+
+def test_plain_http_redirects_to_https_keeping_the_path(tls_stack: tuple[UpStack, int]) -> None:
+    stack, tls_port = tls_stack
+    answer = stack.get("/api/ping?x=1", headers={"Host": "localhost"}, allow_redirects=False)
+    assert answer.status_code == 308
+    assert answer.headers["Location"] == f"https://localhost:{tls_port}/api/ping?x=1"
+
+
+def test_unknown_names_get_no_answer_over_https(tls_stack: tuple[UpStack, int]) -> None:
+    _, tls_port = tls_stack
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"https://127.0.0.1:{tls_port}/", headers={"Host": "evil.example"}, verify=False, timeout=10)
+
+
+def test_gixy_and_nginx_accept_the_tls_config(tls_stack: tuple[UpStack, int]) -> None:
+    stack, _ = tls_stack
+    conf = stack.run_dir / "nginx.conf"
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in conf.read_text()
+    # host_spoofing: see test_build; the forwarded Host is a name server_name matched, with its port.
+    run_tool([tool("gixy"), "--skips", "host_spoofing", str(conf)])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tls", "files"], "tls.mode files needs tls.cert: set it to a PEM file"),
+        (["--tls", "files", "--set", "tls.cert=/nonexistent.pem", "--set", "tls.key=/nonexistent.key"],
+         "tls.cert /nonexistent.pem: cannot read it (No such file or directory)"),
+        (["--tls", "self-signed", "--tls-port", "PORT"], "HTTPS needs a port of its own"),
+        (["--tls", "sometimes"], "invalid value 'sometimes' for tls.mode"),
+    ],
+)
+def test_tls_mistakes_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    write_app(tmp_path)
+    port = free_port()
+    args = [str(port) if a == "PORT" else a for a in args]
+    result = subprocess.run(up_args("uwsgi", port, *args), cwd=tmp_path, env=up_env(), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_files_mode_serves_the_users_certificate(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    cert, key = tmp_path / "site.crt", tmp_path / "site.key"
+    run_tool([tool("openssl"), "req", "-x509", "-nodes", "-newkey", "rsa:2048", "-days", "2", "-subj", "/CN=localhost",
+              "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)])
+    tls_port = free_port()
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--tls", "files", "--tls-port", str(tls_port),
+                     "--set", f"tls.cert={cert}", "--set", f"tls.key={key}")
+    try:
+        stack.wait_ready()
+        session = requests.Session()
+        # The name the certificate is for, dialled on loopback.
+        page = session.get(f"https://127.0.0.1:{tls_port}/api/ping", headers={"Host": "localhost"}, verify=False,
+                           timeout=10)
+        assert page.status_code == 200
+        served = subprocess.run([tool("openssl"), "s_client", "-connect", f"127.0.0.1:{tls_port}", "-servername",
+                                 "localhost"], input="", capture_output=True, text=True, timeout=20)
+        assert "subject=CN = localhost" in served.stdout
+    finally:
+        stop(stack)
