@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -239,7 +240,7 @@ def test_checkov_passes_the_dockerfiles(rendered: dict[str, Path]) -> None:
 def test_docker_compose_and_yamllint_accept_the_stack(rendered: dict[str, Path], target: str, file: str) -> None:
     path = rendered[target] / file
     env = {**clean_env(), "FLASK_SECRET_KEY": secrets.token_hex(32)}
-    resolved = yaml.safe_load(run_tool([tool("docker-compose"), "-f", str(path), "config"], env=env))
+    resolved = compose_config(path, env)
     assert set(resolved["services"]) == {"app", "nginx"}
     run_tool([tool("yamllint"), "-s", "-d", YAMLLINT, str(path)])
 
@@ -253,6 +254,14 @@ def test_compose_refuses_to_start_without_a_secret_key(rendered: dict[str, Path]
     )
     assert result.returncode != 0
     assert "set FLASK_SECRET_KEY" in result.stderr
+
+
+def compose_config(path: Path, env: dict[str, str]) -> dict[str, Any]:
+    """docker-compose's own reading of a file (it fails on an invalid one); warnings on stderr are not YAML."""
+    done = subprocess.run([tool("docker-compose"), "-f", str(path), "config"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = yaml.safe_load(done.stdout)
+    return config
 
 
 def _testable_conf(conf: str, upstream: str) -> str:
@@ -359,3 +368,25 @@ def test_the_images_contents_serve_the_app_through_nginx(native_stack: tuple[str
     # A name the site does not serve is closed without an answer (444).
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/", headers={"Host": "evil.example"}, timeout=10)
+
+
+@pytest.mark.parametrize(("renderer", "file"), [(render_compose, "compose.yaml"), (render_swarm, "stack.yaml")])
+def test_monitoring_adds_prometheus_and_grafana_fed_by_the_written_files(
+    tmp_path: Path, renderer: object, file: str
+) -> None:
+    d = make_deployment(tmp_path / "p", extras=["monitoring"], out="deploy/x")
+    out = write_tree(tmp_path / "p" / d.out, renderer(d))  # type: ignore[operator]
+    env = {**clean_env(), "FLASK_SECRET_KEY": secrets.token_hex(32), "GRAFANA_ADMIN_PASSWORD": "x" * 20}
+    resolved = compose_config(out / file, env)
+    assert set(resolved["services"]) == {"app", "nginx", "prometheus", "grafana"}
+    # Every file a service mounts or is given as a config is one build wrote, and Prometheus accepts it.
+    volumes = [v for service in resolved["services"].values() for v in service.get("volumes", [])]
+    mounted = [v.split(":")[0] for v in volumes if isinstance(v, str)]
+    mounted += [v["source"] for v in volumes if isinstance(v, dict) and v.get("type") == "bind"]
+    mounted += [c["file"] for c in resolved.get("configs", {}).values()]
+    sources = [Path(m) for m in mounted if m.startswith("/")]
+    assert sources and all(path.exists() for path in sources), sources
+    run_tool([tool("promtool"), "check", "config", str(out / "monitoring/prometheus/prometheus.yml")])
+    run_tool([tool("yamllint"), "-s", "-d", YAMLLINT, str(out / file)])
+    prometheus = (out / "monitoring/prometheus/prometheus.yml").read_text()
+    assert ("tasks.app" in prometheus) == (file == "stack.yaml")

@@ -179,6 +179,15 @@ def test_uwsgi_protocol_behind_nginx() -> None:
     _assert_one_line_error(result, "server.protocol 'uwsgi' needs --server uwsgi")
 
 
+def test_uwsgi_unix_socket_is_group_writable_for_nginx() -> None:
+    settings = print_config("tests.apps.factory", "--server", "uwsgi", "--bind", "unix:/run/app/app.sock")
+    lines = render_ini(settings).splitlines()
+    assert "socket = /run/app/app.sock" in lines or "http-socket = /run/app/app.sock" in lines
+    assert "chmod-socket = 660" in lines
+    tcp = print_config("tests.apps.factory", "--server", "uwsgi", "--bind", "127.0.0.1:8000")
+    assert not any(line.startswith("chmod-socket") for line in render_ini(tcp).splitlines())
+
+
 # --- real servers -------------------------------------------------------------------------------------------
 
 

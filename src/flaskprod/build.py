@@ -57,8 +57,12 @@ def build(
     server = server_for(chosen, spec.server.kind)
     root = (root or Path.cwd()).resolve()
     relative_out = output_dir(root, chosen, out)
-    # Kubernetes may scale to max_replicas pods: the database budget is shared by all of them.
-    replicas = spec.deploy.max_replicas if chosen.name == "k8s" else spec.deploy.replicas
+    # Kubernetes may scale to max_replicas pods: the database budget is shared by all of them; a
+    # systemd install is one app server.
+    replicas = {
+        "k8s": max(spec.deploy.replicas, spec.deploy.max_replicas),
+        "systemd": 1,
+    }.get(chosen.name, spec.deploy.replicas)
     deployment = plan_deployment(
         spec, server=server, extras=wanted, root=root, replicas=replicas, out=relative_out, environ=environ
     )

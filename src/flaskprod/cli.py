@@ -257,7 +257,8 @@ def build(
     built = run_build(spec, target=target, extras=extras, out=out, force=force, dry_run=dry_run, environ=os.environ)
     d = built.deployment
     limits = f"{d.spec.deploy.cpus:g} CPU, {d.spec.deploy.memory}"
-    sized = f"{d.server}, {d.derived.workers} workers x {d.derived.threads} threads per container at {limits}"
+    unit = "service" if target == "systemd" else "container"
+    sized = f"{d.server}, {d.derived.workers} workers x {d.derived.threads} threads per {unit} at {limits}"
     click.echo(f"flaskprod build: {target} for {d.spec.app.name} in {d.out} ({sized})")
     verb = {"created": "would create", "updated": "would update", "identical": "identical"} if dry_run else {}
     for change in built.changes:

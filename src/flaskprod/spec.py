@@ -297,12 +297,12 @@ class DeploySettings:
     )
     cpus: float = setting(
         1.0,
-        "CPUs one app container may use (its limit); its workers are sized from it at start, as here.",
+        "CPUs one app container (or systemd service) may use, its limit; its workers are sized from it at start.",
         minimum=0.1,
     )
-    memory: str = setting("512M", "Memory one app container may use (its limit), e.g. 512M or 1G.")
+    memory: str = setting("512M", "Memory one app container (or systemd service) may use, its limit, e.g. 512M or 1G.")
     app_port: int = setting(8000, "Port the app server listens on inside its container.", minimum=1)
-    http_port: int = setting(80, "Port the deployment publishes nginx on (Compose, Swarm).", minimum=1)
+    http_port: int = setting(80, "Port the deployment publishes nginx on (Compose, Swarm, systemd).", minimum=1)
     python: str = setting("3.11", "Python version of the image (the python:<version>-slim base).")
     requirements: str | Auto = setting(
         "auto", "Requirements file the image installs, relative to the project; auto = requirements.txt."

@@ -7,14 +7,29 @@ drains in, the CPU and memory its workers were sized for, the port nginx forward
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from .deployment import NGINX_PORT, Deployment
 from .image import image_files
+from .monitoring import (
+    GRAFANA_DASHBOARDS_DIR,
+    GRAFANA_PROVISIONING_DIR,
+    PROMETHEUS_CONFIG_DIR,
+    PROMETHEUS_PORT,
+    Scrape,
+    monitoring_files,
+)
 from .yamlfile import dump_yaml, generated_header
 
 HEALTHCHECK = ["CMD", "python", "-m", "flaskprod.servers.healthcheck"]
 SECRET_KEY_HELP = 'set FLASK_SECRET_KEY, e.g. python -c "import secrets; print(secrets.token_hex(32))"'
+# Pinned: a dashboard's schema and a rule's syntax are tested against these versions' formats.
+PROMETHEUS_IMAGE = "prom/prometheus:v2.55.1"
+GRAFANA_IMAGE = "grafana/grafana:12.0.2"
+GRAFANA_PORT = 3000
+GRAFANA_PASSWORD_HELP = "set GRAFANA_ADMIN_PASSWORD for Grafana's admin user"
+MONITORING = "monitoring"
 # nginx holds few connections per request and little memory; two replicas ride out one restart.
 NGINX_REPLICAS = 2
 NGINX_LIMITS = {"cpus": "0.5", "memory": "128M"}
@@ -72,13 +87,52 @@ def compose_data(d: Deployment) -> dict[str, Any]:
         "deploy": {"resources": {"limits": NGINX_LIMITS}},
         "networks": ["backend"],
     }
-    return {"services": {"app": app, "nginx": nginx}, "networks": {"backend": {}}}
+    data: dict[str, Any] = {"services": {"app": app, "nginx": nginx}, "networks": {"backend": {}}}
+    if MONITORING in d.extras:
+        prometheus, grafana = _monitoring_services()
+        prometheus["volumes"] = [
+            f"./{MONITORING}/prometheus:{PROMETHEUS_CONFIG_DIR}:ro",
+            "prometheus-data:/prometheus",
+        ]
+        grafana["volumes"] = [
+            f"./{MONITORING}/grafana/provisioning:{GRAFANA_PROVISIONING_DIR}:ro",
+            f"./{MONITORING}/grafana/dashboards:{GRAFANA_DASHBOARDS_DIR}:ro",
+            "grafana-data:/var/lib/grafana",
+        ]
+        grafana["depends_on"] = ["prometheus"]
+        data["services"].update(prometheus=prometheus, grafana=grafana)
+        data["volumes"] = {"prometheus-data": {}, "grafana-data": {}}
+    return data
+
+
+def _monitoring_services() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Prometheus and Grafana, reachable from this host only: neither is for the public."""
+    prometheus: dict[str, Any] = {
+        "image": PROMETHEUS_IMAGE,
+        "restart": "unless-stopped",
+        "ports": [f"127.0.0.1:{PROMETHEUS_PORT}:{PROMETHEUS_PORT}"],
+        "networks": ["backend"],
+    }
+    grafana: dict[str, Any] = {
+        "image": GRAFANA_IMAGE,
+        "restart": "unless-stopped",
+        "environment": {
+            "GF_SECURITY_ADMIN_PASSWORD": f"${{GRAFANA_ADMIN_PASSWORD:?{GRAFANA_PASSWORD_HELP}}}",
+            "GF_USERS_ALLOW_SIGN_UP": "false",
+        },
+        "ports": [f"127.0.0.1:{GRAFANA_PORT}:{GRAFANA_PORT}"],
+        "networks": ["backend"],
+    }
+    return prometheus, grafana
 
 
 def render_compose(d: Deployment) -> dict[str, str]:
-    """compose.yaml and both images, for Gunicorn over HTTP or uWSGI over the uwsgi protocol."""
+    """compose.yaml and both images, for Gunicorn over HTTP or uWSGI over the uwsgi protocol;
+    with monitoring, Prometheus scraping every app replica (Compose's DNS name `app`) and Grafana."""
     run = f"Run from the project root: FLASK_SECRET_KEY=... docker compose -f {d.out}/compose.yaml up --build"
     files = image_files(d, upstream(d))
+    if MONITORING in d.extras:
+        files.update(monitoring_files(d, Scrape(job=d.name, dns_names=("app",)), prefix=f"{MONITORING}/"))
     files["compose.yaml"] = dump_yaml(compose_data(d), generated_header(d.name, run))
     return files
 
@@ -132,13 +186,54 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
     }
     # `docker stack deploy` ignores depends_on (the guide's stack relies on it): nginx reaches the app
     # through the service's virtual IP, which exists as soon as the stack does.
-    return {
+    data: dict[str, Any] = {
         # Docker Engine before 25 refuses a stack file without a version; Compose ignores it.
         "version": "3.8",
         "services": {"app": app, "nginx": nginx},
         "networks": {"backend": {"driver": "overlay"}},
         "secrets": {secret: {"external": True}},
     }
+    if MONITORING in d.extras:
+        # Swarm has no bind mounts across nodes: every file reaches its service as a config.
+        files = _swarm_monitoring_files(d)
+        configs = {_config_name(path): {"file": f"./{path}"} for path in files}
+        prometheus, grafana = _monitoring_services()
+        grafana.pop("restart")
+        prometheus.pop("restart")
+        prometheus["configs"] = [
+            {"source": _config_name(path), "target": f"{PROMETHEUS_CONFIG_DIR}/{Path(path).name}"}
+            for path in files
+            if path.startswith(f"{MONITORING}/prometheus/")
+        ]
+        grafana["configs"] = [
+            {"source": _config_name(path), "target": _grafana_target(path)}
+            for path in files
+            if path.startswith(f"{MONITORING}/grafana/")
+        ]
+        for service in (prometheus, grafana):
+            service["deploy"] = {"replicas": 1, "restart_policy": {"condition": "on-failure"}}
+        prometheus["volumes"] = ["prometheus-data:/prometheus"]
+        grafana["volumes"] = ["grafana-data:/var/lib/grafana"]
+        data["services"].update(prometheus=prometheus, grafana=grafana)
+        data["configs"] = configs
+        data["volumes"] = {"prometheus-data": {}, "grafana-data": {}}
+    return data
+
+
+def _swarm_monitoring_files(d: Deployment) -> dict[str, str]:
+    # tasks.app resolves to every replica's own address, not the service's virtual IP.
+    return monitoring_files(d, Scrape(job=d.name, dns_names=("tasks.app",)), prefix=f"{MONITORING}/")
+
+
+def _config_name(path: str) -> str:
+    return path.removeprefix(f"{MONITORING}/").replace("/", "_").replace(".", "_")
+
+
+def _grafana_target(path: str) -> str:
+    relative = path.removeprefix(f"{MONITORING}/grafana/")
+    if relative.startswith("provisioning/"):
+        return f"{GRAFANA_PROVISIONING_DIR}/{relative.removeprefix('provisioning/')}"
+    return f"{GRAFANA_DASHBOARDS_DIR}/{relative.removeprefix('dashboards/')}"
 
 
 def render_swarm(d: Deployment) -> dict[str, str]:
@@ -150,5 +245,7 @@ def render_swarm(d: Deployment) -> dict[str, str]:
         f"  docker stack deploy -c {d.out}/stack.yaml {d.name}"
     )
     files = image_files(d, upstream(d))
+    if MONITORING in d.extras:
+        files.update(_swarm_monitoring_files(d))
     files["stack.yaml"] = dump_yaml(swarm_data(d), generated_header(d.name, run))
     return files

@@ -59,6 +59,12 @@ def render_ini(
         ("procname-prefix-spaced", settings["proc_name"]),
         ("auto-procname", True),
         ("http-socket" if protocol == "http" else "socket", bind),
+    ]
+    if isinstance(address, str):
+        # uWSGI makes its socket 0755: nginx running as another user (a pod's sidecar, systemd's
+        # www-data in the app's group) could not connect; group read-write is what it needs.
+        lines.append(("chmod-socket", 660))
+    lines += [
         ("listen", backlog),
         ("processes", workers),
         ("threads", settings["threads"]),

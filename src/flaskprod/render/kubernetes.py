@@ -1,0 +1,503 @@
+"""Kubernetes manifests with kustomize, built as data: each pod is `flaskprod up` in small, nginx beside the app.
+
+The two containers share a unix socket on an emptyDir, so uWSGI speaks its own protocol and Gunicorn
+HTTP without a port between them. Every number another layer also uses comes from the Deployment: the
+grace period the app drains in, the CPU and memory its workers were sized for, the body limit and read
+timeout nginx enforces. The autoscaler may run deploy.max_replicas pods, so the caller sizes `derived`
+for that many: the database connection budget is shared by all of them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from ..errors import BuildError
+from ..spec import parse_size
+from .compose import NGINX_LIMITS
+from .deployment import APP_UID, NGINX_CONF_DIR, NGINX_PORT, STATIC_DIR, Deployment
+from .nginx import NginxContext, render_nginx
+from .yamlfile import dump_yaml, generated_header
+
+# The app listens here and nginx forwards here: one string for both, on a volume only the pod shares.
+SOCKET_DIR = "/run/flaskprod"
+APP_SOCKET = f"unix:{SOCKET_DIR}/app.sock"
+SECRETS_DIR = "/run/secrets/flaskprod"
+SECRET_KEY = "FLASK_SECRET_KEY"
+# The scraper's own nginx listener (NginxContext.metrics_port): never in the Service, so never public.
+METRICS_PORT = 9117
+SERVICE_PORT = 80
+# A high UID of its own for nginx: no clash with a host account (101 is one on many hosts), and not the
+# app's, so nginx reaches the app's files only through the volumes they share.
+NGINX_RUN_UID = 10101
+# Seconds for the endpoint removal to reach every proxy when the app does not drain by itself
+# (server.drain_delay = 0): both containers keep accepting that long. It comes out of the shutdown
+# margin (sizing.SHUTDOWN_MARGIN, 5 s), leaving the processes time to exit before SIGKILL.
+ENDPOINT_SETTLE = 3
+# nginx reads the node's CPU count, not its limit: one worker serves the one app container beside it.
+NGINX_WORKER_PROCESSES = 1
+NGINX_REQUESTS = {"cpu": "100m", "memory": "64Mi"}
+HEALTHCHECK = ["python", "-m", "flaskprod.servers.healthcheck"]
+# A Python start costs about half a CPU second: in a container throttled at its limit under load that
+# takes several seconds, and a timed-out liveness probe restarts a healthy app.
+EXEC_PROBE_TIMEOUT = 10
+STARTUP_SECONDS = 120
+STARTUP_PERIOD = 5
+TARGET_CPU_UTILISATION = 70
+# Where in-cluster scrapers come from, when the user left monitoring.metrics_allow at its loopback default:
+# the private ranges pod networks use (100.64.0.0/10 too, which some CNIs take).
+POD_NETWORK_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+# A DNS-1123 subdomain, optionally a wildcard: the host names an Ingress rule accepts.
+_INGRESS_HOST = re.compile(r"(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+")
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+
+
+def secret_name(d: Deployment) -> str:
+    """The Secret the user creates, holding FLASK_SECRET_KEY and optionally the database URL."""
+    return f"{d.name}-secrets"
+
+
+def cpu_quantity(cpus: float) -> str:
+    millicores = round(cpus * 1000)
+    return str(millicores // 1000) if millicores % 1000 == 0 else f"{millicores}m"
+
+
+def memory_quantity(size: str) -> str:
+    """A flaskprod size (binary units: 512M is 512 MiB) as the Kubernetes quantity of the same bytes."""
+    number = parse_size(size)
+    for suffix, unit in (("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
+        if number % unit == 0:
+            return f"{number // unit}{suffix}"
+    return str(number)
+
+
+def pull_policy(d: Deployment) -> str:
+    """Always for an image the user named: a tag is mutable, so a rebuilt one (app.version left alone)
+    reaches every node, and the registry checks each pod may pull it. IfNotPresent for the auto name,
+    which names no registry: it only exists where it was loaded (kind load, minikube image load)."""
+    return "IfNotPresent" if d.spec.deploy.image == "auto" else "Always"
+
+
+def stop_accepting_after(d: Deployment) -> int:
+    """Seconds after the pod is told to stop at which both containers stop accepting requests."""
+    return d.derived.timeouts.drain or ENDPOINT_SETTLE
+
+
+def probe_host(d: Deployment) -> str:
+    """A Host header nginx serves: it closes connections naming a host it does not know."""
+    for name in d.spec.proxy.server_name.split():
+        if name.startswith("~"):
+            continue
+        if name.startswith("*."):
+            return f"probe{name[1:]}"
+        return name.lstrip(".")
+    raise BuildError(
+        f"proxy.server_name {d.spec.proxy.server_name!r} has no plain host name for the kubelet's probes to send; "
+        "add one such as the site's own name"
+    )
+
+
+def ingress_hosts(d: Deployment) -> list[str]:
+    """The configured names an Ingress can route: DNS names, not localhost, addresses or nginx regexes."""
+    hosts: list[str] = []
+    for name in d.spec.proxy.server_name.split():
+        # nginx's ".example.com" is example.com and every name under it.
+        for host in (name[1:], f"*{name}") if name.startswith(".") else (name,):
+            if _INGRESS_HOST.fullmatch(host) and not host.replace(".", "").isdigit() and host not in hosts:
+                hosts.append(host)
+    return hosts
+
+
+def _scrape_allow(d: Deployment) -> str | None:
+    """monitoring.metrics_allow for the scraper's listener: the pod network's ranges unless the user chose."""
+    allow = d.spec.monitoring.metrics_allow
+    if d.spec.origins.get("monitoring.metrics_allow", "default") != "default":
+        return allow
+    return " ".join([*(allow or "").split(), *POD_NETWORK_RANGES])
+
+
+def nginx_files(d: Deployment, *, metrics_port: int | None) -> dict[str, str]:
+    """nginx.conf and mime.types for the nginx image of a pod, from the template `flaskprod up` uses.
+
+    As Deployment.nginx_files, plus the scraper's port and one worker process; to be folded into it.
+    """
+    spec = d.spec.replace(**{"proxy.static_url": d.project.static_url})
+    if metrics_port is not None:
+        spec = spec.replace(**{"monitoring.metrics_allow": _scrape_allow(d)})
+    ctx = NginxContext(
+        host="0.0.0.0",
+        port=NGINX_PORT,
+        upstream=APP_SOCKET,
+        protocol=d.protocol,
+        static_dir=STATIC_DIR if d.project.static_dir else None,
+        conf_dir=NGINX_CONF_DIR,
+        pid_file="/tmp/nginx.pid",
+        temp_dir="/tmp",
+        access_log="/dev/stdout",
+        error_log="/dev/stderr",
+        metrics_port=metrics_port,
+        worker_processes=NGINX_WORKER_PROCESSES,
+    )
+    return render_nginx(spec, d.derived, ctx)
+
+
+def _labels(d: Deployment) -> dict[str, str]:
+    labels = {"app.kubernetes.io/name": d.name}
+    if _LABEL_VALUE.fullmatch(d.spec.app.version):
+        labels["app.kubernetes.io/version"] = d.spec.app.version
+    labels["app.kubernetes.io/managed-by"] = "flaskprod"
+    return labels
+
+
+def _selector(d: Deployment) -> dict[str, str]:
+    # Only what never changes between releases: a selector cannot be edited in place.
+    return {"app.kubernetes.io/name": d.name}
+
+
+def _metadata(d: Deployment, **extra: Any) -> dict[str, Any]:
+    # The namespace is in each object as well as in kustomization.yaml, so `kubectl apply -f` on one
+    # file lands in the same place as `kubectl apply -k`.
+    namespace = {"namespace": d.spec.deploy.namespace} if d.spec.deploy.namespace else {}
+    return {"name": d.name, **namespace, "labels": _labels(d), **extra}
+
+
+def _restricted(uid: int) -> dict[str, Any]:
+    return {
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _sleep(seconds: int) -> dict[str, Any]:
+    # An exec of sleep, which both images have: the sleep action needs Kubernetes 1.30 or later.
+    return {"preStop": {"exec": {"command": ["sleep", str(seconds)]}}}
+
+
+def _exec_probe(*, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "exec": {"command": list(HEALTHCHECK)},
+        "periodSeconds": period,
+        "timeoutSeconds": EXEC_PROBE_TIMEOUT,
+        "failureThreshold": failures,
+    }
+
+
+def _app_env(d: Deployment) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": key, "value": value} for key, value in sorted(d.app_env(behind_nginx=True, bind=APP_SOCKET).items())
+    ]
+    env.append({"name": f"{SECRET_KEY}_FILE", "value": f"{SECRETS_DIR}/{SECRET_KEY}"})
+    url_env = d.spec.database.url_env
+    env.append(
+        {
+            "name": url_env,
+            # Optional: an app without a database runs without it. The runtime reads the URL from the
+            # environment only, so this one cannot be a file like the key.
+            "valueFrom": {"secretKeyRef": {"name": secret_name(d), "key": url_env, "optional": True}},
+        }
+    )
+    return env
+
+
+def _app_container(d: Deployment) -> dict[str, Any]:
+    # Requests equal limits: the pod is placed where the CPUs and memory the workers were sized for exist,
+    # and the limits are what `flaskprod serve` reads from its cgroup when it sizes them again.
+    resources = {"cpu": cpu_quantity(d.spec.deploy.cpus), "memory": memory_quantity(d.spec.deploy.memory)}
+    container: dict[str, Any] = {
+        "name": "app",
+        "image": d.image,
+        "imagePullPolicy": pull_policy(d),
+        "env": _app_env(d),
+        "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "securityContext": _restricted(APP_UID),
+        "startupProbe": _exec_probe(period=STARTUP_PERIOD, failures=STARTUP_SECONDS // STARTUP_PERIOD),
+        # The health path has no dependencies: failing it means the server is stuck, and a restart helps.
+        "livenessProbe": _exec_probe(period=20, failures=3),
+        # Here only whether the server answers; whether the app takes requests (its readiness checks)
+        # is asked through nginx, on that container.
+        "readinessProbe": _exec_probe(period=20, failures=2),
+        "volumeMounts": [
+            {"name": "socket", "mountPath": SOCKET_DIR},
+            {"name": "app-tmp", "mountPath": "/tmp"},
+            {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True},
+        ],
+    }
+    if not d.derived.timeouts.drain:
+        # The app would stop accepting at SIGTERM, before every proxy has dropped the pod: it waits first.
+        container["lifecycle"] = _sleep(stop_accepting_after(d))
+    return container
+
+
+def _nginx_resources() -> dict[str, Any]:
+    limits = {"cpu": cpu_quantity(float(NGINX_LIMITS["cpus"])), "memory": memory_quantity(NGINX_LIMITS["memory"])}
+    return {"requests": dict(NGINX_REQUESTS), "limits": limits}
+
+
+def _nginx_container(d: Deployment, metrics_port: int | None) -> dict[str, Any]:
+    ports: list[dict[str, Any]] = [{"name": "http", "containerPort": NGINX_PORT, "protocol": "TCP"}]
+    if metrics_port is not None:
+        ports.append({"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"})
+    monitoring = d.spec.monitoring
+    return {
+        "name": "nginx",
+        "image": d.nginx_image,
+        "imagePullPolicy": pull_policy(d),
+        "ports": ports,
+        "resources": _nginx_resources(),
+        "securityContext": _restricted(NGINX_RUN_UID),
+        # Through nginx to the app's readiness checks: the pod takes traffic when the whole chain answers.
+        "readinessProbe": {
+            "httpGet": {
+                "path": monitoring.ready_path,
+                "port": "http",
+                "httpHeaders": [{"name": "Host", "value": probe_host(d)}],
+            },
+            "periodSeconds": 5,
+            # The app runs its checks in parallel for at most check_timeout, then answers.
+            "timeoutSeconds": math.ceil(monitoring.check_timeout) + 1,
+            "failureThreshold": 2,
+        },
+        # nginx itself; the app's liveness is the app container's own probe, so a stuck app never restarts nginx.
+        "livenessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 20, "failureThreshold": 3},
+        # Kubernetes takes the pod out of the Service's endpoints while this runs; nginx then gets the
+        # image's SIGQUIT and finishes what it holds, for as long as the app does (worker_shutdown_timeout).
+        "lifecycle": _sleep(stop_accepting_after(d)),
+        "volumeMounts": [
+            {"name": "socket", "mountPath": SOCKET_DIR},
+            {"name": "nginx-tmp", "mountPath": "/tmp"},
+        ],
+    }
+
+
+def _pod_template(d: Deployment, metrics_port: int | None) -> dict[str, Any]:
+    annotations = {"kubectl.kubernetes.io/default-container": "app"}
+    if metrics_port is not None:
+        annotations |= {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(metrics_port),
+            "prometheus.io/path": d.spec.monitoring.metrics_path,
+        }
+    return {
+        "metadata": {"labels": _labels(d), "annotations": annotations},
+        "spec": {
+            "serviceAccountName": d.name,
+            "automountServiceAccountToken": False,
+            # Otherwise every Service in the namespace becomes <NAME>_PORT... variables: one named `flask`
+            # would set FLASK_PORT, which the runtime loads into app.config.
+            "enableServiceLinks": False,
+            # Both containers outwait the drain and the graceful stop: the same value the servers use.
+            "terminationGracePeriodSeconds": d.derived.timeouts.shutdown_grace,
+            "securityContext": {
+                "runAsNonRoot": True,
+                # Both containers' extra group: the socket's directory and the secret files belong to it.
+                "fsGroup": APP_UID,
+                "fsGroupChangePolicy": "OnRootMismatch",
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": {"matchLabels": _selector(d)},
+                }
+            ],
+            "containers": [_app_container(d), _nginx_container(d, metrics_port)],
+            "volumes": [
+                {"name": "socket", "emptyDir": {"sizeLimit": "1Mi"}},
+                {"name": "app-tmp", "emptyDir": {}},
+                {"name": "nginx-tmp", "emptyDir": {}},
+                {
+                    "name": "secrets",
+                    "secret": {
+                        "secretName": secret_name(d),
+                        "items": [{"key": SECRET_KEY, "path": SECRET_KEY}],
+                        "defaultMode": 0o440,
+                    },
+                },
+            ],
+        },
+    }
+
+
+def autoscaled(d: Deployment) -> bool:
+    return d.spec.deploy.max_replicas > d.spec.deploy.replicas
+
+
+def deployment_object(d: Deployment, metrics_port: int | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if not autoscaled(d):
+        # With an autoscaler the count is left out: each `kubectl apply` would reset it to this number.
+        spec["replicas"] = d.spec.deploy.replicas
+    spec |= {
+        "selector": {"matchLabels": _selector(d)},
+        # A new pod is ready before an old one stops: capacity never drops during a rollout.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": _pod_template(d, metrics_port),
+    }
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _metadata(d), "spec": spec}
+
+
+def service_object(d: Deployment) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(d),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": _selector(d),
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def service_account_object(d: Deployment) -> dict[str, Any]:
+    # The app calls no Kubernetes API: an account of its own, without a token.
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(d),
+        "automountServiceAccountToken": False,
+    }
+
+
+def disruption_budget_object(d: Deployment) -> dict[str, Any]:
+    # One pod at a time, whatever the count: a node drain never takes the app down, and never blocks.
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(d),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _selector(d)}},
+    }
+
+
+def autoscaler_object(d: Deployment) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(d),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": d.name},
+            "minReplicas": d.spec.deploy.replicas,
+            # The database connection budget was divided among this many pods.
+            "maxReplicas": d.spec.deploy.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": TARGET_CPU_UTILISATION},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def network_policy_object(d: Deployment, metrics_port: int | None) -> dict[str, Any]:
+    # Clients (an ingress controller, other pods) reach nginx; nothing reaches the app but through it.
+    allowed = [{"ports": [{"protocol": "TCP", "port": "http"}]}]
+    if metrics_port is not None:
+        allowed.append({"ports": [{"protocol": "TCP", "port": "metrics"}]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(d),
+        "spec": {"podSelector": {"matchLabels": _selector(d)}, "policyTypes": ["Ingress"], "ingress": allowed},
+    }
+
+
+def ingress_object(d: Deployment, hosts: list[str]) -> dict[str, Any]:
+    timeout = str(d.derived.timeouts.proxy_read)
+    annotations = {
+        # ingress-nginx reads these (others ignore them): its defaults, a 1 MiB body and 60 s, would
+        # refuse an upload nginx and the app accept, or cut a request they still allow.
+        "nginx.ingress.kubernetes.io/proxy-body-size": str(d.derived.max_body_bytes),
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": timeout,
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": timeout,
+    }
+    backend = {"service": {"name": d.name, "port": {"name": "http"}}}
+    paths = [{"path": "/", "pathType": "Prefix", "backend": backend}]
+    rules = [{"host": host, "http": {"paths": paths}} for host in hosts]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": _metadata(d, annotations=annotations),
+        "spec": {"rules": rules},
+    }
+
+
+def _check(d: Deployment) -> None:
+    monitoring = d.spec.monitoring
+    if not monitoring.health:
+        raise BuildError(
+            "--target k8s probes the app's health and readiness paths, and monitoring.health is false; set it to true"
+        )
+    if "monitoring" in d.extras and not monitoring.metrics:
+        raise BuildError(
+            "--with monitoring needs the app's metrics, and monitoring.metrics is false; set it to true "
+            "or build without monitoring"
+        )
+
+
+def manifests(d: Deployment) -> dict[str, dict[str, Any]]:
+    """The objects by file name, in the order kustomization.yaml lists them."""
+    metrics_port = METRICS_PORT if "monitoring" in d.extras else None
+    objects = {
+        "serviceaccount.yaml": service_account_object(d),
+        "deployment.yaml": deployment_object(d, metrics_port),
+        "service.yaml": service_object(d),
+        "poddisruptionbudget.yaml": disruption_budget_object(d),
+        "networkpolicy.yaml": network_policy_object(d, metrics_port),
+    }
+    if autoscaled(d):
+        objects["horizontalpodautoscaler.yaml"] = autoscaler_object(d)
+    hosts = ingress_hosts(d)
+    if hosts:
+        objects["ingress.yaml"] = ingress_object(d, hosts)
+    return objects
+
+
+def kustomization(d: Deployment, files: list[str]) -> dict[str, Any]:
+    data: dict[str, Any] = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
+    if d.spec.deploy.namespace:
+        data["namespace"] = d.spec.deploy.namespace
+    data["resources"] = files
+    return data
+
+
+def _next_steps(d: Deployment) -> str:
+    namespace = d.spec.deploy.namespace
+    flag = f" -n {namespace}" if namespace else ""
+    steps = [f"Build and push {d.image} and {d.nginx_image} (see the Dockerfiles), then:"]
+    if namespace:
+        steps.append(f"  kubectl create namespace {namespace}")
+    steps += [
+        f"  kubectl create secret generic {secret_name(d)}{flag} \\",
+        f"    --from-literal={SECRET_KEY}=\"$(python -c 'import secrets; print(secrets.token_hex(32))')\"",
+        f"  (with --from-literal={d.spec.database.url_env}=... too when the app uses a database)",
+        f"  kubectl apply -k {d.out}",
+    ]
+    return "\n".join(steps)
+
+
+def render_k8s(d: Deployment) -> dict[str, str]:
+    """The manifests, kustomization.yaml, and both images' files (nginx's conf forwarding to the pod's socket)."""
+    from .image import image_files
+
+    _check(d)
+    objects = manifests(d)
+    files = image_files(d, APP_SOCKET, bind=APP_SOCKET)
+    metrics_port = METRICS_PORT if "monitoring" in d.extras else None
+    files.update({f"nginx/{name}": text for name, text in nginx_files(d, metrics_port=metrics_port).items()})
+    header = generated_header(d.name)
+    for name, data in objects.items():
+        files[name] = dump_yaml(data, header)
+    files["kustomization.yaml"] = dump_yaml(kustomization(d, list(objects)), generated_header(d.name, _next_steps(d)))
+    return files

@@ -1,0 +1,226 @@
+"""systemd units for a plain VM: the app server and nginx, run as `flaskprod up` runs them, each a hardened service.
+
+`<name>.service` runs `flaskprod serve` on a unix socket in its RuntimeDirectory; `<name>-nginx.service`
+runs nginx under its own prefix in front of it. The stop timeouts, the CPU and memory limits the app
+server sizes its workers from, and the socket both sides name come from the one Deployment.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import BuildError
+from ..sizing import MIB
+from ..spec import parse_size
+from .deployment import Deployment
+from .image import uwsgi_version
+from .nginx import NginxContext, _environment, listen_address, render_nginx
+
+# nginx's workers run as Debian's web server user; the app socket's group is added to this unit alone.
+NGINX_USER = "www-data"
+# Ports below this need CAP_NET_BIND_SERVICE, granted to the unprivileged nginx unit only then.
+PRIVILEGED_PORTS = 1024
+# systemd and shadow-utils refuse longer user names (utmp holds 32 bytes with the NUL).
+MAX_USER_NAME = 31
+SECRET_CREDENTIAL = "secret_key"
+# Characters that make an ExecStart= word need quotes; $ and % are escaped in any case.
+_NEEDS_QUOTES = re.compile(r"""[\s"'\\;]""")
+# The address a listener on a wildcard is reached at from the machine itself.
+_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "*": "127.0.0.1"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Layout:
+    """Where an install puts things on the VM: every absolute path the units and nginx.conf name.
+
+    RuntimeDirectory=, LogsDirectory= and CacheDirectory= are names systemd creates under run_root,
+    log_root and cache_root; a test runs the same files with these roots under a temporary directory.
+    """
+
+    app_dir: str  # the project's files, owned by root: WorkingDirectory
+    venv: str  # the virtualenv flaskprod and the app's requirements are installed in
+    conf_dir: str  # nginx/, the secret key and the optional env file
+    run_root: str = "/run"
+    log_root: str = "/var/log"
+    cache_root: str = "/var/cache"
+    nginx: str = "/usr/sbin/nginx"
+    kill: str = "/bin/kill"
+
+    @classmethod
+    def standard(cls, name: str) -> Layout:
+        return cls(app_dir=f"/srv/{name}", venv=f"/opt/{name}/venv", conf_dir=f"/etc/{name}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Paths:
+    """The files of one install of the app `name` laid out as layout says."""
+
+    name: str
+    layout: Layout
+
+    @property
+    def runtime_dir(self) -> str:
+        return f"{self.layout.run_root}/{self.name}"
+
+    @property
+    def app_socket(self) -> str:
+        return f"{self.runtime_dir}/app.sock"
+
+    @property
+    def nginx_name(self) -> str:
+        return f"{self.name}-nginx"
+
+    @property
+    def nginx_conf_dir(self) -> str:
+        return f"{self.layout.conf_dir}/nginx"
+
+    @property
+    def nginx_conf(self) -> str:
+        return f"{self.nginx_conf_dir}/nginx.conf"
+
+    @property
+    def nginx_pid(self) -> str:
+        return f"{self.layout.run_root}/{self.nginx_name}/nginx.pid"
+
+    @property
+    def nginx_temp(self) -> str:
+        # On disk rather than in /run (RAM): request bodies up to proxy.max_body_size spill here.
+        return f"{self.layout.cache_root}/{self.nginx_name}"
+
+    @property
+    def access_log(self) -> str:
+        return f"{self.layout.log_root}/{self.name}/access.log"
+
+    @property
+    def secret_file(self) -> str:
+        return f"{self.layout.conf_dir}/{SECRET_CREDENTIAL}"
+
+    @property
+    def env_file(self) -> str:
+        return f"{self.layout.conf_dir}/env"
+
+
+def exec_word(word: str) -> str:
+    """One word of an Exec*= command line: $ and % escaped (systemd expands both), quoted when needed."""
+    word = word.replace("%", "%%").replace("$", "$$")
+    if not word or _NEEDS_QUOTES.search(word):
+        return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return word
+
+
+def exec_line(args: list[str]) -> str:
+    return " ".join(exec_word(arg) for arg in args)
+
+
+def environment_value(name: str, value: str) -> str:
+    """The value of one Environment= line: quoted, with % escaped (a specifier) and backslashes and quotes."""
+    text = f"{name}={value}".replace("%", "%%").replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def cpu_quota(cpus: float) -> str:
+    """deploy.cpus as CPUQuota=: 100% per CPU, which systemd writes to the cgroup's cpu.max."""
+    return f"{round(cpus * 100, 2):g}%"
+
+
+def memory_max(memory: str) -> str:
+    """deploy.memory as MemoryMax=, in systemd's 1024-based units when exact, else in bytes."""
+    size = parse_size(memory)
+    for unit, factor in (("G", 1024 * MIB), ("M", MIB), ("K", 1024)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def user_name(d: Deployment) -> str:
+    if len(d.name) > MAX_USER_NAME:
+        raise BuildError(
+            f"app.name {d.spec.app.name!r} makes the user name {d.name!r}, longer than {MAX_USER_NAME} "
+            "characters: the app server runs as a system user of that name; set a shorter app.name"
+        )
+    return d.name
+
+
+def listen(d: Deployment) -> tuple[str, int]:
+    """Where nginx listens on the VM: every interface unless proxy.host was set, on deploy.http_port.
+
+    proxy.host and proxy.port default to a loopback address for `flaskprod up` on a workstation; a VM
+    publishes nginx like the container targets do.
+    """
+    host = d.spec.proxy.host if d.spec.origins.get("proxy.host", "default") != "default" else "0.0.0.0"
+    return host, d.spec.deploy.http_port
+
+
+def nginx_files(d: Deployment, paths: Paths) -> dict[str, str]:
+    host, port = listen(d)
+    ctx = NginxContext(
+        host=host,
+        port=port,
+        upstream=f"unix:{paths.app_socket}",
+        protocol=d.protocol,
+        static_dir=f"{paths.layout.app_dir}/{d.project.static_dir}" if d.project.static_dir else None,
+        conf_dir=paths.nginx_conf_dir,
+        pid_file=paths.nginx_pid,
+        temp_dir=paths.nginx_temp,
+        access_log=paths.access_log,
+        # nginx writes "stderr" itself (no /dev/stderr open): its errors go to the journal.
+        error_log="stderr",
+    )
+    spec = d.spec.replace(**{"proxy.static_url": d.project.static_url})
+    return render_nginx(spec, d.derived, ctx)
+
+
+def nginx_args(paths: Paths) -> list[str]:
+    # -e stderr: errors before the config is read go to the journal, not the build's default log path.
+    return [paths.layout.nginx, "-p", f"{paths.nginx_conf_dir}/", "-c", paths.nginx_conf, "-e", "stderr"]
+
+
+def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
+    """Every file of the systemd target for an install laid out as layout says."""
+    paths = Paths(name=d.name, layout=layout)
+    user = user_name(d)
+    host, port = listen(d)
+    env = d.app_env(behind_nginx=True, bind=f"unix:{paths.app_socket}")
+    template_values = {
+        "name": d.name,
+        "user": user,
+        "server": d.server,
+        "out": d.out,
+        "paths": paths,
+        "layout": layout,
+        "derived": d.derived,
+        "grace": d.derived.timeouts.shutdown_grace,
+        "cpu_quota": cpu_quota(d.spec.deploy.cpus),
+        "memory_max": memory_max(d.spec.deploy.memory),
+        "environment": [environment_value(k, v) for k, v in sorted(env.items())],
+        "secret_credential": SECRET_CREDENTIAL,
+        "app_exec": exec_line([f"{layout.venv}/bin/flaskprod", "serve"]),
+        "nginx_check": exec_line([*nginx_args(paths), "-t", "-q"]),
+        "nginx_exec": exec_line([*nginx_args(paths), "-g", "daemon off;"]),
+        "kill": exec_word(layout.kill),
+        "nginx_user": NGINX_USER,
+        "privileged_port": port < PRIVILEGED_PORTS,
+        "listen": listen_address(host, port),
+        # Where the README's check reaches nginx from the VM itself.
+        "check_address": listen_address(_LOOPBACK.get(host, host), port),
+        "server_name": d.spec.proxy.server_name.split()[0],
+        "health_path": d.spec.monitoring.health_path,
+        "requirements": d.project.requirements,
+        "uwsgi_version": uwsgi_version(),
+        "static_dir": d.project.static_dir,
+    }
+    environment = _environment()
+    files = {
+        f"{d.name}.service": environment.get_template("systemd/app.service.j2").render(template_values),
+        f"{paths.nginx_name}.service": environment.get_template("systemd/nginx.service.j2").render(template_values),
+        f"{d.name}.sysusers.conf": environment.get_template("systemd/sysusers.conf.j2").render(template_values),
+        "README.md": environment.get_template("systemd/README.md.j2").render(template_values),
+    }
+    files.update({f"nginx/{name}": text for name, text in nginx_files(d, paths).items()})
+    return files
+
+
+def render_systemd(d: Deployment) -> dict[str, str]:
+    """The units, nginx.conf, a sysusers.d entry and the install steps for /srv/<name> on a Debian VM."""
+    return render_units(d, Layout.standard(d.name))

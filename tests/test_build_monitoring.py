@@ -1,0 +1,346 @@
+"""The monitoring files (`flaskprod build --with monitoring`) judged by promtool and yamllint, then run: a real
+Prometheus loads them and scrapes a real `flaskprod serve`, its rules evaluate and fire on the app's own series,
+and every dashboard query answers."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from flaskprod.errors import BuildError
+from flaskprod.render.deployment import Deployment
+from flaskprod.render.monitoring import Scrape, dashboard_uid, monitoring_files, slow_bound
+from flaskprod.runtime.metrics import BUCKETS, LE_LABELS
+from tests.buildkit import make_deployment, make_spec, run_tool, tool, write_tree
+from tests.conftest import StartServer
+from tests.support import free_port, running, wait_for
+
+YAMLLINT = "{extends: default, rules: {line-length: {max: 160}, document-start: disable}}"
+SHOP = {"app.name": "shop", "app.version": "1.2.3"}
+ALL_ALERTS = {"AppDown", "AppTargetsMissing", "HighErrorRatio", "SlowRequests", "WorkersSaturated", "ReadinessFailing"}
+
+
+def render(
+    tmp_path: Path, settings: Mapping[str, Any] | None = None, scrape: Scrape | None = None
+) -> tuple[Deployment, dict[str, str], Path]:
+    """The monitoring files of a shop deployment with dotted settings, written under tmp_path/deploy."""
+    d = make_deployment(tmp_path / "project", spec=make_spec(**SHOP, **(settings or {})))
+    files = monitoring_files(d, scrape or Scrape(job="shop", dns_names=("tasks.app",)))
+    return d, files, write_tree(tmp_path / "deploy", files)
+
+
+def rules(out: Path) -> dict[str, dict[str, Any]]:
+    groups = yaml.safe_load((out / "prometheus" / "alerts.yml").read_text())["groups"]
+    return {rule["alert"]: rule for group in groups for rule in group["rules"]}
+
+
+def promtool_test(out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tool("promtool"), "test", "rules", "alerts.test.yml"],
+        cwd=out / "prometheus", capture_output=True, text=True, timeout=60,
+    )
+
+
+# --- judged by promtool and yamllint ----------------------------------------------------------------
+
+SPECS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "one-second-deadline-sync-workers": {"server.timeout": 1, "server.threads": 1, "server.workers": 3},
+    "long-drain-custom-paths": {
+        "server.drain_delay": 120, "monitoring.ready_path": "/ready", "monitoring.metrics_path": "/prom",
+    },
+}
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_promtool_accepts_config_and_rules_and_each_alert_fires_and_stays_quiet(tmp_path: Path, name: str) -> None:
+    _, files, out = render(tmp_path, SPECS[name])
+    prometheus = out / "prometheus"
+    run_tool([tool("promtool"), "check", "config", str(prometheus / "prometheus.yml")])
+    run_tool([tool("promtool"), "check", "rules", str(prometheus / "alerts.yml")])
+    result = promtool_test(out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Each alert has a test that it fires and one that it stays quiet.
+    tests = yaml.safe_load((prometheus / "alerts.test.yml").read_text())["tests"]
+    assert {t["name"] for t in tests} == {f"{a} {case}" for a in ALL_ALERTS for case in ("fires", "stays quiet")}
+    yamls = [str(out / path) for path in files if path.endswith(".yml")]
+    run_tool([tool("yamllint"), "-s", "-d", YAMLLINT, *yamls])
+    for path in yamls:
+        assert Path(path).read_text().startswith("# "), f"{path} does not open with the generated-file comment"
+
+
+def test_a_threshold_edited_by_hand_fails_its_unit_test(tmp_path: Path) -> None:
+    _, _, out = render(tmp_path)
+    path = out / "prometheus" / "alerts.yml"
+    text = path.read_text()
+    assert text.count("> 0.05") == 1
+    path.write_text(text.replace("> 0.05", "> 0.5"))
+    result = promtool_test(out)
+    assert result.returncode != 0
+    assert "HighErrorRatio" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_thresholds_come_from_the_spec(tmp_path: Path) -> None:
+    d, _, out = render(
+        tmp_path, {"server.timeout": 5, "server.workers": 3, "server.threads": 4, "server.drain_delay": 120}
+    )
+    found = rules(out)
+    assert set(found) == ALL_ALERTS
+    # Half the 5 s deadline, on a bucket bound the runtime's histogram has.
+    assert 'le="2.5"' in found["SlowRequests"]["expr"]
+    assert "2.5s" in found["SlowRequests"]["annotations"]["summary"]
+    assert (d.derived.workers, d.derived.threads) == (3, 4)
+    assert found["WorkersSaturated"]["expr"].endswith(">= 10.8")  # 0.9 x 3 workers x 4 threads
+    # Four drains of 120 s: a drain alone cannot make most probes fail.
+    assert "[8m]" in found["ReadinessFailing"]["expr"]
+    assert found["AppDown"]["for"] == "1m"
+    assert {r["labels"]["severity"] for r in found.values()} == {"critical", "warning"}
+    assert all(set(r["annotations"]) == {"summary", "description"} for r in found.values())
+
+
+def test_alerts_without_a_metric_to_read_are_left_out(tmp_path: Path) -> None:
+    _, _, out = render(tmp_path, {"server.worker_class": "gevent", "monitoring.health": False})
+    assert set(rules(out)) == ALL_ALERTS - {"WorkersSaturated", "ReadinessFailing"}
+    assert promtool_test(out).returncode == 0
+
+
+@pytest.mark.parametrize("timeout", [1, 2, 5, 10, 30, 300])
+def test_slow_bound_is_a_bucket_bound_at_most_half_the_deadline(timeout: int) -> None:
+    bound, le = slow_bound(timeout)
+    assert bound in BUCKETS and LE_LABELS[BUCKETS.index(bound)] == le
+    assert bound <= timeout / 2
+    larger = [b for b in BUCKETS if b > bound]
+    assert not larger or larger[0] > timeout / 2  # the largest such bound
+
+
+def test_prometheus_scrapes_static_targets_and_dns_names_on_the_app_port(tmp_path: Path) -> None:
+    scrape = Scrape(job="shop", targets=("10.0.0.5:8000",), dns_names=("app",), interval=5)
+    _, files, _ = render(tmp_path, scrape=scrape)
+    config = yaml.safe_load(files["prometheus/prometheus.yml"])
+    assert config["global"] == {"scrape_interval": "5s", "evaluation_interval": "5s"}
+    assert config["rule_files"] == ["alerts.yml"]
+    app, itself = config["scrape_configs"]
+    assert app["job_name"] == "shop" and app["metrics_path"] == "/metrics"
+    assert app["static_configs"] == [{"targets": ["10.0.0.5:8000"]}]
+    assert app["dns_sd_configs"] == [{"names": ["app"], "type": "A", "port": 8000, "refresh_interval": "30s"}]
+    assert itself["job_name"] == "prometheus"
+
+
+def test_files_go_under_the_prefix(tmp_path: Path) -> None:
+    d = make_deployment(tmp_path / "project", spec=make_spec(**SHOP))
+    files = monitoring_files(d, Scrape(job="shop", targets=("app:8000",)), prefix="monitoring/")
+    assert sorted(files) == [
+        "monitoring/grafana/dashboards/shop.json",
+        "monitoring/grafana/provisioning/dashboards/shop.yml",
+        "monitoring/grafana/provisioning/datasources/prometheus.yml",
+        "monitoring/prometheus/alerts.test.yml",
+        "monitoring/prometheus/alerts.yml",
+        "monitoring/prometheus/prometheus.yml",
+    ]
+
+
+def test_refuses_a_port_that_speaks_the_uwsgi_protocol(tmp_path: Path) -> None:
+    d = make_deployment(tmp_path / "project", server="uwsgi")
+    with pytest.raises(BuildError, match="uWSGI speaks the uwsgi protocol, not HTTP"):
+        monitoring_files(d, Scrape(job="shop", dns_names=("app",)))
+    assert monitoring_files(d, Scrape(job="shop", dns_names=("app",), port=8000))
+
+
+def test_refuses_when_the_app_exports_no_metrics(tmp_path: Path) -> None:
+    d = make_deployment(tmp_path / "project", spec=make_spec(**SHOP, **{"monitoring.metrics": False}))
+    with pytest.raises(BuildError, match=r"monitoring\.metrics is false; set it to true"):
+        monitoring_files(d, Scrape(job="shop", targets=("app:8000",)))
+
+
+def test_scrape_needs_somewhere_to_look() -> None:
+    with pytest.raises(ValueError, match="targets or dns_names"):
+        Scrape(job="shop")
+
+
+def test_dashboard_is_provisioned_with_a_stable_uid_and_the_provisioned_datasource(tmp_path: Path) -> None:
+    _, files, _ = render(tmp_path)
+    dashboard = json.loads(files["grafana/dashboards/shop.json"])
+    again = json.loads(render(tmp_path / "again")[1]["grafana/dashboards/shop.json"])
+    assert dashboard["uid"] == again["uid"] == "flaskprod-shop"
+    assert dashboard["schemaVersion"] >= 39
+    titles = [p["title"] for p in dashboard["panels"]]
+    assert titles == [
+        "Version", "Containers up", "Requests per second by status", "Error ratio (5xx)", "Latency",
+        "Requests in flight vs capacity",
+    ]
+    assert len({p["id"] for p in dashboard["panels"]}) == len(titles)
+    datasource = yaml.safe_load(files["grafana/provisioning/datasources/prometheus.yml"])["datasources"][0]
+    assert (datasource["url"], datasource["jsonData"]["timeInterval"]) == ("http://prometheus:9090", "15s")
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == datasource["uid"]
+    provider = yaml.safe_load(files["grafana/provisioning/dashboards/shop.yml"])["providers"][0]
+    assert provider["type"] == "file" and provider["options"]["path"].startswith("/")
+    long = dashboard_uid("a" * 63)
+    assert len(long) <= 40 and long == dashboard_uid("a" * 63) != dashboard_uid("a" * 62 + "b")
+
+
+# --- a real Prometheus scraping a real app ----------------------------------------------------------
+
+APP = """
+import time
+
+from flask import Flask
+
+from flaskprod import Production
+
+app = Flask(__name__)
+prod = Production(app)
+
+
+@prod.readiness_check("queue")
+def queue():
+    return False  # never ready: ReadinessFailing must see it
+
+
+@app.get("/")
+def index():
+    return "ok"
+
+
+@app.get("/fail")
+def fail():
+    return "boom", 500
+
+
+@app.get("/slow")
+def slow():
+    time.sleep(0.6)  # past the 0.5 s bound a 1 s deadline gives
+    return "slow"
+"""
+# Grafana's $__rate_interval, long enough here to span the whole test.
+RATE_INTERVAL = "1m"
+
+
+class PrometheusAPI:
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = requests.get(self.base + path, params=params, timeout=5)
+        body = response.json()
+        assert response.status_code == 200 and body["status"] == "success", f"{path} {params}: {body}"
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = self.get("/api/v1/query", query=expr)
+        assert data["resultType"] == "vector", data
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def query_range(self, expr: str) -> list[dict[str, Any]]:
+        end = time.time()
+        data = self.get("/api/v1/query_range", query=expr, start=end - 60, end=end, step=1)
+        assert data["resultType"] == "matrix", data
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+
+@pytest.mark.integration
+def test_real_prometheus_scrapes_the_app_evaluates_every_rule_and_answers_every_panel(
+    tmp_path: Path, serve_app: StartServer
+) -> None:
+    server = serve_app(APP, env={"FLASKPROD_APP__NAME": "shop", "FLASKPROD_APP__VERSION": "1.2.3"})
+    app_target, dead_target = f"127.0.0.1:{server.port}", f"127.0.0.1:{free_port()}"
+    scrape = Scrape(job="shop", targets=(app_target, dead_target), interval=1)
+    d, files, out = render(tmp_path, {"server.timeout": 1}, scrape)
+    port = free_port()
+    log = tmp_path / "prometheus.log"
+    args = [
+        tool("prometheus"),
+        f"--config.file={out / 'prometheus' / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    api = PrometheusAPI(port)
+    with log.open("w") as output, running(args, stdout=output, stderr=subprocess.STDOUT) as proc:
+
+        def ready() -> bool:
+            assert proc.poll() is None, f"prometheus exited {proc.returncode}:\n{log.read_text()[-3000:]}"
+            return requests.get(f"{api.base}/-/ready", timeout=2).status_code == 200
+
+        wait_for(ready, timeout=20, what="prometheus ready")
+
+        def hit(path: str) -> int:
+            return requests.get(server.url(path), timeout=10).status_code
+
+        # Every series exists before Prometheus's first look, so rate() sees the traffic after it grow.
+        assert [hit(p) for p in ("/", "/fail", "/slow", "/readyz")] == [200, 500, 200, 503]
+        endpoints = {"/", "/fail", "/slow", "/readyz"}
+        wait_for(
+            lambda: endpoints <= {s["metric"]["endpoint"] for s in api.query('http_requests_total{job="shop"}')},
+            timeout=15, what="the first scrape of every endpoint",
+        )
+        paths = ["/"] * 30 + ["/fail"] * 6 + ["/slow"] * 3 + ["/readyz"] * 5
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(hit, paths))
+        assert statuses.count(500) == 6 and statuses.count(503) == 5
+
+        targets = {t["labels"]["instance"]: t for t in api.get("/api/v1/targets")["activeTargets"]}
+        assert targets[app_target]["health"] == "up", targets[app_target]
+        assert targets[app_target]["scrapeUrl"].endswith("/metrics")
+
+        # The rules loaded and evaluate without error on the app's real series ...
+        def evaluated() -> dict[str, dict[str, Any]]:
+            groups = api.get("/api/v1/rules")["groups"]
+            found = {r["name"]: r for g in groups for r in g["rules"]}
+            # Raised, not returned: wait_for's message then shows the last answer.
+            assert all(r["health"] == "ok" for r in found.values()), {n: r["health"] for n, r in found.items()}
+            return found
+
+        found = wait_for(evaluated, timeout=15, what="every rule evaluated")
+        assert set(found) == ALL_ALERTS, found
+
+        # ... and those that should, go pending on them (their `for` keeps them from firing in a test).
+        expected = {
+            ("AppDown", dead_target), ("HighErrorRatio", ""), ("SlowRequests", ""), ("ReadinessFailing", app_target),
+        }
+
+        def pending() -> set[tuple[str, str]]:
+            alerts = api.get("/api/v1/alerts")["alerts"]
+            seen = {(a["labels"]["alertname"], a["labels"].get("instance", "")) for a in alerts}
+            assert expected <= seen, f"pending or firing: {seen}"
+            return seen
+
+        assert wait_for(pending, timeout=15, what=f"alerts {expected} pending") == expected
+
+        # Every dashboard query answers, as Grafana would send it, with the data the traffic made.
+        dashboard = json.loads(files["grafana/dashboards/shop.json"])
+        answers: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                expr = target["expr"].replace("$__rate_interval", RATE_INTERVAL)
+                api.query_range(expr)
+                answers[panel["title"], target["legendFormat"]] = api.query(expr)
+
+        def values(title: str, legend: str) -> list[float]:
+            return [float(s["value"][1]) for s in answers[title, legend]]
+
+        assert [s["metric"]["version"] for s in answers["Version", "{{version}}"]] == ["1.2.3"]
+        assert (values("Containers up", "up"), values("Containers up", "found")) == ([1.0], [2.0])
+        statuses_seen = {s["metric"]["status"] for s in answers["Requests per second by status", "{{status}}"]}
+        assert statuses_seen == {"200", "500"}, "probe answers (the 503s of /readyz) must not count as traffic"
+        assert values("Error ratio (5xx)", "5xx ratio")[0] > 0.05
+        p99 = values("Latency", "p99")
+        assert len(p99) == 1 and 0.5 <= p99[0] <= 0.75, p99  # the /slow requests, in the (0.5, 0.75] bucket
+        assert [s["metric"]["instance"] for s in answers["Requests in flight vs capacity", "{{instance}}"]] == [
+            app_target
+        ]
+        capacity = d.derived.workers * d.derived.threads
+        assert values("Requests in flight vs capacity", "capacity per container") == [float(capacity)]
+        assert not math.isnan(values("Error ratio (5xx)", "5xx ratio")[0])
