@@ -108,6 +108,13 @@ def test_build_writes_the_target_and_says_what_next(project: Path) -> None:
     again = flaskprod_build(project, "--target", "compose")
     assert again.returncode == 0
     assert all("identical" in line for line in again.stdout.splitlines()[1:-1])
+    # The audit does not argue with files the same spec wrote (the image tells the app to trust nginx).
+    for extra in (["--target", "swarm", "--with", "monitoring"], ["--target", "k8s"], ["--target", "systemd"]):
+        assert flaskprod_build(project, *extra).returncode == 0
+    audit = subprocess.run([FLASKPROD, "check"], cwd=project, env=clean_env(), capture_output=True, text=True,
+                           timeout=120)
+    assert audit.returncode == 0, audit.stdout
+    assert "no issues" in audit.stdout, audit.stdout
 
 
 @pytest.mark.integration

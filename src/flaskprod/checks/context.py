@@ -89,6 +89,17 @@ class ProjectFile:
         return enumerate(self.text.splitlines(), start=1)
 
 
+# The header every file `flaskprod build` and `up` render opens with. Those files are consistent with
+# the spec by construction (the same spec set the app's side); the audit is for files people wrote.
+_GENERATED_MARKERS = (b"written by `flaskprod build", b"rendered by flaskprod")
+
+
+def _written_by_flaskprod(path: Path) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(400)
+    return any(marker in head for marker in _GENERATED_MARKERS)
+
+
 def project_files(root: Path) -> tuple[ProjectFile, ...]:
     """The files under root a deployment is made of, skipping environments, caches, build output and tests."""
     found: list[ProjectFile] = []
@@ -100,7 +111,7 @@ def project_files(root: Path) -> tuple[ProjectFile, ...]:
             if not _scanned_file(name) or not path.is_file():
                 continue
             with contextlib.suppress(OSError):
-                if path.stat().st_size > MAX_FILE_BYTES:
+                if path.stat().st_size > MAX_FILE_BYTES or _written_by_flaskprod(path):
                     continue
             found.append(ProjectFile(path, path.relative_to(root).as_posix()))
             if len(found) >= MAX_FILES:
