@@ -98,8 +98,16 @@ class Deployment:
             values["server.protocol"] = "uwsgi"
         return env_for(values)
 
-    def nginx_files(self, upstream: str) -> dict[str, str]:
-        """nginx.conf and mime.types for the nginx image, forwarding to upstream (host:port or unix:path)."""
+    def nginx_files(
+        self,
+        upstream: str,
+        *,
+        metrics_port: int | None = None,
+        metrics_allow: str | None = None,
+        worker_processes: int | Literal["auto"] = "auto",
+    ) -> dict[str, str]:
+        """nginx.conf and mime.types for the nginx image, forwarding to upstream (host:port or unix:path);
+        metrics_port adds the scraper's own listener, open to metrics_allow (else the spec's list)."""
         ctx = NginxContext(
             host="0.0.0.0",
             port=NGINX_PORT,
@@ -111,8 +119,12 @@ class Deployment:
             temp_dir="/tmp",
             access_log="/dev/stdout",
             error_log="/dev/stderr",
+            metrics_port=metrics_port,
+            worker_processes=worker_processes,
         )
         spec = self.spec.replace(**{"proxy.static_url": self.project.static_url})
+        if metrics_allow is not None:
+            spec = spec.replace(**{"monitoring.metrics_allow": metrics_allow})
         return render_nginx(spec, self.derived, ctx)
 
 

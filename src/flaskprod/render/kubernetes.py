@@ -16,8 +16,7 @@ from typing import Any
 from ..errors import BuildError
 from ..spec import parse_size
 from .compose import NGINX_LIMITS
-from .deployment import APP_UID, NGINX_CONF_DIR, NGINX_PORT, STATIC_DIR, Deployment
-from .nginx import NginxContext, render_nginx
+from .deployment import APP_UID, NGINX_PORT, Deployment
 from .yamlfile import dump_yaml, generated_header
 
 # The app listens here and nginx forwards here: one string for both, on a volume only the pod shares.
@@ -118,28 +117,11 @@ def _scrape_allow(d: Deployment) -> str | None:
 
 
 def nginx_files(d: Deployment, *, metrics_port: int | None) -> dict[str, str]:
-    """nginx.conf and mime.types for the nginx image of a pod, from the template `flaskprod up` uses.
-
-    As Deployment.nginx_files, plus the scraper's port and one worker process; to be folded into it.
-    """
-    spec = d.spec.replace(**{"proxy.static_url": d.project.static_url})
-    if metrics_port is not None:
-        spec = spec.replace(**{"monitoring.metrics_allow": _scrape_allow(d)})
-    ctx = NginxContext(
-        host="0.0.0.0",
-        port=NGINX_PORT,
-        upstream=APP_SOCKET,
-        protocol=d.protocol,
-        static_dir=STATIC_DIR if d.project.static_dir else None,
-        conf_dir=NGINX_CONF_DIR,
-        pid_file="/tmp/nginx.pid",
-        temp_dir="/tmp",
-        access_log="/dev/stdout",
-        error_log="/dev/stderr",
-        metrics_port=metrics_port,
-        worker_processes=NGINX_WORKER_PROCESSES,
+    """The pod's nginx: one worker process (auto would count the node's CPUs), and the scraper's port."""
+    allow = _scrape_allow(d) if metrics_port is not None else None
+    return d.nginx_files(
+        APP_SOCKET, metrics_port=metrics_port, metrics_allow=allow, worker_processes=NGINX_WORKER_PROCESSES
     )
-    return render_nginx(spec, d.derived, ctx)
 
 
 def _labels(d: Deployment) -> dict[str, str]:
