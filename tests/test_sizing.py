@@ -19,18 +19,14 @@ from flaskprod.sizing import (
     worker_class,
 )
 from flaskprod.spec import Spec
+from tests.buildkit import write_tree
 
 GIB = 1024 * MIB
 
 
 def tree(root: Path, files: dict[str, str], mem_total_kib: int = 16 * 1024 * 1024) -> Path:
     """A fake filesystem root with /proc/meminfo and the given cgroup files."""
-    files = {"proc/meminfo": f"MemTotal:       {mem_total_kib} kB\nMemFree: 1 kB\n", **files}
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
+    return write_tree(root, {"proc/meminfo": f"MemTotal:       {mem_total_kib} kB\nMemFree: 1 kB\n", **files})
 
 
 def test_v2_quota_and_memory(tmp_path: Path) -> None:

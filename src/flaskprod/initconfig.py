@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,12 +45,10 @@ def _name(root: Path, target: str, pyproject: Mapping[str, object]) -> str:
 
 def detect(spec: Spec, root: Path, environ: Mapping[str, str]) -> Detected:
     """Import the app once, in a child interpreter, to learn its exact import string and static folder."""
-    from .servers.probe import probe
+    from .servers.probe import probe_to_learn
 
     ref = discovery.resolve(spec.app.target, root)
-    env = dict(environ)
-    env.setdefault("FLASK_SECRET_KEY", secrets.token_hex(32))
-    info = probe(ref, env)
+    info = probe_to_learn(ref, environ)
     pyproject = _pyproject(root)
     version = pyproject.get("version")
     return Detected(

@@ -7,7 +7,6 @@ that read a Deployment are pure, so the same spec always writes the same files.
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -122,10 +121,14 @@ class Deployment:
             metrics_port=metrics_port,
             worker_processes=worker_processes,
         )
-        spec = self.spec.replace(**{"proxy.static_url": self.project.static_url})
+        return self.render_nginx(ctx, metrics_allow=metrics_allow)
+
+    def render_nginx(self, ctx: NginxContext, *, metrics_allow: str | None = None) -> dict[str, str]:
+        """nginx.conf and mime.types run as ctx says, with the static URL the app declared."""
+        values: dict[str, object] = {"proxy.static_url": self.project.static_url}
         if metrics_allow is not None:
-            spec = spec.replace(**{"monitoring.metrics_allow": metrics_allow})
-        return render_nginx(spec, self.derived, ctx)
+            values["monitoring.metrics_allow"] = metrics_allow
+        return render_nginx(self.spec.replace(**values), self.derived, ctx)
 
 
 def dns_label(name: str) -> str:
@@ -184,15 +187,12 @@ def plan_deployment(
     environ: Mapping[str, str] | None = None,
 ) -> Deployment:
     """Find the project's facts (importing the app once, in a child) and size one container."""
-    from ..servers.probe import probe
+    from ..servers.probe import probe_to_learn
 
     root = (root or Path.cwd()).resolve()
     requirements = _requirements(spec, root)
     ref = discovery.resolve(spec.app.target, root)
-    env = dict(environ if environ is not None else {})
-    # The app may refuse to load without a strong key; the probe only reads its static folder and size.
-    env.setdefault("FLASK_SECRET_KEY", secrets.token_hex(32))
-    info = probe(ref, env)
+    info = probe_to_learn(ref, environ if environ is not None else {})
     static_url = spec.proxy.static_url
     if spec.origins.get("proxy.static_url", "default") == "default" and info.static_url_path:
         static_url = info.static_url_path

@@ -11,11 +11,12 @@ import re
 from dataclasses import dataclass
 
 from ..errors import BuildError
+from ..servers.common import loopback_for
 from ..sizing import MIB
 from ..spec import parse_size
 from .deployment import Deployment
 from .image import uwsgi_version
-from .nginx import NginxContext, _environment, listen_address, render_nginx
+from .nginx import NginxContext, _environment, listen_address
 
 # nginx's workers run as Debian's web server user; the app socket's group is added to this unit alone.
 NGINX_USER = "www-data"
@@ -26,8 +27,6 @@ MAX_USER_NAME = 31
 SECRET_CREDENTIAL = "secret_key"
 # Characters that make an ExecStart= word need quotes; $ and % are escaped in any case.
 _NEEDS_QUOTES = re.compile(r"""[\s"'\\;]""")
-# The address a listener on a wildcard is reached at from the machine itself.
-_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "*": "127.0.0.1"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,8 +166,7 @@ def nginx_files(d: Deployment, paths: Paths) -> dict[str, str]:
         # nginx writes "stderr" itself (no /dev/stderr open): its errors go to the journal.
         error_log="stderr",
     )
-    spec = d.spec.replace(**{"proxy.static_url": d.project.static_url})
-    return render_nginx(spec, d.derived, ctx)
+    return d.render_nginx(ctx)
 
 
 def nginx_args(paths: Paths) -> list[str]:
@@ -203,7 +201,7 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
         "privileged_port": port < PRIVILEGED_PORTS,
         "listen": listen_address(host, port),
         # Where the README's check reaches nginx from the VM itself.
-        "check_address": listen_address(_LOOPBACK.get(host, host), port),
+        "check_address": listen_address(loopback_for(host), port),
         "server_name": d.spec.proxy.server_name.split()[0],
         "health_path": d.spec.monitoring.health_path,
         "requirements": d.project.requirements,

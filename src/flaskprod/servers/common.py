@@ -17,6 +17,11 @@ from ..spec import DRAIN_FILE_ENV
 __all__ = ["DRAIN_FILE_ENV", "MULTIPROC_ENV", "RunDir", "check_bind", "parse_bind"]
 
 
+def loopback_for(host: str) -> str:
+    """Where this machine reaches a listener bound to host: the loopback address for a wildcard."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "*": "127.0.0.1"}.get(host, host)
+
+
 def parse_bind(bind: str) -> tuple[str, int] | str:
     """(host, port) for 'host:port' or '[v6]:port', or the path for 'unix:/path'."""
     if bind.startswith("unix:"):

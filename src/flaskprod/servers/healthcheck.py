@@ -13,22 +13,22 @@ import sys
 
 from ..errors import FlaskprodError
 from ..spec import Spec, load_spec
+from .common import loopback_for, parse_bind
 
 # The name the request carries: nginx is not in the way, and the app does not check it.
 HOST = "localhost"
 
 
 def _connect(bind: str, timeout: float) -> socket.socket:
-    if bind.startswith("unix:"):
+    address = parse_bind(bind)
+    if isinstance(address, str):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
-        sock.connect(bind[len("unix:") :])
+        sock.connect(address)
         return sock
-    host, _, port = bind.rpartition(":")
-    host = host.strip("[]")
+    host, port = address
     # A wildcard is where the server listens, not an address to call: ask it on loopback.
-    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "*": "127.0.0.1"}.get(host, host)
-    return socket.create_connection((host, int(port)), timeout=timeout)
+    return socket.create_connection((loopback_for(host), port), timeout=timeout)
 
 
 def _uwsgi_packet(path: str) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,14 @@ def probe(ref: AppRef, env: Mapping[str, str]) -> AppInfo:
         static_url_path=result["static_url_path"],
         import_string=result["import_string"],
     )
+
+
+def probe_to_learn(ref: AppRef, environ: Mapping[str, str]) -> AppInfo:
+    """probe() for a command that only reads the app (build, init): an app that refuses to load without
+    a strong key is given a throwaway one, since nothing it signs outlives the probe."""
+    env = dict(environ)
+    env.setdefault("FLASK_SECRET_KEY", secrets.token_hex(32))
+    return probe(ref, env)
 
 
 def _print_user_traceback(exc: BaseException) -> None:

@@ -22,7 +22,7 @@ from ..errors import FlaskprodError, ServerError, SpecError
 from ..render import TlsFiles, render_nginx
 from ..render.nginx import Protocol, listen_address, server_names
 from ..servers import resolve_kind
-from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind
+from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind, loopback_for
 from ..servers.probe import probe
 from ..sizing import Derived, derive
 from ..spec import CONFIG_ENV, Spec, env_for
@@ -49,11 +49,6 @@ def behind_nginx(spec: Spec) -> Spec:
     return spec
 
 
-def _connect_host(host: str) -> str:
-    """Where to reach a listener bound to host: the loopback address for a wildcard."""
-    return {"0.0.0.0": "127.0.0.1", "::": "::1", "*": "127.0.0.1"}.get(host, host)
-
-
 @dataclass(frozen=True, kw_only=True)
 class Plan:
     """Everything decided before a process starts; each value derived once."""
@@ -73,7 +68,7 @@ class Plan:
         # Bound to a wildcard, nginx still closes requests for names it does not serve (the loopback
         # address among them): show the first name it answers to.
         host = self.spec.proxy.host
-        if _connect_host(host) != host:
+        if loopback_for(host) != host:
             host = self.host_header
         if self.tls:
             return f"https://{listen_address(host, self.tls.port)}"
@@ -325,7 +320,7 @@ class Stack:
 
     def get(self, path: str) -> tuple[int, str]:
         p = self.plan
-        host = _connect_host(p.spec.proxy.host)
+        host = loopback_for(p.spec.proxy.host)
         conn: http.client.HTTPConnection
         if p.tls:
             conn = _LoopbackTls(host, p.tls.port, server_name=p.host_header)
