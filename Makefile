@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEBS_BUILD := gcc=gcc python3-config=python3-dev
 DEBS_RUN := nginx=nginx-light
 DEBS_TEST := $(DEBS_RUN) initdb=postgresql pg_ctl=postgresql wrk=wrk valgrind=valgrind \
-	promtool=prometheus docker-compose=docker-compose
+	promtool=prometheus docker-compose=docker-compose certbot=certbot pebble=pebble
 SECRET := .flaskprod/secret_key
 TASKBOARD := examples/taskboard
 

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -131,6 +131,9 @@ class ThrowawayPostgres:
     bin_dir: Path
     root: Path
     port: int
+    # Server settings over FAST_SETTINGS (what a deployment renders), and initdb options after its own.
+    settings: Mapping[str, str] = field(default_factory=dict)
+    initdb_args: Sequence[str] = ()
     owned: bool = field(default=True, init=False)
 
     @property
@@ -150,14 +153,15 @@ class ThrowawayPostgres:
         return f"postgresql+psycopg2://{PG_USER}@127.0.0.1:{self.port}/postgres"
 
     @classmethod
-    def create(cls) -> ThrowawayPostgres:
+    def create(cls, *, settings: Mapping[str, str] | None = None, initdb_args: Sequence[str] = ()) -> ThrowawayPostgres:
         bin_dir = find_bin_dir()
         # Under /tmp itself, whatever TMPDIR says: the postgres user must reach the cluster's directory,
         # and a private temp dir (pytest's is mode 0700) would shut it out.
         root = Path(tempfile.mkdtemp(prefix="flaskprod-pg-", dir="/tmp"))
         if _is_root():
             _chown_to_pg_user(root)
-        server = cls(bin_dir=bin_dir, root=root, port=free_port())
+        server = cls(bin_dir=bin_dir, root=root, port=free_port(), settings=dict(settings or {}),
+                     initdb_args=tuple(initdb_args))
         try:
             server._initdb()
             server.start()
@@ -181,7 +185,7 @@ class ThrowawayPostgres:
 
     def _initdb(self) -> None:
         self._run("initdb", "-D", str(self.data_dir), "-A", "trust", "-U", PG_USER, "--no-sync", "-E", "UTF8",
-                  "--locale=C")
+                  "--locale=C", *self.initdb_args)
 
     def _server_options(self) -> str:
         options = {
@@ -189,6 +193,7 @@ class ThrowawayPostgres:
             "port": str(self.port),
             "unix_socket_directories": str(self.socket_dir),
             **FAST_SETTINGS,
+            **self.settings,
         }
         return " ".join(f"-c {k}={v}" for k, v in options.items())
 

@@ -33,7 +33,6 @@ from taskboard import create_app  # noqa: E402
 from taskboard.config import (  # noqa: E402
     ProductionConfig,
     config_name_from_env,
-    database_url_from_env,
     get_config,
 )
 from taskboard.models import DEMO_BOARD, DEMO_TASKS, Board, Task, create_schema, db  # noqa: E402
@@ -42,7 +41,14 @@ from flaskprod import ConfigurationError  # noqa: E402
 
 STATIC = TASKBOARD_DIR / "taskboard" / "static"
 # Variables that would point the app somewhere else than the tmp_path database.
-_ENV_KNOBS = ("DATABASE_URL", "TASKBOARD_CONFIG", "FLASK_DEBUG", "FLASK_SECRET_KEY", "FLASK_TESTING")
+_ENV_KNOBS = (
+    "DATABASE_URL",
+    "DATABASE_PASSWORD_FILE",
+    "TASKBOARD_CONFIG",
+    "FLASK_DEBUG",
+    "FLASK_SECRET_KEY",
+    "FLASK_TESTING",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -444,14 +450,6 @@ def test_health_endpoints_come_from_flaskprod_and_check_the_database(client: Fla
     assert ready.status_code == 200
     assert ready.json is not None
     assert ready.json["checks"]["database"]["status"] == "ok"
-
-
-def test_database_url_is_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert database_url_from_env() is None
-    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@db:5432/app")
-    assert database_url_from_env() == "postgresql://u:p@db:5432/app"
-    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg2://u@db/app")
-    assert database_url_from_env() == "postgresql+psycopg2://u@db/app"
 
 
 def test_database_url_wins_over_the_default_and_explicit_settings_win_over_it(

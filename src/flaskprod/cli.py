@@ -150,9 +150,16 @@ def serve(app: str | None, print_config: bool, **kwargs: Any) -> None:
 
 @cli.command()
 @click.argument("app", required=False)
+@click.option(
+    "--with",
+    "extras",
+    multiple=True,
+    metavar="EXTRA",
+    help="Add parts: monitoring (a real Prometheus scraping the app, with the alert rules `build` writes).",
+)
 @spec_options()
 @_user_errors
-def up(app: str | None, **kwargs: Any) -> None:
+def up(app: str | None, extras: tuple[str, ...], **kwargs: Any) -> None:
     """Run APP in the production topology on this machine: nginx in front, the app server behind it.
 
     nginx serves static files and forwards the rest to Gunicorn or uWSGI (--server) on a unix
@@ -163,7 +170,9 @@ def up(app: str | None, **kwargs: Any) -> None:
     config_path = kwargs.get("config_path")
     given = dict(kwargs)  # resolve_spec consumes its argument; SIGHUP resolves the same flags again
     spec = resolve_spec(kwargs, app)
-    sys.exit(run_stack(spec, config_path=config_path, reload_spec=lambda: resolve_spec(dict(given), app)))
+    sys.exit(
+        run_stack(spec, config_path=config_path, reload_spec=lambda: resolve_spec(dict(given), app), extras=extras)
+    )
 
 
 @cli.command()
@@ -236,7 +245,13 @@ def init(app: str | None, force: bool, dry_run: bool) -> None:
     help="What to write: " + "; ".join(f"{name}: {summary}" for name, summary in TARGET_NAMES.items()) + ".",
 )
 @click.option("--out", "-o", metavar="DIR", help="Folder inside the project to write to [default: deploy/TARGET].")
-@click.option("--with", "extras", multiple=True, metavar="EXTRA", help="Add parts: monitoring (Prometheus, Grafana).")
+@click.option(
+    "--with",
+    "extras",
+    multiple=True,
+    metavar="EXTRA",
+    help="Add parts: monitoring (Prometheus, Grafana), postgres (PostgreSQL sized for the app's pools).",
+)
 @click.option("--force", is_flag=True, help="Overwrite files that were changed since flaskprod wrote them.")
 @click.option("--dry-run", is_flag=True, help="Show what would be written; write nothing.")
 @spec_options(without=NGINX_FLAGS | {"server.bind"})

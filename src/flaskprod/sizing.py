@@ -219,6 +219,16 @@ def db_pool(spec: Spec, processes: int, threads: int) -> Pool:
     return Pool(size=size, overflow=overflow)
 
 
+# Connections a database server keeps beyond the app's pools: an operator's psql, a migration or a backup
+# still gets in while every pool is full. PostgreSQL's own superuser_reserved_connections (3) are among them.
+ADMIN_CONNECTIONS = 5
+
+
+def max_connections(pool: Pool, processes: int) -> int:
+    """The database server's max_connections for processes app processes, each holding pool at its fullest."""
+    return processes * (pool.size + pool.overflow) + ADMIN_CONNECTIONS
+
+
 def tmp_dir(spec: Spec, shm: Path = Path("/dev/shm")) -> str | None:
     if spec.server.worker_tmp_dir != "auto":
         return spec.server.worker_tmp_dir

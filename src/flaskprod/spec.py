@@ -165,7 +165,10 @@ class ProxySettings:
         ".flaskprod/run", "Directory of `flaskprod up`'s config, sockets, pid files, logs and temp files."
     )
     ready_timeout: int = setting(
-        60, "Seconds `flaskprod up` waits for /readyz through nginx before it gives up.", minimum=1
+        60,
+        "Seconds `flaskprod up` waits for /readyz through nginx (and, with --with monitoring, for Prometheus's "
+        "/-/ready) before it gives up.",
+        minimum=1,
     )
     server_name: str = setting("localhost", "Host name(s) nginx answers to, space separated.")
     static_url: str = setting("/static", "URL prefix of static files.")
@@ -196,6 +199,12 @@ class ProxySettings:
 @dataclass(frozen=True, kw_only=True)
 class DatabaseSettings:
     url_env: str = setting("DATABASE_URL", "Environment variable that holds the database URL.")
+    password_file_env: str = setting(
+        "DATABASE_PASSWORD_FILE",
+        "Environment variable naming a file that holds the database password (a Docker or Kubernetes secret, "
+        "the file PostgreSQL's image reads as POSTGRES_PASSWORD_FILE): it is put into the URL from url_env, "
+        "which then names a user and no password. Trailing newlines are dropped, as that image does.",
+    )
     pool_size: int | Auto = setting(
         "auto", "Connections each process keeps; auto = fitted to connection_budget.", minimum=1
     )
@@ -247,6 +256,20 @@ class MonitoringSettings:
     multiproc_dir: str | None = setting(
         None, "Directory for multi-process metrics; unset = a fresh one per server start."
     )
+    prometheus_host: str = setting(
+        "127.0.0.1",
+        "Address the Prometheus of `flaskprod up --with monitoring` listens on; it asks for no password, "
+        "so the default keeps it to this machine.",
+    )
+    prometheus_port: int = setting(
+        9090, "Port the Prometheus of `flaskprod up --with monitoring` listens on.", minimum=1
+    )
+    metrics_port: int = setting(
+        9117,
+        "Port of nginx's loopback listener under `flaskprod up --with monitoring`: the metrics path alone, "
+        "for its Prometheus to scrape; nginx's public port then answers 404 there.",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,15 +296,32 @@ class CheckSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class TlsSettings:
-    mode: Literal["off", "self-signed", "files"] = setting(
+    mode: Literal["off", "self-signed", "files", "acme"] = setting(
         "off",
         "HTTPS in `flaskprod up`: self-signed = a certificate made at start for proxy.server_name (for "
-        "trying it out; browsers warn), files = tls.cert and tls.key; the plain port then redirects to HTTPS.",
+        "trying it out; browsers warn), files = tls.cert and tls.key, acme = a certificate from Let's Encrypt "
+        "(tls.acme_server) for proxy.server_name, got and renewed by certbot; the plain port then redirects to HTTPS.",
         flag="--tls",
     )
     port: int = setting(8443, "Port nginx serves HTTPS on in `flaskprod up`.", flag="--tls-port", minimum=1)
     cert: str | None = setting(None, "PEM certificate chain nginx presents (tls.mode = files).")
     key: str | None = setting(None, "PEM private key of tls.cert (tls.mode = files); keep it readable by you only.")
+    email: str | None = setting(
+        None, "Address the ACME server writes to about the certificate (tls.mode = acme); unset = no account email."
+    )
+    acme_server: str = setting(
+        "https://acme-v02.api.letsencrypt.org/directory",
+        "ACME directory URL (tls.mode = acme): Let's Encrypt; its staging directory "
+        "(https://acme-staging-v02.api.letsencrypt.org/directory) for trials, or a private CA's.",
+    )
+    acme_ca: str | None = setting(
+        None, "PEM CA bundle that tls.acme_server's HTTPS certificate chains to (a private CA); unset = the system's."
+    )
+    acme_dir: str = setting(
+        ".flaskprod/acme",
+        "Directory of certbot's account, certificates and challenge files (tls.mode = acme); kept between runs, "
+        "so a restart reuses the certificate.",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -308,6 +348,16 @@ class DeploySettings:
         "auto", "Requirements file the image installs, relative to the project; auto = requirements.txt."
     )
     namespace: str | None = setting(None, "Kubernetes namespace of every object; unset = the kubectl context's.")
+    postgres_cpus: float = setting(
+        1.0, "CPUs the PostgreSQL of `build --with postgres` may use, its limit.", minimum=0.1
+    )
+    postgres_memory: str = setting(
+        "1G",
+        "Memory the PostgreSQL of `build --with postgres` may use, its limit; a quarter of it is its shared_buffers.",
+    )
+    postgres_storage: str = setting(
+        "10G", "Size of the PostgreSQL data volume Kubernetes claims (`build --target k8s --with postgres`)."
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -471,7 +521,11 @@ _EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
     "proxy.port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
     "proxy.rate_limit": (lambda v: _match(r"\d+r/[sm]", v), "a rate such as 10r/s or 300r/m"),
     "tls.port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
+    "monitoring.prometheus_port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
+    "monitoring.metrics_port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
     "deploy.memory": (parse_size, "a size such as 512M or 1G"),
+    "deploy.postgres_memory": (parse_size, "a size such as 512M or 1G"),
+    "deploy.postgres_storage": (parse_size, "a size such as 10G"),
     "deploy.app_port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
     "deploy.http_port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
     "deploy.python": (lambda v: _match(r"3\.\d+", v), "a Python version such as 3.11"),

@@ -11,7 +11,7 @@ from flask_wtf import CSRFProtect
 
 from flaskprod import Production
 
-from .config import database_url_from_env, get_config
+from .config import get_config
 from .models import create_schema, db, seed_demo
 
 __all__ = ["create_app", "csrf", "db"]
@@ -26,15 +26,16 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     if overrides:
         app.config.update(overrides)
 
-    # Explicit settings win, then DATABASE_URL, then a SQLite file in the instance folder.
+    # Before db.init_app: Production sets SQLALCHEMY_DATABASE_URI from DATABASE_URL (with the
+    # password in DATABASE_PASSWORD_FILE, when set) unless it is set already, fills in
+    # SQLALCHEMY_ENGINE_OPTIONS (pre-ping, pool sized from the workers) and loads FLASK_*
+    # settings, which Flask-SQLAlchemy reads once, at init_app time. It also adds /healthz,
+    # /readyz and /metrics.
+    Production(app)
+    # Explicit settings win, then the database URL Production read, then a SQLite file in the instance folder.
     os.makedirs(app.instance_path, exist_ok=True)
     sqlite_uri = "sqlite:///" + os.path.join(app.instance_path, "taskboard.sqlite3")
-    app.config.setdefault("SQLALCHEMY_DATABASE_URI", database_url_from_env() or sqlite_uri)
-
-    # Before db.init_app: Production fills in SQLALCHEMY_ENGINE_OPTIONS (pre-ping, pool
-    # sized from the workers) and loads FLASK_* settings, which Flask-SQLAlchemy reads
-    # once, at init_app time. It also adds /healthz, /readyz and /metrics.
-    Production(app)
+    app.config.setdefault("SQLALCHEMY_DATABASE_URI", sqlite_uri)
     db.init_app(app)
     csrf.init_app(app)
 

@@ -76,13 +76,3 @@ def get_config(name: str | None = None) -> Config:
     except KeyError:
         choices = ", ".join(sorted(CONFIGS))
         raise ValueError(f"Unknown taskboard config {chosen!r}: use one of {choices} (TASKBOARD_CONFIG).") from None
-
-
-def database_url_from_env() -> str | None:
-    """DATABASE_URL with Heroku-style `postgres://` rewritten to what SQLAlchemy 2 accepts."""
-    url = os.environ.get("DATABASE_URL", "").strip()
-    if not url:
-        return None
-    if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://") :]
-    return url

@@ -91,7 +91,7 @@ class ProjectFile:
 
 # The header every file `flaskprod build` and `up` render opens with. Those files are consistent with
 # the spec by construction (the same spec set the app's side); the audit is for files people wrote.
-_GENERATED_MARKERS = (b"written by `flaskprod build", b"rendered by flaskprod")
+_GENERATED_MARKERS = (b"written by `flaskprod build", b"written by `flaskprod up", b"rendered by flaskprod")
 
 
 def _written_by_flaskprod(path: Path) -> bool:

@@ -1,7 +1,8 @@
 """Docker Compose and Swarm files, built as data: nginx in front of the app image, from one Deployment.
 
 Every number another layer also uses comes from the Deployment: the grace period the app server
-drains in, the CPU and memory its workers were sized for, the port nginx forwards to.
+drains in, the CPU and memory its workers were sized for, the port nginx forwards to, and with
+--with postgres the database's max_connections, counted from the workers and pool the app is told.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from . import postgres
 from .deployment import NGINX_PORT, Deployment
 from .image import image_files
 from .monitoring import (
@@ -33,6 +35,12 @@ MONITORING = "monitoring"
 # nginx holds few connections per request and little memory; two replicas ride out one restart.
 NGINX_REPLICAS = 2
 NGINX_LIMITS = {"cpus": "0.5", "memory": "128M"}
+# The extra and its service's name, which is the host name the app connects to.
+POSTGRES = "postgres"
+POSTGRES_SECRET = "postgres_password"
+POSTGRES_PASSWORD_HELP = "set POSTGRES_PASSWORD_FILE to a file holding the database password; see this file's header"
+# New app tasks a Swarm update starts before it stops old ones (start-first): the database counts them too.
+APP_UPDATE_PARALLELISM = 1
 
 
 def _seconds(value: int) -> str:
@@ -55,6 +63,11 @@ def _app_healthcheck() -> dict[str, Any]:
 def _context(d: Deployment) -> str:
     """The project root seen from the output directory: the images build from there."""
     return os.path.relpath(".", d.out).replace(os.sep, "/")
+
+
+def secret_path(name: str) -> str:
+    """Where Compose and Swarm mount a secret inside a container: the same file for every service given it."""
+    return f"/run/secrets/{name}"
 
 
 def upstream(d: Deployment) -> str:
@@ -88,6 +101,21 @@ def compose_data(d: Deployment) -> dict[str, Any]:
         "networks": ["backend"],
     }
     data: dict[str, Any] = {"services": {"app": app, "nginx": nginx}, "networks": {"backend": {}}}
+    volumes: dict[str, Any] = {}
+    if POSTGRES in d.extras:
+        postgres.check(d)
+        password_file = secret_path(POSTGRES_SECRET)
+        app["environment"].update(postgres.app_env(d, host=POSTGRES, password_file=password_file))
+        app["secrets"] = [POSTGRES_SECRET]
+        # `docker compose up` stops an app container before it starts its replacement: no extra pools.
+        hardening = {**_hardened(), "tmpfs": list(postgres.SCRATCH_DIRS.values())}
+        db = _postgres_service(d, containers=d.spec.deploy.replicas, secret=POSTGRES_SECRET, hardening=hardening)
+        db |= {"restart": "unless-stopped", "deploy": {"resources": {"limits": _postgres_limits(d)}}}
+        app["depends_on"] = {POSTGRES: {"condition": "service_healthy"}}
+        data["services"][POSTGRES] = db
+        # Without Swarm a secret is the user's file bind-mounted: its path is theirs to give, never a default.
+        data["secrets"] = {POSTGRES_SECRET: {"file": f"${{POSTGRES_PASSWORD_FILE:?{POSTGRES_PASSWORD_HELP}}}"}}
+        volumes["postgres-data"] = {}
     if MONITORING in d.extras:
         prometheus, grafana = _monitoring_services()
         prometheus["volumes"] = [
@@ -101,8 +129,41 @@ def compose_data(d: Deployment) -> dict[str, Any]:
         ]
         grafana["depends_on"] = ["prometheus"]
         data["services"].update(prometheus=prometheus, grafana=grafana)
-        data["volumes"] = {"prometheus-data": {}, "grafana-data": {}}
+        volumes |= {"prometheus-data": {}, "grafana-data": {}}
+    if volumes:
+        data["volumes"] = volumes
     return data
+
+
+def _postgres_limits(d: Deployment) -> dict[str, str]:
+    return {"cpus": f"{d.spec.deploy.postgres_cpus:g}", "memory": d.spec.deploy.postgres_memory}
+
+
+def _postgres_service(
+    d: Deployment, *, containers: int, secret: str, hardening: dict[str, Any]
+) -> dict[str, Any]:
+    """PostgreSQL as its image runs it, as its own unprivileged user, its data on a named volume, its
+    password the secret's file, sized for the pools of containers app containers at once."""
+    return {
+        "image": postgres.IMAGE,
+        "user": f"{postgres.UID}:{postgres.UID}",
+        "command": postgres.server_command(d, containers),
+        "environment": postgres.server_env(d, secret_path(secret)),
+        "secrets": [secret],
+        "volumes": [f"postgres-data:{postgres.DATA_DIR}"],
+        **hardening,
+        "stop_signal": "SIGINT",
+        "stop_grace_period": _seconds(postgres.STOP_SECONDS),
+        "healthcheck": {
+            "test": ["CMD", *postgres.ready_command(d)],
+            "interval": "5s",
+            "timeout": "5s",
+            "retries": 5,
+            # initdb on the first start, crash recovery after a kill: neither counts as unhealthy.
+            "start_period": "60s",
+        },
+        "networks": ["backend"],
+    }
 
 
 def _monitoring_services() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -128,8 +189,11 @@ def _monitoring_services() -> tuple[dict[str, Any], dict[str, Any]]:
 
 def render_compose(d: Deployment) -> dict[str, str]:
     """compose.yaml and both images, for Gunicorn over HTTP or uWSGI over the uwsgi protocol;
-    with monitoring, Prometheus scraping every app replica (Compose's DNS name `app`) and Grafana."""
+    with monitoring, Prometheus scraping every app replica (Compose's DNS name `app`) and Grafana;
+    with postgres, the database the app starts after, its password a file the user gives."""
     run = f"Run from the project root: FLASK_SECRET_KEY=... docker compose -f {d.out}/compose.yaml up --build"
+    if POSTGRES in d.extras:
+        run = _compose_postgres_steps(d)
     files = image_files(d, upstream(d))
     if MONITORING in d.extras:
         files.update(monitoring_files(d, Scrape(job=d.name, dns_names=("app",)), prefix=f"{MONITORING}/"))
@@ -137,8 +201,39 @@ def render_compose(d: Deployment) -> dict[str, str]:
     return files
 
 
+def _compose_postgres_steps(d: Deployment) -> str:
+    # Compose without Swarm bind-mounts the file as it is: the database's user and the app's must both read
+    # it (mode 444), and its directory (mode 700) keeps the machine's other users out.
+    secret = f"$HOME/.config/{d.name}/{POSTGRES_SECRET}"
+    return "\n".join(
+        [
+            "Once, a password file both containers can read, in a directory only you can:",
+            f"  mkdir -p -m 700 $HOME/.config/{d.name}",
+            f"  python -c 'import secrets; print(secrets.token_hex(32))' > {secret}",
+            f"  chmod 444 {secret}",
+            "Then run from the project root:",
+            f"  POSTGRES_PASSWORD_FILE={secret} FLASK_SECRET_KEY=... docker compose -f {d.out}/compose.yaml up --build",
+            postgres.budget_note(d, d.spec.deploy.replicas),
+        ]
+    )
+
+
 def secret_name(d: Deployment) -> str:
     return f"{d.name.replace('-', '_')}_secret_key"
+
+
+def postgres_secret_name(d: Deployment) -> str:
+    return f"{d.name.replace('-', '_')}_{POSTGRES_SECRET}"
+
+
+def most_tasks(d: Deployment) -> int:
+    """App tasks running at once at most: the replicas, and the new ones a rolling update starts beside them."""
+    return d.spec.deploy.replicas + APP_UPDATE_PARALLELISM
+
+
+def postgres_node_label(d: Deployment) -> str:
+    """The node label that places the database: a local volume's data stays on the node it was written on."""
+    return f"{d.name}-postgres"
 
 
 def _rolling(*, parallelism: int = 1) -> dict[str, Any]:
@@ -170,7 +265,7 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         "healthcheck": _app_healthcheck(),
         "deploy": {
             "replicas": d.spec.deploy.replicas,
-            **_rolling(),
+            **_rolling(parallelism=APP_UPDATE_PARALLELISM),
             "resources": {"limits": _limits(d), "reservations": _limits(d)},
         },
         "networks": ["backend"],
@@ -193,6 +288,30 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         "networks": {"backend": {"driver": "overlay"}},
         "secrets": {secret: {"external": True}},
     }
+    volumes: dict[str, Any] = {}
+    if POSTGRES in d.extras:
+        postgres.check(d)
+        db_secret = postgres_secret_name(d)
+        password_file = secret_path(db_secret)
+        app["environment"].update(postgres.app_env(d, host=POSTGRES, password_file=password_file))
+        app["secrets"].append(db_secret)
+        # A stack has no depends_on, and Swarm no readiness (its health check is liveness, /healthz):
+        # an app that connects as it starts restarts until the database answers, not three times only.
+        app["deploy"]["restart_policy"].pop("max_attempts")
+        hardening = {"read_only": True, "tmpfs": list(postgres.SCRATCH_DIRS.values())}
+        db = _postgres_service(d, containers=most_tasks(d), secret=db_secret, hardening=hardening)
+        db["deploy"] = {
+            "replicas": 1,
+            # Its volume is local to a node: on any other it would start an empty database.
+            "placement": {"constraints": [f"node.labels.{postgres_node_label(d)} == true"]},
+            # Never two servers on one data directory.
+            "update_config": {"order": "stop-first", "failure_action": "rollback"},
+            "restart_policy": {"condition": "on-failure", "delay": "5s"},
+            "resources": {"limits": _postgres_limits(d), "reservations": _postgres_limits(d)},
+        }
+        data["services"][POSTGRES] = db
+        data["secrets"][db_secret] = {"external": True}
+        volumes["postgres-data"] = {}
     if MONITORING in d.extras:
         # Swarm has no bind mounts across nodes: every file reaches its service as a config.
         files = _swarm_monitoring_files(d)
@@ -216,7 +335,9 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         grafana["volumes"] = ["grafana-data:/var/lib/grafana"]
         data["services"].update(prometheus=prometheus, grafana=grafana)
         data["configs"] = configs
-        data["volumes"] = {"prometheus-data": {}, "grafana-data": {}}
+        volumes |= {"prometheus-data": {}, "grafana-data": {}}
+    if volumes:
+        data["volumes"] = volumes
     return data
 
 
@@ -238,12 +359,20 @@ def _grafana_target(path: str) -> str:
 
 def render_swarm(d: Deployment) -> dict[str, str]:
     """stack.yaml and both images: replicated app and nginx, rolling updates that roll back."""
-    secret = secret_name(d)
-    run = (
-        f"Build and push {d.image} and {d.nginx_image} (see the Dockerfiles), then:\n"
-        f"  python -c 'import secrets; print(secrets.token_hex(32))' | docker secret create {secret} -\n"
-        f"  docker stack deploy -c {d.out}/stack.yaml {d.name}"
-    )
+    random = "python -c 'import secrets; print(secrets.token_hex(32))'"
+    steps = [
+        f"Build and push {d.image} and {d.nginx_image} (see the Dockerfiles), then:",
+        f"  {random} | docker secret create {secret_name(d)} -",
+    ]
+    if POSTGRES in d.extras:
+        steps += [
+            f"  {random} | docker secret create {postgres_secret_name(d)} -",
+            f"  docker node update --label-add {postgres_node_label(d)}=true NODE   # the node that keeps the data",
+        ]
+    steps.append(f"  docker stack deploy -c {d.out}/stack.yaml {d.name}")
+    if POSTGRES in d.extras:
+        steps.append(postgres.budget_note(d, most_tasks(d)))
+    run = "\n".join(steps)
     files = image_files(d, upstream(d))
     if MONITORING in d.extras:
         files.update(_swarm_monitoring_files(d))

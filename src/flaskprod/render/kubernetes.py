@@ -4,7 +4,9 @@ The two containers share a unix socket on an emptyDir, so uWSGI speaks its own p
 HTTP without a port between them. Every number another layer also uses comes from the Deployment: the
 grace period the app drains in, the CPU and memory its workers were sized for, the body limit and read
 timeout nginx enforces. The autoscaler may run deploy.max_replicas pods, so the caller sizes `derived`
-for that many: the database connection budget is shared by all of them.
+for that many: the database connection budget is shared by all of them. With --with postgres, a
+single-pod StatefulSet runs the database, its max_connections counted for every pod that can run at
+once, and nginx's readiness probe (the app's /readyz, which pings it) holds pods back until it answers.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from ..errors import BuildError
 from ..spec import parse_size
+from . import postgres
 from .compose import NGINX_LIMITS
 from .deployment import APP_UID, NGINX_PORT, Deployment
 from .yamlfile import dump_yaml, generated_header
@@ -23,10 +26,18 @@ from .yamlfile import dump_yaml, generated_header
 SOCKET_DIR = "/run/flaskprod"
 APP_SOCKET = f"unix:{SOCKET_DIR}/app.sock"
 SECRETS_DIR = "/run/secrets/flaskprod"
+POSTGRES_SECRET_DIR = "/run/secrets/postgres"
 SECRET_KEY = "FLASK_SECRET_KEY"
 # The scraper's own nginx listener (NginxContext.metrics_port): never in the Service, so never public.
 METRICS_PORT = 9117
 SERVICE_PORT = 80
+# New pods a rollout starts before it stops old ones: the database counts their pools too.
+MAX_SURGE = 1
+# PostgreSQL's user here: a high UID like nginx's (the image's entrypoint gives initdb a passwd entry
+# for any UID through nss_wrapper), and the group that owns the data volume and the password file.
+POSTGRES_RUN_UID = 10070
+# Seconds pg_ctl waits for the fast shutdown it asks for, inside the pod's grace period.
+POSTGRES_STOP_WAIT = postgres.STOP_SECONDS - 5
 # A high UID of its own for nginx: no clash with a host account (101 is one on many hosts), and not the
 # app's, so nginx reaches the app's files only through the volumes they share.
 NGINX_RUN_UID = 10101
@@ -53,8 +64,24 @@ _LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 
 def secret_name(d: Deployment) -> str:
-    """The Secret the user creates, holding FLASK_SECRET_KEY and optionally the database URL."""
+    """The Secret the user creates, holding FLASK_SECRET_KEY and optionally the database URL, or with
+    --with postgres the database's password."""
     return f"{d.name}-secrets"
+
+
+def _app_secret_keys(d: Deployment) -> list[str]:
+    """The Secret's keys the app reads as files."""
+    return [SECRET_KEY, postgres.PASSWORD_KEY] if "postgres" in d.extras else [SECRET_KEY]
+
+
+def postgres_name(d: Deployment) -> str:
+    """The database's StatefulSet and headless Service: the app's host name for it."""
+    return f"{d.name}-postgres"
+
+
+def most_pods(d: Deployment) -> int:
+    """App pods running at once at most: the autoscaler's ceiling, and the pods a rollout adds."""
+    return max(d.spec.deploy.replicas, d.spec.deploy.max_replicas) + MAX_SURGE
 
 
 def cpu_quantity(cpus: float) -> str:
@@ -175,6 +202,12 @@ def _app_env(d: Deployment) -> list[dict[str, Any]]:
         {"name": key, "value": value} for key, value in sorted(d.app_env(behind_nginx=True, bind=APP_SOCKET).items())
     ]
     env.append({"name": f"{SECRET_KEY}_FILE", "value": f"{SECRETS_DIR}/{SECRET_KEY}"})
+    if "postgres" in d.extras:
+        # The URL names no password: that is the Secret's file the database was created with.
+        database = postgres.app_env(
+            d, host=postgres_name(d), password_file=f"{SECRETS_DIR}/{postgres.PASSWORD_KEY}"
+        )
+        return env + [{"name": key, "value": value} for key, value in database.items()]
     url_env = d.spec.database.url_env
     env.append(
         {
@@ -299,7 +332,7 @@ def _pod_template(d: Deployment, metrics_port: int | None) -> dict[str, Any]:
                     "name": "secrets",
                     "secret": {
                         "secretName": secret_name(d),
-                        "items": [{"key": SECRET_KEY, "path": SECRET_KEY}],
+                        "items": [{"key": key, "path": key} for key in _app_secret_keys(d)],
                         "defaultMode": 0o440,
                     },
                 },
@@ -320,7 +353,7 @@ def deployment_object(d: Deployment, metrics_port: int | None) -> dict[str, Any]
     spec |= {
         "selector": {"matchLabels": _selector(d)},
         # A new pod is ready before an old one stops: capacity never drops during a rollout.
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": MAX_SURGE}},
         "template": _pod_template(d, metrics_port),
     }
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _metadata(d), "spec": spec}
@@ -395,6 +428,149 @@ def network_policy_object(d: Deployment, metrics_port: int | None) -> dict[str, 
     }
 
 
+def _postgres_selector(d: Deployment) -> dict[str, str]:
+    # Its own name: the app's selector (and so its Service, budget and policy) never matches the database.
+    return {"app.kubernetes.io/name": postgres_name(d)}
+
+
+def _postgres_labels(d: Deployment) -> dict[str, str]:
+    return {
+        **_postgres_selector(d),
+        "app.kubernetes.io/component": "database",
+        "app.kubernetes.io/part-of": d.name,
+        "app.kubernetes.io/version": postgres.VERSION,
+        "app.kubernetes.io/managed-by": "flaskprod",
+    }
+
+
+def _postgres_metadata(d: Deployment) -> dict[str, Any]:
+    return {**_metadata(d), "name": postgres_name(d), "labels": _postgres_labels(d)}
+
+
+def _postgres_probe(d: Deployment, *, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "exec": {"command": postgres.ready_command(d)},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+
+
+def _postgres_container(d: Deployment) -> dict[str, Any]:
+    resources = {
+        "cpu": cpu_quantity(d.spec.deploy.postgres_cpus),
+        "memory": memory_quantity(d.spec.deploy.postgres_memory),
+    }
+    password_file = f"{POSTGRES_SECRET_DIR}/{postgres.PASSWORD_KEY}"
+    env = postgres.server_env(d, password_file)
+    return {
+        "name": "postgres",
+        "image": postgres.IMAGE,
+        # The tag is rebuilt for its base's security fixes (the release stays): every start gets the latest.
+        "imagePullPolicy": "Always",
+        "args": postgres.server_command(d, most_pods(d)),
+        "env": [{"name": key, "value": value} for key, value in env.items()],
+        "ports": [{"name": "postgres", "containerPort": postgres.PORT, "protocol": "TCP"}],
+        "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "securityContext": _restricted(POSTGRES_RUN_UID),
+        # initdb at the first start, crash recovery after a kill: five minutes before liveness counts.
+        "startupProbe": _postgres_probe(d, period=5, failures=60),
+        "readinessProbe": _postgres_probe(d, period=10, failures=3),
+        # A long checkpoint can keep it from answering for a while: a restart would only add recovery.
+        "livenessProbe": _postgres_probe(d, period=20, failures=6),
+        # The kubelet sends SIGTERM, PostgreSQL's smart shutdown, which waits for the app's pooled
+        # connections to close by themselves; a fast shutdown ends them and checkpoints in time.
+        "lifecycle": {
+            "preStop": {"exec": {"command": ["pg_ctl", "stop", "-m", "fast", "-w", "-t", str(POSTGRES_STOP_WAIT)]}}
+        },
+        "volumeMounts": [
+            {"name": "data", "mountPath": postgres.DATA_DIR},
+            *({"name": name, "mountPath": path} for name, path in postgres.SCRATCH_DIRS.items()),
+            {"name": "password", "mountPath": POSTGRES_SECRET_DIR, "readOnly": True},
+        ],
+    }
+
+
+def postgres_statefulset_object(d: Deployment) -> dict[str, Any]:
+    """One PostgreSQL pod with a volume of its own that outlives it: a StatefulSet keeps the claim and
+    never runs a second pod on it, not even during an update (a Deployment could, for a moment)."""
+    pod = {
+        "metadata": {"labels": _postgres_labels(d)},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": postgres.STOP_SECONDS,
+            "securityContext": {
+                "runAsNonRoot": True,
+                # The data volume and the password file belong to this group.
+                "fsGroup": POSTGRES_RUN_UID,
+                "fsGroupChangePolicy": "OnRootMismatch",
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [_postgres_container(d)],
+            "volumes": [
+                *({"name": name, "emptyDir": {}} for name in postgres.SCRATCH_DIRS),
+                {
+                    "name": "password",
+                    "secret": {
+                        "secretName": secret_name(d),
+                        "items": [{"key": postgres.PASSWORD_KEY, "path": postgres.PASSWORD_KEY}],
+                        "defaultMode": 0o440,
+                    },
+                },
+            ],
+        },
+    }
+    claim = {
+        # A claim template cannot change once applied: only labels that never change.
+        "metadata": {"name": "data", "labels": {**_postgres_selector(d), "app.kubernetes.io/part-of": d.name}},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": memory_quantity(d.spec.deploy.postgres_storage)}},
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _postgres_metadata(d),
+        "spec": {
+            "serviceName": postgres_name(d),
+            # One server: PostgreSQL shares its data directory with no one; a standby is another design.
+            "replicas": 1,
+            "selector": {"matchLabels": _postgres_selector(d)},
+            "template": pod,
+            "volumeClaimTemplates": [claim],
+        },
+    }
+
+
+def postgres_service_object(d: Deployment) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _postgres_metadata(d),
+        "spec": {
+            # Headless: the name resolves to the pod's own address while it is ready, to nothing while it
+            # is not, and no proxy sits between the app's pools and the server.
+            "clusterIP": "None",
+            "selector": _postgres_selector(d),
+            "ports": [{"name": "postgres", "port": postgres.PORT, "targetPort": "postgres", "protocol": "TCP"}],
+        },
+    }
+
+
+def postgres_network_policy_object(d: Deployment) -> dict[str, Any]:
+    # The app's pods, from this namespace, on the server's port; nothing else reaches the database.
+    app_pods = {"podSelector": {"matchLabels": _selector(d)}}
+    allowed = [{"from": [app_pods], "ports": [{"protocol": "TCP", "port": "postgres"}]}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _postgres_metadata(d),
+        "spec": {"podSelector": {"matchLabels": _postgres_selector(d)}, "policyTypes": ["Ingress"], "ingress": allowed},
+    }
+
+
 def ingress_object(d: Deployment, hosts: list[str]) -> dict[str, Any]:
     timeout = str(d.derived.timeouts.proxy_read)
     annotations = {
@@ -421,6 +597,8 @@ def _check(d: Deployment) -> None:
         raise BuildError(
             "--target k8s probes the app's health and readiness paths, and monitoring.health is false; set it to true"
         )
+    if "postgres" in d.extras:
+        postgres.check(d)
     if "monitoring" in d.extras and not monitoring.metrics:
         raise BuildError(
             "--with monitoring needs the app's metrics, and monitoring.metrics is false; set it to true "
@@ -443,6 +621,11 @@ def manifests(d: Deployment) -> dict[str, dict[str, Any]]:
     hosts = ingress_hosts(d)
     if hosts:
         objects["ingress.yaml"] = ingress_object(d, hosts)
+    if "postgres" in d.extras:
+        # No disruption budget: for one pod, any budget either blocks every node drain or allows the outage.
+        objects["postgres-statefulset.yaml"] = postgres_statefulset_object(d)
+        objects["postgres-service.yaml"] = postgres_service_object(d)
+        objects["postgres-networkpolicy.yaml"] = postgres_network_policy_object(d)
     return objects
 
 
@@ -460,12 +643,21 @@ def _next_steps(d: Deployment) -> str:
     steps = [f"Build and push {d.image} and {d.nginx_image} (see the Dockerfiles), then:"]
     if namespace:
         steps.append(f"  kubectl create namespace {namespace}")
-    steps += [
-        f"  kubectl create secret generic {secret_name(d)}{flag} \\",
-        f"    --from-literal={SECRET_KEY}=\"$(python -c 'import secrets; print(secrets.token_hex(32))')\"",
-        f"  (with --from-literal={d.spec.database.url_env}=... too when the app uses a database)",
-        f"  kubectl apply -k {d.out}",
-    ]
+    random = "\"$(python -c 'import secrets; print(secrets.token_hex(32))')\""
+    steps.append(f"  kubectl create secret generic {secret_name(d)}{flag} \\")
+    if "postgres" in d.extras:
+        steps += [
+            f"    --from-literal={SECRET_KEY}={random} \\",
+            f"    --from-literal={postgres.PASSWORD_KEY}={random}",
+        ]
+    else:
+        steps += [
+            f"    --from-literal={SECRET_KEY}={random}",
+            f"  (with --from-literal={d.spec.database.url_env}=... too when the app uses a database)",
+        ]
+    steps.append(f"  kubectl apply -k {d.out}")
+    if "postgres" in d.extras:
+        steps.append(postgres.budget_note(d, most_pods(d)))
     return "\n".join(steps)
 
 

@@ -19,7 +19,9 @@ from typing import Any, Literal
 
 from ..errors import BuildError
 from ..runtime.metrics import BUCKETS, DURATION, IN_PROGRESS, LE_LABELS, REQUESTS
-from .deployment import UWSGI_PORT, Deployment
+from ..sizing import Derived
+from ..spec import Spec
+from .deployment import UWSGI_PORT, Deployment, ServerKind
 from .yamlfile import dump_yaml, generated_header
 
 __all__ = [
@@ -28,8 +30,10 @@ __all__ = [
     "PROMETHEUS_CONFIG_DIR",
     "PROMETHEUS_PORT",
     "PROMETHEUS_URL",
+    "Monitored",
     "Scrape",
     "monitoring_files",
+    "prometheus_files",
 ]
 
 # Where the containers expect the files (the official images' defaults, except the dashboards
@@ -93,22 +97,49 @@ class Scrape:
             raise ValueError("Scrape.interval is in seconds, at least 1")
 
 
-def monitoring_files(d: Deployment, scrape: Scrape, *, prefix: str = "") -> dict[str, str]:
-    """The monitoring files of d, keyed by path relative to the output directory, under prefix:
+@dataclass(frozen=True, kw_only=True)
+class Monitored:
+    """What the alert rules and Prometheus's config are drawn from: the spec, one app server's derived sizes
+    and kind, and app_port, where dns_names targets are scraped unless Scrape.port says. A Deployment gives
+    one (Monitored.of); `flaskprod up --with monitoring` makes its own."""
+
+    name: str  # the rule group's
+    spec: Spec
+    derived: Derived
+    server: ServerKind
+    app_port: int
+
+    @classmethod
+    def of(cls, d: Deployment) -> Monitored:
+        return cls(name=d.name, spec=d.spec, derived=d.derived, server=d.server, app_port=d.app_port)
+
+
+def prometheus_files(
+    d: Monitored, scrape: Scrape, *, itself: str = f"localhost:{PROMETHEUS_PORT}", by: Literal["build", "up"] = "build"
+) -> dict[str, str]:
+    """prometheus.yml and the alerts.yml it loads from its own directory, by file name; itself is the address
+    Prometheus scrapes its own metrics at. The containers mount them (monitoring_files); `flaskprod up` runs them."""
+    return {
+        "prometheus.yml": _yaml("prometheus.yml", _prometheus_config(d, scrape, itself), by=by),
+        "alerts.yml": _yaml("alerts.yml", _rules(d.name, _alerts(d, scrape)), by=by),
+    }
+
+
+def monitoring_files(deployment: Deployment, scrape: Scrape, *, prefix: str = "") -> dict[str, str]:
+    """The monitoring files of deployment, keyed by path relative to the output directory, under prefix:
 
     prometheus/prometheus.yml, prometheus/alerts.yml, prometheus/alerts.test.yml (`promtool test rules`),
     grafana/provisioning/datasources/prometheus.yml, grafana/provisioning/dashboards/<name>.yml and
     grafana/dashboards/<name>.json. Mount prometheus/ at PROMETHEUS_CONFIG_DIR, grafana/provisioning/
     at GRAFANA_PROVISIONING_DIR and grafana/dashboards/ at GRAFANA_DASHBOARDS_DIR.
     """
+    d = Monitored.of(deployment)
     _refuse_unscrapable(d, scrape)
-    alerts = _alerts(d, scrape)
     name = d.name
     files = {
-        "prometheus/prometheus.yml": _yaml("prometheus.yml", _prometheus_config(d, scrape)),
-        "prometheus/alerts.yml": _yaml("alerts.yml", _rules(name, alerts)),
+        **{f"prometheus/{path}": text for path, text in prometheus_files(d, scrape).items()},
         "prometheus/alerts.test.yml": _yaml(
-            "alerts.test.yml", _rule_tests(alerts), "Run: promtool test rules alerts.test.yml"
+            "alerts.test.yml", _rule_tests(_alerts(d, scrape)), "Run: promtool test rules alerts.test.yml"
         ),
         "grafana/provisioning/datasources/prometheus.yml": _yaml("datasource", _datasource(scrape)),
         f"grafana/provisioning/dashboards/{name}.yml": _yaml("dashboard provider", _dashboard_provider(name)),
@@ -118,7 +149,7 @@ def monitoring_files(d: Deployment, scrape: Scrape, *, prefix: str = "") -> dict
     return {f"{base}/{path}" if base else path: text for path, text in files.items()}
 
 
-def _refuse_unscrapable(d: Deployment, scrape: Scrape) -> None:
+def _refuse_unscrapable(d: Monitored, scrape: Scrape) -> None:
     if not d.spec.monitoring.metrics:
         raise BuildError(
             "--with monitoring needs the app's metrics, and monitoring.metrics is false; set it to true "
@@ -133,12 +164,12 @@ def _refuse_unscrapable(d: Deployment, scrape: Scrape) -> None:
         )
 
 
-def _port(scrape: Scrape, d: Deployment) -> int:
+def _port(scrape: Scrape, d: Monitored) -> int:
     return scrape.port if scrape.port is not None else d.app_port
 
 
-def _yaml(name: str, data: Any, extra: str = "") -> str:
-    return dump_yaml(data, generated_header(name, extra))
+def _yaml(name: str, data: Any, extra: str = "", *, by: Literal["build", "up"] = "build") -> str:
+    return dump_yaml(data, generated_header(name, extra, by=by))
 
 
 def _duration(seconds: int) -> str:
@@ -173,7 +204,7 @@ class Queries:
         return "{" + ", ".join([*parts, *matchers]) + "}"
 
 
-def _queries(d: Deployment, scrape: Scrape) -> Queries:
+def _queries(d: Monitored, scrape: Scrape) -> Queries:
     mon = d.spec.monitoring
     # Probes are counted under their path (runtime/pipeline.py): /metrics once per scrape, /readyz
     # once per orchestrator probe, /healthz per health check; they would dilute ratios and latency.
@@ -189,7 +220,7 @@ def slow_bound(timeout: int) -> tuple[float, str]:
     return BUCKETS[index], LE_LABELS[index]
 
 
-def capacity(d: Deployment) -> int | None:
+def capacity(d: Monitored) -> int | None:
     """Requests one app container serves at once: workers x threads; None for gevent/eventlet, whose
     concurrency is not bounded by threads."""
     if d.server == "gunicorn" and d.derived.worker_class in ("gevent", "eventlet"):
@@ -240,7 +271,7 @@ def _counter(per_minute: float) -> str:
     return f"0+{_number(per_minute)}x{{n}}"
 
 
-def _alerts(d: Deployment, scrape: Scrape) -> list[Alert]:
+def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
     q = _queries(d, scrape)
     job, spec = scrape.job, d.spec
     instance = scrape.targets[0] if scrape.targets else f"{scrape.dns_names[0]}:{_port(scrape, d)}"
@@ -419,7 +450,7 @@ def _rule_tests(alerts: list[Alert]) -> dict[str, Any]:
 # --- Prometheus ------------------------------------------------------------------------------------
 
 
-def _prometheus_config(d: Deployment, scrape: Scrape) -> dict[str, Any]:
+def _prometheus_config(d: Monitored, scrape: Scrape, itself: str) -> dict[str, Any]:
     interval = _duration(scrape.interval)
     app: dict[str, Any] = {"job_name": scrape.job, "metrics_path": d.spec.monitoring.metrics_path}
     if scrape.targets:
@@ -439,7 +470,7 @@ def _prometheus_config(d: Deployment, scrape: Scrape) -> dict[str, Any]:
         "rule_files": ["alerts.yml"],
         "scrape_configs": [
             app,
-            {"job_name": "prometheus", "static_configs": [{"targets": [f"localhost:{PROMETHEUS_PORT}"]}]},
+            {"job_name": "prometheus", "static_configs": [{"targets": [itself]}]},
         ],
     }
 
@@ -550,7 +581,7 @@ def _stat(title: str, description: str, targets: list[dict[str, Any]]) -> dict[s
     }
 
 
-def _dashboard(d: Deployment, scrape: Scrape) -> dict[str, Any]:
+def _dashboard(d: Monitored, scrape: Scrape) -> dict[str, Any]:
     q = _queries(d, scrape)
     span = "[$__rate_interval]"
     errors = q.sel('status=~"5.."')

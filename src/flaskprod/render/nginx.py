@@ -105,9 +105,10 @@ class NginxContext:
     access_log: str
     error_log: str
     user: str | None = None
-    # A second listener for the scraper alone (containers): it serves the metrics path to
-    # monitoring.metrics_allow whatever the Host header, so Prometheus needs no server name.
+    # A second listener for the scraper alone (containers, `up --with monitoring`): it serves the metrics
+    # path to monitoring.metrics_allow whatever the Host header, so Prometheus needs no server name.
     metrics_port: int | None = None
+    metrics_host: str | None = None  # None = host; `up` keeps it on loopback, beside its Prometheus
     # HTTPS: the app is served there, and the plain port only redirects to it.
     tls: TlsFiles | None = None
     worker_processes: int | Literal["auto"] = "auto"
@@ -202,7 +203,7 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         app_name=spec.app.name,
         listen=listen_address(ctx.host, ctx.port),
         server_names=server_names(spec, ctx.host),
-        metrics_listen=listen_address(ctx.host, ctx.metrics_port) if ctx.metrics_port else None,
+        metrics_listen=listen_address(ctx.metrics_host or ctx.host, ctx.metrics_port) if ctx.metrics_port else None,
         static_url=spec.proxy.static_url.rstrip("/"),
         max_body_bytes=derived.max_body_bytes,
         gzip_types=GZIP_TYPES,

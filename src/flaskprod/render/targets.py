@@ -10,7 +10,11 @@ from ..errors import BuildError
 from .deployment import Deployment, ServerKind
 
 Renderer = Callable[[Deployment], dict[str, str]]
-EXTRAS = ("monitoring",)
+EXTRAS = ("monitoring", "postgres")
+# What to do instead, when the target cannot carry the extra.
+EXTRA_ELSEWHERE = {
+    "postgres": "or give the app a PostgreSQL you run, its URL in database.url_env",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +41,7 @@ TARGETS = {
             summary="one image: Gunicorn facing clients itself (the guide's Option 1, done safely)",
             server="gunicorn",
             fixed_server=False,
+            # One container: a database beside it would be a second, which is what compose is for.
             extras=frozenset(),
             renderer="image:render_single",
             next_step="docker build -f {out}/Dockerfile -t {image} . && docker run --rm -p 8000:8000 "
@@ -56,8 +61,8 @@ TARGETS = {
             summary="Docker Compose: nginx in front of uWSGI over the uwsgi protocol (the guide's Option 3)",
             server="uwsgi",
             fixed_server=True,
-            # Prometheus speaks HTTP only, and each replica speaks the uwsgi protocol: use compose.
-            extras=frozenset(),
+            # No monitoring: Prometheus speaks HTTP only, and each replica here the uwsgi protocol (use compose).
+            extras=frozenset({"postgres"}),
             renderer="compose:render_compose",
             next_step="docker compose -f {out}/compose.yaml up --build",
         ),
@@ -67,7 +72,7 @@ TARGETS = {
             # HTTP, so Prometheus can scrape every replica itself (tasks.app), not one behind the VIP.
             server="gunicorn",
             fixed_server=False,
-            extras=frozenset({"monitoring"}),
+            extras=frozenset({"monitoring", "postgres"}),
             renderer="compose:render_swarm",
             next_step="build and push {image} and its -nginx image, `docker secret create`, then "
             "docker stack deploy -c {out}/stack.yaml {name}",
@@ -77,7 +82,7 @@ TARGETS = {
             summary="Kubernetes with kustomize: nginx beside the app server in each pod, probes, autoscaling",
             server="uwsgi",
             fixed_server=False,
-            extras=frozenset({"monitoring"}),
+            extras=frozenset({"monitoring", "postgres"}),
             renderer="kubernetes:render_k8s",
             next_step="build and push the images, create the secret, then kubectl apply -k {out}",
         ),
@@ -86,6 +91,7 @@ TARGETS = {
             summary="a plain VM: systemd units for the app server and nginx, as `flaskprod up` runs them",
             server="uwsgi",
             fixed_server=False,
+            # The units install the app on a VM; a database there is the VM's own package, not a unit of ours.
             extras=frozenset(),
             renderer="systemd:render_systemd",
             next_step="see {out}/README.md to install the units",
@@ -109,9 +115,19 @@ def parse_extras(target: Target, values: tuple[str, ...]) -> frozenset[str]:
         raise BuildError(f"--with {unknown[0]}: unknown; choose from {', '.join(EXTRAS)}")
     unsupported = sorted(extras - target.extras)
     if unsupported:
+        extra = unsupported[0]
         offered = f"it offers {', '.join(sorted(target.extras))}" if target.extras else "it takes none"
-        raise BuildError(f"--with {unsupported[0]} is not available for --target {target.name}: {offered}")
+        carriers = [t.name for t in TARGETS.values() if extra in t.extras]
+        fix = f"use --target {_one_of(carriers)}"
+        if extra in EXTRA_ELSEWHERE:
+            fix = f"{fix}, {EXTRA_ELSEWHERE[extra]}"
+        raise BuildError(f"--with {extra} is not available for --target {target.name} ({offered}): {fix}")
     return frozenset(extras)
+
+
+def _one_of(names: list[str]) -> str:
+    """'a, b or c'."""
+    return " or ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
 
 
 def server_for(target: Target, kind: str) -> ServerKind:

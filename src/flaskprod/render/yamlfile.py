@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -21,10 +21,11 @@ def dump_yaml(data: Any, header: str = "") -> str:
     return lines + body
 
 
-def generated_header(name: str, extra: str = "") -> str:
+def generated_header(name: str, extra: str = "", *, by: Literal["build", "up"] = "build") -> str:
     """The header every generated YAML file opens with: where it came from and how to change it."""
+    again = "build again" if by == "build" else "send `flaskprod up` a SIGHUP"
     text = (
-        f"{name}: written by `flaskprod build` from the spec; change flaskprod.toml and build again\n"
+        f"{name}: written by `flaskprod {by}` from the spec; change flaskprod.toml and {again}\n"
         "rather than editing this file."
     )
     return f"{text}\n{extra}" if extra else text

@@ -1,10 +1,12 @@
-"""App config from FLASK_* variables, FLASK_*_FILE secrets and the spec."""
+"""App config from FLASK_* variables, FLASK_*_FILE secrets, the database URL (its password from a secret file)
+and the spec."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from flask import Flask
 
@@ -33,29 +35,74 @@ def load_file_variables(app: Flask, environ: Mapping[str, str]) -> None:
         if len(name) <= len(ENV_PREFIX) + len(FILE_SUFFIX):
             continue
         key = name[len(ENV_PREFIX) : -len(FILE_SUFFIX)]
-        path = environ[name]
-        try:
-            with open(path, encoding="utf-8") as fh:
-                app.config[key] = fh.read().strip()
-        except FileNotFoundError:
-            raise ConfigurationError(
-                f"{name} points to {path}, which does not exist: create the file or unset {name}"
-            ) from None
-        except OSError as exc:
-            raise ConfigurationError(
-                f"{name} points to {path}, which cannot be read ({exc.strerror}): fix the path or its permissions"
-            ) from None
+        app.config[key] = read_named_file(name, environ[name]).strip()
         # from_prefixed_env also stored the path itself under X_FILE; it is not a setting of the app.
         app.config.pop(name[len(ENV_PREFIX) :], None)
 
 
+def read_named_file(name: str, path: str) -> str:
+    """The text of the file that variable name points to; errors name the variable and the fix."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"{name} points to {path}, which does not exist: create the file or unset {name}"
+        ) from None
+    except OSError as exc:
+        raise ConfigurationError(
+            f"{name} points to {path}, which cannot be read ({exc.strerror}): fix the path or its permissions"
+        ) from None
+
+
+def database_password(name: str, path: str) -> str:
+    """The password in the file variable name points to, read as PostgreSQL's image reads
+    POSTGRES_PASSWORD_FILE (bash's $(< file): trailing newlines dropped, nothing else), so one
+    secret file gives the server and the app the same password."""
+    password = read_named_file(name, path).rstrip("\n")
+    if not password:
+        raise ConfigurationError(f"{name} points to {path}, which is empty: write the database password into it")
+    if "\n" in password or "\r" in password:
+        raise ConfigurationError(f"{name} points to {path}, which holds more than one line: write the password alone")
+    return password
+
+
+def with_password(url: str, password: str, *, url_env: str, password_env: str) -> str:
+    """url with password after its user name, escaped as a URL needs (SQLAlchemy unescapes it)."""
+    parts = urlsplit(url)
+    user, at, host = parts.netloc.rpartition("@")
+    if not at or not user:
+        raise ConfigurationError(
+            f"{url_env} names no user for the password in {password_env}: "
+            "write it as scheme://USER@host:port/database"
+        )
+    if ":" in user:
+        raise ConfigurationError(
+            f"{url_env} carries a password and {password_env} gives one too: "
+            f"remove it from {url_env}, so the secret file is its only place"
+        )
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+
+
 def database_url(spec: Spec, environ: Mapping[str, str]) -> str | None:
-    url = environ.get(spec.database.url_env)
+    """The URL in database.url_env, with the password from the file database.password_file_env names:
+    the URL can then sit in plain sight (a Compose file, a pod spec) and the password in a secret."""
+    db = spec.database
+    url = environ.get(db.url_env)
+    password_file = environ.get(db.password_file_env)
     if not url:
+        if password_file:
+            raise ConfigurationError(
+                f"{db.password_file_env} is set but {db.url_env} is not: set {db.url_env} to the database URL "
+                "without its password, e.g. postgresql://app@db:5432/app"
+            )
         return None
     # Heroku-style URLs say postgres://, a scheme SQLAlchemy 1.4+ no longer accepts.
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
+    if password_file:
+        password = database_password(db.password_file_env, password_file)
+        url = with_password(url, password, url_env=db.url_env, password_env=db.password_file_env)
     return url
 
 

@@ -54,6 +54,11 @@ class StackDir:
     def access_log(self) -> Path:
         return self.logs_dir / "access.log"
 
+    @property
+    def prometheus_dir(self) -> Path:
+        """`up --with monitoring`: prometheus.yml, the alerts.yml it loads, and data/ (kept between runs)."""
+        return self.path / "prometheus"
+
     @classmethod
     def create(cls, path: str | os.PathLike[str]) -> StackDir:
         run = cls(Path(path).resolve())
@@ -93,7 +98,9 @@ class StackDir:
         static_dir: str | None,
         user: str | None,
         tls: TlsFiles | None = None,
+        metrics: tuple[str, int] | None = None,
     ) -> NginxContext:
+        """metrics, a (host, port), adds the listener that serves the metrics path alone, to Prometheus."""
         return NginxContext(
             host=host,
             port=port,
@@ -107,4 +114,6 @@ class StackDir:
             error_log="stderr",
             user=user,
             tls=tls,
+            metrics_host=metrics[0] if metrics else None,
+            metrics_port=metrics[1] if metrics else None,
         )

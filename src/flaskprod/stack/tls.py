@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import ServerError, SpecError
 from ..render import TlsFiles
 from ..spec import Spec
+from .acme import Acme
 
 # Short-lived on purpose: a self-signed certificate is for trying HTTPS out, and `up` makes a new one
 # at every start.
@@ -67,13 +68,24 @@ def _readable(setting: str, value: str | None) -> str:
     return str(path)
 
 
-def tls_for_up(spec: Spec, tls_dir: Path, names: list[str]) -> TlsFiles | None:
-    """The TLS files nginx uses under `up`, or None when HTTPS is off; a user's mistake is one SpecError."""
+def tls_for_up(spec: Spec, tls_dir: Path, names: list[str], acme: Acme | None = None) -> TlsFiles | None:
+    """The TLS files nginx uses under `up`, or None when HTTPS is off; a user's mistake is one SpecError.
+
+    With acme, the issued certificate when there is one; until then a self-signed stand-in, so nginx can
+    serve the challenge that gets the real one.
+    """
     mode = spec.tls.mode
     if mode == "off":
         return None
     if spec.tls.port == spec.proxy.port:
         raise SpecError(f"tls.port {spec.tls.port} is proxy.port too: HTTPS needs a port of its own (--tls-port)")
+    if acme is not None:
+        acme.prepare()
+        webroot = str(acme.webroot)
+        if acme.issued():
+            return TlsFiles(port=spec.tls.port, cert=str(acme.cert), key=str(acme.key), acme_webroot=webroot)
+        made = make_self_signed(tls_dir, list(acme.names))
+        return TlsFiles(port=spec.tls.port, cert=str(made[0]), key=str(made[1]), acme_webroot=webroot)
     if mode == "self-signed":
         made = make_self_signed(tls_dir, names)
         return TlsFiles(port=spec.tls.port, cert=str(made[0]), key=str(made[1]))

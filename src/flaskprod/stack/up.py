@@ -26,9 +26,12 @@ from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind, loopback
 from ..servers.probe import probe
 from ..sizing import Derived, derive
 from ..spec import CONFIG_ENV, Spec, env_for
+from .acme import OBTAIN_TIMEOUT, Acme, Certbot
 from .children import Child
 from .log import EventLog
 from .nginx import check_config, find_nginx, foreground_command
+from .prometheus import READY_PATH, Prometheus, parse_up_extras, plan_prometheus
+from .prometheus import RESTART_ONLY as MONITORING_RESTART_ONLY
 from .rundir import StackDir
 from .tls import tls_for_up
 
@@ -62,17 +65,18 @@ class Plan:
     static_dir: str | None
     app_env: Mapping[str, str]
     tls: TlsFiles | None = None
+    acme: Acme | None = None
+    prometheus: Prometheus | None = None  # --with monitoring
 
     @property
     def url(self) -> str:
         # Bound to a wildcard, nginx still closes requests for names it does not serve (the loopback
-        # address among them): show the first name it answers to.
+        # address among them): show the first name it answers to. An ACME certificate names only those.
         host = self.spec.proxy.host
-        if loopback_for(host) != host:
+        if loopback_for(host) != host or self.acme:
             host = self.host_header
-        if self.tls:
-            return f"https://{listen_address(host, self.tls.port)}"
-        return f"http://{listen_address(host, self.spec.proxy.port)}"
+        scheme, port, default = ("https", self.tls.port, 443) if self.tls else ("http", self.spec.proxy.port, 80)
+        return f"{scheme}://{listen_address(host, port).removesuffix(f':{default}')}"
 
     @property
     def host_header(self) -> str:
@@ -109,7 +113,9 @@ def app_server_env(
     return env
 
 
-def plan(spec: Spec, run: StackDir, *, config_path: str | None = None) -> Plan:
+def plan(
+    spec: Spec, run: StackDir, *, config_path: str | None = None, extras: frozenset[str] = frozenset()
+) -> Plan:
     """Check the input and decide everything; raises a FlaskprodError naming what to fix."""
     if spec.origins.get("server.bind") == "flag":
         raise SpecError(
@@ -119,9 +125,12 @@ def plan(spec: Spec, run: StackDir, *, config_path: str | None = None) -> Plan:
     spec = resolve_kind(behind_nginx(spec), behind_nginx=True)
     nginx_binary = find_nginx(spec.proxy.nginx)
     check_bind(listen_address(spec.proxy.host, spec.proxy.port), instead="--port PORT")
-    tls = tls_for_up(spec, run.tls_dir, server_names(spec, spec.proxy.host))
+    acme = Acme.from_spec(spec) if spec.tls.mode == "acme" else None
+    tls = tls_for_up(spec, run.tls_dir, server_names(spec, spec.proxy.host), acme)
     if tls:
         check_bind(listen_address(spec.proxy.host, tls.port), instead="--tls-port PORT")
+    nginx_ports = {"proxy.port": spec.proxy.port, **({"tls.port": tls.port} if tls else {})}
+    prometheus = plan_prometheus(spec, nginx_ports) if "monitoring" in extras else None
     app = discovery.resolve(spec.app.target)
     derived = derive(spec)
     env = app_server_env(spec, app, run, derived, config_path)
@@ -141,6 +150,8 @@ def plan(spec: Spec, run: StackDir, *, config_path: str | None = None) -> Plan:
         static_dir=str(Path(static_dir).resolve()) if static_dir else None,
         app_env=env,
         tls=tls,
+        acme=acme,
+        prometheus=prometheus,
     )
 
 
@@ -158,6 +169,7 @@ def write_nginx_config(p: Plan) -> None:
         static_dir=p.static_dir,
         user=user,
         tls=p.tls,
+        metrics=p.prometheus.scrape_listen if p.prometheus else None,
     )
     files = render_nginx(p.spec, p.derived, ctx)
     candidate = p.run.nginx_conf.with_name(p.run.nginx_conf.name + ".new")
@@ -183,6 +195,8 @@ RESTART_ONLY = (
     "proxy.nginx",
     "tls.mode",
     "tls.port",
+    "tls.acme_server",
+    "tls.acme_dir",
 )
 
 
@@ -190,6 +204,10 @@ def replan(current: Plan, spec: Spec) -> Plan:
     """The plan for a reloaded spec, keeping what only a restart may change; SpecError naming those."""
     spec = resolve_kind(behind_nginx(spec), behind_nginx=True)
     changed = [key for key in RESTART_ONLY if spec.get(key) != current.spec.get(key)]
+    if current.acme and spec.proxy.server_name != current.spec.proxy.server_name:
+        changed.append("proxy.server_name (the certificate's names)")
+    if current.prometheus:
+        changed += [key for key in MONITORING_RESTART_ONLY if spec.get(key) != current.spec.get(key)]
     if changed:
         raise SpecError(f"{', '.join(changed)} changed: restart `flaskprod up` to apply")
     if spec.origins.get("proxy.static_url", "default") == "default":
@@ -228,8 +246,13 @@ class Stack:
         )
         # SIGQUIT is nginx's graceful stop: close the listeners, finish every request in flight.
         self.nginx = Child(name="nginx", command=foreground_command(p.nginx_binary, p.run), stop_signal=signal.SIGQUIT)
-        self.children = (self.app_server, self.nginx)
+        # --with monitoring: Prometheus, scraping the app through nginx.
+        self.prometheus = p.prometheus.child(p.run, p.spec.logging.format) if p.prometheus else None
+        # In start order; stopped in reverse.
+        self.children = (self.app_server, self.nginx, *([self.prometheus] if self.prometheus else []))
         self.last_answer = "no answer yet"
+        # --tls acme: certbot's runs (certonly at start, renew later) and the certificate nginx serves.
+        self.certbot = Certbot(p.acme, p.run.logs_dir / "certbot.log") if p.acme else None
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -265,6 +288,12 @@ class Stack:
             if not self.wait_until(self.ready_through_nginx, deadline):
                 self.stop()
                 return 1
+            if self.certbot is not None and not self.obtain_certificate(self.certbot):
+                self.stop()
+                return 1
+            if self.prometheus is not None and not self.start_prometheus(deadline):
+                self.stop()
+                return 1
             self.print_table()
             while True:
                 sig = self.next_signal(TICK)
@@ -279,25 +308,30 @@ class Stack:
         finally:
             self.restore_handlers()
 
-    def wait_until(self, condition: Callable[[], bool], deadline: float) -> bool:
-        """True once condition() holds; False when told to stop first; ServerError if a child dies or time runs out."""
+    def wait_until(
+        self, condition: Callable[[], bool], deadline: float, *, subject: str = "the app", endpoint: str | None = None
+    ) -> bool:
+        """True once condition() holds; False when told to stop first; ServerError if a child dies or time runs out.
+
+        The errors name subject and the endpoint it must answer 200 on (by default, its readiness through nginx).
+        """
         p = self.plan
+        endpoint = endpoint or f"{p.spec.monitoring.ready_path} through nginx"
         while time.monotonic() < deadline:
             for child in self.children:
                 status = child.exit_status()
                 if status is not None:
                     raise ServerError(
-                        f"{child.name} exited with status {status} before {p.spec.monitoring.ready_path} "
-                        "answered 200 through nginx; its error is above"
+                        f"{child.name} exited with status {status} before {endpoint} answered 200; its error is above"
                     )
             if condition():
                 return True
             if self.next_signal(0.1) in _STOP_SIGNALS:
-                self.log("stopped before the app was ready")
+                self.log(f"stopped before {subject} was ready")
                 return False
         raise ServerError(
-            f"the app was not ready within proxy.ready_timeout = {p.spec.proxy.ready_timeout}s: "
-            f"{p.spec.monitoring.ready_path} through nginx last answered: {self.last_answer}"
+            f"{subject} was not ready within proxy.ready_timeout = {p.spec.proxy.ready_timeout}s: "
+            f"{endpoint} last answered: {self.last_answer}"
         )
 
     def app_socket_accepts(self) -> bool:
@@ -318,14 +352,28 @@ class Stack:
         self.last_answer = f"{code} {' '.join(body.split())[:400]}"
         return code == 200
 
+    def start_prometheus(self, deadline: float) -> bool:
+        """Start Prometheus once nginx serves, so its first scrape finds the app; True once it is ready."""
+        prometheus, child = self.plan.prometheus, self.prometheus
+        assert prometheus is not None and child is not None
+        child.start()
+
+        def ready() -> bool:
+            answered, self.last_answer = prometheus.ready()
+            return answered
+
+        return self.wait_until(ready, deadline, subject="prometheus", endpoint=f"{prometheus.url}{READY_PATH}")
+
+    def https(self, tls: TlsFiles) -> _LoopbackTls:
+        return _LoopbackTls(loopback_for(self.plan.spec.proxy.host), tls.port, server_name=self.plan.host_header)
+
     def get(self, path: str) -> tuple[int, str]:
         p = self.plan
-        host = loopback_for(p.spec.proxy.host)
         conn: http.client.HTTPConnection
         if p.tls:
-            conn = _LoopbackTls(host, p.tls.port, server_name=p.host_header)
+            conn = self.https(p.tls)
         else:
-            conn = http.client.HTTPConnection(host, p.spec.proxy.port, timeout=2)
+            conn = http.client.HTTPConnection(loopback_for(p.spec.proxy.host), p.spec.proxy.port, timeout=2)
         try:
             conn.request("GET", path, headers={"Host": p.host_header})
             response = conn.getresponse()
@@ -333,9 +381,78 @@ class Stack:
         finally:
             conn.close()
 
+    # -- --tls acme ----------------------------------------------------------------------------
+
+    def obtain_certificate(self, certbot: Certbot) -> bool:
+        """certbot certonly through the running nginx; then nginx serves the certificate. False when told to stop."""
+        acme = certbot.acme
+        placeholder = self.plan.tls is not None and self.plan.tls.cert != str(acme.cert)
+        if placeholder:
+            self.log(f"asking {acme.server} for a certificate for {' '.join(acme.names)}")
+        certbot.start(acme.obtain_command())
+        deadline = time.monotonic() + OBTAIN_TIMEOUT
+        while (status := certbot.poll()) is None:
+            if time.monotonic() > deadline:
+                certbot.stop()
+                raise ServerError(f"certbot did not finish within {OBTAIN_TIMEOUT:g}s; its output: {certbot.log}")
+            if self.next_signal(0.1) in _STOP_SIGNALS:
+                certbot.stop()
+                self.log("stopped before the certificate was issued")
+                return False
+        if status != 0:
+            raise acme.failure(certbot.reason(), self.plan.spec.proxy.port)
+        if not placeholder:
+            return True  # a certificate certonly renewed in place is watch_certificate's to reload
+        certbot.changed()
+        assert self.plan.tls is not None
+        tls = dataclasses.replace(self.plan.tls, cert=str(acme.cert), key=str(acme.key))
+        new_plan = dataclasses.replace(self.plan, tls=tls)
+        write_nginx_config(new_plan)
+        self.plan = new_plan
+        self.nginx.send(signal.SIGHUP)
+        if not self.wait_until(lambda: self.serves(acme.cert), time.monotonic() + self.plan.spec.proxy.ready_timeout):
+            return False
+        self.log(f"certificate issued for {' '.join(acme.names)}; nginx serves it")
+        return True
+
+    def serves(self, cert: Path) -> bool:
+        """Whether nginx's HTTPS port presents cert (the first in its chain) now."""
+        assert self.plan.tls is not None
+        first = cert.read_text().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n"
+        conn = self.https(self.plan.tls)
+        try:
+            conn.connect()
+            assert isinstance(conn.sock, ssl.SSLSocket)
+            served = conn.sock.getpeercert(binary_form=True)
+        except OSError as exc:
+            self.last_answer = f"{type(exc).__name__}: {exc}"
+            return False
+        finally:
+            conn.close()
+        self.last_answer = "nginx still presents the certificate it started with"
+        return served == ssl.PEM_cert_to_DER_cert(first)
+
+    def watch_certificate(self, certbot: Certbot, now: float) -> None:
+        """Run `certbot renew` twice a day, and reload nginx whenever the certificate changed."""
+        status = certbot.poll()
+        if status:
+            self.log(f"certbot renew failed: {certbot.reason()}; trying again in 12 h", level="error")
+        certbot.renew_if_due(now)
+        if not certbot.changed():
+            return
+        try:
+            check_config(self.plan.nginx_binary, self.plan.run)
+        except FlaskprodError as exc:
+            self.log(f"certificate renewed, but nginx not reloaded: {exc}", level="error")
+            return
+        self.nginx.send(signal.SIGHUP)
+        self.log("certificate renewed; nginx reloaded to serve it")
+
     def supervise(self) -> None:
-        """Restart, with backoff, a child that died on its own."""
+        """Restart, with backoff, a child that died on its own; keep the ACME certificate fresh."""
         now = time.monotonic()
+        if self.certbot is not None:
+            self.watch_certificate(self.certbot, now)
         for child in self.children:
             status = child.exit_status()
             if status is not None and child.restart_at is None:
@@ -374,8 +491,16 @@ class Stack:
             self.log(f"nginx not reloaded, the running config stays: {exc}", level="error")
         else:
             self.nginx.send(signal.SIGHUP)
+            self.reload_prometheus()
         # Its workers load the app again, reading the config file as they start.
         self.app_server.send(signal.SIGHUP)
+
+    def reload_prometheus(self) -> None:
+        """Its alert rules follow the reloaded spec (server.timeout, workers, threads): SIGHUP makes it read them."""
+        p = self.plan
+        if self.prometheus is not None and p.prometheus is not None:
+            p.prometheus.write_config(p.run, p.spec, p.derived)
+            self.prometheus.send(signal.SIGHUP)
 
     def handle_term(self) -> int:
         """Graceful stop: readiness 503, the drain delay, nginx finishes what it accepted, then the app server."""
@@ -395,9 +520,12 @@ class Stack:
             self.supervise()
 
     def stop(self, *, graceful: bool = True) -> None:
-        """nginx first, so nothing new reaches the app server; then the app server; then whatever is left."""
+        """In reverse start order: Prometheus (a stack going down on purpose is no outage to record), nginx, so
+        nothing new reaches the app server, then the app server; then whatever is left."""
         grace = self.plan.derived.timeouts.graceful + STOP_MARGIN if graceful else 2.0
-        for child in (self.nginx, self.app_server):
+        if self.certbot is not None:
+            self.certbot.stop()
+        for child in reversed(self.children):
             child.restart_at = None
             child.send(child.stop_signal)
             if not child.wait(grace):
@@ -411,6 +539,9 @@ class Stack:
         threads = f"{d.threads} thread{'s' if d.threads != 1 else ''}"
         protocol = "uwsgi protocol" if p.protocol == "uwsgi" else "HTTP"
         pinned = ", a CPU each" if d.cpu_affinity else ""
+        metrics = f"{url}{spec.monitoring.metrics_path}" if spec.monitoring.metrics else "off"
+        if p.prometheus:  # nginx's public port answers 404 there: the scraper has a listener of its own
+            metrics = f"{p.prometheus.metrics_url(spec)} (loopback, for Prometheus)"
         rows = [
             ("URL", f"{url}/"),
             (
@@ -420,13 +551,19 @@ class Stack:
             ),
             ("static", f"{spec.proxy.static_url.rstrip('/')}/ -> {p.static_dir} (nginx)" if p.static_dir else "none"),
             ("health", f"{url}{spec.monitoring.health_path}  readiness {url}{spec.monitoring.ready_path}"),
-            ("metrics", f"{url}{spec.monitoring.metrics_path}" if spec.monitoring.metrics else "off"),
+            ("metrics", metrics),
+            *([("prometheus", p.prometheus.describe(p.run))] if p.prometheus else []),
             (
                 "logs",
                 f"app: stdout ({spec.logging.format}); nginx access: {p.run.access_log} (json); "
                 "nginx errors and up: stderr",
             ),
             ("run dir", str(p.run.path)),
+            *(
+                [("certificate", f"{p.acme.cert} from {p.acme.server}, renewed by certbot (checked every 12 h)")]
+                if p.acme
+                else []
+            ),
             ("control", f"Ctrl-C or kill -TERM {os.getpid()} stops gracefully; kill -HUP {os.getpid()} reloads"),
         ]
         width = max(len(name) for name, _ in rows)
@@ -436,18 +573,27 @@ class Stack:
         sys.stdout.flush()
 
 
-def up(spec: Spec, *, config_path: str | None = None, reload_spec: Callable[[], Spec] | None = None) -> int:
+def up(
+    spec: Spec,
+    *,
+    config_path: str | None = None,
+    reload_spec: Callable[[], Spec] | None = None,
+    extras: tuple[str, ...] = (),
+) -> int:
     """Run the production topology until stopped; the exit status (0 after a graceful stop).
 
-    reload_spec, when given, reads the spec's sources again on SIGHUP.
+    reload_spec, when given, reads the spec's sources again on SIGHUP; extras are `--with`'s values.
     """
+    added = parse_up_extras(extras)
     run = StackDir.create(spec.proxy.run_dir)
     lock = run.lock()
     try:
         # Left over from a stack that was killed: a stale drain file would fail readiness at once.
         run.drain_file.unlink(missing_ok=True)
-        p = plan(spec, run, config_path=config_path)
+        p = plan(spec, run, config_path=config_path, extras=added)
         write_nginx_config(p)
+        if p.prometheus:
+            p.prometheus.write_config(p.run, p.spec, p.derived)
         return Stack(p, reload_spec).run()
     finally:
         lock.close()

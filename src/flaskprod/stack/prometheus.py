@@ -1,0 +1,167 @@
+"""`up --with monitoring`: a real Prometheus beside nginx, with the alert rules `build --with monitoring` writes.
+
+The app server listens on a unix socket, so Prometheus scrapes the app through nginx: a listener of its
+own on loopback that serves the metrics path alone (NginxContext.metrics_port, as in a Kubernetes pod).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ServerError, SpecError
+from ..render.deployment import dns_label
+from ..render.monitoring import Monitored, Scrape, prometheus_files
+from ..render.nginx import listen_address
+from ..servers.common import check_bind, loopback_for
+from ..sizing import Derived
+from ..spec import Spec
+from .children import Child
+from .rundir import StackDir
+
+# What `up --with` can add.
+UP_EXTRAS = ("monitoring",)
+INSTALL_HINT = "install it with `apt-get install prometheus` (Debian, Ubuntu)"
+# nginx's listener for the scraper: Prometheus runs on this machine, so nothing else need reach it.
+SCRAPE_HOST = "127.0.0.1"
+# Seconds between scrapes and between rule evaluations: a request shows in a query within seconds
+# (the containers' Prometheus takes 15 s).
+SCRAPE_INTERVAL = 5
+# 200 once Prometheus has loaded its config and rules and replayed its data.
+READY_PATH = "/-/ready"
+# Settings a reload cannot change under --with monitoring: what Prometheus and nginx's listener for it
+# listen on, and whether there are metrics to scrape at all.
+RESTART_ONLY = (
+    "monitoring.metrics",
+    "monitoring.metrics_port",
+    "monitoring.prometheus_host",
+    "monitoring.prometheus_port",
+)
+
+
+def parse_up_extras(values: tuple[str, ...]) -> frozenset[str]:
+    """--with a,b (repeatable) checked against what `up` can add."""
+    extras = {item.strip() for value in values for item in value.split(",") if item.strip()}
+    unknown = sorted(extras - set(UP_EXTRAS))
+    if unknown:
+        raise SpecError(f"--with {unknown[0]}: unknown for `flaskprod up`; choose from {', '.join(UP_EXTRAS)}")
+    return frozenset(extras)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prometheus:
+    """`up`'s Prometheus: its binary, where it listens, nginx's listener it scrapes and the job it scrapes as."""
+
+    binary: str
+    host: str
+    port: int
+    scrape_port: int  # nginx's metrics listener, on SCRAPE_HOST
+    job: str  # the app's job, named as `flaskprod build` names it
+
+    @property
+    def url(self) -> str:
+        return f"http://{listen_address(loopback_for(self.host), self.port)}"
+
+    @property
+    def scrape_listen(self) -> tuple[str, int]:
+        return SCRAPE_HOST, self.scrape_port
+
+    def metrics_url(self, spec: Spec) -> str:
+        return f"http://{listen_address(*self.scrape_listen)}{spec.monitoring.metrics_path}"
+
+    def describe(self, run: StackDir) -> str:
+        """Its line in `up`'s table."""
+        return f"{self.url}/  (scrapes every {SCRAPE_INTERVAL}s; alert rules: {run.prometheus_dir / 'alerts.yml'})"
+
+    def child(self, run: StackDir, log_format: str) -> Child:
+        """The supervised process: SIGTERM is its graceful stop, SIGHUP makes it read its files again."""
+        command = [
+            self.binary,
+            f"--config.file={run.prometheus_dir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={run.prometheus_dir / 'data'}",
+            f"--web.listen-address={listen_address(self.host, self.port)}",
+            # Warnings and errors only, as nginx logs, in the format of the stack's own lines.
+            "--log.level=warn",
+            f"--log.format={'json' if log_format == 'json' else 'logfmt'}",
+        ]
+        return Child(name="prometheus", command=command, stop_signal=signal.SIGTERM)
+
+    def write_config(self, run: StackDir, spec: Spec, derived: Derived) -> None:
+        """prometheus.yml and alerts.yml in the run directory, derived as `flaskprod build --with monitoring`'s are."""
+        app = Monitored(
+            name=self.job,
+            spec=spec,
+            derived=derived,
+            server="uwsgi" if spec.server.kind == "uwsgi" else "gunicorn",
+            app_port=self.scrape_port,
+        )
+        scrape = Scrape(job=self.job, targets=(listen_address(*self.scrape_listen),), interval=SCRAPE_INTERVAL)
+        files = prometheus_files(app, scrape, itself=listen_address(loopback_for(self.host), self.port), by="up")
+        run.prometheus_dir.mkdir(exist_ok=True)
+        for name, text in files.items():
+            _replace(run.prometheus_dir / name, text)
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether READY_PATH answers 200, and what it answered."""
+        conn = http.client.HTTPConnection(loopback_for(self.host), self.port, timeout=2)
+        try:
+            conn.request("GET", READY_PATH)
+            response = conn.getresponse()
+            body = response.read().decode("utf-8", "replace")
+        except OSError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+        return response.status == 200, f"{response.status} {' '.join(body.split())[:400]}"
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write path whole: a Prometheus restarted meanwhile never reads half a file."""
+    candidate = path.with_name(path.name + ".new")
+    candidate.write_text(text)
+    os.replace(candidate, path)
+
+
+def find_prometheus() -> str:
+    found = shutil.which("prometheus")
+    if found is None:
+        raise ServerError(f"prometheus not found on PATH: --with monitoring runs it; {INSTALL_HINT}")
+    return found
+
+
+def plan_prometheus(spec: Spec, ports: Mapping[str, int]) -> Prometheus:
+    """Check what --with monitoring needs: the app's metrics, the binary, two ports of its own and free.
+
+    ports are those nginx listens on, by setting.
+    """
+    monitoring = spec.monitoring
+    if not monitoring.metrics:
+        raise SpecError(
+            "--with monitoring scrapes the app's metrics, and monitoring.metrics is false: set it to true, "
+            "or run without --with monitoring"
+        )
+    binary = find_prometheus()
+    taken = dict(ports)
+    for key in ("monitoring.metrics_port", "monitoring.prometheus_port"):
+        port = spec.get(key)
+        clash = next((other for other, used in taken.items() if used == port), None)
+        if clash is not None:
+            raise SpecError(f"{key} = {port} is also {clash}: set one of them to another port")
+        taken[key] = port
+    check_bind(listen_address(SCRAPE_HOST, monitoring.metrics_port), instead="--set monitoring.metrics_port=PORT")
+    check_bind(
+        listen_address(monitoring.prometheus_host, monitoring.prometheus_port),
+        instead="--set monitoring.prometheus_port=PORT",
+    )
+    return Prometheus(
+        binary=binary,
+        host=monitoring.prometheus_host,
+        port=monitoring.prometheus_port,
+        scrape_port=monitoring.metrics_port,
+        job=dns_label(spec.app.name),
+    )

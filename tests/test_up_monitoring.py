@@ -1,0 +1,275 @@
+"""`flaskprod up --with monitoring` for real: a Prometheus beside nginx scrapes the app through nginx's loopback
+listener, with the alert rules `flaskprod build --with monitoring` writes; it is supervised, reloaded and stopped
+with the rest.
+
+The stack tests share one stack and run in file order; the last one stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from flaskprod.render.monitoring import Monitored, Scrape, prometheus_files
+from flaskprod.render.nginx import NginxContext, render_nginx_conf
+from flaskprod.sizing import derive
+from flaskprod.spec import Spec
+from tests.support import BIN, free_port, wait_for
+from tests.upstack import UpStack, processes_under, start_up, stop, up_args, up_env, write_app
+
+pytestmark = pytest.mark.integration
+
+JOB = "shop"
+ALERTS = {"AppDown", "AppTargetsMissing", "HighErrorRatio", "SlowRequests", "WorkersSaturated", "ReadinessFailing"}
+# Every scrape and rule evaluation comes within 5 s under `up`; Prometheus offsets its first scrape within that.
+SCRAPED_WITHIN = 20.0
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpStack]:
+    root = tmp_path_factory.mktemp("up-monitoring")
+    write_app(root)
+    running = start_up(
+        root,
+        "gunicorn",
+        free_port(),
+        "--workers",
+        "1",
+        "--with",
+        "monitoring",
+        "--set",
+        f"app.name={JOB}",
+        "--set",
+        f"monitoring.prometheus_port={free_port()}",
+        "--set",
+        f"monitoring.metrics_port={free_port()}",
+    )
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        stop(running)
+
+
+def table_value(stack: UpStack, row: str) -> str:
+    """The value of one row of the table `up` prints."""
+    for line in stack.stdout().splitlines():
+        name, _, value = line.strip().partition("  ")
+        if name == row:
+            return value.strip()
+    raise AssertionError(f"no {row!r} row in the table:\n{stack.output()}")
+
+
+class PrometheusAPI:
+    """Prometheus's HTTP API at the URL the table shows."""
+
+    def __init__(self, stack: UpStack) -> None:
+        self.base = table_value(stack, "prometheus").split()[0].rstrip("/")
+        assert self.base.startswith("http://127.0.0.1:"), self.base
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = requests.get(self.base + path, params=params, timeout=5)
+        body = response.json()
+        assert response.status_code == 200 and body["status"] == "success", f"{path} {params}: {body}"
+        return body["data"]
+
+    def value(self, expr: str) -> float | None:
+        """The single sample expr gives now, None when it gives none."""
+        result = self.get("/api/v1/query", query=expr)["result"]
+        assert len(result) <= 1, result
+        return float(result[0]["value"][1]) if result else None
+
+    def rules(self) -> dict[str, dict[str, Any]]:
+        groups = self.get("/api/v1/rules")["groups"]
+        return {rule["name"]: rule for group in groups for rule in group["rules"]}
+
+
+def children(stack: UpStack) -> dict[str, int]:
+    """name -> pid of the processes `up` started: nginx, the app server, prometheus."""
+    pids = Path(f"/proc/{stack.proc.pid}/task/{stack.proc.pid}/children").read_text().split()
+    found = {}
+    for pid in map(int, pids):
+        program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        # nginx shows itself as "nginx: master process ..."; the app server is `python -m flaskprod serve`.
+        name = next((n for n in ("nginx", "prometheus") if n in program), "app server")
+        found[name] = pid
+    return found
+
+
+def test_the_table_shows_prometheus_and_the_metrics_listener(stack: UpStack) -> None:
+    api = PrometheusAPI(stack)
+    assert requests.get(f"{api.base}/-/ready", timeout=5).status_code == 200
+    metrics = table_value(stack, "metrics").split()[0]
+    assert metrics.startswith("http://127.0.0.1:") and metrics.endswith("/metrics")
+    assert "# TYPE http_requests_total counter" in requests.get(metrics, timeout=5).text
+    # The scraper's listener serves the metrics path alone; nginx's public port no longer serves it.
+    assert requests.get(metrics.replace("/metrics", "/api/ping"), timeout=5).status_code == 404
+    assert stack.get("/metrics").status_code == 404
+    assert sorted(children(stack)) == ["app server", "nginx", "prometheus"]
+
+
+def test_prometheus_scrapes_the_app_through_nginx_and_counts_its_requests(stack: UpStack) -> None:
+    api = PrometheusAPI(stack)
+    wait_for(lambda: api.value(f'up{{job="{JOB}"}}') == 1.0, timeout=SCRAPED_WITHIN, what="the app's target up")
+    targets = [t for t in api.get("/api/v1/targets")["activeTargets"] if t["labels"]["job"] == JOB]
+    assert [t["scrapeUrl"] for t in targets] == [table_value(stack, "metrics").split()[0]]
+
+    sent = 7
+    assert [stack.get("/api/ping").status_code for _ in range(sent)] == [200] * sent
+    counted = f'sum(http_requests_total{{job="{JOB}", endpoint="/api/ping", status="200"}})'
+    wait_for(lambda: api.value(counted) == sent, timeout=SCRAPED_WITHIN, what=f"{sent} requests counted")
+
+
+def test_the_rules_are_those_build_writes_and_evaluate_healthy(stack: UpStack) -> None:
+    api = PrometheusAPI(stack)
+    written = yaml.safe_load((stack.run_dir / "prometheus" / "alerts.yml").read_text())
+    assert [group["name"] for group in written["groups"]] == [JOB]
+
+    def evaluated() -> dict[str, dict[str, Any]]:
+        found = api.rules()
+        # Raised, not returned: wait_for's message then shows the last answer.
+        assert all(r["health"] == "ok" and r["lastEvaluation"][:4] != "0001" for r in found.values()), found
+        return found
+
+    found = wait_for(evaluated, timeout=SCRAPED_WITHIN, what="every rule evaluated")
+    assert set(found) == ALERTS
+    # Prometheus prints each query back in its own spelling: the labels and annotations are compared instead.
+    assert {r["alert"]: (r["labels"], r["annotations"]) for r in written["groups"][0]["rules"]} == {
+        name: (r["labels"], r["annotations"]) for name, r in found.items()
+    }
+    assert not api.get("/api/v1/alerts")["alerts"], "a healthy app raises no alert"
+
+
+def test_a_killed_prometheus_is_restarted(stack: UpStack) -> None:
+    api = PrometheusAPI(stack)
+    os.kill(children(stack)["prometheus"], signal.SIGKILL)
+    wait_for(lambda: "prometheus restarted" in stack.stderr(), timeout=20, what="prometheus restarted")
+    wait_for(
+        lambda: requests.get(f"{api.base}/-/ready", timeout=2).status_code == 200, timeout=20, what="ready again"
+    )
+    wait_for(lambda: api.value(f'up{{job="{JOB}"}}') == 1.0, timeout=SCRAPED_WITHIN, what="scraping again")
+
+
+def test_sighup_gives_prometheus_the_rules_of_the_edited_config(stack: UpStack) -> None:
+    api = PrometheusAPI(stack)
+    before = api.rules()["SlowRequests"]["query"]
+    assert 'le="10.0"' in before  # half the default 30 s deadline is past the histogram's top finite bound
+    (stack.root / "flaskprod.toml").write_text("[server]\ntimeout = 5\n")
+    os.kill(stack.proc.pid, signal.SIGHUP)
+    wait_for(lambda: 'le="2.5"' in api.rules()["SlowRequests"]["query"], timeout=20, what="the new slow bound")
+    assert stack.proc.poll() is None
+
+
+def test_sigterm_stops_nginx_the_app_server_and_prometheus(stack: UpStack) -> None:
+    """Last of the stack's tests: it stops the stack."""
+    api = PrometheusAPI(stack)
+    started = children(stack)
+    os.kill(stack.proc.pid, signal.SIGTERM)
+    assert stack.proc.wait(40) == 0, stack.output()
+    assert not [name for name, pid in started.items() if Path(f"/proc/{pid}").exists()]
+    assert processes_under(stack.root) == {}
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{api.base}/-/ready", timeout=2)
+
+
+# --- mistakes: one line, a non-zero exit, nothing started ----------------------------------------------------
+
+
+def run_up(
+    root: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        up_args("gunicorn", port or free_port(), *args),
+        cwd=root,
+        env=env or up_env(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+        start_new_session=True,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
+def test_an_unknown_extra_is_one_line_naming_the_valid_ones(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    error = one_line_error(run_up(tmp_path, "--with", "monitoring,grafana"))
+    assert error == "Error: --with grafana: unknown for `flaskprod up`; choose from monitoring"
+    assert not (tmp_path / ".flaskprod").exists()
+
+
+def test_prometheus_port_in_use_names_the_setting(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_up(
+            tmp_path, "--with", "monitoring", "--set", f"monitoring.prometheus_port={port}",
+            "--set", f"monitoring.metrics_port={free_port()}",
+        )  # fmt: skip
+    error = one_line_error(result)
+    assert f"127.0.0.1:{port} is already in use" in error
+    assert "--set monitoring.prometheus_port=PORT" in error
+    assert processes_under(tmp_path) == {}
+
+
+def test_a_port_of_nginx_is_refused_for_prometheus(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    port = free_port()
+    result = run_up(tmp_path, "--with", "monitoring", "--set", f"monitoring.metrics_port={port}", port=port)
+    assert one_line_error(result) == (
+        f"Error: monitoring.metrics_port = {port} is also proxy.port: set one of them to another port"
+    )
+
+
+def test_prometheus_missing_says_how_to_install_it(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    env = up_env(PATH=f"/usr/sbin:{BIN}")  # nginx, but no /usr/bin/prometheus
+    result = run_up(tmp_path, "--with", "monitoring", env=env)
+    assert "apt-get install prometheus" in one_line_error(result)
+    assert processes_under(tmp_path) == {}
+
+
+# --- what `up` renders ---------------------------------------------------------------------------------------
+
+
+def test_nginx_listens_for_the_scraper_on_loopback_whatever_its_public_address() -> None:
+    spec = Spec().replace(**{"proxy.host": "0.0.0.0"})
+    ctx = NginxContext(
+        host="0.0.0.0", port=8000, upstream="unix:/run/app.sock", protocol="http", static_dir=None, conf_dir="/c",
+        pid_file="/c/nginx.pid", temp_dir="/c/tmp", access_log="/c/access.log", error_log="stderr",
+        metrics_host="127.0.0.1", metrics_port=9117,
+    )  # fmt: skip
+    conf = render_nginx_conf(spec, derive(spec), ctx)
+    assert "listen 0.0.0.0:8000;" in conf and "listen 127.0.0.1:9117;" in conf
+    assert "0.0.0.0:9117" not in conf
+
+
+def test_up_writes_the_rules_build_writes_with_its_own_header() -> None:
+    spec = Spec()
+    app = Monitored(name=JOB, spec=spec, derived=derive(spec), server="gunicorn", app_port=9117)
+    scrape = Scrape(job=JOB, targets=("127.0.0.1:9117",), interval=5)
+    built, ran = prometheus_files(app, scrape), prometheus_files(app, scrape, itself="127.0.0.1:9090", by="up")
+    assert yaml.safe_load(built["alerts.yml"]) == yaml.safe_load(ran["alerts.yml"])
+    assert ran["alerts.yml"].startswith("# alerts.yml: written by `flaskprod up` from the spec")
+    config = yaml.safe_load(ran["prometheus.yml"])
+    assert config["global"] == {"scrape_interval": "5s", "evaluation_interval": "5s"}
+    assert config["scrape_configs"][1]["static_configs"] == [{"targets": ["127.0.0.1:9090"]}]
