@@ -22,8 +22,11 @@ import yaml
 
 from flaskprod.errors import BuildError
 from flaskprod.render.compose import render_compose, render_swarm
+from flaskprod.render.deployment import container_machine
 from flaskprod.render.image import render_single
 from flaskprod.render.writer import write_files
+from flaskprod.sizing import derive
+from flaskprod.spec import load_spec
 from tests.buildkit import checkov, make_deployment, make_spec, run_tool, tool, write_tree
 from tests.support import BIN, ROOT, free_port, running, wait_for
 from tests.test_serve import clean_env
@@ -397,3 +400,15 @@ def test_monitoring_adds_prometheus_and_grafana_fed_by_the_written_files(
     run_tool([tool("yamllint"), "-s", "-d", YAMLLINT, str(out / file)])
     prometheus = (out / "monitoring/prometheus/prometheus.yml").read_text()
     assert ("tasks.app" in prometheus) == (file == "stack.yaml")
+
+
+def test_every_replica_together_keeps_within_the_database_budget(tmp_path: Path) -> None:
+    spec = make_spec(**{"app.name": "shop", "deploy.replicas": "4", "database.connection_budget": "60"})
+    d = make_deployment(tmp_path / "p", spec=spec, out="deploy/compose")
+    env = dockerfile_env(render_compose(d)["Dockerfile"])
+    # What a container's own `flaskprod serve` derives at start, from the image's environment and its limits:
+    # replicas=1, since it knows of no other container.
+    inside = derive(load_spec(tmp_path, config=None, environ=env, flags={}), container_machine(spec))
+    assert (inside.workers, inside.pool) == (d.derived.workers, d.derived.pool)
+    per_container = inside.workers * (inside.pool.size + inside.pool.overflow)
+    assert per_container * spec.deploy.replicas <= spec.database.connection_budget

@@ -144,7 +144,9 @@ def server_side(tree: Tree) -> tuple[list[str], dict[str, str]]:
 def app_env(tree: Tree) -> dict[str, str]:
     if tree.target == "k8s":
         return {e["name"]: e["value"] for e in k8s_container(tree, "Deployment", "shop", "app")["env"] if "value" in e}
-    return {key: str(value) for key, value in services(tree)["app"]["environment"].items()}
+    # What the container sees: the image's ENV (the workers and pool among them), then the service's environment.
+    image = dockerfile_env(tree.files["Dockerfile"])
+    return {**image, **{key: str(value) for key, value in services(tree)["app"]["environment"].items()}}
 
 
 def server_settings(command: list[str]) -> dict[str, str]:

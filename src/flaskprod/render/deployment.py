@@ -92,6 +92,11 @@ class Deployment:
             "server.kind": self.server,
             "server.bind": bind or f"0.0.0.0:{self.app_port}",
             "proxy.trusted_hops": 1 if behind_nginx else 0,
+            # The workers and pool the database budget was shared out for, among every replica: a container
+            # sizing its own would count itself alone and take the whole budget.
+            "server.workers": self.derived.workers,
+            "database.pool_size": self.derived.pool.size,
+            "database.max_overflow": self.derived.pool.overflow,
         }
         if self.server == "uwsgi":
             values["server.protocol"] = "uwsgi"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..errors import BuildError
 from ..sizing import ADMIN_CONNECTIONS, MIB, max_connections
-from ..spec import env_for, parse_size
+from ..spec import parse_size
 from .deployment import Deployment
 
 VERSION = "16.15"
@@ -86,15 +86,12 @@ def ready_command(d: Deployment) -> list[str]:
 
 
 def app_env(d: Deployment, *, host: str, password_file: str) -> dict[str, str]:
-    """The app's side: the URL without its password, the file the password is in (the same secret the
-    server was created with), and the workers and pool max_connections was counted from."""
+    """The app's side: the URL without its password and the file the password is in (the same secret the
+    server was created with). The workers and pool max_connections was counted from are in every app
+    container's environment already (Deployment.app_env)."""
     db = d.spec.database
     name = role(d)
-    pool = d.derived.pool
-    pinned = env_for(
-        {"server.workers": d.derived.workers, "database.pool_size": pool.size, "database.max_overflow": pool.overflow}
-    )
-    return {db.url_env: f"postgresql://{name}@{host}:{PORT}/{name}", db.password_file_env: password_file, **pinned}
+    return {db.url_env: f"postgresql://{name}@{host}:{PORT}/{name}", db.password_file_env: password_file}
 
 
 def budget_note(d: Deployment, containers: int) -> str:
