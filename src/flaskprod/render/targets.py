@@ -107,9 +107,14 @@ def find_target(name: str) -> Target:
         raise BuildError(f"unknown target {name!r}: choose one of {', '.join(TARGETS)}") from None
 
 
+def split_extras(values: tuple[str, ...]) -> set[str]:
+    """--with a,b (repeatable) as the set of names given."""
+    return {item.strip() for value in values for item in value.split(",") if item.strip()}
+
+
 def parse_extras(target: Target, values: tuple[str, ...]) -> frozenset[str]:
     """--with a,b (repeatable) checked against what the target supports."""
-    extras = {item.strip() for value in values for item in value.split(",") if item.strip()}
+    extras = split_extras(values)
     unknown = sorted(extras - set(EXTRAS))
     if unknown:
         raise BuildError(f"--with {unknown[0]}: unknown; choose from {', '.join(EXTRAS)}")

@@ -203,13 +203,11 @@ class Certbot:
     def reason(self) -> str:
         return certbot_reason(self.log.read_text(errors="replace"))
 
-    def renew_if_due(self, now: float) -> bool:
-        """Start `certbot renew` when its time came and nothing else runs; True when it started."""
-        if self.process is not None or now < self.renew_at:
-            return False
-        self.renew_at = now + RENEW_EVERY
-        self.start(self.acme.renew_command())
-        return True
+    def renew_if_due(self, now: float) -> None:
+        """Start `certbot renew` when its time came and nothing else runs."""
+        if self.process is None and now >= self.renew_at:
+            self.renew_at = now + RENEW_EVERY
+            self.start(self.acme.renew_command())
 
     def changed(self) -> bool:
         """True once per new certificate on disk, whoever put it there (this certbot, a system timer, a user)."""

@@ -18,6 +18,7 @@ from ..errors import ServerError, SpecError
 from ..render.deployment import dns_label
 from ..render.monitoring import Monitored, Scrape, prometheus_files
 from ..render.nginx import listen_address
+from ..render.targets import split_extras
 from ..servers.common import check_bind, loopback_for
 from ..sizing import Derived
 from ..spec import Spec
@@ -46,7 +47,7 @@ RESTART_ONLY = (
 
 def parse_up_extras(values: tuple[str, ...]) -> frozenset[str]:
     """--with a,b (repeatable) checked against what `up` can add."""
-    extras = {item.strip() for value in values for item in value.split(",") if item.strip()}
+    extras = split_extras(values)
     unknown = sorted(extras - set(UP_EXTRAS))
     if unknown:
         raise SpecError(f"--with {unknown[0]}: unknown for `flaskprod up`; choose from {', '.join(UP_EXTRAS)}")
