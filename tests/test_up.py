@@ -288,6 +288,6 @@ def test_the_url_shown_is_one_nginx_answers(host: str, names: str, url: str) -> 
     spec = Spec().replace(**{"proxy.host": host, "proxy.port": 8080, "proxy.server_name": names})
     shown = Plan(
         spec=spec, derived=cast(Derived, None), app=cast(AppRef, None), run=cast(StackDir, None),
-        nginx_binary="nginx", protocol="uwsgi", static_dir=None, app_env={},
+        nginx_binary="nginx", protocol="uwsgi", static_dir=None, app_env={}, root=Path("/srv/app"),
     ).url  # fmt: skip
     assert shown == url

@@ -175,6 +175,66 @@ def up(app: str | None, extras: tuple[str, ...], **kwargs: Any) -> None:
     )
 
 
+def _run_dir_options(fn: F) -> F:
+    """deploy and rollback talk to the `up` whose proxy.run_dir the config names; nothing else of the spec applies."""
+    fn = click.option(
+        "--set", "set_values", multiple=True, metavar="KEY=VALUE", help="e.g. --set proxy.run_dir=/srv/run"
+    )(fn)
+    return click.option(
+        "--config", "config_path", default=None, metavar="PATH", help="Config file naming proxy.run_dir."
+    )(fn)
+
+
+def _ask_up(command: str, options: dict[str, Any], kwargs: dict[str, Any]) -> None:
+    """Send command to the running `up`; its progress to stderr, its verdict to stdout (exit 1 if it failed)."""
+    from pathlib import Path
+
+    from .stack.control import send
+
+    spec = resolve_spec(kwargs)
+    control = Path(spec.proxy.run_dir).resolve() / "control.sock"
+    for answer in send(control, command, options):
+        if "log" in answer:
+            click.echo(f"flaskprod {command}: {answer['log']}", err=True)
+        elif answer["ok"]:
+            click.echo(answer["message"])
+        else:
+            click.echo(f"Error: {answer['error']}", err=True)
+            sys.exit(1)
+
+
+@cli.command()
+@click.option(
+    "--canary",
+    type=click.IntRange(1, 99),
+    metavar="PERCENT",
+    help="Send the new release this share of the requests, beside the running one.",
+)
+@click.option("--promote", is_flag=True, help="Send the running canary every request; drain the release before it.")
+@_run_dir_options
+@_user_errors
+def deploy(canary: int | None, promote: bool, **kwargs: Any) -> None:
+    """Ship the project's current state to the running `flaskprod up`, without dropping a request.
+
+    The project is copied into a new release, whose app server starts beside the running one; once it
+    answers its readiness path, nginx is reloaded to send it the requests, and the old one is drained.
+    """
+    if canary is not None and promote:
+        raise SpecError("--canary starts a canary and --promote ends one: give one of them")
+    _ask_up("deploy", {"canary": canary, "promote": promote}, kwargs)
+
+
+@cli.command()
+@click.option(
+    "--to", "to", type=click.IntRange(1), metavar="N", help="The release to return to [default: the one before]."
+)
+@_run_dir_options
+@_user_errors
+def rollback(to: int | None, **kwargs: Any) -> None:
+    """Return the running `flaskprod up` to the release before (or stop its canary), as deploy switches."""
+    _ask_up("rollback", {"to": to}, kwargs)
+
+
 @cli.command()
 @click.argument("app", required=False)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)

@@ -361,6 +361,27 @@ class DeploySettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReleaseSettings:
+    keep: int = setting(
+        5,
+        "Releases `flaskprod up` keeps under proxy.run_dir/releases for `flaskprod rollback`, the running ones "
+        "included.",
+        minimum=2,
+    )
+    exclude: str | None = setting(
+        None,
+        "Paths of the project a release leaves out besides the built-in ones (.git, virtualenvs, caches, "
+        ".flaskprod, the deployment files), gitignore-style patterns, space or comma separated, e.g. `data media`.",
+    )
+    max_mb: int = setting(
+        500,
+        "Largest project, in MiB once excluded paths are left out, a release copies; over it `up` and "
+        "`deploy` stop and name the largest folders to exclude.",
+        minimum=1,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Spec:
     app: AppSettings = field(default_factory=AppSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -372,6 +393,7 @@ class Spec:
     checks: CheckSettings = field(default_factory=CheckSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
+    release: ReleaseSettings = field(default_factory=ReleaseSettings)
     # Where each value came from, by dotted key: default, file (with its path), env or flag.
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 

@@ -111,6 +111,8 @@ class NginxContext:
     metrics_host: str | None = None  # None = host; `up` keeps it on loopback, beside its Prometheus
     # HTTPS: the app is served there, and the plain port only redirects to it.
     tls: TlsFiles | None = None
+    # `flaskprod deploy --canary N`: a second upstream server, and the percent of requests it takes.
+    canary: tuple[str, int] | None = None
     worker_processes: int | Literal["auto"] = "auto"
     worker_connections: int = 1024
 

@@ -51,17 +51,21 @@ def _uwsgi_packet(path: str) -> bytes:
     return struct.pack("<BHB", 0, len(body), 0) + body
 
 
-def request_bytes(spec: Spec) -> bytes:
-    path = spec.monitoring.health_path
-    if spec.server.protocol == "uwsgi":
+def request_bytes(protocol: str, path: str) -> bytes:
+    if protocol == "uwsgi":
         return _uwsgi_packet(path)
     return f"GET {path} HTTP/1.0\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
 
 
 def status_of(spec: Spec, timeout: float = 3.0) -> int:
     """The HTTP status the app server answers the health path with; OSError when it cannot be reached."""
-    with _connect(spec.server.bind, timeout) as sock:
-        sock.sendall(request_bytes(spec))
+    return status_at(spec.server.bind, spec.server.protocol, spec.monitoring.health_path, timeout)
+
+
+def status_at(bind: str, protocol: str, path: str, timeout: float = 3.0) -> int:
+    """The HTTP status of a GET for path from the app server on bind, in its protocol; OSError when unreachable."""
+    with _connect(bind, timeout) as sock:
+        sock.sendall(request_bytes(protocol, path))
         head = b""
         while b"\r\n" not in head and len(head) < 4096:
             chunk = sock.recv(4096)

@@ -30,13 +30,25 @@ class StackDir:
     def nginx_pid(self) -> Path:
         return self.path / "nginx.pid"
 
-    @property
-    def app_socket(self) -> Path:
-        return self.path / "app.sock"
+    def app_socket(self, release: int) -> Path:
+        """Each release's app server listens on its own socket: two run at once while nginx switches."""
+        return self.path / f"app-{release}.sock"
 
     @property
-    def drain_file(self) -> Path:
-        return self.path / "draining"
+    def releases_dir(self) -> Path:
+        return self.path / "releases"
+
+    @property
+    def control_socket(self) -> Path:
+        """Where `flaskprod deploy` and `rollback` reach the running `up`."""
+        return self.path / "control.sock"
+
+    def drain_file(self, release: int) -> Path:
+        """Readiness answers 503 while it exists: each release's own, as a drained one stops beside the next."""
+        return self.path / f"draining-{release}"
+
+    def drain_files(self) -> list[Path]:
+        return sorted(self.path.glob("draining-*"))
 
     @property
     def temp_dir(self) -> Path:
@@ -64,7 +76,7 @@ class StackDir:
         run = cls(Path(path).resolve())
         for directory in (run.path, run.temp_dir, run.logs_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        if len(str(run.app_socket)) > UNIX_PATH_MAX:
+        if len(str(run.app_socket(99999))) > UNIX_PATH_MAX:
             raise ServerError(
                 f"run directory {run.path} is too long for a unix socket path ({UNIX_PATH_MAX} bytes): "
                 "set proxy.run_dir to a shorter path"
@@ -92,6 +104,7 @@ class StackDir:
     def nginx_context(
         self,
         *,
+        upstream: Path,
         host: str,
         port: int,
         protocol: Protocol,
@@ -99,12 +112,16 @@ class StackDir:
         user: str | None,
         tls: TlsFiles | None = None,
         metrics: tuple[str, int] | None = None,
+        canary: tuple[Path, int] | None = None,
     ) -> NginxContext:
-        """metrics, a (host, port), adds the listener that serves the metrics path alone, to Prometheus."""
+        """upstream is the app server's socket; canary, a (socket, percent), gives a second app server that
+        share of the requests; metrics, a (host, port), adds the listener that serves the metrics path alone,
+        to Prometheus."""
         return NginxContext(
             host=host,
             port=port,
-            upstream=f"unix:{self.app_socket}",
+            upstream=f"unix:{upstream}",
+            canary=(f"unix:{canary[0]}", canary[1]) if canary else None,
             protocol=protocol,
             static_dir=static_dir,
             conf_dir=str(self.path),

@@ -26,12 +26,15 @@ from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind, loopback
 from ..servers.probe import probe
 from ..sizing import Derived, derive
 from ..spec import CONFIG_ENV, Spec, env_for
+from . import deploy
 from .acme import OBTAIN_TIMEOUT, Acme, Certbot
 from .children import Child
+from .control import ControlServer, Request
 from .log import EventLog
 from .nginx import check_config, find_nginx, foreground_command
 from .prometheus import READY_PATH, Prometheus, parse_up_extras, plan_prometheus
 from .prometheus import RESTART_ONLY as MONITORING_RESTART_ONLY
+from .releases import Release, Releases, exclude_patterns
 from .rundir import StackDir
 from .tls import tls_for_up
 
@@ -43,6 +46,8 @@ STOP_MARGIN = 5.0
 TICK = 0.5
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _HANDLED = (*_STOP_SIGNALS, signal.SIGHUP, signal.SIGCHLD)
+# Not a signal: put among them when a request arrives on the control socket, so the main loop wakes for it.
+WAKE = 0
 
 
 def behind_nginx(spec: Spec) -> Spec:
@@ -64,9 +69,30 @@ class Plan:
     protocol: Protocol
     static_dir: str | None
     app_env: Mapping[str, str]
+    root: Path  # the project: each release is a copy of it
     tls: TlsFiles | None = None
     acme: Acme | None = None
     prometheus: Prometheus | None = None  # --with monitoring
+    release: Release | None = None  # the release nginx sends requests to
+    canary: tuple[Release, int] | None = None  # `deploy --canary N`: a newer release and its percent of them
+
+    def in_release(self, release: Release, path: str) -> str:
+        """path as release has it: what lies inside the project was copied into every release."""
+        try:
+            relative = Path(path).relative_to(self.root)
+        except ValueError:
+            return path
+        return str(release.path / relative)
+
+    @property
+    def releases(self) -> Releases:
+        return Releases(self.run.releases_dir)
+
+    @property
+    def running(self) -> list[Release]:
+        """The releases nginx sends requests to: one, or two while a canary runs."""
+        assert self.release is not None
+        return [self.release, *([self.canary[0]] if self.canary else [])]
 
     @property
     def url(self) -> str:
@@ -83,9 +109,7 @@ class Plan:
         return server_names(self.spec, self.spec.proxy.host)[0]
 
 
-def app_server_env(
-    spec: Spec, app: discovery.AppRef, run: StackDir, derived: Derived, config_path: str | None
-) -> dict[str, str]:
+def app_server_env(spec: Spec, app: discovery.AppRef, derived: Derived, config_path: str | None) -> dict[str, str]:
     """The app server's environment: the spec `up` sees, plus what `up` decides about the app server.
 
     Values the user set by flag travel as FLASKPROD_* variables (the child has no flags); the
@@ -97,7 +121,6 @@ def app_server_env(
         {
             "app.target": app.import_string,
             "server.kind": spec.server.kind,
-            "server.bind": f"unix:{run.app_socket}",
             "server.workers": derived.workers,
             "server.drain_delay": 0,
             "proxy.trusted_hops": spec.proxy.trusted_hops,
@@ -105,9 +128,9 @@ def app_server_env(
     )
     if spec.server.kind == "uwsgi":
         values["server.protocol"] = "uwsgi"
+    # server.bind and the drain file are each release's own: see release_env.
     env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
     env.update(env_for(values))
-    env[DRAIN_FILE_ENV] = str(run.drain_file)
     if config_path:
         env[CONFIG_ENV] = str(Path(config_path).resolve())
     return env
@@ -133,8 +156,8 @@ def plan(
     prometheus = plan_prometheus(spec, nginx_ports) if "monitoring" in extras else None
     app = discovery.resolve(spec.app.target)
     derived = derive(spec)
-    env = app_server_env(spec, app, run, derived, config_path)
-    info = probe(app, {k: v for k, v in env.items() if k != DRAIN_FILE_ENV})
+    env = app_server_env(spec, app, derived, config_path)
+    info = probe(app, env)
     if spec.origins.get("proxy.static_url", "default") == "default" and info.static_url_path:
         spec = spec.replace(**{"proxy.static_url": info.static_url_path})
     static_dir = spec.proxy.static_dir or info.static_folder
@@ -145,6 +168,7 @@ def plan(
         derived=derived,
         app=app,
         run=run,
+        root=Path.cwd().resolve(),
         nginx_binary=nginx_binary,
         protocol="uwsgi" if spec.server.kind == "uwsgi" else "http",
         static_dir=str(Path(static_dir).resolve()) if static_dir else None,
@@ -155,6 +179,29 @@ def plan(
     )
 
 
+def new_release(p: Plan) -> Release:
+    """Copy the project into the next release. The app's instance folder is made in the project if it has
+    none, so what the app writes there is shared by every release rather than lost with one."""
+    app_dir = Path(p.app.path)
+    if app_dir == p.root or p.root in app_dir.parents:
+        (app_dir / "instance").mkdir(exist_ok=True)
+    return p.releases.create(
+        p.root,
+        excludes=exclude_patterns(p.spec.release.exclude),
+        skip=[p.run.path, *([p.acme.directory] if p.acme else [])],
+        max_mb=p.spec.release.max_mb,
+    )
+
+
+def release_env(p: Plan, release: Release) -> dict[str, str]:
+    """The app server's environment for release: its own socket, and the release's copy on sys.path first."""
+    env = {**p.app_env, **env_for({"server.bind": f"unix:{p.run.app_socket(release.number)}"})}
+    env[DRAIN_FILE_ENV] = str(p.run.drain_file(release.number))
+    app_dir = p.in_release(release, p.app.path)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [app_dir, p.app_env.get("PYTHONPATH")]))
+    return env
+
+
 def write_nginx_config(p: Plan) -> None:
     """Render nginx.conf for the plan, test it with `nginx -t`, and only then put it in place.
 
@@ -162,11 +209,15 @@ def write_nginx_config(p: Plan) -> None:
     """
     # Workers run as the user who ran `up`: they read that user's static files and socket.
     user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
+    assert p.release is not None
+    newest = p.canary[0] if p.canary else p.release  # a canary's pages may ask for static files new in it
     ctx = p.run.nginx_context(
+        upstream=p.run.app_socket(p.release.number),
+        canary=(p.run.app_socket(p.canary[0].number), p.canary[1]) if p.canary else None,
         host=p.spec.proxy.host,
         port=p.spec.proxy.port,
         protocol=p.protocol,
-        static_dir=p.static_dir,
+        static_dir=p.in_release(newest, p.static_dir) if p.static_dir else None,
         user=user,
         tls=p.tls,
         metrics=p.prometheus.scrape_listen if p.prometheus else None,
@@ -238,21 +289,49 @@ class Stack:
         self.reload_spec = reload_spec
         self.log = EventLog(p.spec.logging.format)
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self.app_server = Child(
-            name=f"app server ({p.spec.server.kind})",
-            command=[sys.executable, "-m", "flaskprod", "serve"],
-            stop_signal=signal.SIGTERM,
-            env=p.app_env,
-        )
+        # One app server per running release, by release number: two while a deploy switches or a canary runs.
+        self.app_servers: dict[int, Child] = {}
         # SIGQUIT is nginx's graceful stop: close the listeners, finish every request in flight.
         self.nginx = Child(name="nginx", command=foreground_command(p.nginx_binary, p.run), stop_signal=signal.SIGQUIT)
         # --with monitoring: Prometheus, scraping the app through nginx.
         self.prometheus = p.prometheus.child(p.run, p.spec.logging.format) if p.prometheus else None
-        # In start order; stopped in reverse.
-        self.children = (self.app_server, self.nginx, *([self.prometheus] if self.prometheus else []))
+        # `flaskprod deploy` and `rollback`, waiting for the main loop (which WAKE in signals announces).
+        self.requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self.control: ControlServer | None = None
         self.last_answer = "no answer yet"
         # --tls acme: certbot's runs (certonly at start, renew later) and the certificate nginx serves.
         self.certbot = Certbot(p.acme, p.run.logs_dir / "certbot.log") if p.acme else None
+
+    @property
+    def children(self) -> tuple[Child, ...]:
+        """In start order; stopped in reverse."""
+        return (*self.app_servers.values(), self.nginx, *([self.prometheus] if self.prometheus else []))
+
+    def start_app_server(self, release: Release) -> Child:
+        """The app server of release, from its copy of the project, on its own socket."""
+        p = self.plan
+        p.run.app_socket(release.number).unlink(missing_ok=True)  # left by a server that was killed
+        child = Child(
+            name=f"app server ({p.spec.server.kind})",
+            command=[sys.executable, "-m", "flaskprod", "serve"],
+            stop_signal=signal.SIGTERM,
+            env=release_env(p, release),
+            cwd=Path(p.in_release(release, p.app.path)),
+        )
+        self.app_servers[release.number] = child
+        child.start()
+        return child
+
+    def stop_app_server(self, number: int) -> None:
+        """Gracefully: it finishes the requests it holds, within the app server's own grace."""
+        child = self.app_servers.pop(number)
+        grace = self.plan.derived.timeouts.graceful + STOP_MARGIN
+        child.restart_at = None
+        child.send(child.stop_signal)
+        if not child.wait(grace):
+            self.log(f"{child.name} of release {number} did not stop within {grace:g}s; killing it", level="warning")
+        child.kill_group()
+        self.plan.run.app_socket(number).unlink(missing_ok=True)
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -267,6 +346,23 @@ class Stack:
         for sig in _HANDLED:
             signal.signal(sig, signal.SIG_DFL)
 
+    def submit(self, request: Request) -> None:
+        """From the control socket's thread: the main loop runs the request."""
+        self.requests.put(request)
+        self.signals.put(WAKE)
+
+    def handle_requests(self) -> None:
+        while True:
+            try:
+                request = self.requests.get_nowait()
+            except queue.Empty:
+                return
+            deploy.handle(self, request)
+
+    def reloaded_plan(self) -> Plan:
+        """The plan for the spec's sources read again (a deploy ships the config file's changes too)."""
+        return replan(self.plan, self.reload_spec()) if self.reload_spec is not None else self.plan
+
     def next_signal(self, timeout: float) -> int | None:
         try:
             return self.signals.get(timeout=timeout)
@@ -280,8 +376,10 @@ class Stack:
         try:
             # nginx starts once the app server listens, so it never logs refused connections at boot.
             deadline = time.monotonic() + self.plan.spec.proxy.ready_timeout
-            self.app_server.start()
-            if not self.wait_until(self.app_socket_accepts, deadline):
+            first = self.plan.release
+            assert first is not None
+            self.start_app_server(first)
+            if not self.wait_until(lambda: self.app_socket_accepts(self.plan.run.app_socket(first.number)), deadline):
                 self.stop()
                 return 1
             self.nginx.start()
@@ -294,6 +392,7 @@ class Stack:
             if self.prometheus is not None and not self.start_prometheus(deadline):
                 self.stop()
                 return 1
+            self.control = ControlServer(self.plan.run.control_socket, self.submit)
             self.print_table()
             while True:
                 sig = self.next_signal(TICK)
@@ -301,12 +400,16 @@ class Stack:
                     return self.handle_term()
                 if sig == signal.SIGHUP:
                     self.handle_hup()
+                if sig == WAKE:
+                    self.handle_requests()
                 self.supervise()
         except BaseException:
             self.stop(graceful=False)
             raise
         finally:
             self.restore_handlers()
+            if self.control is not None:
+                self.control.close()
 
     def wait_until(
         self, condition: Callable[[], bool], deadline: float, *, subject: str = "the app", endpoint: str | None = None
@@ -334,10 +437,10 @@ class Stack:
             f"{endpoint} last answered: {self.last_answer}"
         )
 
-    def app_socket_accepts(self) -> bool:
+    def app_socket_accepts(self, path: Path) -> bool:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             try:
-                sock.connect(str(self.plan.run.app_socket))
+                sock.connect(str(path))
             except OSError as exc:
                 self.last_answer = f"the app server is not listening yet ({exc.strerror})"
                 return False
@@ -492,8 +595,9 @@ class Stack:
         else:
             self.nginx.send(signal.SIGHUP)
             self.reload_prometheus()
-        # Its workers load the app again, reading the config file as they start.
-        self.app_server.send(signal.SIGHUP)
+        # Their workers load the app again (from the same release), reading the config file as they start.
+        for child in self.app_servers.values():
+            child.send(signal.SIGHUP)
 
     def reload_prometheus(self) -> None:
         """Its alert rules follow the reloaded spec (server.timeout, workers, threads): SIGHUP makes it read them."""
@@ -505,7 +609,8 @@ class Stack:
     def handle_term(self) -> int:
         """Graceful stop: readiness 503, the drain delay, nginx finishes what it accepted, then the app server."""
         self.log("shutting down gracefully: readiness answers 503, requests in flight finish")
-        self.plan.run.drain_file.touch()
+        for number in self.app_servers:
+            self.plan.run.drain_file(number).touch()
         self._keep_serving(self.plan.spec.server.drain_delay)
         self.stop()
         self.log("stopped")
@@ -531,10 +636,12 @@ class Stack:
             if not child.wait(grace):
                 self.log(f"{child.name} did not stop within {grace:g}s; killing it", level="warning")
             child.kill_group()
-        self.plan.run.drain_file.unlink(missing_ok=True)
+        for path in self.plan.run.drain_files():
+            path.unlink()
 
     def print_table(self) -> None:
         p, d, spec = self.plan, self.plan.derived, self.plan.spec
+        assert p.release is not None
         url = p.url
         threads = f"{d.threads} thread{'s' if d.threads != 1 else ''}"
         protocol = "uwsgi protocol" if p.protocol == "uwsgi" else "HTTP"
@@ -547,9 +654,15 @@ class Stack:
             (
                 "app server",
                 f"{spec.server.kind}, {d.workers} workers x {threads} ({d.worker_class}{pinned}), "
-                f"{protocol} on unix:{p.run.app_socket}",
+                f"{protocol} on unix:{p.run.app_socket(p.release.number)}",
             ),
-            ("static", f"{spec.proxy.static_url.rstrip('/')}/ -> {p.static_dir} (nginx)" if p.static_dir else "none"),
+            ("release", f"{p.release.number}, copied {p.release.created} from {p.release.source}"),
+            (
+                "static",
+                f"{spec.proxy.static_url.rstrip('/')}/ -> {p.in_release(p.release, p.static_dir)} (nginx)"
+                if p.static_dir
+                else "none",
+            ),
             ("health", f"{url}{spec.monitoring.health_path}  readiness {url}{spec.monitoring.ready_path}"),
             ("metrics", metrics),
             *([("prometheus", p.prometheus.describe(p.run))] if p.prometheus else []),
@@ -564,7 +677,11 @@ class Stack:
                 if p.acme
                 else []
             ),
-            ("control", f"Ctrl-C or kill -TERM {os.getpid()} stops gracefully; kill -HUP {os.getpid()} reloads"),
+            (
+                "control",
+                f"Ctrl-C or kill -TERM {os.getpid()} stops gracefully; kill -HUP {os.getpid()} reloads; "
+                "`flaskprod deploy` ships the project's current state, `flaskprod rollback` the release before",
+            ),
         ]
         width = max(len(name) for name, _ in rows)
         print(f"flaskprod up: {spec.app.name} is ready", flush=False)
@@ -589,8 +706,11 @@ def up(
     lock = run.lock()
     try:
         # Left over from a stack that was killed: a stale drain file would fail readiness at once.
-        run.drain_file.unlink(missing_ok=True)
+        for path in run.drain_files():
+            path.unlink()
         p = plan(spec, run, config_path=config_path, extras=added)
+        p = dataclasses.replace(p, release=new_release(p))
+        p.releases.prune(p.spec.release.keep, running=p.running)
         write_nginx_config(p)
         if p.prometheus:
             p.prometheus.write_config(p.run, p.spec, p.derived)

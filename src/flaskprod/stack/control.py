@@ -1,0 +1,141 @@
+"""The control socket of a running `flaskprod up`: `deploy` and `rollback` are requests to it.
+
+One JSON line in, JSON lines out: progress as {"log": ...}, and last {"ok": true, ...} or {"ok": false,
+"error": ...}. The socket is in proxy.run_dir with mode 0600, so only the user who ran `up` (or root)
+can deploy to it. A thread accepts; the supervisor's main loop does the work, one request at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ServerError
+
+# A request names a command and its options; more than this is not a request.
+MAX_REQUEST = 64 * 1024
+
+
+@dataclass
+class Request:
+    """One command from a client, answered on its connection."""
+
+    command: str
+    options: dict[str, Any]
+    conn: socket.socket
+    closed: bool = field(default=False)
+
+    def progress(self, message: str) -> None:
+        self._send({"log": message})
+
+    def finish(self, **result: Any) -> None:
+        self._send({"ok": True, **result})
+        self.close()
+
+    def fail(self, error: str) -> None:
+        self._send({"ok": False, "error": error})
+        self.close()
+
+    def _send(self, payload: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        try:
+            self.conn.sendall(json.dumps(payload).encode() + b"\n")
+        except OSError:  # the client went away (Ctrl-C): the work goes on, nobody reads about it
+            self.closed = True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(OSError):
+                self.conn.close()
+
+
+class ControlServer:
+    """Accepts connections on path and hands each request to submit (which must not block)."""
+
+    def __init__(self, path: Path, submit: Callable[[Request], None]) -> None:
+        self.path = path
+        self.submit = submit
+        path.unlink(missing_ok=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            self.sock.bind(str(path))
+        finally:
+            os.umask(old_umask)
+        self.sock.listen(8)
+        self.thread = threading.Thread(target=self._serve, name="flaskprod-control", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed by close()
+                return
+            conn.settimeout(10)
+            try:
+                request = _read_request(conn)
+            except (OSError, ValueError) as exc:
+                with contextlib.suppress(OSError):
+                    conn.sendall(json.dumps({"ok": False, "error": f"bad request: {exc}"}).encode() + b"\n")
+                    conn.close()
+                continue
+            conn.settimeout(None)
+            self.submit(request)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _read_request(conn: socket.socket) -> Request:
+    data = b""
+    while b"\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > MAX_REQUEST:
+            raise ValueError("longer than a request")
+    payload = json.loads(data.split(b"\n", 1)[0] or b"null")
+    if not isinstance(payload, dict) or not isinstance(payload.get("command"), str):
+        raise ValueError('expected {"command": ...}')
+    options = payload.get("options") or {}
+    if not isinstance(options, dict):
+        raise ValueError("options must be an object")
+    return Request(command=payload["command"], options=options, conn=conn)
+
+
+def send(path: Path, command: str, options: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Ask the `up` listening on path; yields its answers, the last one with "ok"."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        raise ServerError(
+            f"no flaskprod up is running with proxy.run_dir {path.parent}: start it with `flaskprod up`, "
+            "or run this where its flaskprod.toml is"
+        ) from None
+    except PermissionError:
+        sock.close()
+        raise ServerError(f"{path} belongs to another user: run this as the user who ran `flaskprod up`") from None
+    with sock, sock.makefile("rb") as lines:
+        sock.sendall(json.dumps({"command": command, "options": options}).encode() + b"\n")
+        for line in lines:
+            answer = json.loads(line)
+            yield answer
+            if "ok" in answer:
+                return
+    raise ServerError("flaskprod up closed the control socket before it answered; its log says why")

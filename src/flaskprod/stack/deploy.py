@@ -1,0 +1,212 @@
+"""`flaskprod deploy` and `rollback`, done by `up`'s supervisor: a release is started beside the running one,
+nginx is switched to it by a graceful reload once it is ready, and the old one is drained.
+
+No request is lost on the way: nginx's old workers finish what they hold against the old app server, which
+is asked to stop only once they have exited, and stops gracefully too. A release that does not become ready
+is stopped before nginx ever sends it a request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import FlaskprodError, ServerError
+from ..servers.healthcheck import status_at
+from .control import Request
+from .releases import Release
+
+if TYPE_CHECKING:
+    from .up import Plan, Stack
+
+# Extra seconds, past the graceful timeout, nginx's old workers get to finish before the switch is called failed.
+SWITCH_MARGIN = 5.0
+
+
+def handle(stack: Stack, request: Request) -> None:
+    """Run one request from the control socket; a mistake fails it on one line and leaves `up` as it was."""
+    try:
+        if request.command == "deploy":
+            if request.options.get("promote"):
+                promote(stack, request)
+            else:
+                deploy(stack, request, canary=request.options.get("canary"))
+        elif request.command == "rollback":
+            rollback(stack, request, to=request.options.get("to"))
+        else:
+            raise ServerError(f"unknown command {request.command!r}: this flaskprod up takes deploy and rollback")
+    except FlaskprodError as exc:
+        stack.log(f"{request.command} failed: {exc}", level="error")
+        request.fail(str(exc))
+
+
+def deploy(stack: Stack, request: Request, *, canary: object = None) -> None:
+    p = stack.plan
+    assert p.release is not None
+    if p.canary:
+        number, percent = p.canary[0].number, p.canary[1]
+        raise ServerError(
+            f"release {number} runs as a canary with {percent}% of the requests: `flaskprod deploy --promote` "
+            "gives it all of them, `flaskprod rollback` stops it; then deploy again"
+        )
+    if canary is not None and (not isinstance(canary, int) or not 1 <= canary <= 99):
+        raise ServerError(f"--canary {canary}: give the percent of requests for the new release, from 1 to 99")
+    from .up import new_release
+
+    new_plan = stack.reloaded_plan()
+    release = new_release(new_plan)
+    request.progress(f"copied {release.files} files of {release.source} into release {release.number}")
+    start_ready(stack, release, request)
+    if canary is not None:
+        switch(stack, dataclasses.replace(new_plan, canary=(release, canary)), request)
+        message = (
+            f"release {release.number} takes {canary}% of the requests beside release {p.release.number}: "
+            "`flaskprod deploy --promote` gives it all of them, `flaskprod rollback` stops it"
+        )
+    else:
+        switch(stack, dataclasses.replace(new_plan, release=release), request)
+        drain(stack, p.release, request)
+        message = f"release {release.number} serves every request; `flaskprod rollback` returns to {p.release.number}"
+    keep = stack.plan.spec.release.keep
+    pruned = stack.plan.releases.prune(keep, running=stack.plan.running)
+    if pruned:
+        request.progress(f"deleted release {', '.join(map(str, pruned))} (release.keep = {keep})")
+    stack.log(message)
+    request.finish(release=release.number, message=message)
+
+
+def promote(stack: Stack, request: Request) -> None:
+    p = stack.plan
+    if p.canary is None:
+        raise ServerError("no canary is running: `flaskprod deploy --canary N` starts one")
+    assert p.release is not None
+    canary, old = p.canary[0], p.release
+    switch(stack, dataclasses.replace(p, release=canary, canary=None), request)
+    drain(stack, old, request)
+    message = f"release {canary.number} serves every request; `flaskprod rollback` returns to {old.number}"
+    stack.log(message)
+    request.finish(release=canary.number, message=message)
+
+
+def rollback(stack: Stack, request: Request, *, to: object = None) -> None:
+    p = stack.plan
+    assert p.release is not None
+    current = p.release
+    if p.canary is not None:
+        canary = p.canary[0]
+        switch(stack, dataclasses.replace(p, canary=None), request)
+        drain(stack, canary, request)
+        message = f"canary release {canary.number} stopped; release {current.number} serves every request"
+        stack.log(message)
+        request.finish(release=current.number, message=message)
+        return
+    if to is not None and not isinstance(to, int):
+        raise ServerError(f"--to {to}: give a release number")
+    target = p.releases.get(to) if to is not None else p.releases.before(current.number)
+    if target is None:
+        raise ServerError(
+            f"release {current.number} is the oldest one kept (release.keep = {p.spec.release.keep}): "
+            "there is none before it to roll back to"
+        )
+    if target.number == current.number:
+        raise ServerError(f"release {current.number} is the one running: name another with --to")
+    start_ready(stack, target, request)
+    switch(stack, dataclasses.replace(p, release=target), request)
+    drain(stack, current, request)
+    message = f"rolled back: release {target.number} serves every request (release {current.number} is kept)"
+    stack.log(message)
+    request.finish(release=target.number, message=message)
+
+
+def start_ready(stack: Stack, release: Release, request: Request) -> None:
+    """Start release's app server and wait until it answers its readiness path on its own socket."""
+    p = stack.plan
+    started = time.monotonic()
+    child = stack.start_app_server(release)
+    socket = p.run.app_socket(release.number)
+    path = p.spec.monitoring.ready_path
+
+    def ready() -> bool:
+        try:
+            status = status_at(f"unix:{socket}", p.protocol, path, timeout=2)
+        except OSError as exc:
+            stack.last_answer = f"{type(exc).__name__}: {exc}"
+            return False
+        stack.last_answer = f"{status}"
+        return status == 200
+
+    try:
+        ok = stack.wait_until(
+            ready, time.monotonic() + p.spec.proxy.ready_timeout, subject=f"release {release.number}",
+            endpoint=f"{path} on unix:{socket}",
+        )
+    except ServerError as exc:
+        status = child.exit_status()
+        stack.stop_app_server(release.number)
+        if status is not None:
+            raise ServerError(
+                f"release {release.number} did not start: its app server exited with status {status} (its error "
+                f"is in flaskprod up's output); release {p.release.number if p.release else '?'} still serves"
+            ) from None
+        raise exc
+    if not ok:
+        stack.stop_app_server(release.number)
+        stack.signals.put(signal.SIGTERM)  # the stop wait_until took from the queue: the main loop acts on it
+        raise ServerError("flaskprod up is stopping: the deploy was abandoned")
+    request.progress(f"release {release.number} is ready ({path} answered 200 after {time.monotonic() - started:.1f}s)")
+
+
+def switch(stack: Stack, new_plan: Plan, request: Request) -> None:
+    """nginx.conf for new_plan, checked, then a graceful reload; returns once nginx's old workers are gone."""
+    from .up import write_nginx_config
+
+    write_nginx_config(new_plan)  # `nginx -t` first: a rejected config changes nothing
+    master = stack.nginx.pid
+    old_workers = nginx_workers(master) if master else set()
+    stack.nginx.send(signal.SIGHUP)
+    stack.plan = new_plan
+    grace = new_plan.derived.timeouts.graceful + SWITCH_MARGIN
+    deadline = time.monotonic() + grace
+    while (left := old_workers & _alive(old_workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if left:
+        raise ServerError(f"nginx's old workers (pid {', '.join(map(str, sorted(left)))}) still run after {grace:g}s")
+    serving = ", ".join(
+        f"release {r.number}" + (f" {new_plan.canary[1]}%" if new_plan.canary and r is new_plan.canary[0] else "")
+        for r in new_plan.running
+    )
+    request.progress(f"nginx reloaded: it sends requests to {serving}")
+
+
+def drain(stack: Stack, release: Release, request: Request) -> None:
+    started = time.monotonic()
+    stack.stop_app_server(release.number)
+    request.progress(f"release {release.number} drained and stopped in {time.monotonic() - started:.1f}s")
+
+
+def nginx_workers(master: int) -> set[int]:
+    """The pids of the processes whose parent is master (nginx's workers and cache processes)."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == master:
+            children.add(int(stat.parent.name))
+    return children
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive

@@ -1,0 +1,194 @@
+"""Releases: `flaskprod up` runs a copy of the project, not the working tree, so `deploy` can start the next
+copy beside the running one and `rollback` can go back to the one before.
+
+As in Capistrano's releases/ and shared/: code, templates and static files are copied once per release
+and never change after; the app's data (Flask's instance folder, SQLite files, .env files, keys) stays in
+the project, and each release links to it, so every release reads and writes the same data.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ServerError, SpecError
+
+# Never part of a release: version control, virtualenvs, caches, flaskprod's own state.
+BUILT_IN_EXCLUDES = (
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv*",
+    "venv",
+    ".tox",
+    ".nox",
+    "__pycache__",
+    "*.py[cod]",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".flaskprod",
+    "node_modules",
+    "*.egg-info",
+)
+# Data, not code: linked from each release to the project, so a rollback keeps what the app wrote.
+SHARED = ("instance", "*.db", "*.sqlite", "*.sqlite3", ".env", ".env.*", "*.pem", "*.key")
+MANIFEST = "release.json"
+
+
+def _matches(relative: str, patterns: Iterable[str]) -> bool:
+    """gitignore's two cases: a pattern with a slash (but a trailing one) matches the path from the project
+    root, one without matches a name at any depth."""
+    name = relative.rsplit("/", 1)[-1]
+    for pattern in patterns:
+        pattern = pattern.rstrip("/")
+        if "/" in pattern:
+            if fnmatch.fnmatchcase(relative, pattern.lstrip("/")):
+                return True
+        elif fnmatch.fnmatchcase(name, pattern):
+            return True
+    return False
+
+
+def exclude_patterns(user: str | None) -> tuple[str, ...]:
+    """The built-in excludes plus release.exclude's (space or comma separated)."""
+    given = [item for item in (user or "").replace(",", " ").split() if item]
+    return (*BUILT_IN_EXCLUDES, *given)
+
+
+@dataclass(frozen=True)
+class Release:
+    """One copy of the project: releases/<number>/, whose app runs from app_dir inside it."""
+
+    number: int
+    path: Path
+    created: str
+    files: int
+    source: str
+
+    @property
+    def label(self) -> str:
+        return f"release {self.number} ({self.created})"
+
+
+@dataclass(frozen=True)
+class Releases:
+    """The releases under one directory, numbered from 1 in the order they were made."""
+
+    path: Path
+
+    def __iter__(self) -> Iterator[Release]:
+        numbers = sorted(int(p.name) for p in self.path.glob("*") if p.name.isdigit() and (p / MANIFEST).is_file())
+        for number in numbers:
+            yield self.get(number)
+
+    def get(self, number: int) -> Release:
+        path = self.path / str(number)
+        try:
+            info = json.loads((path / MANIFEST).read_text())
+        except (OSError, ValueError):
+            known = ", ".join(str(r.number) for r in self) or "none"
+            raise SpecError(f"release {number} does not exist under {self.path} (there are: {known})") from None
+        return Release(number=number, path=path, created=info["created"], files=info["files"], source=info["source"])
+
+    def create(self, source: Path, *, excludes: tuple[str, ...], skip: Iterable[Path], max_mb: int) -> Release:
+        """Copy source into the next release directory; all or nothing (a failed copy leaves no release)."""
+        source = source.resolve()
+        skipped = {p.resolve() for p in skip}
+        plan = list(_walk(source, excludes, skipped))
+        size = sum(entry.size for entry in plan)
+        if size > max_mb * 1024 * 1024:
+            raise ServerError(
+                f"the project {source} is {size / 2**20:.0f} MiB to copy into a release, over release.max_mb = "
+                f"{max_mb}: add its largest folders ({_largest(plan)}) to release.exclude, or raise release.max_mb"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        number = max((r.number for r in self), default=0) + 1
+        while (self.path / str(number)).exists():  # a copy that failed half-way, or one without a manifest
+            number += 1
+        final = self.path / str(number)
+        partial = self.path / f".{number}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            for entry in plan:
+                target = partial / entry.relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if entry.shared:
+                    target.symlink_to(entry.source, target_is_directory=entry.source.is_dir())
+                elif entry.source.is_symlink():
+                    target.symlink_to(os.readlink(entry.source))
+                else:
+                    shutil.copy2(entry.source, target)
+            created = time.strftime("%Y-%m-%d %H:%M:%S")
+            manifest = {"created": created, "files": len(plan), "source": str(source)}
+            (partial / MANIFEST).write_text(json.dumps(manifest) + "\n")
+            os.replace(partial, final)
+        except OSError as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise ServerError(f"could not copy {source} into a release: {exc}") from None
+        return self.get(number)
+
+    def prune(self, keep: int, running: Iterable[Release]) -> list[int]:
+        """Delete the oldest releases beyond keep, never a running one; the numbers deleted."""
+        protected = {r.number for r in running}
+        numbers = [r.number for r in self]
+        removable = [n for n in numbers[: max(0, len(numbers) - keep)] if n not in protected]
+        for number in removable:
+            shutil.rmtree(self.path / str(number), ignore_errors=True)
+        return removable
+
+    def before(self, number: int) -> Release | None:
+        """The newest release older than number."""
+        older = [r for r in self if r.number < number]
+        return older[-1] if older else None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    source: Path
+    relative: str
+    size: int
+    shared: bool
+
+
+def _walk(root: Path, excludes: tuple[str, ...], skipped: set[Path]) -> Iterator[_Entry]:
+    """Every file to copy and every shared path to link, in a stable order."""
+    for directory, dirs, files in os.walk(root):
+        base = Path(directory)
+        keep_dirs = []
+        for name in sorted(dirs):
+            path = base / name
+            relative = path.relative_to(root).as_posix()
+            if path in skipped or _matches(relative, excludes):
+                continue
+            if _matches(relative, SHARED) or path.is_symlink():
+                yield _Entry(path, relative, 0, shared=_matches(relative, SHARED))
+                continue
+            keep_dirs.append(name)
+        dirs[:] = keep_dirs
+        for name in sorted(files):
+            path = base / name
+            relative = path.relative_to(root).as_posix()
+            if path in skipped or _matches(relative, excludes):
+                continue
+            shared = _matches(relative, SHARED)
+            if not (shared or path.is_symlink() or path.is_file()):
+                continue  # a socket or a FIFO: no content to copy, and opening a FIFO would block
+            size = 0 if shared or path.is_symlink() else path.stat().st_size
+            yield _Entry(path, relative, size, shared=shared)
+
+
+def _largest(plan: list[_Entry]) -> str:
+    """The three top-level folders holding the most bytes, for the error that asks to exclude some."""
+    totals: dict[str, int] = {}
+    for entry in plan:
+        top = entry.relative.split("/", 1)[0]
+        totals[top] = totals.get(top, 0) + entry.size
+    biggest = sorted(totals.items(), key=lambda item: -item[1])[:3]
+    return ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in biggest)

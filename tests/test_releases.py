@@ -1,0 +1,126 @@
+"""Releases: what a copy of the project holds, what it links, and that a failed copy leaves nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flaskprod.errors import ServerError, SpecError
+from flaskprod.stack.releases import Releases, exclude_patterns
+
+
+def project(root: Path) -> Path:
+    files = {
+        "app.py": "app = None\n",
+        "pkg/__init__.py": "",
+        "pkg/static/site.css": "body {}\n",
+        "pkg/__pycache__/x.cpython-311.pyc": "",
+        ".git/HEAD": "ref: refs/heads/main\n",
+        ".venv/bin/python": "",
+        ".venv-tools/bin/checkov": "",
+        "node_modules/left-pad/index.js": "",
+        "media/big.bin": "x" * 4096,
+        "instance/data.sqlite3": "rows",
+        "notes.db": "rows",
+        ".env": "SECRET=1\n",
+        ".flaskprod/run/nginx.conf": "",
+    }
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    os.mkfifo(root / "pkg" / "pipe")
+    return root
+
+
+def listing(path: Path) -> set[str]:
+    return {p.relative_to(path).as_posix() for p in path.rglob("*")}
+
+
+def test_a_release_copies_code_and_links_data(tmp_path: Path) -> None:
+    root = project(tmp_path / "proj")
+    releases = Releases(tmp_path / "releases")
+    release = releases.create(root, excludes=exclude_patterns("media"), skip=[], max_mb=10)
+    assert release.number == 1 and release.path == tmp_path / "releases" / "1"
+    assert listing(release.path) == {
+        "app.py",
+        "pkg",
+        "pkg/__init__.py",
+        "pkg/static",
+        "pkg/static/site.css",
+        "instance",
+        "notes.db",
+        ".env",
+        "release.json",
+    }
+    # Code is a copy: editing the project later does not change the release.
+    (root / "app.py").write_text("app = 'edited'\n")
+    assert (release.path / "app.py").read_text() == "app = None\n"
+    # Data is the project's own, through a link: what one release writes the next one reads.
+    for shared in ("instance", "notes.db", ".env"):
+        assert (release.path / shared).is_symlink()
+        assert (release.path / shared).resolve() == (root / shared).resolve()
+    (release.path / "instance" / "new.txt").write_text("written by release 1")
+    assert (root / "instance" / "new.txt").read_text() == "written by release 1"
+    assert release.files == 6 and release.source == str(root)  # 3 copied, 3 linked
+
+
+def test_release_numbers_grow_and_pruning_spares_the_running_ones(tmp_path: Path) -> None:
+    root = project(tmp_path / "proj")
+    releases = Releases(tmp_path / "releases")
+    made = [releases.create(root, excludes=exclude_patterns(None), skip=[], max_mb=10) for _ in range(5)]
+    assert [r.number for r in made] == [1, 2, 3, 4, 5]
+    assert releases.before(5) == made[3] and releases.before(1) is None
+    # Release 1 still runs (a rollback went there): it stays, the oldest others go.
+    assert releases.prune(2, running=[made[0]]) == [2, 3]
+    assert [r.number for r in releases] == [1, 4, 5]
+    with pytest.raises(SpecError, match=r"release 2 does not exist under .* \(there are: 1, 4, 5\)"):
+        releases.get(2)
+
+
+def test_a_project_over_max_mb_names_its_largest_folders(tmp_path: Path) -> None:
+    root = project(tmp_path / "proj")
+    (root / "media" / "big.bin").write_bytes(b"x" * (3 * 2**20))
+    releases = Releases(tmp_path / "releases")
+    with pytest.raises(ServerError) as error:
+        releases.create(root, excludes=exclude_patterns(None), skip=[], max_mb=2)
+    assert "over release.max_mb = 2: add its largest folders (media 3 MiB" in str(error.value)
+    assert "\n" not in str(error.value)
+    assert list(releases) == []
+
+
+def test_a_failed_copy_leaves_no_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = project(tmp_path / "proj")
+    releases = Releases(tmp_path / "releases")
+    copied: list[Any] = []
+
+    def copy_then_fail(src: Any, dst: Any) -> None:
+        if len(copied) == 2:
+            raise OSError(28, "No space left on device")
+        copied.append(src)
+        shutil.copyfile(src, dst)
+
+    monkeypatch.setattr("flaskprod.stack.releases.shutil.copy2", copy_then_fail)
+    with pytest.raises(ServerError, match=r"could not copy .* into a release: \[Errno 28\] No space left on device"):
+        releases.create(root, excludes=exclude_patterns(None), skip=[], max_mb=10)
+    assert list((tmp_path / "releases").iterdir()) == []
+    monkeypatch.undo()
+    assert releases.create(root, excludes=exclude_patterns(None), skip=[], max_mb=10).number == 1
+
+
+def test_skipped_paths_and_patterns_with_a_slash(tmp_path: Path) -> None:
+    root = project(tmp_path / "proj")
+    (root / "run").mkdir()
+    (root / "run" / "app.sock.txt").write_text("")
+    (root / "pkg" / "media").mkdir()
+    (root / "pkg" / "media" / "keep.txt").write_text("")
+    releases = Releases(tmp_path / "releases")
+    # "/media" anchors at the root: pkg/media stays; the run directory is skipped by path.
+    release = releases.create(root, excludes=exclude_patterns("/media, pkg/static"), skip=[root / "run"], max_mb=10)
+    names = listing(release.path)
+    assert "pkg/media/keep.txt" in names
+    assert not any(name.startswith(("media", "run", "pkg/static")) for name in names)

@@ -1,0 +1,230 @@
+"""`flaskprod deploy` and `rollback` against a running `flaskprod up`: real nginx, real app servers, and
+clients that must not see a single failed request while releases switch."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import BIN, free_port
+from tests.upstack import APP, Loader, UpStack, one_request, start_up, stop, summary, up_env, write_app
+
+pytestmark = pytest.mark.integration
+
+VERSIONED = (
+    APP
+    + """
+
+VERSION = "1"
+
+
+@app.get("/version")
+def version():
+    return VERSION
+
+
+@app.post("/note")
+def write_note():
+    os.makedirs(app.instance_path, exist_ok=True)
+    with open(os.path.join(app.instance_path, "note.txt"), "w") as f:
+        f.write(request.get_data(as_text=True))
+    return "saved"
+
+
+@app.get("/note")
+def read_note():
+    with open(os.path.join(app.instance_path, "note.txt")) as f:
+        return f.read()
+"""
+)
+
+
+def write_version(root: Path, version: str, *, broken: bool = False) -> None:
+    source = VERSIONED.replace('VERSION = "1"', f'VERSION = "{version}"')
+    if broken:
+        source += f'\nraise RuntimeError("release {version} cannot start: DATABASE_URL is missing")\n'
+    write_app(root, source)
+    (root / "static" / "version.txt").write_text(f"static {version}\n")
+
+
+def flaskprod(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "flaskprod"), *args], cwd=root, env=up_env(), capture_output=True, text=True, timeout=120
+    )
+
+
+def versions(stack: UpStack, count: int) -> Counter[str]:
+    return Counter(stack.get("/version").text for _ in range(count))
+
+
+@pytest.fixture(params=["gunicorn", "uwsgi"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    write_version(tmp_path, "1")
+    running = start_up(tmp_path, request.param, free_port(), "--workers", "1", "--threads", "4")
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        stop(running)
+
+
+def test_deploy_switches_releases_without_failing_a_request(stack: UpStack) -> None:
+    assert stack.get("/version").text == "1"
+    assert "  release     1, copied " in stack.stdout()
+    assert requests.post(stack.url("/note"), data="kept across releases", timeout=15).text == "saved"
+    old_pids = stack.worker_pids()
+
+    write_version(stack.root, "2")
+    loader = Loader(stack.port, threads=4, max_requests=60000, max_seconds=60).start()
+    # A request the old release holds while the switch happens: it must finish there, with its answer.
+    slow: list[int | None] = []
+    holder = threading.Thread(target=lambda: slow.append(one_request(stack.port, "/slow?s=2").status))
+    holder.start()
+    deployed = flaskprod(stack.root, "deploy")
+    holder.join(30)
+    outcomes = loader.stop()
+
+    assert deployed.returncode == 0, deployed.stderr
+    assert deployed.stdout == "release 2 serves every request; `flaskprod rollback` returns to 1\n"
+    progress = deployed.stderr.splitlines()
+    assert progress[0].startswith("flaskprod deploy: copied ") and progress[0].endswith(" into release 2")
+    assert progress[1].startswith("flaskprod deploy: release 2 is ready (/readyz answered 200 after ")
+    assert progress[2] == "flaskprod deploy: nginx reloaded: it sends requests to release 2"
+    assert progress[3].startswith("flaskprod deploy: release 1 drained and stopped in ")
+    assert slow == [200]
+    assert loader.count("ok") == len(outcomes) > 20, summary(outcomes)
+
+    assert versions(stack, 10) == {"2": 10}
+    assert stack.get("/static/version.txt").text == "static 2\n"  # nginx serves the new release's files
+    assert stack.get("/note").text == "kept across releases"  # the instance folder is the project's
+    assert not stack.worker_pids() & old_pids
+    assert not (stack.run_dir / "app-1.sock").exists()
+    assert stack.get("/readyz").status_code == 200  # the drained release's 503 is its own
+
+    # Rollback: release 1 again, from its copy, though the project now holds version 2.
+    loader = Loader(stack.port, threads=4, max_requests=60000, max_seconds=60).start()
+    rolled = flaskprod(stack.root, "rollback")
+    outcomes = loader.stop()
+    assert rolled.returncode == 0, rolled.stderr
+    assert rolled.stdout == "rolled back: release 1 serves every request (release 2 is kept)\n"
+    assert loader.count("ok") == len(outcomes) > 20, summary(outcomes)
+    assert versions(stack, 10) == {"1": 10}
+    assert stack.get("/static/version.txt").text == "static 1\n"
+
+    # Nothing before release 1: one line, and the stack as it was.
+    again = flaskprod(stack.root, "rollback")
+    assert again.returncode == 1
+    assert again.stderr == (
+        "Error: release 1 is the oldest one kept (release.keep = 5): there is none before it to roll back to\n"
+    )
+    assert stack.proc.poll() is None and versions(stack, 4) == {"1": 4}
+
+
+def test_a_canary_takes_its_share_until_promoted_or_rolled_back(stack: UpStack) -> None:
+    write_version(stack.root, "2")
+    canary = flaskprod(stack.root, "deploy", "--canary", "25")
+    assert canary.returncode == 0, canary.stderr
+    assert "nginx reloaded: it sends requests to release 1, release 2 25%" in canary.stderr
+    seen = versions(stack, 200)
+    # nginx's weighted round robin, kept by each of its workers: a quarter, give or take what they split.
+    assert set(seen) == {"1", "2"} and 30 <= seen["2"] <= 70, seen
+    conf = (stack.run_dir / "nginx.conf").read_text()
+    assert f"server unix:{stack.run_dir}/app-1.sock weight=75 fail_timeout=0;" in conf
+    assert f"server unix:{stack.run_dir}/app-2.sock weight=25 fail_timeout=0;" in conf
+
+    busy = flaskprod(stack.root, "deploy")
+    assert busy.returncode == 1
+    assert busy.stderr.startswith("Error: release 2 runs as a canary with 25% of the requests: ")
+    assert busy.stderr.count("\n") == 1
+
+    # Rolled back, the canary stops and release 1 takes everything again.
+    dropped = flaskprod(stack.root, "rollback")
+    assert dropped.returncode == 0, dropped.stderr
+    assert dropped.stdout == "canary release 2 stopped; release 1 serves every request\n"
+    assert versions(stack, 20) == {"1": 20}
+
+    # Promoted, release 3 takes everything and release 1 is drained.
+    write_version(stack.root, "3")
+    assert flaskprod(stack.root, "deploy", "--canary", "10").returncode == 0
+    loader = Loader(stack.port, threads=4, max_requests=60000, max_seconds=60).start()
+    promoted = flaskprod(stack.root, "deploy", "--promote")
+    outcomes = loader.stop()
+    assert promoted.returncode == 0, promoted.stderr
+    assert promoted.stdout == "release 3 serves every request; `flaskprod rollback` returns to 1\n"
+    assert loader.count("ok") == len(outcomes) > 20, summary(outcomes)
+    assert versions(stack, 20) == {"3": 20}
+    assert "weight=" not in (stack.run_dir / "nginx.conf").read_text()
+
+
+def test_a_release_that_cannot_start_never_gets_a_request(stack: UpStack) -> None:
+    write_version(stack.root, "2", broken=True)
+    loader = Loader(stack.port, threads=4, max_requests=60000, max_seconds=60).start()
+    failed = flaskprod(stack.root, "deploy")
+    outcomes = loader.stop()
+    assert failed.returncode == 1
+    error = failed.stderr.splitlines()[-1]
+    assert error.startswith("Error: release 2 did not start: its app server exited with status ")
+    assert error.endswith("(its error is in flaskprod up's output); release 1 still serves")
+    assert "RuntimeError: release 2 cannot start: DATABASE_URL is missing" in stack.stderr()
+    assert loader.count("ok") == len(outcomes) > 20, summary(outcomes)
+    assert versions(stack, 10) == {"1": 10}
+    assert not (stack.run_dir / "app-2.sock").exists()
+
+    write_version(stack.root, "3")
+    fixed = flaskprod(stack.root, "deploy")
+    assert fixed.returncode == 0, fixed.stderr
+    assert fixed.stdout.startswith("release 3 serves every request")
+    assert versions(stack, 10) == {"3": 10}
+
+
+def test_keep_bounds_the_releases_on_disk(tmp_path: Path) -> None:
+    write_version(tmp_path, "1")
+    (tmp_path / "flaskprod.toml").write_text("[release]\nkeep = 2\n")
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1")
+    try:
+        stack.wait_ready()
+        for version in "234":
+            write_version(tmp_path, version)
+            result = flaskprod(tmp_path, "deploy")
+            assert result.returncode == 0, result.stderr
+        assert "flaskprod deploy: deleted release 2 (release.keep = 2)" in result.stderr
+        assert sorted(p.name for p in (stack.run_dir / "releases").iterdir()) == ["3", "4"]
+        assert stack.get("/version").text == "4"
+    finally:
+        stop(stack)
+
+
+def test_mistakes_are_one_line(tmp_path: Path) -> None:
+    nothing = flaskprod(tmp_path, "deploy")
+    assert nothing.returncode == 2
+    assert nothing.stderr == (
+        f"Error: no flaskprod up is running with proxy.run_dir {tmp_path}/.flaskprod/run: start it with "
+        "`flaskprod up`, or run this where its flaskprod.toml is\n"
+    )
+    both = flaskprod(tmp_path, "deploy", "--canary", "5", "--promote")
+    assert both.returncode == 2
+    assert both.stderr == "Error: --canary starts a canary and --promote ends one: give one of them\n"
+    out_of_range = flaskprod(tmp_path, "deploy", "--canary", "100")
+    assert out_of_range.returncode == 2 and "100 is not in the range 1<=x<=99" in out_of_range.stderr
+
+
+def test_a_project_too_big_to_copy_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    write_version(tmp_path, "1")
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "video.bin").write_bytes(b"\0" * (2 * 2**20))
+    result = subprocess.run(
+        [str(BIN / "flaskprod"), "up", "app:app", "--port", str(free_port()), "--set", "release.max_mb=1"],
+        cwd=tmp_path, env=up_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == textwrap.dedent(f"""\
+        Error: the project {tmp_path} is 2 MiB to copy into a release, over release.max_mb = 1: add its largest \
+folders (media 2 MiB, static 0 MiB, app.py 0 MiB) to release.exclude, or raise release.max_mb
+        """)
+    assert not (tmp_path / ".flaskprod" / "run" / "releases" / "1").exists()
