@@ -12,15 +12,12 @@ import dataclasses
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import FlaskprodError, ServerError
 from ..servers.healthcheck import status_at
 from .control import Request
 from .releases import Release
-
-if TYPE_CHECKING:
-    from .up import Plan, Stack
+from .up import Plan, Stack, new_release, write_nginx_config
 
 # Extra seconds, past the graceful timeout, nginx's old workers get to finish before the switch is called failed.
 SWITCH_MARGIN = 5.0
@@ -54,8 +51,6 @@ def deploy(stack: Stack, request: Request, *, canary: object = None) -> None:
         )
     if canary is not None and (not isinstance(canary, int) or not 1 <= canary <= 99):
         raise ServerError(f"--canary {canary}: give the percent of requests for the new release, from 1 to 99")
-    from .up import new_release
-
     new_plan = stack.reloaded_plan()
     release = new_release(new_plan)
     request.progress(f"copied {release.files} files of {release.source} into release {release.number}")
@@ -161,8 +156,6 @@ def start_ready(stack: Stack, release: Release, request: Request) -> None:
 
 def switch(stack: Stack, new_plan: Plan, request: Request) -> None:
     """nginx.conf for new_plan, checked, then a graceful reload; returns once nginx's old workers are gone."""
-    from .up import write_nginx_config
-
     write_nginx_config(new_plan)  # `nginx -t` first: a rejected config changes nothing
     master = stack.nginx.pid
     old_workers = nginx_workers(master) if master else set()

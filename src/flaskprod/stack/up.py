@@ -26,7 +26,6 @@ from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind, loopback
 from ..servers.probe import probe
 from ..sizing import Derived, derive
 from ..spec import CONFIG_ENV, Spec, env_for
-from . import deploy
 from .acme import OBTAIN_TIMEOUT, Acme, Certbot
 from .children import Child
 from .control import ControlServer, Request
@@ -352,6 +351,8 @@ class Stack:
         self.signals.put(WAKE)
 
     def handle_requests(self) -> None:
+        from . import deploy  # which builds on this module
+
         while True:
             try:
                 request = self.requests.get_nowait()
