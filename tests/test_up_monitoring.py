@@ -146,7 +146,11 @@ def test_the_rules_are_those_build_writes_and_evaluate_healthy(stack: UpStack) -
     assert {r["alert"]: (r["labels"], r["annotations"]) for r in written["groups"][0]["rules"]} == {
         name: (r["labels"], r["annotations"]) for name, r in found.items()
     }
-    assert not api.get("/api/v1/alerts")["alerts"], "a healthy app raises no alert"
+    # An evaluation may come before the first scrape (absent(up) holds then): once the app is scraped, none is left.
+    wait_for(lambda: api.value(f'up{{job="{JOB}"}}') == 1.0, timeout=SCRAPED_WITHIN, what="the app scraped")
+    wait_for(
+        lambda: not api.get("/api/v1/alerts")["alerts"], timeout=SCRAPED_WITHIN, what="a healthy app to raise no alert"
+    )
 
 
 def test_a_killed_prometheus_is_restarted(stack: UpStack) -> None:
@@ -211,7 +215,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 def test_an_unknown_extra_is_one_line_naming_the_valid_ones(tmp_path: Path) -> None:
     write_app(tmp_path)
     error = one_line_error(run_up(tmp_path, "--with", "monitoring,grafana"))
-    assert error == "Error: --with grafana: unknown for `flaskprod up`; choose from monitoring"
+    assert error == "Error: --with grafana: unknown for `flaskprod up`; choose from monitoring, postgres"
     assert not (tmp_path / ".flaskprod").exists()
 
 

@@ -155,7 +155,8 @@ def serve(app: str | None, print_config: bool, **kwargs: Any) -> None:
     "extras",
     multiple=True,
     metavar="EXTRA",
-    help="Add parts: monitoring (a real Prometheus scraping the app, with the alert rules `build` writes).",
+    help="Add parts: monitoring (a real Prometheus scraping the app, with the alert rules `build` writes), "
+    "postgres (a real PostgreSQL for the app, on a unix socket, its data kept between runs).",
 )
 @spec_options()
 @_user_errors

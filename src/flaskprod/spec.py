@@ -220,6 +220,16 @@ class DatabaseSettings:
         True,
         "Set SQLALCHEMY_ENGINE_OPTIONS (pre-ping, recycle, pool sized from the workers); dispose pools after fork.",
     )
+    local_dir: str = setting(
+        ".flaskprod/postgres",
+        "Directory of the PostgreSQL `flaskprod up --with postgres` runs: its data (kept between runs) and its "
+        "socket. Run as root, the server runs as the postgres user, which must be able to reach it.",
+    )
+    postgres_bin_dir: str = setting(
+        "auto",
+        "Directory of the PostgreSQL server programs (initdb, postgres, pg_isready) `up --with postgres` runs; "
+        "auto = the newest under /usr/lib/postgresql/*/bin, as Debian's postgresql package installs them.",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,15 +18,12 @@ from ..errors import ServerError, SpecError
 from ..render.deployment import dns_label
 from ..render.monitoring import Monitored, Scrape, prometheus_files
 from ..render.nginx import listen_address
-from ..render.targets import split_extras
 from ..servers.common import check_bind, loopback_for
 from ..sizing import Derived
 from ..spec import Spec
 from .children import Child
 from .rundir import StackDir
 
-# What `up --with` can add.
-UP_EXTRAS = ("monitoring",)
 INSTALL_HINT = "install it with `apt-get install prometheus` (Debian, Ubuntu)"
 # nginx's listener for the scraper: Prometheus runs on this machine, so nothing else need reach it.
 SCRAPE_HOST = "127.0.0.1"
@@ -43,15 +40,6 @@ RESTART_ONLY = (
     "monitoring.prometheus_host",
     "monitoring.prometheus_port",
 )
-
-
-def parse_up_extras(values: tuple[str, ...]) -> frozenset[str]:
-    """--with a,b (repeatable) checked against what `up` can add."""
-    extras = split_extras(values)
-    unknown = sorted(extras - set(UP_EXTRAS))
-    if unknown:
-        raise SpecError(f"--with {unknown[0]}: unknown for `flaskprod up`; choose from {', '.join(UP_EXTRAS)}")
-    return frozenset(extras)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -40,6 +40,9 @@ BUILT_IN_EXCLUDES = (
 # Data, not code: linked from each release to the project, so a rollback keeps what the app wrote.
 SHARED = ("instance", "*.db", "*.sqlite", "*.sqlite3", ".env", ".env.*", "*.pem", "*.key")
 MANIFEST = "release.json"
+# Two releases run at once while `flaskprod deploy` switches, and while a canary runs: what they hold
+# together (database connections) is sized for both.
+RELEASES_AT_ONCE = 2
 
 
 def _matches(relative: str, patterns: Iterable[str]) -> bool:

@@ -21,6 +21,7 @@ from .. import discovery
 from ..errors import FlaskprodError, ServerError, SpecError
 from ..render import TlsFiles, render_nginx
 from ..render.nginx import Protocol, listen_address, server_names
+from ..render.targets import split_extras
 from ..servers import resolve_kind
 from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind, loopback_for
 from ..servers.probe import probe
@@ -31,9 +32,11 @@ from .children import Child
 from .control import ControlServer, Request
 from .log import EventLog
 from .nginx import check_config, find_nginx, foreground_command
-from .prometheus import READY_PATH, Prometheus, parse_up_extras, plan_prometheus
+from .postgres import RESTART_ONLY as POSTGRES_RESTART_ONLY
+from .postgres import Postgres, plan_postgres
+from .prometheus import READY_PATH, Prometheus, plan_prometheus
 from .prometheus import RESTART_ONLY as MONITORING_RESTART_ONLY
-from .releases import Release, Releases, exclude_patterns
+from .releases import RELEASES_AT_ONCE, Release, Releases, exclude_patterns
 from .rundir import StackDir
 from .tls import tls_for_up
 
@@ -45,8 +48,19 @@ STOP_MARGIN = 5.0
 TICK = 0.5
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _HANDLED = (*_STOP_SIGNALS, signal.SIGHUP, signal.SIGCHLD)
+# What `up --with` can add.
+UP_EXTRAS = ("monitoring", "postgres")
 # Not a signal: put among them when a request arrives on the control socket, so the main loop wakes for it.
 WAKE = 0
+
+
+def parse_up_extras(values: tuple[str, ...]) -> frozenset[str]:
+    """--with a,b (repeatable) checked against what `up` can add."""
+    extras = split_extras(values)
+    unknown = sorted(extras - set(UP_EXTRAS))
+    if unknown:
+        raise SpecError(f"--with {unknown[0]}: unknown for `flaskprod up`; choose from {', '.join(UP_EXTRAS)}")
+    return frozenset(extras)
 
 
 def behind_nginx(spec: Spec) -> Spec:
@@ -72,6 +86,7 @@ class Plan:
     tls: TlsFiles | None = None
     acme: Acme | None = None
     prometheus: Prometheus | None = None  # --with monitoring
+    postgres: Postgres | None = None  # --with postgres
     release: Release | None = None  # the release nginx sends requests to
     canary: tuple[Release, int] | None = None  # `deploy --canary N`: a newer release and its percent of them
 
@@ -121,6 +136,9 @@ def app_server_env(spec: Spec, app: discovery.AppRef, derived: Derived, config_p
             "app.target": app.import_string,
             "server.kind": spec.server.kind,
             "server.workers": derived.workers,
+            # Each process's share of database.connection_budget with two releases running (deploy, canary).
+            "database.pool_size": derived.pool.size,
+            "database.max_overflow": derived.pool.overflow,
             "server.drain_delay": 0,
             "proxy.trusted_hops": spec.proxy.trusted_hops,
         }
@@ -154,14 +172,12 @@ def plan(
     nginx_ports = {"proxy.port": spec.proxy.port, **({"tls.port": tls.port} if tls else {})}
     prometheus = plan_prometheus(spec, nginx_ports) if "monitoring" in extras else None
     app = discovery.resolve(spec.app.target)
-    derived = derive(spec)
+    derived = derive(spec, replicas=RELEASES_AT_ONCE)
+    postgres = plan_postgres(spec, derived) if "postgres" in extras else None
     env = app_server_env(spec, app, derived, config_path)
-    info = probe(app, env)
-    if spec.origins.get("proxy.static_url", "default") == "default" and info.static_url_path:
-        spec = spec.replace(**{"proxy.static_url": info.static_url_path})
-    static_dir = spec.proxy.static_dir or info.static_folder
-    if static_dir is not None and not Path(static_dir).is_dir():
-        static_dir = None  # an app without static files: every request goes to the app
+    if postgres:
+        env[spec.database.url_env] = postgres.url
+        env.pop(spec.database.password_file_env, None)
     return Plan(
         spec=spec,
         derived=derived,
@@ -170,12 +186,28 @@ def plan(
         root=Path.cwd().resolve(),
         nginx_binary=nginx_binary,
         protocol="uwsgi" if spec.server.kind == "uwsgi" else "http",
-        static_dir=str(Path(static_dir).resolve()) if static_dir else None,
+        static_dir=None,  # learn_app's to find
         app_env=env,
         tls=tls,
         acme=acme,
         prometheus=prometheus,
+        postgres=postgres,
     )
+
+
+def learn_app(p: Plan) -> Plan:
+    """The plan completed by loading the app once in a child process: its static files and their URL.
+
+    After --with postgres has started: an app may touch its database as it loads (creating its tables).
+    """
+    info = probe(p.app, p.app_env)
+    spec = p.spec
+    if spec.origins.get("proxy.static_url", "default") == "default" and info.static_url_path:
+        spec = spec.replace(**{"proxy.static_url": info.static_url_path})
+    static_dir = spec.proxy.static_dir or info.static_folder
+    if static_dir is not None and not Path(static_dir).is_dir():
+        static_dir = None  # an app without static files: every request goes to the app
+    return dataclasses.replace(p, spec=spec, static_dir=str(Path(static_dir).resolve()) if static_dir else None)
 
 
 def new_release(p: Plan) -> Release:
@@ -258,12 +290,14 @@ def replan(current: Plan, spec: Spec) -> Plan:
         changed.append("proxy.server_name (the certificate's names)")
     if current.prometheus:
         changed += [key for key in MONITORING_RESTART_ONLY if spec.get(key) != current.spec.get(key)]
+    if current.postgres:
+        changed += [key for key in POSTGRES_RESTART_ONLY if spec.get(key) != current.spec.get(key)]
     if changed:
         raise SpecError(f"{', '.join(changed)} changed: restart `flaskprod up` to apply")
     if spec.origins.get("proxy.static_url", "default") == "default":
         spec = spec.replace(**{"proxy.static_url": current.spec.proxy.static_url})
     # The worker count nginx's upstream and the app server were sized for stays.
-    derived = dataclasses.replace(derive(spec), workers=current.derived.workers)
+    derived = dataclasses.replace(derive(spec, replicas=RELEASES_AT_ONCE), workers=current.derived.workers)
     return dataclasses.replace(current, spec=spec, derived=derived)
 
 
@@ -294,6 +328,8 @@ class Stack:
         self.nginx = Child(name="nginx", command=foreground_command(p.nginx_binary, p.run), stop_signal=signal.SIGQUIT)
         # --with monitoring: Prometheus, scraping the app through nginx.
         self.prometheus = p.prometheus.child(p.run, p.spec.logging.format) if p.prometheus else None
+        # --with postgres: the database, started first and stopped last.
+        self.postgres = p.postgres.child() if p.postgres else None
         # `flaskprod deploy` and `rollback`, waiting for the main loop (which WAKE in signals announces).
         self.requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
         self.control: ControlServer | None = None
@@ -304,7 +340,12 @@ class Stack:
     @property
     def children(self) -> tuple[Child, ...]:
         """In start order; stopped in reverse."""
-        return (*self.app_servers.values(), self.nginx, *([self.prometheus] if self.prometheus else []))
+        return (
+            *([self.postgres] if self.postgres else []),
+            *self.app_servers.values(),
+            self.nginx,
+            *([self.prometheus] if self.prometheus else []),
+        )
 
     def start_app_server(self, release: Release) -> Child:
         """The app server of release, from its copy of the project, on its own socket."""
@@ -377,6 +418,10 @@ class Stack:
         try:
             # nginx starts once the app server listens, so it never logs refused connections at boot.
             deadline = time.monotonic() + self.plan.spec.proxy.ready_timeout
+            if self.postgres is not None and not self.start_postgres(deadline):
+                self.stop()
+                return 1
+            self.prepare()
             first = self.plan.release
             assert first is not None
             self.start_app_server(first)
@@ -455,6 +500,34 @@ class Stack:
             return False
         self.last_answer = f"{code} {' '.join(body.split())[:400]}"
         return code == 200
+
+    def prepare(self) -> None:
+        """Learn the app, copy the project into a release, and write the configs that follow from both."""
+        p = learn_app(self.plan)
+        p = dataclasses.replace(p, release=new_release(p))
+        p.releases.prune(p.spec.release.keep, running=p.running)
+        write_nginx_config(p)
+        if p.prometheus:
+            p.prometheus.write_config(p.run, p.spec, p.derived)
+        self.plan = p
+
+    def start_postgres(self, deadline: float) -> bool:
+        """Start PostgreSQL (made by initdb on the first run) and the app's database; True once it accepts."""
+        postgres, child = self.plan.postgres, self.postgres
+        assert postgres is not None and child is not None
+        if postgres.prepare():
+            self.log(f"initdb made a PostgreSQL cluster in {postgres.data_dir}")
+        child.start()
+
+        def ready() -> bool:
+            answered, self.last_answer = postgres.ready()
+            return answered
+
+        if not self.wait_until(ready, deadline, subject="postgres", endpoint=f"pg_isready on {postgres.socket_dir}"):
+            return False
+        if postgres.ensure_database():
+            self.log(f"created the database {postgres.name}, owned by the role {postgres.name}")
+        return True
 
     def start_prometheus(self, deadline: float) -> bool:
         """Start Prometheus once nginx serves, so its first scrape finds the app; True once it is ready."""
@@ -667,6 +740,7 @@ class Stack:
             ("health", f"{url}{spec.monitoring.health_path}  readiness {url}{spec.monitoring.ready_path}"),
             ("metrics", metrics),
             *([("prometheus", p.prometheus.describe(p.run))] if p.prometheus else []),
+            *([("postgres", p.postgres.describe())] if p.postgres else []),
             (
                 "logs",
                 f"app: stdout ({spec.logging.format}); nginx access: {p.run.access_log} (json); "
@@ -710,11 +784,6 @@ def up(
         for path in run.drain_files():
             path.unlink()
         p = plan(spec, run, config_path=config_path, extras=added)
-        p = dataclasses.replace(p, release=new_release(p))
-        p.releases.prune(p.spec.release.keep, running=p.running)
-        write_nginx_config(p)
-        if p.prometheus:
-            p.prometheus.write_config(p.run, p.spec, p.derived)
         return Stack(p, reload_spec).run()
     finally:
         lock.close()
