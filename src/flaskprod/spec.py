@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -332,6 +333,13 @@ class TlsSettings:
         "Directory of certbot's account, certificates and challenge files (tls.mode = acme); kept between runs, "
         "so a restart reuses the certificate.",
     )
+    ingress_ranges: str | Auto = setting(
+        "auto",
+        "Addresses or CIDR ranges, space separated, the Ingress controller reaches the pods from "
+        "(`build --target k8s --with tls`, where TLS ends at the Ingress): the pods' nginx believes the "
+        "X-Forwarded-For and X-Forwarded-Proto they send, so the app sees the client and https; auto = the "
+        "private ranges pod networks use.",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -353,6 +361,11 @@ class DeploySettings:
     memory: str = setting("512M", "Memory one app container (or systemd service) may use, its limit, e.g. 512M or 1G.")
     app_port: int = setting(8000, "Port the app server listens on inside its container.", minimum=1)
     http_port: int = setting(80, "Port the deployment publishes nginx on (Compose, Swarm, systemd).", minimum=1)
+    https_port: int = setting(
+        443,
+        "Port the deployment publishes nginx's HTTPS on with `build --with tls` (Compose, Swarm, systemd).",
+        minimum=1,
+    )
     python: str = setting("3.11", "Python version of the image (the python:<version>-slim base).")
     requirements: str | Auto = setting(
         "auto", "Requirements file the image installs, relative to the project; auto = requirements.txt."
@@ -560,6 +573,8 @@ _EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
     "deploy.postgres_storage": (parse_size, "a size such as 10G"),
     "deploy.app_port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
     "deploy.http_port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
+    "deploy.https_port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
+    "tls.ingress_ranges": (lambda v: _networks(v), "auto, or addresses or CIDR ranges such as 10.0.0.0/8"),
     "deploy.python": (lambda v: _match(r"3\.\d+", v), "a Python version such as 3.11"),
 }
 
@@ -572,6 +587,15 @@ def _match(pattern: str, value: str) -> None:
 def _at_most(value: int, limit: int) -> None:
     if value > limit:
         raise ValueError(value)
+
+
+def _networks(value: str) -> None:
+    """auto, or one or more addresses or CIDR ranges."""
+    if value != "auto":
+        if not value.split():
+            raise ValueError(value)
+        for item in value.split():
+            ipaddress.ip_network(item, strict=False)
 
 
 def validate(key: str, value: Any, source: str) -> Any:

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import postgres
-from .deployment import NGINX_PORT, Deployment
+from . import postgres, tls
+from .deployment import NGINX_PORT, NGINX_UID, Deployment
 from .image import image_files
 from .monitoring import (
     GRAFANA_DASHBOARDS_DIR,
@@ -22,7 +22,7 @@ from .monitoring import (
     Scrape,
     monitoring_files,
 )
-from .yamlfile import dump_yaml, generated_header
+from .yamlfile import Script, dump_yaml, generated_header
 
 HEALTHCHECK = ["CMD", "python", "-m", "flaskprod.servers.healthcheck"]
 SECRET_KEY_HELP = 'set FLASK_SECRET_KEY, e.g. python -c "import secrets; print(secrets.token_hex(32))"'
@@ -41,6 +41,10 @@ POSTGRES_SECRET = "postgres_password"
 POSTGRES_PASSWORD_HELP = "set POSTGRES_PASSWORD_FILE to a file holding the database password; see this file's header"
 # New app tasks a Swarm update starts before it stops old ones (start-first): the database counts them too.
 APP_UPDATE_PARALLELISM = 1
+# The extra and the services that get and renew its certificate.
+TLS = "tls"
+CERTBOT_INIT = "certbot-init"
+CERTBOT = "certbot"
 
 
 def _seconds(value: int) -> str:
@@ -130,9 +134,74 @@ def compose_data(d: Deployment) -> dict[str, Any]:
         grafana["depends_on"] = ["prometheus"]
         data["services"].update(prometheus=prometheus, grafana=grafana)
         volumes |= {"prometheus-data": {}, "grafana-data": {}}
+    if TLS in d.extras:
+        _tls_nginx(d, nginx, published=f"{d.spec.deploy.https_port}:{tls.NGINX_TLS_PORT}")
+        init, certbot = _certbot_services(d)
+        # Root for chown alone (and to read what certbot keeps for its owner): no network, two capabilities.
+        init |= {
+            "restart": "no",
+            "read_only": True,
+            "tmpfs": ["/tmp"],
+            "cap_drop": ["ALL"],
+            "cap_add": ["CHOWN", "DAC_OVERRIDE"],
+            "security_opt": ["no-new-privileges:true"],
+            "network_mode": "none",
+        }
+        certbot |= {"restart": "unless-stopped", **_hardened(), "tmpfs": ["/tmp", *tls.CERTBOT_SCRATCH_DIRS]}
+        # nginx starts on the stand-in the init step makes; certbot once nginx can answer the challenge.
+        nginx["depends_on"][CERTBOT_INIT] = {"condition": "service_completed_successfully"}
+        certbot["depends_on"] = {
+            CERTBOT_INIT: {"condition": "service_completed_successfully"},
+            "nginx": {"condition": "service_healthy"},
+        }
+        data["services"].update({CERTBOT_INIT: init, CERTBOT: certbot})
+        volumes |= {tls.CERTS_VOLUME: {}, tls.WEBROOT_VOLUME: {}}
     if volumes:
         data["volumes"] = volumes
     return data
+
+
+def _tls_nginx(d: Deployment, nginx: dict[str, Any], *, published: str | dict[str, Any]) -> None:
+    """nginx with HTTPS: its second port, the certificates and challenge files (read-only), and the loop
+    beside it that reloads nginx when certbot, in a container of its own, got a new certificate."""
+    tls.check_ports(d)
+    nginx["ports"].append(published)
+    nginx["command"] = ["/bin/sh", "-c", Script(tls.compose_escape(tls.nginx_script()))]
+    nginx["volumes"] = [f"{tls.CERTS_VOLUME}:{tls.LETSENCRYPT_DIR}:ro", f"{tls.WEBROOT_VOLUME}:{tls.WEBROOT}:ro"]
+
+
+def _certbot_services(d: Deployment) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The init step (a stand-in certificate, the volumes given to nginx's user) and certbot's loop, which runs as
+    that user: certbot keeps keys readable by their owner alone, and nginx must read them."""
+    volumes = [f"{tls.CERTS_VOLUME}:{tls.LETSENCRYPT_DIR}", f"{tls.WEBROOT_VOLUME}:{tls.WEBROOT}"]
+    init: dict[str, Any] = {
+        "image": tls.CERTBOT_IMAGE,
+        "user": "0:0",
+        "entrypoint": ["/bin/sh", "-c"],
+        "command": [Script(tls.compose_escape(tls.init_script(d)))],
+        "volumes": list(volumes),
+    }
+    certbot: dict[str, Any] = {
+        "image": tls.CERTBOT_IMAGE,
+        "user": f"{NGINX_UID}:{NGINX_UID}",
+        "entrypoint": ["/bin/sh", "-c"],
+        "command": [Script(tls.compose_escape(tls.certbot_script(d)))],
+        "volumes": list(volumes),
+    }
+    return init, certbot
+
+
+def _tls_steps(d: Deployment, *, node_label: str | None = None) -> list[str]:
+    names = tls.tls_names(d)
+    where = f"the node labelled {node_label}" if node_label else "this host"
+    return [
+        f"HTTPS: certbot gets a Let's Encrypt certificate for {' '.join(names)}",
+        f"from {d.spec.tls.acme_server}",
+        f"once http://{names[0]}/.well-known/acme-challenge/ reaches nginx on port {d.spec.deploy.http_port}",
+        f"(the names' DNS must point at {where}); nginx serves a self-signed stand-in until then.",
+        "certbot renews it when due (it looks twice a day); nginx reloads within "
+        f"{tls.RELOAD_CHECK_SECONDS} s of each new one.",
+    ]
 
 
 def _postgres_limits(d: Deployment) -> dict[str, str]:
@@ -194,7 +263,9 @@ def render_compose(d: Deployment) -> dict[str, str]:
     run = f"Run from the project root: FLASK_SECRET_KEY=... docker compose -f {d.out}/compose.yaml up --build"
     if POSTGRES in d.extras:
         run = _compose_postgres_steps(d)
-    files = image_files(d, upstream(d))
+    if TLS in d.extras:
+        run = "\n".join([run, *_tls_steps(d)])
+    files = image_files(d, upstream(d), tls=tls.container_tls(d) if TLS in d.extras else None)
     if MONITORING in d.extras:
         files.update(monitoring_files(d, Scrape(job=d.name, dns_names=("app",)), prefix=f"{MONITORING}/"))
     files["compose.yaml"] = dump_yaml(compose_data(d), generated_header(d.name, run))
@@ -336,9 +407,37 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         data["services"].update(prometheus=prometheus, grafana=grafana)
         data["configs"] = configs
         volumes |= {"prometheus-data": {}, "grafana-data": {}}
+    if TLS in d.extras:
+        https = {"target": tls.NGINX_TLS_PORT, "published": d.spec.deploy.https_port, "protocol": "tcp"}
+        _tls_nginx(d, nginx, published={**https, "mode": "ingress"})
+        # The certificates' volume is local to a node: nginx, certbot and the init step all run on that one.
+        # Swarm has no depends_on: nginx restarts until the init step made the stand-in, never giving up.
+        constraint = f"node.labels.{tls_node_label(d)} == true"
+        nginx["deploy"]["placement"] = {"constraints": [constraint]}
+        nginx["deploy"]["restart_policy"].pop("max_attempts")
+        init, certbot = _certbot_services(d)
+        init |= {"read_only": True, "tmpfs": ["/tmp"]}
+        init["deploy"] = {
+            "replicas": 1,
+            "placement": {"constraints": [constraint]},
+            "restart_policy": {"condition": "on-failure"},
+        }
+        certbot |= {"read_only": True, "tmpfs": ["/tmp", *tls.CERTBOT_SCRATCH_DIRS]}
+        certbot["deploy"] = {
+            "replicas": 1,
+            "placement": {"constraints": [constraint]},
+            "restart_policy": {"condition": "on-failure", "delay": "5s"},
+        }
+        data["services"].update({CERTBOT_INIT: init, CERTBOT: certbot})
+        volumes |= {tls.CERTS_VOLUME: {}, tls.WEBROOT_VOLUME: {}}
     if volumes:
         data["volumes"] = volumes
     return data
+
+
+def tls_node_label(d: Deployment) -> str:
+    """The node label that places nginx and certbot: the certificates' volume is local to the node."""
+    return f"{d.name}-tls"
 
 
 def _swarm_monitoring_files(d: Deployment) -> dict[str, str]:
@@ -369,11 +468,16 @@ def render_swarm(d: Deployment) -> dict[str, str]:
             f"  {random} | docker secret create {postgres_secret_name(d)} -",
             f"  docker node update --label-add {postgres_node_label(d)}=true NODE   # the node that keeps the data",
         ]
+    if TLS in d.extras:
+        label = tls_node_label(d)
+        steps.append(f"  docker node update --label-add {label}=true NODE   # nginx's node: it keeps the certificates")
     steps.append(f"  docker stack deploy -c {d.out}/stack.yaml {d.name}")
     if POSTGRES in d.extras:
         steps.append(postgres.budget_note(d, most_tasks(d)))
+    if TLS in d.extras:
+        steps += _tls_steps(d, node_label=tls_node_label(d))
     run = "\n".join(steps)
-    files = image_files(d, upstream(d))
+    files = image_files(d, upstream(d), tls=tls.container_tls(d) if TLS in d.extras else None)
     if MONITORING in d.extras:
         files.update(_swarm_monitoring_files(d))
     files["stack.yaml"] = dump_yaml(swarm_data(d), generated_header(d.name, run))

@@ -16,7 +16,7 @@ from .. import discovery
 from ..errors import BuildError
 from ..sizing import Derived, Machine, derive
 from ..spec import Spec, env_for, parse_size
-from .nginx import NginxContext, Protocol, render_nginx
+from .nginx import NginxContext, Protocol, TlsFiles, render_nginx
 
 ServerKind = Literal["gunicorn", "uwsgi"]
 
@@ -109,9 +109,12 @@ class Deployment:
         metrics_port: int | None = None,
         metrics_allow: str | None = None,
         worker_processes: int | Literal["auto"] = "auto",
+        tls: TlsFiles | None = None,
+        trusted_proxies: tuple[str, ...] = (),
     ) -> dict[str, str]:
         """nginx.conf and mime.types for the nginx image, forwarding to upstream (host:port or unix:path);
-        metrics_port adds the scraper's own listener, open to metrics_allow (else the spec's list)."""
+        metrics_port adds the scraper's own listener, open to metrics_allow (else the spec's list); tls, HTTPS;
+        trusted_proxies, the addresses of a proxy in front that ends TLS."""
         ctx = NginxContext(
             host="0.0.0.0",
             port=NGINX_PORT,
@@ -125,6 +128,8 @@ class Deployment:
             error_log="/dev/stderr",
             metrics_port=metrics_port,
             worker_processes=worker_processes,
+            tls=tls,
+            trusted_proxies=trusted_proxies,
         )
         return self.render_nginx(ctx, metrics_allow=metrics_allow)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 
 from .deployment import APP_UID, NGINX_CONF_DIR, NGINX_IMAGE, NGINX_PORT, NGINX_UID, STATIC_DIR, Deployment
-from .nginx import _environment
+from .nginx import TlsFiles, _environment
 
 # Pinned in the image so a rebuild installs what was tested; this checkout's own when installed.
 UWSGI_FALLBACK_VERSION = "2.0.31"
@@ -66,7 +66,8 @@ def dockerfile(d: Deployment, *, bind: str | None = None, behind_nginx: bool = T
     )
 
 
-def nginx_dockerfile(d: Deployment) -> str:
+def nginx_dockerfile(d: Deployment, *, tls_port: int | None = None) -> str:
+    """The nginx image; tls_port: it serves HTTPS there too, and its health check asks there."""
     return _environment().get_template("docker/nginx.Dockerfile.j2").render(
         name=d.name,
         out=d.out,
@@ -76,21 +77,24 @@ def nginx_dockerfile(d: Deployment) -> str:
         static_dir=d.project.static_dir,
         static_target=STATIC_DIR,
         port=NGINX_PORT,
+        tls_port=tls_port,
         uid=NGINX_UID,
         host=d.spec.proxy.server_name.split()[0],
         health_path=d.spec.monitoring.health_path,
     )
 
 
-def image_files(d: Deployment, upstream: str, *, bind: str | None = None) -> dict[str, str]:
-    """Both images' files, nginx forwarding to upstream (host:port or unix:path)."""
+def image_files(
+    d: Deployment, upstream: str, *, bind: str | None = None, tls: TlsFiles | None = None
+) -> dict[str, str]:
+    """Both images' files, nginx forwarding to upstream (host:port or unix:path), and serving HTTPS as tls says."""
     files = {
         "Dockerfile": dockerfile(d, bind=bind),
         "Dockerfile.dockerignore": DOCKERIGNORE,
-        "nginx/Dockerfile": nginx_dockerfile(d),
+        "nginx/Dockerfile": nginx_dockerfile(d, tls_port=tls.port if tls else None),
         "nginx/Dockerfile.dockerignore": DOCKERIGNORE,
     }
-    files.update({f"nginx/{name}": text for name, text in d.nginx_files(upstream).items()})
+    files.update({f"nginx/{name}": text for name, text in d.nginx_files(upstream, tls=tls).items()})
     return files
 
 

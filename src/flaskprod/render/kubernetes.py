@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import BuildError
 from ..spec import parse_size
-from . import postgres
+from . import postgres, tls
 from .compose import NGINX_LIMITS
 from .deployment import APP_UID, NGINX_PORT, Deployment
 from .yamlfile import dump_yaml, generated_header
@@ -143,11 +143,22 @@ def _scrape_allow(d: Deployment) -> str | None:
     return " ".join([*(allow or "").split(), *POD_NETWORK_RANGES])
 
 
+def ingress_ranges(d: Deployment) -> tuple[str, ...]:
+    """Where the Ingress controller reaches the pods from: tls.ingress_ranges, or the pod network's ranges."""
+    chosen = d.spec.tls.ingress_ranges
+    return POD_NETWORK_RANGES if chosen == "auto" else tuple(chosen.split())
+
+
 def nginx_files(d: Deployment, *, metrics_port: int | None) -> dict[str, str]:
-    """The pod's nginx: one worker process (auto would count the node's CPUs), and the scraper's port."""
+    """The pod's nginx: one worker process (auto would count the node's CPUs), and the scraper's port; with
+    TLS ended at the Ingress, the client's address and scheme as the Ingress controller reports them."""
     allow = _scrape_allow(d) if metrics_port is not None else None
     return d.nginx_files(
-        APP_SOCKET, metrics_port=metrics_port, metrics_allow=allow, worker_processes=NGINX_WORKER_PROCESSES
+        APP_SOCKET,
+        metrics_port=metrics_port,
+        metrics_allow=allow,
+        worker_processes=NGINX_WORKER_PROCESSES,
+        trusted_proxies=ingress_ranges(d) if "tls" in d.extras else (),
     )
 
 
@@ -580,15 +591,26 @@ def ingress_object(d: Deployment, hosts: list[str]) -> dict[str, Any]:
         "nginx.ingress.kubernetes.io/proxy-read-timeout": timeout,
         "nginx.ingress.kubernetes.io/proxy-send-timeout": timeout,
     }
+    spec: dict[str, Any] = {}
+    if "tls" in d.extras:
+        # cert-manager's ingress-shim sees the annotation and keeps the Secret's certificate for these hosts.
+        annotations["cert-manager.io/issuer"] = tls.issuer_name(d)
+        spec["tls"] = [{"hosts": hosts, "secretName": tls.certificate_secret(d)}]
     backend = {"service": {"name": d.name, "port": {"name": "http"}}}
     paths = [{"path": "/", "pathType": "Prefix", "backend": backend}]
-    rules = [{"host": host, "http": {"paths": paths}} for host in hosts]
+    spec["rules"] = [{"host": host, "http": {"paths": paths}} for host in hosts]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
         "metadata": _metadata(d, annotations=annotations),
-        "spec": {"rules": rules},
+        "spec": spec,
     }
+
+
+def issuer_object(d: Deployment) -> dict[str, Any]:
+    # An Issuer, not a ClusterIssuer: it lives in the app's namespace like everything here (kustomize would
+    # stamp the namespace on a cluster-scoped object it does not know), and applying it needs no cluster role.
+    return tls.issuer_object(d, _metadata(d, name=tls.issuer_name(d)))
 
 
 def _check(d: Deployment) -> None:
@@ -599,6 +621,8 @@ def _check(d: Deployment) -> None:
         )
     if "postgres" in d.extras:
         postgres.check(d)
+    if "tls" in d.extras:
+        tls.tls_names(d)
     if "monitoring" in d.extras and not monitoring.metrics:
         raise BuildError(
             "--with monitoring needs the app's metrics, and monitoring.metrics is false; set it to true "
@@ -618,9 +642,12 @@ def manifests(d: Deployment) -> dict[str, dict[str, Any]]:
     }
     if autoscaled(d):
         objects["horizontalpodautoscaler.yaml"] = autoscaler_object(d)
-    hosts = ingress_hosts(d)
+    # With TLS every name is one Let's Encrypt can validate, and all of them are on the certificate.
+    hosts = tls.tls_names(d) if "tls" in d.extras else ingress_hosts(d)
     if hosts:
         objects["ingress.yaml"] = ingress_object(d, hosts)
+    if "tls" in d.extras:
+        objects["issuer.yaml"] = issuer_object(d)
     if "postgres" in d.extras:
         # No disruption budget: for one pod, any budget either blocks every node drain or allows the outage.
         objects["postgres-statefulset.yaml"] = postgres_statefulset_object(d)
@@ -658,6 +685,16 @@ def _next_steps(d: Deployment) -> str:
     steps.append(f"  kubectl apply -k {d.out}")
     if "postgres" in d.extras:
         steps.append(postgres.budget_note(d, most_pods(d)))
+    if "tls" in d.extras:
+        steps += [
+            "HTTPS ends at the Ingress. cert-manager, installed in the cluster, gets the certificate for",
+            f"{' '.join(tls.tls_names(d))}",
+            f"from {d.spec.tls.acme_server}",
+            f"through the Issuer {tls.issuer_name(d)}, and keeps it in the Secret {tls.certificate_secret(d)};",
+            "the names' DNS must point at the Ingress controller. The pods' nginx sends HSTS over HTTPS, and",
+            "believes X-Forwarded-For and X-Forwarded-Proto from these addresses only (tls.ingress_ranges):",
+            f"{' '.join(ingress_ranges(d))}",
+        ]
     return "\n".join(steps)
 
 

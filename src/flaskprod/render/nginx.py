@@ -85,6 +85,9 @@ class TlsFiles:
     cert: str
     key: str
     acme_webroot: str | None = None
+    # The port clients reach HTTPS on, when a port mapping (a container's 443 -> 8443) makes it another one:
+    # the plain port's redirect names it.
+    public_port: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +114,9 @@ class NginxContext:
     metrics_host: str | None = None  # None = host; `up` keeps it on loopback, beside its Prometheus
     # HTTPS: the app is served there, and the plain port only redirects to it.
     tls: TlsFiles | None = None
+    # Addresses of a proxy in front that ends TLS (a Kubernetes Ingress controller): nginx believes the client
+    # address (X-Forwarded-For) and scheme (X-Forwarded-Proto) they send, and adds HSTS to what came over HTTPS.
+    trusted_proxies: tuple[str, ...] = ()
     # `flaskprod deploy --canary N`: a second upstream server, and the percent of requests it takes.
     canary: tuple[str, int] | None = None
     worker_processes: int | Literal["auto"] = "auto"
@@ -156,13 +162,16 @@ def _cgi_name(header: str) -> str:
     return "HTTP_" + header.upper().replace("-", "_")
 
 
-def forwarded_headers(spec: Spec) -> list[tuple[str, str]]:
-    return [*_FORWARDED_HEADERS, (spec.logging.request_id_header, "$flaskprod_request_id")]
+def forwarded_headers(spec: Spec, scheme: str = "$scheme") -> list[tuple[str, str]]:
+    """The headers nginx sets for the app; scheme is the variable X-Forwarded-Proto carries."""
+    headers = [(name, scheme if name == "X-Forwarded-Proto" else value) for name, value in _FORWARDED_HEADERS]
+    return [*headers, (spec.logging.request_id_header, "$flaskprod_request_id")]
 
 
-def uwsgi_params(spec: Spec) -> list[tuple[str, str]]:
+def uwsgi_params(spec: Spec, scheme: str = "$scheme") -> list[tuple[str, str]]:
     # Setting HTTP_<NAME> also stops nginx from passing the client's header of that name.
-    headers = [(_cgi_name(name), value.replace('""', '"" if_not_empty')) for name, value in forwarded_headers(spec)]
+    pairs = forwarded_headers(spec, scheme)
+    headers = [(_cgi_name(name), value.replace('""', '"" if_not_empty')) for name, value in pairs]
     return [*_UWSGI_CGI_PARAMS, *headers]
 
 
@@ -198,6 +207,9 @@ def hsts_value(spec: Spec) -> str | None:
 def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
     """The nginx.conf text for spec and its derived values, run as ctx says."""
     template = _environment().get_template("nginx/nginx.conf.j2")
+    # Behind a proxy that ends TLS, the scheme is the one it reports (when it is one of the trusted addresses).
+    scheme = "$flaskprod_scheme" if ctx.trusted_proxies else "$scheme"
+    public_tls_port = (ctx.tls.public_port or ctx.tls.port) if ctx.tls else None
     return template.render(
         spec=spec,
         derived=derived,
@@ -212,15 +224,16 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         request_id_header=spec.logging.request_id_header,
         request_id_variable=_header_variable(spec.logging.request_id_header),
         upstream_keepalive=upstream_keepalive(derived, ctx.protocol),
-        proxy_headers=forwarded_headers(spec),
-        uwsgi_params=uwsgi_params(spec),
+        proxy_headers=forwarded_headers(spec, scheme),
+        uwsgi_params=uwsgi_params(spec, scheme),
         metrics_allow=metrics_allow(spec),
         tls=ctx.tls,
         tls_listen=listen_address(ctx.host, ctx.tls.port) if ctx.tls else None,
         # The client came to the standard port when it is 443, so the redirect names no port.
-        tls_port_suffix="" if ctx.tls is None or ctx.tls.port == 443 else f":{ctx.tls.port}",
+        tls_port_suffix="" if public_tls_port in (None, 443) else f":{public_tls_port}",
         tls_ciphers=TLS_CIPHERS,
         hsts=hsts_value(spec) if ctx.tls else None,
+        proxied_hsts=hsts_value(spec) if ctx.trusted_proxies and not ctx.tls else None,
     )
 
 

@@ -8,6 +8,7 @@ server sizes its workers from, and the socket both sides name come from the one 
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 
 from ..errors import BuildError
@@ -17,6 +18,7 @@ from ..spec import parse_size
 from .deployment import Deployment
 from .image import uwsgi_version
 from .nginx import NginxContext, _environment, listen_address
+from .tls import HostCertificate, check_ports, shell_words, tls_names
 
 # nginx's workers run as Debian's web server user; the app socket's group is added to this unit alone.
 NGINX_USER = "www-data"
@@ -25,6 +27,8 @@ PRIVILEGED_PORTS = 1024
 # systemd and shadow-utils refuse longer user names (utmp holds 32 bytes with the NUL).
 MAX_USER_NAME = 31
 SECRET_CREDENTIAL = "secret_key"
+# certbot's deploy hook with --with tls: the file's name in the output and in the install's conf_dir.
+CERTBOT_HOOK = "certbot-deploy-hook"
 # Characters that make an ExecStart= word need quotes; $ and % are escaped in any case.
 _NEEDS_QUOTES = re.compile(r"""[\s"'\\;]""")
 
@@ -45,6 +49,8 @@ class Layout:
     cache_root: str = "/var/cache"
     nginx: str = "/usr/sbin/nginx"
     kill: str = "/bin/kill"
+    letsencrypt: str = "/etc/letsencrypt"  # certbot's --config-dir
+    www_root: str = "/var/www"  # the ACME challenge's webroot is a folder here
 
     @classmethod
     def standard(cls, name: str) -> Layout:
@@ -99,6 +105,14 @@ class Paths:
     def env_file(self) -> str:
         return f"{self.layout.conf_dir}/env"
 
+    @property
+    def acme_webroot(self) -> str:
+        return f"{self.layout.www_root}/{self.name}-acme"
+
+    @property
+    def certbot_hook(self) -> str:
+        return f"{self.layout.conf_dir}/{CERTBOT_HOOK}"
+
 
 def exec_word(word: str) -> str:
     """One word of an Exec*= command line: $ and % escaped (systemd expands both), quoted when needed."""
@@ -151,8 +165,24 @@ def listen(d: Deployment) -> tuple[str, int]:
     return host, d.spec.deploy.http_port
 
 
+def host_certificate(d: Deployment, paths: Paths) -> HostCertificate | None:
+    """With --with tls, the certificate the VM's certbot keeps for proxy.server_name; else None."""
+    if "tls" not in d.extras:
+        return None
+    check_ports(d)
+    return HostCertificate(
+        names=tuple(tls_names(d)),
+        letsencrypt=paths.layout.letsencrypt,
+        webroot=paths.acme_webroot,
+        hook=paths.certbot_hook,
+        group=NGINX_USER,
+        nginx_unit=f"{paths.nginx_name}.service",
+    )
+
+
 def nginx_files(d: Deployment, paths: Paths) -> dict[str, str]:
     host, port = listen(d)
+    certificate = host_certificate(d, paths)
     ctx = NginxContext(
         host=host,
         port=port,
@@ -165,6 +195,7 @@ def nginx_files(d: Deployment, paths: Paths) -> dict[str, str]:
         access_log=paths.access_log,
         # nginx writes "stderr" itself (no /dev/stderr open): its errors go to the journal.
         error_log="stderr",
+        tls=certificate.tls_files(d.spec.deploy.https_port) if certificate else None,
     )
     return d.render_nginx(ctx)
 
@@ -179,6 +210,8 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
     paths = Paths(name=d.name, layout=layout)
     user = user_name(d)
     host, port = listen(d)
+    certificate = host_certificate(d, paths)
+    https_port = d.spec.deploy.https_port
     env = d.app_env(behind_nginx=True, bind=f"unix:{paths.app_socket}")
     template_values = {
         "name": d.name,
@@ -198,8 +231,17 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
         "nginx_exec": exec_line([*nginx_args(paths), "-g", "daemon off;"]),
         "kill": exec_word(layout.kill),
         "nginx_user": NGINX_USER,
-        "privileged_port": port < PRIVILEGED_PORTS,
+        "privileged_port": min(port, https_port if certificate else port) < PRIVILEGED_PORTS,
         "listen": listen_address(host, port),
+        "tls_listen": listen_address(host, https_port) if certificate else None,
+        "tls": certificate,
+        "tls_stand_in": [shell_words(c, indent="") for c in certificate.stand_in_commands()] if certificate else [],
+        "tls_clear_stand_in": shlex.join(certificate.clear_stand_in_command()) if certificate else None,
+        "tls_certonly": shell_words(certificate.certonly_command(d), indent="") if certificate else None,
+        "tls_check": _tls_check(certificate, host, https_port, d.spec.monitoring.health_path) if certificate else None,
+        "certbot_hook": CERTBOT_HOOK,
+        "spec_acme_server": d.spec.tls.acme_server,
+        "http_port": port,
         # Where the README's check reaches nginx from the VM itself.
         "check_address": listen_address(loopback_for(host), port),
         "server_name": d.spec.proxy.server_name.split()[0],
@@ -216,7 +258,18 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
         "README.md": environment.get_template("systemd/README.md.j2").render(template_values),
     }
     files.update({f"nginx/{name}": text for name, text in nginx_files(d, paths).items()})
+    if certificate:
+        files[CERTBOT_HOOK] = certificate.hook_script()
     return files
+
+
+def _tls_check(certificate: HostCertificate, host: str, port: int, path: str) -> str:
+    """The README's check over HTTPS from the VM itself: the name resolved to nginx's address, as a client sends it."""
+    name = certificate.names[0]
+    url = f"https://{name}{'' if port == 443 else f':{port}'}{path}"
+    address = loopback_for(host)
+    address = f"[{address}]" if ":" in address else address
+    return shlex.join(["curl", "--resolve", f"{name}:{port}:{address}", url])
 
 
 def render_systemd(d: Deployment) -> dict[str, str]:

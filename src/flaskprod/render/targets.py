@@ -10,10 +10,11 @@ from ..errors import BuildError
 from .deployment import Deployment, ServerKind
 
 Renderer = Callable[[Deployment], dict[str, str]]
-EXTRAS = ("monitoring", "postgres")
+EXTRAS = ("monitoring", "postgres", "tls")
 # What to do instead, when the target cannot carry the extra.
 EXTRA_ELSEWHERE = {
     "postgres": "or give the app a PostgreSQL you run, its URL in database.url_env",
+    "tls": "or end TLS at a load balancer in front of the container",
 }
 
 
@@ -41,7 +42,8 @@ TARGETS = {
             summary="one image: Gunicorn facing clients itself (the guide's Option 1, done safely)",
             server="gunicorn",
             fixed_server=False,
-            # One container: a database beside it would be a second, which is what compose is for.
+            # One container: a database beside it would be a second, which is what compose is for; so would
+            # certbot, and Gunicorn facing clients is no place for a certificate that renews.
             extras=frozenset(),
             renderer="image:render_single",
             next_step="docker build -f {out}/Dockerfile -t {image} . && docker run --rm -p 8000:8000 "
@@ -62,7 +64,7 @@ TARGETS = {
             server="uwsgi",
             fixed_server=True,
             # No monitoring: Prometheus speaks HTTP only, and each replica here the uwsgi protocol (use compose).
-            extras=frozenset({"postgres"}),
+            extras=frozenset({"postgres", "tls"}),
             renderer="compose:render_compose",
             next_step="docker compose -f {out}/compose.yaml up --build",
         ),
@@ -72,7 +74,7 @@ TARGETS = {
             # HTTP, so Prometheus can scrape every replica itself (tasks.app), not one behind the VIP.
             server="gunicorn",
             fixed_server=False,
-            extras=frozenset({"monitoring", "postgres"}),
+            extras=frozenset(EXTRAS),
             renderer="compose:render_swarm",
             next_step="build and push {image} and its -nginx image, `docker secret create`, then "
             "docker stack deploy -c {out}/stack.yaml {name}",
@@ -82,7 +84,7 @@ TARGETS = {
             summary="Kubernetes with kustomize: nginx beside the app server in each pod, probes, autoscaling",
             server="uwsgi",
             fixed_server=False,
-            extras=frozenset({"monitoring", "postgres"}),
+            extras=frozenset(EXTRAS),
             renderer="kubernetes:render_k8s",
             next_step="build and push the images, create the secret, then kubectl apply -k {out}",
         ),
@@ -92,7 +94,8 @@ TARGETS = {
             server="uwsgi",
             fixed_server=False,
             # The units install the app on a VM; a database there is the VM's own package, not a unit of ours.
-            extras=frozenset(),
+            # TLS is the VM's certbot, with nginx.conf, a deploy hook and the steps in the README.
+            extras=frozenset({"tls"}),
             renderer="systemd:render_systemd",
             next_step="see {out}/README.md to install the units",
         ),

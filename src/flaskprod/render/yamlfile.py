@@ -14,6 +14,19 @@ class _Dumper(yaml.SafeDumper):
         super().increase_indent(flow, False)
 
 
+class Script(str):
+    """A shell script in a YAML file: dumped as a literal block, its lines as written."""
+
+    __slots__ = ()
+
+
+def _literal(dumper: yaml.SafeDumper, data: Script) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", str(data), style="|")
+
+
+_Dumper.add_representer(Script, _literal)
+
+
 def dump_yaml(data: Any, header: str = "") -> str:
     """data as YAML (keys in the order built), after header's lines as comments."""
     lines = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())

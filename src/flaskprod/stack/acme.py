@@ -7,7 +7,6 @@ certificate lives in tls.acme_dir between runs: a restart reuses it, as Let's En
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
 import signal
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import ServerError, SpecError
+from ..render.tls import http01_validatable
 from ..spec import Spec
 
 # certbot's own timer runs `certbot renew` twice a day; it renews 30 days before expiry.
@@ -29,7 +29,7 @@ OBTAIN_TIMEOUT = 180.0
 def acme_names(spec: Spec) -> list[str]:
     """proxy.server_name's names, each one an ACME server can validate over HTTP; SpecError naming the rest."""
     names = spec.proxy.server_name.split()
-    unusable = [name for name in names if not _validatable(name)]
+    unusable = [name for name in names if not http01_validatable(name)]
     if unusable or not names:
         shown = " ".join(unusable) or "nothing"
         raise SpecError(
@@ -37,16 +37,6 @@ def acme_names(spec: Spec) -> list[str]:
             "e.g. --set proxy.server_name='example.com www.example.com'"
         )
     return names
-
-
-def _validatable(name: str) -> bool:
-    # HTTP-01 proves control of a DNS name: not an address, a pattern, a wildcard (DNS-01 only) or localhost.
-    try:
-        ipaddress.ip_address(name.strip("[]"))
-        return False
-    except ValueError:
-        pass
-    return "." in name and not name.startswith(("~", "*")) and name != "_" and not name.endswith(".localhost")
 
 
 @dataclass(frozen=True, kw_only=True)
