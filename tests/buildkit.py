@@ -10,8 +10,11 @@ import json
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from flaskprod.render.deployment import Deployment, Project, ServerKind, size
 from flaskprod.spec import Spec, load_spec
@@ -58,6 +61,32 @@ def make_deployment(
         extras=frozenset(extras),
         out=out,
     )
+
+
+@dataclass(frozen=True)
+class Tree:
+    """One target's files as `flaskprod build` renders them, and the directory they were written to."""
+
+    target: str
+    d: Deployment
+    files: dict[str, str]
+    path: Path
+
+    def yaml(self, name: str) -> dict[str, Any]:
+        data: dict[str, Any] = yaml.safe_load(self.files[name])
+        return data
+
+
+def build_tree(project: Path, target: str, settings: Mapping[str, str], extras: tuple[str, ...]) -> Tree:
+    """The target as `flaskprod build` plans it for project (its app probed in a child), rendered and written."""
+    from flaskprod.build import build
+
+    from .test_serve import clean_env
+
+    spec = make_spec(**settings)
+    built = build(spec, target=target, extras=extras, root=project, dry_run=True, environ=clean_env())
+    files = built.target.render(built.deployment)
+    return Tree(target=target, d=built.deployment, files=files, path=write_tree(project / built.deployment.out, files))
 
 
 def write_tree(root: Path, files: Mapping[str, str]) -> Path:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import pytest
 import requests
 
+from tests.pebble import Pebble, start_pebble
 from tests.pg import ExternalPostgres, ThrowawayPostgres, external_url
 from tests.support import BIN, free_port, stop_group
 
@@ -183,3 +184,14 @@ def serve_app(tmp_path: Path) -> Iterator[StartServer]:
             return server
 
         yield start
+
+
+@pytest.fixture(scope="module")
+def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
+    """Let's Encrypt's test ACME server; it validates HTTP-01 on one port, the plain port of every stack that
+    should pass."""
+    server = start_pebble(tmp_path_factory.mktemp("pebble"), http_port=free_port())
+    try:
+        yield server
+    finally:
+        server.stop()

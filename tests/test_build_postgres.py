@@ -13,7 +13,6 @@ import contextlib
 import secrets
 import subprocess
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,10 @@ from sqlalchemy.engine import make_url
 from flaskprod.build import build
 from flaskprod.errors import BuildError
 from flaskprod.render import postgres
-from flaskprod.render.deployment import Deployment
 from flaskprod.runtime.db import engine_options
 from flaskprod.sizing import ADMIN_CONNECTIONS
 from flaskprod.spec import load_spec
-from tests.buildkit import checkov, make_spec, run_tool, tool, write_tree
+from tests.buildkit import Tree, build_tree, checkov, make_spec, run_tool, tool
 from tests.pg import ThrowawayPostgres
 from tests.support import BIN, ROOT, free_port, running, wait_for
 from tests.test_build import (
@@ -66,31 +64,11 @@ EXTRAS = {
 }
 
 
-@dataclass(frozen=True)
-class Tree:
-    target: str
-    d: Deployment
-    files: dict[str, str]
-    path: Path  # the output directory, written
-
-    def yaml(self, name: str) -> dict[str, Any]:
-        data: dict[str, Any] = yaml.safe_load(self.files[name])
-        return data
-
-
 def write_project(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "wsgi.py").write_text("from flask import Flask\n\napp = Flask(__name__)\n")
     (root / "requirements.txt").write_text("flask\nflaskprod\npsycopg2-binary\n")
     return root
-
-
-def build_tree(root: Path, target: str, settings: Mapping[str, str], extras: tuple[str, ...]) -> Tree:
-    """The target as `flaskprod build` plans it (Kubernetes' pool shared by max_replicas pods), rendered."""
-    spec = make_spec(**settings)
-    built = build(spec, target=target, extras=extras, root=write_project(root), dry_run=True, environ=clean_env())
-    files = built.target.render(built.deployment)
-    return Tree(target=target, d=built.deployment, files=files, path=write_tree(root / built.deployment.out, files))
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +77,7 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tree]:
     built = {}
     for target, extras in EXTRAS.items():
         settings = {**SIZED, **PRODUCTION} if target == "k8s" else SIZED
-        built[target] = build_tree(base / target, target, settings, extras)
+        built[target] = build_tree(write_project(base / target), target, settings, extras)
     return built
 
 
@@ -434,7 +412,7 @@ def test_targets_without_room_for_a_database_refuse_it(tmp_path: Path, target: s
 @pytest.mark.parametrize("target", ["compose", "swarm", "k8s"])
 def test_pools_the_app_would_not_be_told_are_refused(tmp_path: Path, target: str) -> None:
     with pytest.raises(BuildError, match=r"database\.engine_options, and it is false; set it to true"):
-        build_tree(tmp_path, target, {**SIZED, "database.engine_options": "false"}, ("postgres",))
+        build_tree(write_project(tmp_path), target, {**SIZED, "database.engine_options": "false"}, ("postgres",))
 
 
 @pytest.mark.integration

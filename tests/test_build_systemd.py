@@ -404,9 +404,9 @@ def as_this_user(conf: str) -> str:
 class Installed:
     """The target's files installed under root as the README says, and the units emulated as systemd runs them."""
 
-    def __init__(self, root: Path, d: Deployment) -> None:
+    def __init__(self, root: Path, d: Deployment, layout: Layout | None = None) -> None:
         self.root = root
-        self.layout = layout_under(root, d.name)
+        self.layout = layout or layout_under(root, d.name)
         self.files = render_units(d, self.layout)
         self.app, self.nginx = units_of(self.files, d.name)
         conf_dir = Path(self.layout.conf_dir)
@@ -545,19 +545,24 @@ def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Inst
     d = make_deployment(project, spec=spec, server=server)
     (project / "wsgi.py").write_text(APP)
     installed = Installed(tmp_path, d)
-    bind = installed.app.environment()["FLASKPROD_SERVER__BIND"].removeprefix("unix:")
     with ExitStack() as stack:
-        app_log = stack.enter_context((tmp_path / "app.log").open("w"))
-        nginx_log = stack.enter_context((tmp_path / "nginx.log").open("w"))
-        app = Started(installed, installed.app, "shop.service", app_log)
-        stack.callback(stop_group, app.proc)
-
-        # A server that exited ends the wait at once; the assertion below shows why it did.
-        wait_for(lambda: app.proc.poll() is not None or socket_accepts(bind), timeout=30, what="the app's socket")
-        assert app.proc.poll() is None, (tmp_path / "app.log").read_text()
-        nginx = Started(installed, installed.nginx, "shop-nginx.service", nginx_log)
-        stack.callback(stop_group, nginx.proc)
+        app, nginx = start_units(installed, tmp_path, stack)
         yield installed, app, nginx, f"http://127.0.0.1:{port}"
+
+
+def start_units(installed: Installed, tmp_path: Path, stack: ExitStack) -> tuple[Started, Started]:
+    """The app unit, once its socket accepts, then the nginx unit (After=); both stopped when stack closes."""
+    bind = installed.app.environment()["FLASKPROD_SERVER__BIND"].removeprefix("unix:")
+    app_log = stack.enter_context((tmp_path / "app.log").open("w"))
+    nginx_log = stack.enter_context((tmp_path / "nginx.log").open("w"))
+    app = Started(installed, installed.app, "shop.service", app_log)
+    stack.callback(stop_group, app.proc)
+    # A server that exited ends the wait at once; the assertion below shows why it did.
+    wait_for(lambda: app.proc.poll() is not None or socket_accepts(bind), timeout=30, what="the app's socket")
+    assert app.proc.poll() is None, (tmp_path / "app.log").read_text()
+    nginx = Started(installed, installed.nginx, "shop-nginx.service", nginx_log)
+    stack.callback(stop_group, nginx.proc)
+    return app, nginx
 
 
 def get(url: str, path: str) -> requests.Response:

@@ -26,7 +26,6 @@ import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -35,13 +34,11 @@ import pytest
 import requests
 import yaml
 
-from flaskprod.build import build
 from flaskprod.render import tls
-from flaskprod.render.deployment import Deployment
 from flaskprod.render.nginx import hsts_value
 from flaskprod.render.systemd import Layout, Paths, host_certificate, render_units
-from tests.buildkit import checkov, make_deployment, make_spec, run_tool, tool, write_tree
-from tests.pebble import Pebble, start_pebble
+from tests.buildkit import Tree, build_tree, checkov, make_deployment, make_spec, run_tool, tool, write_tree
+from tests.pebble import Pebble
 from tests.support import BIN, free_port, stop_group, wait_for
 from tests.test_build import YAMLLINT, compose_config
 from tests.test_build_k8s import CHECKOV_SKIPS, PRODUCTION
@@ -54,8 +51,8 @@ from tests.test_build_systemd import (
     command,
     layout_under,
     nginx_t,
-    socket_accepts,
     spec_from_toml,
+    start_units,
     units_of,
     verifiable_layout,
     verify,
@@ -71,14 +68,6 @@ ACME_NAME = "shop.flaskprod.test"
 HSTS = "max-age=31536000; includeSubDomains"
 
 
-@dataclass(frozen=True)
-class Tree:
-    target: str
-    d: Deployment
-    files: dict[str, str]
-    path: Path  # the output directory, written
-
-
 def write_project(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "wsgi.py").write_text("from flask import Flask\n\napp = Flask(__name__)\n")
@@ -88,31 +77,14 @@ def write_project(root: Path) -> Path:
     return root
 
 
-def build_tree(root: Path, target: str, settings: Mapping[str, str]) -> Tree:
-    """The target with --with tls as `flaskprod build` plans it (the app probed in a child), rendered and written."""
-    spec = make_spec(**settings)
-    built = build(spec, target=target, extras=("tls",), root=write_project(root), dry_run=True, environ=clean_env())
-    files = built.target.render(built.deployment)
-    return Tree(target=target, d=built.deployment, files=files, path=write_tree(root / built.deployment.out, files))
-
-
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tree]:
     base = tmp_path_factory.mktemp("tls")
     built = {}
     for target in ("compose", "compose-uwsgi", "swarm", "k8s", "systemd"):
         settings = {**PRODUCTION, **SETTINGS} if target == "k8s" else SETTINGS
-        built[target] = build_tree(base / target, target, settings)
+        built[target] = build_tree(write_project(base / target), target, settings, ("tls",))
     return built
-
-
-@pytest.fixture(scope="module")
-def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
-    server = start_pebble(tmp_path_factory.mktemp("pebble"), http_port=free_port())
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def resolved(tree: Tree) -> dict[str, Any]:
@@ -273,7 +245,7 @@ def test_compose_certbot_and_nginx_loops_get_and_serve_a_certificate(
     with its reload loop (every second instead of every minute), certbot's loop; nginx ends up serving the
     certificate pebble issued, with no signal from certbot. The image's health check passes all along."""
     settings = {**SETTINGS, "proxy.server_name": ACME_NAME, "tls.acme_server": pebble.directory}
-    tree = build_tree(tmp_path / "project", "compose", settings)
+    tree = build_tree(write_project(tmp_path / "project"), "compose", settings, ("tls",))
     services = resolved(tree)["services"]
     for name in ("letsencrypt", "webroot"):
         (tmp_path / name).mkdir()
@@ -534,7 +506,7 @@ def test_nginx_t_and_gixy_accept_the_systemd_conf_with_a_certificate(tmp_path: P
     assert certificate is not None
     for argv in certificate.stand_in_commands():
         run_tool(argv)
-    installed = TlsInstalled(tmp_path, d, layout)
+    installed = Installed(tmp_path, d, layout)
     # As the unit checks it (ExecStartPre=), with the stand-in where the certificate will be.
     done = nginx_t(installed)
     assert done.returncode == 0, done.stderr
@@ -545,23 +517,6 @@ def test_nginx_t_and_gixy_accept_the_systemd_conf_with_a_certificate(tmp_path: P
 def tls_layout(root: Path) -> Layout:
     base = layout_under(root, "shop")
     return Layout(**{**base.__dict__, "letsencrypt": str(root / "letsencrypt"), "www_root": str(root / "www")})
-
-
-class TlsInstalled(Installed):
-    """Installed (test_build_systemd) for a layout with the certificates' and the webroot's roots under root too."""
-
-    def __init__(self, root: Path, d: Deployment, layout: Layout) -> None:
-        self.root = root
-        self.layout = layout
-        self.files = render_units(d, layout)
-        self.app, self.nginx = units_of(self.files, d.name)
-        conf_dir = Path(layout.conf_dir)
-        write_tree(conf_dir / "nginx", {k.removeprefix("nginx/"): v for k, v in self.files.items()
-                                        if k.startswith("nginx/")})  # fmt: skip
-        conf = conf_dir / "nginx" / "nginx.conf"
-        conf.write_text(as_this_user(conf.read_text()))
-        (conf_dir / "secret_key").write_text(os.urandom(32).hex() + "\n")
-        (conf_dir / "secret_key").chmod(0o600)
 
 
 def fake_systemctl(bin_dir: Path, log: Path, nginx: Started) -> None:
@@ -597,13 +552,12 @@ def test_the_vm_gets_serves_and_renews_the_certificate(pebble: Pebble, tmp_path:
     layout = tls_layout(tmp_path)
     certificate = host_certificate(d, Paths(name=d.name, layout=layout))
     assert certificate is not None
-    installed = TlsInstalled(tmp_path, d, layout)
+    installed = Installed(tmp_path, d, layout)
     hook = Path(certificate.hook)
     hook.write_text(installed.files["certbot-deploy-hook"])
     hook.chmod(0o755)
     for argv in certificate.stand_in_commands():
         run_tool(argv)
-    bind = installed.app.environment()["FLASKPROD_SERVER__BIND"].removeprefix("unix:")
     calls = tmp_path / "systemctl.log"
     certbot_env = {
         **os.environ,
@@ -614,14 +568,7 @@ def test_the_vm_gets_serves_and_renews_the_certificate(pebble: Pebble, tmp_path:
             "--logs-dir", str(tmp_path / "certbot-logs")]  # fmt: skip
     root = pebble.issuing_root(tmp_path / "pebble-root.pem")
     with ExitStack() as stack:
-        app_log = stack.enter_context((tmp_path / "app.log").open("w"))
-        nginx_log = stack.enter_context((tmp_path / "nginx.log").open("w"))
-        app = Started(installed, installed.app, "shop.service", app_log)
-        stack.callback(stop_group, app.proc)
-        wait_for(lambda: app.proc.poll() is not None or socket_accepts(bind), timeout=30, what="the app's socket")
-        assert app.proc.poll() is None, (tmp_path / "app.log").read_text()
-        nginx = Started(installed, installed.nginx, "shop-nginx.service", nginx_log)
-        stack.callback(stop_group, nginx.proc)
+        app, nginx = start_units(installed, tmp_path, stack)
         wait_for(lambda: nginx.proc.poll() is not None or tls_accepts(https), timeout=30, what="nginx on the stand-in")
         assert nginx.proc.poll() is None, (tmp_path / "nginx.log").read_text()
         stand_in = served_certificate(https, ACME_NAME)

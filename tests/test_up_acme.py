@@ -6,29 +6,18 @@ import http.client
 import socket
 import ssl
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.buildkit import run_tool, tool
-from tests.pebble import Pebble, start_pebble
+from tests.pebble import Pebble
 from tests.support import free_port, wait_for
 from tests.upstack import start_up, stop, up_args, up_env, write_app
 
 pytestmark = pytest.mark.integration
 
 NAME = "shop.flaskprod.test"
-
-
-@pytest.fixture(scope="module")
-def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
-    # pebble validates HTTP-01 on one port: the plain port of every stack here that should pass.
-    server = start_pebble(tmp_path_factory.mktemp("pebble"), http_port=free_port())
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def acme_args(pebble: Pebble, tls_port: int, acme_dir: Path, name: str = NAME) -> list[str]:
