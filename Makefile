@@ -50,7 +50,7 @@ docs: $(STAMP)
 clean:
 	rm -rf $(VENV) .flaskprod .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: bench bench-quick bench-ab
+.PHONY: bench bench-quick bench-ab bench-deploy
 # Benchmarks need the test extras (uWSGI, PostgreSQL drivers) and matplotlib for the plots.
 BENCH_DEPS := $(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[test,bench]'
 
@@ -72,3 +72,8 @@ bench-quick: $(STAMP)
 	@scripts/ensure-debs $(DEBS_RUN) wrk=wrk
 	@$(BENCH_DEPS)
 	$(BIN)/python -m benchmarks --quick
+
+## bench-deploy: a code change shipped under load, flaskprod deploy against the guide's HUP and restart (3 rounds, under 5 minutes); results in docs/benchmarks/deploy/
+bench-deploy: $(STAMP)
+	@scripts/ensure-debs $(DEBS_RUN)
+	$(BIN)/python -m benchmarks.deploy

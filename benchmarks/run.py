@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import cpu, instructions, machine, procs, slowclients, wrk
 from .ratios import MAIN_CONNECTIONS, STEAL_TOLERANCE, goals_for, run_stolen
@@ -25,6 +25,7 @@ from .stacks import REPO, Running, Stack, started
 from .workloads import BY_NAME, WORKLOADS, Workload
 
 Say = Callable[[str], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -270,7 +271,7 @@ def _levels(workload: Workload, mode: Mode) -> tuple[int, ...]:
     return mode.connections if workload.sweep else (MAIN_CONNECTIONS,)
 
 
-def round_order(stacks: Sequence[Stack], round_: int, rounds: int) -> list[Stack]:
+def round_order(stacks: Sequence[T], round_: int, rounds: int) -> list[T]:
     """The stacks in the order round_ runs them: each round starts a further share of the list along.
 
     In runs 14 and 15 the default, first in every round, lost the most cores to the host (0.47 and

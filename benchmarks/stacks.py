@@ -63,9 +63,13 @@ class Stack:
     only: tuple[str, ...] | None = None
     # Left out of quick runs unless named with --stacks.
     full_only: bool = False
+    # The folder the app is imported from, when not the repository's (benchmarks/deploy.py edits a copy).
+    root: Path | None = None
 
     @property
     def cwd(self) -> Path:
+        if self.root is not None:
+            return self.root
         # The reference app is imported from its folder; the benchmark's own apps from the repository.
         return TASKBOARD if self.app == "wsgi:app" else REPO
 
