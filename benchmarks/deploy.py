@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from . import machine, procs
 from .run import base_env, round_order, stack_env
-from .stacks import BIN, REPO, TASKBOARD, Command, Running, Stack, started
+from .stacks import BIN, REPO, TASKBOARD, Command, Running, Stack, all_stacks, started
 
 OUT = REPO / "docs" / "benchmarks" / "deploy"
 VERSION_PATH = "/bench/version"
@@ -68,11 +68,14 @@ class Method:
     how: str
 
 
+# The stacks as `make bench` starts them; uWSGI as the default, so the Gunicorn twin is among them.
+_STACKS = {stack.name: stack for stack in all_stacks(default_kind="uwsgi")}
+
 METHODS = (
     Method(
         name="flaskprod-deploy",
         label="flaskprod up (default server) + `flaskprod deploy`",
-        stack=Stack(name="flaskprod-default", label="flaskprod up", group="flaskprod", kind="up"),
+        stack=_STACKS["flaskprod-default"],
         switch="deploy",
         how=(
             "copies the project into a new release, starts its app server on a socket of its own beside the old "
@@ -83,13 +86,7 @@ METHODS = (
     Method(
         name="flaskprod-gunicorn-deploy",
         label="flaskprod up --server gunicorn + `flaskprod deploy`",
-        stack=Stack(
-            name="flaskprod-gunicorn",
-            label="flaskprod up --server gunicorn",
-            group="flaskprod",
-            kind="up",
-            up_args=("--server", "gunicorn"),
-        ),
+        stack=_STACKS["flaskprod-gunicorn"],
         switch="deploy",
         how=(
             "copies the project into a new release, starts its app server on a socket of its own beside the old "
@@ -100,7 +97,7 @@ METHODS = (
     Method(
         name="option2-hup",
         label="guide Option 2 (nginx -> Gunicorn 4 sync): `kill -HUP` to the Gunicorn master",
-        stack=Stack(name="guide-option2", label="guide Option 2", group="peer", kind="option2"),
+        stack=_STACKS["guide-option2"],
         switch="hup",
         how=(
             "Gunicorn's graceful reload: the master forks new workers, which import the app afresh (the guide "
@@ -112,7 +109,7 @@ METHODS = (
     Method(
         name="option2-restart",
         label="guide Option 2 (nginx -> Gunicorn 4 sync): Gunicorn stopped (SIGTERM) and started again",
-        stack=Stack(name="guide-option2", label="guide Option 2", group="peer", kind="option2"),
+        stack=_STACKS["guide-option2"],
         switch="restart",
         how=(
             "what a plain `systemctl restart` does: SIGTERM to the master (Gunicorn stops gracefully: workers "
@@ -122,7 +119,7 @@ METHODS = (
     Method(
         name="option3-hup",
         label="guide Option 3 (nginx -> uWSGI 5 processes): `kill -HUP` to the uWSGI master",
-        stack=Stack(name="guide-option3", label="guide Option 3", group="peer", kind="option3"),
+        stack=_STACKS["guide-option3"],
         switch="hup",
         how=(
             "uWSGI's graceful reload of the whole instance (its docs: SIGHUP \"gracefully reload all the workers "
