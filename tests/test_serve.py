@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import time
@@ -283,6 +284,29 @@ def test_worker_boot_failure_stops_serve(tmp_path: Path, server: str) -> None:
     assert code != 0, output
     assert "only fails where the server runs it" in output
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_worker_that_cannot_load_the_app_after_another_did_is_replaced_not_fatal(tmp_path: Path, server: str) -> None:
+    """The app's database restarts while a worker is being replaced: the server waits it out, as a
+    restart of the whole server would not, instead of stopping every worker."""
+    down = tmp_path / "database-down"
+    env = clean_env(FAIL_WHILE=str(down))
+    with serving(tmp_path, server, "--workers", "2", app="tests.apps.fails_while_flagged:app", env=env) as served:
+
+        def answering() -> set[int]:
+            assert served.proc.poll() is None, f"serve exited with {served.proc.returncode}:\n{served.output()}"
+            return {int(served.get("/pid", timeout=5).text) for _ in range(30)}
+
+        victim = wait_for(lambda: next(iter(answering())), timeout=10, what="a worker's pid")
+        down.touch()
+        os.kill(victim, signal.SIGKILL)
+        if server == "gunicorn":  # uWSGI forks replacements from its master, which holds the loaded app
+            wait_for(lambda: served.output().count("retrying in 1s") >= 2, timeout=20, what="two loads retried")
+        assert victim not in answering()  # the other worker serves meanwhile, and the server is still up
+        down.unlink()
+        wait_for(lambda: len(answering() - {victim}) == 2, timeout=20, what="the replacement worker to serve")
 
 
 def test_missing_uwsgi_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

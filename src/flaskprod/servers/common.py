@@ -99,6 +99,13 @@ class RunDir:
         """From now on every worker's readiness answers 503."""
         self.drain_file.touch()
 
+    def mark_app_loaded(self) -> None:
+        """A worker loaded the app: the code imports, so a later worker's failure to load it is taken as passing."""
+        (self.path / "app-loaded").touch()
+
+    def app_loaded_before(self) -> bool:
+        return (self.path / "app-loaded").exists()
+
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
         if not self.owns_multiproc_dir:

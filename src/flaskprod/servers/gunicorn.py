@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -22,6 +23,8 @@ from .memorybound import MemoryBound
 
 # Signals that cut a drain delay short: the operator wants the server gone now.
 _IMPATIENT = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+# Seconds a worker that could not load the app waits before leaving to be replaced.
+LOAD_RETRY_PAUSE = 1.0
 
 
 def gunicorn_config(settings: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +107,21 @@ def _child_exit(server: Any, worker: Any) -> None:
     mark_worker_dead(worker.pid)
 
 
+def _leave_to_be_replaced(exc: FlaskprodError) -> None:
+    """Exit this worker so that the arbiter forks another, instead of halting the whole server.
+
+    Another worker of this server loaded the same code, so the failure is most likely something
+    passing: the app's database restarting while max_requests recycled this worker, say. Gunicorn
+    takes any worker's boot error as fatal and stops every worker with it, turning a blip into an
+    outage. The pause bounds the retries to one import a second per worker.
+    """
+    logging.getLogger("gunicorn.error").error(
+        "The app failed to load in a new worker after loading in another (%s); retrying in %gs", exc, LOAD_RETRY_PAUSE
+    )
+    time.sleep(LOAD_RETRY_PAUSE)
+    sys.exit(1)
+
+
 class FlaskprodArbiter(Arbiter):  # type: ignore[misc]
     """Gunicorn's arbiter, except that SIGTERM first marks the server as draining, and workers past
     server.recycle_memory_mb are recycled.
@@ -180,12 +198,16 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         try:
-            return load(self.app_ref)
+            wsgi = load(self.app_ref)
         except FlaskprodError as exc:
-            if exc.__cause__ is not None:
-                raise  # a bug in the app: Gunicorn logs the traceback the user needs
-            # Gunicorn prints an AppImportError as one line and stops with "App failed to load".
-            raise AppImportError(str(exc)) from None
+            if exc.__cause__ is None:
+                # Gunicorn prints an AppImportError as one line and stops with "App failed to load".
+                raise AppImportError(str(exc)) from None
+            if self.run_dir.app_loaded_before() and not isinstance(exc.__cause__, SyntaxError):
+                _leave_to_be_replaced(exc)
+            raise  # a bug in the app: Gunicorn logs the traceback the user needs, then stops
+        self.run_dir.mark_app_loaded()
+        return wsgi
 
     def run(self) -> None:
         # Before the arbiter exists: with preload it imports the app at once, and Production(app) writes its
