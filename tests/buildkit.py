@@ -24,6 +24,10 @@ from .support import ROOT
 TOOLS_BIN = ROOT / ".venv-tools" / "bin"
 
 
+# The smallest app a deployment is built for: every target's health checks ask Production(app)'s probes.
+WSGI_APP = "from flask import Flask\n\nfrom flaskprod import Production\n\napp = Flask(__name__)\nProduction(app)\n"
+
+
 def make_spec(**values: Any) -> Spec:
     """A spec from dotted settings as a config file would give them, e.g. make_spec(**{"app.name": "shop"})."""
     return load_spec(ROOT, config=None, environ={}, flags=values)
@@ -42,7 +46,7 @@ def make_deployment(
     """A Deployment of a small project under root (created: wsgi.py, requirements.txt, static/)."""
     spec = spec or make_spec(**{"app.name": "shop", "app.version": "1.2.3"})
     root.mkdir(parents=True, exist_ok=True)
-    (root / "wsgi.py").write_text("from flask import Flask\n\napp = Flask(__name__)\n")
+    (root / "wsgi.py").write_text(WSGI_APP)
     (root / "requirements.txt").write_text("flask\nflaskprod\n")
     if static:
         (root / "static").mkdir(exist_ok=True)

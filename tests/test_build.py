@@ -158,6 +158,19 @@ def test_mistakes_are_one_line_and_write_nothing(project: Path, args: list[str],
 
 
 @pytest.mark.integration
+def test_an_app_without_production_is_told_what_the_health_checks_need(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("from flask import Flask\napp = Flask(__name__)\n")
+    (tmp_path / "requirements.txt").write_text("flask\n")
+    result = flaskprod_build(tmp_path, "--target", "compose")
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.strip() == (
+        "Error: app:app does not answer /healthz or /readyz, which the deployment's health checks ask: "
+        "add Production(app) where the app is created"
+    )
+    assert not (tmp_path / "deploy").exists()
+
+
+@pytest.mark.integration
 def test_a_project_without_requirements_is_told_how_to_fix_it(project: Path) -> None:
     (project / "requirements.txt").unlink()
     result = flaskprod_build(project, "--target", "single")

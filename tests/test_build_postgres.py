@@ -29,7 +29,7 @@ from flaskprod.render import postgres
 from flaskprod.runtime.db import engine_options
 from flaskprod.sizing import ADMIN_CONNECTIONS
 from flaskprod.spec import load_spec
-from tests.buildkit import Tree, build_tree, checkov, make_spec, run_tool, tool
+from tests.buildkit import WSGI_APP, Tree, build_tree, checkov, make_spec, run_tool, tool
 from tests.pg import ThrowawayPostgres
 from tests.support import BIN, ROOT, free_port, running, wait_for
 from tests.test_build import (
@@ -66,7 +66,7 @@ EXTRAS = {
 
 def write_project(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "wsgi.py").write_text("from flask import Flask\n\napp = Flask(__name__)\n")
+    (root / "wsgi.py").write_text(WSGI_APP)
     (root / "requirements.txt").write_text("flask\nflaskprod\npsycopg2-binary\n")
     return root
 

@@ -37,7 +37,7 @@ import yaml
 from flaskprod.render import tls
 from flaskprod.render.nginx import hsts_value
 from flaskprod.render.systemd import Layout, Paths, host_certificate, render_units
-from tests.buildkit import Tree, build_tree, checkov, make_deployment, make_spec, run_tool, tool, write_tree
+from tests.buildkit import WSGI_APP, Tree, build_tree, checkov, make_deployment, make_spec, run_tool, tool, write_tree
 from tests.pebble import Pebble
 from tests.support import BIN, free_port, stop_group, wait_for
 from tests.test_build import YAMLLINT, compose_config
@@ -70,7 +70,7 @@ HSTS = "max-age=31536000; includeSubDomains"
 
 def write_project(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "wsgi.py").write_text("from flask import Flask\n\napp = Flask(__name__)\n")
+    (root / "wsgi.py").write_text(WSGI_APP)
     (root / "requirements.txt").write_text("flask\nflaskprod\n")
     (root / "static").mkdir(exist_ok=True)
     (root / "static" / "app.css").write_text("body { margin: 0 }\n")

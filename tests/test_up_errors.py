@@ -89,6 +89,23 @@ def test_app_that_never_gets_ready_fails_with_its_error_and_leaves_nothing(tmp_p
     assert "is ready" not in result.stdout
 
 
+@pytest.mark.parametrize("kind", ["gunicorn", "uwsgi"])
+def test_app_without_production_is_served_and_told_what_it_lacks(tmp_path: Path, kind: str) -> None:
+    """No /readyz to wait on: any answer from the app itself means it serves; nginx's 502 would not."""
+    plain = "from flask import Flask\napp = Flask(__name__)\n@app.get('/')\ndef index():\n    return 'plain'\n"
+    write_app(tmp_path, plain)
+    stack = start_up(tmp_path, kind, free_port(), "--workers", "1", "--set", "proxy.ready_timeout=20")
+    try:
+        stack.wait_ready(timeout=20)
+        assert stack.get("/").text == "plain"
+        assert "app:app does not answer /readyz" in stack.stderr()
+        assert "add Production(app) where the app is created" in stack.stderr()
+        assert "health      none: the app does not install Production(app)" in stack.stdout()
+        assert "metrics     none" in stack.stdout()
+    finally:
+        stop(stack)
+
+
 def test_second_up_on_the_same_run_dir_is_refused(tmp_path: Path) -> None:
     write_app(tmp_path)
     first = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1")

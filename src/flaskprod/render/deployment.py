@@ -203,6 +203,14 @@ def plan_deployment(
     requirements = _requirements(spec, root)
     ref = discovery.resolve(spec.app.target, root)
     info = probe_to_learn(ref, environ if environ is not None else {})
+    mon = spec.monitoring
+    unanswered = [path for path in (mon.health_path, mon.ready_path) if path not in info.served_paths]
+    if unanswered:
+        # Every target's health checks ask these: a container that never turns healthy keeps nginx from starting.
+        raise BuildError(
+            f"{info.import_string} does not answer {' or '.join(unanswered)}, which the deployment's health checks "
+            "ask: add Production(app) where the app is created"
+        )
     static_url = spec.proxy.static_url
     if spec.origins.get("proxy.static_url", "default") == "default" and info.static_url_path:
         static_url = info.static_url_path

@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..discovery import AppRef, load
 from ..errors import DiscoveryError, FlaskprodError
@@ -29,6 +30,8 @@ class AppInfo:
     static_folder: str | None
     static_url_path: str | None
     import_string: str  # "module:name" naming exactly the app found, even when only a module was given
+    # Paths it answers GET on with no URL arguments: Production(app)'s probes and metrics, and its own routes.
+    served_paths: frozenset[str] = frozenset()
 
 
 def probe(ref: AppRef, env: Mapping[str, str]) -> AppInfo:
@@ -57,6 +60,7 @@ def probe(ref: AppRef, env: Mapping[str, str]) -> AppInfo:
         static_folder=result["static_folder"],
         static_url_path=result["static_url_path"],
         import_string=result["import_string"],
+        served_paths=frozenset(result["served_paths"]),
     )
 
 
@@ -91,6 +95,18 @@ def _import_string(ref: AppRef, app: object) -> str:
     return f"{ref.module}:{factory}()"
 
 
+def _served_paths(app: Any) -> list[str]:
+    from ..runtime.extension import EXTENSION_KEY
+
+    paths = {rule.rule for rule in app.url_map.iter_rules() if not rule.arguments and "GET" in (rule.methods or ())}
+    production = app.extensions.get(EXTENSION_KEY)
+    if production is not None and production.spec is not None:
+        mon = production.spec.monitoring
+        paths |= {mon.health_path, mon.ready_path} if mon.health else set()
+        paths |= {mon.metrics_path} if mon.metrics else set()
+    return sorted(paths)
+
+
 def main(argv: list[str]) -> int:
     module, name, path, result_path = argv
     ref = AppRef(module=module, name=name or None, path=path)
@@ -108,6 +124,7 @@ def main(argv: list[str]) -> int:
         "rss_mb": resident_mb(os.getpid()),
         "static_folder": app.static_folder,
         "static_url_path": app.static_url_path,
+        "served_paths": _served_paths(app),
     }
     Path(result_path).write_text(json.dumps(info))
     return 0

@@ -131,7 +131,7 @@ def start_ready(stack: Stack, release: Release, request: Request) -> None:
             stack.last_answer = f"{type(exc).__name__}: {exc}"
             return False
         stack.last_answer = f"{status}"
-        return status == 200
+        return p.is_ready(status)
 
     try:
         ok = stack.wait_until(

@@ -89,6 +89,16 @@ class Plan:
     postgres: Postgres | None = None  # --with postgres
     release: Release | None = None  # the release nginx sends requests to
     canary: tuple[Release, int] | None = None  # `deploy --canary N`: a newer release and its percent of them
+    # The paths the app answers GET on (Production(app)'s probes and metrics, its own routes); learn_app's to find.
+    app_paths: frozenset[str] | None = None
+
+    def app_serves(self, path: str) -> bool:
+        return self.app_paths is None or path in self.app_paths
+
+    def is_ready(self, status: int) -> bool:
+        """Whether an answer on the readiness path means ready. Without a readiness endpoint, any answer the
+        app gives itself (a 404) shows it loaded and serving; nginx's 502 and 504 mean it gave none."""
+        return status == 200 if self.app_serves(self.spec.monitoring.ready_path) else status < 500
 
     def in_release(self, release: Release, path: str) -> str:
         """path as release has it: what lies inside the project was copied into every release."""
@@ -207,7 +217,12 @@ def learn_app(p: Plan) -> Plan:
     static_dir = spec.proxy.static_dir or info.static_folder
     if static_dir is not None and not Path(static_dir).is_dir():
         static_dir = None  # an app without static files: every request goes to the app
-    return dataclasses.replace(p, spec=spec, static_dir=str(Path(static_dir).resolve()) if static_dir else None)
+    return dataclasses.replace(
+        p,
+        spec=spec,
+        static_dir=str(Path(static_dir).resolve()) if static_dir else None,
+        app_paths=info.served_paths,
+    )
 
 
 def new_release(p: Plan) -> Release:
@@ -499,11 +514,17 @@ class Stack:
             self.last_answer = f"{type(exc).__name__}: {exc}"
             return False
         self.last_answer = f"{code} {' '.join(body.split())[:400]}"
-        return code == 200
+        return self.plan.is_ready(code)
 
     def prepare(self) -> None:
         """Learn the app, copy the project into a release, and write the configs that follow from both."""
         p = learn_app(self.plan)
+        if not p.app_serves(p.spec.monitoring.ready_path):
+            self.log(
+                f"{p.app.import_string} does not answer {p.spec.monitoring.ready_path}: any answer from it counts as "
+                "ready, and it has no health, metrics or JSON logs; add Production(app) where the app is created",
+                level="warning",
+            )
         p = dataclasses.replace(p, release=new_release(p))
         p.releases.prune(p.spec.release.keep, running=p.running)
         write_nginx_config(p)
@@ -723,6 +744,8 @@ class Stack:
         metrics = f"{url}{spec.monitoring.metrics_path}" if spec.monitoring.metrics else "off"
         if p.prometheus:  # nginx's public port answers 404 there: the scraper has a listener of its own
             metrics = f"{p.prometheus.metrics_url(spec)} (loopback, for Prometheus)"
+        if not p.app_serves(spec.monitoring.metrics_path):
+            metrics = "none: the app does not install Production(app)"
         rows = [
             ("URL", f"{url}/"),
             (
@@ -737,7 +760,12 @@ class Stack:
                 if p.static_dir
                 else "none",
             ),
-            ("health", f"{url}{spec.monitoring.health_path}  readiness {url}{spec.monitoring.ready_path}"),
+            (
+                "health",
+                f"{url}{spec.monitoring.health_path}  readiness {url}{spec.monitoring.ready_path}"
+                if p.app_serves(spec.monitoring.ready_path)
+                else "none: the app does not install Production(app)",
+            ),
             ("metrics", metrics),
             *([("prometheus", p.prometheus.describe(p.run))] if p.prometheus else []),
             *([("postgres", p.postgres.describe())] if p.postgres else []),
