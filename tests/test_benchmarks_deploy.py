@@ -153,7 +153,7 @@ def test_markdown_records_the_commands_and_the_machine() -> None:
     assert "  - ship: `kill -TERM 42; ...`" in text
     assert "- Command: `make bench-deploy`." in text
     assert "Versions: nginx 1.22.1, uwsgi 2.0.31." in text
-    assert "1 rounds, " in text and "Machine: CPU, 2 cores" in text
+    assert "1 round, " in text and "Machine: CPU, 2 cores" in text
 
 
 def test_load_records_refused_connections_and_stops_at_its_count() -> None:
