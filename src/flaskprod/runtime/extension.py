@@ -39,6 +39,8 @@ class Production:
         self._checks: dict[str, Check] = {}
         self._runner = CheckRunner()
         self._metrics: HttpMetrics | None = None
+        # Paths the request pipeline answers itself (health, readiness, metrics), as the settings turned them on.
+        self.probe_paths: frozenset[str] = frozenset()
         if app is not None:
             self.init_app(app)
 
@@ -94,6 +96,8 @@ class Production:
             app.before_request_funcs.setdefault(None, []).insert(0, _count_in_progress(metrics))
 
         mon = spec.monitoring
+        probes = self._probes(app, spec, metrics)
+        self.probe_paths = frozenset(probes)
         pipeline = RequestPipeline(
             app.wsgi_app,
             request_id_header=spec.logging.request_id_header,
@@ -104,7 +108,7 @@ class Production:
             metrics=metrics,
             access_logger=access_logger(app) if access_log_enabled(spec) else None,
             quiet_paths=frozenset({mon.health_path, mon.ready_path, mon.metrics_path}),
-            probes=self._probes(app, spec, metrics),
+            probes=probes,
             # Not under test runners: pytest-timeout and friends own SIGALRM there.
             request_timeout=spec.server.timeout if spec.server.soft_timeout and not app.testing else None,
         )

@@ -100,11 +100,7 @@ def _served_paths(app: Any) -> list[str]:
 
     paths = {rule.rule for rule in app.url_map.iter_rules() if not rule.arguments and "GET" in (rule.methods or ())}
     production = app.extensions.get(EXTENSION_KEY)
-    if production is not None and production.spec is not None:
-        mon = production.spec.monitoring
-        paths |= {mon.health_path, mon.ready_path} if mon.health else set()
-        paths |= {mon.metrics_path} if mon.metrics else set()
-    return sorted(paths)
+    return sorted(paths | (production.probe_paths if production is not None else set()))
 
 
 def main(argv: list[str]) -> int:
