@@ -532,10 +532,12 @@ def test_parse_irefs_reads_cachegrind_s_summary() -> None:
 
 
 def test_a_uwsgi_worker_s_instructions_per_request_are_counted_for_real() -> None:
-    # A real count, few requests: valgrind runs uWSGI with the bare app; a Flask request is some 10^5 instructions.
+    # A real count: valgrind runs uWSGI with the bare app; a Flask request is some 10^5 instructions. 98 requests
+    # apart, not 6: a fresh-clone CI run once counted 7 million more for 2 requests than for 8 (3 million fewer
+    # expected), while a start-up costs 856 million; the requests cost little next to start-up under valgrind.
     env = {**os.environ, "FLASK_SECRET_KEY": secrets.token_hex(32)}
     env = {k: v for k, v in env.items() if not k.startswith(("FLASKPROD_", "PROMETHEUS_"))}
-    per_request = instructions.per_request(run.BARE_APP, "/api/ping", env, fewer=2, more=8)
+    per_request = instructions.per_request(run.BARE_APP, "/api/ping", env, fewer=2, more=100)
     assert 100_000 < per_request < 5_000_000, per_request
 
 
