@@ -9,6 +9,9 @@ DEBS_BUILD := gcc=gcc python3-config=python3-dev
 DEBS_RUN := nginx=nginx-light
 DEBS_TEST := $(DEBS_RUN) initdb=postgresql pg_ctl=postgresql wrk=wrk valgrind=valgrind \
 	promtool=prometheus docker-compose=docker-compose certbot=certbot pebble=pebble
+# Test processes: most tests wait on servers starting and stopping, so one per CPU halves the
+# suite's time; `make test JOBS=1` runs it in one process.
+JOBS ?= $(shell nproc)
 SECRET := .flaskprod/secret_key
 TASKBOARD := examples/taskboard
 
@@ -36,7 +39,7 @@ up: $(STAMP) $(SECRET)
 test: $(STAMP)
 	@scripts/ensure-debs $(DEBS_TEST)
 	@scripts/ensure-tools $(PYTHON)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples

@@ -27,7 +27,8 @@ def start(key: object, *, debug: bool = False, testing: bool = False, **settings
     [
         (None, "missing"),
         ("", "missing"),
-        (secrets.token_hex(8), "too short"),
+        # Random values get fixed ids: every pytest-xdist worker must collect the same tests.
+        pytest.param(secrets.token_hex(8), "too short", id="token_hex(8)-too short"),
         ("ab" * 20, "variety"),
         ("aaaaaaaaaabbbbbbbbbbccccccccccdddddddddd", "variety"),
         ("0123456789" * 4, "repeated"),
@@ -62,6 +63,7 @@ def test_weak_keys_are_refused(key: object, reason: str) -> None:
         # A random key that merely contains a published word is still random.
         "dev-" + secrets.token_hex(24),
     ],
+    ids=["token_hex(32)", "token_urlsafe(32)", "token_bytes(32)", "dev-token_hex(24)"],
 )
 def test_strong_keys_start(key: object) -> None:
     assert start(key).extensions["flaskprod"]
