@@ -1,11 +1,15 @@
-"""Signals to `flaskprod serve`: SIGTERM drains and exits 0, SIGHUP replaces workers without a failed request."""
+"""Signals to `flaskprod serve`: SIGTERM drains and exits 0, SIGHUP replaces workers without a failed request,
+Ctrl-C stops at once."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -20,6 +24,8 @@ pytestmark = pytest.mark.integration
 # Bounds on every load loop, in requests and in seconds.
 MAX_REQUESTS = 600
 MAX_SECONDS = 20.0
+# Ctrl-C lands at a random point of a worker's loop; each round is another chance at the unlucky one.
+CTRL_C_ROUNDS = 6
 
 
 def worker_pids(served: Served, samples: int = 12) -> set[int]:
@@ -126,3 +132,40 @@ def test_replaced_workers_leave_no_live_gauges(tmp_path: Path, server: str) -> N
         wait_for(lambda: worker_pids(served).isdisjoint(old), timeout=15, what="workers to be replaced")
         wait_for(lambda: live_pids().isdisjoint(old), timeout=5, what="old workers' live gauges to go")
         assert served.get("/metrics").status_code == 200
+
+
+def _keep_requesting(served: Served, stop: threading.Event) -> None:
+    with requests.Session() as session:  # kept alive: each request passes through the worker's main thread
+        for _ in range(MAX_REQUESTS):
+            if stop.is_set():
+                return
+            with suppress(requests.RequestException):
+                session.get(served.url("/"), timeout=1)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_ctrl_c_stops_every_process_at_once_even_between_requests(tmp_path: Path, server: str) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground group: the server and each worker at once.
+
+    Under load, so that it often lands while a worker's main thread hands a connection to its threads.
+    """
+    for round_ in range(CTRL_C_ROUNDS):
+        with serving(tmp_path, server, "--workers", "2") as served:
+            stop = threading.Event()
+            client = threading.Thread(target=_keep_requesting, args=(served, stop))
+            client.start()
+            try:
+                time.sleep(0.3)
+                started = time.monotonic()
+                os.killpg(served.proc.pid, signal.SIGINT)
+                with suppress(subprocess.TimeoutExpired):
+                    served.proc.wait(10)
+                took = time.monotonic() - started
+            finally:
+                stop.set()
+                client.join(MAX_SECONDS)
+            code, output = served.proc.poll(), served.output()
+        # The hang this guards against lasts until graceful_timeout (30 s) runs out and the arbiter kills.
+        assert code is not None and took < 5, f"round {round_}: still running {took:.1f} s after Ctrl-C\n{output}"
+        # Each worker left by its own exit, not killed by a signal it had no handler for any more.
+        assert code == 0 and "Traceback" not in output and "was sent" not in output, output
