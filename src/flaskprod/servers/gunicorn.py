@@ -69,6 +69,7 @@ def _post_worker_init(worker: Any) -> None:
         # of the pool (in submit(), say), leaves the lock held: the worker hangs until graceful_timeout runs
         # out and the arbiter kills it. Ctrl-C hung for 30 s in 3 runs of 4 under load, and 1 in 30 with
         # the base handler. The exit is instead queued to the worker's own loop, where no lock is held.
+        # (A Gunicorn whose gthread worker has no such queue keeps its own handler.)
         for sig in _QUIT_NOW:
             signal.signal(sig, functools.partial(_quit_from_the_loop, worker))
 
