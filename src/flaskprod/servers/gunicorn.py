@@ -22,10 +22,10 @@ from . import affinity, gcfreeze
 from .common import RunDir
 from .memorybound import MemoryBound
 
-# Signals that cut a drain delay short: the operator wants the server gone now.
-_IMPATIENT = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 # What a worker takes as "stop now": Ctrl-C in a terminal, and what the arbiter sends it on SIGINT or SIGQUIT.
 _QUIT_NOW = (signal.SIGINT, signal.SIGQUIT)
+# Signals that cut a drain delay short: the operator wants the server gone now.
+_IMPATIENT = (signal.SIGTERM, *_QUIT_NOW)
 # Ctrl-C reaches a worker twice within moments (the terminal's SIGINT, then the arbiter's SIGQUIT). Waiting
 # this long before exiting lets the second find the handler, not the default an exiting interpreter restores,
 # which would kill the worker by the signal (Gunicorn's own handler sleeps as long for the same reason).
