@@ -143,14 +143,20 @@ def _keep_requesting(served: Served, stop: threading.Event) -> None:
                 session.get(served.url("/"), timeout=1)
 
 
-@pytest.mark.parametrize("server", SERVERS)
-def test_ctrl_c_stops_every_process_at_once_even_between_requests(tmp_path: Path, server: str) -> None:
+# Gunicorn's two worker kinds, by the thread count that picks them.
+GUNICORN_WORKERS = pytest.mark.parametrize("threads", ["1", "4"], ids=["sync", "gthread"])
+
+
+@pytest.mark.parametrize(("server", "threads"), [("gunicorn", "12"), ("gunicorn", "1"), ("uwsgi", "12")],
+                         ids=["gunicorn-gthread", "gunicorn-sync", "uwsgi"])
+def test_ctrl_c_stops_every_process_at_once_even_between_requests(tmp_path: Path, server: str, threads: str) -> None:
     """Ctrl-C in a terminal sends SIGINT to the whole foreground group: the server and each worker at once.
 
-    Under load, so that it often lands while a worker's main thread hands a connection to its threads.
+    Under load, so that it often lands while a worker's main thread hands a connection to its threads, or
+    while a sync worker is inside a request.
     """
     for round_ in range(CTRL_C_ROUNDS):
-        with serving(tmp_path, server, "--workers", "2") as served:
+        with serving(tmp_path, server, "--workers", "2", "--threads", threads) as served:
             stop = threading.Event()
             client = threading.Thread(target=_keep_requesting, args=(served, stop))
             client.start()
@@ -169,3 +175,45 @@ def test_ctrl_c_stops_every_process_at_once_even_between_requests(tmp_path: Path
         assert code is not None and took < 5, f"round {round_}: still running {took:.1f} s after Ctrl-C\n{output}"
         # Each worker left by its own exit, not killed by a signal it had no handler for any more.
         assert code == 0 and "Traceback" not in output and "was sent" not in output, output
+
+
+@GUNICORN_WORKERS
+def test_ctrl_c_lets_gunicorn_finish_the_request_in_hand(tmp_path: Path, threads: str) -> None:
+    """Gunicorn's own sync worker raised SystemExit inside it: answered 500, its traceback in the log.
+
+    (uWSGI's Ctrl-C is its brutal stop, which resets requests in hand; SIGTERM is the graceful one on both.)
+    """
+    with serving(tmp_path, "gunicorn", "--workers", "1", "--threads", threads) as served:
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(served.get, "/slow?s=1", 15)
+            time.sleep(0.5)  # the request is in the worker's hands
+            os.killpg(served.proc.pid, signal.SIGINT)
+            response = slow.result()
+        code, output = served.proc.wait(10), served.output()
+    assert (response.status_code, response.text) == (200, "slept 1.0"), output
+    assert code == 0 and "Traceback" not in output, output
+
+
+@GUNICORN_WORKERS
+def test_a_second_ctrl_c_cuts_a_gunicorn_request_that_would_not_end(tmp_path: Path, threads: str) -> None:
+    with serving(tmp_path, "gunicorn", "--workers", "1", "--threads", threads) as served:
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(served.get, "/slow?s=5", 15)
+            time.sleep(0.5)
+            os.killpg(served.proc.pid, signal.SIGINT)
+            time.sleep(0.5)
+            finishing = served.proc.poll() is None
+            started = time.monotonic()
+            os.killpg(served.proc.pid, signal.SIGINT)
+            with suppress(subprocess.TimeoutExpired):
+                served.proc.wait(10)
+            took = time.monotonic() - started
+            try:
+                status: int | str = slow.result().status_code
+            except requests.RequestException as exc:
+                status = type(exc).__name__
+        code, output = served.proc.poll(), served.output()
+    assert finishing, f"the first Ctrl-C did not wait for the request in hand\n{output}"
+    assert code == 0 and took < 3, f"exit {code} {took:.1f} s after the second Ctrl-C\n{output}"
+    # Cut: the sync worker answers 500 from inside the request; the threaded one's connection closes.
+    assert status != 200, output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import signal
@@ -18,18 +17,12 @@ from gunicorn.errors import AppImportError
 
 from ..discovery import AppRef, load
 from ..errors import FlaskprodError
-from . import affinity, gcfreeze
+from . import affinity, gcfreeze, stopnow
 from .common import RunDir
 from .memorybound import MemoryBound
 
-# What a worker takes as "stop now": Ctrl-C in a terminal, and what the arbiter sends it on SIGINT or SIGQUIT.
-_QUIT_NOW = (signal.SIGINT, signal.SIGQUIT)
 # Signals that cut a drain delay short: the operator wants the server gone now.
-_IMPATIENT = (signal.SIGTERM, *_QUIT_NOW)
-# Ctrl-C reaches a worker twice within moments (the terminal's SIGINT, then the arbiter's SIGQUIT). Waiting
-# this long before exiting lets the second find the handler, not the default an exiting interpreter restores,
-# which would kill the worker by the signal (Gunicorn's own handler sleeps as long for the same reason).
-QUIT_SETTLE = 0.1
+_IMPATIENT = (signal.SIGTERM, *stopnow.QUIT_NOW)
 # Seconds a worker that could not load the app waits before leaving to be replaced.
 LOAD_RETRY_PAUSE = 1.0
 
@@ -60,18 +53,10 @@ def gunicorn_config(settings: dict[str, Any]) -> dict[str, Any]:
 
 def _post_worker_init(worker: Any) -> None:
     """Chain the worker's SIGTERM handler so its own readiness flips to draining the moment it is told to stop;
-    give a threaded worker a stop-now handler that cannot deadlock."""
+    give it a stop-now handler that neither deadlocks nor cuts the request in hand."""
     from ..runtime import draining
 
-    if hasattr(worker, "method_queue"):
-        # gthread's own handler shuts its thread pool down inside the signal handler, and Gunicorn's base
-        # one raises SystemExit wherever the main thread is. Either, landing while that thread holds a lock
-        # of the pool (in submit(), say), leaves the lock held: the worker hangs until graceful_timeout runs
-        # out and the arbiter kills it. Ctrl-C hung for 30 s in 3 runs of 4 under load, and 1 in 30 with
-        # the base handler. The exit is instead queued to the worker's own loop, where no lock is held.
-        # (A Gunicorn whose gthread worker has no such queue keeps its own handler.)
-        for sig in _QUIT_NOW:
-            signal.signal(sig, functools.partial(_quit_from_the_loop, worker))
+    stopnow.install(worker)
 
     previous = signal.getsignal(signal.SIGTERM)
 
@@ -83,16 +68,6 @@ def _post_worker_init(worker: Any) -> None:
     signal.signal(signal.SIGTERM, on_term)
     # Gunicorn asks that SIGTERM not interrupt system calls of in-flight requests; keep that.
     signal.siginterrupt(signal.SIGTERM, False)
-
-
-def _quit_from_the_loop(worker: Any, sig: int, frame: FrameType | None) -> None:
-    worker.alive = False
-    worker.method_queue.defer(_exit_settled)
-
-
-def _exit_settled() -> None:
-    time.sleep(QUIT_SETTLE)
-    sys.exit(0)
 
 
 def _pre_fork(server: Any, worker: Any) -> None:
