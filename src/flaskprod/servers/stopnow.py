@@ -83,9 +83,10 @@ class _Sync(_StopNow):
             try:
                 accept(listener)
             finally:
+                # Also when accept() found no connection: a signal that came meanwhile waited for this.
                 self.in_hand = False
-            if self.since is not None:
-                self.exit_settled()
+                if self.since is not None:
+                    self.exit_settled()
 
         worker.accept = accept_in_hand
 
