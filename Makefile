@@ -11,6 +11,8 @@ DEBS_TEST := $(DEBS_RUN) initdb=postgresql pg_ctl=postgresql wrk=wrk valgrind=va
 	promtool=prometheus docker-compose=docker-compose certbot=certbot pebble=pebble
 # Test processes: most tests wait on servers starting and stopping, so one per CPU cuts the
 # suite's time by a third (509 s against 733 s on 2 cores); `make test JOBS=1` runs one.
+# Whole files to a worker, in file order: the `up` files share one stack per module, and their last
+# test stops it (worksteal once moved that test ahead of another on the same stack).
 JOBS ?= $(shell nproc)
 SECRET := .flaskprod/secret_key
 TASKBOARD := examples/taskboard
@@ -39,7 +41,7 @@ up: $(STAMP) $(SECRET)
 test: $(STAMP)
 	@scripts/ensure-debs $(DEBS_TEST)
 	@scripts/ensure-tools $(PYTHON)
-	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples

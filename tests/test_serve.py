@@ -299,7 +299,12 @@ def test_a_worker_that_cannot_load_the_app_after_another_did_is_replaced_not_fat
             assert served.proc.poll() is None, f"serve exited with {served.proc.returncode}:\n{served.output()}"
             return {int(served.get("/pid", timeout=5).text) for _ in range(30)}
 
-        victim = wait_for(lambda: next(iter(answering())), timeout=10, what="a worker's pid")
+        def both_answering() -> set[int] | None:
+            pids = answering()
+            return pids if len(pids) == 2 else None
+
+        # Both must have loaded the app first: Gunicorn forks the second a moment after the first answers.
+        victim = next(iter(wait_for(both_answering, timeout=10, what="both workers answering")))
         down.touch()
         os.kill(victim, signal.SIGKILL)
         if server == "gunicorn":  # uWSGI forks replacements from its master, which holds the loaded app
