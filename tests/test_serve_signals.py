@@ -143,6 +143,15 @@ def _keep_requesting(served: Served, stop: threading.Event) -> None:
                 session.get(served.url("/"), timeout=1)
 
 
+def _ctrl_c(served: Served, within: float = 10) -> float:
+    """SIGINT to the whole group, as a terminal sends it; the seconds until serve exited (or `within` ran out)."""
+    started = time.monotonic()
+    os.killpg(served.proc.pid, signal.SIGINT)
+    with suppress(subprocess.TimeoutExpired):
+        served.proc.wait(within)
+    return time.monotonic() - started
+
+
 # Gunicorn's two worker kinds, by the thread count that picks them.
 GUNICORN_WORKERS = pytest.mark.parametrize("threads", ["1", "4"], ids=["sync", "gthread"])
 
@@ -162,11 +171,7 @@ def test_ctrl_c_stops_every_process_at_once_even_between_requests(tmp_path: Path
             client.start()
             try:
                 time.sleep(0.3)
-                started = time.monotonic()
-                os.killpg(served.proc.pid, signal.SIGINT)
-                with suppress(subprocess.TimeoutExpired):
-                    served.proc.wait(10)
-                took = time.monotonic() - started
+                took = _ctrl_c(served)
             finally:
                 stop.set()
                 client.join(MAX_SECONDS)
@@ -203,11 +208,7 @@ def test_a_second_ctrl_c_cuts_a_gunicorn_request_that_would_not_end(tmp_path: Pa
             os.killpg(served.proc.pid, signal.SIGINT)
             time.sleep(0.5)
             finishing = served.proc.poll() is None
-            started = time.monotonic()
-            os.killpg(served.proc.pid, signal.SIGINT)
-            with suppress(subprocess.TimeoutExpired):
-                served.proc.wait(10)
-            took = time.monotonic() - started
+            took = _ctrl_c(served)
             try:
                 status: int | str = slow.result().status_code
             except requests.RequestException as exc:

@@ -16,6 +16,7 @@ stop-now signal, as the arbiter sends workers SIGQUIT, never SIGINT.
 
 from __future__ import annotations
 
+import abc
 import os
 import signal
 import sys
@@ -33,7 +34,7 @@ QUIT_NOW = (signal.SIGINT, signal.SIGQUIT)
 QUIT_SETTLE = 0.1
 
 
-class _StopNow:
+class _StopNow(abc.ABC):
     def __init__(self, worker: Any) -> None:
         self.worker = worker
         self.since: float | None = None  # when the first stop-now signal came
@@ -46,11 +47,13 @@ class _StopNow:
         elif sig == signal.SIGINT:
             self.cut()
 
+    @abc.abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """The first stop-now signal: stop taking connections, and exit once the requests in hand are done."""
 
+    @abc.abstractmethod
     def cut(self) -> None:
-        raise NotImplementedError
+        """A second Ctrl-C: exit without waiting for the requests in hand."""
 
     def exit_settled(self) -> None:
         assert self.since is not None
