@@ -91,6 +91,20 @@ def test_table_names_the_url_server_and_logs(stack: UpStack) -> None:
     assert stack.get("/api/ping").json() == {"ok": True}
 
 
+def test_children_share_ups_session_each_in_a_process_group_of_its_own(stack: UpStack) -> None:
+    # One session is one scheduling group under Linux's autogroup (docs/defaults.md); a group of
+    # its own keeps Ctrl-C in the terminal for `up` alone.
+    up = stack.proc.pid
+    kids = children_of(up)
+    assert len(kids) >= 2, kids  # nginx and the app server
+    workers = stack.worker_pids()  # the processes that answered requests
+    assert workers
+    for pid in [*kids, *workers]:
+        assert os.getsid(pid) == os.getsid(up)
+    for pid in kids:
+        assert os.getpgid(pid) == pid != os.getpgid(up)
+
+
 def test_static_files_come_from_nginx_with_cache_headers_and_gzip(stack: UpStack) -> None:
     fingerprinted = stack.get(f"/static/{FINGERPRINTED}", headers={"Accept-Encoding": "gzip"})
     assert fingerprinted.status_code == 200

@@ -1,0 +1,122 @@
+"""`flaskprod up` in a terminal: its children share its session, unless the terminal would stop them.
+
+Linux schedules a session as one group (autogroup), so the stack runs in one; a terminal set to
+`stty tostop` stops a background process group at its first write, so there each child gets a
+session of its own instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import pty
+import signal
+import subprocess
+import termios
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from flaskprod.stack.children import terminal_stops_background_writes
+from tests.support import free_port, stop_group, wait_for
+from tests.upstack import up_args, up_env, write_app
+
+pytestmark = pytest.mark.integration
+
+
+def test_tostop_is_read_from_the_terminal_and_nothing_else(tmp_path: Path) -> None:
+    primary, replica = pty.openpty()
+    try:
+        attrs = termios.tcgetattr(replica)
+        attrs[3] &= ~termios.TOSTOP
+        termios.tcsetattr(replica, termios.TCSANOW, attrs)
+        assert not terminal_stops_background_writes((replica,))
+        attrs[3] |= termios.TOSTOP
+        termios.tcsetattr(replica, termios.TCSANOW, attrs)
+        assert terminal_stops_background_writes((replica,))
+        with (tmp_path / "log").open("w") as file:
+            assert not terminal_stops_background_writes((file.fileno(),))
+    finally:
+        os.close(primary)
+        os.close(replica)
+
+
+@pytest.fixture
+def terminal() -> Iterator[tuple[int, int]]:
+    """A pseudo-terminal whose output is read (and dropped) as it comes, so no writer ever blocks."""
+    primary, replica = pty.openpty()
+    reader = threading.Thread(target=_drain, args=(primary,), daemon=True)
+    reader.start()
+    try:
+        yield primary, replica
+    finally:
+        os.close(replica)
+        os.close(primary)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:  # closed at teardown
+        pass
+
+
+def _as_controlling_terminal() -> None:
+    fcntl.ioctl(1, termios.TIOCSCTTY, 0)  # runs in the new session: stdout becomes its terminal
+
+
+@pytest.mark.parametrize("tostop", [False, True], ids=["plain", "tostop"])
+def test_up_serves_from_a_terminal(tmp_path: Path, terminal: tuple[int, int], tostop: bool) -> None:
+    primary, replica = terminal
+    attrs = termios.tcgetattr(replica)
+    attrs[3] = attrs[3] | termios.TOSTOP if tostop else attrs[3] & ~termios.TOSTOP
+    termios.tcsetattr(replica, termios.TCSANOW, attrs)
+    write_app(tmp_path)
+    port = free_port()
+    up = subprocess.Popen(
+        up_args("uwsgi", port, "--workers", "2"),
+        cwd=tmp_path,
+        env=up_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=replica,
+        stderr=replica,
+        start_new_session=True,
+        preexec_fn=_as_controlling_terminal,
+    )
+    kids: list[int] = []
+    try:
+        # In up's session under tostop, uWSGI stopped at its first line here and never answered.
+        wait_for(lambda: _answers(port), timeout=60, what="flaskprod up answering from a terminal")
+        assert os.tcgetpgrp(primary) == up.pid  # up is the terminal's foreground group
+        kids = _children(up.pid)
+        assert len(kids) >= 2, kids
+        sessions = {os.getsid(pid) for pid in kids}
+        if tostop:
+            assert sessions == set(kids)  # each its own: no terminal to stop it
+        else:
+            assert sessions == {up.pid}  # up's: one scheduling group
+    finally:
+        kids = kids or _children(up.pid)
+        stop_group(up, timeout=40)
+        for pid in kids:  # each child leads a process group; one stopped by the terminal ignores SIGTERM
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _answers(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/api/ping", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
