@@ -100,6 +100,10 @@ def test_up_serves_from_a_terminal(tmp_path: Path, terminal: tuple[int, int], to
             assert sessions == set(kids)  # each its own: no terminal to stop it
         else:
             assert sessions == {up.pid}  # up's: one scheduling group
+        # Ctrl-C typed in the terminal reaches up's group alone; up stops the children in order.
+        os.write(primary, b"\x03")
+        assert up.wait(60) == 0
+        wait_for(lambda: not [pid for pid in kids if Path(f"/proc/{pid}").exists()], timeout=10, what="no child left")
     finally:
         kids = kids or _children(up.pid)
         stop_group(up, timeout=40)
