@@ -45,25 +45,33 @@ def test_tostop_is_read_from_the_terminal_and_nothing_else(tmp_path: Path) -> No
         os.close(replica)
 
 
-@pytest.fixture
-def terminal() -> Iterator[tuple[int, int]]:
-    """A pseudo-terminal whose output is read (and dropped) as it comes, so no writer ever blocks."""
-    primary, replica = pty.openpty()
-    reader = threading.Thread(target=_drain, args=(primary,), daemon=True)
-    reader.start()
-    try:
-        yield primary, replica
-    finally:
-        os.close(replica)
-        os.close(primary)
+class Terminal:
+    """A pseudo-terminal whose output is read as it comes, so no writer ever blocks."""
 
+    def __init__(self) -> None:
+        self.primary, self.replica = pty.openpty()
+        self.output = bytearray()
+        threading.Thread(target=self._read, daemon=True).start()
 
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 65536):
+    def _read(self) -> None:
+        try:
+            while chunk := os.read(self.primary, 65536):
+                self.output += chunk
+        except OSError:  # closed at teardown
             pass
-    except OSError:  # closed at teardown
-        pass
+
+    def text(self) -> str:
+        return self.output.decode(errors="replace")
+
+
+@pytest.fixture
+def terminal() -> Iterator[Terminal]:
+    term = Terminal()
+    try:
+        yield term
+    finally:
+        os.close(term.replica)
+        os.close(term.primary)
 
 
 def _as_controlling_terminal() -> None:
@@ -71,8 +79,8 @@ def _as_controlling_terminal() -> None:
 
 
 @pytest.mark.parametrize("tostop", [False, True], ids=["plain", "tostop"])
-def test_up_serves_from_a_terminal(tmp_path: Path, terminal: tuple[int, int], tostop: bool) -> None:
-    primary, replica = terminal
+def test_up_serves_from_a_terminal(tmp_path: Path, terminal: Terminal, tostop: bool) -> None:
+    primary, replica = terminal.primary, terminal.replica
     attrs = termios.tcgetattr(replica)
     attrs[3] = attrs[3] | termios.TOSTOP if tostop else attrs[3] & ~termios.TOSTOP
     termios.tcsetattr(replica, termios.TCSANOW, attrs)
@@ -92,6 +100,8 @@ def test_up_serves_from_a_terminal(tmp_path: Path, terminal: tuple[int, int], to
     try:
         # In up's session under tostop, uWSGI stopped at its first line here and never answered.
         wait_for(lambda: _answers(port), timeout=60, what="flaskprod up answering from a terminal")
+        # up's own readiness check comes after the first answer: Ctrl-C before it exits 1, as it should.
+        wait_for(lambda: "is ready" in terminal.text(), timeout=30, what="up's table")
         assert os.tcgetpgrp(primary) == up.pid  # up is the terminal's foreground group
         kids = _children(up.pid)
         assert len(kids) >= 2, kids
@@ -102,7 +112,7 @@ def test_up_serves_from_a_terminal(tmp_path: Path, terminal: tuple[int, int], to
             assert sessions == {up.pid}  # up's: one scheduling group
         # Ctrl-C typed in the terminal reaches up's group alone; up stops the children in order.
         os.write(primary, b"\x03")
-        assert up.wait(60) == 0
+        assert up.wait(60) == 0, terminal.text()
         wait_for(lambda: not [pid for pid in kids if Path(f"/proc/{pid}").exists()], timeout=10, what="no child left")
     finally:
         kids = kids or _children(up.pid)

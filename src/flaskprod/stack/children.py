@@ -89,6 +89,15 @@ class Child:
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
 
+    def own_children(self) -> set[int]:
+        """The child's own children now (nginx's workers); empty where /proc does not list them."""
+        if self.pid is None:
+            return set()
+        try:
+            return {int(pid) for pid in Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()}
+        except (OSError, ValueError):
+            return set()
+
     def exit_status(self) -> int | None:
         """The exit status once the process has ended (reaping it), else None."""
         if self.proc is None:

@@ -607,8 +607,18 @@ class Stack:
         new_plan = dataclasses.replace(self.plan, tls=tls)
         write_nginx_config(new_plan)
         self.plan = new_plan
+        before = self.nginx.own_children()
         self.nginx.send(signal.SIGHUP)
-        if not self.wait_until(lambda: self.serves(acme.cert), time.monotonic() + self.plan.spec.proxy.ready_timeout):
+        reloaded = time.monotonic()
+
+        def served_by_new_workers_only() -> bool:
+            # A new worker may answer while the old ones, with the placeholder, have not yet closed
+            # their listening sockets: wait for them to exit, or for a second (one that a client's
+            # keep-alive connection holds has long stopped accepting by then).
+            old_left = bool(before & self.nginx.own_children()) and time.monotonic() < reloaded + 1.0
+            return not old_left and self.serves(acme.cert)
+
+        if not self.wait_until(served_by_new_workers_only, reloaded + self.plan.spec.proxy.ready_timeout):
             return False
         self.log(f"certificate issued for {' '.join(acme.names)}; nginx serves it")
         return True
