@@ -27,6 +27,7 @@ from tests.upstack import (
     PLAIN,
     Loader,
     UpStack,
+    children_of,
     one_request,
     processes_under,
     start_up,
@@ -68,11 +69,6 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield running
     finally:
         stop(running)
-
-
-def children_of(pid: int) -> list[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(p) for p in text.split()]
 
 
 def app_server_pid(stack: UpStack) -> int:

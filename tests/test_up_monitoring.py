@@ -24,7 +24,7 @@ from flaskprod.render.nginx import NginxContext, render_nginx_conf
 from flaskprod.sizing import derive
 from flaskprod.spec import Spec
 from tests.support import BIN, free_port, wait_for
-from tests.upstack import UpStack, processes_under, start_up, stop, up_args, up_env, write_app
+from tests.upstack import UpStack, children_of, processes_under, start_up, stop, up_args, up_env, write_app
 
 pytestmark = pytest.mark.integration
 
@@ -95,9 +95,8 @@ class PrometheusAPI:
 
 def children(stack: UpStack) -> dict[str, int]:
     """name -> pid of the processes `up` started: nginx, the app server, prometheus."""
-    pids = Path(f"/proc/{stack.proc.pid}/task/{stack.proc.pid}/children").read_text().split()
     found = {}
-    for pid in map(int, pids):
+    for pid in children_of(stack.proc.pid):
         program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
         # nginx shows itself as "nginx: master process ..."; the app server is `python -m flaskprod serve`.
         name = next((n for n in ("nginx", "prometheus") if n in program), "app server")

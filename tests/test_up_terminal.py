@@ -23,7 +23,7 @@ import requests
 
 from flaskprod.stack.children import terminal_stops_background_writes
 from tests.support import free_port, stop_group, wait_for
-from tests.upstack import up_args, up_env, write_app
+from tests.upstack import children_of, up_args, up_env, write_app
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def test_up_serves_from_a_terminal(tmp_path: Path, terminal: Terminal, tostop: b
         # up's own readiness check comes after the first answer: Ctrl-C before it exits 1, as it should.
         wait_for(lambda: "is ready" in terminal.text(), timeout=30, what="up's table")
         assert os.tcgetpgrp(primary) == up.pid  # up is the terminal's foreground group
-        kids = _children(up.pid)
+        kids = children_of(up.pid)
         assert len(kids) >= 2, kids
         sessions = {os.getsid(pid) for pid in kids}
         if tostop:
@@ -115,18 +115,11 @@ def test_up_serves_from_a_terminal(tmp_path: Path, terminal: Terminal, tostop: b
         assert up.wait(60) == 0, terminal.text()
         wait_for(lambda: not [pid for pid in kids if Path(f"/proc/{pid}").exists()], timeout=10, what="no child left")
     finally:
-        kids = kids or _children(up.pid)
+        kids = kids or children_of(up.pid)
         stop_group(up, timeout=40)
         for pid in kids:  # each child leads a process group; one stopped by the terminal ignores SIGTERM
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def _answers(port: int) -> bool:

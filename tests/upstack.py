@@ -169,6 +169,14 @@ def start_up(root: Path, kind: str, port: int, *extra: str, env: dict[str, str] 
     return UpStack(proc=proc, root=root, port=port, kind=kind)
 
 
+def children_of(pid: int) -> list[int]:
+    """The pids of pid's children now; none once it has gone."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def processes_under(root: Path) -> dict[int, str]:
     """pid -> command line of every process whose working directory, command line or environment names root."""
     needle = str(root)
