@@ -126,12 +126,16 @@ def test_uwsgi_ini_from_the_same_settings() -> None:
     settings = print_config("tests.apps.factory", "--workers", "4", "--threads", "2", "--timeout", "25")
     ini = render_ini(settings, listen_max=1024)
     lines = set(ini.splitlines())
-    expected = {"master = true", "processes = 4", "threads = 2", f"harakiri = {25 + KILL_MARGIN}", "listen = 1024",
+    expected = {"master = true", "processes = 4", "threads = 2", "listen = 1024",
                 "http-socket = 127.0.0.1:8000", "worker-reload-mercy = 30", "max-requests = 10000",
                 "max-requests-delta = 1250", "lazy-apps = false", "need-app = true", "disable-logging = true",
                 "hook-master-start = unix_signal:15 gracefully_kill_them_all",
                 "env = FLASKPROD_APP__TARGET=tests.apps.factory"}
     assert expected <= lines, ini
+    # The hard kill is for single-threaded workers: harakiri would take a threaded worker's every request.
+    assert not [line for line in lines if line.startswith("harakiri")], ini
+    single = render_ini({**settings, "threads": 1}, listen_max=1024)
+    assert f"harakiri = {25 + KILL_MARGIN}" in single.splitlines(), single
     behind_nginx = render_ini({**settings, "bind": "unix:/run/app.sock"}, protocol="uwsgi")
     assert "socket = /run/app.sock" in behind_nginx.splitlines()
 

@@ -210,6 +210,7 @@ def test_request_stuck_in_c_gets_504_from_nginx_and_stops_when_the_call_returns(
         assert stack.get("/api/ping", timeout=5).status_code == 200
     # Neither server kills a lone thread; the deadline's exception stops it as soon as its sleep returns.
     wait_for(lambda: stack.stdout().count(stopped) > before, timeout=15, what="the request stopped in the app")
+    assert "HARAKIRI" not in stack.output()  # uWSGI's kills the whole worker: it is for single-threaded ones
 
 
 def test_reload_under_load_fails_no_request(stack: UpStack) -> None:

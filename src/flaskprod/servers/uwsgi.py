@@ -100,6 +100,10 @@ def render_ini(
         lines = [(k, v) for k, v in lines if not k.startswith("max-requests")]
     if settings["threads"] == 1:
         lines = [(k, v) for k, v in lines if k != "threads"]
+    else:
+        # uWSGI's harakiri kills the whole worker for one stuck thread, and with it every request its
+        # other threads hold; like Gunicorn's gthread worker, a threaded worker is never killed for one.
+        lines = [(k, v) for k, v in lines if k != "harakiri"]
     if not settings["accept_lock"]:
         lines = [(k, v) for k, v in lines if k != "thunder-lock"]
     body = "\n".join(f"{key} = {_ini_value(value)}" for key, value in lines)
