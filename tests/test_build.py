@@ -160,7 +160,7 @@ def test_mistakes_are_one_line_and_write_nothing(project: Path, args: list[str],
 @pytest.mark.integration
 def test_an_app_without_production_is_told_what_the_health_checks_need(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text("from flask import Flask\napp = Flask(__name__)\n")
-    (tmp_path / "requirements.txt").write_text("flask\n")
+    (tmp_path / "requirements.txt").write_text("flask\nflaskprod\n")
     result = flaskprod_build(tmp_path, "--target", "compose")
     assert result.returncode == 2, result.stdout
     assert result.stderr.strip() == (
@@ -168,6 +168,21 @@ def test_an_app_without_production_is_told_what_the_health_checks_need(tmp_path:
         "add Production(app) where the app is created"
     )
     assert not (tmp_path / "deploy").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("target", ["single", "systemd"])
+def test_requirements_without_flaskprod_are_refused_and_nothing_is_written(project: Path, target: str) -> None:
+    # Written by hand, without the package every target's command is.
+    requirements = project / "requirements.txt"
+    requirements.write_text(requirements.read_text().replace("flaskprod\n", ""))
+    result = flaskprod_build(project, "--target", target)
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.strip() == (
+        "Error: requirements.txt does not install flaskprod, which every target runs (`flaskprod serve`): "
+        "add a line `flaskprod` to it"
+    )
+    assert not (project / "deploy").exists()
 
 
 @pytest.mark.integration

@@ -17,6 +17,7 @@ from ..errors import BuildError
 from ..sizing import Derived, Machine, derive
 from ..spec import Spec, env_for, parse_size
 from .nginx import NginxContext, Protocol, TlsFiles, render_nginx
+from .requirements import require_flaskprod
 
 ServerKind = Literal["gunicorn", "uwsgi"]
 
@@ -41,6 +42,7 @@ class Project:
     root: Path
     app_target: str  # the import string the container runs, e.g. "wsgi:app"
     requirements: str | None  # None: the project installs itself from pyproject.toml
+    requirement_includes: tuple[str, ...] = ()  # files requirements names with -r or -c, which pip reads too
     static_dir: str | None
     static_url: str
 
@@ -201,6 +203,7 @@ def plan_deployment(
 
     root = (root or Path.cwd()).resolve()
     requirements = _requirements(spec, root)
+    found = require_flaskprod(root, requirements)
     ref = discovery.resolve(spec.app.target, root)
     info = probe_to_learn(ref, environ if environ is not None else {})
     mon = spec.monitoring
@@ -220,6 +223,7 @@ def plan_deployment(
             root=root,
             app_target=ref.import_string,
             requirements=requirements,
+            requirement_includes=found.includes if found else (),
             static_dir=_relative(spec.proxy.static_dir or info.static_folder, root),
             static_url=static_url,
         ),

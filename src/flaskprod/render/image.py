@@ -59,6 +59,7 @@ def dockerfile(d: Deployment, *, bind: str | None = None, behind_nginx: bool = T
         server=d.server,
         uwsgi_version=uwsgi_version(),
         requirements=d.project.requirements,
+        includes=list(d.project.requirement_includes),
         uid=APP_UID,
         env=sorted(d.app_env(behind_nginx=behind_nginx, bind=bind).items()),
         port=d.app_port,

@@ -1,0 +1,173 @@
+"""What the project's requirements install, read as pip reads them, before any target is written.
+
+Every target runs `flaskprod serve`, so requirements that do not install flaskprod make an image
+that builds and then fails as it starts. The image copies the requirements file alone before the
+project (so the layer with the packages is cached), so the files it includes with `-r` or `-c`
+must be copied beside it, at the same relative paths.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from ..errors import BuildError
+
+FLASKPROD = "flaskprod"
+# -r base.txt, -rbase.txt, --requirement base.txt, --requirement=base.txt; the same for -c.
+_INCLUDE = re.compile(r"^(?:-([rc])\s*|--(requirement|constraint)(?:\s*=\s*|\s+))(\S+)")
+_EDITABLE = re.compile(r"^(?:-e\s*|--editable(?:\s*=\s*|\s+))(\S+)")
+# pip ends a requirement at its per-line options (--hash=..., --config-settings ...).
+_LINE_OPTIONS = re.compile(r"\s--?[a-z]")
+_EGG = re.compile(r"[#&]egg=([A-Za-z0-9._-]+)")
+
+
+def canonical(name: str) -> str:
+    """PEP 503: Flask_SQLAlchemy and flask-sqlalchemy are one package."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass(frozen=True)
+class Requirements:
+    files: tuple[str, ...]  # the file and every file it includes, relative to the project, POSIX, in order
+    names: frozenset[str]  # canonical names of the packages they install
+    unnamed: tuple[str, ...]  # entries whose package cannot be named without installing them (a path, a URL)
+
+    @property
+    def includes(self) -> tuple[str, ...]:
+        return self.files[1:]
+
+
+def read_requirements(root: Path, path: str) -> Requirements:
+    """Read `path` (relative to root) and what it includes; an include missing or outside root is a BuildError."""
+    files: list[str] = []
+    names: set[str] = set()
+    unnamed: list[str] = []
+    _read(root.resolve(), PurePosixPath(path), files, names, unnamed)
+    return Requirements(files=tuple(files), names=frozenset(names), unnamed=tuple(unnamed))
+
+
+def _read(root: Path, rel: PurePosixPath, files: list[str], names: set[str], unnamed: list[str]) -> None:
+    if rel.as_posix() in files:
+        return
+    files.append(rel.as_posix())
+    text = (root / rel).read_text(encoding="utf-8", errors="replace")
+    for number, line in _logical_lines(text):
+        if include := _INCLUDE.match(line):
+            target = _inside(root, rel, include.group(3), number)
+            if (include.group(1) or include.group(2))[0] == "c":
+                # A constraint installs nothing, but pip must find the file.
+                if target.as_posix() not in files:
+                    files.append(target.as_posix())
+                continue
+            _read(root, target, files, names, unnamed)
+        elif editable := _EDITABLE.match(line):
+            _add(editable.group(1), names, unnamed)
+        elif not line.startswith("-"):
+            _add(_LINE_OPTIONS.split(line, maxsplit=1)[0].strip(), names, unnamed)
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """pip's lines: comments (# at the start or after a space) removed, backslash continuations joined."""
+    lines: list[tuple[int, str]] = []
+    pending, start = "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = re.sub(r"(^|\s)#.*$", "", raw)
+        if not pending:
+            start = number
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = (pending + line).strip()
+        pending = ""
+        if line:
+            lines.append((start, line))
+    if pending.strip():
+        lines.append((start, pending.strip()))
+    return lines
+
+
+def _inside(root: Path, including: PurePosixPath, ref: str, number: int) -> PurePosixPath:
+    """An included file, relative to the project: pip resolves it from the including file's folder."""
+    where = f"{including.as_posix()} line {number}"
+    if "://" in ref:
+        raise BuildError(f"{where}: includes {ref} by URL; the image installs from files in the project, so copy it in")
+    target = (root / including.parent / ref).resolve()
+    try:
+        rel = PurePosixPath(target.relative_to(root).as_posix())
+    except ValueError:
+        raise BuildError(
+            f"{where}: includes {ref}, outside the project {root}; the image can only copy files under it, "
+            "so move it in"
+        ) from None
+    if not target.is_file():
+        raise BuildError(f"{where}: includes {ref}, which is not there; fix the path")
+    return rel
+
+
+def _add(entry: str, names: set[str], unnamed: list[str]) -> None:
+    try:
+        names.add(canonical(Requirement(entry).name))
+        return
+    except InvalidRequirement:
+        pass
+    # A direct reference: a URL or a path, to an archive, a checkout or a folder.
+    if egg := _EGG.search(entry):
+        names.add(canonical(egg.group(1)))
+        return
+    filename = PurePosixPath(urlsplit(entry).path).name
+    if filename.endswith(".whl"):
+        names.add(canonical(filename.split("-", 1)[0]))
+    elif sdist := re.match(r"^(.+)-[0-9][^-]*\.(?:tar\.gz|zip|tar\.bz2)$", filename):
+        names.add(canonical(sdist.group(1)))
+    else:
+        unnamed.append(entry)
+
+
+def project_dependencies(pyproject: Path) -> frozenset[str] | None:
+    """Canonical names of pyproject.toml's dependencies ([project] or Poetry's); None when the file does not say."""
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    project = data.get("project")
+    if isinstance(project, dict):
+        if "dependencies" in project.get("dynamic", []):
+            return None
+        return frozenset(canonical(Requirement(d).name) for d in project.get("dependencies", []) if _parses(d))
+    poetry = data.get("tool", {}).get("poetry", {}).get("dependencies")
+    if isinstance(poetry, dict):
+        return frozenset(canonical(name) for name in poetry)
+    return None
+
+
+def _parses(entry: object) -> bool:
+    try:
+        Requirement(str(entry))
+    except InvalidRequirement:
+        return False
+    return True
+
+
+def require_flaskprod(root: Path, requirements: str | None) -> Requirements | None:
+    """The project's requirements, refused (one line, with the fix) when they surely do not install flaskprod."""
+    if requirements is None:
+        names = project_dependencies(root / "pyproject.toml")
+        if names is not None and FLASKPROD not in names:
+            raise BuildError(
+                "pyproject.toml's dependencies do not include flaskprod, which every target runs (`flaskprod serve`): "
+                'add "flaskprod" to them'
+            )
+        return None
+    found = read_requirements(root, requirements)
+    if FLASKPROD not in found.names and not found.unnamed:
+        raise BuildError(
+            f"{requirements} does not install flaskprod, which every target runs (`flaskprod serve`): "
+            "add a line `flaskprod` to it"
+        )
+    return found

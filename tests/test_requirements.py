@@ -1,0 +1,168 @@
+"""The requirements a deployment installs: read as pip reads them, refused when they lack flaskprod,
+and laid out in the image where pip looks for the files they include."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from pip._internal.network.session import PipSession
+from pip._internal.req.req_file import parse_requirements
+
+from flaskprod.errors import BuildError
+from flaskprod.render.image import dockerfile
+from flaskprod.render.requirements import canonical, read_requirements, require_flaskprod
+
+from .buildkit import make_deployment
+
+# Everything pip accepts on a line that names a package, and the lines that name none.
+TRICKY = """\
+# a comment line
+--index-url https://pypi.org/simple
+--extra-index-url=https://example.com/simple
+-f ./wheels
+Flask_SQLAlchemy>=3.1   # trailing comment
+flaskprod[uwsgi] >=0.1 ; python_version >= "3.11" \\
+    --hash=sha256:0123456789abcdef
+requests==2.32.3 --hash=sha256:aaaa --hash=sha256:bbbb
+mylib @ https://example.com/mylib-1.0.tar.gz
+./wheels/Other_Pkg-2.0-py3-none-any.whl
+https://example.com/archives/some-tool-1.4.2.tar.gz
+-e git+https://example.com/repo.git#egg=editable-one
+--editable=git+https://example.com/two.git@main#subdirectory=x&egg=editable_two
+-rbase.txt
+"""
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def pips_names(path: Path) -> set[str]:
+    """What pip itself reads from the file (includes followed), named where the line names a package."""
+    names = set()
+    for parsed in parse_requirements(str(path), session=PipSession()):
+        text = parsed.requirement
+        if egg := re.search(r"[#&]egg=([\w.-]+)", text):
+            names.add(canonical(egg.group(1)))
+        elif parsed.is_editable or "/" in text.split("@")[0]:
+            continue
+        else:
+            names.add(canonical(Requirement(text).name))
+    return names
+
+
+def test_the_names_are_those_pip_reads(tmp_path: Path) -> None:
+    write(tmp_path, {"requirements.txt": TRICKY, "base.txt": "gunicorn\n"})
+    found = read_requirements(tmp_path, "requirements.txt")
+    assert found.names == {
+        "flask-sqlalchemy", "flaskprod", "requests", "mylib", "other-pkg", "some-tool", "editable-one",
+        "editable-two", "gunicorn",
+    }
+    assert found.unnamed == ()
+    assert found.files == ("requirements.txt", "base.txt")
+    # pip, reading the same files, finds every name that a line spells out (archives it names only by downloading).
+    assert pips_names(tmp_path / "requirements.txt") <= found.names
+    assert pips_names(tmp_path / "requirements.txt") >= found.names - {"other-pkg", "some-tool"}
+
+
+def test_includes_are_followed_from_the_including_files_folder(tmp_path: Path) -> None:
+    write(tmp_path, {
+        "requirements/prod.txt": "-r base.txt\n--constraint ../constraints.txt\n",
+        "requirements/base.txt": "flask\n-r common/more.txt\n-r prod.txt\n",
+        "requirements/common/more.txt": "flaskprod\n",
+        "constraints.txt": "flask<4\n",
+    })
+    found = read_requirements(tmp_path, "requirements/prod.txt")
+    # Each file once, even when they include each other; a constraint is read by pip but installs nothing.
+    assert found.files == (
+        "requirements/prod.txt", "requirements/base.txt", "requirements/common/more.txt", "constraints.txt",
+    )
+    assert found.includes == found.files[1:]
+    assert found.names == {"flask", "flaskprod"}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("-r missing.txt", "requirements.txt line 2: includes missing.txt, which is not there; fix the path"),
+        ("-r ../outside.txt", "requirements.txt line 2: includes ../outside.txt, outside the project"),
+        ("-c https://example.com/c.txt", "requirements.txt line 2: includes https://example.com/c.txt by URL"),
+    ],
+)
+def test_an_include_the_image_cannot_copy_is_named_with_its_line(tmp_path: Path, line: str, message: str) -> None:
+    project = tmp_path / "p"
+    write(project, {"requirements.txt": f"flaskprod\n{line}\n"})
+    (tmp_path / "outside.txt").write_text("flask\n")
+    with pytest.raises(BuildError) as caught:
+        read_requirements(project, "requirements.txt")
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_requirements_without_flaskprod_are_refused_with_the_fix(tmp_path: Path) -> None:
+    write(tmp_path, {"requirements.txt": "flask\ngunicorn\n# flaskprod\nflaskprod-extras\n"})
+    with pytest.raises(BuildError) as caught:
+        require_flaskprod(tmp_path, "requirements.txt")
+    assert str(caught.value) == (
+        "requirements.txt does not install flaskprod, which every target runs (`flaskprod serve`): "
+        "add a line `flaskprod` to it"
+    )
+
+
+def test_an_entry_that_cannot_be_named_gets_the_benefit_of_the_doubt(tmp_path: Path) -> None:
+    # ./vendor/sdk could be anything, flaskprod included, until pip builds it.
+    write(tmp_path, {"requirements.txt": "flask\n./vendor/sdk\n"})
+    found = require_flaskprod(tmp_path, "requirements.txt")
+    assert found is not None and found.unnamed == ("./vendor/sdk",)
+
+
+@pytest.mark.parametrize(
+    ("pyproject", "refused"),
+    [
+        ('[project]\nname = "shop"\ndependencies = ["flask"]\n', True),
+        ('[project]\nname = "shop"\n', True),
+        ('[project]\nname = "shop"\ndependencies = ["flask", "FlaskProd[uwsgi]>=0.1"]\n', False),
+        ('[project]\nname = "shop"\ndynamic = ["dependencies"]\n', False),
+        ('[tool.poetry.dependencies]\npython = "^3.11"\nflask = "^3"\n', True),
+        ('[tool.poetry.dependencies]\npython = "^3.11"\nflaskprod = "*"\n', False),
+        ("[tool.ruff]\nline-length = 120\n", False),
+    ],
+)
+def test_a_pyproject_without_flaskprod_is_refused(tmp_path: Path, pyproject: str, refused: bool) -> None:
+    write(tmp_path, {"pyproject.toml": pyproject})
+    if refused:
+        with pytest.raises(BuildError, match=r"^pyproject.toml's dependencies do not include flaskprod"):
+            require_flaskprod(tmp_path, None)
+    else:
+        assert require_flaskprod(tmp_path, None) is None
+
+
+def test_the_image_copies_every_file_pip_reads_to_where_pip_looks(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    d = make_deployment(project)
+    write(project, {
+        "requirements/prod.txt": "-r base.txt\n-c ../constraints.txt\n",
+        "requirements/base.txt": "flask\nflaskprod\n",
+        "constraints.txt": "flask<4\n",
+    })
+    found = read_requirements(project, "requirements/prod.txt")
+    d = dataclasses.replace(
+        d, project=dataclasses.replace(d.project, requirements=found.files[0], requirement_includes=found.includes)
+    )
+    text = dockerfile(d)
+    # Lay the build stage's COPYs out under an image root, then let pip read the file its RUN names.
+    image = tmp_path / "image"
+    for source, dest in re.findall(r"^COPY (\S+) (/tmp/requirements/\S+)$", text, re.MULTILINE):
+        target = image / dest.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((project / source).read_bytes())
+    run = re.search(r"^RUN pip install --no-cache-dir -r (\S+)", text, re.MULTILINE)
+    assert run is not None, text
+    assert pips_names(image / run.group(1).lstrip("/")) == {"flask", "flaskprod"}
