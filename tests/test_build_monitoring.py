@@ -176,7 +176,7 @@ def test_dashboard_is_provisioned_with_a_stable_uid_and_the_provisioned_datasour
     titles = [p["title"] for p in dashboard["panels"]]
     assert titles == [
         "Version", "Containers up", "Requests per second by status", "Error ratio (5xx)", "Latency",
-        "Requests in flight vs capacity",
+        "Requests in flight vs capacity", "Waiting for the app",
     ]
     assert len({p["id"] for p in dashboard["panels"]}) == len(titles)
     datasource = yaml.safe_load(files["grafana/provisioning/datasources/prometheus.yml"])["datasources"][0]
@@ -255,7 +255,9 @@ class PrometheusAPI:
 def test_real_prometheus_scrapes_the_app_evaluates_every_rule_and_answers_every_panel(
     tmp_path: Path, serve_app: StartServer
 ) -> None:
-    server = serve_app(APP, env={"FLASKPROD_APP__NAME": "shop", "FLASKPROD_APP__VERSION": "1.2.3"})
+    # Behind a proxy, as every target runs it: the requests say when "nginx" passed them on.
+    env = {"FLASKPROD_APP__NAME": "shop", "FLASKPROD_APP__VERSION": "1.2.3", "FLASKPROD_PROXY__TRUSTED_HOPS": "1"}
+    server = serve_app(APP, env=env)
     app_target, dead_target = f"127.0.0.1:{server.port}", f"127.0.0.1:{free_port()}"
     scrape = Scrape(job="shop", targets=(app_target, dead_target), interval=1)
     d, files, out = render(tmp_path, {"server.timeout": 1}, scrape)
@@ -277,7 +279,8 @@ def test_real_prometheus_scrapes_the_app_evaluates_every_rule_and_answers_every_
         wait_for(ready, timeout=20, what="prometheus ready")
 
         def hit(path: str) -> int:
-            return requests.get(server.url(path), timeout=10).status_code
+            sent = {"X-Request-Start": f"t={time.time() - 0.03:.3f}"}  # 30 ms ago
+            return requests.get(server.url(path), headers=sent, timeout=10).status_code
 
         # Every series exists before Prometheus's first look, so rate() sees the traffic after it grow.
         assert [hit(p) for p in ("/", "/fail", "/slow", "/readyz")] == [200, 500, 200, 503]
@@ -343,4 +346,6 @@ def test_real_prometheus_scrapes_the_app_evaluates_every_rule_and_answers_every_
         ]
         capacity = d.derived.workers * d.derived.threads
         assert values("Requests in flight vs capacity", "capacity per container") == [float(capacity)]
+        waited = values("Waiting for the app", "p50")
+        assert len(waited) == 1 and 0.025 < waited[0] <= 0.075, waited  # each sent 30 ms before the app had it
         assert not math.isnan(values("Error ratio (5xx)", "5xx ratio")[0])

@@ -106,6 +106,7 @@ def test_http_upstream_forwards_the_trusted_headers(tmp_path: Path) -> None:
         "X-Forwarded-Host": '""',
         "X-Forwarded-Port": '""',
         "X-Forwarded-Prefix": '""',
+        "X-Request-Start": '"t=${msec}"',
         "X-Request-ID": "$flaskprod_request_id",
     }
     assert "uwsgi_pass" not in text
@@ -120,6 +121,7 @@ def test_uwsgi_upstream_passes_cgi_params_and_the_same_headers(tmp_path: Path) -
     assert params["HTTP_X_FORWARDED_FOR"] == "$proxy_add_x_forwarded_for"
     assert params["HTTP_X_REQUEST_ID"] == "$flaskprod_request_id"
     assert params["HTTP_X_FORWARDED_HOST"] == '"" if_not_empty'
+    assert params["HTTP_X_REQUEST_START"] == '"t=${msec}"'
     assert "proxy_pass" not in text
     # The uwsgi protocol closes after every response: a keepalive pool would never be reused.
     assert directive(text, "keepalive") == []

@@ -6,6 +6,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flaskprod import Production
 from flaskprod.runtime import mark_worker_dead, prepare_multiproc_dir
 from flaskprod.runtime.metrics import MULTIPROC_ENV, pid_of_file
+from flaskprod.runtime.pipeline import seconds_since
 from flaskprod.spec import Spec
 
 
@@ -162,8 +164,59 @@ def test_metrics_path_and_switch() -> None:
     assert off.test_client().get("/metrics").status_code == 404
 
 
+def queue_buckets(text: str) -> dict[str, float]:
+    return {
+        dict(labels)["le"]: count
+        for (name, labels), count in samples(text).items()
+        if name == "http_request_queue_seconds_bucket"
+    }
+
+
+def test_the_wait_before_the_app_is_counted_from_a_trusted_proxys_request_start() -> None:
+    app, _ = make_app(**{"proxy.trusted_hops": 1})
+    client = app.test_client()
+    # As nginx sends it ("t=" and $msec): passed on 20 ms before the app started the request.
+    client.get("/items/1", headers={"X-Request-Start": f"t={time.time() - 0.02:.3f}"})
+    client.get("/items/2")  # no header: not counted
+    client.get("/items/3", headers={"X-Request-Start": "t=soon"})  # not a time: not counted
+    text = client.get("/metrics").text
+    assert value(text, "http_request_queue_seconds_count") == 1
+    assert 0.015 < value(text, "http_request_queue_seconds_sum") < 0.5  # type: ignore[operator]
+    buckets = queue_buckets(text)
+    assert len(buckets) == 15
+    assert buckets["0.01"] == 0 and buckets["0.5"] == 1
+
+
+def test_a_clients_request_start_is_ignored_without_a_trusted_proxy() -> None:
+    app, _ = make_app()
+    client = app.test_client()
+    client.get("/items/1", headers={"X-Request-Start": f"t={time.time() - 5:.3f}"})
+    text = client.get("/metrics").text
+    assert value(text, "http_requests_total", method="GET", endpoint="/items/<int:item_id>", status="200") == 1
+    assert "http_request_queue_seconds" not in text
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("t=1733400000.250", 0.75),  # nginx's $msec: seconds, millisecond steps
+        ("t=1733400000250", 0.75),  # milliseconds (Heroku's router)
+        ("1733400000250000", 0.75),  # microseconds, without the t=
+        ("t=1733400001.5", 0.0),  # ahead of this clock by less than a minute: rounding, so no wait
+        ("t=1733500000", None),  # a day ahead: not a time this proxy sent
+        ("t=-5", None),
+        ("t=", None),
+        ("t=1e400", None),
+        ("t=nan", None),
+    ],
+)
+def test_request_start_is_read_in_each_common_unit(header: str, expected: float | None) -> None:
+    got = seconds_since(header, 1733400001.0)
+    assert got == pytest.approx(expected) if expected is not None else got is None
+
+
 WORKER = """
-import os, sys, threading
+import os, sys, threading, time
 import flaskprod  # prometheus_client is imported before the directory is known, as in the CLI
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
 from flask import Flask
@@ -172,10 +225,11 @@ from flaskprod.spec import Spec
 app = Flask("worker")
 app.config["SECRET_KEY"] = os.urandom(32).hex()
 app.add_url_rule("/items/<int:item_id>", "item", lambda item_id: "ok")
-Production(app, spec=Spec().replace(**{"logging.access_log": False}))
+queue = sys.argv[3] == "queue"  # behind a proxy that says when it passed each request on
+Production(app, spec=Spec().replace(**{"logging.access_log": False, "proxy.trusted_hops": int(queue)}))
 client = app.test_client()
 for i in range(int(sys.argv[2])):
-    client.get(f"/items/{i}")
+    client.get(f"/items/{i}", headers={"X-Request-Start": f"t={time.time() - 0.02:.3f}"} if queue else {})
 if sys.argv[3] == "fork":  # as uWSGI does: a worker forked from a process that has served requests
     child = os.fork()
     if child == 0:
@@ -191,7 +245,7 @@ if sys.argv[3] == "threads":  # as a threaded worker does: every thread counts i
     pool = [threading.Thread(target=work) for _ in range(4)]
     [t.start() for t in pool]
     [t.join() for t in pool]
-if sys.argv[3] in ("scrape", "fork", "threads"):
+if sys.argv[3] in ("scrape", "fork", "threads", "queue"):
     sys.stdout.write(client.get("/metrics").text)
 """
 
@@ -234,6 +288,15 @@ def test_multiprocess_histogram_has_every_bucket(tmp_path: Path) -> None:
     assert len(buckets) == 15 and buckets["+Inf"] == 4
     assert value(text, "http_request_duration_seconds_count", method="GET", endpoint="/items/<int:item_id>") == 4
     assert value(text, "http_requests_in_progress", method="GET", endpoint="/items/<int:item_id>") == 0
+
+
+def test_multiprocess_mode_adds_up_every_workers_waits(tmp_path: Path) -> None:
+    prepare_multiproc_dir(str(tmp_path))
+    run_worker(tmp_path, 2, "queue")
+    text = run_worker(tmp_path, 3, "queue")
+    assert value(text, "http_request_queue_seconds_count") == 5
+    buckets = queue_buckets(text)
+    assert len(buckets) == 15 and buckets["0.01"] == 0 and buckets["+Inf"] == 5
 
 
 def test_multiprocess_mode_sums_every_threads_files(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import cast
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from flaskprod.discovery import AppRef
 from flaskprod.sizing import Derived
@@ -85,6 +86,27 @@ def test_table_names_the_url_server_and_logs(stack: UpStack) -> None:
     assert f"http://127.0.0.1:{stack.port}/metrics" in out
     assert str(stack.run_dir / "logs" / "access.log") in out
     assert stack.get("/api/ping").json() == {"ok": True}
+
+
+def queue_figures(stack: UpStack) -> tuple[float, float]:
+    """http_request_queue_seconds' count and sum, read through nginx as the scraper reads them."""
+    figures = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(stack.get("/metrics").text)
+        for sample in family.samples
+        if sample.name in ("http_request_queue_seconds_count", "http_request_queue_seconds_sum")
+    }
+    return figures.get("http_request_queue_seconds_count", 0.0), figures.get("http_request_queue_seconds_sum", 0.0)
+
+
+def test_the_app_counts_how_long_each_request_waited_after_nginx(stack: UpStack) -> None:
+    count, total = queue_figures(stack)
+    # A client's own X-Request-Start (here from 2001) is replaced by the time nginx passed the request on.
+    for _ in range(5):
+        assert stack.get("/api/ping", headers={"X-Request-Start": "t=1000000000.000"}).status_code == 200
+    later_count, later_total = queue_figures(stack)
+    assert later_count >= count + 5  # the pings, and the first scrape
+    assert 0 <= later_total - total < 5
 
 
 def test_children_share_ups_session_each_in_a_process_group_of_its_own(stack: UpStack) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import BuildError
-from ..runtime.metrics import BUCKETS, DURATION, IN_PROGRESS, LE_LABELS, REQUESTS
+from ..runtime.metrics import BUCKETS, DURATION, IN_PROGRESS, LE_LABELS, QUEUED, REQUESTS
 from ..sizing import Derived
 from ..spec import Spec
 from .deployment import UWSGI_PORT, Deployment, ServerKind
@@ -51,6 +51,7 @@ REQUESTS_TOTAL = f"{REQUESTS[0]}_total"
 DURATION_BUCKET = f"{DURATION[0]}_bucket"
 DURATION_COUNT = f"{DURATION[0]}_count"
 IN_FLIGHT = IN_PROGRESS[0]
+QUEUE_BUCKET = f"{QUEUED[0]}_bucket"
 APP_INFO = "app_info"
 
 # No spec setting says how many errors are too many: one request in twenty failing is an outage
@@ -647,7 +648,21 @@ def _dashboard(d: Monitored, scrape: Scrape) -> dict[str, Any]:
         "short",
         line=None if cap is None else SATURATION * cap,
     )
-    # Grafana's grid is 24 columns wide: two short stats, then the four graphs two by two.
+    waiting = _timeseries(
+        "Waiting for the app",
+        "Time from nginx passing a request on (X-Request-Start) to the app starting it: when it grows while "
+        "requests in flight sit at capacity, the workers or threads are too few.",
+        [
+            _target(
+                ref,
+                f"histogram_quantile({quantile}, sum by (le) (rate({QUEUE_BUCKET}{q.sel(traffic=False)}{span})))",
+                f"p{quantile * 100:g}",
+            )
+            for ref, quantile in (("A", 0.5), ("B", 0.99))
+        ],
+        "s",
+    )
+    # Grafana's grid is 24 columns wide: two short stats, the four graphs two by two, then the wait.
     layout = [
         (version, 0, 0, 12, 4),
         (containers, 12, 0, 12, 4),
@@ -655,6 +670,7 @@ def _dashboard(d: Monitored, scrape: Scrape) -> dict[str, Any]:
         (error_ratio, 12, 4, 12, 8),
         (durations, 0, 12, 12, 8),
         (saturation, 12, 12, 12, 8),
+        (waiting, 0, 20, 24, 8),
     ]
     panels = [
         {"id": number, "gridPos": {"h": h, "w": w, "x": x, "y": y}, **panel}

@@ -46,6 +46,9 @@ _FORWARDED_HEADERS = (
     ("X-Forwarded-Host", '""'),
     ("X-Forwarded-Port", '""'),
     ("X-Forwarded-Prefix", '""'),
+    # When nginx passed the request on: the app counts the wait before it starts the request
+    # (http_request_queue_seconds), in the header's usual form (seconds, millisecond steps).
+    ("X-Request-Start", '"t=${msec}"'),
 )
 # The CGI variables a WSGI server needs over the uwsgi protocol (what /etc/nginx/uwsgi_params
 # holds), written here so a run directory or an image does not depend on the system's copy.

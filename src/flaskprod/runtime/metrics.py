@@ -52,6 +52,10 @@ OTHER_METHOD = "OTHER"
 REQUESTS = ("http_requests", "HTTP requests answered.")
 DURATION = ("http_request_duration_seconds", "Time to produce the response, in seconds.")
 IN_PROGRESS = ("http_requests_in_progress", "HTTP requests being handled.")
+QUEUED = (
+    "http_request_queue_seconds",
+    "Time from the proxy passing a request on (its X-Request-Start) to the app starting it, in seconds.",
+)
 ROUTE_LABELS = ["method", "endpoint"]
 INF = float("inf")
 BUCKETS = tuple(float(b) for b in Histogram.DEFAULT_BUCKETS if b != INF)
@@ -159,6 +163,22 @@ class _SlotNumbers:
 _NUMBERS = _SlotNumbers()
 
 
+class Queue:
+    """One slot's histogram of the time requests waited between the proxy and the app."""
+
+    __slots__ = ("bucket_cells", "buckets", "sum", "sum_cell")
+
+    def __init__(self, files: dict[str, ValueFile]) -> None:
+        self.sum = 0.0
+        self.buckets = [0.0] * (len(BUCKETS) + 1)
+        if files:
+            name, doc = QUEUED
+            self.sum_cell = Cell(files["histogram"], mmap_key(name, name + "_sum", [], [], doc))
+            self.bucket_cells = [
+                Cell(files["histogram"], mmap_key(name, name + "_bucket", ["le"], [bound], doc)) for bound in LE_LABELS
+            ]
+
+
 class Slot:
     """One thread's share of the request metrics: only that thread writes its routes and files.
 
@@ -167,7 +187,7 @@ class Slot:
     the interpreter lock. A slot outlives its thread and is handed to the next new thread.
     """
 
-    __slots__ = ("files", "pid", "routes")
+    __slots__ = ("files", "pid", "queue", "routes")
 
     def __init__(self, directory: str | None, pid: int) -> None:
         self.pid = pid
@@ -179,6 +199,7 @@ class Slot:
                 typ: MmapedDict(os.path.join(directory, f"{prefix}_{pid}{FILE_TAG}{number}.db"))  # type: ignore[no-untyped-call]
                 for typ, prefix in FILE_PREFIXES.items()
             }
+        self.queue: Queue | None = None  # made when the first request says when the proxy sent it
 
 
 class Figures:
@@ -275,11 +296,15 @@ class HttpMetrics:
 
     # The methods below take a method already mapped to KNOWN_METHODS or OTHER_METHOD, so routes stay bounded.
 
-    def route(self, method: str, endpoint: str) -> Route:
-        """The calling thread's figures for (method, endpoint)."""
+    def _slot(self) -> Slot:
         slot = getattr(self._local, "slot", None)
         if slot is None or (self._directory is not None and slot.pid != os.getpid()):
             slot = self._claim_slot()
+        return slot
+
+    def route(self, method: str, endpoint: str) -> Route:
+        """The calling thread's figures for (method, endpoint)."""
+        slot = self._slot()
         route = slot.routes.get((method, endpoint))
         if route is None:
             route = slot.routes[(method, endpoint)] = Route(method, endpoint, slot.files)
@@ -305,6 +330,19 @@ class HttpMetrics:
             route.bucket_cells[bucket].set(route.buckets[bucket])
             if was_started:
                 route.in_progress_cell.set(route.in_progress)
+
+    def queued(self, seconds: float) -> None:
+        """Count one request that waited `seconds` between the proxy and the app."""
+        slot = self._slot()
+        queue = slot.queue
+        if queue is None:
+            queue = slot.queue = Queue(slot.files)
+        bucket = bisect.bisect_left(BUCKETS, seconds)
+        queue.sum += seconds
+        queue.buckets[bucket] += 1
+        if slot.files:
+            queue.sum_cell.set(queue.sum)
+            queue.bucket_cells[bucket].set(queue.buckets[bucket])
 
     def _claim_slot(self) -> Slot:
         """A slot for the calling thread: one a finished thread left, else a new one.
@@ -380,14 +418,19 @@ class _RouteCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         # Other threads keep counting meanwhile: list() copies a dict or list without letting them in.
         totals: dict[tuple[str, str], Figures] = {}
+        queued: Figures | None = None
         for slot in list(self._slots):
             for r in list(slot.routes.values()):
                 total = totals.setdefault((r.method, r.endpoint), Figures())
                 total.add(r)
-        return self._families(totals)
+            if slot.queue is not None:
+                queued = queued or Figures()
+                queued.duration_sum += slot.queue.sum
+                queued.buckets = [a + b for a, b in zip(queued.buckets, list(slot.queue.buckets), strict=True)]
+        return self._families(totals, queued)
 
     @staticmethod
-    def _families(totals: dict[tuple[str, str], Figures]) -> list[Metric]:
+    def _families(totals: dict[tuple[str, str], Figures], queued: Figures | None = None) -> list[Metric]:
         requests = CounterMetricFamily(*REQUESTS, labels=[*ROUTE_LABELS, "status"])
         duration = HistogramMetricFamily(*DURATION, labels=ROUTE_LABELS)
         in_progress = GaugeMetricFamily(*IN_PROGRESS, labels=ROUTE_LABELS)
@@ -397,4 +440,11 @@ class _RouteCollector(Collector):
             cumulative = itertools.accumulate(t.buckets)
             duration.add_metric([method, endpoint], list(zip(LE_LABELS, cumulative, strict=True)), t.duration_sum)
             in_progress.add_metric([method, endpoint], t.in_progress)
-        return [requests, duration, in_progress]
+        families: list[Metric] = [requests, duration, in_progress]
+        if queued is not None:
+            # Only behind a proxy that says when it sent the request: absent, rather than an empty histogram.
+            queue = HistogramMetricFamily(*QUEUED)
+            cumulative = itertools.accumulate(queued.buckets)
+            queue.add_metric([], list(zip(LE_LABELS, cumulative, strict=True)), queued.duration_sum)
+            families.append(queue)
+        return families

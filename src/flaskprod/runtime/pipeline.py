@@ -16,6 +16,8 @@ from .metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED, HttpMetrics
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
+# Set by the proxy in front (flaskprod's nginx: "t=" and its $msec) as it passes the request on.
+REQUEST_START_KEY = "HTTP_X_REQUEST_START"
 # The metrics Route of the request, set (and counted as in progress) by the before_request hook once
 # Flask has matched the route: Flask clears its request before this layer regains control.
 ROUTE_KEY = "flaskprod.route"
@@ -23,6 +25,24 @@ Header = tuple[str, str]
 # A probe answers with (status line, headers, body); it runs outside Flask so the app's own hooks
 # (login redirects, sessions, per-request DB work) never decide whether the process is healthy.
 Probe = Callable[["WSGIEnvironment"], tuple[str, list[Header], bytes]]
+
+
+def seconds_since(request_start: str, now: float) -> float | None:
+    """now minus a proxy's X-Request-Start: "t=" and seconds (nginx's $msec), milliseconds or microseconds.
+
+    None for a value that is not a time; never below 0, as nginx's clock is read at millisecond steps.
+    """
+    try:
+        sent = float(request_start.removeprefix("t="))
+    except ValueError:
+        return None
+    if sent > 1e14:
+        sent /= 1e6
+    elif sent > 1e11:
+        sent /= 1e3
+    if not 0 < sent <= now + 60:
+        return None
+    return max(now - sent, 0.0)
 
 
 def json_probe_response(status: int, body: dict[str, Any]) -> tuple[str, list[Header], bytes]:
@@ -48,6 +68,7 @@ class RequestPipeline:
         quiet_paths: frozenset[str],
         probes: dict[str, Probe],
         request_timeout: float | None = None,
+        count_queue: bool = False,
     ) -> None:
         self.wsgi_app = wsgi_app
         self._rid_environ = "HTTP_" + request_id_header.upper().replace("-", "_")
@@ -61,9 +82,14 @@ class RequestPipeline:
         self._quiet = quiet_paths
         self._probes = probes
         self._timeout = request_timeout
+        self._queue_metrics = metrics if count_queue else None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         t0 = time.perf_counter()
+        if self._queue_metrics is not None and (request_start := environ.get(REQUEST_START_KEY)):
+            queued = seconds_since(request_start, time.time())
+            if queued is not None:
+                self._queue_metrics.queued(queued)
         rid = environ.get(self._rid_environ) if self._trust_rid else None
         if rid is None or not is_sane_request_id(rid):
             rid = os.urandom(16).hex()
