@@ -313,6 +313,12 @@ CASES = [
         good={"app.py": PROD, "nginx.conf": NGINX_PROXY},
     ),
     Case(
+        "FP-P011",
+        bad={"app.py": PROD, "requirements.txt": "flask>=3.0\ngunicorn\n"},
+        obj="requirements.txt",
+        good={"app.py": PROD, "requirements.txt": "-r base.txt\n", "base.txt": "flask>=3.0\nflaskprod==0.1.0\n"},
+    ),
+    Case(
         "FP-P010",
         bad={
             "app.py": PROD,
@@ -363,6 +369,17 @@ def test_production_app_with_a_strong_key_has_no_issues(project: Path) -> None:
     result = invoke()
     assert result.exit_code == 0
     assert result.stdout == "System check identified no issues (0 silenced).\n"
+
+
+@pytest.mark.parametrize(
+    ("dependencies", "found"), [('["flask"]', True), ('["flask", "flaskprod[uwsgi]"]', False)]
+)
+def test_a_pyproject_without_flaskprod_is_named_when_the_app_imports_it(
+    project: Path, dependencies: str, found: bool
+) -> None:
+    pyproject = f'[project]\nname = "shop"\nversion = "1.0"\ndependencies = {dependencies}\n'
+    result = audit(project, {"app.py": PROD, "pyproject.toml": pyproject})
+    assert [m["obj"] for m in result.only("FP-P011")] == (["pyproject.toml"] if found else [])
 
 
 def test_unguarded_app_run_is_found_without_serving(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ import posixpath
 import re
 from collections.abc import Iterator
 
+from ..errors import BuildError
+from ..render.requirements import lacks_flaskprod, read_requirements
 from .context import Context, ProjectFile, call_name
 from .registry import ERROR, INFO, WARNING, Found, check
 
@@ -419,3 +421,26 @@ def unshared_uwsgi_socket(context: Context) -> Iterator[Found]:
     for item, line, path in _uwsgi_sockets(context):
         if path in passes and not _mounted(compose, posixpath.dirname(path)):
             yield Found(obj=item.at(line))
+
+
+@check(
+    "FP-P011",
+    ERROR,
+    "the app imports flaskprod, but the requirements its deployment installs do not: the app fails to "
+    "import in the image or the server's virtualenv",
+    hint="add flaskprod to the requirements file (or pyproject.toml's dependencies); `pip freeze > "
+    "requirements.txt` in the app's virtualenv lists it",
+)
+def flaskprod_not_required(context: Context) -> Iterator[Found]:
+    if not any(_imports_module(tree, "flaskprod") for _, tree in context.python_files()):
+        return
+    setting = context.spec.deploy.requirements
+    name = "requirements.txt" if setting == "auto" else setting
+    try:
+        if (context.root / name).is_file():
+            if lacks_flaskprod(context.root, read_requirements(context.root, name)):
+                yield Found(obj=name)
+        elif setting == "auto" and lacks_flaskprod(context.root, None):
+            yield Found(obj="pyproject.toml")
+    except BuildError:
+        return  # an include that is missing: `flaskprod build` names it

@@ -154,20 +154,28 @@ def _parses(entry: object) -> bool:
     return True
 
 
+def lacks_flaskprod(root: Path, found: Requirements | None) -> bool:
+    """Whether the requirements read (or, for None, pyproject.toml's dependencies) surely leave flaskprod out.
+
+    An entry that cannot be named (a local path) might be flaskprod: the benefit of the doubt.
+    """
+    if found is None:
+        names = project_dependencies(root / "pyproject.toml")
+        return names is not None and FLASKPROD not in names
+    return FLASKPROD not in found.names and not found.unnamed
+
+
 def require_flaskprod(root: Path, requirements: str | None) -> Requirements | None:
     """The project's requirements, refused (one line, with the fix) when they surely do not install flaskprod."""
+    found = read_requirements(root, requirements) if requirements is not None else None
+    if not lacks_flaskprod(root, found):
+        return found
     if requirements is None:
-        names = project_dependencies(root / "pyproject.toml")
-        if names is not None and FLASKPROD not in names:
-            raise BuildError(
-                "pyproject.toml's dependencies do not include flaskprod, which every target runs (`flaskprod serve`): "
-                'add "flaskprod" to them'
-            )
-        return None
-    found = read_requirements(root, requirements)
-    if FLASKPROD not in found.names and not found.unnamed:
         raise BuildError(
-            f"{requirements} does not install flaskprod, which every target runs (`flaskprod serve`): "
-            "add a line `flaskprod` to it"
+            "pyproject.toml's dependencies do not include flaskprod, which every target runs (`flaskprod serve`): "
+            'add "flaskprod" to them'
         )
-    return found
+    raise BuildError(
+        f"{requirements} does not install flaskprod, which every target runs (`flaskprod serve`): "
+        "add a line `flaskprod` to it"
+    )
