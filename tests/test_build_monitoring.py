@@ -179,6 +179,9 @@ def test_dashboard_is_provisioned_with_a_stable_uid_and_the_provisioned_datasour
         "Requests in flight vs capacity", "Waiting for the app",
     ]
     assert len({p["id"] for p in dashboard["panels"]}) == len(titles)
+    # Without the wait counted there is nothing to show.
+    off = json.loads(render(tmp_path / "off", {"monitoring.queue_time": False})[1]["grafana/dashboards/shop.json"])
+    assert [p["title"] for p in off["panels"]] == titles[:-1]
     datasource = yaml.safe_load(files["grafana/provisioning/datasources/prometheus.yml"])["datasources"][0]
     assert (datasource["url"], datasource["jsonData"]["timeInterval"]) == ("http://prometheus:9090", "15s")
     for panel in dashboard["panels"]:

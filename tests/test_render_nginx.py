@@ -112,6 +112,15 @@ def test_http_upstream_forwards_the_trusted_headers(tmp_path: Path) -> None:
     assert "uwsgi_pass" not in text
 
 
+@pytest.mark.parametrize("off", ["monitoring.queue_time", "monitoring.metrics"])
+def test_no_request_start_when_nothing_counts_the_wait(tmp_path: Path, off: str) -> None:
+    for protocol, directive_name in (("http", "proxy_set_header"), ("uwsgi", "uwsgi_param")):
+        text = rendered(make_spec(**{off: False}), context(tmp_path, protocol))
+        sent = [line.split(None, 1)[0] for line in directive(text, directive_name)]
+        assert "X-Request-Start" not in sent and "HTTP_X_REQUEST_START" not in sent
+        assert "X-Request-ID" in sent or "HTTP_X_REQUEST_ID" in sent
+
+
 def test_uwsgi_upstream_passes_cgi_params_and_the_same_headers(tmp_path: Path) -> None:
     text = rendered(make_spec(), context(tmp_path, "uwsgi"))
     assert directive(text, "uwsgi_pass") == ["flaskprod_app"]

@@ -187,8 +187,9 @@ def test_the_wait_before_the_app_is_counted_from_a_trusted_proxys_request_start(
     assert buckets["0.01"] == 0 and buckets["0.5"] == 1
 
 
-def test_a_clients_request_start_is_ignored_without_a_trusted_proxy() -> None:
-    app, _ = make_app()
+@pytest.mark.parametrize("settings", [{}, {"proxy.trusted_hops": 1, "monitoring.queue_time": False}])
+def test_a_request_start_is_ignored_without_a_trusted_proxy_or_when_off(settings: dict[str, object]) -> None:
+    app, _ = make_app(**settings)
     client = app.test_client()
     client.get("/items/1", headers={"X-Request-Start": f"t={time.time() - 5:.3f}"})
     text = client.get("/metrics").text

@@ -670,8 +670,9 @@ def _dashboard(d: Monitored, scrape: Scrape) -> dict[str, Any]:
         (error_ratio, 12, 4, 12, 8),
         (durations, 0, 12, 12, 8),
         (saturation, 12, 12, 12, 8),
-        (waiting, 0, 20, 24, 8),
     ]
+    if d.spec.monitoring.queue_time:
+        layout.append((waiting, 0, 20, 24, 8))
     panels = [
         {"id": number, "gridPos": {"h": h, "w": w, "x": x, "y": y}, **panel}
         for number, (panel, x, y, w, h) in enumerate(layout, start=1)

@@ -46,10 +46,10 @@ _FORWARDED_HEADERS = (
     ("X-Forwarded-Host", '""'),
     ("X-Forwarded-Port", '""'),
     ("X-Forwarded-Prefix", '""'),
-    # When nginx passed the request on: the app counts the wait before it starts the request
-    # (http_request_queue_seconds), in the header's usual form (seconds, millisecond steps).
-    ("X-Request-Start", '"t=${msec}"'),
 )
+# When nginx passed the request on: the app counts the wait before it starts the request
+# (http_request_queue_seconds), in the header's usual form (seconds, millisecond steps).
+REQUEST_START = ("X-Request-Start", '"t=${msec}"')
 # The CGI variables a WSGI server needs over the uwsgi protocol (what /etc/nginx/uwsgi_params
 # holds), written here so a run directory or an image does not depend on the system's copy.
 _UWSGI_CGI_PARAMS = (
@@ -168,6 +168,8 @@ def _cgi_name(header: str) -> str:
 def forwarded_headers(spec: Spec, scheme: str = "$scheme") -> list[tuple[str, str]]:
     """The headers nginx sets for the app; scheme is the variable X-Forwarded-Proto carries."""
     headers = [(name, scheme if name == "X-Forwarded-Proto" else value) for name, value in _FORWARDED_HEADERS]
+    if spec.monitoring.metrics and spec.monitoring.queue_time:
+        headers.append(REQUEST_START)
     return [*headers, (spec.logging.request_id_header, "$flaskprod_request_id")]
 
 

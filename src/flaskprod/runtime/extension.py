@@ -112,7 +112,7 @@ class Production:
             # Not under test runners: pytest-timeout and friends own SIGALRM there.
             request_timeout=spec.server.timeout if spec.server.soft_timeout and not app.testing else None,
             # The time a request waited before the app (X-Request-Start), from a proxy we trust to say.
-            count_queue=spec.proxy.trusted_hops > 0,
+            count_queue=spec.proxy.trusted_hops > 0 and spec.monitoring.queue_time,
         )
         app.wsgi_app = trust_proxies(pipeline, spec.proxy.trusted_hops)  # type: ignore[method-assign,assignment]
 

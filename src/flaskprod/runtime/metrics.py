@@ -225,14 +225,17 @@ class Figures:
 class Route(Figures):
     """One slot's figures for (method, endpoint), and where they are written."""
 
-    __slots__ = ("bucket_cells", "endpoint", "files", "in_progress_cell", "keys", "method", "status_cells", "sum_cell")
+    __slots__ = (
+        "bucket_cells", "endpoint", "files", "in_progress_cell", "keys", "method", "slot", "status_cells", "sum_cell",
+    )
 
-    def __init__(self, method: str, endpoint: str, files: dict[str, ValueFile]) -> None:
+    def __init__(self, method: str, endpoint: str, slot: Slot) -> None:
         super().__init__()
         self.method = method
         self.endpoint = endpoint
         self.keys = RouteKeys(method, endpoint)
-        self.files = files  # its slot's files; none in one-process mode
+        self.slot = slot  # whose thread counts this route: the wait before the app is counted there too
+        self.files = files = slot.files  # none in one-process mode
         self.status_cells: dict[int, Cell] = {}
         if files:
             # Every series in the files from the start: a histogram is exposed with all its buckets.
@@ -307,7 +310,7 @@ class HttpMetrics:
         slot = self._slot()
         route = slot.routes.get((method, endpoint))
         if route is None:
-            route = slot.routes[(method, endpoint)] = Route(method, endpoint, slot.files)
+            route = slot.routes[(method, endpoint)] = Route(method, endpoint, slot)
         return route
 
     def started(self, route: Route) -> None:
@@ -316,8 +319,13 @@ class HttpMetrics:
         if route.files:
             route.in_progress_cell.set(route.in_progress)
 
-    def finished(self, route: Route, status: int, seconds: float, *, was_started: bool) -> None:
-        """Count one answered request and its duration; was_started: started() ran for it."""
+    def finished(
+        self, route: Route, status: int, seconds: float, *, was_started: bool, queued: float | None = None
+    ) -> None:
+        """Count one answered request and its duration; was_started: started() ran for it; queued: its
+        wait between the proxy and the app, when the proxy said."""
+        if queued is not None:
+            self._queued(route.slot, queued)
         bucket = bisect.bisect_left(BUCKETS, seconds)  # the first bound >= seconds, as Prometheus's le
         count = route.statuses[status] = route.statuses.get(status, 0.0) + 1
         route.duration_sum += seconds
@@ -331,9 +339,8 @@ class HttpMetrics:
             if was_started:
                 route.in_progress_cell.set(route.in_progress)
 
-    def queued(self, seconds: float) -> None:
-        """Count one request that waited `seconds` between the proxy and the app."""
-        slot = self._slot()
+    @staticmethod
+    def _queued(slot: Slot, seconds: float) -> None:
         queue = slot.queue
         if queue is None:
             queue = slot.queue = Queue(slot.files)

@@ -42,7 +42,7 @@ def seconds_since(request_start: str, now: float) -> float | None:
         sent /= 1e3
     if not 0 < sent <= now + 60:
         return None
-    return max(now - sent, 0.0)
+    return now - sent if now > sent else 0.0
 
 
 def json_probe_response(status: int, body: dict[str, Any]) -> tuple[str, list[Header], bytes]:
@@ -82,14 +82,14 @@ class RequestPipeline:
         self._quiet = quiet_paths
         self._probes = probes
         self._timeout = request_timeout
-        self._queue_metrics = metrics if count_queue else None
+        self._count_queue = count_queue and metrics is not None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         t0 = time.perf_counter()
-        if self._queue_metrics is not None and (request_start := environ.get(REQUEST_START_KEY)):
+        # Read first: the wait ends as the app starts the request; it is counted with the request's figures.
+        queued = None
+        if self._count_queue and (request_start := environ.get(REQUEST_START_KEY)):
             queued = seconds_since(request_start, time.time())
-            if queued is not None:
-                self._queue_metrics.queued(queued)
         rid = environ.get(self._rid_environ) if self._trust_rid else None
         if rid is None or not is_sane_request_id(rid):
             rid = os.urandom(16).hex()
@@ -124,18 +124,21 @@ class RequestPipeline:
         finally:
             elapsed = time.perf_counter() - t0
             if self._metrics is not None:
-                self._count(environ, path if probe is not None else UNMATCHED, status_code, elapsed)
+                self._count(environ, path if probe is not None else UNMATCHED, status_code, elapsed, queued)
             if self._access is not None and path not in self._quiet:
                 log_access(self._access, environ, status_code, elapsed, rid)
 
-    def _count(self, environ: WSGIEnvironment, endpoint: str, status: int, elapsed: float) -> None:
+    def _count(
+        self, environ: WSGIEnvironment, endpoint: str, status: int, elapsed: float, queued: float | None
+    ) -> None:
         """Count the request under the route the hook found, else under endpoint (a probe's path, or unmatched)."""
         assert self._metrics is not None
         route = environ.pop(ROUTE_KEY, None)
         if route is not None:
-            self._metrics.finished(route, status, elapsed, was_started=True)
+            self._metrics.finished(route, status, elapsed, was_started=True, queued=queued)
             return
         method = environ.get("REQUEST_METHOD", "")
         if method not in KNOWN_METHODS:
             method = OTHER_METHOD
-        self._metrics.finished(self._metrics.route(method, endpoint), status, elapsed, was_started=False)
+        route = self._metrics.route(method, endpoint)
+        self._metrics.finished(route, status, elapsed, was_started=False, queued=queued)
