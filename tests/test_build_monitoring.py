@@ -27,7 +27,10 @@ from tests.support import free_port, running, wait_for
 
 YAMLLINT = "{extends: default, rules: {line-length: {max: 160}, document-start: disable}}"
 SHOP = {"app.name": "shop", "app.version": "1.2.3"}
-ALL_ALERTS = {"AppDown", "AppTargetsMissing", "HighErrorRatio", "SlowRequests", "WorkersSaturated", "ReadinessFailing"}
+ALL_ALERTS = {
+    "AppDown", "AppTargetsMissing", "HighErrorRatio", "SlowRequests", "WorkersSaturated", "ReadinessFailing",
+    "RequestsQueued",
+}
 
 
 def render(
@@ -109,8 +112,9 @@ def test_thresholds_come_from_the_spec(tmp_path: Path) -> None:
 
 
 def test_alerts_without_a_metric_to_read_are_left_out(tmp_path: Path) -> None:
-    _, _, out = render(tmp_path, {"server.worker_class": "gevent", "monitoring.health": False})
-    assert set(rules(out)) == ALL_ALERTS - {"WorkersSaturated", "ReadinessFailing"}
+    settings = {"server.worker_class": "gevent", "monitoring.health": False, "monitoring.queue_time": False}
+    _, _, out = render(tmp_path, settings)
+    assert set(rules(out)) == ALL_ALERTS - {"WorkersSaturated", "ReadinessFailing", "RequestsQueued"}
     assert promtool_test(out).returncode == 0
 
 

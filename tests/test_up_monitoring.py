@@ -29,7 +29,10 @@ from tests.upstack import UpStack, children_of, processes_under, start_up, stop,
 pytestmark = pytest.mark.integration
 
 JOB = "shop"
-ALERTS = {"AppDown", "AppTargetsMissing", "HighErrorRatio", "SlowRequests", "WorkersSaturated", "ReadinessFailing"}
+ALERTS = {
+    "AppDown", "AppTargetsMissing", "HighErrorRatio", "SlowRequests", "WorkersSaturated", "ReadinessFailing",
+    "RequestsQueued",
+}
 # Every scrape and rule evaluation comes within 5 s under `up`; Prometheus offsets its first scrape within that.
 SCRAPED_WITHIN = 20.0
 

@@ -63,6 +63,11 @@ SLOW_SHARE = 0.5
 SLOW_QUANTILE = 0.99
 # In-flight requests over this share of the threads every worker has: new requests queue in the backlog.
 SATURATION = 0.9
+# A wait between nginx and the app that a user feels, a bucket bound of the histogram: a healthy stack
+# under full load waits milliseconds (p99 13 ms on the benchmarks' smallest request, docs/defaults.md).
+QUEUED_LE = "0.25"
+# More than one request in ten waiting that long: not a burst, the workers are too few.
+QUEUED_SHARE = 0.1
 # A readiness probe failing for more than half of the window: more than a drain (server.drain_delay)
 # explains, as the window is at least four drains long.
 READINESS_FAILING = 0.5
@@ -376,6 +381,34 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
                 "the listen backlog. Add replicas, or CPUs and memory per container (deploy.cpus, deploy.memory).",
                 fires=Case(series={gauge: f"{cap}x{{n}}"}, fires=where),
                 quiet=Case(series={gauge: f"{math.ceil(line) - 1}x{{n}}"}, fires=None),
+            )
+        )
+
+    if spec.monitoring.queue_time:
+        waited = _series(QUEUE_BUCKET, {**where, "le": "+Inf"})
+        soon = _series(QUEUE_BUCKET, {**where, "le": QUEUED_LE})
+        soon_sel = q.sel(f"le={_quote(QUEUED_LE)}", traffic=False)
+        all_sel = q.sel(f"le={_quote('+Inf')}", traffic=False)
+        alerts.append(
+            Alert(
+                # The share past a bucket bound, as SlowRequests: exact where a quantile would interpolate.
+                name="RequestsQueued",
+                # Two lines (PromQL reads a newline as a space): the metric's long name leaves YAML no
+                # place to fold one. The +Inf bucket is the count.
+                expr=f"1 - sum by (job) (rate({QUEUE_BUCKET}{soon_sel}[{window}]))\n"
+                f"  / sum by (job) (rate({QUEUE_BUCKET}{all_sel}[{window}])) > {_number(QUEUED_SHARE)}",
+                hold=WINDOW,
+                window=WINDOW,
+                severity="warning",
+                summary=f"{{{{ $labels.job }}}}: requests wait over {QUEUED_LE}s for the app",
+                description=f"Over {window}, more than {QUEUED_SHARE:.0%} of requests waited longer than "
+                f"{QUEUED_LE}s between nginx passing them on and the app starting them "
+                "(http_request_queue_seconds): every worker thread was busy. Add replicas, or CPUs and memory "
+                "per container (deploy.cpus, deploy.memory), or threads if the requests mostly wait on I/O.",
+                fires=Case(series={waited: _counter(per_minute), soon: _counter(per_minute * (1 - 2 * QUEUED_SHARE))},
+                           fires={"job": job}),
+                quiet=Case(series={waited: _counter(per_minute), soon: _counter(per_minute * (1 - QUEUED_SHARE / 2))},
+                           fires=None),
             )
         )
 
