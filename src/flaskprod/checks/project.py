@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator
 
 from ..errors import BuildError
-from ..render.requirements import lacks_flaskprod, read_requirements
+from ..render.requirements import lacks_flaskprod, read_requirements, requirements_file
 from .context import Context, ProjectFile, call_name
 from .registry import ERROR, INFO, WARNING, Found, check
 
@@ -434,13 +434,10 @@ def unshared_uwsgi_socket(context: Context) -> Iterator[Found]:
 def flaskprod_not_required(context: Context) -> Iterator[Found]:
     if not any(_imports_module(tree, "flaskprod") for _, tree in context.python_files()):
         return
-    setting = context.spec.deploy.requirements
-    name = "requirements.txt" if setting == "auto" else setting
     try:
-        if (context.root / name).is_file():
-            if lacks_flaskprod(context.root, read_requirements(context.root, name)):
-                yield Found(obj=name)
-        elif setting == "auto" and lacks_flaskprod(context.root, None):
-            yield Found(obj="pyproject.toml")
+        name = requirements_file(context.spec.deploy.requirements, context.root)
+        found = read_requirements(context.root, name) if name is not None else None
     except BuildError:
-        return  # an include that is missing: `flaskprod build` names it
+        return  # no requirements, or an include that is missing: `flaskprod build` names it
+    if lacks_flaskprod(context.root, found):
+        yield Found(obj=name or "pyproject.toml")

@@ -17,7 +17,7 @@ from ..errors import BuildError
 from ..sizing import Derived, Machine, derive
 from ..spec import Spec, env_for, parse_size
 from .nginx import NginxContext, Protocol, TlsFiles, render_nginx
-from .requirements import require_flaskprod
+from .requirements import require_flaskprod, requirements_file
 
 ServerKind = Literal["gunicorn", "uwsgi"]
 
@@ -173,21 +173,6 @@ def _relative(path: str | None, root: Path) -> str | None:
         ) from None
 
 
-def _requirements(spec: Spec, root: Path) -> str | None:
-    if spec.deploy.requirements != "auto":
-        if not (root / spec.deploy.requirements).is_file():
-            raise BuildError(f"deploy.requirements: {spec.deploy.requirements} not found in {root}; fix the path")
-        return spec.deploy.requirements
-    if (root / "requirements.txt").is_file():
-        return "requirements.txt"
-    if (root / "pyproject.toml").is_file():
-        return None
-    raise BuildError(
-        f"no requirements.txt or pyproject.toml in {root}: the image needs one to install the app's packages; "
-        "write one (pip freeze > requirements.txt) or set deploy.requirements"
-    )
-
-
 def plan_deployment(
     spec: Spec,
     *,
@@ -202,7 +187,7 @@ def plan_deployment(
     from ..servers.probe import probe_to_learn
 
     root = (root or Path.cwd()).resolve()
-    requirements = _requirements(spec, root)
+    requirements = requirements_file(spec.deploy.requirements, root)
     found = require_flaskprod(root, requirements)
     ref = discovery.resolve(spec.app.target, root)
     info = probe_to_learn(ref, environ if environ is not None else {})

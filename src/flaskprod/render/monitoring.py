@@ -277,6 +277,14 @@ def _counter(per_minute: float) -> str:
     return f"0+{_number(per_minute)}x{{n}}"
 
 
+def _past_bound_cases(total: str, within: str, share: float, per_minute: float, job: str) -> tuple[Case, Case]:
+    """An alert on the share of requests past a bucket bound: firing at twice the share, quiet at half."""
+    return (
+        Case(series={total: _counter(per_minute), within: _counter(per_minute * (1 - 2 * share))}, fires={"job": job}),
+        Case(series={total: _counter(per_minute), within: _counter(per_minute * (1 - share / 2))}, fires=None),
+    )
+
+
 def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
     q = _queries(d, scrape)
     job, spec = scrape.job, d.spec
@@ -343,6 +351,7 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
     fast = q.sel(f"le={_quote(le)}")
     within = _series(DURATION_BUCKET, {**route, "le": le})
     count = _series(DURATION_COUNT, route)
+    slow_fires, slow_quiet = _past_bound_cases(count, within, share, per_minute, job)
     alerts.append(
         Alert(
             # The share of requests slower than a bucket bound is exact where histogram_quantile
@@ -356,10 +365,8 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
             summary=f"{{{{ $labels.job }}}}: p{SLOW_QUANTILE * 100:g} latency above {_number(bound)}s",
             description=f"More than {share:.0%} of requests took longer than {_number(bound)}s over {window}, "
             f"on the way to the {spec.server.timeout}s deadline (server.timeout) where the app answers 504.",
-            fires=Case(series={count: _counter(per_minute), within: _counter(per_minute * (1 - 2 * share))},
-                       fires={"job": job}),
-            quiet=Case(series={count: _counter(per_minute), within: _counter(per_minute * (1 - share / 2))},
-                       fires=None),
+            fires=slow_fires,
+            quiet=slow_quiet,
         )
     )
 
@@ -389,6 +396,7 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
         soon = _series(QUEUE_BUCKET, {**where, "le": QUEUED_LE})
         soon_sel = q.sel(f"le={_quote(QUEUED_LE)}", traffic=False)
         all_sel = q.sel(f"le={_quote('+Inf')}", traffic=False)
+        queued_fires, queued_quiet = _past_bound_cases(waited, soon, QUEUED_SHARE, per_minute, job)
         alerts.append(
             Alert(
                 # The share past a bucket bound, as SlowRequests: exact where a quantile would interpolate.
@@ -405,10 +413,8 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
                 f"{QUEUED_LE}s between nginx passing them on and the app starting them "
                 "(http_request_queue_seconds): every worker thread was busy. Add replicas, or CPUs and memory "
                 "per container (deploy.cpus, deploy.memory), or threads if the requests mostly wait on I/O.",
-                fires=Case(series={waited: _counter(per_minute), soon: _counter(per_minute * (1 - 2 * QUEUED_SHARE))},
-                           fires={"job": job}),
-                quiet=Case(series={waited: _counter(per_minute), soon: _counter(per_minute * (1 - QUEUED_SHARE / 2))},
-                           fires=None),
+                fires=queued_fires,
+                quiet=queued_quiet,
             )
         )
 

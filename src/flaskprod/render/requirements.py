@@ -43,6 +43,22 @@ class Requirements:
         return self.files[1:]
 
 
+def requirements_file(setting: str, root: Path) -> str | None:
+    """The file deploy.requirements names, relative to root; None: the project installs from pyproject.toml."""
+    if setting != "auto":
+        if not (root / setting).is_file():
+            raise BuildError(f"deploy.requirements: {setting} not found in {root}; fix the path")
+        return setting
+    if (root / "requirements.txt").is_file():
+        return "requirements.txt"
+    if (root / "pyproject.toml").is_file():
+        return None
+    raise BuildError(
+        f"no requirements.txt or pyproject.toml in {root}: the image needs one to install the app's packages; "
+        "write one (pip freeze > requirements.txt) or set deploy.requirements"
+    )
+
+
 def read_requirements(root: Path, path: str) -> Requirements:
     """Read `path` (relative to root) and what it includes; an include missing or outside root is a BuildError."""
     files: list[str] = []

@@ -163,22 +163,6 @@ class _SlotNumbers:
 _NUMBERS = _SlotNumbers()
 
 
-class Queue:
-    """One slot's histogram of the time requests waited between the proxy and the app."""
-
-    __slots__ = ("bucket_cells", "buckets", "sum", "sum_cell")
-
-    def __init__(self, files: dict[str, ValueFile]) -> None:
-        self.sum = 0.0
-        self.buckets = [0.0] * (len(BUCKETS) + 1)
-        if files:
-            name, doc = QUEUED
-            self.sum_cell = Cell(files["histogram"], mmap_key(name, name + "_sum", [], [], doc))
-            self.bucket_cells = [
-                Cell(files["histogram"], mmap_key(name, name + "_bucket", ["le"], [bound], doc)) for bound in LE_LABELS
-            ]
-
-
 class Slot:
     """One thread's share of the request metrics: only that thread writes its routes and files.
 
@@ -220,6 +204,22 @@ class Figures:
         self.buckets = [a + b for a, b in zip(self.buckets, list(other.buckets), strict=True)]
         for status, count in list(other.statuses.items()):
             self.statuses[status] = self.statuses.get(status, 0.0) + count
+
+
+class Queue(Figures):
+    """One slot's histogram of the time requests waited between the proxy and the app (its duration_sum and
+    buckets; never in progress, no statuses), and where it is written."""
+
+    __slots__ = ("bucket_cells", "sum_cell")
+
+    def __init__(self, files: dict[str, ValueFile]) -> None:
+        super().__init__()
+        if files:
+            name, doc = QUEUED
+            self.sum_cell = Cell(files["histogram"], mmap_key(name, name + "_sum", [], [], doc))
+            self.bucket_cells = [
+                Cell(files["histogram"], mmap_key(name, name + "_bucket", ["le"], [bound], doc)) for bound in LE_LABELS
+            ]
 
 
 class Route(Figures):
@@ -299,15 +299,11 @@ class HttpMetrics:
 
     # The methods below take a method already mapped to KNOWN_METHODS or OTHER_METHOD, so routes stay bounded.
 
-    def _slot(self) -> Slot:
+    def route(self, method: str, endpoint: str) -> Route:
+        """The calling thread's figures for (method, endpoint)."""
         slot = getattr(self._local, "slot", None)
         if slot is None or (self._directory is not None and slot.pid != os.getpid()):
             slot = self._claim_slot()
-        return slot
-
-    def route(self, method: str, endpoint: str) -> Route:
-        """The calling thread's figures for (method, endpoint)."""
-        slot = self._slot()
         route = slot.routes.get((method, endpoint))
         if route is None:
             route = slot.routes[(method, endpoint)] = Route(method, endpoint, slot)
@@ -345,10 +341,10 @@ class HttpMetrics:
         if queue is None:
             queue = slot.queue = Queue(slot.files)
         bucket = bisect.bisect_left(BUCKETS, seconds)
-        queue.sum += seconds
+        queue.duration_sum += seconds
         queue.buckets[bucket] += 1
         if slot.files:
-            queue.sum_cell.set(queue.sum)
+            queue.sum_cell.set(queue.duration_sum)
             queue.bucket_cells[bucket].set(queue.buckets[bucket])
 
     def _claim_slot(self) -> Slot:
@@ -432,8 +428,7 @@ class _RouteCollector(Collector):
                 total.add(r)
             if slot.queue is not None:
                 queued = queued or Figures()
-                queued.duration_sum += slot.queue.sum
-                queued.buckets = [a + b for a, b in zip(queued.buckets, list(slot.queue.buckets), strict=True)]
+                queued.add(slot.queue)
         return self._families(totals, queued)
 
     @staticmethod
