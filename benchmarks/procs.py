@@ -9,15 +9,53 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def _port_band() -> range:
+    """Ports this process hands out: below the kernel's ephemeral range and above the well-known services'.
+
+    Port 0 would draw from the ephemeral range, the same pool every client connection's local port comes from, so
+    a port picked there and bound a while later (pebble's challenge port, a stack's listener) can be taken in
+    between by a connection of the other test worker; CI lost two TLS tests to that. Each pytest-xdist worker gets
+    a band of its own, so two workers never pick the same port either.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    first, last = 10000, max(low, 12000)
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = (last - first) // max(count, 1)
+    return range(first + index * size, first + (index + 1) * size)
+
+
+def _ports(band: range) -> Iterator[int]:
+    start = os.getpid() % len(band)  # a later run starts elsewhere, clear of its predecessor's TIME_WAITs
+    while True:
+        yield from band[start:]
+        yield from band[:start]
+        start = 0
+
+
+_BAND = _port_band()
+_next_port = _ports(_BAND)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now that nothing else in this run will be handed, in turn from this process's band."""
+    for _ in range(len(_BAND)):
+        port = next(_next_port)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 @dataclass

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -52,6 +53,16 @@ Running 2s test @ http://127.0.0.1:8000/api/cpu
 Requests/sec:      0.00
 Transfer/sec:       0.00B
 """
+
+
+def test_free_ports_are_distinct_and_never_ones_the_kernel_hands_to_connections() -> None:
+    """A port from the ephemeral range can be taken by some connection between picking and binding it."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [procs.free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert all(10000 <= port < low for port in ports), sorted(ports)[-1]
+    with socket.create_server(("127.0.0.1", 0)) as client_side:  # the kind of port a client is handed
+        assert client_side.getsockname()[1] >= low
 
 
 def test_parse_reads_throughput_latency_in_each_unit_and_every_kind_of_error() -> None:
