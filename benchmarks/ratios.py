@@ -15,6 +15,8 @@ ACCEPT_LOCK = "flaskprod-uwsgi-acceptlock"
 UNPINNED = "flaskprod-uwsgi-unpinned"
 # The default with the loaded app left to the garbage collector instead of frozen.
 UNFROZEN = "flaskprod-uwsgi-unfrozen"
+# The default with threads left to grab the interpreter lock as they come, instead of taking turns.
+UNFAIR = "flaskprod-uwsgi-unfair"
 OPTION2 = "guide-option2"
 MAIN_CONNECTIONS = 64
 SMALL_DYNAMIC = ("ping", "page")

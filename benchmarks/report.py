@@ -13,6 +13,7 @@ from .ratios import (
     DISTURBED_STOLEN,
     MAIN_CONNECTIONS,
     STEAL_TOLERANCE,
+    UNFAIR,
     UNFROZEN,
     UNPINNED,
     Goal,
@@ -24,6 +25,7 @@ from .ratios import (
     pair_stem,
     runs_with_cores,
     steal,
+    tail,
 )
 from .workloads import BY_NAME
 
@@ -459,6 +461,17 @@ def _reasons(results: Results) -> list[str]:
         out.append(
             "- Frozen start-up objects (uwsgi): with the loaded app frozen before the fork (the default) against "
             f"left to the garbage collector, requests/s on {shown}{memory}."
+        )
+    if shown := against(UNFAIR):
+        tails = []
+        for w in ("ping", "page", "db-pg"):
+            mine, theirs = find_run(results, base, w), find_run(results, UNFAIR, w)
+            if (t0 := mine and tail(mine)) and (t1 := theirs and tail(theirs)):
+                tails.append(f"{w} {t0:.2f} against {t1:.2f}")
+        out.append(
+            "- Turns for the interpreter lock (uwsgi): with requests taking turns (the default) against threads "
+            f"taking the lock as they come, requests/s on {shown}"
+            + (f"; p99/p50 on {'; '.join(tails)}." if tails else ".")
         )
     workers = next((s.get("workers") for s in results["stacks"] if s["name"] == DEFAULT), None)
     if workers:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import procs
-from .ratios import ACCEPT_LOCK, DEFAULT, UNFROZEN, UNPINNED
+from .ratios import ACCEPT_LOCK, DEFAULT, UNFAIR, UNFROZEN, UNPINNED
 
 REPO = Path(__file__).resolve().parent.parent
 TASKBOARD = REPO / "examples" / "taskboard"
@@ -273,7 +273,7 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
         for w, t in ((5, 4), (4, 6), (3, 8))
     ]
     # Each server with one of its defaults reversed: uWSGI's accept lock on; workers left to the scheduler;
-    # the loaded app left to the garbage collector.
+    # the loaded app left to the garbage collector; threads not taking turns for the interpreter lock.
     stacks += [
         Stack(
             name=name,
@@ -287,6 +287,7 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
             (ACCEPT_LOCK, "uwsgi", "server.accept_lock=true"),
             (UNPINNED, "uwsgi", "server.cpu_affinity=false"),
             (UNFROZEN, "uwsgi", "server.gc_freeze=false"),
+            (UNFAIR, "uwsgi", "server.fair_gil=false"),
             ("flaskprod-gunicorn-unpinned", "gunicorn", "server.cpu_affinity=false"),
         )
     ]

@@ -478,6 +478,20 @@ def test_report_compares_the_frozen_default_with_the_unfrozen_on_requests_and_me
     )
 
 
+def test_report_compares_turns_for_the_lock_with_threads_taking_it_as_they_come_on_requests_and_tail() -> None:
+    results = _results()
+    results["stacks"].append({"name": "flaskprod-uwsgi-unfair", "label": "unfair", "group": "flaskprod"})
+    results["runs"] += [_run("flaskprod-uwsgi-unfair", "ping", 10000, p50=4.0, p99=16.0),
+                        _run("flaskprod-uwsgi-unfair", "page", 800, p50=50.0, p99=150.0)]  # fmt: skip
+    text = report.render(results)
+    line = next(line for line in text.splitlines() if line.startswith("- Turns for the interpreter lock"))
+    assert line == (
+        "- Turns for the interpreter lock (uwsgi): with requests taking turns (the default) against threads taking "
+        "the lock as they come, requests/s on ping 9,000 against 10,000 (0.90x); page 900 against 800 (1.12x); "
+        "p99/p50 on ping 1.60 against 4.00; page 2.50 against 3.00."
+    )
+
+
 def test_the_queue_a_warm_up_leaves_is_drained_before_the_measured_run(tmp_path: Path) -> None:
     """wrk stops with a request queued on every connection; one sync worker takes 64 x 20 ms to drain them.
 

@@ -20,6 +20,7 @@ from ..errors import FlaskprodError
 from . import affinity, gcfreeze, stopnow
 from .common import RunDir
 from .memorybound import MemoryBound
+from .turns import taking_turns, turns_taken
 
 # Signals that cut a drain delay short: the operator wants the server gone now.
 _IMPATIENT = (signal.SIGTERM, *stopnow.QUIT_NOW)
@@ -210,7 +211,7 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
                 _leave_to_be_replaced(exc)
             raise  # a bug in the app: Gunicorn logs the traceback the user needs, then stops
         self.run_dir.mark_app_loaded()
-        return wsgi
+        return taking_turns(wsgi) if turns_taken(self.settings) else wsgi
 
     def run(self) -> None:
         # Before the arbiter exists: with preload it imports the app at once, and Production(app) writes its

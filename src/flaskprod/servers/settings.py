@@ -37,6 +37,7 @@ def server_settings(spec: Spec, derived: Derived, app: AppRef, *, worker_mb: flo
         "accept_lock": server.accept_lock,
         "cpu_affinity": derived.cpu_affinity,
         "gc_freeze": server.gc_freeze,
+        "fair_gil": server.fair_gil,
         "preload": server.preload,
         "drain_delay": server.drain_delay,
         "proc_name": spec.app.name,

@@ -18,6 +18,7 @@ from ..errors import ServerError
 from ..spec import SETTINGS
 from .common import RunDir, parse_bind
 from .memorybound import MemoryBound, children, signal_to
+from .turns import turns_taken
 
 ENTRY = "flaskprod.servers.uwsgi_entry:application"
 # Request header buffer: uWSGI's 4 KiB default rejects ordinary large cookies with a 502 at the proxy.
@@ -53,9 +54,10 @@ def render_ini(
         ("module", ENTRY),
         ("pythonpath", settings["pythonpath"]),
         ("env", f"{SETTINGS['app.target'].env}={settings['app']}"),
-        # Resolved here (auto needs the worker count); the entry pins each worker it forks.
+        # Resolved here (auto needs the worker count, turns the thread count); the entry pins each worker it forks.
         ("env", f"{SETTINGS['server.cpu_affinity'].env}={'true' if settings['cpu_affinity'] else 'false'}"),
         ("env", f"{SETTINGS['server.gc_freeze'].env}={'true' if settings['gc_freeze'] else 'false'}"),
+        ("env", f"{SETTINGS['server.fair_gil'].env}={'true' if turns_taken(settings) else 'false'}"),
         ("procname-prefix-spaced", settings["proc_name"]),
         ("auto-procname", True),
         ("http-socket" if protocol == "http" else "socket", bind),

@@ -9,6 +9,7 @@ import sys
 from ..discovery import find_app
 from ..spec import load_spec
 from . import affinity, gcfreeze
+from .turns import taking_turns
 
 # uWSGI's Python plugin points sys.stdout at stderr; the app's JSON logs belong on stdout (fd 1),
 # as under Gunicorn, so log shippers find them in one place.
@@ -16,10 +17,12 @@ sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=T
 
 spec = load_spec()
 # serve exports the app it found as FLASKPROD_APP__TARGET, so this finds the same one.
-application = find_app(spec.app.target)
+loaded = find_app(spec.app.target)
 # uWSGI loads the app here, in the master (lazy-apps off), and forks the workers after: they inherit it frozen.
 if spec.server.gc_freeze:
     gcfreeze.freeze_loaded()
+# The ini resolves fair_gil: on only when the workers have threads to take turns.
+application = taking_turns(loaded) if spec.server.fair_gil else loaded
 
 
 def _pin_worker() -> None:

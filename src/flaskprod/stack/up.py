@@ -751,6 +751,7 @@ class Stack:
         threads = f"{d.threads} thread{'s' if d.threads != 1 else ''}"
         protocol = "uwsgi protocol" if p.protocol == "uwsgi" else "HTTP"
         pinned = ", a CPU each" if d.cpu_affinity else ""
+        fair = ", fair GIL" if spec.server.fair_gil and d.threads > 1 else ""
         metrics = f"{url}{spec.monitoring.metrics_path}" if spec.monitoring.metrics else "off"
         if p.prometheus:  # nginx's public port answers 404 there: the scraper has a listener of its own
             metrics = f"{p.prometheus.metrics_url(spec)} (loopback, for Prometheus)"
@@ -760,7 +761,7 @@ class Stack:
             ("URL", f"{url}/"),
             (
                 "app server",
-                f"{spec.server.kind}, {d.workers} workers x {threads} ({d.worker_class}{pinned}), "
+                f"{spec.server.kind}, {d.workers} workers x {threads} ({d.worker_class}{pinned}{fair}), "
                 f"{protocol} on unix:{p.run.app_socket(p.release.number)}",
             ),
             ("release", f"{p.release.number}, copied {p.release.created} from {p.release.source}"),
