@@ -72,7 +72,7 @@ FULL = Mode(
     postgres=True,
     counted_requests=(100, 600),
     samples=3,
-    # As many as `make bench-ab`: in run 25 six pairs put /api/ping at 0.95x Option 3 and eight, minutes
+    # As many as `make bench-ab`: in run 25 six pairs put /api/ping at 0.95x Option 3 and eight, an hour
     # later, at 1.10x; the median of six moves by more than the goals' margins on this machine.
     pair_rounds=8,
 )

@@ -11,6 +11,12 @@ from tests.support import ROOT
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 HEADING = re.compile(r"^#{1,6} (.+)$", re.MULTILINE)
+FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
+
+
+def prose(page: Path) -> str:
+    """The page without its code blocks, whose `# comments` are not headings and whose text is not links."""
+    return FENCE.sub("", page.read_text())
 
 
 def anchor(heading: str) -> str:
@@ -19,12 +25,12 @@ def anchor(heading: str) -> str:
 
 
 def anchors(page: Path) -> set[str]:
-    return {anchor(h) for h in HEADING.findall(page.read_text())}
+    return {anchor(h) for h in HEADING.findall(prose(page))}
 
 
 def broken_links(page: Path) -> list[str]:
     broken = []
-    for target in LINK.findall(page.read_text()):
+    for target in LINK.findall(prose(page)):
         if target.startswith(("http://", "https://", "mailto:")):
             continue
         path, _, fragment = target.partition("#")
@@ -46,9 +52,14 @@ def test_every_link_resolves(page: Path) -> None:
 
 def test_a_broken_link_is_found(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
-    (tmp_path / "other.md").write_text("# Turns for the lock: `server.fair_gil = true`\n")
+    (tmp_path / "other.md").write_text("# Turns for the lock: `server.fair_gil = true`\n```sh\n# a comment\n```\n")
     page.write_text(
         "# Here\n[ok](other.md#turns-for-the-lock-serverfair_gil--true) [self](#here)\n"
-        "[gone](missing.md) [heading](other.md#nowhere) [web](https://example.com/x)\n"
+        "[gone](missing.md) [heading](other.md#nowhere) [web](https://example.com/x) [code](other.md#a-comment)\n"
+        "```md\n[not a link](missing.md)\n```\n"
     )
-    assert broken_links(page) == ["missing.md: no such file", "other.md#nowhere: no such heading"]
+    assert broken_links(page) == [
+        "missing.md: no such file",
+        "other.md#nowhere: no such heading",
+        "other.md#a-comment: no such heading",
+    ]
