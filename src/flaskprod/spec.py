@@ -268,7 +268,7 @@ class MonitoringSettings:
         True,
         "Count how long each request waited between nginx and the app (http_request_queue_seconds, from the "
         "X-Request-Start nginx sends); behind a trusted proxy only. False saves about 19,000 instructions a "
-        "request (3% of a small JSON response; docs/defaults.md).",
+        "request (3% of a small JSON response; docs/defaults-log.md).",
     )
     health: bool = setting(True, "Serve the liveness and readiness endpoints.")
     metrics_path: str = setting("/metrics", "Path of the Prometheus metrics endpoint.")

@@ -64,7 +64,7 @@ SLOW_QUANTILE = 0.99
 # In-flight requests over this share of the threads every worker has: new requests queue in the backlog.
 SATURATION = 0.9
 # A wait between nginx and the app that a user feels, a bucket bound of the histogram: a healthy stack
-# under full load waits milliseconds (p99 13 ms on the benchmarks' smallest request, docs/defaults.md).
+# under full load waits milliseconds (p99 13 ms on the benchmarks' smallest request, docs/defaults-log.md).
 QUEUED_LE = "0.25"
 # More than one request in ten waiting that long: not a burst, the workers are too few.
 QUEUED_SHARE = 0.1

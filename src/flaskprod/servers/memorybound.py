@@ -2,7 +2,7 @@
 
 uWSGI's own reload-on-rss reads /proc/self/stat after every request (open, fstat, read, close, and the
 kernel walking every thread of the worker): 500 against 475 µs of worker CPU per /api/ping request
-(docs/defaults.md); Gunicorn has no memory bound of its own. Reading each worker's /proc/PID/statm once a
+(docs/defaults-log.md); Gunicorn has no memory bound of its own. Reading each worker's /proc/PID/statm once a
 second from the process that supervises the workers costs them nothing. A worker found past the bound
 is recycled the server's graceful way (uWSGI: SIGHUP to the worker; Gunicorn: SIGTERM from the
 arbiter): it stops accepting, finishes the requests it holds, exits, and a replacement is forked.

@@ -3,7 +3,7 @@
 CPython hands its lock to whichever thread asks while it is free. In a threaded worker under load,
 the thread that just answered a request is back for its next one before the waiter it woke has been
 scheduled, so it takes the lock again, and a request another thread accepted earlier waits while
-dozens that came later are served: that was the tail of flaskprod's default stack (docs/defaults.md,
+dozens that came later are served: that was the tail of flaskprod's default stack (docs/defaults-log.md,
 "Where the tail is"). Yielding as a request enters the app makes the turn fair: os.sched_yield
 releases the lock and gives up the core, so the longest waiter, already woken, runs and takes the lock,
 and this thread asks again behind it. One hand-over and one switch more per request; with nobody
