@@ -49,6 +49,49 @@ def _stack_labels(results: Results) -> dict[str, str]:
     return {s["name"]: s["label"] for s in results["stacks"]}
 
 
+# The stacks a reader picks between, and the workloads that tell them apart: the front README's table.
+HEADLINE_STACKS = (DEFAULT, "guide-option3", "guide-option2", "gunicorn-bare", "flask-dev")
+HEADLINE_WORKLOADS = ("page", "ping", "db-pg", "slow", "cpu", "static")
+# The front README's block between these lines is written from results.json, never by hand.
+HEADLINE_BEGIN = "<!-- benchmarks:headline: written by `python -m benchmarks` from docs/benchmarks/results.json -->"
+HEADLINE_END = "<!-- /benchmarks:headline -->"
+
+
+def headline(results: Results) -> list[str]:
+    """requests/s and p99 of the stacks a reader picks between, as the full report picks each run."""
+    picked = {(r["stack"], r["workload"]): r for r in results["runs"] if r["connections"] == MAIN_CONNECTIONS}
+    labels = _stack_labels(results)
+    workloads = [BY_NAME[w] for w in HEADLINE_WORKLOADS if any(key[1] == w for key in picked)]
+    rows = []
+    for stack in HEADLINE_STACKS:
+        if not any(key[0] == stack for key in picked):
+            continue
+        cells = []
+        for workload in workloads:
+            run = picked.get((stack, workload.name))
+            cells.append(NONE if run is None else f"{_num(run['ok_rps'], 0)} ({_num(run['p99_ms'], 1)} ms)")
+        rows.append([labels.get(stack, stack), *cells])
+    commit = f" (commit {results['commit']})" if results.get("commit") else ""
+    samples = results["settings"].get("samples", 1)
+    which = "the least disturbed" if results["settings"].get("pick") == "least steal" else "the median"
+    intro = (
+        f"`{results.get('command', 'make bench')}` on {results['started'][:10]}{commit}, "
+        f"{results['machine']['cores']} cores with `wrk` on the same cores: requests/s at {MAIN_CONNECTIONS} "
+        f"connections, p99 in brackets, each {which} of {samples} rounds "
+        "([every stack and round](docs/benchmarks/README.md)). Higher is better; compare within a column."
+    )
+    return [intro, "", *_table(["stack", *(w.label for w in workloads)], rows)]
+
+
+def with_headline(readme: str, results: Results) -> str:
+    """readme with its headline block rewritten from results; ValueError if it has no such block."""
+    start, end = readme.find(HEADLINE_BEGIN), readme.find(HEADLINE_END)
+    if start < 0 or end < start:
+        raise ValueError(f"no {HEADLINE_BEGIN!r} ... {HEADLINE_END!r} block to write the headline table into")
+    block = "\n".join([HEADLINE_BEGIN, *headline(results), HEADLINE_END])
+    return readme[:start] + block + readme[end + len(HEADLINE_END) :]
+
+
 def goals_section(results: Results) -> list[str]:
     kind = results.get("default_server_kind", "?")
     lines = [

@@ -706,3 +706,41 @@ def test_a_candidate_ranked_above_the_default_shows_its_paired_run_against_it() 
         "ping 1.22x (A won 5 of 6) of what `flaskprod-rival` did: [table](ab/flaskprod-default-vs-flaskprod-rival.md)."
     ) in text
     assert "Paired with the default round by round" not in report.render(results, paired=[other])
+
+
+def test_the_headline_table_shows_each_picked_stack_s_requests_and_p99_with_a_dash_where_not_measured() -> None:
+    lines = report.headline(_results())
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith("| label of")}
+    assert list(rows) == ["label of flaskprod-default", "label of guide-option3", "label of guide-option2"]
+    header = next(line for line in lines if line.startswith("| stack"))
+    assert header.split(" | ")[1:3] == ["small page (/)", "JSON API (/api/ping)"]
+    # No db-pg run in the fixture: no PostgreSQL column at all.
+    assert "PostgreSQL" not in header
+    assert rows["label of flaskprod-default"].split(" | ")[1:3] == ["900 (25.0 ms)", "9,000 (8.0 ms)"]
+    assert rows["label of guide-option3"].split(" | ")[3] == report.NONE
+
+
+def test_the_front_readme_s_headline_is_the_published_run_s() -> None:
+    readme = (REPO / "README.md").read_text()
+    results = json.loads((REPO / "docs" / "benchmarks" / "results.json").read_text())
+    assert report.with_headline(readme, results) == readme, "run `.venv/bin/python -m benchmarks --render`"
+    assert f"| flaskprod up (defaults) | {round(_picked(results, 'page')):,} (" in readme
+
+
+def _picked(results: dict[str, Any], workload: str) -> float:
+    return next(
+        r["ok_rps"]
+        for r in results["runs"]
+        if (r["stack"], r["workload"], r["connections"]) == ("flaskprod-default", workload, 64)
+    )
+
+
+def test_writing_the_headline_needs_its_block_and_keeps_the_rest() -> None:
+    with pytest.raises(ValueError, match="benchmarks:headline"):
+        report.with_headline("# a readme without the block\n", _results())
+    text = f"before\n{report.HEADLINE_BEGIN}\nstale\n{report.HEADLINE_END}\nafter\n"
+    written = report.with_headline(text, _results())
+    assert written.startswith(f"before\n{report.HEADLINE_BEGIN}\n")
+    assert written.endswith(f"{report.HEADLINE_END}\nafter\n")
+    assert "stale" not in written and "9,000 (8.0 ms)" in written
+    assert report.with_headline(written, _results()) == written
