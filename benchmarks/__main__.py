@@ -83,7 +83,11 @@ def render(out: Path) -> int:
     if out.resolve() == PUBLISHED.resolve():
         # The published run is the one the front README quotes; a quick or elsewhere run never is.
         front = REPO / "README.md"
-        front.write_text(report.with_headline(front.read_text(), results))
+        try:
+            front.write_text(report.with_headline(front.read_text(), results))
+        except ValueError as exc:
+            say(f"error: {front}: {exc}; put the two marker lines back under its Benchmarks heading")
+            return 2
         say(f"wrote the headline table in {front}")
     for goal in goals_for(results):
         verdict = {True: "met", False: "MISSED", None: "not measured"}[goal.met]
