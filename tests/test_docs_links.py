@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -24,8 +25,9 @@ def anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def anchors(page: Path) -> set[str]:
-    return {anchor(h) for h in HEADING.findall(prose(page))}
+@functools.cache  # a page is linked many times over; read its headings once
+def anchors(page: Path) -> frozenset[str]:
+    return frozenset(anchor(h) for h in HEADING.findall(prose(page)))
 
 
 def broken_links(page: Path) -> list[str]:
