@@ -141,6 +141,7 @@ def test_a_hand_edit_is_kept_and_named(project: Path) -> None:
     ("args", "message"),
     [
         (["--target", "single", "--with", "monitoring"], "--with monitoring is not available for --target single"),
+        (["--target", "k8s", "--with", "logging"], "the platform's collector (a DaemonSet, journald)"),
         (["--target", "compose", "--with", "elk"], "--with elk: unknown; choose from monitoring"),
         (["--target", "compose", "--out", "/tmp"], "--out /tmp: outside the project"),
         (["--target", "compose", "--server", "uwsgi"], "--target compose runs gunicorn, but server.kind is uwsgi"),

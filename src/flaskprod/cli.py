@@ -311,8 +311,9 @@ def init(app: str | None, force: bool, dry_run: bool) -> None:
     "extras",
     multiple=True,
     metavar="EXTRA",
-    help="Add parts: monitoring (Prometheus, Grafana), postgres (PostgreSQL sized for the app's pools), "
-    "tls (a Let's Encrypt certificate for proxy.server_name: certbot, cert-manager on k8s).",
+    help="Add parts: monitoring (Prometheus, Grafana), logging (every container's output in Loki, shipped by "
+    "Grafana Alloy, read in Grafana), postgres (PostgreSQL sized for the app's pools), tls (a Let's Encrypt "
+    "certificate for proxy.server_name: certbot, cert-manager on k8s).",
 )
 @click.option("--force", is_flag=True, help="Overwrite files that were changed since flaskprod wrote them.")
 @click.option("--dry-run", is_flag=True, help="Show what would be written; write nothing.")

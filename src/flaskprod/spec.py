@@ -309,6 +309,10 @@ class LoggingSettings:
     configure: bool = setting(
         True, "Send the app's log records to stdout in logging.format with the request id; false leaves logging alone."
     )
+    retention_days: int = setting(
+        14, "Days Loki keeps every container's log lines (`flaskprod build --with logging`); older lines are deleted.",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -296,8 +296,8 @@ def _creates_pickling_handler(node: ast.expr) -> bool:
     WARNING,
     "logging.handlers.SocketHandler sends pickled records: Logstash cannot read them, and a receiver that "
     "unpickles them runs code for anyone who can connect",
-    hint="log JSON lines to stdout (Production(app) does) and ship them with Filebeat/Promtail, or send JSON "
-    "to a Logstash json_lines input",
+    hint="log JSON lines to stdout (Production(app) does) and ship them with a collector (`flaskprod build "
+    "--with logging` writes Loki and Grafana Alloy), or send JSON to a Logstash json_lines input",
 )
 def pickling_log_handler(context: Context) -> Iterator[Found]:
     for item in context.files:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import postgres, tls
+from . import logs, postgres, tls
 from .deployment import NGINX_PORT, NGINX_UID, Deployment
 from .image import image_files
 from .monitoring import (
@@ -32,6 +32,7 @@ GRAFANA_IMAGE = "grafana/grafana:12.0.2"
 GRAFANA_PORT = 3000
 GRAFANA_PASSWORD_HELP = "set GRAFANA_ADMIN_PASSWORD for Grafana's admin user"
 MONITORING = "monitoring"
+LOGGING = "logging"
 # nginx holds few connections per request and little memory; two replicas ride out one restart.
 NGINX_REPLICAS = 2
 NGINX_LIMITS = {"cpus": "0.5", "memory": "128M"}
@@ -121,7 +122,7 @@ def compose_data(d: Deployment) -> dict[str, Any]:
         data["secrets"] = {POSTGRES_SECRET: {"file": f"${{POSTGRES_PASSWORD_FILE:?{POSTGRES_PASSWORD_HELP}}}"}}
         volumes["postgres-data"] = {}
     if MONITORING in d.extras:
-        prometheus, grafana = _monitoring_services()
+        prometheus, grafana = _prometheus_service(), _grafana_service()
         prometheus["volumes"] = [
             f"./{MONITORING}/prometheus:{PROMETHEUS_CONFIG_DIR}:ro",
             "prometheus-data:/prometheus",
@@ -134,6 +135,29 @@ def compose_data(d: Deployment) -> dict[str, Any]:
         grafana["depends_on"] = ["prometheus"]
         data["services"].update(prometheus=prometheus, grafana=grafana)
         volumes |= {"prometheus-data": {}, "grafana-data": {}}
+    if LOGGING in d.extras:
+        loki, alloy = _loki_service(), _alloy_service()
+        loki |= {"restart": "unless-stopped", **_hardened()}
+        loki["volumes"] = [f"./{LOGGING}/loki:{logs.LOKI_CONFIG_DIR}:ro", f"loki-data:{logs.LOKI_DATA_DIR}"]
+        alloy["restart"] = "unless-stopped"
+        alloy["volumes"] = [
+            f"./{LOGGING}/alloy:{logs.ALLOY_CONFIG_DIR}:ro",
+            f"{logs.DOCKER_SOCKET}:{logs.DOCKER_SOCKET}:ro",
+            f"alloy-data:{logs.ALLOY_DATA_DIR}",
+        ]
+        alloy["depends_on"] = ["loki"]
+        grafana = data["services"].get("grafana")
+        if grafana is None:
+            grafana = _grafana_service()
+            grafana["volumes"] = [
+                f"./{LOGGING}/grafana/provisioning:{GRAFANA_PROVISIONING_DIR}:ro",
+                "grafana-data:/var/lib/grafana",
+            ]
+            grafana["depends_on"] = []
+            volumes["grafana-data"] = {}
+        grafana["depends_on"].append("loki")
+        data["services"].update(loki=loki, alloy=alloy, grafana=grafana)
+        volumes |= {"loki-data": {}, "alloy-data": {}}
     if TLS in d.extras:
         _tls_nginx(d, nginx, published=f"{d.spec.deploy.https_port}:{tls.NGINX_TLS_PORT}")
         init, certbot = _certbot_services(d)
@@ -156,9 +180,17 @@ def compose_data(d: Deployment) -> dict[str, Any]:
         }
         data["services"].update({CERTBOT_INIT: init, CERTBOT: certbot})
         volumes |= {tls.CERTS_VOLUME: {}, tls.WEBROOT_VOLUME: {}}
+    if LOGGING in d.extras:
+        _label_for_logs(d, data["services"])
     if volumes:
         data["volumes"] = volumes
     return data
+
+
+def _label_for_logs(d: Deployment, services: dict[str, Any]) -> None:
+    """Every container of the stack labelled, so Alloy ships its output under its service's name."""
+    for name, service in services.items():
+        service["labels"] = logs.service_labels(d, name)
 
 
 def _tls_nginx(d: Deployment, nginx: dict[str, Any], *, published: str | dict[str, Any]) -> None:
@@ -235,15 +267,20 @@ def _postgres_service(
     }
 
 
-def _monitoring_services() -> tuple[dict[str, Any], dict[str, Any]]:
-    """Prometheus and Grafana, reachable from this host only: neither is for the public."""
-    prometheus: dict[str, Any] = {
+# Prometheus, Grafana and Loki are reachable from this host only: none is for the public.
+
+
+def _prometheus_service() -> dict[str, Any]:
+    return {
         "image": PROMETHEUS_IMAGE,
         "restart": "unless-stopped",
         "ports": [f"127.0.0.1:{PROMETHEUS_PORT}:{PROMETHEUS_PORT}"],
         "networks": ["backend"],
     }
-    grafana: dict[str, Any] = {
+
+
+def _grafana_service() -> dict[str, Any]:
+    return {
         "image": GRAFANA_IMAGE,
         "restart": "unless-stopped",
         "environment": {
@@ -253,7 +290,41 @@ def _monitoring_services() -> tuple[dict[str, Any], dict[str, Any]]:
         "ports": [f"127.0.0.1:{GRAFANA_PORT}:{GRAFANA_PORT}"],
         "networks": ["backend"],
     }
-    return prometheus, grafana
+
+
+def _loki_service() -> dict[str, Any]:
+    return {
+        "image": logs.LOKI_IMAGE,
+        "command": [f"-config.file={logs.LOKI_CONFIG_DIR}/loki.yaml"],
+        "ports": [f"127.0.0.1:{logs.LOKI_PORT}:{logs.LOKI_PORT}"],
+        "deploy": {"resources": {"limits": logs.LOKI_LIMITS}},
+        "networks": ["backend"],
+    }
+
+
+def _alloy_service() -> dict[str, Any]:
+    """Alloy reads every container's output through the Docker socket: as root, the socket's owner. Whoever
+    reads that socket can command the Docker host, so it is mounted read-only here and nowhere else."""
+    return {
+        "image": logs.ALLOY_IMAGE,
+        "user": "0:0",
+        "command": [
+            "run",
+            f"--server.http.listen-addr={logs.ALLOY_LISTEN}",
+            f"--storage.path={logs.ALLOY_DATA_DIR}",
+            f"{logs.ALLOY_CONFIG_DIR}/config.alloy",
+        ],
+        "read_only": True,
+        "tmpfs": ["/tmp"],
+        # Root without the others' capabilities, but for writing its storage whoever the image made its owner.
+        "cap_drop": ["ALL"],
+        "cap_add": ["DAC_OVERRIDE"],
+        "security_opt": ["no-new-privileges:true"],
+        # The image has curl; Alloy answers once its pipeline loaded.
+        "healthcheck": {"test": ["CMD", "curl", "-fsS", logs.ALLOY_READY], "interval": "30s", "timeout": "5s"},
+        "deploy": {"resources": {"limits": logs.ALLOY_LIMITS}},
+        "networks": ["backend"],
+    }
 
 
 def render_compose(d: Deployment) -> dict[str, str]:
@@ -268,8 +339,26 @@ def render_compose(d: Deployment) -> dict[str, str]:
     files = image_files(d, upstream(d), tls=tls.container_tls(d) if TLS in d.extras else None)
     if MONITORING in d.extras:
         files.update(monitoring_files(d, Scrape(job=d.name, dns_names=("app",)), prefix=f"{MONITORING}/"))
+    if LOGGING in d.extras:
+        files.update(_logging_files(d))
+        run = "\n".join([run, *_logging_steps(d)])
     files["compose.yaml"] = dump_yaml(compose_data(d), generated_header(d.name, run))
     return files
+
+
+def _logging_files(d: Deployment) -> dict[str, str]:
+    """Loki's and Alloy's files, and the Loki datasource beside Prometheus's when Grafana has one already."""
+    grafana = MONITORING if MONITORING in d.extras else LOGGING
+    path = f"{grafana}/grafana/provisioning/datasources/loki.yml"
+    return logs.logging_files(d, datasource_path=path, default_datasource=MONITORING not in d.extras)
+
+
+def _logging_steps(d: Deployment) -> list[str]:
+    return [
+        f"Logs: every container's output goes to Loki, labelled app={d.name} and service. In Grafana",
+        f"(http://127.0.0.1:{GRAFANA_PORT}, Explore, Loki) one request across nginx and the app is",
+        f'{{app="{d.name}"}} | request_id="..." (the X-Request-ID of its response).',
+    ]
 
 
 def _compose_postgres_steps(d: Deployment) -> str:
@@ -387,7 +476,7 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         # Swarm has no bind mounts across nodes: every file reaches its service as a config.
         files = _swarm_monitoring_files(d)
         configs = {_config_name(path): {"file": f"./{path}"} for path in files}
-        prometheus, grafana = _monitoring_services()
+        prometheus, grafana = _prometheus_service(), _grafana_service()
         grafana.pop("restart")
         prometheus.pop("restart")
         prometheus["configs"] = [
@@ -407,6 +496,8 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         data["services"].update(prometheus=prometheus, grafana=grafana)
         data["configs"] = configs
         volumes |= {"prometheus-data": {}, "grafana-data": {}}
+    if LOGGING in d.extras:
+        _swarm_logging(d, data, volumes)
     if TLS in d.extras:
         https = {"target": tls.NGINX_TLS_PORT, "published": d.spec.deploy.https_port, "protocol": "tcp"}
         _tls_nginx(d, nginx, published={**https, "mode": "ingress"})
@@ -435,6 +526,57 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
     return data
 
 
+def _swarm_logging(d: Deployment, data: dict[str, Any], volumes: dict[str, Any]) -> None:
+    """Loki on the node labelled for it (its volume is local), Alloy on every node (each reads its own Docker
+    host's containers), and Grafana with Loki's datasource; every file reaches its service as a config."""
+    files = _logging_files(d)
+    configs = data.setdefault("configs", {})
+    configs |= {_config_name(path): {"file": f"./{path}"} for path in files}
+    loki, alloy = _loki_service(), _alloy_service()
+    loki |= {"read_only": True, "tmpfs": ["/tmp"]}
+    # Swarm publishes a port on every node's every address: Grafana and Alloy reach Loki over the overlay.
+    loki.pop("ports")
+    loki_yaml = f"{LOGGING}/loki/loki.yaml"
+    loki["configs"] = [{"source": _config_name(loki_yaml), "target": f"{logs.LOKI_CONFIG_DIR}/loki.yaml"}]
+    loki["volumes"] = [f"loki-data:{logs.LOKI_DATA_DIR}"]
+    loki["deploy"] |= {
+        "replicas": 1,
+        "placement": {"constraints": [f"node.labels.{logs_node_label(d)} == true"]},
+        # Never two Lokis on one data directory.
+        "update_config": {"order": "stop-first"},
+        "restart_policy": {"condition": "on-failure", "delay": "5s"},
+    }
+    alloy["configs"] = [
+        {"source": _config_name(f"{LOGGING}/alloy/config.alloy"), "target": f"{logs.ALLOY_CONFIG_DIR}/config.alloy"}
+    ]
+    alloy["volumes"] = [
+        {"type": "bind", "source": logs.DOCKER_SOCKET, "target": logs.DOCKER_SOCKET, "read_only": True},
+        f"alloy-data:{logs.ALLOY_DATA_DIR}",
+    ]
+    alloy["deploy"] |= {"mode": "global", "restart_policy": {"condition": "on-failure", "delay": "5s"}}
+    # As the stack's other services: read-only, without the capability and privilege options Compose takes.
+    for option in ("cap_drop", "cap_add", "security_opt"):
+        alloy.pop(option)
+    grafana = data["services"].get("grafana")
+    if grafana is None:
+        grafana = _grafana_service()
+        grafana.pop("restart")
+        grafana["volumes"] = ["grafana-data:/var/lib/grafana"]
+        grafana["configs"] = []
+        grafana["deploy"] = {"replicas": 1, "restart_policy": {"condition": "on-failure"}}
+        volumes["grafana-data"] = {}
+    datasource = next(path for path in files if path.endswith("/loki.yml"))
+    grafana["configs"].append({"source": _config_name(datasource), "target": _grafana_target(datasource)})
+    data["services"].update(loki=loki, alloy=alloy, grafana=grafana)
+    volumes |= {"loki-data": {}, "alloy-data": {}}
+    _label_for_logs(d, data["services"])
+
+
+def logs_node_label(d: Deployment) -> str:
+    """The node label that places Loki: its volume is local to the node."""
+    return f"{d.name}-logs"
+
+
 def tls_node_label(d: Deployment) -> str:
     """The node label that places nginx and certbot: the certificates' volume is local to the node."""
     return f"{d.name}-tls"
@@ -450,7 +592,7 @@ def _config_name(path: str) -> str:
 
 
 def _grafana_target(path: str) -> str:
-    relative = path.removeprefix(f"{MONITORING}/grafana/")
+    relative = path.split("/grafana/", 1)[1]
     if relative.startswith("provisioning/"):
         return f"{GRAFANA_PROVISIONING_DIR}/{relative.removeprefix('provisioning/')}"
     return f"{GRAFANA_DASHBOARDS_DIR}/{relative.removeprefix('dashboards/')}"
@@ -471,14 +613,21 @@ def render_swarm(d: Deployment) -> dict[str, str]:
     if TLS in d.extras:
         label = tls_node_label(d)
         steps.append(f"  docker node update --label-add {label}=true NODE   # nginx's node: it keeps the certificates")
+    if LOGGING in d.extras:
+        label = logs_node_label(d)
+        steps.append(f"  docker node update --label-add {label}=true NODE   # Loki's node: it keeps the logs")
     steps.append(f"  docker stack deploy -c {d.out}/stack.yaml {d.name}")
     if POSTGRES in d.extras:
         steps.append(postgres.budget_note(d, most_tasks(d)))
     if TLS in d.extras:
         steps += _tls_steps(d, node_label=tls_node_label(d))
+    if LOGGING in d.extras:
+        steps += _logging_steps(d)
     run = "\n".join(steps)
     files = image_files(d, upstream(d), tls=tls.container_tls(d) if TLS in d.extras else None)
     if MONITORING in d.extras:
         files.update(_swarm_monitoring_files(d))
+    if LOGGING in d.extras:
+        files.update(_logging_files(d))
     files["stack.yaml"] = dump_yaml(swarm_data(d), generated_header(d.name, run))
     return files

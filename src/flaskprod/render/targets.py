@@ -10,11 +10,14 @@ from ..errors import BuildError
 from .deployment import Deployment, ServerKind
 
 Renderer = Callable[[Deployment], dict[str, str]]
-EXTRAS = ("monitoring", "postgres", "tls")
+EXTRAS = ("monitoring", "logging", "postgres", "tls")
 # What to do instead, when the target cannot carry the extra.
 EXTRA_ELSEWHERE = {
     "postgres": "or give the app a PostgreSQL you run, its URL in database.url_env",
     "tls": "or end TLS at a load balancer in front of the container",
+    # Kubernetes and systemd have their own collector for what containers and units write on stdout.
+    "logging": "or let the platform's collector (a DaemonSet, journald) ship the JSON lines the app and nginx "
+    "write on stdout",
 }
 
 
@@ -64,7 +67,7 @@ TARGETS = {
             server="uwsgi",
             fixed_server=True,
             # No monitoring: Prometheus speaks HTTP only, and each replica here the uwsgi protocol (use compose).
-            extras=frozenset({"postgres", "tls"}),
+            extras=frozenset({"logging", "postgres", "tls"}),
             renderer="compose:render_compose",
             next_step="docker compose -f {out}/compose.yaml up --build",
         ),
@@ -84,7 +87,8 @@ TARGETS = {
             summary="Kubernetes with kustomize: nginx beside the app server in each pod, probes, autoscaling",
             server="uwsgi",
             fixed_server=False,
-            extras=frozenset(EXTRAS),
+            # No logging: a cluster ships every pod's stdout with a collector of its own, run once per node.
+            extras=frozenset({"monitoring", "postgres", "tls"}),
             renderer="kubernetes:render_k8s",
             next_step="build and push the images, create the secret, then kubectl apply -k {out}",
         ),
