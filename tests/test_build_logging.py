@@ -9,6 +9,7 @@ nginx write under `flaskprod up`.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 from pathlib import Path
@@ -202,3 +203,34 @@ def test_alloy_reads_the_level_and_the_request_id_from_the_lines_the_app_and_ngi
 def test_the_containers_write_the_lines_alloy_reads_on_stdout(tmp_path: Path) -> None:
     out, _ = build(tmp_path, "compose", ["logging"])
     assert "access_log /dev/stdout flaskprod_json" in (out / "nginx/nginx.conf").read_text()
+
+
+# --- beside monitoring ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", STACKS)
+def test_the_dashboard_shows_the_apps_warnings_from_the_provisioned_loki(tmp_path: Path, target: str) -> None:
+    out, resolved = build(tmp_path, target, ["monitoring", "logging"])
+    (dashboard,) = (out / "monitoring/grafana/dashboards").glob("*.json")
+    panels = json.loads(dashboard.read_text())["panels"]
+    (panel,) = [p for p in panels if p["type"] == "logs"]
+    provisioned = yaml.safe_load((out / "monitoring/grafana/provisioning/datasources/loki.yml").read_text())
+    assert panel["datasource"]["uid"] == provisioned["datasources"][0]["uid"]
+    (query,) = panel["targets"]
+    # Each label it selects on is one Alloy sets: the app's name, a service of this stack, the level.
+    assert query["expr"] == f'{{app="shop", service="app", level=~"{logs.WARNING_OR_WORSE}"}}'
+    assert "app" in resolved["services"]
+    alloy = (out / "logging/alloy/config.alloy").read_text()
+    assert 'external_labels = { app = "shop" }' in alloy
+    assert 'values = { level = "" }' in alloy
+    # Without logging, no panel asks a Loki that is not there.
+    out, _ = build(tmp_path / "without", target, ["monitoring"])
+    (dashboard,) = (out / "monitoring/grafana/dashboards").glob("*.json")
+    assert all(p["datasource"]["type"] == "prometheus" for p in json.loads(dashboard.read_text())["panels"])
+
+
+def test_the_warning_level_regex_takes_the_levels_ecs_logging_writes_from_warning_up() -> None:
+    pattern = re.compile(logs.WARNING_OR_WORSE)
+    for number in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL):
+        name = logging.getLevelName(number).lower()  # as ecs_logging writes log.level
+        assert bool(pattern.fullmatch(name)) == (number >= logging.WARNING), name

@@ -357,7 +357,7 @@ def _logging_steps(d: Deployment) -> list[str]:
     return [
         f"Logs: every container's output goes to Loki, labelled app={d.name} and service. In Grafana",
         f"(http://127.0.0.1:{GRAFANA_PORT}, Explore, Loki) one request across nginx and the app is",
-        f'{{app="{d.name}"}} | request_id="..." (the X-Request-ID of its response).',
+        f'{logs.selector(d.name)} | request_id="..." (the X-Request-ID of its response).',
     ]
 
 

@@ -50,6 +50,20 @@ LEVEL_EXPRESSION = '"log.level"'
 REQUEST_ID_EXPRESSION = f"{REQUEST_ID_FIELD} || request_id"
 
 
+# The levels ECS logging writes (Python's, in lower case) from warning up, as a LogQL regex.
+WARNING_OR_WORSE = "warning|error|critical"
+
+
+def selector(app: str, *, service: str | None = None, level: str | None = None) -> str:
+    """A LogQL stream selector on the labels Alloy gives each line; level is a regex."""
+    matchers = [f"app={_string(app)}"]
+    if service is not None:
+        matchers.append(f"service={_string(service)}")
+    if level is not None:
+        matchers.append(f"level=~{_string(level)}")
+    return "{" + ", ".join(matchers) + "}"
+
+
 def service_labels(d: Deployment, service: str) -> dict[str, str]:
     """The container labels that put service's output in Loki under its name."""
     return {APP_LABEL: d.name, SERVICE_LABEL: service}

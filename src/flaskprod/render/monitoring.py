@@ -21,6 +21,7 @@ from ..errors import BuildError
 from ..runtime.metrics import BUCKETS, DURATION, IN_PROGRESS, LE_LABELS, QUEUED, REQUESTS
 from ..sizing import Derived
 from ..spec import Spec
+from . import logs
 from .deployment import UWSGI_PORT, Deployment, ServerKind
 from .yamlfile import dump_yaml, generated_header
 
@@ -114,10 +115,14 @@ class Monitored:
     derived: Derived
     server: ServerKind
     app_port: int
+    logs: bool = False  # Loki holds the containers' output (--with logging): the dashboard shows the app's warnings
 
     @classmethod
     def of(cls, d: Deployment) -> Monitored:
-        return cls(name=d.name, spec=d.spec, derived=d.derived, server=d.server, app_port=d.app_port)
+        return cls(
+            name=d.name, spec=d.spec, derived=d.derived, server=d.server, app_port=d.app_port,
+            logs="logging" in d.extras,
+        )
 
 
 def prometheus_files(
@@ -621,6 +626,20 @@ def _stat(title: str, description: str, targets: list[dict[str, Any]]) -> dict[s
     }
 
 
+def _app_warnings(d: Monitored) -> dict[str, Any]:
+    """The app's warning and error lines from Loki, below the graphs they explain: a 5xx's traceback is here."""
+    loki = {"type": "loki", "uid": logs.DATASOURCE_UID}
+    warnings = logs.selector(d.name, service="app", level=logs.WARNING_OR_WORSE)
+    return {
+        "type": "logs",
+        "title": "App warnings and errors",
+        "description": "Lines the app logged at warning or above, newest first, each with its request id.",
+        "datasource": loki,
+        "targets": [{"refId": "A", "datasource": loki, "expr": warnings}],
+        "options": {"showTime": True, "wrapLogMessage": True, "sortOrder": "Descending", "enableLogDetails": True},
+    }
+
+
 def _dashboard(d: Monitored, scrape: Scrape) -> dict[str, Any]:
     q = _queries(d, scrape)
     span = "[$__rate_interval]"
@@ -712,6 +731,8 @@ def _dashboard(d: Monitored, scrape: Scrape) -> dict[str, Any]:
     ]
     if d.spec.monitoring.queue_time:
         layout.append((waiting, 0, 20, 24, 8))
+    if d.logs:
+        layout.append((_app_warnings(d), 0, 28, 24, 10))
     panels = [
         {"id": number, "gridPos": {"h": h, "w": w, "x": x, "y": y}, **panel}
         for number, (panel, x, y, w, h) in enumerate(layout, start=1)
