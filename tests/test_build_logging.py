@@ -82,7 +82,9 @@ def test_docker_compose_and_yamllint_accept_the_stack_and_every_file_it_mounts_i
 
 @pytest.mark.parametrize("target", STACKS)
 def test_every_container_carries_the_labels_alloy_selects_and_names_it_by(tmp_path: Path, target: str) -> None:
-    out, resolved = build(tmp_path, target, ["logging", "postgres"], **{"database.url_env": "DATABASE_URL"})
+    tls = {"proxy.server_name": "shop.example.com", "tls.email": "ops@shop.example.com"}
+    out, resolved = build(tmp_path, target, ["logging", "monitoring", "postgres", "tls"], **tls)
+    assert {"postgres", "certbot", "certbot-init", "prometheus"} <= set(resolved["services"])
     wanted = f"{logs.APP_LABEL}=shop"
     alloy = (out / "logging/alloy/config.alloy").read_text()
     assert f"values = [{json.dumps(wanted)}]" in alloy

@@ -521,6 +521,8 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         }
         data["services"].update({CERTBOT_INIT: init, CERTBOT: certbot})
         volumes |= {tls.CERTS_VOLUME: {}, tls.WEBROOT_VOLUME: {}}
+    if LOGGING in d.extras:
+        _label_for_logs(d, data["services"])
     if volumes:
         data["volumes"] = volumes
     return data
@@ -569,7 +571,6 @@ def _swarm_logging(d: Deployment, data: dict[str, Any], volumes: dict[str, Any])
     grafana["configs"].append({"source": _config_name(datasource), "target": _grafana_target(datasource)})
     data["services"].update(loki=loki, alloy=alloy, grafana=grafana)
     volumes |= {"loki-data": {}, "alloy-data": {}}
-    _label_for_logs(d, data["services"])
 
 
 def logs_node_label(d: Deployment) -> str:
