@@ -335,6 +335,19 @@ CASES = [
             "      - sockets:/tmp\nvolumes:\n  sockets:\n",
         },
     ),
+    Case(
+        "FP-P012",
+        bad={
+            "app.py": PROD,
+            "log_setup.py": "from logging.handlers import RotatingFileHandler\n\n"
+            "handler = RotatingFileHandler('app.log', maxBytes=10_000_000, backupCount=5)\n",
+        },
+        obj="log_setup.py:3",
+        good={
+            "app.py": PROD,
+            "log_setup.py": "import logging\nimport sys\n\nhandler = logging.StreamHandler(sys.stdout)\n",
+        },
+    ),
 ]
 
 
@@ -494,6 +507,19 @@ def test_pickling_handlers_in_logging_configs(project: Path) -> None:
         "logging.ini": "[handler_ship]\nclass=handlers.SocketHandler\nargs=('logstash', 5000)\n",
     }
     assert sorted(m["obj"] for m in audit(project, files).only("FP-P007")) == ["log_setup.py:1", "logging.ini:2"]
+
+
+def test_file_handlers_in_logging_configs(project: Path) -> None:
+    files = {
+        "app.py": PROD,
+        "log_setup.py": 'LOGGING = {"handlers": {"file": {"class": "logging.FileHandler", "filename": "a.log"}}}\n'
+        "# FileHandler is named here only: neither the comment nor this string makes one.\n"
+        'NOTE = "we used to have a FileHandler"\n',
+        "logging.ini": "[handler_file]\nclass=FileHandler\nargs=('app.log',)\n",
+        "logging.yaml": "handlers:\n  file:\n    class: logging.handlers.TimedRotatingFileHandler\n",
+    }
+    found = sorted(m["obj"] for m in audit(project, files).only("FP-P012"))
+    assert found == ["log_setup.py:1", "logging.ini:2", "logging.yaml:3"]
 
 
 def test_nginx_including_proxy_params_passes(project: Path) -> None:

@@ -279,16 +279,32 @@ def gunicorn_tmp_dir(context: Context) -> Iterator[Found]:
 
 
 _PICKLING_HANDLERS = frozenset({"SocketHandler", "DatagramHandler"})
-_HANDLER_IN_CONFIG = re.compile(r"\bhandlers\.(?:Socket|Datagram)Handler\b")
+_PICKLING_IN_CONFIG = re.compile(r"\bhandlers\.(?:Socket|Datagram)Handler\b")
+_FILE_HANDLERS = frozenset({"FileHandler", "RotatingFileHandler", "TimedRotatingFileHandler", "WatchedFileHandler"})
+# dictConfig's "class": "logging.FileHandler" (in Python or YAML), and fileConfig's class=FileHandler.
+_FILE_IN_CONFIG = re.compile(r"\b(?:logging|handlers)\.(?:Rotating|TimedRotating|Watched)?FileHandler\b")
+_FILE_IN_INI = re.compile(r"^\s*class\s*=\s*(?:Rotating|TimedRotating|Watched)?FileHandler\b")
 
 
-def _creates_pickling_handler(node: ast.expr) -> bool:
-    """SocketHandler(...) or DatagramHandler(...), or dictConfig's "class": "logging.handlers.SocketHandler"."""
+def _makes_handler(node: ast.expr, calls: frozenset[str], config: re.Pattern[str]) -> bool:
+    """A call to one of calls, or a string naming such a class for dictConfig."""
     if isinstance(node, ast.Call):
-        return call_name(node) in _PICKLING_HANDLERS
-    return (
-        isinstance(node, ast.Constant) and isinstance(node.value, str) and bool(_HANDLER_IN_CONFIG.search(node.value))
-    )
+        return call_name(node) in calls
+    return isinstance(node, ast.Constant) and isinstance(node.value, str) and bool(config.search(node.value))
+
+
+def _log_handlers(context: Context, calls: frozenset[str], *patterns: re.Pattern[str]) -> Iterator[Found]:
+    """Where a logging handler is made: a call to one of calls in Python, or a config naming its class (a
+    dictConfig string in Python, or a line of another file: fileConfig's ini, a YAML dictConfig)."""
+    for item in context.files:
+        if item.tree is not None:
+            for node in ast.walk(item.tree):
+                if isinstance(node, ast.expr) and _makes_handler(node, calls, patterns[0]):
+                    yield Found(obj=item.at(node.lineno))
+        elif item.path.suffix != ".py":
+            for line, text in item.lines():
+                if any(pattern.search(text) for pattern in patterns):
+                    yield Found(obj=item.at(line))
 
 
 @check(
@@ -300,15 +316,21 @@ def _creates_pickling_handler(node: ast.expr) -> bool:
     "--with logging` writes Loki and Grafana Alloy), or send JSON to a Logstash json_lines input",
 )
 def pickling_log_handler(context: Context) -> Iterator[Found]:
-    for item in context.files:
-        if item.tree is not None:
-            for node in ast.walk(item.tree):
-                if isinstance(node, ast.expr) and _creates_pickling_handler(node):
-                    yield Found(obj=item.at(node.lineno))
-        elif item.path.suffix != ".py":
-            for line, text in item.lines():
-                if _HANDLER_IN_CONFIG.search(text):  # fileConfig's class=handlers.SocketHandler
-                    yield Found(obj=item.at(line))
+    # fileConfig's class=handlers.SocketHandler matches the dictConfig pattern too.
+    yield from _log_handlers(context, _PICKLING_HANDLERS, _PICKLING_IN_CONFIG)
+
+
+@check(
+    "FP-P012",
+    WARNING,
+    "the app writes its log records to a file: in a container the file is lost with the container and "
+    "neither `docker logs` nor a log collector reads it (flaskprod's images, whose root is read-only, cannot "
+    "open it), and a rotating handler in each worker process rotates the one file under the others, losing lines",
+    hint="log to stdout (Production(app) does) and let the platform keep the lines: `flaskprod build --with "
+    "logging` ships every container's to Loki; under systemd they go to the journal",
+)
+def file_log_handler(context: Context) -> Iterator[Found]:
+    yield from _log_handlers(context, _FILE_HANDLERS, _FILE_IN_CONFIG, _FILE_IN_INI)
 
 
 def _imports_module(tree: ast.Module, module: str) -> bool:
