@@ -236,3 +236,13 @@ def test_the_warning_level_regex_takes_the_levels_ecs_logging_writes_from_warnin
     for number in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL):
         name = logging.getLevelName(number).lower()  # as ecs_logging writes log.level
         assert bool(pattern.fullmatch(name)) == (number >= logging.WARNING), name
+
+
+@pytest.mark.parametrize("target", STACKS)
+def test_the_run_line_sets_grafanas_password_when_the_stack_has_a_grafana(tmp_path: Path, target: str) -> None:
+    file = STACKS[target][1]
+    for extras in ([], ["logging"], ["monitoring"], ["logging", "postgres"]):
+        out, resolved = build(tmp_path / "-".join(extras or ["none"]), target, extras)
+        header = "".join(line for line in (out / file).read_text().splitlines(keepends=True) if line.startswith("#"))
+        run = next(line for line in header.splitlines() if "docker compose" in line or "docker stack deploy" in line)
+        assert ("GRAFANA_ADMIN_PASSWORD=..." in run) == ("grafana" in resolved["services"]), (extras, run)

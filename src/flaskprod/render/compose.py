@@ -331,7 +331,7 @@ def render_compose(d: Deployment) -> dict[str, str]:
     """compose.yaml and both images, for Gunicorn over HTTP or uWSGI over the uwsgi protocol;
     with monitoring, Prometheus scraping every app replica (Compose's DNS name `app`) and Grafana;
     with postgres, the database the app starts after, its password a file the user gives."""
-    run = f"Run from the project root: FLASK_SECRET_KEY=... docker compose -f {d.out}/compose.yaml up --build"
+    run = f"Run from the project root: {_compose_up(d)}"
     if POSTGRES in d.extras:
         run = _compose_postgres_steps(d)
     if TLS in d.extras:
@@ -344,6 +344,15 @@ def render_compose(d: Deployment) -> dict[str, str]:
         run = "\n".join([run, *_logging_steps(d)])
     files["compose.yaml"] = dump_yaml(compose_data(d), generated_header(d.name, run))
     return files
+
+
+def _compose_up(d: Deployment) -> str:
+    return f"{_grafana_env(d)}FLASK_SECRET_KEY=... docker compose -f {d.out}/compose.yaml up --build"
+
+
+def _grafana_env(d: Deployment) -> str:
+    """What the run line sets for Grafana's admin user, when the stack has a Grafana."""
+    return "GRAFANA_ADMIN_PASSWORD=... " if {MONITORING, LOGGING} & d.extras else ""
 
 
 def _logging_files(d: Deployment) -> dict[str, str]:
@@ -372,7 +381,7 @@ def _compose_postgres_steps(d: Deployment) -> str:
             f"  python -c 'import secrets; print(secrets.token_hex(32))' > {secret}",
             f"  chmod 444 {secret}",
             "Then run from the project root:",
-            f"  POSTGRES_PASSWORD_FILE={secret} FLASK_SECRET_KEY=... docker compose -f {d.out}/compose.yaml up --build",
+            f"  POSTGRES_PASSWORD_FILE={secret} {_compose_up(d)}",
             postgres.budget_note(d, d.spec.deploy.replicas),
         ]
     )
@@ -617,7 +626,7 @@ def render_swarm(d: Deployment) -> dict[str, str]:
     if LOGGING in d.extras:
         label = logs_node_label(d)
         steps.append(f"  docker node update --label-add {label}=true NODE   # Loki's node: it keeps the logs")
-    steps.append(f"  docker stack deploy -c {d.out}/stack.yaml {d.name}")
+    steps.append(f"  {_grafana_env(d)}docker stack deploy -c {d.out}/stack.yaml {d.name}")
     if POSTGRES in d.extras:
         steps.append(postgres.budget_note(d, most_tasks(d)))
     if TLS in d.extras:
