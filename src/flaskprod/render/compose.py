@@ -331,7 +331,7 @@ def render_compose(d: Deployment) -> dict[str, str]:
     """compose.yaml and both images, for Gunicorn over HTTP or uWSGI over the uwsgi protocol;
     with monitoring, Prometheus scraping every app replica (Compose's DNS name `app`) and Grafana;
     with postgres, the database the app starts after, its password a file the user gives."""
-    run = f"Run from the project root: {_compose_up(d)}"
+    run = f"Run from the project root: {_grafana_env(d)}FLASK_SECRET_KEY=... {_compose_up(d)}"
     if POSTGRES in d.extras:
         run = _compose_postgres_steps(d)
     if TLS in d.extras:
@@ -347,7 +347,7 @@ def render_compose(d: Deployment) -> dict[str, str]:
 
 
 def _compose_up(d: Deployment) -> str:
-    return f"{_grafana_env(d)}FLASK_SECRET_KEY=... docker compose -f {d.out}/compose.yaml up --build"
+    return f"docker compose -f {d.out}/compose.yaml up --build"
 
 
 def _grafana_env(d: Deployment) -> str:
@@ -381,7 +381,8 @@ def _compose_postgres_steps(d: Deployment) -> str:
             f"  python -c 'import secrets; print(secrets.token_hex(32))' > {secret}",
             f"  chmod 444 {secret}",
             "Then run from the project root:",
-            f"  POSTGRES_PASSWORD_FILE={secret} {_compose_up(d)}",
+            f"  POSTGRES_PASSWORD_FILE={secret} {_grafana_env(d)}FLASK_SECRET_KEY=... \\",
+            f"    {_compose_up(d)}",
             postgres.budget_note(d, d.spec.deploy.replicas),
         ]
     )
