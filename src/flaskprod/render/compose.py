@@ -267,7 +267,7 @@ def _postgres_service(
     }
 
 
-# Prometheus, Grafana and Loki are reachable from this host only: none is for the public.
+# Prometheus, Grafana and Loki publish their ports on this host's loopback only: none is for the public.
 
 
 def _prometheus_service() -> dict[str, Any]:
@@ -330,6 +330,7 @@ def _alloy_service() -> dict[str, Any]:
 def render_compose(d: Deployment) -> dict[str, str]:
     """compose.yaml and both images, for Gunicorn over HTTP or uWSGI over the uwsgi protocol;
     with monitoring, Prometheus scraping every app replica (Compose's DNS name `app`) and Grafana;
+    with logging, Loki and Alloy shipping every container's output to it, read in Grafana;
     with postgres, the database the app starts after, its password a file the user gives."""
     run = f"Run from the project root: {_grafana_env(d)}FLASK_SECRET_KEY=... {_compose_up(d)}"
     if POSTGRES in d.extras:
