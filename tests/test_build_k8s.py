@@ -62,7 +62,8 @@ class Tree:
 
 
 def _is_manifest(name: str) -> bool:
-    return name.endswith(".yaml") and name != "kustomization.yaml"
+    """An object of the app's kustomization (monitoring/ is a kustomization of its own)."""
+    return name.endswith(".yaml") and name != "kustomization.yaml" and "/" not in name
 
 
 def render(
@@ -274,6 +275,36 @@ def test_monitoring_is_scraped_on_nginx_own_port_only_with_the_extra(trees: dict
     assert not any(key.startswith("prometheus.io/") for key in plain_annotations)
     assert [p["name"] for p in container(plain, "nginx")["ports"]] == ["http"]
     assert str(METRICS_PORT) not in plain.files["nginx/nginx.conf"]
+
+
+def test_the_prometheus_operator_scrapes_every_pod_and_loads_the_rules_promtool_accepts(
+    trees: dict[str, Tree]
+) -> None:
+    monitored = trees["uwsgi"]
+    out = monitored.path / "monitoring"
+    built = {doc["kind"]: doc for doc in yaml.safe_load_all(run_tool(["kubectl", "kustomize", str(out)]))}
+    assert set(built) == {"PodMonitor", "PrometheusRule"}
+    assert {doc["metadata"].get("namespace") for doc in built.values()} == {monitored.d.spec.deploy.namespace}
+    run_tool([tool("yamllint"), "-s", "-d", YAMLLINT, *(str(path) for path in sorted(out.iterdir()))])
+    # The PodMonitor selects the app's pods, on a port nginx has, at the path the app serves metrics on.
+    monitor = built["PodMonitor"]["spec"]
+    template = monitored.object("Deployment")["spec"]["template"]
+    assert monitor["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    (endpoint,) = monitor["podMetricsEndpoints"]
+    assert endpoint["port"] in {p["name"] for p in container(monitored, "nginx")["ports"]}
+    assert endpoint["path"] == monitored.d.spec.monitoring.metrics_path
+    # Its job is the pods' label value, the job every rule selects.
+    job = template["metadata"]["labels"][monitor["jobLabel"]]
+    rules = yaml.safe_load((out / "alerts.yml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    assert exprs and all(f'job="{job}"' in expr for expr in exprs)
+    # The PrometheusRule holds the very groups promtool checks and tests here.
+    assert built["PrometheusRule"]["spec"]["groups"] == rules["groups"]
+    run_tool([tool("promtool"), "check", "rules", str(out / "alerts.yml")])
+    tested = subprocess.run([tool("promtool"), "test", "rules", "alerts.test.yml"], cwd=out, capture_output=True,
+                            text=True, timeout=60)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert not any(name.startswith("monitoring/") for name in trees["gunicorn"].files)
 
 
 def test_a_chosen_metrics_allow_list_is_kept(tmp_path: Path) -> None:

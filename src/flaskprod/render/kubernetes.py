@@ -20,6 +20,7 @@ from ..spec import parse_size
 from . import postgres, tls
 from .compose import NGINX_LIMITS
 from .deployment import APP_UID, NGINX_PORT, Deployment
+from .monitoring import Monitored, Scrape, alert_files, alert_groups
 from .yamlfile import dump_yaml, generated_header
 
 # The app listens here and nginx forwards here: one string for both, on a volume only the pod shares.
@@ -656,6 +657,58 @@ def manifests(d: Deployment) -> dict[str, dict[str, Any]]:
     return objects
 
 
+def _scrape(d: Deployment) -> Scrape:
+    # The PodMonitor names the job after the pods' name label (d.name), on nginx's scraper port.
+    return Scrape(job=d.name, targets=(f"{d.name}:{METRICS_PORT}",))
+
+
+def pod_monitor_object(d: Deployment) -> dict[str, Any]:
+    """The Prometheus Operator's scrape of every app pod, on nginx's metrics port (named `metrics`)."""
+    scrape = _scrape(d)
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": _metadata(d),
+        "spec": {
+            # The job label is the value of this pod label, the app's name: the one the alert rules select.
+            "jobLabel": "app.kubernetes.io/name",
+            "selector": {"matchLabels": _selector(d)},
+            "podMetricsEndpoints": [
+                {"port": "metrics", "path": d.spec.monitoring.metrics_path, "interval": f"{scrape.interval}s"}
+            ],
+        },
+    }
+
+
+def prometheus_rule_object(d: Deployment) -> dict[str, Any]:
+    """The alert rules `build` writes for every target, as the Prometheus Operator loads them."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": _metadata(d),
+        "spec": {"groups": alert_groups(Monitored.of(d), _scrape(d))},
+    }
+
+
+def _monitoring_files(d: Deployment) -> dict[str, str]:
+    """monitoring/: a kustomization of its own, applied where the Prometheus Operator runs (its kinds exist
+    nowhere else), and the rules as promtool reads them, with their unit tests."""
+    objects = {"podmonitor.yaml": pod_monitor_object(d), "prometheusrule.yaml": prometheus_rule_object(d)}
+    steps = "\n".join(
+        [
+            f"With the Prometheus Operator in the cluster: kubectl apply -k {d.out}/monitoring",
+            "Its Prometheus must select these objects: kube-prometheus-stack selects only its own release's",
+            "unless prometheus.prometheusSpec.podMonitorSelectorNilUsesHelmValues and",
+            "ruleSelectorNilUsesHelmValues are false. The pods are annotated prometheus.io/* for other scrapers.",
+        ]
+    )
+    header = generated_header(d.name)
+    files = {f"monitoring/{name}": dump_yaml(data, header) for name, data in objects.items()}
+    files["monitoring/kustomization.yaml"] = dump_yaml(kustomization(d, list(objects)), generated_header(d.name, steps))
+    files.update({f"monitoring/{name}": text for name, text in alert_files(Monitored.of(d), _scrape(d)).items()})
+    return files
+
+
 def kustomization(d: Deployment, files: list[str]) -> dict[str, Any]:
     data: dict[str, Any] = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
     if d.spec.deploy.namespace:
@@ -683,6 +736,8 @@ def _next_steps(d: Deployment) -> str:
             f"  (with --from-literal={d.spec.database.url_env}=... too when the app uses a database)",
         ]
     steps.append(f"  kubectl apply -k {d.out}")
+    if "monitoring" in d.extras:
+        steps.append(f"  kubectl apply -k {d.out}/monitoring   # where the Prometheus Operator runs")
     if "postgres" in d.extras:
         steps.append(postgres.budget_note(d, most_pods(d)))
     if "tls" in d.extras:
@@ -711,4 +766,6 @@ def render_k8s(d: Deployment) -> dict[str, str]:
     for name, data in objects.items():
         files[name] = dump_yaml(data, header)
     files["kustomization.yaml"] = dump_yaml(kustomization(d, list(objects)), generated_header(d.name, _next_steps(d)))
+    if "monitoring" in d.extras:
+        files.update(_monitoring_files(d))
     return files

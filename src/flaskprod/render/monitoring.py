@@ -33,6 +33,8 @@ __all__ = [
     "PROMETHEUS_URL",
     "Monitored",
     "Scrape",
+    "alert_files",
+    "alert_groups",
     "monitoring_files",
     "prometheus_files",
 ]
@@ -132,7 +134,7 @@ def prometheus_files(
     Prometheus scrapes its own metrics at. The containers mount them (monitoring_files); `flaskprod up` runs them."""
     return {
         "prometheus.yml": _yaml("prometheus.yml", _prometheus_config(d, scrape, itself), by=by),
-        "alerts.yml": _yaml("alerts.yml", _rules(d.name, _alerts(d, scrape)), by=by),
+        "alerts.yml": alert_files(d, scrape, by=by)["alerts.yml"],
     }
 
 
@@ -149,15 +151,28 @@ def monitoring_files(deployment: Deployment, scrape: Scrape, *, prefix: str = ""
     name = d.name
     files = {
         **{f"prometheus/{path}": text for path, text in prometheus_files(d, scrape).items()},
-        "prometheus/alerts.test.yml": _yaml(
-            "alerts.test.yml", _rule_tests(_alerts(d, scrape)), "Run: promtool test rules alerts.test.yml"
-        ),
+        "prometheus/alerts.test.yml": alert_files(d, scrape)["alerts.test.yml"],
         "grafana/provisioning/datasources/prometheus.yml": _yaml("datasource", _datasource(scrape)),
         f"grafana/provisioning/dashboards/{name}.yml": _yaml("dashboard provider", _dashboard_provider(name)),
         f"grafana/dashboards/{name}.json": json.dumps(_dashboard(d, scrape), indent=2) + "\n",
     }
     base = prefix.rstrip("/")
     return {f"{base}/{path}" if base else path: text for path, text in files.items()}
+
+
+def alert_files(d: Monitored, scrape: Scrape, *, by: Literal["build", "up"] = "build") -> dict[str, str]:
+    """alerts.yml and alerts.test.yml, its promtool unit tests (`promtool test rules alerts.test.yml`)."""
+    alerts = _alerts(d, scrape)
+    return {
+        "alerts.yml": _yaml("alerts.yml", _rules(d.name, alerts), by=by),
+        "alerts.test.yml": _yaml("alerts.test.yml", _rule_tests(alerts), "Run: promtool test rules alerts.test.yml"),
+    }
+
+
+def alert_groups(d: Monitored, scrape: Scrape) -> list[dict[str, Any]]:
+    """The rule groups of alerts.yml, for a PrometheusRule's spec."""
+    groups: list[dict[str, Any]] = _rules(d.name, _alerts(d, scrape))["groups"]
+    return groups
 
 
 def _refuse_unscrapable(d: Monitored, scrape: Scrape) -> None:
