@@ -6,6 +6,7 @@ There is no cluster here: the objects are validated against the API schemas, not
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ import yaml
 from flaskprod.errors import BuildError
 from flaskprod.render.deployment import Deployment, ServerKind
 from flaskprod.render.kubernetes import (
+    GRAFANA_DASHBOARD_LABEL,
     METRICS_PORT,
     POD_NETWORK_RANGES,
     ingress_hosts,
@@ -283,9 +285,9 @@ def test_the_prometheus_operator_scrapes_every_pod_and_loads_the_rules_promtool_
     monitored = trees["uwsgi"]
     out = monitored.path / "monitoring"
     built = {doc["kind"]: doc for doc in yaml.safe_load_all(run_tool(["kubectl", "kustomize", str(out)]))}
-    assert set(built) == {"PodMonitor", "PrometheusRule"}
+    assert set(built) == {"PodMonitor", "PrometheusRule", "ConfigMap"}
     assert {doc["metadata"].get("namespace") for doc in built.values()} == {monitored.d.spec.deploy.namespace}
-    run_tool([tool("yamllint"), "-s", "-d", YAMLLINT, *(str(path) for path in sorted(out.iterdir()))])
+    run_tool([tool("yamllint"), "-s", "-d", YAMLLINT, *(str(path) for path in sorted(out.glob("*.y*ml")))])
     # The PodMonitor selects the app's pods, on a port nginx has, at the path the app serves metrics on.
     monitor = built["PodMonitor"]["spec"]
     template = monitored.object("Deployment")["spec"]["template"]
@@ -304,6 +306,12 @@ def test_the_prometheus_operator_scrapes_every_pod_and_loads_the_rules_promtool_
     tested = subprocess.run([tool("promtool"), "test", "rules", "alerts.test.yml"], cwd=out, capture_output=True,
                             text=True, timeout=60)
     assert tested.returncode == 0, tested.stdout + tested.stderr
+    # The dashboard every target gets, for Grafana's sidecar, on the same job.
+    dashboard = built["ConfigMap"]
+    assert dashboard["metadata"]["labels"][GRAFANA_DASHBOARD_LABEL] == "1"
+    (panels,) = [json.loads(text)["panels"] for text in dashboard["data"].values()]
+    queries = [t["expr"] for panel in panels for t in panel["targets"] if "job=" in t["expr"]]
+    assert queries and all(f'job="{job}"' in q for q in queries)
     assert not any(name.startswith("monitoring/") for name in trees["gunicorn"].files)
 
 

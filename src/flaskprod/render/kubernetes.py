@@ -20,7 +20,7 @@ from ..spec import parse_size
 from . import postgres, tls
 from .compose import NGINX_LIMITS
 from .deployment import APP_UID, NGINX_PORT, Deployment
-from .monitoring import Monitored, Scrape, alert_files, alert_groups
+from .monitoring import Monitored, Scrape, alert_files, alert_groups, dashboard_json
 from .yamlfile import dump_yaml, generated_header
 
 # The app listens here and nginx forwards here: one string for both, on a volume only the pod shares.
@@ -31,6 +31,8 @@ POSTGRES_SECRET_DIR = "/run/secrets/postgres"
 SECRET_KEY = "FLASK_SECRET_KEY"
 # The scraper's own nginx listener (NginxContext.metrics_port): never in the Service, so never public.
 METRICS_PORT = 9117
+# The label Grafana's dashboard sidecar (grafana and kube-prometheus-stack charts) looks for, by default.
+GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"
 SERVICE_PORT = 80
 # New pods a rollout starts before it stops old ones: the database counts their pools too.
 MAX_SURGE = 1
@@ -690,21 +692,37 @@ def prometheus_rule_object(d: Deployment) -> dict[str, Any]:
     }
 
 
+def dashboard_generator(d: Deployment, file: str) -> dict[str, Any]:
+    """The dashboard every target gets (file, beside the kustomization), as the ConfigMap Grafana's dashboard
+    sidecar loads: kube-prometheus-stack runs one, looking for this label."""
+    return {
+        "name": f"{d.name}-dashboard",
+        "files": [file],
+        "options": {"disableNameSuffixHash": True, "labels": {**_labels(d), GRAFANA_DASHBOARD_LABEL: "1"}},
+    }
+
+
 def _monitoring_files(d: Deployment) -> dict[str, str]:
     """monitoring/: a kustomization of its own, applied where the Prometheus Operator runs (its kinds exist
     nowhere else), and the rules as promtool reads them, with their unit tests."""
     objects = {"podmonitor.yaml": pod_monitor_object(d), "prometheusrule.yaml": prometheus_rule_object(d)}
+    dashboard = f"{d.name}.json"
+    kustomized = kustomization(d, list(objects)) | {"configMapGenerator": [dashboard_generator(d, dashboard)]}
     steps = "\n".join(
         [
             f"With the Prometheus Operator in the cluster: kubectl apply -k {d.out}/monitoring",
             "Its Prometheus must select these objects: kube-prometheus-stack selects only its own release's",
             "unless prometheus.prometheusSpec.podMonitorSelectorNilUsesHelmValues and",
-            "ruleSelectorNilUsesHelmValues are false. The pods are annotated prometheus.io/* for other scrapers.",
+            "ruleSelectorNilUsesHelmValues are false. Grafana's dashboard sidecar loads the ConfigMap",
+            f"labelled {GRAFANA_DASHBOARD_LABEL}=1 when it searches this namespace",
+            "(grafana.sidecar.dashboards.searchNamespace), and the panels read the datasource uid prometheus,",
+            "kube-prometheus-stack's. The pods are annotated prometheus.io/* for scrapers that read annotations.",
         ]
     )
     header = generated_header(d.name)
     files = {f"monitoring/{name}": dump_yaml(data, header) for name, data in objects.items()}
-    files["monitoring/kustomization.yaml"] = dump_yaml(kustomization(d, list(objects)), generated_header(d.name, steps))
+    files["monitoring/kustomization.yaml"] = dump_yaml(kustomized, generated_header(d.name, steps))
+    files[f"monitoring/{dashboard}"] = dashboard_json(Monitored.of(d), _scrape(d))
     files.update({f"monitoring/{name}": text for name, text in alert_files(Monitored.of(d), _scrape(d)).items()})
     return files
 

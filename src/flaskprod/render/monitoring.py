@@ -35,6 +35,7 @@ __all__ = [
     "Scrape",
     "alert_files",
     "alert_groups",
+    "dashboard_json",
     "monitoring_files",
     "prometheus_files",
 ]
@@ -154,7 +155,7 @@ def monitoring_files(deployment: Deployment, scrape: Scrape, *, prefix: str = ""
         "prometheus/alerts.test.yml": alert_files(d, scrape)["alerts.test.yml"],
         "grafana/provisioning/datasources/prometheus.yml": _yaml("datasource", _datasource(scrape)),
         f"grafana/provisioning/dashboards/{name}.yml": _yaml("dashboard provider", _dashboard_provider(name)),
-        f"grafana/dashboards/{name}.json": json.dumps(_dashboard(d, scrape), indent=2) + "\n",
+        f"grafana/dashboards/{name}.json": dashboard_json(d, scrape),
     }
     base = prefix.rstrip("/")
     return {f"{base}/{path}" if base else path: text for path, text in files.items()}
@@ -173,6 +174,12 @@ def alert_groups(d: Monitored, scrape: Scrape) -> list[dict[str, Any]]:
     """The rule groups of alerts.yml, for a PrometheusRule's spec."""
     groups: list[dict[str, Any]] = _rules(d.name, _alerts(d, scrape))["groups"]
     return groups
+
+
+def dashboard_json(d: Monitored, scrape: Scrape) -> str:
+    """The Grafana dashboard, on the datasource uid `prometheus` (the one these files and kube-prometheus-stack
+    provision)."""
+    return json.dumps(_dashboard(d, scrape), indent=2) + "\n"
 
 
 def _refuse_unscrapable(d: Monitored, scrape: Scrape) -> None:
