@@ -248,3 +248,13 @@ def test_the_run_line_sets_grafanas_password_when_the_stack_has_a_grafana(tmp_pa
         header = header.replace("\\\n#", "")
         run = next(line for line in header.splitlines() if "docker compose" in line or "docker stack deploy" in line)
         assert ("GRAFANA_ADMIN_PASSWORD=..." in run) == ("grafana" in resolved["services"]), (extras, run)
+
+
+def test_swarm_publishes_grafana_behind_its_login_and_nothing_without_one(tmp_path: Path) -> None:
+    """Swarm ignores the address in a published port (it would put 127.0.0.1:9090 on every node's every
+    address): only nginx and Grafana, which asks for its admin password, are published, without an address."""
+    out, _ = build(tmp_path, "swarm", ["monitoring", "logging"])
+    services = yaml.safe_load((out / "stack.yaml").read_text())["services"]
+    published = {name: service["ports"] for name, service in services.items() if service.get("ports")}
+    assert set(published) == {"nginx", "grafana"}
+    assert all(isinstance(port, dict) and "host_ip" not in port for ports in published.values() for port in ports)

@@ -342,7 +342,7 @@ def render_compose(d: Deployment) -> dict[str, str]:
         files.update(monitoring_files(d, Scrape(job=d.name, dns_names=("app",)), prefix=f"{MONITORING}/"))
     if LOGGING in d.extras:
         files.update(_logging_files(d))
-        run = "\n".join([run, *_logging_steps(d)])
+        run = "\n".join([run, *_logging_steps(d, f"http://127.0.0.1:{GRAFANA_PORT}")])
     files["compose.yaml"] = dump_yaml(compose_data(d), generated_header(d.name, run))
     return files
 
@@ -363,10 +363,11 @@ def _logging_files(d: Deployment) -> dict[str, str]:
     return logs.logging_files(d, datasource_path=path, default_datasource=MONITORING not in d.extras)
 
 
-def _logging_steps(d: Deployment) -> list[str]:
+def _logging_steps(d: Deployment, grafana: str) -> list[str]:
+    """What the header says of the logs; grafana: where Grafana answers."""
     return [
         f"Logs: every container's output goes to Loki, labelled app={d.name} and service. In Grafana",
-        f"(http://127.0.0.1:{GRAFANA_PORT}, Explore, Loki) one request across nginx and the app is",
+        f"({grafana}, Explore, Loki) one request across nginx and the app is",
         f'{logs.selector(d.name)} | request_id="..." (the X-Request-ID of its response).',
     ]
 
@@ -487,9 +488,10 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         # Swarm has no bind mounts across nodes: every file reaches its service as a config.
         files = _swarm_monitoring_files(d)
         configs = {_config_name(path): {"file": f"./{path}"} for path in files}
-        prometheus, grafana = _prometheus_service(), _grafana_service()
-        grafana.pop("restart")
+        prometheus, grafana = _prometheus_service(), _swarm_grafana()
         prometheus.pop("restart")
+        # Swarm would publish it on every node's every address, and Prometheus asks no one for a password.
+        prometheus.pop("ports")
         prometheus["configs"] = [
             {"source": _config_name(path), "target": f"{PROMETHEUS_CONFIG_DIR}/{Path(path).name}"}
             for path in files
@@ -572,8 +574,7 @@ def _swarm_logging(d: Deployment, data: dict[str, Any], volumes: dict[str, Any])
         alloy.pop(option)
     grafana = data["services"].get("grafana")
     if grafana is None:
-        grafana = _grafana_service()
-        grafana.pop("restart")
+        grafana = _swarm_grafana()
         grafana["volumes"] = ["grafana-data:/var/lib/grafana"]
         grafana["configs"] = []
         grafana["deploy"] = {"replicas": 1, "restart_policy": {"condition": "on-failure"}}
@@ -582,6 +583,16 @@ def _swarm_logging(d: Deployment, data: dict[str, Any], volumes: dict[str, Any])
     grafana["configs"].append({"source": _config_name(datasource), "target": _grafana_target(datasource)})
     data["services"].update(loki=loki, alloy=alloy, grafana=grafana)
     volumes |= {"loki-data": {}, "alloy-data": {}}
+
+
+def _swarm_grafana() -> dict[str, Any]:
+    """Grafana as a stack runs it. Swarm ignores the address in a published port (moby/moby#32299): it would
+    publish 127.0.0.1:3000 on every node's every address, so the port is published so, openly, behind
+    Grafana's login, the one service of these that has one."""
+    grafana = _grafana_service()
+    grafana.pop("restart")
+    grafana["ports"] = [{"target": GRAFANA_PORT, "published": GRAFANA_PORT, "protocol": "tcp", "mode": "ingress"}]
+    return grafana
 
 
 def logs_node_label(d: Deployment) -> str:
@@ -634,7 +645,7 @@ def render_swarm(d: Deployment) -> dict[str, str]:
     if TLS in d.extras:
         steps += _tls_steps(d, node_label=tls_node_label(d))
     if LOGGING in d.extras:
-        steps += _logging_steps(d)
+        steps += _logging_steps(d, f"port {GRAFANA_PORT} of any node")
     run = "\n".join(steps)
     files = image_files(d, upstream(d), tls=tls.container_tls(d) if TLS in d.extras else None)
     if MONITORING in d.extras:
