@@ -21,7 +21,9 @@ from flaskprod.checks import REGISTRY
 from flaskprod.checks.context import patched_environ
 from flaskprod.checks.reference import TOPICS, checks_reference
 from flaskprod.cli import cli
+from flaskprod.render.compose import render_swarm
 from flaskprod.runtime.secrets import secret_key_problem
+from tests.buildkit import make_deployment
 from tests.conftest import server_env
 from tests.support import BIN, ROOT
 
@@ -336,6 +338,22 @@ CASES = [
         },
     ),
     Case(
+        "FP-P013",
+        bad={
+            "app.py": PROD,
+            "stack.yml": "services:\n  prometheus:\n    image: prom/prometheus\n    ports:\n"
+            "      - \"127.0.0.1:9090:9090\"\n",
+        },
+        obj="stack.yml:5",
+        good={
+            "app.py": PROD,
+            "stack.yml": "services:\n  nginx:\n    image: nginx\n    ports:\n      - \"80:8080\"\n"
+            "      - target: 8443\n        published: 443\n",
+            # Compose, unlike Swarm, binds the address it is given.
+            "compose.yaml": "services:\n  prometheus:\n    ports:\n      - 127.0.0.1:9090:9090\n",
+        },
+    ),
+    Case(
         "FP-P012",
         bad={
             "app.py": PROD,
@@ -520,6 +538,26 @@ def test_file_handlers_in_logging_configs(project: Path) -> None:
     }
     found = sorted(m["obj"] for m in audit(project, files).only("FP-P012"))
     assert found == ["log_setup.py:1", "logging.ini:2", "logging.yaml:3"]
+
+
+def test_stack_ports_on_an_address_in_every_form(project: Path) -> None:
+    stack = (
+        "services:\n  a:\n    ports:\n      - 10.0.0.5:8000-8001:8000-8001\n      - '[::1]:53:53/udp'\n"
+        "      - target: 3000\n        published: 3000\n        host_ip: 127.0.0.1\n"
+    )
+    found = [m["obj"] for m in audit(project, {"app.py": PROD, "docker-stack.yml": stack}).only("FP-P013")]
+    assert found == ["docker-stack.yml:4", "docker-stack.yml:5", "docker-stack.yml:8"]
+
+
+def test_the_swarm_stack_flaskprod_writes_publishes_no_port_on_an_address(project: Path) -> None:
+    d = make_deployment(project / "service", extras=["monitoring", "logging"], out="deploy/swarm")
+    # As a user's own file: check skips the files flaskprod wrote (their header says so), so without it.
+    written = render_swarm(d)["stack.yaml"]
+    stack = "".join(line for line in written.splitlines(keepends=True) if not line.startswith("#"))
+    assert audit(project, {"app.py": PROD, "stack.yaml": stack}).only("FP-P013") == []
+    # The check did read it: a port on an address added at its end is found there.
+    found = audit(project, {"stack.yaml": stack + "x-published:\n  - 127.0.0.1:9090:9090\n"}).only("FP-P013")
+    assert [m["obj"] for m in found] == [f"stack.yaml:{stack.count(chr(10)) + 2}"]
 
 
 def test_nginx_including_proxy_params_passes(project: Path) -> None:

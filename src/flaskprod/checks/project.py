@@ -128,6 +128,27 @@ def stack_depends_on(context: Context) -> Iterator[Found]:
                 yield Found(obj=item.at(line))
 
 
+# A published port with a host address: "127.0.0.1:9090:9090" (an IPv6 one in brackets), or host_ip in the long form.
+_PORT_ON_ADDRESS = re.compile(
+    r"""^\s*-\s*["']?(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):\d+(?:-\d+)?:\d+|^\s*host_ip\s*:"""
+)
+
+
+@check(
+    "FP-P013",
+    WARNING,
+    "a stack file publishes a port on one host address: `docker stack deploy` ignores the address and publishes "
+    "the port on every node's every address (moby/moby#32299), so a service meant for this host is public",
+    hint="publish only what is meant to be public; let the others be reached over the stack's network "
+    "(Grafana reaches Prometheus there), or behind a login",
+)
+def stack_port_on_address(context: Context) -> Iterator[Found]:
+    for item in context.files_named(*_STACK):
+        for line, text in item.lines():
+            if _PORT_ON_ADDRESS.search(text):
+                yield Found(obj=item.at(line))
+
+
 def _logical_lines(item: ProjectFile) -> Iterator[tuple[int, str]]:
     """Lines with backslash continuations joined, numbered by their first line (Dockerfiles, unit files)."""
     start = 0
