@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from ..errors import BuildError
 from ..render.requirements import lacks_flaskprod, read_requirements, requirements_file
@@ -122,9 +122,13 @@ def compose_version(context: Context) -> Iterator[Found]:
     "orders `docker compose up`",
 )
 def stack_depends_on(context: Context) -> Iterator[Found]:
-    for item in context.files_named(*_STACK):
+    yield from _lines_matching(context.files_named(*_STACK), re.compile(r"^\s*depends_on\s*:"))
+
+
+def _lines_matching(items: Iterable[ProjectFile], pattern: re.Pattern[str]) -> Iterator[Found]:
+    for item in items:
         for line, text in item.lines():
-            if re.match(r"^\s*depends_on\s*:", text):
+            if pattern.search(text):
                 yield Found(obj=item.at(line))
 
 
@@ -143,10 +147,7 @@ _PORT_ON_ADDRESS = re.compile(
     "(Grafana reaches Prometheus there), or behind a login",
 )
 def stack_port_on_address(context: Context) -> Iterator[Found]:
-    for item in context.files_named(*_STACK):
-        for line, text in item.lines():
-            if _PORT_ON_ADDRESS.search(text):
-                yield Found(obj=item.at(line))
+    yield from _lines_matching(context.files_named(*_STACK), _PORT_ON_ADDRESS)
 
 
 def _logical_lines(item: ProjectFile) -> Iterator[tuple[int, str]]:
