@@ -338,6 +338,20 @@ CASES = [
         },
     ),
     Case(
+        "FP-P014",
+        bad={"app.py": PROD, "static/app.css": "body { margin: 0 }\n", "nginx.conf": NGINX_PROXY},
+        obj="nginx.conf:4",
+        text="nginx passes every request to the app, /static/ too: each static file holds a Python worker that a "
+        "page could use, and gets none of nginx's sendfile, caching headers or open-file cache",
+        good={
+            "app.py": PROD,
+            "static/app.css": "body { margin: 0 }\n",
+            "nginx.conf": NGINX_PROXY.replace(
+                "location / {", "location /static/ {\n    alias /srv/static/;\n}\nlocation / {"
+            ),
+        },
+    ),
+    Case(
         "FP-P013",
         bad={
             "app.py": PROD,

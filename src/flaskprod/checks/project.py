@@ -6,6 +6,7 @@ import ast
 import posixpath
 import re
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from ..errors import BuildError
 from ..render.requirements import lacks_flaskprod, read_requirements, requirements_file
@@ -423,6 +424,37 @@ def nginx_forwarded_headers(context: Context) -> Iterator[Found]:
             lost = " or ".join(_FORWARDED[header] for header in missing)
             text = f"nginx proxies to the app without setting {' and '.join(missing)}: the app cannot see the {lost}"
             yield Found(obj=item.at(first[0]), text=text)
+
+
+def _has_static_files(folder: str | None) -> bool:
+    if not folder or not Path(folder).is_dir():
+        return False
+    return any(path.is_file() for path in Path(folder).rglob("*"))
+
+
+@check(
+    "FP-P014",
+    WARNING,
+    "nginx passes every request to the app, its static files too: each one holds a Python worker that "
+    "a page could use, and gets none of nginx's sendfile, caching headers or open-file cache",
+    hint="serve the app's static folder from disk beside proxy_pass: `location /static/ { alias "
+    "/path/to/static/; }` (flaskprod up and the images flaskprod builds do)",
+)
+def static_through_app(context: Context) -> Iterator[Found]:
+    app = context.app
+    if app is None or app.static_url_path is None or not _has_static_files(app.static_folder):
+        return
+    url = app.static_url_path
+    for item in _nginx_files(context):
+        passes = [*_directive_lines(item, "proxy_pass"), *_directive_lines(item, "uwsgi_pass")]
+        if not passes:
+            continue
+        if not any(url in text for _, text in _directive_lines(item, "location")):
+            text = (
+                f"nginx passes every request to the app, {url}/ too: each static file holds a Python worker that "
+                "a page could use, and gets none of nginx's sendfile, caching headers or open-file cache"
+            )
+            yield Found(obj=item.at(passes[0][0]), text=text)
 
 
 _UWSGI_SOCKET = re.compile(r"^\s*(?:socket|uwsgi-socket|shared-socket)\s*=\s*(/\S+)")
