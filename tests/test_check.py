@@ -338,6 +338,12 @@ CASES = [
         },
     ),
     Case(
+        "FP-P015",
+        bad={"app.py": PROD, "gunicorn.conf.py": 'workers = 4\naccesslog = "/var/log/gunicorn/access.log"\n'},
+        obj="gunicorn.conf.py:2",
+        good={"app.py": PROD, "gunicorn.conf.py": 'workers = 4\naccesslog = "-"\nerrorlog = "-"\n'},
+    ),
+    Case(
         "FP-P014",
         bad={"app.py": PROD, "static/app.css": "body { margin: 0 }\n", "nginx.conf": NGINX_PROXY},
         obj="nginx.conf:4",
@@ -552,6 +558,19 @@ def test_file_handlers_in_logging_configs(project: Path) -> None:
     }
     found = sorted(m["obj"] for m in audit(project, files).only("FP-P012"))
     assert found == ["log_setup.py:1", "logging.ini:2", "logging.yaml:3"]
+
+
+def test_server_log_files_in_flags_and_uwsgi_inis(project: Path) -> None:
+    files = {
+        "app.py": PROD,
+        "Dockerfile": 'FROM python:3.12-slim\nCMD ["gunicorn", "--access-logfile", "/app/access.log", "app:app"]\n',
+        "Procfile": "web: gunicorn --access-logfile - --error-logfile=- app:app\n",
+        "uwsgi.ini": "[uwsgi]\nmodule = app:app\nlogto = /var/log/uwsgi.log\nreq-logger = file:/tmp/req.log\n",
+        # The journal keeps a unit's output: a log file under systemd is the operator's choice.
+        "app.service": "[Service]\nExecStart=/usr/bin/gunicorn --error-logfile /var/log/app.log app:app\n",
+    }
+    found = sorted(m["obj"] for m in audit(project, files).only("FP-P015"))
+    assert found == ["Dockerfile:2", "uwsgi.ini:3", "uwsgi.ini:4"]
 
 
 def test_stack_ports_on_an_address_in_every_form(project: Path) -> None:

@@ -301,6 +301,47 @@ def gunicorn_tmp_dir(context: Context) -> Iterator[Found]:
             yield Found(obj=item.at(line))
 
 
+# Where a server's log is a stream, not a file.
+_STREAMS = frozenset({"-", "", "/dev/stdout", "/dev/stderr"})
+_GUNICORN_LOG_SETTINGS = ("accesslog", "errorlog")
+_GUNICORN_LOG_FLAG = re.compile(r"\s--(?:access-logfile|error-logfile|log-file)(?:=|\s+)(\S+)")
+_UWSGI_LOG_FILE = re.compile(r"^\s*(?:logto2?|daemonize)\s*=\s*(\S+)|^\s*(?:req-)?logger\s*=\s*(?:\S+\s+)?file:(\S+)")
+
+
+def _server_log_files(context: Context) -> Iterator[tuple[ProjectFile, int]]:
+    """Where Gunicorn (its config or flags) or uWSGI (its ini) is told to write its log to a file."""
+    for item, tree in _gunicorn_configs(context):
+        assigned = _assigned(tree)
+        for name in _GUNICORN_LOG_SETTINGS:
+            stmt = assigned.get(name)
+            value = stmt.value if stmt is not None else None
+            if isinstance(value, ast.Constant) and isinstance(value.value, str) and value.value not in _STREAMS:
+                yield item, value.lineno
+    for item, line, command in _commands(context):
+        # The journal keeps a unit's output: a file there is a choice, not a loss.
+        in_container = not item.path.name.endswith(".service")
+        if in_container and any(path not in _STREAMS for path in _GUNICORN_LOG_FLAG.findall(_words(command))):
+            yield item, line
+    for item in context.files_named("*.ini"):
+        for line, text in item.lines():
+            match = _UWSGI_LOG_FILE.match(text)
+            if match and (match[1] or match[2]) not in _STREAMS:
+                yield item, line
+
+
+@check(
+    "FP-P015",
+    WARNING,
+    "the app server writes its log to a file: in a container the file is lost with the container, neither "
+    "`docker logs` nor a log collector reads it, and nothing rotates it until the disk is full",
+    hint='log to stdout and stderr: Gunicorn\'s accesslog and errorlog = "-", uWSGI without logto or daemonize '
+    "(flaskprod serve does both); `flaskprod build --with logging` then ships them",
+)
+def server_log_file(context: Context) -> Iterator[Found]:
+    for item, line in _server_log_files(context):
+        yield Found(obj=item.at(line))
+
+
 _PICKLING_HANDLERS = frozenset({"SocketHandler", "DatagramHandler"})
 _PICKLING_IN_CONFIG = re.compile(r"\bhandlers\.(?:Socket|Datagram)Handler\b")
 _FILE_HANDLERS = frozenset({"FileHandler", "RotatingFileHandler", "TimedRotatingFileHandler", "WatchedFileHandler"})
