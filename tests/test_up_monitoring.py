@@ -221,6 +221,15 @@ def test_an_unknown_extra_is_one_line_naming_the_valid_ones(tmp_path: Path) -> N
     assert not (tmp_path / ".flaskprod").exists()
 
 
+@pytest.mark.parametrize(("extra", "instead"), [("logging", "the access log its table names"), ("tls", "--tls")])
+def test_an_extra_of_build_names_what_up_does_instead(tmp_path: Path, extra: str, instead: str) -> None:
+    write_app(tmp_path)
+    error = one_line_error(run_up(tmp_path, "--with", extra))
+    assert error.startswith(f"Error: --with {extra} is for `flaskprod build`; under `flaskprod up` ")
+    assert instead in error
+    assert not (tmp_path / ".flaskprod").exists()
+
+
 def test_prometheus_port_in_use_names_the_setting(tmp_path: Path) -> None:
     write_app(tmp_path)
     with socket.socket() as holder:

@@ -50,6 +50,12 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _HANDLED = (*_STOP_SIGNALS, signal.SIGHUP, signal.SIGCHLD)
 # What `up --with` can add.
 UP_EXTRAS = ("monitoring", "postgres")
+# What `build --with` adds that `up` does another way.
+UP_INSTEAD = {
+    "logging": "the app's JSON lines go to up's stdout and nginx's to the access log its table names, for a "
+    "shipper on this machine to read",
+    "tls": "give it --tls self-signed, files or acme",
+}
 # Not a signal: put among them when a request arrives on the control socket, so the main loop wakes for it.
 WAKE = 0
 
@@ -58,6 +64,8 @@ def parse_up_extras(values: tuple[str, ...]) -> frozenset[str]:
     """--with a,b (repeatable) checked against what `up` can add."""
     extras = split_extras(values)
     unknown = sorted(extras - set(UP_EXTRAS))
+    if unknown and unknown[0] in UP_INSTEAD:
+        raise SpecError(f"--with {unknown[0]} is for `flaskprod build`; under `flaskprod up` {UP_INSTEAD[unknown[0]]}")
     if unknown:
         raise SpecError(f"--with {unknown[0]}: unknown for `flaskprod up`; choose from {', '.join(UP_EXTRAS)}")
     return frozenset(extras)
