@@ -595,3 +595,77 @@ def test_the_units_run_the_app_behind_nginx_reload_and_stop_in_time(
     log = Path(installed.layout.log_root) / "shop" / "access.log"
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert {"/healthz", "/static/app.css"} <= {line["uri"] for line in lines}
+
+
+# --- with monitoring: the VM's Prometheus ---------------------------------------------------------------
+
+
+def test_monitoring_files_are_installed_by_the_readme_and_judged_by_promtool(tmp_path: Path) -> None:
+    d = make_deployment(tmp_path / "project", spec=make_spec(**{"app.name": "shop"}), extras=["monitoring"])
+    files = render_systemd(d)
+    readme = files["README.md"]
+    mentioned = set(re.findall(rf"(?<![\w/]){re.escape(d.out)}/([\w./-]+)", readme))
+    assert mentioned == set(files) - {"README.md"}
+    assert {"monitoring/prometheus.yml", "monitoring/alerts.yml", "monitoring/alerts.test.yml"} <= set(files)
+    out = write_tree(tmp_path / "out", files)
+    subprocess.run([tool("promtool"), "check", "config", str(out / "monitoring/prometheus.yml")], check=True,
+                   capture_output=True, timeout=60)  # fmt: skip
+    tested = subprocess.run([tool("promtool"), "test", "rules", "alerts.test.yml"], cwd=out / "monitoring",
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    # nginx's listener for the scraper is on loopback, where the README keeps Prometheus too.
+    assert f"listen 127.0.0.1:{d.spec.monitoring.metrics_port};" in files["nginx/nginx.conf"]
+    assert "--web.listen-address=127.0.0.1:9090" in readme
+    # Without the extra, no listener and no files.
+    plain = render_systemd(deployment(tmp_path / "plain", make_spec(**{"app.name": "shop"})))
+    assert not any(name.startswith("monitoring/") for name in plain)
+    assert str(d.spec.monitoring.metrics_port) not in plain["nginx/nginx.conf"]
+
+
+@pytest.mark.integration
+def test_the_vms_prometheus_scrapes_the_units_through_nginx(tmp_path: Path) -> None:
+    """The units run as systemd would, and a real Prometheus with the rendered prometheus.yml and alerts.yml
+    (only its listen address and storage are this test's) scrapes the app through nginx's listener."""
+    port, metrics_port, prometheus_port = free_port(), free_port(), free_port()
+    project = tmp_path / "srv" / "shop"
+    toml = (f'[app]\nname = "shop"\n\n[server]\nworkers = 2\nthreads = 2\n\n[deploy]\nhttp_port = {port}\n\n'
+            f"[monitoring]\nmetrics_port = {metrics_port}\n")  # fmt: skip
+    spec = spec_from_toml(project, toml)
+    d = make_deployment(project, spec=spec, extras=["monitoring"])
+    (project / "wsgi.py").write_text(APP)
+    installed = Installed(tmp_path, d)
+    monitoring = {k.removeprefix("monitoring/"): v for k, v in installed.files.items() if k.startswith("monitoring/")}
+    prometheus_dir = write_tree(tmp_path / "etc-prometheus", monitoring)
+    url = f"http://127.0.0.1:{port}"
+    api = f"http://127.0.0.1:{prometheus_port}/api/v1/query"
+
+    def query(expr: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = requests.get(api, params={"query": expr}, timeout=5).json()["data"]["result"]
+        return result
+
+    with ExitStack() as stack:
+        start_units(installed, tmp_path, stack)
+        wait_for(lambda: get(url, "/healthz").status_code == 200, timeout=30, what="/healthz through nginx")
+        for _ in range(5):
+            assert get(url, "/").status_code == 200
+        prometheus_log = stack.enter_context((tmp_path / "prometheus.log").open("w"))
+        command = [
+            tool("prometheus"),
+            f"--config.file={prometheus_dir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{prometheus_port}",
+        ]
+        prometheus = subprocess.Popen(command, stdout=prometheus_log, stderr=subprocess.STDOUT, start_new_session=True)
+        stack.callback(stop_group, prometheus)
+
+        def scraped() -> bool:
+            assert prometheus.poll() is None, (tmp_path / "prometheus.log").read_text()
+            return [r["value"][1] for r in query('up{job="shop"}')] == ["1"]
+
+        wait_for(scraped, timeout=60, what="Prometheus to scrape the app through nginx")
+        served = query('sum(http_requests_total{job="shop", endpoint="/"})')
+        assert served and float(served[0]["value"][1]) >= 5
+        # The rules loaded are the rendered ones, every alert of alerts.yml.
+        groups = requests.get(f"http://127.0.0.1:{prometheus_port}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        loaded = {rule["name"] for group in groups for rule in group["rules"]}
+        assert loaded and loaded == set(re.findall(r"alert: (\w+)", (prometheus_dir / "alerts.yml").read_text()))

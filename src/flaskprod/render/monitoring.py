@@ -38,6 +38,7 @@ __all__ = [
     "dashboard_json",
     "monitoring_files",
     "prometheus_files",
+    "refuse_unscrapable",
 ]
 
 # Where the containers expect the files (the official images' defaults, except the dashboards
@@ -148,7 +149,7 @@ def monitoring_files(deployment: Deployment, scrape: Scrape, *, prefix: str = ""
     at GRAFANA_PROVISIONING_DIR and grafana/dashboards/ at GRAFANA_DASHBOARDS_DIR.
     """
     d = Monitored.of(deployment)
-    _refuse_unscrapable(d, scrape)
+    refuse_unscrapable(d, scrape)
     name = d.name
     files = {
         **{f"prometheus/{path}": text for path, text in prometheus_files(d, scrape).items()},
@@ -182,7 +183,8 @@ def dashboard_json(d: Monitored, scrape: Scrape) -> str:
     return json.dumps(_dashboard(d, scrape), indent=2) + "\n"
 
 
-def _refuse_unscrapable(d: Monitored, scrape: Scrape) -> None:
+def refuse_unscrapable(d: Monitored, scrape: Scrape) -> None:
+    """A BuildError when the app exports no metrics, or Prometheus would scrape a port speaking the uwsgi protocol."""
     if not d.spec.monitoring.metrics:
         raise BuildError(
             "--with monitoring needs the app's metrics, and monitoring.metrics is false; set it to true "

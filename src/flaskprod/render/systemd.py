@@ -17,6 +17,7 @@ from ..sizing import MIB
 from ..spec import parse_size
 from .deployment import Deployment
 from .image import uwsgi_version
+from .monitoring import Monitored, Scrape, alert_files, dashboard_json, prometheus_files, refuse_unscrapable
 from .nginx import NginxContext, _environment, listen_address
 from .tls import HostCertificate, check_ports, shell_words, tls_names
 
@@ -29,6 +30,9 @@ MAX_USER_NAME = 31
 SECRET_CREDENTIAL = "secret_key"
 # certbot's deploy hook with --with tls: the file's name in the output and in the install's conf_dir.
 CERTBOT_HOOK = "certbot-deploy-hook"
+# Debian's Prometheus package: where it reads its config, and the address it is told to keep to.
+PROMETHEUS_CONF_DIR = "/etc/prometheus"
+PROMETHEUS_LISTEN = "127.0.0.1:9090"
 # Characters that make an ExecStart= word need quotes; $ and % are escaped in any case.
 _NEEDS_QUOTES = re.compile(r"""[\s"'\\;]""")
 
@@ -196,8 +200,26 @@ def nginx_files(d: Deployment, paths: Paths) -> dict[str, str]:
         # nginx writes "stderr" itself (no /dev/stderr open): its errors go to the journal.
         error_log="stderr",
         tls=certificate.tls_files(d.spec.deploy.https_port) if certificate else None,
+        # The scraper's own listener, on loopback beside the VM's Prometheus; the public port answers 404 there.
+        metrics_port=d.spec.monitoring.metrics_port if "monitoring" in d.extras else None,
+        metrics_host="127.0.0.1",
     )
     return d.render_nginx(ctx)
+
+
+def scrape(d: Deployment) -> Scrape:
+    """How the VM's Prometheus reaches the app's metrics: nginx's loopback listener for it."""
+    return Scrape(job=d.name, targets=(listen_address("127.0.0.1", d.spec.monitoring.metrics_port),))
+
+
+def monitoring_files(d: Deployment) -> dict[str, str]:
+    """monitoring/: prometheus.yml (scraping nginx's listener and itself), the alert rules with their tests, and
+    the dashboard every target gets, for a Grafana the VM runs."""
+    monitored = Monitored.of(d)
+    refuse_unscrapable(monitored, scrape(d))
+    files = {**prometheus_files(monitored, scrape(d), itself=PROMETHEUS_LISTEN), **alert_files(monitored, scrape(d))}
+    files[f"{d.name}.json"] = dashboard_json(monitored, scrape(d))
+    return {f"monitoring/{name}": text for name, text in files.items()}
 
 
 def nginx_args(paths: Paths) -> list[str]:
@@ -249,6 +271,10 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
         "requirements": d.project.requirements,
         "uwsgi_version": uwsgi_version(),
         "static_dir": d.project.static_dir,
+        "monitoring": "monitoring" in d.extras,
+        "prometheus_conf_dir": PROMETHEUS_CONF_DIR,
+        "prometheus_listen": PROMETHEUS_LISTEN,
+        "metrics_listen": listen_address("127.0.0.1", d.spec.monitoring.metrics_port),
     }
     environment = _environment()
     files = {
@@ -260,6 +286,8 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
     files.update({f"nginx/{name}": text for name, text in nginx_files(d, paths).items()})
     if certificate:
         files[CERTBOT_HOOK] = certificate.hook_script()
+    if "monitoring" in d.extras:
+        files.update(monitoring_files(d))
     return files
 
 

@@ -98,8 +98,9 @@ TARGETS = {
             server="uwsgi",
             fixed_server=False,
             # The units install the app on a VM; a database there is the VM's own package, not a unit of ours.
-            # TLS is the VM's certbot, with nginx.conf, a deploy hook and the steps in the README.
-            extras=frozenset({"tls"}),
+            # TLS is the VM's certbot, with nginx.conf, a deploy hook and the steps in the README; monitoring
+            # the VM's Prometheus (Debian's package), with the files and steps to give it.
+            extras=frozenset({"monitoring", "tls"}),
             renderer="systemd:render_systemd",
             next_step="see {out}/README.md to install the units",
         ),
