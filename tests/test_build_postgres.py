@@ -401,7 +401,7 @@ def test_targets_without_room_for_a_database_refuse_it(tmp_path: Path, target: s
         build(make_spec(), target=target, extras=("postgres",), root=write_project(tmp_path), environ=clean_env())
     message = str(info.value)
     assert "\n" not in message
-    offered = {"single": "it takes none", "systemd": "it offers tls"}[target]
+    offered = {"single": "it takes none", "systemd": "it offers monitoring, tls"}[target]
     assert message == (
         f"--with postgres is not available for --target {target} ({offered}): use --target compose, "
         "compose-uwsgi, swarm or k8s, or give the app a PostgreSQL you run, its URL in database.url_env"
