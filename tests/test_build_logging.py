@@ -238,16 +238,32 @@ def test_the_warning_level_regex_takes_the_levels_ecs_logging_writes_from_warnin
         assert bool(pattern.fullmatch(name)) == (number >= logging.WARNING), name
 
 
-@pytest.mark.parametrize("target", STACKS)
-def test_the_run_line_sets_grafanas_password_when_the_stack_has_a_grafana(tmp_path: Path, target: str) -> None:
-    file = STACKS[target][1]
+def header_of(path: Path) -> str:
+    """A file's header comment, a line continued with a backslash joined to the next."""
+    header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
+    return header.replace("\\\n#", "")
+
+
+def test_the_compose_run_line_sets_grafanas_password_when_the_stack_has_a_grafana(tmp_path: Path) -> None:
     for extras in ([], ["logging"], ["monitoring"], ["logging", "postgres"]):
-        out, resolved = build(tmp_path / "-".join(extras or ["none"]), target, extras)
-        # The header's comment lines, a line continued with a backslash joined to the next.
-        header = "".join(line for line in (out / file).read_text().splitlines(keepends=True) if line.startswith("#"))
-        header = header.replace("\\\n#", "")
-        run = next(line for line in header.splitlines() if "docker compose" in line or "docker stack deploy" in line)
+        out, resolved = build(tmp_path / "-".join(extras or ["none"]), "compose", extras)
+        run = next(line for line in header_of(out / "compose.yaml").splitlines() if "docker compose" in line)
         assert ("GRAFANA_ADMIN_PASSWORD=..." in run) == ("grafana" in resolved["services"]), (extras, run)
+
+
+def test_swarm_gives_grafana_its_admin_password_as_a_secret(tmp_path: Path) -> None:
+    for extras in ([], ["logging"], ["monitoring"]):
+        out, resolved = build(tmp_path / "-".join(extras or ["none"]), "swarm", extras)
+        creates = "docker secret create shop_grafana_admin_password -" in header_of(out / "stack.yaml")
+        assert creates == ("grafana" in resolved["services"]), extras
+        if creates:
+            grafana = resolved["services"]["grafana"]
+            # A file the secret mounts, never the value in the service's spec.
+            assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana["environment"]
+            path = grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"]
+            assert path == "/run/secrets/shop_grafana_admin_password"
+            assert [s if isinstance(s, str) else s["source"] for s in grafana["secrets"]] == [Path(path).name]
+            assert resolved["secrets"][Path(path).name]["external"] is True
 
 
 def test_swarm_publishes_grafana_behind_its_login_and_nothing_without_one(tmp_path: Path) -> None:

@@ -488,7 +488,7 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         # Swarm has no bind mounts across nodes: every file reaches its service as a config.
         files = _swarm_monitoring_files(d)
         configs = {_config_name(path): {"file": f"./{path}"} for path in files}
-        prometheus, grafana = _prometheus_service(), _swarm_grafana()
+        prometheus, grafana = _prometheus_service(), _swarm_grafana(d, data)
         prometheus.pop("restart")
         # Swarm would publish it on every node's every address, and Prometheus asks no one for a password.
         prometheus.pop("ports")
@@ -574,7 +574,7 @@ def _swarm_logging(d: Deployment, data: dict[str, Any], volumes: dict[str, Any])
         alloy.pop(option)
     grafana = data["services"].get("grafana")
     if grafana is None:
-        grafana = _swarm_grafana()
+        grafana = _swarm_grafana(d, data)
         grafana["volumes"] = ["grafana-data:/var/lib/grafana"]
         grafana["configs"] = []
         grafana["deploy"] = {"replicas": 1, "restart_policy": {"condition": "on-failure"}}
@@ -585,14 +585,26 @@ def _swarm_logging(d: Deployment, data: dict[str, Any], volumes: dict[str, Any])
     volumes |= {"loki-data": {}, "alloy-data": {}}
 
 
-def _swarm_grafana() -> dict[str, Any]:
-    """Grafana as a stack runs it. Swarm ignores the address in a published port (moby/moby#32299): it would
+def _swarm_grafana(d: Deployment, data: dict[str, Any]) -> dict[str, Any]:
+    """Grafana as a stack runs it, its admin password a Swarm secret (Grafana reads *__FILE variables), not a
+    value in the service's spec. Swarm ignores the address in a published port (moby/moby#32299): it would
     publish 127.0.0.1:3000 on every node's every address, so the port is published so, openly, behind
     Grafana's login, the one service of these that has one."""
+    secret = grafana_secret_name(d)
+    data["secrets"][secret] = {"external": True}
     grafana = _grafana_service()
     grafana.pop("restart")
+    grafana["environment"] = {
+        "GF_SECURITY_ADMIN_PASSWORD__FILE": secret_path(secret),
+        "GF_USERS_ALLOW_SIGN_UP": "false",
+    }
+    grafana["secrets"] = [secret]
     grafana["ports"] = [{"target": GRAFANA_PORT, "published": GRAFANA_PORT, "protocol": "tcp", "mode": "ingress"}]
     return grafana
+
+
+def grafana_secret_name(d: Deployment) -> str:
+    return f"{d.name.replace('-', '_')}_grafana_admin_password"
 
 
 def logs_node_label(d: Deployment) -> str:
@@ -639,7 +651,10 @@ def render_swarm(d: Deployment) -> dict[str, str]:
     if LOGGING in d.extras:
         label = logs_node_label(d)
         steps.append(f"  docker node update --label-add {label}=true NODE   # Loki's node: it keeps the logs")
-    steps.append(f"  {_grafana_env(d)}docker stack deploy -c {d.out}/stack.yaml {d.name}")
+    if {MONITORING, LOGGING} & d.extras:
+        grafana = grafana_secret_name(d)
+        steps.append(f'  printf %s "$GRAFANA_ADMIN_PASSWORD" | docker secret create {grafana} -   # for Grafana')
+    steps.append(f"  docker stack deploy -c {d.out}/stack.yaml {d.name}")
     if POSTGRES in d.extras:
         steps.append(postgres.budget_note(d, most_tasks(d)))
     if TLS in d.extras:
