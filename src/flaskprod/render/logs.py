@@ -5,10 +5,9 @@ request id they share. So nothing in the app changes: Alloy reads each labelled 
 through the Docker socket, as `docker logs` does, and pushes it to Loki, which Grafana reads.
 
 What Alloy keeps from each line follows Loki's own advice. Labels, which Loki indexes, stay few in
-values: the app's name, the service (app, nginx, postgres...), the stream (stdout or stderr) and the app's
-log level. The request id
-is one value per request, so it travels as structured metadata, and one query finds nginx's access line
-and the app's records for a request: {app="shop"} | request_id="...".
+values: the app's name, the service (app, nginx, postgres...), the stream (stdout or stderr) and the
+app's log level. The request id is one value per request, so it travels as structured metadata, and one
+query finds nginx's access line and the app's records for a request: {app="shop"} | request_id="...".
 """
 
 from __future__ import annotations
@@ -48,8 +47,6 @@ SERVICE_LABEL = "flaskprod.service"
 # read a dot as a nested key), the request id nested; nginx's access line writes request_id at the top.
 LEVEL_EXPRESSION = '"log.level"'
 REQUEST_ID_EXPRESSION = f"{REQUEST_ID_FIELD} || request_id"
-
-
 # The levels ECS logging writes (Python's, in lower case) from warning up, as a LogQL regex.
 WARNING_OR_WORSE = "warning|error|critical"
 
