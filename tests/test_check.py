@@ -338,6 +338,16 @@ CASES = [
         },
     ),
     Case(
+        "FP-P016",
+        bad={"app.py": PROD, "Dockerfile": 'FROM python:3.12-slim\nCMD ["gunicorn", "app:app"]\n'},
+        obj="Dockerfile:2",
+        good={
+            "app.py": PROD,
+            "Dockerfile": "FROM python:3.12-slim\nHEALTHCHECK CMD python -m flaskprod.servers.healthcheck\n"
+            'CMD ["gunicorn", "app:app"]\n',
+        },
+    ),
+    Case(
         "FP-P015",
         bad={"app.py": PROD, "gunicorn.conf.py": 'workers = 4\naccesslog = "/var/log/gunicorn/access.log"\n'},
         obj="gunicorn.conf.py:2",
@@ -571,6 +581,20 @@ def test_server_log_files_in_flags_and_uwsgi_inis(project: Path) -> None:
     }
     found = sorted(m["obj"] for m in audit(project, files).only("FP-P015"))
     assert found == ["Dockerfile:2", "uwsgi.ini:3", "uwsgi.ini:4"]
+
+
+@pytest.mark.parametrize(
+    "probe",
+    [
+        ("compose.yaml", "services:\n  app:\n    build: .\n    healthcheck:\n      test: [CMD, curl, localhost]\n"),
+        ("k8s/deployment.yaml", "kind: Deployment\nspec:\n  containers:\n    - name: app\n"
+                                "      readinessProbe:\n        httpGet: {path: /readyz}\n"),
+    ],
+)
+def test_a_health_check_outside_the_image_counts(project: Path, probe: tuple[str, str]) -> None:
+    dockerfile = 'FROM python:3.12-slim\nCMD ["flaskprod", "serve"]\n'
+    assert "FP-P016" in audit(project, {"app.py": PROD, "Dockerfile": dockerfile}).ids()
+    assert "FP-P016" not in audit(project, dict([probe])).ids()
 
 
 def test_stack_ports_on_an_address_in_every_form(project: Path) -> None:

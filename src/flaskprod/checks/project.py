@@ -168,14 +168,24 @@ def _logical_lines(item: ProjectFile) -> Iterator[tuple[int, str]]:
         yield start, " ".join(parts)
 
 
+def _dockerfiles(context: Context) -> Iterator[ProjectFile]:
+    return context.files_named("Dockerfile*", "Containerfile*", "*.dockerfile")
+
+
+def _image_commands(item: ProjectFile) -> Iterator[tuple[int, str]]:
+    """(line, command) of a Dockerfile's CMD and ENTRYPOINT."""
+    for line, text in _logical_lines(item):
+        match = re.match(r"\s*(?:CMD|ENTRYPOINT)\s+(.*)", text, re.IGNORECASE)
+        if match:
+            yield line, match[1]
+
+
 def _commands(context: Context) -> Iterator[tuple[ProjectFile, int, str]]:
     """(file, line, command) of every command a deployment starts: Dockerfile CMD and ENTRYPOINT, Procfile
     processes, Compose command and entrypoint, systemd ExecStart."""
-    for item in context.files_named("Dockerfile*", "Containerfile*", "*.dockerfile"):
-        for line, text in _logical_lines(item):
-            match = re.match(r"\s*(?:CMD|ENTRYPOINT)\s+(.*)", text, re.IGNORECASE)
-            if match:
-                yield item, line, match[1]
+    for item in _dockerfiles(context):
+        for line, command in _image_commands(item):
+            yield item, line, command
     for item in context.files_named("Procfile*"):
         for line, text in item.lines():
             match = re.match(r"\s*[\w-]+\s*:\s*(.*)", text)
@@ -199,6 +209,31 @@ def _words(command: str) -> str:
 
 
 _FLASK_RUN = re.compile(r"[\s/;&|]flask(?:\s+-{1,2}[\w-]+(?:[=\s]+[^\s-]\S*)?)*\s+run\b")
+
+
+# A production server started by an image: what a health check would watch.
+_SERVES = re.compile(r"[\s/](?:gunicorn|uwsgi|waitress-serve|flaskprod\s+serve)\s")
+_PROBES = re.compile(r"^\s*(?:healthcheck|livenessProbe|readinessProbe)\s*:")
+
+
+@check(
+    "FP-P016",
+    INFO,
+    "the image starts the app server, and nothing checks its health: no HEALTHCHECK, no Compose healthcheck, "
+    "no Kubernetes probe, so a hung app stays in service and nothing restarts it",
+    hint="add `HEALTHCHECK CMD python -m flaskprod.servers.healthcheck` (it asks the app's /healthz), or a "
+    "Compose healthcheck or Kubernetes probes on /healthz and /readyz; `flaskprod build` writes them",
+)
+def unchecked_health(context: Context) -> Iterator[Found]:
+    yamls = context.files_named("*.yml", "*.yaml")
+    if any(_PROBES.match(text) for item in yamls for _, text in item.lines()):
+        return
+    for item in _dockerfiles(context):
+        if re.search(r"^\s*HEALTHCHECK\s", item.text, re.MULTILINE | re.IGNORECASE):
+            continue
+        serving = [line for line, command in _image_commands(item) if _SERVES.search(_words(command))]
+        if serving:
+            yield Found(obj=item.at(serving[0]))
 
 
 @check(
