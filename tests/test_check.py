@@ -338,6 +338,12 @@ CASES = [
         },
     ),
     Case(
+        "FP-P017",
+        bad={"app.py": PROD, "nginx.conf": "server {\n  listen 443 ssl;\n  ssl_protocols TLSv1 TLSv1.1 TLSv1.2;\n}\n"},
+        obj="nginx.conf:3",
+        good={"app.py": PROD, "nginx.conf": "server {\n  listen 443 ssl;\n  ssl_protocols TLSv1.2 TLSv1.3;\n}\n"},
+    ),
+    Case(
         "FP-P016",
         bad={"app.py": PROD, "Dockerfile": 'FROM python:3.12-slim\nCMD ["gunicorn", "app:app"]\n'},
         obj="Dockerfile:2",

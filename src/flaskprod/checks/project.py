@@ -502,6 +502,23 @@ def nginx_forwarded_headers(context: Context) -> Iterator[Found]:
             yield Found(obj=item.at(first[0]), text=text)
 
 
+_OLD_TLS = re.compile(r"\b(?:SSLv2|SSLv3|TLSv1|TLSv1\.1)(?=[\s;])")
+
+
+@check(
+    "FP-P017",
+    WARNING,
+    "nginx accepts TLS 1.0 or 1.1 (or SSL): protocols the major browsers dropped in 2020 and RFC 8996 "
+    "deprecated, whose weaker ciphers an attacker can force a connection down to",
+    hint="`ssl_protocols TLSv1.2 TLSv1.3;` (Mozilla's intermediate profile, which flaskprod's nginx.conf uses)",
+)
+def nginx_old_tls(context: Context) -> Iterator[Found]:
+    for item in _nginx_files(context):
+        for line, text in _directive_lines(item, "ssl_protocols"):
+            if _OLD_TLS.search(text):
+                yield Found(obj=item.at(line))
+
+
 def _has_static_files(folder: str | None) -> bool:
     if not folder or not Path(folder).is_dir():
         return False
