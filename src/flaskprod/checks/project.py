@@ -343,27 +343,6 @@ _GUNICORN_LOG_FLAG = re.compile(r"\s--(?:access-logfile|error-logfile|log-file)(
 _UWSGI_LOG_FILE = re.compile(r"^\s*(?:logto2?|daemonize)\s*=\s*(\S+)|^\s*(?:req-)?logger\s*=\s*(?:\S+\s+)?file:(\S+)")
 
 
-def _server_log_files(context: Context) -> Iterator[tuple[ProjectFile, int]]:
-    """Where Gunicorn (its config or flags) or uWSGI (its ini) is told to write its log to a file."""
-    for item, tree in _gunicorn_configs(context):
-        assigned = _assigned(tree)
-        for name in _GUNICORN_LOG_SETTINGS:
-            stmt = assigned.get(name)
-            value = stmt.value if stmt is not None else None
-            if isinstance(value, ast.Constant) and isinstance(value.value, str) and value.value not in _STREAMS:
-                yield item, value.lineno
-    for item, line, command in _commands(context):
-        # The journal keeps a unit's output: a file there is a choice, not a loss.
-        in_container = not item.path.name.endswith(".service")
-        if in_container and any(path not in _STREAMS for path in _GUNICORN_LOG_FLAG.findall(_words(command))):
-            yield item, line
-    for item in context.files_named("*.ini"):
-        for line, text in item.lines():
-            match = _UWSGI_LOG_FILE.match(text)
-            if match and (match[1] or match[2]) not in _STREAMS:
-                yield item, line
-
-
 @check(
     "FP-P015",
     WARNING,
@@ -373,8 +352,24 @@ def _server_log_files(context: Context) -> Iterator[tuple[ProjectFile, int]]:
     "(flaskprod serve does both); `flaskprod build --with logging` then ships them",
 )
 def server_log_file(context: Context) -> Iterator[Found]:
-    for item, line in _server_log_files(context):
-        yield Found(obj=item.at(line))
+    """Where Gunicorn (its config or flags) or uWSGI (its ini) is told to write its log to a file."""
+    for item, tree in _gunicorn_configs(context):
+        assigned = _assigned(tree)
+        for name in _GUNICORN_LOG_SETTINGS:
+            stmt = assigned.get(name)
+            value = stmt.value if stmt is not None else None
+            if isinstance(value, ast.Constant) and isinstance(value.value, str) and value.value not in _STREAMS:
+                yield Found(obj=item.at(value.lineno))
+    for item, line, command in _commands(context):
+        # The journal keeps a unit's output: a file there is a choice, not a loss.
+        in_container = not item.path.name.endswith(".service")
+        if in_container and any(path not in _STREAMS for path in _GUNICORN_LOG_FLAG.findall(_words(command))):
+            yield Found(obj=item.at(line))
+    for item in context.files_named("*.ini"):
+        for line, text in item.lines():
+            match = _UWSGI_LOG_FILE.match(text)
+            if match and (match[1] or match[2]) not in _STREAMS:
+                yield Found(obj=item.at(line))
 
 
 _PICKLING_HANDLERS = frozenset({"SocketHandler", "DatagramHandler"})
@@ -392,17 +387,19 @@ def _makes_handler(node: ast.expr, calls: frozenset[str], config: re.Pattern[str
     return isinstance(node, ast.Constant) and isinstance(node.value, str) and bool(config.search(node.value))
 
 
-def _log_handlers(context: Context, calls: frozenset[str], *patterns: re.Pattern[str]) -> Iterator[Found]:
-    """Where a logging handler is made: a call to one of calls in Python, or a config naming its class (a
-    dictConfig string in Python, or a line of another file: fileConfig's ini, a YAML dictConfig)."""
+def _log_handlers(
+    context: Context, calls: frozenset[str], config: re.Pattern[str], ini: re.Pattern[str] | None = None
+) -> Iterator[Found]:
+    """Where a logging handler is made: a call to one of calls in Python, or a config naming its class (config:
+    a dictConfig string in Python, or a line of another file such as a YAML dictConfig; ini: a fileConfig line)."""
     for item in context.files:
         if item.tree is not None:
             for node in ast.walk(item.tree):
-                if isinstance(node, ast.expr) and _makes_handler(node, calls, patterns[0]):
+                if isinstance(node, ast.expr) and _makes_handler(node, calls, config):
                     yield Found(obj=item.at(node.lineno))
         elif item.path.suffix != ".py":
             for line, text in item.lines():
-                if any(pattern.search(text) for pattern in patterns):
+                if config.search(text) or (ini is not None and ini.search(text)):
                     yield Found(obj=item.at(line))
 
 

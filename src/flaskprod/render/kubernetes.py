@@ -682,13 +682,13 @@ def pod_monitor_object(d: Deployment) -> dict[str, Any]:
     }
 
 
-def prometheus_rule_object(d: Deployment) -> dict[str, Any]:
+def prometheus_rule_object(d: Deployment, monitored: Monitored) -> dict[str, Any]:
     """The alert rules `build` writes for every target, as the Prometheus Operator loads them."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": _metadata(d),
-        "spec": {"groups": alert_groups(Monitored.of(d), _scrape(d))},
+        "spec": {"groups": alert_groups(monitored, _scrape(d))},
     }
 
 
@@ -705,7 +705,8 @@ def dashboard_generator(d: Deployment, file: str) -> dict[str, Any]:
 def _monitoring_files(d: Deployment) -> dict[str, str]:
     """monitoring/: a kustomization of its own, applied where the Prometheus Operator runs (its kinds exist
     nowhere else), and the rules as promtool reads them, with their unit tests."""
-    objects = {"podmonitor.yaml": pod_monitor_object(d), "prometheusrule.yaml": prometheus_rule_object(d)}
+    monitored, scrape = Monitored.of(d), _scrape(d)
+    objects = {"podmonitor.yaml": pod_monitor_object(d), "prometheusrule.yaml": prometheus_rule_object(d, monitored)}
     dashboard = f"{d.name}.json"
     kustomized = kustomization(d, list(objects)) | {"configMapGenerator": [dashboard_generator(d, dashboard)]}
     steps = "\n".join(
@@ -722,8 +723,8 @@ def _monitoring_files(d: Deployment) -> dict[str, str]:
     header = generated_header(d.name)
     files = {f"monitoring/{name}": dump_yaml(data, header) for name, data in objects.items()}
     files["monitoring/kustomization.yaml"] = dump_yaml(kustomized, generated_header(d.name, steps))
-    files[f"monitoring/{dashboard}"] = dashboard_json(Monitored.of(d), _scrape(d))
-    files.update({f"monitoring/{name}": text for name, text in alert_files(Monitored.of(d), _scrape(d)).items()})
+    files[f"monitoring/{dashboard}"] = dashboard_json(monitored, scrape)
+    files.update({f"monitoring/{name}": text for name, text in alert_files(monitored, scrape).items()})
     return files
 
 

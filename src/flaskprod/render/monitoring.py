@@ -132,11 +132,12 @@ class Monitored:
 def prometheus_files(
     d: Monitored, scrape: Scrape, *, itself: str = f"localhost:{PROMETHEUS_PORT}", by: Literal["build", "up"] = "build"
 ) -> dict[str, str]:
-    """prometheus.yml and the alerts.yml it loads from its own directory, by file name; itself is the address
-    Prometheus scrapes its own metrics at. The containers mount them (monitoring_files); `flaskprod up` runs them."""
+    """prometheus.yml, the alerts.yml it loads from its own directory, by file name, and alerts.test.yml; itself
+    is the address Prometheus scrapes its own metrics at. The containers mount them (monitoring_files); `flaskprod
+    up` runs them."""
     return {
         "prometheus.yml": _yaml("prometheus.yml", _prometheus_config(d, scrape, itself), by=by),
-        "alerts.yml": alert_files(d, scrape, by=by)["alerts.yml"],
+        **alert_files(d, scrape, by=by),
     }
 
 
@@ -153,7 +154,6 @@ def monitoring_files(deployment: Deployment, scrape: Scrape, *, prefix: str = ""
     name = d.name
     files = {
         **{f"prometheus/{path}": text for path, text in prometheus_files(d, scrape).items()},
-        "prometheus/alerts.test.yml": alert_files(d, scrape)["alerts.test.yml"],
         "grafana/provisioning/datasources/prometheus.yml": _yaml("datasource", _datasource(scrape)),
         f"grafana/provisioning/dashboards/{name}.yml": _yaml("dashboard provider", _dashboard_provider(name)),
         f"grafana/dashboards/{name}.json": dashboard_json(d, scrape),
@@ -167,7 +167,9 @@ def alert_files(d: Monitored, scrape: Scrape, *, by: Literal["build", "up"] = "b
     alerts = _alerts(d, scrape)
     return {
         "alerts.yml": _yaml("alerts.yml", _rules(d.name, alerts), by=by),
-        "alerts.test.yml": _yaml("alerts.test.yml", _rule_tests(alerts), "Run: promtool test rules alerts.test.yml"),
+        "alerts.test.yml": _yaml(
+            "alerts.test.yml", _rule_tests(alerts), "Run: promtool test rules alerts.test.yml", by=by
+        ),
     }
 
 

@@ -17,7 +17,7 @@ from ..sizing import MIB
 from ..spec import parse_size
 from .deployment import Deployment
 from .image import uwsgi_version
-from .monitoring import Monitored, Scrape, alert_files, dashboard_json, prometheus_files, refuse_unscrapable
+from .monitoring import Monitored, Scrape, dashboard_json, prometheus_files, refuse_unscrapable
 from .nginx import NginxContext, _environment, listen_address
 from .tls import HostCertificate, check_ports, shell_words, tls_names
 
@@ -215,10 +215,10 @@ def scrape(d: Deployment) -> Scrape:
 def monitoring_files(d: Deployment) -> dict[str, str]:
     """monitoring/: prometheus.yml (scraping nginx's listener and itself), the alert rules with their tests, and
     the dashboard every target gets, for a Grafana the VM runs."""
-    monitored = Monitored.of(d)
-    refuse_unscrapable(monitored, scrape(d))
-    files = {**prometheus_files(monitored, scrape(d), itself=PROMETHEUS_LISTEN), **alert_files(monitored, scrape(d))}
-    files[f"{d.name}.json"] = dashboard_json(monitored, scrape(d))
+    monitored, scraped = Monitored.of(d), scrape(d)
+    refuse_unscrapable(monitored, scraped)
+    files = prometheus_files(monitored, scraped, itself=PROMETHEUS_LISTEN)
+    files[f"{d.name}.json"] = dashboard_json(monitored, scraped)
     return {f"monitoring/{name}": text for name, text in files.items()}
 
 
