@@ -20,10 +20,47 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_defaults_when_nothing_is_given(tmp_path: Path) -> None:
-    spec = load_spec(tmp_path, environ={})
-    assert spec == Spec()
-    assert set(spec.origins.values()) == {"default"}
+    project = tmp_path / "shop"
+    project.mkdir()
+    spec = load_spec(project, environ={})
+    assert spec == Spec().replace(**{"app.name": "shop"})
+    assert spec.origins["app.name"] == "project"
+    assert {origin for key, origin in spec.origins.items() if key != "app.name"} == {"default"}
     assert len(spec.origins) == len(SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("pyproject", "target", "name"),
+    [
+        ('[project]\nname = "inventory"\n', "wsgi:app", "inventory"),  # the declared name first
+        (None, "storefront:create_app()", "storefront"),  # then the app's top-level package
+        (None, "storefront.web:app", "storefront"),
+        (None, "wsgi:app", "shop"),  # an entry file names nothing: the directory does
+        (None, None, "shop"),
+        ("not toml [", "app", "shop"),  # a broken pyproject is the build tool's to report
+    ],
+)
+def test_the_name_comes_from_the_project_when_no_source_sets_it(
+    tmp_path: Path, pyproject: str | None, target: str | None, name: str
+) -> None:
+    project = tmp_path / "shop"
+    project.mkdir()
+    if pyproject is not None:
+        write(project / "pyproject.toml", pyproject)
+    flags = {"app.target": target} if target else {}
+    assert load_spec(project, environ={}, flags=flags).app.name == name
+    # Any source that sets it wins over the project.
+    write(project / "flaskprod.toml", '[app]\nname = "mine"\n')
+    spec = load_spec(project, environ={}, flags=flags)
+    assert (spec.app.name, spec.origins["app.name"]) == ("mine", f"file {project / 'flaskprod.toml'}")
+    env = {"FLASKPROD_APP__NAME": "theirs"}
+    assert load_spec(project, environ=env, flags=flags).app.name == "theirs"
+
+
+def test_a_directory_without_a_usable_name_leaves_the_fallback_name(tmp_path: Path) -> None:
+    odd = tmp_path / "--"
+    odd.mkdir()
+    assert load_spec(odd, environ={}).app.name == "flaskapp"
 
 
 def test_precedence_default_file_env_flag(tmp_path: Path) -> None:

@@ -68,6 +68,18 @@ def test_bind_is_refused_with_the_flags_to_use(tmp_path: Path) -> None:
     assert "use --host and --port" in result.stderr
 
 
+def test_a_run_dir_too_long_for_a_socket_is_refused_before_it_is_made(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    run_dir = tmp_path / ("r" * 100)
+    result = run_up(tmp_path, "gunicorn", str(free_port()), "--set", f"proxy.run_dir={run_dir}")
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"Error: run directory {run_dir} is too long for a unix socket path (107 bytes): "
+        "set proxy.run_dir to a shorter path\n"
+    )
+    assert not run_dir.exists()
+
+
 def test_app_that_does_not_import_fails_with_its_error(tmp_path: Path) -> None:
     write_app(tmp_path, "import flask\nraise RuntimeError('cannot reach the settings service')\n")
     result = run_up(tmp_path, "gunicorn", str(free_port()))

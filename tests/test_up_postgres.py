@@ -71,6 +71,18 @@ def local_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture
+def visits() -> Iterator[Path]:
+    """A project no flaskprod.toml names: its directory names it, and its database. Not under tmp_path,
+    whose long path leaves no room for the run directory's sockets."""
+    base = Path(tempfile.mkdtemp(prefix="flaskprod-"))
+    try:
+        (base / "visits").mkdir()
+        yield base / "visits"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def start(root: Path, local_dir: Path, *extra: str) -> UpStack:
     args = ("--workers", "1", "--threads", "4", "--with", "postgres", "--set", f"database.local_dir={local_dir}")
     stack = start_up(root, "gunicorn", free_port(), *args, *extra)
@@ -78,11 +90,12 @@ def start(root: Path, local_dir: Path, *extra: str) -> UpStack:
     return stack
 
 
-def test_up_runs_postgres_sized_for_two_releases_and_keeps_its_data(tmp_path: Path, local_dir: Path) -> None:
-    write_app(tmp_path, APP)
-    stack = start(tmp_path, local_dir)
+def test_up_runs_postgres_sized_for_two_releases_and_keeps_its_data(visits: Path, local_dir: Path) -> None:
+    project = visits
+    write_app(project, APP)
+    stack = start(project, local_dir)
     try:
-        assert f"  postgres    PostgreSQL 15, database flaskapp on unix:{local_dir}/socket, max_connections 17; " in (
+        assert f"  postgres    PostgreSQL 15, database visits on unix:{local_dir}/socket, max_connections 17; " in (
             stack.stdout()
         )
         assert f"initdb made a PostgreSQL cluster in {local_dir}/data" in stack.stderr()
@@ -90,7 +103,7 @@ def test_up_runs_postgres_sized_for_two_releases_and_keeps_its_data(tmp_path: Pa
         about = stack.get("/db").json()
         # 1 worker x 4 threads: a pool of 4 and 2 overflow, for each of two releases, + 5 for administration.
         assert about == {
-            "user": "flaskapp", "database": "flaskapp", "max_connections": 2 * 1 * (4 + 2) + 5,
+            "user": "visits", "database": "visits", "max_connections": 2 * 1 * (4 + 2) + 5,
             "over_socket": True, "pool_size": 4, "notes": ["first"],
         }  # fmt: skip
         assert stack.get("/readyz").json()["checks"]["database"]["status"] == "ok"
@@ -98,9 +111,9 @@ def test_up_runs_postgres_sized_for_two_releases_and_keeps_its_data(tmp_path: Pa
         assert (local_dir / "data").stat().st_uid == pwd.getpwnam("postgres").pw_uid  # PostgreSQL refuses root
 
         # A deploy runs both releases on the database at once: the budget was counted for that.
-        write_app(tmp_path, APP.replace('return "added"', 'return "added by release 2"'))
+        write_app(project, APP.replace('return "added"', 'return "added by release 2"'))
         deployed = subprocess.run(
-            [str(BIN / "flaskprod"), "deploy"], cwd=tmp_path, env=up_env(), capture_output=True, text=True, timeout=120
+            [str(BIN / "flaskprod"), "deploy"], cwd=project, env=up_env(), capture_output=True, text=True, timeout=120
         )
         assert deployed.returncode == 0, deployed.stderr
         assert requests.post(stack.url("/visits"), data="second", timeout=15).text == "added by release 2"
@@ -110,7 +123,7 @@ def test_up_runs_postgres_sized_for_two_releases_and_keeps_its_data(tmp_path: Pa
     assert "database system is shut down" in stack.stderr()
     assert processes_under(local_dir) == {}
 
-    again = start(tmp_path, local_dir)
+    again = start(project, local_dir)
     try:
         assert "initdb made" not in again.stderr()
         assert again.get("/db").json()["notes"] == ["first", "second"]

@@ -118,7 +118,7 @@ def cli() -> None:
 @spec_options()
 @_user_errors
 def config(fmt: str, **kwargs: Any) -> None:
-    """Show every effective setting and where it came from (default, file, env, flag)."""
+    """Show every effective setting and where it came from (default, the project, file, env, flag)."""
     spec = resolve_spec(kwargs)
     values = spec_as_dict(spec)
     if fmt == "json":

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import discovery
+from .project import project_name, project_version
 from .render.writer import Change, write_files
 from .spec import CONFIG_FILE, Spec
 
@@ -23,38 +22,16 @@ class Detected:
     requirements: str | None
 
 
-def _pyproject(root: Path) -> Mapping[str, object]:
-    try:
-        with (root / "pyproject.toml").open("rb") as fh:
-            project = tomllib.load(fh).get("project", {})
-    except (OSError, tomllib.TOMLDecodeError):
-        return {}
-    return project if isinstance(project, dict) else {}
-
-
-def _name(root: Path, target: str, pyproject: Mapping[str, object]) -> str:
-    declared = pyproject.get("name")
-    if isinstance(declared, str) and declared.strip():
-        return declared.strip()
-    # A top-level package is a better name than the entry file: "taskboard", not "wsgi".
-    module = target.split(":", 1)[0].split(".", 1)[0]
-    if module in {"wsgi", "app", "application", "main"}:
-        module = root.name
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", module).strip("-") or "flaskapp"
-
-
 def detect(spec: Spec, root: Path, environ: Mapping[str, str]) -> Detected:
     """Import the app once, in a child interpreter, to learn its exact import string and static folder."""
     from .servers.probe import probe_to_learn
 
     ref = discovery.resolve(spec.app.target, root)
     info = probe_to_learn(ref, environ)
-    pyproject = _pyproject(root)
-    version = pyproject.get("version")
     return Detected(
         target=info.import_string,
-        name=_name(root, info.import_string, pyproject),
-        version=version if isinstance(version, str) else "0.1.0",
+        name=project_name(root, info.import_string),
+        version=project_version(root) or "0.1.0",
         requirements="requirements.txt" if (root / "requirements.txt").is_file() else None,
     )
 

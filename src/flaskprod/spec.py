@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from .errors import SpecError
+from .project import project_name
 
 Auto = Literal["auto"]
 ENV_PREFIX = "FLASKPROD_"
@@ -39,7 +40,12 @@ class AppSettings:
         "or a module; found in wsgi.py/app.py when unset.",
         flag="--app",
     )
-    name: str = setting("flaskapp", "Short name of the service, used for process titles, metrics and files.")
+    name: str = setting(
+        "flaskapp",
+        "Short name of the service, used for process titles, metrics, files and the deployment's names; "
+        "unset, the project's: pyproject.toml's [project] name, else the app's top-level package, else the "
+        "directory (flaskapp when none gives one).",
+    )
     version: str = setting("0.0.0", "Version reported by the `app_info` metric.")
     env_config: bool = setting(True, "Load FLASK_* environment variables and FLASK_*_FILE secrets into app.config.")
 
@@ -735,6 +741,10 @@ def load_spec(
             _check_key(key, where)
             values[key] = validate(key, raw, where)
             origins[key] = source
+    if "app.name" not in values:
+        # As Compose names a project by its directory: "shop", not one name shared by every app.
+        values["app.name"] = project_name(base, values.get("app.target"))
+        origins["app.name"] = "project"
     spec = Spec().replace(**values)
     return dataclasses.replace(spec, origins=origins)
 

@@ -91,6 +91,8 @@ class Deployment:
         """FLASKPROD_* variables of the app container: what differs from the flaskprod.toml baked into the image."""
         values: dict[str, object] = {
             "app.target": self.project.app_target,
+            # The image's working directory is not the project's, whose name the deployment goes by.
+            "app.name": self.spec.app.name,
             "server.kind": self.server,
             "server.bind": bind or f"0.0.0.0:{self.app_port}",
             "proxy.trusted_hops": 1 if behind_nginx else 0,

@@ -42,6 +42,7 @@ def worker_environ(spec: Spec, app: discovery.AppRef) -> dict[str, str]:
     """FLASKPROD_* variables that give workers the spec this process sees: its flags, and the app found."""
     flags = spec.flagged()
     flags["app.target"] = app.import_string
+    flags["app.name"] = spec.app.name
     return env_for(flags)
 
 

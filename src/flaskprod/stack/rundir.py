@@ -74,13 +74,13 @@ class StackDir:
     @classmethod
     def create(cls, path: str | os.PathLike[str]) -> StackDir:
         run = cls(Path(path).resolve())
-        for directory in (run.path, run.temp_dir, run.logs_dir):
-            directory.mkdir(parents=True, exist_ok=True)
-        if len(str(run.app_socket(99999))) > UNIX_PATH_MAX:
+        if len(str(run.app_socket(99999))) > UNIX_PATH_MAX:  # checked before anything is made
             raise ServerError(
                 f"run directory {run.path} is too long for a unix socket path ({UNIX_PATH_MAX} bytes): "
                 "set proxy.run_dir to a shorter path"
             )
+        for directory in (run.path, run.temp_dir, run.logs_dir):
+            directory.mkdir(parents=True, exist_ok=True)
         return run
 
     def lock(self) -> IO[str]:

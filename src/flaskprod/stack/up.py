@@ -152,6 +152,8 @@ def app_server_env(spec: Spec, app: discovery.AppRef, derived: Derived, config_p
     values.update(
         {
             "app.target": app.import_string,
+            # A release runs from its own copy of the project, whose directory would name it "1".
+            "app.name": spec.app.name,
             "server.kind": spec.server.kind,
             "server.workers": derived.workers,
             # Each process's share of database.connection_budget with two releases running (deploy, canary).
