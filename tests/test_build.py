@@ -62,6 +62,49 @@ def test_a_file_changed_by_hand_stops_everything_until_forced(tmp_path: Path) ->
     assert (tmp_path / "a.txt").read_text() == "one\n"
 
 
+def test_its_own_files_are_replaced_and_removed_when_the_spec_changes(tmp_path: Path) -> None:
+    record = ".flaskprod-x.sha256"
+    write_files(tmp_path, {"a.txt": "one\n", "mon/deep/b.txt": "two\n", "c.txt": "three\n"}, record=record)
+    (tmp_path / "c.txt").write_text("mine\n")  # changed by hand, and no longer written below
+    (tmp_path / "mon" / "notes.txt").write_text("the user's\n")  # never flaskprod's
+
+    changes = write_files(tmp_path, {"a.txt": "ONE\n", "d.txt": "four\n"}, record=record)
+    assert [(c.path.relative_to(tmp_path).as_posix(), c.state) for c in changes] == [
+        ("a.txt", "updated"),  # flaskprod's own, as it wrote it: no --force needed
+        ("d.txt", "created"),
+        ("c.txt", "kept"),
+        ("mon/deep/b.txt", "removed"),
+    ]
+    assert (tmp_path / "a.txt").read_text() == "ONE\n"
+    assert (tmp_path / "c.txt").read_text() == "mine\n"
+    assert not (tmp_path / "mon" / "deep").exists()  # emptied, so gone; mon/ holds the user's file
+    assert (tmp_path / "mon" / "notes.txt").read_text() == "the user's\n"
+    # The record names what this run wrote, in sha256sum's format: the kept file is the user's now.
+    checked = subprocess.run(["sha256sum", "-c", record], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert (checked.returncode, checked.stdout) == (0, "a.txt: OK\nd.txt: OK\n")
+    assert write_files(tmp_path, {"a.txt": "ONE\n", "d.txt": "four\n"}, record=record)[0].state == "identical"
+
+    # A hand edit to a file flaskprod still writes stops the run, as without a record.
+    (tmp_path / "a.txt").write_text("edited\n")
+    with pytest.raises(BuildError, match=r"a.txt differs from what flaskprod writes: nothing was written"):
+        write_files(tmp_path, {"a.txt": "uno\n"}, record=record)
+    assert (tmp_path / "d.txt").exists() and (tmp_path / "a.txt").read_text() == "edited\n"
+
+
+def test_force_removes_a_file_changed_by_hand_that_is_no_longer_written(tmp_path: Path) -> None:
+    write_files(tmp_path, {"a.txt": "one\n", "b.txt": "two\n"}, record="r")
+    (tmp_path / "b.txt").write_text("mine\n")
+    assert [c.state for c in write_files(tmp_path, {"a.txt": "one\n"}, record="r", dry_run=True)] == [
+        "identical",
+        "kept",
+    ]
+    assert [c.state for c in write_files(tmp_path, {"a.txt": "one\n"}, record="r", force=True)] == [
+        "identical",
+        "removed",
+    ]
+    assert not (tmp_path / "b.txt").exists()
+
+
 def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     changes = write_files(tmp_path / "out", {"a.txt": "one\n"}, dry_run=True)
     assert [c.state for c in changes] == ["created"]
@@ -124,6 +167,10 @@ def test_build_writes_the_target_and_says_what_next(project: Path) -> None:
 def test_a_hand_edit_is_kept_and_named(project: Path) -> None:
     assert flaskprod_build(project, "--target", "single").returncode == 0
     dockerfile = project / "deploy/single/Dockerfile"
+    # A changed spec rewrites flaskprod's own files without --force, as their header says.
+    rebuilt = flaskprod_build(project, "--target", "single", "--threads", "4")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "  updated      deploy/single/Dockerfile\n" in rebuilt.stdout
     dockerfile.write_text(dockerfile.read_text() + "# mine\n")
     result = flaskprod_build(project, "--target", "single")
     assert result.returncode == 2

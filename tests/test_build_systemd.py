@@ -368,7 +368,7 @@ def test_flaskprod_build_writes_the_target(tmp_path: Path) -> None:
     out = project / "deploy" / "systemd"
     written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert written == {"README.md", "shop.service", "shop-nginx.service", "shop.sysusers.conf", "nginx/nginx.conf",
-                       "nginx/mime.types"}  # fmt: skip
+                       "nginx/mime.types", ".flaskprod-systemd.sha256"}  # fmt: skip
     assert "alias /srv/shop/static/;" in (out / "nginx/nginx.conf").read_text()
     assert "see deploy/systemd/README.md" in done.stdout
 

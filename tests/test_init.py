@@ -50,8 +50,27 @@ def test_name_and_version_come_from_pyproject(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert tomllib.loads((tmp_path / "flaskprod.toml").read_text())["app"]["version"] == "2.4.0"
     assert "(inventory 2.4.0)" in result.stdout
-    # No requirements.txt, and init says what build will need.
-    assert "no requirements.txt" in result.stdout
+    # The image can install the app from pyproject.toml: init does not ask for a requirements.txt.
+    assert "requirements.txt" not in result.stdout
+
+
+def test_init_without_requirements_says_what_build_will_need(tmp_path: Path) -> None:
+    (tmp_path / "wsgi.py").write_text(MODULE_APP)
+    result = flaskprod(tmp_path, "init")
+    assert result.returncode == 0, result.stderr
+    assert "  no requirements.txt: `flaskprod build` needs one (pip freeze > requirements.txt)" in result.stdout
+    assert "# No requirements.txt was found" in (tmp_path / "flaskprod.toml").read_text()
+
+
+def test_flask_prod_init_takes_the_app_flask_names(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(FACTORY_APP)
+    (tmp_path / "other.py").write_text(MODULE_APP)
+    result = subprocess.run(
+        [str(BIN / "flask"), "--app", "other:app", "prod", "init"],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert tomllib.loads((tmp_path / "flaskprod.toml").read_text())["app"]["target"] == "other:app"
 
 
 def test_an_existing_config_is_kept_unless_forced(tmp_path: Path) -> None:

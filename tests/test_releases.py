@@ -28,6 +28,11 @@ def project(root: Path) -> Path:
         "notes.db": "rows",
         ".env": "SECRET=1\n",
         ".flaskprod/run/nginx.conf": "",
+        "env/pyvenv.cfg": "home = /usr/bin\n",  # a virtualenv by another name
+        "env/lib/site.py": "",
+        "deploy/k8s/.flaskprod-k8s.sha256": "",  # what `flaskprod build` wrote
+        "deploy/k8s/deployment.yaml": "",
+        "deploy/notes/plan.md": "",  # the user's own, in a folder build did not write
     }
     for relative, text in files.items():
         path = root / relative
@@ -56,6 +61,9 @@ def test_a_release_copies_code_and_links_data(tmp_path: Path) -> None:
         "notes.db",
         ".env",
         "release.json",
+        "deploy",
+        "deploy/notes",
+        "deploy/notes/plan.md",
     }
     # Code is a copy: editing the project later does not change the release.
     (root / "app.py").write_text("app = 'edited'\n")
@@ -66,7 +74,7 @@ def test_a_release_copies_code_and_links_data(tmp_path: Path) -> None:
         assert (release.path / shared).resolve() == (root / shared).resolve()
     (release.path / "instance" / "new.txt").write_text("written by release 1")
     assert (root / "instance" / "new.txt").read_text() == "written by release 1"
-    assert release.files == 6 and release.source == str(root)  # 3 copied, 3 linked
+    assert release.files == 7 and release.source == str(root)  # 4 copied, 3 linked
 
 
 def test_release_numbers_grow_and_pruning_spares_the_running_ones(tmp_path: Path) -> None:

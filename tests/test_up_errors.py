@@ -66,6 +66,8 @@ def test_bind_is_refused_with_the_flags_to_use(tmp_path: Path) -> None:
     result = run_up(tmp_path, "gunicorn", str(free_port()), "--bind", "127.0.0.1:9")
     assert result.returncode == 2
     assert "use --host and --port" in result.stderr
+    listed = subprocess.run([str(BIN / "flaskprod"), "up", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--bind" not in listed and "--host" in listed  # not offered, only refused with a hint
 
 
 def test_a_run_dir_too_long_for_a_socket_is_refused_before_it_is_made(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 from .errors import BuildError
 from .render.deployment import Deployment, plan_deployment
 from .render.targets import Target, find_target, parse_extras, server_for
-from .render.writer import Change, write_files
+from .render.writer import RECORD, Change, write_files
 from .spec import Spec
 
 
@@ -67,5 +67,6 @@ def build(
         spec, server=server, extras=wanted, root=root, replicas=replicas, out=relative_out, environ=environ
     )
     files = chosen.render(deployment)
-    changes = write_files(root / relative_out, files, force=force, dry_run=dry_run)
+    record = RECORD.format(target=chosen.name)
+    changes = write_files(root / relative_out, files, force=force, dry_run=dry_run, record=record)
     return Built(target=chosen, deployment=deployment, changes=changes)

@@ -43,10 +43,11 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, str]:
     return flags
 
 
-def spec_options(*, without: frozenset[str] = frozenset()) -> Callable[[F], F]:
+def spec_options(*, without: frozenset[str] = frozenset(), hidden: frozenset[str] = frozenset()) -> Callable[[F], F]:
     """Add a CLI option for every setting that declares a flag (but those in without), plus --config and --set.
 
-    The options are generated from the spec, so a flag exists in one place: its setting.
+    The options are generated from the spec, so a flag exists in one place: its setting. A hidden one is
+    accepted but not listed: the command refuses it with a line saying what to use instead.
     """
 
     def decorate(fn: F) -> F:
@@ -58,6 +59,7 @@ def spec_options(*, without: frozenset[str] = frozenset()) -> Callable[[F], F]:
                     default=None,
                     metavar=info.type_name.upper().replace('"', "") if "|" not in info.type_name else "VALUE",
                     help=f"{info.doc} [{info.key}; env {info.env}]",
+                    hidden=info.key in hidden,
                 )(fn)
         fn = click.option(
             "--set",
@@ -88,14 +90,17 @@ def resolve_spec(kwargs: dict[str, Any], app: str | None = None) -> Spec:
         value = kwargs.pop(name)
         if value is not None:
             flags[name[len("opt__") :].replace("__", ".")] = value
-    if app is None:
-        # Under `flask --app X prod ...`, Flask's own --app names the app.
-        ctx = click.get_current_context(silent=True)
-        info = ctx.find_object(_script_info_type()) if ctx and _script_info_type() else None
-        app = getattr(info, "app_import_path", None)
+    app = app or _flask_app_option()
     if app:
         flags["app.target"] = app
     return load_spec(config=kwargs.pop("config_path", None), flags=flags)
+
+
+def _flask_app_option() -> str | None:
+    """Under `flask --app X prod ...`, Flask's own --app names the app."""
+    ctx = click.get_current_context(silent=True)
+    info = ctx.find_object(_script_info_type()) if ctx and _script_info_type() else None
+    return getattr(info, "app_import_path", None)
 
 
 @functools.cache
@@ -158,7 +163,7 @@ def serve(app: str | None, print_config: bool, **kwargs: Any) -> None:
     help="Add parts: monitoring (a real Prometheus scraping the app, with the alert rules `build` writes), "
     "postgres (a real PostgreSQL for the app, on a unix socket, its data kept between runs).",
 )
-@spec_options()
+@spec_options(hidden=frozenset({"server.bind"}))  # up chooses the app server's socket; --bind gets a hint
 @_user_errors
 def up(app: str | None, extras: tuple[str, ...], **kwargs: Any) -> None:
     """Run APP in the production topology on this machine: nginx in front, the app server behind it.
@@ -285,6 +290,7 @@ def init(app: str | None, force: bool, dry_run: bool) -> None:
 
     from .initconfig import init_project, render_config
 
+    app = app or _flask_app_option()
     spec = load_spec(environ={}, flags={"app.target": app} if app else {})
     found, change = init_project(spec, Path.cwd(), os.environ, force=force, dry_run=dry_run)
     if dry_run:
@@ -315,7 +321,7 @@ def init(app: str | None, force: bool, dry_run: bool) -> None:
     "Grafana Alloy, read in Grafana), postgres (PostgreSQL sized for the app's pools), tls (a Let's Encrypt "
     "certificate for proxy.server_name: certbot, cert-manager on k8s).",
 )
-@click.option("--force", is_flag=True, help="Overwrite files that were changed since flaskprod wrote them.")
+@click.option("--force", is_flag=True, help="Overwrite, or remove, files changed by hand since flaskprod wrote them.")
 @click.option("--dry-run", is_flag=True, help="Show what would be written; write nothing.")
 @spec_options(without=NGINX_FLAGS | {"server.bind"})
 @_user_errors
@@ -325,7 +331,8 @@ def build(
     """Write the deployment files for APP: images, Compose, Swarm, Kubernetes or systemd, from the spec.
 
     Every number two layers share (a grace period, a timeout, CPU and memory limits, a port) comes
-    from the same derived value. Files changed by hand since are not overwritten without --force.
+    from the same derived value. Building again after the spec changed replaces flaskprod's own files
+    and removes the ones it no longer writes; a file changed by hand stops it until --force.
     """
     import os
 
@@ -338,10 +345,15 @@ def build(
     unit = "service" if target == "systemd" else "container"
     sized = f"{d.server}, {d.derived.workers} workers x {d.derived.threads} threads per {unit} at {limits}"
     click.echo(f"flaskprod build: {target} for {d.spec.app.name} in {d.out} ({sized})")
-    verb = {"created": "would create", "updated": "would update", "identical": "identical"} if dry_run else {}
+    verb = (
+        {"created": "would create", "updated": "would update", "removed": "would remove", "kept": "would keep"}
+        if dry_run
+        else {}
+    )
     for change in built.changes:
         shown = change.path.relative_to(d.project.root)
-        click.echo(f"  {verb.get(change.state, change.state):<12} {shown}")
+        why = "  (changed by hand, no longer written by flaskprod)" if change.state == "kept" else ""
+        click.echo(f"  {verb.get(change.state, change.state):<12} {shown}{why}")
     click.echo(f"next: {built.next_step}")
 
 

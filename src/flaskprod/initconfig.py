@@ -19,7 +19,7 @@ class Detected:
     target: str
     name: str
     version: str
-    requirements: str | None
+    requirements: str | None  # what the image installs the app's packages from
 
 
 def detect(spec: Spec, root: Path, environ: Mapping[str, str]) -> Detected:
@@ -32,7 +32,7 @@ def detect(spec: Spec, root: Path, environ: Mapping[str, str]) -> Detected:
         target=info.import_string,
         name=project_name(root, info.import_string),
         version=project_version(root) or "0.1.0",
-        requirements="requirements.txt" if (root / "requirements.txt").is_file() else None,
+        requirements=next((n for n in ("requirements.txt", "pyproject.toml") if (root / n).is_file()), None),
     )
 
 

@@ -419,7 +419,8 @@ class ReleaseSettings:
     exclude: str | None = setting(
         None,
         "Paths of the project a release leaves out besides the built-in ones (.git, virtualenvs, caches, "
-        ".flaskprod, the deployment files), gitignore-style patterns, space or comma separated, e.g. `data media`.",
+        ".flaskprod, the folders `flaskprod build` wrote), gitignore-style patterns, space or comma separated, "
+        "e.g. `data media`.",
     )
     max_mb: int = setting(
         500,

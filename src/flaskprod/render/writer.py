@@ -1,10 +1,13 @@
 """Put rendered files on disk: all of them or none, never over a file the user changed unless asked.
 
-Renderers are pure (spec -> {relative path: text}); this is the one place that touches the disk.
+Renderers are pure (spec -> {relative path: text}); this is the one place that touches the disk. A
+record of what was written (`sha256sum` format) lets the next run replace its own files after the spec
+changed, remove the ones it no longer writes, and still stop at a file changed by hand.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Mapping
@@ -14,7 +17,7 @@ from typing import Literal
 
 from ..errors import BuildError
 
-State = Literal["created", "updated", "identical"]
+State = Literal["created", "updated", "identical", "removed", "kept"]
 
 
 @dataclass(frozen=True)
@@ -31,13 +34,56 @@ def _target(out: Path, relative: str) -> Path:
     return out.joinpath(*pure.parts)
 
 
+# The record of what `flaskprod build` wrote for one target (two may share an --out); a release leaves
+# out a folder holding one.
+RECORD = ".flaskprod-{target}.sha256"
+RECORD_GLOB = RECORD.format(target="*")
+
 # What a refusal suggests: files flaskprod derives are changed through the spec.
 REGENERATE_HINT = "change the spec instead, or pass --force to overwrite"
 
 
-def plan_changes(out: Path, files: Mapping[str, str], *, force: bool, hint: str = REGENERATE_HINT) -> list[Change]:
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _on_disk(path: Path) -> str | None:
+    try:
+        return _digest(path.read_bytes())
+    except OSError:
+        return None
+
+
+def read_record(path: Path) -> dict[str, str]:
+    """{relative path: sha256} of the files the last run wrote; nothing for a missing or foreign file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    record = {}
+    for line in lines:
+        digest, sep, relative = line.partition("  ")
+        if sep and len(digest) == 64:
+            record[relative] = digest
+    return record
+
+
+def plan_changes(
+    out: Path,
+    files: Mapping[str, str],
+    *,
+    force: bool,
+    hint: str = REGENERATE_HINT,
+    written: Mapping[str, str] | None = None,
+) -> list[Change]:
     """What writing files under out would do; raises BuildError, before anything is written, when a
-    file exists with other content and force is off, or a path is taken by a directory."""
+    file exists with other content and force is off, or a path is taken by a directory.
+
+    written is what the last run wrote ({relative path: sha256}): a file still as it was written is
+    flaskprod's to replace, and one it no longer writes is removed; either, changed by hand since, stops
+    the run (or is kept, when flaskprod no longer writes it) unless force is on.
+    """
+    written = written or {}
     changes: list[Change] = []
     conflicts: list[str] = []
     for relative, text in sorted(files.items()):
@@ -47,39 +93,73 @@ def plan_changes(out: Path, files: Mapping[str, str], *, force: bool, hint: str 
         if not path.exists():
             changes.append(Change(path, "created"))
             continue
-        try:
-            same = path.read_text(encoding="utf-8") == text
-        except (OSError, UnicodeDecodeError):
-            same = False
-        if not same and not force:
+        current = _on_disk(path)
+        if current == _digest(text.encode("utf-8")):
+            changes.append(Change(path, "identical"))
+            continue
+        if current != written.get(relative) and not force:
             conflicts.append(str(path))
-        changes.append(Change(path, "identical" if same else "updated"))
+        changes.append(Change(path, "updated"))
     if conflicts:
         shown = ", ".join(conflicts[:3]) + (f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else "")
         differ = "differ" if len(conflicts) > 1 else "differs"
         raise BuildError(f"{shown} {differ} from what flaskprod writes: nothing was written; {hint}")
+    for relative in sorted(set(written) - set(files)):
+        path = _target(out, relative)
+        if path.is_file():
+            ours = force or _on_disk(path) == written[relative]
+            changes.append(Change(path, "removed" if ours else "kept"))
     return changes
 
 
 def write_files(
-    out: Path, files: Mapping[str, str], *, force: bool = False, dry_run: bool = False, hint: str = REGENERATE_HINT
+    out: Path,
+    files: Mapping[str, str],
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    hint: str = REGENERATE_HINT,
+    record: str | None = None,
 ) -> list[Change]:
-    """Write files under out (checked first, so a refusal writes nothing); each file is replaced atomically."""
-    changes = plan_changes(out, files, force=force, hint=hint)
+    """Write files under out (checked first, so a refusal writes nothing); each file is replaced atomically.
+
+    record names a file under out that keeps what was written, for the next run (see plan_changes)."""
+    record_path = _target(out, record) if record else None
+    written = read_record(record_path) if record_path else {}
+    changes = plan_changes(out, files, force=force, hint=hint, written=written)
     if dry_run:
         return changes
     by_path = {_target(out, relative): text for relative, text in files.items()}
     for change in changes:
-        if change.state == "identical":
-            continue
-        change.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=change.path.parent, prefix=f".{change.path.name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(by_path[change.path])
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, change.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if change.state in ("created", "updated"):
+            _replace(change.path, by_path[change.path])
+        elif change.state == "removed":
+            change.path.unlink()
+            _remove_empty_parents(change.path.parent, out)
+    if record_path:
+        # A file kept because it was changed by hand leaves the record: it is the user's now.
+        digests = sorted((relative, _digest(text.encode("utf-8"))) for relative, text in files.items())
+        _replace(record_path, "".join(f"{digest}  {relative}\n" for relative, digest in digests))
     return changes
+
+
+def _replace(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _remove_empty_parents(directory: Path, out: Path) -> None:
+    while directory != out and out in directory.parents:
+        try:
+            directory.rmdir()
+        except OSError:  # not empty: something else lives there
+            return
+        directory = directory.parent

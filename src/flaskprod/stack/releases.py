@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ServerError, SpecError
+from ..render.writer import RECORD_GLOB
 
-# Never part of a release: version control, virtualenvs, caches, flaskprod's own state.
+# Never part of a release: version control, virtualenvs, caches, flaskprod's own state; and any
+# virtualenv or deployment folder by what it holds (see _not_the_apps).
 BUILT_IN_EXCLUDES = (
     ".git",
     ".hg",
@@ -160,6 +162,11 @@ class _Entry:
     shared: bool
 
 
+def _not_the_apps(directory: Path) -> bool:
+    """A virtualenv by any name (it holds pyvenv.cfg), or a folder `flaskprod build` wrote (its record)."""
+    return (directory / "pyvenv.cfg").is_file() or next(directory.glob(RECORD_GLOB), None) is not None
+
+
 def _walk(root: Path, excludes: tuple[str, ...], skipped: set[Path]) -> Iterator[_Entry]:
     """Every file to copy and every shared path to link, in a stable order."""
     for directory, dirs, files in os.walk(root):
@@ -168,7 +175,7 @@ def _walk(root: Path, excludes: tuple[str, ...], skipped: set[Path]) -> Iterator
         for name in sorted(dirs):
             path = base / name
             relative = path.relative_to(root).as_posix()
-            if path in skipped or _matches(relative, excludes):
+            if path in skipped or _matches(relative, excludes) or _not_the_apps(path):
                 continue
             if _matches(relative, SHARED) or path.is_symlink():
                 yield _Entry(path, relative, 0, shared=_matches(relative, SHARED))
