@@ -23,7 +23,7 @@ import yaml
 from flaskprod.errors import BuildError
 from flaskprod.render.compose import render_compose, render_swarm
 from flaskprod.render.deployment import container_machine
-from flaskprod.render.image import render_single
+from flaskprod.render.image import copy_instruction, env_value, render_single
 from flaskprod.render.writer import write_files
 from flaskprod.sizing import derive
 from flaskprod.spec import load_spec
@@ -161,6 +161,48 @@ def test_build_writes_the_target_and_says_what_next(project: Path) -> None:
                            timeout=120)
     assert audit.returncode == 0, audit.stdout
     assert "no issues" in audit.stdout, audit.stdout
+
+
+@pytest.mark.parametrize(
+    "value", ["wsgi:app", "mypkg:create_app('prod')", 'mypkg:create_app("prod")', "My Shop", "a\\b$c", "unix:/a b.sock"]
+)
+def test_env_values_read_back_as_written(value: str) -> None:
+    # Dockerfile ENV splits words, removes quotes and expands $ as a POSIX shell does.
+    written = env_value(value)
+    echoed = subprocess.run(["sh", "-c", f"printf '%s|' K={written}"], capture_output=True, text=True, check=True)
+    assert echoed.stdout == f"K={value}|"
+    assert written == value or written.startswith('"')
+
+
+def test_a_static_folder_with_a_space_is_copied_whole() -> None:
+    assert copy_instruction("my static", "/srv/static") == 'COPY ["my static", "/srv/static"]'
+    assert copy_instruction("pkg/static", "/srv/static") == "COPY pkg/static /srv/static"
+
+
+@pytest.mark.integration
+def test_settings_given_to_build_reach_the_app_as_they_reach_nginx(project: Path) -> None:
+    """A flag, a FLASKPROD_* variable or another config file sets nginx's side at build time; the app in the
+    container reads only the project's flaskprod.toml, so the build must tell it the same values."""
+    (project / "staging.toml").write_text('[app]\ntarget = "wsgi:app"\n[server]\ngraceful_timeout = 10\n')
+    env = clean_env(FLASKPROD_LOGGING__LEVEL="DEBUG")
+    args = ["--config", "staging.toml", "--timeout", "60", "--set", "monitoring.health_path=/live",
+            "--set", "deploy.replicas=3"]  # fmt: skip
+    for target in ("compose", "k8s", "systemd"):
+        done = subprocess.run([FLASKPROD, "build", "--target", target, *args], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr  # the probe answered /live: it was told the flag too
+        out = project / "deploy" / target
+        text = "\n".join(p.read_text() for p in sorted(out.rglob("*")) if p.is_file() and p.suffix != ".types")
+        for carried in ("SERVER__TIMEOUT", "SERVER__GRACEFUL_TIMEOUT", "LOGGING__LEVEL", "MONITORING__HEALTH_PATH"):
+            assert f"FLASKPROD_{carried}" in text, (target, carried)
+        assert "FLASKPROD_DEPLOY__" not in text  # what only the build reads stays out
+        assert "FLASKPROD_PROXY__MAX_BODY_SIZE" not in text  # the project's own flaskprod.toml is in the image
+        nginx = (out / "nginx" / "nginx.conf").read_text()
+        assert re.search(r"_read_timeout 62s;", nginx), target  # the app's 60 s deadline, and 2 s for its 504
+    compose = (project / "deploy/compose/compose.yaml").read_text()
+    assert "stop_grace_period: 15s" in compose  # drain 0 + graceful 10 + 5
+    dockerfile = (project / "deploy/compose/Dockerfile").read_text()
+    assert "FLASKPROD_SERVER__TIMEOUT=60 " in dockerfile and "FLASKPROD_LOGGING__LEVEL=DEBUG " in dockerfile
 
 
 @pytest.mark.integration

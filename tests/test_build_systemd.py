@@ -372,6 +372,23 @@ def test_flaskprod_build_writes_the_target(tmp_path: Path) -> None:
     assert "alias /srv/shop/static/;" in (out / "nginx/nginx.conf").read_text()
     assert "see deploy/systemd/README.md" in done.stdout
 
+    # The README's copy of the code, run for real: secrets and local state stay behind, as from the images.
+    for relative in (".env", "key.pem", ".flaskprod/secret_key", "instance/app.db", "shop.db", ".venv/pyvenv.cfg",
+                     "pkg/__pycache__/a.cpython-311.pyc", "pkg/build/steps.py", "pkg/views.py"):  # fmt: skip
+        (project / relative).parent.mkdir(parents=True, exist_ok=True)
+        (project / relative).write_text("x")
+    readme = (out / "README.md").read_text()
+    copy = re.search(r"^rsync .*?/srv/shop/$", readme, re.M | re.S)
+    assert copy, readme
+    dest = tmp_path / "srv-shop"
+    words = shlex.split(copy.group(0).replace("\\\n", " "))
+    argv = [*(a for a in words[:-1] if not a.startswith("--chown")), f"{dest}/"]
+    subprocess.run(argv, cwd=project, check=True, timeout=60)
+    shipped = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    assert {"wsgi.py", "pkg/views.py", "pkg/build/steps.py"} <= shipped  # only the root's build/ is a build folder
+    assert not shipped & {".env", "key.pem", ".flaskprod/secret_key", "instance/app.db", "shop.db",
+                          ".venv/pyvenv.cfg", "pkg/__pycache__/a.cpython-311.pyc"}  # fmt: skip
+
 
 def test_the_registered_target_renders_these_files(tmp_path: Path) -> None:
     d = deployment(tmp_path, make_spec(**{"app.name": "shop"}), server="uwsgi")

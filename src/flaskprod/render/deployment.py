@@ -15,7 +15,7 @@ from typing import Literal
 from .. import discovery
 from ..errors import BuildError
 from ..sizing import Derived, Machine, derive
-from ..spec import Spec, env_for, parse_size
+from ..spec import Spec, env_for, find_config_file, parse_size
 from .nginx import NginxContext, Protocol, TlsFiles, render_nginx
 from .requirements import require_flaskprod, requirements_file
 
@@ -90,6 +90,7 @@ class Deployment:
     def app_env(self, *, behind_nginx: bool = True, bind: str | None = None) -> dict[str, str]:
         """FLASKPROD_* variables of the app container: what differs from the flaskprod.toml baked into the image."""
         values: dict[str, object] = {
+            **carried_settings(self.spec, self.project.root),
             "app.target": self.project.app_target,
             # The image's working directory is not the project's, whose name the deployment goes by.
             "app.name": self.spec.app.name,
@@ -153,6 +154,24 @@ def dns_label(name: str) -> str:
     return label
 
 
+# What build and up read and the app never does: not carried into its environment.
+_BUILD_ONLY_SECTIONS = ("deploy", "release", "tls", "checks")
+
+
+def carried_settings(spec: Spec, root: Path) -> dict[str, object]:
+    """The settings the app must be told: set by a flag, an environment variable or a config file other
+    than the project's own, which the image copies and reads. nginx and the manifests get these values
+    from the build; without them the app would run on its defaults (a timeout, a body limit) and drift."""
+    baked = find_config_file(root)
+    own = f"file {baked}" if baked else None
+    return {
+        key: spec.get(key)
+        for key, origin in spec.origins.items()
+        if origin in ("flag", "env") or (origin.startswith("file ") and origin != own)
+        if key.split(".", 1)[0] not in _BUILD_ONLY_SECTIONS and spec.get(key) is not None
+    }
+
+
 def container_machine(spec: Spec) -> Machine:
     """The CPUs and memory one app container is limited to: what its own `flaskprod serve` will detect."""
     return Machine(cpus=spec.deploy.cpus, memory=parse_size(spec.deploy.memory))
@@ -192,7 +211,8 @@ def plan_deployment(
     requirements = requirements_file(spec.deploy.requirements, root)
     found = require_flaskprod(root, requirements)
     ref = discovery.resolve(spec.app.target, root)
-    info = probe_to_learn(ref, environ if environ is not None else {})
+    # The flags reach the app as they will in the container (a health path, a setting it reads at start).
+    info = probe_to_learn(ref, {**(environ if environ is not None else {}), **env_for(spec.flagged())})
     mon = spec.monitoring
     unanswered = [path for path in (mon.health_path, mon.ready_path) if path not in info.served_paths]
     if unanswered:

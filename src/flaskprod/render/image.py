@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from importlib import metadata
 
 from .deployment import APP_UID, NGINX_CONF_DIR, NGINX_IMAGE, NGINX_PORT, NGINX_UID, STATIC_DIR, Deployment
@@ -41,6 +43,32 @@ docker-compose*.y*ml
 """
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9_./:@,+=-]*")
+
+
+def env_value(value: str) -> str:
+    """A value as Dockerfile ENV reads it back: quoted when Docker would otherwise split it at a space or
+    strip its quotes (`create_app('prod')` would run as `create_app(prod)`)."""
+    if _PLAIN.fullmatch(value):
+        return value
+    return '"' + re.sub(r'(["\\$])', r"\\\1", value) + '"'
+
+
+def copy_instruction(source: str, target: str) -> str:
+    """COPY, in its JSON form when a path holds a space, which the plain form would split."""
+    if any(ch.isspace() or ch in "\"'" for ch in source + target):
+        return f"COPY {json.dumps([source, target])}"
+    return f"COPY {source} {target}"
+
+
+def never_shipped() -> list[str]:
+    """DOCKERIGNORE's patterns as rsync reads them, for a VM's copy of the project to leave out what the images
+    do: `**/x` matches at any depth (a bare name, for rsync), any other from the project root (`/x`)."""
+    lines = [line.strip() for line in DOCKERIGNORE.splitlines()]
+    patterns = [line for line in lines if line and not line.startswith("#")]
+    return [p.removeprefix("**/") if p.startswith("**/") else f"/{p}" for p in patterns]
+
+
 def uwsgi_version() -> str:
     try:
         return metadata.version("uwsgi")
@@ -61,7 +89,7 @@ def dockerfile(d: Deployment, *, bind: str | None = None, behind_nginx: bool = T
         requirements=d.project.requirements,
         includes=list(d.project.requirement_includes),
         uid=APP_UID,
-        env=sorted(d.app_env(behind_nginx=behind_nginx, bind=bind).items()),
+        env=[(key, env_value(value)) for key, value in sorted(d.app_env(behind_nginx=behind_nginx, bind=bind).items())],
         port=d.app_port,
         grace=d.derived.timeouts.graceful,
     )
@@ -75,8 +103,7 @@ def nginx_dockerfile(d: Deployment, *, tls_port: int | None = None) -> str:
         nginx_image=d.nginx_image,
         base=NGINX_IMAGE,
         conf_dir=NGINX_CONF_DIR,
-        static_dir=d.project.static_dir,
-        static_target=STATIC_DIR,
+        static_copy=copy_instruction(d.project.static_dir, STATIC_DIR) if d.project.static_dir else None,
         port=NGINX_PORT,
         tls_port=tls_port,
         uid=NGINX_UID,

@@ -16,7 +16,7 @@ from ..servers.common import loopback_for
 from ..sizing import MIB
 from ..spec import parse_size
 from .deployment import Deployment
-from .image import uwsgi_version
+from .image import never_shipped, uwsgi_version
 from .monitoring import Monitored, Scrape, dashboard_json, prometheus_files, refuse_unscrapable
 from .nginx import NginxContext, _environment, listen_address
 from .tls import HostCertificate, check_ports, shell_words, tls_names
@@ -270,6 +270,15 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
         "health_path": d.spec.monitoring.health_path,
         "requirements": d.project.requirements,
         "uwsgi_version": uwsgi_version(),
+        # Secrets and local state stay behind, as from the images; excluded, what the VM has is not deleted.
+        "rsync_copy": shell_words(
+            [
+                *("rsync", "-a", "--delete", "--chown=root:root", "--chmod=D755,F644"),
+                *(f"--exclude={pattern}" for pattern in never_shipped()),
+                *("./", f"{layout.app_dir}/"),
+            ],
+            indent="",
+        ),
         "static_dir": d.project.static_dir,
         "monitoring": "monitoring" in d.extras,
         "prometheus_conf_dir": PROMETHEUS_CONF_DIR,
