@@ -14,6 +14,8 @@ from tests.test_serve import clean_env
 FLASKPROD = str(BIN / "flaskprod")
 MODULE_APP = "from flask import Flask\n\napp = Flask(__name__)\n"
 FACTORY_APP = "from flask import Flask\n\n\ndef create_app():\n    return Flask(__name__)\n"
+PRODUCTION_APP = MODULE_APP.replace("\n\n", "\n\nfrom flaskprod import Production\n\n", 1) + "Production(app)\n"
+BROKEN_CONFIGS = ["[app\ntarget = wsgi:app\n", '[app]\ntargte = "wsgi:app"\n', '[server]\nworkers = "many"\n']
 
 
 def flaskprod(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -73,9 +75,14 @@ def test_flask_prod_init_takes_the_app_flask_names(tmp_path: Path) -> None:
     assert tomllib.loads((tmp_path / "flaskprod.toml").read_text())["app"]["target"] == "other:app"
 
 
-def test_an_existing_config_is_kept_unless_forced(tmp_path: Path) -> None:
-    (tmp_path / "wsgi.py").write_text(MODULE_APP)
-    mine = '[app]\ntarget = "wsgi:app"\nname = "mine"\n'
+@pytest.mark.parametrize(
+    "mine",
+    ['[app]\ntarget = "wsgi:app"\nname = "mine"\n', *BROKEN_CONFIGS],
+    ids=["valid", "not-toml", "unknown-key", "bad-value"],
+)
+def test_an_existing_config_is_kept_unless_forced(tmp_path: Path, mine: str) -> None:
+    # A broken one too: init does not read the file it replaces.
+    (tmp_path / "wsgi.py").write_text(PRODUCTION_APP)
     (tmp_path / "flaskprod.toml").write_text(mine)
     result = flaskprod(tmp_path, "init")
     assert result.returncode == 2
@@ -85,7 +92,7 @@ def test_an_existing_config_is_kept_unless_forced(tmp_path: Path) -> None:
     )
     assert (tmp_path / "flaskprod.toml").read_text() == mine
     assert flaskprod(tmp_path, "init", "--force").returncode == 0
-    assert 'name = "mine"' not in (tmp_path / "flaskprod.toml").read_text()
+    assert tomllib.loads((tmp_path / "flaskprod.toml").read_text())["app"]["name"] != "mine"
 
 
 def test_dry_run_prints_and_writes_nothing(tmp_path: Path) -> None:
@@ -115,3 +122,112 @@ def test_no_app_is_one_line_and_nothing_written(
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "flaskprod.toml").exists()
+
+
+ARG_FACTORY_APP = "from flask import Flask\n\n\ndef create_app(where='here'):\n    return Flask(__name__)\n"
+
+
+@pytest.mark.parametrize(
+    "target",
+    ['mypkg:create_app("prod")', "mypkg:create_app('prod')", 'mypkg:create_app("C:\\\\srv\\\\shop")'],
+    ids=["double-quotes", "single-quotes", "backslashes"],
+)
+def test_the_target_is_written_as_toml_and_read_back_exactly(tmp_path: Path, target: str) -> None:
+    (tmp_path / "mypkg.py").write_text(ARG_FACTORY_APP)
+    result = flaskprod(tmp_path, "init", target)
+    assert result.returncode == 0, result.stderr
+    assert tomllib.loads((tmp_path / "flaskprod.toml").read_text())["app"]["target"] == target
+    shown = flaskprod(tmp_path, "config")
+    assert shown.returncode == 0, shown.stderr
+
+
+def test_a_version_with_quotes_is_written_as_toml(tmp_path: Path) -> None:
+    (tmp_path / "wsgi.py").write_text(MODULE_APP)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "shop"\nversion = "1.0 \\"rc\\" \\\\ 2\\n"\n')
+    result = flaskprod(tmp_path, "init")
+    assert result.returncode == 0, result.stderr
+    assert tomllib.loads((tmp_path / "flaskprod.toml").read_text())["app"]["version"] == '1.0 "rc" \\ 2\n'
+
+
+def test_toml_string_escapes_every_control_character() -> None:
+    from flaskprod.initconfig import toml_string
+
+    text = "".join(chr(code) for code in range(0x80)) + "é\u2028"
+    assert tomllib.loads(f"value = {toml_string(text)}\n")["value"] == text
+
+
+
+
+@pytest.mark.parametrize("broken", BROKEN_CONFIGS, ids=["not-toml", "unknown-key", "bad-value"])
+def test_force_replaces_a_broken_config(tmp_path: Path, broken: str) -> None:
+    # Production(app) reads the spec while the app loads: the probe must not read the file either.
+    (tmp_path / "wsgi.py").write_text(PRODUCTION_APP)
+    (tmp_path / "flaskprod.toml").write_text(broken)
+    result = flaskprod(tmp_path, "init", "--force")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("flaskprod init: updated flaskprod.toml for wsgi:app")
+    assert tomllib.loads((tmp_path / "flaskprod.toml").read_text())["app"]["target"] == "wsgi:app"
+
+
+def test_flaskprod_variables_take_no_part_in_init(tmp_path: Path) -> None:
+    # A bad variable is not the app's fault: init writes the file, the variable is reported by the
+    # commands it would change.
+    (tmp_path / "wsgi.py").write_text(PRODUCTION_APP)
+    (tmp_path / "elsewhere.toml").write_text("not toml [\n")
+    env = clean_env(FLASKPROD_SERVER__WORKERS="many", FLASKPROD_CONFIG=str(tmp_path / "elsewhere.toml"))
+    result = subprocess.run([FLASKPROD, "init"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "FLASKPROD_SERVER__WORKERS" not in result.stderr
+    written = tomllib.loads((tmp_path / "flaskprod.toml").read_text())
+    assert written["app"]["target"] == "wsgi:app"
+    assert "workers" not in written["server"]
+
+
+@pytest.mark.parametrize("existing", ['[app]\ntarget = "wsgi:app"\nname = "mine"\n', "not toml [\n"])
+def test_dry_run_prints_over_an_existing_config_and_keeps_it(tmp_path: Path, existing: str) -> None:
+    (tmp_path / "wsgi.py").write_text(MODULE_APP)
+    (tmp_path / "flaskprod.toml").write_text(existing)
+    result = flaskprod(tmp_path, "init", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert tomllib.loads(result.stdout)["app"]["target"] == "wsgi:app"
+    assert (tmp_path / "flaskprod.toml").read_text() == existing
+
+
+PYPROJECT_WITH_SETTINGS = '[project]\nname = "shop"\nversion = "1.0"\n\n[tool.flaskprod.server]\nthreads = 4\n'
+
+
+def test_settings_in_pyproject_are_not_replaced_unless_forced(tmp_path: Path) -> None:
+    (tmp_path / "wsgi.py").write_text(MODULE_APP)
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT_WITH_SETTINGS)
+    result = flaskprod(tmp_path, "init")
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"Error: {tmp_path / 'pyproject.toml'} already holds flaskprod's settings ([tool.flaskprod]): nothing was "
+        "written; keep them there, or pass --force to write flaskprod.toml, which then replaces them\n"
+    )
+    assert not (tmp_path / "flaskprod.toml").exists()
+    assert flaskprod(tmp_path, "init", "--dry-run").returncode == 0
+    assert not (tmp_path / "flaskprod.toml").exists()
+
+    forced = flaskprod(tmp_path, "init", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stdout.splitlines()[:2] == [
+        "flaskprod init: created flaskprod.toml for wsgi:app (shop 1.0)",
+        "  pyproject.toml's [tool.flaskprod] is no longer read: flaskprod.toml replaces it",
+    ]
+    assert (tmp_path / "pyproject.toml").read_text() == PYPROJECT_WITH_SETTINGS
+
+
+def test_a_factory_named_without_parentheses_is_written_as_given_and_served_alike(tmp_path: Path) -> None:
+    # Flask calls a function named by the import string, with or without "()": init keeps the user's words.
+    (tmp_path / "shop.py").write_text(
+        "from flask import Flask\n\nfrom flaskprod import Production\n\n\n"
+        "def create_app():\n    app = Flask(__name__)\n    Production(app)\n    return app\n"
+    )
+    (tmp_path / "requirements.txt").write_text("flask\nflaskprod\n")
+    result = flaskprod(tmp_path, "init", "shop:create_app")
+    assert result.returncode == 0, result.stderr
+    assert tomllib.loads((tmp_path / "flaskprod.toml").read_text())["app"]["target"] == "shop:create_app"
+    # check loads the app the file names: a clean report means the factory was called and its app found.
+    checked = flaskprod(tmp_path, "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr

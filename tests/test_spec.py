@@ -110,9 +110,21 @@ def test_bool_or_auto_from_strings(tmp_path: Path, raw: str, expected: object) -
     assert spec.logging.access_log == expected
 
 
-def test_optional_value_can_be_unset_from_env(tmp_path: Path) -> None:
-    write(tmp_path / "flaskprod.toml", "[server]\nworker_cap = 3\n")
-    assert load_spec(tmp_path, environ={"FLASKPROD_SERVER__WORKER_CAP": "none"}).server.worker_cap is None
+@pytest.mark.parametrize("raw", ["none", "", "unset", "UNSET", " Unset "])
+def test_optional_value_can_be_unset_from_env(tmp_path: Path, raw: str) -> None:
+    # "unset" is how errors and `flaskprod config` name the value, so it is one a user types.
+    write(tmp_path / "flaskprod.toml", "[server]\nworker_cap = 3\n[proxy]\nrate_limit = \"5r/s\"\n")
+    env = {"FLASKPROD_SERVER__WORKER_CAP": raw, "FLASKPROD_PROXY__RATE_LIMIT": raw}
+    spec = load_spec(tmp_path, environ=env, flags={"monitoring.metrics_allow": raw})
+    assert (spec.server.worker_cap, spec.proxy.rate_limit, spec.monitoring.metrics_allow) == (None, None, None)
+
+
+def test_unset_is_no_value_for_a_setting_that_needs_one(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path, environ={"FLASKPROD_SERVER__THREADS": "unset"})
+    assert str(info.value) == (
+        "env FLASKPROD_SERVER__THREADS: invalid value 'unset' for server.threads: expected integer"
+    )
 
 
 @pytest.mark.parametrize(
@@ -180,6 +192,222 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, kwargs: dict, files: dict, 
     assert "\n" not in str(info.value)
 
 
+def refusal(tmp_path: Path, key: str, raw: object) -> str:
+    """The message `--set key=raw` (or the setting's own flag) stops with."""
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path, environ={}, flags={key: raw})
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+FLOAT_SETTINGS = [key for key, info in SETTINGS.items() if info.type is float]
+
+
+@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-inf", "Infinity", "1e999"])
+@pytest.mark.parametrize("key", FLOAT_SETTINGS)
+def test_every_number_setting_refuses_what_is_not_finite(tmp_path: Path, key: str, raw: str) -> None:
+    # nan passed the minimum (every comparison with it is false) and reached compose.yaml as `cpus: nan`.
+    minimum = SETTINGS[key].minimum
+    env = SETTINGS[key].env
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path, environ={env: raw})
+    assert str(info.value) == f"env {env}: invalid value {raw!r} for {key}: expected a finite number >= {minimum:g}"
+
+
+def test_a_config_file_cannot_give_toml_nan_or_inf(tmp_path: Path) -> None:
+    path = write(tmp_path / "flaskprod.toml", "[deploy]\ncpus = inf\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path, environ={})
+    assert str(info.value) == f"file {path}: invalid value inf for deploy.cpus: expected a finite number >= 0.1"
+
+
+SERVER_NAMES = (
+    "expected host names separated by spaces, such as example.com www.example.com, *.example.com, .example.com, _, "
+    "127.0.0.1 or [::1]"
+)
+SERVER_NAME_REGEX = "expected a ~regex without ;{}\"' (nginx.conf holds it unquoted), or names such as example.com"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("example.com;evil", SERVER_NAMES),  # ends the directive: what follows would be one of its own
+        ("example.com { return 200; }", SERVER_NAMES),
+        ("example.com}", SERVER_NAMES),
+        ('"example.com"', SERVER_NAMES),
+        ("'example.com'", SERVER_NAMES),
+        ("", SERVER_NAMES),
+        ("   ", SERVER_NAMES),
+        ("example.com:8080", SERVER_NAMES),  # nginx matches the name without the port
+        ("*", SERVER_NAMES),
+        ("www.*.example.com", SERVER_NAMES),
+        ("-.example.com", SERVER_NAMES),
+        ("[10.0.0.1]", SERVER_NAMES),
+        ("~", SERVER_NAME_REGEX),
+        ("~^www\\d{1,3}\\.example\\.com$", SERVER_NAME_REGEX),
+        ("example.com ~^a;b", SERVER_NAME_REGEX),
+    ],
+)
+def test_server_name_refuses_what_nginx_would_not_read_as_names(tmp_path: Path, raw: str, expected: str) -> None:
+    assert refusal(tmp_path, "proxy.server_name", raw) == (
+        f"flag --set proxy.server_name: invalid value {raw!r} for proxy.server_name: {expected}"
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "localhost",
+        "_",
+        "example.com www.example.com",
+        "*.example.com .example.org www.example.*",
+        "127.0.0.1 [::1] my_service",
+        "~^api\\. *.shop.io",  # a regex: the Kubernetes target skips it for the probe and the Ingress
+        "\texample.com  \n",
+    ],
+)
+def test_server_name_takes_the_forms_nginx_reads(tmp_path: Path, raw: str) -> None:
+    assert load_spec(tmp_path, environ={}, flags={"proxy.server_name": raw}).proxy.server_name == raw
+
+
+STATIC_URL = (
+    "expected a URL path such as /static or /assets/ (not / alone: that is the app's), without spaces or ;{}\"'"
+)
+
+
+@pytest.mark.parametrize(
+    "raw", ["/", "//", "", "static", "static/", "/static files", "/static;", "/static{", "/st}", '/"s"', "/'s'", "//s"]
+)
+def test_static_url_refuses_what_is_no_location_of_its_own(tmp_path: Path, raw: str) -> None:
+    assert refusal(tmp_path, "proxy.static_url", raw) == (
+        f"flag --set proxy.static_url: invalid value {raw!r} for proxy.static_url: {STATIC_URL}"
+    )
+
+
+@pytest.mark.parametrize("raw", ["/static", "/assets/", "/static/v2", "/_static-files.1"])
+def test_static_url_is_kept_as_given(tmp_path: Path, raw: str) -> None:
+    # nginx.conf writes it with one trailing slash either way, so the value itself is not rewritten.
+    assert load_spec(tmp_path, environ={}, flags={"proxy.static_url": raw}).proxy.static_url == raw
+
+
+METRICS_ALLOW = (
+    "expected all, or addresses or CIDR ranges separated by spaces, such as 127.0.0.1 ::1 10.0.0.0/8; unset = anyone"
+)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "nothing",
+        "127.0.0.1,::1",  # one word to nginx's allow
+        "127.0.0.1;",
+        "10.0.0.0/33",
+        "::/129",
+        "10.0.0.0/255.0.0.0",  # Python reads a netmask, nginx does not
+        "10.0.0.0/",
+        "fe80::1%eth0",
+        "all 127.0.0.1",
+        "ALL",
+    ],
+)
+def test_metrics_allow_refuses_what_nginx_allow_would_not_take(tmp_path: Path, raw: str) -> None:
+    assert refusal(tmp_path, "monitoring.metrics_allow", raw) == (
+        f"flag --set monitoring.metrics_allow: invalid value {raw!r} for monitoring.metrics_allow: {METRICS_ALLOW}"
+    )
+
+
+@pytest.mark.parametrize("raw", ["all", "127.0.0.1 ::1", "10.0.0.0/8 fc00::/7 192.168.1.7/32", " 10.1.2.3 "])
+def test_metrics_allow_takes_all_or_addresses(tmp_path: Path, raw: str) -> None:
+    assert load_spec(tmp_path, environ={}, flags={"monitoring.metrics_allow": raw}).monitoring.metrics_allow == raw
+
+
+BIND = "expected host:port such as 127.0.0.1:8000 or [::1]:8000 (port 1 to 65535), or unix:/absolute/path.sock"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "nonsense",
+        "127.0.0.1",
+        "8000",
+        "127.0.0.1:0",
+        "127.0.0.1:65536",
+        "127.0.0.1:80x",
+        "::1:8000",  # an IPv6 address needs its brackets
+        "[127.0.0.1]:8000",
+        "[::1]",
+        "my host:8000",
+        "unix:app.sock",
+        "unix:",
+        "unix:/run/",
+        "unix:/run/my app.sock",
+    ],
+)
+def test_bind_refuses_what_no_server_can_listen_on(tmp_path: Path, raw: str) -> None:
+    assert refusal(tmp_path, "server.bind", raw) == f"flag --bind: invalid value {raw!r} for server.bind: {BIND}"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["127.0.0.1:8000", "0.0.0.0:80", "localhost:65535", "app_server:8000", "[::1]:8000", ":8000", "unix:/run/a.sock"],
+)
+def test_bind_takes_addresses_and_unix_sockets(tmp_path: Path, raw: str) -> None:
+    assert load_spec(tmp_path, environ={}, flags={"server.bind": raw}).server.bind == raw
+
+
+IMAGE = (
+    "expected auto, or an image name such as shop:1.2.3 or registry.example.com:5000/team/shop:1.2.3 "
+    "(a lowercase repository path, an optional :tag)"
+)
+IMAGE_DIGEST = (
+    "expected a :tag, not an @digest: the deployment files build and tag this image and name its -nginx image "
+    "after it, e.g. registry.example.com/shop:1.2.3"
+)
+DIGEST = "sha256:" + "0" * 64
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Shop:1.0", IMAGE),
+        ("registry.example.com/Team/shop", IMAGE),
+        ("", IMAGE),
+        ("shop:", IMAGE),
+        ("shop:-rc1", IMAGE),
+        ("shop:1.0 ", IMAGE),
+        ("-shop", IMAGE),
+        ("shop/", IMAGE),
+        ("shop:1.0:2", IMAGE),
+        ("shop:" + "1" * 129, IMAGE),
+        (f"shop@{DIGEST}", IMAGE_DIGEST),  # its -nginx image came out as shop@sha256-nginx:000...
+        (f"registry.example.com/shop:1.2@{DIGEST}", IMAGE_DIGEST),
+    ],
+)
+def test_image_refuses_what_docker_build_cannot_tag(tmp_path: Path, raw: str, expected: str) -> None:
+    assert refusal(tmp_path, "deploy.image", raw) == (
+        f"flag --set deploy.image: invalid value {raw!r} for deploy.image: {expected}"
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["auto", "shop", "shop:1.2.3", "registry.example.com:5000/team/shop:1.2.3", "localhost:5000/shop",
+     "ghcr.io/org/my-app__x.y:v1.2-rc.1_B"],
+)  # fmt: skip
+def test_image_takes_docker_references(tmp_path: Path, raw: str) -> None:
+    assert load_spec(tmp_path, environ={}, flags={"deploy.image": raw}).deploy.image == raw
+
+
+@pytest.mark.parametrize("key", ["deploy.memory", "deploy.postgres_memory"])
+@pytest.mark.parametrize("raw", ["1k", "63M", "67108863", "0"])
+def test_memory_limits_have_a_floor(tmp_path: Path, key: str, raw: str) -> None:
+    assert refusal(tmp_path, key, raw) == (
+        f"flag --set {key}: invalid value {raw!r} for {key}: expected a size of at least 64M, such as 512M or 1G"
+    )
+    assert load_spec(tmp_path, environ={}, flags={key: "64M"}).get(key) == "64M"
+
+
 def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"nope\.toml: config file not found"):
         load_spec(tmp_path, config=tmp_path / "nope.toml", environ={})
@@ -239,6 +467,10 @@ def test_config_command_shows_values_and_sources(tmp_path: Path) -> None:
         (["--set", "threads"], {}, "Error: --set 'threads': expected KEY=VALUE"),
         ([], {"FLASKPROD_SERVER__THREDS": "2"}, "did you mean server.threads?"),
         (["--config", "missing.toml"], {}, "missing.toml: config file not found"),
+        # Values each accepted once and then broke the files or servers made from them.
+        ([], {"FLASKPROD_DEPLOY__CPUS": "nan"}, "Error: env FLASKPROD_DEPLOY__CPUS: invalid value 'nan' for deploy"),
+        (["--set", "proxy.server_name=a;b"], {}, "Error: flag --set proxy.server_name: invalid value 'a;b' for proxy"),
+        (["--bind", "nonsense"], {}, "Error: flag --bind: invalid value 'nonsense' for server.bind: expected host"),
     ],
 )
 def test_config_command_bad_input(tmp_path: Path, args: list[str], env: dict[str, str], message: str) -> None:

@@ -276,27 +276,37 @@ def check(app: str | None, fmt: str, fail_level: str, silence: tuple[str, ...], 
 
 @cli.command()
 @click.argument("app", required=False)
-@click.option("--force", is_flag=True, help="Overwrite a flaskprod.toml that differs from what init would write.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write flaskprod.toml over one that differs from what init would write, or over pyproject.toml's "
+    "[tool.flaskprod], which it then replaces.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the file instead of writing it.")
 @_user_errors
 def init(app: str | None, force: bool, dry_run: bool) -> None:
     """Find APP (or wsgi.py/app.py here) and write a commented flaskprod.toml that names it.
 
     The app is imported once, in a separate interpreter, to check it loads and to learn its exact
-    import string. An existing flaskprod.toml with other content is kept unless --force.
+    import string; no existing config (or FLASKPROD_* variable) takes part, so a broken one can be
+    replaced. An existing flaskprod.toml with other content, or settings in pyproject.toml's
+    [tool.flaskprod], are kept unless --force.
     """
     import os
     from pathlib import Path
 
-    from .initconfig import init_project, render_config
+    from .initconfig import detect, init_project, pyproject_settings, render_config
 
     app = app or _flask_app_option()
-    spec = load_spec(environ={}, flags={"app.target": app} if app else {})
-    found, change = init_project(spec, Path.cwd(), os.environ, force=force, dry_run=dry_run)
+    root = Path.cwd()
     if dry_run:
-        click.echo(render_config(found), nl=False)
+        click.echo(render_config(detect(app, root, os.environ)), nl=False)
         return
+    replaced = pyproject_settings(root)
+    found, change = init_project(app, root, os.environ, force=force)
     click.echo(f"flaskprod init: {change.state} {change.path.name} for {found.target} ({found.name} {found.version})")
+    if replaced is not None:
+        click.echo(f"  {replaced.name}'s [tool.flaskprod] is no longer read: {change.path.name} replaces it")
     if not found.requirements:
         click.echo("  no requirements.txt: `flaskprod build` needs one (pip freeze > requirements.txt)")
     click.echo("next: flaskprod check, then flaskprod up")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import discovery
+from .errors import BuildError
 from .project import project_name, project_version
 from .render.writer import Change, write_files
-from .spec import CONFIG_FILE, Spec
+from .spec import CONFIG_ENV, CONFIG_FILE, ENV_PREFIX, find_config_file
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,18 +24,48 @@ class Detected:
     requirements: str | None  # what the image installs the app's packages from
 
 
-def detect(spec: Spec, root: Path, environ: Mapping[str, str]) -> Detected:
-    """Import the app once, in a child interpreter, to learn its exact import string and static folder."""
+def detect(target: str | None, root: Path, environ: Mapping[str, str]) -> Detected:
+    """Import the app named by target (or found in root) once, in a child interpreter, to learn its exact
+    import string.
+
+    The child sees flaskprod's defaults, as the file init writes will leave them: no FLASKPROD_* variable
+    and no config file, so neither the flaskprod.toml being replaced nor a bad variable in the shell is
+    blamed on the app.
+    """
     from .servers.probe import probe_to_learn
 
-    ref = discovery.resolve(spec.app.target, root)
-    info = probe_to_learn(ref, environ)
+    ref = discovery.resolve(target, root)
+    env = {name: value for name, value in environ.items() if not name.startswith(ENV_PREFIX)}
+    env[CONFIG_ENV] = os.devnull  # an empty config: Production(app) would otherwise read ./flaskprod.toml
+    info = probe_to_learn(ref, env)
     return Detected(
         target=info.import_string,
         name=project_name(root, info.import_string),
         version=project_version(root) or "0.1.0",
         requirements=next((n for n in ("requirements.txt", "pyproject.toml") if (root / n).is_file()), None),
     )
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def toml_string(text: str) -> str:
+    """text as a TOML basic string: quotes, backslashes and control characters escaped."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04X}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _comment(text: str) -> str:
+    """text fit for a TOML comment, which ends at a newline and may hold no other control character."""
+    return "".join(char if char.isprintable() else "?" for char in text)
 
 
 def render_config(found: Detected) -> str:
@@ -45,14 +77,14 @@ def render_config(found: Detected) -> str:
         "# or a pyproject.toml that installs the app.\n"
     )
     return f"""\
-# flaskprod settings for {found.name}, written by `flaskprod init`. Every setting, its default
+# flaskprod settings for {_comment(found.name)}, written by `flaskprod init`. Every setting, its default
 # and its FLASKPROD_SECTION__NAME variable: `flaskprod config`, or docs/settings.md.
 # Precedence: defaults < this file < FLASKPROD_* environment < command-line flags.
 {missing}
 [app]
-target = "{found.target}"
-name = "{found.name}"
-version = "{found.version}"
+target = {toml_string(found.target)}
+name = {toml_string(found.name)}
+version = {toml_string(found.version)}
 
 [server]
 # workers = "auto"     # CPUs (at least 2) with threads, from the cgroup limits, capped by memory
@@ -69,17 +101,29 @@ version = "{found.version}"
 # connection_budget = 80
 
 [deploy]
-# image = "auto"              # {found.name}:{found.version}
+# image = "auto"              # {_comment(f"{found.name}:{found.version}")}
 # replicas = 2
 # cpus = 1.0                  # each container's limit; its workers are sized from it
 # memory = "512M"
 """
 
 
-def init_project(
-    spec: Spec, root: Path, environ: Mapping[str, str], *, force: bool = False, dry_run: bool = False
-) -> tuple[Detected, Change]:
-    found = detect(spec, root, environ)
+def pyproject_settings(root: Path) -> Path | None:
+    """The pyproject.toml whose [tool.flaskprod] flaskprod reads in root, which a flaskprod.toml would replace."""
+    found = find_config_file(root)
+    return found if found is not None and found.name == "pyproject.toml" else None
+
+
+def init_project(target: str | None, root: Path, environ: Mapping[str, str], *, force: bool) -> tuple[Detected, Change]:
+    """Write flaskprod.toml for the app; refuse, before importing it, to hide pyproject.toml's [tool.flaskprod],
+    and, before writing, to replace a flaskprod.toml with other content, unless force."""
+    pyproject = pyproject_settings(root)
+    if pyproject is not None and not force:
+        raise BuildError(
+            f"{pyproject} already holds flaskprod's settings ([tool.flaskprod]): nothing was written; keep them "
+            f"there, or pass --force to write {CONFIG_FILE}, which then replaces them"
+        )
+    found = detect(target, root, environ)
     hint = "edit it, or pass --force to replace it"
-    (change,) = write_files(root, {CONFIG_FILE: render_config(found)}, force=force, dry_run=dry_run, hint=hint)
+    (change,) = write_files(root, {CONFIG_FILE: render_config(found)}, force=force, hint=hint)
     return found, change

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -58,7 +59,11 @@ class ServerSettings:
         "Gunicorn where the app server faces HTTP clients itself (`serve`).",
         flag="--server",
     )
-    bind: str = setting("127.0.0.1:8000", "Address the app server listens on: host:port or unix:/path.", flag="--bind")
+    bind: str = setting(
+        "127.0.0.1:8000",
+        "Address the app server listens on: host:port ([::1]:port for IPv6) or unix:/absolute/path.",
+        flag="--bind",
+    )
     protocol: Literal["http", "uwsgi"] = setting(
         "http",
         "What the app server speaks on bind: http, or uwsgi (uWSGI only: what nginx's uwsgi_pass speaks; "
@@ -186,8 +191,12 @@ class ProxySettings:
         "/-/ready) before it gives up.",
         minimum=1,
     )
-    server_name: str = setting("localhost", "Host name(s) nginx answers to, space separated.")
-    static_url: str = setting("/static", "URL prefix of static files.")
+    server_name: str = setting(
+        "localhost",
+        "Host name(s) nginx answers to, space separated: example.com, *.example.com, .example.com (it and "
+        "every name under it), _, an address (127.0.0.1, [::1]) or a ~regex.",
+    )
+    static_url: str = setting("/static", "URL prefix of static files, such as /static; not / itself, the app's.")
     static_dir: str | None = setting(None, "Directory of static files; unset = the app's static folder.")
     max_body_size: str = setting(
         "10M", "Largest request body (nginx client_max_body_size and Flask MAX_CONTENT_LENGTH)."
@@ -282,7 +291,7 @@ class MonitoringSettings:
     ready_path: str = setting("/readyz", "Path of the readiness endpoint (runs the registered checks).")
     metrics_allow: str | None = setting(
         "127.0.0.1 ::1",
-        "Addresses or CIDR ranges nginx lets read the metrics path, space separated; unset = anyone.",
+        "Addresses or CIDR ranges nginx lets read the metrics path, space separated, or all; unset = anyone.",
     )
     check_timeout: float = setting(2.0, "Seconds each readiness check may take.", minimum=0.01)
     multiproc_dir: str | None = setting(
@@ -370,7 +379,9 @@ class TlsSettings:
 @dataclass(frozen=True, kw_only=True)
 class DeploySettings:
     image: str = setting(
-        "auto", "Image name and tag the deployment files build and run; auto = `<app.name>:<app.version>`."
+        "auto",
+        "Image name and tag the deployment files build and run, e.g. registry.example.com/shop:1.2.3 (a tag, "
+        "not a digest: they build it); auto = `<app.name>:<app.version>`.",
     )
     replicas: int = setting(
         2, "App containers (Compose, Swarm, Kubernetes); each has deploy.cpus and deploy.memory.", minimum=1
@@ -383,7 +394,9 @@ class DeploySettings:
         "CPUs one app container (or systemd service) may use, its limit; its workers are sized from it at start.",
         minimum=0.1,
     )
-    memory: str = setting("512M", "Memory one app container (or systemd service) may use, its limit, e.g. 512M or 1G.")
+    memory: str = setting(
+        "512M", "Memory one app container (or systemd service) may use, its limit, e.g. 512M or 1G; at least 64M."
+    )
     app_port: int = setting(8000, "Port the app server listens on inside its container.", minimum=1)
     http_port: int = setting(80, "Port the deployment publishes nginx on (Compose, Swarm, systemd).", minimum=1)
     https_port: int = setting(
@@ -401,7 +414,8 @@ class DeploySettings:
     )
     postgres_memory: str = setting(
         "1G",
-        "Memory the PostgreSQL of `build --with postgres` may use, its limit; a quarter of it is its shared_buffers.",
+        "Memory the PostgreSQL of `build --with postgres` may use, its limit; a quarter of it is its shared_buffers; "
+        "at least 64M.",
     )
     postgres_storage: str = setting(
         "10G", "Size of the PostgreSQL data volume Kubernetes claims (`build --target k8s --with postgres`)."
@@ -527,6 +541,8 @@ def parse_size(text: str) -> int:
 
 
 _TRUE = {"1", "true", "yes", "on"}
+# What a string source (env, --set) writes for an optional setting left unset; "unset" as errors name it.
+_UNSET = {"", "none", "null", "unset"}
 _FALSE = {"0", "false", "no", "off"}
 
 
@@ -534,7 +550,7 @@ def _coerce(value: Any, tp: Any) -> Any:
     """Convert a TOML value or a string from env/CLI to tp; raise ValueError when it does not fit."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        # Unset first ("" or "none" clears an optional string), then the declared order, so "auto"
+        # Unset first ("", "none" or "unset" clears an optional string), then the declared order, so "auto"
         # stays a string and "4" becomes an int.
         args = sorted(typing.get_args(tp), key=lambda a: a is not type(None))
         for arg in args:
@@ -553,7 +569,7 @@ def _coerce(value: Any, tp: Any) -> Any:
                     return a
         raise ValueError(value)
     if tp is type(None):
-        if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "null"}):
+        if value is None or (isinstance(value, str) and value.strip().lower() in _UNSET):
             return None
         raise ValueError(value)
     if tp is bool:
@@ -585,24 +601,79 @@ def _coerce(value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported setting type {tp!r}")
 
 
+class _Expected(ValueError):
+    """A value a check refuses, with what it expects instead of the setting's general description."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+_PORT = "a port from 1 to 65535"
+# The smallest memory limit taken: below it no app server or PostgreSQL starts, and the limit kills it.
+MIN_MEMORY = "64M"
+_MEMORY = f"a size of at least {MIN_MEMORY}, such as 512M or 1G"
+
 _EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
+    "server.bind": (
+        lambda v: _bind(v),
+        "host:port such as 127.0.0.1:8000 or [::1]:8000 (port 1 to 65535), or unix:/absolute/path.sock",
+    ),
     "proxy.max_body_size": (parse_size, "a size such as 10M, 512k or 1048576"),
     "proxy.client_body_buffer_size": (parse_size, "a size such as 128k"),
     "proxy.client_header_buffer_size": (parse_size, "a size such as 1k"),
-    "proxy.port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
+    "proxy.port": (lambda v: _at_most(v, 65535), _PORT),
+    "proxy.server_name": (
+        lambda v: _server_names(v),
+        "host names separated by spaces, such as example.com www.example.com, *.example.com, .example.com, _, "
+        "127.0.0.1 or [::1]",
+    ),
+    "proxy.static_url": (
+        lambda v: _match(_URL_PATH, v),
+        "a URL path such as /static or /assets/ (not / alone: that is the app's), without spaces or ;{}\"'",
+    ),
     "proxy.rate_limit": (lambda v: _match(r"\d+r/[sm]", v), "a rate such as 10r/s or 300r/m"),
-    "tls.port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
-    "monitoring.prometheus_port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
-    "monitoring.metrics_port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
-    "deploy.memory": (parse_size, "a size such as 512M or 1G"),
-    "deploy.postgres_memory": (parse_size, "a size such as 512M or 1G"),
+    "monitoring.metrics_allow": (
+        lambda v: _addresses(v, word="all"),
+        "all, or addresses or CIDR ranges separated by spaces, such as 127.0.0.1 ::1 10.0.0.0/8; unset = anyone",
+    ),
+    "tls.port": (lambda v: _at_most(v, 65535), _PORT),
+    "monitoring.prometheus_port": (lambda v: _at_most(v, 65535), _PORT),
+    "monitoring.metrics_port": (lambda v: _at_most(v, 65535), _PORT),
+    "deploy.image": (
+        lambda v: _image(v),
+        "auto, or an image name such as shop:1.2.3 or registry.example.com:5000/team/shop:1.2.3 "
+        "(a lowercase repository path, an optional :tag)",
+    ),
+    "deploy.memory": (lambda v: _at_least_size(v, MIN_MEMORY), _MEMORY),
+    "deploy.postgres_memory": (lambda v: _at_least_size(v, MIN_MEMORY), _MEMORY),
     "deploy.postgres_storage": (parse_size, "a size such as 10G"),
-    "deploy.app_port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
-    "deploy.http_port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
-    "deploy.https_port": (lambda v: _at_most(v, 65535), "a port from 1 to 65535"),
-    "tls.ingress_ranges": (lambda v: _networks(v), "auto, or addresses or CIDR ranges such as 10.0.0.0/8"),
+    "deploy.app_port": (lambda v: _at_most(v, 65535), _PORT),
+    "deploy.http_port": (lambda v: _at_most(v, 65535), _PORT),
+    "deploy.https_port": (lambda v: _at_most(v, 65535), _PORT),
+    "tls.ingress_ranges": (
+        lambda v: _addresses(v, word="auto"),
+        "auto, or addresses or CIDR ranges such as 10.0.0.0/8",
+    ),
     "deploy.python": (lambda v: _match(r"3\.\d+", v), "a Python version such as 3.11"),
 }
+
+# One DNS label as resolvers and nginx take it (underscores too: Compose service names have them).
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_HOST_NAME = rf"{_LABEL}(?:\.{_LABEL})*"
+# nginx's server_name forms: a name (or address), *.name, .name (it and every name under it), name.*
+_SERVER_NAME = re.compile(rf"(?:\*\.|\.)?{_HOST_NAME}|{_HOST_NAME}\.\*")
+# What ends or quotes a word in nginx.conf, where these values are written unquoted.
+_NGINX_SPECIAL = re.compile(r"[\s;{}\"']")
+# A location prefix: segments of URL path characters, an optional trailing slash (nginx.conf adds one).
+_URL_PATH = r"(?:/[A-Za-z0-9._~!$&()*+,=:@%-]+)+/?"
+# Docker's reference grammar (distribution/reference), without the digest: [host[:port]/]path[:tag].
+_DOMAIN_PART = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE = re.compile(
+    rf"(?:(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?/)?"
+    rf"{_PATH_PART}(?:/{_PATH_PART})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+)
 
 
 def _match(pattern: str, value: str) -> None:
@@ -615,13 +686,69 @@ def _at_most(value: int, limit: int) -> None:
         raise ValueError(value)
 
 
-def _networks(value: str) -> None:
-    """auto, or one or more addresses or CIDR ranges."""
-    if value != "auto":
-        if not value.split():
+def _at_least_size(value: str, minimum: str) -> None:
+    if parse_size(value) < parse_size(minimum):
+        raise ValueError(value)
+
+
+def _addresses(value: str, *, word: str) -> None:
+    """word, or addresses or CIDR ranges, space separated, in the forms nginx's allow and set_real_ip_from take."""
+    if value == word:
+        return
+    if not value.split():
+        raise ValueError(value)
+    for item in value.split():
+        address, slash, prefix = item.partition("/")
+        if "%" in address:  # a scope id (fe80::1%eth0): Python reads it, nginx does not
+            raise ValueError(item)
+        version = ipaddress.ip_address(address).version
+        if slash and not (re.fullmatch(r"[0-9]{1,3}", prefix) and int(prefix) <= (32 if version == 4 else 128)):
+            raise ValueError(item)
+
+
+def _bind(value: str) -> None:
+    """host:port, [v6]:port or unix:/absolute/path, as the app servers and servers/common.parse_bind read it."""
+    if value.startswith("unix:"):
+        if not re.fullmatch(r"unix:/[^\s;{}\"']*", value) or value.endswith("/"):
             raise ValueError(value)
-        for item in value.split():
-            ipaddress.ip_network(item, strict=False)
+        return
+    host, colon, port = value.rpartition(":")
+    if not colon or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) <= 65535:
+        raise ValueError(value)
+    if host.startswith("[") and host.endswith("]"):
+        if ipaddress.ip_address(host[1:-1]).version != 6:
+            raise ValueError(value)
+    elif host and not re.fullmatch(_HOST_NAME, host):  # an empty host is every interface, as parse_bind reads it
+        raise ValueError(value)
+
+
+def _server_names(value: str) -> None:
+    """proxy.server_name: names nginx's server_name takes, written unquoted into nginx.conf."""
+    names = value.split()
+    if not names:
+        raise ValueError(value)
+    for name in names:
+        if name.startswith("~"):
+            if len(name) == 1 or _NGINX_SPECIAL.search(name):
+                raise _Expected("a ~regex without ;{}\"' (nginx.conf holds it unquoted), or names such as example.com")
+        elif name.startswith("[") and name.endswith("]"):
+            if ipaddress.ip_address(name[1:-1]).version != 6:
+                raise ValueError(value)
+        elif not _SERVER_NAME.fullmatch(name):
+            raise ValueError(value)
+
+
+def _image(value: str) -> None:
+    """deploy.image: auto, or a reference `docker build -t` takes."""
+    if value == "auto":
+        return
+    if "@" in value:
+        raise _Expected(
+            "a :tag, not an @digest: the deployment files build and tag this image and name its -nginx image "
+            "after it, e.g. registry.example.com/shop:1.2.3"
+        )
+    if not _IMAGE.fullmatch(value):
+        raise ValueError(value)
 
 
 def validate(key: str, value: Any, source: str) -> Any:
@@ -631,16 +758,23 @@ def validate(key: str, value: Any, source: str) -> Any:
     try:
         result = _coerce(value, info.type)
         numeric = isinstance(result, (int, float)) and not isinstance(result, bool)
+        at_least = f" >= {info.minimum:g}" if info.minimum is not None else ""
+        # nan passes every comparison and inf overflows what is derived from it: neither is a limit or a time.
+        if isinstance(result, float) and not math.isfinite(result):
+            raise _Expected(f"a finite {allowed}{at_least}")
         if info.minimum is not None and numeric and result < info.minimum:
-            allowed = f"{allowed} >= {info.minimum:g}"
-            raise ValueError(value)
+            raise _Expected(f"{allowed}{at_least}")
         if key in _EXTRA_CHECKS:
             check, allowed = _EXTRA_CHECKS[key]
             if result is not None:
                 check(result)
+    except _Expected as exc:
+        allowed = exc.expected
     except ValueError:
-        raise SpecError(f"{source}: invalid value {value!r} for {key}: expected {allowed}") from None
-    return result
+        pass
+    else:
+        return result
+    raise SpecError(f"{source}: invalid value {value!r} for {key}: expected {allowed}")
 
 
 def _suggest(key: str) -> str:
