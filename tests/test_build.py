@@ -105,6 +105,31 @@ def test_force_removes_a_file_changed_by_hand_that_is_no_longer_written(tmp_path
     assert not (tmp_path / "b.txt").exists()
 
 
+def test_a_path_that_cannot_be_written_leaves_nothing_written(tmp_path: Path) -> None:
+    (tmp_path / "nginx").write_text("a file where a folder goes\n")
+    files = {"a.txt": "one\n", "b/c.txt": "two\n", "nginx/nginx.conf": "three\n"}
+    with pytest.raises(BuildError) as refused:
+        write_files(tmp_path, files, record="r")
+    assert str(refused.value) == (
+        f"cannot write {tmp_path / 'nginx'}: File exists; nothing was written: fix that path (a file where a "
+        "folder goes, its permissions) or write elsewhere (--out)"
+    )
+    # a.txt and b/ were staged before nginx/ failed: neither they, their temporary files nor the record remain.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nginx"]
+
+
+@pytest.mark.integration
+def test_build_into_a_file_is_one_line(project: Path) -> None:
+    (project / "outfile").write_text("x\n")
+    for out in ("outfile", "outfile/sub"):
+        result = flaskprod_build(project, "--target", "compose", "--out", out)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"Error: cannot write {project / 'outfile'}: ") and "Traceback" not in (
+            result.stderr
+        )
+        assert result.stderr.count("\n") == 1
+
+
 def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     changes = write_files(tmp_path / "out", {"a.txt": "one\n"}, dry_run=True)
     assert [c.state for c in changes] == ["created"]

@@ -90,6 +90,15 @@ def test_flaskprod_toml_wins_over_pyproject(tmp_path: Path) -> None:
     assert load_spec(tmp_path, environ={}).proxy.trusted_hops == 2
 
 
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "flaskprod.toml").write_bytes(b'[app]\nname = "caf\xe9"\n')
+    with pytest.raises(SpecError) as refused:
+        load_spec(tmp_path, environ={})
+    assert str(refused.value) == (
+        f"{tmp_path / 'flaskprod.toml'}: not UTF-8 (byte 17), which TOML must be; save it as UTF-8"
+    )
+
+
 def test_explicit_config_path_from_env(tmp_path: Path) -> None:
     path = write(tmp_path / "other.toml", '[logging]\nlevel = "debug"\n')
     spec = load_spec(tmp_path / "elsewhere", environ={"FLASKPROD_CONFIG": str(path)})

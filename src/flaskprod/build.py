@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import BuildError
+from .render.compose import most_tasks
 from .render.deployment import Deployment, plan_deployment
+from .render.kubernetes import most_pods
 from .render.targets import Target, find_target, parse_extras, server_for
 from .render.writer import RECORD, Change, write_files
 from .spec import Spec
@@ -57,10 +59,12 @@ def build(
     server = server_for(chosen, spec.server.kind)
     root = (root or Path.cwd()).resolve()
     relative_out = output_dir(root, chosen, out)
-    # Kubernetes may scale to max_replicas pods: the database budget is shared by all of them; a
+    # The database budget is shared by every app container that can run at once: Kubernetes' autoscaler
+    # ceiling and the pod a rollout adds, Swarm's replicas and the task an update starts beside them; a
     # systemd install is one app server.
     replicas = {
-        "k8s": max(spec.deploy.replicas, spec.deploy.max_replicas),
+        "k8s": most_pods(spec),
+        "swarm": most_tasks(spec),
         "systemd": 1,
     }.get(chosen.name, spec.deploy.replicas)
     deployment = plan_deployment(

@@ -812,6 +812,8 @@ def read_file_layer(path: Path) -> dict[str, Any]:
         raise SpecError(f"{path}: cannot read config file: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: not valid TOML: {exc}; fix the file") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 (byte {exc.start}), which TOML must be; save it as UTF-8") from None
     if path.name == "pyproject.toml":
         data = data.get("tool", {}).get("flaskprod", {})
     values: dict[str, Any] = {}

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..spec import Spec
 from . import logs, postgres, tls
 from .deployment import NGINX_PORT, NGINX_UID, Deployment
 from .image import image_files
@@ -398,9 +399,9 @@ def postgres_secret_name(d: Deployment) -> str:
     return f"{d.name.replace('-', '_')}_{POSTGRES_SECRET}"
 
 
-def most_tasks(d: Deployment) -> int:
+def most_tasks(spec: Spec) -> int:
     """App tasks running at once at most: the replicas, and the new ones a rolling update starts beside them."""
-    return d.spec.deploy.replicas + APP_UPDATE_PARALLELISM
+    return spec.deploy.replicas + APP_UPDATE_PARALLELISM
 
 
 def postgres_node_label(d: Deployment) -> str:
@@ -471,7 +472,7 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         # an app that connects as it starts restarts until the database answers, not three times only.
         app["deploy"]["restart_policy"].pop("max_attempts")
         hardening = {"read_only": True, "tmpfs": list(postgres.SCRATCH_DIRS.values())}
-        db = _postgres_service(d, containers=most_tasks(d), secret=db_secret, hardening=hardening)
+        db = _postgres_service(d, containers=most_tasks(d.spec), secret=db_secret, hardening=hardening)
         db["deploy"] = {
             "replicas": 1,
             # Its volume is local to a node: on any other it would start an empty database.
@@ -656,7 +657,7 @@ def render_swarm(d: Deployment) -> dict[str, str]:
         steps.append(f'  printf %s "$GRAFANA_ADMIN_PASSWORD" | docker secret create {grafana} -   # for Grafana')
     steps.append(f"  docker stack deploy -c {d.out}/stack.yaml {d.name}")
     if POSTGRES in d.extras:
-        steps.append(postgres.budget_note(d, most_tasks(d)))
+        steps.append(postgres.budget_note(d, most_tasks(d.spec)))
     if TLS in d.extras:
         steps += _tls_steps(d, node_label=tls_node_label(d))
     if LOGGING in d.extras:

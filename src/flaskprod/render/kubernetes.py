@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from ..errors import BuildError
-from ..spec import parse_size
+from ..spec import Spec, parse_size
 from . import postgres, tls
 from .compose import NGINX_LIMITS
 from .deployment import APP_UID, NGINX_PORT, Deployment
@@ -82,9 +82,9 @@ def postgres_name(d: Deployment) -> str:
     return f"{d.name}-postgres"
 
 
-def most_pods(d: Deployment) -> int:
+def most_pods(spec: Spec) -> int:
     """App pods running at once at most: the autoscaler's ceiling, and the pods a rollout adds."""
-    return max(d.spec.deploy.replicas, d.spec.deploy.max_replicas) + MAX_SURGE
+    return max(spec.deploy.replicas, spec.deploy.max_replicas) + MAX_SURGE
 
 
 def cpu_quantity(cpus: float) -> str:
@@ -482,7 +482,7 @@ def _postgres_container(d: Deployment) -> dict[str, Any]:
         "image": postgres.IMAGE,
         # The tag is rebuilt for its base's security fixes (the release stays): every start gets the latest.
         "imagePullPolicy": "Always",
-        "args": postgres.server_command(d, most_pods(d)),
+        "args": postgres.server_command(d, most_pods(d.spec)),
         "env": [{"name": key, "value": value} for key, value in env.items()],
         "ports": [{"name": "postgres", "containerPort": postgres.PORT, "protocol": "TCP"}],
         "resources": {"requests": dict(resources), "limits": dict(resources)},
@@ -758,7 +758,7 @@ def _next_steps(d: Deployment) -> str:
     if "monitoring" in d.extras:
         steps.append(f"  kubectl apply -k {d.out}/monitoring   # where the Prometheus Operator runs")
     if "postgres" in d.extras:
-        steps.append(postgres.budget_note(d, most_pods(d)))
+        steps.append(postgres.budget_note(d, most_pods(d.spec)))
     if "tls" in d.extras:
         steps += [
             "HTTPS ends at the Ingress. cert-manager, installed in the cluster, gets the certificate for",

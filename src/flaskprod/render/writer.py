@@ -7,6 +7,7 @@ changed, remove the ones it no longer writes, and still stop at a file changed b
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -121,7 +122,8 @@ def write_files(
     hint: str = REGENERATE_HINT,
     record: str | None = None,
 ) -> list[Change]:
-    """Write files under out (checked first, so a refusal writes nothing); each file is replaced atomically.
+    """Write files under out, all or none: checked first, then every new text staged beside its file, and
+    only when all are staged moved into place (a full disk or a folder it may not write leaves nothing).
 
     record names a file under out that keeps what was written, for the next run (see plan_changes)."""
     record_path = _target(out, record) if record else None
@@ -129,31 +131,66 @@ def write_files(
     changes = plan_changes(out, files, force=force, hint=hint, written=written)
     if dry_run:
         return changes
-    by_path = {_target(out, relative): text for relative, text in files.items()}
-    for change in changes:
-        if change.state in ("created", "updated"):
-            _replace(change.path, by_path[change.path])
-        elif change.state == "removed":
-            change.path.unlink()
-            _remove_empty_parents(change.path.parent, out)
+    texts = {_target(out, relative): text for relative, text in files.items()}
     if record_path:
         # A file kept because it was changed by hand leaves the record: it is the user's now.
         digests = sorted((relative, _digest(text.encode("utf-8"))) for relative, text in files.items())
-        _replace(record_path, "".join(f"{digest}  {relative}\n" for relative, digest in digests))
+        texts[record_path] = "".join(f"{digest}  {relative}\n" for relative, digest in digests)
+    writes = [c.path for c in changes if c.state in ("created", "updated")]
+    if record_path:
+        writes.append(record_path)
+    with _Staged() as staged:
+        for path in writes:
+            staged.add(path, texts[path])
+        staged.commit()
+    for change in changes:
+        if change.state == "removed":
+            change.path.unlink(missing_ok=True)
+            _remove_empty_parents(change.path.parent, out)
     return changes
 
 
-def _replace(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+class _Staged:
+    """New texts written to temporary files beside their targets; commit moves them all into place, and
+    anything not committed (an error midway) is removed with the folders made for it."""
+
+    def __init__(self) -> None:
+        self.temps: list[tuple[str, Path]] = []
+        self.made: list[Path] = []
+
+    def __enter__(self) -> _Staged:
+        return self
+
+    def add(self, path: Path, text: str) -> None:
+        try:
+            for parent in reversed([path.parent, *path.parent.parents]):
+                if not parent.is_dir():
+                    parent.mkdir()
+                    self.made.append(parent)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            self.temps.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.chmod(tmp, 0o644)
+        except OSError as exc:
+            where = exc.filename or path
+            raise BuildError(
+                f"cannot write {where}: {exc.strerror or exc}; nothing was written: fix that path (a file where "
+                "a folder goes, its permissions) or write elsewhere (--out)"
+            ) from None
+
+    def commit(self) -> None:
+        for tmp, path in self.temps:
+            os.replace(tmp, path)
+        self.temps = []
+        self.made = []
+
+    def __exit__(self, *exc: object) -> None:
+        for tmp, _ in self.temps:
+            Path(tmp).unlink(missing_ok=True)
+        for directory in reversed(self.made):
+            with contextlib.suppress(OSError):  # something else was put there meanwhile
+                directory.rmdir()
 
 
 def _remove_empty_parents(directory: Path, out: Path) -> None:
