@@ -194,7 +194,7 @@ class ProxySettings:
     server_name: str = setting(
         "localhost",
         "Host name(s) nginx answers to, space separated: example.com, *.example.com, .example.com (it and "
-        "every name under it), _, an address (127.0.0.1, [::1]) or a ~regex.",
+        "every name under it), an address (127.0.0.1, [::1]) or a ~regex.",
     )
     static_url: str = setting("/static", "URL prefix of static files, such as /static; not / itself, the app's.")
     static_dir: str | None = setting(None, "Directory of static files; unset = the app's static folder.")
@@ -625,7 +625,7 @@ _EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
     "proxy.port": (lambda v: _at_most(v, 65535), _PORT),
     "proxy.server_name": (
         lambda v: _server_names(v),
-        "host names separated by spaces, such as example.com www.example.com, *.example.com, .example.com, _, "
+        "host names separated by spaces, such as example.com www.example.com, *.example.com, .example.com, "
         "127.0.0.1 or [::1]",
     ),
     "proxy.static_url": (
@@ -728,6 +728,11 @@ def _server_names(value: str) -> None:
     if not names:
         raise ValueError(value)
     for name in names:
+        if name == "_":
+            raise _Expected(
+                "the names this site answers to, such as example.com: _ is the catch-all flaskprod's nginx "
+                "keeps for closing requests to other names"
+            )
         if name.startswith("~"):
             if len(name) == 1 or _NGINX_SPECIAL.search(name):
                 raise _Expected("a ~regex without ;{}\"' (nginx.conf holds it unquoted), or names such as example.com")
