@@ -29,7 +29,7 @@ flaskprod[uwsgi] >=0.1 ; python_version >= "3.11" \\
     --hash=sha256:0123456789abcdef
 requests==2.32.3 --hash=sha256:aaaa --hash=sha256:bbbb
 mylib @ https://example.com/mylib-1.0.tar.gz
-./wheels/Other_Pkg-2.0-py3-none-any.whl
+https://example.com/wheels/Other_Pkg-2.0-py3-none-any.whl
 https://example.com/archives/some-tool-1.4.2.tar.gz
 -e git+https://example.com/repo.git#egg=editable-one
 --editable=git+https://example.com/two.git@main#subdirectory=x&egg=editable_two
@@ -117,10 +117,36 @@ def test_requirements_without_flaskprod_are_refused_with_the_fix(tmp_path: Path)
 
 
 def test_an_entry_that_cannot_be_named_gets_the_benefit_of_the_doubt(tmp_path: Path) -> None:
-    # ./vendor/sdk could be anything, flaskprod included, until pip builds it.
-    write(tmp_path, {"requirements.txt": "flask\n./vendor/sdk\n"})
+    # A checkout could be anything, flaskprod included, until pip builds it.
+    write(tmp_path, {"requirements.txt": "flask\ngit+https://example.com/sdk.git\n"})
     found = require_flaskprod(tmp_path, "requirements.txt")
-    assert found is not None and found.unnamed == ("./vendor/sdk",)
+    assert found is not None and found.unnamed == ("git+https://example.com/sdk.git",)
+
+
+LOCAL = "installs {entry} from a path on this machine, which the image does not have; name the package"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("-e /work/flaskprod", LOCAL.format(entry="/work/flaskprod")),  # what pip freeze writes for -e
+        ("./vendor/sdk", LOCAL.format(entry="./vendor/sdk")),
+        ("../sdk", LOCAL.format(entry="../sdk")),
+        ("--editable=~/src/lib", LOCAL.format(entry="~/src/lib")),
+        ("lib @ file:///opt/lib", LOCAL.format(entry="lib @ file:///opt/lib")),
+        ("-e .", "installs the project itself (.), which the image copies only after the requirements"),
+        ("-r {project}/base.txt", "includes {project}/base.txt, which the image's copy of the project would not"),
+        ("-r ../p/base.txt", "includes ../p/base.txt, which the image's copy of the project would not find"),
+    ],
+)
+def test_what_only_this_machine_has_is_refused_with_its_line(tmp_path: Path, line: str, message: str) -> None:
+    project = tmp_path / "p"
+    line, message = line.format(project=project), message.format(project=project)  # an absolute path inside it
+    write(project, {"requirements.txt": f"flaskprod\n{line}\n", "base.txt": "flask\n"})
+    with pytest.raises(BuildError) as caught:
+        read_requirements(project, "requirements.txt")
+    assert str(caught.value).startswith(f"requirements.txt line 2: {message}")
+    assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -255,7 +255,7 @@ SERVER_NAME_REGEX = "expected a ~regex without ;{}\"' (nginx.conf holds it unquo
         ("[10.0.0.1]", SERVER_NAMES),
         ("~", SERVER_NAME_REGEX),
         ("example.com _", "expected the names this site answers to, such as example.com: _ is the catch-all "
-         "flaskprod's nginx keeps for closing requests to other names"),  # fmt: skip
+         "flaskprod's nginx keeps for closing requests to other names"),
         ("~^www\\d{1,3}\\.example\\.com$", SERVER_NAME_REGEX),
         ("example.com ~^a;b", SERVER_NAME_REGEX),
     ],

@@ -8,6 +8,7 @@ must be copied beside it, at the same relative paths.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import tomllib
 from dataclasses import dataclass
@@ -83,9 +84,9 @@ def _read(root: Path, rel: PurePosixPath, files: list[str], names: set[str], unn
                 continue
             _read(root, target, files, names, unnamed)
         elif editable := _EDITABLE.match(line):
-            _add(editable.group(1), names, unnamed)
+            _add(_not_local(editable.group(1), rel, number), names, unnamed)
         elif not line.startswith("-"):
-            _add(_LINE_OPTIONS.split(line, maxsplit=1)[0].strip(), names, unnamed)
+            _add(_not_local(_LINE_OPTIONS.split(line, maxsplit=1)[0].strip(), rel, number), names, unnamed)
 
 
 def _logical_lines(text: str) -> list[tuple[int, str]]:
@@ -108,6 +109,26 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     return lines
 
 
+def _not_local(entry: str, including: PurePosixPath, number: int) -> str:
+    """entry, unless it installs from a folder or file on this machine: the image installs the requirements
+    before it has the project, and never has what is outside it (`pip freeze` writes `-e /path` for an
+    editable install)."""
+    url = entry.split("@", 1)[1].strip() if re.match(r"^[A-Za-z0-9._-]+\s*(\[[^]]*\])?\s*@", entry) else entry
+    if not (url in (".", "..") or url.startswith(("/", "./", "../", "~", "file:"))):
+        return entry
+    where = f"{including.as_posix()} line {number}"
+    if url in (".", "./"):
+        raise BuildError(
+            f"{where}: installs the project itself ({entry}), which the image copies only after the "
+            "requirements; drop the line (the app runs from /app), or install the project from its "
+            "pyproject.toml by setting deploy.requirements to a file without it"
+        )
+    raise BuildError(
+        f"{where}: installs {entry} from a path on this machine, which the image does not have; "
+        "name the package with a version pip can download (e.g. flaskprod==1.2.3) or a VCS URL"
+    )
+
+
 def _inside(root: Path, including: PurePosixPath, ref: str, number: int) -> PurePosixPath:
     """An included file, relative to the project: pip resolves it from the including file's folder."""
     where = f"{including.as_posix()} line {number}"
@@ -121,6 +142,14 @@ def _inside(root: Path, including: PurePosixPath, ref: str, number: int) -> Pure
             f"{where}: includes {ref}, outside the project {root}; the image can only copy files under it, "
             "so move it in"
         ) from None
+    climbs = posixpath.normpath(posixpath.join(including.parent.as_posix(), ref)).startswith("..")
+    if ref.startswith(("/", "~")) or climbs:
+        # The image copies each file to the same path under a folder of its own: a path that climbs out of the
+        # project before it comes back in, or an absolute one, names nothing there.
+        raise BuildError(
+            f"{where}: includes {ref}, which the image's copy of the project would not find; write the path "
+            f"relative to {including.as_posix()}'s folder, within the project"
+        )
     if not target.is_file():
         raise BuildError(f"{where}: includes {ref}, which is not there; fix the path")
     return rel
