@@ -205,6 +205,28 @@ def test_a_static_folder_with_a_space_is_copied_whole() -> None:
 
 
 @pytest.mark.integration
+def test_static_files_the_app_serves_from_its_root_stay_with_the_app(tmp_path: Path) -> None:
+    """Flask(static_url_path="") answers /site.css itself; nginx must not claim /static/ for that folder."""
+    project = tmp_path / "shop"
+    (project / "public").mkdir(parents=True)
+    (project / "public" / "site.css").write_text("body {}\n")
+    (project / "requirements.txt").write_text("flask\nflaskprod\n")
+    (project / "app.py").write_text(
+        "from flask import Flask\nfrom flaskprod import Production\n\n"
+        'app = Flask(__name__, static_url_path="", static_folder="public")\nProduction(app)\n'
+    )
+    assert flaskprod_build(project, "--target", "compose").returncode == 0
+    nginx = (project / "deploy/compose/nginx/nginx.conf").read_text()
+    assert "alias" not in nginx and "/static/" not in nginx
+    assert "public" not in (project / "deploy/compose/nginx/Dockerfile").read_text()
+    # Told where the files are, nginx serves them.
+    given = flaskprod_build(project, "--target", "compose", "--set", "proxy.static_url=/assets",
+                            "--set", f"proxy.static_dir={project / 'public'}")  # fmt: skip
+    assert given.returncode == 0, given.stderr
+    assert "location /assets/ {" in (project / "deploy/compose/nginx/nginx.conf").read_text()
+
+
+@pytest.mark.integration
 def test_settings_given_to_build_reach_the_app_as_they_reach_nginx(project: Path) -> None:
     """A flag, a FLASKPROD_* variable or another config file sets nginx's side at build time; the app in the
     container reads only the project's flaskprod.toml, so the build must tell it the same values."""

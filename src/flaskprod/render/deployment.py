@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .. import discovery
 from ..errors import BuildError
@@ -18,6 +18,9 @@ from ..sizing import Derived, Machine, derive
 from ..spec import Spec, env_for, find_config_file, parse_size
 from .nginx import NginxContext, Protocol, TlsFiles, render_nginx
 from .requirements import require_flaskprod, requirements_file
+
+if TYPE_CHECKING:
+    from ..servers.probe import AppInfo
 
 ServerKind = Literal["gunicorn", "uwsgi"]
 
@@ -172,6 +175,18 @@ def carried_settings(spec: Spec, root: Path) -> dict[str, object]:
     }
 
 
+def app_static(spec: Spec, info: AppInfo) -> tuple[str | None, str]:
+    """The folder nginx serves and the URL it serves it at: the spec's where set, else the app's own.
+
+    An app that serves its static files from the root (static_url_path="") keeps them: nginx's / is the app's.
+    """
+    url_given = spec.origins.get("proxy.static_url", "default") != "default"
+    if info.static_url_path == "" and not url_given and spec.proxy.static_dir is None:
+        return None, spec.proxy.static_url
+    url = info.static_url_path if info.static_url_path and not url_given else spec.proxy.static_url
+    return spec.proxy.static_dir or info.static_folder, url
+
+
 def container_machine(spec: Spec) -> Machine:
     """The CPUs and memory one app container is limited to: what its own `flaskprod serve` will detect."""
     return Machine(cpus=spec.deploy.cpus, memory=parse_size(spec.deploy.memory))
@@ -221,9 +236,7 @@ def plan_deployment(
             f"{info.import_string} does not answer {' or '.join(unanswered)}, which the deployment's health checks "
             "ask: add Production(app) where the app is created"
         )
-    static_url = spec.proxy.static_url
-    if spec.origins.get("proxy.static_url", "default") == "default" and info.static_url_path:
-        static_url = info.static_url_path
+    static_folder, static_url = app_static(spec, info)
     return Deployment(
         spec=spec,
         project=Project(
@@ -231,7 +244,7 @@ def plan_deployment(
             app_target=ref.import_string,
             requirements=requirements,
             requirement_includes=found.includes if found else (),
-            static_dir=_relative(spec.proxy.static_dir or info.static_folder, root),
+            static_dir=_relative(static_folder, root),
             static_url=static_url,
         ),
         derived=size(spec, worker_mb=info.rss_mb, replicas=replicas or spec.deploy.replicas),

@@ -20,6 +20,7 @@ from types import FrameType
 from .. import discovery
 from ..errors import FlaskprodError, ServerError, SpecError
 from ..render import TlsFiles, render_nginx
+from ..render.deployment import app_static
 from ..render.nginx import Protocol, listen_address, server_names
 from ..render.targets import split_extras
 from ..servers import resolve_kind
@@ -221,10 +222,8 @@ def learn_app(p: Plan) -> Plan:
     After --with postgres has started: an app may touch its database as it loads (creating its tables).
     """
     info = probe(p.app, p.app_env)
-    spec = p.spec
-    if spec.origins.get("proxy.static_url", "default") == "default" and info.static_url_path:
-        spec = spec.replace(**{"proxy.static_url": info.static_url_path})
-    static_dir = spec.proxy.static_dir or info.static_folder
+    static_dir, static_url = app_static(p.spec, info)
+    spec = p.spec.replace(**{"proxy.static_url": static_url})
     if static_dir is not None and not Path(static_dir).is_dir():
         static_dir = None  # an app without static files: every request goes to the app
     return dataclasses.replace(
