@@ -10,7 +10,7 @@ import pytest
 
 from flaskprod.errors import SpecError
 from flaskprod.reference import settings_reference
-from flaskprod.spec import SETTINGS, Spec, load_spec, parse_size
+from flaskprod.spec import SETTINGS, Spec, find_config_file, load_spec, parse_size
 from tests.support import BIN, ROOT
 
 
@@ -82,6 +82,24 @@ def test_pyproject_tool_table(tmp_path: Path) -> None:
     write(tmp_path / "pyproject.toml", '[project]\nname = "x"\n\n[tool.flaskprod.proxy]\ntrusted_hops = 1\n')
     spec = load_spec(tmp_path, environ={})
     assert spec.proxy.trusted_hops == 1
+
+
+@pytest.mark.parametrize(
+    "pyproject",
+    [
+        "[tool]\nflaskprod = { proxy = { trusted_hops = 1 } }\n",  # TOML's other spellings of the same table
+        "[tool.flaskprod]\nproxy = { trusted_hops = 1 }\n",
+        '[tool."flaskprod".proxy]\ntrusted_hops = 1\n',
+    ],
+)
+def test_pyproject_tool_table_however_it_is_spelled(tmp_path: Path, pyproject: str) -> None:
+    write(tmp_path / "pyproject.toml", pyproject)
+    assert load_spec(tmp_path, environ={}).proxy.trusted_hops == 1
+
+
+def test_a_pyproject_that_only_mentions_flaskprod_is_not_a_config(tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", '[project]\nname = "x"\ndescription = """\n[tool.flaskprod] is read"""\n')
+    assert find_config_file(tmp_path) is None
 
 
 def test_flaskprod_toml_wins_over_pyproject(tmp_path: Path) -> None:

@@ -801,9 +801,15 @@ def find_config_file(root: Path) -> Path | None:
     if candidate.is_file():
         return candidate
     pyproject = root / "pyproject.toml"
-    if pyproject.is_file() and "[tool.flaskprod" in pyproject.read_text(encoding="utf-8", errors="replace"):
-        return pyproject
-    return None
+    if not pyproject.is_file():
+        return None
+    text = pyproject.read_text(encoding="utf-8", errors="replace")
+    try:
+        tool = tomllib.loads(text).get("tool", {})
+    except tomllib.TOMLDecodeError:
+        # Broken: if it means to hold the settings, read_file_layer says what is wrong with it.
+        return pyproject if re.search(r"^\s*\[\s*tool\.flaskprod", text, re.M) else None
+    return pyproject if isinstance(tool, dict) and "flaskprod" in tool else None
 
 
 def read_file_layer(path: Path) -> dict[str, Any]:
