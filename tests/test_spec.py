@@ -499,6 +499,9 @@ def test_config_command_shows_values_and_sources(tmp_path: Path) -> None:
         ([], {"FLASKPROD_DEPLOY__CPUS": "nan"}, "Error: env FLASKPROD_DEPLOY__CPUS: invalid value 'nan' for deploy"),
         (["--set", "proxy.server_name=a;b"], {}, "Error: flag --set proxy.server_name: invalid value 'a;b' for proxy"),
         (["--bind", "nonsense"], {}, "Error: flag --bind: invalid value 'nonsense' for server.bind: expected host"),
+        # --set is named as the user wrote it, and checked even when a named flag sets the same setting.
+        (["--set", "server.workers="], {}, "Error: flag --set server.workers: invalid value '' for server.workers"),
+        (["--set", "server.workers=x", "--workers", "4"], {}, "Error: flag --set server.workers: invalid value 'x'"),
     ],
 )
 def test_config_command_bad_input(tmp_path: Path, args: list[str], env: dict[str, str], message: str) -> None:

@@ -85,7 +85,8 @@ NGINX_FLAGS = frozenset({"proxy.host", "proxy.port", "tls.mode", "tls.port"})
 
 def resolve_spec(kwargs: dict[str, Any], app: str | None = None) -> Spec:
     """Turn the generated options into the flag layer and load the spec with it."""
-    flags: dict[str, Any] = _parse_set(kwargs.pop("set_values", ()))
+    set_flags = _parse_set(kwargs.pop("set_values", ()))
+    flags: dict[str, Any] = {}
     for name in [k for k in kwargs if k.startswith("opt__")]:
         value = kwargs.pop(name)
         if value is not None:
@@ -93,7 +94,7 @@ def resolve_spec(kwargs: dict[str, Any], app: str | None = None) -> Spec:
     app = app or _flask_app_option()
     if app:
         flags["app.target"] = app
-    return load_spec(config=kwargs.pop("config_path", None), flags=flags)
+    return load_spec(config=kwargs.pop("config_path", None), flags=flags, set_flags=set_flags)
 
 
 def _flask_app_option() -> str | None:

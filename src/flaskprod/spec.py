@@ -865,9 +865,11 @@ def load_spec(
     config: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
+    set_flags: Mapping[str, Any] | None = None,
 ) -> Spec:
     """The effective spec: defaults < config file < FLASKPROD_* env < CLI flags, each checked.
 
+    set_flags are the --set KEY=VALUE flags, beneath the named ones (--workers) and named so in errors.
     Every layer is validated before anything is used, so a bad value anywhere is one SpecError.
     """
     environ = os.environ if environ is None else environ
@@ -879,6 +881,7 @@ def load_spec(
     if path is not None:
         layers.append((f"file {path}", read_file_layer(path)))
     layers.append(("env", read_env_layer(environ)))
+    layers.append(("flag --set", dict(set_flags or {})))
     layers.append(("flag", {k: v for k, v in (flags or {}).items() if v is not None}))
 
     values: dict[str, Any] = {}
@@ -888,7 +891,7 @@ def load_spec(
             where = _describe_source(source, key)
             _check_key(key, where)
             values[key] = validate(key, raw, where)
-            origins[key] = source
+            origins[key] = "flag" if source.startswith("flag") else source
     if "app.name" not in values:
         # As Compose names a project by its directory: "shop", not one name shared by every app.
         values["app.name"] = project_name(base, values.get("app.target"))
@@ -902,6 +905,8 @@ def _describe_source(source: str, key: str) -> str:
     if source == "env":
         section, _, name = key.partition(".")
         return f"env {ENV_PREFIX}{section.upper()}__{name.upper()}"
+    if source == "flag --set":
+        return f"flag --set {key}"
     if source == "flag":
         info = SETTINGS.get(key)
         return f"flag {info.flag}" if info and info.flag else f"flag --set {key}"
