@@ -48,13 +48,22 @@ def test_the_name_comes_from_the_project_when_no_source_sets_it(
     if pyproject is not None:
         write(project / "pyproject.toml", pyproject)
     flags = {"app.target": target} if target else {}
-    assert load_spec(project, environ={}, flags=flags).app.name == name
+    loaded = load_spec(project, environ={}, flags=flags)
+    assert loaded.app.name == name
+    assert loaded.app.version == "0.0.0"  # no [project] version in any of these
     # Any source that sets it wins over the project.
     write(project / "flaskprod.toml", '[app]\nname = "mine"\n')
     spec = load_spec(project, environ={}, flags=flags)
     assert (spec.app.name, spec.origins["app.name"]) == ("mine", f"file {project / 'flaskprod.toml'}")
     env = {"FLASKPROD_APP__NAME": "theirs"}
     assert load_spec(project, environ=env, flags=flags).app.name == "theirs"
+
+
+def test_the_version_comes_from_pyproject_when_no_source_sets_it(tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", '[project]\nname = "shop"\nversion = "2.4.1"\n')
+    spec = load_spec(tmp_path, environ={})
+    assert (spec.app.name, spec.app.version, spec.origins["app.version"]) == ("shop", "2.4.1", "project")
+    assert load_spec(tmp_path, environ={"FLASKPROD_APP__VERSION": "3.0.0"}).app.version == "3.0.0"
 
 
 def test_a_directory_without_a_usable_name_leaves_the_fallback_name(tmp_path: Path) -> None:

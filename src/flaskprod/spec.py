@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from .errors import SpecError
-from .project import project_name
+from .project import project_name, project_version
 
 Auto = Literal["auto"]
 ENV_PREFIX = "FLASKPROD_"
@@ -47,7 +47,10 @@ class AppSettings:
         "unset, the project's: pyproject.toml's [project] name, else the app's top-level package, else the "
         "directory (flaskapp when none gives one).",
     )
-    version: str = setting("0.0.0", "Version reported by the `app_info` metric.")
+    version: str = setting(
+        "0.0.0",
+        "Version reported by the `app_info` metric and the image tag; unset, pyproject.toml's [project] version.",
+    )
     env_config: bool = setting(True, "Load FLASK_* environment variables and FLASK_*_FILE secrets into app.config.")
 
 
@@ -896,6 +899,9 @@ def load_spec(
         # As Compose names a project by its directory: "shop", not one name shared by every app.
         values["app.name"] = project_name(base, values.get("app.target"))
         origins["app.name"] = "project"
+    if "app.version" not in values and (version := project_version(base)):
+        values["app.version"] = version
+        origins["app.version"] = "project"
     spec = Spec().replace(**values)
     return dataclasses.replace(spec, origins=origins)
 

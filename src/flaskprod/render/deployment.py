@@ -97,6 +97,7 @@ class Deployment:
             "app.target": self.project.app_target,
             # The image's working directory is not the project's, whose name the deployment goes by.
             "app.name": self.spec.app.name,
+            "app.version": self.spec.app.version,
             "server.kind": self.server,
             "server.bind": bind or f"0.0.0.0:{self.app_port}",
             "proxy.trusted_hops": 1 if behind_nginx else 0,

@@ -155,6 +155,7 @@ def app_server_env(spec: Spec, app: discovery.AppRef, derived: Derived, config_p
             "app.target": app.import_string,
             # A release runs from its own copy of the project, whose directory would name it "1".
             "app.name": spec.app.name,
+            "app.version": spec.app.version,
             "server.kind": spec.server.kind,
             "server.workers": derived.workers,
             # Each process's share of database.connection_budget with two releases running (deploy, canary).
