@@ -156,3 +156,118 @@ def test_app_refusing_to_start_passes_through() -> None:
 def test_empty_module_part_is_rejected() -> None:
     with pytest.raises(DiscoveryError, match="names no module"):
         resolve(":app", ROOT)
+
+
+SRC_FACTORY = """
+    from flask import Flask
+
+    def create_app():
+        return Flask(__name__)
+"""
+
+
+@pytest.mark.parametrize(
+    ("project_file", "from_project", "fix"),
+    [
+        ("pyproject.toml", True, "install the project with `pip install -e .`, or run with PYTHONPATH=src"),
+        (None, True, "run with PYTHONPATH=src"),
+        (
+            "pyproject.toml",
+            False,
+            "install the project with `pip install -e {root}`, or run with PYTHONPATH={root}/src",
+        ),
+    ],
+    ids=["installable", "no-project-file", "from-elsewhere"],
+)
+def test_uninstalled_src_layout_says_how_to_import_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, project_file: str | None, from_project: bool, fix: str
+) -> None:
+    (tmp_path / "src" / "mypkg").mkdir(parents=True)
+    write(tmp_path / "src" / "mypkg", "__init__.py", SRC_FACTORY)
+    if project_file:
+        write(tmp_path, project_file, '[project]\nname = "mypkg"\nversion = "0.1"\n')
+    monkeypatch.chdir(tmp_path if from_project else tmp_path.parent)
+    ref = AppRef(module="mypkg", name="create_app", path=str(tmp_path))
+    src = "src" if from_project else f"{tmp_path}/src"
+    with pytest.raises(DiscoveryError) as info:
+        load(ref)
+    assert str(info.value) == (
+        "could not import 'mypkg': No module named 'mypkg'; "
+        f"it is in {src}/mypkg, which is not on the import path (a src layout): " + fix.format(root=tmp_path)
+    )
+
+
+def test_src_layout_module_file_and_an_installed_package_are_told_apart(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    write(tmp_path / "src", "single.py", SRC_FACTORY)
+    with pytest.raises(DiscoveryError, match=r"; it is in \S+/src/single.py, which is not on the import path"):
+        find_app("single:create_app", tmp_path)
+    # Only the missing package itself is hinted at: here src/tests exists nowhere, and a name that is
+    # missing inside an importable package is no src-layout problem.
+    with pytest.raises(DiscoveryError) as info:
+        find_app("tests.apps.nosuch:app", ROOT)
+    assert str(info.value) == "could not import 'tests.apps.nosuch': No module named 'tests.apps.nosuch'"
+
+
+TYPO_SOURCE = """
+    from flask import Flask, jsonify
+
+    application = Flask(__name__)
+
+    def create_app():
+        return Flask(__name__)
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("aplication", "module 'typos' has no attribute 'aplication'; did you mean 'application'?"),
+        ("Application", "module 'typos' has no attribute 'Application'; did you mean 'application'?"),
+        ("create_ap()", "module 'typos' has no attribute 'create_ap'; did you mean 'create_app'?"),
+        ("make_app('x')", "module 'typos' has no attribute 'make_app'; did you mean 'create_app'?"),
+        # jsonify is Flask's, not an app or factory of this module: no suggestion.
+        ("jsonfy", "module 'typos' has no attribute 'jsonfy'; Use 'module:name' to specify one."),
+        ("zzz", "module 'typos' has no attribute 'zzz'; Use 'module:name' to specify one."),
+    ],
+)
+def test_missing_attribute_suggests_the_nearest_app_or_factory(tmp_path: Path, name: str, message: str) -> None:
+    write(tmp_path, "typos.py", TYPO_SOURCE)
+    with pytest.raises(DiscoveryError) as info:
+        find_app(f"typos:{name}", tmp_path)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (
+            'app:create_app("\udcff")',  # the byte 0xff from argv, decoded as Python decodes argv
+            """app 'app:create_app("\\xff")' is not valid UTF-8 (byte \\xff); """
+            """pass UTF-8 text, or a Python escape such as "\\xff" inside a quoted argument""",
+        ),
+        (
+            "a\udcfe\udcffpp:create_app",
+            """app 'a\\xfe\\xffpp:create_app' is not valid UTF-8 (bytes \\xfe, \\xff); """
+            """pass UTF-8 text, or a Python escape such as "\\xfe" inside a quoted argument""",
+        ),
+        # A \u0000 escape in flaskprod.toml: no path and no Python source can hold it.
+        ('app:create_app("\0")', """app 'app:create_app("\\x00")' contains a NUL character; remove it"""),
+        ("/", "app '/' names no module; pass APP such as 'module:app' or 'module:create_app()'"),
+        (".x:app", "app '.x:app' names no module; pass APP such as 'module:app' or 'module:create_app()'"),
+    ],
+    ids=["byte-not-utf8", "bytes-in-module", "nul", "root", "hidden-file"],
+)
+def test_unusable_characters_are_refused_before_anything_reads_them(target: str, message: str) -> None:
+    with pytest.raises(DiscoveryError) as info:
+        resolve(target, ROOT)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("args", ["{[]: 1}", "{1, [2]}"])
+def test_arguments_no_literal_can_hold_are_a_parse_error_not_a_traceback(args: str) -> None:
+    """Flask's parser lets the TypeError of an unhashable literal escape; it is the target's fault, not the app's."""
+    with pytest.raises(DiscoveryError) as info:
+        find_app(f"tests.apps.factory:create_app({args})", ROOT)
+    assert str(info.value) == f"Failed to parse arguments as literal values: 'create_app({args})'."
+    assert info.value.__cause__ is None

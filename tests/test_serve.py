@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,6 +266,143 @@ def test_port_in_use_is_one_line(server: str) -> None:
     _assert_one_line_error(
         result, f"127.0.0.1:{port} is already in use: stop what holds it or pass --bind 127.0.0.1:PORT"
     )
+
+
+def refused(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> str:
+    """`flaskprod ARGS` in a session of its own, expected to refuse: its one line on stderr, once exit status 2,
+    no traceback and an empty process group (nothing it started is left running) are checked."""
+    with running([FLASKPROD, *args], env=env or clean_env(), cwd=cwd, stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE) as proc:
+        _, stderr = proc.communicate(timeout=30)
+        with pytest.raises(ProcessLookupError):
+            os.killpg(proc.pid, 0)
+    assert proc.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    """A directory under /tmp for unix sockets: pytest's tmp_path can be longer than a socket path may be."""
+    path = Path(tempfile.mkdtemp(prefix="fp-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _unusable_socket(case: str, directory: Path, stack: ExitStack) -> tuple[Path, str]:
+    """A socket path no server can listen on, made so; and serve's line for it."""
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    path = directory / "app.sock"
+    if case == "missing-directory":
+        path = directory / "gone" / "app.sock"
+        problem = f"directory {directory}/gone does not exist; create it"
+    elif case == "not-writable":
+        path = Path("/sys/flaskprod.sock")  # sysfs refuses a new file to every user, root included
+        problem = f"directory /sys is not writable by user {user}; give {user} write access"
+    elif case == "a-file":
+        path.write_text("the user's data\n")
+        problem = f"{path} exists and is not a socket; move it away"
+    elif case == "a-directory":
+        path.mkdir()
+        return path, f"Error: cannot listen on unix:{path}: {path} is a directory; name a socket in it: " \
+            f"--bind unix:{path}/app.sock"
+    elif case == "too-long":
+        path = directory / f"{'a' * 100}.sock"
+        return path, f"Error: cannot listen on unix:{path}: the path is {len(str(path))} bytes, over the 107 a " \
+            "unix socket takes; pass --bind unix:PATH with a shorter path"
+    else:
+        assert case == "in-use"
+        holder = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        holder.bind(str(path))
+        holder.listen()
+        return path, f"Error: unix:{path} is already in use: stop what holds it or pass --bind unix:PATH"
+    return path, f"Error: cannot listen on unix:{path}: {problem} or pass --bind unix:PATH"
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("case", ["missing-directory", "not-writable", "a-file", "a-directory", "too-long", "in-use"])
+def test_unusable_unix_socket_is_one_line_before_the_server_starts(sock_dir: Path, server: str, case: str) -> None:
+    with ExitStack() as stack:
+        path, line = _unusable_socket(case, sock_dir, stack)
+        existed = os.path.lexists(path)
+        assert refused("serve", "tests.apps.basic:app", "--server", server, "--bind", f"unix:{path}",
+                       "--workers", "1") == line
+    assert os.path.lexists(path) == existed  # the check leaves no socket of its own behind
+    if case == "a-file":  # uWSGI used to replace it with its socket, and remove that when it stopped
+        assert path.read_text() == "the user's data\n"
+
+
+def _unix_get(path: Path, url: str) -> str:
+    """The status line of GET url from the HTTP server on the unix socket at path."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+        sock.sendall(f"GET {url} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+        return sock.makefile("rb").readline().decode().strip()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server", SERVERS)
+def test_socket_left_by_a_dead_server_is_replaced(tmp_path: Path, sock_dir: Path, server: str) -> None:
+    path = sock_dir / "app.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(path))  # closed without removing the file, as a killed server leaves it
+    log = tmp_path / "serve.log"
+    command = [FLASKPROD, "serve", "tests.apps.basic:app", "--server", server, "--bind", f"unix:{path}",
+               "--workers", "1"]
+    with log.open("w") as out, running(command, env=clean_env(), cwd=ROOT, stdout=out, stderr=out) as proc:
+
+        def answers() -> bool:
+            assert proc.poll() is None, f"serve exited with {proc.returncode}:\n{log.read_text()}"
+            return _unix_get(path, "/healthz").endswith(" 200 OK")
+
+        wait_for(answers, timeout=30, what=f"{server} to answer on {path}")
+
+
+SRC_LAYOUT_HINT = (
+    "Error: could not import 'mypkg': No module named 'mypkg'; it is in src/mypkg, which is not on the import "
+    "path (a src layout): install the project with `pip install -e .`, or run with PYTHONPATH=src"
+)
+
+
+@pytest.mark.parametrize("command", [["serve"], ["check"], ["init", "--dry-run"]])
+def test_uninstalled_src_layout_says_how_to_import_it(tmp_path: Path, command: list[str]) -> None:
+    package = tmp_path / "src" / "mypkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "from flask import Flask\n\n\ndef create_app():\n    return Flask(__name__)\n"
+    )
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "mypkg"\nversion = "0.1"\n')
+    assert refused(*command, "mypkg:create_app", cwd=tmp_path) == SRC_LAYOUT_HINT
+    if command == ["serve"]:  # and the fix it names works
+        settings = print_config("mypkg:create_app", env=clean_env(PYTHONPATH="src"), cwd=tmp_path)
+        assert settings["app"] == "mypkg:create_app"
+
+
+@pytest.mark.parametrize(
+    ("target", "line"),
+    [
+        ("app:aplication", "Error: module 'app' has no attribute 'aplication'; did you mean 'application'?"),
+        ("app:create_ap()", "Error: module 'app' has no attribute 'create_ap'; did you mean 'create_app'?"),
+        (
+            'app:create_app("\udcff")',  # the raw byte 0xff on the command line, as a shell passes $'\xff'
+            """Error: app 'app:create_app("\\xff")' is not valid UTF-8 (byte \\xff); """
+            """pass UTF-8 text, or a Python escape such as "\\xff" inside a quoted argument""",
+        ),
+        ("app:create_app({[]: 1})", "Error: Failed to parse arguments as literal values: 'create_app({[]: 1})'."),
+    ],
+    ids=["attribute-typo", "factory-typo", "byte-not-utf8", "unhashable-literal"],
+)
+def test_mistyped_target_is_one_line(tmp_path: Path, target: str, line: str) -> None:
+    (tmp_path / "app.py").write_text(
+        "from flask import Flask\n\napplication = Flask(__name__)\n\n\n"
+        "def create_app(name='app'):\n    return Flask(name)\n"
+    )
+    assert refused("serve", target, "--workers", "1", cwd=tmp_path) == line
 
 
 def test_bug_in_app_shows_its_traceback_then_one_error_line() -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ast
+import difflib
 import importlib
+import inspect
 import os
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from .errors import DiscoveryError, FlaskprodError
@@ -17,6 +21,10 @@ if TYPE_CHECKING:
 
 # Files tried, in order, when no app is named; the same as `flask run`.
 DEFAULT_FILES = ("wsgi.py", "app.py")
+# Names Flask calls, when no app is named, to get one from the module.
+FACTORY_NAMES = ("create_app", "make_app")
+# Files that make a directory a project `pip install -e` can install.
+PROJECT_FILES = ("pyproject.toml", "setup.py", "setup.cfg")
 HINT = "pass APP such as 'module:app' or 'module:create_app()'"
 
 
@@ -58,14 +66,32 @@ def _ref_for(path_or_module: str, name: str | None, cwd: Path) -> AppRef:
     return AppRef(module=".".join(reversed(parts)), name=name, path=path)
 
 
+def _check_text(target: str) -> None:
+    """Refuse what no module, path or Python literal can hold, before it reaches the filesystem or a parser."""
+    # repr() escapes control characters; a byte that was not UTF-8 arrives from argv or the environment
+    # as a lone surrogate (PEP 383), shown as the byte it was.
+    shown = re.sub(r"\\udc([89a-f][0-9a-f])", r"\\x\1", repr(target))
+    undecoded = sorted({f"\\x{ord(c) - 0xDC00:02x}" for c in target if "\udc80" <= c <= "\udcff"})
+    if undecoded:
+        raise DiscoveryError(
+            f"app {shown} is not valid UTF-8 ({'byte' if len(undecoded) == 1 else 'bytes'} {', '.join(undecoded)}); "
+            f"pass UTF-8 text, or a Python escape such as \"{undecoded[0]}\" inside a quoted argument"
+        )
+    if "\0" in target:
+        raise DiscoveryError(f"app {shown} contains a NUL character; remove it")
+
+
 def resolve(target: str | None, cwd: str | os.PathLike[str] | None = None) -> AppRef:
     """The app reference for an import string, or wsgi.py then app.py in cwd; imports nothing."""
     base = Path(cwd) if cwd is not None else Path.cwd()
     if target is not None and target.strip():
+        _check_text(target)
         module, name = _split(target)
-        if not module:
+        ref = _ref_for(module, name, base) if module else None
+        # An empty part ('/', '.hidden', 'a..b') is no module importlib can look for: it would raise from its own code.
+        if ref is None or not all(ref.module.split(".")):
             raise DiscoveryError(f"app {target!r} names no module; {HINT}")
-        return _ref_for(module, name, base)
+        return ref
     for filename in DEFAULT_FILES:
         if (base / filename).is_file():
             return _ref_for(filename, None, base)
@@ -84,6 +110,64 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _src_layout_hint(ref: AppRef, missing: str | None) -> str:
+    """'; what to do' when the package that is missing sits in the project's src/, which is not on sys.path."""
+    top = ref.module.split(".", 1)[0]
+    root = Path(ref.path)
+    found = next((p for p in (root / "src" / top, root / "src" / f"{top}.py") if p.exists()), None)
+    if missing != top or found is None:
+        return ""
+    # Paths as the user would type them from here: relative when here is the project.
+    here = Path.cwd().resolve() == root.resolve()
+    src = "src" if here else str(root / "src")
+    fix = f"run with PYTHONPATH={src}"
+    if any((root / name).is_file() for name in PROJECT_FILES):
+        fix = f"install the project with `pip install -e {'.' if here else root}`, or {fix}"
+    return f"; it is in {src}/{found.name}, which is not on the import path (a src layout): {fix}"
+
+
+def _attribute_named(name: str) -> str | None:
+    """The module attribute name refers to ('create_app' in 'create_app(1)'); None for a shape Flask itself refuses.
+
+    Parsed here, in Flask's words, before Flask parses it: Flask catches only SyntaxError and ValueError, so
+    arguments no literal can hold ({[]: 1}) would escape its parser as a traceback from Flask's own code.
+    """
+    try:
+        expr = ast.parse(name.strip(), mode="eval").body
+    except Exception:
+        raise DiscoveryError(f"Failed to parse {name!r} as an attribute name or function call.") from None
+    if isinstance(expr, ast.Call):
+        try:
+            for node in (*expr.args, *(kw.value for kw in expr.keywords if kw.arg is not None)):
+                ast.literal_eval(node)
+        except Exception:
+            raise DiscoveryError(f"Failed to parse arguments as literal values: {name!r}.") from None
+        expr = expr.func
+    return expr.id if isinstance(expr, ast.Name) else None
+
+
+def _no_attribute(module: ModuleType, attr: str) -> str:
+    """The line for a name the module lacks, suggesting its Flask app or factory that is spelt most like it."""
+    from flask import Flask
+
+    package = module.__name__.split(".", 1)[0]
+
+    def is_factory(key: str, value: object) -> bool:
+        # One of the module's own functions (or its package's), or one Flask itself would call.
+        if not inspect.isfunction(value):
+            return False
+        return key in FACTORY_NAMES or (value.__module__ or "").split(".", 1)[0] == package
+
+    candidates = [
+        key
+        for key, value in vars(module).items()
+        if not key.startswith("_") and (isinstance(value, Flask) or is_factory(key, value))
+    ]
+    problem = f"module {module.__name__!r} has no attribute {attr!r}"
+    close = difflib.get_close_matches(attr, candidates, n=1)
+    return f"{problem}; did you mean {close[0]!r}?" if close else f"{problem}; Use 'module:name' to specify one."
+
+
 def load(ref: AppRef) -> Flask:
     """Import ref's module and return its Flask app; every failure is one DiscoveryError line.
 
@@ -99,7 +183,7 @@ def load(ref: AppRef) -> Flask:
         module = importlib.import_module(ref.module)
     except ImportError as exc:
         if _missing_is_target(exc, ref.module):
-            raise DiscoveryError(f"could not import {ref.module!r}: {exc}") from None
+            raise DiscoveryError(f"could not import {ref.module!r}: {exc}{_src_layout_hint(ref, exc.name)}") from None
         # A missing dependency: the one line names it, a traceback would add nothing.
         raise DiscoveryError(f"error while importing {ref.module!r}: {_one_line(exc)}") from None
     except FlaskprodError:
@@ -110,11 +194,9 @@ def load(ref: AppRef) -> Flask:
     try:
         if ref.name is None:
             return find_best_app(module)
-        attr = ref.name.split("(", 1)[0].strip()
-        if attr.isidentifier() and not hasattr(module, attr):
-            raise DiscoveryError(
-                f"module {ref.module!r} has no attribute {attr!r}; Use 'module:name' to specify one."
-            )
+        attr = _attribute_named(ref.name)
+        if attr is not None and not hasattr(module, attr):
+            raise DiscoveryError(_no_attribute(module, attr))
         return find_app_by_string(module, ref.name)
     except NoAppException as exc:
         raise DiscoveryError(" ".join(str(exc).split())) from None

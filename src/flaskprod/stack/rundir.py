@@ -11,9 +11,7 @@ from typing import IO
 from ..errors import ServerError
 from ..render import NginxContext, TlsFiles
 from ..render.nginx import Protocol
-
-# sockaddr_un holds 108 bytes including the terminating NUL.
-UNIX_PATH_MAX = 107
+from ..servers.common import UNIX_PATH_MAX
 
 
 @dataclass(frozen=True)
