@@ -9,6 +9,7 @@ import secrets
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +88,7 @@ def invoke(*args: str) -> Any:
     return CliRunner().invoke(cli, ["check", *args], catch_exceptions=False)
 
 
-def audit(root: Path, files: dict[str, str], *args: str, env: dict[str, str] | None = None) -> Audit:
+def audit(root: Path, files: dict[str, str], *args: str, env: dict[str, str | None] | None = None) -> Audit:
     """Write files into root, run `flaskprod check --format json` in-process there, and parse the output."""
     write(root, files)
     with patched_environ(env or {}):
@@ -118,7 +119,7 @@ class Case:
     good: dict[str, str]
     obj: str = "app"
     text: str | None = None  # None: the check's own text
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str | None] = field(default_factory=dict)  # None unsets a variable
 
 
 NGINX_PROXY = """
@@ -149,6 +150,7 @@ CASES = [
     Case(
         "FP-S003",
         bad={"app.py": PLAIN + 'app.config["SECRET_KEY"] = "changeme"\n'},
+        env={"FLASK_SECRET_KEY": None},  # with it set, the hint says the app does not read it (below)
         text="SECRET_KEY is a published default ('changeme'): anyone can forge sessions",
         good={"app.py": PROD},
     ),
@@ -500,6 +502,79 @@ def test_secret_key_fallbacks_and_min_length_from_the_spec(project: Path) -> Non
     assert stricter[0]["text"] == "SECRET_KEY is too short (40 characters, at least 64 needed)"
 
 
+@pytest.mark.parametrize(
+    ("source", "env", "hint"),
+    [
+        (
+            PLAIN,
+            {},
+            "FLASK_SECRET_KEY is set, but the app does not read it: add Production(app) (it reads FLASK_SECRET_KEY), "
+            "or call app.config.from_prefixed_env()",
+        ),
+        (
+            PLAIN,
+            {"FLASK_SECRET_KEY": None, "FLASK_SECRET_KEY_FILE": "key.txt"},
+            "FLASK_SECRET_KEY_FILE is set, but the app does not read it: add Production(app) (it reads "
+            "FLASK_SECRET_KEY_FILE), or read the file into SECRET_KEY",
+        ),
+        (
+            PROD + 'app.config["SECRET_KEY"] = "dev"\n',
+            {},
+            "FLASK_SECRET_KEY is set, but the app replaces the key Production(app) read from it: remove its own "
+            "SECRET_KEY",
+        ),
+        (
+            PROD,
+            {"FLASKPROD_APP__ENV_CONFIG": "false", "FLASKPROD_SECURITY__REFUSE_UNSAFE": "false"},
+            "FLASK_SECRET_KEY is set, but app.env_config is off, so Production(app) does not read it: "
+            "turn app.env_config on",
+        ),
+        (
+            # The app reads the variable: its value is what to fix.
+            PLAIN + "app.config.from_prefixed_env()\n",
+            {"FLASK_SECRET_KEY": "dev"},
+            "set FLASK_SECRET_KEY or FLASK_SECRET_KEY_FILE to a random value, e.g. "
+            "python -c 'import secrets; print(secrets.token_hex(32))'",
+        ),
+    ],
+    ids=["not-read", "file-not-read", "replaced", "env-config-off", "read"],
+)
+def test_secret_key_hint_says_when_the_app_ignores_the_variable(
+    project: Path, source: str, env: dict[str, str | None], hint: str
+) -> None:
+    result = audit(project, {"app.py": source, "key.txt": STRONG_KEY}, env=env)
+    assert [m["hint"] for m in result.only("FP-S003")] == [hint]
+
+
+@pytest.mark.parametrize(
+    ("source", "env", "hint"),
+    [
+        (
+            PLAIN + 'app.config["DEBUG"] = True\n',
+            {},
+            "the app turns debug on itself, not FLASK_DEBUG: remove `DEBUG = True`, `app.debug = True` or "
+            '`app.config["DEBUG"] = True` from its production code; use `flask run --debug` for local development',
+        ),
+        (
+            PLAIN + "app.debug = True\n",
+            {"FLASK_DEBUG": "0"},
+            "the app turns debug on itself, not FLASK_DEBUG: remove `DEBUG = True`, `app.debug = True` or "
+            '`app.config["DEBUG"] = True` from its production code; use `flask run --debug` for local development',
+        ),
+        (
+            PLAIN,
+            {"FLASK_DEBUG": "1"},
+            "unset FLASK_DEBUG and DEBUG in the production config; use `flask run --debug` for local development",
+        ),
+    ],
+    ids=["in-code", "in-code-flask-debug-0", "environment"],
+)
+def test_debug_hint_says_where_debug_is_turned_on(
+    project: Path, source: str, env: dict[str, str | None], hint: str
+) -> None:
+    assert [m["hint"] for m in audit(project, {"app.py": source}, env=env).only("FP-S001")] == [hint]
+
+
 def test_secret_key_literals_in_every_form(project: Path) -> None:
     settings = """
         import os
@@ -696,6 +771,50 @@ def test_silence_hides_and_counts(project: Path) -> None:
     assert many.exit_code == 0  # the only ERROR was silenced
 
 
+COOKIE_READABLE = PROD + 'app.config["SESSION_COOKIE_HTTPONLY"] = False\n'
+
+
+@pytest.mark.parametrize(
+    ("env", "refusal"),
+    [
+        ({"FLASK_SECRET_KEY": None}, secret_key_problem(None, 32)),
+        ({"FLASK_SECRET_KEY": "dev"}, secret_key_problem("dev", 32)),
+        (
+            {"FLASK_DEBUG": "1"},
+            "debug mode is on in production: unset FLASK_DEBUG (the debugger runs arbitrary code for anyone who "
+            "reaches it); for local development use `flask run --debug`",
+        ),
+    ],
+    ids=["no-key", "weak-key", "debug"],
+)
+def test_a_refused_app_is_checked_with_a_throwaway_key(
+    project: Path, env: dict[str, str | None], refusal: str
+) -> None:
+    result = audit(project, {"app.py": COOKIE_READABLE}, env=env)
+    assert [(m["id"], m["text"]) for m in result.messages] == [
+        ("FP-C001", refusal),
+        ("FP-S006", "the session cookie is readable by JavaScript (SESSION_COOKIE_HTTPONLY is off)"),
+    ]
+    silenced = audit(project, {"app.py": COOKIE_READABLE}, "--silence", "FP-C001", env=env)
+    assert (silenced.ids(), silenced.summary["silenced"]) == (["FP-S006"], 1)
+
+
+def test_an_app_refused_even_with_a_throwaway_key_says_its_checks_did_not_run(project: Path) -> None:
+    env = {"DATABASE_URL": None, "DATABASE_PASSWORD_FILE": str(project / "db-password")}
+    result = audit(project, {"app.py": COOKIE_READABLE}, env=env)
+    assert result.messages == [
+        {
+            "id": "FP-C001",
+            "level": "CRITICAL",
+            "text": "DATABASE_PASSWORD_FILE is set but DATABASE_URL is not: set DATABASE_URL to the database URL "
+            "without its password, e.g. postgresql://app@db:5432/app (the app's other checks did not run: it "
+            "refuses to start with a throwaway key too)",
+            "hint": "fix what the message names, then run check again",
+            "obj": "app",
+        }
+    ]
+
+
 def test_silence_from_the_spec(project: Path) -> None:
     files = {"app.py": PROD, "docker-compose.yml": "version: '3'\nservices: {}\n"}
     write(project, {"flaskprod.toml": '[checks]\nsilenced = "FP-P002"\n'})
@@ -758,8 +877,56 @@ def test_real_command_exit_codes(tmp_path: Path) -> None:
             {"app.py": "from flask import Flask\n\napp = Flask(__name__)\nRATIO = 1 / 0\n"},
             "Error: error while importing 'app': ZeroDivisionError: division by zero",
         ),
+        (
+            [],
+            {"app.py": PLAIN + "import sys\n\nsys.exit(0)\n"},
+            "Error: app 'app' exited while loading (sys.exit(0) from app.py:6): a server importing it would exit "
+            'too; call sys.exit() only under `if __name__ == "__main__":`',
+        ),
+        (
+            [],
+            {"app.py": PLAIN + "import sys\n\nsys.exit(3)\n"},
+            "Error: app 'app' exited while loading (sys.exit(3) from app.py:6): a server importing it would exit "
+            'too; call sys.exit() only under `if __name__ == "__main__":`',
+        ),
+        (
+            [],
+            {"app.py": PLAIN + "import settings\n", "settings.py": "import sys\n\nsys.exit('no database')\n"},
+            "Error: app 'app' exited while loading (sys.exit('no database') from settings.py:3): a server "
+            'importing it would exit too; call sys.exit() only under `if __name__ == "__main__":`',
+        ),
+        (
+            [],
+            {"app.py": PLAIN + "import os\n\nos._exit(0)\n"},
+            "Error: app 'app' exited while loading (exit status 0, without a Python exception, as os._exit() "
+            "does): a server importing it would exit too",
+        ),
+        (
+            [],
+            {"app.py": PLAIN + "raise KeyboardInterrupt\n"},
+            "Error: app 'app' raised KeyboardInterrupt while loading (app.py:4): a server importing it would stop "
+            "too; remove the cause",
+        ),
+        (
+            [],
+            {"app.py": PLAIN + "import os\nimport signal\n\nos.kill(os.getpid(), signal.SIGKILL)\n"},
+            "Error: app 'app' crashed while loading (killed by SIGKILL)",
+        ),
     ],
-    ids=["unknown-id", "close-id", "unknown-id-in-spec", "no-app", "no-module", "broken-app"],
+    ids=[
+        "unknown-id",
+        "close-id",
+        "unknown-id-in-spec",
+        "no-app",
+        "no-module",
+        "broken-app",
+        "sys-exit-0",
+        "sys-exit-3",
+        "sys-exit-in-an-import",
+        "os-exit-0",
+        "keyboard-interrupt",
+        "killed",
+    ],
 )
 def test_user_mistakes_are_one_line_exit_2(
     tmp_path: Path, args: list[str], files: dict[str, str], message: str
@@ -769,6 +936,23 @@ def test_user_mistakes_are_one_line_exit_2(
     assert result.returncode == 2
     assert result.stderr == message.format(root=tmp_path) + "\n"
     assert result.stdout == ""
+
+
+def test_an_app_that_hangs_while_loading_is_stopped_at_ready_timeout(tmp_path: Path) -> None:
+    # As an app waiting for its database when imported; run_cli's own timeout fails the test if check waits.
+    write(tmp_path, {"app.py": "import os\nimport time\n\nwith open('pid', 'w') as fh:\n"
+                               "    fh.write(str(os.getpid()))\ntime.sleep(1000)\n"})
+    started = time.monotonic()
+    result = run_cli("--set", "proxy.ready_timeout=1", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "Error: app 'app' did not finish loading within proxy.ready_timeout = 1s: if it waits for a service "
+        "(a database) when imported, start that service or connect on the first request instead; if it is only "
+        "slow, raise the bound (--set proxy.ready_timeout=2)\n"
+    )
+    assert time.monotonic() - started < 20
+    # The app's process was stopped, not left asleep.
+    assert not Path("/proc", (tmp_path / "pid").read_text()).exists()
 
 
 def test_what_the_app_prints_on_import_keeps_json_parseable(project: Path) -> None:

@@ -264,7 +264,8 @@ def check(app: str | None, fmt: str, fail_level: str, silence: tuple[str, ...], 
     """Audit APP for production pitfalls: its config, its security settings and the project's files.
 
     Findings carry stable IDs (docs/checks.md). Exit 0 when nothing is at --fail-level or above,
-    1 when something is, 2 when the app cannot be found or an ID is unknown.
+    1 when something is, 2 when the app cannot be found, exits, crashes or hangs while loading, or an ID
+    is unknown.
     """
     from .checks import as_json, as_text, audit, exit_code
 

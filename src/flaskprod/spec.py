@@ -191,7 +191,7 @@ class ProxySettings:
     ready_timeout: int = setting(
         60,
         "Seconds `flaskprod up` waits for /readyz through nginx (and, with --with monitoring, for Prometheus's "
-        "/-/ready) before it gives up.",
+        "/-/ready) before it gives up; `flaskprod check` gives the app as long to load.",
         minimum=1,
     )
     server_name: str = setting(

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 from ..spec import Spec
 from . import config, project, security  # noqa: F401  (importing a topic registers its checks)
 from .context import Context, load_context
-from .registry import REGISTRY, Level, Message, parse_ids, run_checks
+from .registry import REGISTRY, Level, Message, mark_silenced, parse_ids, run_checks
 from .report import as_json, as_text, exit_code
 
 __all__ = [
@@ -39,10 +40,14 @@ def silenced_ids(spec: Spec, flags: Iterable[str]) -> frozenset[str]:
 
 
 def audit(spec: Spec, silence: Iterable[str] = (), *, cwd: str | os.PathLike[str] | None = None) -> list[Message]:
-    """Load the app the spec names and run every check on it; silenced messages are marked, not dropped.
+    """Load the app the spec names in a child interpreter and run every check on it; silenced messages are
+    marked, not dropped.
 
-    Unknown IDs to silence and an app that cannot be found or imported raise (a FlaskprodError);
-    an app that refuses to start is a finding (FP-C001).
+    Unknown IDs to silence, and an app that cannot be found, imported or loaded (it exits, crashes or does not
+    finish within proxy.ready_timeout) raise (a FlaskprodError); an app that refuses to start is a finding
+    (FP-C001), and its other checks run on it loaded with a throwaway key and debug off.
     """
+    from .runner import checked_in_child  # not at the top: the child runs that module as __main__
+
     silenced = silenced_ids(spec, silence)
-    return run_checks(load_context(spec, cwd=cwd), silenced)
+    return mark_silenced(checked_in_child(spec, Path(cwd) if cwd is not None else Path.cwd()), silenced)

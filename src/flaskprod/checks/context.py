@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import os
+import secrets
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import discovery
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, DiscoveryError, FlaskprodError
 from ..spec import Spec, env_for
 
 if TYPE_CHECKING:
@@ -178,9 +179,14 @@ class Context:
 
 
 @contextlib.contextmanager
-def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
+def patched_environ(values: Mapping[str, str | None]) -> Iterator[None]:
+    """os.environ with values set (None: unset) for the duration, then as it was."""
     saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     try:
         yield
     finally:
@@ -198,23 +204,67 @@ def _project_root(ref: discovery.AppRef, cwd: Path) -> Path:
     return here if app_root == here or here in app_root.parents else app_root
 
 
-def load_context(spec: Spec, *, cwd: str | os.PathLike[str] | None = None) -> Context:
-    """Find and load the app named by the spec; a DiscoveryError when there is none, refused when it will not start.
+def stand_in_environ() -> dict[str, str | None]:
+    """What a refused app is loaded with to read the rest of its config: a throwaway key (nothing it signs
+    outlives the check, as for `flaskprod build`'s probe) and debug off, the two things Production(app) refuses."""
+    return {"FLASK_SECRET_KEY": secrets.token_hex(32), "FLASK_SECRET_KEY_FILE": None, "FLASK_DEBUG": "false"}
+
+
+def _user_frame(exc: BaseException, root: Path) -> str | None:
+    """file:line of the deepest frame of exc's traceback in the project's own code (not an installed package)."""
+    where = None
+    tb = exc.__traceback__
+    while tb is not None:
+        path = Path(tb.tb_frame.f_code.co_filename)
+        if path.is_absolute() and path.is_relative_to(root) and "site-packages" not in path.parts:
+            where = f"{path.relative_to(root).as_posix()}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
+
+
+def _exit_message(label: str, exc: BaseException, root: Path) -> str:
+    """The one line for an app that raised SystemExit, KeyboardInterrupt or another BaseException while loading."""
+    where = _user_frame(exc, root)
+    if isinstance(exc, SystemExit):
+        code = "" if exc.code is None else repr(exc.code)
+        at = f" from {where}" if where else ""
+        return (
+            f"app {label!r} exited while loading (sys.exit({code}){at}): a server importing it would exit too; "
+            'call sys.exit() only under `if __name__ == "__main__":`'
+        )
+    text = " ".join(str(exc).split())
+    raised = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    at = f" ({where})" if where else ""
+    return f"app {label!r} raised {raised} while loading{at}: a server importing it would stop too; remove the cause"
+
+
+def load_context(
+    spec: Spec, *, cwd: str | os.PathLike[str] | None = None, refused: str | None = None
+) -> Context:
+    """Find and load the app named by the spec; a DiscoveryError when there is none, or when it cannot be
+    imported or exits while importing; refused when it will not start.
 
     The app is imported the way a server would, with the spec's command-line flags as FLASKPROD_*
     variables (as `serve` passes them on). Whatever the import prints goes to stderr so --format json
     stays parseable, and FLASK_RUN_FROM_CLI makes a stray app.run() return instead of serving.
+    refused is why the app refused to start as configured: it is then loaded with stand_in_environ(), so
+    that its other checks still run, and the context says it refused.
     """
     base = Path(cwd) if cwd is not None else Path.cwd()
     ref = discovery.resolve(spec.app.target, base)
     app: Flask | None = None
-    refused = None
-    env = {**env_for(spec.flagged()), "FLASK_RUN_FROM_CLI": "true"}
+    env: dict[str, str | None] = {**env_for(spec.flagged()), "FLASK_RUN_FROM_CLI": "true"}
+    if refused is not None:
+        env.update(stand_in_environ())
     with patched_environ(env), contextlib.redirect_stdout(sys.stderr):
         try:
             app = discovery.load(ref)
         except ConfigurationError as exc:
-            refused = str(exc)
+            refused = refused or str(exc)
+        except FlaskprodError:
+            raise
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: the app's own, not check's to obey
+            raise DiscoveryError(_exit_message(ref.import_string, exc, _project_root(ref, base))) from None
     return Context(
         spec=spec, ref=ref, root=_project_root(ref, base), app=app, refused=refused, environ=dict(os.environ)
     )

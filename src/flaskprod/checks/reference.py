@@ -19,9 +19,10 @@ INTRO = """\
 
 `flaskprod check [APP]` audits an app for the pitfalls of taking Flask to production. It loads
 the app the way a server would (APP, or `app.target`, or `wsgi.py`/`app.py`), with the spec's
-settings, and reads the project's files: the current directory when the app lives under it,
-otherwise the directory the app is imported from. Virtualenvs, dot-directories, `node_modules`,
-`build`, `dist`, caches and tests are skipped; documentation is not read.
+settings, in an interpreter of its own, and reads the project's files: the current directory when
+the app lives under it, otherwise the directory the app is imported from. Virtualenvs,
+dot-directories, `node_modules`, `build`, `dist`, caches and tests are skipped; documentation is
+not read.
 
 ```sh
 flaskprod check                         # text, grouped by level
@@ -32,10 +33,13 @@ flaskprod check --silence FP-P002 --silence FP-C003
 
 Levels, as in Django: `DEBUG` < `INFO` < `WARNING` < `ERROR` < `CRITICAL`. The exit status is 1
 when a finding that is not silenced is at `--fail-level` (default `ERROR`) or above, 0 otherwise,
-and 2 for a mistake in the command itself: no app found, an app that cannot be imported, an
-unknown ID to silence. An app that refuses to start because `Production(app)` rejects its
-configuration is a finding (`FP-C001`), and the checks of the loaded app are skipped until it
-starts; the file checks still run.
+and 2, with one line that says what to do, when the audit cannot be made: no app found, an app that
+cannot be imported, one that exits or crashes while importing (`sys.exit()` at module level) or does
+not finish loading within `proxy.ready_timeout` (waiting for a database, say), an unknown ID to
+silence. An app that refuses to start because `Production(app)` rejects its configuration (a weak or
+missing `SECRET_KEY`, debug on) is a finding (`FP-C001`), and its other checks run on it loaded again
+with a throwaway key and debug off, so silencing `FP-C001` hides no other finding. When that does not
+start it either, `FP-C001` says so, and the file checks still run.
 
 ## Silencing
 

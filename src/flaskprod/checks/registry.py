@@ -44,10 +44,11 @@ class Message:
 
 @dataclass(frozen=True, kw_only=True)
 class Found:
-    """What a check function yields: where the problem is, and the text when it differs from the check's own."""
+    """What a check function yields: where the problem is, and the text and hint when they differ from the check's."""
 
     obj: str
     text: str | None = None
+    hint: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +64,9 @@ class Check:
 
     def messages(self, context: Context) -> Iterator[Message]:
         for found in self.run(context):
-            yield Message(id=self.id, level=self.level, text=found.text or self.text, hint=self.hint, obj=found.obj)
+            yield Message(
+                id=self.id, level=self.level, text=found.text or self.text, hint=found.hint or self.hint, obj=found.obj
+            )
 
 
 REGISTRY: dict[str, Check] = {}
@@ -110,12 +113,13 @@ def app_check(id: str, level: Level, text: str, *, hint: str) -> Callable[[AppCh
 
 def run_checks(context: Context, silenced: Iterable[str] = ()) -> list[Message]:
     """Every message of every registered check, in registration order; those with a silenced ID are marked so."""
+    return mark_silenced([m for entry in REGISTRY.values() for m in entry.messages(context)], silenced)
+
+
+def mark_silenced(messages: Iterable[Message], silenced: Iterable[str]) -> list[Message]:
+    """The messages, those with a silenced ID marked so (not dropped: the summary counts them)."""
     quiet = frozenset(silenced)
-    messages = []
-    for entry in REGISTRY.values():
-        for message in entry.messages(context):
-            messages.append(replace(message, silenced=True) if message.id in quiet else message)
-    return messages
+    return [replace(m, silenced=True) if m.id in quiet else m for m in messages]
 
 
 def parse_ids(values: Iterable[str], where: str) -> frozenset[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
+from pathlib import Path
 
 from flask import Flask
 
@@ -22,7 +23,19 @@ from .registry import ERROR, WARNING, Found, app_check, check
 )
 def debug_mode(app: Flask, context: Context) -> Iterator[Found]:
     if app.debug:
-        yield Found(obj=context.app_label)
+        yield Found(obj=context.app_label, hint=None if _debug_from_environment(context) else _DEBUG_IN_CODE)
+
+
+_DEBUG_IN_CODE = (
+    "the app turns debug on itself, not FLASK_DEBUG: remove `DEBUG = True`, `app.debug = True` or "
+    "`app.config[\"DEBUG\"] = True` from its production code; use `flask run --debug` for local development"
+)
+
+
+def _debug_from_environment(context: Context) -> bool:
+    """True when FLASK_DEBUG turns debug on, as Flask reads it."""
+    value = context.environ.get("FLASK_DEBUG", "")
+    return bool(value) and value.lower() not in ("0", "false", "no")
 
 
 @app_check(
@@ -51,12 +64,43 @@ def secret_key(app: Flask, context: Context) -> Iterator[Found]:
     min_length = context.effective_spec.security.secret_min_length
     problem = secret_key_problem(app.config.get("SECRET_KEY"), min_length)
     if problem:
-        yield Found(obj=context.app_label, text=_without_fix(problem))
+        yield Found(obj=context.app_label, text=_without_fix(problem), hint=_unread_key_hint(app, context))
     for index, fallback in enumerate(app.config.get("SECRET_KEY_FALLBACKS") or ()):
         problem = secret_key_problem(fallback, min_length)
         if problem:
             text = _without_fix(problem).replace("SECRET_KEY", f"SECRET_KEY_FALLBACKS[{index}]", 1)
             yield Found(obj=context.app_label, text=text)
+
+
+def _key_variable(context: Context) -> tuple[str, str] | None:
+    """The variable that sets the key (FLASK_SECRET_KEY_FILE wins, as in Production(app)) and its value, if any."""
+    for name in ("FLASK_SECRET_KEY_FILE", "FLASK_SECRET_KEY"):
+        raw = context.environ.get(name)
+        if raw:
+            if not name.endswith("_FILE"):
+                return name, raw
+            try:
+                return name, Path(raw).read_text(encoding="utf-8").strip()
+            except OSError:
+                return None  # FP-C001 names an unreadable file when Production(app) reads it
+    return None
+
+
+def _unread_key_hint(app: Flask, context: Context) -> str | None:
+    """The fix when the environment sets a key and the app's SECRET_KEY is another: the usual one would say to
+    set the variable that is already set."""
+    found = _key_variable(context)
+    key = app.config.get("SECRET_KEY")
+    if found is None or key == found[1] or str(key) == found[1]:
+        return None  # the variable is the key: making it strong is the fix
+    name = found[0]
+    production = context.production
+    if production is None:
+        by_hand = "read the file into SECRET_KEY" if name.endswith("_FILE") else "call app.config.from_prefixed_env()"
+        return f"{name} is set, but the app does not read it: add Production(app) (it reads {name}), or {by_hand}"
+    if not context.effective_spec.app.env_config:
+        return f"{name} is set, but app.env_config is off, so Production(app) does not read it: turn app.env_config on"
+    return f"{name} is set, but the app replaces the key Production(app) read from it: remove its own SECRET_KEY"
 
 
 def _may_be_literal(node: ast.expr) -> bool:
