@@ -76,6 +76,19 @@ def test_min_length_comes_from_the_spec() -> None:
         start(key, **{"security.secret_min_length": 48})
 
 
+def test_without_env_config_the_fix_is_not_an_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASK_SECRET_KEY", secrets.token_hex(32))  # set, and not read: env_config is off
+    with pytest.raises(ConfigurationError) as refused:
+        start(None, **{"app.env_config": False})
+    assert str(refused.value) == (
+        "SECRET_KEY is missing: app.env_config is off, so FLASK_SECRET_KEY is not read: set SECRET_KEY in the "
+        "app's config, or turn app.env_config on"
+    )
+    monkeypatch.delenv("FLASK_SECRET_KEY")
+    with pytest.raises(ConfigurationError, match="set FLASK_SECRET_KEY or FLASK_SECRET_KEY_FILE"):
+        start(None)  # env_config on, the variable unset: the usual fix
+
+
 def test_debug_is_refused_in_production() -> None:
     with pytest.raises(ConfigurationError, match="debug mode is on in production: unset FLASK_DEBUG"):
         start(secrets.token_hex(32), debug=True)

@@ -12,6 +12,7 @@ import click
 
 from .checks.registry import Level
 from .errors import FlaskprodError, SpecError
+from .plural import counted
 from .render.targets import TARGETS
 from .spec import SETTINGS, Spec, load_spec, spec_as_dict
 
@@ -29,6 +30,10 @@ def _user_errors(fn: F) -> F:
         except FlaskprodError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            # 128 + SIGINT, as a shell reports it: click's "Aborted!" exits 1, which `check` uses for findings.
+            click.echo("interrupted", err=True)
+            sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
 
@@ -355,7 +360,8 @@ def build(
     d = built.deployment
     limits = f"{d.spec.deploy.cpus:g} CPU, {d.spec.deploy.memory}"
     unit = "service" if target == "systemd" else "container"
-    sized = f"{d.server}, {d.derived.workers} workers x {d.derived.threads} threads per {unit} at {limits}"
+    each = f"{counted(d.derived.workers, 'worker')} x {counted(d.derived.threads, 'thread')}"
+    sized = f"{d.server}, {each} per {unit} at {limits}"
     click.echo(f"flaskprod build: {target} for {d.spec.app.name} in {d.out} ({sized})")
     verb = (
         {"created": "would create", "updated": "would update", "removed": "would remove", "kept": "would keep"}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import BuildError
+from ..plural import counted
 from ..runtime.metrics import BUCKETS, DURATION, IN_PROGRESS, LE_LABELS, QUEUED, REQUESTS
 from ..sizing import Derived
 from ..spec import Spec
@@ -415,7 +416,8 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
                 severity="warning",
                 summary="{{ $labels.job }}: {{ $labels.instance }} is busy on nearly every thread",
                 description=f"On average over {window} at least {_number(line)} of its {cap} request slots "
-                f"({d.derived.workers} workers x {d.derived.threads} threads) were in use: new requests wait in "
+                f"({counted(d.derived.workers, 'worker')} x {counted(d.derived.threads, 'thread')}) were in use: "
+                "new requests wait in "
                 "the listen backlog. Add replicas, or CPUs and memory per container (deploy.cpus, deploy.memory).",
                 fires=Case(series={gauge: f"{cap}x{{n}}"}, fires=where),
                 quiet=Case(series={gauge: f"{math.ceil(line) - 1}x{{n}}"}, fires=None),

@@ -9,6 +9,7 @@ very workers and pool it was counted from, so the server's budget and the pools 
 from __future__ import annotations
 
 from ..errors import BuildError
+from ..plural import counted
 from ..sizing import ADMIN_CONNECTIONS, MIB, max_connections
 from ..spec import parse_size
 from .deployment import Deployment
@@ -99,6 +100,7 @@ def budget_note(d: Deployment, containers: int) -> str:
     pool = d.derived.pool
     total = server_settings(d, containers)["max_connections"]
     return (
-        f"PostgreSQL's max_connections {total}: {containers} app containers x {d.derived.workers} workers x "
+        f"PostgreSQL's max_connections {total}: {counted(containers, 'app container')} x "
+        f"{counted(d.derived.workers, 'worker')} x "
         f"({pool.size} + {pool.overflow} overflow) pooled connections + {ADMIN_CONNECTIONS} for administration."
     )

@@ -114,6 +114,12 @@ def refuse_unsafe(app: Flask, spec: Spec) -> None:
             "who reaches it); for local development use `flask run --debug`"
         )
     problem = secret_key_problem(app.config.get("SECRET_KEY"), spec.security.secret_min_length)
+    if problem and not spec.app.env_config:
+        # The usual fix would not reach the app: nothing loads FLASK_* variables into its config.
+        problem = problem.replace(
+            FIX, "app.env_config is off, so FLASK_SECRET_KEY is not read: set SECRET_KEY in the app's config, or "
+            "turn app.env_config on"
+        )
     if problem:
         raise ConfigurationError(problem)
     for fallback in app.config.get("SECRET_KEY_FALLBACKS") or ():
