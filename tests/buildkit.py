@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from flaskprod.render.deployment import Deployment, Project, ServerKind, size
+from flaskprod.render.nginx import StaticMount
 from flaskprod.spec import Spec, load_spec
 
 from .support import ROOT
@@ -57,8 +58,7 @@ def make_deployment(
             root=root,
             app_target="wsgi:app",
             requirements="requirements.txt",
-            static_dir="static" if static else None,
-            static_url="/static",
+            static=(StaticMount(endpoint="static", url="/static", folder="static"),) if static else (),
         ),
         derived=size(spec, worker_mb=worker_mb, replicas=spec.deploy.replicas),
         server=server,

@@ -22,9 +22,11 @@ import yaml
 
 from flaskprod.errors import BuildError
 from flaskprod.render.compose import render_compose, render_swarm
-from flaskprod.render.deployment import container_machine
+from flaskprod.render.deployment import STATIC_DIR, app_static, container_machine
 from flaskprod.render.image import copy_instruction, env_value, render_single
+from flaskprod.render.nginx import StaticMount
 from flaskprod.render.writer import write_files
+from flaskprod.servers.probe import AppInfo
 from flaskprod.sizing import derive
 from flaskprod.spec import load_spec
 from tests.buildkit import checkov, make_deployment, make_spec, run_tool, tool, write_tree
@@ -224,6 +226,105 @@ def test_static_files_the_app_serves_from_its_root_stay_with_the_app(tmp_path: P
                             "--set", f"proxy.static_dir={project / 'public'}")  # fmt: skip
     assert given.returncode == 0, given.stderr
     assert "location /assets/ {" in (project / "deploy/compose/nginx/nginx.conf").read_text()
+
+
+def blueprint_mount(tmp_path: Path, name: str, url: str) -> StaticMount:
+    (tmp_path / name).mkdir(exist_ok=True)
+    return StaticMount(endpoint=f"{name}.static", url=url, folder=str(tmp_path / name))
+
+
+def test_app_static_serves_the_apps_folder_then_each_blueprints_flask_would_route_to(tmp_path: Path) -> None:
+    (tmp_path / "static").mkdir()
+    blueprints = (
+        blueprint_mount(tmp_path, "admin", "/admin/static"),
+        blueprint_mount(tmp_path, "plain", "/static"),  # no url_prefix: Flask routes /static to the app
+        blueprint_mount(tmp_path, "root", ""),  # static_url_path="": nginx's / is the app's
+        blueprint_mount(tmp_path, "docs", "/static/docs"),  # under the app's: the longer location wins
+        StaticMount(endpoint="gone.static", url="/gone/static", folder=str(tmp_path / "missing")),
+    )
+    info = AppInfo(rss_mb=None, static_folder=str(tmp_path / "static"), static_url_path="/static",
+                   import_string="app:app", blueprint_static=blueprints)  # fmt: skip
+    assert [(m.endpoint, m.url, m.folder) for m in app_static(make_spec(), info)] == [
+        ("static", "/static", str(tmp_path / "static")),
+        ("admin.static", "/admin/static", str(tmp_path / "admin")),
+        ("docs.static", "/static/docs", str(tmp_path / "docs")),
+    ]
+    # proxy.static_url and proxy.static_dir replace the app's own mount; the blueprints' stay as Flask has them.
+    (tmp_path / "public").mkdir()
+    spec = make_spec(**{"proxy.static_url": "/assets/", "proxy.static_dir": str(tmp_path / "public")})
+    assert [(m.url, m.folder) for m in app_static(spec, info)][:2] == [
+        ("/assets", str(tmp_path / "public")),
+        ("/admin/static", str(tmp_path / "admin")),
+    ]
+    # An app serving its own files from the root keeps them; its blueprints' are still nginx's.
+    at_root = AppInfo(rss_mb=None, static_folder=str(tmp_path / "static"), static_url_path="",
+                      import_string="app:app", blueprint_static=blueprints)  # fmt: skip
+    assert [m.endpoint for m in app_static(make_spec(), at_root)] == ["admin.static", "plain.static", "docs.static"]
+
+
+BLUEPRINT_APP = """\
+from flask import Blueprint, Flask
+
+from flaskprod import Production
+
+app = Flask(__name__)
+Production(app)
+admin = Blueprint("admin", __name__, static_folder="admin_static", static_url_path="/admin/static")
+shop = Blueprint("shop", __name__, static_folder="assets")  # at /shop/assets: Flask derives it from url_prefix
+hidden = Blueprint("hidden", __name__, static_folder="hidden", static_url_path="/static")  # Flask routes it to the app
+installed = Blueprint("ext", __name__, static_folder={installed!r}, url_prefix="/ext")  # an installed package's
+for blueprint in (admin, hidden, installed):
+    app.register_blueprint(blueprint)
+app.register_blueprint(shop, url_prefix="/shop")
+"""
+
+
+@pytest.mark.integration
+def test_blueprint_static_folders_are_baked_into_the_nginx_image_and_served_from_it(tmp_path: Path) -> None:
+    project = tmp_path / "shop"
+    installed = tmp_path / "venv/lib/python3.11/site-packages/ext/static"
+    files = {"static/site.css": "app", "admin_static/admin.3f2a1b9c.css": "admin", "assets/shop.css": "shop",
+             "hidden/h.css": "hidden", "requirements.txt": "flask\nflaskprod\n"}  # fmt: skip
+    for relative, text in files.items():
+        (project / relative).parent.mkdir(parents=True, exist_ok=True)
+        (project / relative).write_text(text)
+    installed.mkdir(parents=True)
+    (installed / "ext.css").write_text("ext")
+    (project / "app.py").write_text(BLUEPRINT_APP.format(installed=str(installed)))
+    result = flaskprod_build(project, "--target", "compose")
+    assert result.returncode == 0, result.stderr
+    out = project / "deploy/compose"
+    # Each folder of the project in a folder of its own; the installed package's stays with the app.
+    copies = [line for line in dockerfile_lines((out / "nginx/Dockerfile").read_text()) if STATIC_DIR in line]
+    assert copies == [
+        "COPY static /srv/static/static",
+        "COPY admin_static /srv/static/admin.static",
+        "COPY assets /srv/static/shop.static",
+    ]
+    conf = (out / "nginx/nginx.conf").read_text()
+    assert re.findall(r"location (\S+) \{\n\s*alias (\S+);", conf) == [
+        ("/static/", "/srv/static/static/"),
+        ("/admin/static/", "/srv/static/admin.static/"),
+        ("/shop/assets/", "/srv/static/shop.static/"),
+    ]
+    port = free_port()
+    nginx = native_nginx(project, out, tmp_path / "nginx", port=port, upstream="127.0.0.1:9")
+    run_tool([*nginx, "-t", "-q"])
+    with (
+        (tmp_path / "nginx.log").open("w") as log,
+        running([*nginx, "-g", "daemon off;"], cwd=tmp_path, stdout=log, stderr=log) as proxy,
+    ):
+
+        def get(path: str) -> requests.Response:
+            assert proxy.poll() is None, (tmp_path / "nginx.log").read_text()
+            return requests.get(f"http://127.0.0.1:{port}{path}", headers={"Host": "localhost"}, timeout=10)
+
+        admin = wait_for(lambda: get("/admin/static/admin.3f2a1b9c.css"), timeout=20, what="nginx to answer")
+        assert (admin.status_code, admin.text) == (200, "admin")
+        assert admin.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert [get(path).text for path in ("/static/site.css", "/shop/assets/shop.css")] == ["app", "shop"]
+        # No app runs behind this nginx: what stays with the app gets nginx's 502.
+        assert get("/ext/static/ext.css").status_code == 502
 
 
 @pytest.mark.integration
@@ -478,6 +579,26 @@ def dockerfile_json(text: str, pattern: str) -> list[str]:
     raise AssertionError(f"no {pattern} in the Dockerfile")
 
 
+def native_nginx(project: Path, out: Path, nginx_dir: Path, *, port: int, upstream: str) -> list[str]:
+    """The nginx image made here under nginx_dir: its Dockerfile's COPY of each static folder, and its conf with
+    the containers' paths and addresses mapped onto this machine (nothing else changed); the command to run it."""
+    nginx_dir.mkdir()
+    for line in dockerfile_lines((out / "nginx/Dockerfile").read_text()):
+        copied = re.fullmatch(rf"COPY (\S+) {STATIC_DIR}/(\S+)", line)
+        if copied:
+            shutil.copytree(project / copied[1], nginx_dir / "static" / copied[2])
+    conf = _testable_conf((out / "nginx/nginx.conf").read_text(), upstream)
+    conf = conf.replace("pid /tmp/nginx.pid;", f"pid {nginx_dir}/nginx.pid;")
+    conf = re.sub(r"_temp_path /tmp/", f"_temp_path {nginx_dir}/", conf)
+    conf = conf.replace("0.0.0.0:8080", f"127.0.0.1:{port}")
+    conf = conf.replace(STATIC_DIR, str(nginx_dir / "static"))
+    conf = conf.replace("/etc/nginx/mime.types", str(out / "nginx/mime.types"))
+    # As root, nginx's workers would run as nobody, who cannot read pytest's private temp dirs; the
+    # image runs master and workers as one unprivileged user, as this does.
+    (nginx_dir / "nginx.conf").write_text(f"user {getpass.getuser()};\n{conf}")
+    return [shutil.which("nginx") or "nginx", "-p", str(nginx_dir), "-c", str(nginx_dir / "nginx.conf")]
+
+
 @pytest.fixture
 def native_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, Path]]:
     """compose-uwsgi's files for the reference app, run here: the app image's CMD, then nginx; yields its URL."""
@@ -498,25 +619,13 @@ def native_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tup
     command[0] = str(BIN / command[0])
     healthcheck = dockerfile_json(dockerfile, "HEALTHCHECK .* CMD")
     nginx_dir = tmp_path / "nginx"
-    nginx_dir.mkdir()
     nginx_port = free_port()
-    # Paths and addresses of the containers, mapped onto this machine; nothing else is changed.
-    conf = _testable_conf((out / "nginx/nginx.conf").read_text(), f"127.0.0.1:{app_port}")
-    conf = conf.replace("pid /tmp/nginx.pid;", f"pid {nginx_dir}/nginx.pid;")
-    conf = re.sub(r"_temp_path /tmp/", f"_temp_path {nginx_dir}/", conf)
-    conf = conf.replace("0.0.0.0:8080", f"127.0.0.1:{nginx_port}")
-    conf = conf.replace("/srv/static", str(project / "taskboard/static"))
-    conf = conf.replace("/etc/nginx/mime.types", str(out / "nginx/mime.types"))
-    # As root, nginx's workers would run as nobody, who cannot read pytest's private temp dirs; the
-    # image runs master and workers as one unprivileged user, as this does.
-    (nginx_dir / "nginx.conf").write_text(f"user {getpass.getuser()};\n{conf}")
-    nginx = [shutil.which("nginx") or "nginx", "-p", str(nginx_dir), "-c", str(nginx_dir / "nginx.conf"), "-g",
-             "daemon off;"]
+    nginx = native_nginx(project, out, nginx_dir, port=nginx_port, upstream=f"127.0.0.1:{app_port}")
     with (
         (tmp_path / "app.log").open("w") as app_log,
         (tmp_path / "nginx.log").open("w") as nginx_log,
         running(command, env=env, cwd=project, stdout=app_log, stderr=app_log) as app,
-        running(nginx, cwd=nginx_dir, stdout=nginx_log, stderr=nginx_log) as proxy,
+        running([*nginx, "-g", "daemon off;"], cwd=nginx_dir, stdout=nginx_log, stderr=nginx_log) as proxy,
     ):
 
         def healthy() -> bool:

@@ -360,7 +360,10 @@ def test_the_readme_installs_exactly_the_rendered_files(tmp_path: Path) -> None:
 def test_flaskprod_build_writes_the_target(tmp_path: Path) -> None:
     project = tmp_path / "shop"
     make_deployment(project)
-    (project / "wsgi.py").write_text(APP)
+    blueprint = 'app.register_blueprint(Blueprint("admin", __name__, static_folder="admin"))\n'  # at /admin
+    (project / "wsgi.py").write_text(f"from flask import Blueprint\n{APP}{blueprint}")
+    (project / "admin").mkdir()
+    (project / "admin" / "admin.css").write_text("admin\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK", "PROMETHEUS_MULTIPROC_DIR"))}
     done = subprocess.run([str(BIN / "flaskprod"), "build", "--target", "systemd", "--set", "app.name=shop"],
                           cwd=project, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -369,7 +372,14 @@ def test_flaskprod_build_writes_the_target(tmp_path: Path) -> None:
     written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert written == {"README.md", "shop.service", "shop-nginx.service", "shop.sysusers.conf", "nginx/nginx.conf",
                        "nginx/mime.types", ".flaskprod-systemd.sha256"}  # fmt: skip
-    assert "alias /srv/shop/static/;" in (out / "nginx/nginx.conf").read_text()
+    # The app's static folder and its blueprint's, from the VM's copy of the project.
+    conf = (out / "nginx/nginx.conf").read_text()
+    assert re.findall(r"location (\S+) \{\n\s*alias (\S+);", conf) == [
+        ("/static/", "/srv/shop/static/"),
+        ("/admin/", "/srv/shop/admin/"),
+    ]
+    readme = (out / "README.md").read_text()
+    assert "static files from `/srv/shop/static` and `/srv/shop/admin`, everything else" in readme
     assert "see deploy/systemd/README.md" in done.stdout
 
     # The README's copy of the code, run for real: secrets and local state stay behind, as from the images.

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flaskprod.render import NginxContext, render_nginx, render_nginx_conf
-from flaskprod.render.nginx import Protocol, listen_address, server_names
+from flaskprod.render.nginx import Protocol, StaticMount, listen_address, server_names
 from flaskprod.sizing import Derived, Machine, derive
 from flaskprod.spec import Spec, load_spec
 
@@ -21,18 +21,29 @@ def make_spec(**flags: object) -> Spec:
     return load_spec(environ={}, config=None, root="/nonexistent", flags=flags)
 
 
+# The app's own static folder, and two blueprints': one with a url_prefix, one under the app's URL.
+BLUEPRINTS = (("admin.static", "/admin/static", "admin"), ("docs.static", "/static/docs", "docs"))
+
+
 def context(
-    tmp_path: Path, protocol: Protocol = "http", *, static: bool = True, host: str = "127.0.0.1"
+    tmp_path: Path,
+    protocol: Protocol = "http",
+    *,
+    static: bool = True,
+    host: str = "127.0.0.1",
+    static_url: str = "/static",
+    blueprints: bool = False,
 ) -> NginxContext:
-    static_dir = tmp_path / "static"
-    static_dir.mkdir(exist_ok=True)
+    mounts = [("static", static_url, "static"), *(BLUEPRINTS if blueprints else ())] if static else []
+    for _, _, folder in mounts:
+        (tmp_path / folder).mkdir(exist_ok=True)
     (tmp_path / "tmp").mkdir(exist_ok=True)
     return NginxContext(
         host=host,
         port=18080,
         upstream=f"unix:{tmp_path}/app.sock",
         protocol=protocol,
-        static_dir=str(static_dir) if static else None,
+        static=tuple(StaticMount(endpoint=e, url=url, folder=str(tmp_path / f)) for e, url, f in mounts),
         conf_dir=str(tmp_path),
         pid_file=f"{tmp_path}/nginx.pid",
         temp_dir=f"{tmp_path}/tmp",
@@ -156,14 +167,34 @@ def test_request_id_header_follows_the_logging_setting(tmp_path: Path) -> None:
 
 
 def test_static_location_only_with_a_static_dir(tmp_path: Path) -> None:
-    spec = make_spec(**{"proxy.static_url": "/assets/", "proxy.static_max_age": "600"})
-    text = rendered(spec, context(tmp_path))
+    spec = make_spec(**{"proxy.static_max_age": "600"})
+    text = rendered(spec, context(tmp_path, static_url="/assets"))
     assert "location /assets/ {" in text
     assert f"alias {tmp_path}/static/;" in text
     assert "try_files $uri =404;" in text
     assert 'default "public, max-age=600";' in text
     assert "immutable" in text
-    assert "location /assets/" not in rendered(spec, context(tmp_path, static=False))
+    assert "alias" not in rendered(spec, context(tmp_path, static=False))
+
+
+def static_blocks(text: str) -> dict[str, str]:
+    """location prefix -> the body of each location that serves files from disk."""
+    found = re.finditer(r"^\s*location (\S+) \{\n(\s*alias .*?)^\s*\}", text, re.MULTILINE | re.DOTALL)
+    return {m[1]: m[2] for m in found}
+
+
+def test_each_blueprint_folder_gets_a_location_with_the_same_headers(tmp_path: Path) -> None:
+    text = rendered(make_spec(), context(tmp_path, blueprints=True))
+    blocks = static_blocks(text)
+    assert list(blocks) == ["/static/", "/admin/static/", "/static/docs/"]
+    assert [block.splitlines()[0].strip() for block in blocks.values()] == [
+        f"alias {tmp_path}/static/;",
+        f"alias {tmp_path}/admin/;",
+        f"alias {tmp_path}/docs/;",
+    ]
+    # One block, from one macro: the caching and headers past the alias line are the same everywhere.
+    assert len({block.split("\n", 1)[1] for block in blocks.values()}) == 1
+    assert "add_header Cache-Control $flaskprod_static_cache;" in blocks["/admin/static/"]
 
 
 def test_rate_limit_only_when_set(tmp_path: Path) -> None:
@@ -220,6 +251,7 @@ def nginx_test(conf_dir: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("protocol", ["http", "uwsgi"])
+@pytest.mark.parametrize("blueprints", [False, True], ids=["app-static", "blueprint-static"])
 @pytest.mark.parametrize(
     "flags",
     [
@@ -229,9 +261,12 @@ def nginx_test(conf_dir: Path) -> subprocess.CompletedProcess[str]:
     ],
     ids=["defaults", "rate-limit-gthread", "no-gzip-other-id-header"],
 )
-def test_nginx_accepts_the_rendered_config(tmp_path: Path, protocol: Protocol, flags: dict[str, str]) -> None:
+def test_nginx_accepts_the_rendered_config(
+    tmp_path: Path, protocol: Protocol, blueprints: bool, flags: dict[str, str]
+) -> None:
     spec = make_spec(**flags)
-    for name, text in render_nginx(spec, derive(spec, MACHINE), context(tmp_path, protocol)).items():
+    ctx = context(tmp_path, protocol, blueprints=blueprints)
+    for name, text in render_nginx(spec, derive(spec, MACHINE), ctx).items():
         (tmp_path / name).write_text(text)
     result = nginx_test(tmp_path)
     assert result.returncode == 0, result.stderr

@@ -24,6 +24,7 @@ from flaskprod.spec import Spec
 from flaskprod.stack.up import Plan, StackDir
 from tests.support import free_port, wait_for
 from tests.upstack import (
+    APP,
     FINGERPRINTED,
     PLAIN,
     Loader,
@@ -44,12 +45,27 @@ PROXY_READ = SERVER_TIMEOUT + 2  # sizing.PROXY_MARGIN: nginx answers 504 for wh
 HARD_TIMEOUT = SERVER_TIMEOUT + 5  # sizing.KILL_MARGIN: Gunicorn's worker timeout, uWSGI's harakiri
 WORKERS = 2
 THREADS = 8  # the default
+# Blueprints with static folders of their own: at a URL one names, under another's url_prefix, and one of an
+# installed package, in a virtualenv inside the project (which no release copies).
+BLUEPRINTS = """
+from flask import Blueprint
+
+app.register_blueprint(Blueprint("admin", __name__, static_folder="admin_static", static_url_path="/admin/static"))
+app.register_blueprint(Blueprint("shop", __name__, static_folder="assets"), url_prefix="/shop")
+app.register_blueprint(Blueprint("ext", __name__, static_folder={installed!r}, url_prefix="/ext"))
+"""
+INSTALLED = ".venv/lib/python3.11/site-packages/ext/static"
 
 
 @pytest.fixture(scope="module", params=["gunicorn", "uwsgi"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpStack]:
     root = tmp_path_factory.mktemp(f"up-{request.param}")
-    write_app(root)
+    write_app(root, APP + BLUEPRINTS.format(installed=str(root / INSTALLED)))
+    for folder in ("admin_static", "assets", INSTALLED):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "app.3f2a1b9c.css").write_text((root / "static" / FINGERPRINTED).read_text())
+        (root / folder / "plain.css").write_text(f"{folder}\n")
+    (root / ".venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
     running = start_up(
         root,
         request.param,
@@ -141,6 +157,27 @@ def test_static_files_come_from_nginx_with_cache_headers_and_gzip(stack: UpStack
         timeout=10,
         what="nginx's access line for the static file (buffered, flushed each second)",
     )
+
+
+def test_blueprint_static_files_come_from_nginx_too(stack: UpStack) -> None:
+    release = stack.run_dir / "releases" / "1"
+    assert (
+        f"/static/ -> {release}/static, /admin/static/ -> {release}/admin_static, "
+        f"/shop/assets/ -> {release}/assets, /ext/static/ -> {stack.root / INSTALLED} (nginx)"
+    ) in stack.stdout()
+    for url, folder in (("/admin/static", "admin_static"), ("/shop/assets", "assets"), ("/ext/static", INSTALLED)):
+        fingerprinted = stack.get(f"{url}/app.3f2a1b9c.css", headers={"Accept-Encoding": "gzip"})
+        assert fingerprinted.status_code == 200
+        # nginx's own header: the app would send no-cache for a blueprint's file.
+        assert fingerprinted.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert fingerprinted.headers["Content-Encoding"] == "gzip"
+        plain = stack.get(f"{url}/plain.css")
+        assert (plain.text, plain.headers["Cache-Control"]) == (f"{folder}\n", "public, max-age=86400")
+        assert stack.get(f"{url}/missing.css").status_code == 404
+    # The app logs its own access lines: a request it did see appears, the blueprints' static ones never do.
+    assert stack.get("/after-blueprint-static").status_code == 404
+    wait_for(lambda: "/after-blueprint-static" in stack.app_access_paths(), timeout=10, what="the app's access line")
+    assert not [p for p in stack.app_access_paths() if p.startswith(("/admin/static", "/shop/assets", "/ext"))]
 
 
 def test_body_over_the_limit_gets_413_from_nginx(stack: UpStack) -> None:
@@ -321,6 +358,6 @@ def test_the_url_shown_is_one_nginx_answers(host: str, names: str, url: str) -> 
     spec = Spec().replace(**{"proxy.host": host, "proxy.port": 8080, "proxy.server_name": names})
     shown = Plan(
         spec=spec, derived=cast(Derived, None), app=cast(AppRef, None), run=cast(StackDir, None),
-        nginx_binary="nginx", protocol="uwsgi", static_dir=None, app_env={}, root=Path("/srv/app"),
+        nginx_binary="nginx", protocol="uwsgi", app_env={}, root=Path("/srv/app"),
     ).url  # fmt: skip
     assert shown == url

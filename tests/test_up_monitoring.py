@@ -269,7 +269,7 @@ def test_prometheus_missing_says_how_to_install_it(tmp_path: Path) -> None:
 def test_nginx_listens_for_the_scraper_on_loopback_whatever_its_public_address() -> None:
     spec = Spec().replace(**{"proxy.host": "0.0.0.0"})
     ctx = NginxContext(
-        host="0.0.0.0", port=8000, upstream="unix:/run/app.sock", protocol="http", static_dir=None, conf_dir="/c",
+        host="0.0.0.0", port=8000, upstream="unix:/run/app.sock", protocol="http", conf_dir="/c",
         pid_file="/c/nginx.pid", temp_dir="/c/tmp", access_log="/c/access.log", error_log="stderr",
         metrics_host="127.0.0.1", metrics_port=9117,
     )  # fmt: skip

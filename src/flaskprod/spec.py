@@ -199,8 +199,14 @@ class ProxySettings:
         "Host name(s) nginx answers to, space separated: example.com, *.example.com, .example.com (it and "
         "every name under it), an address (127.0.0.1, [::1]) or a ~regex.",
     )
-    static_url: str = setting("/static", "URL prefix of static files, such as /static; not / itself, the app's.")
-    static_dir: str | None = setting(None, "Directory of static files; unset = the app's static folder.")
+    static_url: str = setting(
+        "/static", "URL prefix of the app's static files, such as /static; not / itself, the app's."
+    )
+    static_dir: str | None = setting(
+        None,
+        "Directory of the app's static files; unset = its static folder. Blueprints' static folders are served "
+        "at the URLs Flask gives them.",
+    )
     max_body_size: str = setting(
         "10M", "Largest request body (nginx client_max_body_size and Flask MAX_CONTENT_LENGTH)."
     )
@@ -632,7 +638,7 @@ _EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
         "127.0.0.1 or [::1]",
     ),
     "proxy.static_url": (
-        lambda v: _match(_URL_PATH, v),
+        lambda v: _match(URL_PATH, v),
         "a URL path such as /static or /assets/ (not / alone: that is the app's), without spaces or ;{}\"'",
     ),
     "proxy.rate_limit": (lambda v: _match(r"\d+r/[sm]", v), "a rate such as 10r/s or 300r/m"),
@@ -669,7 +675,7 @@ _SERVER_NAME = re.compile(rf"(?:\*\.|\.)?{_HOST_NAME}|{_HOST_NAME}\.\*")
 # What ends or quotes a word in nginx.conf, where these values are written unquoted.
 _NGINX_SPECIAL = re.compile(r"[\s;{}\"']")
 # A location prefix: segments of URL path characters, an optional trailing slash (nginx.conf adds one).
-_URL_PATH = r"(?:/[A-Za-z0-9._~!$&()*+,=:@%-]+)+/?"
+URL_PATH = r"(?:/[A-Za-z0-9._~!$&()*+,=:@%-]+)+/?"
 # Docker's reference grammar (distribution/reference), without the digest: [host[:port]/]path[:tag].
 _DOMAIN_PART = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .nginx import NginxContext, TlsFiles, render_nginx, render_nginx_conf
+from .nginx import NginxContext, StaticMount, TlsFiles, render_nginx, render_nginx_conf
 
-__all__ = ["NginxContext", "TlsFiles", "render_nginx", "render_nginx_conf"]
+__all__ = ["NginxContext", "StaticMount", "TlsFiles", "render_nginx", "render_nginx_conf"]

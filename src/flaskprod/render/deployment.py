@@ -6,17 +6,19 @@ that read a Deployment are pure, so the same spec always writes the same files.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import quote
 
 from .. import discovery
 from ..errors import BuildError
 from ..sizing import Derived, Machine, derive
-from ..spec import Spec, env_for, find_config_file, parse_size
-from .nginx import NginxContext, Protocol, TlsFiles, render_nginx
+from ..spec import URL_PATH, Spec, env_for, find_config_file, parse_size
+from .nginx import NginxContext, Protocol, StaticMount, TlsFiles, render_nginx
 from .requirements import require_flaskprod, requirements_file
 
 if TYPE_CHECKING:
@@ -26,7 +28,7 @@ ServerKind = Literal["gunicorn", "uwsgi"]
 
 # Where things live inside the images; the renderers of every target agree on these.
 APP_DIR = "/app"
-STATIC_DIR = "/srv/static"
+STATIC_DIR = "/srv/static"  # each static folder in a folder of its own: /srv/static/<its Flask endpoint>
 NGINX_CONF_DIR = "/etc/nginx"
 # The unprivileged nginx image (uid 101) cannot bind below 1024.
 NGINX_PORT = 8080
@@ -36,6 +38,10 @@ NGINX_UID = 101  # that image's nginx user
 UWSGI_PORT = 3031
 # The app container's user: a fixed number, so Kubernetes can check runAsNonRoot without a name.
 APP_UID = 10001
+# Flask's endpoint of the app's own static files; a blueprint's is "<name>.static".
+APP_STATIC = "static"
+# Where pip installs packages: a blueprint's static folder there belongs to an installed package.
+_PACKAGE_DIRS = frozenset({"site-packages", "dist-packages"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,8 +52,7 @@ class Project:
     app_target: str  # the import string the container runs, e.g. "wsgi:app"
     requirements: str | None  # None: the project installs itself from pyproject.toml
     requirement_includes: tuple[str, ...] = ()  # files requirements names with -r or -c, which pip reads too
-    static_dir: str | None
-    static_url: str
+    static: tuple[StaticMount, ...] = ()  # what nginx serves; folders relative to root
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +86,15 @@ class Deployment:
             return f"{self.image}-nginx"
         repository, _, tag = self.image.rpartition(":")
         return f"{repository}-nginx:{tag}"
+
+    @property
+    def image_static(self) -> tuple[StaticMount, ...]:
+        """The static mounts as the nginx image holds them: each folder copied to STATIC_DIR/<its endpoint>
+        (/srv/static/static, /srv/static/admin.static), so no folder lands inside another."""
+        return tuple(
+            dataclasses.replace(mount, folder=f"{STATIC_DIR}/{quote(mount.endpoint, safe='')}")
+            for mount in self.project.static
+        )
 
     @property
     def protocol(self) -> Protocol:
@@ -129,7 +143,7 @@ class Deployment:
             port=NGINX_PORT,
             upstream=upstream,
             protocol=self.protocol,
-            static_dir=STATIC_DIR if self.project.static_dir else None,
+            static=self.image_static,
             conf_dir=NGINX_CONF_DIR,
             pid_file="/tmp/nginx.pid",
             temp_dir="/tmp",
@@ -143,11 +157,9 @@ class Deployment:
         return self.render_nginx(ctx, metrics_allow=metrics_allow)
 
     def render_nginx(self, ctx: NginxContext, *, metrics_allow: str | None = None) -> dict[str, str]:
-        """nginx.conf and mime.types run as ctx says, with the static URL the app declared."""
-        values: dict[str, object] = {"proxy.static_url": self.project.static_url}
-        if metrics_allow is not None:
-            values["monitoring.metrics_allow"] = metrics_allow
-        return render_nginx(self.spec.replace(**values), self.derived, ctx)
+        """nginx.conf and mime.types run as ctx says."""
+        spec = self.spec if metrics_allow is None else self.spec.replace(**{"monitoring.metrics_allow": metrics_allow})
+        return render_nginx(spec, self.derived, ctx)
 
 
 def dns_label(name: str) -> str:
@@ -176,16 +188,33 @@ def carried_settings(spec: Spec, root: Path) -> dict[str, object]:
     }
 
 
-def app_static(spec: Spec, info: AppInfo) -> tuple[str | None, str]:
-    """The folder nginx serves and the URL it serves it at: the spec's where set, else the app's own.
+def app_static(spec: Spec, info: AppInfo) -> tuple[StaticMount, ...]:
+    """The static folders nginx serves and their URLs, for `up` and every target: the app's own first (the spec's
+    proxy.static_dir and proxy.static_url where set), then each blueprint's, in the order the app registered them.
 
-    An app that serves its static files from the root (static_url_path="") keeps them: nginx's / is the app's.
+    A mount is left to the app, which still serves it, when its folder does not exist, when its URL is no prefix
+    nginx can name (an app or blueprint serving its files from the root, static_url_path="": nginx's / is the
+    app's), or when an earlier mount has its URL (a blueprint without a url_prefix: Flask's router gives
+    /static to the app as well). A URL under another's (/static/admin under /static) is kept: nginx picks the
+    longest matching location, as Flask's router picks the longer rule.
     """
     url_given = spec.origins.get("proxy.static_url", "default") != "default"
-    if info.static_url_path == "" and not url_given and spec.proxy.static_dir is None:
-        return None, spec.proxy.static_url
-    url = info.static_url_path if info.static_url_path and not url_given else spec.proxy.static_url
-    return spec.proxy.static_dir or info.static_folder, url
+    own: list[StaticMount] = []
+    folder = spec.proxy.static_dir or info.static_folder
+    if folder is not None and (info.static_url_path != "" or url_given or spec.proxy.static_dir is not None):
+        url = info.static_url_path if info.static_url_path and not url_given else spec.proxy.static_url
+        own.append(StaticMount(endpoint=APP_STATIC, url=url.rstrip("/"), folder=folder))
+    mounts: dict[str, StaticMount] = {}
+    for mount in (*own, *info.blueprint_static):
+        if mount.url in mounts or not re.fullmatch(URL_PATH, mount.url) or not Path(mount.folder).is_dir():
+            continue
+        mounts[mount.url] = dataclasses.replace(mount, folder=str(Path(mount.folder).resolve()))
+    return tuple(mounts.values())
+
+
+def from_installed_package(folder: str) -> bool:
+    """Whether folder belongs to an installed package (Flask-Admin's static files in site-packages)."""
+    return not _PACKAGE_DIRS.isdisjoint(Path(folder).parts)
 
 
 def container_machine(spec: Spec) -> Machine:
@@ -198,16 +227,24 @@ def size(spec: Spec, *, worker_mb: float | None, replicas: int) -> Derived:
     return derive(spec, container_machine(spec), worker_mb=worker_mb, replicas=replicas)
 
 
-def _relative(path: str | None, root: Path) -> str | None:
-    if path is None or not Path(path).is_dir():
-        return None
+def _in_project(mount: StaticMount, root: Path) -> StaticMount | None:
+    """mount with its folder relative to root, as the images copy it and a VM's copy of the project holds it.
+
+    A blueprint's folder outside the project or in an installed package is left to the app (the image has the
+    package, and the app serves it); the app's own folder outside the project is refused.
+    """
     try:
-        return PurePosixPath(Path(path).resolve().relative_to(root.resolve())).as_posix()
+        relative = Path(mount.folder).resolve().relative_to(root.resolve())
     except ValueError:
+        if mount.endpoint != APP_STATIC:
+            return None
         raise BuildError(
-            f"static folder {path} is outside the project {root}: the image can only copy files under it; "
+            f"static folder {mount.folder} is outside the project {root}: the image can only copy files under it; "
             "set proxy.static_dir to a folder inside the project"
         ) from None
+    if mount.endpoint != APP_STATIC and from_installed_package(mount.folder):
+        return None
+    return dataclasses.replace(mount, folder=PurePosixPath(relative).as_posix())
 
 
 def plan_deployment(
@@ -237,7 +274,7 @@ def plan_deployment(
             f"{info.import_string} does not answer {' or '.join(unanswered)}, which the deployment's health checks "
             "ask: add Production(app) where the app is created"
         )
-    static_folder, static_url = app_static(spec, info)
+    static = (_in_project(mount, root) for mount in app_static(spec, info))
     return Deployment(
         spec=spec,
         project=Project(
@@ -245,8 +282,7 @@ def plan_deployment(
             app_target=ref.import_string,
             requirements=requirements,
             requirement_includes=found.includes if found else (),
-            static_dir=_relative(static_folder, root),
-            static_url=static_url,
+            static=tuple(mount for mount in static if mount is not None),
         ),
         derived=size(spec, worker_mb=info.rss_mb, replicas=replicas or spec.deploy.replicas),
         server=server,

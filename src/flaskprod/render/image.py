@@ -6,7 +6,7 @@ import json
 import re
 from importlib import metadata
 
-from .deployment import APP_UID, NGINX_CONF_DIR, NGINX_IMAGE, NGINX_PORT, NGINX_UID, STATIC_DIR, Deployment
+from .deployment import APP_UID, NGINX_CONF_DIR, NGINX_IMAGE, NGINX_PORT, NGINX_UID, Deployment
 from .nginx import TlsFiles, _environment
 
 # Pinned in the image so a rebuild installs what was tested; this checkout's own when installed.
@@ -103,7 +103,10 @@ def nginx_dockerfile(d: Deployment, *, tls_port: int | None = None) -> str:
         nginx_image=d.nginx_image,
         base=NGINX_IMAGE,
         conf_dir=NGINX_CONF_DIR,
-        static_copy=copy_instruction(d.project.static_dir, STATIC_DIR) if d.project.static_dir else None,
+        static_copies=[
+            copy_instruction(mount.folder, baked.folder)
+            for mount, baked in zip(d.project.static, d.image_static, strict=True)
+        ],
         port=NGINX_PORT,
         tls_port=tls_port,
         uid=NGINX_UID,

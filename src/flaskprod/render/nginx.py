@@ -94,6 +94,19 @@ class TlsFiles:
 
 
 @dataclass(frozen=True, kw_only=True)
+class StaticMount:
+    """A folder of static files nginx serves from disk at a URL prefix, as a Flask static route does.
+
+    endpoint is that route's: `static` for the app's own, `admin.static` for blueprint admin's.
+    url has no trailing slash (`/static`, `/admin/static`); the location is url + "/".
+    """
+
+    endpoint: str
+    url: str
+    folder: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class NginxContext:
     """Where this nginx runs: what differs between `flaskprod up` and a container, nothing else.
 
@@ -104,13 +117,15 @@ class NginxContext:
     port: int
     upstream: str
     protocol: Protocol
-    static_dir: str | None
     conf_dir: str  # holds nginx.conf and mime.types
     pid_file: str
     temp_dir: str
     access_log: str
     error_log: str
     user: str | None = None
+    # The app's static folder and its blueprints': nginx picks the longest matching location, as Flask's router
+    # picks the longer rule, so /admin/static/ may sit under /static/ too.
+    static: tuple[StaticMount, ...] = ()
     # A second listener for the scraper alone (containers, `up --with monitoring`): it serves the metrics
     # path to monitoring.metrics_allow whatever the Host header, so Prometheus needs no server name.
     metrics_port: int | None = None
@@ -223,7 +238,6 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         listen=listen_address(ctx.host, ctx.port),
         server_names=server_names(spec, ctx.host),
         metrics_listen=listen_address(ctx.metrics_host or ctx.host, ctx.metrics_port) if ctx.metrics_port else None,
-        static_url=spec.proxy.static_url.rstrip("/"),
         max_body_bytes=derived.max_body_bytes,
         gzip_types=GZIP_TYPES,
         request_id_header=spec.logging.request_id_header,

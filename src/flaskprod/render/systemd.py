@@ -7,6 +7,7 @@ server sizes its workers from, and the socket both sides name come from the one 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from ..spec import parse_size
 from .deployment import Deployment
 from .image import never_shipped, uwsgi_version
 from .monitoring import Monitored, Scrape, dashboard_json, prometheus_files, refuse_unscrapable
-from .nginx import NginxContext, _environment, listen_address
+from .nginx import NginxContext, StaticMount, _environment, listen_address
 from .tls import HostCertificate, check_ports, shell_words, tls_names
 
 # nginx's workers run as Debian's web server user; the app socket's group is added to this unit alone.
@@ -184,6 +185,11 @@ def host_certificate(d: Deployment, paths: Paths) -> HostCertificate | None:
     )
 
 
+def static_on_vm(d: Deployment, paths: Paths) -> tuple[StaticMount, ...]:
+    """The static mounts nginx serves from the VM's copy of the project."""
+    return tuple(dataclasses.replace(m, folder=f"{paths.layout.app_dir}/{m.folder}") for m in d.project.static)
+
+
 def nginx_files(d: Deployment, paths: Paths) -> dict[str, str]:
     host, port = listen(d)
     certificate = host_certificate(d, paths)
@@ -192,7 +198,7 @@ def nginx_files(d: Deployment, paths: Paths) -> dict[str, str]:
         port=port,
         upstream=f"unix:{paths.app_socket}",
         protocol=d.protocol,
-        static_dir=f"{paths.layout.app_dir}/{d.project.static_dir}" if d.project.static_dir else None,
+        static=static_on_vm(d, paths),
         conf_dir=paths.nginx_conf_dir,
         pid_file=paths.nginx_pid,
         temp_dir=paths.nginx_temp,
@@ -279,7 +285,7 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
             ],
             indent="",
         ),
-        "static_dir": d.project.static_dir,
+        "static": static_on_vm(d, paths),
         "monitoring": "monitoring" in d.extras,
         "prometheus_conf_dir": PROMETHEUS_CONF_DIR,
         "prometheus_listen": PROMETHEUS_LISTEN,

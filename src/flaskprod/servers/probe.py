@@ -16,6 +16,7 @@ from typing import Any
 
 from ..discovery import AppRef, load
 from ..errors import DiscoveryError, FlaskprodError
+from ..render.nginx import StaticMount
 from .memorybound import resident_mb
 
 # Exit status of the probe when the app failed to load; its message is in the result file.
@@ -32,6 +33,8 @@ class AppInfo:
     import_string: str  # "module:name" naming exactly the app found, even when only a module was given
     # Paths it answers GET on with no URL arguments: Production(app)'s probes and metrics, and its own routes.
     served_paths: frozenset[str] = frozenset()
+    # Each registered blueprint's static route, in registration order (render.deployment.app_static picks).
+    blueprint_static: tuple[StaticMount, ...] = ()
 
 
 def probe(ref: AppRef, env: Mapping[str, str]) -> AppInfo:
@@ -61,6 +64,7 @@ def probe(ref: AppRef, env: Mapping[str, str]) -> AppInfo:
         static_url_path=result["static_url_path"],
         import_string=result["import_string"],
         served_paths=frozenset(result["served_paths"]),
+        blueprint_static=tuple(StaticMount(**mount) for mount in result["blueprint_static"]),
     )
 
 
@@ -103,6 +107,28 @@ def _served_paths(app: Any) -> list[str]:
     return sorted(paths | (production.probe_paths if production is not None else set()))
 
 
+# The tail of every static route's rule: Flask's own, and what Blueprint.register adds for each blueprint.
+_STATIC_RULE_TAIL = "/<path:filename>"
+
+
+def _blueprint_static(app: Any) -> list[dict[str, str]]:
+    """Each blueprint's static route as the app's router has it, url_prefix and nesting applied: its endpoint,
+    the URL before /<path:filename>, and the blueprint's folder. A route nginx could not match by path alone
+    (on a subdomain or host, or with a variable in its URL) is left out: the app serves it."""
+    mounts = []
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.endswith(".static"):
+            continue
+        blueprint = app.blueprints.get(rule.endpoint.removesuffix(".static"))
+        url = rule.rule.removesuffix(_STATIC_RULE_TAIL)
+        if blueprint is None or blueprint.static_folder is None or url == rule.rule:
+            continue
+        if "<" in url or rule.subdomain or rule.host:
+            continue
+        mounts.append({"endpoint": rule.endpoint, "url": url, "folder": blueprint.static_folder})
+    return mounts
+
+
 def main(argv: list[str]) -> int:
     module, name, path, result_path = argv
     ref = AppRef(module=module, name=name or None, path=path)
@@ -121,6 +147,7 @@ def main(argv: list[str]) -> int:
         "static_folder": app.static_folder,
         "static_url_path": app.static_url_path,
         "served_paths": _served_paths(app),
+        "blueprint_static": _blueprint_static(app),
     }
     Path(result_path).write_text(json.dumps(info))
     return 0

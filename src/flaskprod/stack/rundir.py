@@ -10,7 +10,7 @@ from typing import IO
 
 from ..errors import ServerError
 from ..render import NginxContext, TlsFiles
-from ..render.nginx import Protocol
+from ..render.nginx import Protocol, StaticMount
 from ..servers.common import UNIX_PATH_MAX
 
 
@@ -106,7 +106,7 @@ class StackDir:
         host: str,
         port: int,
         protocol: Protocol,
-        static_dir: str | None,
+        static: tuple[StaticMount, ...],
         user: str | None,
         tls: TlsFiles | None = None,
         metrics: tuple[str, int] | None = None,
@@ -121,7 +121,7 @@ class StackDir:
             upstream=f"unix:{upstream}",
             canary=(f"unix:{canary[0]}", canary[1]) if canary else None,
             protocol=protocol,
-            static_dir=static_dir,
+            static=static,
             conf_dir=str(self.path),
             pid_file=str(self.nginx_pid),
             temp_dir=str(self.temp_dir),

@@ -20,12 +20,12 @@ from types import FrameType
 from .. import discovery
 from ..errors import FlaskprodError, ServerError, SpecError
 from ..render import TlsFiles, render_nginx
-from ..render.deployment import app_static
-from ..render.nginx import Protocol, listen_address, server_names
+from ..render.deployment import app_static, from_installed_package
+from ..render.nginx import Protocol, StaticMount, listen_address, server_names
 from ..render.targets import split_extras
 from ..servers import resolve_kind
 from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind, loopback_for
-from ..servers.probe import probe
+from ..servers.probe import AppInfo, probe
 from ..sizing import Derived, derive
 from ..spec import CONFIG_ENV, Spec, env_for
 from .acme import OBTAIN_TIMEOUT, Acme, Certbot
@@ -89,7 +89,6 @@ class Plan:
     run: StackDir
     nginx_binary: str
     protocol: Protocol
-    static_dir: str | None
     app_env: Mapping[str, str]
     root: Path  # the project: each release is a copy of it
     tls: TlsFiles | None = None
@@ -98,11 +97,25 @@ class Plan:
     postgres: Postgres | None = None  # --with postgres
     release: Release | None = None  # the release nginx sends requests to
     canary: tuple[Release, int] | None = None  # `deploy --canary N`: a newer release and its percent of them
-    # The paths the app answers GET on (Production(app)'s probes and metrics, its own routes); learn_app's to find.
-    app_paths: frozenset[str] | None = None
+    # What loading the app showed (the paths it answers, its static folders); learn_app's to find.
+    loaded: AppInfo | None = None
 
     def app_serves(self, path: str) -> bool:
-        return self.app_paths is None or path in self.app_paths
+        """Whether the app answers GET on path (Production(app)'s probes and metrics, its own routes)."""
+        return self.loaded is None or path in self.loaded.served_paths
+
+    def static_in(self, release: Release) -> tuple[StaticMount, ...]:
+        """What nginx serves from disk for release: the project's static folders from its copy in release, an
+        installed package's (a blueprint of Flask-Admin's) from where it is. Derived from the spec each time,
+        so a reload applies an edited proxy.static_url or proxy.static_dir."""
+        if self.loaded is None:
+            return ()
+        return tuple(
+            mount
+            if from_installed_package(mount.folder)
+            else dataclasses.replace(mount, folder=self.in_release(release, mount.folder))
+            for mount in app_static(self.spec, self.loaded)
+        )
 
     def is_ready(self, status: int) -> bool:
         """Whether an answer on the readiness path means ready. Without a readiness endpoint, any answer the
@@ -208,7 +221,6 @@ def plan(
         root=Path.cwd().resolve(),
         nginx_binary=nginx_binary,
         protocol="uwsgi" if spec.server.kind == "uwsgi" else "http",
-        static_dir=None,  # learn_app's to find
         app_env=env,
         tls=tls,
         acme=acme,
@@ -218,21 +230,11 @@ def plan(
 
 
 def learn_app(p: Plan) -> Plan:
-    """The plan completed by loading the app once in a child process: its static files and their URL.
+    """The plan completed by loading the app once in a child process: the paths it answers, its static folders.
 
     After --with postgres has started: an app may touch its database as it loads (creating its tables).
     """
-    info = probe(p.app, p.app_env)
-    static_dir, static_url = app_static(p.spec, info)
-    spec = p.spec.replace(**{"proxy.static_url": static_url})
-    if static_dir is not None and not Path(static_dir).is_dir():
-        static_dir = None  # an app without static files: every request goes to the app
-    return dataclasses.replace(
-        p,
-        spec=spec,
-        static_dir=str(Path(static_dir).resolve()) if static_dir else None,
-        app_paths=info.served_paths,
-    )
+    return dataclasses.replace(p, loaded=probe(p.app, p.app_env))
 
 
 def new_release(p: Plan) -> Release:
@@ -273,7 +275,7 @@ def write_nginx_config(p: Plan) -> None:
         host=p.spec.proxy.host,
         port=p.spec.proxy.port,
         protocol=p.protocol,
-        static_dir=p.in_release(newest, p.static_dir) if p.static_dir else None,
+        static=p.static_in(newest),
         user=user,
         tls=p.tls,
         metrics=p.prometheus.scrape_listen if p.prometheus else None,
@@ -319,8 +321,6 @@ def replan(current: Plan, spec: Spec) -> Plan:
         changed += [key for key in POSTGRES_RESTART_ONLY if spec.get(key) != current.spec.get(key)]
     if changed:
         raise SpecError(f"{', '.join(changed)} changed: restart `flaskprod up` to apply")
-    if spec.origins.get("proxy.static_url", "default") == "default":
-        spec = spec.replace(**{"proxy.static_url": current.spec.proxy.static_url})
     # The worker count nginx's upstream and the app server were sized for stays.
     derived = dataclasses.replace(derive(spec, replicas=RELEASES_AT_ONCE), workers=current.derived.workers)
     return dataclasses.replace(current, spec=spec, derived=derived)
@@ -767,6 +767,7 @@ class Stack:
             metrics = f"{p.prometheus.metrics_url(spec)} (loopback, for Prometheus)"
         if not p.app_serves(spec.monitoring.metrics_path):
             metrics = "none: the app does not install Production(app)"
+        static = p.static_in(p.release)
         rows = [
             ("URL", f"{url}/"),
             (
@@ -777,9 +778,7 @@ class Stack:
             ("release", f"{p.release.number}, copied {p.release.created} from {p.release.source}"),
             (
                 "static",
-                f"{spec.proxy.static_url.rstrip('/')}/ -> {p.in_release(p.release, p.static_dir)} (nginx)"
-                if p.static_dir
-                else "none",
+                ", ".join(f"{mount.url}/ -> {mount.folder}" for mount in static) + " (nginx)" if static else "none",
             ),
             (
                 "health",
