@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ..errors import FlaskprodError, ServerError
+from ..plural import counted
 from ..servers.healthcheck import status_at
 from .control import Request
 from .releases import Release
@@ -53,7 +54,7 @@ def deploy(stack: Stack, request: Request, *, canary: object = None) -> None:
         raise ServerError(f"--canary {canary}: give the percent of requests for the new release, from 1 to 99")
     new_plan = stack.reloaded_plan()
     release = new_release(new_plan)
-    request.progress(f"copied {release.files} files of {release.source} into release {release.number}")
+    request.progress(f"copied {counted(release.files, 'file')} of {release.source} into release {release.number}")
     start_ready(stack, release, request)
     if canary is not None:
         switch(stack, dataclasses.replace(new_plan, canary=(release, canary)), request)

@@ -19,6 +19,7 @@ from types import FrameType
 
 from .. import discovery
 from ..errors import FlaskprodError, ServerError, SpecError
+from ..plural import counted
 from ..render import TlsFiles, render_nginx
 from ..render.deployment import app_static, from_installed_package
 from ..render.nginx import Protocol, StaticMount, listen_address, server_names
@@ -758,7 +759,7 @@ class Stack:
         p, d, spec = self.plan, self.plan.derived, self.plan.spec
         assert p.release is not None
         url = p.url
-        threads = f"{d.threads} thread{'s' if d.threads != 1 else ''}"
+        threads = counted(d.threads, "thread")
         protocol = "uwsgi protocol" if p.protocol == "uwsgi" else "HTTP"
         pinned = ", a CPU each" if d.cpu_affinity else ""
         fair = ", fair GIL" if spec.server.fair_gil and d.threads > 1 else ""
@@ -772,7 +773,7 @@ class Stack:
             ("URL", f"{url}/"),
             (
                 "app server",
-                f"{spec.server.kind}, {d.workers} workers x {threads} ({d.worker_class}{pinned}{fair}), "
+                f"{spec.server.kind}, {counted(d.workers, 'worker')} x {threads} ({d.worker_class}{pinned}{fair}), "
                 f"{protocol} on unix:{p.run.app_socket(p.release.number)}",
             ),
             ("release", f"{p.release.number}, copied {p.release.created} from {p.release.source}"),
