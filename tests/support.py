@@ -67,3 +67,18 @@ def running(
         yield proc
     finally:
         stop_group(proc)
+
+
+def interrupted_while_loading(args: list[str], cwd: Path, env: dict[str, str], marker: Path) -> tuple[int, str, str]:
+    """Run flaskprod args, Ctrl-C it once the app it loads has written marker; its status, stdout and stderr."""
+    command = subprocess.Popen([str(BIN / "flaskprod"), *args], cwd=cwd, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for(lambda: marker.exists() and bool(marker.read_text()), timeout=20, what=f"{marker} written")
+        command.send_signal(signal.SIGINT)
+        out, err = command.communicate(timeout=30)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()
+    return command.returncode, out, err

@@ -6,11 +6,9 @@ import importlib
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +25,7 @@ from flaskprod.render.compose import render_swarm
 from flaskprod.runtime.secrets import secret_key_problem
 from tests.buildkit import make_deployment
 from tests.conftest import server_env
-from tests.support import BIN, ROOT
+from tests.support import BIN, ROOT, interrupted_while_loading
 
 STRONG_KEY = secrets.token_hex(32)
 
@@ -957,20 +955,8 @@ def test_an_app_that_hangs_while_loading_is_stopped_at_ready_timeout(tmp_path: P
 def test_ctrl_c_while_the_app_loads_is_130_not_a_finding(tmp_path: Path) -> None:
     write(tmp_path, {"app.py": "import os\nimport time\n\nwith open('pid', 'w') as fh:\n"
                                "    fh.write(str(os.getpid()))\ntime.sleep(1000)\n"})  # fmt: skip
-    command = subprocess.Popen([str(BIN / "flaskprod"), "check"], cwd=tmp_path, env=server_env(None),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        for _ in range(200):  # up to 20 s for the app to start loading
-            if (tmp_path / "pid").exists() and (tmp_path / "pid").read_text():
-                break
-            time.sleep(0.1)
-        command.send_signal(signal.SIGINT)
-        out, err = command.communicate(timeout=30)
-    finally:
-        if command.poll() is None:
-            command.kill()
-            command.wait()
-    assert (command.returncode, out, err) == (130, "", "interrupted\n")  # 1 would read as "findings"
+    ended = interrupted_while_loading(["check"], tmp_path, server_env(None), tmp_path / "pid")
+    assert ended == (130, "", "interrupted\n")  # 1 would read as "findings"
     assert not Path("/proc", (tmp_path / "pid").read_text()).exists()
 
 

@@ -11,7 +11,7 @@ from . import discovery
 from .errors import BuildError
 from .project import project_name, project_version
 from .render.writer import Change, write_files
-from .spec import CONFIG_ENV, CONFIG_FILE, ENV_PREFIX, find_config_file
+from .spec import CONFIG_ENV, CONFIG_FILE, ENV_PREFIX, Spec, find_config_file
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,7 +37,10 @@ def detect(target: str | None, root: Path, environ: Mapping[str, str]) -> Detect
     ref = discovery.resolve(target, root)
     env = {name: value for name, value in environ.items() if not name.startswith(ENV_PREFIX)}
     env[CONFIG_ENV] = os.devnull  # an empty config: Production(app) would otherwise read ./flaskprod.toml
-    info = probe_to_learn(ref, env)
+    # The default bound, as every setting here: init writes the file the user would raise it in.
+    info = probe_to_learn(
+        ref, env, bound=Spec().proxy.ready_timeout, if_slow="write flaskprod.toml by hand: init takes no settings"
+    )
     return Detected(
         target=info.import_string,
         name=project_name(root, info.import_string),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .. import discovery
 from ..errors import ConfigurationError, DiscoveryError, FlaskprodError
+from ..servers.loading import exit_message, project_root
 from ..spec import Spec, env_for
 
 if TYPE_CHECKING:
@@ -197,45 +198,10 @@ def patched_environ(values: Mapping[str, str | None]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _project_root(ref: discovery.AppRef, cwd: Path) -> Path:
-    """cwd when the app lives under it (compose files and the like sit beside flaskprod.toml), else the app's."""
-    app_root = Path(ref.path).resolve()
-    here = cwd.resolve()
-    return here if app_root == here or here in app_root.parents else app_root
-
-
 def stand_in_environ() -> dict[str, str | None]:
     """What a refused app is loaded with to read the rest of its config: a throwaway key (nothing it signs
     outlives the check, as for `flaskprod build`'s probe) and debug off, the two things Production(app) refuses."""
     return {"FLASK_SECRET_KEY": secrets.token_hex(32), "FLASK_SECRET_KEY_FILE": None, "FLASK_DEBUG": "false"}
-
-
-def _user_frame(exc: BaseException, root: Path) -> str | None:
-    """file:line of the deepest frame of exc's traceback in the project's own code (not an installed package)."""
-    where = None
-    tb = exc.__traceback__
-    while tb is not None:
-        path = Path(tb.tb_frame.f_code.co_filename)
-        if path.is_absolute() and path.is_relative_to(root) and "site-packages" not in path.parts:
-            where = f"{path.relative_to(root).as_posix()}:{tb.tb_lineno}"
-        tb = tb.tb_next
-    return where
-
-
-def _exit_message(label: str, exc: BaseException, root: Path) -> str:
-    """The one line for an app that raised SystemExit, KeyboardInterrupt or another BaseException while loading."""
-    where = _user_frame(exc, root)
-    if isinstance(exc, SystemExit):
-        code = "" if exc.code is None else repr(exc.code)
-        at = f" from {where}" if where else ""
-        return (
-            f"app {label!r} exited while loading (sys.exit({code}){at}): a server importing it would exit too; "
-            'call sys.exit() only under `if __name__ == "__main__":`'
-        )
-    text = " ".join(str(exc).split())
-    raised = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    at = f" ({where})" if where else ""
-    return f"app {label!r} raised {raised} while loading{at}: a server importing it would stop too; remove the cause"
 
 
 def load_context(
@@ -264,7 +230,7 @@ def load_context(
         except FlaskprodError:
             raise
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: the app's own, not check's to obey
-            raise DiscoveryError(_exit_message(ref.import_string, exc, _project_root(ref, base))) from None
+            raise DiscoveryError(exit_message(ref.import_string, exc, project_root(ref, base))) from None
     return Context(
-        spec=spec, ref=ref, root=_project_root(ref, base), app=app, refused=refused, environ=dict(os.environ)
+        spec=spec, ref=ref, root=project_root(ref, base), app=app, refused=refused, environ=dict(os.environ)
     )

@@ -3,26 +3,22 @@ while importing is one line (exit 2), never check's own exit status or a wait wi
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import discovery
 from ..errors import DiscoveryError, FlaskprodError
+from ..servers.loading import ended_message, load_in_child
 from ..spec import Spec, spec_as_dict
 from .context import load_context
 from .registry import Level, Message, run_checks
 
-POLL_SECONDS = 0.05
 # Files the child writes in the directory it is given: the first once the app has loaded (from then on
 # only the checks run, which no deadline bounds), the second with what it found.
 LOADED, RESULT = "loaded", "result.json"
@@ -47,74 +43,23 @@ def checked_in_child(spec: Spec, cwd: Path) -> list[Message]:
 
 
 def _run(spec: Spec, ref: discovery.AppRef, cwd: Path, *, refused: str | None) -> dict[str, Any]:
-    label, bound = ref.import_string, spec.proxy.ready_timeout
+    label = ref.import_string
     with tempfile.TemporaryDirectory(prefix="flaskprod-check-") as tmp:
         out = Path(tmp)
         job = {"spec": spec_as_dict(spec), "origins": dict(spec.origins), "cwd": str(cwd), "refused": refused}
         (out / "job.json").write_text(json.dumps(job))
         # The app's own output while importing goes to stderr, so that stdout stays check's report.
-        process = subprocess.Popen(
-            [sys.executable, "-m", "flaskprod.checks.runner", tmp],
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=_stderr_fd(),
-            start_new_session=True,  # its own group, so that whatever the app started goes with it
-        )
-        try:
-            status = _wait(process, out / LOADED, time.monotonic() + bound)
-        finally:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        if status is None:
-            raise DiscoveryError(
-                f"app {label!r} did not finish loading within proxy.ready_timeout = {bound}s: if it waits for a "
-                "service (a database) when imported, start that service or connect on the first request instead; "
-                f"if it is only slow, raise the bound (--set proxy.ready_timeout={2 * bound})"
-            )
+        args = [sys.executable, "-m", "flaskprod.checks.runner", tmp]
+        status = load_in_child(args, label=label, bound=spec.proxy.ready_timeout, loaded=out / LOADED, cwd=cwd)
         try:
             result: dict[str, Any] = json.loads((out / RESULT).read_text())
         except (OSError, ValueError):
             if (out / LOADED).exists():
                 raise RuntimeError(f"flaskprod check's checks of {label!r} failed (exit status {status})") from None
-            raise DiscoveryError(_ended_message(label, status)) from None
+            raise DiscoveryError(ended_message(label, status)) from None
     if "error" in result:
         raise DiscoveryError(result["error"])
     return result
-
-
-def _wait(process: subprocess.Popen[bytes], loaded: Path, deadline: float) -> int | None:
-    """The child's exit status; None when it had not loaded the app by the deadline."""
-    while True:
-        try:
-            return process.wait(timeout=POLL_SECONDS)
-        except subprocess.TimeoutExpired:
-            if loaded.exists():
-                return process.wait()
-            if time.monotonic() >= deadline:
-                return None
-
-
-def _ended_message(label: str, status: int) -> str:
-    """The one line for a child that ended without a word: os._exit() or a crash in native code."""
-    if status < 0:
-        try:
-            name = signal.Signals(-status).name
-        except ValueError:
-            name = f"signal {-status}"
-        return f"app {label!r} crashed while loading (killed by {name})"
-    return (
-        f"app {label!r} exited while loading (exit status {status}, without a Python exception, as os._exit() "
-        "does): a server importing it would exit too"
-    )
-
-
-def _stderr_fd() -> int:
-    try:
-        return sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # replaced by a stream with no descriptor (a test runner's)
-        return 2
 
 
 def main(argv: Sequence[str]) -> int:

@@ -265,7 +265,8 @@ def plan_deployment(
     found = require_flaskprod(root, requirements)
     ref = discovery.resolve(spec.app.target, root)
     # The flags reach the app as they will in the container (a health path, a setting it reads at start).
-    info = probe_to_learn(ref, {**(environ if environ is not None else {}), **env_for(spec.flagged())})
+    env = {**(environ if environ is not None else {}), **env_for(spec.flagged())}
+    info = probe_to_learn(ref, env, bound=spec.proxy.ready_timeout)
     mon = spec.monitoring
     unanswered = [path for path in (mon.health_path, mon.ready_path) if path not in info.served_paths]
     if unanswered:

@@ -56,7 +56,7 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
     env = worker_environ(spec, app)
     # The probe must not write metrics into (or see a drain file of) a directory it does not own.
     probe_env = {k: v for k, v in os.environ.items() if k not in (MULTIPROC_ENV, DRAIN_FILE_ENV)}
-    worker_mb = probe(app, {**probe_env, **env}).rss_mb
+    worker_mb = probe(app, {**probe_env, **env}, bound=spec.proxy.ready_timeout).rss_mb
     settings = server_settings(spec, derive(spec, worker_mb=worker_mb), app, worker_mb=worker_mb)
     if print_config:
         print(json.dumps(settings, indent=2))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import traceback
@@ -17,6 +16,7 @@ from typing import Any
 from ..discovery import AppRef, load
 from ..errors import DiscoveryError, FlaskprodError
 from ..render.nginx import StaticMount
+from .loading import ended_message, exit_message, load_in_child, project_root
 from .memorybound import resident_mb
 
 # Exit status of the probe when the app failed to load; its message is in the result file.
@@ -37,25 +37,25 @@ class AppInfo:
     blueprint_static: tuple[StaticMount, ...] = ()
 
 
-def probe(ref: AppRef, env: Mapping[str, str]) -> AppInfo:
+def probe(ref: AppRef, env: Mapping[str, str], *, bound: int, if_slow: str | None = None) -> AppInfo:
     """Load ref in a child interpreter with env; what it learned, or the load error raised as one line.
 
     A child, not this process: the app server's master then forks workers that have not imported the
-    app (unless preload is on), and the app's import-time side effects stay out of the supervisor.
+    app (unless preload is on), and the app's import-time side effects stay out of the supervisor. The
+    load is given bound seconds (the caller's proxy.ready_timeout, as `check` gives it); if_slow is the
+    advice for an app that is only slow (see load_in_child).
     """
+    label = ref.import_string
     with tempfile.TemporaryDirectory(prefix="flaskprod-probe-") as tmp:
         result_path = Path(tmp) / "result.json"
         args = [sys.executable, "-m", "flaskprod.servers.probe", ref.module, ref.name or "", ref.path, str(result_path)]
-        # The app's own output during import goes where the server's output would; ours goes in a file.
         # The app's own output while importing goes to stderr, with the server's; stdout stays for
         # what the command prints (the settings, `up`'s table).
-        completed = subprocess.run(args, env=dict(env), stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False)
+        status = load_in_child(args, label=label, bound=bound, env=env, if_slow=if_slow)
         try:
             result = json.loads(result_path.read_text())
         except (OSError, ValueError):
-            raise DiscoveryError(
-                f"app {ref.import_string!r} crashed while loading (exit status {completed.returncode})"
-            ) from None
+            raise DiscoveryError(ended_message(label, status)) from None
     if "error" in result:
         raise DiscoveryError(result["error"])
     return AppInfo(
@@ -68,12 +68,14 @@ def probe(ref: AppRef, env: Mapping[str, str]) -> AppInfo:
     )
 
 
-def probe_to_learn(ref: AppRef, environ: Mapping[str, str]) -> AppInfo:
+def probe_to_learn(
+    ref: AppRef, environ: Mapping[str, str], *, bound: int, if_slow: str | None = None
+) -> AppInfo:
     """probe() for a command that only reads the app (build, init): an app that refuses to load without
     a strong key is given a throwaway one, since nothing it signs outlives the probe."""
     env = dict(environ)
     env.setdefault("FLASK_SECRET_KEY", secrets.token_hex(32))
-    return probe(ref, env)
+    return probe(ref, env, bound=bound, if_slow=if_slow)
 
 
 def _print_user_traceback(exc: BaseException) -> None:
@@ -141,6 +143,12 @@ def main(argv: list[str]) -> int:
         message = str(exc) if isinstance(exc, DiscoveryError) else f"app {ref.import_string!r} refused to start: {exc}"
         Path(result_path).write_text(json.dumps({"error": message}))
         return FAILED
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt: the app's own, not the probe's to obey
+        # Imported here, on failure only: the probe measures what a worker holds once it has loaded the app.
+
+        message = exit_message(ref.import_string, exc, project_root(ref, Path.cwd()))
+        Path(result_path).write_text(json.dumps({"error": message}))
+        return FAILED
     info = {
         "import_string": _import_string(ref, app),
         "rss_mb": resident_mb(os.getpid()),
@@ -154,4 +162,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Threads the app started while importing would keep the interpreter alive; all it had to say is written.
+    os._exit(code)

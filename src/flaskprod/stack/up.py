@@ -235,7 +235,7 @@ def learn_app(p: Plan) -> Plan:
 
     After --with postgres has started: an app may touch its database as it loads (creating its tables).
     """
-    return dataclasses.replace(p, loaded=probe(p.app, p.app_env))
+    return dataclasses.replace(p, loaded=probe(p.app, p.app_env, bound=p.spec.proxy.ready_timeout))
 
 
 def new_release(p: Plan) -> Release:

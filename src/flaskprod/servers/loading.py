@@ -1,0 +1,129 @@
+"""A child interpreter that loads the user's app (for `check`, and the probe of init, serve, build and up):
+in its own session, given proxy.ready_timeout to load, and one line when it exits, crashes or hangs instead."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .. import discovery
+from ..errors import DiscoveryError
+
+POLL_SECONDS = 0.05
+
+
+def load_in_child(
+    args: Sequence[str],
+    *,
+    label: str,
+    bound: int,
+    loaded: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    if_slow: str | None = None,
+) -> int:
+    """Run args until they exit, their output on stderr (stdout stays the command's); their exit status.
+
+    Raises a DiscoveryError when the app had not loaded within bound seconds: the child has loaded it once
+    it exits, or once loaded exists (what it does then is not bounded). if_slow is the advice for an app
+    that is only slow; by default, raising the bound with --set. The child runs in its own session, so that
+    whatever the app started goes with it when the group is killed: at the deadline, or when this process
+    is interrupted.
+    """
+    process = subprocess.Popen(
+        list(args),
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=_stderr_fd(),
+        start_new_session=True,
+    )
+    try:
+        status = _wait(process, loaded, time.monotonic() + bound)
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    if status is None:
+        advice = if_slow or f"raise the bound (--set proxy.ready_timeout={2 * bound})"
+        raise DiscoveryError(
+            f"app {label!r} did not finish loading within proxy.ready_timeout = {bound}s: if it waits for a "
+            "service (a database) when imported, start that service or connect on the first request instead; "
+            f"if it is only slow, {advice}"
+        )
+    return status
+
+
+def _wait(process: subprocess.Popen[bytes], loaded: Path | None, deadline: float) -> int | None:
+    """The child's exit status; None when it had not loaded the app by the deadline."""
+    while True:
+        try:
+            return process.wait(timeout=POLL_SECONDS)
+        except subprocess.TimeoutExpired:
+            if loaded is not None and loaded.exists():
+                return process.wait()
+            if time.monotonic() >= deadline:
+                return None
+
+
+def ended_message(label: str, status: int) -> str:
+    """The one line for a child that ended without a word: os._exit() or a crash in native code."""
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"app {label!r} crashed while loading (killed by {name})"
+    return (
+        f"app {label!r} exited while loading (exit status {status}, without a Python exception, as os._exit() "
+        "does): a server importing it would exit too"
+    )
+
+
+def _stderr_fd() -> int:
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a stream with no descriptor (a test runner's)
+        return 2
+
+
+def project_root(ref: discovery.AppRef, cwd: Path) -> Path:
+    """cwd when the app lives under it (compose files and the like sit beside flaskprod.toml), else the app's."""
+    app_root = Path(ref.path).resolve()
+    here = cwd.resolve()
+    return here if app_root == here or here in app_root.parents else app_root
+
+
+def _user_frame(exc: BaseException, root: Path) -> str | None:
+    """file:line of the deepest frame of exc's traceback in the project's own code (not an installed package)."""
+    where = None
+    tb = exc.__traceback__
+    while tb is not None:
+        path = Path(tb.tb_frame.f_code.co_filename)
+        if path.is_absolute() and path.is_relative_to(root) and "site-packages" not in path.parts:
+            where = f"{path.relative_to(root).as_posix()}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
+
+
+def exit_message(label: str, exc: BaseException, root: Path) -> str:
+    """The one line for an app that raised SystemExit, KeyboardInterrupt or another BaseException while loading."""
+    where = _user_frame(exc, root)
+    if isinstance(exc, SystemExit):
+        code = "" if exc.code is None else repr(exc.code)
+        at = f" from {where}" if where else ""
+        return (
+            f"app {label!r} exited while loading (sys.exit({code}){at}): a server importing it would exit too; "
+            'call sys.exit() only under `if __name__ == "__main__":`'
+        )
+    text = " ".join(str(exc).split())
+    raised = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    at = f" ({where})" if where else ""
+    return f"app {label!r} raised {raised} while loading{at}: a server importing it would stop too; remove the cause"

@@ -1,0 +1,155 @@
+"""The probe init, serve and build load the app with: an app that exits, is interrupted, crashes or hangs while
+loading is one line and exit 2, its process gone; a bug in it keeps its traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import server_env
+from tests.support import BIN, interrupted_while_loading
+
+PLAIN = "from flask import Flask\n\napp = Flask(__name__)\n"
+# Lines 4 to 7 of every app below: where the test finds the app's process.
+WRITES_PID = "import os\n\nwith open('pid', 'w') as fh:\n    fh.write(str(os.getpid()))\n"
+# As an app waiting for its database when imported, having started a helper process of its own.
+HANGS = PLAIN + WRITES_PID + (
+    "import subprocess\nimport time\n\nhelper = subprocess.Popen(['sleep', '1000'])\n"
+    "with open('helper.pid', 'w') as fh:\n    fh.write(str(helper.pid))\ntime.sleep(1000)\n"
+)
+COMMANDS = {
+    "init": ["init", "--dry-run"],
+    "serve": ["serve", "--print-config"],
+    "build": ["build", "--target", "single", "--dry-run"],
+}
+
+
+def run(tmp_path: Path, files: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The real command in tmp_path, holding files and a requirements.txt (build asks for one)."""
+    for name, text in {"requirements.txt": "flask\nflaskprod\n", **files}.items():
+        (tmp_path / name).write_text(text)
+    return subprocess.run(
+        [str(BIN / "flaskprod"), *args], cwd=tmp_path, env=server_env(), capture_output=True, text=True, timeout=60
+    )
+
+
+def gone(tmp_path: Path, pid_file: str = "pid") -> bool:
+    """Whether the process whose pid the app wrote in pid_file has ended: a zombie has (a helper whose parent,
+    the app, was killed with it is left for init to reap)."""
+    try:
+        stat = Path("/proc", (tmp_path / pid_file).read_text(), "stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+@pytest.fixture(autouse=True)
+def stop_leftovers(tmp_path: Path) -> Iterator[None]:
+    """A failing test leaves no app or helper process behind: each is killed by the pid it wrote (if that
+    pid is still the probe's or the helper's)."""
+    yield
+    for pid_file, command in (("pid", b"flaskprod.servers.probe"), ("helper.pid", b"sleep")):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((tmp_path / pid_file).read_text())
+            if command in Path("/proc", str(pid), "cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("command", COMMANDS.values(), ids=COMMANDS.keys())
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (
+            {"app.py": PLAIN + WRITES_PID + "import sys\n\nsys.exit(0)\n"},
+            "Error: app 'app' exited while loading (sys.exit(0) from app.py:10): a server importing it would exit "
+            'too; call sys.exit() only under `if __name__ == "__main__":`',
+        ),
+        (
+            {"app.py": PLAIN + WRITES_PID + "import sys\n\nsys.exit(3)\n"},
+            "Error: app 'app' exited while loading (sys.exit(3) from app.py:10): a server importing it would exit "
+            'too; call sys.exit() only under `if __name__ == "__main__":`',
+        ),
+        (
+            {"app.py": PLAIN + WRITES_PID + "import settings\n", "settings.py": "import sys\n\nsys.exit('no db')\n"},
+            "Error: app 'app' exited while loading (sys.exit('no db') from settings.py:3): a server importing it "
+            'would exit too; call sys.exit() only under `if __name__ == "__main__":`',
+        ),
+        (
+            {"app.py": PLAIN + WRITES_PID + "os._exit(0)\n"},
+            "Error: app 'app' exited while loading (exit status 0, without a Python exception, as os._exit() "
+            "does): a server importing it would exit too",
+        ),
+        (
+            {"app.py": PLAIN + WRITES_PID + "raise KeyboardInterrupt\n"},
+            "Error: app 'app' raised KeyboardInterrupt while loading (app.py:8): a server importing it would stop "
+            "too; remove the cause",
+        ),
+        (
+            {"app.py": PLAIN + WRITES_PID + "import signal\n\nos.kill(os.getpid(), signal.SIGKILL)\n"},
+            "Error: app 'app' crashed while loading (killed by SIGKILL)",
+        ),
+    ],
+    ids=["sys-exit-0", "sys-exit-3", "sys-exit-in-an-import", "os-exit-0", "keyboard-interrupt", "killed"],
+)
+def test_an_app_that_exits_or_is_interrupted_while_loading_is_one_line(
+    tmp_path: Path, command: list[str], files: dict[str, str], message: str
+) -> None:
+    result = run(tmp_path, files, *command)
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", message + "\n")
+    assert gone(tmp_path)
+
+
+@pytest.mark.parametrize("command", [COMMANDS["serve"], COMMANDS["build"]], ids=["serve", "build"])
+def test_an_app_that_hangs_while_loading_is_stopped_at_ready_timeout(tmp_path: Path, command: list[str]) -> None:
+    # run's own timeout fails the test if the command waits (or if the helper is left holding its stderr).
+    result = run(tmp_path, {"app.py": HANGS}, *command, "--set", "proxy.ready_timeout=1")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "Error: app 'app' did not finish loading within proxy.ready_timeout = 1s: if it waits for a service "
+        "(a database) when imported, start that service or connect on the first request instead; if it is only "
+        "slow, raise the bound (--set proxy.ready_timeout=2)\n"
+    )
+    assert gone(tmp_path) and gone(tmp_path, "helper.pid")  # the app's whole group stopped, not left asleep
+
+
+def test_the_bound_is_the_commands_own_spec_another_config_file_included(tmp_path: Path) -> None:
+    (tmp_path / "staging.toml").write_text("[proxy]\nready_timeout = 1\n")
+    result = run(tmp_path, {"app.py": HANGS}, *COMMANDS["build"], "--config", "staging.toml")
+    assert result.returncode == 2
+    assert "did not finish loading within proxy.ready_timeout = 1s" in result.stderr
+    assert gone(tmp_path) and gone(tmp_path, "helper.pid")
+
+
+@pytest.mark.parametrize("command", COMMANDS.values(), ids=COMMANDS.keys())
+def test_threads_the_app_started_do_not_keep_the_probe_waiting(tmp_path: Path, command: list[str]) -> None:
+    # A scheduler started at import: a non-daemon thread that would keep the probe's interpreter from exiting.
+    starts_a_thread = "import threading\nimport time\n\nthreading.Thread(target=time.sleep, args=(1000,)).start()\n"
+    # Production(app), or build would then say the app does not answer its health checks.
+    production = "\nfrom flaskprod import Production\n\nProduction(app)\n"
+    result = run(tmp_path, {"app.py": PLAIN + WRITES_PID + starts_a_thread + production}, *command)
+    assert result.returncode == 0, result.stderr
+    assert gone(tmp_path)
+
+
+@pytest.mark.parametrize("command", COMMANDS.values(), ids=COMMANDS.keys())
+def test_a_bug_in_the_app_keeps_its_traceback_then_one_line(tmp_path: Path, command: list[str]) -> None:
+    result = run(tmp_path, {"app.py": PLAIN + "RATIO = 1 / 0\n"}, *command)
+    assert (result.returncode, result.stdout) == (2, "")
+    lines = result.stderr.splitlines()
+    # From the user's first frame: none of flaskprod's or importlib's.
+    assert lines[:3] == ["Traceback (most recent call last):", f'  File "{tmp_path / "app.py"}", line 4, in <module>',
+                         "    RATIO = 1 / 0"]  # fmt: skip
+    assert lines[-1] == "Error: error while importing 'app': ZeroDivisionError: division by zero"
+
+
+def test_ctrl_c_while_the_app_loads_is_130_and_stops_it(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(HANGS)
+    ended = interrupted_while_loading(COMMANDS["serve"], tmp_path, server_env(), tmp_path / "helper.pid")
+    assert ended == (130, "", "interrupted\n")
+    assert gone(tmp_path) and gone(tmp_path, "helper.pid")
