@@ -138,6 +138,19 @@ def test_threads_the_app_started_do_not_keep_the_probe_waiting(tmp_path: Path, c
 
 
 @pytest.mark.parametrize("command", COMMANDS.values(), ids=COMMANDS.keys())
+def test_processes_the_app_started_end_with_the_probe(tmp_path: Path, command: list[str]) -> None:
+    # A helper process started at import (a worker pool, a sidecar): the probe's, not the command's to keep.
+    starts_a_helper = (
+        "import subprocess\n\nhelper = subprocess.Popen(['sleep', '1000'])\n"
+        "with open('helper.pid', 'w') as fh:\n    fh.write(str(helper.pid))\n"
+    )
+    production = "\nfrom flaskprod import Production\n\nProduction(app)\n"
+    result = run(tmp_path, {"app.py": PLAIN + WRITES_PID + starts_a_helper + production}, *command)
+    assert result.returncode == 0, result.stderr
+    assert gone(tmp_path) and gone(tmp_path, "helper.pid")
+
+
+@pytest.mark.parametrize("command", COMMANDS.values(), ids=COMMANDS.keys())
 def test_a_bug_in_the_app_keeps_its_traceback_then_one_line(tmp_path: Path, command: list[str]) -> None:
     result = run(tmp_path, {"app.py": PLAIN + "RATIO = 1 / 0\n"}, *command)
     assert (result.returncode, result.stdout) == (2, "")

@@ -62,15 +62,16 @@ def load_in_child(
 
 
 def _wait(process: subprocess.Popen[bytes], loaded: Path | None, deadline: float) -> int | None:
-    """The child's exit status; None when it had not loaded the app by the deadline."""
-    while True:
-        try:
-            return process.wait(timeout=POLL_SECONDS)
-        except subprocess.TimeoutExpired:
-            if loaded is not None and loaded.exists():
-                return process.wait()
-            if time.monotonic() >= deadline:
-                return None
+    """The child's exit status, once what the app started as it loaded (a scheduler, a helper process) is
+    stopped with it; None when it had not loaded the app by the deadline."""
+    while os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        if time.monotonic() >= deadline and not (loaded is not None and loaded.exists()):
+            return None
+        time.sleep(POLL_SECONDS)
+    # Not reaped yet, the child holds its process group's id, which no other process can have taken.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    return process.wait()
 
 
 def ended_message(label: str, status: int) -> str:
