@@ -427,6 +427,23 @@ def test_check_passes_the_fix(project: Path, case: Case) -> None:
     assert case.id not in result.ids(), result.messages
 
 
+def test_a_blueprints_static_files_through_the_app_are_named_too(project: Path) -> None:
+    admin = (
+        'from flask import Blueprint\n\nadmin = Blueprint("admin", __name__, static_folder="admin_static", '
+        'url_prefix="/admin")\napp.register_blueprint(admin)\n'
+    )
+    serves_static = NGINX_PROXY.replace("location / {", "location /static/ {\n    alias /srv/static/;\n}\nlocation / {")
+    files = {"app.py": PROD + admin, "static/app.css": "body {}\n", "admin_static/admin.css": "h1 {}\n"}
+    found = audit(project, {**files, "nginx.conf": serves_static}).only("FP-P014")
+    assert [m["text"] for m in found] == [
+        "nginx passes every request to the app, /admin/admin_static/ too: each static file holds a Python worker "
+        "that a page could use, and gets none of nginx's sendfile, caching headers or open-file cache"
+    ]
+    admin_location = "location /admin/admin_static/ {\n    alias /srv/admin/;\n}\n"
+    both = serves_static.replace("location / {", admin_location + "location / {")
+    assert audit(project, {**files, "nginx.conf": both}).only("FP-P014") == []
+
+
 def test_every_check_has_a_case() -> None:
     covered = {c.id for c in CASES} | {"FP-P001"}  # FP-P001 runs in its own process below
     assert covered == set(REGISTRY)

@@ -527,22 +527,29 @@ def _has_static_files(folder: str | None) -> bool:
     WARNING,
     "nginx passes every request to the app, its static files too: each one holds a Python worker that "
     "a page could use, and gets none of nginx's sendfile, caching headers or open-file cache",
-    hint="serve the app's static folder from disk beside proxy_pass: `location /static/ { alias "
-    "/path/to/static/; }` (flaskprod up and the images flaskprod builds do)",
+    hint="serve the app's static folders (its own, its blueprints') from disk beside proxy_pass: `location "
+    "/static/ { alias /path/to/static/; }` (flaskprod up and the images flaskprod builds do)",
 )
 def static_through_app(context: Context) -> Iterator[Found]:
+    from ..servers.probe import blueprint_static
+
     app = context.app
-    if app is None or app.static_url_path is None or not _has_static_files(app.static_folder):
+    if app is None:
         return
-    url = app.static_url_path
+    # The app's static folder and each blueprint's, where they hold files, as nginx could serve them.
+    mounts = [(app.static_url_path, app.static_folder)] if app.static_url_path else []
+    mounts += [(mount["url"], mount["folder"]) for mount in blueprint_static(app)]
+    urls = [url for url, folder in mounts if _has_static_files(folder)]
     for item in _nginx_files(context):
         passes = [*_directive_lines(item, "proxy_pass"), *_directive_lines(item, "uwsgi_pass")]
         if not passes:
             continue
-        if not any(url in text for _, text in _directive_lines(item, "location")):
+        locations = [text for _, text in _directive_lines(item, "location")]
+        missing = [f"{url}/" for url in urls if not any(url in text for text in locations)]
+        if missing:
             text = (
-                f"nginx passes every request to the app, {url}/ too: each static file holds a Python worker that "
-                "a page could use, and gets none of nginx's sendfile, caching headers or open-file cache"
+                f"nginx passes every request to the app, {', '.join(missing)} too: each static file holds a Python "
+                "worker that a page could use, and gets none of nginx's sendfile, caching headers or open-file cache"
             )
             yield Found(obj=item.at(passes[0][0]), text=text)
 

@@ -113,7 +113,7 @@ def _served_paths(app: Any) -> list[str]:
 _STATIC_RULE_TAIL = "/<path:filename>"
 
 
-def _blueprint_static(app: Any) -> list[dict[str, str]]:
+def blueprint_static(app: Any) -> list[dict[str, str]]:
     """Each blueprint's static route as the app's router has it, url_prefix and nesting applied: its endpoint,
     the URL before /<path:filename>, and the blueprint's folder. A route nginx could not match by path alone
     (on a subdomain or host, or with a variable in its URL) is left out: the app serves it."""
@@ -155,7 +155,7 @@ def main(argv: list[str]) -> int:
         "static_folder": app.static_folder,
         "static_url_path": app.static_url_path,
         "served_paths": _served_paths(app),
-        "blueprint_static": _blueprint_static(app),
+        "blueprint_static": blueprint_static(app),
     }
     Path(result_path).write_text(json.dumps(info))
     return 0
