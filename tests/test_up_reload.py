@@ -34,6 +34,15 @@ def test_sighup_applies_the_edited_config_and_keeps_the_running_one_on_a_bad_edi
         wait_for(lambda: post(upload, 200 * 1024) == 413, timeout=20, what="the new body limit in nginx")
         assert "client_max_body_size 102400;" in (stack.run_dir / "nginx.conf").read_text()
 
+        # Raised again, the limit is the app's too: its reloaded workers read the project's file, not the
+        # release's copy of it (nginx would pass 500k, and the app answer 413 by the limit it started with).
+        config.write_text('[proxy]\nmax_body_size = "2M"\n')
+        os.kill(stack.proc.pid, signal.SIGHUP)
+        wait_for(lambda: post(upload, 1500 * 1024) == 200, timeout=20, what="the new body limit in nginx and the app")
+        config.write_text('[proxy]\nmax_body_size = "100k"\n')
+        os.kill(stack.proc.pid, signal.SIGHUP)
+        wait_for(lambda: post(upload, 200 * 1024) == 413, timeout=20, what="the body limit back at 100k")
+
         # A mistake in the file is reported; nginx and its config stay as they were.
         config.write_text('[proxy]\nmax_body_size = "lots"\n')
         os.kill(stack.proc.pid, signal.SIGHUP)

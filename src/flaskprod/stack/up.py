@@ -28,7 +28,7 @@ from ..servers import resolve_kind
 from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind, loopback_for
 from ..servers.probe import AppInfo, probe
 from ..sizing import Derived, derive
-from ..spec import CONFIG_ENV, Spec, env_for
+from ..spec import CONFIG_ENV, Spec, env_for, find_config_file
 from .acme import OBTAIN_TIMEOUT, Acme, Certbot
 from .children import Child
 from .control import ControlServer, Request
@@ -100,6 +100,7 @@ class Plan:
     canary: tuple[Release, int] | None = None  # `deploy --canary N`: a newer release and its percent of them
     # What loading the app showed (the paths it answers, its static folders); learn_app's to find.
     loaded: AppInfo | None = None
+    config_file: Path | None = None  # the project's flaskprod.toml (or pyproject.toml) the spec was read from
 
     def app_serves(self, path: str) -> bool:
         """Whether the app answers GET on path (Production(app)'s probes and metrics, its own routes)."""
@@ -156,7 +157,7 @@ class Plan:
         return server_names(self.spec, self.spec.proxy.host)[0]
 
 
-def app_server_env(spec: Spec, app: discovery.AppRef, derived: Derived, config_path: str | None) -> dict[str, str]:
+def app_server_env(spec: Spec, app: discovery.AppRef, derived: Derived) -> dict[str, str]:
     """The app server's environment: the spec `up` sees, plus what `up` decides about the app server.
 
     Values the user set by flag travel as FLASKPROD_* variables (the child has no flags); the
@@ -184,8 +185,6 @@ def app_server_env(spec: Spec, app: discovery.AppRef, derived: Derived, config_p
     # server.bind and the drain file are each release's own: see release_env.
     env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
     env.update(env_for(values))
-    if config_path:
-        env[CONFIG_ENV] = str(Path(config_path).resolve())
     return env
 
 
@@ -210,7 +209,12 @@ def plan(
     app = discovery.resolve(spec.app.target)
     derived = derive(spec, replicas=RELEASES_AT_ONCE)
     postgres = plan_postgres(spec, derived) if "postgres" in extras else None
-    env = app_server_env(spec, app, derived, config_path)
+    env = app_server_env(spec, app, derived)
+    config_file = Path(config_path).resolve() if config_path else find_config_file(Path.cwd())
+    if config_file is not None:
+        # Every release's workers read the run dir's copy of the project's config, the one nginx was rendered
+        # from: SIGHUP renews it once the edit checks out, so a bad edit never reaches a worker that restarts.
+        env[CONFIG_ENV] = str(copy_config(config_file, run))
     if postgres:
         env[spec.database.url_env] = postgres.url
         env.pop(spec.database.password_file_env, None)
@@ -223,11 +227,22 @@ def plan(
         nginx_binary=nginx_binary,
         protocol="uwsgi" if spec.server.kind == "uwsgi" else "http",
         app_env=env,
+        config_file=config_file,
         tls=tls,
         acme=acme,
         prometheus=prometheus,
         postgres=postgres,
     )
+
+
+def copy_config(source: Path, run: StackDir) -> Path:
+    """The config file as the workers read it: a copy in the run dir, under its own name (a pyproject.toml's
+    settings are in [tool.flaskprod]), replaced in one step."""
+    target = run.path / source.name
+    staged = target.with_name(f".{target.name}.new")
+    staged.write_bytes(source.read_bytes())
+    staged.replace(target)
+    return target
 
 
 def learn_app(p: Plan) -> Plan:
@@ -703,6 +718,8 @@ class Stack:
                 # The config file and environment are read again; nginx.conf follows them.
                 new_plan = replan(self.plan, self.reload_spec())
                 write_nginx_config(new_plan)
+                if new_plan.config_file is not None:
+                    copy_config(new_plan.config_file, new_plan.run)
                 self.plan = new_plan
             else:
                 check_config(self.plan.nginx_binary, self.plan.run)
