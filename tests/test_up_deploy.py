@@ -175,11 +175,13 @@ def test_a_release_that_cannot_start_never_gets_a_request(stack: UpStack) -> Non
     assert loader.count("ok") == len(outcomes) > 20, summary(outcomes)
     assert versions(stack, 10) == {"1": 10}
     assert not (stack.run_dir / "app-2.sock").exists()
+    # It never served: it is gone, so it neither counts towards release.keep nor is a rollback's target.
+    assert not any((stack.run_dir / "releases" / "2").iterdir())
 
     write_version(stack.root, "3")
     fixed = flaskprod(stack.root, "deploy")
     assert fixed.returncode == 0, fixed.stderr
-    assert fixed.stdout.startswith("release 3 serves every request")
+    assert fixed.stdout == "release 3 serves every request; `flaskprod rollback` returns to 1\n"
     assert versions(stack, 10) == {"3": 10}
 
 

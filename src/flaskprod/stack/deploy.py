@@ -55,7 +55,11 @@ def deploy(stack: Stack, request: Request, *, canary: object = None) -> None:
     new_plan = stack.reloaded_plan()
     release = new_release(new_plan)
     request.progress(f"copied {counted(release.files, 'file')} of {release.source} into release {release.number}")
-    start_ready(stack, release, request)
+    try:
+        start_ready(stack, release, request)
+    except ServerError:
+        new_plan.releases.remove(release.number)  # it never served: five failed deploys must not push out good ones
+        raise
     if canary is not None:
         switch(stack, dataclasses.replace(new_plan, canary=(release, canary)), request)
         message = (
@@ -152,7 +156,8 @@ def start_ready(stack: Stack, release: Release, request: Request) -> None:
         stack.stop_app_server(release.number)
         stack.signals.put(signal.SIGTERM)  # the stop wait_until took from the queue: the main loop acts on it
         raise ServerError("flaskprod up is stopping: the deploy was abandoned")
-    request.progress(f"release {release.number} is ready ({path} answered 200 after {time.monotonic() - started:.1f}s)")
+    answered = f"{path} answered {stack.last_answer} after {time.monotonic() - started:.1f}s"
+    request.progress(f"release {release.number} is ready ({answered})")
 
 
 def switch(stack: Stack, new_plan: Plan, request: Request) -> None:

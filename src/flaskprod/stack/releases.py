@@ -148,6 +148,13 @@ class Releases:
             shutil.rmtree(self.path / str(number), ignore_errors=True)
         return removable
 
+    def remove(self, number: int) -> None:
+        """Delete one release: one that never served, so that it neither counts towards release.keep nor
+        becomes a rollback's target. Its number stays taken (an empty folder, no release to iteration), so
+        that the logs never name two releases by one number."""
+        shutil.rmtree(self.path / str(number), ignore_errors=True)
+        (self.path / str(number)).mkdir(exist_ok=True)
+
     def before(self, number: int) -> Release | None:
         """The newest release older than number."""
         older = [r for r in self if r.number < number]
