@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from flaskprod.errors import ServerError, SpecError
-from flaskprod.stack.releases import Releases, exclude_patterns
+from flaskprod.stack.releases import Releases, adopt_data, exclude_patterns
 
 
 def project(root: Path) -> Path:
@@ -132,3 +132,41 @@ def test_skipped_paths_and_patterns_with_a_slash(tmp_path: Path) -> None:
     names = listing(release.path)
     assert "pkg/media/keep.txt" in names
     assert not any(name.startswith(("media", "run", "pkg/static")) for name in names)
+
+
+def test_data_the_app_wrote_inside_a_release_moves_to_the_project(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "__init__.py").write_text("app = None\n")
+    release = Releases(tmp_path / "releases").create(root, excludes=(), skip=[], max_mb=10)
+    # A SQLite file made from a path relative to the app's code, open in the running release, with its WAL.
+    (release.path / "pkg" / "app.db").write_text("rows")
+    (release.path / "pkg" / "app.db-wal").write_text("pending")
+    with (release.path / "pkg" / "app.db").open("a") as open_handle:
+        assert adopt_data(release, root) == ["pkg/app.db"]
+        open_handle.write(" and more")  # the running app's handle follows the file it had open
+    assert (root / "pkg" / "app.db").read_text() == "rows and more"
+    assert (root / "pkg" / "app.db-wal").read_text() == "pending"
+    for name in ("app.db", "app.db-wal"):
+        assert (release.path / "pkg" / name).resolve() == (root / "pkg" / name).resolve()
+    # The next release links the same file, as it links the project's other data.
+    following = Releases(tmp_path / "releases").create(root, excludes=(), skip=[], max_mb=10)
+    assert (following.path / "pkg" / "app.db").read_text() == "rows and more"
+    assert adopt_data(release, root) == []  # nothing left inside
+
+
+def test_data_inside_a_release_and_in_the_project_is_not_merged(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "app.py").write_text("app = None\n")
+    release = Releases(tmp_path / "releases").create(root, excludes=(), skip=[], max_mb=10)
+    (root / "app.db").write_text("the project's")
+    (release.path / "app.db").unlink(missing_ok=True)
+    (release.path / "app.db").write_text("the release's")
+    with pytest.raises(ServerError) as refused:
+        adopt_data(release, root)
+    assert str(refused.value) == (
+        f"release 1 holds app.db, data its app wrote inside the release, and the project has its own app.db: "
+        f"keep one of them (in {root}), then deploy again"
+    )
+    assert (release.path / "app.db").read_text() == "the release's" and not (release.path / "app.db").is_symlink()

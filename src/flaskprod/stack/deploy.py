@@ -17,7 +17,7 @@ from ..errors import FlaskprodError, ServerError
 from ..plural import counted
 from ..servers.healthcheck import status_at
 from .control import Request
-from .releases import Release
+from .releases import Release, adopt_data
 from .up import Plan, Stack, new_release, write_nginx_config
 
 # Extra seconds, past the graceful timeout, nginx's old workers get to finish before the switch is called failed.
@@ -53,6 +53,9 @@ def deploy(stack: Stack, request: Request, *, canary: object = None) -> None:
     if canary is not None and (not isinstance(canary, int) or not 1 <= canary <= 99):
         raise ServerError(f"--canary {canary}: give the percent of requests for the new release, from 1 to 99")
     new_plan = stack.reloaded_plan()
+    for moved in adopt_data(p.release, p.root):
+        request.progress(f"moved {moved}, which the app wrote inside release {p.release.number}, into the project: "
+                         "every release links it")  # fmt: skip
     release = new_release(new_plan)
     request.progress(f"copied {counted(release.files, 'file')} of {release.source} into release {release.number}")
     try:

@@ -161,6 +161,37 @@ class Releases:
         return older[-1] if older else None
 
 
+# What SQLite keeps beside a database while it is open: moved with it, or the two would part.
+_SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def adopt_data(release: Release, project: Path) -> list[str]:
+    """Move data the app wrote inside release (a SQLite file made from a path relative to its code) into the
+    project, and link it back: the release keeps working on the same files (renamed, not copied, so open
+    handles and locks follow them), and the next release links them as it links the project's other data.
+    The relative paths moved; ServerError, before anything moves, when the project has a file of that name."""
+    found = []
+    for directory, _dirs, files in os.walk(release.path):
+        for name in sorted(files):
+            path = Path(directory) / name
+            relative = path.relative_to(release.path).as_posix()
+            if _matches(relative, SHARED) and not path.is_symlink():
+                found.append(relative)
+    moving = [r + tail for r in found for tail in ("", *_SQLITE_COMPANIONS) if (release.path / (r + tail)).exists()]
+    taken = [r for r in moving if (project / r).exists() or (project / r).is_symlink()]
+    if taken:
+        raise ServerError(
+            f"release {release.number} holds {taken[0]}, data its app wrote inside the release, and the project has "
+            f"its own {taken[0]}: keep one of them (in {project}), then deploy again"
+        )
+    for relative in moving:
+        source, target = release.path / relative, project / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(source, target)
+        source.symlink_to(target)
+    return found
+
+
 @dataclass(frozen=True)
 class _Entry:
     source: Path
