@@ -328,6 +328,28 @@ def test_blueprint_static_folders_are_baked_into_the_nginx_image_and_served_from
 
 
 @pytest.mark.integration
+def test_the_images_contexts_hold_what_each_copies(tmp_path: Path) -> None:
+    """The nginx image takes its conf and the static folders, even one named like a build folder (dist/, a
+    bundler's output); the app image leaves out what build wrote, which pip would take for a second package."""
+    project = tmp_path / "spa"
+    (project / "dist").mkdir(parents=True)
+    (project / "dist" / "app.js").write_text("x\n")
+    (project / "requirements.txt").write_text("flask\nflaskprod\n")
+    (project / "app.py").write_text(
+        "from flask import Flask\nfrom flaskprod import Production\n\n"
+        'app = Flask(__name__, static_folder="dist")\nProduction(app)\n'
+    )
+    assert flaskprod_build(project, "--target", "compose").returncode == 0
+    out = project / "deploy/compose"
+    assert (out / "nginx/Dockerfile.dockerignore").read_text().splitlines()[1:] == [
+        "*", "!deploy/compose/nginx", "!dist",
+    ]  # fmt: skip
+    app_ignored = (out / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "dist" in app_ignored and app_ignored[-2:] == ["deploy", "!dist"]  # the later line wins
+    assert "COPY dist /srv/static/static" in (out / "nginx/Dockerfile").read_text()
+
+
+@pytest.mark.integration
 def test_settings_given_to_build_reach_the_app_as_they_reach_nginx(project: Path) -> None:
     """A flag, a FLASKPROD_* variable or another config file sets nginx's side at build time; the app in the
     container reads only the project's flaskprod.toml, so the build must tell it the same values."""

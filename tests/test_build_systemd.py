@@ -396,6 +396,7 @@ def test_flaskprod_build_writes_the_target(tmp_path: Path) -> None:
     subprocess.run(argv, cwd=project, check=True, timeout=60)
     shipped = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
     assert {"wsgi.py", "pkg/views.py", "pkg/build/steps.py"} <= shipped  # only the root's build/ is a build folder
+    assert not [path for path in shipped if path.startswith("deploy/")]  # a second top-level package to pip
     assert not shipped & {".env", "key.pem", ".flaskprod/secret_key", "instance/app.db", "shop.db",
                           ".venv/pyvenv.cfg", "pkg/__pycache__/a.cpython-311.pyc"}  # fmt: skip
 

@@ -61,12 +61,36 @@ def copy_instruction(source: str, target: str) -> str:
     return f"COPY {source} {target}"
 
 
-def never_shipped() -> list[str]:
-    """DOCKERIGNORE's patterns as rsync reads them, for a VM's copy of the project to leave out what the images
-    do: `**/x` matches at any depth (a bare name, for rsync), any other from the project root (`/x`)."""
-    lines = [line.strip() for line in DOCKERIGNORE.splitlines()]
+def app_ignores(d: Deployment) -> str:
+    """The app image's .dockerignore: DOCKERIGNORE, and the folders `flaskprod build` writes (pip installing the
+    project would find them a second top-level package), but never a static folder the app serves (dist/)."""
+    # deploy/ holds every target's folder by default; another --out is left out alone.
+    written = ["deploy"] if d.out.split("/", 1)[0] == "deploy" else [d.out]
+    kept = [f"!{mount.folder}" for mount in d.project.static]
+    header = "# What flaskprod build writes, and the static folders the app serves:\n"
+    return DOCKERIGNORE + header + "".join(f"{line}\n" for line in [*written, *kept])
+
+
+def nginx_ignores(d: Deployment) -> str:
+    """The nginx image's .dockerignore: everything but what it copies (its conf, the static folders)."""
+    kept = [f"{d.out}/nginx", *(mount.folder for mount in d.project.static)]
+    header = "# Written by `flaskprod build`: the nginx image copies its conf and the static folders, nothing else.\n"
+    return header + "*\n" + "".join(f"!{path}\n" for path in kept)
+
+
+def never_shipped(d: Deployment) -> list[str]:
+    """The app image's ignore patterns as rsync filters, for a VM's copy of the project to leave out what the
+    image does: `**/x` matches at any depth (a bare name, for rsync), any other from the project root (`/x`);
+    an exception (`!x`) is an include, placed first, since rsync takes the first filter that matches."""
+    lines = [line.strip() for line in app_ignores(d).splitlines()]
     patterns = [line for line in lines if line and not line.startswith("#")]
-    return [p.removeprefix("**/") if p.startswith("**/") else f"/{p}" for p in patterns]
+    includes = [f"--include=/{p[1:]}/***" for p in patterns if p.startswith("!")]
+    excludes = [f"--exclude={_rsync(p)}" for p in patterns if not p.startswith("!")]
+    return [*includes, *excludes]
+
+
+def _rsync(pattern: str) -> str:
+    return pattern.removeprefix("**/") if pattern.startswith("**/") else f"/{pattern}"
 
 
 def uwsgi_version() -> str:
@@ -121,9 +145,9 @@ def image_files(
     """Both images' files, nginx forwarding to upstream (host:port or unix:path), and serving HTTPS as tls says."""
     files = {
         "Dockerfile": dockerfile(d, bind=bind),
-        "Dockerfile.dockerignore": DOCKERIGNORE,
+        "Dockerfile.dockerignore": app_ignores(d),
         "nginx/Dockerfile": nginx_dockerfile(d, tls_port=tls.port if tls else None),
-        "nginx/Dockerfile.dockerignore": DOCKERIGNORE,
+        "nginx/Dockerfile.dockerignore": nginx_ignores(d),
     }
     files.update({f"nginx/{name}": text for name, text in d.nginx_files(upstream, tls=tls).items()})
     return files
@@ -131,4 +155,4 @@ def image_files(
 
 def render_single(d: Deployment) -> dict[str, str]:
     """One image: the app server faces clients itself."""
-    return {"Dockerfile": dockerfile(d, behind_nginx=False), "Dockerfile.dockerignore": DOCKERIGNORE}
+    return {"Dockerfile": dockerfile(d, behind_nginx=False), "Dockerfile.dockerignore": app_ignores(d)}

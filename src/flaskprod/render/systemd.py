@@ -280,7 +280,7 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
         "rsync_copy": shell_words(
             [
                 *("rsync", "-a", "--delete", "--chown=root:root", "--chmod=D755,F644"),
-                *(f"--exclude={pattern}" for pattern in never_shipped()),
+                *never_shipped(d),
                 *("./", f"{layout.app_dir}/"),
             ],
             indent="",
