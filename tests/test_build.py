@@ -327,6 +327,12 @@ def test_blueprint_static_folders_are_baked_into_the_nginx_image_and_served_from
         assert get("/ext/static/ext.css").status_code == 502
 
 
+@pytest.mark.parametrize(("version", "tag"), [("1.2.3", "1.2.3"), ("2.0.0rc1+local.7", "2.0.0rc1-local.7")])
+def test_the_image_tag_is_the_version_as_docker_takes_it(tmp_path: Path, version: str, tag: str) -> None:
+    d = make_deployment(tmp_path, spec=make_spec(**{"app.name": "shop", "app.version": version}))
+    assert (d.image, d.nginx_image) == (f"shop:{tag}", f"shop-nginx:{tag}")
+
+
 @pytest.mark.integration
 def test_the_images_contexts_hold_what_each_copies(tmp_path: Path) -> None:
     """The nginx image takes its conf and the static folders, even one named like a build folder (dist/, a

@@ -35,9 +35,9 @@ def test_init_names_the_app_exactly_and_config_reads_it(
     (project / "requirements.txt").write_text("flask\nflaskprod\n")
     result = flaskprod(project, "init")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == f"flaskprod init: created flaskprod.toml for {target} (shop 0.1.0)"
+    assert result.stdout.splitlines()[0] == f"flaskprod init: created flaskprod.toml for {target} (shop 0.0.0)"
     written = tomllib.loads((project / "flaskprod.toml").read_text())
-    assert written["app"] == {"target": target, "name": "shop", "version": "0.1.0"}
+    assert written["app"] == {"target": target, "name": "shop", "version": "0.0.0"}
     shown = flaskprod(project, "config")
     assert shown.returncode == 0, shown.stderr
     line = next(line for line in shown.stdout.splitlines() if line.startswith("app.target"))

@@ -116,6 +116,7 @@ def test_app_without_production_is_served_and_told_what_it_lacks(tmp_path: Path,
         assert "add Production(app) where the app is created" in stack.stderr()
         assert "health      none: the app does not install Production(app)" in stack.stdout()
         assert "metrics     none" in stack.stdout()
+        assert "logs        app: stdout (its own format); " in stack.stdout()  # not flaskprod's JSON
     finally:
         stop(stack)
 

@@ -44,7 +44,7 @@ def detect(target: str | None, root: Path, environ: Mapping[str, str]) -> Detect
     return Detected(
         target=info.import_string,
         name=project_name(root, info.import_string),
-        version=project_version(root) or "0.1.0",
+        version=project_version(root) or Spec().app.version,  # none invented: what config shows without a file
         requirements=next((n for n in ("requirements.txt", "pyproject.toml") if (root / n).is_file()), None),
     )
 

@@ -77,7 +77,9 @@ class Deployment:
     def image(self) -> str:
         if self.spec.deploy.image != "auto":
             return self.spec.deploy.image
-        return f"{self.name}:{self.spec.app.version}"
+        # A tag is [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}: a PEP 440 local version's + (2.0+local.7) is not.
+        tag = re.sub(r"[^A-Za-z0-9_.-]", "-", self.spec.app.version).lstrip(".-")[:128] or "latest"
+        return f"{self.name}:{tag}"
 
     @property
     def nginx_image(self) -> str:

@@ -786,6 +786,8 @@ class Stack:
         if not p.app_serves(spec.monitoring.metrics_path):
             metrics = "none: the app does not install Production(app)"
         static = p.static_in(p.release)
+        # Production(app) logs in spec.logging.format; an app without it, as it always has.
+        app_logs = spec.logging.format if p.app_serves(spec.monitoring.ready_path) else "its own format"
         rows = [
             ("URL", f"{url}/"),
             (
@@ -809,7 +811,8 @@ class Stack:
             *([("postgres", p.postgres.describe())] if p.postgres else []),
             (
                 "logs",
-                f"app: stdout ({spec.logging.format}); nginx access: {p.run.access_log} (json); "
+                f"app: stdout ({app_logs}); "
+                f"nginx access: {p.run.access_log} (json); "
                 "nginx errors and up: stderr",
             ),
             ("run dir", str(p.run.path)),
