@@ -790,29 +790,39 @@ def test_silence_hides_and_counts(project: Path) -> None:
 COOKIE_READABLE = PROD + 'app.config["SESSION_COOKIE_HTTPONLY"] = False\n'
 
 
-@pytest.mark.parametrize(
-    ("env", "refusal"),
-    [
-        ({"FLASK_SECRET_KEY": None}, secret_key_problem(None, 32)),
-        ({"FLASK_SECRET_KEY": "dev"}, secret_key_problem("dev", 32)),
-        (
-            {"FLASK_DEBUG": "1"},
-            "debug mode is on in production: unset FLASK_DEBUG (the debugger runs arbitrary code for anyone who "
-            "reaches it); for local development use `flask run --debug`",
-        ),
-    ],
-    ids=["no-key", "weak-key", "debug"],
+DEBUG_REFUSED = (
+    "debug mode is on in production: unset FLASK_DEBUG (the debugger runs arbitrary code for anyone who "
+    "reaches it); for local development use `flask run --debug`"
 )
-def test_a_refused_app_is_checked_with_a_throwaway_key(
-    project: Path, env: dict[str, str | None], refusal: str
+DEBUG_ON = (
+    "debug mode is on: errors propagate instead of answering 500, templates are re-read on every request, and "
+    "under app.run() the Werkzeug debugger runs code for whoever reaches it"
+)
+# Set in the app's code, where no variable reaches: the refusal names the first, the checks name both.
+IN_CODE = 'app.config["SECRET_KEY"] = "dev"\napp.config["DEBUG"] = True\n'
+
+
+@pytest.mark.parametrize(
+    ("env", "code", "refusal", "found"),
+    [
+        ({"FLASK_SECRET_KEY": None}, "", secret_key_problem(None, 32), [("FP-S003", "SECRET_KEY is missing")]),
+        ({"FLASK_SECRET_KEY": "dev"}, "", secret_key_problem("dev", 32),
+         [("FP-S003", "SECRET_KEY is a published default ('dev'): anyone can forge sessions")]),
+        ({"FLASK_DEBUG": "1"}, "", DEBUG_REFUSED, [("FP-S001", DEBUG_ON)]),
+        ({"FLASK_SECRET_KEY": None}, IN_CODE, DEBUG_REFUSED,
+         [("FP-S001", DEBUG_ON), ("FP-S003", "SECRET_KEY is a published default ('dev'): anyone can forge sessions")]),
+    ],
+    ids=["no-key", "weak-key", "debug", "both-in-code"],
+)
+def test_a_refused_app_is_checked_with_its_refusal_off(
+    project: Path, env: dict[str, str | None], code: str, refusal: str, found: list[tuple[str, str]]
 ) -> None:
-    result = audit(project, {"app.py": COOKIE_READABLE}, env=env)
-    assert [(m["id"], m["text"]) for m in result.messages] == [
-        ("FP-C001", refusal),
-        ("FP-S006", "the session cookie is readable by JavaScript (SESSION_COOKIE_HTTPONLY is off)"),
-    ]
-    silenced = audit(project, {"app.py": COOKIE_READABLE}, "--silence", "FP-C001", env=env)
-    assert (silenced.ids(), silenced.summary["silenced"]) == (["FP-S006"], 1)
+    app = COOKIE_READABLE.replace("Production(app)\n", code + "Production(app)\n")
+    result = audit(project, {"app.py": app}, env=env)
+    cookie = ("FP-S006", "the session cookie is readable by JavaScript (SESSION_COOKIE_HTTPONLY is off)")
+    assert sorted((m["id"], m["text"]) for m in result.messages) == sorted([("FP-C001", refusal), *found, cookie])
+    silenced = audit(project, {"app.py": app}, "--silence", "FP-C001", env=env)
+    assert (sorted(silenced.ids()), silenced.summary["silenced"]) == (sorted([*(f for f, _ in found), "FP-S006"]), 1)
 
 
 def test_an_app_refused_even_with_a_throwaway_key_says_its_checks_did_not_run(project: Path) -> None:
@@ -824,7 +834,7 @@ def test_an_app_refused_even_with_a_throwaway_key_says_its_checks_did_not_run(pr
             "level": "CRITICAL",
             "text": "DATABASE_PASSWORD_FILE is set but DATABASE_URL is not: set DATABASE_URL to the database URL "
             "without its password, e.g. postgresql://app@db:5432/app (the app's other checks did not run: it "
-            "refuses to start with a throwaway key too)",
+            "refuses to start with the refusal off too)",
             "hint": "fix what the message names, then run check again",
             "obj": "app",
         }
@@ -995,7 +1005,8 @@ def test_reference_app_without_a_key_is_refused(tmp_path: Path) -> None:
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'taskboard.sqlite3'}", "FLASK_SECRET_KEY": None}
     result = run_cli("--format", "json", cwd=taskboard, env=env)
     assert result.returncode == 1
-    assert [m["id"] for m in json.loads(result.stdout)["messages"]] == ["FP-C001"]
+    # Refused, and checked with the refusal off: the missing key is named, and nothing else is wrong with it.
+    assert [m["id"] for m in json.loads(result.stdout)["messages"]] == ["FP-C001", "FP-S003"]
 
 
 def test_every_check_is_in_a_documented_topic() -> None:

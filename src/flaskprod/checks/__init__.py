@@ -45,7 +45,7 @@ def audit(spec: Spec, silence: Iterable[str] = (), *, cwd: str | os.PathLike[str
 
     Unknown IDs to silence, and an app that cannot be found, imported or loaded (it exits, crashes or does not
     finish within proxy.ready_timeout) raise (a FlaskprodError); an app that refuses to start is a finding
-    (FP-C001), and its other checks run on it loaded with a throwaway key and debug off.
+    (FP-C001), and its other checks run on it loaded with that refusal off.
     """
     from .runner import checked_in_child  # not at the top: the child runs that module as __main__
 

@@ -16,14 +16,14 @@ from .registry import CRITICAL, WARNING, Found, app_check, check
     "FP-C001",
     CRITICAL,
     "the app refuses to start: Production(app) rejected its configuration",
-    hint="fix what the message names; meanwhile the app's other checks run on it loaded with a throwaway "
-    "SECRET_KEY and debug off",
+    hint="fix what the message names; meanwhile the app's other checks run on it loaded with the refusal off "
+    "(security.refuse_unsafe = false), and name its key and debug mode as they are",
 )
 def refused(context: Context) -> Iterator[Found]:
     if context.refused is None:
         return
     if context.app is None:  # the stand-in did not start it either: say that nothing else of the app was seen
-        text = f"{context.refused} (the app's other checks did not run: it refuses to start with a throwaway key too)"
+        text = f"{context.refused} (the app's other checks did not run: it refuses to start with the refusal off too)"
         yield Found(obj=context.app_label, text=text, hint="fix what the message names, then run check again")
     else:
         yield Found(obj=context.app_label, text=context.refused)

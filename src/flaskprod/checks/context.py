@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import os
-import secrets
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -199,9 +198,10 @@ def patched_environ(values: Mapping[str, str | None]) -> Iterator[None]:
 
 
 def stand_in_environ() -> dict[str, str | None]:
-    """What a refused app is loaded with to read the rest of its config: a throwaway key (nothing it signs
-    outlives the check, as for `flaskprod build`'s probe) and debug off, the two things Production(app) refuses."""
-    return {"FLASK_SECRET_KEY": secrets.token_hex(32), "FLASK_SECRET_KEY_FILE": None, "FLASK_DEBUG": "false"}
+    """What a refused app is loaded with to read the rest of its config: Production(app)'s refusal off, and
+    nothing else changed, so that the checks see the key and debug mode the app really has (a throwaway key
+    or FLASK_DEBUG=false would hide a weak key or debug set in its code) and name each."""
+    return {"FLASKPROD_SECURITY__REFUSE_UNSAFE": "false"}
 
 
 def load_context(

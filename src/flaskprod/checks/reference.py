@@ -38,7 +38,8 @@ cannot be imported, one that exits or crashes while importing (`sys.exit()` at m
 not finish loading within `proxy.ready_timeout` (waiting for a database, say), an unknown ID to
 silence. An app that refuses to start because `Production(app)` rejects its configuration (a weak or
 missing `SECRET_KEY`, debug on) is a finding (`FP-C001`), and its other checks run on it loaded again
-with a throwaway key and debug off, so silencing `FP-C001` hides no other finding. When that does not
+with that refusal off, so they name the key and debug mode it really has, and silencing `FP-C001`
+hides no other finding. When that does not
 start it either, `FP-C001` says so, and the file checks still run.
 
 ## Silencing

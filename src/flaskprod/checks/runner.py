@@ -27,9 +27,10 @@ LOADED, RESULT = "loaded", "result.json"
 def checked_in_child(spec: Spec, cwd: Path) -> list[Message]:
     """Every check's messages (none silenced) for the app the spec names, loaded in a child interpreter.
 
-    An app that refuses to start is loaded a second time with a throwaway key and debug off, so that its
-    other checks still run beside FP-C001. Raises a DiscoveryError when there is no app, when it cannot be
-    imported, and when it exits, crashes or does not finish loading within proxy.ready_timeout.
+    An app that refuses to start is loaded a second time with that refusal off, so that its other checks
+    still run beside FP-C001 and see its key and debug mode as they are. Raises a DiscoveryError when there
+    is no app, when it cannot be imported, and when it exits, crashes or does not finish loading within
+    proxy.ready_timeout.
     """
     cwd = cwd.absolute()  # the child starts there, and reads the same path
     ref = discovery.resolve(spec.app.target, cwd)  # no app at all: said before anything starts
