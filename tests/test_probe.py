@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import server_env
-from tests.support import BIN, interrupted_while_loading
+from tests.support import BIN, interrupted_while_loading, wait_for
 
 PLAIN = "from flask import Flask\n\napp = Flask(__name__)\n"
 # Lines 4 to 7 of every app below: where the test finds the app's process.
@@ -159,6 +159,23 @@ def test_a_bug_in_the_app_keeps_its_traceback_then_one_line(tmp_path: Path, comm
     assert lines[:3] == ["Traceback (most recent call last):", f'  File "{tmp_path / "app.py"}", line 4, in <module>',
                          "    RATIO = 1 / 0"]  # fmt: skip
     assert lines[-1] == "Error: error while importing 'app': ZeroDivisionError: division by zero"
+
+
+def test_sigterm_while_the_app_loads_stops_it_too(tmp_path: Path) -> None:
+    # `up` stops a deploy's `flaskprod serve` so: the app, loading in a session of its own, must go with it.
+    (tmp_path / "app.py").write_text(HANGS)
+    command = subprocess.Popen([str(BIN / "flaskprod"), *COMMANDS["serve"]], cwd=tmp_path, env=server_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for(lambda: (tmp_path / "helper.pid").exists() and (tmp_path / "helper.pid").read_text(), timeout=20)
+        command.terminate()
+        command.communicate(timeout=30)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()
+    assert command.returncode == 143
+    assert gone(tmp_path) and gone(tmp_path, "helper.pid")
 
 
 def test_ctrl_c_while_the_app_loads_is_130_and_stops_it(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,9 +45,20 @@ def load_in_child(
         stdout=_stderr_fd(),
         start_new_session=True,
     )
+    # SIGTERM would end this process at once and leave the child, in a session of its own, loading on (`up`
+    # stopping the `flaskprod serve` of a release being deployed): here it unwinds through the finally below.
+    # A process that handles SIGTERM itself (`up`) keeps its handler.
+    terminate = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+        signal.SIG_DFL,
+        None,
+    )
+    if terminate:
+        signal.signal(signal.SIGTERM, _exit_on_term)
     try:
         status = _wait(process, loaded, time.monotonic() + bound)
     finally:
+        if terminate:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -59,6 +71,10 @@ def load_in_child(
             f"if it is only slow, {advice}"
         )
     return status
+
+
+def _exit_on_term(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _wait(process: subprocess.Popen[bytes], loaded: Path | None, deadline: float) -> int | None:
