@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -285,3 +286,28 @@ def test_metrics_are_only_for_the_allowed_addresses(tmp_path: Path) -> None:
     assert "proxy_pass http://flaskprod_app;" in block
     assert "location = /metrics" not in rendered(make_spec(**{"monitoring.metrics_allow": "none"}), context(tmp_path))
     assert "location = /metrics" not in rendered(make_spec(**{"monitoring.metrics": "false"}), context(tmp_path))
+
+
+@pytest.mark.parametrize("protocol", ["http", "uwsgi"])
+@pytest.mark.parametrize("scraper_port", [None, 19100], ids=["public-path", "scraper-port"])
+def test_during_a_canary_metrics_come_from_one_release(
+    tmp_path: Path, protocol: Protocol, scraper_port: int | None
+) -> None:
+    """Requests are split between the releases; scrapes taking turns between two sets of counters would read
+    as resets, so the metrics path goes to the release that takes most requests, alone."""
+    canary = f"unix:{tmp_path}/app-2.sock"
+    ctx = dataclasses.replace(context(tmp_path, protocol), canary=(canary, 20), metrics_port=scraper_port)
+    spec = make_spec()
+    files = render_nginx(spec, derive(spec, MACHINE), ctx)
+    text = files["nginx.conf"]
+    passes = "uwsgi_pass " if protocol == "uwsgi" else "proxy_pass http://"
+    block = text[text.rindex("location = /metrics {") :]  # the scraper's port, where it has one
+    assert f"{passes}flaskprod_primary;" in block[: block.index("}")]
+    app = text[text.index("        location / {") :]
+    assert f"{passes}flaskprod_app;" in app[: app.index("}")]
+    primary = text[text.index("upstream flaskprod_primary {") :]
+    assert primary[: primary.index("}")].split("\n")[1].strip() == f"server unix:{tmp_path}/app.sock fail_timeout=0;"
+    for name, content in files.items():
+        (tmp_path / name).write_text(content)
+    result = nginx_test(tmp_path)
+    assert (result.returncode, result.stderr) == (0, "")

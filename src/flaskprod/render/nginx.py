@@ -238,6 +238,7 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         listen=listen_address(ctx.host, ctx.port),
         server_names=server_names(spec, ctx.host),
         metrics_listen=listen_address(ctx.metrics_host or ctx.host, ctx.metrics_port) if ctx.metrics_port else None,
+        metrics_upstream="flaskprod_primary" if ctx.canary else "flaskprod_app",
         max_body_bytes=derived.max_body_bytes,
         gzip_types=GZIP_TYPES,
         request_id_header=spec.logging.request_id_header,
