@@ -206,17 +206,22 @@ def test_a_static_folder_with_a_space_is_copied_whole() -> None:
     assert copy_instruction("pkg/static", "/srv/static") == "COPY pkg/static /srv/static"
 
 
-@pytest.mark.integration
-def test_static_files_the_app_serves_from_its_root_stay_with_the_app(tmp_path: Path) -> None:
-    """Flask(static_url_path="") answers /site.css itself; nginx must not claim /static/ for that folder."""
-    project = tmp_path / "shop"
-    (project / "public").mkdir(parents=True)
-    (project / "public" / "site.css").write_text("body {}\n")
+def static_project(project: Path, folder: str, flask_args: str) -> Path:
+    """A project whose app serves the static files in folder, made as Flask(__name__, <flask_args>)."""
+    (project / folder).mkdir(parents=True)
+    (project / folder / "site.css").write_text("body {}\n")
     (project / "requirements.txt").write_text("flask\nflaskprod\n")
     (project / "app.py").write_text(
         "from flask import Flask\nfrom flaskprod import Production\n\n"
-        'app = Flask(__name__, static_url_path="", static_folder="public")\nProduction(app)\n'
+        f"app = Flask(__name__, {flask_args})\nProduction(app)\n"
     )
+    return project
+
+
+@pytest.mark.integration
+def test_static_files_the_app_serves_from_its_root_stay_with_the_app(tmp_path: Path) -> None:
+    """Flask(static_url_path="") answers /site.css itself; nginx must not claim /static/ for that folder."""
+    project = static_project(tmp_path / "shop", "public", 'static_url_path="", static_folder="public"')
     assert flaskprod_build(project, "--target", "compose").returncode == 0
     nginx = (project / "deploy/compose/nginx/nginx.conf").read_text()
     assert "alias" not in nginx and "/static/" not in nginx
@@ -337,14 +342,7 @@ def test_the_image_tag_is_the_version_as_docker_takes_it(tmp_path: Path, version
 def test_the_images_contexts_hold_what_each_copies(tmp_path: Path) -> None:
     """The nginx image takes its conf and the static folders, even one named like a build folder (dist/, a
     bundler's output); the app image leaves out what build wrote, which pip would take for a second package."""
-    project = tmp_path / "spa"
-    (project / "dist").mkdir(parents=True)
-    (project / "dist" / "app.js").write_text("x\n")
-    (project / "requirements.txt").write_text("flask\nflaskprod\n")
-    (project / "app.py").write_text(
-        "from flask import Flask\nfrom flaskprod import Production\n\n"
-        'app = Flask(__name__, static_folder="dist")\nProduction(app)\n'
-    )
+    project = static_project(tmp_path / "spa", "dist", 'static_folder="dist"')
     assert flaskprod_build(project, "--target", "compose").returncode == 0
     out = project / "deploy/compose"
     assert (out / "nginx/Dockerfile.dockerignore").read_text().splitlines()[1:] == [

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from typing import Any
 
 from .. import discovery
 from ..errors import DiscoveryError, FlaskprodError
-from ..servers.loading import ended_message, load_in_child
+from ..servers.loading import ended_message, exit_child, load_in_child
 from ..spec import Spec, spec_as_dict
 from .context import load_context
 from .registry import Level, Message, run_checks
@@ -90,8 +89,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    code = main(sys.argv[1:])
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Threads the app started while importing would keep the interpreter alive; all it had to say is written.
-    os._exit(code)
+    exit_child(main(sys.argv[1:]))

@@ -73,6 +73,14 @@ def load_in_child(
     return status
 
 
+def exit_child(code: int) -> None:
+    """End the loading child with code once its output is written: threads the app started while importing
+    would otherwise keep the interpreter alive."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _exit_on_term(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 

@@ -16,7 +16,7 @@ from typing import Any
 from ..discovery import AppRef, load
 from ..errors import DiscoveryError, FlaskprodError
 from ..render.nginx import StaticMount
-from .loading import ended_message, exit_message, load_in_child, project_root
+from .loading import ended_message, exit_child, exit_message, load_in_child, project_root
 from .memorybound import resident_mb
 
 # Exit status of the probe when the app failed to load; its message is in the result file.
@@ -162,8 +162,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    code = main(sys.argv[1:])
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Threads the app started while importing would keep the interpreter alive; all it had to say is written.
-    os._exit(code)
+    exit_child(main(sys.argv[1:]))
