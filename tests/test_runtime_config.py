@@ -116,3 +116,45 @@ def test_spec_defaults_to_load_spec(monkeypatch: pytest.MonkeyPatch, tmp_path: o
     prod = Production(app)
     assert prod.spec is not None
     assert prod.spec.app.name == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("False", False), ("no", False), ("off", False), ("True", True), ("on", True)]
+)
+def test_boolean_variables_are_read_as_flask_reads_flask_debug(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+) -> None:
+    # JSON alone leaves "False" or "no" a truthy string: Secure cookies over plain HTTP, or debug "on".
+    monkeypatch.setenv("FLASK_SESSION_COOKIE_SECURE", value)
+    monkeypatch.setenv("FLASK_TESTING", value)
+    app = make_app()
+    assert app.config["SESSION_COOKIE_SECURE"] is expected
+    assert app.config["TESTING"] is expected
+
+
+@pytest.mark.parametrize("value", ["False", "no", "0", "off"])
+def test_flask_debug_off_starts(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    # Flask itself takes these as debug off; the refusal must agree instead of naming debug mode as on.
+    monkeypatch.setenv("FLASK_DEBUG", value)
+    app = make_app()
+    assert not app.debug
+
+
+def test_a_boolean_variable_that_is_not_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASK_SESSION_COOKIE_SECURE", "sometimes")
+    with pytest.raises(ConfigurationError, match="FLASK_SESSION_COOKIE_SECURE='sometimes' is not a boolean"):
+        make_app()
+
+
+def test_body_limit_variable_takes_a_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    # "16M" left a string made every request with a body a 500 (int compared with str).
+    monkeypatch.setenv("FLASK_MAX_CONTENT_LENGTH", "1k")
+    client = make_app().test_client()
+    assert client.post("/upload", data=b"x" * 1000).text == "1000"
+    assert client.post("/upload", data=b"x" * 2000).status_code == 413
+
+
+def test_body_limit_variable_that_is_no_size_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASK_MAX_CONTENT_LENGTH", "lots")
+    with pytest.raises(ConfigurationError, match="FLASK_MAX_CONTENT_LENGTH='lots' is not a size"):
+        make_app()

@@ -15,6 +15,18 @@ from ..spec import Spec, parse_size
 
 ENV_PREFIX = "FLASK_"
 FILE_SUFFIX = "_FILE"
+# Flask's settings that are booleans or byte counts. from_prefixed_env reads values as JSON, so
+# FLASK_DEBUG=False or FLASK_SESSION_COOKIE_SECURE=no would stay a (truthy) string, and
+# FLASK_MAX_CONTENT_LENGTH=16M a string that fails every request with a body.
+FLASK_BOOLEANS = frozenset({
+    "DEBUG", "TESTING", "PROPAGATE_EXCEPTIONS", "USE_X_SENDFILE", "SESSION_COOKIE_HTTPONLY",
+    "SESSION_COOKIE_SECURE", "SESSION_COOKIE_PARTITIONED", "SESSION_REFRESH_EACH_REQUEST",
+    "TRAP_BAD_REQUEST_ERRORS", "TRAP_HTTP_EXCEPTIONS", "EXPLAIN_TEMPLATE_LOADING", "TEMPLATES_AUTO_RELOAD",
+    "PROVIDE_AUTOMATIC_OPTIONS",
+})
+FLASK_SIZES = frozenset({"MAX_CONTENT_LENGTH", "MAX_FORM_MEMORY_SIZE"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
 def set_unless_changed(app: Flask, key: str, value: Any) -> None:
@@ -38,6 +50,27 @@ def load_file_variables(app: Flask, environ: Mapping[str, str]) -> None:
         app.config[key] = read_named_file(name, environ[name]).strip()
         # from_prefixed_env also stored the path itself under X_FILE; it is not a setting of the app.
         app.config.pop(name[len(ENV_PREFIX) :], None)
+
+
+def type_flask_variables(app: Flask, environ: Mapping[str, str]) -> None:
+    """Give Flask's boolean and size settings from FLASK_* variables their types, as Flask reads FLASK_DEBUG."""
+    for key in FLASK_BOOLEANS | FLASK_SIZES:
+        name = ENV_PREFIX + key
+        value = app.config.get(key)
+        if name not in environ or not isinstance(value, str):
+            continue  # unset, or JSON already gave it a type
+        text = value.strip().lower()
+        if key in FLASK_SIZES:
+            try:
+                app.config[key] = parse_size(value)
+            except ValueError:
+                raise ConfigurationError(
+                    f"{name}={value!r} is not a size: write a number of bytes or one such as 16M or 512k"
+                ) from None
+        elif text in _TRUE | _FALSE:
+            app.config[key] = text in _TRUE
+        else:
+            raise ConfigurationError(f"{name}={value!r} is not a boolean: write true or false")
 
 
 def read_named_file(name: str, path: str) -> str:
@@ -111,6 +144,7 @@ def configure(app: Flask, spec: Spec) -> None:
     environ = os.environ
     if spec.app.env_config:
         app.config.from_prefixed_env(ENV_PREFIX.rstrip("_"))
+        type_flask_variables(app, environ)
         load_file_variables(app, environ)
     url = database_url(spec, environ)
     if url:
