@@ -61,6 +61,17 @@ def test_access_line_has_ecs_fields(capsys: pytest.CaptureFixture[str]) -> None:
     assert line["ecs.version"]
 
 
+def test_access_line_has_a_non_ascii_path_as_the_client_sent_it(capsys: pytest.CaptureFixture[str]) -> None:
+    app = make_app(**{"logging.format": "text"})
+    app.test_client().get("/caf\u00e9/\u65e5\u672c")
+    assert "GET /caf\u00e9/\u65e5\u672c 404" in capsys.readouterr().out
+    app = make_app()
+    app.test_client().get("/caf\u00e9/\u65e5\u672c")
+    access = [line for line in json_lines(capsys.readouterr().out) if line["log"]["logger"].endswith(".access")]
+    assert access[0]["url"]["path"] == "/caf\u00e9/\u65e5\u672c"
+    assert access[0]["message"].startswith("GET /caf\u00e9/\u65e5\u672c 404 ")
+
+
 def test_probes_write_no_access_line(capsys: pytest.CaptureFixture[str]) -> None:
     app = make_app()
     client = app.test_client()

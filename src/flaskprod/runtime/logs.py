@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -162,6 +163,10 @@ def log_access(logger: logging.Logger, environ: Mapping[str, Any], status: int, 
         return
     method = environ.get("REQUEST_METHOD", "")
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    if not path.isascii():
+        # WSGI hands the path's bytes over as latin-1 text: undone, "/ü" is logged as itself, not "/Ã¼".
+        with contextlib.suppress(UnicodeEncodeError):  # a server that decoded it already
+            path = path.encode("latin-1").decode("utf-8", "replace")
     record = logger.makeRecord(
         logger.name,
         logging.INFO,
