@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from ..errors import BuildError
+from ..sizing import PROXY_MARGIN
 from ..spec import Spec, parse_size
 from . import postgres, tls
 from .compose import NGINX_LIMITS
@@ -585,8 +586,16 @@ def postgres_network_policy_object(d: Deployment) -> dict[str, Any]:
     }
 
 
+def ingress_timeout(d: Deployment) -> int:
+    """Seconds the Ingress waits for the pod: past the pod's nginx's own read timeout, so the pod's answer (its
+    504 too) always arrives first. An Ingress giving up first would take it as a failed pod: ingress-nginx
+    retries a timed-out request on the next one (proxy-next-upstream "error timeout", 3 tries), so a slow
+    request would run on three pods and its client wait three times as long for the Ingress's own 504."""
+    return d.derived.timeouts.proxy_read + PROXY_MARGIN
+
+
 def ingress_object(d: Deployment, hosts: list[str]) -> dict[str, Any]:
-    timeout = str(d.derived.timeouts.proxy_read)
+    timeout = str(ingress_timeout(d))
     annotations = {
         # ingress-nginx reads these (others ignore them): its defaults, a 1 MiB body and 60 s, would
         # refuse an upload nginx and the app accept, or cut a request they still allow.
