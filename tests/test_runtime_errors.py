@@ -6,6 +6,7 @@ import secrets
 
 import pytest
 from flask import Flask, abort
+from werkzeug.exceptions import HTTPException
 
 from flaskprod import Production
 from flaskprod.spec import Spec
@@ -108,6 +109,35 @@ def test_apps_own_handlers_win(app: Flask) -> None:
     assert client.get("/nope", headers={"Accept": "application/json"}).text == "custom 404"
     # Other codes still get the JSON page.
     assert client.get("/forbidden", headers={"Accept": "application/json"}).json["error"]["status"] == 403
+
+
+def test_apps_catch_all_handler_still_answers_http_errors(app: Flask) -> None:
+    # Flask gives an app's errorhandler(Exception) every HTTP error too; the HTTPException handler
+    # registered here is nearer in the class tree and would otherwise take them from it.
+    @app.errorhandler(Exception)
+    def everything(error: Exception) -> tuple[dict[str, object], int]:
+        code = getattr(error, "code", None) or 500
+        return {"handled_by": "app", "code": code}, code
+
+    client = start(app).test_client()
+    assert client.get("/nope").json == {"handled_by": "app", "code": 404}
+    assert client.get("/forbidden").json == {"handled_by": "app", "code": 403}
+    assert client.get("/boom").json == {"handled_by": "app", "code": 500}
+
+
+def test_catch_all_that_passes_http_errors_through_gets_the_error_page(app: Flask) -> None:
+    # Flask's documented generic handler: "pass through HTTP errors" by returning them.
+    @app.errorhandler(Exception)
+    def everything(error: Exception) -> object:
+        if isinstance(error, HTTPException):
+            return error
+        return "app's 500 page", 500
+
+    client = start(app).test_client()
+    response = client.get("/nope", headers={"Accept": "application/json"})
+    assert response.status_code == 404
+    assert response.json["error"]["request_id"] == response.headers["X-Request-ID"]
+    assert client.get("/boom").text == "app's 500 page"
 
 
 def test_error_pages_switch(app: Flask) -> None:

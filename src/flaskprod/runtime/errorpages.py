@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from flask import Flask, Response, current_app, request
+from flask.typing import ErrorHandlerCallable, ResponseReturnValue
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
@@ -25,12 +26,23 @@ def wants_json() -> bool:
     return accept["application/json"] > accept["text/html"]
 
 
-def error_response(exc: HTTPException) -> Response | HTTPException:
+def _apps_catch_all() -> ErrorHandlerCallable | None:
+    """The app's own errorhandler(Exception), which Flask would give HTTP errors too, but which this
+    handler (registered for HTTPException, nearer in the exception's class tree) would shadow."""
+    return current_app.error_handler_spec.get(None, {}).get(None, {}).get(Exception)
+
+
+def error_response(exc: HTTPException) -> ResponseReturnValue:
     if exc.code is None:  # not an error (e.g. a bare HTTPException wrapping a response)
         return exc
     if isinstance(exc, RequestTimeout):
         # The traceback shows where the request was stuck: the one clue to why it was slow.
         current_app.logger.error("request stopped after its deadline (server.timeout)", exc_info=exc)
+    catch_all = _apps_catch_all()
+    if catch_all is not None:
+        answer: ResponseReturnValue = current_app.ensure_sync(catch_all)(exc)
+        if answer is not exc:  # Flask's documented "pass through HTTP errors" returns it: the page below
+            return answer
     code = exc.code
     name = exc.name
     # An InternalServerError's description is Werkzeug's generic text, never the original error.
@@ -52,7 +64,8 @@ def error_response(exc: HTTPException) -> Response | HTTPException:
 
 
 def register_error_pages(app: Flask) -> None:
-    """Handle every HTTP error, unless the app already has its own handler for HTTPException.
+    """Handle every HTTP error, unless the app already has its own handler for HTTPException; an
+    errorhandler(Exception) of the app's sees each error first, as without this handler.
 
     Unhandled exceptions still reach Flask's handle_exception, which logs them with the traceback
     (and the request id, through the log filter) and then answers with a 500 handled here; in
