@@ -8,6 +8,7 @@ CMD with its ENV, and nginx with the conf baked into the nginx image, then a req
 from __future__ import annotations
 
 import getpass
+import hashlib
 import re
 import secrets
 import shutil
@@ -712,3 +713,27 @@ def test_every_replica_together_keeps_within_the_database_budget(tmp_path: Path)
     assert (inside.workers, inside.pool) == (d.derived.workers, d.derived.pool)
     per_container = inside.workers * (inside.pool.size + inside.pool.overflow)
     assert per_container * spec.deploy.replicas <= spec.database.connection_budget
+
+
+def test_swarm_names_each_config_after_its_content(tmp_path: Path) -> None:
+    # A Swarm config cannot change once created: under the same name, `docker stack deploy` of an edited
+    # alerts.yml fails ("only updates to Labels are allowed"). A new name for new content deploys.
+    def stack(timeout: str) -> tuple[dict[str, str], dict[str, Any]]:
+        name = "a-long-application-name-for-the-shop-at-example-com"
+        spec = make_spec(**{"app.name": name, "server.timeout": timeout})
+        d = make_deployment(tmp_path / timeout, spec=spec, extras=["monitoring", "logging"], out="deploy/swarm")
+        files = render_swarm(d)
+        return files, yaml.safe_load(files["stack.yaml"])["configs"]
+
+    files, configs = stack("30")
+    for config in configs.values():
+        text = files[config["file"].removeprefix("./")]
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        # Swarm's own rule for a config's name: at most 64 of these, a letter or digit at each end.
+        assert re.fullmatch(r"[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?", config["name"]), config
+        assert len(config["name"]) <= 64 and config["name"].endswith(f"_{digest}"), config
+    assert len({config["name"] for config in configs.values()}) == len(configs)
+    # Built again unchanged, every name stays (no service restarts); with another timeout, the rules' change.
+    assert stack("30")[1] == configs
+    changed = {key for key, config in stack("45")[1].items() if config["name"] != configs[key]["name"]}
+    assert "prometheus_alerts_yml" in changed and "logging_loki_loki_yaml" not in changed

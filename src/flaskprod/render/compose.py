@@ -7,6 +7,7 @@ drains in, the CPU and memory its workers were sized for, the port nginx forward
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ POSTGRES_SECRET = "postgres_password"
 POSTGRES_PASSWORD_HELP = "set POSTGRES_PASSWORD_FILE to a file holding the database password; see this file's header"
 # New app tasks a Swarm update starts before it stops old ones (start-first): the database counts them too.
 APP_UPDATE_PARALLELISM = 1
+# A Swarm config's name: the content's digest (this many hex digits) after the app's and the file's names,
+# within the 64 characters Swarm allows.
+CONFIG_DIGEST = 12
+CONFIG_NAME_MAX = 64
 # The extra and the services that get and renew its certificate.
 TLS = "tls"
 CERTBOT_INIT = "certbot-init"
@@ -488,7 +493,7 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
     if MONITORING in d.extras:
         # Swarm has no bind mounts across nodes: every file reaches its service as a config.
         files = _swarm_monitoring_files(d)
-        configs = {_config_name(path): {"file": f"./{path}"} for path in files}
+        configs = swarm_configs(d, files)
         prometheus, grafana = _prometheus_service(), _swarm_grafana(d, data)
         prometheus.pop("restart")
         # Swarm would publish it on every node's every address, and Prometheus asks no one for a password.
@@ -547,7 +552,7 @@ def _swarm_logging(d: Deployment, data: dict[str, Any], volumes: dict[str, Any])
     host's containers), and Grafana with Loki's datasource; every file reaches its service as a config."""
     files = _logging_files(d)
     configs = data.setdefault("configs", {})
-    configs |= {_config_name(path): {"file": f"./{path}"} for path in files}
+    configs |= swarm_configs(d, files)
     loki, alloy = _loki_service(), _alloy_service()
     loki |= {"read_only": True, "tmpfs": ["/tmp"]}
     # Swarm publishes a port on every node's every address: Grafana and Alloy reach Loki over the overlay.
@@ -621,6 +626,21 @@ def tls_node_label(d: Deployment) -> str:
 def _swarm_monitoring_files(d: Deployment) -> dict[str, str]:
     # tasks.app resolves to every replica's own address, not the service's virtual IP.
     return monitoring_files(d, Scrape(job=d.name, dns_names=("tasks.app",)), prefix=f"{MONITORING}/")
+
+
+def swarm_configs(d: Deployment, files: dict[str, str]) -> dict[str, Any]:
+    """Each file as a Swarm config named after its content. A config cannot change once created: under a fixed
+    name, `docker stack deploy` of an edited file fails ("only updates to Labels are allowed"). A new name
+    for new content is a new config, and the services that mount it roll to it; `docker stack rm` removes
+    them all (they carry the stack's label)."""
+    configs: dict[str, Any] = {}
+    for path, text in files.items():
+        key = _config_name(path)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:CONFIG_DIGEST]
+        # Swarm takes at most 64 of [a-zA-Z0-9-_.] for a config's name, starting and ending with a letter or digit.
+        base = f"{d.name}_{key}"[: CONFIG_NAME_MAX - CONFIG_DIGEST - 1]
+        configs[key] = {"name": f"{base}_{digest}", "file": f"./{path}"}
+    return configs
 
 
 def _config_name(path: str) -> str:
