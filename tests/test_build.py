@@ -492,6 +492,18 @@ def test_the_secret_key_is_required_never_written(tmp_path: Path) -> None:
     assert all("depends_on" not in service for service in swarm["services"].values())
 
 
+def test_swarm_restarts_the_app_and_nginx_however_they_ended_and_never_gives_up(tmp_path: Path) -> None:
+    # Swarm never replaces a task it gave up on (max_attempts) or one that exited 0 under on-failure: the
+    # service would run a replica short until its next update.
+    swarm = yaml.safe_load(render_swarm(make_deployment(tmp_path / "p"))["stack.yaml"])
+    for name in ("app", "nginx"):
+        deploy = swarm["services"][name]["deploy"]
+        assert deploy["restart_policy"] == {"condition": "any", "delay": "5s"}
+        # A failed update is still undone: Swarm watches each new task for this long.
+        assert deploy["update_config"]["failure_action"] == "rollback"
+        assert deploy["update_config"]["monitor"] == "30s"
+
+
 def test_single_container_trusts_no_proxy_and_compose_trusts_nginx(tmp_path: Path) -> None:
     d = make_deployment(tmp_path / "p", out="deploy/single")
     assert "FLASKPROD_PROXY__TRUSTED_HOPS=0" in render_single(d)["Dockerfile"]

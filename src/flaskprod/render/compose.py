@@ -425,7 +425,10 @@ def _rolling(*, parallelism: int = 1) -> dict[str, Any]:
             "monitor": "30s",
         },
         "rollback_config": {"parallelism": parallelism, "order": "stop-first"},
-        "restart_policy": {"condition": "on-failure", "delay": "5s", "max_attempts": 3, "window": "120s"},
+        # A server is restarted however it ended, and for good: Swarm never replaces a task it gave up on (after
+        # max_attempts) or one that exited 0 under on-failure (a `docker stop` on its node), so the service
+        # would run a replica short until its next update. A failed update still rolls back (monitor).
+        "restart_policy": {"condition": "any", "delay": "5s"},
     }
 
 
@@ -474,8 +477,7 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         app["environment"].update(postgres.app_env(d, host=POSTGRES, password_file=password_file))
         app["secrets"].append(db_secret)
         # A stack has no depends_on, and Swarm no readiness (its health check is liveness, /healthz):
-        # an app that connects as it starts restarts until the database answers, not three times only.
-        app["deploy"]["restart_policy"].pop("max_attempts")
+        # an app that connects as it starts restarts until the database answers (_rolling: no attempt limit).
         hardening = {"read_only": True, "tmpfs": list(postgres.SCRATCH_DIRS.values())}
         db = _postgres_service(d, containers=most_tasks(d.spec), secret=db_secret, hardening=hardening)
         db["deploy"] = {
@@ -524,7 +526,6 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         # Swarm has no depends_on: nginx restarts until the init step made the stand-in, never giving up.
         constraint = f"node.labels.{tls_node_label(d)} == true"
         nginx["deploy"]["placement"] = {"constraints": [constraint]}
-        nginx["deploy"]["restart_policy"].pop("max_attempts")
         init, certbot = _certbot_services(d)
         init |= {"read_only": True, "tmpfs": ["/tmp"]}
         init["deploy"] = {
