@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import secrets
 from typing import Any
 
@@ -70,6 +72,29 @@ def test_access_line_has_a_non_ascii_path_as_the_client_sent_it(capsys: pytest.C
     access = [line for line in json_lines(capsys.readouterr().out) if line["log"]["logger"].endswith(".access")]
     assert access[0]["url"]["path"] == "/caf\u00e9/\u65e5\u672c"
     assert access[0]["message"].startswith("GET /caf\u00e9/\u65e5\u672c 404 ")
+
+
+def test_a_root_handler_does_not_write_the_apps_records_again(capsys: pytest.CaptureFixture[str]) -> None:
+    # logging.basicConfig(), or the dictConfig in Flask's docs, puts a text handler on the root logger.
+    root_lines = io.StringIO()
+    root_handler = logging.StreamHandler(root_lines)
+    logging.getLogger().addHandler(root_handler)
+    try:
+        make_app().test_client().get("/hello")
+    finally:
+        logging.getLogger().removeHandler(root_handler)
+    assert next(line["message"] for line in json_lines(capsys.readouterr().out)) == "saying hello"
+    assert root_lines.getvalue() == ""
+
+
+def test_a_testing_apps_records_still_reach_caplog(caplog: pytest.LogCaptureFixture) -> None:
+    app = make_app()  # one not testing first: the logger is shared by name
+    app = Flask(__name__)
+    app.testing = True
+    Production(app, spec=Spec())
+    with caplog.at_level(logging.INFO), app.test_request_context():
+        app.logger.info("seen by caplog")
+    assert "seen by caplog" in caplog.text
 
 
 def test_probes_write_no_access_line(capsys: pytest.CaptureFixture[str]) -> None:

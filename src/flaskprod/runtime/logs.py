@@ -140,6 +140,9 @@ def configure_logging(app: Flask, spec: Spec) -> None:
     """Send the app logger to stdout with the request id, and the access logger with its own fast formatter."""
     _replace_handlers(app.logger, make_handler(spec))
     app.logger.setLevel(spec.logging.level)
+    # Each record once, as one line: a root handler (logging.basicConfig, or the dictConfig in Flask's
+    # docs) would write it again as text, a traceback over many lines. Testing apps keep pytest's caplog.
+    app.logger.propagate = app.testing
     access = access_logger(app)
     _replace_handlers(access, make_handler(spec, access=True))
     # Its own handler writes the line; passing it up too would write it twice.
