@@ -111,7 +111,11 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tree]:
     defaults: nothing set but the name. The first two are production-like and go to checkov."""
     base = tmp_path_factory.mktemp("k8s")
     return {
-        "uwsgi": render(base / "checked" / "uwsgi", {**PRODUCTION, "server.drain_delay": "5"}, extras=("monitoring",)),
+        "uwsgi": render(
+            base / "checked" / "uwsgi",
+            {**PRODUCTION, "server.drain_delay": "5", "deploy.ingress_class": "nginx"},
+            extras=("monitoring",),
+        ),
         "gunicorn": render(
             base / "checked" / "gunicorn", {**PRODUCTION, "proxy.server_name": "shop"}, server="gunicorn"
         ),
@@ -361,6 +365,24 @@ def test_the_ingress_passes_what_nginx_and_the_app_accept(trees: dict[str, Tree]
         assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) == read + 2
     # localhost and single-label names are nothing an Ingress can route.
     assert "ingress.yaml" not in trees["defaults"].files and "ingress.yaml" not in trees["gunicorn"].files
+
+
+def test_the_ingress_and_the_acme_solver_go_to_the_named_ingress_class(
+    trees: dict[str, Tree], tmp_path: Path
+) -> None:
+    assert trees["uwsgi"].object("Ingress")["spec"]["ingressClassName"] == "nginx"
+    assert "names no class" not in trees["uwsgi"].files["kustomization.yaml"]
+    tree = render(tmp_path / "tls", {**PRODUCTION, "deploy.ingress_class": "nginx"}, extras=("tls",))
+    assert tree.object("Ingress")["spec"]["ingressClassName"] == "nginx"
+    # cert-manager's solver Ingress answers Let's Encrypt's challenge: on the controller the names point at.
+    solvers = tree.object("Issuer")["spec"]["acme"]["solvers"]
+    assert solvers == [{"http01": {"ingress": {"ingressClassName": "nginx"}}}]
+    # Unset: the cluster's default class, and the operator is told ingress-nginx takes none without one.
+    default = render(tmp_path / "default", PRODUCTION, extras=("tls",))
+    assert "ingressClassName" not in default.object("Ingress")["spec"]
+    assert default.object("Issuer")["spec"]["acme"]["solvers"] == [{"http01": {"ingress": {}}}]
+    assert "The Ingress names no class" in default.files["kustomization.yaml"]
+    assert "deploy.ingress_class=nginx" in default.files["kustomization.yaml"]
 
 
 @pytest.mark.parametrize(

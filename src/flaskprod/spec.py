@@ -418,6 +418,12 @@ class DeploySettings:
         "auto", "Requirements file the image installs, relative to the project; auto = requirements.txt."
     )
     namespace: str | None = setting(None, "Kubernetes namespace of every object; unset = the kubectl context's.")
+    ingress_class: str | None = setting(
+        None,
+        "IngressClass of the Kubernetes Ingress and of cert-manager's ACME solver, e.g. nginx (its annotations "
+        "are ingress-nginx's); unset = the cluster's default class. ingress-nginx takes no Ingress without a "
+        "class unless its class is the default.",
+    )
     postgres_cpus: float = setting(
         1.0, "CPUs the PostgreSQL of `build --with postgres` may use, its limit.", minimum=0.1
     )
@@ -665,6 +671,11 @@ _EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
         "auto, or addresses or CIDR ranges such as 10.0.0.0/8",
     ),
     "deploy.python": (lambda v: _match(r"3\.\d+", v), "a Python version such as 3.11"),
+    "deploy.ingress_class": (
+        # A DNS-1123 subdomain, as Kubernetes names objects.
+        lambda v: _match(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", v),
+        "an IngressClass name such as nginx (lowercase letters, digits, - and .)",
+    ),
 }
 
 # One DNS label as resolvers and nginx take it (underscores too: Compose service names have them).

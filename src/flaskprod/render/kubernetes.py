@@ -608,6 +608,9 @@ def ingress_object(d: Deployment, hosts: list[str]) -> dict[str, Any]:
         # cert-manager's ingress-shim sees the annotation and keeps the Secret's certificate for these hosts.
         annotations["cert-manager.io/issuer"] = tls.issuer_name(d)
         spec["tls"] = [{"hosts": hosts, "secretName": tls.certificate_secret(d)}]
+    if d.spec.deploy.ingress_class:
+        # Without it, only the cluster's default class takes the Ingress (ingress-nginx's chart makes none).
+        spec["ingressClassName"] = d.spec.deploy.ingress_class
     backend = {"service": {"name": d.name, "port": {"name": "http"}}}
     paths = [{"path": "/", "pathType": "Prefix", "backend": backend}]
     spec["rules"] = [{"host": host, "http": {"paths": paths}} for host in hosts]
@@ -622,7 +625,12 @@ def ingress_object(d: Deployment, hosts: list[str]) -> dict[str, Any]:
 def issuer_object(d: Deployment) -> dict[str, Any]:
     # An Issuer, not a ClusterIssuer: it lives in the app's namespace like everything here (kustomize would
     # stamp the namespace on a cluster-scoped object it does not know), and applying it needs no cluster role.
-    return tls.issuer_object(d, _metadata(d, name=tls.issuer_name(d)))
+    issuer: dict[str, Any] = tls.issuer_object(d, _metadata(d, name=tls.issuer_name(d)))
+    if d.spec.deploy.ingress_class:
+        # The solver's own Ingress, which answers Let's Encrypt's challenge, goes to the same controller.
+        for solver in issuer["spec"]["acme"]["solvers"]:
+            solver["http01"]["ingress"]["ingressClassName"] = d.spec.deploy.ingress_class
+    return issuer
 
 
 def _check(d: Deployment) -> None:
@@ -654,8 +662,7 @@ def manifests(d: Deployment) -> dict[str, dict[str, Any]]:
     }
     if autoscaled(d):
         objects["horizontalpodautoscaler.yaml"] = autoscaler_object(d)
-    # With TLS every name is one Let's Encrypt can validate, and all of them are on the certificate.
-    hosts = tls.tls_names(d) if "tls" in d.extras else ingress_hosts(d)
+    hosts = _routed_hosts(d)
     if hosts:
         objects["ingress.yaml"] = ingress_object(d, hosts)
     if "tls" in d.extras:
@@ -666,6 +673,12 @@ def manifests(d: Deployment) -> dict[str, dict[str, Any]]:
         objects["postgres-service.yaml"] = postgres_service_object(d)
         objects["postgres-networkpolicy.yaml"] = postgres_network_policy_object(d)
     return objects
+
+
+def _routed_hosts(d: Deployment) -> list[str]:
+    """The Ingress's hosts; none, no Ingress."""
+    # With TLS every name is one Let's Encrypt can validate, and all of them are on the certificate.
+    return tls.tls_names(d) if "tls" in d.extras else ingress_hosts(d)
 
 
 def _scrape(d: Deployment) -> Scrape:
@@ -764,6 +777,12 @@ def _next_steps(d: Deployment) -> str:
             f"  (with --from-literal={d.spec.database.url_env}=... too when the app uses a database)",
         ]
     steps.append(f"  kubectl apply -k {d.out}")
+    if _routed_hosts(d) and not d.spec.deploy.ingress_class:
+        steps += [
+            "The Ingress names no class: the cluster's default IngressClass takes it. ingress-nginx, whose",
+            "annotations it carries, takes it only if its own class is the default; if not, set",
+            "deploy.ingress_class=nginx (or your controller's class) and build again.",
+        ]
     if "monitoring" in d.extras:
         steps.append(f"  kubectl apply -k {d.out}/monitoring   # where the Prometheus Operator runs")
     if "postgres" in d.extras:
