@@ -196,6 +196,20 @@ CASES = [
         },
     ),
     Case(
+        "FP-S009",
+        bad={
+            "app.py": PROD,
+            "docker-compose.yml": "services:\n  app:\n    environment:\n      - FLASK_SECRET_KEY=9f8e7d6c5b4a39\n",
+        },
+        obj="docker-compose.yml:4",
+        good={
+            "app.py": PROD,
+            "docker-compose.yml": "services:\n  app:\n    environment:\n      - FLASK_SECRET_KEY=${FLASK_SECRET_KEY}\n",
+            # docker compose up adds the override file for local work: a development key belongs there.
+            "docker-compose.override.yml": "services:\n  app:\n    environment:\n      SECRET_KEY: dev\n",
+        },
+    ),
+    Case(
         "FP-C001",
         bad={"app.py": PROD},
         env={"FLASK_SECRET_KEY": "dev"},
@@ -252,6 +266,19 @@ CASES = [
         good={
             "app.py": PROD,
             "Dockerfile": "FROM python:3.12-slim\nCMD flask db upgrade && \\\n    flaskprod serve app:app\n",
+        },
+    ),
+    Case(
+        "FP-P018",
+        bad={
+            "app.py": PROD,
+            "Dockerfile": 'FROM python:3.12-slim\nCMD ["gunicorn", "--reload", "-w", "2", "app:app"]\n',
+        },
+        obj="Dockerfile:2",
+        good={
+            "app.py": PROD,
+            "Dockerfile": 'FROM python:3.12-slim\nCMD ["gunicorn", "-w", "2", "app:app"]\n',
+            "Procfile.dev": "web: gunicorn --reload app:app\n",
         },
     ),
     Case(
@@ -607,6 +634,78 @@ def test_secret_key_literals_in_every_form(project: Path) -> None:
     assert [m["obj"] for m in result.only("FP-S004")] == ["settings.py:3", "settings.py:7", "settings.py:9"]
 
 
+def test_a_key_in_the_instance_folder_is_where_flask_puts_it(project: Path) -> None:
+    # Flask's tutorial: the production key in instance/config.py, a folder kept out of the repository.
+    source = PROD.replace("Production(app)", 'app.config.from_pyfile("config.py", silent=True)\nProduction(app)')
+    instance = {"instance/config.py": f"SECRET_KEY = {STRONG_KEY!r}\n"}
+    assert audit(project, {"app.py": source, **instance}).only("FP-S004") == []
+    elsewhere = audit(project, {"settings/config.py": f"SECRET_KEY = {STRONG_KEY!r}\n"}).only("FP-S004")
+    assert [m["obj"] for m in elsewhere] == ["settings/config.py:1"]
+
+
+def test_secret_keys_in_deployment_files_in_every_form(project: Path) -> None:
+    files = {
+        "app.py": PROD,
+        "Dockerfile": "FROM python:3.12-slim\nENV FLASK_SECRET_KEY=abc123def456\nENV SECRET_KEY ${SECRET_KEY}\n",
+        "compose.yaml": "services:\n  app:\n    environment:\n      SECRET_KEY: 'not-so-secret'\n"
+        "      STRIPE_SECRET_KEY: ${STRIPE_SECRET_KEY:?set it}\n      FLASK_SECRET_KEY: ${FLASK_SECRET_KEY:-dev}\n"
+        "      # SECRET_KEY: commented-out\n",
+        "k8s/deployment.yaml": "spec:\n  containers:\n    - env:\n        - name: FLASK_SECRET_KEY\n"
+        '          value: "0123456789abcdef"\n        - name: SECRET_KEY\n          valueFrom:\n'
+        "            secretKeyRef: {name: app, key: secret-key}\n",
+        "deploy/app.service": '[Service]\nEnvironment="FLASK_SECRET_KEY=xyz789"\nEnvironment=SECRET_KEY_FILE=/k\n',
+        ".gitlab-ci.yml": "test:\n  variables:\n    SECRET_KEY: test-only\n",
+    }
+    found = {m["obj"]: m["text"] for m in audit(project, files).only("FP-S009")}
+    assert sorted(found) == [
+        "Dockerfile:2", "compose.yaml:4", "compose.yaml:6", "deploy/app.service:2", "k8s/deployment.yaml:4"
+    ]
+    assert found["Dockerfile:2"].startswith("a secret key is written in the Dockerfile: every copy of the image")
+
+
+def test_secret_key_hint_names_the_variable_the_app_reads(project: Path) -> None:
+    settings = "import os\n\nclass Config:\n    SECRET_KEY = os.environ.get('SECRET_KEY') or 'you-will-never-guess'\n"
+    source = PLAIN + "from config import Config\n\napp.config.from_object(Config)\n"
+    found = audit(project, {"app.py": source, "config.py": settings}, env={"FLASK_SECRET_KEY": None}).only("FP-S003")
+    assert [m["hint"] for m in found] == [
+        "set SECRET_KEY, the variable the app reads the key from (config.py:4), to a random value, "
+        "e.g. python -c 'import secrets; print(secrets.token_hex(32))'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "text", "hint"),
+    [
+        (
+            # Production(app) comes first, but the app's own options take the key: it adds nothing.
+            PROD + SQLALCHEMY.replace('"sqlite://"\n', '"sqlite://"\napp.config["SQLALCHEMY_ENGINE_OPTIONS"] = '
+                                      '{"echo": False}\n') + "db.init_app(app)\n",
+            None,
+            "the app sets SQLALCHEMY_ENGINE_OPTIONS itself, so Production(app) adds nothing to it: add "
+            "'pool_pre_ping': True (and 'pool_recycle') to it",
+        ),
+        (
+            PLAIN + SQLALCHEMY + 'app.config["SQLALCHEMY_BINDS"] = {"reports": "sqlite://"}\n'
+            'app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}\ndb.init_app(app)\n',
+            "the SQLAlchemy pool of bind 'reports' does not pre-ping: after a database restart or an idle "
+            "timeout, requests fail on dead pooled connections",
+            "a bind takes only its own options (not SQLALCHEMY_ENGINE_OPTIONS, where Production(app) puts them): "
+            "give it {'url': ..., 'pool_pre_ping': True} in SQLALCHEMY_BINDS",
+        ),
+    ],
+    ids=["own-options", "bind"],
+)
+def test_pre_ping_finding_says_what_to_change(project: Path, source: str, text: str | None, hint: str | None) -> None:
+    check = REGISTRY["FP-C006"]
+    found = audit(project, {"app.py": source}).only("FP-C006")
+    assert [(m["text"], m["hint"]) for m in found] == [(text or check.text, hint or check.hint)]
+
+
+def test_pre_ping_given_to_the_extension_passes(project: Path) -> None:
+    source = PLAIN + SQLALCHEMY.replace("SQLAlchemy()", 'SQLAlchemy(engine_options={"pool_pre_ping": True})')
+    assert audit(project, {"app.py": source + "db.init_app(app)\n"}).only("FP-C006") == []
+
+
 def test_proxy_fix_applied_by_the_app_itself(project: Path) -> None:
     source = PLAIN + "from werkzeug.middleware.proxy_fix import ProxyFix\n\napp.wsgi_app = ProxyFix(app.wsgi_app)\n"
     assert "FP-C005" not in audit(project, {"app.py": source, "nginx.conf": NGINX_PROXY}).ids()
@@ -634,6 +733,97 @@ def test_pre_ping_turned_off_on_purpose_passes(project: Path) -> None:
 )
 def test_dev_server_in_other_deployment_files(project: Path, name: str, text: str, line: int) -> None:
     assert [m["obj"] for m in audit(project, {"app.py": PROD, name: text}).only("FP-P004")] == [f"{name}:{line}"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("Procfile.dev", "web: flask run --debug --port $PORT\n"),
+        ("Dockerfile.dev", 'FROM python:3.12-slim\nCMD ["flask", "run", "--host=0.0.0.0"]\n'),
+        ("docker-compose.dev.yml", "services:\n  app:\n    command: flask run --host 0.0.0.0\n"),
+        ("docker-compose.override.yml", "services:\n  app:\n    command: flask --debug run\n"),
+        ("docker/local/Dockerfile", 'FROM python:3.12-slim\nCMD ["flask", "run"]\n'),
+    ],
+)
+def test_development_files_may_start_the_dev_server(project: Path, name: str, text: str) -> None:
+    assert audit(project, {"app.py": PROD, name: text}).only("FP-P004") == []
+
+
+def test_only_the_production_stage_of_a_dockerfile_is_a_deployment(project: Path) -> None:
+    dockerfile = (
+        "FROM python:3.12-slim AS base\nRUN pip install flask\n"
+        "FROM base AS development\nCMD flask run --debug\n"
+        "FROM --platform=linux/amd64 base AS production\nCMD flask run\n"
+    )
+    found = audit(project, {"app.py": PROD, "Dockerfile": dockerfile}).only("FP-P004")
+    assert [m["obj"] for m in found] == ["Dockerfile:6"]
+
+
+RUNS_DEBUG = PROD + '\nif __name__ == "__main__":\n    app.run(host="0.0.0.0", debug=True)\n'
+
+
+@pytest.mark.parametrize(
+    ("files", "obj", "text"),
+    [
+        (
+            {"app.py": RUNS_DEBUG, "Dockerfile": 'FROM python:3.12-slim\nWORKDIR /app\nCMD ["python", "app.py"]\n'},
+            "Dockerfile:3",
+            "the deployment runs app.py, which starts Flask's development server (app.run() at app.py:9, with the "
+            "Werkzeug debugger on: whoever reaches it runs code on the server)",
+        ),
+        (
+            {
+                "app.py": PROD,
+                "shop/__init__.py": PROD,
+                "shop/__main__.py": "from shop import app\n\nif __name__ == '__main__':\n    app.run()\n",
+                "Procfile": "web: python3 -u -m shop\n",
+            },
+            "Procfile:1",
+            "the deployment runs shop/__main__.py, which starts Flask's development server (app.run() at "
+            "shop/__main__.py:4): single process, no worker management, not hardened for the internet",
+        ),
+        (
+            {
+                "run.py": "from app import app\n\napp.run(port=8000)\n",
+                "app.py": PROD,
+                "docker-compose.yml": "services:\n  app:\n    command: python /srv/app/run.py\n",
+            },
+            "docker-compose.yml:3",
+            "the deployment runs run.py, which starts Flask's development server (app.run() at run.py:3): "
+            "single process, no worker management, not hardened for the internet",
+        ),
+    ],
+    ids=["dockerfile-debug", "procfile-module", "compose-image-path"],
+)
+def test_a_script_that_calls_app_run_is_the_dev_server(
+    project: Path, files: dict[str, str], obj: str, text: str
+) -> None:
+    assert [(m["obj"], m["text"]) for m in audit(project, files).only("FP-P004")] == [(obj, text)]
+
+
+def test_a_script_that_does_not_call_app_run_is_not_the_dev_server(project: Path) -> None:
+    files = {
+        "app.py": PROD,
+        "serve.py": "from waitress import serve\n\nfrom app import app\n\nif __name__ == '__main__':\n"
+        "    serve(app, port=8000)\n",
+        "Dockerfile": 'FROM python:3.12-slim\nCMD ["python", "serve.py"]\n',
+        "Procfile": "release: python manage.py migrate\nweb: python -m gunicorn app:app\n",
+    }
+    assert audit(project, files).only("FP-P004") == []
+
+
+def test_reload_in_server_configs(project: Path) -> None:
+    files = {
+        "app.py": PROD,
+        "gunicorn.conf.py": 'workers = 2\nworker_tmp_dir = "/dev/shm"\nreload = True\n',
+        "uwsgi.ini": "[uwsgi]\nmodule = app:app\npy-autoreload = 1\n",
+        "deploy/app.service": "[Service]\nExecStart=/srv/venv/bin/uwsgi --ini uwsgi.ini --py-autoreload 2\n",
+        # Off, or in a development file: not a deployment's reloader.
+        "uwsgi-dev.ini": "[uwsgi]\npy-autoreload = 1\n",
+        "prod.ini": "[uwsgi]\npy-autoreload = 0\n",
+    }
+    found = sorted(m["obj"] for m in audit(project, files).only("FP-P018"))
+    assert found == ["deploy/app.service:2", "gunicorn.conf.py:3", "uwsgi.ini:3"]
 
 
 def test_gunicorn_command_without_tmp_dir(project: Path) -> None:

@@ -112,11 +112,16 @@ def proxy_headers(app: Flask, context: Context) -> Iterator[Found]:
         yield Found(obj=item.at(line))
 
 
+_NO_PRE_PING = (
+    "the SQLAlchemy pool does not pre-ping: after a database restart or an idle timeout, requests fail "
+    "on dead pooled connections"
+)
+
+
 @app_check(
     "FP-C006",
     WARNING,
-    "the SQLAlchemy pool does not pre-ping: after a database restart or an idle timeout, requests fail "
-    "on dead pooled connections",
+    _NO_PRE_PING,
     hint="call Production(app) before db.init_app(app) (it sets pool_pre_ping and pool_recycle), or set "
     "SQLALCHEMY_ENGINE_OPTIONS = {'pool_pre_ping': True}",
 )
@@ -129,5 +134,48 @@ def pool_pre_ping(app: Flask, context: Context) -> Iterator[Found]:
     # Flask-SQLAlchemy reads the options once, in db.init_app, and leaves an empty dict behind: Production(app)
     # called after it finds the key taken and adds nothing, so the config is what the engines got.
     options = app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
-    if "pool_pre_ping" not in options:
-        yield Found(obj=context.app_label)
+    # Where the app chose, either way: SQLALCHEMY_ENGINE_OPTIONS for the default engine, a bind's own options for
+    # it (binds do not inherit SQLALCHEMY_ENGINE_OPTIONS, nor what Production(app) puts there).
+    chosen: set[str | None] = {None} if "pool_pre_ping" in options else set()
+    binds = app.config.get("SQLALCHEMY_BINDS") or {}
+    chosen |= {key for key, value in binds.items() if isinstance(value, dict) and "pool_pre_ping" in value}
+    engines = _engines(app)
+    if engines is None:  # not Flask-SQLAlchemy 3's engines, which show what each got: the config decides
+        missing: list[str | None] = [] if None in chosen else [None]
+    else:  # SQLAlchemy(engine_options=...) counts too
+        missing = [key for key, engine in engines.items() if key not in chosen and _pools_without_pre_ping(engine)]
+    if None in missing:
+        hint = None
+        if options:
+            hint = (
+                "the app sets SQLALCHEMY_ENGINE_OPTIONS itself, so Production(app) adds nothing to it: add "
+                "'pool_pre_ping': True (and 'pool_recycle') to it"
+            )
+        yield Found(obj=context.app_label, hint=hint)
+    bind_keys = [key for key in missing if key is not None]
+    if bind_keys:
+        names = ", ".join(repr(key) for key in bind_keys)
+        yield Found(
+            obj=context.app_label,
+            text=_NO_PRE_PING.replace("the SQLAlchemy pool does", f"the SQLAlchemy pool of bind {names} does", 1),
+            hint="a bind takes only its own options (not SQLALCHEMY_ENGINE_OPTIONS, where Production(app) puts "
+            "them): give it {'url': ..., 'pool_pre_ping': True} in SQLALCHEMY_BINDS",
+        )
+
+
+def _engines(app: Flask) -> dict[str | None, Any] | None:
+    """Flask-SQLAlchemy 3's engines for the app, by bind key; None when they cannot be read."""
+    extension = app.extensions["sqlalchemy"]
+    try:
+        with app.app_context():
+            return dict(extension.engines)
+    except Exception:  # another version, or an app whose engines fail to start: the config decides
+        return None
+
+
+def _pools_without_pre_ping(engine: Any) -> bool:
+    """True for a pool that keeps connections and does not test them before use (NullPool keeps none)."""
+    from sqlalchemy.pool import NullPool
+
+    pool = getattr(engine, "pool", None)
+    return pool is not None and not isinstance(pool, NullPool) and not getattr(pool, "_pre_ping", False)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ast
 import contextlib
 import os
+import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -88,6 +89,24 @@ class ProjectFile:
     def lines(self) -> Iterator[tuple[int, str]]:
         """(line number, line) pairs, numbered from 1."""
         return enumerate(self.text.splitlines(), start=1)
+
+
+# Words that mark a file, a directory or a Dockerfile stage as development's (Procfile.dev, Dockerfile.dev,
+# docker-compose.override.yml, which `docker compose up` adds for local work, `FROM base AS development`):
+# a dev server, a reloader or a fixed key there is where it belongs.
+_DEVELOPMENT = frozenset({"dev", "devel", "develop", "development", "local", "debug", "test", "testing", "override"})
+
+
+def for_development(name: str) -> bool:
+    """True when a file, directory or stage name says it is for development."""
+    return any(word in _DEVELOPMENT for word in re.split(r"[^a-z0-9]+", name.lower()))
+
+
+def deployment_files(items: Iterable[ProjectFile]) -> Iterator[ProjectFile]:
+    """The files of items that are not development's by their name or a directory's."""
+    for item in items:
+        if not any(for_development(part) for part in item.rel.split("/")):
+            yield item
 
 
 # The header every file `flaskprod build` and `up` render opens with. Those files are consistent with

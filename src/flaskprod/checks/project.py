@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import BuildError
 from ..render.requirements import lacks_flaskprod, read_requirements, requirements_file
-from .context import Context, ProjectFile, call_name
+from .context import Context, ProjectFile, call_name, deployment_files, for_development
 from .registry import ERROR, INFO, WARNING, Found, check
 
 
@@ -169,14 +169,19 @@ def _logical_lines(item: ProjectFile) -> Iterator[tuple[int, str]]:
 
 
 def _dockerfiles(context: Context) -> Iterator[ProjectFile]:
-    return context.files_named("Dockerfile*", "Containerfile*", "*.dockerfile")
+    return deployment_files(context.files_named("Dockerfile*", "Containerfile*", "*.dockerfile"))
 
 
 def _image_commands(item: ProjectFile) -> Iterator[tuple[int, str]]:
-    """(line, command) of a Dockerfile's CMD and ENTRYPOINT."""
+    """(line, command) of a Dockerfile's CMD and ENTRYPOINT, but those of a development stage."""
+    stage = ""
     for line, text in _logical_lines(item):
+        start = re.match(r"\s*FROM\s+(?:--\S+\s+)*\S+(?:\s+AS\s+(\S+))?", text, re.IGNORECASE)
+        if start:
+            stage = start[1] or ""
+            continue
         match = re.match(r"\s*(?:CMD|ENTRYPOINT)\s+(.*)", text, re.IGNORECASE)
-        if match:
+        if match and not for_development(stage):
             yield line, match[1]
 
 
@@ -186,17 +191,17 @@ def _commands(context: Context) -> Iterator[tuple[ProjectFile, int, str]]:
     for item in _dockerfiles(context):
         for line, command in _image_commands(item):
             yield item, line, command
-    for item in context.files_named("Procfile*"):
+    for item in deployment_files(context.files_named("Procfile*")):
         for line, text in item.lines():
             match = re.match(r"\s*[\w-]+\s*:\s*(.*)", text)
             if match:
                 yield item, line, match[1]
-    for item in context.files_named(*_COMPOSE, *_STACK):
+    for item in deployment_files(context.files_named(*_COMPOSE, *_STACK)):
         for line, text in item.lines():
             match = re.match(r"\s*(?:command|entrypoint)\s*:\s*(.*)", text)
             if match:
                 yield item, line, match[1]
-    for item in context.files_named("*.service"):
+    for item in deployment_files(context.files_named("*.service")):
         for line, text in _logical_lines(item):
             match = re.match(r"\s*ExecStart\s*=\s*(.*)", text)
             if match:
@@ -245,8 +250,104 @@ def unchecked_health(context: Context) -> Iterator[Found]:
 )
 def dev_server_in_deployment(context: Context) -> Iterator[Found]:
     for item, line, command in _commands(context):
-        if _FLASK_RUN.search(_words(command)):
+        words = _words(command)
+        if _FLASK_RUN.search(words):
             yield Found(obj=item.at(line))
+            continue
+        started = _script_run(context, item, words)
+        if started is not None:
+            script, run = started
+            debugger = any(
+                kw.arg == "debug" and isinstance(kw.value, ast.Constant) and kw.value.value is True
+                for kw in run.keywords
+            )
+            text = (
+                f"the deployment runs {script.rel}, which starts Flask's development server (app.run() at "
+                f"{script.at(run.lineno)}"
+                + (
+                    ", with the Werkzeug debugger on: whoever reaches it runs code on the server)"
+                    if debugger
+                    else "): single process, no worker management, not hardened for the internet"
+                )
+            )
+            yield Found(obj=item.at(line), text=text)
+
+
+_RELOAD_FLAG = re.compile(r"\s--(?:reload|py-autoreload(?:[=\s]+[1-9]\d*)?|python-autoreload(?:[=\s]+[1-9]\d*)?)\s")
+_UWSGI_RELOAD = re.compile(r"^\s*(?:py|python)-autoreload\s*=\s*[1-9]")
+
+
+@check(
+    "FP-P018",
+    WARNING,
+    "the app server reloads the app when a source file changes (Gunicorn's reload, uWSGI's py-autoreload): a "
+    "development option: it watches every module of the app and restarts the workers whenever one changes, "
+    "also on code a deploy has only half written",
+    hint="remove --reload (reload = True in the Gunicorn config, py-autoreload in the uWSGI ini) from the "
+    "deployment; ship new code with a restart, or `flaskprod deploy` with no request lost",
+)
+def reload_in_deployment(context: Context) -> Iterator[Found]:
+    for item, line, command in _commands(context):
+        words = _words(command)
+        if re.search(r"[\s/](?:gunicorn|uwsgi)\s", words) and _RELOAD_FLAG.search(words):
+            yield Found(obj=item.at(line))
+    for item, tree in _gunicorn_configs(context):
+        stmt = _assigned(tree).get("reload")
+        if stmt is not None and isinstance(stmt.value, ast.Constant) and stmt.value.value is True:
+            yield Found(obj=item.at(stmt.lineno))
+    for item in deployment_files(context.files_named("*.ini")):
+        for line, text in item.lines():
+            if _UWSGI_RELOAD.match(text):
+                yield Found(obj=item.at(line))
+
+
+# `python app.py`, `python3 -u src/run.py`, `python -m myapp`: a script of the project that a command starts.
+_PYTHON_SCRIPT = re.compile(r"[\s/;&|]python[\d.]*\s+((?:-(?!m\s)[A-Za-z]+\s+)*)(-m\s+)?([\w./-]+)")
+
+
+def _script_run(context: Context, item: ProjectFile, words: str) -> tuple[ProjectFile, ast.Call] | None:
+    """The project script a command runs with python, and its app.run() call, when it makes one."""
+    match = _PYTHON_SCRIPT.search(words)
+    if match is None:
+        return None
+    target = match[3]
+    if match[2]:
+        stem = target.replace(".", "/")
+        candidates = [f"{stem}.py", f"{stem}/__main__.py"]
+    elif target.endswith(".py"):
+        candidates = [target]
+    else:
+        return None
+    by_path = {found.path: found for found in context.files}
+    for candidate in candidates:
+        # A path inside the image (/app/app.py, with WORKDIR /app) ends with the project's path to the file.
+        pieces = [piece for piece in candidate.split("/") if piece not in ("", ".")]
+        for start in range(len(pieces)):
+            tail = Path(*pieces[start:])
+            for base in (item.path.parent, context.root, context.root / "src"):
+                script = by_path.get(base / tail)
+                if script is not None and script.tree is not None:
+                    run = next(_app_runs(script.tree, context), None)
+                    return None if run is None else (script, run)
+    return None
+
+
+def _app_runs(tree: ast.Module, context: Context) -> Iterator[ast.Call]:
+    """The app.run() calls a module makes when run as a script: at import time or in its __main__ block."""
+    names = _app_names(tree, context)
+    visitor = _ImportTimeCalls()
+    visitor.visit(tree)
+    for stmt in tree.body:
+        if isinstance(stmt, ast.If) and _is_main_guard(stmt.test):
+            for inner in stmt.body:
+                visitor.visit(inner)
+    for call in visitor.calls:
+        func = call.func
+        receiver = func.value if isinstance(func, ast.Attribute) and func.attr == "run" else None
+        if (isinstance(receiver, ast.Name) and receiver.id in names) or (
+            isinstance(receiver, ast.Call) and call_name(receiver) in _APP_FACTORIES
+        ):
+            yield call
 
 
 _GUNICORN_SETTINGS = frozenset(
@@ -265,6 +366,7 @@ _GUNICORN_SETTINGS = frozenset(
         "graceful_timeout",
         "max_requests",
         "wsgi_app",
+        "reload",
     }
 )
 

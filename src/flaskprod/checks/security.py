@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from flask import Flask
 
 from ..runtime.headers import ProductionSessionInterface
-from ..runtime.secrets import FIX, secret_key_problem
-from .context import Context, call_name
+from ..runtime.secrets import FIX, HOW_TO_GENERATE, secret_key_problem
+from .context import Context, ProjectFile, call_name, deployment_files
 from .registry import ERROR, WARNING, Found, app_check, check
 
 
@@ -91,6 +92,8 @@ def _unread_key_hint(app: Flask, context: Context) -> str | None:
     set the variable that is already set."""
     found = _key_variable(context)
     key = app.config.get("SECRET_KEY")
+    if found is None and context.production is None:
+        return _own_variable_hint(context)
     if found is None or key == found[1] or str(key) == found[1]:
         return None  # the variable is the key: making it strong is the fix
     name = found[0]
@@ -101,6 +104,39 @@ def _unread_key_hint(app: Flask, context: Context) -> str | None:
     if not context.effective_spec.app.env_config:
         return f"{name} is set, but app.env_config is off, so Production(app) does not read it: turn app.env_config on"
     return f"{name} is set, but the app replaces the key Production(app) read from it: remove its own SECRET_KEY"
+
+
+def _own_variable_hint(context: Context) -> str | None:
+    """The fix for an app without Production(app) whose code reads the key from a variable of its own name
+    (os.environ.get('SECRET_KEY')): setting FLASK_SECRET_KEY would not reach it."""
+    for item, tree in context.python_files():
+        for line, value in _secret_assignments(tree):
+            name = _variable_read(value)
+            if name is not None and name != "FLASK_SECRET_KEY":
+                return f"set {name}, the variable the app reads the key from ({item.at(line)}), to a random value, " + (
+                    f"e.g. {HOW_TO_GENERATE}"
+                )
+    return None
+
+
+def _variable_read(node: ast.expr) -> str | None:
+    """The environment variable an expression reads: os.environ.get('X'), os.getenv('X'), os.environ['X'],
+    env.str('X') (environs)."""
+    for inner in ast.walk(node):
+        if isinstance(inner, ast.Call) and call_name(inner) in ("get", "getenv", "str") and inner.args:
+            first = inner.args[0]
+        elif isinstance(inner, ast.Subscript) and _last_name(inner.value) == "environ":
+            first = inner.slice
+        else:
+            continue
+        if isinstance(first, ast.Constant) and isinstance(first.value, str) and first.value.isidentifier():
+            return first.value
+    return None
+
+
+def _last_name(node: ast.expr) -> str:
+    """The name an expression ends in: `environ` for os.environ and for environ."""
+    return node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
 
 
 def _may_be_literal(node: ast.expr) -> bool:
@@ -181,6 +217,16 @@ def _development_lines(tree: ast.Module) -> set[int]:
     return lines
 
 
+def _instance_folders(context: Context) -> tuple[Path, ...]:
+    """The app's instance folder (and ./instance, Flask's default beside the app): where Flask's docs put the
+    production key (`SECRET_KEY = '...'` in instance/config.py, read by from_pyfile), a folder kept out of the
+    code's repository."""
+    folders = {(context.root / "instance").resolve()}
+    if context.app is not None:
+        folders.add(Path(context.app.instance_path).resolve())
+    return tuple(folders)
+
+
 @check(
     "FP-S004",
     WARNING,
@@ -189,7 +235,10 @@ def _development_lines(tree: ast.Module) -> set[int]:
     "and fail when it is missing",
 )
 def secret_key_in_source(context: Context) -> Iterator[Found]:
+    instance = _instance_folders(context)
     for item, tree in context.python_files():
+        if any(item.path.resolve().is_relative_to(folder) for folder in instance):
+            continue
         exempt = _development_lines(tree)
         for line, value in _secret_assignments(tree):
             if line not in exempt and _may_be_literal(value):
@@ -265,3 +314,67 @@ def secret_key_per_process(context: Context) -> Iterator[Found]:
         for line, value in _secret_assignments(tree):
             if line not in exempt and _is_random_call(value):
                 yield Found(obj=item.at(line))
+
+
+# NAME=value in a Compose list, an ENV or ARG line, a systemd Environment=; NAME: value in a Compose or app.yaml
+# map; a Kubernetes env entry's name (its value follows on a line of its own). The name is any *SECRET_KEY.
+_SECRET_NAME = r"[A-Z0-9_]*SECRET_KEY"
+_SECRET_ASSIGNED = re.compile(
+    rf"""^\s*(?:-\s*|ENV\s+|ARG\s+|Environment\s*=\s*)?["']?({_SECRET_NAME})(?:\s*[=:]\s*|\s+(?=\S))(.*)$"""
+)
+_K8S_NAME = re.compile(rf"""^\s*-?\s*name\s*:\s*["']?({_SECRET_NAME})["']?\s*$""")
+_K8S_VALUE = re.compile(r"^\s*value\s*:\s*(.*)$")
+# ${VAR}, $VAR, ${VAR:?error}: taken from the environment where the file is used. ${VAR:-default} is not, when
+# the default is not empty.
+_REFERENCE = re.compile(r"^\$(?:\w+|\{\w+\}|\{\w+:?\?[^}]*\}|\{\w+:?-\})$")
+
+
+def _literal(value: str) -> str:
+    """The value written in the file, without quotes and comments; "" when it is none or a reference."""
+    value = value.strip()
+    quoted = value[:1] in ("'", '"')
+    value = value[1:].split(value[0], 1)[0] if quoted else value.split(" #", 1)[0].strip().strip("\"'")
+    default = re.fullmatch(r"\$\{\w+:?-(.+)\}", value)
+    if default:
+        return default[1]
+    return "" if not value or _REFERENCE.match(value) or value.startswith(("$(", "{{")) else value
+
+
+def _secret_lines(item: ProjectFile) -> Iterator[int]:
+    lines = list(item.lines())
+    for index, (line, text) in enumerate(lines):
+        named = _K8S_NAME.match(text)
+        if named:
+            for _, following in lines[index + 1 : index + 3]:
+                value = _K8S_VALUE.match(following)
+                if value and _literal(value[1]):
+                    yield line
+            continue
+        assigned = _SECRET_ASSIGNED.match(text)
+        if assigned and not text.lstrip().startswith("#") and _literal(assigned[2]):
+            yield line
+
+
+@check(
+    "FP-S009",
+    WARNING,
+    "a secret key is written in a deployment file: whoever can read the repository can sign sessions, and the "
+    "key cannot change without a commit",
+    hint="pass it in from where the file is used: SECRET_KEY=${SECRET_KEY} in Compose, a Kubernetes Secret through "
+    "valueFrom.secretKeyRef, or FLASK_SECRET_KEY_FILE naming a mounted secret file",
+)
+def secret_key_in_deployment(context: Context) -> Iterator[Found]:
+    dockerfiles = ("Dockerfile*", "Containerfile*", "*.dockerfile")
+    items = context.files_named("*.yml", "*.yaml", "*.service", *dockerfiles)
+    for item in deployment_files(items):
+        if item.path.name.startswith("."):  # .gitlab-ci.yml and the like: a CI job's test key
+            continue
+        in_image = any(item.path.match(pattern) for pattern in dockerfiles)
+        for line in _secret_lines(item):
+            text = (
+                "a secret key is written in the Dockerfile: every copy of the image carries it (docker history "
+                "shows it), and whoever can read the repository can sign sessions"
+                if in_image
+                else None
+            )
+            yield Found(obj=item.at(line), text=text)
