@@ -209,6 +209,26 @@ def test_serves_the_app(tmp_path: Path, server: str) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("server", SERVERS)
+def test_the_scheme_is_the_connections_unless_a_trusted_proxy_names_it(tmp_path: Path, server: str) -> None:
+    """Only the app reads X-Forwarded-Proto, from proxy.trusted_hops proxies: HSTS goes on HTTPS answers alone."""
+
+    def hsts(served: Served, headers: dict[str, str]) -> bool:
+        response = requests.get(served.url("/"), headers=headers, timeout=10)
+        assert response.status_code == 200, response.text
+        return "Strict-Transport-Security" in response.headers
+
+    # No proxy trusted: a client's header claims nothing, whichever of the two the servers used to read.
+    with serving(tmp_path, server, "--workers", "1") as served:
+        assert not hsts(served, {"X-Forwarded-Proto": "https"})
+        assert not hsts(served, {"X-Forwarded-Ssl": "on"})
+    with serving(tmp_path, server, "--workers", "1", "--set", "proxy.trusted_hops=1") as served:
+        assert hsts(served, {"X-Forwarded-Proto": "https"})
+        # What nginx passes on plain HTTP when the client sent X-Forwarded-Ssl itself: not a 400.
+        assert not hsts(served, {"X-Forwarded-Proto": "http", "X-Forwarded-Ssl": "on"})
+
+
+@pytest.mark.integration
 def test_drain_file_named_by_a_supervisor(tmp_path: Path) -> None:
     """Under `flaskprod up` the parent names the drain file; creating it turns every worker's readiness to 503."""
     drain = tmp_path / "draining"

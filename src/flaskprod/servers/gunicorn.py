@@ -49,6 +49,10 @@ def gunicorn_config(settings: dict[str, Any]) -> dict[str, Any]:
         "errorlog": settings["errorlog"],
         # The control socket would be a file under $HOME or $XDG_RUNTIME_DIR that nothing here uses.
         "control_socket_disable": True,
+        # The scheme is the connection's: only the app reads X-Forwarded-Proto, from proxy.trusted_hops proxies.
+        # Gunicorn's own reading trusted any loopback client (and anyone on a unix socket) and answered 400
+        # to a request through nginx that also carried the client's X-Forwarded-Ssl.
+        "secure_scheme_headers": {},
     }
 
 

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..discovery import AppRef
 from ..errors import ServerError
@@ -19,6 +19,11 @@ from ..spec import SETTINGS
 from .common import RunDir, parse_bind
 from .memorybound import MemoryBound, children, signal_to
 from .turns import turns_taken
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 ENTRY = "flaskprod.servers.uwsgi_entry:application"
 # Request header buffer: uWSGI's 4 KiB default rejects ordinary large cookies with a 502 at the proxy.
@@ -110,6 +115,24 @@ def render_ini(
         lines = [(k, v) for k, v in lines if k != "thunder-lock"]
     body = "\n".join(f"{key} = {_ini_value(value)}" for key, value in lines)
     return f"; written by flaskprod from its settings; change flaskprod.toml, not this file\n[uwsgi]\n{body}\n"
+
+
+def on_connection_scheme(app: WSGIApplication) -> WSGIApplication:
+    """app, seeing the scheme of the connection uWSGI was handed, not one a client's header claims.
+
+    uWSGI takes https from a request's X-Forwarded-Proto or X-Forwarded-Ssl, whoever sent it, with no
+    setting to stop it; only the app reads those headers, from proxy.trusted_hops proxies. Over the uwsgi
+    protocol the scheme is nginx's own (REQUEST_SCHEME, HTTPS); an http-socket is plain HTTP.
+    """
+
+    def app_on_connection_scheme(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        scheme = environ.get("REQUEST_SCHEME")
+        if scheme != "http" and scheme != "https":
+            scheme = "https" if environ.get("HTTPS", "").lower() in ("on", "1") else "http"
+        environ["wsgi.url_scheme"] = scheme
+        return app(environ, start_response)
+
+    return app_on_connection_scheme
 
 
 def _ini_value(value: Any) -> str:

@@ -10,6 +10,7 @@ from ..discovery import find_app
 from ..spec import load_spec
 from . import affinity, gcfreeze
 from .turns import taking_turns
+from .uwsgi import on_connection_scheme
 
 # uWSGI's Python plugin points sys.stdout at stderr; the app's JSON logs belong on stdout (fd 1),
 # as under Gunicorn, so log shippers find them in one place.
@@ -22,7 +23,7 @@ loaded = find_app(spec.app.target)
 if spec.server.gc_freeze:
     gcfreeze.freeze_loaded()
 # The ini resolves fair_gil: on only when the workers have threads to take turns.
-application = taking_turns(loaded) if spec.server.fair_gil else loaded
+application = on_connection_scheme(taking_turns(loaded) if spec.server.fair_gil else loaded)
 
 
 def _pin_worker() -> None:
