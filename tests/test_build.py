@@ -25,6 +25,7 @@ from flaskprod.errors import BuildError
 from flaskprod.render.compose import render_compose, render_swarm
 from flaskprod.render.deployment import STATIC_DIR, app_static, container_machine
 from flaskprod.render.image import copy_instruction, env_value, render_single
+from flaskprod.render.kubernetes import render_k8s
 from flaskprod.render.nginx import StaticMount
 from flaskprod.render.writer import write_files
 from flaskprod.servers.probe import AppInfo
@@ -502,6 +503,17 @@ def test_swarm_restarts_the_app_and_nginx_however_they_ended_and_never_gives_up(
         # A failed update is still undone: Swarm watches each new task for this long.
         assert deploy["update_config"]["failure_action"] == "rollback"
         assert deploy["update_config"]["monitor"] == "30s"
+
+
+def test_swarm_gives_the_health_check_as_long_as_kubernetes_liveness_probe(tmp_path: Path) -> None:
+    # Both replace an app whose check times out three times: under load, a Python start throttled at the CPU
+    # limit and a /healthz queued behind requests take seconds, and a busy replica is not a broken one.
+    d = make_deployment(tmp_path / "p")
+    swarm = yaml.safe_load(render_swarm(d)["stack.yaml"])["services"]["app"]["healthcheck"]
+    k8s = yaml.safe_load(render_k8s(d)["deployment.yaml"])["spec"]["template"]["spec"]["containers"][0]
+    assert k8s["name"] == "app"
+    assert swarm["timeout"] == f"{k8s['livenessProbe']['timeoutSeconds']}s" == "10s"
+    assert swarm["retries"] == k8s["livenessProbe"]["failureThreshold"] == 3
 
 
 def test_single_container_trusts_no_proxy_and_compose_trusts_nginx(tmp_path: Path) -> None:

@@ -27,6 +27,11 @@ from .monitoring import (
 from .yamlfile import Script, dump_yaml, generated_header
 
 HEALTHCHECK = ["CMD", "python", "-m", "flaskprod.servers.healthcheck"]
+# Seconds an orchestrator that restarts an unhealthy app (Swarm, Kubernetes) gives the health check: a Python
+# start in a container throttled at its CPU limit under load takes seconds, and /healthz then waits its turn
+# behind the requests in the queue. Timing out sooner, three checks in a row replace a busy, healthy replica
+# and load the others more.
+HEALTHCHECK_TIMEOUT = 10
 SECRET_KEY_HELP = 'set FLASK_SECRET_KEY, e.g. python -c "import secrets; print(secrets.token_hex(32))"'
 # Pinned: a dashboard's schema and a rule's syntax are tested against these versions' formats.
 PROMETHEUS_IMAGE = "prom/prometheus:v2.55.1"
@@ -443,7 +448,8 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         "read_only": True,
         "tmpfs": ["/tmp"],
         "stop_grace_period": grace,
-        "healthcheck": _app_healthcheck(),
+        # Swarm replaces an unhealthy task.
+        "healthcheck": _app_healthcheck() | {"timeout": _seconds(HEALTHCHECK_TIMEOUT)},
         "deploy": {
             "replicas": d.spec.deploy.replicas,
             **_rolling(parallelism=APP_UPDATE_PARALLELISM),

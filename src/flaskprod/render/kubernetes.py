@@ -19,7 +19,7 @@ from ..errors import BuildError
 from ..sizing import PROXY_MARGIN
 from ..spec import Spec, parse_size
 from . import postgres, tls
-from .compose import NGINX_LIMITS
+from .compose import HEALTHCHECK_TIMEOUT, NGINX_LIMITS
 from .deployment import APP_UID, NGINX_PORT, Deployment
 from .monitoring import Monitored, Scrape, alert_files, alert_groups, dashboard_json
 from .yamlfile import dump_yaml, generated_header
@@ -53,9 +53,8 @@ ENDPOINT_SETTLE = 3
 NGINX_WORKER_PROCESSES = 1
 NGINX_REQUESTS = {"cpu": "100m", "memory": "64Mi"}
 HEALTHCHECK = ["python", "-m", "flaskprod.servers.healthcheck"]
-# A Python start costs about half a CPU second: in a container throttled at its limit under load that
-# takes several seconds, and a timed-out liveness probe restarts a healthy app.
-EXEC_PROBE_TIMEOUT = 10
+# A timed-out liveness probe restarts a healthy app: Swarm's health check gets as long (compose.HEALTHCHECK_TIMEOUT).
+EXEC_PROBE_TIMEOUT = HEALTHCHECK_TIMEOUT
 STARTUP_SECONDS = 120
 STARTUP_PERIOD = 5
 TARGET_CPU_UTILISATION = 70
