@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import pwd
@@ -226,6 +227,23 @@ def test_the_scheme_is_the_connections_unless_a_trusted_proxy_names_it(tmp_path:
         assert hsts(served, {"X-Forwarded-Proto": "https"})
         # What nginx passes on plain HTTP when the client sent X-Forwarded-Ssl itself: not a 400.
         assert not hsts(served, {"X-Forwarded-Proto": "http", "X-Forwarded-Ssl": "on"})
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_client_reusing_its_connection_gets_every_answer(tmp_path: Path, server: str) -> None:
+    """HTTP/1.1 keeps a connection open unless the answer says Connection: close; the client then opens another."""
+    with serving(tmp_path, server, "--workers", "1") as served:
+        connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+        try:
+            for _ in range(3):
+                connection.request("GET", "/")
+                response = connection.getresponse()
+                assert (response.status, response.read()) == (200, b"hello from basic")
+        finally:
+            connection.close()
+    if server == "uwsgi":
+        assert print_config("tests.apps.factory", "--server", "uwsgi")["keepalive"] == 0  # as it runs
 
 
 @pytest.mark.integration

@@ -28,7 +28,8 @@ def server_settings(spec: Spec, derived: Derived, app: AppRef, *, worker_mb: flo
         "request_timeout": derived.timeouts.request,
         "timeout": derived.timeouts.server,
         "graceful_timeout": derived.timeouts.graceful,
-        "keepalive": derived.timeouts.keepalive,
+        # uWSGI closes every connection after its response (servers/uwsgi.py): it keeps none alive.
+        "keepalive": 0 if server.kind == "uwsgi" else derived.timeouts.keepalive,
         "max_requests": derived.max_requests,
         "max_requests_jitter": derived.max_requests_jitter,
         "recycle_memory_mb": derived.recycle_memory_mb,

@@ -71,6 +71,10 @@ def render_ini(
         # uWSGI makes its socket 0755: nginx running as another user (a pod's sidecar, systemd's
         # www-data in the app's group) could not connect; group read-write is what it needs.
         lines.append(("chmod-socket", 660))
+    if protocol == "http":
+        # uWSGI's http-socket answers one request per connection and then closes it, without saying so
+        # to an HTTP/1.1 client, which reuses it and gets a reset (every wrk request was a read error).
+        lines.append(("add-header", "Connection: close"))
     lines += [
         ("listen", backlog),
         ("processes", workers),
