@@ -536,6 +536,18 @@ def test_flask_env_in_the_environment(project: Path) -> None:
     ]
 
 
+def test_flask_env_read_by_the_app_itself_is_not_said_to_do_nothing(project: Path) -> None:
+    # cookiecutter-flask's settings: the app turns debug on from FLASK_ENV itself.
+    settings = 'import os\n\nENV = os.environ.get("FLASK_ENV", "production")\nDEBUG = ENV == "development"\n'
+    compose = "services:\n  app:\n    environment:\n      FLASK_ENV: development\n"
+    found = audit(project, {"app.py": PROD, "settings.py": settings, "docker-compose.yml": compose}).only("FP-C004")
+    text = (
+        "FLASK_ENV is used, but Flask 2.3 removed it: only the app's own code reads it now (settings.py:3), so "
+        "what it sets there (debug, say) and what Flask and its extensions see can differ"
+    )
+    assert [(m["obj"], m["text"]) for m in found] == [("docker-compose.yml:4", text), ("settings.py:3", text)]
+
+
 def test_secret_key_fallbacks_and_min_length_from_the_spec(project: Path) -> None:
     key40 = secrets.token_hex(20)
     source = PLAIN + f'app.config["SECRET_KEY"] = "{key40}"\napp.config["SECRET_KEY_FALLBACKS"] = ["dev"]\n'
@@ -640,7 +652,10 @@ def test_a_key_in_the_instance_folder_is_where_flask_puts_it(project: Path) -> N
     instance = {"instance/config.py": f"SECRET_KEY = {STRONG_KEY!r}\n"}
     assert audit(project, {"app.py": source, **instance}).only("FP-S004") == []
     elsewhere = audit(project, {"settings/config.py": f"SECRET_KEY = {STRONG_KEY!r}\n"}).only("FP-S004")
-    assert [m["obj"] for m in elsewhere] == ["settings/config.py:1"]
+    assert [(m["obj"], m["text"]) for m in elsewhere] == [
+        ("settings/config.py:1", "SECRET_KEY is a string written in the source: anyone who can read the code can "
+         "sign sessions")
+    ]
 
 
 def test_secret_keys_in_deployment_files_in_every_form(project: Path) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask
 
-from .context import Context, ProjectFile
+from .context import Context, ProjectFile, variable_read
 from .registry import CRITICAL, WARNING, Found, app_check, check
 
 
@@ -62,12 +63,32 @@ _FLASK_ENV = re.compile(r"\bFLASK_ENV\b")
     hint="remove it; use FLASK_DEBUG (or `flask run --debug`) for development, and nothing in production",
 )
 def flask_env(context: Context) -> Iterator[Found]:
+    # An app that reads FLASK_ENV itself (cookiecutter-flask: DEBUG = ENV == "development") still acts on it.
+    readers = [
+        item.at(node.lineno)
+        for item, tree in context.python_files()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.expr) and variable_read(node) == "FLASK_ENV"
+    ]
+    text = hint = None
+    if readers:
+        where = ", ".join(readers)
+        text = (
+            f"FLASK_ENV is used, but Flask 2.3 removed it: only the app's own code reads it now ({where}), so what "
+            "it sets there (debug, say) and what Flask and its extensions see can differ"
+        )
+        hint = (
+            "give the app's own setting a name of its own (APP_ENV), or derive debug from FLASK_DEBUG alone; "
+            "keep development values out of production files"
+        )
     if "FLASK_ENV" in context.environ:
-        yield Found(obj="environment", text="FLASK_ENV is set in the environment, but Flask 2.3 removed it")
+        yield Found(
+            obj="environment", text=text or "FLASK_ENV is set in the environment, but Flask 2.3 removed it", hint=hint
+        )
     for item in context.files:
-        for line, text in item.lines():
-            if _FLASK_ENV.search(text) and not text.lstrip().startswith("#"):
-                yield Found(obj=item.at(line))
+        for line, line_text in item.lines():
+            if _FLASK_ENV.search(line_text) and not line_text.lstrip().startswith("#"):
+                yield Found(obj=item.at(line), text=text, hint=hint)
 
 
 _PROXY_PASS = re.compile(r"^\s*proxy_pass\s")

@@ -58,6 +58,23 @@ def call_name(node: ast.Call) -> str:
     return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
 
 
+def variable_read(node: ast.AST) -> str | None:
+    """The environment variable node reads, when it is os.environ.get('X'), os.getenv('X'), os.environ['X'] or
+    env.str('X') (environs)."""
+    if isinstance(node, ast.Call) and call_name(node) in ("get", "getenv", "str") and node.args:
+        first = node.args[0]
+    elif isinstance(node, ast.Subscript) and isinstance(node.value, (ast.Attribute, ast.Name)):
+        environ = node.value.attr if isinstance(node.value, ast.Attribute) else node.value.id
+        if environ != "environ":
+            return None
+        first = node.slice
+    else:
+        return None
+    if isinstance(first, ast.Constant) and isinstance(first.value, str) and first.value.isidentifier():
+        return first.value
+    return None
+
+
 @dataclass(frozen=True)
 class ProjectFile:
     """A file of the project, by its path relative to the project directory."""

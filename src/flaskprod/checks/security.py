@@ -11,7 +11,7 @@ from flask import Flask
 
 from ..runtime.headers import ProductionSessionInterface
 from ..runtime.secrets import FIX, HOW_TO_GENERATE, secret_key_problem
-from .context import Context, ProjectFile, call_name, deployment_files
+from .context import Context, ProjectFile, call_name, deployment_files, variable_read
 from .registry import ERROR, WARNING, Found, app_check, check
 
 
@@ -120,23 +120,8 @@ def _own_variable_hint(context: Context) -> str | None:
 
 
 def _variable_read(node: ast.expr) -> str | None:
-    """The environment variable an expression reads: os.environ.get('X'), os.getenv('X'), os.environ['X'],
-    env.str('X') (environs)."""
-    for inner in ast.walk(node):
-        if isinstance(inner, ast.Call) and call_name(inner) in ("get", "getenv", "str") and inner.args:
-            first = inner.args[0]
-        elif isinstance(inner, ast.Subscript) and _last_name(inner.value) == "environ":
-            first = inner.slice
-        else:
-            continue
-        if isinstance(first, ast.Constant) and isinstance(first.value, str) and first.value.isidentifier():
-            return first.value
-    return None
-
-
-def _last_name(node: ast.expr) -> str:
-    """The name an expression ends in: `environ` for os.environ and for environ."""
-    return node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
+    """The first environment variable an expression reads."""
+    return next((name for inner in ast.walk(node) if (name := variable_read(inner)) is not None), None)
 
 
 def _may_be_literal(node: ast.expr) -> bool:
@@ -242,7 +227,11 @@ def secret_key_in_source(context: Context) -> Iterator[Found]:
         exempt = _development_lines(tree)
         for line, value in _secret_assignments(tree):
             if line not in exempt and _may_be_literal(value):
-                yield Found(obj=item.at(line))
+                # `SECRET_KEY = "..."` is no fallback: the string is the key.
+                yield Found(obj=item.at(line), text=_KEY_IN_SOURCE if isinstance(value, ast.Constant) else None)
+
+
+_KEY_IN_SOURCE = "SECRET_KEY is a string written in the source: anyone who can read the code can sign sessions"
 
 
 def _cookie_secure(app: Flask) -> bool:
