@@ -132,3 +132,50 @@ def test_workers_past_their_memory_bound_are_recycled_and_keep_their_counts(serv
     text = server.get("/metrics").text
     ours = [value for labels, value in samples_named(text, "http_requests_total") if labels.get("endpoint") == RULE]
     assert sum(ours) == len(pids)
+
+
+STREAMING_APP = """
+import time
+
+from flask import Flask, Response, stream_with_context
+
+from flaskprod import Production
+
+app = Flask(__name__)
+Production(app)
+
+
+@app.get("/export")
+def export():
+    def rows():
+        for i in range(10):
+            time.sleep(0.1)
+            yield f"{i}\\n"
+
+    return Response(stream_with_context(rows()), mimetype="text/csv")
+"""
+
+
+def export_samples(text: str, name: str) -> list[float]:
+    return [value for labels, value in samples_named(text, name) if labels.get("endpoint") == "/export"]
+
+
+@pytest.mark.parametrize("kind", ["gunicorn", "uwsgi"])
+def test_a_streamed_response_is_timed_to_its_end_even_when_the_client_leaves(
+    serve_app: StartServer, kind: str
+) -> None:
+    server = serve_app(STREAMING_APP, workers=2, args=("--server", kind))
+    assert server.get("/export").text == "".join(f"{i}\n" for i in range(10))
+    with server.get("/export", stream=True) as response:  # a client that reads one row and leaves
+        next(response.iter_content(2))
+    deadline = time.monotonic() + 10
+    while True:  # the worker notices the client gone at its next write
+        text = server.get("/metrics").text
+        in_progress = export_samples(text, "http_requests_in_progress")
+        if (in_progress and sum(in_progress) == 0) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert sum(in_progress) == 0, f"a streamed request left counted in progress: {in_progress}"
+    assert export_samples(text, "http_request_duration_seconds_count") == [2]
+    # The rows take a second to make: the time of the body, not the microseconds before the view returned.
+    assert export_samples(text, "http_request_duration_seconds_sum")[0] >= 1.0

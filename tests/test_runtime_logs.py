@@ -6,10 +6,12 @@ import io
 import json
 import logging
 import secrets
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, Response, stream_with_context
 
 from flaskprod import Production
 from flaskprod.runtime import request_id
@@ -28,6 +30,14 @@ def make_app(**settings: object) -> Flask:
     @app.get("/boom")
     def boom() -> str:
         raise RuntimeError("secret detail")
+
+    @app.get("/export")
+    def export() -> Response:
+        def rows() -> Iterator[str]:
+            time.sleep(0.2)
+            yield "row\n"
+
+        return Response(stream_with_context(rows()))
 
     Production(app, spec=Spec().replace(**settings))
     return app
@@ -95,6 +105,16 @@ def test_a_testing_apps_records_still_reach_caplog(caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.INFO), app.test_request_context():
         app.logger.info("seen by caplog")
     assert "seen by caplog" in caplog.text
+
+
+def test_access_line_of_a_streamed_response_is_written_once_it_is_sent(capsys: pytest.CaptureFixture[str]) -> None:
+    app = make_app()
+    with app.test_client().get("/export", buffered=False) as response:
+        assert not json_lines(capsys.readouterr().out)  # still being made
+        assert response.get_data() == b"row\n"
+    [line] = json_lines(capsys.readouterr().out)
+    assert line["url"]["path"] == "/export"
+    assert line["event"]["duration"] >= 0.2e9
 
 
 def test_probes_write_no_access_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,10 +7,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from flask import Flask
+from flask import Flask, Response, stream_with_context
 from prometheus_client.parser import text_string_to_metric_families
 
 from flaskprod import Production
@@ -36,6 +37,15 @@ def make_app(**settings: object) -> tuple[Flask, Production]:
     @app.route("/boom")
     def boom() -> str:
         raise RuntimeError("boom")
+
+    @app.get("/export")
+    def export() -> Response:
+        def rows() -> Iterator[str]:  # a view whose work runs as the server reads the body
+            for i in range(3):
+                time.sleep(0.1)
+                yield f"{i}\n"
+
+        return Response(stream_with_context(rows()), mimetype="text/csv")
 
     prod = Production(app, spec=Spec().replace(**settings))
     return app, prod
@@ -92,6 +102,23 @@ def test_in_progress_returns_to_zero() -> None:
     client.get("/items/1")
     text = client.get("/metrics").text
     assert value(text, "http_requests_in_progress", method="GET", endpoint="/items/<int:item_id>") == 0
+
+
+def test_a_streamed_response_is_in_progress_and_timed_until_the_server_closes_it() -> None:
+    app, _ = make_app()
+    client = app.test_client()
+    export = {"method": "GET", "endpoint": "/export"}
+    with client.get("/export", buffered=False) as response:
+        text = client.get("/metrics").text
+        assert value(text, "http_requests_in_progress", **export) == 1
+        assert value(text, "http_requests_total", **export, status="200") is None
+        assert response.get_data() == b"0\n1\n2\n"
+    text = client.get("/metrics").text
+    assert value(text, "http_requests_in_progress", **export) == 0
+    assert value(text, "http_requests_total", **export, status="200") == 1
+    # The time the view spent making the body, not the microseconds before it returned.
+    assert (value(text, "http_request_duration_seconds_sum", **export) or 0) >= 0.3
+    assert value(text, "http_request_duration_seconds_bucket", **export, le="0.25") == 0
 
 
 def test_unknown_methods_share_one_label() -> None:

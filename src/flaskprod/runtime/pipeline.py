@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import deadline
@@ -96,14 +96,20 @@ class RequestPipeline:
         environ[REQUEST_ID_KEY] = rid
         extra = self._https_headers if environ.get("wsgi.url_scheme") == "https" else self._headers
         status_code = 500
+        streamed = False  # no Content-Length: the body is made as the server reads it, after the app returns
 
         def start(status: str, headers: list[Header], exc_info: Any = None) -> Any:
-            nonlocal status_code
+            nonlocal status_code, streamed
             status_code = int(status[:3])
+            streamed = True
             # A loop, not a set of the names: on a small request each comprehension costs a microsecond.
             for name, _ in headers:
-                if name.lower() in self._header_names:  # the app set one of them itself: keep its value
+                lowered = name.lower()
+                if lowered == "content-length":
+                    streamed = False
+                elif lowered in self._header_names:  # the app set one of them itself: keep its value
                     present = {name.lower() for name, _ in headers}
+                    streamed = "content-length" not in present
                     headers += [(name, value) for name, value in extra if name.lower() not in present]
                     break
             else:
@@ -113,20 +119,45 @@ class RequestPipeline:
 
         path = environ.get("PATH_INFO", "")
         probe = self._probes.get(path)
+        handed_on = False  # the body finishes the request when the server closes it
         try:
             if probe is not None:
-                status, headers, body = probe(environ)
+                status, headers, data = probe(environ)
                 start(status, headers)
-                return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+                return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
             if self._timeout is not None:
-                return deadline.call_with_deadline(self._timeout, self.wsgi_app, environ, start)
-            return self.wsgi_app(environ, start)
+                body = deadline.call_with_deadline(self._timeout, self.wsgi_app, environ, start)
+            else:
+                body = self.wsgi_app(environ, start)
+            if streamed:
+                # Counted, timed and logged once the server has read it all and closes it.
+                handed_on = True
+                return StreamedBody(body, (self, environ, path, UNMATCHED, status_code, t0, queued, rid))
+            return body
         finally:
-            elapsed = time.perf_counter() - t0
-            if self._metrics is not None:
-                self._count(environ, path if probe is not None else UNMATCHED, status_code, elapsed, queued)
-            if self._access is not None and path not in self._quiet:
-                log_access(self._access, environ, status_code, elapsed, rid)
+            if not handed_on:  # finish(), inline: a method call is a tenth of this layer's cost
+                elapsed = time.perf_counter() - t0
+                if self._metrics is not None:
+                    self._count(environ, path if probe is not None else UNMATCHED, status_code, elapsed, queued)
+                if self._access is not None and path not in self._quiet:
+                    log_access(self._access, environ, status_code, elapsed, rid)
+
+    def finish(
+        self,
+        environ: WSGIEnvironment,
+        path: str,
+        endpoint: str,
+        status: int,
+        t0: float,
+        queued: float | None,
+        rid: str,
+    ) -> None:
+        """Count the request (under endpoint when the route hook did not run) and write its access line."""
+        elapsed = time.perf_counter() - t0
+        if self._metrics is not None:
+            self._count(environ, endpoint, status, elapsed, queued)
+        if self._access is not None and path not in self._quiet:
+            log_access(self._access, environ, status, elapsed, rid)
 
     def _count(
         self, environ: WSGIEnvironment, endpoint: str, status: int, elapsed: float, queued: float | None
@@ -142,3 +173,29 @@ class RequestPipeline:
             method = OTHER_METHOD
         route = self._metrics.route(method, endpoint)
         self._metrics.finished(route, status, elapsed, was_started=False, queued=queued)
+
+
+class StreamedBody:
+    """A streamed response's body (stream_with_context, a generator): its view runs while the server reads it,
+    so the request is in progress, timed and logged until the server closes it (PEP 3333: always, even
+    after an error or a client gone)."""
+
+    __slots__ = ("_body", "_ending")
+
+    def __init__(self, body: Iterable[bytes], ending: tuple[Any, ...]) -> None:
+        self._body = body
+        self._ending: tuple[Any, ...] | None = ending  # the pipeline and the arguments of its finish
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        ending, self._ending = self._ending, None
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if ending is not None:
+                pipeline, *arguments = ending
+                pipeline.finish(*arguments)
