@@ -157,6 +157,25 @@ def test_probes_bypass_the_apps_hooks(app: Flask) -> None:
     assert client.get("/readyz").status_code == 200
 
 
+def test_an_apps_own_view_at_a_probe_path_is_reported_once(
+    app: Flask, capsys: pytest.CaptureFixture[str]
+) -> None:
+    production(app, **{"logging.format": "text"})
+
+    @app.get("/readyz")  # the app's own readiness, added after Production(app) as views are
+    def own_readiness() -> str:
+        return "redis ok"
+
+    client = client_of(app)
+    assert client.get("/readyz").json == {"status": "ok", "checks": {}}
+    client.get("/readyz")
+    client.get("/healthz")
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, warnings
+    assert "own view at /readyz is never reached" in warnings[0]
+    assert "monitoring.ready_path" in warnings[0]
+
+
 def test_probe_methods_and_paths(app: Flask) -> None:
     production(app, **{"monitoring.health_path": "/live", "monitoring.ready_path": "/ready"})
     client = client_of(app)

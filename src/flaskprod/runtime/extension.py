@@ -140,7 +140,8 @@ class Production:
                 return "200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))], body
 
             probes[mon.metrics_path] = _get_only(exposition)
-        return probes
+        settings = {mon.health_path: "health_path", mon.ready_path: "ready_path", mon.metrics_path: "metrics_path"}
+        return {path: _tell_if_shadowed(app, path, settings[path], probe) for path, probe in probes.items()}
 
     def _checks_for(self, app: Flask) -> dict[str, Check]:
         """The registered checks plus a ping per Flask-SQLAlchemy engine, each run inside app's context.
@@ -162,6 +163,28 @@ def _in_app_context(app: Flask, fn: Check) -> Check:
             return fn()
 
     return run
+
+
+def _tell_if_shadowed(app: Flask, path: str, setting: str, probe: Probe) -> Probe:
+    """probe, which logs a warning on its first call when the app has a view of its own at path: the probe
+    answers in its place (views are added after Production(app), so init_app cannot see them)."""
+    app_ref = weakref.ref(app)
+    looked = False
+
+    def probe_once_looked(environ: WSGIEnvironment) -> tuple[str, list[tuple[str, str]], bytes]:
+        nonlocal looked
+        if not looked:
+            looked = True
+            current = app_ref()
+            if current is not None and any(rule.rule == path for rule in current.url_map.iter_rules()):
+                current.logger.warning(
+                    "the app's own view at %s is never reached: flaskprod answers %s itself; "
+                    "move flaskprod's with monitoring.%s, or remove the view",
+                    path, path, setting,
+                )
+        return probe(environ)
+
+    return probe_once_looked
 
 
 def _get_only(probe: Probe) -> Probe:
