@@ -1095,7 +1095,7 @@ def test_real_command_exit_codes(tmp_path: Path) -> None:
         (
             [],
             {},
-            "Error: no Flask app found: tried wsgi.py, app.py in {root}; "
+            "Error: no Flask app found: tried FLASK_APP, wsgi.py, app.py in {root}; "
             "pass APP such as 'module:app' or 'module:create_app()'",
         ),
         (

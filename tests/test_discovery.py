@@ -16,8 +16,10 @@ from tests.support import ROOT
 
 
 @pytest.fixture(autouse=True)
-def isolated_imports() -> Iterator[None]:
-    """Modules and sys.path entries a test adds are gone afterwards, so 'wsgi' in one tmp dir is not reused."""
+def isolated_imports(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Modules and sys.path entries a test adds are gone afterwards, so 'wsgi' in one tmp dir is not reused;
+    no FLASK_APP comes in from the shell that runs the tests."""
+    monkeypatch.delenv("FLASK_APP", raising=False)
     modules, path = set(sys.modules), list(sys.path)
     yield
     for name in set(sys.modules) - modules:
@@ -80,11 +82,60 @@ def test_no_target_falls_back_to_app_py(tmp_path: Path) -> None:
     assert find_app(None, tmp_path).name == "from-app"
 
 
+def test_flask_app_in_flaskenv_names_the_app_as_flask_run_reads_it(tmp_path: Path) -> None:
+    # Miguel Grinberg's microblog: the app in microblog.py, named only by .flaskenv.
+    write(tmp_path, "microblog.py", APP_SOURCE.format(name="microblog"))
+    write(tmp_path, "app.py", APP_SOURCE.format(name="not-this-one"))
+    write(tmp_path, ".flaskenv", "# for flask run\nFLASK_DEBUG=0\nFLASK_APP=microblog.py\n")
+    ref = resolve(None, tmp_path)
+    assert ref == AppRef(module="microblog", name=None, path=str(tmp_path.resolve()))
+    assert ref.origin == "FLASK_APP in .flaskenv"
+    assert find_app(None, tmp_path).name == "microblog"
+
+
+@pytest.mark.parametrize(
+    ("line", "target"),
+    [
+        ("FLASK_APP=shop:create_app()", "shop:create_app()"),
+        ("export FLASK_APP = 'shop:create_app(\"prod\")'", 'shop:create_app("prod")'),
+        ('FLASK_APP="shop:create_app(\\"prod\\")"', 'shop:create_app("prod")'),
+        ('FLASK_APP="shop.wsgi"  # the factory', "shop.wsgi"),
+        ("FLASK_APP=shop.wsgi # the factory", "shop.wsgi"),
+    ],
+)
+def test_dotenv_lines_as_python_dotenv_reads_them(tmp_path: Path, line: str, target: str) -> None:
+    write(tmp_path, ".flaskenv", f"FLASK_APP=old:app\n{line}\n")
+    assert resolve(None, tmp_path).import_string == target
+
+
+def test_the_environment_then_env_then_flaskenv_and_a_named_app_before_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, ".flaskenv", "FLASK_APP=from_flaskenv\n")
+    write(tmp_path, ".env", "FLASK_APP=from_env\n")
+    assert (resolve(None, tmp_path).module, resolve(None, tmp_path).origin) == ("from_env", "FLASK_APP in .env")
+    monkeypatch.setenv("FLASK_APP", "from_shell:app")
+    assert (resolve(None, tmp_path).import_string, resolve(None, tmp_path).origin) == ("from_shell:app", "$FLASK_APP")
+    assert resolve("named:app", tmp_path).import_string == "named:app"
+
+
+def test_a_flask_app_that_fails_says_where_its_name_came_from(tmp_path: Path) -> None:
+    write(tmp_path, ".flaskenv", "FLASK_APP=microblog.py\n")
+    with pytest.raises(DiscoveryError) as info:
+        find_app(None, tmp_path)
+    assert str(info.value) == (
+        "could not import 'microblog': No module named 'microblog' (the app FLASK_APP in .flaskenv names)"
+    )
+    write(tmp_path, ".flaskenv", "FLASK_APP=:app\n")
+    with pytest.raises(DiscoveryError, match=r"^app ':app' \(FLASK_APP in .flaskenv\) names no module; pass APP"):
+        resolve(None, tmp_path)
+
+
 def test_no_app_found_says_what_was_tried(tmp_path: Path) -> None:
     with pytest.raises(DiscoveryError) as info:
         resolve(None, tmp_path)
     assert str(info.value) == (
-        f"no Flask app found: tried wsgi.py, app.py in {tmp_path}; "
+        f"no Flask app found: tried FLASK_APP, wsgi.py, app.py in {tmp_path}; "
         "pass APP such as 'module:app' or 'module:create_app()'"
     )
 

@@ -106,7 +106,7 @@ def test_dry_run_prints_and_writes_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("files", "args", "message"),
     [
-        ({}, [], "no Flask app found: tried wsgi.py, app.py"),
+        ({}, [], "no Flask app found: tried FLASK_APP, wsgi.py, app.py"),
         ({"wsgi.py": "import nosuchpackage\n"}, [], "No module named 'nosuchpackage'"),
         ({"wsgi.py": MODULE_APP}, ["wsgi:nothere"], "module 'wsgi' has no attribute 'nothere'"),
     ],

@@ -286,7 +286,7 @@ def test_bad_input_is_one_line(args: list[str], expected: list[str]) -> None:
 
 def test_no_app_found_is_one_line(tmp_path: Path) -> None:
     result = flaskprod("serve", cwd=tmp_path)
-    _assert_one_line_error(result, f"no Flask app found: tried wsgi.py, app.py in {tmp_path}")
+    _assert_one_line_error(result, f"no Flask app found: tried FLASK_APP, wsgi.py, app.py in {tmp_path}")
 
 
 def test_weak_secret_key_is_refused() -> None:

@@ -9,7 +9,7 @@ import inspect
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 
 # Files tried, in order, when no app is named; the same as `flask run`.
 DEFAULT_FILES = ("wsgi.py", "app.py")
+# Where `flask run` reads the app's name before trying those files: the environment, then the project's
+# dotenv files, in python-dotenv's order as Flask loads them (a value already set wins, so .env before .flaskenv).
+APP_VARIABLE = "FLASK_APP"
+DOTENV_FILES = (".env", ".flaskenv")
+# A dotenv value in single or double quotes, with backslash escapes, before any comment.
+_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'" + r'|"((?:[^"\\]|\\.)*)"')
 # Names Flask calls, when no app is named, to get one from the module.
 FACTORY_NAMES = ("create_app", "make_app")
 # Files that make a directory a project `pip install -e` can install.
@@ -35,6 +41,7 @@ class AppRef:
     module: str
     name: str | None  # attribute or call such as "create_app()"; None = Flask's find_best_app
     path: str  # directory that must be on sys.path for the module to import
+    origin: str | None = field(default=None, compare=False)  # where an unnamed app's name came from, for errors
 
     @property
     def import_string(self) -> str:
@@ -81,21 +88,55 @@ def _check_text(target: str) -> None:
         raise DiscoveryError(f"app {shown} contains a NUL character; remove it")
 
 
+def _dotenv_value(path: Path, key: str) -> str | None:
+    """key's value in a dotenv file (KEY=value lines, `export`, quotes, # comments; the last one wins), or None."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    found = None
+    for line in lines:
+        name, sep, value = line.strip().removeprefix("export ").partition("=")
+        if not sep or name.strip() != key:
+            continue
+        value = value.strip()
+        if quoted := _QUOTED.match(value):
+            single, double = quoted.groups()
+            found = re.sub(r"\\([\\'])", r"\1", single) if single is not None else re.sub(r'\\(["\\])', r"\1", double)
+        else:
+            found = value.split(" #", 1)[0].strip()
+    return found
+
+
+def _named_by_flask(base: Path) -> tuple[str, str] | None:
+    """FLASK_APP as `flask run` would read it here, and where it was found."""
+    if value := os.environ.get(APP_VARIABLE, "").strip():
+        return value, f"${APP_VARIABLE}"
+    for filename in DOTENV_FILES:
+        if value := (_dotenv_value(base / filename, APP_VARIABLE) or "").strip():
+            return value, f"{APP_VARIABLE} in {filename}"
+    return None
+
+
 def resolve(target: str | None, cwd: str | os.PathLike[str] | None = None) -> AppRef:
-    """The app reference for an import string, or wsgi.py then app.py in cwd; imports nothing."""
+    """The app reference for an import string, else FLASK_APP, else wsgi.py then app.py in cwd; imports nothing."""
     base = Path(cwd) if cwd is not None else Path.cwd()
+    origin = None
+    if not (target and target.strip()) and (named := _named_by_flask(base)):
+        target, origin = named
     if target is not None and target.strip():
         _check_text(target)
         module, name = _split(target)
         ref = _ref_for(module, name, base) if module else None
         # An empty part ('/', '.hidden', 'a..b') is no module importlib can look for: it would raise from its own code.
         if ref is None or not all(ref.module.split(".")):
-            raise DiscoveryError(f"app {target!r} names no module; {HINT}")
-        return ref
+            named_by = f" ({origin})" if origin else ""
+            raise DiscoveryError(f"app {target!r}{named_by} names no module; {HINT}")
+        return replace(ref, origin=origin)
     for filename in DEFAULT_FILES:
         if (base / filename).is_file():
             return _ref_for(filename, None, base)
-    tried = ", ".join(DEFAULT_FILES)
+    tried = ", ".join((APP_VARIABLE, *DEFAULT_FILES))
     raise DiscoveryError(f"no Flask app found: tried {tried} in {base}; {HINT}")
 
 
@@ -175,6 +216,16 @@ def load(ref: AppRef) -> Flask:
     through unchanged; any other exception from the user's code becomes a DiscoveryError whose
     __cause__ keeps the traceback for whoever wants to print it.
     """
+    try:
+        return _load(ref)
+    except DiscoveryError as exc:
+        if ref.origin is None:
+            raise
+        # The user named no app: say where the name that failed came from.
+        raise DiscoveryError(f"{exc} (the app {ref.origin} names)") from exc.__cause__
+
+
+def _load(ref: AppRef) -> Flask:
     from flask.cli import NoAppException, find_app_by_string, find_best_app
 
     if ref.path not in sys.path:
