@@ -141,6 +141,30 @@ def test_a_failed_validation_stops_up_with_the_servers_reason(pebble: Pebble, tm
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
+@pytest.mark.parametrize("failure", ["untrusted", "unreachable"])
+def test_an_acme_server_certbot_cannot_talk_to_is_named_as_the_problem(
+    pebble: Pebble, tmp_path: Path, failure: str
+) -> None:
+    """Not the challenge's port 80 advice: the order never started."""
+    write_app(tmp_path)
+    port = free_port()
+    args = acme_args(pebble, free_port(), tmp_path / "acme")
+    if failure == "untrusted":  # pebble's HTTPS is its own CA's, which tls.acme_ca would name
+        ca = args.index(f"tls.acme_ca={pebble.listener_ca}")
+        del args[ca - 1 : ca + 1]
+    else:  # nothing listens there
+        args = [arg.replace(pebble.directory, f"https://127.0.0.1:{free_port()}/dir") for arg in args]
+    result = subprocess.run(up_args("uwsgi", port, *args), cwd=tmp_path, env=up_env(), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    expected = {"untrusted": "point tls.acme_ca at the CA bundle", "unreachable": "could not reach tls.acme_server"}
+    assert expected[failure] in errors[0]
+    assert "acme-challenge" not in errors[0]
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [

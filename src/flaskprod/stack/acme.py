@@ -24,6 +24,9 @@ from ..spec import Spec
 RENEW_EVERY = 12 * 3600.0
 # An order at Let's Encrypt takes seconds; this bounds a server that does not answer.
 OBTAIN_TIMEOUT = 180.0
+# certbot's own errors on its way to the ACME server (its requests session, its directory fetch), as opposed
+# to what the ACME server reports about fetching the challenge.
+_UNREACHABLE = ("requests.exceptions.", "ValueError: Requesting ", "urllib3.exceptions.")
 
 
 def acme_names(spec: Spec) -> list[str]:
@@ -147,13 +150,25 @@ class Acme:
         )
 
     def failure(self, output: str, port: int) -> ServerError:
-        """certbot's reason on one line, with what to check."""
+        """certbot's reason on one line, with what to check: the way to the ACME server, or the way back."""
+        reason = certbot_reason(output)
+        if "CERTIFICATE_VERIFY_FAILED" in reason:
+            advice = (
+                "certbot does not trust the ACME server's HTTPS certificate; for a private ACME server, "
+                "point tls.acme_ca at the CA bundle it chains to"
+            )
+        elif reason.startswith(_UNREACHABLE):
+            advice = "certbot could not reach tls.acme_server: check the URL and that this machine can connect to it"
+        else:
+            advice = (
+                "the ACME server fetches http://NAME/.well-known/acme-challenge/ on port 80, "
+                f"which must reach this nginx (proxy.port {port})"
+            )
         return ServerError(
             f"certbot could not get a certificate for {' '.join(self.names)} from {self.server}: "
-            f"{certbot_reason(output)}; the ACME server fetches http://NAME/.well-known/acme-challenge/ "
-            f"on port 80, which must reach this nginx (proxy.port {port}); certbot's log is in "
-            f"{self.directory / 'logs'}"
+            f"{reason}; {advice}; certbot's log is in {self.directory / 'logs'}"
         )
+
 
 
 def certbot_reason(output: str) -> str:
