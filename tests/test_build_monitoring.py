@@ -18,6 +18,7 @@ import requests
 import yaml
 
 from flaskprod.errors import BuildError
+from flaskprod.render.compose import render_swarm
 from flaskprod.render.deployment import Deployment
 from flaskprod.render.monitoring import Scrape, dashboard_uid, monitoring_files, slow_bound
 from flaskprod.runtime.metrics import BUCKETS, LE_LABELS
@@ -195,6 +196,31 @@ def test_dashboard_is_provisioned_with_a_stable_uid_and_the_provisioned_datasour
     assert provider["type"] == "file" and provider["options"]["path"].startswith("/")
     long = dashboard_uid("a" * 63)
     assert len(long) <= 40 and long == dashboard_uid("a" * 63) != dashboard_uid("a" * 62 + "b")
+
+
+# --- as Swarm runs them ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extras", [["monitoring"], ["logging"], ["monitoring", "logging"]])
+def test_swarm_keeps_every_monitoring_and_logging_service_running_on_the_node_of_its_data(
+    tmp_path: Path, extras: list[str]
+) -> None:
+    d = make_deployment(tmp_path / "p", spec=make_spec(**SHOP), extras=extras, out="deploy/swarm")
+    text = render_swarm(d)["stack.yaml"]
+    services = yaml.safe_load(text)["services"]
+    ours = {"prometheus", "grafana", "loki", "alloy"} & set(services)
+    assert ours == {"grafana"} | ({"prometheus"} if "monitoring" in extras else set()) | (
+        {"loki", "alloy"} if "logging" in extras else set()
+    )
+    for name in ours:
+        # Each exits 0 on the SIGTERM of a `docker stop`: under on-failure Swarm would never start it again, and a
+        # stopped Prometheus alerts nobody. No attempt limit either: Swarm never replaces a task it gave up on.
+        assert services[name]["deploy"]["restart_policy"] == {"condition": "any", "delay": "5s"}, name
+    # Their volumes are local to a node: started on another, Prometheus would lose its history, Grafana its users.
+    for name in {"prometheus", "grafana"} & ours:
+        assert services[name]["deploy"]["placement"]["constraints"] == ["node.labels.shop-monitoring == true"]
+        assert services[name]["deploy"]["update_config"]["order"] == "stop-first"
+    assert "docker node update --label-add shop-monitoring=true NODE" in text
 
 
 # --- a real Prometheus scraping a real app ----------------------------------------------------------

@@ -430,11 +430,17 @@ def _rolling(*, parallelism: int = 1) -> dict[str, Any]:
             "monitor": "30s",
         },
         "rollback_config": {"parallelism": parallelism, "order": "stop-first"},
-        # A server is restarted however it ended, and for good: Swarm never replaces a task it gave up on (after
-        # max_attempts) or one that exited 0 under on-failure (a `docker stop` on its node), so the service
-        # would run a replica short until its next update. A failed update still rolls back (monitor).
-        "restart_policy": {"condition": "any", "delay": "5s"},
+        # A failed update still rolls back (monitor).
+        "restart_policy": _restart_any(),
     }
+
+
+def _restart_any() -> dict[str, Any]:
+    """A service restarted however it ended, and for good: Swarm never replaces a task it gave up on (after
+    max_attempts) or one that exited 0 under on-failure (a `docker stop` on its node, which Prometheus, Grafana,
+    Loki and Alloy all answer by exiting 0), so the service would run a task short until its next update; a
+    stopped Prometheus cannot even alert that it stopped."""
+    return {"condition": "any", "delay": "5s"}
 
 
 def swarm_data(d: Deployment) -> dict[str, Any]:
@@ -517,7 +523,7 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
             if path.startswith(f"{MONITORING}/grafana/")
         ]
         for service in (prometheus, grafana):
-            service["deploy"] = {"replicas": 1, "restart_policy": {"condition": "on-failure"}}
+            service["deploy"] = _swarm_monitoring_deploy(d)
         prometheus["volumes"] = ["prometheus-data:/prometheus"]
         grafana["volumes"] = ["grafana-data:/var/lib/grafana"]
         data["services"].update(prometheus=prometheus, grafana=grafana)
@@ -572,7 +578,7 @@ def _swarm_logging(d: Deployment, data: dict[str, Any], volumes: dict[str, Any])
         "placement": {"constraints": [f"node.labels.{logs_node_label(d)} == true"]},
         # Never two Lokis on one data directory.
         "update_config": {"order": "stop-first"},
-        "restart_policy": {"condition": "on-failure", "delay": "5s"},
+        "restart_policy": _restart_any(),
     }
     alloy["configs"] = [
         {"source": _config_name(f"{LOGGING}/alloy/config.alloy"), "target": f"{logs.ALLOY_CONFIG_DIR}/config.alloy"}
@@ -581,7 +587,7 @@ def _swarm_logging(d: Deployment, data: dict[str, Any], volumes: dict[str, Any])
         {"type": "bind", "source": logs.DOCKER_SOCKET, "target": logs.DOCKER_SOCKET, "read_only": True},
         f"alloy-data:{logs.ALLOY_DATA_DIR}",
     ]
-    alloy["deploy"] |= {"mode": "global", "restart_policy": {"condition": "on-failure", "delay": "5s"}}
+    alloy["deploy"] |= {"mode": "global", "restart_policy": _restart_any()}
     # As the stack's other services: read-only, without the capability and privilege options Compose takes.
     for option in ("cap_drop", "cap_add", "security_opt"):
         alloy.pop(option)
@@ -590,7 +596,7 @@ def _swarm_logging(d: Deployment, data: dict[str, Any], volumes: dict[str, Any])
         grafana = _swarm_grafana(d, data)
         grafana["volumes"] = ["grafana-data:/var/lib/grafana"]
         grafana["configs"] = []
-        grafana["deploy"] = {"replicas": 1, "restart_policy": {"condition": "on-failure"}}
+        grafana["deploy"] = _swarm_monitoring_deploy(d)
         volumes["grafana-data"] = {}
     datasource = next(path for path in files if path.endswith("/loki.yml"))
     grafana["configs"].append({"source": _config_name(datasource), "target": _grafana_target(datasource)})
@@ -614,6 +620,23 @@ def _swarm_grafana(d: Deployment, data: dict[str, Any]) -> dict[str, Any]:
     grafana["secrets"] = [secret]
     grafana["ports"] = [{"target": GRAFANA_PORT, "published": GRAFANA_PORT, "protocol": "tcp", "mode": "ingress"}]
     return grafana
+
+
+def _swarm_monitoring_deploy(d: Deployment) -> dict[str, Any]:
+    """Prometheus's or Grafana's: one task, on the node labelled for them, as their data volumes are local to a node
+    (a task started on another would begin with an empty one: no history, Grafana's users and settings gone)."""
+    return {
+        "replicas": 1,
+        "placement": {"constraints": [f"node.labels.{monitoring_node_label(d)} == true"]},
+        # Never two on one data directory.
+        "update_config": {"order": "stop-first"},
+        "restart_policy": _restart_any(),
+    }
+
+
+def monitoring_node_label(d: Deployment) -> str:
+    """The node label that places Prometheus and Grafana: their volumes are local to the node."""
+    return f"{d.name}-monitoring"
 
 
 def grafana_secret_name(d: Deployment) -> str:
@@ -680,6 +703,9 @@ def render_swarm(d: Deployment) -> dict[str, str]:
         label = logs_node_label(d)
         steps.append(f"  docker node update --label-add {label}=true NODE   # Loki's node: it keeps the logs")
     if {MONITORING, LOGGING} & d.extras:
+        label = monitoring_node_label(d)
+        whose = "Prometheus's and Grafana's" if MONITORING in d.extras else "Grafana's"
+        steps.append(f"  docker node update --label-add {label}=true NODE   # the node that keeps {whose} data")
         grafana = grafana_secret_name(d)
         steps.append(f'  printf %s "$GRAFANA_ADMIN_PASSWORD" | docker secret create {grafana} -   # for Grafana')
     steps.append(f"  docker stack deploy -c {d.out}/stack.yaml {d.name}")
