@@ -69,6 +69,25 @@ def test_strong_keys_start(key: object) -> None:
     assert start(key).extensions["flaskprod"]
 
 
+def test_a_published_key_is_named_as_itself_not_by_a_word_inside_it() -> None:
+    problem = secret_key_problem("super secret key", 32)
+    assert problem is not None and "('super secret key')" in problem
+    problem = secret_key_problem("you-will-never-guess", 32)
+    assert problem is not None and "('you-will-never-guess')" in problem
+
+
+def test_random_bytes_count_their_bits_not_their_characters() -> None:
+    # os.urandom(16): 128 bits, as strong as the 32 hex digits min_length asks of text.
+    key = secrets.token_bytes(16)
+    assert secret_key_problem(key, 32) is None
+    assert start(key).extensions["flaskprod"]
+    problem = secret_key_problem(secrets.token_bytes(12), 32)
+    assert problem is not None and "too short (12 random bytes, at least 16 needed)" in problem
+    # Bytes that are text are text: as weak as the same characters in a str.
+    problem = secret_key_problem(b"k8#Qz!2mVw&9LpRx", 32)
+    assert problem is not None and "too short (16 characters, at least 32 needed)" in problem
+
+
 def test_min_length_comes_from_the_spec() -> None:
     key = secrets.token_hex(20)  # 40 characters
     start(key)

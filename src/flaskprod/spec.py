@@ -277,7 +277,12 @@ class SecuritySettings:
         "auto", "Secure flag on the session cookie; auto = set when the request came over HTTPS."
     )
     session_cookie_samesite: Literal["Lax", "Strict", "None"] = setting("Lax", "SameSite flag on the session cookie.")
-    secret_min_length: int = setting(32, "Shortest SECRET_KEY accepted outside debug and testing.", minimum=16)
+    secret_min_length: int = setting(
+        32,
+        "Shortest SECRET_KEY accepted outside debug and testing, in characters; a key of random bytes "
+        "(os.urandom) needs half as many, each carrying a hex digit's bits twice.",
+        minimum=16,
+    )
     refuse_unsafe: bool = setting(
         True, "Refuse to start outside testing with debug on or a missing, short, repetitive or published SECRET_KEY."
     )

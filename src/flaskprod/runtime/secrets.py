@@ -41,6 +41,8 @@ PUBLISHED_SECRETS = (
     "testing",
     "_5#y2L\"F4Q8z\n\xec]/",  # the Flask quickstart's example key
 )
+# Longest first: a key is named by the value it is ('super secret key'), not by a word inside it ('secret').
+_PUBLISHED_LONGEST_FIRST = sorted((value.lower() for value in PUBLISHED_SECRETS), key=len, reverse=True)
 MIN_DISTINCT = 10
 HOW_TO_GENERATE = "python -c 'import secrets; print(secrets.token_hex(32))'"
 FIX = f"set FLASK_SECRET_KEY or FLASK_SECRET_KEY_FILE to a random value, e.g. {HOW_TO_GENERATE}"
@@ -77,14 +79,20 @@ def secret_key_problem(key: object, min_length: int) -> str | None:
         return f"SECRET_KEY is missing: {FIX}"
     text = _as_text(key)
     lowered = text.lower()
-    for published in PUBLISHED_SECRETS:
-        if published.lower() in lowered:
+    for published in _PUBLISHED_LONGEST_FIRST:
+        if published in lowered:
             # A published value padded or repeated to length is still published; a random
             # key that merely contains a short word somewhere is not.
-            rest = lowered.replace(published.lower(), "")
+            rest = lowered.replace(published, "")
             if _is_weak(rest, min_length):
                 return f"SECRET_KEY is a published default ({published!r}): anyone can forge sessions; {FIX}"
-    if len(text) < min_length:
+    # Raw bytes (os.urandom(16), as Flask's docs once made keys) carry 8 bits each, twice a hex digit's:
+    # min_length counts characters of text, so bytes that are not text need half as many.
+    if isinstance(key, (bytes, bytearray)) and not all(32 <= byte < 127 for byte in key):
+        needed = -(-min_length // 2)
+        if len(key) < needed:
+            return f"SECRET_KEY is too short ({len(key)} random bytes, at least {needed} needed): {FIX}"
+    elif len(text) < min_length:
         return f"SECRET_KEY is too short ({len(text)} characters, at least {min_length} needed): {FIX}"
     if len(set(text)) < MIN_DISTINCT:
         return f"SECRET_KEY has too little variety ({len(set(text))} distinct characters): {FIX}"
