@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 
 from flask import Flask, session
+from flask_login import LoginManager, UserMixin, login_user
 from werkzeug.wrappers import Response
 
 from flaskprod import Production
@@ -99,6 +100,42 @@ def test_cookie_flags_from_the_spec() -> None:
     cookie = set_cookie(app)
     assert "Secure" in cookie and "SameSite=Strict" in cookie and "HttpOnly" in cookie
     assert "Secure" not in set_cookie(make_app(**{"security.session_cookie_secure": False}), "https://localhost")
+
+
+def remember_cookie(app: Flask, base_url: str = "http://localhost") -> str:
+    cookies = app.test_client().get("/remember", base_url=base_url).headers.getlist("Set-Cookie")
+    return next(cookie for cookie in cookies if cookie.startswith("remember_token="))
+
+
+def login_app(**config: object) -> Flask:
+    """An app with Flask-Login whose /remember logs in with "remember me", as its docs show."""
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=secrets.token_hex(32), **config)
+    Production(app, spec=Spec().replace(**{"logging.access_log": False, "proxy.trusted_hops": 1}))
+    manager = LoginManager(app)
+
+    class User(UserMixin):
+        id = "ada"
+
+    manager.user_loader(lambda user_id: User())
+    app.add_url_rule("/remember", "remember", lambda: str(login_user(User(), remember=True)))
+    return app
+
+
+def test_flask_logins_remember_cookie_gets_the_session_cookies_flags() -> None:
+    app = login_app()
+    plain = remember_cookie(app)
+    assert "HttpOnly" in plain and "SameSite=Lax" in plain and "Secure" not in plain
+    assert "Secure" in remember_cookie(app, "https://localhost")
+    # Behind a TLS-terminating proxy, as the session cookie.
+    behind = app.test_client().get("/remember", headers={"X-Forwarded-Proto": "https"})
+    assert any("Secure" in c for c in behind.headers.getlist("Set-Cookie") if c.startswith("remember_token="))
+
+
+def test_flask_logins_remember_cookie_keeps_the_apps_own_flags() -> None:
+    app = login_app(REMEMBER_COOKIE_SECURE=False, REMEMBER_COOKIE_SAMESITE="Strict")
+    cookie = remember_cookie(app, "https://localhost")
+    assert "Secure" not in cookie and "SameSite=Strict" in cookie
 
 
 def test_cookie_settings_of_the_app_are_kept() -> None:

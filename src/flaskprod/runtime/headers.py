@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Flask, has_request_context, request
+import sys
+
+from flask import Flask, Response, current_app, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 
@@ -65,3 +67,28 @@ def configure_cookies(app: Flask, spec: Spec) -> None:
     # Replace only Flask's stock interface; a server-side session extension keeps its own.
     if type(app.session_interface) is SecureCookieSessionInterface:
         app.session_interface = ProductionSessionInterface(auto_secure=secure == "auto")
+    # Flask-Login's remember-me cookie is a login for a year; it takes the session cookie's flags unless the app
+    # chose its own (Flask-Login leaves Secure off and SameSite unset).
+    app.config.setdefault("REMEMBER_COOKIE_SAMESITE", spec.security.session_cookie_samesite)
+    if secure != "auto":
+        app.config.setdefault("REMEMBER_COOKIE_SECURE", secure)
+    elif "REMEMBER_COOKIE_SECURE" not in app.config and "flask_login" in sys.modules:
+        # Flask-Login takes one value for every request; auto is per request, as for the session cookie. Only
+        # for apps that import Flask-Login (before Production(app), as extensions are), so others pay nothing.
+        app.after_request(_secure_remember_cookie)
+
+
+def _secure_remember_cookie(response: Response) -> Response:
+    """Secure on Flask-Login's remember-me cookie when the request came over HTTPS (as seen through ProxyFix).
+
+    Runs after Flask-Login's own after_request hook, which it was registered before.
+    """
+    if request.is_secure and "Set-Cookie" in response.headers:
+        name = current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token") + "="
+        cookies = response.headers.getlist("Set-Cookie")
+        if any(cookie.startswith(name) for cookie in cookies):
+            response.headers.setlist(
+                "Set-Cookie",
+                [c + "; Secure" if c.startswith(name) and "; Secure" not in c else c for c in cookies],
+            )
+    return response
