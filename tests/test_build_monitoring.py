@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,15 @@ import requests
 import yaml
 
 from flaskprod.errors import BuildError
-from flaskprod.render.compose import render_swarm
+from flaskprod.render.compose import render_compose, render_swarm
 from flaskprod.render.deployment import Deployment
 from flaskprod.render.monitoring import Scrape, dashboard_uid, monitoring_files, slow_bound
 from flaskprod.runtime.metrics import BUCKETS, LE_LABELS
 from tests.buildkit import make_deployment, make_spec, run_tool, tool, write_tree
 from tests.conftest import StartServer
 from tests.support import free_port, running, wait_for
+from tests.test_build import compose_config
+from tests.test_serve import clean_env
 
 YAMLLINT = "{extends: default, rules: {line-length: {max: 160}, document-start: disable}}"
 SHOP = {"app.name": "shop", "app.version": "1.2.3"}
@@ -221,6 +224,31 @@ def test_swarm_keeps_every_monitoring_and_logging_service_running_on_the_node_of
         assert services[name]["deploy"]["placement"]["constraints"] == ["node.labels.shop-monitoring == true"]
         assert services[name]["deploy"]["update_config"]["order"] == "stop-first"
     assert "docker node update --label-add shop-monitoring=true NODE" in text
+
+
+def size(value: str | int) -> int:
+    """Bytes of a Compose memory size (512M, 1G: Docker's units are powers of 1024)."""
+    text = str(value).lower().removesuffix("b")
+    power = "kmg".find(text[-1]) + 1
+    return int(float(text[:-1] if power else text) * 1024**power)
+
+
+@pytest.mark.parametrize(("renderer", "file"), [(render_compose, "compose.yaml"), (render_swarm, "stack.yaml")])
+def test_every_monitoring_and_logging_container_has_its_cpu_and_memory_bounded(
+    tmp_path: Path, renderer: Callable[[Deployment], dict[str, str]], file: str
+) -> None:
+    d = make_deployment(tmp_path / "p", spec=make_spec(**SHOP), extras=["monitoring", "logging"], out="deploy/x")
+    out = write_tree(tmp_path / "p" / d.out, renderer(d))
+    env = {**clean_env(), "FLASK_SECRET_KEY": secrets.token_hex(32), "GRAFANA_ADMIN_PASSWORD": "x" * 20}
+    services = compose_config(out / file, env)["services"]
+    for name in ("prometheus", "grafana", "loki", "alloy"):
+        # Unbounded, Prometheus's series or a heavy Grafana query take the memory the app's workers were sized for.
+        limits = services[name]["deploy"]["resources"]["limits"]
+        assert float(limits["cpus"]) > 0 and size(limits["memory"]) > 0, (name, limits)
+    # Go collects harder as it nears the limit, before the kernel kills Prometheus at it.
+    memory = size(services["prometheus"]["deploy"]["resources"]["limits"]["memory"])
+    gomemlimit = services["prometheus"]["environment"]["GOMEMLIMIT"]
+    assert gomemlimit.endswith("MiB") and 0.8 * memory <= int(gomemlimit.removesuffix("MiB")) * 2**20 < memory
 
 
 # --- a real Prometheus scraping a real app ----------------------------------------------------------

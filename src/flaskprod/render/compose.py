@@ -38,6 +38,12 @@ PROMETHEUS_IMAGE = "prom/prometheus:v2.55.1"
 GRAFANA_IMAGE = "grafana/grafana:12.0.2"
 GRAFANA_PORT = 3000
 GRAFANA_PASSWORD_HELP = "set GRAFANA_ADMIN_PASSWORD for Grafana's admin user"
+# Prometheus's memory grows with the series it holds, Grafana's with its users' queries: bounded, neither can take
+# the app's memory on a shared host (as Loki and Alloy cannot, logs.LOKI_LIMITS). Go's collector is told of the
+# limit (GOMEMLIMIT, a tenth below it), so Prometheus collects harder as it nears it rather than being killed.
+PROMETHEUS_LIMITS = {"cpus": "1", "memory": "1G"}
+PROMETHEUS_GOMEMLIMIT = "900MiB"
+GRAFANA_LIMITS = {"cpus": "0.5", "memory": "512M"}
 MONITORING = "monitoring"
 LOGGING = "logging"
 # nginx holds few connections per request and little memory; two replicas ride out one restart.
@@ -285,7 +291,9 @@ def _prometheus_service() -> dict[str, Any]:
     return {
         "image": PROMETHEUS_IMAGE,
         "restart": "unless-stopped",
+        "environment": {"GOMEMLIMIT": PROMETHEUS_GOMEMLIMIT},
         "ports": [f"127.0.0.1:{PROMETHEUS_PORT}:{PROMETHEUS_PORT}"],
+        "deploy": {"resources": {"limits": PROMETHEUS_LIMITS}},
         "networks": ["backend"],
     }
 
@@ -299,6 +307,7 @@ def _grafana_service() -> dict[str, Any]:
             "GF_USERS_ALLOW_SIGN_UP": "false",
         },
         "ports": [f"127.0.0.1:{GRAFANA_PORT}:{GRAFANA_PORT}"],
+        "deploy": {"resources": {"limits": GRAFANA_LIMITS}},
         "networks": ["backend"],
     }
 
@@ -523,7 +532,7 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
             if path.startswith(f"{MONITORING}/grafana/")
         ]
         for service in (prometheus, grafana):
-            service["deploy"] = _swarm_monitoring_deploy(d)
+            service["deploy"] |= _swarm_monitoring_deploy(d)
         prometheus["volumes"] = ["prometheus-data:/prometheus"]
         grafana["volumes"] = ["grafana-data:/var/lib/grafana"]
         data["services"].update(prometheus=prometheus, grafana=grafana)
@@ -596,7 +605,7 @@ def _swarm_logging(d: Deployment, data: dict[str, Any], volumes: dict[str, Any])
         grafana = _swarm_grafana(d, data)
         grafana["volumes"] = ["grafana-data:/var/lib/grafana"]
         grafana["configs"] = []
-        grafana["deploy"] = _swarm_monitoring_deploy(d)
+        grafana["deploy"] |= _swarm_monitoring_deploy(d)
         volumes["grafana-data"] = {}
     datasource = next(path for path in files if path.endswith("/loki.yml"))
     grafana["configs"].append({"source": _config_name(datasource), "target": _grafana_target(datasource)})
