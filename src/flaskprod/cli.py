@@ -292,7 +292,7 @@ def check(app: str | None, fmt: str, fail_level: str, silence: tuple[str, ...], 
 @click.option("--dry-run", is_flag=True, help="Print the file instead of writing it.")
 @_user_errors
 def init(app: str | None, force: bool, dry_run: bool) -> None:
-    """Find APP (or wsgi.py/app.py here) and write a commented flaskprod.toml that names it.
+    """Find APP (or FLASK_APP, or wsgi.py/app.py here) and write a commented flaskprod.toml that names it.
 
     The app is imported once, in a separate interpreter, to check it loads and to learn its exact
     import string; no existing config (or FLASKPROD_* variable) takes part, so a broken one can be

@@ -38,7 +38,7 @@ class AppSettings:
     target: str | None = setting(
         None,
         "Import string of the Flask app, as for `flask --app`: `module:name`, `module:create_app()` "
-        "or a module; found in wsgi.py/app.py when unset.",
+        "or a module; unset = FLASK_APP (the environment, .env, .flaskenv), else wsgi.py/app.py.",
         flag="--app",
     )
     name: str = setting(
