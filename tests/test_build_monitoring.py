@@ -21,7 +21,8 @@ import yaml
 from flaskprod.errors import BuildError
 from flaskprod.render.compose import render_compose, render_swarm
 from flaskprod.render.deployment import Deployment
-from flaskprod.render.monitoring import Scrape, dashboard_uid, monitoring_files, slow_bound
+from flaskprod.render.kubernetes import render_k8s
+from flaskprod.render.monitoring import Monitored, Scrape, dashboard_uid, monitoring_files, prometheus_files, slow_bound
 from flaskprod.runtime.metrics import BUCKETS, LE_LABELS
 from tests.buildkit import make_deployment, make_spec, run_tool, tool, write_tree
 from tests.conftest import StartServer
@@ -38,11 +39,16 @@ ALL_ALERTS = {
 
 
 def render(
-    tmp_path: Path, settings: Mapping[str, Any] | None = None, scrape: Scrape | None = None
+    tmp_path: Path, settings: Mapping[str, Any] | None = None, scrape: Scrape | None = None, *, probed: bool = True
 ) -> tuple[Deployment, dict[str, str], Path]:
-    """The monitoring files of a shop deployment with dotted settings, written under tmp_path/deploy."""
+    """The monitoring files of a shop deployment with dotted settings, written under tmp_path/deploy; probed: its
+    readiness path is probed (as Kubernetes does), which brings ReadinessFailing."""
     d = make_deployment(tmp_path / "project", spec=make_spec(**SHOP, **(settings or {})))
-    files = monitoring_files(d, scrape or Scrape(job="shop", dns_names=("tasks.app",)))
+    scrape = scrape or Scrape(job="shop", dns_names=("tasks.app",))
+    files = monitoring_files(d, scrape)
+    if probed:
+        monitored = Monitored.of(d, readiness_probed=True)
+        files |= {f"prometheus/{path}": text for path, text in prometheus_files(monitored, scrape).items()}
     return d, files, write_tree(tmp_path / "deploy", files)
 
 
@@ -113,6 +119,18 @@ def test_thresholds_come_from_the_spec(tmp_path: Path) -> None:
     assert found["AppDown"]["for"] == "1m"
     assert {r["labels"]["severity"] for r in found.values()} == {"critical", "warning"}
     assert all(set(r["annotations"]) == {"summary", "description"} for r in found.values())
+
+
+def test_readiness_alert_only_where_something_probes_readiness(tmp_path: Path) -> None:
+    # Compose's and Swarm's health checks ask /healthz; `up` and systemd ask /readyz only while a release starts.
+    # There no probe's answer is counted, and ReadinessFailing, with nothing to read, could never fire.
+    _, _, out = render(tmp_path / "compose", probed=False)
+    assert set(rules(out)) == ALL_ALERTS - {"ReadinessFailing"}
+    assert promtool_test(out).returncode == 0
+    # Kubernetes' readiness probe asks it through nginx every few seconds.
+    d = make_deployment(tmp_path / "k8s", spec=make_spec(**SHOP), extras=["monitoring"], out="deploy/k8s")
+    k8s = yaml.safe_load(render_k8s(d)["monitoring/alerts.yml"])
+    assert "ReadinessFailing" in {rule["alert"] for group in k8s["groups"] for rule in group["rules"]}
 
 
 def test_alerts_without_a_metric_to_read_are_left_out(tmp_path: Path) -> None:

@@ -726,7 +726,8 @@ def dashboard_generator(d: Deployment, file: str) -> dict[str, Any]:
 def _monitoring_files(d: Deployment) -> dict[str, str]:
     """monitoring/: a kustomization of its own, applied where the Prometheus Operator runs (its kinds exist
     nowhere else), and the rules as promtool reads them, with their unit tests."""
-    monitored, scrape = Monitored.of(d), _scrape(d)
+    # The nginx container's readiness probe asks the app's readiness path through nginx, every few seconds.
+    monitored, scrape = Monitored.of(d, readiness_probed=True), _scrape(d)
     objects = {"podmonitor.yaml": pod_monitor_object(d), "prometheusrule.yaml": prometheus_rule_object(d, monitored)}
     dashboard = f"{d.name}.json"
     kustomized = kustomization(d, list(objects)) | {"configMapGenerator": [dashboard_generator(d, dashboard)]}

@@ -121,12 +121,16 @@ class Monitored:
     server: ServerKind
     app_port: int
     logs: bool = False  # Loki holds the containers' output (--with logging): the dashboard shows the app's warnings
+    # Something asks the readiness path every few seconds (Kubernetes' readiness probe), so its answers are counted
+    # and ReadinessFailing can see them. Compose's and Swarm's health checks ask the liveness path, and `up` and
+    # systemd ask readiness only while starting a release: there the alert would have nothing to read.
+    readiness_probed: bool = False
 
     @classmethod
-    def of(cls, d: Deployment) -> Monitored:
+    def of(cls, d: Deployment, *, readiness_probed: bool = False) -> Monitored:
         return cls(
             name=d.name, spec=d.spec, derived=d.derived, server=d.server, app_port=d.app_port,
-            logs="logging" in d.extras,
+            logs="logging" in d.extras, readiness_probed=readiness_probed,
         )
 
 
@@ -451,7 +455,7 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
             )
         )
 
-    if spec.monitoring.health:
+    if spec.monitoring.health and d.readiness_probed:
         ready = spec.monitoring.ready_path
         seconds = max(WINDOW, 4 * d.derived.timeouts.drain)
         probe_window = _duration(seconds)
