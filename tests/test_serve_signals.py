@@ -67,6 +67,24 @@ def test_sigterm_without_drain_delay_finishes_requests(tmp_path: Path, server: s
 
 
 @pytest.mark.parametrize("server", SERVERS)
+def test_sigterm_cuts_a_request_past_the_graceful_timeout_and_exits_0(tmp_path: Path, server: str) -> None:
+    """The grace period the orchestrators' stop timeouts count on: uWSGI's own stop would wait for the request."""
+    args = ("--workers", "1", "--threads", "2", "--set", "server.graceful_timeout=1")
+    with serving(tmp_path, server, *args) as served, ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(served.get, "/slow?s=5", 15)
+        time.sleep(0.3)  # the request is in the worker's hands
+        started = time.monotonic()
+        served.proc.send_signal(signal.SIGTERM)
+        code = served.proc.wait(15)
+        stopped = time.monotonic() - started
+        with pytest.raises(requests.ConnectionError):
+            slow.result()
+    assert code == 0, served.output()
+    # 1 s of grace, and up to a second more for uWSGI's master to see its workers gone; not the 4.7 s left.
+    assert stopped < 3.0, served.output()
+
+
+@pytest.mark.parametrize("server", SERVERS)
 def test_sighup_replaces_workers_without_failed_requests(tmp_path: Path, server: str) -> None:
     with serving(tmp_path, server, "--workers", "2") as served:
         before = worker_pids(served)

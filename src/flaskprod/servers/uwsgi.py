@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -32,6 +33,8 @@ BUFFER_SIZE = 32768
 REAP_INTERVAL = 1.0
 # SIGCHLD only wakes the loop so uWSGI's exit is noticed at once.
 _HANDLED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGCHLD)
+# Seconds uWSGI's master gets to exit once its workers were killed at the end of a graceful stop.
+CUT_GRACE = 5.0
 
 
 def render_ini(
@@ -165,18 +168,27 @@ def somaxconn() -> int | None:
 
 class Supervisor:
     """Run uWSGI as a child; forward signals (SIGTERM after the drain file), reap dead workers' metrics,
-    recycle workers past their memory bound.
+    recycle workers past their memory bound, and end a graceful stop that outlasts graceful_timeout.
 
-    The signal handlers only record; the loop in run() does the work.
+    uWSGI's graceful stop waits for every request in hand however long it runs (its reload-mercy bounds
+    reloads only), where Gunicorn's kills the workers graceful_timeout after SIGTERM: the grace period the
+    orchestrators' stop timeouts are counted from. The signal handlers only record; the loop in run() does
+    the work.
     """
 
-    def __init__(self, command: list[str], run_dir: RunDir, drain_delay: float, bound: MemoryBound) -> None:
+    def __init__(
+        self, command: list[str], run_dir: RunDir, drain_delay: float, bound: MemoryBound, graceful_timeout: float
+    ) -> None:
         self.command = command
         self.run_dir = run_dir
         self.drain_delay = drain_delay
         self.bound = bound
+        self.graceful_timeout = graceful_timeout
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.marked: set[int] = set()
+        # Once SIGTERM reached uWSGI: when its graceful stop runs out, then when a brutal one does.
+        self.stop_by: float | None = None
+        self.kill_at: float | None = None
 
     def record(self, sig: int, frame: FrameType | None) -> None:
         self.signals.put_nowait(sig)
@@ -189,15 +201,18 @@ class Supervisor:
             while proc.poll() is None:
                 sig: int | None
                 try:
-                    sig = self.signals.get(timeout=REAP_INTERVAL)
+                    sig = self.signals.get(timeout=self._wait_at_most())
                 except queue.Empty:
                     sig = None
                 if sig == signal.SIGTERM:
                     self.run_dir.begin_drain()
                     self._wait_drain_delay(proc)
                     proc.send_signal(signal.SIGTERM)
+                    if self.stop_by is None and self.kill_at is None:
+                        self.stop_by = time.monotonic() + self.graceful_timeout
                 elif sig in (signal.SIGHUP, signal.SIGINT):
                     proc.send_signal(sig)
+                self._end_overdue_stop(proc)
                 self.reap_metrics()
                 self.bound.sweep(lambda: children(proc.pid))
             return proc.returncode
@@ -207,6 +222,33 @@ class Supervisor:
                 proc.wait()
             for forwarded in _HANDLED:
                 signal.signal(forwarded, signal.SIG_DFL)
+
+    def _wait_at_most(self) -> float:
+        """Seconds the loop may sleep: until its next sweep, or the stop's next deadline if sooner."""
+        deadline = self.stop_by if self.stop_by is not None else self.kill_at
+        if deadline is None:
+            return REAP_INTERVAL
+        return max(0.0, min(REAP_INTERVAL, deadline - time.monotonic()))
+
+    def _end_overdue_stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """Past graceful_timeout the workers are killed, as Gunicorn's arbiter does; the master then exits on its
+        own (a second signal finds it stopping already and is ignored), or is killed CUT_GRACE later."""
+        now = time.monotonic()
+        if proc.poll() is not None:
+            return
+        if self.stop_by is not None and now >= self.stop_by:
+            print(
+                f"flaskprod: requests still running server.graceful_timeout = {self.graceful_timeout:g}s after "
+                "SIGTERM: killing uWSGI's workers",
+                file=sys.stderr,
+                flush=True,
+            )
+            _kill_all(children(proc.pid))
+            self.stop_by, self.kill_at = None, now + CUT_GRACE
+        elif self.kill_at is not None and now >= self.kill_at:
+            _kill_all(children(proc.pid))  # the master would no longer reap them
+            proc.kill()
+            self.kill_at = None
 
     def _wait_drain_delay(self, proc: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + self.drain_delay
@@ -233,6 +275,12 @@ class Supervisor:
                 self.marked.add(pid)
 
 
+def _kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -252,6 +300,7 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
         run_dir.prepare()
         # SIGHUP to a worker is uWSGI's graceful recycle of that worker alone.
         bound = MemoryBound(settings["recycle_memory_mb"], recycle=signal_to(signal.SIGHUP))
-        return Supervisor([binary, "--ini", str(ini)], run_dir, settings["drain_delay"], bound).run()
+        command = [binary, "--ini", str(ini)]
+        return Supervisor(command, run_dir, settings["drain_delay"], bound, settings["graceful_timeout"]).run()
     finally:
         run_dir.remove()
