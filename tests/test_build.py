@@ -505,6 +505,38 @@ def test_swarm_restarts_the_app_and_nginx_however_they_ended_and_never_gives_up(
         assert deploy["update_config"]["monitor"] == "30s"
 
 
+def test_swarm_restarts_the_database_and_certbots_loop_and_runs_the_init_step_once(tmp_path: Path) -> None:
+    spec = make_spec(**{"proxy.server_name": "shop.example.com", "tls.email": "ops@example.com"})
+    d = make_deployment(tmp_path / "p", spec=spec, extras=("postgres", "tls"))
+    services = yaml.safe_load(render_swarm(d)["stack.yaml"])["services"]
+    # Both exit 0 on a `docker stop`, which on-failure would leave stopped for good.
+    assert services["postgres"]["deploy"]["restart_policy"] == {"condition": "any", "delay": "5s"}
+    assert services["certbot"]["deploy"]["restart_policy"] == {"condition": "any", "delay": "5s"}
+    assert services["certbot-init"]["deploy"]["restart_policy"] == {"condition": "on-failure"}
+
+
+def test_swarm_publishes_nginx_on_each_node_when_it_limits_per_client(tmp_path: Path) -> None:
+    meshed = render_swarm(make_deployment(tmp_path / "mesh"))
+    nginx = yaml.safe_load(meshed["stack.yaml"])["services"]["nginx"]
+    assert [port["mode"] for port in nginx["ports"]] == ["ingress"]
+    assert "nginx sees the mesh's\n# address, not the client's" in meshed["stack.yaml"]
+    # Through the mesh every client arrives from one address: a limit per client would limit them all as one.
+    d = make_deployment(tmp_path / "limited", spec=make_spec(**{"proxy.rate_limit": "10r/s"}))
+    stack = render_swarm(d)["stack.yaml"]
+    nginx = yaml.safe_load(stack)["services"]["nginx"]
+    assert [(port["published"], port["mode"]) for port in nginx["ports"]] == [(80, "host")]
+    assert "replicas" not in nginx["deploy"] and nginx["deploy"]["mode"] == "global"
+    # Two tasks cannot hold one node's port: the old one stops first.
+    assert nginx["deploy"]["update_config"]["order"] == "stop-first"
+    assert "limit_req_zone $binary_remote_addr" in render_swarm(d)["nginx/nginx.conf"]
+    assert "host mode" in stack
+    path = tmp_path / "stack.yaml"
+    path.write_text(stack)
+    resolved = compose_config(path, clean_env())
+    assert resolved["services"]["nginx"]["deploy"]["mode"] == "global"
+    run_tool([tool("yamllint"), "-s", "-d", YAMLLINT, str(path)])
+
+
 def test_swarm_gives_the_health_check_as_long_as_kubernetes_liveness_probe(tmp_path: Path) -> None:
     # Both replace an app whose check times out three times: under load, a Python start throttled at the CPU
     # limit and a /healthz queued behind requests take seconds, and a busy replica is not a broken one.

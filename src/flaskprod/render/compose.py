@@ -507,7 +507,8 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
             "placement": {"constraints": [f"node.labels.{postgres_node_label(d)} == true"]},
             # Never two servers on one data directory.
             "update_config": {"order": "stop-first", "failure_action": "rollback"},
-            "restart_policy": {"condition": "on-failure", "delay": "5s"},
+            # PostgreSQL answers a `docker stop` by exiting 0, which on-failure would leave stopped.
+            "restart_policy": _restart_any(),
             "resources": {"limits": _postgres_limits(d), "reservations": _postgres_limits(d)},
         }
         data["services"][POSTGRES] = db
@@ -558,15 +559,32 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         certbot["deploy"] = {
             "replicas": 1,
             "placement": {"constraints": [constraint]},
-            "restart_policy": {"condition": "on-failure", "delay": "5s"},
+            # Its loop renews for as long as it runs; the init step above runs once, so on-failure is its policy.
+            "restart_policy": _restart_any(),
         }
         data["services"].update({CERTBOT_INIT: init, CERTBOT: certbot})
         volumes |= {tls.CERTS_VOLUME: {}, tls.WEBROOT_VOLUME: {}}
+    if d.spec.proxy.rate_limit:
+        _publish_on_each_node(nginx)
     if LOGGING in d.extras:
         _label_for_logs(d, data["services"])
     if volumes:
         data["volumes"] = volumes
     return data
+
+
+def _publish_on_each_node(nginx: dict[str, Any]) -> None:
+    """nginx on each node's own ports (host mode), one task per node, for a limit per client.
+
+    Through Swarm's routing mesh (ingress mode) every connection reaches nginx from the mesh's address, so
+    proxy.rate_limit would limit all clients as one (and the logs and the app would see one client). A port
+    taken on the host admits one task per node, so the old task stops before the new one starts.
+    """
+    nginx["ports"] = [port | {"mode": "host"} for port in nginx["ports"]]
+    deploy = nginx["deploy"]
+    deploy.pop("replicas")
+    deploy["mode"] = "global"
+    deploy["update_config"]["order"] = "stop-first"
 
 
 def _swarm_logging(d: Deployment, data: dict[str, Any], volumes: dict[str, Any]) -> None:
@@ -718,6 +736,16 @@ def render_swarm(d: Deployment) -> dict[str, str]:
         grafana = grafana_secret_name(d)
         steps.append(f'  printf %s "$GRAFANA_ADMIN_PASSWORD" | docker secret create {grafana} -   # for Grafana')
     steps.append(f"  docker stack deploy -c {d.out}/stack.yaml {d.name}")
+    if d.spec.proxy.rate_limit:
+        steps += [
+            "nginx takes its ports on each node itself (host mode), so its limit per client sees the client's",
+            "address; an nginx update stops a node's nginx before starting the next: balance the nodes in front.",
+        ]
+    else:
+        steps += [
+            "nginx is published through Swarm's routing mesh: every node answers, and nginx sees the mesh's",
+            "address, not the client's (with proxy.rate_limit set, it takes each node's own ports instead).",
+        ]
     if POSTGRES in d.extras:
         steps.append(postgres.budget_note(d, most_tasks(d.spec)))
     if TLS in d.extras:
