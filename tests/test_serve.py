@@ -10,6 +10,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -385,7 +386,7 @@ def _unix_get(path: Path, url: str) -> str:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("server", SERVERS)
-def test_socket_left_by_a_dead_server_is_replaced(tmp_path: Path, sock_dir: Path, server: str) -> None:
+def test_a_dead_servers_socket_is_replaced_by_one_for_its_group(tmp_path: Path, sock_dir: Path, server: str) -> None:
     path = sock_dir / "app.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
         dead.bind(str(path))  # closed without removing the file, as a killed server leaves it
@@ -399,6 +400,8 @@ def test_socket_left_by_a_dead_server_is_replaced(tmp_path: Path, sock_dir: Path
             return _unix_get(path, "/healthz").endswith(" 200 OK")
 
         wait_for(answers, timeout=30, what=f"{server} to answer on {path}")
+        # Its owner and group (nginx's) alone may send it requests: not any local user, past nginx.
+        assert stat.S_IMODE(path.stat().st_mode) & 0o067 == 0o060, oct(path.stat().st_mode)
 
 
 SRC_LAYOUT_HINT = (

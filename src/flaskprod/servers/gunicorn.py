@@ -47,6 +47,10 @@ def gunicorn_config(settings: dict[str, Any]) -> dict[str, Any]:
         "loglevel": settings["loglevel"],
         "accesslog": settings["accesslog"],
         "errorlog": settings["errorlog"],
+        # Gunicorn binds a unix socket under this umask, 0 by default: a 0777 socket any local user could send
+        # requests through, past nginx, with X-Forwarded-* headers the app trusts from it. Owner and group
+        # (nginx's, as systemd's unit and a pod's sidecar run it), as uWSGI's chmod-socket 660 gives.
+        "umask": 0o007,
         # The control socket would be a file under $HOME or $XDG_RUNTIME_DIR that nothing here uses.
         "control_socket_disable": True,
         # The scheme is the connection's: only the app reads X-Forwarded-Proto, from proxy.trusted_hops proxies.
