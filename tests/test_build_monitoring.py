@@ -269,6 +269,29 @@ def test_every_monitoring_and_logging_container_has_its_cpu_and_memory_bounded(
     assert gomemlimit.endswith("MiB") and 0.8 * memory <= int(gomemlimit.removesuffix("MiB")) * 2**20 < memory
 
 
+@pytest.mark.parametrize(("renderer", "file"), [(render_compose, "compose.yaml"), (render_swarm, "stack.yaml")])
+def test_prometheus_keeps_its_samples_for_the_retention_the_spec_gives(
+    tmp_path: Path, renderer: Callable[[Deployment], dict[str, str]], file: str
+) -> None:
+    spec = make_spec(**SHOP, **{"monitoring.retention_days": 45})
+    d = make_deployment(tmp_path / "p", spec=spec, extras=["monitoring"], out="deploy/x")
+    out = write_tree(tmp_path / "p" / d.out, renderer(d))
+    env = {**clean_env(), "FLASK_SECRET_KEY": secrets.token_hex(32), "GRAFANA_ADMIN_PASSWORD": "x" * 20}
+    prometheus = compose_config(out / file, env)["services"]["prometheus"]
+    # The image's own arguments are kept: where its config is given and where its data volume is.
+    assert prometheus["command"] == [
+        "--config.file=/etc/prometheus/prometheus.yml",
+        "--storage.tsdb.path=/prometheus",
+        "--storage.tsdb.retention.time=45d",
+    ]
+    mounted = {volume.split(":")[1] for volume in prometheus["volumes"]}  # docker-compose v1: source:target:mode
+    assert "/prometheus" in mounted
+    if renderer is render_compose:
+        assert "/etc/prometheus" in mounted
+    else:
+        assert "/etc/prometheus/prometheus.yml" in {config["target"] for config in prometheus["configs"]}
+
+
 # --- a real Prometheus scraping a real app ----------------------------------------------------------
 
 APP = """

@@ -643,7 +643,7 @@ def test_monitoring_files_are_installed_by_the_readme_and_judged_by_promtool(tmp
     assert tested.returncode == 0, tested.stdout + tested.stderr
     # nginx's listener for the scraper is on loopback, where the README keeps Prometheus too.
     assert f"listen 127.0.0.1:{d.spec.monitoring.metrics_port};" in files["nginx/nginx.conf"]
-    assert "--web.listen-address=127.0.0.1:9090" in readme
+    assert 'ARGS="--web.listen-address=127.0.0.1:9090 --storage.tsdb.retention.time=15d"' in readme
     # Without the extra, no listener and no files.
     plain = render_systemd(deployment(tmp_path / "plain", make_spec(**{"app.name": "shop"})))
     assert not any(name.startswith("monitoring/") for name in plain)

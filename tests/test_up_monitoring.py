@@ -53,6 +53,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpStack]:
         f"monitoring.prometheus_port={free_port()}",
         "--set",
         f"monitoring.metrics_port={free_port()}",
+        "--set",
+        "monitoring.retention_days=30",
     )
     try:
         running.wait_ready()
@@ -115,6 +117,8 @@ def test_the_table_shows_prometheus_and_the_metrics_listener(stack: UpStack) -> 
     assert requests.get(metrics.replace("/metrics", "/api/ping"), timeout=5).status_code == 404
     assert stack.get("/metrics").status_code == 404
     assert sorted(children(stack)) == ["app server", "nginx", "prometheus"]
+    # Prometheus's own reading of its flags: samples kept for monitoring.retention_days.
+    assert api.get("/api/v1/status/flags")["storage.tsdb.retention.time"] == "30d"
 
 
 def test_prometheus_scrapes_the_app_through_nginx_and_counts_its_requests(stack: UpStack) -> None:

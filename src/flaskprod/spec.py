@@ -325,6 +325,12 @@ class MonitoringSettings:
         "for its Prometheus to scrape; nginx's public port then answers 404 there.",
         minimum=1,
     )
+    retention_days: int = setting(
+        15,
+        "Days Prometheus keeps its samples (`--with monitoring` of `up`, compose, swarm and systemd; on Kubernetes "
+        "the Prometheus resource's own retention); older ones are deleted.",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,6 +23,7 @@ from .monitoring import (
     PROMETHEUS_PORT,
     Scrape,
     monitoring_files,
+    prometheus_retention,
 )
 from .yamlfile import Script, dump_yaml, generated_header
 
@@ -43,6 +44,7 @@ GRAFANA_PASSWORD_HELP = "set GRAFANA_ADMIN_PASSWORD for Grafana's admin user"
 # limit (GOMEMLIMIT, a tenth below it), so Prometheus collects harder as it nears it rather than being killed.
 PROMETHEUS_LIMITS = {"cpus": "1", "memory": "1G"}
 PROMETHEUS_GOMEMLIMIT = "900MiB"
+PROMETHEUS_DATA_DIR = "/prometheus"  # the image's own, owned by its user
 GRAFANA_LIMITS = {"cpus": "0.5", "memory": "512M"}
 MONITORING = "monitoring"
 LOGGING = "logging"
@@ -139,10 +141,10 @@ def compose_data(d: Deployment) -> dict[str, Any]:
         data["secrets"] = {POSTGRES_SECRET: {"file": f"${{POSTGRES_PASSWORD_FILE:?{POSTGRES_PASSWORD_HELP}}}"}}
         volumes["postgres-data"] = {}
     if MONITORING in d.extras:
-        prometheus, grafana = _prometheus_service(), _grafana_service()
+        prometheus, grafana = _prometheus_service(d), _grafana_service()
         prometheus["volumes"] = [
             f"./{MONITORING}/prometheus:{PROMETHEUS_CONFIG_DIR}:ro",
-            "prometheus-data:/prometheus",
+            f"prometheus-data:{PROMETHEUS_DATA_DIR}",
         ]
         grafana["volumes"] = [
             f"./{MONITORING}/grafana/provisioning:{GRAFANA_PROVISIONING_DIR}:ro",
@@ -287,9 +289,15 @@ def _postgres_service(
 # Prometheus, Grafana and Loki publish their ports on this host's loopback only: none is for the public.
 
 
-def _prometheus_service() -> dict[str, Any]:
+def _prometheus_service(d: Deployment) -> dict[str, Any]:
     return {
         "image": PROMETHEUS_IMAGE,
+        # The image's own arguments (its config and data paths), then how long it keeps samples.
+        "command": [
+            f"--config.file={PROMETHEUS_CONFIG_DIR}/prometheus.yml",
+            f"--storage.tsdb.path={PROMETHEUS_DATA_DIR}",
+            prometheus_retention(d.spec),
+        ],
         "restart": "unless-stopped",
         "environment": {"GOMEMLIMIT": PROMETHEUS_GOMEMLIMIT},
         "ports": [f"127.0.0.1:{PROMETHEUS_PORT}:{PROMETHEUS_PORT}"],
@@ -518,7 +526,7 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         # Swarm has no bind mounts across nodes: every file reaches its service as a config.
         files = _swarm_monitoring_files(d)
         configs = swarm_configs(d, files)
-        prometheus, grafana = _prometheus_service(), _swarm_grafana(d, data)
+        prometheus, grafana = _prometheus_service(d), _swarm_grafana(d, data)
         prometheus.pop("restart")
         # Swarm would publish it on every node's every address, and Prometheus asks no one for a password.
         prometheus.pop("ports")
@@ -534,7 +542,7 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         ]
         for service in (prometheus, grafana):
             service["deploy"] |= _swarm_monitoring_deploy(d)
-        prometheus["volumes"] = ["prometheus-data:/prometheus"]
+        prometheus["volumes"] = [f"prometheus-data:{PROMETHEUS_DATA_DIR}"]
         grafana["volumes"] = ["grafana-data:/var/lib/grafana"]
         data["services"].update(prometheus=prometheus, grafana=grafana)
         data["configs"] = configs

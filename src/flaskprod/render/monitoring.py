@@ -184,6 +184,11 @@ def alert_groups(d: Monitored, scrape: Scrape) -> list[dict[str, Any]]:
     return groups
 
 
+def prometheus_retention(spec: Spec) -> str:
+    """The flag that keeps Prometheus's samples for monitoring.retention_days: every Prometheus flaskprod starts."""
+    return f"--storage.tsdb.retention.time={spec.monitoring.retention_days}d"
+
+
 def dashboard_json(d: Monitored, scrape: Scrape) -> str:
     """The Grafana dashboard, on the datasource uid `prometheus` (the one these files and kube-prometheus-stack
     provision)."""

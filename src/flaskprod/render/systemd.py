@@ -18,7 +18,14 @@ from ..sizing import MIB
 from ..spec import parse_size
 from .deployment import Deployment
 from .image import never_shipped, uwsgi_version
-from .monitoring import Monitored, Scrape, dashboard_json, prometheus_files, refuse_unscrapable
+from .monitoring import (
+    Monitored,
+    Scrape,
+    dashboard_json,
+    prometheus_files,
+    prometheus_retention,
+    refuse_unscrapable,
+)
 from .nginx import NginxContext, StaticMount, _environment, listen_address
 from .tls import HostCertificate, check_ports, shell_words, tls_names
 
@@ -289,6 +296,7 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
         "monitoring": "monitoring" in d.extras,
         "prometheus_conf_dir": PROMETHEUS_CONF_DIR,
         "prometheus_listen": PROMETHEUS_LISTEN,
+        "prometheus_retention": prometheus_retention(d.spec),
         "metrics_listen": listen_address("127.0.0.1", d.spec.monitoring.metrics_port),
     }
     environment = _environment()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import ServerError, SpecError
 from ..render.deployment import dns_label
-from ..render.monitoring import Monitored, Scrape, prometheus_files
+from ..render.monitoring import Monitored, Scrape, prometheus_files, prometheus_retention
 from ..render.nginx import listen_address
 from ..servers.common import check_bind, loopback_for
 from ..sizing import Derived
@@ -39,6 +39,7 @@ RESTART_ONLY = (
     "monitoring.metrics_port",
     "monitoring.prometheus_host",
     "monitoring.prometheus_port",
+    "monitoring.retention_days",
 )
 
 
@@ -51,6 +52,7 @@ class Prometheus:
     port: int
     scrape_port: int  # nginx's metrics listener, on SCRAPE_HOST
     job: str  # the app's job, named as `flaskprod build` names it
+    retention: str  # its flag for how long samples are kept
 
     @property
     def url(self) -> str:
@@ -73,6 +75,7 @@ class Prometheus:
             self.binary,
             f"--config.file={run.prometheus_dir / 'prometheus.yml'}",
             f"--storage.tsdb.path={run.prometheus_dir / 'data'}",
+            self.retention,
             f"--web.listen-address={listen_address(self.host, self.port)}",
             # Warnings and errors only, as nginx logs, in the format of the stack's own lines.
             "--log.level=warn",
@@ -153,4 +156,5 @@ def plan_prometheus(spec: Spec, ports: Mapping[str, int]) -> Prometheus:
         port=monitoring.prometheus_port,
         scrape_port=monitoring.metrics_port,
         job=dns_label(spec.app.name),
+        retention=prometheus_retention(spec),
     )
