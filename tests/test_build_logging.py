@@ -249,6 +249,9 @@ def test_the_compose_run_line_sets_grafanas_password_when_the_stack_has_a_grafan
         out, resolved = build(tmp_path / "-".join(extras or ["none"]), "compose", extras)
         run = next(line for line in header_of(out / "compose.yaml").splitlines() if "docker compose" in line)
         assert ("GRAFANA_ADMIN_PASSWORD=..." in run) == ("grafana" in resolved["services"]), (extras, run)
+        # Grafana reads the variable on its first start alone: a later one changes nothing, and the header says so.
+        once = "Grafana takes its admin password on its first start only"
+        assert (once in header_of(out / "compose.yaml")) == ("grafana" in resolved["services"]), extras
 
 
 def test_swarm_gives_grafana_its_admin_password_as_a_secret(tmp_path: Path) -> None:
@@ -256,6 +259,7 @@ def test_swarm_gives_grafana_its_admin_password_as_a_secret(tmp_path: Path) -> N
         out, resolved = build(tmp_path / "-".join(extras or ["none"]), "swarm", extras)
         creates = "docker secret create shop_grafana_admin_password -" in header_of(out / "stack.yaml")
         assert creates == ("grafana" in resolved["services"]), extras
+        assert ("on its first start only" in header_of(out / "stack.yaml")) == creates, extras
         if creates:
             grafana = resolved["services"]["grafana"]
             # A file the secret mounts, never the value in the service's spec.

@@ -39,6 +39,10 @@ PROMETHEUS_IMAGE = "prom/prometheus:v2.55.1"
 GRAFANA_IMAGE = "grafana/grafana:12.0.2"
 GRAFANA_PORT = 3000
 GRAFANA_PASSWORD_HELP = "set GRAFANA_ADMIN_PASSWORD for Grafana's admin user"
+# Grafana writes the admin password into its database on its first start and never reads the variable again.
+GRAFANA_PASSWORD_ONCE = (
+    "Grafana takes its admin password on its first start only (its volume keeps it): change it there."
+)
 # Prometheus's memory grows with the series it holds, Grafana's with its users' queries: bounded, neither can take
 # the app's memory on a shared host (as Loki and Alloy cannot, logs.LOKI_LIMITS). Go's collector is told of the
 # limit (GOMEMLIMIT, a tenth below it), so Prometheus collects harder as it nears it rather than being killed.
@@ -371,6 +375,8 @@ def render_compose(d: Deployment) -> dict[str, str]:
     if LOGGING in d.extras:
         files.update(_logging_files(d))
         run = "\n".join([run, *_logging_steps(d, f"http://127.0.0.1:{GRAFANA_PORT}")])
+    if {MONITORING, LOGGING} & d.extras:
+        run = "\n".join([run, GRAFANA_PASSWORD_ONCE])
     files["compose.yaml"] = dump_yaml(compose_data(d), generated_header(d.name, run))
     return files
 
@@ -760,6 +766,8 @@ def render_swarm(d: Deployment) -> dict[str, str]:
         steps += _tls_steps(d, node_label=tls_node_label(d))
     if LOGGING in d.extras:
         steps += _logging_steps(d, f"port {GRAFANA_PORT} of any node")
+    if {MONITORING, LOGGING} & d.extras:
+        steps.append(GRAFANA_PASSWORD_ONCE)
     run = "\n".join(steps)
     files = image_files(d, upstream(d), tls=tls.container_tls(d) if TLS in d.extras else None)
     if MONITORING in d.extras:
