@@ -103,6 +103,38 @@ def test_a_threshold_edited_by_hand_fails_its_unit_test(tmp_path: Path) -> None:
     assert "HighErrorRatio" in result.stdout + result.stderr, result.stdout + result.stderr
 
 
+def test_one_app_in_two_kubernetes_namespaces_alerts_for_each_apart(tmp_path: Path) -> None:
+    # The Prometheus Operator gives every series its namespace: staging failing must not page as production.
+    _, _, out = render(tmp_path)
+    series = 'http_requests_total{{job="shop", namespace="{ns}", method="GET", endpoint="/", status="{status}"}}'
+    case = {
+        "rule_files": ["alerts.yml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": series.format(ns="staging", status="500"), "values": "0+100x20"},
+                {"series": series.format(ns="production", status="200"), "values": "0+1000x20"},
+            ],
+            "alert_rule_test": [{
+                "eval_time": "15m",
+                "alertname": "HighErrorRatio",
+                "exp_alerts": [{
+                    "exp_labels": {"job": "shop", "namespace": "staging", "severity": "critical"},
+                    "exp_annotations": rules(out)["HighErrorRatio"]["annotations"]
+                    | {"summary": "shop: more than 5% of requests fail"},
+                }],
+            }],
+        }],
+    }
+    (out / "prometheus" / "namespaces.test.yml").write_text(yaml.safe_dump(case))
+    result = subprocess.run(
+        [tool("promtool"), "test", "rules", "namespaces.test.yml"],
+        cwd=out / "prometheus", capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_thresholds_come_from_the_spec(tmp_path: Path) -> None:
     d, _, out = render(
         tmp_path, {"server.timeout": 5, "server.workers": 3, "server.threads": 4, "server.drain_delay": 120}

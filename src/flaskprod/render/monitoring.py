@@ -77,6 +77,8 @@ QUEUED_SHARE = 0.1
 # A readiness probe failing for more than half of the window: more than a drain (server.drain_delay)
 # explains, as the window is at least four drains long.
 READINESS_FAILING = 0.5
+# The rules sum by namespace too: Kubernetes' series carry it (the Prometheus Operator adds it), so one app
+# deployed to two namespaces (staging, production) alerts for each apart; elsewhere no series has it.
 # Seconds of the rate() windows and of `for`: 20 scrapes at the default interval, so one missed
 # scrape or a short burst does not page anyone.
 WINDOW = 300
@@ -371,8 +373,8 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
     alerts.append(
         Alert(
             name="HighErrorRatio",
-            expr=f"sum by (job) (rate({REQUESTS_TOTAL}{errors}[{window}]))"
-            f" / sum by (job) (rate({REQUESTS_TOTAL}{q.sel()}[{window}])) > {_number(ERROR_RATIO)}",
+            expr=f"sum by (namespace, job) (rate({REQUESTS_TOTAL}{errors}[{window}]))"
+            f" / sum by (namespace, job) (rate({REQUESTS_TOTAL}{q.sel()}[{window}])) > {_number(ERROR_RATIO)}",
             hold=WINDOW,
             window=WINDOW,
             severity="critical",
@@ -398,8 +400,8 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
             # The share of requests slower than a bucket bound is exact where histogram_quantile
             # interpolates, and it still rises past the top finite bound, where the quantile cannot.
             name="SlowRequests",
-            expr=f"1 - sum by (job) (rate({DURATION_BUCKET}{fast}[{window}]))"
-            f" / sum by (job) (rate({DURATION_COUNT}{q.sel()}[{window}])) > {_number(share)}",
+            expr=f"1 - sum by (namespace, job) (rate({DURATION_BUCKET}{fast}[{window}]))"
+            f" / sum by (namespace, job) (rate({DURATION_COUNT}{q.sel()}[{window}])) > {_number(share)}",
             hold=WINDOW,
             window=WINDOW,
             severity="warning",
@@ -418,7 +420,7 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
         alerts.append(
             Alert(
                 name="WorkersSaturated",
-                expr=f"sum by (job, instance) (avg_over_time({IN_FLIGHT}{q.sel(traffic=False)}[{window}]))"
+                expr=f"sum by (namespace, job, instance) (avg_over_time({IN_FLIGHT}{q.sel(traffic=False)}[{window}]))"
                 f" >= {_number(line)}",
                 hold=WINDOW,
                 window=WINDOW,
@@ -445,8 +447,8 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
                 name="RequestsQueued",
                 # Two lines (PromQL reads a newline as a space): the metric's long name leaves YAML no
                 # place to fold one. The +Inf bucket is the count.
-                expr=f"1 - sum by (job) (rate({QUEUE_BUCKET}{soon_sel}[{window}]))\n"
-                f"  / sum by (job) (rate({QUEUE_BUCKET}{all_sel}[{window}])) > {_number(QUEUED_SHARE)}",
+                expr=f"1 - sum by (namespace, job) (rate({QUEUE_BUCKET}{soon_sel}[{window}]))\n"
+                f"  / sum by (namespace, job) (rate({QUEUE_BUCKET}{all_sel}[{window}])) > {_number(QUEUED_SHARE)}",
                 hold=WINDOW,
                 window=WINDOW,
                 severity="warning",
@@ -471,8 +473,8 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
         alerts.append(
             Alert(
                 name="ReadinessFailing",
-                expr=f"sum by (job, instance) (rate({REQUESTS_TOTAL}{failing}[{probe_window}]))"
-                f" / sum by (job, instance) (rate({REQUESTS_TOTAL}{probes}[{probe_window}]))"
+                expr=f"sum by (namespace, job, instance) (rate({REQUESTS_TOTAL}{failing}[{probe_window}]))"
+                f" / sum by (namespace, job, instance) (rate({REQUESTS_TOTAL}{probes}[{probe_window}]))"
                 f" > {_number(READINESS_FAILING)}",
                 hold=WINDOW,
                 window=seconds,
