@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -497,6 +497,47 @@ def test_a_worker_that_cannot_load_the_app_after_another_did_is_replaced_not_fat
         assert victim not in answering()  # the other worker serves meanwhile, and the server is still up
         down.unlink()
         wait_for(lambda: len(answering() - {victim}) == 2, timeout=20, what="the replacement worker to serve")
+
+
+EXITING_APP = """
+import sys
+
+from flask import Flask
+
+from flaskprod import Production
+
+app = Flask(__name__)
+Production(app)
+
+
+@app.get("/exit/<int:status>")
+def exit_with(status: int) -> None:
+    sys.exit(status)
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("status", [3, 4])
+def test_a_request_that_exits_its_worker_gets_it_replaced_not_the_server_stopped(
+    tmp_path: Path, server: str, status: int
+) -> None:
+    """Gunicorn takes a worker's exit status 3 or 4 for a failed boot and stops every worker with it."""
+    (tmp_path / "exits.py").write_text(EXITING_APP)
+    port, log = free_port(), tmp_path / "serve.log"
+    command = [FLASKPROD, "serve", "exits:app", "--server", server, "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+    with log.open("w") as out, running(command, env=clean_env(), cwd=tmp_path, stdout=out, stderr=out) as proc:
+
+        def answers() -> bool:
+            assert proc.poll() is None, f"serve exited with {proc.returncode}:\n{log.read_text()}"
+            with suppress(requests.ConnectionError):
+                return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+            return False
+
+        wait_for(answers, timeout=30, what=f"{server} to answer")
+        with suppress(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/exit/{status}", timeout=10)
+        wait_for(answers, timeout=30, what="a replacement worker to answer")
 
 
 def test_missing_uwsgi_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -66,6 +66,7 @@ def _post_worker_init(worker: Any) -> None:
     from ..runtime import draining
 
     stopnow.install(worker)
+    _replaced_whatever_the_app_exits_with(worker)
 
     previous = signal.getsignal(signal.SIGTERM)
 
@@ -77,6 +78,31 @@ def _post_worker_init(worker: Any) -> None:
     signal.signal(signal.SIGTERM, on_term)
     # Gunicorn asks that SIGTERM not interrupt system calls of in-flight requests; keep that.
     signal.siginterrupt(signal.SIGTERM, False)
+
+
+def _replaced_whatever_the_app_exits_with(worker: Any) -> None:
+    """A booted worker the app ends with sys.exit(3) or (4) exits 1 instead, and is replaced like any other.
+
+    Gunicorn reads those statuses as its own "worker failed to boot" and "app failed to load" and stops the
+    whole server: a request handler's SystemExit, which a threaded worker re-raises in its main thread, took
+    every worker down with it (uWSGI respawns the one worker).
+    """
+    run = worker.run
+
+    def run_booted() -> None:
+        try:
+            run()
+        except SystemExit as exc:
+            if exc.code not in (Arbiter.WORKER_BOOT_ERROR, Arbiter.APP_LOAD_ERROR):
+                raise
+            worker.log.error(
+                "The app exited this worker with status %s, which Gunicorn reads as a failed boot: exiting 1, "
+                "to be replaced",
+                exc.code,
+            )
+            raise SystemExit(1) from None
+
+    worker.run = run_booted
 
 
 def _pre_fork(server: Any, worker: Any) -> None:
