@@ -92,6 +92,26 @@ def test_tls_mistakes_are_one_line(tmp_path: Path, args: list[str], message: str
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("form", ["pkcs8", "traditional"])
+def test_a_key_with_a_passphrase_is_one_line_not_a_prompt(tmp_path: Path, form: str) -> None:
+    """nginx would ask for the passphrase on the terminal at `nginx -t`, and again at every start and reload."""
+    write_app(tmp_path)
+    cert, plain, key = tmp_path / "site.crt", tmp_path / "plain.key", tmp_path / "site.key"
+    run_tool([tool("openssl"), "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+              "-days", "2", "-subj", "/CN=localhost", "-keyout", str(plain), "-out", str(cert)])
+    encrypt = ["pkey", "-aes256"] if form == "pkcs8" else ["ec", "-aes256"]
+    run_tool([tool("openssl"), *encrypt, "-in", str(plain), "-passout", "pass:secret", "-out", str(key)])
+    port = free_port()
+    result = subprocess.run(up_args("gunicorn", port, "--tls", "files", "--tls-port", str(free_port()),
+                                    "--set", f"tls.cert={cert}", "--set", f"tls.key={key}"),
+                            cwd=tmp_path, env=up_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    assert f"tls.key {key}: the key is encrypted with a passphrase" in errors[0]
+    assert "pass phrase" not in result.stderr  # nginx never asked
+
+
 def test_files_mode_serves_the_users_certificate(tmp_path: Path) -> None:
     write_app(tmp_path)
     cert, key = tmp_path / "site.crt", tmp_path / "site.key"

@@ -60,11 +60,19 @@ def _readable(setting: str, value: str | None) -> str:
     path = Path(value).expanduser().resolve()
     try:
         with path.open("rb") as fh:
-            head = fh.read(64)
+            head = fh.read(256)
     except OSError as exc:
         raise SpecError(f"{setting} {value}: cannot read it ({exc.strerror}); point {setting} at a PEM file") from None
     if b"-----BEGIN" not in head:
         raise SpecError(f"{setting} {value}: not a PEM file (no -----BEGIN line); convert it or point at the PEM")
+    # PKCS#8 ("BEGIN ENCRYPTED PRIVATE KEY") or OpenSSL's traditional form ("Proc-Type: 4,ENCRYPTED"). nginx would
+    # ask for the passphrase on the terminal at `nginx -t`, at its start and at every reload: `up` waited at an
+    # "Enter PEM pass phrase:" prompt, and could not reload unattended.
+    if b"ENCRYPTED" in head:
+        raise SpecError(
+            f"{setting} {value}: the key is encrypted with a passphrase, which nginx would ask for at every start "
+            "and reload; give it the key unencrypted (openssl pkey -in KEY -out KEY.plain, kept 0600)"
+        )
     return str(path)
 
 
