@@ -247,6 +247,13 @@ def test_a_client_reusing_its_connection_gets_every_answer(tmp_path: Path, serve
         assert print_config("tests.apps.factory", "--server", "uwsgi")["keepalive"] == 0  # as it runs
 
 
+def test_print_config_says_uwsgi_loads_the_app_in_its_master() -> None:
+    """lazy-apps is off: what the workers share (connections the app opened as it loaded) depends on it."""
+    settings = print_config("tests.apps.factory", "--server", "uwsgi")
+    assert settings["preload"] is True and "lazy-apps = false" in render_ini(settings).splitlines()
+    assert print_config("tests.apps.factory", "--server", "gunicorn")["preload"] is False
+
+
 @pytest.mark.integration
 def test_drain_file_named_by_a_supervisor(tmp_path: Path) -> None:
     """Under `flaskprod up` the parent names the drain file; creating it turns every worker's readiness to 503."""

@@ -39,7 +39,8 @@ def server_settings(spec: Spec, derived: Derived, app: AppRef, *, worker_mb: flo
         "cpu_affinity": derived.cpu_affinity,
         "gc_freeze": server.gc_freeze,
         "fair_gil": server.fair_gil,
-        "preload": server.preload,
+        # uWSGI always loads the app in its master and forks the workers from it (lazy-apps off: servers/uwsgi.py).
+        "preload": True if server.kind == "uwsgi" else server.preload,
         "drain_delay": server.drain_delay,
         "proc_name": spec.app.name,
         "loglevel": spec.logging.level.lower(),
