@@ -11,6 +11,7 @@ from flaskprod import Production
 from flaskprod.runtime.db import dispose_pools_after_fork, engine_options
 from flaskprod.sizing import db_pool
 from flaskprod.spec import Spec
+from tests.conftest import Postgres, StartServer
 
 flask_sqlalchemy = pytest.importorskip("flask_sqlalchemy")
 
@@ -83,3 +84,50 @@ def test_pools_are_replaced_after_fork(tmp_path: object) -> None:
         assert engine.pool is not inherited
         assert engine.pool.checkedin() == 0
         inherited.dispose()  # this test process is "the parent": close its own connections
+
+
+# The app's own engine, not Flask-SQLAlchemy's, connected as the module loads: under uWSGI the master loads
+# it and forks the workers, each inheriting the pooled connection's socket.
+IMPORT_TIME_ENGINE_APP = """
+import os
+
+import sqlalchemy as sa
+from flask import Flask, jsonify
+
+from flaskprod import Production
+
+engine = sa.create_engine(os.environ["DATABASE_URL"])
+with engine.connect() as conn:
+    LOADED_ON = conn.scalar(sa.text("SELECT pg_backend_pid()"))
+
+app = Flask(__name__)
+Production(app)
+
+
+@app.get("/backend")
+def backend():
+    with engine.connect() as conn:
+        return jsonify(worker=os.getpid(), backend=conn.scalar(sa.text("SELECT pg_backend_pid()")), loaded_on=LOADED_ON)
+"""
+
+
+@pytest.mark.integration
+def test_each_worker_opens_its_own_connections_of_an_engine_made_at_import(
+    serve_app: StartServer, postgres: Postgres
+) -> None:
+    server = serve_app(
+        IMPORT_TIME_ENGINE_APP, workers=2, env={"DATABASE_URL": postgres.url}, args=("--server", "uwsgi")
+    )
+    seen: dict[int, int] = {}
+    loaded_on = None
+    # Sequential requests reach whichever worker accepts first: bounded, until both have answered.
+    for _ in range(200):
+        answer = server.get("/backend", timeout=10).json()
+        loaded_on = answer["loaded_on"]
+        seen.setdefault(answer["worker"], answer["backend"])
+        if len(seen) == 2:
+            break
+    assert len(seen) == 2, server.output()
+    # A worker on the master's connection shares its socket with the other worker: their queries interleave.
+    assert loaded_on not in seen.values()
+    assert len(set(seen.values())) == 2

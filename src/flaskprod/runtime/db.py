@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 import threading
 import weakref
 from typing import Any
@@ -71,17 +73,45 @@ def database_checks(app: Flask) -> dict[str, Check]:
 
 
 _apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+# Every SQLAlchemy engine that has opened a connection in this process, Flask-SQLAlchemy's or not.
+_engines: weakref.WeakSet[Any] = weakref.WeakSet()
 _fork_hook_lock = threading.Lock()
 _fork_hook_registered = False
+_watching_engines = False
 
 
 def _register_for_fork(app: Flask) -> None:
-    global _fork_hook_registered
+    global _fork_hook_registered, _watching_engines
     _apps.add(app)
     with _fork_hook_lock:
-        if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+        if not hasattr(os, "register_at_fork"):
+            return
+        if not _watching_engines:
+            _watching_engines = _watch_engines()
+        if not _fork_hook_registered:
             os.register_at_fork(after_in_child=dispose_pools_after_fork)
             _fork_hook_registered = True
+
+
+def _remember_engine(conn: Any) -> None:
+    _engines.add(conn.engine)
+
+
+def _watch_engines() -> bool:
+    """Track the app's own engines too (create_engine at import, not Flask-SQLAlchemy's): their pooled
+    connections would otherwise reach every worker as one socket shared by all, and corrupt each other.
+
+    Only when the app has imported SQLAlchemy already (one that has not pays nothing): the engines it made
+    so far are found among the live objects, and any that connects later tells an engine_connect listener.
+    """
+    if "sqlalchemy" not in sys.modules:
+        return False
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    _engines.update(obj for obj in gc.get_objects() if isinstance(obj, Engine))
+    event.listen(Engine, "engine_connect", _remember_engine)
+    return True
 
 
 def _engines_of(app: Flask) -> list[Any]:
@@ -102,6 +132,8 @@ def dispose_pools_after_fork() -> None:
     Runs in each forked worker (os.register_at_fork). uWSGI forks without running Python's fork
     hooks: call this from its postfork hook.
     """
+    engines = {id(engine): engine for engine in list(_engines)}
     for app in list(_apps):
-        for engine in _engines_of(app):
-            engine.dispose(close=False)
+        engines.update((id(engine), engine) for engine in _engines_of(app))
+    for engine in engines.values():
+        engine.dispose(close=False)
