@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from sqlalchemy.engine import make_url
 
 from flaskprod import ConfigurationError, Production
 from flaskprod.spec import Spec
+from tests.conftest import Postgres, server_env
 
 GOOD_KEY = secrets.token_hex(32)
 
@@ -137,3 +140,55 @@ def test_a_missing_password_file_is_named(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(ConfigurationError, match=f"DATABASE_PASSWORD_FILE points to {missing}, which does not exist"):
         start()
 
+
+
+# An app whose requirements name one PostgreSQL driver: this interpreter has both, so the script hides the
+# other from imports before anything loads.
+ONE_DRIVER_APP = """
+import importlib.abc
+import secrets
+import sys
+
+
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.partition(".")[0] == sys.argv[1]:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, Hide())
+
+import sqlalchemy as sa
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+
+from flaskprod import Production
+
+app = Flask(__name__)
+app.config["SECRET_KEY"] = secrets.token_hex(32)
+Production(app)
+db = SQLAlchemy(app)
+with app.app_context():
+    print(db.session.scalar(sa.text("SELECT current_user")))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("hidden", ["psycopg2", "psycopg"])
+def test_a_url_naming_no_driver_reaches_postgresql_with_either_driver_alone(
+    tmp_path: Path, postgres: Postgres, hidden: str
+) -> None:
+    # What `build --with postgres` gives the app: postgresql:// with no driver, the password in a file.
+    url = make_url(postgres.url)
+    environ = server_env({
+        "DATABASE_URL": url.set(drivername="postgresql", password=None).render_as_string(hide_password=False),
+        "DATABASE_PASSWORD_FILE": str(secret_file(tmp_path, "unused-under-trust\n")),
+    })  # fmt: skip
+    script = tmp_path / "app.py"
+    script.write_text(ONE_DRIVER_APP)
+    done = subprocess.run(
+        [sys.executable, str(script), hidden], env=environ, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == url.username

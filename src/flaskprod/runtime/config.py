@@ -12,6 +12,7 @@ from flask import Flask
 
 from ..errors import ConfigurationError
 from ..spec import Spec, parse_size
+from .db import with_installed_driver
 
 ENV_PREFIX = "FLASK_"
 FILE_SUFFIX = "_FILE"
@@ -133,6 +134,7 @@ def database_url(spec: Spec, environ: Mapping[str, str]) -> str | None:
     # Heroku-style URLs say postgres://, a scheme SQLAlchemy 1.4+ no longer accepts.
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
+    url = with_installed_driver(url)
     if password_file:
         password = database_password(db.password_file_env, password_file)
         url = with_password(url, password, url_env=db.url_env, password_env=db.password_file_env)

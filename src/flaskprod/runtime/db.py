@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 import sys
 import threading
@@ -26,6 +27,27 @@ def _split_url(url: str) -> tuple[str, str | None]:
     scheme = url.split(":", 1)[0].lower()
     backend, _, driver = scheme.partition("+")
     return backend, driver or None
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def with_installed_driver(url: str) -> str:
+    """url naming the PostgreSQL driver installed when it says postgresql:// with none, and one is installed.
+
+    SQLAlchemy reads a bare postgresql:// as its default driver's, psycopg2 before 2.1 and psycopg (3) since:
+    the URL flaskprod's deployments give the app is one, and an app that installs the other driver alone
+    would fail on its first query.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != "postgresql":
+        return url
+    installed = [driver for driver in ("psycopg2", "psycopg") if _importable(driver)]
+    return f"postgresql+{installed[0]}://{rest}" if len(installed) == 1 else url
 
 
 def engine_options(spec: Spec, url: str | None, *, workers: int | None = None) -> dict[str, Any]:
