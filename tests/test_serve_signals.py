@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from flaskprod.runtime.metrics import pid_of_file
-from tests.support import wait_for
-from tests.test_serve import SERVERS, Served, serving
+from tests.support import free_port, running, wait_for
+from tests.test_serve import FLASKPROD, SERVERS, Served, clean_env, serving
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +82,41 @@ def test_sigterm_cuts_a_request_past_the_graceful_timeout_and_exits_0(tmp_path: 
     assert code == 0, served.output()
     # 1 s of grace, and up to a second more for uWSGI's master to see its workers gone; not the 4.7 s left.
     assert stopped < 3.0, served.output()
+
+
+SLOW_LOADING_APP = """
+import os
+import time
+
+from flask import Flask
+
+from flaskprod import Production
+
+with open(os.environ["LOADS_FILE"], "a") as loads:
+    loads.write(f"{os.getpid()}\\n")
+time.sleep(2)
+app = Flask(__name__)
+Production(app)
+"""
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_sigterm_while_the_server_loads_the_app_stops_it(tmp_path: Path, server: str) -> None:
+    """uWSGI's master loads the app before its hook makes SIGTERM a graceful stop, and lost the signal."""
+    (tmp_path / "slow.py").write_text(SLOW_LOADING_APP)
+    loads, log = tmp_path / "loads", tmp_path / "serve.log"
+    command = [FLASKPROD, "serve", "slow:app", "--server", server, "--bind", f"127.0.0.1:{free_port()}",
+               "--workers", "1"]
+    with log.open("w") as out, running(command, env=clean_env(LOADS_FILE=str(loads)), cwd=tmp_path, stdout=out,
+                                       stderr=out) as proc:
+        # The first load is serve's probe; the second, the server's own.
+        wait_for(lambda: loads.exists() and len(loads.read_text().split()) >= 2, timeout=30, what="the server loading")
+        time.sleep(0.5)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(20)
+    assert code == 0, log.read_text()
+    assert time.monotonic() - started < 10, log.read_text()
 
 
 @pytest.mark.parametrize("server", SERVERS)

@@ -35,6 +35,10 @@ REAP_INTERVAL = 1.0
 _HANDLED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGCHLD)
 # Seconds uWSGI's master gets to exit once its workers were killed at the end of a graceful stop.
 CUT_GRACE = 5.0
+# Seconds between repeats of SIGTERM until uWSGI stops: one that comes while its master loads the app, before
+# the master-start hook makes SIGTERM a graceful stop, is lost (serve ran on until killed). Once stopping, uWSGI
+# ignores the repeats.
+TERM_AGAIN = 1.0
 
 
 def render_ini(
@@ -189,6 +193,7 @@ class Supervisor:
         # Once SIGTERM reached uWSGI: when its graceful stop runs out, then when a brutal one does.
         self.stop_by: float | None = None
         self.kill_at: float | None = None
+        self.term_again_at: float | None = None
 
     def record(self, sig: int, frame: FrameType | None) -> None:
         self.signals.put_nowait(sig)
@@ -210,6 +215,7 @@ class Supervisor:
                     proc.send_signal(signal.SIGTERM)
                     if self.stop_by is None and self.kill_at is None:
                         self.stop_by = time.monotonic() + self.graceful_timeout
+                        self.term_again_at = time.monotonic() + TERM_AGAIN
                 elif sig in (signal.SIGHUP, signal.SIGINT):
                     proc.send_signal(sig)
                 self._end_overdue_stop(proc)
@@ -225,10 +231,10 @@ class Supervisor:
 
     def _wait_at_most(self) -> float:
         """Seconds the loop may sleep: until its next sweep, or the stop's next deadline if sooner."""
-        deadline = self.stop_by if self.stop_by is not None else self.kill_at
-        if deadline is None:
+        deadlines = [d for d in (self.stop_by, self.kill_at, self.term_again_at) if d is not None]
+        if not deadlines:
             return REAP_INTERVAL
-        return max(0.0, min(REAP_INTERVAL, deadline - time.monotonic()))
+        return max(0.0, min(REAP_INTERVAL, min(deadlines) - time.monotonic()))
 
     def _end_overdue_stop(self, proc: subprocess.Popen[bytes]) -> None:
         """Past graceful_timeout the workers are killed, as Gunicorn's arbiter does; the master then exits on its
@@ -236,6 +242,9 @@ class Supervisor:
         now = time.monotonic()
         if proc.poll() is not None:
             return
+        if self.term_again_at is not None and now >= self.term_again_at:
+            proc.send_signal(signal.SIGTERM)
+            self.term_again_at = now + TERM_AGAIN
         if self.stop_by is not None and now >= self.stop_by:
             print(
                 f"flaskprod: requests still running server.graceful_timeout = {self.graceful_timeout:g}s after "
@@ -244,7 +253,7 @@ class Supervisor:
                 flush=True,
             )
             _kill_all(children(proc.pid))
-            self.stop_by, self.kill_at = None, now + CUT_GRACE
+            self.stop_by, self.term_again_at, self.kill_at = None, None, now + CUT_GRACE
         elif self.kill_at is not None and now >= self.kill_at:
             _kill_all(children(proc.pid))  # the master would no longer reap them
             proc.kill()
