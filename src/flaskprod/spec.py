@@ -112,7 +112,12 @@ class ServerSettings:
         "takes it out of rotation before it stops listening.",
         minimum=0,
     )
-    keepalive: int = setting(5, "Seconds an idle client connection is kept open by the app server.", minimum=0)
+    keepalive: int = setting(
+        5,
+        "Seconds an idle client connection is kept open by the app server (Gunicorn; uWSGI answers one request a "
+        "connection and says Connection: close).",
+        minimum=0,
+    )
     max_requests: int | Auto = setting(
         "auto",
         "Requests after which a worker is recycled (bounds slow leaks); 0 = never; auto = 10000 on Gunicorn, "
