@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import sqlalchemy
+import sqlalchemy.pool
 from flask import Flask
 
 from flaskprod import Production
@@ -12,6 +16,7 @@ from flaskprod.runtime.db import dispose_pools_after_fork, engine_options
 from flaskprod.sizing import db_pool
 from flaskprod.spec import Spec
 from tests.conftest import Postgres, StartServer
+from tests.support import wait_for
 
 flask_sqlalchemy = pytest.importorskip("flask_sqlalchemy")
 
@@ -131,3 +136,50 @@ def test_each_worker_opens_its_own_connections_of_an_engine_made_at_import(
     # A worker on the master's connection shares its socket with the other worker: their queries interleave.
     assert loaded_on not in seen.values()
     assert len(set(seen.values())) == 2
+
+
+HOLDING_APP = """
+from flask import Flask, request
+from flask_sqlalchemy import SQLAlchemy
+import sqlalchemy as sa
+
+from flaskprod import Production
+
+app = Flask(__name__)
+Production(app)
+db = SQLAlchemy(app)
+
+
+@app.get("/hold")
+def hold():
+    db.session.execute(sa.text("SELECT pg_sleep(:s)"), {"s": float(request.args["s"])})
+    return "held"
+"""
+
+
+def sleeping(url: str) -> bool:
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    with engine.connect() as conn:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active'"
+        return bool(conn.scalar(sqlalchemy.text(query)))
+
+
+@pytest.mark.integration
+def test_readiness_stays_200_while_requests_use_every_pooled_connection(
+    serve_app: StartServer, postgres: Postgres
+) -> None:
+    # A pool of one connection, as a small budget shared by many processes leaves each.
+    pool = {"FLASKPROD_DATABASE__POOL_SIZE": "1", "FLASKPROD_DATABASE__MAX_OVERFLOW": "0"}
+    server = serve_app(HOLDING_APP, env={"DATABASE_URL": postgres.url, **pool}, args=("--threads", "4"))
+    assert server.get("/readyz", timeout=10).status_code == 200
+    with ThreadPoolExecutor(1) as pool_user:
+        held = pool_user.submit(server.get, "/hold?s=4", timeout=15)
+        # The request holds the pool's only connection for 4 s: readiness asks meanwhile.
+        wait_for(lambda: sleeping(postgres.url), timeout=5, what="the request's query on the database")
+        started = time.monotonic()
+        ready = server.get("/readyz", timeout=10)
+        elapsed = time.monotonic() - started
+        assert not held.done()
+        assert held.result().text == "held"
+    assert ready.status_code == 200, ready.text
+    assert elapsed < Spec().monitoring.check_timeout

@@ -87,11 +87,27 @@ def database_checks(app: Flask) -> dict[str, Check]:
         name = "database" if key is None else f"database:{key}"
 
         def ping(engine: Any = engine) -> None:
+            if _pool_busy(engine.pool):
+                return
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
 
         checks[name] = ping
     return checks
+
+
+def _pool_busy(pool: Any) -> bool:
+    """True when every connection the pool may open is checked out by a request.
+
+    The ping would wait for one (up to database.pool_timeout) past the readiness check's timeout and fail a
+    process whose database is answering its requests: under load every replica would leave the load
+    balancer at once. Connections in use are the database answering; a pool with room pings it.
+    """
+    from sqlalchemy.pool import QueuePool
+
+    if not isinstance(pool, QueuePool) or pool._max_overflow < 0:
+        return False  # a pool without a bound (unlimited overflow, NullPool, SQLite's) never makes it wait
+    return bool(pool.checkedout() >= pool.size() + pool._max_overflow)
 
 
 _apps: weakref.WeakSet[Flask] = weakref.WeakSet()
