@@ -66,6 +66,24 @@ def test_sigterm_without_drain_delay_finishes_requests(tmp_path: Path, server: s
     assert time.monotonic() - started < 10  # graceful, not the 30 s graceful_timeout running out
 
 
+def test_gunicorn_refuses_a_new_connection_at_once_while_it_finishes_the_requests_in_hand(tmp_path: Path) -> None:
+    """Not held in the listen queue until the last request ends, and then reset. (uWSGI's master keeps the
+    socket open until it exits: there a new connection still waits.)"""
+    with serving(tmp_path, "gunicorn", "--workers", "1", "--threads", "2") as served, ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(served.get, "/slow?s=3", 15)
+        time.sleep(0.3)  # the request is in the worker's hands
+        served.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # the worker has stopped accepting
+        started = time.monotonic()
+        with pytest.raises(requests.ConnectionError):
+            served.get("/", timeout=10)
+        refused_after = time.monotonic() - started
+        assert slow.result().status_code == 200
+        code = served.proc.wait(15)
+    assert refused_after < 1.0, served.output()
+    assert code == 0, served.output()
+
+
 @pytest.mark.parametrize("server", SERVERS)
 def test_sigterm_cuts_a_request_past_the_graceful_timeout_and_exits_0(tmp_path: Path, server: str) -> None:
     """The grace period the orchestrators' stop timeouts count on: uWSGI's own stop would wait for the request."""

@@ -67,6 +67,7 @@ def _post_worker_init(worker: Any) -> None:
 
     stopnow.install(worker)
     _replaced_whatever_the_app_exits_with(worker)
+    _refusing_once_stopped(worker)
 
     previous = signal.getsignal(signal.SIGTERM)
 
@@ -103,6 +104,28 @@ def _replaced_whatever_the_app_exits_with(worker: Any) -> None:
             raise SystemExit(1) from None
 
     worker.run = run_booted
+
+
+def _refusing_once_stopped(worker: Any) -> None:
+    """A threaded worker that stops accepting closes its copy of the listening socket at once.
+
+    The arbiter closes its own as it stops; the gthread worker kept its copy open until its requests in
+    hand were done, so the kernel went on queueing connections nobody would accept: each new request hung
+    until the last worker exited (up to graceful_timeout) and was then reset. With every copy closed it is
+    refused at once, and a client or load balancer can go elsewhere. A worker recycled alone (max_requests,
+    the memory bound, SIGHUP) leaves the socket open in the arbiter and the other workers.
+    """
+    stop_accepting = getattr(worker, "set_accept_enabled", None)
+    if stop_accepting is None:
+        return  # the sync worker: it exits as soon as its one request is answered
+
+    def set_accept_enabled(enabled: bool) -> None:
+        stop_accepting(enabled)
+        if not enabled and not worker.alive:
+            for listener in worker.sockets:
+                listener.close()
+
+    worker.set_accept_enabled = set_accept_enabled
 
 
 def _pre_fork(server: Any, worker: Any) -> None:
