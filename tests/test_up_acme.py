@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from flaskprod.stack.acme import RELOAD_RETRY, Acme, Certbot
 from tests.buildkit import run_tool, tool
 from tests.pebble import Pebble
 from tests.support import free_port, wait_for
@@ -183,3 +184,24 @@ def test_acme_mistakes_are_one_line(tmp_path: Path, settings: list[str], message
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_renewed_certificate_nginx_would_not_take_is_tried_again_until_it_is_served(tmp_path: Path) -> None:
+    # certbot swaps the live symlink; a reload that `nginx -t` refused (half written, a key not yet matching)
+    # must not count the certificate as served, or nginx keeps the old one until it expires.
+    acme = Acme(certbot=tool("certbot"), directory=tmp_path, names=(NAME,), server="https://acme.test/dir",
+                email=None, ca_bundle=None)
+    acme.live.mkdir(parents=True)
+    acme.cert.write_text("first")
+    certbot = Certbot(acme, tmp_path / "certbot.log")
+    assert certbot.unserved(now=0.0) is None  # what nginx started with
+    replacement = acme.live / "fullchain.pem.new"
+    replacement.write_text("renewed")
+    replacement.replace(acme.cert)
+    renewed = certbot.unserved(now=100.0)
+    assert renewed is not None
+    # nginx refused it: not asked again at once, and asked again after RELOAD_RETRY.
+    assert certbot.unserved(now=100.0 + RELOAD_RETRY / 2) is None
+    assert certbot.unserved(now=100.0 + RELOAD_RETRY) == renewed
+    certbot.serving(renewed)
+    assert certbot.unserved(now=100.0 + 10 * RELOAD_RETRY) is None

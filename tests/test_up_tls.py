@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +12,7 @@ import pytest
 import requests
 
 from tests.buildkit import run_tool, tool
-from tests.support import free_port
+from tests.support import free_port, wait_for
 from tests.upstack import PLAIN, UpStack, start_up, stop, up_args, up_env, write_app
 
 pytestmark = [
@@ -130,5 +132,44 @@ def test_files_mode_serves_the_users_certificate(tmp_path: Path) -> None:
         served = subprocess.run([tool("openssl"), "s_client", "-connect", f"127.0.0.1:{tls_port}", "-servername",
                                  "localhost"], input="", capture_output=True, text=True, timeout=20)
         assert "subject=CN = localhost" in served.stdout
+    finally:
+        stop(stack)
+
+
+def test_sighup_serves_the_certificate_the_config_file_now_names(tmp_path: Path) -> None:
+    # A renewed certificate under a new name (site-2025.crt): the edited config and a SIGHUP put it in nginx's hands.
+    write_app(tmp_path)
+    pairs = []
+    for name in ("first", "second"):
+        cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+        run_tool([tool("openssl"), "req", "-x509", "-nodes", "-newkey", "rsa:2048", "-days", "2", "-subj",
+                  f"/CN=localhost/O={name}", "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key),
+                  "-out", str(cert)])  # fmt: skip
+        pairs.append((cert, key))
+    tls_port = free_port()
+    config = tmp_path / "flaskprod.toml"
+
+    def name_in_config(cert: Path, key: Path) -> None:
+        config.write_text(f'[tls]\nmode = "files"\nport = {tls_port}\ncert = "{cert}"\nkey = "{key}"\n')
+
+    def organisation() -> str:
+        served = subprocess.run([tool("openssl"), "s_client", "-connect", f"127.0.0.1:{tls_port}", "-servername",
+                                 "localhost"], input="", capture_output=True, text=True, timeout=20)  # fmt: skip
+        return next((line for line in served.stdout.splitlines() if line.startswith("subject=")), "")
+
+    name_in_config(*pairs[0])
+    stack = start_up(tmp_path, "gunicorn", free_port())
+    try:
+        stack.wait_ready()
+        assert "O = first" in organisation()
+        name_in_config(*pairs[1])
+        os.kill(stack.proc.pid, signal.SIGHUP)
+        wait_for(lambda: "O = second" in organisation(), timeout=20, what="nginx to present the second certificate")
+        # A path that cannot be read is refused as at start; nginx keeps presenting the one it has.
+        name_in_config(tmp_path / "missing.crt", pairs[1][1])
+        os.kill(stack.proc.pid, signal.SIGHUP)
+        wait_for(lambda: "tls.cert" in stack.stderr() and "cannot read it" in stack.stderr(), timeout=20,
+                 what="the error for the missing certificate")
+        assert "O = second" in organisation()
     finally:
         stop(stack)

@@ -22,6 +22,8 @@ from ..spec import Spec
 
 # certbot's own timer runs `certbot renew` twice a day; it renews 30 days before expiry.
 RENEW_EVERY = 12 * 3600.0
+# A renewed certificate `nginx -t` refused (half written, a key that does not match yet) is tried again this often.
+RELOAD_RETRY = 60.0
 # An order at Let's Encrypt takes seconds; this bounds a server that does not answer.
 OBTAIN_TIMEOUT = 180.0
 # certbot's own errors on its way to the ACME server (its requests session, its directory fetch), as opposed
@@ -193,6 +195,7 @@ class Certbot:
         self.process: subprocess.Popen[str] | None = None
         self.renew_at = time.monotonic() + RENEW_EVERY
         self.served = acme.version()
+        self.retry_at = 0.0  # when a certificate nginx would not take is tried again
 
     def start(self, command: list[str]) -> None:
         with self.log.open("w") as out:
@@ -214,13 +217,18 @@ class Certbot:
             self.renew_at = now + RENEW_EVERY
             self.start(self.acme.renew_command())
 
-    def changed(self) -> bool:
-        """True once per new certificate on disk, whoever put it there (this certbot, a system timer, a user)."""
+    def unserved(self, now: float) -> tuple[int, int] | None:
+        """A certificate on disk that nginx does not serve yet, whoever put it there (this certbot, a system timer,
+        a user); while nginx cannot be reloaded to serve it, asked again once every RELOAD_RETRY seconds."""
         version = self.acme.version()
-        if version is None or version == self.served:
-            return False
-        self.served = version
-        return True
+        if version is None or version == self.served or now < self.retry_at:
+            return None
+        self.retry_at = now + RELOAD_RETRY
+        return version
+
+    def serving(self, version: tuple[int, int] | None = None) -> None:
+        """nginx serves the certificate: version, as unserved() gave it, else the one on disk now."""
+        self.served = version if version is not None else self.acme.version()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

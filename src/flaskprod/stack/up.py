@@ -29,7 +29,7 @@ from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind, loopback
 from ..servers.probe import AppInfo, probe
 from ..sizing import Derived, derive
 from ..spec import CONFIG_ENV, Spec, env_for, find_config_file
-from .acme import OBTAIN_TIMEOUT, Acme, Certbot
+from .acme import OBTAIN_TIMEOUT, RELOAD_RETRY, Acme, Certbot
 from .children import Child
 from .control import ControlServer, Request
 from .log import EventLog
@@ -339,7 +339,11 @@ def replan(current: Plan, spec: Spec) -> Plan:
         raise SpecError(f"{', '.join(changed)} changed: restart `flaskprod up` to apply")
     # The worker count nginx's upstream and the app server were sized for stays.
     derived = dataclasses.replace(derive(spec, replicas=RELEASES_AT_ONCE), workers=current.derived.workers)
-    return dataclasses.replace(current, spec=spec, derived=derived)
+    tls = current.tls
+    if spec.tls.mode == "files" and (spec.tls.cert, spec.tls.key) != (current.spec.tls.cert, current.spec.tls.key):
+        # The user's certificate, renewed under a new name: checked as at start, then nginx presents it.
+        tls = tls_for_up(spec, current.run.tls_dir, [])
+    return dataclasses.replace(current, spec=spec, derived=derived, tls=tls)
 
 
 class _LoopbackTls(http.client.HTTPSConnection):
@@ -627,7 +631,7 @@ class Stack:
             raise acme.failure(certbot.reason(), self.plan.spec.proxy.port)
         if not placeholder:
             return True  # a certificate certonly renewed in place is watch_certificate's to reload
-        certbot.changed()
+        certbot.serving()
         assert self.plan.tls is not None
         tls = dataclasses.replace(self.plan.tls, cert=str(acme.cert), key=str(acme.key))
         new_plan = dataclasses.replace(self.plan, tls=tls)
@@ -672,14 +676,17 @@ class Stack:
         if status:
             self.log(f"certbot renew failed: {certbot.reason()}; trying again in 12 h", level="error")
         certbot.renew_if_due(now)
-        if not certbot.changed():
+        version = certbot.unserved(now)
+        if version is None:
             return
         try:
             check_config(self.plan.nginx_binary, self.plan.run)
         except FlaskprodError as exc:
-            self.log(f"certificate renewed, but nginx not reloaded: {exc}", level="error")
+            self.log(f"certificate renewed, but nginx not reloaded: {exc}; trying again in {RELOAD_RETRY:g}s",
+                     level="error")
             return
         self.nginx.send(signal.SIGHUP)
+        certbot.serving(version)
         self.log("certificate renewed; nginx reloaded to serve it")
 
     def supervise(self) -> None:
