@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from flaskprod.render.image import copy_instruction, env_value, render_single
 from flaskprod.render.kubernetes import render_k8s
 from flaskprod.render.nginx import StaticMount
 from flaskprod.render.writer import write_files
+from flaskprod.servers.healthcheck import status_at
 from flaskprod.servers.probe import AppInfo
 from flaskprod.sizing import derive
 from flaskprod.spec import load_spec
@@ -793,3 +797,106 @@ def test_swarm_names_each_config_after_its_content(tmp_path: Path) -> None:
     assert stack("30")[1] == configs
     changed = {key for key, config in stack("45")[1].items() if config["name"] != configs[key]["name"]}
     assert "prometheus_alerts_yml" in changed and "logging_loki_loki_yaml" not in changed
+
+
+# --- the app image as its process tree: PID 1, the user it runs as, its layers ------------------------
+
+SPAWNING_APP = '''\
+import subprocess
+
+from flask import Flask
+
+from flaskprod import Production
+
+app = Flask(__name__)
+Production(app)
+
+
+@app.get("/spawn")
+def spawn() -> str:
+    # A helper that starts a job in the background and returns: the job outlives its parent, an orphan.
+    subprocess.run(["sh", "-c", "sleep 0.2 &"], check=True)
+    return "spawned\\n"
+'''
+
+
+def final_stage(text: str) -> list[str]:
+    return dockerfile_lines(text.rsplit("\nFROM ", 1)[1])
+
+
+
+def in_venv(command: list[str]) -> list[str]:
+    """command with the image's venv commands (flaskprod, python) named by their path here."""
+    return [str(BIN / word) if word in ("flaskprod", "python") else word for word in command]
+
+
+def image_command(text: str) -> list[str]:
+    """What the container runs: ENTRYPOINT (when there is one), then CMD."""
+    entrypoint = dockerfile_json(text, "ENTRYPOINT") if "\nENTRYPOINT " in text else []
+    return in_venv([*entrypoint, *dockerfile_json(text, "CMD")])
+
+
+def process_tree(root: int) -> dict[int, str]:
+    """Every process under root, with its state (R, S, Z...), from /proc."""
+    parents: dict[int, tuple[int, str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = (int(fields[1]), fields[0])
+    tree: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, state) in parents.items():
+            if ppid == parent and pid not in tree:
+                tree[pid] = state
+                frontier.append(pid)
+    return tree
+
+
+def image_env(text: str, port: int) -> dict[str, str]:
+    """The image's environment here: its ENV, with the server on a free loopback port."""
+    env = clean_env(**dockerfile_env(text))
+    env["FLASKPROD_SERVER__BIND"] = f"127.0.0.1:{port}"
+    return env
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server", ["uwsgi", "gunicorn"])
+def test_the_app_images_pid_1_reaps_the_processes_its_workers_orphan(tmp_path: Path, server: str) -> None:
+    """In a PID namespace of its own, as in a container: an orphan is reparented to the image's PID 1, which must
+    wait for it, or every one the app leaves behind stays a zombie until the container stops."""
+    project = tmp_path / "shop"
+    d = make_deployment(project, server=server)  # type: ignore[arg-type]
+    (project / "wsgi.py").write_text(SPAWNING_APP)
+    text = render_compose(d)["Dockerfile"]  # compose-uwsgi's image for uWSGI, compose's for Gunicorn
+    port = free_port()
+    env = image_env(text, port)
+    protocol = env.get("FLASKPROD_SERVER__PROTOCOL", "http")
+    healthcheck = in_venv(dockerfile_json(text, "HEALTHCHECK .* CMD"))
+    namespace = ["unshare", "--pid", "--fork", "--mount-proc"]
+    with (
+        (tmp_path / "app.log").open("w") as log,
+        running([*namespace, *image_command(text)], env=env, cwd=project, stdout=log, stderr=log) as container,
+    ):
+
+        def healthy() -> bool:
+            assert container.poll() is None, (tmp_path / "app.log").read_text()
+            return subprocess.run(healthcheck, env=env, cwd=project).returncode == 0
+
+        wait_for(healthy, timeout=60, what="the image's HEALTHCHECK to pass")
+        for _ in range(5):  # in the protocol the server speaks, as nginx would ask
+            assert status_at(env["FLASKPROD_SERVER__BIND"], protocol, "/spawn") == 200
+        time.sleep(1.5)  # each orphan's sleep has ended
+        zombies = [pid for pid, state in process_tree(container.pid).items() if state == "Z"]
+        assert zombies == [], (tmp_path / "app.log").read_text()[-2000:]
+        # docker stop: SIGTERM to PID 1 ends the server gracefully, and the container with status 0.
+        (init,) = [pid for pid, _ in process_tree(container.pid).items() if _parent(pid) == container.pid]
+        os.kill(init, signal.SIGTERM)
+        assert container.wait(timeout=40) == 0, (tmp_path / "app.log").read_text()[-2000:]
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
