@@ -15,6 +15,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -900,3 +901,52 @@ def test_the_app_images_pid_1_reaps_the_processes_its_workers_orphan(tmp_path: P
 
 def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.integration
+def test_the_reference_app_starts_in_its_image_as_the_images_user(project: Path) -> None:
+    """The image's files belong to root and it runs as APP_UID, with no instance/ in the context (.dockerignore):
+    the app's os.makedirs(app.instance_path, exist_ok=True) and its SQLite file need the folder the image makes."""
+    result = flaskprod_build(project, "--target", "single")
+    assert result.returncode == 0, result.stderr
+    text = (project / "deploy/single/Dockerfile").read_text()
+    assert "instance" in (project / "deploy/single/Dockerfile.dockerignore").read_text().splitlines()
+    # The image's /app here: a root-owned copy anyone may enter, as COPY makes it; then the final stage's RUNs
+    # that follow its WORKDIR, as root. (The user itself is not added to this machine: the image names ids.)
+    image = Path(tempfile.mkdtemp(prefix="flaskprod-image-", dir="/tmp"))  # pytest's own is root's alone
+    try:
+        image.chmod(0o755)
+        app_dir = image / "app"
+        ignored = (project / "deploy/single/Dockerfile.dockerignore").read_text().splitlines()
+        context = [line.removeprefix("**/") for line in ignored if line and not line.startswith(("#", "!"))]
+        shutil.copytree(project, app_dir, ignore=shutil.ignore_patterns(*context))  # build made instance/ here
+        assert not (app_dir / "instance").exists()
+        stage = final_stage(text)
+        workdir = next(i for i, line in enumerate(stage) if line == "WORKDIR /app")
+        for line in stage[workdir:]:
+            if line.startswith("RUN "):
+                subprocess.run(["sh", "-c", line[4:].replace("/app", str(app_dir))], check=True)
+        uid = int(next(line for line in stage if line.startswith("USER ")).split()[1])
+        port = free_port()
+        env = image_env(text, port)
+        # As the image's user; it may read past the 0700 home this machine's Python lives under, never write.
+        reader = ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+        as_user = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *reader]
+        healthcheck = in_venv(dockerfile_json(text, "HEALTHCHECK .* CMD"))
+        with (
+            (image / "app.log").open("w") as log,
+            running([*as_user, *image_command(text)], env=env, cwd=app_dir, stdout=log, stderr=log) as app,
+        ):
+
+            def healthy() -> bool:
+                assert app.poll() is None, (image / "app.log").read_text()[-3000:]
+                return subprocess.run([*as_user, *healthcheck], env=env, cwd=app_dir).returncode == 0
+
+            wait_for(healthy, timeout=60, what="the image's HEALTHCHECK to pass")
+            assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+        database = app_dir / "instance" / "taskboard.sqlite3"
+        assert database.stat().st_uid == uid
+        # Nothing else is the app's to change.
+        assert (app_dir / "wsgi.py").stat().st_uid == 0 and not (app_dir / "wsgi.py").stat().st_mode & 0o022
+    finally:
+        shutil.rmtree(image)
