@@ -7,6 +7,7 @@ CMD with its ENV, and nginx with the conf baked into the nginx image, then a req
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import hashlib
 import os
@@ -825,6 +826,9 @@ def final_stage(text: str) -> list[str]:
     return dockerfile_lines(text.rsplit("\nFROM ", 1)[1])
 
 
+def build_stage(text: str) -> list[str]:
+    return dockerfile_lines(text.split("\nFROM ", 2)[1])
+
 
 def in_venv(command: list[str]) -> list[str]:
     """command with the image's venv commands (flaskprod, python) named by their path here."""
@@ -950,3 +954,40 @@ def test_the_reference_app_starts_in_its_image_as_the_images_user(project: Path)
         assert (app_dir / "wsgi.py").stat().st_uid == 0 and not (app_dir / "wsgi.py").stat().st_mode & 0o022
     finally:
         shutil.rmtree(image)
+
+
+PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "shop"
+version = "1.2.3"
+dependencies = ["flask>=3", 'tomli; python_version < "3.11"', "flaskprod"]
+"""
+
+
+@pytest.mark.parametrize("python", ["3.11", "3.10"])
+def test_a_pyproject_projects_dependencies_are_a_layer_a_code_change_keeps(tmp_path: Path, python: str) -> None:
+    """The build stage installs pyproject.toml's dependencies from that file alone, before it copies the code: a
+    change to the code rebuilds the project's own install, not every dependency's."""
+    project = tmp_path / "shop"
+    d = make_deployment(project, spec=make_spec(**{"app.name": "shop", "deploy.python": python}))
+    (project / "requirements.txt").unlink()
+    (project / "pyproject.toml").write_text(PYPROJECT)
+    d = dataclasses.replace(d, project=dataclasses.replace(d.project, requirements=None))
+    text = render_single(d)["Dockerfile"]
+    stage = build_stage(text)
+    copies = [line for line in stage if line.startswith("COPY ")]
+    assert copies == ["COPY pyproject.toml /tmp/project/pyproject.toml", "COPY . /app"], stage
+    installs = [i for i, line in enumerate(stage) if line.startswith("RUN ") and "pip install" in line]
+    assert len(installs) == 2 and installs[0] < stage.index("COPY . /app") < installs[1], stage
+    # The layer's command, run here on the copied file by this Python (3.11: tomllib; pip vendors tomli for older).
+    command = stage[installs[0]][4:].split(" && pip install ", 1)[0].replace("/tmp/project", str(project))
+    subprocess.run(["sh", "-c", command], env={"PATH": f"{BIN}:/usr/bin:/bin"}, check=True, cwd=tmp_path)
+    assert (project / "requirements.txt").read_text().splitlines() == [
+        "flask>=3", 'tomli; python_version < "3.11"', "flaskprod",
+    ]  # fmt: skip
+    out = write_tree(project / "deploy/single", {"Dockerfile": text})
+    run_tool([tool("hadolint"), "--failure-threshold", "style", str(out / "Dockerfile")])

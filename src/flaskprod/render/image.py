@@ -100,6 +100,12 @@ def uwsgi_version() -> str:
         return UWSGI_FALLBACK_VERSION
 
 
+def toml_module(python: str) -> str:
+    """The TOML reader the image's Python has: tomllib from 3.11, else the tomli that pip vendors."""
+    major, minor = (int(part) for part in python.split(".")[:2])
+    return "tomllib" if (major, minor) >= (3, 11) else "pip._vendor.tomli"
+
+
 def dockerfile(d: Deployment, *, bind: str | None = None, behind_nginx: bool = True) -> str:
     """The app image; bind overrides where the server listens (a unix socket in a pod). Without nginx
     in front the app trusts no X-Forwarded-* header: a client could forge them."""
@@ -110,6 +116,7 @@ def dockerfile(d: Deployment, *, bind: str | None = None, behind_nginx: bool = T
         python=d.spec.deploy.python,
         server=d.server,
         uwsgi_version=uwsgi_version(),
+        toml_module=toml_module(d.spec.deploy.python),
         requirements=d.project.requirements,
         includes=list(d.project.requirement_includes),
         uid=APP_UID,
