@@ -13,11 +13,13 @@ import hashlib
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from flaskprod.render.deployment import STATIC_DIR, app_static, container_machin
 from flaskprod.render.image import copy_instruction, env_value, render_single
 from flaskprod.render.kubernetes import render_k8s
 from flaskprod.render.nginx import StaticMount
+from flaskprod.render.systemd import render_systemd
 from flaskprod.render.writer import write_files
 from flaskprod.servers.healthcheck import status_at
 from flaskprod.servers.probe import AppInfo
@@ -991,3 +994,51 @@ def test_a_pyproject_projects_dependencies_are_a_layer_a_code_change_keeps(tmp_p
     ]  # fmt: skip
     out = write_tree(project / "deploy/single", {"Dockerfile": text})
     run_tool([tool("hadolint"), "--failure-threshold", "style", str(out / "Dockerfile")])
+
+
+def stand_in_wheel(folder: Path, name: str, version: str) -> Path:
+    """A wheel with nothing but its metadata, as an index would serve it: what pip resolves and hashes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        tags = "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        wheel.writestr(f"{info}/WHEEL", tags)
+        wheel.writestr(f"{info}/RECORD", "")
+    return path
+
+
+@pytest.mark.parametrize("requirements", ["hashes", "own uwsgi"])
+def test_the_uwsgi_image_installs_requirements_pip_takes(tmp_path: Path, requirements: str) -> None:
+    """uWSGI is installed on its own, and not at all when the requirements pin it: pip installs nothing when one
+    command has two pins of a package, or a package without a hash beside requirements with hashes."""
+    project = tmp_path / "shop"
+    d = make_deployment(project, server="uwsgi")
+    wheels = tmp_path / "index"
+    pinned = stand_in_wheel(wheels, "flaskprod", "1.0")
+    digest = hashlib.sha256(pinned.read_bytes()).hexdigest()
+    lines = {
+        "hashes": f"flaskprod==1.0 --hash=sha256:{digest}\n",
+        "own uwsgi": "flaskprod==1.0\nuWSGI==2.0.28\n",
+    }[requirements]
+    (project / "requirements.txt").write_text(lines)
+    stand_in_wheel(wheels, "uwsgi", "2.0.28")
+    text = render_compose(d)["Dockerfile"]
+    pins = re.findall(r'"uwsgi==([^"]+)"', text)
+    for version in pins:
+        stand_in_wheel(wheels, "uwsgi", version)
+    assert bool(pins) == (requirements == "hashes")
+    readme = render_systemd(d)["README.md"]
+    assert re.findall(r'pip install "uwsgi==([^"]+)"\n', readme) == pins
+    # Each pip command of the build stage, run by pip against an index holding those packages.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
+    commands = [line for line in build_stage(text) if line.startswith("RUN pip install ")]
+    assert len(commands) == len(pins) + 1
+    for command in commands:
+        args = shlex.split(command.removeprefix("RUN pip install "))
+        args = [str(project / "requirements.txt") if a.startswith("/tmp/requirements/") else a for a in args]
+        done = subprocess.run(
+            [str(BIN / "pip"), "install", "--dry-run", "--ignore-installed", "--no-index", "--find-links", str(wheels),
+             *args], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr

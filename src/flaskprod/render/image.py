@@ -8,6 +8,7 @@ from importlib import metadata
 
 from .deployment import APP_UID, NGINX_CONF_DIR, NGINX_IMAGE, NGINX_PORT, NGINX_UID, Deployment
 from .nginx import TlsFiles, _environment
+from .requirements import canonical, names_installed
 
 # Pinned in the image so a rebuild installs what was tested; this checkout's own when installed.
 UWSGI_FALLBACK_VERSION = "2.0.31"
@@ -100,6 +101,17 @@ def uwsgi_version() -> str:
         return UWSGI_FALLBACK_VERSION
 
 
+def uwsgi_requirement(d: Deployment) -> str | None:
+    """The uWSGI the image (and a VM) installs for server uwsgi, on its own before the requirements: None when
+    they install uWSGI themselves (pip refuses two pins of one package) or the server is Gunicorn."""
+    if d.server != "uwsgi":
+        return None
+    names = names_installed(d.project.root, d.project.requirements)
+    if names is not None and canonical("uwsgi") in names:
+        return None
+    return f"uwsgi=={uwsgi_version()}"
+
+
 def toml_module(python: str) -> str:
     """The TOML reader the image's Python has: tomllib from 3.11, else the tomli that pip vendors."""
     major, minor = (int(part) for part in python.split(".")[:2])
@@ -115,7 +127,7 @@ def dockerfile(d: Deployment, *, bind: str | None = None, behind_nginx: bool = T
         image=d.image,
         python=d.spec.deploy.python,
         server=d.server,
-        uwsgi_version=uwsgi_version(),
+        uwsgi=uwsgi_requirement(d),
         toml_module=toml_module(d.spec.deploy.python),
         requirements=d.project.requirements,
         includes=list(d.project.requirement_includes),

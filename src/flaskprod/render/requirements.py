@@ -199,6 +199,15 @@ def _parses(entry: object) -> bool:
     return True
 
 
+def names_installed(root: Path, requirements: str | None) -> frozenset[str] | None:
+    """Canonical names the project's requirements (or, for None, pyproject.toml's dependencies) install; None
+    when they cannot all be named (a local path, dynamic dependencies)."""
+    if requirements is None:
+        return project_dependencies(root / "pyproject.toml")
+    found = read_requirements(root, requirements)
+    return None if found.unnamed else found.names
+
+
 def lacks_flaskprod(root: Path, found: Requirements | None) -> bool:
     """Whether the requirements read (or, for None, pyproject.toml's dependencies) surely leave flaskprod out.
 

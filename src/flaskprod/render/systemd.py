@@ -17,7 +17,7 @@ from ..servers.common import loopback_for
 from ..sizing import MIB
 from ..spec import parse_size
 from .deployment import Deployment
-from .image import never_shipped, uwsgi_version
+from .image import never_shipped, uwsgi_requirement
 from .monitoring import (
     Monitored,
     Scrape,
@@ -282,7 +282,7 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
         "server_name": d.spec.proxy.server_name.split()[0],
         "health_path": d.spec.monitoring.health_path,
         "requirements": d.project.requirements,
-        "uwsgi_version": uwsgi_version(),
+        "uwsgi": uwsgi_requirement(d),
         # Secrets and local state stay behind, as from the images; excluded, what the VM has is not deleted.
         "rsync_copy": shell_words(
             [
