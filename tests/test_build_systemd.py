@@ -31,6 +31,7 @@ import requests
 
 from flaskprod.errors import BuildError
 from flaskprod.render.deployment import Deployment, ServerKind
+from flaskprod.render.nginx import StaticMount
 from flaskprod.render.systemd import Layout, environment_value, exec_word, render_systemd, render_units
 from flaskprod.render.targets import TARGETS
 from flaskprod.sizing import MIB, derive, detect_machine
@@ -697,3 +698,29 @@ def test_the_vms_prometheus_scrapes_the_units_through_nginx(tmp_path: Path) -> N
         groups = requests.get(f"http://127.0.0.1:{prometheus_port}/api/v1/rules", timeout=5).json()["data"]["groups"]
         loaded = {rule["name"] for group in groups for rule in group["rules"]}
         assert loaded and loaded == set(re.findall(r"alert: (\w+)", (prometheus_dir / "alerts.yml").read_text()))
+
+
+@pytest.mark.parametrize("folder", ["build/static", "dist/assets/css", "public"])
+def test_the_readmes_copy_keeps_a_static_folder_inside_a_folder_it_leaves_out(tmp_path: Path, folder: str) -> None:
+    """A bundler's output (build/static) sits in a folder the copy leaves out: rsync never enters an excluded folder,
+    so nginx on the VM would answer 404 for every file in it, where Docker's context looks inside for the exception."""
+    project = tmp_path / "project"
+    d = make_deployment(project, static=False)
+    parent = folder.split("/", 1)[0]
+    mounts = []
+    for served in (folder, f"{parent}/media"):  # a blueprint's folder beside it
+        (project / served).mkdir(parents=True, exist_ok=True)
+        (project / served / "site.css").write_text("body {}\n")
+        mounts.append(StaticMount(endpoint=f"{len(mounts)}.static", url=f"/{len(mounts)}", folder=served))
+    (project / parent / "stale.js").write_text("x\n")  # the rest of the excluded folder stays behind
+    d = dataclasses.replace(d, project=dataclasses.replace(d.project, static=tuple(mounts)))
+    readme = render_systemd(d)["README.md"]
+    copy = re.search(r"^rsync .*?/srv/shop/$", readme, re.M | re.S)
+    assert copy, readme
+    dest = tmp_path / "srv-shop"
+    words = shlex.split(copy.group(0).replace("\\\n", " "))
+    subprocess.run([*(a for a in words[:-1] if not a.startswith("--chown")), f"{dest}/"], cwd=project, check=True)
+    shipped = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    assert {f"{folder}/site.css", f"{parent}/media/site.css"} <= shipped
+    assert (f"{parent}/stale.js" in shipped) == (parent == "public")
+    assert "requirements.txt" in shipped and "wsgi.py" in shipped

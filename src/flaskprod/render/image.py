@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from importlib import metadata
@@ -85,13 +86,34 @@ def never_shipped(d: Deployment) -> list[str]:
     an exception (`!x`) is an include, placed first, since rsync takes the first filter that matches."""
     lines = [line.strip() for line in app_ignores(d).splitlines()]
     patterns = [line for line in lines if line and not line.startswith("#")]
-    includes = [f"--include=/{p[1:]}/***" for p in patterns if p.startswith("!")]
-    excludes = [f"--exclude={_rsync(p)}" for p in patterns if not p.startswith("!")]
-    return [*includes, *excludes]
+    ignored = [p for p in patterns if not p.startswith("!")]
+    kept = [p[1:] for p in patterns if p.startswith("!")]
+    # rsync never enters a folder it excluded, where Docker looks inside for an exception (build/static): the
+    # folder (and each between it and the exception) is let in, and what else it holds kept out, after every
+    # exception's own include and deepest first.
+    entered: set[str] = set()
+    for path in kept:
+        parents = ["/".join(path.split("/")[:depth]) for depth in range(1, path.count("/") + 1)]
+        left_out = [i for i, folder in enumerate(parents) if any(_ignores(p, folder) for p in ignored)]
+        entered.update(parents[left_out[0] :] if left_out else [])
+    folders = sorted(entered, key=lambda folder: (-folder.count("/"), folder))
+    return [
+        *(f"--include=/{path}/***" for path in kept),
+        *(rule for folder in folders for rule in (f"--include=/{folder}/", f"--exclude=/{folder}/*")),
+        *(f"--exclude={_rsync(p)}" for p in ignored),
+    ]
 
 
 def _rsync(pattern: str) -> str:
     return pattern.removeprefix("**/") if pattern.startswith("**/") else f"/{pattern}"
+
+
+def _ignores(pattern: str, path: str) -> bool:
+    """Whether a .dockerignore pattern matches path itself (relative, POSIX), as Docker matches: * within one part."""
+    if pattern.startswith("**/"):
+        pattern, path = pattern[3:], path.rsplit("/", 1)[-1]
+    wanted, parts = pattern.split("/"), path.split("/")
+    return len(wanted) == len(parts) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wanted, strict=True))
 
 
 def uwsgi_version() -> str:
