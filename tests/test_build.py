@@ -1042,3 +1042,30 @@ def test_the_uwsgi_image_installs_requirements_pip_takes(tmp_path: Path, require
             [str(BIN / "pip"), "install", "--dry-run", "--ignore-installed", "--no-index", "--find-links", str(wheels),
              *args], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
         assert done.returncode == 0, done.stderr
+
+
+def test_flasks_instance_folder_is_a_volume_where_the_root_file_system_is_read_only(
+    tmp_path: Path, project: Path
+) -> None:
+    # The reference app keeps its SQLite file there: on a read-only root its first write failed.
+    d = make_deployment(tmp_path / "p")
+    dockerfile = render_compose(d)["Dockerfile"]
+    assert "RUN install -d -o 10001 -g 10001 -m 0750 /app/instance" in dockerfile  # Docker copies it to a new volume
+    path = write_tree(tmp_path / "compose", render_compose(d)) / "compose.yaml"
+    env = {**clean_env(), "FLASK_SECRET_KEY": secrets.token_hex(32)}
+    app = compose_config(path, env)["services"]["app"]
+    assert app["read_only"] is True
+    assert [volume.split(":")[:2] for volume in app["volumes"]] == [["instance", "/app/instance"]], app["volumes"]
+    stack = render_swarm(d)["stack.yaml"]
+    swarm = yaml.safe_load(stack)
+    assert swarm["services"]["app"]["volumes"] == ["instance:/app/instance"] and "instance" in swarm["volumes"]
+    # On Swarm the volume is each node's own: the header says what that means for a SQLite file.
+    assert "is a volume on each node" in stack
+    with_db = render_swarm(make_deployment(tmp_path / "db", extras=("postgres",)))["stack.yaml"]
+    assert "is a volume on each node" not in with_db
+    # Kubernetes mounts nothing there: its pods say where such data belongs instead.
+    assert "Flask's instance folder (/app/instance) too: keep data" in render_k8s(d)["kustomization.yaml"]
+    # One container: the run line keeps the folder in a volume too, beyond `docker run --rm`.
+    single = flaskprod_build(project, "--target", "single")
+    assert single.returncode == 0, single.stderr
+    assert "-v taskboard-instance:/app/instance taskboard:1.0.0" in single.stdout.splitlines()[-1]

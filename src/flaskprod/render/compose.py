@@ -14,7 +14,7 @@ from typing import Any
 
 from ..spec import Spec
 from . import logs, postgres, tls
-from .deployment import NGINX_PORT, NGINX_UID, Deployment
+from .deployment import INSTANCE_DIR, NGINX_PORT, NGINX_UID, Deployment
 from .image import image_files
 from .monitoring import (
     GRAFANA_DASHBOARDS_DIR,
@@ -39,6 +39,9 @@ PROMETHEUS_IMAGE = "prom/prometheus:v2.55.1"
 GRAFANA_IMAGE = "grafana/grafana:12.0.2"
 GRAFANA_PORT = 3000
 GRAFANA_PASSWORD_HELP = "set GRAFANA_ADMIN_PASSWORD for Grafana's admin user"
+# The volume over the app image's Flask instance folder (the image makes it its user's, which Docker copies into a
+# new volume).
+INSTANCE_VOLUME = "instance"
 # Grafana writes the admin password into its database on its first start and never reads the variable again.
 GRAFANA_PASSWORD_ONCE = (
     "Grafana takes its admin password on its first start only (its volume keeps it): change it there."
@@ -113,6 +116,9 @@ def compose_data(d: Deployment) -> dict[str, Any]:
         **_hardened(),
         "stop_grace_period": grace,
         "healthcheck": _app_healthcheck(),
+        # The root file system is read-only: Flask's instance folder (a SQLite file, uploads) is a volume that
+        # outlives the containers, shared by the replicas on this host.
+        "volumes": [f"{INSTANCE_VOLUME}:{INSTANCE_DIR}"],
         "deploy": {"replicas": d.spec.deploy.replicas, "resources": {"limits": _limits(d)}},
         "networks": ["backend"],
     }
@@ -129,7 +135,7 @@ def compose_data(d: Deployment) -> dict[str, Any]:
         "networks": ["backend"],
     }
     data: dict[str, Any] = {"services": {"app": app, "nginx": nginx}, "networks": {"backend": {}}}
-    volumes: dict[str, Any] = {}
+    volumes: dict[str, Any] = {INSTANCE_VOLUME: {}}
     if POSTGRES in d.extras:
         postgres.check(d)
         password_file = secret_path(POSTGRES_SECRET)
@@ -479,6 +485,8 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         "stop_grace_period": grace,
         # Swarm replaces an unhealthy task.
         "healthcheck": _app_healthcheck() | {"timeout": _seconds(HEALTHCHECK_TIMEOUT)},
+        # A volume on each node: what the app writes to its instance folder is not shared between nodes.
+        "volumes": [f"{INSTANCE_VOLUME}:{INSTANCE_DIR}"],
         "deploy": {
             "replicas": d.spec.deploy.replicas,
             **_rolling(parallelism=APP_UPDATE_PARALLELISM),
@@ -504,7 +512,7 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         "networks": {"backend": {"driver": "overlay"}},
         "secrets": {secret: {"external": True}},
     }
-    volumes: dict[str, Any] = {}
+    volumes: dict[str, Any] = {INSTANCE_VOLUME: {}}
     if POSTGRES in d.extras:
         postgres.check(d)
         db_secret = postgres_secret_name(d)
@@ -750,6 +758,11 @@ def render_swarm(d: Deployment) -> dict[str, str]:
         grafana = grafana_secret_name(d)
         steps.append(f'  printf %s "$GRAFANA_ADMIN_PASSWORD" | docker secret create {grafana} -   # for Grafana')
     steps.append(f"  docker stack deploy -c {d.out}/stack.yaml {d.name}")
+    if POSTGRES not in d.extras:
+        steps += [
+            f"Flask's instance folder ({INSTANCE_DIR}) is a volume on each node: a SQLite file or uploads there are",
+            "not shared between replicas on different nodes. Keep such data in a database (--with postgres).",
+        ]
     if d.spec.proxy.rate_limit:
         steps += [
             "nginx takes its ports on each node itself (host mode), so its limit per client sees the client's",

@@ -28,6 +28,9 @@ ServerKind = Literal["gunicorn", "uwsgi"]
 
 # Where things live inside the images; the renderers of every target agree on these.
 APP_DIR = "/app"
+# Flask's instance folder in the image (app.instance_path of an app at APP_DIR): the one place the app may write,
+# its user's, where the containers mount a volume (a SQLite file, uploads) over a read-only root file system.
+INSTANCE_DIR = f"{APP_DIR}/instance"
 STATIC_DIR = "/srv/static"  # each static folder in a folder of its own: /srv/static/<its Flask endpoint>
 NGINX_CONF_DIR = "/etc/nginx"
 # The unprivileged nginx image (uid 101) cannot bind below 1024.

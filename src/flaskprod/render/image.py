@@ -7,7 +7,7 @@ import json
 import re
 from importlib import metadata
 
-from .deployment import APP_UID, NGINX_CONF_DIR, NGINX_IMAGE, NGINX_PORT, NGINX_UID, Deployment
+from .deployment import APP_UID, INSTANCE_DIR, NGINX_CONF_DIR, NGINX_IMAGE, NGINX_PORT, NGINX_UID, Deployment
 from .nginx import TlsFiles, _environment
 from .requirements import canonical, names_installed
 
@@ -154,6 +154,7 @@ def dockerfile(d: Deployment, *, bind: str | None = None, behind_nginx: bool = T
         requirements=d.project.requirements,
         includes=list(d.project.requirement_includes),
         uid=APP_UID,
+        instance_dir=INSTANCE_DIR,
         env=[(key, env_value(value)) for key, value in sorted(d.app_env(behind_nginx=behind_nginx, bind=bind).items())],
         port=d.app_port,
         grace=d.derived.timeouts.graceful,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import BuildError
-from .deployment import Deployment, ServerKind
+from .deployment import INSTANCE_DIR, Deployment, ServerKind
 
 Renderer = Callable[[Deployment], dict[str, str]]
 EXTRAS = ("monitoring", "logging", "postgres", "tls")
@@ -50,7 +50,7 @@ TARGETS = {
             extras=frozenset(),
             renderer="image:render_single",
             next_step="docker build -f {out}/Dockerfile -t {image} . && docker run --rm -p 8000:8000 "
-            "-e FLASK_SECRET_KEY {image}",
+            f"-e FLASK_SECRET_KEY -v {{name}}-instance:{INSTANCE_DIR} {{image}}",
         ),
         Target(
             name="compose",
