@@ -66,3 +66,10 @@ def test_a_bad_setting_is_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("unhealthy: env FLASKPROD_SERVER__WORKERZ: unknown setting")
     assert "Traceback" not in result.stderr
+
+
+def test_a_config_it_cannot_read_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "flaskprod.toml").mkdir()
+    result = healthcheck(clean_env(FLASKPROD_CONFIG=str(tmp_path / "flaskprod.toml")))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"unhealthy: {tmp_path}/flaskprod.toml: cannot read config file: Is a directory"

@@ -81,9 +81,13 @@ def status_at(bind: str, protocol: str, path: str, timeout: float = 3.0) -> int:
 def main() -> int:
     try:
         spec = load_spec()
-        if not spec.monitoring.health:
-            print("unhealthy: monitoring.health is off, so there is no health path to ask", file=sys.stderr)
-            return 1
+    except (FlaskprodError, OSError) as exc:  # a config file that cannot be read is no reason for a traceback
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    if not spec.monitoring.health:
+        print("unhealthy: monitoring.health is off, so there is no health path to ask", file=sys.stderr)
+        return 1
+    try:
         status = status_of(spec)
     except FlaskprodError as exc:
         print(f"unhealthy: {exc}", file=sys.stderr)
