@@ -141,6 +141,12 @@ GUIDE_CONFIG = """
         SQLALCHEMY_DATABASE_URI = os.environ.get('DATABASE_URL')
 """
 
+# An engine made at import with SQLAlchemy's default pool (5 + 10), as apps without Flask-SQLAlchemy make one.
+OWN_ENGINE = (
+    "import flaskprod\nfrom sqlalchemy import create_engine\n\n"
+    'URL = "postgresql+psycopg2://shop:secret@127.0.0.1:1/shop"\nengine = create_engine(URL{options})\n'
+)
+
 NGINX_UWSGI = "server {\n  location / {\n    include uwsgi_params;\n    uwsgi_pass unix:///tmp/uwsgi.sock;\n  }\n}\n"
 
 CASES = [
@@ -237,6 +243,15 @@ CASES = [
         "FP-C006",
         bad={"app.py": PLAIN + SQLALCHEMY + "db.init_app(app)\n"},
         good={"app.py": PROD + SQLALCHEMY + "db.init_app(app)\n"},
+    ),
+    Case(
+        "FP-C007",
+        bad={"app.py": PROD + OWN_ENGINE.format(options="")},
+        text="the SQLAlchemy engine for postgresql+psycopg2://shop:***@127.0.0.1:1/shop keeps 5 + 10 connections in "
+        "every worker process, not the 12 + 2 flaskprod shares out of database.connection_budget (80): with every "
+        "worker and replica it can pass the budget and the database's max_connections",
+        env={"FLASKPROD_SERVER__WORKERS": "2"},
+        good={"app.py": PROD + OWN_ENGINE.format(options=", **flaskprod.pool_options(URL)")},
     ),
     Case(
         "FP-P002",

@@ -11,6 +11,7 @@ import sqlalchemy
 import sqlalchemy.pool
 from flask import Flask
 
+import flaskprod
 from flaskprod import Production
 from flaskprod.runtime.db import dispose_pools_after_fork, engine_options
 from flaskprod.sizing import db_pool
@@ -183,3 +184,22 @@ def test_readiness_stays_200_while_requests_use_every_pooled_connection(
         assert held.result().text == "held"
     assert ready.status_code == 200, ready.text
     assert elapsed < Spec().monitoring.check_timeout
+
+
+def test_pool_options_size_an_apps_own_engine_as_production_sizes_flask_sqlalchemys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = "postgresql+psycopg2://shop@127.0.0.1:5432/shop"
+    spec = Spec().replace(**{"server.workers": 3, "server.threads": 4, "database.connection_budget": 40})
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=secrets.token_hex(32), SQLALCHEMY_DATABASE_URI=url)
+    Production(app, spec=spec)
+    assert flaskprod.pool_options(url, spec) == app.config["SQLALCHEMY_ENGINE_OPTIONS"]
+    # Without a spec, the one the workers are given: flaskprod.toml and FLASKPROD_* as `serve` exports them.
+    monkeypatch.setenv("FLASKPROD_DATABASE__POOL_SIZE", "3")
+    monkeypatch.setenv("FLASKPROD_DATABASE__MAX_OVERFLOW", "1")
+    options = flaskprod.pool_options(url)
+    assert (options["pool_size"], options["max_overflow"], options["pool_pre_ping"]) == (3, 1, True)
+    engine = sqlalchemy.create_engine(url, **options)  # what SQLAlchemy takes as it is
+    assert (engine.pool.size(), engine.pool._max_overflow) == (3, 1)  # type: ignore[attr-defined]
+    engine.dispose()

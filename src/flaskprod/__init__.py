@@ -7,6 +7,7 @@ from importlib.metadata import version as _dist_version
 
 from .errors import ConfigurationError, DiscoveryError, FlaskprodError, ServerError, SpecError
 from .runtime import Production
+from .runtime.db import pool_options
 from .spec import Spec, load_spec
 
 try:
@@ -23,5 +24,6 @@ __all__ = [
     "Spec",
     "SpecError",
     "load_spec",
+    "pool_options",
     "version",
 ]

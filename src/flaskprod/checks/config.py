@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ast
+import gc
 import re
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask
 
+from ..runtime.db import engine_options
 from .context import Context, ProjectFile, variable_read
 from .registry import CRITICAL, WARNING, Found, app_check, check
 
@@ -200,3 +203,37 @@ def _pools_without_pre_ping(engine: Any) -> bool:
 
     pool = getattr(engine, "pool", None)
     return pool is not None and not isinstance(pool, NullPool) and not getattr(pool, "_pre_ping", False)
+
+
+@app_check(
+    "FP-C007",
+    WARNING,
+    "an SQLAlchemy engine the app makes itself keeps a pool flaskprod did not size: every worker process of "
+    "every replica holds that many connections, which together can pass database.connection_budget and the "
+    "database's max_connections",
+    hint="make it with flaskprod's pool: create_engine(url, **flaskprod.pool_options(url)), sized like "
+    "Flask-SQLAlchemy's from the workers within database.connection_budget, with pre-ping",
+)
+def own_engine_pools(app: Flask, context: Context) -> Iterator[Found]:
+    if "sqlalchemy" not in sys.modules:  # an app that never imported it made no engine
+        return
+    from sqlalchemy.engine import Engine
+
+    made_by_extension = (_engines(app) or {}) if "sqlalchemy" in app.extensions else {}
+    flask_sqlalchemy = {id(engine) for engine in made_by_extension.values()}
+    for engine in (obj for obj in gc.get_objects() if isinstance(obj, Engine)):
+        pool = engine.pool
+        size, overflow = getattr(pool, "size", None), getattr(pool, "_max_overflow", None)
+        if id(engine) in flask_sqlalchemy or engine.dialect.name == "sqlite" or not callable(size) or overflow is None:
+            continue  # Production(app) sizes Flask-SQLAlchemy's; SQLite's and NullPool's hold no server's connections
+        url = engine.url.render_as_string(hide_password=True)
+        share = engine_options(context.effective_spec, url)
+        if (size(), overflow) == (share.get("pool_size"), share.get("max_overflow")):
+            continue
+        yield Found(
+            obj=context.app_label,
+            text=f"the SQLAlchemy engine for {url} keeps {size()} + {overflow} connections in every worker process, "
+            f"not the {share['pool_size']} + {share['max_overflow']} flaskprod shares out of "
+            f"database.connection_budget ({context.effective_spec.database.connection_budget}): with every worker "
+            "and replica it can pass the budget and the database's max_connections",
+        )

@@ -69,6 +69,18 @@ def engine_options(spec: Spec, url: str | None, *, workers: int | None = None) -
     return options
 
 
+def pool_options(url: str, spec: Spec | None = None) -> dict[str, Any]:
+    """create_engine options for an engine the app makes itself: `create_engine(url, **pool_options(url))`.
+
+    The pool sized as Production(app) sizes Flask-SQLAlchemy's, from the workers and threads this process
+    serves with and database.connection_budget (the spec read from flaskprod.toml and FLASKPROD_* as the
+    workers are given it), with pre-ping, recycle and a connect timeout.
+    """
+    from ..spec import load_spec
+
+    return engine_options(spec or load_spec(), url)
+
+
 def configure_engines(app: Flask, spec: Spec) -> None:
     """Set SQLALCHEMY_ENGINE_OPTIONS unless the app set its own, and dispose inherited pools after fork."""
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(spec, app.config.get("SQLALCHEMY_DATABASE_URI")))
