@@ -3,6 +3,8 @@ clients that must not see a single failed request while releases switch."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import textwrap
 import threading
@@ -12,8 +14,19 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import BIN, free_port
-from tests.upstack import APP, Loader, UpStack, one_request, start_up, stop, summary, up_env, write_app
+from tests.support import BIN, free_port, wait_for
+from tests.upstack import (
+    APP,
+    Loader,
+    UpStack,
+    children_of,
+    one_request,
+    start_up,
+    stop,
+    summary,
+    up_env,
+    write_app,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -230,3 +243,31 @@ def test_a_project_too_big_to_copy_is_refused_before_anything_starts(tmp_path: P
 folders (media 2 MiB, static 0 MiB, app.py 0 MiB) to release.exclude, or raise release.max_mb
         """)
     assert not (tmp_path / ".flaskprod" / "run" / "releases" / "1").exists()
+
+
+def test_a_deploy_replaces_a_release_whose_app_server_keeps_crashing(tmp_path: Path) -> None:
+    # Release 1 fails to load while the marker exists: killed, its app server crashes on every restart (with
+    # backoff), which is when an operator deploys the fix. The new release does not crash and must take over.
+    marker = tmp_path.parent / f"{tmp_path.name}-crash"
+    write_version(tmp_path, "1")
+    (tmp_path / "app.py").write_text(
+        (tmp_path / "app.py").read_text()
+        + f'\nif VERSION == "1" and os.path.exists({str(marker)!r}):\n    raise RuntimeError("release 1 crashes")\n'
+    )
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1")
+    try:
+        stack.wait_ready()
+        marker.touch()
+        [server] = [pid for pid in children_of(stack.proc.pid) if b"serve" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        os.kill(server, signal.SIGKILL)
+        wait_for(lambda: "restarting in 2s" in stack.stderr(), timeout=30, what="release 1 to crash on restart")
+
+        write_version(tmp_path, "2")
+        deployed = flaskprod(tmp_path, "deploy")
+        assert deployed.returncode == 0, deployed.stderr + stack.output()
+        assert deployed.stdout == "release 2 serves every request; `flaskprod rollback` returns to 1\n"
+        assert versions(stack, 10) == {"2": 10}
+    finally:
+        marker.unlink(missing_ok=True)
+        stop(stack)
+

@@ -144,7 +144,7 @@ def start_ready(stack: Stack, release: Release, request: Request) -> None:
     try:
         ok = stack.wait_until(
             ready, time.monotonic() + p.spec.proxy.ready_timeout, subject=f"release {release.number}",
-            endpoint=f"{path} on unix:{socket}",
+            endpoint=f"{path} on unix:{socket}", watched=[child],
         )
     except ServerError as exc:
         status = child.exit_status()

@@ -12,7 +12,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -503,21 +503,31 @@ class Stack:
                 self.control.close()
 
     def wait_until(
-        self, condition: Callable[[], bool], deadline: float, *, subject: str = "the app", endpoint: str | None = None
+        self,
+        condition: Callable[[], bool],
+        deadline: float,
+        *,
+        subject: str = "the app",
+        endpoint: str | None = None,
+        watched: Sequence[Child] | None = None,
     ) -> bool:
-        """True once condition() holds; False when told to stop first; ServerError if a child dies or time runs out.
+        """True once condition() holds; False when told to stop first; ServerError if a watched child dies (by
+        default, any) or time runs out. Children not watched are supervised meanwhile, as the main loop would:
+        a deploy waiting for its new release is no reason to fail for, or stop restarting, a crashed old one.
 
         The errors name subject and the endpoint it must answer 200 on (by default, its readiness through nginx).
         """
         p = self.plan
         endpoint = endpoint or f"{p.spec.monitoring.ready_path} through nginx"
         while time.monotonic() < deadline:
-            for child in self.children:
+            for child in self.children if watched is None else watched:
                 status = child.exit_status()
                 if status is not None:
                     raise ServerError(
                         f"{child.name} exited with status {status} before {endpoint} answered 200; its error is above"
                     )
+            if watched is not None:
+                self.supervise([child for child in self.children if child not in watched])
             if condition():
                 return True
             if self.next_signal(0.1) in _STOP_SIGNALS:
@@ -689,12 +699,13 @@ class Stack:
         certbot.serving(version)
         self.log("certificate renewed; nginx reloaded to serve it")
 
-    def supervise(self) -> None:
-        """Restart, with backoff, a child that died on its own; keep the ACME certificate fresh."""
+    def supervise(self, children: Sequence[Child] | None = None) -> None:
+        """Restart, with backoff, a child (of children, by default all) that died on its own; keep the ACME
+        certificate fresh."""
         now = time.monotonic()
         if self.certbot is not None:
             self.watch_certificate(self.certbot, now)
-        for child in self.children:
+        for child in self.children if children is None else children:
             status = child.exit_status()
             if status is not None and child.restart_at is None:
                 # Its workers may outlive a killed master and hold the socket or the port.
