@@ -271,3 +271,28 @@ def test_a_deploy_replaces_a_release_whose_app_server_keeps_crashing(tmp_path: P
         marker.unlink(missing_ok=True)
         stop(stack)
 
+
+def test_a_deploy_ships_the_config_file_to_the_new_release_as_to_nginx(tmp_path: Path) -> None:
+    write_version(tmp_path, "1")
+    (tmp_path / "flaskprod.toml").write_text('[proxy]\nmax_body_size = "1M"\n')
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1")
+    body = b"x" * (3 * 2**20)
+    try:
+        stack.wait_ready()
+        assert requests.post(stack.url("/upload"), data=body, timeout=15).status_code == 413
+
+        (tmp_path / "flaskprod.toml").write_text('[proxy]\nmax_body_size = "20M"\n')
+        write_version(tmp_path, "2")
+        deployed = flaskprod(tmp_path, "deploy")
+        assert deployed.returncode == 0, deployed.stderr
+        # nginx's client_max_body_size and the app's MAX_CONTENT_LENGTH both from the edited file.
+        answer = requests.post(stack.url("/upload"), data=body, timeout=15)
+        assert (answer.status_code, answer.text) == (200, '{"size":3145728}\n')
+
+        # A release that cannot start leaves the config its running release was started with.
+        (tmp_path / "flaskprod.toml").write_text('[proxy]\nmax_body_size = "2M"\n')
+        write_version(tmp_path, "3", broken=True)
+        assert flaskprod(tmp_path, "deploy").returncode == 1
+        assert (stack.run_dir / "flaskprod.toml").read_text() == '[proxy]\nmax_body_size = "20M"\n'
+    finally:
+        stop(stack)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import FlaskprodError, ServerError
@@ -18,7 +19,7 @@ from ..plural import counted
 from ..servers.healthcheck import status_at
 from .control import Request
 from .releases import Release, adopt_data
-from .up import Plan, Stack, new_release, write_nginx_config
+from .up import Plan, Stack, copy_config, new_release, write_nginx_config
 
 # Extra seconds, past the graceful timeout, nginx's old workers get to finish before the switch is called failed.
 SWITCH_MARGIN = 5.0
@@ -58,9 +59,11 @@ def deploy(stack: Stack, request: Request, *, canary: object = None) -> None:
                          "every release links it")  # fmt: skip
     release = new_release(new_plan)
     request.progress(f"copied {counted(release.files, 'file')} of {release.source} into release {release.number}")
+    put_back = ship_config(new_plan)
     try:
         start_ready(stack, release, request)
     except ServerError:
+        put_back()
         new_plan.releases.remove(release.number)  # it never served: five failed deploys must not push out good ones
         raise
     if canary is not None:
@@ -122,6 +125,25 @@ def rollback(stack: Stack, request: Request, *, to: object = None) -> None:
     message = f"rolled back: release {target.number} serves every request (release {current.number} is kept)"
     stack.log(message)
     request.finish(release=target.number, message=message)
+
+
+def ship_config(p: Plan) -> Callable[[], None]:
+    """Renew the copy of the config file that workers read, as SIGHUP does, before the new release starts: it is
+    the file the new nginx.conf is rendered from. Returns what puts the copy it replaced back, for a release that
+    does not start (the running one's workers go on reading what nginx was rendered from)."""
+    if p.config_file is None:
+        return lambda: None
+    target = p.run.path / p.config_file.name
+    before = target.read_bytes() if target.exists() else None
+    copy_config(p.config_file, p.run)
+
+    def put_back() -> None:
+        if before is not None:
+            staged = target.with_name(f".{target.name}.old")
+            staged.write_bytes(before)
+            staged.replace(target)
+
+    return put_back
 
 
 def start_ready(stack: Stack, release: Release, request: Request) -> None:
