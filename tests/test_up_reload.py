@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
 from tests.support import free_port, wait_for
-from tests.upstack import start_up, stop, write_app
+from tests.upstack import Loader, one_request, start_up, stop, summary, write_app
 
 pytestmark = pytest.mark.integration
 
@@ -57,5 +59,39 @@ def test_sighup_applies_the_edited_config_and_keeps_the_running_one_on_a_bad_edi
         wait_for(lambda: "restart `flaskprod up` to apply" in stack.stderr(), timeout=20, what="the restart hint")
         assert stack.get("/api/ping").status_code == 200
         assert stack.proc.poll() is None
+    finally:
+        stop(stack)
+
+
+def test_sighup_under_uwsgi_holds_no_request_behind_a_slow_one(tmp_path: Path) -> None:
+    # uWSGI's own reload waits for every request in hand before its master loads the app again, queueing the
+    # rest: `up` starts a new app server of the release beside it instead, and drains the old one.
+    write_app(tmp_path)
+    config = tmp_path / "flaskprod.toml"
+    config.write_text('[proxy]\nmax_body_size = "1M"\n')
+    stack = start_up(tmp_path, "uwsgi", free_port(), "--workers", "1", "--threads", "4")
+    try:
+        stack.wait_ready()
+        old_pids = stack.worker_pids()
+        slow: list[int | None] = []
+        holder = threading.Thread(target=lambda: slow.append(one_request(stack.port, "/slow?s=5").status))
+        holder.start()
+        time.sleep(0.5)
+        config.write_text('[proxy]\nmax_body_size = "2M"\n')
+        loader = Loader(stack.port, threads=2, max_requests=20000, max_seconds=30).start()
+        os.kill(stack.proc.pid, signal.SIGHUP)
+        # The new limit is the app's too: the new app server read the edited file.
+        wait_for(lambda: post(stack.url("/upload"), 1500 * 1024) == 200, timeout=20, what="the reloaded app")
+        holder.join(30)
+        outcomes = loader.stop()
+
+        assert slow == [200]
+        assert loader.count("ok") == len(outcomes) > 20, summary(outcomes)
+        waited = max(o.ended - o.started for o in outcomes)
+        assert waited < 2.0, f"a request waited {waited:.1f}s through the reload"
+        assert not stack.worker_pids() & old_pids
+        wait_for(lambda: "app server of release 1 reloaded" in stack.stderr(), timeout=20, what="the reload's end")
+        assert stack.get("/readyz").status_code == 200
+        assert sorted(p.name for p in stack.run_dir.glob("app-*.sock")) == ["app-1.1.sock"]
     finally:
         stop(stack)

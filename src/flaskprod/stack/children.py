@@ -70,6 +70,7 @@ class Child:
     failures: int = 0
     restart_at: float | None = None
     restarts: int = field(default=0)
+    listens_on: Path | None = None  # its unix socket, removed once it has stopped
 
     def start(self) -> None:
         own_session = terminal_stops_background_writes()

@@ -146,12 +146,13 @@ def ship_config(p: Plan) -> Callable[[], None]:
     return put_back
 
 
-def start_ready(stack: Stack, release: Release, request: Request) -> None:
-    """Start release's app server and wait until it answers its readiness path on its own socket."""
-    p = stack.plan
+def start_ready(stack: Stack, release: Release, request: Request | None, p: Plan | None = None) -> str:
+    """Start release's app server and wait until it answers its readiness path on its own socket (the one p
+    names, by default up's plan); what it answered, and when."""
+    p = p or stack.plan
     started = time.monotonic()
-    child = stack.start_app_server(release)
-    socket = p.run.app_socket(release.number)
+    child = stack.start_app_server(release, p)
+    socket = p.socket(release)
     path = p.spec.monitoring.ready_path
 
     def ready() -> bool:
@@ -180,12 +181,44 @@ def start_ready(stack: Stack, release: Release, request: Request) -> None:
     if not ok:
         stack.stop_app_server(release.number)
         stack.signals.put(signal.SIGTERM)  # the stop wait_until took from the queue: the main loop acts on it
-        raise ServerError("flaskprod up is stopping: the deploy was abandoned")
+        raise ServerError("flaskprod up is stopping" + (": the deploy was abandoned" if request else ""))
     answered = f"{path} answered {stack.last_answer} after {time.monotonic() - started:.1f}s"
-    request.progress(f"release {release.number} is ready ({answered})")
+    if request is not None:
+        request.progress(f"release {release.number} is ready ({answered})")
+    return answered
 
 
-def switch(stack: Stack, new_plan: Plan, request: Request) -> None:
+def reload_app_server(stack: Stack, release: Release) -> None:
+    """SIGHUP's reload of release's app server by replacement: a new one beside it, reading the config file as
+    it starts, takes the requests once ready, and the old one drains. If the new one does not get ready, the old
+    one serves on, and the log says why."""
+    old = stack.app_servers.pop(release.number)
+    stack.retiring.append(old)  # stopped with the rest should up stop meanwhile
+    new_plan = stack.plan.with_new_app_server(release)
+    try:
+        answered = start_ready(stack, release, None, new_plan)
+    except ServerError as exc:
+        stack.retiring.remove(old)
+        stack.app_servers[release.number] = old
+        stack.log(f"app server of release {release.number} not reloaded, the running one stays: {exc}", level="error")
+        return
+    try:
+        switch(stack, new_plan, None)
+    except FlaskprodError as exc:
+        if stack.plan is not new_plan:  # nginx -t refused it: nginx still sends every request to the old one
+            stack.stop_app_server(release.number)
+            stack.retiring.remove(old)
+            stack.app_servers[release.number] = old
+            stack.log(f"app server of release {release.number} not reloaded, the running one stays: {exc}",
+                      level="error")  # fmt: skip
+            return
+        stack.log(f"{exc}; stopping the replaced app server of release {release.number} now", level="warning")
+    stack.retiring.remove(old)
+    stack.stop_app_server(release.number, old)
+    stack.log(f"app server of release {release.number} reloaded: the new one ready ({answered}), the old one drained")
+
+
+def switch(stack: Stack, new_plan: Plan, request: Request | None) -> None:
     """nginx.conf for new_plan, checked, then a graceful reload; returns once nginx's old workers are gone."""
     write_nginx_config(new_plan)  # `nginx -t` first: a rejected config changes nothing
     master = stack.nginx.pid
@@ -202,7 +235,8 @@ def switch(stack: Stack, new_plan: Plan, request: Request) -> None:
         f"release {r.number}" + (f" {new_plan.canary[1]}%" if new_plan.canary and r is new_plan.canary[0] else "")
         for r in new_plan.running
     )
-    request.progress(f"nginx reloaded: it sends requests to {serving}")
+    if request is not None:
+        request.progress(f"nginx reloaded: it sends requests to {serving}")
 
 
 def drain(stack: Stack, release: Release, request: Request) -> None:

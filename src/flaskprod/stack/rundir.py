@@ -28,9 +28,10 @@ class StackDir:
     def nginx_pid(self) -> Path:
         return self.path / "nginx.pid"
 
-    def app_socket(self, release: int) -> Path:
-        """Each release's app server listens on its own socket: two run at once while nginx switches."""
-        return self.path / f"app-{release}.sock"
+    def app_socket(self, release: int, generation: int = 0) -> Path:
+        """Each release's app server listens on its own socket: two run at once while nginx switches, between
+        releases on a deploy, or between two app servers of one release (generations 0 and 1) on a reload."""
+        return self.path / (f"app-{release}.{generation}.sock" if generation else f"app-{release}.sock")
 
     @property
     def releases_dir(self) -> Path:
@@ -41,9 +42,9 @@ class StackDir:
         """Where `flaskprod deploy` and `rollback` reach the running `up`."""
         return self.path / "control.sock"
 
-    def drain_file(self, release: int) -> Path:
-        """Readiness answers 503 while it exists: each release's own, as a drained one stops beside the next."""
-        return self.path / f"draining-{release}"
+    def drain_file(self, release: int, generation: int = 0) -> Path:
+        """Readiness answers 503 while it exists: each app server's own, as a drained one stops beside the next."""
+        return self.path / (f"draining-{release}.{generation}" if generation else f"draining-{release}")
 
     def drain_files(self) -> list[Path]:
         return sorted(self.path.glob("draining-*"))
@@ -72,7 +73,7 @@ class StackDir:
     @classmethod
     def create(cls, path: str | os.PathLike[str]) -> StackDir:
         run = cls(Path(path).resolve())
-        if len(str(run.app_socket(99999))) > UNIX_PATH_MAX:  # checked before anything is made
+        if len(str(run.app_socket(99999, 1))) > UNIX_PATH_MAX:  # checked before anything is made
             raise ServerError(
                 f"run directory {run.path} is too long for a unix socket path ({UNIX_PATH_MAX} bytes): "
                 "set proxy.run_dir to a shorter path"

@@ -101,6 +101,21 @@ class Plan:
     # What loading the app showed (the paths it answers, its static folders); learn_app's to find.
     loaded: AppInfo | None = None
     config_file: Path | None = None  # the project's flaskprod.toml (or pyproject.toml) the spec was read from
+    # Which of its two sockets each release's app server listens on (0 unless a reload replaced it): see socket.
+    generations: Mapping[int, int] = dataclasses.field(default_factory=dict)
+
+    def socket(self, release: Release) -> Path:
+        """Where release's app server listens."""
+        return self.run.app_socket(release.number, self.generations.get(release.number, 0))
+
+    def drain_file(self, release: Release) -> Path:
+        return self.run.drain_file(release.number, self.generations.get(release.number, 0))
+
+    def with_new_app_server(self, release: Release) -> Plan:
+        """The plan with release served by a second app server, on its other socket, beside the one running."""
+        return dataclasses.replace(
+            self, generations={**self.generations, release.number: 1 - self.generations.get(release.number, 0)}
+        )
 
     def app_serves(self, path: str) -> bool:
         """Whether the app answers GET on path (Production(app)'s probes and metrics, its own routes)."""
@@ -269,8 +284,8 @@ def new_release(p: Plan) -> Release:
 
 def release_env(p: Plan, release: Release) -> dict[str, str]:
     """The app server's environment for release: its own socket, and the release's copy on sys.path first."""
-    env = {**p.app_env, **env_for({"server.bind": f"unix:{p.run.app_socket(release.number)}"})}
-    env[DRAIN_FILE_ENV] = str(p.run.drain_file(release.number))
+    env = {**p.app_env, **env_for({"server.bind": f"unix:{p.socket(release)}"})}
+    env[DRAIN_FILE_ENV] = str(p.drain_file(release))
     app_dir = p.in_release(release, p.app.path)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [app_dir, p.app_env.get("PYTHONPATH")]))
     return env
@@ -286,8 +301,8 @@ def write_nginx_config(p: Plan) -> None:
     assert p.release is not None
     newest = p.canary[0] if p.canary else p.release  # a canary's pages may ask for static files new in it
     ctx = p.run.nginx_context(
-        upstream=p.run.app_socket(p.release.number),
-        canary=(p.run.app_socket(p.canary[0].number), p.canary[1]) if p.canary else None,
+        upstream=p.socket(p.release),
+        canary=(p.socket(p.canary[0]), p.canary[1]) if p.canary else None,
         host=p.spec.proxy.host,
         port=p.spec.proxy.port,
         protocol=p.protocol,
@@ -369,6 +384,8 @@ class Stack:
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         # One app server per running release, by release number: two while a deploy switches or a canary runs.
         self.app_servers: dict[int, Child] = {}
+        # An app server a reload replaces, from the start of its successor until it is stopped.
+        self.retiring: list[Child] = []
         # SIGQUIT is nginx's graceful stop: close the listeners, finish every request in flight.
         self.nginx = Child(name="nginx", command=foreground_command(p.nginx_binary, p.run), stop_signal=signal.SIGQUIT)
         # --with monitoring: Prometheus, scraping the app through nginx.
@@ -388,35 +405,39 @@ class Stack:
         return (
             *([self.postgres] if self.postgres else []),
             *self.app_servers.values(),
+            *self.retiring,
             self.nginx,
             *([self.prometheus] if self.prometheus else []),
         )
 
-    def start_app_server(self, release: Release) -> Child:
-        """The app server of release, from its copy of the project, on its own socket."""
-        p = self.plan
-        p.run.app_socket(release.number).unlink(missing_ok=True)  # left by a server that was killed
+    def start_app_server(self, release: Release, p: Plan | None = None) -> Child:
+        """The app server of release, from its copy of the project, on its own socket (p's, by default up's)."""
+        p = p or self.plan
+        p.socket(release).unlink(missing_ok=True)  # left by a server that was killed
         child = Child(
             name=f"app server ({p.spec.server.kind})",
             command=[sys.executable, "-m", "flaskprod", "serve"],
             stop_signal=signal.SIGTERM,
             env=release_env(p, release),
             cwd=Path(p.in_release(release, p.app.path)),
+            listens_on=p.socket(release),
         )
         self.app_servers[release.number] = child
         child.start()
         return child
 
-    def stop_app_server(self, number: int) -> None:
-        """Gracefully: it finishes the requests it holds, within the app server's own grace."""
-        child = self.app_servers.pop(number)
+    def stop_app_server(self, number: int, child: Child | None = None) -> None:
+        """Gracefully: it finishes the requests it holds, within the app server's own grace. The app server of
+        release number, or child, one of that release's that a reload replaced."""
+        child = child or self.app_servers.pop(number)
         grace = self.plan.derived.timeouts.graceful + STOP_MARGIN
         child.restart_at = None
         child.send(child.stop_signal)
         if not child.wait(grace):
             self.log(f"{child.name} of release {number} did not stop within {grace:g}s; killing it", level="warning")
         child.kill_group()
-        self.plan.run.app_socket(number).unlink(missing_ok=True)
+        if child.listens_on is not None:
+            child.listens_on.unlink(missing_ok=True)
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -470,7 +491,7 @@ class Stack:
             first = self.plan.release
             assert first is not None
             self.start_app_server(first)
-            if not self.wait_until(lambda: self.app_socket_accepts(self.plan.run.app_socket(first.number)), deadline):
+            if not self.wait_until(lambda: self.app_socket_accepts(self.plan.socket(first)), deadline):
                 self.stop()
                 return 1
             self.nginx.start()
@@ -747,6 +768,14 @@ class Stack:
             self.nginx.send(signal.SIGHUP)
             self.reload_prometheus()
         # Their workers load the app again (from the same release), reading the config file as they start.
+        if self.plan.spec.server.kind == "uwsgi" and self.plan.canary is None:
+            # uWSGI reloads by waiting for every request in hand to end before its master loads the app again, and
+            # queues each new one meanwhile: a new app server of the release starts beside it instead, as a deploy
+            # does. Not beside a canary: the database pools are sized for two app servers at once.
+            from . import deploy  # which builds on this module
+
+            deploy.reload_app_server(self, self.plan.running[0])
+            return
         for child in self.app_servers.values():
             child.send(signal.SIGHUP)
 
@@ -760,8 +789,8 @@ class Stack:
     def handle_term(self) -> int:
         """Graceful stop: readiness 503, the drain delay, nginx finishes what it accepted, then the app server."""
         self.log("shutting down gracefully: readiness answers 503, requests in flight finish")
-        for number in self.app_servers:
-            self.plan.run.drain_file(number).touch()
+        for release in self.plan.running:
+            self.plan.drain_file(release).touch()
         self._keep_serving(self.plan.spec.server.drain_delay)
         self.stop()
         self.log("stopped")
@@ -811,7 +840,7 @@ class Stack:
             (
                 "app server",
                 f"{spec.server.kind}, {counted(d.workers, 'worker')} x {threads} ({d.worker_class}{pinned}{fair}), "
-                f"{protocol} on unix:{p.run.app_socket(p.release.number)}",
+                f"{protocol} on unix:{p.socket(p.release)}",
             ),
             ("release", f"{p.release.number}, copied {p.release.created} from {p.release.source}"),
             (
