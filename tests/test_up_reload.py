@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -11,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import free_port, wait_for
-from tests.upstack import Loader, one_request, start_up, stop, summary, write_app
+from tests.support import BIN, free_port, wait_for
+from tests.upstack import Loader, one_request, start_up, stop, summary, up_env, write_app
 
 pytestmark = pytest.mark.integration
 
@@ -93,5 +94,31 @@ def test_sighup_under_uwsgi_holds_no_request_behind_a_slow_one(tmp_path: Path) -
         wait_for(lambda: "app server of release 1 reloaded" in stack.stderr(), timeout=20, what="the reload's end")
         assert stack.get("/readyz").status_code == 200
         assert sorted(p.name for p in stack.run_dir.glob("app-*.sock")) == ["app-1.1.sock"]
+    finally:
+        stop(stack)
+
+
+def test_a_sighup_while_a_deploy_waits_for_its_release_is_applied_after_it(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    config = tmp_path / "flaskprod.toml"
+    config.write_text('[proxy]\nmax_body_size = "1M"\n')
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1")
+    try:
+        stack.wait_ready()
+        upload = stack.url("/upload")
+        # Release 2 takes 3 s to load: the SIGHUP comes while `up` waits for it to get ready.
+        (tmp_path / "app.py").write_text("import time\ntime.sleep(3)\n" + (tmp_path / "app.py").read_text())
+        deploy = subprocess.Popen(
+            [str(BIN / "flaskprod"), "deploy"], cwd=tmp_path, env=up_env(), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(1.5)
+        config.write_text('[proxy]\nmax_body_size = "100k"\n')
+        os.kill(stack.proc.pid, signal.SIGHUP)
+        out, err = deploy.communicate(timeout=60)
+        assert deploy.returncode == 0, err
+        assert out == "release 2 serves every request; `flaskprod rollback` returns to 1\n"
+        wait_for(lambda: post(upload, 200 * 1024) == 413, timeout=20, what="the SIGHUP's body limit")
+        assert stack.stderr().count("reloading nginx and the app server") == 1
     finally:
         stop(stack)

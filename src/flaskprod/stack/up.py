@@ -540,20 +540,30 @@ class Stack:
         """
         p = self.plan
         endpoint = endpoint or f"{p.spec.monitoring.ready_path} through nginx"
-        while time.monotonic() < deadline:
-            for child in self.children if watched is None else watched:
-                status = child.exit_status()
-                if status is not None:
-                    raise ServerError(
-                        f"{child.name} exited with status {status} before {endpoint} answered 200; its error is above"
-                    )
-            if watched is not None:
-                self.supervise([child for child in self.children if child not in watched])
-            if condition():
-                return True
-            if self.next_signal(0.1) in _STOP_SIGNALS:
-                self.log(f"stopped before {subject} was ready")
-                return False
+        held: list[int] = []  # a SIGHUP or a request that came meanwhile: the main loop's, once this wait is over
+        try:
+            while time.monotonic() < deadline:
+                for child in self.children if watched is None else watched:
+                    status = child.exit_status()
+                    if status is not None:
+                        raise ServerError(
+                            f"{child.name} exited with status {status} before {endpoint} answered 200; its error "
+                            "is above"
+                        )
+                if watched is not None:
+                    self.supervise([child for child in self.children if child not in watched])
+                if condition():
+                    return True
+                sig = self.next_signal(0.1)
+                if sig in _STOP_SIGNALS:
+                    self.log(f"stopped before {subject} was ready")
+                    held = [WAKE] if WAKE in held else []  # no reload on the way out; a request is told it failed
+                    return False
+                if sig in (signal.SIGHUP, WAKE) and sig not in held:
+                    held.append(sig)
+        finally:
+            for sig in held:
+                self.signals.put(sig)
         raise ServerError(
             f"{subject} was not ready within proxy.ready_timeout = {p.spec.proxy.ready_timeout}s: "
             f"{endpoint} last answered: {self.last_answer}"
