@@ -191,7 +191,7 @@ def start_ready(stack: Stack, release: Release, request: Request | None, p: Plan
 def reload_app_server(stack: Stack, release: Release) -> None:
     """SIGHUP's reload of release's app server by replacement: a new one beside it, reading the config file as
     it starts, takes the requests once ready, and the old one drains. If the new one does not get ready, the old
-    one serves on, and the log says why."""
+    one serves on, nginx reloads onto the config alone, and the log says why."""
     old = stack.app_servers.pop(release.number)
     stack.retiring.append(old)  # stopped with the rest should up stop meanwhile
     new_plan = stack.plan.with_new_app_server(release)
@@ -200,6 +200,7 @@ def reload_app_server(stack: Stack, release: Release) -> None:
     except ServerError as exc:
         stack.retiring.remove(old)
         stack.app_servers[release.number] = old
+        stack.nginx.send(signal.SIGHUP)
         stack.log(f"app server of release {release.number} not reloaded, the running one stays: {exc}", level="error")
         return
     try:
@@ -209,6 +210,7 @@ def reload_app_server(stack: Stack, release: Release) -> None:
             stack.stop_app_server(release.number)
             stack.retiring.remove(old)
             stack.app_servers[release.number] = old
+            stack.nginx.send(signal.SIGHUP)
             stack.log(f"app server of release {release.number} not reloaded, the running one stays: {exc}",
                       level="error")  # fmt: skip
             return

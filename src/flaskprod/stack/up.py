@@ -762,6 +762,11 @@ class Stack:
     def handle_hup(self) -> None:
         """Reload both: nginx starts new workers on a checked config, the app server replaces its workers."""
         self.log("reloading nginx and the app server")
+        # uWSGI reloads by waiting for every request in hand to end before its master loads the app again, and
+        # queues each new one meanwhile: a new app server of the release starts beside it instead, as a deploy
+        # does, and nginx reloads once, onto the new config and the new server together. Not beside a canary: the
+        # database pools are sized for two app servers at once.
+        replace = self.plan.spec.server.kind == "uwsgi" and self.plan.canary is None
         try:
             if self.reload_spec is not None:
                 # The config file and environment are read again; nginx.conf follows them.
@@ -775,17 +780,15 @@ class Stack:
         except FlaskprodError as exc:
             self.log(f"nginx not reloaded, the running config stays: {exc}", level="error")
         else:
-            self.nginx.send(signal.SIGHUP)
+            if not replace:
+                self.nginx.send(signal.SIGHUP)
             self.reload_prometheus()
-        # Their workers load the app again (from the same release), reading the config file as they start.
-        if self.plan.spec.server.kind == "uwsgi" and self.plan.canary is None:
-            # uWSGI reloads by waiting for every request in hand to end before its master loads the app again, and
-            # queues each new one meanwhile: a new app server of the release starts beside it instead, as a deploy
-            # does. Not beside a canary: the database pools are sized for two app servers at once.
+        if replace:
             from . import deploy  # which builds on this module
 
             deploy.reload_app_server(self, self.plan.running[0])
             return
+        # Their workers load the app again (from the same release), reading the config file as they start.
         for child in self.app_servers.values():
             child.send(signal.SIGHUP)
 
