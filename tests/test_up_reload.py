@@ -122,3 +122,24 @@ def test_a_sighup_while_a_deploy_waits_for_its_release_is_applied_after_it(tmp_p
         assert stack.stderr().count("reloading nginx and the app server") == 1
     finally:
         stop(stack)
+
+
+def test_sighup_gives_the_app_server_the_edited_timeout_as_nginx_and_the_app(tmp_path: Path) -> None:
+    # Single-threaded workers: Gunicorn kills one busy server.timeout + 5 s. Its own reload kept the timeout it
+    # started with (2 s, so 7 s), and a request the edit allowed 10 s for was killed at 7 s.
+    write_app(tmp_path)
+    config = tmp_path / "flaskprod.toml"
+    config.write_text("[server]\ntimeout = 2\n")
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1", "--threads", "1")
+    try:
+        stack.wait_ready()
+        assert stack.get("/slow?s=3").status_code == 504
+        before = stack.worker_pids(3)
+        config.write_text("[server]\ntimeout = 10\n")
+        os.kill(stack.proc.pid, signal.SIGHUP)
+        wait_for(lambda: not stack.worker_pids(3) & before, timeout=30, what="new workers after SIGHUP")
+        answer = stack.get("/slow?s=8", timeout=30)
+        assert answer.status_code == 200, answer.text[:300]
+        assert answer.json()["slept"] == 8.0
+    finally:
+        stop(stack)

@@ -762,11 +762,12 @@ class Stack:
     def handle_hup(self) -> None:
         """Reload both: nginx starts new workers on a checked config, the app server replaces its workers."""
         self.log("reloading nginx and the app server")
-        # uWSGI reloads by waiting for every request in hand to end before its master loads the app again, and
-        # queues each new one meanwhile: a new app server of the release starts beside it instead, as a deploy
-        # does, and nginx reloads once, onto the new config and the new server together. Not beside a canary: the
-        # database pools are sized for two app servers at once.
-        replace = self.plan.spec.server.kind == "uwsgi" and self.plan.canary is None
+        # A new app server of the release starts beside the running one, as a deploy does, and nginx reloads once,
+        # onto the new config and the new server together. The app servers' own reloads fall short: both keep the
+        # settings they started with (Gunicorn's worker timeout, uWSGI's harakiri and mercy), where nginx and the
+        # app take the edited ones; uWSGI's waits for every request in hand before its master loads the app again,
+        # queueing the rest. Not beside a canary: the database pools are sized for two app servers at once.
+        replace = self.plan.canary is None
         try:
             if self.reload_spec is not None:
                 # The config file and environment are read again; nginx.conf follows them.
