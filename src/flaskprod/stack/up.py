@@ -760,7 +760,8 @@ class Stack:
                 )
 
     def handle_hup(self) -> None:
-        """Reload both: nginx starts new workers on a checked config, the app server replaces its workers."""
+        """Reload both: nginx starts new workers on a checked config, and a new app server replaces the running
+        one (beside a canary, each app server replaces its workers)."""
         self.log("reloading nginx and the app server")
         # A new app server of the release starts beside the running one, as a deploy does, and nginx reloads once,
         # onto the new config and the new server together. The app servers' own reloads fall short: both keep the
