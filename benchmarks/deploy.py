@@ -463,7 +463,9 @@ class Load:
 
 def copy_app(dest: Path, version: str) -> Path:
     """The reference app in dest with the version endpoint added (examples/taskboard is left as it is)."""
-    shutil.copytree(TASKBOARD, dest, ignore=shutil.ignore_patterns("instance", "__pycache__", "*.sqlite3"))
+    # Not what running it by hand left there: up's run dir (its sockets cannot be copied), build's deploy/.
+    local_state = ("instance", "__pycache__", "*.sqlite3", "*.db", ".flaskprod", "deploy")
+    shutil.copytree(TASKBOARD, dest, ignore=shutil.ignore_patterns(*local_state))
     with (dest / "wsgi.py").open("a") as wsgi:
         wsgi.write(PROBE)
     write_version(dest, version)

@@ -77,10 +77,9 @@ def versions() -> dict[str, str]:
             found[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             found[dist] = "not installed"
-    found["postgresql"] = (
-        _first_line(["sh", "-c", "ls -d /usr/lib/postgresql/*/bin/postgres | tail -1 | xargs -r -I{} {} --version"])
-        or "not installed"
-    )
+    # Debian keeps each major version under its own directory; the newest is the one the benchmarks start.
+    servers = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parts[-3]))
+    found["postgresql"] = _first_line([str(servers[-1]), "--version"]) if servers else "not installed"
     return found
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,18 @@ from benchmarks.procs import free_port as free_port
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent
+
+
+TASKBOARD = ROOT / "examples" / "taskboard"
+# What running the reference app by hand leaves in it (up's run dir and its sockets, build's deploy/, the SQLite
+# file, caches): a test's copy is the project as checked out, whatever `make up` or the README's examples did.
+LOCAL_STATE = ("__pycache__", "instance", "*.db", "*.sqlite3", ".flaskprod", "deploy")
+
+
+def copy_taskboard(dest: Path) -> Path:
+    """A copy of the reference app at dest, as a user's project, without what local runs left in it."""
+    shutil.copytree(TASKBOARD, dest, ignore=shutil.ignore_patterns(*LOCAL_STATE))
+    return dest
 
 
 def wait_for(

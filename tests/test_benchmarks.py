@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from benchmarks import cpu, instructions, procs, report, run, wrk
+from benchmarks.machine import versions
 from benchmarks.ratios import app_core_efficiency, candidates, ceiling_ratio, goal_pairs, goals_for, steal
 from benchmarks.run import representative_run, round_order
 from benchmarks.stacks import REPO, all_stacks, started
@@ -744,3 +746,8 @@ def test_writing_the_headline_needs_its_block_and_keeps_the_rest() -> None:
     assert written.endswith(f"{report.HEADLINE_END}\nafter\n")
     assert "stale" not in written and "9,000 (8.0 ms)" in written
     assert report.with_headline(written, _results()) == written
+
+
+def test_the_recorded_postgresql_version_is_the_servers_own() -> None:
+    # Recorded beside every run's figures; PostgreSQL is among the test packages.
+    assert re.fullmatch(r"postgres \(PostgreSQL\) \d+\.\d+.*", versions()["postgresql"]), versions()["postgresql"]

@@ -41,11 +41,10 @@ from flaskprod.servers.probe import AppInfo
 from flaskprod.sizing import derive
 from flaskprod.spec import load_spec
 from tests.buildkit import checkov, make_deployment, make_spec, run_tool, tool, write_tree
-from tests.support import BIN, ROOT, free_port, running, wait_for
+from tests.support import BIN, copy_taskboard, free_port, running, wait_for
 from tests.test_serve import clean_env
 
 FLASKPROD = str(BIN / "flaskprod")
-TASKBOARD = ROOT / "examples" / "taskboard"
 YAMLLINT = "{extends: default, rules: {line-length: {max: 160}, document-start: disable}}"
 
 
@@ -163,8 +162,7 @@ def test_paths_outside_the_output_are_refused(tmp_path: Path, path: str) -> None
 def project(tmp_path: Path) -> Path:
     """A copy of the reference app, as a user's project."""
     dest = tmp_path / "taskboard"
-    shutil.copytree(TASKBOARD, dest, ignore=shutil.ignore_patterns("__pycache__", "instance", "*.db", ".flaskprod"))
-    return dest
+    return copy_taskboard(dest)
 
 
 def flaskprod_build(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -696,7 +694,7 @@ def native_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tup
     """compose-uwsgi's files for the reference app, run here: the app image's CMD, then nginx; yields its URL."""
     server = request.param
     project = tmp_path / "taskboard"
-    shutil.copytree(TASKBOARD, project, ignore=shutil.ignore_patterns("__pycache__", "instance", "*.db"))
+    copy_taskboard(project)
     target = "compose-uwsgi" if server == "uwsgi" else "compose"
     result = flaskprod_build(project, "--target", target)
     assert result.returncode == 0, result.stderr

@@ -29,7 +29,7 @@ from flaskprod.render.kubernetes import (
     secret_name,
 )
 from tests.buildkit import checkov, make_deployment, make_spec, run_tool, tool, write_tree
-from tests.support import BIN, ROOT
+from tests.support import BIN, copy_taskboard
 from tests.test_serve import clean_env
 
 YAMLLINT = "{extends: default, rules: {line-length: {max: 160}, document-start: disable}}"
@@ -433,11 +433,7 @@ def test_what_kubernetes_cannot_run_is_refused(
 @pytest.mark.integration
 def test_flaskprod_build_writes_the_k8s_target(tmp_path: Path) -> None:
     project = tmp_path / "taskboard"
-    shutil.copytree(
-        ROOT / "examples" / "taskboard",
-        project,
-        ignore=shutil.ignore_patterns("__pycache__", "instance", "*.db", ".flaskprod"),
-    )
+    copy_taskboard(project)
     result = subprocess.run(
         [str(BIN / "flaskprod"), "build", "--target", "k8s", "--with", "monitoring"],
         cwd=project,
