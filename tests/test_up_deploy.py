@@ -296,3 +296,24 @@ def test_a_deploy_ships_the_config_file_to_the_new_release_as_to_nginx(tmp_path:
         assert (stack.run_dir / "flaskprod.toml").read_text() == '[proxy]\nmax_body_size = "20M"\n'
     finally:
         stop(stack)
+
+
+def test_rollback_returns_to_the_release_the_deploy_replaced(tmp_path: Path) -> None:
+    write_version(tmp_path, "1")
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1")
+    try:
+        stack.wait_ready()
+        write_version(tmp_path, "2")
+        assert flaskprod(tmp_path, "deploy").returncode == 0
+        first = flaskprod(tmp_path, "rollback")
+        assert first.stdout == "rolled back: release 1 serves every request (release 2 is kept)\n"
+        # Release 2 was rolled back from; the next deploy replaces 1, and says rollback returns there.
+        write_version(tmp_path, "3")
+        deployed = flaskprod(tmp_path, "deploy")
+        assert deployed.stdout == "release 3 serves every request; `flaskprod rollback` returns to 1\n"
+        rolled = flaskprod(tmp_path, "rollback")
+        assert rolled.returncode == 0, rolled.stderr
+        assert rolled.stdout == "rolled back: release 1 serves every request (release 3 is kept)\n"
+        assert versions(stack, 6) == {"1": 6}
+    finally:
+        stop(stack)

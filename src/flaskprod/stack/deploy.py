@@ -73,7 +73,7 @@ def deploy(stack: Stack, request: Request, *, canary: object = None) -> None:
             "`flaskprod deploy --promote` gives it all of them, `flaskprod rollback` stops it"
         )
     else:
-        switch(stack, dataclasses.replace(new_plan, release=release), request)
+        switch(stack, dataclasses.replace(new_plan, release=release, returns_to=p.release.number), request)
         drain(stack, p.release, request)
         message = f"release {release.number} serves every request; `flaskprod rollback` returns to {p.release.number}"
     keep = stack.plan.spec.release.keep
@@ -90,7 +90,7 @@ def promote(stack: Stack, request: Request) -> None:
         raise ServerError("no canary is running: `flaskprod deploy --canary N` starts one")
     assert p.release is not None
     canary, old = p.canary[0], p.release
-    switch(stack, dataclasses.replace(p, release=canary, canary=None), request)
+    switch(stack, dataclasses.replace(p, release=canary, canary=None, returns_to=old.number), request)
     drain(stack, old, request)
     message = f"release {canary.number} serves every request; `flaskprod rollback` returns to {old.number}"
     stack.log(message)
@@ -111,7 +111,7 @@ def rollback(stack: Stack, request: Request, *, to: object = None) -> None:
         return
     if to is not None and not isinstance(to, int):
         raise ServerError(f"--to {to}: give a release number")
-    target = p.releases.get(to) if to is not None else p.releases.before(current.number)
+    target = p.releases.get(to) if to is not None else returns_to(p) or p.releases.before(current.number)
     if target is None:
         raise ServerError(
             f"release {current.number} is the oldest one kept (release.keep = {p.spec.release.keep}): "
@@ -120,7 +120,7 @@ def rollback(stack: Stack, request: Request, *, to: object = None) -> None:
     if target.number == current.number:
         raise ServerError(f"release {current.number} is the one running: name another with --to")
     start_ready(stack, target, request)
-    switch(stack, dataclasses.replace(p, release=target), request)
+    switch(stack, dataclasses.replace(p, release=target, returns_to=None), request)
     drain(stack, current, request)
     message = f"rolled back: release {target.number} serves every request (release {current.number} is kept)"
     stack.log(message)
@@ -144,6 +144,18 @@ def ship_config(p: Plan) -> Callable[[], None]:
             staged.replace(target)
 
     return put_back
+
+
+def returns_to(p: Plan) -> Release | None:
+    """The release the last deploy or promote replaced, as they said `rollback` would return to: not the one
+    numbered before the current, which after a rollback and a deploy is the release rolled back from. None
+    after a rollback (the next goes further back) or once release.keep has deleted it."""
+    if p.returns_to is None:
+        return None
+    try:
+        return p.releases.get(p.returns_to)
+    except FlaskprodError:
+        return None
 
 
 def start_ready(stack: Stack, release: Release, request: Request | None, p: Plan | None = None) -> str:

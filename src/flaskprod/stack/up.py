@@ -98,6 +98,7 @@ class Plan:
     postgres: Postgres | None = None  # --with postgres
     release: Release | None = None  # the release nginx sends requests to
     canary: tuple[Release, int] | None = None  # `deploy --canary N`: a newer release and its percent of them
+    returns_to: int | None = None  # the release a deploy or promote replaced: where `rollback` returns
     # What loading the app showed (the paths it answers, its static folders); learn_app's to find.
     loaded: AppInfo | None = None
     config_file: Path | None = None  # the project's flaskprod.toml (or pyproject.toml) the spec was read from
