@@ -3,7 +3,7 @@ nginx is switched to it by a graceful reload once it is ready, and the old one i
 
 No request is lost on the way: nginx's old workers finish what they hold against the old app server, which
 is asked to stop only once they have exited, and stops gracefully too. A release that does not become ready
-is stopped before nginx ever sends it a request.
+is stopped before nginx ever sends it a request. SIGHUP replaces a release's app server the same way.
 """
 
 from __future__ import annotations
