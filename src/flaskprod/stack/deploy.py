@@ -207,24 +207,24 @@ def reload_app_server(stack: Stack, release: Release) -> None:
     old = stack.app_servers.pop(release.number)
     stack.retiring.append(old)  # stopped with the rest should up stop meanwhile
     new_plan = stack.plan.with_new_app_server(release)
+
+    def keep_old(exc: FlaskprodError) -> None:
+        stack.retiring.remove(old)
+        stack.app_servers[release.number] = old
+        stack.nginx.send(signal.SIGHUP)  # onto the edited config alone
+        stack.log(f"app server of release {release.number} not reloaded, the running one stays: {exc}", level="error")
+
     try:
         answered = start_ready(stack, release, None, new_plan)
     except ServerError as exc:
-        stack.retiring.remove(old)
-        stack.app_servers[release.number] = old
-        stack.nginx.send(signal.SIGHUP)
-        stack.log(f"app server of release {release.number} not reloaded, the running one stays: {exc}", level="error")
+        keep_old(exc)
         return
     try:
         switch(stack, new_plan, None)
     except FlaskprodError as exc:
         if stack.plan is not new_plan:  # nginx -t refused it: nginx still sends every request to the old one
             stack.stop_app_server(release.number)
-            stack.retiring.remove(old)
-            stack.app_servers[release.number] = old
-            stack.nginx.send(signal.SIGHUP)
-            stack.log(f"app server of release {release.number} not reloaded, the running one stays: {exc}",
-                      level="error")  # fmt: skip
+            keep_old(exc)
             return
         stack.log(f"{exc}; stopping the replaced app server of release {release.number} now", level="warning")
     stack.retiring.remove(old)
