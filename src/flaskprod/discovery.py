@@ -209,6 +209,21 @@ def _no_attribute(module: ModuleType, attr: str) -> str:
     return f"{problem}; did you mean {close[0]!r}?" if close else f"{problem}; Use 'module:name' to specify one."
 
 
+# The fix for a WSGI app that wraps Flask apps (Flask's "Application Dispatching" pattern): flaskprod reads the
+# Flask app itself (its config, static folders, routes), and the app can mount the others in its own wsgi_app.
+_NAME_THE_FLASK_APP = (
+    "name the Flask app itself ('module:app'), and mount other WSGI apps on it: "
+    "app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {'/prefix': other})"
+)
+
+
+def _is_other_wsgi_app(value: object) -> bool:
+    """True for a WSGI callable that is no Flask app (middleware, another framework), not for a factory."""
+    from flask import Flask
+
+    return callable(value) and not isinstance(value, (Flask, type)) and not inspect.isroutine(value)
+
+
 def load(ref: AppRef) -> Flask:
     """Import ref's module and return its Flask app; every failure is one DiscoveryError line.
 
@@ -248,9 +263,17 @@ def _load(ref: AppRef) -> Flask:
         attr = _attribute_named(ref.name)
         if attr is not None and not hasattr(module, attr):
             raise DiscoveryError(_no_attribute(module, attr))
+        if attr == ref.name.strip() and _is_other_wsgi_app(found := getattr(module, attr)):
+            raise DiscoveryError(
+                f"{ref.import_string!r} is a {type(found).__name__}, not a Flask app; {_NAME_THE_FLASK_APP}"
+            )
         return find_app_by_string(module, ref.name)
     except NoAppException as exc:
-        raise DiscoveryError(" ".join(str(exc).split())) from None
+        message = " ".join(str(exc).split())
+        # A factory that returned something else: its wrapper of the Flask app, most likely.
+        if message.startswith("A valid Flask application was not obtained") and "(" in (ref.name or ""):
+            message = f"{message.rstrip('.')}; {_NAME_THE_FLASK_APP}"
+        raise DiscoveryError(message) from None
     except FlaskprodError:
         raise
     except Exception as exc:
