@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import sqlalchemy
@@ -13,9 +14,15 @@ from flask import Flask
 
 import flaskprod
 from flaskprod import Production
-from flaskprod.runtime.db import dispose_pools_after_fork, engine_options
+from flaskprod.errors import SpecError
+from flaskprod.runtime.db import (
+    STATEMENT_TIMEOUT_KEYWORD,
+    STATEMENT_TIMEOUT_PLUGIN,
+    dispose_pools_after_fork,
+    engine_options,
+)
 from flaskprod.sizing import db_pool
-from flaskprod.spec import Spec
+from flaskprod.spec import Spec, load_spec
 from tests.conftest import Postgres, StartServer
 from tests.support import wait_for
 
@@ -33,8 +40,32 @@ def test_postgresql_options_size_the_pool_from_the_workers() -> None:
         "max_overflow": pool.overflow,
         "pool_timeout": 10,
         "connect_args": {"connect_timeout": 5},
+        # The statement timeout, auto = server.timeout (30 s), set on each new connection by this plugin.
+        "plugins": [STATEMENT_TIMEOUT_PLUGIN],
+        STATEMENT_TIMEOUT_KEYWORD: 30000,
     }
     assert 4 * (options["pool_size"] + options["max_overflow"]) <= 40
+
+
+@pytest.mark.parametrize(
+    ("settings", "url", "milliseconds"),
+    [
+        ({"server.timeout": 12}, "postgresql+psycopg://u@db/app", 12000),
+        ({"database.statement_timeout": 0.25}, "postgresql+pg8000://u@db/app", 250),
+        ({"database.statement_timeout": 0.0001}, "postgresql://u@db/app", 1),  # 0 would be none to PostgreSQL
+        ({"database.statement_timeout": 0}, "postgresql+psycopg2://u@db/app", None),
+        ({"database.statement_timeout": None}, "postgresql+psycopg2://u@db/app", None),
+        ({}, "sqlite:///app.db", None),
+        # max_execution_time stops SELECTs only, and MariaDB refuses the name: MySQL is left to its server.
+        ({}, "mysql+pymysql://u@db/app", None),
+    ],
+)
+def test_statement_timeout_is_the_request_deadline_on_postgresql(
+    settings: dict[str, object], url: str, milliseconds: int | None
+) -> None:
+    options = engine_options(Spec().replace(**{"server.workers": 2, **settings}), url)
+    assert options.get(STATEMENT_TIMEOUT_KEYWORD) == milliseconds
+    assert ("plugins" in options) is (milliseconds is not None)
 
 
 def test_sqlite_gets_no_pool_sizing() -> None:
@@ -203,3 +234,90 @@ def test_pool_options_size_an_apps_own_engine_as_production_sizes_flask_sqlalche
     engine = sqlalchemy.create_engine(url, **options)  # what SQLAlchemy takes as it is
     assert (engine.pool.size(), engine.pool._max_overflow) == (3, 1)  # type: ignore[attr-defined]
     engine.dispose()
+
+
+def psycopg3(url: str) -> str:
+    return url.replace("postgresql+psycopg2://", "postgresql+psycopg://", 1)
+
+
+def check_statement_timeout(engine: sqlalchemy.Engine) -> None:
+    """A statement past the spec's 0.5 s is cancelled after about that; others run; a reused connection keeps it."""
+    with engine.connect() as conn:
+        backend = conn.scalar(sqlalchemy.text("SELECT pg_backend_pid()"))
+        assert conn.scalar(sqlalchemy.text("SHOW statement_timeout")) == "500ms"
+        assert conn.scalar(sqlalchemy.text("SELECT count(*) FROM pg_sleep(0.1)")) == 1
+        started = time.monotonic()
+        with pytest.raises(sqlalchemy.exc.OperationalError, match="canceling statement due to statement timeout"):
+            conn.execute(sqlalchemy.text("SELECT pg_sleep(5)"))
+        assert 0.4 < time.monotonic() - started < 3
+    # Returned to the pool (rolled back there) and checked out again: the same session, still with its timeout.
+    with engine.connect() as conn:
+        assert conn.scalar(sqlalchemy.text("SELECT pg_backend_pid()")) == backend
+        assert conn.scalar(sqlalchemy.text("SHOW statement_timeout")) == "500ms"
+        with pytest.raises(sqlalchemy.exc.OperationalError, match="statement timeout"):
+            conn.execute(sqlalchemy.text("SELECT pg_sleep(5)"))
+    # A worker's new pool after fork opens new connections, which get it too.
+    inherited = engine.pool
+    engine.dispose(close=False)
+    try:
+        with engine.connect() as conn:
+            assert conn.scalar(sqlalchemy.text("SELECT pg_backend_pid()")) != backend
+            assert conn.scalar(sqlalchemy.text("SHOW statement_timeout")) == "500ms"
+    finally:
+        inherited.dispose()  # this process is "the parent": close its own connections
+
+
+SHORT_STATEMENTS = Spec().replace(**{"server.workers": 2, "database.statement_timeout": 0.5})
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("driver", [str, psycopg3], ids=["psycopg2", "psycopg"])
+def test_flask_sqlalchemys_engine_cancels_a_statement_past_the_timeout(postgres: Postgres, driver: object) -> None:
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=secrets.token_hex(32), SQLALCHEMY_DATABASE_URI=driver(postgres.url))  # type: ignore[operator]
+    Production(app, spec=SHORT_STATEMENTS)
+    db = flask_sqlalchemy.SQLAlchemy(app)
+    with app.app_context():
+        try:
+            check_statement_timeout(db.engine)
+        finally:
+            db.engine.dispose()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("driver", [str, psycopg3], ids=["psycopg2", "psycopg"])
+def test_an_engine_made_with_pool_options_cancels_a_statement_past_the_timeout(
+    postgres: Postgres, driver: object
+) -> None:
+    url = driver(postgres.url)  # type: ignore[operator]
+    engine = sqlalchemy.create_engine(url, **flaskprod.pool_options(url, SHORT_STATEMENTS))
+    try:
+        check_statement_timeout(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.integration
+def test_a_query_stops_with_the_request_that_ran_past_its_deadline(serve_app: StartServer, postgres: Postgres) -> None:
+    # The statement timeout follows server.timeout (auto): the query ends with its request, not 10 s later.
+    server = serve_app(HOLDING_APP, env={"DATABASE_URL": postgres.url}, args=("--timeout", "1"))
+    started = time.monotonic()
+    answer = server.get("/hold?s=10", timeout=15)
+    assert answer.status_code == 504, answer.text
+    assert time.monotonic() - started < 4
+    assert not sleeping(postgres.url), "the request is over, its query still runs"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("auto", "auto"), ("1.5", 1.5), ("30", 30.0), ("0", 0.0), ("none", None), ("", None)]
+)
+def test_statement_timeout_is_read_from_the_environment(tmp_path: Path, text: str, seconds: object) -> None:
+    spec = load_spec(tmp_path, environ={"FLASKPROD_DATABASE__STATEMENT_TIMEOUT": text})
+    assert spec.database.statement_timeout == seconds
+
+
+@pytest.mark.parametrize("text", ["-1", "inf", "soon"])
+def test_a_statement_timeout_that_is_no_time_is_refused(tmp_path: Path, text: str) -> None:
+    refused = rf"^env FLASKPROD_DATABASE__STATEMENT_TIMEOUT: invalid value '{text}' for database\.statement_timeout"
+    with pytest.raises(SpecError, match=refused):
+        load_spec(tmp_path, environ={"FLASKPROD_DATABASE__STATEMENT_TIMEOUT": text})

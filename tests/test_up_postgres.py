@@ -50,10 +50,10 @@ def about_db():
     db.create_all()
     row = db.session.execute(sa.text(
         "SELECT current_user, current_database(), current_setting('max_connections'), "
-        "inet_server_addr() IS NULL"
+        "inet_server_addr() IS NULL, current_setting('statement_timeout')"
     )).one()
     return jsonify(
-        user=row[0], database=row[1], max_connections=int(row[2]), over_socket=row[3],
+        user=row[0], database=row[1], max_connections=int(row[2]), over_socket=row[3], statement_timeout=row[4],
         pool_size=db.engine.pool.size(), notes=[v.note for v in db.session.scalars(sa.select(Visit))],
     )
 """
@@ -102,9 +102,10 @@ def test_up_runs_postgres_sized_for_two_releases_and_keeps_its_data(visits: Path
         assert requests.post(stack.url("/visits"), data="first", timeout=15).text == "added"
         about = stack.get("/db").json()
         # 1 worker x 4 threads: a pool of 4 and 2 overflow, for each of two releases, + 5 for administration.
+        # A statement may run as long as its request (server.timeout, 30 s), not on after it.
         assert about == {
             "user": "visits", "database": "visits", "max_connections": 2 * 1 * (4 + 2) + 5,
-            "over_socket": True, "pool_size": 4, "notes": ["first"],
+            "over_socket": True, "statement_timeout": "30s", "pool_size": 4, "notes": ["first"],
         }  # fmt: skip
         assert stack.get("/readyz").json()["checks"]["database"]["status"] == "ok"
         assert stat.S_IMODE((local_dir / "socket").stat().st_mode) == 0o700

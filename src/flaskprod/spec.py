@@ -255,6 +255,20 @@ class DatabaseSettings:
     pool_timeout: int = setting(10, "Seconds to wait for a free pooled connection.", minimum=1)
     pre_ping: bool = setting(True, "Test each pooled connection before use.")
     connect_timeout: int = setting(5, "Seconds to wait when opening a database connection.", minimum=1)
+    statement_timeout: float | Auto | None = setting(
+        "auto",
+        "Seconds one SQL statement may run on PostgreSQL before the server cancels it (QueryCanceled), so a "
+        "runaway query does not hold its connection and locks after its request is gone; auto = server.timeout "
+        "(a statement that long belongs to a request past its deadline, and stops before the app server kills "
+        "the worker); 0 or unset = none. Set with SET statement_timeout on each new connection of "
+        "Flask-SQLAlchemy's engine and of pool_options(url)'s, which works through PgBouncer (the options "
+        "startup parameter does not). Migrations and jobs run on the app's engine get it too: run them with "
+        "FLASKPROD_DATABASE__STATEMENT_TIMEOUT=0. Behind PgBouncer in transaction mode a session setting leaks "
+        "into other clients' transactions and misses later ones of this client: set 0 and give the role its own "
+        "(ALTER ROLE app SET statement_timeout = '30s'). SQLite has none; on MySQL nothing is set "
+        "(max_execution_time stops SELECTs only, MariaDB's max_statement_time is another): set it on the server.",
+        minimum=0,
+    )
     engine_options: bool = setting(
         True,
         "Set SQLALCHEMY_ENGINE_OPTIONS (pre-ping, recycle, pool sized from the workers); dispose pools after fork.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib.util
 import os
@@ -12,7 +13,7 @@ from typing import Any
 
 from flask import Flask
 
-from ..sizing import db_pool, derive
+from ..sizing import db_pool, derive, timeouts
 from ..spec import Spec
 from .health import Check
 
@@ -66,7 +67,84 @@ def engine_options(spec: Spec, url: str | None, *, workers: int | None = None) -
     if driver in _CONNECT_TIMEOUT_DRIVERS.get(backend, ()):
         # Without it a stopped or unreachable server hangs the connect, and the readiness probe with it.
         options["connect_args"] = {"connect_timeout": db.connect_timeout}
+    milliseconds = statement_timeout_ms(spec)
+    # PostgreSQL only: MySQL's max_execution_time stops SELECTs alone, and MariaDB knows it by another name.
+    if backend == "postgresql" and milliseconds is not None and _statement_timeout_plugin_registered():
+        options.update({"plugins": [STATEMENT_TIMEOUT_PLUGIN], STATEMENT_TIMEOUT_KEYWORD: milliseconds})
     return options
+
+
+def statement_timeout_ms(spec: Spec) -> int | None:
+    """database.statement_timeout in milliseconds, None when off; auto = the request deadline, server.timeout."""
+    setting = spec.database.statement_timeout
+    seconds = timeouts(spec).request if setting == "auto" else setting
+    if not seconds:
+        return None
+    return max(1, round(seconds * 1000))  # PostgreSQL reads 0 as none: a sub-millisecond timeout is 1 ms
+
+
+# An SQLAlchemy engine plugin (create_engine's plugins=[...]) that sets the statement timeout on each new
+# connection, and the create_engine keyword that hands it the milliseconds. A plugin keeps the options plain
+# data that create_engine and Flask-SQLAlchemy take as they are: they cannot carry an event listener.
+STATEMENT_TIMEOUT_PLUGIN = "flaskprod_statement_timeout"
+STATEMENT_TIMEOUT_KEYWORD = "flaskprod_statement_timeout_ms"
+
+
+@functools.cache
+def _statement_timeout_plugin_registered() -> bool:
+    """Register the plugin with SQLAlchemy; False without SQLAlchemy, where no engine takes the options."""
+    if not _importable("sqlalchemy"):
+        return False
+    from sqlalchemy.dialects import plugins
+
+    plugins.register(STATEMENT_TIMEOUT_PLUGIN, __name__, StatementTimeout.__name__)
+    return True
+
+
+class StatementTimeout:
+    """The engine plugin: SET statement_timeout on each new DBAPI connection (psycopg2, psycopg 3, pg8000, asyncpg).
+
+    A session setting rather than libpq's options startup parameter, which PgBouncer refuses. Committed, so
+    neither the driver's open transaction nor the pool's rollback on return undoes it; a new connection (after
+    recycle, a failed pre-ping or the dispose after fork) runs the connect event again.
+    """
+
+    def __init__(self, url: Any, kwargs: dict[str, Any]) -> None:
+        # Popped: create_engine refuses a keyword no dialect or plugin took.
+        self.milliseconds = kwargs.pop(STATEMENT_TIMEOUT_KEYWORD, None)
+
+    def update_url(self, url: Any) -> Any:
+        return url
+
+    def handle_dialect_kwargs(self, dialect_cls: Any, dialect_args: dict[str, Any]) -> None:
+        pass
+
+    def handle_pool_kwargs(self, pool_cls: Any, pool_args: dict[str, Any]) -> None:
+        pass
+
+    def engine_created(self, engine: Any) -> None:
+        if self.milliseconds is None:
+            return
+        from sqlalchemy import event
+
+        event.listen(engine, "connect", functools.partial(set_statement_timeout, milliseconds=int(self.milliseconds)))
+
+
+def set_statement_timeout(dbapi_connection: Any, connection_record: Any, *, milliseconds: int) -> None:
+    """The pool's connect listener; a server that refuses the SET fails the connect, saying which setting did it."""
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"SET statement_timeout = {int(milliseconds)}")
+        finally:
+            cursor.close()
+        dbapi_connection.commit()
+    except Exception as exc:
+        exc.add_note(
+            "flaskprod sets statement_timeout on each new connection (database.statement_timeout): "
+            "set it to 0 for a server that refuses it"
+        )
+        raise
 
 
 def pool_options(url: str, spec: Spec | None = None) -> dict[str, Any]:
@@ -74,7 +152,8 @@ def pool_options(url: str, spec: Spec | None = None) -> dict[str, Any]:
 
     The pool sized as Production(app) sizes Flask-SQLAlchemy's, from the workers and threads this process
     serves with and database.connection_budget (the spec read from flaskprod.toml and FLASKPROD_* as the
-    workers are given it), with pre-ping, recycle and a connect timeout.
+    workers are given it), with pre-ping, recycle, a connect timeout and, on PostgreSQL, the statement timeout
+    (database.statement_timeout) set on each new connection.
     """
     from ..spec import load_spec
 
