@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 
 import pytest
@@ -52,3 +53,22 @@ def test_a_dispatcher_is_one_line_from_the_command() -> None:
     assert result.stderr.strip().splitlines() == [
         f"Error: 'tests.apps.dispatched:application' is a DispatcherMiddleware, not a Flask app; {FIX}"
     ]
+
+
+def test_the_apps_own_proxy_fix_inside_production_decides_what_fp_c008_says() -> None:
+    """What FP-C008 warns of: Production(app) trusting two proxies (a load balancer, then nginx) and the app's
+    ProxyFix one; the inner ProxyFix reads the headers last, so remote_addr is the load balancer's address."""
+    from flask import Flask, request
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from flaskprod import Production
+    from flaskprod.spec import Spec
+
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = secrets.token_hex(32)
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
+    Production(app, spec=Spec().replace(**{"proxy.trusted_hops": 2}))
+    app.add_url_rule("/", "who", lambda: request.remote_addr or "")
+    forwarded = {"X-Forwarded-For": "203.0.113.7, 10.0.0.2"}  # the client, then the load balancer
+    body = app.test_client().get("/", headers=forwarded, environ_base={"REMOTE_ADDR": "10.0.0.3"}).text
+    assert body == "10.0.0.2"

@@ -17,24 +17,27 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sysconfig
 import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import requests
 import yaml
 
+from flaskprod.build import Built
 from flaskprod.errors import BuildError
 from flaskprod.render.compose import render_compose, render_swarm
-from flaskprod.render.deployment import STATIC_DIR, app_static, container_machine
-from flaskprod.render.image import copy_instruction, env_value, render_single
+from flaskprod.render.deployment import STATIC_DIR, Deployment, app_static, container_machine, plan_deployment
+from flaskprod.render.image import app_ignores, copy_instruction, env_value, render_single
 from flaskprod.render.kubernetes import render_k8s
 from flaskprod.render.nginx import StaticMount
 from flaskprod.render.systemd import render_systemd
+from flaskprod.render.targets import TARGETS
 from flaskprod.render.writer import write_files
 from flaskprod.servers.healthcheck import status_at
 from flaskprod.servers.probe import AppInfo
@@ -1067,3 +1070,147 @@ def test_flasks_instance_folder_is_a_volume_where_the_root_file_system_is_read_o
     single = flaskprod_build(project, "--target", "single")
     assert single.returncode == 0, single.stderr
     assert "-v taskboard-instance:/app/instance taskboard:1.0.0" in single.stdout.splitlines()[-1]
+
+
+# --- Flask's instance folder, wherever the image's Python puts it -----------------------------------------
+
+SRC_LAYOUT = Path(__file__).parent / "apps" / "src_layout"
+FLASK_CALL = "Flask(__name__, instance_relative_config=True)"
+# What `flaskprod serve` does in the image, by the image's Python: load the app from the working directory (the
+# project's copy) as discovery does, and write once to its SQLite file in the instance folder.
+LOAD_AND_WRITE = """\
+import os, sys
+from flaskprod.discovery import find_app
+app = find_app(sys.argv[1], ".")
+assert app.test_client().post("/notes", data="first").status_code == 201
+assert os.path.isfile(os.path.join(app.instance_path, "inkwell.sqlite3"))
+print(app.instance_path)
+"""
+
+
+def laid_out(root: Path, layout: str, chosen: Path) -> str:
+    """tests/apps/src_layout copied to root and laid out as layout says; the app target build is given.
+
+    src: pyproject.toml, src/inkwell/, installed by pip; package: inkwell/ at the root with requirements.txt;
+    flat: inkwell/ at the root, installed by pip from pyproject.toml too; module: inkwell.py at the root with
+    requirements.txt; chosen: src, with Flask(instance_path=chosen); inside package: src, with an instance_path
+    computed from the package's own file; wsgi adds src: src/inkwell/ with requirements.txt, wsgi.py putting src/ on
+    sys.path itself.
+    """
+    shutil.copytree(SRC_LAYOUT, root)
+    package = root / "src" / "inkwell"
+    init = package / "__init__.py"
+    instance_path = {"chosen": repr(str(chosen)), "inside package": "os.path.join(os.path.dirname(__file__), 'data')"}
+    if layout in instance_path:
+        init.write_text(init.read_text().replace(FLASK_CALL, f"Flask(__name__, instance_path={instance_path[layout]})"))
+    if layout in ("package", "module", "wsgi adds src"):
+        (root / "pyproject.toml").unlink()
+        (root / "requirements.txt").write_text("flask\nflaskprod\n")
+    if layout == "wsgi adds src":
+        (root / "wsgi.py").write_text(
+            "import os, sys\n\nsys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'src'))\n"
+            "from inkwell import create_app\n\napp = create_app()\n"
+        )
+        return "wsgi:app"
+    if layout in ("package", "flat", "module"):
+        (init if layout == "module" else package).rename(root / ("inkwell.py" if layout == "module" else "inkwell"))
+        shutil.rmtree(root / "src")
+        return "inkwell:create_app()"
+    return "src/inkwell:create_app()"
+
+
+def instance_path_installed(d: Deployment, work: Path) -> tuple[str, Path, Path]:
+    """app.instance_path with the project installed as the app image installs it, and the folders that stand for the
+    image's /app and venv: the build context (the project less the .dockerignore) copied to work/app; a venv with
+    the requirements (this one's packages, through a .pth), and the project itself when it has no requirements file
+    (`pip install /app`); the app then loaded there by that venv's Python as `flaskprod serve` loads it."""
+    app_dir, venv = work / "app", work / "venv"
+    ignored = app_ignores(d).splitlines()
+    context = [line.removeprefix("**/") for line in ignored if line and not line.startswith(("#", "!"))]
+    shutil.copytree(d.project.root, app_dir, ignore=shutil.ignore_patterns(*context))
+    subprocess.run([str(BIN / "python"), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    (site_packages,) = venv.glob("lib/python*/site-packages")
+    ours = sysconfig.get_path("purelib")
+    (site_packages / "requirements.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+    if d.project.requirements is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
+        done = subprocess.run(
+            [str(BIN / "pip"), "--python", str(venv / "bin" / "python"), "install", "--no-deps", "--no-build-isolation",
+             "--no-index", "--no-cache-dir", str(app_dir)], env=env, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    loaded = subprocess.run(
+        [str(venv / "bin" / "python"), "-I", "-c", LOAD_AND_WRITE, d.project.app_target],
+        cwd=app_dir, env=clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    # The last line: the app's JSON access log goes to stdout before it.
+    return loaded.stdout.splitlines()[-1], app_dir, venv
+
+
+def moved(path: str, *, app_dir: Path, venv: Path, to_app: str, to_venv: str) -> str:
+    """path with app_dir and venv where an install puts them."""
+    for here, there in ((app_dir, to_app), (venv, to_venv)):
+        if Path(path).is_relative_to(here):
+            return str(PurePosixPath(there) / Path(path).relative_to(here))
+    return path
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("layout", "in_image"),
+    [
+        ("src", "/opt/venv/var/inkwell-instance"),  # Flask's <prefix>/var/<name>-instance of an installed package
+        ("package", "/app/instance"),
+        ("flat", "/app/instance"),  # installed too, but the copy at /app comes first on sys.path
+        ("module", "/app/instance"),
+        ("chosen", "{chosen}"),
+        ("wsgi adds src", "/app/src/instance"),  # kept out of the image's context, as instance/ is
+    ],
+)
+def test_every_target_makes_the_instance_folder_flask_computes_as_the_image_installs_the_app(
+    tmp_path: Path, layout: str, in_image: str
+) -> None:
+    """The image's instance folder (its user's, a volume over it) is app.instance_path as the image's own Python
+    computes it: with a src layout pip installs the package into the venv, and Flask looks under the venv's var/,
+    where the old /app/instance left the app's first SQLite write on a read-only file system."""
+    project, chosen = tmp_path / "inkwell", tmp_path / "data"
+    target = laid_out(project, layout, chosen)
+    spec = make_spec(**{"app.name": "inkwell", "app.version": "1.0.0", "app.target": target})
+    d = plan_deployment(spec, server="gunicorn", root=project, environ=clean_env())
+    local, app_dir, venv = instance_path_installed(d, tmp_path / "image")
+    expected = in_image.format(chosen=chosen)
+    assert moved(local, app_dir=app_dir, venv=venv, to_app="/app", to_venv="/opt/venv") == expected == d.instance_dir
+
+    out = write_tree(project / "deploy/compose", render_compose(d))
+    if expected.startswith("/app/"):
+        assert expected.removeprefix("/app/") in (out / "Dockerfile.dockerignore").read_text().splitlines()
+    assert f"RUN install -d -o 10001 -g 10001 -m 0750 {expected}\n" in (out / "Dockerfile").read_text()
+    run_tool([tool("hadolint"), "--failure-threshold", "style", str(out / "Dockerfile")])
+    app = compose_config(out / "compose.yaml", clean_env())["services"]["app"]
+    assert [volume.split(":")[:2] for volume in app["volumes"]] == [["instance", expected]], app["volumes"]
+    stack = render_swarm(d)["stack.yaml"]
+    assert yaml.safe_load(stack)["services"]["app"]["volumes"] == [f"instance:{expected}"]
+    assert f"Flask's instance folder ({expected}) is a volume on each node" in stack
+    assert f"Flask's instance folder ({expected}) too" in render_k8s(d)["kustomization.yaml"]
+    single = Built(target=TARGETS["single"], deployment=dataclasses.replace(d, server="gunicorn"), changes=[])
+    assert f" -v inkwell-instance:{expected} inkwell:1.0.0" in single.next_step
+    # A VM installs the project as the image does, into /srv/inkwell and the venv /opt/inkwell/venv.
+    on_vm = moved(local, app_dir=app_dir, venv=venv, to_app="/srv/inkwell", to_venv="/opt/inkwell/venv")
+    vm = render_systemd(dataclasses.replace(d, server="uwsgi"))
+    assert f"\nReadWritePaths=-{on_vm}\n" in vm["inkwell.service"]
+    assert f"install -d -o inkwell -g inkwell -m 0750 {on_vm}\n" in vm["README.md"]
+
+
+@pytest.mark.integration
+def test_an_instance_path_inside_the_installed_package_is_one_line_and_nothing_is_written(tmp_path: Path) -> None:
+    project = tmp_path / "inkwell"
+    target = laid_out(project, "inside package", tmp_path / "data")
+    result = flaskprod_build(project, "--target", "compose", target)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"Error: the app's instance_path {project / 'src/inkwell/data'} is inside its installed package, which the "
+        "deployment installs read-only into a virtualenv where no volume reaches: leave instance_path to Flask, or "
+        "pass an absolute folder outside the package such as /var/lib/inkwell\n"
+    )
+    assert not (project / "deploy").exists()

@@ -30,7 +30,7 @@ import pytest
 import requests
 
 from flaskprod.errors import BuildError
-from flaskprod.render.deployment import Deployment, ServerKind
+from flaskprod.render.deployment import Deployment, InstanceFolder, ServerKind
 from flaskprod.render.nginx import StaticMount
 from flaskprod.render.systemd import Layout, environment_value, exec_word, render_systemd, render_units
 from flaskprod.render.targets import TARGETS
@@ -230,6 +230,32 @@ def test_the_sysusers_entry_creates_the_user_the_app_runs_as(tmp_path: Path) -> 
     assert passwd[user][6] == "/usr/sbin/nologin"
     assert app.value("Group") in groups
     assert nginx.value("SupplementaryGroups") == app.value("Group")
+
+
+
+@pytest.mark.parametrize(
+    ("instance", "path"),
+    [
+        (InstanceFolder(), "/srv/shop/instance"),
+        # A package pip installs from the project's pyproject.toml (a src layout): Flask's <prefix>/var/<name>-instance.
+        (InstanceFolder(base="venv", path="var/shop-instance"), "{venv}/var/shop-instance"),
+        (InstanceFolder(base="absolute", path="/var/lib/shop"), "/var/lib/shop"),
+    ],
+)
+def test_the_app_may_write_to_flasks_instance_folder_where_the_vms_install_puts_it(
+    tmp_path: Path, instance: InstanceFolder, path: str
+) -> None:
+    """ProtectSystem=strict leaves the app one folder to write to: the one its Flask computes on the VM, which for an
+    installed package is in the venv under /opt, not the copy of the project in /srv."""
+    d = dataclasses.replace(make_deployment(tmp_path / "project"), instance=instance)
+    layout = verifiable_layout(d.name)
+    files = render_units(d, layout)
+    expected = path.format(venv=layout.venv)
+    app, _ = units_of(files)
+    assert app.value("ReadWritePaths") == f"-{expected}"
+    assert f"install -d -o shop -g shop -m 0750 {expected}\n" in files["README.md"]
+    units = write_tree(tmp_path / "units", files)
+    assert verify(units / "shop.service", units / "shop-nginx.service") == []
 
 
 # --- consistency: every number from one derived value --------------------------------------------------

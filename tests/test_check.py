@@ -21,6 +21,7 @@ from flaskprod.checks import REGISTRY
 from flaskprod.checks.context import patched_environ
 from flaskprod.checks.reference import TOPICS, checks_reference
 from flaskprod.cli import cli
+from flaskprod.discovery import NOT_FOUND_FIX
 from flaskprod.render.compose import render_swarm
 from flaskprod.runtime.secrets import secret_key_problem
 from tests.buildkit import make_deployment
@@ -31,6 +32,7 @@ STRONG_KEY = secrets.token_hex(32)
 
 PLAIN = "from flask import Flask\n\napp = Flask(__name__)\n"
 PROD = "from flask import Flask\n\nfrom flaskprod import Production\n\napp = Flask(__name__)\nProduction(app)\n"
+PROXY_FIX = "from werkzeug.middleware.proxy_fix import ProxyFix\n\napp.wsgi_app = ProxyFix(app.wsgi_app)\n"
 SQLALCHEMY = (
     "from flask_sqlalchemy import SQLAlchemy\n\ndb = SQLAlchemy()\n"
     'app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"\n'
@@ -252,6 +254,11 @@ CASES = [
         "worker and replica it can pass the budget and the database's max_connections",
         env={"FLASKPROD_SERVER__WORKERS": "2"},
         good={"app.py": PROD + OWN_ENGINE.format(options=", **flaskprod.pool_options(URL)")},
+    ),
+    Case(
+        "FP-C008",
+        bad={"app.py": PROD + PROXY_FIX},
+        good={"app.py": PROD + PROXY_FIX, "flaskprod.toml": "[proxy]\ntrusted_hops = 0\n"},
     ),
     Case(
         "FP-P002",
@@ -737,7 +744,7 @@ def test_pre_ping_given_to_the_extension_passes(project: Path) -> None:
 
 
 def test_proxy_fix_applied_by_the_app_itself(project: Path) -> None:
-    source = PLAIN + "from werkzeug.middleware.proxy_fix import ProxyFix\n\napp.wsgi_app = ProxyFix(app.wsgi_app)\n"
+    source = PLAIN + PROXY_FIX
     assert "FP-C005" not in audit(project, {"app.py": source, "nginx.conf": NGINX_PROXY}).ids()
 
 
@@ -1116,7 +1123,7 @@ def test_real_command_exit_codes(tmp_path: Path) -> None:
         (
             ["nosuchmodule:app"],
             {},
-            "Error: could not import 'nosuchmodule': No module named 'nosuchmodule'",
+            "Error: could not import 'nosuchmodule': No module named 'nosuchmodule'" + NOT_FOUND_FIX,
         ),
         (
             [],

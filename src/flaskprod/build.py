@@ -24,7 +24,7 @@ class Built:
     @property
     def next_step(self) -> str:
         d = self.deployment
-        return self.target.next_step.format(out=d.out, image=d.image, name=d.name)
+        return self.target.next_step.format(out=d.out, image=d.image, name=d.name, instance=d.instance_dir)
 
 
 def output_dir(root: Path, target: Target, out: str | None) -> str:

@@ -105,20 +105,23 @@ def _nginx_proxies(context: Context) -> Iterator[tuple[ProjectFile, int]]:
                 yield item, line
 
 
+def _middleware(app: Flask) -> Iterator[Any]:
+    """app.wsgi_app and what it wraps, outermost first."""
+    node: Any = app.wsgi_app
+    for _ in range(32):  # middleware is a chain through .app or .wsgi_app; bounded against cycles
+        if node is None:
+            return
+        yield node
+        node = getattr(node, "app", None) or getattr(node, "wsgi_app", None)
+
+
 def _has_proxy_fix(app: Flask) -> bool:
     """True when a ProxyFix (werkzeug's, or Production's own) wraps the app, directly or below other middleware."""
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     from ..runtime.proxy import TrustedProxies
 
-    node: Any = app.wsgi_app
-    for _ in range(32):  # middleware is a chain through .app or .wsgi_app; bounded against cycles
-        if isinstance(node, (ProxyFix, TrustedProxies)):
-            return True
-        node = getattr(node, "app", None) or getattr(node, "wsgi_app", None)
-        if node is None:
-            return False
-    return False
+    return any(isinstance(node, (ProxyFix, TrustedProxies)) for node in _middleware(app))
 
 
 @app_check(
@@ -237,3 +240,26 @@ def own_engine_pools(app: Flask, context: Context) -> Iterator[Found]:
             f"database.connection_budget ({context.effective_spec.database.connection_budget}): with every worker "
             "and replica it can pass the budget and the database's max_connections",
         )
+
+
+@app_check(
+    "FP-C008",
+    WARNING,
+    "the app wraps itself in werkzeug's ProxyFix, and Production(app) reads the X-Forwarded-* headers too (behind "
+    "nginx, in `flaskprod up` and every target): the inner reading wins whatever proxy.trusted_hops says, and "
+    "werkzeug.proxy_fix.orig records values the other already rewrote",
+    hint="remove the app's ProxyFix: Production(app) trusts proxy.trusted_hops proxies, 1 behind nginx (set it to "
+    "the proxies in front), or set proxy.trusted_hops = 0 to keep the app's own",
+)
+def proxy_fix_twice(app: Flask, context: Context) -> Iterator[Found]:
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    production = context.production
+    if production is None or production.spec is None:
+        return
+    # 0 set on purpose stays 0 behind nginx too: Production then leaves the headers to the app's ProxyFix.
+    chosen = production.spec.origins.get("proxy.trusted_hops", "default") != "default"
+    if chosen and production.spec.proxy.trusted_hops == 0:
+        return
+    if any(isinstance(node, ProxyFix) for node in _middleware(app)):
+        yield Found(obj=context.app_label)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..spec import Spec
 from . import logs, postgres, tls
-from .deployment import INSTANCE_DIR, NGINX_PORT, NGINX_UID, Deployment
+from .deployment import NGINX_PORT, NGINX_UID, Deployment
 from .image import image_files
 from .monitoring import (
     GRAFANA_DASHBOARDS_DIR,
@@ -118,7 +118,7 @@ def compose_data(d: Deployment) -> dict[str, Any]:
         "healthcheck": _app_healthcheck(),
         # The root file system is read-only: Flask's instance folder (a SQLite file, uploads) is a volume that
         # outlives the containers, shared by the replicas on this host.
-        "volumes": [f"{INSTANCE_VOLUME}:{INSTANCE_DIR}"],
+        "volumes": [f"{INSTANCE_VOLUME}:{d.instance_dir}"],
         "deploy": {"replicas": d.spec.deploy.replicas, "resources": {"limits": _limits(d)}},
         "networks": ["backend"],
     }
@@ -486,7 +486,7 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         # Swarm replaces an unhealthy task.
         "healthcheck": _app_healthcheck() | {"timeout": _seconds(HEALTHCHECK_TIMEOUT)},
         # A volume on each node: what the app writes to its instance folder is not shared between nodes.
-        "volumes": [f"{INSTANCE_VOLUME}:{INSTANCE_DIR}"],
+        "volumes": [f"{INSTANCE_VOLUME}:{d.instance_dir}"],
         "deploy": {
             "replicas": d.spec.deploy.replicas,
             **_rolling(parallelism=APP_UPDATE_PARALLELISM),
@@ -760,7 +760,7 @@ def render_swarm(d: Deployment) -> dict[str, str]:
     steps.append(f"  docker stack deploy -c {d.out}/stack.yaml {d.name}")
     if POSTGRES not in d.extras:
         steps += [
-            f"Flask's instance folder ({INSTANCE_DIR}) is a volume on each node: a SQLite file or uploads there are",
+            f"Flask's instance folder ({d.instance_dir}) is a volume on each node: a SQLite file or uploads there are",
             "not shared between replicas on different nodes. Keep such data in a database (--with postgres).",
         ]
     if d.spec.proxy.rate_limit:

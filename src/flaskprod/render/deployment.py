@@ -7,6 +7,7 @@ that read a Deployment are pure, so the same spec always writes the same files.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,15 +23,14 @@ from .nginx import NginxContext, Protocol, StaticMount, TlsFiles, render_nginx
 from .requirements import require_flaskprod, requirements_file
 
 if TYPE_CHECKING:
-    from ..servers.probe import AppInfo
+    from ..servers.probe import AppInfo, InstanceFacts
 
 ServerKind = Literal["gunicorn", "uwsgi"]
 
 # Where things live inside the images; the renderers of every target agree on these.
 APP_DIR = "/app"
-# Flask's instance folder in the image (app.instance_path of an app at APP_DIR): the one place the app may write,
-# its user's, where the containers mount a volume (a SQLite file, uploads) over a read-only root file system.
-INSTANCE_DIR = f"{APP_DIR}/instance"
+# The app image's virtualenv (its sys.prefix), which pip installs the requirements, or the project, into.
+IMAGE_VENV = "/opt/venv"
 STATIC_DIR = "/srv/static"  # each static folder in a folder of its own: /srv/static/<its Flask endpoint>
 NGINX_CONF_DIR = "/etc/nginx"
 # The unprivileged nginx image (uid 101) cannot bind below 1024.
@@ -45,6 +45,28 @@ APP_UID = 10001
 APP_STATIC = "static"
 # Where pip installs packages: a blueprint's static folder there belongs to an installed package.
 _PACKAGE_DIRS = frozenset({"site-packages", "dist-packages"})
+# What a path must be made of to be named unquoted in a Dockerfile RUN, a Compose volume, a unit's ReadWritePaths=.
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9_./@+-]*")
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceFolder:
+    """Where Flask's instance folder (app.instance_path) is once deployed: the one place the app may write, its
+    user's, where the containers mount a volume (a SQLite file, uploads) over a read-only root file system.
+
+    base says what path is relative to: the deployed copy of the project ("project": an app module or package at
+    its root, Flask's <root>/instance), the virtualenv the app's package is installed into ("venv": Flask's
+    <prefix>/var/<app.name>-instance), or nothing ("absolute": a folder the app chose itself).
+    """
+
+    base: Literal["project", "venv", "absolute"] = "project"
+    path: str = "instance"
+
+    def at(self, *, app_dir: str, venv: str) -> str:
+        """The folder's path with the project copied to app_dir and the venv at venv."""
+        if self.base == "absolute":
+            return self.path
+        return posixpath.normpath(f"{app_dir if self.base == 'project' else venv}/{self.path}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +93,12 @@ class Deployment:
     # Where the files go, relative to the project root (POSIX): images build from the root and
     # name their own files by this path.
     out: str = "deploy"
+    instance: InstanceFolder = InstanceFolder()
+
+    @property
+    def instance_dir(self) -> str:
+        """Flask's instance folder in the app image (see InstanceFolder)."""
+        return self.instance.at(app_dir=APP_DIR, venv=IMAGE_VENV)
 
     @property
     def name(self) -> str:
@@ -222,6 +250,49 @@ def from_installed_package(folder: str) -> bool:
     return not _PACKAGE_DIRS.isdisjoint(Path(folder).parts)
 
 
+def instance_folder(facts: InstanceFacts | None, root: Path, *, installs_project: bool) -> InstanceFolder:
+    """Where Flask's rule (auto_find_instance_path) puts app.instance_path once deployed, from where it found it here.
+
+    The image (and a VM) imports the app with the project's root first on sys.path: a module found at the root here
+    is found in the copy of the project there, beside <root>/instance; one found anywhere else (a src/ layout, a
+    requirement) is the installed package, under the venv's var/. installs_project: the project installs itself
+    from pyproject.toml, so its src/ is installed too. A folder the app chose is kept, in the copy when it is in the
+    project; one inside an installed package is refused, since the venv is read-only and no volume reaches it.
+    """
+    if facts is None:
+        return InstanceFolder()
+    root = root.resolve()
+    package = Path(facts.package_path).resolve() if facts.package_path is not None else root
+    in_project = package.is_relative_to(root)
+    installed = package != root and (facts.installed or installs_project or not in_project)
+    if facts.chosen:
+        chosen = Path(facts.path).resolve()
+        if installed and chosen.is_relative_to(package):
+            raise BuildError(
+                f"the app's instance_path {facts.path} is inside its installed package, which the deployment "
+                "installs read-only into a virtualenv where no volume reaches: leave instance_path to Flask, or "
+                f"pass an absolute folder outside the package such as /var/lib/{facts.name.split('.')[0]}"
+            )
+        if chosen.is_relative_to(root):
+            return _plain(InstanceFolder(path=PurePosixPath(chosen.relative_to(root)).as_posix()), facts.path)
+        return _plain(InstanceFolder(base="absolute", path=chosen.as_posix()), facts.path)
+    if package == root:
+        return InstanceFolder()
+    if installed:
+        return _plain(InstanceFolder(base="venv", path=f"var/{facts.name}-instance"), facts.path)
+    # A folder of the project the app puts on sys.path itself (sys.path.insert(0, "src") in wsgi.py).
+    return _plain(InstanceFolder(path=f"{PurePosixPath(package.relative_to(root)).as_posix()}/instance"), facts.path)
+
+
+def _plain(folder: InstanceFolder, local: str) -> InstanceFolder:
+    if not _PLAIN_PATH.fullmatch(folder.at(app_dir=APP_DIR, venv=IMAGE_VENV)):
+        raise BuildError(
+            f"the app's instance folder {local} has a character the deployment files cannot name unquoted "
+            "(a space, a colon, a quote): pass Flask(instance_path=...) a plain absolute path such as /var/lib/app"
+        )
+    return folder
+
+
 def container_machine(spec: Spec) -> Machine:
     """The CPUs and memory one app container is limited to: what its own `flaskprod serve` will detect."""
     return Machine(cpus=spec.deploy.cpus, memory=parse_size(spec.deploy.memory))
@@ -294,4 +365,5 @@ def plan_deployment(
         server=server,
         extras=extras,
         out=out,
+        instance=instance_folder(info.instance, root, installs_project=requirements is None),
     )

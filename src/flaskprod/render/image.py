@@ -7,7 +7,7 @@ import json
 import re
 from importlib import metadata
 
-from .deployment import APP_UID, INSTANCE_DIR, NGINX_CONF_DIR, NGINX_IMAGE, NGINX_PORT, NGINX_UID, Deployment
+from .deployment import APP_UID, IMAGE_VENV, NGINX_CONF_DIR, NGINX_IMAGE, NGINX_PORT, NGINX_UID, Deployment
 from .nginx import TlsFiles, _environment
 from .requirements import canonical, names_installed
 
@@ -65,9 +65,12 @@ def copy_instruction(source: str, target: str) -> str:
 
 def app_ignores(d: Deployment) -> str:
     """The app image's .dockerignore: DOCKERIGNORE, and the folders `flaskprod build` writes (pip installing the
-    project would find them a second top-level package), but never a static folder the app serves (dist/)."""
+    project would find them a second top-level package), and the app's instance folder where it is not the root's
+    instance/ (local data and secrets), but never a static folder the app serves (dist/)."""
     # deploy/ holds every target's folder by default; another --out is left out alone.
     written = ["deploy"] if d.out.split("/", 1)[0] == "deploy" else [d.out]
+    if d.instance.base == "project" and d.instance.path != "instance":
+        written.append(d.instance.path)
     kept = [f"!{mount.folder}" for mount in d.project.static]
     header = "# What flaskprod build writes, and the static folders the app serves:\n"
     return DOCKERIGNORE + header + "".join(f"{line}\n" for line in [*written, *kept])
@@ -154,7 +157,8 @@ def dockerfile(d: Deployment, *, bind: str | None = None, behind_nginx: bool = T
         requirements=d.project.requirements,
         includes=list(d.project.requirement_includes),
         uid=APP_UID,
-        instance_dir=INSTANCE_DIR,
+        venv=IMAGE_VENV,
+        instance_dir=d.instance_dir,
         env=[(key, env_value(value)) for key, value in sorted(d.app_env(behind_nginx=behind_nginx, bind=bind).items())],
         port=d.app_port,
         grace=d.derived.timeouts.graceful,

@@ -20,7 +20,7 @@ from ..sizing import PROXY_MARGIN
 from ..spec import Spec, parse_size
 from . import postgres, tls
 from .compose import HEALTHCHECK_TIMEOUT, NGINX_LIMITS
-from .deployment import APP_UID, INSTANCE_DIR, NGINX_PORT, Deployment
+from .deployment import APP_UID, NGINX_PORT, Deployment
 from .monitoring import Monitored, Scrape, alert_files, alert_groups, dashboard_json
 from .yamlfile import dump_yaml, generated_header
 
@@ -775,7 +775,7 @@ def _next_steps(d: Deployment) -> str:
         steps += [
             f"    --from-literal={SECRET_KEY}={random}",
             f"  (with --from-literal={d.spec.database.url_env}=... too when the app uses a database)",
-            f"The pods' root file system is read-only, Flask's instance folder ({INSTANCE_DIR}) too: keep data such",
+            f"The pods' root file system is read-only, Flask's instance folder ({d.instance_dir}) too: keep data such",
             "as a SQLite file in a database (--with postgres, or the URL above).",
         ]
     steps.append(f"  kubectl apply -k {d.out}")

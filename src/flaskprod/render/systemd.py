@@ -262,6 +262,8 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
         "environment": [environment_value(k, v) for k, v in sorted(env.items())],
         "secret_credential": SECRET_CREDENTIAL,
         "app_exec": exec_line([f"{layout.venv}/bin/flaskprod", "serve"]),
+        # Flask's instance folder as the VM imports the app: in the copy of the project, or in the venv it installs.
+        "instance_dir": d.instance.at(app_dir=layout.app_dir, venv=layout.venv),
         "nginx_check": exec_line([*nginx_args(paths), "-t", "-q"]),
         "nginx_exec": exec_line([*nginx_args(paths), "-g", "daemon off;"]),
         "kill": exec_word(layout.kill),

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import BuildError
-from .deployment import INSTANCE_DIR, Deployment, ServerKind
+from .deployment import Deployment, ServerKind
 
 Renderer = Callable[[Deployment], dict[str, str]]
 EXTRAS = ("monitoring", "logging", "postgres", "tls")
@@ -29,7 +29,8 @@ class Target:
     fixed_server: bool  # the target's name promises its server: server.kind cannot change it
     extras: frozenset[str]
     renderer: str  # "module:function" under flaskprod.render
-    next_step: str  # what to run next; {out} is the output directory
+    # What to run next; {out} is the output directory, {instance} Flask's instance folder in the image.
+    next_step: str
 
     def render(self, deployment: Deployment) -> dict[str, str]:
         module, _, function = self.renderer.partition(":")
@@ -50,7 +51,7 @@ TARGETS = {
             extras=frozenset(),
             renderer="image:render_single",
             next_step="docker build -f {out}/Dockerfile -t {image} . && docker run --rm -p 8000:8000 "
-            f"-e FLASK_SECRET_KEY -v {{name}}-instance:{INSTANCE_DIR} {{image}}",
+            "-e FLASK_SECRET_KEY -v {name}-instance:{instance} {image}",
         ),
         Target(
             name="compose",

@@ -1,7 +1,9 @@
-"""Load the app once in a throwaway interpreter: validate it, measure a worker's memory, find its static files."""
+"""Load the app once in a throwaway interpreter: validate it, measure a worker's memory, find its static files
+and where Flask put its instance folder."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -24,6 +26,20 @@ FAILED = 2
 
 
 @dataclass(frozen=True, kw_only=True)
+class InstanceFacts:
+    """Where Flask put app.instance_path here, and why: a deployment derives its own place from these
+    (render.deployment.instance_folder), since the app's package may be imported from elsewhere there."""
+
+    path: str  # app.instance_path here
+    chosen: bool  # the app passed instance_path itself: Flask's auto_find_instance_path would give another
+    # The sys.path entry holding the app's top-level module or package, as Flask's find_package finds it; None when
+    # no module has the app's import name (Flask(name) with a name of its own): Flask then takes the working directory.
+    package_path: str | None
+    installed: bool  # find_package found a prefix (a venv, the system): the folder is <prefix>/var/<name>-instance
+    name: str  # app.name, which names an installed app's folder
+
+
+@dataclass(frozen=True, kw_only=True)
 class AppInfo:
     """What the layers above need to know of the loaded app."""
 
@@ -35,6 +51,7 @@ class AppInfo:
     served_paths: frozenset[str] = frozenset()
     # Each registered blueprint's static route, in registration order (render.deployment.app_static picks).
     blueprint_static: tuple[StaticMount, ...] = ()
+    instance: InstanceFacts | None = None  # None: not learned (an AppInfo made by hand); Flask's default applies
 
 
 def probe(ref: AppRef, env: Mapping[str, str], *, bound: int, if_slow: str | None = None) -> AppInfo:
@@ -65,6 +82,7 @@ def probe(ref: AppRef, env: Mapping[str, str], *, bound: int, if_slow: str | Non
         import_string=result["import_string"],
         served_paths=frozenset(result["served_paths"]),
         blueprint_static=tuple(StaticMount(**mount) for mount in result["blueprint_static"]),
+        instance=InstanceFacts(**result["instance"]),
     )
 
 
@@ -131,6 +149,25 @@ def blueprint_static(app: Any) -> list[dict[str, str]]:
     return mounts
 
 
+def instance_facts(app: Any) -> dict[str, object]:
+    """What InstanceFacts holds, read by Flask's own rule (Flask.auto_find_instance_path)."""
+    from flask.sansio.scaffold import find_package
+
+    prefix, package_path = find_package(app.import_name)
+    top = app.import_name.partition(".")[0]
+    try:
+        found = importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):  # Flask's own catch: no such module, or __main__
+        found = False
+    return {
+        "path": app.instance_path,
+        "chosen": app.instance_path != app.auto_find_instance_path(),
+        "package_path": package_path if found else None,
+        "installed": prefix is not None,
+        "name": app.name,
+    }
+
+
 def main(argv: list[str]) -> int:
     module, name, path, result_path = argv
     ref = AppRef(module=module, name=name or None, path=path)
@@ -156,6 +193,7 @@ def main(argv: list[str]) -> int:
         "static_url_path": app.static_url_path,
         "served_paths": _served_paths(app),
         "blueprint_static": blueprint_static(app),
+        "instance": instance_facts(app),
     }
     Path(result_path).write_text(json.dumps(info))
     return 0
