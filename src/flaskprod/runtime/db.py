@@ -11,7 +11,7 @@ import threading
 import weakref
 from typing import Any
 
-from flask import Flask
+from flask import Flask, has_request_context
 
 from ..sizing import db_pool, derive, timeouts
 from ..spec import Spec
@@ -102,11 +102,14 @@ def _statement_timeout_plugin_registered() -> bool:
 
 
 class StatementTimeout:
-    """The engine plugin: SET statement_timeout on each new DBAPI connection (psycopg2, psycopg 3, pg8000, asyncpg).
+    """The engine plugin: SET statement_timeout on a DBAPI connection (psycopg2, psycopg 3, pg8000, asyncpg) the
+    first time a request checks it out.
 
-    A session setting rather than libpq's options startup parameter, which PgBouncer refuses. Committed, so
-    neither the driver's open transaction nor the pool's rollback on return undoes it; a new connection (after
-    recycle, a failed pre-ping or the dispose after fork) runs the connect event again.
+    In requests only: the timeout is the request deadline's, and a migration, a CLI command or a job run on the
+    app's engine has none. A session setting rather than libpq's options startup parameter, which PgBouncer
+    refuses. Committed, so neither the driver's open transaction nor the pool's rollback on return undoes it; a
+    new connection (after recycle, a failed pre-ping or the dispose after fork) has a fresh record.info and gets
+    it again.
     """
 
     def __init__(self, url: Any, kwargs: dict[str, Any]) -> None:
@@ -127,11 +130,19 @@ class StatementTimeout:
             return
         from sqlalchemy import event
 
-        event.listen(engine, "connect", functools.partial(set_statement_timeout, milliseconds=int(self.milliseconds)))
+        event.listen(engine, "checkout", functools.partial(limit_in_requests, milliseconds=int(self.milliseconds)))
 
 
-def set_statement_timeout(dbapi_connection: Any, connection_record: Any, *, milliseconds: int) -> None:
-    """The pool's connect listener; a server that refuses the SET fails the connect, saying which setting did it."""
+def limit_in_requests(dbapi_connection: Any, connection_record: Any, proxy: Any, *, milliseconds: int) -> None:
+    """The pool's checkout listener: one dict lookup per checkout once the connection has its timeout."""
+    if STATEMENT_TIMEOUT_KEYWORD in connection_record.info or not has_request_context():
+        return
+    set_statement_timeout(dbapi_connection, milliseconds)
+    connection_record.info[STATEMENT_TIMEOUT_KEYWORD] = milliseconds
+
+
+def set_statement_timeout(dbapi_connection: Any, milliseconds: int) -> None:
+    """SET it for the session; a server that refuses it fails the checkout, saying which setting did it."""
     try:
         cursor = dbapi_connection.cursor()
         try:
