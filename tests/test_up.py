@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flaskprod.discovery import AppRef
 from flaskprod.sizing import Derived
 from flaskprod.spec import Spec
+from flaskprod.stack.children import APP_SERVER_EXITS, describe_exit, exit_fields
 from flaskprod.stack.up import Plan, StackDir
 from tests.support import free_port, wait_for
 from tests.upstack import (
@@ -303,15 +304,31 @@ def test_killed_worker_costs_only_its_own_request(stack: UpStack) -> None:
     assert victim not in stack.worker_pids()
 
 
+def server_master_pid(stack: UpStack, serve: int) -> int:
+    """The master of the app server that `flaskprod serve` (pid serve) runs: itself under Gunicorn; under uWSGI
+    its one child (named as auto-procname has it, "uWSGI master")."""
+    if stack.kind == "gunicorn":
+        return serve
+    (master,) = children_of(serve)
+    return master
+
+
 def test_dead_children_are_restarted_and_logged(stack: UpStack) -> None:
     nginx_master = int((stack.run_dir / "nginx.pid").read_text())
     os.kill(nginx_master, signal.SIGKILL)
     wait_for(lambda: "nginx restarted" in stack.stderr(), timeout=20, what="nginx restarted")
-    assert re.search(r"nginx \(pid \d+\) exited with status -9; restarting in [\d.]+s", stack.stderr())
+    assert f"nginx (pid {nginx_master}) was killed by SIGKILL (signal 9); restarting in 0.5s" in stack.stderr()
     wait_for(lambda: stack.get("/api/ping", timeout=5).status_code == 200, timeout=20, what="serving again")
 
-    os.kill(app_server_pid(stack), signal.SIGKILL)
+    # The server's own master, as an operator finds it in ps: uWSGI's is a child of `flaskprod serve`, which
+    # reported its death as exit status 247 (sys.exit(-9)).
+    serve = app_server_pid(stack)
+    master = server_master_pid(stack, serve)
+    os.kill(master, signal.SIGKILL)
     wait_for(lambda: f"app server ({stack.kind}) restarted" in stack.stderr(), timeout=20, what="app restarted")
+    logged = f"app server ({stack.kind}) (pid {serve}) was killed by SIGKILL (signal 9); restarting in 0.5s"
+    assert logged in stack.stderr(), stack.output()
+    assert app_server_pid(stack) != serve
     wait_for(lambda: stack.get("/api/ping", timeout=5).status_code == 200, timeout=60, what="serving again")
     assert stack.proc.poll() is None
 
@@ -361,3 +378,24 @@ def test_the_url_shown_is_one_nginx_answers(host: str, names: str, url: str) -> 
         nginx_binary="nginx", protocol="uwsgi", app_env={}, root=Path("/srv/app"),
     ).url  # fmt: skip
     assert shown == url
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "said"),
+    [
+        (-9, "gunicorn", "was killed by SIGKILL (signal 9)"),
+        (-15, None, "was killed by SIGTERM (signal 15)"),
+        (-35, None, "was killed by SIGRTMIN+1 (signal 35)"),
+        (0, None, "exited with status 0"),
+        (1, "gunicorn", "exited with status 1"),
+        (3, "gunicorn", "exited with status 3 (Gunicorn: a worker failed to boot)"),
+        (4, "gunicorn", "exited with status 4 (Gunicorn: the app failed to load)"),
+        (4, "uwsgi", "exited with status 4"),
+        (22, "uwsgi", "exited with status 22 (uWSGI: the app failed to load)"),
+        (2, "uwsgi", "exited with status 2 (flaskprod serve refused to start it)"),
+        (3, None, "exited with status 3"),  # nginx's, Prometheus's: no meaning of their own here
+    ],
+)
+def test_a_childs_end_is_described_as_what_happened(status: int, kind: str | None, said: str) -> None:
+    assert describe_exit(status, APP_SERVER_EXITS[kind] if kind else None) == said
+    assert exit_fields(status) == ({"signal": said.split()[3]} if status < 0 else {"exit_status": status})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -42,7 +44,7 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, str]:
     flags = {}
     for item in values:
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key.strip():
             raise SpecError(f"--set {item!r}: expected KEY=VALUE, such as --set server.threads=4")
         flags[key.strip()] = value
     return flags
@@ -62,7 +64,7 @@ def spec_options(*, without: frozenset[str] = frozenset(), hidden: frozenset[str
                     info.flag,
                     f"opt__{info.key.replace('.', '__')}",
                     default=None,
-                    metavar=info.type_name.upper().replace('"', "") if "|" not in info.type_name else "VALUE",
+                    metavar=_metavar(info.type_name),
                     help=f"{info.doc} [{info.key}; env {info.env}]",
                     hidden=info.key in hidden,
                 )(fn)
@@ -84,6 +86,12 @@ def spec_options(*, without: frozenset[str] = frozenset(), hidden: frozenset[str
     return decorate
 
 
+def _metavar(type_name: str) -> str:
+    """How --help shows what a flag takes: INTEGER, or its choices as [auto|gunicorn|uwsgi] and [INTEGER|auto]."""
+    parts = [part.strip('"') if part.startswith('"') else part.upper() for part in type_name.split(" | ")]
+    return parts[0] if len(parts) == 1 else "[" + "|".join(parts) + "]"
+
+
 # nginx's address and HTTPS belong to `up`; the app server's own address is chosen by `up` (a unix socket).
 NGINX_FLAGS = frozenset({"proxy.host", "proxy.port", "tls.mode", "tls.port"})
 
@@ -99,7 +107,11 @@ def resolve_spec(kwargs: dict[str, Any], app: str | None = None) -> Spec:
     app = app or _flask_app_option()
     if app:
         flags["app.target"] = app
-    return load_spec(config=kwargs.pop("config_path", None), flags=flags, set_flags=set_flags)
+    config = kwargs.pop("config_path", None)
+    if config is not None and not config.strip():
+        # An unset shell variable (--config "$CONFIG"): read as no --config, another file's settings would apply.
+        raise SpecError("--config '': no file named; give the config file's path, or leave --config out")
+    return load_spec(config=config, flags=flags, set_flags=set_flags)
 
 
 def _flask_app_option() -> str | None:
@@ -118,7 +130,41 @@ def _script_info_type() -> Any:
     return ScriptInfo
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class _UsageLine(click.ClickException):
+    """A mistake in the command line, on one line: click's own form is four lines, and more for a list of choices."""
+
+    exit_code = 2
+
+
+def _usage_line(exc: click.UsageError) -> _UsageLine:
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    help_hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    return _UsageLine(message + help_hint)
+
+
+class _Commands(click.Group):
+    """flaskprod's commands, whose usage mistakes (a missing option, a bad choice) are one line, as every other."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _usage_line(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _usage_line(exc) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="flaskprod", prog_name="flaskprod")
 def cli() -> None:
     """Take a Flask app to production: serve it, run the production topology, audit it, deploy it."""
@@ -156,7 +202,21 @@ def serve(app: str | None, print_config: bool, **kwargs: Any) -> None:
     from .servers import serve as run_server
 
     spec = resolve_spec(kwargs, app)
-    sys.exit(run_server(spec, print_config=print_config))
+    status = run_server(spec, print_config=print_config)
+    if status < 0:
+        _die_of(-status)
+    sys.exit(status)
+
+
+def _die_of(number: int) -> None:
+    """End this process by signal number, as uWSGI's master (which serve runs as its child) was ended: the parent
+    (`up`, systemd) then reads the signal, where sys.exit(-9) reports an exit status of 247."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if number not in (signal.SIGKILL, signal.SIGSTOP):  # which no process can handle
+        signal.signal(number, signal.SIG_DFL)
+    os.kill(os.getpid(), number)
+    sys.exit(128 + number)  # a signal whose default action is not to end a process
 
 
 @cli.command()

@@ -186,8 +186,8 @@ def start_ready(stack: Stack, release: Release, request: Request | None, p: Plan
         stack.stop_app_server(release.number)
         if status is not None:
             raise ServerError(
-                f"release {release.number} did not start: its app server exited with status {status} (its error "
-                f"is in flaskprod up's output); release {p.release.number if p.release else '?'} still serves"
+                f"release {release.number} did not start: its app server {child.describe_exit(status)}; its "
+                f"error is in flaskprod up's output, and release {p.release.number if p.release else '?'} still serves"
             ) from None
         raise exc
     if not ok:

@@ -30,7 +30,7 @@ from ..servers.probe import AppInfo, probe
 from ..sizing import Derived, derive
 from ..spec import CONFIG_ENV, Spec, env_for, find_config_file
 from .acme import OBTAIN_TIMEOUT, RELOAD_RETRY, Acme, Certbot
-from .children import Child
+from .children import APP_SERVER_EXITS, Child, exit_fields
 from .control import ControlServer, Request
 from .log import EventLog
 from .nginx import check_config, find_nginx, foreground_command
@@ -422,6 +422,7 @@ class Stack:
             env=release_env(p, release),
             cwd=Path(p.in_release(release, p.app.path)),
             listens_on=p.socket(release),
+            exit_meanings=APP_SERVER_EXITS.get(p.spec.server.kind, {}),
         )
         self.app_servers[release.number] = child
         child.start()
@@ -548,8 +549,8 @@ class Stack:
                     status = child.exit_status()
                     if status is not None:
                         raise ServerError(
-                            f"{child.name} exited with status {status} before {endpoint} answered 200; its error "
-                            "is above"
+                            f"{child.name} {child.describe_exit(status)} before {endpoint} answered 200; its "
+                            "error is above"
                         )
                 if watched is not None:
                     self.supervise([child for child in self.children if child not in watched])
@@ -744,10 +745,10 @@ class Stack:
                 child.kill_group()
                 delay = child.schedule_restart(now)
                 self.log(
-                    f"{child.name} (pid {child.pid}) exited with status {status}; restarting in {delay:g}s",
+                    f"{child.name} (pid {child.pid}) {child.describe_exit(status)}; restarting in {delay:g}s",
                     level="error",
                     child=child.name,
-                    exit_status=status,
+                    **exit_fields(status),
                     restart_in=delay,
                 )
             if child.restart_at is not None and now >= child.restart_at:
