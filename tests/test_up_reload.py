@@ -143,3 +143,64 @@ def test_sighup_gives_the_app_server_the_edited_timeout_as_nginx_and_the_app(tmp
         assert answer.json()["slept"] == 8.0
     finally:
         stop(stack)
+
+
+def refused_by(answer: requests.Response) -> str:
+    """Who answered 413: the app (its JSON error page) or nginx (its HTML one)."""
+    assert answer.status_code == 413, answer.text[:300]
+    return "app" if answer.headers.get("Content-Type", "").startswith("application/json") else "nginx"
+
+
+@pytest.mark.parametrize("end", ["promote", "rollback"])
+def test_a_sighup_during_a_canary_reloads_nginx_and_replaces_the_app_server_once_the_canary_ends(
+    tmp_path: Path, end: str
+) -> None:
+    # Beside a canary a third app server would exceed the database connections counted for two releases: the
+    # app servers keep their config (not reloaded in place, keeping Gunicorn's old settings) until it ends.
+    write_app(tmp_path)
+    config = tmp_path / "flaskprod.toml"
+    config.write_text('[proxy]\nmax_body_size = "1M"\n')
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1")
+    body = b"x" * (1500 * 1024)
+    try:
+        stack.wait_ready()
+        upload = stack.url("/upload")
+        json_413 = {"Accept": "application/json"}
+        canary = subprocess.run(
+            [str(BIN / "flaskprod"), "deploy", "--canary", "50"], cwd=tmp_path, env=up_env(), capture_output=True,
+            text=True, timeout=120,
+        )  # fmt: skip
+        assert canary.returncode == 0, canary.stderr
+        before = stack.worker_pids(20)
+        assert len(before) == 2  # release 1's worker and the canary's
+
+        config.write_text('[proxy]\nmax_body_size = "2M"\n')
+        os.kill(stack.proc.pid, signal.SIGHUP)
+        # nginx takes the edited limit at once; the app servers still refuse by the one they started with.
+        wait_for(
+            lambda: refused_by(requests.post(upload, data=body, headers=json_413, timeout=15)) == "app",
+            timeout=20, what="nginx passing 1.5M to the app",
+        )  # fmt: skip
+        assert "client_max_body_size 2097152;" in (stack.run_dir / "nginx.conf").read_text()
+        wait_for(lambda: "the app servers keep the config they started with while canary release 2 runs" in
+                 stack.stderr(), timeout=20, what="what the SIGHUP deferred")  # fmt: skip
+        assert stack.worker_pids(20) == before
+        assert "app server of release" not in stack.stderr()
+
+        ended = subprocess.run(
+            [str(BIN / "flaskprod"), "deploy", "--promote"] if end == "promote" else [str(BIN / "flaskprod"), end],
+            cwd=tmp_path, env=up_env(), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert ended.returncode == 0, ended.stderr
+        left = 2 if end == "promote" else 1
+        assert (
+            f"a new app server of release {left} replaces the running one next: the SIGHUP that came during the "
+            "canary is applied"
+        ) in ended.stderr
+        wait_for(lambda: f"app server of release {left} reloaded" in stack.stderr(), timeout=30, what="the reload")
+        answer = requests.post(upload, data=body, timeout=15)
+        assert (answer.status_code, answer.json()) == (200, {"size": len(body)})
+        assert not stack.worker_pids(20) & before
+        assert sorted(p.name for p in stack.run_dir.glob("app-*.sock")) == [f"app-{left}.1.sock"]
+    finally:
+        stop(stack)

@@ -3,7 +3,8 @@ nginx is switched to it by a graceful reload once it is ready, and the old one i
 
 No request is lost on the way: nginx's old workers finish what they hold against the old app server, which
 is asked to stop only once they have exited, and stops gracefully too. A release that does not become ready
-is stopped before nginx ever sends it a request. SIGHUP replaces a release's app server the same way.
+is stopped before nginx ever sends it a request. SIGHUP replaces a release's app server the same way (once a
+canary has ended: `promote` and `rollback` apply a SIGHUP that came while it ran).
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ def promote(stack: Stack, request: Request) -> None:
     drain(stack, old, request)
     message = f"release {canary.number} serves every request; `flaskprod rollback` returns to {old.number}"
     stack.log(message)
+    stack.apply_held_reload(request)
     request.finish(release=canary.number, message=message)
 
 
@@ -107,6 +109,7 @@ def rollback(stack: Stack, request: Request, *, to: object = None) -> None:
         drain(stack, canary, request)
         message = f"canary release {canary.number} stopped; release {current.number} serves every request"
         stack.log(message)
+        stack.apply_held_reload(request)
         request.finish(release=current.number, message=message)
         return
     if to is not None and not isinstance(to, int):

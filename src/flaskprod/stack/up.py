@@ -387,6 +387,8 @@ class Stack:
         self.app_servers: dict[int, Child] = {}
         # An app server a reload replaces, from the start of its successor until it is stopped.
         self.retiring: list[Child] = []
+        # A SIGHUP came while a canary ran: its app server replacement is owed once the canary ends.
+        self.reload_held = False
         # SIGQUIT is nginx's graceful stop: close the listeners, finish every request in flight.
         self.nginx = Child(name="nginx", command=foreground_command(p.nginx_binary, p.run), stop_signal=signal.SIGQUIT)
         # --with monitoring: Prometheus, scraping the app through nginx.
@@ -763,20 +765,21 @@ class Stack:
 
     def handle_hup(self) -> None:
         """Reload both: nginx starts new workers on a checked config, and a new app server replaces the running
-        one (beside a canary, each app server replaces its workers)."""
-        self.log("reloading nginx and the app server")
+        one. While a canary runs, nginx alone: the app servers' replacement waits for the canary to end."""
         # A new app server of the release starts beside the running one, as a deploy does, and nginx reloads once,
         # onto the new config and the new server together. The app servers' own reloads fall short: both keep the
         # settings they started with (Gunicorn's worker timeout, uWSGI's harakiri and mercy), where nginx and the
         # app take the edited ones; uWSGI's waits for every request in hand before its master loads the app again,
-        # queueing the rest. Not beside a canary: the database pools are sized for two app servers at once.
-        replace = self.plan.canary is None
+        # queueing the rest. Beside a canary a third app server would exceed the budget the database's connections
+        # are counted for (two releases), so the replacement is held until promote or rollback leaves one.
+        canary = self.plan.canary[0].number if self.plan.canary else None
+        self.log("reloading nginx and the app server" if canary is None else "reloading nginx")
         try:
             if self.reload_spec is not None:
                 # The config file and environment are read again; nginx.conf follows them.
                 new_plan = replan(self.plan, self.reload_spec())
                 write_nginx_config(new_plan)
-                if new_plan.config_file is not None:
+                if new_plan.config_file is not None and canary is None:  # the copy the new app server reads
                     copy_config(new_plan.config_file, new_plan.run)
                 self.plan = new_plan
             else:
@@ -784,17 +787,35 @@ class Stack:
         except FlaskprodError as exc:
             self.log(f"nginx not reloaded, the running config stays: {exc}", level="error")
         else:
-            if not replace:
+            if canary is not None:
                 self.nginx.send(signal.SIGHUP)
             self.reload_prometheus()
-        if replace:
-            from . import deploy  # which builds on this module
-
-            deploy.reload_app_server(self, self.plan.running[0])
+        if canary is not None:
+            self.reload_held = True
+            self.log(
+                f"the app servers keep the config they started with while canary release {canary} runs (a third "
+                "beside them would exceed the database connections counted for two): `flaskprod deploy --promote` "
+                "or `flaskprod rollback` ends it, and the app server left is then replaced",
+                level="warning",
+            )
             return
-        # Their workers load the app again (from the same release), reading the config file as they start.
-        for child in self.app_servers.values():
-            child.send(signal.SIGHUP)
+        self.reload_held = False
+        from . import deploy  # which builds on this module
+
+        deploy.reload_app_server(self, self.plan.running[0])
+
+    def apply_held_reload(self, request: Request) -> None:
+        """Once a canary has ended: a SIGHUP that came while it ran replaces the app server left, as the main
+        loop's next step (as one held during a wait is applied after it)."""
+        if self.reload_held:
+            self.reload_held = False
+            message = (
+                f"a new app server of release {self.plan.running[0].number} replaces the running one next: the "
+                "SIGHUP that came during the canary is applied"
+            )
+            self.log(message)
+            request.progress(message)
+            self.signals.put(signal.SIGHUP)
 
     def reload_prometheus(self) -> None:
         """Its alert rules follow the reloaded spec (server.timeout, workers, threads): SIGHUP makes it read them."""
