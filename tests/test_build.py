@@ -755,7 +755,7 @@ def test_monitoring_adds_prometheus_and_grafana_fed_by_the_written_files(
     out = write_tree(tmp_path / "p" / d.out, renderer(d))  # type: ignore[operator]
     env = {**clean_env(), "FLASK_SECRET_KEY": secrets.token_hex(32), "GRAFANA_ADMIN_PASSWORD": "x" * 20}
     resolved = compose_config(out / file, env)
-    assert set(resolved["services"]) == {"app", "nginx", "prometheus", "grafana"}
+    assert set(resolved["services"]) == {"app", "nginx", "prometheus", "alertmanager", "grafana"}
     # Every file a service mounts or is given as a config is one build wrote, and Prometheus accepts it.
     volumes = [v for service in resolved["services"].values() for v in service.get("volumes", [])]
     mounted = [v.split(":")[0] for v in volumes if isinstance(v, str)]

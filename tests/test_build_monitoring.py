@@ -4,6 +4,7 @@ and every dashboard query answers."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import secrets
@@ -23,6 +24,7 @@ from flaskprod.render.compose import render_compose, render_swarm
 from flaskprod.render.deployment import Deployment
 from flaskprod.render.kubernetes import render_k8s
 from flaskprod.render.monitoring import Monitored, Scrape, dashboard_uid, monitoring_files, prometheus_files, slow_bound
+from flaskprod.render.systemd import render_systemd
 from flaskprod.runtime.metrics import BUCKETS, LE_LABELS
 from tests.buildkit import make_deployment, make_spec, run_tool, tool, write_tree
 from tests.conftest import StartServer
@@ -198,6 +200,7 @@ def test_files_go_under_the_prefix(tmp_path: Path) -> None:
     d = make_deployment(tmp_path / "project", spec=make_spec(**SHOP))
     files = monitoring_files(d, Scrape(job="shop", targets=("app:8000",)), prefix="monitoring/")
     assert sorted(files) == [
+        "monitoring/alertmanager/alertmanager.yml",
         "monitoring/grafana/dashboards/shop.json",
         "monitoring/grafana/provisioning/dashboards/shop.yml",
         "monitoring/grafana/provisioning/datasources/prometheus.yml",
@@ -261,16 +264,17 @@ def test_swarm_keeps_every_monitoring_and_logging_service_running_on_the_node_of
     d = make_deployment(tmp_path / "p", spec=make_spec(**SHOP), extras=extras, out="deploy/swarm")
     text = render_swarm(d)["stack.yaml"]
     services = yaml.safe_load(text)["services"]
-    ours = {"prometheus", "grafana", "loki", "alloy"} & set(services)
-    assert ours == {"grafana"} | ({"prometheus"} if "monitoring" in extras else set()) | (
+    ours = {"prometheus", "alertmanager", "grafana", "loki", "alloy"} & set(services)
+    assert ours == {"grafana"} | ({"prometheus", "alertmanager"} if "monitoring" in extras else set()) | (
         {"loki", "alloy"} if "logging" in extras else set()
     )
     for name in ours:
         # Each exits 0 on the SIGTERM of a `docker stop`: under on-failure Swarm would never start it again, and a
         # stopped Prometheus alerts nobody. No attempt limit either: Swarm never replaces a task it gave up on.
         assert services[name]["deploy"]["restart_policy"] == {"condition": "any", "delay": "5s"}, name
-    # Their volumes are local to a node: started on another, Prometheus would lose its history, Grafana its users.
-    for name in {"prometheus", "grafana"} & ours:
+    # Their volumes are local to a node: started on another, Prometheus would lose its history, Alertmanager its
+    # silences, Grafana its users.
+    for name in {"prometheus", "alertmanager", "grafana"} & ours:
         assert services[name]["deploy"]["placement"]["constraints"] == ["node.labels.shop-monitoring == true"]
         assert services[name]["deploy"]["update_config"]["order"] == "stop-first"
     assert "docker node update --label-add shop-monitoring=true NODE" in text
@@ -291,7 +295,7 @@ def test_every_monitoring_and_logging_container_has_its_cpu_and_memory_bounded(
     out = write_tree(tmp_path / "p" / d.out, renderer(d))
     env = {**clean_env(), "FLASK_SECRET_KEY": secrets.token_hex(32), "GRAFANA_ADMIN_PASSWORD": "x" * 20}
     services = compose_config(out / file, env)["services"]
-    for name in ("prometheus", "grafana", "loki", "alloy"):
+    for name in ("prometheus", "alertmanager", "grafana", "loki", "alloy"):
         # Unbounded, Prometheus's series or a heavy Grafana query take the memory the app's workers were sized for.
         limits = services[name]["deploy"]["resources"]["limits"]
         assert float(limits["cpus"]) > 0 and size(limits["memory"]) > 0, (name, limits)
@@ -322,6 +326,129 @@ def test_prometheus_keeps_its_samples_for_the_retention_the_spec_gives(
         assert "/etc/prometheus" in mounted
     else:
         assert "/etc/prometheus/prometheus.yml" in {config["target"] for config in prometheus["configs"]}
+
+
+# --- Alertmanager: where the alerts go -------------------------------------------------------------
+
+HOOK = "secrets/alert_webhook_url"  # the file monitoring.alert_webhook_url_file names, from the project root
+SECRET = "/run/secrets/alert_webhook_url"  # where Compose and Swarm mount it
+VM_URL_FILE = "/etc/prometheus/alert_webhook_url"  # where the systemd README installs it
+# Debian 12's amtool (0.25) predates url_file (Alertmanager 0.26, the containers' image is later): it reads the
+# rest of the file with the URL itself in its place.
+AMTOOL_0_25 = {"url_file": "url"}
+
+
+def amtool_check(path: Path, *, url_file: str | None = None) -> None:
+    """`amtool check-config` of an alertmanager.yml; url_file: the file it must read the webhook's URL from."""
+    config = yaml.safe_load(path.read_text())
+    hooks = [hook for receiver in config["receivers"] for hook in receiver.get("webhook_configs", [])]
+    if url_file is None:
+        assert hooks == [] and config["route"]["receiver"] == "ui-only"
+        run_tool([tool("amtool"), "check-config", str(path)])
+        return
+    assert hooks == [{"url_file": url_file, "send_resolved": True}]
+    older = path.with_name("alertmanager-0.25.yml")
+    older.write_text(path.read_text().replace(f"url_file: {url_file}", "url: http://127.0.0.1:9/hook"))
+    run_tool([tool("amtool"), "check-config", str(older)])
+
+
+def alerting_targets(prometheus_yml: str) -> list[str]:
+    config = yaml.safe_load(prometheus_yml)
+    return [t for am in config["alerting"]["alertmanagers"] for c in am["static_configs"] for t in c["targets"]]
+
+
+@pytest.mark.parametrize("hook", [None, HOOK])
+def test_compose_runs_alertmanager_on_loopback_and_prometheus_sends_it_the_alerts(
+    tmp_path: Path, hook: str | None
+) -> None:
+    settings = {**SHOP, **({"monitoring.alert_webhook_url_file": hook} if hook else {})}
+    d = make_deployment(tmp_path / "p", spec=make_spec(**settings), extras=["monitoring"], out="deploy/compose")
+    files = render_compose(d)
+    out = write_tree(tmp_path / "p" / d.out, files)
+    (tmp_path / "p" / "secrets").mkdir()
+    (tmp_path / "p" / HOOK).write_text("https://chat.example.com/hooks/T0K3N\n")
+    amtool_check(out / "monitoring/alertmanager/alertmanager.yml", url_file=SECRET if hook else None)
+    run_tool([tool("promtool"), "check", "config", str(out / "monitoring/prometheus/prometheus.yml")])
+    assert alerting_targets(files["monitoring/prometheus/prometheus.yml"]) == ["alertmanager:9093"]
+    env = {**clean_env(), "FLASK_SECRET_KEY": secrets.token_hex(32), "GRAFANA_ADMIN_PASSWORD": "x" * 20}
+    config = compose_config(out / "compose.yaml", env)
+    alertmanager = config["services"]["alertmanager"]
+    assert alertmanager["image"].startswith("prom/alertmanager:v0.")
+    assert int(alertmanager["image"].split(".")[1]) >= 26  # url_file
+    assert alertmanager["ports"] == ["127.0.0.1:9093:9093/tcp"]  # docker-compose v1's spelling
+    assert {v.split(":")[1] for v in alertmanager["volumes"]} == {"/etc/alertmanager", "/alertmanager"}
+    assert "--cluster.listen-address=" in alertmanager["command"]
+    if hook:
+        assert alertmanager["secrets"] == [{"source": "alert_webhook_url"}]
+        # The user's file, found from the compose file's directory as Compose resolves it.
+        assert Path(config["secrets"]["alert_webhook_url"]["file"]) == tmp_path / "p" / HOOK
+        assert "T0K3N" not in "".join(files.values())
+        assert f"posts them to the URL in {HOOK}" in files["compose.yaml"]
+    else:
+        assert "secrets" not in alertmanager and "keeps them in its UI" in files["compose.yaml"]
+
+
+def test_swarm_gives_alertmanager_its_config_by_content_and_the_url_as_a_secret(tmp_path: Path) -> None:
+    spec = make_spec(**SHOP, **{"monitoring.alert_webhook_url_file": HOOK})
+    d = make_deployment(tmp_path / "p", spec=spec, extras=["monitoring"], out="deploy/swarm")
+    files = render_swarm(d)
+    out = write_tree(tmp_path / "p" / d.out, files)
+    amtool_check(out / "monitoring/alertmanager/alertmanager.yml", url_file=SECRET)
+    assert alerting_targets(files["monitoring/prometheus/prometheus.yml"]) == ["alertmanager:9093"]
+    env = {**clean_env(), "FLASK_SECRET_KEY": secrets.token_hex(32)}
+    stack = compose_config(out / "stack.yaml", env)
+    alertmanager = stack["services"]["alertmanager"]
+    # Swarm would publish it on every node's every address: Prometheus reaches it over the overlay.
+    assert "ports" not in alertmanager
+    assert alertmanager["secrets"] == [{"source": "shop_alert_webhook_url", "target": "alert_webhook_url"}]
+    assert stack["secrets"]["shop_alert_webhook_url"]["external"] is True
+    assert f"docker secret create shop_alert_webhook_url {HOOK}" in files["stack.yaml"]
+    (config,) = alertmanager["configs"]
+    assert config["target"] == "/etc/alertmanager/alertmanager.yml"
+    text = files["monitoring/alertmanager/alertmanager.yml"]
+    name = stack["configs"][config["source"]]["name"]
+    assert name.endswith("_" + hashlib.sha256(text.encode()).hexdigest()[:12])
+
+
+def test_systemd_wires_debians_alertmanager_on_loopback(tmp_path: Path) -> None:
+    for hook in (None, HOOK):
+        settings = {**SHOP, **({"monitoring.alert_webhook_url_file": hook} if hook else {})}
+        d = make_deployment(tmp_path / str(bool(hook)), spec=make_spec(**settings), extras=["monitoring"])
+        files = render_systemd(d)
+        out = write_tree(tmp_path / str(bool(hook)) / d.out, files)
+        amtool_check(out / "monitoring/alertmanager.yml", url_file=VM_URL_FILE if hook else None)
+        assert alerting_targets(files["monitoring/prometheus.yml"]) == ["127.0.0.1:9093"]
+        readme = files["README.md"]
+        assert "--web.listen-address=127.0.0.1:9093 --cluster.listen-address=" in readme
+        assert ("install -m 0640 -g prometheus secrets/alert_webhook_url" in readme) == bool(hook)
+
+
+def test_kubernetes_routes_the_namespaces_alerts_to_the_webhook_in_a_secret(tmp_path: Path) -> None:
+    spec = make_spec(**SHOP, **{"monitoring.alert_webhook_url_file": HOOK, "deploy.namespace": "prod"})
+    d = make_deployment(tmp_path / "p", spec=spec, extras=["monitoring"], out="deploy/k8s")
+    files = render_k8s(d)
+    out = write_tree(tmp_path / "p" / d.out, files)
+    kustomized = run_tool(["kubectl", "kustomize", str(out / "monitoring")])
+    built = {doc["kind"]: doc for doc in yaml.safe_load_all(kustomized)}
+    assert set(built) == {"PodMonitor", "PrometheusRule", "ConfigMap", "AlertmanagerConfig"}
+    config = built["AlertmanagerConfig"]
+    assert config["metadata"]["namespace"] == "prod"
+    (receiver,) = config["spec"]["receivers"]
+    assert receiver["webhookConfigs"] == [
+        {"urlSecret": {"name": "shop-alert-webhook", "key": "alert_webhook_url"}, "sendResolved": True}
+    ]
+    # The grouping alertmanager.yml has elsewhere.
+    elsewhere = yaml.safe_load(render_compose(d)["monitoring/alertmanager/alertmanager.yml"])["route"]
+    route = config["spec"]["route"]
+    assert (route["groupBy"], route["groupWait"], route["groupInterval"], route["repeatInterval"]) == (
+        elsewhere["group_by"], elsewhere["group_wait"], elsewhere["group_interval"], elsewhere["repeat_interval"]
+    )
+    steps = files["monitoring/kustomization.yaml"]
+    assert f"kubectl create secret generic shop-alert-webhook -n prod --from-file=alert_webhook_url={HOOK}" in steps
+    run_tool([tool("yamllint"), "-s", "-d", YAMLLINT, *(str(p) for p in sorted((out / "monitoring").glob("*.yaml")))])
+    # Without a webhook the cluster's Alertmanager routes them as it does every other app's.
+    plain = make_deployment(tmp_path / "plain", spec=make_spec(**SHOP), extras=["monitoring"], out="deploy/k8s")
+    assert "monitoring/alertmanagerconfig.yaml" not in render_k8s(plain)
 
 
 # --- a real Prometheus scraping a real app ----------------------------------------------------------

@@ -28,7 +28,7 @@ from flaskprod.errors import BuildError
 from flaskprod.render import postgres
 from flaskprod.runtime.db import engine_options
 from flaskprod.sizing import ADMIN_CONNECTIONS
-from flaskprod.spec import load_spec
+from flaskprod.spec import load_spec, parse_size
 from tests.buildkit import WSGI_APP, Tree, build_tree, checkov, make_spec, run_tool, tool
 from tests.pg import ThrowawayPostgres
 from tests.support import BIN, ROOT, free_port, running, wait_for
@@ -147,7 +147,8 @@ def test_docker_compose_and_yamllint_accept_the_stack(trees: dict[str, Tree], pa
         "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(16),
     }
     resolved = compose_config(path, env)
-    expected = {"app", "nginx", "postgres"} | ({"prometheus", "grafana"} if "monitoring" in EXTRAS[target] else set())
+    monitoring = {"prometheus", "alertmanager", "grafana"} if "monitoring" in EXTRAS[target] else set()
+    expected = {"app", "nginx", "postgres"} | monitoring
     assert set(resolved["services"]) == expected
     assert "postgres-data" in resolved["volumes"]
     if target != "swarm":
@@ -333,7 +334,7 @@ def test_compose_runs_the_database_unprivileged_and_persistent(trees: dict[str, 
     assert db["image"] == postgres.IMAGE and not db["image"].endswith(":latest")
     assert db["user"] == "70:70"
     assert db["read_only"] is True and db["cap_drop"] == ["ALL"]
-    assert db["volumes"] == [f"postgres-data:{postgres.DATA_DIR}"]
+    assert db["volumes"][0] == f"postgres-data:{postgres.DATA_DIR}"
     assert db["environment"]["PGDATA"].startswith(postgres.DATA_DIR + "/")
     assert db["stop_signal"] == "SIGINT"
 
@@ -350,6 +351,26 @@ def test_swarm_has_no_depends_on_and_keeps_the_database_on_its_node(trees: dict[
     assert deploy["placement"]["constraints"] == ["node.labels.shop-postgres == true"]
     assert deploy["update_config"]["order"] == "stop-first"
     assert "docker node update --label-add shop-postgres=true" in trees["swarm"].files["stack.yaml"]
+
+
+@pytest.mark.parametrize("target", ["compose", "swarm"])
+def test_the_database_gets_a_dev_shm_its_parallel_queries_fit_in(
+    trees: dict[str, Tree], password_file: Path, target: str
+) -> None:
+    # Docker's 64 MB /dev/shm fails a parallel hash join ("could not resize shared memory segment"), and
+    # `docker stack deploy` ignores shm_size: a tmpfs mount, as docker-compose resolves it, a quarter of the limit.
+    tree = trees[target]
+    env = {
+        **clean_env(),
+        "FLASK_SECRET_KEY": secrets.token_hex(32),
+        "POSTGRES_PASSWORD_FILE": str(password_file),
+        "GRAFANA_ADMIN_PASSWORD": secrets.token_hex(16),
+    }
+    db = compose_config(tree.path / COMPOSE_FILES[target], env)["services"]["postgres"]
+    assert "shm_size" not in db
+    (shm,) = [v for v in db["volumes"] if isinstance(v, dict) and v.get("target") == "/dev/shm"]
+    memory = parse_size(tree.d.spec.deploy.postgres_memory)
+    assert shm["type"] == "tmpfs" and shm["tmpfs"]["size"] == memory // 4 > 64 * 2**20
 
 
 def test_kubernetes_runs_one_database_pod_with_a_claim_of_its_own(trees: dict[str, Tree]) -> None:

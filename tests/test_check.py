@@ -33,6 +33,7 @@ STRONG_KEY = secrets.token_hex(32)
 PLAIN = "from flask import Flask\n\napp = Flask(__name__)\n"
 PROD = "from flask import Flask\n\nfrom flaskprod import Production\n\napp = Flask(__name__)\nProduction(app)\n"
 PROXY_FIX = "from werkzeug.middleware.proxy_fix import ProxyFix\n\napp.wsgi_app = ProxyFix(app.wsgi_app)\n"
+SERVER_NAME = 'app.config["SERVER_NAME"] = "shop.example.com:8443"\n'
 SQLALCHEMY = (
     "from flask_sqlalchemy import SQLAlchemy\n\ndb = SQLAlchemy()\n"
     'app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"\n'
@@ -259,6 +260,13 @@ CASES = [
         "FP-C008",
         bad={"app.py": PROD + PROXY_FIX},
         good={"app.py": PROD + PROXY_FIX, "flaskprod.toml": "[proxy]\ntrusted_hops = 0\n"},
+    ),
+    Case(
+        "FP-C009",
+        bad={"app.py": PROD + SERVER_NAME},
+        text="the app's SERVER_NAME is 'shop.example.com:8443', a host nginx does not answer to (proxy.server_name = "
+        "'localhost'): behind nginx, in `flaskprod up` and every target, a request for it is closed unanswered",
+        good={"app.py": PROD + SERVER_NAME, "flaskprod.toml": '[proxy]\nserver_name = "localhost *.example.com"\n'},
     ),
     Case(
         "FP-P002",

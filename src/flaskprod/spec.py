@@ -350,6 +350,16 @@ class MonitoringSettings:
         "the Prometheus resource's own retention); older ones are deleted.",
         minimum=1,
     )
+    alert_webhook_url_file: str | None = setting(
+        None,
+        "File holding the URL Alertmanager posts alerts to, firing and resolved (its webhook JSON: a chat or "
+        "paging bridge); unset = no receiver: alerts wait in Alertmanager's UI and API, grouped by alert, "
+        "namespace and job. The URL is never written into `build`'s files: compose mounts this file as a secret, "
+        "swarm and k8s read it from the secret their steps create from it, systemd's README installs it for "
+        "Debian's Alertmanager. `up --with monitoring` runs no Alertmanager.",
+    )
+
+
 
 
 @dataclass(frozen=True, kw_only=True)

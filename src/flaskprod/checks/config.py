@@ -263,3 +263,41 @@ def proxy_fix_twice(app: Flask, context: Context) -> Iterator[Found]:
         return
     if any(isinstance(node, ProxyFix) for node in _middleware(app)):
         yield Found(obj=context.app_label)
+
+
+def _nginx_answers(host: str, name: str) -> bool:
+    """Whether an nginx server_name entry matches host: exact, *.suffix, .suffix (and the name itself),
+    prefix.* or a ~regex, as nginx reads them (case-insensitively)."""
+    host, name = host.lower(), name.lower()
+    if name.startswith("~"):
+        return re.search(name[1:], host) is not None
+    if name.startswith("*."):
+        return host.endswith(name[1:])
+    if name.startswith("."):
+        return host == name[1:] or host.endswith(name)
+    if name.endswith(".*"):
+        return host.startswith(name[:-1])
+    return host == name
+
+
+@app_check(
+    "FP-C009",
+    WARNING,
+    "the app's SERVER_NAME is a host nginx does not answer to (proxy.server_name): behind nginx, in `flaskprod up` "
+    "and every target, a request for it is closed unanswered",
+    hint="add the host to proxy.server_name (server_name under [proxy] in flaskprod.toml)",
+)
+def server_name_unserved(app: Flask, context: Context) -> Iterator[Found]:
+    value = app.config.get("SERVER_NAME")
+    if not isinstance(value, str) or not value:
+        return
+    # Flask compares the host without its port when the port is the scheme's default; nginx never sees the port.
+    host = value.rsplit(":", 1)[0] if not value.endswith("]") else value
+    names = context.effective_spec.proxy.server_name.split()
+    if not any(_nginx_answers(host, name) for name in names):
+        yield Found(
+            obj=context.app_label,
+            text=f"the app's SERVER_NAME is {value!r}, a host nginx does not answer to (proxy.server_name = "
+            f"{' '.join(names)!r}): behind nginx, in `flaskprod up` and every target, a request for it is closed "
+            "unanswered",
+        )

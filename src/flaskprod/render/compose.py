@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
-from ..spec import Spec
+from ..sizing import MIB
+from ..spec import Spec, parse_size
 from . import logs, postgres, tls
 from .deployment import NGINX_PORT, NGINX_UID, Deployment
 from .image import image_files
 from .monitoring import (
+    ALERTMANAGER_CONFIG_DIR,
+    ALERTMANAGER_PORT,
     GRAFANA_DASHBOARDS_DIR,
     GRAFANA_PROVISIONING_DIR,
     PROMETHEUS_CONFIG_DIR,
     PROMETHEUS_PORT,
+    WEBHOOK_SECRET,
     Scrape,
     monitoring_files,
     prometheus_retention,
@@ -37,6 +42,10 @@ SECRET_KEY_HELP = 'set FLASK_SECRET_KEY, e.g. python -c "import secrets; print(s
 # Pinned: a dashboard's schema and a rule's syntax are tested against these versions' formats.
 PROMETHEUS_IMAGE = "prom/prometheus:v2.55.1"
 GRAFANA_IMAGE = "grafana/grafana:12.0.2"
+# 0.26 or later: it reads the webhook's URL from a file (url_file), the mounted secret.
+ALERTMANAGER_IMAGE = "prom/alertmanager:v0.28.1"
+ALERTMANAGER_DATA_DIR = "/alertmanager"  # the image's own: silences and the notification log
+ALERTMANAGER_LIMITS = {"cpus": "0.25", "memory": "128M"}
 GRAFANA_PORT = 3000
 GRAFANA_PASSWORD_HELP = "set GRAFANA_ADMIN_PASSWORD for Grafana's admin user"
 # The volume over the app image's Flask instance folder (the image makes it its user's, which Docker copies into a
@@ -162,8 +171,18 @@ def compose_data(d: Deployment) -> dict[str, Any]:
             "grafana-data:/var/lib/grafana",
         ]
         grafana["depends_on"] = ["prometheus"]
-        data["services"].update(prometheus=prometheus, grafana=grafana)
-        volumes |= {"prometheus-data": {}, "grafana-data": {}}
+        alertmanager = _alertmanager_service()
+        alertmanager["volumes"] = [
+            f"./{MONITORING}/alertmanager:{ALERTMANAGER_CONFIG_DIR}:ro",
+            f"alertmanager-data:{ALERTMANAGER_DATA_DIR}",
+        ]
+        if d.spec.monitoring.alert_webhook_url_file is not None:
+            # Without Swarm a secret is the file bind-mounted: the one the spec names, seen from this directory.
+            hook = _from_out(d, d.spec.monitoring.alert_webhook_url_file)
+            alertmanager["secrets"] = [WEBHOOK_SECRET]
+            data.setdefault("secrets", {})[WEBHOOK_SECRET] = {"file": hook}
+        data["services"].update(prometheus=prometheus, alertmanager=alertmanager, grafana=grafana)
+        volumes |= {"prometheus-data": {}, "alertmanager-data": {}, "grafana-data": {}}
     if LOGGING in d.extras:
         loki, alloy = _loki_service(), _alloy_service()
         loki |= {"restart": "unless-stopped", **_hardened()}
@@ -280,7 +299,7 @@ def _postgres_service(
         "command": postgres.server_command(d, containers),
         "environment": postgres.server_env(d, secret_path(secret)),
         "secrets": [secret],
-        "volumes": [f"postgres-data:{postgres.DATA_DIR}"],
+        "volumes": [f"postgres-data:{postgres.DATA_DIR}", postgres_shm(d)],
         **hardening,
         "stop_signal": "SIGINT",
         "stop_grace_period": _seconds(postgres.STOP_SECONDS),
@@ -294,6 +313,15 @@ def _postgres_service(
         },
         "networks": ["backend"],
     }
+
+
+def postgres_shm(d: Deployment) -> dict[str, Any]:
+    """/dev/shm for PostgreSQL's parallel queries, which share their work there: Docker's default 64 MB fails them
+    ("could not resize shared memory segment"), and `docker stack deploy` ignores shm_size, so a tmpfs of a
+    quarter of the memory limit, as shared_buffers is, and never less than Docker's (what is written there counts
+    against the memory limit all the same)."""
+    size = max(64 * MIB, parse_size(d.spec.deploy.postgres_memory) // 4)
+    return {"type": "tmpfs", "target": "/dev/shm", "tmpfs": {"size": size}}
 
 
 # Prometheus, Grafana and Loki publish their ports on this host's loopback only: none is for the public.
@@ -314,6 +342,29 @@ def _prometheus_service(d: Deployment) -> dict[str, Any]:
         "deploy": {"resources": {"limits": PROMETHEUS_LIMITS}},
         "networks": ["backend"],
     }
+
+
+def _alertmanager_service() -> dict[str, Any]:
+    """Alertmanager, one of it: its peer-to-peer port for high availability stays closed (an empty cluster address)."""
+    return {
+        "image": ALERTMANAGER_IMAGE,
+        "command": [
+            f"--config.file={ALERTMANAGER_CONFIG_DIR}/alertmanager.yml",
+            f"--storage.path={ALERTMANAGER_DATA_DIR}",
+            "--cluster.listen-address=",
+        ],
+        "restart": "unless-stopped",
+        "ports": [f"127.0.0.1:{ALERTMANAGER_PORT}:{ALERTMANAGER_PORT}"],
+        "deploy": {"resources": {"limits": ALERTMANAGER_LIMITS}},
+        "networks": ["backend"],
+    }
+
+
+def _from_out(d: Deployment, path: str) -> str:
+    """A path the spec gives from the project root, as Compose reads it: from the compose file's directory."""
+    if os.path.isabs(path):
+        return path
+    return os.path.relpath(path, d.out).replace(os.sep, "/")
 
 
 def _grafana_service() -> dict[str, Any]:
@@ -378,6 +429,7 @@ def render_compose(d: Deployment) -> dict[str, str]:
     files = image_files(d, upstream(d), tls=tls.container_tls(d) if TLS in d.extras else None)
     if MONITORING in d.extras:
         files.update(monitoring_files(d, Scrape(job=d.name, dns_names=("app",)), prefix=f"{MONITORING}/"))
+        run = "\n".join([run, *_alert_steps(d, f"http://127.0.0.1:{ALERTMANAGER_PORT}", bind_mounted=True)])
     if LOGGING in d.extras:
         files.update(_logging_files(d))
         run = "\n".join([run, *_logging_steps(d, f"http://127.0.0.1:{GRAFANA_PORT}")])
@@ -385,6 +437,20 @@ def render_compose(d: Deployment) -> dict[str, str]:
         run = "\n".join([run, GRAFANA_PASSWORD_ONCE])
     files["compose.yaml"] = dump_yaml(compose_data(d), generated_header(d.name, run))
     return files
+
+
+def _alert_steps(d: Deployment, where: str, *, bind_mounted: bool = False) -> list[str]:
+    """What the header says of the alerts; where: where Alertmanager answers; bind_mounted: the webhook's file is
+    mounted as it is (Compose), not copied into a secret (Swarm)."""
+    hook = d.spec.monitoring.alert_webhook_url_file
+    if hook is None:
+        goes = "keeps them in its UI and API (monitoring.alert_webhook_url_file names a webhook's)."
+    elif bind_mounted:
+        # Compose bind-mounts the file as it is: the image's user (nobody) must read it.
+        goes = f"posts them to the URL in {hook} (mode 444: the container's user reads it)."
+    else:
+        goes = f"posts them to the URL in {hook}."
+    return [f"Alerts: Prometheus sends those that fire to Alertmanager ({where}), which", goes]
 
 
 def _compose_up(d: Deployment) -> str:
@@ -554,13 +620,20 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
             for path in files
             if path.startswith(f"{MONITORING}/grafana/")
         ]
-        for service in (prometheus, grafana):
+        alertmanager = _swarm_alertmanager(d, data)
+        alertmanager["configs"] = [
+            {"source": _config_name(path), "target": f"{ALERTMANAGER_CONFIG_DIR}/{Path(path).name}"}
+            for path in files
+            if path.startswith(f"{MONITORING}/alertmanager/")
+        ]
+        for service in (prometheus, alertmanager, grafana):
             service["deploy"] |= _swarm_monitoring_deploy(d)
         prometheus["volumes"] = [f"prometheus-data:{PROMETHEUS_DATA_DIR}"]
+        alertmanager["volumes"] = [f"alertmanager-data:{ALERTMANAGER_DATA_DIR}"]
         grafana["volumes"] = ["grafana-data:/var/lib/grafana"]
-        data["services"].update(prometheus=prometheus, grafana=grafana)
+        data["services"].update(prometheus=prometheus, alertmanager=alertmanager, grafana=grafana)
         data["configs"] = configs
-        volumes |= {"prometheus-data": {}, "grafana-data": {}}
+        volumes |= {"prometheus-data": {}, "alertmanager-data": {}, "grafana-data": {}}
     if LOGGING in d.extras:
         _swarm_logging(d, data, volumes)
     if TLS in d.extras:
@@ -671,9 +744,28 @@ def _swarm_grafana(d: Deployment, data: dict[str, Any]) -> dict[str, Any]:
     return grafana
 
 
+def _swarm_alertmanager(d: Deployment, data: dict[str, Any]) -> dict[str, Any]:
+    """Alertmanager as a stack runs it: reached over the overlay alone (Swarm would publish a port on every node's
+    every address, and Alertmanager asks no one for a password), the webhook's URL a Swarm secret."""
+    alertmanager = _alertmanager_service()
+    alertmanager.pop("restart")
+    alertmanager.pop("ports")
+    if d.spec.monitoring.alert_webhook_url_file is not None:
+        secret = webhook_secret_name(d)
+        data["secrets"][secret] = {"external": True}
+        # Mounted under the name alertmanager.yml reads, the one Compose gives it.
+        alertmanager["secrets"] = [{"source": secret, "target": WEBHOOK_SECRET}]
+    return alertmanager
+
+
+def webhook_secret_name(d: Deployment) -> str:
+    return f"{d.name.replace('-', '_')}_{WEBHOOK_SECRET}"
+
+
 def _swarm_monitoring_deploy(d: Deployment) -> dict[str, Any]:
-    """Prometheus's or Grafana's: one task, on the node labelled for them, as their data volumes are local to a node
-    (a task started on another would begin with an empty one: no history, Grafana's users and settings gone)."""
+    """Prometheus's, Alertmanager's or Grafana's: one task, on the node labelled for them, as their data volumes are
+    local to a node (a task started on another would begin with an empty one: no history, no silences, Grafana's
+    users and settings gone)."""
     return {
         "replicas": 1,
         "placement": {"constraints": [f"node.labels.{monitoring_node_label(d)} == true"]},
@@ -684,7 +776,7 @@ def _swarm_monitoring_deploy(d: Deployment) -> dict[str, Any]:
 
 
 def monitoring_node_label(d: Deployment) -> str:
-    """The node label that places Prometheus and Grafana: their volumes are local to the node."""
+    """The node label that places Prometheus, Alertmanager and Grafana: their volumes are local to the node."""
     return f"{d.name}-monitoring"
 
 
@@ -753,10 +845,13 @@ def render_swarm(d: Deployment) -> dict[str, str]:
         steps.append(f"  docker node update --label-add {label}=true NODE   # Loki's node: it keeps the logs")
     if {MONITORING, LOGGING} & d.extras:
         label = monitoring_node_label(d)
-        whose = "Prometheus's and Grafana's" if MONITORING in d.extras else "Grafana's"
+        whose = "Prometheus's, Alertmanager's and Grafana's" if MONITORING in d.extras else "Grafana's"
         steps.append(f"  docker node update --label-add {label}=true NODE   # the node that keeps {whose} data")
         grafana = grafana_secret_name(d)
         steps.append(f'  printf %s "$GRAFANA_ADMIN_PASSWORD" | docker secret create {grafana} -   # for Grafana')
+    hook = d.spec.monitoring.alert_webhook_url_file
+    if MONITORING in d.extras and hook is not None:
+        steps.append(f"  docker secret create {webhook_secret_name(d)} {shlex.quote(hook)}   # the URL alerts go to")
     steps.append(f"  docker stack deploy -c {d.out}/stack.yaml {d.name}")
     if POSTGRES not in d.extras:
         steps += [
@@ -777,6 +872,8 @@ def render_swarm(d: Deployment) -> dict[str, str]:
         steps.append(postgres.budget_note(d, most_tasks(d.spec)))
     if TLS in d.extras:
         steps += _tls_steps(d, node_label=tls_node_label(d))
+    if MONITORING in d.extras:
+        steps += _alert_steps(d, "published nowhere, as Prometheus: it asks no one for a password")
     if LOGGING in d.extras:
         steps += _logging_steps(d, f"port {GRAFANA_PORT} of any node")
     if {MONITORING, LOGGING} & d.extras:

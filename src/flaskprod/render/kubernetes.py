@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from typing import Any
 
 from ..errors import BuildError
@@ -21,7 +22,16 @@ from ..spec import Spec, parse_size
 from . import postgres, tls
 from .compose import HEALTHCHECK_TIMEOUT, NGINX_LIMITS
 from .deployment import APP_UID, NGINX_PORT, Deployment
-from .monitoring import Monitored, Scrape, alert_files, alert_groups, dashboard_json
+from .monitoring import (
+    GROUP_BY,
+    WEBHOOK_SECRET,
+    Monitored,
+    Scrape,
+    alert_files,
+    alert_groups,
+    dashboard_json,
+    route_timing,
+)
 from .yamlfile import dump_yaml, generated_header
 
 # The app listens here and nginx forwards here: one string for both, on a volume only the pod shares.
@@ -713,6 +723,37 @@ def prometheus_rule_object(d: Deployment, monitored: Monitored) -> dict[str, Any
     }
 
 
+def webhook_secret(d: Deployment) -> str:
+    """The Secret holding the URL the cluster's Alertmanager posts this app's alerts to, under WEBHOOK_SECRET."""
+    return f"{d.name}-alert-webhook"
+
+
+def alertmanager_config_object(d: Deployment) -> dict[str, Any]:
+    """The Prometheus Operator's route for this namespace's alerts to the webhook whose URL is in a Secret, grouped
+    as the other targets' alertmanager.yml groups them (the operator adds the namespace matcher itself)."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1alpha1",
+        "kind": "AlertmanagerConfig",
+        "metadata": _metadata(d),
+        "spec": {
+            "route": {
+                "receiver": "webhook",
+                "groupBy": list(GROUP_BY),
+                # group_wait -> groupWait: the operator's spelling of alertmanager.yml's keys.
+                **{re.sub(r"_(\w)", lambda m: m[1].upper(), key): value for key, value in route_timing().items()},
+            },
+            "receivers": [
+                {
+                    "name": "webhook",
+                    "webhookConfigs": [
+                        {"urlSecret": {"name": webhook_secret(d), "key": WEBHOOK_SECRET}, "sendResolved": True}
+                    ],
+                }
+            ],
+        },
+    }
+
+
 def dashboard_generator(d: Deployment, file: str) -> dict[str, Any]:
     """The dashboard every target gets (file, beside the kustomization), as the ConfigMap Grafana's dashboard
     sidecar loads: kube-prometheus-stack runs one, looking for this label."""
@@ -729,6 +770,9 @@ def _monitoring_files(d: Deployment) -> dict[str, str]:
     # The nginx container's readiness probe asks the app's readiness path through nginx, every few seconds.
     monitored, scrape = Monitored.of(d, readiness_probed=True), _scrape(d)
     objects = {"podmonitor.yaml": pod_monitor_object(d), "prometheusrule.yaml": prometheus_rule_object(d, monitored)}
+    hook = d.spec.monitoring.alert_webhook_url_file
+    if hook is not None:
+        objects["alertmanagerconfig.yaml"] = alertmanager_config_object(d)
     dashboard = f"{d.name}.json"
     kustomized = kustomization(d, list(objects)) | {"configMapGenerator": [dashboard_generator(d, dashboard)]}
     steps = "\n".join(
@@ -740,6 +784,7 @@ def _monitoring_files(d: Deployment) -> dict[str, str]:
             f"labelled {GRAFANA_DASHBOARD_LABEL}=1 when it searches this namespace",
             "(grafana.sidecar.dashboards.searchNamespace), and the panels read the datasource uid prometheus,",
             "kube-prometheus-stack's. The pods are annotated prometheus.io/* for scrapers that read annotations.",
+            *_alert_steps(d, hook),
         ]
     )
     header = generated_header(d.name)
@@ -748,6 +793,21 @@ def _monitoring_files(d: Deployment) -> dict[str, str]:
     files[f"monitoring/{dashboard}"] = dashboard_json(monitored, scrape)
     files.update({f"monitoring/{name}": text for name, text in alert_files(monitored, scrape).items()})
     return files
+
+
+def _alert_steps(d: Deployment, hook: str | None) -> list[str]:
+    if hook is None:
+        return [
+            "Firing alerts go where the cluster's Alertmanager routes them; set monitoring.alert_webhook_url_file",
+            "for a webhook of this app's own (an AlertmanagerConfig).",
+        ]
+    flag = f" -n {d.spec.deploy.namespace}" if d.spec.deploy.namespace else ""
+    return [
+        "Alerts: the AlertmanagerConfig posts this namespace's to the URL in the Secret, made from the file once:",
+        f"  kubectl create secret generic {webhook_secret(d)}{flag} --from-file={WEBHOOK_SECRET}={shlex.quote(hook)}",
+        "The cluster's Alertmanager must select it (kube-prometheus-stack:",
+        "alertmanager.alertmanagerSpec.alertmanagerConfigSelector and alertmanagerConfigNamespaceSelector).",
+    ]
 
 
 def kustomization(d: Deployment, files: list[str]) -> dict[str, Any]:

@@ -1,11 +1,13 @@
-"""Prometheus and Grafana files for a deployment: scrape config, alerts with their promtool unit tests, a dashboard.
+"""Prometheus, Alertmanager and Grafana files for a deployment: scrape config, alerts with their promtool unit
+tests, where the alerts go, a dashboard.
 
 Every query reads the series flaskprod's Production(app) exports (runtime/metrics.py), and every
 threshold with a number in the spec comes from it: the slow-request bound from server.timeout and
 the histogram's real bucket bounds, the saturation line from the derived workers and threads, the
 readiness window from server.drain_delay. Each alert ships with a promtool unit test that shows it
 firing on one series and quiet on another, so a threshold edited by hand is caught by
-`promtool test rules`.
+`promtool test rules`. Prometheus sends what fires to Alertmanager, which groups it and posts it to the
+webhook monitoring.alert_webhook_url_file names, or keeps it in its UI and API when none is set.
 """
 
 from __future__ import annotations
@@ -27,19 +29,25 @@ from .deployment import UWSGI_PORT, Deployment, ServerKind
 from .yamlfile import dump_yaml, generated_header
 
 __all__ = [
+    "ALERTMANAGER_CONFIG_DIR",
+    "ALERTMANAGER_PORT",
     "GRAFANA_DASHBOARDS_DIR",
     "GRAFANA_PROVISIONING_DIR",
     "PROMETHEUS_CONFIG_DIR",
     "PROMETHEUS_PORT",
     "PROMETHEUS_URL",
+    "WEBHOOK_SECRET",
     "Monitored",
+    "Receiver",
     "Scrape",
     "alert_files",
     "alert_groups",
+    "alertmanager_file",
     "dashboard_json",
     "monitoring_files",
     "prometheus_files",
     "refuse_unscrapable",
+    "route_timing",
 ]
 
 # Where the containers expect the files (the official images' defaults, except the dashboards
@@ -50,6 +58,13 @@ GRAFANA_PROVISIONING_DIR = "/etc/grafana/provisioning"
 GRAFANA_DASHBOARDS_DIR = "/var/lib/grafana/dashboards"
 # Grafana reaches Prometheus by its service name: the renderers name the service `prometheus`.
 PROMETHEUS_URL = f"http://prometheus:{PROMETHEUS_PORT}"
+ALERTMANAGER_PORT = 9093
+ALERTMANAGER_CONFIG_DIR = "/etc/alertmanager"
+# The containers' Prometheus reaches Alertmanager by its service name.
+ALERTMANAGER_TARGET = f"alertmanager:{ALERTMANAGER_PORT}"
+# The secret holding the webhook's URL, mounted at /run/secrets/<this> in Compose and Swarm, and its key in the
+# Kubernetes Secret: the URL often carries the receiver's token, so it is never in a generated file.
+WEBHOOK_SECRET = "alert_webhook_url"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 
 # The exported series (runtime/metrics.py), by the names Prometheus sees.
@@ -86,6 +101,16 @@ WINDOW = 300
 # removed leaves the targets before it could page.
 DNS_REFRESH = 30
 DOWN_FOR = 60
+# Alertmanager's routing: one notification per alert and deployment (namespace, job), not one per container, a
+# first one half a minute after the first alert of a group fires (its fellows then come with it), again when the
+# group changes, and a reminder every few hours while it keeps firing (resolved alerts are sent too).
+GROUP_BY = ("alertname", "namespace", "job")
+GROUP_WAIT = 30
+GROUP_INTERVAL = 300
+REPEAT_INTERVAL = 4 * 3600
+# The receiver that sends nowhere: alerts are kept, grouped, in Alertmanager's UI and API.
+NOWHERE = "ui-only"
+WEBHOOK = "webhook"
 # Grafana 12's dashboard schema; later migrations touch nothing this dashboard uses.
 DASHBOARD_SCHEMA_VERSION = 42
 
@@ -136,15 +161,66 @@ class Monitored:
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class Receiver:
+    """Where Alertmanager posts the alerts: a file holding the URL (url_file: Alertmanager 0.26 and later, as the
+    containers' image), the URL itself (Debian 12's Alertmanager 0.25 reads no url_file: it goes into a file only
+    Alertmanager's user reads), or neither: the alerts wait in Alertmanager's UI and API."""
+
+    url: str | None = None
+    url_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.url is not None and self.url_file is not None:
+            raise ValueError("Receiver takes url or url_file, not both")
+
+
 def prometheus_files(
-    d: Monitored, scrape: Scrape, *, itself: str = f"localhost:{PROMETHEUS_PORT}", by: Literal["build", "up"] = "build"
+    d: Monitored,
+    scrape: Scrape,
+    *,
+    itself: str = f"localhost:{PROMETHEUS_PORT}",
+    alertmanager: str | None = None,
+    by: Literal["build", "up"] = "build",
 ) -> dict[str, str]:
     """prometheus.yml, the alerts.yml it loads from its own directory, by file name, and alerts.test.yml; itself
-    is the address Prometheus scrapes its own metrics at. The containers mount them (monitoring_files); `flaskprod
-    up` runs them."""
+    is the address Prometheus scrapes its own metrics at, alertmanager the host:port it sends firing alerts to.
+    The containers mount them (monitoring_files); `flaskprod up` runs them."""
     return {
-        "prometheus.yml": _yaml("prometheus.yml", _prometheus_config(d, scrape, itself), by=by),
+        "prometheus.yml": _yaml("prometheus.yml", _prometheus_config(d, scrape, itself, alertmanager), by=by),
         **alert_files(d, scrape, by=by),
+    }
+
+
+def alertmanager_file(
+    receiver: Receiver, *, group_wait: int = GROUP_WAIT, by: Literal["build", "up"] = "build", extra: str = ""
+) -> str:
+    """alertmanager.yml: every alert grouped by GROUP_BY and posted to receiver's webhook (`amtool check-config`)."""
+    return _yaml("alertmanager.yml", alertmanager_config(receiver, group_wait=group_wait), extra, by=by)
+
+
+def alertmanager_config(receiver: Receiver, *, group_wait: int = GROUP_WAIT) -> dict[str, Any]:
+    hook: dict[str, Any] | None = None
+    if receiver.url is not None:
+        hook = {"url": receiver.url}
+    elif receiver.url_file is not None:
+        hook = {"url_file": receiver.url_file}
+    name = NOWHERE if hook is None else WEBHOOK
+    # The webhook's JSON carries the alerts of one group; send_resolved: the receiver learns it is over.
+    target: dict[str, Any] = {"name": name}
+    if hook is not None:
+        target["webhook_configs"] = [{**hook, "send_resolved": True}]
+    return {
+        "route": {"receiver": name, "group_by": list(GROUP_BY), **route_timing(group_wait)},
+        # A deployment that is down (critical: AppDown) is also slow and failing: its warnings add nothing.
+        "inhibit_rules": [
+            {
+                "source_matchers": ['severity="critical"'],
+                "target_matchers": ['severity="warning"'],
+                "equal": ["namespace", "job"],
+            }
+        ],
+        "receivers": [target],
     }
 
 
@@ -152,21 +228,41 @@ def monitoring_files(deployment: Deployment, scrape: Scrape, *, prefix: str = ""
     """The monitoring files of deployment, keyed by path relative to the output directory, under prefix:
 
     prometheus/prometheus.yml, prometheus/alerts.yml, prometheus/alerts.test.yml (`promtool test rules`),
-    grafana/provisioning/datasources/prometheus.yml, grafana/provisioning/dashboards/<name>.yml and
-    grafana/dashboards/<name>.json. Mount prometheus/ at PROMETHEUS_CONFIG_DIR, grafana/provisioning/
-    at GRAFANA_PROVISIONING_DIR and grafana/dashboards/ at GRAFANA_DASHBOARDS_DIR.
+    alertmanager/alertmanager.yml, grafana/provisioning/datasources/prometheus.yml,
+    grafana/provisioning/dashboards/<name>.yml and grafana/dashboards/<name>.json. Mount prometheus/ at
+    PROMETHEUS_CONFIG_DIR, alertmanager/ at ALERTMANAGER_CONFIG_DIR (and the webhook's URL, when the spec has
+    one, as the secret WEBHOOK_SECRET), grafana/provisioning/ at GRAFANA_PROVISIONING_DIR and grafana/dashboards/
+    at GRAFANA_DASHBOARDS_DIR.
     """
     d = Monitored.of(deployment)
     refuse_unscrapable(d, scrape)
     name = d.name
+    prometheus = prometheus_files(d, scrape, alertmanager=ALERTMANAGER_TARGET)
     files = {
-        **{f"prometheus/{path}": text for path, text in prometheus_files(d, scrape).items()},
+        **{f"prometheus/{path}": text for path, text in prometheus.items()},
+        "alertmanager/alertmanager.yml": alertmanager_file(container_receiver(d.spec)),
         "grafana/provisioning/datasources/prometheus.yml": _yaml("datasource", _datasource(scrape)),
         f"grafana/provisioning/dashboards/{name}.yml": _yaml("dashboard provider", _dashboard_provider(name)),
         f"grafana/dashboards/{name}.json": dashboard_json(d, scrape),
     }
     base = prefix.rstrip("/")
     return {f"{base}/{path}" if base else path: text for path, text in files.items()}
+
+
+def route_timing(group_wait: int = GROUP_WAIT) -> dict[str, str]:
+    """How long Alertmanager waits before a group's first notification, between its updates, and before a reminder."""
+    return {
+        "group_wait": _duration(group_wait),
+        "group_interval": _duration(GROUP_INTERVAL),
+        "repeat_interval": _interval(REPEAT_INTERVAL),
+    }
+
+
+def container_receiver(spec: Spec) -> Receiver:
+    """The containers' receiver: the webhook's URL in the secret mounted at /run/secrets/WEBHOOK_SECRET."""
+    if spec.monitoring.alert_webhook_url_file is None:
+        return Receiver()
+    return Receiver(url_file=f"/run/secrets/{WEBHOOK_SECRET}")
 
 
 def alert_files(d: Monitored, scrape: Scrape, *, by: Literal["build", "up"] = "build") -> dict[str, str]:
@@ -224,6 +320,11 @@ def _yaml(name: str, data: Any, extra: str = "", *, by: Literal["build", "up"] =
 def _duration(seconds: int) -> str:
     """Seconds as a Prometheus duration: 300 -> 5m, 90 -> 90s."""
     return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+
+
+def _interval(seconds: int) -> str:
+    """Seconds as a Prometheus duration in hours when whole: 14400 -> 4h."""
+    return f"{seconds // 3600}h" if seconds % 3600 == 0 else _duration(seconds)
 
 
 def _number(value: float) -> str:
@@ -534,7 +635,7 @@ def _rule_tests(alerts: list[Alert]) -> dict[str, Any]:
 # --- Prometheus ------------------------------------------------------------------------------------
 
 
-def _prometheus_config(d: Monitored, scrape: Scrape, itself: str) -> dict[str, Any]:
+def _prometheus_config(d: Monitored, scrape: Scrape, itself: str, alertmanager: str | None) -> dict[str, Any]:
     interval = _duration(scrape.interval)
     app: dict[str, Any] = {"job_name": scrape.job, "metrics_path": d.spec.monitoring.metrics_path}
     if scrape.targets:
@@ -549,14 +650,17 @@ def _prometheus_config(d: Monitored, scrape: Scrape, itself: str) -> dict[str, A
                 "refresh_interval": _duration(DNS_REFRESH),
             }
         ]
-    return {
+    config: dict[str, Any] = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": ["alerts.yml"],
-        "scrape_configs": [
-            app,
-            {"job_name": "prometheus", "static_configs": [{"targets": [itself]}]},
-        ],
     }
+    if alertmanager is not None:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    config["scrape_configs"] = [
+        app,
+        {"job_name": "prometheus", "static_configs": [{"targets": [itself]}]},
+    ]
+    return config
 
 
 # --- Grafana ---------------------------------------------------------------------------------------

@@ -19,8 +19,11 @@ from ..spec import parse_size
 from .deployment import Deployment
 from .image import never_shipped, uwsgi_requirement
 from .monitoring import (
+    WEBHOOK_SECRET,
     Monitored,
+    Receiver,
     Scrape,
+    alertmanager_file,
     dashboard_json,
     prometheus_files,
     prometheus_retention,
@@ -41,6 +44,10 @@ CERTBOT_HOOK = "certbot-deploy-hook"
 # Debian's Prometheus package: where it reads its config, and the address it is told to keep to.
 PROMETHEUS_CONF_DIR = "/etc/prometheus"
 PROMETHEUS_LISTEN = "127.0.0.1:9090"
+# Debian's Alertmanager: it reads PROMETHEUS_CONF_DIR/alertmanager.yml, and is told to keep to this VM too.
+ALERTMANAGER_LISTEN = "127.0.0.1:9093"
+# Where the install puts the webhook's URL, for Alertmanager's user (prometheus) alone.
+WEBHOOK_URL_FILE = f"{PROMETHEUS_CONF_DIR}/{WEBHOOK_SECRET}"
 # Characters that make an ExecStart= word need quotes; $ and % are escaped in any case.
 _NEEDS_QUOTES = re.compile(r"""[\s"'\\;]""")
 
@@ -230,7 +237,9 @@ def monitoring_files(d: Deployment) -> dict[str, str]:
     the dashboard every target gets, for a Grafana the VM runs."""
     monitored, scraped = Monitored.of(d), scrape(d)
     refuse_unscrapable(monitored, scraped)
-    files = prometheus_files(monitored, scraped, itself=PROMETHEUS_LISTEN)
+    files = prometheus_files(monitored, scraped, itself=PROMETHEUS_LISTEN, alertmanager=ALERTMANAGER_LISTEN)
+    hook = d.spec.monitoring.alert_webhook_url_file
+    files["alertmanager.yml"] = alertmanager_file(Receiver(url_file=WEBHOOK_URL_FILE if hook else None))
     files[f"{d.name}.json"] = dashboard_json(monitored, scraped)
     return {f"monitoring/{name}": text for name, text in files.items()}
 
@@ -299,6 +308,9 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
         "prometheus_conf_dir": PROMETHEUS_CONF_DIR,
         "prometheus_listen": PROMETHEUS_LISTEN,
         "prometheus_retention": prometheus_retention(d.spec),
+        "alertmanager_listen": ALERTMANAGER_LISTEN,
+        "alert_webhook": d.spec.monitoring.alert_webhook_url_file,
+        "webhook_url_file": WEBHOOK_URL_FILE,
         "metrics_listen": listen_address("127.0.0.1", d.spec.monitoring.metrics_port),
     }
     environment = _environment()
