@@ -373,6 +373,15 @@ def test_the_database_gets_a_dev_shm_its_parallel_queries_fit_in(
     assert shm["type"] == "tmpfs" and shm["tmpfs"]["size"] == memory // 4 > 64 * 2**20
 
 
+def test_the_database_pod_gets_a_dev_shm_as_compose_does(trees: dict[str, Tree]) -> None:
+    # The kubelet's /dev/shm is 64 MB too: a memory-backed emptyDir of the same quarter of the limit.
+    pod = k8s_object(trees["k8s"], "StatefulSet", "shop-postgres")["spec"]["template"]["spec"]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    memory = parse_size(trees["k8s"].d.spec.deploy.postgres_memory)
+    assert volume["emptyDir"] == {"medium": "Memory", "sizeLimit": f"{memory // 4 // 2**20}Mi"}
+
+
 def test_kubernetes_runs_one_database_pod_with_a_claim_of_its_own(trees: dict[str, Tree]) -> None:
     tree = trees["k8s"]
     statefulset = k8s_object(tree, "StatefulSet", "shop-postgres")["spec"]

@@ -13,8 +13,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from ..sizing import MIB
-from ..spec import Spec, parse_size
+from ..spec import Spec
 from . import logs, postgres, tls
 from .deployment import NGINX_PORT, NGINX_UID, Deployment
 from .image import image_files
@@ -316,12 +315,9 @@ def _postgres_service(
 
 
 def postgres_shm(d: Deployment) -> dict[str, Any]:
-    """/dev/shm for PostgreSQL's parallel queries, which share their work there: Docker's default 64 MB fails them
-    ("could not resize shared memory segment"), and `docker stack deploy` ignores shm_size, so a tmpfs of a
-    quarter of the memory limit, as shared_buffers is, and never less than Docker's (what is written there counts
-    against the memory limit all the same)."""
-    size = max(64 * MIB, parse_size(d.spec.deploy.postgres_memory) // 4)
-    return {"type": "tmpfs", "target": "/dev/shm", "tmpfs": {"size": size}}
+    """/dev/shm for PostgreSQL's parallel queries (postgres.SHM_DIR): a tmpfs mount, since `docker stack deploy`
+    ignores shm_size."""
+    return {"type": "tmpfs", "target": postgres.SHM_DIR, "tmpfs": {"size": postgres.shm_bytes(d)}}
 
 
 # Prometheus, Grafana and Loki publish their ports on this host's loopback only: none is for the public.

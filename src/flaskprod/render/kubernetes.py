@@ -104,7 +104,10 @@ def cpu_quantity(cpus: float) -> str:
 
 def memory_quantity(size: str) -> str:
     """A flaskprod size (binary units: 512M is 512 MiB) as the Kubernetes quantity of the same bytes."""
-    number = parse_size(size)
+    return _bytes_quantity(parse_size(size))
+
+
+def _bytes_quantity(number: int) -> str:
     for suffix, unit in (("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
         if number % unit == 0:
             return f"{number // unit}{suffix}"
@@ -510,6 +513,7 @@ def _postgres_container(d: Deployment) -> dict[str, Any]:
         "volumeMounts": [
             {"name": "data", "mountPath": postgres.DATA_DIR},
             *({"name": name, "mountPath": path} for name, path in postgres.SCRATCH_DIRS.items()),
+            {"name": "shm", "mountPath": postgres.SHM_DIR},
             {"name": "password", "mountPath": POSTGRES_SECRET_DIR, "readOnly": True},
         ],
     }
@@ -534,6 +538,8 @@ def postgres_statefulset_object(d: Deployment) -> dict[str, Any]:
             "containers": [_postgres_container(d)],
             "volumes": [
                 *({"name": name, "emptyDir": {}} for name in postgres.SCRATCH_DIRS),
+                # The node's memory, counted against the container's limit.
+                {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": _bytes_quantity(postgres.shm_bytes(d))}},
                 {
                     "name": "password",
                     "secret": {

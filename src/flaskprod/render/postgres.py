@@ -30,6 +30,9 @@ SCRATCH_DIRS = {"run": "/var/run/postgresql", "tmp": "/tmp"}
 # A fast shutdown (the image's STOPSIGNAL, SIGINT) ends sessions, then writes a checkpoint: a large
 # one takes a while, and a kill before it ends means crash recovery at the next start.
 STOP_SECONDS = 60
+# Where parallel queries share their work: Docker's and Kubernetes' default 64 MB fails them ("could not resize
+# shared memory segment"), so every target mounts a memory file system of shm_bytes there.
+SHM_DIR = "/dev/shm"
 # The Secret key (Kubernetes) holding the password the server is created with and the app logs in with.
 PASSWORD_KEY = "POSTGRES_PASSWORD"
 
@@ -41,6 +44,12 @@ def check(d: Deployment) -> None:
             "--with postgres sizes the database for the pools the app is told, which reach SQLAlchemy through "
             "database.engine_options, and it is false; set it to true or build without postgres"
         )
+
+
+def shm_bytes(d: Deployment) -> int:
+    """A quarter of the memory limit, as shared_buffers is, never less than Docker's default (what is written
+    there counts against the memory limit all the same)."""
+    return max(64 * MIB, parse_size(d.spec.deploy.postgres_memory) // 4)
 
 
 def role(d: Deployment) -> str:
