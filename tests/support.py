@@ -26,6 +26,19 @@ TASKBOARD = ROOT / "examples" / "taskboard"
 LOCAL_STATE = ("__pycache__", "instance", "*.db", "*.sqlite3", ".flaskprod", "deploy")
 
 
+def run_flaskprod(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real command in cwd, with no FLASK_/FLASKPROD_ variable from the developer's shell: only env."""
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(cwd)}
+    return subprocess.run(
+        [str(BIN / "flaskprod"), *args],
+        cwd=cwd,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def copy_taskboard(dest: Path) -> Path:
     """A copy of the reference app at dest, as a user's project, without what local runs left in it."""
     shutil.copytree(TASKBOARD, dest, ignore=shutil.ignore_patterns(*LOCAL_STATE))

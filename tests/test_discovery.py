@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from flaskprod.discovery import AppRef, find_app, load, resolve
+from flaskprod.discovery import HINT, NOT_FOUND_FIX, AppRef, find_app, load, resolve
 from flaskprod.errors import ConfigurationError, DiscoveryError
 from tests.support import ROOT
 
@@ -124,7 +124,14 @@ def test_a_flask_app_that_fails_says_where_its_name_came_from(tmp_path: Path) ->
     with pytest.raises(DiscoveryError) as info:
         find_app(None, tmp_path)
     assert str(info.value) == (
-        "could not import 'microblog': No module named 'microblog' (the app FLASK_APP in .flaskenv names)"
+        f"app 'microblog.py' (FLASK_APP in .flaskenv): no such file {tmp_path}/microblog.py; " + HINT
+    )
+    write(tmp_path, ".flaskenv", "FLASK_APP=microblog\n")
+    with pytest.raises(DiscoveryError) as info:
+        find_app(None, tmp_path)
+    assert str(info.value) == (
+        "could not import 'microblog': No module named 'microblog'; check its name, or run flaskprod in the folder "
+        "that holds it (the app FLASK_APP in .flaskenv names)"
     )
     write(tmp_path, ".flaskenv", "FLASK_APP=:app\n")
     with pytest.raises(DiscoveryError, match=r"^app ':app' \(FLASK_APP in .flaskenv\) names no module; pass APP"):
@@ -143,15 +150,20 @@ def test_no_app_found_says_what_was_tried(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("target", "message"),
     [
-        ("nosuchmod", "could not import 'nosuchmod': No module named 'nosuchmod'"),
-        ("tests.apps.nosuch:app", "could not import 'tests.apps.nosuch': No module named 'tests.apps.nosuch'"),
+        ("nosuchmod", "could not import 'nosuchmod': No module named 'nosuchmod'" + NOT_FOUND_FIX),
+        (
+            "tests.apps.nosuch:app",
+            "could not import 'tests.apps.nosuch': No module named 'tests.apps.nosuch'" + NOT_FOUND_FIX,
+        ),
         (
             "tests.apps.factory:nope",
-            "module 'tests.apps.factory' has no attribute 'nope'; Use 'module:name' to specify one.",
+            "module 'tests.apps.factory' has no attribute 'nope'; it holds 'tests.apps.factory:create_app()': "
+            "pass it instead",
         ),
         (
             "tests.apps.factory:nope()",
-            "module 'tests.apps.factory' has no attribute 'nope'; Use 'module:name' to specify one.",
+            "module 'tests.apps.factory' has no attribute 'nope'; it holds 'tests.apps.factory:create_app()': "
+            "pass it instead",
         ),
         (
             "tests.apps.empty",
@@ -257,7 +269,8 @@ def test_src_layout_module_file_and_an_installed_package_are_told_apart(tmp_path
     # missing inside an importable package is no src-layout problem.
     with pytest.raises(DiscoveryError) as info:
         find_app("tests.apps.nosuch:app", ROOT)
-    assert str(info.value) == "could not import 'tests.apps.nosuch': No module named 'tests.apps.nosuch'"
+    missing = "could not import 'tests.apps.nosuch': No module named 'tests.apps.nosuch'"
+    assert str(info.value) == missing + NOT_FOUND_FIX
 
 
 TYPO_SOURCE = """
@@ -270,6 +283,9 @@ TYPO_SOURCE = """
 """
 
 
+TYPOS_HOLDS = "it holds 'typos:application' and 'typos:create_app()': pass one of them instead"
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [
@@ -277,9 +293,9 @@ TYPO_SOURCE = """
         ("Application", "module 'typos' has no attribute 'Application'; did you mean 'application'?"),
         ("create_ap()", "module 'typos' has no attribute 'create_ap'; did you mean 'create_app'?"),
         ("make_app('x')", "module 'typos' has no attribute 'make_app'; did you mean 'create_app'?"),
-        # jsonify is Flask's, not an app or factory of this module: no suggestion.
-        ("jsonfy", "module 'typos' has no attribute 'jsonfy'; Use 'module:name' to specify one."),
-        ("zzz", "module 'typos' has no attribute 'zzz'; Use 'module:name' to specify one."),
+        # jsonify is Flask's, not an app or factory of this module: no close name, so the ones that would work.
+        ("jsonfy", f"module 'typos' has no attribute 'jsonfy'; {TYPOS_HOLDS}"),
+        ("zzz", f"module 'typos' has no attribute 'zzz'; {TYPOS_HOLDS}"),
     ],
 )
 def test_missing_attribute_suggests_the_nearest_app_or_factory(tmp_path: Path, name: str, message: str) -> None:

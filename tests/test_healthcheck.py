@@ -72,4 +72,7 @@ def test_a_config_it_cannot_read_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "flaskprod.toml").mkdir()
     result = healthcheck(clean_env(FLASKPROD_CONFIG=str(tmp_path / "flaskprod.toml")))
     assert result.returncode == 1
-    assert result.stderr.strip() == f"unhealthy: {tmp_path}/flaskprod.toml: cannot read config file: Is a directory"
+    assert result.stderr.strip() == (
+        f"unhealthy: {tmp_path}/flaskprod.toml: cannot read config file: Is a directory; make it a file you can read, "
+        "or pass another with --config"
+    )

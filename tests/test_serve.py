@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import requests
 
+from flaskprod.discovery import NOT_FOUND_FIX
 from flaskprod.errors import ServerError
 from flaskprod.servers.uwsgi import find_uwsgi, render_ini
 from flaskprod.sizing import KILL_MARGIN
@@ -280,8 +281,11 @@ def _assert_one_line_error(result: subprocess.CompletedProcess[str], *expected: 
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["nosuchmod"], ["Error: could not import 'nosuchmod': No module named 'nosuchmod'"]),
-        (["tests.apps.basic:nope"], ["module 'tests.apps.basic' has no attribute 'nope'", "Use 'module:name'"]),
+        (["nosuchmod"], ["Error: could not import 'nosuchmod': No module named 'nosuchmod'" + NOT_FOUND_FIX]),
+        (
+            ["tests.apps.basic:nope"],
+            ["module 'tests.apps.basic' has no attribute 'nope'", "it holds 'tests.apps.basic:app'"],
+        ),
         (["tests.apps.basic", "--server", "nginx"], ["--server", "nginx", "gunicorn"]),
         (["tests.apps.refuses"], ["refused to start", "SECRET_KEY is missing"]),
         (["tests.apps.broken_import"], ["No module named 'flaskprod_no_such_dependency'"]),

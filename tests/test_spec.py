@@ -11,7 +11,7 @@ import pytest
 from flaskprod.errors import SpecError
 from flaskprod.reference import settings_reference
 from flaskprod.spec import SETTINGS, Spec, find_config_file, load_spec, parse_size
-from tests.support import BIN, ROOT
+from tests.support import BIN, ROOT, run_flaskprod
 
 
 def write(path: Path, text: str) -> Path:
@@ -204,12 +204,12 @@ def test_unset_is_no_value_for_a_setting_that_needs_one(tmp_path: Path) -> None:
         ),
         ({"flags": {"proxy.max_body_size": "ten megs"}}, {}, "expected a size such as 10M, 512k or 1048576"),
         ({"flags": {"proxy.rate_limit": "fast"}}, {}, "expected a rate such as 10r/s or 300r/m"),
-        ({}, {"flaskprod.toml": "[server]\nworkers = true\n"}, "invalid value True for server.workers"),
+        ({}, {"flaskprod.toml": "[server]\nworkers = true\n"}, "invalid value true for server.workers"),
         ({}, {"flaskprod.toml": "[server\n"}, "flaskprod.toml: not valid TOML"),
         (
             {},
             {"flaskprod.toml": "workers = 3\n"},
-            "'workers' must be a table such as [workers]; did you mean server.workers?",
+            "'workers' is outside any section: put it under [server] (the setting server.workers)",
         ),
         (
             {},
@@ -469,16 +469,7 @@ def test_settings_reference_is_current() -> None:
         assert f"`{key.split('.', 1)[1]}`" in page
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {"PATH": "/usr/bin:/bin", "HOME": str(cwd)}
-    return subprocess.run(
-        [str(BIN / "flaskprod"), *args],
-        cwd=cwd,
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+run_cli = run_flaskprod
 
 
 def test_config_command_shows_values_and_sources(tmp_path: Path) -> None:

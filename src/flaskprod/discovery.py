@@ -32,6 +32,8 @@ FACTORY_NAMES = ("create_app", "make_app")
 # Files that make a directory a project `pip install -e` can install.
 PROJECT_FILES = ("pyproject.toml", "setup.py", "setup.cfg")
 HINT = "pass APP such as 'module:app' or 'module:create_app()'"
+# What to do about a module that is not there: the name is wrong, or it is looked for from the wrong folder.
+NOT_FOUND_FIX = "; check its name, or run flaskprod in the folder that holds it"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,16 +130,36 @@ def resolve(target: str | None, cwd: str | os.PathLike[str] | None = None) -> Ap
         _check_text(target)
         module, name = _split(target)
         ref = _ref_for(module, name, base) if module else None
+        shown = f"{target!r} ({origin})" if origin else repr(target)
         # An empty part ('/', '.hidden', 'a..b') is no module importlib can look for: it would raise from its own code.
         if ref is None or not all(ref.module.split(".")):
-            named_by = f" ({origin})" if origin else ""
-            raise DiscoveryError(f"app {target!r}{named_by} names no module; {HINT}")
+            raise DiscoveryError(f"app {shown} names no module; {HINT}")
+        _check_path(module, shown, base)
         return replace(ref, origin=origin)
     for filename in DEFAULT_FILES:
         if (base / filename).is_file():
             return _ref_for(filename, None, base)
     tried = ", ".join((APP_VARIABLE, *DEFAULT_FILES))
     raise DiscoveryError(f"no Flask app found: tried {tried} in {base}; {HINT}")
+
+
+def _check_path(module: str, shown: str, base: Path) -> None:
+    """Refuse a path that names no file, and a folder that is no package (a project's), which Python would import
+    as an empty namespace package: no app can be in one."""
+    is_path = "/" in module or os.sep in module or module.endswith(".py")
+    path = base / (module if is_path else module.replace(".", os.sep))
+    if path.is_dir() and not (path / "__init__.py").is_file():
+        folder = module.rstrip("/" + os.sep)
+        found = next((name for name in DEFAULT_FILES if (path / name).is_file()), None)
+        fix = (
+            f"run flaskprod in it, where it finds {found}, or pass {folder}/{found}"
+            if found
+            else f"pass the Python file that makes the app, such as {folder}/app.py"
+        )
+        raise DiscoveryError(f"app {shown} is a folder, not a module: {fix}")
+    # A dotted module name may be installed anywhere: its import says what is wrong.
+    if is_path and not (path.exists() or path.with_name(path.name + ".py").exists()):
+        raise DiscoveryError(f"app {shown}: no such file {path}; {HINT}")
 
 
 def _missing_is_target(exc: ImportError, module: str) -> bool:
@@ -206,7 +228,15 @@ def _no_attribute(module: ModuleType, attr: str) -> str:
     ]
     problem = f"module {module.__name__!r} has no attribute {attr!r}"
     close = difflib.get_close_matches(attr, candidates, n=1)
-    return f"{problem}; did you mean {close[0]!r}?" if close else f"{problem}; Use 'module:name' to specify one."
+    if close:
+        return f"{problem}; did you mean {close[0]!r}?"
+    # "Use 'module:name'" says nothing to someone who wrote one: show the names that would work.
+    apps = [f"'{module.__name__}:{key}'" for key in candidates if isinstance(vars(module)[key], Flask)]
+    factories = [f"'{module.__name__}:{key}()'" for key in FACTORY_NAMES if key in candidates]
+    if not apps + factories:
+        return f"{problem}; name the module's Flask app or factory, as in '{module.__name__}:app'"
+    names = (apps + factories)[:3]
+    return f"{problem}; it holds {' and '.join(names)}: pass {'it' if len(names) == 1 else 'one of them'} instead"
 
 
 # The fix for a WSGI app that wraps Flask apps (Flask's "Application Dispatching" pattern): flaskprod reads the
@@ -249,7 +279,8 @@ def _load(ref: AppRef) -> Flask:
         module = importlib.import_module(ref.module)
     except ImportError as exc:
         if _missing_is_target(exc, ref.module):
-            raise DiscoveryError(f"could not import {ref.module!r}: {exc}{_src_layout_hint(ref, exc.name)}") from None
+            fix = _src_layout_hint(ref, exc.name) or NOT_FOUND_FIX
+            raise DiscoveryError(f"could not import {ref.module!r}: {exc}{fix}") from None
         # A missing dependency: the one line names it, a traceback would add nothing.
         raise DiscoveryError(f"error while importing {ref.module!r}: {_one_line(exc)}") from None
     except FlaskprodError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import ipaddress
 import math
@@ -646,7 +647,8 @@ def _coerce(value: Any, tp: Any) -> Any:
             raise ValueError(value)
         if isinstance(value, (int, float)):
             return float(value)
-        if isinstance(value, str):
+        # float() also reads "1_0" as ten: no one writes a number so in a variable or a flag, and int refuses it.
+        if isinstance(value, str) and "_" not in value:
             return float(value)
         raise ValueError(value)
     if tp is str:
@@ -839,7 +841,20 @@ def validate(key: str, value: Any, source: str) -> Any:
         pass
     else:
         return result
-    raise SpecError(f"{source}: invalid value {value!r} for {key}: expected {allowed}")
+    raise SpecError(f"{source}: invalid value {_shown(value)} for {key}: expected {allowed}")
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it: TOML's true and 1979-05-27, not Python's True and datetime.date(...)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_shown, value)) + "]"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
+        return value.isoformat()
+    return repr(value)
 
 
 def _suggest(key: str) -> str:
@@ -858,12 +873,17 @@ def _check_key(key: str, source: str) -> None:
 def find_config_file(root: Path) -> Path | None:
     """flaskprod.toml, else a pyproject.toml with a [tool.flaskprod] table, in root."""
     candidate = root / CONFIG_FILE
-    if candidate.is_file():
+    if candidate.is_file() or candidate.exists() or candidate.is_symlink():
+        # A folder or a dangling link by that name too: passed over, every setting meant for it would be lost
+        # in silence; read_file_layer says what is wrong with it.
         return candidate
     pyproject = root / "pyproject.toml"
     if not pyproject.is_file():
         return None
-    text = pyproject.read_text(encoding="utf-8", errors="replace")
+    try:
+        text = pyproject.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return pyproject  # unreadable: read_file_layer says why
     try:
         tool = tomllib.loads(text).get("tool", {})
     except tomllib.TOMLDecodeError:
@@ -880,20 +900,42 @@ def read_file_layer(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise SpecError(f"{path}: config file not found; create it or pass another with --config") from None
     except OSError as exc:
-        raise SpecError(f"{path}: cannot read config file: {exc.strerror}") from None
+        raise SpecError(
+            f"{path}: cannot read config file: {exc.strerror}; make it a file you can read, or pass another with "
+            "--config"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: not valid TOML: {exc}; fix the file") from None
     except UnicodeDecodeError as exc:
         raise SpecError(f"{path}: not UTF-8 (byte {exc.start}), which TOML must be; save it as UTF-8") from None
+    prefix = ""
     if path.name == "pyproject.toml":
-        data = data.get("tool", {}).get("flaskprod", {})
+        prefix = "tool.flaskprod."
+        tool = data.get("tool", {})
+        data = tool.get("flaskprod", {}) if isinstance(tool, dict) else {}
+        if not isinstance(data, dict):
+            raise SpecError(f"{path}: tool.flaskprod must hold tables of settings, such as [tool.flaskprod.server]")
     values: dict[str, Any] = {}
     for section, table in data.items():
         if not isinstance(table, dict):
-            raise SpecError(f"{path}: {section!r} must be a table such as [{section}]{_suggest(section)}")
+            raise SpecError(f"{path}: {_not_a_table(section, prefix)}")
         for name, value in table.items():
             values[f"{section}.{name}"] = value
     return values
+
+
+def _not_a_table(key: str, prefix: str) -> str:
+    """What is wrong with a value at the top level of the settings, where only [section] tables go."""
+    if key in _section_types():
+        return f"{key!r} is a section, not a value: write [{prefix}{key}] with its settings on the lines below it"
+    owners = [k for k in SETTINGS if k.split(".", 1)[1] == key]
+    if owners:
+        section = owners[0].split(".", 1)[0]
+        return f"{key!r} is outside any section: put it under [{prefix}{section}] (the setting {owners[0]})"
+    outside = f"{key!r} is outside any section"
+    if close := difflib.get_close_matches(key, _section_types(), n=1):
+        return f"{outside}; did you mean the section [{prefix}{close[0]}]?"
+    return f"{outside}: settings go in sections such as [{prefix}server]; see `flaskprod config` for every setting"
 
 
 def read_env_layer(environ: Mapping[str, str]) -> dict[str, str]:
@@ -904,12 +946,18 @@ def read_env_layer(environ: Mapping[str, str]) -> dict[str, str]:
             continue
         rest = name[len(ENV_PREFIX) :]
         if "__" not in rest:
-            raise SpecError(
-                f"environment variable {name}: expected {ENV_PREFIX}SECTION__NAME, such as {ENV_PREFIX}SERVER__WORKERS"
-            )
+            raise SpecError(f"environment variable {name}: expected {ENV_PREFIX}SECTION__NAME{_env_hint(rest)}")
         section, key = rest.lower().split("__", 1)
         values[f"{section}.{key}"] = value
     return values
+
+
+def _env_hint(rest: str) -> str:
+    """The variable meant by FLASKPROD_WORKERS or FLASKPROD_SERVER_WORKERS, else an example."""
+    words = rest.lower()
+    meant = [info for info in SETTINGS.values() if words in (info.key.split(".", 1)[1], info.key.replace(".", "_"))]
+    example = meant[0].env if meant else f"{ENV_PREFIX}SERVER__WORKERS"
+    return f"; did you mean {example}?" if meant else f", such as {example}"
 
 
 # Variables with the prefix that are not settings: the path of the config file itself, and the

@@ -91,6 +91,11 @@ def plan_changes(
         path = _target(out, relative)
         if path.is_dir():
             raise BuildError(f"{path} is a directory where flaskprod writes a file; move it away")
+        if blocked := _file_in_the_way(path):
+            raise BuildError(
+                f"{blocked} is a file where flaskprod needs a folder (for {path}): nothing was written; move it "
+                "away, or write elsewhere (--out)"
+            )
         if not path.exists():
             changes.append(Change(path, "created"))
             continue
@@ -111,6 +116,11 @@ def plan_changes(
             ours = force or _on_disk(path) == written[relative]
             changes.append(Change(path, "removed" if ours else "kept"))
     return changes
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first of path's parents that exists but is no folder: mkdir would fail on it with a bare "File exists"."""
+    return next((parent for parent in reversed(path.parents) if parent.exists() and not parent.is_dir()), None)
 
 
 def write_files(
