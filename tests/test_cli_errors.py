@@ -113,6 +113,28 @@ def assert_one_line(result: subprocess.CompletedProcess[str], expected: str) -> 
             {"FLASKPROD_DEPLOY__CPUS": "1_0"},
             "Error: env FLASKPROD_DEPLOY__CPUS: invalid value '1_0' for deploy.cpus: expected number",
         ),
+        # Past what a C int and nginx's sizes hold: nginx refused its own config, uWSGI overflowed, in their words.
+        (
+            {},
+            ["config", "--timeout", "999999999999999999"],
+            {},
+            "Error: flag --timeout: invalid value '999999999999999999' for server.timeout: expected integer >= 1 and "
+            "at most 2147483647",
+        ),
+        (
+            {},
+            ["config"],
+            {"FLASKPROD_DEPLOY__CPUS": "1e300"},
+            "Error: env FLASKPROD_DEPLOY__CPUS: invalid value '1e300' for deploy.cpus: expected number >= 0.1 and at "
+            "most 2147483647",
+        ),
+        (
+            {"flaskprod.toml": '[proxy]\nmax_body_size = "9999999999G"\n'},
+            ["config"],
+            {},
+            "Error: file {root}/flaskprod.toml: invalid value '9999999999G' for proxy.max_body_size: expected a size "
+            "such as 10M, 512k or 1048576",
+        ),
         # click's usage errors were four lines, and eleven with the list of targets.
         (
             {},

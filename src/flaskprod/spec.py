@@ -591,10 +591,15 @@ def describe_type(tp: Any) -> str:
 def parse_size(text: str) -> int:
     """'10M' -> bytes; raises ValueError for anything else."""
     match = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)[bB]?\s*", text)
-    if not match:
+    if not match or int(match[1]) * SIZE_UNITS[match[2].lower()] > MAX_SIZE:
         raise ValueError(text)
     return int(match[1]) * SIZE_UNITS[match[2].lower()]
 
+
+# The largest number and size taken: what a C int and nginx's off_t hold. Beyond them nginx refuses its own
+# config ("invalid value") and uWSGI overflows, late and in their words, not the setting's.
+MAX_NUMBER = 2**31 - 1
+MAX_SIZE = 2**63 - 1
 
 _TRUE = {"1", "true", "yes", "on"}
 # What a string source (env, --set) writes for an optional setting left unset; "unset" as errors name it.
@@ -831,6 +836,8 @@ def validate(key: str, value: Any, source: str) -> Any:
             raise _Expected(f"a finite {allowed}{at_least}")
         if info.minimum is not None and numeric and result < info.minimum:
             raise _Expected(f"{allowed}{at_least}")
+        if numeric and result > MAX_NUMBER:
+            raise _Expected(f"{allowed}{at_least} and at most {MAX_NUMBER}")
         if key in _EXTRA_CHECKS:
             check, allowed = _EXTRA_CHECKS[key]
             if result is not None:
