@@ -114,6 +114,31 @@ def test_a_key_with_a_passphrase_is_one_line_not_a_prompt(tmp_path: Path, form: 
     assert "pass phrase" not in result.stderr  # nginx never asked
 
 
+@pytest.mark.parametrize("mistake", ["another-key", "swapped", "key-twice"])
+def test_a_certificate_and_key_that_are_no_pair_are_one_line(tmp_path: Path, mistake: str) -> None:
+    """nginx would refuse them at `nginx -t` in OpenSSL's words ("key values mismatch", "PEM_read_bio_X509_AUX")."""
+    write_app(tmp_path)
+    for name in ("one", "two"):
+        run_tool([tool("openssl"), "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt",
+                  "ec_paramgen_curve:prime256v1", "-days", "2", "-subj", "/CN=localhost",
+                  "-keyout", str(tmp_path / f"{name}.key"),
+                  "-out", str(tmp_path / f"{name}.crt")])
+    cert, key, message = {
+        "another-key": ("one.crt", "two.key", "tls.key {key} is not the key of tls.cert {cert} (their public keys"),
+        "swapped": ("one.key", "one.crt", "tls.cert {cert}: no certificate in it"),
+        "key-twice": ("one.crt", "one.crt", "tls.key {key}: no private key in it"),
+    }[mistake]
+    cert, key = str(tmp_path / cert), str(tmp_path / key)
+    port = free_port()
+    result = subprocess.run(up_args("gunicorn", port, "--tls", "files", "--tls-port", str(free_port()),
+                                    "--set", f"tls.cert={cert}", "--set", f"tls.key={key}"),
+                            cwd=tmp_path, env=up_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message.format(cert=cert, key=key) in errors[0], result.stderr
+    assert "SSL" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_files_mode_serves_the_users_certificate(tmp_path: Path) -> None:
     write_app(tmp_path)
     cert, key = tmp_path / "site.crt", tmp_path / "site.key"

@@ -98,4 +98,29 @@ def tls_for_up(spec: Spec, tls_dir: Path, names: list[str], acme: Acme | None = 
         made = make_self_signed(tls_dir, names)
         return TlsFiles(port=spec.tls.port, cert=str(made[0]), key=str(made[1]))
     cert, key = _readable("tls.cert", spec.tls.cert), _readable("tls.key", spec.tls.key)
+    _same_key(cert, key)
     return TlsFiles(port=spec.tls.port, cert=cert, key=key)
+
+
+def _same_key(cert: str, key: str) -> None:
+    """Refuse a certificate and key that are not a pair, in words that say which file to change: nginx says
+    "SSL_CTX_use_PrivateKey ... key values mismatch", or "PEM_read_bio_X509_AUX() failed" for swapped files."""
+    openssl = shutil.which("openssl")
+    if openssl is None:  # nginx still refuses a wrong pair, in its own words
+        return
+    cert_public = _openssl_out(openssl, "x509", "-in", cert, "-noout", "-pubkey")
+    if cert_public is None:
+        raise SpecError(f"tls.cert {cert}: no certificate in it; point tls.cert at the certificate (fullchain.pem)")
+    key_public = _openssl_out(openssl, "pkey", "-in", key, "-pubout")
+    if key_public is None:
+        raise SpecError(f"tls.key {key}: no private key in it; point tls.key at the certificate's key (privkey.pem)")
+    if cert_public != key_public:
+        raise SpecError(
+            f"tls.key {key} is not the key of tls.cert {cert} (their public keys differ); point tls.key at the key "
+            "the certificate was issued for (privkey.pem beside fullchain.pem)"
+        )
+
+
+def _openssl_out(openssl: str, *args: str) -> str | None:
+    done = subprocess.run([openssl, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    return done.stdout if done.returncode == 0 else None
