@@ -9,6 +9,7 @@ import ipaddress
 import math
 import os
 import re
+import shlex
 import tomllib
 import types
 import typing
@@ -476,6 +477,25 @@ class DeploySettings:
     postgres_storage: str = setting(
         "10G", "Size of the PostgreSQL data volume Kubernetes claims (`build --target k8s --with postgres`)."
     )
+    release_command: str | None = setting(
+        None,
+        "Command run once per deploy before the new code takes requests, e.g. `flask db upgrade`, with the app's "
+        "environment (its database, its secret key) and FLASK_APP naming the app: `up` and `deploy` run it in the "
+        "new release before its app server starts (if it fails, the running release serves on); the built "
+        "targets run it as a one-off job the app waits for (Compose, Kubernetes) or before the service starts "
+        "(systemd). Words split as a shell splits them, without a shell (`sh -c '...'` for one); a bare "
+        "program name is found in the app's virtualenv. Unset = none.",
+    )
+    release_timeout: int = setting(
+        300,
+        "Seconds deploy.release_command may run; past them it is stopped and the start or deploy fails.",
+        minimum=1,
+    )
+
+    @property
+    def release_argv(self) -> tuple[str, ...]:
+        """deploy.release_command as the words it runs; () when unset."""
+        return tuple(shlex.split(self.release_command)) if self.release_command else ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -718,6 +738,10 @@ _EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
         "auto, or addresses or CIDR ranges such as 10.0.0.0/8",
     ),
     "deploy.python": (lambda v: _match(r"3\.\d+", v), "a Python version such as 3.11"),
+    "deploy.release_command": (
+        lambda v: _command(v),
+        "a command such as `flask db upgrade`, its quotes closed (unset for none)",
+    ),
     "deploy.ingress_class": (
         # A DNS-1123 subdomain, as Kubernetes names objects.
         lambda v: _match(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", v),
@@ -808,6 +832,21 @@ def _server_names(value: str) -> None:
                 raise ValueError(value)
         elif not _SERVER_NAME.fullmatch(name):
             raise ValueError(value)
+
+
+# Words a shell would act on, which a command run without one passes to the program as arguments.
+_SHELL_OPERATORS = frozenset({"&&", "||", "|", ";", "&", ">", ">>", "<", "2>&1"})
+
+
+def _command(value: str) -> None:
+    """deploy.release_command: words shlex can split, none of them a shell operator."""
+    words = shlex.split(value)  # ValueError on an unclosed quote
+    operators = [word for word in words if word in _SHELL_OPERATORS]
+    if operators:
+        raise _Expected(
+            f"one command, run without a shell, so {operators[0]} would reach it as an argument: for several, "
+            "write them in a script and name it, or give sh -c '...'"
+        )
 
 
 def _image(value: str) -> None:

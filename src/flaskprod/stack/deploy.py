@@ -20,7 +20,7 @@ from ..plural import counted
 from ..servers.healthcheck import status_at
 from .control import Request
 from .releases import Release, adopt_data
-from .up import Plan, Stack, copy_config, new_release, write_nginx_config
+from .up import Plan, Stack, Stopping, copy_config, new_release, write_nginx_config
 
 # Extra seconds, past the graceful timeout, nginx's old workers get to finish before the switch is called failed.
 SWITCH_MARGIN = 5.0
@@ -61,11 +61,21 @@ def deploy(stack: Stack, request: Request, *, canary: object = None) -> None:
     release = new_release(new_plan)
     request.progress(f"copied {counted(release.files, 'file')} of {release.source} into release {release.number}")
     put_back = ship_config(new_plan)
+    ran: str | None = None
     try:
+        # Before the new code takes a request (a migration it needs), while the running release serves on.
+        ran = stack.run_release_command(release, new_plan)
+        if ran is not None:
+            request.progress(ran)
         start_ready(stack, release, request)
-    except ServerError:
+    except FlaskprodError as exc:
         put_back()
         new_plan.releases.remove(release.number)  # it never served: five failed deploys must not push out good ones
+        if isinstance(exc, Stopping):
+            stack.signals.put(signal.SIGTERM)  # the stop the wait took from the queue: the main loop acts on it
+            raise ServerError("flaskprod up is stopping: the deploy was abandoned") from None
+        if ran is None and new_plan.spec.deploy.release_argv:  # the release command failed
+            raise ServerError(f"{exc}; release {p.release.number} still serves") from None
         raise
     if canary is not None:
         switch(stack, dataclasses.replace(new_plan, canary=(release, canary)), request)

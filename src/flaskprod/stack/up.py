@@ -38,6 +38,7 @@ from .postgres import RESTART_ONLY as POSTGRES_RESTART_ONLY
 from .postgres import Postgres, plan_postgres
 from .prometheus import READY_PATH, Prometheus, plan_prometheus
 from .prometheus import RESTART_ONLY as MONITORING_RESTART_ONLY
+from .release import ReleaseCommand, command_env
 from .releases import RELEASES_AT_ONCE, Release, Releases, exclude_patterns
 from .rundir import StackDir
 from .tls import tls_for_up
@@ -60,6 +61,10 @@ UP_INSTEAD = {
 }
 # Not a signal: put among them when a request arrives on the control socket, so the main loop wakes for it.
 WAKE = 0
+
+
+class Stopping(FlaskprodError):
+    """Told to stop (SIGTERM, Ctrl-C) while a step waited: `up` stops gracefully, a deploy is abandoned."""
 
 
 def parse_up_extras(values: tuple[str, ...]) -> frozenset[str]:
@@ -430,6 +435,40 @@ class Stack:
         child.start()
         return child
 
+    def run_release_command(self, release: Release, p: Plan | None = None) -> str | None:
+        """deploy.release_command, once, in release's copy of the project with its app server's environment, the
+        running release supervised meanwhile; what to report of it (None when there is none to run). ServerError
+        when it fails or outlives deploy.release_timeout; Stopping when told to stop first."""
+        p = p or self.plan
+        argv = p.spec.deploy.release_argv
+        if not argv:
+            return None
+        timeout = p.spec.deploy.release_timeout
+        command = ReleaseCommand(argv, release.number, p.run.logs_dir / f"release-{release.number}.log")
+        self.log(f"running the release command `{command.shown}` in release {release.number}")
+        started = time.monotonic()
+        env = command_env(release_env(p, release), p.app.import_string)
+        command.start(env, Path(p.in_release(release, p.app.path)))
+        try:
+            # watched=[]: no child's death ends this wait; every other child is supervised as the main loop would.
+            done = self.wait_until(
+                command.finished, started + timeout, subject=f"the release command of release {release.number}",
+                watched=[],
+            )
+        except ServerError:
+            command.stop()
+            raise command.timed_out(timeout) from None
+        finally:
+            if not command.finished():
+                command.stop()
+        if not done:
+            raise Stopping(f"stopped during the release command of release {release.number}")
+        seconds = time.monotonic() - started
+        command.check(seconds)
+        report = f"the release command `{command.shown}` ran in {seconds:.1f}s (its output: {command.log})"
+        self.log(report, release=release.number, duration=round(seconds, 3))
+        return report
+
     def stop_app_server(self, number: int, child: Child | None = None) -> None:
         """Gracefully: it finishes the requests it holds, within the app server's own grace. The app server of
         release number, or child, one of that release's that a reload replaced."""
@@ -494,6 +533,16 @@ class Stack:
             self.prepare()
             first = self.plan.release
             assert first is not None
+            try:
+                self.run_release_command(first)
+            except Stopping:
+                self.stop()
+                return 1
+            except ServerError:
+                self.plan.releases.remove(first.number)  # it never served: no rollback goes to it
+                raise
+            # The readiness wait starts once the release command (a migration that may take minutes) is done.
+            deadline = time.monotonic() + self.plan.spec.proxy.ready_timeout
             self.start_app_server(first)
             if not self.wait_until(lambda: self.app_socket_accepts(self.plan.socket(first)), deadline):
                 self.stop()
