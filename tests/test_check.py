@@ -263,10 +263,11 @@ CASES = [
     ),
     Case(
         "FP-C009",
-        bad={"app.py": PROD + SERVER_NAME},
-        text="the app's SERVER_NAME is 'shop.example.com:8443', a host nginx does not answer to (proxy.server_name = "
-        "'localhost'): behind nginx, in `flaskprod up` and every target, a request for it is closed unanswered",
-        good={"app.py": PROD + SERVER_NAME, "flaskprod.toml": '[proxy]\nserver_name = "localhost *.example.com"\n'},
+        bad={"app.py": PROD + SERVER_NAME, "flaskprod.toml": '[proxy]\nserver_name = "example.com"\n'},
+        text="the app's SERVER_NAME is 'shop.example.com:8443', a host proxy.server_name ('example.com') does not "
+        "name: nginx answers it too, but the TLS certificate (--with tls, up --tls) and Kubernetes' Ingress are made "
+        "for proxy.server_name's names alone, so HTTPS or the Ingress fails requests for it",
+        good={"app.py": PROD + SERVER_NAME, "flaskprod.toml": '[proxy]\nserver_name = "example.com *.example.com"\n'},
     ),
     Case(
         "FP-P002",
@@ -754,6 +755,33 @@ def test_pre_ping_given_to_the_extension_passes(project: Path) -> None:
 def test_proxy_fix_applied_by_the_app_itself(project: Path) -> None:
     source = PLAIN + PROXY_FIX
     assert "FP-C005" not in audit(project, {"app.py": source, "nginx.conf": NGINX_PROXY}).ids()
+
+
+@pytest.mark.parametrize(
+    ("server_name", "toml"),
+    [
+        # proxy.server_name left alone names no site yet: nginx answers the app's host by itself.
+        ("shop.example.com:8443", ""),
+        # The address up listens on, and loopback names, are answered and need no certificate or Ingress.
+        ("192.0.2.7", '[proxy]\nserver_name = "example.com"\nhost = "192.0.2.7"\n'),
+        ("127.0.0.1", '[proxy]\nserver_name = "example.com"\n'),
+        ("localhost:5000", '[proxy]\nserver_name = "example.com"\n'),
+        ("[::1]:8000", '[proxy]\nserver_name = "example.com"\n'),
+    ],
+)
+def test_server_name_answered_without_proxy_server_name_passes(project: Path, server_name: str, toml: str) -> None:
+    app = PROD + f"app.config['SERVER_NAME'] = {server_name!r}\n"
+    assert audit(project, {"app.py": app, "flaskprod.toml": toml}).only("FP-C009") == []
+
+
+def test_a_server_name_that_is_no_host_is_named(project: Path) -> None:
+    app = PROD + "app.config['SERVER_NAME'] = 'https://shop.example.com'\n"
+    [found] = audit(project, {"app.py": app}).only("FP-C009")
+    assert found["text"] == (
+        "the app's SERVER_NAME is 'https://shop.example.com', no host name or address with an optional port: nginx "
+        "cannot answer it, and the URLs the app builds for it are broken"
+    )
+    assert found["hint"].startswith("set SERVER_NAME to the site's host")
 
 
 def test_production_after_db_init_app_is_too_late(project: Path) -> None:

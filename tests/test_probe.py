@@ -183,3 +183,29 @@ def test_ctrl_c_while_the_app_loads_is_130_and_stops_it(tmp_path: Path) -> None:
     ended = interrupted_while_loading(COMMANDS["serve"], tmp_path, server_env(), tmp_path / "helper.pid")
     assert ended == (130, "", "interrupted\n")
     assert gone(tmp_path) and gone(tmp_path, "helper.pid")
+
+
+@pytest.mark.parametrize(
+    ("config", "names"),
+    [
+        ('app.config["SERVER_NAME"] = "shop.example.com:8443"\n', "localhost shop.example.com"),
+        # Set from the environment, as Production(app) reads FLASK_* variables; subdomains routed too.
+        ('app.subdomain_matching = True\n', "localhost .shop.example.com"),
+    ],
+    ids=["set-in-code", "from-the-environment-with-subdomains"],
+)
+def test_build_has_nginx_answer_the_apps_server_name(tmp_path: Path, config: str, names: str) -> None:
+    """The probe learns SERVER_NAME as the app loaded it, and every target's nginx answers that host: without it,
+    nginx closed each request for the name the app calls itself (and builds its external URLs with)."""
+    app = "from flask import Flask\n\nfrom flaskprod import Production\n\napp = Flask(__name__)\n" + config
+    app += "Production(app)\n"
+    env = {"FLASK_SERVER_NAME": "shop.example.com:8443"} if "subdomain" in config else None
+    for name, text in {"requirements.txt": "flask\nflaskprod\n", "app.py": app}.items():
+        (tmp_path / name).write_text(text)
+    result = subprocess.run(
+        [str(BIN / "flaskprod"), "build", "--target", "compose", "--out", "deploy"],
+        cwd=tmp_path, env=server_env(env), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    conf = (tmp_path / "deploy" / "nginx" / "nginx.conf").read_text()
+    assert f"server_name {names};" in conf

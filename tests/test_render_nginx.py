@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flaskprod.render import NginxContext, render_nginx, render_nginx_conf
-from flaskprod.render.nginx import Protocol, StaticMount, listen_address, server_names
+from flaskprod.render.nginx import Protocol, StaticMount, app_server_names, listen_address, server_names
 from flaskprod.sizing import Derived, Machine, derive
 from flaskprod.spec import Spec, load_spec
 
@@ -238,6 +238,58 @@ def test_server_names_add_the_listen_host_a_client_can_type() -> None:
     assert server_names(spec, "::1") == ["example.org", "www.example.org", "[::1]"]
     assert listen_address("::1", 80) == "[::1]:80"
     assert listen_address("0.0.0.0", 80) == "0.0.0.0:80"
+
+
+@pytest.mark.parametrize(
+    ("server_name", "subdomains", "names"),
+    [
+        (None, False, ()),
+        ("shop.example.com:8443", False, ("shop.example.com",)),  # nginx matches the name without the port
+        ("Shop.Example.com", True, (".shop.example.com",)),  # Flask's subdomain matching: every name under it too
+        ("127.0.0.1:5000", False, ("127.0.0.1",)),
+        ("[::1]:8000", True, ("[::1]",)),
+        ("https://shop.example.com", False, ()),  # no host: nothing nginx could match
+        ("shop.example.com:port", False, ()),
+        ("[::1]x", False, ()),
+        ("shop example.com", False, ()),  # nothing unquoted in nginx.conf could hold
+    ],
+)
+def test_app_server_names_are_the_hosts_nginx_matches(
+    server_name: str | None, subdomains: bool, names: tuple[str, ...]
+) -> None:
+    assert app_server_names(server_name, subdomains=subdomains) == names
+
+
+def test_server_names_add_the_apps_host_unless_a_configured_name_answers_it() -> None:
+    spec = make_spec(**{"proxy.server_name": "example.org *.example.net"})
+    assert server_names(spec, "0.0.0.0", ("shop.example.com",)) == ["example.org", "*.example.net", "shop.example.com"]
+    assert server_names(spec, "0.0.0.0", ("www.example.net",)) == ["example.org", "*.example.net"]
+    # .example.org is example.org and the names under it, which example.org alone does not answer.
+    assert server_names(spec, "0.0.0.0", (".example.org",)) == ["*.example.net", ".example.org"]
+    assert server_names(spec, "0.0.0.0", (".example.net",)) == ["example.org", "*.example.net", ".example.net"]
+    assert server_names(spec, "127.0.0.1", ("127.0.0.1",)) == ["example.org", "*.example.net", "127.0.0.1"]
+
+
+@pytest.mark.parametrize(
+    ("app_names", "names"),
+    [
+        (("shop.example.com",), "localhost 127.0.0.1 shop.example.com"),
+        ((".localhost",), "127.0.0.1 .localhost"),
+        (("[::1]",), "localhost 127.0.0.1 [::1]"),
+    ],
+)
+def test_nginx_accepts_the_apps_names_beside_the_configured_ones(
+    tmp_path: Path, app_names: tuple[str, ...], names: str
+) -> None:
+    spec = make_spec()
+    ctx = dataclasses.replace(context(tmp_path), app_names=app_names)
+    files = render_nginx(spec, derive(spec, MACHINE), ctx)
+    assert directive(files["nginx.conf"], "server_name") == ["_", names]
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    result = nginx_test(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no warnings either
 
 
 def nginx_test(conf_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -362,6 +362,24 @@ def test_sigterm_lets_requests_in_flight_finish(stack: UpStack) -> None:
     assert processes_under(stack.root) == {}
 
 
+def test_nginx_answers_the_host_the_apps_server_name_names(tmp_path: Path) -> None:
+    """An app whose SERVER_NAME names a host proxy.server_name does not: nginx answers it too (port and all,
+    as a client that reaches the site through a port mapping sends it), and still closes other names."""
+    write_app(tmp_path, APP + 'app.config["SERVER_NAME"] = "shop.example.com:8443"\n')
+    running = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1")
+    try:
+        running.wait_ready()
+        seen = running.get("/whoami", headers={"Host": "shop.example.com:8443"})
+        assert seen.status_code == 200, running.output()
+        assert seen.json()["host"] == "shop.example.com:8443"
+        assert running.get("/api/ping", headers={"Host": "localhost"}).status_code == 200
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+            sock.sendall(b"GET /api/ping HTTP/1.1\r\nHost: example.com\r\n\r\n")
+            assert sock.recv(1024) == b""  # closed without a byte of response (nginx 444)
+    finally:
+        stop(running)
+
+
 @pytest.mark.parametrize(
     ("host", "names", "url"),
     [

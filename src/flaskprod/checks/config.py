@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import gc
+import ipaddress
 import re
 import sys
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 from flask import Flask
 
+from ..render.nginx import answers, server_name_host, server_names
 from ..runtime.db import engine_options
 from .context import Context, ProjectFile, variable_read
 from .registry import CRITICAL, WARNING, Found, app_check, check
@@ -265,39 +267,44 @@ def proxy_fix_twice(app: Flask, context: Context) -> Iterator[Found]:
         yield Found(obj=context.app_label)
 
 
-def _nginx_answers(host: str, name: str) -> bool:
-    """Whether an nginx server_name entry matches host: exact, *.suffix, .suffix (and the name itself),
-    prefix.* or a ~regex, as nginx reads them (case-insensitively)."""
-    host, name = host.lower(), name.lower()
-    if name.startswith("~"):
-        return re.search(name[1:], host) is not None
-    if name.startswith("*."):
-        return host.endswith(name[1:])
-    if name.startswith("."):
-        return host == name[1:] or host.endswith(name)
-    if name.endswith(".*"):
-        return host.startswith(name[:-1])
-    return host == name
+def _local(host: str) -> bool:
+    """localhost or a loopback address: a name for this machine, which no certificate authority or Ingress serves."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost" or host.endswith(".localhost")
 
 
 @app_check(
     "FP-C009",
     WARNING,
-    "the app's SERVER_NAME is a host nginx does not answer to (proxy.server_name): behind nginx, in `flaskprod up` "
-    "and every target, a request for it is closed unanswered",
+    "the app's SERVER_NAME is a host proxy.server_name does not name: nginx answers it too, in `flaskprod up` and "
+    "every target, but the TLS certificate (--with tls, up --tls) and Kubernetes' Ingress are made for "
+    "proxy.server_name's names alone, so HTTPS or the Ingress fails requests for it",
     hint="add the host to proxy.server_name (server_name under [proxy] in flaskprod.toml)",
 )
 def server_name_unserved(app: Flask, context: Context) -> Iterator[Found]:
     value = app.config.get("SERVER_NAME")
     if not isinstance(value, str) or not value:
         return
-    # Flask compares the host without its port when the port is the scheme's default; nginx never sees the port.
-    host = value.rsplit(":", 1)[0] if not value.endswith("]") else value
-    names = context.effective_spec.proxy.server_name.split()
-    if not any(_nginx_answers(host, name) for name in names):
+    spec = context.effective_spec
+    host = server_name_host(value)
+    if host is None:
         yield Found(
             obj=context.app_label,
-            text=f"the app's SERVER_NAME is {value!r}, a host nginx does not answer to (proxy.server_name = "
-            f"{' '.join(names)!r}): behind nginx, in `flaskprod up` and every target, a request for it is closed "
-            "unanswered",
+            text=f"the app's SERVER_NAME is {value!r}, no host name or address with an optional port: nginx cannot "
+            "answer it, and the URLs the app builds for it are broken",
+            hint="set SERVER_NAME to the site's host, such as example.com (example.com:8443 off the scheme's port)",
+        )
+        return
+    # Left to its default, proxy.server_name names no public site yet: nginx answering the app's host is enough.
+    if spec.origins.get("proxy.server_name", "default") == "default" or _local(host):
+        return
+    names = server_names(spec, spec.proxy.host)
+    if not any(answers(host, name) for name in names):
+        yield Found(
+            obj=context.app_label,
+            text=f"the app's SERVER_NAME is {value!r}, a host proxy.server_name ({spec.proxy.server_name!r}) does "
+            "not name: nginx answers it too, but the TLS certificate (--with tls, up --tls) and Kubernetes' Ingress "
+            "are made for proxy.server_name's names alone, so HTTPS or the Ingress fails requests for it",
         )

@@ -94,6 +94,8 @@ class Deployment:
     # name their own files by this path.
     out: str = "deploy"
     instance: InstanceFolder = InstanceFolder()
+    # What nginx answers besides proxy.server_name: the app's own SERVER_NAME host (AppInfo.nginx_names).
+    app_names: tuple[str, ...] = ()
 
     @property
     def instance_dir(self) -> str:
@@ -192,7 +194,7 @@ class Deployment:
     def render_nginx(self, ctx: NginxContext, *, metrics_allow: str | None = None) -> dict[str, str]:
         """nginx.conf and mime.types run as ctx says."""
         spec = self.spec if metrics_allow is None else self.spec.replace(**{"monitoring.metrics_allow": metrics_allow})
-        return render_nginx(spec, self.derived, ctx)
+        return render_nginx(spec, self.derived, dataclasses.replace(ctx, app_names=self.app_names))
 
 
 def dns_label(name: str) -> str:
@@ -366,4 +368,5 @@ def plan_deployment(
         extras=extras,
         out=out,
         instance=instance_folder(info.instance, root, installs_project=requirements is None),
+        app_names=info.nginx_names,
     )

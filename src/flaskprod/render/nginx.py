@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
@@ -78,6 +79,8 @@ TLS_CIPHERS = (
 )
 # Listen addresses that mean "every interface": they name no host a client would send.
 _WILDCARDS = frozenset({"0.0.0.0", "::", "*"})
+# A host name or IPv4 address nginx.conf can hold unquoted; an IPv6 address is bracketed and checked apart.
+_PLAIN_HOST = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,6 +140,8 @@ class NginxContext:
     trusted_proxies: tuple[str, ...] = ()
     # `flaskprod deploy --canary N`: a second upstream server, and the percent of requests it takes.
     canary: tuple[str, int] | None = None
+    # Names the app itself answers to (app_server_names: its Flask SERVER_NAME's host), which nginx answers too.
+    app_names: tuple[str, ...] = ()
     worker_processes: int | Literal["auto"] = "auto"
     worker_connections: int = 1024
 
@@ -151,12 +156,59 @@ def listen_address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def server_names(spec: Spec, host: str) -> list[str]:
-    """The configured names, plus the listen address itself when it is one a client can type."""
+def server_names(spec: Spec, host: str, app_names: tuple[str, ...] = ()) -> list[str]:
+    """The configured names, plus the listen address itself when it is one a client can type, plus the names the
+    app answers to (app_names) that none of those matches."""
     names = spec.proxy.server_name.split()
     if host not in _WILDCARDS and host not in names:
         names.append(host if ":" not in host else f"[{host}]")
+    for name in app_names:
+        # .host is host and every name under it: one a name beneath stands for.
+        hosts = (name[1:], f"flaskprod{name}") if name.startswith(".") else (name,)
+        if not all(any(answers(host, entry) for entry in names) for host in hosts):
+            # nginx warns of a conflict when a name stands beside the .name that holds it.
+            names = [entry for entry in names if entry.lower() != hosts[0]] + [name]
     return names
+
+
+def answers(host: str, name: str) -> bool:
+    """Whether an nginx server_name entry matches host: exact, *.suffix, .suffix (and the name itself),
+    prefix.* or a ~regex, as nginx reads them (case-insensitively)."""
+    host, name = host.lower(), name.lower()
+    if name.startswith("~"):
+        return re.search(name[1:], host) is not None
+    if name.startswith("*."):
+        return host.endswith(name[1:])
+    if name.startswith("."):
+        return host == name[1:] or host.endswith(name)
+    if name.endswith(".*"):
+        return host.startswith(name[:-1])
+    return host == name
+
+
+def server_name_host(server_name: str) -> str | None:
+    """The host of a Flask SERVER_NAME as nginx's server_name names it: without the port (nginx matches the Host
+    header's name alone), an IPv6 address in brackets; None when it is no plain host name or address."""
+    host = server_name.strip().lower()
+    if host.startswith("["):
+        address, bracket, port = host[1:].partition("]")
+        if not bracket or (port and not (port.startswith(":") and port[1:].isdigit())):
+            return None
+        try:
+            return f"[{ipaddress.IPv6Address(address)}]"
+        except ValueError:
+            return None
+    host, colon, port = host.partition(":")
+    return host if _PLAIN_HOST.fullmatch(host) and (not colon or port.isdigit()) else None
+
+
+def app_server_names(server_name: str | None, *, subdomains: bool = False) -> tuple[str, ...]:
+    """What nginx must answer for an app with this SERVER_NAME: its host, and with Flask's subdomain matching
+    every name under it (.host). Empty when SERVER_NAME is unset or names no host nginx can match."""
+    host = server_name_host(server_name) if server_name else None
+    if host is None:
+        return ()
+    return (f".{host}",) if subdomains and not host.startswith("[") else (host,)
 
 
 def upstream_keepalive(derived: Derived, protocol: Protocol) -> int:
@@ -236,7 +288,7 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         ctx=ctx,
         app_name=spec.app.name,
         listen=listen_address(ctx.host, ctx.port),
-        server_names=server_names(spec, ctx.host),
+        server_names=server_names(spec, ctx.host, ctx.app_names),
         metrics_listen=listen_address(ctx.metrics_host or ctx.host, ctx.metrics_port) if ctx.metrics_port else None,
         metrics_upstream="flaskprod_primary" if ctx.canary else "flaskprod_app",
         max_body_bytes=derived.max_body_bytes,

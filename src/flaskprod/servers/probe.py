@@ -17,7 +17,7 @@ from typing import Any
 
 from ..discovery import AppRef, load
 from ..errors import DiscoveryError, FlaskprodError
-from ..render.nginx import StaticMount
+from ..render.nginx import StaticMount, app_server_names
 from .loading import ended_message, exit_child, exit_message, load_in_child, project_root
 from .memorybound import resident_mb
 
@@ -52,6 +52,13 @@ class AppInfo:
     # Each registered blueprint's static route, in registration order (render.deployment.app_static picks).
     blueprint_static: tuple[StaticMount, ...] = ()
     instance: InstanceFacts | None = None  # None: not learned (an AppInfo made by hand); Flask's default applies
+    server_name: str | None = None  # the app's Flask SERVER_NAME, as it loaded
+    subdomain_matching: bool = False  # Flask(subdomain_matching=True): it routes the names under SERVER_NAME too
+
+    @property
+    def nginx_names(self) -> tuple[str, ...]:
+        """The names nginx must answer for the app to be reached by the name it calls itself (its SERVER_NAME)."""
+        return app_server_names(self.server_name, subdomains=self.subdomain_matching)
 
 
 def probe(ref: AppRef, env: Mapping[str, str], *, bound: int, if_slow: str | None = None) -> AppInfo:
@@ -83,6 +90,8 @@ def probe(ref: AppRef, env: Mapping[str, str], *, bound: int, if_slow: str | Non
         served_paths=frozenset(result["served_paths"]),
         blueprint_static=tuple(StaticMount(**mount) for mount in result["blueprint_static"]),
         instance=InstanceFacts(**result["instance"]),
+        server_name=result["server_name"],
+        subdomain_matching=result["subdomain_matching"],
     )
 
 
@@ -194,6 +203,9 @@ def main(argv: list[str]) -> int:
         "served_paths": _served_paths(app),
         "blueprint_static": blueprint_static(app),
         "instance": instance_facts(app),
+        # A value the app set that is no string (a misconfiguration) names no host nginx could answer.
+        "server_name": server_name if isinstance(server_name := app.config.get("SERVER_NAME"), str) else None,
+        "subdomain_matching": bool(app.subdomain_matching),
     }
     Path(result_path).write_text(json.dumps(info))
     return 0

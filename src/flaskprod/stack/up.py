@@ -317,6 +317,8 @@ def write_nginx_config(p: Plan) -> None:
         tls=p.tls,
         metrics=p.prometheus.scrape_listen if p.prometheus else None,
     )
+    if p.loaded is not None:  # nginx answers the host the app calls itself (its SERVER_NAME) too
+        ctx = dataclasses.replace(ctx, app_names=p.loaded.nginx_names)
     files = render_nginx(p.spec, p.derived, ctx)
     candidate = p.run.nginx_conf.with_name(p.run.nginx_conf.name + ".new")
     candidate.write_text(files.pop(p.run.nginx_conf.name))
