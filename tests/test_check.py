@@ -152,6 +152,11 @@ OWN_ENGINE = (
 
 NGINX_UWSGI = "server {\n  location / {\n    include uwsgi_params;\n    uwsgi_pass unix:///tmp/uwsgi.sock;\n  }\n}\n"
 
+# An app whose schema Flask-Migrate keeps (FP-R001).
+MIGRATE = (
+    "from flask_migrate import Migrate\nfrom flask_sqlalchemy import SQLAlchemy\n\n"
+    "app.config['SQLALCHEMY_DATABASE_URI'] = 'sqlite://'\nMigrate(app, SQLAlchemy(app))\n"
+)
 CASES = [
     Case("FP-S001", bad={"app.py": PLAIN}, env={"FLASK_DEBUG": "1"}, good={"app.py": PLAIN}),
     Case("FP-S002", bad={"app.py": PLAIN + "app.testing = True\n"}, good={"app.py": PLAIN}),
@@ -460,6 +465,11 @@ CASES = [
             "app.py": PROD,
             "log_setup.py": "import logging\nimport sys\n\nhandler = logging.StreamHandler(sys.stdout)\n",
         },
+    ),
+    Case(
+        "FP-R001",
+        bad={"app.py": PROD + MIGRATE},
+        good={"app.py": PROD + MIGRATE, "flaskprod.toml": '[deploy]\nrelease_command = "flask db upgrade"\n'},
     ),
 ]
 

@@ -4,17 +4,29 @@ files every target builds, judged by the tools that run them."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+import yaml
 
 from flaskprod.errors import SpecError
+from flaskprod.render.compose import render_compose, render_swarm
+from flaskprod.render.kubernetes import render_k8s
+from flaskprod.render.systemd import render_units
 from flaskprod.spec import load_spec
+from tests.buildkit import checkov, make_deployment, make_spec, run_tool, tool, write_tree
 from tests.support import BIN, free_port
+from tests.test_build import YAMLLINT, compose_config
+from tests.test_build_k8s import CHECKOV_SKIPS
+from tests.test_build_k8s import PRODUCTION as PRODUCTION_K8S
+from tests.test_build_systemd import Unit, verifiable_layout, verify
+from tests.test_serve import clean_env
 from tests.test_up_postgres import local_dir, visits  # noqa: F401 (fixtures)
 from tests.upstack import Loader, UpStack, processes_under, start_up, stop, summary, up_env
 
@@ -224,3 +236,126 @@ def test_a_program_that_is_not_installed_is_named(tmp_path: Path) -> None:
         f"Error: deploy.release_command: 'no-such-migrator' is not found in {BIN} or on PATH: install it into the "
         "app's virtualenv (`flask db upgrade` needs flask-migrate) or give its full path"
     )
+
+
+# --- built targets -----------------------------------------------------------------------------------------------
+
+BUILT = {"app.name": "shop", "app.version": "1.2.3", "deploy.release_command": "flask db upgrade"}
+
+
+def built(root: Path, renderer: Any, *, extras: tuple[str, ...] = (), out: str = "deploy/x", **settings: str) -> Path:
+    d = make_deployment(root / "project", spec=make_spec(**{**BUILT, **settings}), extras=extras, out=out)
+    return write_tree(root / "project" / d.out, renderer(d))
+
+
+@pytest.mark.parametrize("extras", [(), ("postgres",)])
+def test_compose_starts_the_app_once_the_release_service_exited_0(tmp_path: Path, extras: tuple[str, ...]) -> None:
+    out = built(tmp_path, render_compose, extras=extras)
+    secret = tmp_path / "pw"
+    secret.write_text("x\n")
+    env = {**clean_env(), "FLASK_SECRET_KEY": "k" * 64, "POSTGRES_PASSWORD_FILE": str(secret)}
+    services = compose_config(out / "compose.yaml", env)["services"]
+    app, release = services["app"], services["release"]
+    assert app["depends_on"]["release"] == {"condition": "service_completed_successfully"}
+    assert release["command"] == ["timeout", "--kill-after=10s", "300s", "flask", "db", "upgrade"]
+    assert release["environment"] == {**app["environment"], "FLASK_APP": "wsgi:app"}
+    for key in ("image", "volumes", "secrets", "networks", "read_only", "cap_drop"):
+        assert release.get(key) == app.get(key), key
+    assert release["restart"] == "no"
+    assert release.get("depends_on", {}) == {k: v for k, v in app["depends_on"].items() if k != "release"}
+    run_tool([tool("yamllint"), "-s", "-d", YAMLLINT, str(out / "compose.yaml")])
+    assert "flask db upgrade) runs in the service release before the app starts" in (out / "compose.yaml").read_text()
+
+
+def test_compose_keeps_a_dollar_for_the_container(tmp_path: Path) -> None:
+    out = built(tmp_path, render_compose, **{"deploy.release_command": "sh -c 'flask db upgrade --tag $GIT_SHA'"})
+    env = {**clean_env(), "FLASK_SECRET_KEY": "k" * 64}
+    release = compose_config(out / "compose.yaml", env)["services"]["release"]
+    # Unescaped, Compose would put the host's GIT_SHA (none: "") in; `config` writes a $ kept for the container as
+    # $$ again, so that what it prints reads back the same.
+    assert release["command"][-3:] == ["sh", "-c", "flask db upgrade --tag $$GIT_SHA"]
+
+
+def test_swarm_runs_the_release_command_as_a_job_and_says_what_it_does_not_order(tmp_path: Path) -> None:
+    out = built(tmp_path, render_swarm)
+    services = compose_config(out / "stack.yaml", clean_env())["services"]
+    release = services["release"]
+    assert release["deploy"]["mode"] == "replicated-job"
+    assert release["deploy"]["restart_policy"]["condition"] == "on-failure"
+    assert release["environment"] == {**services["app"]["environment"], "FLASK_APP": "wsgi:app"}
+    assert "restart" not in release and "replicas" not in release["deploy"]
+    header = (out / "stack.yaml").read_text()
+    assert "Swarm orders no services: the new app tasks start as it runs" in header
+    run_tool([tool("yamllint"), "-s", "-d", YAMLLINT, str(out / "stack.yaml")])
+
+
+def test_kubernetes_runs_it_as_a_job_named_after_its_content_outside_the_apps_selector(tmp_path: Path) -> None:
+    out = built(tmp_path / "a", render_k8s, extras=("postgres",), out="deploy/k8s", **PRODUCTION_K8S)
+    objects = list(yaml.safe_load_all(run_tool(["kubectl", "kustomize", str(out)])))
+    (tmp_path / "all.yaml").write_text(yaml.safe_dump_all(objects))
+    output = run_tool([tool("kubernetes-validate"), "--strict", "-k", "1.29.0", str(tmp_path / "all.yaml")])
+    assert output.count(" passed for resource ") == len(objects), output
+    summary = checkov(out, "kubernetes", skip=list(CHECKOV_SKIPS))
+    assert summary["failed"] == 0
+    by_kind = {doc["kind"]: doc for doc in objects}
+    job, deployment = by_kind["Job"], by_kind["Deployment"]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["flask", "db", "upgrade"]
+    app = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["env"] == [*app["env"], {"name": "FLASK_APP", "value": "wsgi:app"}]
+    assert container["image"] == app["image"] and container["resources"] == app["resources"]
+    assert job["spec"]["activeDeadlineSeconds"] == 300
+    # The app's Service, budget and spread select by this label: a Job pod with it would be sent requests.
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    job_labels = job["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= job_labels.items()
+    # The database admits the Job's pods.
+    policy = next(d for d in objects if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "shop-postgres")
+    admitted = [peer["podSelector"]["matchLabels"] for peer in policy["spec"]["ingress"][0]["from"]]
+    assert any(labels.items() <= job_labels.items() for labels in admitted)
+    # The header's first apply (-l component in (release,database)) takes the Job and the database, not the app.
+    first = {(d["kind"], d["metadata"]["name"]) for d in objects
+             if d["metadata"]["labels"].get("app.kubernetes.io/component") in ("release", "database")}  # fmt: skip
+    assert ("Job", job["metadata"]["name"]) in first and ("Deployment", "shop") not in first
+    assert ("StatefulSet", "shop-postgres") in first
+    header = (out / "kustomization.yaml").read_text()
+    assert f"kubectl wait -n shop-prod --for=condition=complete --timeout=360s job/{job['metadata']['name']}" in header
+
+    # Another command is another Job (its template cannot change in place); the same files, the same Job.
+    again = built(tmp_path / "b", render_k8s, extras=("postgres",), out="deploy/k8s", **PRODUCTION_K8S)
+    other = built(tmp_path / "c", render_k8s, extras=("postgres",), out="deploy/k8s",
+                  **{**PRODUCTION_K8S, "deploy.release_command": "flask db upgrade heads"})  # fmt: skip
+    name = yaml.safe_load((out / "release-job.yaml").read_text())["metadata"]["name"]
+    assert yaml.safe_load((again / "release-job.yaml").read_text())["metadata"]["name"] == name
+    assert yaml.safe_load((other / "release-job.yaml").read_text())["metadata"]["name"] != name
+
+
+def test_systemd_runs_it_before_every_start_as_the_service(tmp_path: Path) -> None:
+    d = make_deployment(tmp_path / "project", spec=make_spec(**BUILT))
+    units = write_tree(tmp_path / "units", render_units(d, verifiable_layout(d.name)))
+    assert verify(units / "shop.service", units / "shop-nginx.service") == []
+    unit = Unit((units / "shop.service").read_text())
+    assert unit.value("ExecStartPre") == f"{BIN}/flask db upgrade"
+    assert unit.value("TimeoutStartSec") == "330"
+    assert unit.environment()["FLASK_APP"] == "wsgi:app"
+
+
+def test_the_systemd_units_release_command_migrates_the_fixture_app(tmp_path: Path) -> None:
+    """What `flaskprod build --target systemd` writes, run as systemd would: ExecStartPre= in WorkingDirectory=
+    with Environment=, the VM's venv being this one."""
+    root = project(tmp_path / "notes")
+    (root / "requirements.txt").write_text("flaskprod\nflask-migrate\n")
+    done = flaskprod(root, "build", "--target", "systemd", "app:app")
+    assert done.returncode == 0, done.stderr
+    unit = Unit((root / "deploy" / "systemd" / "notes.service").read_text())
+    argv = shlex.split(unit.value("ExecStartPre").replace("/opt/notes/venv/bin", str(BIN)))
+    # LoadCredential='s copy of the secret key, in the directory %d names.
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "secret_key").write_text(up_env()["FLASK_SECRET_KEY"])
+    env = {**up_env(), **{k: v.replace("%d", str(credentials)) for k, v in unit.environment().items()}}
+    env.pop("FLASK_SECRET_KEY")
+    migrated = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "Running upgrade  -> 0001, The notes table." in migrated.stderr
+    assert (root / "instance" / "notes.db").is_file()

@@ -10,6 +10,7 @@ TOPICS = {
     "security": "Security (`FP-S`)",
     "config": "The app's configuration (`FP-C`)",
     "project": "The project's files (`FP-P`)",
+    "release": "What a deploy runs before the new code takes requests (`FP-R`)",
 }
 
 INTRO = """\

@@ -7,12 +7,14 @@ drains in, the CPU and memory its workers were sized for, the port nginx forward
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import shlex
 from pathlib import Path
 from typing import Any
 
+from ..discovery import APP_VARIABLE
 from ..spec import Spec
 from . import logs, postgres, tls
 from .deployment import NGINX_PORT, NGINX_UID, Deployment
@@ -76,6 +78,12 @@ APP_UPDATE_PARALLELISM = 1
 # within the 64 characters Swarm allows.
 CONFIG_DIGEST = 12
 CONFIG_NAME_MAX = 64
+# The one-off service that runs deploy.release_command before the app starts, and the seconds coreutils' timeout
+# gives it after its SIGTERM (deploy.release_timeout) before SIGKILL.
+RELEASE = "release"
+RELEASE_KILL_AFTER = 10
+# Times Swarm starts the release job again after it failed (the database may still be starting).
+RELEASE_ATTEMPTS = 5
 # The extra and the services that get and renew its certificate.
 TLS = "tls"
 CERTBOT_INIT = "certbot-init"
@@ -227,11 +235,32 @@ def compose_data(d: Deployment) -> dict[str, Any]:
         }
         data["services"].update({CERTBOT_INIT: init, CERTBOT: certbot})
         volumes |= {tls.CERTS_VOLUME: {}, tls.WEBROOT_VOLUME: {}}
+    if d.spec.deploy.release_argv:
+        data["services"][RELEASE] = _release_service(d, app)
+        # Started once the release command exited 0; not at all after it failed (`docker compose up` says so).
+        app.setdefault("depends_on", {})[RELEASE] = {"condition": "service_completed_successfully"}
     if LOGGING in d.extras:
         _label_for_logs(d, data["services"])
     if volumes:
         data["volumes"] = volumes
     return data
+
+
+def release_words(d: Deployment) -> list[str]:
+    """deploy.release_command as a container runs it, bounded by deploy.release_timeout with coreutils' timeout
+    (Compose and Swarm bound a one-off container by nothing); $ kept from Compose's own expansion."""
+    words = ["timeout", f"--kill-after={RELEASE_KILL_AFTER}s", f"{d.spec.deploy.release_timeout}s"]
+    return [tls.compose_escape(word) for word in (*words, *d.spec.deploy.release_argv)]
+
+
+def _release_service(d: Deployment, app: dict[str, Any]) -> dict[str, Any]:
+    """deploy.release_command in a one-off container of the app's image with what the app is given (its
+    environment, secrets, instance volume, network, the database it waits for) and FLASK_APP naming the app."""
+    shared = ("build", "image", "environment", "secrets", "volumes", "networks", "depends_on", *_hardened())
+    service = {key: copy.deepcopy(app[key]) for key in shared if key in app}
+    service["environment"][APP_VARIABLE] = d.project.app_target
+    service |= {"command": release_words(d), "restart": "no", "deploy": {"resources": {"limits": _limits(d)}}}
+    return service
 
 
 def _label_for_logs(d: Deployment, services: dict[str, Any]) -> None:
@@ -420,6 +449,8 @@ def render_compose(d: Deployment) -> dict[str, str]:
     run = f"Run from the project root: {_grafana_env(d)}FLASK_SECRET_KEY=... {_compose_up(d)}"
     if POSTGRES in d.extras:
         run = _compose_postgres_steps(d)
+    if d.spec.deploy.release_argv:
+        run = "\n".join([run, *_compose_release_steps(d)])
     if TLS in d.extras:
         run = "\n".join([run, *_tls_steps(d)])
     files = image_files(d, upstream(d), tls=tls.container_tls(d) if TLS in d.extras else None)
@@ -655,6 +686,17 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
         }
         data["services"].update({CERTBOT_INIT: init, CERTBOT: certbot})
         volumes |= {tls.CERTS_VOLUME: {}, tls.WEBROOT_VOLUME: {}}
+    if d.spec.deploy.release_argv:
+        release = _release_service(d, app)
+        release.pop("restart")  # a stack's is deploy.restart_policy
+        release["deploy"] |= {
+            # Run to completion once each time `docker stack deploy` changes it (a new image), not kept running.
+            "mode": "replicated-job",
+            # Alembic's migrations on PostgreSQL are transactional: one that failed (the database still starting)
+            # is run again from the start.
+            "restart_policy": {"condition": "on-failure", "delay": "5s", "max_attempts": RELEASE_ATTEMPTS},
+        }
+        data["services"][RELEASE] = release
     if d.spec.proxy.rate_limit:
         _publish_on_each_node(nginx)
     if LOGGING in d.extras:
@@ -662,6 +704,27 @@ def swarm_data(d: Deployment) -> dict[str, Any]:
     if volumes:
         data["volumes"] = volumes
     return data
+
+
+def _compose_release_steps(d: Deployment) -> list[str]:
+    """What the header says of the release service: the app waits for it, and none starts after it failed."""
+    command = shlex.join(d.spec.deploy.release_argv)
+    return [
+        f"The release command ({command}) runs in the service {RELEASE} before the app starts, at each `up`,",
+        f"within {d.spec.deploy.release_timeout} s (deploy.release_timeout); if it fails, the app does not start, and",
+        f"docker compose -f {d.out}/compose.yaml logs {RELEASE}   says why.",
+    ]
+
+
+def _swarm_release_steps(d: Deployment) -> list[str]:
+    """What the header says of the release job: Swarm orders no services, so it runs beside the new app tasks."""
+    command = shlex.join(d.spec.deploy.release_argv)
+    return [
+        f"The release command ({command}) is the job service {RELEASE}, run once each time a deploy changes",
+        "it (a new image). Swarm orders no services: the new app tasks start as it runs, not after it. Keep",
+        "each migration one the running code works with (add a column now, drop the old one a release later),",
+        f"and see how it ended with: docker service ps {d.name}_{RELEASE}",
+    ]
 
 
 def _publish_on_each_node(nginx: dict[str, Any]) -> None:
@@ -854,6 +917,8 @@ def render_swarm(d: Deployment) -> dict[str, str]:
             f"Flask's instance folder ({d.instance_dir}) is a volume on each node: a SQLite file or uploads there are",
             "not shared between replicas on different nodes. Keep such data in a database (--with postgres).",
         ]
+    if d.spec.deploy.release_argv:
+        steps += _swarm_release_steps(d)
     if d.spec.proxy.rate_limit:
         steps += [
             "nginx takes its ports on each node itself (host mode), so its limit per client sees the client's",

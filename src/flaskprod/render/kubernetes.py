@@ -11,11 +11,14 @@ once, and nginx's readiness probe (the app's /readyz, which pings it) holds pods
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 import shlex
 from typing import Any
 
+from ..discovery import APP_VARIABLE
 from ..errors import BuildError
 from ..sizing import PROXY_MARGIN
 from ..spec import Spec, parse_size
@@ -70,6 +73,13 @@ STARTUP_PERIOD = 5
 TARGET_CPU_UTILISATION = 70
 # Where in-cluster scrapers come from, when the user left monitoring.metrics_allow at its loopback default:
 # the private ranges pod networks use (100.64.0.0/10 too, which some CNIs take).
+# The release Job's component label: `kubectl apply -l` with it applies the Job (and the database) before the app.
+RELEASE_COMPONENT = "release"
+# Pods the Job may start for one release: a failed one (the database still starting on the first apply) is run
+# again from the start, as Alembic's migrations on PostgreSQL are transactional; Kubernetes' own default.
+RELEASE_BACKOFF_LIMIT = 6
+# Seconds `kubectl wait` gives the Job past its own deadline (activeDeadlineSeconds): its pod's start.
+RELEASE_WAIT_MARGIN = 60
 POD_NETWORK_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
 # A DNS-1123 subdomain, optionally a wildcard: the host names an Ingress rule accepts.
 _INGRESS_HOST = re.compile(r"(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+")
@@ -368,6 +378,76 @@ def _pod_template(d: Deployment, metrics_port: int | None) -> dict[str, Any]:
     }
 
 
+def release_name(d: Deployment) -> str:
+    """The release Job's pods' name label: not the app's, or its Service would send them requests (and its
+    disruption budget and spread count them)."""
+    return f"{d.name}-{RELEASE_COMPONENT}"
+
+
+def _release_labels(d: Deployment) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": release_name(d),
+        "app.kubernetes.io/component": RELEASE_COMPONENT,
+        "app.kubernetes.io/part-of": d.name,
+        **{k: v for k, v in _labels(d).items() if k != "app.kubernetes.io/name"},
+    }
+
+
+def _release_pod(d: Deployment) -> dict[str, Any]:
+    """The app's image running deploy.release_command once, with the app container's environment, secrets and
+    limits, and FLASK_APP naming the app; `args`, so the image's entrypoint (tini under uWSGI) still runs it."""
+    app = _app_container(d)
+    template = _pod_template(d, None)["spec"]
+    container = {
+        "name": RELEASE_COMPONENT,
+        "image": d.image,
+        "imagePullPolicy": pull_policy(d),
+        "args": list(d.spec.deploy.release_argv),
+        "env": [*app["env"], {"name": APP_VARIABLE, "value": d.project.app_target}],
+        "resources": app["resources"],
+        "securityContext": app["securityContext"],
+        "volumeMounts": [m for m in app["volumeMounts"] if m["name"] != "socket"],
+    }
+    return {
+        "metadata": {"labels": _release_labels(d)},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": template["securityContext"],
+            "containers": [container],
+            "volumes": [v for v in template["volumes"] if v["name"] in ("app-tmp", "secrets")],
+        },
+    }
+
+
+def release_job_object(d: Deployment) -> dict[str, Any]:
+    """deploy.release_command as a Job: one pod at a time, however many replicas the app has (an initContainer
+    would run it in every new pod at once, each migration racing the others), bounded by deploy.release_timeout.
+    A Job's pod template cannot change, so its name carries a digest of it: a new image or command is a new Job,
+    run once; applying the same files again changes nothing."""
+    spec = {
+        "backoffLimit": RELEASE_BACKOFF_LIMIT,
+        "activeDeadlineSeconds": d.spec.deploy.release_timeout,
+        "template": _release_pod(d),
+    }
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    metadata = {**_metadata(d), "name": f"{release_name(d)}-{digest}", "labels": _release_labels(d)}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}
+
+
+def release_network_policy_object(d: Deployment) -> dict[str, Any]:
+    """Nothing reaches the release Job's pods: they serve nothing, and reach out to the database alone."""
+    metadata = {**_metadata(d), "name": release_name(d), "labels": _release_labels(d)}
+    selector = {"matchLabels": {"app.kubernetes.io/name": release_name(d)}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata,
+        "spec": {"podSelector": selector, "policyTypes": ["Ingress"], "ingress": []},
+    }
+
+
 def autoscaled(d: Deployment) -> bool:
     return d.spec.deploy.max_replicas > d.spec.deploy.replicas
 
@@ -591,8 +671,10 @@ def postgres_service_object(d: Deployment) -> dict[str, Any]:
 
 def postgres_network_policy_object(d: Deployment) -> dict[str, Any]:
     # The app's pods, from this namespace, on the server's port; nothing else reaches the database.
-    app_pods = {"podSelector": {"matchLabels": _selector(d)}}
-    allowed = [{"from": [app_pods], "ports": [{"protocol": "TCP", "port": "postgres"}]}]
+    app_pods = [{"podSelector": {"matchLabels": _selector(d)}}]
+    if d.spec.deploy.release_argv:  # and the release Job's, which migrates it
+        app_pods.append({"podSelector": {"matchLabels": {"app.kubernetes.io/name": release_name(d)}}})
+    allowed = [{"from": app_pods, "ports": [{"protocol": "TCP", "port": "postgres"}]}]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -675,6 +757,9 @@ def manifests(d: Deployment) -> dict[str, dict[str, Any]]:
         "poddisruptionbudget.yaml": disruption_budget_object(d),
         "networkpolicy.yaml": network_policy_object(d, metrics_port),
     }
+    if d.spec.deploy.release_argv:
+        objects["release-job.yaml"] = release_job_object(d)
+        objects["release-networkpolicy.yaml"] = release_network_policy_object(d)
     if autoscaled(d):
         objects["horizontalpodautoscaler.yaml"] = autoscaler_object(d)
     hosts = _routed_hosts(d)
@@ -844,7 +929,19 @@ def _next_steps(d: Deployment) -> str:
             f"The pods' root file system is read-only, Flask's instance folder ({d.instance_dir}) too: keep data such",
             "as a SQLite file in a database (--with postgres, or the URL above).",
         ]
-    steps.append(f"  kubectl apply -k {d.out}")
+    if d.spec.deploy.release_argv:
+        job = release_job_object(d)["metadata"]["name"]
+        timeout = d.spec.deploy.release_timeout + RELEASE_WAIT_MARGIN
+        steps += [
+            f"  kubectl apply -k {d.out} -l 'app.kubernetes.io/component in ({RELEASE_COMPONENT},database)'",
+            f"  kubectl wait{flag} --for=condition=complete --timeout={timeout}s job/{job}",
+            f"  kubectl apply -k {d.out}",
+            f"The Job {job} runs the release command ({shlex.join(d.spec.deploy.release_argv)}) once for this",
+            "image, before the new pods: the first two steps apply it (and the database) alone and wait for it.",
+            f"If it failed, the app keeps its pods: kubectl logs{flag} job/{job}",
+        ]
+    else:
+        steps.append(f"  kubectl apply -k {d.out}")
     if _routed_hosts(d) and not d.spec.deploy.ingress_class:
         steps += [
             "The Ingress names no class: the cluster's default IngressClass takes it. ingress-nginx, whose",

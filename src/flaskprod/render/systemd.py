@@ -12,6 +12,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from ..discovery import APP_VARIABLE
 from ..errors import BuildError
 from ..servers.common import loopback_for
 from ..sizing import MIB
@@ -48,6 +49,8 @@ PROMETHEUS_LISTEN = "127.0.0.1:9090"
 ALERTMANAGER_LISTEN = "127.0.0.1:9093"
 # Where the install puts the webhook's URL, for Alertmanager's user (prometheus) alone.
 WEBHOOK_URL_FILE = f"{PROMETHEUS_CONF_DIR}/{WEBHOOK_SECRET}"
+# Seconds TimeoutStartSec= adds to deploy.release_timeout, which the release command may take: the app's own start.
+RELEASE_START_MARGIN = 30
 # Characters that make an ExecStart= word need quotes; $ and % are escaped in any case.
 _NEEDS_QUOTES = re.compile(r"""[\s"'\\;]""")
 
@@ -249,6 +252,13 @@ def nginx_args(paths: Paths) -> list[str]:
     return [paths.layout.nginx, "-p", f"{paths.nginx_conf_dir}/", "-c", paths.nginx_conf, "-e", "stderr"]
 
 
+def release_argv(d: Deployment, layout: Layout) -> list[str]:
+    """deploy.release_command as ExecStartPre= runs it: systemd looks a bare name up in /usr/bin and the like,
+    never in the virtualenv, so the virtualenv's program (flask, alembic) is named by its path."""
+    program, *rest = d.spec.deploy.release_argv
+    return [program if "/" in program else f"{layout.venv}/bin/{program}", *rest]
+
+
 def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
     """Every file of the systemd target for an install laid out as layout says."""
     paths = Paths(name=d.name, layout=layout)
@@ -257,6 +267,8 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
     certificate = host_certificate(d, paths)
     https_port = d.spec.deploy.https_port
     env = d.app_env(behind_nginx=True, bind=f"unix:{paths.app_socket}")
+    if d.spec.deploy.release_argv:
+        env[APP_VARIABLE] = d.project.app_target  # for `flask db upgrade`; `flaskprod serve` reads its own
     template_values = {
         "name": d.name,
         "user": user,
@@ -271,6 +283,9 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
         "environment": [environment_value(k, v) for k, v in sorted(env.items())],
         "secret_credential": SECRET_CREDENTIAL,
         "app_exec": exec_line([f"{layout.venv}/bin/flaskprod", "serve"]),
+        "release_exec": exec_line(release_argv(d, layout)) if d.spec.deploy.release_argv else None,
+        "release_timeout": d.spec.deploy.release_timeout,
+        "release_start_timeout": d.spec.deploy.release_timeout + RELEASE_START_MARGIN,
         # Flask's instance folder as the VM imports the app: in the copy of the project, or in the venv it installs.
         "instance_dir": d.instance.at(app_dir=layout.app_dir, venv=layout.venv),
         "nginx_check": exec_line([*nginx_args(paths), "-t", "-q"]),
