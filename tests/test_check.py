@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import secrets
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from flask import Flask
 
 from flaskprod.checks import REGISTRY
 from flaskprod.checks.context import patched_environ
@@ -34,6 +36,8 @@ PLAIN = "from flask import Flask\n\napp = Flask(__name__)\n"
 PROD = "from flask import Flask\n\nfrom flaskprod import Production\n\napp = Flask(__name__)\nProduction(app)\n"
 PROXY_FIX = "from werkzeug.middleware.proxy_fix import ProxyFix\n\napp.wsgi_app = ProxyFix(app.wsgi_app)\n"
 SERVER_NAME = 'app.config["SERVER_NAME"] = "shop.example.com:8443"\n'
+ASYNC_VIEW = '\n@app.get("/feed")\nasync def feed():\n    return {"items": []}\n'
+ASYNC_500 = "\"Install Flask with the 'async' extra in order to use async views\""
 SQLALCHEMY = (
     "from flask_sqlalchemy import SQLAlchemy\n\ndb = SQLAlchemy()\n"
     'app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"\n'
@@ -273,6 +277,13 @@ CASES = [
         "name: nginx answers it too, but the TLS certificate (--with tls, up --tls) and Kubernetes' Ingress are made "
         "for proxy.server_name's names alone, so HTTPS or the Ingress fails requests for it",
         good={"app.py": PROD + SERVER_NAME, "flaskprod.toml": '[proxy]\nserver_name = "example.com *.example.com"\n'},
+    ),
+    Case(
+        "FP-C010",
+        bad={"app.py": PROD + ASYNC_VIEW, "requirements.txt": "flask==3.1.0\nflaskprod\n"},
+        text="the app has async views (feed), which Flask runs with asgiref, and requirements.txt installs none: "
+        f"each answers 500 ({ASYNC_500}); write flask[async] there instead of flask, or add asgiref",
+        good={"app.py": PROD + ASYNC_VIEW, "requirements.txt": "flask[async]==3.1.0\nflaskprod\n"},
     ),
     Case(
         "FP-P002",
@@ -792,6 +803,84 @@ def test_a_server_name_that_is_no_host_is_named(project: Path) -> None:
         "cannot answer it, and the URLs the app builds for it are broken"
     )
     assert found["hint"].startswith("set SERVER_NAME to the site's host")
+
+
+ASYNC_SHAPES = """
+from flask import Blueprint
+from flask.views import MethodView, View
+
+
+class Items(MethodView):
+    def get(self):
+        return {}
+
+    async def post(self):
+        return {}
+
+
+class Report(View):
+    async def dispatch_request(self):
+        return {}
+
+
+class Plain(MethodView):
+    def get(self):
+        return {}
+
+
+shop = Blueprint("shop", __name__)
+
+
+@shop.before_request
+async def load_cart():
+    pass
+
+
+app.add_url_rule("/items", view_func=Items.as_view("items"))
+app.add_url_rule("/report", view_func=Report.as_view("report"))
+app.add_url_rule("/plain", view_func=Plain.as_view("plain"))
+app.register_blueprint(shop)
+"""
+
+
+def test_async_class_views_and_hooks_are_named(project: Path) -> None:
+    files = {"app.py": PROD + ASYNC_SHAPES, "pyproject.toml": '[project]\nname = "shop"\ndependencies = ["flask"]\n'}
+    [found] = audit(project, files).only("FP-C010")
+    assert found["text"].startswith(
+        "the app has async views (items, report, load_cart), which Flask runs with asgiref, and pyproject.toml "
+        "installs none"
+    )
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"requirements.txt": "Flask[Async]>=3\nflaskprod\n"},
+        {"requirements.txt": "-r base.txt\n", "base.txt": "flask\nasgiref==3.8.1\nflaskprod\n"},
+        {"pyproject.toml": '[project]\nname = "shop"\ndependencies = ["flask[async]", "flaskprod"]\n'},
+        {"pyproject.toml": '[tool.poetry.dependencies]\nflask = {version = "^3", extras = ["async"]}\n'},
+        # A package pip names only once it has it: it might install asgiref, the benefit of the doubt.
+        {"requirements.txt": "flask\nflaskprod\nhttps://example.com/pkgs/mystery\n"},
+    ],
+    ids=["extra", "asgiref-in-an-include", "pyproject", "poetry", "unnamed"],
+)
+def test_async_views_with_asgiref_required_pass(project: Path, files: dict[str, str]) -> None:
+    assert audit(project, {"app.py": PROD + ASYNC_VIEW, **files}).only("FP-C010") == []
+
+
+def test_async_views_without_requirements_are_judged_by_this_environment(project: Path) -> None:
+    # This venv has no asgiref: the app's async view answers 500 here, which the check says.
+    if importlib.util.find_spec("asgiref") is not None:
+        pytest.skip("asgiref is installed here")
+    [found] = audit(project, {"app.py": PROD + ASYNC_VIEW}).only("FP-C010")
+    assert "and this environment installs none" in found["text"]
+    premise = Flask("premise")
+
+    @premise.get("/feed")
+    async def feed() -> dict[str, list[str]]:
+        return {"items": []}
+
+    assert premise.test_client().get("/feed").status_code == 500
 
 
 def test_production_after_db_init_app_is_too_late(project: Path) -> None:

@@ -209,3 +209,24 @@ def test_build_has_nginx_answer_the_apps_server_name(tmp_path: Path, config: str
     assert result.returncode == 0, result.stderr
     conf = (tmp_path / "deploy" / "nginx" / "nginx.conf").read_text()
     assert f"server_name {names};" in conf
+
+
+ASYNC_APP = (
+    "from flask import Flask\n\nfrom flaskprod import Production\n\napp = Flask(__name__)\nProduction(app)\n\n\n"
+    '@app.get("/feed")\nasync def feed():\n    return {"items": []}\n'
+)
+
+
+def test_build_refuses_async_views_the_requirements_give_no_asgiref(tmp_path: Path) -> None:
+    """The image would answer 500 on each async view: build says so, in one line with the fix, and writes nothing."""
+    result = run(tmp_path, {"app.py": ASYNC_APP}, "build", "--target", "compose", "--out", "deploy")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        "Error: the app has async views (feed), which Flask runs with asgiref, and requirements.txt installs none: "
+        "each answers 500 (\"Install Flask with the 'async' extra in order to use async views\"); write "
+        "flask[async] there instead of flask, or add asgiref\n"
+    )
+    assert not (tmp_path / "deploy").exists()
+    fixed = run(tmp_path, {"app.py": ASYNC_APP, "requirements.txt": "flask[async]\nflaskprod\n"}, "build",
+                "--target", "compose", "--out", "deploy")  # fmt: skip
+    assert fixed.returncode == 0, fixed.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import gc
+import importlib.util
 import ipaddress
 import re
 import sys
@@ -12,7 +13,9 @@ from typing import Any
 
 from flask import Flask
 
+from ..errors import BuildError
 from ..render.nginx import answers, server_name_host, server_names
+from ..render.requirements import async_without_asgiref, lacks_asgiref, requirements_file
 from ..runtime.db import engine_options
 from .context import Context, ProjectFile, variable_read
 from .registry import CRITICAL, WARNING, Found, app_check, check
@@ -308,3 +311,26 @@ def server_name_unserved(app: Flask, context: Context) -> Iterator[Found]:
             "not name: nginx answers it too, but the TLS certificate (--with tls, up --tls) and Kubernetes' Ingress "
             "are made for proxy.server_name's names alone, so HTTPS or the Ingress fails requests for it",
         )
+
+
+@app_check(
+    "FP-C010",
+    WARNING,
+    "the app has async views, which Flask runs with asgiref, and the requirements its deployment installs have "
+    "none: each answers 500 (\"Install Flask with the 'async' extra in order to use async views\")",
+    hint="write flask[async] instead of flask in the requirements (or pyproject.toml's dependencies), or add asgiref",
+)
+def async_views_without_asgiref(app: Flask, context: Context) -> Iterator[Found]:
+    from ..servers.probe import async_views
+
+    views = async_views(app)
+    if not views:
+        return
+    try:
+        name = requirements_file(context.spec.deploy.requirements, context.root)
+        lacking = lacks_asgiref(context.root, name)
+    except BuildError:  # no requirements, or an include that is missing: what runs the app here is what it has
+        name, lacking = None, importlib.util.find_spec("asgiref") is None
+    if lacking:
+        where = name or ("pyproject.toml" if (context.root / "pyproject.toml").is_file() else "this environment")
+        yield Found(obj=context.app_label, text=async_without_asgiref(views, where))

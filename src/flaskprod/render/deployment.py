@@ -20,7 +20,7 @@ from ..errors import BuildError
 from ..sizing import Derived, Machine, derive
 from ..spec import URL_PATH, Spec, env_for, find_config_file, parse_size
 from .nginx import NginxContext, Protocol, StaticMount, TlsFiles, render_nginx
-from .requirements import require_flaskprod, requirements_file
+from .requirements import refuse_async_without_asgiref, require_flaskprod, requirements_file
 
 if TYPE_CHECKING:
     from ..servers.probe import AppInfo, InstanceFacts
@@ -345,6 +345,7 @@ def plan_deployment(
     # The flags reach the app as they will in the container (a health path, a setting it reads at start).
     env = {**(environ if environ is not None else {}), **env_for(spec.flagged())}
     info = probe_to_learn(ref, env, bound=spec.proxy.ready_timeout)
+    refuse_async_without_asgiref(info.async_views, root, requirements)
     mon = spec.monitoring
     unanswered = [path for path in (mon.health_path, mon.ready_path) if path not in info.served_paths]
     if unanswered:

@@ -20,6 +20,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from ..errors import BuildError
 
 FLASKPROD = "flaskprod"
+# What Flask runs an async view with: asgiref, which flask[async] installs; without it each such view answers 500.
+ASYNC_PROVIDERS = frozenset({"asgiref", "flask[async]"})
 # -r base.txt, -rbase.txt, --requirement base.txt, --requirement=base.txt; the same for -c.
 _INCLUDE = re.compile(r"^(?:-([rc])\s*|--(requirement|constraint)(?:\s*=\s*|\s+))(\S+)")
 _EDITABLE = re.compile(r"^(?:-e\s*|--editable(?:\s*=\s*|\s+))(\S+)")
@@ -38,6 +40,7 @@ class Requirements:
     files: tuple[str, ...]  # the file and every file it includes, relative to the project, POSIX, in order
     names: frozenset[str]  # canonical names of the packages they install
     unnamed: tuple[str, ...]  # entries whose package cannot be named without installing them (a path, a URL)
+    extras: frozenset[str] = frozenset()  # name[extra] for each extra they ask (flask[async])
 
     @property
     def includes(self) -> tuple[str, ...]:
@@ -66,7 +69,8 @@ def read_requirements(root: Path, path: str) -> Requirements:
     names: set[str] = set()
     unnamed: list[str] = []
     _read(root.resolve(), PurePosixPath(path), files, names, unnamed)
-    return Requirements(files=tuple(files), names=frozenset(names), unnamed=tuple(unnamed))
+    extras = frozenset(name for name in names if "[" in name)
+    return Requirements(files=tuple(files), names=frozenset(names) - extras, unnamed=tuple(unnamed), extras=extras)
 
 
 def _read(root: Path, rel: PurePosixPath, files: list[str], names: set[str], unnamed: list[str]) -> None:
@@ -155,9 +159,16 @@ def _inside(root: Path, including: PurePosixPath, ref: str, number: int) -> Pure
     return rel
 
 
+def _named(requirement: Requirement) -> set[str]:
+    """The package's canonical name, and name[extra] for each extra it asks (flask[async])."""
+    name = canonical(requirement.name)
+    return {name, *(f"{name}[{canonical(extra)}]" for extra in requirement.extras)}
+
+
 def _add(entry: str, names: set[str], unnamed: list[str]) -> None:
+    """entry's names into names (name[extra] for each extra too), or entry into unnamed."""
     try:
-        names.add(canonical(Requirement(entry).name))
+        names.update(_named(Requirement(entry)))
         return
     except InvalidRequirement:
         pass
@@ -175,7 +186,8 @@ def _add(entry: str, names: set[str], unnamed: list[str]) -> None:
 
 
 def project_dependencies(pyproject: Path) -> frozenset[str] | None:
-    """Canonical names of pyproject.toml's dependencies ([project] or Poetry's); None when the file does not say."""
+    """Canonical names of pyproject.toml's dependencies ([project] or Poetry's), with name[extra] for each extra
+    asked; None when the file does not say."""
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError):
@@ -184,11 +196,17 @@ def project_dependencies(pyproject: Path) -> frozenset[str] | None:
     if isinstance(project, dict):
         if "dependencies" in project.get("dynamic", []):
             return None
-        return frozenset(canonical(Requirement(d).name) for d in project.get("dependencies", []) if _parses(d))
+        return frozenset(name for d in project.get("dependencies", []) if _parses(d) for name in _named(Requirement(d)))
     poetry = data.get("tool", {}).get("poetry", {}).get("dependencies")
     if isinstance(poetry, dict):
-        return frozenset(canonical(name) for name in poetry)
+        return frozenset(name for key, value in poetry.items() for name in _poetry_named(key, value))
     return None
+
+
+def _poetry_named(name: str, value: object) -> set[str]:
+    """A Poetry dependency's names: flask = {version = "^3", extras = ["async"]} asks flask[async] too."""
+    extras = value.get("extras", []) if isinstance(value, dict) else []
+    return {canonical(name), *(f"{canonical(name)}[{canonical(str(extra))}]" for extra in extras)}
 
 
 def _parses(entry: object) -> bool:
@@ -200,12 +218,19 @@ def _parses(entry: object) -> bool:
 
 
 def names_installed(root: Path, requirements: str | None) -> frozenset[str] | None:
-    """Canonical names the project's requirements (or, for None, pyproject.toml's dependencies) install; None
-    when they cannot all be named (a local path, dynamic dependencies)."""
+    """Canonical names the project's requirements (or, for None, pyproject.toml's dependencies) install, with
+    name[extra] for each extra asked; None when they cannot all be named (a local path, dynamic dependencies)."""
     if requirements is None:
         return project_dependencies(root / "pyproject.toml")
     found = read_requirements(root, requirements)
-    return None if found.unnamed else found.names
+    return None if found.unnamed else found.names | found.extras
+
+
+def lacks_asgiref(root: Path, requirements: str | None) -> bool:
+    """Whether the project's requirements (or, for None, pyproject.toml's dependencies) surely install no asgiref,
+    which Flask runs async views with: neither it nor flask[async]. An entry that cannot be named might: no."""
+    names = names_installed(root, requirements)
+    return names is not None and names.isdisjoint(ASYNC_PROVIDERS)
 
 
 def lacks_flaskprod(root: Path, found: Requirements | None) -> bool:
@@ -233,3 +258,19 @@ def require_flaskprod(root: Path, requirements: str | None) -> Requirements | No
         f"{requirements} does not install flaskprod, which every target runs (`flaskprod serve`): "
         "add a line `flaskprod` to it"
     )
+
+
+def async_without_asgiref(views: tuple[str, ...] | list[str], where: str) -> str:
+    """What is wrong with async views the requirements in where give no asgiref to, and the fix."""
+    shown = ", ".join(views[:3]) + (f" and {len(views) - 3} more" if len(views) > 3 else "")
+    return (
+        f"the app has async views ({shown}), which Flask runs with asgiref, and {where} installs none: each "
+        "answers 500 (\"Install Flask with the 'async' extra in order to use async views\"); write flask[async] "
+        "there instead of flask, or add asgiref"
+    )
+
+
+def refuse_async_without_asgiref(views: tuple[str, ...], root: Path, requirements: str | None) -> None:
+    """A BuildError when the app has async views and the requirements surely install no asgiref."""
+    if views and lacks_asgiref(root, requirements):
+        raise BuildError(async_without_asgiref(views, requirements or "pyproject.toml"))

@@ -4,6 +4,7 @@ and where Flask put its instance folder."""
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 import secrets
@@ -54,6 +55,7 @@ class AppInfo:
     instance: InstanceFacts | None = None  # None: not learned (an AppInfo made by hand); Flask's default applies
     server_name: str | None = None  # the app's Flask SERVER_NAME, as it loaded
     subdomain_matching: bool = False  # Flask(subdomain_matching=True): it routes the names under SERVER_NAME too
+    async_views: tuple[str, ...] = ()  # async_views(app): what Flask can run only with asgiref installed
 
     @property
     def nginx_names(self) -> tuple[str, ...]:
@@ -92,6 +94,7 @@ def probe(ref: AppRef, env: Mapping[str, str], *, bound: int, if_slow: str | Non
         instance=InstanceFacts(**result["instance"]),
         server_name=result["server_name"],
         subdomain_matching=result["subdomain_matching"],
+        async_views=tuple(result["async_views"]),
     )
 
 
@@ -158,6 +161,31 @@ def blueprint_static(app: Any) -> list[dict[str, str]]:
     return mounts
 
 
+def _handlers(view: Any) -> list[Any]:
+    """What Flask calls for a view: the function, or a class-based view's dispatch_request and method handlers."""
+    view_class = getattr(view, "view_class", None)
+    if view_class is None:
+        return [view]
+    methods = (getattr(view_class, method.lower(), None) for method in view_class.methods or ())
+    return [view_class.dispatch_request, *methods]
+
+
+def async_views(app: Any) -> list[str]:
+    """The endpoints whose view is a coroutine function, and the request hooks that are (by qualified name):
+    Flask runs each through asgiref's async_to_sync, and without asgiref answers 500 ("Install Flask with the
+    'async' extra in order to use async views")."""
+    found = [
+        endpoint
+        for endpoint, view in app.view_functions.items()
+        if any(inspect.iscoroutinefunction(handler) for handler in _handlers(view))
+    ]
+    # A registered blueprint's hooks are in the app's own, under its name.
+    for registry in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
+        for funcs in registry.values():
+            found += [f.__qualname__ for f in funcs if inspect.iscoroutinefunction(f) and f.__qualname__ not in found]
+    return found
+
+
 def instance_facts(app: Any) -> dict[str, object]:
     """What InstanceFacts holds, read by Flask's own rule (Flask.auto_find_instance_path)."""
     from flask.sansio.scaffold import find_package
@@ -206,6 +234,7 @@ def main(argv: list[str]) -> int:
         # A value the app set that is no string (a misconfiguration) names no host nginx could answer.
         "server_name": server_name if isinstance(server_name := app.config.get("SERVER_NAME"), str) else None,
         "subdomain_matching": bool(app.subdomain_matching),
+        "async_views": async_views(app),
     }
     Path(result_path).write_text(json.dumps(info))
     return 0
