@@ -7,7 +7,9 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,17 @@ def start(root: Path, *extra: str) -> UpStack:
     return stack
 
 
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A directory for two projects whose run dirs' sockets fit a unix socket path, under xdist too (tmp_path
+    leaves room for one project at its root)."""
+    path = Path(tempfile.mkdtemp(prefix="fp-release-", dir="/var/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def post_note(stack: UpStack, text: str) -> requests.Response:
     return requests.post(stack.url("/notes"), data=text, timeout=15)
 
@@ -119,8 +132,8 @@ def test_the_command_is_split_as_a_shell_would_and_unset_by_default(tmp_path: Pa
 
 
 @pytest.mark.integration
-def test_up_migrates_before_the_first_request_and_a_fresh_app_without_it_fails(tmp_path: Path) -> None:
-    with_command = project(tmp_path / "with")
+def test_up_migrates_before_the_first_request_and_a_fresh_app_without_it_fails(short_tmp: Path) -> None:
+    with_command = project(short_tmp / "with")
     stack = start(with_command)
     try:
         assert post_note(stack, "first").status_code == 201
@@ -135,7 +148,7 @@ def test_up_migrates_before_the_first_request_and_a_fresh_app_without_it_fails(t
     assert (with_command / "instance" / "notes.db").is_file()
 
     # The same app without the setting: ready by /readyz, and every request to its table a 500.
-    without = project(tmp_path / "without", toml="")
+    without = project(short_tmp / "without", toml="")
     stack = start(without)
     try:
         assert stack.get("/readyz").status_code == 200
@@ -197,8 +210,8 @@ def test_a_failing_release_command_leaves_the_running_release_serving(tmp_path: 
 
 
 @pytest.mark.integration
-def test_up_refuses_to_start_a_release_whose_command_fails_or_outlives_its_timeout(tmp_path: Path) -> None:
-    failing = project(tmp_path / "failing", toml='[deploy]\nrelease_command = "flask db upgrade --sql-typo"\n')
+def test_up_refuses_to_start_a_release_whose_command_fails_or_outlives_its_timeout(short_tmp: Path) -> None:
+    failing = project(short_tmp / "failing", toml='[deploy]\nrelease_command = "flask db upgrade --sql-typo"\n')
     done = run_up(failing)
     assert done.returncode == 2, done.stderr
     error = done.stderr.splitlines()[-1]
@@ -211,7 +224,7 @@ def test_up_refuses_to_start_a_release_whose_command_fails_or_outlives_its_timeo
     assert not any((failing / ".flaskprod" / "run" / "releases" / "1").iterdir())
 
     slow = project(
-        tmp_path / "slow",
+        short_tmp / "slow",
         toml=textwrap.dedent("""\
             [deploy]
             release_command = "python -c 'import time; print(\\"migrating\\", flush=True); time.sleep(60)'"
