@@ -328,6 +328,11 @@ def test_dead_children_are_restarted_and_logged(stack: UpStack) -> None:
     wait_for(lambda: f"app server ({stack.kind}) restarted" in stack.stderr(), timeout=20, what="app restarted")
     logged = f"app server ({stack.kind}) (pid {serve}) was killed by SIGKILL (signal 9); restarting in 0.5s"
     assert logged in stack.stderr(), stack.output()
+    if stack.kind == "uwsgi":
+        # The pid the operator killed is named too: serve logs its uWSGI master's end before it passes it on.
+        said = f"flaskprod: uWSGI's master (pid {master}) was killed by SIGKILL (signal 9)\n"
+        assert said in stack.stderr(), stack.output()
+        assert stack.stderr().index(said) < stack.stderr().index(logged)
     assert app_server_pid(stack) != serve
     wait_for(lambda: stack.get("/api/ping", timeout=5).status_code == 200, timeout=60, what="serving again")
     assert stack.proc.poll() is None
@@ -360,6 +365,8 @@ def test_sigterm_lets_requests_in_flight_finish(stack: UpStack) -> None:
     assert one_request(stack.port, "/api/ping").kind == "refused"
     assert "shutting down gracefully" in stack.stderr()
     assert processes_under(stack.root) == {}
+    # A master stopped as asked (here, and each replaced by a reload) is no news: only the one killed was named.
+    assert stack.stderr().count("flaskprod: uWSGI's master") == (1 if stack.kind == "uwsgi" else 0), stack.output()
 
 
 def test_nginx_answers_the_host_the_apps_server_name_names(tmp_path: Path) -> None:

@@ -194,6 +194,7 @@ class Supervisor:
         self.stop_by: float | None = None
         self.kill_at: float | None = None
         self.term_again_at: float | None = None
+        self.stopping = False  # told to stop (SIGTERM, SIGINT): uWSGI's exit is then no news
 
     def record(self, sig: int, frame: FrameType | None) -> None:
         self.signals.put_nowait(sig)
@@ -209,6 +210,7 @@ class Supervisor:
                     sig = self.signals.get(timeout=self._wait_at_most())
                 except queue.Empty:
                     sig = None
+                self.stopping = self.stopping or sig in (signal.SIGTERM, signal.SIGINT)
                 if sig == signal.SIGTERM:
                     self.run_dir.begin_drain()
                     self._wait_drain_delay(proc)
@@ -221,6 +223,8 @@ class Supervisor:
                 self._end_overdue_stop(proc)
                 self.reap_metrics()
                 self.bound.sweep(lambda: children(proc.pid))
+            if not self.told_to_stop():
+                print(master_ended(proc.pid, proc.returncode), file=sys.stderr, flush=True)
             return proc.returncode
         finally:
             if proc.poll() is None:
@@ -228,6 +232,13 @@ class Supervisor:
                 proc.wait()
             for forwarded in _HANDLED:
                 signal.signal(forwarded, signal.SIG_DFL)
+
+    def told_to_stop(self) -> bool:
+        """Whether a stop was asked, by a signal handled or one still queued: Ctrl-C, or systemd's SIGTERM to the
+        whole group, reaches uWSGI's master too, which may end before the loop reads the signal."""
+        while not self.signals.empty():
+            self.stopping = self.stopping or self.signals.get_nowait() in (signal.SIGTERM, signal.SIGINT)
+        return self.stopping
 
     def _wait_at_most(self) -> float:
         """Seconds the loop may sleep: until its next sweep, or the stop's next deadline if sooner."""
@@ -282,6 +293,14 @@ class Supervisor:
             if pid is not None and pid not in self.marked and not _alive(pid):
                 mark_worker_dead(pid)
                 self.marked.add(pid)
+
+
+def master_ended(pid: int, status: int) -> str:
+    """The line for uWSGI's master ending unasked. It names the master's pid, the one `ps` shows as "uWSGI master":
+    the exit a supervisor above (`up`, systemd) logs is this serve process's, whose pid the operator never saw."""
+    from ..stack.children import APP_SERVER_EXITS, describe_exit
+
+    return f"flaskprod: uWSGI's master (pid {pid}) {describe_exit(status, APP_SERVER_EXITS['uwsgi'])}"
 
 
 def _kill_all(pids: list[int]) -> None:
