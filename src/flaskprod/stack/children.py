@@ -68,7 +68,7 @@ def terminal_stops_background_writes(fds: tuple[int, ...] = (1, 2)) -> bool:
     return False
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child before exec: if `up` is killed outright, the child gets SIGTERM instead of lingering.
 
     The children sit in their own process groups (so Ctrl-C reaches `up` alone, which then stops
@@ -109,7 +109,7 @@ class Child:
             stdin=subprocess.DEVNULL,
             start_new_session=own_session,
             process_group=None if own_session else 0,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self.started_at = time.monotonic()
         self.restart_at = None

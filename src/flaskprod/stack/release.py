@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..discovery import APP_VARIABLE
 from ..errors import ServerError
-from .children import _die_with_parent, describe_exit
+from .children import describe_exit, die_with_parent
 
 # How many of the command's last output lines an error quotes, and how many characters of them at most.
 TAIL_LINES = 5
@@ -91,7 +91,7 @@ class ReleaseCommand:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 process_group=0,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
 
     def finished(self) -> bool:
