@@ -7,9 +7,16 @@ STAMP := $(VENV)/.installed
 # uWSGI compiles on install: a C compiler and the Python headers.
 DEBS_BUILD := gcc=gcc python3-config=python3-dev
 DEBS_RUN := nginx=nginx-light
-DEBS_TEST := $(DEBS_RUN) initdb=postgresql pg_ctl=postgresql wrk=wrk valgrind=valgrind \
-	promtool=prometheus amtool=prometheus-alertmanager docker-compose=docker-compose certbot=certbot pebble=pebble rsync=rsync \
-	tini=tini
+# What `flaskprod up --with monitoring` runs, and `--with postgres`.
+DEBS_MONITORING := prometheus=prometheus prometheus-alertmanager=prometheus-alertmanager
+DEBS_POSTGRES := initdb=postgresql pg_ctl=postgresql
+# The tests run both, and check build's files with Prometheus's and Alertmanager's own tools.
+DEBS_TEST := $(DEBS_RUN) $(DEBS_MONITORING) $(DEBS_POSTGRES) promtool=prometheus amtool=prometheus-alertmanager \
+	wrk=wrk valgrind=valgrind docker-compose=docker-compose certbot=certbot pebble=pebble rsync=rsync tini=tini
+# `make up WITH=monitoring,postgres`: up's extras, and the packages they run.
+WITH ?=
+DEBS_UP := $(DEBS_RUN) $(if $(findstring monitoring,$(WITH)),$(DEBS_MONITORING)) \
+	$(if $(findstring postgres,$(WITH)),$(DEBS_POSTGRES))
 # Test processes: most tests wait on servers starting and stopping, so one per CPU cuts the
 # suite's time by a third (509 s against 733 s on 2 cores, 2026-12-04); `make test JOBS=1` runs one.
 # Whole files to a worker, in file order: the `up` files share one stack per module, and their last
@@ -33,10 +40,11 @@ $(SECRET):
 	mkdir -p $(dir $@)
 	umask 077 && $(BIN)/python -c 'import secrets; print(secrets.token_hex(32))' > $@
 
-## up: the reference app behind nginx on http://127.0.0.1:8000 (SQLite; DATABASE_URL for PostgreSQL; Ctrl-C stops)
+## up: the reference app behind nginx on http://127.0.0.1:8000 (SQLite; DATABASE_URL for PostgreSQL; WITH=monitoring,postgres; Ctrl-C stops)
 up: $(STAMP) $(SECRET)
-	@scripts/ensure-debs $(DEBS_RUN)
-	cd $(TASKBOARD) && FLASK_SECRET_KEY="$$(cat $(CURDIR)/$(SECRET))" exec $(CURDIR)/$(BIN)/flaskprod up wsgi:app
+	@scripts/ensure-debs $(DEBS_UP)
+	cd $(TASKBOARD) && FLASK_SECRET_KEY="$$(cat $(CURDIR)/$(SECRET))" exec $(CURDIR)/$(BIN)/flaskprod up wsgi:app \
+		$(if $(WITH),--with $(WITH))
 
 ## test: the whole suite against real servers
 test: $(STAMP)

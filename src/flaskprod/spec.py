@@ -341,6 +341,12 @@ class MonitoringSettings:
     prometheus_port: int = setting(
         9090, "Port the Prometheus of `flaskprod up --with monitoring` listens on.", minimum=1
     )
+    alertmanager_port: int = setting(
+        9093,
+        "Port the Alertmanager of `flaskprod up --with monitoring` listens on, on 127.0.0.1 alone (it asks for no "
+        "password either); its cluster listener is off.",
+        minimum=1,
+    )
     metrics_port: int = setting(
         9117,
         "Port of nginx's loopback listener under `flaskprod up --with monitoring`: the metrics path alone, "
@@ -359,7 +365,8 @@ class MonitoringSettings:
         "paging bridge); unset = no receiver: alerts wait in Alertmanager's UI and API, grouped by alert, "
         "namespace and job. The URL is never written into `build`'s files: compose mounts this file as a secret, "
         "swarm and k8s read it from the secret their steps create from it, systemd's README installs it for "
-        "Debian's Alertmanager. `up --with monitoring` runs no Alertmanager.",
+        "Debian's Alertmanager; `up --with monitoring` reads it at start and at each SIGHUP into a config only its "
+        "user reads in proxy.run_dir (Debian's Alertmanager 0.25 reads no url_file).",
     )
 
 

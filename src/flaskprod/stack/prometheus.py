@@ -1,4 +1,5 @@
-"""`up --with monitoring`: a real Prometheus beside nginx, with the alert rules `build --with monitoring` writes.
+"""`up --with monitoring`: a real Prometheus beside nginx, with the alert rules `build --with monitoring` writes,
+sending what fires to the Alertmanager beside it (stack/alertmanager.py).
 
 The app server listens on a unix socket, so Prometheus scrapes the app through nginx: a listener of its
 own on loopback that serves the metrics path alone (NginxContext.metrics_port, as in a Kubernetes pod).
@@ -25,6 +26,8 @@ from .children import Child
 from .rundir import StackDir
 
 INSTALL_HINT = "install it with `apt-get install prometheus` (Debian, Ubuntu)"
+# Alertmanager listens on loopback alone: only this Prometheus sends to it, and it asks for no password.
+ALERTMANAGER_HOST = "127.0.0.1"
 # nginx's listener for the scraper: Prometheus runs on this machine, so nothing else need reach it.
 SCRAPE_HOST = "127.0.0.1"
 # Seconds between scrapes and between rule evaluations: a request shows in a query within seconds
@@ -39,6 +42,7 @@ RESTART_ONLY = (
     "monitoring.metrics_port",
     "monitoring.prometheus_host",
     "monitoring.prometheus_port",
+    "monitoring.alertmanager_port",
     "monitoring.retention_days",
 )
 
@@ -53,6 +57,7 @@ class Prometheus:
     scrape_port: int  # nginx's metrics listener, on SCRAPE_HOST
     job: str  # the app's job, named as `flaskprod build` names it
     retention: str  # its flag for how long samples are kept
+    alertmanager: str  # host:port of the Alertmanager it sends firing alerts to
 
     @property
     def url(self) -> str:
@@ -93,30 +98,45 @@ class Prometheus:
             app_port=self.scrape_port,
         )
         scrape = Scrape(job=self.job, targets=(listen_address(*self.scrape_listen),), interval=SCRAPE_INTERVAL)
-        files = prometheus_files(app, scrape, itself=listen_address(loopback_for(self.host), self.port), by="up")
+        itself = listen_address(loopback_for(self.host), self.port)
+        files = prometheus_files(app, scrape, itself=itself, alertmanager=self.alertmanager, by="up")
         run.prometheus_dir.mkdir(exist_ok=True)
         for name, text in files.items():
-            _replace(run.prometheus_dir / name, text)
+            replace_file(run.prometheus_dir / name, text)
 
     def ready(self) -> tuple[bool, str]:
-        """Whether READY_PATH answers 200, and what it answered."""
-        conn = http.client.HTTPConnection(loopback_for(self.host), self.port, timeout=2)
-        try:
-            conn.request("GET", READY_PATH)
-            response = conn.getresponse()
-            body = response.read().decode("utf-8", "replace")
-        except OSError as exc:
-            return False, f"{type(exc).__name__}: {exc}"
-        finally:
-            conn.close()
-        return response.status == 200, f"{response.status} {' '.join(body.split())[:400]}"
+        return answers_ready(loopback_for(self.host), self.port)
 
 
-def _replace(path: Path, text: str) -> None:
-    """Write path whole: a Prometheus restarted meanwhile never reads half a file."""
+def answers_ready(host: str, port: int) -> tuple[bool, str]:
+    """Whether READY_PATH (Prometheus's and Alertmanager's alike) answers 200 at host:port, and what it answered."""
+    conn = http.client.HTTPConnection(host, port, timeout=2)
+    try:
+        conn.request("GET", READY_PATH)
+        response = conn.getresponse()
+        body = response.read().decode("utf-8", "replace")
+    except OSError as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    finally:
+        conn.close()
+    return response.status == 200, f"{response.status} {' '.join(body.split())[:400]}"
+
+
+def replace_file(path: Path, text: str, *, mode: int = 0o644) -> bool:
+    """Write path whole, with mode from its creation on: a process restarted meanwhile never reads half a file, nor
+    another user a secret. Whether its text changed."""
+    try:
+        if path.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
     candidate = path.with_name(path.name + ".new")
-    candidate.write_text(text)
+    candidate.unlink(missing_ok=True)
+    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
     os.replace(candidate, path)
+    return True
 
 
 def find_prometheus() -> str:
@@ -127,7 +147,8 @@ def find_prometheus() -> str:
 
 
 def plan_prometheus(spec: Spec, ports: Mapping[str, int]) -> Prometheus:
-    """Check what --with monitoring needs: the app's metrics, the binary, two ports of its own and free.
+    """Check what --with monitoring needs: the app's metrics, the binary, three ports of its own (Alertmanager's is
+    checked free by plan_alertmanager) and free.
 
     ports are those nginx listens on, by setting.
     """
@@ -139,7 +160,7 @@ def plan_prometheus(spec: Spec, ports: Mapping[str, int]) -> Prometheus:
         )
     binary = find_prometheus()
     taken = dict(ports)
-    for key in ("monitoring.metrics_port", "monitoring.prometheus_port"):
+    for key in ("monitoring.metrics_port", "monitoring.prometheus_port", "monitoring.alertmanager_port"):
         port = spec.get(key)
         clash = next((other for other, used in taken.items() if used == port), None)
         if clash is not None:
@@ -157,4 +178,5 @@ def plan_prometheus(spec: Spec, ports: Mapping[str, int]) -> Prometheus:
         scrape_port=monitoring.metrics_port,
         job=dns_label(spec.app.name),
         retention=prometheus_retention(spec),
+        alertmanager=listen_address(ALERTMANAGER_HOST, monitoring.alertmanager_port),
     )

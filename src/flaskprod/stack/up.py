@@ -30,6 +30,7 @@ from ..servers.probe import AppInfo, probe
 from ..sizing import Derived, derive
 from ..spec import CONFIG_ENV, Spec, env_for, find_config_file
 from .acme import OBTAIN_TIMEOUT, RELOAD_RETRY, Acme, Certbot
+from .alertmanager import Alertmanager, plan_alertmanager
 from .children import APP_SERVER_EXITS, Child, exit_fields
 from .control import ControlServer, Request
 from .log import EventLog
@@ -100,6 +101,7 @@ class Plan:
     tls: TlsFiles | None = None
     acme: Acme | None = None
     prometheus: Prometheus | None = None  # --with monitoring
+    alertmanager: Alertmanager | None = None  # --with monitoring: where Prometheus sends what fires
     postgres: Postgres | None = None  # --with postgres
     release: Release | None = None  # the release nginx sends requests to
     canary: tuple[Release, int] | None = None  # `deploy --canary N`: a newer release and its percent of them
@@ -227,6 +229,7 @@ def plan(
         check_bind(listen_address(spec.proxy.host, tls.port), instead="--tls-port PORT")
     nginx_ports = {"proxy.port": spec.proxy.port, **({"tls.port": tls.port} if tls else {})}
     prometheus = plan_prometheus(spec, nginx_ports) if "monitoring" in extras else None
+    alertmanager = plan_alertmanager(spec) if "monitoring" in extras else None
     app = discovery.resolve(spec.app.target)
     derived = derive(spec, replicas=RELEASES_AT_ONCE)
     postgres = plan_postgres(spec, derived) if "postgres" in extras else None
@@ -252,6 +255,7 @@ def plan(
         tls=tls,
         acme=acme,
         prometheus=prometheus,
+        alertmanager=alertmanager,
         postgres=postgres,
     )
 
@@ -398,8 +402,9 @@ class Stack:
         self.reload_held = False
         # SIGQUIT is nginx's graceful stop: close the listeners, finish every request in flight.
         self.nginx = Child(name="nginx", command=foreground_command(p.nginx_binary, p.run), stop_signal=signal.SIGQUIT)
-        # --with monitoring: Prometheus, scraping the app through nginx.
+        # --with monitoring: Prometheus, scraping the app through nginx, and the Alertmanager it sends alerts to.
         self.prometheus = p.prometheus.child(p.run, p.spec.logging.format) if p.prometheus else None
+        self.alertmanager = p.alertmanager.child(p.run, p.spec.logging.format) if p.alertmanager else None
         # --with postgres: the database, started first and stopped last.
         self.postgres = p.postgres.child() if p.postgres else None
         # `flaskprod deploy` and `rollback`, waiting for the main loop (which WAKE in signals announces).
@@ -417,6 +422,7 @@ class Stack:
             *self.app_servers.values(),
             *self.retiring,
             self.nginx,
+            *([self.alertmanager] if self.alertmanager else []),
             *([self.prometheus] if self.prometheus else []),
         )
 
@@ -656,6 +662,8 @@ class Stack:
         write_nginx_config(p)
         if p.prometheus:
             p.prometheus.write_config(p.run, p.spec, p.derived)
+        if p.alertmanager:
+            p.alertmanager.write_config(p.run, p.spec)
         self.plan = p
 
     def start_postgres(self, deadline: float) -> bool:
@@ -677,16 +685,24 @@ class Stack:
         return True
 
     def start_prometheus(self, deadline: float) -> bool:
-        """Start Prometheus once nginx serves, so its first scrape finds the app; True once it is ready."""
-        prometheus, child = self.plan.prometheus, self.prometheus
-        assert prometheus is not None and child is not None
-        child.start()
+        """Start Alertmanager, then Prometheus once nginx serves, so its first scrape finds the app and its first
+        alert a receiver; True once both are ready."""
+        prometheus, alertmanager = self.plan.prometheus, self.plan.alertmanager
+        assert prometheus is not None and alertmanager is not None
+        assert self.prometheus is not None and self.alertmanager is not None
+        for name, server, child in (
+            ("alertmanager", alertmanager, self.alertmanager),
+            ("prometheus", prometheus, self.prometheus),
+        ):
+            child.start()
 
-        def ready() -> bool:
-            answered, self.last_answer = prometheus.ready()
-            return answered
+            def ready(server: Alertmanager | Prometheus = server) -> bool:
+                answered, self.last_answer = server.ready()
+                return answered
 
-        return self.wait_until(ready, deadline, subject="prometheus", endpoint=f"{prometheus.url}{READY_PATH}")
+            if not self.wait_until(ready, deadline, subject=name, endpoint=f"{server.url}{READY_PATH}"):
+                return False
+        return True
 
     def https(self, tls: TlsFiles) -> _LoopbackTls:
         return _LoopbackTls(loopback_for(self.plan.spec.proxy.host), tls.port, server_name=self.plan.host_header)
@@ -869,11 +885,21 @@ class Stack:
             self.signals.put(signal.SIGHUP)
 
     def reload_prometheus(self) -> None:
-        """Its alert rules follow the reloaded spec (server.timeout, workers, threads): SIGHUP makes it read them."""
+        """Its alert rules follow the reloaded spec (server.timeout, workers, threads): SIGHUP makes it read them.
+        Alertmanager reads its config again when the webhook's URL (its file, or the file's text) changed."""
         p = self.plan
         if self.prometheus is not None and p.prometheus is not None:
             p.prometheus.write_config(p.run, p.spec, p.derived)
             self.prometheus.send(signal.SIGHUP)
+        if self.alertmanager is not None and p.alertmanager is not None:
+            try:
+                changed = p.alertmanager.write_config(p.run, p.spec)
+            except FlaskprodError as exc:
+                self.log(f"alertmanager not reloaded, its running config stays: {exc}", level="error")
+                return
+            if changed:
+                self.log("reloading alertmanager: the webhook's URL changed")
+                self.alertmanager.send(signal.SIGHUP)
 
     def handle_term(self) -> int:
         """Graceful stop: readiness 503, the drain delay, nginx finishes what it accepted, then the app server."""
@@ -894,8 +920,8 @@ class Stack:
             self.supervise()
 
     def stop(self, *, graceful: bool = True) -> None:
-        """In reverse start order: Prometheus (a stack going down on purpose is no outage to record), nginx, so
-        nothing new reaches the app server, then the app server; then whatever is left."""
+        """In reverse start order: Prometheus (a stack going down on purpose is no outage to record), Alertmanager,
+        nginx, so nothing new reaches the app server, then the app server; then whatever is left."""
         grace = self.plan.derived.timeouts.graceful + STOP_MARGIN if graceful else 2.0
         if self.certbot is not None:
             self.certbot.stop()
@@ -944,6 +970,7 @@ class Stack:
             ),
             ("metrics", metrics),
             *([("prometheus", p.prometheus.describe(p.run))] if p.prometheus else []),
+            *([("alertmanager", p.alertmanager.describe(spec))] if p.alertmanager else []),
             *([("postgres", p.postgres.describe())] if p.postgres else []),
             (
                 "logs",
