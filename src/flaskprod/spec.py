@@ -370,8 +370,6 @@ class MonitoringSettings:
     )
 
 
-
-
 @dataclass(frozen=True, kw_only=True)
 class LoggingSettings:
     format: Literal["json", "text"] = setting("json", "Log line format on stdout (json = Elastic Common Schema).")
