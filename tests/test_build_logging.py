@@ -62,7 +62,8 @@ def test_docker_compose_and_yamllint_accept_the_stack_and_every_file_it_mounts_i
 ) -> None:
     out, resolved = build(tmp_path, target, extras)
     services = resolved["services"]
-    expected = {"app", "nginx", "loki", "alloy", "grafana"} | ({"prometheus", "alertmanager"} if "monitoring" in extras else set())
+    monitoring = {"prometheus", "alertmanager"} if "monitoring" in extras else set()
+    expected = {"app", "nginx", "loki", "alloy", "grafana"} | monitoring
     assert set(services) == expected
     sources = mounted_sources(resolved)
     # Besides the host's Docker socket, which Alloy reads, each is a file or folder build wrote.

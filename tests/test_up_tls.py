@@ -103,15 +103,20 @@ def test_a_key_with_a_passphrase_is_one_line_not_a_prompt(tmp_path: Path, form: 
               "-days", "2", "-subj", "/CN=localhost", "-keyout", str(plain), "-out", str(cert)])
     encrypt = ["pkey", "-aes256"] if form == "pkcs8" else ["ec", "-aes256"]
     run_tool([tool("openssl"), *encrypt, "-in", str(plain), "-passout", "pass:secret", "-out", str(key)])
-    port = free_port()
-    result = subprocess.run(up_args("gunicorn", port, "--tls", "files", "--tls-port", str(free_port()),
+    error, stderr = refused_files(tmp_path, cert, key)
+    assert f"tls.key {key}: the key is encrypted with a passphrase" in error
+    assert "pass phrase" not in stderr  # nginx never asked
+
+
+def refused_files(project: Path, cert: Path | str, key: Path | str) -> tuple[str, str]:
+    """`up --tls files` with cert and key, which it must refuse (exit 2) in one Error: line: that line, and stderr."""
+    result = subprocess.run(up_args("gunicorn", free_port(), "--tls", "files", "--tls-port", str(free_port()),
                                     "--set", f"tls.cert={cert}", "--set", f"tls.key={key}"),
-                            cwd=tmp_path, env=up_env(), capture_output=True, text=True, timeout=60)
+                            cwd=project, env=up_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    assert f"tls.key {key}: the key is encrypted with a passphrase" in errors[0]
-    assert "pass phrase" not in result.stderr  # nginx never asked
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    return errors[0], result.stderr
 
 
 @pytest.mark.parametrize("mistake", ["another-key", "swapped", "key-twice"])
@@ -129,14 +134,9 @@ def test_a_certificate_and_key_that_are_no_pair_are_one_line(tmp_path: Path, mis
         "key-twice": ("one.crt", "one.crt", "tls.key {key}: no private key in it"),
     }[mistake]
     cert, key = str(tmp_path / cert), str(tmp_path / key)
-    port = free_port()
-    result = subprocess.run(up_args("gunicorn", port, "--tls", "files", "--tls-port", str(free_port()),
-                                    "--set", f"tls.cert={cert}", "--set", f"tls.key={key}"),
-                            cwd=tmp_path, env=up_env(), capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2, result.stdout + result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and message.format(cert=cert, key=key) in errors[0], result.stderr
-    assert "SSL" not in result.stderr and "Traceback" not in result.stderr
+    error, stderr = refused_files(tmp_path, cert, key)
+    assert message.format(cert=cert, key=key) in error, stderr
+    assert "SSL" not in stderr
 
 
 def test_files_mode_serves_the_users_certificate(tmp_path: Path) -> None:
