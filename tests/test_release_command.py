@@ -4,6 +4,7 @@ files every target builds, judged by the tools that run them."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ import yaml
 from flaskprod.errors import SpecError
 from flaskprod.render.compose import render_compose, render_swarm
 from flaskprod.render.kubernetes import render_k8s
-from flaskprod.render.systemd import render_units
+from flaskprod.render.systemd import SYSTEM_PATH, render_units
 from flaskprod.spec import load_spec
 from tests.buildkit import checkov, make_deployment, make_spec, run_tool, tool, write_tree
 from tests.support import BIN, free_port
@@ -348,20 +349,33 @@ def test_systemd_runs_it_before_every_start_as_the_service(tmp_path: Path) -> No
     units = write_tree(tmp_path / "units", render_units(d, verifiable_layout(d.name)))
     assert verify(units / "shop.service", units / "shop-nginx.service") == []
     unit = Unit((units / "shop.service").read_text())
-    assert unit.value("ExecStartPre") == f"{BIN}/flask db upgrade"
+    assert unit.value("ExecStartPre") == f"/usr/bin/env PATH={BIN}:{SYSTEM_PATH} flask db upgrade"
     assert unit.value("TimeoutStartSec") == "330"
     assert unit.environment()["FLASK_APP"] == "wsgi:app"
 
 
-def test_the_systemd_units_release_command_migrates_the_fixture_app(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["sh -c 'flask db upgrade'", "./migrate.sh"])
+def test_systemd_finds_a_system_program_and_a_projects_script(tmp_path: Path, command: str) -> None:
+    """sh is no program of the virtualenv, and systemd takes no relative path: both run as under `up`."""
+    d = make_deployment(tmp_path / "project", spec=make_spec(**{**BUILT, "deploy.release_command": command}))
+    units = write_tree(tmp_path / "units", render_units(d, verifiable_layout(d.name)))
+    assert verify(units / "shop.service", units / "shop-nginx.service") == []
+
+
+@pytest.mark.parametrize("command", ["flask db upgrade", "sh -c 'flask db upgrade'", "./migrate.sh"])
+def test_the_systemd_units_release_command_migrates_the_fixture_app(tmp_path: Path, command: str) -> None:
     """What `flaskprod build --target systemd` writes, run as systemd would: ExecStartPre= in WorkingDirectory=
-    with Environment=, the VM's venv being this one."""
-    root = project(tmp_path / "notes")
+    with Environment=, the VM's venv being this one and its project folder this one."""
+    root = project(tmp_path / "notes", toml=f"[deploy]\nrelease_command = {json.dumps(command)}\n")
+    (root / "migrate.sh").write_text("#!/bin/sh\nexec flask db upgrade\n")
+    (root / "migrate.sh").chmod(0o755)
     (root / "requirements.txt").write_text("flaskprod\nflask-migrate\n")
     done = flaskprod(root, "build", "--target", "systemd", "app:app")
     assert done.returncode == 0, done.stderr
     unit = Unit((root / "deploy" / "systemd" / "notes.service").read_text())
-    argv = shlex.split(unit.value("ExecStartPre").replace("/opt/notes/venv/bin", str(BIN)))
+    line = unit.value("ExecStartPre").replace("/opt/notes/venv", str(BIN.parent)).replace("/srv/notes", str(root))
+    argv = shlex.split(line)
+    assert argv[0].startswith("/")  # systemd runs no relative path, and looks a bare name up in /usr/bin alone
     # LoadCredential='s copy of the secret key, in the directory %d names.
     credentials = tmp_path / "credentials"
     credentials.mkdir()

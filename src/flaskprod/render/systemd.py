@@ -8,6 +8,7 @@ server sizes its workers from, and the socket both sides name come from the one 
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 import re
 import shlex
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ PROMETHEUS_LISTEN = "127.0.0.1:9090"
 ALERTMANAGER_LISTEN = "127.0.0.1:9093"
 # Where the install puts the webhook's URL, for Alertmanager's user (prometheus) alone.
 WEBHOOK_URL_FILE = f"{PROMETHEUS_CONF_DIR}/{WEBHOOK_SECRET}"
+# systemd's own PATH for services, which the release command's search continues with after the virtualenv's bin.
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Seconds TimeoutStartSec= adds to deploy.release_timeout, which the release command may take: the app's own start.
 RELEASE_START_MARGIN = 30
 # Characters that make an ExecStart= word need quotes; $ and % are escaped in any case.
@@ -71,6 +74,7 @@ class Layout:
     cache_root: str = "/var/cache"
     nginx: str = "/usr/sbin/nginx"
     kill: str = "/bin/kill"
+    env: str = "/usr/bin/env"  # runs the release command's program found on a PATH it is given
     letsencrypt: str = "/etc/letsencrypt"  # certbot's --config-dir
     www_root: str = "/var/www"  # the ACME challenge's webroot is a folder here
 
@@ -253,10 +257,13 @@ def nginx_args(paths: Paths) -> list[str]:
 
 
 def release_argv(d: Deployment, layout: Layout) -> list[str]:
-    """deploy.release_command as ExecStartPre= runs it: systemd looks a bare name up in /usr/bin and the like,
-    never in the virtualenv, so the virtualenv's program (flask, alembic) is named by its path."""
+    """deploy.release_command as ExecStartPre= runs it, as `up` does: the virtualenv's bin first on its PATH
+    (flask, alembic; a script's `flask` too), then the system's (sh). systemd itself looks a bare name up in its
+    own fixed path alone, and takes no relative path: env runs the program, a relative one from WorkingDirectory=."""
     program, *rest = d.spec.deploy.release_argv
-    return [program if "/" in program else f"{layout.venv}/bin/{program}", *rest]
+    if "/" in program:
+        program = posixpath.normpath(posixpath.join(layout.app_dir, program))
+    return [layout.env, f"PATH={layout.venv}/bin:{SYSTEM_PATH}", program, *rest]
 
 
 def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
