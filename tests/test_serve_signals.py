@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -289,3 +290,18 @@ def test_a_second_ctrl_c_cuts_a_gunicorn_request_that_would_not_end(tmp_path: Pa
     assert code == 0 and took < 3, f"exit {code} {took:.1f} s after the second Ctrl-C\n{output}"
     # Cut: the sync worker answers 500 from inside the request; the threaded one's connection closes.
     assert status != 200, output
+
+
+def test_uwsgi_supervisor_reads_a_signal_queued_after_the_stop_and_ends() -> None:
+    # uWSGI's exit queues a SIGCHLD; once SIGTERM had set `stopping`, the loop that drains the queue never took
+    # it and spun (serve at full CPU until up killed it 35 s later). In a child interpreter, bounded by a timeout.
+    script = (
+        "import signal\n"
+        "from flaskprod.servers.uwsgi import Supervisor\n"
+        "s = Supervisor([], None, 0.0, None, 1.0)\n"
+        "s.stopping = True\n"
+        "s.signals.put_nowait(signal.SIGCHLD)\n"
+        "print(s.told_to_stop(), s.signals.empty())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20, check=False)
+    assert (result.returncode, result.stdout.split()) == (0, ["True", "True"]), result.stderr

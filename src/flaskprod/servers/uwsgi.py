@@ -237,7 +237,8 @@ class Supervisor:
         """Whether a stop was asked, by a signal handled or one still queued: Ctrl-C, or systemd's SIGTERM to the
         whole group, reaches uWSGI's master too, which may end before the loop reads the signal."""
         while not self.signals.empty():
-            self.stopping = self.stopping or self.signals.get_nowait() in (signal.SIGTERM, signal.SIGINT)
+            # get_nowait() first: after `self.stopping or`, a queued SIGCHLD was never taken and this spun forever.
+            self.stopping = self.signals.get_nowait() in (signal.SIGTERM, signal.SIGINT) or self.stopping
         return self.stopping
 
     def _wait_at_most(self) -> float:
