@@ -451,6 +451,18 @@ def test_kubernetes_routes_the_namespaces_alerts_to_the_webhook_in_a_secret(tmp_
     assert "monitoring/alertmanagerconfig.yaml" not in render_k8s(plain)
 
 
+def test_the_alerting_settings_stay_out_of_the_apps_environment(tmp_path: Path) -> None:
+    """build and up read them, the app never does: a host's path in the image's ENV and the pods' env would change
+    the image and roll the pods (and name a new release Job) whenever the file moved."""
+    spec = make_spec(**SHOP, **{"monitoring.alert_webhook_url_file": HOOK, "monitoring.alertmanager_port": "9193"})
+    for renderer in (render_compose, render_swarm, render_k8s, render_systemd):
+        d = make_deployment(tmp_path / renderer.__name__, spec=spec, extras=["monitoring"])
+        assert d.app_env().keys().isdisjoint({"FLASKPROD_MONITORING__ALERT_WEBHOOK_URL_FILE",
+                                              "FLASKPROD_MONITORING__ALERTMANAGER_PORT"})  # fmt: skip
+        text = "".join(renderer(d).values())
+        assert "ALERT_WEBHOOK_URL_FILE" not in text and "ALERTMANAGER_PORT" not in text, renderer.__name__
+
+
 # --- a real Prometheus scraping a real app ----------------------------------------------------------
 
 APP = """

@@ -207,6 +207,7 @@ def dns_label(name: str) -> str:
 
 # What build and up read and the app never does: not carried into its environment.
 _BUILD_ONLY_SECTIONS = ("deploy", "release", "tls", "checks")
+_BUILD_ONLY_KEYS = frozenset({"monitoring.alert_webhook_url_file", "monitoring.alertmanager_port"})
 
 
 def carried_settings(spec: Spec, root: Path) -> dict[str, object]:
@@ -219,7 +220,8 @@ def carried_settings(spec: Spec, root: Path) -> dict[str, object]:
         key: spec.get(key)
         for key, origin in spec.origins.items()
         if origin in ("flag", "env") or (origin.startswith("file ") and origin != own)
-        if key.split(".", 1)[0] not in _BUILD_ONLY_SECTIONS and spec.get(key) is not None
+        if key.split(".", 1)[0] not in _BUILD_ONLY_SECTIONS and key not in _BUILD_ONLY_KEYS
+        if spec.get(key) is not None
     }
 
 
