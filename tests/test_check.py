@@ -852,6 +852,32 @@ def test_async_class_views_and_hooks_are_named(project: Path) -> None:
     )
 
 
+ASYNC_HANDLERS = """
+
+@app.errorhandler(404)
+async def not_found(error):
+    return {"error": "not found"}, 404
+
+
+@app.teardown_appcontext
+async def close_client(exc):
+    pass
+
+
+@app.context_processor
+async def menu():
+    return {}
+"""
+
+
+def test_async_error_handlers_and_app_hooks_are_named_too(project: Path) -> None:
+    """Flask runs these through ensure_sync as it does views: without asgiref each 404 answers 500, and so does every
+    request once its app context ends."""
+    files = {"app.py": PROD + ASYNC_HANDLERS, "requirements.txt": "flask\nflaskprod\n"}
+    [found] = audit(project, files).only("FP-C010")
+    assert found["text"].startswith("the app has async views (menu, not_found, close_client), which Flask runs")
+
+
 @pytest.mark.parametrize(
     "files",
     [

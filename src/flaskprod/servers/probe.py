@@ -171,19 +171,34 @@ def _handlers(view: Any) -> list[Any]:
 
 
 def async_views(app: Any) -> list[str]:
-    """The endpoints whose view is a coroutine function, and the request hooks that are (by qualified name):
-    Flask runs each through asgiref's async_to_sync, and without asgiref answers 500 ("Install Flask with the
-    'async' extra in order to use async views")."""
+    """The endpoints whose view is a coroutine function, and the other functions Flask calls through ensure_sync
+    that are (request and app context hooks, error handlers, context processors; by qualified name): Flask runs
+    each with asgiref's async_to_sync, and without asgiref answers 500 ("Install Flask with the 'async' extra in
+    order to use async views")."""
     found = [
         endpoint
         for endpoint, view in app.view_functions.items()
         if any(inspect.iscoroutinefunction(handler) for handler in _handlers(view))
     ]
-    # A registered blueprint's hooks are in the app's own, under its name.
-    for registry in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
-        for funcs in registry.values():
-            found += [f.__qualname__ for f in funcs if inspect.iscoroutinefunction(f) and f.__qualname__ not in found]
+    for f in _hooks(app):
+        if inspect.iscoroutinefunction(f) and f.__qualname__ not in found:
+            found.append(f.__qualname__)
     return found
+
+
+def _hooks(app: Any) -> list[Any]:
+    """Every function besides views that Flask calls through ensure_sync. A registered blueprint's are in the
+    app's own registries, under its name."""
+    per_name = (
+        app.before_request_funcs,
+        app.after_request_funcs,
+        app.teardown_request_funcs,
+        app.template_context_processors,
+    )
+    hooks = [f for registry in per_name for funcs in registry.values() for f in funcs]
+    # error_handler_spec: {blueprint name: {status code: {exception class: handler}}}
+    hooks += [f for codes in app.error_handler_spec.values() for by_class in codes.values() for f in by_class.values()]
+    return [*hooks, *app.teardown_appcontext_funcs]
 
 
 def instance_facts(app: Any) -> dict[str, object]:
