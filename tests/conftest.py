@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import textwrap
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -78,6 +79,23 @@ def postgres(request: pytest.FixtureRequest) -> Postgres:
         return ExternalPostgres(url)
     cluster: ThrowawayPostgres = request.getfixturevalue("postgres_cluster")
     return cluster
+
+
+@pytest.fixture
+def fresh_pg_database(postgres: Postgres) -> Iterator[str]:
+    """The URL of a new, empty database on the test PostgreSQL, dropped afterwards."""
+    import sqlalchemy as sa
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        yield sa.make_url(postgres.url).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
 
 
 def server_env(extra: dict[str, str | None] | None = None) -> dict[str, str]:

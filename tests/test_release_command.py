@@ -4,6 +4,7 @@ files every target builds, judged by the tools that run them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import shutil
@@ -18,11 +19,15 @@ import pytest
 import requests
 import yaml
 
-from flaskprod.errors import SpecError
+from flaskprod.build import Built
+from flaskprod.errors import ServerError, SpecError
 from flaskprod.render.compose import render_compose, render_swarm
+from flaskprod.render.deployment import plan_deployment
 from flaskprod.render.kubernetes import render_k8s
 from flaskprod.render.systemd import SYSTEM_PATH, render_units
+from flaskprod.render.targets import TARGETS
 from flaskprod.spec import load_spec
+from flaskprod.stack.release import resolve
 from tests.buildkit import checkov, make_deployment, make_spec, run_tool, tool, write_tree
 from tests.support import BIN, free_port
 from tests.test_build import YAMLLINT, compose_config
@@ -133,7 +138,7 @@ def test_the_command_is_split_as_a_shell_would_and_unset_by_default(tmp_path: Pa
 
 
 @pytest.mark.integration
-def test_up_migrates_before_the_first_request_and_a_fresh_app_without_it_fails(short_tmp: Path) -> None:
+def test_up_migrates_before_the_first_request(short_tmp: Path) -> None:
     with_command = project(short_tmp / "with")
     stack = start(with_command)
     try:
@@ -147,16 +152,7 @@ def test_up_migrates_before_the_first_request_and_a_fresh_app_without_it_fails(s
         stop(stack)
     # The table is in the project's instance folder, which every release links: the next release sees it.
     assert (with_command / "instance" / "notes.db").is_file()
-
-    # The same app without the setting: ready by /readyz, and every request to its table a 500.
-    without = project(short_tmp / "without", toml="")
-    stack = start(without)
-    try:
-        assert stack.get("/readyz").status_code == 200
-        assert post_note(stack, "lost").status_code == 500
-        assert "no such table: notes" in stack.stdout() + stack.stderr()
-    finally:
-        stop(stack)
+    # Without the setting up never turns ready: tests/test_runtime_migrations.py.
 
 
 @pytest.mark.integration
@@ -252,6 +248,17 @@ def test_a_program_that_is_not_installed_is_named(tmp_path: Path) -> None:
     )
 
 
+def test_a_path_is_found_in_the_release_it_runs_in_not_where_up_was_started(tmp_path: Path) -> None:
+    release = tmp_path / "releases" / "3"
+    release.mkdir(parents=True)
+    script = release / "migrate.sh"
+    script.write_text("#!/bin/sh\n")
+    with pytest.raises(ServerError, match=r"'\./migrate\.sh' is not an executable file in the project: .*chmod \+x"):
+        resolve(["./migrate.sh"], {"PATH": ""}, release)
+    script.chmod(0o755)
+    assert resolve(["./migrate.sh", "up"], {"PATH": ""}, release) == [str(script), "up"]
+
+
 # --- built targets -----------------------------------------------------------------------------------------------
 
 BUILT = {"app.name": "shop", "app.version": "1.2.3", "deploy.release_command": "flask db upgrade"}
@@ -260,6 +267,32 @@ BUILT = {"app.name": "shop", "app.version": "1.2.3", "deploy.release_command": "
 def built(root: Path, renderer: Any, *, extras: tuple[str, ...] = (), out: str = "deploy/x", **settings: str) -> Path:
     d = make_deployment(root / "project", spec=make_spec(**{**BUILT, **settings}), extras=extras, out=out)
     return write_tree(root / "project" / d.out, renderer(d))
+
+
+def test_single_prints_the_command_that_runs_it_in_the_image_before_the_container(tmp_path: Path) -> None:
+    """single has no step of its own to run it: build's next step runs it in a one-off container of the image, with
+    the key, the instance volume and FLASK_APP (the image names the app to flaskprod only). Run here as the image
+    would run it: its words, in the project, with the variables the step passes."""
+    root = project(tmp_path / "project")
+    (root / "requirements.txt").write_text("flask-migrate\nflaskprod\n")
+    spec = make_spec(**{**BUILT, "app.target": "app:app"})
+    d = plan_deployment(spec, server="gunicorn", root=root, out="deploy/single", environ=clean_env())
+    step = Built(target=TARGETS["single"], deployment=d, changes=[]).next_step
+    build, release, run = step.split(" && ")
+    assert build.startswith("docker build ") and run.startswith("docker run --rm -p 8000:8000 ")
+    words = shlex.split(release)
+    image_at = words.index("shop:1.2.3")
+    assert words[:image_at] == ["docker", "run", "--rm", "-e", "FLASK_SECRET_KEY", "-e", "FLASK_APP=app:app",
+                                "-v", f"shop-instance:{d.instance_dir}"]
+    assert words[image_at + 1:] == ["flask", "db", "upgrade"]
+    env = {**clean_env(), "FLASK_APP": "app:app", "PATH": f"{BIN}:/usr/bin:/bin"}
+    done = subprocess.run(words[image_at + 1:], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Running upgrade  -> 0001" in done.stderr
+    assert (root / "instance" / "notes.db").is_file()
+    # Unset, the step is build and run alone.
+    plain = dataclasses.replace(d, spec=make_spec(**{**BUILT, "deploy.release_command": ""}))
+    assert " flask db upgrade" not in Built(target=TARGETS["single"], deployment=plain, changes=[]).next_step
 
 
 @pytest.mark.parametrize("extras", [(), ("postgres",)])

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,6 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import Postgres
 from tests.support import BIN, PYTHON, ROOT, free_port, stop_group, wait_for
 
 TASKBOARD_DIR = ROOT / "examples" / "taskboard"
@@ -561,21 +559,6 @@ def test_workers_starting_together_on_sqlite_create_one_demo_board(tmp_path: Pat
     uri = "sqlite:///" + str(tmp_path / "shared.sqlite3")
     _boot_at_once(uri, 8)
     assert _count_demo(uri) == (1, len(DEMO_TASKS))
-
-
-@pytest.fixture
-def fresh_pg_database(postgres: Postgres) -> Iterator[str]:
-    """A new, empty database on the test PostgreSQL, dropped afterwards."""
-    name = f"taskboard_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        yield sa.make_url(postgres.url).set(database=name).render_as_string(hide_password=False)
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
 
 
 @pytest.mark.integration

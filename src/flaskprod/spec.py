@@ -276,6 +276,14 @@ class DatabaseSettings:
         True,
         "Set SQLALCHEMY_ENGINE_OPTIONS (pre-ping, recycle, pool sized from the workers); dispose pools after fork.",
     )
+    migration_check: bool = setting(
+        True,
+        "For an app using Flask-Migrate: /readyz fails (503, naming `flask db upgrade` and deploy.release_command) "
+        "while the database's Alembic revision is behind the migration scripts' heads, or it has no alembic_version "
+        "table; a revision the scripts do not know (a newer release migrated ahead) passes. Read once per process; "
+        "once the database is at the heads, later probes query nothing. False for an app that makes its tables "
+        "another way (db.create_all) and never stamps them.",
+    )
     local_dir: str = setting(
         ".flaskprod/postgres",
         "Directory of the PostgreSQL `flaskprod up --with postgres` runs: its data (kept between runs) and its "

@@ -16,6 +16,8 @@ from flask import Flask, has_request_context
 from ..sizing import db_pool, derive, timeouts
 from ..spec import Spec
 from .health import Check
+from .migrations import CHECK_NAME as MIGRATIONS_CHECK
+from .migrations import schema_check
 
 # Drivers that take a connect_timeout keyword (libpq and the MySQL clients); others use other names.
 _CONNECT_TIMEOUT_DRIVERS = {
@@ -177,8 +179,9 @@ def configure_engines(app: Flask, spec: Spec) -> None:
     _register_for_fork(app)
 
 
-def database_checks(app: Flask) -> dict[str, Check]:
-    """A SELECT 1 per Flask-SQLAlchemy engine of app; must be called inside its app context."""
+def database_checks(app: Flask, *, migrations: bool = True) -> dict[str, Check]:
+    """A SELECT 1 per Flask-SQLAlchemy engine of app, and with migrations the schema check of its default
+    engine when the app uses Flask-Migrate (database.migration_check); must be called inside its app context."""
     ext = app.extensions.get("sqlalchemy")
     if ext is None:
         return {}
@@ -195,6 +198,9 @@ def database_checks(app: Flask) -> dict[str, Check]:
                 conn.execute(text("SELECT 1"))
 
         checks[name] = ping
+        schema = schema_check(app, engine, _pool_busy) if migrations and key is None else None
+        if schema is not None:
+            checks[MIGRATIONS_CHECK] = schema
     return checks
 
 

@@ -152,7 +152,8 @@ class Production:
         checks = dict(self._checks)
         if "sqlalchemy" in app.extensions:
             with app.app_context():
-                checks = {**database_checks(app), **checks}
+                schema = self.spec is None or self.spec.database.migration_check
+                checks = {**database_checks(app, migrations=schema), **checks}
         return {name: _in_app_context(app, fn) for name, fn in checks.items()}
 
 

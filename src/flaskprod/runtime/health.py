@@ -14,7 +14,11 @@ CheckResult = dict[str, Any]
 MAX_ERROR_LENGTH = 200
 
 
-def _describe(exc: BaseException) -> str:
+class Detail(str):
+    """A check's outcome that passes and is shown in its result as detail: a note, not a failure."""
+
+
+def describe(exc: BaseException) -> str:
     first_line = (str(exc).strip().splitlines() or [""])[0]
     text = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
     return text[:MAX_ERROR_LENGTH]
@@ -64,9 +68,11 @@ class CheckRunner:
         try:
             outcome = fn()
         except Exception as exc:  # a failing dependency is the answer, not an error of the probe
-            result: CheckResult = {"status": "fail", "error": _describe(exc)}
+            result: CheckResult = {"status": "fail", "error": describe(exc)}
         else:
             result = {"status": "ok"} if outcome is not False else {"status": "fail", "error": "check returned False"}
+            if isinstance(outcome, Detail) and outcome:
+                result["detail"] = outcome[:MAX_ERROR_LENGTH]
         result["time_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         results.setdefault(name, result)
 

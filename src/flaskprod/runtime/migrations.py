@@ -1,0 +1,146 @@
+"""The schema readiness check: /readyz fails while the database's Alembic revision is behind the app's
+Flask-Migrate scripts, so a release that was never migrated takes no traffic instead of answering 500s."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+
+from .health import Check, Detail, describe
+
+# The readiness check's name: "database:<bind>" names the binds' pings.
+CHECK_NAME = "migrations"
+
+
+class SchemaBehind(Exception):
+    """The database's schema is older than the code's: the release command did not run, or failed."""
+
+
+@dataclass(frozen=True)
+class Scripts:
+    """What the app's migration scripts say, read once: their heads and every revision they know."""
+
+    heads: frozenset[str]
+    known: frozenset[str]
+    command: str  # Flask-Migrate's command group: `flask <command> upgrade`
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The comparison's answer: behind (fail with message), or ready with an optional note."""
+
+    behind: bool
+    message: str = ""
+
+
+def compare(revisions: Collection[str] | None, scripts: Scripts) -> Verdict:
+    """revisions, the database's alembic_version rows (None: no such table), against the scripts' heads.
+
+    Behind only when every revision the database holds is one the scripts know and the heads are not all
+    there: a revision the code does not know is a newer release's (expand/contract: the old code serves on
+    while the new one migrated ahead), and must not pull the running release out of the load balancer.
+    """
+    needs = ", ".join(sorted(scripts.heads))
+    fix = f"run flask {scripts.command} upgrade (deploy.release_command)"
+    if not scripts.heads:
+        return Verdict(False)
+    if revisions is None:
+        return Verdict(True, f"the database has no alembic_version table, the code needs {needs}: {fix}")
+    unknown = sorted(set(revisions) - scripts.known)
+    if unknown:
+        return Verdict(False, f"database schema at {', '.join(unknown)}, unknown to this code: a newer release's")
+    if set(revisions) == scripts.heads:
+        return Verdict(False)
+    at = ", ".join(sorted(revisions)) or "no revision"
+    return Verdict(True, f"database schema at {at}, the code needs {needs}: {fix}")
+
+
+def read_scripts(migrate: Any) -> Scripts:
+    """The heads and revisions of Flask-Migrate's script directory; runs inside an app context (get_config
+    reads flask.g), and imports every migration file once."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.migrate.get_config())
+    known = frozenset(revision.revision for revision in script.walk_revisions())
+    return Scripts(heads=frozenset(script.get_heads()), known=known, command=migrate.migrate.command)
+
+
+def database_revisions(engine: Any, migrate: Any) -> tuple[str, ...] | None:
+    """The version table's rows in one SELECT; None when the table is missing (never migrated)."""
+    import sqlalchemy as sa
+
+    args = migrate.configure_args  # env.py hands these to Alembic: the version table's name may be the app's
+    table = sa.table(
+        args.get("version_table", "alembic_version"), sa.column("version_num"), schema=args.get("version_table_schema")
+    )
+    with engine.connect() as conn:
+        try:
+            return tuple(conn.scalars(sa.select(table.c.version_num)))
+        except sa.exc.DBAPIError:
+            conn.rollback()  # PostgreSQL refuses further statements in the failed transaction
+            if sa.inspect(conn).has_table(table.name, schema=table.schema):
+                raise
+            return None
+
+
+class SchemaState:
+    """One app's check state, kept across probes (whose checks are built afresh each time).
+
+    The scripts are read at the first probe, not at start: apps call Migrate(app, db) after Production(app).
+    Once the database is ready for this code the answer is kept and later probes query nothing: a schema does
+    not go backwards while a release serves, and if an operator downgrades it, every replica failing readiness
+    at once would turn the pages that still work into 503s too. The check gates a release's start; the database
+    ping still runs on every probe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.scripts: Scripts | Detail | None = None  # a Detail when the scripts could not be read
+        self.settled: Detail | None = None
+
+    def check(self, app: Flask, engine: Any, pool_busy: Callable[[Any], bool]) -> object:
+        if self.settled is not None:
+            return self.settled
+        migrate = app.extensions["migrate"]
+        with self._lock:  # a slow first read that overran its timeout finishes once, for the probes after it
+            if self.scripts is None:
+                self.scripts = _scripts_or_note(app, migrate)
+        if isinstance(self.scripts, Detail):
+            self.settled = self.scripts
+            return self.settled
+        if pool_busy(engine.pool):
+            return None  # requests hold every connection: waiting for one would fail a serving process
+        verdict = compare(database_revisions(engine, migrate), self.scripts)
+        if verdict.behind:
+            raise SchemaBehind(verdict.message)
+        self.settled = Detail(verdict.message)
+        return self.settled
+
+
+def _scripts_or_note(app: Flask, migrate: Any) -> Scripts | Detail:
+    """The scripts; when they cannot be read (a directory left out of the image), a note that passes: the
+    check was added by flaskprod, and an app that was ready before it must not stop being ready."""
+    try:
+        return read_scripts(migrate)
+    except Exception as exc:  # alembic's CommandError, or a script that does not import
+        note = f"schema not compared, the migration scripts could not be read: {describe(exc)}"
+        app.logger.warning("%s", note)
+        return Detail(note)
+
+
+_states: weakref.WeakKeyDictionary[Flask, SchemaState] = weakref.WeakKeyDictionary()
+_states_lock = threading.Lock()
+
+
+def schema_check(app: Flask, engine: Any, pool_busy: Callable[[Any], bool]) -> Check | None:
+    """The check for app's default engine when it uses Flask-Migrate; pool_busy(pool) tells when to skip."""
+    if "migrate" not in app.extensions:
+        return None
+    with _states_lock:
+        state = _states.setdefault(app, SchemaState())
+    return lambda: state.check(app, engine, pool_busy)
