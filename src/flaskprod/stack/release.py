@@ -43,8 +43,17 @@ def command_env(env: Mapping[str, str], app_target: str) -> dict[str, str]:
     return {**env, APP_VARIABLE: app_target, "PATH": path}
 
 
-def resolve(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
-    """argv with its program found on env's PATH; ServerError naming the fix when it is nowhere."""
+def resolve(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> list[str]:
+    """argv with its program found on env's PATH, or a path (./migrate.sh) in cwd, the release's copy of the
+    project it runs in; ServerError naming the fix when it is nowhere."""
+    if "/" in argv[0]:
+        path = cwd / argv[0]
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise ServerError(
+                f"deploy.release_command: {argv[0]!r} is not an executable file in the project: check the path "
+                "(relative to the project's folder), or make it executable (chmod +x)"
+            )
+        return [str(path), *argv[1:]]
     program = shutil.which(argv[0], path=env.get("PATH"))
     if program is None:
         raise ServerError(
@@ -80,7 +89,7 @@ class ReleaseCommand:
 
     def start(self, env: Mapping[str, str], cwd: Path) -> None:
         """Started in a process group of its own, which `stop` ends whole (a shell's children too)."""
-        program = resolve(self.argv, env)
+        program = resolve(self.argv, env, cwd)
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
