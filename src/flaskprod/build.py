@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from .discovery import APP_VARIABLE
 from .errors import BuildError
 from .render.compose import most_tasks
 from .render.deployment import Deployment, plan_deployment
@@ -24,7 +26,20 @@ class Built:
     @property
     def next_step(self) -> str:
         d = self.deployment
-        return self.target.next_step.format(out=d.out, image=d.image, name=d.name, instance=d.instance_dir)
+        return self.target.next_step.format(
+            out=d.out, image=d.image, name=d.name, instance=d.instance_dir, release=release_step(d)
+        )
+
+
+def release_step(d: Deployment) -> str:
+    """deploy.release_command in a one-off container of the image, as the app runs (its key, its instance volume)
+    with FLASK_APP naming the app, then `&& `; "" when unset. The image's CMD reads the app from flaskprod's
+    settings, and `flask` only from FLASK_APP."""
+    if not d.spec.deploy.release_argv:
+        return ""
+    run = ["docker", "run", "--rm", "-e", "FLASK_SECRET_KEY", "-e", f"{APP_VARIABLE}={d.project.app_target}"]
+    run += ["-v", f"{d.name}-instance:{d.instance_dir}", d.image, *d.spec.deploy.release_argv]
+    return f"{shlex.join(run)} && "
 
 
 def output_dir(root: Path, target: Target, out: str | None) -> str:

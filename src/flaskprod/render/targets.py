@@ -29,7 +29,8 @@ class Target:
     fixed_server: bool  # the target's name promises its server: server.kind cannot change it
     extras: frozenset[str]
     renderer: str  # "module:function" under flaskprod.render
-    # What to run next; {out} is the output directory, {instance} Flask's instance folder in the image.
+    # What to run next; {out} is the output directory, {instance} Flask's instance folder in the image, {release}
+    # deploy.release_command run in the image first, where the target has no step of its own to run it.
     next_step: str
 
     def render(self, deployment: Deployment) -> dict[str, str]:
@@ -50,7 +51,7 @@ TARGETS = {
             # certbot, and Gunicorn facing clients is no place for a certificate that renews.
             extras=frozenset(),
             renderer="image:render_single",
-            next_step="docker build -f {out}/Dockerfile -t {image} . && docker run --rm -p 8000:8000 "
+            next_step="docker build -f {out}/Dockerfile -t {image} . && {release}docker run --rm -p 8000:8000 "
             "-e FLASK_SECRET_KEY -v {name}-instance:{instance} {image}",
         ),
         Target(
