@@ -19,9 +19,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from flaskprod.discovery import AppRef
+from flaskprod.exits import APP_SERVER_EXITS, describe_exit, exit_fields
 from flaskprod.sizing import Derived
 from flaskprod.spec import Spec
-from flaskprod.stack.children import APP_SERVER_EXITS, describe_exit, exit_fields
 from flaskprod.stack.up import Plan, StackDir
 from tests.support import free_port, wait_for
 from tests.upstack import (

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..discovery import AppRef
 from ..errors import ServerError
+from ..exits import APP_SERVER_EXITS, describe_exit
 from ..spec import SETTINGS
 from .common import RunDir, parse_bind
 from .memorybound import MemoryBound, children, signal_to
@@ -299,8 +300,6 @@ class Supervisor:
 def master_ended(pid: int, status: int) -> str:
     """The line for uWSGI's master ending unasked. It names the master's pid, the one `ps` shows as "uWSGI master":
     the exit a supervisor above (`up`, systemd) logs is this serve process's, whose pid the operator never saw."""
-    from ..stack.children import APP_SERVER_EXITS, describe_exit
-
     return f"flaskprod: uWSGI's master (pid {pid}) {describe_exit(status, APP_SERVER_EXITS['uwsgi'])}"
 
 

@@ -19,41 +19,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..exits import describe_exit
+
 # First restart after this many seconds, doubling up to the cap; a child that ran for
 # STABLE_AFTER seconds starts again from the first delay.
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 30.0
 STABLE_AFTER = 60.0
 _PR_SET_PDEATHSIG = 1
-# What an app server's own exit statuses mean (`flaskprod serve` passes its server's on), by server.kind.
-_REFUSED = "flaskprod serve refused to start it"
-APP_SERVER_EXITS: Mapping[str, Mapping[int, str]] = {
-    "gunicorn": {2: _REFUSED, 3: "Gunicorn: a worker failed to boot", 4: "Gunicorn: the app failed to load"},
-    "uwsgi": {2: _REFUSED, 22: "uWSGI: the app failed to load"},
-}
-
-
-def describe_exit(status: int, meanings: Mapping[int, str] | None = None) -> str:
-    """What a returncode (Popen's: -N for a process killed by signal N) says happened, for a log line:
-    "was killed by SIGKILL (signal 9)", "exited with status 4 (Gunicorn: the app failed to load)"."""
-    if status < 0:
-        return f"was killed by {_signal_name(-status)} (signal {-status})"
-    meaning = (meanings or {}).get(status)
-    return f"exited with status {status}" + (f" ({meaning})" if meaning else "")
-
-
-def exit_fields(status: int) -> dict[str, int | str]:
-    """The same for a JSON log line: the exit status, or the name of the signal that ended the process."""
-    return {"signal": _signal_name(-status)} if status < 0 else {"exit_status": status}
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:  # a real-time signal, which has no name of its own
-        return f"SIGRTMIN+{number - signal.SIGRTMIN}" if number >= signal.SIGRTMIN else str(number)
-
-
 def terminal_stops_background_writes(fds: tuple[int, ...] = (1, 2)) -> bool:
     """Whether `up` writes to a terminal set to `stty tostop`.
 

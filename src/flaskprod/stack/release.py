@@ -21,7 +21,8 @@ from pathlib import Path
 
 from ..discovery import APP_VARIABLE
 from ..errors import ServerError
-from .children import describe_exit, die_with_parent
+from ..exits import describe_exit
+from .children import die_with_parent
 
 # How many of the command's last output lines an error quotes, and how many characters of them at most.
 TAIL_LINES = 5

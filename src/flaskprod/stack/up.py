@@ -19,6 +19,7 @@ from types import FrameType
 
 from .. import discovery
 from ..errors import FlaskprodError, ServerError, SpecError
+from ..exits import APP_SERVER_EXITS, exit_fields
 from ..plural import counted
 from ..render import TlsFiles, render_nginx
 from ..render.deployment import app_static, from_installed_package
@@ -31,7 +32,7 @@ from ..sizing import Derived, derive
 from ..spec import CONFIG_ENV, Spec, env_for, find_config_file
 from .acme import OBTAIN_TIMEOUT, RELOAD_RETRY, Acme, Certbot
 from .alertmanager import Alertmanager, plan_alertmanager
-from .children import APP_SERVER_EXITS, Child, exit_fields
+from .children import Child
 from .control import ControlServer, Request
 from .log import EventLog
 from .nginx import check_config, find_nginx, foreground_command
