@@ -242,7 +242,7 @@ def psycopg3(url: str) -> str:
 
 def check_statement_timeout(app: Flask, engine: sqlalchemy.Engine) -> None:
     """A statement past the spec's 0.5 s is cancelled after about that in a request; others run; a reused
-    connection keeps it; outside a request (a migration, a CLI command) a fresh connection has none."""
+    connection keeps it; outside a request (a migration, a CLI command, a job's thread) a connection has none."""
     with engine.connect() as conn:
         assert conn.scalar(sqlalchemy.text("SHOW statement_timeout")) == "0"
     engine.dispose()
@@ -254,13 +254,19 @@ def check_statement_timeout(app: Flask, engine: sqlalchemy.Engine) -> None:
         with pytest.raises(sqlalchemy.exc.OperationalError, match="canceling statement due to statement timeout"):
             conn.execute(sqlalchemy.text("SELECT pg_sleep(5)"))
         assert 0.4 < time.monotonic() - started < 3
-    # Returned to the pool (rolled back there) and checked out again, outside a request too: the same session,
-    # still with its timeout.
-    with engine.connect() as conn:
+    # Returned to the pool (rolled back there) and checked out again: the same session, still with its timeout.
+    with app.test_request_context(), engine.connect() as conn:
         assert conn.scalar(sqlalchemy.text("SELECT pg_backend_pid()")) == backend
         assert conn.scalar(sqlalchemy.text("SHOW statement_timeout")) == "500ms"
         with pytest.raises(sqlalchemy.exc.OperationalError, match="statement timeout"):
             conn.execute(sqlalchemy.text("SELECT pg_sleep(5)"))
+    # The same session checked out by a job's thread, outside any request: none, then in a request again.
+    with engine.connect() as conn:
+        assert conn.scalar(sqlalchemy.text("SELECT pg_backend_pid()")) == backend
+        assert conn.scalar(sqlalchemy.text("SHOW statement_timeout")) == "0"
+    with app.test_request_context(), engine.connect() as conn:
+        assert conn.scalar(sqlalchemy.text("SELECT pg_backend_pid()")) == backend
+        assert conn.scalar(sqlalchemy.text("SHOW statement_timeout")) == "500ms"
     # A worker's new pool after fork opens new connections, which get it too.
     inherited = engine.pool
     engine.dispose(close=False)
@@ -273,6 +279,19 @@ def check_statement_timeout(app: Flask, engine: sqlalchemy.Engine) -> None:
 
 
 SHORT_STATEMENTS = Spec().replace(**{"server.workers": 2, "database.statement_timeout": 0.5})
+
+
+def test_the_plugin_leaves_an_engine_of_another_database_alone() -> None:
+    # Flask-SQLAlchemy gives SQLALCHEMY_ENGINE_OPTIONS, made for the default URL, to every bind: a SQLite one too.
+    options = engine_options(SHORT_STATEMENTS, "postgresql+psycopg2://u@db/app")
+    engine = sqlalchemy.create_engine(
+        "sqlite://", plugins=options["plugins"], **{STATEMENT_TIMEOUT_KEYWORD: options[STATEMENT_TIMEOUT_KEYWORD]}
+    )
+    try:
+        with Flask(__name__).test_request_context(), engine.connect() as conn:
+            assert conn.scalar(sqlalchemy.text("SELECT 1")) == 1  # no SET statement_timeout, which SQLite refuses
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.integration

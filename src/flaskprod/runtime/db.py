@@ -104,14 +104,13 @@ def _statement_timeout_plugin_registered() -> bool:
 
 
 class StatementTimeout:
-    """The engine plugin: SET statement_timeout on a DBAPI connection (psycopg2, psycopg 3, pg8000, asyncpg) the
-    first time a request checks it out.
+    """The engine plugin: SET statement_timeout on a PostgreSQL DBAPI connection (psycopg2, psycopg 3, pg8000,
+    asyncpg) when a request checks it out, RESET when anything else does.
 
     In requests only: the timeout is the request deadline's, and a migration, a CLI command or a job run on the
     app's engine has none. A session setting rather than libpq's options startup parameter, which PgBouncer
     refuses. Committed, so neither the driver's open transaction nor the pool's rollback on return undoes it; a
-    new connection (after recycle, a failed pre-ping or the dispose after fork) has a fresh record.info and gets
-    it again.
+    new connection (after recycle, a failed pre-ping or the dispose after fork) has a fresh record.info.
     """
 
     def __init__(self, url: Any, kwargs: dict[str, Any]) -> None:
@@ -128,7 +127,8 @@ class StatementTimeout:
         pass
 
     def engine_created(self, engine: Any) -> None:
-        if self.milliseconds is None:
+        # Flask-SQLAlchemy hands SQLALCHEMY_ENGINE_OPTIONS to every bind: a SQLite one beside PostgreSQL too.
+        if self.milliseconds is None or engine.dialect.name != "postgresql":
             return
         from sqlalchemy import event
 
@@ -136,25 +136,30 @@ class StatementTimeout:
 
 
 def limit_in_requests(dbapi_connection: Any, connection_record: Any, proxy: Any, *, milliseconds: int) -> None:
-    """The pool's checkout listener: one dict lookup per checkout once the connection has its timeout."""
-    if STATEMENT_TIMEOUT_KEYWORD in connection_record.info or not has_request_context():
-        return
-    set_statement_timeout(dbapi_connection, milliseconds)
-    connection_record.info[STATEMENT_TIMEOUT_KEYWORD] = milliseconds
+    """The pool's checkout listener: the timeout on a connection a request checks out, none on one checked out
+    elsewhere (a job's thread in the same process); a statement only when a connection changes sides."""
+    limited = STATEMENT_TIMEOUT_KEYWORD in connection_record.info
+    if has_request_context():
+        if not limited:
+            run_session_setting(dbapi_connection, f"SET statement_timeout = {int(milliseconds)}")
+            connection_record.info[STATEMENT_TIMEOUT_KEYWORD] = milliseconds
+    elif limited:
+        run_session_setting(dbapi_connection, "RESET statement_timeout")  # the role's or the server's own
+        del connection_record.info[STATEMENT_TIMEOUT_KEYWORD]
 
 
-def set_statement_timeout(dbapi_connection: Any, milliseconds: int) -> None:
-    """SET it for the session; a server that refuses it fails the checkout, saying which setting did it."""
+def run_session_setting(dbapi_connection: Any, statement: str) -> None:
+    """Run it for the session; a server that refuses it fails the checkout, saying which setting did it."""
     try:
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"SET statement_timeout = {int(milliseconds)}")
+            cursor.execute(statement)
         finally:
             cursor.close()
         dbapi_connection.commit()
     except Exception as exc:
         exc.add_note(
-            "flaskprod sets statement_timeout on each new connection (database.statement_timeout): "
+            "flaskprod sets statement_timeout on connections requests use (database.statement_timeout): "
             "set it to 0 for a server that refuses it"
         )
         raise
@@ -166,7 +171,7 @@ def pool_options(url: str, spec: Spec | None = None) -> dict[str, Any]:
     The pool sized as Production(app) sizes Flask-SQLAlchemy's, from the workers and threads this process
     serves with and database.connection_budget (the spec read from flaskprod.toml and FLASKPROD_* as the
     workers are given it), with pre-ping, recycle, a connect timeout and, on PostgreSQL, the statement timeout
-    (database.statement_timeout) set on each new connection.
+    (database.statement_timeout) set on the connections requests use.
     """
     from ..spec import load_spec
 
