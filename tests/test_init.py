@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -12,6 +13,7 @@ from tests.support import BIN
 from tests.test_serve import clean_env
 
 FLASKPROD = str(BIN / "flaskprod")
+MIGRATED = Path(__file__).parent / "apps" / "migrated"
 MODULE_APP = "from flask import Flask\n\napp = Flask(__name__)\n"
 FACTORY_APP = "from flask import Flask\n\n\ndef create_app():\n    return Flask(__name__)\n"
 PRODUCTION_APP = MODULE_APP.replace("\n\n", "\n\nfrom flaskprod import Production\n\n", 1) + "Production(app)\n"
@@ -231,3 +233,29 @@ def test_a_factory_named_without_parentheses_is_written_as_given_and_served_alik
     # check loads the app the file names: a clean report means the factory was called and its app found.
     checked = flaskprod(tmp_path, "check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.parametrize(
+    ("migrate_args", "command"), [("", "flask db upgrade"), (', command="schema"', "flask schema upgrade")]
+)
+def test_a_flask_migrate_app_gets_its_upgrade_as_the_release_command(
+    tmp_path: Path, migrate_args: str, command: str
+) -> None:
+    """Without it `up` never turns ready (/readyz: the schema is behind) and every target starts the code on the old
+    schema: init sets what check's FP-R001 asks for, in the group the app registered."""
+    project = tmp_path / "notes"
+    shutil.copytree(MIGRATED, project, ignore=shutil.ignore_patterns("__pycache__"))
+    app = project / "app.py"
+    app.write_text(app.read_text().replace('"migrations"))', f'"migrations"){migrate_args})', 1))
+    (project / "requirements.txt").write_text("flask-migrate\nflaskprod\n")
+    result = flaskprod(project, "init")
+    assert result.returncode == 0, result.stderr
+    assert tomllib.loads((project / "flaskprod.toml").read_text())["deploy"] == {"release_command": command}
+    checked = flaskprod(project, "check")
+    assert checked.returncode == 0 and "FP-R001" not in checked.stdout, checked.stdout + checked.stderr
+    # An app without Flask-Migrate gets the setting as a comment only.
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "wsgi.py").write_text(MODULE_APP)
+    assert flaskprod(tmp_path / "plain", "init").returncode == 0
+    written = (tmp_path / "plain" / "flaskprod.toml").read_text()
+    assert tomllib.loads(written)["deploy"] == {} and '\n# release_command = "flask db upgrade"' in written

@@ -22,6 +22,7 @@ class Detected:
     name: str
     version: str
     requirements: str | None  # what the image installs the app's packages from
+    release_command: str | None  # the migration a Flask-Migrate app needs before each release takes requests
 
 
 def detect(target: str | None, root: Path, environ: Mapping[str, str]) -> Detected:
@@ -46,6 +47,7 @@ def detect(target: str | None, root: Path, environ: Mapping[str, str]) -> Detect
         name=project_name(root, info.import_string),
         version=project_version(root) or Spec().app.version,  # none invented: what config shows without a file
         requirements=next((n for n in ("requirements.txt", "pyproject.toml") if (root / n).is_file()), None),
+        release_command=f"flask {info.migrate_command} upgrade" if info.migrate_command else None,
     )
 
 
@@ -79,6 +81,11 @@ def render_config(found: Detected) -> str:
         else "\n# No requirements.txt was found: `flaskprod build` needs one (pip freeze > requirements.txt)\n"
         "# or a pyproject.toml that installs the app.\n"
     )
+    release = (
+        f"release_command = {toml_string(found.release_command)}  # Flask-Migrate: before each release takes requests"
+        if found.release_command
+        else '# release_command = "flask db upgrade"  # run once per release, before it takes requests'
+    )
     return f"""\
 # flaskprod settings for {_comment(found.name)}, written by `flaskprod init`. Every setting, its default
 # and its FLASKPROD_SECTION__NAME variable: `flaskprod config`, or docs/settings.md.
@@ -104,6 +111,7 @@ version = {toml_string(found.version)}
 # connection_budget = 80
 
 [deploy]
+{release}
 # image = "auto"              # {_comment(f"{found.name}:{found.version}")}
 # replicas = 2
 # cpus = 1.0                  # each container's limit; its workers are sized from it

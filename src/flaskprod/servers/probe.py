@@ -56,6 +56,7 @@ class AppInfo:
     server_name: str | None = None  # the app's Flask SERVER_NAME, as it loaded
     subdomain_matching: bool = False  # Flask(subdomain_matching=True): it routes the names under SERVER_NAME too
     async_views: tuple[str, ...] = ()  # async_views(app): what Flask can run only with asgiref installed
+    migrate_command: str | None = None  # Flask-Migrate's command group (`flask db`), when the app uses it
 
     @property
     def nginx_names(self) -> tuple[str, ...]:
@@ -95,6 +96,7 @@ def probe(ref: AppRef, env: Mapping[str, str], *, bound: int, if_slow: str | Non
         server_name=result["server_name"],
         subdomain_matching=result["subdomain_matching"],
         async_views=tuple(result["async_views"]),
+        migrate_command=result["migrate_command"],
     )
 
 
@@ -168,6 +170,13 @@ def _handlers(view: Any) -> list[Any]:
         return [view]
     methods = (getattr(view_class, method.lower(), None) for method in view_class.methods or ())
     return [view_class.dispatch_request, *methods]
+
+
+def migrate_command(app: Any) -> str | None:
+    """Flask-Migrate's command group (Migrate(command=...), "db" by default), when the app registered it."""
+    config = app.extensions.get("migrate")
+    command = getattr(getattr(config, "migrate", None), "command", None)
+    return command if isinstance(command, str) else None
 
 
 def async_views(app: Any) -> list[str]:
@@ -250,6 +259,7 @@ def main(argv: list[str]) -> int:
         "server_name": server_name if isinstance(server_name := app.config.get("SERVER_NAME"), str) else None,
         "subdomain_matching": bool(app.subdomain_matching),
         "async_views": async_views(app),
+        "migrate_command": migrate_command(app),
     }
     Path(result_path).write_text(json.dumps(info))
     return 0
