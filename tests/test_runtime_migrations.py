@@ -56,7 +56,7 @@ def test_branches_are_behind_until_every_head_is_reached_and_no_scripts_need_not
     branched = Scripts(heads=frozenset({"b1", "c1"}), known=frozenset({"a", "b1", "c1"}), command="migrations")
     verdict = compare(("b1",), branched)
     assert verdict.behind and verdict.message.endswith(
-        "the code needs b1, c1: run flask migrations upgrade (deploy.release_command)"
+        "the code needs b1, c1: run flask migrations upgrade heads (deploy.release_command)"
     )
     assert not compare(("c1", "b1"), branched).behind
     assert not compare(None, Scripts(heads=frozenset(), known=frozenset(), command="db")).behind
@@ -157,6 +157,38 @@ def test_a_release_with_a_new_migration_is_not_ready_until_it_ran(migrated: Migr
     assert schema(release)["error"] == f"SchemaBehind: database schema at 0001, the code needs 0002: {FIX}"
     migrated.flask_db("upgrade")
     assert schema(release)["status"] == "ok"
+
+
+AUDIT_BRANCH = '''
+revision = "a001"
+down_revision = None
+branch_labels = ("audit",)
+depends_on = None
+
+
+def upgrade():
+    pass
+
+
+def downgrade():
+    pass
+'''
+
+
+@pytest.mark.integration
+def test_a_head_another_revision_depends_on_is_reached_through_it(migrated: Migrated) -> None:
+    # 0002 follows 0001 and depends on the audit branch's a001: the scripts have two heads, 0002 and a001, and
+    # Alembic's alembic_version holds 0002 alone once both ran, a001 being among 0002's ancestors.
+    versions = migrated.root / "migrations" / "versions"
+    (versions / "a001_audit.py").write_text(AUDIT_BRANCH)
+    (versions / "0002_column.py").write_text(
+        ADD_COLUMN.replace("{column}", "tag").replace("depends_on = None", 'depends_on = "a001"')
+    )
+    app = migrated.app()
+    behind = schema(app)["error"]
+    assert behind.endswith("the code needs 0002, a001: run flask db upgrade heads (deploy.release_command)"), behind
+    migrated.flask_db("upgrade", "heads")  # `flask db upgrade` refuses scripts with two heads
+    assert schema(app) == {"status": "ok"}
 
 
 @pytest.mark.integration

@@ -28,6 +28,13 @@ class Scripts:
     heads: frozenset[str]
     known: frozenset[str]
     command: str  # Flask-Migrate's command group: `flask <command> upgrade`
+    # Heads another head depends on (depends_on): alembic_version holds the dependent one alone once both ran.
+    implied: frozenset[str] = frozenset()
+
+    @property
+    def upgrade(self) -> str:
+        """The command that reaches every head: `flask db upgrade` refuses scripts with several."""
+        return f"flask {self.command} upgrade" + (" heads" if len(self.heads) > 1 else "")
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ def compare(revisions: Collection[str] | None, scripts: Scripts) -> Verdict:
     while the new one migrated ahead), and must not pull the running release out of the load balancer.
     """
     needs = ", ".join(sorted(scripts.heads))
-    fix = f"run flask {scripts.command} upgrade (deploy.release_command)"
+    fix = f"run {scripts.upgrade} (deploy.release_command)"
     if not scripts.heads:
         return Verdict(False)
     if revisions is None:
@@ -54,7 +61,7 @@ def compare(revisions: Collection[str] | None, scripts: Scripts) -> Verdict:
     unknown = sorted(set(revisions) - scripts.known)
     if unknown:
         return Verdict(False, f"database schema at {', '.join(unknown)}, unknown to this code: a newer release's")
-    if set(revisions) == scripts.heads:
+    if scripts.heads - scripts.implied <= set(revisions):
         return Verdict(False)
     at = ", ".join(sorted(revisions)) or "no revision"
     return Verdict(True, f"database schema at {at}, the code needs {needs}: {fix}")
@@ -67,7 +74,15 @@ def read_scripts(migrate: Any) -> Scripts:
 
     script = ScriptDirectory.from_config(migrate.migrate.get_config())
     known = frozenset(revision.revision for revision in script.walk_revisions())
-    return Scripts(heads=frozenset(script.get_heads()), known=known, command=migrate.migrate.command)
+    heads = frozenset(script.get_heads())
+    # A head that another one depends on is among its ancestors: iterate_revisions follows depends_on too.
+    implied = frozenset(
+        revision.revision
+        for head in heads
+        for revision in script.iterate_revisions(head, "base")
+        if revision.revision in heads and revision.revision != head
+    )
+    return Scripts(heads=heads, known=known, command=migrate.migrate.command, implied=implied)
 
 
 def database_revisions(engine: Any, migrate: Any) -> tuple[str, ...] | None:
