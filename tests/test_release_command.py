@@ -117,6 +117,10 @@ def post_note(stack: UpStack, text: str) -> requests.Response:
     [
         ('"flask db upgrade && flask seed"', "one command, run without a shell, so && would reach it"),
         ("'flask db \"upgrade'", "a command such as `flask db upgrade`, its quotes closed (unset for none)"),
+        (
+            '"FLASK_DEBUG=0 flask db upgrade"',
+            "so FLASK_DEBUG=0 would be run as one: give env FLASK_DEBUG=0 flask db upgrade (env sets the variable)",
+        ),
     ],
 )
 def test_a_command_that_would_need_a_shell_is_refused_in_one_line(tmp_path: Path, value: str, expected: str) -> None:

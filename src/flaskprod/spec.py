@@ -850,6 +850,8 @@ def _server_names(value: str) -> None:
 
 # Words a shell would act on, which a command run without one passes to the program as arguments.
 _SHELL_OPERATORS = frozenset({"&&", "||", "|", ";", "&", ">", ">>", "<", "2>&1"})
+# NAME=value before the program: a shell sets the variable, a command run without one runs no program by that name.
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 
 
 def _command(value: str) -> None:
@@ -860,6 +862,11 @@ def _command(value: str) -> None:
         raise _Expected(
             f"one command, run without a shell, so {operators[0]} would reach it as an argument: for several, "
             "write them in a script and name it, or give sh -c '...'"
+        )
+    if words and _ASSIGNMENT.match(words[0]):
+        raise _Expected(
+            f"a program first, run without a shell, so {words[0]} would be run as one: give env {shlex.join(words)} "
+            "(env sets the variable), or set it in the app's environment"
         )
 
 
