@@ -15,6 +15,7 @@ from werkzeug.wrappers import Response
 
 from flaskprod import Production
 from flaskprod.runtime import draining
+from flaskprod.runtime.health import in_check
 from flaskprod.spec import Spec
 
 
@@ -112,6 +113,15 @@ def test_checks_run_in_the_app_context(app: Flask) -> None:
     app.config["MARKER"] = "here"
     prod.add_check("ctx", lambda: current_app.config["MARKER"] == "here")
     assert client_of(app).get("/readyz").status_code == 200
+
+
+def test_checks_know_they_are_checks(app: Flask) -> None:
+    # A pooled connection a check uses keeps the statement timeout requests set (runtime/db.limit_in_requests):
+    # taken for a job's, it would be RESET at every probe and SET again by the next request.
+    prod = production(app)
+    prod.add_check("knows", in_check)
+    assert client_of(app).get("/readyz").status_code == 200
+    assert not in_check()
 
 
 def test_duplicate_check_names_are_refused(app: Flask) -> None:

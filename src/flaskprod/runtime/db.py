@@ -15,7 +15,7 @@ from flask import Flask, has_request_context
 
 from ..sizing import db_pool, derive, timeouts
 from ..spec import Spec
-from .health import Check
+from .health import Check, in_check
 from .migrations import CHECK_NAME as MIGRATIONS_CHECK
 from .migrations import schema_check
 
@@ -136,10 +136,11 @@ class StatementTimeout:
 
 
 def limit_in_requests(dbapi_connection: Any, connection_record: Any, proxy: Any, *, milliseconds: int) -> None:
-    """The pool's checkout listener: the timeout on a connection a request checks out, none on one checked out
-    elsewhere (a job's thread in the same process); a statement only when a connection changes sides."""
+    """The pool's checkout listener: the timeout on a connection a request (or a readiness check) checks out, none
+    on one checked out elsewhere (a job's thread in the same process); a statement only when a connection changes
+    sides."""
     limited = STATEMENT_TIMEOUT_KEYWORD in connection_record.info
-    if has_request_context():
+    if has_request_context() or in_check():
         if not limited:
             run_session_setting(dbapi_connection, f"SET statement_timeout = {int(milliseconds)}")
             connection_record.info[STATEMENT_TIMEOUT_KEYWORD] = milliseconds

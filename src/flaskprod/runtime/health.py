@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from . import draining
@@ -22,6 +23,17 @@ def describe(exc: BaseException) -> str:
     first_line = (str(exc).strip().splitlines() or [""])[0]
     text = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
     return text[:MAX_ERROR_LENGTH]
+
+
+# Set in a readiness check's thread, which serves the probe's request outside Flask's request context (probes bypass
+# the app): a pooled connection a check uses is then a request's, and keeps the statement timeout requests set on
+# it (runtime/db.limit_in_requests), where a reset at each probe would cost two statements.
+_checking: ContextVar[bool] = ContextVar("flaskprod_readiness_check", default=False)
+
+
+def in_check() -> bool:
+    """Whether this code runs in a readiness check."""
+    return _checking.get()
 
 
 class CheckRunner:
@@ -64,6 +76,7 @@ class CheckRunner:
         return {name: dict(results.get(name) or missing) for name in checks}
 
     def _call(self, name: str, fn: Check, results: dict[str, CheckResult]) -> None:
+        _checking.set(True)  # this thread's own context: it runs nothing else
         t0 = time.perf_counter()
         try:
             outcome = fn()
