@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from flaskprod.exits import APP_SERVER_EXITS, describe_exit, exit_fields
 from flaskprod.sizing import Derived
 from flaskprod.spec import Spec
 from flaskprod.stack.up import Plan, StackDir
-from tests.support import free_port, wait_for
+from tests.support import BIN, free_port, wait_for
 from tests.upstack import (
     APP,
     FINGERPRINTED,
@@ -31,11 +32,14 @@ from tests.upstack import (
     Loader,
     UpStack,
     children_of,
+    closed_unanswered,
+    name_app,
     one_request,
     processes_under,
     start_up,
     stop,
     summary,
+    up_env,
     write_app,
 )
 
@@ -380,9 +384,30 @@ def test_nginx_answers_the_host_the_apps_server_name_names(tmp_path: Path) -> No
         assert seen.status_code == 200, running.output()
         assert seen.json()["host"] == "shop.example.com:8443"
         assert running.get("/api/ping", headers={"Host": "localhost"}).status_code == 200
-        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
-            sock.sendall(b"GET /api/ping HTTP/1.1\r\nHost: example.com\r\n\r\n")
-            assert sock.recv(1024) == b""  # closed without a byte of response (nginx 444)
+        assert closed_unanswered(running.port, "example.com")
+    finally:
+        stop(running)
+
+
+@pytest.mark.parametrize("kind", ["gunicorn", "uwsgi"])
+def test_an_app_that_routes_its_server_name_alone_gets_ready_and_deploys_under_a_new_name(
+    tmp_path: Path, kind: str
+) -> None:
+    """up's own requests name the host the app routes: its readiness through nginx at start, and a deploy's on the
+    new release's socket (in uWSGI's protocol too), were sent for localhost, which an app with subdomain matching
+    answers 404, so up never got ready. A release that calls itself by a new name is answered by it alone."""
+    name_app(tmp_path, "shop.example.com:8443")
+    running = start_up(tmp_path, kind, free_port(), "--workers", "1", "--set", "proxy.ready_timeout=15")
+    try:
+        running.wait_ready()
+        assert running.get("/whoami", headers={"Host": "shop.example.com:8443"}).text == "shop.example.com:8443"
+        assert running.get("/whoami", headers={"Host": "localhost"}).status_code == 404  # the app's own answer
+        (tmp_path / "instance" / "site.cfg").write_text("SERVER_NAME = 'store.example.com'\n")
+        deployed = subprocess.run([str(BIN / "flaskprod"), "deploy"], cwd=tmp_path, env=up_env(), capture_output=True,
+                                  text=True, timeout=90)  # fmt: skip
+        assert deployed.returncode == 0, deployed.stderr + running.output()
+        assert running.get("/whoami", headers={"Host": "store.example.com"}).text == "store.example.com"
+        assert closed_unanswered(running.port, "shop.example.com")
     finally:
         stop(running)
 

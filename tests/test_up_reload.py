@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.support import BIN, free_port, wait_for
-from tests.upstack import Loader, one_request, start_up, stop, summary, up_env, write_app
+from tests.upstack import Loader, closed_unanswered, name_app, one_request, start_up, stop, summary, up_env, write_app
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +60,21 @@ def test_sighup_applies_the_edited_config_and_keeps_the_running_one_on_a_bad_edi
         wait_for(lambda: "restart `flaskprod up` to apply" in stack.stderr(), timeout=20, what="the restart hint")
         assert stack.get("/api/ping").status_code == 200
         assert stack.proc.poll() is None
+    finally:
+        stop(stack)
+
+
+def test_after_a_sighup_nginx_answers_the_name_the_reloaded_app_calls_itself(tmp_path: Path) -> None:
+    """nginx's names come from what the serving app server loaded, not from the app as up found it at start."""
+    name_app(tmp_path, "shop.example.com")
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1", "--set", "proxy.ready_timeout=15")
+    try:
+        stack.wait_ready()
+        (tmp_path / "instance" / "site.cfg").write_text("SERVER_NAME = 'store.example.com'\n")
+        os.kill(stack.proc.pid, signal.SIGHUP)
+        wait_for(lambda: "app server of release 1 reloaded" in stack.stderr(), timeout=30, what="the reload")
+        assert stack.get("/whoami", headers={"Host": "store.example.com"}).text == "store.example.com"
+        assert closed_unanswered(stack.port, "shop.example.com")
     finally:
         stop(stack)
 

@@ -13,7 +13,7 @@ import requests
 
 from tests.buildkit import run_tool, tool
 from tests.support import free_port, wait_for
-from tests.upstack import PLAIN, UpStack, start_up, stop, up_args, up_env, write_app
+from tests.upstack import PLAIN, UpStack, name_app, start_up, stop, up_args, up_env, write_app
 
 pytestmark = [
     pytest.mark.integration,
@@ -196,5 +196,32 @@ def test_sighup_serves_the_certificate_the_config_file_now_names(tmp_path: Path)
         wait_for(lambda: "tls.cert" in stack.stderr() and "cannot read it" in stack.stderr(), timeout=20,
                  what="the error for the missing certificate")
         assert "O = second" in organisation()
+    finally:
+        stop(stack)
+
+
+def test_the_self_signed_certificate_names_the_apps_server_name_and_follows_a_reload(tmp_path: Path) -> None:
+    """nginx answers the app's SERVER_NAME (with subdomain matching, every name under it): the certificate up makes
+    names them too, and the ones the reloaded app calls itself after a SIGHUP."""
+    name_app(tmp_path, "shop.example.com")
+    tls_port = free_port()
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1", "--tls", "self-signed", "--tls-port",
+                     str(tls_port), "--set", "proxy.ready_timeout=15")  # fmt: skip
+
+    def served_names() -> str:
+        served = subprocess.run([tool("openssl"), "s_client", "-connect", f"127.0.0.1:{tls_port}", "-servername",
+                                 "localhost"], input="", capture_output=True, text=True, timeout=20)  # fmt: skip
+        names = subprocess.run([tool("openssl"), "x509", "-noout", "-ext", "subjectAltName"], input=served.stdout,
+                               capture_output=True, text=True, timeout=20)  # fmt: skip
+        return names.stdout
+
+    try:
+        stack.wait_ready()
+        assert "DNS:localhost, IP Address:127.0.0.1, DNS:shop.example.com, DNS:*.shop.example.com" in served_names()
+        (tmp_path / "instance" / "site.cfg").write_text("SERVER_NAME = 'store.example.com'\n")
+        os.kill(stack.proc.pid, signal.SIGHUP)
+        wait_for(lambda: "DNS:store.example.com, DNS:*.store.example.com" in served_names(), timeout=30,
+                 what="the certificate naming the reloaded app's name")  # fmt: skip
+        assert "shop.example.com" not in served_names()
     finally:
         stop(stack)

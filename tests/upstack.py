@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import secrets
+import socket
 import subprocess
 import textwrap
 import threading
@@ -74,6 +75,39 @@ def spin():
         pass
     return jsonify(pid=os.getpid())
 """
+
+# An app that routes its SERVER_NAME alone (subdomain matching: a request for another host is its own 404), with a
+# readiness view of its own, no Production(app). Its name comes from its instance folder, which every release shares.
+NAMED_APP = """
+from flask import Flask, request
+
+app = Flask(__name__, subdomain_matching=True, instance_relative_config=True)
+app.config.from_pyfile("site.cfg")
+
+
+@app.get("/readyz")
+def ready():
+    return "ready"
+
+
+@app.get("/whoami")
+def whoami():
+    return request.host
+"""
+
+
+def name_app(root: Path, server_name: str) -> None:
+    """NAMED_APP under root, calling itself server_name (its instance folder's site.cfg)."""
+    write_app(root, NAMED_APP)
+    (root / "instance").mkdir(exist_ok=True)
+    (root / "instance" / "site.cfg").write_text(f"SERVER_NAME = {server_name!r}\n")
+
+
+def closed_unanswered(port: int, host: str) -> bool:
+    """Whether nginx on port closes a request for host without a byte of response (its 444 for names it serves not)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        return sock.recv(1024) == b""
 
 
 def write_app(root: Path, source: str = APP) -> None:

@@ -408,9 +408,10 @@ class CheckSettings:
 class TlsSettings:
     mode: Literal["off", "self-signed", "files", "acme"] = setting(
         "off",
-        "HTTPS in `flaskprod up`: self-signed = a certificate made at start for proxy.server_name (for "
-        "trying it out; browsers warn), files = tls.cert and tls.key, acme = a certificate from Let's Encrypt "
-        "(tls.acme_server) for proxy.server_name, got and renewed by certbot; the plain port then redirects to HTTPS.",
+        "HTTPS in `flaskprod up`: self-signed = a certificate made at start for proxy.server_name and the app's "
+        "SERVER_NAME (for trying it out; browsers warn), files = tls.cert and tls.key, acme = a certificate from "
+        "Let's Encrypt (tls.acme_server) for proxy.server_name, got and renewed by certbot; the plain port then "
+        "redirects to HTTPS.",
         flag="--tls",
     )
     port: int = setting(8443, "Port nginx serves HTTPS on in `flaskprod up`.", flag="--tls-port", minimum=1)
@@ -1027,11 +1028,13 @@ def _env_hint(rest: str) -> str:
     return f"; did you mean {example}?" if meant else f", such as {example}"
 
 
-# Variables with the prefix that are not settings: the path of the config file itself, and the
-# file whose existence tells every worker to report "draining" (see runtime/draining.py).
+# Variables with the prefix that are not settings: the path of the config file itself, the
+# file whose existence tells every worker to report "draining" (see runtime/draining.py), and where
+# `flaskprod serve` records what its probe learned of the app for `up` (servers/probe.py).
 CONFIG_ENV = "FLASKPROD_CONFIG"
 DRAIN_FILE_ENV = "FLASKPROD_DRAIN_FILE"
-_ENV_NOT_SETTINGS = {CONFIG_ENV, DRAIN_FILE_ENV}
+PROBE_RECORD_ENV = "FLASKPROD_PROBE_RECORD"
+_ENV_NOT_SETTINGS = {CONFIG_ENV, DRAIN_FILE_ENV, PROBE_RECORD_ENV}
 
 
 def load_spec(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .. import discovery
 from ..errors import ServerError
 from ..sizing import derive
-from ..spec import Spec, env_for
+from ..spec import PROBE_RECORD_ENV, Spec, env_for
 from .common import DRAIN_FILE_ENV, MULTIPROC_ENV, RunDir, check_bind
 from .settings import server_settings
 
@@ -55,8 +56,11 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
     app = discovery.resolve(spec.app.target)
     env = worker_environ(spec, app)
     # The probe must not write metrics into (or see a drain file of) a directory it does not own.
-    probe_env = {k: v for k, v in os.environ.items() if k not in (MULTIPROC_ENV, DRAIN_FILE_ENV)}
-    worker_mb = probe(app, {**probe_env, **env}, bound=spec.proxy.ready_timeout).rss_mb
+    probe_env = {k: v for k, v in os.environ.items() if k not in (MULTIPROC_ENV, DRAIN_FILE_ENV, PROBE_RECORD_ENV)}
+    record = os.environ.pop(PROBE_RECORD_ENV, None)  # `up`'s: what this release's app loaded as (its SERVER_NAME)
+    worker_mb = probe(
+        app, {**probe_env, **env}, bound=spec.proxy.ready_timeout, record=Path(record) if record else None
+    ).rss_mb
     settings = server_settings(spec, derive(spec, worker_mb=worker_mb), app, worker_mb=worker_mb)
     if print_config:
         print(json.dumps(settings, indent=2))

@@ -31,7 +31,7 @@ def _connect(bind: str, timeout: float) -> socket.socket:
     return socket.create_connection((loopback_for(host), port), timeout=timeout)
 
 
-def _uwsgi_packet(path: str) -> bytes:
+def _uwsgi_packet(path: str, host: str) -> bytes:
     """A GET as nginx's uwsgi_pass sends it: a 4-byte header, then the CGI variables length-prefixed."""
     variables = {
         "REQUEST_METHOD": "GET",
@@ -39,10 +39,10 @@ def _uwsgi_packet(path: str) -> bytes:
         "PATH_INFO": path,
         "QUERY_STRING": "",
         "SERVER_PROTOCOL": "HTTP/1.1",
-        "SERVER_NAME": HOST,
+        "SERVER_NAME": HOST,  # Host (HTTP_HOST) is what the app reads
         "SERVER_PORT": "80",
         "REMOTE_ADDR": "127.0.0.1",
-        "HTTP_HOST": HOST,
+        "HTTP_HOST": host,
     }
     body = b"".join(
         struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
@@ -51,10 +51,10 @@ def _uwsgi_packet(path: str) -> bytes:
     return struct.pack("<BHB", 0, len(body), 0) + body
 
 
-def request_bytes(protocol: str, path: str) -> bytes:
+def request_bytes(protocol: str, path: str, host: str = HOST) -> bytes:
     if protocol == "uwsgi":
-        return _uwsgi_packet(path)
-    return f"GET {path} HTTP/1.0\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
+        return _uwsgi_packet(path, host)
+    return f"GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
 
 
 def status_of(spec: Spec, timeout: float = 3.0) -> int:
@@ -62,10 +62,11 @@ def status_of(spec: Spec, timeout: float = 3.0) -> int:
     return status_at(spec.server.bind, spec.server.protocol, spec.monitoring.health_path, timeout)
 
 
-def status_at(bind: str, protocol: str, path: str, timeout: float = 3.0) -> int:
-    """The HTTP status of a GET for path from the app server on bind, in its protocol; OSError when unreachable."""
+def status_at(bind: str, protocol: str, path: str, timeout: float = 3.0, *, host: str = HOST) -> int:
+    """The HTTP status of a GET for path from the app server on bind, in its protocol, naming host (one the app
+    routes: its SERVER_NAME, when it has one); OSError when unreachable."""
     with _connect(bind, timeout) as sock:
-        sock.sendall(request_bytes(protocol, path))
+        sock.sendall(request_bytes(protocol, path, host))
         head = b""
         while b"\r\n" not in head and len(head) < 4096:
             chunk = sock.recv(4096)

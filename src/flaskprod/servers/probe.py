@@ -64,13 +64,16 @@ class AppInfo:
         return app_server_names(self.server_name, subdomains=self.subdomain_matching)
 
 
-def probe(ref: AppRef, env: Mapping[str, str], *, bound: int, if_slow: str | None = None) -> AppInfo:
+def probe(
+    ref: AppRef, env: Mapping[str, str], *, bound: int, if_slow: str | None = None, record: Path | None = None
+) -> AppInfo:
     """Load ref in a child interpreter with env; what it learned, or the load error raised as one line.
 
     A child, not this process: the app server's master then forks workers that have not imported the
     app (unless preload is on), and the app's import-time side effects stay out of the supervisor. The
     load is given bound seconds (the caller's proxy.ready_timeout, as `check` gives it); if_slow is the
-    advice for an app that is only slow (see load_in_child).
+    advice for an app that is only slow (see load_in_child). With record, what it learned is also written there
+    (in one step) for read_record: `up` learns what each release's app server loaded (its SERVER_NAME) from it.
     """
     label = ref.import_string
     with tempfile.TemporaryDirectory(prefix="flaskprod-probe-") as tmp:
@@ -80,11 +83,29 @@ def probe(ref: AppRef, env: Mapping[str, str], *, bound: int, if_slow: str | Non
         # what the command prints (the settings, `up`'s table).
         status = load_in_child(args, label=label, bound=bound, env=env, if_slow=if_slow)
         try:
-            result = json.loads(result_path.read_text())
+            text = result_path.read_text()
+            result = json.loads(text)
         except (OSError, ValueError):
             raise DiscoveryError(ended_message(label, status)) from None
     if "error" in result:
         raise DiscoveryError(result["error"])
+    info = _app_info(result)
+    if record is not None:
+        staged = record.with_name(f".{record.name}.new")
+        staged.write_text(text)
+        staged.replace(record)
+    return info
+
+
+def read_record(path: Path) -> AppInfo | None:
+    """What a probe given record=path learned; None when there is no such record (yet) or it cannot be read."""
+    try:
+        return _app_info(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _app_info(result: dict[str, Any]) -> AppInfo:
     return AppInfo(
         rss_mb=result["rss_mb"],
         static_folder=result["static_folder"],

@@ -182,7 +182,8 @@ def start_ready(stack: Stack, release: Release, request: Request | None, p: Plan
 
     def ready() -> bool:
         try:
-            status = status_at(f"unix:{socket}", p.protocol, path, timeout=2)
+            # The app server has recorded its app's SERVER_NAME before it listens: a Host the app routes.
+            status = status_at(f"unix:{socket}", p.protocol, path, timeout=2, host=p.request_host(release))
         except OSError as exc:
             stack.last_answer = f"{type(exc).__name__}: {exc}"
             return False

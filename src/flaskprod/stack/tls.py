@@ -15,19 +15,25 @@ from .acme import Acme
 # Short-lived on purpose: a self-signed certificate is for trying HTTPS out, and `up` makes a new one
 # at every start.
 SELF_SIGNED_DAYS = 30
+# Beside the certificate: the names it was made for, one a line (self_signed_for).
+_NAMES = "self-signed.names"
 
 
 def _subject_alt_names(names: list[str]) -> str:
-    entries = []
+    """nginx server_name entries as a certificate's names: .host (it and every name under it) is host and *.host;
+    a regex, a prefix.* and the catch-all _ name no certificate can."""
+    entries: list[str] = []
     for name in names:
         bare = name.strip("[]")
         try:
             ipaddress.ip_address(bare)
             entries.append(f"IP:{bare}")
         except ValueError:
-            if not name.startswith(("~", "*.")) and name != "_":
+            if name.startswith("."):
+                entries += [f"DNS:{name[1:]}", f"DNS:*{name}"]
+            elif not name.startswith("~") and not name.endswith(".*") and name != "_":
                 entries.append(f"DNS:{name}")
-    return ",".join(entries)
+    return ",".join(dict.fromkeys(entries))
 
 
 def make_self_signed(directory: Path, names: list[str]) -> tuple[Path, Path]:
@@ -51,7 +57,20 @@ def make_self_signed(directory: Path, names: list[str]) -> tuple[Path, Path]:
     if done.returncode != 0:
         raise ServerError(f"openssl could not make a self-signed certificate: {done.stderr.strip().splitlines()[-1:]}")
     key.chmod(0o600)
+    (directory / _NAMES).write_text("\n".join(names))
     return cert, key
+
+
+def self_signed_for(directory: Path, names: list[str]) -> tuple[Path, Path]:
+    """The self-signed certificate in directory, made again unless it was made for exactly names: up's nginx answers
+    the app's SERVER_NAME, which a deploy or reload may change, and its certificate names what nginx answers."""
+    cert, key = directory / "self-signed.crt", directory / "self-signed.key"
+    try:
+        if cert.exists() and key.exists() and (directory / _NAMES).read_text() == "\n".join(names):
+            return cert, key
+    except OSError:
+        pass
+    return make_self_signed(directory, names)
 
 
 def _readable(setting: str, value: str | None) -> str:

@@ -23,13 +23,13 @@ from ..exits import APP_SERVER_EXITS, exit_fields
 from ..plural import counted
 from ..render import TlsFiles, render_nginx
 from ..render.deployment import app_static, from_installed_package
-from ..render.nginx import Protocol, StaticMount, listen_address, server_names
+from ..render.nginx import Protocol, StaticMount, listen_address, server_name_host, server_names
 from ..render.targets import split_extras
 from ..servers import resolve_kind
 from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind, loopback_for
-from ..servers.probe import AppInfo, probe
+from ..servers.probe import AppInfo, probe, read_record
 from ..sizing import Derived, derive
-from ..spec import CONFIG_ENV, Spec, env_for, find_config_file
+from ..spec import CONFIG_ENV, PROBE_RECORD_ENV, Spec, env_for, find_config_file
 from .acme import OBTAIN_TIMEOUT, RELOAD_RETRY, Acme, Certbot
 from .alertmanager import Alertmanager, plan_alertmanager
 from .children import Child
@@ -43,7 +43,7 @@ from .prometheus import RESTART_ONLY as MONITORING_RESTART_ONLY
 from .release import ReleaseCommand, command_env
 from .releases import RELEASES_AT_ONCE, Release, Releases, exclude_patterns
 from .rundir import StackDir
-from .tls import tls_for_up
+from .tls import self_signed_for, tls_for_up
 
 # Variables a parent's own stack would leak into ours: its metrics directory and its drain file.
 _NOT_INHERITED = (MULTIPROC_ENV, DRAIN_FILE_ENV)
@@ -119,6 +119,30 @@ class Plan:
 
     def drain_file(self, release: Release) -> Path:
         return self.run.drain_file(release.number, self.generations.get(release.number, 0))
+
+    def record(self, release: Release) -> Path:
+        """Where release's app server records what its probe learned as it started (PROBE_RECORD_ENV)."""
+        return self.socket(release).with_suffix(".json")
+
+    def app_info(self, release: Release) -> AppInfo | None:
+        """The app as release's app server loaded it (that server's record), else as `up` learned it at start."""
+        return read_record(self.record(release)) or self.loaded
+
+    @property
+    def app_names(self) -> tuple[str, ...]:
+        """What nginx answers besides proxy.server_name: the SERVER_NAME host of each running release's app, as its
+        app server loaded it, so a release that calls itself by a new name is answered by it."""
+        names = (name for release in self.running if (info := self.app_info(release)) for name in info.nginx_names)
+        return tuple(dict.fromkeys(names))
+
+    def request_host(self, release: Release) -> str:
+        """The Host of `up`'s own requests to release (its readiness): the app's SERVER_NAME as set, port and all,
+        which an app that routes that host alone answers (with subdomain matching; any SERVER_NAME before Flask
+        3.1), and which nginx answers too; else the first name nginx answers."""
+        info = self.app_info(release)
+        if info is not None and info.server_name and server_name_host(info.server_name):
+            return info.server_name.strip()
+        return self.host_header
 
     def with_new_app_server(self, release: Release) -> Plan:
         """The plan with release served by a second app server, on its other socket, beside the one running."""
@@ -297,6 +321,7 @@ def release_env(p: Plan, release: Release) -> dict[str, str]:
     """The app server's environment for release: its own socket, and the release's copy on sys.path first."""
     env = {**p.app_env, **env_for({"server.bind": f"unix:{p.socket(release)}"})}
     env[DRAIN_FILE_ENV] = str(p.drain_file(release))
+    env[PROBE_RECORD_ENV] = str(p.record(release))
     app_dir = p.in_release(release, p.app.path)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [app_dir, p.app_env.get("PYTHONPATH")]))
     return env
@@ -322,8 +347,10 @@ def write_nginx_config(p: Plan) -> None:
         tls=p.tls,
         metrics=p.prometheus.scrape_listen if p.prometheus else None,
     )
-    if p.loaded is not None:  # nginx answers the host the app calls itself (its SERVER_NAME) too
-        ctx = dataclasses.replace(ctx, app_names=p.loaded.nginx_names)
+    # nginx answers the host the app calls itself (its SERVER_NAME) too, and a self-signed certificate names it.
+    ctx = dataclasses.replace(ctx, app_names=p.app_names)
+    if ctx.tls is not None and p.spec.tls.mode == "self-signed":
+        self_signed_for(p.run.tls_dir, server_names(p.spec, p.spec.proxy.host, p.app_names))
     files = render_nginx(p.spec, p.derived, ctx)
     candidate = p.run.nginx_conf.with_name(p.run.nginx_conf.name + ".new")
     candidate.write_text(files.pop(p.run.nginx_conf.name))
@@ -431,6 +458,7 @@ class Stack:
         """The app server of release, from its copy of the project, on its own socket (p's, by default up's)."""
         p = p or self.plan
         p.socket(release).unlink(missing_ok=True)  # left by a server that was killed
+        p.record(release).unlink(missing_ok=True)  # its record, as it loaded an earlier state of the config
         child = Child(
             name=f"app server ({p.spec.server.kind})",
             command=[sys.executable, "-m", "flaskprod", "serve"],
@@ -490,6 +518,7 @@ class Stack:
         child.kill_group()
         if child.listens_on is not None:
             child.listens_on.unlink(missing_ok=True)
+            child.listens_on.with_suffix(".json").unlink(missing_ok=True)  # Plan.record: what it loaded
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -641,8 +670,9 @@ class Stack:
         return True
 
     def ready_through_nginx(self) -> bool:
+        p = self.plan
         try:
-            code, body = self.get(self.plan.spec.monitoring.ready_path)
+            code, body = self.get(p.spec.monitoring.ready_path, host=p.request_host(p.running[0]))
         except OSError as exc:
             self.last_answer = f"{type(exc).__name__}: {exc}"
             return False
@@ -708,7 +738,8 @@ class Stack:
     def https(self, tls: TlsFiles) -> _LoopbackTls:
         return _LoopbackTls(loopback_for(self.plan.spec.proxy.host), tls.port, server_name=self.plan.host_header)
 
-    def get(self, path: str) -> tuple[int, str]:
+    def get(self, path: str, *, host: str | None = None) -> tuple[int, str]:
+        """GET path through nginx, naming host (by default, the first name nginx answers)."""
         p = self.plan
         conn: http.client.HTTPConnection
         if p.tls:
@@ -716,7 +747,7 @@ class Stack:
         else:
             conn = http.client.HTTPConnection(loopback_for(p.spec.proxy.host), p.spec.proxy.port, timeout=2)
         try:
-            conn.request("GET", path, headers={"Host": p.host_header})
+            conn.request("GET", path, headers={"Host": host or p.host_header})
             response = conn.getresponse()
             return response.status, response.read().decode("utf-8", "replace")
         finally:
