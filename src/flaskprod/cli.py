@@ -1,12 +1,42 @@
 """The command line, thin: parse flags into spec layers, call the layer that does the work, print."""
 
+# The imports follow Ctrl-C's handler for the time they take.
+# ruff: noqa: E402
 from __future__ import annotations
 
-import functools
-import json
 import os
 import signal
 import sys
+from types import FrameType
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C before a command's own handling (_user_errors) is in place: while the command line loads (click,
+    Flask, the spec: a tenth of a second) and while click reads the arguments. The command's words and status,
+    where Python printed a KeyboardInterrupt's traceback and click its "Aborted!" with status 1.
+
+    os._exit, not SystemExit: raised while Python compiles a module (a first run, no .pyc yet) it lost its status
+    (exit 0 or 1); and nothing has started yet that an exit should clean up."""
+    sys.stdout.flush()
+    sys.stderr.write("interrupted\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def _ctrl_c(handler: Callable[[int, FrameType | None], Any]) -> None:
+    """Ctrl-C raises what handler does (_interrupted's exit, or KeyboardInterrupt), where Ctrl-C is Python's own or
+    ours in the main thread: a handler another installed, or SIG_IGN a parent set, stays."""
+    if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _interrupted):
+        try:  # not contextlib.suppress: importing contextlib would take 3 ms before Ctrl-C is handled  # noqa: SIM105
+            signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread: a program's thread imported this module
+            pass
+
+
+_ctrl_c(_interrupted)
+
+import functools
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -28,6 +58,7 @@ def _user_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            _ctrl_c(signal.default_int_handler)  # from here, KeyboardInterrupt: what the command started ends
             return fn(*args, **kwargs)
         except FlaskprodError as exc:
             click.echo(f"Error: {exc}", err=True)
@@ -436,4 +467,9 @@ def build(
 
 
 def main() -> None:
+    _ctrl_c(_interrupted)  # as click reads the arguments, until the command takes over (_user_errors)
     cli(prog_name="flaskprod")
+
+
+# Imported by a program (a test) rather than run: Ctrl-C is Python's again once the command line has loaded.
+_ctrl_c(signal.default_int_handler)
