@@ -258,7 +258,7 @@ def test_scripts_that_cannot_be_read_are_noted_and_leave_the_app_ready(
 
 @pytest.mark.integration
 def test_up_without_the_release_command_is_never_ready_and_names_the_fix(tmp_path: Path) -> None:
-    root = project(tmp_path / "p", toml="[proxy]\nready_timeout = 8\n")
+    root = project(tmp_path, toml="[proxy]\nready_timeout = 8\n")  # its run dir's sockets fit: no folder deeper
     stack = start_up(root, "gunicorn", free_port(), "--workers", "1")
     try:
         stack.proc.wait(timeout=60)  # up gives up after ready_timeout

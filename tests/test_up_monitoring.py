@@ -414,12 +414,12 @@ def test_prometheus_missing_says_how_to_install_it(tmp_path: Path) -> None:
     assert processes_under(tmp_path) == {}
 
 
-def test_alertmanager_missing_says_how_to_install_it(tmp_path: Path) -> None:
-    write_app(tmp_path / "app")
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "prometheus").symlink_to("/usr/bin/prometheus")
-    env = up_env(PATH=f"/usr/sbin:{tmp_path / 'bin'}:{BIN}")  # nginx and Prometheus, no prometheus-alertmanager
-    result = run_up(tmp_path / "app", "--with", "monitoring", env=env)
+def test_alertmanager_missing_says_how_to_install_it(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    write_app(tmp_path)  # the project at tmp_path itself: a folder deeper, its run dir's sockets may not fit
+    programs = tmp_path_factory.mktemp("bin")
+    (programs / "prometheus").symlink_to("/usr/bin/prometheus")
+    env = up_env(PATH=f"/usr/sbin:{programs}:{BIN}")  # nginx and Prometheus, no prometheus-alertmanager
+    result = run_up(tmp_path, "--with", "monitoring", env=env)
     assert one_line_error(result) == (
         "Error: prometheus-alertmanager not found on PATH: --with monitoring runs it; "
         "install it with `apt-get install prometheus-alertmanager` (Debian, Ubuntu)"
