@@ -228,6 +228,36 @@ def _ctrl_c(served: Served, within: float = 10) -> float:
 GUNICORN_WORKERS = pytest.mark.parametrize("threads", ["1", "4"], ids=["sync", "gthread"])
 
 
+# Loaded by the server's interpreter (sitecustomize): its second fork, the second worker, spends a second between
+# the fork and the worker's own signal handlers.
+SLOW_SECOND_FORK = """\
+import os, time
+forks = [0]
+def count():
+    forks[0] += 1
+def slow_second():
+    if forks[0] == 2:
+        time.sleep(1.0)
+os.register_at_fork(before=count, after_in_child=slow_second)
+"""
+
+
+@GUNICORN_WORKERS
+def test_ctrl_c_reaches_a_worker_between_its_fork_and_its_handlers(tmp_path: Path, threads: str) -> None:
+    """A worker forked with the arbiter's handlers, until its own are set, swallowed the terminal's SIGINT and the
+    arbiter's SIGQUIT there (they queue to the arbiter's loop, in the worker's copy): it served on until
+    graceful_timeout. Held across the fork, they reach it once it has its handlers."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(SLOW_SECOND_FORK)
+    env = clean_env(PYTHONPATH=str(tmp_path / "site"))
+    with serving(tmp_path, "gunicorn", "--workers", "2", "--threads", threads, env=env) as served:
+        took = _ctrl_c(served)  # the first worker answered; the second is in its slow second after the fork
+        code, output = served.proc.poll(), served.output()
+    assert code == 0 and took < 5, f"still running {took:.1f} s after Ctrl-C\n{output}"
+    # Each worker left by its own exit, not killed by a signal it had no handler for.
+    assert "Traceback" not in output and "was sent" not in output, output
+
+
 @pytest.mark.parametrize(("server", "threads"), [("gunicorn", "12"), ("gunicorn", "1"), ("uwsgi", "12")],
                          ids=["gunicorn-gthread", "gunicorn-sync", "uwsgi"])
 def test_ctrl_c_stops_every_process_at_once_even_between_requests(tmp_path: Path, server: str, threads: str) -> None:

@@ -60,6 +60,10 @@ def gunicorn_config(settings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# The signals that stop a worker: Ctrl-C, the arbiter's stop-now (SIGQUIT) and its graceful stop (SIGTERM).
+HELD_ACROSS_FORK = frozenset({signal.SIGINT, signal.SIGQUIT, signal.SIGTERM})
+
+
 def _post_worker_init(worker: Any) -> None:
     """Chain the worker's SIGTERM handler so its own readiness flips to draining the moment it is told to stop;
     give it a stop-now handler that neither deadlocks nor cuts the request in hand."""
@@ -138,6 +142,18 @@ def _post_fork(server: Any, worker: Any) -> None:
     affinity.pin(getattr(worker, affinity.SLOT))
 
 
+def _held_until_handled(server: Any, worker: Any) -> None:
+    """In the new worker: the stop signals held across the fork (FlaskprodArbiter.spawn_worker) land as soon as
+    Gunicorn has set the worker's own handlers, which exit it at once while it loads the app."""
+    init_signals = worker.init_signals
+
+    def init_signals_then_let_in() -> None:
+        init_signals()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_ACROSS_FORK)
+
+    worker.init_signals = init_signals_then_let_in
+
+
 def _freeze_before_fork(server: Any, worker: Any) -> None:
     """With preload the master holds the app: frozen before the fork, every worker shares it frozen.
 
@@ -199,6 +215,17 @@ class FlaskprodArbiter(Arbiter):  # type: ignore[misc]
         # SIGTERM to one worker is Gunicorn's graceful stop of it; the loop below forks its replacement.
         self.memory_bound = MemoryBound(app.settings["recycle_memory_mb"], recycle=self._recycle)
 
+    def spawn_worker(self) -> int:
+        # Until the worker sets its own handlers, the fork has the arbiter's, which queue a signal to the arbiter's
+        # loop, in the worker's copy, where nothing reads it: a Ctrl-C (and the arbiter's SIGQUIT after it) or a
+        # SIGTERM landing there was lost, and the worker served on until graceful_timeout ran out. Blocked across
+        # the fork, they wait in the worker for its handlers (_held_until_handled lets them in).
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD_ACROSS_FORK)
+        try:
+            return int(super().spawn_worker())
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_ACROSS_FORK)  # the arbiter; the worker exits from there
+
     def _recycle(self, pid: int) -> None:
         if pid not in self.WORKERS:
             raise ProcessLookupError(pid)
@@ -244,9 +271,10 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
             "post_worker_init": _post_worker_init,
         }
         pre_fork: list[Callable[[Any, Any], None]] = []
+        post_fork: list[Callable[[Any, Any], None]] = [_held_until_handled]
         if self.settings["cpu_affinity"]:
             pre_fork.append(_pre_fork)
-            hooks["post_fork"] = _post_fork
+            post_fork.append(_post_fork)
         if self.settings["gc_freeze"]:
             if self.settings["preload"]:
                 pre_fork.append(_freeze_before_fork)
@@ -254,6 +282,7 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
                 hooks["post_worker_init"] = _post_worker_init_freezing
         if pre_fork:
             hooks["pre_fork"] = _in_turn(pre_fork)
+        hooks["post_fork"] = _in_turn(post_fork)
         for key, value in {**gunicorn_config(self.settings), **hooks}.items():
             self.cfg.set(key, value)
 
