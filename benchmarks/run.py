@@ -363,7 +363,7 @@ def load_workloads(
             )
             say(
                 f"  {stack.name:<28} {workload.name:<12} c={connections:<4} {result.rps:>10,.0f} rps  "
-                f"p50 {result.p50_ms} ms  p99 {result.p99_ms} ms  errors {result.errors}"
+                f"p50 {_ms(result.p50_ms)} ms  p99 {_ms(result.p99_ms)} ms  errors {result.errors}"
             )
             if not alive:
                 raise RuntimeError(f"{stack.name} died during {workload.name}")
@@ -547,3 +547,8 @@ def run(mode: Mode, stacks: Sequence[Stack], say: Say) -> dict[str, Any]:
 
 def workload_names() -> list[str]:
     return list(BY_NAME)
+
+
+def _ms(value: float | None) -> str:
+    """A latency for the progress line: 0.41, not wrk's 0.41000000000000003 after its unit conversion."""
+    return "-" if value is None else f"{round(value, 2):g}"

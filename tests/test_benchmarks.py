@@ -751,3 +751,10 @@ def test_writing_the_headline_needs_its_block_and_keeps_the_rest() -> None:
 def test_the_recorded_postgresql_version_is_the_servers_own() -> None:
     # Recorded beside every run's figures; PostgreSQL is among the test packages.
     assert re.fullmatch(r"postgres \(PostgreSQL\) \d+\.\d+.*", versions()["postgresql"]), versions()["postgresql"]
+
+
+def test_the_progress_line_shows_latencies_as_wrk_printed_them() -> None:
+    from benchmarks.run import _ms
+
+    # wrk's microseconds over 1000 came out as 0.41000000000000003 ms; no response at all is "-".
+    assert [_ms(0.41000000000000003), _ms(149.73), _ms(None)] == ["0.41", "149.73", "-"]
