@@ -230,3 +230,17 @@ def test_build_refuses_async_views_the_requirements_give_no_asgiref(tmp_path: Pa
     fixed = run(tmp_path, {"app.py": ASYNC_APP, "requirements.txt": "flask[async]\nflaskprod\n"}, "build",
                 "--target", "compose", "--out", "deploy")  # fmt: skip
     assert fixed.returncode == 0, fixed.stderr
+
+
+def test_a_child_whose_parent_left_says_nothing(tmp_path: Path) -> None:
+    # A Ctrl-C inside the parent's Popen: it removed its directory and left; the child it started then wrote a
+    # FileNotFoundError's traceback as the last thing the user saw (test_entrypoint, 1 run in 7 at 0.15 s).
+    from flaskprod.checks.runner import main as check_child
+    from flaskprod.servers.loading import write_answer
+
+    gone = tmp_path / "gone"
+    write_answer(gone / "result.json", {"error": "x"})  # no exception, nothing written
+    assert not gone.exists()
+    assert check_child([str(gone)]) == 0
+    write_answer(tmp_path / "result.json", {"ok": True})  # the parent still there: written
+    assert (tmp_path / "result.json").read_text() == '{"ok": true}'

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import discovery
 from ..errors import DiscoveryError, FlaskprodError
-from ..servers.loading import ended_message, exit_child, load_in_child
+from ..servers.loading import ended_message, exit_child, load_in_child, write_answer
 from ..spec import Spec, spec_as_dict
 from .context import load_context
 from .registry import Level, Message, run_checks
@@ -66,6 +66,8 @@ def main(argv: Sequence[str]) -> int:
     """The child: load the app as the job says and write what the checks found (or why it did not load)."""
     (tmp,) = argv
     out = Path(tmp)
+    if not out.is_dir():  # the parent is gone (see write_answer)
+        return 0
     job = json.loads((out / "job.json").read_text())
     spec = dataclasses.replace(Spec().replace(**job["spec"]), origins=job["origins"])
     result: dict[str, Any]
@@ -84,7 +86,7 @@ def main(argv: Sequence[str]) -> int:
                     {"id": m.id, "level": m.level.name, "text": m.text, "hint": m.hint, "obj": m.obj} for m in messages
                 ]
             }
-    (out / RESULT).write_text(json.dumps(result))
+    write_answer(out / RESULT, result)
     return 0
 
 

@@ -4,6 +4,7 @@ in its own session, given proxy.ready_timeout to load, and one line when it exit
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -71,6 +72,17 @@ def load_in_child(
             f"if it is only slow, {advice}"
         )
     return status
+
+
+def write_answer(path: Path, answer: object) -> None:
+    """The child's answer for the parent; none when the parent's directory is gone: a Ctrl-C that reached the
+    parent as it started this child (inside Popen, before it could stop it) made it remove the directory and
+    leave, and a traceback here would be the last thing the user saw."""
+    try:
+        path.write_text(json.dumps(answer))
+    except FileNotFoundError:
+        if path.parent.exists():
+            raise
 
 
 def exit_child(code: int) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from ..discovery import AppRef, load
 from ..errors import DiscoveryError, FlaskprodError
 from ..render.nginx import StaticMount, app_server_names
-from .loading import ended_message, exit_child, exit_message, load_in_child, project_root
+from .loading import ended_message, exit_child, exit_message, load_in_child, project_root, write_answer
 from .memorybound import resident_mb
 
 # Exit status of the probe when the app failed to load; its message is in the result file.
@@ -260,13 +260,13 @@ def main(argv: list[str]) -> int:
             # A bug in the user's code: its traceback is what they need to fix it, from their first frame.
             _print_user_traceback(exc.__cause__)
         message = str(exc) if isinstance(exc, DiscoveryError) else f"app {ref.import_string!r} refused to start: {exc}"
-        Path(result_path).write_text(json.dumps({"error": message}))
+        write_answer(Path(result_path), {"error": message})
         return FAILED
     except BaseException as exc:  # SystemExit, KeyboardInterrupt: the app's own, not the probe's to obey
         # Imported here, on failure only: the probe measures what a worker holds once it has loaded the app.
 
         message = exit_message(ref.import_string, exc, project_root(ref, Path.cwd()))
-        Path(result_path).write_text(json.dumps({"error": message}))
+        write_answer(Path(result_path), {"error": message})
         return FAILED
     info = {
         "import_string": _import_string(ref, app),
@@ -282,7 +282,7 @@ def main(argv: list[str]) -> int:
         "async_views": async_views(app),
         "migrate_command": migrate_command(app),
     }
-    Path(result_path).write_text(json.dumps(info))
+    write_answer(Path(result_path), info)
     return 0
 
 
