@@ -896,8 +896,7 @@ def test_async_views_with_asgiref_required_pass(project: Path, files: dict[str, 
 
 def test_async_views_without_requirements_are_judged_by_this_environment(project: Path) -> None:
     # This venv has no asgiref: the app's async view answers 500 here, which the check says.
-    if importlib.util.find_spec("asgiref") is not None:
-        pytest.skip("asgiref is installed here")
+    assert importlib.util.find_spec("asgiref") is None, "this test needs the test venv without asgiref"
     [found] = audit(project, {"app.py": PROD + ASYNC_VIEW}).only("FP-C010")
     assert "and this environment installs none" in found["text"]
     premise = Flask("premise")
