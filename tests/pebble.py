@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import urllib.request
@@ -82,8 +83,9 @@ def start_pebble(workdir: Path, http_port: int) -> Pebble:
         processes=(acme, dns_server),
     )
     try:
-        wait_for(lambda: "ACME directory available" in (workdir / "pebble.log").read_text(), timeout=20,
-                 what=f"pebble to listen: {workdir / 'pebble.log'}")
+        # pebble logs the directory line before its management listener (a goroutine) has bound: wait for both.
+        wait_for(lambda: "ACME directory available" in (workdir / "pebble.log").read_text() and _accepts(management),
+                 timeout=20, what=f"pebble to listen: {workdir / 'pebble.log'}")
     except BaseException:
         pebble.stop()
         raise
@@ -94,3 +96,11 @@ def _spawn(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Pop
     with log.open("wb") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **env}, start_new_session=True)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
