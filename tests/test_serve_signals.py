@@ -254,9 +254,8 @@ def test_ctrl_c_reaches_a_worker_between_its_fork_and_its_handlers(tmp_path: Pat
         took = _ctrl_c(served)  # the first worker answered; the second is in its slow second after the fork
         code, output = served.proc.poll(), served.output()
     assert code == 0 and took < 5, f"still running {took:.1f} s after Ctrl-C\n{output}"
-    # Whether the first worker, already exiting, then met the arbiter's SIGQUIT ("was sent SIGQUIT") is the other
-    # test's race (stopnow.QUIT_SETTLE); this one is about the second.
-    assert "Traceback" not in output, output
+    # Each worker left by its own exit: the first, exiting, ignores the arbiter's SIGQUIT however late it comes.
+    assert "Traceback" not in output and "was sent" not in output, output
 
 
 @pytest.mark.parametrize(("server", "threads"), [("gunicorn", "12"), ("gunicorn", "1"), ("uwsgi", "12")],

@@ -17,6 +17,7 @@ stop-now signal, as the arbiter sends workers SIGQUIT, never SIGINT.
 from __future__ import annotations
 
 import abc
+import atexit
 import os
 import signal
 import sys
@@ -58,7 +59,23 @@ class _StopNow(abc.ABC):
     def exit_settled(self) -> None:
         assert self.since is not None
         time.sleep(max(0.0, self.since + QUIT_SETTLE - time.monotonic()))
+        atexit.register(_ignore_quit)
         sys.exit(0)
+
+
+def _ignore_quit() -> None:
+    """SIGQUIT ignored from the exiting worker's last steps on.
+
+    An arbiter slow to relay Ctrl-C (under load) can send its SIGQUIT after the interpreter has put the
+    default back, whose action kills the worker by the signal ("was sent SIGQUIT"). Once exiting, SIGQUIT can
+    only mean "stop now", which this already is, and an ignored signal stays ignored through finalization.
+    Done at exit, not in the handler: a SIGQUIT that came with the SIGINT waits for that handler to return,
+    and would then find SIG_IGN, which Python reports as a traceback. Blocked first, so none reaches this
+    thread between signal.signal running the pending handlers and changing the disposition. SIGINT keeps
+    its handler: a second Ctrl-C still cuts the requests in hand.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGQUIT})
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
 
 
 class _Threaded(_StopNow):

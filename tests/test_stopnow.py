@@ -1,0 +1,58 @@
+"""servers/stopnow on its own: a Gunicorn worker's stop-now handler in a real process, signalled for real."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from tests.support import ROOT, stop_group
+
+# A sync worker between requests, with flaskprod's handler: Ctrl-C makes it exit at once.
+WORKER = textwrap.dedent("""
+    import signal, sys, time, types
+    from flaskprod.servers import stopnow
+    handler = stopnow._Sync(types.SimpleNamespace(alive=True, accept=lambda listener: None))
+    for sig in stopnow.QUIT_NOW:
+        signal.signal(sig, handler)
+    # Both signals of a Ctrl-C pending before the first handler runs, as when the arbiter relays at once.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stopnow.QUIT_NOW)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stopnow.QUIT_NOW)
+    while True:
+        time.sleep(1)
+""")
+# Bounds on the stream of SIGQUITs: the worker exits about QUIT_SETTLE (0.1 s) after the SIGINT.
+MAX_SIGNALS, MAX_SECONDS = 200_000, 10.0
+
+
+def test_an_arbiters_sigquit_late_in_the_workers_exit_does_not_kill_it(tmp_path: Path) -> None:
+    """The arbiter relays Ctrl-C as SIGQUIT; under load it can arrive once the exiting interpreter has put
+    SIGQUIT's default back, which killed the worker ("was sent SIGQUIT"). A stream of them, from the SIGINT
+    until the worker is gone, lands in that window too. And one that came with the SIGINT is no traceback."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    log = tmp_path / "worker.log"
+    with log.open("w") as err, subprocess.Popen([sys.executable, "-c", WORKER], cwd=tmp_path, env=env,
+                                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                                                start_new_session=True) as worker:  # fmt: skip
+        try:
+            assert worker.stdin is not None and worker.stdout is not None
+            assert worker.stdout.readline() == "ready\n"
+            worker.send_signal(signal.SIGINT)  # the terminal's
+            worker.send_signal(signal.SIGQUIT)  # the arbiter's
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+            sent, deadline = 0, time.monotonic() + MAX_SECONDS
+            while worker.poll() is None and sent < MAX_SIGNALS and time.monotonic() < deadline:
+                os.kill(worker.pid, signal.SIGQUIT)
+                sent += 1
+            code = worker.wait(MAX_SECONDS)
+        finally:
+            stop_group(worker)
+    output = log.read_text()
+    assert code == 0 and "Traceback" not in output, f"exit {code} after {sent} more SIGQUITs\n{output}"
