@@ -256,6 +256,8 @@ def release_words(d: Deployment) -> list[str]:
 def _release_service(d: Deployment, app: dict[str, Any]) -> dict[str, Any]:
     """deploy.release_command in a one-off container of the app's image with what the app is given (its
     environment, secrets, instance volume, network, the database it waits for) and FLASK_APP naming the app."""
+    # "build" too, not the image name alone: Compose v2 pulls an image-only service while the other builds it
+    # (docker/compose#9983), so each builds it, the second from the build cache.
     shared = ("build", "image", "environment", "secrets", "volumes", "networks", "depends_on", *_hardened())
     service = {key: copy.deepcopy(app[key]) for key in shared if key in app}
     service["environment"][APP_VARIABLE] = d.project.app_target
