@@ -21,7 +21,6 @@ import atexit
 import os
 import signal
 import sys
-import time
 from types import FrameType
 from typing import Any
 
@@ -29,20 +28,16 @@ from gunicorn.workers.sync import SyncWorker
 
 # What a worker takes as "stop now": Ctrl-C in a terminal, and what the arbiter sends it on SIGINT or SIGQUIT.
 QUIT_NOW = (signal.SIGINT, signal.SIGQUIT)
-# Ctrl-C reaches a worker twice within moments (the terminal's SIGINT, then the arbiter's SIGQUIT). Waiting
-# this long before exiting lets the second find the handler, not the default an exiting interpreter restores,
-# which would kill the worker by the signal (Gunicorn's own handler sleeps as long for the same reason).
-QUIT_SETTLE = 0.1
 
 
 class _StopNow(abc.ABC):
     def __init__(self, worker: Any) -> None:
         self.worker = worker
-        self.since: float | None = None  # when the first stop-now signal came
+        self.stopping = False  # the first stop-now signal came
 
     def __call__(self, sig: int, frame: FrameType | None) -> None:
-        if self.since is None:
-            self.since = time.monotonic()
+        if not self.stopping:
+            self.stopping = True
             self.worker.alive = False
             self.stop()
         elif sig == signal.SIGINT:
@@ -56,9 +51,9 @@ class _StopNow(abc.ABC):
     def cut(self) -> None:
         """A second Ctrl-C: exit without waiting for the requests in hand."""
 
-    def exit_settled(self) -> None:
-        assert self.since is not None
-        time.sleep(max(0.0, self.since + QUIT_SETTLE - time.monotonic()))
+    def exit_now(self) -> None:
+        # Ctrl-C reaches a worker twice within moments (the terminal's SIGINT, then the arbiter's SIGQUIT): the
+        # second, however late, must not find the default an exiting interpreter puts back.
         atexit.register(_ignore_quit)
         sys.exit(0)
 
@@ -82,7 +77,7 @@ class _Threaded(_StopNow):
     """gthread: the exit is queued to the worker's own loop, which runs it between events."""
 
     def stop(self) -> None:
-        self.worker.method_queue.defer(self.exit_settled)
+        self.worker.method_queue.defer(self.exit_now)
 
     def cut(self) -> None:
         # The main thread is already exiting, waiting on the pool's threads; only the process can end them.
@@ -105,18 +100,18 @@ class _Sync(_StopNow):
             finally:
                 # Also when accept() found no connection: a signal that came meanwhile waited for this.
                 self.in_hand = False
-                if self.since is not None:
-                    self.exit_settled()
+                if self.stopping:
+                    self.exit_now()
 
         worker.accept = accept_in_hand
 
     def stop(self) -> None:
         if not self.in_hand:
-            self.exit_settled()
+            self.exit_now()
 
     def cut(self) -> None:
         # SystemExit inside the request: it is answered 500, its cleanup runs, and the log shows where it was.
-        self.exit_settled()
+        self.exit_now()
 
 
 def install(worker: Any) -> None:
