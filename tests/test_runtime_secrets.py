@@ -139,3 +139,46 @@ def test_problem_function_accepts_good_and_names_bad() -> None:
     assert secret_key_problem(secrets.token_hex(32), 32) is None
     problem = secret_key_problem("hard-to-guess-string", 32)
     assert problem is not None and "hard-to-guess-string" in problem
+
+
+def late_app(monkeypatch: pytest.MonkeyPatch, late: str) -> Flask:
+    """tests.apps.late_config's factory: FLASK_SECRET_KEY strong, then the app sets late ('key' or 'debug')."""
+    from tests.apps.late_config import create_app
+
+    monkeypatch.setenv("FLASK_SECRET_KEY", secrets.token_hex(32))
+    monkeypatch.setenv("LATE_CONFIG", late)
+    return create_app()
+
+
+@pytest.mark.parametrize(
+    ("late", "reason"),
+    [
+        ("key", "published default ('dev'): anyone can forge sessions; the app set it after Production(app)"),
+        ("debug", "debug mode is on in production: the app turned it on after Production(app)"),
+    ],
+)
+def test_config_set_after_production_is_refused_as_loaded(
+    monkeypatch: pytest.MonkeyPatch, late: str, reason: str
+) -> None:
+    from flaskprod.discovery import AppRef, load
+
+    app = late_app(monkeypatch, late)  # Production(app) passed: the key it read was strong
+    assert app.config["SECRET_KEY"] == "dev" or app.debug
+    with pytest.raises(ConfigurationError) as refused:
+        load(AppRef(path=".", module="tests.apps.late_config", name="create_app()"))
+    assert reason in str(refused.value)
+    assert "set FLASK_SECRET_KEY" not in str(refused.value)  # the app overrides it: no use
+
+
+def test_a_server_flaskprod_did_not_start_refuses_every_request(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = late_app(monkeypatch, "key")
+    client = app.test_client()
+    for path in ("/", "/healthz", "/"):
+        response = client.get(path)
+        assert response.status_code == 500
+        assert response.data == b"refused: unsafe configuration, see the log\n"  # nothing of the config
+    refusals = [r for r in caplog.records if r.getMessage().startswith("refusing every request")]
+    assert len(refusals) == 1 and "published default ('dev')" in refusals[0].getMessage()
+

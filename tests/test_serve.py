@@ -288,9 +288,10 @@ def _assert_one_line_error(result: subprocess.CompletedProcess[str], *expected: 
         ),
         (["tests.apps.basic", "--server", "nginx"], ["--server", "nginx", "gunicorn"]),
         (["tests.apps.refuses"], ["refused to start", "SECRET_KEY is missing"]),
+        (["tests.apps.late_config:create_app()"], ["refused to start", "the app set it after Production(app)"]),
         (["tests.apps.broken_import"], ["No module named 'flaskprod_no_such_dependency'"]),
     ],
-    ids=["import-error", "attribute-missing", "unknown-server", "refuses-to-start", "missing-dependency"],
+    ids=["import-error", "attribute-missing", "unknown-server", "refuses-to-start", "late-key", "missing-dependency"],
 )
 def test_bad_input_is_one_line(args: list[str], expected: list[str]) -> None:
     _assert_one_line_error(flaskprod("serve", *args, "--bind", f"127.0.0.1:{free_port()}"), *expected)

@@ -258,16 +258,21 @@ def load(ref: AppRef) -> Flask:
     """Import ref's module and return its Flask app; every failure is one DiscoveryError line.
 
     A FlaskprodError raised by the app itself (a ConfigurationError for a weak SECRET_KEY) passes
-    through unchanged; any other exception from the user's code becomes a DiscoveryError whose
-    __cause__ keeps the traceback for whoever wants to print it.
+    through unchanged, and so does the refusal of an app that made itself unsafe after Production(app);
+    any other exception from the user's code becomes a DiscoveryError whose __cause__ keeps the traceback
+    for whoever wants to print it.
     """
     try:
-        return _load(ref)
+        app = _load(ref)
     except DiscoveryError as exc:
         if ref.origin is None:
             raise
         # The user named no app: say where the name that failed came from.
         raise DiscoveryError(f"{exc} (the app {ref.origin} names)") from exc.__cause__
+    from .runtime.extension import refuse_unsafe_as_loaded  # the app's runtime, loaded with the app
+
+    refuse_unsafe_as_loaded(app)
+    return app
 
 
 def _load(ref: AppRef) -> Flask:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from flask import Flask, request
 
+from ..errors import ConfigurationError
 from ..spec import Spec, load_spec
 from . import config
 from .db import configure_engines, database_checks
@@ -113,6 +114,7 @@ class Production:
             request_timeout=spec.server.timeout if spec.server.soft_timeout and not app.testing else None,
             # The time a request waited before the app (X-Request-Start), from a proxy we trust to say.
             count_queue=spec.proxy.trusted_hops > 0 and spec.monitoring.queue_time,
+            gate=_refusal_at_first_request(app) if spec.security.refuse_unsafe else None,
         )
         app.wsgi_app = trust_proxies(pipeline, spec.proxy.trusted_hops)  # type: ignore[method-assign,assignment]
 
@@ -155,6 +157,36 @@ class Production:
                 schema = self.spec is None or self.spec.database.migration_check
                 checks = {**database_checks(app, migrations=schema), **checks}
         return {name: _in_app_context(app, fn) for name, fn in checks.items()}
+
+
+def refuse_unsafe_as_loaded(app: Flask) -> None:
+    """The start-up refusal again, on the app as a server gets it: a factory may set SECRET_KEY or DEBUG after
+    Production(app) ran its own (Flask's tutorial sets SECRET_KEY="dev" after creating the app), over the
+    FLASK_* variables Production(app) read. ConfigurationError naming what to remove, or where to move the call."""
+    ext = app.extensions.get(EXTENSION_KEY)
+    if isinstance(ext, Production) and ext.spec is not None and ext.spec.security.refuse_unsafe:
+        refuse_unsafe(app, ext.spec, late=True)
+
+
+def _refusal_at_first_request(app: Flask) -> Callable[[], str | None]:
+    """The refusal for servers flaskprod does not start (gunicorn 'app:create_app()'), which never call
+    refuse_unsafe_as_loaded: checked at the first request; an unsafe app then answers every request 500."""
+    app_ref = weakref.ref(app)
+    refused: list[str] = []
+
+    def gate() -> str | None:
+        current = app_ref()
+        if refused or current is None:
+            return refused[0] if refused else None
+        try:
+            refuse_unsafe_as_loaded(current)
+        except ConfigurationError as exc:
+            refused.append(str(exc))
+            current.logger.critical("refusing every request: %s", exc)
+            return refused[0]
+        return None
+
+    return gate
 
 
 def _in_app_context(app: Flask, fn: Check) -> Check:

@@ -24,6 +24,9 @@ ROUTE_KEY = "flaskprod.route"
 Header = tuple[str, str]
 # A probe answers with (status line, headers, body); it runs outside Flask so the app's own hooks
 # (login redirects, sessions, per-request DB work) never decide whether the process is healthy.
+# What an app that must not serve (the gate's refusal) answers: the reason is logged, never sent.
+REFUSED = b"refused: unsafe configuration, see the log\n"
+REFUSED_HEADERS = (("Content-Type", "text/plain"), ("Content-Length", str(len(REFUSED))))
 Probe = Callable[["WSGIEnvironment"], tuple[str, list[Header], bytes]]
 
 
@@ -69,6 +72,7 @@ class RequestPipeline:
         probes: dict[str, Probe],
         request_timeout: float | None = None,
         count_queue: bool = False,
+        gate: Callable[[], str | None] | None = None,
     ) -> None:
         self.wsgi_app = wsgi_app
         self._rid_environ = "HTTP_" + request_id_header.upper().replace("-", "_")
@@ -83,8 +87,15 @@ class RequestPipeline:
         self._probes = probes
         self._timeout = request_timeout
         self._count_queue = count_queue and metrics is not None
+        # Run before the first request: why the app as served must not serve, or None (then never again).
+        self._gate = gate
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if self._gate is not None:
+            if self._gate() is not None:  # the reason is in the log; a client learns nothing of the config
+                start_response("500 INTERNAL SERVER ERROR", [*REFUSED_HEADERS])
+                return [REFUSED]
+            self._gate = None
         t0 = time.perf_counter()
         # Read first: the wait ends as the app starts the request; it is counted with the request's figures.
         queued = None

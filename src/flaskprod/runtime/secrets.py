@@ -46,6 +46,11 @@ _PUBLISHED_LONGEST_FIRST = sorted((value.lower() for value in PUBLISHED_SECRETS)
 MIN_DISTINCT = 10
 HOW_TO_GENERATE = "python -c 'import secrets; print(secrets.token_hex(32))'"
 FIX = f"set FLASK_SECRET_KEY or FLASK_SECRET_KEY_FILE to a random value, e.g. {HOW_TO_GENERATE}"
+# The fix when the app set the value after Production(app) had read the FLASK_* variables: setting them is no use.
+LATE_FIX = (
+    "the app set it after Production(app) read FLASK_SECRET_KEY: remove the app's own value, or call "
+    "Production(app) once the app's config is loaded"
+)
 
 
 def _as_text(key: object) -> str:
@@ -107,21 +112,29 @@ def _under_dev_server() -> bool:
     return ctx is not None and ctx.command is run_command
 
 
-def refuse_unsafe(app: Flask, spec: Spec) -> None:
+def refuse_unsafe(app: Flask, spec: Spec, *, late: bool = False) -> None:
     """Raise ConfigurationError when app would serve production traffic in debug mode or with a weak key.
 
-    Testing apps are exempt so test suites can use fixed keys, and so is `flask run --debug`.
+    Testing apps are exempt so test suites can use fixed keys, and so is `flask run --debug`. late: the check
+    of the app as loaded, after Production(app) passed it, so whatever fails the app set afterwards.
     """
     if app.testing:
         return
     if app.debug:
         if _under_dev_server():
             return
+        fix = (
+            "the app turned it on after Production(app): remove DEBUG from its config"
+            if late
+            else "unset FLASK_DEBUG"
+        )
         raise ConfigurationError(
-            "debug mode is on in production: unset FLASK_DEBUG (the debugger runs arbitrary code for anyone "
-            "who reaches it); for local development use `flask run --debug`"
+            f"debug mode is on in production: {fix} (the debugger runs arbitrary code for anyone who reaches "
+            "it); for local development use `flask run --debug`"
         )
     problem = secret_key_problem(app.config.get("SECRET_KEY"), spec.security.secret_min_length)
+    if problem and late:
+        problem = problem.replace(FIX, LATE_FIX)
     if problem and not spec.app.env_config:
         # The usual fix would not reach the app: nothing loads FLASK_* variables into its config.
         problem = problem.replace(
