@@ -328,6 +328,38 @@ def test_static_url_is_kept_as_given(tmp_path: Path, raw: str) -> None:
     assert load_spec(tmp_path, environ={}, flags={"proxy.static_url": raw}).proxy.static_url == raw
 
 
+@pytest.mark.parametrize(("key", "example"), [("monitoring.health_path", "/healthz"),
+                                              ("monitoring.ready_path", "/readyz"),
+                                              ("monitoring.metrics_path", "/metrics")])
+@pytest.mark.parametrize("raw", ["healthz", "", "/", "/health z", "/live;", "//live"])
+def test_probe_and_metrics_paths_are_url_paths(tmp_path: Path, key: str, example: str, raw: str) -> None:
+    # Without its slash the health check asked http://127.0.0.1:8080healthz, and a Kubernetes probe path: readyz.
+    assert refusal(tmp_path, key, raw) == (
+        f"flag --set {key}: invalid value {raw!r} for {key}: expected a URL path beginning with /, such as "
+        f"{example}, without spaces or ;{{}}\"'"
+    )
+    assert getattr(load_spec(tmp_path, environ={}, flags={key: "/-/probe"}).monitoring, key.split(".")[1]) == "/-/probe"
+
+
+NAMESPACE = (
+    "expected a Kubernetes namespace such as shop-prod: at most 63 lowercase letters, digits and -, beginning and "
+    "ending with a letter or digit"
+)
+
+
+@pytest.mark.parametrize("raw", ["Bad_NS", "Shop", "shop.prod", "-shop", "shop-", "a" * 64, "shop prod"])
+def test_namespace_is_one_kubernetes_takes(tmp_path: Path, raw: str) -> None:
+    # Written into kustomization.yaml and every object, where kubectl refused it at apply time.
+    assert refusal(tmp_path, "deploy.namespace", raw) == (
+        f"flag --set deploy.namespace: invalid value {raw!r} for deploy.namespace: {NAMESPACE}"
+    )
+
+
+@pytest.mark.parametrize("raw", ["shop", "shop-prod-2", "a" * 63, "0"])
+def test_namespace_takes_rfc_1123_labels(tmp_path: Path, raw: str) -> None:
+    assert load_spec(tmp_path, environ={}, flags={"deploy.namespace": raw}).deploy.namespace == raw
+
+
 METRICS_ALLOW = (
     "expected all, or addresses or CIDR ranges separated by spaces, such as 127.0.0.1 ::1 10.0.0.0/8; unset = anyone"
 )

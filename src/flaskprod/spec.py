@@ -707,6 +707,11 @@ class _Expected(ValueError):
 
 
 _PORT = "a port from 1 to 65535"
+
+
+def _endpoint_path(example: str) -> str:
+    return f"a URL path beginning with /, such as {example}, without spaces or ;{{}}\"'"
+
 # The smallest memory limit taken: below it no app server or PostgreSQL starts, and the limit kills it.
 MIN_MEMORY = "64M"
 _MEMORY = f"a size of at least {MIN_MEMORY}, such as 512M or 1G"
@@ -730,6 +735,10 @@ _EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
         "a URL path such as /static or /assets/ (not / alone: that is the app's), without spaces or ;{}\"'",
     ),
     "proxy.rate_limit": (lambda v: _match(r"\d+r/[sm]", v), "a rate such as 10r/s or 300r/m"),
+    # Each is a location nginx.conf names and a route the app registers: a path, as proxy.static_url is.
+    "monitoring.health_path": (lambda v: _match(URL_PATH, v), _endpoint_path("/healthz")),
+    "monitoring.ready_path": (lambda v: _match(URL_PATH, v), _endpoint_path("/readyz")),
+    "monitoring.metrics_path": (lambda v: _match(URL_PATH, v), _endpoint_path("/metrics")),
     "monitoring.metrics_allow": (
         lambda v: _addresses(v, word="all"),
         "all, or addresses or CIDR ranges separated by spaces, such as 127.0.0.1 ::1 10.0.0.0/8; unset = anyone",
@@ -756,6 +765,12 @@ _EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
     "deploy.release_command": (
         lambda v: _command(v),
         "a command such as `flask db upgrade`, its quotes closed (unset for none)",
+    ),
+    "deploy.namespace": (
+        # An RFC 1123 label, as Kubernetes names a namespace.
+        lambda v: _match(r"(?=.{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?", v),
+        "a Kubernetes namespace such as shop-prod: at most 63 lowercase letters, digits and -, beginning and "
+        "ending with a letter or digit",
     ),
     "deploy.ingress_class": (
         # A DNS-1123 subdomain, as Kubernetes names objects.
