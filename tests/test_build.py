@@ -563,6 +563,17 @@ def test_single_container_trusts_no_proxy_and_compose_trusts_nginx(tmp_path: Pat
     assert "FLASKPROD_PROXY__TRUSTED_HOPS=1" in render_compose(d)["Dockerfile"]
 
 
+@pytest.mark.parametrize("server", ["gunicorn", "uwsgi"])
+def test_the_app_server_listens_on_deploy_app_port_whatever_protocol_it_speaks(tmp_path: Path, server: str) -> None:
+    # uWSGI bound 3031 whatever deploy.app_port said; nginx's upstream and EXPOSE followed that one, not the setting.
+    spec = make_spec(**{"app.name": "shop", "deploy.app_port": 9000})
+    d = make_deployment(tmp_path / "p", spec=spec, server=server, out="deploy/x")  # type: ignore[arg-type]
+    for files in (render_compose(d), render_swarm(d)):
+        assert dockerfile_env(files["Dockerfile"])["FLASKPROD_SERVER__BIND"] == "0.0.0.0:9000"
+        assert "EXPOSE 9000" in dockerfile_lines(files["Dockerfile"])
+        assert re.findall(r"server (app:\d+) ", files["nginx/nginx.conf"]) == ["app:9000"]
+
+
 # --- judged by the tools ------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ and every dashboard query answers."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -210,11 +211,21 @@ def test_files_go_under_the_prefix(tmp_path: Path) -> None:
     ]
 
 
-def test_refuses_a_port_that_speaks_the_uwsgi_protocol(tmp_path: Path) -> None:
-    d = make_deployment(tmp_path / "project", server="uwsgi")
-    with pytest.raises(BuildError, match="uWSGI speaks the uwsgi protocol, not HTTP"):
-        monitoring_files(d, Scrape(job="shop", dns_names=("app",)))
-    assert monitoring_files(d, Scrape(job="shop", dns_names=("app",), port=8000))
+def test_refuses_a_port_that_speaks_the_uwsgi_protocol_with_advice_that_builds(tmp_path: Path) -> None:
+    spec = make_spec(**SHOP, **{"deploy.app_port": 9000})
+    d = make_deployment(tmp_path / "project", spec=spec, server="uwsgi", extras=["monitoring"])
+    with pytest.raises(BuildError) as refused:
+        render_swarm(d)
+    assert str(refused.value) == (
+        "Prometheus would scrape each app container on port 9000, where uWSGI speaks the uwsgi protocol, not HTTP: "
+        "pass --server gunicorn, or use --target k8s or systemd, whose Prometheus scrapes nginx"
+    )
+    # Each way out it names builds with monitoring (it once said to serve the metrics "on another port", which no
+    # setting does).
+    assert "monitoring/prometheus/prometheus.yml" in render_swarm(dataclasses.replace(d, server="gunicorn"))
+    assert "monitoring/podmonitor.yaml" in render_k8s(d)
+    assert "monitoring/prometheus.yml" in render_systemd(d)
+    assert monitoring_files(d, Scrape(job="shop", dns_names=("app",), port=9117))
 
 
 def test_refuses_when_the_app_exports_no_metrics(tmp_path: Path) -> None:

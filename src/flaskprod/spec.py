@@ -463,7 +463,12 @@ class DeploySettings:
     memory: str = setting(
         "512M", "Memory one app container (or systemd service) may use, its limit, e.g. 512M or 1G; at least 64M."
     )
-    app_port: int = setting(8000, "Port the app server listens on inside its container.", minimum=1)
+    app_port: int = setting(
+        8000,
+        "Port the app server listens on inside its container (single, Compose, Swarm), in HTTP or, for uWSGI behind "
+        "nginx, the uwsgi protocol; Kubernetes and systemd put it on a unix socket nginx shares.",
+        minimum=1,
+    )
     http_port: int = setting(80, "Port the deployment publishes nginx on (Compose, Swarm, systemd).", minimum=1)
     https_port: int = setting(
         443,

@@ -37,8 +37,6 @@ NGINX_CONF_DIR = "/etc/nginx"
 NGINX_PORT = 8080
 NGINX_IMAGE = "nginxinc/nginx-unprivileged:1.27-alpine"
 NGINX_UID = 101  # that image's nginx user
-# uWSGI's registered port for its own protocol; Gunicorn listens on deploy.app_port.
-UWSGI_PORT = 3031
 # The app container's user: a fixed number, so Kubernetes can check runAsNonRoot without a name.
 APP_UID = 10001
 # Flask's endpoint of the app's own static files; a blueprint's is "<name>.static".
@@ -137,7 +135,8 @@ class Deployment:
 
     @property
     def app_port(self) -> int:
-        return UWSGI_PORT if self.server == "uwsgi" else self.spec.deploy.app_port
+        """Where the app server listens in its container, whichever protocol it speaks: nginx's upstream, EXPOSE."""
+        return self.spec.deploy.app_port
 
     def app_env(self, *, behind_nginx: bool = True, bind: str | None = None) -> dict[str, str]:
         """FLASKPROD_* variables of the app container: what differs from the flaskprod.toml baked into the image."""

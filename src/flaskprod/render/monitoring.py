@@ -25,7 +25,7 @@ from ..runtime.metrics import BUCKETS, DURATION, IN_PROGRESS, LE_LABELS, QUEUED,
 from ..sizing import Derived
 from ..spec import Spec
 from . import logs
-from .deployment import UWSGI_PORT, Deployment, ServerKind
+from .deployment import Deployment, ServerKind
 from .yamlfile import dump_yaml, generated_header
 
 __all__ = [
@@ -300,12 +300,11 @@ def refuse_unscrapable(d: Monitored, scrape: Scrape) -> None:
             "--with monitoring needs the app's metrics, and monitoring.metrics is false; set it to true "
             "or build without monitoring"
         )
-    ports = {_port(scrape, d)} if scrape.dns_names else set()
-    ports |= {int(t.rpartition(":")[2]) for t in scrape.targets if t.rpartition(":")[2].isdigit()}
-    if d.server == "uwsgi" and UWSGI_PORT in ports:
+    # dns_names are the app containers themselves (Swarm's tasks.app), each asked on the app server's own port.
+    if d.server == "uwsgi" and scrape.dns_names and _port(scrape, d) == d.app_port:
         raise BuildError(
-            f"Prometheus would scrape port {UWSGI_PORT}, where uWSGI speaks the uwsgi protocol, not HTTP; "
-            "serve the metrics over HTTP on another port, or use server.kind = gunicorn"
+            f"Prometheus would scrape each app container on port {d.app_port}, where uWSGI speaks the uwsgi protocol, "
+            "not HTTP: pass --server gunicorn, or use --target k8s or systemd, whose Prometheus scrapes nginx"
         )
 
 
