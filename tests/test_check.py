@@ -1032,6 +1032,27 @@ def test_gunicorn_command_without_tmp_dir(project: Path) -> None:
     assert "FP-P006" not in audit(project, {"Dockerfile": fixed}).ids()
 
 
+@pytest.mark.parametrize(
+    ("config", "found"),
+    [
+        # cpu_count() sizing threads, with workers set: no worker count from the host's cores.
+        ("import multiprocessing\nworkers = 3\nthreads = min(8, multiprocessing.cpu_count())\n", []),
+        ("import os\nworkers, threads = 2, os.cpu_count()\n", []),
+        ("import os\ncores = os.cpu_count() or 1\nworkers = cores * 2 + 1\n", [3]),
+        # WEB_CONCURRENCY decides when set; unset, the host's cores do.
+        ('import multiprocessing, os\nworkers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))\n',
+         [2]),
+        ("import multiprocessing, os\n\ndef default_workers():\n    return multiprocessing.cpu_count() * 2 + 1\n\n"
+         'workers = int(os.getenv("WEB_CONCURRENCY") or default_workers())\n', [6]),
+        ('import os\nif os.getenv("CI"):\n    workers = 1\nelse:\n    workers = os.cpu_count()\n', [5]),
+    ],
+    ids=["threads", "tuple", "through-a-name", "env-default", "helper-function", "if-else"],
+)
+def test_cpu_count_is_named_only_where_it_sizes_workers(project: Path, config: str, found: list[int]) -> None:
+    files = {"app.py": PROD, "gunicorn.conf.py": config + 'worker_tmp_dir = "/dev/shm"\n'}
+    assert [m["obj"] for m in audit(project, files).only("FP-P005")] == [f"gunicorn.conf.py:{n}" for n in found]
+
+
 def test_pickling_handlers_in_logging_configs(project: Path) -> None:
     files = {
         "app.py": PROD,

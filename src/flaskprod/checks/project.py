@@ -398,9 +398,60 @@ def _gunicorn_configs(context: Context) -> Iterator[tuple[ProjectFile, ast.Modul
 )
 def gunicorn_cpu_count(context: Context) -> Iterator[Found]:
     for item, tree in _gunicorn_configs(context):
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and call_name(node) == "cpu_count":
-                yield Found(obj=item.at(node.lineno))
+        bindings = _module_bindings(tree)
+        for line, value in bindings.get("workers", ()):
+            # cpu_count() sizing threads, or a bound on them, is no worker count.
+            if _fed_by_cpu_count(value, bindings, {"workers"}):
+                yield Found(obj=item.at(line))
+
+
+Binding = tuple[int, ast.AST]  # (line, what a name is bound to there: a value, or a function's definition)
+
+
+def _module_bindings(tree: ast.Module) -> dict[str, list[Binding]]:
+    """What each module-level name is bound to, in every branch: a config may size workers in an if/else, from
+    another name, or through a helper function."""
+    bindings: dict[str, list[Binding]] = {}
+
+    def bind(target: ast.expr, value: ast.expr, line: int) -> None:
+        if (
+            isinstance(target, (ast.Tuple, ast.List))
+            and isinstance(value, (ast.Tuple, ast.List))
+            and len(target.elts) == len(value.elts)
+        ):
+            # workers, threads = 2, cpu_count(): each name gets its own value.
+            for one, other in zip(target.elts, value.elts, strict=True):
+                bind(one, other, line)
+            return
+        for name in ast.walk(target):
+            if isinstance(name, ast.Name):
+                bindings.setdefault(name.id, []).append((line, value))
+
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        stmt = pending.pop(0)
+        if isinstance(stmt, ast.Assign):
+            for target in stmt.targets:
+                bind(target, stmt.value, stmt.lineno)
+        elif isinstance(stmt, (ast.AugAssign, ast.AnnAssign)) and stmt.value is not None:
+            bind(stmt.target, stmt.value, stmt.lineno)
+        elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            bindings.setdefault(stmt.name, []).append((stmt.lineno, stmt))
+        elif isinstance(stmt, (ast.If, ast.Try, ast.With, ast.For, ast.While, ast.ExceptHandler)):
+            pending.extend(c for c in ast.iter_child_nodes(stmt) if isinstance(c, (ast.stmt, ast.ExceptHandler)))
+    return bindings
+
+
+def _fed_by_cpu_count(node: ast.AST, bindings: dict[str, list[Binding]], seen: set[str]) -> bool:
+    """True when node calls cpu_count(), or reads a module-level name (or calls a function) that does."""
+    for inner in ast.walk(node):
+        if isinstance(inner, ast.Call) and call_name(inner) == "cpu_count":
+            return True
+        if isinstance(inner, ast.Name) and isinstance(inner.ctx, ast.Load) and inner.id not in seen:
+            seen.add(inner.id)
+            if any(_fed_by_cpu_count(value, bindings, seen) for _, value in bindings.get(inner.id, ())):
+                return True
+    return False
 
 
 @check(
