@@ -419,6 +419,9 @@ def test_a_hand_edit_is_kept_and_named(project: Path) -> None:
         (["--target", "compose", "--with", "elk"], "--with elk: unknown; choose from monitoring"),
         (["--target", "compose", "--out", "/tmp"], "--out /tmp: outside the project"),
         (["--target", "compose", "--server", "uwsgi"], "--target compose runs gunicorn, but server.kind is uwsgi"),
+        # Its image spoke the uwsgi protocol to the clients it faces, on a port the next step did not publish.
+        (["--target", "single", "--server", "uwsgi"], "--target single runs gunicorn, but server.kind is uwsgi: use "
+         "--target compose-uwsgi for uwsgi, or pass --server gunicorn"),
         (["--target", "k8s", "--set", "deploy.memory=lots"], "invalid value 'lots' for deploy.memory"),
         (["nosuchmodule:app", "--target", "single"], "nosuchmodule"),
     ],
@@ -555,6 +558,14 @@ def test_swarm_gives_the_health_check_as_long_as_kubernetes_liveness_probe(tmp_p
     assert k8s["name"] == "app"
     assert swarm["timeout"] == f"{k8s['livenessProbe']['timeoutSeconds']}s" == "10s"
     assert swarm["retries"] == k8s["livenessProbe"]["failureThreshold"] == 3
+
+
+def test_single_publishes_the_port_its_image_exposes(tmp_path: Path) -> None:
+    spec = make_spec(**{"app.name": "shop", "app.version": "1.2.3", "deploy.app_port": 9000})
+    d = make_deployment(tmp_path / "p", spec=spec, out="deploy/single")
+    assert "EXPOSE 9000" in dockerfile_lines(render_single(d)["Dockerfile"])
+    step = Built(target=TARGETS["single"], deployment=d, changes=[]).next_step
+    assert " && docker run --rm -p 9000:9000 -e FLASK_SECRET_KEY " in step  # it said -p 8000:8000 whatever the port
 
 
 def test_single_container_trusts_no_proxy_and_compose_trusts_nginx(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ class Built:
     def next_step(self) -> str:
         d = self.deployment
         return self.target.next_step.format(
-            out=d.out, image=d.image, name=d.name, instance=d.instance_dir, release=release_step(d)
+            out=d.out, image=d.image, name=d.name, instance=d.instance_dir, port=d.app_port, release=release_step(d)
         )
 
 

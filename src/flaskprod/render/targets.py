@@ -26,11 +26,12 @@ class Target:
     name: str
     summary: str
     server: ServerKind  # the app server when server.kind is auto
-    fixed_server: bool  # the target's name promises its server: server.kind cannot change it
+    fixed_server: bool  # the target runs this server alone: server.kind cannot change it
     extras: frozenset[str]
     renderer: str  # "module:function" under flaskprod.render
-    # What to run next; {out} is the output directory, {instance} Flask's instance folder in the image, {release}
-    # deploy.release_command run in the image first, where the target has no step of its own to run it.
+    # What to run next; {out} is the output directory, {instance} Flask's instance folder in the image, {port} the
+    # app server's port in it, {release} deploy.release_command run in the image first, where the target has no step
+    # of its own to run it.
     next_step: str
 
     def render(self, deployment: Deployment) -> dict[str, str]:
@@ -46,12 +47,14 @@ TARGETS = {
             name="single",
             summary="one image: Gunicorn facing clients itself (the guide's Option 1, done safely)",
             server="gunicorn",
-            fixed_server=False,
+            # Clients reach the app server itself, over HTTP: uWSGI speaks its own protocol to nginx, and its
+            # http-socket is no server to face clients with (uWSGI's docs put its HTTP router in front).
+            fixed_server=True,
             # One container: a database beside it would be a second, which is what compose is for; so would
             # certbot, and Gunicorn facing clients is no place for a certificate that renews.
             extras=frozenset(),
             renderer="image:render_single",
-            next_step="docker build -f {out}/Dockerfile -t {image} . && {release}docker run --rm -p 8000:8000 "
+            next_step="docker build -f {out}/Dockerfile -t {image} . && {release}docker run --rm -p {port}:{port} "
             "-e FLASK_SECRET_KEY -v {name}-instance:{instance} {image}",
         ),
         Target(
@@ -148,9 +151,11 @@ def _one_of(names: list[str]) -> str:
 def server_for(target: Target, kind: str) -> ServerKind:
     if kind == "auto" or target.fixed_server:
         if target.fixed_server and kind not in ("auto", target.server):
+            # --server beats a server.kind the config file sets for `up`.
+            others = [t.name for t in TARGETS.values() if t.fixed_server and t.server == kind]
             raise BuildError(
                 f"--target {target.name} runs {target.server}, but server.kind is {kind}: "
-                f"pick the target for {kind} or leave server.kind unset"
+                f"use --target {_one_of(others)} for {kind}, or pass --server {target.server}"
             )
         return target.server
     return "uwsgi" if kind == "uwsgi" else "gunicorn"
