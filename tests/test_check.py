@@ -946,6 +946,30 @@ def test_development_files_may_start_the_dev_server(project: Path, name: str, te
     assert audit(project, {"app.py": PROD, name: text}).only("FP-P004") == []
 
 
+def test_a_compose_service_only_development_profiles_start_may_start_the_dev_server(project: Path) -> None:
+    compose = """
+        services:
+          web:
+            build: .
+            command: flaskprod serve app:app
+          dev:
+            build: .
+            profiles: ["dev"]
+            ports:
+              - "5000:5000"
+            command: "flask --app app run --debug --host 0.0.0.0"
+          tests:
+            <<: &local {profiles: [local, test]}
+            command: flask run
+          admin:
+            profiles: [dev, ops]
+            command: flask run
+    """
+    assert [m["obj"] for m in audit(project, {"app.py": PROD, "compose.yaml": compose}).only("FP-P004")] == [
+        "compose.yaml:16"
+    ]
+
+
 def test_only_the_production_stage_of_a_dockerfile_is_a_deployment(project: Path) -> None:
     dockerfile = (
         "FROM python:3.12-slim AS base\nRUN pip install flask\n"

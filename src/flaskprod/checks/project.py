@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import BuildError
 from ..render.requirements import lacks_flaskprod, read_requirements, requirements_file
+from .compose import development_lines
 from .context import Context, ProjectFile, call_name, deployment_files, for_development
 from .registry import ERROR, INFO, WARNING, Found, check
 
@@ -187,7 +188,7 @@ def _image_commands(item: ProjectFile) -> Iterator[tuple[int, str]]:
 
 def _commands(context: Context) -> Iterator[tuple[ProjectFile, int, str]]:
     """(file, line, command) of every command a deployment starts: Dockerfile CMD and ENTRYPOINT, Procfile
-    processes, Compose command and entrypoint, systemd ExecStart."""
+    processes, Compose command and entrypoint (but a development profile's service's), systemd ExecStart."""
     for item in _dockerfiles(context):
         for line, command in _image_commands(item):
             yield item, line, command
@@ -197,9 +198,10 @@ def _commands(context: Context) -> Iterator[tuple[ProjectFile, int, str]]:
             if match:
                 yield item, line, match[1]
     for item in deployment_files(context.files_named(*_COMPOSE, *_STACK)):
+        development = development_lines(item)
         for line, text in item.lines():
             match = re.match(r"\s*(?:command|entrypoint)\s*:\s*(.*)", text)
-            if match:
+            if match and line not in development:
                 yield item, line, match[1]
     for item in deployment_files(context.files_named("*.service")):
         for line, text in _logical_lines(item):
