@@ -148,6 +148,19 @@ GUIDE_CONFIG = """
         SQLALCHEMY_DATABASE_URI = os.environ.get('DATABASE_URL')
 """
 
+# A key that falls back to a string in the source when SECRET_KEY is unset: then the app runs with it.
+FALLBACK_KEY = """
+    import os
+
+    from flask import Flask
+
+    class Config:
+        SECRET_KEY = os.environ.get("SECRET_KEY", "Xk3-j9Qw8eZr7tYu6iOp5aSd4fGh3jKl2")
+
+    app = Flask(__name__)
+    app.config.from_object(Config)
+"""
+
 # An engine made at import with SQLAlchemy's default pool (5 + 10), as apps without Flask-SQLAlchemy make one.
 OWN_ENGINE = (
     "import flaskprod\nfrom sqlalchemy import create_engine\n\n"
@@ -188,6 +201,16 @@ CASES = [
                     SECRET_KEY = "dev-only"
             """,
         },
+    ),
+    Case(
+        "FP-S010",
+        bad={"app.py": FALLBACK_KEY},
+        env={"SECRET_KEY": None},
+        obj="app.py:6",
+        text="SECRET_KEY falls back to a string written in the source, and the app is running with it right now "
+        "(SECRET_KEY is not set): anyone who can read the code can sign its sessions",
+        # Production(app) puts FLASK_SECRET_KEY's value over the fallback: the string is not the key.
+        good={"app.py": FALLBACK_KEY + "\n    from flaskprod import Production\n\n    Production(app)\n"},
     ),
     Case("FP-S005", bad={"app.py": PLAIN}, good={"app.py": PROD}),
     Case(
@@ -703,11 +726,28 @@ def test_a_key_in_the_instance_folder_is_where_flask_puts_it(project: Path) -> N
     source = PROD.replace("Production(app)", 'app.config.from_pyfile("config.py", silent=True)\nProduction(app)')
     instance = {"instance/config.py": f"SECRET_KEY = {STRONG_KEY!r}\n"}
     assert audit(project, {"app.py": source, **instance}).only("FP-S004") == []
-    elsewhere = audit(project, {"settings/config.py": f"SECRET_KEY = {STRONG_KEY!r}\n"}).only("FP-S004")
+    # Another key than the one in effect (FLASK_SECRET_KEY's, FP-S010 otherwise): a string in the source only.
+    elsewhere = audit(project, {"settings/config.py": f"SECRET_KEY = {secrets.token_hex(32)!r}\n"}).only("FP-S004")
     assert [(m["obj"], m["text"]) for m in elsewhere] == [
         ("settings/config.py:1", "SECRET_KEY is a string written in the source: anyone who can read the code can "
          "sign sessions")
     ]
+
+
+def test_a_fallback_key_in_effect_is_an_error_and_one_not_in_effect_a_warning(project: Path) -> None:
+    in_effect = audit(project, {"app.py": FALLBACK_KEY}, env={"SECRET_KEY": None})
+    assert (in_effect.exit_code, [m["id"] for m in in_effect.messages if m["obj"] == "app.py:6"]) == (1, ["FP-S010"])
+    other_key = audit(project, {}, env={"SECRET_KEY": secrets.token_hex(32)})
+    assert (other_key.exit_code, [m["id"] for m in other_key.messages if m["obj"] == "app.py:6"]) == (0, ["FP-S004"])
+
+
+def test_a_key_written_in_the_source_in_effect_is_an_error(project: Path) -> None:
+    [found] = audit(project, {"app.py": PLAIN + f'app.config["SECRET_KEY"] = "{STRONG_KEY}"\n'}).only("FP-S010")
+    assert (found["obj"], found["text"]) == (
+        "app.py:4",
+        "SECRET_KEY is a string written in the source, and the app is running with it right now: anyone who can "
+        "read the code can sign its sessions",
+    )
 
 
 def test_secret_keys_in_deployment_files_in_every_form(project: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask
@@ -124,19 +125,21 @@ def _variable_read(node: ast.expr) -> str | None:
     return next((name for inner in ast.walk(node) if (name := variable_read(inner)) is not None), None)
 
 
-def _may_be_literal(node: ast.expr) -> bool:
-    """True when node can evaluate to a string written in the source, as in `env.get(...) or 'dev'`."""
+def _literals(node: ast.expr) -> Iterator[str | bytes]:
+    """The strings written in the source that node can evaluate to, as 'dev' in `env.get(...) or 'dev'`."""
     if isinstance(node, ast.Constant):
-        return isinstance(node.value, (str, bytes)) and node.value not in ("", b"")
-    if isinstance(node, ast.BoolOp):
-        return any(_may_be_literal(value) for value in node.values)
-    if isinstance(node, ast.IfExp):
-        return _may_be_literal(node.body) or _may_be_literal(node.orelse)
+        if isinstance(node.value, (str, bytes)) and node.value not in ("", b""):
+            yield node.value
+    elif isinstance(node, ast.BoolOp):
+        for value in node.values:
+            yield from _literals(value)
+    elif isinstance(node, ast.IfExp):
+        yield from _literals(node.body)
+        yield from _literals(node.orelse)
     # os.environ.get("SECRET_KEY", "dev"), os.getenv("SECRET_KEY", default="dev"): the default is the literal.
-    if isinstance(node, ast.Call) and call_name(node) in ("get", "getenv", "setdefault"):
-        defaults = node.args[1:2] + [kw.value for kw in node.keywords if kw.arg == "default"]
-        return any(_may_be_literal(value) for value in defaults)
-    return False
+    elif isinstance(node, ast.Call) and call_name(node) in ("get", "getenv", "setdefault"):
+        for value in node.args[1:2] + [kw.value for kw in node.keywords if kw.arg == "default"]:
+            yield from _literals(value)
 
 
 def _is_secret_target(node: ast.expr) -> bool:
@@ -220,18 +223,42 @@ def _instance_folders(context: Context) -> tuple[Path, ...]:
     "and fail when it is missing",
 )
 def secret_key_in_source(context: Context) -> Iterator[Found]:
+    for key in _keys_in_source(context):
+        if not key.in_effect and not key.development:
+            # `SECRET_KEY = "..."` is no fallback: the string is the key.
+            yield Found(obj=key.obj, text=_KEY_IN_SOURCE if key.is_literal else None)
+
+
+_KEY_IN_SOURCE = "SECRET_KEY is a string written in the source: anyone who can read the code can sign sessions"
+
+
+@dataclass(frozen=True, kw_only=True)
+class _KeyInSource:
+    """A SECRET_KEY assignment that can take a string written in the source."""
+
+    obj: str  # file:line
+    value: ast.expr
+    development: bool  # in a class, function or module that turns DEBUG or TESTING on
+    in_effect: bool  # the loaded app's key is that string
+
+    @property
+    def is_literal(self) -> bool:
+        return isinstance(self.value, ast.Constant)
+
+
+def _keys_in_source(context: Context) -> Iterator[_KeyInSource]:
+    """Each SECRET_KEY assignment that can take a string written in the source, but those in the instance folder."""
     instance = _instance_folders(context)
+    key = None if context.app is None else context.app.config.get("SECRET_KEY")
     for item, tree in context.python_files():
         if any(item.path.resolve().is_relative_to(folder) for folder in instance):
             continue
         exempt = _development_lines(tree)
         for line, value in _secret_assignments(tree):
-            if line not in exempt and _may_be_literal(value):
-                # `SECRET_KEY = "..."` is no fallback: the string is the key.
-                yield Found(obj=item.at(line), text=_KEY_IN_SOURCE if isinstance(value, ast.Constant) else None)
-
-
-_KEY_IN_SOURCE = "SECRET_KEY is a string written in the source: anyone who can read the code can sign sessions"
+            literals = list(_literals(value))
+            if literals:
+                in_effect = key is not None and key in literals
+                yield _KeyInSource(obj=item.at(line), value=value, development=line in exempt, in_effect=in_effect)
 
 
 def _cookie_secure(app: Flask) -> bool:
@@ -367,3 +394,30 @@ def secret_key_in_deployment(context: Context) -> Iterator[Found]:
                 else None
             )
             yield Found(obj=item.at(line), text=text)
+
+
+@check(
+    "FP-S010",
+    ERROR,
+    "the app is running right now with a SECRET_KEY written in the source: anyone who can read the code can sign "
+    "its sessions",
+    hint="give the app a new random key (the written one is public) from the environment or a secret file: the "
+    "variable its code reads, or FLASK_SECRET_KEY / FLASK_SECRET_KEY_FILE; then remove the string from the source, "
+    "so that a missing key fails instead of falling back",
+)
+def secret_key_in_source_in_effect(context: Context) -> Iterator[Found]:
+    for key in _keys_in_source(context):
+        if not key.in_effect:
+            continue
+        if key.is_literal:
+            yield Found(obj=key.obj, text=_IN_EFFECT.format(what="is a string", unset=""))
+            continue
+        name = _variable_read(key.value)
+        unset = f" ({name} is not set)" if name is not None and name not in context.environ else ""
+        yield Found(obj=key.obj, text=_IN_EFFECT.format(what="falls back to a string", unset=unset))
+
+
+_IN_EFFECT = (
+    "SECRET_KEY {what} written in the source, and the app is running with it right now{unset}: anyone who can read "
+    "the code can sign its sessions"
+)
