@@ -286,6 +286,7 @@ CASES = [
         "every worker process, not the 12 + 2 flaskprod shares out of database.connection_budget (80): with every "
         "worker and replica it can pass the budget and the database's max_connections",
         env={"FLASKPROD_SERVER__WORKERS": "2"},
+        obj="app.py:11",
         good={"app.py": PROD + OWN_ENGINE.format(options=", **flaskprod.pool_options(URL)")},
     ),
     Case(
@@ -946,6 +947,29 @@ def test_async_views_without_requirements_are_judged_by_this_environment(project
         return {"items": []}
 
     assert premise.test_client().get("/feed").status_code == 500
+
+
+def test_an_own_engine_is_named_by_the_call_that_made_it(project: Path) -> None:
+    files = {
+        "app.py": PROD + "import db\nimport reports\n",
+        "db.py": "import os\n\nfrom sqlalchemy import create_engine\n\n"
+        'engine = create_engine(os.environ["DATABASE_URL"])\n',
+        "reports.py": 'from sqlalchemy import create_engine\n\nREPORTS = "postgresql+psycopg2://r:pw@127.0.0.1:1/reports"\n'
+        "reports_engine = create_engine(REPORTS)\n",
+        # A script nothing imports made none of the app's engines.
+        "seed.py": "import os\n\nfrom sqlalchemy import create_engine\n\ncreate_engine(os.environ['SEED_URL'])\n",
+    }
+    env = {"DATABASE_URL": "postgresql+psycopg2://shop:secret@127.0.0.1:1/shop"}
+    found = audit(project, files, env=env).only("FP-C007")
+    assert sorted((m["obj"], m["text"].split(" keeps")[0]) for m in found) == [
+        ("db.py:5", "the SQLAlchemy engine for postgresql+psycopg2://shop:***@127.0.0.1:1/shop"),
+        ("reports.py:4", "the SQLAlchemy engine for postgresql+psycopg2://r:***@127.0.0.1:1/reports"),
+    ]
+    # Two calls either of which may have made it: the app is named, not a guess.
+    files["reports.py"] = files["reports.py"].replace("create_engine(REPORTS)", "create_engine(os.environ['R'])")
+    files["reports.py"] = "import os\n" + files["reports.py"]
+    found = audit(project, files, env={**env, "R": "postgresql+psycopg2://r@127.0.0.1:1/reports"}).only("FP-C007")
+    assert [m["obj"] for m in found] == ["app", "app"]
 
 
 def test_production_after_db_init_app_is_too_late(project: Path) -> None:

@@ -18,6 +18,7 @@ from ..render.nginx import answers, server_name_host, server_names
 from ..render.requirements import async_without_asgiref, lacks_asgiref, requirements_file
 from ..runtime.db import engine_options
 from .context import Context, ProjectFile, variable_read
+from .engines import where_made
 from .registry import CRITICAL, WARNING, Found, app_check, check
 
 
@@ -239,7 +240,7 @@ def own_engine_pools(app: Flask, context: Context) -> Iterator[Found]:
         if (size(), overflow) == (share.get("pool_size"), share.get("max_overflow")):
             continue
         yield Found(
-            obj=context.app_label,
+            obj=where_made(context, engine.url) or context.app_label,
             text=f"the SQLAlchemy engine for {url} keeps {size()} + {overflow} connections in every worker process, "
             f"not the {share['pool_size']} + {share['max_overflow']} flaskprod shares out of "
             f"database.connection_budget ({context.effective_spec.database.connection_budget}): with every worker "
