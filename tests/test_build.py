@@ -16,6 +16,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sysconfig
 import tempfile
@@ -341,6 +342,58 @@ def test_blueprint_static_folders_are_baked_into_the_nginx_image_and_served_from
         assert [get(path).text for path in ("/static/site.css", "/shop/assets/shop.css")] == ["app", "shop"]
         # No app runs behind this nginx: what stays with the app gets nginx's 502.
         assert get("/ext/static/ext.css").status_code == 502
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("renderer", [render_compose, render_swarm])
+@pytest.mark.parametrize(
+    ("names", "host"),
+    [
+        ("*.example.com", "probe.example.com"),
+        (".shop.test", "shop.test"),
+        (r"~^api\d+\.example\.com$ www.example.*", "www.example.probe"),
+    ],
+)
+def test_the_nginx_images_health_check_sends_a_host_its_nginx_serves(
+    tmp_path: Path, renderer: object, names: str, host: str
+) -> None:
+    """It sent proxy.server_name's first entry as it is written (a ~regex, *.example.com), which nginx closes (444):
+    the check never passed. Here the image's own nginx answers the check's request with the site."""
+    project = tmp_path / "p"
+    d = make_deployment(project, spec=make_spec(**{"app.name": "shop", "proxy.server_name": names}), out="deploy/x")
+    out = write_tree(project / d.out, renderer(d))  # type: ignore[operator]
+    check = dockerfile_json((out / "nginx/Dockerfile").read_text(), "HEALTHCHECK .* CMD")
+    assert check[check.index("--header") + 1] == f"Host: {host}"
+    port = free_port()
+    nginx = native_nginx(project, out, tmp_path / "nginx", port=port, upstream="127.0.0.1:9")
+    with (
+        (tmp_path / "nginx.log").open("w") as log,
+        running([*nginx, "-g", "daemon off;"], cwd=tmp_path, stdout=log, stderr=log) as proxy,
+    ):
+
+        def listening() -> bool:
+            assert proxy.poll() is None, (tmp_path / "nginx.log").read_text()
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+
+        wait_for(listening, timeout=20, what="nginx to listen")
+        # No app behind this nginx: its 502 is the site's server taking the request, which a name it does not
+        # serve never reaches (the connection is closed).
+        url = check[-1].replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+        assert requests.get(url, headers={"Host": host}, timeout=10).status_code == 502
+
+
+@pytest.mark.parametrize("target", ["compose", "swarm", "k8s", "systemd"])
+def test_a_server_name_of_regexes_alone_gives_the_health_checks_no_host(tmp_path: Path, target: str) -> None:
+    d = make_deployment(tmp_path, spec=make_spec(**{"proxy.server_name": r"~^api\d+\.example\.com$"}))
+    askers = {"k8s": "the kubelet's probes", "systemd": "the README's check"}
+    asker = askers.get(target, "the nginx image's health check")
+    with pytest.raises(BuildError) as refused:
+        TARGETS[target].render(d)
+    assert str(refused.value) == (
+        rf"proxy.server_name '~^api\\d+\\.example\\.com$' has no plain host name for {asker} to send; add one "
+        "such as the site's own name"
+    )
 
 
 @pytest.mark.parametrize(("version", "tag"), [("1.2.3", "1.2.3"), ("2.0.0rc1+local.7", "2.0.0rc1-local.7")])

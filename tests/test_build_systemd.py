@@ -384,6 +384,15 @@ def test_the_readme_installs_exactly_the_rendered_files(tmp_path: Path) -> None:
     assert "curl -H 'Host: localhost' http://127.0.0.1:80/healthz" in readme
 
 
+@pytest.mark.parametrize(
+    ("names", "host"), [("*.example.com", "probe.example.com"), (".shop.test www.shop.test", "shop.test")]
+)
+def test_the_readmes_check_sends_a_host_nginx_serves(tmp_path: Path, names: str, host: str) -> None:
+    # It sent the first entry as written (*.example.com), which nginx closes: the check could never pass.
+    readme = render_systemd(deployment(tmp_path, make_spec(**{"app.name": "shop", "proxy.server_name": names})))
+    assert f"curl -H 'Host: {host}' http://127.0.0.1:80/healthz" in readme["README.md"]
+
+
 def test_flaskprod_build_writes_the_target(tmp_path: Path) -> None:
     project = tmp_path / "shop"
     make_deployment(project)

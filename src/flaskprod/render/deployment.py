@@ -19,7 +19,7 @@ from .. import discovery
 from ..errors import BuildError
 from ..sizing import Derived, Machine, derive
 from ..spec import URL_PATH, Spec, env_for, find_config_file, parse_size
-from .nginx import NginxContext, Protocol, StaticMount, TlsFiles, render_nginx
+from .nginx import NginxContext, Protocol, StaticMount, TlsFiles, probe_host, render_nginx
 from .requirements import refuse_async_without_asgiref, require_flaskprod, requirements_file
 
 if TYPE_CHECKING:
@@ -137,6 +137,17 @@ class Deployment:
     def app_port(self) -> int:
         """Where the app server listens in its container, whichever protocol it speaks: nginx's upstream, EXPOSE."""
         return self.spec.deploy.app_port
+
+    def probe_host(self, asker: str) -> str:
+        """The Host header asker (whose health check asks nginx) sends: a name nginx serves, derived from
+        proxy.server_name or the app's own; a BuildError naming asker when every one is a ~regex."""
+        host = probe_host((*self.spec.proxy.server_name.split(), *self.app_names))
+        if host is None:
+            raise BuildError(
+                f"proxy.server_name {self.spec.proxy.server_name!r} has no plain host name for {asker} to send; "
+                "add one such as the site's own name"
+            )
+        return host
 
     def app_env(self, *, behind_nginx: bool = True, bind: str | None = None) -> dict[str, str]:
         """FLASKPROD_* variables of the app container: what differs from the flaskprod.toml baked into the image."""

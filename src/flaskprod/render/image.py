@@ -180,7 +180,7 @@ def nginx_dockerfile(d: Deployment, *, tls_port: int | None = None) -> str:
         port=NGINX_PORT,
         tls_port=tls_port,
         uid=NGINX_UID,
-        host=d.spec.proxy.server_name.split()[0],
+        host=d.probe_host("the nginx image's health check"),
         health_path=d.spec.monitoring.health_path,
     )
 

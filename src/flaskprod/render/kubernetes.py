@@ -137,17 +137,8 @@ def stop_accepting_after(d: Deployment) -> int:
 
 
 def probe_host(d: Deployment) -> str:
-    """A Host header nginx serves: it closes connections naming a host it does not know."""
-    for name in d.spec.proxy.server_name.split():
-        if name.startswith("~"):
-            continue
-        if name.startswith("*."):
-            return f"probe{name[1:]}"
-        return name.lstrip(".")
-    raise BuildError(
-        f"proxy.server_name {d.spec.proxy.server_name!r} has no plain host name for the kubelet's probes to send; "
-        "add one such as the site's own name"
-    )
+    """The Host header of the kubelet's probes through nginx."""
+    return d.probe_host("the kubelet's probes")
 
 
 def ingress_hosts(d: Deployment) -> list[str]:

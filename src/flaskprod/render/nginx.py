@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
@@ -184,6 +185,21 @@ def answers(host: str, name: str) -> bool:
     if name.endswith(".*"):
         return host.startswith(name[:-1])
     return host == name
+
+
+def probe_host(names: Iterable[str]) -> str | None:
+    """A Host header for a health check to send, which the first of these server_name entries that is no ~regex
+    matches: the name, probe.example.com for *.example.com, example.com for .example.com, www.probe for www.*. The
+    entry itself is no host (nginx closes a request naming one it does not serve). None when all are ~regexes."""
+    for name in names:
+        if name.startswith("~"):
+            continue
+        if name.startswith("*."):
+            return f"probe{name[1:]}"
+        if name.endswith(".*"):
+            return f"{name[:-2]}.probe"
+        return name.removeprefix(".")
+    return None
 
 
 def server_name_host(server_name: str) -> str | None:

@@ -312,7 +312,7 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
         "http_port": port,
         # Where the README's check reaches nginx from the VM itself.
         "check_address": listen_address(loopback_for(host), port),
-        "server_name": d.spec.proxy.server_name.split()[0],
+        "check_host": d.probe_host("the README's check"),
         "health_path": d.spec.monitoring.health_path,
         "requirements": d.project.requirements,
         "uwsgi": uwsgi_requirement(d),
