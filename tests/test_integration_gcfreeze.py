@@ -53,7 +53,8 @@ def frozen(serve_app: StartServer, *args: str) -> dict[str, int | None]:
 def test_uwsgi_freezes_the_app_in_the_master_before_forking(serve_app: StartServer) -> None:
     body = frozen(serve_app, "--server", "uwsgi")
     assert body["frozen_at_fork"] is not None and body["frozen_at_fork"] >= KEPT, body
-    assert body["frozen"] == body["frozen_at_fork"], body  # the worker added nothing of its own
+    # The worker froze nothing of its own; frozen objects the app let go of since (its first-request check) count less.
+    assert body["frozen"] <= body["frozen_at_fork"], body
 
 
 def test_gunicorn_with_preload_freezes_the_app_in_the_master_before_forking(serve_app: StartServer) -> None:

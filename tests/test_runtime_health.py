@@ -85,6 +85,47 @@ def test_readiness_with_a_failing_check(app: Flask) -> None:
     assert checks["flag"]["status"] == "fail"
 
 
+
+def test_only_operators_read_why_a_check_fails(app: Flask) -> None:
+    prod = production(app)
+
+    @prod.readiness_check("database")
+    def database() -> None:
+        raise ConnectionError('connection to server at "10.0.0.5", port 5432 failed')
+
+    public = client_of(app).get("/readyz", environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert public.status_code == 503
+    assert set(public.json["checks"]["database"]) == {"status", "time_ms"}
+    assert b"10.0.0.5" not in public.data
+    local = client_of(app).get("/readyz", environ_base={"REMOTE_ADDR": "127.0.0.1"})  # monitoring.metrics_allow
+    assert "10.0.0.5" in local.json["checks"]["database"]["error"]
+
+
+def test_a_failing_check_is_logged_when_it_fails_and_when_it_passes_again(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    prod = production(app)
+    down = ["queue unreachable"]
+
+    @prod.readiness_check("queue")
+    def queue() -> None:
+        if down:
+            raise ConnectionError(down[0])
+
+    client = client_of(app)
+    for _ in range(3):  # probed every few seconds: logged once
+        assert client.get("/readyz", environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 503
+    down[0] = "queue refused the login"
+    client.get("/readyz")
+    down.clear()
+    assert client.get("/readyz").status_code == 200
+    client.get("/readyz")
+    assert [r.getMessage() for r in caplog.records if "readiness check" in r.getMessage()] == [
+        "readiness check queue fails: ConnectionError: queue unreachable",
+        "readiness check queue fails: ConnectionError: queue refused the login",
+        "readiness check queue passes again",
+    ]
+
 def test_slow_check_times_out_and_does_not_pile_up(app: Flask) -> None:
     prod = production(app)
     release = threading.Event()

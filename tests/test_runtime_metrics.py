@@ -422,3 +422,24 @@ def test_prepare_multiproc_dir_wipes_stale_files(tmp_path: Path) -> None:
     prepare_multiproc_dir(str(target))
     assert not (target / "counter_123.db").exists()
     assert (target / "keep.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("settings", "address", "status"),
+    [
+        ({}, "127.0.0.1", 200),
+        ({}, "::1", 200),
+        ({}, "203.0.113.9", 403),  # serve and the single image face clients: the app is the only guard
+        ({"monitoring.metrics_allow": "10.0.0.0/8"}, "10.1.2.3", 200),
+        ({"monitoring.metrics_allow": "all"}, "203.0.113.9", 200),
+        ({"monitoring.metrics_allow": None}, "203.0.113.9", 200),
+        ({"proxy.trusted_hops": 1}, "203.0.113.9", 200),  # behind nginx, which guards the path itself
+    ],
+)
+def test_metrics_are_read_from_monitoring_metrics_allow_where_the_app_faces_clients(
+    settings: dict[str, object], address: str, status: int
+) -> None:
+    app, _ = make_app(**settings)
+    response = app.test_client().get("/metrics", environ_base={"REMOTE_ADDR": address})
+    assert response.status_code == status
+    assert (b"http_requests_total" in response.data) == (status == 200)

@@ -335,7 +335,9 @@ class MonitoringSettings:
     ready_path: str = setting("/readyz", "Path of the readiness endpoint (runs the registered checks).")
     metrics_allow: str | None = setting(
         "127.0.0.1 ::1",
-        "Addresses or CIDR ranges nginx lets read the metrics path, space separated, or all; unset = anyone.",
+        "Addresses or CIDR ranges that may read the metrics path (nginx's allow list; the app's own where it faces "
+        "clients: serve, the single image) and why a readiness check fails (others get each check's status "
+        "alone), space separated, or all; unset = anyone.",
     )
     check_timeout: float = setting(2.0, "Seconds each readiness check may take.", minimum=0.01)
     multiproc_dir: str | None = setting(

@@ -11,10 +11,11 @@ from flask import Flask, request
 from ..errors import ConfigurationError
 from ..spec import Spec, load_spec
 from . import config
+from .allowlist import Allowlist
 from .db import configure_engines, database_checks
 from .errorpages import register_error_pages
 from .headers import configure_cookies, hsts_headers, security_headers
-from .health import Check, CheckRunner, readiness
+from .health import Check, CheckRunner, FailureLog, readiness, without_detail
 from .logs import access_log_enabled, access_logger, configure_logging
 from .metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED, HttpMetrics
 from .pipeline import ROUTE_KEY, Probe, RequestPipeline, json_probe_response
@@ -121,8 +122,11 @@ class Production:
     def _probes(self, app: Flask, spec: Spec, metrics: HttpMetrics | None) -> dict[str, Probe]:
         probes: dict[str, Probe] = {}
         mon = spec.monitoring
+        # A failing check's error names hosts, ports and files: the operators read it, the public its status.
+        operators = Allowlist(mon.metrics_allow)
         if mon.health:
             app_ref = weakref.ref(app)
+            failures = FailureLog()
 
             def liveness(environ: WSGIEnvironment) -> tuple[str, list[tuple[str, str]], bytes]:
                 return json_probe_response(200, {"status": "ok"})
@@ -131,6 +135,10 @@ class Production:
                 current = app_ref()
                 checks = self._checks_for(current) if current is not None else dict(self._checks)
                 status, body = readiness(checks, self._runner, mon.check_timeout)
+                if current is not None:
+                    failures.log(current, body["checks"])
+                if not operators.admits(environ):
+                    body = without_detail(body)
                 return json_probe_response(status, body)
 
             probes[mon.health_path] = _get_only(liveness)
@@ -141,7 +149,10 @@ class Production:
                 body, content_type = metrics.render()
                 return "200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))], body
 
-            probes[mon.metrics_path] = _get_only(exposition)
+            # Behind a proxy (trusted_hops), nginx guards the path and scrapers reach the app's port on the
+            # private network; facing clients (serve, the single image), the app is the only guard.
+            guard = spec.proxy.trusted_hops == 0 and not operators.everyone
+            probes[mon.metrics_path] = _get_only(_admitted_only(exposition, operators) if guard else exposition)
         settings = {mon.health_path: "health_path", mon.ready_path: "ready_path", mon.metrics_path: "metrics_path"}
         return {path: _tell_if_shadowed(app, path, settings[path], probe) for path, probe in probes.items()}
 
@@ -218,6 +229,15 @@ def _tell_if_shadowed(app: Flask, path: str, setting: str, probe: Probe) -> Prob
         return probe(environ)
 
     return probe_once_looked
+
+
+def _admitted_only(probe: Probe, allowlist: Allowlist) -> Probe:
+    def guarded(environ: WSGIEnvironment) -> tuple[str, list[tuple[str, str]], bytes]:
+        if not allowlist.admits(environ):
+            return json_probe_response(403, {"status": "forbidden: not in monitoring.metrics_allow"})
+        return probe(environ)
+
+    return guarded
 
 
 def _get_only(probe: Probe) -> Probe:

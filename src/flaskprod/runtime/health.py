@@ -90,6 +90,29 @@ class CheckRunner:
         results.setdefault(name, result)
 
 
+def without_detail(body: dict[str, Any]) -> dict[str, Any]:
+    """The readiness answer for the public: each check's status and time, not its error or detail."""
+    public = ("status", "time_ms")
+    checks = {name: {k: v for k, v in result.items() if k in public} for name, result in body["checks"].items()}
+    return {**body, "checks": checks}
+
+
+class FailureLog:
+    """Logs a readiness check's failure once, when it starts or its error changes, not at every probe."""
+
+    def __init__(self) -> None:
+        self._logged: dict[str, str] = {}
+
+    def log(self, app: Any, results: Mapping[str, CheckResult]) -> None:
+        for name, result in results.items():
+            if result["status"] == "ok":
+                if self._logged.pop(name, None) is not None:
+                    app.logger.info("readiness check %s passes again", name)
+            elif self._logged.get(name) != (error := str(result.get("error", ""))):
+                self._logged[name] = error
+                app.logger.warning("readiness check %s fails: %s", name, error)
+
+
 def readiness(checks: Mapping[str, Check], runner: CheckRunner, timeout: float) -> tuple[int, dict[str, Any]]:
     """HTTP status and body of the readiness endpoint."""
     if draining.is_draining():

@@ -50,7 +50,7 @@ def seconds_since(request_start: str, now: float) -> float | None:
 
 def json_probe_response(status: int, body: dict[str, Any]) -> tuple[str, list[Header], bytes]:
     data = json.dumps(body).encode()
-    reason = {200: "OK", 503: "SERVICE UNAVAILABLE"}.get(status, "")
+    reason = {200: "OK", 403: "FORBIDDEN", 503: "SERVICE UNAVAILABLE"}.get(status, "")
     headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Content-Length", str(len(data)))]
     return f"{status} {reason}", headers, data
 
