@@ -582,6 +582,16 @@ def test_unguarded_app_run_is_found_without_serving(tmp_path: Path) -> None:
     ]
     # The app still loaded (app.run returned at once), so its own checks ran too.
     assert "FP-C001" not in {m["id"] for m in messages}
+    # Flask's own notice of the ignored call would only repeat the finding.
+    assert result.stderr == ""
+
+
+def test_app_run_called_through_another_module_is_found_where_it_is(tmp_path: Path) -> None:
+    server = "def start(app):\n    app.run(port=8000)\n"
+    write(tmp_path, {"app.py": PROD + "\nfrom server import start\n\nstart(app)\n", "server.py": server})
+    result = run_cli("--format", "json", cwd=tmp_path)
+    found = [m["obj"] for m in json.loads(result.stdout)["messages"] if m["id"] == "FP-P001"]
+    assert (found, result.stderr) == (["server.py:2"], "")
 
 
 @pytest.mark.parametrize(

@@ -166,6 +166,7 @@ class Context:
     app: Flask | None
     refused: str | None = None  # the ConfigurationError the app raised instead of starting
     environ: Mapping[str, str] = field(default_factory=dict)
+    runs: tuple[tuple[Path, int], ...] = ()  # (file, line) of each app.run() the import called
 
     @property
     def app_label(self) -> str:
@@ -248,7 +249,7 @@ def load_context(
 
     The app is imported the way a server would, with the spec's command-line flags as FLASKPROD_*
     variables (as `serve` passes them on). Whatever the import prints goes to stderr so --format json
-    stays parseable, and FLASK_RUN_FROM_CLI makes a stray app.run() return instead of serving.
+    stays parseable. A stray app.run() returns at once instead of serving (see recording_runs).
     refused is why the app refused to start as configured: it is then loaded with stand_in_environ(), so
     that its other checks still run, and the context says it refused.
     """
@@ -258,7 +259,8 @@ def load_context(
     env: dict[str, str | None] = {**env_for(spec.flagged()), "FLASK_RUN_FROM_CLI": "true"}
     if refused is not None:
         env.update(stand_in_environ())
-    with patched_environ(env), contextlib.redirect_stdout(sys.stderr):
+    runs: list[tuple[Path, int]] = []
+    with patched_environ(env), contextlib.redirect_stdout(sys.stderr), recording_runs(runs):
         try:
             app = discovery.load(ref)
         except ConfigurationError as exc:
@@ -268,5 +270,30 @@ def load_context(
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: the app's own, not check's to obey
             raise DiscoveryError(exit_message(ref.import_string, exc, project_root(ref, base))) from None
     return Context(
-        spec=spec, ref=ref, root=project_root(ref, base), app=app, refused=refused, environ=dict(os.environ)
+        spec=spec,
+        ref=ref,
+        root=project_root(ref, base),
+        app=app,
+        refused=refused,
+        environ=dict(os.environ),
+        runs=tuple(runs),
     )
+
+
+@contextlib.contextmanager
+def recording_runs(runs: list[tuple[Path, int]]) -> Iterator[None]:
+    """Flask.run replaced, for the duration, by a stand-in that records its caller's file and line in runs and
+    returns. Flask's own returns too under FLASK_RUN_FROM_CLI (kept as a backstop), but prints a line about
+    ignoring the call that would only repeat, below the report, what FP-P001 reports with its place."""
+    from flask import Flask
+
+    def run(self: Flask, *args: object, **kwargs: object) -> None:
+        caller = sys._getframe(1)
+        runs.append((Path(caller.f_code.co_filename).absolute(), caller.f_lineno))
+
+    original = Flask.run
+    Flask.run = run  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Flask.run = original  # type: ignore[method-assign]

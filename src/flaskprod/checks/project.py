@@ -85,17 +85,24 @@ def _app_names(tree: ast.Module, context: Context) -> set[str]:
     hint='move the call under `if __name__ == "__main__":`, or delete it and start the app with `flaskprod serve`',
 )
 def unguarded_run(context: Context) -> Iterator[Found]:
+    found: list[str] = []
     item = context.app_file
-    if item is None or item.tree is None:
-        return
-    names = _app_names(item.tree, context)
-    visitor = _ImportTimeCalls()
-    visitor.visit(item.tree)
-    for call in visitor.calls:
-        func = call.func
-        receiver = func.value if isinstance(func, ast.Attribute) and func.attr == "run" else None
-        if isinstance(receiver, ast.Name) and receiver.id in names:
-            yield Found(obj=item.at(call.lineno))
+    if item is not None and item.tree is not None:
+        names = _app_names(item.tree, context)
+        visitor = _ImportTimeCalls()
+        visitor.visit(item.tree)
+        for call in visitor.calls:
+            func = call.func
+            receiver = func.value if isinstance(func, ast.Attribute) and func.attr == "run" else None
+            if isinstance(receiver, ast.Name) and receiver.id in names:
+                found.append(item.at(call.lineno))
+    # The calls the import made (another module's, create_app().run()): where the source alone does not show them.
+    for path, line in context.runs:
+        where = f"{path.relative_to(context.root).as_posix() if path.is_relative_to(context.root) else path}:{line}"
+        if where not in found:
+            found.append(where)
+    for where in found:
+        yield Found(obj=where)
 
 
 _COMPOSE = ("docker-compose*.yml", "docker-compose*.yaml", "compose*.yml", "compose*.yaml")
