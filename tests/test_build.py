@@ -30,7 +30,7 @@ import pytest
 import requests
 import yaml
 
-from flaskprod.build import Built
+from flaskprod.build import Built, refuse_out_over_the_app
 from flaskprod.errors import BuildError
 from flaskprod.render.compose import render_compose, render_swarm
 from flaskprod.render.deployment import STATIC_DIR, Deployment, app_static, container_machine, plan_deployment
@@ -486,6 +486,48 @@ def test_mistakes_are_one_line_and_write_nothing(project: Path, args: list[str],
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (project / "deploy").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("out", "relation"),
+    [
+        ("taskboard", "is the Python package taskboard"),
+        ("taskboard/static/x", "is inside the Python package taskboard"),
+    ],
+)
+def test_out_in_the_apps_own_package_is_one_line_and_writes_nothing(project: Path, out: str, relation: str) -> None:
+    # Its .dockerignore left the app's code out of the image, and the files landed among the app's modules.
+    result = flaskprod_build(project, "--target", "compose", "--out", out)
+    assert result.returncode == 2, result.stdout
+    assert result.stderr == (
+        f"Error: --out {out}: {relation}; the deployment's files go in a folder of their own, which the app image "
+        "leaves out: pick one such as deploy/compose\n"
+    )
+    assert [p.name for p in project.rglob("*") if p.name in ("compose.yaml", "Dockerfile", "nginx")] == []
+
+
+@pytest.mark.parametrize(
+    ("out", "relation"),
+    [
+        ("static", "is the static folder static"),
+        ("static/deploy", "is inside the static folder static"),
+        ("src", "holds the Python package src/shop"),
+        ("tools", "holds the app's module tools/app.py"),
+    ],
+)
+def test_out_never_holds_or_lies_in_what_the_images_copy(tmp_path: Path, out: str, relation: str) -> None:
+    d = make_deployment(tmp_path, out=out)
+    (tmp_path / "src/shop").mkdir(parents=True)
+    (tmp_path / "src/shop/__init__.py").write_text("")
+    d = dataclasses.replace(d, project=dataclasses.replace(d.project, app_module="tools/app.py"))
+    with pytest.raises(BuildError) as refused:
+        refuse_out_over_the_app(d, TARGETS["swarm"])
+    assert str(refused.value) == (
+        f"--out {out}: {relation}; the deployment's files go in a folder of their own, which the app image leaves "
+        "out: pick one such as deploy/swarm"
+    )
+    refuse_out_over_the_app(dataclasses.replace(d, out="deploy/swarm"), TARGETS["swarm"])  # a folder of its own
 
 
 @pytest.mark.integration

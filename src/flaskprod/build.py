@@ -58,6 +58,26 @@ def output_dir(root: Path, target: Target, out: str | None) -> str:
     return PurePosixPath(relative).as_posix()
 
 
+def refuse_out_over_the_app(d: Deployment, target: Target) -> None:
+    """--out is a folder of flaskprod's own, which the app image's .dockerignore leaves out and a later build empties
+    of what it no longer writes: it must not be, be inside or hold the app's code or a static folder nginx copies."""
+    root, out = d.project.root, PurePosixPath(d.out)
+    packages = [folder for folder in (out, *out.parents) if (root / folder / "__init__.py").is_file()]
+    if (root / out).is_dir():
+        packages += [PurePosixPath(p.parent.relative_to(root)) for p in sorted((root / out).rglob("__init__.py"))]
+    held = [("the Python package", folder) for folder in packages if folder != PurePosixPath(".")]
+    if d.project.app_module:
+        held.append(("the app's module", PurePosixPath(d.project.app_module)))
+    held += [("the static folder", PurePosixPath(mount.folder)) for mount in d.project.static]
+    for what, path in held:
+        if out == path or path in out.parents or out in path.parents:
+            relation = "is" if out == path else "is inside" if path in out.parents else "holds"
+            raise BuildError(
+                f"--out {d.out}: {relation} {what} {path}; the deployment's files go in a folder of their own, which "
+                f"the app image leaves out: pick one such as deploy/{target.name}"
+            )
+
+
 def build(
     spec: Spec,
     *,
@@ -85,6 +105,7 @@ def build(
     deployment = plan_deployment(
         spec, server=server, extras=wanted, root=root, replicas=replicas, out=relative_out, environ=environ
     )
+    refuse_out_over_the_app(deployment, chosen)
     files = chosen.render(deployment)
     record = RECORD.format(target=chosen.name)
     changes = write_files(root / relative_out, files, force=force, dry_run=dry_run, record=record)

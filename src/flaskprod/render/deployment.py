@@ -76,6 +76,7 @@ class Project:
     requirements: str | None  # None: the project installs itself from pyproject.toml
     requirement_includes: tuple[str, ...] = ()  # files requirements names with -r or -c, which pip reads too
     static: tuple[StaticMount, ...] = ()  # what nginx serves; folders relative to root
+    app_module: str | None = None  # the app's top-level module file or package folder; None outside the project
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -337,6 +338,16 @@ def _in_project(mount: StaticMount, root: Path) -> StaticMount | None:
     return dataclasses.replace(mount, folder=PurePosixPath(relative).as_posix())
 
 
+def _app_module(ref: discovery.AppRef, root: Path) -> str | None:
+    """Where the app's top-level module is, relative to root: a package's folder or a module's file."""
+    top = Path(ref.path) / ref.module.split(".")[0]
+    path = top if top.is_dir() else top.with_suffix(".py")
+    try:
+        return PurePosixPath(path.resolve().relative_to(root)).as_posix()
+    except ValueError:
+        return None
+
+
 def plan_deployment(
     spec: Spec,
     *,
@@ -375,6 +386,7 @@ def plan_deployment(
             requirements=requirements,
             requirement_includes=found.includes if found else (),
             static=tuple(mount for mount in static if mount is not None),
+            app_module=_app_module(ref, root),
         ),
         derived=size(spec, worker_mb=info.rss_mb, replicas=replicas or spec.deploy.replicas),
         server=server,
