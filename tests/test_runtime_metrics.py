@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
@@ -44,6 +45,14 @@ def make_app(**settings: object) -> tuple[Flask, Production]:
             for i in range(3):
                 time.sleep(0.1)
                 yield f"{i}\n"
+
+        return Response(stream_with_context(rows()), mimetype="text/csv")
+
+    @app.get("/export-fails")
+    def export_fails() -> Response:
+        def rows() -> Iterator[str]:
+            yield "first\n"
+            raise RuntimeError("failed mid-stream")
 
         return Response(stream_with_context(rows()), mimetype="text/csv")
 
@@ -130,6 +139,23 @@ def test_unknown_methods_share_one_label() -> None:
     assert "FOO" not in text and "BAR" not in text
     assert value(text, "http_requests_total", method="OTHER", endpoint="<unmatched>", status="405") == 2
 
+
+
+def test_a_streamed_response_that_fails_midway_is_counted_and_logged_as_failed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    app, _ = make_app()
+    client = app.test_client()
+    with pytest.raises(RuntimeError, match="failed mid-stream"):  # the server sees it, and cuts the body short
+        client.get("/export-fails", buffered=True)
+    text = client.get("/metrics").text
+    export = {"method": "GET", "endpoint": "/export-fails"}
+    assert value(text, "http_requests_total", **export, status="500") == 1
+    assert value(text, "http_requests_total", **export, status="200") is None
+    [line] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "while streaming" in line]
+    assert line["message"] == "exception while streaming the response to GET /export-fails"
+    assert line["log.level"] == "error" and line["error"]["message"] == "failed mid-stream"
+    assert len(line["http"]["request"]["id"]) == 32
 
 def count_from_threads(app: Flask, threads: int, each: int) -> None:
     def work() -> None:

@@ -116,6 +116,7 @@ class Production:
             # The time a request waited before the app (X-Request-Start), from a proxy we trust to say.
             count_queue=spec.proxy.trusted_hops > 0 and spec.monitoring.queue_time,
             gate=_refusal_at_first_request(app) if spec.security.refuse_unsafe else None,
+            error_logger=app.logger,
         )
         app.wsgi_app = trust_proxies(pipeline, spec.proxy.trusted_hops)  # type: ignore[method-assign,assignment]
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import deadline
-from .logs import REQUEST_ID_KEY, is_sane_request_id, log_access
+from .logs import REQUEST_ID_FIELD, REQUEST_ID_KEY, is_sane_request_id, log_access
 from .metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED, HttpMetrics
 
 if TYPE_CHECKING:
@@ -73,6 +73,7 @@ class RequestPipeline:
         request_timeout: float | None = None,
         count_queue: bool = False,
         gate: Callable[[], str | None] | None = None,
+        error_logger: logging.Logger | None = None,
     ) -> None:
         self.wsgi_app = wsgi_app
         self._rid_environ = "HTTP_" + request_id_header.upper().replace("-", "_")
@@ -89,6 +90,7 @@ class RequestPipeline:
         self._count_queue = count_queue and metrics is not None
         # Run before the first request: why the app as served must not serve, or None (then never again).
         self._gate = gate
+        self._errors = error_logger
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self._gate is not None:
@@ -170,6 +172,16 @@ class RequestPipeline:
         if self._access is not None and path not in self._quiet:
             log_access(self._access, environ, status, elapsed, rid)
 
+    def stream_failed(self, environ: WSGIEnvironment, rid: str) -> None:
+        """Log the exception a streamed body raised as the server read it: Flask's error handling ended when the
+        view returned, so this is the app's only record of it (the server's own is plain text, with no id)."""
+        if self._errors is not None:
+            method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+            self._errors.error(
+                "exception while streaming the response to %s %s", method, path, exc_info=True,
+                extra={REQUEST_ID_FIELD: rid},
+            )
+
     def _count(
         self, environ: WSGIEnvironment, endpoint: str, status: int, elapsed: float, queued: float | None
     ) -> None:
@@ -198,7 +210,15 @@ class StreamedBody:
         self._ending: tuple[Any, ...] | None = ending  # the pipeline and the arguments of its finish
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
+        try:
+            yield from self._body
+        except Exception:
+            # Re-raised so the server cuts the response short: ended cleanly, a cut body would look whole.
+            if self._ending is not None:
+                pipeline, environ, path, endpoint, _status, *rest = self._ending
+                pipeline.stream_failed(environ, rest[-1])
+                self._ending = (pipeline, environ, path, endpoint, 500, *rest)  # counted and logged as failed
+            raise
 
     def close(self) -> None:
         ending, self._ending = self._ending, None
