@@ -107,6 +107,23 @@ def test_its_own_files_are_replaced_and_removed_when_the_spec_changes(tmp_path: 
     assert (tmp_path / "d.txt").exists() and (tmp_path / "a.txt").read_text() == "edited\n"
 
 
+def test_another_targets_files_are_named_as_its_not_as_hand_edits(tmp_path: Path) -> None:
+    write_files(tmp_path, {"Dockerfile": "compose's\n", "compose.yaml": "c\n"}, record=".flaskprod-compose.sha256")
+    with pytest.raises(BuildError) as refused:
+        write_files(tmp_path, {"Dockerfile": "swarm's\n", "stack.yaml": "s\n"}, record=".flaskprod-swarm.sha256")
+    # It said "differs from what flaskprod writes ... change the spec instead", as if edited by hand.
+    assert str(refused.value) == (
+        f"{tmp_path} holds the files of --target compose, and {tmp_path / 'Dockerfile'} differs from what this target "
+        "writes: nothing was written; give each target its own --out, or pass --force to replace them"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".flaskprod-compose.sha256", "Dockerfile", "compose.yaml"]
+    # Changed by hand since compose wrote it, it is the user's, named as before.
+    (tmp_path / "Dockerfile").write_text("mine\n")
+    with pytest.raises(BuildError, match=r"Dockerfile differs from what flaskprod writes: nothing was written; change"):
+        write_files(tmp_path, {"Dockerfile": "swarm's\n"}, record=".flaskprod-swarm.sha256")
+    assert write_files(tmp_path, {"Dockerfile": "swarm's\n"}, record=".flaskprod-swarm.sha256", force=True)
+
+
 def test_force_removes_a_file_changed_by_hand_that_is_no_longer_written(tmp_path: Path) -> None:
     write_files(tmp_path, {"a.txt": "one\n", "b.txt": "two\n"}, record="r")
     (tmp_path / "b.txt").write_text("mine\n")

@@ -39,6 +39,7 @@ def _target(out: Path, relative: str) -> Path:
 # out a folder holding one.
 RECORD = ".flaskprod-{target}.sha256"
 RECORD_GLOB = RECORD.format(target="*")
+_RECORD_PREFIX, _, _RECORD_SUFFIX = RECORD.partition("{target}")
 
 # What a refusal suggests: files flaskprod derives are changed through the spec.
 REGENERATE_HINT = "change the spec instead, or pass --force to overwrite"
@@ -76,17 +77,20 @@ def plan_changes(
     force: bool,
     hint: str = REGENERATE_HINT,
     written: Mapping[str, str] | None = None,
+    others: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[Change]:
     """What writing files under out would do; raises BuildError, before anything is written, when a
     file exists with other content and force is off, or a path is taken by a directory.
 
     written is what the last run wrote ({relative path: sha256}): a file still as it was written is
     flaskprod's to replace, and one it no longer writes is removed; either, changed by hand since, stops
-    the run (or is kept, when flaskprod no longer writes it) unless force is on.
+    the run (or is kept, when flaskprod no longer writes it) unless force is on. others are what other targets
+    wrote into out ({target: record}): a file still as one of them wrote it is named as that target's.
     """
     written = written or {}
     changes: list[Change] = []
     conflicts: list[str] = []
+    theirs: dict[str, list[str]] = {}
     for relative, text in sorted(files.items()):
         path = _target(out, relative)
         if path.is_dir():
@@ -104,18 +108,40 @@ def plan_changes(
             changes.append(Change(path, "identical"))
             continue
         if current != written.get(relative) and not force:
-            conflicts.append(str(path))
+            owner = next((target for target, record in (others or {}).items() if record.get(relative) == current), None)
+            (theirs.setdefault(owner, []) if owner else conflicts).append(str(path))
         changes.append(Change(path, "updated"))
+    if theirs:
+        owner, paths = next(iter(theirs.items()))
+        raise BuildError(
+            f"{out} holds the files of --target {owner}, and {_listed(paths)} from what this target writes: nothing "
+            "was written; give each target its own --out, or pass --force to replace them"
+        )
     if conflicts:
-        shown = ", ".join(conflicts[:3]) + (f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else "")
-        differ = "differ" if len(conflicts) > 1 else "differs"
-        raise BuildError(f"{shown} {differ} from what flaskprod writes: nothing was written; {hint}")
+        raise BuildError(f"{_listed(conflicts)} from what flaskprod writes: nothing was written; {hint}")
     for relative in sorted(set(written) - set(files)):
         path = _target(out, relative)
         if path.is_file():
             ours = force or _on_disk(path) == written[relative]
             changes.append(Change(path, "removed" if ours else "kept"))
     return changes
+
+
+def _listed(paths: list[str]) -> str:
+    """'a, b, c and 2 more differ', 'a differs'."""
+    shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    return f"{shown} {'differ' if len(paths) > 1 else 'differs'}"
+
+
+def other_records(out: Path, record: str) -> dict[str, dict[str, str]]:
+    """{target: record} of the other targets `flaskprod build` wrote into out."""
+    if not out.is_dir():
+        return {}
+    return {
+        path.name.removeprefix(_RECORD_PREFIX).removesuffix(_RECORD_SUFFIX): read_record(path)
+        for path in sorted(out.glob(RECORD_GLOB))
+        if path.name != record
+    }
 
 
 def _file_in_the_way(path: Path) -> Path | None:
@@ -138,7 +164,8 @@ def write_files(
     record names a file under out that keeps what was written, for the next run (see plan_changes)."""
     record_path = _target(out, record) if record else None
     written = read_record(record_path) if record_path else {}
-    changes = plan_changes(out, files, force=force, hint=hint, written=written)
+    others = other_records(out, record) if record else {}
+    changes = plan_changes(out, files, force=force, hint=hint, written=written, others=others)
     if dry_run:
         return changes
     texts = {_target(out, relative): text for relative, text in files.items()}
