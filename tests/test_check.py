@@ -781,6 +781,43 @@ def test_secret_keys_in_deployment_files_in_every_form(project: Path) -> None:
     assert found["Dockerfile:2"].startswith("a secret key is written in the Dockerfile: every copy of the image")
 
 
+def test_a_secret_manifest_is_told_to_keep_the_value_out_of_the_repository(project: Path) -> None:
+    manifests = """
+        kind: Deployment
+        spec:
+          template:
+            spec:
+              containers:
+                - env:
+                    - name: FLASK_SECRET_KEY
+                      value: 0123456789abcdef
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata:
+          name: app
+        stringData:
+          FLASK_SECRET_KEY: 9f8e7d6c5b4a3928170615
+        ---
+        apiVersion: bitnami.com/v1alpha1
+        kind: SealedSecret
+        spec:
+          encryptedData:
+            FLASK_SECRET_KEY: AgBy3i4OJSWK+PiTySYZZA9rO43cGDEq
+    """
+    found = audit(project, {"app.py": PROD, "k8s/app.yaml": manifests}).only("FP-S009")
+    assert [(m["obj"], m["hint"]) for m in found] == [
+        ("k8s/app.yaml:7", REGISTRY["FP-S009"].hint),
+        (
+            "k8s/app.yaml:15",
+            "keep the value out of the repository: create the Secret in the cluster from a file that is not committed "
+            "(kubectl create secret generic app --from-file=FLASK_SECRET_KEY=./secret_key), or commit it encrypted "
+            "as a SealedSecret (sealed-secrets), or sync it from a secret store (External Secrets); the Deployment "
+            "reads it through valueFrom.secretKeyRef",
+        ),
+    ]
+
+
 def test_secret_key_hint_names_the_variable_the_app_reads(project: Path) -> None:
     settings = "import os\n\nclass Config:\n    SECRET_KEY = os.environ.get('SECRET_KEY') or 'you-will-never-guess'\n"
     source = PLAIN + "from config import Config\n\napp.config.from_object(Config)\n"

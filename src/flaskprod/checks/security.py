@@ -386,14 +386,44 @@ def secret_key_in_deployment(context: Context) -> Iterator[Found]:
         if item.path.name.startswith("."):  # .gitlab-ci.yml and the like: a CI job's test key
             continue
         in_image = any(item.path.match(pattern) for pattern in dockerfiles)
+        kinds = _manifest_kinds(item) if item.path.suffix in (".yml", ".yaml") else {}
         for line in _secret_lines(item):
+            kind = kinds.get(line)
+            if kind == "SealedSecret":
+                continue  # encrypted for the cluster's key alone: what the hint for a Secret asks for
             text = (
                 "a secret key is written in the Dockerfile: every copy of the image carries it (docker history "
                 "shows it), and whoever can read the repository can sign sessions"
                 if in_image
                 else None
             )
-            yield Found(obj=item.at(line), text=text)
+            yield Found(obj=item.at(line), text=text, hint=_SECRET_MANIFEST_HINT if kind == "Secret" else None)
+
+
+# The usual hint sends the key to a Kubernetes Secret: a Secret manifest in the repository needs its value kept out.
+_SECRET_MANIFEST_HINT = (
+    "keep the value out of the repository: create the Secret in the cluster from a file that is not committed "
+    "(kubectl create secret generic app --from-file=FLASK_SECRET_KEY=./secret_key), or commit it encrypted as a "
+    "SealedSecret (sealed-secrets), or sync it from a secret store (External Secrets); the Deployment reads it "
+    "through valueFrom.secretKeyRef"
+)
+_KIND = re.compile(r"""^kind\s*:\s*["']?(\w+)""")
+
+
+def _manifest_kinds(item: ProjectFile) -> dict[int, str]:
+    """The top-level `kind:` of the YAML document each line is in (documents split by `---`), where it has one."""
+    kinds: dict[int, str] = {}
+    document: list[int] = []
+    kind = ""
+    for line, text in [*item.lines(), (0, "---")]:
+        if text.startswith("---"):
+            kinds.update(dict.fromkeys(document, kind) if kind else {})
+            document, kind = [], ""
+            continue
+        document.append(line)
+        match = _KIND.match(text)
+        kind = match[1] if match else kind
+    return kinds
 
 
 @check(
