@@ -69,6 +69,17 @@ def test_file_variable_sets_the_key_from_the_file(monkeypatch: pytest.MonkeyPatc
     assert "SECRET_KEY_FILE" not in app.config
 
 
+
+def test_a_file_setting_of_the_apps_own_is_a_path(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    log_file = f"{tmp_path}/app.log"  # the app creates it: it need not exist
+    monkeypatch.setenv("FLASK_LOG_FILE", log_file)
+    monkeypatch.setenv("FLASK_SECRET_KEY", secrets.token_hex(32))
+    app = Flask(__name__)
+    app.config["LOG_FILE"] = "/var/log/app.log"  # the app's own setting, read before FLASK_* override it
+    Production(app, spec=Spec())
+    assert app.config["LOG_FILE"] == log_file
+    assert "LOG" not in app.config
+
 def test_missing_file_names_the_variable_and_path(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
     missing = f"{tmp_path}/nope"
     monkeypatch.setenv("FLASK_SECRET_KEY_FILE", missing)

@@ -40,12 +40,15 @@ def set_unless_changed(app: Flask, key: str, value: Any) -> None:
         app.config[key] = value
 
 
-def load_file_variables(app: Flask, environ: Mapping[str, str]) -> None:
-    """FLASK_X_FILE=/path sets config X to the file's stripped content (Docker and Kubernetes secrets)."""
+def load_file_variables(app: Flask, environ: Mapping[str, str], own: frozenset[str] = frozenset()) -> None:
+    """FLASK_X_FILE=/path sets config X to the file's stripped content (Docker and Kubernetes secrets).
+
+    Not when X_FILE is among own, the app's config keys before FLASK_* were read: FLASK_LOG_FILE then sets the
+    app's LOG_FILE, a path it reads itself, as any FLASK_* variable sets its key."""
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or not name.endswith(FILE_SUFFIX):
             continue
-        if len(name) <= len(ENV_PREFIX) + len(FILE_SUFFIX):
+        if len(name) <= len(ENV_PREFIX) + len(FILE_SUFFIX) or name[len(ENV_PREFIX) :] in own:
             continue
         key = name[len(ENV_PREFIX) : -len(FILE_SUFFIX)]
         app.config[key] = read_named_file(name, environ[name]).strip()
@@ -145,9 +148,10 @@ def configure(app: Flask, spec: Spec) -> None:
     """Load FLASK_* and FLASK_*_FILE (when enabled), the database URL and the body size limit."""
     environ = os.environ
     if spec.app.env_config:
+        own = frozenset(app.config)
         app.config.from_prefixed_env(ENV_PREFIX.rstrip("_"))
         type_flask_variables(app, environ)
-        load_file_variables(app, environ)
+        load_file_variables(app, environ, own)
     url = database_url(spec, environ)
     if url:
         app.config.setdefault("SQLALCHEMY_DATABASE_URI", url)
