@@ -117,6 +117,7 @@ class Production:
             count_queue=spec.proxy.trusted_hops > 0 and spec.monitoring.queue_time,
             gate=_refusal_at_first_request(app) if spec.security.refuse_unsafe else None,
             error_logger=app.logger,
+            body_limit=_max_content_length(app),
         )
         app.wsgi_app = trust_proxies(pipeline, spec.proxy.trusted_hops)  # type: ignore[method-assign,assignment]
 
@@ -199,6 +200,17 @@ def _refusal_at_first_request(app: Flask) -> Callable[[], str | None]:
         return None
 
     return gate
+
+
+def _max_content_length(app: Flask) -> Callable[[], int | None]:
+    app_ref = weakref.ref(app)
+
+    def limit() -> int | None:
+        current = app_ref()
+        value = current.config.get("MAX_CONTENT_LENGTH") if current is not None else None
+        return value if isinstance(value, int) else None
+
+    return limit
 
 
 def _in_app_context(app: Flask, fn: Check) -> Check:

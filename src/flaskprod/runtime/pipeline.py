@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import deadline
+from .body import BoundedInput
 from .logs import REQUEST_ID_FIELD, REQUEST_ID_KEY, is_sane_request_id, log_access
 from .metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED, HttpMetrics
 
@@ -74,6 +75,7 @@ class RequestPipeline:
         count_queue: bool = False,
         gate: Callable[[], str | None] | None = None,
         error_logger: logging.Logger | None = None,
+        body_limit: Callable[[], int | None] | None = None,
     ) -> None:
         self.wsgi_app = wsgi_app
         self._rid_environ = "HTTP_" + request_id_header.upper().replace("-", "_")
@@ -91,6 +93,7 @@ class RequestPipeline:
         # Run before the first request: why the app as served must not serve, or None (then never again).
         self._gate = gate
         self._errors = error_logger
+        self._body_limit = body_limit  # the app's MAX_CONTENT_LENGTH, read per chunked request
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self._gate is not None:
@@ -130,6 +133,10 @@ class RequestPipeline:
             headers.append((self._rid_header, rid))
             return start_response(status, headers, exc_info)
 
+        if self._body_limit is not None and environ.get("HTTP_TRANSFER_ENCODING"):
+            limit = self._body_limit()
+            if limit is not None:
+                environ["wsgi.input"] = BoundedInput(environ["wsgi.input"], limit)
         path = environ.get("PATH_INFO", "")
         probe = self._probes.get(path)
         handed_on = False  # the body finishes the request when the server closes it
