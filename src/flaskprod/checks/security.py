@@ -437,8 +437,8 @@ def _manifest_kinds(item: ProjectFile) -> dict[int, str]:
 )
 def secret_key_in_source_in_effect(context: Context) -> Iterator[Found]:
     for key in _keys_in_source(context):
-        if not key.in_effect:
-            continue
+        if not key.in_effect or key.development:
+            continue  # a development config in effect is FP-S001's or FP-S002's to name
         if key.is_literal:
             yield Found(obj=key.obj, text=_IN_EFFECT.format(what="is a string", unset=""))
             continue
