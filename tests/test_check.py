@@ -643,6 +643,14 @@ def test_secret_key_fallbacks_and_min_length_from_the_spec(project: Path) -> Non
     assert stricter[0]["text"] == "SECRET_KEY is too short (40 characters, at least 64 needed)"
 
 
+def test_a_key_padded_out_from_a_published_one_is_said_to_contain_it(project: Path) -> None:
+    source = PLAIN + 'app.config["SECRET_KEY"] = "my-super-secret-key-that-is-long-enough"\n'
+    assert [m["text"] for m in audit(project, {"app.py": source}).only("FP-S003")] == [
+        "SECRET_KEY contains a published default ('super-secret-key'), and what it adds is too short or simple to "
+        "make it secret: anyone can forge sessions"
+    ]
+
+
 @pytest.mark.parametrize(
     ("source", "env", "hint"),
     [

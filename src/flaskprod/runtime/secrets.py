@@ -90,7 +90,12 @@ def secret_key_problem(key: object, min_length: int) -> str | None:
             # key that merely contains a short word somewhere is not.
             rest = lowered.replace(published, "")
             if _is_weak(rest, min_length):
-                return f"SECRET_KEY is a published default ({published!r}): anyone can forge sessions; {FIX}"
+                if lowered == published:
+                    return f"SECRET_KEY is a published default ({published!r}): anyone can forge sessions; {FIX}"
+                return (
+                    f"SECRET_KEY contains a published default ({published!r}), and what it adds is too short or "
+                    f"simple to make it secret: anyone can forge sessions; {FIX}"
+                )
     # Raw bytes (os.urandom(16), as Flask's docs once made keys) carry 8 bits each, twice a hex digit's:
     # min_length counts characters of text, so bytes that are not text need half as many.
     if isinstance(key, (bytes, bytearray)) and not all(32 <= byte < 127 for byte in key):
