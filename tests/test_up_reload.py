@@ -50,7 +50,7 @@ def test_sighup_applies_the_edited_config_and_keeps_the_running_one_on_a_bad_edi
         config.write_text('[proxy]\nmax_body_size = "lots"\n')
         os.kill(stack.proc.pid, signal.SIGHUP)
         wait_for(lambda: "invalid value 'lots' for proxy.max_body_size" in stack.stderr(), timeout=20, what="the error")
-        assert "nginx not reloaded, the running config stays" in stack.stderr()
+        assert "nginx and the app server not reloaded, the running config stays" in stack.stderr()
         assert "client_max_body_size 102400;" in (stack.run_dir / "nginx.conf").read_text()
         assert post(upload, 50 * 1024) == 200
 

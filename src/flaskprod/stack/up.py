@@ -872,7 +872,8 @@ class Stack:
         # queueing the rest. Beside a canary a third app server would exceed the budget the database's connections
         # are counted for (two releases), so the replacement is held until promote or rollback leaves one.
         canary = self.plan.canary[0].number if self.plan.canary else None
-        self.log("reloading nginx and the app server" if canary is None else "reloading nginx")
+        reloaded = "nginx and the app server" if canary is None else "nginx"
+        self.log(f"reloading {reloaded}")
         try:
             if self.reload_spec is not None:
                 # The config file and environment are read again; nginx.conf follows them.
@@ -884,11 +885,12 @@ class Stack:
             else:
                 check_config(self.plan.nginx_binary, self.plan.run)
         except FlaskprodError as exc:
-            self.log(f"nginx not reloaded, the running config stays: {exc}", level="error")
-        else:
-            if canary is not None:
-                self.nginx.send(signal.SIGHUP)
-            self.reload_prometheus()
+            # A config that cannot apply reloads nothing: a new app server would only restart the running config.
+            self.log(f"{reloaded} not reloaded, the running config stays: {exc}", level="error")
+            return
+        if canary is not None:
+            self.nginx.send(signal.SIGHUP)
+        self.reload_prometheus()
         if canary is not None:
             self.reload_held = True
             self.log(
