@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 import tempfile
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,9 @@ def main(argv: Sequence[str]) -> int:
     try:
         context = load_context(spec, cwd=job["cwd"], refused=job["refused"])
     except FlaskprodError as exc:
+        if isinstance(exc.__cause__, SyntaxError):
+            # Its file, line and caret above the one line, as the probe of init, serve and up shows it.
+            traceback.print_exception(type(exc.__cause__), exc.__cause__, None, file=sys.stderr)
         result = {"error": str(exc)}
     else:
         if context.refused is not None and job["refused"] is None:

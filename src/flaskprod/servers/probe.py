@@ -132,6 +132,10 @@ def probe_to_learn(
 
 
 def _print_user_traceback(exc: BaseException) -> None:
+    if isinstance(exc, SyntaxError):
+        # Python's own display, file, line and caret, as `check` shows it: every frame above it is importlib's.
+        traceback.print_exception(type(exc), exc, None, file=sys.stderr)
+        return
     package = str(Path(__file__).resolve().parent.parent)
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
