@@ -183,8 +183,9 @@ def test_a_release_that_cannot_start_never_gets_a_request(stack: UpStack) -> Non
     assert failed.returncode == 1
     error = failed.stderr.splitlines()[-1]
     assert error == (
-        "Error: release 2 did not start: its app server exited with status 2 (flaskprod serve refused to start it); "
-        "its error is in flaskprod up's output, and release 1 still serves"
+        "Error: release 2 did not start: its app server exited with status 2 (flaskprod serve refused to start it): "
+        "error while importing 'app': RuntimeError: release 2 cannot start: DATABASE_URL is missing; "
+        "release 1 still serves"
     )
     assert "RuntimeError: release 2 cannot start: DATABASE_URL is missing" in stack.stderr()
     assert loader.count("ok") == len(outcomes) > 20, summary(outcomes)

@@ -231,12 +231,33 @@ def serve(app: str | None, print_config: bool, **kwargs: Any) -> None:
     without it the app is found in wsgi.py or app.py.
     """
     from .servers import serve as run_server
+    from .spec import PROBE_RECORD_ENV
 
-    spec = resolve_spec(kwargs, app)
-    status = run_server(spec, print_config=print_config)
+    record = os.environ.get(PROBE_RECORD_ENV)  # `up`'s, which serve takes from the environment as it starts
+    try:
+        spec = resolve_spec(kwargs, app)
+        status = run_server(spec, print_config=print_config)
+    except FlaskprodError as exc:
+        if record:
+            _record_refusal(record, str(exc))
+        raise
     if status < 0:
         _die_of(-status)
     sys.exit(status)
+
+
+def _record_refusal(record: str, error: str) -> None:
+    """Under `up`, the one line serve refuses to start with goes where its app's record would: a deploy's client
+    is told it (stack.deploy.refusal), where it would read only an exit status."""
+    from pathlib import Path
+
+    path = Path(record)
+    staged = path.with_name(f".{path.name}.new")
+    try:
+        staged.write_text(json.dumps({"error": error}))
+        staged.replace(path)
+    except OSError:  # up's run dir gone: nobody is left to tell
+        pass
 
 
 def _die_of(number: int) -> None:
@@ -278,10 +299,20 @@ def up(app: str | None, extras: tuple[str, ...], **kwargs: Any) -> None:
     )
 
 
+# The one setting deploy and rollback take: where the running `up` is. The rest are the running up's own, read from
+# flaskprod.toml (which a deploy ships with the release); a --set of them here would change nothing.
+RUN_DIR = "proxy.run_dir"
+
+
 def _run_dir_options(fn: F) -> F:
     """deploy and rollback talk to the `up` whose proxy.run_dir the config names; nothing else of the spec applies."""
     fn = click.option(
-        "--set", "set_values", multiple=True, metavar="KEY=VALUE", help="e.g. --set proxy.run_dir=/srv/run"
+        "--set",
+        "set_values",
+        multiple=True,
+        metavar=f"{RUN_DIR}=DIR",
+        help=f"The running up's run dir, e.g. --set {RUN_DIR}=/srv/run; the only setting taken: the others are "
+        "the running up's, from flaskprod.toml, which deploy ships with the release.",
     )(fn)
     return click.option(
         "--config", "config_path", default=None, metavar="PATH", help="Config file naming proxy.run_dir."
@@ -294,16 +325,27 @@ def _ask_up(command: str, options: dict[str, Any], kwargs: dict[str, Any]) -> No
 
     from .stack.control import send
 
-    spec = resolve_spec(kwargs)
+    others = [key for key in _parse_set(kwargs.get("set_values", ())) if key != RUN_DIR]
+    spec = resolve_spec(kwargs)  # first: an unknown key or a bad value is named as anywhere else
+    if others:
+        raise SpecError(
+            f"{command} takes --set {RUN_DIR} alone: the running up's settings come from flaskprod.toml, which "
+            f"deploy ships with the release; put {others[0]} there"
+        )
     control = Path(spec.proxy.run_dir).resolve() / "control.sock"
-    for answer in send(control, command, options):
-        if "log" in answer:
-            click.echo(f"flaskprod {command}: {answer['log']}", err=True)
-        elif answer["ok"]:
-            click.echo(answer["message"])
-        else:
-            click.echo(f"Error: {answer['error']}", err=True)
-            sys.exit(1)
+    try:
+        for answer in send(control, command, options):
+            if "log" in answer:
+                click.echo(f"flaskprod {command}: {answer['log']}", err=True)
+            elif answer["ok"]:
+                click.echo(answer["message"])
+            else:
+                click.echo(f"Error: {answer['error']}", err=True)
+                sys.exit(1)
+    except KeyboardInterrupt:
+        # up sees the connection close (stack.deploy.ClientGone): what it does then is worth a word.
+        click.echo(f"interrupted: flaskprod up cancels the {command} unless its release was ready", err=True)
+        sys.exit(130)
 
 
 @cli.command()

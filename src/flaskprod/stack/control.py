@@ -2,7 +2,9 @@
 
 One JSON line in, JSON lines out: progress as {"log": ...}, and last {"ok": true, ...} or {"ok": false,
 "error": ...}. The socket is in proxy.run_dir with mode 0600, so only the user who ran `up` (or root)
-can deploy to it. A thread accepts; the supervisor's main loop does the work, one request at a time.
+can deploy to it. A thread accepts; the supervisor's main loop does the work, one request at a time: a request
+that comes meanwhile is told at once what it waits for. A deploy or rollback whose client goes away before its
+release is ready is cancelled: the running release serves on.
 """
 
 from __future__ import annotations
@@ -48,8 +50,20 @@ class Request:
             return
         try:
             self.conn.sendall(json.dumps(payload).encode() + b"\n")
-        except OSError:  # the client went away (Ctrl-C): the work goes on, nobody reads about it
+        except OSError:  # the client went away (Ctrl-C): what it asked for is cancelled if it can still be (gone)
             self.closed = True
+
+    def gone(self) -> bool:
+        """Whether the client went away (Ctrl-C, SIGTERM): it sends nothing after its request, so a connection with
+        something to read has been closed by it."""
+        if self.closed:
+            return True
+        try:
+            return self.conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     def close(self) -> None:
         if not self.closed:

@@ -3,31 +3,42 @@ nginx is switched to it by a graceful reload once it is ready, and the old one i
 
 No request is lost on the way: nginx's old workers finish what they hold against the old app server, which
 is asked to stop only once they have exited, and stops gracefully too. A release that does not become ready
-is stopped before nginx ever sends it a request. SIGHUP replaces a release's app server the same way (once a
-canary has ended: `promote` and `rollback` apply a SIGHUP that came while it ran).
+is stopped before nginx ever sends it a request, and so is one whose client went away (Ctrl-C) while it got
+ready. SIGHUP replaces a release's app server the same way (once a canary has ended: `promote` and `rollback`
+apply a SIGHUP that came while it ran).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import FlaskprodError, ServerError
 from ..plural import counted
-from ..servers.healthcheck import status_at
+from ..servers.healthcheck import request_bytes
 from .control import Request
 from .releases import Release, adopt_data
-from .up import Plan, Stack, Stopping, copy_config, new_release, write_nginx_config
+from .up import STOP_MARGIN, Plan, Stack, Stopping, copy_config, new_release, write_nginx_config
 
 # Extra seconds, past the graceful timeout, nginx's old workers get to finish before the switch is called failed.
 SWITCH_MARGIN = 5.0
+# Of a readiness answer, what is read: its body names a failing check's error, in a few hundred bytes.
+MAX_ANSWER = 64 * 1024
+
+
+class ClientGone(ServerError):
+    """The client of a deploy or rollback went away before its release was ready: it is cancelled."""
 
 
 def handle(stack: Stack, request: Request) -> None:
     """Run one request from the control socket; a mistake fails it on one line and leaves `up` as it was."""
+    what = "a rollback" if request.command == "rollback" else f"a {request.command}"
+    stack.busy = (what, time.monotonic() + longest(stack.plan, request))
     try:
         if request.command == "deploy":
             if request.options.get("promote"):
@@ -38,9 +49,25 @@ def handle(stack: Stack, request: Request) -> None:
             rollback(stack, request, to=request.options.get("to"))
         else:
             raise ServerError(f"unknown command {request.command!r}: this flaskprod up takes deploy and rollback")
+    except ClientGone as exc:
+        stack.log(f"{request.command} cancelled: {exc}", level="warning")
     except FlaskprodError as exc:
         stack.log(f"{request.command} failed: {exc}", level="error")
         request.fail(str(exc))
+    finally:
+        stack.busy = None
+
+
+def longest(p: Plan, request: Request | None) -> float:
+    """The most seconds request (None: SIGHUP's replacement of an app server) can take under p: the release
+    command, the new app server's readiness, nginx's switch, the old app server's drain (as each is bounded)."""
+    graceful = p.derived.timeouts.graceful
+    seconds = graceful + SWITCH_MARGIN + graceful + STOP_MARGIN
+    if request is None or not request.options.get("promote"):
+        seconds += p.spec.proxy.ready_timeout
+    if request is not None and request.command == "deploy" and not request.options.get("promote"):
+        seconds += p.spec.deploy.release_timeout if p.spec.deploy.release_argv else 0
+    return seconds
 
 
 def deploy(stack: Stack, request: Request, *, canary: object = None) -> None:
@@ -59,6 +86,7 @@ def deploy(stack: Stack, request: Request, *, canary: object = None) -> None:
         request.progress(f"moved {moved}, which the app wrote inside release {p.release.number}, into the project: "
                          "every release links it")  # fmt: skip
     release = new_release(new_plan)
+    stack.busy = (f"release {release.number}'s deploy", time.monotonic() + longest(new_plan, request))
     request.progress(f"copied {counted(release.files, 'file')} of {release.source} into release {release.number}")
     put_back = ship_config(new_plan)
     ran: str | None = None
@@ -67,7 +95,7 @@ def deploy(stack: Stack, request: Request, *, canary: object = None) -> None:
         ran = stack.run_release_command(release, new_plan)
         if ran is not None:
             request.progress(ran)
-        start_ready(stack, release, request)
+        start_ready(stack, release, request, new_plan)  # by the settings it ships: proxy.ready_timeout too
     except FlaskprodError as exc:
         put_back()
         new_plan.releases.remove(release.number)  # it never served: five failed deploys must not push out good ones
@@ -132,6 +160,7 @@ def rollback(stack: Stack, request: Request, *, to: object = None) -> None:
         )
     if target.number == current.number:
         raise ServerError(f"release {current.number} is the one running: name another with --to")
+    stack.busy = (f"the rollback to release {target.number}", time.monotonic() + longest(p, request))
     start_ready(stack, target, request)
     switch(stack, dataclasses.replace(p, release=target, returns_to=None), request)
     drain(stack, current, request)
@@ -173,45 +202,95 @@ def returns_to(p: Plan) -> Release | None:
 
 def start_ready(stack: Stack, release: Release, request: Request | None, p: Plan | None = None) -> str:
     """Start release's app server and wait until it answers its readiness path on its own socket (the one p
-    names, by default up's plan); what it answered, and when."""
+    names, by default up's plan); what it answered, and when. ClientGone when request's client goes away first."""
     p = p or stack.plan
     started = time.monotonic()
     child = stack.start_app_server(release, p)
-    socket = p.socket(release)
+    listens_on = p.socket(release)
     path = p.spec.monitoring.ready_path
+    # A deploy's or rollback's failure says so; SIGHUP's caller (request None) says the running one stays.
+    serves = f"release {p.release.number} still serves" if request is not None and p.release is not None else ""
+    last_status = 0
 
     def ready() -> bool:
+        nonlocal last_status
+        if request is not None and request.gone():
+            raise ClientGone(
+                f"its client went away before release {release.number} was ready: release {release.number} "
+                f"stopped" + (f", {serves}" if serves else "")
+            )
         try:
             # The app server has recorded its app's SERVER_NAME before it listens: a Host the app routes.
-            status = status_at(f"unix:{socket}", p.protocol, path, timeout=2, host=p.request_host(release))
+            last_status, body = answer_at(listens_on, p.protocol, path, host=p.request_host(release))
         except OSError as exc:
             stack.last_answer = f"{type(exc).__name__}: {exc}"
             return False
-        stack.last_answer = f"{status}"
-        return p.is_ready(status)
+        # With its body, as up's readiness through nginx is shown: a failing check's error is the reason.
+        stack.last_answer = f"{last_status} {' '.join(body.split())[:400]}".rstrip()
+        return p.is_ready(last_status)
 
     try:
         ok = stack.wait_until(
             ready, time.monotonic() + p.spec.proxy.ready_timeout, subject=f"release {release.number}",
-            endpoint=f"{path} on unix:{socket}", watched=[child],
+            endpoint=f"{path} on unix:{listens_on}", watched=[child],
         )
     except ServerError as exc:
         status = child.exit_status()
+        refused = refusal(p.record(release)) if status is not None else None  # before the stop deletes it
         stack.stop_app_server(release.number)
+        if isinstance(exc, ClientGone):
+            raise
         if status is not None:
+            why = refused or "its error is in flaskprod up's output"
             raise ServerError(
-                f"release {release.number} did not start: its app server {child.describe_exit(status)}; its "
-                f"error is in flaskprod up's output, and release {p.release.number if p.release else '?'} still serves"
+                f"release {release.number} did not start: its app server {child.describe_exit(status)}: {why}"
+                + (f"; {serves}" if serves else "")
             ) from None
-        raise exc
+        # Out of time: said here, where the bound is p's (a deploy's, from the config it ships), not up's.
+        raise ServerError(
+            f"release {release.number} was not ready within proxy.ready_timeout = {p.spec.proxy.ready_timeout}s: "
+            f"{path} on unix:{listens_on} last answered: {stack.last_answer}" + (f"; {serves}" if serves else "")
+        ) from None
     if not ok:
         stack.stop_app_server(release.number)
         stack.signals.put(signal.SIGTERM)  # the stop wait_until took from the queue: the main loop acts on it
         raise ServerError("flaskprod up is stopping" + (": the deploy was abandoned" if request else ""))
-    answered = f"{path} answered {stack.last_answer} after {time.monotonic() - started:.1f}s"
+    answered = f"{path} answered {last_status} after {time.monotonic() - started:.1f}s"
     if request is not None:
         request.progress(f"release {release.number} is ready ({answered})")
     return answered
+
+
+def answer_at(listens_on: Path, protocol: str, path: str, *, host: str) -> tuple[int, str]:
+    """Status and body of a GET for path from the app server on the unix socket listens_on, in its protocol, as
+    from this machine (the request asks it to close the connection once answered); OSError when it cannot be
+    asked."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2)
+        sock.connect(str(listens_on))
+        if protocol == "uwsgi":  # naming REMOTE_ADDR 127.0.0.1, as nginx does for a request from this machine
+            sock.sendall(request_bytes(protocol, path, host))
+        else:  # from this machine too, as nginx passes it on: the app shows a failing check's error to loopback
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\nX-Forwarded-For: 127.0.0.1\r\n"
+                         "Connection: close\r\n\r\n".encode())  # fmt: skip
+        answer = b""
+        while len(answer) < MAX_ANSWER and (chunk := sock.recv(4096)):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split()
+    if len(status_line) < 2 or not status_line[1].isdigit():
+        raise OSError(f"no HTTP status line in the answer: {head[:80]!r}")
+    return int(status_line[1]), body.decode("utf-8", "replace")
+
+
+def refusal(record: Path) -> str | None:
+    """The one line `flaskprod serve` refused to start release's app with (its SyntaxError, say): up passes it
+    the path of its record, where it writes that line instead (see cli.serve). None without one."""
+    try:
+        error = json.loads(record.read_text()).get("error")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return error if isinstance(error, str) else None
 
 
 def reload_app_server(stack: Stack, release: Release) -> None:

@@ -437,6 +437,9 @@ class Stack:
         self.postgres = p.postgres.child() if p.postgres else None
         # `flaskprod deploy` and `rollback`, waiting for the main loop (which WAKE in signals announces).
         self.requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        # What the main loop is doing for a request or a SIGHUP, and by when it is done at most: a request that
+        # comes meanwhile is told at once, from the control socket's thread, what it waits for.
+        self.busy: tuple[str, float] | None = None
         self.control: ControlServer | None = None
         self.last_answer = "no answer yet"
         # --tls acme: certbot's runs (certonly at start, renew later) and the certificate nginx serves.
@@ -535,6 +538,11 @@ class Stack:
 
     def submit(self, request: Request) -> None:
         """From the control socket's thread: the main loop runs the request."""
+        if (busy := self.busy) is not None:
+            what, until = busy
+            request.progress(
+                f"waiting for {what} in progress, which ends within {max(until - time.monotonic(), 0):.0f}s"
+            )
         self.requests.put(request)
         self.signals.put(WAKE)
 
@@ -903,7 +911,12 @@ class Stack:
         self.reload_held = False
         from . import deploy  # which builds on this module
 
-        deploy.reload_app_server(self, self.plan.running[0])
+        release = self.plan.running[0]
+        self.busy = (f"SIGHUP's reload of release {release.number}", time.monotonic() + deploy.longest(self.plan, None))
+        try:
+            deploy.reload_app_server(self, release)
+        finally:
+            self.busy = None
 
     def apply_held_reload(self, request: Request) -> None:
         """Once a canary has ended: a SIGHUP that came while it ran replaces the app server left, as the main
