@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from flaskprod.errors import SpecError
 from flaskprod.render import NginxContext, render_nginx, render_nginx_conf
 from flaskprod.render.nginx import Protocol, StaticMount, app_server_names, listen_address, server_names
 from flaskprod.sizing import Derived, Machine, derive
@@ -363,3 +364,44 @@ def test_during_a_canary_metrics_come_from_one_release(
         (tmp_path / name).write_text(content)
     result = nginx_test(tmp_path)
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_nginx_takes_paths_with_spaces_quotes_and_pattern_characters(tmp_path: Path) -> None:
+    """Every path nginx.conf names is one argument, whatever it holds: the run dir of a project in "My Projects",
+    a static folder named "my assets"."""
+    odd = tmp_path / 'my "odd" \\ dir [1]; {#}'
+    odd.mkdir()
+    ctx = dataclasses.replace(context(odd), canary=(f"unix:{odd}/app-2.sock", 20))
+    spec = make_spec()
+    files = render_nginx(spec, derive(spec, MACHINE), ctx)
+    text = files["nginx.conf"]
+    quoted = str(odd).replace("\\", "\\\\").replace('"', '\\"')
+    assert directive(text, "pid") == [f'"{quoted}/nginx.pid"']
+    assert directive(text, "alias") == [f'"{quoted}/static/"']
+    assert directive(text, "server")[0] == f'"unix:{quoted}/app.sock" weight=80 fail_timeout=0'
+    for name, content in files.items():
+        (odd / name).write_text(content)
+    result = nginx_test(odd)
+    assert (result.returncode, result.stderr) == (0, "")
+    # The include names mime.types itself, not a pattern that matches nothing (which nginx would take silently).
+    with (odd / "mime.types").open("a") as mime:
+        mime.write("not_a_directive;\n")
+    assert 'unknown directive "not_a_directive"' in nginx_test(odd).stderr
+
+
+def test_plain_paths_are_written_as_they_are(tmp_path: Path) -> None:
+    text = rendered(make_spec(), context(tmp_path))
+    assert directive(text, "pid") == [f"{tmp_path}/nginx.pid"]
+    assert directive(text, "include") == [f"{tmp_path}/mime.types"]
+
+
+def test_a_path_with_a_dollar_is_refused_in_one_line(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    folder = f"{tmp_path}/price$list"
+    ctx = dataclasses.replace(ctx, static=(StaticMount(endpoint="static", url="/static", folder=folder),))
+    with pytest.raises(SpecError) as info:
+        rendered(make_spec(), ctx)
+    assert str(info.value) == (
+        f"nginx.conf cannot name the path {folder}/: nginx reads the '$' in it as a variable; rename or move it "
+        "to a path without '$'"
+    )

@@ -410,7 +410,8 @@ BIND = "expected host:port such as 127.0.0.1:8000 or [::1]:8000 (port 1 to 65535
         "unix:app.sock",
         "unix:",
         "unix:/run/",
-        "unix:/run/my app.sock",
+        "unix:/run/my;app.sock",
+        "unix:/run/my\napp.sock",
     ],
 )
 def test_bind_refuses_what_no_server_can_listen_on(tmp_path: Path, raw: str) -> None:
@@ -419,7 +420,10 @@ def test_bind_refuses_what_no_server_can_listen_on(tmp_path: Path, raw: str) -> 
 
 @pytest.mark.parametrize(
     "raw",
-    ["127.0.0.1:8000", "0.0.0.0:80", "localhost:65535", "app_server:8000", "[::1]:8000", ":8000", "unix:/run/a.sock"],
+    [
+        "127.0.0.1:8000", "0.0.0.0:80", "localhost:65535", "app_server:8000", "[::1]:8000", ":8000", "unix:/run/a.sock",
+        "unix:/run/my app.sock",  # nginx.conf quotes it
+    ],
 )
 def test_bind_takes_addresses_and_unix_sockets(tmp_path: Path, raw: str) -> None:
     assert load_spec(tmp_path, environ={}, flags={"server.bind": raw}).server.bind == raw

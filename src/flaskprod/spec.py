@@ -837,7 +837,8 @@ def _addresses(value: str, *, word: str) -> None:
 def _bind(value: str) -> None:
     """host:port, [v6]:port or unix:/absolute/path, as the app servers and servers/common.parse_bind read it."""
     if value.startswith("unix:"):
-        if not re.fullmatch(r"unix:/[^\s;{}\"']*", value) or value.endswith("/"):
+        # A space is taken: nginx.conf quotes the path (`up` in a project whose path has one listens there).
+        if not re.fullmatch(r"unix:/[^\x00-\x1f\x7f;{}\"']*", value) or value.endswith("/"):
             raise ValueError(value)
         return
     host, colon, port = value.rpartition(":")

@@ -12,6 +12,7 @@ from typing import Literal
 
 import jinja2
 
+from ..errors import SpecError
 from ..sizing import Derived
 from ..spec import Spec
 
@@ -82,6 +83,11 @@ TLS_CIPHERS = (
 _WILDCARDS = frozenset({"0.0.0.0", "::", "*"})
 # A host name or IPv4 address nginx.conf can hold unquoted; an IPv6 address is bracketed and checked apart.
 _PLAIN_HOST = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?")
+# A path nginx.conf can hold as it is; any other is written in double quotes.
+_BARE_PATH = re.compile(r"[A-Za-z0-9_./:@%+,=-]+")
+# An `include` naming any of these is a pattern for glob(3), which takes a backslash before one (or before a
+# backslash) as the character itself.
+_GLOB = re.compile(r"[*?[]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,6 +233,29 @@ def app_server_names(server_name: str | None, *, subdomains: bool = False) -> tu
     return (f".{host}",) if subdomains and not host.startswith("[") else (host,)
 
 
+def conf_path(path: str) -> str:
+    """path as one nginx.conf argument: bare when it can be, else in double quotes with `"` and `\\` escaped.
+
+    A `$` is refused (SpecError): alias, root, access_log and ssl_certificate read it as a variable, and nginx has
+    no escape for it.
+    """
+    if "$" in path:
+        raise SpecError(
+            f"nginx.conf cannot name the path {path}: nginx reads the '$' in it as a variable; "
+            "rename or move it to a path without '$'"
+        )
+    if _BARE_PATH.fullmatch(path):
+        return path
+    return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def include_path(path: str) -> str:
+    """path as `include`'s argument: pattern characters in it stand for themselves."""
+    if _GLOB.search(path):
+        path = re.sub(r"([*?[\\])", r"\\\1", path)
+    return conf_path(path)
+
+
 def upstream_keepalive(derived: Derived, protocol: Protocol) -> int:
     """Idle connections nginx keeps to the app server; 0 where they cannot be reused.
 
@@ -265,7 +294,7 @@ def uwsgi_params(spec: Spec, scheme: str = "$scheme") -> list[tuple[str, str]]:
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.PackageLoader("flaskprod", "templates"),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -273,6 +302,9 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
+    environment.filters["path"] = conf_path
+    environment.filters["include_path"] = include_path
+    return environment
 
 
 def metrics_allow(spec: Spec) -> list[str] | None:
