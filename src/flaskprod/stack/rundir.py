@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import pwd
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ..errors import ServerError
+from ..errors import ServerError, SpecError
 from ..render import NginxContext, TlsFiles
-from ..render.nginx import Protocol, StaticMount
+from ..render.nginx import Protocol, StaticMount, conf_path
 from ..servers.common import UNIX_PATH_MAX
+from ..spec import validate
 
 
 @dataclass(frozen=True)
@@ -71,20 +75,47 @@ class StackDir:
         return self.path / "prometheus"
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str]) -> StackDir:
+    def at(cls, path: str | os.PathLike[str]) -> StackDir:
+        """The run directory proxy.run_dir names, checked before anything is made: a ServerError naming it."""
         run = cls(Path(path).resolve())
-        if len(str(run.app_socket(99999, 1))) > UNIX_PATH_MAX:  # checked before anything is made
+        if len(str(run.app_socket(99999, 1))) > UNIX_PATH_MAX:
             raise ServerError(
                 f"run directory {run.path} is too long for a unix socket path ({UNIX_PATH_MAX} bytes): "
                 "set proxy.run_dir to a shorter path"
             )
-        for directory in (run.path, run.temp_dir, run.logs_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+        try:
+            conf_path(str(run.path))
+            validate("server.bind", f"unix:{run.app_socket(1)}", "proxy.run_dir")
+        except SpecError:
+            raise ServerError(
+                f"proxy.run_dir {run.path}: nginx and the app server cannot take a path with $, ;, {{, }}, quotes or "
+                "control characters: set proxy.run_dir to a path without them"
+            ) from None
+        existing = next(path for path in (run.path, *run.path.parents) if path.exists())
+        if not existing.is_dir():
+            what = "is a file" if existing == run.path else f"is under {existing}, which is a file"
+            raise ServerError(f"proxy.run_dir {run.path} {what}: set proxy.run_dir to a directory's path")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ServerError(
+                f"proxy.run_dir {run.path}: {existing} is not writable by {_user()}: run `flaskprod up` as its "
+                "owner, or set proxy.run_dir to a directory you can write"
+            )
         return run
+
+    def make(self) -> None:
+        """The directory and the folders nginx writes to from the start."""
+        try:
+            for directory in (self.path, self.temp_dir, self.logs_dir):
+                directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ServerError(f"proxy.run_dir {self.path}: cannot make {exc.filename}: {exc.strerror}") from None
 
     def lock(self) -> IO[str]:
         """Hold the directory for this process; a second `up` on it fails on one line instead of fighting."""
-        handle = (self.path / "up.lock").open("a+")
+        try:
+            handle = (self.path / "up.lock").open("a+")
+        except OSError as exc:
+            raise ServerError(f"proxy.run_dir {self.path}: cannot open {exc.filename}: {exc.strerror}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -133,3 +164,109 @@ class StackDir:
             metrics_host=metrics[0] if metrics else None,
             metrics_port=metrics[1] if metrics else None,
         )
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _entries(path: Path, depth: int) -> set[Path]:
+    """What lies in path, down to depth levels (1: its own entries), symbolic links not followed."""
+    if depth <= 0 or path.is_symlink():
+        return set()
+    try:
+        children = list(path.iterdir())
+    except OSError:
+        return set()
+    found = set(children)
+    for child in children:
+        found |= _entries(child, depth - 1)
+    return found
+
+
+def _remove(path: Path, keep: Callable[[Path], bool]) -> None:
+    """path and what it holds, except what keep names (and the folders holding that); quietly, as far as it can."""
+    if path.is_dir() and not path.is_symlink():
+        with contextlib.suppress(OSError):
+            for child in path.iterdir():
+                _remove(child, keep)
+        with contextlib.suppress(OSError):
+            path.rmdir()  # left when it still holds something kept
+    elif not keep(path):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+@dataclass(frozen=True)
+class _Watched:
+    path: Path
+    depth: int
+    made: Path | None  # path's first missing folder, which this run makes along with it: all of it is this run's
+    before: frozenset[Path]
+
+
+class Trail:
+    """What a run of `up` made, told from what existed before it: a start that fails takes back its own files and
+    folders, never what an earlier run left (its releases, logs, a database's data)."""
+
+    def __init__(self) -> None:
+        self._watched: list[_Watched] = []
+
+    def watch(self, path: Path, depth: int = 0) -> None:
+        """Before anything is made in path: remember what lies in it, depth levels down (0: path alone is this run's
+        or not)."""
+        missing = [folder for folder in (path, *path.parents) if not (folder.exists() or folder.is_symlink())]
+        made = missing[-1] if missing else None
+        self._watched.append(_Watched(path, depth, made, frozenset() if made else frozenset(_entries(path, depth))))
+
+    def remove(self, keep: Callable[[Path], bool] = lambda path: False) -> None:
+        """Remove what was made since watch(), except the files keep names."""
+        for watched in reversed(self._watched):
+            if watched.made is not None:
+                _remove(watched.made, keep)
+                continue
+            new = _entries(watched.path, watched.depth) - watched.before
+            for path in sorted(new):
+                if path.parent not in new:  # a new folder goes whole
+                    _remove(path, keep)
+
+
+class Claim:
+    """The run directory held by one `up`: made, locked against a second one, and when the start fails, rid of
+    what this run made. Its logs of commands that failed stay: the error names them."""
+
+    def __init__(self, run: StackDir) -> None:
+        self.run = run
+        self.trail = Trail()
+        self.trail.watch(run.path, depth=2)  # releases/N, logs/*, tls/*, tmp/*: each this run's or an earlier one's
+        self.lock: IO[str] | None = None
+
+    def take(self, others: Iterable[Path] = ()) -> None:
+        """Make and lock the run directory; others are further places this run may make (watched whole)."""
+        for path in others:
+            self.trail.watch(path)
+        try:
+            self.run.make()
+        except ServerError:
+            self.trail.remove()
+            raise
+        self.lock = self.run.lock()  # held by another `up`: nothing here is this run's to remove
+        # Left over from a stack that was killed: a stale drain file would fail readiness at once.
+        for path in self.run.drain_files():
+            path.unlink()
+
+    def release(self, *, failed: bool) -> None:
+        """Let the directory go; after a failed start, without what this run made."""
+        if self.lock is None:
+            return
+        if failed:
+            self.trail.remove(keep=self._kept)
+        self.lock.close()
+        self.lock = None
+
+    def _kept(self, path: Path) -> bool:
+        return path.parent == self.run.logs_dir and path != self.run.access_log
+

@@ -12,7 +12,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -42,7 +42,7 @@ from .prometheus import READY_PATH, Prometheus, plan_prometheus
 from .prometheus import RESTART_ONLY as MONITORING_RESTART_ONLY
 from .release import ReleaseCommand, command_env
 from .releases import RELEASES_AT_ONCE, Release, Releases, exclude_patterns
-from .rundir import StackDir
+from .rundir import Claim, StackDir
 from .tls import self_signed_for, tls_for_up
 
 # Variables a parent's own stack would leak into ours: its metrics directory and its drain file.
@@ -237,29 +237,47 @@ def app_server_env(spec: Spec, app: discovery.AppRef, derived: Derived) -> dict[
 
 
 def plan(
-    spec: Spec, run: StackDir, *, config_path: str | None = None, extras: frozenset[str] = frozenset()
+    spec: Spec,
+    run: StackDir,
+    *,
+    claim: Callable[[Iterable[Path]], None],
+    config_path: str | None = None,
+    extras: frozenset[str] = frozenset(),
 ) -> Plan:
-    """Check the input and decide everything; raises a FlaskprodError naming what to fix."""
+    """Check the input and decide everything; raises a FlaskprodError naming what to fix.
+
+    claim is called once every check that needs no file has passed, before anything is made: it makes and holds
+    the run directory, and is given the other places this run may make.
+    """
     if spec.origins.get("server.bind") == "flag":
         raise SpecError(
             "--bind sets where the app server listens; under `up` it listens on a unix socket in "
             "proxy.run_dir behind nginx: use --host and --port for the address nginx listens on"
         )
     spec = resolve_kind(behind_nginx(spec), behind_nginx=True)
+    app = discovery.resolve(spec.app.target)
     nginx_binary = find_nginx(spec.proxy.nginx)
     check_bind(listen_address(spec.proxy.host, spec.proxy.port), instead="--port PORT")
     acme = Acme.from_spec(spec) if spec.tls.mode == "acme" else None
-    tls = tls_for_up(spec, run.tls_dir, server_names(spec, spec.proxy.host), acme)
-    if tls:
-        check_bind(listen_address(spec.proxy.host, tls.port), instead="--tls-port PORT")
-    nginx_ports = {"proxy.port": spec.proxy.port, **({"tls.port": tls.port} if tls else {})}
+    # A user's own certificate is checked here, before anything is made; a self-signed one (ACME's stand-in too)
+    # is made once the run directory is held.
+    makes_tls = spec.tls.mode in ("self-signed", "acme")
+    tls = None if makes_tls else tls_for_up(spec, run.tls_dir, server_names(spec, spec.proxy.host), acme)
+    https = spec.tls.mode != "off"
+    if https:
+        check_bind(listen_address(spec.proxy.host, spec.tls.port), instead="--tls-port PORT")
+    nginx_ports = {"proxy.port": spec.proxy.port, **({"tls.port": spec.tls.port} if https else {})}
     prometheus = plan_prometheus(spec, nginx_ports) if "monitoring" in extras else None
     alertmanager = plan_alertmanager(spec) if "monitoring" in extras else None
-    app = discovery.resolve(spec.app.target)
     derived = derive(spec, replicas=RELEASES_AT_ONCE)
     postgres = plan_postgres(spec, derived) if "postgres" in extras else None
     env = app_server_env(spec, app, derived)
     config_file = Path(config_path).resolve() if config_path else find_config_file(Path.cwd())
+    # Nothing is made before this: a mistake found above leaves no trace. The app's instance folder is made in the
+    # project when it has none (new_release); --with postgres and --tls acme make their directories.
+    claim([Path(app.path) / "instance", *[made.directory for made in (postgres, acme) if made is not None]])
+    if makes_tls:
+        tls = tls_for_up(spec, run.tls_dir, server_names(spec, spec.proxy.host), acme)
     if config_file is not None:
         # Every release's workers read the run dir's copy of the project's config, the one nginx was rendered
         # from: SIGHUP renews it once the edit checks out, so a bad edit never reaches a worker that restarts.
@@ -441,6 +459,7 @@ class Stack:
         # comes meanwhile is told at once, from the control socket's thread, what it waits for.
         self.busy: tuple[str, float] | None = None
         self.control: ControlServer | None = None
+        self.served = False  # True once the table is printed: from then on, what the run made stays
         self.last_answer = "no answer yet"
         # --tls acme: certbot's runs (certonly at start, renew later) and the certificate nginx serves.
         self.certbot = Certbot(p.acme, p.run.logs_dir / "certbot.log") if p.acme else None
@@ -604,6 +623,9 @@ class Stack:
                 self.stop()
                 return 1
             self.control = ControlServer(self.plan.run.control_socket, self.submit)
+            # Only now that this release serves may the oldest go: a start that fails leaves them all.
+            self.plan.releases.prune(self.plan.spec.release.keep, running=self.plan.running)
+            self.served = True
             self.print_table()
             while True:
                 sig = self.next_signal(TICK)
@@ -697,7 +719,6 @@ class Stack:
                 level="warning",
             )
         p = dataclasses.replace(p, release=new_release(p))
-        p.releases.prune(p.spec.release.keep, running=p.running)
         write_nginx_config(p)
         if p.prometheus:
             p.prometheus.write_config(p.run, p.spec, p.derived)
@@ -1056,13 +1077,12 @@ def up(
     reload_spec, when given, reads the spec's sources again on SIGHUP; extras are `--with`'s values.
     """
     added = parse_up_extras(extras)
-    run = StackDir.create(spec.proxy.run_dir)
-    lock = run.lock()
+    claim = Claim(StackDir.at(spec.proxy.run_dir))
+    stack: Stack | None = None
     try:
-        # Left over from a stack that was killed: a stale drain file would fail readiness at once.
-        for path in run.drain_files():
-            path.unlink()
-        p = plan(spec, run, config_path=config_path, extras=added)
-        return Stack(p, reload_spec).run()
+        p = plan(spec, claim.run, claim=claim.take, config_path=config_path, extras=added)
+        stack = Stack(p, reload_spec)
+        return stack.run()
     finally:
-        lock.close()
+        # A start that failed, or was stopped, before it served takes back what it made.
+        claim.release(failed=stack is None or not stack.served)

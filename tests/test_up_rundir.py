@@ -1,0 +1,141 @@
+"""`flaskprod up`'s run directory: a bad proxy.run_dir is one line, and a start that fails takes back what it made
+(never what an earlier run left)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import BIN, free_port
+from tests.test_up_errors import run_up
+from tests.upstack import processes_under, start_up, stop, up_env, write_app
+
+pytestmark = pytest.mark.integration
+
+
+def tree(root: Path) -> set[str]:
+    """Every path under root, relative to it, but what a release copied (each release's own folder is listed)."""
+    found = set()
+    for path in root.rglob("*"):
+        relative = path.relative_to(root)
+        if not (len(relative.parts) > 4 and relative.parts[:3] == (".flaskprod", "run", "releases")):
+            found.add(str(relative))
+    return found
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file"])
+def test_a_run_dir_that_is_a_file_is_refused_in_one_line(tmp_path: Path, where: str) -> None:
+    write_app(tmp_path)
+    (tmp_path / "notes").write_text("mine\n")
+    run_dir = tmp_path / "notes" if where == "file" else tmp_path / "notes" / "run"
+    before = tree(tmp_path)
+    result = run_up(tmp_path, "gunicorn", str(free_port()), "--set", f"proxy.run_dir={run_dir}")
+    what = "is a file" if where == "file" else f"is under {tmp_path / 'notes'}, which is a file"
+    assert (result.returncode, result.stderr) == (
+        2, f"Error: proxy.run_dir {run_dir} {what}: set proxy.run_dir to a directory's path\n"
+    )  # fmt: skip
+    assert tree(tmp_path) == before
+    assert (tmp_path / "notes").read_text() == "mine\n"
+
+
+@pytest.fixture
+def immutable(tmp_path: Path) -> Iterator[Path]:
+    """A directory no one may write in, root included (the suite runs as root, whom modes do not stop)."""
+    path = tmp_path / "locked"
+    path.mkdir()
+    subprocess.run(["chattr", "+i", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["the-run-dir", "its-parent"])
+def test_a_run_dir_that_cannot_be_written_is_refused_in_one_line(
+    tmp_path: Path, immutable: Path, inside: bool
+) -> None:
+    write_app(tmp_path)
+    run_dir = immutable / "run" if inside else immutable
+    result = run_up(tmp_path, "gunicorn", str(free_port()), "--set", f"proxy.run_dir={run_dir}")
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"Error: proxy.run_dir {run_dir}: {immutable} is not writable by root: run `flaskprod up` as its owner, or "
+        "set proxy.run_dir to a directory you can write\n",
+    )
+
+
+def test_a_run_dir_nginx_cannot_name_is_refused_before_it_is_made(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    run_dir = tmp_path / "run$1"
+    result = run_up(tmp_path, "gunicorn", str(free_port()), "--set", f"proxy.run_dir={run_dir}")
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"Error: proxy.run_dir {run_dir}: nginx and the app server cannot take a path with $, ;, {{, }}, quotes or "
+        "control characters: set proxy.run_dir to a path without them\n"
+    )
+    assert not run_dir.exists()
+
+
+def test_no_app_makes_nothing(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(BIN / "flaskprod"), "up", "--port", str(free_port())],
+        cwd=tmp_path, env=up_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: no Flask app found")
+    assert tree(tmp_path) == set()
+
+
+def test_an_app_that_does_not_import_leaves_nothing(tmp_path: Path) -> None:
+    write_app(tmp_path, "raise RuntimeError('cannot reach the settings service')\n")
+    before = tree(tmp_path)
+    result = run_up(tmp_path, "gunicorn", str(free_port()))
+    assert result.returncode == 2
+    assert "RuntimeError: cannot reach the settings service" in result.stderr
+    assert tree(tmp_path) == before  # no .flaskprod/run, no instance folder
+
+
+def test_an_nginx_that_fails_leaves_nothing(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    before = tree(tmp_path)
+    result = run_up(tmp_path, "gunicorn", str(free_port()), "--set", "proxy.nginx=/bin/false")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: nginx rejected")
+    assert tree(tmp_path) == before  # no releases/1 either
+    assert processes_under(tmp_path) == {}
+
+
+def test_a_failed_start_keeps_what_an_earlier_run_left(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    first = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1")
+    try:
+        first.wait_ready()
+        assert first.get("/api/ping").status_code == 200
+    finally:
+        stop(first)
+    left = tree(tmp_path)
+    assert {".flaskprod/run/releases/1", ".flaskprod/run/logs/access.log", ".flaskprod/run/up.lock"} <= left
+    access_log = (first.run_dir / "logs" / "access.log").read_text()
+
+    # Its release 2 is made, and the config nginx rejects is its own: the run takes back release 2 alone.
+    failed = run_up(tmp_path, "gunicorn", str(free_port()), "--set", "proxy.nginx=/bin/false")
+    assert failed.returncode == 2, failed.stderr
+    assert tree(tmp_path) == left
+    assert (first.run_dir / "logs" / "access.log").read_text() == access_log
+
+
+def test_a_failed_release_command_keeps_its_log(tmp_path: Path) -> None:
+    """The error names the command's log: it stays, while the release and the rest of the run dir go."""
+    write_app(tmp_path)
+    command = "python -c \"print('no database yet'); raise SystemExit(3)\""
+    result = run_up(tmp_path, "gunicorn", str(free_port()), "--set", f"deploy.release_command={command}")
+    assert result.returncode == 2
+    log = tmp_path / ".flaskprod" / "run" / "logs" / "release-1.log"
+    assert f"(all of it: {log})" in result.stderr
+    assert log.read_text() == "no database yet\n"
+    assert {path for path in tree(tmp_path) if path.startswith(".flaskprod")} == {
+        ".flaskprod", ".flaskprod/run", ".flaskprod/run/logs", ".flaskprod/run/logs/release-1.log"
+    }  # fmt: skip
