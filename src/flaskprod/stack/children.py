@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
+import pwd
 import signal
 import subprocess
 import termios
@@ -18,6 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..exits import describe_exit
 
@@ -41,19 +44,29 @@ def terminal_stops_background_writes(fds: tuple[int, ...] = (1, 2)) -> bool:
     return False
 
 
-def die_with_parent() -> None:
-    """Runs in the child before exec: if `up` is killed outright, the child gets SIGTERM instead of lingering.
+def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
+    """Runs in the child before exec: if `up` is killed outright, the child gets sig instead of lingering.
 
     The children sit in their own process groups (so Ctrl-C reaches `up` alone, which then stops
-    them gracefully); this is what still ties them to `up` if it cannot do that.
+    them gracefully); this is what still ties them to `up` if it cannot do that. A change of user
+    clears it, so it runs after Popen's own (a child run as another user: Child.user).
     """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: the process group is all there is
         return
     if os.getppid() == 1:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), sig)
+
+
+def as_user(name: str | None) -> dict[str, Any]:
+    """Popen's arguments that run a process as user name, with its groups (as `setpriv --init-groups` would);
+    none for None."""
+    if name is None:
+        return {}
+    entry = pwd.getpwnam(name)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": os.getgrouplist(name, entry.pw_gid)}
 
 
 @dataclass
@@ -72,6 +85,8 @@ class Child:
     restarts: int = field(default=0)
     listens_on: Path | None = None  # its unix socket, removed once it has stopped
     exit_meanings: Mapping[int, str] = field(default_factory=dict)  # its own statuses, as describe_exit reads them
+    user: str | None = None  # who it runs as, when not `up`'s user (root's PostgreSQL runs as postgres)
+    death_signal: signal.Signals = signal.SIGTERM  # what it gets when `up` dies without stopping it
 
     def start(self) -> None:
         own_session = terminal_stops_background_writes()
@@ -82,7 +97,8 @@ class Child:
             stdin=subprocess.DEVNULL,
             start_new_session=own_session,
             process_group=None if own_session else 0,
-            preexec_fn=die_with_parent,
+            preexec_fn=functools.partial(die_with_parent, self.death_signal),
+            **as_user(self.user),
         )
         self.started_at = time.monotonic()
         self.restart_at = None

@@ -24,7 +24,7 @@ from ..errors import ServerError, SpecError
 from ..render.deployment import dns_label
 from ..sizing import Derived, max_connections
 from ..spec import Spec
-from .children import Child
+from .children import Child, as_user
 from .releases import RELEASES_AT_ONCE
 
 INSTALL_HINT = "install it with `apt-get install postgresql` (Debian, Ubuntu)"
@@ -69,29 +69,38 @@ class Postgres:
     def version(self) -> str:
         return self.bin_dir.parent.name
 
-    def _as_server(self, command: list[str]) -> list[str]:
-        if self.os_user is None:
-            return command
-        user = self.os_user
-        return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *command]
-
-    def _run(self, command: list[str], what: str) -> str:
-        done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    def _run(self, command: list[str], what: str, *, as_server: bool = False) -> str:
+        done: subprocess.CompletedProcess[str] = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            **as_user(self.os_user if as_server else None),
+        )
         if done.returncode != 0:
             lines = (done.stderr or done.stdout).strip().splitlines()
             raise ServerError(f"{what} failed: {lines[-1] if lines else f'exit status {done.returncode}'}")
         return done.stdout
 
     def prepare(self) -> bool:
-        """The directories, and a cluster made by initdb on the first run; True when it made one."""
-        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        """The directories, and a cluster made by initdb on the first run; True when it made one. ServerError when
+        another PostgreSQL runs on the data."""
+        try:
+            self.socket_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ServerError(
+                f"database.local_dir {self.directory}: cannot make {exc.filename}: {exc.strerror}"
+            ) from None
         if self.os_user is not None:
+            check_reachable(self.directory, self.os_user)  # the folders just made, as the umask left them
             entry = pwd.getpwnam(self.os_user)
             for path in (self.directory, self.socket_dir):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         os.chmod(self.directory, 0o700)
         os.chmod(self.socket_dir, 0o700)
         if (self.data_dir / "PG_VERSION").is_file():
+            self._check_unheld()
             return False
         shutil.rmtree(self.data_dir, ignore_errors=True)  # a directory initdb left half made
         initdb = [
@@ -104,8 +113,31 @@ class Postgres:
             "--encoding=UTF8",
             "--locale=C.UTF-8",
         ]
-        self._run(self._as_server(initdb), f"initdb of {self.data_dir}")
+        self._run(initdb, f"initdb of {self.data_dir}", as_server=True)
         return True
+
+    def _check_unheld(self) -> None:
+        """Refuse, in one line, data a live process holds (postmaster.pid names it): PostgreSQL would refuse too,
+        with a FATAL line and its exit status."""
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return  # no lock file, or its process is gone: PostgreSQL takes the data over
+        try:
+            program = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            program = "postgres"
+        if program != "postgres":  # its pid taken by another process since: the file outlived its server
+            raise ServerError(
+                f"{self.data_dir}/postmaster.pid names pid {pid}, which is now {program}, not PostgreSQL: remove that "
+                "file if no PostgreSQL runs on this data, then start again"
+            )
+        raise ServerError(
+            f"a PostgreSQL (pid {pid}) still holds database.local_dir's data {self.data_dir}, perhaps left by a "
+            f"`flaskprod up` that was killed: stop it with `kill {pid}`, then start again (or set database.local_dir "
+            "to another directory)"
+        )
 
     def child(self) -> Child:
         """The server: SIGINT is its fast shutdown (sessions end, a checkpoint is written)."""
@@ -120,7 +152,10 @@ class Postgres:
             "-c",
             f"max_connections={self.max_connections}",
         ]
-        return Child(name="postgres", command=self._as_server(command), stop_signal=signal.SIGINT)
+        # It dies with `up` as it stops with it, fast: were `up` killed outright, nothing else would stop it.
+        return Child(
+            name="postgres", command=command, stop_signal=signal.SIGINT, death_signal=signal.SIGINT, user=self.os_user
+        )
 
     def _client(self, program: str, *args: str) -> list[str]:
         return [str(self.bin_dir / program), "-h", str(self.socket_dir), "-U", SUPERUSER, *args]
@@ -175,11 +210,15 @@ def find_driver() -> str:
 
 
 def _reachable(path: Path, user: str) -> Path | None:
-    """The first directory above path that user cannot pass through, if any."""
+    """The first directory above path that user cannot pass through, if any; one not made yet is no obstacle (it is
+    checked once made)."""
     entry = pwd.getpwnam(user)
     groups = set(os.getgrouplist(user, entry.pw_gid))
     for parent in reversed(path.parents):
-        info = parent.stat()
+        try:
+            info = parent.stat()
+        except FileNotFoundError:
+            return None  # and nothing below it exists either
         if info.st_uid == entry.pw_uid:
             allowed = info.st_mode & stat.S_IXUSR
         elif info.st_gid in groups:
@@ -189,6 +228,17 @@ def _reachable(path: Path, user: str) -> Path | None:
         if not allowed:
             return parent
     return None
+
+
+def check_reachable(directory: Path, user: str) -> None:
+    """SpecError when user, who runs the server, cannot reach directory."""
+    blocked = _reachable(directory, user)
+    if blocked is not None:
+        raise SpecError(
+            f"database.local_dir {directory}: the {user} user the server runs as cannot enter {blocked} "
+            f"(mode {stat.S_IMODE(blocked.stat().st_mode):04o}): set database.local_dir to a directory it can "
+            "reach, e.g. /var/lib/flaskprod"
+        )
 
 
 def plan_postgres(spec: Spec, derived: Derived) -> Postgres:
@@ -211,13 +261,7 @@ def plan_postgres(spec: Spec, derived: Derived) -> Postgres:
                 "(it makes the user), or run `flaskprod up` as another user"
             ) from None
         os_user = OS_USER
-        blocked = _reachable(directory, OS_USER)
-        if blocked is not None:
-            raise SpecError(
-                f"database.local_dir {directory}: the {OS_USER} user the server runs as cannot enter {blocked} "
-                f"(mode {stat.S_IMODE(blocked.stat().st_mode):04o}): set database.local_dir to a directory it can "
-                "reach, e.g. /var/lib/flaskprod"
-            )
+        check_reachable(directory, OS_USER)
     # derived.pool is each process's share of database.connection_budget with both releases running.
     processes = RELEASES_AT_ONCE * derived.workers
     return Postgres(

@@ -1,0 +1,112 @@
+"""`up --with postgres` run as root: a database.local_dir not made yet, PostgreSQL dying with a killed `up`, and a
+PostgreSQL still holding the data named in one line."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import BIN, free_port, wait_for
+from tests.test_up_postgres import APP
+from tests.upstack import processes_under, start_up, stop, up_env, write_app
+
+pytestmark = pytest.mark.integration
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture
+def local_dir() -> Iterator[Path]:
+    """A directory the postgres user can pass through (pytest's tmp_path is root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="flaskprod-pg-", dir="/var/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        for pid in processes_under(path):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def up_with_postgres(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "flaskprod"), "up", "app:app", "--port", str(free_port()), "--with", "postgres", *extra],
+        cwd=root, env=up_env(), capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+
+
+def test_a_local_dir_not_made_yet_is_made_and_postgres_dies_with_a_killed_up(tmp_path: Path, local_dir: Path) -> None:
+    assert os.geteuid() == 0, "the suite runs as root, as `make test` does: the server runs as the postgres user"
+    data = local_dir / "new" / "pg"
+    write_app(tmp_path, APP)
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1", "--with", "postgres",
+                     "--set", f"database.local_dir={data}")  # fmt: skip
+    try:
+        stack.wait_ready()
+        assert stack.get("/db").json()["user"] == tmp_path.name.replace("-", "_")
+        assert processes_under(data)  # the server, on its data
+        os.kill(stack.proc.pid, signal.SIGKILL)  # nothing in `up` runs to stop it
+        stack.proc.wait(10)
+        wait_for(lambda: not processes_under(data), timeout=30, what="PostgreSQL to stop after up was killed")
+    finally:
+        stop(stack)
+
+
+@pytest.fixture
+def holder(local_dir: Path) -> Iterator[Path]:
+    """A cluster in local_dir/data and a PostgreSQL running on it that no `up` started (one a killed `up` left)."""
+    entry = pwd.getpwnam("postgres")
+    (local_dir / "socket").mkdir()
+    for path in (local_dir / "socket", local_dir):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    data = local_dir / "data"
+    as_postgres = {"user": "postgres", "group": "postgres"}
+    subprocess.run([str(PG_BIN / "initdb"), f"--pgdata={data}", "--username=postgres", "--auth-local=trust"],
+                   check=True, capture_output=True, **as_postgres)  # fmt: skip
+    server = subprocess.Popen(
+        [str(PG_BIN / "postgres"), "-D", str(data), "-c", "listen_addresses=",
+         "-c", f"unix_socket_directories={local_dir / 'socket'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **as_postgres,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: (data / "postmaster.pid").exists(), timeout=30, what="PostgreSQL to start")
+        yield local_dir
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
+
+
+def test_a_postgresql_still_holding_the_data_is_named_with_how_to_stop_it(tmp_path: Path, holder: Path) -> None:
+    write_app(tmp_path, APP)
+    pid = int((holder / "data" / "postmaster.pid").read_text().split("\n", 1)[0])
+    result = up_with_postgres(tmp_path, "--set", f"database.local_dir={holder}")
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"Error: a PostgreSQL (pid {pid}) still holds database.local_dir's data {holder / 'data'}, perhaps left by "
+        f"a `flaskprod up` that was killed: stop it with `kill {pid}`, then start again (or set database.local_dir "
+        "to another directory)\n",
+    )
+    assert not (tmp_path / ".flaskprod").exists()
+    assert processes_under(tmp_path) == {}
+
+
+def test_an_unreachable_local_dir_not_made_yet_is_one_line(tmp_path: Path, local_dir: Path) -> None:
+    """The default database.local_dir, in a project whose run dir is elsewhere: .flaskprod is not there yet."""
+    write_app(tmp_path, APP)
+    run_dir = local_dir / "run"
+    result = up_with_postgres(tmp_path, "--set", f"proxy.run_dir={run_dir}")
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"Error: database.local_dir {tmp_path / '.flaskprod' / 'postgres'}: the postgres user the server runs as "
+        "cannot enter "
+    )
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / ".flaskprod").exists() and not run_dir.exists()
