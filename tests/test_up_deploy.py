@@ -320,3 +320,36 @@ def test_rollback_returns_to_the_release_the_deploy_replaced(tmp_path: Path) -> 
         assert versions(stack, 6) == {"1": 6}
     finally:
         stop(stack)
+
+
+def test_rollback_needs_only_the_run_dir_from_a_broken_flaskprod_toml(tmp_path: Path) -> None:
+    write_version(tmp_path, "1")
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1")
+    try:
+        stack.wait_ready()
+        write_version(tmp_path, "2")
+        assert flaskprod(tmp_path, "deploy").returncode == 0
+        config = tmp_path / "flaskprod.toml"
+        config.write_text("[server]\nthreads = 0\n")  # wrong elsewhere: proxy.run_dir is still the default
+        first = flaskprod(tmp_path, "rollback")
+        assert first.returncode == 0, first.stderr
+        assert first.stdout == "rolled back: release 1 serves every request (release 2 is kept)\n"
+        config.write_text("[server\n")  # does not parse: nothing to read proxy.run_dir from
+        unread = flaskprod(tmp_path, "rollback")
+        assert unread.returncode == 2
+        assert unread.stderr.startswith(f"Error: {config}: not valid TOML: ")
+        fix = "; to rollback meanwhile, name the running up's run dir: --set proxy.run_dir=DIR\n"
+        assert unread.stderr.endswith(fix)
+        named = flaskprod(tmp_path, "rollback", "--to", "2", "--set", "proxy.run_dir=.flaskprod/run")
+        assert named.returncode == 0, named.stderr
+        assert versions(stack, 4) == {"2": 4}
+        config.unlink()
+        (tmp_path / "file").write_text("")
+        inside_a_file = flaskprod(tmp_path, "rollback", "--set", "proxy.run_dir=file/run")
+        assert inside_a_file.returncode == 2
+        assert inside_a_file.stderr == (
+            f"Error: proxy.run_dir {tmp_path}/file/run is a file or under one, not where a `flaskprod up` runs: "
+            "name its run dir, e.g. --set proxy.run_dir=.flaskprod/run\n"
+        )
+    finally:
+        stop(stack)

@@ -46,7 +46,7 @@ from .checks.registry import Level
 from .errors import FlaskprodError, SpecError
 from .plural import counted
 from .render.targets import TARGETS
-from .spec import SETTINGS, Spec, load_spec, spec_as_dict
+from .spec import SETTINGS, Spec, load_setting, load_spec, spec_as_dict, validate
 
 F = TypeVar("F", bound=Callable[..., Any])
 TARGET_NAMES = {name: target.summary for name, target in TARGETS.items()}
@@ -325,14 +325,23 @@ def _ask_up(command: str, options: dict[str, Any], kwargs: dict[str, Any]) -> No
 
     from .stack.control import send
 
-    others = [key for key in _parse_set(kwargs.get("set_values", ())) if key != RUN_DIR]
-    spec = resolve_spec(kwargs)  # first: an unknown key or a bad value is named as anywhere else
+    set_flags = _parse_set(kwargs.get("set_values", ()))
+    for key, value in set_flags.items():  # first: an unknown key or a bad value is named as anywhere else
+        validate(key, value, f"flag --set {key}")
+    others = [key for key in set_flags if key != RUN_DIR]
     if others:
         raise SpecError(
             f"{command} takes --set {RUN_DIR} alone: the running up's settings come from flaskprod.toml, which "
             f"deploy ships with the release; put {others[0]} there"
         )
-    control = Path(spec.proxy.run_dir).resolve() / "control.sock"
+    config = kwargs.get("config_path")
+    if config is not None and not config.strip():
+        raise SpecError("--config '': no file named; give the config file's path, or leave --config out")
+    try:
+        run_dir = load_setting(RUN_DIR, config=config, set_flags=set_flags)
+    except SpecError as exc:  # a file that does not parse: proxy.run_dir can still be named
+        raise SpecError(f"{exc}; to {command} meanwhile, name the running up's run dir: --set {RUN_DIR}=DIR") from None
+    control = Path(run_dir).resolve() / "control.sock"
     try:
         for answer in send(control, command, options):
             if "log" in answer:

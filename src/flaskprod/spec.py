@@ -908,7 +908,8 @@ def _image(value: str) -> None:
 
 
 def validate(key: str, value: Any, source: str) -> Any:
-    """The value for key, converted and checked, or a SpecError naming key, value, allowed and source."""
+    """The value for key, converted and checked, or a SpecError naming key (unknown too), value, allowed and source."""
+    _check_key(key, source)
     info = SETTINGS[key]
     allowed = info.type_name
     try:
@@ -1075,19 +1076,9 @@ def load_spec(
     """
     environ = os.environ if environ is None else environ
     base = Path(root) if root is not None else Path.cwd()
-    config = config or environ.get(CONFIG_ENV)
-    path = Path(config) if config else find_config_file(base)
-
-    layers: list[tuple[str, Mapping[str, Any]]] = []
-    if path is not None:
-        layers.append((f"file {path}", read_file_layer(path)))
-    layers.append(("env", read_env_layer(environ)))
-    layers.append(("flag --set", dict(set_flags or {})))
-    layers.append(("flag", {k: v for k, v in (flags or {}).items() if v is not None}))
-
     values: dict[str, Any] = {}
     origins = {key: "default" for key in SETTINGS}
-    for source, layer in layers:
+    for source, layer in _layers(base, config, environ, flags, set_flags):
         for key, raw in layer.items():
             where = _describe_source(source, key)
             _check_key(key, where)
@@ -1102,6 +1093,40 @@ def load_spec(
         origins["app.version"] = "project"
     spec = Spec().replace(**values)
     return dataclasses.replace(spec, origins=origins)
+
+
+def _layers(
+    base: Path,
+    config: str | os.PathLike[str] | None,
+    environ: Mapping[str, str],
+    flags: Mapping[str, Any] | None,
+    set_flags: Mapping[str, Any] | None,
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """The spec's layers, lowest first: the config file, FLASKPROD_* env, --set flags, named flags."""
+    config = config or environ.get(CONFIG_ENV)
+    path = Path(config) if config else find_config_file(base)
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if path is not None:
+        layers.append((f"file {path}", read_file_layer(path)))
+    layers.append(("env", read_env_layer(environ)))
+    layers.append(("flag --set", dict(set_flags or {})))
+    layers.append(("flag", {k: v for k, v in (flags or {}).items() if v is not None}))
+    return layers
+
+
+def load_setting(
+    key: str, *, config: str | os.PathLike[str] | None = None, set_flags: Mapping[str, Any] | None = None
+) -> Any:
+    """One setting as load_spec layers it, the others neither read nor checked: deploy and rollback need
+    proxy.run_dir alone, and a flaskprod.toml that is wrong elsewhere (why one rolls back) must not stop them.
+    A --set of the key wins without the file being read, so even a file that does not parse is no obstacle."""
+    if set_flags and key in set_flags:
+        return validate(key, set_flags[key], _describe_source("flag --set", key))
+    value = SETTINGS[key].default
+    for source, layer in _layers(Path.cwd(), config, os.environ, None, None):
+        if key in layer:
+            value = validate(key, layer[key], _describe_source(source, key))
+    return value
 
 
 def _describe_source(source: str, key: str) -> str:

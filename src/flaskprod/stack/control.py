@@ -145,6 +145,15 @@ def send(path: Path, command: str, options: dict[str, Any]) -> Iterator[dict[str
     except PermissionError:
         sock.close()
         raise ServerError(f"{path} belongs to another user: run this as the user who ran `flaskprod up`") from None
+    except NotADirectoryError:
+        sock.close()
+        raise ServerError(
+            f"proxy.run_dir {path.parent} is a file or under one, not where a `flaskprod up` runs: name its run "
+            "dir, e.g. --set proxy.run_dir=.flaskprod/run"
+        ) from None
+    except OSError as exc:  # a path too long for a unix socket, an unreadable directory
+        sock.close()
+        raise ServerError(f"cannot reach flaskprod up at {path}: {exc.strerror or exc}") from None
     with sock, sock.makefile("rb") as lines:
         sock.sendall(json.dumps({"command": command, "options": options}).encode() + b"\n")
         for line in lines:
