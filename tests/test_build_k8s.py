@@ -183,8 +183,7 @@ def test_checkov_passes_the_manifests(checkov_summary: dict[str, Any]) -> None:
 def test_nginx_and_gixy_accept_the_pod_nginx_conf(trees: dict[str, Tree], tmp_path: Path, name: str) -> None:
     conf = trees[name].path / "nginx" / "nginx.conf"
     run_tool([shutil.which("nginx") or "nginx", "-t", "-q", "-p", str(tmp_path), "-c", str(conf)])
-    # host_spoofing: nginx forwards $http_host on purpose, as test_build explains.
-    run_tool([tool("gixy"), "--skips", "host_spoofing", str(conf)])
+    run_tool([tool("gixy"), str(conf)])
 
 
 # --- every shared number comes from one place -----------------------------------------------------------

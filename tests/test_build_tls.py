@@ -216,7 +216,7 @@ def test_the_init_step_makes_the_stand_in_nginx_starts_on_and_keeps_a_real_one(
         conf = container_conf(trees[target], run, http=free_port(), https=free_port())
         conf.write_text(conf.read_text().replace(str(run / "letsencrypt"), str(tmp_path / "letsencrypt")))
         run_tool([shutil.which("nginx") or "nginx", "-t", "-q", "-p", f"{run}/", "-c", str(conf)])
-        run_tool([tool("gixy"), "--skips", "host_spoofing", str(trees[target].path / "nginx" / "nginx.conf")])
+        run_tool([tool("gixy"), str(trees[target].path / "nginx" / "nginx.conf")])
         text = trees[target].files["nginx/nginx.conf"]
         assert "ssl_certificate /etc/letsencrypt/served/fullchain.pem;" in text
         assert f'add_header Strict-Transport-Security "{HSTS}" always;' in text
@@ -355,7 +355,7 @@ def test_yamllint_and_checkov_accept_the_manifests(trees: dict[str, Tree]) -> No
 def test_nginx_and_gixy_accept_the_pod_conf(trees: dict[str, Tree], tmp_path: Path) -> None:
     conf = trees["k8s"].path / "nginx" / "nginx.conf"
     run_tool([shutil.which("nginx") or "nginx", "-t", "-q", "-p", str(tmp_path), "-c", str(conf)])
-    run_tool([tool("gixy"), "--skips", "host_spoofing", str(conf)])
+    run_tool([tool("gixy"), str(conf)])
     text = conf.read_text()
     assert "ssl_certificate" not in text  # TLS ends at the Ingress
     assert "set_real_ip_from 10.0.0.0/8;" in text
@@ -510,7 +510,7 @@ def test_nginx_t_and_gixy_accept_the_systemd_conf_with_a_certificate(tmp_path: P
     # As the unit checks it (ExecStartPre=), with the stand-in where the certificate will be.
     done = nginx_t(installed)
     assert done.returncode == 0, done.stderr
-    run_tool([tool("gixy"), "--skips", "host_spoofing", str(Path(layout.conf_dir) / "nginx" / "nginx.conf")])
+    run_tool([tool("gixy"), str(Path(layout.conf_dir) / "nginx" / "nginx.conf")])
     assert installed.files["nginx/nginx.conf"].count(f"ssl_certificate {certificate.cert};") == 1
 
 

@@ -112,7 +112,7 @@ def test_http_upstream_forwards_the_trusted_headers(tmp_path: Path) -> None:
     headers = dict(h.split(None, 1) for h in directive(text, "proxy_set_header"))
     assert headers == {
         "Connection": '""',
-        "Host": "$http_host",
+        "Host": "$flaskprod_host",
         "X-Real-IP": "$remote_addr",
         "X-Forwarded-For": "$proxy_add_x_forwarded_for",
         "X-Forwarded-Proto": "$scheme",

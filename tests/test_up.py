@@ -219,6 +219,9 @@ def test_forwarded_headers_from_the_client_are_not_believed(stack: UpStack) -> N
     assert seen["remote_addr"] == "127.0.0.1"
     assert seen["host"] == f"127.0.0.1:{stack.port}"
     assert seen["scheme"] == "http"
+    # nginx matches the name before the colon and takes anything after it: only a port of digits is passed on.
+    assert stack.get("/whoami", headers={"Host": "localhost:attacker.example"}).json()["host"] == "localhost"
+    assert stack.get("/whoami", headers={"Host": "LocalHost:8000"}).json()["host"] == "LocalHost:8000"
 
 
 def test_request_id_is_kept_only_when_well_formed(stack: UpStack) -> None:

@@ -37,10 +37,11 @@ GZIP_TYPES = (
 )
 # Headers the app sees from nginx; with proxy.trusted_hops = 1 its ProxyFix trusts exactly these.
 # X-Forwarded-Host/Port/Prefix are dropped (an empty value is not sent), whatever the client
-# sent: Host already carries the name and port the client used, and a port nginx would add
-# is wrong behind a port mapping (a container's 80 published as 8080).
+# sent: Host already carries the name and port the client used ($flaskprod_host: the name nginx
+# matched, and a port only when it is digits), and a port nginx would add is wrong behind a port
+# mapping (a container's 80 published as 8080).
 _FORWARDED_HEADERS = (
-    ("Host", "$http_host"),
+    ("Host", "$flaskprod_host"),
     ("X-Real-IP", "$remote_addr"),
     # The client's own X-Forwarded-For is kept but nginx appends the address it saw, and the app
     # trusts only that last entry: a spoofed value never becomes remote_addr.
