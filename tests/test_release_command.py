@@ -222,7 +222,9 @@ def test_up_refuses_to_start_a_release_whose_command_fails_or_outlives_its_timeo
         "Error: No such option '--sql-typo'."
     ) in error
     assert processes_under(failing) == {}
-    assert not any((failing / ".flaskprod" / "run" / "releases" / "1").iterdir())
+    # The release that never started is gone (the next start takes its number); its command's log is kept.
+    assert not (failing / ".flaskprod" / "run" / "releases" / "1").exists()
+    assert (failing / ".flaskprod" / "run" / "logs" / "release-1.log").is_file()
 
     slow = project(
         short_tmp / "slow",

@@ -497,6 +497,32 @@ def test_create_schema_survives_losing_the_race(app: Flask, monkeypatch: pytest.
     assert len(calls) == 2
 
 
+def test_create_schema_survives_losing_the_race_once_per_table(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen in CI: the other process made boards as this one checked, then tasks as it checked again."""
+    real_create_all = db.create_all
+    lost = ["boards", "tasks"]
+
+    def other_worker_won_each(*args: Any, **kwargs: Any) -> None:
+        if lost:
+            table = lost.pop(0)
+            raise sa.exc.OperationalError(f"CREATE TABLE {table}", {}, Exception(f"table {table} already exists"))
+        real_create_all(*args, **kwargs)
+
+    monkeypatch.setattr(db, "create_all", other_worker_won_each)
+    with app.app_context():
+        create_schema()
+    assert not lost
+
+
+def test_create_schema_raises_an_error_that_is_no_race(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise sa.exc.OperationalError("CREATE TABLE boards", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(db, "create_all", broken)
+    with app.app_context(), pytest.raises(sa.exc.OperationalError, match="disk I/O error"):
+        create_schema()
+
+
 # --- real servers -----------------------------------------------------------------------
 
 # Inherited variables that would configure the app under test behind the test's back.

@@ -72,15 +72,21 @@ DEMO_TASKS = ("Read the flaskprod guide", "Run `flaskprod check`", "Ship it behi
 _RACE_ERRORS = (exc.OperationalError, exc.ProgrammingError, exc.IntegrityError)
 
 
-def create_schema() -> None:
-    """Create missing tables; if another process wins the race, check again and carry on."""
-    try:
-        db.create_all()
-    except _RACE_ERRORS:
-        db.session.rollback()
-        # The second pass sees the other process's tables (checkfirst) and creates
-        # nothing, or raises a real error that should stop the start.
-        db.create_all()
+def create_schema(attempts: int = 5) -> None:
+    """Create missing tables; if another process wins the race, check again and carry on.
+
+    Each pass sees the tables others made (checkfirst) and creates the rest, so a race can recur once per
+    table (two processes: one made boards as the other checked, then tasks as it checked again). The last
+    pass raises: by then it is a real error that should stop the start.
+    """
+    for attempt in range(attempts):
+        try:
+            db.create_all()
+            return
+        except _RACE_ERRORS:
+            db.session.rollback()
+            if attempt == attempts - 1:
+                raise
 
 
 def seed_demo() -> bool:
