@@ -93,10 +93,14 @@ def test_release_numbers_grow_and_pruning_spares_the_running_ones(tmp_path: Path
 def test_a_project_over_max_mb_names_its_largest_folders(tmp_path: Path) -> None:
     root = project(tmp_path / "proj")
     (root / "media" / "big.bin").write_bytes(b"x" * (3 * 2**20))
+    (root / "dump.sql").write_bytes(b"x" * (2 * 2**20))
     releases = Releases(tmp_path / "releases")
     with pytest.raises(ServerError) as error:
         releases.create(root, excludes=exclude_patterns(None), skip=[], max_mb=2)
-    assert "over release.max_mb = 2: add its largest folders (media 3 MiB" in str(error.value)
+    # What is a MiB or more, folders marked as such; not the app's small files, nor the shared instance folder.
+    assert "over release.max_mb = 2: add what holds the most (media/ 3 MiB, dump.sql 2 MiB) to release.exclude" in (
+        str(error.value)
+    )
     assert "\n" not in str(error.value)
     assert list(releases) == []
 

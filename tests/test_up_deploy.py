@@ -242,8 +242,8 @@ def test_a_project_too_big_to_copy_is_refused_before_anything_starts(tmp_path: P
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr == textwrap.dedent(f"""\
-        Error: the project {tmp_path} is 2 MiB to copy into a release, over release.max_mb = 1: add its largest \
-folders (media 2 MiB, static 0 MiB, app.py 0 MiB) to release.exclude, or raise release.max_mb
+        Error: the project {tmp_path} is 2 MiB to copy into a release, over release.max_mb = 1: add what holds the \
+most (media/ 2 MiB) to release.exclude, or raise release.max_mb
         """)
     assert not (tmp_path / ".flaskprod" / "run" / "releases" / "1").exists()
 

@@ -537,7 +537,7 @@ class ReleaseSettings:
     max_mb: int = setting(
         500,
         "Largest project, in MiB once excluded paths are left out, a release copies; over it `up` and "
-        "`deploy` stop and name the largest folders to exclude.",
+        "`deploy` stop and name the largest folders and files to exclude.",
         minimum=1,
     )
 

@@ -111,7 +111,7 @@ class Releases:
         if size > max_mb * 1024 * 1024:
             raise ServerError(
                 f"the project {source} is {size / 2**20:.0f} MiB to copy into a release, over release.max_mb = "
-                f"{max_mb}: add its largest folders ({_largest(plan)}) to release.exclude, or raise release.max_mb"
+                f"{max_mb}: add what holds the most ({_largest(plan)}) to release.exclude, or raise release.max_mb"
             )
         self.path.mkdir(parents=True, exist_ok=True)
         number = max((r.number for r in self), default=0) + 1
@@ -233,10 +233,15 @@ def _walk(root: Path, excludes: tuple[str, ...], skipped: set[Path]) -> Iterator
 
 
 def _largest(plan: list[_Entry]) -> str:
-    """The three top-level folders holding the most bytes, for the error that asks to exclude some."""
+    """The top-level folders and files holding the most copied bytes, for the error that asks to exclude some:
+    up to three, those of a MiB or more when any are (an app.py of 0 MiB is no help), never what is shared
+    rather than copied (the instance folder), which costs a release nothing."""
     totals: dict[str, int] = {}
     for entry in plan:
-        top = entry.relative.split("/", 1)[0]
-        totals[top] = totals.get(top, 0) + entry.size
+        if not entry.shared:
+            top, slash, _ = entry.relative.partition("/")
+            name = top + slash  # media/ for a folder
+            totals[name] = totals.get(name, 0) + entry.size
     biggest = sorted(totals.items(), key=lambda item: -item[1])[:3]
-    return ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in biggest)
+    shown = [(name, size) for name, size in biggest if size >= 2**20] or biggest
+    return ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in shown)
