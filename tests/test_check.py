@@ -1345,6 +1345,8 @@ DEBUG_REFUSED = (
     "debug mode is on in production: unset FLASK_DEBUG (the debugger runs arbitrary code for anyone who "
     "reaches it); for local development use `flask run --debug`"
 )
+# Turned on in the app's code, where unsetting FLASK_DEBUG would not help.
+DEBUG_IN_CODE_REFUSED = DEBUG_REFUSED.replace("unset FLASK_DEBUG", "the app's config turns it on: remove DEBUG from it")
 DEBUG_ON = (
     "debug mode is on: errors propagate instead of answering 500, templates are re-read on every request, and "
     "under app.run() the Werkzeug debugger runs code for whoever reaches it"
@@ -1360,7 +1362,7 @@ IN_CODE = 'app.config["SECRET_KEY"] = "dev"\napp.config["DEBUG"] = True\n'
         ({"FLASK_SECRET_KEY": "dev"}, "", secret_key_problem("dev", 32),
          [("FP-S003", "SECRET_KEY is a published default ('dev'): anyone can forge sessions")]),
         ({"FLASK_DEBUG": "1"}, "", DEBUG_REFUSED, [("FP-S001", DEBUG_ON)]),
-        ({"FLASK_SECRET_KEY": None}, IN_CODE, DEBUG_REFUSED,
+        ({"FLASK_SECRET_KEY": None}, IN_CODE, DEBUG_IN_CODE_REFUSED,
          [("FP-S001", DEBUG_ON), ("FP-S003", "SECRET_KEY is a published default ('dev'): anyone can forge sessions")]),
     ],
     ids=["no-key", "weak-key", "debug", "both-in-code"],

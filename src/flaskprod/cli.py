@@ -228,7 +228,7 @@ def serve(app: str | None, print_config: bool, **kwargs: Any) -> None:
     """Run APP under the production app server (Gunicorn or uWSGI) with derived settings.
 
     APP is an import string as for `flask --app`: module:name, module:create_app() or a module;
-    without it the app is found in wsgi.py or app.py.
+    without it, FLASK_APP names it (the environment, .env, .flaskenv), else wsgi.py or app.py.
     """
     from .servers import serve as run_server
     from .spec import PROBE_RECORD_ENV
@@ -278,7 +278,8 @@ def _die_of(number: int) -> None:
     "extras",
     multiple=True,
     metavar="EXTRA",
-    help="Add parts: monitoring (a real Prometheus scraping the app, with the alert rules `build` writes), "
+    help="Add parts: monitoring (a real Prometheus scraping the app, with the alert rules `build` writes, and "
+    "Alertmanager), "
     "postgres (a real PostgreSQL for the app, on a unix socket, its data kept between runs).",
 )
 @spec_options(hidden=frozenset({"server.bind"}))  # up chooses the app server's socket; --bind gets a hint

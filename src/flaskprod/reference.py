@@ -39,7 +39,8 @@ def settings_reference() -> str:
                 "| setting | type | default | env / flag | meaning |",
                 "|---|---|---|---|---|",
             ]
-        where = f"`{info.env}`" + (f"<br>`{info.flag}`" if info.flag else "")
+        flag = f"`{info.flag}`" if (info.flag or "").startswith("-") else f"the `{info.flag}` argument"
+        where = f"`{info.env}`" + (f"<br>{flag}" if info.flag else "")
         kind = info.type_name.replace("|", "\\|")
         if info.minimum is not None:
             kind += f", >= {info.minimum:g}"

@@ -41,7 +41,7 @@ class AppSettings:
         None,
         "Import string of the Flask app, as for `flask --app`: `module:name`, `module:create_app()` "
         "or a module; unset = FLASK_APP (the environment, .env, .flaskenv), else wsgi.py/app.py.",
-        flag="--app",
+        flag="APP",  # every command's argument, not an option; under `flask --app X prod`, Flask's own --app
     )
     name: str = setting(
         "flaskapp",

@@ -14,8 +14,9 @@ from .registry import WARNING, Found, app_check
     "FP-R001",
     WARNING,
     "the app migrates its database with Flask-Migrate, and deploy.release_command is unset: `flaskprod up`, "
-    "`deploy` and every built target start the new code on the old schema (on a new database each request to a "
-    "table answers 500, \"no such table\", while /readyz answers 200)",
+    "`deploy` and every built target start the new code on the old schema, which nothing migrates: /readyz "
+    "answers 503 until someone runs the migration, so `up` never turns ready and no target takes traffic "
+    "(with database.migration_check = false, each request to a new table answers 500 instead)",
     hint='set deploy.release_command = "flask db upgrade" in flaskprod.toml\'s [deploy]: each deploy runs it once, '
     "before the new release takes requests",
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from flask import Flask
 from flask.cli import run_command
+from flask.helpers import get_debug_flag
 
 from ..errors import ConfigurationError
 from ..spec import Spec
@@ -128,11 +129,12 @@ def refuse_unsafe(app: Flask, spec: Spec, *, late: bool = False) -> None:
     if app.debug:
         if _under_dev_server():
             return
-        fix = (
-            "the app turned it on after Production(app): remove DEBUG from its config"
-            if late
-            else "unset FLASK_DEBUG"
-        )
+        if late:
+            fix = "the app turned it on after Production(app): remove DEBUG from its config"
+        elif get_debug_flag():  # FLASK_DEBUG, read as Flask reads it
+            fix = "unset FLASK_DEBUG"
+        else:  # FLASK_DEBUG would not help: the app's own config says DEBUG = True
+            fix = "the app's config turns it on: remove DEBUG from it"
         raise ConfigurationError(
             f"debug mode is on in production: {fix} (the debugger runs arbitrary code for anyone who reaches "
             "it); for local development use `flask run --debug`"
