@@ -1089,6 +1089,23 @@ def test_a_compose_service_only_development_profiles_start_may_start_the_dev_ser
     ]
 
 
+
+def test_a_secret_key_in_a_development_profiles_service_is_no_deployments(project: Path) -> None:
+    compose = """
+        services:
+          web:
+            build: .
+            environment:
+              SECRET_KEY: written-for-production
+          dev:
+            build: .
+            profiles: [dev]
+            environment:
+              SECRET_KEY: dev
+    """
+    found = audit(project, {"app.py": PROD, "compose.yaml": compose}).only("FP-S009")
+    assert [m["obj"] for m in found] == ["compose.yaml:5"]  # web's alone
+
 def test_only_the_production_stage_of_a_dockerfile_is_a_deployment(project: Path) -> None:
     dockerfile = (
         "FROM python:3.12-slim AS base\nRUN pip install flask\n"

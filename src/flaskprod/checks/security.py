@@ -12,6 +12,7 @@ from flask import Flask
 
 from ..runtime.headers import ProductionSessionInterface
 from ..runtime.secrets import FIX, HOW_TO_GENERATE, secret_key_problem
+from .compose import development_lines
 from .context import Context, ProjectFile, call_name, deployment_files, variable_read
 from .registry import ERROR, WARNING, Found, app_check, check
 
@@ -386,8 +387,12 @@ def secret_key_in_deployment(context: Context) -> Iterator[Found]:
         if item.path.name.startswith("."):  # .gitlab-ci.yml and the like: a CI job's test key
             continue
         in_image = any(item.path.match(pattern) for pattern in dockerfiles)
-        kinds = _manifest_kinds(item) if item.path.suffix in (".yml", ".yaml") else {}
+        yaml_file = item.path.suffix in (".yml", ".yaml")
+        kinds = _manifest_kinds(item) if yaml_file else {}
+        development = development_lines(item) if yaml_file else set()  # a dev profile's service, as FP-P004's
         for line in _secret_lines(item):
+            if line in development:
+                continue
             kind = kinds.get(line)
             if kind == "SealedSecret":
                 continue  # encrypted for the cluster's key alone: what the hint for a Secret asks for
