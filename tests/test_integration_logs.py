@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+import requests
 
 from tests.conftest import Server, StartServer
 from tests.support import wait_for
@@ -108,3 +109,40 @@ def test_request_id_is_generated_when_no_proxy_is_trusted(serve_app: StartServer
     assert field(access, "http.request.method") == "GET"
     assert not records_for(server, forged)
     assert_all_stdout_is_json(server)
+
+
+FAILING_STREAM = APP + '''
+
+@app.get("/stream")
+def stream():
+    def rows():
+        yield "first"
+        raise RuntimeError("failed mid-stream")
+
+    return app.response_class(rows())
+'''
+
+
+@pytest.mark.parametrize(("log_format", "json_lines"), [("json", True), ("text", False)])
+def test_gunicorns_own_lines_are_written_as_the_apps_are(
+    serve_app: StartServer, log_format: str, json_lines: bool
+) -> None:
+    """Start, workers, a request it failed (traceback and all) and stop: one JSON object a line under json."""
+    server = serve_app(FAILING_STREAM, env={"FLASKPROD_LOGGING__FORMAT": log_format}, args=("--server", "gunicorn"))
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):  # the server cut the body short
+        server.get("/stream")
+    wait_for(lambda: "Error handling request" in server.stderr(), timeout=10, what="Gunicorn's error line")
+    lines = [line for line in server.stderr().splitlines() if line.strip()]
+    parsed = []
+    for line in lines:
+        try:
+            parsed.append(json.loads(line))
+        except ValueError:
+            parsed.append(None)
+    if json_lines:
+        assert all(isinstance(record, dict) for record in parsed), server.stderr()
+        [failed] = [r for r in parsed if r and field(r, MESSAGE) == "Error handling request"]
+        assert field(failed, "log.level") == "error" and "failed mid-stream" in field(failed, "error.stack_trace")
+        assert field(failed, "log.logger") == "gunicorn.error"
+    else:
+        assert any("[ERROR] Error handling request" in line for line in lines), server.stderr()

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+import ecs_logging
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.errors import AppImportError
@@ -26,6 +28,18 @@ from .turns import taking_turns, turns_taken
 _IMPATIENT = (signal.SIGTERM, *stopnow.QUIT_NOW)
 # Seconds a worker that could not load the app waits before leaving to be replaced.
 LOAD_RETRY_PAUSE = 1.0
+
+
+class JsonLogger(glogging.Logger):  # type: ignore[misc]  # gunicorn ships no types
+    """Gunicorn's own error log in the ECS JSON of the app's logs (logging.format = json): a log shipper reads every
+    line of the process alike, where "[2026-...] [123] [ERROR] Error handling request" and a traceback over many
+    lines would each be a record of their own, unparsed."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            if getattr(handler, "_gunicorn", False):  # its stream handler, not one an app added itself
+                handler.setFormatter(ecs_logging.StdlibFormatter())
 
 
 def gunicorn_config(settings: dict[str, Any]) -> dict[str, Any]:
@@ -47,6 +61,7 @@ def gunicorn_config(settings: dict[str, Any]) -> dict[str, Any]:
         "loglevel": settings["loglevel"],
         "accesslog": settings["accesslog"],
         "errorlog": settings["errorlog"],
+        "logger_class": JsonLogger if settings["log_json"] else glogging.Logger,
         # Gunicorn binds a unix socket under this umask, 0 by default: a 0777 socket any local user could send
         # requests through, past nginx, with X-Forwarded-* headers the app trusts from it. Owner and group
         # (nginx's, as systemd's unit and a pod's sidecar run it), as uWSGI's chmod-socket 660 gives.

@@ -47,6 +47,8 @@ def server_settings(spec: Spec, derived: Derived, app: AppRef, *, worker_mb: flo
         # The app writes its own access log (JSON, with the request id) when it faces clients.
         "accesslog": None,
         "errorlog": "-",
+        # The server's own lines (start, workers, signals, a request it failed) as the app's are written.
+        "log_json": spec.logging.configure and spec.logging.format == "json",
         "worker_memory_mb": None if worker_mb is None else round(worker_mb, 1),
         "cpus": derived.machine.cpus,
         "memory_mb": derived.machine.memory // (1024 * 1024),
