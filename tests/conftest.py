@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+import signal
 import subprocess
 import tempfile
 import textwrap
@@ -22,6 +24,7 @@ import requests
 from tests.pebble import Pebble, start_pebble
 from tests.pg import ExternalPostgres, ThrowawayPostgres, external_url
 from tests.support import BIN, free_port, stop_group
+from tests.upstack import processes_under
 
 # Seconds a server gets to import the app, fork its workers and answer /healthz.
 BOOT_TIMEOUT = 30.0
@@ -213,3 +216,17 @@ def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def local_dir() -> Iterator[Path]:
+    """A database.local_dir for `up --with postgres`: not under pytest's tmp_path, which is 0700 root's, since run as
+    root the server runs as the postgres user, who must pass through it."""
+    path = Path(tempfile.mkdtemp(prefix="flaskprod-pg-", dir="/var/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        for pid in processes_under(path):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(path, ignore_errors=True)

@@ -301,13 +301,24 @@ def test_a_deploy_ships_the_config_file_to_the_new_release_as_to_nginx(tmp_path:
         stop(stack)
 
 
-def test_rollback_returns_to_the_release_the_deploy_replaced(tmp_path: Path) -> None:
-    write_version(tmp_path, "1")
-    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1")
+def serving_release_2(root: Path) -> UpStack:
+    """up on Gunicorn serving version 1 as release 1, then version 2 deployed as release 2."""
+    write_version(root, "1")
+    stack = start_up(root, "gunicorn", free_port(), "--workers", "1")
     try:
         stack.wait_ready()
-        write_version(tmp_path, "2")
-        assert flaskprod(tmp_path, "deploy").returncode == 0
+        write_version(root, "2")
+        deployed = flaskprod(root, "deploy")
+        assert deployed.returncode == 0, deployed.stderr + stack.output()
+    except BaseException:
+        stop(stack)  # the caller's finally never runs: it has no stack yet
+        raise
+    return stack
+
+
+def test_rollback_returns_to_the_release_the_deploy_replaced(tmp_path: Path) -> None:
+    stack = serving_release_2(tmp_path)
+    try:
         first = flaskprod(tmp_path, "rollback")
         assert first.stdout == "rolled back: release 1 serves every request (release 2 is kept)\n"
         # Release 2 was rolled back from; the next deploy replaces 1, and says rollback returns there.
@@ -323,12 +334,8 @@ def test_rollback_returns_to_the_release_the_deploy_replaced(tmp_path: Path) -> 
 
 
 def test_rollback_needs_only_the_run_dir_from_a_broken_flaskprod_toml(tmp_path: Path) -> None:
-    write_version(tmp_path, "1")
-    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1")
+    stack = serving_release_2(tmp_path)
     try:
-        stack.wait_ready()
-        write_version(tmp_path, "2")
-        assert flaskprod(tmp_path, "deploy").returncode == 0
         config = tmp_path / "flaskprod.toml"
         config.write_text("[server]\nthreads = 0\n")  # wrong elsewhere: proxy.run_dir is still the default
         first = flaskprod(tmp_path, "rollback")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import stat
 import subprocess
 import tempfile
@@ -58,17 +57,6 @@ def about_db():
     )
 """
 
-
-@pytest.fixture
-def local_dir() -> Iterator[Path]:
-    # Not under pytest's tmp_path: that is 0700 root's, and run as root the server runs as the postgres user.
-    path = Path(tempfile.mkdtemp(prefix="flaskprod-pg-", dir="/var/tmp"))
-    try:
-        yield path
-    finally:
-        for pid in processes_under(path):
-            os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

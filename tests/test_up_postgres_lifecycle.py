@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import signal
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,18 +20,6 @@ pytestmark = pytest.mark.integration
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
-
-@pytest.fixture
-def local_dir() -> Iterator[Path]:
-    """A directory the postgres user can pass through (pytest's tmp_path is root's alone)."""
-    path = Path(tempfile.mkdtemp(prefix="flaskprod-pg-", dir="/var/tmp"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        for pid in processes_under(path):
-            os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def up_with_postgres(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
