@@ -35,7 +35,7 @@ from tests.test_build_k8s import CHECKOV_SKIPS
 from tests.test_build_k8s import PRODUCTION as PRODUCTION_K8S
 from tests.test_build_systemd import Unit, verifiable_layout, verify
 from tests.test_serve import clean_env
-from tests.test_up_postgres import local_dir, visits  # noqa: F401 (fixtures)
+from tests.test_up_postgres import visits  # noqa: F401 (a fixture; local_dir is conftest's)
 from tests.upstack import Loader, UpStack, processes_under, start_up, stop, summary, up_env
 
 FIXTURE = Path(__file__).parent / "apps" / "migrated"
