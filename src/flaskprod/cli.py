@@ -138,11 +138,14 @@ def resolve_spec(kwargs: dict[str, Any], app: str | None = None) -> Spec:
     app = app or _flask_app_option()
     if app:
         flags["app.target"] = app
-    config = kwargs.pop("config_path", None)
+    return load_spec(config=_config_path(kwargs.pop("config_path", None)), flags=flags, set_flags=set_flags)
+
+
+def _config_path(config: str | None) -> str | None:
     if config is not None and not config.strip():
         # An unset shell variable (--config "$CONFIG"): read as no --config, another file's settings would apply.
         raise SpecError("--config '': no file named; give the config file's path, or leave --config out")
-    return load_spec(config=config, flags=flags, set_flags=set_flags)
+    return config
 
 
 def _flask_app_option() -> str | None:
@@ -335,9 +338,7 @@ def _ask_up(command: str, options: dict[str, Any], kwargs: dict[str, Any]) -> No
             f"{command} takes --set {RUN_DIR} alone: the running up's settings come from flaskprod.toml, which "
             f"deploy ships with the release; put {others[0]} there"
         )
-    config = kwargs.get("config_path")
-    if config is not None and not config.strip():
-        raise SpecError("--config '': no file named; give the config file's path, or leave --config out")
+    config = _config_path(kwargs.get("config_path"))
     try:
         run_dir = load_setting(RUN_DIR, config=config, set_flags=set_flags)
     except SpecError as exc:  # a file that does not parse: proxy.run_dir can still be named

@@ -1080,9 +1080,7 @@ def load_spec(
     origins = {key: "default" for key in SETTINGS}
     for source, layer in _layers(base, config, environ, flags, set_flags):
         for key, raw in layer.items():
-            where = _describe_source(source, key)
-            _check_key(key, where)
-            values[key] = validate(key, raw, where)
+            values[key] = validate(key, raw, _describe_source(source, key))  # an unknown key too
             origins[key] = "flag" if source.startswith("flag") else source
     if "app.name" not in values:
         # As Compose names a project by its directory: "shop", not one name shared by every app.
