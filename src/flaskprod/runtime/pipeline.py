@@ -23,11 +23,11 @@ REQUEST_START_KEY = "HTTP_X_REQUEST_START"
 # Flask has matched the route: Flask clears its request before this layer regains control.
 ROUTE_KEY = "flaskprod.route"
 Header = tuple[str, str]
-# A probe answers with (status line, headers, body); it runs outside Flask so the app's own hooks
-# (login redirects, sessions, per-request DB work) never decide whether the process is healthy.
 # What an app that must not serve (the gate's refusal) answers: the reason is logged, never sent.
 REFUSED = b"refused: unsafe configuration, see the log\n"
 REFUSED_HEADERS = (("Content-Type", "text/plain"), ("Content-Length", str(len(REFUSED))))
+# A probe answers with (status line, headers, body); it runs outside Flask so the app's own hooks
+# (login redirects, sessions, per-request DB work) never decide whether the process is healthy.
 Probe = Callable[["WSGIEnvironment"], tuple[str, list[Header], bytes]]
 
 
