@@ -146,3 +146,65 @@ def test_gunicorns_own_lines_are_written_as_the_apps_are(
         assert field(failed, "log.logger") == "gunicorn.error"
     else:
         assert any("[ERROR] Error handling request" in line for line in lines), server.stderr()
+
+
+DYING_WORKER = APP + '''
+import os
+import signal
+import sys
+import traceback
+
+
+@app.get("/noise")
+def noise():
+    print("printed by the view")
+    try:
+        raise ValueError("printed traceback")
+    except ValueError:
+        traceback.print_exc(file=sys.stderr)
+    return "noisy"
+
+
+@app.get("/die")
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def parsed_lines(text: str) -> list[dict[str, Any] | None]:
+    """Each non-blank line as its JSON object, or None."""
+    out: list[dict[str, Any] | None] = []
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append(None)
+    return out
+
+
+@pytest.mark.parametrize(("log_format", "json_lines"), [("json", True), ("text", False)])
+def test_uwsgis_own_lines_are_written_as_the_apps_are(
+    serve_app: StartServer, log_format: str, json_lines: bool
+) -> None:
+    """uWSGI's start, a worker's death and respawn, the app's print()s and a printed traceback: JSON under json."""
+    server = serve_app(DYING_WORKER, env={"FLASKPROD_LOGGING__FORMAT": log_format}, args=("--server", "uwsgi"))
+    assert server.get("/noise").text == "noisy"
+    with pytest.raises(requests.exceptions.ConnectionError):
+        server.get("/die")
+    wait_for(lambda: "Respawned uWSGI worker" in server.stderr(), timeout=10, what="uWSGI's respawn line")
+    wait_for(lambda: "printed by the view" in server.stdout(), timeout=10, what="the view's print")
+    err, out = parsed_lines(server.stderr()), parsed_lines(server.stdout())
+    if json_lines:
+        assert all(isinstance(record, dict) for record in err), server.stderr()
+        assert all(isinstance(record, dict) for record in out), server.stdout()
+        messages = [(field(r, "log.level"), field(r, "log.logger"), field(r, MESSAGE)) for r in err if r]
+        assert any(level == "error" and "DAMN ! worker" in message for level, _, message in messages), messages
+        [traceback] = [m for _, _, m in messages if m.startswith("Traceback")]
+        assert traceback.endswith("ValueError: printed traceback") and "in noise" in traceback
+        assert ("info", "stdout", "printed by the view") in [
+            (field(r, "log.level"), field(r, "log.logger"), field(r, MESSAGE)) for r in out if r
+        ]
+    else:
+        assert None in err  # uWSGI's plain lines, as it writes them
+        assert "DAMN ! worker" in server.stderr() and "\nValueError: printed traceback" in server.stderr()

@@ -19,6 +19,7 @@ from ..errors import ServerError
 from ..exits import APP_SERVER_EXITS, describe_exit
 from ..spec import SETTINGS
 from .common import RunDir, parse_bind
+from .jsonrelay import Relay
 from .memorybound import MemoryBound, children, signal_to
 from .turns import turns_taken
 
@@ -182,9 +183,16 @@ class Supervisor:
     """
 
     def __init__(
-        self, command: list[str], run_dir: RunDir, drain_delay: float, bound: MemoryBound, graceful_timeout: float
+        self,
+        command: list[str],
+        run_dir: RunDir,
+        drain_delay: float,
+        bound: MemoryBound,
+        graceful_timeout: float,
+        relay: Relay | None = None,
     ) -> None:
         self.command = command
+        self.relay = relay
         self.run_dir = run_dir
         self.drain_delay = drain_delay
         self.bound = bound
@@ -203,7 +211,13 @@ class Supervisor:
     def run(self) -> int:
         for forwarded in _HANDLED:
             signal.signal(forwarded, self.record)
-        proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)
+        if self.relay is None:
+            proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)
+        else:
+            proc = subprocess.Popen(
+                self.command, stdin=subprocess.DEVNULL, stdout=self.relay.stdout, stderr=self.relay.stderr
+            )
+            self.relay.start()
         try:
             while proc.poll() is None:
                 sig: int | None
@@ -224,6 +238,8 @@ class Supervisor:
                 self._end_overdue_stop(proc)
                 self.reap_metrics()
                 self.bound.sweep(lambda: children(proc.pid))
+            if self.relay is not None:
+                self.relay.finish()  # uWSGI's last lines before serve's own
             if not self.told_to_stop():
                 print(master_ended(proc.pid, proc.returncode), file=sys.stderr, flush=True)
             return proc.returncode
@@ -231,6 +247,8 @@ class Supervisor:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            if self.relay is not None:
+                self.relay.finish()
             for forwarded in _HANDLED:
                 signal.signal(forwarded, signal.SIG_DFL)
 
@@ -329,6 +347,7 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
         # SIGHUP to a worker is uWSGI's graceful recycle of that worker alone.
         bound = MemoryBound(settings["recycle_memory_mb"], recycle=signal_to(signal.SIGHUP))
         command = [binary, "--ini", str(ini)]
-        return Supervisor(command, run_dir, settings["drain_delay"], bound, settings["graceful_timeout"]).run()
+        relay = Relay() if settings["log_json"] else None
+        return Supervisor(command, run_dir, settings["drain_delay"], bound, settings["graceful_timeout"], relay).run()
     finally:
         run_dir.remove()

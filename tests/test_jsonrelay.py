@@ -1,0 +1,91 @@
+"""uWSGI's own lines turned into ECS records, the app's JSON lines passed through as they came."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+from flaskprod.servers.jsonrelay import encoded, level_of, lines_of, relay
+
+APP_LINE = b'{"@timestamp":"2026-12-06T02:54:28.396Z","log.level":"info","message":"hello"}\n'
+
+
+def decoded(lines: list[bytes]) -> list[dict[str, object]]:
+    out = list(encoded(iter(lines), "uwsgi"))
+    assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in out)
+    return [json.loads(line) for line in out]
+
+
+def test_the_apps_json_lines_pass_through_byte_for_byte() -> None:
+    assert list(encoded(iter([APP_LINE]), "uwsgi")) == [APP_LINE]
+
+
+def test_a_plain_line_becomes_one_ecs_record() -> None:
+    [record] = decoded([b"spawned uWSGI worker 1 (pid: 9, cores: 12)\n"])
+    assert record["message"] == "spawned uWSGI worker 1 (pid: 9, cores: 12)"
+    assert record["log.level"] == "info" and record["log"] == {"logger": "uwsgi"}
+    assert record["ecs.version"] == "1.6.0"
+    assert str(record["@timestamp"]).endswith("Z") and len(str(record["@timestamp"])) == 24
+
+
+def test_uwsgis_marks_of_trouble_set_the_level() -> None:
+    assert level_of("DAMN ! worker 1 (pid: 9) died, killed by signal 9 :( trying respawn ...") == "error"
+    assert level_of("*** HARAKIRI ON WORKER 2 (pid: 10, try: 1) ***") == "error"
+    assert level_of("!!! no internal routing support, rebuild with pcre support !!!") == "warning"
+    assert level_of("Respawned uWSGI worker 1 (new pid: 11)") == "info"
+
+
+def test_a_traceback_is_one_record_ended_by_the_exceptions_line() -> None:
+    lines = [
+        b"Traceback (most recent call last):\n",
+        b'  File "app.py", line 3, in <module>\n',
+        b"    raise ValueError('bad')\n",
+        b"ValueError: bad\n",
+        b"unable to load app 0 (mountpoint='')\n",
+    ]
+    tb, after = decoded(lines)
+    assert tb["message"] == "".join(line.decode() for line in lines[:4]).rstrip("\n")
+    assert tb["log.level"] == "error"
+    assert after["message"] == "unable to load app 0 (mountpoint='')"
+
+
+def test_a_traceback_cut_short_by_a_json_line_or_the_end_is_still_written() -> None:
+    started = b"Traceback (most recent call last):"
+    first, app, last = decoded([started + b"\n", APP_LINE, started])
+    assert first["message"] == last["message"] == "Traceback (most recent call last):"
+    assert app["message"] == "hello"
+
+
+def test_blank_lines_are_dropped_and_undecodable_bytes_kept_as_replacements() -> None:
+    [record] = decoded([b"\n", b"  \n", b"caf\xe9\n"])
+    assert record["message"] == "caf\ufffd"
+
+
+def test_lines_are_whole_across_reads_and_the_last_may_lack_its_newline() -> None:
+    read_end, write_end = os.pipe()
+    big = b"{" + b"x" * 200_000 + b"}\n"  # longer than one read
+    writer = threading.Thread(target=lambda: (os.write(write_end, big + b"tail"), os.close(write_end)))
+    writer.start()
+    assert list(lines_of(read_end)) == [big, b"tail"]
+    writer.join()
+    os.close(read_end)
+
+
+def test_relay_writes_every_line_encoded_and_closes_its_source() -> None:
+    source_r, source_w = os.pipe()
+    target_r, target_w = os.pipe()
+    os.write(source_w, APP_LINE + b"goodbye to uWSGI.\n")
+    os.close(source_w)
+    relay(source_r, target_w)
+    os.close(target_w)
+    out = os.read(target_r, 65536).splitlines(keepends=True)
+    os.close(target_r)
+    assert out[0] == APP_LINE
+    assert json.loads(out[1])["message"] == "goodbye to uWSGI."
+    try:
+        os.fstat(source_r)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the relay left its source open")
