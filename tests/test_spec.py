@@ -341,6 +341,36 @@ def test_probe_and_metrics_paths_are_url_paths(tmp_path: Path, key: str, example
     assert getattr(load_spec(tmp_path, environ={}, flags={key: "/-/probe"}).monitoring, key.split(".")[1]) == "/-/probe"
 
 
+@pytest.mark.parametrize(
+    ("moved", "value", "kept", "default"),
+    [
+        ("monitoring.health_path", "/readyz", "monitoring.ready_path", "/healthz"),
+        ("monitoring.ready_path", "/healthz", "monitoring.health_path", "/readyz"),
+        ("monitoring.metrics_path", "/healthz", "monitoring.health_path", "/metrics"),
+        ("monitoring.ready_path", "/metrics", "monitoring.metrics_path", "/readyz"),
+    ],
+)
+def test_two_endpoints_on_one_path_are_refused(
+    tmp_path: Path, moved: str, value: str, kept: str, default: str
+) -> None:
+    # The app kept one of them there: liveness answered by the readiness checks restarted every replica whose
+    # database was down, and the health path the checks asked was gone.
+    assert refusal(tmp_path, moved, value) == (
+        f"flag --set {moved}: {moved} {value} is {kept} too: each endpoint needs a path of its own, or the app "
+        f"answers only one of them there; set {moved} to another path, such as {default}"
+    )
+    (tmp_path / "flaskprod.toml").write_text(f'[monitoring]\n{moved.split(".")[1]} = "{value}"\n')
+    with pytest.raises(SpecError, match=f"^file {tmp_path / 'flaskprod.toml'}: {moved} {value} is {kept} too"):
+        load_spec(tmp_path, environ={})
+
+
+def test_a_path_of_an_endpoint_that_is_off_may_be_another_s(tmp_path: Path) -> None:
+    spec = load_spec(tmp_path, environ={}, flags={"monitoring.metrics": "false", "monitoring.metrics_path": "/healthz"})
+    assert spec.monitoring.metrics_path == spec.monitoring.health_path
+    both = {"monitoring.health": "false", "monitoring.ready_path": "/metrics", "monitoring.health_path": "/metrics"}
+    assert load_spec(tmp_path, environ={}, flags=both).monitoring.ready_path == "/metrics"
+
+
 NAMESPACE = (
     "expected a Kubernetes namespace such as shop-prod: at most 63 lowercase letters, digits and -, beginning and "
     "ending with a letter or digit"

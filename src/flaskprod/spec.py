@@ -13,7 +13,7 @@ import shlex
 import tomllib
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -330,9 +330,17 @@ class MonitoringSettings:
         "request (3% of a small JSON response; docs/defaults-log.md).",
     )
     health: bool = setting(True, "Serve the liveness and readiness endpoints.")
-    metrics_path: str = setting("/metrics", "Path of the Prometheus metrics endpoint.")
-    health_path: str = setting("/healthz", "Path of the liveness endpoint (no dependencies).")
-    ready_path: str = setting("/readyz", "Path of the readiness endpoint (runs the registered checks).")
+    metrics_path: str = setting(
+        "/metrics", "Path of the Prometheus metrics endpoint; one of its own, as for health_path."
+    )
+    health_path: str = setting(
+        "/healthz",
+        "Path of the liveness endpoint (no dependencies). Each endpoint needs a path of its own, outside the URLs "
+        "of the static files (nginx answers those from disk).",
+    )
+    ready_path: str = setting(
+        "/readyz", "Path of the readiness endpoint (runs the registered checks); one of its own, as for health_path."
+    )
     metrics_allow: str | None = setting(
         "127.0.0.1 ::1",
         "Addresses or CIDR ranges that may read the metrics path (nginx's allow list; the app's own where it faces "
@@ -1089,8 +1097,55 @@ def load_spec(
     if "app.version" not in values and (version := project_version(base)):
         values["app.version"] = version
         origins["app.version"] = "project"
-    spec = Spec().replace(**values)
-    return dataclasses.replace(spec, origins=origins)
+    spec = dataclasses.replace(Spec().replace(**values), origins=origins)
+    _check_endpoints_apart(spec)
+    return spec
+
+
+def served_endpoints(spec: Spec) -> tuple[str, ...]:
+    """The settings of the paths Production(app) serves: health and readiness, metrics, each when on."""
+    health = ("monitoring.health_path", "monitoring.ready_path") if spec.monitoring.health else ()
+    return (*health, *(("monitoring.metrics_path",) if spec.monitoring.metrics else ()))
+
+
+def _check_endpoints_apart(spec: Spec) -> None:
+    """SpecError when two endpoints share a path: the app keeps one of them there, and the other is gone (liveness
+    answered by the readiness checks, so a database outage restarts every replica)."""
+    served = served_endpoints(spec)
+    for i, key in enumerate(served):
+        for other in served[:i]:
+            if spec.get(key) != spec.get(other):
+                continue
+            # The one the user moved is the one to move back: the other is at its default.
+            blamed, kept = (other, key) if spec.origins.get(key, "default") == "default" else (key, other)
+            default = SETTINGS[blamed].default
+            example = "" if default in {spec.get(k) for k in served} else f", such as {default}"
+            source = _describe_source(spec.origins.get(blamed, "default"), blamed)
+            raise SpecError(
+                f"{source}: {blamed} {spec.get(blamed)} is {kept} too: each endpoint needs a path of its own, "
+                f"or the app answers only one of them there; set {blamed} to another path{example}"
+            )
+
+
+def refuse_endpoints_under(spec: Spec, static: Iterable[tuple[str, str]]) -> None:
+    """SpecError when an endpoint's path is under a URL nginx serves static files at: nginx answers it from disk
+    (404), so the probe or scraper never reaches the app. static: (URL without its trailing slash, the Flask
+    endpoint of its folder: `static`, `admin.static`), as `build` and `up` learn them from the loaded app."""
+    static = tuple(static)
+    served = served_endpoints(spec)
+    for key in served:
+        path = spec.get(key)
+        for url, endpoint in static:
+            if not path.startswith(f"{url}/"):
+                continue
+            whose = "the app's" if endpoint == "static" else f"blueprint {endpoint.rpartition('.')[0]}'s"
+            default = SETTINGS[key].default
+            taken = {spec.get(k) for k in served}
+            clear = default not in taken and not any(default.startswith(f"{u}/") for u, _ in static)
+            raise SpecError(
+                f"{key} {path} is under {url}/, where nginx serves {whose} static files from disk, so it never "
+                f"reaches the app; set {key} to a path outside it{f', such as {default}' if clear else ''}"
+            )
 
 
 def _layers(
