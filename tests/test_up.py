@@ -200,6 +200,26 @@ def test_body_over_the_limit_gets_413_from_nginx(stack: UpStack) -> None:
     assert stack.app_access_paths().count("/upload") == 1  # only the small one reached the app
 
 
+def test_a_chunked_body_reaches_the_app_whole(stack: UpStack) -> None:
+    """nginx reads a chunked body whole and passes its length: the app gets every byte under either server."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b"x" * 300_000
+        yield b"y" * 200_001
+
+    answer = requests.post(stack.url("/upload"), data=chunks(), timeout=15)
+    assert answer.request.headers.get("Transfer-Encoding") == "chunked"
+    assert answer.json() == {"size": 500_001}
+
+
+def test_a_request_with_many_headers_gets_an_answer_not_a_502(stack: UpStack) -> None:
+    """uWSGI's default of 64 variables dropped a request of 120 headers, and nginx answered 502: an error of the
+    app's in every count, caused by any client. Gunicorn refuses more than 100 as the client's error (431)."""
+    headers = {f"X-Extra-{n}": "v" for n in range(400)}
+    answer = requests.get(stack.url("/whoami"), headers=headers, timeout=15)
+    assert answer.status_code == (200 if stack.kind == "uwsgi" else 431), answer.text
+
+
 def test_unknown_host_gets_no_answer(stack: UpStack) -> None:
     with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
         sock.sendall(b"GET /api/ping HTTP/1.1\r\nHost: attacker.example\r\n\r\n")

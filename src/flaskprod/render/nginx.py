@@ -72,6 +72,9 @@ _UWSGI_CGI_PARAMS = (
     ("SERVER_ADDR", "$server_addr"),
     ("SERVER_PORT", "$server_port"),
     ("SERVER_NAME", "$server_name"),
+    # nginx has read a chunked body whole and counts it in CONTENT_LENGTH; the hop-by-hop header it came
+    # with would make the app (werkzeug) wait for a chunked stream's end instead, and read nothing.
+    ("HTTP_TRANSFER_ENCODING", '"" if_not_empty'),
 )
 # Mozilla's intermediate profile (TLS 1.2 ciphers; TLS 1.3 ones are fixed by OpenSSL): ECDHE key
 # exchange and AEAD ciphers only. The guide's "EECDH+AESGCM:EDH+AESGCM:..." also admits finite-field

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 ENTRY = "flaskprod.servers.uwsgi_entry:application"
 # Request header buffer: uWSGI's 4 KiB default rejects ordinary large cookies with a 502 at the proxy.
 BUFFER_SIZE = 32768
+MAX_VARS = BUFFER_SIZE // 14
 # Seconds between sweeps of the metrics directory for files of workers that have gone.
 REAP_INTERVAL = 1.0
 # SIGCHLD only wakes the loop so uWSGI's exit is noticed at once.
@@ -110,6 +111,9 @@ def render_ini(
         ("py-call-osafterfork", True),
         ("vacuum", True),
         ("buffer-size", BUFFER_SIZE),
+        # uWSGI's default of 64 variables is spent by about 100 headers, and it then drops the request: a 502 any
+        # client could cause. Enough for every header a request within buffer-size can carry (14 bytes the least).
+        ("max-vars", MAX_VARS),
         # The app writes its own access log when it faces clients; nginx does behind a proxy.
         ("disable-logging", True),
         ("ignore-sigpipe", True),
