@@ -971,10 +971,12 @@ class Stack:
 
     def handle_term(self) -> int:
         """Graceful stop: readiness 503, the drain delay, nginx finishes what it accepted, then the app server."""
-        self.log("shutting down gracefully: readiness answers 503, requests in flight finish")
+        drain = self.plan.spec.server.drain_delay
+        said = f"readiness answers 503 for {drain:g}s, then " if drain else ""
+        self.log(f"shutting down gracefully: {said}requests in flight finish")
         for release in self.plan.running:
             self.plan.drain_file(release).touch()
-        self._keep_serving(self.plan.spec.server.drain_delay)
+        self._keep_serving(drain)
         self.stop()
         self.log("stopped")
         return 0
