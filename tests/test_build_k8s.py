@@ -21,7 +21,6 @@ from flaskprod.errors import BuildError
 from flaskprod.render.deployment import Deployment, ServerKind
 from flaskprod.render.kubernetes import (
     GRAFANA_DASHBOARD_LABEL,
-    METRICS_PORT,
     POD_NETWORK_RANGES,
     ingress_hosts,
     probe_host,
@@ -113,7 +112,9 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tree]:
     return {
         "uwsgi": render(
             base / "checked" / "uwsgi",
-            {**PRODUCTION, "server.drain_delay": "5", "deploy.ingress_class": "nginx"},
+            # A scraper port of its own choosing: the one every object and nginx.conf name, as under systemd and up.
+            {**PRODUCTION, "server.drain_delay": "5", "deploy.ingress_class": "nginx",
+             "monitoring.metrics_port": "9555"},
             extras=("monitoring",),
         ),
         "gunicorn": render(
@@ -263,14 +264,17 @@ def test_the_namespace_is_set_only_when_configured(trees: dict[str, Tree]) -> No
 
 def test_monitoring_is_scraped_on_nginx_own_port_only_with_the_extra(trees: dict[str, Tree]) -> None:
     monitored, plain = trees["uwsgi"], trees["gunicorn"]
+    port = monitored.d.spec.monitoring.metrics_port
+    assert port == 9555  # monitoring.metrics_port, as systemd and up take it (k8s kept 9117)
     annotations = monitored.object("Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/port"] == str(METRICS_PORT)
+    assert annotations["prometheus.io/port"] == str(port)
     assert annotations["prometheus.io/path"] == monitored.d.spec.monitoring.metrics_path
-    metrics_port = {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}
+    metrics_port = {"name": "metrics", "containerPort": port, "protocol": "TCP"}
     assert metrics_port in container(monitored, "nginx")["ports"]
     conf = monitored.files["nginx/nginx.conf"]
-    scraper_server = conf.split(f"listen 0.0.0.0:{METRICS_PORT};", 1)[1]
+    assert "9117" not in conf
+    scraper_server = conf.split(f"listen 0.0.0.0:{port};", 1)[1]
     # The default (loopback only) would refuse the scraper, which comes from the pod network.
     assert all(f"allow {cidr};" in scraper_server for cidr in POD_NETWORK_RANGES)
     policy_ports = [rule["ports"][0]["port"] for rule in monitored.object("NetworkPolicy")["spec"]["ingress"]]
@@ -279,7 +283,7 @@ def test_monitoring_is_scraped_on_nginx_own_port_only_with_the_extra(trees: dict
     plain_annotations = plain.object("Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert not any(key.startswith("prometheus.io/") for key in plain_annotations)
     assert [p["name"] for p in container(plain, "nginx")["ports"]] == ["http"]
-    assert str(METRICS_PORT) not in plain.files["nginx/nginx.conf"]
+    assert str(plain.d.spec.monitoring.metrics_port) not in plain.files["nginx/nginx.conf"]
 
 
 def test_the_prometheus_operator_scrapes_every_pod_and_loads_the_rules_promtool_accepts(
@@ -309,6 +313,8 @@ def test_the_prometheus_operator_scrapes_every_pod_and_loads_the_rules_promtool_
     tested = subprocess.run([tool("promtool"), "test", "rules", "alerts.test.yml"], cwd=out, capture_output=True,
                             text=True, timeout=60)
     assert tested.returncode == 0, tested.stdout + tested.stderr
+    # The rule tests' series come from the scraper's port monitoring.metrics_port names.
+    assert f'instance="shop:{monitored.d.spec.monitoring.metrics_port}"' in (out / "alerts.test.yml").read_text()
     # The dashboard every target gets, for Grafana's sidecar, on the same job.
     dashboard = built["ConfigMap"]
     assert dashboard["metadata"]["labels"][GRAFANA_DASHBOARD_LABEL] == "1"
@@ -320,7 +326,7 @@ def test_the_prometheus_operator_scrapes_every_pod_and_loads_the_rules_promtool_
 
 def test_a_chosen_metrics_allow_list_is_kept(tmp_path: Path) -> None:
     tree = render(tmp_path, {"monitoring.metrics_allow": "10.42.0.0/16"}, extras=("monitoring",))
-    scraper_server = tree.files["nginx/nginx.conf"].split(f"listen 0.0.0.0:{METRICS_PORT};", 1)[1]
+    scraper_server = tree.files["nginx/nginx.conf"].split("listen 0.0.0.0:9117;", 1)[1]
     assert "allow 10.42.0.0/16;" in scraper_server
     assert "192.168.0.0/16" not in tree.files["nginx/nginx.conf"]
 
@@ -417,6 +423,19 @@ def test_a_named_image_is_always_pulled_and_a_local_one_if_missing(trees: dict[s
         ({"monitoring.health": "false"}, (), "--target k8s probes the app's health and readiness paths"),
         ({"monitoring.metrics": "false"}, ("monitoring",), "--with monitoring needs the app's metrics"),
         ({"proxy.server_name": "~^shop"}, (), "no plain host name for the kubelet's probes"),
+        # nginx listened twice on its own port, and below 1024 the pod's nginx, without a capability, could not.
+        (
+            {"monitoring.metrics_port": "8080"},
+            ("monitoring",),
+            "^monitoring.metrics_port 8080 is the pod's nginx port too: the scraper's listener needs a port of its "
+            "own; set monitoring.metrics_port to another, such as 9117$",
+        ),
+        (
+            {"monitoring.metrics_port": "90"},
+            ("monitoring",),
+            "^monitoring.metrics_port 90: the pod's nginx runs without privileges and cannot listen below 1024; set "
+            "monitoring.metrics_port to one above, such as 9117$",
+        ),
     ],
 )
 def test_what_kubernetes_cannot_run_is_refused(

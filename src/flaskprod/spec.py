@@ -367,8 +367,9 @@ class MonitoringSettings:
     )
     metrics_port: int = setting(
         9117,
-        "Port of nginx's loopback listener under `flaskprod up --with monitoring`: the metrics path alone, "
-        "for its Prometheus to scrape; nginx's public port then answers 404 there.",
+        "Port of nginx's listener for the scraper, the metrics path alone, with `--with monitoring`: on loopback "
+        "under `flaskprod up` and `build --target systemd`, in each pod under `build --target k8s` (not 8080, the "
+        "pod's nginx port; 1024 or above: that nginx runs unprivileged); nginx's public port then answers 404 there.",
         minimum=1,
     )
     retention_days: int = setting(

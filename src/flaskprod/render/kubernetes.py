@@ -21,7 +21,7 @@ from typing import Any
 from ..discovery import APP_VARIABLE
 from ..errors import BuildError
 from ..sizing import PROXY_MARGIN
-from ..spec import Spec, parse_size
+from ..spec import SETTINGS, Spec, parse_size
 from . import postgres, tls
 from .compose import HEALTHCHECK_TIMEOUT, NGINX_LIMITS
 from .deployment import APP_UID, NGINX_PORT, Deployment
@@ -43,8 +43,8 @@ APP_SOCKET = f"unix:{SOCKET_DIR}/app.sock"
 SECRETS_DIR = "/run/secrets/flaskprod"
 POSTGRES_SECRET_DIR = "/run/secrets/postgres"
 SECRET_KEY = "FLASK_SECRET_KEY"
-# The scraper's own nginx listener (NginxContext.metrics_port): never in the Service, so never public.
-METRICS_PORT = 9117
+# Ports below this need a capability the pod's nginx (NGINX_RUN_UID, every capability dropped) has not.
+PRIVILEGED_PORTS = 1024
 # The label Grafana's dashboard sidecar (grafana and kube-prometheus-stack charts) looks for, by default.
 GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"
 SERVICE_PORT = 80
@@ -721,6 +721,12 @@ def issuer_object(d: Deployment) -> dict[str, Any]:
     return issuer
 
 
+def scraper_port(d: Deployment) -> int | None:
+    """With --with monitoring, the scraper's own nginx listener (monitoring.metrics_port, as under `up` and
+    systemd): a named container port, never in the Service, so never public; None without it."""
+    return d.spec.monitoring.metrics_port if "monitoring" in d.extras else None
+
+
 def _check(d: Deployment) -> None:
     monitoring = d.spec.monitoring
     if not monitoring.health:
@@ -736,17 +742,28 @@ def _check(d: Deployment) -> None:
             "--with monitoring needs the app's metrics, and monitoring.metrics is false; set it to true "
             "or build without monitoring"
         )
+    port = scraper_port(d)
+    if port == NGINX_PORT:
+        raise BuildError(
+            f"monitoring.metrics_port {port} is the pod's nginx port too: the scraper's listener needs a port of "
+            f"its own; set monitoring.metrics_port to another, such as {SETTINGS['monitoring.metrics_port'].default}"
+        )
+    if port is not None and port < PRIVILEGED_PORTS:
+        raise BuildError(
+            f"monitoring.metrics_port {port}: the pod's nginx runs without privileges and cannot listen below "
+            f"{PRIVILEGED_PORTS}; set monitoring.metrics_port to one above, such as "
+            f"{SETTINGS['monitoring.metrics_port'].default}"
+        )
 
 
 def manifests(d: Deployment) -> dict[str, dict[str, Any]]:
     """The objects by file name, in the order kustomization.yaml lists them."""
-    metrics_port = METRICS_PORT if "monitoring" in d.extras else None
     objects = {
         "serviceaccount.yaml": service_account_object(d),
-        "deployment.yaml": deployment_object(d, metrics_port),
+        "deployment.yaml": deployment_object(d, scraper_port(d)),
         "service.yaml": service_object(d),
         "poddisruptionbudget.yaml": disruption_budget_object(d),
-        "networkpolicy.yaml": network_policy_object(d, metrics_port),
+        "networkpolicy.yaml": network_policy_object(d, scraper_port(d)),
     }
     if d.spec.deploy.release_argv:
         objects["release-job.yaml"] = release_job_object(d)
@@ -774,7 +791,7 @@ def _routed_hosts(d: Deployment) -> list[str]:
 
 def _scrape(d: Deployment) -> Scrape:
     # The PodMonitor names the job after the pods' name label (d.name), on nginx's scraper port.
-    return Scrape(job=d.name, targets=(f"{d.name}:{METRICS_PORT}",))
+    return Scrape(job=d.name, targets=(f"{d.name}:{d.spec.monitoring.metrics_port}",))
 
 
 def pod_monitor_object(d: Deployment) -> dict[str, Any]:
@@ -963,8 +980,7 @@ def render_k8s(d: Deployment) -> dict[str, str]:
     _check(d)
     objects = manifests(d)
     files = image_files(d, APP_SOCKET, bind=APP_SOCKET)
-    metrics_port = METRICS_PORT if "monitoring" in d.extras else None
-    files.update({f"nginx/{name}": text for name, text in nginx_files(d, metrics_port=metrics_port).items()})
+    files.update({f"nginx/{name}": text for name, text in nginx_files(d, metrics_port=scraper_port(d)).items()})
     header = generated_header(d.name)
     for name, data in objects.items():
         files[name] = dump_yaml(data, header)
