@@ -314,6 +314,46 @@ app.register_blueprint(shop, url_prefix="/shop")
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    ("target", "key", "path", "default"),
+    [
+        ("k8s", "monitoring.ready_path", "/static/ready", "/readyz"),
+        ("compose", "monitoring.health_path", "/static/health", "/healthz"),
+        ("systemd", "monitoring.metrics_path", "/static/metrics/", "/metrics"),
+    ],
+)
+def test_an_endpoint_under_the_static_url_is_refused_where_nginx_serves_it(
+    project: Path, target: str, key: str, path: str, default: str
+) -> None:
+    # nginx answered the pods' readiness probe from the static folder (404), and no pod ever turned Ready.
+    result = flaskprod_build(project, "--target", target, "--set", f"{key}={path}")
+    assert result.returncode == 2, result.stdout
+    assert result.stderr == (
+        f"Error: {key} {path} is under /static/, where nginx serves the app's static files from disk, so it never "
+        f"reaches the app; set {key} to a path outside it, such as {default}\n"
+    )
+    assert not (project / "deploy").exists()
+
+
+@pytest.mark.integration
+def test_an_endpoint_under_a_blueprints_static_url_is_refused_and_one_the_app_serves_is_not(tmp_path: Path) -> None:
+    project = tmp_path / "shop"
+    installed = tmp_path / "venv/lib/python3.11/site-packages/ext/static"
+    for folder in (project / "static", project / "admin_static", project / "assets", project / "hidden", installed):
+        folder.mkdir(parents=True)
+    (project / "requirements.txt").write_text("flask\nflaskprod\n")
+    (project / "app.py").write_text(BLUEPRINT_APP.format(installed=str(installed)))
+    result = flaskprod_build(project, "--target", "compose", "--set", "monitoring.ready_path=/shop/assets/ready")
+    assert result.returncode == 2, result.stdout
+    assert "monitoring.ready_path /shop/assets/ready is under /shop/assets/, where nginx serves blueprint shop's " \
+        "static files from disk" in result.stderr
+    # The installed package's folder stays with the app, which answers its endpoints before its routes; so does the
+    # single image, which has no nginx.
+    for target, path in (("compose", "/ext/static/r"), ("single", "/static/r")):
+        assert flaskprod_build(project, "--target", target, "--set", f"monitoring.ready_path={path}").returncode == 0
+
+
+@pytest.mark.integration
 def test_blueprint_static_folders_are_baked_into_the_nginx_image_and_served_from_it(tmp_path: Path) -> None:
     project = tmp_path / "shop"
     installed = tmp_path / "venv/lib/python3.11/site-packages/ext/static"

@@ -14,7 +14,7 @@ from .render.deployment import Deployment, plan_deployment
 from .render.kubernetes import most_pods
 from .render.targets import Target, find_target, parse_extras, server_for
 from .render.writer import RECORD, Change, write_files
-from .spec import Spec
+from .spec import Spec, refuse_endpoints_under
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,6 +106,10 @@ def build(
         spec, server=server, extras=wanted, root=root, replicas=replicas, out=relative_out, environ=environ
     )
     refuse_out_over_the_app(deployment, chosen)
+    if chosen.name != "single":
+        # nginx answers a path under a static URL from disk: a probe there would never reach the app. The single
+        # image has no nginx, and the app matches its endpoints before its routes.
+        refuse_endpoints_under(spec, ((mount.url, mount.endpoint) for mount in deployment.project.static))
     files = chosen.render(deployment)
     record = RECORD.format(target=chosen.name)
     changes = write_files(root / relative_out, files, force=force, dry_run=dry_run, record=record)

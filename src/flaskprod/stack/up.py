@@ -29,7 +29,7 @@ from ..servers import resolve_kind
 from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind, loopback_for
 from ..servers.probe import AppInfo, probe, read_record
 from ..sizing import Derived, derive
-from ..spec import CONFIG_ENV, PROBE_RECORD_ENV, Spec, env_for, find_config_file
+from ..spec import CONFIG_ENV, PROBE_RECORD_ENV, Spec, env_for, find_config_file, refuse_endpoints_under
 from .acme import OBTAIN_TIMEOUT, RELOAD_RETRY, Acme, Certbot
 from .alertmanager import Alertmanager, plan_alertmanager
 from .children import Child
@@ -318,7 +318,16 @@ def learn_app(p: Plan) -> Plan:
 
     After --with postgres has started: an app may touch its database as it loads (creating its tables).
     """
-    return dataclasses.replace(p, loaded=probe(p.app, p.app_env, bound=p.spec.proxy.ready_timeout))
+    learnt = dataclasses.replace(p, loaded=probe(p.app, p.app_env, bound=p.spec.proxy.ready_timeout))
+    refuse_endpoints_under_static(learnt.spec, learnt.loaded)
+    return learnt
+
+
+def refuse_endpoints_under_static(spec: Spec, loaded: AppInfo | None) -> None:
+    """SpecError when an endpoint's path is under a static URL of the app: nginx would answer it from disk, and
+    `up`'s own readiness wait (or the scraper) would never reach the app."""
+    if loaded is not None:
+        refuse_endpoints_under(spec, ((mount.url, mount.endpoint) for mount in app_static(spec, loaded)))
 
 
 def new_release(p: Plan) -> Release:
@@ -410,6 +419,7 @@ def replan(current: Plan, spec: Spec) -> Plan:
         changed += [key for key in POSTGRES_RESTART_ONLY if spec.get(key) != current.spec.get(key)]
     if changed:
         raise SpecError(f"{', '.join(changed)} changed: restart `flaskprod up` to apply")
+    refuse_endpoints_under_static(spec, current.loaded)
     # The worker count nginx's upstream and the app server were sized for stays.
     derived = dataclasses.replace(derive(spec, replicas=RELEASES_AT_ONCE), workers=current.derived.workers)
     tls = current.tls
