@@ -657,6 +657,24 @@ def test_the_secret_key_is_required_never_written(tmp_path: Path) -> None:
     assert all("depends_on" not in service for service in swarm["services"].values())
 
 
+@pytest.mark.parametrize(
+    ("renderer", "file", "where"),
+    [(render_compose, "compose.yaml", "this host"), (render_swarm, "stack.yaml", "the node labelled shop-tls")],
+)
+def test_the_tls_steps_say_lets_encrypt_comes_to_port_80(tmp_path: Path, renderer: Any, file: str, where: str) -> None:
+    settings = {"app.name": "shop", "proxy.server_name": "shop.example.com"}
+    challenge = "# once http://shop.example.com/.well-known/acme-challenge/ reaches nginx on port"
+    plain = renderer(make_deployment(tmp_path / "plain", spec=make_spec(**settings), extras=("tls",)))[file]
+    assert f"{challenge} 80\n# (the names' DNS must point at {where});" in plain
+    # HTTP-01 connects to port 80 alone: the header had the challenge reach nginx on 8088, and certbot then failed.
+    spec = make_spec(**settings, **{"deploy.http_port": "8088"})
+    moved = renderer(make_deployment(tmp_path / "moved", spec=spec, extras=("tls",)))[file]
+    assert (
+        f"{challenge} 8088\n# Let's Encrypt connects to port 80 alone: forward port 80 of {where} to 8088\n"
+        f"# (the names' DNS must point at {where});"
+    ) in moved
+
+
 def test_swarm_restarts_the_app_and_nginx_however_they_ended_and_never_gives_up(tmp_path: Path) -> None:
     # Swarm never replaces a task it gave up on (max_attempts) or one that exited 0 under on-failure: the
     # service would run a replica short until its next update.

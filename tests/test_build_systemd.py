@@ -302,7 +302,9 @@ def test_the_limits_give_serve_the_sizing_it_was_built_for(tmp_path: Path, cpus:
     machine = detect_machine(cgroup_root(tmp_path, app), affinity=8)
     assert machine.cpus == cpus
     assert machine.memory == parse_size(memory)
-    at_start = derive(spec, machine, worker_mb=60.0)
+    # The worker count is the build's whatever serve measures of the app (the unit pins it): both assume
+    # server.worker_memory_mb, or its default, per worker.
+    at_start = derive(spec, machine)
     # What the units and nginx.conf carry (the upstream keepalive is workers x threads); the database
     # pool is the app's own to size per process, and appears in no file here.
     assert (at_start.workers, at_start.threads, at_start.worker_class, at_start.cpu_affinity, at_start.timeouts) == (
@@ -370,6 +372,79 @@ def test_a_privileged_port_gets_the_one_capability_it_needs(tmp_path: Path) -> N
 
     chosen = make_spec(**{"app.name": "shop", "proxy.host": "10.0.0.5"})
     assert "listen 10.0.0.5:80;" in render_systemd(deployment(tmp_path, chosen))["nginx/nginx.conf"]
+
+
+def test_a_privileged_scraper_port_gets_the_capability_too(tmp_path: Path) -> None:
+    spec = make_spec(**{"app.name": "shop", "deploy.http_port": 8080, "monitoring.metrics_port": 917})
+    d = make_deployment(tmp_path / "project", spec=spec, extras=("monitoring",))
+    files = render_systemd(d)
+    _, nginx = units_of(files)
+    assert nginx.value("AmbientCapabilities") == "CAP_NET_BIND_SERVICE"
+    assert "listen 127.0.0.1:917;" in files["nginx/nginx.conf"]
+
+
+VM_PORT_CLASH = "each listener on the VM needs a port of its own"
+
+
+@pytest.mark.parametrize(
+    ("settings", "extras", "message"),
+    [
+        # The reviewer's VM: nginx's loopback requests reached the scraper's listener, and the README's check got 404.
+        ({"deploy.http_port": 9117}, ("monitoring",),
+         f"deploy.http_port 9117 is also monitoring.metrics_port: {VM_PORT_CLASH}; set one of them to another port"),
+        ({"monitoring.metrics_port": 80}, ("monitoring",),
+         f"monitoring.metrics_port 80 is also deploy.http_port: {VM_PORT_CLASH}; set one of them to another port"),
+        ({"deploy.http_port": 9090}, ("monitoring",),
+         "deploy.http_port 9090 is also the port of Debian's Prometheus (127.0.0.1:9090, as the README runs it): "
+         f"{VM_PORT_CLASH}; set deploy.http_port to another port"),
+        ({"monitoring.metrics_port": 9093}, ("monitoring",),
+         "monitoring.metrics_port 9093 is also the port of Debian's Alertmanager (127.0.0.1:9093, as the README runs "
+         f"it): {VM_PORT_CLASH}; set monitoring.metrics_port to another port"),
+        ({"deploy.https_port": 9100, "proxy.server_name": "shop.example.com"}, ("monitoring", "tls"),
+         "deploy.https_port 9100 is also the port of the node exporter that Debian's prometheus package brings: "
+         f"{VM_PORT_CLASH}; set deploy.https_port to another port"),
+        ({"deploy.https_port": 9117, "proxy.server_name": "shop.example.com"}, ("monitoring", "tls"),
+         f"deploy.https_port 9117 is also monitoring.metrics_port: {VM_PORT_CLASH}; set one of them to another port"),
+    ],
+)
+def test_two_listeners_on_one_port_of_the_vm_are_refused(
+    tmp_path: Path, settings: dict[str, object], extras: tuple[str, ...], message: str
+) -> None:
+    d = make_deployment(tmp_path / "project", spec=make_spec(**{"app.name": "shop", **settings}), extras=extras)
+    with pytest.raises(BuildError) as refused:
+        render_systemd(d)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("settings", [{"deploy.http_port": 9117}, {"deploy.http_port": 9090}])
+def test_a_port_only_monitoring_listens_on_is_free_without_it(tmp_path: Path, settings: dict[str, object]) -> None:
+    d = make_deployment(tmp_path / "project", spec=make_spec(**{"app.name": "shop", **settings}))
+    assert f"listen 0.0.0.0:{settings['deploy.http_port']};" in render_systemd(d)["nginx/nginx.conf"]
+
+
+def test_the_units_comment_names_the_readiness_path_that_drains(tmp_path: Path) -> None:
+    spec = make_spec(**{"app.name": "shop", "monitoring.ready_path": "/rz", "server.drain_delay": 5})
+    unit = render_systemd(deployment(tmp_path, spec))["shop.service"]
+    assert "# SIGTERM to the main process only: /rz turns 503 for server.drain_delay (5 s)" in unit
+    assert "/readyz" not in unit
+
+
+@pytest.mark.parametrize(
+    ("port", "says"),
+    [
+        (80, ["# the names' DNS must point at this VM, and port 80 reach it."]),
+        # HTTP-01 connects to port 80 alone: the README said port 8088 should reach the VM, and certbot then failed.
+        (8088, ["# the names' DNS must point at this VM, and its port 80 reach nginx on port 8088: Let's Encrypt's",
+                "# HTTP-01 check connects to port 80 alone, so forward 80 to 8088 (a load balancer, or a firewall's "
+                "redirect)."]),
+    ],
+)
+def test_the_readme_says_lets_encrypt_comes_to_port_80(tmp_path: Path, port: int, says: list[str]) -> None:
+    spec = make_spec(**{"app.name": "shop", "proxy.server_name": "shop.example.com", "deploy.http_port": port})
+    readme = render_systemd(make_deployment(tmp_path / "project", spec=spec, extras=("tls",)))["README.md"]
+    lines = readme.splitlines()
+    step = lines.index("# 6. The certificate, from https://acme-v02.api.letsencrypt.org/directory:")
+    assert lines[step + 1 : step + 1 + len(says)] == says
 
 
 def test_the_readme_installs_exactly_the_rendered_files(tmp_path: Path) -> None:

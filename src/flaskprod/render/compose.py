@@ -304,10 +304,14 @@ def _certbot_services(d: Deployment) -> tuple[dict[str, Any], dict[str, Any]]:
 def _tls_steps(d: Deployment, *, node_label: str | None = None) -> list[str]:
     names = tls.tls_names(d)
     where = f"the node labelled {node_label}" if node_label else "this host"
+    port = d.spec.deploy.http_port
+    # Let's Encrypt's HTTP-01 check connects to port 80 alone, whatever port nginx is published on.
+    forward = [] if port == 80 else [f"Let's Encrypt connects to port 80 alone: forward port 80 of {where} to {port}"]
     return [
         f"HTTPS: certbot gets a Let's Encrypt certificate for {' '.join(names)}",
         f"from {d.spec.tls.acme_server}",
-        f"once http://{names[0]}/.well-known/acme-challenge/ reaches nginx on port {d.spec.deploy.http_port}",
+        f"once http://{names[0]}/.well-known/acme-challenge/ reaches nginx on port {port}",
+        *forward,
         f"(the names' DNS must point at {where}); nginx serves a self-signed stand-in until then.",
         "certbot renews it when due (it looks twice a day); nginx reloads within "
         f"{tls.RELOAD_CHECK_SECONDS} s of each new one.",

@@ -21,6 +21,8 @@ from ..spec import parse_size
 from .deployment import Deployment
 from .image import never_shipped, uwsgi_requirement
 from .monitoring import (
+    ALERTMANAGER_PORT,
+    PROMETHEUS_PORT,
     WEBHOOK_SECRET,
     Monitored,
     Receiver,
@@ -45,9 +47,11 @@ SECRET_CREDENTIAL = "secret_key"
 CERTBOT_HOOK = "certbot-deploy-hook"
 # Debian's Prometheus package: where it reads its config, and the address it is told to keep to.
 PROMETHEUS_CONF_DIR = "/etc/prometheus"
-PROMETHEUS_LISTEN = "127.0.0.1:9090"
+PROMETHEUS_LISTEN = f"127.0.0.1:{PROMETHEUS_PORT}"
 # Debian's Alertmanager: it reads PROMETHEUS_CONF_DIR/alertmanager.yml, and is told to keep to this VM too.
-ALERTMANAGER_LISTEN = "127.0.0.1:9093"
+ALERTMANAGER_LISTEN = f"127.0.0.1:{ALERTMANAGER_PORT}"
+# Debian's node exporter, which its prometheus package recommends (so `apt-get install` brings it): every address.
+NODE_EXPORTER_PORT = 9100
 # Where the install puts the webhook's URL, for Alertmanager's user (prometheus) alone.
 WEBHOOK_URL_FILE = f"{PROMETHEUS_CONF_DIR}/{WEBHOOK_SECRET}"
 # systemd's own PATH for services, which the release command's search continues with after the virtualenv's bin.
@@ -206,6 +210,37 @@ def host_certificate(d: Deployment, paths: Paths) -> HostCertificate | None:
     )
 
 
+def check_vm_ports(d: Deployment) -> None:
+    """BuildError when two of what the install runs on the VM would listen on one port: nginx's public (and HTTPS)
+    port, and with --with monitoring its listener for the scraper and the Prometheus, Alertmanager and node exporter
+    the README installs. With nginx's public port and its scraper's one port, the VM's own requests reached the
+    scraper's listener (404 on all but the metrics path); a server's port fails whichever of the two starts second."""
+    settings = {"deploy.http_port": d.spec.deploy.http_port}
+    if "tls" in d.extras:
+        settings["deploy.https_port"] = d.spec.deploy.https_port
+    servers: dict[str, int] = {}
+    if "monitoring" in d.extras:
+        settings["monitoring.metrics_port"] = d.spec.monitoring.metrics_port
+        servers = {
+            f"the port of Debian's Prometheus ({PROMETHEUS_LISTEN}, as the README runs it)": PROMETHEUS_PORT,
+            f"the port of Debian's Alertmanager ({ALERTMANAGER_LISTEN}, as the README runs it)": ALERTMANAGER_PORT,
+            "the port of the node exporter that Debian's prometheus package brings": NODE_EXPORTER_PORT,
+        }
+    listeners = [*settings.items(), *servers.items()]
+    for i, (name, port) in enumerate(listeners):
+        for other, taken in listeners[:i]:
+            if port == taken:
+                # A server's port is the README's, and a setting left at its default the other's: move the one set.
+                key, clash = (name, other) if name in settings else (other, name)
+                if clash in settings and d.spec.origins.get(key, "default") == "default":
+                    key, clash = clash, key
+                fix = "one of them" if clash in settings else key
+                raise BuildError(
+                    f"{key} {port} is also {clash}: each listener on the VM needs a port of its own; "
+                    f"set {fix} to another port"
+                )
+
+
 def static_on_vm(d: Deployment, paths: Paths) -> tuple[StaticMount, ...]:
     """The static mounts nginx serves from the VM's copy of the project."""
     return tuple(dataclasses.replace(m, folder=f"{paths.layout.app_dir}/{m.folder}") for m in d.project.static)
@@ -272,7 +307,9 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
     user = user_name(d)
     host, port = listen(d)
     certificate = host_certificate(d, paths)
+    check_vm_ports(d)
     https_port = d.spec.deploy.https_port
+    metrics_port = d.spec.monitoring.metrics_port if "monitoring" in d.extras else None
     env = d.app_env(behind_nginx=True, bind=f"unix:{paths.app_socket}")
     if d.spec.deploy.release_argv:
         env[APP_VARIABLE] = d.project.app_target  # for `flask db upgrade`; `flaskprod serve` reads its own
@@ -299,9 +336,10 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
         "nginx_exec": exec_line([*nginx_args(paths), "-g", "daemon off;"]),
         "kill": exec_word(layout.kill),
         "nginx_user": NGINX_USER,
-        "privileged_port": min(port, https_port if certificate else port) < PRIVILEGED_PORTS,
+        "privileged_port": min(port, https_port if certificate else port, metrics_port or port) < PRIVILEGED_PORTS,
         "listen": listen_address(host, port),
         "tls_listen": listen_address(host, https_port) if certificate else None,
+        "metrics_listen": listen_address("127.0.0.1", metrics_port) if metrics_port else None,
         "tls": certificate,
         "tls_stand_in": [shell_words(c, indent="") for c in certificate.stand_in_commands()] if certificate else [],
         "tls_clear_stand_in": shlex.join(certificate.clear_stand_in_command()) if certificate else None,
@@ -314,6 +352,7 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
         "check_address": listen_address(loopback_for(host), port),
         "check_host": d.probe_host("the README's check"),
         "health_path": d.spec.monitoring.health_path,
+        "ready_path": d.spec.monitoring.ready_path,
         "requirements": d.project.requirements,
         "uwsgi": uwsgi_requirement(d),
         # Secrets and local state stay behind, as from the images; excluded, what the VM has is not deleted.
@@ -333,7 +372,6 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
         "alertmanager_listen": ALERTMANAGER_LISTEN,
         "alert_webhook": d.spec.monitoring.alert_webhook_url_file,
         "webhook_url_file": WEBHOOK_URL_FILE,
-        "metrics_listen": listen_address("127.0.0.1", d.spec.monitoring.metrics_port),
     }
     environment = _environment()
     files = {
