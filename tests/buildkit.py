@@ -41,7 +41,6 @@ def make_deployment(
     server: ServerKind = "gunicorn",
     extras: Sequence[str] = (),
     static: bool = True,
-    worker_mb: float = 60.0,
     out: str = "deploy",
 ) -> Deployment:
     """A Deployment of a small project under root (created: wsgi.py, requirements.txt, static/)."""
@@ -60,7 +59,7 @@ def make_deployment(
             requirements="requirements.txt",
             static=(StaticMount(endpoint="static", url="/static", folder="static"),) if static else (),
         ),
-        derived=size(spec, worker_mb=worker_mb, replicas=spec.deploy.replicas),
+        derived=size(spec, replicas=spec.deploy.replicas),
         server=server,
         extras=frozenset(extras),
         out=out,

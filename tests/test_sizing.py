@@ -15,6 +15,7 @@ from flaskprod.sizing import (
     db_pool,
     derive,
     detect_machine,
+    max_body_bytes,
     timeouts,
     worker_class,
 )
@@ -252,3 +253,27 @@ def test_worker_slots_map_onto_the_cpus_this_process_may_use() -> None:
     assert free_slot([0], 2) == 1
     assert free_slot([1], 2) == 0  # a replacement takes the slot its predecessor left
     assert free_slot([0, 1], 2) == 0  # during a reload, old and new workers wrap around
+
+
+@pytest.mark.parametrize(
+    ("app_limits", "expected"),
+    [
+        ((), 10 * MIB),  # nothing learnt of the app: proxy.max_body_size, which Production(app) gives it
+        ((10 * MIB,), 10 * MIB),  # Production(app) set it from proxy.max_body_size
+        ((20 * MIB,), 20 * MIB),  # the app's own, which it keeps: nginx refused its 11 MiB uploads
+        ((MIB,), MIB),  # a smaller one of its own: nginx answers 413 first, as for any limit of the app's
+        ((None,), 10 * MIB),  # the app reads any size: nginx still bounds what it spools to disk
+        ((0,), 1),  # Flask's 0 is "no body", nginx's "no limit": one byte, which the app refuses itself
+        ((3 * MIB, 20 * MIB), 20 * MIB),  # two releases (a canary): nginx passes what either takes
+        ((None, MIB), 10 * MIB),
+    ],
+)
+def test_nginxs_body_limit_is_the_apps_max_content_length(app_limits: tuple[int | None, ...], expected: int) -> None:
+    assert max_body_bytes(Spec(), app_limits) == expected
+
+
+def test_derive_takes_the_body_limit_from_the_app() -> None:
+    machine = Machine(cpus=2, memory=8 * GIB)
+    assert derive(Spec(), machine, app_body_limit=20 * MIB).max_body_bytes == 20 * MIB
+    assert derive(Spec(), machine, app_body_limit=None).max_body_bytes == 10 * MIB
+    assert derive(Spec().replace(**{"proxy.max_body_size": "0"}), machine).max_body_bytes == 1

@@ -13,7 +13,18 @@ import pytest
 import requests
 
 from tests.support import BIN, free_port, wait_for
-from tests.upstack import Loader, closed_unanswered, name_app, one_request, start_up, stop, summary, up_env, write_app
+from tests.upstack import (
+    PLAIN,
+    Loader,
+    closed_unanswered,
+    name_app,
+    one_request,
+    start_up,
+    stop,
+    summary,
+    up_env,
+    write_app,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -189,14 +200,16 @@ def test_a_sighup_during_a_canary_reloads_nginx_and_replaces_the_app_server_once
         before = stack.worker_pids(20)
         assert len(before) == 2  # release 1's worker and the canary's
 
-        config.write_text('[proxy]\nmax_body_size = "2M"\n')
+        config.write_text('[proxy]\nmax_body_size = "2M"\nstatic_max_age = 123\n')
         os.kill(stack.proc.pid, signal.SIGHUP)
-        # nginx takes the edited limit at once; the app servers still refuse by the one they started with.
+        # nginx takes the edited config at once (its own cache header), but its body limit stays the one the app
+        # servers loaded with, which still refuse by it: nginx passing 1.5M would only get the app's 413.
         wait_for(
-            lambda: refused_by(requests.post(upload, data=body, headers=json_413, timeout=15)) == "app",
-            timeout=20, what="nginx passing 1.5M to the app",
+            lambda: stack.get(f"/static/{PLAIN}").headers.get("Cache-Control") == "public, max-age=123",
+            timeout=20, what="nginx on the edited config",
         )  # fmt: skip
-        assert "client_max_body_size 2097152;" in (stack.run_dir / "nginx.conf").read_text()
+        assert "client_max_body_size 1048576;" in (stack.run_dir / "nginx.conf").read_text()
+        assert refused_by(requests.post(upload, data=body, headers=json_413, timeout=15)) == "nginx"
         wait_for(lambda: "the app servers keep the config they started with while canary release 2 runs" in
                  stack.stderr(), timeout=20, what="what the SIGHUP deferred")  # fmt: skip
         assert stack.worker_pids(20) == before
@@ -213,6 +226,8 @@ def test_a_sighup_during_a_canary_reloads_nginx_and_replaces_the_app_server_once
             "canary is applied"
         ) in ended.stderr
         wait_for(lambda: f"app server of release {left} reloaded" in stack.stderr(), timeout=30, what="the reload")
+        # The new app server loaded the 2M limit, and nginx's follows it.
+        assert "client_max_body_size 2097152;" in (stack.run_dir / "nginx.conf").read_text()
         answer = requests.post(upload, data=body, timeout=15)
         assert (answer.status_code, answer.json()) == (200, {"size": len(body)})
         assert not stack.worker_pids(20) & before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from .errors import SpecError
 from .spec import Spec, parse_size
 
 MIB = 1024 * 1024
-# Assumed resident size of one worker when it has not been measured; a small Flask app with
+# Assumed resident size of one worker when it has not been measured, and wherever the count is fixed for
+# processes that start elsewhere or later (build's containers, up's releases); a small Flask app with
 # SQLAlchemy sits near 60-90 MiB, so this leaves headroom.
 DEFAULT_WORKER_MB = 128
 # Share of the memory limit that workers may use; the rest is for the master, nginx and page cache.
@@ -167,7 +169,7 @@ class Derived:
     worker_tmp_dir: str | None
     timeouts: Timeouts
     pool: Pool
-    max_body_bytes: int
+    max_body_bytes: int  # nginx's client_max_body_size: see max_body_bytes()
 
 
 def worker_class(spec: Spec) -> str:
@@ -288,6 +290,21 @@ def pin_workers(spec: Spec, machine: Machine, workers: int) -> bool:
     )
 
 
+def max_body_bytes(spec: Spec, app_limits: Iterable[int | None] = ()) -> int:
+    """nginx's client_max_body_size for the apps behind it, given the MAX_CONTENT_LENGTH each runs with.
+
+    That is proxy.max_body_size where Production(app) set it, or the app's own value, which it keeps
+    (runtime/config.py): nginx then refuses what the app would, and passes what it takes. An app with no
+    limit (None: no Production(app), or None set after it) gets proxy.max_body_size at nginx all the same,
+    since a body nginx let through unbounded would spool to its disk unbounded. With two apps behind it (a
+    canary), the larger: each still refuses past its own. nginx reads 0 as "no limit" where Flask reads
+    "no body", so an app's 0 is 1 byte here (the app answers 413 for that byte).
+    """
+    spec_limit = parse_size(spec.proxy.max_body_size)
+    limits = [spec_limit if limit is None else limit for limit in app_limits] or [spec_limit]
+    return max(1, max(limits))
+
+
 def derive(
     spec: Spec,
     machine: Machine | None = None,
@@ -295,8 +312,10 @@ def derive(
     worker_mb: float | None = None,
     replicas: int = 1,
     shm: Path = Path("/dev/shm"),
+    app_body_limit: int | None = None,
 ) -> Derived:
-    """All derived values for spec on machine; replicas multiplies processes for the DB budget."""
+    """All derived values for spec on machine; replicas multiplies processes for the DB budget;
+    app_body_limit is the app's MAX_CONTENT_LENGTH as it loaded (see max_body_bytes)."""
     machine = machine or detect_machine()
     server = spec.server
     needed_mb = worker_memory_mb(spec, worker_mb)
@@ -317,5 +336,5 @@ def derive(
         worker_tmp_dir=tmp_dir(spec, shm),
         timeouts=timeouts(spec),
         pool=db_pool(spec, workers * replicas, server.threads),
-        max_body_bytes=parse_size(spec.proxy.max_body_size),
+        max_body_bytes=max_body_bytes(spec, [app_body_limit]),
     )

@@ -82,7 +82,11 @@ class ServerSettings:
     )
     worker_cap: int | None = setting(None, "Upper bound on auto-sized workers.", minimum=1)
     worker_memory_mb: int | Auto = setting(
-        "auto", "Resident memory one worker needs, in MiB; auto measures the loaded app.", minimum=1
+        "auto",
+        "Resident memory one worker needs, in MiB, which caps the worker count; auto = the loaded app as "
+        "`flaskprod serve` measures it where it sizes its own workers, 128 where the count is fixed ahead "
+        "(`up`; `build`, whose files must not change with what this machine measures).",
+        minimum=1,
     )
     threads: int = setting(
         12,
@@ -184,7 +188,9 @@ class ProxySettings:
     trusted_hops: int = setting(
         0,
         "Proxies in front of the app whose X-Forwarded-* headers are trusted; 0 = none. "
-        "`flaskprod up` puts nginx in front and so counts it as 1 unless set.",
+        "`flaskprod up` puts nginx in front and so counts it as 1 unless set. `build` sets 1 where nginx is in "
+        "front and refuses another value (nginx rate-limits, guards the metrics path and logs by the address that "
+        "reaches it, so it cannot see through a proxy in front of it), and 0 in the single image.",
         minimum=0,
     )
     host: str = setting(
@@ -216,7 +222,10 @@ class ProxySettings:
         "at the URLs Flask gives them.",
     )
     max_body_size: str = setting(
-        "10M", "Largest request body (nginx client_max_body_size and Flask MAX_CONTENT_LENGTH)."
+        "10M",
+        "Largest request body: Flask's MAX_CONTENT_LENGTH unless the app sets its own. nginx's "
+        "client_max_body_size is the app's value as it loaded, so it follows the app's own; this for an app "
+        "with none (None: nginx still bounds what it spools to disk).",
     )
     gzip: bool = setting(True, "Compress text responses.")
     gzip_min_length: int = setting(1000, "Smallest response, in bytes, that is compressed.", minimum=0)

@@ -160,7 +160,7 @@ class Deployment:
             "app.version": self.spec.app.version,
             "server.kind": self.server,
             "server.bind": bind or f"0.0.0.0:{self.app_port}",
-            "proxy.trusted_hops": 1 if behind_nginx else 0,
+            "proxy.trusted_hops": trusted_hops(self.spec) if behind_nginx else 0,
             # The workers and pool the database budget was shared out for, among every replica: a container
             # sizing its own would count itself alone and take the whole budget.
             "server.workers": self.derived.workers,
@@ -206,6 +206,28 @@ class Deployment:
         """nginx.conf and mime.types run as ctx says."""
         spec = self.spec if metrics_allow is None else self.spec.replace(**{"monitoring.metrics_allow": metrics_allow})
         return render_nginx(spec, self.derived, dataclasses.replace(ctx, app_names=self.app_names))
+
+
+def trusted_hops(spec: Spec) -> int:
+    """The proxies the app behind a target's nginx trusts: nginx alone. nginx itself limits the rate, guards the
+    metrics path and logs by the address that connects to it, so a proxy in front of nginx would be every
+    client's address there while the app saw through it; and an app that trusts no proxy ignores nginx's
+    X-Forwarded-* (the client, the scheme) and request id. A value set otherwise is refused, not overridden."""
+    hops = spec.proxy.trusted_hops
+    if spec.origins.get("proxy.trusted_hops", "default") == "default" or hops == 1:
+        return 1
+    if hops == 0:
+        raise BuildError(
+            "proxy.trusted_hops = 0, but nginx is in front of the app here, whose X-Forwarded-* headers (the client, "
+            "the scheme) and request id it must trust: remove proxy.trusted_hops (1 is set) and any ProxyFix of the "
+            "app's own, or pass --set proxy.trusted_hops=1"
+        )
+    raise BuildError(
+        f"proxy.trusted_hops = {hops}, but nginx, the one proxy in front of the app here, rate-limits, guards the "
+        "metrics path and logs by the address that connects to it, so a proxy in front of nginx would be every "
+        "client there: remove proxy.trusted_hops (1 is set) or pass --set proxy.trusted_hops=1, and have what is in "
+        "front pass the clients' connections through to nginx (a TCP load balancer)"
+    )
 
 
 def dns_label(name: str) -> str:
@@ -313,9 +335,15 @@ def container_machine(spec: Spec) -> Machine:
     return Machine(cpus=spec.deploy.cpus, memory=parse_size(spec.deploy.memory))
 
 
-def size(spec: Spec, *, worker_mb: float | None, replicas: int) -> Derived:
-    """Derived values for one container; the database budget is shared by every replica's workers."""
-    return derive(spec, container_machine(spec), worker_mb=worker_mb, replicas=replicas)
+def size(spec: Spec, *, replicas: int, app_body_limit: int | None = None) -> Derived:
+    """Derived values for one container; the database budget is shared by every replica's workers, and nginx's body
+    limit is the app's MAX_CONTENT_LENGTH as it loaded (app_body_limit).
+
+    A worker's memory is server.worker_memory_mb, else the default, as `up` assumes it: never the app as measured
+    here. That is this machine's Python and allocator, not the image's, and its noise changed the worker count
+    (4, or once in six builds 3) baked into the image, the pools and PostgreSQL's max_connections.
+    """
+    return derive(spec, container_machine(spec), replicas=replicas, app_body_limit=app_body_limit)
 
 
 def _in_project(mount: StaticMount, root: Path) -> StaticMount | None:
@@ -388,7 +416,7 @@ def plan_deployment(
             static=tuple(mount for mount in static if mount is not None),
             app_module=_app_module(ref, root),
         ),
-        derived=size(spec, worker_mb=info.rss_mb, replicas=replicas or spec.deploy.replicas),
+        derived=size(spec, replicas=replicas or spec.deploy.replicas, app_body_limit=info.max_content_length),
         server=server,
         extras=extras,
         out=out,

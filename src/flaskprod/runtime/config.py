@@ -155,5 +155,6 @@ def configure(app: Flask, spec: Spec) -> None:
     url = database_url(spec, environ)
     if url:
         app.config.setdefault("SQLALCHEMY_DATABASE_URI", url)
-    # nginx enforces the same limit from the same setting, so both layers agree.
+    # A value the app chose stays. nginx's limit is whatever the app ends with: build and up read it from the
+    # loaded app (servers/probe.py) into sizing.max_body_bytes, so the two layers agree either way.
     set_unless_changed(app, "MAX_CONTENT_LENGTH", parse_size(spec.proxy.max_body_size))

@@ -55,6 +55,8 @@ class AppInfo:
     instance: InstanceFacts | None = None  # None: not learned (an AppInfo made by hand); Flask's default applies
     server_name: str | None = None  # the app's Flask SERVER_NAME, as it loaded
     subdomain_matching: bool = False  # Flask(subdomain_matching=True): it routes the names under SERVER_NAME too
+    # The app's MAX_CONTENT_LENGTH as it loaded (after Production(app)): nginx's body limit (sizing.max_body_bytes).
+    max_content_length: int | None = None
     async_views: tuple[str, ...] = ()  # async_views(app): what Flask can run only with asgiref installed
     migrate_command: str | None = None  # Flask-Migrate's command group (`flask db`), when the app uses it
 
@@ -116,6 +118,7 @@ def _app_info(result: dict[str, Any]) -> AppInfo:
         instance=InstanceFacts(**result["instance"]),
         server_name=result["server_name"],
         subdomain_matching=result["subdomain_matching"],
+        max_content_length=result["max_content_length"],
         async_views=tuple(result["async_views"]),
         migrate_command=result["migrate_command"],
     )
@@ -283,6 +286,8 @@ def main(argv: list[str]) -> int:
         # A value the app set that is no string (a misconfiguration) names no host nginx could answer.
         "server_name": server_name if isinstance(server_name := app.config.get("SERVER_NAME"), str) else None,
         "subdomain_matching": bool(app.subdomain_matching),
+        # As the request pipeline reads it: anything but a number of bytes sets no limit.
+        "max_content_length": limit if isinstance(limit := app.config.get("MAX_CONTENT_LENGTH"), int) else None,
         "async_views": async_views(app),
         "migrate_command": migrate_command(app),
     }

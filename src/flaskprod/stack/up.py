@@ -28,7 +28,7 @@ from ..render.targets import split_extras
 from ..servers import resolve_kind
 from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind, loopback_for
 from ..servers.probe import AppInfo, probe, read_record
-from ..sizing import Derived, derive
+from ..sizing import Derived, derive, max_body_bytes
 from ..spec import CONFIG_ENV, PROBE_RECORD_ENV, Spec, env_for, find_config_file, refuse_endpoints_under
 from .acme import OBTAIN_TIMEOUT, RELOAD_RETRY, Acme, Certbot
 from .alertmanager import Alertmanager, plan_alertmanager
@@ -134,6 +134,13 @@ class Plan:
         app server loaded it, so a release that calls itself by a new name is answered by it."""
         names = (name for release in self.running if (info := self.app_info(release)) for name in info.nginx_names)
         return tuple(dict.fromkeys(names))
+
+    @property
+    def body_limit(self) -> int:
+        """nginx's body limit: the MAX_CONTENT_LENGTH each running release's app loaded with, as its app server
+        recorded it (as app_names), so a deploy or SIGHUP that changes it changes nginx's too."""
+        infos = (self.app_info(release) for release in self.running)
+        return max_body_bytes(self.spec, [info.max_content_length if info else None for info in infos])
 
     def request_host(self, release: Release) -> str:
         """The Host of `up`'s own requests to release (its readiness): the app's SERVER_NAME as set, port and all,
@@ -378,7 +385,7 @@ def write_nginx_config(p: Plan) -> None:
     ctx = dataclasses.replace(ctx, app_names=p.app_names)
     if ctx.tls is not None and p.spec.tls.mode == "self-signed":
         self_signed_for(p.run.tls_dir, server_names(p.spec, p.spec.proxy.host, p.app_names))
-    files = render_nginx(p.spec, p.derived, ctx)
+    files = render_nginx(p.spec, dataclasses.replace(p.derived, max_body_bytes=p.body_limit), ctx)
     candidate = p.run.nginx_conf.with_name(p.run.nginx_conf.name + ".new")
     candidate.write_text(files.pop(p.run.nginx_conf.name))
     for name, text in files.items():
