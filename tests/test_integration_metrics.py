@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from flaskprod.runtime.metrics import pid_of_file
 from tests.conftest import Server, StartServer
 
 pytestmark = pytest.mark.integration
@@ -136,6 +139,7 @@ def test_workers_past_their_memory_bound_are_recycled_and_keep_their_counts(serv
 
 STREAMING_APP = """
 import time
+from pathlib import Path
 
 from flask import Flask, Response, stream_with_context
 
@@ -179,3 +183,58 @@ def test_a_streamed_response_is_timed_to_its_end_even_when_the_client_leaves(
     assert export_samples(text, "http_request_duration_seconds_count") == [2]
     # The rows take a second to make: the time of the body, not the microseconds before the view returned.
     assert export_samples(text, "http_request_duration_seconds_sum")[0] >= 1.0
+
+
+# Gunicorn alone: uWSGI recycles no worker younger than min-worker-lifetime (10 s), so it would take minutes to
+# recycle enough; its reap_metrics archives as child_exit does (the memory-bound test above keeps the totals there).
+def test_recycled_workers_leave_their_counts_but_not_their_files(serve_app: StartServer, tmp_path: Path) -> None:
+    """Each recycled worker's files are folded into one archive: the directory a scrape reads stays the size of the
+    live workers', however many came and went, and the totals stay exact."""
+    directory = tmp_path / "metrics"
+    workers, threads = 2, 4
+    server = serve_app(APP, workers=workers, args=(
+        "--server", "gunicorn", "--threads", str(threads), "--set", "server.max_requests=10",
+        "--set", "server.max_requests_jitter=0", "--set", f"monitoring.multiproc_dir={directory}",
+    ))
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        pids = Counter(pool.map(lambda i: fetch_item(server, i), range(REQUESTS), timeout=60))
+    assert len(pids) > 5 * workers, f"too few workers recycled ({pids}) for the bound to show"
+    # A live worker writes a counter, a histogram and an in-progress file per thread, and prometheus_client's
+    # app_info; one worker more may be between its exit and the arbiter's reaping it; and the archive.
+    bound = (workers + 1) * (3 * threads + 1) + 1
+    deadline = time.monotonic() + 10
+    while len(files := sorted(f.name for f in directory.iterdir())) > bound and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(files) <= bound, files
+    text = server.get("/metrics").text
+    ours = [value for labels, value in samples_named(text, "http_requests_total") if labels.get("endpoint") == RULE]
+    assert sum(ours) == REQUESTS
+
+
+@pytest.mark.parametrize("kind", ["gunicorn", "uwsgi"])
+def test_replaced_workers_files_are_archived_and_their_counts_kept(
+    serve_app: StartServer, tmp_path: Path, kind: str
+) -> None:
+    """Gunicorn's child_exit and the uWSGI supervisor's sweep both archive an exited worker's files."""
+    directory = tmp_path / "metrics"
+    server = serve_app(APP, workers=2, args=("--server", kind, "--set", f"monitoring.multiproc_dir={directory}"))
+    old = {fetch_item(server, i) for i in range(20)}
+    server.proc.send_signal(signal.SIGHUP)  # new workers for old
+
+    def old_files() -> list[str]:
+        return [f.name for f in directory.iterdir() if pid_of_file(f.name) in old]
+
+    made, deadline = 20, time.monotonic() + 20
+    while time.monotonic() < deadline:
+        served_by = fetch_item(server, made)
+        made += 1
+        if served_by not in old and not old_files():
+            break
+        time.sleep(0.2)
+    assert not old_files(), f"the replaced workers' files are still there: {old_files()}"
+    text = server.get("/metrics").text
+    ours = [value for labels, value in samples_named(text, "http_requests_total") if labels.get("endpoint") == RULE]
+    assert sum(ours) == made
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.wait(timeout=30)
+    assert not list(directory.iterdir()), "a configured directory is left empty, the archive gone with the files"

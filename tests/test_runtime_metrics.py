@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
+import os
 import secrets
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from flask import Flask, Response, stream_with_context
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
 from flaskprod import Production
-from flaskprod.runtime import mark_worker_dead, prepare_multiproc_dir
-from flaskprod.runtime.metrics import MULTIPROC_ENV, pid_of_file
+from flaskprod.runtime import mark_worker_dead, metricfiles, prepare_multiproc_dir
+from flaskprod.runtime.metricfiles import ARCHIVE, FilesCollector
+from flaskprod.runtime.metrics import MULTIPROC_ENV, HttpMetrics, Route, Slot, pid_of_file
 from flaskprod.runtime.pipeline import seconds_since
 from flaskprod.spec import Spec
 
@@ -422,15 +429,201 @@ def test_the_apps_own_metrics_add_up_beside_flaskprods(tmp_path: Path) -> None:
     assert value(text, "http_requests_total", method="GET", endpoint="/items/<int:item_id>", status="200") == 3
 
 
-def test_mark_worker_dead_drops_its_live_gauges(tmp_path: Path) -> None:
+def test_mark_worker_dead_drops_its_live_gauges_and_archives_its_counts(tmp_path: Path) -> None:
     run_worker(tmp_path, 1)
     live = list(tmp_path.glob("gauge_livesum_*.db"))
     assert len(live) == 1
     pid = pid_of_file(live[0].name)
     assert pid is not None
     mark_worker_dead(pid, str(tmp_path))
-    assert not list(tmp_path.glob("gauge_livesum_*.db"))
-    assert list(tmp_path.glob("counter_*.db")), "counters of a dead worker still count"
+    assert not [f for f in tmp_path.glob("*.db") if pid_of_file(f.name) == pid], "the dead worker's files stay"
+    assert (tmp_path / ARCHIVE).exists()
+    text = run_worker(tmp_path, 0, "scrape")
+    assert value(text, "http_requests_total", method="GET", endpoint="/items/<int:item_id>", status="200") == 1
+
+
+# Beyond any pid Linux gives (pid_max is at most 2**22): these workers are made up.
+LIVE_PID, FIRST_DEAD_PID = 5_000_000, 5_000_001
+ITEM = {"method": "GET", "endpoint": "/items/<int:item_id>"}
+
+
+def write_worker(directory: Path, pid: int, *, slots: int = 3) -> None:
+    """The files a threaded worker of pid leaves: flaskprod's, one set per thread slot, and prometheus_client's own
+    for an app's metrics, a file per kind. Durations and values are multiples of 1/8, so any sum of them is exact."""
+    writer = HttpMetrics.__new__(HttpMetrics)  # its counting alone: __init__ would switch prometheus_client's mode
+    for n in range(slots):
+        slot = Slot(str(directory), pid)
+        route = Route(ITEM["method"], ITEM["endpoint"], slot)
+        for i in range(n + 2):
+            writer.started(route)
+            writer.finished(route, 404 if i == 2 else 200, 0.125 * (pid % 5 + i), was_started=True, queued=0.5)
+        for file in slot.files.values():
+            file.close()  # type: ignore[attr-defined]
+    for kind, metric, sample, number in app_series(pid):
+        values = MmapedDict(str(directory / f"{kind}_{pid}.db"))
+        values.write_value(mmap_key(metric, sample, [], [], f"{metric}."), number, float(pid))
+        values.close()
+
+
+def app_series(pid: int) -> list[tuple[str, str, str, float]]:
+    """(file kind, metric, sample, value): every kind that outlives its process, an "all" gauge a series per pid."""
+    return [
+        ("counter", "orders", "orders_total", pid % 3 + 1.0),
+        ("summary", "payload", "payload_sum", pid % 4 * 0.25),
+        ("gauge_max", "app_info", "app_info", 1.0),
+        ("gauge_max", "peak", "peak", pid % 7 * 1.0),
+        ("gauge_min", "low", "low", pid % 7 * 1.0),
+        ("gauge_sum", "held", "held", pid % 2 * 1.0),
+        ("gauge_mostrecent", "latest", "latest", pid * 1.0),
+        ("gauge_all", "temperature", "temperature", pid % 9 * 1.0),
+    ]
+
+
+APP_FILES = len({kind for kind, *_ in app_series(0)})  # a worker's files of prometheus_client's, one per kind
+
+
+Found = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # samples(): each sample's value by name and labels
+
+
+def scrape(directory: Path) -> Found:
+    registry = CollectorRegistry()
+    registry.register(FilesCollector(str(directory)))
+    return samples(generate_latest(registry).decode())
+
+
+def upstream_scrape(directory: Path) -> Found:
+    """What prometheus_client's own collector reads from the same files, none of them archived."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, str(directory))  # type: ignore[no-untyped-call]
+    return samples(generate_latest(registry).decode())
+
+
+def value_of(found: Found, metric: str, **labels: str) -> float | None:
+    return found.get((metric, tuple(sorted(labels.items()))))
+
+
+def test_dead_workers_files_are_folded_into_one_archive_and_every_value_stays(tmp_path: Path) -> None:
+    """Recycled workers leave no files behind, and /metrics reads as if every file were still there."""
+    archived, kept = tmp_path / "archived", tmp_path / "kept"
+    archived.mkdir()
+    kept.mkdir()
+    for directory in (archived, kept):
+        write_worker(directory, LIVE_PID)
+    live_files = len(list(archived.iterdir()))
+    for pid in range(FIRST_DEAD_PID, FIRST_DEAD_PID + 40):  # 40 generations of one worker each
+        for directory in (archived, kept):
+            write_worker(directory, pid)
+        mark_worker_dead(pid, str(archived))
+        assert sorted(f.name for f in archived.iterdir() if pid_of_file(f.name) != LIVE_PID) == [ARCHIVE]
+        assert len(list(archived.iterdir())) == live_files + 1
+    assert len(list(kept.iterdir())) == 41 * live_files
+    got = scrape(archived)
+    assert got == upstream_scrape(kept)
+    assert value_of(got, "http_requests_total", **ITEM, status="200") == 41 * (2 + 2 + 3)
+    assert value_of(got, "latest") == FIRST_DEAD_PID + 39
+    assert value_of(got, "temperature", pid=str(FIRST_DEAD_PID)) == FIRST_DEAD_PID % 9
+
+
+def test_a_scrape_at_each_step_of_archiving_a_worker_counts_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the archive's rename and the removal of the worker's files, and at each removal, the sums stay."""
+    for pid in (LIVE_PID, FIRST_DEAD_PID, FIRST_DEAD_PID + 1):
+        write_worker(tmp_path, pid)
+    mark_worker_dead(FIRST_DEAD_PID, str(tmp_path))  # an archive in place already
+    expected = scrape(tmp_path)
+    seen: list[Found] = []
+    replace = metricfiles._Archive.replace
+
+    def replace_then_scrape(archive: metricfiles._Archive, directory: str) -> None:
+        replace(archive, directory)
+        seen.append(scrape(tmp_path))
+
+    def remove_scraping_after_each(names: Iterable[str]) -> None:
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(name)
+            seen.append(scrape(tmp_path))
+
+    monkeypatch.setattr(metricfiles._Archive, "replace", replace_then_scrape)
+    monkeypatch.setattr(metricfiles, "_remove", remove_scraping_after_each)
+    mark_worker_dead(FIRST_DEAD_PID + 1, str(tmp_path))
+    files = 3 * 2 + APP_FILES  # a counter and a histogram file per slot, and prometheus_client's
+    assert len(seen) == 2 + files, "a scrape after each rename and each removal"
+    assert all(found == expected for found in seen)
+    assert scrape(tmp_path) == expected
+
+
+def test_a_scrape_that_an_archiving_overtakes_reads_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scrape holding the archive from before a worker was archived lists the files after: it must not miss the
+    worker, whose files are gone and whose values are only in the archive it did not read."""
+    for pid in (LIVE_PID, FIRST_DEAD_PID, FIRST_DEAD_PID + 1):
+        write_worker(tmp_path, pid)
+    mark_worker_dead(FIRST_DEAD_PID, str(tmp_path))
+    expected = scrape(tmp_path)
+    overtaken = []
+
+    def glob_after_an_archiving(pattern: str) -> list[str]:
+        if not overtaken:
+            overtaken.append(FIRST_DEAD_PID + 1)
+            mark_worker_dead(FIRST_DEAD_PID + 1, str(tmp_path))
+        return glob.glob(pattern)
+
+    monkeypatch.setattr(metricfiles, "glob", SimpleNamespace(glob=glob_after_an_archiving))
+    assert scrape(tmp_path) == expected
+    assert overtaken and not list(tmp_path.glob(f"*_{FIRST_DEAD_PID + 1}*.db"))
+
+
+SCRAPER = """
+import os, sys
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from flaskprod.runtime.metricfiles import FilesCollector
+directory, stop = sys.argv[1:]
+registry = CollectorRegistry()
+registry.register(FilesCollector(directory))
+while not os.path.exists(stop):
+    text = generate_latest(registry).decode()
+    totals = {"http_requests_total": 0.0, "orders_total": 0.0, "http_request_duration_seconds_count": 0.0}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name in totals:
+                totals[s.name] += s.value
+    print(sorted(totals.items()), flush=True)
+"""
+
+
+def test_scrapes_in_other_processes_while_workers_are_archived_see_exact_totals(tmp_path: Path) -> None:
+    """Workers' processes scrape while the arbiter archives: every scrape sees the same totals, none fails."""
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    dead = range(FIRST_DEAD_PID, FIRST_DEAD_PID + 80)
+    for pid in (LIVE_PID, *dead):
+        write_worker(directory, pid, slots=2)
+    stop = tmp_path / "stop"
+    outputs = [tmp_path / f"scraper-{n}.out" for n in range(2)]
+    scrapers = []
+    for output in outputs:
+        with output.open("w") as out:
+            scrapers.append(subprocess.Popen([sys.executable, "-c", SCRAPER, str(directory), str(stop)], stdout=out))
+    try:
+        deadline = time.monotonic() + 30
+        while not all(o.read_text() for o in outputs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before = {line for o in outputs for line in o.read_text().splitlines()}
+        assert len(before) == 1, before
+        lines_before = sum(len(o.read_text().splitlines()) for o in outputs)
+        for pid in dead:
+            mark_worker_dead(pid, str(directory))
+            time.sleep(0.005)
+        assert len(list(directory.glob("*.db"))) == 2 * 3 + APP_FILES  # the live worker's
+    finally:
+        stop.touch()
+        exits = [scraper.wait(timeout=30) for scraper in scrapers]
+    assert exits == [0, 0], "a scraper failed (its error is above)"
+    lines = [line for o in outputs for line in o.read_text().splitlines()]
+    assert set(lines) == before, "a scrape saw a dead worker's values twice or not at all"
+    assert len(lines) - lines_before >= 10, "too few scrapes ran while the workers were archived"
 
 
 def test_pid_of_file_reads_both_layouts() -> None:
@@ -444,9 +637,11 @@ def test_prepare_multiproc_dir_wipes_stale_files(tmp_path: Path) -> None:
     prepare_multiproc_dir(str(target))
     assert target.is_dir()
     (target / "counter_123.db").write_bytes(b"stale")
+    (target / ARCHIVE).write_text('{"absorbed": [], "values": []}')
     (target / "keep.txt").write_text("not ours")
     prepare_multiproc_dir(str(target))
     assert not (target / "counter_123.db").exists()
+    assert not (target / ARCHIVE).exists()
     assert (target / "keep.txt").exists()
 
 

@@ -6,7 +6,8 @@ call and a file write for each of the five values a request touches (15 us a req
 processes on the benchmark machine). Here each thread counts in its own slot, without a lock.
 They keep its formats: in one process a collector on the private registry sums the slots; with
 several processes each slot writes its own files, in the layout prometheus_client's
-MultiProcessCollector reads and sums, so /metrics shows every worker and thread.
+MultiProcessCollector reads and sums, so /metrics shows every worker and thread; an exited
+worker's files are folded into one archive (metricfiles).
 """
 
 
@@ -18,7 +19,6 @@ import glob
 import itertools
 import mmap
 import os
-import re
 import shutil
 import struct
 import threading
@@ -42,6 +42,9 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from .metricfiles import ARCHIVE_FILES, FILE_TAG, FilesCollector, retire
+from .metricfiles import pid_of_file as pid_of_file  # the servers read a file's worker from here
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED = "<unmatched>"
 # Methods outside this set are counted as OTHER: the method comes from the client, and every
@@ -60,42 +63,31 @@ ROUTE_LABELS = ["method", "endpoint"]
 INF = float("inf")
 BUCKETS = tuple(float(b) for b in Histogram.DEFAULT_BUCKETS if b != INF)
 LE_LABELS = [floatToGoString(bound) for bound in (*BUCKETS, INF)]  # type: ignore[no-untyped-call]
-# Our own file names, one set per slot (counter_<pid>-http<n>.db), beside prometheus_client's
-# (counter_<pid>.db): two writers on one file would overwrite each other's entries.
-# MultiProcessCollector takes the type (and a gauge's mode) from the name's first parts and reads
-# every *.db.
-FILE_TAG = "-http"
 FILE_PREFIXES = {"counter": "counter", "histogram": "histogram", "gauge": "gauge_livesum"}
 
 
 def prepare_multiproc_dir(path: str) -> None:
     """Start a server run with an empty metrics directory (stale files would be summed in)."""
     if os.path.isdir(path):
-        for name in glob.glob(os.path.join(path, "*.db")):
-            os.remove(name)
+        for name in [*glob.glob(os.path.join(path, "*.db")), *(os.path.join(path, n) for n in ARCHIVE_FILES)]:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(name)
     else:
         if os.path.exists(path):
             shutil.rmtree(path, ignore_errors=True)
         os.makedirs(path, exist_ok=True)
 
 
-_FILE_PID = re.compile(r"_(\d+)(?:" + re.escape(FILE_TAG) + r"\d+)?\.db$")
-
-
-def pid_of_file(name: str) -> int | None:
-    """The worker pid in a metric file's name (prometheus_client's or flaskprod's), None for other files."""
-    match = _FILE_PID.search(name)
-    return int(match[1]) if match else None
-
-
 def mark_worker_dead(pid: int, path: str | None = None) -> None:
-    """Drop a dead worker's live gauges (requests in progress); call from the server's child-exit hook."""
+    """Drop a dead worker's live gauges (requests in progress) and fold the rest of its files into the archive of
+    dead workers; call from the server's child-exit hook, in the one process that forks the workers."""
     path = path or os.environ.get(MULTIPROC_ENV)
     if path:
         multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
         for name in glob.glob(os.path.join(path, f"{FILE_PREFIXES['gauge']}_{pid}{FILE_TAG}*.db")):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(name)
+        retire(pid, path)
 
 
 def _ensure_value_class() -> None:
@@ -377,29 +369,9 @@ class HttpMetrics:
         """The exposition text: this process's registry, or every worker's files in multi-process mode."""
         if self._directory is not None:
             registry = CollectorRegistry()
-            _WrittenFilesCollector(registry, self._directory)  # type: ignore[no-untyped-call]
+            registry.register(FilesCollector(self._directory))
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
-class _WrittenFilesCollector(multiprocess.MultiProcessCollector):
-    """MultiProcessCollector, minus files a starting worker has created but not yet sized.
-
-    A worker (a recycled one's replacement) creates its file empty, then sizes it and writes the
-    header; a scrape between the two would fail to read the header and answer 500. Such a file
-    holds no values yet, so leaving it out loses nothing.
-    """
-
-    def collect(self) -> Iterable[Metric]:
-        files = [name for name in glob.glob(os.path.join(self._path, "*.db")) if _has_header(name)]
-        return self.merge(files, accumulate=True)  # type: ignore[no-untyped-call,no-any-return]
-
-
-def _has_header(name: str) -> bool:
-    try:
-        return os.path.getsize(name) >= 8  # the 8-byte header holds how much of the file is used
-    except OSError:
-        return False  # removed since the glob: a dead worker's live gauges
 
 
 def _release_slot(metrics: weakref.ref[HttpMetrics], slot: Slot) -> None:

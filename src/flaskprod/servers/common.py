@@ -189,6 +189,8 @@ class RunDir:
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
         if not self.owns_multiproc_dir:
+            from ..runtime.metricfiles import ARCHIVE_FILES
+
             # Leave a configured directory in place but empty, so nothing stale outlives this start.
-            for entry in self.multiproc_dir.glob("*.db"):
+            for entry in [*self.multiproc_dir.glob("*.db"), *(self.multiproc_dir / name for name in ARCHIVE_FILES)]:
                 entry.unlink(missing_ok=True)
