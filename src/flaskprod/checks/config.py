@@ -254,8 +254,9 @@ def own_engine_pools(app: Flask, context: Context) -> Iterator[Found]:
     "the app wraps itself in werkzeug's ProxyFix, and Production(app) reads the X-Forwarded-* headers too (behind "
     "nginx, in `flaskprod up` and every target): the inner reading wins whatever proxy.trusted_hops says, and "
     "werkzeug.proxy_fix.orig records values the other already rewrote",
-    hint="remove the app's ProxyFix: Production(app) trusts proxy.trusted_hops proxies, 1 behind nginx (set it to "
-    "the proxies in front), or set proxy.trusted_hops = 0 to keep the app's own",
+    hint="remove the app's ProxyFix: Production(app) trusts proxy.trusted_hops proxies, 1 behind nginx; under "
+    "`flaskprod up` or `serve`, proxy.trusted_hops = 0 keeps the app's own (build's targets refuse it: their nginx "
+    "is the one proxy the app trusts)",
 )
 def proxy_fix_twice(app: Flask, context: Context) -> Iterator[Found]:
     from werkzeug.middleware.proxy_fix import ProxyFix

@@ -240,7 +240,9 @@ def dns_label(name: str) -> str:
 
 # What build and up read and the app never does: not carried into its environment.
 _BUILD_ONLY_SECTIONS = ("deploy", "release", "tls", "checks")
-_BUILD_ONLY_KEYS = frozenset({"monitoring.alert_webhook_url_file", "monitoring.alertmanager_port"})
+_BUILD_ONLY_KEYS = frozenset(
+    {"monitoring.alert_webhook_url_file", "monitoring.alertmanager_port", "monitoring.metrics_port"}
+)
 
 
 def carried_settings(spec: Spec, root: Path) -> dict[str, object]:

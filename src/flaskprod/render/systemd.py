@@ -120,7 +120,7 @@ class Paths:
 
     @property
     def nginx_temp(self) -> str:
-        # On disk rather than in /run (RAM): request bodies up to proxy.max_body_size spill here.
+        # On disk rather than in /run (RAM): request bodies up to the app's MAX_CONTENT_LENGTH spill here.
         return f"{self.layout.cache_root}/{self.nginx_name}"
 
     @property
