@@ -312,9 +312,11 @@ class Supervisor:
             names = os.listdir(self.run_dir.multiproc_dir)
         except OSError:
             return
-        for name in names:
-            pid = pid_of_file(name)
-            if pid is not None and pid not in self.marked and not _alive(pid):
+        seen = {pid for name in names if (pid := pid_of_file(name)) is not None}
+        # Marking folds a pid's files away: one whose files are gone may come back as a new worker's, to fold again.
+        self.marked &= seen
+        for pid in seen - self.marked:
+            if not _alive(pid):
                 mark_worker_dead(pid)
                 self.marked.add(pid)
 
