@@ -222,7 +222,9 @@ def test_prometheus_scrapes_the_app_through_nginx_and_counts_its_requests(stack:
     api = PrometheusAPI(stack)
     wait_for(lambda: api.value(f'up{{job="{JOB}"}}') == 1.0, timeout=SCRAPED_WITHIN, what="the app's target up")
     targets = [t for t in api.get("/api/v1/targets")["activeTargets"] if t["labels"]["job"] == JOB]
-    assert [t["scrapeUrl"] for t in targets] == [table_value(stack, "metrics").split()[0]]
+    # Each running release is a target of its own, at the listener's path naming it (test_up_canary_metrics.py).
+    release_path = table_value(stack, "metrics").split()[0].replace("/metrics", "/releases/1/metrics")
+    assert [(t["scrapeUrl"], t["labels"]["release"]) for t in targets] == [(release_path, "1")]
 
     sent = 7
     assert [stack.get("/api/ping").status_code for _ in range(sent)] == [200] * sent

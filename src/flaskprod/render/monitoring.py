@@ -93,7 +93,11 @@ QUEUED_SHARE = 0.1
 # explains, as the window is at least four drains long.
 READINESS_FAILING = 0.5
 # The rules sum by namespace too: Kubernetes' series carry it (the Prometheus Operator adds it), so one app
-# deployed to two namespaces (staging, production) alerts for each apart; elsewhere no series has it.
+# deployed to two namespaces (staging, production) alerts for each apart; elsewhere no series has it. And by
+# release: `flaskprod up` labels each release's series with its number, so a canary is judged on its own requests
+# (all of 2% failing is an outage of the canary, not 2% of the job's); a container's series have no release.
+BY = "namespace, job, release"
+BY_INSTANCE = "namespace, job, instance, release"
 # Seconds of the rate() windows and of `for`: 20 scrapes at the default interval, so one missed
 # scrape or a short burst does not page anyone.
 WINDOW = 300
@@ -128,6 +132,10 @@ class Scrape:
     dns_names: tuple[str, ...] = ()
     port: int | None = None  # for dns_names; None = the app server's port (deploy.app_port)
     interval: int = 15  # seconds
+    # `flaskprod up`: a file of targets (file_sd, which Prometheus watches) that it writes again as releases start
+    # and stop, one per running release at targets' address, each labelled with its release. prometheus.yml then
+    # names the file instead of targets.
+    target_file: str | None = None
 
     def __post_init__(self) -> None:
         if not self.targets and not self.dns_names:
@@ -473,8 +481,8 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
     alerts.append(
         Alert(
             name="HighErrorRatio",
-            expr=f"sum by (namespace, job) (rate({REQUESTS_TOTAL}{errors}[{window}]))"
-            f" / sum by (namespace, job) (rate({REQUESTS_TOTAL}{q.sel()}[{window}])) > {_number(ERROR_RATIO)}",
+            expr=f"sum by ({BY}) (rate({REQUESTS_TOTAL}{errors}[{window}]))"
+            f" / sum by ({BY}) (rate({REQUESTS_TOTAL}{q.sel()}[{window}])) > {_number(ERROR_RATIO)}",
             hold=WINDOW,
             window=WINDOW,
             severity="critical",
@@ -500,8 +508,8 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
             # The share of requests slower than a bucket bound is exact where histogram_quantile
             # interpolates, and it still rises past the top finite bound, where the quantile cannot.
             name="SlowRequests",
-            expr=f"1 - sum by (namespace, job) (rate({DURATION_BUCKET}{fast}[{window}]))"
-            f" / sum by (namespace, job) (rate({DURATION_COUNT}{q.sel()}[{window}])) > {_number(share)}",
+            expr=f"1 - sum by ({BY}) (rate({DURATION_BUCKET}{fast}[{window}]))"
+            f" / sum by ({BY}) (rate({DURATION_COUNT}{q.sel()}[{window}])) > {_number(share)}",
             hold=WINDOW,
             window=WINDOW,
             severity="warning",
@@ -520,7 +528,7 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
         alerts.append(
             Alert(
                 name="WorkersSaturated",
-                expr=f"sum by (namespace, job, instance) (avg_over_time({IN_FLIGHT}{q.sel(traffic=False)}[{window}]))"
+                expr=f"sum by ({BY_INSTANCE}) (avg_over_time({IN_FLIGHT}{q.sel(traffic=False)}[{window}]))"
                 f" >= {_number(line)}",
                 hold=WINDOW,
                 window=WINDOW,
@@ -547,8 +555,8 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
                 name="RequestsQueued",
                 # Two lines (PromQL reads a newline as a space): the metric's long name leaves YAML no
                 # place to fold one. The +Inf bucket is the count.
-                expr=f"1 - sum by (namespace, job) (rate({QUEUE_BUCKET}{soon_sel}[{window}]))\n"
-                f"  / sum by (namespace, job) (rate({QUEUE_BUCKET}{all_sel}[{window}])) > {_number(QUEUED_SHARE)}",
+                expr=f"1 - sum by ({BY}) (rate({QUEUE_BUCKET}{soon_sel}[{window}]))\n"
+                f"  / sum by ({BY}) (rate({QUEUE_BUCKET}{all_sel}[{window}])) > {_number(QUEUED_SHARE)}",
                 hold=WINDOW,
                 window=WINDOW,
                 severity="warning",
@@ -573,8 +581,8 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
         alerts.append(
             Alert(
                 name="ReadinessFailing",
-                expr=f"sum by (namespace, job, instance) (rate({REQUESTS_TOTAL}{failing}[{probe_window}]))"
-                f" / sum by (namespace, job, instance) (rate({REQUESTS_TOTAL}{probes}[{probe_window}]))"
+                expr=f"sum by ({BY_INSTANCE}) (rate({REQUESTS_TOTAL}{failing}[{probe_window}]))"
+                f" / sum by ({BY_INSTANCE}) (rate({REQUESTS_TOTAL}{probes}[{probe_window}]))"
                 f" > {_number(READINESS_FAILING)}",
                 hold=WINDOW,
                 window=seconds,
@@ -637,7 +645,9 @@ def _rule_tests(alerts: list[Alert]) -> dict[str, Any]:
 def _prometheus_config(d: Monitored, scrape: Scrape, itself: str, alertmanager: str | None) -> dict[str, Any]:
     interval = _duration(scrape.interval)
     app: dict[str, Any] = {"job_name": scrape.job, "metrics_path": d.spec.monitoring.metrics_path}
-    if scrape.targets:
+    if scrape.target_file is not None:
+        app["file_sd_configs"] = [{"files": [scrape.target_file]}]
+    elif scrape.targets:
         app["static_configs"] = [{"targets": list(scrape.targets)}]
     if scrape.dns_names:
         # A records: one target per container, so each replica is scraped itself, not one behind a VIP.

@@ -151,6 +151,10 @@ class NginxContext:
     trusted_proxies: tuple[str, ...] = ()
     # `flaskprod deploy --canary N`: a second upstream server, and the percent of requests it takes.
     canary: tuple[str, int] | None = None
+    # `up --with monitoring`: (release number, its app server) for each running release. The metrics listener
+    # serves each release's own metrics at release_metrics_path, so Prometheus scrapes every release, a canary
+    # too, as a target of its own, labelled with its number.
+    release_metrics: tuple[tuple[int, str], ...] = ()
     # Names the app itself answers to (app_server_names: its Flask SERVER_NAME's host), which nginx answers too.
     app_names: tuple[str, ...] = ()
     worker_processes: int | Literal["auto"] = "auto"
@@ -260,6 +264,13 @@ def include_path(path: str) -> str:
     return conf_path(path)
 
 
+def release_metrics_path(spec: Spec, release: int) -> str:
+    """Where the metrics listener serves one release's metrics (NginxContext.release_metrics): /releases/3/metrics.
+    A path per release number, not per role: a scrape names the release whose counters it reads, before, during
+    and after nginx switches releases."""
+    return f"/releases/{release}{spec.monitoring.metrics_path}"
+
+
 def upstream_keepalive(derived: Derived, protocol: Protocol) -> int:
     """Idle connections nginx keeps to the app server; 0 where they cannot be reused.
 
@@ -343,6 +354,7 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         server_names=server_names(spec, ctx.host, ctx.app_names),
         metrics_listen=listen_address(ctx.metrics_host or ctx.host, ctx.metrics_port) if ctx.metrics_port else None,
         metrics_upstream="flaskprod_primary" if ctx.canary else "flaskprod_app",
+        release_metrics=[(n, release_metrics_path(spec, n), server) for n, server in ctx.release_metrics],
         max_body_bytes=derived.max_body_bytes,
         gzip_types=GZIP_TYPES,
         request_id_header=spec.logging.request_id_header,

@@ -336,6 +336,8 @@ def switch(stack: Stack, new_plan: Plan, request: Request | None) -> None:
     deadline = time.monotonic() + grace
     while (left := old_workers & _alive(old_workers)) and time.monotonic() < deadline:
         time.sleep(0.05)
+    if new_plan.prometheus:  # nginx now serves the running releases' metrics paths, and those alone
+        new_plan.prometheus.write_targets(new_plan.run, new_plan.spec, (release.number for release in new_plan.running))
     if left:
         raise ServerError(f"nginx's old workers (pid {', '.join(map(str, sorted(left)))}) still run after {grace:g}s")
     serving = ", ".join(

@@ -8,17 +8,18 @@ own on loopback that serves the metrics path alone (NginxContext.metrics_port, a
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import signal
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ServerError, SpecError
 from ..render.deployment import dns_label
 from ..render.monitoring import Monitored, Scrape, prometheus_files, prometheus_retention
-from ..render.nginx import listen_address
+from ..render.nginx import listen_address, release_metrics_path
 from ..servers.common import check_bind, loopback_for
 from ..sizing import Derived
 from ..spec import Spec
@@ -33,6 +34,8 @@ SCRAPE_HOST = "127.0.0.1"
 # Seconds between scrapes and between rule evaluations: a request shows in a query within seconds
 # (the containers' Prometheus takes 15 s).
 SCRAPE_INTERVAL = 5
+# The app's targets (file_sd), in Prometheus's directory: one per running release, written again as they change.
+TARGETS_FILE = "targets.json"
 # 200 once Prometheus has loaded its config and rules and replayed its data.
 READY_PATH = "/-/ready"
 # Settings a reload cannot change under --with monitoring: what Prometheus and nginx's listener for it
@@ -97,12 +100,30 @@ class Prometheus:
             server="uwsgi" if spec.server.kind == "uwsgi" else "gunicorn",
             app_port=self.scrape_port,
         )
-        scrape = Scrape(job=self.job, targets=(listen_address(*self.scrape_listen),), interval=SCRAPE_INTERVAL)
+        scrape = Scrape(
+            job=self.job,
+            targets=(listen_address(*self.scrape_listen),),
+            interval=SCRAPE_INTERVAL,
+            target_file=TARGETS_FILE,
+        )
         itself = listen_address(loopback_for(self.host), self.port)
         files = prometheus_files(app, scrape, itself=itself, alertmanager=self.alertmanager, by="up")
         run.prometheus_dir.mkdir(exist_ok=True)
         for name, text in files.items():
             replace_file(run.prometheus_dir / name, text)
+
+    def write_targets(self, run: StackDir, spec: Spec, releases: Iterable[int]) -> None:
+        """The app's targets: each running release at its own path on nginx's listener (release_metrics_path),
+        labelled release="N", so a canary's requests are series of their own and the alert rules judge it apart.
+        Written once nginx serves those paths; Prometheus watches the file, so a release that stops leaves the
+        targets (no AppDown for it) and one that starts is scraped within an interval."""
+        address = listen_address(*self.scrape_listen)
+        groups = [
+            {"targets": [address], "labels": {"release": str(n), "__metrics_path__": release_metrics_path(spec, n)}}
+            for n in releases
+        ]
+        run.prometheus_dir.mkdir(exist_ok=True)
+        replace_file(run.prometheus_dir / TARGETS_FILE, json.dumps(groups, indent=2) + "\n")
 
     def ready(self) -> tuple[bool, str]:
         return answers_ready(loopback_for(self.host), self.port)

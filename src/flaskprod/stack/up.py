@@ -383,6 +383,8 @@ def write_nginx_config(p: Plan) -> None:
     )
     # nginx answers the host the app calls itself (its SERVER_NAME) too, and a self-signed certificate names it.
     ctx = dataclasses.replace(ctx, app_names=p.app_names)
+    if p.prometheus:  # Prometheus scrapes each running release apart (Prometheus.write_targets), a canary too
+        ctx = dataclasses.replace(ctx, release_metrics=tuple((r.number, f"unix:{p.socket(r)}") for r in p.running))
     if ctx.tls is not None and p.spec.tls.mode == "self-signed":
         self_signed_for(p.run.tls_dir, server_names(p.spec, p.spec.proxy.host, p.app_names))
     files = render_nginx(p.spec, dataclasses.replace(p.derived, max_body_bytes=p.body_limit), ctx)
@@ -739,6 +741,7 @@ class Stack:
         write_nginx_config(p)
         if p.prometheus:
             p.prometheus.write_config(p.run, p.spec, p.derived)
+            p.prometheus.write_targets(p.run, p.spec, (release.number for release in p.running))
         if p.alertmanager:
             p.alertmanager.write_config(p.run, p.spec)
         self.plan = p
