@@ -36,8 +36,8 @@ from tests.test_serve import clean_env
 YAMLLINT = "{extends: default, rules: {line-length: {max: 160}, document-start: disable}}"
 SHOP = {"app.name": "shop", "app.version": "1.2.3"}
 ALL_ALERTS = {
-    "AppDown", "AppTargetsMissing", "HighErrorRatio", "SlowRequests", "WorkersSaturated", "ReadinessFailing",
-    "RequestsQueued",
+    "AppDown", "AppTargetsMissing", "ScrapesFailing", "HighErrorRatio", "SlowRequests", "WorkersSaturated",
+    "ReadinessFailing", "RequestsQueued",
 }
 
 
@@ -596,6 +596,8 @@ def test_real_prometheus_scrapes_the_app_evaluates_every_rule_and_answers_every_
         # ... and those that should, go pending on them (their `for` keeps them from firing in a test).
         expected = {
             ("AppDown", dead_target), ("HighErrorRatio", ""), ("SlowRequests", ""), ("ReadinessFailing", app_target),
+            # No scrape of it answered: under AppDown, which silences the job's warnings in Alertmanager.
+            ("ScrapesFailing", dead_target),
         }
 
         def pending() -> set[tuple[str, str]]:

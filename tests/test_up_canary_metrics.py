@@ -166,7 +166,8 @@ def test_a_canary_is_scraped_and_alerted_as_its_own_release_until_it_ends(monito
     assert monitored.listener("/releases/3/metrics").status_code == 200
     # A release that stopped left the targets; none stayed down long enough to page anyone.
     firing = [a["labels"] for a in monitored.api("/api/v1/alerts")["alerts"] if a["state"] == "firing"]
-    assert not [labels for labels in firing if labels["alertname"] in ("AppDown", "AppTargetsMissing")], firing
+    down = ("AppDown", "AppTargetsMissing", "ScrapesFailing")
+    assert not [labels for labels in firing if labels["alertname"] in down], firing
 
 
 # --- what `up` renders ---------------------------------------------------------------------------------------

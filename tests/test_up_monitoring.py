@@ -35,7 +35,10 @@ pytestmark = pytest.mark.integration
 
 JOB = "shop"
 # No ReadinessFailing: `up` asks the readiness path only while a release starts, so no probe is counted to read.
-ALERTS = {"AppDown", "AppTargetsMissing", "HighErrorRatio", "SlowRequests", "WorkersSaturated", "RequestsQueued"}
+ALERTS = {
+    "AppDown", "AppTargetsMissing", "ScrapesFailing", "HighErrorRatio", "SlowRequests", "WorkersSaturated",
+    "RequestsQueued",
+}
 # Every scrape and rule evaluation comes within 5 s under `up`; Prometheus offsets its first scrape within that.
 SCRAPED_WITHIN = 20.0
 # The file naming the webhook's URL, in the project (relative, as a user would write it).

@@ -105,6 +105,9 @@ WINDOW = 300
 # removed leaves the targets before it could page.
 DNS_REFRESH = 30
 DOWN_FOR = 60
+# Share of scrapes answered over WINDOW below which ScrapesFailing fires: one in ten failing is no blip (a switch
+# of releases costs one or two of the 60 scrapes `up` makes in it).
+SCRAPES_ANSWERED = 0.9
 # Alertmanager's routing: one notification per alert and deployment (namespace, job), not one per container, a
 # first one half a minute after the first alert of a group fires (its fellows then come with it), again when the
 # group changes, and a reminder every few hours while it keeps firing (resolved alerts are sent too).
@@ -472,6 +475,22 @@ def _alerts(d: Monitored, scrape: Scrape) -> list[Alert]:
             fires=Case(series={_series("up", {"job": "prometheus", "instance": "localhost:9090"}): "1x{n}"},
                        fires={"job": job}),
             quiet=Case(series={up: "1x{n}"}, fires=None),
+        ),
+        Alert(
+            # A worker that dies on every request, or a queue longer than the scrape timeout, answers some scrapes
+            # and not others: `up` flaps and AppDown, which waits for a minute of failures in a row, never fires,
+            # while nginx answers the clients 502 or 504, which no app counter sees.
+            name="ScrapesFailing",
+            expr=f"avg_over_time(up{q.sel(traffic=False)}[{window}]) < {_number(SCRAPES_ANSWERED)}",
+            hold=DOWN_FOR,
+            window=WINDOW,
+            severity="warning",
+            summary="{{ $labels.job }}: {{ $labels.instance }} fails scrapes on and off",
+            description=f"More than {1 - SCRAPES_ANSWERED:.0%} of the scrapes of {{{{ $labels.instance }}}} failed "
+            f"over {window}: its app server is crashing and restarting workers, or too busy to answer its metrics "
+            "path in time. nginx's 502s and 504s meanwhile reach no app counter: see its access log.",
+            fires=Case(series={up: " ".join(["1 0"] * 20)}, fires=where),
+            quiet=Case(series={up: "0 1x{n}"}, fires=None),
         ),
     ]
 
