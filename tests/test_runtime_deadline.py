@@ -11,15 +11,22 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from flaskprod import Production
-from flaskprod.runtime.deadline import Watchdog
+from flaskprod.runtime.deadline import CLOCK_SET_WRONG, RequestTimeout, Watchdog, counted_wait
 from flaskprod.spec import Spec
+
+SPIN = "/api/spin/<float:seconds>"  # the spin view's route, as the metrics name it
 
 
 def make_app(**settings: object) -> Flask:
     app = Flask(__name__)
-    app.config.update(SECRET_KEY=secrets.token_hex(32))
+    app.config.update(SECRET_KEY=secrets.token_hex(32), RAN=[])
+
+    @app.before_request
+    def before() -> None:
+        app.config["RAN"].append("before_request")  # the app's own hook: runs ahead of its views
 
     @app.get("/api/sleep/<float:seconds>")
     def sleep(seconds: float) -> dict[str, float]:
@@ -29,6 +36,7 @@ def make_app(**settings: object) -> Flask:
     @app.get("/api/spin/<float:seconds>")
     def spin(seconds: float) -> dict[str, float]:
         # Python-level work (a busy loop), which a deadline can interrupt on any thread.
+        app.config["RAN"].append("spin")
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             pass
@@ -36,6 +44,22 @@ def make_app(**settings: object) -> Flask:
 
     Production(app, spec=Spec().replace(**{"server.timeout": 1, "logging.access_log": False, **settings}))
     return app
+
+
+def behind_nginx(**settings: object) -> Flask:
+    """An app that trusts the one proxy in front (nginx in `up`) to say when it passed each request on."""
+    return make_app(**{"proxy.trusted_hops": 1, **settings})
+
+
+def sent(seconds_ago: float) -> dict[str, str]:
+    """The X-Request-Start nginx sends ("t=" and its $msec), for a request it passed on seconds_ago."""
+    return {"X-Request-Start": f"t={time.time() - seconds_ago:.3f}"}
+
+
+def counted(app: Flask, status: int, endpoint: str = SPIN) -> float:
+    registry = app.extensions["flaskprod"].registry
+    labels = {"method": "GET", "endpoint": endpoint, "status": str(status)}
+    return registry.get_sample_value("http_requests_total", labels) or 0.0
 
 
 def deadline_lines(out: str) -> list[dict[str, Any]]:
@@ -77,20 +101,30 @@ def test_switched_off_or_under_testing_no_deadline() -> None:
     assert testing.test_client().get("/s").status_code == 200
 
 
-def in_thread(client: FlaskClient, path: str) -> tuple[int, float]:
-    """GET path on a thread other than the main one, as a threaded server runs requests."""
-    results: list[tuple[int, float]] = []
+def timed_get(client: FlaskClient, path: str, *, threaded: bool, **kwargs: Any) -> tuple[TestResponse, float]:
+    """GET path and how long it took: on the main thread, as a single-threaded worker runs requests (the
+    deadline is a timer), or on another, as a threaded one does (the watchdog raises in it)."""
+    results: list[tuple[TestResponse, float]] = []
 
     def get() -> None:
         started = time.monotonic()
-        status = client.get(path).status_code
-        results.append((status, time.monotonic() - started))
+        response = client.get(path, **kwargs)
+        results.append((response, time.monotonic() - started))
 
+    if not threaded:
+        get()
+        return results[0]
     worker = threading.Thread(target=get)
     worker.start()
     worker.join(15)
     assert results, f"{path} did not finish"
     return results[0]
+
+
+def in_thread(client: FlaskClient, path: str) -> tuple[int, float]:
+    """GET path on a thread other than the main one, as a threaded server runs requests."""
+    response, elapsed = timed_get(client, path, threaded=True)
+    return response.status_code, elapsed
 
 
 def test_threaded_request_running_python_is_stopped_at_the_deadline(capsys: pytest.CaptureFixture[str]) -> None:
@@ -144,3 +178,104 @@ def test_the_watchdog_does_not_wake_for_every_request() -> None:
     worker.start()
     worker.join(30)
     assert watchdog.looks <= 2
+
+
+@pytest.mark.parametrize(
+    ("waited", "counted_as"),
+    [
+        (None, 0.0),  # no start time from a trusted proxy: the deadline counts from the app's start, as ever
+        (0.0, 0.0),  # a start ahead of the app's clock by under a minute (seconds_since): no wait, no longer deadline
+        (12.5, 12.5),  # part of the deadline spent waiting: the rest is left
+        (30.0, 30.0),  # all of it: answered 504 at once
+        (30 + CLOCK_SET_WRONG, 30 + CLOCK_SET_WRONG),  # past it by up to ten minutes (nginx gave up): at once too
+        (30 + CLOCK_SET_WRONG + 1, 0.0),  # further: a clock set wrong, not a queue; the whole timeout
+        (3600.0, 0.0),  # a proxy's clock an hour behind (a time zone's offset) would otherwise refuse every request
+    ],
+)
+def test_the_wait_counted_against_a_30s_deadline(waited: float | None, counted_as: float) -> None:
+    assert counted_wait(30, waited) == counted_as
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["timer", "watchdog"])
+def test_a_request_that_waited_for_a_worker_gets_the_rest_of_its_deadline(
+    threaded: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """nginx's read timeout counts from when it passed the request on: so does the app's deadline."""
+    app = behind_nginx()
+    response, elapsed = timed_get(app.test_client(), "/api/spin/5.0", threaded=threaded, headers=sent(0.6))
+    assert response.status_code == 504
+    assert 0.25 <= elapsed < 0.75  # the 0.4 s left of 1, not a whole second from the app's start
+    assert response.json is not None and response.json["error"]["message"] == RequestTimeout.description
+    assert deadline_lines(capsys.readouterr().out)
+    assert counted(app, 504) == 1 and counted(app, 200) == 0
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["timer", "watchdog"])
+def test_a_request_that_waited_past_its_deadline_is_answered_504_at_once_without_running(
+    threaded: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = behind_nginx()
+    client = app.test_client()
+    response, elapsed = timed_get(client, "/api/spin/0.01", threaded=threaded, headers=sent(1.2))
+    assert response.status_code == 504
+    assert elapsed < 0.25
+    assert response.json is not None
+    assert response.json["error"]["message"] == "The request waited too long for the app and was not run."
+    assert app.config["RAN"] == []  # neither the view nor the app's own before_request hook
+    # Logged and counted as any request stopped at its deadline: under its route, in progress no longer.
+    [line] = deadline_lines(capsys.readouterr().out)
+    assert "waited too long" in line["error"]["message"]
+    assert counted(app, 504) == 1 and counted(app, 200) == 0
+    registry = app.extensions["flaskprod"].registry
+    assert registry.get_sample_value("http_requests_in_progress", {"method": "GET", "endpoint": SPIN}) == 0
+    # The next request, sent just now, runs as ever.
+    assert client.get("/api/spin/0.01", headers=sent(0)).status_code == 200
+    assert app.config["RAN"] == ["before_request", "spin"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "start"),
+    [
+        ({"proxy.trusted_hops": 1}, -30.0),  # ahead of the app's clock: the whole timeout, never more
+        ({"proxy.trusted_hops": 1}, 7200.0),  # a clock set wrong
+        ({"proxy.trusted_hops": 1}, "t=soon"),  # not a time
+        ({}, 1.2),  # from a client: no proxy is trusted to say when it sent the request
+        ({"proxy.trusted_hops": 1, "monitoring.queue_time": False}, 1.2),  # nginx sends none then
+    ],
+    ids=["ahead", "hours-old", "garbage", "untrusted", "queue-time-off"],
+)
+def test_a_start_time_not_to_be_believed_leaves_the_whole_deadline(
+    settings: dict[str, object], start: float | str
+) -> None:
+    """start: the header's text, or how many seconds ago it says the request was sent."""
+    headers = {"X-Request-Start": start} if isinstance(start, str) else sent(start)
+    client = make_app(**settings).test_client()
+    assert client.get("/api/spin/0.6", headers=headers).status_code == 200
+    # Never more than the timeout from the app's start either.
+    started = time.monotonic()
+    assert client.get("/api/spin/5.0", headers=headers).status_code == 504
+    assert 0.9 <= time.monotonic() - started < 2
+
+
+def test_a_waited_request_does_not_make_the_idle_watchdog_look_more_often() -> None:
+    """The watchdog's look with nothing armed stays the deadline's length, not the few ms one request had left."""
+    watchdog = Watchdog()
+    stopped: list[float] = []
+
+    def request() -> None:
+        started = time.monotonic()
+        try:
+            watchdog.arm(30, 29.95)
+            while time.monotonic() < started + 5:
+                pass
+        except RequestTimeout:
+            stopped.append(time.monotonic() - started)
+        watchdog.disarm()
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    worker.join(10)
+    assert stopped and stopped[0] < 1  # stopped 50 ms in, 30 s after a start 29.95 s ago
+    looks = watchdog.looks
+    time.sleep(0.5)  # idle: at 50 ms apart it would look 10 times
+    assert watchdog.looks - looks <= 1

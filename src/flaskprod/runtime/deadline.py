@@ -1,5 +1,10 @@
 """A soft per-request deadline: a request past server.timeout gets a clean 504 and frees its worker.
 
+The timeout counts from when the proxy in front passed the request on, where it says so (nginx's
+X-Request-Start), as nginx's own read timeout does, queue included: counted from when a worker took
+the request, it let nginx answer a queued request 504 first while the app ran it on for nobody and
+counted it a success. A request that waited past its deadline is answered 504 before its view runs.
+
 On the main thread (sync workers) the deadline is a SIGALRM timer: the handler raises in the view,
 even out of a blocking sleep or socket read. Other threads (threaded workers) cannot receive a
 signal's handler, so one watchdog thread per process raises the same exception in them
@@ -26,12 +31,32 @@ from werkzeug.exceptions import GatewayTimeout
 
 P = ParamSpec("P")
 R = TypeVar("R")
+# A wait this far past the deadline is a clock set wrong (a time zone's offset, or never set), not a queue:
+# believed, it would have the app answer every request 504. Such a request gets the whole timeout.
+CLOCK_SET_WRONG = 600.0
+# Set in the environ of a request that waited past its deadline: Flask answers it with waited_too_long().
+EXPIRED_KEY = "flaskprod.expired"
 
 
 class RequestTimeout(GatewayTimeout):
     """Raised inside a view whose request ran past its deadline; answered as 504."""
 
     description = "The request took too long and was stopped."
+
+
+def counted_wait(timeout: float, waited: float | None) -> float:
+    """How much of its timeout a request spent before the app started it: waited, as the proxy's
+    X-Request-Start says (seconds_since: None if there is none, 0 if it lies ahead), but 0 for a wait
+    more than CLOCK_SET_WRONG past the deadline. timeout or more: the request is past its deadline."""
+    if waited is None or waited > timeout + CLOCK_SET_WRONG:
+        return 0.0
+    return waited
+
+
+def waited_too_long() -> RequestTimeout:
+    """The 504 of a request that waited past its deadline, raised before any of the app's code runs: its client
+    gets it, or has had nginx's already, and may be told that nothing was done."""
+    return RequestTimeout("The request waited too long for the app and was not run.")
 
 
 _installed = False  # whether this process's SIGALRM handler is ours; a forked child starts over
@@ -67,14 +92,16 @@ class Watchdog:
         self._idle_look = math.inf  # how long it waits with nothing armed: the last deadline's length
         self.looks = 0  # times the watchdog has woken and looked: not once per request
 
-    def arm(self, seconds: float) -> None:
-        due = time.monotonic() + seconds
+    def arm(self, timeout: float, waited: float = 0.0) -> None:
+        due = time.monotonic() + timeout - waited
         token = self._local.token = object()
         self._due[token] = (threading.get_ident(), due)
-        self._idle_look = seconds
+        # The whole length, not what is left: looks a waited request's rest apart would come to nothing.
+        self._idle_look = timeout
         # Woken only for a deadline before its next look. A wake per request would cost a thread
-        # switch and a hand-over of the interpreter lock on every request. Every deadline has one
-        # length (server.timeout), so a new one is never earlier than the look already planned.
+        # switch and a hand-over of the interpreter lock on every request. Every deadline is
+        # server.timeout after nginx passed its request on, and the app takes requests in about
+        # that order, so a new one is rarely earlier than the look already planned.
         if self._thread is None or due < self._wakes_at:
             with self._lock:
                 if self._thread is None:
@@ -114,17 +141,17 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def arm(seconds: float) -> None:
-    """Start the deadline for the current request."""
+def arm(timeout: float, waited: float = 0.0) -> None:
+    """Start the deadline for the current request: timeout from a start waited (less than timeout) seconds ago."""
     global _installed
     if threading.current_thread() is not threading.main_thread():
-        _watchdog.arm(seconds)
+        _watchdog.arm(timeout, waited)
         return
     if not _installed:
         # Installed lazily in the worker: servers reset signal handlers after forking.
         signal.signal(signal.SIGALRM, _on_alarm)
         _installed = True
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, timeout - waited)
 
 
 def disarm() -> None:
@@ -134,9 +161,11 @@ def disarm() -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def call_with_deadline(seconds: float, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    """call(*args, **kwargs), stopped with RequestTimeout if it runs past seconds."""
-    arm(seconds)
+def call_with_deadline(
+    timeout: float, waited: float, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs
+) -> R:
+    """call(*args, **kwargs), stopped with RequestTimeout once timeout has passed since a start waited seconds ago."""
+    arm(timeout, waited)
     try:
         return call(*args, **kwargs)
     finally:

@@ -102,7 +102,8 @@ class RequestPipeline:
                 return [REFUSED]
             self._gate = None
         t0 = time.perf_counter()
-        # Read first: the wait ends as the app starts the request; it is counted with the request's figures.
+        # Read first: the wait ends as the app starts the request; it is counted with the request's figures,
+        # and the request's deadline counts from its start, as nginx's read timeout does.
         queued = None
         if self._count_queue and (request_start := environ.get(REQUEST_START_KEY)):
             queued = seconds_since(request_start, time.time())
@@ -146,7 +147,14 @@ class RequestPipeline:
                 start(status, headers)
                 return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
             if self._timeout is not None:
-                body = deadline.call_with_deadline(self._timeout, self.wsgi_app, environ, start)
+                waited = deadline.counted_wait(self._timeout, queued)
+                if waited < self._timeout:
+                    body = deadline.call_with_deadline(self._timeout, waited, self.wsgi_app, environ, start)
+                else:
+                    # Through Flask all the same, so the 504 is the app's page, logged and counted under its route:
+                    # the metrics hook raises it (with a start time read, metrics are on) before any of the app's code.
+                    environ[deadline.EXPIRED_KEY] = True
+                    body = self.wsgi_app(environ, start)
             else:
                 body = self.wsgi_app(environ, start)
             if streamed:
