@@ -338,3 +338,27 @@ def derive(
         pool=db_pool(spec, workers * replicas, server.threads),
         max_body_bytes=max_body_bytes(spec, [app_body_limit]),
     )
+
+
+# Beside a TCP bind (a container's deploy.app_port), the metrics responder takes the next port.
+RESPONDER_PORT_OFFSET = 1
+
+
+def responder_bind(address: str) -> str:
+    """Where the metrics responder of the app server at address listens (monitoring.metrics_responder): beside a
+    unix socket, one of its own in the same directory (app.sock -> app.prom: no longer, so a directory whose path
+    the app server's socket fits fits it too); beside host:port, the next port. The app server's `serve` binds it,
+    and nginx passes scrapes to it, from this alone."""
+    if address.startswith("unix:"):
+        return f"{address.removesuffix('.sock')}.prom"
+    host, _, port = address.rpartition(":")
+    return f"{host}:{responder_port(int(port))}"
+
+
+def responder_port(port: int) -> int:
+    """The metrics responder's port beside an app server on port (a container's deploy.app_port)."""
+    if port + RESPONDER_PORT_OFFSET > 65535:
+        raise SpecError(
+            f"the app server's port {port} leaves none after it for its metrics responder: choose a port below 65535"
+        )
+    return port + RESPONDER_PORT_OFFSET

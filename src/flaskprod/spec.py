@@ -350,6 +350,15 @@ class MonitoringSettings:
     ready_path: str = setting(
         "/readyz", "Path of the readiness endpoint (runs the registered checks); one of its own, as for health_path."
     )
+    metrics_responder: bool = setting(
+        False,
+        "`flaskprod serve` answers the metrics path itself, outside the worker pool, from the workers' metric "
+        "files (HTTP, that path alone): beside a unix socket on one of its own (app.prom beside app.sock), beside "
+        "a TCP port on the next port. A scrape then never waits behind requests for a worker: one queued behind "
+        "busy workers timed out, and an overload read as the app being down. `up` and the built targets behind "
+        "nginx turn it on, and nginx sends scrapes there; off, the app's own metrics path answers them (facing "
+        "clients: serve, the single image).",
+    )
     metrics_allow: str | None = setting(
         "127.0.0.1 ::1",
         "Addresses or CIDR ranges that may read the metrics path (nginx's allow list; the app's own where it faces "
@@ -779,7 +788,8 @@ _EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
     "deploy.memory": (lambda v: _at_least_size(v, MIN_MEMORY), _MEMORY),
     "deploy.postgres_memory": (lambda v: _at_least_size(v, MIN_MEMORY), _MEMORY),
     "deploy.postgres_storage": (parse_size, "a size such as 10G"),
-    "deploy.app_port": (lambda v: _at_most(v, 65535), _PORT),
+    # The app server's metrics responder listens on the next port (sizing.responder_bind).
+    "deploy.app_port": (lambda v: _at_most(v, 65534), "a port from 1 to 65534"),
     "deploy.http_port": (lambda v: _at_most(v, 65535), _PORT),
     "deploy.https_port": (lambda v: _at_most(v, 65535), _PORT),
     "tls.ingress_ranges": (

@@ -368,10 +368,16 @@ class HttpMetrics:
     def render(self) -> tuple[bytes, str]:
         """The exposition text: this process's registry, or every worker's files in multi-process mode."""
         if self._directory is not None:
-            registry = CollectorRegistry()
-            registry.register(FilesCollector(self._directory))
-            return generate_latest(registry), CONTENT_TYPE_LATEST
+            return files_exposition(self._directory), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def files_exposition(directory: str) -> bytes:
+    """Every worker's metrics, read from the multi-process directory alone: any process renders the same text (a
+    worker's metrics path, the app server's responder beside it: servers/responder.py)."""
+    registry = CollectorRegistry()
+    registry.register(FilesCollector(directory))
+    return generate_latest(registry)
 
 
 def _release_slot(metrics: weakref.ref[HttpMetrics], slot: Slot) -> None:

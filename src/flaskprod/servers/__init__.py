@@ -68,6 +68,8 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
     if settings["protocol"] == "uwsgi" and settings["server"] != "uwsgi":
         raise ServerError("server.protocol 'uwsgi' needs --server uwsgi: Gunicorn speaks HTTP only")
     check_bind(settings["bind"])
+    if settings["metrics_bind"]:
+        check_bind(settings["metrics_bind"], instead="another --bind (the metrics responder listens beside it)")
     run_dir = RunDir.create(spec.app.name, spec.monitoring.multiproc_dir)
     os.environ.update(env)
     os.environ.update(run_dir.environ())

@@ -22,6 +22,7 @@ from ..errors import FlaskprodError
 from . import affinity, gcfreeze, stopnow
 from .common import RunDir
 from .memorybound import MemoryBound
+from .responder import Responder, start_responder
 from .turns import taking_turns, turns_taken
 
 # Signals that cut a drain delay short: the operator wants the server gone now.
@@ -278,6 +279,7 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
         self.settings = settings
         self.app_ref = app
         self.run_dir = run_dir
+        self.responder: Responder | None = None
         super().__init__()
 
     def load_config(self) -> None:
@@ -295,11 +297,21 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
                 pre_fork.append(_freeze_before_fork)
             else:
                 hooks["post_worker_init"] = _post_worker_init_freezing
+        if self.settings["metrics_bind"]:
+            hooks["when_ready"] = self._start_responder
         if pre_fork:
             hooks["pre_fork"] = _in_turn(pre_fork)
         hooks["post_fork"] = _in_turn(post_fork)
         for key, value in {**gunicorn_config(self.settings), **hooks}.items():
             self.cfg.set(key, value)
+
+    def _start_responder(self, server: Any) -> None:
+        """In the arbiter, once it listens (before it forks the workers): scrapes answered outside the worker pool.
+
+        Once: a reload (SIGHUP) keeps it. The workers, forked from here, run no copy of its thread and close their
+        copies of its sockets (servers/responder.py)."""
+        if self.responder is None:
+            self.responder = start_responder(self.settings, str(self.run_dir.multiproc_dir))
 
     def load(self) -> Any:
         try:
@@ -324,8 +336,9 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
 def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
     """Run Gunicorn in this process until it stops; its exit status."""
     master = os.getpid()
+    application = FlaskprodApplication(settings, app, run_dir)
     try:
-        FlaskprodApplication(settings, app, run_dir).run()
+        application.run()
     except SystemExit as exc:
         if os.getpid() != master:
             raise  # a forked worker leaving: not ours to intercept
@@ -335,5 +348,7 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
         return code if isinstance(code, int) else (0 if code is None else 1)
     finally:
         if os.getpid() == master:
+            if application.responder is not None:
+                application.responder.close()
             run_dir.remove()
     return 0

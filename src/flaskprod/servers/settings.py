@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..discovery import AppRef
-from ..sizing import Derived
+from ..sizing import Derived, responder_bind
 from ..spec import Spec
 
 
@@ -22,6 +22,11 @@ def server_settings(spec: Spec, derived: Derived, app: AppRef, *, worker_mb: flo
         "pythonpath": app.path,
         "bind": server.bind,
         "protocol": server.protocol,
+        # Where this process answers scrapes beside the workers (servers/responder.py); None: the app's own path does.
+        "metrics_bind": (
+            responder_bind(server.bind) if spec.monitoring.metrics and spec.monitoring.metrics_responder else None
+        ),
+        "metrics_path": spec.monitoring.metrics_path,
         "workers": derived.workers,
         "threads": derived.threads,
         "worker_class": derived.worker_class,

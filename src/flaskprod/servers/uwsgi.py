@@ -21,6 +21,7 @@ from ..spec import SETTINGS
 from .common import RunDir, parse_bind
 from .jsonrelay import Relay
 from .memorybound import MemoryBound, children, signal_to
+from .responder import Responder, start_responder
 from .turns import turns_taken
 
 if TYPE_CHECKING:
@@ -348,12 +349,19 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
     binary = find_uwsgi()
     ini = run_dir.path / "uwsgi.ini"
     ini.write_text(render_ini(settings, protocol=settings["protocol"], listen_max=somaxconn()))
+    responder: Responder | None = None
     try:
         run_dir.prepare()
         # SIGHUP to a worker is uWSGI's graceful recycle of that worker alone.
         bound = MemoryBound(settings["recycle_memory_mb"], recycle=signal_to(signal.SIGHUP))
         command = [binary, "--ini", str(ini)]
         relay = Relay() if settings["log_json"] else None
+        if settings["metrics_bind"]:
+            # Here, in the supervisor, not in uWSGI's master: scrapes answered outside the worker pool, from the
+            # files (servers/responder.py). uWSGI is started by fork and exec, so it holds none of its sockets.
+            responder = start_responder(settings, str(run_dir.multiproc_dir))
         return Supervisor(command, run_dir, settings["drain_delay"], bound, settings["graceful_timeout"], relay).run()
     finally:
+        if responder is not None:
+            responder.close()
         run_dir.remove()
