@@ -26,6 +26,15 @@ TASKBOARD = ROOT / "examples" / "taskboard"
 LOCAL_STATE = ("__pycache__", "instance", "*.db", "*.sqlite3", ".flaskprod", "deploy")
 
 
+def port_pair() -> int:
+    """A free port whose next one is free too: an app server's in a container's image, and its metrics responder's
+    beside it (sizing.responder_bind)."""
+    while True:
+        port, after = free_port(), free_port()
+        if after == port + 1:
+            return port
+
+
 def run_flaskprod(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The real command in cwd, with no FLASK_/FLASKPROD_ variable from the developer's shell: only env."""
     base = {"PATH": "/usr/bin:/bin", "HOME": str(cwd)}

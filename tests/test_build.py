@@ -45,7 +45,7 @@ from flaskprod.servers.probe import AppInfo
 from flaskprod.sizing import derive
 from flaskprod.spec import load_spec
 from tests.buildkit import checkov, make_deployment, make_spec, run_tool, tool, write_tree
-from tests.support import BIN, copy_taskboard, free_port, running, wait_for
+from tests.support import BIN, copy_taskboard, free_port, port_pair, running, wait_for
 from tests.test_serve import clean_env
 
 FLASKPROD = str(BIN / "flaskprod")
@@ -752,7 +752,9 @@ def test_the_app_server_listens_on_deploy_app_port_whatever_protocol_it_speaks(t
     for files in (render_compose(d), render_swarm(d)):
         assert dockerfile_env(files["Dockerfile"])["FLASKPROD_SERVER__BIND"] == "0.0.0.0:9000"
         assert "EXPOSE 9000" in dockerfile_lines(files["Dockerfile"])
-        assert re.findall(r"server (app:\d+) ", files["nginx/nginx.conf"]) == ["app:9000"]
+        # The app server, and its metrics responder on the next port, where nginx sends scrapes.
+        assert re.findall(r"server (app:\d+) ", files["nginx/nginx.conf"]) == ["app:9000", "app:9001"]
+        assert dockerfile_env(files["Dockerfile"])["FLASKPROD_MONITORING__METRICS_RESPONDER"] == "true"
 
 
 # --- judged by the tools ------------------------------------------------------------------------------
@@ -893,7 +895,7 @@ def native_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tup
     out = project / "deploy" / target
     dockerfile = (out / "Dockerfile").read_text()
     env = clean_env(**dockerfile_env(dockerfile))
-    app_port = free_port()
+    app_port = port_pair()  # and the one after it, for the metrics responder beside it
     # The one address that differs: a free port here instead of the container's own.
     env["FLASKPROD_SERVER__BIND"] = env["FLASKPROD_SERVER__BIND"].rsplit(":", 1)[0] + f":{app_port}"
     env["FLASKPROD_SERVER__BIND"] = env["FLASKPROD_SERVER__BIND"].replace("0.0.0.0", "127.0.0.1")
@@ -1055,7 +1057,8 @@ def process_tree(root: int) -> dict[int, str]:
 
 
 def image_env(text: str, port: int) -> dict[str, str]:
-    """The image's environment here: its ENV, with the server on a free loopback port."""
+    """The image's environment here: its ENV, with the server on a free loopback port (from port_pair: its metrics
+    responder takes the next one)."""
     env = clean_env(**dockerfile_env(text))
     env["FLASKPROD_SERVER__BIND"] = f"127.0.0.1:{port}"
     return env
@@ -1070,7 +1073,7 @@ def test_the_app_images_pid_1_reaps_the_processes_its_workers_orphan(tmp_path: P
     d = make_deployment(project, server=server)  # type: ignore[arg-type]
     (project / "wsgi.py").write_text(SPAWNING_APP)
     text = render_compose(d)["Dockerfile"]  # compose-uwsgi's image for uWSGI, compose's for Gunicorn
-    port = free_port()
+    port = port_pair()
     env = image_env(text, port)
     protocol = env.get("FLASKPROD_SERVER__PROTOCOL", "http")
     healthcheck = in_venv(dockerfile_json(text, "HEALTHCHECK .* CMD"))
@@ -1124,7 +1127,7 @@ def test_the_reference_app_starts_in_its_image_as_the_images_user(project: Path)
             if line.startswith("RUN "):
                 subprocess.run(["sh", "-c", line[4:].replace("/app", str(app_dir))], check=True)
         uid = int(next(line for line in stage if line.startswith("USER ")).split()[1])
-        port = free_port()
+        port = port_pair()
         env = image_env(text, port)
         # As the image's user; it may read past the 0700 home this machine's Python lives under, never write.
         reader = ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]

@@ -215,7 +215,7 @@ def test_refuses_a_port_that_speaks_the_uwsgi_protocol_with_advice_that_builds(t
     spec = make_spec(**SHOP, **{"deploy.app_port": 9000})
     d = make_deployment(tmp_path / "project", spec=spec, server="uwsgi", extras=["monitoring"])
     with pytest.raises(BuildError) as refused:
-        render_swarm(d)
+        monitoring_files(d, Scrape(job="shop", dns_names=("app",)))
     assert str(refused.value) == (
         "Prometheus would scrape each app container on port 9000, where uWSGI speaks the uwsgi protocol, not HTTP: "
         "pass --server gunicorn, or use --target k8s or systemd, whose Prometheus scrapes nginx"
@@ -226,6 +226,20 @@ def test_refuses_a_port_that_speaks_the_uwsgi_protocol_with_advice_that_builds(t
     assert "monitoring/podmonitor.yaml" in render_k8s(d)
     assert "monitoring/prometheus.yml" in render_systemd(d)
     assert monitoring_files(d, Scrape(job="shop", dns_names=("app",), port=9117))
+
+
+@pytest.mark.parametrize("render", [render_compose, render_swarm])
+def test_compose_and_swarm_scrape_each_replicas_metrics_responder_whatever_protocol_it_speaks(
+    tmp_path: Path, render: Callable[[Deployment], dict[str, str]]
+) -> None:
+    # Beside the app server, on the next port, in HTTP: a scrape never queues behind the replica's requests, and
+    # uWSGI's replicas, which speak the uwsgi protocol on deploy.app_port, are scraped too.
+    spec = make_spec(**SHOP, **{"deploy.app_port": 9000})
+    d = make_deployment(tmp_path / "project", spec=spec, server="uwsgi", extras=["monitoring"])
+    config = yaml.safe_load(render(d)["monitoring/prometheus/prometheus.yml"])
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "shop"]
+    name = "app" if render is render_compose else "tasks.app"
+    assert [(sd["names"], sd["port"]) for sd in job["dns_sd_configs"]] == [([name], 9001)]
 
 
 def test_refuses_when_the_app_exports_no_metrics(tmp_path: Path) -> None:

@@ -366,6 +366,58 @@ def test_during_a_canary_metrics_come_from_one_release(
     assert (result.returncode, result.stderr) == (0, "")
 
 
+def location(text: str, path: str, *, last: bool = False) -> str:
+    """The block of `location = path` (the scraper's port's, the last one, with last)."""
+    start = (text.rindex if last else text.index)(f"location = {path} {{")
+    return text[start : text.index("}", start)]
+
+
+@pytest.mark.parametrize("protocol", ["http", "uwsgi"])
+@pytest.mark.parametrize("canary", [False, True], ids=["one-release", "canary"])
+def test_scrapes_go_to_each_app_servers_metrics_responder(tmp_path: Path, protocol: Protocol, canary: bool) -> None:
+    """With responders, nothing a scraper asks queues behind requests: the public metrics path, the scraper's port
+    and each release's path are passed over HTTP to the responder beside that release's app server."""
+    second = f"unix:{tmp_path}/app-2.sock"
+    ctx = dataclasses.replace(
+        context(tmp_path, protocol),
+        responders=True,
+        canary=(second, 20) if canary else None,
+        release_metrics=((1, f"unix:{tmp_path}/app.sock"), (2, second)),
+    )
+    spec = make_spec()
+    public = rendered(spec, ctx)
+    assert "proxy_pass http://flaskprod_responder;" in location(public, "/metrics")
+    assert "deny all;" in location(public, "/metrics")
+    files = render_nginx(spec, derive(spec, MACHINE), dataclasses.replace(ctx, metrics_port=19100))
+    text = files["nginx.conf"]
+    assert "return 404;" in location(text, "/metrics")  # the public port, beside the scraper's
+    assert "proxy_pass http://flaskprod_responder;" in location(text, "/metrics", last=True)
+    assert "proxy_pass http://flaskprod_release_2;" in location(text, "/releases/2/metrics")
+    servers = dict(re.findall(r"upstream (flaskprod_\w+) \{\n(?:\s*#.*\n)*\s*server (\S+)", text))
+    # The responder of the release that takes most requests; each release's own at its path.
+    assert servers["flaskprod_responder"] == f"unix:{tmp_path}/app.prom"
+    assert servers["flaskprod_release_1"] == f"unix:{tmp_path}/app.prom"
+    assert servers["flaskprod_release_2"] == f"unix:{tmp_path}/app-2.prom"
+    assert "flaskprod_primary" not in text
+    # Requests still go to the app servers, in their protocol.
+    app = text[text.index("        location / {") :]
+    assert ("uwsgi_pass " if protocol == "uwsgi" else "proxy_pass http://") + "flaskprod_app;" in app[: app.index("}")]
+    for name, content in files.items():
+        (tmp_path / name).write_text(content)
+    result = nginx_test(tmp_path)
+    assert (result.returncode, result.stderr) == (0, "")
+    # Without metrics there is no responder to send anything to.
+    assert "flaskprod_responder" not in rendered(make_spec(**{"monitoring.metrics": "false"}), ctx)
+
+
+def test_an_open_metrics_path_goes_to_the_responder_too(tmp_path: Path) -> None:
+    ctx = dataclasses.replace(context(tmp_path), responders=True)
+    text = rendered(make_spec(**{"monitoring.metrics_allow": "none"}), ctx)
+    block = location(text, "/metrics")
+    assert "proxy_pass http://flaskprod_responder;" in block
+    assert "allow" not in block and "deny" not in block
+
+
 def test_nginx_takes_paths_with_spaces_quotes_and_pattern_characters(tmp_path: Path) -> None:
     """Every path nginx.conf names is one argument, whatever it holds: the run dir of a project in "My Projects",
     a static folder named "my assets"."""

@@ -461,7 +461,9 @@ def render_compose(d: Deployment) -> dict[str, str]:
         run = "\n".join([run, *_tls_steps(d)])
     files = image_files(d, upstream(d), tls=tls.container_tls(d) if TLS in d.extras else None)
     if MONITORING in d.extras:
-        files.update(monitoring_files(d, Scrape(job=d.name, dns_names=("app",)), prefix=f"{MONITORING}/"))
+        # Each replica's metrics responder: scrapes never queue behind its requests (monitoring.metrics_responder).
+        scrape = Scrape(job=d.name, dns_names=("app",), port=d.responder_port)
+        files.update(monitoring_files(d, scrape, prefix=f"{MONITORING}/"))
         run = "\n".join([run, *_alert_steps(d, f"http://127.0.0.1:{ALERTMANAGER_PORT}", bind_mounted=True)])
     if LOGGING in d.extras:
         files.update(_logging_files(d))
@@ -860,8 +862,10 @@ def tls_node_label(d: Deployment) -> str:
 
 
 def _swarm_monitoring_files(d: Deployment) -> dict[str, str]:
-    # tasks.app resolves to every replica's own address, not the service's virtual IP.
-    return monitoring_files(d, Scrape(job=d.name, dns_names=("tasks.app",)), prefix=f"{MONITORING}/")
+    # tasks.app resolves to every replica's own address, not the service's virtual IP; each replica's metrics
+    # responder answers, so scrapes never queue behind its requests (monitoring.metrics_responder).
+    scrape = Scrape(job=d.name, dns_names=("tasks.app",), port=d.responder_port)
+    return monitoring_files(d, scrape, prefix=f"{MONITORING}/")
 
 
 def swarm_configs(d: Deployment, files: dict[str, str]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from .. import discovery
 from ..errors import BuildError
-from ..sizing import Derived, Machine, derive
+from ..sizing import Derived, Machine, derive, responder_port
 from ..spec import URL_PATH, Spec, env_for, find_config_file, parse_size
 from .nginx import NginxContext, Protocol, StaticMount, TlsFiles, probe_host, render_nginx
 from .requirements import refuse_async_without_asgiref, require_flaskprod, requirements_file
@@ -139,6 +139,12 @@ class Deployment:
         """Where the app server listens in its container, whichever protocol it speaks: nginx's upstream, EXPOSE."""
         return self.spec.deploy.app_port
 
+    @property
+    def responder_port(self) -> int:
+        """Where the app server answers scrapes beside its workers in its container (monitoring.metrics_responder):
+        nginx's metrics upstream, and Compose's and Swarm's Prometheus targets."""
+        return responder_port(self.app_port)
+
     def probe_host(self, asker: str) -> str:
         """The Host header asker (whose health check asks nginx) sends: a name nginx serves, derived from
         proxy.server_name or the app's own; a BuildError naming asker when every one is a ~regex."""
@@ -167,6 +173,10 @@ class Deployment:
             "database.pool_size": self.derived.pool.size,
             "database.max_overflow": self.derived.pool.overflow,
         }
+        if behind_nginx:
+            # Scrapes are answered beside the workers, never queued behind requests: nginx's metrics locations pass
+            # them there (render_nginx's responders). Facing clients, the app's own metrics path answers.
+            values["monitoring.metrics_responder"] = True
         if self.server == "uwsgi":
             values["server.protocol"] = "uwsgi"
         return env_for(values)
@@ -205,7 +215,8 @@ class Deployment:
     def render_nginx(self, ctx: NginxContext, *, metrics_allow: str | None = None) -> dict[str, str]:
         """nginx.conf and mime.types run as ctx says."""
         spec = self.spec if metrics_allow is None else self.spec.replace(**{"monitoring.metrics_allow": metrics_allow})
-        return render_nginx(spec, self.derived, dataclasses.replace(ctx, app_names=self.app_names))
+        # Every app server behind a target's nginx answers scrapes beside its workers (app_env turns it on).
+        return render_nginx(spec, self.derived, dataclasses.replace(ctx, app_names=self.app_names, responders=True))
 
 
 def trusted_hops(spec: Spec) -> int:

@@ -13,7 +13,7 @@ from typing import Literal
 import jinja2
 
 from ..errors import SpecError
-from ..sizing import Derived
+from ..sizing import Derived, responder_bind
 from ..spec import Spec
 
 Protocol = Literal["http", "uwsgi"]
@@ -155,6 +155,9 @@ class NginxContext:
     # serves each release's own metrics at release_metrics_path, so Prometheus scrapes every release, a canary
     # too, as a target of its own, labelled with its number.
     release_metrics: tuple[tuple[int, str], ...] = ()
+    # The app servers answer scrapes beside their workers (monitoring.metrics_responder), each at the address
+    # sizing.responder_bind derives from its own (upstream's, canary's, release_metrics'): nginx passes scrapes there.
+    responders: bool = False
     # Names the app itself answers to (app_server_names: its Flask SERVER_NAME's host), which nginx answers too.
     app_names: tuple[str, ...] = ()
     worker_processes: int | Literal["auto"] = "auto"
@@ -342,6 +345,8 @@ def hsts_value(spec: Spec) -> str | None:
 def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
     """The nginx.conf text for spec and its derived values, run as ctx says."""
     template = _environment().get_template("nginx/nginx.conf.j2")
+    responders = ctx.responders and spec.monitoring.metrics
+    metrics_upstream = "flaskprod_responder" if responders else "flaskprod_primary" if ctx.canary else "flaskprod_app"
     # Behind a proxy that ends TLS, the scheme is the one it reports (when it is one of the trusted addresses).
     scheme = "$flaskprod_scheme" if ctx.trusted_proxies else "$scheme"
     public_tls_port = (ctx.tls.public_port or ctx.tls.port) if ctx.tls else None
@@ -353,8 +358,13 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         listen=listen_address(ctx.host, ctx.port),
         server_names=server_names(spec, ctx.host, ctx.app_names),
         metrics_listen=listen_address(ctx.metrics_host or ctx.host, ctx.metrics_port) if ctx.metrics_port else None,
-        metrics_upstream="flaskprod_primary" if ctx.canary else "flaskprod_app",
-        release_metrics=[(n, release_metrics_path(spec, n), server) for n, server in ctx.release_metrics],
+        metrics_upstream=metrics_upstream,
+        responders=responders,
+        responder=responder_bind(ctx.upstream) if responders else None,
+        release_metrics=[
+            (n, release_metrics_path(spec, n), responder_bind(server) if responders else server)
+            for n, server in ctx.release_metrics
+        ],
         max_body_bytes=derived.max_body_bytes,
         gzip_types=GZIP_TYPES,
         request_id_header=spec.logging.request_id_header,

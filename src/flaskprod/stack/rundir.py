@@ -78,6 +78,7 @@ class StackDir:
     def at(cls, path: str | os.PathLike[str]) -> StackDir:
         """The run directory proxy.run_dir names, checked before anything is made: a ServerError naming it."""
         run = cls(Path(path).resolve())
+        # The longest socket path here (the metrics responder's beside it is no longer: sizing.responder_bind).
         if len(str(run.app_socket(99999, 1))) > UNIX_PATH_MAX:
             raise ServerError(
                 f"run directory {run.path} is too long for a unix socket path ({UNIX_PATH_MAX} bytes): "
@@ -163,6 +164,8 @@ class StackDir:
             tls=tls,
             metrics_host=metrics[0] if metrics else None,
             metrics_port=metrics[1] if metrics else None,
+            # Each app server answers scrapes beside its socket (app_server_env turns it on).
+            responders=True,
         )
 
 

@@ -233,6 +233,9 @@ def app_server_env(spec: Spec, app: discovery.AppRef, derived: Derived) -> dict[
             "database.max_overflow": derived.pool.overflow,
             "server.drain_delay": 0,
             "proxy.trusted_hops": spec.proxy.trusted_hops,
+            # Scrapes are answered beside the workers, never queued behind requests: nginx passes them there
+            # (StackDir.nginx_context).
+            "monitoring.metrics_responder": True,
         }
     )
     if spec.server.kind == "uwsgi":
