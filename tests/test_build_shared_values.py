@@ -22,16 +22,9 @@ from flaskprod.servers.probe import AppInfo
 from flaskprod.sizing import MIB
 from tests.buildkit import build_tree, make_deployment, make_spec
 from tests.test_build import FLASKPROD, dockerfile_env
+from tests.test_build_k8s import PRODUCTION  # what a k8s build needs besides the defaults
 from tests.test_serve import clean_env
 
-# What a k8s build needs besides the defaults (as test_build_k8s gives it).
-PRODUCTION = {
-    "app.name": "shop",
-    "app.version": "1.2.3",
-    "deploy.image": "registry.example.com/shop:1.2.3",
-    "deploy.namespace": "shop-prod",
-    "proxy.server_name": "shop.example.com www.shop.example.com",
-}
 NGINX_TARGETS = ("compose", "compose-uwsgi", "swarm", "k8s", "systemd")
 # An app with a body limit of its own, which Production(app) keeps; and one that lifts every limit after it.
 OWN_LIMIT = """
