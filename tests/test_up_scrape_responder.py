@@ -22,10 +22,11 @@ pytestmark = pytest.mark.integration
 
 JOB = "shop"
 WORKERS, THREADS = 2, 2
-SLEEP = 2.0
+SLEEP = 1.0
 # Clients of the sleeping handler: eight for each worker thread. A Gunicorn gthread worker accepts connections while
 # its threads are busy, so with a few clients one worker could hold them all and leave the other's threads idle.
-# server.timeout 60 outlasts the longest wait (every client queued at one worker: 16 sleeps of 2 s).
+# The longest wait (every client queued at one worker: 16 sleeps of 1 s) stays within server.timeout (60) and the
+# load's own client timeout (30 s: with 2 s sleeps, 2 of 40 requests timed out in CI).
 CLIENTS = 8 * WORKERS * THREADS
 # Seconds a scrape may take while every worker is busy; the responder answers in milliseconds.
 PROMPTLY = 1.0
