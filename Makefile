@@ -74,7 +74,7 @@ bench: $(STAMP)
 	@$(BENCH_DEPS)
 	$(BIN)/python -m benchmarks
 
-## bench-ab: two stacks alternated round by round (A=name B=name or B='up:--threads 8', WORKLOADS=ping,page,cpu); results in docs/benchmarks/ab/
+## bench-ab: two stacks alternated round by round (A=name B=name or B='up:--threads 8', either with @REV for a past commit, WORKLOADS=ping,page,cpu); results in docs/benchmarks/ab/
 bench-ab: $(STAMP)
 	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make bench-ab A=flaskprod-default B=flaskprod-uwsgi-unpinned [WORKLOADS=ping,page,cpu]"; exit 2; }
 	@scripts/ensure-debs $(DEBS_TEST)

@@ -4,19 +4,24 @@ The full run measures every stack three times over 40 minutes; on this machine, 
 ±20% within minutes, three samples cannot resolve a 10% difference between two configurations. Here
 the two run in pairs a minute apart, the order flipped every round so neither always goes first,
 and the verdict is the ratio of the medians together with how many rounds each won.
+
+STACK@REV runs STACK on flaskprod as it was at git revision REV (a worktree, first on PYTHONPATH), so
+`flaskprod-default@HEAD~3 flaskprod-default` measures what three commits cost, paired like any two stacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -169,10 +174,41 @@ def for_goals(
     return paired
 
 
+@contextlib.contextmanager
+def at_revision(stack: Stack, rev: str) -> Iterator[Stack]:
+    """stack, running flaskprod's source as it was at git revision rev, from a worktree removed afterwards."""
+    found = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "--short", f"{rev}^{{commit}}"],
+                           capture_output=True, text=True)  # fmt: skip
+    if found.returncode != 0:
+        raise SystemExit(f"{stack.name}@{rev}: {rev!r} is no commit of {REPO}; write e.g. {stack.name}@HEAD~1")
+    tree = Path(tempfile.mkdtemp(prefix="fpab-tree-"))
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(tree), found.stdout.strip()],
+                   check=True)  # fmt: skip
+    try:
+        yield replace(stack, name=f"{stack.name}@{rev}", label=f"{stack.label}, at {found.stdout.strip()}",
+                      source=tree / "src")  # fmt: skip
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
+        shutil.rmtree(tree, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _stack(name: str, catalogue: Sequence[Stack]) -> Iterator[Stack]:
+    base, at, rev = name.rpartition("@") if "@" in name else (name, "", "")
+    stack = ad_hoc(base) if base.startswith(AD_HOC) else pick(catalogue, [base], full=True)[0]
+    if not at:
+        yield stack
+        return
+    with at_revision(stack, rev) as old:
+        yield old
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ab", description=__doc__)
     parser.add_argument(
-        "a", help="stack name (a typo lists them), or up:ARGS for flaskprod up with ARGS, e.g. 'up:--threads 8'"
+        "a",
+        help="stack name (a typo lists them), or up:ARGS for flaskprod up with ARGS, e.g. 'up:--threads 8'; "
+        "either with @REV runs flaskprod as it was at git revision REV, e.g. flaskprod-default@HEAD~1",
     )
     parser.add_argument("b")
     parser.add_argument("--workloads", default="ping,page,cpu", help=f"comma-separated, of {', '.join(BY_NAME)}")
@@ -185,13 +221,16 @@ def main(argv: list[str] | None = None) -> int:
 
     kind = resolve_kind(Spec(), behind_nginx=True).server.kind
     catalogue = all_stacks(default_kind=kind)
-    a, b = (ad_hoc(n) if n.startswith(AD_HOC) else pick(catalogue, [n], full=True)[0] for n in (args.a, args.b))
     workloads = [w for w in args.workloads.split(",") if w]
     unknown = [w for w in workloads if w not in BY_NAME]
     if unknown or args.rounds < 1:
         parser.error(f"unknown workload(s) {unknown}" if unknown else "--rounds must be at least 1")
     mode = replace(AB, duration=args.seconds)
-    results = compare(a, b, workloads, args.rounds, mode, lambda line: print(line, file=sys.stderr, flush=True))
+    with contextlib.ExitStack() as trees:
+        a, b = (trees.enter_context(_stack(n, catalogue)) for n in (args.a, args.b))
+        if a.name == b.name:
+            parser.error(f"A and B are both {a.name}: name two stacks, or one at two revisions (STACK@REV)")
+        results = compare(a, b, workloads, args.rounds, mode, lambda line: print(line, file=sys.stderr, flush=True))
     text = write(results, args.out)
     print(text)
     if (args.out.parent / "results.json").is_file():
@@ -203,3 +242,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+

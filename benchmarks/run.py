@@ -94,6 +94,9 @@ def base_env(secret: str) -> dict[str, str]:
 
 def stack_env(base: Mapping[str, str], stack: Stack, database_url: str) -> dict[str, str]:
     env = {**base, "DATABASE_URL": database_url}
+    if stack.source is not None:
+        # First on the path, ahead of the editable install: up, serve and every worker import this tree.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(stack.source), base.get("PYTHONPATH")) if p)
     if stack.kind in ("option2", "option3"):
         # The reference app behind the guide's nginx, told (as any correct deployment would) that one proxy
         # is in front: nginx writes the access log, so the app does not write a second one.

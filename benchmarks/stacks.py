@@ -65,6 +65,8 @@ class Stack:
     full_only: bool = False
     # The folder the app is imported from, when not the repository's (benchmarks/deploy.py edits a copy).
     root: Path | None = None
+    # The flaskprod source tree the stack runs, when not the installed one (benchmarks/ab.py's STACK@REV).
+    source: Path | None = None
 
     @property
     def cwd(self) -> Path:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from benchmarks import ab, report
+from benchmarks import ab, report, run
 from benchmarks.ratios import goals_for
-from benchmarks.stacks import ad_hoc, all_stacks
+from benchmarks.stacks import REPO, ad_hoc, all_stacks
 
 
 def _run(
@@ -104,3 +106,22 @@ def test_a_name_with_a_dot_keeps_it_in_the_file_names(tmp_path: Path) -> None:
     ab.write(results, tmp_path)
     stem = "flaskprod-default-vs-flaskprod-up-set-server.threads=8"
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{stem}.json", f"{stem}.md"]
+
+
+def test_a_stack_at_a_revision_imports_flaskprod_from_that_revision_s_tree_and_leaves_none_behind() -> None:
+    (stack,) = (s for s in all_stacks(default_kind="uwsgi") if s.name == "flaskprod-default")
+    with ab.at_revision(stack, "HEAD~1") as old:
+        assert old.name == "flaskprod-default@HEAD~1" and old.source is not None
+        env = run.stack_env(run.base_env("x" * 64), old, "sqlite://")
+        shown = subprocess.run([sys.executable, "-c", "import flaskprod; print(flaskprod.__file__)"], env=env,
+                               capture_output=True, text=True, check=True)  # fmt: skip
+        assert Path(shown.stdout.strip()).is_relative_to(old.source)
+        tree = old.source.parent
+    assert not tree.exists()
+    listed = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True, check=True)
+    assert str(tree) not in listed.stdout
+
+
+def test_a_revision_that_is_no_commit_is_a_one_line_error() -> None:
+    with pytest.raises(SystemExit, match=r"flaskprod-default@no-such-rev: 'no-such-rev' is no commit of .*HEAD~1"):
+        ab.main(["flaskprod-default@no-such-rev", "guide-option3", "--rounds", "1"])
