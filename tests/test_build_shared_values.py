@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from flaskprod import build as build_module
-from flaskprod.errors import BuildError
+from flaskprod.errors import SpecError
 from flaskprod.render.compose import render_compose, render_swarm
 from flaskprod.render.image import render_single
 from flaskprod.render.kubernetes import render_k8s
@@ -148,7 +148,7 @@ def test_a_trusted_hops_other_than_nginx_is_refused_not_overridden(
     # 2 became 1 in every target, silently: behind a balancer, the app took the balancer for the client.
     spec = make_spec(**{**PRODUCTION, "proxy.trusted_hops": str(hops)})
     d = make_deployment(tmp_path / "p", spec=spec, server="uwsgi" if target in ("k8s", "systemd") else "gunicorn")
-    with pytest.raises(BuildError) as refused:
+    with pytest.raises(SpecError) as refused:
         RENDERERS[target](d)
     assert str(refused.value).startswith(said)
     assert "remove proxy.trusted_hops (1 is set)" in str(refused.value)

@@ -70,6 +70,15 @@ def test_bind_is_refused_with_the_flags_to_use(tmp_path: Path) -> None:
     assert "--bind" not in listed and "--host" in listed  # not offered, only refused with a hint
 
 
+def test_more_than_one_trusted_proxy_hop_is_refused_as_build_refuses_it(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    result = run_up(tmp_path, "gunicorn", str(free_port()), "--set", "proxy.trusted_hops=2")
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: proxy.trusted_hops = 2, but nginx, the one proxy in front of the app")
+    assert result.stderr.count("\n") == 1 and "--set proxy.trusted_hops=1" in result.stderr
+    assert processes_under(tmp_path) == {} and not (tmp_path / ".flaskprod" / "run").exists()
+
+
 def test_a_run_dir_too_long_for_a_socket_is_refused_before_it_is_made(tmp_path: Path) -> None:
     write_app(tmp_path)
     run_dir = tmp_path / ("r" * 100)

@@ -188,9 +188,10 @@ class ProxySettings:
     trusted_hops: int = setting(
         0,
         "Proxies in front of the app whose X-Forwarded-* headers are trusted; 0 = none. "
-        "`flaskprod up` puts nginx in front and so counts it as 1 unless set. `build` sets 1 where nginx is in "
-        "front and refuses another value (nginx rate-limits, guards the metrics path and logs by the address that "
-        "reaches it, so it cannot see through a proxy in front of it), and 0 in the single image.",
+        "Where nginx is in front (`flaskprod up`, and `build`'s targets but the single image, which has 0) it is "
+        "1, and more is refused: nginx rate-limits, guards the metrics path and logs by the address that reaches "
+        "it, so it cannot see through a proxy in front of it. `build` refuses 0 too; `up` keeps an explicit 0 for "
+        "an app whose own ProxyFix reads nginx's headers.",
         minimum=0,
     )
     host: str = setting(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 from .. import discovery
-from ..errors import BuildError
+from ..errors import BuildError, SpecError
 from ..sizing import Derived, Machine, derive, responder_port
 from ..spec import URL_PATH, Spec, env_for, find_config_file, parse_size
 from .nginx import NginxContext, Protocol, StaticMount, TlsFiles, probe_host, render_nginx
@@ -220,20 +220,20 @@ class Deployment:
 
 
 def trusted_hops(spec: Spec) -> int:
-    """The proxies the app behind a target's nginx trusts: nginx alone. nginx itself limits the rate, guards the
-    metrics path and logs by the address that connects to it, so a proxy in front of nginx would be every
-    client's address there while the app saw through it; and an app that trusts no proxy ignores nginx's
+    """The proxies the app behind nginx (a target's, or up's) trusts: nginx alone. nginx itself limits the rate,
+    guards the metrics path and logs by the address that connects to it, so a proxy in front of nginx would be
+    every client's address there while the app saw through it; and an app that trusts no proxy ignores nginx's
     X-Forwarded-* (the client, the scheme) and request id. A value set otherwise is refused, not overridden."""
     hops = spec.proxy.trusted_hops
     if spec.origins.get("proxy.trusted_hops", "default") == "default" or hops == 1:
         return 1
     if hops == 0:
-        raise BuildError(
+        raise SpecError(
             "proxy.trusted_hops = 0, but nginx is in front of the app here, whose X-Forwarded-* headers (the client, "
             "the scheme) and request id it must trust: remove proxy.trusted_hops (1 is set) and any ProxyFix of the "
             "app's own, or pass --set proxy.trusted_hops=1"
         )
-    raise BuildError(
+    raise SpecError(
         f"proxy.trusted_hops = {hops}, but nginx, the one proxy in front of the app here, rate-limits, guards the "
         "metrics path and logs by the address that connects to it, so a proxy in front of nginx would be every "
         "client there: remove proxy.trusted_hops (1 is set) or pass --set proxy.trusted_hops=1, and have what is in "

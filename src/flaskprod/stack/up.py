@@ -22,7 +22,7 @@ from ..errors import FlaskprodError, ServerError, SpecError
 from ..exits import APP_SERVER_EXITS, exit_fields
 from ..plural import counted
 from ..render import TlsFiles, render_nginx
-from ..render.deployment import app_static, from_installed_package
+from ..render.deployment import app_static, from_installed_package, trusted_hops
 from ..render.nginx import Protocol, StaticMount, listen_address, server_name_host, server_names
 from ..render.targets import split_extras
 from ..servers import resolve_kind
@@ -81,10 +81,11 @@ def parse_up_extras(values: tuple[str, ...]) -> frozenset[str]:
 
 
 def behind_nginx(spec: Spec) -> Spec:
-    """The spec as `up` runs it: nginx is one trusted proxy hop unless the user counted the hops."""
-    if spec.origins.get("proxy.trusted_hops", "default") == "default":
-        return spec.replace(**{"proxy.trusted_hops": 1})
-    return spec
+    """The spec as `up` runs it: nginx is the one trusted proxy hop, as behind every target's nginx; but an
+    explicit 0 stands, leaving nginx's X-Forwarded-* to a ProxyFix of the app's own (FP-C008's way out)."""
+    if spec.proxy.trusted_hops == 0 and spec.origins.get("proxy.trusted_hops", "default") != "default":
+        return spec
+    return spec.replace(**{"proxy.trusted_hops": trusted_hops(spec)})
 
 
 @dataclass(frozen=True, kw_only=True)
