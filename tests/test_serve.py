@@ -512,6 +512,7 @@ def test_a_worker_that_cannot_load_the_app_after_another_did_is_replaced_not_fat
 
 
 EXITING_APP = """
+import os
 import sys
 
 from flask import Flask
@@ -525,14 +526,20 @@ Production(app)
 @app.get("/exit/<int:status>")
 def exit_with(status: int) -> None:
     sys.exit(status)
+
+
+@app.get("/os-exit/<int:status>")
+def os_exit_with(status: int) -> None:
+    os._exit(status)  # no SystemExit a worker could catch: only the status reaches the server
 """
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("server", SERVERS)
 @pytest.mark.parametrize("status", [3, 4])
+@pytest.mark.parametrize("how", ["exit", "os-exit"])
 def test_a_request_that_exits_its_worker_gets_it_replaced_not_the_server_stopped(
-    tmp_path: Path, server: str, status: int
+    tmp_path: Path, server: str, status: int, how: str
 ) -> None:
     """Gunicorn takes a worker's exit status 3 or 4 for a failed boot and stops every worker with it."""
     (tmp_path / "exits.py").write_text(EXITING_APP)
@@ -548,8 +555,40 @@ def test_a_request_that_exits_its_worker_gets_it_replaced_not_the_server_stopped
 
         wait_for(answers, timeout=30, what=f"{server} to answer")
         with suppress(requests.ConnectionError):
-            requests.get(f"http://127.0.0.1:{port}/exit/{status}", timeout=10)
+            requests.get(f"http://127.0.0.1:{port}/{how}/{status}", timeout=10)
         wait_for(answers, timeout=30, what="a replacement worker to answer")
+        if server == "gunicorn":
+            assert f"had booted when it exited {status}, which Gunicorn reads as a failed boot" in log.read_text()
+
+
+FAILING_IN_WORKERS = """
+import os
+from pathlib import Path
+
+from flask import Flask
+
+from flaskprod import Production
+
+app = Flask(__name__)
+Production(app)
+first = Path(__file__).with_name("first.pid")
+if not first.exists():
+    first.write_text(str(os.getpid()))  # serve's own check of the app loads it
+elif first.read_text() != str(os.getpid()):
+    raise RuntimeError("no worker can load this app")
+"""
+
+
+@pytest.mark.integration
+def test_a_gunicorn_worker_that_never_booted_still_stops_the_server(tmp_path: Path) -> None:
+    """The other side of the replaced worker above: a replacement would fail alike, so Gunicorn's halt stands."""
+    (tmp_path / "fails.py").write_text(FAILING_IN_WORKERS)
+    command = [FLASKPROD, "serve", "fails:app", "--server", "gunicorn", "--bind", f"127.0.0.1:{free_port()}",
+               "--workers", "1", "--set", "server.preload=false"]  # fmt: skip
+    done = subprocess.run(command, env=clean_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert "no worker can load this app" in done.stderr and "Worker failed to boot" in done.stderr
+    assert "had booted" not in done.stderr
 
 
 def test_missing_uwsgi_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

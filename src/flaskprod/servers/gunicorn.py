@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import signal
 import sys
@@ -15,7 +16,7 @@ import ecs_logging
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
-from gunicorn.errors import AppImportError
+from gunicorn.errors import AppImportError, HaltServer
 
 from ..discovery import AppRef, load
 from ..errors import FlaskprodError
@@ -29,6 +30,8 @@ from .turns import taking_turns, turns_taken
 _IMPATIENT = (signal.SIGTERM, *stopnow.QUIT_NOW)
 # Seconds a worker that could not load the app waits before leaving to be replaced.
 LOAD_RETRY_PAUSE = 1.0
+# The worker's attribute holding one byte shared with the arbiter: 1 once the worker has booted.
+BOOTED = "flaskprod_booted"
 
 
 class JsonLogger(glogging.Logger):  # type: ignore[misc]  # gunicorn ships no types
@@ -86,7 +89,7 @@ def _post_worker_init(worker: Any) -> None:
     from ..runtime import draining
 
     stopnow.install(worker)
-    _replaced_whatever_the_app_exits_with(worker)
+    getattr(worker, BOOTED)[0] = 1
     _refusing_once_stopped(worker)
 
     previous = signal.getsignal(signal.SIGTERM)
@@ -99,31 +102,6 @@ def _post_worker_init(worker: Any) -> None:
     signal.signal(signal.SIGTERM, on_term)
     # Gunicorn asks that SIGTERM not interrupt system calls of in-flight requests; keep that.
     signal.siginterrupt(signal.SIGTERM, False)
-
-
-def _replaced_whatever_the_app_exits_with(worker: Any) -> None:
-    """A booted worker the app ends with sys.exit(3) or (4) exits 1 instead, and is replaced like any other.
-
-    Gunicorn reads those statuses as its own "worker failed to boot" and "app failed to load" and stops the
-    whole server: a request handler's SystemExit, which a threaded worker re-raises in its main thread, took
-    every worker down with it (uWSGI respawns the one worker).
-    """
-    run = worker.run
-
-    def run_booted() -> None:
-        try:
-            run()
-        except SystemExit as exc:
-            if exc.code not in (Arbiter.WORKER_BOOT_ERROR, Arbiter.APP_LOAD_ERROR):
-                raise
-            worker.log.error(
-                "The app exited this worker with status %s, which Gunicorn reads as a failed boot: exiting 1, "
-                "to be replaced",
-                exc.code,
-            )
-            raise SystemExit(1) from None
-
-    worker.run = run_booted
 
 
 def _refusing_once_stopped(worker: Any) -> None:
@@ -146,6 +124,12 @@ def _refusing_once_stopped(worker: Any) -> None:
                 listener.close()
 
     worker.set_accept_enabled = set_accept_enabled
+
+
+def _booted_flag(server: Any, worker: Any) -> None:
+    """In the arbiter: the byte the worker sets once booted (_post_worker_init), read when it exits
+    (FlaskprodArbiter.reap_workers); shared memory, since the status a worker exits with cannot say."""
+    setattr(worker, BOOTED, mmap.mmap(-1, 1))
 
 
 def _pre_fork(server: Any, worker: Any) -> None:
@@ -197,6 +181,7 @@ def _in_turn(hooks: list[Callable[[Any, Any], None]]) -> Callable[[Any, Any], No
 def _child_exit(server: Any, worker: Any) -> None:
     from ..runtime.metrics import mark_worker_dead
 
+    getattr(worker, BOOTED).close()
     mark_worker_dead(worker.pid)
 
 
@@ -241,6 +226,33 @@ class FlaskprodArbiter(Arbiter):  # type: ignore[misc]
             return int(super().spawn_worker())
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_ACROSS_FORK)  # the arbiter; the worker exits from there
+
+    def reap_workers(self) -> None:
+        """Gunicorn's, except that a worker which booted and then exited 3 or 4 is replaced like any other.
+
+        Gunicorn reads those statuses as its own "worker failed to boot" and "app failed to load" and halts
+        every worker with it: the app's sys.exit(3) in a handler (a threaded worker re-raises it in its main
+        thread), an os._exit(3), a C library's exit(3) took the whole server down (uWSGI respawns the one
+        worker). A worker that never booted still halts it: its replacement would fail alike.
+        """
+        while True:
+            workers = dict(self.WORKERS)
+            try:
+                super().reap_workers()
+                return
+            except HaltServer as halt:
+                # Gunicorn took the worker off its list and raised before child_exit, which closes its flag.
+                gone = [w for pid, w in workers.items() if pid not in self.WORKERS and not getattr(w, BOOTED).closed]
+                if len(gone) != 1 or not getattr(gone[0], BOOTED)[0]:
+                    raise
+                (worker,) = gone
+                self.log.error(
+                    "Worker (pid:%s) had booted when it exited %s, which Gunicorn reads as a failed boot: replacing it",
+                    worker.pid,
+                    halt.exit_status,
+                )
+                worker.tmp.close()
+                self.cfg.child_exit(self, worker)
 
     def _recycle(self, pid: int) -> None:
         if pid not in self.WORKERS:
@@ -287,7 +299,7 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
             "child_exit": _child_exit,
             "post_worker_init": _post_worker_init,
         }
-        pre_fork: list[Callable[[Any, Any], None]] = []
+        pre_fork: list[Callable[[Any, Any], None]] = [_booted_flag]
         post_fork: list[Callable[[Any, Any], None]] = [_held_until_handled]
         if self.settings["cpu_affinity"]:
             pre_fork.append(_pre_fork)
@@ -299,8 +311,7 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
                 hooks["post_worker_init"] = _post_worker_init_freezing
         if self.settings["metrics_bind"]:
             hooks["when_ready"] = self._start_responder
-        if pre_fork:
-            hooks["pre_fork"] = _in_turn(pre_fork)
+        hooks["pre_fork"] = _in_turn(pre_fork)
         hooks["post_fork"] = _in_turn(post_fork)
         for key, value in {**gunicorn_config(self.settings), **hooks}.items():
             self.cfg.set(key, value)
