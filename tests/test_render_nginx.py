@@ -126,11 +126,15 @@ def test_http_upstream_forwards_the_trusted_headers(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("off", ["monitoring.queue_time", "monitoring.metrics"])
-def test_no_request_start_when_nothing_counts_the_wait(tmp_path: Path, off: str) -> None:
+@pytest.mark.parametrize("soft_timeout", [True, False])
+def test_request_start_is_sent_while_the_deadline_or_the_wait_s_histogram_reads_it(
+    tmp_path: Path, off: str, soft_timeout: bool
+) -> None:
     for protocol, directive_name in (("http", "proxy_set_header"), ("uwsgi", "uwsgi_param")):
-        text = rendered(make_spec(**{off: False}), context(tmp_path, protocol))
+        spec = make_spec(**{off: False, "server.soft_timeout": soft_timeout})
+        text = rendered(spec, context(tmp_path, protocol))
         sent = [line.split(None, 1)[0] for line in directive(text, directive_name)]
-        assert "X-Request-Start" not in sent and "HTTP_X_REQUEST_START" not in sent
+        assert ("X-Request-Start" in sent or "HTTP_X_REQUEST_START" in sent) == soft_timeout
         assert "X-Request-ID" in sent or "HTTP_X_REQUEST_ID" in sent
 
 

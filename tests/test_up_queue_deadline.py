@@ -161,3 +161,25 @@ def test_a_request_that_waited_past_its_deadline_is_answered_at_once_and_never_r
     assert counts.get(("/touch", "504")) == 2 and ("/touch", "200") not in counts, counts
     assert counts.get(("/stuck", "504")) == 2, counts
     assert stack.stdout().count("The request waited too long for the app and was not run.") >= 2  # logged
+
+
+def test_with_metrics_off_the_deadline_still_counts_from_nginx(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """nginx sends X-Request-Start for the deadline, not only for the wait's histogram: with metrics off a request
+    that waited past its deadline was run as ever (nginx sent no start, the app counted from its own)."""
+    root = tmp_path_factory.mktemp("queue-metrics-off")
+    write_app(root, APP.format(ran=str(root / "ran.log")))
+    running = start_up(root, "uwsgi", free_port(), "--workers", "1", "--threads", "1", "--timeout",
+                       str(SERVER_TIMEOUT), "--set", "monitoring.metrics=false")  # fmt: skip
+    try:
+        running.wait_ready()
+        with ThreadPoolExecutor(2) as pool:
+            stuck = pool.submit(timed_get, running, "/stuck?s=5")
+            wait_for(lambda: ran(running) == ["stuck"], timeout=3, what="the /stuck request in the app")
+            touched = pool.submit(timed_get, running, "/touch")
+            assert_the_apps_504(stuck.result()[0], "The request took too long and was stopped.")
+            response, elapsed = touched.result()
+        assert_the_apps_504(response, "The request waited too long for the app and was not run.")
+        assert elapsed < PROXY_READ - 0.5
+        assert ran(running) == ["stuck"]
+    finally:
+        stop(running)

@@ -298,7 +298,8 @@ def _cgi_name(header: str) -> str:
 def forwarded_headers(spec: Spec, scheme: str = "$scheme") -> list[tuple[str, str]]:
     """The headers nginx sets for the app; scheme is the variable X-Forwarded-Proto carries."""
     headers = [(name, scheme if name == "X-Forwarded-Proto" else value) for name, value in _FORWARDED_HEADERS]
-    if spec.monitoring.metrics and spec.monitoring.queue_time:
+    # When nginx passed the request on: the app's deadline counts from then, and its wait is counted.
+    if spec.server.soft_timeout or (spec.monitoring.metrics and spec.monitoring.queue_time):
         headers.append(REQUEST_START)
     return [*headers, (spec.logging.request_id_header, "$flaskprod_request_id")]
 

@@ -94,9 +94,13 @@ class Production:
             if self._metrics is None:
                 self._metrics = HttpMetrics(name=spec.app.name, version=spec.app.version)
             metrics = self._metrics
+        # Not under test runners: pytest-timeout and friends own SIGALRM there.
+        request_timeout = spec.server.timeout if spec.server.soft_timeout and not app.testing else None
         if metrics is not None:
             # First in line, so the app's own before_request hooks (which may answer early) cannot skip it.
             app.before_request_funcs.setdefault(None, []).insert(0, _count_in_progress(metrics))
+        elif request_timeout is not None and spec.proxy.trusted_hops > 0:
+            app.before_request_funcs.setdefault(None, []).insert(0, _refuse_expired)
 
         mon = spec.monitoring
         probes = self._probes(app, spec, metrics)
@@ -112,10 +116,10 @@ class Production:
             access_logger=access_logger(app) if access_log_enabled(spec) else None,
             quiet_paths=frozenset({mon.health_path, mon.ready_path, mon.metrics_path}),
             probes=probes,
-            # Not under test runners: pytest-timeout and friends own SIGALRM there.
-            request_timeout=spec.server.timeout if spec.server.soft_timeout and not app.testing else None,
-            # The time a request waited before the app (X-Request-Start), from a proxy we trust to say.
-            count_queue=spec.proxy.trusted_hops > 0 and spec.monitoring.queue_time,
+            request_timeout=request_timeout,
+            # When the request was passed on (X-Request-Start), from a proxy we trust to say.
+            trust_start=spec.proxy.trusted_hops > 0,
+            count_queue=spec.monitoring.queue_time,
             gate=_refusal_at_first_request(app) if spec.security.refuse_unsafe else None,
             error_logger=app.logger,
             body_limit=_max_content_length(app),
@@ -264,12 +268,19 @@ def _get_only(probe: Probe) -> Probe:
     return guarded
 
 
+def _refuse_expired() -> None:
+    """A before_request hook, first in line, with metrics off: 504 to a request the pipeline found past its
+    deadline, none of the app's code run (with metrics on, _count_in_progress does it)."""
+    if EXPIRED_KEY in request.environ:
+        raise waited_too_long()
+
+
 def _count_in_progress(metrics: HttpMetrics) -> Callable[[], None]:
     """A before_request hook: the route is known only once Flask has matched it, so the gauge starts here.
 
-    First in line, it also answers a request the pipeline found past its deadline (it reads the start time only
-    with metrics on): 504, counted under its route, none of the app's code run. A hook of its own cost 13,600
-    instructions a request (cachegrind, /api/ping called directly: 3%), mostly Flask's ensure_sync and a proxy lookup.
+    First in line, it also answers a request the pipeline found past its deadline: 504, counted under its route,
+    none of the app's code run. A hook of its own (_refuse_expired, with metrics off) cost 13,600 instructions
+    a request (cachegrind, /api/ping called directly: 3%), mostly Flask's ensure_sync and a proxy lookup.
     """
 
     def count_in_progress() -> None:

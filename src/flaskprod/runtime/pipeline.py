@@ -72,6 +72,7 @@ class RequestPipeline:
         quiet_paths: frozenset[str],
         probes: dict[str, Probe],
         request_timeout: float | None = None,
+        trust_start: bool = False,
         count_queue: bool = False,
         gate: Callable[[], str | None] | None = None,
         error_logger: logging.Logger | None = None,
@@ -89,7 +90,10 @@ class RequestPipeline:
         self._quiet = quiet_paths
         self._probes = probes
         self._timeout = request_timeout
-        self._count_queue = count_queue and metrics is not None
+        # X-Request-Start, from a proxy trusted to say when it passed the request on: read for the deadline,
+        # which counts from then as nginx's read timeout does, and for the wait's histogram.
+        self._count_queue = trust_start and count_queue and metrics is not None
+        self._read_start = self._count_queue or (trust_start and request_timeout is not None)
         # Run before the first request: why the app as served must not serve, or None (then never again).
         self._gate = gate
         self._errors = error_logger
@@ -104,9 +108,10 @@ class RequestPipeline:
         t0 = time.perf_counter()
         # Read first: the wait ends as the app starts the request; it is counted with the request's figures,
         # and the request's deadline counts from its start, as nginx's read timeout does.
-        queued = None
-        if self._count_queue and (request_start := environ.get(REQUEST_START_KEY)):
-            queued = seconds_since(request_start, time.time())
+        since_start = None
+        if self._read_start and (request_start := environ.get(REQUEST_START_KEY)):
+            since_start = seconds_since(request_start, time.time())
+        queued = since_start if self._count_queue else None
         rid = environ.get(self._rid_environ) if self._trust_rid else None
         if rid is None or not is_sane_request_id(rid):
             rid = os.urandom(16).hex()
@@ -147,12 +152,12 @@ class RequestPipeline:
                 start(status, headers)
                 return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
             if self._timeout is not None:
-                waited = deadline.counted_wait(self._timeout, queued)
+                waited = deadline.counted_wait(self._timeout, since_start)
                 if waited < self._timeout:
                     body = deadline.call_with_deadline(self._timeout, waited, self.wsgi_app, environ, start)
                 else:
                     # Through Flask all the same, so the 504 is the app's page, logged and counted under its route:
-                    # the metrics hook raises it (with a start time read, metrics are on) before any of the app's code.
+                    # Production's first before_request hook raises it before any of the app's code.
                     environ[deadline.EXPIRED_KEY] = True
                     body = self.wsgi_app(environ, start)
             else:
