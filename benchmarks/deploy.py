@@ -79,8 +79,9 @@ METHODS = (
         switch="deploy",
         how=(
             "copies the project into a new release, starts its app server on a socket of its own beside the old "
-            "one, waits for its /readyz, points nginx at it with a graceful reload, waits for nginx's old workers "
-            "to exit, then drains and stops the old app server (README, `flaskprod deploy`)"
+            "one, waits for its /readyz, repoints the link nginx connects through at it (nginx.conf unchanged, and "
+            "nginx keeps no connections to uWSGI: no reload), waits for the old one's queue to empty, then drains "
+            "and stops the old app server (README, `flaskprod deploy`)"
         ),
     ),
     Method(
@@ -90,8 +91,9 @@ METHODS = (
         switch="deploy",
         how=(
             "copies the project into a new release, starts its app server on a socket of its own beside the old "
-            "one, waits for its /readyz, points nginx at it with a graceful reload, waits for nginx's old workers "
-            "to exit, then drains and stops the old app server (README, `flaskprod deploy`)"
+            "one, waits for its /readyz, points nginx at it with a graceful reload (nginx keeps idle connections to "
+            "Gunicorn's threaded workers, which go with its old workers), waits for nginx's old workers to exit, "
+            "then drains and stops the old app server (README, `flaskprod deploy`)"
         ),
     ),
     Method(

@@ -108,7 +108,10 @@ def test_deploy_switches_releases_without_failing_a_request(stack: UpStack) -> N
     progress = deployed.stderr.splitlines()
     assert progress[0].startswith("flaskprod deploy: copied ") and progress[0].endswith(" into release 2")
     assert progress[1].startswith("flaskprod deploy: release 2 is ready (/readyz answered 200 after ")
-    assert progress[2] == "flaskprod deploy: nginx reloaded: it sends requests to release 2"
+    if stack.kind == "uwsgi":  # nginx keeps no connections to it: the link nginx connects through moved alone
+        assert progress[2] == "flaskprod deploy: nginx sends requests to release 2 (its link repointed, no reload)"
+    else:  # a reload, so that nginx's idle connections to the old app server go with its old workers
+        assert progress[2] == "flaskprod deploy: nginx reloaded: it sends requests to release 2"
     assert progress[3].startswith("flaskprod deploy: release 1 drained and stopped in ")
     assert slow == [200]
     assert loader.count("ok") == len(outcomes) > 20, summary(outcomes)
@@ -148,7 +151,9 @@ def test_a_canary_takes_its_share_until_promoted_or_rolled_back(stack: UpStack) 
     # nginx's weighted round robin, kept by each of its workers: a quarter, give or take what they split.
     assert set(seen) == {"1", "2"} and 30 <= seen["2"] <= 70, seen
     conf = (stack.run_dir / "nginx.conf").read_text()
-    assert f"server unix:{stack.run_dir}/app-1.sock weight=75 fail_timeout=0;" in conf
+    # Release 1 through the serving link this reload's config took (the other one: see deploy.switch).
+    assert f"server unix:{stack.run_dir}/serving-1.sock weight=75 fail_timeout=0;" in conf
+    assert (stack.run_dir / "serving-1.sock").readlink() == Path("app-1.sock")
     assert f"server unix:{stack.run_dir}/app-2.sock weight=25 fail_timeout=0;" in conf
 
     busy = flaskprod(stack.root, "deploy")
@@ -358,5 +363,49 @@ def test_rollback_needs_only_the_run_dir_from_a_broken_flaskprod_toml(tmp_path: 
             f"Error: proxy.run_dir {tmp_path}/file/run is a file or under one, not where a `flaskprod up` runs: "
             "name its run dir, e.g. --set proxy.run_dir=.flaskprod/run\n"
         )
+    finally:
+        stop(stack)
+
+
+def test_keep_alive_clients_lose_no_request_to_deploys_that_need_no_reload(tmp_path: Path) -> None:
+    """A reload of nginx closes every client's idle keep-alive connection, and a request sent on one at that moment
+    is reset (1 to 8 a switch with 8 such clients). With the uwsgi protocol nginx keeps no connection to the app
+    server, and a deploy that changes nothing else in nginx.conf repoints the link nginx connects through alone."""
+    write_version(tmp_path, "1")
+    stack = start_up(tmp_path, "uwsgi", free_port(), "--workers", "1", "--threads", "4")
+    try:
+        stack.wait_ready()
+        nginx = int((stack.run_dir / "nginx.pid").read_text())
+        workers = children_of(nginx)
+        stop_clients = threading.Event()
+        answers: Counter[str] = Counter()
+
+        def client() -> None:
+            with requests.Session() as session:  # one connection, kept alive from request to request
+                for _ in range(20000):  # bounded: the deploys below end it much sooner
+                    if stop_clients.is_set():
+                        return
+                    try:
+                        answers[session.get(stack.url("/version"), timeout=10).text] += 1
+                    except requests.RequestException as exc:
+                        answers[type(exc).__name__] += 1
+
+        clients = [threading.Thread(target=client) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        try:
+            for version in ("2", "3", "4"):
+                write_version(stack.root, version)
+                deployed = flaskprod(stack.root, "deploy")
+                assert deployed.returncode == 0, deployed.stderr
+                assert "(its link repointed, no reload)" in deployed.stderr
+                wait_for(lambda v=version: answers[v] > 20, timeout=10, what=f"release {version} answering")
+        finally:
+            stop_clients.set()
+            for thread in clients:
+                thread.join(30)
+        assert set(answers) == {"1", "2", "3", "4"}, answers  # every answer a version: no error among them
+        assert children_of(nginx) == workers  # the same nginx workers throughout: it was never reloaded
+        assert stack.get("/static/version.txt").text == "static 4\n"
     finally:
         stop(stack)

@@ -22,6 +22,9 @@ Protocol = Literal["http", "uwsgi"]
 # after every response, so an upstream keepalive pool would only hold dead connections.
 KEEPALIVE_WORKER_CLASSES = frozenset({"gthread", "gevent", "eventlet"})
 # Compressed when larger than proxy.gzip_min_length; text/html is always included by nginx.
+# Seconds nginx keeps using a static file it holds open before it looks at the path again (open_file_cache_valid):
+# a file changed in place, or a serving link repointed at another release by `up`'s switch, is seen within it.
+STATIC_REVALIDATE = 1
 GZIP_TYPES = (
     "text/css",
     "text/plain",
@@ -367,6 +370,7 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
             for n, server in ctx.release_metrics
         ],
         max_body_bytes=derived.max_body_bytes,
+        static_revalidate=STATIC_REVALIDATE,
         gzip_types=GZIP_TYPES,
         request_id_header=spec.logging.request_id_header,
         request_id_variable=_header_variable(spec.logging.request_id_header),

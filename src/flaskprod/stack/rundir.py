@@ -37,6 +37,17 @@ class StackDir:
         releases on a deploy, or between two app servers of one release (generations 0 and 1) on a reload."""
         return self.path / (f"app-{release}.{generation}.sock" if generation else f"app-{release}.sock")
 
+    def serving_socket(self, link: int) -> Path:
+        """A link nginx connects through to the serving release's app server (serving-0.sock -> app-2.sock, and
+        serving-0.prom -> app-2.prom beside it): a switch repoints it, and one that changes nothing else needs no
+        reload of nginx. Two (link 0 and 1), so that a switch that reloads nginx gives its new config the other: its
+        old workers keep sending what they hold to the old app server, the new ones to the new."""
+        return self.path / f"serving-{link}.sock"
+
+    def serving_folder(self, link: int) -> Path:
+        """The link to the serving release's folder (serving-0 -> releases/2), which nginx serves static files from."""
+        return self.path / f"serving-{link}"
+
     @property
     def releases_dir(self) -> Path:
         return self.path / "releases"

@@ -28,7 +28,7 @@ from ..render.targets import split_extras
 from ..servers import resolve_kind
 from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind, loopback_for
 from ..servers.probe import AppInfo, probe, read_record
-from ..sizing import Derived, derive, max_body_bytes
+from ..sizing import Derived, derive, max_body_bytes, responder_bind
 from ..spec import CONFIG_ENV, PROBE_RECORD_ENV, Spec, env_for, find_config_file, refuse_endpoints_under
 from .acme import OBTAIN_TIMEOUT, RELOAD_RETRY, Acme, Certbot
 from .alertmanager import Alertmanager, plan_alertmanager
@@ -113,6 +113,8 @@ class Plan:
     config_file: Path | None = None  # the project's flaskprod.toml (or pyproject.toml) the spec was read from
     # Which of its two sockets each release's app server listens on (0 unless a reload replaced it): see socket.
     generations: Mapping[int, int] = dataclasses.field(default_factory=dict)
+    # Which of the two serving links nginx.conf reaches the serving release through (StackDir.serving_socket).
+    link: int = 0
 
     def socket(self, release: Release) -> Path:
         """Where release's app server listens."""
@@ -151,6 +153,32 @@ class Plan:
         if info is not None and info.server_name and server_name_host(info.server_name):
             return info.server_name.strip()
         return self.host_header
+
+    def point_links(self) -> None:
+        """Repoint this plan's serving links (StackDir.serving_socket, StackDir.serving_folder) at its release, each
+        atomically: nginx's next connection through them goes to its app server, its next scrape to that one's
+        responder, its next static file comes from its folder."""
+        assert self.release is not None
+        socket, serving = self.socket(self.release), self.run.serving_socket(self.link)
+        links = {
+            serving: socket.name,
+            _responder(serving): _responder(socket).name,
+            self.run.serving_folder(self.link): os.path.relpath(self.release.path, self.run.path),
+        }
+        for link, target in links.items():
+            staged = link.with_name(f".{link.name}.new")
+            staged.unlink(missing_ok=True)
+            staged.symlink_to(target)
+            os.replace(staged, link)  # rename(2) replaces the link itself, never what it points to
+
+    def static_served(self) -> tuple[StaticMount, ...]:
+        """What nginx serves from disk: the serving release's static folders through its serving link, so a switch to
+        another release changes no path in nginx.conf; while a canary runs, the canary's own (its pages may ask for
+        files new in it)."""
+        assert self.release is not None
+        if self.canary:
+            return self.static_in(self.canary[0])
+        return self.static_in(dataclasses.replace(self.release, path=self.run.serving_folder(self.link)))
 
     def with_new_app_server(self, release: Release) -> Plan:
         """The plan with release served by a second app server, on its other socket, beside the one running."""
@@ -355,6 +383,11 @@ def new_release(p: Plan) -> Release:
     )
 
 
+def _responder(socket: Path) -> Path:
+    """The metrics responder's socket beside an app server's (sizing.responder_bind)."""
+    return Path(responder_bind(f"unix:{socket}").removeprefix("unix:"))
+
+
 def release_env(p: Plan, release: Release) -> dict[str, str]:
     """The app server's environment for release: its own socket, and the release's copy on sys.path first."""
     env = {**p.app_env, **env_for({"server.bind": f"unix:{p.socket(release)}"})}
@@ -373,14 +406,14 @@ def write_nginx_config(p: Plan) -> None:
     # Workers run as the user who ran `up`: they read that user's static files and socket.
     user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
     assert p.release is not None
-    newest = p.canary[0] if p.canary else p.release  # a canary's pages may ask for static files new in it
     ctx = p.run.nginx_context(
-        upstream=p.socket(p.release),
+        # Through the serving links (Plan.point_links): the same for every release, so a switch may skip the reload.
+        upstream=p.run.serving_socket(p.link),
         canary=(p.socket(p.canary[0]), p.canary[1]) if p.canary else None,
         host=p.spec.proxy.host,
         port=p.spec.proxy.port,
         protocol=p.protocol,
-        static=p.static_in(newest),
+        static=p.static_served(),
         user=user,
         tls=p.tls,
         metrics=p.prometheus.scrape_listen if p.prometheus else None,
@@ -471,6 +504,9 @@ class Stack:
         self.reload_held = False
         # SIGQUIT is nginx's graceful stop: close the listeners, finish every request in flight.
         self.nginx = Child(name="nginx", command=foreground_command(p.nginx_binary, p.run), stop_signal=signal.SIGQUIT)
+        # nginx.conf as nginx last read it (start_nginx, reload_nginx): a switch to a file that is the same needs no
+        # reload (deploy.switch), where nginx.conf itself may already hold what a reload has yet to apply.
+        self.nginx_loaded = b""
         # --with monitoring: Prometheus, scraping the app through nginx, and the Alertmanager it sends alerts to.
         self.prometheus = p.prometheus.child(p.run, p.spec.logging.format) if p.prometheus else None
         self.alertmanager = p.alertmanager.child(p.run, p.spec.logging.format) if p.alertmanager else None
@@ -550,6 +586,15 @@ class Stack:
         report = f"the release command `{command.shown}` ran in {seconds:.1f}s (its output: {command.log})"
         self.log(report, release=release.number, duration=round(seconds, 3))
         return report
+
+    def start_nginx(self) -> None:
+        self.nginx_loaded = self.plan.run.nginx_conf.read_bytes()
+        self.nginx.start()
+
+    def reload_nginx(self) -> None:
+        """A graceful reload: nginx reads nginx.conf again, as it now is."""
+        self.nginx_loaded = self.plan.run.nginx_conf.read_bytes()
+        self.nginx.send(signal.SIGHUP)
 
     def stop_app_server(self, number: int, child: Child | None = None) -> None:
         """Gracefully: it finishes the requests it holds, within the app server's own grace. The app server of
@@ -635,7 +680,7 @@ class Stack:
             if not self.wait_until(lambda: self.app_socket_accepts(self.plan.socket(first)), deadline):
                 self.stop()
                 return 1
-            self.nginx.start()
+            self.start_nginx()
             if not self.wait_until(self.ready_through_nginx, deadline):
                 self.stop()
                 return 1
@@ -743,6 +788,7 @@ class Stack:
             )
         p = dataclasses.replace(p, release=new_release(p))
         write_nginx_config(p)
+        p.point_links()
         if p.prometheus:
             p.prometheus.write_config(p.run, p.spec, p.derived)
             p.prometheus.write_targets(p.run, p.spec, (release.number for release in p.running))
@@ -835,7 +881,7 @@ class Stack:
         write_nginx_config(new_plan)
         self.plan = new_plan
         before = self.nginx.own_children()
-        self.nginx.send(signal.SIGHUP)
+        self.reload_nginx()
         reloaded = time.monotonic()
 
         def served_by_new_workers_only() -> bool:
@@ -882,7 +928,7 @@ class Stack:
             self.log(f"certificate renewed, but nginx not reloaded: {exc}; trying again in {RELOAD_RETRY:g}s",
                      level="error")
             return
-        self.nginx.send(signal.SIGHUP)
+        self.reload_nginx()
         certbot.serving(version)
         self.log("certificate renewed; nginx reloaded to serve it")
 
@@ -942,7 +988,7 @@ class Stack:
             self.log(f"{reloaded} not reloaded, the running config stays: {exc}", level="error")
             return
         if canary is not None:
-            self.nginx.send(signal.SIGHUP)
+            self.reload_nginx()
         self.reload_prometheus()
         if canary is not None:
             self.reload_held = True
