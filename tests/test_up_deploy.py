@@ -8,6 +8,7 @@ import signal
 import subprocess
 import textwrap
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -407,5 +408,37 @@ def test_keep_alive_clients_lose_no_request_to_deploys_that_need_no_reload(tmp_p
         assert set(answers) == {"1", "2", "3", "4"}, answers  # every answer a version: no error among them
         assert children_of(nginx) == workers  # the same nginx workers throughout: it was never reloaded
         assert stack.get("/static/version.txt").text == "static 4\n"
+    finally:
+        stop(stack)
+
+
+def test_requests_queued_at_the_old_app_server_are_served_before_it_stops(tmp_path: Path) -> None:
+    """Without a reload, what nginx connected to the old app server before the link moved waits in that one's
+    queue: it is served there before the old app server is asked to stop, which would reset it (nginx's 502)."""
+    write_version(tmp_path, "1")
+    stack = start_up(tmp_path, "uwsgi", free_port(), "--workers", "1", "--threads", "1")
+    try:
+        stack.wait_ready()
+        write_version(stack.root, "2")
+        results: list[tuple[int | None, str]] = []
+
+        def fetch(path: str) -> None:
+            answer = stack.get(path, timeout=30)
+            results.append((answer.status_code, answer.text))
+
+        # The one worker is busy for 4 s: the next three requests wait in release 1's queue through the switch.
+        threads = [threading.Thread(target=fetch, args=("/slow?s=4",))]
+        threads[0].start()
+        time.sleep(0.5)  # the slow request in the worker first
+        for _ in range(3):
+            threads.append(threading.Thread(target=fetch, args=("/version",)))
+            threads[-1].start()
+        deployed = flaskprod(stack.root, "deploy")
+        for thread in threads:
+            thread.join(30)
+        assert deployed.returncode == 0, deployed.stderr
+        assert "(its link repointed, no reload)" in deployed.stderr
+        assert sorted(status for status, _ in results) == [200] * 4, results
+        assert sorted(body for _, body in results if body in ("1", "2")) == ["1", "1", "1"]  # release 1 served them
     finally:
         stop(stack)
