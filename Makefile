@@ -87,7 +87,8 @@ bench-quick: $(STAMP)
 	@$(BENCH_DEPS)
 	$(BIN)/python -m benchmarks --quick
 
-## bench-deploy: a code change shipped under load, flaskprod deploy against the guide's HUP and restart (3 rounds, under 5 minutes); results in docs/benchmarks/deploy/
+## bench-deploy: a code change shipped under load, flaskprod deploy against the guide's HUP and restart, with a new connection per request and with keep-alive clients (3 rounds each, under 10 minutes); results in docs/benchmarks/deploy/ and deploy-keep-alive/
 bench-deploy: $(STAMP)
 	@scripts/ensure-debs $(DEBS_RUN)
 	$(BIN)/python -m benchmarks.deploy
+	$(BIN)/python -m benchmarks.deploy --keep-alive

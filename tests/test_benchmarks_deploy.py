@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import secrets
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from benchmarks import deploy
@@ -177,3 +179,38 @@ def test_the_copy_answers_its_version_and_the_example_is_untouched(tmp_path: Pat
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "7"
+
+
+class _Version(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keeps a connection open unless the client asks otherwise
+    connections: ClassVar[list[int]] = []
+
+    def setup(self) -> None:
+        super().setup()
+        self.connections.append(1)
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "1")
+        self.end_headers()
+        self.wfile.write(b"1")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("keep_alive", "most_connections"), [(True, 2), (False, None)])
+def test_keep_alive_clients_reuse_their_connections(keep_alive: bool, most_connections: int | None) -> None:
+    _Version.connections = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Version)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        settings = Settings(clients=2, rate=400.0, max_requests=40, timeout_s=5.0, keep_alive=keep_alive)
+        outcomes = deploy.Load(server.server_address[1], "localhost", settings, max_seconds=10.0).start().wait()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(outcomes) >= 40 and all(o.status == 200 and o.body == "1" for o in outcomes), outcomes[:3]
+    # Kept: one connection per client. Not kept: one per request.
+    assert len(_Version.connections) == (most_connections or len(outcomes))
