@@ -164,6 +164,10 @@ def test_upstream_keepalive_only_where_the_worker_reuses_connections(
     if expected:
         assert f"keepalive_timeout {derived.timeouts.upstream_keepalive}s;" in text
         assert derived.timeouts.upstream_keepalive < derived.timeouts.keepalive
+    # nginx's own lifetime for a kept connection (an hour) unless up bounds it; never without keepalive.
+    assert directive(text, "keepalive_time") == []
+    bounded = rendered(spec, dataclasses.replace(context(tmp_path), upstream_keepalive_time=5), derived)
+    assert directive(bounded, "keepalive_time") == (["5s"] if expected else [])
 
 
 def test_request_id_header_follows_the_logging_setting(tmp_path: Path) -> None:

@@ -163,6 +163,10 @@ class NginxContext:
     responders: bool = False
     # Names the app itself answers to (app_server_names: its Flask SERVER_NAME's host), which nginx answers too.
     app_names: tuple[str, ...] = ()
+    # Seconds nginx reuses one kept connection to the app server before closing it after a request (its upstream
+    # keepalive_time, nginx 1.19.10 and later): `up` bounds by it how long nginx goes on using connections to an
+    # app server it has switched away from. None: nginx's own (an hour).
+    upstream_keepalive_time: int | None = None
     worker_processes: int | Literal["auto"] = "auto"
     worker_connections: int = 1024
 

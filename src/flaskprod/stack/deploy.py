@@ -23,7 +23,7 @@ from ..errors import FlaskprodError, ServerError
 from ..plural import counted
 from ..render.nginx import STATIC_REVALIDATE, upstream_keepalive
 from ..servers.healthcheck import request_bytes
-from . import listenqueue
+from . import unixsockets
 from .control import Request
 from .releases import Release, adopt_data
 from .up import STOP_MARGIN, Plan, Stack, Stopping, copy_config, new_release, write_nginx_config
@@ -336,9 +336,10 @@ def switch(stack: Stack, new_plan: Plan, request: Request | None) -> None:
     graceful reload, returning once nginx's old workers are gone (they send what they hold to the old release)."""
     old = stack.plan
     write_nginx_config(new_plan)  # `nginx -t` first: a rejected config changes nothing
-    if new_plan.run.nginx_conf.read_bytes() == stack.nginx_loaded and not upstream_keepalive(
-        new_plan.derived, new_plan.protocol
-    ):
+    # Connections nginx keeps to the old app server would carry on past the link; an nginx too old to bound their
+    # life (keepalive_time) lets them go only with its old workers, on a reload.
+    kept_for_long = upstream_keepalive(new_plan.derived, new_plan.protocol) and not new_plan.upstream_keepalive_time
+    if new_plan.run.nginx_conf.read_bytes() == stack.nginx_loaded and not kept_for_long:
         new_plan.point_links()
         quiet_switch(stack, new_plan, old, request)
         return
@@ -366,19 +367,21 @@ def switch(stack: Stack, new_plan: Plan, request: Request | None) -> None:
 
 
 def quiet_switch(stack: Stack, new_plan: Plan, old: Plan, request: Request | None) -> None:
-    """The switch when nginx.conf is the one nginx runs and nginx keeps no idle connections to the app server
-    (the uwsgi protocol, or Gunicorn's sync workers): the repointed link was all of it. A reload would close every
-    client's idle keep-alive connection, and a client that sent a request on one at that moment saw it reset
-    (1 to 8 a switch with 8 such clients). What nginx connected to the old app server before the link moved
-    waits in that one's queue: it is taken before the old one is asked to stop, which would reset it (a 502)."""
+    """The switch when nginx.conf is the one nginx runs: the repointed link was all of it. A reload would close
+    every client's idle keep-alive connection, and a client that sent a request on one at that moment saw it reset
+    (1 to 8 a switch with 8 such clients). What nginx connected to the old app server before the link moved waits
+    in that one's queue, and connections nginx keeps to it (Gunicorn's threaded workers) carry on until nginx
+    closes them, idle or within keepalive_time: the old one is asked to stop once it has no connection left,
+    since stopping resets what it never accepted and may close a kept one as nginx sends on it (a 502)."""
     stack.plan = new_plan
     assert old.release is not None and new_plan.release is not None
     moved = time.monotonic()
     before, after = old.socket(old.release), new_plan.socket(new_plan.release)
     if before != after:
         time.sleep(LINK_SETTLE)  # a connect() that found the old socket as the link moved is in its queue by now
-        deadline = time.monotonic() + new_plan.derived.timeouts.graceful + SWITCH_MARGIN
-        while listenqueue.waiting(before) and time.monotonic() < deadline:
+        kept = new_plan.upstream_keepalive_time or 0
+        deadline = time.monotonic() + new_plan.derived.timeouts.graceful + kept + SWITCH_MARGIN
+        while (unixsockets.waiting(before) or unixsockets.accepted(before)) and time.monotonic() < deadline:
             time.sleep(0.02)
     if old.release.path != new_plan.release.path:
         # A static file nginx holds open from the old release is looked up again within this: then every path it

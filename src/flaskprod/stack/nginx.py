@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,6 +24,14 @@ def find_nginx(setting: str) -> str:
             f"{INSTALL_HINT}, or set proxy.nginx to its path"
         )
     return found
+
+
+@functools.cache
+def version(binary: str) -> tuple[int, ...]:
+    """nginx's version, from `nginx -v` ("nginx version: nginx/1.22.1"); () when it does not say."""
+    result = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False, timeout=30)
+    found = re.search(r"nginx/(\d+(?:\.\d+)*)", result.stderr)
+    return tuple(int(part) for part in found.group(1).split(".")) if found else ()
 
 
 def base_args(binary: str, run: StackDir, conf: Path | None = None) -> list[str]:

@@ -35,7 +35,7 @@ from .alertmanager import Alertmanager, plan_alertmanager
 from .children import Child
 from .control import ControlServer, Request
 from .log import EventLog
-from .nginx import check_config, find_nginx, foreground_command
+from .nginx import check_config, find_nginx, foreground_command, version
 from .postgres import RESTART_ONLY as POSTGRES_RESTART_ONLY
 from .postgres import Postgres, plan_postgres
 from .prometheus import READY_PATH, Prometheus, plan_prometheus
@@ -51,6 +51,10 @@ _NOT_INHERITED = (MULTIPROC_ENV, DRAIN_FILE_ENV)
 STOP_MARGIN = 5.0
 # How often the main loop looks at its children when no signal arrives.
 TICK = 0.5
+# Seconds nginx reuses a connection it keeps to the app server (NginxContext.upstream_keepalive_time), where its
+# version has keepalive_time (1.19.10): a reconnect every few seconds costs nothing that counts.
+UPSTREAM_KEEPALIVE_TIME = 5
+KEEPALIVE_TIME_SINCE = (1, 19, 10)
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _HANDLED = (*_STOP_SIGNALS, signal.SIGHUP, signal.SIGCHLD)
 # What `up --with` can add.
@@ -170,6 +174,13 @@ class Plan:
             staged.unlink(missing_ok=True)
             staged.symlink_to(target)
             os.replace(staged, link)  # rename(2) replaces the link itself, never what it points to
+
+    @property
+    def upstream_keepalive_time(self) -> int | None:
+        """How long nginx reuses a connection it keeps to the app server, where its version can bound it: then it
+        has closed every one to an app server a switch moved away from within that, and the switch needs no
+        reload of nginx to be rid of them (deploy.quiet_switch)."""
+        return UPSTREAM_KEEPALIVE_TIME if version(self.nginx_binary) >= KEEPALIVE_TIME_SINCE else None
 
     def static_served(self) -> tuple[StaticMount, ...]:
         """What nginx serves from disk: the serving release's static folders through its serving link, so a switch to
@@ -419,7 +430,7 @@ def write_nginx_config(p: Plan) -> None:
         metrics=p.prometheus.scrape_listen if p.prometheus else None,
     )
     # nginx answers the host the app calls itself (its SERVER_NAME) too, and a self-signed certificate names it.
-    ctx = dataclasses.replace(ctx, app_names=p.app_names)
+    ctx = dataclasses.replace(ctx, app_names=p.app_names, upstream_keepalive_time=p.upstream_keepalive_time)
     if p.prometheus:  # Prometheus scrapes each running release apart (Prometheus.write_targets), a canary too
         ctx = dataclasses.replace(ctx, release_metrics=tuple((r.number, f"unix:{p.socket(r)}") for r in p.running))
     if ctx.tls is not None and p.spec.tls.mode == "self-signed":

@@ -1,9 +1,10 @@
-"""How many connections wait in a listening unix socket's queue, not yet accepted: asked of the kernel by sock_diag.
+"""What the kernel says of the unix sockets bound to a path (by netlink sock_diag, what `ss -x` prints): how many
+connections wait in a listening socket's queue, and how many it accepted are still open.
 
-A switch that repoints the link nginx connects through (no reload) stops the old app server only once its queue
-is empty: a connection nginx made just before the switch waits there, and an app server that stops listening
-resets what it never accepted, which nginx would answer 502. The kernel's netlink sock_diag interface answers for
-every listening unix socket at once (what `ss -xl` prints as Recv-Q); no tool need be installed.
+A switch that repoints the link nginx connects through (no reload) stops the old app server only once both are
+0: a connection nginx made just before the switch waits in its queue, one nginx keeps open to reuse (Gunicorn's
+threaded workers) is still in use, and an app server that stops resets what it never accepted and may close a
+kept one as nginx sends on it; either is nginx's 502. No tool need be installed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 NLMSG_DONE, NLMSG_ERROR = 3, 2
-TCP_LISTEN = 10
+TCP_ESTABLISHED, TCP_LISTEN = 1, 10
 UDIAG_SHOW_NAME, UDIAG_SHOW_RQLEN = 0x01, 0x10
 UNIX_DIAG_NAME, UNIX_DIAG_RQLEN = 0, 4
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port id
@@ -27,14 +28,21 @@ _ATTRIBUTE = struct.Struct("=HH")  # rtattr: length, type
 
 def waiting(path: os.PathLike[str] | str) -> int | None:
     """Connections in the queue of the unix socket listening at path; None if none listens there."""
-    return listen_queues().get(os.fsencode(path))
+    queues = [queued for name, queued in _sockets(TCP_LISTEN) if name == os.fsencode(path)]
+    return queues[0] if queues else None
 
 
-def listen_queues() -> dict[bytes, int]:
-    """Every listening unix socket's path, and how many connections wait in its queue."""
-    request = _REQUEST.pack(socket.AF_UNIX, 0, 0, 1 << TCP_LISTEN, 0, UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN, 0, 0)
+def accepted(path: os.PathLike[str] | str) -> int:
+    """Connections the socket listening at path accepted that are still open (each takes the path as its name)."""
+    return sum(name == os.fsencode(path) for name, _ in _sockets(TCP_ESTABLISHED))
+
+
+def _sockets(state: int) -> list[tuple[bytes | None, int | None]]:
+    """Each unix socket in state: the path it is bound to (None if none), and its receive queue's length (of a
+    listening socket, the connections not yet accepted)."""
+    request = _REQUEST.pack(socket.AF_UNIX, 0, 0, 1 << state, 0, UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN, 0, 0)
     header = _HEADER.pack(_HEADER.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
-    queues: dict[bytes, int] = {}
+    found: list[tuple[bytes | None, int | None]] = []
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as sock:
         sock.sendall(header + request)
         while True:
@@ -43,13 +51,11 @@ def listen_queues() -> dict[bytes, int]:
             while offset + _HEADER.size <= len(data):
                 length, kind, _, _, _ = _HEADER.unpack_from(data, offset)
                 if kind == NLMSG_DONE:
-                    return queues
+                    return found
                 if kind == NLMSG_ERROR:
                     (errno,) = struct.unpack_from("=i", data, offset + _HEADER.size)
                     raise OSError(-errno, f"sock_diag: {os.strerror(-errno)}")
-                name, queued = _attributes(data[offset + _HEADER.size + _MESSAGE.size : offset + length])
-                if name is not None and queued is not None:
-                    queues[name] = queued
+                found.append(_attributes(data[offset + _HEADER.size + _MESSAGE.size : offset + length]))
                 offset += (length + 3) & ~3
 
 
