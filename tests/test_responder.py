@@ -78,6 +78,7 @@ def test_answers_the_metrics_path_with_the_apps_bytes_and_content_type(
     # A query string changes nothing; a percent-encoded path is the same path, as the app would read it.
     assert get(str(tmp_path / "app.prom"), "/metrics?x=1")[1] == body
     assert get(str(tmp_path / "app.prom"), "/%6detrics")[1] == body
+    assert get(str(tmp_path / "app.prom"), "//metrics")[1] == body  # nginx's location matched it, slashes merged
     # Read again at each scrape.
     count_requests(directory, 103, "/api/ping", 1)
     assert b"status=\"200\"} 8.0" in get(str(tmp_path / "app.prom"))[1]

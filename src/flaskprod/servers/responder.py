@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -121,7 +122,8 @@ class Responder:
         if len(words) != 3:
             return _response(400, b"bad request\n")
         method, target = words[0], words[1]
-        if unquote_to_bytes(target.split(b"?", 1)[0]) != self.path:
+        # Slashes merged, as nginx merges them to pick the location that sent the request here (merge_slashes).
+        if _SLASHES.sub(b"/", unquote_to_bytes(target.split(b"?", 1)[0])) != self.path:
             return _response(404, b"not found\n")
         if method not in (b"GET", b"HEAD"):
             return _response(405, b"method not allowed\n", extra=b"Allow: GET, HEAD\r\n")
@@ -133,6 +135,7 @@ class Responder:
         return _response(200, body, content_type=CONTENT_TYPE_LATEST.encode(), head_only=method == b"HEAD")
 
 
+_SLASHES = re.compile(rb"/{2,}")
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed", 500: b"Internal Error"}
 
 
