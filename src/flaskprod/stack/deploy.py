@@ -26,7 +26,7 @@ from ..servers.healthcheck import request_bytes
 from . import unixsockets
 from .control import Request
 from .releases import Release, adopt_data
-from .up import STOP_MARGIN, Plan, Stack, Stopping, copy_config, new_release, write_nginx_config
+from .up import STOP_MARGIN, Plan, Stack, Stopping, copy_config, new_release, nginx_files, write_nginx_config
 
 # Extra seconds, past the graceful timeout, nginx's old workers get to finish before the switch is called failed.
 SWITCH_MARGIN = 5.0
@@ -335,17 +335,17 @@ def switch(stack: Stack, new_plan: Plan, request: Request | None) -> None:
     switch (see quiet_switch); else nginx.conf through the other serving link, pointed at new_plan's release, and a
     graceful reload, returning once nginx's old workers are gone (they send what they hold to the old release)."""
     old = stack.plan
-    write_nginx_config(new_plan)  # `nginx -t` first: a rejected config changes nothing
     # Connections nginx keeps to the old app server would carry on past the link; an nginx too old to bound their
     # life (keepalive_time) lets them go only with its old workers, on a reload.
     kept_for_long = upstream_keepalive(new_plan.derived, new_plan.protocol) and not new_plan.upstream_keepalive_time
-    if new_plan.run.nginx_conf.read_bytes() == stack.nginx_loaded and not kept_for_long:
-        new_plan.point_links()
+    quiet = nginx_files(new_plan)["nginx.conf"] == stack.nginx_loaded and not kept_for_long
+    if not quiet:
+        new_plan = dataclasses.replace(new_plan, link=1 - old.link)
+    write_nginx_config(new_plan)  # `nginx -t` first: a rejected config changes nothing
+    new_plan.point_links()
+    if quiet:
         quiet_switch(stack, new_plan, old, request)
         return
-    new_plan = dataclasses.replace(new_plan, link=1 - old.link)
-    write_nginx_config(new_plan)
-    new_plan.point_links()
     master = stack.nginx.pid
     old_workers = nginx_workers(master) if master else set()
     stack.reload_nginx()

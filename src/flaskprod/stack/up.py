@@ -409,11 +409,8 @@ def release_env(p: Plan, release: Release) -> dict[str, str]:
     return env
 
 
-def write_nginx_config(p: Plan) -> None:
-    """Render nginx.conf for the plan, test it with `nginx -t`, and only then put it in place.
-
-    A rejected config never replaces the one nginx runs (or would restart) with.
-    """
+def nginx_files(p: Plan) -> dict[str, str]:
+    """{file name: text} of nginx's config for the plan: nginx.conf and the mime.types it includes."""
     # Workers run as the user who ran `up`: they read that user's static files and socket.
     user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
     assert p.release is not None
@@ -433,9 +430,17 @@ def write_nginx_config(p: Plan) -> None:
     ctx = dataclasses.replace(ctx, app_names=p.app_names, upstream_keepalive_time=p.upstream_keepalive_time)
     if p.prometheus:  # Prometheus scrapes each running release apart (Prometheus.write_targets), a canary too
         ctx = dataclasses.replace(ctx, release_metrics=tuple((r.number, f"unix:{p.socket(r)}") for r in p.running))
-    if ctx.tls is not None and p.spec.tls.mode == "self-signed":
+    return render_nginx(p.spec, dataclasses.replace(p.derived, max_body_bytes=p.body_limit), ctx)
+
+
+def write_nginx_config(p: Plan) -> None:
+    """Render nginx.conf for the plan, test it with `nginx -t`, and only then put it in place.
+
+    A rejected config never replaces the one nginx runs (or would restart) with.
+    """
+    if p.tls is not None and p.spec.tls.mode == "self-signed":
         self_signed_for(p.run.tls_dir, server_names(p.spec, p.spec.proxy.host, p.app_names))
-    files = render_nginx(p.spec, dataclasses.replace(p.derived, max_body_bytes=p.body_limit), ctx)
+    files = nginx_files(p)
     candidate = p.run.nginx_conf.with_name(p.run.nginx_conf.name + ".new")
     candidate.write_text(files.pop(p.run.nginx_conf.name))
     for name, text in files.items():
@@ -517,7 +522,7 @@ class Stack:
         self.nginx = Child(name="nginx", command=foreground_command(p.nginx_binary, p.run), stop_signal=signal.SIGQUIT)
         # nginx.conf as nginx last read it (start_nginx, reload_nginx): a switch to a file that is the same needs no
         # reload (deploy.switch), where nginx.conf itself may already hold what a reload has yet to apply.
-        self.nginx_loaded = b""
+        self.nginx_loaded = ""
         # --with monitoring: Prometheus, scraping the app through nginx, and the Alertmanager it sends alerts to.
         self.prometheus = p.prometheus.child(p.run, p.spec.logging.format) if p.prometheus else None
         self.alertmanager = p.alertmanager.child(p.run, p.spec.logging.format) if p.alertmanager else None
@@ -599,12 +604,12 @@ class Stack:
         return report
 
     def start_nginx(self) -> None:
-        self.nginx_loaded = self.plan.run.nginx_conf.read_bytes()
+        self.nginx_loaded = self.plan.run.nginx_conf.read_text()
         self.nginx.start()
 
     def reload_nginx(self) -> None:
         """A graceful reload: nginx reads nginx.conf again, as it now is."""
-        self.nginx_loaded = self.plan.run.nginx_conf.read_bytes()
+        self.nginx_loaded = self.plan.run.nginx_conf.read_text()
         self.nginx.send(signal.SIGHUP)
 
     def stop_app_server(self, number: int, child: Child | None = None) -> None:
