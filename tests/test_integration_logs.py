@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import uuid
 from typing import Any
 
@@ -208,3 +209,51 @@ def test_uwsgis_own_lines_are_written_as_the_apps_are(
     else:
         assert None in err  # uWSGI's plain lines, as it writes them
         assert "DAMN ! worker" in server.stderr() and "\nValueError: printed traceback" in server.stderr()
+
+
+NOISY_WORKER = APP + """
+import logging
+import sys
+import traceback
+
+
+@app.get("/noise")
+def noise():
+    print("printed by the view")
+    logging.getLogger("a.library").warning("a library warned")  # no handler: logging's last resort, plain
+    try:
+        raise ValueError("printed traceback")
+    except ValueError:
+        traceback.print_exc(file=sys.stderr)
+    return "noisy"
+"""
+
+
+@pytest.mark.parametrize(("log_format", "json_lines"), [("json", True), ("text", False)])
+def test_gunicorn_workers_plain_lines_are_written_as_the_apps_are(
+    serve_app: StartServer, log_format: str, json_lines: bool
+) -> None:
+    """A print(), a library's logger with no handler and a printed traceback from a Gunicorn worker: JSON under
+    json, as uWSGI's are, and none lost when the server stops."""
+    server = serve_app(
+        NOISY_WORKER, workers=2, env={"FLASKPROD_LOGGING__FORMAT": log_format}, args=("--server", "gunicorn")
+    )
+    assert server.get("/noise").text == "noisy"
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(30) == 0, server.output()
+    err, out = parsed_lines(server.stderr()), parsed_lines(server.stdout())
+    if json_lines:
+        assert all(isinstance(record, dict) for record in err), server.stderr()
+        assert all(isinstance(record, dict) for record in out), server.stdout()
+        printed = [(field(r, "log.level"), field(r, "log.logger"), field(r, MESSAGE)) for r in out if r]
+        assert ("info", "stdout", "printed by the view") in printed
+        messages = [(field(r, "log.logger"), field(r, MESSAGE)) for r in err if r]
+        assert ("stderr", "a library warned") in messages
+        [traceback] = [m for _, m in messages if m.startswith("Traceback")]
+        assert traceback.endswith("ValueError: printed traceback") and "in noise" in traceback
+    else:
+        assert "\nprinted by the view\n" in f"\n{server.stdout()}"
+        assert "\na library warned\n" in server.stderr() and "\nValueError: printed traceback\n" in server.stderr()
+    # Each worker's last line, written as it exits, reached the log before serve itself exited.
+    exiting = [line for line in server.stderr().splitlines() if "Worker exiting (pid: " in line]
+    assert len(exiting) == 2, server.stderr()

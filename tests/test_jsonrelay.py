@@ -77,7 +77,7 @@ def test_relay_writes_every_line_encoded_and_closes_its_source() -> None:
     target_r, target_w = os.pipe()
     os.write(source_w, APP_LINE + b"goodbye to uWSGI.\n")
     os.close(source_w)
-    relay(source_r, target_w)
+    relay(source_r, target_w, "uwsgi")
     os.close(target_w)
     out = os.read(target_r, 65536).splitlines(keepends=True)
     os.close(target_r)

@@ -22,6 +22,7 @@ from ..discovery import AppRef, load
 from ..errors import FlaskprodError
 from . import affinity, gcfreeze, stopnow
 from .common import RunDir
+from .jsonrelay import Relay
 from .memorybound import MemoryBound
 from .responder import Responder, start_responder
 from .turns import taking_turns, turns_taken
@@ -287,10 +288,11 @@ class FlaskprodArbiter(Arbiter):  # type: ignore[misc]
 class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
     """The app and its settings as Gunicorn sees them: cfg from the settings dict, load() from discovery."""
 
-    def __init__(self, settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> None:
+    def __init__(self, settings: dict[str, Any], app: AppRef, run_dir: RunDir, relay: Relay | None = None) -> None:
         self.settings = settings
         self.app_ref = app
         self.run_dir = run_dir
+        self.relay = relay
         self.responder: Responder | None = None
         super().__init__()
 
@@ -301,6 +303,9 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
         }
         pre_fork: list[Callable[[Any, Any], None]] = [_booted_flag]
         post_fork: list[Callable[[Any, Any], None]] = [_held_until_handled]
+        if self.relay is not None:
+            relay = self.relay
+            post_fork.append(lambda server, worker: relay.forked())
         if self.settings["cpu_affinity"]:
             pre_fork.append(_pre_fork)
             post_fork.append(_post_fork)
@@ -347,7 +352,11 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
 def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
     """Run Gunicorn in this process until it stops; its exit status."""
     master = os.getpid()
-    application = FlaskprodApplication(settings, app, run_dir)
+    # Every line of the process tree in JSON: the workers' plain ones (print(), a library's logger) too.
+    relay = Relay("stderr") if settings["log_json"] else None
+    application = FlaskprodApplication(settings, app, run_dir, relay)
+    if relay is not None:
+        relay.take_over()
     try:
         application.run()
     except SystemExit as exc:
@@ -359,6 +368,8 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
         return code if isinstance(code, int) else (0 if code is None else 1)
     finally:
         if os.getpid() == master:
+            if relay is not None:
+                relay.give_back()  # the workers' last lines before serve's own
             if application.responder is not None:
                 application.responder.close()
             run_dir.remove()

@@ -1,4 +1,4 @@
-"""uWSGI's own lines in the ECS JSON of the app's logs (logging.format = json), relayed by the serve process.
+"""The app server's own lines in the ECS JSON of the app's logs (logging.format = json), relayed by the serve process.
 
 uWSGI writes its start, its workers' deaths and respawns, harakiri and the tracebacks its Python plugin prints
 as plain text on the same streams as the app's JSON lines; a log shipper would take each for an unparsed
@@ -6,6 +6,11 @@ record. Its own JSON log encoder is no cure: keeping the app's lines apart from 
 this build of uWSGI lacks (no PCRE), and it starts only once the log master runs, after the first twenty
 lines. So serve reads uWSGI's stdout and stderr through pipes and writes each line on: a JSON object as it
 came, anything else as one ECS record, a traceback over many lines as one record.
+
+Gunicorn's workers write the same kind of plain lines: the app's print()s, a library's logger under the
+app's own logging config or none (logging's last resort prints the message alone), a C extension's
+warnings. Its arbiter is the serve process itself, so serve's own stdout and stderr become the pipes
+(Relay.take_over), which every worker inherits, and relay threads there write to what they were.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
 
 ECS_VERSION = "1.6.0"
-# log.logger of a line by the stream it came on: uWSGI writes its own to stderr; stdout has the app's print()s.
-LOGGERS = {1: "stdout", 2: "uwsgi"}
+# log.logger of a plain line on stdout: the app's print()s. On stderr it is the server's: uWSGI writes its own
+# there; under Gunicorn, whose own lines are JSON already, it is whatever else wrote to the stream.
+STDOUT_LOGGER = "stdout"
 READ_SIZE = 65536
 # uWSGI's own marks of trouble (DAMN ! worker 1 (pid: 9) died, *** HARAKIRI ON WORKER 2, unable to load
 # app 0) and of a warning (!!! no internal routing support, *** WARNING: ...).
@@ -103,10 +110,10 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def relay(source: int, target: int) -> None:
+def relay(source: int, target: int, logger: str) -> None:
     """Copy source's lines to target, encoded; the reader closes source at its end."""
     try:
-        for out in encoded(lines_of(source), LOGGERS.get(target, "uwsgi")):
+        for out in encoded(lines_of(source), logger):
             with contextlib.suppress(BrokenPipeError):
                 _write_all(target, out)
     finally:
@@ -114,11 +121,17 @@ def relay(source: int, target: int) -> None:
 
 
 class Relay:
-    """Pipes for a child's stdout and stderr, each read by a thread that writes to this process's own."""
+    """Pipes for a child's stdout and stderr, each read by a thread that writes to this process's own.
 
-    def __init__(self) -> None:
+    stderr_logger is log.logger of a plain line on stderr: "uwsgi", "stderr" under Gunicorn.
+    """
+
+    def __init__(self, stderr_logger: str) -> None:
+        self.stderr_logger = stderr_logger
         self.ends = [os.pipe(), os.pipe()]
+        self.targets = (1, 2)
         self.threads: list[threading.Thread] = []
+        self.writing = True  # this process still holds the pipes' write ends
 
     @property
     def stdout(self) -> int:
@@ -129,14 +142,49 @@ class Relay:
         return self.ends[1][1]
 
     def start(self) -> None:
-        """Once the child has its ends: close ours, so each pipe ends when the child's side does."""
-        for (read_end, write_end), target in zip(self.ends, (1, 2), strict=True):
-            os.close(write_end)
-            thread = threading.Thread(target=relay, args=(read_end, target), name=f"uwsgi-log-{target}", daemon=True)
+        """Read both pipes, each from a thread that writes to its target stream."""
+        loggers = (STDOUT_LOGGER, self.stderr_logger)
+        for (read_end, _), target, logger in zip(self.ends, self.targets, loggers, strict=True):
+            thread = threading.Thread(target=relay, args=(read_end, target, logger), name="log-relay", daemon=True)
             thread.start()
             self.threads.append(thread)
 
+    def close_writers(self) -> None:
+        """Close this process's write ends, so each pipe ends once its last writer, a child, closes its own."""
+        if self.writing:
+            self.writing = False
+            for _, write_end in self.ends:
+                os.close(write_end)
+
+    def take_over(self) -> None:
+        """This process's own stdout and stderr become the pipes, relayed to where they went; its forks inherit them."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.targets = (os.dup(1), os.dup(2))
+        for (_, write_end), fd in zip(self.ends, (1, 2), strict=True):
+            os.dup2(write_end, fd)
+        self.close_writers()  # fds 1 and 2 hold them now
+        self.start()
+
+    def forked(self) -> None:
+        """In a child forked after take_over: let go of the parent's ends, so that once the parent is gone a write
+        fails at once (EPIPE) instead of filling a pipe nobody reads."""
+        for fd in (self.ends[0][0], self.ends[1][0], *self.targets):
+            if fd > 2:
+                os.close(fd)
+
+    def give_back(self) -> None:
+        """Undo take_over, once every child has exited, and write what the pipes still hold."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for target, fd in zip(self.targets, (1, 2), strict=True):
+            os.dup2(target, fd)  # closes this process's last write end of that pipe
+        self.targets = (1, 2)  # the saved copies stay open for a thread that outlives the wait
+        self.finish()
+
     def finish(self) -> None:
+        """Once every child has exited: write what the pipes still hold, for at most DRAIN_AT_EXIT seconds."""
+        self.close_writers()
         deadline = time.monotonic() + DRAIN_AT_EXIT
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))

@@ -222,6 +222,7 @@ class Supervisor:
             proc = subprocess.Popen(
                 self.command, stdin=subprocess.DEVNULL, stdout=self.relay.stdout, stderr=self.relay.stderr
             )
+            self.relay.close_writers()  # uWSGI holds them: each pipe ends with its last process
             self.relay.start()
         try:
             while proc.poll() is None:
@@ -355,7 +356,7 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
         # SIGHUP to a worker is uWSGI's graceful recycle of that worker alone.
         bound = MemoryBound(settings["recycle_memory_mb"], recycle=signal_to(signal.SIGHUP))
         command = [binary, "--ini", str(ini)]
-        relay = Relay() if settings["log_json"] else None
+        relay = Relay("uwsgi") if settings["log_json"] else None
         if settings["metrics_bind"]:
             # Here, in the supervisor, not in uWSGI's master: scrapes answered outside the worker pool, from the
             # files (servers/responder.py). uWSGI is started by fork and exec, so it holds none of its sockets.
