@@ -67,7 +67,7 @@ def test_lines_are_whole_across_reads_and_the_last_may_lack_its_newline() -> Non
     big = b"{" + b"x" * 200_000 + b"}\n"  # longer than one read
     writer = threading.Thread(target=lambda: (os.write(write_end, big + b"tail"), os.close(write_end)))
     writer.start()
-    assert list(lines_of(read_end)) == [big, b"tail"]
+    assert [line for line in lines_of(read_end) if line] == [big, b"tail"]
     writer.join()
     os.close(read_end)
 
@@ -89,3 +89,10 @@ def test_relay_writes_every_line_encoded_and_closes_its_source() -> None:
         pass
     else:
         raise AssertionError("the relay left its source open")
+
+
+def test_the_end_of_a_read_is_passed_on_and_a_traceback_across_it_stays_one_record() -> None:
+    lines = [b"Traceback (most recent call last):\n", b"", b'  File "app.py", line 3\n', b"ValueError: bad\n", b""]
+    out = list(encoded(iter(lines), "stderr"))
+    assert out[0] == b"" and out[2] == b"" and len(out) == 3
+    assert json.loads(out[1])["message"].endswith("ValueError: bad")

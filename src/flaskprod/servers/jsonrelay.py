@@ -28,6 +28,10 @@ ECS_VERSION = "1.6.0"
 # there; under Gunicorn, whose own lines are JSON already, it is whatever else wrote to the stream.
 STDOUT_LOGGER = "stdout"
 READ_SIZE = 65536
+# Seconds the relay lets lines gather before it reads again: a log line reaches the log this much later at
+# most, and the pipe (64 KiB) fills only past 13 MB/s of lines. A wake-up and a write a line cost serve facing
+# clients, whose access lines pass here, 4 to 6% of /api/ping (docs/defaults-log.md, "Logs relayed by serve").
+GATHER = 0.005
 # uWSGI's own marks of trouble (DAMN ! worker 1 (pid: 9) died, *** HARAKIRI ON WORKER 2, unable to load
 # app 0) and of a warning (!!! no internal routing support, *** WARNING: ...).
 _ERRORS = ("DAMN !", "HARAKIRI", "unable to", "Traceback (most recent call last):", "*** no app loaded")
@@ -68,10 +72,14 @@ def encoded(lines: Iterator[bytes], logger: str) -> Iterator[bytes]:
     """Each line of a stream as it is to be written: JSON objects as they came, the rest as ECS records.
 
     A Python traceback ("Traceback (most recent call last):", its indented frames, then the exception's own line)
-    is gathered into the one record that starts it, as Gunicorn's logger and the app's do.
+    is gathered into the one record that starts it, as Gunicorn's logger and the app's do. An empty line (the end
+    of a read, from lines_of) is passed on: what came before it can be written.
     """
     traceback: list[str] = []
     for line in lines:
+        if not line:
+            yield line
+            continue
         if is_json_object(line):
             if traceback:
                 yield record("\n".join(traceback), time.time(), logger)
@@ -93,13 +101,20 @@ def encoded(lines: Iterator[bytes], logger: str) -> Iterator[bytes]:
         yield record("\n".join(traceback), time.time(), logger)
 
 
-def lines_of(fd: int) -> Iterator[bytes]:
-    """The lines read from fd until its end; the last one may lack its newline."""
+def lines_of(fd: int, gather: float = 0.0) -> Iterator[bytes]:
+    """The lines read from fd until its end, each read's followed by b""; the last one may lack its newline.
+
+    gather: seconds to let lines gather in the pipe after a read that emptied it, so that an access line a
+    request does not wake the relay (and cost a switch of the cores) each.
+    """
     pending = b""
     while chunk := os.read(fd, READ_SIZE):
         pending += chunk
         *complete, pending = pending.split(b"\n")
         yield from (part + b"\n" for part in complete)
+        yield b""
+        if gather and len(chunk) < READ_SIZE:
+            time.sleep(gather)
     if pending:
         yield pending
 
@@ -111,13 +126,23 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def relay(source: int, target: int, logger: str) -> None:
-    """Copy source's lines to target, encoded; the reader closes source at its end."""
+    """Copy source's lines to target, encoded, in one write a read; the reader closes source at its end."""
+    batch: list[bytes] = []
     try:
-        for out in encoded(lines_of(source), logger):
-            with contextlib.suppress(BrokenPipeError):
-                _write_all(target, out)
+        for out in encoded(lines_of(source, GATHER), logger):
+            if out:
+                batch.append(out)
+            elif batch:
+                _write_batch(target, batch)
+        _write_batch(target, batch)
     finally:
         os.close(source)
+
+
+def _write_batch(target: int, batch: list[bytes]) -> None:
+    with contextlib.suppress(BrokenPipeError):
+        _write_all(target, b"".join(batch))
+    batch.clear()
 
 
 class Relay:
