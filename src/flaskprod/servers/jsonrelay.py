@@ -204,8 +204,7 @@ class Relay:
         sys.stderr.flush()
         for target, fd in zip(self.targets, (1, 2), strict=True):
             os.dup2(target, fd)  # closes this process's last write end of that pipe
-        self.targets = (1, 2)  # the saved copies stay open for a thread that outlives the wait
-        self.finish()
+        self.finish()  # the saved copies stay open, for a thread that outlives the wait
 
     def finish(self) -> None:
         """Once every child has exited: write what the pipes still hold, for at most DRAIN_AT_EXIT seconds."""
