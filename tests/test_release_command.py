@@ -151,7 +151,7 @@ def test_up_migrates_before_the_first_request(short_tmp: Path) -> None:
         err = stack.stderr()
         assert "running the release command `flask db upgrade` in release 1" in err
         assert "Running upgrade  -> 0001, The notes table." in (stack.run_dir / "logs" / "release-1.log").read_text()
-        assert '"message": "the release command `flask db upgrade` ran in ' in err and '"duration": ' in err
+        assert '"message":"the release command `flask db upgrade` ran in ' in err and '"duration":' in err
     finally:
         stop(stack)
     # The table is in the project's instance folder, which every release links: the next release sees it.

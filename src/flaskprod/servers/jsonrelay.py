@@ -22,8 +22,9 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
-ECS_VERSION = "1.6.0"
+ECS_VERSION = "1.6.0"  # as runtime.logs writes it (which imports Flask; this module does not)
 # log.logger of a plain line on stdout: the app's print()s. On stderr it is the server's: uWSGI writes its own
 # there; under Gunicorn, whose own lines are JSON already, it is whatever else wrote to the stream.
 STDOUT_LOGGER = "stdout"
@@ -51,16 +52,15 @@ def level_of(message: str) -> str:
 
 def record(message: str, at: float, logger: str) -> bytes:
     """One ECS line for a line of uWSGI's own, the fields ecs_logging gives the app's records."""
-    seconds = time.gmtime(at)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", seconds) + f".{int(at % 1 * 1000):03d}Z"
-    fields = {
-        "@timestamp": stamp,
-        "log.level": level_of(message),
-        "message": message,
-        "ecs.version": ECS_VERSION,
-        "log": {"logger": logger},
-    }
-    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return ecs_line(message, at, logger, level_of(message)).encode() + b"\n"
+
+
+def ecs_line(message: str, at: float, logger: str, level: str, **fields: Any) -> str:
+    """A record shaped as ecs_logging writes the app's, so that every line of a service parses alike."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
+    head = {"@timestamp": stamp, "log.level": level, "message": message, "ecs.version": ECS_VERSION}
+    return json.dumps({**head, "log": {"logger": logger}, **fields}, separators=(",", ":"), ensure_ascii=False,
+                      default=str)  # fmt: skip
 
 
 def is_json_object(line: bytes) -> bool:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Any, Literal
+
+from ..servers.jsonrelay import ecs_line
 
 LOGGER = "flaskprod.up"
 
@@ -18,10 +19,7 @@ class EventLog:
 
     def __call__(self, message: str, *, level: str = "info", **fields: Any) -> None:
         if self.fmt == "json":
-            now = time.time()
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
-            record = {"@timestamp": stamp, "log.level": level, "message": message, "log.logger": LOGGER, **fields}
-            line = json.dumps(record, default=str)
+            line = ecs_line(message, time.time(), LOGGER, level, **fields)
         else:
             extra = " ".join(f"{k}={v}" for k, v in fields.items())
             line = f"flaskprod up: {message}" + (f" ({extra})" if extra else "")
