@@ -891,6 +891,36 @@ def test_server_name_answered_without_proxy_server_name_passes(project: Path, se
     assert audit(project, {"app.py": app, "flaskprod.toml": toml}).only("FP-C009") == []
 
 
+HOST_MATCHING = (
+    "from flask import Flask\n\nfrom flaskprod import Production\n\n"
+    "app = Flask(__name__, host_matching=True, static_folder=None)\nProduction(app)\n"
+    '\n@app.get("/", host="api.example.com")\ndef api():\n    return "api"\n'
+    '\n@app.get("/", host="<tenant>.shop.example.com")\ndef shop(tenant):\n    return tenant\n'
+    '\n@app.get("/", host="localhost:5000")\ndef here():\n    return "here"\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("toml", "missed"),
+    [
+        ('[proxy]\nserver_name = "example.com"\n', "'<tenant>.shop.example.com', 'api.example.com'"),
+        ('[proxy]\nserver_name = "example.com api.example.com"\n', "'<tenant>.shop.example.com'"),
+        ('[proxy]\nserver_name = "example.com *.example.com"\n', None),  # a pattern's names fall under *.
+        ("", None),  # proxy.server_name left alone names no site yet
+    ],
+)
+def test_hosts_a_host_matching_app_routes_are_named_unless_proxy_server_name_names_them(
+    project: Path, toml: str, missed: str | None
+) -> None:
+    found = audit(project, {"app.py": HOST_MATCHING, "flaskprod.toml": toml}).only("FP-C009")
+    if missed is None:
+        assert found == []
+        return
+    [one] = found
+    assert one["text"].startswith(f"the app routes {missed} (host_matching), which proxy.server_name (")
+    assert one["text"].endswith("so HTTPS or the Ingress fails requests for them")
+
+
 def test_a_server_name_that_is_no_host_is_named(project: Path) -> None:
     app = PROD + "app.config['SERVER_NAME'] = 'https://shop.example.com'\n"
     [found] = audit(project, {"app.py": app}).only("FP-C009")

@@ -12,7 +12,15 @@ import pytest
 
 from flaskprod.errors import SpecError
 from flaskprod.render import NginxContext, render_nginx, render_nginx_conf
-from flaskprod.render.nginx import Protocol, StaticMount, app_server_names, listen_address, server_names
+from flaskprod.render.nginx import (
+    Protocol,
+    StaticMount,
+    app_server_names,
+    listen_address,
+    routed_host_names,
+    server_names,
+)
+from flaskprod.servers.probe import AppInfo
 from flaskprod.sizing import Derived, Machine, derive
 from flaskprod.spec import Spec, load_spec
 
@@ -269,6 +277,35 @@ def test_app_server_names_are_the_hosts_nginx_matches(
     assert app_server_names(server_name, subdomains=subdomains) == names
 
 
+@pytest.mark.parametrize(
+    ("hosts", "names"),
+    [
+        (("api.example.com", "API.example.com"), ("api.example.com",)),
+        (("static.example.com:8080", "example.com:<int:port>"), ("static.example.com", "example.com")),
+        (("<tenant>.shop.example.com",), ("*.shop.example.com",)),  # a converter matches dots too, as * does
+        (("api.<region>.example.com",), (r"~^api\..+\.example\.com$",)),
+        (("<a>-<b>.example.com",), (r"~^.+\-.+\.example\.com$",)),
+        (("[::1]:8000", "127.0.0.1"), ("[::1]", "127.0.0.1")),
+        (("shop example.com", "shop;.example.com", "<x>.ex{1}.com"), ()),  # nothing nginx.conf could hold unquoted
+    ],
+)
+def test_routed_hosts_become_the_server_names_nginx_matches(hosts: tuple[str, ...], names: tuple[str, ...]) -> None:
+    assert routed_host_names(hosts) == names
+    for name in names:
+        if name.startswith("~"):
+            for host in (h.lower() for h in hosts if "<" in h):
+                example = re.sub(r"<[^>]*>", "x1", host).split(":")[0]
+                assert re.fullmatch(name[2:-1], example), (name, example)
+
+
+def test_an_app_is_answered_by_the_hosts_it_routes_as_well_as_its_server_name() -> None:
+    info = AppInfo(
+        rss_mb=None, static_folder=None, static_url_path=None, import_string="app:app", server_name="example.com",
+        routed_hosts=("example.com", "<tenant>.example.com"),
+    )  # fmt: skip
+    assert info.nginx_names == ("example.com", "*.example.com")
+
+
 def test_server_names_add_the_apps_host_unless_a_configured_name_answers_it() -> None:
     spec = make_spec(**{"proxy.server_name": "example.org *.example.net"})
     assert server_names(spec, "0.0.0.0", ("shop.example.com",)) == ["example.org", "*.example.net", "shop.example.com"]
@@ -285,6 +322,8 @@ def test_server_names_add_the_apps_host_unless_a_configured_name_answers_it() ->
         (("shop.example.com",), "localhost 127.0.0.1 shop.example.com"),
         ((".localhost",), "127.0.0.1 .localhost"),
         (("[::1]",), "localhost 127.0.0.1 [::1]"),
+        (("*.shop.example.com", r"~^api\..+\.example\.com$"),
+         r"localhost 127.0.0.1 *.shop.example.com ~^api\..+\.example\.com$"),  # a host_matching app's
     ],
 )
 def test_nginx_accepts_the_apps_names_beside_the_configured_ones(

@@ -418,6 +418,46 @@ def test_nginx_answers_the_host_the_apps_server_name_names(tmp_path: Path) -> No
         stop(running)
 
 
+HOST_MATCHING_APP = """
+from flask import Flask
+from flaskprod import Production
+
+app = Flask(__name__, host_matching=True, static_host="static.example.com")
+Production(app)
+
+
+@app.get("/", host="api.example.com")
+def api():
+    return {"where": "api"}
+
+
+@app.get("/", host="<tenant>.shop.example.com")
+def shop(tenant):
+    return {"tenant": tenant}
+
+
+@app.get("/", host="api.<region>.example.com")
+def regional(region):
+    return {"region": region}
+"""
+
+
+def test_nginx_answers_the_hosts_a_host_matching_app_routes(tmp_path: Path) -> None:
+    """Flask's host_matching routes by the Host alone: nginx answers every host the rules name, a pattern's too,
+    where it closed each as a name it did not serve, and still closes the names no rule routes."""
+    write_app(tmp_path, HOST_MATCHING_APP)
+    running = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1", "--set", "proxy.ready_timeout=15")
+    try:
+        running.wait_ready()
+        assert running.get("/", headers={"Host": "api.example.com"}).json() == {"where": "api"}
+        assert running.get("/", headers={"Host": "acme.shop.example.com"}).json() == {"tenant": "acme"}
+        assert running.get("/", headers={"Host": "api.eu-west.example.com"}).json() == {"region": "eu-west"}
+        assert running.get(f"/static/{PLAIN}", headers={"Host": "static.example.com"}).status_code == 200
+        assert closed_unanswered(running.port, "www.example.com")
+    finally:
+        stop(running)
+
+
 @pytest.mark.parametrize("kind", ["gunicorn", "uwsgi"])
 def test_an_app_that_routes_its_server_name_alone_gets_ready_and_deploys_under_a_new_name(
     tmp_path: Path, kind: str

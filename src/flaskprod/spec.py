@@ -213,8 +213,9 @@ class ProxySettings:
     server_name: str = setting(
         "localhost",
         "Host name(s) nginx answers to, space separated: example.com, *.example.com, .example.com (it and "
-        "every name under it), an address (127.0.0.1, [::1]) or a ~regex. The app's own SERVER_NAME host is "
-        "answered too; TLS certificates and a Kubernetes Ingress cover these names alone.",
+        "every name under it), an address (127.0.0.1, [::1]) or a ~regex. The app's own SERVER_NAME host, and "
+        "under host_matching the hosts its routes name, are answered too; TLS certificates and a Kubernetes Ingress "
+        "cover these names alone.",
     )
     static_url: str = setting(
         "/static", "URL prefix of the app's static files, such as /static; not / itself, the app's."

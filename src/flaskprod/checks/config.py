@@ -283,36 +283,50 @@ def _local(host: str) -> bool:
 @app_check(
     "FP-C009",
     WARNING,
-    "the app's SERVER_NAME is a host proxy.server_name does not name: nginx answers it too, in `flaskprod up` and "
-    "every target, but the TLS certificate (--with tls, up --tls) and Kubernetes' Ingress are made for "
-    "proxy.server_name's names alone, so HTTPS or the Ingress fails requests for it",
+    "a host the app calls itself (SERVER_NAME) or routes (host_matching) that proxy.server_name does not name: nginx "
+    "answers it too, in `flaskprod up` and every target, but the TLS certificate (--with tls, up --tls) and "
+    "Kubernetes' Ingress are made for proxy.server_name's names alone, so HTTPS or the Ingress fails requests for it",
     hint="add the host to proxy.server_name (server_name under [proxy] in flaskprod.toml)",
 )
 def server_name_unserved(app: Flask, context: Context) -> Iterator[Found]:
-    value = app.config.get("SERVER_NAME")
-    if not isinstance(value, str) or not value:
-        return
     spec = context.effective_spec
-    host = server_name_host(value)
-    if host is None:
-        yield Found(
-            obj=context.app_label,
-            text=f"the app's SERVER_NAME is {value!r}, no host name or address with an optional port: nginx cannot "
-            "answer it, and the URLs the app builds for it are broken",
-            hint="set SERVER_NAME to the site's host, such as example.com (example.com:8443 off the scheme's port)",
-        )
-        return
-    # Left to its default, proxy.server_name names no public site yet: nginx answering the app's host is enough.
-    if spec.origins.get("proxy.server_name", "default") == "default" or _local(host):
-        return
+    # Left to its default, proxy.server_name names no public site yet: nginx answering the app's hosts is enough.
+    configured = spec.origins.get("proxy.server_name", "default") != "default"
     names = server_names(spec, spec.proxy.host)
-    if not any(answers(host, name) for name in names):
-        yield Found(
-            obj=context.app_label,
-            text=f"the app's SERVER_NAME is {value!r}, a host proxy.server_name ({spec.proxy.server_name!r}) does "
-            "not name: nginx answers it too, but the TLS certificate (--with tls, up --tls) and Kubernetes' Ingress "
-            "are made for proxy.server_name's names alone, so HTTPS or the Ingress fails requests for it",
-        )
+
+    def unnamed(host: str) -> bool:
+        return configured and not _local(host) and not any(answers(host, name) for name in names)
+
+    value = app.config.get("SERVER_NAME")
+    if isinstance(value, str) and value:
+        host = server_name_host(value)
+        if host is None:
+            yield Found(
+                obj=context.app_label,
+                text=f"the app's SERVER_NAME is {value!r}, no host name or address with an optional port: nginx "
+                "cannot answer it, and the URLs the app builds for it are broken",
+                hint="set SERVER_NAME to the site's host, such as example.com (example.com:8443 off the scheme's port)",
+            )
+        elif unnamed(host):
+            yield Found(
+                obj=context.app_label,
+                text=f"the app's SERVER_NAME is {value!r}, a host proxy.server_name ({spec.proxy.server_name!r}) "
+                "does not name: nginx answers it too, but the TLS certificate (--with tls, up --tls) and Kubernetes' "
+                "Ingress are made for proxy.server_name's names alone, so HTTPS or the Ingress fails requests for it",
+            )
+    if app.url_map.host_matching:
+        # A pattern's host stands for the names it routes by one of them: <tenant>.example.com by x.example.com.
+        routed = sorted({rule.host for rule in app.url_map.iter_rules() if rule.host})
+        hosts = {pattern: server_name_host(re.sub(r"<[^>]*>", "x", pattern)) for pattern in routed}
+        missed = [pattern for pattern, host in hosts.items() if host is not None and unnamed(host)]
+        if missed:
+            yield Found(
+                obj=context.app_label,
+                text=f"the app routes {', '.join(map(repr, missed))} (host_matching), which proxy.server_name "
+                f"({spec.proxy.server_name!r}) does not name: nginx answers them too, but the TLS certificate (--with "
+                "tls, up --tls) and Kubernetes' Ingress are made for proxy.server_name's names alone, so HTTPS or the "
+                "Ingress fails requests for them",
+            )
 
 
 @app_check(

@@ -251,6 +251,34 @@ def app_server_names(server_name: str | None, *, subdomains: bool = False) -> tu
     return (f".{host}",) if subdomains and not host.startswith("[") else (host,)
 
 
+# A Werkzeug rule's placeholder (<name> or <converter(args):name>) and a port at the end of its host.
+_PLACEHOLDER = re.compile(r"<[^>]*>")
+_HOST_PORT = re.compile(r":(?:\d+|<[^>]*>)$")
+_HOST_CHARS = re.compile(r"[a-z0-9_.-]*")
+
+
+def routed_host_names(hosts: Iterable[str]) -> tuple[str, ...]:
+    """server_name entries for the hosts a host_matching app's rules route (Rule.host, static_host's included):
+    a literal host as itself, <sub>.example.com as *.example.com, any other pattern as a ~regex. nginx lets them
+    through and the app routes them exactly; a host nginx cannot match is left out."""
+    names: list[str] = []
+    for host in hosts:
+        host = _HOST_PORT.sub("", host.strip().lower())  # nginx matches the Host header's name alone
+        parts = _PLACEHOLDER.split(host)
+        if len(parts) == 1:
+            name = server_name_host(host)
+        elif len(parts) == 2 and not parts[0] and parts[1].startswith(".") and _PLAIN_HOST.fullmatch(parts[1][1:]):
+            name = f"*{parts[1]}"
+        elif all(_HOST_CHARS.fullmatch(part) for part in parts):
+            # Werkzeug's host converters match dots too; nginx warns of a '/' in a name, so .+ rather than [^/]+.
+            name = "~^" + ".+".join(re.escape(part) for part in parts) + "$"
+        else:
+            name = None
+        if name is not None and name not in names:
+            names.append(name)
+    return tuple(names)
+
+
 def conf_path(path: str) -> str:
     """path as one nginx.conf argument: bare when it can be, else in double quotes with `"` and `\\` escaped.
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..discovery import AppRef, load
 from ..errors import DiscoveryError, FlaskprodError
-from ..render.nginx import StaticMount, app_server_names
+from ..render.nginx import StaticMount, app_server_names, routed_host_names
 from .loading import ended_message, exit_child, exit_message, load_in_child, project_root, write_answer
 from .memorybound import resident_mb
 
@@ -55,6 +55,8 @@ class AppInfo:
     instance: InstanceFacts | None = None  # None: not learned (an AppInfo made by hand); Flask's default applies
     server_name: str | None = None  # the app's Flask SERVER_NAME, as it loaded
     subdomain_matching: bool = False  # Flask(subdomain_matching=True): it routes the names under SERVER_NAME too
+    # Flask(host_matching=True): the hosts its rules route, as Werkzeug writes them (<tenant>.example.com)
+    routed_hosts: tuple[str, ...] = ()
     # The app's MAX_CONTENT_LENGTH as it loaded (after Production(app)): nginx's body limit (sizing.max_body_bytes).
     max_content_length: int | None = None
     async_views: tuple[str, ...] = ()  # async_views(app): what Flask can run only with asgiref installed
@@ -62,8 +64,10 @@ class AppInfo:
 
     @property
     def nginx_names(self) -> tuple[str, ...]:
-        """The names nginx must answer for the app to be reached by the name it calls itself (its SERVER_NAME)."""
-        return app_server_names(self.server_name, subdomains=self.subdomain_matching)
+        """The names nginx must answer for the app to be reached by the names it calls itself (its SERVER_NAME) and,
+        with host matching, routes."""
+        own = app_server_names(self.server_name, subdomains=self.subdomain_matching)
+        return own + tuple(name for name in routed_host_names(self.routed_hosts) if name not in own)
 
 
 def probe(
@@ -118,6 +122,7 @@ def _app_info(result: dict[str, Any]) -> AppInfo:
         instance=InstanceFacts(**result["instance"]),
         server_name=result["server_name"],
         subdomain_matching=result["subdomain_matching"],
+        routed_hosts=tuple(result.get("routed_hosts", ())),  # absent from a record an older flaskprod wrote
         max_content_length=result["max_content_length"],
         async_views=tuple(result["async_views"]),
         migrate_command=result["migrate_command"],
@@ -286,6 +291,9 @@ def main(argv: list[str]) -> int:
         # A value the app set that is no string (a misconfiguration) names no host nginx could answer.
         "server_name": server_name if isinstance(server_name := app.config.get("SERVER_NAME"), str) else None,
         "subdomain_matching": bool(app.subdomain_matching),
+        "routed_hosts": sorted({rule.host for rule in app.url_map.iter_rules() if rule.host})
+        if app.url_map.host_matching
+        else [],
         # As the request pipeline reads it: anything but a number of bytes sets no limit.
         "max_content_length": limit if isinstance(limit := app.config.get("MAX_CONTENT_LENGTH"), int) else None,
         "async_views": async_views(app),
