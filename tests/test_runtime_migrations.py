@@ -72,6 +72,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("fresh_pg_database"))
 
 
+def execute(url: str, statement: str) -> None:
+    """One statement on the database at url, committed, outside any app."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+
+
 class Migrated:
     """The fixture app's project under tmp_path on one database: its `flask db` commands, and apps like it made
     in this process (each one new, as a new release's process is)."""
@@ -103,12 +113,7 @@ class Migrated:
         return app
 
     def execute(self, statement: str) -> None:
-        engine = sa.create_engine(self.url)
-        try:
-            with engine.begin() as conn:
-                conn.execute(sa.text(statement))
-        finally:
-            engine.dispose()
+        execute(self.url, statement)
 
     def close(self) -> None:
         for engine in self._engines:
@@ -251,6 +256,137 @@ def test_scripts_that_cannot_be_read_are_noted_and_leave_the_app_ready(
         assert len(told) == 1 and told[0].startswith(first["detail"])  # read once, told once
     finally:
         migrated.close()
+
+
+# --- several databases --------------------------------------------------------------------------------------------
+
+MULTIDB_CLI_APP = """
+import os
+
+from flask import Flask
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+
+app = Flask(__name__)
+app.config["SQLALCHEMY_DATABASE_URI"] = os.environ["DATABASE_URL"]
+app.config["SQLALCHEMY_BINDS"] = {"users": os.environ["USERS_URL"]}
+Migrate(app, SQLAlchemy(app))
+"""
+
+# As `flask db migrate` writes one from the multidb template: upgrade(engine_name) runs each engine's part.
+MULTIDB_REVISION = """
+revision = "REV"
+down_revision = DOWN
+branch_labels = None
+depends_on = None
+
+import sqlalchemy as sa
+from alembic import op
+
+
+def upgrade(engine_name):
+    globals()["upgrade_%s" % engine_name]()
+
+
+def downgrade(engine_name):
+    globals()["downgrade_%s" % engine_name]()
+
+
+def upgrade_():
+    op.create_table("notes_REV", sa.Column("id", sa.Integer(), primary_key=True))
+
+
+def downgrade_():
+    op.drop_table("notes_REV")
+
+
+def upgrade_users():
+    op.create_table("users_REV", sa.Column("id", sa.Integer(), primary_key=True))
+
+
+def downgrade_users():
+    op.drop_table("users_REV")
+"""
+
+
+class TwoDatabases:
+    """A project on a default database and a bind (users), both SQLite, with `flask db init` (--multidb or not)."""
+
+    def __init__(self, root: Path, *, multidb: bool) -> None:
+        root.mkdir()
+        (root / "app.py").write_text(MULTIDB_CLI_APP)
+        self.root, self.urls = root, {"DATABASE_URL": f"sqlite:///{root / 'main.db'}",
+                                      "USERS_URL": f"sqlite:///{root / 'users.db'}"}  # fmt: skip
+        self._engines: list[Any] = []
+        self.flask_db("init", *(["--multidb"] if multidb else []))
+
+    def flask_db(self, *args: str) -> None:
+        done = subprocess.run(
+            [str(BIN / "flask"), "db", *args], cwd=self.root, env=up_env(FLASK_APP="app:app", **self.urls),
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+
+    def add_revision(self, revision: str, down: str | None, text: str = MULTIDB_REVISION) -> None:
+        body = text.replace("REV", revision).replace("DOWN", repr(down))
+        (self.root / "migrations" / "versions" / f"{revision}.py").write_text(body)
+
+    def app(self) -> Flask:
+        app = Flask(__name__)
+        app.config.update(SECRET_KEY=secrets.token_hex(32), SQLALCHEMY_DATABASE_URI=self.urls["DATABASE_URL"],
+                          SQLALCHEMY_BINDS={"users": self.urls["USERS_URL"]})  # fmt: skip
+        Production(app, spec=Spec())
+        db = flask_sqlalchemy.SQLAlchemy(app)
+        flask_migrate.Migrate(app, db, directory=str(self.root / "migrations"))
+        with app.app_context():
+            self._engines += db.engines.values()
+        return app
+
+    def execute(self, url_env: str, statement: str) -> None:
+        execute(self.urls[url_env], statement)
+
+    def close(self) -> None:
+        for engine in self._engines:
+            engine.dispose()
+
+
+@pytest.mark.integration
+def test_multidb_scripts_are_compared_with_every_binds_database(tmp_path: Path) -> None:
+    """`flask db init --multidb` keeps an alembic_version in each database: a bind left behind is behind too."""
+    project = TwoDatabases(tmp_path / "multidb", multidb=True)
+    try:
+        project.add_revision("0001", None)
+        project.flask_db("upgrade")
+        project.add_revision("0002", "0001")
+        assert schema(project.app())["error"] == f"SchemaBehind: database schema at 0001, the code needs 0002: {FIX}"
+        project.flask_db("upgrade")
+        assert schema(project.app()) == {"status": "ok"}
+
+        project.execute("USERS_URL", "UPDATE alembic_version SET version_num = '0001'")  # the bind alone behind
+        assert schema(project.app())["error"] == (
+            f"SchemaBehind: bind 'users': database schema at 0001, the code needs 0002: {FIX}"
+        )
+        project.execute("USERS_URL", "UPDATE alembic_version SET version_num = 'f00d'")  # a newer release's
+        assert schema(project.app()) == {
+            "status": "ok", "detail": "bind 'users': database schema at f00d, unknown to this code: a newer release's"
+        }  # fmt: skip
+    finally:
+        project.close()
+
+
+@pytest.mark.integration
+def test_single_database_scripts_leave_the_binds_alone(tmp_path: Path) -> None:
+    """Without --multidb the scripts migrate the default database alone: a bind's has no alembic_version at all."""
+    project = TwoDatabases(tmp_path / "single", multidb=False)
+    try:
+        (project.root / "migrations" / "versions" / "0001.py").write_text(
+            'revision = "0001"\ndown_revision = None\nbranch_labels = None\ndepends_on = None\n\n'
+            "def upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n"
+        )
+        project.flask_db("upgrade")
+        assert schema(project.app()) == {"status": "ok"}
+    finally:
+        project.close()
 
 
 # --- flaskprod up ------------------------------------------------------------------------------------------------

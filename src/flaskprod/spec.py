@@ -293,7 +293,8 @@ class DatabaseSettings:
         True,
         "For an app using Flask-Migrate: /readyz fails (503, naming `flask db upgrade` and deploy.release_command) "
         "while the database's Alembic revision is behind the migration scripts' heads, or it has no alembic_version "
-        "table; a revision the scripts do not know (a newer release migrated ahead) passes. Read once per process; "
+        "table (with multidb scripts, `flask db init --multidb`, each bind's database too); a revision the scripts do "
+        "not know (a newer release migrated ahead) passes. Read once per process; "
         "once the database is at the heads, later probes query nothing. False for an app that makes its tables "
         "another way (db.create_all) and never stamps them.",
     )

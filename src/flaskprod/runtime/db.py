@@ -186,8 +186,8 @@ def configure_engines(app: Flask, spec: Spec) -> None:
 
 
 def database_checks(app: Flask, *, migrations: bool = True) -> dict[str, Check]:
-    """A SELECT 1 per Flask-SQLAlchemy engine of app, and with migrations the schema check of its default
-    engine when the app uses Flask-Migrate (database.migration_check); must be called inside its app context."""
+    """A SELECT 1 per Flask-SQLAlchemy engine of app, and with migrations the schema check of its databases
+    when the app uses Flask-Migrate (database.migration_check); must be called inside its app context."""
     ext = app.extensions.get("sqlalchemy")
     if ext is None:
         return {}
@@ -204,9 +204,9 @@ def database_checks(app: Flask, *, migrations: bool = True) -> dict[str, Check]:
                 conn.execute(text("SELECT 1"))
 
         checks[name] = ping
-        schema = schema_check(app, engine, _pool_busy) if migrations and key is None else None
-        if schema is not None:
-            checks[MIGRATIONS_CHECK] = schema
+    schema = schema_check(app, dict(ext.engines), _pool_busy) if migrations else None
+    if schema is not None:
+        checks[MIGRATIONS_CHECK] = schema
     return checks
 
 

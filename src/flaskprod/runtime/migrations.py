@@ -3,9 +3,10 @@ Flask-Migrate scripts, so a release that was never migrated takes no traffic ins
 
 from __future__ import annotations
 
+import inspect
 import threading
 import weakref
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,9 @@ class Scripts:
     command: str  # Flask-Migrate's command group: `flask <command> upgrade`
     # Heads another head depends on (depends_on): alembic_version holds the dependent one alone once both ran.
     implied: frozenset[str] = frozenset()
+    # `flask db init --multidb`: each revision upgrades every engine (upgrade(engine_name)), and each engine's
+    # database keeps its own alembic_version.
+    multidb: bool = False
 
     @property
     def upgrade(self) -> str:
@@ -82,7 +86,17 @@ def read_scripts(migrate: Any) -> Scripts:
         for revision in script.iterate_revisions(head, "base")
         if revision.revision in heads and revision.revision != head
     )
-    return Scripts(heads=heads, known=known, command=migrate.migrate.command, implied=implied)
+    multidb = any(_takes_engine_name(script.get_revision(head)) for head in heads)
+    return Scripts(heads=heads, known=known, command=migrate.migrate.command, implied=implied, multidb=multidb)
+
+
+def _takes_engine_name(revision: Any) -> bool:
+    """Whether a revision is the multidb template's: its upgrade() is called with the engine's name."""
+    upgrade = getattr(getattr(revision, "module", None), "upgrade", None)
+    try:
+        return callable(upgrade) and len(inspect.signature(upgrade).parameters) > 0
+    except (TypeError, ValueError):
+        return False
 
 
 def database_revisions(engine: Any, migrate: Any) -> tuple[str, ...] | None:
@@ -118,7 +132,7 @@ class SchemaState:
         self.scripts: Scripts | Detail | None = None  # a Detail when the scripts could not be read
         self.settled: Detail | None = None
 
-    def check(self, app: Flask, engine: Any, pool_busy: Callable[[Any], bool]) -> object:
+    def check(self, app: Flask, engines: Mapping[str | None, Any], pool_busy: Callable[[Any], bool]) -> object:
         if self.settled is not None:
             return self.settled
         migrate = app.extensions["migrate"]
@@ -128,12 +142,20 @@ class SchemaState:
         if isinstance(self.scripts, Detail):
             self.settled = self.scripts
             return self.settled
-        if pool_busy(engine.pool):
+        # The default engine's database; with multidb scripts each bind's too, default first.
+        compared = [(key, engine) for key, engine in engines.items() if key is None or self.scripts.multidb]
+        compared.sort(key=lambda item: (item[0] is not None, item[0] or ""))
+        if any(pool_busy(engine.pool) for _, engine in compared):
             return None  # requests hold every connection: waiting for one would fail a serving process
-        verdict = compare(database_revisions(engine, migrate), self.scripts)
-        if verdict.behind:
-            raise SchemaBehind(verdict.message)
-        self.settled = Detail(verdict.message)
+        notes = []
+        for key, engine in compared:
+            verdict = compare(database_revisions(engine, migrate), self.scripts)
+            where = "" if key is None else f"bind {key!r}: "
+            if verdict.behind:
+                raise SchemaBehind(where + verdict.message)
+            if verdict.message:
+                notes.append(where + verdict.message)
+        self.settled = Detail("; ".join(notes))
         return self.settled
 
 
@@ -152,10 +174,11 @@ _states: weakref.WeakKeyDictionary[Flask, SchemaState] = weakref.WeakKeyDictiona
 _states_lock = threading.Lock()
 
 
-def schema_check(app: Flask, engine: Any, pool_busy: Callable[[Any], bool]) -> Check | None:
-    """The check for app's default engine when it uses Flask-Migrate; pool_busy(pool) tells when to skip."""
-    if "migrate" not in app.extensions:
+def schema_check(app: Flask, engines: Mapping[str | None, Any], pool_busy: Callable[[Any], bool]) -> Check | None:
+    """The check of app's databases (engines by bind key, None the default) when it uses Flask-Migrate: the
+    default's, and each bind's under multidb scripts; pool_busy(pool) tells when to skip."""
+    if "migrate" not in app.extensions or None not in engines:
         return None
     with _states_lock:
         state = _states.setdefault(app, SchemaState())
-    return lambda: state.check(app, engine, pool_busy)
+    return lambda: state.check(app, engines, pool_busy)
