@@ -14,7 +14,7 @@ from typing import Any
 from flask import Flask
 
 from ..errors import BuildError
-from ..render.nginx import answers, server_name_host, server_names
+from ..render.nginx import PLACEHOLDER, answers, server_name_host, server_names
 from ..render.requirements import async_without_asgiref, lacks_asgiref, requirements_file
 from ..runtime.db import engine_options
 from .context import Context, ProjectFile, variable_read
@@ -314,19 +314,19 @@ def server_name_unserved(app: Flask, context: Context) -> Iterator[Found]:
                 "does not name: nginx answers it too, but the TLS certificate (--with tls, up --tls) and Kubernetes' "
                 "Ingress are made for proxy.server_name's names alone, so HTTPS or the Ingress fails requests for it",
             )
-    if app.url_map.host_matching:
-        # A pattern's host stands for the names it routes by one of them: <tenant>.example.com by x.example.com.
-        routed = sorted({rule.host for rule in app.url_map.iter_rules() if rule.host})
-        hosts = {pattern: server_name_host(re.sub(r"<[^>]*>", "x", pattern)) for pattern in routed}
-        missed = [pattern for pattern, host in hosts.items() if host is not None and unnamed(host)]
-        if missed:
-            yield Found(
-                obj=context.app_label,
-                text=f"the app routes {', '.join(map(repr, missed))} (host_matching), which proxy.server_name "
-                f"({spec.proxy.server_name!r}) does not name: nginx answers them too, but the TLS certificate (--with "
-                "tls, up --tls) and Kubernetes' Ingress are made for proxy.server_name's names alone, so HTTPS or the "
-                "Ingress fails requests for them",
-            )
+    from ..servers.probe import routed_hosts
+
+    # A pattern's host stands for the names it routes by one of them: <tenant>.example.com by x.example.com.
+    hosts = {pattern: server_name_host(PLACEHOLDER.sub("x", pattern)) for pattern in routed_hosts(app)}
+    missed = [pattern for pattern, host in hosts.items() if host is not None and unnamed(host)]
+    if missed:
+        yield Found(
+            obj=context.app_label,
+            text=f"the app routes {', '.join(map(repr, missed))} (host_matching), which proxy.server_name "
+            f"({spec.proxy.server_name!r}) does not name: nginx answers them too, but the TLS certificate (--with "
+            "tls, up --tls) and Kubernetes' Ingress are made for proxy.server_name's names alone, so HTTPS or the "
+            "Ingress fails requests for them",
+        )
 
 
 @app_check(

@@ -252,7 +252,7 @@ def app_server_names(server_name: str | None, *, subdomains: bool = False) -> tu
 
 
 # A Werkzeug rule's placeholder (<name> or <converter(args):name>) and a port at the end of its host.
-_PLACEHOLDER = re.compile(r"<[^>]*>")
+PLACEHOLDER = re.compile(r"<[^>]*>")
 _HOST_PORT = re.compile(r":(?:\d+|<[^>]*>)$")
 _HOST_CHARS = re.compile(r"[a-z0-9_.-]*")
 
@@ -264,7 +264,7 @@ def routed_host_names(hosts: Iterable[str]) -> tuple[str, ...]:
     names: list[str] = []
     for host in hosts:
         host = _HOST_PORT.sub("", host.strip().lower())  # nginx matches the Host header's name alone
-        parts = _PLACEHOLDER.split(host)
+        parts = PLACEHOLDER.split(host)
         if len(parts) == 1:
             name = server_name_host(host)
         elif len(parts) == 2 and not parts[0] and parts[1].startswith(".") and _PLAIN_HOST.fullmatch(parts[1][1:]):

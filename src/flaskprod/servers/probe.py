@@ -70,6 +70,13 @@ class AppInfo:
         return own + tuple(name for name in routed_host_names(self.routed_hosts) if name not in own)
 
 
+def routed_hosts(app: Any) -> list[str]:
+    """The hosts a host_matching app's rules route, as Werkzeug writes them (<tenant>.example.com); none without."""
+    if not app.url_map.host_matching:
+        return []
+    return sorted({rule.host for rule in app.url_map.iter_rules() if rule.host})
+
+
 def probe(
     ref: AppRef, env: Mapping[str, str], *, bound: int, if_slow: str | None = None, record: Path | None = None
 ) -> AppInfo:
@@ -291,9 +298,7 @@ def main(argv: list[str]) -> int:
         # A value the app set that is no string (a misconfiguration) names no host nginx could answer.
         "server_name": server_name if isinstance(server_name := app.config.get("SERVER_NAME"), str) else None,
         "subdomain_matching": bool(app.subdomain_matching),
-        "routed_hosts": sorted({rule.host for rule in app.url_map.iter_rules() if rule.host})
-        if app.url_map.host_matching
-        else [],
+        "routed_hosts": routed_hosts(app),
         # As the request pipeline reads it: anything but a number of bytes sets no limit.
         "max_content_length": limit if isinstance(limit := app.config.get("MAX_CONTENT_LENGTH"), int) else None,
         "async_views": async_views(app),
