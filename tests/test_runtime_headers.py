@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 
 from flask import Flask, session
 from flask_login import LoginManager, UserMixin, login_user
@@ -145,3 +146,44 @@ def test_cookie_settings_of_the_app_are_kept() -> None:
     Production(app, spec=Spec())
     cookie = set_cookie(app)
     assert "SameSite=Strict" in cookie and "Secure" in cookie
+
+
+def streaming_app() -> Flask:
+    app = make_app()
+
+    def events() -> Iterator[str]:
+        yield "data: 1\n\n"
+
+    @app.get("/events")
+    def event_stream() -> Response:
+        return Response(events(), mimetype="text/event-stream")
+
+    @app.get("/events/framed")
+    def framed_event_stream() -> Response:  # an app-set security header takes the pipeline's other branch
+        return Response(events(), mimetype="text/event-stream", headers={"X-Frame-Options": "SAMEORIGIN"})
+
+    @app.get("/events/buffered")
+    def buffered_event_stream() -> Response:
+        return Response(events(), mimetype="text/event-stream", headers={"X-Accel-Buffering": "yes"})
+
+    @app.get("/export.csv")
+    def export() -> Response:
+        return Response(iter(["a,b\n", "1,2\n"]), mimetype="text/csv")
+
+    return app
+
+
+def test_server_sent_events_ask_nginx_not_to_buffer_them() -> None:
+    client = streaming_app().test_client()
+    for path in ("/events", "/events/framed"):
+        response = client.get(path)
+        assert response.headers.getlist("X-Accel-Buffering") == ["no"], path
+        assert response.get_data() == b"data: 1\n\n"
+
+
+def test_other_streams_and_the_apps_own_choice_are_left_to_nginx() -> None:
+    client = streaming_app().test_client()
+    assert client.get("/events/buffered").headers.getlist("X-Accel-Buffering") == ["yes"]
+    exported = client.get("/export.csv")
+    assert "X-Accel-Buffering" not in exported.headers
+    assert exported.get_data() == b"a,b\n1,2\n"

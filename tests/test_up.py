@@ -212,6 +212,18 @@ def test_a_chunked_body_reaches_the_app_whole(stack: UpStack) -> None:
     assert answer.json() == {"size": 500_001}
 
 
+def test_server_sent_events_reach_the_client_as_they_are_sent(stack: UpStack, tmp_path: Path) -> None:
+    """nginx buffered the stream until it ended, so the first event came with the last; the second is sent only
+    once the client has had the first, so a buffered first never arrives within the read timeout."""
+    flag = tmp_path / "had-the-first"
+    with requests.get(stack.url("/events"), params={"flag": str(flag)}, stream=True, timeout=5) as response:
+        lines = response.iter_lines()
+        assert next(lines) == b"data: first"
+        flag.touch()
+        assert [line for line in lines if line] == [b"data: second"]
+    assert "X-Accel-Buffering" not in response.headers  # nginx's to read, not the client's
+
+
 def test_a_request_with_many_headers_gets_an_answer_not_a_502(stack: UpStack) -> None:
     """uWSGI's default of 64 variables dropped a request of 120 headers, and nginx answered 502: an error of the
     app's in every count, caused by any client. Gunicorn refuses more than 100 as the client's error (431)."""

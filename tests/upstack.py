@@ -31,7 +31,7 @@ APP = """
 import os
 import time
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 
 from flaskprod import Production
 
@@ -74,6 +74,21 @@ def spin():
     while time.monotonic() < end:
         pass
     return jsonify(pid=os.getpid())
+
+
+@app.get("/events")
+def events():
+    # The second event waits for the client to have had the first: for the file it then writes (10 s at most).
+    flag = request.args["flag"]
+
+    def stream():
+        yield "data: first\\n\\n"
+        end = time.monotonic() + 10
+        while not os.path.exists(flag) and time.monotonic() < end:
+            time.sleep(0.05)
+        yield "data: second\\n\\n"
+
+    return Response(stream(), mimetype="text/event-stream")
 """
 
 # An app that routes its SERVER_NAME alone (subdomain matching: a request for another host is its own 404), with a

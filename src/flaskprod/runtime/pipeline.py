@@ -26,6 +26,8 @@ Header = tuple[str, str]
 # What an app that must not serve (the gate's refusal) answers: the reason is logged, never sent.
 REFUSED = b"refused: unsafe configuration, see the log\n"
 REFUSED_HEADERS = (("Content-Type", "text/plain"), ("Content-Length", str(len(REFUSED))))
+# Turns nginx's buffering off for one response (server-sent events).
+UNBUFFERED = ("X-Accel-Buffering", "no")
 # A probe answers with (status line, headers, body); it runs outside Flask so the app's own hooks
 # (login redirects, sessions, per-request DB work) never decide whether the process is healthy.
 Probe = Callable[["WSGIEnvironment"], tuple[str, list[Header], bytes]]
@@ -47,6 +49,24 @@ def seconds_since(request_start: str, now: float) -> float | None:
     if not 0 < sent <= now + 60:
         return None
     return now - sent if now > sent else 0.0
+
+
+def unbuffer_event_stream(headers: list[Header]) -> None:
+    """Ask nginx not to buffer a stream of server-sent events, unless the app said either way itself.
+
+    nginx holds an upstream's response until a buffer fills (proxy_buffering, uwsgi_buffering), so events of a
+    few bytes each reached the browser all at once as the stream ended. Other streamed bodies stay buffered: a
+    slow client then holds nginx's buffers, not a worker. nginx reads X-Accel-Buffering and does not pass it on.
+    """
+    event_stream = False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == "x-accel-buffering":
+            return
+        if lowered == "content-type" and value.lower().startswith("text/event-stream"):
+            event_stream = True
+    if event_stream:
+        headers.append(UNBUFFERED)
 
 
 def json_probe_response(status: int, body: dict[str, Any]) -> tuple[str, list[Header], bytes]:
@@ -137,6 +157,8 @@ class RequestPipeline:
             else:
                 headers += extra
             headers.append((self._rid_header, rid))
+            if streamed:
+                unbuffer_event_stream(headers)
             return start_response(status, headers, exc_info)
 
         if self._body_limit is not None and environ.get("HTTP_TRANSFER_ENCODING"):
