@@ -37,6 +37,7 @@ PROD = "from flask import Flask\n\nfrom flaskprod import Production\n\napp = Fla
 PROXY_FIX = "from werkzeug.middleware.proxy_fix import ProxyFix\n\napp.wsgi_app = ProxyFix(app.wsgi_app)\n"
 SERVER_NAME = 'app.config["SERVER_NAME"] = "shop.example.com:8443"\n'
 ASYNC_VIEW = '\n@app.get("/feed")\nasync def feed():\n    return {"items": []}\n'
+WEBSOCKET_ROUTE = '\napp.add_url_rule("/ws", "ws", lambda: "", websocket=True)\n'
 ASYNC_500 = "\"Install Flask with the 'async' extra in order to use async views\""
 SQLALCHEMY = (
     "from flask_sqlalchemy import SQLAlchemy\n\ndb = SQLAlchemy()\n"
@@ -308,6 +309,13 @@ CASES = [
         text="the app has async views (feed), which Flask runs with asgiref, and requirements.txt installs none: "
         f"each answers 500 ({ASYNC_500}); write flask[async] there instead of flask, or add asgiref",
         good={"app.py": PROD + ASYNC_VIEW, "requirements.txt": "flask[async]==3.1.0\nflaskprod\n"},
+    ),
+    Case(
+        "FP-C011",
+        bad={"app.py": PROD + WEBSOCKET_ROUTE, "flaskprod.toml": '[server]\nkind = "uwsgi"\n'},
+        text="the app has WebSocket routes (/ws), which uWSGI cannot hand the client's connection: serve it with "
+        'Gunicorn (server.kind = "gunicorn", or --server gunicorn)',
+        good={"app.py": PROD + WEBSOCKET_ROUTE, "flaskprod.toml": '[server]\nkind = "auto"\n'},
     ),
     Case(
         "FP-P002",
@@ -967,6 +975,14 @@ app.add_url_rule("/report", view_func=Report.as_view("report"))
 app.add_url_rule("/plain", view_func=Plain.as_view("plain"))
 app.register_blueprint(shop)
 """
+
+
+def test_websocket_routes_on_gunicorns_sync_worker_are_named(project: Path) -> None:
+    files = {"app.py": PROD + WEBSOCKET_ROUTE, "flaskprod.toml": "[server]\nthreads = 1\n"}
+    [found] = audit(project, files).only("FP-C011")
+    assert "Gunicorn's sync worker would hold a whole process for each" in found["text"]
+    threaded = {"app.py": PROD + WEBSOCKET_ROUTE, "flaskprod.toml": '[server]\nthreads = 1\nworker_class = "gthread"\n'}
+    assert audit(project, threaded).only("FP-C011") == []
 
 
 def test_async_class_views_and_hooks_are_named(project: Path) -> None:

@@ -91,6 +91,25 @@ def test_fast_requests_are_not_affected() -> None:
         assert client.get("/api/sleep/0.3").json == {"slept": 0.3}
 
 
+def test_a_websocket_outlasts_the_deadline_and_is_pinged_within_it() -> None:
+    """A WebSocket's view holds the connection for the whole conversation: stopped at server.timeout, every socket
+    closed after a second. flask-sock pings it within the timeout, so no proxy on the way closes it as idle."""
+    app = make_app()
+    app.add_url_rule("/ws", view_func=lambda: (time.sleep(1.3), "bye")[1], websocket=True)
+    handshake = {"Upgrade": "WebSocket", "Connection": "Upgrade"}
+    client = app.test_client()
+    response = client.get("/ws", headers=handshake, environ_base={"wsgi.url_scheme": "ws"})
+    assert (response.status_code, response.text) == (200, "bye")
+    assert client.get("/api/sleep/1.3").status_code == 504  # an HTTP route still has its deadline
+    assert client.get("/api/sleep/1.3", headers=handshake).status_code == 400  # and no handshake runs it without
+    assert app.config["SOCK_SERVER_OPTIONS"] == {"ping_interval": 1}
+    own = Flask(__name__)
+    own.config.update(SECRET_KEY=secrets.token_hex(32), SOCK_SERVER_OPTIONS={"ping_interval": 50})
+    Production(own, spec=Spec())
+    assert own.config["SOCK_SERVER_OPTIONS"] == {"ping_interval": 50}
+    assert make_app(**{"server.timeout": 300}).config["SOCK_SERVER_OPTIONS"] == {"ping_interval": 25}
+
+
 def test_switched_off_or_under_testing_no_deadline() -> None:
     assert make_app(**{"server.soft_timeout": False}).test_client().get("/api/sleep/1.3").status_code == 200
     # Production reads app.testing at init_app; a testing app from the start runs without the timer.

@@ -103,7 +103,14 @@ def build(
         "systemd": 1,
     }.get(chosen.name, spec.deploy.replicas)
     deployment = plan_deployment(
-        spec, server=server, extras=wanted, root=root, replicas=replicas, out=relative_out, environ=environ
+        spec,
+        server=server,
+        server_chosen=spec.server.kind == "auto" and not chosen.fixed_server,
+        extras=wanted,
+        root=root,
+        replicas=replicas,
+        out=relative_out,
+        environ=environ,
     )
     refuse_out_over_the_app(deployment, chosen)
     if chosen.name != "single":

@@ -61,7 +61,8 @@ class ServerSettings:
     kind: Literal["auto", "gunicorn", "uwsgi"] = setting(
         "auto",
         "Application server; auto = uWSGI behind nginx (`up`, when installed: the fastest measured), "
-        "Gunicorn where the app server faces HTTP clients itself (`serve`).",
+        "Gunicorn where the app server faces HTTP clients itself (`serve`) or the app has WebSocket routes "
+        "(flask-sock), whose connection uWSGI cannot hand over.",
         flag="--server",
     )
     bind: str = setting(

@@ -19,7 +19,7 @@ from ..render.requirements import async_without_asgiref, lacks_asgiref, requirem
 from ..runtime.db import engine_options
 from .context import Context, ProjectFile, variable_read
 from .engines import where_made
-from .registry import CRITICAL, WARNING, Found, app_check, check
+from .registry import CRITICAL, ERROR, WARNING, Found, app_check, check
 
 
 @check(
@@ -327,6 +327,27 @@ def server_name_unserved(app: Flask, context: Context) -> Iterator[Found]:
             "tls, up --tls) and Kubernetes' Ingress are made for proxy.server_name's names alone, so HTTPS or the "
             "Ingress fails requests for them",
         )
+
+
+@app_check(
+    "FP-C011",
+    ERROR,
+    "the app has WebSocket routes (flask-sock's), and the app server the spec names cannot hold them: uWSGI cannot "
+    "hand a view the client's connection, and Gunicorn's sync worker holds a process for each until its timeout "
+    "kills it; `up`, `serve` and `build` refuse to start it so",
+    hint='leave server.kind = "auto" (it picks Gunicorn for such an app) or set "gunicorn", with server.threads '
+    "above 1",
+)
+def websockets_unheld(app: Flask, context: Context) -> Iterator[Found]:
+    from ..servers.probe import websocket_routes
+    from ..servers.websockets import websocket_problem
+
+    spec = context.spec
+    if spec.server.kind == "auto":  # as up, serve and build resolve it for an app with WebSocket routes
+        spec = spec.replace(**{"server.kind": "gunicorn"})
+    problem = websocket_problem(spec, websocket_routes(app))
+    if problem:
+        yield Found(obj=context.app_label, text=problem)
 
 
 @app_check(

@@ -95,6 +95,7 @@ class Deployment:
     instance: InstanceFolder = InstanceFolder()
     # What nginx answers besides proxy.server_name: the app's own SERVER_NAME host (AppInfo.nginx_names).
     app_names: tuple[str, ...] = ()
+    websockets: bool = False  # the app has WebSocket routes, which server is Gunicorn for (websocket_server)
 
     @property
     def instance_dir(self) -> str:
@@ -216,7 +217,8 @@ class Deployment:
         """nginx.conf and mime.types run as ctx says."""
         spec = self.spec if metrics_allow is None else self.spec.replace(**{"monitoring.metrics_allow": metrics_allow})
         # Every app server behind a target's nginx answers scrapes beside its workers (app_env turns it on).
-        return render_nginx(spec, self.derived, dataclasses.replace(ctx, app_names=self.app_names, responders=True))
+        ctx = dataclasses.replace(ctx, app_names=self.app_names, websockets=self.websockets, responders=True)
+        return render_nginx(spec, self.derived, ctx)
 
 
 def trusted_hops(spec: Spec) -> int:
@@ -393,14 +395,20 @@ def plan_deployment(
     spec: Spec,
     *,
     server: ServerKind,
+    server_chosen: bool = False,
     extras: frozenset[str] = frozenset(),
     root: Path | None = None,
     replicas: int | None = None,
     out: str = "deploy",
     environ: Mapping[str, str] | None = None,
 ) -> Deployment:
-    """Find the project's facts (importing the app once, in a child) and size one container."""
+    """Find the project's facts (importing the app once, in a child) and size one container.
+
+    server_chosen: server.kind was auto, and the target runs either server: an app with WebSocket routes gets
+    Gunicorn, which can hand them the client's connection.
+    """
     from ..servers.probe import probe_to_learn
+    from ..servers.websockets import websocket_problem
 
     root = (root or Path.cwd()).resolve()
     requirements = requirements_file(spec.deploy.requirements, root)
@@ -410,6 +418,11 @@ def plan_deployment(
     env = {**(environ if environ is not None else {}), **env_for(spec.flagged())}
     info = probe_to_learn(ref, env, bound=spec.proxy.ready_timeout)
     refuse_async_without_asgiref(info.async_views, root, requirements)
+    if info.websocket_routes and server_chosen:
+        server = "gunicorn"
+    problem = websocket_problem(spec.replace(**{"server.kind": server}), info.websocket_routes)
+    if problem:
+        raise BuildError(problem)
     mon = spec.monitoring
     unanswered = [path for path in (mon.health_path, mon.ready_path) if path not in info.served_paths]
     if unanswered:
@@ -435,4 +448,5 @@ def plan_deployment(
         out=out,
         instance=instance_folder(info.instance, root, installs_project=requirements is None),
         app_names=info.nginx_names,
+        websockets=bool(info.websocket_routes),
     )

@@ -21,10 +21,10 @@ Protocol = Literal["http", "uwsgi"]
 # Worker classes that keep a connection open between requests; Gunicorn's sync worker closes
 # after every response, so an upstream keepalive pool would only hold dead connections.
 KEEPALIVE_WORKER_CLASSES = frozenset({"gthread", "gevent", "eventlet"})
-# Compressed when larger than proxy.gzip_min_length; text/html is always included by nginx.
 # Seconds nginx keeps using a static file it holds open before it looks at the path again (open_file_cache_valid):
 # a file changed in place, or a serving link repointed at another release by `up`'s switch, is seen within it.
 STATIC_REVALIDATE = 1
+# Compressed when larger than proxy.gzip_min_length; text/html is always included by nginx.
 GZIP_TYPES = (
     "text/css",
     "text/plain",
@@ -163,6 +163,8 @@ class NginxContext:
     responders: bool = False
     # Names the app itself answers to (app_server_names: its Flask SERVER_NAME's host), which nginx answers too.
     app_names: tuple[str, ...] = ()
+    # The app has WebSocket routes (AppInfo.websocket_routes): nginx passes a handshake's Upgrade on to the app server.
+    websockets: bool = False
     # Seconds nginx reuses one kept connection to the app server before closing it after a request (its upstream
     # keepalive_time, nginx 1.19.10 and later): `up` bounds by it how long nginx goes on using connections to an
     # app server it has switched away from. None: nginx's own (an hour).

@@ -14,6 +14,10 @@ from ..errors import ConfigurationError
 from ..spec import Spec, parse_size
 from .db import with_installed_driver
 
+# Seconds between the pings flask-sock's server sends on a WebSocket (its SOCK_SERVER_OPTIONS' ping_interval), at
+# most: within the 60 s most load balancers and Ingress controllers close an idle connection at.
+MAX_PING_INTERVAL = 25
+
 ENV_PREFIX = "FLASK_"
 FILE_SUFFIX = "_FILE"
 # Flask's settings that are booleans or byte counts. from_prefixed_env reads values as JSON, so
@@ -158,3 +162,13 @@ def configure(app: Flask, spec: Spec) -> None:
     # A value the app chose stays. nginx's limit is whatever the app ends with: build and up read it from the
     # loaded app (servers/probe.py) into sizing.max_body_bytes, so the two layers agree either way.
     set_unless_changed(app, "MAX_CONTENT_LENGTH", parse_size(spec.proxy.max_body_size))
+    # A quiet WebSocket would be closed as idle by nginx (its read timeout, server.timeout + 2) and the proxies on
+    # the way: pinged sooner, it never is. An interval the app chose stays.
+    sock_options = app.config.setdefault("SOCK_SERVER_OPTIONS", {})
+    if isinstance(sock_options, dict):
+        sock_options.setdefault("ping_interval", ping_interval(spec))
+
+
+def ping_interval(spec: Spec) -> int:
+    """How often a WebSocket is pinged: within every idle timeout between the client and the app."""
+    return max(1, min(MAX_PING_INTERVAL, spec.server.timeout))

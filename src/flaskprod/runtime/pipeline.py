@@ -51,6 +51,12 @@ def seconds_since(request_start: str, now: float) -> float | None:
     return now - sent if now > sent else 0.0
 
 
+def is_websocket(environ: WSGIEnvironment) -> bool:
+    """Whether the request is a WebSocket handshake (RFC 6455: Upgrade: websocket, in any case)."""
+    upgrade = environ.get("HTTP_UPGRADE")
+    return upgrade is not None and upgrade.lower() == "websocket"
+
+
 def unbuffer_event_stream(headers: list[Header]) -> None:
     """Ask nginx not to buffer a stream of server-sent events, unless the app said either way itself.
 
@@ -175,8 +181,10 @@ class RequestPipeline:
                 return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
             if self._timeout is not None:
                 waited = deadline.counted_wait(self._timeout, since_start)
-                if waited < self._timeout:
+                if waited < self._timeout and not is_websocket(environ):
                     body = deadline.call_with_deadline(self._timeout, waited, self.wsgi_app, environ, start)
+                elif waited < self._timeout:  # its view holds the connection for as long as the conversation lasts
+                    body = self.wsgi_app(environ, start)
                 else:
                     # Through Flask all the same, so the 504 is the app's page, logged and counted under its route:
                     # Production's first before_request hook raises it before any of the app's code.

@@ -14,21 +14,23 @@ from ..sizing import derive
 from ..spec import PROBE_RECORD_ENV, Spec, env_for
 from .common import DRAIN_FILE_ENV, MULTIPROC_ENV, RunDir, check_bind
 from .settings import server_settings
+from .websockets import websocket_problem
 
 __all__ = ["resolve_kind", "serve", "server_settings"]
 
 
-def resolve_kind(spec: Spec, *, behind_nginx: bool) -> Spec:
+def resolve_kind(spec: Spec, *, behind_nginx: bool, websockets: bool = False) -> Spec:
     """The spec with server.kind "auto" made concrete.
 
     Behind nginx the uwsgi protocol over a unix socket served the most requests per second in
     the benchmarks (docs/benchmarks), so uWSGI is chosen when it is installed. Facing HTTP clients
-    directly, Gunicorn's HTTP handling (keep-alive, slow clients) is the safer choice.
+    directly, Gunicorn's HTTP handling (keep-alive, slow clients) is the safer choice. An app with
+    WebSocket routes gets Gunicorn either way: uWSGI cannot hand them the connection (websockets.py).
     """
     if spec.server.kind != "auto":
         return spec
     kind = "gunicorn"
-    if behind_nginx:
+    if behind_nginx and not websockets:
         from .uwsgi import find_uwsgi
 
         try:
@@ -58,9 +60,11 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
     # The probe must not write metrics into (or see a drain file of) a directory it does not own.
     probe_env = {k: v for k, v in os.environ.items() if k not in (MULTIPROC_ENV, DRAIN_FILE_ENV, PROBE_RECORD_ENV)}
     record = os.environ.pop(PROBE_RECORD_ENV, None)  # `up`'s: what this release's app loaded as (its SERVER_NAME)
-    worker_mb = probe(
-        app, {**probe_env, **env}, bound=spec.proxy.ready_timeout, record=Path(record) if record else None
-    ).rss_mb
+    info = probe(app, {**probe_env, **env}, bound=spec.proxy.ready_timeout, record=Path(record) if record else None)
+    problem = websocket_problem(spec, info.websocket_routes)
+    if problem:
+        raise ServerError(problem)
+    worker_mb = info.rss_mb
     settings = server_settings(spec, derive(spec, worker_mb=worker_mb), app, worker_mb=worker_mb)
     if print_config:
         print(json.dumps(settings, indent=2))

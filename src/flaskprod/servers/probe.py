@@ -60,6 +60,7 @@ class AppInfo:
     # The app's MAX_CONTENT_LENGTH as it loaded (after Production(app)): nginx's body limit (sizing.max_body_bytes).
     max_content_length: int | None = None
     async_views: tuple[str, ...] = ()  # async_views(app): what Flask can run only with asgiref installed
+    websocket_routes: tuple[str, ...] = ()  # websocket_routes(app): served by a server that hands over its socket
     migrate_command: str | None = None  # Flask-Migrate's command group (`flask db`), when the app uses it
 
     @property
@@ -132,6 +133,7 @@ def _app_info(result: dict[str, Any]) -> AppInfo:
         routed_hosts=tuple(result.get("routed_hosts", ())),  # absent from a record an older flaskprod wrote
         max_content_length=result["max_content_length"],
         async_views=tuple(result["async_views"]),
+        websocket_routes=tuple(result.get("websocket_routes", ())),  # absent from a record an older flaskprod wrote
         migrate_command=result["migrate_command"],
     )
 
@@ -219,6 +221,13 @@ def migrate_command(app: Any) -> str | None:
     return command if isinstance(command, str) else None
 
 
+def websocket_routes(app: Any) -> list[str]:
+    """The rules that match WebSocket requests alone (Werkzeug's Rule(websocket=True), which flask-sock's routes
+    are): their view takes the client's connection over from the server, as Gunicorn and Werkzeug let it and uWSGI
+    does not, and keeps it for as long as the conversation lasts."""
+    return sorted({rule.rule for rule in app.url_map.iter_rules() if getattr(rule, "websocket", False)})
+
+
 def async_views(app: Any) -> list[str]:
     """The endpoints whose view is a coroutine function, and the other functions Flask calls through ensure_sync
     that are (request and app context hooks, error handlers, context processors; by qualified name): Flask runs
@@ -302,6 +311,7 @@ def main(argv: list[str]) -> int:
         # As the request pipeline reads it: anything but a number of bytes sets no limit.
         "max_content_length": limit if isinstance(limit := app.config.get("MAX_CONTENT_LENGTH"), int) else None,
         "async_views": async_views(app),
+        "websocket_routes": websocket_routes(app),
         "migrate_command": migrate_command(app),
     }
     write_answer(Path(result_path), info)

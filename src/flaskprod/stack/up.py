@@ -28,6 +28,7 @@ from ..render.targets import split_extras
 from ..servers import resolve_kind
 from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind, loopback_for
 from ..servers.probe import AppInfo, probe, read_record
+from ..servers.websockets import named, websocket_problem
 from ..sizing import Derived, derive, max_body_bytes, responder_bind
 from ..spec import CONFIG_ENV, PROBE_RECORD_ENV, Spec, env_for, find_config_file, refuse_endpoints_under
 from .acme import OBTAIN_TIMEOUT, RELOAD_RETRY, Acme, Certbot
@@ -114,6 +115,8 @@ class Plan:
     returns_to: int | None = None  # the release a deploy or promote replaced: where `rollback` returns
     # What loading the app showed (the paths it answers, its static folders); learn_app's to find.
     loaded: AppInfo | None = None
+    # server.kind was auto: learn_app picks Gunicorn instead of uWSGI for an app with WebSocket routes.
+    server_chosen: bool = False
     config_file: Path | None = None  # the project's flaskprod.toml (or pyproject.toml) the spec was read from
     # Which of its two sockets each release's app server listens on (0 unless a reload replaced it): see socket.
     generations: Mapping[int, int] = dataclasses.field(default_factory=dict)
@@ -141,6 +144,12 @@ class Plan:
         app server loaded it, so a release that calls itself by a new name is answered by it."""
         names = (name for release in self.running if (info := self.app_info(release)) for name in info.nginx_names)
         return tuple(dict.fromkeys(names))
+
+    @property
+    def websockets(self) -> bool:
+        """Whether a running release's app has WebSocket routes, as its app server loaded it: nginx passes their
+        handshakes on."""
+        return any(info.websocket_routes for release in self.running if (info := self.app_info(release)))
 
     @property
     def body_limit(self) -> int:
@@ -304,6 +313,7 @@ def plan(
             "--bind sets where the app server listens; under `up` it listens on a unix socket in "
             "proxy.run_dir behind nginx: use --host and --port for the address nginx listens on"
         )
+    server_chosen = spec.server.kind == "auto"
     spec = resolve_kind(behind_nginx(spec), behind_nginx=True)
     app = discovery.resolve(spec.app.target)
     nginx_binary = find_nginx(spec.proxy.nginx)
@@ -344,6 +354,7 @@ def plan(
         nginx_binary=nginx_binary,
         protocol="uwsgi" if spec.server.kind == "uwsgi" else "http",
         app_env=env,
+        server_chosen=server_chosen,
         config_file=config_file,
         tls=tls,
         acme=acme,
@@ -370,7 +381,24 @@ def learn_app(p: Plan) -> Plan:
     """
     learnt = dataclasses.replace(p, loaded=probe(p.app, p.app_env, bound=p.spec.proxy.ready_timeout))
     refuse_endpoints_under_static(learnt.spec, learnt.loaded)
+    routes = learnt.loaded.websocket_routes if learnt.loaded else ()
+    if routes and learnt.server_chosen and learnt.spec.server.kind == "uwsgi":
+        learnt = on_gunicorn(learnt)
+    problem = websocket_problem(learnt.spec, routes)
+    if problem:
+        raise SpecError(problem)
     return learnt
+
+
+def on_gunicorn(p: Plan) -> Plan:
+    """p with Gunicorn where auto chose uWSGI: the app has WebSocket routes, which uWSGI cannot hand the client's
+    connection (servers/websockets.py)."""
+    spec = p.spec.replace(**{"server.kind": "gunicorn"})
+    protocol_env = next(iter(env_for({"server.protocol": "uwsgi"})))
+    env = {name: value for name, value in p.app_env.items() if name != protocol_env}
+    env.update(env_for({"server.kind": "gunicorn"}))
+    derived = dataclasses.replace(derive(spec, replicas=RELEASES_AT_ONCE), workers=p.derived.workers)
+    return dataclasses.replace(p, spec=spec, derived=derived, protocol="http", app_env=env)
 
 
 def refuse_endpoints_under_static(spec: Spec, loaded: AppInfo | None) -> None:
@@ -427,7 +455,9 @@ def nginx_files(p: Plan) -> dict[str, str]:
         metrics=p.prometheus.scrape_listen if p.prometheus else None,
     )
     # nginx answers the host the app calls itself (its SERVER_NAME) too, and a self-signed certificate names it.
-    ctx = dataclasses.replace(ctx, app_names=p.app_names, upstream_keepalive_time=p.upstream_keepalive_time)
+    ctx = dataclasses.replace(
+        ctx, app_names=p.app_names, websockets=p.websockets, upstream_keepalive_time=p.upstream_keepalive_time
+    )
     if p.prometheus:  # Prometheus scrapes each running release apart (Prometheus.write_targets), a canary too
         ctx = dataclasses.replace(ctx, release_metrics=tuple((r.number, f"unix:{p.socket(r)}") for r in p.running))
     return render_nginx(p.spec, dataclasses.replace(p.derived, max_body_bytes=p.body_limit), ctx)
@@ -471,7 +501,9 @@ RESTART_ONLY = (
 
 def replan(current: Plan, spec: Spec) -> Plan:
     """The plan for a reloaded spec, keeping what only a restart may change; SpecError naming those."""
-    spec = resolve_kind(behind_nginx(spec), behind_nginx=True)
+    spec = behind_nginx(spec)
+    if spec.server.kind == "auto":  # what auto chose at start stands: Gunicorn for an app with WebSocket routes
+        spec = spec.replace(**{"server.kind": current.spec.server.kind})
     changed = [key for key in RESTART_ONLY if spec.get(key) != current.spec.get(key)]
     if current.acme and spec.proxy.server_name != current.spec.proxy.server_name:
         changed.append("proxy.server_name (the certificate's names)")
@@ -796,6 +828,11 @@ class Stack:
     def prepare(self) -> None:
         """Learn the app, copy the project into a release, and write the configs that follow from both."""
         p = learn_app(self.plan)
+        if p.spec.server.kind != self.plan.spec.server.kind and p.loaded:
+            self.log(
+                f"the app has WebSocket routes ({named(p.loaded.websocket_routes)}): Gunicorn serves it, as uWSGI "
+                "cannot hand them the client's connection"
+            )
         if not p.app_serves(p.spec.monitoring.ready_path):
             self.log(
                 f"{p.app.import_string} does not answer {p.spec.monitoring.ready_path}: any answer from it counts as "
