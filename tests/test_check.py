@@ -38,6 +38,11 @@ PROXY_FIX = "from werkzeug.middleware.proxy_fix import ProxyFix\n\napp.wsgi_app 
 SERVER_NAME = 'app.config["SERVER_NAME"] = "shop.example.com:8443"\n'
 ASYNC_VIEW = '\n@app.get("/feed")\nasync def feed():\n    return {"items": []}\n'
 WEBSOCKET_ROUTE = '\napp.add_url_rule("/ws", "ws", lambda: "", websocket=True)\n'
+LIMITER = (
+    "from flask_limiter import Limiter\nfrom flask_limiter.util import get_remote_address\n\n"
+    'limiter = Limiter(get_remote_address, app=app, default_limits=["100/minute"]{storage})\n'
+)
+CACHE = 'from flask_caching import Cache\n\ncache = Cache(app, config={{"CACHE_TYPE": "{kind}"}})\n'
 ASYNC_500 = "\"Install Flask with the 'async' extra in order to use async views\""
 SQLALCHEMY = (
     "from flask_sqlalchemy import SQLAlchemy\n\ndb = SQLAlchemy()\n"
@@ -316,6 +321,16 @@ CASES = [
         text="the app has WebSocket routes (/ws), which uWSGI cannot hand the client's connection: serve it with "
         'Gunicorn (server.kind = "gunicorn", or --server gunicorn)',
         good={"app.py": PROD + WEBSOCKET_ROUTE, "flaskprod.toml": '[server]\nkind = "auto"\n'},
+    ),
+    Case(
+        "FP-C012",
+        bad={"app.py": PROD + LIMITER.format(storage="")},
+        good={"app.py": PROD + LIMITER.format(storage=', storage_uri="redis://127.0.0.1:6379"')},
+    ),
+    Case(
+        "FP-C013",
+        bad={"app.py": PROD + CACHE.format(kind="SimpleCache")},
+        good={"app.py": PROD + CACHE.format(kind="RedisCache")},
     ),
     Case(
         "FP-P002",

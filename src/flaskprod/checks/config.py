@@ -371,3 +371,39 @@ def async_views_without_asgiref(app: Flask, context: Context) -> Iterator[Found]
     if lacking:
         where = name or ("pyproject.toml" if (context.root / "pyproject.toml").is_file() else "this environment")
         yield Found(obj=context.app_label, text=async_without_asgiref(views, where))
+
+
+@app_check(
+    "FP-C012",
+    WARNING,
+    "Flask-Limiter counts in each worker process's memory (memory:// storage, its default): with several worker "
+    "processes (flaskprod runs at least 2) a limit lets as many times the requests through, and every restart or "
+    "deploy forgets the counts",
+    hint="point RATELIMIT_STORAGE_URI (or Limiter(storage_uri=...)) at a store the processes share: redis://, "
+    "memcached:// or mongodb://, as the limits library names them",
+)
+def rate_limits_per_process(app: Flask, context: Context) -> Iterator[Found]:
+    for limiter in app.extensions.get("limiter") or ():
+        storage = getattr(limiter, "_storage", None)
+        if type(storage).__name__ == "MemoryStorage":
+            yield Found(obj=context.app_label)
+            return
+
+
+# Flask-Caching's backends that keep their entries in the process: each worker has a cache of its own.
+_PROCESS_CACHES = frozenset({"SimpleCache"})
+
+
+@app_check(
+    "FP-C013",
+    WARNING,
+    "Flask-Caching's SimpleCache keeps a cache in each worker process: an entry one process deletes or replaces "
+    "stays in the others' until it expires, so requests answer with old data depending on the worker they reach",
+    hint='use a cache the processes share: CACHE_TYPE = "RedisCache" or "MemcachedCache" (FileSystemCache shares '
+    "one folder between the processes of one machine, not between replicas)",
+)
+def cache_per_process(app: Flask, context: Context) -> Iterator[Found]:
+    for backend in (app.extensions.get("cache") or {}).values():
+        if type(backend).__name__ in _PROCESS_CACHES:
+            yield Found(obj=context.app_label)
+            return
