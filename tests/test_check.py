@@ -992,6 +992,14 @@ app.register_blueprint(shop)
 """
 
 
+def test_flask_socketio_on_more_than_one_worker_is_named(project: Path) -> None:
+    app = PROD + "from flask_socketio import SocketIO\n\nsocketio = SocketIO(app)\n"
+    [found] = audit(project, {"app.py": app, "flaskprod.toml": "[server]\nworkers = 2\n"}).only("FP-C011")
+    assert found["text"].startswith("the app uses Flask-SocketIO, which keeps each client's session")
+    auto = {"app.py": app, "flaskprod.toml": '[server]\nworkers = "auto"\n'}
+    assert audit(project, auto).only("FP-C011") == []  # one worker
+
+
 def test_websocket_routes_on_gunicorns_sync_worker_are_named(project: Path) -> None:
     files = {"app.py": PROD + WEBSOCKET_ROUTE, "flaskprod.toml": "[server]\nthreads = 1\n"}
     [found] = audit(project, files).only("FP-C011")

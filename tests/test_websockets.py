@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+import socketio
 import yaml
 from simple_websocket import Client
 
-from flaskprod.servers.probe import websocket_routes
+from flaskprod.servers.probe import socketio_path, websocket_routes
 from flaskprod.servers.websockets import websocket_problem
 from flaskprod.spec import Spec
 from tests.conftest import server_env
@@ -48,11 +49,48 @@ def ping():
 """
 
 
-def project(root: Path) -> Path:
+SOCKETIO_APP = """
+from flask import Flask
+from flask_socketio import SocketIO, emit
+
+from flaskprod import Production
+
+app = Flask(__name__)
+Production(app)
+socketio = SocketIO(app)
+
+
+@socketio.on("hello")
+def hello(name):
+    emit("reply", f"hello {name}")
+"""
+
+
+def project(root: Path, app: str = SOCK_APP) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "app.py").write_text(SOCK_APP)
-    (root / "requirements.txt").write_text("flask\nflask-sock\nflaskprod\n")
+    (root / "app.py").write_text(app)
+    (root / "requirements.txt").write_text("flask\nflask-sock\nflask-socketio\nflaskprod\n")
     return root
+
+
+def socketio_reply(port: int, transport: str, name: str) -> str | None:
+    """What the Socket.IO app answers a client that says hello over transport alone (polling: a request per
+    message, each of which must reach the process that holds the session), or None within 5 s."""
+    replies: list[str] = []
+    client = socketio.Client(reconnection=False)
+    client.on("reply", replies.append)
+    client.connect(f"http://127.0.0.1:{port}", transports=[transport], wait_timeout=5)
+    try:
+        assert client.transport() == transport
+        for _ in range(3):  # three round trips: with polling, each its own requests
+            count = len(replies)
+            client.emit("hello", name)
+            deadline = time.monotonic() + 5
+            while len(replies) == count and time.monotonic() < deadline:
+                time.sleep(0.02)
+        return replies[-1] if len(replies) == 3 else None
+    finally:
+        client.disconnect()
 
 
 def flaskprod(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -70,6 +108,16 @@ def test_the_probe_names_the_websocket_routes() -> None:
     assert websocket_routes(app) == ["/ws/<room>"]
 
 
+def test_the_probe_finds_flask_socketios_path() -> None:
+    from flask import Flask
+    from flask_socketio import SocketIO
+
+    moved = Flask(__name__)
+    SocketIO(moved, path="/rt/io")
+    assert socketio_path(moved) == "/rt/io/"
+    assert socketio_path(Flask(__name__)) is None
+
+
 @pytest.mark.parametrize(
     ("settings", "refused"),
     [
@@ -77,15 +125,19 @@ def test_the_probe_names_the_websocket_routes() -> None:
         ({"server.kind": "gunicorn", "server.worker_class": "gevent", "server.threads": 1}, None),
         ({"server.kind": "uwsgi"}, 'uWSGI cannot hand the client\'s connection: serve it with Gunicorn'),
         ({"server.kind": "gunicorn", "server.threads": 1}, "Gunicorn's sync worker would hold a whole process"),
+        ({"server.kind": "gunicorn", "server.workers": 1, "socketio": True}, None),
+        ({"server.kind": "gunicorn", "server.workers": 2, "socketio": True}, "fail with 400 (Invalid session)"),
+        ({"server.kind": "gunicorn", "socketio": True}, "fail with 400 (Invalid session)"),  # auto: at least 2
     ],
 )
 def test_which_servers_can_hold_them(settings: dict[str, object], refused: str | None) -> None:
-    problem = websocket_problem(Spec().replace(**settings), ["/echo", "/a", "/b", "/c"])
+    socketio = bool(settings.pop("socketio", False))
+    problem = websocket_problem(Spec().replace(**settings), ["/echo", "/a", "/b", "/c"], socketio=socketio)
     if refused is None:
         assert problem is None
     else:
         assert problem is not None and refused in problem
-        assert "(/echo, /a, /b and 1 more)" in problem
+        assert socketio or "(/echo, /a, /b and 1 more)" in problem
     assert websocket_problem(Spec().replace(**{"server.kind": "uwsgi"}), []) is None
 
 
@@ -167,3 +219,35 @@ def test_up_refuses_uwsgi_for_them_before_serving(tmp_path: Path) -> None:
         )
     finally:
         stop(running)
+
+
+@pytest.mark.integration
+def test_up_serves_flask_socketio_with_one_gunicorn_worker_polling_and_upgraded(tmp_path: Path) -> None:
+    """Flask-SocketIO's session lives in the process that opened it: auto runs one worker (with 2, a client's polls
+    reached the other and failed), on Gunicorn, and nginx passes the upgrade on (without it, no WebSocket)."""
+    root = project(tmp_path / "app", SOCKETIO_APP)
+    running = start_up(root, "auto", free_port())
+    try:
+        running.wait_ready()
+        assert "(/socket.io/): Gunicorn serves it, as uWSGI cannot hand them the client's connection; one worker" in (
+            running.stderr()
+        )
+        assert "gunicorn, 1 worker x 12 threads" in running.stdout()
+        assert socketio_reply(running.port, "polling", "poll") == "hello poll"
+        assert socketio_reply(running.port, "websocket", "ws") == "hello ws"
+    finally:
+        stop(running)
+
+
+def test_flask_socketio_on_more_than_one_worker_is_refused(tmp_path: Path) -> None:
+    root = project(tmp_path / "app", SOCKETIO_APP)
+    refused = flaskprod(root, "build", "--target", "compose", "--workers", "2", "--out", "deploy/x")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.startswith("Error: the app uses Flask-SocketIO, which keeps each client's session")
+    assert not (root / "deploy").exists()
+    built = flaskprod(root, "build", "--target", "k8s", "--out", "deploy/k8s")
+    assert built.returncode == 0, built.stderr
+    deployment = yaml.safe_load((root / "deploy/k8s/deployment.yaml").read_text())
+    [app] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "app"]
+    assert {"name": "FLASKPROD_SERVER__WORKERS", "value": "1"} in app["env"]
+    assert {"name": "FLASKPROD_SERVER__KIND", "value": "gunicorn"} in app["env"]

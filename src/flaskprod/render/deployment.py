@@ -95,7 +95,7 @@ class Deployment:
     instance: InstanceFolder = InstanceFolder()
     # What nginx answers besides proxy.server_name: the app's own SERVER_NAME host (AppInfo.nginx_names).
     app_names: tuple[str, ...] = ()
-    websockets: bool = False  # the app has WebSocket routes, which server is Gunicorn for (websocket_server)
+    websockets: bool = False  # the app has WebSocket routes (AppInfo.websocket_paths): nginx passes handshakes on
 
     @property
     def instance_dir(self) -> str:
@@ -408,7 +408,7 @@ def plan_deployment(
     Gunicorn, which can hand them the client's connection.
     """
     from ..servers.probe import probe_to_learn
-    from ..servers.websockets import websocket_problem
+    from ..servers.websockets import held_by_one_worker, websocket_problem
 
     root = (root or Path.cwd()).resolve()
     requirements = requirements_file(spec.deploy.requirements, root)
@@ -418,9 +418,11 @@ def plan_deployment(
     env = {**(environ if environ is not None else {}), **env_for(spec.flagged())}
     info = probe_to_learn(ref, env, bound=spec.proxy.ready_timeout)
     refuse_async_without_asgiref(info.async_views, root, requirements)
-    if info.websocket_routes and server_chosen:
+    if info.websocket_paths and server_chosen:
         server = "gunicorn"
-    problem = websocket_problem(spec.replace(**{"server.kind": server}), info.websocket_routes)
+    socketio = info.socketio_path is not None
+    spec = held_by_one_worker(spec, socketio)
+    problem = websocket_problem(spec.replace(**{"server.kind": server}), info.websocket_paths, socketio=socketio)
     if problem:
         raise BuildError(problem)
     mon = spec.monitoring
@@ -448,5 +450,5 @@ def plan_deployment(
         out=out,
         instance=instance_folder(info.instance, root, installs_project=requirements is None),
         app_names=info.nginx_names,
-        websockets=bool(info.websocket_routes),
+        websockets=bool(info.websocket_paths),
     )

@@ -14,7 +14,7 @@ from ..sizing import derive
 from ..spec import PROBE_RECORD_ENV, Spec, env_for
 from .common import DRAIN_FILE_ENV, MULTIPROC_ENV, RunDir, check_bind
 from .settings import server_settings
-from .websockets import websocket_problem
+from .websockets import held_by_one_worker, websocket_problem
 
 __all__ = ["resolve_kind", "serve", "server_settings"]
 
@@ -61,7 +61,9 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
     probe_env = {k: v for k, v in os.environ.items() if k not in (MULTIPROC_ENV, DRAIN_FILE_ENV, PROBE_RECORD_ENV)}
     record = os.environ.pop(PROBE_RECORD_ENV, None)  # `up`'s: what this release's app loaded as (its SERVER_NAME)
     info = probe(app, {**probe_env, **env}, bound=spec.proxy.ready_timeout, record=Path(record) if record else None)
-    problem = websocket_problem(spec, info.websocket_routes)
+    socketio = info.socketio_path is not None
+    spec = held_by_one_worker(spec, socketio)
+    problem = websocket_problem(spec, info.websocket_paths, socketio=socketio)
     if problem:
         raise ServerError(problem)
     worker_mb = info.rss_mb

@@ -61,7 +61,13 @@ class AppInfo:
     max_content_length: int | None = None
     async_views: tuple[str, ...] = ()  # async_views(app): what Flask can run only with asgiref installed
     websocket_routes: tuple[str, ...] = ()  # websocket_routes(app): served by a server that hands over its socket
+    socketio_path: str | None = None  # socketio_path(app): where Flask-SocketIO answers, when the app uses it
     migrate_command: str | None = None  # Flask-Migrate's command group (`flask db`), when the app uses it
+
+    @property
+    def websocket_paths(self) -> tuple[str, ...]:
+        """Where the app holds WebSocket conversations: its WebSocket routes, and Flask-SocketIO's path."""
+        return self.websocket_routes + ((self.socketio_path,) if self.socketio_path else ())
 
     @property
     def nginx_names(self) -> tuple[str, ...]:
@@ -134,6 +140,7 @@ def _app_info(result: dict[str, Any]) -> AppInfo:
         max_content_length=result["max_content_length"],
         async_views=tuple(result["async_views"]),
         websocket_routes=tuple(result.get("websocket_routes", ())),  # absent from a record an older flaskprod wrote
+        socketio_path=result.get("socketio_path"),
         migrate_command=result["migrate_command"],
     )
 
@@ -228,6 +235,14 @@ def websocket_routes(app: Any) -> list[str]:
     return sorted({rule.rule for rule in app.url_map.iter_rules() if getattr(rule, "websocket", False)})
 
 
+def socketio_path(app: Any) -> str | None:
+    """Where Flask-SocketIO's middleware answers (/socket.io/ unless SocketIO(path=...) says), when the app uses it:
+    its clients poll there, then upgrade to a WebSocket."""
+    socketio = app.extensions.get("socketio")
+    path = getattr(getattr(socketio, "sockio_mw", None), "engineio_path", None)
+    return path if isinstance(path, str) else None
+
+
 def async_views(app: Any) -> list[str]:
     """The endpoints whose view is a coroutine function, and the other functions Flask calls through ensure_sync
     that are (request and app context hooks, error handlers, context processors; by qualified name): Flask runs
@@ -312,6 +327,7 @@ def main(argv: list[str]) -> int:
         "max_content_length": limit if isinstance(limit := app.config.get("MAX_CONTENT_LENGTH"), int) else None,
         "async_views": async_views(app),
         "websocket_routes": websocket_routes(app),
+        "socketio_path": socketio_path(app),
         "migrate_command": migrate_command(app),
     }
     write_answer(Path(result_path), info)

@@ -6,6 +6,10 @@ the environ) and Werkzeug does; uWSGI does not, so the view fails with "Cannot o
 environment". Gunicorn's sync worker hands it over, but then holds a whole process for each connection and,
 hearing nothing from it, kills it at the worker timeout. So server.kind = "auto" picks Gunicorn for such an app,
 and the other two are refused before anything starts.
+
+Flask-SocketIO's clients poll before they upgrade, and each poll must reach the process that holds the client's
+session; Gunicorn's workers share one socket and take requests as they come, so such an app runs one worker
+(server.workers = "auto" makes it 1), and more than one is refused.
 """
 
 from __future__ import annotations
@@ -22,20 +26,35 @@ def named(routes: Sequence[str]) -> str:
     return shown if len(routes) <= 3 else f"{shown} and {len(routes) - 3} more"
 
 
-def websocket_problem(spec: Spec, routes: Sequence[str]) -> str | None:
-    """Why spec's app server cannot hold the WebSocket routes, and the fix; None when it can, or there are none.
-    server.kind must be concrete (resolve_kind's)."""
-    if not routes:
+def held_by_one_worker(spec: Spec, socketio: bool) -> Spec:
+    """spec with server.workers "auto" made 1 for a Flask-SocketIO app, whose sessions live in one process."""
+    if socketio and spec.server.workers == "auto":
+        return spec.replace(**{"server.workers": 1})
+    return spec
+
+
+def websocket_problem(spec: Spec, paths: Sequence[str], *, socketio: bool = False) -> str | None:
+    """Why spec's app server cannot hold the WebSocket conversations at paths, and the fix; None when it can, or
+    there are none. socketio: Flask-SocketIO holds them, keeping each client's session in the process that opened
+    it. server.kind must be concrete (resolve_kind's)."""
+    if not paths:
         return None
     if spec.server.kind == "uwsgi":
         return (
-            f"the app has WebSocket routes ({named(routes)}), which uWSGI cannot hand the client's connection: "
+            f"the app has WebSocket routes ({named(paths)}), which uWSGI cannot hand the client's connection: "
             'serve it with Gunicorn (server.kind = "gunicorn", or --server gunicorn)'
         )
     if worker_class(spec) == "sync":
         return (
-            f"the app has WebSocket routes ({named(routes)}), and Gunicorn's sync worker would hold a whole process "
+            f"the app has WebSocket routes ({named(paths)}), and Gunicorn's sync worker would hold a whole process "
             "for each and kill it at the worker timeout: give workers threads (server.threads above 1, or "
             '--threads 12) or server.worker_class = "gevent"'
+        )
+    if socketio and spec.server.workers != 1:
+        return (
+            "the app uses Flask-SocketIO, which keeps each client's session in the worker process that opened it, "
+            "and Gunicorn spreads a client's requests over every worker: those another one gets fail with 400 "
+            "(Invalid session); run one worker, whose threads hold the conversations (server.workers = 1, or "
+            "--workers 1)"
         )
     return None

@@ -28,7 +28,7 @@ from ..render.targets import split_extras
 from ..servers import resolve_kind
 from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind, loopback_for
 from ..servers.probe import AppInfo, probe, read_record
-from ..servers.websockets import named, websocket_problem
+from ..servers.websockets import held_by_one_worker, named, websocket_problem
 from ..sizing import Derived, derive, max_body_bytes, responder_bind
 from ..spec import CONFIG_ENV, PROBE_RECORD_ENV, Spec, env_for, find_config_file, refuse_endpoints_under
 from .acme import OBTAIN_TIMEOUT, RELOAD_RETRY, Acme, Certbot
@@ -149,7 +149,7 @@ class Plan:
     def websockets(self) -> bool:
         """Whether a running release's app has WebSocket routes, as its app server loaded it: nginx passes their
         handshakes on."""
-        return any(info.websocket_routes for release in self.running if (info := self.app_info(release)))
+        return any(info.websocket_paths for release in self.running if (info := self.app_info(release)))
 
     @property
     def body_limit(self) -> int:
@@ -381,24 +381,33 @@ def learn_app(p: Plan) -> Plan:
     """
     learnt = dataclasses.replace(p, loaded=probe(p.app, p.app_env, bound=p.spec.proxy.ready_timeout))
     refuse_endpoints_under_static(learnt.spec, learnt.loaded)
-    routes = learnt.loaded.websocket_routes if learnt.loaded else ()
-    if routes and learnt.server_chosen and learnt.spec.server.kind == "uwsgi":
-        learnt = on_gunicorn(learnt)
-    problem = websocket_problem(learnt.spec, routes)
+    paths = learnt.loaded.websocket_paths if learnt.loaded else ()
+    socketio = learnt.loaded is not None and learnt.loaded.socketio_path is not None
+    learnt = for_websockets(learnt, paths, socketio=socketio)
+    problem = websocket_problem(learnt.spec, paths, socketio=socketio)
     if problem:
         raise SpecError(problem)
     return learnt
 
 
-def on_gunicorn(p: Plan) -> Plan:
-    """p with Gunicorn where auto chose uWSGI: the app has WebSocket routes, which uWSGI cannot hand the client's
-    connection (servers/websockets.py)."""
-    spec = p.spec.replace(**{"server.kind": "gunicorn"})
-    protocol_env = next(iter(env_for({"server.protocol": "uwsgi"})))
-    env = {name: value for name, value in p.app_env.items() if name != protocol_env}
-    env.update(env_for({"server.kind": "gunicorn"}))
-    derived = dataclasses.replace(derive(spec, replicas=RELEASES_AT_ONCE), workers=p.derived.workers)
-    return dataclasses.replace(p, spec=spec, derived=derived, protocol="http", app_env=env)
+def for_websockets(p: Plan, paths: Sequence[str], *, socketio: bool) -> Plan:
+    """p as an app with WebSocket routes needs it (servers/websockets.py), where auto left the choice to flaskprod:
+    Gunicorn for uWSGI, which cannot hand them the client's connection; one worker for Flask-SocketIO."""
+    spec = held_by_one_worker(p.spec, socketio)
+    if paths and p.server_chosen and spec.server.kind == "uwsgi":
+        spec = spec.replace(**{"server.kind": "gunicorn"})
+    if spec == p.spec:
+        return p
+    derived = derive(spec, replicas=RELEASES_AT_ONCE)
+    env = app_server_env(spec, p.app, derived)
+    # What plan() added to the app server's environment: the config file's copy, --with postgres's database.
+    for name in (CONFIG_ENV, spec.database.url_env):
+        if name in p.app_env:
+            env[name] = p.app_env[name]
+    if p.postgres:
+        env.pop(spec.database.password_file_env, None)
+    protocol: Protocol = "uwsgi" if spec.server.kind == "uwsgi" else "http"
+    return dataclasses.replace(p, spec=spec, derived=derived, protocol=protocol, app_env=env)
 
 
 def refuse_endpoints_under_static(spec: Spec, loaded: AppInfo | None) -> None:
@@ -502,8 +511,10 @@ RESTART_ONLY = (
 def replan(current: Plan, spec: Spec) -> Plan:
     """The plan for a reloaded spec, keeping what only a restart may change; SpecError naming those."""
     spec = behind_nginx(spec)
-    if spec.server.kind == "auto":  # what auto chose at start stands: Gunicorn for an app with WebSocket routes
-        spec = spec.replace(**{"server.kind": current.spec.server.kind})
+    # What auto chose at start stands: Gunicorn for an app with WebSocket routes, one worker for Flask-SocketIO.
+    for key in ("server.kind", "server.workers"):
+        if spec.get(key) == "auto":
+            spec = spec.replace(**{key: current.spec.get(key)})
     changed = [key for key in RESTART_ONLY if spec.get(key) != current.spec.get(key)]
     if current.acme and spec.proxy.server_name != current.spec.proxy.server_name:
         changed.append("proxy.server_name (the certificate's names)")
@@ -828,11 +839,13 @@ class Stack:
     def prepare(self) -> None:
         """Learn the app, copy the project into a release, and write the configs that follow from both."""
         p = learn_app(self.plan)
-        if p.spec.server.kind != self.plan.spec.server.kind and p.loaded:
-            self.log(
-                f"the app has WebSocket routes ({named(p.loaded.websocket_routes)}): Gunicorn serves it, as uWSGI "
-                "cannot hand them the client's connection"
-            )
+        chosen = []
+        if p.spec.server.kind != self.plan.spec.server.kind:
+            chosen.append("Gunicorn serves it, as uWSGI cannot hand them the client's connection")
+        if p.spec.server.workers != self.plan.spec.server.workers:
+            chosen.append("one worker, as Flask-SocketIO keeps each client's session in the process that opened it")
+        if chosen and p.loaded:
+            self.log(f"the app has WebSocket routes ({named(p.loaded.websocket_paths)}): {'; '.join(chosen)}")
         if not p.app_serves(p.spec.monitoring.ready_path):
             self.log(
                 f"{p.app.import_string} does not answer {p.spec.monitoring.ready_path}: any answer from it counts as "
