@@ -997,7 +997,10 @@ def test_flask_socketio_on_more_than_one_worker_is_named(project: Path) -> None:
     [found] = audit(project, {"app.py": app, "flaskprod.toml": "[server]\nworkers = 2\n"}).only("FP-C011")
     assert found["text"].startswith("the app uses Flask-SocketIO, which keeps each client's session")
     auto = {"app.py": app, "flaskprod.toml": '[server]\nworkers = "auto"\n'}
-    assert audit(project, auto).only("FP-C011") == []  # one worker
+    assert audit(project, auto).only("FP-C011") == []  # one worker, one replica
+    replicas = {"app.py": app, "flaskprod.toml": "[deploy]\nreplicas = 3\n"}
+    [found] = audit(project, replicas).only("FP-C011")
+    assert "deploy.replicas = 3 spreads a client's requests over that many containers" in found["text"]
 
 
 def test_websocket_routes_on_gunicorns_sync_worker_are_named(project: Path) -> None:

@@ -239,15 +239,35 @@ def test_up_serves_flask_socketio_with_one_gunicorn_worker_polling_and_upgraded(
         stop(running)
 
 
-def test_flask_socketio_on_more_than_one_worker_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--workers", "2"], "keeps each client's session in the worker process that opened it, and Gunicorn"),
+        (["--set", "deploy.replicas=3"], "deploy.replicas = 3 spreads a client's requests over that many containers"),
+    ],
+    ids=["workers", "replicas"],
+)
+def test_flask_socketio_on_more_than_one_process_is_refused(tmp_path: Path, args: list[str], named: str) -> None:
     root = project(tmp_path / "app", SOCKETIO_APP)
-    refused = flaskprod(root, "build", "--target", "compose", "--workers", "2", "--out", "deploy/x")
+    refused = flaskprod(root, "build", "--target", "compose", *args, "--out", "deploy/x")
     assert refused.returncode == 2, refused.stderr
-    assert refused.stderr.startswith("Error: the app uses Flask-SocketIO, which keeps each client's session")
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("Error: the app uses Flask-SocketIO") and named in line, line
     assert not (root / "deploy").exists()
-    built = flaskprod(root, "build", "--target", "k8s", "--out", "deploy/k8s")
-    assert built.returncode == 0, built.stderr
+
+
+def test_flask_socketio_is_built_as_one_process(tmp_path: Path) -> None:
+    """One worker, and one container where the replicas are left at their default: the load balancers in front
+    would spread a client's polls over several."""
+    root = project(tmp_path / "app", SOCKETIO_APP)
+    for target in ("compose", "k8s"):
+        built = flaskprod(root, "build", "--target", target, "--out", f"deploy/{target}")
+        assert built.returncode == 0, built.stderr
+    compose = yaml.safe_load((root / "deploy/compose/compose.yaml").read_text())
+    assert compose["services"]["app"]["deploy"]["replicas"] == 1
     deployment = yaml.safe_load((root / "deploy/k8s/deployment.yaml").read_text())
+    assert deployment["spec"]["replicas"] == 1
+    assert not (root / "deploy/k8s/horizontalpodautoscaler.yaml").exists()  # which would scale it out again
     [app] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "app"]
     assert {"name": "FLASKPROD_SERVER__WORKERS", "value": "1"} in app["env"]
     assert {"name": "FLASKPROD_SERVER__KIND", "value": "gunicorn"} in app["env"]

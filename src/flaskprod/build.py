@@ -97,11 +97,13 @@ def build(
     # The database budget is shared by every app container that can run at once: Kubernetes' autoscaler
     # ceiling and the pod a rollout adds, Swarm's replicas and the task an update starts beside them; a
     # systemd install is one app server.
-    replicas = {
-        "k8s": most_pods(spec),
-        "swarm": most_tasks(spec),
-        "systemd": 1,
-    }.get(chosen.name, spec.deploy.replicas)
+    def replicas(spec: Spec) -> int:  # of the spec as the app needs it (one replica for Flask-SocketIO)
+        return {
+            "k8s": most_pods(spec),
+            "swarm": most_tasks(spec),
+            "systemd": 1,
+        }.get(chosen.name, spec.deploy.replicas)
+
     deployment = plan_deployment(
         spec,
         server=server,

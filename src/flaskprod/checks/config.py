@@ -334,22 +334,23 @@ def server_name_unserved(app: Flask, context: Context) -> Iterator[Found]:
     ERROR,
     "the app has WebSocket routes (flask-sock's, Flask-SocketIO's), and the app server the spec names cannot hold "
     "them: uWSGI cannot hand a view the client's connection, Gunicorn's sync worker holds a process for each until "
-    "its timeout kills it, and Flask-SocketIO's sessions live in the one worker that opened each; `up`, `serve` and "
-    "`build` refuse to start it so",
+    "its timeout kills it, and Flask-SocketIO's sessions live in the one process that opened each; `up`, `serve` "
+    "and `build` refuse to start it so",
     hint='leave server.kind = "auto" (it picks Gunicorn for such an app) or set "gunicorn", with server.threads '
-    "above 1, and for Flask-SocketIO server.workers = 1",
+    "above 1, and for Flask-SocketIO one worker and one replica (server.workers, deploy.replicas)",
 )
 def websockets_unheld(app: Flask, context: Context) -> Iterator[Found]:
     from ..servers.probe import socketio_path, websocket_routes
-    from ..servers.websockets import held_by_one_worker, websocket_problem
+    from ..servers.websockets import held_by_one_worker, on_one_replica, replicas_problem, websocket_problem
 
     socketio = socketio_path(app)
-    # As up, serve and build resolve auto for such an app: Gunicorn, and one worker for Flask-SocketIO.
-    spec = held_by_one_worker(context.spec, socketio is not None)
+    # As up, serve and build resolve auto for such an app: Gunicorn, and one worker and replica for Flask-SocketIO.
+    spec = held_by_one_worker(on_one_replica(context.spec, socketio is not None), socketio is not None)
     if spec.server.kind == "auto":
         spec = spec.replace(**{"server.kind": "gunicorn"})
     paths = [*websocket_routes(app), *([socketio] if socketio else [])]
     problem = websocket_problem(spec, paths, socketio=socketio is not None)
+    problem = problem or replicas_problem(spec, socketio is not None)
     if problem:
         yield Found(obj=context.app_label, text=problem)
 

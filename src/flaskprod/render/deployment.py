@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
@@ -391,6 +391,10 @@ def _app_module(ref: discovery.AppRef, root: Path) -> str | None:
         return None
 
 
+def _replicas(spec: Spec) -> int:
+    return spec.deploy.replicas
+
+
 def plan_deployment(
     spec: Spec,
     *,
@@ -398,17 +402,18 @@ def plan_deployment(
     server_chosen: bool = False,
     extras: frozenset[str] = frozenset(),
     root: Path | None = None,
-    replicas: int | None = None,
+    replicas: Callable[[Spec], int] | None = None,
     out: str = "deploy",
     environ: Mapping[str, str] | None = None,
 ) -> Deployment:
     """Find the project's facts (importing the app once, in a child) and size one container.
 
     server_chosen: server.kind was auto, and the target runs either server: an app with WebSocket routes gets
-    Gunicorn, which can hand them the client's connection.
+    Gunicorn, which can hand them the client's connection. replicas: the app containers that can run at once,
+    among which the database budget is shared, for the spec as the app needs it (default: deploy.replicas).
     """
     from ..servers.probe import probe_to_learn
-    from ..servers.websockets import held_by_one_worker, websocket_problem
+    from ..servers.websockets import held_by_one_worker, on_one_replica, replicas_problem, websocket_problem
 
     root = (root or Path.cwd()).resolve()
     requirements = requirements_file(spec.deploy.requirements, root)
@@ -421,8 +426,9 @@ def plan_deployment(
     if info.websocket_paths and server_chosen:
         server = "gunicorn"
     socketio = info.socketio_path is not None
-    spec = held_by_one_worker(spec, socketio)
+    spec = held_by_one_worker(on_one_replica(spec, socketio), socketio)
     problem = websocket_problem(spec.replace(**{"server.kind": server}), info.websocket_paths, socketio=socketio)
+    problem = problem or replicas_problem(spec, socketio)
     if problem:
         raise BuildError(problem)
     mon = spec.monitoring
@@ -444,7 +450,7 @@ def plan_deployment(
             static=tuple(mount for mount in static if mount is not None),
             app_module=_app_module(ref, root),
         ),
-        derived=size(spec, replicas=replicas or spec.deploy.replicas, app_body_limit=info.max_content_length),
+        derived=size(spec, replicas=(replicas or _replicas)(spec), app_body_limit=info.max_content_length),
         server=server,
         extras=extras,
         out=out,

@@ -33,6 +33,29 @@ def held_by_one_worker(spec: Spec, socketio: bool) -> Spec:
     return spec
 
 
+def on_one_replica(spec: Spec, socketio: bool) -> Spec:
+    """spec with deploy.replicas and deploy.max_replicas left at their defaults made 1 for a Flask-SocketIO app: each
+    container is a process of its own, and the load balancers in front spread a client's requests over them."""
+    if not socketio:
+        return spec
+    left = [key for key in ("deploy.replicas", "deploy.max_replicas") if spec.origins.get(key, "default") == "default"]
+    return spec.replace(**dict.fromkeys(left, 1))
+
+
+def replicas_problem(spec: Spec, socketio: bool) -> str | None:
+    """Why a Flask-SocketIO app cannot run as that many containers, and the fix; None when it can."""
+    many = [f"{key} = {spec.get(key)}" for key in ("deploy.replicas", "deploy.max_replicas") if spec.get(key) > 1]
+    if not socketio or not many:
+        return None
+    return (
+        f"the app uses Flask-SocketIO, which keeps each client's session in the process that opened it, and "
+        f"{' and '.join(many)} {'spreads' if len(many) == 1 else 'spread'} a client's requests over that many "
+        "containers: those another one gets fail "
+        "with 400 (Invalid session); set 1, or give SocketIO a message_queue and the load balancer sticky "
+        "sessions, which flaskprod's files do not"
+    )
+
+
 def websocket_problem(spec: Spec, paths: Sequence[str], *, socketio: bool = False) -> str | None:
     """Why spec's app server cannot hold the WebSocket conversations at paths, and the fix; None when it can, or
     there are none. socketio: Flask-SocketIO holds them, keeping each client's session in the process that opened
