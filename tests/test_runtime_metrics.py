@@ -63,6 +63,19 @@ def make_app(**settings: object) -> tuple[Flask, Production]:
 
         return Response(stream_with_context(rows()), mimetype="text/csv")
 
+    @app.get("/events")
+    def events() -> Response:
+        def stream() -> Iterator[str]:
+            time.sleep(0.3)
+            yield "data: 1\n\n"
+
+        return Response(stream(), mimetype="text/event-stream")
+
+    def room() -> str:
+        time.sleep(0.3)
+        return ""
+
+    app.add_url_rule("/ws", "room", room, websocket=True)
     prod = Production(app, spec=Spec().replace(**settings))
     return app, prod
 
@@ -135,6 +148,26 @@ def test_a_streamed_response_is_in_progress_and_timed_until_the_server_closes_it
     # The time the view spent making the body, not the microseconds before it returned.
     assert (value(text, "http_request_duration_seconds_sum", **export) or 0) >= 0.3
     assert value(text, "http_request_duration_seconds_bucket", **export, le="0.25") == 0
+
+
+def test_conversations_are_counted_and_in_progress_but_no_requests_latency() -> None:
+    """A WebSocket or an event stream lasts as long as its client listens: its minutes in the duration histogram
+    would swamp the latencies (and fire SlowRequests), so it is left out of it, and counted and in progress."""
+    app, _ = make_app()
+    client = app.test_client()
+    with client.get("/events", buffered=False) as response:
+        text = client.get("/metrics").text
+        assert value(text, "http_requests_in_progress", method="GET", endpoint="/events") == 1
+        assert response.get_data() == b"data: 1\n\n"
+    handshake = {"Upgrade": "websocket", "Connection": "Upgrade"}
+    assert client.get("/ws", headers=handshake, environ_base={"wsgi.url_scheme": "ws"}).status_code == 200
+    client.get("/items/1")
+    text = client.get("/metrics").text
+    for endpoint in ("/events", "/ws"):
+        assert value(text, "http_requests_total", method="GET", endpoint=endpoint, status="200") == 1
+        assert value(text, "http_requests_in_progress", method="GET", endpoint=endpoint) == 0
+        assert value(text, "http_request_duration_seconds_count", method="GET", endpoint=endpoint) in (None, 0)
+    assert value(text, "http_request_duration_seconds_count", method="GET", endpoint="/items/<int:item_id>") == 1
 
 
 def test_unknown_methods_share_one_label() -> None:

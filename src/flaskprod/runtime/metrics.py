@@ -308,22 +308,24 @@ class HttpMetrics:
             route.in_progress_cell.set(route.in_progress)
 
     def finished(
-        self, route: Route, status: int, seconds: float, *, was_started: bool, queued: float | None = None
+        self, route: Route, status: int, seconds: float | None, *, was_started: bool, queued: float | None = None
     ) -> None:
-        """Count one answered request and its duration; was_started: started() ran for it; queued: its
-        wait between the proxy and the app, when the proxy said."""
+        """Count one answered request and its duration (None: a conversation, left out of the histogram);
+        was_started: started() ran for it; queued: its wait between the proxy and the app, when the proxy said."""
         if queued is not None:
             self._queued(route.slot, queued)
-        bucket = bisect.bisect_left(BUCKETS, seconds)  # the first bound >= seconds, as Prometheus's le
         count = route.statuses[status] = route.statuses.get(status, 0.0) + 1
-        route.duration_sum += seconds
-        route.buckets[bucket] += 1
+        if seconds is not None:
+            bucket = bisect.bisect_left(BUCKETS, seconds)  # the first bound >= seconds, as Prometheus's le
+            route.duration_sum += seconds
+            route.buckets[bucket] += 1
         if was_started:
             route.in_progress -= 1
         if route.files:
             route.status_cell(status).set(count)
-            route.sum_cell.set(route.duration_sum)
-            route.bucket_cells[bucket].set(route.buckets[bucket])
+            if seconds is not None:
+                route.sum_cell.set(route.duration_sum)
+                route.bucket_cells[bucket].set(route.buckets[bucket])
             if was_started:
                 route.in_progress_cell.set(route.in_progress)
 

@@ -57,22 +57,24 @@ def is_websocket(environ: WSGIEnvironment) -> bool:
     return upgrade is not None and upgrade.lower() == "websocket"
 
 
-def unbuffer_event_stream(headers: list[Header]) -> None:
-    """Ask nginx not to buffer a stream of server-sent events, unless the app said either way itself.
+def unbuffer_event_stream(headers: list[Header]) -> bool:
+    """Ask nginx not to buffer a stream of server-sent events, unless the app said either way itself; whether the
+    response is one.
 
     nginx holds an upstream's response until a buffer fills (proxy_buffering, uwsgi_buffering), so events of a
     few bytes each reached the browser all at once as the stream ended. Other streamed bodies stay buffered: a
     slow client then holds nginx's buffers, not a worker. nginx reads X-Accel-Buffering and does not pass it on.
     """
-    event_stream = False
+    event_stream = said = False
     for name, value in headers:
         lowered = name.lower()
         if lowered == "x-accel-buffering":
-            return
-        if lowered == "content-type" and value.lower().startswith("text/event-stream"):
+            said = True
+        elif lowered == "content-type" and value.lower().startswith("text/event-stream"):
             event_stream = True
-    if event_stream:
+    if event_stream and not said:
         headers.append(UNBUFFERED)
+    return event_stream
 
 
 def json_probe_response(status: int, body: dict[str, Any]) -> tuple[str, list[Header], bytes]:
@@ -145,9 +147,13 @@ class RequestPipeline:
         extra = self._https_headers if environ.get("wsgi.url_scheme") == "https" else self._headers
         status_code = 500
         streamed = False  # no Content-Length: the body is made as the server reads it, after the app returns
+        # A WebSocket or a stream of server-sent events: it lasts as long as the client listens, so it is counted
+        # and in progress, but its minutes are no request's latency, and the duration histogram leaves them out.
+        # The membership test first: a call per request is a measurable share of this layer's cost.
+        conversation = "HTTP_UPGRADE" in environ and is_websocket(environ)
 
         def start(status: str, headers: list[Header], exc_info: Any = None) -> Any:
-            nonlocal status_code, streamed
+            nonlocal status_code, streamed, conversation
             status_code = int(status[:3])
             streamed = True
             # A loop, not a set of the names: on a small request each comprehension costs a microsecond.
@@ -163,8 +169,8 @@ class RequestPipeline:
             else:
                 headers += extra
             headers.append((self._rid_header, rid))
-            if streamed:
-                unbuffer_event_stream(headers)
+            if streamed and unbuffer_event_stream(headers):
+                conversation = True
             return start_response(status, headers, exc_info)
 
         if self._body_limit is not None and environ.get("HTTP_TRANSFER_ENCODING"):
@@ -181,8 +187,7 @@ class RequestPipeline:
                 return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
             if self._timeout is not None:
                 waited = deadline.counted_wait(self._timeout, since_start)
-                # The membership test first: a call per request is a measurable share of this layer's cost.
-                if waited < self._timeout and ("HTTP_UPGRADE" not in environ or not is_websocket(environ)):
+                if waited < self._timeout and not conversation:
                     body = deadline.call_with_deadline(self._timeout, waited, self.wsgi_app, environ, start)
                 elif waited < self._timeout:  # its view holds the connection for as long as the conversation lasts
                     body = self.wsgi_app(environ, start)
@@ -196,13 +201,15 @@ class RequestPipeline:
             if streamed:
                 # Counted, timed and logged once the server has read it all and closes it.
                 handed_on = True
-                return StreamedBody(body, (self, environ, path, UNMATCHED, status_code, t0, queued, rid))
+                ending = (self, environ, path, UNMATCHED, status_code, t0, queued, conversation, rid)
+                return StreamedBody(body, ending)
             return body
         finally:
             if not handed_on:  # finish(), inline: a method call is a tenth of this layer's cost
                 elapsed = time.perf_counter() - t0
                 if self._metrics is not None:
-                    self._count(environ, path if probe is not None else UNMATCHED, status_code, elapsed, queued)
+                    timed = None if conversation else elapsed
+                    self._count(environ, path if probe is not None else UNMATCHED, status_code, timed, queued)
                 if self._access is not None and path not in self._quiet:
                     log_access(self._access, environ, status_code, elapsed, rid)
 
@@ -214,12 +221,14 @@ class RequestPipeline:
         status: int,
         t0: float,
         queued: float | None,
+        conversation: bool,
         rid: str,
     ) -> None:
-        """Count the request (under endpoint when the route hook did not run) and write its access line."""
+        """Count the request (under endpoint when the route hook did not run, and untimed when it was a conversation)
+        and write its access line."""
         elapsed = time.perf_counter() - t0
         if self._metrics is not None:
-            self._count(environ, endpoint, status, elapsed, queued)
+            self._count(environ, endpoint, status, None if conversation else elapsed, queued)
         if self._access is not None and path not in self._quiet:
             log_access(self._access, environ, status, elapsed, rid)
 
@@ -234,9 +243,10 @@ class RequestPipeline:
             )
 
     def _count(
-        self, environ: WSGIEnvironment, endpoint: str, status: int, elapsed: float, queued: float | None
+        self, environ: WSGIEnvironment, endpoint: str, status: int, elapsed: float | None, queued: float | None
     ) -> None:
-        """Count the request under the route the hook found, else under endpoint (a probe's path, or unmatched)."""
+        """Count the request under the route the hook found, else under endpoint (a probe's path, or unmatched);
+        elapsed None leaves it out of the duration histogram."""
         assert self._metrics is not None
         route = environ.pop(ROUTE_KEY, None)
         if route is not None:
