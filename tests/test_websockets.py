@@ -17,7 +17,7 @@ from flaskprod.servers.probe import socketio_path, websocket_routes
 from flaskprod.servers.websockets import websocket_problem
 from flaskprod.spec import Spec
 from tests.conftest import server_env
-from tests.support import BIN, free_port
+from tests.support import BIN, free_port, wait_for
 from tests.upstack import start_up, stop
 
 SOCK_APP = """
@@ -271,3 +271,48 @@ def test_flask_socketio_is_built_as_one_process(tmp_path: Path) -> None:
     [app] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "app"]
     assert {"name": "FLASKPROD_SERVER__WORKERS", "value": "1"} in app["env"]
     assert {"name": "FLASKPROD_SERVER__KIND", "value": "gunicorn"} in app["env"]
+
+
+@pytest.mark.integration
+def test_a_deploy_with_conversations_open_drains_the_old_release_without_waiting_them_out(tmp_path: Path) -> None:
+    """A conversation never ends on its own, so after the switch up waits for the old app server's kept connections
+    only as long as nginx keeps one (keepalive_time and its idle time, 5 + 4 s), not server.graceful_timeout on top
+    (24 s here); the drain then lets the conversation go on until the graceful timeout, and a new one reaches the new
+    release."""
+    root = project(tmp_path / "app")
+    running = start_up(root, "auto", free_port(), "--workers", "1", "--set", "server.graceful_timeout=24")
+    try:
+        running.wait_ready()
+        ws = Client.connect(f"ws://127.0.0.1:{running.port}/echo")
+        try:
+            ws.send("before")
+            assert ws.receive(timeout=5) == "before"
+            (root / "app.py").write_text(SOCK_APP.replace("ws.send(ws.receive())", "ws.send('2:' + ws.receive())"))
+            said: dict[str, float] = {}
+            with subprocess.Popen(
+                [str(BIN / "flaskprod"), "deploy"], cwd=root, env=server_env(), stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True,
+            ) as deploy:  # fmt: skip
+                assert deploy.stdout is not None
+                try:
+                    for line in deploy.stdout:  # bounded by the deploy's own: readiness, switch and drain
+                        if "is ready" in line or "nginx sends requests to release" in line:
+                            said["ready" if "is ready" in line else "switched"] = time.monotonic()
+                    assert deploy.wait(timeout=120) == 0
+                finally:
+                    if deploy.poll() is None:
+                        deploy.kill()
+            assert said["switched"] - said["ready"] < 24, said  # waited 24 + 5 + 5 s before
+            # The drain let the conversation go on until the graceful timeout, then ended it with its release.
+            wait_for(lambda: not ws.connected, timeout=5, what="the old release's conversation to end")
+        finally:
+            if ws.connected:
+                ws.close()
+        again = Client.connect(f"ws://127.0.0.1:{running.port}/echo")
+        try:
+            again.send("after")
+            assert again.receive(timeout=5) == "2:after"
+        finally:
+            again.close()
+    finally:
+        stop(running)

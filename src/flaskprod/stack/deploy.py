@@ -380,7 +380,12 @@ def quiet_switch(stack: Stack, new_plan: Plan, old: Plan, request: Request | Non
     if before != after:
         time.sleep(LINK_SETTLE)  # a connect() that found the old socket as the link moved is in its queue by now
         kept = new_plan.upstream_keepalive_time or 0
-        deadline = time.monotonic() + new_plan.derived.timeouts.graceful + kept + SWITCH_MARGIN
+        timeouts = new_plan.derived.timeouts
+        # WebSocket conversations never end on their own. Past a kept connection's life (keepalive_time) and its
+        # idle time in nginx's pool, nginx has closed every one it kept to the old app server, since none is newer
+        # than the switch: what is left is conversations and requests in flight, which the drain lets finish.
+        settled = kept + timeouts.upstream_keepalive if kept and new_plan.websockets else timeouts.graceful + kept
+        deadline = time.monotonic() + settled + SWITCH_MARGIN
         while (unixsockets.waiting(before) or unixsockets.accepted(before)) and time.monotonic() < deadline:
             time.sleep(0.02)
     if old.release.path != new_plan.release.path:
