@@ -19,18 +19,18 @@ from .websockets import held_by_one_worker, websocket_problem
 __all__ = ["resolve_kind", "serve", "server_settings"]
 
 
-def resolve_kind(spec: Spec, *, behind_nginx: bool, websockets: bool = False) -> Spec:
+def resolve_kind(spec: Spec, *, behind_nginx: bool) -> Spec:
     """The spec with server.kind "auto" made concrete.
 
     Behind nginx the uwsgi protocol over a unix socket served the most requests per second in
     the benchmarks (docs/benchmarks), so uWSGI is chosen when it is installed. Facing HTTP clients
     directly, Gunicorn's HTTP handling (keep-alive, slow clients) is the safer choice. An app with
-    WebSocket routes gets Gunicorn either way: uWSGI cannot hand them the connection (websockets.py).
+    WebSocket routes gets Gunicorn either way, once it is loaded (websockets.py).
     """
     if spec.server.kind != "auto":
         return spec
     kind = "gunicorn"
-    if behind_nginx and not websockets:
+    if behind_nginx:
         from .uwsgi import find_uwsgi
 
         try:

@@ -331,7 +331,6 @@ def plan(
     alertmanager = plan_alertmanager(spec) if "monitoring" in extras else None
     derived = derive(spec, replicas=RELEASES_AT_ONCE)
     postgres = plan_postgres(spec, derived) if "postgres" in extras else None
-    env = app_server_env(spec, app, derived)
     config_file = Path(config_path).resolve() if config_path else find_config_file(Path.cwd())
     # Nothing is made before this: a mistake found above leaves no trace. The app's instance folder is made in the
     # project when it has none (new_release); --with postgres and --tls acme make their directories.
@@ -339,12 +338,8 @@ def plan(
     if makes_tls:
         tls = tls_for_up(spec, run.tls_dir, server_names(spec, spec.proxy.host), acme)
     if config_file is not None:
-        # Every release's workers read the run dir's copy of the project's config, the one nginx was rendered
-        # from: SIGHUP renews it once the edit checks out, so a bad edit never reaches a worker that restarts.
-        env[CONFIG_ENV] = str(copy_config(config_file, run))
-    if postgres:
-        env[spec.database.url_env] = postgres.url
-        env.pop(spec.database.password_file_env, None)
+        copy_config(config_file, run)
+    env = plan_env(spec, app, derived, run=run, config_file=config_file, postgres=postgres)
     return Plan(
         spec=spec,
         derived=derived,
@@ -364,10 +359,32 @@ def plan(
     )
 
 
+def plan_env(
+    spec: Spec, app: discovery.AppRef, derived: Derived, *, run: StackDir, config_file: Path | None,
+    postgres: Postgres | None,
+) -> dict[str, str]:
+    """The app server's environment (app_server_env), with the config copy its workers read and --with postgres's
+    database."""
+    env = app_server_env(spec, app, derived)
+    if config_file is not None:
+        # Every release's workers read the run dir's copy of the project's config, the one nginx was rendered
+        # from: SIGHUP renews it once the edit checks out, so a bad edit never reaches a worker that restarts.
+        env[CONFIG_ENV] = str(config_copy(config_file, run))
+    if postgres:
+        env[spec.database.url_env] = postgres.url
+        env.pop(spec.database.password_file_env, None)
+    return env
+
+
+def config_copy(source: Path, run: StackDir) -> Path:
+    """Where the workers read the config file: in the run dir, under its own name (a pyproject.toml's settings are
+    in [tool.flaskprod])."""
+    return run.path / source.name
+
+
 def copy_config(source: Path, run: StackDir) -> Path:
-    """The config file as the workers read it: a copy in the run dir, under its own name (a pyproject.toml's
-    settings are in [tool.flaskprod]), replaced in one step."""
-    target = run.path / source.name
+    """The config file copied where the workers read it (config_copy), replaced in one step."""
+    target = config_copy(source, run)
     staged = target.with_name(f".{target.name}.new")
     staged.write_bytes(source.read_bytes())
     staged.replace(target)
@@ -399,13 +416,7 @@ def for_websockets(p: Plan, paths: Sequence[str], *, socketio: bool) -> Plan:
     if spec == p.spec:
         return p
     derived = derive(spec, replicas=RELEASES_AT_ONCE)
-    env = app_server_env(spec, p.app, derived)
-    # What plan() added to the app server's environment: the config file's copy, --with postgres's database.
-    for name in (CONFIG_ENV, spec.database.url_env):
-        if name in p.app_env:
-            env[name] = p.app_env[name]
-    if p.postgres:
-        env.pop(spec.database.password_file_env, None)
+    env = plan_env(spec, p.app, derived, run=p.run, config_file=p.config_file, postgres=p.postgres)
     protocol: Protocol = "uwsgi" if spec.server.kind == "uwsgi" else "http"
     return dataclasses.replace(p, spec=spec, derived=derived, protocol=protocol, app_env=env)
 
