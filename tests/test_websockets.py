@@ -4,6 +4,7 @@ worker, which cannot hold them, refused before anything is made."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +15,8 @@ import yaml
 from simple_websocket import Client
 
 from flaskprod.servers.probe import socketio_path, websocket_routes
-from flaskprod.servers.websockets import websocket_problem
+from flaskprod.servers.websockets import AUTO_CONVERSATION_THREADS, for_conversations, websocket_problem
+from flaskprod.sizing import derive
 from flaskprod.spec import Spec
 from tests.conftest import server_env
 from tests.support import BIN, free_port, wait_for
@@ -142,6 +144,35 @@ def test_which_servers_can_hold_them(settings: dict[str, object], refused: str |
     assert websocket_problem(Spec().replace(**{"server.kind": "uwsgi"}), []) is None
 
 
+@pytest.mark.parametrize(
+    ("settings", "paths", "threads"),
+    [
+        ({}, ["/echo"], 12 + AUTO_CONVERSATION_THREADS),
+        ({}, [], 12),  # a plain app's workers as the benchmarks chose them
+        ({"server.conversation_threads": 20}, ["/echo"], 32),
+        ({"server.conversation_threads": 20}, [], 32),  # an app that streams events asks for them itself
+        ({"server.conversation_threads": 0}, ["/echo"], 12),
+        ({"server.threads": 4}, ["/echo"], 4 + AUTO_CONVERSATION_THREADS),
+        ({"server.threads": 1, "server.worker_class": "gevent"}, ["/echo"], 1),  # greenlets, not threads
+    ],
+)
+def test_each_conversation_gets_a_thread_of_its_own(
+    settings: dict[str, object], paths: list[str], threads: int
+) -> None:
+    spec = for_conversations(Spec().replace(**settings), paths, socketio=False)
+    derived = derive(spec)
+    assert derived.threads == threads
+    assert derived.pool.size == spec.server.threads  # one connection per request thread: none for conversations
+
+
+def test_serve_runs_gunicorn_with_threads_for_the_conversations(tmp_path: Path) -> None:
+    root = project(tmp_path / "app")
+    printed = flaskprod(root, "serve", "app:app", "--print-config")
+    assert printed.returncode == 0, printed.stderr
+    settings = json.loads(printed.stdout)
+    assert (settings["server"], settings["threads"]) == ("gunicorn", 12 + AUTO_CONVERSATION_THREADS)
+
+
 def test_build_picks_gunicorn_and_has_nginx_pass_the_handshake(tmp_path: Path) -> None:
     root = project(tmp_path / "app")
     built = flaskprod(root, "build", "--target", "k8s", "--out", "deploy/k8s")
@@ -209,6 +240,35 @@ def test_up_serves_them_with_gunicorn_through_nginx_past_every_timeout(tmp_path:
 
 
 @pytest.mark.integration
+def test_up_holds_many_conversations_and_still_answers_requests(tmp_path: Path) -> None:
+    """Each open conversation holds a thread: with only server.threads (2 x 12), the thirteenth on a worker waited
+    until nginx answered 504 (timeout + 2 s), and so did every request that worker took next."""
+    root = project(tmp_path / "app")
+    running = start_up(root, "auto", free_port(), "--timeout", "3")
+    conversations: list[Client] = []
+    try:
+        running.wait_ready()
+        assert f"2 workers x {12 + AUTO_CONVERSATION_THREADS} threads" in running.stdout()
+        assert f"{12 + AUTO_CONVERSATION_THREADS} threads a worker, as each open conversation holds one" in (
+            running.stderr()
+        )
+        for n in range(40):
+            ws = Client.connect(f"ws://127.0.0.1:{running.port}/echo")
+            conversations.append(ws)
+            ws.send(f"#{n}")
+            assert ws.receive(timeout=5) == f"#{n}"
+        for _ in range(10):
+            assert running.get("/api/ping").json() == {"ok": True}
+        first = conversations[0]
+        first.send("first, again")
+        assert first.receive(timeout=5) == "first, again"
+    finally:
+        for ws in conversations:
+            ws.close()
+        stop(running)
+
+
+@pytest.mark.integration
 def test_up_refuses_uwsgi_for_them_before_serving(tmp_path: Path) -> None:
     root = project(tmp_path / "app")
     running = start_up(root, "uwsgi", free_port())
@@ -233,7 +293,7 @@ def test_up_serves_flask_socketio_with_one_gunicorn_worker_polling_and_upgraded(
         assert "(/socket.io/): Gunicorn serves it, as uWSGI cannot hand them the client's connection; one worker" in (
             running.stderr()
         )
-        assert "gunicorn, 1 worker x 12 threads" in running.stdout()
+        assert "gunicorn, 1 worker x 112 threads" in running.stdout()
         assert socketio_reply(running.port, "polling", "poll") == "hello poll"
         assert socketio_reply(running.port, "websocket", "ws") == "hello ws"
     finally:

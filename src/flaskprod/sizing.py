@@ -160,7 +160,7 @@ class Derived:
 
     machine: Machine
     workers: int
-    threads: int
+    threads: int  # a worker's: worker_threads(spec), conversations' included
     worker_class: str
     max_requests: int
     max_requests_jitter: int
@@ -176,6 +176,19 @@ def worker_class(spec: Spec) -> str:
     if spec.server.worker_class != "auto":
         return spec.server.worker_class
     return "gthread" if spec.server.threads > 1 else "sync"
+
+
+def worker_threads(spec: Spec) -> int:
+    """Threads a worker runs: server.threads for requests, and for a threaded worker server.conversation_threads
+    more, once made concrete for the app (servers/websockets.py; auto is none until then).
+
+    A conversation holds its thread for as long as it lasts. With only server.threads, 12 open WebSockets filled
+    a worker of the defaults, and every request that worker took next waited until nginx answered 504.
+    """
+    server = spec.server
+    if server.threads == 1 or server.conversation_threads == "auto":
+        return server.threads
+    return server.threads + server.conversation_threads
 
 
 def timeouts(spec: Spec) -> Timeouts:
@@ -327,7 +340,7 @@ def derive(
     return Derived(
         machine=machine,
         workers=workers,
-        threads=server.threads,
+        threads=worker_threads(spec),
         worker_class=worker_class(spec),
         max_requests=max_requests,
         max_requests_jitter=server.max_requests_jitter if max_requests else 0,
@@ -335,6 +348,7 @@ def derive(
         cpu_affinity=pin_workers(spec, machine, workers),
         worker_tmp_dir=tmp_dir(spec, shm),
         timeouts=timeouts(spec),
+        # From the request threads alone: a conversation rarely holds a database connection while it waits.
         pool=db_pool(spec, workers * replicas, server.threads),
         max_body_bytes=max_body_bytes(spec, [app_body_limit]),
     )

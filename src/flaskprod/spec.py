@@ -96,6 +96,14 @@ class ServerSettings:
         flag="--threads",
         minimum=1,
     )
+    conversation_threads: int | Auto = setting(
+        "auto",
+        "Threads each threaded worker runs beyond server.threads for conversations (WebSockets, streams of "
+        "server-sent events), each of which holds a thread for as long as it lasts; auto = 100 for an app with "
+        "WebSocket routes, as flask-sock's and Flask-SocketIO's docs give Gunicorn, else none (set it for an app "
+        "that streams events).",
+        minimum=0,
+    )
     worker_class: Literal["auto", "sync", "gthread", "gevent", "eventlet"] = setting(
         "auto", "Gunicorn worker class; auto = gthread when threads > 1, else sync."
     )

@@ -413,7 +413,7 @@ def plan_deployment(
     among which the database budget is shared, for the spec as the app needs it (default: deploy.replicas).
     """
     from ..servers.probe import probe_to_learn
-    from ..servers.websockets import held_by_one_worker, on_one_replica, replicas_problem, websocket_problem
+    from ..servers.websockets import for_conversations, on_one_replica, replicas_problem, websocket_problem
 
     root = (root or Path.cwd()).resolve()
     requirements = requirements_file(spec.deploy.requirements, root)
@@ -426,7 +426,7 @@ def plan_deployment(
     if info.websocket_paths and server_chosen:
         server = "gunicorn"
     socketio = info.socketio_path is not None
-    spec = held_by_one_worker(on_one_replica(spec, socketio), socketio)
+    spec = for_conversations(on_one_replica(spec, socketio), info.websocket_paths, socketio=socketio)
     problem = websocket_problem(spec.replace(**{"server.kind": server}), info.websocket_paths, socketio=socketio)
     problem = problem or replicas_problem(spec, socketio)
     if problem:

@@ -14,7 +14,7 @@ from ..sizing import derive
 from ..spec import PROBE_RECORD_ENV, Spec, env_for
 from .common import DRAIN_FILE_ENV, MULTIPROC_ENV, RunDir, check_bind
 from .settings import server_settings
-from .websockets import held_by_one_worker, websocket_problem
+from .websockets import for_conversations, websocket_problem
 
 __all__ = ["resolve_kind", "serve", "server_settings"]
 
@@ -62,7 +62,7 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
     record = os.environ.pop(PROBE_RECORD_ENV, None)  # `up`'s: what this release's app loaded as (its SERVER_NAME)
     info = probe(app, {**probe_env, **env}, bound=spec.proxy.ready_timeout, record=Path(record) if record else None)
     socketio = info.socketio_path is not None
-    spec = held_by_one_worker(spec, socketio)
+    spec = for_conversations(spec, info.websocket_paths, socketio=socketio)
     problem = websocket_problem(spec, info.websocket_paths, socketio=socketio)
     if problem:
         raise ServerError(problem)

@@ -10,6 +10,10 @@ and the other two are refused before anything starts.
 Flask-SocketIO's clients poll before they upgrade, and each poll must reach the process that holds the client's
 session; Gunicorn's workers share one socket and take requests as they come, so such an app runs one worker
 (server.workers = "auto" makes it 1), and more than one is refused.
+
+Each open conversation holds one of its worker's threads for as long as it lasts (the view is the conversation's
+loop), so such an app's workers get server.conversation_threads more than server.threads: with the 12 of a plain
+app, the thirteenth WebSocket on a worker waited until nginx answered it 504, and so did every request after it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,20 @@ def named(routes: Sequence[str]) -> str:
     """The first few routes, for a one-line message."""
     shown = ", ".join(routes[:3])
     return shown if len(routes) <= 3 else f"{shown} and {len(routes) - 3} more"
+
+
+# Threads a worker adds for conversations where auto decides: what flask-sock's and Flask-SocketIO's docs give
+# Gunicorn (--threads 100). An idle one costs no CPU, and the executor starts one only when all are busy.
+AUTO_CONVERSATION_THREADS = 100
+
+
+def for_conversations(spec: Spec, paths: Sequence[str], *, socketio: bool) -> Spec:
+    """spec with what auto leaves to flaskprod made concrete for an app with WebSocket routes at paths: threads for
+    its conversations (server.conversation_threads), and one worker for Flask-SocketIO (held_by_one_worker)."""
+    spec = held_by_one_worker(spec, socketio)
+    if paths and spec.server.conversation_threads == "auto":
+        spec = spec.replace(**{"server.conversation_threads": AUTO_CONVERSATION_THREADS})
+    return spec
 
 
 def held_by_one_worker(spec: Spec, socketio: bool) -> Spec:

@@ -28,7 +28,7 @@ from ..render.targets import split_extras
 from ..servers import resolve_kind
 from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind, loopback_for
 from ..servers.probe import AppInfo, probe, read_record
-from ..servers.websockets import held_by_one_worker, named, websocket_problem
+from ..servers.websockets import for_conversations, named, websocket_problem
 from ..sizing import Derived, derive, max_body_bytes, responder_bind
 from ..spec import CONFIG_ENV, PROBE_RECORD_ENV, Spec, env_for, find_config_file, refuse_endpoints_under
 from .acme import OBTAIN_TIMEOUT, RELOAD_RETRY, Acme, Certbot
@@ -409,8 +409,9 @@ def learn_app(p: Plan) -> Plan:
 
 def for_websockets(p: Plan, paths: Sequence[str], *, socketio: bool) -> Plan:
     """p as an app with WebSocket routes needs it (servers/websockets.py), where auto left the choice to flaskprod:
-    Gunicorn for uWSGI, which cannot hand them the client's connection; one worker for Flask-SocketIO."""
-    spec = held_by_one_worker(p.spec, socketio)
+    Gunicorn for uWSGI, which cannot hand them the client's connection; threads for the conversations; one worker
+    for Flask-SocketIO."""
+    spec = for_conversations(p.spec, paths, socketio=socketio)
     if paths and p.server_chosen and spec.server.kind == "uwsgi":
         spec = spec.replace(**{"server.kind": "gunicorn"})
     if spec == p.spec:
@@ -522,8 +523,9 @@ RESTART_ONLY = (
 def replan(current: Plan, spec: Spec) -> Plan:
     """The plan for a reloaded spec, keeping what only a restart may change; SpecError naming those."""
     spec = behind_nginx(spec)
-    # What auto chose at start stands: Gunicorn for an app with WebSocket routes, one worker for Flask-SocketIO.
-    for key in ("server.kind", "server.workers"):
+    # What auto chose at start stands: Gunicorn for an app with WebSocket routes, threads for their conversations,
+    # one worker for Flask-SocketIO.
+    for key in ("server.kind", "server.workers", "server.conversation_threads"):
         if spec.get(key) == "auto":
             spec = spec.replace(**{key: current.spec.get(key)})
     changed = [key for key in RESTART_ONLY if spec.get(key) != current.spec.get(key)]
@@ -855,6 +857,8 @@ class Stack:
             chosen.append("Gunicorn serves it, as uWSGI cannot hand them the client's connection")
         if p.spec.server.workers != self.plan.spec.server.workers:
             chosen.append("one worker, as Flask-SocketIO keeps each client's session in the process that opened it")
+        if p.derived.threads != self.plan.derived.threads:
+            chosen.append(f"{p.derived.threads} threads a worker, as each open conversation holds one")
         if chosen and p.loaded:
             self.log(f"the app has WebSocket routes ({named(p.loaded.websocket_paths)}): {'; '.join(chosen)}")
         if not p.app_serves(p.spec.monitoring.ready_path):
