@@ -22,6 +22,7 @@ from ..discovery import AppRef, load
 from ..errors import FlaskprodError
 from . import affinity, gcfreeze, stopnow
 from .common import RunDir
+from .freethreads import accepting_only_with_a_free_thread
 from .jsonrelay import Relay
 from .memorybound import MemoryBound
 from .responder import Responder, start_responder
@@ -92,6 +93,7 @@ def _post_worker_init(worker: Any) -> None:
     stopnow.install(worker)
     getattr(worker, BOOTED)[0] = 1
     _refusing_once_stopped(worker)
+    accepting_only_with_a_free_thread(worker)
 
     previous = signal.getsignal(signal.SIGTERM)
 
