@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import deadline
+from . import conversations, deadline
 from .body import BoundedInput
 from .logs import REQUEST_ID_FIELD, REQUEST_ID_KEY, is_sane_request_id, log_access
 from .metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED, HttpMetrics
@@ -150,7 +150,7 @@ class RequestPipeline:
         # A WebSocket or a stream of server-sent events: it lasts as long as the client listens, so it is counted
         # and in progress, but its minutes are no request's latency, and the duration histogram leaves them out.
         # The membership test first: a call per request is a measurable share of this layer's cost.
-        conversation = "HTTP_UPGRADE" in environ and is_websocket(environ)
+        conversation = websocket = "HTTP_UPGRADE" in environ and is_websocket(environ)
 
         def start(status: str, headers: list[Header], exc_info: Any = None) -> Any:
             nonlocal status_code, streamed, conversation
@@ -180,6 +180,8 @@ class RequestPipeline:
         path = environ.get("PATH_INFO", "")
         probe = self._probes.get(path)
         handed_on = False  # the body finishes the request when the server closes it
+        if websocket:  # its view holds this thread for the whole conversation
+            conversations.opened()
         try:
             if probe is not None:
                 status, headers, data = probe(environ)
@@ -202,9 +204,14 @@ class RequestPipeline:
                 # Counted, timed and logged once the server has read it all and closes it.
                 handed_on = True
                 ending = (self, environ, path, UNMATCHED, status_code, t0, queued, conversation, rid)
+                if conversation and not websocket:  # an event stream: the server's thread holds it while it lasts
+                    conversations.opened()
+                    return StreamedBody(body, ending, holds=True)
                 return StreamedBody(body, ending)
             return body
         finally:
+            if websocket:
+                conversations.closed()
             if not handed_on:  # finish(), inline: a method call is a tenth of this layer's cost
                 elapsed = time.perf_counter() - t0
                 if self._metrics is not None:
@@ -264,11 +271,12 @@ class StreamedBody:
     so the request is in progress, timed and logged until the server closes it (PEP 3333: always, even
     after an error or a client gone)."""
 
-    __slots__ = ("_body", "_ending")
+    __slots__ = ("_body", "_ending", "_holds")
 
-    def __init__(self, body: Iterable[bytes], ending: tuple[Any, ...]) -> None:
+    def __init__(self, body: Iterable[bytes], ending: tuple[Any, ...], *, holds: bool = False) -> None:
         self._body = body
         self._ending: tuple[Any, ...] | None = ending  # the pipeline and the arguments of its finish
+        self._holds = holds  # a conversation counted open (conversations.opened) until the server closes it
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -289,5 +297,7 @@ class StreamedBody:
                 close()
         finally:
             if ending is not None:
+                if self._holds:
+                    conversations.closed()
                 pipeline, *arguments = ending
                 pipeline.finish(*arguments)

@@ -1,54 +1,43 @@
-"""A threaded Gunicorn worker takes a new connection only while one of its threads is free.
+"""A threaded Gunicorn worker whose threads all hold conversations leaves new connections to the other workers.
 
 Gunicorn's gthread worker accepts connections while it holds fewer than worker_connections (1000), whatever its
-threads are doing, and queues each behind them. The workers share one listening socket, and one of them often takes
-most of the connections (in a run by hand, 100 of 150 WebSocket conversations went to one of two workers): once its
-threads were all held, the next handshake and the next plain request it took waited there until nginx answered 504,
-while the other worker had threads free. Gated, a busy worker leaves new connections in the kernel's listen queue for
-a worker that can start them now, or for its own next free thread.
+threads are doing, and queues each behind them. A conversation (a WebSocket, a stream of server-sent events) holds
+its thread for as long as the client stays, and the workers share one listening socket, of which one often takes
+most connections: in a run by hand, once one of two workers held 112 conversations on its 112 threads, the next
+handshake and the next plain request it took waited there until nginx answered 504, while the other worker had
+threads free. So a worker stops accepting while its conversations (runtime/conversations.py, counted by
+Production(app)) hold every thread, and new connections wait in the kernel's listen queue for one that can start
+them.
 
-A request on a connection the worker already holds (nginx's kept upstream connections) still queues in it: only
-the worker that holds a connection can read it.
+Only conversations close the gate. Gated on every busy thread, a worker saturated by short requests on nginx's kept
+connections (which it alone can read) never reopened it, and new connections starved in the listen queue for
+seconds (17 to 64 requests a wrk run waited past its 2 s timeout).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..runtime import conversations
 
-def accepting_only_with_a_free_thread(worker: Any) -> None:
-    """Gate worker's accepting on its threads (from post_worker_init: before its loop registers the listeners).
 
-    Every connection handed to a thread (enqueue_req) is counted busy until its result comes back to the worker's
-    own loop (finish_request), where both run, so the count needs no lock. The loop asks to accept again after every
-    event; the gate says no while every thread is busy.
-    """
+def accepting_while_a_thread_is_free_of_conversations(worker: Any) -> None:
+    """Gate worker's accepting on the conversations it holds (from post_worker_init: before its loop registers the
+    listeners). Its loop asks to accept again after every event and at least once a second while it does not, so a
+    conversation's end reopens the gate within a second."""
     if not hasattr(worker, "enqueue_req"):
         return  # the sync worker takes one connection at a time already; gevent's are not threads
     threads = worker.cfg.threads
-    busy = 0
-    enqueue_req, finish_request = worker.enqueue_req, worker.finish_request
     set_accept_enabled, accept = worker.set_accept_enabled, worker.accept
 
-    def counted_enqueue_req(conn: Any) -> None:
-        nonlocal busy
-        busy += 1
-        enqueue_req(conn)
-
-    def counted_finish_request(conn: Any, fs: Any) -> None:
-        nonlocal busy
-        busy -= 1
-        finish_request(conn, fs)
-
     def gated_set_accept_enabled(enabled: bool) -> None:
-        set_accept_enabled(enabled and busy < threads)
+        set_accept_enabled(enabled and conversations.held() < threads)
 
-    def accept_then_gate(listener: Any) -> None:
+    def accept_unless_held(listener: Any) -> None:
+        if conversations.held() >= threads:
+            set_accept_enabled(False)  # the connection waits in the listen queue
+            return
         accept(listener)
-        if busy >= threads:
-            set_accept_enabled(False)
 
-    worker.enqueue_req = counted_enqueue_req
-    worker.finish_request = counted_finish_request
     worker.set_accept_enabled = gated_set_accept_enabled
-    worker.accept = accept_then_gate
+    worker.accept = accept_unless_held

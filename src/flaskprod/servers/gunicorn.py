@@ -22,7 +22,7 @@ from ..discovery import AppRef, load
 from ..errors import FlaskprodError
 from . import affinity, gcfreeze, stopnow
 from .common import RunDir
-from .freethreads import accepting_only_with_a_free_thread
+from .freethreads import accepting_while_a_thread_is_free_of_conversations
 from .jsonrelay import Relay
 from .memorybound import MemoryBound
 from .responder import Responder, start_responder
@@ -93,7 +93,7 @@ def _post_worker_init(worker: Any) -> None:
     stopnow.install(worker)
     getattr(worker, BOOTED)[0] = 1
     _refusing_once_stopped(worker)
-    accepting_only_with_a_free_thread(worker)
+    accepting_while_a_thread_is_free_of_conversations(worker)
 
     previous = signal.getsignal(signal.SIGTERM)
 
