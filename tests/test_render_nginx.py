@@ -178,6 +178,16 @@ def test_upstream_keepalive_only_where_the_worker_reuses_connections(
     assert directive(bounded, "keepalive_time") == (["5s"] if expected else [])
 
 
+def test_an_app_with_websocket_routes_gets_no_kept_upstream_connections(tmp_path: Path) -> None:
+    """A request on a connection kept to a worker whose threads all hold conversations would wait there; a new one
+    goes to a worker with a thread free (servers/freethreads.py)."""
+    spec = make_spec(**{"server.threads": "4", "server.workers": "3"})
+    text = rendered(spec, dataclasses.replace(context(tmp_path), websockets=True, upstream_keepalive_time=5))
+    assert directive(text, "keepalive") == directive(text, "keepalive_time") == []
+    assert re.search(r'map \$http_upgrade \$flaskprod_connection \{\s*default upgrade;\s*"" close;\s*\}', text)
+    assert directive(text, "proxy_set_header").count("Connection $flaskprod_connection") == 1
+
+
 def test_request_id_header_follows_the_logging_setting(tmp_path: Path) -> None:
     text = rendered(make_spec(**{"logging.request_id_header": "X-Correlation-ID"}), context(tmp_path))
     assert "map $http_x_correlation_id $flaskprod_request_id" in text

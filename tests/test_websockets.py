@@ -183,6 +183,7 @@ def test_build_picks_gunicorn_and_has_nginx_pass_the_handshake(tmp_path: Path) -
     conf = (root / "deploy/k8s/nginx/nginx.conf").read_text()
     assert "proxy_set_header Upgrade $http_upgrade;" in conf
     assert "proxy_set_header Connection $flaskprod_connection;" in conf
+    assert "keepalive " not in conf  # no connection kept to a worker whose threads conversations may all hold
     assert "uwsgi_pass" not in conf
 
 
@@ -336,9 +337,9 @@ def test_flask_socketio_is_built_as_one_process(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_a_deploy_with_conversations_open_drains_the_old_release_without_waiting_them_out(tmp_path: Path) -> None:
-    """A conversation never ends on its own, so after the switch up waits for the old app server's kept connections
-    only as long as nginx keeps one (keepalive_time and its idle time, 5 + 4 s), not server.graceful_timeout on top
-    (24 s here); the drain then lets the conversation go on until the graceful timeout, and a new one reaches the new
+    """A conversation never ends on its own, and nginx keeps no connection to such an app, so after the switch up
+    waits only for the old app server's queue, not for its connections with server.graceful_timeout on top (24 s
+    here); the drain then lets the conversation go on until the graceful timeout, and a new one reaches the new
     release."""
     root = project(tmp_path / "app")
     running = start_up(root, "auto", free_port(), "--workers", "1", "--set", "server.graceful_timeout=24")

@@ -311,13 +311,16 @@ def release_metrics_path(spec: Spec, release: int) -> str:
     return f"/releases/{release}{spec.monitoring.metrics_path}"
 
 
-def upstream_keepalive(derived: Derived, protocol: Protocol) -> int:
-    """Idle connections nginx keeps to the app server; 0 where they cannot be reused.
+def upstream_keepalive(derived: Derived, protocol: Protocol, websockets: bool = False) -> int:
+    """Idle connections nginx keeps to the app server; 0 where they cannot be reused, or must not be.
 
     The uwsgi protocol ends every response by closing the connection, and Gunicorn's sync
     worker does the same; otherwise one per worker thread is as many as can be busy at once.
+    An app with WebSocket routes gets none: a worker whose threads all hold conversations takes no new
+    connection (servers/freethreads.py), but a request nginx sent on one it kept to that worker would wait
+    there until a conversation ended.
     """
-    if protocol == "uwsgi" or derived.worker_class not in KEEPALIVE_WORKER_CLASSES:
+    if protocol == "uwsgi" or derived.worker_class not in KEEPALIVE_WORKER_CLASSES or websockets:
         return 0
     return derived.workers * derived.threads
 
@@ -408,7 +411,7 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         gzip_types=GZIP_TYPES,
         request_id_header=spec.logging.request_id_header,
         request_id_variable=_header_variable(spec.logging.request_id_header),
-        upstream_keepalive=upstream_keepalive(derived, ctx.protocol),
+        upstream_keepalive=upstream_keepalive(derived, ctx.protocol, ctx.websockets),
         proxy_headers=forwarded_headers(spec, scheme),
         uwsgi_params=uwsgi_params(spec, scheme),
         metrics_allow=metrics_allow(spec),

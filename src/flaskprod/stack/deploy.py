@@ -337,7 +337,10 @@ def switch(stack: Stack, new_plan: Plan, request: Request | None) -> None:
     old = stack.plan
     # Connections nginx keeps to the old app server would carry on past the link; an nginx too old to bound their
     # life (keepalive_time) lets them go only with its old workers, on a reload.
-    kept_for_long = upstream_keepalive(new_plan.derived, new_plan.protocol) and not new_plan.upstream_keepalive_time
+    kept_for_long = (
+        upstream_keepalive(new_plan.derived, new_plan.protocol, new_plan.websockets)
+        and not new_plan.upstream_keepalive_time
+    )
     quiet = nginx_files(new_plan)["nginx.conf"] == stack.nginx_loaded and not kept_for_long
     if not quiet:
         new_plan = dataclasses.replace(new_plan, link=1 - old.link)
@@ -379,14 +382,18 @@ def quiet_switch(stack: Stack, new_plan: Plan, old: Plan, request: Request | Non
     before, after = old.socket(old.release), new_plan.socket(new_plan.release)
     if before != after:
         time.sleep(LINK_SETTLE)  # a connect() that found the old socket as the link moved is in its queue by now
+        # WebSocket conversations never end on their own, and nginx keeps no connection to an app with them
+        # (upstream_keepalive): what the old app server has accepted is conversations and requests in flight, which
+        # the drain lets finish, so only its queue is waited for. Otherwise nginx closes the connections it kept to
+        # it within keepalive_time.
         kept = new_plan.upstream_keepalive_time or 0
-        timeouts = new_plan.derived.timeouts
-        # WebSocket conversations never end on their own. Past a kept connection's life (keepalive_time) and its
-        # idle time in nginx's pool, nginx has closed every one it kept to the old app server, since none is newer
-        # than the switch: what is left is conversations and requests in flight, which the drain lets finish.
-        settled = kept + timeouts.upstream_keepalive if kept and new_plan.websockets else timeouts.graceful + kept
+        settled = 0 if new_plan.websockets else new_plan.derived.timeouts.graceful + kept
         deadline = time.monotonic() + settled + SWITCH_MARGIN
-        while (unixsockets.waiting(before) or unixsockets.accepted(before)) and time.monotonic() < deadline:
+
+        def left() -> bool:
+            return bool(unixsockets.waiting(before) or (not new_plan.websockets and unixsockets.accepted(before)))
+
+        while left() and time.monotonic() < deadline:
             time.sleep(0.02)
     if old.release.path != new_plan.release.path:
         # A static file nginx holds open from the old release is looked up again within this: then every path it
