@@ -32,6 +32,28 @@ BOOT_TIMEOUT = 30.0
 _INHERITED_PREFIXES = ("FLASK_", "FLASKPROD_", "GUNICORN_", "PROMETHEUS_MULTIPROC_DIR", "DATABASE_URL")
 
 
+_MADE_BASETEMP = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """A short base for the tests' temporary directories, made afresh for the run and removed after it.
+
+    `up` keeps its unix sockets in the project's run directory, and a socket's path has 107 bytes at most. Under
+    pytest's own base (/tmp/pytest-of-root/pytest-104/popen-gw1/, its number growing with every run on the
+    machine) a project in a test's folder passed that once the number reached three digits.
+    """
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):  # xdist's workers get theirs under it
+        config.option.basetemp = tempfile.mkdtemp(prefix="fp-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        config.stash[_MADE_BASETEMP] = config.option.basetemp
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    made = config.stash.get(_MADE_BASETEMP, None)
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def own_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Temporary directories of the servers under test go under pytest's own, not /tmp.
