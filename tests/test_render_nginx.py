@@ -85,7 +85,8 @@ def test_read_timeout_sits_between_the_deadline_and_the_kill(tmp_path: Path, pro
     derived = derive(spec, MACHINE)
     text = rendered(spec, context(tmp_path, protocol), derived)
     prefix = "proxy" if protocol == "http" else "uwsgi"
-    assert directive(text, f"{prefix}_read_timeout") == [f"{derived.timeouts.proxy_read}s"]
+    # Every request's but one that accepts server-sent events (test_a_request_for_server_sent_events_...).
+    assert directive(text, f"{prefix}_read_timeout") == [f"{derived.timeouts.proxy_read}s", "3600s"]
     assert derived.timeouts.server > derived.timeouts.proxy_read > derived.timeouts.request == 7
     assert directive(text, f"{prefix}_connect_timeout") == [f"{derived.timeouts.proxy_connect}s"]
     assert directive(text, "worker_shutdown_timeout") == [f"{derived.timeouts.graceful}s"]
@@ -188,6 +189,20 @@ def test_an_app_with_websocket_routes_gets_no_kept_upstream_connections(tmp_path
     assert directive(text, "proxy_set_header").count("Connection $flaskprod_connection") == 1
 
 
+@pytest.mark.parametrize("protocol", ["http", "uwsgi"])
+def test_a_request_for_server_sent_events_waits_for_them_unbuffered(tmp_path: Path, protocol: Protocol) -> None:
+    spec = make_spec(**{"proxy.event_stream_timeout": "900", "proxy.rate_limit": "5r/s"})
+    text = rendered(spec, context(tmp_path, protocol))
+    prefix = "uwsgi" if protocol == "uwsgi" else "proxy"
+    derived = derive(spec, MACHINE)
+    root = app_location(text)
+    assert 'if ($http_accept ~* "text/event-stream") {' in root and "error_page 418 = @flaskprod_events;" in root
+    assert f"{prefix}_read_timeout {derived.timeouts.proxy_read}s;" in root
+    [events] = re.findall(r"location @flaskprod_events \{(.*?)\n        \}", text, re.DOTALL)
+    assert f"{prefix}_read_timeout 900s;" in events and f"{prefix}_buffering off;" in events
+    assert f"{prefix}_pass" in events and "limit_req zone=flaskprod_per_ip" in events  # passed on as the rest are
+
+
 def test_request_id_header_follows_the_logging_setting(tmp_path: Path) -> None:
     text = rendered(make_spec(**{"logging.request_id_header": "X-Correlation-ID"}), context(tmp_path))
     assert "map $http_x_correlation_id $flaskprod_request_id" in text
@@ -244,7 +259,7 @@ def test_unknown_hosts_are_closed_and_no_version_is_shown(tmp_path: Path) -> Non
     text = rendered(make_spec(), context(tmp_path))
     assert directive(text, "server_tokens") == ["off"]
     assert directive(text, "listen") == ["127.0.0.1:18080 default_server", "127.0.0.1:18080"]
-    assert directive(text, "return") == ["444"]
+    assert directive(text, "return") == ["444", "418"]  # 418: on to the events' location, never sent
     assert "escape=json" in text
 
 
@@ -413,14 +428,19 @@ def test_during_a_canary_metrics_come_from_one_release(
     passes = "uwsgi_pass " if protocol == "uwsgi" else "proxy_pass http://"
     block = text[text.rindex("location = /metrics {") :]  # the scraper's port, where it has one
     assert f"{passes}flaskprod_primary;" in block[: block.index("}")]
-    app = text[text.index("        location / {") :]
-    assert f"{passes}flaskprod_app;" in app[: app.index("}")]
+    assert f"{passes}flaskprod_app;" in app_location(text)
     primary = text[text.index("upstream flaskprod_primary {") :]
     assert primary[: primary.index("}")].split("\n")[1].strip() == f"server unix:{tmp_path}/app.sock fail_timeout=0;"
     for name, content in files.items():
         (tmp_path / name).write_text(content)
     result = nginx_test(tmp_path)
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def app_location(text: str) -> str:
+    """The first `location / {` block, to its own closing brace (it holds an `if` block)."""
+    start = text.index("        location / {")
+    return text[start : text.index("\n        }", start)]
 
 
 def location(text: str, path: str, *, last: bool = False) -> str:
@@ -457,8 +477,7 @@ def test_scrapes_go_to_each_app_servers_metrics_responder(tmp_path: Path, protoc
     assert servers["flaskprod_release_2"] == f"unix:{tmp_path}/app-2.prom"
     assert "flaskprod_primary" not in text
     # Requests still go to the app servers, in their protocol.
-    app = text[text.index("        location / {") :]
-    assert ("uwsgi_pass " if protocol == "uwsgi" else "proxy_pass http://") + "flaskprod_app;" in app[: app.index("}")]
+    assert ("uwsgi_pass " if protocol == "uwsgi" else "proxy_pass http://") + "flaskprod_app;" in app_location(text)
     for name, content in files.items():
         (tmp_path / name).write_text(content)
     result = nginx_test(tmp_path)

@@ -246,6 +246,12 @@ class ProxySettings:
     client_body_timeout: int = setting(10, "Seconds between two reads of the request body.", minimum=1)
     send_timeout: int = setting(10, "Seconds between two writes of the response.", minimum=1)
     keepalive_timeout: int = setting(65, "Seconds an idle client keep-alive connection stays open.", minimum=0)
+    event_stream_timeout: int = setting(
+        3600,
+        "Seconds nginx waits for the next bytes of a request that accepts text/event-stream (server-sent events, "
+        "as a browser's EventSource asks) before it ends the stream; other requests wait server.timeout + 2.",
+        minimum=1,
+    )
     client_body_buffer_size: str = setting("128k", "Request body bytes held in memory before spilling to disk.")
     client_header_buffer_size: str = setting(
         "1k", "Buffer for request headers; longer header lines use 4 buffers of 8k."
