@@ -27,14 +27,26 @@ def accepting_while_a_thread_is_free_of_conversations(worker: Any) -> None:
     conversation's end reopens the gate within a second."""
     if not hasattr(worker, "enqueue_req"):
         return  # the sync worker takes one connection at a time already; gevent's are not threads
-    threads = worker.cfg.threads
+    threads = int(worker.cfg.threads)
     set_accept_enabled, accept = worker.set_accept_enabled, worker.accept
+    full = False  # said so in the log: once as the gate closes, not at every turn of the loop
+
+    def held_full() -> bool:
+        nonlocal full
+        now_full = conversations.held() >= threads
+        if now_full and not full:
+            worker.log.warning(
+                "all %d threads of worker %d hold conversations: it takes no new connection until one ends; "
+                "raise server.conversation_threads (or add workers) for more at once", threads, worker.pid,
+            )
+        full = now_full
+        return now_full
 
     def gated_set_accept_enabled(enabled: bool) -> None:
-        set_accept_enabled(enabled and conversations.held() < threads)
+        set_accept_enabled(enabled and not held_full())
 
     def accept_unless_held(listener: Any) -> None:
-        if conversations.held() >= threads:
+        if held_full():
             set_accept_enabled(False)  # the connection waits in the listen queue
             return
         accept(listener)
