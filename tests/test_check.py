@@ -42,6 +42,10 @@ LIMITER = (
     "from flask_limiter import Limiter\nfrom flask_limiter.util import get_remote_address\n\n"
     'limiter = Limiter(get_remote_address, app=app, default_limits=["100/minute"]{storage})\n'
 )
+EVENTS = (
+    "\n\n@app.get('/events')\ndef events():\n    return app.response_class(iter(['data: hi\\n\\n']), "
+    "mimetype='text/event-stream')\n"
+)
 CACHE = 'from flask_caching import Cache\n\ncache = Cache(app, config={{"CACHE_TYPE": "{kind}"}})\n'
 ASYNC_500 = "\"Install Flask with the 'async' extra in order to use async views\""
 SQLALCHEMY = (
@@ -333,6 +337,12 @@ CASES = [
         good={"app.py": PROD + CACHE.format(kind="RedisCache")},
     ),
     Case(
+        "FP-C014",
+        bad={"app.py": PROD + EVENTS},
+        obj="app.py:11",
+        good={"app.py": PROD + EVENTS, "flaskprod.toml": "[server]\nconversation_threads = 50\n"},
+    ),
+    Case(
         "FP-P002",
         bad={"app.py": PROD, "docker-compose.yml": "version: '3.8'\nservices:\n  app:\n    image: app\n"},
         obj="docker-compose.yml:1",
@@ -568,6 +578,20 @@ def test_a_blueprints_static_files_through_the_app_are_named_too(project: Path) 
     admin_location = "location /admin/admin_static/ {\n    alias /srv/admin/;\n}\n"
     both = serves_static.replace("location / {", admin_location + "location / {")
     assert audit(project, {**files, "nginx.conf": both}).only("FP-P014") == []
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [WEBSOCKET_ROUTE, "\nfrom flask_socketio import SocketIO\n\nsocketio = SocketIO(app)\n"],
+    ids=["flask-sock", "flask-socketio"],
+)
+def test_event_streams_beside_websockets_have_the_threads_auto_gives_those(project: Path, extra: str) -> None:
+    assert audit(project, {"app.py": PROD + EVENTS + extra}).only("FP-C014") == []
+
+
+def test_event_streams_on_greenlets_hold_no_thread(project: Path) -> None:
+    toml = '[server]\nkind = "gunicorn"\nworker_class = "gevent"\nthreads = 1\n'
+    assert audit(project, {"app.py": PROD + EVENTS, "flaskprod.toml": toml}).only("FP-C014") == []
 
 
 def test_every_check_has_a_case() -> None:

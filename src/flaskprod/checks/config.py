@@ -412,3 +412,36 @@ def cache_per_process(app: Flask, context: Context) -> Iterator[Found]:
         if type(backend).__name__ in _PROCESS_CACHES:
             yield Found(obj=context.app_label)
             return
+
+
+# The media type of a stream of server-sent events.
+_EVENT_STREAM = "text/event-stream"
+
+
+@app_check(
+    "FP-C014",
+    WARNING,
+    "the app streams server-sent events (text/event-stream), and its workers have no threads set aside for them "
+    "(server.conversation_threads): each open stream holds one of a worker's server.threads for as long as it "
+    "lasts, so once as many listeners are connected as the workers have threads, every other request waits until "
+    "nginx answers 504",
+    hint="set conversation_threads under [server] in flaskprod.toml to the streams one worker should hold at once "
+    "(100 is what an app with WebSocket routes gets)",
+)
+def event_streams_without_threads(app: Flask, context: Context) -> Iterator[Found]:
+    from ..servers.probe import socketio_path, websocket_routes
+    from ..sizing import worker_class
+
+    server = context.spec.server
+    if server.conversation_threads != "auto" or worker_class(context.spec) in ("gevent", "eventlet"):
+        return  # set (0 too, on purpose), or greenlets rather than threads
+    if websocket_routes(app) or socketio_path(app):
+        return  # auto gives such an app its conversation threads
+    if any(bp.import_name.split(".")[0] == "flask_sse" for bp in app.blueprints.values()):
+        yield Found(obj=context.app_label)  # Flask-SSE's blueprint streams them
+        return
+    for item in context.files:
+        for node in ast.walk(item.tree) if item.tree is not None else ():
+            if isinstance(node, ast.Constant) and str(node.value).strip().lower().startswith(_EVENT_STREAM):
+                yield Found(obj=item.at(node.lineno))
+                return
