@@ -57,10 +57,10 @@ def test_as_many_conversations_as_threads_each_worker_holding_its_share(serve_ap
                     pids.append(ws.receive(timeout=5))
                 splits.append(sorted(pids.count(pid) for pid in set(pids)))
     assert splits == [[2, 2]] * ROUNDS, f"conversations per worker in each round: {splits}\n{server.output()}"
-    # A worker says so as its gate closes, once a round at most: when the next connection finds it full (the
-    # round's last one may fill a worker with nothing after it).
+    # A worker says so as its gate closes, not at every turn of its loop: a close needs a conversation to fill the
+    # worker, so at most once for each conversation opened (a round's end and the next's start may close it again).
     said = server.output().count("all 2 threads of worker")
-    assert 1 <= said <= 2 * ROUNDS, server.output()
+    assert 1 <= said <= 4 * ROUNDS, server.output()
 
 
 def test_the_count_follows_each_conversation_and_a_forked_child_holds_none() -> None:
