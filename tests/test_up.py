@@ -224,41 +224,28 @@ def test_server_sent_events_reach_the_client_as_they_are_sent(stack: UpStack, tm
     assert "X-Accel-Buffering" not in response.headers  # nginx's to read, not the client's
 
 
-QUIET_EVENTS_APP = """
-import time
-
-from flask import Flask, Response
-from flaskprod import Production
-
-app = Flask(__name__)
-Production(app)
-
-
-@app.get("/events")
-def events():
-    def stream():
-        yield "data: first\\n\\n"
-        time.sleep(7)
-        yield "data: second\\n\\n"
-
-    return Response(stream(), mimetype="text/event-stream")
-"""
-
-
 @pytest.mark.parametrize("kind", ["uwsgi", "gunicorn"])
 def test_an_event_stream_stays_open_while_it_is_quiet_past_the_read_timeout(tmp_path: Path, kind: str) -> None:
     """nginx's read timeout is server.timeout + 2 s (5 s here): it ended a stream quiet for 7 s after its first
     event. A request that accepts text/event-stream, as EventSource's do, waits proxy.event_stream_timeout; another
     still gets the read timeout."""
-    write_app(tmp_path, QUIET_EVENTS_APP)
-    running = start_up(tmp_path, kind, free_port(), "--workers", "1", "--timeout", "3")
+    root = tmp_path / "app"
+    write_app(root)
+    running = start_up(root, kind, free_port(), "--workers", "1", "--timeout", "3")
     try:
         running.wait_ready()
+        flag = tmp_path / "after-the-quiet"
         with requests.get(
-            running.url("/events"), headers={"Accept": "text/event-stream"}, stream=True, timeout=15
-        ) as response:
-            assert [line for line in response.iter_lines() if line] == [b"data: first", b"data: second"]
-        with requests.get(running.url("/events"), stream=True, timeout=15) as response:
+            running.url("/events"), params={"flag": str(flag)}, headers={"Accept": "text/event-stream"},
+            stream=True, timeout=15,
+        ) as response:  # fmt: skip
+            lines = response.iter_lines()
+            assert next(lines) == b"data: first"
+            time.sleep(7)
+            flag.touch()
+            assert [line for line in lines if line] == [b"data: second"]
+        never = tmp_path / "never"  # the app waits 10 s for it, past nginx's 5
+        with requests.get(running.url("/events"), params={"flag": str(never)}, stream=True, timeout=15) as response:
             lines = response.iter_lines()
             assert next(lines) == b"data: first"
             with pytest.raises(requests.exceptions.ChunkedEncodingError):
