@@ -582,7 +582,7 @@ def test_a_blueprints_static_files_through_the_app_are_named_too(project: Path) 
 
 @pytest.mark.parametrize(
     "extra",
-    [WEBSOCKET_ROUTE, "\nfrom flask_socketio import SocketIO\n\nsocketio = SocketIO(app)\n"],
+    [WEBSOCKET_ROUTE, "\nfrom flask_socketio import SocketIO\n\nsocketio = SocketIO(app, async_mode='threading')\n"],
     ids=["flask-sock", "flask-socketio"],
 )
 def test_event_streams_beside_websockets_have_the_threads_auto_gives_those(project: Path, extra: str) -> None:
@@ -1017,7 +1017,7 @@ app.register_blueprint(shop)
 
 
 def test_flask_socketio_on_more_than_one_worker_is_named(project: Path) -> None:
-    app = PROD + "from flask_socketio import SocketIO\n\nsocketio = SocketIO(app)\n"
+    app = PROD + "from flask_socketio import SocketIO\n\nsocketio = SocketIO(app, async_mode='threading')\n"
     [found] = audit(project, {"app.py": app, "flaskprod.toml": "[server]\nworkers = 2\n"}).only("FP-C011")
     assert found["text"].startswith("the app uses Flask-SocketIO, which keeps each client's session")
     auto = {"app.py": app, "flaskprod.toml": '[server]\nworkers = "auto"\n'}
@@ -1025,6 +1025,18 @@ def test_flask_socketio_on_more_than_one_worker_is_named(project: Path) -> None:
     replicas = {"app.py": app, "flaskprod.toml": "[deploy]\nreplicas = 3\n"}
     [found] = audit(project, replicas).only("FP-C011")
     assert "deploy.replicas = 3 spreads a client's requests over that many containers" in found["text"]
+
+
+def test_flask_socketio_on_what_no_threaded_worker_runs_is_named(project: Path) -> None:
+    """SocketIO() picks eventlet, else gevent, when installed (the tests install both)."""
+    picked = PROD + "from flask_socketio import SocketIO\n\nsocketio = SocketIO(app)\n"
+    [found] = audit(project, {"app.py": picked}).only("FP-C011")
+    assert found["text"].startswith("the app's Flask-SocketIO runs on eventlet (async_mode 'eventlet', which")
+    on_gevent = picked.replace("SocketIO(app)", "SocketIO(app, async_mode='gevent')")
+    assert audit(project, {"app.py": on_gevent}).only("FP-C011") == []  # auto: gevent's worker
+    threaded = {"app.py": on_gevent, "flaskprod.toml": '[server]\nworker_class = "gthread"\n'}
+    [found] = audit(project, threaded).only("FP-C011")
+    assert "and Gunicorn's gthread worker does not run gevent's loop" in found["text"]
 
 
 def test_websocket_routes_on_gunicorns_sync_worker_are_named(project: Path) -> None:

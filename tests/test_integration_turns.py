@@ -82,3 +82,10 @@ def test_one_thread_or_the_setting_off_calls_the_app_directly(
     answers = counts(serve_app, kind, *args)
     assert all(a["yields"] == 0 for a in answers), answers
     assert answers[-1]["served"] >= 5
+
+
+def test_gevents_greenlets_call_the_app_directly(serve_app: StartServer) -> None:
+    """Greenlets hand over only where they wait, so none races another for the lock."""
+    answers = counts(serve_app, "gunicorn", "--threads", "4", "--set", "server.worker_class=gevent")
+    assert all(a["yields"] == 0 for a in answers), answers
+    assert answers[-1]["served"] >= 5

@@ -14,8 +14,13 @@ import socketio
 import yaml
 from simple_websocket import Client
 
-from flaskprod.servers.probe import socketio_path, websocket_routes
-from flaskprod.servers.websockets import AUTO_CONVERSATION_THREADS, for_conversations, websocket_problem
+from flaskprod.servers.probe import AppInfo, socketio_mode, socketio_mode_set, socketio_path, websocket_routes
+from flaskprod.servers.websockets import (
+    AUTO_CONVERSATION_THREADS,
+    for_conversations,
+    socketio_mode_where,
+    websocket_problem,
+)
 from flaskprod.sizing import derive
 from flaskprod.spec import Spec
 from tests.conftest import server_env
@@ -59,7 +64,7 @@ from flaskprod import Production
 
 app = Flask(__name__)
 Production(app)
-socketio = SocketIO(app)
+socketio = SocketIO(app, async_mode="threading")
 
 
 @socketio.on("hello")
@@ -68,10 +73,16 @@ def hello(name):
 """
 
 
-def project(root: Path, app: str = SOCK_APP) -> Path:
+def on(mode: str | None) -> str:
+    """SOCKETIO_APP on Flask-SocketIO's async_mode `mode`; None: the one it picks, eventlet's (the tests install
+    eventlet and gevent, as an app's requirements often do)."""
+    return SOCKETIO_APP.replace('async_mode="threading"', f"async_mode={mode!r}")
+
+
+def project(root: Path, app: str = SOCK_APP, requirements: str = "") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "app.py").write_text(app)
-    (root / "requirements.txt").write_text("flask\nflask-sock\nflask-socketio\nflaskprod\n")
+    (root / "requirements.txt").write_text("flask\nflask-sock\nflask-socketio\nflaskprod\n" + requirements)
     return root
 
 
@@ -115,9 +126,51 @@ def test_the_probe_finds_flask_socketios_path() -> None:
     from flask_socketio import SocketIO
 
     moved = Flask(__name__)
-    SocketIO(moved, path="/rt/io")
+    SocketIO(moved, path="/rt/io", async_mode="threading")
     assert socketio_path(moved) == "/rt/io/"
     assert socketio_path(Flask(__name__)) is None
+
+
+@pytest.mark.filterwarnings("ignore:\\s*Eventlet is deprecated")  # as Flask-SocketIO imports it
+def test_the_probe_reads_flask_socketios_async_mode() -> None:
+    from flask import Flask
+    from flask_socketio import SocketIO
+
+    picked, given = Flask(__name__), Flask(__name__)
+    SocketIO(picked)
+    SocketIO(given, async_mode="gevent")
+    assert (socketio_mode(picked), socketio_mode_set(picked)) == ("eventlet", None)  # the first installed
+    assert (socketio_mode(given), socketio_mode_set(given)) == ("gevent", "gevent")
+    assert socketio_mode(Flask(__name__)) is None
+
+
+@pytest.mark.parametrize(
+    ("loaded", "given", "installed", "image"),
+    [
+        ("eventlet", None, {"flask-socketio"}, "threading"),  # installed here, not in the image
+        ("threading", None, {"flask-socketio", "eventlet", "gevent"}, "eventlet"),
+        ("threading", None, {"flask-socketio", "gevent-websocket"}, "gevent"),
+        ("eventlet", "eventlet", {"flask-socketio"}, "eventlet"),  # named: the image fails to import without it
+        ("gevent", None, None, "gevent"),  # requirements that cannot all be named: as it loaded here
+        (None, None, {"eventlet"}, None),  # no Flask-SocketIO
+    ],
+)
+def test_the_image_runs_flask_socketio_on_what_its_requirements_install(
+    loaded: str | None, given: str | None, installed: set[str] | None, image: str | None
+) -> None:
+    info = AppInfo(
+        rss_mb=None,
+        static_folder=None,
+        static_url_path=None,
+        import_string="app:app",
+        socketio_path="/socket.io/" if loaded else None,
+        socketio_mode=loaded,
+        socketio_mode_set=given,
+    )
+    assert socketio_mode_where(info, None if installed is None else frozenset(installed)) == image
+
+
+ON_GEVENT = {"server.kind": "gunicorn", "server.workers": 1, "server.worker_class": "gevent"}
 
 
 @pytest.mark.parametrize(
@@ -127,13 +180,26 @@ def test_the_probe_finds_flask_socketios_path() -> None:
         ({"server.kind": "gunicorn", "server.worker_class": "gevent", "server.threads": 1}, None),
         ({"server.kind": "uwsgi"}, 'uWSGI cannot hand the client\'s connection: serve it with Gunicorn'),
         ({"server.kind": "gunicorn", "server.threads": 1}, "Gunicorn's sync worker would hold a whole process"),
-        ({"server.kind": "gunicorn", "server.workers": 1, "socketio": True}, None),
-        ({"server.kind": "gunicorn", "server.workers": 2, "socketio": True}, "fail with 400 (Invalid session)"),
-        ({"server.kind": "gunicorn", "socketio": True}, "fail with 400 (Invalid session)"),  # auto: at least 2
+        ({"server.kind": "gunicorn", "server.workers": 1, "socketio": "threading"}, None),
+        ({"server.kind": "gunicorn", "server.workers": 2, "socketio": "threading"}, "fail with 400 (Invalid session)"),
+        ({"server.kind": "gunicorn", "socketio": "threading"}, "fail with 400 (Invalid session)"),  # auto: at least 2
+        ({**ON_GEVENT, "socketio": "threading"}, None),
+        ({**ON_GEVENT, "socketio": "gevent"}, None),
+        (
+            {"server.kind": "gunicorn", "server.workers": 1, "socketio": "gevent"},
+            "runs on gevent (async_mode 'gevent', which SocketIO() picks when gevent is installed), and Gunicorn's "
+            "gthread worker does not run gevent's loop",
+        ),
+        (
+            {**ON_GEVENT, "socketio": "eventlet"},
+            "runs on eventlet (async_mode 'eventlet', which SocketIO() picks when eventlet is installed), whose own "
+            "server flaskprod does not run (Gunicorn has no eventlet worker)",
+        ),
     ],
 )
 def test_which_servers_can_hold_them(settings: dict[str, object], refused: str | None) -> None:
-    socketio = bool(settings.get("socketio"))
+    socketio = settings.get("socketio")
+    assert socketio is None or isinstance(socketio, str)
     spec = Spec().replace(**{key: value for key, value in settings.items() if key != "socketio"})
     problem = websocket_problem(spec, ["/echo", "/a", "/b", "/c"], socketio=socketio)
     if refused is None:
@@ -159,10 +225,24 @@ def test_which_servers_can_hold_them(settings: dict[str, object], refused: str |
 def test_each_conversation_gets_a_thread_of_its_own(
     settings: dict[str, object], paths: list[str], threads: int
 ) -> None:
-    spec = for_conversations(Spec().replace(**settings), paths, socketio=False)
+    spec = for_conversations(Spec().replace(**settings), paths, socketio=None)
     derived = derive(spec)
     assert derived.threads == threads
     assert derived.pool.size == spec.server.threads  # one connection per request thread: none for conversations
+
+
+@pytest.mark.parametrize(
+    ("mode", "worker_class", "chosen"),
+    [("threading", "auto", "gthread"), ("gevent", "auto", "gevent"), ("gevent", "gthread", "gthread")],
+)
+def test_flask_socketio_on_gevent_gets_gevents_worker_where_auto_chooses(
+    mode: str, worker_class: str, chosen: str
+) -> None:
+    spec = for_conversations(Spec().replace(**{"server.worker_class": worker_class}), ["/socket.io/"], socketio=mode)
+    derived = derive(spec)
+    assert (derived.workers, derived.worker_class) == (1, chosen)
+    # greenlets, not threads: no threads added for the conversations
+    assert derived.threads == (12 if chosen == "gevent" else 12 + AUTO_CONVERSATION_THREADS)
 
 
 def test_serve_runs_gunicorn_with_threads_for_the_conversations(tmp_path: Path) -> None:
@@ -171,6 +251,18 @@ def test_serve_runs_gunicorn_with_threads_for_the_conversations(tmp_path: Path) 
     assert printed.returncode == 0, printed.stderr
     settings = json.loads(printed.stdout)
     assert (settings["server"], settings["threads"]) == ("gunicorn", 12 + AUTO_CONVERSATION_THREADS)
+
+
+def test_serve_runs_flask_socketio_on_gevent_with_gevents_worker_and_refuses_eventlet(tmp_path: Path) -> None:
+    printed = flaskprod(project(tmp_path / "gevent", on("gevent")), "serve", "app:app", "--print-config")
+    assert printed.returncode == 0, printed.stderr
+    settings = json.loads(printed.stdout)
+    assert (settings["server"], settings["workers"], settings["worker_class"]) == ("gunicorn", 1, "gevent")
+    refused = flaskprod(project(tmp_path / "eventlet", on(None)), "serve", "app:app", "--print-config")
+    assert refused.returncode != 0
+    last = refused.stderr.splitlines()[-1]
+    assert last.startswith("Error: the app's Flask-SocketIO runs on eventlet"), refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_build_picks_gunicorn_and_has_nginx_pass_the_handshake(tmp_path: Path) -> None:
@@ -284,21 +376,72 @@ def test_up_refuses_uwsgi_for_them_before_serving(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_up_serves_flask_socketio_with_one_gunicorn_worker_polling_and_upgraded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["threading", "gevent"])
+def test_up_serves_flask_socketio_with_one_gunicorn_worker_polling_and_upgraded(tmp_path: Path, mode: str) -> None:
     """Flask-SocketIO's session lives in the process that opened it: auto runs one worker (with 2, a client's polls
-    reached the other and failed), on Gunicorn, and nginx passes the upgrade on (without it, no WebSocket)."""
-    root = project(tmp_path / "app", SOCKETIO_APP)
+    reached the other and failed), on Gunicorn, and nginx passes the upgrade on (without it, no WebSocket). On
+    gevent, the worker is gevent's: on threads, no client got a reply, polling or upgraded."""
+    root = project(tmp_path / "app", on(mode))
     running = start_up(root, "auto", free_port())
     try:
         running.wait_ready()
         assert "(/socket.io/): Gunicorn serves it, as uWSGI cannot hand them the client's connection; one worker" in (
             running.stderr()
         )
-        assert "gunicorn, 1 worker x 112 threads" in running.stdout()
+        if mode == "gevent":
+            assert "; Gunicorn's gevent worker, as Flask-SocketIO runs on gevent here" in running.stderr()
+            assert "gunicorn, 1 worker of greenlets (gevent" in running.stdout()
+        else:
+            assert "gunicorn, 1 worker x 112 threads (gthread" in running.stdout()
         assert socketio_reply(running.port, "polling", "poll") == "hello poll"
         assert socketio_reply(running.port, "websocket", "ws") == "hello ws"
     finally:
         stop(running)
+
+
+@pytest.mark.integration
+def test_up_refuses_flask_socketio_on_eventlet_before_serving(tmp_path: Path) -> None:
+    """SocketIO() picks eventlet when it is installed; under Gunicorn's threads no client got a reply."""
+    root = project(tmp_path / "app", on(None))
+    running = start_up(root, "auto", free_port())
+    try:
+        assert running.proc.wait(timeout=60) == 2
+        assert running.stderr().splitlines()[-1] == (
+            "Error: the app's Flask-SocketIO runs on eventlet (async_mode 'eventlet', which SocketIO() picks when "
+            "eventlet is installed), whose own server flaskprod does not run (Gunicorn has no eventlet worker): under "
+            "Gunicorn's threads no client gets a reply; pass async_mode='threading' to SocketIO(), or uninstall "
+            "eventlet (and leave it out of the requirements)"
+        )
+    finally:
+        stop(running)
+
+
+@pytest.mark.parametrize(
+    ("app", "requirements", "refused"),
+    [
+        (None, "", None),  # eventlet installed here, not in the image: threading there
+        (None, "eventlet\n", "Error: the app's Flask-SocketIO runs on eventlet (async_mode 'eventlet'"),
+        (None, "gevent\n", None),
+        ("gevent", "", "Error: the app gives SocketIO() async_mode='gevent', and requirements.txt does not install"),
+    ],
+    ids=["picked-threading", "picked-eventlet", "picked-gevent", "gevent-uninstalled"],
+)
+def test_build_runs_flask_socketio_on_what_the_image_installs(
+    tmp_path: Path, app: str | None, requirements: str, refused: str | None
+) -> None:
+    root = project(tmp_path / "app", on(app), requirements)
+    built = flaskprod(root, "build", "--target", "k8s", "--out", "deploy/k8s")
+    if refused:
+        assert built.returncode == 2, built.stderr
+        assert built.stderr.splitlines()[-1].startswith(refused), built.stderr  # after the app's own warnings
+        assert "Traceback" not in built.stderr
+        assert not (root / "deploy").exists()
+        return
+    assert built.returncode == 0, built.stderr
+    deployment = yaml.safe_load((root / "deploy/k8s/deployment.yaml").read_text())
+    [container] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "app"]
+    gevent = {"name": "FLASKPROD_SERVER__WORKER_CLASS", "value": "gevent"}
+    assert (gevent in container["env"]) == ("gevent" in requirements)
 
 
 @pytest.mark.parametrize(

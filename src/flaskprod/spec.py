@@ -105,7 +105,9 @@ class ServerSettings:
         minimum=0,
     )
     worker_class: Literal["auto", "sync", "gthread", "gevent", "eventlet"] = setting(
-        "auto", "Gunicorn worker class; auto = gthread when threads > 1, else sync."
+        "auto",
+        "Gunicorn worker class; auto = gthread when threads > 1, else sync, and gevent for a Flask-SocketIO app "
+        "that runs on gevent.",
     )
     timeout: int = setting(
         30,

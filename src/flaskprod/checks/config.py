@@ -6,6 +6,7 @@ import ast
 import gc
 import importlib.util
 import ipaddress
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -13,11 +14,12 @@ from typing import Any
 
 from flask import Flask
 
-from ..errors import BuildError
+from ..errors import BuildError, FlaskprodError
 from ..render.nginx import PLACEHOLDER, answers, server_name_host, server_names
 from ..render.requirements import async_without_asgiref, lacks_asgiref, requirements_file
 from ..runtime.db import engine_options
-from .context import Context, ProjectFile, variable_read
+from ..spec import env_for
+from .context import Context, ProjectFile, stand_in_environ, variable_read
 from .engines import where_made
 from .registry import CRITICAL, ERROR, WARNING, Found, app_check, check
 
@@ -334,25 +336,45 @@ def server_name_unserved(app: Flask, context: Context) -> Iterator[Found]:
     ERROR,
     "the app has WebSocket routes (flask-sock's, Flask-SocketIO's), and the app server the spec names cannot hold "
     "them: uWSGI cannot hand a view the client's connection, Gunicorn's sync worker holds a process for each until "
-    "its timeout kills it, and Flask-SocketIO's sessions live in the one process that opened each; `up`, `serve` "
-    "and `build` refuse to start it so",
+    "its timeout kills it, Flask-SocketIO's sessions live in the one process that opened each, and on eventlet "
+    "(its pick when eventlet is installed) or on gevent outside Gunicorn's gevent worker it answers no client; `up`, "
+    "`serve` and `build` refuse to start it so",
     hint='leave server.kind = "auto" (it picks Gunicorn for such an app) or set "gunicorn", with server.threads '
-    "above 1, and for Flask-SocketIO one worker and one replica (server.workers, deploy.replicas)",
+    "above 1, and for Flask-SocketIO one worker and one replica (server.workers, deploy.replicas), and "
+    "SocketIO(async_mode='threading') or server.worker_class = \"gevent\" with gevent",
 )
 def websockets_unheld(app: Flask, context: Context) -> Iterator[Found]:
-    from ..servers.probe import socketio_path, websocket_routes
-    from ..servers.websockets import held_by_one_worker, on_one_replica, replicas_problem, websocket_problem
+    from ..servers.probe import socketio_mode, socketio_path, websocket_routes
+    from ..servers.websockets import for_conversations, on_one_replica, replicas_problem, websocket_problem
 
     socketio = socketio_path(app)
-    # As up, serve and build resolve auto for such an app: Gunicorn, and one worker and replica for Flask-SocketIO.
-    spec = held_by_one_worker(on_one_replica(context.spec, socketio is not None), socketio is not None)
+    mode = (socketio_mode_served(context) or socketio_mode(app)) if socketio else None
+    paths = [*websocket_routes(app), *([socketio] if socketio else [])]
+    # As up, serve and build resolve auto for such an app: Gunicorn, and for Flask-SocketIO one worker and replica,
+    # of the gevent class when it runs on gevent.
+    spec = for_conversations(on_one_replica(context.spec, mode), paths, socketio=mode)
     if spec.server.kind == "auto":
         spec = spec.replace(**{"server.kind": "gunicorn"})
-    paths = [*websocket_routes(app), *([socketio] if socketio else [])]
-    problem = websocket_problem(spec, paths, socketio=socketio is not None)
-    problem = problem or replicas_problem(spec, socketio is not None)
+    problem = websocket_problem(spec, paths, socketio=mode)
+    problem = problem or replicas_problem(spec, mode)
     if problem:
         yield Found(obj=context.app_label, text=problem)
+
+
+def socketio_mode_served(context: Context) -> str | None:
+    """The async_mode the app's Flask-SocketIO runs in under a server, learnt as `serve` learns it: by loading the
+    app in a child. Here it loaded with FLASK_RUN_FROM_CLI set (so that a stray socketio.run() returns), under
+    which Flask-SocketIO picks threading, whatever is installed. None when that load fails."""
+    from ..servers.probe import probe
+
+    env: dict[str, str | None] = {**os.environ, **env_for(context.spec.flagged())}
+    if context.refused:
+        env.update(stand_in_environ())
+    given = {name: value for name, value in env.items() if value is not None}
+    try:
+        return probe(context.ref, given, bound=context.spec.proxy.ready_timeout).socketio_mode
+    except FlaskprodError:
+        return None
 
 
 @app_check(

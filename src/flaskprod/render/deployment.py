@@ -20,7 +20,7 @@ from ..errors import BuildError, SpecError
 from ..sizing import Derived, Machine, derive, responder_port
 from ..spec import URL_PATH, Spec, env_for, find_config_file, parse_size
 from .nginx import NginxContext, Protocol, StaticMount, TlsFiles, probe_host, render_nginx
-from .requirements import refuse_async_without_asgiref, require_flaskprod, requirements_file
+from .requirements import names_installed, refuse_async_without_asgiref, require_flaskprod, requirements_file
 
 if TYPE_CHECKING:
     from ..servers.probe import AppInfo, InstanceFacts
@@ -180,6 +180,9 @@ class Deployment:
             values["monitoring.metrics_responder"] = True
         if self.server == "uwsgi":
             values["server.protocol"] = "uwsgi"
+        if self.spec.server.worker_class != "auto":
+            # The class the build sized for, also where auto chose it (gevent's for Flask-SocketIO on gevent).
+            values["server.worker_class"] = self.spec.server.worker_class
         return env_for(values)
 
     def nginx_files(
@@ -413,7 +416,14 @@ def plan_deployment(
     among which the database budget is shared, for the spec as the app needs it (default: deploy.replicas).
     """
     from ..servers.probe import probe_to_learn
-    from ..servers.websockets import for_conversations, on_one_replica, replicas_problem, websocket_problem
+    from ..servers.websockets import (
+        for_conversations,
+        on_one_replica,
+        replicas_problem,
+        socketio_mode_uninstalled,
+        socketio_mode_where,
+        websocket_problem,
+    )
 
     root = (root or Path.cwd()).resolve()
     requirements = requirements_file(spec.deploy.requirements, root)
@@ -425,9 +435,13 @@ def plan_deployment(
     refuse_async_without_asgiref(info.async_views, root, requirements)
     if info.websocket_paths and server_chosen:
         server = "gunicorn"
-    socketio = info.socketio_path is not None
+    # What the image installs decides Flask-SocketIO's async_mode there, where SocketIO() does not name one.
+    installed = names_installed(root, requirements)
+    socketio = socketio_mode_where(info, installed)
+    problem = socketio_mode_uninstalled(info, installed, requirements or "pyproject.toml")
     spec = for_conversations(on_one_replica(spec, socketio), info.websocket_paths, socketio=socketio)
-    problem = websocket_problem(spec.replace(**{"server.kind": server}), info.websocket_paths, socketio=socketio)
+    served = spec.replace(**{"server.kind": server})
+    problem = problem or websocket_problem(served, info.websocket_paths, socketio=socketio)
     problem = problem or replicas_problem(spec, socketio)
     if problem:
         raise BuildError(problem)

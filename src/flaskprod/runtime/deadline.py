@@ -13,6 +13,10 @@ long C call (a sleep, a query without a statement timeout) is stopped only when 
 For that case nginx answers 504 itself a little later; the app server's hard timeout (Gunicorn's
 worker timeout, uWSGI's harakiri) kills a single-threaded worker still stuck after that, while
 neither server kills a lone thread.
+
+Under gevent's patches (Gunicorn's gevent worker) the requests are greenlets of one thread, which neither
+reaches: there gevent's own Timeout raises in the request's greenlet where it next waits. The watchdog there
+answered every request 500 ("cannot release un-acquired lock"): its lock is made before the worker patches.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import ctypes
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -161,10 +166,26 @@ def disarm() -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
+def on_greenlets() -> bool:
+    """Whether gevent has patched threading in this process, as Gunicorn's gevent worker does: requests are
+    greenlets, which only gevent can interrupt."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
+
+
+def _call_in_greenlet(seconds: float, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    from gevent import Timeout
+
+    with Timeout(seconds, RequestTimeout):
+        return call(*args, **kwargs)
+
+
 def call_with_deadline(
     timeout: float, waited: float, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs
 ) -> R:
     """call(*args, **kwargs), stopped with RequestTimeout once timeout has passed since a start waited seconds ago."""
+    if on_greenlets():
+        return _call_in_greenlet(timeout - waited, call, *args, **kwargs)
     arm(timeout, waited)
     try:
         return call(*args, **kwargs)

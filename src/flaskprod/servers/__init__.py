@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Callable
@@ -61,9 +62,8 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
     probe_env = {k: v for k, v in os.environ.items() if k not in (MULTIPROC_ENV, DRAIN_FILE_ENV, PROBE_RECORD_ENV)}
     record = os.environ.pop(PROBE_RECORD_ENV, None)  # `up`'s: what this release's app loaded as (its SERVER_NAME)
     info = probe(app, {**probe_env, **env}, bound=spec.proxy.ready_timeout, record=Path(record) if record else None)
-    socketio = info.socketio_path is not None
-    spec = for_conversations(spec, info.websocket_paths, socketio=socketio)
-    problem = websocket_problem(spec, info.websocket_paths, socketio=socketio)
+    spec = for_conversations(spec, info.websocket_paths, socketio=info.socketio_mode)
+    problem = websocket_problem(spec, info.websocket_paths, socketio=info.socketio_mode)
     if problem:
         raise ServerError(problem)
     worker_mb = info.rss_mb
@@ -73,6 +73,8 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
         return 0
     if settings["protocol"] == "uwsgi" and settings["server"] != "uwsgi":
         raise ServerError("server.protocol 'uwsgi' needs --server uwsgi: Gunicorn speaks HTTP only")
+    if settings["server"] == "gunicorn" and (missing := missing_worker(settings["worker_class"])):
+        raise ServerError(missing)
     check_bind(settings["bind"])
     if settings["metrics_bind"]:
         check_bind(settings["metrics_bind"], instead="another --bind (the metrics responder listens beside it)")
@@ -83,6 +85,27 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
 
 
 Runner = Callable[[dict[str, Any], discovery.AppRef, RunDir], int]
+
+# The module each of Gunicorn's greenlet workers is, and the package it runs on.
+GREENLET_WORKERS = {
+    "gevent": ("gunicorn.workers.ggevent", "gevent"),
+    "eventlet": ("gunicorn.workers.geventlet", "eventlet"),
+}
+
+
+def missing_worker(worker_class: str) -> str | None:
+    """Why Gunicorn cannot start worker_class here, and the fix; None when it can. Gunicorn itself would fail in
+    its arbiter with a traceback: recent releases have no eventlet worker, and the gevent one needs gevent."""
+    if worker_class not in GREENLET_WORKERS:
+        return None
+    module, package = GREENLET_WORKERS[worker_class]
+    if importlib.util.find_spec(module) is None:
+        return (
+            f"server.worker_class = {worker_class!r}: the Gunicorn installed has no {worker_class} worker (recent "
+            'releases dropped it); use "gevent" or "gthread"'
+        )
+    installed = importlib.util.find_spec(package) is not None
+    return None if installed else f"server.worker_class = {worker_class!r} needs {package}: pip install {package}"
 
 
 def _runner(settings: dict[str, Any]) -> Runner:

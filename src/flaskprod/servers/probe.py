@@ -62,6 +62,8 @@ class AppInfo:
     async_views: tuple[str, ...] = ()  # async_views(app): what Flask can run only with asgiref installed
     websocket_routes: tuple[str, ...] = ()  # websocket_routes(app): served by a server that hands over its socket
     socketio_path: str | None = None  # socketio_path(app): where Flask-SocketIO answers, when the app uses it
+    socketio_mode: str | None = None  # socketio_mode(app): the async_mode Flask-SocketIO loaded in, here
+    socketio_mode_set: str | None = None  # the async_mode SocketIO() was given; None: it picked what is installed
     migrate_command: str | None = None  # Flask-Migrate's command group (`flask db`), when the app uses it
 
     @property
@@ -141,6 +143,8 @@ def _app_info(result: dict[str, Any]) -> AppInfo:
         async_views=tuple(result["async_views"]),
         websocket_routes=tuple(result.get("websocket_routes", ())),  # absent from a record an older flaskprod wrote
         socketio_path=result.get("socketio_path"),
+        socketio_mode=result.get("socketio_mode"),  # these two are absent from a record an older flaskprod wrote
+        socketio_mode_set=result.get("socketio_mode_set"),
         migrate_command=result["migrate_command"],
     )
 
@@ -243,6 +247,20 @@ def socketio_path(app: Any) -> str | None:
     return path if isinstance(path, str) else None
 
 
+def socketio_mode(app: Any) -> str | None:
+    """The async_mode Flask-SocketIO runs in, when the app uses it: the one SocketIO() was given, or else the first
+    of eventlet, gevent and threading that is installed (so installing eventlet changes it)."""
+    mode = getattr(app.extensions.get("socketio"), "async_mode", None)
+    return mode if isinstance(mode, str) and socketio_path(app) else None
+
+
+def socketio_mode_set(app: Any) -> str | None:
+    """The async_mode the app gave SocketIO(), or None when it left Flask-SocketIO to pick."""
+    options = getattr(app.extensions.get("socketio"), "server_options", None)
+    mode = options.get("async_mode") if isinstance(options, dict) else None
+    return mode if isinstance(mode, str) and socketio_path(app) else None
+
+
 def async_views(app: Any) -> list[str]:
     """The endpoints whose view is a coroutine function, and the other functions Flask calls through ensure_sync
     that are (request and app context hooks, error handlers, context processors; by qualified name): Flask runs
@@ -328,6 +346,8 @@ def main(argv: list[str]) -> int:
         "async_views": async_views(app),
         "websocket_routes": websocket_routes(app),
         "socketio_path": socketio_path(app),
+        "socketio_mode": socketio_mode(app),
+        "socketio_mode_set": socketio_mode_set(app),
         "migrate_command": migrate_command(app),
     }
     write_answer(Path(result_path), info)

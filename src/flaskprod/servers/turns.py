@@ -31,5 +31,7 @@ def taking_turns(app: WSGIApplication) -> WSGIApplication:
 
 
 def turns_taken(settings: Mapping[str, Any]) -> bool:
-    """Whether the server's app takes turns: fair_gil on, and workers with threads to take them."""
-    return bool(settings["fair_gil"]) and settings["threads"] > 1
+    """Whether the server's app takes turns: fair_gil on, and workers with threads to take them (gevent's run
+    greenlets, which hand over only where they wait, and never race for the lock)."""
+    greenlets = settings.get("worker_class") in ("gevent", "eventlet")
+    return bool(settings["fair_gil"]) and settings["threads"] > 1 and not greenlets

@@ -399,7 +399,7 @@ def learn_app(p: Plan) -> Plan:
     learnt = dataclasses.replace(p, loaded=probe(p.app, p.app_env, bound=p.spec.proxy.ready_timeout))
     refuse_endpoints_under_static(learnt.spec, learnt.loaded)
     paths = learnt.loaded.websocket_paths if learnt.loaded else ()
-    socketio = learnt.loaded is not None and learnt.loaded.socketio_path is not None
+    socketio = learnt.loaded.socketio_mode if learnt.loaded else None
     learnt = for_websockets(learnt, paths, socketio=socketio)
     problem = websocket_problem(learnt.spec, paths, socketio=socketio)
     if problem:
@@ -407,10 +407,10 @@ def learn_app(p: Plan) -> Plan:
     return learnt
 
 
-def for_websockets(p: Plan, paths: Sequence[str], *, socketio: bool) -> Plan:
+def for_websockets(p: Plan, paths: Sequence[str], *, socketio: str | None) -> Plan:
     """p as an app with WebSocket routes needs it (servers/websockets.py), where auto left the choice to flaskprod:
     Gunicorn for uWSGI, which cannot hand them the client's connection; threads for the conversations; one worker
-    for Flask-SocketIO."""
+    for Flask-SocketIO (socketio: its async_mode), of the gevent class when it runs on gevent."""
     spec = for_conversations(p.spec, paths, socketio=socketio)
     if paths and p.server_chosen and spec.server.kind == "uwsgi":
         spec = spec.replace(**{"server.kind": "gunicorn"})
@@ -524,8 +524,8 @@ def replan(current: Plan, spec: Spec) -> Plan:
     """The plan for a reloaded spec, keeping what only a restart may change; SpecError naming those."""
     spec = behind_nginx(spec)
     # What auto chose at start stands: Gunicorn for an app with WebSocket routes, threads for their conversations,
-    # one worker for Flask-SocketIO.
-    for key in ("server.kind", "server.workers", "server.conversation_threads"):
+    # one worker for Flask-SocketIO, gevent's when it runs on gevent.
+    for key in ("server.kind", "server.workers", "server.conversation_threads", "server.worker_class"):
         if spec.get(key) == "auto":
             spec = spec.replace(**{key: current.spec.get(key)})
     changed = [key for key in RESTART_ONLY if spec.get(key) != current.spec.get(key)]
@@ -857,6 +857,8 @@ class Stack:
             chosen.append("Gunicorn serves it, as uWSGI cannot hand them the client's connection")
         if p.spec.server.workers != self.plan.spec.server.workers:
             chosen.append("one worker, as Flask-SocketIO keeps each client's session in the process that opened it")
+        if p.spec.server.worker_class != self.plan.spec.server.worker_class:
+            chosen.append(f"Gunicorn's {p.spec.server.worker_class} worker, as Flask-SocketIO runs on gevent here")
         if p.derived.threads != self.plan.derived.threads:
             chosen.append(f"{p.derived.threads} threads a worker, as each open conversation holds one")
         if chosen and p.loaded:
@@ -1159,10 +1161,14 @@ class Stack:
         p, d, spec = self.plan, self.plan.derived, self.plan.spec
         assert p.release is not None
         url = p.url
-        threads = counted(d.threads, "thread")
+        # gevent's worker runs a greenlet a request, however many threads the spec gives.
+        threaded = d.worker_class in ("gthread", "sync")
+        workers = f"{counted(d.workers, 'worker')} x {counted(d.threads, 'thread')}" if threaded else (
+            f"{counted(d.workers, 'worker')} of greenlets"
+        )
         protocol = "uwsgi protocol" if p.protocol == "uwsgi" else "HTTP"
         pinned = ", a CPU each" if d.cpu_affinity else ""
-        fair = ", fair GIL" if spec.server.fair_gil and d.threads > 1 else ""
+        fair = ", fair GIL" if spec.server.fair_gil and d.threads > 1 and d.worker_class == "gthread" else ""
         metrics = f"{url}{spec.monitoring.metrics_path}" if spec.monitoring.metrics else "off"
         if p.prometheus:  # nginx's public port answers 404 there: the scraper has a listener of its own
             metrics = f"{p.prometheus.metrics_url(spec)} (loopback, for Prometheus)"
@@ -1175,7 +1181,7 @@ class Stack:
             ("URL", f"{url}/"),
             (
                 "app server",
-                f"{spec.server.kind}, {counted(d.workers, 'worker')} x {threads} ({d.worker_class}{pinned}{fair}), "
+                f"{spec.server.kind}, {workers} ({d.worker_class}{pinned}{fair}), "
                 f"{protocol} on unix:{p.socket(p.release)}",
             ),
             ("release", f"{p.release.number}, copied {p.release.created} from {p.release.source}"),

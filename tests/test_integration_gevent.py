@@ -1,0 +1,87 @@
+"""Production(app) under Gunicorn's gevent worker (server.worker_class = "gevent", and auto's pick for a
+Flask-SocketIO app on gevent): each request is a greenlet of one thread, which the deadline's watchdog cannot
+reach; its lock, made before the worker patches threading, answered every request 500."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import StartServer, server_env
+from tests.support import BIN, free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+APP = """
+import time
+
+from flask import Flask
+
+from flaskprod import Production
+
+app = Flask(__name__)
+Production(app)
+
+
+@app.get("/api/ping")
+def ping():
+    return {"ok": True}
+
+
+@app.get("/api/slow")
+def slow():
+    time.sleep(8)  # gevent's, patched: the greenlet waits, the others run
+    return {"slept": 8}
+"""
+
+
+def test_requests_are_answered_and_stopped_at_the_deadline_without_holding_the_others(
+    serve_app: StartServer,
+) -> None:
+    server = serve_app(APP, args=("--set", "server.worker_class=gevent", "--timeout", "1"))
+    assert "Using worker: gevent" in server.stderr()
+    for _ in range(5):
+        assert server.get("/api/ping").json() == {"ok": True}
+    slow: list[tuple[requests.Response, float]] = []
+    waiting = threading.Thread(target=lambda: slow.append((server.get("/api/slow"), time.monotonic())))
+    waiting.start()
+    try:
+        time.sleep(0.3)
+        assert server.get("/api/ping").json() == {"ok": True}
+        pinged = time.monotonic()
+    finally:
+        waiting.join(timeout=15)
+    [(answer, answered)] = slow
+    assert answer.status_code == 504  # the deadline's (1 s), not the view's answer after 8 s
+    assert pinged < answered  # answered beside the sleeping greenlet, not after it
+
+    def slow_lines() -> list[dict[str, Any]]:
+        return [r for r in server.json_lines() if r.get("url", {}).get("path") == "/api/slow"]
+
+    # The worker's output reaches the file through the server's relay, a moment after the answer.
+    [record] = wait_for(slow_lines, timeout=5, what="the access line of /api/slow")
+    assert record["http"]["response"]["status_code"] == 504
+    metrics = server.get("/metrics").text
+    assert 'http_requests_total{endpoint="/api/ping",method="GET",status="200"} 6.0' in metrics, metrics
+    assert 'http_requests_total{endpoint="/api/slow",method="GET",status="504"} 1.0' in metrics, metrics
+
+
+def test_a_worker_class_the_installed_gunicorn_lacks_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Gunicorn's own failure was a traceback from its arbiter ("Entry point ('gunicorn.workers', 'eventlet') not
+    found"): recent releases dropped the eventlet worker."""
+    (tmp_path / "app.py").write_text(APP)
+    args = ["serve", "app:app", "--bind", f"127.0.0.1:{free_port()}", "--set", "server.worker_class=eventlet"]
+    refused = subprocess.run(
+        [str(BIN / "flaskprod"), *args], cwd=tmp_path, env=server_env(), capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.splitlines()[-1] == (
+        "Error: server.worker_class = 'eventlet': the Gunicorn installed has no eventlet worker (recent releases "
+        'dropped it); use "gevent" or "gthread"'
+    )
