@@ -616,6 +616,24 @@ def test_requirements_without_flaskprod_are_refused_and_nothing_is_written(proje
 
 
 @pytest.mark.integration
+def test_a_greenlet_worker_the_requirements_do_not_install_is_refused_and_nothing_is_written(project: Path) -> None:
+    args = ("--target", "k8s", "--server", "gunicorn", "--set", "server.worker_class=gevent")
+    result = flaskprod_build(project, *args)
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.strip() == (
+        "Error: server.worker_class = 'gevent' runs on gevent, which requirements.txt does not install: the image's "
+        "app server would not start; add gevent to it"
+    )
+    assert not (project / "deploy").exists()
+    requirements = project / "requirements.txt"
+    requirements.write_text(requirements.read_text() + "gevent\n")
+    assert flaskprod_build(project, *args).returncode == 0
+    deployment = yaml.safe_load((project / "deploy/k8s/deployment.yaml").read_text())
+    [app] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "app"]
+    assert {"name": "FLASKPROD_SERVER__WORKER_CLASS", "value": "gevent"} in app["env"]
+
+
+@pytest.mark.integration
 def test_a_project_without_requirements_is_told_how_to_fix_it(project: Path) -> None:
     (project / "requirements.txt").unlink()
     result = flaskprod_build(project, "--target", "single")

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from .. import discovery
 from ..errors import BuildError, SpecError
-from ..sizing import Derived, Machine, derive, responder_port
+from ..sizing import Derived, Machine, derive, responder_port, worker_class
 from ..spec import URL_PATH, Spec, env_for, find_config_file, parse_size
 from .nginx import NginxContext, Protocol, StaticMount, TlsFiles, probe_host, render_nginx
 from .requirements import names_installed, refuse_async_without_asgiref, require_flaskprod, requirements_file
@@ -415,6 +415,7 @@ def plan_deployment(
     Gunicorn, which can hand them the client's connection. replicas: the app containers that can run at once,
     among which the database budget is shared, for the spec as the app needs it (default: deploy.replicas).
     """
+    from ..servers.greenlets import worker_uninstalled
     from ..servers.probe import probe_to_learn
     from ..servers.websockets import (
         for_conversations,
@@ -443,6 +444,8 @@ def plan_deployment(
     served = spec.replace(**{"server.kind": server})
     problem = problem or websocket_problem(served, info.websocket_paths, socketio=socketio)
     problem = problem or replicas_problem(spec, socketio)
+    if server == "gunicorn":
+        problem = problem or worker_uninstalled(worker_class(served), installed, requirements or "pyproject.toml")
     if problem:
         raise BuildError(problem)
     mon = spec.monitoring

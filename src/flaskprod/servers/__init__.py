@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from ..errors import ServerError
 from ..sizing import derive
 from ..spec import PROBE_RECORD_ENV, Spec, env_for
 from .common import DRAIN_FILE_ENV, MULTIPROC_ENV, RunDir, check_bind
+from .greenlets import missing_worker
 from .settings import server_settings
 from .websockets import for_conversations, websocket_problem
 
@@ -86,26 +86,6 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
 
 Runner = Callable[[dict[str, Any], discovery.AppRef, RunDir], int]
 
-# The module each of Gunicorn's greenlet workers is, and the package it runs on.
-GREENLET_WORKERS = {
-    "gevent": ("gunicorn.workers.ggevent", "gevent"),
-    "eventlet": ("gunicorn.workers.geventlet", "eventlet"),
-}
-
-
-def missing_worker(worker_class: str) -> str | None:
-    """Why Gunicorn cannot start worker_class here, and the fix; None when it can. Gunicorn itself would fail in
-    its arbiter with a traceback: recent releases have no eventlet worker, and the gevent one needs gevent."""
-    if worker_class not in GREENLET_WORKERS:
-        return None
-    module, package = GREENLET_WORKERS[worker_class]
-    if importlib.util.find_spec(module) is None:
-        return (
-            f"server.worker_class = {worker_class!r}: the Gunicorn installed has no {worker_class} worker (recent "
-            'releases dropped it); use "gevent" or "gthread"'
-        )
-    installed = importlib.util.find_spec(package) is not None
-    return None if installed else f"server.worker_class = {worker_class!r} needs {package}: pip install {package}"
 
 
 def _runner(settings: dict[str, Any]) -> Runner:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from ..sizing import worker_class
 from ..spec import Spec
+from .greenlets import GREENLET_PACKAGES
 
 if TYPE_CHECKING:
     from .probe import AppInfo
@@ -50,24 +51,22 @@ AUTO_CONVERSATION_THREADS = 100
 SOCKETIO_MODES = ("threading", "gevent")
 
 
-# What Flask-SocketIO picks when SocketIO() names no async_mode, in its order, by the packages that provide each
-# (gevent_uwsgi, between them, only inside uWSGI, which such an app does not get); threading when none is installed.
-PICKED_BY_PACKAGE = (("eventlet", frozenset({"eventlet"})), ("gevent", frozenset({"gevent", "gevent-websocket"})))
 
 
 def socketio_mode_where(info: AppInfo, installed: frozenset[str] | None) -> str | None:
     """The async_mode the app's Flask-SocketIO will run in where the packages installed are `installed` (canonical
-    names, the image's requirements): the one SocketIO() was given, else the first installed of PICKED_BY_PACKAGE.
+    names, the image's requirements): the one SocketIO() was given, else the first of GREENLET_PACKAGES installed
+    (gevent_uwsgi, between them, only inside uWSGI, which such an app does not get), else threading.
     None installed that can be named (a local path among them): the mode it loaded in here."""
     if info.socketio_mode is None or info.socketio_mode_set or installed is None:
         return info.socketio_mode
-    return next((mode for mode, packages in PICKED_BY_PACKAGE if packages & installed), "threading")
+    return next((mode for mode, packages in GREENLET_PACKAGES.items() if packages & installed), "threading")
 
 
 def socketio_mode_uninstalled(info: AppInfo, installed: frozenset[str] | None, where: str) -> str | None:
     """Why the app would fail to import where `installed` are the packages (the requirements file `where`): its
     SocketIO() names an async_mode whose package they leave out ("Invalid async_mode specified"); None when not."""
-    packages = dict(PICKED_BY_PACKAGE).get(info.socketio_mode_set or "")
+    packages = GREENLET_PACKAGES.get(info.socketio_mode_set or "")
     if packages is None or installed is None or packages & installed:
         return None
     return (
