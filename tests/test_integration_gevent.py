@@ -7,14 +7,16 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.conftest import StartServer, server_env
+from tests.conftest import Postgres, StartServer, server_env
 from tests.support import BIN, free_port, wait_for
+from tests.test_runtime_db import HOLDING_APP, sleeping
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +72,50 @@ def test_requests_are_answered_and_stopped_at_the_deadline_without_holding_the_o
     metrics = server.get("/metrics").text
     assert 'http_requests_total{endpoint="/api/ping",method="GET",status="200"} 6.0' in metrics, metrics
     assert 'http_requests_total{endpoint="/api/slow",method="GET",status="504"} 1.0' in metrics, metrics
+
+
+DB_APP = HOLDING_APP + """
+
+@app.get("/statement-timeout")
+def statement_timeout():
+    return db.session.execute(sa.text("SHOW statement_timeout")).scalar()
+
+
+@app.get("/api/ping")
+def ping():
+    return {"ok": True}
+"""
+
+
+def test_a_query_waits_in_gevents_loop_so_the_worker_answers_others_meanwhile(
+    serve_app: StartServer, postgres: Postgres
+) -> None:
+    """psycopg2 waits for the database inside libpq, where gevent cannot switch: one query stopped every request of
+    its worker. flaskprod gives psycopg2 a wait callback that waits in gevent's loop."""
+    server = serve_app(DB_APP, env={"DATABASE_URL": postgres.url}, args=("--set", "server.worker_class=gevent"))
+    with ThreadPoolExecutor(1) as holder:
+        held = holder.submit(server.get, "/hold?s=4", timeout=15)
+        wait_for(lambda: sleeping(postgres.url), timeout=5, what="the request's query on the database")
+        assert server.get("/api/ping").json() == {"ok": True}
+        assert not held.done()  # answered while the query still ran
+        assert held.result().text == "held"
+    # PostgreSQL's own timeout comes a second after the deadline's cancel (30 s), rather than racing it to a 500.
+    assert server.get("/statement-timeout").text == "31s"
+
+
+def test_a_query_past_the_deadline_is_cancelled_answered_504_and_its_connection_replaced(
+    serve_app: StartServer, postgres: Postgres
+) -> None:
+    """gevent's Timeout lands in the query's wait, which cancels the statement (PostgreSQL's own timeout is off
+    here, so only the cancel can stop it). psycopg2 closes a connection whose wait raised: the pool must drop it,
+    where its rollback failed the request's teardown and the client got 500."""
+    args = ("--set", "server.worker_class=gevent", "--timeout", "1", "--set", "database.statement_timeout=0")
+    server = serve_app(DB_APP, env={"DATABASE_URL": postgres.url}, args=args)
+    for _ in range(2):
+        assert server.get("/hold?s=60").status_code == 504
+        wait_for(lambda: not sleeping(postgres.url), timeout=10, what="the cancelled statement to end")
+        assert server.get("/hold?s=0").text == "held"
+    assert "connection already closed" not in server.stderr() + server.stdout()
 
 
 def test_a_worker_class_the_installed_gunicorn_lacks_is_refused_in_one_line(tmp_path: Path) -> None:

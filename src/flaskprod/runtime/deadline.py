@@ -32,6 +32,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import ParamSpec, TypeVar
 
+from flask import g, has_app_context
 from werkzeug.exceptions import GatewayTimeout
 
 P = ParamSpec("P")
@@ -56,6 +57,18 @@ def counted_wait(timeout: float, waited: float | None) -> float:
     if waited is None or waited > timeout + CLOCK_SET_WRONG:
         return 0.0
     return waited
+
+
+# flask.g's key: the request's deadline passed in a wait that answered with the wait's own error (passed_in_a_wait).
+PASSED_IN_A_WAIT = "flaskprod_deadline_passed"
+
+
+def passed_in_a_wait() -> None:
+    """Note that the request's deadline passed in a wait that had to end in its own error instead: psycopg2's for a
+    cancelled statement under gevent, where raising the deadline's exception through its wait callback would have
+    psycopg2 close a connection its pool still holds. The error pages answer that error with the deadline's 504."""
+    if has_app_context():
+        setattr(g, PASSED_IN_A_WAIT, True)
 
 
 def waited_too_long() -> RequestTimeout:

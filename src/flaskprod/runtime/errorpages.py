@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from flask.typing import ErrorHandlerCallable, ResponseReturnValue
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
-from .deadline import RequestTimeout
+from .deadline import PASSED_IN_A_WAIT, RequestTimeout
 from .logs import request_id
 
 _HTML = """<!doctype html>
@@ -35,6 +35,8 @@ def _apps_catch_all() -> ErrorHandlerCallable | None:
 def error_response(exc: HTTPException) -> ResponseReturnValue:
     if exc.code is None:  # not an error (e.g. a bare HTTPException wrapping a response)
         return exc
+    if exc.code == 500 and g.get(PASSED_IN_A_WAIT):  # what the wait raised as the deadline stopped it
+        exc = RequestTimeout()
     if isinstance(exc, RequestTimeout):
         # The traceback shows where the request was stuck: the one clue to why it was slow.
         current_app.logger.error("request stopped after its deadline (server.timeout)", exc_info=exc)

@@ -23,6 +23,7 @@ from ..errors import FlaskprodError
 from . import affinity, gcfreeze, stopnow
 from .common import RunDir
 from .freethreads import accepting_while_a_thread_is_free_of_conversations
+from .greenlets import psycopg2_waits_in_gevents_loop
 from .jsonrelay import Relay
 from .memorybound import MemoryBound
 from .responder import Responder, start_responder
@@ -89,8 +90,11 @@ def _post_worker_init(worker: Any) -> None:
     """Chain the worker's SIGTERM handler so its own readiness flips to draining the moment it is told to stop;
     give it a stop-now handler that neither deadlocks nor cuts the request in hand."""
     from ..runtime import draining
+    from ..runtime.deadline import on_greenlets
 
     stopnow.install(worker)
+    if on_greenlets():
+        psycopg2_waits_in_gevents_loop()
     getattr(worker, BOOTED)[0] = 1
     _refusing_once_stopped(worker)
     accepting_while_a_thread_is_free_of_conversations(worker)
