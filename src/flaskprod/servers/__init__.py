@@ -87,7 +87,6 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
 Runner = Callable[[dict[str, Any], discovery.AppRef, RunDir], int]
 
 
-
 def _runner(settings: dict[str, Any]) -> Runner:
     if settings["server"] == "uwsgi":
         from .uwsgi import run as run_uwsgi

@@ -51,8 +51,6 @@ AUTO_CONVERSATION_THREADS = 100
 SOCKETIO_MODES = ("threading", "gevent")
 
 
-
-
 def socketio_mode_where(info: AppInfo, installed: frozenset[str] | None) -> str | None:
     """The async_mode the app's Flask-SocketIO will run in where the packages installed are `installed` (canonical
     names, the image's requirements): the one SocketIO() was given, else the first of GREENLET_PACKAGES installed
