@@ -162,11 +162,13 @@ def test_uwsgi_upstream_passes_cgi_params_and_the_same_headers(tmp_path: Path) -
     assert directive(text, "keepalive") == []
 
 
-@pytest.mark.parametrize(("threads", "expected"), [(1, []), (4, ["12"])])
+@pytest.mark.parametrize(
+    ("threads", "worker_class", "expected"), [(1, "auto", []), (4, "auto", ["12"]), (4, "gevent", [])]
+)
 def test_upstream_keepalive_only_where_the_worker_reuses_connections(
-    tmp_path: Path, threads: int, expected: list[str]
+    tmp_path: Path, threads: int, worker_class: str, expected: list[str]
 ) -> None:
-    spec = make_spec(**{"server.threads": str(threads), "server.workers": "3"})
+    spec = make_spec(**{"server.threads": str(threads), "server.workers": "3", "server.worker_class": worker_class})
     derived = derive(spec, MACHINE)
     text = rendered(spec, context(tmp_path), derived)
     assert directive(text, "keepalive") == expected

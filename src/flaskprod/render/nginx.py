@@ -18,9 +18,12 @@ from ..spec import Spec
 
 Protocol = Literal["http", "uwsgi"]
 
-# Worker classes that keep a connection open between requests; Gunicorn's sync worker closes
-# after every response, so an upstream keepalive pool would only hold dead connections.
-KEEPALIVE_WORKER_CLASSES = frozenset({"gthread", "gevent", "eventlet"})
+# Worker classes whose kept connections nginx reuses. Gunicorn's sync worker closes after every response, so an
+# upstream keepalive pool would only hold dead connections. A greenlet worker (gevent's) accepts every connection
+# it is offered, and those nginx kept stayed with the worker that took them: paired (4 rounds), `/` and `/api/cpu`
+# had p99 at 1.1 to 1.3 s and 19 to 41 requests a round past wrk's 2 s; a new connection per request goes to the
+# worker in accept, and p99/p50 was 1.27 and 1.36, with none past 2 s, for 0.80x the requests (0.70x on `/api/ping`).
+KEEPALIVE_WORKER_CLASSES = frozenset({"gthread"})
 # Seconds nginx keeps using a static file it holds open before it looks at the path again (open_file_cache_valid):
 # a file changed in place, or a serving link repointed at another release by `up`'s switch, is seen within it.
 STATIC_REVALIDATE = 1
