@@ -172,6 +172,11 @@ class Derived:
     max_body_bytes: int  # nginx's client_max_body_size: see max_body_bytes()
 
 
+# Gunicorn's worker classes that run a greenlet a request rather than threads: no thread counts, turns or kept
+# connections apply to them.
+GREENLET_CLASSES = frozenset({"gevent", "eventlet"})
+
+
 def worker_class(spec: Spec) -> str:
     if spec.server.worker_class != "auto":
         return spec.server.worker_class

@@ -452,10 +452,10 @@ _EVENT_STREAM = "text/event-stream"
 )
 def event_streams_without_threads(app: Flask, context: Context) -> Iterator[Found]:
     from ..servers.probe import socketio_path, websocket_routes
-    from ..sizing import worker_class
+    from ..sizing import GREENLET_CLASSES, worker_class
 
     server = context.spec.server
-    if server.conversation_threads != "auto" or worker_class(context.spec) in ("gevent", "eventlet"):
+    if server.conversation_threads != "auto" or worker_class(context.spec) in GREENLET_CLASSES:
         return  # set (0 too, on purpose), or greenlets rather than threads
     if websocket_routes(app) or socketio_path(app):
         return  # auto gives such an app its conversation threads

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from ..errors import BuildError
 from ..plural import counted
 from ..runtime.metrics import BUCKETS, DURATION, IN_PROGRESS, LE_LABELS, QUEUED, REQUESTS
-from ..sizing import Derived
+from ..sizing import GREENLET_CLASSES, Derived
 from ..spec import Spec
 from . import logs
 from .deployment import Deployment, ServerKind
@@ -383,7 +383,7 @@ def slow_bound(timeout: int) -> tuple[float, str]:
 def capacity(d: Monitored) -> int | None:
     """Requests one app container serves at once: workers x threads; None for gevent/eventlet, whose
     concurrency is not bounded by threads."""
-    if d.server == "gunicorn" and d.derived.worker_class in ("gevent", "eventlet"):
+    if d.server == "gunicorn" and d.derived.worker_class in GREENLET_CLASSES:
         return None
     return d.derived.workers * d.derived.threads
 

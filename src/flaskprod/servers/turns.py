@@ -16,6 +16,8 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..sizing import GREENLET_CLASSES
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -33,5 +35,5 @@ def taking_turns(app: WSGIApplication) -> WSGIApplication:
 def turns_taken(settings: Mapping[str, Any]) -> bool:
     """Whether the server's app takes turns: fair_gil on, and workers with threads to take them (gevent's run
     greenlets, which hand over only where they wait, and never race for the lock)."""
-    greenlets = settings.get("worker_class") in ("gevent", "eventlet")
+    greenlets = settings.get("worker_class") in GREENLET_CLASSES
     return bool(settings["fair_gil"]) and settings["threads"] > 1 and not greenlets

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..sizing import worker_class
+from ..sizing import GREENLET_CLASSES, worker_class
 from ..spec import Spec
 from .greenlets import GREENLET_PACKAGES
 
@@ -81,7 +81,7 @@ def for_conversations(spec: Spec, paths: Sequence[str], *, socketio: str | None)
     spec = held_by_one_worker(spec, socketio)
     if socketio == "gevent" and spec.server.worker_class == "auto":
         spec = spec.replace(**{"server.worker_class": "gevent"})
-    if paths and spec.server.conversation_threads == "auto" and worker_class(spec) != "gevent":
+    if paths and spec.server.conversation_threads == "auto" and worker_class(spec) not in GREENLET_CLASSES:
         spec = spec.replace(**{"server.conversation_threads": AUTO_CONVERSATION_THREADS})
     return spec
 

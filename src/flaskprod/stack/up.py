@@ -29,7 +29,7 @@ from ..servers import resolve_kind
 from ..servers.common import DRAIN_FILE_ENV, MULTIPROC_ENV, check_bind, loopback_for
 from ..servers.probe import AppInfo, probe, read_record
 from ..servers.websockets import for_conversations, named, websocket_problem
-from ..sizing import Derived, derive, max_body_bytes, responder_bind
+from ..sizing import GREENLET_CLASSES, Derived, derive, max_body_bytes, responder_bind
 from ..spec import CONFIG_ENV, PROBE_RECORD_ENV, Spec, env_for, find_config_file, refuse_endpoints_under
 from .acme import OBTAIN_TIMEOUT, RELOAD_RETRY, Acme, Certbot
 from .alertmanager import Alertmanager, plan_alertmanager
@@ -1162,10 +1162,9 @@ class Stack:
         assert p.release is not None
         url = p.url
         # gevent's worker runs a greenlet a request, however many threads the spec gives.
-        threaded = d.worker_class in ("gthread", "sync")
-        workers = f"{counted(d.workers, 'worker')} x {counted(d.threads, 'thread')}" if threaded else (
-            f"{counted(d.workers, 'worker')} of greenlets"
-        )
+        workers = f"{counted(d.workers, 'worker')} x {counted(d.threads, 'thread')}"
+        if d.worker_class in GREENLET_CLASSES:
+            workers = f"{counted(d.workers, 'worker')} of greenlets"
         protocol = "uwsgi protocol" if p.protocol == "uwsgi" else "HTTP"
         pinned = ", a CPU each" if d.cpu_affinity else ""
         fair = ", fair GIL" if spec.server.fair_gil and d.threads > 1 and d.worker_class == "gthread" else ""
