@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,12 +16,14 @@ from flask import Flask
 import flaskprod
 from flaskprod import Production
 from flaskprod.errors import SpecError
+from flaskprod.runtime import interrupted_queries
 from flaskprod.runtime.db import (
     STATEMENT_TIMEOUT_KEYWORD,
     STATEMENT_TIMEOUT_PLUGIN,
     dispose_pools_after_fork,
     engine_options,
 )
+from flaskprod.runtime.deadline import RequestTimeout, call_with_deadline
 from flaskprod.sizing import db_pool
 from flaskprod.spec import Spec, load_spec
 from tests.conftest import Postgres, StartServer
@@ -189,6 +192,15 @@ def hold():
 """
 
 
+# Which server process the request's connection talks to: the same one while the pool keeps that connection.
+BACKEND_APP = HOLDING_APP + """
+
+@app.get("/backend")
+def backend():
+    return str(db.session.execute(sa.text("SELECT pg_backend_pid()")).scalar())
+"""
+
+
 def sleeping(url: str) -> bool:
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     with engine.connect() as conn:
@@ -322,14 +334,65 @@ def test_an_engine_made_with_pool_options_cancels_a_statement_past_the_timeout(
 
 
 @pytest.mark.integration
-def test_a_query_stops_with_the_request_that_ran_past_its_deadline(serve_app: StartServer, postgres: Postgres) -> None:
+@pytest.mark.parametrize("driver", [str, psycopg3], ids=["psycopg2", "psycopg"])
+def test_a_query_stops_with_the_request_that_ran_past_its_deadline(
+    serve_app: StartServer, postgres: Postgres, driver: Callable[[str], str]
+) -> None:
     # The statement timeout follows server.timeout (auto): the query ends with its request, not 10 s later.
-    server = serve_app(HOLDING_APP, env={"DATABASE_URL": postgres.url}, args=("--timeout", "1"))
+    server = serve_app(HOLDING_APP, env={"DATABASE_URL": driver(postgres.url)}, args=("--timeout", "1"))
     started = time.monotonic()
     answer = server.get("/hold?s=10", timeout=15)
     assert answer.status_code == 504, answer.text
     assert time.monotonic() - started < 4
     assert not sleeping(postgres.url), "the request is over, its query still runs"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("cancel_lost", [False, True], ids=["cancelled", "cancel lost"])
+def test_a_psycopg_connection_the_deadline_interrupts_is_kept_once_drained_else_dropped(
+    postgres: Postgres, monkeypatch: pytest.MonkeyPatch, cancel_lost: bool
+) -> None:
+    """The deadline's SIGALRM (this is the main thread) lands in psycopg's wait. The server's answer to the cancel
+    is read and the pool keeps the connection. A cancel that never reaches the server (a proxy between that drops
+    it) leaves no answer to read: the pool drops the connection rather than hand the next checkout one still
+    waiting."""
+    psycopg = pytest.importorskip("psycopg")
+    if cancel_lost:
+        monkeypatch.setattr(psycopg.Connection, "cancel_safe", lambda self, timeout=None: None)
+        monkeypatch.setattr(interrupted_queries, "CANCEL_WAIT", 0.3)
+    engine = sqlalchemy.create_engine(psycopg3(postgres.url), pool_size=1, max_overflow=0)
+    interrupted_queries.watch_engines_for_interrupted_queries()
+    try:
+        with engine.connect() as conn:
+            backend = conn.scalar(sqlalchemy.text("SELECT pg_backend_pid()"))
+            with pytest.raises(RequestTimeout):
+                call_with_deadline(0.5, 0.0, conn.execute, sqlalchemy.text("SELECT pg_sleep(60)"))
+        with engine.connect() as conn:
+            again = conn.scalar(sqlalchemy.text("SELECT pg_backend_pid()"))
+            assert (again == backend) is not cancel_lost
+            if cancel_lost:  # PostgreSQL notices a closed client only when it next writes to it
+                conn.execute(sqlalchemy.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        wait_for(lambda: not sleeping(postgres.url), timeout=10, what="the statement to end")
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server_kind", ["gunicorn", "uwsgi"])
+def test_a_psycopg_query_the_deadline_interrupts_is_cancelled_and_its_connection_kept(
+    serve_app: StartServer, postgres: Postgres, server_kind: str
+) -> None:
+    """On a sync worker the deadline's SIGALRM lands in psycopg's wait, which cancels a query only for
+    KeyboardInterrupt: the connection was left waiting, the pool's rollback failed ("another command is already in
+    progress") and the client got 500 while the query ran on. PostgreSQL's own timeout is off here."""
+    args = ("--server", server_kind, "--threads", "1", "--timeout", "1", "--set", "database.statement_timeout=0")
+    server = serve_app(BACKEND_APP, env={"DATABASE_URL": psycopg3(postgres.url)}, args=args)
+    backend = server.get("/backend", timeout=15).text
+    for _ in range(2):
+        assert server.get("/hold?s=60", timeout=15).status_code == 504
+        wait_for(lambda: not sleeping(postgres.url), timeout=10, what="the cancelled statement to end")
+        assert server.get("/backend", timeout=15).text == backend  # the pool kept its connection
+    assert "another command is already in progress" not in server.stderr() + server.stdout()
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from ..sizing import db_pool, derive, timeouts
 from ..spec import Spec
 from .deadline import on_greenlets
 from .health import Check, in_check
+from .interrupted_queries import watch_engines_for_interrupted_queries
 from .migrations import CHECK_NAME as MIGRATIONS_CHECK
 from .migrations import schema_check
 
@@ -264,6 +265,7 @@ def _watch_engines() -> bool:
 
     Only when the app has imported SQLAlchemy already (one that has not pays nothing): the engines it made
     so far are found among the live objects, and any that connects later tells an engine_connect listener.
+    Every engine also cancels a psycopg query the request's deadline interrupted (interrupted_queries.py).
     """
     if "sqlalchemy" not in sys.modules:
         return False
@@ -272,6 +274,7 @@ def _watch_engines() -> bool:
 
     _engines.update(obj for obj in gc.get_objects() if isinstance(obj, Engine))
     event.listen(Engine, "engine_connect", _remember_engine)
+    watch_engines_for_interrupted_queries()
     return True
 
 

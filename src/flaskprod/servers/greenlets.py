@@ -7,7 +7,7 @@ in one line before starting it, and `build` before writing an image whose requir
 psycopg2 waits for the database inside libpq, where gevent cannot switch: one query stopped every request of its
 worker until it returned. Its documented hook for coroutine libraries is a wait callback, which polls the
 connection and waits for its socket; flaskprod sets one that waits in gevent's loop (as psycogreen's does, unless
-the app set one itself). psycopg 3 does this on its own under gevent.
+the app set one itself). psycopg 3 waits in gevent's loop on its own (runtime/interrupted_queries.py).
 """
 
 from __future__ import annotations
