@@ -4,15 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian commands the stack and the tests run for real: command=package.
-# uWSGI compiles on install: a C compiler and the Python headers.
-DEBS_BUILD := gcc=gcc python3-config=python3-dev
+# uWSGI compiles on install: a C compiler and the Python headers; mysqlclient (a test dependency) compiles
+# against MariaDB's client library, which pkg-config finds.
+DEBS_BUILD := gcc=gcc python3-config=python3-dev mariadb_config=libmariadb-dev pkg-config=pkg-config
 DEBS_RUN := nginx=nginx-light
 # What `flaskprod up --with monitoring` runs, and `--with postgres`.
 DEBS_MONITORING := prometheus=prometheus prometheus-alertmanager=prometheus-alertmanager
 DEBS_POSTGRES := initdb=postgresql pg_ctl=postgresql
 # The tests run both, and check build's files with Prometheus's and Alertmanager's own tools.
 DEBS_TEST := $(DEBS_RUN) $(DEBS_MONITORING) $(DEBS_POSTGRES) promtool=prometheus amtool=prometheus-alertmanager \
-	wrk=wrk valgrind=valgrind docker-compose=docker-compose certbot=certbot pebble=pebble rsync=rsync tini=tini
+	mariadbd=mariadb-server mariadb-install-db=mariadb-server wrk=wrk valgrind=valgrind docker-compose=docker-compose certbot=certbot pebble=pebble rsync=rsync tini=tini
 # `make up WITH=monitoring,postgres`: up's extras, and the packages they run.
 WITH ?=
 DEBS_UP := $(DEBS_RUN) $(if $(findstring monitoring,$(WITH)),$(DEBS_MONITORING)) \

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import pytest
 import requests
 
+from tests.mariadb import ThrowawayMariaDB
 from tests.pebble import Pebble, start_pebble
 from tests.pg import ExternalPostgres, ThrowawayPostgres, external_url
 from tests.support import BIN, free_port, stop_group
@@ -104,6 +105,16 @@ def postgres(request: pytest.FixtureRequest) -> Postgres:
         return ExternalPostgres(url)
     cluster: ThrowawayPostgres = request.getfixturevalue("postgres_cluster")
     return cluster
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[ThrowawayMariaDB]:
+    """A throwaway MariaDB this run owns, with a database and a user for the app (its url is PyMySQL's)."""
+    server = ThrowawayMariaDB.create()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture

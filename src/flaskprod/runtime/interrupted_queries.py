@@ -1,4 +1,4 @@
-"""A query the request's deadline interrupted mid-wait, cancelled on the server and its answer read.
+"""A query the request's deadline interrupted mid-wait, stopped on the server, its connection kept or dropped.
 
 psycopg (3) waits for the server in Python, where the deadline lands: gevent's Timeout in the request's
 greenlet, or SIGALRM's handler on a sync worker. It cancels a query only for KeyboardInterrupt and SystemExit;
@@ -7,9 +7,14 @@ request ends failed with "another command is already in progress", and the clien
 deadline's 504 while the query ran on. psycopg2 waits inside libpq, where no deadline lands (under gevent its wait
 callback cancels, servers/greenlets.py).
 
-An SQLAlchemy handle_error listener on every engine cancels such a query, reads the server's error, and hands the
-connection back to the pool in a failed transaction, which its rollback ends. One it cannot bring back in time
-is dropped from the pool instead.
+PyMySQL reads MySQL's answer in Python too, so the deadline stopped it partway through a packet: the rollback
+failed ("InterfaceError (0, '')"), the client got 500, and the statement ran on (MySQL has no statement timeout
+flaskprod sets). Under threads the deadline lands only once the answer comes, and the same 500 followed.
+
+An SQLAlchemy handle_error listener on every engine stops such a query: psycopg's with its cancel, after which
+the server's error is read and the connection goes back to the pool in a failed transaction, which its rollback
+ends (dropped instead when that does not come in time); PyMySQL's with KILL QUERY, and its connection, whose
+place in the protocol is lost, is dropped.
 """
 
 from __future__ import annotations
@@ -34,16 +39,32 @@ def watch_engines_for_interrupted_queries() -> None:
 
 
 def cancel_interrupted_query(context: Any) -> None:
-    """handle_error: a psycopg connection the deadline left waiting is cancelled and drained, or else dropped."""
+    """handle_error: a query the deadline interrupted is stopped on the server; its connection is kept when its
+    answer could be read (psycopg), else dropped from the pool (the others in it are fine)."""
     if not isinstance(context.original_exception, RequestTimeout) or context.connection is None:
         return
-    if context.engine.dialect.driver != "psycopg" or context.connection.invalidated:
+    if context.connection.invalidated or context.connection.connection.dbapi_connection is None:
         return
     dbapi_connection = context.connection.connection.dbapi_connection
+    driver = context.engine.dialect.driver
+    if driver == "psycopg":
+        kept = cancel_psycopg_query(dbapi_connection)
+    elif driver == "pymysql":
+        kill_mysql_query(context.engine, dbapi_connection.thread_id())
+        kept = False  # stopped partway through reading a packet: the next read would take the rest as its own
+    else:
+        return
+    if not kept:
+        context.is_disconnect = True
+        context.invalidate_pool_on_disconnect = False
+
+
+def cancel_psycopg_query(dbapi_connection: Any) -> bool:
+    """Cancel the query a psycopg connection waits on, and read the server's answer; whether that worked."""
     from psycopg import pq
 
-    if dbapi_connection is None or dbapi_connection.pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
-        return
+    if dbapi_connection.pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
+        return True  # its answer was read: nothing in flight
     try:
         if hasattr(dbapi_connection, "cancel_safe"):  # psycopg 3.2: waits like a query, with a limit
             dbapi_connection.cancel_safe(timeout=CANCEL_WAIT)
@@ -51,9 +72,24 @@ def cancel_interrupted_query(context: Any) -> None:
             dbapi_connection.cancel()
         read_answers(dbapi_connection.pgconn, time.monotonic() + CANCEL_WAIT)
     except Exception:
-        # In an unknown state: close it rather than hand it to the next request. The pool's others are fine.
-        context.is_disconnect = True
-        context.invalidate_pool_on_disconnect = False
+        return False
+    return True
+
+
+def kill_mysql_query(engine: Any, thread_id: int) -> None:
+    """KILL QUERY the statement of MySQL's connection thread_id, from a connection of its own: MySQL's way to
+    cancel. Dropping the connection would not stop it: the server notices a gone client only when it next writes."""
+    cargs, cparams = engine.dialect.create_connect_args(engine.url)
+    limits = {"connect_timeout": CANCEL_WAIT, "read_timeout": CANCEL_WAIT, "write_timeout": CANCEL_WAIT}
+    try:
+        killer = engine.dialect.connect(*cargs, **{**cparams, **limits})
+        try:
+            with killer.cursor() as cursor:
+                cursor.execute(f"KILL QUERY {int(thread_id)}")
+        finally:
+            killer.close()
+    except Exception:
+        pass  # the connection is dropped anyway; its statement runs on until it ends by itself
 
 
 def read_answers(pgconn: Any, until: float) -> None:
