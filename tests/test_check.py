@@ -177,6 +177,13 @@ OWN_ENGINE = (
     'URL = "postgresql+psycopg2://shop:secret@127.0.0.1:1/shop"\nengine = create_engine(URL{options})\n'
 )
 
+# An app on MySQL through Flask-SQLAlchemy (FP-C015): mysqlclient waits inside C, PyMySQL on Python's sockets.
+MYSQL = (
+    "from flask_sqlalchemy import SQLAlchemy\n\n"
+    'app.config["SQLALCHEMY_DATABASE_URI"] = "mysql+{driver}://shop:pw@127.0.0.1:1/shop"\ndb = SQLAlchemy(app)\n'
+)
+GEVENT_TOML = '[server]\nkind = "gunicorn"\nworker_class = "gevent"\nthreads = 1\n'
+
 NGINX_UWSGI = "server {\n  location / {\n    include uwsgi_params;\n    uwsgi_pass unix:///tmp/uwsgi.sock;\n  }\n}\n"
 
 # An app whose schema Flask-Migrate keeps (FP-R001).
@@ -341,6 +348,14 @@ CASES = [
         bad={"app.py": PROD + EVENTS},
         obj="app.py:11",
         good={"app.py": PROD + EVENTS, "flaskprod.toml": "[server]\nconversation_threads = 50\n"},
+    ),
+    Case(
+        "FP-C015",
+        bad={"app.py": PROD + MYSQL.format(driver="mysqldb"), "flaskprod.toml": GEVENT_TOML},
+        text="the SQLAlchemy engine for mysql+mysqldb://shop:***@127.0.0.1:1/shop?charset=utf8mb4 waits in mysqldb, "
+        "inside C, where gevent cannot switch: on gevent's worker each query holds every request of its worker until "
+        "it returns",
+        good={"app.py": PROD + MYSQL.format(driver="pymysql"), "flaskprod.toml": GEVENT_TOML},
     ),
     Case(
         "FP-P002",
@@ -592,6 +607,17 @@ def test_event_streams_beside_websockets_have_the_threads_auto_gives_those(proje
 def test_event_streams_on_greenlets_hold_no_thread(project: Path) -> None:
     toml = '[server]\nkind = "gunicorn"\nworker_class = "gevent"\nthreads = 1\n'
     assert audit(project, {"app.py": PROD + EVENTS, "flaskprod.toml": toml}).only("FP-C014") == []
+
+
+def test_a_driver_that_waits_in_c_is_fine_on_threads(project: Path) -> None:
+    assert audit(project, {"app.py": PROD + MYSQL.format(driver="mysqldb")}).only("FP-C015") == []
+
+
+def test_a_driver_that_waits_in_c_is_named_under_flask_socketio_on_gevent(project: Path) -> None:
+    """auto serves Flask-SocketIO on gevent with gevent's worker, which the check learns as serve does."""
+    socketio = "\nfrom flask_socketio import SocketIO\n\nsocketio = SocketIO(app, async_mode='gevent')\n"
+    [found] = audit(project, {"app.py": PROD + MYSQL.format(driver="mysqldb") + socketio}).only("FP-C015")
+    assert "waits in mysqldb, inside C" in found["text"]
 
 
 def test_every_check_has_a_case() -> None:

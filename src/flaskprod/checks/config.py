@@ -467,3 +467,46 @@ def event_streams_without_threads(app: Flask, context: Context) -> Iterator[Foun
             if isinstance(node, ast.Constant) and str(node.value).strip().lower().startswith(_EVENT_STREAM):
                 yield Found(obj=item.at(node.lineno))
                 return
+
+
+# SQLAlchemy's names of drivers that wait for the database inside C, where gevent cannot switch: mysqlclient,
+# MariaDB's connector, cx_Oracle, pyodbc. PyMySQL and python-oracledb's thin mode wait on Python's sockets, which
+# gevent's patches make wait in its loop; psycopg 3 waits there itself, and psycopg2 in flaskprod's wait callback.
+_BLOCKING_DRIVERS = frozenset({"mysqldb", "mariadbconnector", "cx_oracle", "pyodbc"})
+
+
+@app_check(
+    "FP-C015",
+    WARNING,
+    "the app's database driver waits for the database inside C, where gevent cannot switch, and its workers run on "
+    "gevent (server.worker_class, or Flask-SocketIO on gevent): each query holds every request of its worker until "
+    "it returns",
+    hint="use a driver that waits on Python's sockets (PyMySQL for MySQL: mysql+pymysql://; python-oracledb's thin "
+    'mode for Oracle), or serve the app on threads (server.worker_class = "gthread")',
+)
+def blocking_driver_on_gevent(app: Flask, context: Context) -> Iterator[Found]:
+    if "sqlalchemy" not in sys.modules or _served_worker_class(app, context) != "gevent":
+        return
+    from sqlalchemy.engine import Engine
+
+    for engine in (obj for obj in gc.get_objects() if isinstance(obj, Engine)):
+        if engine.dialect.driver not in _BLOCKING_DRIVERS:
+            continue
+        yield Found(
+            obj=where_made(context, engine.url) or context.app_label,
+            text=f"the SQLAlchemy engine for {engine.url.render_as_string(hide_password=True)} waits in "
+            f"{engine.dialect.driver}, inside C, where gevent cannot switch: on gevent's worker each query holds "
+            "every request of its worker until it returns",
+        )
+
+
+def _served_worker_class(app: Flask, context: Context) -> str:
+    """The worker class `up` and `serve` run the app on: the spec's, or for auto, gevent's when Flask-SocketIO runs
+    on gevent (servers/websockets.py)."""
+    from ..servers.probe import socketio_mode, socketio_path
+    from ..sizing import worker_class
+
+    spec = context.effective_spec
+    if spec.server.worker_class != "auto" or not socketio_path(app):
+        return worker_class(spec)
+    return "gevent" if (socketio_mode_served(context) or socketio_mode(app)) == "gevent" else worker_class(spec)
