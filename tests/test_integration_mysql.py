@@ -5,7 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
+import sqlalchemy
+from flask import Flask
 
+import flaskprod
+from flaskprod.spec import Spec
 from tests.conftest import StartServer
 from tests.mariadb import ThrowawayMariaDB
 from tests.support import wait_for
@@ -49,8 +53,40 @@ def test_on_threads_the_deadline_comes_with_the_answer_and_is_answered_504(
 ) -> None:
     """A thread waits for MySQL's answer inside a socket read, which the deadline's exception cannot interrupt: it
     lands once the answer comes, in PyMySQL's reading of it, which answered 500 the same way."""
-    server = serve_app(APP, env={"DATABASE_URL": mariadb.url}, args=("--threads", "4", "--timeout", "1"))
+    args = ("--threads", "4", "--timeout", "1", "--set", "database.statement_timeout=0")
+    server = serve_app(APP, env={"DATABASE_URL": mariadb.url}, args=args)
     for _ in range(2):
         assert server.get("/hold?s=2", timeout=15).status_code == 504
         assert server.get("/hold?s=0").text == "held"
     assert "InterfaceError" not in server.stderr() + server.stdout()
+
+
+def test_a_request_sets_mariadbs_statement_timeout_and_a_job_does_not(mariadb: ThrowawayMariaDB) -> None:
+    """max_statement_time, the request deadline's, on a connection a request checks out; the server's default on
+    one a job's thread checks out after it. MySQL's max_execution_time stops SELECTs alone: nothing is set there."""
+    spec = Spec().replace(**{"server.workers": 2, "database.statement_timeout": 0.5})
+    engine = sqlalchemy.create_engine(mariadb.url, **flaskprod.pool_options(mariadb.url, spec))
+    limit = sqlalchemy.text("SELECT @@SESSION.max_statement_time")
+    try:
+        with Flask(__name__).test_request_context(), engine.connect() as conn:
+            assert conn.scalar(limit) == 0.5
+            started = time.monotonic()
+            with pytest.raises(sqlalchemy.exc.OperationalError, match="max_statement_time exceeded"):
+                conn.execute(sqlalchemy.text("SELECT SLEEP(5)"))
+            assert time.monotonic() - started < 3
+        with engine.connect() as conn:  # the same connection, outside any request
+            assert conn.scalar(limit) == 0
+    finally:
+        engine.dispose()
+
+
+def test_a_query_on_threads_stops_at_the_deadline_with_mariadbs_timeout(
+    serve_app: StartServer, mariadb: ThrowawayMariaDB
+) -> None:
+    """A thread waiting for MySQL's answer is beyond the deadline's reach until the answer comes: without the
+    server's own timeout, SLEEP(60) held the thread, and the client's answer, for 60 s."""
+    server = serve_app(APP, env={"DATABASE_URL": mariadb.url}, args=("--threads", "4", "--timeout", "1"))
+    started = time.monotonic()
+    assert server.get("/hold?s=60", timeout=15).status_code == 504
+    assert time.monotonic() - started < 4
+    assert not mariadb.running("SELECT SLEEP")

@@ -59,11 +59,12 @@ def test_postgresql_options_size_the_pool_from_the_workers() -> None:
         ({"database.statement_timeout": 0}, "postgresql+psycopg2://u@db/app", None),
         ({"database.statement_timeout": None}, "postgresql+psycopg2://u@db/app", None),
         ({}, "sqlite:///app.db", None),
-        # max_execution_time stops SELECTs only, and MariaDB refuses the name: MySQL is left to its server.
-        ({}, "mysql+pymysql://u@db/app", None),
+        # MariaDB's max_statement_time; nothing on MySQL, which the dialect learns on connecting (see below).
+        ({}, "mysql+pymysql://u@db/app", 30000),
+        ({"server.timeout": 5}, "mariadb+pymysql://u@db/app", 5000),
     ],
 )
-def test_statement_timeout_is_the_request_deadline_on_postgresql(
+def test_statement_timeout_is_the_request_deadline_on_postgresql_and_mariadb(
     settings: dict[str, object], url: str, milliseconds: int | None
 ) -> None:
     options = engine_options(Spec().replace(**{"server.workers": 2, **settings}), url)

@@ -290,7 +290,8 @@ class DatabaseSettings:
     connect_timeout: int = setting(5, "Seconds to wait when opening a database connection.", minimum=1)
     statement_timeout: float | Auto | None = setting(
         "auto",
-        "Seconds one SQL statement may run on PostgreSQL before the server cancels it (QueryCanceled), so a "
+        "Seconds one SQL statement may run on PostgreSQL or MariaDB before the server cancels it (PostgreSQL's "
+        "QueryCanceled, MariaDB's max_statement_time exceeded), so a "
         "runaway query does not hold its connection and locks after its request is gone; auto = server.timeout "
         "(a statement that long belongs to a request past its deadline, and stops before the app server kills "
         "the worker); 0 or unset = none. Set with SET statement_timeout on each connection of "
@@ -298,8 +299,8 @@ class DatabaseSettings:
         "through PgBouncer (the options startup parameter does not); migrations, CLI commands and jobs outside "
         "a request run without it. Behind PgBouncer in transaction mode a session setting leaks "
         "into other clients' transactions and misses later ones of this client: set 0 and give the role its own "
-        "(ALTER ROLE app SET statement_timeout = '30s'). SQLite has none; on MySQL nothing is set "
-        "(max_execution_time stops SELECTs only, MariaDB's max_statement_time is another): set it on the server.",
+        "(ALTER ROLE app SET statement_timeout = '30s'). MariaDB's is max_statement_time, set the same way. "
+        "SQLite has none; on MySQL nothing is set (its max_execution_time stops SELECTs only): set it on the server.",
         minimum=0,
     )
     engine_options: bool = setting(

@@ -72,8 +72,7 @@ def engine_options(spec: Spec, url: str | None, *, workers: int | None = None) -
         # Without it a stopped or unreachable server hangs the connect, and the readiness probe with it.
         options["connect_args"] = {"connect_timeout": db.connect_timeout}
     milliseconds = statement_timeout_ms(spec)
-    # PostgreSQL only: MySQL's max_execution_time stops SELECTs alone, and MariaDB knows it by another name.
-    if backend == "postgresql" and milliseconds is not None and _statement_timeout_plugin_registered():
+    if backend in LIMITED_BACKENDS and milliseconds is not None and _statement_timeout_plugin_registered():
         options.update({"plugins": [STATEMENT_TIMEOUT_PLUGIN], STATEMENT_TIMEOUT_KEYWORD: milliseconds})
     return options
 
@@ -95,6 +94,11 @@ def statement_timeout_ms(spec: Spec) -> int | None:
     return max(1, round(seconds * 1000))  # PostgreSQL reads 0 as none: a sub-millisecond timeout is 1 ms
 
 
+# The backends whose statements the timeout limits: PostgreSQL's statement_timeout and MariaDB's max_statement_time
+# (SQLAlchemy names MariaDB's dialect mysql, or mariadb for a mariadb:// URL). MySQL's max_execution_time stops
+# SELECTs alone: nothing is set there (the dialect tells them apart once connected).
+LIMITED_BACKENDS = frozenset({"postgresql", "mysql", "mariadb"})
+
 # An SQLAlchemy engine plugin (create_engine's plugins=[...]) that sets the statement timeout on each new
 # connection, and the create_engine keyword that hands it the milliseconds. A plugin keeps the options plain
 # data that create_engine and Flask-SQLAlchemy take as they are: they cannot carry an event listener.
@@ -115,7 +119,8 @@ def _statement_timeout_plugin_registered() -> bool:
 
 class StatementTimeout:
     """The engine plugin: SET statement_timeout on a PostgreSQL DBAPI connection (psycopg2, psycopg 3, pg8000,
-    asyncpg) when a request checks it out, RESET when anything else does.
+    asyncpg), or max_statement_time on a MariaDB one, when a request checks it out, back to the default when
+    anything else does.
 
     In requests only: the timeout is the request deadline's, and a migration, a CLI command or a job run on the
     app's engine has none. A session setting rather than libpq's options startup parameter, which PgBouncer
@@ -138,24 +143,41 @@ class StatementTimeout:
 
     def engine_created(self, engine: Any) -> None:
         # Flask-SQLAlchemy hands SQLALCHEMY_ENGINE_OPTIONS to every bind: a SQLite one beside PostgreSQL too.
-        if self.milliseconds is None or engine.dialect.name != "postgresql":
+        if self.milliseconds is None or engine.dialect.name not in LIMITED_BACKENDS:
             return
         from sqlalchemy import event
 
-        event.listen(engine, "checkout", functools.partial(limit_in_requests, milliseconds=int(self.milliseconds)))
+        listener = functools.partial(limit_in_requests, milliseconds=int(self.milliseconds), dialect=engine.dialect)
+        event.listen(engine, "checkout", listener)
 
 
-def limit_in_requests(dbapi_connection: Any, connection_record: Any, proxy: Any, *, milliseconds: int) -> None:
+def session_settings(dialect: Any, milliseconds: int) -> tuple[str, str] | None:
+    """The statements that set the timeout for a session and put the server's own back; None where none is set."""
+    if dialect.name == "postgresql":
+        return f"SET statement_timeout = {int(milliseconds)}", "RESET statement_timeout"  # the role's or the server's
+    if getattr(dialect, "is_mariadb", False):  # known from the server's version once connected
+        seconds = int(milliseconds) / 1000
+        return f"SET SESSION max_statement_time = {seconds:.3f}", "SET SESSION max_statement_time = DEFAULT"
+    return None
+
+
+def limit_in_requests(
+    dbapi_connection: Any, connection_record: Any, proxy: Any, *, milliseconds: int, dialect: Any
+) -> None:
     """The pool's checkout listener: the timeout on a connection a request (or a readiness check) checks out, none
     on one checked out elsewhere (a job's thread in the same process); a statement only when a connection changes
     sides."""
+    statements = session_settings(dialect, milliseconds)
+    if statements is None:
+        return
+    limit, unlimit = statements
     limited = STATEMENT_TIMEOUT_KEYWORD in connection_record.info
     if has_request_context() or in_check():
         if not limited:
-            run_session_setting(dbapi_connection, f"SET statement_timeout = {int(milliseconds)}")
+            run_session_setting(dbapi_connection, limit)
             connection_record.info[STATEMENT_TIMEOUT_KEYWORD] = milliseconds
     elif limited:
-        run_session_setting(dbapi_connection, "RESET statement_timeout")  # the role's or the server's own
+        run_session_setting(dbapi_connection, unlimit)
         del connection_record.info[STATEMENT_TIMEOUT_KEYWORD]
 
 
@@ -170,7 +192,7 @@ def run_session_setting(dbapi_connection: Any, statement: str) -> None:
         dbapi_connection.commit()
     except Exception as exc:
         exc.add_note(
-            "flaskprod sets statement_timeout on connections requests use (database.statement_timeout): "
+            "flaskprod sets a statement timeout on connections requests use (database.statement_timeout): "
             "set it to 0 for a server that refuses it"
         )
         raise
@@ -181,8 +203,8 @@ def pool_options(url: str, spec: Spec | None = None) -> dict[str, Any]:
 
     The pool sized as Production(app) sizes Flask-SQLAlchemy's, from the workers and threads this process
     serves with and database.connection_budget (the spec read from flaskprod.toml and FLASKPROD_* as the
-    workers are given it), with pre-ping, recycle, a connect timeout and, on PostgreSQL, the statement timeout
-    (database.statement_timeout) set on the connections requests use.
+    workers are given it), with pre-ping, recycle, a connect timeout and, on PostgreSQL and MariaDB, the statement
+    timeout (database.statement_timeout) set on the connections requests use.
     """
     from ..spec import load_spec
 

@@ -8,8 +8,9 @@ deadline's 504 while the query ran on. psycopg2 waits inside libpq, where no dea
 callback cancels, servers/greenlets.py).
 
 PyMySQL reads MySQL's answer in Python too, so the deadline stopped it partway through a packet: the rollback
-failed ("InterfaceError (0, '')"), the client got 500, and the statement ran on (MySQL has no statement timeout
-flaskprod sets). Under threads the deadline lands only once the answer comes, and the same 500 followed.
+failed ("InterfaceError (0, '')"), the client got 500, and the statement ran on until MariaDB's statement
+timeout, if any, stopped it (MySQL's stops SELECTs alone). Under threads the deadline lands only once the answer
+comes, and the same 500 followed.
 
 An SQLAlchemy handle_error listener on every engine stops such a query: psycopg's with its cancel, after which
 the server's error is read and the connection goes back to the pool in a failed transaction, which its rollback
