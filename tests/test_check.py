@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import json
@@ -184,6 +185,9 @@ MYSQL = (
 )
 GEVENT_TOML = '[server]\nkind = "gunicorn"\nworker_class = "gevent"\nthreads = 1\n'
 
+# A view that calls another service (FP-P019), {args} given to requests.get.
+OUTBOUND = '\nimport requests\n\n\n@app.get("/rates")\ndef rates():\n    return requests.get({args}).json()\n'
+
 NGINX_UWSGI = "server {\n  location / {\n    include uwsgi_params;\n    uwsgi_pass unix:///tmp/uwsgi.sock;\n  }\n}\n"
 
 # An app whose schema Flask-Migrate keeps (FP-R001).
@@ -356,6 +360,12 @@ CASES = [
         "inside C, where gevent cannot switch: on gevent's worker each query holds every request of its worker until "
         "it returns",
         good={"app.py": PROD + MYSQL.format(driver="pymysql"), "flaskprod.toml": GEVENT_TOML},
+    ),
+    Case(
+        "FP-P019",
+        bad={"app.py": PROD + OUTBOUND.format(args='"https://rates.example.com/"')},
+        obj="app.py:13",
+        good={"app.py": PROD + OUTBOUND.format(args='"https://rates.example.com/", timeout=(3.05, 10)')},
     ),
     Case(
         "FP-P002",
@@ -618,6 +628,34 @@ def test_a_driver_that_waits_in_c_is_named_under_flask_socketio_on_gevent(projec
     socketio = "\nfrom flask_socketio import SocketIO\n\nsocketio = SocketIO(app, async_mode='gevent')\n"
     [found] = audit(project, {"app.py": PROD + MYSQL.format(driver="mysqldb") + socketio}).only("FP-C015")
     assert "waits in mysqldb, inside C" in found["text"]
+
+
+@pytest.mark.parametrize(
+    ("source", "lines"),
+    [
+        ("import requests\nrequests.get(u)\nrequests.post(u, json={}, timeout=5)\n", [2]),
+        ("import requests\nrequests.request('GET', u, timeout=None)\n", [2]),  # None waits forever too
+        ("import requests as rq\nrq.put(u, data=b'')\n", [2]),
+        ("from requests import get as fetch, post\nfetch(u)\npost(u, timeout=3)\n", [2]),
+        ("import requests\ns = requests.Session()\ns.get(u)\ns.get(u, timeout=2)\n", [3]),
+        ("from requests import Session\nwith Session() as s:\n    s.delete(u)\n", [3]),
+        (
+            "import requests\nclass Client:\n    def __init__(self):\n        self.http = requests.Session()\n"
+            "    def rates(self):\n        return self.http.get(u)\n",
+            [6],
+        ),
+        ("import requests\nrequests.get(u, **options)\n", []),  # options may carry a timeout
+        ("import urllib.request\nurllib.request.urlopen(u)\nurllib.request.urlopen(u, None, 5)\n", [2]),
+        ("from urllib.request import urlopen\nurlopen(u)\nurlopen(u, timeout=5)\n", [2]),
+        ("from urllib import request\nrequest.urlopen(u)\n", [2]),
+        # Not requests': a dict's get, Flask's request, httpx (5 s by default).
+        ("import httpx\nfrom flask import request\nrequest.args.get('q')\nhttpx.get(u)\n{}.get('k')\n", []),
+    ],
+)
+def test_outbound_calls_without_a_timeout_are_found_as_written(source: str, lines: list[int]) -> None:
+    from flaskprod.checks.outbound import calls_without_timeout
+
+    assert [call.lineno for call in calls_without_timeout(ast.parse(source))] == lines
 
 
 def test_every_check_has_a_case() -> None:

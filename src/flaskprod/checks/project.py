@@ -12,6 +12,7 @@ from ..errors import BuildError
 from ..render.requirements import lacks_flaskprod, read_requirements, requirements_file
 from .compose import development_lines
 from .context import Context, ProjectFile, call_name, deployment_files, for_development
+from .outbound import calls_without_timeout
 from .registry import ERROR, INFO, WARNING, Found, check
 
 
@@ -308,6 +309,21 @@ def reload_in_deployment(context: Context) -> Iterator[Found]:
         for line, text in item.lines():
             if _UWSGI_RELOAD.match(text):
                 yield Found(obj=item.at(line))
+
+
+@check(
+    "FP-P019",
+    WARNING,
+    "an outbound HTTP call has no timeout (requests and urllib wait forever by default): a thread waiting for a "
+    "slow or silent server sits in a socket read, where the request's deadline cannot reach it, so it stays held "
+    "after nginx has answered 504, and as many such calls as the app has threads stop it answering anything",
+    hint="pass a timeout below server.timeout, e.g. requests.get(url, timeout=(3.05, 10)) or "
+    "urlopen(url, timeout=10)",
+)
+def outbound_call_without_timeout(context: Context) -> Iterator[Found]:
+    for item, tree in context.python_files():
+        for call in calls_without_timeout(tree):
+            yield Found(obj=item.at(call.lineno))
 
 
 # `python app.py`, `python3 -u src/run.py`, `python -m myapp`: a script of the project that a command starts.
