@@ -51,7 +51,7 @@ def cancel_interrupted_query(context: Any) -> None:
     if driver == "psycopg":
         kept = cancel_psycopg_query(dbapi_connection)
     elif driver == "pymysql":
-        kill_mysql_query(context.engine, dbapi_connection.thread_id())
+        kill_mysql_query(context.engine, dbapi_connection)
         kept = False  # stopped partway through reading a packet: the next read would take the rest as its own
     else:
         return
@@ -64,9 +64,9 @@ def cancel_psycopg_query(dbapi_connection: Any) -> bool:
     """Cancel the query a psycopg connection waits on, and read the server's answer; whether that worked."""
     from psycopg import pq
 
-    if dbapi_connection.pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
-        return True  # its answer was read: nothing in flight
     try:
+        if dbapi_connection.pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
+            return True  # its answer was read: nothing in flight
         if hasattr(dbapi_connection, "cancel_safe"):  # psycopg 3.2: waits like a query, with a limit
             dbapi_connection.cancel_safe(timeout=CANCEL_WAIT)
         else:
@@ -77,12 +77,17 @@ def cancel_psycopg_query(dbapi_connection: Any) -> bool:
     return True
 
 
-def kill_mysql_query(engine: Any, thread_id: int) -> None:
-    """KILL QUERY the statement of MySQL's connection thread_id, from a connection of its own: MySQL's way to
-    cancel. Dropping the connection would not stop it: the server notices a gone client only when it next writes."""
-    cargs, cparams = engine.dialect.create_connect_args(engine.url)
+def kill_mysql_query(engine: Any, dbapi_connection: Any) -> None:
+    """KILL QUERY the statement of a PyMySQL connection, from a connection of its own: MySQL's way to cancel.
+    Dropping the connection would not stop it: the server notices a gone client only when it next writes.
+
+    The new connection is made from the engine's URL: connect_args given to create_engine (TLS options, say) are
+    the pool's alone. A server that refuses it is left to its statement timeout (database.statement_timeout).
+    """
     limits = {"connect_timeout": CANCEL_WAIT, "read_timeout": CANCEL_WAIT, "write_timeout": CANCEL_WAIT}
     try:
+        thread_id = dbapi_connection.thread_id()
+        cargs, cparams = engine.dialect.create_connect_args(engine.url)
         killer = engine.dialect.connect(*cargs, **{**cparams, **limits})
         try:
             with killer.cursor() as cursor:
