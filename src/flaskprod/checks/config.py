@@ -485,13 +485,15 @@ _BLOCKING_DRIVERS = frozenset({"mysqldb", "mariadbconnector", "cx_oracle", "pyod
     'mode for Oracle), or serve the app on threads (server.worker_class = "gthread")',
 )
 def blocking_driver_on_gevent(app: Flask, context: Context) -> Iterator[Found]:
-    if "sqlalchemy" not in sys.modules or _served_worker_class(app, context) != "gevent":
+    if "sqlalchemy" not in sys.modules:
         return
     from sqlalchemy.engine import Engine
 
-    for engine in (obj for obj in gc.get_objects() if isinstance(obj, Engine)):
-        if engine.dialect.driver not in _BLOCKING_DRIVERS:
-            continue
+    blocking = [o for o in gc.get_objects() if isinstance(o, Engine) and o.dialect.driver in _BLOCKING_DRIVERS]
+    # The worker class last: for a Flask-SocketIO app it loads the app in a child, as FP-C011 did already.
+    if not blocking or _served_worker_class(app, context) != "gevent":
+        return
+    for engine in blocking:
         yield Found(
             obj=where_made(context, engine.url) or context.app_label,
             text=f"the SQLAlchemy engine for {engine.url.render_as_string(hide_password=True)} waits in "
