@@ -8,6 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy
 import sqlalchemy.pool
@@ -253,9 +254,14 @@ def psycopg3(url: str) -> str:
     return url.replace("postgresql+psycopg2://", "postgresql+psycopg://", 1)
 
 
+def pg8000(url: str) -> str:
+    return url.replace("postgresql+psycopg2://", "postgresql+pg8000://", 1)
+
+
 def check_statement_timeout(app: Flask, engine: sqlalchemy.Engine) -> None:
-    """A statement past the spec's 0.5 s is cancelled after about that in a request; others run; a reused
-    connection keeps it; outside a request (a migration, a CLI command, a job's thread) a connection has none."""
+    """A statement past the spec's 0.5 s is cancelled after about that in a request (OperationalError, or
+    pg8000's ProgrammingError); others run; a reused connection keeps it; outside a request (a migration, a CLI
+    command, a job's thread) a connection has none."""
     with engine.connect() as conn:
         assert conn.scalar(sqlalchemy.text("SHOW statement_timeout")) == "0"
     engine.dispose()
@@ -264,14 +270,14 @@ def check_statement_timeout(app: Flask, engine: sqlalchemy.Engine) -> None:
         assert conn.scalar(sqlalchemy.text("SHOW statement_timeout")) == "500ms"
         assert conn.scalar(sqlalchemy.text("SELECT count(*) FROM pg_sleep(0.1)")) == 1
         started = time.monotonic()
-        with pytest.raises(sqlalchemy.exc.OperationalError, match="canceling statement due to statement timeout"):
+        with pytest.raises(sqlalchemy.exc.DBAPIError, match="canceling statement due to statement timeout"):
             conn.execute(sqlalchemy.text("SELECT pg_sleep(5)"))
         assert 0.4 < time.monotonic() - started < 3
     # Returned to the pool (rolled back there) and checked out again: the same session, still with its timeout.
     with app.test_request_context(), engine.connect() as conn:
         assert conn.scalar(sqlalchemy.text("SELECT pg_backend_pid()")) == backend
         assert conn.scalar(sqlalchemy.text("SHOW statement_timeout")) == "500ms"
-        with pytest.raises(sqlalchemy.exc.OperationalError, match="statement timeout"):
+        with pytest.raises(sqlalchemy.exc.DBAPIError, match="statement timeout"):
             conn.execute(sqlalchemy.text("SELECT pg_sleep(5)"))
     # The same session checked out by a job's thread, outside any request: none, then in a request again.
     with engine.connect() as conn:
@@ -308,7 +314,7 @@ def test_the_plugin_leaves_an_engine_of_another_database_alone() -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("driver", [str, psycopg3], ids=["psycopg2", "psycopg"])
+@pytest.mark.parametrize("driver", [str, psycopg3, pg8000], ids=["psycopg2", "psycopg", "pg8000"])
 def test_flask_sqlalchemys_engine_cancels_a_statement_past_the_timeout(postgres: Postgres, driver: object) -> None:
     app = Flask(__name__)
     app.config.update(SECRET_KEY=secrets.token_hex(32), SQLALCHEMY_DATABASE_URI=driver(postgres.url))  # type: ignore[operator]
@@ -322,7 +328,7 @@ def test_flask_sqlalchemys_engine_cancels_a_statement_past_the_timeout(postgres:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("driver", [str, psycopg3], ids=["psycopg2", "psycopg"])
+@pytest.mark.parametrize("driver", [str, psycopg3, pg8000], ids=["psycopg2", "psycopg", "pg8000"])
 def test_an_engine_made_with_pool_options_cancels_a_statement_past_the_timeout(
     postgres: Postgres, driver: object
 ) -> None:
@@ -335,7 +341,7 @@ def test_an_engine_made_with_pool_options_cancels_a_statement_past_the_timeout(
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("driver", [str, psycopg3], ids=["psycopg2", "psycopg"])
+@pytest.mark.parametrize("driver", [str, psycopg3, pg8000], ids=["psycopg2", "psycopg", "pg8000"])
 def test_a_query_stops_with_the_request_that_ran_past_its_deadline(
     serve_app: StartServer, postgres: Postgres, driver: Callable[[str], str]
 ) -> None:
@@ -349,50 +355,61 @@ def test_a_query_stops_with_the_request_that_ran_past_its_deadline(
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("cancel_lost", [False, True], ids=["cancelled", "cancel lost"])
-def test_a_psycopg_connection_the_deadline_interrupts_is_kept_once_drained_else_dropped(
-    postgres: Postgres, monkeypatch: pytest.MonkeyPatch, cancel_lost: bool
+@pytest.mark.parametrize(
+    ("driver", "cancel_lost"), [(psycopg3, False), (psycopg3, True), (pg8000, False)],
+    ids=["psycopg cancelled", "psycopg cancel lost", "pg8000"],
+)  # fmt: skip
+def test_a_connection_the_deadline_interrupts_is_kept_once_drained_else_dropped(
+    postgres: Postgres, monkeypatch: pytest.MonkeyPatch, driver: Callable[[str], str], cancel_lost: bool
 ) -> None:
-    """The deadline's SIGALRM (this is the main thread) lands in psycopg's wait. The server's answer to the cancel
-    is read and the pool keeps the connection. A cancel that never reaches the server (a proxy between that drops
-    it) leaves no answer to read: the pool drops the connection rather than hand the next checkout one still
-    waiting."""
-    psycopg = pytest.importorskip("psycopg")
+    """The deadline's SIGALRM (this is the main thread) lands in the driver's wait. psycopg's: the server's answer to
+    the cancel is read and the pool keeps the connection. A cancel that never reaches the server (a proxy between
+    that drops it) leaves no answer to read: the pool drops the connection rather than hand the next checkout one
+    still waiting. pg8000's, stopped partway through a message: its cancel request (pg8000 has no call for one) ends
+    the statement, and the pool drops the connection; before, the pool's rollback read on for the statement's 60 s.
+    """
     if cancel_lost:
         monkeypatch.setattr(psycopg.Connection, "cancel_safe", lambda self, timeout=None: None)
         monkeypatch.setattr(interrupted_queries, "CANCEL_WAIT", 0.3)
-    engine = sqlalchemy.create_engine(psycopg3(postgres.url), pool_size=1, max_overflow=0)
+    kept = driver is psycopg3 and not cancel_lost
+    engine = sqlalchemy.create_engine(driver(postgres.url), pool_size=1, max_overflow=0)
     interrupted_queries.watch_engines_for_interrupted_queries()
     try:
         with engine.connect() as conn:
             backend = conn.scalar(sqlalchemy.text("SELECT pg_backend_pid()"))
             with pytest.raises(RequestTimeout):
                 call_with_deadline(0.5, 0.0, conn.execute, sqlalchemy.text("SELECT pg_sleep(60)"))
+            started = time.monotonic()
+        assert time.monotonic() - started < 2  # returned to the pool at once
         with engine.connect() as conn:
             again = conn.scalar(sqlalchemy.text("SELECT pg_backend_pid()"))
-            assert (again == backend) is not cancel_lost
+            assert (again == backend) is kept
             if cancel_lost:  # PostgreSQL notices a closed client only when it next writes to it
                 conn.execute(sqlalchemy.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
-        wait_for(lambda: not sleeping(postgres.url), timeout=10, what="the statement to end")
+        wait_for(lambda: not sleeping(postgres.url), timeout=3, what="the statement to end")
     finally:
         engine.dispose()
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("server_kind", ["gunicorn", "uwsgi"])
-def test_a_psycopg_query_the_deadline_interrupts_is_cancelled_and_its_connection_kept(
-    serve_app: StartServer, postgres: Postgres, server_kind: str
+@pytest.mark.parametrize(("driver", "kept"), [(psycopg3, True), (pg8000, False)], ids=["psycopg", "pg8000"])
+def test_a_query_the_deadline_interrupts_in_a_python_driver_is_stopped_and_answered_504(
+    serve_app: StartServer, postgres: Postgres, server_kind: str, driver: Callable[[str], str], kept: bool
 ) -> None:
-    """On a sync worker the deadline's SIGALRM lands in psycopg's wait, which cancels a query only for
-    KeyboardInterrupt: the connection was left waiting, the pool's rollback failed ("another command is already in
-    progress") and the client got 500 while the query ran on. PostgreSQL's own timeout is off here."""
+    """On a sync worker the deadline's SIGALRM lands in the wait of a driver that reads in Python. psycopg cancels a
+    query only for KeyboardInterrupt: the connection was left waiting, the pool's rollback failed ("another command
+    is already in progress") and the client got 500 while the query ran on. pg8000 was stopped partway through a
+    message. PostgreSQL's own timeout is off here: the statement ends by the cancel alone. psycopg's connection is
+    kept, once the server's answer to the cancel is read; pg8000's is dropped."""
     args = ("--server", server_kind, "--threads", "1", "--timeout", "1", "--set", "database.statement_timeout=0")
-    server = serve_app(BACKEND_APP, env={"DATABASE_URL": psycopg3(postgres.url)}, args=args)
+    server = serve_app(BACKEND_APP, env={"DATABASE_URL": driver(postgres.url)}, args=args)
     backend = server.get("/backend", timeout=15).text
     for _ in range(2):
-        assert server.get("/hold?s=60", timeout=15).status_code == 504
+        answer = server.get("/hold?s=60", timeout=15)
+        assert answer.status_code == 504, answer.text
         wait_for(lambda: not sleeping(postgres.url), timeout=10, what="the cancelled statement to end")
-        assert server.get("/backend", timeout=15).text == backend  # the pool kept its connection
+        assert (server.get("/backend", timeout=15).text == backend) is kept
     assert "another command is already in progress" not in server.stderr() + server.stdout()
 
 

@@ -7,6 +7,8 @@ request ends failed with "another command is already in progress", and the clien
 deadline's 504 while the query ran on. psycopg2 waits inside libpq, where no deadline lands (under gevent its wait
 callback cancels, servers/greenlets.py).
 
+pg8000, pure Python, is stopped the same way partway through a message, and had the same failed rollback.
+
 PyMySQL reads MySQL's answer in Python too, so the deadline stopped it partway through a packet: the rollback
 failed ("InterfaceError (0, '')"), the client got 500, and the statement ran on until MariaDB's statement
 timeout, if any, stopped it (MySQL's stops SELECTs alone). Under threads the deadline lands only once the answer
@@ -14,13 +16,15 @@ comes, and the same 500 followed.
 
 An SQLAlchemy handle_error listener on every engine stops such a query: psycopg's with its cancel, after which
 the server's error is read and the connection goes back to the pool in a failed transaction, which its rollback
-ends (dropped instead when that does not come in time); PyMySQL's with KILL QUERY, and its connection, whose
-place in the protocol is lost, is dropped.
+ends (dropped instead when that does not come in time); pg8000's with PostgreSQL's cancel request, PyMySQL's with
+KILL QUERY, and the connection of either, whose place in the protocol is lost, is dropped.
 """
 
 from __future__ import annotations
 
 import select
+import socket
+import struct
 import time
 from typing import Any
 
@@ -28,6 +32,8 @@ from .deadline import RequestTimeout
 
 # How long the server has to answer a cancel, as psycopg allows for KeyboardInterrupt's.
 CANCEL_WAIT = 5.0
+# PostgreSQL's CancelRequest: its length, then the code that tells it from a startup message.
+CANCEL_REQUEST = struct.pack("!ii", 16, 80877102)
 
 
 def watch_engines_for_interrupted_queries() -> None:
@@ -50,6 +56,9 @@ def cancel_interrupted_query(context: Any) -> None:
     driver = context.engine.dialect.driver
     if driver == "psycopg":
         kept = cancel_psycopg_query(dbapi_connection)
+    elif driver == "pg8000":
+        cancel_pg8000_query(dbapi_connection)
+        kept = False  # stopped partway through reading a message, as PyMySQL below
     elif driver == "pymysql":
         kill_mysql_query(context.engine, dbapi_connection)
         kept = False  # stopped partway through reading a packet: the next read would take the rest as its own
@@ -75,6 +84,24 @@ def cancel_psycopg_query(dbapi_connection: Any) -> bool:
     except Exception:
         return False
     return True
+
+
+def cancel_pg8000_query(dbapi_connection: Any) -> None:
+    """Send PostgreSQL's cancel request for a pg8000 connection's query, which pg8000 has no call for: on a new
+    connection to the same server, the backend's pid and secret key it sent at startup. Unlike psycopg's, the
+    server's answer cannot be read: pg8000's reader stopped partway through a message, so the connection is
+    dropped, and dropping it alone would not stop the query (the server notices a gone client when it next writes).
+    """
+    try:
+        key = dbapi_connection._backend_key_data  # pid and secret, as the server sent them
+        server = dbapi_connection._usock
+        with socket.socket(server.family, socket.SOCK_STREAM) as cancel:
+            cancel.settimeout(CANCEL_WAIT)
+            cancel.connect(server.getpeername())
+            cancel.sendall(CANCEL_REQUEST + key)
+            cancel.recv(1)  # the server closes it once the cancel is passed on
+    except Exception:
+        pass  # dropped anyway; its statement runs on until the statement timeout, if any, or its end
 
 
 def kill_mysql_query(engine: Any, dbapi_connection: Any) -> None:
