@@ -9,6 +9,8 @@ import sqlalchemy
 from flask import Flask
 
 import flaskprod
+from flaskprod.runtime import interrupted_queries
+from flaskprod.runtime.deadline import RequestTimeout, call_with_deadline
 from flaskprod.spec import Spec
 from tests.conftest import StartServer
 from tests.mariadb import ThrowawayMariaDB
@@ -46,6 +48,24 @@ def test_a_query_past_the_deadline_is_killed_and_answered_504(
         assert server.get("/hold?s=0").text == "held"
     logs = server.stderr() + server.stdout()
     assert "InterfaceError" not in logs
+
+
+def test_the_kill_connects_as_the_interrupted_connection_did_connect_args_included(mariadb: ThrowawayMariaDB) -> None:
+    """The deadline's SIGALRM (this is the main thread) lands in PyMySQL's read. The kill's connection is opened with
+    the interrupted one's own parameters: here the password comes in connect_args, as from a secret file, and the
+    URL has none. Made from the URL alone, the kill was refused, and the statement ran on."""
+    url = sqlalchemy.make_url(mariadb.url)
+    without_password = sqlalchemy.URL.create(url.drivername, url.username, None, url.host, url.port, url.database)
+    engine = sqlalchemy.create_engine(without_password, connect_args={"password": url.password}, pool_size=1)
+    interrupted_queries.watch_engines_for_interrupted_queries()
+    try:
+        with engine.connect() as conn, pytest.raises(RequestTimeout):
+            call_with_deadline(0.5, 0.0, conn.execute, sqlalchemy.text(f"SELECT SLEEP({HOLD})"))
+        wait_for(lambda: not mariadb.running("SELECT SLEEP"), timeout=2, what="the statement to be killed")
+        with engine.connect() as conn:  # the interrupted connection was dropped: a new one
+            assert conn.scalar(sqlalchemy.text("SELECT 1")) == 1
+    finally:
+        engine.dispose()
 
 
 def test_on_threads_the_deadline_comes_with_the_answer_and_is_answered_504(

@@ -60,7 +60,7 @@ def cancel_interrupted_query(context: Any) -> None:
         cancel_pg8000_query(dbapi_connection)
         kept = False  # stopped partway through reading a message, as PyMySQL below
     elif driver == "pymysql":
-        kill_mysql_query(context.engine, dbapi_connection)
+        kill_mysql_query(dbapi_connection)
         kept = False  # stopped partway through reading a packet: the next read would take the rest as its own
     else:
         return
@@ -104,18 +104,18 @@ def cancel_pg8000_query(dbapi_connection: Any) -> None:
         pass  # dropped anyway; its statement runs on until the statement timeout, if any, or its end
 
 
-def kill_mysql_query(engine: Any, dbapi_connection: Any) -> None:
+def kill_mysql_query(dbapi_connection: Any) -> None:
     """KILL QUERY the statement of a PyMySQL connection, from a connection of its own: MySQL's way to cancel.
     Dropping the connection would not stop it: the server notices a gone client only when it next writes.
 
-    The new connection is made from the engine's URL: connect_args given to create_engine (TLS options, say) are
-    the pool's alone. A server that refuses it is left to its statement timeout (database.statement_timeout).
+    The new connection is made with the interrupted one's own parameters, so those create_engine's connect_args
+    gave (a password from a secret, TLS, a unix socket) are used too. A server that refuses it is left to its
+    statement timeout (database.statement_timeout).
     """
     limits = {"connect_timeout": CANCEL_WAIT, "read_timeout": CANCEL_WAIT, "write_timeout": CANCEL_WAIT}
     try:
         thread_id = dbapi_connection.thread_id()
-        cargs, cparams = engine.dialect.create_connect_args(engine.url)
-        killer = engine.dialect.connect(*cargs, **{**cparams, **limits})
+        killer = type(dbapi_connection)(**mysql_connect_params(dbapi_connection), **limits)
         try:
             with killer.cursor() as cursor:
                 cursor.execute(f"KILL QUERY {int(thread_id)}")
@@ -123,6 +123,23 @@ def kill_mysql_query(engine: Any, dbapi_connection: Any) -> None:
             killer.close()
     except Exception:
         pass  # the connection is dropped anyway; its statement runs on until it ends by itself
+
+
+def mysql_connect_params(connection: Any) -> dict[str, Any]:
+    """What a PyMySQL connection was opened with, for another to the same server as the same user."""
+    # TLS as the connection asked for it: PyMySQL 1.2 tries TLS unasked (its ssl is then True, _ssl_required
+    # False), which it does again by itself; asked for, its context carries the certificates.
+    required = connection.ssl and getattr(connection, "_ssl_required", True)
+    return {
+        "host": connection.host,
+        "port": connection.port,
+        "unix_socket": connection.unix_socket,
+        "user": connection.user,
+        "password": connection.password,
+        "bind_address": connection.bind_address,
+        "server_public_key": connection.server_public_key,
+        "ssl": connection.ctx if required else None,
+    }
 
 
 def read_answers(pgconn: Any, until: float) -> None:
