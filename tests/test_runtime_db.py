@@ -413,6 +413,51 @@ def test_a_query_the_deadline_interrupts_in_a_python_driver_is_stopped_and_answe
     assert "another command is already in progress" not in server.stderr() + server.stdout()
 
 
+# psycopg without SQLAlchemy: a connection per request, as an app that needs no pool opens one.
+BARE_PSYCOPG_APP = """
+import os
+
+import psycopg
+from flask import Flask, request
+
+from flaskprod import Production
+
+app = Flask(__name__)
+Production(app)
+
+
+@app.get("/hold")
+def hold():
+    with psycopg.connect(os.environ["PG_DSN"]) as conn:
+        conn.execute("SELECT pg_sleep(%s)", (float(request.args["s"]),))
+    return "held"
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "args",
+    [("--threads", "1"), ("--server", "uwsgi", "--threads", "1"), ("--set", "server.worker_class=gevent")],
+    ids=["gunicorn-sync", "uwsgi-sync", "gevent"],
+)
+def test_a_bare_psycopg_query_the_deadline_interrupts_is_cancelled_and_answered_504(
+    serve_app: StartServer, postgres: Postgres, args: tuple[str, ...]
+) -> None:
+    """psycopg cancels the query its wait was in when the deadline lands there, as for Ctrl-C, with no SQLAlchemy
+    to tell it. Before: the client got its 504, but the statement ran on for its 60 s, the connection closed under
+    it (there is no statement timeout without SQLAlchemy)."""
+    dsn = sqlalchemy.make_url(postgres.url).set(drivername="postgresql").render_as_string(hide_password=False)
+    server = serve_app(BARE_PSYCOPG_APP, env={"PG_DSN": dsn}, args=(*args, "--timeout", "1"))
+    for _ in range(2):
+        started = time.monotonic()
+        answer = server.get("/hold?s=60", timeout=15)
+        assert answer.status_code == 504, answer.text
+        assert time.monotonic() - started < 3
+        wait_for(lambda: not sleeping(postgres.url), timeout=3, what="the cancelled statement to end")
+    assert server.get("/hold?s=0", timeout=15).text == "held"
+    assert "another command is already in progress" not in server.stderr() + server.stdout()
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("auto", "auto"), ("1.5", 1.5), ("30", 30.0), ("0", 0.0), ("none", None), ("", None)]
 )

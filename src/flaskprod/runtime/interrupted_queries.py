@@ -14,10 +14,13 @@ failed ("InterfaceError (0, '')"), the client got 500, and the statement ran on 
 timeout, if any, stopped it (MySQL's stops SELECTs alone). Under threads the deadline lands only once the answer
 comes, and the same 500 followed.
 
-An SQLAlchemy handle_error listener on every engine stops such a query: psycopg's with its cancel, after which
-the server's error is read and the connection goes back to the pool in a failed transaction, which its rollback
-ends (dropped instead when that does not come in time); pg8000's with PostgreSQL's cancel request, PyMySQL's with
-KILL QUERY, and the connection of either, whose place in the protocol is lost, is dropped.
+psycopg (3.2 and later) reads the interruptions it cancels for from a tuple, which the deadline joins: then any
+psycopg connection, one the app opens itself or psycopg_pool's, cancels the query and reads the answer, as on
+Ctrl-C. An SQLAlchemy handle_error listener on every engine stops such a query too, for older psycopg and the
+other drivers: psycopg's with its cancel, after which the server's error is read and the connection goes back to
+the pool in a failed transaction, which its rollback ends (dropped instead when that does not come in time);
+pg8000's with PostgreSQL's cancel request, PyMySQL's with KILL QUERY, and the connection of either, whose place in
+the protocol is lost, is dropped.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import select
 import socket
 import struct
+import sys
 import time
 from typing import Any
 
@@ -43,6 +47,18 @@ def watch_engines_for_interrupted_queries() -> None:
 
     if not event.contains(Engine, "handle_error", cancel_interrupted_query):
         event.listen(Engine, "handle_error", cancel_interrupted_query)
+
+
+def let_psycopg_cancel_at_the_deadline() -> None:
+    """Have psycopg cancel a query whose wait the deadline interrupts, as it does for KeyboardInterrupt and
+    SystemExit, on every connection this process opens; psycopg must be imported (an app without it pays nothing).
+
+    psycopg.connection._INTERRUPTED is private: a psycopg without it (before 3.2) is left to the listener below.
+    """
+    connection = sys.modules.get("psycopg.connection")
+    interrupted = getattr(connection, "_INTERRUPTED", None)
+    if isinstance(interrupted, tuple) and RequestTimeout not in interrupted:
+        connection._INTERRUPTED = (*interrupted, RequestTimeout)  # type: ignore[union-attr]
 
 
 def cancel_interrupted_query(context: Any) -> None:
@@ -74,8 +90,10 @@ def cancel_psycopg_query(dbapi_connection: Any) -> bool:
     from psycopg import pq
 
     try:
+        if dbapi_connection.closed:
+            return False  # psycopg's own cancel went unanswered, and it closed the connection
         if dbapi_connection.pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
-            return True  # its answer was read: nothing in flight
+            return True  # its answer was read (by psycopg itself, on a deadline it knows): nothing in flight
         if hasattr(dbapi_connection, "cancel_safe"):  # psycopg 3.2: waits like a query, with a limit
             dbapi_connection.cancel_safe(timeout=CANCEL_WAIT)
         else:
