@@ -8,6 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import flask_sqlalchemy
 import psycopg
 import pytest
 import sqlalchemy
@@ -29,8 +30,6 @@ from flaskprod.sizing import db_pool
 from flaskprod.spec import Spec, load_spec
 from tests.conftest import Postgres, StartServer
 from tests.support import wait_for
-
-flask_sqlalchemy = pytest.importorskip("flask_sqlalchemy")
 
 
 def test_postgresql_options_size_the_pool_from_the_workers() -> None:

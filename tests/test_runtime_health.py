@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import flask_sqlalchemy
 import pytest
 from flask import Flask, current_app, redirect
 from flask.testing import FlaskClient
@@ -246,7 +247,6 @@ def test_probes_can_be_switched_off(app: Flask) -> None:
 
 
 def _sqlalchemy_app(app: Flask, uri: str) -> None:
-    flask_sqlalchemy = pytest.importorskip("flask_sqlalchemy")
     production(app)  # before db.init_app, as apps do
     app.config["SQLALCHEMY_DATABASE_URI"] = uri
     db = flask_sqlalchemy.SQLAlchemy()
@@ -261,7 +261,6 @@ def test_sqlalchemy_engine_is_pinged(app: Flask) -> None:
 
 
 def test_unreachable_database_fails_readiness(app: Flask) -> None:
-    pytest.importorskip("psycopg2")
     # Nothing listens on port 1: the connection is refused at once, as with a stopped server.
     _sqlalchemy_app(app, "postgresql+psycopg2://user:pw@127.0.0.1:1/app")
     response = client_of(app).get("/readyz")

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import flask_migrate
+import flask_sqlalchemy
 import pytest
 import sqlalchemy as sa
 from flask import Flask
@@ -21,9 +23,6 @@ from flaskprod.spec import Spec
 from tests.support import BIN, free_port
 from tests.test_release_command import ADD_COLUMN, project
 from tests.upstack import processes_under, start_up, stop, up_env
-
-flask_migrate = pytest.importorskip("flask_migrate")
-flask_sqlalchemy = pytest.importorskip("flask_sqlalchemy")
 
 FIX = "run flask db upgrade (deploy.release_command)"
 NEVER_MIGRATED = f"SchemaBehind: the database has no alembic_version table, the code needs 0001: {FIX}"
