@@ -29,10 +29,12 @@ import select
 import socket
 import struct
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from .deadline import RequestTimeout
+from .deadline import RequestTimeout, on_greenlets
 
 # How long the server has to answer a cancel, as psycopg allows for KeyboardInterrupt's.
 CANCEL_WAIT = 5.0
@@ -53,12 +55,33 @@ def let_psycopg_cancel_at_the_deadline() -> None:
     """Have psycopg cancel a query whose wait the deadline interrupts, as it does for KeyboardInterrupt and
     SystemExit, on every connection this process opens; psycopg must be imported (an app without it pays nothing).
 
+    A threaded worker's deadline lands between Python instructions, and psycopg's binary package waits in a loop
+    in C (wait_c), so a query ran on to its end, and its 504 with it: by hand, without a statement timeout,
+    pg_sleep(10) at a 1 s deadline was answered at 10 s. In other threads psycopg now waits in its Python loop
+    (wait_poll), which polls in steps of 0.1 s, so the deadline lands within that step. The main thread keeps
+    wait_c (SIGALRM's handler runs there), and gevent's greenlets whatever psycopg chose.
+
     psycopg.connection._INTERRUPTED is private: a psycopg without it (before 3.2) is left to the listener below.
     """
     connection = sys.modules.get("psycopg.connection")
     interrupted = getattr(connection, "_INTERRUPTED", None)
     if isinstance(interrupted, tuple) and RequestTimeout not in interrupted:
         connection._INTERRUPTED = (*interrupted, RequestTimeout)  # type: ignore[union-attr]
+    waiting = sys.modules.get("psycopg.waiting")
+    in_c, in_python = getattr(waiting, "wait_c", None), getattr(waiting, "wait_poll", None)
+    if in_c is not None and in_python is not None and waiting.wait is in_c:  # type: ignore[union-attr]
+        waiting.wait = _wait_within_the_deadlines_reach(in_c, in_python)  # type: ignore[union-attr]
+
+
+def _wait_within_the_deadlines_reach(in_c: Callable[..., Any], in_python: Callable[..., Any]) -> Callable[..., Any]:
+    """psycopg's wait(gen, fileno, interval, timeout): in Python on a thread other than the main one."""
+
+    def wait(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is threading.main_thread() or on_greenlets():
+            return in_c(*args, **kwargs)
+        return in_python(*args, **kwargs)
+
+    return wait
 
 
 def cancel_interrupted_query(context: Any) -> None:
