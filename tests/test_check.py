@@ -188,6 +188,13 @@ GEVENT_TOML = '[server]\nkind = "gunicorn"\nworker_class = "gevent"\nthreads = 1
 # A view that calls another service (FP-P019), {args} given to requests.get.
 OUTBOUND = '\nimport requests\n\n\n@app.get("/rates")\ndef rates():\n    return requests.get({args}).json()\n'
 
+# A view on PostgreSQL through psycopg2, without SQLAlchemy (FP-P020), {args} given to psycopg2.connect.
+BARE_POSTGRES = (
+    '\nimport os\nimport psycopg2\n\n\n@app.get("/orders")\ndef orders():\n'
+    "    with psycopg2.connect({args}) as conn, conn.cursor() as cur:\n"
+    '        cur.execute("SELECT count(*) FROM orders")\n        return str(cur.fetchone()[0])\n'
+)
+
 NGINX_UWSGI = "server {\n  location / {\n    include uwsgi_params;\n    uwsgi_pass unix:///tmp/uwsgi.sock;\n  }\n}\n"
 
 # An app whose schema Flask-Migrate keeps (FP-R001).
@@ -366,6 +373,15 @@ CASES = [
         bad={"app.py": PROD + OUTBOUND.format(args='"https://rates.example.com/"')},
         obj="app.py:13",
         good={"app.py": PROD + OUTBOUND.format(args='"https://rates.example.com/", timeout=(3.05, 10)')},
+    ),
+    Case(
+        "FP-P020",
+        bad={"app.py": PROD + BARE_POSTGRES.format(args='os.environ["DATABASE_URL"]')},
+        obj="app.py:14",
+        good={
+            "app.py": PROD
+            + BARE_POSTGRES.format(args='os.environ["DATABASE_URL"], options="-c statement_timeout=30s"')
+        },
     ),
     Case(
         "FP-P002",
@@ -656,6 +672,40 @@ def test_outbound_calls_without_a_timeout_are_found_as_written(source: str, line
     from flaskprod.checks.outbound import calls_without_timeout
 
     assert [call.lineno for call in calls_without_timeout(ast.parse(source))] == lines
+
+
+@pytest.mark.parametrize(
+    ("source", "lines"),
+    [
+        ("import psycopg2\npsycopg2.connect(dsn)\npsycopg2.connect(dsn, options='-c statement_timeout=5s')\n", [2]),
+        ("import psycopg2\npsycopg2.connect('dbname=shop options=-cstatement_timeout=5000')\n", []),
+        ("from psycopg2 import connect as pg\npg(dsn)\n", [2]),
+        ("import psycopg2.pool\npsycopg2.pool.ThreadedConnectionPool(1, 4, dsn)\n", [2]),
+        ("from psycopg2 import pool\npool.SimpleConnectionPool(1, 4, dsn)\n", [2]),
+        ("from psycopg2.pool import ThreadedConnectionPool\nThreadedConnectionPool(1, 4, dsn, options=OPTS)\n", []),
+        ("import psycopg2\npsycopg2.connect(**settings)\n", []),  # settings may carry one
+        ("import pg8000\npg8000.connect(user='shop')\n", [2]),
+        (
+            "import pg8000.native\n"
+            "pg8000.native.Connection('shop', startup_params={'statement_timeout': '5s'})\n"
+            "pg8000.native.Connection('shop', startup_params={'application_name': 'shop'})\n",
+            [3],
+        ),
+        # psycopg 3, whose waits the deadline reaches, and SQLAlchemy, whose connections flaskprod gives a timeout.
+        ("import psycopg\nimport sqlalchemy\npsycopg.connect(dsn)\nsqlalchemy.create_engine(url)\n", []),
+    ],
+)
+def test_postgresql_connections_without_a_statement_timeout_are_found_as_written(
+    source: str, lines: list[int]
+) -> None:
+    from flaskprod.checks.outbound import connections_without_statement_timeout
+
+    assert [call.lineno for call in connections_without_statement_timeout(ast.parse(source))] == lines
+
+
+def test_a_bare_postgresql_connection_on_gevent_is_cancelled_there(project: Path) -> None:
+    files = {"app.py": PROD + BARE_POSTGRES.format(args='os.environ["DATABASE_URL"]'), "flaskprod.toml": GEVENT_TOML}
+    assert audit(project, files).only("FP-P020") == []
 
 
 def test_every_check_has_a_case() -> None:

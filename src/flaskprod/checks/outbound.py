@@ -1,4 +1,5 @@
-"""The app's outbound HTTP calls that wait for their server without a limit (FP-P019)."""
+"""The app's outbound calls that wait for their server without a limit: HTTP (FP-P019), and PostgreSQL connections
+made without SQLAlchemy and with no statement timeout (FP-P020)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,73 @@ from collections.abc import Iterator
 
 # requests' functions that send a request, on the module and on a Session; all wait forever without a timeout.
 _REQUESTS_CALLS = frozenset({"get", "post", "put", "patch", "delete", "head", "options", "request"})
+
+
+# Where psycopg2 and pg8000 open PostgreSQL connections: (module, name) as the module exports them. psycopg (3) is
+# not among them: the request's deadline reaches its waits (runtime/interrupted_queries.py).
+_CONNECTS = frozenset({
+    ("psycopg2", "connect"),
+    ("psycopg2.pool", "SimpleConnectionPool"),
+    ("psycopg2.pool", "ThreadedConnectionPool"),
+    ("pg8000", "connect"),
+    ("pg8000.dbapi", "connect"),
+    ("pg8000.native", "Connection"),
+})  # fmt: skip
+# The arguments that can carry server settings: psycopg2's libpq options, pg8000's startup parameters.
+_SETTINGS_ARGUMENTS = frozenset({"options", "startup_params"})
+
+
+def connections_without_statement_timeout(tree: ast.Module) -> Iterator[ast.Call]:
+    """The calls in a module that open a PostgreSQL connection (or pool) with psycopg2 or pg8000 and set no
+    statement timeout on it: none of its arguments names statement_timeout, and none could (a variable passed as
+    options, **settings)."""
+    bound = _imported_names(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _dotted(node.func) in bound and not _may_set_a_statement_timeout(node):
+            yield node
+
+
+def _imported_names(tree: ast.Module) -> set[str]:
+    """The names that stand for one of _CONNECTS in a module, as it imported them: `psycopg2.connect`,
+    `pool.ThreadedConnectionPool` after `from psycopg2 import pool`, `connect` after `from pg8000 import connect`."""
+    modules = {module for module, _ in _CONNECTS}
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:  # import psycopg2.pool as pools: the module itself under another name
+                    names.update(f"{alias.asname}.{n}" for m, n in _CONNECTS if m == alias.name)
+                else:  # import psycopg2.pool binds psycopg2, through which every dotted path is reached
+                    names.update(f"{m}.{n}" for m, n in _CONNECTS if m.split(".")[0] == alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                as_name = alias.asname or alias.name
+                if (node.module, alias.name) in _CONNECTS:
+                    names.add(as_name)
+                elif f"{node.module}.{alias.name}" in modules:  # from psycopg2 import pool
+                    names.update(f"{as_name}.{n}" for m, n in _CONNECTS if m == f"{node.module}.{alias.name}")
+    return names
+
+
+def _may_set_a_statement_timeout(call: ast.Call) -> bool:
+    arguments = [*call.args, *(keyword.value for keyword in call.keywords)]
+    if any(keyword.arg is None for keyword in call.keywords):
+        return True  # **settings may carry one
+    if any(keyword.arg in _SETTINGS_ARGUMENTS and not _is_literal(keyword.value) for keyword in call.keywords):
+        return True  # options built elsewhere
+    return any(
+        isinstance(node, ast.Constant) and isinstance(node.value, str) and "statement_timeout" in node.value
+        for argument in arguments
+        for node in ast.walk(argument)
+    )
+
+
+def _is_literal(node: ast.expr) -> bool:
+    try:
+        ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, RecursionError):
+        return False
+    return True
 
 
 def calls_without_timeout(tree: ast.Module) -> Iterator[ast.Call]:

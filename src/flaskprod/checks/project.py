@@ -10,9 +10,10 @@ from pathlib import Path
 
 from ..errors import BuildError
 from ..render.requirements import lacks_flaskprod, read_requirements, requirements_file
+from ..sizing import worker_class
 from .compose import development_lines
 from .context import Context, ProjectFile, call_name, deployment_files, for_development
-from .outbound import calls_without_timeout
+from .outbound import calls_without_timeout, connections_without_statement_timeout
 from .registry import ERROR, INFO, WARNING, Found, check
 
 
@@ -323,6 +324,25 @@ def reload_in_deployment(context: Context) -> Iterator[Found]:
 def outbound_call_without_timeout(context: Context) -> Iterator[Found]:
     for item, tree in context.python_files():
         for call in calls_without_timeout(tree):
+            yield Found(obj=item.at(call.lineno))
+
+
+@check(
+    "FP-P020",
+    WARNING,
+    "a PostgreSQL connection opened with psycopg2 or pg8000 outside SQLAlchemy has no statement timeout: psycopg2 "
+    "waits for the answer inside libpq and pg8000 in a socket read, where the request's deadline cannot stop them, "
+    "so a slow query holds its thread (or runs on in the database) after nginx has answered 504; flaskprod sets one "
+    "on SQLAlchemy's connections alone",
+    hint="set one at or below server.timeout on the connection: psycopg2.connect(dsn, "
+    "options='-c statement_timeout=30s') or pg8000.connect(..., startup_params={'statement_timeout': '30s'}); or "
+    "for the database's role, ALTER ROLE app SET statement_timeout = '30s'",
+)
+def connection_without_statement_timeout(context: Context) -> Iterator[Found]:
+    if worker_class(context.effective_spec) == "gevent":
+        return  # psycopg2 waits in gevent's loop there, where flaskprod cancels at the deadline (servers/greenlets.py)
+    for item, tree in context.python_files():
+        for call in connections_without_statement_timeout(tree):
             yield Found(obj=item.at(call.lineno))
 
 
