@@ -17,7 +17,7 @@ from ..sizing import db_pool, derive, timeouts
 from ..spec import Spec
 from .deadline import on_greenlets
 from .health import Check, in_check
-from .interrupted_queries import let_psycopg_cancel_at_the_deadline, watch_engines_for_interrupted_queries
+from .interrupted_queries import watch_engines_for_interrupted_queries
 from .migrations import CHECK_NAME as MIGRATIONS_CHECK
 from .migrations import schema_check
 
@@ -212,11 +212,9 @@ def pool_options(url: str, spec: Spec | None = None) -> dict[str, Any]:
 
 
 def configure_engines(app: Flask, spec: Spec) -> None:
-    """Set SQLALCHEMY_ENGINE_OPTIONS unless the app set its own, dispose inherited pools after fork, and have
-    psycopg cancel a query the request's deadline interrupts."""
+    """Set SQLALCHEMY_ENGINE_OPTIONS unless the app set its own, and dispose inherited pools after fork."""
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(spec, app.config.get("SQLALCHEMY_DATABASE_URI")))
     _register_for_fork(app)
-    let_psycopg_cancel_at_the_deadline()
 
 
 def database_checks(app: Flask, *, migrations: bool = True) -> dict[str, Check]:

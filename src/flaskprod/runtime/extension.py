@@ -17,6 +17,7 @@ from .deadline import EXPIRED_KEY, waited_too_long
 from .errorpages import register_error_pages
 from .headers import configure_cookies, hsts_headers, security_headers
 from .health import Check, CheckRunner, FailureLog, readiness, without_detail
+from .interrupted_queries import let_psycopg_cancel_at_the_deadline
 from .logs import access_log_enabled, access_logger, configure_logging
 from .metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED, HttpMetrics
 from .pipeline import ROUTE_KEY, Probe, RequestPipeline, json_probe_response
@@ -96,6 +97,8 @@ class Production:
             metrics = self._metrics
         # Not under test runners: pytest-timeout and friends own SIGALRM there.
         request_timeout = spec.server.timeout if spec.server.soft_timeout and not app.testing else None
+        if request_timeout is not None:
+            let_psycopg_cancel_at_the_deadline()
         if metrics is not None:
             # First in line, so the app's own before_request hooks (which may answer early) cannot skip it.
             app.before_request_funcs.setdefault(None, []).insert(0, _count_in_progress(metrics))
