@@ -1760,12 +1760,14 @@ def test_an_app_that_hangs_while_loading_is_stopped_at_ready_timeout(tmp_path: P
     # As an app waiting for its database when imported; run_cli's own timeout fails the test if check waits.
     write(tmp_path, {"app.py": "import os\nimport time\n\nwith open('pid', 'w') as fh:\n"
                                "    fh.write(str(os.getpid()))\ntime.sleep(1000)\n"})
-    result = run_cli("--set", "proxy.ready_timeout=1", cwd=tmp_path)  # run_cli's own timeout ends a hang
+    # 3 s: time for the child to import flaskprod and reach the app on a busy host (at 1 s, CI once stopped it
+    # before the app wrote its pid); run_cli's own timeout ends a hang.
+    result = run_cli("--set", "proxy.ready_timeout=3", cwd=tmp_path)
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == (
-        "Error: app 'app' did not finish loading within proxy.ready_timeout = 1s: if it waits for a service "
+        "Error: app 'app' did not finish loading within proxy.ready_timeout = 3s: if it waits for a service "
         "(a database) when imported, start that service or connect on the first request instead; if it is only "
-        "slow, raise the bound (--set proxy.ready_timeout=2)\n"
+        "slow, raise the bound (--set proxy.ready_timeout=6)\n"
     )
     # The app's process was stopped, not left asleep.
     assert not Path("/proc", (tmp_path / "pid").read_text()).exists()
