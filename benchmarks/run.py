@@ -434,13 +434,18 @@ def stack_round(
     round_: int,
     beside: CeilingBeside | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One round of one stack: its SQLite workloads, then (restarted against PostgreSQL) its PostgreSQL ones."""
+    """One round of one stack: its SQLite workloads, then (restarted against PostgreSQL) its PostgreSQL ones. With
+    PostgreSQL's alone (`benchmarks.ab A B --workloads db-pg`), the stack starts once, against PostgreSQL: started
+    for no SQLite workload, it warmed up on the first of none (IndexError)."""
     wanted = [w for w in WORKLOADS if stack.only is None or w.name in stack.only]
     sqlite = [w for w in wanted if w.database == "sqlite"]
+    pg = [w for w in wanted if w.database == "postgresql"]
     sweep = round_ == 0
+    if not sqlite and pg and pg_url:
+        pg_env = stack_env(env, stack, pg_url)
+        return bench_stack(stack, pg, mode, pg_env, run_dir, say, sweep=sweep, beside=beside)
     sqlite_env = stack_env(env, stack, f"sqlite:///{run_dir}/db.sqlite3")
     record, runs = bench_stack(stack, sqlite, mode, sqlite_env, run_dir, say, sweep=sweep, beside=beside)
-    pg = [w for w in wanted if w.database == "postgresql"]
     if pg and pg_url and record["error"] is None:
         pg_record, pg_runs = bench_stack(
             stack,

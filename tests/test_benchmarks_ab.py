@@ -125,3 +125,13 @@ def test_a_stack_at_a_revision_imports_flaskprod_from_that_revision_s_tree_and_l
 def test_a_revision_that_is_no_commit_is_a_one_line_error() -> None:
     with pytest.raises(SystemExit, match=r"flaskprod-default@no-such-rev: 'no-such-rev' is no commit of .*HEAD~1"):
         ab.main(["flaskprod-default@no-such-rev", "guide-option3", "--rounds", "1"])
+
+
+def test_a_pair_on_postgresql_alone_starts_each_stack_against_it_once(tmp_path: Path) -> None:
+    """With no SQLite workload, each stack warmed up on the first of none (IndexError), and no pair ran."""
+    code = ab.main(["flaskprod-default", "guide-option2", "--workloads", "db-pg", "--rounds", "1", "--seconds", "1",
+                    "--out", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    results = json.loads((tmp_path / "flaskprod-default-vs-guide-option2.json").read_text())
+    (row,) = results["summary"]
+    assert row["workload"] == "db-pg" and all(len(v) == 1 and min(v) > 0 for v in row["rps"].values())
