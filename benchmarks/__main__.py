@@ -12,6 +12,7 @@ from flaskprod.servers import resolve_kind
 from flaskprod.spec import Spec
 
 from . import ab, plots, report, run
+from .outfolder import cannot_write
 from .ratios import goals_for
 from .stacks import REPO, all_stacks, pick
 
@@ -49,14 +50,23 @@ def main(argv: list[str] | None = None) -> int:
     # Whatever `up` runs with no --server today: its twin --server stack is then not run twice.
     default_kind = resolve_kind(Spec(), behind_nginx=True).server.kind
     stacks = pick(all_stacks(default_kind=default_kind), [s for s in args.stacks.split(",") if s], full=not args.quick)
-    results = run.run(mode, stacks, say)
+    if (problem := cannot_write(args.out)) is not None:
+        parser.error(problem)
+    try:
+        results = run.run(mode, stacks, say)
+    except KeyboardInterrupt:
+        say("interrupted: every process the run started is stopped; nothing written")
+        return 130
     results["default_server_kind"] = default_kind
     results["command"] = "make bench-quick" if args.quick else "make bench"
-    args.out.mkdir(parents=True, exist_ok=True)
     # Written before the pairs too: the rounds took most of an hour, and a failing pair must not lose them.
     _write(results, args.out)
     if mode.pair_rounds:
-        results["paired_goals"] = ab.for_goals(results, stacks, mode.pair_rounds, say)
+        try:
+            results["paired_goals"] = ab.for_goals(results, stacks, mode.pair_rounds, say)
+        except KeyboardInterrupt:
+            say(f"interrupted: the rounds are in {args.out}/results.json, the pairs are not")
+            return 130
         results["goals"] = [g.as_dict() for g in goals_for(results)]
         _write(results, args.out)
     return render(args.out)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import machine
+from .outfolder import cannot_write
 from .ratios import MAIN_CONNECTIONS, Results, goal_pairs, pair_stem, run_stolen, tail
 from .run import FULL, Mode, Say, base_env, postgres, stack_round
 from .stacks import AD_HOC, REPO, Stack, ad_hoc, all_stacks, pick
@@ -174,6 +175,14 @@ def for_goals(
     return paired
 
 
+def one_line(error: str) -> str:
+    """A stack's failure as one line: what failed, then its log's last line (the cause, as the program put it)."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return error.strip()
+    return f"{lines[0].rstrip(':')}: {lines[-1]}"
+
+
 @contextlib.contextmanager
 def at_revision(stack: Stack, rev: str) -> Iterator[Stack]:
     """stack, running flaskprod's source as it was at git revision rev, from a worktree removed afterwards."""
@@ -223,14 +232,27 @@ def main(argv: list[str] | None = None) -> int:
     catalogue = all_stacks(default_kind=kind)
     workloads = [w for w in args.workloads.split(",") if w]
     unknown = [w for w in workloads if w not in BY_NAME]
-    if unknown or args.rounds < 1:
-        parser.error(f"unknown workload(s) {unknown}" if unknown else "--rounds must be at least 1")
+    if unknown:
+        parser.error(f"unknown workload(s) {unknown}")
+    if not workloads:
+        parser.error(f"--workloads names none; give some of {', '.join(BY_NAME)}, e.g. ping,page")
+    if args.rounds < 1 or args.seconds < 1:  # wrk runs for whole seconds, and fails on none
+        parser.error("--rounds and --seconds must be at least 1")
+    if (problem := cannot_write(args.out)) is not None:
+        parser.error(problem)
     mode = replace(AB, duration=args.seconds)
-    with contextlib.ExitStack() as trees:
-        a, b = (trees.enter_context(_stack(n, catalogue)) for n in (args.a, args.b))
-        if a.name == b.name:
-            parser.error(f"A and B are both {a.name}: name two stacks, or one at two revisions (STACK@REV)")
-        results = compare(a, b, workloads, args.rounds, mode, lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        with contextlib.ExitStack() as trees:
+            a, b = (trees.enter_context(_stack(n, catalogue)) for n in (args.a, args.b))
+            if a.name == b.name:
+                parser.error(f"A and B are both {a.name}: name two stacks, or one at two revisions (STACK@REV)")
+            results = compare(a, b, workloads, args.rounds, mode, lambda line: print(line, file=sys.stderr, flush=True))
+    except RuntimeError as exc:  # a stack that would not start or run: its own words, nothing written
+        print(f"error: {one_line(str(exc))}; nothing written", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: every process the pair started is stopped; nothing written", file=sys.stderr)
+        return 130
     text = write(results, args.out)
     print(text)
     if (args.out.parent / "results.json").is_file():

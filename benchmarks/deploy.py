@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import machine, procs
+from .outfolder import cannot_write
 from .run import base_env, round_order, stack_env
 from .stacks import BIN, REPO, TASKBOARD, Command, Running, Stack, all_stacks, started
 
@@ -684,7 +685,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out or (OUT_KEEP_ALIVE if args.keep_alive else OUT)
     if args.render:
-        text = markdown(json.loads((out / "results.json").read_text()))
+        try:
+            results = json.loads((out / "results.json").read_text())
+        except (OSError, ValueError) as exc:
+            print(f"error: no readable results in {out}/results.json ({exc}); run `make bench-deploy` first",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        text = markdown(results)
         (out / "README.md").write_text(text)
         print(text)
         return 0
@@ -692,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in BY_NAME]
     if unknown or args.rounds < 1 or args.clients < 1 or args.rate <= 0:
         parser.error(f"unknown method(s) {unknown}" if unknown else "--rounds, --clients and --rate must be positive")
+    if (problem := cannot_write(out)) is not None:
+        parser.error(problem)
     methods = [m for m in METHODS if not names or m.name in names]
     settings = Settings(clients=args.clients, rate=args.rate, keep_alive=args.keep_alive)
     try:

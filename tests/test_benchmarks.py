@@ -451,6 +451,24 @@ def test_render_without_results_says_what_to_run_and_writes_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_out_folder_that_cannot_be_written_is_refused_before_anything_is_measured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was made only once the rounds were done: most of an hour, lost to a traceback."""
+    from benchmarks.__main__ import main
+
+    measured: list[str] = []
+    monkeypatch.setattr(run, "run", lambda mode, stacks, say: measured.append("run") or _results())
+    a_file = tmp_path / "results"
+    a_file.write_text("mine\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["--quick", "--out", str(a_file)])
+    assert exc.value.code == 2 and measured == [] and a_file.read_text() == "mine\n"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m benchmarks: error: --out {a_file}: File exists; give a folder this user can write to"
+    )
+
+
 def test_report_compares_the_accept_lock_with_the_default_and_their_idle_cores() -> None:
     results = _results()
     results["stacks"].append({"name": "flaskprod-uwsgi-acceptlock", "label": "locked", "group": "flaskprod"})

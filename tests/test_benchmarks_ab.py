@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -135,3 +140,86 @@ def test_a_pair_on_postgresql_alone_starts_each_stack_against_it_once(tmp_path: 
     results = json.loads((tmp_path / "flaskprod-default-vs-guide-option2.json").read_text())
     (row,) = results["summary"]
     assert row["workload"] == "db-pg" and all(len(v) == 1 and min(v) > 0 for v in row["rps"].values())
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (["--seconds", "0"], "--rounds and --seconds must be at least 1"),  # wrk failed on 0 s: a traceback
+        (["--workloads", ","], "--workloads names none; give some of page, ping"),  # was an IndexError
+        (["--out", "FILE"], "--out FILE: File exists; give a folder this user can write to"),  # was after the rounds
+    ],
+)
+def test_arguments_that_cannot_give_a_result_are_refused_before_any_stack_starts(
+    given: list[str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "results"
+    a_file.write_text("mine\n")
+    argv = [str(a_file) if arg == "FILE" else arg for arg in given]
+    with pytest.raises(SystemExit) as exc:
+        ab.main(["flaskprod-default", "guide-option3", "--rounds", "1", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(f"python -m benchmarks.ab: error: {said.replace('FILE', str(a_file))}")
+    assert "round 1" not in err and a_file.read_text() == "mine\n"
+
+
+def test_a_stack_that_cannot_start_is_a_one_line_error_in_its_own_words_and_nothing_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = ab.main(["up:--threads x", "hello-bare", "--workloads", "ping", "--rounds", "1", "--seconds", "1",
+                    "--out", str(tmp_path)])  # fmt: skip
+    assert code == 1
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("error: flaskprod-up-threads-x: RuntimeError: flaskprod up exited with 2 before it was")
+    assert "invalid value 'x' for server.threads" in last and last.endswith("; nothing written")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _processes_under(folder: Path, program: str = "") -> list[int]:
+    """Pids of the processes whose command line names a path in folder (and program, when given)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().decode(errors="replace")
+                if str(folder) in command and program in command:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_an_interrupted_pair_stops_every_process_it_started_and_writes_nothing(tmp_path: Path) -> None:
+    # The stacks' sockets live under TMPDIR: pytest's own folders are too deep for a unix socket's path.
+    work, out = Path(tempfile.mkdtemp(prefix="fpab-int-", dir="/tmp")), tmp_path / "out"
+    harness = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.ab", "hello-bare", "hello-production", "--workloads", "ping",
+         "--rounds", "2", "--seconds", "5", "--out", str(out)],
+        cwd=REPO, env={**os.environ, "TMPDIR": str(work)}, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert harness.stderr is not None
+        first = harness.stderr.readline()
+        assert first.startswith("hello-bare (round 1 of 2)"), first
+        deadline = time.monotonic() + 90  # the stack's start, on a host busy with other tests
+        while not _processes_under(work, "nginx: master") and harness.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert harness.poll() is None, harness.stderr.read()
+        assert _processes_under(work, "nginx: master"), "the first stack's nginx never started"
+        time.sleep(1)  # into its warm-up or its run under wrk
+        harness.send_signal(signal.SIGINT)
+        assert harness.wait(timeout=60) == 130
+        assert harness.stderr.read().splitlines()[-1] == (
+            "interrupted: every process the pair started is stopped; nothing written"
+        )
+        assert _processes_under(work) == [] and list(out.iterdir()) == []
+    finally:
+        if harness.poll() is None:
+            os.killpg(harness.pid, signal.SIGKILL)
+            harness.wait()
+        for pid in _processes_under(work):
+            os.kill(pid, signal.SIGKILL)
+        if harness.stderr is not None:
+            harness.stderr.close()
+        shutil.rmtree(work, ignore_errors=True)

@@ -214,3 +214,20 @@ def test_keep_alive_clients_reuse_their_connections(keep_alive: bool, most_conne
     assert len(outcomes) >= 40 and all(o.status == 200 and o.body == "1" for o in outcomes), outcomes[:3]
     # Kept: one connection per client. Not kept: one per request.
     assert len(_Version.connections) == (most_connections or len(outcomes))
+
+
+def test_render_without_results_and_an_out_that_cannot_be_written_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert deploy.main(["--render", "--out", str(tmp_path)]) == 2  # was a FileNotFoundError traceback
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: no readable results in {tmp_path}/results.json") and "make bench-deploy" in err
+    assert "\n" not in err and list(tmp_path.iterdir()) == []
+    a_file = tmp_path / "results"
+    a_file.write_text("mine\n")
+    with pytest.raises(SystemExit) as exc:  # it was found only after the rounds, with every figure lost
+        deploy.main(["--rounds", "1", "--out", str(a_file)])
+    assert exc.value.code == 2 and a_file.read_text() == "mine\n"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m benchmarks.deploy: error: --out {a_file}: File exists; give a folder this user can write to"
+    )
