@@ -4,8 +4,11 @@ clients that must not see a single failed request while releases switch."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import textwrap
 import threading
 import time
@@ -234,6 +237,43 @@ def test_mistakes_are_one_line(tmp_path: Path) -> None:
     assert both.stderr == "Error: --canary starts a canary and --promote ends one: give one of them\n"
     out_of_range = flaskprod(tmp_path, "deploy", "--canary", "100")
     assert out_of_range.returncode == 2 and "100 is not in the range 1<=x<=99" in out_of_range.stderr
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        # Reset, or a broken pipe when the close comes before the request is sent.
+        (None, "dropped the connection ("),
+        (b"hello\n", "answered 'hello', which is no answer of flaskprod up's: is it another program's socket"),
+        (b'{"ok": true}\n', "answered '{\"ok\": true}', which is no answer of flaskprod up's"),
+    ],
+)
+def test_a_socket_that_answers_unlike_up_is_a_one_line_error(answer: bytes | None, said: str) -> None:
+    """Each was a traceback: ConnectionResetError, JSONDecodeError, KeyError 'message'."""
+    root = Path(tempfile.mkdtemp(prefix="fpctl-", dir="/tmp"))  # a unix socket's path must be short
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(root / "control.sock"))
+    listener.listen(1)
+
+    def answer_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            if answer is None:
+                return  # closed with the request unread: the client's read is reset
+            conn.recv(65536)
+            conn.sendall(answer)
+
+    server = threading.Thread(target=answer_once, daemon=True)
+    server.start()
+    try:
+        result = flaskprod(root, "deploy", "--set", f"proxy.run_dir={root}")
+        assert result.returncode == 2
+        assert result.stderr.startswith("Error: ") and f"{root}/control.sock" in result.stderr
+        assert said in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    finally:
+        server.join(timeout=10)
+        listener.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_project_too_big_to_copy_is_refused_before_anything_starts(tmp_path: Path) -> None:

@@ -155,10 +155,37 @@ def send(path: Path, command: str, options: dict[str, Any]) -> Iterator[dict[str
         sock.close()
         raise ServerError(f"cannot reach flaskprod up at {path}: {exc.strerror or exc}") from None
     with sock, sock.makefile("rb") as lines:
-        sock.sendall(json.dumps({"command": command, "options": options}).encode() + b"\n")
-        for line in lines:
-            answer = json.loads(line)
-            yield answer
-            if "ok" in answer:
-                return
+        try:
+            sock.sendall(json.dumps({"command": command, "options": options}).encode() + b"\n")
+            for line in lines:
+                answer = _answer(line, path)
+                yield answer
+                if "ok" in answer:
+                    return
+        except OSError as exc:  # reset or broken: up stopped (or was killed) while it had the request
+            raise ServerError(
+                f"flaskprod up at {path} dropped the connection ({exc.strerror or exc}) before it answered; "
+                "its log says why"
+            ) from None
     raise ServerError("flaskprod up closed the control socket before it answered; its log says why")
+
+
+def _answer(line: bytes, path: Path) -> dict[str, Any]:
+    """One answer line as ControlServer's Request writes it; ServerError for anything else (another program's
+    socket, or an up of a flaskprod version that answers otherwise)."""
+    try:
+        answer = json.loads(line)
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict) and (
+        isinstance(answer.get("log"), str)
+        or (answer.get("ok") is True and isinstance(answer.get("message"), str))
+        or (answer.get("ok") is False and isinstance(answer.get("error"), str))
+    ):
+        return answer
+    shown = line.decode(errors="replace").strip()
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    raise ServerError(
+        f"{path} answered {shown!r}, which is no answer of flaskprod up's: is it another program's socket, or an up "
+        "of another flaskprod version? Restart `flaskprod up` with this one"
+    )
