@@ -731,6 +731,13 @@ def test_a_pyproject_without_flaskprod_is_named_when_the_app_imports_it(
     assert [m["obj"] for m in result.only("FP-P011")] == (["pyproject.toml"] if found else [])
 
 
+def test_a_pyproject_pip_cannot_read_leaves_its_dependency_checks_to_build(project: Path) -> None:
+    """A dependency that was no string was a TypeError in both checks that read them: two tracebacks."""
+    pyproject = '[project]\nname = "shop"\nversion = "1.0"\ndependencies = [1, 2]\n'
+    result = audit(project, {"app.py": PROD + ASYNC_SHAPES, "pyproject.toml": pyproject})  # exit 0 or 1, JSON out
+    assert result.only("FP-P011") == []
+
+
 def test_unguarded_app_run_is_found_without_serving(tmp_path: Path) -> None:
     # In a process of its own: were the app ever served, the timeout would end it.
     write(tmp_path, {"app.py": PROD + "\napp.run()\n"})

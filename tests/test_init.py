@@ -198,16 +198,28 @@ def test_dry_run_prints_over_an_existing_config_and_keeps_it(tmp_path: Path, exi
 PYPROJECT_WITH_SETTINGS = '[project]\nname = "shop"\nversion = "1.0"\n\n[tool.flaskprod.server]\nthreads = 4\n'
 
 
-def test_settings_in_pyproject_are_not_replaced_unless_forced(tmp_path: Path) -> None:
-    (tmp_path / "wsgi.py").write_text(MODULE_APP)
-    (tmp_path / "pyproject.toml").write_text(PYPROJECT_WITH_SETTINGS)
-    result = flaskprod(tmp_path, "init")
+def refused_init(root: Path, pyproject: str) -> str:
+    """What `flaskprod init` says, refusing, in a project with this pyproject.toml; it writes nothing."""
+    (root / "wsgi.py").write_text(MODULE_APP)
+    (root / "pyproject.toml").write_text(pyproject)
+    result = flaskprod(root, "init")
     assert result.returncode == 2
-    assert result.stderr == (
+    assert not (root / "flaskprod.toml").exists()
+    return result.stderr
+
+
+def test_a_pyproject_that_does_not_parse_is_named_as_such_not_as_settings_to_keep(tmp_path: Path) -> None:
+    assert refused_init(tmp_path, "[tool.flaskprod\nthreads = 4\n") == (
+        f"Error: {tmp_path / 'pyproject.toml'}: not valid TOML: Expected ']' at the end of a table declaration "
+        "(at line 1, column 16); fix the file\n"
+    )
+
+
+def test_settings_in_pyproject_are_not_replaced_unless_forced(tmp_path: Path) -> None:
+    assert refused_init(tmp_path, PYPROJECT_WITH_SETTINGS) == (
         f"Error: {tmp_path / 'pyproject.toml'} already holds flaskprod's settings ([tool.flaskprod]): nothing was "
         "written; keep them there, or pass --force to write flaskprod.toml, which then replaces them\n"
     )
-    assert not (tmp_path / "flaskprod.toml").exists()
     assert flaskprod(tmp_path, "init", "--dry-run").returncode == 0
     assert not (tmp_path / "flaskprod.toml").exists()
 

@@ -170,6 +170,30 @@ def test_a_pyproject_without_flaskprod_is_refused(tmp_path: Path, pyproject: str
         assert require_flaskprod(tmp_path, None) is None
 
 
+@pytest.mark.parametrize(
+    ("pyproject", "said"),
+    [
+        # Each was a TypeError traceback from build and from check (str(entry) was parsed, entry itself named).
+        ('[project]\nname = "shop"\ndependencies = [1, 2]\n', "[project] dependencies holds 1, which is no "),
+        ('[project]\nname = "shop"\ndependencies = ["flaskprod", "not a req!!"]\n', "holds 'not a req!!', which"),
+        ('[project]\nname = "shop"\ndependencies = "flaskprod"\n', "[project] dependencies is 'flaskprod', not a"),
+        # Taken, before, as "does not say", and built into an image whose pip install fails.
+        ("[project\nname = 'shop'\n", "pyproject.toml is not valid TOML (Expected ']' at the end of a table"),
+        ('tool = "x"\n', None),  # no table of dependencies: does not say, as before
+    ],
+)
+def test_a_pyproject_pip_cannot_install_from_is_named_in_one_line(
+    tmp_path: Path, pyproject: str, said: str | None
+) -> None:
+    write(tmp_path, {"pyproject.toml": pyproject})
+    if said is None:
+        assert require_flaskprod(tmp_path, None) is None
+        return
+    with pytest.raises(BuildError) as caught:
+        require_flaskprod(tmp_path, None)
+    assert said in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_the_image_copies_every_file_pip_reads_to_where_pip_looks(tmp_path: Path) -> None:
     project = tmp_path / "p"
     d = make_deployment(project)

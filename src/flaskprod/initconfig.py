@@ -11,7 +11,7 @@ from . import discovery
 from .errors import BuildError
 from .project import project_name, project_version
 from .render.writer import Change, write_files
-from .spec import CONFIG_ENV, CONFIG_FILE, ENV_PREFIX, Spec, find_config_file
+from .spec import CONFIG_ENV, CONFIG_FILE, ENV_PREFIX, Spec, find_config_file, read_file_layer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +130,7 @@ def init_project(target: str | None, root: Path, environ: Mapping[str, str], *, 
     and, before writing, to replace a flaskprod.toml with other content, unless force."""
     pyproject = pyproject_settings(root)
     if pyproject is not None and not force:
+        read_file_layer(pyproject)  # one that does not parse is named as such, not as settings to keep
         raise BuildError(
             f"{pyproject} already holds flaskprod's settings ([tool.flaskprod]): nothing was written; keep them "
             f"there, or pass --force to write {CONFIG_FILE}, which then replaces them"

@@ -808,7 +808,8 @@ def flaskprod_not_required(context: Context) -> Iterator[Found]:
     try:
         name = requirements_file(context.spec.deploy.requirements, context.root)
         found = read_requirements(context.root, name) if name is not None else None
+        lacking = lacks_flaskprod(context.root, found)
     except BuildError:
-        return  # no requirements, or an include that is missing: `flaskprod build` names it
-    if lacks_flaskprod(context.root, found):
+        return  # no requirements, an include that is missing, a pyproject.toml pip cannot read: build names it
+    if lacking:
         yield Found(obj=name or "pyproject.toml")

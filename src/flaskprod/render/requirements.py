@@ -187,19 +187,38 @@ def _add(entry: str, names: set[str], unnamed: list[str]) -> None:
 
 def project_dependencies(pyproject: Path) -> frozenset[str] | None:
     """Canonical names of pyproject.toml's dependencies ([project] or Poetry's), with name[extra] for each extra
-    asked; None when the file does not say."""
+    asked; None when the file does not say. A BuildError for a file pip could not install the project from."""
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
+    except OSError:
         return None
+    except ValueError as exc:  # TOMLDecodeError, or bytes that are not UTF-8
+        raise BuildError(
+            f"{pyproject.name} is not valid TOML ({exc}); with no requirements file the image installs the project "
+            "from it (pip install .): fix it"
+        ) from None
     project = data.get("project")
     if isinstance(project, dict):
         if "dependencies" in project.get("dynamic", []):
             return None
-        return frozenset(name for d in project.get("dependencies", []) if _parses(d) for name in _named(Requirement(d)))
-    poetry = data.get("tool", {}).get("poetry", {}).get("dependencies")
-    if isinstance(poetry, dict):
-        return frozenset(name for key, value in poetry.items() for name in _poetry_named(key, value))
+        dependencies = project.get("dependencies", [])
+        if not isinstance(dependencies, list):
+            raise BuildError(
+                f"{pyproject.name}: [project] dependencies is {dependencies!r}, not a list: write a list of "
+                'requirements, such as dependencies = ["flask>=3", "flaskprod"]'
+            )
+        for entry in dependencies:
+            if not isinstance(entry, str) or not _parses(entry):
+                raise BuildError(
+                    f"{pyproject.name}: [project] dependencies holds {entry!r}, which is no requirement pip can "
+                    'install: write each as a quoted requirement, such as "flask>=3"'
+                )
+        return frozenset(name for entry in dependencies for name in _named(Requirement(entry)))
+    tool = data.get("tool")
+    poetry = tool.get("poetry") if isinstance(tool, dict) else None
+    dependencies = poetry.get("dependencies") if isinstance(poetry, dict) else None
+    if isinstance(dependencies, dict):
+        return frozenset(name for key, value in dependencies.items() for name in _poetry_named(key, value))
     return None
 
 
@@ -209,9 +228,9 @@ def _poetry_named(name: str, value: object) -> set[str]:
     return {canonical(name), *(f"{canonical(name)}[{canonical(str(extra))}]" for extra in extras)}
 
 
-def _parses(entry: object) -> bool:
+def _parses(entry: str) -> bool:
     try:
-        Requirement(str(entry))
+        Requirement(entry)
     except InvalidRequirement:
         return False
     return True
