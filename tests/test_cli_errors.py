@@ -3,13 +3,14 @@ no traceback, and nothing written."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support import run_flaskprod
+from tests.support import BIN, run_flaskprod
 
 APP = "from flask import Flask\n\napp = Flask(__name__)\n"
 PRODUCTION_APP = APP.replace("\n\napp", "\n\nfrom flaskprod import Production\n\napp") + "Production(app)\n"
@@ -216,3 +217,72 @@ def test_help_lists_a_flags_choices(tmp_path: Path) -> None:
     assert ["--server", "[auto|gunicorn|uwsgi]"] in flags
     assert ["--workers", "[INTEGER|auto]"] in flags
     assert ["--threads", "INTEGER"] in flags
+
+
+@pytest.mark.parametrize("command", ["config", "check", "build --target compose", "init", "deploy", "serve", "up"])
+def test_a_current_folder_deleted_under_the_shell_is_one_line(tmp_path: Path, command: str) -> None:
+    """Each was a FileNotFoundError traceback from Path.cwd()."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    # A process cannot be started in a folder that is gone: the shell enters it, deletes it, then runs flaskprod.
+    result = subprocess.run(
+        ["sh", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "$0" {command}', str(BIN / "flaskprod")],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert_one_line(
+        result,
+        "Error: the current folder no longer exists (deleted or replaced since this shell entered it): cd into "
+        "the project again",
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        ("/dev/zero", "more than 1 MiB, which no config file is; pass the file with --config"),
+        ("FIFO", "a pipe, not a config file; pass a file with --config"),
+    ],
+)
+def test_a_config_that_never_ends_is_refused(tmp_path: Path, config: str, said: str) -> None:
+    """/dev/zero was read until a MemoryError; a pipe with no writer blocked the command for good."""
+    if config == "FIFO":
+        config = str(tmp_path / "settings.toml")
+        os.mkfifo(config)
+    assert_one_line(run_cli("config", "--config", config, cwd=tmp_path), f"Error: {config}: {said}")
+
+
+def test_dev_null_is_a_config_of_no_settings(tmp_path: Path) -> None:
+    result = run_cli("config", "--config", "/dev/null", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--out", ""], "Error: --out '': no folder named; give one inside the project, such as deploy/compose, or "
+                        "leave --out out"),
+        (["--with", ""], "Error: --with '': no part named; name one such as monitoring, or leave --with out"),
+        (["--with", " , "], "Error: --with ' , ': no part named; name one such as monitoring, or leave --with out"),
+    ],
+)
+def test_an_empty_value_an_unset_variable_gives_is_refused_not_read_as_none(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    """--out '' wrote to deploy/compose and --with '' added nothing, both exiting 0."""
+    make(tmp_path, {"app.py": PRODUCTION_APP, "requirements.txt": "flask\nflaskprod\n"})
+    assert_one_line(run_cli("build", "--target", "compose", *args, cwd=tmp_path), expected)
+    assert not (tmp_path / "deploy").exists()
+
+
+@pytest.mark.parametrize("command", [["check"], ["build", "--target", "compose"], ["init"], ["serve"], ["up"]])
+def test_an_app_named_by_flask_app_that_fails_says_where_its_name_came_from(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Only check said it; the commands that load the app in a child process gave the name alone."""
+    make(tmp_path, {".flaskenv": "FLASK_APP=nosuch\n", "requirements.txt": "flask\nflaskprod\n"})
+    assert_one_line(
+        run_cli(*command, cwd=tmp_path, env={"PATH": "/usr/sbin:/usr/bin:/bin"}),  # up's nginx is in /usr/sbin
+        "Error: could not import 'nosuch': No module named 'nosuch'; check its name, or run flaskprod in the folder "
+        "that holds it (the app FLASK_APP in .flaskenv names)",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".flaskenv", "requirements.txt"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -306,6 +307,35 @@ def test_server_name_refuses_what_nginx_would_not_read_as_names(tmp_path: Path, 
 )
 def test_server_name_takes_the_forms_nginx_reads(tmp_path: Path, raw: str) -> None:
     assert load_spec(tmp_path, environ={}, flags={"proxy.server_name": raw}).proxy.server_name == raw
+
+
+@pytest.mark.parametrize(
+    ("key", "bad", "good"),
+    [
+        # Each bad value went into nginx.conf (`listen :80`, `listen a;b:80`, a broken map) or onto every response
+        # (a 500 for each), or was read as the current folder; `check` said "no issues" and `build` exited 0.
+        ("proxy.host", ["", "a;b", "[::1]", "local host"], ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost"]),
+        ("monitoring.prometheus_host", ["", "a;b"], ["127.0.0.1", "::1", "prometheus"]),
+        ("proxy.run_dir", ["", "  ", "run\ndir"], [".flaskprod/run", "/srv/run dir"]),
+        ("database.local_dir", [""], [".flaskprod/postgres"]),
+        ("tls.acme_dir", [" "], [".flaskprod/acme"]),
+        ("logging.request_id_header", ["X Req", "X;Y", "X_Req", "-X", ""], ["X-Request-ID", "X-Correlation-ID"]),
+        ("security.referrer_policy", ["a\nX-Evil: 1", "nope", ""], ["no-referrer", "no-referrer, strict-origin"]),
+        ("security.content_security_policy", ["a\nX-Evil: 1", "default-src \u00e9"], ["default-src 'self'"]),
+        ("database.url_env", ["DB URL", "1DB", ""], ["DATABASE_URL", "shop_db"]),
+        ("database.password_file_env", ["A-B"], ["DATABASE_PASSWORD_FILE"]),
+        ("tls.email", ["ops", "ops @example.com", "ops@example"], ["ops@example.com"]),
+        ("tls.acme_server", ["acme.example.com/dir", "https://a b"], ["https://127.0.0.1:14000/dir"]),
+    ],
+)
+def test_values_written_into_nginx_conf_headers_or_paths_are_checked_as_settings_are_read(
+    tmp_path: Path, key: str, bad: list[str], good: list[str]
+) -> None:
+    for raw in bad:
+        said = refusal(tmp_path, key, raw)
+        assert re.match(rf"flag --[a-z-]+( {key})?: invalid value {re.escape(repr(raw))} for {key}: expected ", said)
+    for raw in good:
+        assert load_spec(tmp_path, environ={}, flags={key: raw}).get(key) == raw
 
 
 STATIC_URL = (

@@ -59,6 +59,7 @@ def _user_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             _ctrl_c(signal.default_int_handler)  # from here, KeyboardInterrupt: what the command started ends
+            _in_a_folder()
             return fn(*args, **kwargs)
         except FlaskprodError as exc:
             click.echo(f"Error: {exc}", err=True)
@@ -69,6 +70,17 @@ def _user_errors(fn: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _in_a_folder() -> None:
+    """Every command reads or writes the project in the current folder: one deleted under the shell is named."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise SpecError(
+            "the current folder no longer exists (deleted or replaced since this shell entered it): cd into the "
+            "project again"
+        ) from None
 
 
 def _parse_set(values: tuple[str, ...]) -> dict[str, str]:

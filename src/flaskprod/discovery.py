@@ -254,6 +254,11 @@ def _is_other_wsgi_app(value: object) -> bool:
     return callable(value) and not isinstance(value, (Flask, type)) and not inspect.isroutine(value)
 
 
+def with_origin(message: str, ref: AppRef) -> str:
+    """message about loading ref, saying where its name came from when the user named no app (FLASK_APP)."""
+    return message if ref.origin is None else f"{message} (the app {ref.origin} names)"
+
+
 def load(ref: AppRef) -> Flask:
     """Import ref's module and return its Flask app; every failure is one DiscoveryError line.
 
@@ -267,8 +272,7 @@ def load(ref: AppRef) -> Flask:
     except DiscoveryError as exc:
         if ref.origin is None:
             raise
-        # The user named no app: say where the name that failed came from.
-        raise DiscoveryError(f"{exc} (the app {ref.origin} names)") from exc.__cause__
+        raise DiscoveryError(with_origin(str(exc), ref)) from exc.__cause__
     from .runtime.extension import refuse_unsafe_as_loaded  # the app's runtime, loaded with the app
 
     refuse_unsafe_as_loaded(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import difflib
@@ -10,6 +11,7 @@ import math
 import os
 import re
 import shlex
+import stat
 import tomllib
 import types
 import typing
@@ -773,6 +775,22 @@ def _endpoint_path(example: str) -> str:
 MIN_MEMORY = "64M"
 _MEMORY = f"a size of at least {MIN_MEMORY}, such as 512M or 1G"
 
+_LISTEN_HOST = "an address such as 127.0.0.1 or ::1 (no brackets), 0.0.0.0 or :: for every interface, or a host name"
+_FOLDER = "a folder's path, such as .flaskprod/run (relative to the project)"
+_ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+# The Referrer-Policy header's values (W3C Referrer Policy); a list is read as its last one the browser knows.
+REFERRER_POLICIES = (
+    "no-referrer",
+    "no-referrer-when-downgrade",
+    "origin",
+    "origin-when-cross-origin",
+    "same-origin",
+    "strict-origin",
+    "strict-origin-when-cross-origin",
+    "unsafe-url",
+)
+
+
 _EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
     "server.bind": (
         lambda v: _bind(v),
@@ -782,6 +800,38 @@ _EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
     "proxy.client_body_buffer_size": (parse_size, "a size such as 128k"),
     "proxy.client_header_buffer_size": (parse_size, "a size such as 1k"),
     "proxy.port": (lambda v: _at_most(v, 65535), _PORT),
+    # Written unquoted into nginx.conf's listen (and Prometheus's --web.listen-address): one word, or nginx fails.
+    "proxy.host": (lambda v: _listen_host(v), _LISTEN_HOST),
+    "monitoring.prometheus_host": (lambda v: _listen_host(v), _LISTEN_HOST),
+    # Empty, each was read as the current folder.
+    "proxy.run_dir": (lambda v: _folder(v), _FOLDER),
+    "database.local_dir": (lambda v: _folder(v), _FOLDER),
+    "tls.acme_dir": (lambda v: _folder(v), _FOLDER),
+    # nginx reads it as $http_<name>, and a space or ; in it broke nginx.conf's map.
+    "logging.request_id_header": (
+        lambda v: _match(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*", v),
+        "a header name of letters, digits and -, such as X-Request-ID",
+    ),
+    # Sent on every response: a line break in one made each a 500 ("Invalid response header").
+    "security.referrer_policy": (
+        lambda v: _referrer_policy(v),
+        f"one or more of {', '.join(REFERRER_POLICIES)}, separated by commas",
+    ),
+    "security.content_security_policy": (
+        lambda v: _match(r"[\x20-\x7e]+", v),
+        "a policy such as default-src 'self', on one line of printable ASCII (unset for none)",
+    ),
+    # Names of environment variables, which a Compose file or a Kubernetes manifest sets.
+    "database.url_env": (lambda v: _match(_ENV_NAME, v), "an environment variable's name, such as DATABASE_URL"),
+    "database.password_file_env": (
+        lambda v: _match(_ENV_NAME, v),
+        "an environment variable's name, such as DATABASE_PASSWORD_FILE",
+    ),
+    "tls.email": (lambda v: _match(r"[^@\s]+@[^@\s]+\.[^@\s]+", v), "an email address such as ops@example.com"),
+    "tls.acme_server": (
+        lambda v: _match(r"https?://[^\s\"'<>]+", v),
+        "an ACME directory URL such as https://acme-v02.api.letsencrypt.org/directory",
+    ),
     "proxy.server_name": (
         lambda v: _server_names(v),
         "host names separated by spaces, such as example.com www.example.com, *.example.com, .example.com, "
@@ -899,6 +949,24 @@ def _bind(value: str) -> None:
         if ipaddress.ip_address(host[1:-1]).version != 6:
             raise ValueError(value)
     elif host and not re.fullmatch(_HOST_NAME, host):  # an empty host is every interface, as parse_bind reads it
+        raise ValueError(value)
+
+
+def _listen_host(value: str) -> None:
+    """An IP address (IPv6 without brackets: nginx.conf and Prometheus add them) or a host name."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        _match(_HOST_NAME, value)
+
+
+def _folder(value: str) -> None:
+    if not value.strip() or re.search(r"[\x00-\x1f\x7f]", value):
+        raise ValueError(value)
+
+
+def _referrer_policy(value: str) -> None:
+    if not all(token.strip() in REFERRER_POLICIES for token in value.split(",")):
         raise ValueError(value)
 
 
@@ -1035,11 +1103,24 @@ def find_config_file(root: Path) -> Path | None:
     return pyproject if isinstance(tool, dict) and "flaskprod" in tool else None
 
 
+# A config file holds a few dozen settings; more than this is some other file, or a device that never ends.
+MAX_CONFIG_BYTES = 2**20
+
+
 def read_file_layer(path: Path) -> dict[str, Any]:
     """The dotted settings in a flaskprod.toml or a pyproject.toml's [tool.flaskprod]."""
+    with contextlib.suppress(OSError):  # else opening it says why
+        if stat.S_ISFIFO(path.stat().st_mode):  # its open waits for a writer, if one ever comes
+            raise SpecError(f"{path}: a pipe, not a config file; pass a file with --config")
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            text = fh.read(MAX_CONFIG_BYTES + 1)  # /dev/zero, read whole, ended in a MemoryError
+        if len(text) > MAX_CONFIG_BYTES:
+            raise SpecError(
+                f"{path}: more than {MAX_CONFIG_BYTES // 2**20} MiB, which no config file is; pass the file with "
+                "--config"
+            )
+        data = tomllib.loads(text.decode())
     except FileNotFoundError:
         raise SpecError(f"{path}: config file not found; create it or pass another with --config") from None
     except OSError as exc:

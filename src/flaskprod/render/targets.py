@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import BuildError
+from ..errors import BuildError, SpecError
 from .deployment import Deployment, ServerKind
 
 Renderer = Callable[[Deployment], dict[str, str]]
@@ -121,7 +121,11 @@ def find_target(name: str) -> Target:
 
 
 def split_extras(values: tuple[str, ...]) -> set[str]:
-    """--with a,b (repeatable) as the set of names given."""
+    """--with a,b (repeatable) as the set of names given; one that names none is refused."""
+    for value in values:
+        if not value.replace(",", "").strip():
+            # An unset shell variable (--with "$PARTS"): read as nothing, the parts meant would be left out unsaid.
+            raise SpecError(f"--with {value!r}: no part named; name one such as monitoring, or leave --with out")
     return {item.strip() for value in values for item in value.split(",") if item.strip()}
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..discovery import AppRef, load
+from ..discovery import AppRef, load, with_origin
 from ..errors import DiscoveryError, FlaskprodError
 from ..render.nginx import StaticMount, app_server_names, routed_host_names
 from .loading import ended_message, exit_child, exit_message, load_in_child, project_root, write_answer
@@ -108,9 +108,9 @@ def probe(
             text = result_path.read_text()
             result = json.loads(text)
         except (OSError, ValueError):
-            raise DiscoveryError(ended_message(label, status)) from None
+            raise DiscoveryError(with_origin(ended_message(label, status), ref)) from None
     if "error" in result:
-        raise DiscoveryError(result["error"])
+        raise DiscoveryError(with_origin(result["error"], ref))
     info = _app_info(result)
     if record is not None:
         staged = record.with_name(f".{record.name}.new")
