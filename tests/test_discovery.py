@@ -177,14 +177,18 @@ def test_no_app_found_says_what_was_tried(tmp_path: Path) -> None:
         (
             "tests.apps.factory:create_app(1, 2, 3)",
             "The factory 'create_app(1, 2, 3)' in module 'tests.apps.factory' could not be called "
-            "with the specified arguments.",
+            "with the specified arguments: it takes create_app(name='factory'); pass arguments that fit",
         ),
         (
             "tests.apps.broken_import",
             "error while importing 'tests.apps.broken_import': "
             "ModuleNotFoundError: No module named 'flaskprod_no_such_dependency'",
         ),
-        ("tests.apps.factory:create_app(", "Failed to parse 'create_app(' as an attribute name or function call."),
+        (
+            "tests.apps.factory:create_app(",
+            "Failed to parse 'create_app(' as an attribute name or function call: write one such as 'app' or "
+            "'create_app()', after the module and a colon",
+        ),
     ],
 )
 def test_errors_are_one_line(target: str, message: str) -> None:

@@ -319,6 +319,16 @@ def test_port_in_use_is_one_line(server: str) -> None:
     )
 
 
+def test_an_address_this_machine_does_not_have_is_one_line_with_one_it_has() -> None:
+    """192.0.2.1 is TEST-NET-1 (RFC 5737), no interface's here; the line was the kernel's words alone."""
+    result = flaskprod("serve", "tests.apps.factory", "--bind", "192.0.2.1:8000")
+    _assert_one_line_error(
+        result,
+        "cannot listen on 192.0.2.1:8000: Cannot assign requested address, since no interface of this machine has "
+        "that address; pass one it has, such as 127.0.0.1:8000, or 0.0.0.0:8000 for every interface",
+    )
+
+
 def refused(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> str:
     """`flaskprod ARGS` in a session of its own, expected to refuse: its one line on stderr, once exit status 2,
     no traceback and an empty process group (nothing it started is left running) are checked."""

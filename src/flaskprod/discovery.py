@@ -198,7 +198,10 @@ def _attribute_named(name: str) -> str | None:
     try:
         expr = ast.parse(name.strip(), mode="eval").body
     except Exception:
-        raise DiscoveryError(f"Failed to parse {name!r} as an attribute name or function call.") from None
+        raise DiscoveryError(
+            f"Failed to parse {name!r} as an attribute name or function call: write one such as 'app' or "
+            "'create_app()', after the module and a colon"
+        ) from None
     if isinstance(expr, ast.Call):
         try:
             for node in (*expr.args, *(kw.value for kw in expr.keywords if kw.arg is not None)):
@@ -297,6 +300,7 @@ def _load(ref: AppRef) -> Flask:
     except Exception as exc:
         raise DiscoveryError(f"error while importing {ref.module!r}: {_one_line(exc)}") from exc
 
+    attr: str | None = None
     try:
         if ref.name is None:
             return find_best_app(module)
@@ -313,11 +317,27 @@ def _load(ref: AppRef) -> Flask:
         # A factory that returned something else: its wrapper of the Flask app, most likely.
         if message.startswith("A valid Flask application was not obtained") and "(" in (ref.name or ""):
             message = f"{message.rstrip('.')}; {_NAME_THE_FLASK_APP}"
+        elif message.endswith("could not be called with the specified arguments.") and attr is not None:
+            message = f"{message.rstrip('.')}: it takes {_signature(getattr(module, attr))}; pass arguments that fit"
         raise DiscoveryError(message) from None
     except FlaskprodError:
         raise
     except Exception as exc:
         raise DiscoveryError(f"error while loading {ref.import_string!r}: {_one_line(exc)}") from exc
+
+
+def _signature(factory: object) -> str:
+    """factory's parameters, e.g. create_app(config_name='production'), without annotations (which a module under
+    `from __future__ import annotations` would show quoted); "other arguments" when they cannot be read."""
+    try:
+        signature = inspect.signature(factory)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "other arguments"
+    bare = signature.replace(
+        parameters=[p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()],
+        return_annotation=inspect.Signature.empty,
+    )
+    return f"{getattr(factory, '__name__', 'it')}{bare}"
 
 
 def find_app(target: str | None, cwd: str | os.PathLike[str] | None = None) -> Flask:

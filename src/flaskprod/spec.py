@@ -1065,7 +1065,13 @@ def _shown(value: Any) -> str:
         return "a table"
     if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
         return value.isoformat()
+    if isinstance(value, str) and len(value) > SHOWN_AT_MOST:  # a whole file pasted into one: its start tells it
+        return f"{value[:SHOWN_AT_MOST]!r}... ({len(value):,} characters)"
     return repr(value)
+
+
+# How much of a bad value an error repeats.
+SHOWN_AT_MOST = 80
 
 
 def _suggest(key: str) -> str:

@@ -64,6 +64,11 @@ def _check_tcp(bind: str, address: tuple[str, int], instead: str) -> None:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ServerError(f"{bind} is already in use: stop what holds it or pass {instead}") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ServerError(
+                    f"cannot listen on {bind}: {exc.strerror}, since no interface of this machine has that address; "
+                    f"pass one it has, such as 127.0.0.1:{address[1]}, or 0.0.0.0:{address[1]} for every interface"
+                ) from None
             raise ServerError(f"cannot listen on {bind}: {exc.strerror}") from None
 
 
