@@ -341,7 +341,7 @@ def test_values_written_into_nginx_conf_headers_or_paths_are_checked_as_settings
 def test_a_long_bad_value_is_shown_by_its_start_and_length(tmp_path: Path) -> None:
     """A 6,000-character value was repeated whole."""
     said = refusal(tmp_path, "proxy.host", "a;" * 3000)
-    assert said.startswith(f"flag --host: invalid value {'a;' * 40!r}... (6,000 characters) for proxy.host: ")
+    assert said.startswith(f"flag --host: invalid value {'a;' * 100!r}... (6,000 characters) for proxy.host: ")
 
 
 STATIC_URL = (

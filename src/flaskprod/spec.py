@@ -1071,7 +1071,7 @@ def _shown(value: Any) -> str:
 
 
 # How much of a bad value an error repeats.
-SHOWN_AT_MOST = 80
+SHOWN_AT_MOST = 200
 
 
 def _suggest(key: str) -> str:
