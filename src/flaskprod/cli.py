@@ -4,10 +4,15 @@
 # ruff: noqa: E402
 from __future__ import annotations
 
+# _signal, the C module under signal: `import signal` first builds its enums, milliseconds (tens on a busy host) in
+# which Ctrl-C was still Python's and printed a KeyboardInterrupt's traceback from inside signal.py.
+import _signal
 import os
-import signal
 import sys
-from types import FrameType
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing, as flaskprod/__init__.py does
+if TYPE_CHECKING:
+    from types import FrameType
 
 
 def _interrupted(signum: int, frame: FrameType | None) -> None:
@@ -26,9 +31,9 @@ def _interrupted(signum: int, frame: FrameType | None) -> None:
 def _ctrl_c(handler: Callable[[int, FrameType | None], Any]) -> None:
     """Ctrl-C raises what handler does (_interrupted's exit, or KeyboardInterrupt), where Ctrl-C is Python's own or
     ours in the main thread: a handler another installed, or SIG_IGN a parent set, stays."""
-    if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _interrupted):
+    if _signal.getsignal(_signal.SIGINT) in (_signal.default_int_handler, _interrupted):
         try:  # not contextlib.suppress: importing contextlib would take 3 ms before Ctrl-C is handled  # noqa: SIM105
-            signal.signal(signal.SIGINT, handler)
+            _signal.signal(_signal.SIGINT, handler)
         except ValueError:  # not the main thread: a program's thread imported this module
             pass
 
@@ -37,6 +42,7 @@ _ctrl_c(_interrupted)
 
 import functools
 import json
+import signal
 from collections.abc import Callable
 from typing import Any, TypeVar
 
