@@ -56,3 +56,36 @@ def test_an_arbiters_sigquit_late_in_the_workers_exit_does_not_kill_it(tmp_path:
             stop_group(worker)
     output = log.read_text()
     assert code == 0 and "Traceback" not in output, f"exit {code} after {sent} more SIGQUITs\n{output}"
+
+
+# A gthread worker whose loop saw alive go False and ended before it ran the exit queued to it (its queue never
+# runs), so it leaves through Gunicorn's own sys.exit; an object freed as the interpreter tears the modules down,
+# after it has put signals' defaults back, stands in for the arbiter's SIGQUIT arriving then.
+THREADED_LOOP_ENDS_FIRST = textwrap.dedent("""
+    import os, signal, sys, types
+    from flaskprod.servers import stopnow
+    worker = types.SimpleNamespace(alive=True, method_queue=types.SimpleNamespace(defer=lambda method: None))
+    stopnow.install(worker)
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the handler queues the exit, the loop ends without it
+
+    class ArbitersLateQuit:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGQUIT)
+            print("survived the late SIGQUIT", file=sys.stderr, flush=True)
+
+    late = ArbitersLateQuit()
+    assert worker.alive is False
+    sys.exit(0)
+""")
+
+
+def test_a_threaded_worker_whose_loop_ends_before_its_queued_exit_still_ignores_a_late_sigquit(
+    tmp_path: Path,
+) -> None:
+    """Once in a CI run under load the arbiter logged "Worker (pid:...) was sent SIGQUIT!" for a gthread worker that
+    had logged "Worker exiting": SIGQUIT was ignored from exit_now only, which this path never reaches."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    result = subprocess.run([sys.executable, "-c", THREADED_LOOP_ENDS_FIRST], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr}"
+    assert "survived the late SIGQUIT" in result.stderr

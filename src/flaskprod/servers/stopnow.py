@@ -38,6 +38,10 @@ class _StopNow(abc.ABC):
     def __call__(self, sig: int, frame: FrameType | None) -> None:
         if not self.stopping:
             self.stopping = True
+            # Here, not in exit_now: gthread's loop, seeing alive False, can end before it runs the exit queued to
+            # it, and the worker then left through Gunicorn's own sys.exit, where a late SIGQUIT found the default
+            # ("was sent SIGQUIT!", once in a CI run under load).
+            atexit.register(_ignore_quit)
             self.worker.alive = False
             self.stop()
         elif sig == signal.SIGINT:
@@ -53,8 +57,7 @@ class _StopNow(abc.ABC):
 
     def exit_now(self) -> None:
         # Ctrl-C reaches a worker twice within moments (the terminal's SIGINT, then the arbiter's SIGQUIT): the
-        # second, however late, must not find the default an exiting interpreter puts back.
-        atexit.register(_ignore_quit)
+        # second, however late, must not find the default an exiting interpreter puts back (_ignore_quit, at exit).
         sys.exit(0)
 
 
