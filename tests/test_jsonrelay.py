@@ -6,6 +6,9 @@ import json
 import os
 import threading
 
+import pytest
+
+from flaskprod.servers import jsonrelay
 from flaskprod.servers.jsonrelay import encoded, level_of, lines_of, relay
 
 APP_LINE = b'{"@timestamp":"2026-12-06T02:54:28.396Z","log.level":"info","message":"hello"}\n'
@@ -96,3 +99,19 @@ def test_the_end_of_a_read_is_passed_on_and_a_traceback_across_it_stays_one_reco
     out = list(encoded(iter(lines), "stderr"))
     assert out[0] == b"" and out[2] == b"" and len(out) == 3
     assert json.loads(out[1])["message"].endswith("ValueError: bad")
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_serves_own_notice_is_one_write_of_a_whole_line(monkeypatch: pytest.MonkeyPatch, as_json: bool) -> None:
+    """print() wrote the text and its newline apart, and under uWSGI a relay thread's record landed between them:
+    the recycle notice glued to the front of uWSGI's next JSON record, then an empty line."""
+    writes: list[tuple[int, bytes]] = []
+    monkeypatch.setattr(os, "write", lambda fd, data: writes.append((fd, bytes(data))) or len(data))
+    jsonrelay.say("flaskprod: worker (pid: 7) resident 151 MiB: recycling it gracefully", as_json=as_json)
+    [(fd, data)] = writes
+    assert fd == 2 and data.endswith(b"\n") and data.count(b"\n") == 1
+    if as_json:
+        line = json.loads(data)
+        assert line["message"].endswith("recycling it gracefully") and line["log"] == {"logger": "flaskprod"}
+    else:
+        assert data == b"flaskprod: worker (pid: 7) resident 151 MiB: recycling it gracefully\n"

@@ -71,9 +71,12 @@ def test_workers_past_the_bound_get_sighup_once(master: tuple[subprocess.Popen[b
     # Under the bound, or too young: left be.
     assert MemoryBound(limit_mb=100_000, recycle=hup, min_lifetime_s=0).sweep(lambda: workers) == []
     assert MemoryBound(limit_mb=1, recycle=hup, min_lifetime_s=3600).sweep(lambda: workers) == []
-    bound = MemoryBound(limit_mb=1, recycle=hup, min_lifetime_s=0, interval_s=3600)
+    said: list[str] = []
+    bound = MemoryBound(limit_mb=1, recycle=hup, min_lifetime_s=0, interval_s=3600, say=said.append)
     assert bound.sweep(lambda: children(proc.pid)) == sorted(workers)
     wait_for(lambda: recycled(out) == set(workers), timeout=10)
+    # One whole line each, through the writer the server gives (jsonrelay.say: one write, JSON under uWSGI's relay).
+    assert [line.split(" resident ")[0] for line in said] == [f"flaskprod: worker (pid: {w})" for w in sorted(workers)]
     # The next sweep waits for its interval.
     assert bound.sweep(lambda: children(proc.pid)) == []
 

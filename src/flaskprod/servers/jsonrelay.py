@@ -119,6 +119,13 @@ def lines_of(fd: int, gather: float = 0.0) -> Iterator[bytes]:
         yield pending
 
 
+def say(message: str, *, as_json: bool) -> None:
+    """One line of serve's own on stderr, in one write; an ECS record when the lines around it are. The relay's
+    threads write whole lines to the same stderr, and print()'s two writes (the text, then its newline) let one
+    land between them: a notice glued to the front of uWSGI's next record."""
+    _write_all(2, record(message, time.time(), "flaskprod") if as_json else f"{message}\n".encode())
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

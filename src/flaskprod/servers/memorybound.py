@@ -11,11 +11,12 @@ arbiter): it stops accepting, finishes the requests it holds, exits, and a repla
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .jsonrelay import say
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
@@ -80,6 +81,10 @@ def age_s(pid: int, proc: Path = Path("/proc")) -> float | None:
     return time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / TICKS_PER_SECOND
 
 
+def _plain(message: str) -> None:
+    say(message, as_json=False)
+
+
 @dataclass
 class MemoryBound:
     """Recycle each worker once its resident memory reaches limit_mb, by the server's own graceful way."""
@@ -90,6 +95,8 @@ class MemoryBound:
     min_lifetime_s: float = MIN_LIFETIME_S
     interval_s: float = SWEEP_INTERVAL_S
     proc: Path = Path("/proc")
+    # Writes a notice to stderr in one write: plain, unless the server's lines are relayed as JSON (jsonrelay.say).
+    say: Callable[[str], None] = _plain
     # Workers already told: a worker finishing its requests is not told again.
     told: set[int] = field(default_factory=set)
     _next_sweep: float = 0.0
@@ -114,11 +121,9 @@ class MemoryBound:
                 continue
             self.told.add(pid)
             recycled.append(pid)
-            print(
+            self.say(
                 f"flaskprod: worker (pid: {pid}) resident {resident:.0f} MiB, past server.recycle_memory_mb "
-                f"= {self.limit_mb}: recycling it gracefully",
-                file=sys.stderr,
-                flush=True,
+                f"= {self.limit_mb}: recycling it gracefully"
             )
         return recycled
 

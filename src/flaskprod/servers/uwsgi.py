@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import shutil
@@ -19,7 +20,7 @@ from ..errors import ServerError
 from ..exits import APP_SERVER_EXITS, describe_exit
 from ..spec import SETTINGS
 from .common import RunDir, parse_bind
-from .jsonrelay import Relay
+from .jsonrelay import Relay, say
 from .memorybound import MemoryBound, children, signal_to
 from .responder import Responder, start_responder
 from .turns import turns_taken
@@ -247,7 +248,7 @@ class Supervisor:
             if self.relay is not None:
                 self.relay.finish()  # uWSGI's last lines before serve's own
             if not self.told_to_stop():
-                print(master_ended(proc.pid, proc.returncode), file=sys.stderr, flush=True)
+                say(master_ended(proc.pid, proc.returncode), as_json=self.relay is not None)
             return proc.returncode
         finally:
             if proc.poll() is None:
@@ -283,11 +284,10 @@ class Supervisor:
             proc.send_signal(signal.SIGTERM)
             self.term_again_at = now + TERM_AGAIN
         if self.stop_by is not None and now >= self.stop_by:
-            print(
+            say(
                 f"flaskprod: requests still running server.graceful_timeout = {self.graceful_timeout:g}s after "
                 "SIGTERM: killing uWSGI's workers",
-                file=sys.stderr,
-                flush=True,
+                as_json=self.relay is not None,
             )
             _kill_all(children(proc.pid))
             self.stop_by, self.term_again_at, self.kill_at = None, None, now + CUT_GRACE
@@ -354,9 +354,13 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
     try:
         run_dir.prepare()
         # SIGHUP to a worker is uWSGI's graceful recycle of that worker alone.
-        bound = MemoryBound(settings["recycle_memory_mb"], recycle=signal_to(signal.SIGHUP))
-        command = [binary, "--ini", str(ini)]
         relay = Relay("uwsgi") if settings["log_json"] else None
+        bound = MemoryBound(
+            settings["recycle_memory_mb"],
+            recycle=signal_to(signal.SIGHUP),
+            say=functools.partial(say, as_json=relay is not None),
+        )
+        command = [binary, "--ini", str(ini)]
         if settings["metrics_bind"]:
             # Here, in the supervisor, not in uWSGI's master: scrapes answered outside the worker pool, from the
             # files (servers/responder.py). uWSGI is started by fork and exec, so it holds none of its sockets.
