@@ -127,3 +127,33 @@ def _answers(port: int) -> bool:
         return requests.get(f"http://127.0.0.1:{port}/api/ping", timeout=2).status_code == 200
     except requests.RequestException:
         return False
+
+
+@pytest.mark.parametrize("kind", ["uwsgi", "gunicorn"])
+def test_a_stdout_whose_reader_left_cuts_the_table_short_not_the_stack(tmp_path: Path, kind: str) -> None:
+    """`flaskprod up | grep -m1 ready`: the table's BrokenPipeError stopped nginx and the app server and exited 1,
+    with nothing on stderr."""
+    write_app(tmp_path)
+    port = free_port()
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before up writes its first line
+    log = tmp_path / "up.log"
+    with log.open("wb") as err:
+        up = subprocess.Popen(
+            up_args(kind, port, "--workers", "1"),
+            cwd=tmp_path,
+            env=up_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=err,
+            start_new_session=True,
+        )
+    os.close(write_end)
+    try:
+        wait_for(lambda: "stdout was closed by its reader" in log.read_text(), timeout=60, what="up's warning")
+        assert up.poll() is None, log.read_text()
+        assert _answers(port)
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(60) == 0, log.read_text()
+    finally:
+        stop_group(up, timeout=40)

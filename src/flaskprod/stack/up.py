@@ -1217,10 +1217,18 @@ class Stack:
             ),
         ]
         width = max(len(name) for name, _ in rows)
-        print(f"flaskprod up: {spec.app.name} is ready", flush=False)
-        for name, value in rows:
-            print(f"  {name:<{width}}  {value}", flush=False)
-        sys.stdout.flush()
+        try:
+            print(f"flaskprod up: {spec.app.name} is ready", flush=False)
+            for name, value in rows:
+                print(f"  {name:<{width}}  {value}", flush=False)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # Its reader went away (`flaskprod up | grep -m1 ready`): the stack serves on, and this process's later
+            # writes there go nowhere. The BrokenPipeError had stopped the whole stack, with no word why.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            self.log("stdout was closed by its reader: the ready table was cut short; serving on", level="warning")
 
 
 def up(
