@@ -315,6 +315,8 @@ def test_server_name_takes_the_forms_nginx_reads(tmp_path: Path, raw: str) -> No
         # Each bad value went into nginx.conf (`listen :80`, `listen a;b:80`, a broken map) or onto every response
         # (a 500 for each), or was read as the current folder; `check` said "no issues" and `build` exited 0.
         ("proxy.host", ["", "a;b", "[::1]", "local host"], ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost"]),
+        # 0 passed nginx -t, then every connection was reset: a SIGHUP with it took the site down.
+        ("proxy.client_header_buffer_size", ["0", "512"], ["1k", "4k"]),
         ("monitoring.prometheus_host", ["", "a;b"], ["127.0.0.1", "::1", "prometheus"]),
         ("proxy.run_dir", ["", "  ", "run\ndir"], [".flaskprod/run", "/srv/run dir"]),
         ("database.local_dir", [""], [".flaskprod/postgres"]),

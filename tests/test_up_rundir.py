@@ -67,6 +67,39 @@ def test_a_run_dir_that_cannot_be_written_is_refused_in_one_line(
     )
 
 
+def test_a_run_dir_on_a_read_only_filesystem_says_so(tmp_path: Path) -> None:
+    """It said "not writable by root: run flaskprod up as its owner", to root, who owned it."""
+    write_app(tmp_path)
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(read_only)], check=True)
+    try:
+        result = run_up(tmp_path, "gunicorn", str(free_port()), "--set", f"proxy.run_dir={read_only}/run")
+    finally:
+        subprocess.run(["umount", str(read_only)], check=True)
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"Error: proxy.run_dir {read_only}/run: {read_only} is on a read-only filesystem: set proxy.run_dir to a "
+        "directory on a writable one, such as /tmp/NAME\n",
+    )
+
+
+def test_a_project_where_the_instance_folder_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    """A read-only project with the run dir elsewhere: an OSError traceback from new_release."""
+    project, run_dir = tmp_path / "project", tmp_path / "run"
+    write_app(project)
+    subprocess.run(["chattr", "+i", str(project)], check=True)
+    try:
+        result = run_up(project, "gunicorn", str(free_port()), "--set", f"proxy.run_dir={run_dir}")
+    finally:
+        subprocess.run(["chattr", "-i", str(project)], check=True)
+    assert (result.returncode, result.stderr.splitlines()[-1:]) == (
+        2,
+        [f"Error: cannot make the app's instance folder {project}/instance: Operation not permitted; every release "
+         "shares it from the project, so make it there once (or run from a project you can write)"],
+    )  # fmt: skip
+
+
 def test_a_run_dir_nginx_cannot_name_is_refused_before_it_is_made(tmp_path: Path) -> None:
     write_app(tmp_path)
     run_dir = tmp_path / "run$1"

@@ -798,7 +798,8 @@ _EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
     ),
     "proxy.max_body_size": (parse_size, "a size such as 10M, 512k or 1048576"),
     "proxy.client_body_buffer_size": (parse_size, "a size such as 128k"),
-    "proxy.client_header_buffer_size": (parse_size, "a size such as 1k"),
+    # 0 passed nginx -t, then nginx reset every connection: a SIGHUP to it took the site down.
+    "proxy.client_header_buffer_size": (lambda v: _at_least_size(v, "1k"), "a size of at least 1k, such as 1k"),
     "proxy.port": (lambda v: _at_most(v, 65535), _PORT),
     # Written unquoted into nginx.conf's listen (and Prometheus's --web.listen-address): one word, or nginx fails.
     "proxy.host": (lambda v: _listen_host(v), _LISTEN_HOST),

@@ -107,6 +107,11 @@ class StackDir:
         if not existing.is_dir():
             what = "is a file" if existing == run.path else f"is under {existing}, which is a file"
             raise ServerError(f"proxy.run_dir {run.path} {what}: set proxy.run_dir to a directory's path")
+        if os.statvfs(existing).f_flag & os.ST_RDONLY:  # os.access says only "no", and root owns what it cannot write
+            raise ServerError(
+                f"proxy.run_dir {run.path}: {existing} is on a read-only filesystem: set proxy.run_dir to a directory "
+                "on a writable one, such as /tmp/NAME"
+            )
         if not os.access(existing, os.W_OK | os.X_OK):
             raise ServerError(
                 f"proxy.run_dir {run.path}: {existing} is not writable by {_user()}: run `flaskprod up` as its "

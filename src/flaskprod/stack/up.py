@@ -434,7 +434,13 @@ def new_release(p: Plan) -> Release:
     none, so what the app writes there is shared by every release rather than lost with one."""
     app_dir = Path(p.app.path)
     if app_dir == p.root or p.root in app_dir.parents:
-        (app_dir / "instance").mkdir(exist_ok=True)
+        try:
+            (app_dir / "instance").mkdir(exist_ok=True)
+        except OSError as exc:  # a read-only project: was a traceback
+            raise ServerError(
+                f"cannot make the app's instance folder {app_dir / 'instance'}: {exc.strerror}; every release "
+                "shares it from the project, so make it there once (or run from a project you can write)"
+            ) from None
     return p.releases.create(
         p.root,
         excludes=exclude_patterns(p.spec.release.exclude),
