@@ -46,8 +46,8 @@ def output_dir(root: Path, target: Target, out: str | None) -> str:
     """--out as a POSIX path relative to the project root; the images build from the root, so it must be inside."""
     if out is not None and not out.strip():
         # An unset shell variable (--out "$DIR"): read as no --out, the files would land in the default folder.
-        raise BuildError(f"--out '': no folder named; give one inside the project, such as deploy/{target.name}, "
-                         "or leave --out out")  # fmt: skip
+        raise BuildError(f"--out {out!r}: no folder named; give one inside the project, such as "
+                         f"deploy/{target.name}, or leave --out out")  # fmt: skip
     path = Path(out) if out is not None else Path("deploy") / target.name
     resolved = (root / path).resolve()
     try:
