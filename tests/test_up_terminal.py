@@ -15,6 +15,7 @@ import signal
 import subprocess
 import termios
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,10 +130,11 @@ def _answers(port: int) -> bool:
         return False
 
 
+@pytest.mark.parametrize("both", [False, True], ids=["stdout", "stdout-and-stderr"])
 @pytest.mark.parametrize("kind", ["uwsgi", "gunicorn"])
-def test_a_stdout_whose_reader_left_cuts_the_table_short_not_the_stack(tmp_path: Path, kind: str) -> None:
-    """`flaskprod up | grep -m1 ready`: the table's BrokenPipeError stopped nginx and the app server and exited 1,
-    with nothing on stderr."""
+def test_a_stream_whose_reader_left_cuts_the_table_short_not_the_stack(tmp_path: Path, kind: str, both: bool) -> None:
+    """`flaskprod up | grep -m1 ready` (or `2>&1 |`): the table's BrokenPipeError stopped nginx and the app server
+    and exited 1, with nothing on stderr."""
     write_app(tmp_path)
     port = free_port()
     read_end, write_end = os.pipe()
@@ -145,12 +147,18 @@ def test_a_stdout_whose_reader_left_cuts_the_table_short_not_the_stack(tmp_path:
             env=up_env(),
             stdin=subprocess.DEVNULL,
             stdout=write_end,
-            stderr=err,
+            stderr=write_end if both else err,
             start_new_session=True,
         )
     os.close(write_end)
     try:
-        wait_for(lambda: "stdout was closed by its reader" in log.read_text(), timeout=60, what="up's warning")
+        if both:  # nothing to read: serving, and still running once its table would have been written
+            wait_for(lambda: _answers(port), timeout=60, what="flaskprod up answering")
+            deadline = time.monotonic() + 5  # its readiness check and table come moments after the first answer
+            while up.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+        else:
+            wait_for(lambda: "stdout was closed by its reader" in log.read_text(), timeout=60, what="up's warning")
         assert up.poll() is None, log.read_text()
         assert _answers(port)
         up.send_signal(signal.SIGTERM)

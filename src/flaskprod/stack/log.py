@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from ..servers.jsonrelay import ecs_line
 
@@ -23,4 +24,16 @@ class EventLog:
         else:
             extra = " ".join(f"{k}={v}" for k, v in fields.items())
             line = f"flaskprod up: {message}" + (f" ({extra})" if extra else "")
-        print(line, file=sys.stderr, flush=True)
+        try:
+            sys.stderr.write(f"{line}\n")  # one write: nginx and the app server write whole lines to the same stream
+            sys.stderr.flush()
+        except BrokenPipeError:
+            let_go(sys.stderr)
+
+
+def let_go(stream: TextIO) -> None:
+    """stream's reader went away (`flaskprod up 2>&1 | grep -m1 ready`): its writes go to /dev/null from now on, and
+    the stack serves on. The BrokenPipeError had stopped nginx and the app server, with no word why."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)

@@ -35,7 +35,7 @@ from .acme import OBTAIN_TIMEOUT, RELOAD_RETRY, Acme, Certbot
 from .alertmanager import Alertmanager, plan_alertmanager
 from .children import Child
 from .control import ControlServer, Request
-from .log import EventLog
+from .log import EventLog, let_go
 from .nginx import check_config, find_nginx, foreground_command, version
 from .postgres import RESTART_ONLY as POSTGRES_RESTART_ONLY
 from .postgres import Postgres, plan_postgres
@@ -1229,11 +1229,7 @@ class Stack:
                 print(f"  {name:<{width}}  {value}", flush=False)
             sys.stdout.flush()
         except BrokenPipeError:
-            # Its reader went away (`flaskprod up | grep -m1 ready`): the stack serves on, and this process's later
-            # writes there go nowhere. The BrokenPipeError had stopped the whole stack, with no word why.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
+            let_go(sys.stdout)
             self.log("stdout was closed by its reader: the ready table was cut short; serving on", level="warning")
 
 
