@@ -9,14 +9,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
 import requests
 
 from flaskprod.runtime.metrics import pid_of_file
+from flaskprod.servers.uwsgi import catches
 from tests.support import free_port, running, wait_for
 from tests.test_serve import FLASKPROD, SERVERS, Served, clean_env, serving
 
@@ -260,6 +262,73 @@ def test_ctrl_c_reaches_a_worker_between_its_fork_and_its_handlers(tmp_path: Pat
     assert code == 0 and took < 5, f"still running {took:.1f} s after Ctrl-C\n{output}"
     # Each worker left by its own exit: the first, exiting, ignores the arbiter's SIGQUIT however late it comes.
     assert "Traceback" not in output and "was sent" not in output, output
+
+
+# Loaded by uWSGI's interpreter (sitecustomize): its second worker spends two seconds between the fork and uWSGI's
+# own handlers, in the SIGHUP and SIGTERM dispositions the master started with: ignored (uwsgi_setup).
+SLOW_SECOND_UWSGI_WORKER = """\
+import os, time
+def slow_second():
+    try:
+        import uwsgi
+    except ImportError:
+        return
+    if uwsgi.worker_id() == 2:
+        time.sleep(2.0)
+os.register_at_fork(after_in_child=slow_second)
+"""
+
+
+@contextmanager
+def _second_uwsgi_worker_slow_to_start(tmp_path: Path) -> Iterator[Served]:
+    """uWSGI with two workers, the first answering, the second still in its two seconds after the fork."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(SLOW_SECOND_UWSGI_WORKER)
+    env = clean_env(PYTHONPATH=str(tmp_path / "site"))
+    args = ("--workers", "2", "--threads", "4", "--set", "server.graceful_timeout=20")
+    with serving(tmp_path, "uwsgi", *args, env=env) as served:
+        yield served
+
+
+@pytest.mark.parametrize("to_group", [False, True], ids=["to-serve", "to-the-group"])
+def test_sigterm_reaches_a_uwsgi_worker_between_its_fork_and_its_handlers(tmp_path: Path, to_group: bool) -> None:
+    """uWSGI's master tells each worker to stop with one SIGHUP; a worker forked a moment before, still without
+    its handler, ignored it and served on until graceful_timeout (4 stops in 90 after a reload under load).
+    serve tells such a worker again once its handler is set. systemd's SIGTERM to the whole group is the same."""
+    with _second_uwsgi_worker_slow_to_start(tmp_path) as served:
+        started = time.monotonic()
+        if to_group:
+            os.killpg(served.proc.pid, signal.SIGTERM)
+        else:
+            served.proc.send_signal(signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            served.proc.wait(15)
+        took, code, output = time.monotonic() - started, served.proc.poll(), served.output()
+    assert code == 0 and took < 6, f"still running {took:.1f} s after SIGTERM\n{output}"
+    assert "requests still running" not in output, output
+
+
+def test_a_reload_reaches_a_uwsgi_worker_between_its_fork_and_its_handlers(tmp_path: Path) -> None:
+    """The same lost SIGHUP on a reload: uWSGI's master waited reload-mercy (graceful_timeout) for that worker."""
+    with _second_uwsgi_worker_slow_to_start(tmp_path) as served:
+        started = time.monotonic()
+        served.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "gracefully (RE)spawned uWSGI master" in served.output(), timeout=15, what="the reload")
+        took = time.monotonic() - started
+    assert took < 6, served.output()
+
+
+def test_catches_reads_whether_a_process_has_a_handler() -> None:
+    previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    try:
+        assert catches(os.getpid(), signal.SIGUSR2) is False
+        signal.signal(signal.SIGUSR2, lambda *_: None)
+        assert catches(os.getpid(), signal.SIGUSR2) is True
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert catches(gone.pid, signal.SIGUSR2) is None
 
 
 @pytest.mark.parametrize(("server", "threads"), [("gunicorn", "12"), ("gunicorn", "1"), ("uwsgi", "12")],

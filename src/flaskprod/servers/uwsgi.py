@@ -44,6 +44,8 @@ CUT_GRACE = 5.0
 # the master-start hook makes SIGTERM a graceful stop, is lost (serve ran on until killed). Once stopping, uWSGI
 # ignores the repeats.
 TERM_AGAIN = 1.0
+# Seconds between looks at workers that could not hear the master's SIGHUP yet (Supervisor.tell_late_workers).
+LATE_POLL = 0.02
 
 
 def render_ini(
@@ -210,6 +212,9 @@ class Supervisor:
         self.kill_at: float | None = None
         self.term_again_at: float | None = None
         self.stopping = False  # told to stop (SIGTERM, SIGINT): uWSGI's exit is then no news
+        # Workers without their own SIGHUP handler when uWSGI was told to stop or reload: the master's one SIGHUP
+        # to each is lost on them, so serve tells them again once they have it.
+        self.late: set[int] = set()
 
     def record(self, sig: int, frame: FrameType | None) -> None:
         self.signals.put_nowait(sig)
@@ -236,13 +241,16 @@ class Supervisor:
                 if sig == signal.SIGTERM:
                     self.run_dir.begin_drain()
                     self._wait_drain_delay(proc)
-                    proc.send_signal(signal.SIGTERM)
+                    self._tell(proc, signal.SIGTERM)
                     if self.stop_by is None and self.kill_at is None:
                         self.stop_by = time.monotonic() + self.graceful_timeout
                         self.term_again_at = time.monotonic() + TERM_AGAIN
-                elif sig in (signal.SIGHUP, signal.SIGINT):
+                elif sig == signal.SIGHUP:
+                    self._tell(proc, sig)
+                elif sig == signal.SIGINT:
                     proc.send_signal(sig)
                 self._end_overdue_stop(proc)
+                self.tell_late_workers()
                 self.reap_metrics()
                 self.bound.sweep(lambda: children(proc.pid))
             if self.relay is not None:
@@ -270,9 +278,30 @@ class Supervisor:
     def _wait_at_most(self) -> float:
         """Seconds the loop may sleep: until its next sweep, or the stop's next deadline if sooner."""
         deadlines = [d for d in (self.stop_by, self.kill_at, self.term_again_at) if d is not None]
+        if self.late:
+            deadlines.append(time.monotonic() + LATE_POLL)
         if not deadlines:
             return REAP_INTERVAL
         return max(0.0, min(REAP_INTERVAL, min(deadlines) - time.monotonic()))
+
+    def _tell(self, proc: subprocess.Popen[bytes], sig: int) -> None:
+        """Send uWSGI's master a stop (SIGTERM) or a reload (SIGHUP), first noting the workers that cannot hear the
+        SIGHUP it sends each of them in turn."""
+        self.late |= {pid for pid in children(proc.pid) if catches(pid, signal.SIGHUP) is False}
+        proc.send_signal(sig)
+
+    def tell_late_workers(self) -> None:
+        """uWSGI starts with SIGHUP ignored, and a worker keeps that from its fork until uWSGI sets its handler: the
+        master's SIGHUP that came between was lost, and the worker served on until graceful_timeout. Send it again
+        once the handler is set; to a worker that heard the first, uWSGI's graceful stop (2.0.27 on) is idempotent."""
+        for pid in list(self.late):
+            ready = catches(pid, signal.SIGHUP)
+            if ready is False:
+                continue
+            self.late.discard(pid)
+            if ready:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGHUP)
 
     def _end_overdue_stop(self, proc: subprocess.Popen[bytes]) -> None:
         """Past graceful_timeout the workers are killed, as Gunicorn's arbiter does; the master then exits on its
@@ -281,7 +310,7 @@ class Supervisor:
         if proc.poll() is not None:
             return
         if self.term_again_at is not None and now >= self.term_again_at:
-            proc.send_signal(signal.SIGTERM)
+            self._tell(proc, signal.SIGTERM)
             self.term_again_at = now + TERM_AGAIN
         if self.stop_by is not None and now >= self.stop_by:
             say(
@@ -327,6 +356,18 @@ def master_ended(pid: int, status: int) -> str:
     """The line for uWSGI's master ending unasked. It names the master's pid, the one `ps` shows as "uWSGI master":
     the exit a supervisor above (`up`, systemd) logs is this serve process's, whose pid the operator never saw."""
     return f"flaskprod: uWSGI's master (pid {pid}) {describe_exit(status, APP_SERVER_EXITS['uwsgi'])}"
+
+
+def catches(pid: int, signum: int, proc: Path = Path("/proc")) -> bool | None:
+    """Whether process pid has a handler for signum (SigCgt in its status); None once it has exited."""
+    try:
+        status = (proc / str(pid) / "status").read_text()
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if fields.get("State", "Z").split()[0] in ("Z", "X"):
+        return None
+    return bool(int(fields.get("SigCgt", "0"), 16) >> (signum - 1) & 1)
 
 
 def _kill_all(pids: list[int]) -> None:
