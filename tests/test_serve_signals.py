@@ -274,6 +274,8 @@ def slow_second():
     except ImportError:
         return
     if uwsgi.worker_id() == 2:
+        with open(os.path.join(os.path.dirname(__file__), "slow-pids"), "a") as pids:
+            pids.write(f"{os.getpid()}\\n")
         time.sleep(2.0)
 os.register_at_fork(after_in_child=slow_second)
 """
@@ -318,14 +320,33 @@ def test_a_reload_reaches_a_uwsgi_worker_between_its_fork_and_its_handlers(tmp_p
     assert took < 6, served.output()
 
 
-def test_catches_reads_whether_a_process_has_a_handler() -> None:
-    previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+def test_sigterm_reaches_a_respawned_uwsgi_worker_between_its_fork_and_its_handlers(tmp_path: Path) -> None:
+    """A worker the master forks again (after a crash or a recycle) has the master's own SIGHUP handler until uWSGI
+    sets the worker's: the stop's SIGHUP ran the master's reload in the worker, and was lost the same way."""
+    with _second_uwsgi_worker_slow_to_start(tmp_path) as served:
+        pids = tmp_path / "site" / "slow-pids"
+        first = int(pids.read_text().split()[0])
+        wait_for(lambda: catches(first, signal.SIGUSR2), what="the second worker's own handlers")
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: len(pids.read_text().split()) == 2, what="the master to fork the second worker again")
+        started = time.monotonic()
+        served.proc.send_signal(signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            served.proc.wait(15)
+        took, code, output = time.monotonic() - started, served.proc.poll(), served.output()
+    assert code == 0 and took < 6, f"still running {took:.1f} s after SIGTERM\n{output}"
+
+
+def test_catches_reads_whether_a_process_has_a_handler_for_each_signal() -> None:
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGUSR1, signal.SIGUSR2)}
     try:
         assert catches(os.getpid(), signal.SIGUSR2) is False
         signal.signal(signal.SIGUSR2, lambda *_: None)
         assert catches(os.getpid(), signal.SIGUSR2) is True
+        assert catches(os.getpid(), signal.SIGUSR2, signal.SIGUSR1) is False
     finally:
-        signal.signal(signal.SIGUSR2, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     assert catches(gone.pid, signal.SIGUSR2) is None

@@ -46,6 +46,9 @@ CUT_GRACE = 5.0
 TERM_AGAIN = 1.0
 # Seconds between looks at workers that could not hear the master's SIGHUP yet (Supervisor.tell_late_workers).
 LATE_POLL = 0.02
+# Until uWSGI sets a worker's own handlers, SIGHUP's then SIGUSR2's (which the master never has), a worker has the
+# master's SIGHUP: ignored from its start (uwsgi_setup), its reload handler once it runs, for a worker forked again.
+WORKER_HANDLERS = (signal.SIGHUP, signal.SIGUSR2)
 
 
 def render_ini(
@@ -287,15 +290,15 @@ class Supervisor:
     def _tell(self, proc: subprocess.Popen[bytes], sig: int) -> None:
         """Send uWSGI's master a stop (SIGTERM) or a reload (SIGHUP), first noting the workers that cannot hear the
         SIGHUP it sends each of them in turn."""
-        self.late |= {pid for pid in children(proc.pid) if catches(pid, signal.SIGHUP) is False}
+        self.late |= {pid for pid in children(proc.pid) if catches(pid, *WORKER_HANDLERS) is False}
         proc.send_signal(sig)
 
     def tell_late_workers(self) -> None:
-        """uWSGI starts with SIGHUP ignored, and a worker keeps that from its fork until uWSGI sets its handler: the
-        master's SIGHUP that came between was lost, and the worker served on until graceful_timeout. Send it again
-        once the handler is set; to a worker that heard the first, uWSGI's graceful stop (2.0.27 on) is idempotent."""
+        """A worker keeps the master's SIGHUP from its fork until uWSGI sets its own (WORKER_HANDLERS): the master's
+        SIGHUP that came between was lost, and the worker served on until graceful_timeout. Send it again once the
+        handler is set; to a worker that heard the first, uWSGI's graceful stop (2.0.27 on) is idempotent."""
         for pid in list(self.late):
-            ready = catches(pid, signal.SIGHUP)
+            ready = catches(pid, *WORKER_HANDLERS)
             if ready is False:
                 continue
             self.late.discard(pid)
@@ -358,8 +361,8 @@ def master_ended(pid: int, status: int) -> str:
     return f"flaskprod: uWSGI's master (pid {pid}) {describe_exit(status, APP_SERVER_EXITS['uwsgi'])}"
 
 
-def catches(pid: int, signum: int, proc: Path = Path("/proc")) -> bool | None:
-    """Whether process pid has a handler for signum (SigCgt in its status); None once it has exited."""
+def catches(pid: int, *signums: int, proc: Path = Path("/proc")) -> bool | None:
+    """Whether process pid has a handler for each of signums (SigCgt in its status); None once it has exited."""
     try:
         status = (proc / str(pid) / "status").read_text()
     except OSError:
@@ -367,7 +370,8 @@ def catches(pid: int, signum: int, proc: Path = Path("/proc")) -> bool | None:
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     if fields.get("State", "Z").split()[0] in ("Z", "X"):
         return None
-    return bool(int(fields.get("SigCgt", "0"), 16) >> (signum - 1) & 1)
+    caught = int(fields.get("SigCgt", "0"), 16)
+    return all(caught >> (signum - 1) & 1 for signum in signums)
 
 
 def _kill_all(pids: list[int]) -> None:
