@@ -203,6 +203,18 @@ def test_unset_is_no_value_for_a_setting_that_needs_one(tmp_path: Path) -> None:
             {},
             "env FLASKPROD_PROXY__GZIP: invalid value 'maybe' for proxy.gzip: expected boolean",
         ),
+        # Named as spelled: the section and name are read in any case.
+        (
+            {"environ": {"FLASKPROD_proxy__gzip": "maybe"}},
+            {},
+            "env FLASKPROD_proxy__gzip: invalid value 'maybe' for proxy.gzip: expected boolean",
+        ),
+        (
+            {"environ": {"FLASKPROD_SERVER__THREADS": "2", "FLASKPROD_server__threads": "4"}},
+            {},
+            "environment variables FLASKPROD_SERVER__THREADS and FLASKPROD_server__threads both set server.threads: "
+            "unset one of them",
+        ),
         ({"flags": {"proxy.max_body_size": "ten megs"}}, {}, "expected a size such as 10M, 512k or 1048576"),
         ({"flags": {"proxy.rate_limit": "fast"}}, {}, "expected a rate such as 10r/s or 300r/m"),
         ({}, {"flaskprod.toml": "[server]\nworkers = true\n"}, "invalid value true for server.workers"),

@@ -1169,9 +1169,17 @@ def _not_a_table(key: str, prefix: str) -> str:
     return f"{outside}: settings go in sections such as [{prefix}server]; see `flaskprod config` for every setting"
 
 
-def read_env_layer(environ: Mapping[str, str]) -> dict[str, str]:
-    """FLASKPROD_SECTION__NAME variables as dotted settings."""
-    values = {}
+class EnvLayer(dict[str, str]):
+    """FLASKPROD_SECTION__NAME variables as dotted settings, each with its variable as spelled (errors name it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: dict[str, str] = {}
+
+
+def read_env_layer(environ: Mapping[str, str]) -> EnvLayer:
+    """FLASKPROD_SECTION__NAME variables as dotted settings; the section and name in any case."""
+    values = EnvLayer()
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name in _ENV_NOT_SETTINGS:
             continue
@@ -1179,7 +1187,10 @@ def read_env_layer(environ: Mapping[str, str]) -> dict[str, str]:
         if "__" not in rest:
             raise SpecError(f"environment variable {name}: expected {ENV_PREFIX}SECTION__NAME{_env_hint(rest)}")
         section, key = rest.lower().split("__", 1)
-        values[f"{section}.{key}"] = value
+        dotted = f"{section}.{key}"
+        if (other := values.names.get(dotted)) is not None:
+            raise SpecError(f"environment variables {other} and {name} both set {dotted}: unset one of them")
+        values[dotted], values.names[dotted] = value, name
     return values
 
 
@@ -1219,7 +1230,7 @@ def load_spec(
     origins = {key: "default" for key in SETTINGS}
     for source, layer in _layers(base, config, environ, flags, set_flags):
         for key, raw in layer.items():
-            values[key] = validate(key, raw, _describe_source(source, key))  # an unknown key too
+            values[key] = validate(key, raw, _describe_source(source, key, layer))  # an unknown key too
             origins[key] = "flag" if source.startswith("flag") else source
     if "app.name" not in values:
         # As Compose names a project by its directory: "shop", not one name shared by every app.
@@ -1309,15 +1320,17 @@ def load_setting(
     value = SETTINGS[key].default
     for source, layer in _layers(Path.cwd(), config, os.environ, None, None):
         if key in layer:
-            value = validate(key, layer[key], _describe_source(source, key))
+            value = validate(key, layer[key], _describe_source(source, key, layer))
     return value
 
 
-def _describe_source(source: str, key: str) -> str:
-    """How an error names where a value came from: the file, the variable or the flag."""
+def _describe_source(source: str, key: str, layer: Mapping[str, Any] | None = None) -> str:
+    """How an error names where a value came from: the file, the variable (as spelled, when layer has it) or the
+    flag."""
     if source == "env":
         section, _, name = key.partition(".")
-        return f"env {ENV_PREFIX}{section.upper()}__{name.upper()}"
+        spelled = layer.names.get(key) if isinstance(layer, EnvLayer) else None
+        return f"env {spelled or f'{ENV_PREFIX}{section.upper()}__{name.upper()}'}"
     if source == "flag --set":
         return f"flag --set {key}"
     if source == "flag":
