@@ -3,6 +3,7 @@ clients that must not see a single failed request while releases switch."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from flaskprod.errors import ServerError
+from flaskprod.stack import control
 from tests.support import BIN, free_port, wait_for
 from tests.upstack import (
     APP,
@@ -142,6 +145,16 @@ def test_deploy_switches_releases_without_failing_a_request(stack: UpStack) -> N
         "Error: release 1 is the oldest one kept (release.keep = 5): there is none before it to roll back to\n"
     )
     assert stack.proc.poll() is None and versions(stack, 4) == {"1": 4}
+
+    # What a client reads first, at once, is the bound it then waits for: control.send gives up past it.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(stack.run_dir / "control.sock"))
+        sock.sendall(b'{"command": "rollback", "options": {"to": 9}}\n')
+        answers = [json.loads(line) for line in sock.makefile("rb")]
+    assert answers[0].keys() == {"within"} and answers[0]["within"] > 60, answers
+    assert len(answers) == 2 and answers[1]["ok"] is False, answers
+    assert answers[1]["error"].startswith("release 9 does not exist under "), answers
 
 
 def test_a_canary_takes_its_share_until_promoted_or_rolled_back(stack: UpStack) -> None:
@@ -271,6 +284,51 @@ def test_a_socket_that_answers_unlike_up_is_a_one_line_error(answer: bytes | Non
         assert result.stderr.startswith("Error: ") and f"{root}/control.sock" in result.stderr
         assert said in result.stderr and result.stderr.count("\n") == 1, result.stderr
     finally:
+        server.join(timeout=10)
+        listener.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("answers", "said"),
+    [
+        ([], "took the deploy but did not answer within 0.3s: is it stopped (kill -STOP, a debugger), or is the "
+             "socket another program's?"),
+        ([b'{"within": 1.0}\n'],
+         "said the deploy would end within 1s, and 2s later it had not: it cancels the deploy unless its release "
+         "was ready; its log says why"),
+    ],
+    ids=["never", "not-by-when-it-said"],
+)
+def test_an_up_that_goes_silent_is_given_up_on(monkeypatch: pytest.MonkeyPatch, answers: list[bytes],
+                                               said: str) -> None:
+    """A deploy to a stopped up (kill -STOP) waited forever."""
+    monkeypatch.setattr(control, "FIRST_ANSWER", 0.3)
+    monkeypatch.setattr(control, "PAST_WITHIN", 0.5)
+    root = Path(tempfile.mkdtemp(prefix="fpctl-", dir="/tmp"))  # a unix socket's path must be short
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(root / "control.sock"))
+    listener.listen(1)
+    done = threading.Event()
+
+    def answer_then_hang() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for answer in answers:
+                conn.sendall(answer)
+            done.wait(10)
+
+    server = threading.Thread(target=answer_then_hang, daemon=True)
+    server.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ServerError) as raised:
+            list(control.send(root / "control.sock", "deploy", {}))
+        assert str(raised.value) == f"flaskprod up at {root}/control.sock {said}"
+        assert time.monotonic() - started < 5
+    finally:
+        done.set()
         server.join(timeout=10)
         listener.close()
         shutil.rmtree(root, ignore_errors=True)

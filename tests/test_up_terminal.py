@@ -24,7 +24,7 @@ import requests
 
 from flaskprod.stack.children import terminal_stops_background_writes
 from tests.support import free_port, stop_group, wait_for
-from tests.upstack import children_of, up_args, up_env, write_app
+from tests.upstack import children_of, one_request, processes_under, start_up, stop, up_args, up_env, write_app
 
 pytestmark = pytest.mark.integration
 
@@ -165,3 +165,70 @@ def test_a_stream_whose_reader_left_cuts_the_table_short_not_the_stack(tmp_path:
         assert up.wait(60) == 0, log.read_text()
     finally:
         stop_group(up, timeout=40)
+
+
+# Sleeps as it loads, where named: in up's probe (which loads the app once to learn its static folders and routes),
+# or in the app server.
+SLOW_TO_LOAD = """
+import sys
+import time
+
+from flask import Flask
+
+from flaskprod import Production
+
+if sys.argv[0].endswith("probe.py") == {in_probe}:
+    open({marker!r}, "w").close()
+    time.sleep(30)
+app = Flask(__name__)
+Production(app)
+"""
+
+
+@pytest.mark.parametrize("in_probe", [True, False], ids=["probe", "app-server"])
+def test_ctrl_c_before_ready_stops_at_once_and_exits_0(tmp_path: Path, in_probe: bool) -> None:
+    """While up's probe loaded the app, Ctrl-C waited for the load to end (up to proxy.ready_timeout, 60 s); and
+    a stop asked for before ready exited 1, as if the start had failed."""
+    write_app(tmp_path, SLOW_TO_LOAD.format(in_probe=in_probe, marker=str(tmp_path / "loading")))
+    log = tmp_path / "up.log"
+    with log.open("wb") as err:
+        up = subprocess.Popen(up_args("gunicorn", free_port(), "--workers", "1"), cwd=tmp_path, env=up_env(),
+                              stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)  # fmt: skip
+    try:
+        wait_for(lambda: (tmp_path / "loading").exists(), timeout=30, what="the app loading")
+        os.killpg(up.pid, signal.SIGINT)  # as a terminal sends Ctrl-C
+        started = time.monotonic()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            up.wait(15)
+        took, code = time.monotonic() - started, up.poll()
+        assert code == 0 and took < 10, f"exit {code} {took:.1f} s after Ctrl-C\n{log.read_text()}"
+        said = "stopped while the app loaded" if in_probe else "stopped before the app was ready"
+        assert said in log.read_text() and "Traceback" not in log.read_text(), log.read_text()
+        assert not processes_under(tmp_path), processes_under(tmp_path)
+    finally:
+        stop_group(up, timeout=40)
+
+
+@pytest.mark.parametrize("kind", ["uwsgi", "gunicorn"])
+def test_a_second_ctrl_c_cuts_a_graceful_stop_short(tmp_path: Path, kind: str) -> None:
+    """The first Ctrl-C lets requests in flight finish (up to graceful_timeout, 30 s); a second one did nothing."""
+    write_app(tmp_path)
+    stack = start_up(tmp_path, kind, free_port(), "--workers", "1")
+    try:
+        stack.wait_ready()
+        slow = threading.Thread(target=one_request, args=(stack.port, "/slow?s=25", 40), daemon=True)
+        slow.start()
+        time.sleep(1)  # the request is in the app server's hands
+        os.killpg(stack.proc.pid, signal.SIGINT)
+        wait_for(lambda: "shutting down gracefully" in stack.output(), timeout=10, what="the graceful stop")
+        time.sleep(1)
+        os.killpg(stack.proc.pid, signal.SIGINT)
+        started = time.monotonic()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            stack.proc.wait(15)
+        took, code = time.monotonic() - started, stack.proc.poll()
+        assert code == 0 and took < 8, f"exit {code} {took:.1f} s after the second Ctrl-C\n{stack.output()}"
+        assert "told to stop again" in stack.output() and "Traceback" not in stack.output(), stack.output()
+        assert not processes_under(tmp_path), processes_under(tmp_path)
+    finally:
+        stop(stack)

@@ -366,6 +366,8 @@ def _ask_up(command: str, options: dict[str, Any], kwargs: dict[str, Any]) -> No
         for answer in send(control, command, options):
             if "log" in answer:
                 click.echo(f"flaskprod {command}: {answer['log']}", err=True)
+            elif "ok" not in answer:
+                continue  # the bound alone (control.send reads it)
             elif answer["ok"]:
                 click.echo(answer["message"])
             else:

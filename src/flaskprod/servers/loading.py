@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .. import discovery
@@ -29,6 +29,7 @@ def load_in_child(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     if_slow: str | None = None,
+    check: Callable[[], None] | None = None,
 ) -> int:
     """Run args until they exit, their output on stderr (stdout stays the command's); their exit status.
 
@@ -36,7 +37,7 @@ def load_in_child(
     it exits, or once loaded exists (what it does then is not bounded). if_slow is the advice for an app
     that is only slow; by default, raising the bound with --set. The child runs in its own session, so that
     whatever the app started goes with it when the group is killed: at the deadline, or when this process
-    is interrupted.
+    is interrupted. check is called as it waits: what it raises (a stop asked for) ends the load there.
     """
     process = subprocess.Popen(
         list(args),
@@ -56,7 +57,7 @@ def load_in_child(
     if terminate:
         signal.signal(signal.SIGTERM, _exit_on_term)
     try:
-        status = _wait(process, loaded, time.monotonic() + bound)
+        status = _wait(process, loaded, time.monotonic() + bound, check)
     finally:
         if terminate:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -97,12 +98,16 @@ def _exit_on_term(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _wait(process: subprocess.Popen[bytes], loaded: Path | None, deadline: float) -> int | None:
+def _wait(
+    process: subprocess.Popen[bytes], loaded: Path | None, deadline: float, check: Callable[[], None] | None
+) -> int | None:
     """The child's exit status, once what the app started as it loaded (a scheduler, a helper process) is
     stopped with it; None when it had not loaded the app by the deadline."""
     while os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
         if time.monotonic() >= deadline and not (loaded is not None and loaded.exists()):
             return None
+        if check is not None:
+            check()
         time.sleep(POLL_SECONDS)
     # Not reaped yet, the child holds its process group's id, which no other process can have taken.
     with contextlib.suppress(ProcessLookupError):

@@ -11,7 +11,7 @@ import secrets
 import sys
 import tempfile
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +87,13 @@ def routed_hosts(app: Any) -> list[str]:
 
 
 def probe(
-    ref: AppRef, env: Mapping[str, str], *, bound: int, if_slow: str | None = None, record: Path | None = None
+    ref: AppRef,
+    env: Mapping[str, str],
+    *,
+    bound: int,
+    if_slow: str | None = None,
+    record: Path | None = None,
+    check: Callable[[], None] | None = None,
 ) -> AppInfo:
     """Load ref in a child interpreter with env; what it learned, or the load error raised as one line.
 
@@ -96,6 +102,7 @@ def probe(
     load is given bound seconds (the caller's proxy.ready_timeout, as `check` gives it); if_slow is the
     advice for an app that is only slow (see load_in_child). With record, what it learned is also written there
     (in one step) for read_record: `up` learns what each release's app server loaded (its SERVER_NAME) from it.
+    check is called while the app loads: what it raises (`up` told to stop) ends the load there.
     """
     label = ref.import_string
     with tempfile.TemporaryDirectory(prefix="flaskprod-probe-") as tmp:
@@ -103,7 +110,7 @@ def probe(
         args = [sys.executable, "-m", "flaskprod.servers.probe", ref.module, ref.name or "", ref.path, str(result_path)]
         # The app's own output while importing goes to stderr, with the server's; stdout stays for
         # what the command prints (the settings, `up`'s table).
-        status = load_in_child(args, label=label, bound=bound, env=env, if_slow=if_slow)
+        status = load_in_child(args, label=label, bound=bound, env=env, if_slow=if_slow, check=check)
         try:
             text = result_path.read_text()
             result = json.loads(text)

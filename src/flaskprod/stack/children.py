@@ -87,6 +87,9 @@ class Child:
     exit_meanings: Mapping[int, str] = field(default_factory=dict)  # its own statuses, as describe_exit reads them
     user: str | None = None  # who it runs as, when not `up`'s user (root's PostgreSQL runs as postgres)
     death_signal: signal.Signals = signal.SIGTERM  # what it gets when `up` dies without stopping it
+    # How it is told to stop at once, when what it holds is not worth waiting for (nothing was served yet, or a
+    # second Ctrl-C); None: its stop_signal is as quick as it gets.
+    quick_signal: signal.Signals | None = None
 
     def start(self) -> None:
         own_session = terminal_stops_background_writes()

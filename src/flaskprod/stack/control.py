@@ -1,10 +1,11 @@
 """The control socket of a running `flaskprod up`: `deploy` and `rollback` are requests to it.
 
 One JSON line in, JSON lines out: progress as {"log": ...}, and last {"ok": true, ...} or {"ok": false,
-"error": ...}. The socket is in proxy.run_dir with mode 0600, so only the user who ran `up` (or root)
-can deploy to it. A thread accepts; the supervisor's main loop does the work, one request at a time: a request
-that comes meanwhile is told at once what it waits for. A deploy or rollback whose client goes away before its
-release is ready is cancelled: the running release serves on.
+"error": ...}. A line may say within how many seconds the request ends ("within"), and the first one, given at
+once, is that alone: a client gives up on an `up` that does not answer, or not by then. The socket is in proxy.run_dir
+with mode 0600, so only the user who ran `up` (or root) can deploy to it. A thread accepts; the supervisor's main
+loop does the work, one request at a time: a request that comes meanwhile is told at once what it waits for. A
+deploy or rollback whose client goes away before its release is ready is cancelled: the running release serves on.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,10 @@ from ..errors import ServerError
 
 # A request names a command and its options; more than this is not a request.
 MAX_REQUEST = 64 * 1024
+# Seconds a client waits for the first answer: up's control thread gives it at once, before its main loop acts.
+FIRST_ANSWER = 10.0
+# Seconds a client waits past the end up last promised ("within"): its main loop may be busy when a request comes.
+PAST_WITHIN = 30.0
 
 
 @dataclass
@@ -34,8 +40,10 @@ class Request:
     conn: socket.socket
     closed: bool = field(default=False)
 
-    def progress(self, message: str) -> None:
-        self._send({"log": message})
+    def progress(self, message: str | None, *, within: float | None = None) -> None:
+        """One line of progress (None: the bound alone); within: the most seconds until the request ends, from now."""
+        payload: dict[str, Any] = {} if message is None else {"log": message}
+        self._send(payload if within is None else {**payload, "within": round(within, 1)})
 
     def finish(self, **result: Any) -> None:
         self._send({"ok": True, **result})
@@ -155,19 +163,41 @@ def send(path: Path, command: str, options: dict[str, Any]) -> Iterator[dict[str
         sock.close()
         raise ServerError(f"cannot reach flaskprod up at {path}: {exc.strerror or exc}") from None
     with sock, sock.makefile("rb") as lines:
+        deadline, promised = time.monotonic() + FIRST_ANSWER, None
         try:
             sock.sendall(json.dumps({"command": command, "options": options}).encode() + b"\n")
-            for line in lines:
+            while True:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                line = lines.readline()
+                if not line:
+                    break
                 answer = _answer(line, path)
+                if isinstance(within := answer.get("within"), (int, float)) and within >= 0:
+                    deadline, promised = time.monotonic() + within + PAST_WITHIN, float(within)
                 yield answer
                 if "ok" in answer:
                     return
+        except TimeoutError:
+            raise ServerError(_silent(path, command, promised)) from None
         except OSError as exc:  # reset or broken: up stopped (or was killed) while it had the request
             raise ServerError(
                 f"flaskprod up at {path} dropped the connection ({exc.strerror or exc}) before it answered; "
                 "its log says why"
             ) from None
     raise ServerError("flaskprod up closed the control socket before it answered; its log says why")
+
+
+def _silent(path: Path, command: str, promised: float | None) -> str:
+    if promised is None:
+        return (
+            f"flaskprod up at {path} took the {command} but did not answer within {FIRST_ANSWER:g}s: is it stopped "
+            "(kill -STOP, a debugger), or is the socket another program's?"
+        )
+    return (
+        f"flaskprod up at {path} said the {command} would end within {promised:.0f}s, and "
+        f"{promised + PAST_WITHIN:.0f}s later it had not: it cancels the {command} unless its release was ready; "
+        "its log says why"
+    )
 
 
 def _answer(line: bytes, path: Path) -> dict[str, Any]:
@@ -179,6 +209,7 @@ def _answer(line: bytes, path: Path) -> dict[str, Any]:
         answer = None
     if isinstance(answer, dict) and (
         isinstance(answer.get("log"), str)
+        or (set(answer) == {"within"} and type(answer["within"]) in (int, float))
         or (answer.get("ok") is True and isinstance(answer.get("message"), str))
         or (answer.get("ok") is False and isinstance(answer.get("error"), str))
     ):

@@ -91,8 +91,11 @@ def deploy(stack: Stack, request: Request, *, canary: object = None) -> None:
         request.progress(f"moved {moved}, which the app wrote inside release {p.release.number}, into the project: "
                          "every release links it")  # fmt: skip
     release = new_release(new_plan)
-    stack.busy = (f"release {release.number}'s deploy", time.monotonic() + longest(new_plan, request))
-    request.progress(f"copied {counted(release.files, 'file')} of {release.source} into release {release.number}")
+    takes = longest(new_plan, request)  # by the settings the release ships
+    stack.busy = (f"release {release.number}'s deploy", time.monotonic() + takes)
+    request.progress(
+        f"copied {counted(release.files, 'file')} of {release.source} into release {release.number}", within=takes
+    )
     put_back = ship_config(new_plan)
     ran: str | None = None
     try:

@@ -50,6 +50,8 @@ from .tls import self_signed_for, tls_for_up
 _NOT_INHERITED = (MULTIPROC_ENV, DRAIN_FILE_ENV)
 # Seconds the stop sequence adds to a graceful timeout before it kills what is left.
 STOP_MARGIN = 5.0
+# Seconds a child told to stop at once (its quick_signal) has before it is killed.
+QUICK_GRACE = 2.0
 # How often the main loop looks at its children when no signal arrives.
 TICK = 0.5
 # Seconds nginx reuses a connection it keeps to the app server (NginxContext.upstream_keepalive_time), where its
@@ -391,12 +393,13 @@ def copy_config(source: Path, run: StackDir) -> Path:
     return target
 
 
-def learn_app(p: Plan) -> Plan:
+def learn_app(p: Plan, check: Callable[[], None] | None = None) -> Plan:
     """The plan completed by loading the app once in a child process: the paths it answers, its static folders.
 
-    After --with postgres has started: an app may touch its database as it loads (creating its tables).
+    After --with postgres has started: an app may touch its database as it loads (creating its tables). check is
+    called while it loads (see probe).
     """
-    learnt = dataclasses.replace(p, loaded=probe(p.app, p.app_env, bound=p.spec.proxy.ready_timeout))
+    learnt = dataclasses.replace(p, loaded=probe(p.app, p.app_env, bound=p.spec.proxy.ready_timeout, check=check))
     refuse_endpoints_under_static(learnt.spec, learnt.loaded)
     paths = learnt.loaded.websocket_paths if learnt.loaded else ()
     socketio = learnt.loaded.socketio_mode if learnt.loaded else None
@@ -581,7 +584,12 @@ class Stack:
         # A SIGHUP came while a canary ran: its app server replacement is owed once the canary ends.
         self.reload_held = False
         # SIGQUIT is nginx's graceful stop: close the listeners, finish every request in flight.
-        self.nginx = Child(name="nginx", command=foreground_command(p.nginx_binary, p.run), stop_signal=signal.SIGQUIT)
+        self.nginx = Child(
+            name="nginx",
+            command=foreground_command(p.nginx_binary, p.run),
+            stop_signal=signal.SIGQUIT,  # graceful: it finishes the requests it holds
+            quick_signal=signal.SIGTERM,
+        )
         # nginx.conf as nginx last read it (start_nginx, reload_nginx): a switch to a file that is the same needs no
         # reload (deploy.switch), where nginx.conf itself may already hold what a reload has yet to apply.
         self.nginx_loaded = ""
@@ -622,6 +630,7 @@ class Stack:
             name=f"app server ({p.spec.server.kind})",
             command=[sys.executable, "-m", "flaskprod", "serve"],
             stop_signal=signal.SIGTERM,
+            quick_signal=signal.SIGINT,  # serve's Ctrl-C: Gunicorn's quick shutdown, uWSGI's brutal one
             env=release_env(p, release),
             cwd=Path(p.in_release(release, p.app.path)),
             listens_on=p.socket(release),
@@ -702,12 +711,17 @@ class Stack:
             signal.signal(sig, signal.SIG_DFL)
 
     def submit(self, request: Request) -> None:
-        """From the control socket's thread: the main loop runs the request."""
+        """From the control socket's thread: the client is told at once by when the request ends at most (so it
+        can give up on an up that never answers); the main loop runs it."""
+        from .deploy import longest
+
+        takes = longest(self.plan, request)
         if (busy := self.busy) is not None:
             what, until = busy
-            request.progress(
-                f"waiting for {what} in progress, which ends within {max(until - time.monotonic(), 0):.0f}s"
-            )
+            left = max(until - time.monotonic(), 0)
+            request.progress(f"waiting for {what} in progress, which ends within {left:.0f}s", within=left + takes)
+        else:
+            request.progress(None, within=takes)
         self.requests.put(request)
         self.signals.put(WAKE)
 
@@ -725,6 +739,18 @@ class Stack:
         """The plan for the spec's sources read again (a deploy ships the config file's changes too)."""
         return replan(self.plan, self.reload_spec()) if self.reload_spec is not None else self.plan
 
+    def raise_if_told_to_stop(self) -> None:
+        """Stopping when a stop signal is queued; any other signal queued stays for the main loop."""
+        held: list[int] = []
+        try:
+            while (sig := self.next_signal(0)) is not None:
+                if sig in _STOP_SIGNALS:
+                    raise Stopping("told to stop")
+                held.append(sig)
+        finally:
+            for sig in held:
+                self.signals.put(sig)
+
     def next_signal(self, timeout: float) -> int | None:
         try:
             return self.signals.get(timeout=timeout)
@@ -739,16 +765,18 @@ class Stack:
             # nginx starts once the app server listens, so it never logs refused connections at boot.
             deadline = time.monotonic() + self.plan.spec.proxy.ready_timeout
             if self.postgres is not None and not self.start_postgres(deadline):
-                self.stop()
-                return 1
-            self.prepare()
+                return self.stopped_before_ready()
+            try:
+                self.prepare()
+            except Stopping:
+                self.log("stopped while the app loaded")
+                return self.stopped_before_ready()
             first = self.plan.release
             assert first is not None
             try:
                 self.run_release_command(first)
             except Stopping:
-                self.stop()
-                return 1
+                return self.stopped_before_ready()
             except ServerError:
                 self.plan.releases.remove(first.number)  # it never served: no rollback goes to it
                 raise
@@ -756,18 +784,14 @@ class Stack:
             deadline = time.monotonic() + self.plan.spec.proxy.ready_timeout
             self.start_app_server(first)
             if not self.wait_until(lambda: self.app_socket_accepts(self.plan.socket(first)), deadline):
-                self.stop()
-                return 1
+                return self.stopped_before_ready()
             self.start_nginx()
             if not self.wait_until(self.ready_through_nginx, deadline):
-                self.stop()
-                return 1
+                return self.stopped_before_ready()
             if self.certbot is not None and not self.obtain_certificate(self.certbot):
-                self.stop()
-                return 1
+                return self.stopped_before_ready()
             if self.prometheus is not None and not self.start_prometheus(deadline):
-                self.stop()
-                return 1
+                return self.stopped_before_ready()
             self.control = ControlServer(self.plan.run.control_socket, self.submit)
             # Only now that this release serves may the oldest go: a start that fails leaves them all.
             self.plan.releases.prune(self.plan.spec.release.keep, running=self.plan.running)
@@ -789,6 +813,13 @@ class Stack:
             self.restore_handlers()
             if self.control is not None:
                 self.control.close()
+
+    def stopped_before_ready(self) -> int:
+        """A stop asked for before the stack served: what started is stopped at once (an app server still loading
+        the app held no request, and would have taken graceful_timeout), and the exit is 0, as after."""
+        self.stop(graceful=False)
+        self.log("stopped")
+        return 0
 
     def wait_until(
         self,
@@ -856,8 +887,9 @@ class Stack:
         return self.plan.is_ready(code)
 
     def prepare(self) -> None:
-        """Learn the app, copy the project into a release, and write the configs that follow from both."""
-        p = learn_app(self.plan)
+        """Learn the app, copy the project into a release, and write the configs that follow from both; Stopping
+        when told to stop while the app loads."""
+        p = learn_app(self.plan, check=self.raise_if_told_to_stop)
         chosen = []
         if p.spec.server.kind != self.plan.spec.server.kind:
             chosen.append("Gunicorn serves it, as uWSGI cannot hand them the client's connection")
@@ -1151,17 +1183,31 @@ class Stack:
     def stop(self, *, graceful: bool = True) -> None:
         """In reverse start order: Prometheus (a stack going down on purpose is no outage to record), Alertmanager,
         nginx, so nothing new reaches the app server, then the app server; then whatever is left."""
-        grace = self.plan.derived.timeouts.graceful + STOP_MARGIN if graceful else 2.0
         if self.certbot is not None:
             self.certbot.stop()
         for child in reversed(self.children):
             child.restart_at = None
-            child.send(child.stop_signal)
-            if not child.wait(grace):
-                self.log(f"{child.name} did not stop within {grace:g}s; killing it", level="warning")
+            graceful = self._stopped(child, graceful)
             child.kill_group()
         for path in self.plan.run.drain_files():
             path.unlink()
+
+    def _stopped(self, child: Child, graceful: bool) -> bool:
+        """Stop child, gracefully or at once, and wait (a warning if it had to be killed); whether the stop is
+        still graceful. A stop signal meanwhile (a second Ctrl-C) makes it quick, for child and those after it."""
+        grace = self.plan.derived.timeouts.graceful + STOP_MARGIN if graceful else QUICK_GRACE
+        child.send(child.stop_signal if graceful else child.quick_signal or child.stop_signal)
+        deadline = time.monotonic() + grace
+        while not child.wait(min(TICK, max(deadline - time.monotonic(), 0))):
+            if time.monotonic() >= deadline:
+                self.log(f"{child.name} did not stop within {grace:g}s; killing it", level="warning")
+                break
+            if graceful and self.next_signal(0) in _STOP_SIGNALS:
+                self.log(f"told to stop again: stopping {child.name} and the rest at once", level="warning")
+                grace, graceful = QUICK_GRACE, False
+                child.send(child.quick_signal or child.stop_signal)
+                deadline = time.monotonic() + grace
+        return graceful
 
     def print_table(self) -> None:
         p, d, spec = self.plan, self.plan.derived, self.plan.spec
