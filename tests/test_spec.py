@@ -127,6 +127,15 @@ def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("documented_first", [True, False])
+def test_the_documented_spelling_wins_over_another(tmp_path: Path, documented_first: bool) -> None:
+    """flaskprod gives its children (serve's workers, up's app servers) the documented spelling over the user's own:
+    refusing the pair stopped every child of a user who wrote FLASKPROD_server__workers."""
+    pair = [("FLASKPROD_SERVER__THREADS", "2"), ("FLASKPROD_server__threads", "4")]
+    environ = dict(pair if documented_first else pair[::-1])
+    assert load_spec(tmp_path, environ=environ).server.threads == 2
+
+
 def test_explicit_config_path_from_env(tmp_path: Path) -> None:
     path = write(tmp_path / "other.toml", '[logging]\nlevel = "debug"\n')
     spec = load_spec(tmp_path / "elsewhere", environ={"FLASKPROD_CONFIG": str(path)})
@@ -210,9 +219,9 @@ def test_unset_is_no_value_for_a_setting_that_needs_one(tmp_path: Path) -> None:
             "env FLASKPROD_proxy__gzip: invalid value 'maybe' for proxy.gzip: expected boolean",
         ),
         (
-            {"environ": {"FLASKPROD_SERVER__THREADS": "2", "FLASKPROD_server__threads": "4"}},
+            {"environ": {"FLASKPROD_Server__Threads": "2", "FLASKPROD_server__threads": "4"}},
             {},
-            "environment variables FLASKPROD_SERVER__THREADS and FLASKPROD_server__threads both set server.threads: "
+            "environment variables FLASKPROD_Server__Threads and FLASKPROD_server__threads both set server.threads: "
             "unset one of them",
         ),
         ({"flags": {"proxy.max_body_size": "ten megs"}}, {}, "expected a size such as 10M, 512k or 1048576"),

@@ -209,11 +209,13 @@ def test_ctrl_c_before_ready_stops_at_once_and_exits_0(tmp_path: Path, in_probe:
         stop_group(up, timeout=40)
 
 
-@pytest.mark.parametrize("kind", ["uwsgi", "gunicorn"])
-def test_a_second_ctrl_c_cuts_a_graceful_stop_short(tmp_path: Path, kind: str) -> None:
-    """The first Ctrl-C lets requests in flight finish (up to graceful_timeout, 30 s); a second one did nothing."""
+@pytest.mark.parametrize(("kind", "drain"), [("uwsgi", 0), ("gunicorn", 0), ("gunicorn", 10)],
+                         ids=["uwsgi", "gunicorn", "gunicorn-in-the-drain-delay"])
+def test_a_second_ctrl_c_cuts_a_graceful_stop_short(tmp_path: Path, kind: str, drain: int) -> None:
+    """The first Ctrl-C lets requests in flight finish (up to graceful_timeout, 30 s); a second one did nothing, or
+    during server.drain_delay cut the delay only, and the graceful stop after it waited for the request."""
     write_app(tmp_path)
-    stack = start_up(tmp_path, kind, free_port(), "--workers", "1")
+    stack = start_up(tmp_path, kind, free_port(), "--workers", "1", "--set", f"server.drain_delay={drain}")
     try:
         stack.wait_ready()
         slow = threading.Thread(target=one_request, args=(stack.port, "/slow?s=25", 40), daemon=True)

@@ -1178,7 +1178,10 @@ class EnvLayer(dict[str, str]):
 
 
 def read_env_layer(environ: Mapping[str, str]) -> EnvLayer:
-    """FLASKPROD_SECTION__NAME variables as dotted settings; the section and name in any case."""
+    """FLASKPROD_SECTION__NAME variables as dotted settings; the section and name in any case.
+
+    Where a setting is spelled twice, its documented spelling (capitals) wins: flaskprod writes that one for its
+    children (`up`'s app servers, serve's workers) over what they inherit. Two other spellings are refused."""
     values = EnvLayer()
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name in _ENV_NOT_SETTINGS:
@@ -1189,7 +1192,11 @@ def read_env_layer(environ: Mapping[str, str]) -> EnvLayer:
         section, key = rest.lower().split("__", 1)
         dotted = f"{section}.{key}"
         if (other := values.names.get(dotted)) is not None:
-            raise SpecError(f"environment variables {other} and {name} both set {dotted}: unset one of them")
+            documented = SETTINGS[dotted].env if dotted in SETTINGS else None
+            if documented not in (name, other):
+                raise SpecError(f"environment variables {other} and {name} both set {dotted}: unset one of them")
+            if other == documented:
+                continue
         values[dotted], values.names[dotted] = value, name
     return values
 

@@ -165,6 +165,17 @@ def _ini_value(value: Any) -> str:
     return str(value)
 
 
+@functools.cache
+def idempotent_graceful_stop(binary: str) -> bool:
+    """Whether binary is uWSGI 2.0.27 or later, whose worker takes a second graceful-stop SIGHUP as a no-op (earlier,
+    it cancelled the worker's threads again). A distribution's older uWSGI on PATH may be the one found."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+        return tuple(int(part) for part in out.strip().split("-")[0].split(".")[:3]) >= (2, 0, 27)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return False
+
+
 def find_uwsgi() -> str:
     """The uwsgi binary of this virtualenv, else the one on PATH."""
     beside = Path(sys.executable).parent / "uwsgi"
@@ -215,9 +226,10 @@ class Supervisor:
         self.kill_at: float | None = None
         self.term_again_at: float | None = None
         self.stopping = False  # told to stop (SIGTERM, SIGINT): uWSGI's exit is then no news
-        # Workers without their own SIGHUP handler when uWSGI was told to stop or reload: the master's one SIGHUP
-        # to each is lost on them, so serve tells them again once they have it.
-        self.late: set[int] = set()
+        # Workers without their own SIGHUP handler when uWSGI was told to stop or reload, each until when to look:
+        # the master's one SIGHUP to each is lost on them, so serve tells them again once they have it. Off before
+        # uWSGI 2.0.27, whose graceful stop a second SIGHUP could crash (it cancelled the worker's threads).
+        self.late: dict[int, float] = {}
 
     def record(self, sig: int, frame: FrameType | None) -> None:
         self.signals.put_nowait(sig)
@@ -290,18 +302,23 @@ class Supervisor:
     def _tell(self, proc: subprocess.Popen[bytes], sig: int) -> None:
         """Send uWSGI's master a stop (SIGTERM) or a reload (SIGHUP), first noting the workers that cannot hear the
         SIGHUP it sends each of them in turn."""
-        self.late |= {pid for pid in children(proc.pid) if catches(pid, *WORKER_HANDLERS) is False}
+        if idempotent_graceful_stop(self.command[0]):  # asked once, at the first stop or reload
+            # Not for ever: a process the app started from the master (lazy-apps is off) is no worker to wait for.
+            until = time.monotonic() + self.graceful_timeout
+            for pid in children(proc.pid):
+                if catches(pid, *WORKER_HANDLERS) is False:
+                    self.late.setdefault(pid, until)
         proc.send_signal(sig)
 
     def tell_late_workers(self) -> None:
         """A worker keeps the master's SIGHUP from its fork until uWSGI sets its own (WORKER_HANDLERS): the master's
         SIGHUP that came between was lost, and the worker served on until graceful_timeout. Send it again once the
         handler is set; to a worker that heard the first, uWSGI's graceful stop (2.0.27 on) is idempotent."""
-        for pid in list(self.late):
+        for pid, until in list(self.late.items()):
             ready = catches(pid, *WORKER_HANDLERS)
-            if ready is False:
+            if ready is False and time.monotonic() < until:
                 continue
-            self.late.discard(pid)
+            del self.late[pid]
             if ready:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGHUP)

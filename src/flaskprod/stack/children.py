@@ -90,6 +90,7 @@ class Child:
     # How it is told to stop at once, when what it holds is not worth waiting for (nothing was served yet, or a
     # second Ctrl-C); None: its stop_signal is as quick as it gets.
     quick_signal: signal.Signals | None = None
+    quick_grace: float = 2.0  # seconds it gets after quick_signal before it is killed
 
     def start(self) -> None:
         own_session = terminal_stops_background_writes()

@@ -163,17 +163,20 @@ def send(path: Path, command: str, options: dict[str, Any]) -> Iterator[dict[str
         sock.close()
         raise ServerError(f"cannot reach flaskprod up at {path}: {exc.strerror or exc}") from None
     with sock, sock.makefile("rb") as lines:
-        deadline, promised = time.monotonic() + FIRST_ANSWER, None
+        deadline: float | None = time.monotonic() + FIRST_ANSWER
+        promised: float | None = None
         try:
             sock.sendall(json.dumps({"command": command, "options": options}).encode() + b"\n")
             while True:
-                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                sock.settimeout(None if deadline is None else max(deadline - time.monotonic(), 0.001))
                 line = lines.readline()
                 if not line:
                     break
                 answer = _answer(line, path)
                 if isinstance(within := answer.get("within"), (int, float)) and within >= 0:
                     deadline, promised = time.monotonic() + within + PAST_WITHIN, float(within)
+                elif promised is None:
+                    deadline = None  # an up from before the bound (upgraded under it): it answers, as it did
                 yield answer
                 if "ok" in answer:
                     return

@@ -43,7 +43,9 @@ class ClientGone(ServerError):
 def handle(stack: Stack, request: Request) -> None:
     """Run one request from the control socket; a mistake fails it on one line and leaves `up` as it was."""
     what = "a rollback" if request.command == "rollback" else f"a {request.command}"
-    stack.busy = (what, time.monotonic() + longest(stack.plan, request))
+    takes = longest(stack.plan, request)
+    stack.busy = (what, time.monotonic() + takes)
+    request.progress(None, within=takes)  # from now: it may have waited behind another
     try:
         if request.command == "deploy":
             if request.options.get("promote"):

@@ -32,6 +32,8 @@ INSTALL_HINT = "install it with `apt-get install postgresql` (Debian, Ubuntu)"
 SUPERUSER = "postgres"
 # PostgreSQL refuses to run as root: `up` run as root runs the server as this OS user (Debian's package makes it).
 OS_USER = "postgres"
+# Seconds PostgreSQL's fast shutdown gets when `up` stops at once (a Ctrl-C before ready, or a second one).
+FAST_SHUTDOWN_GRACE = 30.0
 # The drivers SQLAlchemy names in a URL, in the order they are preferred.
 DRIVERS = ("psycopg2", "psycopg")
 # Settings a reload cannot change under --with postgres: the server was started with them.
@@ -154,7 +156,12 @@ class Postgres:
         ]
         # It dies with `up` as it stops with it, fast: were `up` killed outright, nothing else would stop it.
         return Child(
-            name="postgres", command=command, stop_signal=signal.SIGINT, death_signal=signal.SIGINT, user=self.os_user
+            name="postgres",
+            command=command,
+            stop_signal=signal.SIGINT,  # its fast shutdown: transactions are rolled back, the data is left clean
+            death_signal=signal.SIGINT,
+            user=self.os_user,
+            quick_grace=FAST_SHUTDOWN_GRACE,  # killed, it would replay its log at the next start
         )
 
     def _client(self, program: str, *args: str) -> list[str]:

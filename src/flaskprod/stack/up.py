@@ -50,8 +50,6 @@ from .tls import self_signed_for, tls_for_up
 _NOT_INHERITED = (MULTIPROC_ENV, DRAIN_FILE_ENV)
 # Seconds the stop sequence adds to a graceful timeout before it kills what is left.
 STOP_MARGIN = 5.0
-# Seconds a child told to stop at once (its quick_signal) has before it is killed.
-QUICK_GRACE = 2.0
 # How often the main loop looks at its children when no signal arrives.
 TICK = 0.5
 # Seconds nginx reuses a connection it keeps to the app server (NginxContext.upstream_keepalive_time), where its
@@ -715,7 +713,7 @@ class Stack:
         can give up on an up that never answers); the main loop runs it."""
         from .deploy import longest
 
-        takes = longest(self.plan, request)
+        takes = longest(self.plan, request) * (1 + self.requests.qsize())  # and each request queued before it
         if (busy := self.busy) is not None:
             what, until = busy
             left = max(until - time.monotonic(), 0)
@@ -1167,18 +1165,21 @@ class Stack:
         self.log(f"shutting down gracefully: {said}requests in flight finish")
         for release in self.plan.running:
             self.plan.drain_file(release).touch()
-        self._keep_serving(drain)
-        self.stop()
+        cut = self._keep_serving(drain)
+        if cut:
+            self.log("told to stop again: stopping at once", level="warning")
+        self.stop(graceful=not cut)
         self.log("stopped")
         return 0
 
-    def _keep_serving(self, seconds: float) -> None:
-        """Supervise for the drain delay; a second stop signal cuts it short."""
+    def _keep_serving(self, seconds: float) -> bool:
+        """Supervise for the drain delay; whether a second stop signal cut it short."""
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             if self.next_signal(min(left, TICK)) in _STOP_SIGNALS:
-                return
+                return True
             self.supervise()
+        return False
 
     def stop(self, *, graceful: bool = True) -> None:
         """In reverse start order: Prometheus (a stack going down on purpose is no outage to record), Alertmanager,
@@ -1195,19 +1196,26 @@ class Stack:
     def _stopped(self, child: Child, graceful: bool) -> bool:
         """Stop child, gracefully or at once, and wait (a warning if it had to be killed); whether the stop is
         still graceful. A stop signal meanwhile (a second Ctrl-C) makes it quick, for child and those after it."""
-        grace = self.plan.derived.timeouts.graceful + STOP_MARGIN if graceful else QUICK_GRACE
+        grace = self.plan.derived.timeouts.graceful + STOP_MARGIN if graceful else child.quick_grace
         child.send(child.stop_signal if graceful else child.quick_signal or child.stop_signal)
         deadline = time.monotonic() + grace
         while not child.wait(min(TICK, max(deadline - time.monotonic(), 0))):
             if time.monotonic() >= deadline:
                 self.log(f"{child.name} did not stop within {grace:g}s; killing it", level="warning")
                 break
-            if graceful and self.next_signal(0) in _STOP_SIGNALS:
+            if graceful and self.told_to_stop_again():
                 self.log(f"told to stop again: stopping {child.name} and the rest at once", level="warning")
-                grace, graceful = QUICK_GRACE, False
+                grace, graceful = child.quick_grace, False
                 child.send(child.quick_signal or child.stop_signal)
                 deadline = time.monotonic() + grace
         return graceful
+
+    def told_to_stop_again(self) -> bool:
+        """Whether a stop signal is among those queued (the rest mean nothing on the way out)."""
+        stop = False
+        while (sig := self.next_signal(0)) is not None:
+            stop = stop or sig in _STOP_SIGNALS
+        return stop
 
     def print_table(self) -> None:
         p, d, spec = self.plan, self.plan.derived, self.plan.spec
