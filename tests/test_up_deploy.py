@@ -14,6 +14,8 @@ import textwrap
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -254,6 +256,29 @@ def test_mistakes_are_one_line(tmp_path: Path) -> None:
     assert out_of_range.returncode == 2 and "100 is not in the range 1<=x<=99" in out_of_range.stderr
 
 
+@contextmanager
+def fake_up(answer: Callable[[socket.socket], None]) -> Iterator[Path]:
+    """A control socket in a short-named folder (yielded) whose one connection answer() serves, as `up` would not."""
+    root = Path(tempfile.mkdtemp(prefix="fpctl-", dir="/tmp"))  # a unix socket's path must be short
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(root / "control.sock"))
+    listener.listen(1)
+
+    def serve_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            answer(conn)
+
+    server = threading.Thread(target=serve_once, daemon=True)
+    server.start()
+    try:
+        yield root
+    finally:
+        server.join(timeout=10)
+        listener.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.mark.parametrize(
     ("answer", "said"),
     [
@@ -265,30 +290,18 @@ def test_mistakes_are_one_line(tmp_path: Path) -> None:
 )
 def test_a_socket_that_answers_unlike_up_is_a_one_line_error(answer: bytes | None, said: str) -> None:
     """Each was a traceback: ConnectionResetError, JSONDecodeError, KeyError 'message'."""
-    root = Path(tempfile.mkdtemp(prefix="fpctl-", dir="/tmp"))  # a unix socket's path must be short
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(root / "control.sock"))
-    listener.listen(1)
 
-    def answer_once() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            if answer is None:
-                return  # closed with the request unread: the client's read is reset
-            conn.recv(65536)
-            conn.sendall(answer)
+    def answer_once(conn: socket.socket) -> None:
+        if answer is None:
+            return  # closed with the request unread: the client's read is reset
+        conn.recv(65536)
+        conn.sendall(answer)
 
-    server = threading.Thread(target=answer_once, daemon=True)
-    server.start()
-    try:
+    with fake_up(answer_once) as root:
         result = flaskprod(root, "deploy", "--set", f"proxy.run_dir={root}")
-        assert result.returncode == 2
-        assert result.stderr.startswith("Error: ") and f"{root}/control.sock" in result.stderr
-        assert said in result.stderr and result.stderr.count("\n") == 1, result.stderr
-    finally:
-        server.join(timeout=10)
-        listener.close()
-        shutil.rmtree(root, ignore_errors=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: ") and f"{root}/control.sock" in result.stderr
+    assert said in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
 
 @pytest.mark.parametrize(
@@ -307,60 +320,38 @@ def test_an_up_that_goes_silent_is_given_up_on(monkeypatch: pytest.MonkeyPatch, 
     """A deploy to a stopped up (kill -STOP) waited forever."""
     monkeypatch.setattr(control, "FIRST_ANSWER", 0.3)
     monkeypatch.setattr(control, "PAST_WITHIN", 0.5)
-    root = Path(tempfile.mkdtemp(prefix="fpctl-", dir="/tmp"))  # a unix socket's path must be short
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(root / "control.sock"))
-    listener.listen(1)
     done = threading.Event()
 
-    def answer_then_hang() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(65536)
-            for answer in answers:
-                conn.sendall(answer)
-            done.wait(10)
+    def answer_then_hang(conn: socket.socket) -> None:
+        conn.recv(65536)
+        for answer in answers:
+            conn.sendall(answer)
+        done.wait(10)
 
-    server = threading.Thread(target=answer_then_hang, daemon=True)
-    server.start()
-    try:
+    with fake_up(answer_then_hang) as root:
         started = time.monotonic()
-        with pytest.raises(ServerError) as raised:
-            list(control.send(root / "control.sock", "deploy", {}))
-        assert str(raised.value) == f"flaskprod up at {root}/control.sock {said}"
-        assert time.monotonic() - started < 5
-    finally:
-        done.set()
-        server.join(timeout=10)
-        listener.close()
-        shutil.rmtree(root, ignore_errors=True)
+        try:
+            with pytest.raises(ServerError) as raised:
+                list(control.send(root / "control.sock", "deploy", {}))
+        finally:
+            done.set()
+    assert str(raised.value) == f"flaskprod up at {root}/control.sock {said}"
+    assert time.monotonic() - started < 5
 
 
 def test_an_up_from_before_the_bound_is_waited_for_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
     """An up started before an upgrade answers without a bound: once it has answered, the client waits on."""
     monkeypatch.setattr(control, "FIRST_ANSWER", 0.3)
-    root = Path(tempfile.mkdtemp(prefix="fpctl-", dir="/tmp"))
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(root / "control.sock"))
-    listener.listen(1)
 
-    def old_up() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b'{"log": "copied 3 files of /srv/app into release 2"}\n')
-            time.sleep(1.0)  # longer than FIRST_ANSWER
-            conn.sendall(b'{"ok": true, "message": "release 2 serves every request"}\n')
+    def old_up(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(b'{"log": "copied 3 files of /srv/app into release 2"}\n')
+        time.sleep(1.0)  # longer than FIRST_ANSWER
+        conn.sendall(b'{"ok": true, "message": "release 2 serves every request"}\n')
 
-    server = threading.Thread(target=old_up, daemon=True)
-    server.start()
-    try:
+    with fake_up(old_up) as root:
         answers = list(control.send(root / "control.sock", "deploy", {}))
-        assert answers[-1] == {"ok": True, "message": "release 2 serves every request"}, answers
-    finally:
-        server.join(timeout=10)
-        listener.close()
-        shutil.rmtree(root, ignore_errors=True)
+    assert answers[-1] == {"ok": True, "message": "release 2 serves every request"}, answers
 
 
 def test_a_project_too_big_to_copy_is_refused_before_anything_starts(tmp_path: Path) -> None:
