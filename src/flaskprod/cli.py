@@ -393,7 +393,8 @@ def deploy(canary: int | None, promote: bool, **kwargs: Any) -> None:
     """Ship the project's current state to the running `flaskprod up`, without dropping a request.
 
     The project is copied into a new release, whose app server starts beside the running one; once it
-    answers its readiness path, nginx is reloaded to send it the requests, and the old one is drained.
+    answers its readiness path, nginx sends it the requests (its link repointed; nginx reloads only when its
+    config changed, or for a canary), and the old one is drained.
     """
     if canary is not None and promote:
         raise SpecError("--canary starts a canary and --promote ends one: give one of them")
