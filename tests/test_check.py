@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -20,13 +21,16 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask
 
-from flaskprod.checks import REGISTRY
+from flaskprod.checks import REGISTRY, Level, Message, load_context, run_checks
 from flaskprod.checks.context import patched_environ
 from flaskprod.checks.reference import TOPICS, checks_reference
+from flaskprod.checks.registry import Found
+from flaskprod.checks.report import visible
 from flaskprod.cli import cli
 from flaskprod.discovery import NOT_FOUND_FIX
 from flaskprod.render.compose import render_swarm
 from flaskprod.runtime.secrets import secret_key_problem
+from flaskprod.spec import Spec
 from tests.buildkit import make_deployment
 from tests.conftest import server_env
 from tests.support import BIN, ROOT, interrupted_while_loading
@@ -1808,6 +1812,84 @@ def test_reference_app_without_a_key_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 1
     # Refused, and checked with the refusal off: the missing key is named, and nothing else is wrong with it.
     assert [m["id"] for m in json.loads(result.stdout)["messages"]] == ["FP-C001", "FP-S003"]
+
+
+OLD_COMPOSE = {"docker-compose.yml": "version: '3'\nservices: {}\n"}  # FP-P002, an INFO
+
+
+def test_an_expression_nested_deeper_than_the_recursion_limit_is_checked(project: Path) -> None:
+    # A check walks the syntax tree recursively; before, 600 terms were a 2,500-line RecursionError and exit 1.
+    banner = "BANNER = " + " + ".join(['"ab"'] * 600) + "\n"
+    result = audit(project, {"app.py": PROD + banner})
+    assert (result.exit_code, result.messages) == (0, [])
+
+
+def test_a_check_that_fails_is_a_finding_of_its_own_and_the_others_still_run(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(project, {"app.py": PROD + OUTBOUND.format(args='"https://rates.example"'), **OLD_COMPOSE})
+    context = load_context(Spec(), cwd=project)
+    found = [(m.id, m.level.name) for m in run_checks(context)]
+    assert ("FP-P019", "WARNING") in found and ("FP-P002", "INFO") in found
+
+    def broken(context: object) -> list[Found]:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setitem(REGISTRY, "FP-P019", dataclasses.replace(REGISTRY["FP-P019"], run=broken))
+    messages = run_checks(load_context(Spec(), cwd=project))
+    assert [(m.id, m.level.name) for m in messages] == [
+        ("FP-P019", "ERROR") if found_id == "FP-P019" else (found_id, level) for found_id, level in found
+    ]
+    [failed] = [m for m in messages if m.id == "FP-P019"]
+    assert (failed.obj, failed.text, failed.hint) == (
+        "app",
+        "this check failed on the project (RecursionError: maximum recursion depth exceeded), so it found nothing",
+        "a defect in flaskprod check: report it with this line; --silence FP-P019 passes meanwhile",
+    )
+
+
+def test_a_module_in_latin_1_is_read_as_python_reads_it(project: Path) -> None:
+    # Decoded as UTF-8, the fallback key's é was replaced, so it no longer matched the key in effect: FP-S004's
+    # warning (exit 0) instead of FP-S010's error.
+    source = "# -*- coding: latin-1 -*-\n" + textwrap.dedent(FALLBACK_KEY).lstrip().replace('"Xk3', '"café-Xk3')
+    (project / "app.py").write_bytes(source.encode("latin-1"))
+    result = audit(project, {}, env={"SECRET_KEY": None})
+    assert (result.exit_code, [m["id"] for m in result.messages if m["obj"] == "app.py:7"]) == (1, ["FP-S010"])
+
+
+def test_an_app_that_fails_to_load_past_its_refusal_is_reported_and_its_files_checked(project: Path) -> None:
+    # Loaded with its refusal off, this app fails on the key it refused for: before, exit 2 naming the
+    # AttributeError, with neither the refusal nor the files' findings.
+    app = PROD + 'app.config["SECRET_KEY"].encode()\n'
+    result = audit(project, {"app.py": app, **OLD_COMPOSE}, env={"FLASK_SECRET_KEY": None})
+    assert (result.exit_code, sorted(result.ids())) == (1, ["FP-C001", "FP-P002"])
+
+
+def test_json_output_says_why_there_is_no_report(tmp_path: Path) -> None:
+    result = run_cli("--format", "json", cwd=tmp_path)  # no app here
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: no Flask app found")
+    assert json.loads(result.stdout) == {"error": result.stderr.removeprefix("Error: ").rstrip("\n"), "exit_code": 2}
+
+
+def test_findings_come_by_level_then_id_then_file_and_line() -> None:
+    def found(check_id: str, level: Level, obj: str) -> Message:
+        return Message(id=check_id, level=level, text="", hint="", obj=obj)
+
+    messages = [
+        found("FP-P019", Level.WARNING, "app.py:23"),
+        found("FP-P019", Level.WARNING, "app.py:100"),
+        found("FP-C004", Level.WARNING, "docker-compose.yml"),
+        found("FP-P019", Level.WARNING, "app.py:9"),
+        found("FP-S010", Level.ERROR, "app.py:4"),
+    ]
+    assert [(m.id, m.obj) for m in visible(messages)] == [
+        ("FP-S010", "app.py:4"),
+        ("FP-C004", "docker-compose.yml"),
+        ("FP-P019", "app.py:9"),
+        ("FP-P019", "app.py:23"),
+        ("FP-P019", "app.py:100"),
+    ]
 
 
 def test_every_check_is_in_a_documented_topic() -> None:

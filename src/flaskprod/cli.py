@@ -439,8 +439,13 @@ def check(app: str | None, fmt: str, fail_level: str, silence: tuple[str, ...], 
     """
     from .checks import as_json, as_text, audit, exit_code
 
-    spec = resolve_spec(kwargs, app)
-    messages = audit(spec, silence)
+    try:
+        spec = resolve_spec(kwargs, app)
+        messages = audit(spec, silence)
+    except FlaskprodError as exc:
+        if fmt == "json":  # a job that parses stdout reads why there is no report, beside the line on stderr
+            click.echo(json.dumps({"error": str(exc), "exit_code": exc.exit_code}))
+        raise
     level = Level[fail_level.upper()]
     click.echo(as_json(messages, level) if fmt == "json" else as_text(messages))
     sys.exit(exit_code(messages, level))

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .context import Context, ProjectFile, call_name
+from .context import Context, ProjectFile, call_name, walk
 
 _MAKERS = frozenset({"create_engine", "create_async_engine"})
 
@@ -37,7 +37,7 @@ def _engine_calls(context: Context) -> Iterator[tuple[ProjectFile, ast.Call, str
     for item, tree in context.python_files():
         if item.path.resolve() not in imported:
             continue
-        for node in ast.walk(tree):
+        for node in walk(tree):
             if isinstance(node, ast.Call) and call_name(node) in _MAKERS:
                 yield item, node, _written_url(node, tree)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 
+from .context import walk
+
 # requests' functions that send a request, on the module and on a Session; all wait forever without a timeout.
 _REQUESTS_CALLS = frozenset({"get", "post", "put", "patch", "delete", "head", "options", "request"})
 
@@ -29,7 +31,7 @@ def connections_without_statement_timeout(tree: ast.Module) -> Iterator[ast.Call
     statement timeout on it: none of its arguments names statement_timeout, and none could (a variable passed as
     options, **settings)."""
     bound = _imported_names(tree)
-    for node in ast.walk(tree):
+    for node in walk(tree):
         if isinstance(node, ast.Call) and _dotted(node.func) in bound and not _may_set_a_statement_timeout(node):
             yield node
 
@@ -39,7 +41,7 @@ def _imported_names(tree: ast.Module) -> set[str]:
     `pool.ThreadedConnectionPool` after `from psycopg2 import pool`, `connect` after `from pg8000 import connect`."""
     modules = {module for module, _ in _CONNECTS}
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.asname:  # import psycopg2.pool as pools: the module itself under another name
@@ -80,7 +82,7 @@ def _is_literal(node: ast.expr) -> bool:
 def calls_without_timeout(tree: ast.Module) -> Iterator[ast.Call]:
     """The calls in a module that send an HTTP request with requests or urllib and wait for it without a limit."""
     names = _Names(tree)
-    for node in ast.walk(tree):
+    for node in walk(tree):
         if isinstance(node, ast.Call) and names.waits_forever(node):
             yield node
 
@@ -95,7 +97,7 @@ class _Names:
         self.urlopens: set[str] = set()  # urllib.request.urlopen, imported by name
         self.sessions: set[str] = set()  # names given a requests Session, anywhere in the module
         session_classes = {"Session"} if self._imports_from(tree, "requests", "Session") else set()
-        for node in ast.walk(tree):
+        for node in walk(tree):
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name == "requests":
@@ -111,7 +113,7 @@ class _Names:
                         self.urlopens.add(bound)
                     elif node.module == "urllib" and alias.name == "request":
                         self.urllib_request.add(bound)
-        for node in ast.walk(tree):
+        for node in walk(tree):
             value, targets = _binding(node)
             if value is not None and self._makes_session(value, session_classes):
                 self.sessions.update(targets)
@@ -120,7 +122,7 @@ class _Names:
     def _imports_from(tree: ast.Module, module: str, name: str) -> bool:
         return any(
             isinstance(node, ast.ImportFrom) and node.module == module and any(a.name == name for a in node.names)
-            for node in ast.walk(tree)
+            for node in walk(tree)
         )
 
     def _makes_session(self, value: ast.expr, session_classes: set[str]) -> bool:

@@ -18,9 +18,15 @@ _GROUPS = {
 
 
 def visible(messages: Sequence[Message]) -> list[Message]:
-    """The messages that are not silenced, most severe first (stable within a level)."""
+    """The messages that are not silenced, most severe first; within a level by ID, then by file and line."""
     shown = [m for m in messages if not m.silenced]
-    return sorted(shown, key=lambda m: -m.level)
+    return sorted(shown, key=lambda m: (-m.level, m.id, *_place(m.obj)))
+
+
+def _place(obj: str) -> tuple[str, int]:
+    """("app.py", 23) for "app.py:23", so that line 9 comes before line 10; (obj, 0) for a place with no line."""
+    name, _, line = obj.rpartition(":")
+    return (name, int(line)) if name and line.isdigit() else (obj, 0)
 
 
 def exit_code(messages: Sequence[Message], fail_level: Level) -> int:
