@@ -185,6 +185,19 @@ def test_no_app_found_says_what_was_tried(tmp_path: Path) -> None:
             "ModuleNotFoundError: No module named 'flaskprod_no_such_dependency'",
         ),
         (
+            # Not "check its name": the module is there, and Python's message names the cause.
+            "tests.apps.circular",
+            "error while importing 'tests.apps.circular': ImportError: cannot import name 'app' from partially "
+            "initialized module 'tests.apps.circular' (most likely due to a circular import) "
+            f"({ROOT / 'tests/apps/circular/__init__.py'})",
+        ),
+        (
+            # Its view returns a value; the factory itself does not.
+            "tests.apps.forgot_return:create_app()",
+            "A valid Flask application was not obtained from 'tests.apps.forgot_return:create_app()': create_app() "
+            "returns None; end it with `return app`",
+        ),
+        (
             "tests.apps.factory:create_app(",
             "Failed to parse 'create_app(' as an attribute name or function call: write one such as 'app' or "
             "'create_app()', after the module and a colon",

@@ -163,9 +163,11 @@ def _check_path(module: str, shown: str, base: Path) -> None:
 
 
 def _missing_is_target(exc: ImportError, module: str) -> bool:
-    """True when the import failed because the module itself (or a parent package) does not exist."""
+    """True when the import failed because the module itself (or a parent package) does not exist; not when a
+    name could not be imported from it (a circular import, whose message says so)."""
     missing = exc.name
-    return missing is not None and (module == missing or module.startswith(missing + "."))
+    found = isinstance(exc, ModuleNotFoundError)
+    return found and missing is not None and (module == missing or module.startswith(missing + "."))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -316,7 +318,11 @@ def _load(ref: AppRef) -> Flask:
         message = " ".join(str(exc).split())
         # A factory that returned something else: its wrapper of the Flask app, most likely.
         if message.startswith("A valid Flask application was not obtained") and "(" in (ref.name or ""):
-            message = f"{message.rstrip('.')}; {_NAME_THE_FLASK_APP}"
+            factory = getattr(module, attr) if attr is not None else None
+            if factory is not None and _returns_nothing(factory):
+                message = f"{message.rstrip('.')}: {attr}() returns None; end it with `return app`"
+            else:
+                message = f"{message.rstrip('.')}; {_NAME_THE_FLASK_APP}"
         elif message.endswith("could not be called with the specified arguments.") and attr is not None:
             message = f"{message.rstrip('.')}: it takes {_signature(getattr(module, attr))}; pass arguments that fit"
         raise DiscoveryError(message) from None
@@ -324,6 +330,30 @@ def _load(ref: AppRef) -> Flask:
         raise
     except Exception as exc:
         raise DiscoveryError(f"error while loading {ref.import_string!r}: {_one_line(exc)}") from exc
+
+
+def _returns_nothing(factory: object) -> bool:
+    """True when factory's source returns nothing but None (a `return app` forgotten); False when unknown."""
+    try:
+        tree = ast.parse(inspect.cleandoc("\n" + inspect.getsource(factory)))  # type: ignore[arg-type]
+    except (OSError, TypeError, SyntaxError, ValueError):
+        return False
+    function = tree.body[0] if tree.body else None
+    if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return False
+    nested = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+    pending: list[ast.AST] = list(function.body)
+    while pending:  # the factory's own statements, not those of functions defined in it (its views)
+        node = pending.pop()
+        if isinstance(node, ast.Return) and not (node.value is None or _is_none(node.value)):
+            return False
+        if not isinstance(node, nested):
+            pending.extend(ast.iter_child_nodes(node))
+    return True
+
+
+def _is_none(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and node.value is None
 
 
 def _signature(factory: object) -> str:

@@ -1,0 +1,6 @@
+from tests.apps.circular import app
+
+
+@app.get("/")
+def index() -> str:
+    return "ok"
