@@ -3,30 +3,48 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
-from collections.abc import Iterator
+import shlex
+import tomllib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from flask import Flask
 
 from ..runtime.headers import ProductionSessionInterface
 from ..runtime.secrets import FIX, HOW_TO_GENERATE, secret_key_problem
 from .compose import development_lines
-from .context import Context, ProjectFile, call_name, deployment_files, variable_read
+from .context import (
+    MAX_FILE_BYTES,
+    Context,
+    ProjectFile,
+    call_name,
+    deployment_files,
+    for_development,
+    variable_read,
+)
 from .registry import ERROR, WARNING, Found, app_check, check
 
 
-@app_check(
+@check(
     "FP-S001",
     ERROR,
     "debug mode is on: errors propagate instead of answering 500, templates are re-read on every request, and "
     "under app.run() the Werkzeug debugger runs code for whoever reaches it",
     hint="unset FLASK_DEBUG and DEBUG in the production config; use `flask run --debug` for local development",
 )
-def debug_mode(app: Flask, context: Context) -> Iterator[Found]:
-    if app.debug:
+def debug_mode(context: Context) -> Iterator[Found]:
+    app = context.app
+    if app is not None and app.debug:
         yield Found(obj=context.app_label, hint=None if _debug_from_environment(context) else _DEBUG_IN_CODE)
+    for item, settings in _deployment_settings(context):
+        testing = any(s.name == "FLASK_TESTING" and s.on for s in settings) and _reads_flask_variables(context)
+        for setting in settings:
+            if setting.name == "FLASK_DEBUG" and setting.on:
+                yield Found(obj=item.at(setting.line), text=_debug_deployed(setting, context, testing), hint=_DEBUG_FIX)
 
 
 _DEBUG_IN_CODE = (
@@ -41,15 +59,171 @@ def _debug_from_environment(context: Context) -> bool:
     return bool(value) and value.lower() not in ("0", "false", "no")
 
 
-@app_check(
+@check(
     "FP-S002",
     ERROR,
     "TESTING is on: errors propagate instead of answering 500, and Production(app) skips its safety refusal",
     hint="set TESTING only in the test configuration (TESTING = False in production)",
 )
-def testing_mode(app: Flask, context: Context) -> Iterator[Found]:
-    if app.testing:
+def testing_mode(context: Context) -> Iterator[Found]:
+    if context.app is not None and context.app.testing:
         yield Found(obj=context.app_label)
+    deployed = [
+        (item, setting)
+        for item, settings in _deployment_settings(context)
+        for setting in settings
+        if setting.name == "FLASK_TESTING" and setting.on
+    ]
+    # Flask itself reads no FLASK_TESTING: only from_prefixed_env (Production(app)'s too) does.
+    if deployed and _reads_flask_variables(context):
+        for item, setting in deployed:
+            yield Found(obj=item.at(setting.line), text=_TESTING_DEPLOYED.format(setting=setting), hint=_TESTING_FIX)
+
+
+_DEBUG_FIX = (
+    "remove FLASK_DEBUG from the deployment (or set it to 0); keep debug to development: `flask run --debug`, "
+    "docker-compose.override.yml, a service under a dev profile or a development stage of the Dockerfile"
+)
+_TESTING_DEPLOYED = (
+    "{setting} turns TESTING on where this file deploys the app (it reads FLASK_* variables into its config): "
+    "errors propagate instead of answering 500, and Production(app) skips its safety refusal"
+)
+_TESTING_FIX = (
+    "remove FLASK_TESTING from the deployment (or set it to false); set TESTING only in the test configuration"
+)
+
+
+def _debug_deployed(setting: _Setting, context: Context, testing: bool) -> str:
+    """What FLASK_DEBUG in a deployment file does to the app: Production(app) refuses to start it, unless
+    TESTING, set there too, makes it skip its refusal; without Production(app) it serves in debug mode."""
+    deployed = f"{setting} turns debug mode on where this file deploys the app"
+    # The check's own load of a refused app turns the refusal off (stand_in_environ): refused says it was on.
+    refuses = context.production is not None and (
+        context.refused is not None or context.effective_spec.security.refuse_unsafe
+    )
+    if refuses and not testing:
+        return f"{deployed}, and Production(app) refuses to start in debug mode: the app will not start there"
+    skipped = ", and FLASK_TESTING there makes Production(app) skip its refusal" if refuses else ""
+    return (
+        f"{deployed}{skipped}: errors propagate instead of answering 500, templates are re-read on every request, "
+        "and under app.run() the Werkzeug debugger runs code for whoever reaches it"
+    )
+
+
+def _reads_flask_variables(context: Context) -> bool:
+    """True when the app reads FLASK_* variables into its config (FLASK_TESTING=true into TESTING): Production(app)
+    with app.env_config on, or the app's own app.config.from_prefixed_env()."""
+    if context.production is not None and context.effective_spec.app.env_config:
+        return True
+    return any(
+        isinstance(node, ast.Call) and call_name(node) == "from_prefixed_env"
+        for item, tree in context.python_files()
+        if "from_prefixed_env" in item.text
+        for node in ast.walk(tree)
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Setting:
+    """FLASK_DEBUG or FLASK_TESTING given a value in a deployment file."""
+
+    line: int
+    name: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value}"
+
+    @property
+    def on(self) -> bool:
+        value = self.value.strip().lower()
+        if self.name == "FLASK_DEBUG":  # as Flask's get_debug_flag reads it
+            return value not in ("", "0", "false", "no")
+        return value not in ("", "0", "false", "no", "off", "null")  # from_prefixed_env's JSON, then flaskprod's
+
+
+_SETTING_NAMES = r"FLASK_DEBUG|FLASK_TESTING"
+# NAME=value in a Compose list, a systemd Environment= or before a command (env NAME=1 gunicorn ...); NAME: value
+# in a Compose or app.yaml map.
+_SETTING_ASSIGNED = re.compile(rf"""(?:^\s*-?\s*|\s|=)["']?({_SETTING_NAMES})["']?\s*[=:]\s*(.*)$""")
+_SETTING_K8S_NAME = re.compile(rf"""^\s*-?\s*name\s*:\s*["']?({_SETTING_NAMES})["']?\s*$""")
+_DOCKERFILES = ("Dockerfile*", "Containerfile*", "*.dockerfile")
+
+
+def _deployment_settings(context: Context) -> Iterator[tuple[ProjectFile, list[_Setting]]]:
+    """FLASK_DEBUG and FLASK_TESTING with a value in each deployment file: a Dockerfile's ENV (but a development
+    stage's), Compose and Kubernetes env (but a development profile's service), systemd Environment=. Not in
+    files named for development (docker-compose.override.yml) nor dot-files (.gitlab-ci.yml: a CI job's tests)."""
+    for item in deployment_files(context.files_named("*.yml", "*.yaml", "*.service", *_DOCKERFILES)):
+        if item.path.name.startswith("."):
+            continue
+        if any(item.path.match(pattern) for pattern in _DOCKERFILES):
+            settings = list(_image_settings(item))
+        else:
+            settings = list(_file_settings(item))
+            if settings and item.path.suffix in (".yml", ".yaml"):
+                development = development_lines(item)  # a dev profile's service, as FP-P004's
+                settings = [setting for setting in settings if setting.line not in development]
+        if settings:
+            yield item, settings
+
+
+def _image_settings(item: ProjectFile) -> Iterator[_Setting]:
+    """ENV FLASK_DEBUG=1 (ENV A=1 B=2, ENV NAME value) in a Dockerfile's stages, but development's. ARG is not
+    in the container's environment."""
+    stage = ""
+    for line, instruction in _instructions(item):
+        begins = re.match(r"FROM\s+(?:--\S+\s+)*\S+(?:\s+AS\s+(\S+))?", instruction, re.IGNORECASE)
+        if begins:
+            stage = begins[1] or ""
+            continue
+        env = re.match(r"ENV\s+(.*)", instruction, re.IGNORECASE)
+        if env and not for_development(stage):
+            for name, value in _env_pairs(env[1]):
+                if re.fullmatch(_SETTING_NAMES, name) and _literal(value):
+                    yield _Setting(line=line, name=name, value=_literal(value))
+
+
+def _instructions(item: ProjectFile) -> Iterator[tuple[int, str]]:
+    """(first line, instruction) of a Dockerfile, its lines continued with a backslash joined."""
+    start, parts = 0, []
+    for line, text in item.lines():
+        start = start or line
+        if text.rstrip().endswith("\\"):
+            parts.append(text.rstrip()[:-1])
+            continue
+        yield start, " ".join([*parts, text]).strip()
+        start, parts = 0, []
+
+
+def _env_pairs(arguments: str) -> list[tuple[str, str]]:
+    """The (name, value) pairs of a Dockerfile ENV: ENV A=1 B="2 3", or the older ENV NAME value."""
+    try:
+        words = shlex.split(arguments, comments=True)
+    except ValueError:
+        return []
+    if words and "=" not in words[0]:
+        return [(words[0], " ".join(words[1:]))]
+    return [(name, value) for name, _, value in (word.partition("=") for word in words)]
+
+
+def _file_settings(item: ProjectFile) -> Iterator[_Setting]:
+    lines = list(item.lines())
+    for index, (line, text) in enumerate(lines):
+        if text.lstrip().startswith("#"):
+            continue
+        named = _SETTING_K8S_NAME.match(text)
+        if named:
+            for _, following in lines[index + 1 : index + 3]:
+                value = _K8S_VALUE.match(following)
+                if value and _literal(value[1]):
+                    yield _Setting(line=line, name=named[1], value=_literal(value[1]))
+            continue
+        assigned = _SETTING_ASSIGNED.search(text)
+        if assigned and "#" not in text[: assigned.start()]:
+            words = _literal(assigned[2]).split()  # the first word: FLASK_DEBUG=1 gunicorn app:app
+            if words:
+                yield _Setting(line=line, name=assigned[1], value=words[0])
 
 
 def _without_fix(problem: str) -> str:
@@ -126,21 +300,69 @@ def _variable_read(node: ast.expr) -> str | None:
     return next((name for inner in ast.walk(node) if (name := variable_read(inner)) is not None), None)
 
 
-def _literals(node: ast.expr) -> Iterator[str | bytes]:
-    """The strings written in the source that node can evaluate to, as 'dev' in `env.get(...) or 'dev'`."""
+# A module's names assigned at its top level alone (KEY = "..."), each with the (line, value) of its assignments.
+_Constants = Mapping[str, list[tuple[int, ast.expr]]]
+
+
+def _module_constants(tree: ast.Module) -> _Constants:
+    """The names tree assigns at its top level alone, with their values: what SECRET_KEY = KEY there can be. A name
+    also assigned anywhere else (in a function, a loop, +=) is left out: its value where it is read is not written
+    in one place."""
+    top: dict[str, list[tuple[int, ast.expr]]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        for target in targets:
+            if isinstance(target, ast.Name):
+                top.setdefault(target.id, []).append((node.lineno, value))
+    stores: dict[str, int] = {}
+    for inner in ast.walk(tree):
+        if isinstance(inner, ast.Name) and isinstance(inner.ctx, ast.Store):
+            stores[inner.id] = stores.get(inner.id, 0) + 1
+    return {name: values for name, values in top.items() if stores.get(name) == len(values)}
+
+
+def _literals(node: ast.expr, constants: _Constants, seen: frozenset[str] = frozenset()) -> Iterator[str | bytes]:
+    """The strings written in the source that node can evaluate to, as 'dev' in `env.get(...) or 'dev'`, and
+    through a module constant (KEY = 'dev'; SECRET_KEY = KEY)."""
     if isinstance(node, ast.Constant):
         if isinstance(node.value, (str, bytes)) and node.value not in ("", b""):
             yield node.value
+    elif isinstance(node, ast.Name) and node.id in constants and node.id not in seen:
+        for _, value in constants[node.id]:
+            yield from _literals(value, constants, seen | {node.id})
     elif isinstance(node, ast.BoolOp):
         for value in node.values:
-            yield from _literals(value)
+            yield from _literals(value, constants, seen)
     elif isinstance(node, ast.IfExp):
-        yield from _literals(node.body)
-        yield from _literals(node.orelse)
+        yield from _literals(node.body, constants, seen)
+        yield from _literals(node.orelse, constants, seen)
     # os.environ.get("SECRET_KEY", "dev"), os.getenv("SECRET_KEY", default="dev"): the default is the literal.
     elif isinstance(node, ast.Call) and call_name(node) in ("get", "getenv", "setdefault"):
         for value in node.args[1:2] + [kw.value for kw in node.keywords if kw.arg == "default"]:
-            yield from _literals(value)
+            yield from _literals(value, constants, seen)
+
+
+def _is_literal(node: ast.expr, constants: _Constants, seen: frozenset[str] = frozenset()) -> bool:
+    """True when node is a string written in the source, itself or through module constants: no fallback."""
+    if isinstance(node, ast.Name) and node.id in constants and node.id not in seen:
+        return all(_is_literal(value, constants, seen | {node.id}) for _, value in constants[node.id])
+    return isinstance(node, ast.Constant)
+
+
+def _constant_through(node: ast.expr, constants: _Constants) -> tuple[str, int] | None:
+    """The module constant node takes a string written in the source through (KEY in SECRET_KEY = KEY), and
+    the line it is assigned on."""
+    for inner in ast.walk(node):
+        if isinstance(inner, ast.Name) and inner.id in constants:
+            for line, value in constants[inner.id]:
+                if any(_literals(value, constants, frozenset({inner.id}))):
+                    return inner.id, line
+    return None
 
 
 def _is_secret_target(node: ast.expr) -> bool:
@@ -192,9 +414,12 @@ def _is_named(node: ast.expr, names: tuple[str, ...]) -> bool:
     return False
 
 
-def _development_lines(tree: ast.Module) -> set[int]:
-    """Lines of classes and functions that turn DEBUG or TESTING on: a fixed key there is not a production key."""
-    if _sets_true(tree.body, ("DEBUG", "TESTING")):  # a development or test settings module
+def _development_lines(item: ProjectFile, tree: ast.Module, context: Context) -> set[int]:
+    """Lines where a fixed or generated key is development's, not production's: classes and functions that turn
+    DEBUG or TESTING on (class DevelopmentConfig), and a whole module that does when it is named for development
+    (config/dev.py, local_settings.py) or the app runs with debug or testing on. A module's own DEBUG = True that
+    the app does not run with (app.run(debug=DEBUG) under __main__) makes no key of its a development one."""
+    if _sets_true(tree.body, ("DEBUG", "TESTING")) and (for_development(item.rel) or _development_in_effect(context)):
         last = tree.body[-1].end_lineno or tree.body[-1].lineno
         return set(range(1, last + 1))
     lines: set[int] = set()
@@ -204,6 +429,12 @@ def _development_lines(tree: ast.Module) -> set[int]:
         ):
             lines.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
     return lines
+
+
+def _development_in_effect(context: Context) -> bool:
+    """True when the loaded app runs with debug or testing on: some development config is the one in effect."""
+    app = context.app
+    return app is not None and (app.debug or app.testing)
 
 
 def _instance_folders(context: Context) -> tuple[Path, ...]:
@@ -227,39 +458,159 @@ def secret_key_in_source(context: Context) -> Iterator[Found]:
     for key in _keys_in_source(context):
         if not key.in_effect and not key.development:
             # `SECRET_KEY = "..."` is no fallback: the string is the key.
-            yield Found(obj=key.obj, text=_KEY_IN_SOURCE if key.is_literal else None)
+            what = "is a string" if key.literal else "falls back to a string"
+            text = f"SECRET_KEY {what} written in {key.where}: anyone who can read the code can sign sessions"
+            yield Found(obj=key.obj, text=text, hint=_LOADED_FILE_HINT if key.loaded else None)
 
 
-_KEY_IN_SOURCE = "SECRET_KEY is a string written in the source: anyone who can read the code can sign sessions"
+# A config file the app loads by name: Flask's docs keep such a file, with the key, in the instance folder.
+_LOADED_FILE_HINT = (
+    "keep the file out of the repository, in the instance folder (instance_relative_config=True) as Flask's docs "
+    "do; or remove SECRET_KEY from it and set FLASK_SECRET_KEY or FLASK_SECRET_KEY_FILE"
+)
+_LOADED_FILE_IN_EFFECT_HINT = (
+    "give the app a new random key (the written one is public) from a config file kept out of the repository "
+    "(the instance folder, as Flask's docs do) or from FLASK_SECRET_KEY / FLASK_SECRET_KEY_FILE; then remove "
+    "SECRET_KEY from this file"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
 class _KeyInSource:
-    """A SECRET_KEY assignment that can take a string written in the source."""
+    """A SECRET_KEY assignment that can take a string written in the source or in a config file the app loads."""
 
     obj: str  # file:line
-    value: ast.expr
+    literal: bool  # the string is the key, not a fallback
     development: bool  # in a class, function or module that turns DEBUG or TESTING on
     in_effect: bool  # the loaded app's key is that string
+    where: str = "the source"  # where the string is written, for the message
+    variable: str | None = None  # the environment variable it falls back from
+    loaded: bool = False  # in a config file the app loads by name (from_pyfile, from_file)
 
-    @property
-    def is_literal(self) -> bool:
-        return isinstance(self.value, ast.Constant)
+
+@dataclass(frozen=True, kw_only=True)
+class _LoadedFile:
+    """A project file the app's config loads by name: from_pyfile runs it as Python, whatever its extension;
+    from_file reads it with its load function (json.load, tomllib.load)."""
+
+    item: ProjectFile
+    method: str  # from_pyfile or from_file
+    load: str  # the load function as written, "" when none is given
+
+
+def _loaded_files(context: Context) -> Iterator[_LoadedFile]:
+    """The project's files the app's config loads by name (app.config.from_pyfile("settings.cfg"),
+    from_file("config.json", load=json.load)), found as Flask finds them: against the loaded app's config root
+    (its root_path, or its instance folder with instance_relative_config), else the calling module's folder.
+    The .py files the scan reads anyway are left out."""
+    calls = [
+        (item, tree, node)
+        for item, tree in context.python_files()
+        if "from_pyfile" in item.text or "from_file" in item.text
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and call_name(node) in ("from_pyfile", "from_file")
+    ]
+    if not calls:
+        return
+    root = context.root.resolve()
+    config_root = None if context.app is None else Path(context.app.config.root_path)
+    scanned = {item.path.resolve() for item, _ in context.python_files()}
+    for item, tree, node in calls:
+        constants = _module_constants(tree)
+        named = [*node.args[:1], *(kw.value for kw in node.keywords if kw.arg == "filename")]
+        load = [*node.args[1:2], *(kw.value for kw in node.keywords if kw.arg == "load")]
+        for name in (name for arg in named for name in _literals(arg, constants) if isinstance(name, str)):
+            try:
+                path = ((config_root or item.path.parent) / name).resolve()
+                if path in scanned or not path.is_relative_to(root) or not path.is_file():
+                    continue
+                if path.stat().st_size > MAX_FILE_BYTES:
+                    continue
+            except (OSError, ValueError):
+                continue  # not there: Flask fails, or silent=True skips it
+            scanned.add(path)
+            loaded = ProjectFile(path, path.relative_to(root).as_posix())
+            yield _LoadedFile(item=loaded, method=call_name(node), load=ast.unparse(load[0]) if load else "")
+
+
+def _config_modules(context: Context) -> Iterator[tuple[ProjectFile, ast.Module, str]]:
+    """The project's Python modules, and the files from_pyfile loads as Python (settings.cfg), each with the
+    method that loads it ("" for a module)."""
+    for item, tree in context.python_files():
+        yield item, tree, ""
+    for loaded in _loaded_files(context):
+        if loaded.method == "from_pyfile":
+            try:
+                yield loaded.item, ast.parse(loaded.item.text, filename=str(loaded.item.path)), loaded.method
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                continue
 
 
 def _keys_in_source(context: Context) -> Iterator[_KeyInSource]:
-    """Each SECRET_KEY assignment that can take a string written in the source, but those in the instance folder."""
+    """Each SECRET_KEY assignment that can take a string written in the source or in a config file the app
+    loads, but those in the instance folder."""
     instance = _instance_folders(context)
     key = None if context.app is None else context.app.config.get("SECRET_KEY")
-    for item, tree in context.python_files():
-        if any(item.path.resolve().is_relative_to(folder) for folder in instance):
+
+    def kept(item: ProjectFile) -> bool:
+        return not any(item.path.resolve().is_relative_to(folder) for folder in instance)
+
+    for item, tree, method in _config_modules(context):
+        assignments = list(_secret_assignments(tree))
+        if not assignments or not kept(item):
             continue
-        exempt = _development_lines(tree)
-        for line, value in _secret_assignments(tree):
-            literals = list(_literals(value))
-            if literals:
-                in_effect = key is not None and key in literals
-                yield _KeyInSource(obj=item.at(line), value=value, development=line in exempt, in_effect=in_effect)
+        constants = _module_constants(tree)
+        exempt = _development_lines(item, tree, context)
+        file = f"a config file the app loads with {method}()" if method else "the source"
+        for line, value in assignments:
+            literals = list(_literals(value, constants))
+            if not literals:
+                continue
+            through = _constant_through(value, constants)
+            yield _KeyInSource(
+                obj=item.at(line),
+                literal=_is_literal(value, constants),
+                development=line in exempt,
+                in_effect=key is not None and key in literals,
+                where=file if through is None else f"{file} (the constant {through[0]}, {item.at(through[1])})",
+                variable=_variable_read(value),
+                loaded=bool(method),
+            )
+    for loaded in _loaded_files(context):
+        written = _written_key(loaded) if loaded.method == "from_file" and kept(loaded.item) else None
+        if written is not None:
+            line, string, development = written
+            yield _KeyInSource(
+                obj=loaded.item.at(line),
+                literal=True,
+                # As a module's: a file that turns DEBUG or TESTING on, named for development or in effect.
+                development=development and (for_development(loaded.item.rel) or _development_in_effect(context)),
+                in_effect=key == string,
+                where="a config file the app loads with from_file()",
+                loaded=True,
+            )
+
+
+def _written_key(loaded: _LoadedFile) -> tuple[int, str, bool] | None:
+    """The line and value of the SECRET_KEY string in a file from_file loads (JSON, TOML or YAML, by its load
+    function, else by its extension), and whether the file turns DEBUG or TESTING on."""
+    suffix = loaded.item.path.suffix.lstrip(".").replace("yml", "yaml")
+    kind = next((kind for kind in ("toml", "yaml", "json") if kind in loaded.load.lower()), suffix)
+    text = loaded.item.text
+    try:
+        data = (
+            tomllib.loads(text) if kind == "toml" else yaml.safe_load(text) if kind == "yaml"
+            else json.loads(text) if kind == "json" else None
+        )
+    except (ValueError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    value = data.get("SECRET_KEY")
+    if not isinstance(value, str) or not value:
+        return None
+    line = next((line for line, line_text in loaded.item.lines() if "SECRET_KEY" in line_text), 1)
+    return line, value, data.get("DEBUG") is True or data.get("TESTING") is True
 
 
 def _cookie_secure(app: Flask) -> bool:
@@ -303,19 +654,46 @@ def cookie_samesite(app: Flask, context: Context) -> Iterator[Found]:
         yield Found(obj=context.app_label)
 
 
-_RANDOM_PER_PROCESS = frozenset({"urandom", "token_hex", "token_bytes", "token_urlsafe", "uuid4", "getrandbits"})
+_RANDOM_PER_PROCESS = frozenset({
+    "urandom", "token_hex", "token_bytes", "token_urlsafe", "uuid4", "uuid1", "getrandbits", "randbytes",
+    "choice", "choices", "sample", "get_random_string",
+})
+# Calls that make their result from their arguments or the object they are called on: random in, random out.
+_WRAPPERS = frozenset({
+    "str", "bytes", "hex", "decode", "encode", "hexlify", "b2a_hex", "b64encode", "urlsafe_b64encode", "b32encode",
+    "join", "format", "lower", "upper", "strip", "sha256", "sha512", "sha1", "md5", "blake2b", "digest", "hexdigest",
+})
 
 
-def _is_random_call(node: ast.expr) -> bool:
-    if isinstance(node, ast.BoolOp):
-        return any(_is_random_call(value) for value in node.values)
-    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("hex", "decode"):
-        node = node.func.value  # os.urandom(24).hex()
-    if isinstance(node, ast.Call):
-        return call_name(node) in _RANDOM_PER_PROCESS
-    return isinstance(node, ast.JoinedStr) and any(
-        isinstance(part, ast.FormattedValue) and _is_random_call(part.value) for part in node.values
-    )
+def _generated(node: ast.expr, constants: _Constants, seen: frozenset[str] = frozenset()) -> bool:
+    """True when node can be a value made at random where the process evaluates it: os.urandom(24).hex(),
+    str(uuid4()) + str(uuid4()), f"{token_hex()}", also as a variable's default or fallback
+    (os.getenv("SECRET_KEY", token_hex()), os.environ.get("SECRET_KEY") or token_hex()) or through a module
+    constant."""
+    parts: list[ast.expr] = []
+    if isinstance(node, ast.Name):
+        if node.id in constants and node.id not in seen:
+            return any(_generated(value, constants, seen | {node.id}) for _, value in constants[node.id])
+    elif isinstance(node, ast.BoolOp):
+        parts = node.values
+    elif isinstance(node, ast.IfExp):
+        parts = [node.body, node.orelse]
+    elif isinstance(node, ast.BinOp):
+        parts = [node.left, node.right]
+    elif isinstance(node, ast.JoinedStr):
+        parts = [part.value for part in node.values if isinstance(part, ast.FormattedValue)]
+    elif isinstance(node, (ast.GeneratorExp, ast.ListComp)):
+        parts = [node.elt]
+    elif isinstance(node, ast.Call):
+        name = call_name(node)
+        if name in _RANDOM_PER_PROCESS:
+            return True
+        if name in ("get", "getenv", "setdefault"):
+            parts = node.args[1:2] + [kw.value for kw in node.keywords if kw.arg == "default"]
+        elif name in _WRAPPERS:
+            parts = [*node.args, *(kw.value for kw in node.keywords)]
+            parts += [node.func.value] if isinstance(node.func, ast.Attribute) else []
+    return any(_generated(part, constants, seen) for part in parts)
 
 
 @check(
@@ -326,11 +704,31 @@ def _is_random_call(node: ast.expr) -> bool:
     hint="generate the key once and give it to every worker: FLASK_SECRET_KEY or FLASK_SECRET_KEY_FILE",
 )
 def secret_key_per_process(context: Context) -> Iterator[Found]:
-    for item, tree in context.python_files():
-        exempt = _development_lines(tree)
-        for line, value in _secret_assignments(tree):
-            if line not in exempt and _is_random_call(value):
+    for item, tree, _ in _config_modules(context):
+        assignments = list(_secret_assignments(tree))
+        if not assignments:
+            continue
+        constants = _module_constants(tree)
+        exempt = _development_lines(item, tree, context)
+        for line, value in assignments:
+            if line in exempt or not _generated(value, constants):
+                continue
+            name = _variable_read(value)
+            if name is None:
                 yield Found(obj=item.at(line))
+            else:
+                text, hint = _GENERATED_FALLBACK.format(name=name), _GENERATED_FALLBACK_FIX.format(name=name)
+                yield Found(obj=item.at(line), text=text, hint=hint)
+
+
+_GENERATED_FALLBACK = (
+    "SECRET_KEY falls back to a key generated at start-up when {name} is unset: each worker then signs with its "
+    "own key, so sessions fail at random and every restart logs everyone out"
+)
+_GENERATED_FALLBACK_FIX = (
+    "set {name} (or FLASK_SECRET_KEY / FLASK_SECRET_KEY_FILE) to one key for every worker, and fail when it is "
+    "missing (os.environ[\"{name}\"]) instead of generating one"
+)
 
 
 # NAME=value in a Compose list, an ENV or ARG line, a systemd Environment=; NAME: value in a Compose or app.yaml
@@ -444,15 +842,18 @@ def secret_key_in_source_in_effect(context: Context) -> Iterator[Found]:
     for key in _keys_in_source(context):
         if not key.in_effect or key.development:
             continue  # a development config in effect is FP-S001's or FP-S002's to name
-        if key.is_literal:
-            yield Found(obj=key.obj, text=_IN_EFFECT.format(what="is a string", unset=""))
+        hint = _LOADED_FILE_IN_EFFECT_HINT if key.loaded else None
+        if key.literal:
+            text = _IN_EFFECT.format(what="is a string", where=key.where, unset="")
+            yield Found(obj=key.obj, text=text, hint=hint)
             continue
-        name = _variable_read(key.value)
+        name = key.variable
         unset = f" ({name} is not set)" if name is not None and name not in context.environ else ""
-        yield Found(obj=key.obj, text=_IN_EFFECT.format(what="falls back to a string", unset=unset))
+        text = _IN_EFFECT.format(what="falls back to a string", where=key.where, unset=unset)
+        yield Found(obj=key.obj, text=text, hint=hint)
 
 
 _IN_EFFECT = (
-    "SECRET_KEY {what} written in the source, and the app is running with it right now{unset}: anyone who can read "
+    "SECRET_KEY {what} written in {where}, and the app is running with it right now{unset}: anyone who can read "
     "the code can sign its sessions"
 )
