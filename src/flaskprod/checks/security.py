@@ -25,6 +25,7 @@ from .context import (
     deployment_files,
     for_development,
     variable_read,
+    walk,
 )
 from .registry import ERROR, WARNING, Found, app_check, check
 
@@ -119,7 +120,7 @@ def _reads_flask_variables(context: Context) -> bool:
         isinstance(node, ast.Call) and call_name(node) == "from_prefixed_env"
         for item, tree in context.python_files()
         if "from_prefixed_env" in item.text
-        for node in ast.walk(tree)
+        for node in walk(tree)
     )
 
 
@@ -320,7 +321,7 @@ def _module_constants(tree: ast.Module) -> _Constants:
             if isinstance(target, ast.Name):
                 top.setdefault(target.id, []).append((node.lineno, value))
     stores: dict[str, int] = {}
-    for inner in ast.walk(tree):
+    for inner in walk(tree):
         if isinstance(inner, ast.Name) and isinstance(inner.ctx, ast.Store):
             stores[inner.id] = stores.get(inner.id, 0) + 1
     return {name: values for name, values in top.items() if stores.get(name) == len(values)}
@@ -378,7 +379,7 @@ def _is_secret_target(node: ast.expr) -> bool:
 def _secret_assignments(tree: ast.AST) -> Iterator[tuple[int, ast.expr]]:
     """(line, value) of each SECRET_KEY assignment: `SECRET_KEY = v`, `config["SECRET_KEY"] = v`,
     `from_mapping(SECRET_KEY=v)` and `{"SECRET_KEY": v}`."""
-    for node in ast.walk(tree):
+    for node in walk(tree):
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if node.value is not None and any(_is_secret_target(t) for t in targets):
@@ -423,7 +424,7 @@ def _development_lines(item: ProjectFile, tree: ast.Module, context: Context) ->
         last = tree.body[-1].end_lineno or tree.body[-1].lineno
         return set(range(1, last + 1))
     lines: set[int] = set()
-    for node in ast.walk(tree):
+    for node in walk(tree):
         if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and _sets_true(
             node.body, ("DEBUG", "TESTING")
         ):
@@ -507,7 +508,7 @@ def _loaded_files(context: Context) -> Iterator[_LoadedFile]:
         (item, tree, node)
         for item, tree in context.python_files()
         if "from_pyfile" in item.text or "from_file" in item.text
-        for node in ast.walk(tree)
+        for node in walk(tree)
         if isinstance(node, ast.Call) and call_name(node) in ("from_pyfile", "from_file")
     ]
     if not calls:
