@@ -246,3 +246,27 @@ def test_a_sighup_during_a_canary_reloads_nginx_and_replaces_the_app_server_once
         assert sorted(p.name for p in stack.run_dir.glob("app-*.sock")) == [f"app-{left}.1.sock"]
     finally:
         stop(stack)
+
+
+def test_a_src_layout_on_the_import_path_runs_the_releases_copy_not_the_working_tree(tmp_path: Path) -> None:
+    """`pip install -e .` of a src layout puts the working tree's src/ on sys.path (here: PYTHONPATH, as its .pth
+    does): the app server runs the release's copy, so code edited but not deployed is not served after a reload."""
+    write_app(tmp_path, "from shop import create_app\n\napp = create_app()\n")
+    package = tmp_path / "src" / "shop"
+    package.mkdir(parents=True)
+    source = (
+        "from flask import Flask\n\nfrom flaskprod import Production\n\nVERSION = {!r}\n\n\n"
+        "def create_app():\n    app = Flask(__name__)\n    Production(app)\n"
+        "    app.add_url_rule('/version', 'version', lambda: VERSION)\n    return app\n"
+    )
+    (package / "__init__.py").write_text(source.format("shipped"))
+    env = up_env(PYTHONPATH=str(tmp_path / "src"))
+    stack = start_up(tmp_path, "uwsgi", free_port(), "--workers", "1", env=env)
+    try:
+        stack.wait_ready()
+        assert stack.get("/version").text == "shipped"
+        (package / "__init__.py").write_text(source.format("edited, not deployed"))
+        reload(stack)
+        assert stack.get("/version").text == "shipped", stack.output()
+    finally:
+        stop(stack)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib
+import importlib.util
 import inspect
 import os
 import re
@@ -173,6 +174,27 @@ def _missing_is_target(exc: ImportError, module: str) -> bool:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def import_root(ref: AppRef) -> Path | None:
+    """The folder Python imports ref's top-level module from, as the app's import would find it (ref.path first),
+    without running it: the project's src/ for a src layout installed with `pip install -e .`; None when it is not
+    found, or has no folder of its own (a namespace package, a built-in)."""
+    top = ref.module.partition(".")[0]
+    added = ref.path not in sys.path
+    if added:
+        sys.path.insert(0, ref.path)
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    finally:
+        if added:
+            sys.path.remove(ref.path)
+    if spec is None or not spec.has_location or spec.origin is None:
+        return None
+    origin = Path(spec.origin).absolute()
+    return origin.parent.parent if spec.submodule_search_locations is not None else origin.parent
 
 
 def _src_layout_hint(ref: AppRef, missing: str | None) -> str:

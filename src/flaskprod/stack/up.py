@@ -461,8 +461,22 @@ def release_env(p: Plan, release: Release) -> dict[str, str]:
     env[DRAIN_FILE_ENV] = str(p.drain_file(release))
     env[PROBE_RECORD_ENV] = str(p.record(release))
     app_dir = p.in_release(release, p.app.path)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [app_dir, p.app_env.get("PYTHONPATH")]))
+    path = [app_dir, *project_import_dirs(p, release), p.app_env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(filter(None, path)))
     return env
+
+
+def project_import_dirs(p: Plan, release: Release) -> list[str]:
+    """release's copies of the project's folders that imports search besides the app's own: where the app's package
+    is found (discovery.import_root), and what else of the project is on sys.path. A src layout installed with
+    `pip install -e .` puts the working tree's src/ there, so without its copy first the release would run the
+    working tree's code, shipped or not, and a rollback would not go back."""
+    found = discovery.import_root(p.app)
+    folders = [*([str(found)] if found is not None else []), *sys.path]
+    copies = (p.in_release(release, folder) for folder in folders if folder)
+    # in_release leaves a folder outside the project as it is; one the release does not hold (a virtualenv, the
+    # run folder) is not copied either.
+    return [copy for copy in copies if Path(copy).is_relative_to(release.path) and Path(copy).is_dir()]
 
 
 def nginx_files(p: Plan) -> dict[str, str]:
