@@ -617,3 +617,18 @@ def test_auto_server_kind_is_uwsgi_behind_nginx_and_gunicorn_facing_clients() ->
     chosen = Spec().replace(**{"server.kind": "gunicorn"})
     assert resolve_kind(chosen, behind_nginx=True).server.kind == "gunicorn"
     assert print_config("tests.apps.factory")["server"] == "gunicorn"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server", SERVERS)
+def test_an_app_run_called_at_import_is_ignored_as_flask_run_does(tmp_path: Path, server: str) -> None:
+    # Before, the worker started Flask's development server there and never served; up waited ready_timeout.
+    with serving(tmp_path, server, "--workers", "1", app="tests.apps.runs_at_import:app") as served:
+        assert served.get("/").text == "served by the production server"
+        said = (
+            f"flaskprod: ignored the call to app.run() at {ROOT / 'tests/apps/runs_at_import.py'}:16, made while the "
+            "app was imported: it starts Flask's development server; put it under `if __name__ == \"__main__\":` "
+            "(flaskprod check: FP-P001)"
+        )
+        assert said in served.output()
+        assert "Running on http" not in served.output()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import importlib
 import importlib.util
@@ -10,6 +11,7 @@ import inspect
 import os
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -286,16 +288,18 @@ def with_origin(message: str, ref: AppRef) -> str:
     return message if ref.origin is None else f"{message} (the app {ref.origin} names)"
 
 
-def load(ref: AppRef) -> Flask:
+def load(ref: AppRef, *, runs_ignored: bool = True) -> Flask:
     """Import ref's module and return its Flask app; every failure is one DiscoveryError line.
 
     A FlaskprodError raised by the app itself (a ConfigurationError for a weak SECRET_KEY) passes
     through unchanged, and so does the refusal of an app that made itself unsafe after Production(app);
     any other exception from the user's code becomes a DiscoveryError whose __cause__ keeps the traceback
-    for whoever wants to print it.
+    for whoever wants to print it. An app.run() the import calls is ignored with a line on stderr, as
+    `flask run` does (runs_ignored=False leaves Flask.run to the caller: check records each call).
     """
     try:
-        app = _load(ref)
+        with _runs_ignored() if runs_ignored else contextlib.nullcontext():
+            app = _load(ref)
     except DiscoveryError as exc:
         if ref.origin is None:
             raise
@@ -304,6 +308,31 @@ def load(ref: AppRef) -> Flask:
 
     refuse_unsafe_as_loaded(app)
     return app
+
+
+@contextlib.contextmanager
+def _runs_ignored() -> Iterator[None]:
+    """Flask.run, for the duration, a stand-in that says where it was called and returns: an app.run() outside an
+    `if __name__ == "__main__":` guard would start Flask's development server inside the production one, which
+    then waited for it until proxy.ready_timeout and blamed a database."""
+    from flask import Flask
+
+    def run(self: Flask, *args: object, **kwargs: object) -> None:
+        caller = sys._getframe(1)
+        print(
+            f"flaskprod: ignored the call to app.run() at {caller.f_code.co_filename}:{caller.f_lineno}, made while "
+            "the app was imported: it starts Flask's development server; put it under "
+            "`if __name__ == \"__main__\":` (flaskprod check: FP-P001)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    original = Flask.run
+    Flask.run = run  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Flask.run = original  # type: ignore[method-assign]
 
 
 def _load(ref: AppRef) -> Flask:

@@ -289,7 +289,7 @@ def load_context(
     runs: list[tuple[Path, int]] = []
     with patched_environ(env), contextlib.redirect_stdout(sys.stderr), recording_runs(runs):
         try:
-            app = discovery.load(ref)
+            app = discovery.load(ref, runs_ignored=False)  # recording_runs records them
         except ConfigurationError as exc:
             refused = refused or str(exc)
         except FlaskprodError:
