@@ -1703,11 +1703,6 @@ def test_real_command_exit_codes(tmp_path: Path) -> None:
         ),
         (
             [],
-            {"app.py": "from flask import Flask\n\napp = Flask(__name__)\nRATIO = 1 / 0\n"},
-            "Error: error while importing 'app': ZeroDivisionError: division by zero",
-        ),
-        (
-            [],
             {"app.py": PLAIN + "import sys\n\nsys.exit(0)\n"},
             "Error: app 'app' exited while loading (sys.exit(0) from app.py:6): a server importing it would exit "
             'too; call sys.exit() only under `if __name__ == "__main__":`',
@@ -1748,7 +1743,6 @@ def test_real_command_exit_codes(tmp_path: Path) -> None:
         "unknown-id-in-spec",
         "no-app",
         "no-module",
-        "broken-app",
         "sys-exit-0",
         "sys-exit-3",
         "sys-exit-in-an-import",
@@ -1870,6 +1864,36 @@ def test_json_output_says_why_there_is_no_report(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("Error: no Flask app found")
     assert json.loads(result.stdout) == {"error": result.stderr.removeprefix("Error: ").rstrip("\n"), "exit_code": 2}
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "frame", "error"),
+    [
+        (
+            "from flask import Flask\n\napp = Flask(__name__)\nRATIO = 1 / 0\n",
+            "app:app",
+            "line 4, in <module>",
+            "Error: error while importing 'app': ZeroDivisionError: division by zero",
+        ),
+        (
+            'import os\nfrom flask import Flask\n\n\ndef create_app():\n    return Flask(os.environ["NO_SUCH_VAR"])\n',
+            "app:create_app()",
+            "line 6, in create_app",
+            "Error: error while loading 'app:create_app()': KeyError: 'NO_SUCH_VAR'",
+        ),
+    ],
+    ids=["at-import", "in-the-factory"],
+)
+def test_a_bug_in_the_app_shows_its_traceback_then_one_error_line(
+    tmp_path: Path, source: str, target: str, frame: str, error: str
+) -> None:
+    # As serve, up and init show it: before, check printed the last line alone, with no file or line.
+    write(tmp_path, {"app.py": source})
+    result = run_cli(target, cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("Traceback (most recent call last):\n")
+    assert f'File "{tmp_path / "app.py"}", {frame}' in result.stderr
+    assert result.stderr.endswith(f"\n{error}\n")
 
 
 def test_findings_come_by_level_then_id_then_file_and_line() -> None:

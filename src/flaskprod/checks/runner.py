@@ -8,7 +8,6 @@ import gc
 import json
 import sys
 import tempfile
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from .. import discovery
 from ..errors import DiscoveryError, FlaskprodError
 from ..servers.loading import ended_message, exit_child, load_in_child, write_answer
+from ..servers.probe import print_user_traceback
 from ..spec import Spec, spec_as_dict
 from .context import load_context, unloaded_context
 from .registry import Level, Message, run_checks
@@ -81,9 +81,10 @@ def main(argv: Sequence[str]) -> int:
             # there, say): the refusal is the finding, and the files are checked without the app.
             context = unloaded_context(spec, Path(job["cwd"]), refused=job["refused"])
         else:
-            if isinstance(exc.__cause__, SyntaxError):
-                # Its file, line and caret above the one line, as the probe of init, serve and up shows it.
-                traceback.print_exception(type(exc.__cause__), exc.__cause__, None, file=sys.stderr)
+            if exc.__cause__ is not None:
+                # A bug in the app's code: its traceback above the one line, as the probe of init, serve and up
+                # shows it (a SyntaxError's file, line and caret).
+                print_user_traceback(exc.__cause__)
             write_answer(out / RESULT, {"error": str(exc)})
             return 0
     if context.refused is not None and job["refused"] is None:

@@ -166,7 +166,8 @@ def probe_to_learn(
     return probe(ref, env, bound=bound, if_slow=if_slow)
 
 
-def _print_user_traceback(exc: BaseException) -> None:
+def print_user_traceback(exc: BaseException) -> None:
+    """exc's traceback on stderr from the user's first frame (flaskprod's and importlib's above it left out)."""
     if isinstance(exc, SyntaxError):
         # Python's own display, file, line and caret, as `check` shows it: every frame above it is importlib's.
         traceback.print_exception(type(exc), exc, None, file=sys.stderr)
@@ -326,7 +327,7 @@ def main(argv: list[str]) -> int:
     except FlaskprodError as exc:
         if exc.__cause__ is not None:
             # A bug in the user's code: its traceback is what they need to fix it, from their first frame.
-            _print_user_traceback(exc.__cause__)
+            print_user_traceback(exc.__cause__)
         message = str(exc) if isinstance(exc, DiscoveryError) else f"app {ref.import_string!r} refused to start: {exc}"
         write_answer(Path(result_path), {"error": message})
         return FAILED
