@@ -32,20 +32,20 @@ flaskprod check --fail-level WARNING    # exit 1 on warnings too
 flaskprod check --silence FP-P002 --silence FP-C003
 ```
 
-Levels, as in Django: `DEBUG` < `INFO` < `WARNING` < `ERROR` < `CRITICAL`. The exit status is 1
-when a finding that is not silenced is at `--fail-level` (default `ERROR`) or above, 0 otherwise,
-and 2, with one line that says what to do, when the audit cannot be made: no app found, an app that
-cannot be imported, one that exits or crashes while importing (`sys.exit()` at module level) or does
-not finish loading within `proxy.ready_timeout` (waiting for a database, say), an unknown ID to
-silence. An app that refuses to start because `Production(app)` rejects its configuration (a weak or
-missing `SECRET_KEY`, debug on) is a finding (`FP-C001`), and its other checks run on it loaded again
-with that refusal off, so they name the key and debug mode it really has, and silencing `FP-C001`
-hides no other finding. When that does not
-start it either, `FP-C001` says so, and the file checks still run. With `--format json`, an audit that
-cannot be made also prints `{"error": "...", "exit_code": 2}` on stdout. A check that fails on the
-project (a defect of flaskprod's) is an `ERROR` finding under its own ID, and the others still run.
-Findings come most severe first, then by ID, file and line. The first 5,000 files a deployment reads
-are scanned.
+Levels, as in Django: `DEBUG` < `INFO` < `WARNING` < `ERROR` < `CRITICAL`. The exit status is 1 when
+a finding that is not silenced is at `--fail-level` (default `ERROR`) or above, 0 otherwise, and 2,
+with one line that says what to do, when the audit cannot be made (below the traceback of a bug in
+the app's own code, as `serve` shows it): no app found, an app that cannot be imported, one that
+exits or crashes while importing (`sys.exit()` at module level) or does not finish loading within
+`proxy.ready_timeout` (waiting for a database, say), an unknown ID to silence. An app that refuses
+to start because `Production(app)` rejects its configuration (a weak or missing `SECRET_KEY`, debug
+on) is a finding (`FP-C001`), and its other checks run on it loaded again with that refusal off, so
+they name the key and debug mode it really has, and silencing `FP-C001` hides no other finding. When
+that does not start it either, `FP-C001` says so, and the file checks still run. With `--format
+json`, an audit that cannot be made also prints `{"error": "...", "exit_code": 2}` on stdout. A
+check that fails on the project (a defect of flaskprod's) is an `ERROR` finding under its own ID,
+and the others still run. Findings come most severe first, then by ID, file and line. The first
+5,000 files a deployment reads are scanned.
 
 ## Silencing
 
