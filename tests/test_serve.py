@@ -307,6 +307,20 @@ def test_weak_secret_key_is_refused() -> None:
     _assert_one_line_error(result, "SECRET_KEY")
 
 
+def test_a_key_in_dot_env_that_flaskprod_does_not_load_is_named(tmp_path: Path) -> None:
+    # flask run loads .env, so a developer's key is often there; the refusal said only "set FLASK_SECRET_KEY".
+    (tmp_path / "app.py").write_text("from flask import Flask\n\nfrom flaskprod import Production\n\n"
+                                     "app = Flask(__name__)\nProduction(app)\n")
+    (tmp_path / ".env").write_text(f"FLASK_APP=app:app\nFLASK_SECRET_KEY={secrets.token_hex(32)}\n")
+    env = {k: v for k, v in clean_env().items() if k != "FLASK_SECRET_KEY"}
+    assert refused("serve", cwd=tmp_path, env=env) == (
+        "Error: app 'app:app' refused to start: SECRET_KEY is missing: set FLASK_SECRET_KEY or FLASK_SECRET_KEY_FILE "
+        "to a random value, e.g. python -c 'import secrets; print(secrets.token_hex(32))'; FLASK_SECRET_KEY is set "
+        "in .env, which flask run loads and production servers do not: export it where flaskprod runs (the app "
+        "FLASK_APP in .env names)"
+    )
+
+
 @pytest.mark.parametrize("server", SERVERS)
 def test_port_in_use_is_one_line(server: str) -> None:
     with socket.socket() as holder:

@@ -113,6 +113,22 @@ def _dotenv_value(path: Path, key: str) -> str | None:
     return found
 
 
+def unread_dotenv(text: str, base: Path) -> str:
+    """'; what to do' when text (why the app refused to start) names a variable that is unset here but set in a
+    dotenv file in base: `flask run` loads those files, and a developer's key often lives there; flaskprod, like
+    Gunicorn and uWSGI, reads FLASK_APP from them and nothing else."""
+    for name in dict.fromkeys(re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", text)):
+        if name in os.environ:
+            continue
+        for filename in DOTENV_FILES:
+            if _dotenv_value(base / filename, name) is not None:
+                return (
+                    f"; {name} is set in {filename}, which flask run loads and production servers do not: export it "
+                    "where flaskprod runs"
+                )
+    return ""
+
+
 def _named_by_flask(base: Path) -> tuple[str, str] | None:
     """FLASK_APP as `flask run` would read it here, and where it was found."""
     if value := os.environ.get(APP_VARIABLE, "").strip():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..discovery import AppRef, load, with_origin
+from ..discovery import AppRef, load, unread_dotenv, with_origin
 from ..errors import DiscoveryError, FlaskprodError
 from ..render.nginx import StaticMount, app_server_names, routed_host_names
 from .loading import ended_message, exit_child, exit_message, load_in_child, project_root, write_answer
@@ -328,7 +328,10 @@ def main(argv: list[str]) -> int:
         if exc.__cause__ is not None:
             # A bug in the user's code: its traceback is what they need to fix it, from their first frame.
             print_user_traceback(exc.__cause__)
-        message = str(exc) if isinstance(exc, DiscoveryError) else f"app {ref.import_string!r} refused to start: {exc}"
+        if isinstance(exc, DiscoveryError):
+            message = str(exc)
+        else:
+            message = f"app {ref.import_string!r} refused to start: {exc}{unread_dotenv(str(exc), Path.cwd())}"
         write_answer(Path(result_path), {"error": message})
         return FAILED
     except BaseException as exc:  # SystemExit, KeyboardInterrupt: the app's own, not the probe's to obey
