@@ -355,3 +355,16 @@ def test_arguments_no_literal_can_hold_are_a_parse_error_not_a_traceback(args: s
         find_app(f"tests.apps.factory:create_app({args})", ROOT)
     assert str(info.value) == f"Failed to parse arguments as literal values: 'create_app({args})'."
     assert info.value.__cause__ is None
+
+
+def test_a_project_module_named_like_one_python_already_imported_is_named(tmp_path: Path) -> None:
+    # Before: "module 'site' has no attribute 'create_app'", about Python's own site.py.
+    (tmp_path / "site").mkdir()
+    factory = "from flask import Flask\n\n\ndef create_app():\n    return Flask(__name__)\n"
+    (tmp_path / "site" / "__init__.py").write_text(factory)
+    with pytest.raises(DiscoveryError) as info:
+        find_app("site:create_app()", tmp_path)
+    assert str(info.value) == (
+        f"'site' names a module Python had already imported ({sys.modules['site'].__file__}), so the project's "
+        "site/__init__.py is never imported: rename the project's site (and its imports)"
+    )

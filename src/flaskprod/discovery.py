@@ -326,6 +326,23 @@ def load(ref: AppRef, *, runs_ignored: bool = True) -> Flask:
     return app
 
 
+def _refuse_shadowed(ref: AppRef, module: ModuleType) -> None:
+    """A DiscoveryError when the project's module is not what was imported: one named as a module Python imports
+    as it starts (site, io, encodings) loses to it, and what followed was "has no attribute 'create_app'"."""
+    top = ref.module.partition(".")[0]
+    root = Path(ref.path)
+    local = next((p for p in (root / top / "__init__.py", root / f"{top}.py") if p.is_file()), None)
+    imported = sys.modules.get(top)
+    where = getattr(imported, "__file__", None)
+    if local is None or imported is None or (where is not None and Path(where).resolve() == local.resolve()):
+        return
+    shown = where or "built in"
+    raise DiscoveryError(
+        f"{top!r} names a module Python had already imported ({shown}), so the project's "
+        f"{local.relative_to(root)} is never imported: rename the project's {top} (and its imports)"
+    )
+
+
 @contextlib.contextmanager
 def _runs_ignored() -> Iterator[None]:
     """Flask.run, for the duration, a stand-in that says where it was called and returns: an app.run() outside an
@@ -368,6 +385,7 @@ def _load(ref: AppRef) -> Flask:
         raise
     except Exception as exc:
         raise DiscoveryError(f"error while importing {ref.module!r}: {_one_line(exc)}") from exc
+    _refuse_shadowed(ref, module)
 
     attr: str | None = None
     try:
