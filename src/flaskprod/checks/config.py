@@ -15,10 +15,11 @@ from typing import Any
 from flask import Flask
 
 from ..errors import BuildError, FlaskprodError
+from ..render.deployment import trusted_hops
 from ..render.nginx import PLACEHOLDER, answers, server_name_host, server_names
 from ..render.requirements import async_without_asgiref, lacks_asgiref, requirements_file
 from ..runtime.db import engine_options
-from ..spec import env_for
+from ..spec import Spec, env_for
 from .context import Context, ProjectFile, stand_in_environ, variable_read
 from .engines import where_made
 from .registry import CRITICAL, ERROR, WARNING, Found, app_check, check
@@ -272,6 +273,63 @@ def proxy_fix_twice(app: Flask, context: Context) -> Iterator[Found]:
         return
     if any(isinstance(node, ProxyFix) for node in _middleware(app)):
         yield Found(obj=context.app_label)
+
+
+def _proxies_in_front() -> int:
+    """How many proxies are in front of an app behind nginx, as `build` and `up` count them: the hops they give an
+    app that leaves proxy.trusted_hops to them (render/deployment.py's trusted_hops)."""
+    return trusted_hops(Spec())
+
+
+# ProxyFix's settings, each the hops it trusts for one header.
+_PROXY_FIX_HEADERS = {
+    "x_for": "X-Forwarded-For",
+    "x_proto": "X-Forwarded-Proto",
+    "x_host": "X-Forwarded-Host",
+    "x_port": "X-Forwarded-Port",
+    "x_prefix": "X-Forwarded-Prefix",
+}
+
+
+@app_check(
+    "FP-C016",
+    ERROR,
+    "the app trusts the X-Forwarded-* headers of more proxies than are in front of it: a client sends its own "
+    "X-Forwarded-For, nginx passes it on, and the app takes the address the client wrote for the client's",
+    hint="trust as many hops as there are proxies in front, 1 behind nginx: remove proxy.trusted_hops (build and up "
+    "set 1) or set it to 1; give a ProxyFix of the app's own x_for=1 and x_proto=1",
+)
+def proxy_hops_beyond_nginx(app: Flask, context: Context) -> Iterator[Found]:
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from ..runtime.proxy import TrustedProxies
+
+    first = next(_nginx_proxies(context), None)
+    if first is None:
+        return  # what is in front is not in the project: only the deployment knows how many hops there are
+    in_front = _proxies_in_front()
+    behind = f"{in_front} proxy is in front of the app, nginx ({first[0].at(first[1])})"
+    for node in _middleware(app):
+        if isinstance(node, TrustedProxies) and node.hops > in_front:
+            yield Found(
+                obj=context.app_label,
+                text=f"proxy.trusted_hops = {node.hops}, but {behind}: a client sends its own X-Forwarded-For, nginx "
+                "passes it on, and the app takes the address the client wrote for the client's; `flaskprod build` "
+                "and `up` refuse it",
+            )
+        elif isinstance(node, ProxyFix):
+            beyond = {key: getattr(node, key) for key in _PROXY_FIX_HEADERS if getattr(node, key) > in_front}
+            if not beyond:
+                continue
+            forged = _PROXY_FIX_HEADERS["x_for" if "x_for" in beyond else next(iter(beyond))]
+            given = ", ".join(f"{key}={hops}" for key, hops in beyond.items())
+            yield Found(
+                obj=context.app_label,
+                text=f"the app's ProxyFix trusts {max(beyond.values())} proxy hops ({given}), but {behind}: a client "
+                f"sends its own {forged}, nginx passes it on, and the app takes what the client wrote",
+                hint=f"give ProxyFix {in_front} hop for each header: "
+                f"ProxyFix(app.wsgi_app, {', '.join(f'{key}={in_front}' for key in beyond)})",
+            )
 
 
 def _local(host: str) -> bool:

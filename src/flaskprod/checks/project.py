@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import ast
+import fnmatch
 import posixpath
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+
 from ..errors import BuildError
-from ..render.requirements import lacks_flaskprod, read_requirements, requirements_file
+from ..render.requirements import FLASKPROD, canonical, lacks_flaskprod, read_requirements, requirements_file
 from ..sizing import worker_class
 from .compose import development_lines
 from .context import Context, ProjectFile, call_name, deployment_files, for_development
@@ -60,6 +63,32 @@ class _ImportTimeCalls(ast.NodeVisitor):
         self.generic_visit(node)
 
 
+# How many of a module's own functions a call is followed into: enough for main() -> serve() -> run(), and an end
+# to a module of thousands.
+_FOLLOWED_FUNCTIONS = 50
+
+
+def _calls_reached(tree: ast.Module, roots: Iterable[ast.AST]) -> list[ast.Call]:
+    """The calls roots make as they run (not those of functions or classes they define), and those of the module's
+    own functions they call by name, transitively: each function followed once (recursion ends), at most
+    _FOLLOWED_FUNCTIONS of them. A function is found wherever the module defines it, after its use too."""
+    functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            functions[stmt.name] = stmt  # the last definition wins, as when the module runs
+    visitor = _ImportTimeCalls()
+    for root in roots:
+        visitor.visit(root)
+    calls, followed = visitor.calls, set[str]()
+    for call in calls:  # grows as functions are followed
+        name = call.func.id if isinstance(call.func, ast.Name) else None
+        if name in functions and name not in followed and len(followed) < _FOLLOWED_FUNCTIONS:
+            followed.add(name)
+            for stmt in functions[name].body:
+                visitor.visit(stmt)
+    return calls
+
+
 _APP_FACTORIES = frozenset({"Flask", "create_app", "make_app"})
 
 
@@ -79,32 +108,55 @@ def _app_names(tree: ast.Module, context: Context) -> set[str]:
     return names
 
 
+_UNGUARDED = (
+    'app.run() is called when the module is imported, outside `if __name__ == "__main__":`: under Gunicorn '
+    "or uWSGI each worker starts Flask's development server instead of serving"
+)
+# What FP-P004 says of the same call in a script a deployment runs.
+_DEBUGGER = ", with the Werkzeug debugger on: whoever reaches it runs code on the server"
+
+
 @check(
     "FP-P001",
     ERROR,
-    'app.run() is called when the module is imported, outside `if __name__ == "__main__":`: under Gunicorn '
-    "or uWSGI each worker starts Flask's development server instead of serving",
+    _UNGUARDED,
     hint='move the call under `if __name__ == "__main__":`, or delete it and start the app with `flaskprod serve`',
 )
 def unguarded_run(context: Context) -> Iterator[Found]:
-    found: list[str] = []
+    found: dict[str, ast.Call | None] = {}
     item = context.app_file
     if item is not None and item.tree is not None:
         names = _app_names(item.tree, context)
-        visitor = _ImportTimeCalls()
-        visitor.visit(item.tree)
-        for call in visitor.calls:
+        for call in _calls_reached(item.tree, [item.tree]):
             func = call.func
             receiver = func.value if isinstance(func, ast.Attribute) and func.attr == "run" else None
             if isinstance(receiver, ast.Name) and receiver.id in names:
-                found.append(item.at(call.lineno))
+                found.setdefault(item.at(call.lineno), call)
     # The calls the import made (another module's, create_app().run()): where the source alone does not show them.
+    by_path = {file.path: file for file in context.files}
     for path, line in context.runs:
         where = f"{path.relative_to(context.root).as_posix() if path.is_relative_to(context.root) else path}:{line}"
-        if where not in found:
-            found.append(where)
-    for where in found:
-        yield Found(obj=where)
+        if found.get(where) is None:
+            found[where] = _run_call_at(by_path.get(path), line)
+    for where, run in found.items():
+        yield Found(obj=where, text=_UNGUARDED + _DEBUGGER if run is not None and _debugger_on(run) else None)
+
+
+def _run_call_at(item: ProjectFile | None, line: int) -> ast.Call | None:
+    """The .run() call on line of a project file, when the source shows one there."""
+    if item is None or item.tree is None:
+        return None
+    for node in ast.walk(item.tree):
+        if isinstance(node, ast.Call) and call_name(node) == "run" and node.lineno <= line <= (node.end_lineno or 0):
+            return node
+    return None
+
+
+def _debugger_on(run: ast.Call) -> bool:
+    """Whether app.run(...) turns the Werkzeug debugger on: use_debugger=True, or debug=True that
+    use_debugger=False does not turn off (Flask defaults use_debugger, and use_reloader, to debug)."""
+    given = {kw.arg: kw.value.value for kw in run.keywords if kw.arg and isinstance(kw.value, ast.Constant)}
+    return given.get("use_debugger", given.get("debug")) is True
 
 
 _COMPOSE = ("docker-compose*.yml", "docker-compose*.yaml", "compose*.yml", "compose*.yaml")
@@ -182,13 +234,16 @@ def _dockerfiles(context: Context) -> Iterator[ProjectFile]:
     return deployment_files(context.files_named("Dockerfile*", "Containerfile*", "*.dockerfile"))
 
 
+_FROM = re.compile(r"\s*FROM\s+(?:--\S+\s+)*(?P<base>\S+)(?:\s+AS\s+(?P<stage>\S+))?", re.IGNORECASE)
+
+
 def _image_commands(item: ProjectFile) -> Iterator[tuple[int, str]]:
     """(line, command) of a Dockerfile's CMD and ENTRYPOINT, but those of a development stage."""
     stage = ""
     for line, text in _logical_lines(item):
-        start = re.match(r"\s*FROM\s+(?:--\S+\s+)*\S+(?:\s+AS\s+(\S+))?", text, re.IGNORECASE)
+        start = _FROM.match(text)
         if start:
-            stage = start[1] or ""
+            stage = start["stage"] or ""
             continue
         match = re.match(r"\s*(?:CMD|ENTRYPOINT)\s+(.*)", text, re.IGNORECASE)
         if match and not for_development(stage):
@@ -252,6 +307,9 @@ def unchecked_health(context: Context) -> Iterator[Found]:
             yield Found(obj=item.at(serving[0]))
 
 
+_DEV_SERVER_COST = "): single process, no worker management, not hardened for the internet"
+
+
 @check(
     "FP-P004",
     ERROR,
@@ -268,18 +326,10 @@ def dev_server_in_deployment(context: Context) -> Iterator[Found]:
         started = _script_run(context, item, words)
         if started is not None:
             script, run = started
-            debugger = any(
-                kw.arg == "debug" and isinstance(kw.value, ast.Constant) and kw.value.value is True
-                for kw in run.keywords
-            )
+            cost = f"{_DEBUGGER})" if _debugger_on(run) else _DEV_SERVER_COST
             text = (
                 f"the deployment runs {script.rel}, which starts Flask's development server (app.run() at "
-                f"{script.at(run.lineno)}"
-                + (
-                    ", with the Werkzeug debugger on: whoever reaches it runs code on the server)"
-                    if debugger
-                    else "): single process, no worker management, not hardened for the internet"
-                )
+                f"{script.at(run.lineno)}{cost}"
             )
             yield Found(obj=item.at(line), text=text)
 
@@ -378,15 +428,13 @@ def _script_run(context: Context, item: ProjectFile, words: str) -> tuple[Projec
 
 
 def _app_runs(tree: ast.Module, context: Context) -> Iterator[ast.Call]:
-    """The app.run() calls a module makes when run as a script: at import time or in its __main__ block."""
+    """The app.run() calls a module makes when run as a script: at import time or in its __main__ block, or in
+    the module's functions those call (`if __name__ == "__main__": main()`)."""
     names = _app_names(tree, context)
-    visitor = _ImportTimeCalls()
-    visitor.visit(tree)
-    for stmt in tree.body:
-        if isinstance(stmt, ast.If) and _is_main_guard(stmt.test):
-            for inner in stmt.body:
-                visitor.visit(inner)
-    for call in visitor.calls:
+    guarded = [
+        inner for stmt in tree.body if isinstance(stmt, ast.If) and _is_main_guard(stmt.test) for inner in stmt.body
+    ]
+    for call in _calls_reached(tree, [tree, *guarded]):
         func = call.func
         receiver = func.value if isinstance(func, ast.Attribute) and func.attr == "run" else None
         if (isinstance(receiver, ast.Name) and receiver.id in names) or (
@@ -794,6 +842,133 @@ def unshared_uwsgi_socket(context: Context) -> Iterator[Found]:
             yield Found(obj=item.at(line))
 
 
+# pip run to install: pip, pip3.12, /usr/local/bin/pip, python -m pip, uv pip; its arguments up to the next command.
+_PIP_INSTALL = re.compile(r"[\s;&|(/](?:pip[\d.]*|python[\d.]*\s+-m\s+pip|uv\s+pip)\s+install\s([^;&|]*)")
+_PIP_REQUIREMENT = re.compile(r"^(?:-r|--requirement=?)(\S*)$")
+# pip install's options whose value is the next word, and no package to install.
+_PIP_VALUED = frozenset(
+    {
+        *("-c", "--constraint", "-i", "--index-url", "--extra-index-url", "-f", "--find-links", "-t", "--target"),
+        *("--prefix", "--root", "--trusted-host", "--platform", "--python-version", "--implementation", "--abi"),
+        *("--cache-dir", "--src", "--upgrade-strategy", "--only-binary", "--no-binary", "-C", "--config-settings"),
+        *("--progress-bar", "--report", "--log", "--timeout", "--retries", "--python"),
+    }
+)
+Copy = tuple[str, str, bool]  # (path in the image, path in the build context, whether a directory's content)
+
+
+def _copied_from(copies: Iterable[Copy], path: str) -> str | None:
+    """Where in the build context the file at path in the image came from, by the last copy that put it there."""
+    for image, source, directory in reversed(list(copies)):
+        if directory and (path == image or path.startswith(image.rstrip("/") + "/")):
+            return posixpath.normpath(posixpath.join(source, posixpath.relpath(path, image)))
+        if not directory and fnmatch.fnmatchcase(path, image):
+            # COPY requirements*.txt ./ copies each match under its own name.
+            globbed = any(char in source for char in "*?[")
+            return posixpath.join(posixpath.dirname(source), posixpath.basename(path)) if globbed else source
+    return None
+
+
+def _copies(sources: list[str], dest: str, workdir: str, is_dir: Callable[[str], bool]) -> Iterator[Copy]:
+    """What COPY sources dest puts where: a directory's content under dest, a file into dest as a directory
+    (dest/, ., WORKDIR, several sources) or as the file dest (Docker decides by what is in the image: both)."""
+    target = posixpath.normpath(posixpath.join(workdir, dest))
+    into = dest.endswith("/") or len(sources) > 1 or target == workdir
+    for source in sources:
+        source = posixpath.normpath(source.lstrip("/"))
+        if is_dir(source):
+            yield target, source, True
+            continue
+        yield posixpath.join(target, posixpath.basename(source)), source, False
+        if not into:
+            yield target, source, False
+
+
+def _bind_mounts(flags: Iterable[str], workdir: str, is_dir: Callable[[str], bool]) -> Iterator[Copy]:
+    """RUN --mount=type=bind,source=requirements.txt,target=requirements.txt: the build context's file there."""
+    for flag in flags:
+        options = dict(part.partition("=")[::2] for part in flag.split(","))
+        target = options.get("target") or options.get("dst") or options.get("destination")
+        if options.get("type", "bind") == "bind" and "from" not in options and target:
+            yield from _copies([options.get("source") or options.get("src") or "."], target, workdir, is_dir)
+
+
+def _pip_installs(words: str) -> tuple[list[str], bool]:
+    """The requirements files (-r) pip installs in a command, and whether it installs something that is or may be
+    flaskprod besides (flaskprod itself, a path, a URL, a variable: what cannot be named is given the doubt)."""
+    files: list[str] = []
+    maybe_flaskprod = False
+    for match in _PIP_INSTALL.finditer(words):
+        arguments = iter(match[1].split())
+        for word in arguments:
+            requirement = _PIP_REQUIREMENT.match(word)
+            if requirement:
+                files.append(requirement[1] or next(arguments, ""))
+            elif word in _PIP_VALUED:
+                next(arguments, None)
+            elif word in ("-e", "--editable"):
+                maybe_flaskprod = True
+            elif not word.startswith("-"):
+                try:
+                    maybe_flaskprod |= canonical(Requirement(word).name) == FLASKPROD or "$" in word
+                except InvalidRequirement:
+                    maybe_flaskprod = True
+    return [name for name in files if name and "$" not in name], maybe_flaskprod
+
+
+def _installed_requirements(context: Context, item: ProjectFile) -> tuple[list[tuple[int, str]], bool]:
+    """(line, path in the project) of each requirements file a Dockerfile's pip installs with -r, traced back
+    through the COPY (or ADD, or bind mount) that put it in the image; and whether the Dockerfile also installs
+    what may be flaskprod itself. A development stage's are left out."""
+    bases = [item.path.parent, context.root]  # the build context: the Dockerfile's directory, or the project's
+
+    def is_dir(source: str) -> bool:
+        return any((base / source).is_dir() for base in bases)
+
+    def in_project(source: str) -> str | None:
+        for base in bases:
+            path = Path(posixpath.normpath((base / source).as_posix()))
+            if path.is_file() and path.is_relative_to(context.root):
+                return path.relative_to(context.root).as_posix()
+        return None
+
+    stages: dict[str, tuple[str, list[Copy]]] = {}
+    workdir, copies, stage = "/", list[Copy](), ""
+    found: list[tuple[int, str]] = []
+    maybe_flaskprod = False
+    for line, text in _logical_lines(item):
+        start = _FROM.match(text)
+        instruction = re.match(r"\s*(WORKDIR|COPY|ADD|RUN)\s+(.*)", text, re.IGNORECASE)
+        if start:
+            inherited = stages.get(start["base"].lower())
+            workdir, copies = (inherited[0], list(inherited[1])) if inherited else ("/", [])
+            stage = start["stage"] or ""
+        elif instruction is None:
+            continue
+        elif instruction[1].upper() == "WORKDIR":
+            workdir = posixpath.normpath(posixpath.join(workdir, instruction[2].strip().strip("\"'")))
+        elif instruction[1].upper() in ("COPY", "ADD"):
+            arguments = _words(instruction[2]).split()
+            if any(word.startswith("--from") for word in arguments):
+                continue  # from another stage or image, not the build context
+            paths = [word for word in arguments if not word.startswith(("--", "<<"))]
+            if len(paths) > 1 and "$" not in instruction[2]:
+                copies.extend(_copies(paths[:-1], paths[-1], workdir, is_dir))
+        elif not for_development(stage):  # RUN; a development stage's installs are not the deployment's
+            flags = re.findall(r"--mount=(\S+)", instruction[2])
+            files, maybe = _pip_installs(_words(re.sub(r"--mount=\S+", "", instruction[2])))
+            maybe_flaskprod |= maybe
+            mounted = [*copies, *_bind_mounts(flags, workdir, is_dir)]
+            for name in files:
+                source = _copied_from(mounted, posixpath.normpath(posixpath.join(workdir, name)))
+                rel = in_project(source) if source is not None else None
+                if rel is not None and (line, rel) not in found:
+                    found.append((line, rel))
+        if stage:
+            stages[stage.lower()] = (workdir, copies)
+    return found, maybe_flaskprod
+
+
 @check(
     "FP-P011",
     ERROR,
@@ -805,11 +980,27 @@ def unshared_uwsgi_socket(context: Context) -> Iterator[Found]:
 def flaskprod_not_required(context: Context) -> Iterator[Found]:
     if not any(_imports_module(tree, "flaskprod") for _, tree in context.python_files()):
         return
+    named: set[str] = set()
     try:
         name = requirements_file(context.spec.deploy.requirements, context.root)
         found = read_requirements(context.root, name) if name is not None else None
-        lacking = lacks_flaskprod(context.root, found)
+        if lacks_flaskprod(context.root, found):
+            named.add(name or "pyproject.toml")
+            yield Found(obj=name or "pyproject.toml")
     except BuildError:
-        return  # no requirements, an include that is missing, a pyproject.toml pip cannot read: build names it
-    if lacking:
-        yield Found(obj=name or "pyproject.toml")
+        pass  # no requirements, an include that is missing, a pyproject.toml pip cannot read: build names it
+    # What the project's own images install, which build does not read.
+    for item in _dockerfiles(context):
+        installs, maybe_flaskprod = _installed_requirements(context, item)
+        for line, rel in installs if not maybe_flaskprod else ():
+            try:
+                lacking = rel not in named and lacks_flaskprod(context.root, read_requirements(context.root, rel))
+            except BuildError:
+                continue  # an include that is missing, a local path: pip fails there, or might install it
+            if lacking:
+                named.add(rel)
+                yield Found(
+                    obj=rel,
+                    text=f"the app imports flaskprod, but {rel}, which {item.at(line)} installs, does not: the app "
+                    "fails to import in the image",
+                )
