@@ -6,6 +6,7 @@ There is no cluster here: the objects are validated against the API schemas, not
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -370,6 +371,17 @@ def test_the_ingress_passes_what_nginx_and_the_app_accept(trees: dict[str, Tree]
         assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) == read + 2
     # localhost and single-label names are nothing an Ingress can route.
     assert "ingress.yaml" not in trees["defaults"].files and "ingress.yaml" not in trees["gunicorn"].files
+
+
+def test_the_apps_own_server_name_gets_an_ingress_as_nginx_answers_it(tmp_path: Path) -> None:
+    # nginx answers the name the app's SERVER_NAME gives; the Ingress, written from proxy.server_name alone, did not
+    # exist unless that was set too.
+    d = make_deployment(tmp_path / "project", spec=make_spec(**{"app.name": "shop"}), server="uwsgi", out="deploy/k8s")
+    files = render_k8s(dataclasses.replace(d, app_names=("portal.example.test",)))
+    assert "server_name localhost portal.example.test;" in files["nginx/nginx.conf"]
+    ingress = yaml.safe_load(files["ingress.yaml"])
+    assert [rule["host"] for rule in ingress["spec"]["rules"]] == ["portal.example.test"]
+    assert "ingress.yaml" not in render_k8s(d)
 
 
 def test_the_ingress_and_the_acme_solver_go_to_the_named_ingress_class(

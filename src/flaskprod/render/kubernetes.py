@@ -142,9 +142,10 @@ def probe_host(d: Deployment) -> str:
 
 
 def ingress_hosts(d: Deployment) -> list[str]:
-    """The configured names an Ingress can route: DNS names, not localhost, addresses or nginx regexes."""
+    """The names an Ingress can route, of those nginx answers (proxy.server_name, then the app's own SERVER_NAME):
+    DNS names, not localhost, addresses or nginx regexes."""
     hosts: list[str] = []
-    for name in d.spec.proxy.server_name.split():
+    for name in (*d.spec.proxy.server_name.split(), *d.app_names):
         # nginx's ".example.com" is example.com and every name under it.
         for host in (name[1:], f"*{name}") if name.startswith(".") else (name,):
             if _INGRESS_HOST.fullmatch(host) and not host.replace(".", "").isdigit() and host not in hosts:
