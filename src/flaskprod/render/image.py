@@ -7,12 +7,18 @@ import json
 import re
 from importlib import metadata
 
+from ..errors import BuildError
 from .deployment import APP_UID, IMAGE_VENV, NGINX_CONF_DIR, NGINX_IMAGE, NGINX_PORT, NGINX_UID, Deployment
 from .nginx import TlsFiles, _environment
-from .requirements import canonical, names_installed
+from .requirements import canonical, names_installed, vcs_installed
 
 # Pinned in the image so a rebuild installs what was tested; this checkout's own when installed.
 UWSGI_FALLBACK_VERSION = "2.0.31"
+# The Debian package with each VCS tool pip runs for a git+, hg+ or svn+ URL. Debian 12 has no `bzr` command, only
+# Breezy's `brz` (its bzr package is an empty transitional one), so a bzr+ URL is refused.
+VCS_PACKAGES = {"git": "git", "hg": "mercurial", "svn": "subversion"}
+# What uWSGI's build needs, and tini, the uWSGI image's PID 1.
+UWSGI_BUILD_PACKAGES = ("gcc", "libc6-dev", "tini")
 # Never sent to the build: caches, local state, secrets, and the deployment files themselves.
 DOCKERIGNORE = """\
 # Written by `flaskprod build`: what the image never needs.
@@ -137,6 +143,24 @@ def uwsgi_requirement(d: Deployment) -> str | None:
     return f"uwsgi=={uwsgi_version()}"
 
 
+def vcs_tools(d: Deployment) -> list[str]:
+    """The VCS tools pip runs to install the requirements (git for `flaskprod @ git+https://...`), which the image
+    installs in its build stage and a VM before pip; a BuildError for bzr+, which neither can check out."""
+    tools = sorted(vcs_installed(d.project.root, d.project.requirements))
+    if "bzr" in tools:
+        raise BuildError(
+            f"{d.project.requirements or 'pyproject.toml'} installs from a bzr+ URL, which pip checks out with "
+            "`bzr`, and Debian 12 (the images' base, and the VM's) has none, only Breezy's `brz`: name the "
+            "package with a version pip can download, or a git URL"
+        )
+    return tools
+
+
+def vcs_packages(tools: list[str]) -> list[str]:
+    """The Debian packages that have these VCS tools."""
+    return [VCS_PACKAGES[tool] for tool in tools]
+
+
 def toml_module(python: str) -> str:
     """The TOML reader the image's Python has: tomllib from 3.11, else the tomli that pip vendors."""
     major, minor = (int(part) for part in python.split(".")[:2])
@@ -146,6 +170,7 @@ def toml_module(python: str) -> str:
 def dockerfile(d: Deployment, *, bind: str | None = None, behind_nginx: bool = True) -> str:
     """The app image; bind overrides where the server listens (a unix socket in a pod). Without nginx
     in front the app trusts no X-Forwarded-* header: a client could forge them."""
+    vcs = vcs_tools(d)
     return _environment().get_template("docker/Dockerfile.j2").render(
         name=d.name,
         out=d.out,
@@ -153,6 +178,12 @@ def dockerfile(d: Deployment, *, bind: str | None = None, behind_nginx: bool = T
         python=d.spec.deploy.python,
         server=d.server,
         uwsgi=uwsgi_requirement(d),
+        build_packages=[*(UWSGI_BUILD_PACKAGES if d.server == "uwsgi" else ()), *vcs_packages(vcs)],
+        vcs=vcs,
+        workers=d.derived.workers,
+        workers_set=d.spec.server.workers != "auto",
+        cpus=f"{d.spec.deploy.cpus:g}",
+        memory=d.spec.deploy.memory,
         toml_module=toml_module(d.spec.deploy.python),
         requirements=d.project.requirements,
         includes=list(d.project.requirement_includes),

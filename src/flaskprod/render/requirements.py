@@ -28,6 +28,8 @@ _EDITABLE = re.compile(r"^(?:-e\s*|--editable(?:\s*=\s*|\s+))(\S+)")
 # pip ends a requirement at its per-line options (--hash=..., --config-settings ...).
 _LINE_OPTIONS = re.compile(r"\s--?[a-z]")
 _EGG = re.compile(r"[#&]egg=([A-Za-z0-9._-]+)")
+# The VCS tools pip runs to check out a git+https://..., hg+..., svn+... or bzr+... URL, by their command's name.
+VCS_TOOLS = frozenset({"git", "hg", "svn", "bzr"})
 
 
 def canonical(name: str) -> str:
@@ -41,6 +43,7 @@ class Requirements:
     names: frozenset[str]  # canonical names of the packages they install
     unnamed: tuple[str, ...]  # entries whose package cannot be named without installing them (a path, a URL)
     extras: frozenset[str] = frozenset()  # name[extra] for each extra they ask (flask[async])
+    vcs: frozenset[str] = frozenset()  # the VCS tools pip runs to install them: git for `x @ git+https://...`
 
     @property
     def includes(self) -> tuple[str, ...]:
@@ -68,12 +71,21 @@ def read_requirements(root: Path, path: str) -> Requirements:
     files: list[str] = []
     names: set[str] = set()
     unnamed: list[str] = []
-    _read(root.resolve(), PurePosixPath(path), files, names, unnamed)
+    vcs: set[str] = set()
+    _read(root.resolve(), PurePosixPath(path), files, names, unnamed, vcs)
     extras = frozenset(name for name in names if "[" in name)
-    return Requirements(files=tuple(files), names=frozenset(names) - extras, unnamed=tuple(unnamed), extras=extras)
+    return Requirements(
+        files=tuple(files),
+        names=frozenset(names) - extras,
+        unnamed=tuple(unnamed),
+        extras=extras,
+        vcs=frozenset(vcs),
+    )
 
 
-def _read(root: Path, rel: PurePosixPath, files: list[str], names: set[str], unnamed: list[str]) -> None:
+def _read(
+    root: Path, rel: PurePosixPath, files: list[str], names: set[str], unnamed: list[str], vcs: set[str]
+) -> None:
     if rel.as_posix() in files:
         return
     files.append(rel.as_posix())
@@ -86,11 +98,11 @@ def _read(root: Path, rel: PurePosixPath, files: list[str], names: set[str], unn
                 if target.as_posix() not in files:
                     files.append(target.as_posix())
                 continue
-            _read(root, target, files, names, unnamed)
+            _read(root, target, files, names, unnamed, vcs)
         elif editable := _EDITABLE.match(line):
-            _add(_not_local(editable.group(1), rel, number), names, unnamed)
+            _add(_not_local(editable.group(1), rel, number), names, unnamed, vcs)
         elif not line.startswith("-"):
-            _add(_not_local(_LINE_OPTIONS.split(line, maxsplit=1)[0].strip(), rel, number), names, unnamed)
+            _add(_not_local(_LINE_OPTIONS.split(line, maxsplit=1)[0].strip(), rel, number), names, unnamed, vcs)
 
 
 def _logical_lines(text: str) -> list[tuple[int, str]]:
@@ -165,8 +177,22 @@ def _named(requirement: Requirement) -> set[str]:
     return {name, *(f"{name}[{canonical(extra)}]" for extra in requirement.extras)}
 
 
-def _add(entry: str, names: set[str], unnamed: list[str]) -> None:
-    """entry's names into names (name[extra] for each extra too), or entry into unnamed."""
+def vcs_tool(entry: str) -> str | None:
+    """The VCS tool pip runs to install entry (a requirement or a bare URL): git for `x @ git+https://...` or
+    `git+ssh://...#egg=x`; None for a package from an index, an archive or a folder."""
+    try:
+        url = Requirement(entry).url or ""
+    except InvalidRequirement:
+        url = entry
+    scheme = urlsplit(url.strip()).scheme.lower()
+    tool = scheme.split("+", 1)[0] if "+" in scheme else None
+    return tool if tool in VCS_TOOLS else None
+
+
+def _add(entry: str, names: set[str], unnamed: list[str], vcs: set[str]) -> None:
+    """entry's names into names (name[extra] for each extra too), or entry into unnamed; its VCS tool into vcs."""
+    if tool := vcs_tool(entry):
+        vcs.add(tool)
     try:
         names.update(_named(Requirement(entry)))
         return
@@ -234,6 +260,39 @@ def _parses(entry: str) -> bool:
     except InvalidRequirement:
         return False
     return True
+
+
+def project_vcs(pyproject: Path) -> frozenset[str]:
+    """The VCS tools pip runs to install the project from pyproject.toml: for its [project] dependencies, Poetry's
+    (a `git = "..."` source) and its build requirements; none for dependencies it leaves to the build backend."""
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return frozenset()  # project_dependencies says what is wrong with the file
+    entries: list[object] = []
+    build_system, project, tools_table = (data.get(key) for key in ("build-system", "project", "tool"))
+    for table in (build_system, project):
+        if isinstance(table, dict):
+            listed = table.get("requires" if table is build_system else "dependencies", [])
+            entries.extend(listed if isinstance(listed, list) else [])
+    tools = {found for entry in entries if isinstance(entry, str) and (found := vcs_tool(entry))}
+    poetry = tools_table.get("poetry") if isinstance(tools_table, dict) else None
+    dependencies = poetry.get("dependencies") if isinstance(poetry, dict) else None
+    if isinstance(dependencies, dict):
+        for value in dependencies.values():
+            # One source, or a list of them (one per Python version or platform).
+            for source in value if isinstance(value, list) else [value]:
+                if isinstance(source, dict) and "git" in source:
+                    tools.add("git")
+    return frozenset(tools)
+
+
+def vcs_installed(root: Path, requirements: str | None) -> frozenset[str]:
+    """The VCS tools (git, hg, svn, bzr) pip runs to install the project's requirements (or, for None,
+    pyproject.toml's dependencies): a VCS URL is checked out with the tool of its scheme."""
+    if requirements is None:
+        return project_vcs(root / "pyproject.toml")
+    return read_requirements(root, requirements).vcs
 
 
 def names_installed(root: Path, requirements: str | None) -> frozenset[str] | None:

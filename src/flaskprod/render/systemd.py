@@ -2,7 +2,7 @@
 
 `<name>.service` runs `flaskprod serve` on a unix socket in its RuntimeDirectory; `<name>-nginx.service`
 runs nginx under its own prefix in front of it. The stop timeouts, the CPU and memory limits the app
-server sizes its workers from, and the socket both sides name come from the one Deployment.
+server's worker count was fixed for, and the socket both sides name come from the one Deployment.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ..servers.common import loopback_for
 from ..sizing import MIB
 from ..spec import parse_size
 from .deployment import Deployment
-from .image import never_shipped, uwsgi_requirement
+from .image import never_shipped, uwsgi_requirement, vcs_packages, vcs_tools
 from .monitoring import (
     ALERTMANAGER_PORT,
     PROMETHEUS_PORT,
@@ -311,6 +311,7 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
     https_port = d.spec.deploy.https_port
     metrics_port = d.spec.monitoring.metrics_port if "monitoring" in d.extras else None
     env = d.app_env(behind_nginx=True, bind=f"unix:{paths.app_socket}")
+    vcs = vcs_tools(d)
     if d.spec.deploy.release_argv:
         env[APP_VARIABLE] = d.project.app_target  # for `flask db upgrade`; `flaskprod serve` reads its own
     template_values = {
@@ -355,6 +356,9 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
         "ready_path": d.spec.monitoring.ready_path,
         "requirements": d.project.requirements,
         "uwsgi": uwsgi_requirement(d),
+        # The tools pip checks VCS URLs out with (git for `flaskprod @ git+https://...`), installed before it.
+        "vcs": vcs,
+        "vcs_packages": vcs_packages(vcs),
         # Secrets and local state stay behind, as from the images; excluded, what the VM has is not deleted.
         "rsync_copy": shell_words(
             [
