@@ -373,6 +373,21 @@ CASES = [
         good={"app.py": PROD + MYSQL.format(driver="pymysql"), "flaskprod.toml": GEVENT_TOML},
     ),
     Case(
+        "FP-C016",
+        bad={"app.py": PROD, "nginx/site.conf": NGINX_PROXY, "flaskprod.toml": "[proxy]\ntrusted_hops = 3\n"},
+        text="proxy.trusted_hops = 3, but 1 proxy is in front of the app, nginx (nginx/site.conf:4): a client sends "
+        "its own X-Forwarded-For, nginx passes it on, and the app takes the address the client wrote for the "
+        "client's; `flaskprod build` and `up` refuse it",
+        good={"app.py": PROD, "nginx/site.conf": NGINX_PROXY, "flaskprod.toml": "[proxy]\ntrusted_hops = 1\n"},
+    ),
+    Case(
+        "FP-P021",
+        # The app's module first, then 4,999 of these: the last one read is the 5,000th.
+        bad={"app.py": PROD, **{f"data/m{i:04}.py": "X = 1\n" for i in range(5_000)}},
+        obj="data/m4998.py",
+        good={"app.py": PROD, **{f"data/m{i:04}.py": "X = 1\n" for i in range(4_999)}},
+    ),
+    Case(
         "FP-P019",
         bad={"app.py": PROD + OUTBOUND.format(args='"https://rates.example.com/"')},
         obj="app.py:13",
@@ -1857,6 +1872,10 @@ def test_an_app_that_fails_to_load_past_its_refusal_is_reported_and_its_files_ch
     app = PROD + 'app.config["SECRET_KEY"].encode()\n'
     result = audit(project, {"app.py": app, **OLD_COMPOSE}, env={"FLASK_SECRET_KEY": None})
     assert (result.exit_code, sorted(result.ids())) == (1, ["FP-C001", "FP-P002"])
+    assert result.only("FP-C001")[0]["text"].endswith(
+        "(the app's other checks did not run: loaded with the refusal off, it failed: error while importing 'app': "
+        "AttributeError: 'NoneType' object has no attribute 'encode')"
+    )
 
 
 def test_json_output_says_why_there_is_no_report(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from ..render.nginx import PLACEHOLDER, answers, server_name_host, server_names
 from ..render.requirements import async_without_asgiref, lacks_asgiref, requirements_file
 from ..runtime.db import engine_options
 from ..spec import Spec, env_for
-from .context import Context, ProjectFile, stand_in_environ, variable_read
+from .context import Context, ProjectFile, stand_in_environ, variable_read, walk
 from .engines import where_made
 from .registry import CRITICAL, ERROR, WARNING, Found, app_check, check
 
@@ -36,7 +36,8 @@ def refused(context: Context) -> Iterator[Found]:
     if context.refused is None:
         return
     if context.app is None:  # the stand-in did not start it either: say that nothing else of the app was seen
-        text = f"{context.refused} (the app's other checks did not run: it refuses to start with the refusal off too)"
+        why = context.unloaded or "it refuses to start with the refusal off too"
+        text = f"{context.refused} (the app's other checks did not run: {why})"
         yield Found(obj=context.app_label, text=text, hint="fix what the message names, then run check again")
     else:
         yield Found(obj=context.app_label, text=context.refused)
@@ -79,7 +80,7 @@ def flask_env(context: Context) -> Iterator[Found]:
     readers = [
         item.at(node.lineno)
         for item, tree in context.python_files()
-        for node in ast.walk(tree)
+        for node in walk(tree)
         if isinstance(node, ast.expr) and variable_read(node) == "FLASK_ENV"
     ]
     text = hint = None
@@ -521,7 +522,7 @@ def event_streams_without_threads(app: Flask, context: Context) -> Iterator[Foun
         yield Found(obj=context.app_label)  # Flask-SSE's blueprint streams them
         return
     for item in context.files:
-        for node in ast.walk(item.tree) if item.tree is not None else ():
+        for node in walk(item.tree) if item.tree is not None else ():
             if isinstance(node, ast.Constant) and str(node.value).strip().lower().startswith(_EVENT_STREAM):
                 yield Found(obj=item.at(node.lineno))
                 return

@@ -164,8 +164,9 @@ def _written_by_flaskprod(path: Path) -> bool:
     return any(marker in head for marker in _GENERATED_MARKERS)
 
 
-def project_files(root: Path) -> tuple[ProjectFile, ...]:
-    """The files under root a deployment is made of, skipping environments, caches, build output and tests."""
+def project_files(root: Path, limit: int = MAX_FILES) -> tuple[ProjectFile, ...]:
+    """The files under root a deployment is made of, skipping environments, caches, build output and tests; the
+    first limit of them, in path order."""
     found: list[ProjectFile] = []
     for directory, dirs, files in os.walk(root):
         here = Path(directory)
@@ -178,7 +179,7 @@ def project_files(root: Path) -> tuple[ProjectFile, ...]:
                 if path.stat().st_size > MAX_FILE_BYTES or _written_by_flaskprod(path):
                     continue
             found.append(ProjectFile(path, path.relative_to(root).as_posix()))
-            if len(found) >= MAX_FILES:
+            if len(found) >= limit:
                 return tuple(found)
     return tuple(found)
 
@@ -192,6 +193,7 @@ class Context:
     root: Path  # the project directory whose files are scanned
     app: Flask | None
     refused: str | None = None  # the ConfigurationError the app raised instead of starting
+    unloaded: str | None = None  # why, loaded again with that refusal off, it did not load either (see runner)
     environ: Mapping[str, str] = field(default_factory=dict)
     runs: tuple[tuple[Path, int], ...] = ()  # (file, line) of each app.run() the import called
 
@@ -200,8 +202,18 @@ class Context:
         return self.ref.import_string
 
     @cached_property
+    def _scanned(self) -> tuple[ProjectFile, ...]:
+        return project_files(self.root, MAX_FILES + 1)  # one more: were there more than MAX_FILES?
+
+    @property
     def files(self) -> tuple[ProjectFile, ...]:
-        return project_files(self.root)
+        """The project's files the checks read: the first MAX_FILES, in path order."""
+        return self._scanned[:MAX_FILES]
+
+    @property
+    def files_cut(self) -> bool:
+        """Whether there were files after the first MAX_FILES, which the checks did not read."""
+        return len(self._scanned) > MAX_FILES
 
     @cached_property
     def app_file(self) -> ProjectFile | None:
@@ -307,11 +319,13 @@ def load_context(
     )
 
 
-def unloaded_context(spec: Spec, cwd: Path, *, refused: str) -> Context:
-    """The context of an app that refused to start and could not be loaded past its refusal either: the
-    refusal, the spec and the project's files, no app."""
+def unloaded_context(spec: Spec, cwd: Path, *, refused: str, unloaded: str) -> Context:
+    """The context of an app that refused to start and could not be loaded past its refusal either (unloaded says
+    why): the refusal, the spec and the project's files, no app."""
     ref = discovery.resolve(spec.app.target, cwd)
-    return Context(spec=spec, ref=ref, root=project_root(ref, cwd), app=None, refused=refused, environ=dict(os.environ))
+    root = project_root(ref, cwd)
+    environ = dict(os.environ)
+    return Context(spec=spec, ref=ref, root=root, app=None, refused=refused, unloaded=unloaded, environ=environ)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from ..errors import BuildError
 from ..render.requirements import FLASKPROD, canonical, lacks_flaskprod, read_requirements, requirements_file
 from ..sizing import worker_class
 from .compose import development_lines
-from .context import Context, ProjectFile, call_name, deployment_files, for_development
+from .context import MAX_FILES, Context, ProjectFile, call_name, deployment_files, for_development, walk
 from .outbound import calls_without_timeout, connections_without_statement_timeout
 from .registry import ERROR, INFO, WARNING, Found, check
 
@@ -146,7 +146,7 @@ def _run_call_at(item: ProjectFile | None, line: int) -> ast.Call | None:
     """The .run() call on line of a project file, when the source shows one there."""
     if item is None or item.tree is None:
         return None
-    for node in ast.walk(item.tree):
+    for node in walk(item.tree):
         if isinstance(node, ast.Call) and call_name(node) == "run" and node.lineno <= line <= (node.end_lineno or 0):
             return node
     return None
@@ -640,7 +640,7 @@ def _log_handlers(
     a dictConfig string in Python, or a line of another file such as a YAML dictConfig; ini: a fileConfig line)."""
     for item in context.files:
         if item.tree is not None:
-            for node in ast.walk(item.tree):
+            for node in walk(item.tree):
                 if isinstance(node, ast.expr) and _makes_handler(node, calls, config):
                     yield Found(obj=item.at(node.lineno))
         elif item.path.suffix != ".py":
@@ -676,7 +676,7 @@ def file_log_handler(context: Context) -> Iterator[Found]:
 
 
 def _imports_module(tree: ast.Module, module: str) -> bool:
-    for node in ast.walk(tree):
+    for node in walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == module:
             return True
         if isinstance(node, ast.Import) and any(a.name.split(".")[0] == module for a in node.names):
@@ -696,7 +696,7 @@ def single_process_metrics(context: Context) -> Iterator[Found]:
     for item, tree in context.python_files():
         if not _imports_module(tree, "prometheus_flask_exporter"):
             continue
-        for node in ast.walk(tree):
+        for node in walk(tree):
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
@@ -1004,3 +1004,16 @@ def flaskprod_not_required(context: Context) -> Iterator[Found]:
                     text=f"the app imports flaskprod, but {rel}, which {item.at(line)} installs, does not: the app "
                     "fails to import in the image",
                 )
+
+
+@check(
+    "FP-P021",
+    WARNING,
+    f"the project holds more than {MAX_FILES:,} files a deployment reads: those after the first {MAX_FILES:,}, in "
+    "path order, were not checked",
+    hint="run check in the project's own folder, not one holding several; move what no deployment reads (data, "
+    "generated code) under a folder check skips: a dot-folder, build, dist, node_modules, tests",
+)
+def scan_cut_short(context: Context) -> Iterator[Found]:
+    if context.files_cut:
+        yield Found(obj=context.files[-1].rel)  # the last file checked

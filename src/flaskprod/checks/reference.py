@@ -45,7 +45,8 @@ that does not start it either, `FP-C001` says so, and the file checks still run.
 json`, an audit that cannot be made also prints `{"error": "...", "exit_code": 2}` on stdout. A
 check that fails on the project (a defect of flaskprod's) is an `ERROR` finding under its own ID,
 and the others still run. Findings come most severe first, then by ID, file and line. The first
-5,000 files a deployment reads are scanned.
+5,000 files a deployment reads are checked, and `FP-P021` says where a larger project's check
+stopped.
 
 ## Silencing
 

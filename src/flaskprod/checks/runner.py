@@ -79,7 +79,8 @@ def main(argv: Sequence[str]) -> int:
         if job["refused"] is not None:
             # Loaded again with its refusal off, the app failed on what it refused for (a key it reads that is not
             # there, say): the refusal is the finding, and the files are checked without the app.
-            context = unloaded_context(spec, Path(job["cwd"]), refused=job["refused"])
+            unloaded = f"loaded with the refusal off, it failed: {exc}"
+            context = unloaded_context(spec, Path(job["cwd"]), refused=job["refused"], unloaded=unloaded)
         else:
             if exc.__cause__ is not None:
                 # A bug in the app's code: its traceback above the one line, as the probe of init, serve and up
