@@ -81,8 +81,8 @@ class Project:
 
 @dataclass(frozen=True, kw_only=True)
 class Deployment:
-    """One target's inputs. derived is one app container sized from deploy.cpus and deploy.memory:
-    the same numbers `flaskprod serve` computes inside that container when it starts."""
+    """One target's inputs. derived is one app container sized from deploy.cpus and deploy.memory, its worker
+    count fixed here and passed to `flaskprod serve` in that container (FLASKPROD_SERVER__WORKERS)."""
 
     spec: Spec
     project: Project
