@@ -11,7 +11,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -344,21 +344,14 @@ def _refuse_shadowed(ref: AppRef, module: ModuleType) -> None:
 
 
 @contextlib.contextmanager
-def _runs_ignored() -> Iterator[None]:
-    """Flask.run, for the duration, a stand-in that says where it was called and returns: an app.run() outside an
-    `if __name__ == "__main__":` guard would start Flask's development server inside the production one, which
-    then waited for it until proxy.ready_timeout and blamed a database."""
+def runs_replaced(called: Callable[[Path, int], None]) -> Iterator[None]:
+    """Flask.run, for the duration, a stand-in that tells called the file and line it was called from, and
+    returns: what an app.run() made while the app is imported becomes is the caller's to say."""
     from flask import Flask
 
     def run(self: Flask, *args: object, **kwargs: object) -> None:
         caller = sys._getframe(1)
-        print(
-            f"flaskprod: ignored the call to app.run() at {caller.f_code.co_filename}:{caller.f_lineno}, made while "
-            "the app was imported: it starts Flask's development server; put it under "
-            "`if __name__ == \"__main__\":` (flaskprod check: FP-P001)",
-            file=sys.stderr,
-            flush=True,
-        )
+        called(Path(caller.f_code.co_filename).absolute(), caller.f_lineno)
 
     original = Flask.run
     Flask.run = run  # type: ignore[method-assign]
@@ -366,6 +359,22 @@ def _runs_ignored() -> Iterator[None]:
         yield
     finally:
         Flask.run = original  # type: ignore[method-assign]
+
+
+def _runs_ignored() -> contextlib.AbstractContextManager[None]:
+    """Flask.run ignored with a line saying where it was called: an app.run() outside an `if __name__ ==
+    "__main__":` guard would start Flask's development server inside the production one, which then waited for it
+    until proxy.ready_timeout and blamed a database."""
+
+    def say(path: Path, line: int) -> None:
+        print(
+            f"flaskprod: ignored the call to app.run() at {path}:{line}, made while the app was imported: it starts "
+            "Flask's development server; put it under `if __name__ == \"__main__\":` (flaskprod check: FP-P001)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return runs_replaced(say)
 
 
 def _load(ref: AppRef) -> Flask:

@@ -328,20 +328,8 @@ def unloaded_context(spec: Spec, cwd: Path, *, refused: str, unloaded: str) -> C
     return Context(spec=spec, ref=ref, root=root, app=None, refused=refused, unloaded=unloaded, environ=environ)
 
 
-@contextlib.contextmanager
-def recording_runs(runs: list[tuple[Path, int]]) -> Iterator[None]:
+def recording_runs(runs: list[tuple[Path, int]]) -> contextlib.AbstractContextManager[None]:
     """Flask.run replaced, for the duration, by a stand-in that records its caller's file and line in runs and
     returns. Flask's own returns too under FLASK_RUN_FROM_CLI (kept as a backstop), but prints a line about
     ignoring the call that would only repeat, below the report, what FP-P001 reports with its place."""
-    from flask import Flask
-
-    def run(self: Flask, *args: object, **kwargs: object) -> None:
-        caller = sys._getframe(1)
-        runs.append((Path(caller.f_code.co_filename).absolute(), caller.f_lineno))
-
-    original = Flask.run
-    Flask.run = run  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        Flask.run = original  # type: ignore[method-assign]
+    return discovery.runs_replaced(lambda path, line: runs.append((path, line)))
