@@ -134,6 +134,22 @@ class ProjectFile:
         """(line number, line) pairs, numbered from 1."""
         return enumerate(self.text.splitlines(), start=1)
 
+    def logical_lines(self) -> Iterator[tuple[int, str]]:
+        """Lines with backslash continuations joined, numbered by their first (Dockerfiles, unit files)."""
+        start = 0
+        parts: list[str] = []
+        for line, text in self.lines():
+            if not parts:
+                start = line
+            if text.rstrip().endswith("\\"):
+                parts.append(text.rstrip()[:-1])
+                continue
+            parts.append(text)
+            yield start, " ".join(parts)
+            parts = []
+        if parts:
+            yield start, " ".join(parts)
+
 
 # Words that mark a file, a directory or a Dockerfile stage as development's (Procfile.dev, Dockerfile.dev,
 # docker-compose.override.yml, which `docker compose up` adds for local work, `FROM base AS development`):

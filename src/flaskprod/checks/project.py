@@ -16,6 +16,7 @@ from ..render.requirements import FLASKPROD, canonical, lacks_flaskprod, read_re
 from ..sizing import worker_class
 from .compose import development_lines
 from .context import MAX_FILES, Context, ProjectFile, call_name, deployment_files, for_development, walk
+from .dockerfiles import dockerfiles, instructions
 from .outbound import calls_without_timeout, connections_without_statement_timeout
 from .registry import ERROR, INFO, WARNING, Found, check
 
@@ -213,47 +214,17 @@ def stack_port_on_address(context: Context) -> Iterator[Found]:
     yield from _lines_matching(context.files_named(*_STACK), _PORT_ON_ADDRESS)
 
 
-def _logical_lines(item: ProjectFile) -> Iterator[tuple[int, str]]:
-    """Lines with backslash continuations joined, numbered by their first line (Dockerfiles, unit files)."""
-    start = 0
-    parts: list[str] = []
-    for line, text in item.lines():
-        if not parts:
-            start = line
-        if text.rstrip().endswith("\\"):
-            parts.append(text.rstrip()[:-1])
-            continue
-        parts.append(text)
-        yield start, " ".join(parts)
-        parts = []
-    if parts:
-        yield start, " ".join(parts)
-
-
-def _dockerfiles(context: Context) -> Iterator[ProjectFile]:
-    return deployment_files(context.files_named("Dockerfile*", "Containerfile*", "*.dockerfile"))
-
-
-_FROM = re.compile(r"\s*FROM\s+(?:--\S+\s+)*(?P<base>\S+)(?:\s+AS\s+(?P<stage>\S+))?", re.IGNORECASE)
-
-
 def _image_commands(item: ProjectFile) -> Iterator[tuple[int, str]]:
     """(line, command) of a Dockerfile's CMD and ENTRYPOINT, but those of a development stage."""
-    stage = ""
-    for line, text in _logical_lines(item):
-        start = _FROM.match(text)
-        if start:
-            stage = start["stage"] or ""
-            continue
-        match = re.match(r"\s*(?:CMD|ENTRYPOINT)\s+(.*)", text, re.IGNORECASE)
-        if match and not for_development(stage):
-            yield line, match[1]
+    for instruction in instructions(item):
+        if instruction.keyword in ("CMD", "ENTRYPOINT") and not for_development(instruction.stage):
+            yield instruction.line, instruction.arguments
 
 
 def _commands(context: Context) -> Iterator[tuple[ProjectFile, int, str]]:
     """(file, line, command) of every command a deployment starts: Dockerfile CMD and ENTRYPOINT, Procfile
     processes, Compose command and entrypoint (but a development profile's service's), systemd ExecStart."""
-    for item in _dockerfiles(context):
+    for item in dockerfiles(context):
         for line, command in _image_commands(item):
             yield item, line, command
     for item in deployment_files(context.files_named("Procfile*")):
@@ -268,7 +239,7 @@ def _commands(context: Context) -> Iterator[tuple[ProjectFile, int, str]]:
             if match and line not in development:
                 yield item, line, match[1]
     for item in deployment_files(context.files_named("*.service")):
-        for line, text in _logical_lines(item):
+        for line, text in item.logical_lines():
             match = re.match(r"\s*ExecStart\s*=\s*(.*)", text)
             if match:
                 yield item, line, match[1]
@@ -299,7 +270,7 @@ def unchecked_health(context: Context) -> Iterator[Found]:
     yamls = context.files_named("*.yml", "*.yaml")
     if any(_PROBES.match(text) for item in yamls for _, text in item.lines()):
         return
-    for item in _dockerfiles(context):
+    for item in dockerfiles(context):
         if re.search(r"^\s*HEALTHCHECK\s", item.text, re.MULTILINE | re.IGNORECASE):
             continue
         serving = [line for line, command in _image_commands(item) if _SERVES.search(_words(command))]
@@ -936,27 +907,24 @@ def _installed_requirements(context: Context, item: ProjectFile) -> tuple[list[t
     workdir, copies, stage = "/", list[Copy](), ""
     found: list[tuple[int, str]] = []
     maybe_flaskprod = False
-    for line, text in _logical_lines(item):
-        start = _FROM.match(text)
-        instruction = re.match(r"\s*(WORKDIR|COPY|ADD|RUN)\s+(.*)", text, re.IGNORECASE)
-        if start:
-            inherited = stages.get(start["base"].lower())
+    for instruction in instructions(item):
+        keyword, text, line = instruction.keyword, instruction.arguments, instruction.line
+        if keyword == "FROM":
+            inherited = stages.get(instruction.base.lower())
             workdir, copies = (inherited[0], list(inherited[1])) if inherited else ("/", [])
-            stage = start["stage"] or ""
-        elif instruction is None:
-            continue
-        elif instruction[1].upper() == "WORKDIR":
-            workdir = posixpath.normpath(posixpath.join(workdir, instruction[2].strip().strip("\"'")))
-        elif instruction[1].upper() in ("COPY", "ADD"):
-            arguments = _words(instruction[2]).split()
+            stage = instruction.stage
+        elif keyword == "WORKDIR":
+            workdir = posixpath.normpath(posixpath.join(workdir, text.strip().strip("\"'")))
+        elif keyword in ("COPY", "ADD"):
+            arguments = _words(text).split()
             if any(word.startswith("--from") for word in arguments):
                 continue  # from another stage or image, not the build context
             paths = [word for word in arguments if not word.startswith(("--", "<<"))]
-            if len(paths) > 1 and "$" not in instruction[2]:
+            if len(paths) > 1 and "$" not in text:
                 copies.extend(_copies(paths[:-1], paths[-1], workdir, is_dir))
-        elif not for_development(stage):  # RUN; a development stage's installs are not the deployment's
-            flags = re.findall(r"--mount=(\S+)", instruction[2])
-            files, maybe = _pip_installs(_words(re.sub(r"--mount=\S+", "", instruction[2])))
+        elif keyword == "RUN" and not for_development(stage):  # a development stage's installs are not deployed
+            flags = re.findall(r"--mount=(\S+)", text)
+            files, maybe = _pip_installs(_words(re.sub(r"--mount=\S+", "", text)))
             maybe_flaskprod |= maybe
             mounted = [*copies, *_bind_mounts(flags, workdir, is_dir)]
             for name in files:
@@ -990,7 +958,7 @@ def flaskprod_not_required(context: Context) -> Iterator[Found]:
     except BuildError:
         pass  # no requirements, an include that is missing, a pyproject.toml pip cannot read: build names it
     # What the project's own images install, which build does not read.
-    for item in _dockerfiles(context):
+    for item in dockerfiles(context):
         installs, maybe_flaskprod = _installed_requirements(context, item)
         for line, rel in installs if not maybe_flaskprod else ():
             try:

@@ -16,6 +16,7 @@ from flask import Flask
 
 from ..runtime.headers import ProductionSessionInterface
 from ..runtime.secrets import FIX, HOW_TO_GENERATE, secret_key_problem
+from . import dockerfiles
 from .compose import development_lines
 from .context import (
     MAX_FILE_BYTES,
@@ -148,17 +149,16 @@ _SETTING_NAMES = r"FLASK_DEBUG|FLASK_TESTING"
 # in a Compose or app.yaml map.
 _SETTING_ASSIGNED = re.compile(rf"""(?:^\s*-?\s*|\s|=)["']?({_SETTING_NAMES})["']?\s*[=:]\s*(.*)$""")
 _SETTING_K8S_NAME = re.compile(rf"""^\s*-?\s*name\s*:\s*["']?({_SETTING_NAMES})["']?\s*$""")
-_DOCKERFILES = ("Dockerfile*", "Containerfile*", "*.dockerfile")
 
 
 def _deployment_settings(context: Context) -> Iterator[tuple[ProjectFile, list[_Setting]]]:
     """FLASK_DEBUG and FLASK_TESTING with a value in each deployment file: a Dockerfile's ENV (but a development
     stage's), Compose and Kubernetes env (but a development profile's service), systemd Environment=. Not in
     files named for development (docker-compose.override.yml) nor dot-files (.gitlab-ci.yml: a CI job's tests)."""
-    for item in deployment_files(context.files_named("*.yml", "*.yaml", "*.service", *_DOCKERFILES)):
+    for item in deployment_files(context.files_named("*.yml", "*.yaml", "*.service", *dockerfiles.NAMES)):
         if item.path.name.startswith("."):
             continue
-        if any(item.path.match(pattern) for pattern in _DOCKERFILES):
+        if dockerfiles.is_dockerfile(item):
             settings = list(_image_settings(item))
         else:
             settings = list(_file_settings(item))
@@ -172,29 +172,11 @@ def _deployment_settings(context: Context) -> Iterator[tuple[ProjectFile, list[_
 def _image_settings(item: ProjectFile) -> Iterator[_Setting]:
     """ENV FLASK_DEBUG=1 (ENV A=1 B=2, ENV NAME value) in a Dockerfile's stages, but development's. ARG is not
     in the container's environment."""
-    stage = ""
-    for line, instruction in _instructions(item):
-        begins = re.match(r"FROM\s+(?:--\S+\s+)*\S+(?:\s+AS\s+(\S+))?", instruction, re.IGNORECASE)
-        if begins:
-            stage = begins[1] or ""
-            continue
-        env = re.match(r"ENV\s+(.*)", instruction, re.IGNORECASE)
-        if env and not for_development(stage):
-            for name, value in _env_pairs(env[1]):
+    for instruction in dockerfiles.instructions(item):
+        if instruction.keyword == "ENV" and not for_development(instruction.stage):
+            for name, value in _env_pairs(instruction.arguments):
                 if re.fullmatch(_SETTING_NAMES, name) and _literal(value):
-                    yield _Setting(line=line, name=name, value=_literal(value))
-
-
-def _instructions(item: ProjectFile) -> Iterator[tuple[int, str]]:
-    """(first line, instruction) of a Dockerfile, its lines continued with a backslash joined."""
-    start, parts = 0, []
-    for line, text in item.lines():
-        start = start or line
-        if text.rstrip().endswith("\\"):
-            parts.append(text.rstrip()[:-1])
-            continue
-        yield start, " ".join([*parts, text]).strip()
-        start, parts = 0, []
+                    yield _Setting(line=instruction.line, name=name, value=_literal(value))
 
 
 def _env_pairs(arguments: str) -> list[tuple[str, str]]:
