@@ -393,7 +393,9 @@ def test_single_database_scripts_leave_the_binds_alone(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_up_without_the_release_command_is_never_ready_and_names_the_fix(tmp_path: Path) -> None:
-    root = project(tmp_path, toml="[proxy]\nready_timeout = 8\n")  # its run dir's sockets fit: no folder deeper
+    # 15 s: on a busy host the first migrations check outran its 2 s and still ran at 8 s ("previous run still in
+    # progress" was the last answer); its run dir's sockets fit: no folder deeper.
+    root = project(tmp_path, toml="[proxy]\nready_timeout = 15\n")
     stack = start_up(root, "gunicorn", free_port(), "--workers", "1")
     try:
         stack.proc.wait(timeout=60)  # up gives up after ready_timeout
@@ -401,7 +403,7 @@ def test_up_without_the_release_command_is_never_ready_and_names_the_fix(tmp_pat
         stop(stack)
     assert stack.proc.returncode != 0, stack.output()
     error = stack.stderr().splitlines()[-1]
-    assert error.startswith("Error: the app was not ready within proxy.ready_timeout = 8s: /readyz through nginx "
+    assert error.startswith("Error: the app was not ready within proxy.ready_timeout = 15s: /readyz through nginx "
                             "last answered: 503 "), error
     assert NEVER_MIGRATED in error
     assert processes_under(root) == {}

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -221,6 +221,15 @@ def _keep_requesting(served: Served, stop: threading.Event) -> None:
                 session.get(served.url("/"), timeout=1)
 
 
+def _in_hand(served: Served, pool: ThreadPoolExecutor, seconds: float, tmp_path: Path) -> Future[requests.Response]:
+    """A request to /slow for seconds, once the app has it (a sleep before the signal was not enough on a busy host:
+    the first Ctrl-C then came before the request, and serve rightly ended at once)."""
+    started = tmp_path / f"started-{time.monotonic_ns()}"
+    slow = pool.submit(served.get, f"/slow?s={seconds}&started={started}", 15)
+    wait_for(started.exists, timeout=10, interval=0.02, what="the request to reach the app")
+    return slow
+
+
 def _ctrl_c(served: Served, within: float = 10) -> float:
     """SIGINT to the whole group, as a terminal sends it; the seconds until serve exited (or `within` ran out)."""
     started = time.monotonic()
@@ -386,8 +395,7 @@ def test_ctrl_c_lets_gunicorn_finish_the_request_in_hand(tmp_path: Path, threads
     """
     with serving(tmp_path, "gunicorn", "--workers", "1", "--threads", threads) as served:
         with ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(served.get, "/slow?s=1", 15)
-            time.sleep(0.5)  # the request is in the worker's hands
+            slow = _in_hand(served, pool, 1, tmp_path)
             os.killpg(served.proc.pid, signal.SIGINT)
             response = slow.result()
         code, output = served.proc.wait(10), served.output()
@@ -399,8 +407,7 @@ def test_ctrl_c_lets_gunicorn_finish_the_request_in_hand(tmp_path: Path, threads
 def test_a_second_ctrl_c_cuts_a_gunicorn_request_that_would_not_end(tmp_path: Path, threads: str) -> None:
     with serving(tmp_path, "gunicorn", "--workers", "1", "--threads", threads) as served:
         with ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(served.get, "/slow?s=5", 15)
-            time.sleep(0.5)
+            slow = _in_hand(served, pool, 5, tmp_path)
             os.killpg(served.proc.pid, signal.SIGINT)
             time.sleep(0.5)
             finishing = served.proc.poll() is None

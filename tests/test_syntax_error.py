@@ -3,6 +3,7 @@ error (file, line, caret), without importlib's frames, then the one line."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -22,11 +23,14 @@ def test_a_syntax_error_is_its_file_line_and_caret_then_one_line(tmp_path: Path,
     # up finds nginx (and uWSGI, in the venv) on PATH before it loads the app.
     env = {"PATH": f"{BIN}:/usr/sbin:/usr/bin:/bin"}
     result = run_flaskprod(*command.split(), *extra.get(command, []), cwd=tmp_path, env=env)
-    assert (result.returncode, result.stdout) == (2, "")
+    line = "error while importing 'app': SyntaxError: '(' was never closed (app.py, line 3)"
+    # check's JSON says it too, for a job that parses stdout.
+    json_error = json.dumps({"error": line, "exit_code": 2}) + "\n" if "--format json" in command else ""
+    assert (result.returncode, result.stdout) == (2, json_error)
     assert result.stderr == (
         f'  File "{tmp_path}/app.py", line 3\n'
         "    app = Flask(__name__\n"
         "               ^\n"
         "SyntaxError: '(' was never closed\n"
-        "Error: error while importing 'app': SyntaxError: '(' was never closed (app.py, line 3)\n"
+        f"Error: {line}\n"
     )

@@ -27,5 +27,7 @@ def pid() -> str:
 def slow() -> str:
     # Bounded so a misbehaving test cannot park a worker for long.
     seconds = min(float(request.args.get("s", "1")), 5.0)
+    if started := request.args.get("started"):  # a file the test waits for: the request is in the app's hands
+        open(started, "w").close()
     time.sleep(seconds)
     return f"slept {seconds}"
