@@ -13,7 +13,8 @@ DEBS_MONITORING := prometheus=prometheus prometheus-alertmanager=prometheus-aler
 DEBS_POSTGRES := initdb=postgresql pg_ctl=postgresql
 # The tests run both, and check build's files with Prometheus's and Alertmanager's own tools.
 DEBS_TEST := $(DEBS_RUN) $(DEBS_MONITORING) $(DEBS_POSTGRES) promtool=prometheus amtool=prometheus-alertmanager \
-	mariadbd=mariadb-server mariadb-install-db=mariadb-server wrk=wrk valgrind=valgrind docker-compose=docker-compose certbot=certbot pebble=pebble rsync=rsync tini=tini
+	mariadbd=mariadb-server mariadb-install-db=mariadb-server wrk=wrk valgrind=valgrind docker-compose=docker-compose certbot=certbot pebble=pebble rsync=rsync tini=tini \
+	/usr/bin/time=time
 # `make up WITH=monitoring,postgres`: up's extras, and the packages they run.
 WITH ?=
 DEBS_UP := $(DEBS_RUN) $(if $(findstring monitoring,$(WITH)),$(DEBS_MONITORING)) \
@@ -66,7 +67,7 @@ docs: $(STAMP)
 clean:
 	rm -rf $(VENV) .flaskprod .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: bench bench-quick bench-ab bench-deploy
+.PHONY: bench bench-quick bench-ab bench-deploy bench-check
 # Benchmarks need the test extras (uWSGI, PostgreSQL drivers) and matplotlib for the plots.
 BENCH_DEPS := $(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[test,bench]'
 
@@ -88,6 +89,11 @@ bench-quick: $(STAMP)
 	@scripts/ensure-debs $(DEBS_RUN) wrk=wrk
 	@$(BENCH_DEPS)
 	$(BIN)/python -m benchmarks --quick
+
+## bench-check: `flaskprod check` on a generated project of 2,000 modules, this tree beside REV=<git revision> when given (3 rounds alternated); results in docs/benchmarks/check/
+bench-check: $(STAMP)
+	@scripts/ensure-debs /usr/bin/time=time
+	$(BIN)/python -m benchmarks.check $(if $(REV),--rev $(REV))
 
 ## bench-deploy: a code change shipped under load, flaskprod deploy against the guide's HUP and restart, with a new connection per request and with keep-alive clients (3 rounds each, under 10 minutes); results in docs/benchmarks/deploy/ and deploy-keep-alive/
 bench-deploy: $(STAMP)

@@ -18,7 +18,6 @@ import json
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,6 +28,7 @@ from typing import Any
 from . import machine
 from .outfolder import cannot_write
 from .ratios import MAIN_CONNECTIONS, Results, goal_pairs, pair_stem, run_stolen, tail
+from .revisions import source_at
 from .run import FULL, Mode, Say, base_env, postgres, stack_round
 from .stacks import AD_HOC, REPO, Stack, ad_hoc, all_stacks, pick
 from .workloads import BY_NAME
@@ -186,19 +186,8 @@ def one_line(error: str) -> str:
 @contextlib.contextmanager
 def at_revision(stack: Stack, rev: str) -> Iterator[Stack]:
     """stack, running flaskprod's source as it was at git revision rev, from a worktree removed afterwards."""
-    found = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "--short", f"{rev}^{{commit}}"],
-                           capture_output=True, text=True)  # fmt: skip
-    if found.returncode != 0:
-        raise SystemExit(f"{stack.name}@{rev}: {rev!r} is no commit of {REPO}; write e.g. {stack.name}@HEAD~1")
-    tree = Path(tempfile.mkdtemp(prefix="fpab-tree-"))
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(tree), found.stdout.strip()],
-                   check=True)  # fmt: skip
-    try:
-        yield replace(stack, name=f"{stack.name}@{rev}", label=f"{stack.label}, at {found.stdout.strip()}",
-                      source=tree / "src")  # fmt: skip
-    finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
-        shutil.rmtree(tree, ignore_errors=True)
+    with source_at(rev, stack.name) as (source, commit):
+        yield replace(stack, name=f"{stack.name}@{rev}", label=f"{stack.label}, at {commit}", source=source)
 
 
 @contextlib.contextmanager
