@@ -29,12 +29,12 @@ FINGERPRINTED = [
     "main.3f2a1b9c8d4e5f6a7b8c.js",  # webpack's [name].[contenthash].js: 20 hex digits
     "main.3f2a1b9c.chunk.js",  # Create React App's [name].[contenthash:8].chunk.js
     "main.3f2a1b9c.js.map",  # a bundle's source map
-    "index-BRbG3cH1.js",  # Vite 4 on (Rollup): [name]-[hash], 8 URL-safe base64 characters
-    "index-C_4mVS1-.css",  # the same, with both of base64url's extra characters
-    "vendor-a-7Kp2XzQe.js",  # a name with a dash of its own
+    "assets/index-BRbG3cH1.js",  # Vite 4 on (Rollup): assets/[name]-[hash], 8 URL-safe base64 characters
+    "assets/index-C_4mVS1-.css",  # the same, with both of base64url's extra characters
+    "assets/vendor-a-7Kp2XzQe.js",  # a name with a dash of its own
     "chunk-5WQZP2KQ.js",  # esbuild: [name]-[hash], 8 of A-Z and 0-9
-    "index-4e126c62.js",  # Vite 2-3 (Rollup 2): 8 hex digits after a dash
-    "FiraSans-Regular-0fe48ade.woff2",  # rustdoc's fonts
+    "assets/index-4e126c62.js",  # Vite 2-3 (Rollup 2): 8 hex digits after a dash
+    "assets/FiraSans-Regular-0fe48ade.woff2",
 ]
 ORDINARY = [
     "app-settings.js",
@@ -52,6 +52,13 @@ ORDINARY = [
     "polyfills-es2015.js",
     "app-v2-final.js",
     "ui-icons_444444_256x240.png",
+    # A person's names with a digit and a capital: a hash only where a bundler writes, under assets/.
+    "poster-Summer24.jpg",
+    "photo-IMG_1234.jpg",
+    "logo-V2-white.svg",
+    "index-BRbG3cH1.js",
+    "backup.20240101.tar.gz",  # 8 hex digits after a dot, but no letter: a date
+    "assets/photo-20240101.jpg",
 ]
 
 
@@ -60,6 +67,7 @@ def nginx_serving(tmp_path: Path, names: list[str]) -> tuple[NginxContext, list[
     static = tmp_path / "static"
     (static / "sub").mkdir(parents=True)
     for name in names:
+        (static / "sub" / name).parent.mkdir(parents=True, exist_ok=True)
         (static / "sub" / name).write_text(f"/* {name} */\n")
     (tmp_path / "tmp").mkdir()
     ctx = NginxContext(
