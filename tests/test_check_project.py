@@ -166,8 +166,14 @@ def requirements_lacking(path: str, where: str) -> str:
             "    python -m pip install -r requirements.txt\n",
             "Dockerfile:3",
         ),
+        (
+            # Docker drops a comment and an empty line inside a continued instruction: the RUN goes on past them.
+            "FROM python:3.12-slim\nCOPY requirements/prod.txt .\nRUN pip install -U pip && \\\n"
+            "    # pip first\n\n    pip install -r prod.txt\n",
+            "Dockerfile:3",
+        ),
     ],
-    ids=["copied-into-workdir", "directory-and-stages", "bind-mount"],
+    ids=["copied-into-workdir", "directory-and-stages", "bind-mount", "comment-in-the-continuation"],
 )
 def test_the_requirements_the_dockerfile_installs_are_checked(project: Path, dockerfile: str, where: str) -> None:
     files = {"app.py": PROD, "requirements/prod.txt": "flask>=3.0\n", "Dockerfile": dockerfile}
@@ -181,6 +187,20 @@ def test_the_requirements_the_dockerfile_installs_are_checked(project: Path, doc
     installs_it = f"{first}\nRUN pip install flaskprod\n{rest}"
     files = {"requirements/prod.txt": "flask>=3.0\n", "Dockerfile": installs_it}
     assert audit(project, files).only("FP-P011") == []
+
+
+def test_a_heredocs_body_is_no_instruction(project: Path) -> None:
+    # Its "from app import app" read as a FROM once ended the development stage, and its flask run --debug was
+    # taken for the image's.
+    dockerfile = (
+        "FROM python:3.12-slim AS development\nCOPY <<PY /app/wsgi.py\nfrom app import app\nPY\n"
+        'CMD ["flask", "run", "--debug"]\n\nFROM python:3.12-slim AS production\nCOPY . /app\n'
+        'CMD ["gunicorn", "app:app"]\n'
+    )
+    files = {"app.py": PROD, "requirements.txt": "flask\nflaskprod\n", "Dockerfile": dockerfile}
+    assert audit(project, files).only("FP-P004") == []
+    served = dockerfile.replace(" AS development", "")  # a stage of no name: the dev server is the image's
+    assert [m["obj"] for m in audit(project, {"Dockerfile": served}).only("FP-P004")] == ["Dockerfile:5"]
 
 
 def test_the_dockerfiles_requirements_are_checked_beside_deploy_requirements(project: Path) -> None:

@@ -247,6 +247,21 @@ def test_debug_off_or_for_development_in_deployment_files_passes(project: Path) 
     assert [m["obj"] for m in audit(project, files).only("FP-S001")] == ["Dockerfile:6"]
 
 
+def test_debug_a_production_stage_keeps_from_a_development_one_is_reported(project: Path) -> None:
+    # FROM development AS production keeps the development stage's ENV: the image runs with debug on.
+    dockerfile = (
+        "FROM python:3.12-slim AS development\nENV FLASK_DEBUG=1\nCMD flask run\n"
+        "FROM development AS production\nCMD gunicorn app:app\n"
+    )
+    assert [m["obj"] for m in audit(project, {"app.py": PROD, "Dockerfile": dockerfile}).only("FP-S001")] == [
+        "Dockerfile:2"
+    ]
+    turned_off = dockerfile.replace("AS production\n", "AS production\nENV FLASK_DEBUG=0\n")
+    assert audit(project, {"Dockerfile": turned_off}).only("FP-S001") == []
+    elsewhere = dockerfile.replace("FROM development AS production", "FROM python:3.12-slim AS production")
+    assert audit(project, {"Dockerfile": elsewhere}).only("FP-S001") == []
+
+
 def test_debug_in_the_dockerfile_fails_the_command(project: Path) -> None:
     (project / "app.py").write_text(PROD)
     (project / "Dockerfile").write_text("FROM python:3.12-slim\nENV FLASK_DEBUG=1\nCMD gunicorn app:app\n")

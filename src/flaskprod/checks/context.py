@@ -141,6 +141,8 @@ class ProjectFile:
         for line, text in self.lines():
             if not parts:
                 start = line
+            elif not text.strip() or text.lstrip().startswith("#"):
+                continue  # a comment or empty line inside a continued one: Docker and systemd drop it
             if text.rstrip().endswith("\\"):
                 parts.append(text.rstrip()[:-1])
                 continue

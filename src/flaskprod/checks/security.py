@@ -170,13 +170,30 @@ def _deployment_settings(context: Context) -> Iterator[tuple[ProjectFile, list[_
 
 
 def _image_settings(item: ProjectFile) -> Iterator[_Setting]:
-    """ENV FLASK_DEBUG=1 (ENV A=1 B=2, ENV NAME value) in a Dockerfile's stages, but development's. ARG is not
-    in the container's environment."""
+    """ENV FLASK_DEBUG=1 (ENV A=1 B=2, ENV NAME value) in effect in a Dockerfile's stages but development's: set
+    there, or in the stage one is built on (FROM development AS production keeps its ENV). ARG is not in the
+    container's environment."""
+    built: dict[str, dict[str, _Setting | None]] = {}  # each named stage's settings so far, by variable
+    stage, settings = "", dict[str, _Setting | None]()
+    found: dict[tuple[int, str], _Setting] = {}
+
+    def close() -> None:
+        if not for_development(stage):
+            found.update({(s.line, s.name): s for s in settings.values() if s is not None})
+
     for instruction in dockerfiles.instructions(item):
-        if instruction.keyword == "ENV" and not for_development(instruction.stage):
+        if instruction.keyword == "FROM":
+            close()
+            stage, settings = instruction.stage, dict(built.get(instruction.base.lower(), {}))
+        elif instruction.keyword == "ENV":
             for name, value in _env_pairs(instruction.arguments):
-                if re.fullmatch(_SETTING_NAMES, name) and _literal(value):
-                    yield _Setting(line=instruction.line, name=name, value=_literal(value))
+                if re.fullmatch(_SETTING_NAMES, name):  # a later ENV replaces an earlier, a reference ($X) too
+                    literal = _literal(value)
+                    settings[name] = _Setting(line=instruction.line, name=name, value=literal) if literal else None
+        if stage:
+            built[stage.lower()] = settings
+    close()
+    yield from found.values()
 
 
 def _env_pairs(arguments: str) -> list[tuple[str, str]]:
