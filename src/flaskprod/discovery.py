@@ -326,19 +326,18 @@ def load(ref: AppRef, *, runs_ignored: bool = True) -> Flask:
     return app
 
 
-def _refuse_shadowed(ref: AppRef, module: ModuleType) -> None:
-    """A DiscoveryError when the project's module is not what was imported: one named as a module Python imports
-    as it starts (site, io, encodings) loses to it, and what followed was "has no attribute 'create_app'"."""
+def _refuse_shadowed(ref: AppRef, imported: ModuleType) -> None:
+    """A DiscoveryError when the app's top-level name was a module Python had imported before the app's import (one
+    it imports as it starts: site, io, encodings), other than the project's own of that name, which is then never
+    imported: what followed was "has no attribute 'create_app'", about Python's module."""
     top = ref.module.partition(".")[0]
     root = Path(ref.path)
     local = next((p for p in (root / top / "__init__.py", root / f"{top}.py") if p.is_file()), None)
-    imported = sys.modules.get(top)
     where = getattr(imported, "__file__", None)
-    if local is None or imported is None or (where is not None and Path(where).resolve() == local.resolve()):
-        return
-    shown = where or "built in"
+    if local is None or (where is not None and Path(where).resolve().is_relative_to(root.resolve())):
+        return  # the project's own, imported before (built in place: app.cpython-311-x86_64-linux-gnu.so)
     raise DiscoveryError(
-        f"{top!r} names a module Python had already imported ({shown}), so the project's "
+        f"{top!r} names a module Python had already imported ({where or 'built in'}), so the project's "
         f"{local.relative_to(root)} is never imported: rename the project's {top} (and its imports)"
     )
 
@@ -382,6 +381,7 @@ def _load(ref: AppRef) -> Flask:
 
     if ref.path not in sys.path:
         sys.path.insert(0, ref.path)
+    imported = sys.modules.get(ref.module.partition(".")[0])  # before the app's import: Python's own, if any
     try:
         module = importlib.import_module(ref.module)
     except ImportError as exc:
@@ -394,7 +394,8 @@ def _load(ref: AppRef) -> Flask:
         raise
     except Exception as exc:
         raise DiscoveryError(f"error while importing {ref.module!r}: {_one_line(exc)}") from exc
-    _refuse_shadowed(ref, module)
+    if imported is not None:
+        _refuse_shadowed(ref, imported)
 
     attr: str | None = None
     try:
