@@ -20,7 +20,7 @@ from ..render.nginx import PLACEHOLDER, answers, server_name_host, server_names
 from ..render.requirements import async_without_asgiref, lacks_asgiref, requirements_file
 from ..runtime.db import engine_options
 from ..spec import Spec, env_for
-from .context import Context, ProjectFile, stand_in_environ, variable_read, walk
+from .context import Context, ProjectFile, deployment_files, stand_in_environ, variable_read, walk
 from .engines import where_made
 from .registry import CRITICAL, ERROR, WARNING, Found, app_check, check
 
@@ -108,8 +108,8 @@ _PROXY_PASS = re.compile(r"^\s*proxy_pass\s")
 
 
 def _nginx_proxies(context: Context) -> Iterator[tuple[ProjectFile, int]]:
-    """(file, line) of each proxy_pass in the project's nginx configuration."""
-    for item in context.files_named("*.conf", "nginx.conf*"):
+    """(file, line) of each proxy_pass in the project's nginx configuration, but one named for development."""
+    for item in deployment_files(context.files_named("*.conf", "nginx.conf*")):
         for line, text in item.lines():
             if _PROXY_PASS.match(text):
                 yield item, line
@@ -294,11 +294,12 @@ _PROXY_FIX_HEADERS = {
 
 @app_check(
     "FP-C016",
-    ERROR,
+    WARNING,
     "the app trusts the X-Forwarded-* headers of more proxies than are in front of it: a client sends its own "
     "X-Forwarded-For, nginx passes it on, and the app takes the address the client wrote for the client's",
-    hint="trust as many hops as there are proxies in front, 1 behind nginx: remove proxy.trusted_hops (build and up "
-    "set 1) or set it to 1; give a ProxyFix of the app's own x_for=1 and x_proto=1",
+    hint="trust as many hops as there are proxies in front, 1 behind nginx alone: remove proxy.trusted_hops (build "
+    "and up set 1) or set it to 1; give a ProxyFix of the app's own x_for=1 and x_proto=1. A load balancer in front "
+    "of nginx that sets X-Forwarded-For too is one more: then the count is right, and silence FP-C016",
 )
 def proxy_hops_beyond_nginx(app: Flask, context: Context) -> Iterator[Found]:
     from werkzeug.middleware.proxy_fix import ProxyFix

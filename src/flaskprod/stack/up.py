@@ -7,6 +7,7 @@ import http.client
 import os
 import pwd
 import queue
+import re
 import signal
 import socket
 import ssl
@@ -472,11 +473,17 @@ def project_import_dirs(p: Plan, release: Release) -> list[str]:
     `pip install -e .` puts the working tree's src/ there, so without its copy first the release would run the
     working tree's code, shipped or not, and a rollback would not go back."""
     found = discovery.import_root(p.app)
-    folders = [*([str(found)] if found is not None else []), *sys.path]
-    copies = (p.in_release(release, folder) for folder in folders if folder)
-    # in_release leaves a folder outside the project as it is; one the release does not hold (a virtualenv, the
-    # run folder) is not copied either.
-    return [copy for copy in copies if Path(copy).is_relative_to(release.path) and Path(copy).is_dir()]
+    folders = [Path(folder).resolve() for folder in [*([str(found)] if found is not None else []), *sys.path] if folder]
+    # The project's own folder is the app's (first already) or above it: put first, its modules would shadow others.
+    inside = [folder.relative_to(p.root) for folder in folders if folder.is_relative_to(p.root) and folder != p.root]
+    # Not an environment's own folders (a conda env kept in the project: its lib/python3.11, site-packages), which
+    # would come ahead of the standard library; the release does not hold a virtualenv or the run folder either.
+    copies = (release.path / folder for folder in inside if not any(map(_environment_part, folder.parts)))
+    return [str(copy) for copy in copies if copy.is_dir()]
+
+
+def _environment_part(name: str) -> bool:
+    return name in ("site-packages", "dist-packages") or re.fullmatch(r"python\d+\.\d+", name) is not None
 
 
 def nginx_files(p: Plan) -> dict[str, str]:
