@@ -268,3 +268,11 @@ def test_debug_in_the_dockerfile_fails_the_command(project: Path) -> None:
     result = run_cli(cwd=project)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"FP-S001  ERROR  Dockerfile:2: {DEBUG_REFUSED.format(value='1')}" in result.stdout
+
+
+def test_another_librarys_from_file_loads_no_config(project: Path) -> None:
+    # python-magic's magic.from_file("...") names a file to look at: its SECRET_KEY is no key the app runs with.
+    source = PROD + 'import magic\n\nKIND = magic.from_file("fixtures.json")\n'
+    files = {"app.py": source, "fixtures.json": '{"SECRET_KEY": "q8Zr2LwP0x7Nv4Yb1Kc9Jm6Ht3Gf5Ds8Aa0Ee2Uu4Ii"}\n'}
+    (project / "magic.py").write_text("def from_file(name):\n    return 'JSON data'\n")
+    assert {"FP-S004", "FP-S010"} & set(audit(project, files).ids()) == set()

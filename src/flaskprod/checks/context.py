@@ -184,7 +184,7 @@ def _written_by_flaskprod(path: Path) -> bool:
 
 def project_files(root: Path, limit: int = MAX_FILES) -> tuple[ProjectFile, ...]:
     """The files under root a deployment is made of, skipping environments, caches, build output and tests; the
-    first limit of them, in path order."""
+    first limit of them, in walk order (a folder's files, then its folders, each by name)."""
     found: list[ProjectFile] = []
     for directory, dirs, files in os.walk(root):
         here = Path(directory)
@@ -223,9 +223,9 @@ class Context:
     def _scanned(self) -> tuple[ProjectFile, ...]:
         return project_files(self.root, MAX_FILES + 1)  # one more: were there more than MAX_FILES?
 
-    @property
+    @cached_property
     def files(self) -> tuple[ProjectFile, ...]:
-        """The project's files the checks read: the first MAX_FILES, in path order."""
+        """The project's files the checks read: the first MAX_FILES, in walk order."""
         return self._scanned[:MAX_FILES]
 
     @property

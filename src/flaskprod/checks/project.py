@@ -111,7 +111,8 @@ def _app_names(tree: ast.Module, context: Context) -> set[str]:
 
 _UNGUARDED = (
     'app.run() is called when the module is imported, outside `if __name__ == "__main__":`: under Gunicorn '
-    "or uWSGI each worker starts Flask's development server instead of serving"
+    "or uWSGI each worker starts Flask's development server instead of serving (flaskprod serve and up ignore "
+    "the call, as flask run does)"
 )
 # What FP-P004 says of the same call in a script a deployment runs.
 _DEBUGGER = ", with the Werkzeug debugger on: whoever reaches it runs code on the server"
@@ -978,7 +979,7 @@ def flaskprod_not_required(context: Context) -> Iterator[Found]:
     "FP-P021",
     WARNING,
     f"the project holds more than {MAX_FILES:,} files a deployment reads: those after the first {MAX_FILES:,}, in "
-    "path order, were not checked",
+    "the order check walks the folders (a folder's files, then its folders, by name), were not checked",
     hint="run check in the project's own folder, not one holding several; move what no deployment reads (data, "
     "generated code) under a folder check skips: a dot-folder, build, dist, node_modules, tests",
 )

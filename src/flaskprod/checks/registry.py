@@ -119,10 +119,13 @@ def run_checks(context: Context, silenced: Iterable[str] = ()) -> list[Message]:
 def _messages(entry: Check, context: Context) -> list[Message]:
     """The check's messages; one of its own when it fails, so that the rest of the audit is still made and the
     report says which part of it was not (an ERROR: an audit with a hole in it does not pass by default)."""
+    found: list[Message] = []
     try:
-        return list(entry.messages(context))
+        found.extend(entry.messages(context))
+        return found
     except Exception as exc:  # a defect of the check's on this project, never the app's: say so, and go on
         return [
+            *found,  # what it found before it failed
             Message(
                 id=entry.id,
                 level=Level.ERROR,

@@ -498,6 +498,15 @@ class _LoadedFile:
     load: str  # the load function as written, "" when none is given
 
 
+def _on_config(call: ast.Call) -> bool:
+    """Whether call is made on a Flask config (app.config.from_file(...), config.from_pyfile(...)), not on another
+    library's from_file (python-magic's magic.from_file names a file to look at, not a config)."""
+    receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
+    if isinstance(receiver, ast.Attribute):
+        return receiver.attr.lower().endswith("config")
+    return isinstance(receiver, ast.Name) and receiver.id.lower().endswith("config")
+
+
 def _loaded_files(context: Context) -> Iterator[_LoadedFile]:
     """The project's files the app's config loads by name (app.config.from_pyfile("settings.cfg"),
     from_file("config.json", load=json.load)), found as Flask finds them: against the loaded app's config root
@@ -508,7 +517,7 @@ def _loaded_files(context: Context) -> Iterator[_LoadedFile]:
         for item, tree in context.python_files()
         if "from_pyfile" in item.text or "from_file" in item.text
         for node in walk(tree)
-        if isinstance(node, ast.Call) and call_name(node) in ("from_pyfile", "from_file")
+        if isinstance(node, ast.Call) and call_name(node) in ("from_pyfile", "from_file") and _on_config(node)
     ]
     if not calls:
         return
