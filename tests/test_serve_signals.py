@@ -41,8 +41,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path: Path, server: s
     with serving(tmp_path, server, "--workers", "2", "--threads", "4", "--set", "server.drain_delay=1") as served:
         assert served.get("/readyz").status_code == 200
         with ThreadPoolExecutor(4) as pool:
-            slow = [pool.submit(served.get, "/slow?s=2", 15) for _ in range(4)]
-            time.sleep(0.3)  # the requests are in the workers' hands
+            slow = [_in_hand(served, pool, 2, tmp_path) for _ in range(4)]
             served.proc.send_signal(signal.SIGTERM)
             # While draining, the server still answers, but readiness says it should get no new traffic.
             draining = wait_for(lambda: served.get("/readyz", timeout=2).status_code == 503, timeout=5,
@@ -58,8 +57,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path: Path, server: s
 def test_sigterm_without_drain_delay_finishes_requests(tmp_path: Path, server: str) -> None:
     with serving(tmp_path, server, "--workers", "2") as served:
         with ThreadPoolExecutor(2) as pool:
-            slow = [pool.submit(served.get, "/slow?s=1", 15) for _ in range(2)]
-            time.sleep(0.3)  # the requests are in the workers' hands
+            slow = [_in_hand(served, pool, 1, tmp_path) for _ in range(2)]
             started = time.monotonic()
             served.proc.send_signal(signal.SIGTERM)
             statuses = [f.result().status_code for f in slow]
@@ -73,8 +71,7 @@ def test_gunicorn_refuses_a_new_connection_at_once_while_it_finishes_the_request
     """Not held in the listen queue until the last request ends, and then reset. (uWSGI's master keeps the
     socket open until it exits: there a new connection still waits.)"""
     with serving(tmp_path, "gunicorn", "--workers", "1", "--threads", "2") as served, ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(served.get, "/slow?s=3", 15)
-        time.sleep(0.3)  # the request is in the worker's hands
+        slow = _in_hand(served, pool, 3, tmp_path)
         served.proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)  # the worker has stopped accepting
         started = time.monotonic()
@@ -92,8 +89,7 @@ def test_sigterm_cuts_a_request_past_the_graceful_timeout_and_exits_0(tmp_path: 
     """The grace period the orchestrators' stop timeouts count on: uWSGI's own stop would wait for the request."""
     args = ("--workers", "1", "--threads", "2", "--set", "server.graceful_timeout=1")
     with serving(tmp_path, server, *args) as served, ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(served.get, "/slow?s=5", 15)
-        time.sleep(0.3)  # the request is in the worker's hands
+        slow = _in_hand(served, pool, 5, tmp_path)
         started = time.monotonic()
         served.proc.send_signal(signal.SIGTERM)
         code = served.proc.wait(15)
@@ -101,8 +97,9 @@ def test_sigterm_cuts_a_request_past_the_graceful_timeout_and_exits_0(tmp_path: 
         with pytest.raises(requests.ConnectionError):
             slow.result()
     assert code == 0, served.output()
-    # 1 s of grace, and up to a second more for uWSGI's master to see its workers gone; not the 4.7 s left.
-    assert stopped < 3.0, served.output()
+    # 1 s of grace, a second more for uWSGI's master to see its workers gone, and serve's own exit: not the request's
+    # 5 s (3.0 s here was once passed in CI, at 2.0 s to uWSGI's goodbye, with the host busy).
+    assert stopped < 4.0, served.output()
 
 
 SLOW_LOADING_APP = """
