@@ -72,8 +72,18 @@ def test_api_paths_and_json_requests_get_json(app: Flask, path: str, kwargs: dic
     assert response.json["error"]["status"] in (404, 405)
 
 
-def test_wildcard_accept_gets_html(app: Flask) -> None:
-    assert start(app).test_client().get("/nope", headers={"Accept": "*/*"}).mimetype == "text/html"
+@pytest.mark.parametrize(
+    ("accept", "mimetype"),
+    [
+        ("*/*", "text/html"),
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "text/html"),  # a browser
+        ("text/html, application/json", "text/html"),
+        ("application/json, text/plain, */*", "application/json"),  # axios: was HTML, */* ranking with JSON
+        ("application/json, */*;q=0.5", "application/json"),
+    ],
+)
+def test_json_named_before_html_or_a_wildcard_gets_json(app: Flask, accept: str, mimetype: str) -> None:
+    assert start(app).test_client().get("/nope", headers={"Accept": accept}).mimetype == mimetype
 
 
 @pytest.mark.parametrize(("path", "mimetype"), [("/boom", "text/html"), ("/api/boom", "application/json")])

@@ -19,11 +19,11 @@ _HTML = """<!doctype html>
 
 
 def wants_json() -> bool:
-    """JSON for API clients: /api/ paths, JSON requests, or an Accept that ranks JSON above HTML."""
+    """JSON for API clients: /api/ paths, JSON requests, or an Accept that names JSON before HTML. A wildcard
+    after it does not tip it to HTML: axios asks with "application/json, text/plain, */*"."""
     if request.path.startswith("/api/") or request.is_json:
         return True
-    accept = request.accept_mimetypes
-    return accept["application/json"] > accept["text/html"]
+    return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
 
 
 def _apps_catch_all() -> ErrorHandlerCallable | None:
