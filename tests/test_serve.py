@@ -646,3 +646,13 @@ def test_an_app_run_called_at_import_is_ignored_as_flask_run_does(tmp_path: Path
         )
         assert said in served.output()
         assert "Running on http" not in served.output()
+
+
+@pytest.mark.integration
+def test_an_app_logger_disabled_by_dictconfig_after_production_logs_its_errors(tmp_path: Path) -> None:
+    # Before, the 500's traceback went nowhere: dictConfig had disabled the logger Production(app) made.
+    with serving(tmp_path, "gunicorn", "--workers", "1", app="tests.apps.dictconfig_after:create_app()") as served:
+        assert served.get("/boom").status_code == 500
+        wait_for(lambda: "kaboom" in served.output(), timeout=10, what="the 500 to be logged")
+    assert "Exception on /boom [GET]" in served.output()
+    assert "logging.config.dictConfig disabled the app's logger after Production(app) set it up" in served.output()

@@ -320,9 +320,9 @@ def load(ref: AppRef, *, runs_ignored: bool = True) -> Flask:
         if ref.origin is None:
             raise
         raise DiscoveryError(with_origin(str(exc), ref)) from exc.__cause__
-    from .runtime.extension import refuse_unsafe_as_loaded  # the app's runtime, loaded with the app
+    from .runtime.extension import settle_as_loaded  # the app's runtime, loaded with the app
 
-    refuse_unsafe_as_loaded(app)
+    settle_as_loaded(app)
     return app
 
 

@@ -18,7 +18,7 @@ from .errorpages import register_error_pages
 from .headers import configure_cookies, hsts_headers, security_headers
 from .health import Check, CheckRunner, FailureLog, readiness, without_detail
 from .interrupted_queries import let_psycopg_cancel_at_the_deadline
-from .logs import access_log_enabled, access_logger, configure_logging
+from .logs import access_log_enabled, access_logger, configure_logging, revive_loggers
 from .metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED, HttpMetrics
 from .pipeline import ROUTE_KEY, Probe, RequestPipeline, json_probe_response
 from .proxy import trust_proxies
@@ -180,6 +180,15 @@ class Production:
         return {name: _in_app_context(app, fn) for name, fn in checks.items()}
 
 
+def settle_as_loaded(app: Flask) -> None:
+    """What Production(app) set up, checked again on the app as a server gets it, after the rest of its factory
+    ran: its loggers enabled (revive_loggers), and the refusal of an unsafe config (refuse_unsafe_as_loaded)."""
+    ext = app.extensions.get(EXTENSION_KEY)
+    if isinstance(ext, Production) and ext.spec is not None and ext.spec.logging.configure:
+        revive_loggers(app)
+    refuse_unsafe_as_loaded(app)
+
+
 def refuse_unsafe_as_loaded(app: Flask) -> None:
     """The start-up refusal again, on the app as a server gets it: a factory may set SECRET_KEY or DEBUG after
     Production(app) ran its own (Flask's tutorial sets SECRET_KEY="dev" after creating the app), over the
@@ -200,7 +209,7 @@ def _refusal_at_first_request(app: Flask) -> Callable[[], str | None]:
         if refused or current is None:
             return refused[0] if refused else None
         try:
-            refuse_unsafe_as_loaded(current)
+            settle_as_loaded(current)
         except ConfigurationError as exc:
             refused.append(str(exc))
             current.logger.critical("refusing every request: %s", exc)

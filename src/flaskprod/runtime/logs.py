@@ -149,6 +149,20 @@ def configure_logging(app: Flask, spec: Spec) -> None:
     access.propagate = False
 
 
+def revive_loggers(app: Flask) -> None:
+    """Enable the app's loggers again after logging.config.dictConfig disabled them, as it does to every logger
+    that exists and that its config does not name (disable_existing_loggers defaults to true): called after
+    Production(app), it silenced the app's error tracebacks and access lines, where plain Flask, which makes
+    app.logger on first use, kept them."""
+    access = access_logger(app)
+    if app.logger.disabled or access.disabled:
+        app.logger.disabled = access.disabled = False
+        app.logger.warning(
+            "logging.config.dictConfig disabled the app's logger after Production(app) set it up; enabled again: "
+            "pass disable_existing_loggers=False to dictConfig, or configure logging before Production(app)"
+        )
+
+
 def access_log_enabled(spec: Spec) -> bool:
     if spec.logging.access_log == "auto":
         # A proxy in front (nginx) already writes an access line with the same request id.
