@@ -6,10 +6,12 @@ import secrets
 from collections.abc import Iterator
 
 from flask import Flask, session
+from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, UserMixin, login_user
 from werkzeug.wrappers import Response
 
 from flaskprod import Production
+from flaskprod.runtime.extension import settle_as_loaded
 from flaskprod.spec import Spec
 
 
@@ -93,6 +95,20 @@ def test_cookie_secure_auto_follows_the_scheme() -> None:
     plain = set_cookie(app)
     assert "HttpOnly" in plain and "SameSite=Lax" in plain
     assert "Secure" not in plain
+    assert "Secure" in set_cookie(app, "https://localhost")
+
+
+def test_a_session_extensions_cookie_gets_secure_over_https_too() -> None:
+    # Flask-Session's Session(app) installs an interface of its own; Production(app) replaced Flask's stock one alone,
+    # so over HTTPS the session cookie went without Secure. Checked as a server gets the app (settle_as_loaded).
+    app = make_app()
+
+    class ServerSide(SecureCookieSessionInterface):
+        pass
+
+    app.session_interface = ServerSide()
+    settle_as_loaded(app)
+    assert "Secure" not in set_cookie(app)
     assert "Secure" in set_cookie(app, "https://localhost")
 
 

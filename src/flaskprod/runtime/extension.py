@@ -15,7 +15,7 @@ from .allowlist import Allowlist
 from .db import configure_engines, database_checks
 from .deadline import EXPIRED_KEY, waited_too_long
 from .errorpages import register_error_pages
-from .headers import configure_cookies, hsts_headers, security_headers
+from .headers import configure_cookies, hsts_headers, secure_foreign_session_cookie, security_headers
 from .health import Check, CheckRunner, FailureLog, readiness, without_detail
 from .interrupted_queries import let_psycopg_cancel_at_the_deadline
 from .logs import access_log_enabled, access_logger, configure_logging, revive_loggers
@@ -182,10 +182,14 @@ class Production:
 
 def settle_as_loaded(app: Flask) -> None:
     """What Production(app) set up, checked again on the app as a server gets it, after the rest of its factory
-    ran: its loggers enabled (revive_loggers), and the refusal of an unsafe config (refuse_unsafe_as_loaded)."""
+    ran: its loggers enabled (revive_loggers), Secure on a session extension's cookie over HTTPS
+    (secure_foreign_session_cookie), and the refusal of an unsafe config (refuse_unsafe_as_loaded)."""
     ext = app.extensions.get(EXTENSION_KEY)
-    if isinstance(ext, Production) and ext.spec is not None and ext.spec.logging.configure:
-        revive_loggers(app)
+    if isinstance(ext, Production) and ext.spec is not None:
+        if ext.spec.logging.configure:
+            revive_loggers(app)
+        if ext.spec.security.headers and ext.spec.security.session_cookie_secure == "auto":
+            secure_foreign_session_cookie(app)
     refuse_unsafe_as_loaded(app)
 
 

@@ -57,6 +57,23 @@ class ProductionSessionInterface(SecureCookieSessionInterface):
         return self.auto_secure and has_request_context() and request.is_secure
 
 
+def secure_foreign_session_cookie(app: Flask) -> None:
+    """Secure per request on the cookie of a session interface of the app's own (Flask-Session's, installed by
+    Session(app) before or after Production(app)), as on Flask's: configure_cookies replaces the stock interface
+    alone, so over HTTPS a server-side session's cookie went without Secure. Such an interface asks
+    get_cookie_secure as Flask's does; its answer is widened to the request's scheme."""
+    interface = app.session_interface
+    if isinstance(interface, ProductionSessionInterface) or getattr(interface, "_flaskprod_secure", False):
+        return
+    asked = interface.get_cookie_secure
+
+    def get_cookie_secure(app: Flask) -> bool:
+        return bool(asked(app)) or (has_request_context() and request.is_secure)
+
+    setattr(interface, "get_cookie_secure", get_cookie_secure)  # noqa: B010  (on this instance alone)
+    setattr(interface, "_flaskprod_secure", True)  # noqa: B010
+
+
 def configure_cookies(app: Flask, spec: Spec) -> None:
     """HttpOnly and SameSite always; Secure as the spec says, or per request when it says auto."""
     set_unless_changed(app, "SESSION_COOKIE_HTTPONLY", True)
