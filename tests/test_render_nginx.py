@@ -248,6 +248,8 @@ def test_rate_limit_only_when_set(tmp_path: Path) -> None:
     assert directive(text, "limit_req_zone") == ["$binary_remote_addr zone=flaskprod_per_ip:10m rate=5r/s"]
     assert directive(text, "limit_req_status") == ["429"]
     assert directive(text, "limit_req") == ["zone=flaskprod_per_ip burst=7 nodelay"]
+    no_burst = rendered(make_spec(**{"proxy.rate_limit": "5r/s", "proxy.rate_limit_burst": "0"}), context(tmp_path))
+    assert directive(no_burst, "limit_req") == ["zone=flaskprod_per_ip"]
 
 
 def test_gzip_follows_the_spec(tmp_path: Path) -> None:
@@ -385,9 +387,11 @@ def nginx_test(conf_dir: Path) -> subprocess.CompletedProcess[str]:
     [
         {},
         {"proxy.rate_limit": "10r/s", "server.threads": "4"},
+        # No burst: nginx refuses burst=0 ("invalid burst value"), so the directive leaves it out.
+        {"proxy.rate_limit": "10r/s", "proxy.rate_limit_burst": "0"},
         {"proxy.gzip": "false", "logging.request_id_header": "X-Correlation-ID"},
     ],
-    ids=["defaults", "rate-limit-gthread", "no-gzip-other-id-header"],
+    ids=["defaults", "rate-limit-gthread", "rate-limit-no-burst", "no-gzip-other-id-header"],
 )
 def test_nginx_accepts_the_rendered_config(
     tmp_path: Path, protocol: Protocol, blueprints: bool, flags: dict[str, str]
