@@ -179,6 +179,13 @@ def test_a_canary_takes_its_share_until_promoted_or_rolled_back(stack: UpStack) 
     assert busy.returncode == 1
     assert busy.stderr.startswith("Error: release 2 runs as a canary with 25% of the requests: ")
     assert busy.stderr.count("\n") == 1
+    # --to names no canary: it was ignored, and the canary stopped as a plain rollback stops it.
+    aimed = flaskprod(stack.root, "rollback", "--to", "1")
+    assert (aimed.returncode, aimed.stderr) == (1, (
+        "Error: release 2 runs as a canary: `flaskprod rollback` stops it and release 1 serves on; then "
+        "`flaskprod rollback --to 1`\n"
+    ))
+    assert set(versions(stack, 40)) == {"1", "2"}
 
     # Rolled back, the canary stops and release 1 takes everything again.
     dropped = flaskprod(stack.root, "rollback")
@@ -223,6 +230,36 @@ def test_a_release_that_cannot_start_never_gets_a_request(stack: UpStack) -> Non
     assert fixed.returncode == 0, fixed.stderr
     assert fixed.stdout == "release 3 serves every request; `flaskprod rollback` returns to 1\n"
     assert versions(stack, 10) == {"3": 10}
+
+
+def test_a_release_whose_nginx_config_nginx_refuses_is_stopped_and_removed(tmp_path: Path) -> None:
+    # Its app server started and was ready; then nginx refused the config it ships (a body limit past nginx's
+    # range). Before, that app server ran on and the release stayed, a rollback target that could not start.
+    write_version(tmp_path, "1")
+    stack = start_up(tmp_path, "uwsgi", free_port(), "--workers", "1")
+    try:
+        stack.wait_ready()
+        write_version(tmp_path, "2")
+        with (tmp_path / "app.py").open("a") as app:
+            app.write('\napp.config["MAX_CONTENT_LENGTH"] = 10**30\n')
+        failed = flaskprod(tmp_path, "deploy")
+        assert failed.returncode == 1
+        error = failed.stderr.splitlines()[-1]
+        assert '"client_max_body_size" directive invalid value' in error, failed.stderr
+        assert error.endswith("; release 1 still serves"), error
+        assert versions(stack, 5) == {"1": 5}
+        assert not (stack.run_dir / "app-2.sock").exists()
+        assert not any((stack.run_dir / "releases" / "2").iterdir())
+        assert len([command for command in children_commands(stack) if "flaskprod serve" in command]) == 1
+        refused = flaskprod(tmp_path, "rollback", "--to", "2")
+        assert refused.returncode == 1 and "release 2" in refused.stderr, refused.stderr
+    finally:
+        stop(stack)
+
+
+def children_commands(stack: UpStack) -> list[str]:
+    pids = children_of(stack.proc.pid)
+    return [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid in pids]
 
 
 def test_keep_bounds_the_releases_on_disk(tmp_path: Path) -> None:

@@ -115,14 +115,28 @@ def deploy(stack: Stack, request: Request, *, canary: object = None) -> None:
         if ran is None and new_plan.spec.deploy.release_argv:  # the release command failed
             raise ServerError(f"{exc}; release {p.release.number} still serves") from None
         raise
+    switched = (
+        dataclasses.replace(new_plan, canary=(release, canary))
+        if canary is not None
+        else dataclasses.replace(new_plan, release=release, returns_to=p.release.number)
+    )
+    try:
+        switch(stack, switched, request)
+    except FlaskprodError as exc:
+        if stack.plan is not p:  # nginx switched: the release serves, and the error is the switch's own
+            raise
+        # nginx refused the config the release ships (nothing switched): the release goes, as one that never
+        # started; its app server left running held its socket, and a rollback to it failed.
+        stack.stop_app_server(release.number)
+        put_back()
+        new_plan.releases.remove(release.number)
+        raise ServerError(f"{exc}; release {p.release.number} still serves") from None
     if canary is not None:
-        switch(stack, dataclasses.replace(new_plan, canary=(release, canary)), request)
         message = (
             f"release {release.number} takes {canary}% of the requests beside release {p.release.number}: "
             "`flaskprod deploy --promote` gives it all of them, `flaskprod rollback` stops it"
         )
     else:
-        switch(stack, dataclasses.replace(new_plan, release=release, returns_to=p.release.number), request)
         drain(stack, p.release, request)
         message = f"release {release.number} serves every request; `flaskprod rollback` returns to {p.release.number}"
     keep = stack.plan.spec.release.keep
@@ -153,6 +167,11 @@ def rollback(stack: Stack, request: Request, *, to: object = None) -> None:
     current = p.release
     if p.canary is not None:
         canary = p.canary[0]
+        if to is not None:  # was ignored: the canary stopped, and the release before it served on
+            raise ServerError(
+                f"release {canary.number} runs as a canary: `flaskprod rollback` stops it and release "
+                f"{current.number} serves on; then `flaskprod rollback --to {to}`"
+            )
         switch(stack, dataclasses.replace(p, canary=None), request)
         drain(stack, canary, request)
         message = f"canary release {canary.number} stopped; release {current.number} serves every request"
