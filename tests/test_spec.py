@@ -225,7 +225,8 @@ def test_unset_is_no_value_for_a_setting_that_needs_one(tmp_path: Path) -> None:
             "unset one of them",
         ),
         ({"flags": {"proxy.max_body_size": "ten megs"}}, {}, "expected a size such as 10M, 512k or 1048576"),
-        ({"flags": {"proxy.rate_limit": "fast"}}, {}, "expected a rate such as 10r/s or 300r/m"),
+        ({"flags": {"proxy.rate_limit": "fast"}}, {}, "expected a rate above 0 such as 10r/s or 300r/m"),
+        ({"flags": {"proxy.rate_limit": "0r/s"}}, {}, "expected a rate above 0 such as 10r/s or 300r/m"),
         ({}, {"flaskprod.toml": "[server]\nworkers = true\n"}, "invalid value true for server.workers"),
         ({}, {"flaskprod.toml": "[server\n"}, "flaskprod.toml: not valid TOML"),
         (

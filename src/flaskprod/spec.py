@@ -842,7 +842,8 @@ _EXTRA_CHECKS: dict[str, tuple[Any, str]] = {
         lambda v: _match(URL_PATH, v),
         "a URL path such as /static or /assets/ (not / alone: that is the app's), without spaces or ;{}\"'",
     ),
-    "proxy.rate_limit": (lambda v: _match(r"\d+r/[sm]", v), "a rate such as 10r/s or 300r/m"),
+    # Above 0: nginx refuses rate=0r/s.
+    "proxy.rate_limit": (lambda v: _match(r"0*[1-9]\d*r/[sm]", v), "a rate above 0 such as 10r/s or 300r/m"),
     # Each is a location nginx.conf names and a route the app registers: a path, as proxy.static_url is.
     "monitoring.health_path": (lambda v: _match(URL_PATH, v), _endpoint_path("/healthz")),
     "monitoring.ready_path": (lambda v: _match(URL_PATH, v), _endpoint_path("/readyz")),
