@@ -279,6 +279,28 @@ def test_keep_bounds_the_releases_on_disk(tmp_path: Path) -> None:
         stop(stack)
 
 
+def test_keep_never_deletes_the_release_rollback_returns_to(tmp_path: Path) -> None:
+    # Rolled back to release 1 on purpose, then deployed: before, release 1 was deleted as the oldest past keep in
+    # the same output that named it rollback's target, and rollback went to release 2.
+    write_version(tmp_path, "1")
+    (tmp_path / "flaskprod.toml").write_text("[release]\nkeep = 2\n")
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1")
+    try:
+        stack.wait_ready()
+        write_version(tmp_path, "2")
+        assert flaskprod(tmp_path, "deploy").returncode == 0
+        assert flaskprod(tmp_path, "rollback").returncode == 0
+        write_version(tmp_path, "3")
+        deployed = flaskprod(tmp_path, "deploy")
+        assert deployed.stdout == "release 3 serves every request; `flaskprod rollback` returns to 1\n", deployed
+        assert "deleted release 1" not in deployed.stderr
+        back = flaskprod(tmp_path, "rollback")
+        assert back.stdout == "rolled back: release 1 serves every request (release 3 is kept)\n", back
+        assert stack.get("/version").text == "1"
+    finally:
+        stop(stack)
+
+
 def test_mistakes_are_one_line(tmp_path: Path) -> None:
     nothing = flaskprod(tmp_path, "deploy")
     assert nothing.returncode == 2

@@ -140,7 +140,9 @@ def deploy(stack: Stack, request: Request, *, canary: object = None) -> None:
         drain(stack, p.release, request)
         message = f"release {release.number} serves every request; `flaskprod rollback` returns to {p.release.number}"
     keep = stack.plan.spec.release.keep
-    pruned = stack.plan.releases.prune(keep, running=stack.plan.running)
+    # Nor the release rollback returns to, however old: the one the message below names.
+    kept = [*stack.plan.running, *filter(None, [returns_to(stack.plan)])]
+    pruned = stack.plan.releases.prune(keep, running=kept)
     if pruned:
         request.progress(f"deleted release {', '.join(map(str, pruned))} (release.keep = {keep})")
     stack.log(message)

@@ -140,7 +140,8 @@ class Releases:
         return self.get(number)
 
     def prune(self, keep: int, running: Iterable[Release]) -> list[int]:
-        """Delete the oldest releases beyond keep, never a running one; the numbers deleted."""
+        """Delete the oldest releases beyond keep, never one of running (those running, and rollback's target);
+        the numbers deleted."""
         protected = {r.number for r in running}
         numbers = [r.number for r in self]
         removable = [n for n in numbers[: max(0, len(numbers) - keep)] if n not in protected]
