@@ -9,11 +9,11 @@ import os
 import re
 import sys
 import tokenize
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import discovery
 from ..errors import ConfigurationError, DiscoveryError, FlaskprodError
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from ..runtime import Production
+
+T = TypeVar("T")
 
 # Directories that are not the project's own files: environments, caches, dependencies, build output, tests.
 SKIP_DIRS = frozenset(
@@ -258,6 +260,14 @@ class Context:
         """The spec the app runs with: Production's own when installed, else the one given to check."""
         production = self.production
         return production.spec if production is not None and production.spec is not None else self.spec
+
+    def once(self, derive: Callable[[Context], Iterable[T]]) -> tuple[T, ...]:
+        """derive(self), worked out on first use: what several checks read (the keys written in every module, the
+        settings in every deployment file) is read from the files once."""
+        done: dict[Any, tuple[Any, ...]] = self.__dict__.setdefault("_once", {})
+        if derive not in done:
+            done[derive] = tuple(derive(self))
+        return done[derive]
 
     def python_files(self) -> Iterator[tuple[ProjectFile, ast.Module]]:
         for item in self.files:

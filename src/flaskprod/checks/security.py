@@ -42,7 +42,7 @@ def debug_mode(context: Context) -> Iterator[Found]:
     app = context.app
     if app is not None and app.debug:
         yield Found(obj=context.app_label, hint=None if _debug_from_environment(context) else _DEBUG_IN_CODE)
-    for item, settings in _deployment_settings(context):
+    for item, settings in context.once(_deployment_settings):
         testing = any(s.name == "FLASK_TESTING" and s.on for s in settings) and _reads_flask_variables(context)
         for setting in settings:
             if setting.name == "FLASK_DEBUG" and setting.on:
@@ -72,7 +72,7 @@ def testing_mode(context: Context) -> Iterator[Found]:
         yield Found(obj=context.app_label)
     deployed = [
         (item, setting)
-        for item, settings in _deployment_settings(context)
+        for item, settings in context.once(_deployment_settings)
         for setting in settings
         if setting.name == "FLASK_TESTING" and setting.on
     ]
@@ -455,7 +455,7 @@ def _instance_folders(context: Context) -> tuple[Path, ...]:
     "and fail when it is missing",
 )
 def secret_key_in_source(context: Context) -> Iterator[Found]:
-    for key in _keys_in_source(context):
+    for key in context.once(_keys_in_source):
         if not key.in_effect and not key.development:
             # `SECRET_KEY = "..."` is no fallback: the string is the key.
             what = "is a string" if key.literal else "falls back to a string"
@@ -547,7 +547,7 @@ def _config_modules(context: Context) -> Iterator[tuple[ProjectFile, ast.Module,
     method that loads it ("" for a module)."""
     for item, tree in context.python_files():
         yield item, tree, ""
-    for loaded in _loaded_files(context):
+    for loaded in context.once(_loaded_files):
         if loaded.method == "from_pyfile":
             try:
                 yield loaded.item, ast.parse(loaded.item.text, filename=str(loaded.item.path)), loaded.method
@@ -585,7 +585,7 @@ def _keys_in_source(context: Context) -> Iterator[_KeyInSource]:
                 variable=_variable_read(value),
                 loaded=bool(method),
             )
-    for loaded in _loaded_files(context):
+    for loaded in context.once(_loaded_files):
         written = _written_key(loaded) if loaded.method == "from_file" and kept(loaded.item) else None
         if written is not None:
             line, string, development = written
@@ -848,7 +848,7 @@ def _manifest_kinds(item: ProjectFile) -> dict[int, str]:
     "so that a missing key fails instead of falling back",
 )
 def secret_key_in_source_in_effect(context: Context) -> Iterator[Found]:
-    for key in _keys_in_source(context):
+    for key in context.once(_keys_in_source):
         if not key.in_effect or key.development:
             continue  # a development config in effect is FP-S001's or FP-S002's to name
         hint = _LOADED_FILE_IN_EFFECT_HINT if key.loaded else None
