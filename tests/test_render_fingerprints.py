@@ -35,6 +35,10 @@ FINGERPRINTED = [
     "chunk-5WQZP2KQ.js",  # esbuild: [name]-[hash], 8 of A-Z and 0-9
     "assets/index-4e126c62.js",  # Vite 2-3 (Rollup 2): 8 hex digits after a dash
     "assets/FiraSans-Regular-0fe48ade.woff2",
+    # A quarter of Vite's hashes have no digit: under assets/, 8 with both cases that are not shaped like words.
+    "assets/index-BRbGcHxJ.js",  # two capitals in a row
+    "assets/vendor-DqLwZ_aQ.css",  # a capital before an underscore, one at the end
+    "assets/app-kPQwe-Rz.js",
 ]
 ORDINARY = [
     "app-settings.js",
@@ -59,6 +63,17 @@ ORDINARY = [
     "index-BRbG3cH1.js",
     "backup.20240101.tar.gz",  # 8 hex digits after a dot, but no letter: a date
     "assets/photo-20240101.jpg",
+    # Under assets/, 8 letters after a dash without a digit that are words a person wrote, not a hash.
+    "assets/Inter-SemiBold.woff2",  # CamelCase
+    "assets/logo-LinkedIn.svg",
+    "assets/icon-Arrow-Up.svg",  # words joined by a dash
+    "assets/icon-arrow_Up.svg",
+    "assets/icon-HTMLFile.svg",  # an acronym before a word
+    "assets/phone-iPhoneXS.png",  # an acronym after one
+    "assets/btn-CONTINUE.svg",  # one case only
+    "assets/icon-settings.svg",
+    "assets/logo-Dark.svg",
+    "assets/font-Regular.woff2",
 ]
 
 
