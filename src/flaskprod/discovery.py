@@ -321,8 +321,10 @@ def load(ref: AppRef, *, runs_ignored: bool = True) -> Flask:
             raise
         raise DiscoveryError(with_origin(str(exc), ref)) from exc.__cause__
     from .runtime.extension import settle_as_loaded  # the app's runtime, loaded with the app
+    from .runtime.mounted import probes_at_root
 
     settle_as_loaded(app)
+    probes_at_root(app)
     return app
 
 

@@ -290,10 +290,13 @@ def app_static(spec: Spec, info: AppInfo) -> tuple[StaticMount, ...]:
     own: list[StaticMount] = []
     folder = spec.proxy.static_dir or info.static_folder
     if folder is not None and (info.static_url_path != "" or url_given or spec.proxy.static_dir is not None):
-        url = info.static_url_path if info.static_url_path and not url_given else spec.proxy.static_url
+        own_url = info.mount_prefix + info.static_url_path if info.static_url_path else spec.proxy.static_url
+        url = spec.proxy.static_url if url_given else own_url
         own.append(StaticMount(endpoint=APP_STATIC, url=url.rstrip("/"), folder=folder))
+    # An app mounted under a prefix (runtime.mounted) has its static routes under it too.
+    routed = (dataclasses.replace(mount, url=info.mount_prefix + mount.url) for mount in info.blueprint_static)
     mounts: dict[str, StaticMount] = {}
-    for mount in (*own, *info.blueprint_static):
+    for mount in (*own, *routed):
         if mount.url in mounts or not re.fullmatch(URL_PATH, mount.url) or not Path(mount.folder).is_dir():
             continue
         mounts[mount.url] = dataclasses.replace(mount, folder=str(Path(mount.folder).resolve()))

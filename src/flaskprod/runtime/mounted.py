@@ -1,0 +1,90 @@
+"""An app that mounts itself under a URL prefix (Flask's APPLICATION_ROOT recipe:
+`app.wsgi_app = DispatcherMiddleware(NotFound(), {"/shop": app.wsgi_app})`).
+
+Its routes are then reached under the prefix, Production(app)'s probes and metrics too, while nginx, Kubernetes,
+Prometheus and `up` ask for them where the spec puts them (/readyz): they got the dispatcher's 404, and `up` waited
+for a readiness that never came. A server flaskprod starts answers the probe paths at the root as well, by passing
+them on under the prefix, so they run through every layer the app put around itself.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+# Where middleware keeps the app it wraps: Werkzeug's (ProxyFix, SharedDataMiddleware, DispatcherMiddleware's
+# default), Production's pipeline, and the common third-party shapes.
+_INNER = ("app", "wsgi_app", "application", "_app")
+_DEPTH = 16  # middleware deeper than this is no chain a user wrote
+
+
+def _inner(node: object) -> Iterator[tuple[str, object]]:
+    """Each (prefix, app) node passes requests on to: wrapped apps (a dispatcher's default) under none, first, then
+    a dispatcher's mounts under their prefixes."""
+    for name in _INNER:
+        try:
+            value = getattr(node, name, None)
+        except Exception:  # a proxy object (Werkzeug's LocalProxy) outside its context: no middleware
+            continue
+        if callable(value) and value is not node:
+            yield "", value
+    mounts = getattr(node, "mounts", None)
+    if isinstance(mounts, dict):
+        for prefix, mounted in mounts.items():
+            if isinstance(prefix, str):
+                yield prefix.rstrip("/"), mounted
+
+
+def _is_flask_core(node: object, app: Flask) -> bool:
+    """node is app's own Flask.wsgi_app, bound to it: where its routes are matched."""
+    return getattr(node, "__self__", None) is app and getattr(node, "__func__", None) is Flask.wsgi_app
+
+
+def mount_prefix(app: Flask) -> str:
+    """The URL prefix under which app.wsgi_app passes requests on to the app's own routes: "" at the root, and
+    when no path to them can be seen (middleware that keeps its app under another name)."""
+    seen: set[int] = set()
+    queue: deque[tuple[object, str, int]] = deque([(app.wsgi_app, "", 0)])
+    while queue:  # breadth first: a route at the root wins over the same app mounted deeper as well
+        node, prefix, depth = queue.popleft()
+        if _is_flask_core(node, app):
+            return prefix
+        if id(node) in seen or depth >= _DEPTH:
+            continue
+        seen.add(id(node))
+        queue.extend((inner, prefix + more, depth + 1) for more, inner in _inner(node))
+    return ""
+
+
+class ProbesUnderPrefix:
+    """Passes a request for one of paths on under prefix, where the mounted app answers it."""
+
+    def __init__(self, wsgi_app: WSGIApplication, prefix: str, paths: frozenset[str]) -> None:
+        self.wsgi_app = wsgi_app
+        self.prefix = prefix
+        self.paths = paths
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path in self.paths:
+            environ["PATH_INFO"] = self.prefix + path
+        return self.wsgi_app(environ, start_response)
+
+
+def probes_at_root(app: Flask) -> str:
+    """Answer Production(app)'s probe paths at the root of an app mounted under a prefix as well; the prefix
+    ("" when not mounted)."""
+    from .extension import EXTENSION_KEY
+
+    paths: frozenset[str] = getattr(app.extensions.get(EXTENSION_KEY), "probe_paths", frozenset())
+    prefix = mount_prefix(app)
+    if prefix and paths and not isinstance(app.wsgi_app, ProbesUnderPrefix):
+        wrapped: Any = ProbesUnderPrefix(app.wsgi_app, prefix, paths)
+        app.wsgi_app = wrapped  # type: ignore[method-assign]
+    return prefix

@@ -1,0 +1,96 @@
+"""An app that mounts itself under a URL prefix (Flask's APPLICATION_ROOT recipe with DispatcherMiddleware): its
+probes answer where the spec puts them, and nginx serves its static files under the prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from werkzeug.exceptions import NotFound
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from flaskprod.runtime.mounted import mount_prefix
+from tests.support import free_port
+from tests.upstack import start_up, stop, write_app
+
+MOUNTED = """
+from flask import Flask, url_for
+from werkzeug.exceptions import NotFound
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+from flaskprod import Production
+
+app = Flask(__name__)
+app.config["APPLICATION_ROOT"] = "/shop"
+Production(app)
+
+
+@app.get("/")
+def index():
+    return {"stylesheet": url_for("static", filename="css/plain.css")}
+
+
+app.wsgi_app = DispatcherMiddleware(NotFound(), {"/shop": app.wsgi_app})
+"""
+
+
+def _app() -> Flask:
+    return Flask("mounted")
+
+
+def test_an_app_at_the_root_has_no_prefix() -> None:
+    app = _app()
+    assert mount_prefix(app) == ""
+    app.wsgi_app = ProxyFix(app.wsgi_app)  # type: ignore[method-assign]
+    assert mount_prefix(app) == ""
+
+
+def test_the_prefix_is_read_through_dispatchers_and_middleware() -> None:
+    app = _app()
+    other = _app()
+    inner = DispatcherMiddleware(other, {"/shop/": ProxyFix(app.wsgi_app)})
+    app.wsgi_app = ProxyFix(DispatcherMiddleware(NotFound(), {"/eu": inner}))  # type: ignore[method-assign]
+    assert mount_prefix(app) == "/eu/shop"
+
+
+def test_an_app_reached_at_the_root_too_needs_no_prefix() -> None:
+    app = _app()
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/v1": app.wsgi_app})  # type: ignore[method-assign]
+    assert mount_prefix(app) == ""
+
+
+def test_middleware_that_hides_its_app_gives_no_prefix() -> None:
+    app = _app()
+    hidden = app.wsgi_app
+
+    def opaque(environ, start_response):  # type: ignore[no-untyped-def]
+        return hidden(environ, start_response)
+
+    app.wsgi_app = DispatcherMiddleware(NotFound(), {"/shop": opaque})  # type: ignore[method-assign]
+    assert mount_prefix(app) == ""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["uwsgi", "gunicorn"])
+def test_up_serves_an_app_mounted_under_a_prefix(tmp_path: Path, kind: str) -> None:
+    # Before, nginx asked /readyz, the dispatcher answered 404, and up waited proxy.ready_timeout, then gave up.
+    write_app(tmp_path, MOUNTED)
+    stack = start_up(tmp_path, kind, free_port(), "--workers", "1", "--set", "proxy.ready_timeout=20")
+    try:
+        stack.wait_ready()
+        assert stack.get("/readyz").json()["status"] == "ok"
+        assert stack.get("/healthz").status_code == 200
+        assert stack.get("/shop/readyz").status_code == 200
+        assert stack.get("/metrics").status_code == 200
+        page = stack.get("/shop/")
+        assert page.json() == {"stylesheet": "/shop/static/css/plain.css"}
+        assert "X-Request-ID" in page.headers  # the app answered
+        css = stack.get("/shop/static/css/plain.css")
+        assert css.status_code == 200
+        assert "X-Request-ID" not in css.headers, "the app served its static file: nginx should have, from disk"
+        assert stack.get("/static/css/plain.css").status_code == 404  # no such URL: the app is under /shop
+        assert stack.get("/").status_code == 404
+    finally:
+        stop(stack)
