@@ -1,13 +1,25 @@
-"""ProxyFix with exactly the configured number of trusted hops."""
+"""ProxyFix with exactly the configured number of trusted hops, and an app's own ProxyFix beside Production(app)."""
 
 from __future__ import annotations
 
+import getpass
+import http.client
+import json
 import secrets
+import shutil
+import ssl
+import subprocess
+from pathlib import Path
 
+import pytest
 from flask import Flask, request
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flaskprod import Production
 from flaskprod.spec import Spec
+from tests.conftest import StartServer
+from tests.support import free_port, running, wait_for
 
 
 def make_app(hops: int) -> Flask:
@@ -92,3 +104,165 @@ def test_trusted_proxies_change_the_environ_exactly_as_proxyfix() -> None:
                 assert ours == theirs, (hops, present, value)
                 compared += 1
     assert compared == 3 * 32 * len(values)
+
+
+def own_proxy_fix_app(*, wrap_after: bool = False, below_middleware: bool = False) -> Flask:
+    """An app with a ProxyFix of its own (x_for=1, x_proto=1) and Production(app) trusting no hops."""
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = secrets.token_hex(32)
+    app.add_url_rule("/whoami", "whoami", lambda: {"ip": request.remote_addr, "scheme": request.scheme})
+    if not wrap_after:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
+    if below_middleware:
+        app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {})  # type: ignore[method-assign]
+    Production(app, spec=Spec().replace(**{"logging.access_log": False}))
+    if wrap_after:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
+    return app
+
+
+# A client on the internet, as a proxy on this machine (127.0.0.1, in monitoring.metrics_allow) passes it on.
+THROUGH_LOCAL_PROXY = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+
+
+@pytest.mark.parametrize("below_middleware", [False, True], ids=["outermost", "below-other-middleware"])
+def test_the_apps_own_proxy_fix_decides_what_production_sees_with_no_hops(below_middleware: bool) -> None:
+    client = own_proxy_fix_app(below_middleware=below_middleware).test_client()
+    local = {"REMOTE_ADDR": "127.0.0.1"}
+    metrics = client.get("/metrics", headers=THROUGH_LOCAL_PROXY, environ_base=local)
+    assert metrics.status_code == 403
+    response = client.get("/whoami", headers=THROUGH_LOCAL_PROXY, environ_base=local)
+    assert response.json == {"ip": "203.0.113.9", "scheme": "https"}  # the app's own view, unchanged
+    assert response.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"  # once, not twice below other middleware
+    operator = client.get("/metrics", headers={"X-Forwarded-For": "127.0.0.1"}, environ_base=local)
+    assert operator.status_code == 200
+
+
+@pytest.mark.parametrize("wrap_after", [False, True], ids=["before-production", "after-production"])
+def test_a_client_naming_itself_local_to_the_apps_proxy_fix_reads_no_metrics(wrap_after: bool) -> None:
+    """Straight to the app, an X-Forwarded-For of its own: the app's ProxyFix takes it, the allow list does not."""
+    client = own_proxy_fix_app(wrap_after=wrap_after).test_client()
+    forged = {"X-Forwarded-For": "127.0.0.1"}
+    assert client.get("/metrics", headers=forged, environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 403
+
+
+OWN_PROXY_FIX_APP = """
+from flask import Flask, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from flaskprod import Production
+
+app = Flask(__name__)
+app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
+prod = Production(app)
+
+
+@prod.readiness_check("cache")
+def cache() -> bool:
+    raise RuntimeError("cache at 10.1.2.3:6379 refused the connection")
+
+
+@app.get("/whoami")
+def whoami() -> dict[str, object]:
+    return {"ip": request.remote_addr, "scheme": request.scheme}
+"""
+
+
+def tls_nginx(directory: Path, *, port: int, upstream: int) -> tuple[list[str], Path]:
+    """nginx terminating TLS on 127.0.0.1:port in front of 127.0.0.1:upstream, setting X-Forwarded-For and
+    X-Forwarded-Proto as a proxy does; its command and its certificate."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    temp_paths = "".join(f"{kind}_temp_path {directory}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi",
+                                                                              "uwsgi", "scgi"))  # fmt: skip
+    # As root, nginx's workers would run as nobody, who cannot read pytest's private temp dirs.
+    (directory / "nginx.conf").write_text(f"""user {getpass.getuser()};
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    {temp_paths}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}
+}}
+""")
+    nginx = shutil.which("nginx") or "nginx"
+    return [nginx, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-g", "daemon off;"], cert
+
+
+def fetch(
+    port: int, path: str, *, source: str, cert: Path | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """GET 127.0.0.1:port/path (HTTPS with cert) from the address source: another loopback address (127.0.0.2) is a
+    client outside monitoring.metrics_allow, as the internet is, while the traffic stays on this machine."""
+    connection = (
+        http.client.HTTPSConnection(
+            "127.0.0.1", port, context=ssl.create_default_context(cafile=str(cert)), source_address=(source, 0),
+            timeout=10,
+        )
+        if cert is not None
+        else http.client.HTTPConnection("127.0.0.1", port, source_address=(source, 0), timeout=10)
+    )
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.integration
+def test_behind_nginx_the_apps_own_proxy_fix_keeps_metrics_and_readiness_details_from_the_internet(
+    serve_app: StartServer, tmp_path: Path
+) -> None:
+    """flaskprod serve (Gunicorn, proxy.trusted_hops = 0) behind an nginx of the user's, with TLS, and the app's own
+    ProxyFix: a client outside monitoring.metrics_allow reads neither the metrics nor why a readiness check fails,
+    the operator on this machine reads both, and responses over HTTPS carry HSTS."""
+    server = serve_app(OWN_PROXY_FIX_APP)
+    nginx_dir = tmp_path / "nginx"
+    nginx_dir.mkdir()
+    port = free_port()
+    command, cert = tls_nginx(nginx_dir, port=port, upstream=server.port)
+    with (nginx_dir / "out.log").open("w") as log, running(command, cwd=nginx_dir, stdout=log, stderr=log) as proxy:
+
+        def answers() -> bool:
+            assert proxy.poll() is None, (nginx_dir / "out.log").read_text() + (nginx_dir / "error.log").read_text()
+            return fetch(port, "/healthz", source="127.0.0.1", cert=cert)[0] == 200
+
+        wait_for(answers, timeout=20, what="nginx in front of the app")
+        status, headers, body = fetch(port, "/whoami", source="127.0.0.2", cert=cert)
+        assert (status, json.loads(body)) == (200, {"ip": "127.0.0.2", "scheme": "https"})
+        assert headers["strict-transport-security"] == "max-age=31536000; includeSubDomains"
+
+        status, _, body = fetch(port, "/metrics", source="127.0.0.2", cert=cert)
+        assert (status, json.loads(body)) == (403, {"status": "forbidden: not in monitoring.metrics_allow"})
+        status, _, body = fetch(port, "/readyz", source="127.0.0.2", cert=cert)
+        assert status == 503
+        assert json.loads(body)["checks"]["cache"].keys() == {"status", "time_ms"}
+
+        status, _, body = fetch(port, "/metrics", source="127.0.0.1", cert=cert)
+        assert status == 200 and b'http_requests_total{endpoint="/whoami"' in body
+        status, _, body = fetch(port, "/readyz", source="127.0.0.1", cert=cert)
+        error = "RuntimeError: cache at 10.1.2.3:6379 refused the connection"
+        assert (status, json.loads(body)["checks"]["cache"]["error"]) == (503, error)
+    # Straight to the app, naming itself local in a header of its own: the app's ProxyFix believes it, the allow
+    # list does not.
+    status, _, _ = fetch(server.port, "/metrics", source="127.0.0.2", headers={"X-Forwarded-For": "127.0.0.1"})
+    assert status == 403

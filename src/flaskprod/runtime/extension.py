@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -21,7 +22,7 @@ from .interrupted_queries import let_psycopg_cancel_at_the_deadline
 from .logs import access_log_enabled, access_logger, configure_logging, revive_loggers
 from .metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED, HttpMetrics
 from .pipeline import ROUTE_KEY, Probe, RequestPipeline, json_probe_response
-from .proxy import trust_proxies
+from .proxy import inside_apps_proxy_fix, trust_proxies
 from .secrets import refuse_unsafe
 
 if TYPE_CHECKING:
@@ -108,8 +109,8 @@ class Production:
         mon = spec.monitoring
         probes = self._probes(app, spec, metrics)
         self.probe_paths = frozenset(probes)
-        pipeline = RequestPipeline(
-            app.wsgi_app,
+        production_layer = functools.partial(
+            RequestPipeline,
             request_id_header=spec.logging.request_id_header,
             # Only a proxy we trust may name the request; a client could otherwise forge log correlation.
             trust_request_id=spec.proxy.trusted_hops > 0,
@@ -126,14 +127,21 @@ class Production:
             gate=_refusal_at_first_request(app) if spec.security.refuse_unsafe else None,
             error_logger=app.logger,
             body_limit=_max_content_length(app),
+            config=app.config,  # its TESTING, read per request: a test fixture sets it after Production(app)
         )
-        app.wsgi_app = trust_proxies(pipeline, spec.proxy.trusted_hops)  # type: ignore[method-assign,assignment]
+        if spec.proxy.trusted_hops > 0:
+            wrapped = trust_proxies(production_layer(app.wsgi_app), spec.proxy.trusted_hops)
+        else:
+            # None trusted here: an app's own ProxyFix (FP-C008's way out) is the one that reads the proxy's headers,
+            # and the layer (the metrics allow list, readiness details, HSTS) must see the client and scheme it finds.
+            wrapped = inside_apps_proxy_fix(app.wsgi_app, production_layer)
+        app.wsgi_app = wrapped  # type: ignore[method-assign,assignment]
 
     def _probes(self, app: Flask, spec: Spec, metrics: HttpMetrics | None) -> dict[str, Probe]:
         probes: dict[str, Probe] = {}
         mon = spec.monitoring
         # A failing check's error names hosts, ports and files: the operators read it, the public its status.
-        operators = Allowlist(mon.metrics_allow)
+        operators = Allowlist(mon.metrics_allow, peer_too=spec.proxy.trusted_hops == 0)
         if mon.health:
             app_ref = weakref.ref(app)
             failures = FailureLog()

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from werkzeug.http import parse_list_header
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -90,3 +91,36 @@ def trust_proxies(wsgi_app: WSGIApplication, hops: int) -> WSGIApplication:
     if hops <= 0:
         return wsgi_app
     return TrustedProxies(wsgi_app, hops)
+
+
+def apps_proxy_fix(wsgi_app: object) -> ProxyFix | None:
+    """The werkzeug ProxyFix an app wrapped itself in: wsgi_app, or one it wraps (through .app or .wsgi_app)."""
+    node: object = wsgi_app
+    for _ in range(32):  # bounded against a cycle
+        if isinstance(node, ProxyFix):
+            return node
+        node = getattr(node, "app", None) or getattr(node, "wsgi_app", None)
+        if node is None:
+            break
+    return None
+
+
+def inside_apps_proxy_fix(
+    wsgi_app: WSGIApplication, layer: Callable[[WSGIApplication], WSGIApplication]
+) -> WSGIApplication:
+    """layer(wsgi_app), placed where it sees each request as the app's own ProxyFix rewrites it, when there is one.
+
+    Outside the app's ProxyFix, a layer judged by what the proxy in front wrote: its address (a local nginx's, let
+    in by the metrics allow list, whoever the client was) and its scheme (http, so no HSTS behind TLS). Right
+    inside the ProxyFix when the app's outermost layer is one; below other middleware, under a ProxyFix trusting
+    the same hops, whose reading the app's repeats with the same result (each reads the headers, not the environ
+    the other rewrote), so the middleware between still sees what it saw.
+    """
+    fix = apps_proxy_fix(wsgi_app)
+    if fix is None:
+        return layer(wsgi_app)
+    if fix is wsgi_app:
+        fix.app = layer(fix.app)
+        return fix
+    hops = {name: getattr(fix, name) for name in ("x_for", "x_proto", "x_host", "x_port", "x_prefix")}
+    return ProxyFix(layer(wsgi_app), **hops)
