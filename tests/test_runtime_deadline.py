@@ -4,25 +4,32 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, jsonify
 from flask.testing import FlaskClient
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
 from werkzeug.test import TestResponse
 
 from flaskprod import Production
-from flaskprod.runtime.deadline import CLOCK_SET_WRONG, RequestTimeout, Watchdog, counted_wait
+from flaskprod.runtime.deadline import CLOCK_SET_WRONG, RequestTimeout, Watchdog, call_with_deadline, counted_wait
 from flaskprod.spec import Spec
 
 SPIN = "/api/spin/<float:seconds>"  # the spin view's route, as the metrics name it
 
 
-def make_app(**settings: object) -> Flask:
+def make_app(*, setup: Callable[[Flask], None] | None = None, **settings: object) -> Flask:
+    """setup: what the app's factory does to it before Production(app)."""
     app = Flask(__name__)
     app.config.update(SECRET_KEY=secrets.token_hex(32), RAN=[])
+    if setup is not None:
+        setup(app)
 
     @app.before_request
     def before() -> None:
@@ -118,6 +125,65 @@ def test_switched_off_or_under_testing_no_deadline() -> None:
     testing.add_url_rule("/s", view_func=lambda: (time.sleep(1.3), "ok")[1])
     Production(testing, spec=Spec().replace(**{"server.timeout": 1}))
     assert testing.test_client().get("/s").status_code == 200
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["timer", "watchdog"])
+def test_testing_set_after_production_runs_without_the_deadline(threaded: bool) -> None:
+    """A test suite's fixture sets TESTING once the app's factory has run Production(app): its requests get no
+    SIGALRM timer (pytest-timeout's) and are not stopped, as those of an app testing from the start."""
+    app = make_app()
+    app.config["TESTING"] = True
+    timers: list[tuple[float, float]] = []
+    app.add_url_rule("/timer", view_func=lambda: (timers.append(signal.getitimer(signal.ITIMER_REAL)), "ok")[1])
+    client = app.test_client()
+    assert client.get("/timer").status_code == 200
+    assert timers == [(0.0, 0.0)]
+    response, _ = timed_get(client, "/api/spin/1.3", threaded=threaded)
+    assert response.status_code == 200
+    app.config["TESTING"] = False  # read per request: the deadline is back
+    response, _ = timed_get(client, "/api/spin/1.3", threaded=threaded)
+    assert response.status_code == 504
+
+
+def own_http_errors(app: Flask) -> None:
+    """An app's own handler for every HTTP error, as flask-smorest's Api(app) registers."""
+
+    def handle(exc: HTTPException) -> ResponseReturnValue:
+        return jsonify(code=exc.code, status=exc.name), exc.code or 500
+
+    app.register_error_handler(HTTPException, handle)
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["timer", "watchdog"])
+@pytest.mark.parametrize("registered", ["after", "before"])
+def test_the_deadline_is_logged_when_the_app_answers_http_errors_itself(
+    threaded: bool, registered: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """flask-smorest's handler for HTTPException answers the 504 in place of flaskprod's page: the client gets the
+    app's JSON, and the log still says which request the deadline stopped, where, and why."""
+    if registered == "after":
+        app = make_app()
+        own_http_errors(app)
+    else:
+        app = make_app(setup=own_http_errors)
+    response, _ = timed_get(app.test_client(), "/api/spin/10.0", threaded=threaded)
+    assert response.status_code == 504
+    assert response.json == {"code": 504, "status": "Gateway Timeout"}  # the app's own answer
+    [line] = deadline_lines(capsys.readouterr().out)
+    assert line["log.level"] == "error"
+    assert line["http"]["request"]["id"] == response.headers["X-Request-ID"]
+    assert line["http"]["response"]["status_code"] == 504
+    assert line["message"].endswith(": GET /api/spin/10.0")
+    assert line["error"]["type"] == "RequestTimeout"
+    assert "in spin" in line["error"]["stack_trace"]  # where the request was stuck
+
+
+def test_a_deadline_caught_outside_a_request_is_not_logged_by_the_next(capsys: pytest.CaptureFixture[str]) -> None:
+    """call_with_deadline raising to its own caller (a job, a test) leaves nothing for a later request to log."""
+    with pytest.raises(RequestTimeout):
+        call_with_deadline(0.2, 0.0, time.sleep, 2)
+    assert make_app().test_client().get("/api/sleep/0.01").status_code == 200
+    assert not deadline_lines(capsys.readouterr().out)
 
 
 def timed_get(client: FlaskClient, path: str, *, threaded: bool, **kwargs: Any) -> tuple[TestResponse, float]:

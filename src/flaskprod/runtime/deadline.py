@@ -29,11 +29,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from types import FrameType
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from flask import g, has_app_context
 from werkzeug.exceptions import GatewayTimeout
+
+if TYPE_CHECKING:
+    from werkzeug.wrappers.response import Response
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -48,6 +52,29 @@ class RequestTimeout(GatewayTimeout):
     """Raised inside a view whose request ran past its deadline; answered as 504."""
 
     description = "The request took too long and was stopped."
+
+    def __init__(self, description: str | None = None, response: Response | None = None) -> None:
+        super().__init__(description, response)
+        # Made in the request's own thread or greenlet, where it is raised: by the alarm's handler, by the
+        # interpreter from the watchdog's asynchronous exception, by waited_too_long, by the error page for a wait
+        # the deadline ended (passed_in_a_wait); under gevent, before the call (_call_in_greenlet).
+        _stopped.set(self)
+
+
+# The RequestTimeout of the request running in this context, until the pipeline takes it (take_stopped).
+_stopped: ContextVar[RequestTimeout | None] = ContextVar("flaskprod_deadline_stopped", default=None)
+
+
+def take_stopped() -> RequestTimeout | None:
+    """The RequestTimeout that stopped the current request, once; None if its deadline did not stop it.
+
+    The pipeline logs it once the app has answered: flaskprod's error page, which did, is replaced by an app's
+    own handler for HTTPException (flask-smorest registers one), and the client got its 504 with no line saying why.
+    """
+    stopped = _stopped.get()
+    if stopped is not None:
+        _stopped.set(None)
+    return stopped
 
 
 def counted_wait(timeout: float, waited: float | None) -> float:
@@ -189,8 +216,17 @@ def on_greenlets() -> bool:
 def _call_in_greenlet(seconds: float, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     from gevent import Timeout
 
-    with Timeout(seconds, RequestTimeout):
-        return call(*args, **kwargs)
+    # Made here, not by gevent's hub, which makes it in its own greenlet: out of the request's reach (take_stopped).
+    stop = RequestTimeout()
+    try:
+        with Timeout(seconds, stop):
+            return call(*args, **kwargs)
+    except RequestTimeout:
+        _stopped.set(None)  # raised out of the call: its caller has it, no request's handler answered it
+        raise
+    finally:
+        if stop.__traceback__ is None:  # never raised: the call ended within its deadline
+            _stopped.set(None)
 
 
 def call_with_deadline(
@@ -202,10 +238,12 @@ def call_with_deadline(
     arm(timeout, waited)
     try:
         return call(*args, **kwargs)
+    except RequestTimeout:
+        _stopped.set(None)  # raised out of the call: its caller has it, no request's handler answered it
+        raise
     finally:
-        # Not contextlib.suppress: its __enter__ is Python code, where a pending exception would land unguarded.
-        try:  # noqa: SIM105
+        try:
             disarm()
         except RequestTimeout:
             # The deadline passed just as the call returned (raised on entering disarm): the result stands.
-            pass
+            _stopped.set(None)

@@ -36,10 +36,9 @@ def error_response(exc: HTTPException) -> ResponseReturnValue:
     if exc.code is None:  # not an error (e.g. a bare HTTPException wrapping a response)
         return exc
     if exc.code == 500 and g.get(PASSED_IN_A_WAIT):  # what the wait raised as the deadline stopped it
-        exc = RequestTimeout()
-    if isinstance(exc, RequestTimeout):
-        # The traceback shows where the request was stuck: the one clue to why it was slow.
-        current_app.logger.error("request stopped after its deadline (server.timeout)", exc_info=exc)
+        # Logged by the pipeline as any request its deadline stopped, with the wait's traceback: where it was stuck.
+        stuck_in = getattr(exc, "original_exception", None)
+        exc = RequestTimeout().with_traceback(stuck_in.__traceback__ if stuck_in is not None else None)
     catch_all = _apps_catch_all()
     if catch_all is not None:
         answer: ResponseReturnValue = current_app.ensure_sync(catch_all)(exc)

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import conversations, deadline
@@ -105,6 +105,7 @@ class RequestPipeline:
         gate: Callable[[], str | None] | None = None,
         error_logger: logging.Logger | None = None,
         body_limit: Callable[[], int | None] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         self.wsgi_app = wsgi_app
         self._rid_environ = "HTTP_" + request_id_header.upper().replace("-", "_")
@@ -126,6 +127,10 @@ class RequestPipeline:
         self._gate = gate
         self._errors = error_logger
         self._body_limit = body_limit  # the app's MAX_CONTENT_LENGTH, read per chunked request
+        # The app's config, whose TESTING is read per request: a test suite's fixture sets it after the app's
+        # factory ran Production(app), and its requests then run without the deadline's SIGALRM or watchdog thread
+        # (pytest-timeout and friends own SIGALRM), as those of an app testing from the start do.
+        self._config: Mapping[str, Any] = config if config is not None else {}
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self._gate is not None:
@@ -187,7 +192,7 @@ class RequestPipeline:
                 status, headers, data = probe(environ)
                 start(status, headers)
                 return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
-            if self._timeout is not None:
+            if self._timeout is not None and not self._config.get("TESTING"):
                 waited = deadline.counted_wait(self._timeout, since_start)
                 if waited < self._timeout and not conversation:
                     body = deadline.call_with_deadline(self._timeout, waited, self.wsgi_app, environ, start)
@@ -198,6 +203,9 @@ class RequestPipeline:
                     # Production's first before_request hook raises it before any of the app's code.
                     environ[deadline.EXPIRED_KEY] = True
                     body = self.wsgi_app(environ, start)
+                stopped = deadline.take_stopped()
+                if stopped is not None:
+                    self.deadline_stopped(stopped, environ, status_code, rid)
             else:
                 body = self.wsgi_app(environ, start)
             if streamed:
@@ -238,6 +246,18 @@ class RequestPipeline:
             self._count(environ, endpoint, status, None if conversation else elapsed, queued)
         if self._access is not None and path not in self._quiet:
             log_access(self._access, environ, status, elapsed, rid)
+
+    def deadline_stopped(
+        self, stopped: deadline.RequestTimeout, environ: WSGIEnvironment, status: int, rid: str
+    ) -> None:
+        """Log a request its deadline stopped, whichever error handler answered it (an app's own for HTTPException
+        replaces flaskprod's page). The traceback shows where it was stuck: the one clue to why it was slow."""
+        if self._errors is not None:
+            method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+            self._errors.error(
+                "request stopped after its deadline (server.timeout): %s %s", method, path, exc_info=stopped,
+                extra={REQUEST_ID_FIELD: rid, "http.response.status_code": status},
+            )
 
     def stream_failed(self, environ: WSGIEnvironment, rid: str) -> None:
         """Log the exception a streamed body raised as the server read it: Flask's error handling ended when the
