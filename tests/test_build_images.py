@@ -2,7 +2,8 @@
 says of its worker count; the Dockerfiles judged by hadolint.
 
 The README tells users to name flaskprod as `flaskprod @ git+https://...`: pip checks such a URL out with git,
-which python:*-slim-bookworm does not have ("Cannot find command 'git'" in the build stage).
+which python:*-slim-bookworm does not have ("Cannot find command 'git'" in the build stage). A git+ssh:// URL also
+needs a key: the builder's ssh-agent, which BuildKit lends a RUN with --mount=type=ssh (docker build --ssh default).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from flaskprod.errors import BuildError
+from flaskprod.render.compose import compose_data
 from flaskprod.render.deployment import Deployment
 from flaskprod.render.image import dockerfile, render_single
 from flaskprod.render.systemd import render_systemd
 from tests.buildkit import build_tree, make_deployment, make_spec, run_tool, tool
 from tests.support import copy_taskboard
+from tests.test_serve import clean_env, flaskprod
 
 GIT_FLASKPROD = "flaskprod @ git+https://github.com/example/flaskprod@main"
 
@@ -77,7 +80,7 @@ def test_requirements_from_an_index_install_no_vcs_tool(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("requirements", "packages", "schemes"),
     [
-        ("-e git+ssh://git@example.com/you/flaskprod.git#egg=flaskprod\n", ["git"], "git+"),
+        ("-e git+ssh://git@example.com/you/flaskprod.git#egg=flaskprod\n", ["git", "openssh-client"], "git+"),
         ("git+https://example.com/you/flaskprod.git@v1#egg=flaskprod --config-settings x=y\n", ["git"], "git+"),
         ("flaskprod @ hg+https://hg.example.com/flaskprod\n", ["mercurial"], "hg+"),
         ("flaskprod\nsvn+https://svn.example.com/lib/trunk#egg=lib\n", ["subversion"], "svn+"),
@@ -198,3 +201,120 @@ def test_the_header_names_server_workers_when_the_spec_sets_it(tmp_path: Path) -
     assert "with 5 workers, a count fixed here (FLASKPROD_SERVER__WORKERS below) from the spec's server.workers" in said
     assert "For another count, set server.workers and build again" in said
     hadolint(tmp_path, text)
+
+
+# --- requirements checked out over SSH: the builder's ssh-agent, lent to pip's RUN alone ---------------------------
+
+SSH_LIB = "mylib @ git+ssh://git@github.com/org/mylib.git@v1"
+PIP_WITH_AGENT = "RUN --mount=type=ssh pip install --no-cache-dir -r /tmp/requirements/requirements.txt"
+
+
+@pytest.mark.parametrize(
+    ("server", "before"), [("gunicorn", []), ("uwsgi", ["gcc", "libc6-dev", "tini"])], ids=["gunicorn", "uwsgi"]
+)
+def test_a_git_ssh_requirement_builds_with_the_builders_ssh_agent(
+    tmp_path: Path, server: str, before: list[str]
+) -> None:
+    d = with_requirements(tmp_path, f"flask\nflaskprod\n{SSH_LIB}\n", server=server)
+    text = dockerfile(d)
+    assert text.startswith("# syntax=docker/dockerfile:1\n")  # RUN --mount needs BuildKit's Dockerfile syntax
+    assert "#   docker build --ssh default -f deploy/Dockerfile -t shop:1.2.3 .\n" in header_lines(text)
+    assert "--ssh default lends the build your ssh-agent for the git+ssh:// URLs requirements.txt" in header(text)
+    build, runtime = stages(text)
+    assert apt_installed(build) == [*before, "git", "openssh-client"]
+    # The host's key trusted before pip's git connects, in a layer of this stage alone.
+    assert "RUN install -d -m 0700 /root/.ssh \\\n    && ssh-keyscan github.com >> /root/.ssh/known_hosts\n" in build
+    assert build.index("apt-get install") < build.index("ssh-keyscan") < build.index(PIP_WITH_AGENT)
+    assert build.count("--mount=type=ssh") == 1
+    assert "ssh" not in runtime and "--mount" not in runtime
+    hadolint(tmp_path, text)
+
+
+def test_each_ssh_host_is_scanned_on_its_port(tmp_path: Path) -> None:
+    """An SSH URL with a port has its key under [host]:port in known_hosts, which ssh-keyscan -p writes."""
+    requirements = f"flaskprod\n{SSH_LIB}\n-e git+ssh://git@git.example.com:2222/o/other.git#egg=other\n"
+    text = dockerfile(with_requirements(tmp_path, requirements))
+    build, _ = stages(text)
+    assert (
+        "    && ssh-keyscan -p 2222 git.example.com >> /root/.ssh/known_hosts \\\n"
+        "    && ssh-keyscan github.com >> /root/.ssh/known_hosts\n"
+    ) in build
+    assert "(git.example.com, github.com)" in header(text)
+    hadolint(tmp_path, text)
+
+
+def test_requirements_by_https_lend_no_ssh_agent(tmp_path: Path) -> None:
+    text = dockerfile(with_requirements(tmp_path, f"flask\n{GIT_FLASKPROD}\n"))
+    assert "--ssh" not in text and "--mount" not in text and "ssh-keyscan" not in text
+    assert "#   docker build -f deploy/Dockerfile -t shop:1.2.3 .\n" in text
+
+
+@pytest.mark.parametrize(
+    ("pyproject", "host"),
+    [
+        (f'[project]\nname = "shop"\nversion = "1"\ndependencies = ["flaskprod", "{SSH_LIB}"]\n', "github.com"),
+        (
+            '[tool.poetry]\nname = "shop"\n[tool.poetry.dependencies]\npython = "^3.11"\nflaskprod = "*"\n'
+            'mylib = { git = "git@gitlab.example.com:org/mylib.git", tag = "v1" }\n',
+            "gitlab.example.com",
+        ),
+    ],
+    ids=["project-dependencies", "poetry-scp-form"],
+)
+def test_pyproject_dependencies_over_ssh_lend_the_agent_to_both_installs(
+    tmp_path: Path, pyproject: str, host: str
+) -> None:
+    """Without a requirements file the image installs the dependencies, then the project: either checks out."""
+    d = make_deployment(tmp_path)
+    (tmp_path / "pyproject.toml").write_text(pyproject)
+    d = dataclasses.replace(d, project=dataclasses.replace(d.project, requirements=None))
+    text = dockerfile(d)
+    build, _ = stages(text)
+    assert apt_installed(build) == ["git", "openssh-client"]
+    assert f"ssh-keyscan {host} >> /root/.ssh/known_hosts" in build
+    assert "RUN --mount=type=ssh python -c " in build
+    assert "RUN --mount=type=ssh pip install --no-cache-dir /app\n" in build
+    assert "docker build --ssh default -f" in text
+    hadolint(tmp_path, text)
+
+
+def test_compose_lends_the_app_build_the_ssh_agent_for_a_git_ssh_requirement(tmp_path: Path) -> None:
+    """The Compose spec's build.ssh (list_or_dict: `default` is the builder's agent), as `docker compose` v2 reads it;
+    docker-compose 1.x, the validator here, predates it and never built with BuildKit's SSH mounts."""
+    services = compose_data(with_requirements(tmp_path, f"flaskprod\n{SSH_LIB}\n"))["services"]
+    assert services["app"]["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile", "ssh": ["default"]}
+    assert "ssh" not in services["nginx"]["build"]  # the nginx image installs no requirements
+    assert "ssh" not in services["nginx"]["build"]  # the nginx image installs no requirements
+
+
+def test_compose_lends_no_ssh_agent_without_one(tmp_path: Path) -> None:
+    services = compose_data(with_requirements(tmp_path, f"flask\n{GIT_FLASKPROD}\n"))["services"]
+    assert "ssh" not in services["app"]["build"]
+
+
+def test_taskboard_with_a_git_ssh_requirement_as_build_writes_it(tmp_path: Path) -> None:
+    """`flaskprod build` itself: the single target's next step builds with the agent, Compose lends it, and the
+    VM's steps still install git (pip there checks out with the user's own ssh)."""
+    project = copy_taskboard(tmp_path / "taskboard")
+    requirements = project / "requirements.txt"
+    requirements.write_text(requirements.read_text() + f"{SSH_LIB}\n")
+    done = flaskprod("build", "--target", "single", env=clean_env(), cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert "next: docker build --ssh default -f deploy/single/Dockerfile -t taskboard" in done.stdout
+    for target in ("single", "compose", "swarm", "k8s"):
+        tree = build_tree(project, target, {}, ())
+        assert PIP_WITH_AGENT in tree.files["Dockerfile"], target
+        run_tool([tool("hadolint"), "--failure-threshold", "style", str(tree.path / "Dockerfile")])
+    assert build_tree(project, "compose", {}, ()).yaml("compose.yaml")["services"]["app"]["build"]["ssh"] == [
+        "default"
+    ]
+    readme = build_tree(project, "systemd", {}, ()).files["README.md"]
+    assert re.search(r"(?m)^apt-get install -y python3-venv nginx-light rsync .*\bgit$", readme)
+    assert "--mount" not in readme
+
+
+def header_lines(text: str) -> str:
+    """The comment block the Dockerfile opens with, as written."""
+    comments = re.match(r"(?:#.*\n)+", text)
+    assert comments is not None
+    return comments.group(0)

@@ -11,6 +11,7 @@ from .discovery import APP_VARIABLE
 from .errors import BuildError
 from .render.compose import most_tasks
 from .render.deployment import Deployment, plan_deployment
+from .render.image import docker_build_flags
 from .render.kubernetes import most_pods
 from .render.targets import Target, find_target, parse_extras, server_for
 from .render.writer import RECORD, Change, write_files
@@ -27,7 +28,13 @@ class Built:
     def next_step(self) -> str:
         d = self.deployment
         return self.target.next_step.format(
-            out=d.out, image=d.image, name=d.name, instance=d.instance_dir, port=d.app_port, release=release_step(d)
+            out=d.out,
+            image=d.image,
+            name=d.name,
+            instance=d.instance_dir,
+            port=d.app_port,
+            release=release_step(d),
+            build_flags=docker_build_flags(d),
         )
 
 

@@ -18,7 +18,7 @@ from ..discovery import APP_VARIABLE
 from ..spec import Spec
 from . import logs, postgres, tls
 from .deployment import NGINX_PORT, NGINX_UID, Deployment
-from .image import image_files
+from .image import image_files, ssh_hosts
 from .monitoring import (
     ALERTMANAGER_CONFIG_DIR,
     ALERTMANAGER_PORT,
@@ -112,6 +112,15 @@ def _context(d: Deployment) -> str:
     return os.path.relpath(".", d.out).replace(os.sep, "/")
 
 
+def _app_build(d: Deployment) -> dict[str, Any]:
+    """The app image's build: with the builder's SSH agent (`ssh: [default]`, as `docker build --ssh default`)
+    when pip checks a git+ssh:// requirement out, which the Dockerfile's pip RUN mounts."""
+    build: dict[str, Any] = {"context": _context(d), "dockerfile": f"{d.out}/Dockerfile"}
+    if ssh_hosts(d):
+        build["ssh"] = ["default"]
+    return build
+
+
 def secret_path(name: str) -> str:
     """Where Compose and Swarm mount a secret inside a container: the same file for every service given it."""
     return f"/run/secrets/{name}"
@@ -125,7 +134,7 @@ def upstream(d: Deployment) -> str:
 def compose_data(d: Deployment) -> dict[str, Any]:
     grace = _seconds(d.derived.timeouts.shutdown_grace)
     app: dict[str, Any] = {
-        "build": {"context": _context(d), "dockerfile": f"{d.out}/Dockerfile"},
+        "build": _app_build(d),
         "image": d.image,
         "restart": "unless-stopped",
         "environment": {"FLASK_SECRET_KEY": f"${{FLASK_SECRET_KEY:?{SECRET_KEY_HELP}}}"},

@@ -5,18 +5,23 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import shlex
 from importlib import metadata
 
 from ..errors import BuildError
 from .deployment import APP_UID, IMAGE_VENV, NGINX_CONF_DIR, NGINX_IMAGE, NGINX_PORT, NGINX_UID, Deployment
 from .nginx import TlsFiles, _environment
-from .requirements import canonical, names_installed, vcs_installed
+from .requirements import SSH_PORT, SshHost, canonical, names_installed, ssh_hosts_installed, vcs_installed
 
 # Pinned in the image so a rebuild installs what was tested; this checkout's own when installed.
 UWSGI_FALLBACK_VERSION = "2.0.31"
 # The Debian package with each VCS tool pip runs for a git+, hg+ or svn+ URL. Debian 12 has no `bzr` command, only
 # Breezy's `brz` (its bzr package is an empty transitional one), so a bzr+ URL is refused.
 VCS_PACKAGES = {"git": "git", "hg": "mercurial", "svn": "subversion"}
+# What git runs for a git+ssh:// URL (`ssh`), with ssh-keyscan, which reads the hosts' keys into known_hosts.
+SSH_PACKAGES = ("openssh-client",)
+# Lends `docker build` the builder's SSH agent under BuildKit's default id, which RUN --mount=type=ssh mounts.
+SSH_BUILD_FLAG = "--ssh default"
 # What uWSGI's build needs, and tini, the uWSGI image's PID 1.
 UWSGI_BUILD_PACKAGES = ("gcc", "libc6-dev", "tini")
 # Never sent to the build: caches, local state, secrets, and the deployment files themselves.
@@ -161,6 +166,23 @@ def vcs_packages(tools: list[str]) -> list[str]:
     return [VCS_PACKAGES[tool] for tool in tools]
 
 
+def ssh_hosts(d: Deployment) -> list[SshHost]:
+    """The hosts pip checks the requirements out from over SSH (github.com for `x @ git+ssh://git@github.com/...`):
+    the image's build reaches them with the builder's SSH agent, never a key of its own."""
+    return sorted(ssh_hosts_installed(d.project.root, d.project.requirements))
+
+
+def docker_build_flags(d: Deployment) -> str:
+    """What `docker build` needs beyond -f and -t, with a space before it: the SSH agent for git+ssh:// URLs."""
+    return f" {SSH_BUILD_FLAG}" if ssh_hosts(d) else ""
+
+
+def keyscan_args(host: SshHost) -> str:
+    """ssh-keyscan's arguments for a host: its port only when not 22, as known_hosts then names it [host]:port."""
+    name, port = host
+    return shlex.join([*(["-p", str(port)] if port != SSH_PORT else []), name])
+
+
 def toml_module(python: str) -> str:
     """The TOML reader the image's Python has: tomllib from 3.11, else the tomli that pip vendors."""
     major, minor = (int(part) for part in python.split(".")[:2])
@@ -171,6 +193,7 @@ def dockerfile(d: Deployment, *, bind: str | None = None, behind_nginx: bool = T
     """The app image; bind overrides where the server listens (a unix socket in a pod). Without nginx
     in front the app trusts no X-Forwarded-* header: a client could forge them."""
     vcs = vcs_tools(d)
+    over_ssh = ssh_hosts(d)
     return _environment().get_template("docker/Dockerfile.j2").render(
         name=d.name,
         out=d.out,
@@ -178,8 +201,17 @@ def dockerfile(d: Deployment, *, bind: str | None = None, behind_nginx: bool = T
         python=d.spec.deploy.python,
         server=d.server,
         uwsgi=uwsgi_requirement(d),
-        build_packages=[*(UWSGI_BUILD_PACKAGES if d.server == "uwsgi" else ()), *vcs_packages(vcs)],
+        build_packages=[
+            *(UWSGI_BUILD_PACKAGES if d.server == "uwsgi" else ()),
+            *vcs_packages(vcs),
+            *(SSH_PACKAGES if over_ssh else ()),
+        ],
         vcs=vcs,
+        build_flags=docker_build_flags(d),
+        ssh_hosts=[host for host, _ in over_ssh],
+        keyscans=[keyscan_args(host) for host in over_ssh],
+        # pip's RUN alone gets the agent: the socket is mounted for it, in no layer.
+        ssh_mount="--mount=type=ssh " if over_ssh else "",
         workers=d.derived.workers,
         workers_set=d.spec.server.workers != "auto",
         cpus=f"{d.spec.deploy.cpus:g}",

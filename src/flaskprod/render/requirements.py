@@ -30,6 +30,12 @@ _LINE_OPTIONS = re.compile(r"\s--?[a-z]")
 _EGG = re.compile(r"[#&]egg=([A-Za-z0-9._-]+)")
 # The VCS tools pip runs to check out a git+https://..., hg+..., svn+... or bzr+... URL, by their command's name.
 VCS_TOOLS = frozenset({"git", "hg", "svn", "bzr"})
+SSH_PORT = 22
+# Poetry's `git = "git@github.com:org/lib.git"`: git's scp-like form of an SSH URL (user@host:path).
+_SCP_LIKE = re.compile(r"^(?:[\w.-]+@)?([^/:@]+):(?!//)")
+
+# A host pip reaches over SSH to check a VCS URL out (git+ssh://git@github.com/org/lib.git), and its port.
+SshHost = tuple[str, int]
 
 
 def canonical(name: str) -> str:
@@ -44,6 +50,7 @@ class Requirements:
     unnamed: tuple[str, ...]  # entries whose package cannot be named without installing them (a path, a URL)
     extras: frozenset[str] = frozenset()  # name[extra] for each extra they ask (flask[async])
     vcs: frozenset[str] = frozenset()  # the VCS tools pip runs to install them: git for `x @ git+https://...`
+    ssh_hosts: frozenset[SshHost] = frozenset()  # the hosts of their VCS URLs over SSH (git+ssh://...)
 
     @property
     def includes(self) -> tuple[str, ...]:
@@ -72,7 +79,8 @@ def read_requirements(root: Path, path: str) -> Requirements:
     names: set[str] = set()
     unnamed: list[str] = []
     vcs: set[str] = set()
-    _read(root.resolve(), PurePosixPath(path), files, names, unnamed, vcs)
+    ssh: set[SshHost] = set()
+    _read(root.resolve(), PurePosixPath(path), files, names, unnamed, vcs, ssh)
     extras = frozenset(name for name in names if "[" in name)
     return Requirements(
         files=tuple(files),
@@ -80,11 +88,18 @@ def read_requirements(root: Path, path: str) -> Requirements:
         unnamed=tuple(unnamed),
         extras=extras,
         vcs=frozenset(vcs),
+        ssh_hosts=frozenset(ssh),
     )
 
 
 def _read(
-    root: Path, rel: PurePosixPath, files: list[str], names: set[str], unnamed: list[str], vcs: set[str]
+    root: Path,
+    rel: PurePosixPath,
+    files: list[str],
+    names: set[str],
+    unnamed: list[str],
+    vcs: set[str],
+    ssh: set[SshHost],
 ) -> None:
     if rel.as_posix() in files:
         return
@@ -98,11 +113,12 @@ def _read(
                 if target.as_posix() not in files:
                     files.append(target.as_posix())
                 continue
-            _read(root, target, files, names, unnamed, vcs)
+            _read(root, target, files, names, unnamed, vcs, ssh)
         elif editable := _EDITABLE.match(line):
-            _add(_not_local(editable.group(1), rel, number), names, unnamed, vcs)
+            _add(_not_local(editable.group(1), rel, number), names, unnamed, vcs, ssh)
         elif not line.startswith("-"):
-            _add(_not_local(_LINE_OPTIONS.split(line, maxsplit=1)[0].strip(), rel, number), names, unnamed, vcs)
+            entry = _not_local(_LINE_OPTIONS.split(line, maxsplit=1)[0].strip(), rel, number)
+            _add(entry, names, unnamed, vcs, ssh)
 
 
 def _logical_lines(text: str) -> list[tuple[int, str]]:
@@ -177,22 +193,51 @@ def _named(requirement: Requirement) -> set[str]:
     return {name, *(f"{name}[{canonical(extra)}]" for extra in requirement.extras)}
 
 
+def _url(entry: str) -> str:
+    """The URL of a requirement (`x @ URL`) or a bare URL; "" for a requirement by name."""
+    try:
+        return (Requirement(entry).url or "").strip()
+    except InvalidRequirement:
+        return entry.strip()
+
+
 def vcs_tool(entry: str) -> str | None:
     """The VCS tool pip runs to install entry (a requirement or a bare URL): git for `x @ git+https://...` or
     `git+ssh://...#egg=x`; None for a package from an index, an archive or a folder."""
-    try:
-        url = Requirement(entry).url or ""
-    except InvalidRequirement:
-        url = entry
-    scheme = urlsplit(url.strip()).scheme.lower()
+    scheme = urlsplit(_url(entry)).scheme.lower()
     tool = scheme.split("+", 1)[0] if "+" in scheme else None
     return tool if tool in VCS_TOOLS else None
 
 
-def _add(entry: str, names: set[str], unnamed: list[str], vcs: set[str]) -> None:
-    """entry's names into names (name[extra] for each extra too), or entry into unnamed; its VCS tool into vcs."""
+def ssh_host(entry: str) -> SshHost | None:
+    """The host and port pip reaches over SSH to install entry: ("github.com", 22) for
+    `x @ git+ssh://git@github.com/org/x.git` (hg+ssh and svn+ssh too); None for any other entry."""
+    parts = urlsplit(_url(entry))
+    tool, _, transport = parts.scheme.lower().partition("+")
+    if tool not in VCS_TOOLS or transport != "ssh" or not parts.hostname:
+        return None
+    try:
+        port = parts.port or SSH_PORT
+    except ValueError:  # git+ssh://git@github.com:org/x.git, scp's colon in a URL: git refuses it and says so
+        port = SSH_PORT
+    return parts.hostname, port
+
+
+def _poetry_ssh_host(source: str) -> SshHost | None:
+    """The SSH host of a Poetry git source: `ssh://git@host/...` or git's `git@host:org/lib.git`."""
+    if "://" in source:
+        return ssh_host(f"git+{source}")
+    scp = _SCP_LIKE.match(source)
+    return (scp.group(1).lower(), SSH_PORT) if scp else None
+
+
+def _add(entry: str, names: set[str], unnamed: list[str], vcs: set[str], ssh: set[SshHost]) -> None:
+    """entry's names into names (name[extra] for each extra too), or entry into unnamed; its VCS tool into vcs,
+    the host it checks out from over SSH into ssh."""
     if tool := vcs_tool(entry):
         vcs.add(tool)
+    if host := ssh_host(entry):
+        ssh.add(host)
     try:
         names.update(_named(Requirement(entry)))
         return
@@ -262,20 +307,21 @@ def _parses(entry: str) -> bool:
     return True
 
 
-def project_vcs(pyproject: Path) -> frozenset[str]:
-    """The VCS tools pip runs to install the project from pyproject.toml: for its [project] dependencies, Poetry's
-    (a `git = "..."` source) and its build requirements; none for dependencies it leaves to the build backend."""
+def _project_sources(pyproject: Path) -> tuple[list[str], list[str]]:
+    """What pip installs the project from pyproject.toml with: the requirements of its [project] dependencies and
+    build requirements, and the URLs of Poetry's git sources (`git = "..."`); none for dependencies it leaves to
+    the build backend, nor for a file that cannot be read (project_dependencies says what is wrong with it)."""
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return frozenset()  # project_dependencies says what is wrong with the file
+        return [], []
     entries: list[object] = []
     build_system, project, tools_table = (data.get(key) for key in ("build-system", "project", "tool"))
     for table in (build_system, project):
         if isinstance(table, dict):
             listed = table.get("requires" if table is build_system else "dependencies", [])
             entries.extend(listed if isinstance(listed, list) else [])
-    tools = {found for entry in entries if isinstance(entry, str) and (found := vcs_tool(entry))}
+    git_sources: list[str] = []
     poetry = tools_table.get("poetry") if isinstance(tools_table, dict) else None
     dependencies = poetry.get("dependencies") if isinstance(poetry, dict) else None
     if isinstance(dependencies, dict):
@@ -283,8 +329,23 @@ def project_vcs(pyproject: Path) -> frozenset[str]:
             # One source, or a list of them (one per Python version or platform).
             for source in value if isinstance(value, list) else [value]:
                 if isinstance(source, dict) and "git" in source:
-                    tools.add("git")
-    return frozenset(tools)
+                    git_sources.append(str(source["git"]))
+    return [entry for entry in entries if isinstance(entry, str)], git_sources
+
+
+def project_vcs(pyproject: Path) -> frozenset[str]:
+    """The VCS tools pip runs to install the project from pyproject.toml: for its [project] dependencies, Poetry's
+    (a `git = "..."` source) and its build requirements; none for dependencies it leaves to the build backend."""
+    entries, git_sources = _project_sources(pyproject)
+    tools = {found for entry in entries if (found := vcs_tool(entry))}
+    return frozenset(tools | ({"git"} if git_sources else set()))
+
+
+def project_ssh_hosts(pyproject: Path) -> frozenset[SshHost]:
+    """The hosts pip reaches over SSH to install the project from pyproject.toml, as project_vcs reads it."""
+    entries, git_sources = _project_sources(pyproject)
+    hosts = {found for entry in entries if (found := ssh_host(entry))}
+    return frozenset(hosts | {found for source in git_sources if (found := _poetry_ssh_host(source))})
 
 
 def vcs_installed(root: Path, requirements: str | None) -> frozenset[str]:
@@ -293,6 +354,14 @@ def vcs_installed(root: Path, requirements: str | None) -> frozenset[str]:
     if requirements is None:
         return project_vcs(root / "pyproject.toml")
     return read_requirements(root, requirements).vcs
+
+
+def ssh_hosts_installed(root: Path, requirements: str | None) -> frozenset[SshHost]:
+    """The hosts pip reaches over SSH to install the project's requirements (or, for None, pyproject.toml's
+    dependencies): github.com for `x @ git+ssh://git@github.com/org/x.git`, which needs the builder's SSH key."""
+    if requirements is None:
+        return project_ssh_hosts(root / "pyproject.toml")
+    return read_requirements(root, requirements).ssh_hosts
 
 
 def names_installed(root: Path, requirements: str | None) -> frozenset[str] | None:

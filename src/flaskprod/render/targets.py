@@ -31,7 +31,7 @@ class Target:
     renderer: str  # "module:function" under flaskprod.render
     # What to run next; {out} is the output directory, {instance} Flask's instance folder in the image, {port} the
     # app server's port in it, {release} deploy.release_command run in the image first, where the target has no step
-    # of its own to run it.
+    # of its own to run it, {build_flags} what docker build needs beyond -f and -t (--ssh default).
     next_step: str
 
     def render(self, deployment: Deployment) -> dict[str, str]:
@@ -54,8 +54,8 @@ TARGETS = {
             # certbot, and Gunicorn facing clients is no place for a certificate that renews.
             extras=frozenset(),
             renderer="image:render_single",
-            next_step="docker build -f {out}/Dockerfile -t {image} . && {release}docker run --rm -p {port}:{port} "
-            "-e FLASK_SECRET_KEY -v {name}-instance:{instance} {image}",
+            next_step="docker build{build_flags} -f {out}/Dockerfile -t {image} . && {release}docker run --rm "
+            "-p {port}:{port} -e FLASK_SECRET_KEY -v {name}-instance:{instance} {image}",
         ),
         Target(
             name="compose",
