@@ -837,7 +837,10 @@ def test_compose_refuses_to_start_without_a_secret_key(rendered: dict[str, Path]
 
 
 def compose_config(path: Path, env: dict[str, str]) -> dict[str, Any]:
-    """docker-compose's own reading of a file (it fails on an invalid one); warnings on stderr are not YAML."""
+    """docker-compose's own reading of a file (it fails on an invalid one); warnings on stderr are not YAML. The file
+    is judged by the Compose spec's JSON schema too, which `docker compose` v2 follows and docker-compose 1.x
+    (the Debian package here) predates."""
+    run_tool([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)])
     done = subprocess.run([tool("docker-compose"), "-f", str(path), "config"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     config: dict[str, Any] = yaml.safe_load(done.stdout)

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from flaskprod.errors import BuildError
 from flaskprod.render.compose import compose_data
@@ -279,12 +280,22 @@ def test_pyproject_dependencies_over_ssh_lend_the_agent_to_both_installs(
 
 
 def test_compose_lends_the_app_build_the_ssh_agent_for_a_git_ssh_requirement(tmp_path: Path) -> None:
-    """The Compose spec's build.ssh (list_or_dict: `default` is the builder's agent), as `docker compose` v2 reads it;
-    docker-compose 1.x, the validator here, predates it and never built with BuildKit's SSH mounts."""
-    services = compose_data(with_requirements(tmp_path, f"flaskprod\n{SSH_LIB}\n"))["services"]
+    """The Compose spec's build.ssh (list_or_dict: `default` is the builder's agent), as `docker compose` v2 reads it.
+    docker-compose 1.x, the Debian package here, predates it (and BuildKit's SSH mounts), so the file is judged by the
+    Compose spec's own JSON schema, as check-jsonschema vendors it."""
+    project = tmp_path / "project"
+    project.mkdir()
+    data = compose_data(with_requirements(project, f"flaskprod\n{SSH_LIB}\n"))
+    services = data["services"]
     assert services["app"]["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile", "ssh": ["default"]}
     assert "ssh" not in services["nginx"]["build"]  # the nginx image installs no requirements
-    assert "ssh" not in services["nginx"]["build"]  # the nginx image installs no requirements
+    path = tmp_path / "compose.yaml"
+    path.write_text(yaml.safe_dump(data))
+    run_tool([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)])
+    services["app"]["build"]["ssh"] = "default"  # a string: the spec wants a list or a mapping
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(AssertionError, match="ssh"):
+        run_tool([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)])
 
 
 def test_compose_lends_no_ssh_agent_without_one(tmp_path: Path) -> None:
