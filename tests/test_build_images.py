@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from flaskprod.errors import BuildError
-from flaskprod.render.compose import compose_data
+from flaskprod.render.compose import compose_data, render_compose
 from flaskprod.render.deployment import Deployment
 from flaskprod.render.image import dockerfile, render_single
 from flaskprod.render.systemd import render_systemd
@@ -285,10 +285,13 @@ def test_compose_lends_the_app_build_the_ssh_agent_for_a_git_ssh_requirement(tmp
     Compose spec's own JSON schema, as check-jsonschema vendors it."""
     project = tmp_path / "project"
     project.mkdir()
-    data = compose_data(with_requirements(project, f"flaskprod\n{SSH_LIB}\n"))
+    d = with_requirements(project, f"flaskprod\n{SSH_LIB}\n")
+    data = compose_data(d)
     services = data["services"]
     assert services["app"]["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile", "ssh": ["default"]}
     assert "ssh" not in services["nginx"]["build"]  # the nginx image installs no requirements
+    header = render_compose(d)["compose.yaml"].split("\nservices:")[0]
+    assert "with your ssh-agent: ssh-add a key github.com takes" in header
     path = tmp_path / "compose.yaml"
     path.write_text(yaml.safe_dump(data))
     run_tool([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)])

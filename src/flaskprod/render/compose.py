@@ -464,6 +464,9 @@ def render_compose(d: Deployment) -> dict[str, str]:
     run = f"Run from the project root: {_grafana_env(d)}FLASK_SECRET_KEY=... {_compose_up(d)}"
     if POSTGRES in d.extras:
         run = _compose_postgres_steps(d)
+    if hosts := ", ".join(host for host, _ in ssh_hosts(d)):
+        agent = f"The build checks git+ssh:// requirements out with your ssh-agent: ssh-add a key {hosts} takes."
+        run = "\n".join([run, agent])
     if d.spec.deploy.release_argv:
         run = "\n".join([run, *_compose_release_steps(d)])
     if TLS in d.extras:
