@@ -3,6 +3,7 @@ PostgreSQL still holding the data named in one line."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -46,28 +47,49 @@ def test_a_local_dir_not_made_yet_is_made_and_postgres_dies_with_a_killed_up(tmp
         stop(stack)
 
 
-@pytest.fixture
-def holder(local_dir: Path) -> Iterator[Path]:
-    """A cluster in local_dir/data and a PostgreSQL running on it that no `up` started (one a killed `up` left)."""
+AS_POSTGRES = {"user": "postgres", "group": "postgres"}
+
+
+def make_cluster(local_dir: Path) -> Path:
+    """A cluster in local_dir/data, as `up` lays it out (and owns it, run as root); its data directory."""
     entry = pwd.getpwnam("postgres")
     (local_dir / "socket").mkdir()
     for path in (local_dir / "socket", local_dir):
         os.chown(path, entry.pw_uid, entry.pw_gid)
     data = local_dir / "data"
-    as_postgres = {"user": "postgres", "group": "postgres"}
     subprocess.run([str(PG_BIN / "initdb"), f"--pgdata={data}", "--username=postgres", "--auth-local=trust"],
-                   check=True, capture_output=True, **as_postgres)  # fmt: skip
-    server = subprocess.Popen(
-        [str(PG_BIN / "postgres"), "-D", str(data), "-c", "listen_addresses=",
-         "-c", f"unix_socket_directories={local_dir / 'socket'}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **as_postgres,
-    )  # fmt: skip
+                   check=True, capture_output=True, **AS_POSTGRES)  # fmt: skip
+    return data
+
+
+def run_server(local_dir: Path, *settings: str) -> subprocess.Popen[bytes]:
+    """PostgreSQL on local_dir's cluster, no `up` its parent; settings are `-c name=value` pairs."""
+    command = [str(PG_BIN / "postgres"), "-D", str(local_dir / "data"), "-c", "listen_addresses=",
+               "-c", f"unix_socket_directories={local_dir / 'socket'}"]  # fmt: skip
+    for setting in settings:
+        command += ["-c", setting]
+    return subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **AS_POSTGRES
+    )
+
+
+def kill_server(server: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the server and its backends (its session): a crash, its data left for recovery to replay."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait(10)
+
+
+@pytest.fixture
+def holder(local_dir: Path) -> Iterator[Path]:
+    """A cluster in local_dir/data and a PostgreSQL running on it that no `up` started (one a killed `up` left)."""
+    data = make_cluster(local_dir)
+    server = run_server(local_dir)
     try:
         wait_for(lambda: (data / "postmaster.pid").exists(), timeout=30, what="PostgreSQL to start")
         yield local_dir
     finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(10)
+        kill_server(server)
 
 
 def test_a_postgresql_still_holding_the_data_is_named_with_how_to_stop_it(tmp_path: Path, holder: Path) -> None:
@@ -96,3 +118,31 @@ def test_an_unreachable_local_dir_not_made_yet_is_one_line(tmp_path: Path, local
     )
     assert result.stderr.count("\n") == 1
     assert not (tmp_path / ".flaskprod").exists() and not run_dir.exists()
+
+
+def test_a_second_up_on_a_live_ups_postgresql_names_that_up_and_leaves_it_serving(
+    tmp_path: Path, local_dir: Path
+) -> None:
+    """Another run directory, the same database.local_dir: the PostgreSQL there is a live `up`'s, not a leftover."""
+    write_app(tmp_path, APP)
+    first = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1", "--with", "postgres",
+                     "--set", f"database.local_dir={local_dir}")  # fmt: skip
+    try:
+        first.wait_ready()
+        server = processes_under(local_dir / "data")
+        other_run_dir = local_dir / "run"
+        second = up_with_postgres(
+            tmp_path, "--set", f"database.local_dir={local_dir}", "--set", f"proxy.run_dir={other_run_dir}"
+        )
+        assert (second.returncode, second.stderr) == (
+            2,
+            f"Error: another flaskprod up (pid {first.proc.pid}) runs PostgreSQL on database.local_dir {local_dir}: "
+            f"stop it with `kill -TERM {first.proc.pid}` (or Ctrl-C where it runs), or set database.local_dir to "
+            "another directory\n",
+        )
+        assert not other_run_dir.exists()
+        assert processes_under(local_dir / "data") == server  # its PostgreSQL neither stopped nor joined
+        assert first.get("/db").json()["user"] == tmp_path.name.replace("-", "_")
+    finally:
+        stop(first)
+    assert first.proc.returncode == 0, first.output()

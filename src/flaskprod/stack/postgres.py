@@ -4,11 +4,13 @@ Its max_connections is counted from the pool sizes the app is told, for two rele
 deploy` runs both while it switches, a canary runs both for as long as it lasts), so the pools can never
 outgrow it: the same count `build --with postgres` makes for a rolling update. Its data stays in
 database.local_dir between runs. No TCP listener: the socket's directory, 0700, is the only way in, so the
-local connections it trusts are those of the user who runs `up` (and root).
+local connections it trusts are those of the user who runs `up` (and root). One `up` at a time runs it: a lock file
+in database.local_dir names the `up` that does.
 """
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import importlib.util
 import os
@@ -19,6 +21,7 @@ import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from ..errors import ServerError, SpecError
 from ..render.deployment import dns_label
@@ -38,6 +41,8 @@ FAST_SHUTDOWN_GRACE = 30.0
 DRIVERS = ("psycopg2", "psycopg")
 # Settings a reload cannot change under --with postgres: the server was started with them.
 RESTART_ONLY = ("database.local_dir", "database.postgres_bin_dir", "database.url_env")
+# In database.local_dir: held (flock) by the `up` that runs PostgreSQL there, which writes its pid in it.
+LOCK_FILE = "up.lock"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,9 +90,20 @@ class Postgres:
             raise ServerError(f"{what} failed: {lines[-1] if lines else f'exit status {done.returncode}'}")
         return done.stdout
 
-    def prepare(self) -> bool:
-        """The directories, and a cluster made by initdb on the first run; True when it made one. ServerError when
-        another PostgreSQL runs on the data."""
+    def prepare(self) -> tuple[IO[str], bool]:
+        """The directories, held for this `up` as long as the lock returned is open, and a cluster made by initdb on
+        the first run; True when it made one. ServerError when another `up`, or another PostgreSQL, runs on the
+        data."""
+        self._make_directories()
+        # Taken before the data is judged: a live `up`'s server is never taken for one a killed `up` left behind.
+        lock = self._hold()
+        try:
+            return lock, self._make_cluster()
+        except BaseException:
+            lock.close()
+            raise
+
+    def _make_directories(self) -> None:
         try:
             self.socket_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -101,8 +117,11 @@ class Postgres:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         os.chmod(self.directory, 0o700)
         os.chmod(self.socket_dir, 0o700)
+
+    def _make_cluster(self) -> bool:
+        """initdb's cluster, on the first run; True when it made one."""
         if (self.data_dir / "PG_VERSION").is_file():
-            self._check_unheld()
+            self._check_unheld()  # the lock was free: a PostgreSQL here now is no live `up`'s
             return False
         shutil.rmtree(self.data_dir, ignore_errors=True)  # a directory initdb left half made
         initdb = [
@@ -117,6 +136,30 @@ class Postgres:
         ]
         self._run(initdb, f"initdb of {self.data_dir}", as_server=True)
         return True
+
+    def _hold(self) -> IO[str]:
+        """database.local_dir's lock file, locked and naming this process; ServerError naming the `up` holding it."""
+        try:
+            lock = (self.directory / LOCK_FILE).open("a+")
+        except OSError as exc:
+            raise ServerError(
+                f"database.local_dir {self.directory}: cannot open {exc.filename}: {exc.strerror}"
+            ) from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            lock.close()
+            raise ServerError(
+                f"another flaskprod up (pid {holder}) runs PostgreSQL on database.local_dir {self.directory}: stop it "
+                f"with `kill -TERM {holder}` (or Ctrl-C where it runs), or set database.local_dir to another directory"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        return lock
 
     def _check_unheld(self) -> None:
         """Refuse, in one line, data a live process holds (postmaster.pid names it): PostgreSQL would refuse too,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from .. import discovery
 from ..errors import FlaskprodError, ServerError, SpecError
@@ -617,6 +618,7 @@ class Stack:
         self.alertmanager = p.alertmanager.child(p.run, p.spec.logging.format) if p.alertmanager else None
         # --with postgres: the database, started first and stopped last.
         self.postgres = p.postgres.child() if p.postgres else None
+        self.postgres_lock: IO[str] | None = None  # database.local_dir, held while this `up` runs PostgreSQL there
         # `flaskprod deploy` and `rollback`, waiting for the main loop (which WAKE in signals announces).
         self.requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
         # What the main loop is doing for a request or a SIGHUP, and by when it is done at most: a request that
@@ -940,7 +942,8 @@ class Stack:
         """Start PostgreSQL (made by initdb on the first run) and the app's database; True once it accepts."""
         postgres, child = self.plan.postgres, self.postgres
         assert postgres is not None and child is not None
-        if postgres.prepare():
+        self.postgres_lock, made = postgres.prepare()
+        if made:
             self.log(f"initdb made a PostgreSQL cluster in {postgres.data_dir}")
         child.start()
 
@@ -1211,6 +1214,8 @@ class Stack:
             child.restart_at = None
             graceful = self._stopped(child, graceful)
             child.kill_group()
+        if self.postgres_lock is not None:  # its PostgreSQL has stopped: another `up` may start one there
+            self.postgres_lock.close()
         for path in self.plan.run.drain_files():
             path.unlink()
 
