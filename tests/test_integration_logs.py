@@ -257,3 +257,43 @@ def test_gunicorn_workers_plain_lines_are_written_as_the_apps_are(
     # Each worker's last line, written as it exits, reached the log before serve itself exited.
     exiting = [line for line in server.stderr().splitlines() if "Worker exiting (pid: " in line]
     assert len(exiting) == 2, server.stderr()
+
+
+STREAM_PAST_THE_TIMEOUT = APP + '''
+import time
+
+
+@app.get("/export")
+def export():
+    def rows():
+        for n in range(40):
+            yield f"row {n}\\n"
+            time.sleep(0.5)
+
+    return app.response_class(rows())
+'''
+
+
+def test_a_stream_the_workers_timeout_cuts_is_logged_as_cut(serve_app: StartServer) -> None:
+    """Gunicorn kills a sync worker (server.threads = 1) still busy server.timeout + 5 s after it took a request, and
+    a streamed body's view runs after the deadline's end: the client got 200 and part of the body, and the access
+    line, a plain 200 before, says the body was cut and how many of its bytes were sent."""
+    server = serve_app(STREAM_PAST_THE_TIMEOUT, args=("--server", "gunicorn", "--threads", "1", "--timeout", "1"))
+    assert "Using worker: sync" in server.stderr()
+    received = b""
+    with server.get("/export", stream=True, timeout=30) as response:
+        assert response.status_code == 200
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):  # the worker died mid-body
+            for chunk in response.iter_content(None):
+                received += chunk
+    assert received.startswith(b"row 0\n") and b"row 39\n" not in received
+
+    def export_line() -> dict[str, Any] | None:
+        return next((r for r in server.json_lines() if field(r, URL_PATH) == "/export"), None)
+
+    line = wait_for(export_line, timeout=10, what="the access line of /export")
+    assert field(line, STATUS) == 200  # as sent, before the body
+    assert field(line, "event.outcome") == "failure"
+    assert 0 < field(line, "http.response.body.bytes") <= len(received)
+    assert field(line, MESSAGE).endswith(f", cut short after {field(line, 'http.response.body.bytes')} bytes")
+    assert_all_stdout_is_json(server)

@@ -117,6 +117,33 @@ def test_access_line_of_a_streamed_response_is_written_once_it_is_sent(capsys: p
     assert line["event"]["duration"] >= 0.2e9
 
 
+def test_access_line_of_a_streamed_response_cut_short_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """A client gone mid-stream, or a worker killed at the server's timeout: the status (200) was sent before the
+    body, so the line keeps it, and says the body was cut, after how many of its bytes."""
+    app = make_app()
+
+    @app.get("/rows")
+    def rows() -> Response:
+        return Response(f"row {n}\n" for n in range(3))
+
+    client = app.test_client()
+    with client.get("/rows", buffered=False) as response:
+        assert next(iter(response.response)) == b"row 0\n"  # then the server stops reading
+    [cut] = json_lines(capsys.readouterr().out)
+    assert cut["http"]["response"] == {"status_code": 200, "body": {"bytes": 0}}  # the first chunk unconfirmed
+    assert cut["event"]["outcome"] == "failure"
+    assert cut["message"].startswith("GET /rows 200 ") and cut["message"].endswith(", cut short after 0 bytes")
+    with client.get("/rows", buffered=False) as response:
+        chunks = iter(response.response)
+        assert [next(chunks), next(chunks)] == [b"row 0\n", b"row 1\n"]
+    [cut] = json_lines(capsys.readouterr().out)
+    assert cut["http"]["response"]["body"] == {"bytes": 6}
+    assert client.get("/rows", buffered=True).text == "row 0\nrow 1\nrow 2\n"
+    [whole] = json_lines(capsys.readouterr().out)
+    assert whole["http"]["response"] == {"status_code": 200, "body": {"bytes": 18}}
+    assert "outcome" not in whole["event"] and "cut" not in whole["message"]
+
+
 def test_probes_write_no_access_line(capsys: pytest.CaptureFixture[str]) -> None:
     app = make_app()
     client = app.test_client()

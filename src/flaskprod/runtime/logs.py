@@ -19,6 +19,10 @@ from ..spec import Spec
 
 REQUEST_ID_KEY = "flaskprod.request_id"
 REQUEST_ID_FIELD = "http.request.id"  # ECS field name
+# A streamed response's access line: the bytes of its body the server sent, and for one cut short (the client
+# gone, or its worker killed at the server's timeout) event.outcome "failure": its status was sent before the body.
+BODY_BYTES_FIELD = "http.response.body.bytes"
+OUTCOME_FIELD = "event.outcome"
 ECS_VERSION = "1.6.0"  # as written by ecs_logging, so all lines of a service agree
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
@@ -101,10 +105,17 @@ class AccessFormatter(logging.Formatter):
         if client_ip is not None:
             line["client"] = {"ip": client_ip}
         line["ecs.version"] = ECS_VERSION
-        line["event"] = {"duration": f.get("event.duration")}
+        event: dict[str, Any] = {"duration": f.get("event.duration")}
+        response: dict[str, Any] = {"status_code": f.get("http.response.status_code")}
+        sent = f.get(BODY_BYTES_FIELD)
+        if sent is not None:  # a streamed body's
+            response["body"] = {"bytes": sent}
+            if f.get(OUTCOME_FIELD) is not None:
+                event["outcome"] = f[OUTCOME_FIELD]
+        line["event"] = event
         line["http"] = {
             "request": {"id": f.get(REQUEST_ID_FIELD), "method": f.get("http.request.method")},
-            "response": {"status_code": f.get("http.response.status_code")},
+            "response": response,
         }
         line["log"] = {"logger": record.name}
         line["process"] = {"pid": record.process}
@@ -174,8 +185,19 @@ def access_logger(app: Flask) -> logging.Logger:
     return app.logger.getChild("access")
 
 
-def log_access(logger: logging.Logger, environ: Mapping[str, Any], status: int, seconds: float, rid: str) -> None:
-    """Write one access line; the record is made directly since its caller's file and line say nothing."""
+def log_access(
+    logger: logging.Logger,
+    environ: Mapping[str, Any],
+    status: int,
+    seconds: float,
+    rid: str,
+    *,
+    sent: int | None = None,
+    cut: bool = False,
+) -> None:
+    """Write one access line; the record is made directly since its caller's file and line say nothing.
+
+    sent: the bytes of a streamed body the server sent; cut: it ended before the body did."""
     if not logger.isEnabledFor(logging.INFO):
         return
     method = environ.get("REQUEST_METHOD", "")
@@ -189,11 +211,15 @@ def log_access(logger: logging.Logger, environ: Mapping[str, Any], status: int, 
         logging.INFO,
         __file__,
         0,
-        "%s %s %s %.1fms",
-        (method, path, status, seconds * 1000),
+        "%s %s %s %.1fms, cut short after %d bytes" if cut else "%s %s %s %.1fms",
+        (method, path, status, seconds * 1000, sent or 0) if cut else (method, path, status, seconds * 1000),
         None,
         extra=access_fields(environ, path, status, int(seconds * 1e9), rid),
     )
+    if sent is not None:
+        record.__dict__[BODY_BYTES_FIELD] = sent
+        if cut:
+            record.__dict__[OUTCOME_FIELD] = "failure"
     logger.handle(record)
 
 

@@ -238,14 +238,17 @@ class RequestPipeline:
         queued: float | None,
         conversation: bool,
         rid: str,
+        *,
+        sent: int | None = None,
+        cut: bool = False,
     ) -> None:
         """Count the request (under endpoint when the route hook did not run, and untimed when it was a conversation)
-        and write its access line."""
+        and write its access line; a streamed body's with the bytes the server sent of it, and whether it was cut."""
         elapsed = time.perf_counter() - t0
         if self._metrics is not None:
             self._count(environ, endpoint, status, None if conversation else elapsed, queued)
         if self._access is not None and path not in self._quiet:
-            log_access(self._access, environ, status, elapsed, rid)
+            log_access(self._access, environ, status, elapsed, rid, sent=sent, cut=cut)
 
     def deadline_stopped(
         self, stopped: deadline.RequestTimeout, environ: WSGIEnvironment, status: int, rid: str
@@ -291,16 +294,20 @@ class StreamedBody:
     so the request is in progress, timed and logged until the server closes it (PEP 3333: always, even
     after an error or a client gone)."""
 
-    __slots__ = ("_body", "_ending", "_holds")
+    __slots__ = ("_body", "_ending", "_holds", "_sent", "_whole")
 
     def __init__(self, body: Iterable[bytes], ending: tuple[Any, ...], *, holds: bool = False) -> None:
         self._body = body
         self._ending: tuple[Any, ...] | None = ending  # the pipeline and the arguments of its finish
         self._holds = holds  # a conversation counted open (conversations.opened) until the server closes it
+        self._sent = 0  # bytes of the body the server has written: it asks for a chunk once it wrote the last
+        self._whole = False  # the body reached its end
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            yield from self._body
+            for chunk in self._body:
+                yield chunk
+                self._sent += len(chunk)
         except Exception:
             # Re-raised so the server cuts the response short: ended cleanly, a cut body would look whole.
             if self._ending is not None:
@@ -308,6 +315,7 @@ class StreamedBody:
                 pipeline.stream_failed(environ, rest[-1])
                 self._ending = (pipeline, environ, path, endpoint, 500, *rest)  # counted and logged as failed
             raise
+        self._whole = True
 
     def close(self) -> None:
         ending, self._ending = self._ending, None
@@ -320,4 +328,8 @@ class StreamedBody:
                 if self._holds:
                     conversations.closed()
                 pipeline, *arguments = ending
-                pipeline.finish(*arguments)
+                # Closed before its end: the client left, or the server stopped it (its worker timeout killing a
+                # sync worker mid-stream). Its status was sent as the body began, so the line says it was cut;
+                # an event stream's end is its client leaving, which is no failure.
+                cut = not self._whole and not self._holds
+                pipeline.finish(*arguments, sent=self._sent, cut=cut)
