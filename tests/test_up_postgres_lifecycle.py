@@ -146,3 +146,40 @@ def test_a_second_up_on_a_live_ups_postgresql_names_that_up_and_leaves_it_servin
     finally:
         stop(first)
     assert first.proc.returncode == 0, first.output()
+
+
+@pytest.fixture
+def crashed(local_dir: Path) -> Path:
+    """A cluster whose PostgreSQL was killed after writing a few hundred MB with no checkpoint since: the next start
+    replays them, a start that stays short of ready a while."""
+    make_cluster(local_dir)
+    server = run_server(local_dir, "max_wal_size=4GB", "checkpoint_timeout=1h")
+    try:
+        psql = [str(PG_BIN / "psql"), "-h", str(local_dir / "socket"), "-U", "postgres", "-d", "postgres", "-qc"]
+        wait_for(lambda: subprocess.run([*psql, "SELECT 1"], capture_output=True).returncode == 0, timeout=30,
+                 what="PostgreSQL to accept connections")  # fmt: skip
+        rows = "CREATE TABLE filler AS SELECT g, repeat('x', 200) AS s FROM generate_series(1, 1000000) g"
+        subprocess.run([*psql, rows], check=True, capture_output=True, timeout=120)
+    finally:
+        kill_server(server)
+    return local_dir
+
+
+def test_a_start_that_replays_a_crash_waits_for_it_and_logs_no_fatal_line(tmp_path: Path, crashed: Path) -> None:
+    """Readiness is read from postmaster.pid: asking by connecting made the server log `FATAL: the database system is
+    starting up` for every try until it was ready."""
+    write_app(tmp_path, APP)
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1", "--with", "postgres",
+                     "--set", f"database.local_dir={crashed}")  # fmt: skip
+    try:
+        stack.wait_ready()
+        started = stack.stderr()
+        assert stack.get("/db").json()["user"] == tmp_path.name.replace("-", "_")
+    finally:
+        stop(stack)
+    assert "database system was not properly shut down; automatic recovery in progress" in started
+    assert "FATAL" not in started, started
+    assert "could not change directory" not in started  # it runs in a folder it can enter, not the project's
+    # The database is made once the server is ready: its psql would have failed before (and `up` with it).
+    ready = started.index("database system is ready to accept connections")
+    assert started.index(f"created the database {tmp_path.name.replace('-', '_')}") > ready

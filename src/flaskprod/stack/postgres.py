@@ -43,6 +43,9 @@ DRIVERS = ("psycopg2", "psycopg")
 RESTART_ONLY = ("database.local_dir", "database.postgres_bin_dir", "database.url_env")
 # In database.local_dir: held (flock) by the `up` that runs PostgreSQL there, which writes its pid in it.
 LOCK_FILE = "up.lock"
+# postmaster.pid's eighth line: the server's state, "ready" once it accepts connections (what `pg_ctl start --wait`
+# reads).
+STATUS_LINE = 7
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,17 +207,24 @@ class Postgres:
             stop_signal=signal.SIGINT,  # its fast shutdown: transactions are rolled back, the data is left clean
             death_signal=signal.SIGINT,
             user=self.os_user,
+            cwd=self.directory,  # one it can enter: in `up`'s (a project root's 0700 folder), it logs that it cannot
             quick_grace=FAST_SHUTDOWN_GRACE,  # killed, it would replay its log at the next start
         )
 
     def _client(self, program: str, *args: str) -> list[str]:
         return [str(self.bin_dir / program), "-h", str(self.socket_dir), "-U", SUPERUSER, *args]
 
-    def ready(self) -> tuple[bool, str]:
-        done = subprocess.run(
-            self._client("pg_isready", "-d", "postgres", "-t", "2"), capture_output=True, text=True, check=False
-        )
-        return done.returncode == 0, (done.stdout or done.stderr).strip()
+    def ready(self, pid: int | None) -> tuple[bool, str]:
+        """Whether the server started as pid accepts connections, and what postmaster.pid says. Read, not asked: the
+        server logs a FATAL line for every connection tried while it starts up (or shuts down)."""
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().split("\n")
+        except OSError:
+            return False, "no postmaster.pid yet"
+        if lines[0] != str(pid):  # an earlier server's, not yet rewritten by this one
+            return False, f"postmaster.pid names pid {lines[0] or '(none yet)'}, not {pid}"
+        status = lines[STATUS_LINE].strip() if len(lines) > STATUS_LINE else ""
+        return status == "ready", f"postmaster.pid says {status or 'starting'}"
 
     def ensure_database(self) -> bool:
         """The app's role and its database, made once; True when they were made now."""

@@ -948,10 +948,10 @@ class Stack:
         child.start()
 
         def ready() -> bool:
-            answered, self.last_answer = postgres.ready()
+            answered, self.last_answer = postgres.ready(child.pid)
             return answered
 
-        if not self.wait_until(ready, deadline, subject="postgres", endpoint=f"pg_isready on {postgres.socket_dir}"):
+        if not self.wait_until(ready, deadline, subject="postgres", endpoint=f"{postgres.data_dir}/postmaster.pid"):
             return False
         if postgres.ensure_database():
             self.log(f"created the database {postgres.name}, owned by the role {postgres.name}")
