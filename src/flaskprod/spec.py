@@ -325,7 +325,7 @@ class DatabaseSettings:
     )
     postgres_bin_dir: str = setting(
         "auto",
-        "Directory of the PostgreSQL server programs (initdb, postgres, pg_isready) `up --with postgres` runs; "
+        "Directory of the PostgreSQL server programs (initdb, postgres, psql) `up --with postgres` runs; "
         "auto = the newest under /usr/lib/postgresql/*/bin, as Debian's postgresql package installs them.",
     )
 
