@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from flask import Flask, request
+from flask import Flask, current_app, has_app_context, request
 
 from ..errors import ConfigurationError
 from ..spec import Spec, load_spec
@@ -33,26 +34,68 @@ C = TypeVar("C", bound=Check)
 EXTENSION_KEY = "flaskprod"
 
 
+@dataclass(frozen=True, kw_only=True)
+class Installed:
+    """What Production's init_app made for one app; its request handling holds these from then on."""
+
+    spec: Spec
+    metrics: HttpMetrics | None
+    probe_paths: frozenset[str]  # answered by the app's request pipeline itself (health, readiness, metrics)
+
+
 class Production:
     """Config from the environment, start-up refusal, probes, metrics, logs, proxy trust, headers, errors, DB.
 
-    Each part is switched by the spec (by default flaskprod.toml and FLASKPROD_* variables).
+    Each part is switched by the spec (by default flaskprod.toml and FLASKPROD_* variables). One instance may serve
+    several apps (prod.init_app(app) in a factory): each gets the spec as its init_app loads it, unless one was given,
+    and metrics of its own; the readiness checks added here run for each.
     """
 
     def __init__(self, app: Flask | None = None, *, spec: Spec | None = None) -> None:
-        self.spec = spec
+        self._given_spec = spec
         self._checks: dict[str, Check] = {}
-        self._runner = CheckRunner()
-        self._metrics: HttpMetrics | None = None
-        # Paths the request pipeline answers itself (health, readiness, metrics), as the settings turned them on.
-        self.probe_paths: frozenset[str] = frozenset()
+        # What init_app made for each app, as Flask-SQLAlchemy keeps its engines: weakly, so an app can go.
+        self._installed: weakref.WeakKeyDictionary[Flask, Installed] = weakref.WeakKeyDictionary()
+        self._last_app: weakref.ref[Flask] | None = None
         if app is not None:
             self.init_app(app)
 
+    def installed_on(self, app: Flask) -> Installed | None:
+        """What init_app made for app: its spec, metrics and probe paths; None for an app it did not run for."""
+        return self._installed.get(app)
+
+    def _current(self) -> Installed | None:
+        """The current app's (in its app context), else that of the app init_app ran for last."""
+        if has_app_context():
+            installed = self._installed.get(current_app._get_current_object())  # type: ignore[attr-defined]
+            if installed is not None:
+                return installed
+        last = self._last_app() if self._last_app is not None else None
+        return self._installed.get(last) if last is not None else None
+
+    @property
+    def spec(self) -> Spec | None:
+        """The current app's spec (see _current); the one given, or None, before init_app."""
+        installed = self._current()
+        return installed.spec if installed is not None else self._given_spec
+
+    @property
+    def probe_paths(self) -> frozenset[str]:
+        """Paths the current app's request pipeline answers itself (health, readiness, metrics), as its settings
+        turned them on."""
+        installed = self._current()
+        return installed.probe_paths if installed is not None else frozenset()
+
+    @property
+    def _metrics(self) -> HttpMetrics | None:
+        installed = self._current()
+        return installed.metrics if installed is not None else None
+
     @property
     def registry(self) -> CollectorRegistry | None:
-        """This instance's private metrics registry (None until init_app, or with metrics off)."""
-        return self._metrics.registry if self._metrics is not None else None
+        """The current app's private metrics registry (None until init_app, or with metrics off)."""
+        metrics = self._metrics
+        return metrics.registry if metrics is not None else None
 
     def add_check(self, name: str, fn: Check) -> None:
         """Run fn on every readiness probe; it fails by raising, returning False or overrunning the timeout."""
@@ -75,8 +118,8 @@ class Production:
                 "A 'Production' instance has already been registered on this Flask app. "
                 "Import and use that instance instead."
             )
-        spec = self.spec if self.spec is not None else load_spec()
-        self.spec = spec
+        # Loaded for each app: a factory's apps (a test's, with FLASKPROD_* variables of its own) each run as set.
+        spec = self._given_spec if self._given_spec is not None else load_spec()
         app.extensions[EXTENSION_KEY] = self
 
         config.configure(app, spec)
@@ -91,11 +134,7 @@ class Production:
         if spec.database.engine_options:
             configure_engines(app, spec)
 
-        metrics = None
-        if spec.monitoring.metrics:
-            if self._metrics is None:
-                self._metrics = HttpMetrics(name=spec.app.name, version=spec.app.version)
-            metrics = self._metrics
+        metrics = HttpMetrics(name=spec.app.name, version=spec.app.version) if spec.monitoring.metrics else None
         # Not under test runners: pytest-timeout and friends own SIGALRM there.
         request_timeout = spec.server.timeout if spec.server.soft_timeout and not app.testing else None
         if request_timeout is not None:
@@ -108,7 +147,8 @@ class Production:
 
         mon = spec.monitoring
         probes = self._probes(app, spec, metrics)
-        self.probe_paths = frozenset(probes)
+        self._installed[app] = Installed(spec=spec, metrics=metrics, probe_paths=frozenset(probes))
+        self._last_app = weakref.ref(app)
         production_layer = functools.partial(
             RequestPipeline,
             request_id_header=spec.logging.request_id_header,
@@ -145,14 +185,15 @@ class Production:
         if mon.health:
             app_ref = weakref.ref(app)
             failures = FailureLog()
+            runner = CheckRunner()  # the app's own: a check of one app still running never holds up another's
 
             def liveness(environ: WSGIEnvironment) -> tuple[str, list[tuple[str, str]], bytes]:
                 return json_probe_response(200, {"status": "ok"})
 
             def ready(environ: WSGIEnvironment) -> tuple[str, list[tuple[str, str]], bytes]:
                 current = app_ref()
-                checks = self._checks_for(current) if current is not None else dict(self._checks)
-                status, body = readiness(checks, self._runner, mon.check_timeout)
+                checks = self._checks_for(current, spec) if current is not None else dict(self._checks)
+                status, body = readiness(checks, runner, mon.check_timeout)
                 if current is not None:
                     failures.log(current, body["checks"])
                 if not operators.admits(environ):
@@ -174,7 +215,7 @@ class Production:
         settings = {mon.health_path: "health_path", mon.ready_path: "ready_path", mon.metrics_path: "metrics_path"}
         return {path: _tell_if_shadowed(app, path, settings[path], probe) for path, probe in probes.items()}
 
-    def _checks_for(self, app: Flask) -> dict[str, Check]:
+    def _checks_for(self, app: Flask, spec: Spec) -> dict[str, Check]:
         """The registered checks plus a ping per Flask-SQLAlchemy engine, each run inside app's context.
 
         Flask-SQLAlchemy is looked up here, not in init_app, because apps call db.init_app(app)
@@ -183,7 +224,7 @@ class Production:
         checks = dict(self._checks)
         if "sqlalchemy" in app.extensions:
             with app.app_context():
-                schema = self.spec is None or self.spec.database.migration_check
+                schema = spec.database.migration_check
                 checks = {**database_checks(app, migrations=schema), **checks}
         return {name: _in_app_context(app, fn) for name, fn in checks.items()}
 
@@ -192,11 +233,11 @@ def settle_as_loaded(app: Flask) -> None:
     """What Production(app) set up, checked again on the app as a server gets it, after the rest of its factory
     ran: its loggers enabled (revive_loggers), Secure on a session extension's cookie over HTTPS
     (secure_foreign_session_cookie), and the refusal of an unsafe config (refuse_unsafe_as_loaded)."""
-    ext = app.extensions.get(EXTENSION_KEY)
-    if isinstance(ext, Production) and ext.spec is not None:
-        if ext.spec.logging.configure:
+    spec = _spec_of(app)
+    if spec is not None:
+        if spec.logging.configure:
             revive_loggers(app)
-        if ext.spec.security.headers and ext.spec.security.session_cookie_secure == "auto":
+        if spec.security.headers and spec.security.session_cookie_secure == "auto":
             secure_foreign_session_cookie(app)
     refuse_unsafe_as_loaded(app)
 
@@ -205,9 +246,16 @@ def refuse_unsafe_as_loaded(app: Flask) -> None:
     """The start-up refusal again, on the app as a server gets it: a factory may set SECRET_KEY or DEBUG after
     Production(app) ran its own (Flask's tutorial sets SECRET_KEY="dev" after creating the app), over the
     FLASK_* variables Production(app) read. ConfigurationError naming what to remove, or where to move the call."""
+    spec = _spec_of(app)
+    if spec is not None and spec.security.refuse_unsafe:
+        refuse_unsafe(app, spec, late=True)
+
+
+def _spec_of(app: Flask) -> Spec | None:
+    """The spec Production's init_app ran with for app; None without it."""
     ext = app.extensions.get(EXTENSION_KEY)
-    if isinstance(ext, Production) and ext.spec is not None and ext.spec.security.refuse_unsafe:
-        refuse_unsafe(app, ext.spec, late=True)
+    installed = ext.installed_on(app) if isinstance(ext, Production) else None
+    return installed.spec if installed is not None else None
 
 
 def _refusal_at_first_request(app: Flask) -> Callable[[], str | None]:
