@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -220,7 +221,7 @@ import traceback
 @app.get("/noise")
 def noise():
     print("printed by the view")
-    logging.getLogger("a.library").warning("a library warned")  # no handler: logging's last resort, plain
+    logging.getLogger("a.library").warning("a library warned")  # no handler: logging's last resort, flaskprod's
     try:
         raise ValueError("printed traceback")
     except ValueError:
@@ -234,7 +235,7 @@ def test_gunicorn_workers_plain_lines_are_written_as_the_apps_are(
     serve_app: StartServer, log_format: str, json_lines: bool
 ) -> None:
     """A print(), a library's logger with no handler and a printed traceback from a Gunicorn worker: JSON under
-    json, as uWSGI's are, and none lost when the server stops."""
+    json, as uWSGI's are, and none lost when the server stops. The library's record is written as the app's are."""
     server = serve_app(
         NOISY_WORKER, workers=2, env={"FLASKPROD_LOGGING__FORMAT": log_format}, args=("--server", "gunicorn")
     )
@@ -247,13 +248,14 @@ def test_gunicorn_workers_plain_lines_are_written_as_the_apps_are(
         assert all(isinstance(record, dict) for record in out), server.stdout()
         printed = [(field(r, "log.level"), field(r, "log.logger"), field(r, MESSAGE)) for r in out if r]
         assert ("info", "stdout", "printed by the view") in printed
+        assert ("warning", "a.library", "a library warned") in printed  # a record, with its logger and level
         messages = [(field(r, "log.logger"), field(r, MESSAGE)) for r in err if r]
-        assert ("stderr", "a library warned") in messages
         [traceback] = [m for _, m in messages if m.startswith("Traceback")]
         assert traceback.endswith("ValueError: printed traceback") and "in noise" in traceback
     else:
         assert "\nprinted by the view\n" in f"\n{server.stdout()}"
-        assert "\na library warned\n" in server.stderr() and "\nValueError: printed traceback\n" in server.stderr()
+        assert " WARNING a.library: a library warned" in server.stdout()
+        assert "\nValueError: printed traceback\n" in server.stderr()
     # Each worker's last line, written as it exits, reached the log before serve itself exited.
     exiting = [line for line in server.stderr().splitlines() if "Worker exiting (pid: " in line]
     assert len(exiting) == 2, server.stderr()
@@ -296,4 +298,61 @@ def test_a_stream_the_workers_timeout_cuts_is_logged_as_cut(serve_app: StartServ
     assert field(line, "event.outcome") == "failure"
     assert 0 < field(line, "http.response.body.bytes") <= len(received)
     assert field(line, MESSAGE).endswith(f", cut short after {field(line, 'http.response.body.bytes')} bytes")
+    assert_all_stdout_is_json(server)
+
+
+# An app named otherwise than its modules: Flask("wsgi") in app.py, its code under services/ logging by module name.
+OTHER_NAMES = """
+from flask import Flask
+
+from flaskprod import Production
+from services import billing
+
+app = Flask("wsgi")
+Production(app)
+
+
+@app.get("/bill")
+def bill():
+    billing.charge()
+    return "billed"
+"""
+
+BILLING = """
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def charge():
+    log.info("charging the card")
+    log.warning("the card expires soon")
+"""
+
+
+@pytest.mark.parametrize("server_kind", ["gunicorn", "uwsgi"])
+def test_the_apps_modules_outside_its_loggers_name_log_json_lines(
+    serve_app: StartServer, tmp_path: Path, server_kind: str
+) -> None:
+    """app.logger is "wsgi", so services.billing's records reached no handler of flaskprod's: its warning was bare
+    text on stderr, and its info nothing. Each is now one JSON line on stdout, with its logger, level and the
+    request's id."""
+    (tmp_path / "services").mkdir()
+    (tmp_path / "services" / "__init__.py").write_text("")
+    (tmp_path / "services" / "billing.py").write_text(BILLING)
+    server = serve_app(OTHER_NAMES, args=("--server", server_kind))
+    response = server.get("/bill")
+    assert response.text == "billed"
+    rid = response.headers["X-Request-ID"]
+
+    def billing_lines() -> list[tuple[str, str]] | None:
+        lines = [(field(r, "log.level"), field(r, MESSAGE)) for r in records_for(server, rid)]
+        found = [line for line in lines if line[1] in ("charging the card", "the card expires soon")]
+        return found if len(found) >= 2 else None
+
+    found = wait_for(billing_lines, timeout=10, what="services.billing's records")
+    assert found == [("info", "charging the card"), ("warning", "the card expires soon")]  # each once
+    loggers = {field(r, "log.logger") for r in records_for(server, rid) if field(r, MESSAGE) == "charging the card"}
+    assert loggers == {"services.billing"}
+    assert "the card expires soon" not in server.stderr()
     assert_all_stdout_is_json(server)

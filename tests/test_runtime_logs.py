@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import logging.config
 import secrets
 import time
 from collections.abc import Iterator
@@ -95,6 +97,81 @@ def test_a_root_handler_does_not_write_the_apps_records_again(capsys: pytest.Cap
         logging.getLogger().removeHandler(root_handler)
     assert next(line["message"] for line in json_lines(capsys.readouterr().out)) == "saying hello"
     assert root_lines.getvalue() == ""
+
+
+@contextlib.contextmanager
+def unconfigured_logging() -> Iterator[logging.Logger]:
+    """The root logger as in a process that configured no logging (a server's worker), not pytest's (whose log
+    capture is on it while a test runs): no handler, level WARNING; restored afterwards, with logging's last resort."""
+    root = logging.getLogger()
+    handlers, level, last_resort = list(root.handlers), root.level, logging.lastResort
+    for handler in handlers:
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+    try:
+        yield root
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        logging.lastResort = last_resort
+
+
+def log_from_elsewhere(app: Flask) -> None:
+    """A view logging through a module's logger outside app.logger's name (services/billing.py's __name__)."""
+
+    @app.get("/bill")
+    def bill() -> str:
+        logging.getLogger("services.billing").info("charging the card")
+        logging.getLogger("services.billing").warning("the card expires soon")
+        return "billed"
+
+
+def test_other_loggers_write_the_apps_lines_when_logging_is_unconfigured(capsys: pytest.CaptureFixture[str]) -> None:
+    with unconfigured_logging() as root:
+        app = make_app()
+        log_from_elsewhere(app)
+        rid = app.test_client().get("/bill").headers["X-Request-ID"]
+        assert root.handlers == []  # a basicConfig() after Production(app) still takes effect
+    out, err = capsys.readouterr()
+    lines = [line for line in json_lines(out) if line["log"]["logger"] == "services.billing"]
+    assert [(line["log.level"], line["message"]) for line in lines] == [
+        ("info", "charging the card"),
+        ("warning", "the card expires soon"),
+    ]
+    assert {line["http"]["request"]["id"] for line in lines} == {rid}
+    assert err == ""  # not again as bare text
+
+
+def test_other_loggers_follow_a_logging_config_made_after_production(capsys: pytest.CaptureFixture[str]) -> None:
+    theirs = io.StringIO()
+    with unconfigured_logging():
+        app = make_app()
+        log_from_elsewhere(app)
+        logging.basicConfig(stream=theirs, format="THEIRS %(name)s %(message)s")
+        app.test_client().get("/bill")
+    assert "THEIRS services.billing the card expires soon" in theirs.getvalue()
+    assert "services.billing" not in capsys.readouterr().out
+
+
+def test_an_app_that_configured_logging_keeps_its_config(capsys: pytest.CaptureFixture[str]) -> None:
+    theirs = io.StringIO()
+    with unconfigured_logging() as root:
+        logging.config.dictConfig({
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {"theirs": {"class": "logging.StreamHandler", "stream": theirs}},
+            "root": {"level": "ERROR", "handlers": ["theirs"]},
+        })  # fmt: skip
+        last_resort = logging.lastResort
+        app = make_app()
+        log_from_elsewhere(app)
+        app.test_client().get("/bill")
+        assert logging.lastResort is last_resort and root.level == logging.ERROR
+    assert theirs.getvalue() == ""  # their level: ERROR
+    assert "services.billing" not in capsys.readouterr().out
 
 
 def test_a_testing_apps_records_still_reach_caplog(caplog: pytest.LogCaptureFixture) -> None:

@@ -158,6 +158,24 @@ def configure_logging(app: Flask, spec: Spec) -> None:
     _replace_handlers(access, make_handler(spec, access=True))
     # Its own handler writes the line; passing it up too would write it twice.
     access.propagate = False
+    format_unconfigured_loggers(spec)
+
+
+def format_unconfigured_loggers(spec: Spec) -> None:
+    """Every other logger's records in the app's format and level too, while nothing has configured logging.
+
+    A logger outside app.logger's name (the app's own modules when it is Flask("wsgi") or made in app.py, a
+    library's) reached only logging's last resort, which wrote WARNING and above as bare text on stderr and dropped
+    the rest. logging.lastResort, which handles a record no handler took, becomes flaskprod's handler, and the
+    root logger's level the spec's. Once the app configures logging itself (basicConfig, dictConfig), before
+    Production(app) or after it, the root logger has handlers and the last resort is no longer used.
+    """
+    root = logging.getLogger()
+    if root.handlers:  # configured: by the app, or by a test runner (pytest's log capture)
+        return
+    logging.lastResort = make_handler(spec)
+    if root.level == logging.WARNING:  # logging's default, not a level the app chose
+        root.setLevel(spec.logging.level)
 
 
 def revive_loggers(app: Flask) -> None:
