@@ -356,3 +356,40 @@ def test_the_apps_modules_outside_its_loggers_name_log_json_lines(
     assert loggers == {"services.billing"}
     assert "the card expires soon" not in server.stderr()
     assert_all_stdout_is_json(server)
+
+
+OWN_HTTP_ERRORS = APP + """
+import time
+
+from flask import jsonify
+from werkzeug.exceptions import HTTPException
+
+
+@app.errorhandler(HTTPException)
+def own(exc):  # as flask-smorest's Api(app) registers
+    return jsonify(code=exc.code, status=exc.name), exc.code
+
+
+@app.get("/spin")
+def spin():
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        pass
+    return "done"
+"""
+
+
+@pytest.mark.parametrize("threads", ["1", "4"], ids=["timer", "watchdog"])
+def test_the_deadline_is_logged_when_the_app_answers_http_errors_itself(serve_app: StartServer, threads: str) -> None:
+    """The app's own HTTPException handler answers the deadline's 504; the log says the deadline stopped it."""
+    server = serve_app(OWN_HTTP_ERRORS, args=("--server", "gunicorn", "--threads", threads, "--timeout", "1"))
+    response = server.get("/spin", timeout=15)
+    assert (response.status_code, response.json()) == (504, {"code": 504, "status": "Gateway Timeout"})
+    rid = response.headers["X-Request-ID"]
+
+    def stopped() -> dict[str, Any] | None:
+        return next((r for r in records_for(server, rid) if "deadline" in field(r, MESSAGE)), None)
+
+    line = wait_for(stopped, timeout=10, what="the deadline's line")
+    assert field(line, "log.level") == "error" and field(line, STATUS) == 504
+    assert "in spin" in field(line, "error.stack_trace")
