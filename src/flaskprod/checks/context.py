@@ -257,9 +257,12 @@ class Context:
 
     @property
     def effective_spec(self) -> Spec:
-        """The spec the app runs with: Production's own when installed, else the one given to check."""
-        production = self.production
-        return production.spec if production is not None and production.spec is not None else self.spec
+        """The spec the app runs with: what Production's init_app ran with for it when installed, else the one given
+        to check."""
+        from ..runtime.extension import installed_on
+
+        installed = None if self.app is None else installed_on(self.app)
+        return installed.spec if installed is not None else self.spec
 
     def once(self, derive: Callable[[Context], Iterable[T]]) -> tuple[T, ...]:
         """derive(self), worked out on first use: what several checks read (the keys written in every module, the

@@ -251,10 +251,16 @@ def refuse_unsafe_as_loaded(app: Flask) -> None:
         refuse_unsafe(app, spec, late=True)
 
 
+def installed_on(app: Flask) -> Installed | None:
+    """What Production's init_app made for app (its spec, metrics, probe paths); None without it. The app's own,
+    where one Production() serves several apps of a factory."""
+    ext = app.extensions.get(EXTENSION_KEY)
+    return ext.installed_on(app) if isinstance(ext, Production) else None
+
+
 def _spec_of(app: Flask) -> Spec | None:
     """The spec Production's init_app ran with for app; None without it."""
-    ext = app.extensions.get(EXTENSION_KEY)
-    installed = ext.installed_on(app) if isinstance(ext, Production) else None
+    installed = installed_on(app)
     return installed.spec if installed is not None else None
 
 

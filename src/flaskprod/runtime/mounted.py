@@ -80,9 +80,10 @@ class ProbesUnderPrefix:
 def probes_at_root(app: Flask) -> str:
     """Answer Production(app)'s probe paths at the root of an app mounted under a prefix as well; the prefix
     ("" when not mounted)."""
-    from .extension import EXTENSION_KEY
+    from .extension import installed_on
 
-    paths: frozenset[str] = getattr(app.extensions.get(EXTENSION_KEY), "probe_paths", frozenset())
+    installed = installed_on(app)
+    paths = installed.probe_paths if installed is not None else frozenset()
     prefix = mount_prefix(app)
     if prefix and paths and not isinstance(app.wsgi_app, ProbesUnderPrefix):
         wrapped: Any = ProbesUnderPrefix(app.wsgi_app, prefix, paths)

@@ -199,11 +199,11 @@ def _import_string(ref: AppRef, app: object) -> str:
 
 
 def _served_paths(app: Any) -> list[str]:
-    from ..runtime.extension import EXTENSION_KEY
+    from ..runtime.extension import installed_on
 
     paths = {rule.rule for rule in app.url_map.iter_rules() if not rule.arguments and "GET" in (rule.methods or ())}
-    production = app.extensions.get(EXTENSION_KEY)
-    return sorted(paths | (production.probe_paths if production is not None else set()))
+    installed = installed_on(app)
+    return sorted(paths | (installed.probe_paths if installed is not None else set()))
 
 
 # The tail of every static route's rule: Flask's own, and what Blueprint.register adds for each blueprint.
