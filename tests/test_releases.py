@@ -174,3 +174,23 @@ def test_data_inside_a_release_and_in_the_project_is_not_merged(tmp_path: Path) 
         f"keep one of them (in {root}), then deploy again"
     )
     assert (release.path / "app.db").read_text() == "the release's" and not (release.path / "app.db").is_symlink()
+
+
+def test_a_release_that_never_served_leaves_no_folder_and_its_number_stays_taken(tmp_path: Path) -> None:
+    # Before, remove() left the release's folder, empty, to keep its number: one more for every failed deploy.
+    root = project(tmp_path / "proj")
+    releases = Releases(tmp_path / "releases")
+    first = releases.create(root, excludes=exclude_patterns(None), skip=[], max_mb=10)
+    failed = releases.create(root, excludes=exclude_patterns(None), skip=[], max_mb=10)
+    releases.remove(failed.number)
+    assert not failed.path.exists()
+    # The next release is 3: the logs that named release 2 never name another.
+    assert releases.create(root, excludes=exclude_patterns(None), skip=[], max_mb=10).number == 3
+    assert sorted(p.name for p in releases.path.iterdir() if not p.name.startswith(".")) == ["1", "3"]
+    # Empty folders an earlier flaskprod left for its failed releases go with the next prune; their numbers stay taken.
+    (releases.path / "4").mkdir()
+    (releases.path / "5").mkdir()
+    assert releases.prune(5, running=[first]) == []
+    assert sorted(p.name for p in releases.path.iterdir() if not p.name.startswith(".")) == ["1", "3"]
+    assert releases.create(root, excludes=exclude_patterns(None), skip=[], max_mb=10).number == 6
+    assert [r.number for r in releases] == [1, 3, 6]

@@ -222,14 +222,27 @@ def test_a_release_that_cannot_start_never_gets_a_request(stack: UpStack) -> Non
     assert loader.count("ok") == len(outcomes) > 20, summary(outcomes)
     assert versions(stack, 10) == {"1": 10}
     assert not (stack.run_dir / "app-2.sock").exists()
-    # It never served: it is gone, so it neither counts towards release.keep nor is a rollback's target.
-    assert not any((stack.run_dir / "releases" / "2").iterdir())
+    # It never served: it is gone, so it neither counts towards release.keep nor is a rollback's target; nor does
+    # its folder stay behind (it did, empty, after every failed deploy).
+    assert not (stack.run_dir / "releases" / "2").exists()
 
     write_version(stack.root, "3")
     fixed = flaskprod(stack.root, "deploy")
     assert fixed.returncode == 0, fixed.stderr
     assert fixed.stdout == "release 3 serves every request; `flaskprod rollback` returns to 1\n"
     assert versions(stack, 10) == {"3": 10}
+    assert released(stack) == ["1", "3"]
+    # Release 1's app server stopped: its drain file went with it (each deploy left one, for ever).
+    assert drain_files(stack) == []
+
+
+def released(stack: UpStack) -> list[str]:
+    """The folders under the run dir's releases/."""
+    return sorted(path.name for path in (stack.run_dir / "releases").iterdir() if not path.name.startswith("."))
+
+
+def drain_files(stack: UpStack) -> list[str]:
+    return sorted(path.name for path in stack.run_dir.glob("draining-*"))
 
 
 def test_a_release_whose_nginx_config_nginx_refuses_is_stopped_and_removed(tmp_path: Path) -> None:
@@ -249,7 +262,7 @@ def test_a_release_whose_nginx_config_nginx_refuses_is_stopped_and_removed(tmp_p
         assert error.endswith("; release 1 still serves"), error
         assert versions(stack, 5) == {"1": 5}
         assert not (stack.run_dir / "app-2.sock").exists()
-        assert not any((stack.run_dir / "releases" / "2").iterdir())
+        assert not (stack.run_dir / "releases" / "2").exists()
         assert len([command for command in children_commands(stack) if "flaskprod serve" in command]) == 1
         refused = flaskprod(tmp_path, "rollback", "--to", "2")
         assert refused.returncode == 1 and "release 2" in refused.stderr, refused.stderr
@@ -275,6 +288,8 @@ def test_keep_bounds_the_releases_on_disk(tmp_path: Path) -> None:
         assert "flaskprod deploy: deleted release 2 (release.keep = 2)" in result.stderr
         assert sorted(p.name for p in (stack.run_dir / "releases").iterdir()) == ["3", "4"]
         assert stack.get("/version").text == "4"
+        # Three releases drained and stopped: none left its drain file.
+        assert drain_files(stack) == []
     finally:
         stop(stack)
 

@@ -42,6 +42,8 @@ BUILT_IN_EXCLUDES = (
 # Data, not code: linked from each release to the project, so a rollback keeps what the app wrote.
 SHARED = ("instance", "*.db", "*.sqlite", "*.sqlite3", ".env", ".env.*", "*.pem", "*.key")
 MANIFEST = "release.json"
+# The highest number a release that never served took (Releases.remove): its folder goes, its number stays taken.
+LAST_NUMBER = ".last-number"
 # Two releases run at once while `flaskprod deploy` switches, and while a canary runs: what they hold
 # together (database connections) is sized for both.
 RELEASES_AT_ONCE = 2
@@ -114,7 +116,7 @@ class Releases:
                 f"{max_mb}: add what holds the most ({_largest(plan)}) to release.exclude, or raise release.max_mb"
             )
         self.path.mkdir(parents=True, exist_ok=True)
-        number = max((r.number for r in self), default=0) + 1
+        number = max(self._last_number(), *(r.number for r in self), 0) + 1
         while (self.path / str(number)).exists():  # a copy that failed half-way, or one without a manifest
             number += 1
         final = self.path / str(number)
@@ -140,21 +142,34 @@ class Releases:
         return self.get(number)
 
     def prune(self, keep: int, running: Iterable[Release]) -> list[int]:
-        """Delete the oldest releases beyond keep, never one of running (those running, and rollback's target);
-        the numbers deleted."""
+        """Delete the oldest releases beyond keep, never one of running (those running, and rollback's target),
+        and the folders of releases that never served; the numbers of the releases deleted."""
         protected = {r.number for r in running}
         numbers = [r.number for r in self]
         removable = [n for n in numbers[: max(0, len(numbers) - keep)] if n not in protected]
         for number in removable:
             shutil.rmtree(self.path / str(number), ignore_errors=True)
+        # Left empty by a flaskprod before remove() deleted them: each number stays taken as remove's does.
+        for folder in self.path.glob("[0-9]*"):
+            if folder.name.isdigit() and int(folder.name) not in numbers and not (folder / MANIFEST).exists():
+                self.remove(int(folder.name))
         return removable
 
     def remove(self, number: int) -> None:
         """Delete one release: one that never served, so that it neither counts towards release.keep nor
-        becomes a rollback's target. Its number stays taken (an empty folder, no release to iteration), so
-        that the logs never name two releases by one number."""
+        becomes a rollback's target, nor leaves a folder behind. Its number stays taken (LAST_NUMBER), so that
+        the logs never name two releases by one number."""
+        if number > self._last_number():
+            staged = self.path / f"{LAST_NUMBER}.new"
+            staged.write_text(f"{number}\n")
+            staged.replace(self.path / LAST_NUMBER)
         shutil.rmtree(self.path / str(number), ignore_errors=True)
-        (self.path / str(number)).mkdir(exist_ok=True)
+
+    def _last_number(self) -> int:
+        try:
+            return int((self.path / LAST_NUMBER).read_text())
+        except (OSError, ValueError):
+            return 0
 
     def before(self, number: int) -> Release | None:
         """The newest release older than number."""

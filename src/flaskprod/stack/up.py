@@ -717,6 +717,8 @@ class Stack:
         if child.listens_on is not None:
             child.listens_on.unlink(missing_ok=True)
             child.listens_on.with_suffix(".json").unlink(missing_ok=True)  # Plan.record: what it loaded
+        if child.env and DRAIN_FILE_ENV in child.env:  # its drain file: readiness of what is gone, left for ever
+            Path(child.env[DRAIN_FILE_ENV]).unlink(missing_ok=True)
 
     # -- signals ---------------------------------------------------------------------------
 
