@@ -465,7 +465,7 @@ def test_scrapes_go_to_each_app_servers_metrics_responder(tmp_path: Path, protoc
         context(tmp_path, protocol),
         responders=True,
         canary=(second, 20) if canary else None,
-        release_metrics=((1, f"unix:{tmp_path}/app.sock"), (2, second)),
+        release_scrapes=f"{tmp_path}/scrapes",
     )
     spec = make_spec()
     public = rendered(spec, ctx)
@@ -475,12 +475,10 @@ def test_scrapes_go_to_each_app_servers_metrics_responder(tmp_path: Path, protoc
     text = files["nginx.conf"]
     assert "return 404;" in location(text, "/metrics")  # the public port, beside the scraper's
     assert "proxy_pass http://flaskprod_responder;" in location(text, "/metrics", last=True)
-    assert "proxy_pass http://flaskprod_release_2;" in location(text, "/releases/2/metrics")
+    assert f'proxy_pass "http://unix:{tmp_path}/scrapes/$flaskprod_release/app.prom:";' in text
     servers = dict(re.findall(r"upstream (flaskprod_\w+) \{\n(?:\s*#.*\n)*\s*server (\S+)", text))
-    # The responder of the release that takes most requests; each release's own at its path.
+    # The responder of the release that takes most requests; each release's own at its path, through its link.
     assert servers["flaskprod_responder"] == f"unix:{tmp_path}/app.prom"
-    assert servers["flaskprod_release_1"] == f"unix:{tmp_path}/app.prom"
-    assert servers["flaskprod_release_2"] == f"unix:{tmp_path}/app-2.prom"
     assert "flaskprod_primary" not in text
     # Requests still go to the app servers, in their protocol.
     assert ("uwsgi_pass " if protocol == "uwsgi" else "proxy_pass http://") + "flaskprod_app;" in app_location(text)

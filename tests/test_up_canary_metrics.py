@@ -7,8 +7,14 @@ ends, its target goes.
 from __future__ import annotations
 
 import dataclasses
+import http.server
 import json
+import os
+import pwd
+import signal
+import socketserver
 import subprocess
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,14 +24,15 @@ import pytest
 import requests
 import yaml
 
-from flaskprod.render.nginx import NginxContext, Protocol, release_metrics_path, render_nginx
+from flaskprod.render.nginx import NginxContext, render_nginx
 from flaskprod.sizing import derive
 from flaskprod.spec import Spec
+from flaskprod.stack.nginx import find_nginx, foreground_command
 from flaskprod.stack.prometheus import TARGETS_FILE, Prometheus
 from flaskprod.stack.rundir import StackDir
 from tests.buildkit import run_tool, tool
-from tests.support import BIN, free_port, wait_for
-from tests.upstack import APP, Loader, UpStack, start_up, stop, summary, up_env, write_app
+from tests.support import BIN, free_port, running, wait_for
+from tests.upstack import APP, Loader, UpStack, children_of, start_up, stop, summary, up_env, write_app
 
 pytestmark = pytest.mark.integration
 
@@ -170,44 +177,117 @@ def test_a_canary_is_scraped_and_alerted_as_its_own_release_until_it_ends(monito
     assert not [labels for labels in firing if labels["alertname"] in down], firing
 
 
+def test_a_deploy_under_monitoring_moves_links_and_never_reloads_nginx(monitored: Monitoring) -> None:
+    """Before, nginx.conf had a location and an upstream per running release for Prometheus, so every deploy under
+    --with monitoring changed it and reloaded nginx (closing every client's idle keep-alive connection); now the
+    release's scrape path goes through its link, as its requests do."""
+    stack = monitored.stack
+    wait_for(lambda: monitored.scraped("1"), timeout=SCRAPED_WITHIN, what="release 1 scraped")
+    nginx = int((stack.run_dir / "nginx.pid").read_text())
+    workers = children_of(nginx)
+    config = (stack.run_dir / "nginx.conf").read_text()
+    for version in ("2", "3"):
+        write_version(stack.root, broken=False)
+        deployed = flaskprod(stack.root, "deploy")
+        assert deployed.returncode == 0, deployed.stderr
+        assert f"nginx sends requests to release {version} (its link repointed, no reload)" in deployed.stderr
+        assert "nginx reloaded" not in deployed.stderr
+        # Prometheus scrapes the new release at its own path, and the one it replaced no longer.
+        wait_for(lambda v=version: monitored.scraped(v), timeout=SCRAPED_WITHIN, what=f"release {version} scraped")
+        assert "# TYPE http_requests_total counter" in monitored.listener(f"/releases/{version}/metrics").text
+        assert monitored.listener(f"/releases/{int(version) - 1}/metrics").status_code == 404
+    assert children_of(nginx) == workers  # the same nginx workers throughout: it was never reloaded
+    assert (stack.run_dir / "nginx.conf").read_text() == config
+    assert "reload" not in stack.stderr().lower()  # nor did up, or nginx's log, say it reloaded
+    assert sorted(p.name for p in (stack.run_dir / "scrapes").iterdir()) == ["3"]
+
+
 # --- what `up` renders ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("protocol", ["http", "uwsgi"])
-def test_the_scraper_port_has_a_path_per_running_release_to_its_app_server_alone(
-    tmp_path: Path, protocol: Protocol
-) -> None:
+class Responder(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """A stand-in for an app server's metrics responder on a unix socket: its name and the path asked for."""
+
+    daemon_threads = True
+
+    def __init__(self, path: Path, name: str) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = f"{name} {self.path}".encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def address_string(self) -> str:
+                return "unix"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        super().__init__(str(path), Handler)
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join(5)
+
+
+def test_the_scraper_port_has_one_path_for_every_release_through_its_link(tmp_path: Path) -> None:
+    """nginx.conf names no release: each running release's path goes through its link in the run dir's scrapes/
+    (before, a location and an upstream per release, so every deploy under --with monitoring reloaded nginx)."""
     spec = Spec().replace(**{"monitoring.metrics_allow": "127.0.0.1 ::1"})
-    (tmp_path / "tmp").mkdir()
-    primary, canary = f"unix:{tmp_path}/app-1.sock", f"unix:{tmp_path}/app-2.sock"
-    ctx = NginxContext(
-        host="127.0.0.1", port=18080, upstream=primary, protocol=protocol, conf_dir=str(tmp_path),
-        pid_file=f"{tmp_path}/nginx.pid", temp_dir=f"{tmp_path}/tmp", access_log=f"{tmp_path}/access.log",
-        error_log="stderr", metrics_host="127.0.0.1", metrics_port=19117, canary=(canary, 20),
-        release_metrics=((1, primary), (2, canary)),
+    run = StackDir(tmp_path)
+    run.make()
+    port, metrics_port = free_port(), free_port()
+    ctx = run.nginx_context(
+        upstream=run.serving_socket(0), host="127.0.0.1", port=port, protocol="http", static=(),
+        user=pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None, metrics=("127.0.0.1", metrics_port),
+        canary=(run.app_socket(2), 20),
     )  # fmt: skip
     files = render_nginx(spec, derive(spec), ctx)
     text = files["nginx.conf"]
-    passes = "uwsgi_pass " if protocol == "uwsgi" else "proxy_pass http://"
-    for number, server in ctx.release_metrics:
-        upstream = text[text.index(f"upstream flaskprod_release_{number} {{") :]
-        assert upstream[: upstream.index("}")].split("\n")[1].strip() == f"server {server} fail_timeout=0;"
-        block = text[text.index(f"location = {release_metrics_path(spec, number)} {{") :]
-        lines = [line.strip() for line in block[: block.index("}")].splitlines()]
-        # Guarded as the metrics path is; the app is asked for its own metrics path.
-        assert lines[1:4] == ["allow 127.0.0.1;", "allow ::1;", "deny all;"]
-        assert "rewrite ^ /metrics break;" in lines and f"{passes}flaskprod_release_{number};" in lines
-    # The public port has no such path: it is the scraper's alone.
+    assert "flaskprod_release_" not in text and "/releases/1/" not in text and "/releases/2/" not in text
     public = text[: text.index("# The scraper's own port")]
-    assert "/releases/" not in public
+    assert "/releases/" not in public  # the scraper's alone
     for name, content in files.items():
         (tmp_path / name).write_text(content)
-    result = subprocess.run(
-        ["nginx", "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", "stderr"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert result.returncode == 0 and "warn" not in result.stderr, result.stderr
     run_tool([tool("gixy"), str(tmp_path / "nginx.conf")])
+    servers = [Responder(tmp_path / "app-1.prom", "one"), Responder(tmp_path / "app-2.1.prom", "two")]
+    try:
+        run.point_scrapes({1: tmp_path / "app-1.prom", 2: tmp_path / "app-2.1.prom"})
+        command = foreground_command(find_nginx("nginx"), run)
+        with running(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as nginx:
+
+            def scrape(path: str) -> tuple[int, str]:
+                answer = requests.get(f"http://127.0.0.1:{metrics_port}{path}", timeout=5)
+                return answer.status_code, answer.text
+
+            wait_for(lambda: scrape("/releases/1/metrics")[0] == 200, what="nginx's scraper port")
+            # Each release's responder is asked for the app's own metrics path.
+            assert scrape("/releases/1/metrics") == (200, "one /metrics")
+            assert scrape("/releases/2/metrics") == (200, "two /metrics")
+            # A release that is not running is a 404, as any other path; so is a number with a leading zero.
+            assert scrape("/releases/3/metrics")[0] == 404
+            assert scrape("/releases/01/metrics")[0] == 404
+            assert scrape("/releases/1/metrics/")[0] == 404
+            # Release 1 stops, release 2 is reloaded onto its other socket: the links alone move.
+            run.point_scrapes({2: tmp_path / "app-2.prom"})
+            assert scrape("/releases/1/metrics")[0] == 404
+            assert scrape("/releases/2/metrics")[0] == 502  # app-2.prom: nothing listens there
+            servers.append(Responder(tmp_path / "app-2.prom", "two again"))
+            assert scrape("/releases/2/metrics") == (200, "two again /metrics")
+            assert sorted(p.name for p in run.scrapes_dir.iterdir()) == ["2"]
+            nginx.send_signal(signal.SIGQUIT)
+            _, errors = nginx.communicate(timeout=30)
+        # The stopped release's 404 was no failed connection: nginx logged only the one to nothing listening.
+        failed = [line for line in errors.splitlines() if "connect()" in line]
+        assert len(failed) == 1 and "GET /releases/2/metrics" in failed[0], errors
+    finally:
+        for server in servers:
+            server.close()
 
 
 def test_without_the_scraper_port_no_release_path_is_served(tmp_path: Path) -> None:
@@ -216,10 +296,10 @@ def test_without_the_scraper_port_no_release_path_is_served(tmp_path: Path) -> N
     ctx = NginxContext(
         host="127.0.0.1", port=18080, upstream="unix:/run/app.sock", protocol="http", conf_dir="/c",
         pid_file="/c/nginx.pid", temp_dir="/c/tmp", access_log="/c/access.log", error_log="stderr",
-        release_metrics=((1, "unix:/run/app.sock"),),
+        responders=True, release_scrapes="/run/scrapes",
     )  # fmt: skip
     text = render_nginx(spec, derive(spec), ctx)["nginx.conf"]
-    assert "/releases/" not in text and "flaskprod_release_" not in text
+    assert "flaskprod_release" not in text and "/run/scrapes" not in text
 
 
 def test_each_release_is_a_target_of_its_own_and_a_failing_canary_alerts_apart(tmp_path: Path) -> None:

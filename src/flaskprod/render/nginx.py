@@ -157,12 +157,13 @@ class NginxContext:
     trusted_proxies: tuple[str, ...] = ()
     # `flaskprod deploy --canary N`: a second upstream server, and the percent of requests it takes.
     canary: tuple[str, int] | None = None
-    # `up --with monitoring`: (release number, its app server) for each running release. The metrics listener
-    # serves each release's own metrics at release_metrics_path, so Prometheus scrapes every release, a canary
-    # too, as a target of its own, labelled with its number.
-    release_metrics: tuple[tuple[int, str], ...] = ()
+    # `up --with monitoring`: a folder holding, for each running release N, N/app.prom, a link to its app server's
+    # metrics responder. The metrics listener serves each release's own metrics at release_metrics_path through it,
+    # so Prometheus scrapes every release, a canary too, as a target of its own, labelled with its number; and the
+    # config names no release, so a switch between releases needs no reload. Needs responders.
+    release_scrapes: str | None = None
     # The app servers answer scrapes beside their workers (monitoring.metrics_responder), each at the address
-    # sizing.responder_bind derives from its own (upstream's, canary's, release_metrics'): nginx passes scrapes there.
+    # sizing.responder_bind derives from its own (upstream's, canary's): nginx passes scrapes there.
     responders: bool = False
     # Names the app itself answers to (app_server_names: its Flask SERVER_NAME's host), which nginx answers too.
     app_names: tuple[str, ...] = ()
@@ -308,7 +309,7 @@ def include_path(path: str) -> str:
 
 
 def release_metrics_path(spec: Spec, release: int) -> str:
-    """Where the metrics listener serves one release's metrics (NginxContext.release_metrics): /releases/3/metrics.
+    """Where the metrics listener serves one release's metrics (NginxContext.release_scrapes): /releases/3/metrics.
     A path per release number, not per role: a scrape names the release whose counters it reads, before, during
     and after nginx switches releases."""
     return f"/releases/{release}{spec.monitoring.metrics_path}"
@@ -377,6 +378,26 @@ def metrics_allow(spec: Spec) -> list[str] | None:
     return allowed.split()
 
 
+# The release number the scraper's location for each release captures (release_metrics_location).
+RELEASE_VARIABLE = "flaskprod_release"
+
+
+def release_metrics_location(spec: Spec, scrapes: str) -> tuple[str, str, str]:
+    """The regex location serving release_metrics_path for any release number, the folder its release must have in
+    scrapes (NginxContext.release_scrapes) to be passed on, and the proxy_pass address of its link: each one
+    nginx.conf argument."""
+    conf_path(scrapes)  # refuses a '$'
+    digits = f"(?<{RELEASE_VARIABLE}>[1-9][0-9]{{0,8}})"
+    pattern = f"^/releases/{digits}{re.escape(spec.monitoring.metrics_path)}$"  # release_metrics_path's
+    folder = f"{scrapes}/${RELEASE_VARIABLE}"
+    return _quoted(pattern), _quoted(folder), _quoted(f"http://unix:{folder}/app.prom:")
+
+
+def _quoted(argument: str) -> str:
+    """argument in double quotes, as nginx.conf reads it back: its variables are read, `"` and `\\` are escaped."""
+    return '"' + argument.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def hsts_value(spec: Spec) -> str | None:
     """The Strict-Transport-Security value nginx sends over HTTPS: the same one the app would send."""
     from ..runtime.headers import hsts_headers
@@ -405,10 +426,9 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         metrics_upstream=metrics_upstream,
         responders=responders,
         responder=responder_bind(ctx.upstream) if responders else None,
-        release_metrics=[
-            (n, release_metrics_path(spec, n), responder_bind(server) if responders else server)
-            for n, server in ctx.release_metrics
-        ],
+        release_metrics=(
+            release_metrics_location(spec, ctx.release_scrapes) if responders and ctx.release_scrapes else None
+        ),
         max_body_bytes=derived.max_body_bytes,
         static_revalidate=STATIC_REVALIDATE,
         gzip_types=GZIP_TYPES,

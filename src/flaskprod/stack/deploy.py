@@ -372,6 +372,8 @@ def switch(stack: Stack, new_plan: Plan, request: Request | None) -> None:
         new_plan = dataclasses.replace(new_plan, link=1 - old.link)
     write_nginx_config(new_plan)  # `nginx -t` first: a rejected config changes nothing
     new_plan.point_links()
+    if new_plan.prometheus:  # nginx serves the running releases' metrics paths now (their links), and those alone
+        new_plan.prometheus.write_targets(new_plan.run, new_plan.spec, (release.number for release in new_plan.running))
     if quiet:
         quiet_switch(stack, new_plan, old, request)
         return
@@ -383,8 +385,6 @@ def switch(stack: Stack, new_plan: Plan, request: Request | None) -> None:
     deadline = time.monotonic() + grace
     while (left := old_workers & _alive(old_workers)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if new_plan.prometheus:  # nginx now serves the running releases' metrics paths, and those alone
-        new_plan.prometheus.write_targets(new_plan.run, new_plan.spec, (release.number for release in new_plan.running))
     if left:
         raise ServerError(f"nginx's old workers (pid {', '.join(map(str, sorted(left)))}) still run after {grace:g}s")
     serving = ", ".join(

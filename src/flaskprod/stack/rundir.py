@@ -6,7 +6,8 @@ import contextlib
 import fcntl
 import os
 import pwd
-from collections.abc import Callable, Iterable
+import shutil
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -49,6 +50,32 @@ class StackDir:
         return self.path / f"serving-{link}"
 
     @property
+    def scrapes_dir(self) -> Path:
+        """`up --with monitoring`: a folder per running release (scrapes/2/), holding the link nginx's listener for
+        Prometheus passes /releases/2/metrics through (scrape_link); a release that stops takes its folder along, so
+        nginx.conf names no release and a deploy needs no reload of nginx for its scrapes."""
+        return self.path / "scrapes"
+
+    def scrape_link(self, release: int) -> Path:
+        """The link to release's metrics responder (scrapes/2/app.prom -> ../../app-2.prom), repointed when a reload
+        replaces its app server."""
+        return self.scrapes_dir / str(release) / "app.prom"
+
+    def point_scrapes(self, responders: Mapping[int, Path]) -> None:
+        """A scrape link for each running release (number: its app server's metrics responder), each repointed
+        atomically; the folders of the others go, so nginx answers 404 for them."""
+        for release, responder in responders.items():
+            link = self.scrape_link(release)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            staged = link.with_name(f".{link.name}.new")
+            staged.unlink(missing_ok=True)
+            staged.symlink_to(os.path.relpath(responder, link.parent))
+            os.replace(staged, link)
+        for folder in self.scrapes_dir.glob("*") if self.scrapes_dir.is_dir() else ():
+            if not (folder.name.isdigit() and int(folder.name) in responders):
+                shutil.rmtree(folder, ignore_errors=True)
+
+    @property
     def releases_dir(self) -> Path:
         return self.path / "releases"
 
@@ -89,8 +116,9 @@ class StackDir:
     def at(cls, path: str | os.PathLike[str]) -> StackDir:
         """The run directory proxy.run_dir names, checked before anything is made: a ServerError naming it."""
         run = cls(Path(path).resolve())
-        # The longest socket path here (the metrics responder's beside it is no longer: sizing.responder_bind).
-        if len(str(run.app_socket(99999, 1))) > UNIX_PATH_MAX:
+        # The longest socket paths here (the metrics responder's beside an app server's is no longer:
+        # sizing.responder_bind).
+        if max(len(str(run.app_socket(99999, 1))), len(str(run.scrape_link(99999)))) > UNIX_PATH_MAX:
             raise ServerError(
                 f"run directory {run.path} is too long for a unix socket path ({UNIX_PATH_MAX} bytes): "
                 "set proxy.run_dir to a shorter path"
@@ -182,6 +210,8 @@ class StackDir:
             metrics_port=metrics[1] if metrics else None,
             # Each app server answers scrapes beside its socket (app_server_env turns it on).
             responders=True,
+            # Prometheus scrapes each running release apart, a canary too, through its link (point_scrapes).
+            release_scrapes=str(self.scrapes_dir) if metrics else None,
         )
 
 

@@ -185,6 +185,8 @@ class Plan:
             staged.unlink(missing_ok=True)
             staged.symlink_to(target)
             os.replace(staged, link)  # rename(2) replaces the link itself, never what it points to
+        if self.prometheus:  # Prometheus scrapes each running release apart (Prometheus.write_targets), a canary too
+            self.run.point_scrapes({r.number: _responder(self.socket(r)) for r in self.running})
 
     @property
     def upstream_keepalive_time(self) -> int | None:
@@ -508,8 +510,6 @@ def nginx_files(p: Plan) -> dict[str, str]:
     ctx = dataclasses.replace(
         ctx, app_names=p.app_names, websockets=p.websockets, upstream_keepalive_time=p.upstream_keepalive_time
     )
-    if p.prometheus:  # Prometheus scrapes each running release apart (Prometheus.write_targets), a canary too
-        ctx = dataclasses.replace(ctx, release_metrics=tuple((r.number, f"unix:{p.socket(r)}") for r in p.running))
     return render_nginx(p.spec, dataclasses.replace(p.derived, max_body_bytes=p.body_limit), ctx)
 
 
