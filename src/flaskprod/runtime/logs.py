@@ -126,6 +126,38 @@ class AccessFormatter(logging.Formatter):
         return _COMPACT_JSON.encode(line)
 
 
+class PropagateWhileTesting(logging.Handler):
+    """Passes app.logger's records on to the loggers above it, as propagation would, while the app's TESTING is on.
+
+    app.logger does not propagate, so a root handler (basicConfig's) does not write each record a second time; but
+    pytest's caplog is a root handler too, and a test fixture turns TESTING on after Production(app) ran (Flask's
+    tutorial: create_app(), then config.update(TESTING=True)). So TESTING is read as each record is logged: outside
+    tests, one dict read a record."""
+
+    def __init__(self, logger: logging.Logger, config: Mapping[str, Any]) -> None:
+        super().__init__()
+        self._logger = logger
+        self._config = config
+
+    def handle(self, record: logging.LogRecord) -> bool:  # no lock taken, no filter run: nothing to write
+        if self._config.get("TESTING") and not self._logger.propagate:
+            self._pass_up(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._pass_up(record)
+
+    def _pass_up(self, record: logging.LogRecord) -> None:
+        # pytest (9.2+) also puts its capture handlers on a logger that does not propagate: each record once.
+        own = self._logger.handlers
+        logger = self._logger.parent
+        while logger is not None:
+            for handler in logger.handlers:
+                if handler not in own and record.levelno >= handler.level:
+                    handler.handle(record)
+            logger = logger.parent if logger.propagate else None
+
+
 def make_handler(spec: Spec, *, access: bool = False) -> logging.Handler:
     handler = StdoutHandler()
     if spec.logging.format == "text":
@@ -142,7 +174,7 @@ def make_handler(spec: Spec, *, access: bool = False) -> logging.Handler:
 def _replace_handlers(logger: logging.Logger, handler: logging.Handler) -> None:
     for old in list(logger.handlers):
         # Flask's own stderr handler, and ours from an earlier app with the same name (tests).
-        if old is default_handler or isinstance(old, StdoutHandler):
+        if old is default_handler or isinstance(old, (StdoutHandler, PropagateWhileTesting)):
             logger.removeHandler(old)
     logger.addHandler(handler)
 
@@ -152,8 +184,10 @@ def configure_logging(app: Flask, spec: Spec) -> None:
     _replace_handlers(app.logger, make_handler(spec))
     app.logger.setLevel(spec.logging.level)
     # Each record once, as one line: a root handler (logging.basicConfig, or the dictConfig in Flask's
-    # docs) would write it again as text, a traceback over many lines. Testing apps keep pytest's caplog.
-    app.logger.propagate = app.testing
+    # docs) would write it again as text, a traceback over many lines. While TESTING is on, whenever a test
+    # turned it on, the records go up too, for pytest's caplog.
+    app.logger.propagate = False
+    app.logger.addHandler(PropagateWhileTesting(app.logger, app.config))
     access = access_logger(app)
     _replace_handlers(access, make_handler(spec, access=True))
     # Its own handler writes the line; passing it up too would write it twice.
