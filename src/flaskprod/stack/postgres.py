@@ -10,7 +10,6 @@ in database.local_dir names the `up` that does.
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import importlib.util
 import os
@@ -28,6 +27,7 @@ from ..render.deployment import dns_label
 from ..sizing import Derived, max_connections
 from ..spec import Spec
 from .children import Child, as_user
+from .pidlock import HeldElsewhere, hold
 from .releases import RELEASES_AT_ONCE
 
 INSTALL_HINT = "install it with `apt-get install postgresql` (Debian, Ubuntu)"
@@ -143,26 +143,17 @@ class Postgres:
     def _hold(self) -> IO[str]:
         """database.local_dir's lock file, locked and naming this process; ServerError naming the `up` holding it."""
         try:
-            lock = (self.directory / LOCK_FILE).open("a+")
+            return hold(self.directory / LOCK_FILE)
         except OSError as exc:
             raise ServerError(
                 f"database.local_dir {self.directory}: cannot open {exc.filename}: {exc.strerror}"
             ) from None
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "unknown"
-            lock.close()
+        except HeldElsewhere as exc:
             raise ServerError(
-                f"another flaskprod up (pid {holder}) runs PostgreSQL on database.local_dir {self.directory}: stop it "
-                f"with `kill -TERM {holder}` (or Ctrl-C where it runs), or set database.local_dir to another directory"
+                f"another flaskprod up (pid {exc.holder}) runs PostgreSQL on database.local_dir {self.directory}: stop "
+                f"it with `kill -TERM {exc.holder}` (or Ctrl-C where it runs), or set database.local_dir to another "
+                "directory"
             ) from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"{os.getpid()}\n")
-        lock.flush()
-        return lock
 
     def _check_unheld(self) -> None:
         """Refuse, in one line, data a live process holds (postmaster.pid names it): PostgreSQL would refuse too,
