@@ -20,6 +20,7 @@ from flaskprod import Production
 from flaskprod.spec import Spec
 from tests.conftest import StartServer
 from tests.support import free_port, running, wait_for
+from tests.upstack import iter_json_lines, start_up, stop, up_env, write_app
 
 
 def make_app(hops: int) -> Flask:
@@ -80,7 +81,7 @@ def test_trusted_proxies_change_the_environ_exactly_as_proxyfix() -> None:
 
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from flaskprod.runtime.proxy import trust_proxies
+    from flaskprod.runtime.proxy import CLIENT_ADDRESS_KEY, trust_proxies
 
     def seen(environ: dict[str, object], start_response: object) -> dict[str, object]:
         return environ
@@ -101,6 +102,9 @@ def test_trusted_proxies_change_the_environ_exactly_as_proxyfix() -> None:
                 theirs = ProxyFix(seen, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)(
                     dict(environ), None  # type: ignore[arg-type]
                 )
+                # What ours adds: the address it read, kept for the access line.
+                client = ours.pop(CLIENT_ADDRESS_KEY, None)
+                assert client is None or client == ours["REMOTE_ADDR"] != base["REMOTE_ADDR"]
                 assert ours == theirs, (hops, present, value)
                 compared += 1
     assert compared == 3 * 32 * len(values)
@@ -266,3 +270,86 @@ def test_behind_nginx_the_apps_own_proxy_fix_keeps_metrics_and_readiness_details
     # list does not.
     status, _, _ = fetch(server.port, "/metrics", source="127.0.0.2", headers={"X-Forwarded-For": "127.0.0.1"})
     assert status == 403
+
+
+def proxy_fix_under_production(hops: int, **trusted: int) -> Flask:
+    app = Flask("proxy_fix_hops")
+    app.config["SECRET_KEY"] = secrets.token_hex(32)
+
+    @app.get("/whoami")
+    def whoami() -> dict[str, object]:
+        return {"ip": request.remote_addr}
+
+    app.wsgi_app = ProxyFix(app.wsgi_app, **trusted)  # type: ignore[method-assign]
+    Production(app, spec=Spec().replace(**{"proxy.trusted_hops": hops}))
+    return app
+
+
+def test_an_apps_proxy_fix_trusting_other_hops_is_told_once_at_start(capsys: pytest.CaptureFixture[str]) -> None:
+    app = proxy_fix_under_production(1, x_for=2)
+    expected = (
+        "the app's ProxyFix trusts x_for=2 but proxy.trusted_hops = 1: the app reads another client address from "
+        "X-Forwarded-* than flaskprod's layer does (its logs, metrics allow list, HSTS); remove the app's ProxyFix, "
+        "or, if that many proxies really are in front, set proxy.trusted_hops = 2 (FP-C008)"
+    )
+    assert warnings_in(capsys.readouterr().out) == [expected]
+    client = app.test_client()
+    for _ in range(3):
+        client.get("/whoami", headers={"X-Forwarded-For": "203.0.113.9, 198.51.100.7"})
+    assert warnings_in(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize("trusted", [{"x_for": 1, "x_proto": 1}, {"x_for": 0, "x_proto": 1}])
+def test_an_apps_proxy_fix_trusting_the_same_hops_is_not_told(
+    capsys: pytest.CaptureFixture[str], trusted: dict[str, int]
+) -> None:
+    proxy_fix_under_production(1, **trusted)
+    assert warnings_in(capsys.readouterr().out) == []
+
+
+DEEPER_PROXY_FIX_APP = """
+from flask import Flask, jsonify, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from flaskprod import Production
+
+app = Flask(__name__)
+app.wsgi_app = ProxyFix(app.wsgi_app, x_for=2)
+Production(app)
+
+
+@app.get("/whoami")
+def whoami():
+    return jsonify(ip=request.remote_addr)
+"""
+
+
+@pytest.mark.integration
+def test_behind_ups_nginx_an_apps_proxy_fix_trusting_other_hops_is_told_and_reads_its_own_hop(tmp_path: Path) -> None:
+    """`flaskprod up` (its nginx, Gunicorn, proxy.trusted_hops = 1) and the app's ProxyFix(x_for=2): the warning at
+    start, once per process and never again per request; each layer takes its own hop from nginx's list (the
+    client's X-Forwarded-For, then the address nginx saw), neither shifting what the other took."""
+    write_app(tmp_path, DEEPER_PROXY_FIX_APP)
+    stack = start_up(tmp_path, "gunicorn", free_port(), env=up_env(FLASKPROD_LOGGING__ACCESS_LOG="true"))
+    try:
+        stack.wait_ready()
+        told = [message for message in warnings_in(stack.stdout()) if "ProxyFix" in message]
+        assert told and all("x_for=2 but proxy.trusted_hops = 1" in message for message in told), stack.output()
+        forged = {"X-Forwarded-For": "10.0.0.3, 10.0.0.2"}
+        for _ in range(4):
+            status, _, body = fetch(stack.port, "/whoami", source="127.0.0.2", headers=forged)
+            # The app: 2 hops back from the right of "10.0.0.3, 10.0.0.2, 127.0.0.2", not 3 (10.0.0.3).
+            assert (status, json.loads(body)) == (200, {"ip": "10.0.0.2"})
+        status, _, body = fetch(stack.port, "/whoami", source="127.0.0.2")
+        # Fewer values than it trusts: the app's ProxyFix leaves the address flaskprod's layer set.
+        assert (status, json.loads(body)) == (200, {"ip": "127.0.0.2"})
+    finally:
+        stop(stack)
+    lines = list(iter_json_lines(stack.stdout()))
+    access = [line["client"]["ip"] for line in lines if line.get("url", {}).get("path") == "/whoami"]
+    assert access == ["127.0.0.2"] * 5  # flaskprod's layer: the address nginx saw
+    assert [m for m in warnings_in(stack.stdout()) if "ProxyFix" in m] == told  # none per request
+
+
+def warnings_in(out: str) -> list[str]:
+    return [line["message"] for line in iter_json_lines(out) if line.get("log.level") == "warning"]

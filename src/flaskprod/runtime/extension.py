@@ -23,7 +23,7 @@ from .interrupted_queries import let_psycopg_cancel_at_the_deadline
 from .logs import access_log_enabled, access_logger, configure_logging, revive_loggers
 from .metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED, HttpMetrics
 from .pipeline import ROUTE_KEY, Probe, RequestPipeline, json_probe_response
-from .proxy import inside_apps_proxy_fix, trust_proxies
+from .proxy import hops_disagreement, inside_apps_proxy_fix, trust_proxies
 from .secrets import refuse_unsafe
 
 if TYPE_CHECKING:
@@ -170,6 +170,8 @@ class Production:
             config=app.config,  # its TESTING, read per request: a test fixture sets it after Production(app)
         )
         if spec.proxy.trusted_hops > 0:
+            if (disagreement := hops_disagreement(app.wsgi_app, spec.proxy.trusted_hops)) is not None:
+                app.logger.warning("%s", disagreement)  # once, at start: requests then go on as configured
             wrapped = trust_proxies(production_layer(app.wsgi_app), spec.proxy.trusted_hops)
         else:
             # None trusted here: an app's own ProxyFix (FP-C008's way out) is the one that reads the proxy's headers,

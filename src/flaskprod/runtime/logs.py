@@ -16,6 +16,7 @@ from flask import Flask, has_request_context, request
 from flask.logging import default_handler
 
 from ..spec import Spec
+from .proxy import CLIENT_ADDRESS_KEY
 
 REQUEST_ID_KEY = "flaskprod.request_id"
 REQUEST_ID_FIELD = "http.request.id"  # ECS field name
@@ -282,7 +283,7 @@ def access_fields(environ: Mapping[str, Any], path: str, status: int, duration_n
         "url.path": path,
         "http.response.status_code": status,
         "event.duration": duration_ns,
-        "client.ip": environ.get("REMOTE_ADDR"),
+        "client.ip": environ.get(CLIENT_ADDRESS_KEY) or environ.get("REMOTE_ADDR"),
         "user_agent.original": environ.get("HTTP_USER_AGENT"),
         REQUEST_ID_FIELD: rid,
     }

@@ -29,6 +29,9 @@ def forwarded_values(value: str) -> list[str]:
 
 # Where ProxyFix keeps the environ's values before changing them, for apps that want the proxy's own view.
 ORIGINAL_KEY = "werkzeug.proxy_fix.orig"
+# The client's address as TrustedProxies read it: the access line's, written after the app ran, when a ProxyFix of
+# the app's own, inside, rewrote REMOTE_ADDR with a reading of its own.
+CLIENT_ADDRESS_KEY = "flaskprod.client_address"
 
 
 def _real_value(value: str | None, hops: int) -> str | None:
@@ -63,7 +66,7 @@ class TrustedProxies:
             "SCRIPT_NAME": get("SCRIPT_NAME"),
         }
         if real_for := _real_value(get("HTTP_X_FORWARDED_FOR"), hops):
-            environ["REMOTE_ADDR"] = real_for
+            environ["REMOTE_ADDR"] = environ[CLIENT_ADDRESS_KEY] = real_for
         if proto := _real_value(get("HTTP_X_FORWARDED_PROTO"), hops):
             environ["wsgi.url_scheme"] = proto
         if host := _real_value(get("HTTP_X_FORWARDED_HOST"), hops):
@@ -124,3 +127,38 @@ def inside_apps_proxy_fix(
         return fix
     hops = {name: getattr(fix, name) for name in ("x_for", "x_proto", "x_host", "x_port", "x_prefix")}
     return ProxyFix(layer(wsgi_app), **hops)
+
+
+# What each ProxyFix setting reads, by the header it trusts.
+_PROXY_FIX_READS = {
+    "x_for": "client address",
+    "x_proto": "scheme",
+    "x_host": "host",
+    "x_port": "port",
+    "x_prefix": "path prefix",
+}
+
+
+def hops_disagreement(wsgi_app: WSGIApplication, hops: int) -> str | None:
+    """A warning when the app's own ProxyFix trusts another number of hops than proxy.trusted_hops, else None.
+
+    Inside the layer, each reads the X-Forwarded-* headers from the right (neither shifts what the other took), so
+    behind nginx's list (the client's own X-Forwarded-For, then the address nginx saw) the app takes one value and
+    the layer (its logs, the metrics allow list, readiness details, HSTS) another: with x_for=2 and 1 trusted
+    hop, an address the client wrote. A setting of 0 agrees: that ProxyFix leaves the value the layer set.
+    """
+    fix = apps_proxy_fix(wsgi_app)
+    if fix is None or hops <= 0:
+        return None
+    differing = {name: getattr(fix, name) for name in _PROXY_FIX_READS if getattr(fix, name) not in (0, hops)}
+    if not differing:
+        return None
+    given = ", ".join(f"{name}={value}" for name, value in differing.items())
+    reads = " and ".join(_PROXY_FIX_READS[name] for name in differing)
+    counts = set(differing.values())
+    setting = f"proxy.trusted_hops = {counts.pop()}" if len(counts) == 1 else "proxy.trusted_hops to their number"
+    return (
+        f"the app's ProxyFix trusts {given} but proxy.trusted_hops = {hops}: the app reads another {reads} from "
+        "X-Forwarded-* than flaskprod's layer does (its logs, metrics allow list, HSTS); remove the app's ProxyFix, "
+        f"or, if that many proxies really are in front, set {setting} (FP-C008)"
+    )
