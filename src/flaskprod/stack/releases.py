@@ -44,6 +44,9 @@ SHARED = ("instance", "*.db", "*.sqlite", "*.sqlite3", ".env", ".env.*", "*.pem"
 MANIFEST = "release.json"
 # The highest number a release that never served took (Releases.remove): its folder goes, its number stays taken.
 LAST_NUMBER = ".last-number"
+# A copy under way (Releases.create), renamed to its number once whole; one an `up` killed meanwhile left is swept
+# at the next start (StackDir.leftovers).
+PARTIAL = ".{number}.partial"
 # Two releases run at once while `flaskprod deploy` switches, and while a canary runs: what they hold
 # together (database connections) is sized for both.
 RELEASES_AT_ONCE = 2
@@ -120,7 +123,7 @@ class Releases:
         while (self.path / str(number)).exists():  # a copy that failed half-way, or one without a manifest
             number += 1
         final = self.path / str(number)
-        partial = self.path / f".{number}.partial"
+        partial = self.path / PARTIAL.format(number=number)
         shutil.rmtree(partial, ignore_errors=True)
         try:
             for entry in plan:

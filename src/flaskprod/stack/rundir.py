@@ -17,6 +17,23 @@ from ..render import NginxContext, TlsFiles
 from ..render.nginx import Protocol, StaticMount, conf_path
 from ..servers.common import UNIX_PATH_MAX
 from ..spec import validate
+from .releases import LAST_NUMBER, PARTIAL
+
+# StackDir.leftovers, as globs under the run directory.
+_LEFTOVERS = (
+    "app-*.sock",
+    "app-*.prom",
+    "app-*.json",
+    "draining-*",
+    "serving-*",
+    ".serving-*.new",
+    "scrapes",
+    "control.sock",
+    "nginx.pid",
+    "nginx.conf.new",
+    f"releases/{PARTIAL.format(number='*')}",
+    f"releases/{LAST_NUMBER}.new",
+)
 
 
 @dataclass(frozen=True)
@@ -88,9 +105,6 @@ class StackDir:
         """Readiness answers 503 while it exists: each app server's own, as a drained one stops beside the next."""
         return self.path / (f"draining-{release}.{generation}" if generation else f"draining-{release}")
 
-    def drain_files(self) -> list[Path]:
-        return sorted(self.path.glob("draining-*"))
-
     @property
     def temp_dir(self) -> Path:
         return self.path / "tmp"
@@ -111,6 +125,23 @@ class StackDir:
     def prometheus_dir(self) -> Path:
         """`up --with monitoring`: prometheus.yml, the alerts.yml it loads, and data/ (kept between runs)."""
         return self.path / "prometheus"
+
+    def leftovers(self) -> list[Path]:
+        """What only a running `up` uses, left when it stops or is killed: its app servers' sockets, records and
+        drain files, the links nginx reached them through (at nothing once those are gone), the control socket,
+        nginx's pid file, staged files, and copies into releases/ cut short. Never a release (rollback's), a log, or
+        the configs and data kept between runs."""
+        found = [path for pattern in _LEFTOVERS for path in self.path.glob(pattern)]
+        return sorted(path for path in found if path.is_symlink() or path.exists())
+
+    def tidy(self) -> None:
+        """Remove leftovers(): only by the `up` holding the directory (lock), once nothing of another run uses them."""
+        for path in self.leftovers():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
     @classmethod
     def at(cls, path: str | os.PathLike[str]) -> StackDir:
@@ -303,9 +334,9 @@ class Claim:
             self.trail.remove()
             raise
         self.lock = self.run.lock()  # held by another `up`: nothing here is this run's to remove
-        # Left over from a stack that was killed: a stale drain file would fail readiness at once.
-        for path in self.run.drain_files():
-            path.unlink()
+        # Left by an `up` that was killed (its lock went with it): a stale drain file would fail readiness at once,
+        # a copy cut short holds the project's size, records and links would stay for good.
+        self.run.tidy()
 
     def release(self, *, failed: bool) -> None:
         """Let the directory go; after a failed start, without what this run made."""

@@ -1218,8 +1218,8 @@ class Stack:
             child.kill_group()
         if self.postgres_lock is not None:  # its PostgreSQL has stopped: another `up` may start one there
             self.postgres_lock.close()
-        for path in self.plan.run.drain_files():
-            path.unlink()
+        # Nothing runs now: its sockets, records, drain files and the links to them are no one's (the releases stay).
+        self.plan.run.tidy()
 
     def _stopped(self, child: Child, graceful: bool) -> bool:
         """Stop child, gracefully or at once, and wait (a warning if it had to be killed); whether the stop is
