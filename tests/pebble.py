@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import free_port, stop_group, wait_for
+from tests.support import free_port, self_signed, stop_group, wait_for
 
 
 @dataclass
@@ -42,13 +42,7 @@ def start_pebble(workdir: Path, http_port: int) -> Pebble:
     for command in ("pebble", "pebble-challtestsrv", "openssl"):
         if shutil.which(command) is None:
             raise RuntimeError(f"{command} is missing: `make test` installs it (apt-get install pebble openssl)")
-    cert, key = workdir / "pebble.crt", workdir / "pebble.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-days", "2", "-subj", "/CN=pebble", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
+    cert, key = self_signed(workdir, name="pebble", alt_names="IP:127.0.0.1,DNS:localhost")
     listen, management, dns, dns_management = (free_port() for _ in range(4))
     config = {
         "pebble": {

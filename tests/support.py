@@ -117,3 +117,16 @@ def interrupted_while_loading(args: list[str], cwd: Path, env: dict[str, str], m
             command.kill()
             command.wait()
     return command.returncode, out, err
+
+
+def self_signed(directory: Path, *, name: str, alt_names: str) -> tuple[Path, Path]:
+    """A self-signed certificate for name (subjectAltName alt_names, e.g. "IP:127.0.0.1,DNS:localhost") and its key,
+    valid two days, written in directory: (cert, key)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-days", "2", "-subj", f"/CN={name}", "-addext", f"subjectAltName={alt_names}",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return cert, key

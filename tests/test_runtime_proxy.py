@@ -8,7 +8,6 @@ import json
 import secrets
 import shutil
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from flaskprod import Production
 from flaskprod.spec import Spec
 from tests.conftest import StartServer
-from tests.support import free_port, running, wait_for
+from tests.support import free_port, running, self_signed, wait_for
 from tests.upstack import iter_json_lines, start_up, stop, up_env, write_app
 
 
@@ -176,13 +175,7 @@ def whoami() -> dict[str, object]:
 def tls_nginx(directory: Path, *, port: int, upstream: int) -> tuple[list[str], Path]:
     """nginx terminating TLS on 127.0.0.1:port in front of 127.0.0.1:upstream, setting X-Forwarded-For and
     X-Forwarded-Proto as a proxy does; its command and its certificate."""
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
+    cert, key = self_signed(directory, name="127.0.0.1", alt_names="IP:127.0.0.1")
     temp_paths = "".join(f"{kind}_temp_path {directory}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi",
                                                                               "uwsgi", "scgi"))  # fmt: skip
     # As root, nginx's workers would run as nobody, who cannot read pytest's private temp dirs.
