@@ -85,8 +85,8 @@ def test_a_run_dir_too_long_for_a_socket_is_refused_before_it_is_made(tmp_path: 
     result = run_up(tmp_path, "gunicorn", str(free_port()), "--set", f"proxy.run_dir={run_dir}")
     assert result.returncode == 2
     assert result.stderr == (
-        f"Error: run directory {run_dir} is too long for a unix socket path (107 bytes): "
-        "set proxy.run_dir to a shorter path\n"
+        f"Error: run directory {run_dir} is {len(str(run_dir))} bytes, too long for the unix socket paths under it "
+        "(107 bytes at most): set proxy.run_dir to a path of at most 90 bytes\n"
     )
     assert not run_dir.exists()
 

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
-from tests.support import BIN, free_port
+from flaskprod.stack.releases import LAST_NUMBER
+from tests.support import BIN, free_port, wait_for
 from tests.test_up_errors import run_up
 from tests.upstack import processes_under, start_up, stop, up_env, write_app
 
@@ -172,3 +176,77 @@ def test_a_failed_release_command_keeps_its_log(tmp_path: Path) -> None:
     assert {path for path in tree(tmp_path) if path.startswith(".flaskprod")} == {
         ".flaskprod", ".flaskprod/run", ".flaskprod/run/logs", ".flaskprod/run/logs/release-1.log"
     }  # fmt: skip
+
+
+def run_dir_of(tmp_path: Path, size: int) -> Path:
+    """A run dir's path of size bytes, under tmp_path."""
+    path = tmp_path / ("r" * (size - len(os.fsencode(tmp_path)) - 1))
+    assert len(os.fsencode(path)) == size
+    return path
+
+
+def numbered_from(run_dir: Path, number: int) -> None:
+    """The run's release is number (its names are the longest at 99999): as if the numbers before were taken."""
+    (run_dir / "releases").mkdir(parents=True)
+    (run_dir / "releases" / LAST_NUMBER).write_text(f"{number - 1}\n")
+
+
+def test_a_run_dir_at_the_bound_without_monitoring_serves_on_its_longest_socket(tmp_path: Path) -> None:
+    """90 bytes: release 99999's second app server (SIGHUP's) listens on a socket path of 107 bytes. Before, every
+    run was bound by --with monitoring's scrape links, 6 bytes longer, and this one was refused."""
+    write_app(tmp_path)
+    run_dir = run_dir_of(tmp_path, 90)
+    numbered_from(run_dir, 99999)
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1", "--set", f"proxy.run_dir={run_dir}")
+    try:
+        stack.wait_ready()
+        stack.proc.send_signal(signal.SIGHUP)
+        reloaded = "app server of release 99999 reloaded"
+        wait_for(lambda: reloaded in stack.stderr(), timeout=60, interval=0.1, what="the SIGHUP's app server")
+        for name in ("app-99999.1.sock", "app-99999.1.prom"):  # the app server's and its metrics responder's
+            longest = run_dir / name
+            assert (len(os.fsencode(longest)), longest.is_socket()) == (107, True)
+        assert stack.get("/api/ping").status_code == 200
+        assert "# TYPE http_requests_total counter" in stack.get("/metrics").text
+    finally:
+        stop(stack)
+
+
+def test_a_run_dir_at_the_bound_with_monitoring_is_scraped_through_its_longest_link(tmp_path: Path) -> None:
+    """84 bytes under --with monitoring: nginx passes release 99999's scrapes through a link of 107 bytes."""
+    write_app(tmp_path)
+    run_dir = run_dir_of(tmp_path, 84)
+    numbered_from(run_dir, 99999)
+    metrics_port = free_port()
+    stack = start_up(
+        tmp_path, "gunicorn", free_port(), "--workers", "1", "--with", "monitoring",
+        "--set", f"proxy.run_dir={run_dir}", "--set", f"monitoring.prometheus_port={free_port()}",
+        "--set", f"monitoring.metrics_port={metrics_port}", "--set", f"monitoring.alertmanager_port={free_port()}",
+    )  # fmt: skip
+    try:
+        stack.wait_ready()
+        link = run_dir / "scrapes" / "99999" / "app.prom"
+        assert (len(os.fsencode(link)), link.is_socket()) == (107, True)
+        scraped = requests.get(f"http://127.0.0.1:{metrics_port}/releases/99999/metrics", timeout=15)
+        assert scraped.status_code == 200 and "# TYPE http_requests_total counter" in scraped.text
+    finally:
+        stop(stack)
+
+
+@pytest.mark.parametrize(
+    ("extras", "size", "most", "links"),
+    [((), 91, 90, ""), (("--with", "monitoring"), 85, 84, ", with --with monitoring's scrape links")],
+    ids=["without-monitoring", "with-monitoring"],
+)
+def test_a_run_dir_a_byte_over_the_bound_is_refused_in_one_line(
+    tmp_path: Path, extras: tuple[str, ...], size: int, most: int, links: str
+) -> None:
+    write_app(tmp_path)
+    run_dir = run_dir_of(tmp_path, size)
+    result = run_up(tmp_path, "gunicorn", str(free_port()), *extras, "--set", f"proxy.run_dir={run_dir}")
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"Error: run directory {run_dir} is {size} bytes, too long for the unix socket paths under it (107 bytes at "
+        f"most{links}): set proxy.run_dir to a path of at most {most} bytes\n",
+    )
+    assert not run_dir.exists()

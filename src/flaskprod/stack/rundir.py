@@ -143,16 +143,24 @@ class StackDir:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
+    def socket_paths(self, *, scrapes: bool) -> list[Path]:
+        """The longest unix socket paths a run makes here: an app server's on its second socket (its metrics
+        responder's beside it is no longer: sizing.responder_bind); under --with monitoring, a scrape link too,
+        which nginx connects through."""
+        return [self.app_socket(99999, 1), *([self.scrape_link(99999)] if scrapes else [])]
+
     @classmethod
-    def at(cls, path: str | os.PathLike[str]) -> StackDir:
-        """The run directory proxy.run_dir names, checked before anything is made: a ServerError naming it."""
+    def at(cls, path: str | os.PathLike[str], *, scrapes: bool = False) -> StackDir:
+        """The run directory proxy.run_dir names, checked before anything is made: a ServerError naming it. scrapes:
+        the run makes scrape links (--with monitoring), whose paths are the longest."""
         run = cls(Path(path).resolve())
-        # The longest socket paths here (the metrics responder's beside an app server's is no longer:
-        # sizing.responder_bind).
-        if max(len(str(run.app_socket(99999, 1))), len(str(run.scrape_link(99999)))) > UNIX_PATH_MAX:
+        size = len(os.fsencode(run.path))
+        over = max(len(os.fsencode(socket)) for socket in run.socket_paths(scrapes=scrapes)) - UNIX_PATH_MAX
+        if over > 0:
+            links = ", with --with monitoring's scrape links" if scrapes else ""
             raise ServerError(
-                f"run directory {run.path} is too long for a unix socket path ({UNIX_PATH_MAX} bytes): "
-                "set proxy.run_dir to a shorter path"
+                f"run directory {run.path} is {size} bytes, too long for the unix socket paths under it "
+                f"({UNIX_PATH_MAX} bytes at most{links}): set proxy.run_dir to a path of at most {size - over} bytes"
             )
         try:
             conf_path(str(run.path))

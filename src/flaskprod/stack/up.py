@@ -1327,7 +1327,7 @@ def up(
     reload_spec, when given, reads the spec's sources again on SIGHUP; extras are `--with`'s values.
     """
     added = parse_up_extras(extras)
-    claim = Claim(StackDir.at(spec.proxy.run_dir))
+    claim = Claim(StackDir.at(spec.proxy.run_dir, scrapes="monitoring" in added))
     stack: Stack | None = None
     try:
         p = plan(spec, claim.run, claim=claim.take, config_path=config_path, extras=added)
