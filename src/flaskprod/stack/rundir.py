@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import pwd
 import shutil
@@ -17,6 +16,7 @@ from ..render import NginxContext, TlsFiles
 from ..render.nginx import Protocol, StaticMount, conf_path
 from ..servers.common import UNIX_PATH_MAX
 from ..spec import validate
+from .pidlock import HeldElsewhere, hold
 from .releases import LAST_NUMBER, PARTIAL
 
 # StackDir.leftovers, as globs under the run directory.
@@ -197,23 +197,13 @@ class StackDir:
     def lock(self) -> IO[str]:
         """Hold the directory for this process; a second `up` on it fails on one line instead of fighting."""
         try:
-            handle = (self.path / "up.lock").open("a+")
+            return hold(self.path / "up.lock")
         except OSError as exc:
             raise ServerError(f"proxy.run_dir {self.path}: cannot open {exc.filename}: {exc.strerror}") from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
+        except HeldElsewhere as exc:
             raise ServerError(
-                f"another flaskprod up (pid {holder}) is running in {self.path}: stop it, or set proxy.run_dir"
+                f"another flaskprod up (pid {exc.holder}) is running in {self.path}: stop it, or set proxy.run_dir"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        return handle
 
     def nginx_context(
         self,
