@@ -3,6 +3,7 @@ probes answer where the spec puts them, and nginx serves its static files under 
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flaskprod.runtime.mounted import mount_prefix
-from tests.support import free_port
+from tests.buildkit import run_tool, tool
+from tests.support import free_port, run_flaskprod
 from tests.upstack import start_up, stop, write_app
 
 MOUNTED = """
@@ -84,6 +86,9 @@ def test_up_serves_an_app_mounted_under_a_prefix(tmp_path: Path, kind: str) -> N
         assert stack.get("/healthz").status_code == 200
         assert stack.get("/shop/readyz").status_code == 200
         assert stack.get("/metrics").status_code == 200
+        # Under the prefix the app answers its metrics too, past nginx's guard of /metrics: nginx hides them.
+        assert stack.get("/shop/metrics").status_code == 404
+        assert stack.get("/shop//metrics").status_code == 404
         page = stack.get("/shop/")
         assert page.json() == {"stylesheet": "/shop/static/css/plain.css"}
         assert "X-Request-ID" in page.headers  # the app answered
@@ -94,3 +99,17 @@ def test_up_serves_an_app_mounted_under_a_prefix(tmp_path: Path, kind: str) -> N
         assert stack.get("/").status_code == 404
     finally:
         stop(stack)
+
+
+@pytest.mark.parametrize("target", ["compose", "k8s"])
+def test_build_writes_nginx_for_an_app_mounted_under_a_prefix(tmp_path: Path, target: str) -> None:
+    write_app(tmp_path, MOUNTED)
+    (tmp_path / "requirements.txt").write_text("flask\nflaskprod\n")
+    key = {"FLASK_SECRET_KEY": secrets.token_hex(32)}
+    done = run_flaskprod("build", "--target", target, "app:app", cwd=tmp_path, env=key)
+    assert done.returncode == 0, done.stderr
+    conf = next((tmp_path / "deploy" / target).rglob("nginx.conf")).read_text()
+    assert "location = /shop/metrics {\n            return 404;" in conf
+    assert "location /shop/static/ {" in conf
+    assert "location /static/ {" not in conf
+    run_tool([tool("gixy"), str(next((tmp_path / "deploy" / target).rglob("nginx.conf")))])

@@ -96,6 +96,7 @@ class Deployment:
     # What nginx answers besides proxy.server_name: the app's own SERVER_NAME host (AppInfo.nginx_names).
     app_names: tuple[str, ...] = ()
     websockets: bool = False  # the app has WebSocket routes (AppInfo.websocket_paths): nginx passes handshakes on
+    mount_prefix: str = ""  # the prefix the app mounts itself under (AppInfo.mount_prefix)
 
     @property
     def instance_dir(self) -> str:
@@ -220,7 +221,13 @@ class Deployment:
         """nginx.conf and mime.types run as ctx says."""
         spec = self.spec if metrics_allow is None else self.spec.replace(**{"monitoring.metrics_allow": metrics_allow})
         # Every app server behind a target's nginx answers scrapes beside its workers (app_env turns it on).
-        ctx = dataclasses.replace(ctx, app_names=self.app_names, websockets=self.websockets, responders=True)
+        ctx = dataclasses.replace(
+            ctx,
+            app_names=self.app_names,
+            websockets=self.websockets,
+            mount_prefixes=(self.mount_prefix,) if self.mount_prefix else (),
+            responders=True,
+        )
         return render_nginx(spec, self.derived, ctx)
 
 
@@ -477,4 +484,5 @@ def plan_deployment(
         instance=instance_folder(info.instance, root, installs_project=requirements is None),
         app_names=info.nginx_names,
         websockets=bool(info.websocket_paths),
+        mount_prefix=info.mount_prefix,
     )

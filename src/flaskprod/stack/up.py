@@ -154,6 +154,12 @@ class Plan:
         return any(info.websocket_paths for release in self.running if (info := self.app_info(release)))
 
     @property
+    def mount_prefixes(self) -> tuple[str, ...]:
+        """The prefixes each running release's app mounts itself under, as its app server loaded it."""
+        prefixes = (info.mount_prefix for release in self.running if (info := self.app_info(release)))
+        return tuple(dict.fromkeys(prefix for prefix in prefixes if prefix))
+
+    @property
     def body_limit(self) -> int:
         """nginx's body limit: the MAX_CONTENT_LENGTH each running release's app loaded with, as its app server
         recorded it (as app_names), so a deploy or SIGHUP that changes it changes nginx's too."""
@@ -508,7 +514,11 @@ def nginx_files(p: Plan) -> dict[str, str]:
     )
     # nginx answers the host the app calls itself (its SERVER_NAME) too, and a self-signed certificate names it.
     ctx = dataclasses.replace(
-        ctx, app_names=p.app_names, websockets=p.websockets, upstream_keepalive_time=p.upstream_keepalive_time
+        ctx,
+        app_names=p.app_names,
+        websockets=p.websockets,
+        mount_prefixes=p.mount_prefixes,
+        upstream_keepalive_time=p.upstream_keepalive_time,
     )
     return render_nginx(p.spec, dataclasses.replace(p.derived, max_body_bytes=p.body_limit), ctx)
 
