@@ -89,3 +89,48 @@ def test_each_app_of_one_factory_is_refused_or_started_by_its_own_settings(monke
     monkeypatch.delenv("FLASKPROD_SECURITY__REFUSE_UNSAFE")
     with pytest.raises(ConfigurationError, match="SECRET_KEY"):
         create_app(secret_key="dev")
+
+
+def test_a_factory_adds_each_apps_own_readiness_checks_each_time_it_runs() -> None:
+    """Checks added in create_app after prod.init_app(app) are that app's: the factory runs again (each test's app)
+    without 'already registered', and one app's checks never run for another. One added before any init_app (at
+    module level) runs for every app."""
+    shared = Production()
+    shared.add_check("disk", lambda: True)
+
+    def create_app_with_checks(cache_up: bool, *, queue: bool) -> Flask:
+        app = Flask(__name__)
+        app.config["SECRET_KEY"] = secrets.token_hex(32)
+        shared.init_app(app)
+
+        @shared.readiness_check("cache")
+        def cache() -> bool:
+            return cache_up
+
+        if queue:
+            shared.add_check("queue", lambda: True)
+        return app
+
+    shop = create_app_with_checks(True, queue=True)
+    admin = create_app_with_checks(False, queue=False)  # before the fix: ValueError, 'cache' already registered
+
+    shop_ready, admin_ready = shop.test_client().get("/readyz"), admin.test_client().get("/readyz")
+    assert (shop_ready.status_code, admin_ready.status_code) == (200, 503)
+    assert {name: check["status"] for name, check in shop_ready.json["checks"].items()} == {
+        "disk": "ok", "cache": "ok", "queue": "ok"
+    }
+    assert {name: check["status"] for name, check in admin_ready.json["checks"].items()} == {
+        "disk": "ok", "cache": "fail"
+    }
+    # The same name twice for one app is still refused, as is the name of a check every app runs.
+    with pytest.raises(ValueError, match="a readiness check named 'cache' is already registered; pick another name"):
+        shared.add_check("cache", lambda: True)
+    with shop.app_context(), pytest.raises(ValueError, match="'queue' is already registered"):
+        shared.add_check("queue", lambda: True)
+    with pytest.raises(ValueError, match="'disk' is already registered"):
+        shared.add_check("disk", lambda: True)
+    # In an app's context, a check is added to that app, not to the one made last.
+    with shop.app_context():
+        shared.add_check("search", lambda: True)
+    assert "search" in shop.test_client().get("/readyz").json["checks"]
+    assert "search" not in admin.test_client().get("/readyz").json["checks"]

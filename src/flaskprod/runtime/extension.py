@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from flask import Flask, current_app, has_app_context, request
@@ -41,6 +41,8 @@ class Installed:
     spec: Spec
     metrics: HttpMetrics | None
     probe_paths: frozenset[str]  # answered by the app's request pipeline itself (health, readiness, metrics)
+    # The readiness checks added once init_app had run for this app (in its factory): its own, not the other apps'.
+    checks: dict[str, Check] = field(default_factory=dict)
 
 
 class Production:
@@ -48,7 +50,8 @@ class Production:
 
     Each part is switched by the spec (by default flaskprod.toml and FLASKPROD_* variables). One instance may serve
     several apps (prod.init_app(app) in a factory): each gets the spec as its init_app loads it, unless one was given,
-    and metrics of its own; the readiness checks added here run for each.
+    and metrics of its own. A readiness check added before any init_app runs for every app; one added after is the
+    current app's (in its app context), else that of the app init_app ran for last, as a factory adds it.
     """
 
     def __init__(self, app: Flask | None = None, *, spec: Spec | None = None) -> None:
@@ -98,10 +101,15 @@ class Production:
         return metrics.registry if metrics is not None else None
 
     def add_check(self, name: str, fn: Check) -> None:
-        """Run fn on every readiness probe; it fails by raising, returning False or overrunning the timeout."""
-        if name in self._checks:
+        """Run fn on every readiness probe; it fails by raising, returning False or overrunning the timeout.
+
+        Before any init_app, for every app; after, for the current app alone (see _current): a factory that adds
+        its checks after prod.init_app(app) adds each app's own, each time it runs.
+        """
+        installed = self._current()
+        if name in self._checks or (installed is not None and name in installed.checks):
             raise ValueError(f"a readiness check named {name!r} is already registered; pick another name")
-        self._checks[name] = fn
+        (installed.checks if installed is not None else self._checks)[name] = fn
 
     def readiness_check(self, name: str) -> Callable[[C], C]:
         """Decorator form of add_check."""
@@ -218,12 +226,14 @@ class Production:
         return {path: _tell_if_shadowed(app, path, settings[path], probe) for path, probe in probes.items()}
 
     def _checks_for(self, app: Flask, spec: Spec) -> dict[str, Check]:
-        """The registered checks plus a ping per Flask-SQLAlchemy engine, each run inside app's context.
+        """The checks every app runs, app's own, and a ping per Flask-SQLAlchemy engine, each run inside app's
+        context.
 
         Flask-SQLAlchemy is looked up here, not in init_app, because apps call db.init_app(app)
         after Production(app).
         """
-        checks = dict(self._checks)
+        installed = self._installed.get(app)
+        checks = {**self._checks, **(installed.checks if installed is not None else {})}
         if "sqlalchemy" in app.extensions:
             with app.app_context():
                 schema = spec.database.migration_check
