@@ -137,7 +137,12 @@ class Postgres:
             "--encoding=UTF8",
             "--locale=C.UTF-8",
         ]
-        self._run(initdb, f"initdb of {self.data_dir}", as_server=True)
+        try:
+            self._run(initdb, f"initdb of {self.data_dir}", as_server=True)
+        except ServerError:
+            # initdb removes what it made when it fails, or is stopped, but not when a signal kills it first.
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            raise
         return True
 
     def _hold(self) -> IO[str]:

@@ -267,13 +267,15 @@ def _entries(path: Path, depth: int) -> set[Path]:
 
 def _remove(path: Path, keep: Callable[[Path], bool]) -> None:
     """path and what it holds, except what keep names (and the folders holding that); quietly, as far as it can."""
+    if keep(path):
+        return
     if path.is_dir() and not path.is_symlink():
         with contextlib.suppress(OSError):
             for child in path.iterdir():
                 _remove(child, keep)
         with contextlib.suppress(OSError):
             path.rmdir()  # left when it still holds something kept
-    elif not keep(path):
+    else:
         with contextlib.suppress(OSError):
             path.unlink()
 
@@ -321,6 +323,7 @@ class Claim:
         self.trail = Trail()
         self.trail.watch(run.path, depth=2)  # releases/N, logs/*, tls/*, tmp/*: each this run's or an earlier one's
         self.lock: IO[str] | None = None
+        self.kept: list[Path] = []
 
     def take(self, others: Iterable[Path] = ()) -> None:
         """Make and lock the run directory; others are further places this run may make (watched whole)."""
@@ -345,6 +348,13 @@ class Claim:
         self.lock.close()
         self.lock = None
 
+    def keep(self, path: Path) -> None:
+        """Leave path, and all it holds, where a failed start would take it back: something this run made that is
+        whole and worth keeping (a database's cluster)."""
+        self.kept.append(path)
+
     def _kept(self, path: Path) -> bool:
+        if any(path == kept or kept in path.parents for kept in self.kept):
+            return True
         return path.parent == self.run.logs_dir and path != self.run.access_log
 

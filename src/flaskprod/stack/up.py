@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, TypeVar
 
 from .. import discovery
 from ..errors import FlaskprodError, ServerError, SpecError
@@ -70,6 +70,8 @@ UP_INSTEAD = {
 }
 # Not a signal: put among them when a request arrives on the control socket, so the main loop wakes for it.
 WAKE = 0
+
+T = TypeVar("T")
 
 
 class Stopping(FlaskprodError):
@@ -602,9 +604,17 @@ class _LoopbackTls(http.client.HTTPSConnection):
 class Stack:
     """The supervisor. Signal handlers only record; the main loop dispatches (as Gunicorn's arbiter does)."""
 
-    def __init__(self, p: Plan, reload_spec: Callable[[], Spec] | None = None) -> None:
+    def __init__(
+        self,
+        p: Plan,
+        reload_spec: Callable[[], Spec] | None = None,
+        *,
+        keep: Callable[[Path], None] = lambda path: None,
+    ) -> None:
         self.plan = p
         self.reload_spec = reload_spec
+        # Given a path this run made that a start which fails or is stopped leaves in place (Claim.keep).
+        self.keep = keep
         self.log = EventLog(p.spec.logging.format)
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         # One app server per running release, by release number: two while a deploy switches or a canary runs.
@@ -951,10 +961,18 @@ class Stack:
         self.plan = p
 
     def start_postgres(self, deadline: float) -> bool:
-        """Start PostgreSQL (made by initdb on the first run) and the app's database; True once it accepts."""
+        """Start PostgreSQL (made by initdb on the first run) and the app's database; True once it accepts, False
+        when told to stop first."""
         postgres, child = self.plan.postgres, self.postgres
         assert postgres is not None and child is not None
-        self.postgres_lock, made = postgres.prepare()
+        try:
+            self.postgres_lock, made = self.interruptible(postgres.prepare)
+        except Stopping:
+            self.log("stopped before postgres was ready")  # initdb, stopped, removed what it had made
+            return False
+        # A whole cluster outlives a start that fails or is stopped: it is kept between runs, and initdb's seconds
+        # are not spent again (the rest this run made goes).
+        self.keep(postgres.directory)
         if made:
             self.log(f"initdb made a PostgreSQL cluster in {postgres.data_dir}")
         child.start()
@@ -965,9 +983,23 @@ class Stack:
 
         if not self.wait_until(ready, deadline, subject="postgres", endpoint=f"{postgres.data_dir}/postmaster.pid"):
             return False
-        if postgres.ensure_database():
+        try:
+            created = self.interruptible(postgres.ensure_database)
+        except Stopping:
+            self.log("stopped before postgres was ready")
+            return False
+        if created:
             self.log(f"created the database {postgres.name}, owned by the role {postgres.name}")
         return True
+
+    def interruptible(self, step: Callable[[], T]) -> T:
+        """step(), which runs programs in `up`'s process group (initdb, psql): a terminal's Ctrl-C reaches them as it
+        reaches `up`, and they fail of it. Stopping when a stop signal came meanwhile: the failure is its doing."""
+        try:
+            return step()
+        except ServerError:
+            self.raise_if_told_to_stop()
+            raise
 
     def start_prometheus(self, deadline: float) -> bool:
         """Start Alertmanager, then Prometheus once nginx serves, so its first scrape finds the app and its first
@@ -1341,7 +1373,7 @@ def up(
     stack: Stack | None = None
     try:
         p = plan(spec, claim.run, claim=claim.take, config_path=config_path, extras=added)
-        stack = Stack(p, reload_spec)
+        stack = Stack(p, reload_spec, keep=claim.keep)
         return stack.run()
     finally:
         # A start that failed, or was stopped, before it served takes back what it made.
