@@ -101,7 +101,8 @@ def test_without_env_config_the_fix_is_not_an_environment_variable(monkeypatch: 
         start(None, **{"app.env_config": False})
     assert str(refused.value) == (
         "SECRET_KEY is missing: app.env_config is off, so FLASK_SECRET_KEY is not read: set SECRET_KEY in the "
-        "app's config, or turn app.env_config on"
+        "app's config, or turn app.env_config on; in tests, turn TESTING on before Production(app) runs: pass it to "
+        "the factory (create_app({'TESTING': True}))"  # not FLASK_TESTING: unread too
     )
     monkeypatch.delenv("FLASK_SECRET_KEY")
     with pytest.raises(ConfigurationError, match="set FLASK_SECRET_KEY or FLASK_SECRET_KEY_FILE"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 from flask import Flask
 from flask.cli import run_command
@@ -118,24 +120,47 @@ def _under_dev_server() -> bool:
     return ctx is not None and ctx.command is run_command
 
 
+def _under_pytest() -> bool:
+    """True in a pytest run's own process: its tests' apps, not a server one of them started."""
+    return "pytest" in sys.modules
+
+
+def _tests_way_out(spec: Spec) -> str:
+    """How a test suite's app gets the testing exemption: TESTING set after Production(app) (a fixture's
+    app.config.update) comes too late for the refusal at init."""
+    env = " or set FLASK_TESTING=true in the tests' environment" if spec.app.env_config else ""
+    return (
+        "; in tests, turn TESTING on before Production(app) runs: pass it to the factory "
+        f"(create_app({{'TESTING': True}})){env}"
+    )
+
+
 def refuse_unsafe(app: Flask, spec: Spec, *, late: bool = False) -> None:
     """Raise ConfigurationError when app would serve production traffic in debug mode or with a weak key.
 
     Testing apps are exempt so test suites can use fixed keys, and so is `flask run --debug`. late: the check
-    of the app as loaded, after Production(app) passed it, so whatever fails the app set afterwards.
+    of the app as loaded, after Production(app) passed it, so whatever fails the app set afterwards. Under
+    pytest, the message also says how a test's app is exempt.
     """
+    problem = _unsafe_problem(app, spec, late=late)
+    if problem is not None:
+        raise ConfigurationError(problem + _tests_way_out(spec) if _under_pytest() else problem)
+
+
+def _unsafe_problem(app: Flask, spec: Spec, *, late: bool = False) -> str | None:
+    """What makes app unfit to serve production traffic (see refuse_unsafe), or None."""
     if app.testing:
-        return
+        return None
     if app.debug:
         if _under_dev_server():
-            return
+            return None
         if late:
             fix = "the app turned it on after Production(app): remove DEBUG from its config"
         elif get_debug_flag():  # FLASK_DEBUG, read as Flask reads it
             fix = "unset FLASK_DEBUG"
         else:  # FLASK_DEBUG would not help: the app's own config says DEBUG = True
             fix = "the app's config turns it on: remove DEBUG from it"
-        raise ConfigurationError(
+        return (
             f"debug mode is on in production: {fix} (the debugger runs arbitrary code for anyone who reaches "
             "it); for local development use `flask run --debug`"
         )
@@ -149,8 +174,9 @@ def refuse_unsafe(app: Flask, spec: Spec, *, late: bool = False) -> None:
             "turn app.env_config on"
         )
     if problem:
-        raise ConfigurationError(problem)
+        return problem
     for fallback in app.config.get("SECRET_KEY_FALLBACKS") or ():
         problem = secret_key_problem(fallback, spec.security.secret_min_length)
         if problem:
-            raise ConfigurationError(problem.replace("SECRET_KEY", "a SECRET_KEY_FALLBACKS entry", 1))
+            return problem.replace("SECRET_KEY", "a SECRET_KEY_FALLBACKS entry", 1)
+    return None
