@@ -74,7 +74,8 @@ def test_a_release_copies_code_and_links_data(tmp_path: Path) -> None:
         assert (release.path / shared).resolve() == (root / shared).resolve()
     (release.path / "instance" / "new.txt").write_text("written by release 1")
     assert (root / "instance" / "new.txt").read_text() == "written by release 1"
-    assert release.files == 7 and release.source == str(root)  # 4 copied, 3 linked
+    assert release.files == 4 and release.source == str(root)  # copied; the data is linked
+    assert release.linked == ("instance", ".env", "notes.db")
 
 
 def test_release_numbers_grow_and_pruning_spares_the_running_ones(tmp_path: Path) -> None:

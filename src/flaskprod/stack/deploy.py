@@ -95,8 +95,10 @@ def deploy(stack: Stack, request: Request, *, canary: object = None) -> None:
     release = new_release(new_plan)
     takes = longest(new_plan, request)  # by the settings the release ships
     stack.busy = (f"release {release.number}'s deploy", time.monotonic() + takes)
+    linked = f", linking the project's {', '.join(release.linked)}" if release.linked else ""
     request.progress(
-        f"copied {counted(release.files, 'file')} of {release.source} into release {release.number}", within=takes
+        f"copied {counted(release.files, 'file')} of {release.source} into release {release.number}{linked}",
+        within=takes,
     )
     put_back = ship_config(new_plan)
     ran: str | None = None

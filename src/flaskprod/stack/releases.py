@@ -79,8 +79,9 @@ class Release:
     number: int
     path: Path
     created: str
-    files: int
+    files: int  # copied: the project's files as a user counts them, not the data linked
     source: str
+    linked: tuple[str, ...] = ()  # the project's data each release links to (SHARED), relative to it
 
     @property
     def label(self) -> str:
@@ -105,7 +106,14 @@ class Releases:
         except (OSError, ValueError):
             known = ", ".join(str(r.number) for r in self) or "none"
             raise SpecError(f"release {number} does not exist under {self.path} (there are: {known})") from None
-        return Release(number=number, path=path, created=info["created"], files=info["files"], source=info["source"])
+        return Release(
+            number=number,
+            path=path,
+            created=info["created"],
+            files=info["files"],
+            source=info["source"],
+            linked=tuple(info.get("linked", ())),  # a release made before flaskprod recorded them
+        )
 
     def create(self, source: Path, *, excludes: tuple[str, ...], skip: Iterable[Path], max_mb: int) -> Release:
         """Copy source into the next release directory; all or nothing (a failed copy leaves no release)."""
@@ -136,7 +144,9 @@ class Releases:
                 else:
                     shutil.copy2(entry.source, target)
             created = time.strftime("%Y-%m-%d %H:%M:%S")
-            manifest = {"created": created, "files": len(plan), "source": str(source)}
+            copied = [entry for entry in plan if not entry.shared]
+            linked = [entry.relative for entry in plan if entry.shared]
+            manifest = {"created": created, "files": len(copied), "linked": linked, "source": str(source)}
             (partial / MANIFEST).write_text(json.dumps(manifest) + "\n")
             os.replace(partial, final)
         except OSError as exc:
