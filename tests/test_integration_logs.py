@@ -393,3 +393,65 @@ def test_the_deadline_is_logged_when_the_app_answers_http_errors_itself(serve_ap
     line = wait_for(stopped, timeout=10, what="the deadline's line")
     assert field(line, "log.level") == "error" and field(line, STATUS) == 504
     assert "in spin" in field(line, "error.stack_trace")
+
+
+# An app with a logging config of its own: basicConfig's plain lines on stderr, and a file in its own format.
+CONFIGURED_ITSELF = """
+import logging
+
+from flask import Flask
+
+from flaskprod import Production
+from services import billing
+
+BEFORE
+app = Flask(__name__)
+Production(app)
+AFTER
+
+
+@app.get("/bill")
+def bill():
+    billing.charge()
+    return "billed"
+"""
+BASIC_CONFIG = """logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+logging.getLogger().addHandler(logging.FileHandler("own.log"))
+"""
+NEAR_LIMIT = """
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def charge():
+    log.warning("card near limit")
+"""
+
+
+@pytest.mark.parametrize(("server_kind", "configured"), [("gunicorn", "before"), ("uwsgi", "after")])
+def test_a_warning_through_the_apps_own_basicconfig_keeps_its_level_logger_and_request_id(
+    serve_app: StartServer, tmp_path: Path, server_kind: str, configured: str
+) -> None:
+    """basicConfig's console handler wrote "WARNING services.billing card near limit", which serve relayed as a
+    record of its own at info, from "stderr" or "uwsgi", with no request id. Under serve it writes the record as
+    JSON: once, a warning of services.billing with the request's id; the app's file handler keeps its format."""
+    (tmp_path / "services").mkdir()
+    (tmp_path / "services" / "__init__.py").write_text("")
+    (tmp_path / "services" / "billing.py").write_text(NEAR_LIMIT)
+    source = CONFIGURED_ITSELF.replace("BEFORE" if configured == "before" else "AFTER", BASIC_CONFIG)
+    server = serve_app(source.replace("BEFORE", "").replace("AFTER", ""), args=("--server", server_kind))
+    response = server.get("/bill")
+    assert response.text == "billed"
+    rid = response.headers["X-Request-ID"]
+    wait_for(lambda: "card near limit" in (tmp_path / "own.log").read_text(), timeout=10, what="the file's line")
+    wait_for(lambda: "card near limit" in server.stderr(), timeout=10, what="services.billing's line")
+    lines = [line for line in (server.stdout() + server.stderr()).splitlines() if "card near limit" in line]
+    assert len(lines) == 1, server.output()  # once
+    record = json.loads(lines[0])
+    assert (field(record, "log.level"), field(record, "log.logger"), field(record, MESSAGE)) == (
+        "warning", "services.billing", "card near limit"
+    )
+    assert field(record, REQUEST_ID) == rid
+    assert (tmp_path / "own.log").read_text() == "card near limit\n"  # FileHandler's own format: the message
+    assert all(isinstance(r, dict) for r in parsed_lines(server.stderr())), server.stderr()

@@ -8,8 +8,10 @@ import json
 import logging
 import logging.config
 import secrets
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from flask import Flask, Response, stream_with_context
 
 from flaskprod import Production
 from flaskprod.runtime import request_id
-from flaskprod.spec import Spec
+from flaskprod.spec import LOG_RELAY_ENV, Spec
 
 
 def make_app(**settings: object) -> Flask:
@@ -308,3 +310,50 @@ def test_request_id_header_name_from_spec() -> None:
 
 def test_request_id_outside_a_request_is_none() -> None:
     assert request_id() is None
+
+
+def console_and_file_handlers(tmp_path: Path) -> tuple[logging.StreamHandler[Any], logging.FileHandler]:
+    """basicConfig's handler on stderr and a file's, the app's own config, on the root logger."""
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    own_file = logging.FileHandler(tmp_path / "own.log")
+    own_file.setFormatter(logging.Formatter("FILE %(message)s"))
+    return console, own_file
+
+
+@pytest.mark.parametrize(
+    ("relayed", "settings", "json_on_console"),
+    [("json", {}, True), (None, {}, False), ("json", {"logging.configure": False}, False)],
+    ids=["under-serve", "outside-serve", "configure-false"],
+)
+def test_the_roots_console_handlers_write_json_only_where_serve_relays_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, relayed: str | None, settings: dict[str, object],
+    json_on_console: bool,
+) -> None:
+    """Under serve (json), basicConfig's stderr handler writes flaskprod's JSON with the request id: serve relayed each
+    of its plain lines as one record at info; a file handler keeps the app's format, and so does the console outside
+    serve (flask run, a test) or with logging.configure = false."""
+    if relayed is None:
+        monkeypatch.delenv(LOG_RELAY_ENV, raising=False)
+    else:
+        monkeypatch.setenv(LOG_RELAY_ENV, relayed)
+    console, own_file = console_and_file_handlers(tmp_path)
+    with unconfigured_logging() as root:
+        root.addHandler(console)
+        root.addHandler(own_file)
+        app = make_app(**settings)
+        log_from_elsewhere(app)
+        seen = io.StringIO()
+        console.setStream(seen)  # where it writes: not what it is formatted by
+        rid = app.test_client().get("/bill").headers["X-Request-ID"]
+        own_file.close()
+    lines = seen.getvalue().splitlines()
+    if json_on_console:
+        [record] = [json.loads(line) for line in lines]
+        assert (record["log.level"], record["log"]["logger"], record["message"]) == (
+            "warning", "services.billing", "the card expires soon"
+        )
+        assert record["http"]["request"]["id"] == rid
+    else:
+        assert lines == ["WARNING services.billing the card expires soon"]
+    assert (tmp_path / "own.log").read_text() == "FILE the card expires soon\n"

@@ -1212,11 +1212,13 @@ def _env_hint(rest: str) -> str:
 
 # Variables with the prefix that are not settings: the path of the config file itself, the
 # file whose existence tells every worker to report "draining" (see runtime/draining.py), and where
-# `flaskprod serve` records what its probe learned of the app for `up` (servers/probe.py).
+# `flaskprod serve` records what its probe learned of the app for `up` (servers/probe.py), and what tells the
+# app's workers that serve relays their stdout and stderr as JSON (runtime/logs.py).
 CONFIG_ENV = "FLASKPROD_CONFIG"
 DRAIN_FILE_ENV = "FLASKPROD_DRAIN_FILE"
 PROBE_RECORD_ENV = "FLASKPROD_PROBE_RECORD"
-_ENV_NOT_SETTINGS = {CONFIG_ENV, DRAIN_FILE_ENV, PROBE_RECORD_ENV}
+LOG_RELAY_ENV = "FLASKPROD_LOG_RELAY"
+_ENV_NOT_SETTINGS = {CONFIG_ENV, DRAIN_FILE_ENV, PROBE_RECORD_ENV, LOG_RELAY_ENV}
 
 
 def load_spec(

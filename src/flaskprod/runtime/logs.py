@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -13,9 +14,9 @@ from typing import Any
 
 import ecs_logging
 from flask import Flask, has_request_context, request
-from flask.logging import default_handler
+from flask.logging import default_handler, wsgi_errors_stream
 
-from ..spec import Spec
+from ..spec import LOG_RELAY_ENV, Spec
 from .proxy import CLIENT_ADDRESS_KEY
 
 REQUEST_ID_KEY = "flaskprod.request_id"
@@ -194,6 +195,7 @@ def configure_logging(app: Flask, spec: Spec) -> None:
     # Its own handler writes the line; passing it up too would write it twice.
     access.propagate = False
     format_unconfigured_loggers(spec)
+    format_console_handlers()
 
 
 def format_unconfigured_loggers(spec: Spec) -> None:
@@ -213,11 +215,44 @@ def format_unconfigured_loggers(spec: Spec) -> None:
         root.setLevel(spec.logging.level)
 
 
+def format_console_handlers() -> None:
+    """The root logger's handlers to stdout or stderr write flaskprod's JSON, with the request id, under a server
+    `flaskprod serve` started with logging.format json: it relays every line of those streams as JSON.
+
+    An app's own config (basicConfig, dictConfig) wrote its format there: serve relayed each of its lines as a
+    record of its own, at info, from the "stderr" or "uwsgi" logger and with no request id, so a WARNING of
+    services.billing was filed as info. Each record now keeps its level, logger and request id. Handlers to files
+    or elsewhere keep the app's format; outside serve (flask run, tests), so do these.
+    """
+    if os.environ.get(LOG_RELAY_ENV) != "json":
+        return
+    for handler in logging.getLogger().handlers:
+        if _writes_to_console(handler) and not isinstance(handler.formatter, ecs_logging.StdlibFormatter):
+            handler.setFormatter(ecs_logging.StdlibFormatter())
+            if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
+                handler.addFilter(RequestIdFilter())
+
+
+def _writes_to_console(handler: logging.Handler) -> bool:
+    if not isinstance(handler, logging.StreamHandler) or isinstance(handler, (logging.FileHandler, StdoutHandler)):
+        return False
+    stream = handler.stream
+    # Flask's docs' dictConfig writes to wsgi_errors_stream: the server's stderr.
+    if stream is wsgi_errors_stream or stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        return True
+    try:
+        return stream.fileno() in (1, 2)
+    except (AttributeError, OSError, ValueError):  # a stream with no descriptor (StringIO)
+        return False
+
+
 def revive_loggers(app: Flask) -> None:
     """Enable the app's loggers again after logging.config.dictConfig disabled them, as it does to every logger
     that exists and that its config does not name (disable_existing_loggers defaults to true): called after
     Production(app), it silenced the app's error tracebacks and access lines, where plain Flask, which makes
-    app.logger on first use, kept them."""
+    app.logger on first use, kept them. As the app is loaded, the root's console handlers its config made after
+    Production(app) write JSON too, as format_console_handlers says."""
+    format_console_handlers()
     access = access_logger(app)
     if app.logger.disabled or access.disabled:
         app.logger.disabled = access.disabled = False

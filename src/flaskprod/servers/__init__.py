@@ -11,7 +11,7 @@ from typing import Any
 from .. import discovery
 from ..errors import ServerError
 from ..sizing import derive
-from ..spec import PROBE_RECORD_ENV, Spec, env_for
+from ..spec import LOG_RELAY_ENV, PROBE_RECORD_ENV, Spec, env_for
 from .common import DRAIN_FILE_ENV, MULTIPROC_ENV, RunDir, check_bind
 from .greenlets import missing_worker
 from .settings import server_settings
@@ -81,6 +81,8 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
     run_dir = RunDir.create(spec.app.name, spec.monitoring.multiproc_dir)
     os.environ.update(env)
     os.environ.update(run_dir.environ())
+    if settings["log_json"]:  # every line the workers write is relayed as JSON: the app's loggers write JSON too
+        os.environ[LOG_RELAY_ENV] = "json"
     return _runner(settings)(settings, app, run_dir)
 
 
