@@ -299,6 +299,10 @@ def app_server_env(spec: Spec, app: discovery.AppRef, derived: Derived) -> dict[
             "monitoring.metrics_responder": True,
         }
     )
+    if spec.logging.access_log == "auto":
+        # nginx is in front, writing each request's access line with its request id, whatever proxy.trusted_hops
+        # says (an explicit 0 leaves X-Forwarded-* to the app's own ProxyFix): a line from the app would be a second.
+        values["logging.access_log"] = False
     if spec.server.kind == "uwsgi":
         values["server.protocol"] = "uwsgi"
     # server.bind and the drain file are each release's own: see release_env.
