@@ -16,6 +16,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flaskprod import Production
+from flaskprod.runtime.extension import settle_as_loaded
 from flaskprod.spec import Spec
 from tests.conftest import StartServer
 from tests.support import free_port, running, self_signed, wait_for
@@ -298,6 +299,74 @@ def test_an_apps_proxy_fix_trusting_the_same_hops_is_not_told(
 ) -> None:
     proxy_fix_under_production(1, **trusted)
     assert warnings_in(capsys.readouterr().out) == []
+
+
+OUTER_PROXY_FIX_TOLD = (
+    "the app's ProxyFix, wrapped after Production(app), trusts x_for=2 but proxy.trusted_hops = 1: flaskprod's layer "
+    "inside it reads X-Forwarded-* again, so the app gets flaskprod's client address, not its ProxyFix's; remove the "
+    "app's ProxyFix, or, if that many proxies really are in front, set proxy.trusted_hops = 2 (FP-C008)"
+)
+INNER_PROXY_FIX_TOLD = (
+    "the app's ProxyFix trusts x_for=2 but proxy.trusted_hops = 1: the app reads another client address from "
+    "X-Forwarded-* than flaskprod's layer does (its logs, metrics allow list, HSTS); remove the app's ProxyFix, "
+    "or, if that many proxies really are in front, set proxy.trusted_hops = 2 (FP-C008)"
+)
+
+
+@pytest.mark.parametrize("wrap_after", [False, True], ids=["before-production", "after-production"])
+def test_an_apps_proxy_fix_trusting_other_hops_is_told_once_whichever_side_of_production_it_is(
+    capsys: pytest.CaptureFixture[str], wrap_after: bool
+) -> None:
+    """Before Production(app), init_app tells it; wrapped after, settle_as_loaded does, as a server loads the app (or
+    at its first request, under a server flaskprod did not start): once, however often the app is settled."""
+    app = Flask("proxy_fix_hops")
+    app.config["SECRET_KEY"] = secrets.token_hex(32)
+    app.add_url_rule("/whoami", "whoami", lambda: request.remote_addr or "")
+    if not wrap_after:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=2)  # type: ignore[method-assign]
+    Production(app, spec=Spec().replace(**{"proxy.trusted_hops": 1, "logging.access_log": False}))
+    if wrap_after:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=2)  # type: ignore[method-assign]
+    settle_as_loaded(app)  # as discovery.load does
+    client = app.test_client()
+    answers = [client.get("/whoami", headers={"X-Forwarded-For": "10.0.0.3, 10.0.0.2"}).text for _ in range(3)]
+    settle_as_loaded(app)
+    # After: the ProxyFix's reading (10.0.0.3) is overwritten by flaskprod's layer inside it; before: the app's own.
+    assert answers == ["10.0.0.2" if wrap_after else "10.0.0.3"] * 3
+    assert warnings_in(capsys.readouterr().out) == [OUTER_PROXY_FIX_TOLD if wrap_after else INNER_PROXY_FIX_TOLD]
+
+
+OUTER_PROXY_FIX_APP = """
+from flask import Flask, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from flaskprod import Production
+
+app = Flask(__name__)
+Production(app)
+app.wsgi_app = ProxyFix(app.wsgi_app, x_for=2)
+
+
+@app.get("/whoami")
+def whoami():
+    return request.remote_addr
+"""
+
+
+@pytest.mark.integration
+def test_under_serve_an_apps_proxy_fix_wrapped_after_production_is_told_once_per_worker(serve_app: StartServer) -> None:
+    """`flaskprod serve` (Gunicorn, 2 workers, proxy.trusted_hops = 1) and a ProxyFix(x_for=2) wrapped after
+    Production(app): each worker, loading the app, tells it once, and never again at its first request or after."""
+    server = serve_app(OUTER_PROXY_FIX_APP, workers=2, env={"FLASKPROD_PROXY__TRUSTED_HOPS": "1"})
+
+    def told() -> list[str]:
+        return [message for message in warnings_in(server.stdout()) if "ProxyFix" in message]
+
+    wait_for(lambda: len(told()) == 2, timeout=20, what="each worker's warning")
+    for _ in range(6):
+        response = server.get("/whoami", headers={"X-Forwarded-For": "10.0.0.3, 10.0.0.2"})
+        assert (response.status_code, response.text) == (200, "10.0.0.2"), server.output()  # flaskprod's hop
+    assert told() == [OUTER_PROXY_FIX_TOLD] * 2, server.output()
 
 
 DEEPER_PROXY_FIX_APP = """

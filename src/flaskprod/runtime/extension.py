@@ -23,7 +23,7 @@ from .interrupted_queries import let_psycopg_cancel_at_the_deadline
 from .logs import access_log_enabled, access_logger, configure_logging, revive_loggers
 from .metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED, HttpMetrics
 from .pipeline import ROUTE_KEY, Probe, RequestPipeline, json_probe_response
-from .proxy import hops_disagreement, inside_apps_proxy_fix, trust_proxies
+from .proxy import hops_disagreement, hops_disagreement_outside, inside_apps_proxy_fix, trust_proxies
 from .secrets import refuse_unsafe
 
 if TYPE_CHECKING:
@@ -244,14 +244,23 @@ class Production:
 def settle_as_loaded(app: Flask) -> None:
     """What Production(app) set up, checked again on the app as a server gets it, after the rest of its factory
     ran: its loggers enabled (revive_loggers), Secure on a session extension's cookie over HTTPS
-    (secure_foreign_session_cookie), and the refusal of an unsafe config (refuse_unsafe_as_loaded)."""
+    (secure_foreign_session_cookie), a ProxyFix wrapped after it that trusts other hops told (once per app),
+    and the refusal of an unsafe config (refuse_unsafe_as_loaded)."""
     spec = _spec_of(app)
     if spec is not None:
         if spec.logging.configure:
             revive_loggers(app)
         if spec.security.headers and spec.security.session_cookie_secure == "auto":
             secure_foreign_session_cookie(app)
+        if spec.proxy.trusted_hops > 0 and app not in _told_of_outer_proxy_fix:
+            _told_of_outer_proxy_fix.add(app)  # settled again at its first request (see _refusal_at_first_request)
+            if (disagreement := hops_disagreement_outside(app.wsgi_app, spec.proxy.trusted_hops)) is not None:
+                app.logger.warning("%s", disagreement)
     refuse_unsafe_as_loaded(app)
+
+
+# Apps settle_as_loaded looked at for a ProxyFix wrapped after Production(app): each told of it once.
+_told_of_outer_proxy_fix: weakref.WeakSet[Flask] = weakref.WeakSet()
 
 
 def refuse_unsafe_as_loaded(app: Flask) -> None:

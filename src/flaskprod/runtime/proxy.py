@@ -148,7 +148,35 @@ def hops_disagreement(wsgi_app: WSGIApplication, hops: int) -> str | None:
     hop, an address the client wrote. A setting of 0 agrees: that ProxyFix leaves the value the layer set.
     """
     fix = apps_proxy_fix(wsgi_app)
-    if fix is None or hops <= 0:
+    if fix is None:
+        return None
+    return _disagreement(
+        fix, hops, "", "the app reads another {reads} from X-Forwarded-* than flaskprod's layer does (its logs, "
+        "metrics allow list, HSTS)"
+    )
+
+
+def hops_disagreement_outside(wsgi_app: WSGIApplication, hops: int) -> str | None:
+    """hops_disagreement for a ProxyFix the app wrapped around flaskprod's layer, after Production(app): the layer,
+    inside it, reads the headers again, so the app sees the layer's values, and the ProxyFix's settings go unused."""
+    node: object = wsgi_app
+    for _ in range(32):  # outside in, bounded against a cycle, up to flaskprod's layer
+        if node is None or isinstance(node, TrustedProxies):
+            return None
+        if isinstance(node, ProxyFix):
+            return _disagreement(
+                node, hops, ", wrapped after Production(app),",
+                "flaskprod's layer inside it reads X-Forwarded-* again, so the app gets flaskprod's {reads}, not "
+                "its ProxyFix's",
+            )
+        node = getattr(node, "app", None) or getattr(node, "wsgi_app", None)
+    return None
+
+
+def _disagreement(fix: ProxyFix, hops: int, where: str, consequence: str) -> str | None:
+    """The warning of a ProxyFix (where: how the app placed it) whose hops differ from hops, else None;
+    consequence names what the app then reads ({reads}: what the differing settings read)."""
+    if hops <= 0:
         return None
     differing = {name: getattr(fix, name) for name in _PROXY_FIX_READS if getattr(fix, name) not in (0, hops)}
     if not differing:
@@ -158,7 +186,6 @@ def hops_disagreement(wsgi_app: WSGIApplication, hops: int) -> str | None:
     counts = set(differing.values())
     setting = f"proxy.trusted_hops = {counts.pop()}" if len(counts) == 1 else "proxy.trusted_hops to their number"
     return (
-        f"the app's ProxyFix trusts {given} but proxy.trusted_hops = {hops}: the app reads another {reads} from "
-        "X-Forwarded-* than flaskprod's layer does (its logs, metrics allow list, HSTS); remove the app's ProxyFix, "
-        f"or, if that many proxies really are in front, set {setting} (FP-C008)"
+        f"the app's ProxyFix{where} trusts {given} but proxy.trusted_hops = {hops}: {consequence.format(reads=reads)}; "
+        f"remove the app's ProxyFix, or, if that many proxies really are in front, set {setting} (FP-C008)"
     )
