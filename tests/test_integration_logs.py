@@ -202,8 +202,9 @@ def test_uwsgis_own_lines_are_written_as_the_apps_are(
         assert all(isinstance(record, dict) for record in out), server.stdout()
         messages = [(field(r, "log.level"), field(r, "log.logger"), field(r, MESSAGE)) for r in err if r]
         assert any(level == "error" and "DAMN ! worker" in message for level, _, message in messages), messages
-        [traceback] = [m for _, _, m in messages if m.startswith("Traceback")]
+        [traceback] = [field(r, "error.stack_trace") for r in err if r and field(r, "error.stack_trace")]
         assert traceback.endswith("ValueError: printed traceback") and "in noise" in traceback
+        assert ("error", "uwsgi", "ValueError: printed traceback") in messages
         assert ("info", "stdout", "printed by the view") in [
             (field(r, "log.level"), field(r, "log.logger"), field(r, MESSAGE)) for r in out if r
         ]
@@ -249,8 +250,7 @@ def test_gunicorn_workers_plain_lines_are_written_as_the_apps_are(
         printed = [(field(r, "log.level"), field(r, "log.logger"), field(r, MESSAGE)) for r in out if r]
         assert ("info", "stdout", "printed by the view") in printed
         assert ("warning", "a.library", "a library warned") in printed  # a record, with its logger and level
-        messages = [(field(r, "log.logger"), field(r, MESSAGE)) for r in err if r]
-        [traceback] = [m for _, m in messages if m.startswith("Traceback")]
+        [traceback] = [field(r, "error.stack_trace") for r in err if r and field(r, MESSAGE).startswith("ValueError")]
         assert traceback.endswith("ValueError: printed traceback") and "in noise" in traceback
     else:
         assert "\nprinted by the view\n" in f"\n{server.stdout()}"
@@ -455,3 +455,31 @@ def test_a_warning_through_the_apps_own_basicconfig_keeps_its_level_logger_and_r
     assert field(record, REQUEST_ID) == rid
     assert (tmp_path / "own.log").read_text() == "card near limit\n"  # FileHandler's own format: the message
     assert all(isinstance(r, dict) for r in parsed_lines(server.stderr())), server.stderr()
+
+
+@pytest.mark.parametrize("server_kind", ["gunicorn", "uwsgi"])
+def test_an_app_that_raises_as_it_is_imported_is_one_json_record(
+    serve_app: StartServer, server_kind: str
+) -> None:
+    """serve's probe printed the app's traceback as it was: under `up`, a failed deploy wrote its plain lines into
+    up's JSON log. It is one error record now, the exception's line its message and the whole in error.stack_trace;
+    serve's own refusal (one line) follows."""
+    server = serve_app(APP + '\nraise RuntimeError("bad import")\n', args=("--server", server_kind), wait=False)
+    assert server.proc.wait(60) == 2, server.output()
+    lines = [line for line in server.stderr().splitlines() if line.strip()]
+    assert lines[-1] == "Error: error while importing 'app': RuntimeError: bad import"
+    [record] = [json.loads(line) for line in lines[:-1]]
+    assert (field(record, "log.level"), field(record, MESSAGE)) == ("error", "RuntimeError: bad import")
+    stack = field(record, "error.stack_trace")
+    assert stack.startswith("Traceback (most recent call last):\n") and stack.endswith("RuntimeError: bad import")
+    assert 'app.py", line ' in stack
+
+
+def test_an_import_traceback_stays_as_printed_under_text_logs(serve_app: StartServer) -> None:
+    """logging.format text: serve's output is for people, the traceback as Python prints it."""
+    server = serve_app(
+        APP + '\nraise RuntimeError("bad import")\n', env={"FLASKPROD_LOGGING__FORMAT": "text"}, wait=False
+    )
+    assert server.proc.wait(60) == 2, server.output()
+    assert "\nRuntimeError: bad import\nError: error while importing 'app'" in server.stderr()
+    assert server.stderr().startswith("Traceback (most recent call last):\n")

@@ -48,7 +48,8 @@ def test_a_traceback_is_one_record_ended_by_the_exceptions_line() -> None:
         b"unable to load app 0 (mountpoint='')\n",
     ]
     tb, after = decoded(lines)
-    assert tb["message"] == "".join(line.decode() for line in lines[:4]).rstrip("\n")
+    assert tb["message"] == "ValueError: bad"  # the failure it names, the whole where ecs_logging keeps it
+    assert tb["error"] == {"stack_trace": "".join(line.decode() for line in lines[:4]).rstrip("\n")}
     assert tb["log.level"] == "error"
     assert after["message"] == "unable to load app 0 (mountpoint='')"
 
@@ -98,7 +99,7 @@ def test_the_end_of_a_read_is_passed_on_and_a_traceback_across_it_stays_one_reco
     lines = [b"Traceback (most recent call last):\n", b"", b'  File "app.py", line 3\n', b"ValueError: bad\n", b""]
     out = list(encoded(iter(lines), "stderr"))
     assert out[0] == b"" and out[2] == b"" and len(out) == 3
-    assert json.loads(out[1])["message"].endswith("ValueError: bad")
+    assert json.loads(out[1])["error"]["stack_trace"].endswith("ValueError: bad")
 
 
 @pytest.mark.parametrize("as_json", [True, False])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from ..sizing import derive
 from ..spec import LOG_RELAY_ENV, PROBE_RECORD_ENV, Spec, env_for
 from .common import DRAIN_FILE_ENV, MULTIPROC_ENV, RunDir, check_bind
 from .greenlets import missing_worker
+from .jsonrelay import Relay
 from .settings import server_settings
 from .websockets import for_conversations, websocket_problem
 
@@ -61,7 +64,8 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
     # The probe must not write metrics into (or see a drain file of) a directory it does not own.
     probe_env = {k: v for k, v in os.environ.items() if k not in (MULTIPROC_ENV, DRAIN_FILE_ENV, PROBE_RECORD_ENV)}
     record = os.environ.pop(PROBE_RECORD_ENV, None)  # `up`'s: what this release's app loaded as (its SERVER_NAME)
-    info = probe(app, {**probe_env, **env}, bound=spec.proxy.ready_timeout, record=Path(record) if record else None)
+    with _relayed_as_json(spec):
+        info = probe(app, {**probe_env, **env}, bound=spec.proxy.ready_timeout, record=Path(record) if record else None)
     spec = for_conversations(spec, info.websocket_paths, socketio=info.socketio_mode)
     problem = websocket_problem(spec, info.websocket_paths, socketio=info.socketio_mode)
     if problem:
@@ -84,6 +88,29 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
     if settings["log_json"]:  # every line the workers write is relayed as JSON: the app's loggers write JSON too
         os.environ[LOG_RELAY_ENV] = "json"
     return _runner(settings)(settings, app, run_dir)
+
+
+@contextlib.contextmanager
+def _relayed_as_json(spec: Spec) -> Iterator[None]:
+    """The probe's output (the app's prints as it is imported, the traceback of an app that fails to) relayed as
+    JSON, as the server's is after it, where that output is a log: under `up`, a deploy's traceback was the one
+    run of plain lines in up's JSON log. A person at a terminal, or logging.format text, reads it as printed."""
+    as_json = spec.logging.configure and spec.logging.format == "json" and not _is_terminal()
+    relay = Relay("stderr") if as_json else None
+    if relay is not None:
+        relay.take_over()
+    try:
+        yield
+    finally:
+        if relay is not None:
+            relay.give_back()
+
+
+def _is_terminal() -> bool:
+    try:
+        return os.isatty(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # a stream with no descriptor (a test runner's)
+        return False
 
 
 Runner = Callable[[dict[str, Any], discovery.AppRef, RunDir], int]

@@ -55,6 +55,14 @@ def record(message: str, at: float, logger: str) -> bytes:
     return ecs_line(message, at, logger, level_of(message)).encode() + b"\n"
 
 
+def traceback_record(lines: list[str], at: float, logger: str) -> bytes:
+    """One ECS error record for a printed traceback: the exception's line (its last) as the message, naming the
+    failure, and the whole in error.stack_trace, where the app's records (ecs_logging) keep theirs."""
+    stack = "\n".join(lines)
+    line = ecs_line(lines[-1].strip(), at, logger, "error", error={"stack_trace": stack})
+    return line.encode() + b"\n"
+
+
 def ecs_line(message: str, at: float, logger: str, level: str, **fields: Any) -> str:
     """A record shaped as ecs_logging writes the app's, so that every line of a service parses alike."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
@@ -72,8 +80,8 @@ def encoded(lines: Iterator[bytes], logger: str) -> Iterator[bytes]:
     """Each line of a stream as it is to be written: JSON objects as they came, the rest as ECS records.
 
     A Python traceback ("Traceback (most recent call last):", its indented frames, then the exception's own line)
-    is gathered into the one record that starts it, as Gunicorn's logger and the app's do. An empty line (the end
-    of a read, from lines_of) is passed on: what came before it can be written.
+    is gathered into one error record (traceback_record), as Gunicorn's logger and the app's write one. An empty
+    line (the end of a read, from lines_of) is passed on: what came before it can be written.
     """
     traceback: list[str] = []
     for line in lines:
@@ -82,7 +90,7 @@ def encoded(lines: Iterator[bytes], logger: str) -> Iterator[bytes]:
             continue
         if is_json_object(line):
             if traceback:
-                yield record("\n".join(traceback), time.time(), logger)
+                yield traceback_record(traceback, time.time(), logger)
                 traceback = []
             yield line if line.endswith(b"\n") else line + b"\n"
             continue
@@ -91,14 +99,14 @@ def encoded(lines: Iterator[bytes], logger: str) -> Iterator[bytes]:
             traceback.append(text)
             if text[:1].isspace():
                 continue
-            yield record("\n".join(traceback), time.time(), logger)
+            yield traceback_record(traceback, time.time(), logger)
             traceback = []
         elif text.startswith("Traceback (most recent call last):"):
             traceback = [text]
         elif text.strip():
             yield record(text, time.time(), logger)
     if traceback:
-        yield record("\n".join(traceback), time.time(), logger)
+        yield traceback_record(traceback, time.time(), logger)
 
 
 def lines_of(fd: int, gather: float = 0.0) -> Iterator[bytes]:
