@@ -134,3 +134,33 @@ def test_a_factory_adds_each_apps_own_readiness_checks_each_time_it_runs() -> No
         shared.add_check("search", lambda: True)
     assert "search" in shop.test_client().get("/readyz").json["checks"]
     assert "search" not in admin.test_client().get("/readyz").json["checks"]
+
+
+def test_checks_a_module_registers_as_the_factory_imports_it_run_for_every_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`from . import checks` inside create_app, after init_app: the module runs once, for the first app, and its
+    checks, registered at its top level, are every app's, as they were before checks were kept per app."""
+    (tmp_path / "factory_checks_mod.py").write_text(
+        "from tests.test_runtime_shared_extension import SHARED\n\n"
+        "@SHARED.readiness_check('redis')\n"
+        "def redis() -> bool:\n"
+        "    return True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def create_app_importing_checks() -> Flask:
+        app = Flask(__name__)
+        app.config["SECRET_KEY"] = secrets.token_hex(32)
+        SHARED.init_app(app)
+        import factory_checks_mod  # noqa: F401  # imported once: by the first app's factory
+
+        return app
+
+    first, second = create_app_importing_checks(), create_app_importing_checks()
+    for app in (first, second):
+        checks = app.test_client().get("/readyz").json["checks"]
+        assert {name: check["status"] for name, check in checks.items()} == {"redis": "ok"}
+
+
+SHARED = Production()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from .proxy import hops_disagreement, hops_disagreement_outside, inside_apps_pro
 from .secrets import refuse_unsafe
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from _typeshed.wsgi import WSGIEnvironment
     from prometheus_client import CollectorRegistry
 
@@ -103,22 +106,32 @@ class Production:
     def add_check(self, name: str, fn: Check) -> None:
         """Run fn on every readiness probe; it fails by raising, returning False or overrunning the timeout.
 
-        Before any init_app, for every app; after, for the current app alone (see _current): a factory that adds
-        its checks after prod.init_app(app) adds each app's own, each time it runs.
+        Added before any init_app, or from a module's top level, for every app; else (a factory adding its checks
+        after prod.init_app(app)) for the current app alone (see _current), so each app the factory makes gets its
+        own each time it runs. A module is imported once, by whichever app's factory imports it first: its checks
+        are every app's.
         """
-        installed = self._current()
-        if name in self._checks or (installed is not None and name in installed.checks):
-            raise ValueError(f"a readiness check named {name!r} is already registered; pick another name")
-        (installed.checks if installed is not None else self._checks)[name] = fn
+        self._add(name, fn, every_app=_called_from_module_level(sys._getframe(1)))
 
     def readiness_check(self, name: str) -> Callable[[C], C]:
         """Decorator form of add_check."""
 
         def register(fn: C) -> C:
-            self.add_check(name, fn)
+            self._add(name, fn, every_app=_called_from_module_level(sys._getframe(1)))
             return fn
 
         return register
+
+    def _add(self, name: str, fn: Check, *, every_app: bool) -> None:
+        installed = None if every_app else self._current()
+        if name in self._checks or any(name in each.checks for each in self._each_installed(installed)):
+            raise ValueError(f"a readiness check named {name!r} is already registered; pick another name")
+        (installed.checks if installed is not None else self._checks)[name] = fn
+
+    def _each_installed(self, installed: Installed | None) -> list[Installed]:
+        """The apps whose own checks a new check's name must not repeat: installed's, or every app's for one that
+        runs for all."""
+        return [installed] if installed is not None else list(self._installed.values())
 
     def init_app(self, app: Flask) -> None:
         if EXTENSION_KEY in app.extensions:
@@ -396,3 +409,8 @@ def _count_in_progress(metrics: HttpMetrics) -> Callable[[], None]:
             raise waited_too_long()
 
     return count_in_progress
+
+
+def _called_from_module_level(frame: FrameType | None) -> bool:
+    """Whether frame runs a module's top level (a decorator on a function defined there), not a function's body."""
+    return frame is not None and frame.f_code.co_name == "<module>"
