@@ -33,7 +33,11 @@ def test_sighup_with_an_invalid_config_reloads_nothing(tmp_path: Path, text: str
         pids = stack.worker_pids(4)
         config.write_text(text)
         os.kill(stack.proc.pid, signal.SIGHUP)
-        wait_for(lambda: "reloading nginx and the app server" in stack.stderr(), timeout=20, what="the reload")
+        wait_for(
+            lambda: "reloading the app server, and nginx if its config changed" in stack.stderr(),
+            timeout=20,
+            what="the reload",
+        )
         # The main loop takes a request once the SIGHUP is handled: a rollback with nothing to return to is the
         # barrier after which a reload of the app server would have been logged.
         # The project's file cannot be read: the client is given one that only its run dir comes from.

@@ -345,8 +345,10 @@ def reload_app_server(stack: Stack, release: Release) -> None:
     except ServerError as exc:
         keep_old(exc)
         return
+    nginx = "nginx reloaded onto its changed config"
     try:
-        switch(stack, new_plan, None)
+        if not switch(stack, new_plan, None):
+            nginx = "nginx not reloaded: its config is unchanged, and its link to the app server leads to the new one"
     except FlaskprodError as exc:
         if stack.plan is not new_plan:  # nginx -t refused it: nginx still sends every request to the old one
             stack.stop_app_server(release.number)
@@ -355,13 +357,17 @@ def reload_app_server(stack: Stack, release: Release) -> None:
         stack.log(f"{exc}; stopping the replaced app server of release {release.number} now", level="warning")
     stack.retiring.remove(old)
     stack.stop_app_server(release.number, old)
-    stack.log(f"app server of release {release.number} reloaded: the new one ready ({answered}), the old one drained")
+    stack.log(
+        f"app server of release {release.number} reloaded: the new one ready ({answered}), the old one drained; "
+        f"{nginx}"
+    )
 
 
-def switch(stack: Stack, new_plan: Plan, request: Request | None) -> None:
+def switch(stack: Stack, new_plan: Plan, request: Request | None) -> bool:
     """nginx.conf for new_plan, checked, and the serving link repointed at its release, when that is the whole
     switch (see quiet_switch); else nginx.conf through the other serving link, pointed at new_plan's release, and a
-    graceful reload, returning once nginx's old workers are gone (they send what they hold to the old release)."""
+    graceful reload, returning once nginx's old workers are gone (they send what they hold to the old release).
+    Whether nginx was reloaded."""
     old = stack.plan
     # Connections nginx keeps to the old app server would carry on past the link; an nginx too old to bound their
     # life (keepalive_time) lets them go only with its old workers, on a reload.
@@ -378,7 +384,7 @@ def switch(stack: Stack, new_plan: Plan, request: Request | None) -> None:
         new_plan.prometheus.write_targets(new_plan.run, new_plan.spec, (release.number for release in new_plan.running))
     if quiet:
         quiet_switch(stack, new_plan, old, request)
-        return
+        return False
     master = stack.nginx.pid
     old_workers = nginx_workers(master) if master else set()
     stack.reload_nginx()
@@ -395,6 +401,7 @@ def switch(stack: Stack, new_plan: Plan, request: Request | None) -> None:
     )
     if request is not None:
         request.progress(f"nginx reloaded: it sends requests to {serving}")
+    return True
 
 
 def quiet_switch(stack: Stack, new_plan: Plan, old: Plan, request: Request | None) -> None:

@@ -1162,8 +1162,9 @@ class Stack:
         # queueing the rest. Beside a canary a third app server would exceed the budget the database's connections
         # are counted for (two releases), so the replacement is held until promote or rollback leaves one.
         canary = self.plan.canary[0].number if self.plan.canary else None
+        # nginx reloads beside a canary; else only if its config changed (deploy.switch), which the end's line says.
+        self.log("reloading the app server, and nginx if its config changed" if canary is None else "reloading nginx")
         reloaded = "nginx and the app server" if canary is None else "nginx"
-        self.log(f"reloading {reloaded}")
         try:
             if self.reload_spec is not None:
                 # The config file and environment are read again; nginx.conf follows them.
