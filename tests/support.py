@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -130,3 +131,20 @@ def self_signed(directory: Path, *, name: str, alt_names: str) -> tuple[Path, Pa
         check=True, capture_output=True, timeout=30,
     )  # fmt: skip
     return cert, key
+
+
+def readable(output: str) -> str:
+    """output as a person reads it: each JSON record serve wrote (its output is JSON where stderr is no terminal)
+    as its traceback (error.stack_trace) when it has one, else its message; other lines as they are."""
+    lines = []
+    for line in output.splitlines():
+        try:
+            record = json.loads(line) if line.startswith("{") else None
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or "message" not in record:
+            lines.append(line)
+            continue
+        trace = record.get("error", {}).get("stack_trace") if isinstance(record.get("error"), dict) else None
+        lines.append(trace.rstrip("\n") if trace else record["message"])
+    return "".join(f"{line}\n" for line in lines)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import server_env
-from tests.support import BIN, interrupted_while_loading, wait_for
+from tests.support import BIN, interrupted_while_loading, readable, wait_for
 
 PLAIN = "from flask import Flask\n\napp = Flask(__name__)\n"
 # Lines 4 to 7 of every app below: where the test finds the app's process.
@@ -154,7 +154,7 @@ def test_processes_the_app_started_end_with_the_probe(tmp_path: Path, command: l
 def test_a_bug_in_the_app_keeps_its_traceback_then_one_line(tmp_path: Path, command: list[str]) -> None:
     result = run(tmp_path, {"app.py": PLAIN + "RATIO = 1 / 0\n"}, *command)
     assert (result.returncode, result.stdout) == (2, "")
-    lines = result.stderr.splitlines()
+    lines = readable(result.stderr).splitlines()
     # From the user's first frame: none of flaskprod's or importlib's.
     assert lines[:3] == ["Traceback (most recent call last):", f'  File "{tmp_path / "app.py"}", line 4, in <module>',
                          "    RATIO = 1 / 0"]  # fmt: skip

@@ -27,7 +27,7 @@ from flaskprod.discovery import NOT_FOUND_FIX
 from flaskprod.errors import ServerError
 from flaskprod.servers.uwsgi import find_uwsgi, render_ini
 from flaskprod.sizing import KILL_MARGIN
-from tests.support import BIN, ROOT, free_port, running, wait_for
+from tests.support import BIN, ROOT, free_port, readable, running, wait_for
 
 FLASKPROD = str(BIN / "flaskprod")
 SERVERS = ["gunicorn", "uwsgi"]
@@ -485,7 +485,7 @@ def test_mistyped_target_is_one_line(tmp_path: Path, target: str, line: str) -> 
 def test_bug_in_app_shows_its_traceback_then_one_error_line() -> None:
     result = flaskprod("serve", "tests.apps.buggy")
     assert result.returncode == 2
-    assert 'tests/apps/buggy.py", line' in result.stderr
+    assert 'tests/apps/buggy.py", line' in readable(result.stderr)
     assert result.stderr.strip().splitlines()[-1] == (
         "Error: error while importing 'tests.apps.buggy': ZeroDivisionError: division by zero"
     )
@@ -644,7 +644,7 @@ def test_an_app_run_called_at_import_is_ignored_as_flask_run_does(tmp_path: Path
             "app was imported: it starts Flask's development server; put it under `if __name__ == \"__main__\":` "
             "(flaskprod check: FP-P001)"
         )
-        assert said in served.output()
+        assert said in readable(served.output())
         assert "Running on http" not in served.output()
 
 

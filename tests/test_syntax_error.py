@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import BIN, free_port, run_flaskprod
+from tests.support import BIN, free_port, readable, run_flaskprod
 
 
 @pytest.mark.parametrize("command", ["init", "init --dry-run", "check", "check --format json", "serve", "up", "build"])
@@ -27,7 +27,7 @@ def test_a_syntax_error_is_its_file_line_and_caret_then_one_line(tmp_path: Path,
     # check's JSON says it too, for a job that parses stdout.
     json_error = json.dumps({"error": line, "exit_code": 2}) + "\n" if "--format json" in command else ""
     assert (result.returncode, result.stdout) == (2, json_error)
-    assert result.stderr == (
+    assert readable(result.stderr) == (
         f'  File "{tmp_path}/app.py", line 3\n'
         "    app = Flask(__name__\n"
         "               ^\n"

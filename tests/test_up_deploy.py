@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -115,7 +116,8 @@ def test_deploy_switches_releases_without_failing_a_request(stack: UpStack) -> N
     assert deployed.returncode == 0, deployed.stderr
     assert deployed.stdout == "release 2 serves every request; `flaskprod rollback` returns to 1\n"
     progress = deployed.stderr.splitlines()
-    assert progress[0].startswith("flaskprod deploy: copied ") and progress[0].endswith(" into release 2")
+    copied = r"flaskprod deploy: copied \d+ files of \S+ into release 2, linking the project's instance"
+    assert re.fullmatch(copied, progress[0]), progress[0]
     assert progress[1].startswith("flaskprod deploy: release 2 is ready (/readyz answered 200 after ")
     # The link nginx connects through moved alone: nginx.conf is the same for release 2.
     assert progress[2] == "flaskprod deploy: nginx sends requests to release 2 (its link repointed, no reload)"
