@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -116,3 +118,138 @@ def test_serves_own_notice_is_one_write_of_a_whole_line(monkeypatch: pytest.Monk
         assert line["message"].endswith("recycling it gracefully") and line["log"] == {"logger": "flaskprod"}
     else:
         assert data == b"flaskprod: worker (pid: 7) resident 151 MiB: recycling it gracefully\n"
+
+
+CAUSE = [
+    b"Traceback (most recent call last):\n",
+    b'  File "app.py", line 6, in load\n',
+    b'    settings["k"]\n',
+    b"KeyError: 'k'\n",
+]
+CHAINED = [
+    b"\n",
+    b"The above exception was the direct cause of the following exception:\n",
+    b"\n",
+    b"Traceback (most recent call last):\n",
+    b'  File "app.py", line 8, in load\n',
+    b'    raise RuntimeError("config broken") from error\n',
+    b"RuntimeError: config broken\n",
+]
+DURING = [
+    b"\n",
+    b"During handling of the above exception, another exception occurred:\n",
+    b"\n",
+    b"Traceback (most recent call last):\n",
+    b'  File "app.py", line 10, in load\n',
+    b'    raise ValueError("fallback broken")\n',
+    b"ValueError: fallback broken\n",
+]
+
+
+def stack_of(lines: list[bytes]) -> str:
+    return "".join(line.decode() for line in lines).rstrip("\n")
+
+
+@pytest.mark.parametrize(
+    ("chain", "final"),
+    [
+        (CAUSE + CHAINED, "RuntimeError: config broken"),
+        (CAUSE + DURING, "ValueError: fallback broken"),
+        (CAUSE + CHAINED + DURING, "ValueError: fallback broken"),  # nested: three tracebacks, two separators
+    ],
+)
+def test_a_chained_traceback_is_one_record_named_by_its_last_exception(chain: list[bytes], final: str) -> None:
+    """It was three records or more: the cause's line as an error, the separator as info, the final exception."""
+    tb, after = decoded([*chain, b"\n", b"unable to load app 0 (mountpoint='')\n"])
+    assert (tb["log.level"], tb["message"]) == ("error", final)
+    assert tb["error"] == {"stack_trace": stack_of(chain)}
+    assert after["message"] == "unable to load app 0 (mountpoint='')"
+
+
+def test_an_exception_groups_traceback_is_one_record_named_by_the_group() -> None:
+    group = [
+        b"  + Exception Group Traceback (most recent call last):\n",
+        b'  |   File "app.py", line 16, in <module>\n',
+        b'  |     raise ExceptionGroup("eg", [ValueError("a"), ExceptionGroup("inner", [TypeError("b")])])\n',
+        b"  | ExceptionGroup: eg (2 sub-exceptions)\n",
+        b"  +-+---------------- 1 ----------------\n",
+        b"    | ValueError: a\n",
+        b"    +---------------- 2 ----------------\n",
+        b"    | ExceptionGroup: inner (1 sub-exception)\n",
+        b"    +-+---------------- 1 ----------------\n",
+        b"      | TypeError: b\n",
+        b"      +------------------------------------\n",
+    ]
+    chain = CAUSE + CHAINED[:3] + group
+    tb, after = decoded([*chain, b"Respawned uWSGI worker 1 (new pid: 11)\n"])
+    assert (tb["log.level"], tb["message"]) == ("error", "ExceptionGroup: eg (2 sub-exceptions)")
+    assert tb["error"] == {"stack_trace": stack_of(chain)}
+    assert after["message"] == "Respawned uWSGI worker 1 (new pid: 11)"
+
+
+def test_a_traceback_whose_read_ends_after_its_exception_is_written_then_not_held() -> None:
+    """Once a read ends (after the relay's short wait, lines_of) a whole traceback is written, not held for a
+    next line that may come much later; blank lines after it are no part of it."""
+    out = list(encoded(iter([*CAUSE, b"\n", b""]), "stderr"))
+    assert out[-1] == b"" and len(out) == 2
+    assert json.loads(out[0])["error"]["stack_trace"] == stack_of(CAUSE)
+
+
+def test_a_chain_split_across_reads_waits_for_its_rest_and_a_lone_traceback_does_not_wait_for_ever() -> None:
+    """The relay reads what the pipe holds: a chain's second half written after the read that took its first
+    half (the writer paused between them) is still part of one record."""
+    read_end, write_end = os.pipe()
+    encoder = jsonrelay.Encoder("stderr")
+    lines = lines_of(read_end, linger=lambda: encoder.lingering)
+    os.write(write_end, b"".join(CAUSE))
+    out = [out for _ in CAUSE for out in encoder.feed(next(lines))]
+    assert out == [] and encoder.lingering
+    os.write(write_end, b"".join(CHAINED))  # before the relay's next look at the pipe: the read goes on
+    out += [out for _ in CHAINED for out in encoder.feed(next(lines))]
+    out += encoder.feed(next(lines))  # nothing more within LINGER: the end of the read, the record written
+    [record] = [json.loads(line) for line in out if line]
+    assert record["message"] == "RuntimeError: config broken"
+    assert record["error"]["stack_trace"] == stack_of(CAUSE + CHAINED)
+    os.close(write_end)
+    assert list(lines) == []
+    os.close(read_end)
+
+
+def test_relay_writes_a_chained_traceback_as_one_record() -> None:
+    source_r, source_w = os.pipe()
+    target_r, target_w = os.pipe()
+    os.write(source_w, b"".join(CAUSE + CHAINED) + b"goodbye to uWSGI.\n")
+    os.close(source_w)
+    relay(source_r, target_w, "uwsgi")
+    os.close(target_w)
+    out = [json.loads(line) for line in os.read(target_r, 65536).splitlines()]
+    os.close(target_r)
+    assert [line["message"] for line in out] == ["RuntimeError: config broken", "goodbye to uWSGI."]
+
+
+def test_pythons_own_chained_traceback_through_the_relay_is_one_record() -> None:
+    """What Python itself prints for an exception raised while handling one raised from another."""
+    code = """
+try:
+    try:
+        {}["k"]
+    except KeyError as error:
+        raise RuntimeError("config broken") from error
+except RuntimeError:
+    raise ValueError("fallback broken")
+"""
+    target_r, target_w = os.pipe()
+    pipes = jsonrelay.Relay("stderr")
+    pipes.targets = (target_w, target_w)
+    pipes.start()
+    child = subprocess.run([sys.executable, "-c", code], stderr=pipes.stderr, timeout=30, check=False)
+    pipes.finish()
+    os.close(target_w)
+    out = [json.loads(line) for line in os.read(target_r, 65536).splitlines()]
+    os.close(target_r)
+    assert child.returncode == 1
+    [record] = out
+    assert record["message"] == "ValueError: fallback broken"
+    stack = record["error"]["stack_trace"]
+    assert stack.startswith("Traceback (most recent call last):\n") and stack.count("Traceback (most recent") == 3
+    assert "\nKeyError: 'k'\n\nThe above exception was the direct cause" in stack

@@ -18,10 +18,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 ECS_VERSION = "1.6.0"  # as runtime.logs writes it (which imports Flask; this module does not)
@@ -40,6 +41,9 @@ _WARNINGS = ("!!!", "*** WARNING", "*** Python threads support is disabled")
 # Seconds the relay waits, once uWSGI has exited, for what its pipes still hold (a worker outliving it would
 # keep them open forever).
 DRAIN_AT_EXIT = 2.0
+# Seconds the relay waits, after a traceback's exception line ends a read, for a chained one to follow (Python
+# prints the chain at once): a traceback with no line after it reaches the log this much later.
+LINGER = 0.05
 
 
 def level_of(message: str) -> str:
@@ -55,11 +59,11 @@ def record(message: str, at: float, logger: str) -> bytes:
     return ecs_line(message, at, logger, level_of(message)).encode() + b"\n"
 
 
-def traceback_record(lines: list[str], at: float, logger: str) -> bytes:
-    """One ECS error record for a printed traceback: the exception's line (its last) as the message, naming the
+def traceback_record(lines: list[str], at: float, logger: str, message: str | None = None) -> bytes:
+    """One ECS error record for a printed traceback: the (final) exception's line as the message, naming the
     failure, and the whole in error.stack_trace, where the app's records (ecs_logging) keep theirs."""
     stack = "\n".join(lines)
-    line = ecs_line(lines[-1].strip(), at, logger, "error", error={"stack_trace": stack})
+    line = ecs_line(message or lines[-1].strip(), at, logger, "error", error={"stack_trace": stack})
     return line.encode() + b"\n"
 
 
@@ -76,50 +80,133 @@ def is_json_object(line: bytes) -> bool:
     return line.startswith(b"{") and line.rstrip().endswith(b"}")
 
 
-def encoded(lines: Iterator[bytes], logger: str) -> Iterator[bytes]:
+class Encoder:
     """Each line of a stream as it is to be written: JSON objects as they came, the rest as ECS records.
 
     A Python traceback ("Traceback (most recent call last):", its indented frames, then the exception's own line)
-    is gathered into one error record (traceback_record), as Gunicorn's logger and the app's write one. An empty
-    line (the end of a read, from lines_of) is passed on: what came before it can be written.
+    is gathered into one error record (traceback_record), as Gunicorn's logger and the app's write one; so is a
+    chain of them (an exception raised from or while handling another: the cause's traceback, a blank line, a
+    separator, a blank line, the next) and an exception group's boxed one ("  + Exception Group Traceback",
+    "  | " lines), the last exception's line its message. After an exception's line, whether the chain goes on
+    is known only from the next line: `lingering` says so, for the reader to wait a little (lines_of) before the
+    end of a read (b""), which then writes what is held. A traceback short of its exception's line is held
+    until that line, the next line that cannot be part of it, or the stream's end.
     """
-    traceback: list[str] = []
-    for line in lines:
-        if not line:
+
+    def __init__(self, logger: str) -> None:
+        self.logger = logger
+        self.traceback: list[str] = []
+        self.state = _DONE
+        self.message = ""  # the last exception's line seen
+        self.group_bar = ""  # the "  | " of the exception group being read, before its exception's line
+
+    @property
+    def lingering(self) -> bool:
+        """A traceback is held that may be whole, or go on with the next line."""
+        return self.state in _MAY_END
+
+    def feed(self, line: bytes) -> Iterator[bytes]:
+        if not line:  # the end of a read: what may be whole is written with what came before it
+            if self.lingering:
+                yield from self.end()
             yield line
-            continue
-        if is_json_object(line):
-            if traceback:
-                yield traceback_record(traceback, time.time(), logger)
-                traceback = []
+        elif is_json_object(line):
+            yield from self.end()
             yield line if line.endswith(b"\n") else line + b"\n"
-            continue
-        text = line.decode("utf-8", "replace").rstrip("\r\n")
-        if traceback:
-            traceback.append(text)
-            if text[:1].isspace():
-                continue
-            yield traceback_record(traceback, time.time(), logger)
-            traceback = []
-        elif text.startswith("Traceback (most recent call last):"):
-            traceback = [text]
+        else:
+            yield from self._text(line.decode("utf-8", "replace").rstrip("\r\n"))
+
+    def end(self) -> Iterator[bytes]:
+        """The traceback held, if any, as one record (without the blank lines that came after it)."""
+        while self.traceback and not self.traceback[-1].strip():
+            self.traceback.pop()
+        if self.traceback:
+            yield traceback_record(self.traceback, time.time(), self.logger, self.message)
+        self.traceback, self.state, self.message = [], _DONE, ""
+
+    def _text(self, text: str) -> Iterator[bytes]:
+        if self.traceback:
+            state = self._continued(text)
+            if state is not None:
+                self.traceback.append(text)
+                self.state = state
+                return
+            yield from self.end()
+        state = _opened(text)
+        if state is not None:
+            self.traceback, self.state = [text], state
+            self._open_group(text)
         elif text.strip():
-            yield record(text, time.time(), logger)
-    if traceback:
-        yield traceback_record(traceback, time.time(), logger)
+            yield record(text, time.time(), self.logger)
+
+    def _continued(self, text: str) -> str | None:
+        """The state after text, when it is part of the traceback held; None when it is not."""
+        if self.state == _FRAMES:
+            if text[:1].isspace():
+                return _FRAMES
+            self.message = text.strip()
+            return _ENDED
+        if not text.strip():
+            return _GAP if self.state in (_ENDED, _GROUP, _GAP) else self.state
+        if self.state == _GROUP and text[:1].isspace():
+            if self.group_bar and text.startswith(self.group_bar) and text[len(self.group_bar) :][:1].strip():
+                self.message, self.group_bar = text[len(self.group_bar) :].strip(), ""
+            return _GROUP
+        if self.state == _GAP and text.strip() in _SEPARATORS:
+            return _SEPARATED
+        if self.state == _SEPARATED and (state := _opened(text)) is not None:
+            self._open_group(text)
+            return state
+        return None
+
+    def _open_group(self, text: str) -> None:
+        # A group's exception line is the first at its own "|", nested groups' are further in.
+        self.group_bar = text[: text.index("+")] + "| " if text.strip().startswith("+") else ""
 
 
-def lines_of(fd: int, gather: float = 0.0) -> Iterator[bytes]:
+# Where a traceback held stands: reading frames before the exception's line; past an exception's line; blank
+# lines after one; past a chain's separator; in an exception group's box.
+_DONE, _FRAMES, _ENDED, _GAP, _SEPARATED, _GROUP = "done", "frames", "ended", "gap", "separated", "group"
+_MAY_END = (_ENDED, _GAP, _GROUP)  # those where the traceback may be whole
+_SEPARATORS = (
+    "The above exception was the direct cause of the following exception:",
+    "During handling of the above exception, another exception occurred:",
+)
+
+
+def _opened(text: str) -> str | None:
+    """The state a line that opens a traceback starts, or None."""
+    if text.startswith("Traceback (most recent call last):"):
+        return _FRAMES
+    if text.startswith("  + Exception Group Traceback (most recent call last):"):
+        return _GROUP
+    return None
+
+
+def encoded(lines: Iterator[bytes], logger: str) -> Iterator[bytes]:
+    """Each line of a stream as it is to be written (Encoder); an empty line (the end of a read, from lines_of) is
+    passed on: what came before it can be written."""
+    encoder = Encoder(logger)
+    for line in lines:
+        yield from encoder.feed(line)
+    yield from encoder.end()
+
+
+def lines_of(fd: int, gather: float = 0.0, linger: Callable[[], bool] = lambda: False) -> Iterator[bytes]:
     """The lines read from fd until its end, each read's followed by b""; the last one may lack its newline.
 
     gather: seconds to let lines gather in the pipe after a read that emptied it, so that an access line a
     request does not wake the relay (and cost a switch of the cores) each.
+    linger: whether the reader of the lines holds one that the next may go on (Encoder.lingering); the end of
+    the read waits for more until LINGER seconds pass with none, and the read goes on if more came.
     """
     pending = b""
     while chunk := os.read(fd, READ_SIZE):
         pending += chunk
         *complete, pending = pending.split(b"\n")
         yield from (part + b"\n" for part in complete)
+        if linger() and select.select([fd], [], [], LINGER)[0]:
+            continue
         yield b""
         if gather and len(chunk) < READ_SIZE:
             time.sleep(gather)
@@ -143,12 +230,15 @@ def _write_all(fd: int, data: bytes) -> None:
 def relay(source: int, target: int, logger: str) -> None:
     """Copy source's lines to target, encoded, in one write a read; the reader closes source at its end."""
     batch: list[bytes] = []
+    encoder = Encoder(logger)
     try:
-        for out in encoded(lines_of(source, GATHER), logger):
-            if out:
-                batch.append(out)
-            elif batch:
-                _write_batch(target, batch)
+        for line in lines_of(source, GATHER, lambda: encoder.lingering):
+            for out in encoder.feed(line):
+                if out:
+                    batch.append(out)
+                elif batch:
+                    _write_batch(target, batch)
+        batch.extend(encoder.end())
         _write_batch(target, batch)
     finally:
         os.close(source)
