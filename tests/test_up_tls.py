@@ -230,3 +230,36 @@ def test_the_self_signed_certificate_names_the_apps_server_name_and_follows_a_re
                  what="the certificate naming the reloaded app's name alone")  # fmt: skip
     finally:
         stop(stack)
+
+
+def test_sighup_serves_a_certificate_renewed_in_place(tmp_path: Path) -> None:
+    # Let's Encrypt renews behind the same path (live/<name>/fullchain.pem): nginx.conf comes out the same, and nginx
+    # read the files again only if it was reloaded. Before, it kept presenting the old certificate.
+    write_app(tmp_path)
+    cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
+
+    def issue(organisation: str) -> None:
+        run_tool([tool("openssl"), "req", "-x509", "-nodes", "-newkey", "rsa:2048", "-days", "2", "-subj",
+                  f"/CN=localhost/O={organisation}", "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key),
+                  "-out", str(cert)])  # fmt: skip
+
+    def presented() -> str:
+        served = subprocess.run([tool("openssl"), "s_client", "-connect", f"127.0.0.1:{tls_port}", "-servername",
+                                 "localhost"], input="", capture_output=True, text=True, timeout=20)  # fmt: skip
+        return next((line for line in served.stdout.splitlines() if line.startswith("subject=")), "")
+
+    issue("first")
+    tls_port = free_port()
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--tls", "files", "--tls-port", str(tls_port),
+                     "--set", f"tls.cert={cert}", "--set", f"tls.key={key}")  # fmt: skip
+    try:
+        stack.wait_ready()
+        assert "O = first" in presented()
+        issue("renewed")
+        os.kill(stack.proc.pid, signal.SIGHUP)
+        wait_for(lambda: "O = renewed" in presented(), timeout=30, what="nginx to present the renewed certificate")
+        # Said once the old app server has drained, after nginx reloaded.
+        wait_for(lambda: "nginx reloaded to read tls.cert and tls.key again" in stack.stdout() + stack.stderr(),
+                 timeout=30, what="the reload's last line")  # fmt: skip
+    finally:
+        stop(stack)

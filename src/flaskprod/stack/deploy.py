@@ -348,7 +348,14 @@ def reload_app_server(stack: Stack, release: Release) -> None:
     nginx = "nginx reloaded onto its changed config"
     try:
         if not switch(stack, new_plan, None):
-            nginx = "nginx not reloaded: its config is unchanged, and its link to the app server leads to the new one"
+            if stack.plan.spec.tls.mode == "files":
+                # A certificate renewed in place leaves nginx.conf as it was: nginx reads the files as it reloads.
+                stack.reload_nginx()
+                nginx = "nginx reloaded to read tls.cert and tls.key again"
+            else:
+                nginx = (
+                    "nginx not reloaded: its config is unchanged, and its link to the app server leads to the new one"
+                )
     except FlaskprodError as exc:
         if stack.plan is not new_plan:  # nginx -t refused it: nginx still sends every request to the old one
             stack.stop_app_server(release.number)

@@ -586,8 +586,9 @@ def replan(current: Plan, spec: Spec) -> Plan:
     # The worker count nginx's upstream and the app server were sized for stays.
     derived = dataclasses.replace(derive(spec, replicas=RELEASES_AT_ONCE), workers=current.derived.workers)
     tls = current.tls
-    if spec.tls.mode == "files" and (spec.tls.cert, spec.tls.key) != (current.spec.tls.cert, current.spec.tls.key):
-        # The user's certificate, renewed under a new name: checked as at start, then nginx presents it.
+    if spec.tls.mode == "files":
+        # The user's certificate, renewed under a new name or in place (Let's Encrypt's live/ links): checked as at
+        # start, then nginx presents it.
         tls = tls_for_up(spec, current.run.tls_dir, [])
     return dataclasses.replace(current, spec=spec, derived=derived, tls=tls)
 
