@@ -12,7 +12,7 @@ from werkzeug.exceptions import NotFound
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from flaskprod.runtime.mounted import mount_prefix
+from flaskprod.runtime.mounted import mount_prefix, mount_prefixes
 from tests.buildkit import run_tool, tool
 from tests.support import free_port, run_flaskprod
 from tests.upstack import start_up, stop, write_app
@@ -63,6 +63,15 @@ def test_an_app_reached_at_the_root_too_needs_no_prefix() -> None:
     assert mount_prefix(app) == ""
 
 
+def test_every_prefix_the_app_is_reached_under_is_found() -> None:
+    app = _app()
+    core = app.wsgi_app
+    app.wsgi_app = DispatcherMiddleware(NotFound(), {"/shop": core, "/store": ProxyFix(core)})  # type: ignore[method-assign]
+    assert (mount_prefixes(app), mount_prefix(app)) == (("/shop", "/store"), "/shop")
+    app.wsgi_app = DispatcherMiddleware(core, {"/shop": core})  # type: ignore[method-assign]
+    assert (mount_prefixes(app), mount_prefix(app)) == (("", "/shop"), "")
+
+
 def test_middleware_that_hides_its_app_gives_no_prefix() -> None:
     app = _app()
     hidden = app.wsgi_app
@@ -97,6 +106,28 @@ def test_up_serves_an_app_mounted_under_a_prefix(tmp_path: Path, kind: str) -> N
         assert "X-Request-ID" not in css.headers, "the app served its static file: nginx should have, from disk"
         assert stack.get("/static/css/plain.css").status_code == 404  # no such URL: the app is under /shop
         assert stack.get("/").status_code == 404
+    finally:
+        stop(stack)
+
+
+# Reached at the root and under /shop, and under /store: nginx guards /metrics, and hides the others.
+MOUNTED_THRICE = MOUNTED.replace(
+    'app.wsgi_app = DispatcherMiddleware(NotFound(), {"/shop": app.wsgi_app})',
+    'app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/shop": app.wsgi_app, "/store": app.wsgi_app})',
+)
+
+
+@pytest.mark.integration
+def test_up_hides_the_metrics_under_every_prefix_the_app_is_reached_under(tmp_path: Path) -> None:
+    # Before, nginx hid /shop/metrics for the first prefix found, or none when the app was reached at the root too.
+    assert MOUNTED_THRICE != MOUNTED
+    write_app(tmp_path, MOUNTED_THRICE)
+    stack = start_up(tmp_path, "uwsgi", free_port(), "--workers", "1", "--set", "proxy.ready_timeout=20")
+    try:
+        stack.wait_ready()
+        assert stack.get("/metrics").status_code == 200
+        assert [stack.get(f"{prefix}/metrics").status_code for prefix in ("/shop", "/store")] == [404, 404]
+        assert stack.get("/store/").json() == {"stylesheet": "/store/static/css/plain.css"}
     finally:
         stop(stack)
 

@@ -96,7 +96,7 @@ class Deployment:
     # What nginx answers besides proxy.server_name: the app's own SERVER_NAME host (AppInfo.nginx_names).
     app_names: tuple[str, ...] = ()
     websockets: bool = False  # the app has WebSocket routes (AppInfo.websocket_paths): nginx passes handshakes on
-    mount_prefix: str = ""  # the prefix the app mounts itself under (AppInfo.mount_prefix)
+    mount_prefixes: tuple[str, ...] = ()  # the prefixes the app's routes are reached under (AppInfo.mount_prefixes)
 
     @property
     def instance_dir(self) -> str:
@@ -225,7 +225,7 @@ class Deployment:
             ctx,
             app_names=self.app_names,
             websockets=self.websockets,
-            mount_prefixes=(self.mount_prefix,) if self.mount_prefix else (),
+            mount_prefixes=tuple(prefix for prefix in self.mount_prefixes if prefix),
             responders=True,
         )
         return render_nginx(spec, self.derived, ctx)
@@ -484,5 +484,5 @@ def plan_deployment(
         instance=instance_folder(info.instance, root, installs_project=requirements is None),
         app_names=info.nginx_names,
         websockets=bool(info.websocket_paths),
-        mount_prefix=info.mount_prefix,
+        mount_prefixes=info.mount_prefixes,
     )

@@ -169,8 +169,8 @@ class NginxContext:
     app_names: tuple[str, ...] = ()
     # The app has WebSocket routes (AppInfo.websocket_routes): nginx passes a handshake's Upgrade on to the app server.
     websockets: bool = False
-    # The prefixes the app mounts itself under (AppInfo.mount_prefix): its metrics answer there too, beside the
-    # metrics path nginx guards, so nginx answers those 404.
+    # The prefixes the app's routes are reached under (AppInfo.mount_prefixes), the root aside: its metrics answer
+    # there too, beside the metrics path nginx guards, so nginx answers those 404.
     mount_prefixes: tuple[str, ...] = ()
     # Seconds nginx reuses one kept connection to the app server before closing it after a request (its upstream
     # keepalive_time, nginx 1.19.10 and later): `up` bounds by it how long nginx goes on using connections to an

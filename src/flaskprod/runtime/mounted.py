@@ -46,20 +46,33 @@ def _is_flask_core(node: object, app: Flask) -> bool:
     return getattr(node, "__self__", None) is app and getattr(node, "__func__", None) is Flask.wsgi_app
 
 
-def mount_prefix(app: Flask) -> str:
-    """The URL prefix under which app.wsgi_app passes requests on to the app's own routes: "" at the root, and
-    when no path to them can be seen (middleware that keeps its app under another name)."""
-    seen: set[int] = set()
+def mount_prefixes(app: Flask) -> tuple[str, ...]:
+    """Every URL prefix under which app.wsgi_app passes requests on to the app's own routes, nearest first: ""
+    for the root. None when no path to them can be seen (middleware that keeps its app under another name)."""
+    found: list[str] = []
+    seen: set[tuple[int, str]] = set()
     queue: deque[tuple[object, str, int]] = deque([(app.wsgi_app, "", 0)])
-    while queue:  # breadth first: a route at the root wins over the same app mounted deeper as well
+    while queue:  # breadth first: the root, when the app is reached there, comes before the prefixes
         node, prefix, depth = queue.popleft()
         if _is_flask_core(node, app):
-            return prefix
-        if id(node) in seen or depth >= _DEPTH:
+            found.append(prefix)
             continue
-        seen.add(id(node))
+        if (id(node), prefix) in seen or depth >= _DEPTH:
+            continue
+        seen.add((id(node), prefix))
         queue.extend((inner, prefix + more, depth + 1) for more, inner in _inner(node))
-    return ""
+    return tuple(dict.fromkeys(found))
+
+
+def mount_prefix(app: Flask) -> str:
+    """The prefix the app's own routes are reached under: "" at the root (or when none can be seen), else the
+    nearest of mount_prefixes."""
+    return served_under(mount_prefixes(app))
+
+
+def served_under(prefixes: tuple[str, ...]) -> str:
+    """The prefix of mount_prefixes an app is served under: "" when it is reached at the root or none was seen."""
+    return "" if not prefixes or "" in prefixes else prefixes[0]
 
 
 class ProbesUnderPrefix:

@@ -19,7 +19,7 @@ from typing import Any
 from ..discovery import AppRef, load, unread_dotenv, with_origin
 from ..errors import DiscoveryError, FlaskprodError
 from ..render.nginx import StaticMount, app_server_names, routed_host_names
-from ..runtime.mounted import mount_prefix
+from ..runtime.mounted import mount_prefixes, served_under
 from .loading import ended_message, exit_child, exit_message, load_in_child, project_root, write_answer
 from .memorybound import resident_mb
 
@@ -60,8 +60,9 @@ class AppInfo:
     routed_hosts: tuple[str, ...] = ()
     # The app's MAX_CONTENT_LENGTH as it loaded (after Production(app)): nginx's body limit (sizing.max_body_bytes).
     max_content_length: int | None = None
-    # The URL prefix the app mounts itself under (runtime.mounted): its static and blueprint URLs are under it.
-    mount_prefix: str = ""
+    # Every URL prefix the app's routes are reached under (runtime.mounted.mount_prefixes), "" for the root: its
+    # static and blueprint URLs are under the one it is served under (mount_prefix), and its metrics under each.
+    mount_prefixes: tuple[str, ...] = ()
     async_views: tuple[str, ...] = ()  # async_views(app): what Flask can run only with asgiref installed
     websocket_routes: tuple[str, ...] = ()  # websocket_routes(app): served by a server that hands over its socket
     socketio_path: str | None = None  # socketio_path(app): where Flask-SocketIO answers, when the app uses it
@@ -73,6 +74,11 @@ class AppInfo:
     def websocket_paths(self) -> tuple[str, ...]:
         """Where the app holds WebSocket conversations: its WebSocket routes, and Flask-SocketIO's path."""
         return self.websocket_routes + ((self.socketio_path,) if self.socketio_path else ())
+
+    @property
+    def mount_prefix(self) -> str:
+        """The prefix the app is served under: "" at the root."""
+        return served_under(self.mount_prefixes)
 
     @property
     def nginx_names(self) -> tuple[str, ...]:
@@ -144,7 +150,7 @@ def _app_info(result: dict[str, Any]) -> AppInfo:
         static_url_path=result["static_url_path"],
         import_string=result["import_string"],
         served_paths=frozenset(result["served_paths"]),
-        mount_prefix=result.get("mount_prefix", ""),  # absent from a record an older flaskprod wrote
+        mount_prefixes=tuple(result.get("mount_prefixes", ())),  # absent from a record an older flaskprod wrote
         blueprint_static=tuple(StaticMount(**mount) for mount in result["blueprint_static"]),
         instance=InstanceFacts(**result["instance"]),
         server_name=result["server_name"],
@@ -350,7 +356,7 @@ def main(argv: list[str]) -> int:
         "static_folder": app.static_folder,
         "static_url_path": app.static_url_path,
         "served_paths": _served_paths(app),
-        "mount_prefix": mount_prefix(app),
+        "mount_prefixes": mount_prefixes(app),
         "blueprint_static": blueprint_static(app),
         "instance": instance_facts(app),
         # A value the app set that is no string (a misconfiguration) names no host nginx could answer.

@@ -158,7 +158,8 @@ class Plan:
     @property
     def mount_prefixes(self) -> tuple[str, ...]:
         """The prefixes each running release's app mounts itself under, as its app server loaded it."""
-        prefixes = (info.mount_prefix for release in self.running if (info := self.app_info(release)))
+        infos = (info for release in self.running if (info := self.app_info(release)))
+        prefixes = (prefix for info in infos for prefix in info.mount_prefixes)
         return tuple(dict.fromkeys(prefix for prefix in prefixes if prefix))
 
     @property
