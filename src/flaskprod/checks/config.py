@@ -165,8 +165,7 @@ _NO_PRE_PING = (
 def pool_pre_ping(app: Flask, context: Context) -> Iterator[Found]:
     if "sqlalchemy" not in app.extensions:
         return
-    production = context.production
-    if production is not None and production.spec is not None and not production.spec.database.pre_ping:
+    if context.installed is not None and not context.installed.spec.database.pre_ping:
         return  # turned off on purpose in the spec
     # Flask-SQLAlchemy reads the options once, in db.init_app, and leaves an empty dict behind: Production(app)
     # called after it finds the key taken and adds nothing, so the config is what the engines got.
@@ -265,12 +264,12 @@ def own_engine_pools(app: Flask, context: Context) -> Iterator[Found]:
 def proxy_fix_twice(app: Flask, context: Context) -> Iterator[Found]:
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    production = context.production
-    if production is None or production.spec is None:
+    if context.installed is None:
         return
+    spec = context.installed.spec  # the app's own: one Production() may serve several apps of a factory
     # 0 set on purpose stays 0 behind nginx too: Production then leaves the headers to the app's ProxyFix.
-    chosen = production.spec.origins.get("proxy.trusted_hops", "default") != "default"
-    if chosen and production.spec.proxy.trusted_hops == 0:
+    chosen = spec.origins.get("proxy.trusted_hops", "default") != "default"
+    if chosen and spec.proxy.trusted_hops == 0:
         return
     if any(isinstance(node, ProxyFix) for node in _middleware(app)):
         yield Found(obj=context.app_label)

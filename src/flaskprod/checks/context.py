@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from ..runtime import Production
+    from ..runtime.extension import Installed
 
 T = TypeVar("T")
 
@@ -256,12 +257,17 @@ class Context:
         return None if self.app is None else self.app.extensions.get(EXTENSION_KEY)
 
     @property
+    def installed(self) -> Installed | None:
+        """What Production's init_app made for the app (its spec, metrics, checks); None without it."""
+        from ..runtime.extension import installed_on
+
+        return None if self.app is None else installed_on(self.app)
+
+    @property
     def effective_spec(self) -> Spec:
         """The spec the app runs with: what Production's init_app ran with for it when installed, else the one given
         to check."""
-        from ..runtime.extension import installed_on
-
-        installed = None if self.app is None else installed_on(self.app)
+        installed = self.installed
         return installed.spec if installed is not None else self.spec
 
     def once(self, derive: Callable[[Context], Iterable[T]]) -> tuple[T, ...]:

@@ -125,7 +125,10 @@ class Production:
     def _add(self, name: str, fn: Check, *, every_app: bool) -> None:
         installed = None if every_app else self._current()
         if name in self._checks or any(name in each.checks for each in self._each_installed(installed)):
-            raise ValueError(f"a readiness check named {name!r} is already registered; pick another name")
+            raise ValueError(
+                f"a readiness check named {name!r} is already registered; pick another name, or, in a factory, add "
+                "the app's checks after prod.init_app(app), or a check for every app once at a module's top level"
+            )
         (installed.checks if installed is not None else self._checks)[name] = fn
 
     def _each_installed(self, installed: Installed | None) -> list[Installed]:

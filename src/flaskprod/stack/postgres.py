@@ -154,10 +154,12 @@ class Postgres:
                 f"database.local_dir {self.directory}: cannot open {exc.filename}: {exc.strerror}"
             ) from None
         except HeldElsewhere as exc:
+            # A holder that has not written its pid yet is starting: there is no pid to name.
+            known = exc.holder.isdigit()
+            how = f"with `kill -TERM {exc.holder}` (or Ctrl-C where it runs)" if known else "where it runs"
             raise ServerError(
                 f"another flaskprod up (pid {exc.holder}) runs PostgreSQL on database.local_dir {self.directory}: stop "
-                f"it with `kill -TERM {exc.holder}` (or Ctrl-C where it runs), or set database.local_dir to another "
-                "directory"
+                f"it {how}, or set database.local_dir to another directory"
             ) from None
 
     def _check_unheld(self) -> None:
