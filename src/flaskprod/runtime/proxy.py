@@ -115,9 +115,10 @@ def inside_apps_proxy_fix(
 
     Outside the app's ProxyFix, a layer judged by what the proxy in front wrote: its address (a local nginx's, let
     in by the metrics allow list, whoever the client was) and its scheme (http, so no HSTS behind TLS). Right
-    inside the ProxyFix when the app's outermost layer is one; below other middleware, under a ProxyFix trusting
+    inside the ProxyFix when the app's outermost layer is one. Below other middleware, under a ProxyFix trusting
     the same hops, whose reading the app's repeats with the same result (each reads the headers, not the environ
-    the other rewrote), so the middleware between still sees what it saw.
+    the other rewrote). The middleware between then sees the client's address and scheme, as the app does, where
+    it saw the proxy's; and the app's ProxyFix keeps those, not the proxy's, in werkzeug.proxy_fix.orig.
     """
     fix = apps_proxy_fix(wsgi_app)
     if fix is None:
