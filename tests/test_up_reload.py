@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from flaskprod.stack.deploy import nginx_workers
 from tests.support import BIN, free_port, wait_for
 from tests.upstack import (
     PLAIN,
@@ -268,5 +269,37 @@ def test_a_src_layout_on_the_import_path_runs_the_releases_copy_not_the_working_
         (package / "__init__.py").write_text(source.format("edited, not deployed"))
         reload(stack)
         assert stack.get("/version").text == "shipped", stack.output()
+    finally:
+        stop(stack)
+
+
+def reload_lines(stack: UpStack) -> list[str]:
+    """reload(stack), then up's lines about it: from its "reloading" line to its end."""
+    reload(stack)
+    lines = [line for line in stack.stderr().splitlines() if "reload" in line]
+    start = max(i for i, line in enumerate(lines) if "reloading" in line)
+    return lines[start:]
+
+
+def test_sighup_says_whether_nginx_was_reloaded(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    config = tmp_path / "flaskprod.toml"
+    config.write_text('[proxy]\nmax_body_size = "1M"\n')
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1")
+    try:
+        stack.wait_ready()
+        master = int((stack.run_dir / "nginx.pid").read_text())
+        workers = nginx_workers(master)
+
+        unchanged = reload_lines(stack)  # nginx.conf is the same: the serving link moved to the new app server alone
+        assert nginx_workers(master) == workers
+        assert not [line for line in unchanged if "reloading nginx" in line], unchanged
+        assert "reloading the app server, and nginx if its config changed" in unchanged[0], unchanged
+        assert "; nginx not reloaded: its config is unchanged" in unchanged[-1], unchanged
+
+        config.write_text('[proxy]\nmax_body_size = "2M"\n')  # nginx's client_max_body_size with it
+        changed = reload_lines(stack)
+        assert not nginx_workers(master) & workers  # its old workers are gone once the reload is done
+        assert "; nginx reloaded onto its changed config" in changed[-1], changed
     finally:
         stop(stack)

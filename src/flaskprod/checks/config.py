@@ -117,12 +117,9 @@ def _nginx_proxies(context: Context) -> Iterator[tuple[ProjectFile, int]]:
 
 def _middleware(app: Flask) -> Iterator[Any]:
     """app.wsgi_app and what it wraps, outermost first."""
-    node: Any = app.wsgi_app
-    for _ in range(32):  # middleware is a chain through .app or .wsgi_app; bounded against cycles
-        if node is None:
-            return
-        yield node
-        node = getattr(node, "app", None) or getattr(node, "wsgi_app", None)
+    from ..runtime.proxy import middleware_chain
+
+    return middleware_chain(app.wsgi_app)
 
 
 def _has_proxy_fix(app: Flask) -> bool:

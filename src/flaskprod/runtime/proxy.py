@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.http import parse_list_header
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
 
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -96,16 +96,29 @@ def trust_proxies(wsgi_app: WSGIApplication, hops: int) -> WSGIApplication:
     return TrustedProxies(wsgi_app, hops)
 
 
-def apps_proxy_fix(wsgi_app: object) -> ProxyFix | None:
-    """The werkzeug ProxyFix an app wrapped itself in: wsgi_app, or one it wraps (through .app or .wsgi_app)."""
-    node: object = wsgi_app
+# What each ProxyFix setting reads, by the header it trusts.
+_PROXY_FIX_READS = {
+    "x_for": "client address",
+    "x_proto": "scheme",
+    "x_host": "host",
+    "x_port": "port",
+    "x_prefix": "path prefix",
+}
+
+
+def middleware_chain(wsgi_app: object) -> Iterator[Any]:
+    """wsgi_app and what it wraps, outermost first: middleware is a chain through .app or .wsgi_app."""
+    node: Any = wsgi_app
     for _ in range(32):  # bounded against a cycle
-        if isinstance(node, ProxyFix):
-            return node
-        node = getattr(node, "app", None) or getattr(node, "wsgi_app", None)
         if node is None:
-            break
-    return None
+            return
+        yield node
+        node = getattr(node, "app", None) or getattr(node, "wsgi_app", None)
+
+
+def apps_proxy_fix(wsgi_app: object) -> ProxyFix | None:
+    """The werkzeug ProxyFix an app wrapped itself in: wsgi_app, or one it wraps."""
+    return next((node for node in middleware_chain(wsgi_app) if isinstance(node, ProxyFix)), None)
 
 
 def inside_apps_proxy_fix(
@@ -126,18 +139,8 @@ def inside_apps_proxy_fix(
     if fix is wsgi_app:
         fix.app = layer(fix.app)
         return fix
-    hops = {name: getattr(fix, name) for name in ("x_for", "x_proto", "x_host", "x_port", "x_prefix")}
-    return ProxyFix(layer(wsgi_app), **hops)
+    return ProxyFix(layer(wsgi_app), **{name: getattr(fix, name) for name in _PROXY_FIX_READS})
 
-
-# What each ProxyFix setting reads, by the header it trusts.
-_PROXY_FIX_READS = {
-    "x_for": "client address",
-    "x_proto": "scheme",
-    "x_host": "host",
-    "x_port": "port",
-    "x_prefix": "path prefix",
-}
 
 
 def hops_disagreement(wsgi_app: WSGIApplication, hops: int) -> str | None:
@@ -160,9 +163,8 @@ def hops_disagreement(wsgi_app: WSGIApplication, hops: int) -> str | None:
 def hops_disagreement_outside(wsgi_app: WSGIApplication, hops: int) -> str | None:
     """hops_disagreement for a ProxyFix the app wrapped around flaskprod's layer, after Production(app): the layer,
     inside it, reads the headers again, so the app sees the layer's values, and the ProxyFix's settings go unused."""
-    node: object = wsgi_app
-    for _ in range(32):  # outside in, bounded against a cycle, up to flaskprod's layer
-        if node is None or isinstance(node, TrustedProxies):
+    for node in middleware_chain(wsgi_app):  # outside in, up to flaskprod's layer
+        if isinstance(node, TrustedProxies):
             return None
         if isinstance(node, ProxyFix):
             return _disagreement(
@@ -170,7 +172,6 @@ def hops_disagreement_outside(wsgi_app: WSGIApplication, hops: int) -> str | Non
                 "flaskprod's layer inside it reads X-Forwarded-* again, so the app gets flaskprod's {reads}, not "
                 "its ProxyFix's",
             )
-        node = getattr(node, "app", None) or getattr(node, "wsgi_app", None)
     return None
 
 

@@ -17,7 +17,7 @@ from ..spec import LOG_RELAY_ENV, PROBE_RECORD_ENV, Spec, env_for
 from .common import DRAIN_FILE_ENV, MULTIPROC_ENV, RunDir, check_bind
 from .greenlets import missing_worker
 from .jsonrelay import Relay
-from .settings import server_settings
+from .settings import logs_as_json, server_settings
 from .websockets import for_conversations, websocket_problem
 
 __all__ = ["resolve_kind", "serve", "server_settings"]
@@ -95,7 +95,7 @@ def _relayed_as_json(spec: Spec) -> Iterator[None]:
     """The probe's output (the app's prints as it is imported, the traceback of an app that fails to) relayed as
     JSON, as the server's is after it, where that output is a log: under `up`, a deploy's traceback was the one
     run of plain lines in up's JSON log. A person at a terminal, or logging.format text, reads it as printed."""
-    as_json = spec.logging.configure and spec.logging.format == "json" and not _is_terminal()
+    as_json = logs_as_json(spec) and not _is_terminal()
     relay = Relay("stderr") if as_json else None
     if relay is not None:
         relay.take_over()

@@ -53,8 +53,14 @@ def server_settings(spec: Spec, derived: Derived, app: AppRef, *, worker_mb: flo
         "accesslog": None,
         "errorlog": "-",
         # The server's own lines (start, workers, signals, a request it failed) as the app's are written.
-        "log_json": spec.logging.configure and spec.logging.format == "json",
+        "log_json": logs_as_json(spec),
         "worker_memory_mb": None if worker_mb is None else round(worker_mb, 1),
         "cpus": derived.machine.cpus,
         "memory_mb": derived.machine.memory // (1024 * 1024),
     }
+
+
+def logs_as_json(spec: Spec) -> bool:
+    """Whether serve writes every line of the app server's output (the server's own, the app's, a traceback) as a
+    JSON record, as the app's loggers write theirs."""
+    return spec.logging.configure and spec.logging.format == "json"

@@ -36,6 +36,15 @@ _LEFTOVERS = (
 )
 
 
+def repoint(link: Path, target: str) -> None:
+    """link pointed at target (relative to link's folder), atomically: whoever opens it next (nginx) reaches target,
+    and no one finds it missing meanwhile."""
+    staged = link.with_name(f".{link.name}.new")
+    staged.unlink(missing_ok=True)
+    staged.symlink_to(target)
+    os.replace(staged, link)  # rename(2) replaces the link itself, never what it points to
+
+
 @dataclass(frozen=True)
 class StackDir:
     """Paths under one directory; nothing `up` writes lives anywhere else."""
@@ -84,10 +93,7 @@ class StackDir:
         for release, responder in responders.items():
             link = self.scrape_link(release)
             link.parent.mkdir(parents=True, exist_ok=True)
-            staged = link.with_name(f".{link.name}.new")
-            staged.unlink(missing_ok=True)
-            staged.symlink_to(os.path.relpath(responder, link.parent))
-            os.replace(staged, link)
+            repoint(link, os.path.relpath(responder, link.parent))
         for folder in self.scrapes_dir.glob("*") if self.scrapes_dir.is_dir() else ():
             if not (folder.name.isdigit() and int(folder.name) in responders):
                 shutil.rmtree(folder, ignore_errors=True)

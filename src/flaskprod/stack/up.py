@@ -45,7 +45,7 @@ from .prometheus import READY_PATH, Prometheus, plan_prometheus
 from .prometheus import RESTART_ONLY as MONITORING_RESTART_ONLY
 from .release import ReleaseCommand, command_env
 from .releases import RELEASES_AT_ONCE, Release, Releases, exclude_patterns
-from .rundir import Claim, StackDir
+from .rundir import Claim, StackDir, repoint
 from .tls import self_signed_for, tls_for_up
 
 # Variables a parent's own stack would leak into ours: its metrics directory and its drain file.
@@ -190,10 +190,7 @@ class Plan:
             self.run.serving_folder(self.link): os.path.relpath(self.release.path, self.run.path),
         }
         for link, target in links.items():
-            staged = link.with_name(f".{link.name}.new")
-            staged.unlink(missing_ok=True)
-            staged.symlink_to(target)
-            os.replace(staged, link)  # rename(2) replaces the link itself, never what it points to
+            repoint(link, target)
         if self.prometheus:  # Prometheus scrapes each running release apart (Prometheus.write_targets), a canary too
             self.run.point_scrapes({r.number: _responder(self.socket(r)) for r in self.running})
 
