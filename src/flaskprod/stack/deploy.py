@@ -328,23 +328,22 @@ def refusal(record: Path) -> str | None:
 
 def reload_app_server(stack: Stack, release: Release) -> None:
     """SIGHUP's reload of release's app server by replacement: a new one beside it, reading the config file as
-    it starts, takes the requests once ready, and the old one drains. If the new one does not get ready, the old
-    one serves on, nginx reloads onto the config alone, and the log says why."""
+    it starts, takes the requests once ready, and the old one drains. If the new one does not get ready (or nginx
+    refuses the config that switches to it), it is stopped and the old one serves on, nginx not reloaded: a
+    ServerError saying why, for the caller to put back what it changed for the reload (Stack.handle_hup)."""
     old = stack.app_servers.pop(release.number)
     stack.retiring.append(old)  # stopped with the rest should up stop meanwhile
     new_plan = stack.plan.with_new_app_server(release)
 
-    def keep_old(exc: FlaskprodError) -> None:
+    def keep_old() -> None:
         stack.retiring.remove(old)
         stack.app_servers[release.number] = old
-        stack.reload_nginx()  # onto the edited config alone
-        stack.log(f"app server of release {release.number} not reloaded, the running one stays: {exc}", level="error")
 
     try:
         answered = start_ready(stack, release, None, new_plan)
-    except ServerError as exc:
-        keep_old(exc)
-        return
+    except ServerError:
+        keep_old()
+        raise
     nginx = "nginx reloaded onto its changed config"
     try:
         if not switch(stack, new_plan, None):
@@ -359,8 +358,8 @@ def reload_app_server(stack: Stack, release: Release) -> None:
     except FlaskprodError as exc:
         if stack.plan is not new_plan:  # nginx -t refused it: nginx still sends every request to the old one
             stack.stop_app_server(release.number)
-            keep_old(exc)
-            return
+            keep_old()
+            raise
         stack.log(f"{exc}; stopping the replaced app server of release {release.number} now", level="warning")
     stack.retiring.remove(old)
     stack.stop_app_server(release.number, old)

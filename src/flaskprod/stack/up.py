@@ -1164,13 +1164,17 @@ class Stack:
         # nginx reloads beside a canary; else only if its config changed (deploy.switch), which the end's line says.
         self.log("reloading the app server, and nginx if its config changed" if canary is None else "reloading nginx")
         reloaded = "nginx and the app server" if canary is None else "nginx"
+        from . import deploy  # which builds on this module
+
+        before, conf_before = self.plan, self.plan.run.nginx_conf.read_text()
+        put_back: Callable[[], None] | None = None  # of the config copy, once replaced
         try:
             if self.reload_spec is not None:
                 # The config file and environment are read again; nginx.conf follows them.
                 new_plan = replan(self.plan, self.reload_spec())
                 write_nginx_config(new_plan)
-                if new_plan.config_file is not None and canary is None:  # the copy the new app server reads
-                    copy_config(new_plan.config_file, new_plan.run)
+                if canary is None:  # the copy the new app server reads
+                    put_back = deploy.ship_config(new_plan)
                 self.plan = new_plan
             else:
                 check_config(self.plan.nginx_binary, self.plan.run)
@@ -1180,8 +1184,7 @@ class Stack:
             return
         if canary is not None:
             self.reload_nginx()
-        self.reload_prometheus()
-        if canary is not None:
+            self.reload_prometheus()
             self.reload_held = True
             self.log(
                 f"the app servers keep the config they started with while canary release {canary} runs (a third "
@@ -1191,14 +1194,34 @@ class Stack:
             )
             return
         self.reload_held = False
-        from . import deploy  # which builds on this module
-
         release = self.plan.running[0]
         self.busy = (f"SIGHUP's reload of release {release.number}", time.monotonic() + deploy.longest(self.plan, None))
         try:
             deploy.reload_app_server(self, release)
+        except FlaskprodError as exc:
+            # The running stack stays exactly as it was: nginx (never reloaded), the nginx.conf a restarted nginx
+            # reads, the config copy a restarted worker reads, and Prometheus's rules, none taking half the edit.
+            self.plan = before
+            if put_back is not None:
+                put_back()
+            self.put_back_nginx_conf(conf_before)
+            self.log(
+                f"app server of release {release.number} not reloaded: {exc}; nginx, its config and the app server "
+                "stay as they were",
+                level="error",
+            )
+            return
         finally:
             self.busy = None
+        self.reload_prometheus()
+
+    def put_back_nginx_conf(self, text: str) -> None:
+        """nginx.conf back to text (what it was before a reload that failed), in one step."""
+        conf = self.plan.run.nginx_conf
+        if conf.read_text() != text:
+            staged = conf.with_name(f"{conf.name}.new")
+            staged.write_text(text)
+            staged.replace(conf)
 
     def apply_held_reload(self, request: Request) -> None:
         """Once a canary has ended: a SIGHUP that came while it ran replaces the app server left, as the main
