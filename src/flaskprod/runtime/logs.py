@@ -28,6 +28,9 @@ OUTCOME_FIELD = "event.outcome"
 ECS_VERSION = "1.6.0"  # as written by ecs_logging, so all lines of a service agree
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
+# What a server puts in REMOTE_ADDR for a peer that has no IP address, a unix socket's: Gunicorn "", uWSGI's HTTP
+# socket "0.0.0.0" (the unspecified address, which no client sends from).
+_NO_PEER_ADDRESS = ("", "0.0.0.0", "::")
 
 
 def request_id() -> str | None:
@@ -318,7 +321,15 @@ def access_fields(environ: Mapping[str, Any], path: str, status: int, duration_n
         "url.path": path,
         "http.response.status_code": status,
         "event.duration": duration_ns,
-        "client.ip": environ.get(CLIENT_ADDRESS_KEY) or environ.get("REMOTE_ADDR"),
+        "client.ip": client_ip(environ),
         "user_agent.original": environ.get("HTTP_USER_AGENT"),
         REQUEST_ID_FIELD: rid,
     }
+
+
+def client_ip(environ: Mapping[str, Any]) -> str | None:
+    """The access line's client.ip: the client's address as proxy trust read it, else the peer's; None where the
+    peer came over a unix socket (nginx, or any local process) and no trusted proxy named the client. ECS's
+    client.ip holds an IP address: "" is none, and "0.0.0.0" one the client never had; the field is left out."""
+    address = environ.get(CLIENT_ADDRESS_KEY) or environ.get("REMOTE_ADDR")
+    return None if address in _NO_PEER_ADDRESS else address
