@@ -53,8 +53,8 @@ class Production:
 
     Each part is switched by the spec (by default flaskprod.toml and FLASKPROD_* variables). One instance may serve
     several apps (prod.init_app(app) in a factory): each gets the spec as its init_app loads it, unless one was given,
-    and metrics of its own. A readiness check added before any init_app runs for every app; one added after is the
-    current app's (in its app context), else that of the app init_app ran for last, as a factory adds it.
+    and metrics of its own. A readiness check added at a module's top level runs for every app; one a factory adds,
+    before or after prod.init_app(app), is the app that factory is making (see add_check).
     """
 
     def __init__(self, app: Flask | None = None, *, spec: Spec | None = None) -> None:
@@ -62,6 +62,8 @@ class Production:
         self._checks: dict[str, Check] = {}
         # What init_app made for each app, as Flask-SQLAlchemy keeps its engines: weakly, so an app can go.
         self._installed: weakref.WeakKeyDictionary[Flask, Installed] = weakref.WeakKeyDictionary()
+        # Checks a factory added for its app before prod.init_app(app): init_app makes them that app's.
+        self._pending: weakref.WeakKeyDictionary[Flask, dict[str, Check]] = weakref.WeakKeyDictionary()
         self._last_app: weakref.ref[Flask] | None = None
         if app is not None:
             self.init_app(app)
@@ -106,35 +108,73 @@ class Production:
     def add_check(self, name: str, fn: Check) -> None:
         """Run fn on every readiness probe; it fails by raising, returning False or overrunning the timeout.
 
-        Added before any init_app, or from a module's top level, for every app; else (a factory adding its checks
-        after prod.init_app(app)) for the current app alone (see _current), so each app the factory makes gets its
-        own each time it runs. A module is imported once, by whichever app's factory imports it first: its checks
-        are every app's.
+        Added at a module's top level, for every app: a module is imported once, by whichever app's factory imports
+        it first, so its checks are every app's. Added in a function, for the app that function (or the one calling
+        it) holds, the factory's `app`, whether prod.init_app(app) ran yet or not: each app the factory makes gets
+        its own each time it runs, even inside another app's context. With no app held there (or several), the
+        current app's (in its app context), else the app init_app ran for last, else every app's.
         """
-        self._add(name, fn, every_app=_called_from_module_level(sys._getframe(1)))
+        self._add(name, fn, sys._getframe(1))
 
     def readiness_check(self, name: str) -> Callable[[C], C]:
         """Decorator form of add_check."""
 
         def register(fn: C) -> C:
-            self._add(name, fn, every_app=_called_from_module_level(sys._getframe(1)))
+            self._add(name, fn, sys._getframe(1))
             return fn
 
         return register
 
-    def _add(self, name: str, fn: Check, *, every_app: bool) -> None:
-        installed = None if every_app else self._current()
-        if name in self._checks or any(name in each.checks for each in self._each_installed(installed)):
-            raise ValueError(
-                f"a readiness check named {name!r} is already registered; pick another name, or, in a factory, add "
-                "the app's checks after prod.init_app(app), or a check for every app once at a module's top level"
-            )
-        (installed.checks if installed is not None else self._checks)[name] = fn
+    def _add(self, name: str, fn: Check, caller: FrameType | None) -> None:
+        if _called_from_module_level(caller):
+            self._add_for_every_app(name, fn)
+            return
+        app = self._app_being_made(caller)
+        if app is not None and app not in self._installed:
+            pending = self._pending.setdefault(app, {})
+            self._refuse_duplicate(name, pending)
+            pending[name] = fn
+            return
+        installed = self._installed.get(app) if app is not None else self._current()
+        if installed is None:
+            self._add_for_every_app(name, fn)
+            return
+        self._refuse_duplicate(name, installed.checks)
+        installed.checks[name] = fn
 
-    def _each_installed(self, installed: Installed | None) -> list[Installed]:
-        """The apps whose own checks a new check's name must not repeat: installed's, or every app's for one that
-        runs for all."""
-        return [installed] if installed is not None else list(self._installed.values())
+    def _add_for_every_app(self, name: str, fn: Check) -> None:
+        apps_own = [*(each.checks for each in self._installed.values()), *self._pending.values()]
+        if name in self._checks or any(name in own for own in apps_own):
+            raise ValueError(_already_registered(name))
+        self._checks[name] = fn
+
+    def _refuse_duplicate(self, name: str, apps_own: dict[str, Check]) -> None:
+        """ValueError when name is a check every app runs, or one of the app's own."""
+        if name in self._checks or name in apps_own:
+            raise ValueError(_already_registered(name))
+
+    def _app_being_made(self, caller: FrameType | None) -> Flask | None:
+        """The app the nearest frame from caller outwards holds in a variable (a factory's `app`, made for this
+        Production or not yet given to one), if it holds exactly one; None when none does, or it holds several (a
+        test's two apps: its app context then says which)."""
+        frame = caller
+        for _ in range(_FRAMES_LOOKED_AT):
+            if frame is None:
+                return None
+            held = {id(value): value for value in frame.f_locals.values() if self._may_hold_checks_of(value)}
+            if held:
+                return next(iter(held.values())) if len(held) == 1 else None
+            if frame.f_code.co_name == "<module>":
+                return None  # the module's globals were the last place a factory's app could be
+            frame = frame.f_back
+        return None
+
+    def _may_hold_checks_of(self, value: object) -> bool:
+        """Whether value is an app of this Production's, or one no Production was given yet."""
+        # type() too: flask.current_app, a module's global, passes isinstance as the current app's class.
+        return isinstance(value, Flask) and issubclass(type(value), Flask) and (
+            value.extensions.get(EXTENSION_KEY, self) is self
+        )
 
     def init_app(self, app: Flask) -> None:
         if EXTENSION_KEY in app.extensions:
@@ -171,7 +211,9 @@ class Production:
 
         mon = spec.monitoring
         probes = self._probes(app, spec, metrics)
-        self._installed[app] = Installed(spec=spec, metrics=metrics, probe_paths=frozenset(probes))
+        # The checks its factory added before this call: the app's own from now on.
+        own_checks = self._pending.pop(app, {})
+        self._installed[app] = Installed(spec=spec, metrics=metrics, probe_paths=frozenset(probes), checks=own_checks)
         self._last_app = weakref.ref(app)
         production_layer = functools.partial(
             RequestPipeline,
@@ -412,6 +454,17 @@ def _count_in_progress(metrics: HttpMetrics) -> Callable[[], None]:
             raise waited_too_long()
 
     return count_in_progress
+
+
+def _already_registered(name: str) -> str:
+    return (
+        f"a readiness check named {name!r} is already registered; pick another name, or add it once: at a module's "
+        "top level for every app, or in the factory once its app exists (after app = Flask(...))"
+    )
+
+
+# How far out from add_check's caller a factory's app is looked for: helpers the factory calls to add its checks.
+_FRAMES_LOOKED_AT = 16
 
 
 def _called_from_module_level(frame: FrameType | None) -> bool:
