@@ -219,21 +219,31 @@ def format_unconfigured_loggers(spec: Spec) -> None:
 
 
 def format_console_handlers() -> None:
-    """The root logger's handlers to stdout or stderr write flaskprod's JSON, with the request id, under a server
-    `flaskprod serve` started with logging.format json: it relays every line of those streams as JSON.
+    """Every logger's handlers to stdout or stderr, the root's and a named one's, write flaskprod's JSON, with the
+    request id, under a server `flaskprod serve` started with logging.format json: it relays every line of those
+    streams as JSON.
 
     An app's own config (basicConfig, dictConfig) wrote its format there: serve relayed each of its lines as a
     record of its own, at info, from the "stderr" or "uwsgi" logger and with no request id, so a WARNING of
-    services.billing was filed as info. Each record now keeps its level, logger and request id. Handlers to files
-    or elsewhere keep the app's format; outside serve (flask run, tests), so do these.
+    services.billing was filed as info. Each record now keeps its level, logger and request id. Only the format
+    changes: a record is written by the handlers it reached before, once each. Handlers to files or elsewhere keep
+    the app's format; outside serve (flask run, tests), so do these.
     """
     if os.environ.get(LOG_RELAY_ENV) != "json":
         return
-    for handler in logging.getLogger().handlers:
+    for handler in _handlers_of_every_logger():
         if _writes_to_console(handler) and not isinstance(handler.formatter, ecs_logging.StdlibFormatter):
             handler.setFormatter(ecs_logging.StdlibFormatter())
             if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
                 handler.addFilter(RequestIdFilter())
+
+
+def _handlers_of_every_logger() -> list[logging.Handler]:
+    """The root's handlers and those of every logger made so far (a dictConfig's "loggers" section puts a console
+    handler on services.billing, not the root), each once."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]  # a copy: threads may add some
+    handlers = (handler for logger in loggers if isinstance(logger, logging.Logger) for handler in logger.handlers)
+    return list(dict.fromkeys(handlers))
 
 
 def _writes_to_console(handler: logging.Handler) -> bool:
@@ -253,7 +263,7 @@ def revive_loggers(app: Flask) -> None:
     """Enable the app's loggers again after logging.config.dictConfig disabled them, as it does to every logger
     that exists and that its config does not name (disable_existing_loggers defaults to true): called after
     Production(app), it silenced the app's error tracebacks and access lines, where plain Flask, which makes
-    app.logger on first use, kept them. As the app is loaded, the root's console handlers its config made after
+    app.logger on first use, kept them. As the app is loaded, the console handlers its config made after
     Production(app) write JSON too, as format_console_handlers says."""
     format_console_handlers()
     access = access_logger(app)
