@@ -253,3 +253,61 @@ except RuntimeError:
     stack = record["error"]["stack_trace"]
     assert stack.startswith("Traceback (most recent call last):\n") and stack.count("Traceback (most recent") == 3
     assert "\nKeyError: 'k'\n\nThe above exception was the direct cause" in stack
+
+
+def relayed_stderr_of(code: str) -> list[dict[str, object]]:
+    """The records the relay writes for what a Python child running code prints on stderr."""
+    target_r, target_w = os.pipe()
+    pipes = jsonrelay.Relay("stderr")
+    pipes.targets = (target_w, target_w)
+    pipes.start()
+    child = subprocess.run([sys.executable, "-c", code], stderr=pipes.stderr, timeout=30, check=False)
+    pipes.finish()
+    os.close(target_w)
+    out = [json.loads(line) for line in os.read(target_r, 65536).splitlines()]
+    os.close(target_r)
+    assert child.returncode == 1
+    return out
+
+
+def test_an_exceptions_notes_and_the_rest_of_its_message_are_part_of_its_record() -> None:
+    """Python prints a message over many lines, and each note (add_note), right after the exception's line,
+    unmarked: the relay wrote each as a record of its own at info ('second line', 'note: ...'). They are the
+    exception's, in its record's message and stack trace."""
+    code = """
+error = ValueError("config broken:\\n  - DATABASE_URL is missing\\nsee docs/setup.md")
+error.add_note("note: while loading settings.toml")
+error.add_note("note: release 2")
+raise error
+"""
+    [record] = relayed_stderr_of(code)
+    printed = (
+        "ValueError: config broken:\n  - DATABASE_URL is missing\nsee docs/setup.md\n"
+        "note: while loading settings.toml\nnote: release 2"
+    )
+    assert record["log.level"] == "error" and record["message"] == printed
+    stack = record["error"]["stack_trace"]  # type: ignore[index]
+    assert stack.startswith("Traceback (most recent call last):\n") and stack.endswith("\n" + printed)
+
+
+def test_a_chained_exceptions_notes_stay_in_the_one_record_named_by_the_last() -> None:
+    code = """
+try:
+    error = KeyError("k")
+    error.add_note("looking up the card")
+    raise error
+except KeyError as cause:
+    raise RuntimeError("billing broken") from cause
+"""
+    [record] = relayed_stderr_of(code)
+    assert record["message"] == "RuntimeError: billing broken"
+    assert "KeyError: 'k'\nlooking up the card\n\nThe above exception" in record["error"]["stack_trace"]  # type: ignore[index]
+
+
+def test_uwsgis_own_lines_after_an_exceptions_line_are_still_records_of_their_own() -> None:
+    lines = [*CAUSE[:-1], b"KeyError: 'k'\n", b"a note\n", b"unable to load app 0 (mountpoint='')\n",
+             b"goodbye to uWSGI.\n"]  # fmt: skip
+    tb, unable, goodbye = decoded(lines)
+    assert tb["message"] == "KeyError: 'k'\na note"
+    assert (unable["log.level"], unable["message"]) == ("error", "unable to load app 0 (mountpoint='')")
+    assert goodbye["message"] == "goodbye to uWSGI."

@@ -89,8 +89,10 @@ class Encoder:
     separator, a blank line, the next) and an exception group's boxed one ("  + Exception Group Traceback",
     "  | " lines), the last exception's line its message. After an exception's line, whether the chain goes on
     is known only from the next line: `lingering` says so, for the reader to wait a little (lines_of) before the
-    end of a read (b""), which then writes what is held. A traceback short of its exception's line is held
-    until that line, the next line that cannot be part of it, or the stream's end.
+    end of a read (b""), which then writes what is held. The lines Python prints right after an exception's own
+    (the rest of a message over many lines, its notes) are part of it, and of the record's message. A traceback
+    short of its exception's line is held until that line, the next line that cannot be part of it, or the
+    stream's end.
     """
 
     def __init__(self, logger: str) -> None:
@@ -146,6 +148,9 @@ class Encoder:
                 return _FRAMES
             self.message = text.strip()
             return _ENDED
+        if self.state == _ENDED and text.strip() and _goes_on_printing_the_exception(text):
+            self.message += "\n" + text.rstrip()
+            return _ENDED
         if not text.strip():
             return _GAP if self.state in (_ENDED, _GROUP, _GAP) else self.state
         if self.state == _GROUP and text[:1].isspace():
@@ -172,6 +177,14 @@ _SEPARATORS = (
     "The above exception was the direct cause of the following exception:",
     "During handling of the above exception, another exception occurred:",
 )
+
+
+def _goes_on_printing_the_exception(text: str) -> bool:
+    """Whether text, right after an exception's line (no blank line between), is more of what Python prints for
+    that exception: the further lines of a message over many, its notes (add_note). Python prints them unmarked,
+    so anything else counts, but a line that opens a traceback or is the server's own: one carrying uWSGI's marks
+    of trouble ("unable to load app 0"), or its name ("goodbye to uWSGI.")."""
+    return _opened(text) is None and level_of(text) == "info" and "uWSGI" not in text
 
 
 def _opened(text: str) -> str | None:
