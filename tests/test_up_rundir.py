@@ -250,3 +250,55 @@ def test_a_run_dir_a_byte_over_the_bound_is_refused_in_one_line(
         f"most{links}): set proxy.run_dir to a path of at most {most} bytes\n",
     )
     assert not run_dir.exists()
+
+
+def test_a_release_numbered_past_the_bound_is_refused_before_its_socket_paths_pass_it(tmp_path: Path) -> None:
+    """at() measures the run dir's socket paths with release 99999: 90 bytes fit. Release 100000's names are a byte
+    longer, its second app server's socket 108 bytes: it was made and served, and no SIGHUP could replace its app
+    server ("cannot listen on .../app-100000.1.sock: the path is 108 bytes"). The deploy that would make it is
+    refused in one line, and release 99999 serves on."""
+    write_app(tmp_path)
+    run_dir = run_dir_of(tmp_path, 90)
+    numbered_from(run_dir, 99999)
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1", "--set", f"proxy.run_dir={run_dir}")
+    try:
+        stack.wait_ready()
+        deploy = subprocess.run(
+            [str(BIN / "flaskprod"), "deploy", "--set", f"proxy.run_dir={run_dir}"], cwd=tmp_path, env=up_env(),
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert (deploy.returncode, deploy.stderr) == (
+            1,
+            f"Error: release 100000's unix socket paths under run directory {run_dir} (90 bytes) would pass the 107 "
+            "bytes a socket takes: set proxy.run_dir to a path of at most 89 bytes and restart flaskprod up (its "
+            "releases are numbered from 1 again)\n",
+        ), stack.output()
+        assert sorted(path.name for path in (run_dir / "releases").iterdir()) == [LAST_NUMBER, "99999"]
+        assert stack.get("/api/ping").status_code == 200
+    finally:
+        stop(stack)
+
+
+def test_a_release_numbered_past_the_bound_serves_under_a_run_dir_short_enough_for_it(tmp_path: Path) -> None:
+    """89 bytes, the most release 100000 takes: up starts it, and SIGHUP's app server listens on 107 bytes."""
+    write_app(tmp_path)
+    numbered_from(run_dir_of(tmp_path, 90), 100000)
+    refused = run_up(tmp_path, "gunicorn", str(free_port()), "--set", f"proxy.run_dir={run_dir_of(tmp_path, 90)}")
+    assert (refused.returncode, refused.stderr) == (
+        2,
+        f"Error: release 100000's unix socket paths under run directory {run_dir_of(tmp_path, 90)} (90 bytes) would "
+        "pass the 107 bytes a socket takes: set proxy.run_dir to a path of at most 89 bytes and restart flaskprod up "
+        "(its releases are numbered from 1 again)\n",
+    )
+    run_dir = run_dir_of(tmp_path, 89)
+    numbered_from(run_dir, 100000)
+    stack = start_up(tmp_path, "gunicorn", free_port(), "--workers", "1", "--set", f"proxy.run_dir={run_dir}")
+    try:
+        stack.wait_ready()
+        stack.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "app server of release 100000 reloaded" in stack.stderr(), timeout=60, what="the reload")
+        longest = run_dir / "app-100000.1.sock"
+        assert (len(os.fsencode(longest)), longest.is_socket()) == (107, True)
+        assert stack.get("/api/ping").status_code == 200
+    finally:
+        stop(stack)

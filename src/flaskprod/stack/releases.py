@@ -127,9 +127,7 @@ class Releases:
                 f"{max_mb}: add what holds the most ({_largest(plan)}) to release.exclude, or raise release.max_mb"
             )
         self.path.mkdir(parents=True, exist_ok=True)
-        number = max(self._last_number(), *(r.number for r in self), 0) + 1
-        while (self.path / str(number)).exists():  # a copy that failed half-way, or one without a manifest
-            number += 1
+        number = self.next_number()
         final = self.path / str(number)
         partial = self.path / PARTIAL.format(number=number)
         shutil.rmtree(partial, ignore_errors=True)
@@ -153,6 +151,13 @@ class Releases:
             shutil.rmtree(partial, ignore_errors=True)
             raise ServerError(f"could not copy {source} into a release: {exc}") from None
         return self.get(number)
+
+    def next_number(self) -> int:
+        """The number the next release made here takes."""
+        number = max(self._last_number(), *(r.number for r in self), 0) + 1
+        while (self.path / str(number)).exists():  # a copy that failed half-way, or one without a manifest
+            number += 1
+        return number
 
     def prune(self, keep: int, running: Iterable[Release]) -> list[int]:
         """Delete the oldest releases beyond keep, never one of running (those running, and rollback's target),

@@ -19,6 +19,9 @@ from ..spec import validate
 from .pidlock import HeldElsewhere, hold
 from .releases import LAST_NUMBER, PARTIAL
 
+# The widest release number StackDir.at measures the run directory's socket paths with; a release numbered past it
+# is checked as it is made (StackDir.check_release).
+LONGEST_CHECKED = 99999
 # StackDir.leftovers, as globs under the run directory.
 _LEFTOVERS = (
     "app-*.sock",
@@ -149,11 +152,29 @@ class StackDir:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
-    def socket_paths(self, *, scrapes: bool) -> list[Path]:
-        """The longest unix socket paths a run makes here: an app server's on its second socket (its metrics
-        responder's beside it is no longer: sizing.responder_bind); under --with monitoring, a scrape link too,
-        which nginx connects through."""
-        return [self.app_socket(99999, 1), *([self.scrape_link(99999)] if scrapes else [])]
+    def socket_paths(self, *, scrapes: bool, release: int = LONGEST_CHECKED) -> list[Path]:
+        """The longest unix socket paths a run makes here for release (by default, the widest number at() checks):
+        an app server's on its second socket (its metrics responder's beside it is no longer: sizing.responder_bind);
+        under --with monitoring, a scrape link too, which nginx connects through."""
+        return [self.app_socket(release, 1), *([self.scrape_link(release)] if scrapes else [])]
+
+    def _over(self, *, scrapes: bool, release: int = LONGEST_CHECKED) -> int:
+        """Bytes by which the longest of socket_paths passes what a unix socket takes (<= 0: none does)."""
+        longest = max(len(os.fsencode(path)) for path in self.socket_paths(scrapes=scrapes, release=release))
+        return longest - UNIX_PATH_MAX
+
+    def check_release(self, number: int, *, scrapes: bool) -> None:
+        """ServerError, before release number is made, when its socket paths here pass what a unix socket takes:
+        at() checked every number up to LONGEST_CHECKED, and a wider one lengthens each path."""
+        over = self._over(scrapes=scrapes, release=number)
+        if over > 0:
+            size = len(os.fsencode(self.path))
+            links = ", with --with monitoring's scrape links" if scrapes else ""
+            raise ServerError(
+                f"release {number}'s unix socket paths under run directory {self.path} ({size} bytes) would pass the "
+                f"{UNIX_PATH_MAX} bytes a socket takes{links}: set proxy.run_dir to a path of at most {size - over} "
+                "bytes and restart flaskprod up (its releases are numbered from 1 again)"
+            )
 
     @classmethod
     def at(cls, path: str | os.PathLike[str], *, scrapes: bool = False) -> StackDir:
@@ -161,7 +182,7 @@ class StackDir:
         the run makes scrape links (--with monitoring), whose paths are the longest."""
         run = cls(Path(path).resolve())
         size = len(os.fsencode(run.path))
-        over = max(len(os.fsencode(socket)) for socket in run.socket_paths(scrapes=scrapes)) - UNIX_PATH_MAX
+        over = run._over(scrapes=scrapes)
         if over > 0:
             links = ", with --with monitoring's scrape links" if scrapes else ""
             raise ServerError(

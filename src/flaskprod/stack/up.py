@@ -456,6 +456,7 @@ def new_release(p: Plan) -> Release:
                 f"cannot make the app's instance folder {app_dir / 'instance'}: {exc.strerror}; every release "
                 "shares it from the project, so make it there once (or run from a project you can write)"
             ) from None
+    p.run.check_release(p.releases.next_number(), scrapes=p.prometheus is not None)
     return p.releases.create(
         p.root,
         excludes=exclude_patterns(p.spec.release.exclude),
