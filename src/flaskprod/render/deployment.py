@@ -179,6 +179,7 @@ class Deployment:
             # Scrapes are answered beside the workers, never queued behind requests: nginx's metrics locations pass
             # them there (render_nginx's responders). Facing clients, the app's own metrics path answers.
             values["monitoring.metrics_responder"] = True
+            values.update(access_line_behind_nginx(self.spec))
         if self.server == "uwsgi":
             values["server.protocol"] = "uwsgi"
         if self.spec.server.worker_class != "auto":
@@ -229,6 +230,14 @@ class Deployment:
             responders=True,
         )
         return render_nginx(spec, self.derived, ctx)
+
+
+def access_line_behind_nginx(spec: Spec) -> dict[str, object]:
+    """What the app server behind nginx (up's, every target's) is told of its access line: nginx writes one for each
+    request with its request id, so the app writes none unless logging.access_log says true. Said outright, not left
+    to auto, which reads proxy.trusted_hops = 0 as no proxy in front: a 0 the app gets some other way (up's explicit
+    one, an operator's FLASKPROD_PROXY__TRUSTED_HOPS in the container) would log each request twice."""
+    return {"logging.access_log": False} if spec.logging.access_log == "auto" else {}
 
 
 def trusted_hops(spec: Spec) -> int:
