@@ -367,10 +367,23 @@ def test_the_ingress_passes_what_nginx_and_the_app_accept(trees: dict[str, Tree]
     # retry the request on another pod (ingress-nginx's proxy-next-upstream is "error timeout", 3 tries).
     read = tree.d.derived.timeouts.proxy_read
     assert f"uwsgi_read_timeout {read}s;" in tree.files["nginx/nginx.conf"]
-    for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
-        assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) == read + 2
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"]) == read + 2
+    # An event stream stays open at the pod's nginx while quiet for proxy.event_stream_timeout, and the Ingress,
+    # which cannot tell one from the rest, waits as long: it cut them at server.timeout + 4 s.
+    streams = tree.d.spec.proxy.event_stream_timeout
+    assert f"uwsgi_read_timeout {streams}s;" in tree.files["nginx/nginx.conf"]
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) == streams + 2 > read + 2
     # localhost and single-label names are nothing an Ingress can route.
     assert "ingress.yaml" not in trees["defaults"].files and "ingress.yaml" not in trees["gunicorn"].files
+
+
+def test_the_ingress_outwaits_the_pods_nginx_whichever_timeout_is_longer(tmp_path: Path) -> None:
+    tree = render(tmp_path, {**PRODUCTION, "server.timeout": "60", "proxy.event_stream_timeout": "20"})
+    annotations = tree.object("Ingress")["metadata"]["annotations"]
+    assert "uwsgi_read_timeout 62s;" in tree.files["nginx/nginx.conf"]
+    assert "uwsgi_read_timeout 20s;" in tree.files["nginx/nginx.conf"]  # the event streams' location
+    for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert annotations[f"nginx.ingress.kubernetes.io/{timeout}"] == "64"
 
 
 def test_the_apps_own_server_name_gets_an_ingress_as_nginx_answers_it(tmp_path: Path) -> None:

@@ -676,21 +676,32 @@ def postgres_network_policy_object(d: Deployment) -> dict[str, Any]:
 
 
 def ingress_timeout(d: Deployment) -> int:
-    """Seconds the Ingress waits for the pod: past the pod's nginx's own read timeout, so the pod's answer (its
-    504 too) always arrives first. An Ingress giving up first would take it as a failed pod: ingress-nginx
-    retries a timed-out request on the next one (proxy-next-upstream "error timeout", 3 tries), so a slow
-    request would run on three pods and its client wait three times as long for the Ingress's own 504."""
+    """Seconds the Ingress waits for the pod's next bytes: past the longest the pod's nginx waits for the app's, so
+    the pod's answer (its 504 too, its end of a stream) always arrives first. An Ingress giving up first would take
+    it as a failed pod: ingress-nginx retries a timed-out request on the next one (proxy-next-upstream "error
+    timeout", 3 tries), so a slow request would run on three pods and its client wait three times as long for the
+    Ingress's own 504; and an event stream, which the pod's nginx keeps while quiet for proxy.event_stream_timeout,
+    would be cut at the Ingress's.
+
+    One value for every request: an Ingress cannot tell an event stream (its Accept header) from the rest, and a
+    canary Ingress routed by header takes the main one's timeouts. The rest still end at the pod's read timeout.
+    """
+    return max(d.derived.timeouts.proxy_read, d.spec.proxy.event_stream_timeout) + PROXY_MARGIN
+
+
+def ingress_send_timeout(d: Deployment) -> int:
+    """Seconds the Ingress waits to write more of a request to the pod's nginx: past the pod's own send timeout,
+    as its read timeout is for all but a stream."""
     return d.derived.timeouts.proxy_read + PROXY_MARGIN
 
 
 def ingress_object(d: Deployment, hosts: list[str]) -> dict[str, Any]:
-    timeout = str(ingress_timeout(d))
     annotations = {
         # ingress-nginx reads these (others ignore them): its defaults, a 1 MiB body and 60 s, would
-        # refuse an upload nginx and the app accept, or cut a request they still allow.
+        # refuse an upload nginx and the app accept, or cut a request or a quiet stream they still allow.
         "nginx.ingress.kubernetes.io/proxy-body-size": str(d.derived.max_body_bytes),
-        "nginx.ingress.kubernetes.io/proxy-read-timeout": timeout,
-        "nginx.ingress.kubernetes.io/proxy-send-timeout": timeout,
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": str(ingress_timeout(d)),
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": str(ingress_send_timeout(d)),
     }
     spec: dict[str, Any] = {}
     if "tls" in d.extras:
