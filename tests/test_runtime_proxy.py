@@ -354,19 +354,19 @@ def whoami():
 
 
 @pytest.mark.integration
-def test_under_serve_an_apps_proxy_fix_wrapped_after_production_is_told_once_per_worker(serve_app: StartServer) -> None:
+def test_under_serve_an_apps_proxy_fix_wrapped_after_production_is_told_once_per_start(serve_app: StartServer) -> None:
     """`flaskprod serve` (Gunicorn, 2 workers, proxy.trusted_hops = 1) and a ProxyFix(x_for=2) wrapped after
-    Production(app): each worker, loading the app, tells it once, and never again at its first request or after."""
+    Production(app): serve's probe, loading the app, tells it once, and no worker again (tests/test_proxy_told_once)."""
     server = serve_app(OUTER_PROXY_FIX_APP, workers=2, env={"FLASKPROD_PROXY__TRUSTED_HOPS": "1"})
 
     def told() -> list[str]:
-        return [message for message in warnings_in(server.stdout()) if "ProxyFix" in message]
+        return [m for m in warnings_in(server.stdout() + server.stderr()) if "ProxyFix" in m]
 
-    wait_for(lambda: len(told()) == 2, timeout=20, what="each worker's warning")
+    wait_for(lambda: len(told()) == 1, timeout=20, what="the probe's warning")
     for _ in range(6):
         response = server.get("/whoami", headers={"X-Forwarded-For": "10.0.0.3, 10.0.0.2"})
         assert (response.status_code, response.text) == (200, "10.0.0.2"), server.output()  # flaskprod's hop
-    assert told() == [OUTER_PROXY_FIX_TOLD] * 2, server.output()
+    assert told() == [OUTER_PROXY_FIX_TOLD], server.output()
 
 
 DEEPER_PROXY_FIX_APP = """
@@ -389,14 +389,14 @@ def whoami():
 @pytest.mark.integration
 def test_behind_ups_nginx_an_apps_proxy_fix_trusting_other_hops_is_told_and_reads_its_own_hop(tmp_path: Path) -> None:
     """`flaskprod up` (its nginx, Gunicorn, proxy.trusted_hops = 1) and the app's ProxyFix(x_for=2): the warning at
-    start, once per process and never again per request; each layer takes its own hop from nginx's list (the
+    start, once (by serve's probe) and never again per request; each layer takes its own hop from nginx's list (the
     client's X-Forwarded-For, then the address nginx saw), neither shifting what the other took."""
     write_app(tmp_path, DEEPER_PROXY_FIX_APP)
     stack = start_up(tmp_path, "gunicorn", free_port(), env=up_env(FLASKPROD_LOGGING__ACCESS_LOG="true"))
     try:
         stack.wait_ready()
-        told = [message for message in warnings_in(stack.stdout()) if "ProxyFix" in message]
-        assert told and all("x_for=2 but proxy.trusted_hops = 1" in message for message in told), stack.output()
+        told = [m for m in warnings_in(stack.stdout() + stack.stderr()) if "ProxyFix" in m]  # the probe's: stderr
+        assert len(told) == 1 and "x_for=2 but proxy.trusted_hops = 1" in told[0], stack.output()
         forged = {"X-Forwarded-For": "10.0.0.3, 10.0.0.2"}
         for _ in range(4):
             status, _, body = fetch(stack.port, "/whoami", source="127.0.0.2", headers=forged)
@@ -410,7 +410,7 @@ def test_behind_ups_nginx_an_apps_proxy_fix_trusting_other_hops_is_told_and_read
     lines = list(iter_json_lines(stack.stdout()))
     access = [line["client"]["ip"] for line in lines if line.get("url", {}).get("path") == "/whoami"]
     assert access == ["127.0.0.2"] * 5  # flaskprod's layer: the address nginx saw
-    assert [m for m in warnings_in(stack.stdout()) if "ProxyFix" in m] == told  # none per request
+    assert [m for m in warnings_in(stack.stdout() + stack.stderr()) if "ProxyFix" in m] == told  # none per request
 
 
 def warnings_in(out: str) -> list[str]:

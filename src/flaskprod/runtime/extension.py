@@ -24,7 +24,7 @@ from .interrupted_queries import let_psycopg_cancel_at_the_deadline
 from .logs import access_log_enabled, access_logger, configure_logging, revive_loggers
 from .metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED, HttpMetrics
 from .pipeline import ROUTE_KEY, Probe, RequestPipeline, json_probe_response
-from .proxy import hops_disagreement, hops_disagreement_outside, inside_apps_proxy_fix, trust_proxies
+from .proxy import hops_disagreement, hops_disagreement_outside, inside_apps_proxy_fix, told_at_start, trust_proxies
 from .secrets import refuse_unsafe
 
 if TYPE_CHECKING:
@@ -236,7 +236,8 @@ class Production:
             config=app.config,  # its TESTING, read per request: a test fixture sets it after Production(app)
         )
         if spec.proxy.trusted_hops > 0:
-            if (disagreement := hops_disagreement(app.wsgi_app, spec.proxy.trusted_hops)) is not None:
+            disagreement = None if told_at_start() else hops_disagreement(app.wsgi_app, spec.proxy.trusted_hops)
+            if disagreement is not None:
                 app.logger.warning("%s", disagreement)  # once, at start: requests then go on as configured
             wrapped = trust_proxies(production_layer(app.wsgi_app), spec.proxy.trusted_hops)
         else:
@@ -302,7 +303,8 @@ class Production:
 def settle_as_loaded(app: Flask) -> None:
     """What Production(app) set up, checked again on the app as a server gets it, after the rest of its factory
     ran: its loggers enabled (revive_loggers), Secure on a session extension's cookie over HTTPS
-    (secure_foreign_session_cookie), a ProxyFix wrapped after it that trusts other hops told (once per app),
+    (secure_foreign_session_cookie), a ProxyFix wrapped after it that trusts other hops told (once per app, and
+    under serve once by its probe: told_at_start),
     and the refusal of an unsafe config (refuse_unsafe_as_loaded)."""
     spec = _spec_of(app)
     if spec is not None:
@@ -310,7 +312,7 @@ def settle_as_loaded(app: Flask) -> None:
             revive_loggers(app)
         if spec.security.headers and spec.security.session_cookie_secure == "auto":
             secure_foreign_session_cookie(app)
-        if spec.proxy.trusted_hops > 0 and app not in _told_of_outer_proxy_fix:
+        if spec.proxy.trusted_hops > 0 and app not in _told_of_outer_proxy_fix and not told_at_start():
             _told_of_outer_proxy_fix.add(app)  # settled again at its first request (see _refusal_at_first_request)
             if (disagreement := hops_disagreement_outside(app.wsgi_app, spec.proxy.trusted_hops)) is not None:
                 app.logger.warning("%s", disagreement)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.http import parse_list_header
 from werkzeug.middleware.proxy_fix import ProxyFix
+
+from ..spec import STARTUP_TOLD_ENV
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -141,6 +144,13 @@ def inside_apps_proxy_fix(
         return fix
     return ProxyFix(layer(wsgi_app), **{name: getattr(fix, name) for name in _PROXY_FIX_READS})
 
+
+
+def told_at_start() -> bool:
+    """Whether serve's probe, which loads the app before the app server does, told the app's ProxyFix disagreement:
+    the server's processes (each Gunicorn worker, uWSGI's master, again at each reload) then keep quiet, so a server
+    start tells it once, not once per worker."""
+    return bool(os.environ.get(STARTUP_TOLD_ENV))
 
 
 def hops_disagreement(wsgi_app: WSGIApplication, hops: int) -> str | None:

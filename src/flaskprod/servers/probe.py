@@ -20,6 +20,7 @@ from ..discovery import AppRef, load, unread_dotenv, with_origin
 from ..errors import DiscoveryError, FlaskprodError
 from ..render.nginx import StaticMount, app_server_names, routed_host_names
 from ..runtime.mounted import mount_prefixes, served_under
+from ..spec import STARTUP_TOLD_ENV
 from .loading import ended_message, exit_child, exit_message, load_in_child, project_root, write_answer
 from .memorybound import resident_mb
 
@@ -103,6 +104,7 @@ def probe(
     if_slow: str | None = None,
     record: Path | None = None,
     check: Callable[[], None] | None = None,
+    told_later: bool = False,
 ) -> AppInfo:
     """Load ref in a child interpreter with env; what it learned, or the load error raised as one line.
 
@@ -112,6 +114,8 @@ def probe(
     advice for an app that is only slow (see load_in_child). With record, what it learned is also written there
     (in one step) for read_record: `up` learns what each release's app server loaded (its SERVER_NAME) from it.
     check is called while the app loads: what it raises (`up` told to stop) ends the load there.
+    told_later: the app's start-up warnings (runtime.proxy.told_at_start) are left to the probe of the serve that
+    follows (`up` learning the app before it starts each release's serve), so a start tells them once.
     """
     label = ref.import_string
     with tempfile.TemporaryDirectory(prefix="flaskprod-probe-") as tmp:
@@ -119,7 +123,8 @@ def probe(
         args = [sys.executable, "-m", "flaskprod.servers.probe", ref.module, ref.name or "", ref.path, str(result_path)]
         # The app's own output while importing goes to stderr, with the server's; stdout stays for
         # what the command prints (the settings, `up`'s table).
-        status = load_in_child(args, label=label, bound=bound, env=env, if_slow=if_slow, check=check)
+        child_env = {**env, STARTUP_TOLD_ENV: "1"} if told_later else env
+        status = load_in_child(args, label=label, bound=bound, env=child_env, if_slow=if_slow, check=check)
         try:
             text = result_path.read_text()
             result = json.loads(text)

@@ -411,7 +411,8 @@ def learn_app(p: Plan, check: Callable[[], None] | None = None) -> Plan:
     After --with postgres has started: an app may touch its database as it loads (creating its tables). check is
     called while it loads (see probe).
     """
-    learnt = dataclasses.replace(p, loaded=probe(p.app, p.app_env, bound=p.spec.proxy.ready_timeout, check=check))
+    loaded = probe(p.app, p.app_env, bound=p.spec.proxy.ready_timeout, check=check, told_later=True)
+    learnt = dataclasses.replace(p, loaded=loaded)
     refuse_endpoints_under_static(learnt.spec, learnt.loaded)
     paths = learnt.loaded.websocket_paths if learnt.loaded else ()
     socketio = learnt.loaded.socketio_mode if learnt.loaded else None
