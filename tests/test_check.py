@@ -187,6 +187,8 @@ MYSQL = (
     "from flask_sqlalchemy import SQLAlchemy\n\n"
     'app.config["SQLALCHEMY_DATABASE_URI"] = "mysql+{driver}://shop:pw@127.0.0.1:1/shop"\ndb = SQLAlchemy(app)\n'
 )
+# Flask's documented pattern: the config file's path in an environment variable (FP-C017).
+FROM_ENVVAR = 'app.config.from_envvar("SETTINGS"{args})\nProduction(app)'
 GEVENT_TOML = '[server]\nkind = "gunicorn"\nworker_class = "gevent"\nthreads = 1\n'
 
 # A view that calls another service (FP-P019), {args} given to requests.get.
@@ -288,6 +290,16 @@ CASES = [
         env={"FLASK_SECRET_KEY": "dev"},
         text=secret_key_problem("dev", 32),
         good={"app.py": PROD},
+    ),
+    Case(
+        "FP-C017",
+        bad={"app.py": PROD.replace("Production(app)", FROM_ENVVAR.format(args=""))},
+        env={"SETTINGS": None},
+        obj="app.py:6",
+        text='the app fails at start: app.config.from_envvar("SETTINGS") loads its config from the file SETTINGS '
+        "names, and SETTINGS is not set (the app's other checks did not run)",
+        # Optional: the app starts on its own config when the variable is unset.
+        good={"app.py": PROD.replace("Production(app)", FROM_ENVVAR.format(args=", silent=True"))},
     ),
     Case("FP-C002", bad={"app.py": PLAIN}, good={"app.py": PROD}),
     Case("FP-C003", bad={"app.py": PLAIN}, good={"app.py": PLAIN + 'app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024\n'}),

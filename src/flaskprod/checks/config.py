@@ -43,6 +43,37 @@ def refused(context: Context) -> Iterator[Found]:
         yield Found(obj=context.app_label, text=context.refused)
 
 
+@check(
+    "FP-C017",
+    CRITICAL,
+    "the app fails at start: app.config.from_envvar() loads its config from the file an environment variable "
+    "names, and the variable is not set (the app's other checks did not run)",
+    hint="set the variable to the production config file's path wherever the app runs (ENV in the Dockerfile, "
+    "the service's environment in Compose or Kubernetes, Environment= in a systemd unit), and where check runs, "
+    "so that it audits that file too",
+)
+def settings_file_unread(context: Context) -> Iterator[Found]:
+    unread = context.settings_unread
+    if unread is None:
+        return
+    call = f'app.config.from_envvar("{unread.variable}")'
+    obj = unread.where or context.app_label
+    if unread.value is None:
+        yield Found(
+            obj=obj,
+            text=f"the app fails at start: {call} loads its config from the file {unread.variable} names, and "
+            f"{unread.variable} is not set (the app's other checks did not run)",
+        )
+        return
+    yield Found(
+        obj=obj,
+        text=f"the app fails at start: {call} loads its config from {unread.value!r}, the file {unread.variable} "
+        f"names, and cannot read it ({unread.reason}; the app's other checks did not run)",
+        hint=f"point {unread.variable} at the config file: an absolute path, or one relative to the app's "
+        "root_path (the folder of its module or package), not to the current directory",
+    )
+
+
 @app_check(
     "FP-C002",
     WARNING,

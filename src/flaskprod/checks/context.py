@@ -206,6 +206,43 @@ def project_files(root: Path, limit: int = MAX_FILES) -> tuple[ProjectFile, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
+class SettingsUnread:
+    """app.config.from_envvar() failing as the app loads: its variable unset, or naming a file it cannot read."""
+
+    variable: str
+    where: str | None  # file:line of the call, in the project
+    value: str | None = None  # what the variable names; None when it is unset
+    reason: str = ""  # why that file could not be read
+
+
+def settings_unread(exc: BaseException, root: Path) -> SettingsUnread | None:
+    """What failed when exc comes from app.config.from_envvar(): the app's start depends on a variable of the
+    environment it runs in, which is not check's to name (Flask's docs' own pattern: a config file named by a
+    variable). None for any other failure."""
+    tb, where, call = exc.__traceback__, None, None
+    while tb is not None and call is None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "from_envvar" and frame.f_globals.get("__name__") == "flask.config":
+            call = frame
+        else:
+            path = Path(frame.f_code.co_filename)
+            if path.is_absolute() and path.is_relative_to(root) and "site-packages" not in path.parts:
+                where = f"{path.relative_to(root).as_posix()}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    variable = None if call is None else call.f_locals.get("variable_name")
+    if not isinstance(variable, str):
+        return None
+    value = os.environ.get(variable) or None
+    if value is None and isinstance(exc, RuntimeError):
+        return SettingsUnread(variable=variable, where=where)
+    if value is not None and isinstance(exc, OSError):
+        # from_pyfile wraps the reason: "Unable to load configuration file (No such file or directory)".
+        reason = str(exc.strerror or exc).removeprefix("Unable to load configuration file (").removesuffix(")")
+        return SettingsUnread(variable=variable, where=where, value=value, reason=reason)
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Context:
     """Everything a check may look at; app is None when the app refused to start (see refused)."""
 
@@ -217,6 +254,7 @@ class Context:
     unloaded: str | None = None  # why, loaded again with that refusal off, it did not load either (see runner)
     environ: Mapping[str, str] = field(default_factory=dict)
     runs: tuple[tuple[Path, int], ...] = ()  # (file, line) of each app.run() the import called
+    settings_unread: SettingsUnread | None = None  # from_envvar() failed, so the app did not load
 
     @property
     def app_label(self) -> str:
@@ -331,7 +369,9 @@ def load_context(
     """
     base = Path(cwd) if cwd is not None else Path.cwd()
     ref = discovery.resolve(spec.app.target, base)
+    root = project_root(ref, base)
     app: Flask | None = None
+    unread: SettingsUnread | None = None
     env: dict[str, str | None] = {**env_for(spec.flagged()), "FLASK_RUN_FROM_CLI": "true"}
     if refused is not None:
         env.update(stand_in_environ())
@@ -341,18 +381,24 @@ def load_context(
             app = discovery.load(ref, runs_ignored=False)  # recording_runs records them
         except ConfigurationError as exc:
             refused = refused or str(exc)
+        except DiscoveryError as exc:
+            # A config file from_envvar() cannot load: a finding (FP-C017) beside the files' checks, not a crash.
+            unread = None if exc.__cause__ is None else settings_unread(exc.__cause__, root)
+            if unread is None:
+                raise
         except FlaskprodError:
             raise
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: the app's own, not check's to obey
-            raise DiscoveryError(exit_message(ref.import_string, exc, project_root(ref, base))) from None
+            raise DiscoveryError(exit_message(ref.import_string, exc, root)) from None
     return Context(
         spec=spec,
         ref=ref,
-        root=project_root(ref, base),
+        root=root,
         app=app,
         refused=refused,
         environ=dict(os.environ),
         runs=tuple(runs),
+        settings_unread=unread,
     )
 
 

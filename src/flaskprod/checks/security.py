@@ -7,7 +7,7 @@ import json
 import re
 import shlex
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from ..runtime.headers import ProductionSessionInterface
 from ..runtime.secrets import FIX, HOW_TO_GENERATE, secret_key_problem
 from . import dockerfiles
 from .compose import development_lines
+from .constants import Assigned, Scope, constant_through, is_literal, literals, modules
 from .context import (
     MAX_FILE_BYTES,
     Context,
@@ -300,71 +301,6 @@ def _variable_read(node: ast.expr) -> str | None:
     return next((name for inner in ast.walk(node) if (name := variable_read(inner)) is not None), None)
 
 
-# A module's names assigned at its top level alone (KEY = "..."), each with the (line, value) of its assignments.
-_Constants = Mapping[str, list[tuple[int, ast.expr]]]
-
-
-def _module_constants(tree: ast.Module) -> _Constants:
-    """The names tree assigns at its top level alone, with their values: what SECRET_KEY = KEY there can be. A name
-    also assigned anywhere else (in a function, a loop, +=) is left out: its value where it is read is not written
-    in one place."""
-    top: dict[str, list[tuple[int, ast.expr]]] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign):
-            targets, value = node.targets, node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets, value = [node.target], node.value
-        else:
-            continue
-        for target in targets:
-            if isinstance(target, ast.Name):
-                top.setdefault(target.id, []).append((node.lineno, value))
-    stores: dict[str, int] = {}
-    for inner in walk(tree):
-        if isinstance(inner, ast.Name) and isinstance(inner.ctx, ast.Store):
-            stores[inner.id] = stores.get(inner.id, 0) + 1
-    return {name: values for name, values in top.items() if stores.get(name) == len(values)}
-
-
-def _literals(node: ast.expr, constants: _Constants, seen: frozenset[str] = frozenset()) -> Iterator[str | bytes]:
-    """The strings written in the source that node can evaluate to, as 'dev' in `env.get(...) or 'dev'`, and
-    through a module constant (KEY = 'dev'; SECRET_KEY = KEY)."""
-    if isinstance(node, ast.Constant):
-        if isinstance(node.value, (str, bytes)) and node.value not in ("", b""):
-            yield node.value
-    elif isinstance(node, ast.Name) and node.id in constants and node.id not in seen:
-        for _, value in constants[node.id]:
-            yield from _literals(value, constants, seen | {node.id})
-    elif isinstance(node, ast.BoolOp):
-        for value in node.values:
-            yield from _literals(value, constants, seen)
-    elif isinstance(node, ast.IfExp):
-        yield from _literals(node.body, constants, seen)
-        yield from _literals(node.orelse, constants, seen)
-    # os.environ.get("SECRET_KEY", "dev"), os.getenv("SECRET_KEY", default="dev"): the default is the literal.
-    elif isinstance(node, ast.Call) and call_name(node) in ("get", "getenv", "setdefault"):
-        for value in node.args[1:2] + [kw.value for kw in node.keywords if kw.arg == "default"]:
-            yield from _literals(value, constants, seen)
-
-
-def _is_literal(node: ast.expr, constants: _Constants, seen: frozenset[str] = frozenset()) -> bool:
-    """True when node is a string written in the source, itself or through module constants: no fallback."""
-    if isinstance(node, ast.Name) and node.id in constants and node.id not in seen:
-        return all(_is_literal(value, constants, seen | {node.id}) for _, value in constants[node.id])
-    return isinstance(node, ast.Constant)
-
-
-def _constant_through(node: ast.expr, constants: _Constants) -> tuple[str, int] | None:
-    """The module constant node takes a string written in the source through (KEY in SECRET_KEY = KEY), and
-    the line it is assigned on."""
-    for inner in ast.walk(node):
-        if isinstance(inner, ast.Name) and inner.id in constants:
-            for line, value in constants[inner.id]:
-                if any(_literals(value, constants, frozenset({inner.id}))):
-                    return inner.id, line
-    return None
-
-
 def _is_secret_target(node: ast.expr) -> bool:
     if isinstance(node, ast.Name):
         return node.id == "SECRET_KEY"
@@ -460,7 +396,7 @@ def secret_key_in_source(context: Context) -> Iterator[Found]:
             # `SECRET_KEY = "..."` is no fallback: the string is the key.
             what = "is a string" if key.literal else "falls back to a string"
             text = f"SECRET_KEY {what} written in {key.where}: anyone who can read the code can sign sessions"
-            yield Found(obj=key.obj, text=text, hint=_LOADED_FILE_HINT if key.loaded else None)
+            yield Found(obj=key.obj, text=text, hint=_loaded_file_hint(key, in_effect=False))
 
 
 # A config file the app loads by name: Flask's docs keep such a file, with the key, in the instance folder.
@@ -475,6 +411,27 @@ _LOADED_FILE_IN_EFFECT_HINT = (
 )
 
 
+# A config file an environment variable names: the deployment can name one it keeps out of the repository.
+_NAMED_FILE_HINT = (
+    "keep the file {name} names out of the repository: point {name} at one the deployment provides (a mounted "
+    "secret, the instance folder); or remove SECRET_KEY from it and set FLASK_SECRET_KEY or FLASK_SECRET_KEY_FILE"
+)
+_NAMED_FILE_IN_EFFECT_HINT = (
+    "give the app a new random key (the written one is public) in a file kept out of the repository, which {name} "
+    "names where the app runs (a mounted secret), or from FLASK_SECRET_KEY / FLASK_SECRET_KEY_FILE; then remove "
+    "SECRET_KEY from this file"
+)
+
+
+def _loaded_file_hint(key: _KeyInSource, *, in_effect: bool) -> str | None:
+    """The fix for a key in a config file the app loads by name; None (the check's own) for one in a module."""
+    if key.named_by is not None:
+        return (_NAMED_FILE_IN_EFFECT_HINT if in_effect else _NAMED_FILE_HINT).format(name=key.named_by)
+    if not key.loaded:
+        return None
+    return _LOADED_FILE_IN_EFFECT_HINT if in_effect else _LOADED_FILE_HINT
+
+
 @dataclass(frozen=True, kw_only=True)
 class _KeyInSource:
     """A SECRET_KEY assignment that can take a string written in the source or in a config file the app loads."""
@@ -485,17 +442,31 @@ class _KeyInSource:
     in_effect: bool  # the loaded app's key is that string
     where: str = "the source"  # where the string is written, for the message
     variable: str | None = None  # the environment variable it falls back from
-    loaded: bool = False  # in a config file the app loads by name (from_pyfile, from_file)
+    loaded: bool = False  # in a config file the app loads by name (from_pyfile, from_file, from_envvar)
+    named_by: str | None = None  # the variable that names the file, for one from_envvar loads
 
 
 @dataclass(frozen=True, kw_only=True)
 class _LoadedFile:
-    """A project file the app's config loads by name: from_pyfile runs it as Python, whatever its extension;
-    from_file reads it with its load function (json.load, tomllib.load)."""
+    """A project file the app's config loads by name: from_pyfile (and from_envvar, through it) runs it as Python,
+    whatever its extension; from_file reads it with its load function (json.load, tomllib.load)."""
 
     item: ProjectFile
-    method: str  # from_pyfile or from_file
+    method: str  # from_pyfile, from_envvar or from_file
     load: str  # the load function as written, "" when none is given
+    variable: str | None = None  # the environment variable the file's name is read from (from_envvar's)
+
+    @property
+    def python(self) -> bool:
+        return self.method in ("from_pyfile", "from_envvar")
+
+    @property
+    def loader(self) -> str:
+        """How a message names the call: from_pyfile(), from_envvar("SETTINGS")."""
+        return f'from_envvar("{self.variable}")' if self.method == "from_envvar" else f"{self.method}()"
+
+
+_LOADERS = ("from_pyfile", "from_file", "from_envvar")
 
 
 def _on_config(call: ast.Call) -> bool:
@@ -507,17 +478,64 @@ def _on_config(call: ast.Call) -> bool:
     return isinstance(receiver, ast.Name) and receiver.id.lower().endswith("config")
 
 
+def _argument(call: ast.Call, index: int, keyword: str) -> ast.expr | None:
+    given = [*call.args[index : index + 1], *(kw.value for kw in call.keywords if kw.arg == keyword)]
+    return given[0] if given else None
+
+
+def _file_names(context: Context, call: ast.Call, scope: Scope) -> Iterator[tuple[str, str | None]]:
+    """The file names a config call can load, each with the variable it came from: the names written in the
+    source (from_pyfile("settings.cfg"), the default of os.environ.get("SETTINGS", "settings.cfg")) and, for a
+    name read from a variable set here (from_envvar("SETTINGS"), from_pyfile(os.environ["SETTINGS"])), its value.
+    A variable's default given with os.environ.setdefault("SETTINGS", "...") counts as written."""
+    if call_name(call) == "from_envvar":
+        given = _argument(call, 0, "variable_name")
+        strings = [] if given is None else [s for s in literals(given, scope) if isinstance(s, str)]
+        variable = strings[0] if len(strings) == 1 and strings[0].isidentifier() else None
+        names = [] if variable is None else _variable_defaults(context, variable)
+    else:
+        given = _argument(call, 0, "filename")
+        variable = None if given is None else _variable_read(given)
+        names = [] if given is None else [s for s in literals(given, scope) if isinstance(s, str)]
+    if variable is not None and context.environ.get(variable):
+        names.insert(0, context.environ[variable])
+    for name in names:
+        yield name, variable
+
+
+def _variable_defaults(context: Context, variable: str) -> list[str]:
+    """The paths the project's code gives variable when it is unset: os.environ.setdefault("SETTINGS", "...")."""
+    return [
+        default
+        for item, tree in context.python_files()
+        if variable in item.text
+        for node in walk(tree)
+        if isinstance(node, ast.Call) and (default := _environ_default(node, variable)) is not None
+    ]
+
+
+def _environ_default(call: ast.Call, variable: str) -> str | None:
+    """The string os.environ.setdefault(variable, "...") gives variable."""
+    if call_name(call) != "setdefault" or not isinstance(call.func, ast.Attribute) or len(call.args) != 2:
+        return None
+    if not ast.unparse(call.func.value).endswith("environ"):
+        return None
+    name, default = (arg.value if isinstance(arg, ast.Constant) else None for arg in call.args)
+    return default if name == variable and isinstance(default, str) else None
+
+
 def _loaded_files(context: Context) -> Iterator[_LoadedFile]:
     """The project's files the app's config loads by name (app.config.from_pyfile("settings.cfg"),
-    from_file("config.json", load=json.load)), found as Flask finds them: against the loaded app's config root
-    (its root_path, or its instance folder with instance_relative_config), else the calling module's folder.
-    The .py files the scan reads anyway are left out."""
+    from_file("config.json", load=json.load), from_envvar("SETTINGS") with SETTINGS set here or given a default),
+    found as Flask finds them: against the loaded app's config root (its root_path, or its instance folder with
+    instance_relative_config), else the calling module's folder. The .py files the scan reads anyway are left out,
+    and so are files outside the project: the deployment's own, kept out of the repository."""
     calls = [
         (item, tree, node)
         for item, tree in context.python_files()
-        if "from_pyfile" in item.text or "from_file" in item.text
+        if any(method in item.text for method in _LOADERS)
         for node in walk(tree)
-        if isinstance(node, ast.Call) and call_name(node) in ("from_pyfile", "from_file") and _on_config(node)
+        if isinstance(node, ast.Call) and call_name(node) in _LOADERS and _on_config(node)
     ]
     if not calls:
         return
@@ -525,10 +543,8 @@ def _loaded_files(context: Context) -> Iterator[_LoadedFile]:
     config_root = None if context.app is None else Path(context.app.config.root_path)
     scanned = {item.path.resolve() for item, _ in context.python_files()}
     for item, tree, node in calls:
-        constants = _module_constants(tree)
-        named = [*node.args[:1], *(kw.value for kw in node.keywords if kw.arg == "filename")]
-        load = [*node.args[1:2], *(kw.value for kw in node.keywords if kw.arg == "load")]
-        for name in (name for arg in named for name in _literals(arg, constants) if isinstance(name, str)):
+        load = _argument(node, 1, "load") if call_name(node) == "from_file" else None
+        for name, variable in _file_names(context, node, modules(context).of(item, tree)):
             try:
                 path = ((config_root or item.path.parent) / name).resolve()
                 if path in scanned or not path.is_relative_to(root) or not path.is_file():
@@ -538,52 +554,59 @@ def _loaded_files(context: Context) -> Iterator[_LoadedFile]:
             except (OSError, ValueError):
                 continue  # not there: Flask fails, or silent=True skips it
             scanned.add(path)
-            loaded = ProjectFile(path, path.relative_to(root).as_posix())
-            yield _LoadedFile(item=loaded, method=call_name(node), load=ast.unparse(load[0]) if load else "")
+            yield _LoadedFile(
+                item=ProjectFile(path, path.relative_to(root).as_posix()),
+                method=call_name(node),
+                load="" if load is None else ast.unparse(load),
+                variable=variable,
+            )
 
 
-def _config_modules(context: Context) -> Iterator[tuple[ProjectFile, ast.Module, str]]:
-    """The project's Python modules, and the files from_pyfile loads as Python (settings.cfg), each with the
-    method that loads it ("" for a module)."""
+def _config_modules(context: Context) -> Iterator[tuple[ProjectFile, ast.Module, _LoadedFile | None]]:
+    """The project's Python modules, and the files from_pyfile or from_envvar load as Python (settings.cfg), each
+    with how it is loaded (None for a module)."""
     for item, tree in context.python_files():
-        yield item, tree, ""
+        yield item, tree, None
     for loaded in context.once(_loaded_files):
-        if loaded.method == "from_pyfile":
+        if loaded.python:
             try:
-                yield loaded.item, ast.parse(loaded.item.text, filename=str(loaded.item.path)), loaded.method
+                yield loaded.item, ast.parse(loaded.item.text, filename=str(loaded.item.path)), loaded
             except (SyntaxError, ValueError, RecursionError, MemoryError):
                 continue
 
 
 def _keys_in_source(context: Context) -> Iterator[_KeyInSource]:
     """Each SECRET_KEY assignment that can take a string written in the source or in a config file the app
-    loads, but those in the instance folder."""
+    loads (also through a constant imported from another module), but those in the instance folder."""
     instance = _instance_folders(context)
     key = None if context.app is None else context.app.config.get("SECRET_KEY")
 
     def kept(item: ProjectFile) -> bool:
         return not any(item.path.resolve().is_relative_to(folder) for folder in instance)
 
-    for item, tree, method in _config_modules(context):
+    for item, tree, loaded in _config_modules(context):
         assignments = list(_secret_assignments(tree))
         if not assignments or not kept(item):
             continue
-        constants = _module_constants(tree)
+        scope = modules(context).of(item, tree)
         exempt = _development_lines(item, tree, context)
-        file = f"a config file the app loads with {method}()" if method else "the source"
+        file = "the source" if loaded is None else f"a config file the app loads with {loaded.loader}"
         for line, value in assignments:
-            literals = list(_literals(value, constants))
-            if not literals:
-                continue
-            through = _constant_through(value, constants)
+            strings = list(literals(value, scope))
+            through = constant_through(value, scope)
+            if not strings or (through is not None and not kept(through.scope.item)):
+                continue  # none, or written in the instance folder
+            if through is not None and _reported_where_written(through, context):
+                continue  # SECRET_KEY = SECRET_KEY imported from a module whose own assignment is reported
             yield _KeyInSource(
                 obj=item.at(line),
-                literal=_is_literal(value, constants),
+                literal=is_literal(value, scope),
                 development=line in exempt,
-                in_effect=key is not None and key in literals,
-                where=file if through is None else f"{file} (the constant {through[0]}, {item.at(through[1])})",
+                in_effect=key is not None and key in strings,
+                where=file if through is None else f"{file} (the constant {through.name}, {through.at})",
                 variable=_variable_read(value),
-                loaded=bool(method),
+                loaded=loaded is not None,
+                named_by=None if loaded is None else loaded.variable,
             )
     for loaded in context.once(_loaded_files):
         written = _written_key(loaded) if loaded.method == "from_file" and kept(loaded.item) else None
@@ -597,7 +620,26 @@ def _keys_in_source(context: Context) -> Iterator[_KeyInSource]:
                 in_effect=key == string,
                 where="a config file the app loads with from_file()",
                 loaded=True,
+                named_by=loaded.variable,
             )
+
+
+def _forwarded(value: ast.expr, scope: Scope) -> Assigned | None:
+    """The one assignment a bare name takes its value from (SECRET_KEY after `from .keys import SECRET_KEY`)."""
+    if not isinstance(value, (ast.Name, ast.Attribute)):
+        return None
+    values = list(scope.values(value, frozenset()))
+    return values[0][0] if len(values) == 1 else None
+
+
+def _reported_where_written(through: Assigned, context: Context) -> bool:
+    """True when the constant a key comes through is another module's SECRET_KEY, which the checks report where it
+    is written (`from .secrets import SECRET_KEY` then app.secret_key = SECRET_KEY): one finding for one string.
+    Not when that module is development's (config/dev.py) and so exempt there."""
+    scope = through.scope
+    if through.name != "SECRET_KEY" or scope.item.path.suffix != ".py":
+        return False
+    return through.line not in _development_lines(scope.item, scope.tree, context)
 
 
 def _written_key(loaded: _LoadedFile) -> tuple[int, str, bool] | None:
@@ -674,16 +716,15 @@ _WRAPPERS = frozenset({
 })
 
 
-def _generated(node: ast.expr, constants: _Constants, seen: frozenset[str] = frozenset()) -> bool:
+def _generated(node: ast.expr, scope: Scope, seen: frozenset[tuple[str, str]] = frozenset()) -> bool:
     """True when node can be a value made at random where the process evaluates it: os.urandom(24).hex(),
     str(uuid4()) + str(uuid4()), f"{token_hex()}", also as a variable's default or fallback
     (os.getenv("SECRET_KEY", token_hex()), os.environ.get("SECRET_KEY") or token_hex()) or through a module
-    constant."""
+    constant, also one imported from another module."""
     parts: list[ast.expr] = []
-    if isinstance(node, ast.Name):
-        if node.id in constants and node.id not in seen:
-            return any(_generated(value, constants, seen | {node.id}) for _, value in constants[node.id])
-    elif isinstance(node, ast.BoolOp):
+    if isinstance(node, (ast.Name, ast.Attribute)) and scope.named(node) is not None:
+        return any(_generated(assigned.value, assigned.scope, inner) for assigned, inner in scope.values(node, seen))
+    if isinstance(node, ast.BoolOp):
         parts = node.values
     elif isinstance(node, ast.IfExp):
         parts = [node.body, node.orelse]
@@ -702,7 +743,7 @@ def _generated(node: ast.expr, constants: _Constants, seen: frozenset[str] = fro
         elif name in _WRAPPERS:
             parts = [*node.args, *(kw.value for kw in node.keywords)]
             parts += [node.func.value] if isinstance(node.func, ast.Attribute) else []
-    return any(_generated(part, constants, seen) for part in parts)
+    return any(_generated(part, scope, seen) for part in parts)
 
 
 @check(
@@ -717,11 +758,14 @@ def secret_key_per_process(context: Context) -> Iterator[Found]:
         assignments = list(_secret_assignments(tree))
         if not assignments:
             continue
-        constants = _module_constants(tree)
+        scope = modules(context).of(item, tree)
         exempt = _development_lines(item, tree, context)
         for line, value in assignments:
-            if line in exempt or not _generated(value, constants):
+            if line in exempt or not _generated(value, scope):
                 continue
+            forwarded = _forwarded(value, scope)
+            if forwarded is not None and _reported_where_written(forwarded, context):
+                continue  # SECRET_KEY imported from a module whose own assignment is reported
             name = _variable_read(value)
             if name is None:
                 yield Found(obj=item.at(line))
@@ -851,7 +895,7 @@ def secret_key_in_source_in_effect(context: Context) -> Iterator[Found]:
     for key in context.once(_keys_in_source):
         if not key.in_effect or key.development:
             continue  # a development config in effect is FP-S001's or FP-S002's to name
-        hint = _LOADED_FILE_IN_EFFECT_HINT if key.loaded else None
+        hint = _loaded_file_hint(key, in_effect=True)
         if key.literal:
             text = _IN_EFFECT.format(what="is a string", where=key.where, unset="")
             yield Found(obj=key.obj, text=text, hint=hint)
