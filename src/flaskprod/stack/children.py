@@ -17,12 +17,13 @@ import signal
 import subprocess
 import termios
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..exits import describe_exit
+from . import unixsockets
 
 # First restart after this many seconds, doubling up to the cap; a child that ran for
 # STABLE_AFTER seconds starts again from the first delay.
@@ -91,6 +92,10 @@ class Child:
     # second Ctrl-C); None: its stop_signal is as quick as it gets.
     quick_signal: signal.Signals | None = None
     quick_grace: float = 2.0  # seconds it gets after quick_signal before it is killed
+    # Whether it serves now (nginx: has bound its ports), where its unix socket (listens_on) does not tell.
+    serves: Callable[[], bool] | None = None
+    # Restarted, and not yet said to be: it is, once it serves (Stack.supervise).
+    unannounced: bool = False
 
     def start(self) -> None:
         own_session = terminal_stops_background_writes()
@@ -128,6 +133,15 @@ class Child:
 
     def describe_exit(self, status: int) -> str:
         return describe_exit(status, self.exit_meanings)
+
+    def listening(self) -> bool:
+        """Whether it serves now: serves() says so; else something listens on its socket (listens_on); else, running
+        at all."""
+        if self.serves is not None:
+            return self.serves()
+        if self.listens_on is not None:
+            return unixsockets.waiting(self.listens_on) is not None
+        return self.running()
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

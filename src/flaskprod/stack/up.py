@@ -634,6 +634,7 @@ class Stack:
             command=foreground_command(p.nginx_binary, p.run),
             stop_signal=signal.SIGQUIT,  # graceful: it finishes the requests it holds
             quick_signal=signal.SIGTERM,
+            serves=self.nginx_listening,
         )
         # nginx.conf as nginx last read it (start_nginx, reload_nginx): a switch to a file that is the same needs no
         # reload (deploy.switch), where nginx.conf itself may already hold what a reload has yet to apply.
@@ -723,6 +724,14 @@ class Stack:
     def start_nginx(self) -> None:
         self.nginx_loaded = self.plan.run.nginx_conf.read_text()
         self.nginx.start()
+
+    def nginx_listening(self) -> bool:
+        """Whether the nginx running now has bound its ports: it writes its pid file once it has (a killed one's is
+        left, naming another pid)."""
+        try:
+            return int(self.plan.run.nginx_pid.read_text()) == self.nginx.pid
+        except (OSError, ValueError):
+            return False
 
     def reload_nginx(self) -> None:
         """A graceful reload: nginx reads nginx.conf again, as it now is."""
@@ -1133,6 +1142,7 @@ class Stack:
         for child in self.children if children is None else children:
             status = child.exit_status()
             if status is not None and child.restart_at is None:
+                child.unannounced = False
                 # Its workers may outlive a killed master and hold the socket or the port.
                 child.kill_group()
                 delay = child.schedule_restart(now)
@@ -1144,7 +1154,14 @@ class Stack:
                     restart_in=delay,
                 )
             if child.restart_at is not None and now >= child.restart_at:
-                child.start()
+                if child is self.nginx:
+                    self.start_nginx()  # onto nginx.conf as it is now, which a switch compares with
+                else:
+                    child.start()
+                child.unannounced = True
+            # Said once it serves again: an nginx that cannot bind its port exits instead (logged above, next time).
+            if child.unannounced and child.exit_status() is None and child.listening():
+                child.unannounced = False
                 self.log(
                     f"{child.name} restarted (pid {child.pid})",
                     level="warning",
