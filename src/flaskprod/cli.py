@@ -252,15 +252,22 @@ def serve(app: str | None, print_config: bool, **kwargs: Any) -> None:
     without it, FLASK_APP names it (the environment, .env, .flaskenv), else wsgi.py or app.py.
     """
     from .servers import serve as run_server
+    from .servers.jsonrelay import refuse
+    from .servers.settings import refusals_as_json
     from .spec import PROBE_RECORD_ENV
 
     record = os.environ.get(PROBE_RECORD_ENV)  # `up`'s, which serve takes from the environment as it starts
+    config, set_values = kwargs.get("config_path"), kwargs.get("set_values", ())  # resolve_spec takes them
     try:
         spec = resolve_spec(kwargs, app)
         status = run_server(spec, print_config=print_config)
     except FlaskprodError as exc:
         if record:
             _record_refusal(record, str(exc))
+        if record and refusals_as_json(config, set_values):
+            # Under up, serve's stderr is up's log: in a JSON one, an error record, not the one unparsed line.
+            refuse(str(exc))
+            sys.exit(exc.exit_code)
         raise
     if status < 0:
         _die_of(-status)

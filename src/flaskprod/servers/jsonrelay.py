@@ -234,6 +234,12 @@ def say(message: str, *, as_json: bool) -> None:
     _write_all(2, record(message, time.time(), "flaskprod") if as_json else f"{message}\n".encode())
 
 
+def refuse(message: str) -> None:
+    """serve's refusal to start as one error record of flaskprod.serve on stderr, where its output is a JSON log."""
+    sys.stderr.write(ecs_line(message, time.time(), "flaskprod.serve", "error") + "\n")
+    sys.stderr.flush()
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from ..discovery import AppRef
+from ..errors import FlaskprodError
 from ..sizing import Derived, responder_bind
-from ..spec import Spec
+from ..spec import SETTINGS, Spec, load_setting
 
 
 def server_settings(spec: Spec, derived: Derived, app: AppRef, *, worker_mb: float | None = None) -> dict[str, Any]:
@@ -64,3 +67,27 @@ def logs_as_json(spec: Spec) -> bool:
     """Whether serve writes every line of the app server's output (the server's own, the app's, a traceback) as a
     JSON record, as the app's loggers write theirs."""
     return spec.logging.configure and spec.logging.format == "json"
+
+
+def refusals_as_json(config: str | None, set_values: tuple[str, ...]) -> bool:
+    """Whether serve's refusal to start is one JSON record: where its output is JSON (logs_as_json) and stderr no
+    terminal, as the probe's relay decides. Read setting by setting, from the layers serve reads them from (the
+    config file, FLASKPROD_* variables, --set; neither has a flag of its own), since the spec it refuses with may
+    not load: a setting that is itself wrong counts as its default."""
+    sets = {key.strip(): value for key, _, value in (item.partition("=") for item in set_values)}
+    values = {key: _setting_or_default(key, config, sets) for key in ("logging.configure", "logging.format")}
+    return logs_as_json(Spec().replace(**values)) and not stderr_is_terminal()
+
+
+def _setting_or_default(key: str, config: str | None, set_flags: dict[str, str]) -> Any:
+    try:
+        return load_setting(key, config=config or None, set_flags=set_flags)
+    except FlaskprodError:
+        return SETTINGS[key].default
+
+
+def stderr_is_terminal() -> bool:
+    try:
+        return os.isatty(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # a stream with no descriptor (a test runner's)
+        return False
