@@ -145,3 +145,42 @@ def test_a_key_generated_in_another_module_is_followed(project: Path) -> None:
         "keys.py": "import secrets\n\nKEY = secrets.token_hex(32)\n",
     }
     assert [m["obj"] for m in audit(project, files).only("FP-S008")] == ["app.py:9"]
+
+
+PREFIXED = PROD.replace("Production(app)", 'app.config.from_prefixed_env("MYAPP")\nProduction(app)')
+
+
+def test_debug_and_testing_under_the_prefix_the_app_reads_are_named(project: Path) -> None:
+    # from_prefixed_env("MYAPP") reads MYAPP_DEBUG into DEBUG, MYAPP_TESTING into TESTING: set by the deployment.
+    dockerfile = "FROM python:3.12-slim\nENV MYAPP_DEBUG=true\nCMD gunicorn app:app\n"
+    result = audit(project, {"app.py": PREFIXED, "Dockerfile": dockerfile})
+    assert [(m["obj"], m["text"], m["hint"]) for m in result.only("FP-S001")] == [
+        (
+            "Dockerfile:2",
+            "MYAPP_DEBUG=true turns debug mode on where this file deploys the app, and Production(app) refuses to "
+            "start in debug mode: the app will not start there",
+            "remove MYAPP_DEBUG from the deployment (or set it to 0); keep debug to development: `flask run "
+            "--debug`, docker-compose.override.yml, a service under a dev profile or a development stage of the "
+            "Dockerfile",
+        )
+    ]
+    compose = "services:\n  web:\n    environment:\n      MYAPP_TESTING: 'true'\n"
+    testing = audit(project, {"Dockerfile": dockerfile.replace("MYAPP_DEBUG", "X"), "compose.yaml": compose})
+    assert [(m["obj"], m["text"]) for m in testing.only("FP-S002")] == [
+        (
+            "compose.yaml:4",
+            "MYAPP_TESTING=true turns TESTING on where this file deploys the app (it reads MYAPP_* variables into its "
+            "config): errors propagate instead of answering 500, and Production(app) skips its safety refusal",
+        )
+    ]
+    # An app that reads no MYAPP_* variable does not see them.
+    assert {"FP-S001", "FP-S002"} & set(audit(project, {"app.py": PROD}).ids()) == set()
+
+
+def test_debug_from_the_prefixed_variable_here_names_it(project: Path) -> None:
+    source = PREFIXED.replace("Production(app)\n", "")  # nothing refuses debug mode
+    result = audit(project, {"app.py": source}, env={"MYAPP_DEBUG": "true"})
+    assert [m["hint"] for m in result.only("FP-S001")] == [
+        'MYAPP_DEBUG turns debug on: the app\'s app.config.from_prefixed_env("MYAPP") reads it into DEBUG; unset '
+        "it where the app runs, and use `flask run --debug` for local development"
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 import shlex
@@ -42,12 +43,13 @@ from .registry import ERROR, WARNING, Found, app_check, check
 def debug_mode(context: Context) -> Iterator[Found]:
     app = context.app
     if app is not None and app.debug:
-        yield Found(obj=context.app_label, hint=None if _debug_from_environment(context) else _DEBUG_IN_CODE)
+        yield Found(obj=context.app_label, hint=_debug_hint(context))
     for item, settings in context.once(_deployment_settings):
-        testing = any(s.name == "FLASK_TESTING" and s.on for s in settings) and _reads_flask_variables(context)
+        testing = next((s for s in settings if s.testing and s.on and _read_into_config(s, context)), None)
         for setting in settings:
-            if setting.name == "FLASK_DEBUG" and setting.on:
-                yield Found(obj=item.at(setting.line), text=_debug_deployed(setting, context, testing), hint=_DEBUG_FIX)
+            if not setting.testing and setting.on:
+                text = _debug_deployed(setting, context, testing)
+                yield Found(obj=item.at(setting.line), text=text, hint=_DEBUG_FIX.format(name=setting.name))
 
 
 _DEBUG_IN_CODE = (
@@ -56,10 +58,23 @@ _DEBUG_IN_CODE = (
 )
 
 
-def _debug_from_environment(context: Context) -> bool:
-    """True when FLASK_DEBUG turns debug on, as Flask reads it."""
+def _debug_hint(context: Context) -> str | None:
+    """Where debug comes from: FLASK_DEBUG (the check's own hint), a variable the app's from_prefixed_env("MYAPP")
+    reads (MYAPP_DEBUG), or the app's own code."""
     value = context.environ.get("FLASK_DEBUG", "")
-    return bool(value) and value.lower() not in ("0", "false", "no")
+    if value and value.lower() not in ("0", "false", "no"):  # as Flask reads it
+        return None
+    for prefix in _custom_prefixes(context):
+        name = f"{prefix}_DEBUG"
+        if name in context.environ and _Setting(line=0, name=name, value=context.environ[name]).on:
+            return _PREFIXED_DEBUG.format(name=name, prefix=prefix)
+    return _DEBUG_IN_CODE
+
+
+_PREFIXED_DEBUG = (
+    "{name} turns debug on: the app's app.config.from_prefixed_env(\"{prefix}\") reads it into DEBUG; unset it "
+    "where the app runs, and use `flask run --debug` for local development"
+)
 
 
 @check(
@@ -75,28 +90,27 @@ def testing_mode(context: Context) -> Iterator[Found]:
         (item, setting)
         for item, settings in context.once(_deployment_settings)
         for setting in settings
-        if setting.name == "FLASK_TESTING" and setting.on
+        if setting.testing and setting.on and _read_into_config(setting, context)
     ]
-    # Flask itself reads no FLASK_TESTING: only from_prefixed_env (Production(app)'s too) does.
-    if deployed and _reads_flask_variables(context):
-        for item, setting in deployed:
-            yield Found(obj=item.at(setting.line), text=_TESTING_DEPLOYED.format(setting=setting), hint=_TESTING_FIX)
+    for item, setting in deployed:
+        text = _TESTING_DEPLOYED.format(setting=setting, prefix=setting.prefix)
+        yield Found(obj=item.at(setting.line), text=text, hint=_TESTING_FIX.format(name=setting.name))
 
 
 _DEBUG_FIX = (
-    "remove FLASK_DEBUG from the deployment (or set it to 0); keep debug to development: `flask run --debug`, "
+    "remove {name} from the deployment (or set it to 0); keep debug to development: `flask run --debug`, "
     "docker-compose.override.yml, a service under a dev profile or a development stage of the Dockerfile"
 )
 _TESTING_DEPLOYED = (
-    "{setting} turns TESTING on where this file deploys the app (it reads FLASK_* variables into its config): "
+    "{setting} turns TESTING on where this file deploys the app (it reads {prefix}_* variables into its config): "
     "errors propagate instead of answering 500, and Production(app) skips its safety refusal"
 )
 _TESTING_FIX = (
-    "remove FLASK_TESTING from the deployment (or set it to false); set TESTING only in the test configuration"
+    "remove {name} from the deployment (or set it to false); set TESTING only in the test configuration"
 )
 
 
-def _debug_deployed(setting: _Setting, context: Context, testing: bool) -> str:
+def _debug_deployed(setting: _Setting, context: Context, testing: _Setting | None) -> str:
     """What FLASK_DEBUG in a deployment file does to the app: Production(app) refuses to start it, unless
     TESTING, set there too, makes it skip its refusal; without Production(app) it serves in debug mode."""
     deployed = f"{setting} turns debug mode on where this file deploys the app"
@@ -106,11 +120,37 @@ def _debug_deployed(setting: _Setting, context: Context, testing: bool) -> str:
     )
     if refuses and not testing:
         return f"{deployed}, and Production(app) refuses to start in debug mode: the app will not start there"
-    skipped = ", and FLASK_TESTING there makes Production(app) skip its refusal" if refuses else ""
+    skipped = f", and {testing.name} there makes Production(app) skip its refusal" if refuses and testing else ""
     return (
         f"{deployed}{skipped}: errors propagate instead of answering 500, templates are re-read on every request, "
         "and under app.run() the Werkzeug debugger runs code for whoever reaches it"
     )
+
+
+def _read_into_config(setting: _Setting, context: Context) -> bool:
+    """True when the app reads the variable into its config. Flask itself reads FLASK_DEBUG alone: FLASK_TESTING
+    only from_prefixed_env reads (Production(app)'s too), and MYAPP_TESTING the app's from_prefixed_env("MYAPP")."""
+    return setting.prefix != "FLASK" or _reads_flask_variables(context)
+
+
+def _custom_prefixes(context: Context) -> tuple[str, ...]:
+    """The prefixes other than FLASK the app gives app.config.from_prefixed_env() ("MYAPP" reads MYAPP_DEBUG into
+    DEBUG), as written in its source."""
+    return context.once(_prefixes_given)
+
+
+def _prefixes_given(context: Context) -> Iterator[str]:
+    found: set[str] = set()
+    for item, tree in context.python_files():
+        if "from_prefixed_env" not in item.text:
+            continue
+        for node in walk(tree):
+            if isinstance(node, ast.Call) and call_name(node) == "from_prefixed_env" and _on_config(node):
+                given = _argument(node, 0, "prefix")
+                scope = modules(context).of(item, tree)
+                strings = [] if given is None else [s for s in literals(given, scope) if isinstance(s, str)]
+                found.update(s for s in strings if s != "FLASK" and re.fullmatch(r"[A-Za-z0-9_]+", s))
+    yield from sorted(found)
 
 
 def _reads_flask_variables(context: Context) -> bool:
@@ -128,7 +168,8 @@ def _reads_flask_variables(context: Context) -> bool:
 
 @dataclass(frozen=True, kw_only=True)
 class _Setting:
-    """FLASK_DEBUG or FLASK_TESTING given a value in a deployment file."""
+    """FLASK_DEBUG or FLASK_TESTING (or MYAPP_DEBUG, MYAPP_TESTING for from_prefixed_env("MYAPP")) given a value in
+    a deployment file."""
 
     line: int
     name: str
@@ -138,6 +179,14 @@ class _Setting:
         return f"{self.name}={self.value}"
 
     @property
+    def prefix(self) -> str:
+        return self.name.rpartition("_")[0]
+
+    @property
+    def testing(self) -> bool:
+        return self.name.endswith("_TESTING")
+
+    @property
     def on(self) -> bool:
         value = self.value.strip().lower()
         if self.name == "FLASK_DEBUG":  # as Flask's get_debug_flag reads it
@@ -145,24 +194,32 @@ class _Setting:
         return value not in ("", "0", "false", "no", "off", "null")  # from_prefixed_env's JSON, then flaskprod's
 
 
-_SETTING_NAMES = r"FLASK_DEBUG|FLASK_TESTING"
-# NAME=value in a Compose list, a systemd Environment= or before a command (env NAME=1 gunicorn ...); NAME: value
-# in a Compose or app.yaml map.
-_SETTING_ASSIGNED = re.compile(rf"""(?:^\s*-?\s*|\s|=)["']?({_SETTING_NAMES})["']?\s*[=:]\s*(.*)$""")
-_SETTING_K8S_NAME = re.compile(rf"""^\s*-?\s*name\s*:\s*["']?({_SETTING_NAMES})["']?\s*$""")
+@functools.lru_cache(maxsize=8)
+def _setting_patterns(prefixes: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """The settings' names for the prefixes (FLASK, and those the app gives from_prefixed_env); NAME=value in a
+    Compose list, a systemd Environment= or before a command (env NAME=1 gunicorn ...), NAME: value in a Compose or
+    app.yaml map; a Kubernetes env entry's name."""
+    names = "|".join(f"{re.escape(prefix)}_(?:DEBUG|TESTING)" for prefix in prefixes)
+    return (
+        re.compile(names),
+        re.compile(rf"""(?:^\s*-?\s*|\s|=)["']?({names})["']?\s*[=:]\s*(.*)$"""),
+        re.compile(rf"""^\s*-?\s*name\s*:\s*["']?({names})["']?\s*$"""),
+    )
 
 
 def _deployment_settings(context: Context) -> Iterator[tuple[ProjectFile, list[_Setting]]]:
-    """FLASK_DEBUG and FLASK_TESTING with a value in each deployment file: a Dockerfile's ENV (but a development
+    """FLASK_DEBUG and FLASK_TESTING (and a from_prefixed_env prefix's) with a value in each deployment file: a
+    Dockerfile's ENV (but a development
     stage's), Compose and Kubernetes env (but a development profile's service), systemd Environment=. Not in
     files named for development (docker-compose.override.yml) nor dot-files (.gitlab-ci.yml: a CI job's tests)."""
+    patterns = _setting_patterns(("FLASK", *_custom_prefixes(context)))
     for item in deployment_files(context.files_named("*.yml", "*.yaml", "*.service", *dockerfiles.NAMES)):
         if item.path.name.startswith("."):
             continue
         if dockerfiles.is_dockerfile(item):
-            settings = list(_image_settings(item))
+            settings = list(_image_settings(item, patterns[0]))
         else:
-            settings = list(_file_settings(item))
+            settings = list(_file_settings(item, *patterns[1:]))
             if settings and item.path.suffix in (".yml", ".yaml"):
                 development = development_lines(item)  # a dev profile's service, as FP-P004's
                 settings = [setting for setting in settings if setting.line not in development]
@@ -170,7 +227,7 @@ def _deployment_settings(context: Context) -> Iterator[tuple[ProjectFile, list[_
             yield item, settings
 
 
-def _image_settings(item: ProjectFile) -> Iterator[_Setting]:
+def _image_settings(item: ProjectFile, names: re.Pattern[str]) -> Iterator[_Setting]:
     """ENV FLASK_DEBUG=1 (ENV A=1 B=2, ENV NAME value) in effect in a Dockerfile's stages but development's: set
     there, or in the stage one is built on (FROM development AS production keeps its ENV). ARG is not in the
     container's environment."""
@@ -188,7 +245,7 @@ def _image_settings(item: ProjectFile) -> Iterator[_Setting]:
             stage, settings = instruction.stage, dict(built.get(instruction.base.lower(), {}))
         elif instruction.keyword == "ENV":
             for name, value in _env_pairs(instruction.arguments):
-                if re.fullmatch(_SETTING_NAMES, name):  # a later ENV replaces an earlier, a reference ($X) too
+                if names.fullmatch(name):  # a later ENV replaces an earlier, a reference ($X) too
                     literal = _literal(value)
                     settings[name] = _Setting(line=instruction.line, name=name, value=literal) if literal else None
         if stage:
@@ -208,19 +265,19 @@ def _env_pairs(arguments: str) -> list[tuple[str, str]]:
     return [(name, value) for name, _, value in (word.partition("=") for word in words)]
 
 
-def _file_settings(item: ProjectFile) -> Iterator[_Setting]:
+def _file_settings(item: ProjectFile, assigned_to: re.Pattern[str], k8s_name: re.Pattern[str]) -> Iterator[_Setting]:
     lines = list(item.lines())
     for index, (line, text) in enumerate(lines):
         if text.lstrip().startswith("#"):
             continue
-        named = _SETTING_K8S_NAME.match(text)
+        named = k8s_name.match(text)
         if named:
             for _, following in lines[index + 1 : index + 3]:
                 value = _K8S_VALUE.match(following)
                 if value and _literal(value[1]):
                     yield _Setting(line=line, name=named[1], value=_literal(value[1]))
             continue
-        assigned = _SETTING_ASSIGNED.search(text)
+        assigned = assigned_to.search(text)
         if assigned and "#" not in text[: assigned.start()]:
             words = _literal(assigned[2]).split()  # the first word: FLASK_DEBUG=1 gunicorn app:app
             if words:
