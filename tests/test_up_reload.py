@@ -303,3 +303,56 @@ def test_sighup_says_whether_nginx_was_reloaded(tmp_path: Path) -> None:
         assert "; nginx reloaded onto its changed config" in changed[-1], changed
     finally:
         stop(stack)
+
+
+# The app answers with the version of a library outside the project (as one installed in the virtualenv): what a
+# new app server imports afresh, and the running one has in memory.
+LIBRARY_APP = """
+import os
+
+import shoplib
+from flask import Flask, jsonify
+
+from flaskprod import Production
+
+app = Flask(__name__)
+Production(app)
+
+
+@app.get("/version")
+def version():
+    return jsonify(version=shoplib.VERSION, pid=os.getpid())
+"""
+
+
+@pytest.mark.parametrize("kind", ["gunicorn", "uwsgi"])
+def test_after_each_sighup_every_request_through_nginx_is_answered_by_the_new_app_server(
+    tmp_path: Path, kind: str
+) -> None:
+    """up checks the new app server on its own socket before the switch: through nginx, on a connection it keeps
+    alive and on new ones, every request after the reload's line is the new one's, whether nginx reloaded (its
+    config changed) or only its link moved, and for the second SIGHUP (back on the first socket) as the first."""
+    project, library = tmp_path / "project", tmp_path / "lib"
+    write_app(project, LIBRARY_APP)
+    library.mkdir()
+    (library / "shoplib.py").write_text("VERSION = 1\n")
+    config = project / "flaskprod.toml"
+    config.write_text('[proxy]\nmax_body_size = "1M"\n')
+    stack = start_up(project, kind, free_port(), "--workers", "2", env=up_env(PYTHONPATH=str(library)))
+    try:
+        stack.wait_ready()
+        kept = requests.Session()  # one connection to nginx, kept alive across the reloads
+        assert kept.get(stack.url("/version"), timeout=15).json()["version"] == 1
+        for version, edit in ((2, "2M"), (3, None)):  # nginx reloads onto a changed config; then its link moves alone
+            (library / "shoplib.py").write_text(f"VERSION = {version}\n")
+            if edit:
+                config.write_text(f'[proxy]\nmax_body_size = "{edit}"\n')
+            reload(stack)
+            answers = [kept.get(stack.url("/version"), timeout=15).json()["version"] for _ in range(20)]
+            answers += [stack.get("/version", headers={"Connection": "close"}).json()["version"] for _ in range(20)]
+            assert answers == [version] * 40, stack.output()
+        lines = [line for line in stack.stderr().splitlines() if RELOADED in line]
+        assert "; nginx reloaded onto its changed config" in lines[0] and "; nginx not reloaded" in lines[1], lines
+        assert sorted(p.name for p in stack.run_dir.glob("app-*.sock")) == ["app-1.sock"]
+    finally:
+        stop(stack)
