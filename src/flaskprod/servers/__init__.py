@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from ..spec import LOG_RELAY_ENV, PROBE_RECORD_ENV, Spec, env_for
 from .common import DRAIN_FILE_ENV, MULTIPROC_ENV, RunDir, check_bind
 from .greenlets import missing_worker
 from .jsonrelay import Relay
-from .settings import logs_as_json, server_settings
+from .settings import logs_as_json, server_settings, stderr_is_terminal
 from .websockets import for_conversations, websocket_problem
 
 __all__ = ["resolve_kind", "serve", "server_settings"]
@@ -95,7 +94,7 @@ def _relayed_as_json(spec: Spec) -> Iterator[None]:
     """The probe's output (the app's prints as it is imported, the traceback of an app that fails to) relayed as
     JSON, as the server's is after it, where that output is a log: under `up`, a deploy's traceback was the one
     run of plain lines in up's JSON log. A person at a terminal, or logging.format text, reads it as printed."""
-    as_json = logs_as_json(spec) and not _is_terminal()
+    as_json = logs_as_json(spec) and not stderr_is_terminal()
     relay = Relay("stderr") if as_json else None
     if relay is not None:
         relay.take_over()
@@ -104,13 +103,6 @@ def _relayed_as_json(spec: Spec) -> Iterator[None]:
     finally:
         if relay is not None:
             relay.give_back()
-
-
-def _is_terminal() -> bool:
-    try:
-        return os.isatty(sys.stderr.fileno())
-    except (AttributeError, OSError, ValueError):  # a stream with no descriptor (a test runner's)
-        return False
 
 
 Runner = Callable[[dict[str, Any], discovery.AppRef, RunDir], int]

@@ -24,7 +24,7 @@ from ..errors import FlaskprodError, ServerError, SpecError
 from ..exits import APP_SERVER_EXITS, exit_fields
 from ..plural import counted
 from ..render import TlsFiles, render_nginx
-from ..render.deployment import app_static, from_installed_package, trusted_hops
+from ..render.deployment import access_line_behind_nginx, app_static, from_installed_package, trusted_hops
 from ..render.nginx import Protocol, StaticMount, listen_address, server_name_host, server_names
 from ..render.targets import split_extras
 from ..servers import resolve_kind
@@ -297,10 +297,8 @@ def app_server_env(spec: Spec, app: discovery.AppRef, derived: Derived) -> dict[
             "monitoring.metrics_responder": True,
         }
     )
-    if spec.logging.access_log == "auto":
-        # nginx is in front, writing each request's access line with its request id, whatever proxy.trusted_hops
-        # says (an explicit 0 leaves X-Forwarded-* to the app's own ProxyFix): a line from the app would be a second.
-        values["logging.access_log"] = False
+    # nginx is in front, writing each request's access line, whatever proxy.trusted_hops says.
+    values.update(access_line_behind_nginx(spec))
     if spec.server.kind == "uwsgi":
         values["server.protocol"] = "uwsgi"
     # server.bind and the drain file are each release's own: see release_env.
