@@ -20,6 +20,7 @@ from ..render.nginx import PLACEHOLDER, answers, server_name_host, server_names
 from ..render.requirements import async_without_asgiref, lacks_asgiref, requirements_file
 from ..runtime.db import engine_options
 from ..spec import Spec, env_for
+from . import nginx
 from .context import Context, ProjectFile, deployment_files, stand_in_environ, variable_read, walk
 from .engines import where_made
 from .registry import CRITICAL, ERROR, WARNING, Found, app_check, check
@@ -135,15 +136,11 @@ def flask_env(context: Context) -> Iterator[Found]:
                 yield Found(obj=item.at(line), text=text, hint=hint)
 
 
-_PROXY_PASS = re.compile(r"^\s*proxy_pass\s")
-
-
 def _nginx_proxies(context: Context) -> Iterator[tuple[ProjectFile, int]]:
     """(file, line) of each proxy_pass in the project's nginx configuration, but one named for development."""
     for item in deployment_files(context.files_named("*.conf", "nginx.conf*")):
-        for line, text in item.lines():
-            if _PROXY_PASS.match(text):
-                yield item, line
+        for line, _ in nginx.named(item, "proxy_pass"):
+            yield item, line
 
 
 def _middleware(app: Flask) -> Iterator[Any]:

@@ -14,6 +14,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from ..errors import BuildError
 from ..render.requirements import FLASKPROD, canonical, lacks_flaskprod, read_requirements, requirements_file
 from ..sizing import worker_class
+from . import nginx
 from .compose import development_lines
 from .context import MAX_FILES, Context, ProjectFile, call_name, deployment_files, for_development, walk
 from .dockerfiles import dockerfiles, instructions
@@ -684,10 +685,9 @@ def _nginx_files(context: Context) -> Iterator[ProjectFile]:
 
 
 def _directive_lines(item: ProjectFile, name: str) -> Iterator[tuple[int, str]]:
-    for line, text in item.lines():
-        stripped = text.split("#", 1)[0].strip()
-        if stripped.startswith(name + " ") or stripped.startswith(name + "\t"):
-            yield line, stripped
+    """(line, `name args`) of each directive called name, wherever it is written (`location / { proxy_pass ...; }`
+    on one line too)."""
+    return nginx.named(item, name)
 
 
 _FORWARDED = {"X-Forwarded-For": "client's address", "X-Forwarded-Proto": "scheme (https behind TLS)"}
@@ -703,18 +703,29 @@ _FORWARDED = {"X-Forwarded-For": "client's address", "X-Forwarded-Proto": "schem
 )
 def nginx_forwarded_headers(context: Context) -> Iterator[Found]:
     for item in _nginx_files(context):
-        first = next(_directive_lines(item, "proxy_pass"), None)
-        if first is None:
-            continue
-        includes = " ".join(text for _, text in _directive_lines(item, "include"))
-        if "proxy" in includes:
-            continue  # an included file (Debian's proxy_params) may set them; it is not ours to read
-        lowered = item.text.lower()
-        missing = [header for header in _FORWARDED if header.lower() not in lowered]
-        if missing:
-            lost = " or ".join(_FORWARDED[header] for header in missing)
-            text = f"nginx proxies to the app without setting {' and '.join(missing)}: the app cannot see the {lost}"
-            yield Found(obj=item.at(first[0]), text=text)
+        for directive, outer in nginx.directives(item):
+            if directive.name != "proxy_pass":
+                continue
+            missing = _forwarded_missing(nginx.levels(item, outer))
+            if missing:
+                lost = " or ".join(_FORWARDED[header] for header in missing)
+                unset = " and ".join(missing)
+                text = f"nginx proxies to the app without setting {unset}: the app cannot see the {lost}"
+                yield Found(obj=item.at(directive.line), text=text)
+                break  # one finding a file: the first proxy_pass without them
+
+
+def _forwarded_missing(levels: list[tuple[nginx.Directive, ...]]) -> list[str]:
+    """The X-Forwarded-* headers a proxy_pass seeing levels (innermost first) does not set: proxy_set_header
+    applies from the innermost level that has one, as nginx inherits it; an include there (Debian's proxy_params)
+    may set them, and is not ours to read."""
+    for level in levels:
+        if any(d.name == "include" and any("proxy" in arg for arg in d.args) for d in level):
+            return []
+        headers = {d.args[0].lower() for d in level if d.name == "proxy_set_header" and d.args}
+        if headers:
+            return [header for header in _FORWARDED if header.lower() not in headers]
+    return list(_FORWARDED)
 
 
 _OLD_TLS = re.compile(r"\b(?:SSLv2|SSLv3|TLSv1|TLSv1\.1)(?=[\s;])")
