@@ -18,7 +18,13 @@ from .allowlist import Allowlist
 from .db import configure_engines, database_checks
 from .deadline import EXPIRED_KEY, waited_too_long
 from .errorpages import register_error_pages
-from .headers import configure_cookies, hsts_headers, secure_foreign_session_cookie, security_headers
+from .headers import (
+    configure_cookies,
+    hsts_headers,
+    secure_foreign_session_cookie,
+    secure_remember_cookie,
+    security_headers,
+)
 from .health import Check, CheckRunner, FailureLog, readiness, without_detail
 from .interrupted_queries import let_psycopg_cancel_at_the_deadline
 from .logs import access_log_enabled, access_logger, configure_logging, revive_loggers
@@ -302,16 +308,18 @@ class Production:
 
 def settle_as_loaded(app: Flask) -> None:
     """What Production(app) set up, checked again on the app as a server gets it, after the rest of its factory
-    ran: its loggers enabled (revive_loggers), Secure on a session extension's cookie over HTTPS
-    (secure_foreign_session_cookie), a ProxyFix wrapped after it that trusts other hops told (once per app, and
-    under serve once by its probe: told_at_start),
-    and the refusal of an unsafe config (refuse_unsafe_as_loaded)."""
+    ran: its loggers enabled (revive_loggers), Secure on a session extension's cookie and on Flask-Login's remember-me
+    cookie over HTTPS (secure_foreign_session_cookie, secure_remember_cookie), a ProxyFix wrapped after it that
+    trusts other hops told (once per app, and under serve once by its probe: told_at_start), and the refusal
+    of an unsafe config (refuse_unsafe_as_loaded)."""
     spec = _spec_of(app)
     if spec is not None:
         if spec.logging.configure:
             revive_loggers(app)
         if spec.security.headers and spec.security.session_cookie_secure == "auto":
             secure_foreign_session_cookie(app)
+            if getattr(app, "login_manager", None) is not None:  # Flask-Login's init_app sets it
+                secure_remember_cookie(app)
         if spec.proxy.trusted_hops > 0 and app not in _told_of_outer_proxy_fix and not told_at_start():
             _told_of_outer_proxy_fix.add(app)  # settled again at its first request (see _refusal_at_first_request)
             if (disagreement := hops_disagreement_outside(app.wsgi_app, spec.proxy.trusted_hops)) is not None:

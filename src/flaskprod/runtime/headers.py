@@ -89,18 +89,37 @@ def configure_cookies(app: Flask, spec: Spec) -> None:
     app.config.setdefault("REMEMBER_COOKIE_SAMESITE", spec.security.session_cookie_samesite)
     if secure != "auto":
         app.config.setdefault("REMEMBER_COOKIE_SECURE", secure)
-    elif "REMEMBER_COOKIE_SECURE" not in app.config and "flask_login" in sys.modules:
+    elif "flask_login" in sys.modules:
         # Flask-Login takes one value for every request; auto is per request, as for the session cookie. Only
-        # for apps that import Flask-Login (before Production(app), as extensions are), so others pay nothing.
-        app.after_request(_secure_remember_cookie)
+        # for apps that import Flask-Login, so others pay nothing; secure_remember_cookie places it again once the
+        # app is loaded, for a LoginManager made before Production(app) or imported after it.
+        secure_remember_cookie(app)
+
+
+def secure_remember_cookie(app: Flask) -> None:
+    """Secure per request on Flask-Login's remember-me cookie, unless the app chose REMEMBER_COOKIE_SECURE: the hook
+    goes first in the app's after_request list, so it runs last, after Flask-Login's, which sets the cookie.
+
+    Registered after Flask-Login's (LoginManager(app) before Production(app)), it ran first and found no cookie, and
+    for an app whose factory imports Flask-Login after Production(app) it was never registered: over HTTPS a login
+    for a year went without Secure. Called as Production(app) runs and again as the app is loaded."""
+    if "REMEMBER_COOKIE_SECURE" in app.config:
+        return
+    hooks = app.after_request_funcs.setdefault(None, [])
+    if hooks and hooks[0] is _secure_remember_cookie:
+        return
+    if _secure_remember_cookie in hooks:
+        hooks.remove(_secure_remember_cookie)
+    hooks.insert(0, _secure_remember_cookie)
 
 
 def _secure_remember_cookie(response: Response) -> Response:
     """Secure on Flask-Login's remember-me cookie when the request came over HTTPS (as seen through ProxyFix).
 
-    Runs after Flask-Login's own after_request hook, which it was registered before.
+    Runs after Flask-Login's own after_request hook: the app's hooks run last to first, and it is the first.
     """
-    if request.is_secure and "Set-Cookie" in response.headers:
+    # The app's own REMEMBER_COOKIE_SECURE, set after Production(app), stands.
+    if request.is_secure and "Set-Cookie" in response.headers and "REMEMBER_COOKIE_SECURE" not in current_app.config:
         name = current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token") + "="
         cookies = response.headers.getlist("Set-Cookie")
         if any(cookie.startswith(name) for cookie in cookies):
