@@ -71,8 +71,8 @@ TARGETS = {
             summary="Docker Compose: nginx in front of uWSGI over the uwsgi protocol (the guide's Option 3)",
             server="uwsgi",
             fixed_server=True,
-            # No monitoring: Prometheus speaks HTTP only, and each replica here the uwsgi protocol (use compose).
-            extras=frozenset({"logging", "postgres", "tls"}),
+            # Monitoring too: each replica answers scrapes in HTTP beside its uwsgi-protocol port (the responder).
+            extras=frozenset(EXTRAS),
             renderer="compose:render_compose",
             next_step="docker compose -f {out}/compose.yaml up --build",
         ),
