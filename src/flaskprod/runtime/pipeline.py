@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import conversations, deadline
-from .body import BoundedInput
+from .body import hold_chunked_body
 from .logs import REQUEST_ID_FIELD, REQUEST_ID_KEY, is_sane_request_id, log_access
 from .metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED, HttpMetrics
 
@@ -178,10 +178,8 @@ class RequestPipeline:
                 conversation = True
             return start_response(status, headers, exc_info)
 
-        if self._body_limit is not None and environ.get("HTTP_TRANSFER_ENCODING"):
-            limit = self._body_limit()
-            if limit is not None:
-                environ["wsgi.input"] = BoundedInput(environ["wsgi.input"], limit)
+        if environ.get("HTTP_TRANSFER_ENCODING"):
+            hold_chunked_body(environ, self._body_limit() if self._body_limit is not None else None)
         path = environ.get("PATH_INFO", "")
         probe = self._probes.get(path)
         handed_on = False  # the body finishes the request when the server closes it
