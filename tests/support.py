@@ -135,7 +135,8 @@ def self_signed(directory: Path, *, name: str, alt_names: str) -> tuple[Path, Pa
 
 def readable(output: str) -> str:
     """output as a person reads it: each JSON record serve wrote (its output is JSON where stderr is no terminal)
-    as its traceback (error.stack_trace) when it has one, else its message; other lines as they are."""
+    as its traceback (error.stack_trace) when it has one, serve's refusal to start (an error of flaskprod.serve)
+    as the "Error: ..." line a terminal shows, else its message; other lines as they are."""
     lines = []
     for line in output.splitlines():
         try:
@@ -145,6 +146,14 @@ def readable(output: str) -> str:
         if not isinstance(record, dict) or "message" not in record:
             lines.append(line)
             continue
-        trace = record.get("error", {}).get("stack_trace") if isinstance(record.get("error"), dict) else None
-        lines.append(trace.rstrip("\n") if trace else record["message"])
+        lines.append(_as_read(record))
     return "".join(f"{line}\n" for line in lines)
+
+
+def _as_read(record: dict[str, Any]) -> str:
+    trace = record.get("error", {}).get("stack_trace") if isinstance(record.get("error"), dict) else None
+    if trace:
+        return str(trace).rstrip("\n")
+    if record.get("log.level") == "error" and record.get("log") == {"logger": "flaskprod.serve"}:
+        return f"Error: {record['message']}"
+    return str(record["message"])

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.conftest import Server, StartServer
-from tests.support import wait_for
+from tests.support import readable, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -463,12 +463,12 @@ def test_an_app_that_raises_as_it_is_imported_is_one_json_record(
 ) -> None:
     """serve's probe printed the app's traceback as it was: under `up`, a failed deploy wrote its plain lines into
     up's JSON log. It is one error record now, the exception's line its message and the whole in error.stack_trace;
-    serve's own refusal (one line) follows."""
+    serve's own refusal follows, one error record too."""
     server = serve_app(APP + '\nraise RuntimeError("bad import")\n', args=("--server", server_kind), wait=False)
     assert server.proc.wait(60) == 2, server.output()
     lines = [line for line in server.stderr().splitlines() if line.strip()]
-    assert lines[-1] == "Error: error while importing 'app': RuntimeError: bad import"
-    [record] = [json.loads(line) for line in lines[:-1]]
+    [record, _] = [json.loads(line) for line in lines]  # every line a record, the refusal's too
+    assert readable(lines[-1]) == "Error: error while importing 'app': RuntimeError: bad import\n"
     assert (field(record, "log.level"), field(record, MESSAGE)) == ("error", "RuntimeError: bad import")
     stack = field(record, "error.stack_trace")
     assert stack.startswith("Traceback (most recent call last):\n") and stack.endswith("RuntimeError: bad import")

@@ -101,7 +101,7 @@ def test_an_app_that_exits_or_is_interrupted_while_loading_is_one_line(
     tmp_path: Path, command: list[str], files: dict[str, str], message: str
 ) -> None:
     result = run(tmp_path, files, *command)
-    assert (result.returncode, result.stdout, result.stderr) == (2, "", message + "\n")
+    assert (result.returncode, result.stdout, readable(result.stderr)) == (2, "", message + "\n")
     assert gone(tmp_path)
 
 
@@ -110,7 +110,7 @@ def test_an_app_that_hangs_while_loading_is_stopped_at_ready_timeout(tmp_path: P
     # run's own timeout fails the test if the command waits (or if the helper is left holding its stderr).
     result = run(tmp_path, {"app.py": HANGS}, *command, "--set", "proxy.ready_timeout=1")
     assert (result.returncode, result.stdout) == (2, "")
-    assert result.stderr == (
+    assert readable(result.stderr) == (
         "Error: app 'app' did not finish loading within proxy.ready_timeout = 1s: if it waits for a service "
         "(a database) when imported, start that service or connect on the first request instead; if it is only "
         "slow, raise the bound (--set proxy.ready_timeout=2)\n"

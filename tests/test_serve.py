@@ -272,7 +272,7 @@ def test_drain_file_named_by_a_supervisor(tmp_path: Path) -> None:
 def _assert_one_line_error(result: subprocess.CompletedProcess[str], *expected: str) -> None:
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
+    lines = readable(result.stderr).strip().splitlines()  # serve's refusal is a JSON record on a pipe
     assert len(lines) == 1, result.stderr
     for text in expected:
         assert text in lines[0]
@@ -353,7 +353,7 @@ def refused(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> 
             os.killpg(proc.pid, 0)
     assert proc.returncode == 2, stderr
     assert "Traceback" not in stderr
-    lines = stderr.strip().splitlines()
+    lines = readable(stderr).strip().splitlines()  # serve's refusal is a JSON record on a pipe
     assert len(lines) == 1, stderr
     return lines[0]
 
@@ -486,7 +486,7 @@ def test_bug_in_app_shows_its_traceback_then_one_error_line() -> None:
     result = flaskprod("serve", "tests.apps.buggy")
     assert result.returncode == 2
     assert 'tests/apps/buggy.py", line' in readable(result.stderr)
-    assert result.stderr.strip().splitlines()[-1] == (
+    assert readable(result.stderr).strip().splitlines()[-1] == (
         "Error: error while importing 'tests.apps.buggy': ZeroDivisionError: division by zero"
     )
 

@@ -1,5 +1,5 @@
-"""serve's refusal to start under up is one JSON error record where up's log is JSON, the plain "Error:" line at a
-terminal, under logging.format text, and outside up."""
+"""serve's refusal to start is one JSON error record where its output is a JSON log (up's, the journal, a
+container's: JSON logs, stderr no terminal); the plain "Error:" line at a terminal and under text logs."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from tests.upstack import APP, start_up, stop, up_env, write_app
 
 pytestmark = pytest.mark.integration
 
-UP_PORT = 20101  # helper 83's range
+UP_PORT = 22101  # helper 93's range
 REASON = "error while importing 'app': RuntimeError: DATABASE_URL is missing"
+BAD_WORKERS = "flag --set server.workers: invalid value 'lots' for server.workers: expected integer | \"auto\""
 
 
 def records(output: str) -> list[dict[str, Any]]:
@@ -116,12 +117,33 @@ def test_a_refusal_for_a_bad_setting_is_one_json_record_too(
     assert refusal["log.level"] == "error" and "invalid value" in refusal["message"], refusal
 
 
-def test_serves_refusal_stays_a_plain_line_at_a_terminal_under_text_logs_and_outside_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), [("error", "RuntimeError: DATABASE_URL is missing"), ("error", REASON)]),  # the traceback's, then it
+        (("--set", "server.workers=lots"), [("error", BAD_WORKERS)]),
+    ],
+    ids=["import-error", "bad-setting"],
+)
+def test_serves_refusal_outside_up_is_one_json_record_too(
+    tmp_path: Path, args: tuple[str, ...], expected: list[tuple[str, str]]
+) -> None:
+    """systemd's journal, a container's log, the targets build writes: serve's stderr is a pipe to a JSON log
+    there too, where its 'Error: ...' was the one plain line (after the traceback's record, which was JSON)."""
+    out = records(serve_refusing(tmp_path, *args, under_up=False))
+    assert [(r["log.level"], r["message"]) for r in out] == expected
+    assert out[-1]["log"] == {"logger": "flaskprod.serve"} and "error" not in out[-1]  # one line: no traceback
+    assert not (tmp_path / "record.json").exists()  # up's alone
+
+
+def test_serves_refusal_stays_a_plain_line_at_a_terminal_and_under_text_logs(tmp_path: Path) -> None:
     at_terminal = serve_refusing(tmp_path, tty=True)
     assert at_terminal.endswith(f"\nRuntimeError: DATABASE_URL is missing\nError: {REASON}\n"), at_terminal
+    outside_up = serve_refusing(tmp_path, tty=True, under_up=False)
+    assert outside_up.endswith(f"\nRuntimeError: DATABASE_URL is missing\nError: {REASON}\n"), outside_up
     as_text = serve_refusing(tmp_path, "--set", "logging.format=text")
     assert as_text.endswith(f"\nError: {REASON}\n") and as_text.startswith("Traceback"), as_text
     configure_off = serve_refusing(tmp_path, env={"FLASKPROD_LOGGING__CONFIGURE": "false"})
     assert configure_off.endswith(f"\nError: {REASON}\n"), configure_off
-    outside_up = serve_refusing(tmp_path, under_up=False)  # the traceback is JSON there already (f12cc0f)
-    assert outside_up.endswith(f"\nError: {REASON}\n"), outside_up
+    text_outside_up = serve_refusing(tmp_path, "--set", "logging.format=text", under_up=False)
+    assert text_outside_up.endswith(f"\nError: {REASON}\n"), text_outside_up

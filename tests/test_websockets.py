@@ -25,7 +25,7 @@ from flaskprod.servers.websockets import (
 from flaskprod.sizing import derive
 from flaskprod.spec import Spec
 from tests.conftest import server_env
-from tests.support import BIN, free_port, wait_for
+from tests.support import BIN, free_port, readable, wait_for
 from tests.upstack import start_up, stop
 
 SOCK_APP = """
@@ -259,7 +259,7 @@ def test_serve_runs_flask_socketio_on_gevent_with_gevents_worker_and_refuses_eve
     assert (settings["server"], settings["workers"], settings["worker_class"]) == ("gunicorn", 1, "gevent")
     refused = flaskprod(project(tmp_path / "eventlet", on(None)), "serve", "app:app", "--print-config")
     assert refused.returncode != 0
-    last = refused.stderr.splitlines()[-1]
+    last = readable(refused.stderr).splitlines()[-1]  # serve's refusal is a JSON record on a pipe
     assert last.startswith("Error: the app's Flask-SocketIO runs on eventlet"), refused.stderr
     assert "Traceback" not in refused.stderr
 
@@ -300,7 +300,8 @@ def test_serve_refuses_uwsgi_in_one_line(tmp_path: Path) -> None:
     root = project(tmp_path / "app")
     refused = flaskprod(root, "serve", "app:app", "--server", "uwsgi", "--print-config")
     assert refused.returncode != 0
-    assert refused.stderr.splitlines()[-1].startswith("Error: the app has WebSocket routes"), refused.stderr
+    last = readable(refused.stderr).splitlines()[-1]  # serve's refusal is a JSON record on a pipe
+    assert last.startswith("Error: the app has WebSocket routes"), refused.stderr
 
 
 @pytest.mark.integration

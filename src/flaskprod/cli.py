@@ -264,8 +264,8 @@ def serve(app: str | None, print_config: bool, **kwargs: Any) -> None:
     except FlaskprodError as exc:
         if record:
             _record_refusal(record, str(exc))
-        if record and refusals_as_json(config, set_values):
-            # Under up, serve's stderr is up's log: in a JSON one, an error record, not the one unparsed line.
+        if refusals_as_json(config, set_values):
+            # serve's stderr is a JSON log (up's, the journal, a container's): an error record, not one plain line.
             refuse(str(exc))
             sys.exit(exc.exit_code)
         raise
