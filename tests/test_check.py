@@ -301,6 +301,16 @@ CASES = [
         # Optional: the app starts on its own config when the variable is unset.
         good={"app.py": PROD.replace("Production(app)", FROM_ENVVAR.format(args=", silent=True"))},
     ),
+    Case(
+        "FP-C018",
+        bad={"app.py": "import os\n" + PROD.replace("Production(app)", 'DB = os.environ["DATABASE_URL"]')},
+        env={"DATABASE_URL": None},
+        obj="app.py:7",
+        text="the app fails at start: it reads os.environ['DATABASE_URL'], and DATABASE_URL is not set where check "
+        "runs (the app's other checks did not run)",
+        # Optional: the app starts without it.
+        good={"app.py": "import os\n" + PROD.replace("Production(app)", 'DB = os.getenv("DATABASE_URL")')},
+    ),
     Case("FP-C002", bad={"app.py": PLAIN}, good={"app.py": PROD}),
     Case("FP-C003", bad={"app.py": PLAIN}, good={"app.py": PLAIN + 'app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024\n'}),
     Case(
@@ -1907,10 +1917,11 @@ def test_json_output_says_why_there_is_no_report(tmp_path: Path) -> None:
             "Error: error while importing 'app': ZeroDivisionError: division by zero",
         ),
         (
-            'import os\nfrom flask import Flask\n\n\ndef create_app():\n    return Flask(os.environ["NO_SUCH_VAR"])\n',
+            # A variable os.environ lacks is FP-C018's finding, not a bug: a key missing from the app's own dict is.
+            'import os\nfrom flask import Flask\n\n\ndef create_app():\n    return Flask({}["name"])\n',
             "app:create_app()",
             "line 6, in create_app",
-            "Error: error while loading 'app:create_app()': KeyError: 'NO_SUCH_VAR'",
+            "Error: error while loading 'app:create_app()': KeyError: 'name'",
         ),
     ],
     ids=["at-import", "in-the-factory"],

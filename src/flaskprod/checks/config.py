@@ -75,6 +75,25 @@ def settings_file_unread(context: Context) -> Iterator[Found]:
     )
 
 
+@check(
+    "FP-C018",
+    CRITICAL,
+    "the app fails at start: it reads an environment variable with os.environ[...] that is not set where check "
+    "runs (the app's other checks did not run)",
+    hint="set the variable wherever the app runs (ENV in the Dockerfile, the service's environment in Compose or "
+    "Kubernetes, Environment= in a systemd unit, the platform's config vars), and where check runs, so that it "
+    "audits the app too",
+)
+def variable_unset(context: Context) -> Iterator[Found]:
+    unset = context.variable_unset
+    if unset is not None:
+        yield Found(
+            obj=unset.where or context.app_label,
+            text=f"the app fails at start: it reads os.environ[{unset.variable!r}], and {unset.variable} is not set "
+            "where check runs (the app's other checks did not run)",
+        )
+
+
 @app_check(
     "FP-C002",
     WARNING,

@@ -243,6 +243,35 @@ def settings_unread(exc: BaseException, root: Path) -> SettingsUnread | None:
 
 
 @dataclass(frozen=True, kw_only=True)
+class VariableUnset:
+    """os.environ["NAME"] failing as the app loads: the app needs a variable this environment does not set."""
+
+    variable: str
+    where: str | None  # file:line of the read, in the project
+
+
+def variable_unset(exc: BaseException, root: Path) -> VariableUnset | None:
+    """What failed when exc is the KeyError of os.environ["NAME"] read as the app loads (the usual way to fail on a
+    missing SECRET_KEY or DATABASE_URL): a variable of the environment it runs in, which check cannot know. None for
+    any other failure."""
+    if not isinstance(exc, KeyError) or len(exc.args) != 1 or not isinstance(exc.args[0], str):
+        return None
+    tb, where, last = exc.__traceback__, None, None
+    while tb is not None:
+        frame = tb.tb_frame
+        path = Path(frame.f_code.co_filename)
+        if path.is_absolute() and path.is_relative_to(root) and "site-packages" not in path.parts:
+            where = f"{path.relative_to(root).as_posix()}:{tb.tb_lineno}"
+        last, tb = frame, tb.tb_next
+    raised_by_environ = last is not None and last.f_globals.get("__name__") == "os" and last.f_code.co_name == (
+        "__getitem__"
+    )
+    if not raised_by_environ or exc.args[0] in os.environ:
+        return None
+    return VariableUnset(variable=exc.args[0], where=where)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Context:
     """Everything a check may look at; app is None when the app refused to start (see refused)."""
 
@@ -255,6 +284,7 @@ class Context:
     environ: Mapping[str, str] = field(default_factory=dict)
     runs: tuple[tuple[Path, int], ...] = ()  # (file, line) of each app.run() the import called
     settings_unread: SettingsUnread | None = None  # from_envvar() failed, so the app did not load
+    variable_unset: VariableUnset | None = None  # os.environ["NAME"] failed, so the app did not load
 
     @property
     def app_label(self) -> str:
@@ -372,6 +402,7 @@ def load_context(
     root = project_root(ref, base)
     app: Flask | None = None
     unread: SettingsUnread | None = None
+    unset: VariableUnset | None = None
     env: dict[str, str | None] = {**env_for(spec.flagged()), "FLASK_RUN_FROM_CLI": "true"}
     if refused is not None:
         env.update(stand_in_environ())
@@ -384,7 +415,8 @@ def load_context(
         except DiscoveryError as exc:
             # A config file from_envvar() cannot load: a finding (FP-C017) beside the files' checks, not a crash.
             unread = None if exc.__cause__ is None else settings_unread(exc.__cause__, root)
-            if unread is None:
+            unset = None if exc.__cause__ is None or unread is not None else variable_unset(exc.__cause__, root)
+            if unread is None and unset is None:
                 raise
         except FlaskprodError:
             raise
@@ -399,6 +431,7 @@ def load_context(
         environ=dict(os.environ),
         runs=tuple(runs),
         settings_unread=unread,
+        variable_unset=unset,
     )
 
 

@@ -41,7 +41,9 @@ exits or crashes while importing (`sys.exit()` at module level) or does not fini
 to start because `Production(app)` rejects its configuration (a weak or missing `SECRET_KEY`, debug
 on) is a finding (`FP-C001`), and its other checks run on it loaded again with that refusal off, so
 they name the key and debug mode it really has, and silencing `FP-C001` hides no other finding. When
-that does not start it either, `FP-C001` says so, and the file checks still run. With `--format
+that does not start it either, `FP-C001` says so, and the file checks still run. So do they when the
+app fails at start for a variable this environment does not set (`os.environ["DATABASE_URL"]`:
+`FP-C018`; the file `app.config.from_envvar()` names: `FP-C017`). With `--format
 json`, an audit that cannot be made also prints `{"error": "...", "exit_code": 2}` on stdout. A
 check that fails on the project (a defect of flaskprod's) is an `ERROR` finding under its own ID,
 and the others still run. Findings come most severe first, then by ID, file and line. The first
