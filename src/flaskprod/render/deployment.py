@@ -77,6 +77,8 @@ class Project:
     requirement_includes: tuple[str, ...] = ()  # files requirements names with -r or -c, which pip reads too
     static: tuple[StaticMount, ...] = ()  # what nginx serves; folders relative to root
     app_module: str | None = None  # the app's top-level module file or package folder; None outside the project
+    # The project folder the app's package is imported from besides the root (see import_dir): on PYTHONPATH there.
+    import_dir: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -358,6 +360,20 @@ def instance_folder(facts: InstanceFacts | None, root: Path, *, installs_project
     return _plain(InstanceFolder(path=f"{PurePosixPath(package.relative_to(root)).as_posix()}/instance"), facts.path)
 
 
+def import_dir(facts: InstanceFacts | None, root: Path, *, installs_project: bool) -> str | None:
+    """The project folder the app's package is imported from, relative to root, when the deployment must put it on
+    sys.path itself: a src layout here on PYTHONPATH or installed editable, whose requirements file leaves the project
+    out (the image and the VM install those, then import from their copy of the project, the root alone on sys.path).
+    None: the package is at the root, installed (from pyproject.toml, or a requirement), or outside the project."""
+    if facts is None or facts.package_path is None or facts.installed or installs_project:
+        return None
+    root = root.resolve()
+    package = Path(facts.package_path).resolve()
+    if package == root or not package.is_relative_to(root):
+        return None
+    return PurePosixPath(package.relative_to(root)).as_posix()
+
+
 def _plain(folder: InstanceFolder, local: str) -> InstanceFolder:
     if not _PLAIN_PATH.fullmatch(folder.at(app_dir=APP_DIR, venv=IMAGE_VENV)):
         raise BuildError(
@@ -485,6 +501,7 @@ def plan_deployment(
             requirement_includes=found.includes if found else (),
             static=tuple(mount for mount in static if mount is not None),
             app_module=_app_module(ref, root),
+            import_dir=import_dir(info.instance, root, installs_project=requirements is None),
         ),
         derived=size(spec, replicas=(replicas or _replicas)(spec), app_body_limit=info.max_content_length),
         server=server,

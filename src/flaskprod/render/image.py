@@ -9,7 +9,7 @@ import shlex
 from importlib import metadata
 
 from ..errors import BuildError
-from .deployment import APP_UID, IMAGE_VENV, NGINX_CONF_DIR, NGINX_IMAGE, NGINX_PORT, NGINX_UID, Deployment
+from .deployment import APP_DIR, APP_UID, IMAGE_VENV, NGINX_CONF_DIR, NGINX_IMAGE, NGINX_PORT, NGINX_UID, Deployment
 from .nginx import TlsFiles, _environment
 from .requirements import SSH_PORT, SshHost, canonical, names_installed, ssh_hosts_installed, vcs_installed
 
@@ -222,10 +222,19 @@ def dockerfile(d: Deployment, *, bind: str | None = None, behind_nginx: bool = T
         uid=APP_UID,
         venv=IMAGE_VENV,
         instance_dir=d.instance_dir,
-        env=[(key, env_value(value)) for key, value in sorted(d.app_env(behind_nginx=behind_nginx, bind=bind).items())],
+        env=[(key, env_value(value)) for key, value in sorted(image_env(d, behind_nginx, bind).items())],
         port=d.app_port,
         grace=d.derived.timeouts.graceful,
     )
+
+
+def image_env(d: Deployment, behind_nginx: bool, bind: str | None) -> dict[str, str]:
+    """The app image's environment: the app's settings, and the project folder its package is imported from (a src
+    layout the image does not install), which only the builder's PYTHONPATH or editable install put on sys.path."""
+    env = d.app_env(behind_nginx=behind_nginx, bind=bind)
+    if d.project.import_dir:
+        env["PYTHONPATH"] = f"{APP_DIR}/{d.project.import_dir}"
+    return env
 
 
 def nginx_dockerfile(d: Deployment, *, tls_port: int | None = None) -> str:

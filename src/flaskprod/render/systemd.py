@@ -314,6 +314,9 @@ def render_units(d: Deployment, layout: Layout) -> dict[str, str]:
     vcs = vcs_tools(d)
     if d.spec.deploy.release_argv:
         env[APP_VARIABLE] = d.project.app_target  # for `flask db upgrade`; `flaskprod serve` reads its own
+    if d.project.import_dir:
+        # A src layout the venv does not install: imported from the copy of the project, as the image does.
+        env["PYTHONPATH"] = f"{layout.app_dir}/{d.project.import_dir}"
     template_values = {
         "name": d.name,
         "user": user,
