@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from _typeshed.wsgi import WSGIEnvironment
     from prometheus_client import CollectorRegistry
+    from werkzeug.routing import Rule
 
 C = TypeVar("C", bound=Check)
 EXTENSION_KEY = "flaskprod"
@@ -405,15 +406,35 @@ def _tell_if_shadowed(app: Flask, path: str, setting: str, probe: Probe) -> Prob
         if not looked:
             looked = True
             current = app_ref()
-            if current is not None and any(rule.rule == path for rule in current.url_map.iter_rules()):
-                current.logger.warning(
-                    "the app's own view at %s is never reached: flaskprod answers %s itself; "
-                    "move flaskprod's with monitoring.%s, or remove the view",
-                    path, path, setting,
-                )
+            if current is not None:
+                _warn_of_shadowed_view(current, path, setting)
         return probe(environ)
 
     return probe_once_looked
+
+
+def _warn_of_shadowed_view(app: Flask, path: str, setting: str) -> None:
+    """Warn when path was the app's: a view of its own there, or one at path + "/" that werkzeug redirected path to
+    (strict slashes: a blueprint with url_prefix="/metrics" and a route "/"), which only path/ reaches now."""
+    rules = list(app.url_map.iter_rules())
+    if any(rule.rule == path for rule in rules):
+        app.logger.warning(
+            "the app's own view at %s is never reached: flaskprod answers %s itself; "
+            "move flaskprod's with monitoring.%s, or remove the view",
+            path, path, setting,
+        )
+    elif any(rule.rule == path + "/" and _redirects_without_slash(app, rule) for rule in rules):
+        app.logger.warning(
+            "the app's own view at %s/ is no longer reached through %s, which redirected to it: flaskprod answers "
+            "%s itself; the view is still reached at %s/; move flaskprod's with monitoring.%s to keep the redirect",
+            path, path, path, path, setting,
+        )
+
+
+def _redirects_without_slash(app: Flask, rule: Rule) -> bool:
+    """werkzeug redirects a rule's path without its trailing slash to it, unless strict slashes are off for it."""
+    strict = rule.strict_slashes if rule.strict_slashes is not None else app.url_map.strict_slashes
+    return bool(strict)
 
 
 def _admitted_only(probe: Probe, allowlist: Allowlist) -> Probe:
