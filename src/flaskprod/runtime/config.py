@@ -138,14 +138,53 @@ def database_url(spec: Spec, environ: Mapping[str, str]) -> str | None:
                 "without its password, e.g. postgresql://app@db:5432/app"
             )
         return None
+    return completed_url(url, spec, environ)
+
+
+def completed_url(url: str, spec: Spec, environ: Mapping[str, str]) -> str:
+    """url (database.url_env's, or the app's copy of it) as SQLAlchemy connects with it: postgresql://, the
+    installed driver named, the password from database.password_file_env's file put in."""
+    db = spec.database
     # Heroku-style URLs say postgres://, a scheme SQLAlchemy 1.4+ no longer accepts.
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
     url = with_installed_driver(url)
+    password_file = environ.get(db.password_file_env)
     if password_file:
         password = database_password(db.password_file_env, password_file)
         url = with_password(url, password, url_env=db.url_env, password_env=db.password_file_env)
     return url
+
+
+def is_the_provided_url(own: str, provided: str) -> bool:
+    """True when the app's URL is the one in database.url_env, read by the app itself (the Flask production
+    guide's config.py: SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL")), its scheme perhaps rewritten
+    (postgres:// to postgresql://, a driver named); a URL the app built otherwise (another host, its own password)
+    is not."""
+    own_scheme, own_sep, own_rest = own.partition("://")
+    scheme, sep, rest = provided.partition("://")
+    return bool(own_sep and sep) and own_rest == rest and _backend(own_scheme) == _backend(scheme)
+
+
+def _backend(scheme: str) -> str:
+    backend = scheme.lower().partition("+")[0]
+    return "postgresql" if backend == "postgres" else backend
+
+
+def set_database_url(app: Flask, spec: Spec, environ: Mapping[str, str]) -> None:
+    """SQLALCHEMY_DATABASE_URI from database.url_env, complete, unless the app chose another database.
+
+    An app that reads the variable itself holds it as given: without the password, which is in a file
+    (database.password_file_env, what `build --with postgres` renders), and without the installed driver. Its
+    copy is completed as flaskprod's own would be; it failed with "fe_sendauth: no password supplied"."""
+    url = database_url(spec, environ)
+    if not url:
+        return
+    own = app.config.get("SQLALCHEMY_DATABASE_URI")
+    if own is None:
+        app.config["SQLALCHEMY_DATABASE_URI"] = url
+    elif isinstance(own, str) and is_the_provided_url(own, environ[spec.database.url_env]):
+        app.config["SQLALCHEMY_DATABASE_URI"] = completed_url(own, spec, environ)
 
 
 def configure(app: Flask, spec: Spec) -> None:
@@ -156,9 +195,7 @@ def configure(app: Flask, spec: Spec) -> None:
         app.config.from_prefixed_env(ENV_PREFIX.rstrip("_"))
         type_flask_variables(app, environ)
         load_file_variables(app, environ, own)
-    url = database_url(spec, environ)
-    if url:
-        app.config.setdefault("SQLALCHEMY_DATABASE_URI", url)
+    set_database_url(app, spec, environ)
     # A value the app chose stays. nginx's limit is whatever the app ends with: build and up read it from the
     # loaded app (servers/probe.py) into sizing.max_body_bytes, so the two layers agree either way.
     set_unless_changed(app, "MAX_CONTENT_LENGTH", parse_size(spec.proxy.max_body_size))
