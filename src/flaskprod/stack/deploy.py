@@ -254,7 +254,9 @@ def start_ready(stack: Stack, release: Release, request: Request | None, p: Plan
             )
         try:
             # The app server has recorded its app's SERVER_NAME before it listens: a Host the app routes.
-            last_status, body = answer_at(listens_on, p.protocol, path, host=p.request_host(release))
+            last_status, body = answer_at(
+                listens_on, p.protocol, path, host=p.request_host(release), timeout=p.answer_timeout
+            )
         except OSError as exc:
             stack.last_answer = f"{type(exc).__name__}: {exc}"
             return False
@@ -294,12 +296,12 @@ def start_ready(stack: Stack, release: Release, request: Request | None, p: Plan
     return answered
 
 
-def answer_at(listens_on: Path, protocol: str, path: str, *, host: str) -> tuple[int, str]:
+def answer_at(listens_on: Path, protocol: str, path: str, *, host: str, timeout: float) -> tuple[int, str]:
     """Status and body of a GET for path from the app server on the unix socket listens_on, in its protocol, as
     from this machine (the request asks it to close the connection once answered); OSError when it cannot be
     asked."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(2)
+        sock.settimeout(timeout)
         sock.connect(str(listens_on))
         if protocol == "uwsgi":  # naming REMOTE_ADDR 127.0.0.1, as nginx does for a request from this machine
             sock.sendall(request_bytes(protocol, path, host))

@@ -58,6 +58,10 @@ TICK = 0.5
 # version has keepalive_time (1.19.10): a reconnect every few seconds costs nothing that counts.
 UPSTREAM_KEEPALIVE_TIME = 5
 KEEPALIVE_TIME_SINCE = (1, 19, 10)
+# Seconds past monitoring.check_timeout that up and deploy wait for the app's answer (its readiness checks are cut
+# off at check_timeout): asking again sooner finds the first run of a slow check still going, which the app answers
+# 503 ("previous run still in progress") and logs as failing, so a check slower than the wait never let up be ready.
+ANSWER_MARGIN = 3.0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _HANDLED = (*_STOP_SIGNALS, signal.SIGHUP, signal.SIGCHLD)
 # What `up --with` can add.
@@ -126,6 +130,11 @@ class Plan:
     generations: Mapping[int, int] = dataclasses.field(default_factory=dict)
     # Which of the two serving links nginx.conf reaches the serving release through (StackDir.serving_socket).
     link: int = 0
+
+    @property
+    def answer_timeout(self) -> float:
+        """Seconds to wait for an answer from the app: its readiness checks may take monitoring.check_timeout."""
+        return self.spec.monitoring.check_timeout + ANSWER_MARGIN
 
     def socket(self, release: Release) -> Path:
         """Where release's app server listens."""
@@ -346,7 +355,7 @@ def plan(
     config_file = Path(config_path).resolve() if config_path else find_config_file(Path.cwd())
     # Nothing is made before this: a mistake found above leaves no trace. The app's instance folder is made in the
     # project when it has none (new_release); --with postgres and --tls acme make their directories.
-    claim([Path(app.path) / "instance", *[made.directory for made in (postgres, acme) if made is not None]])
+    claim([*predicted_instance_folders(app), *[made.directory for made in (postgres, acme) if made is not None]])
     if makes_tls:
         tls = tls_for_up(spec, run.tls_dir, server_names(spec, spec.proxy.host), acme)
     if config_file is not None:
@@ -446,13 +455,13 @@ def refuse_endpoints_under_static(spec: Spec, loaded: AppInfo | None) -> None:
 def new_release(p: Plan) -> Release:
     """Copy the project into the next release. The app's instance folder is made in the project if it has
     none, so what the app writes there is shared by every release rather than lost with one."""
-    app_dir = Path(p.app.path)
-    if app_dir == p.root or p.root in app_dir.parents:
+    folder = instance_folder(p)
+    if folder is not None:
         try:
-            (app_dir / "instance").mkdir(exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a read-only project: was a traceback
             raise ServerError(
-                f"cannot make the app's instance folder {app_dir / 'instance'}: {exc.strerror}; every release "
+                f"cannot make the app's instance folder {folder}: {exc.strerror}; every release "
                 "shares it from the project, so make it there once (or run from a project you can write)"
             ) from None
     p.run.check_release(p.releases.next_number(), scrapes=p.prometheus is not None)
@@ -462,6 +471,22 @@ def new_release(p: Plan) -> Release:
         skip=[p.run.path, *([p.acme.directory] if p.acme else [])],
         max_mb=p.spec.release.max_mb,
     )
+
+
+def instance_folder(p: Plan) -> Path | None:
+    """Where in the project Flask keeps the app's instance folder, as the app loaded there: beside the folder its
+    package is imported from (src/instance for a src layout), not always the app's own folder; None when that lies
+    outside the project (an installed package's <prefix>/var/<name>-instance), which no release copies."""
+    facts = p.loaded.instance if p.loaded is not None else None
+    folder = Path(facts.path) if facts is not None else Path(p.app.path) / "instance"
+    return folder if folder.resolve().is_relative_to(p.root) else None
+
+
+def predicted_instance_folders(app: discovery.AppRef) -> list[Path]:
+    """The instance folders new_release may make, known before the app loads, for a failed start to take back:
+    in the app's folder, and in the folder its package is imported from (a src layout's src/), as Flask finds it."""
+    found = discovery.import_root(app)
+    return list(dict.fromkeys([Path(app.path) / "instance", *([found / "instance"] if found is not None else [])]))
 
 
 def _responder(socket: Path) -> Path:
@@ -595,8 +620,8 @@ class _LoopbackTls(http.client.HTTPSConnection):
     """HTTPS to our own nginx on loopback, naming the site in SNI: nginx refuses a handshake for a name
     it does not serve (an address among them). Its identity is not in question, so it is not verified."""
 
-    def __init__(self, host: str, port: int, *, server_name: str) -> None:
-        super().__init__(host, port, timeout=2, context=ssl._create_unverified_context())
+    def __init__(self, host: str, port: int, *, server_name: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl._create_unverified_context())
         self.server_name = server_name
 
     def connect(self) -> None:
@@ -698,7 +723,9 @@ class Stack:
         self.log(f"running the release command `{command.shown}` in release {release.number}")
         started = time.monotonic()
         env = command_env(release_env(p, release), p.app.import_string)
-        command.start(env, Path(p.in_release(release, p.app.path)))
+        # From the project's copy, where the user runs `flask db upgrade` (migrations/ is there), also for an app
+        # named by a path into a folder of it (src/shop).
+        command.start(env, release.path)
         try:
             # watched=[]: no child's death ends this wait; every other child is supervised as the main loop would.
             done = self.wait_until(
@@ -1034,7 +1061,9 @@ class Stack:
         return True
 
     def https(self, tls: TlsFiles) -> _LoopbackTls:
-        return _LoopbackTls(loopback_for(self.plan.spec.proxy.host), tls.port, server_name=self.plan.host_header)
+        p = self.plan
+        address = loopback_for(p.spec.proxy.host)
+        return _LoopbackTls(address, tls.port, server_name=p.host_header, timeout=p.answer_timeout)
 
     def get(self, path: str, *, host: str | None = None) -> tuple[int, str]:
         """GET path through nginx, naming host (by default, the first name nginx answers)."""
@@ -1043,7 +1072,8 @@ class Stack:
         if p.tls:
             conn = self.https(p.tls)
         else:
-            conn = http.client.HTTPConnection(loopback_for(p.spec.proxy.host), p.spec.proxy.port, timeout=2)
+            address = loopback_for(p.spec.proxy.host)
+            conn = http.client.HTTPConnection(address, p.spec.proxy.port, timeout=p.answer_timeout)
         try:
             conn.request("GET", path, headers={"Host": host or p.host_header})
             response = conn.getresponse()
