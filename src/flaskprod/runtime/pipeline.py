@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,6 +29,9 @@ REFUSED = b"refused: unsafe configuration, see the log\n"
 REFUSED_HEADERS = (("Content-Type", "text/plain"), ("Content-Length", str(len(REFUSED))))
 # Turns nginx's buffering off for one response (server-sent events).
 UNBUFFERED = ("X-Accel-Buffering", "no")
+# Set on an exception a streamed body raised once this layer has logged it, to the request's id: the server's own
+# record of it (Gunicorn's "Error handling request", uWSGI's printed traceback), with no id, would be a second one.
+LOGGED_MARK = "__flaskprod_logged__"
 # A probe answers with (status line, headers, body); it runs outside Flask so the app's own hooks
 # (login redirects, sessions, per-request DB work) never decide whether the process is healthy.
 Probe = Callable[["WSGIEnvironment"], tuple[str, list[Header], bytes]]
@@ -260,15 +264,18 @@ class RequestPipeline:
                 extra={REQUEST_ID_FIELD: rid, "http.response.status_code": status},
             )
 
-    def stream_failed(self, environ: WSGIEnvironment, rid: str) -> None:
+    def stream_failed(self, environ: WSGIEnvironment, rid: str, exc: Exception) -> None:
         """Log the exception a streamed body raised as the server read it: Flask's error handling ended when the
-        view returned, so this is the app's only record of it (the server's own is plain text, with no id)."""
+        view returned, so this is the app's only record of it; marked as logged, for the server to leave it out of
+        its own log (logged_by_the_app), which has no request id."""
         if self._errors is not None:
             method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
             self._errors.error(
-                "exception while streaming the response to %s %s", method, path, exc_info=True,
+                "exception while streaming the response to %s %s", method, path, exc_info=exc,
                 extra={REQUEST_ID_FIELD: rid},
             )
+            with contextlib.suppress(AttributeError):  # an exception that takes no attribute is logged twice
+                setattr(exc, LOGGED_MARK, rid)
 
     def _count(
         self, environ: WSGIEnvironment, endpoint: str, status: int, elapsed: float | None, queued: float | None
@@ -285,6 +292,13 @@ class RequestPipeline:
             method = OTHER_METHOD
         route = self._metrics.route(method, endpoint)
         self._metrics.finished(route, status, elapsed, was_started=False, queued=queued)
+
+
+def logged_by_the_app(exc: BaseException | None) -> str | None:
+    """The request id an exception was logged with by this layer (RequestPipeline.stream_failed), else None: the server
+    that catches it next logs it again only when the app did not."""
+    rid = getattr(exc, LOGGED_MARK, None)
+    return rid if isinstance(rid, str) else None
 
 
 class StreamedBody:
@@ -306,11 +320,11 @@ class StreamedBody:
             for chunk in self._body:
                 yield chunk
                 self._sent += len(chunk)
-        except Exception:
+        except Exception as exc:
             # Re-raised so the server cuts the response short: ended cleanly, a cut body would look whole.
             if self._ending is not None:
                 pipeline, environ, path, endpoint, _status, *rest = self._ending
-                pipeline.stream_failed(environ, rest[-1])
+                pipeline.stream_failed(environ, rest[-1], exc)
                 self._ending = (pipeline, environ, path, endpoint, 500, *rest)  # counted and logged as failed
             raise
         self._whole = True

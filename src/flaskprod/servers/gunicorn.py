@@ -38,7 +38,27 @@ LOAD_RETRY_PAUSE = 1.0
 BOOTED = "flaskprod_booted"
 
 
-class JsonLogger(glogging.Logger):  # type: ignore[misc]  # gunicorn ships no types
+class ServerLogger(glogging.Logger):  # type: ignore[misc]  # gunicorn ships no types
+    """Gunicorn's logger, except that a request's exception the app logged already is not logged again.
+
+    An exception a streamed body raises reaches Gunicorn as it reads the body, after flaskprod's layer has logged it
+    with the request's id and re-raised it (so that the response is cut short, not ended as if whole): Gunicorn's
+    "Error handling request" and its traceback, with no id, were a second record of the one failure. It is one line at
+    debug instead, naming the id to find the app's record by; an exception the app did not log is Gunicorn's to log.
+    """
+
+    def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        from ..runtime.pipeline import logged_by_the_app
+
+        rid = logged_by_the_app(sys.exc_info()[1])
+        if rid is None:
+            super().exception(msg, *args, **kwargs)
+        else:
+            said = str(msg) % args if args else str(msg)  # Gunicorn passes an exception as msg at times
+            self.error_log.debug("%s (logged by the app with request id %s)", said, rid)
+
+
+class JsonLogger(ServerLogger):
     """Gunicorn's own error log in the ECS JSON of the app's logs (logging.format = json): a log shipper reads every
     line of the process alike, where "[2026-...] [123] [ERROR] Error handling request" and a traceback over many
     lines would each be a record of their own, unparsed."""
@@ -69,7 +89,7 @@ def gunicorn_config(settings: dict[str, Any]) -> dict[str, Any]:
         "loglevel": settings["loglevel"],
         "accesslog": settings["accesslog"],
         "errorlog": settings["errorlog"],
-        "logger_class": JsonLogger if settings["log_json"] else glogging.Logger,
+        "logger_class": JsonLogger if settings["log_json"] else ServerLogger,
         # Gunicorn binds a unix socket under this umask, 0 by default: a 0777 socket any local user could send
         # requests through, past nginx, with X-Forwarded-* headers the app trusts from it. Owner and group
         # (nginx's, as systemd's unit and a pod's sidecar run it), as uWSGI's chmod-socket 660 gives.

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import sys
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
 
 from ..discovery import find_app
+from ..runtime.pipeline import logged_by_the_app
 from ..spec import load_spec
 from . import affinity, gcfreeze
 from .turns import taking_turns
@@ -15,6 +20,21 @@ from .uwsgi import on_connection_scheme
 # uWSGI's Python plugin points sys.stdout at stderr; the app's JSON logs belong on stdout (fd 1),
 # as under Gunicorn, so log shippers find them in one place.
 sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, encoding="utf-8")
+
+
+
+def _print_unless_logged(
+    kind: type[BaseException], exc: BaseException, tb: TracebackType | None, *, then: Callable[..., Any]
+) -> None:
+    """uWSGI's Python plugin prints a request's exception through sys.excepthook (PyErr_Print): the traceback, on
+    stderr, with no request id. One that flaskprod's layer logged already (a streamed body's, which it re-raises so that
+    uWSGI cuts the response short) would be a second record of the one failure: uWSGI's own goes for the others."""
+    if logged_by_the_app(exc) is None:
+        then(kind, exc, tb)
+
+
+# Before the app loads: an app that sets a hook of its own keeps it, and prints what it will.
+sys.excepthook = functools.partial(_print_unless_logged, then=sys.excepthook)
 
 spec = load_spec()
 # serve exports the app it found as FLASKPROD_APP__TARGET, so this finds the same one.
