@@ -22,7 +22,6 @@ from .uwsgi import on_connection_scheme
 sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, encoding="utf-8")
 
 
-
 def _print_unless_logged(
     kind: type[BaseException], exc: BaseException, tb: TracebackType | None, *, then: Callable[..., Any]
 ) -> None:
