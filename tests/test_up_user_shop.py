@@ -165,3 +165,28 @@ def test_up_and_deploy_wait_for_a_readiness_answer_as_long_as_the_checks_may_tak
         assert stack.get("/version").text == "2"
     finally:
         stop(stack)
+
+
+def test_up_in_a_folder_that_holds_none_of_the_apps_code_is_refused_naming_its_project(tmp_path: Path) -> None:
+    """up run from the wrong folder, with the app's src layout on the import path (`pip install -e` of its
+    checkout): it served, each release a copy of this folder holding none of the code, so a deploy shipped nothing
+    and a reload served the checkout's edits. Now one line names the project to run it in."""
+    project = tmp_path / "shop"
+    write_shop(project)
+    (project / "pyproject.toml").write_text('[project]\nname = "shop"\nversion = "1.0"\n')
+    elsewhere = tmp_path / "deploy"
+    elsewhere.mkdir()
+    env = up_env(PYTHONPATH=str(project / "src"))
+    stack = start_shop(elsewhere, "shop:app", "--server", "gunicorn", "--port", str(free_port()), "--workers", "1",
+                       env=env)  # fmt: skip
+    try:
+        stack.proc.wait(timeout=60)
+        assert stack.proc.returncode == 2, stack.output()
+        assert stack.stderr().splitlines() == [
+            f"Error: 'shop' is imported from {project / 'src'}, in the project {project}, not from {elsewhere}, "
+            f"which up copies into each release (so deploy would ship none of its code): run flaskprod up in {project}"
+        ]
+        assert not (elsewhere / "instance").exists()
+        assert not (elsewhere / ".flaskprod").exists()
+    finally:
+        stop(stack)

@@ -337,6 +337,7 @@ def plan(
     server_chosen = spec.server.kind == "auto"
     spec = resolve_kind(behind_nginx(spec), behind_nginx=True)
     app = discovery.resolve(spec.app.target)
+    refuse_code_of_another_project(app, Path.cwd().resolve())
     nginx_binary = find_nginx(spec.proxy.nginx)
     check_bind(listen_address(spec.proxy.host, spec.proxy.port), instead="--port PORT")
     acme = Acme.from_spec(spec) if spec.tls.mode == "acme" else None
@@ -470,6 +471,25 @@ def new_release(p: Plan) -> Release:
         excludes=exclude_patterns(p.spec.release.exclude),
         skip=[p.run.path, *([p.acme.directory] if p.acme else [])],
         max_mb=p.spec.release.max_mb,
+    )
+
+
+def refuse_code_of_another_project(app: discovery.AppRef, root: Path) -> None:
+    """SpecError when the app's package is imported from another project's folder (`pip install -e` of a checkout
+    elsewhere, up run from the wrong folder): each release would copy this folder, holding none of the code served,
+    so a deploy would ship nothing and a reload would serve that checkout's unshipped edits. A package installed
+    into an environment (site-packages) is no project's: a release holds its config, the environment its code."""
+    found = discovery.import_root(app)
+    if found is None or found.resolve().is_relative_to(root) or any(map(_environment_part, found.parts)):
+        return
+    marked = (d for d in (found, *found.parents) if any((d / name).is_file() for name in discovery.PROJECT_FILES))
+    project = next(marked, None)
+    if project is None:
+        return
+    top = app.module.partition(".")[0]
+    raise SpecError(
+        f"{top!r} is imported from {found}, in the project {project}, not from {root}, which up copies into each "
+        f"release (so deploy would ship none of its code): run flaskprod up in {project}"
     )
 
 
