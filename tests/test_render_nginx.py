@@ -263,7 +263,8 @@ def test_unknown_hosts_are_closed_and_no_version_is_shown(tmp_path: Path) -> Non
     text = rendered(make_spec(), context(tmp_path))
     assert directive(text, "server_tokens") == ["off"]
     assert directive(text, "listen") == ["127.0.0.1:18080 default_server", "127.0.0.1:18080"]
-    assert directive(text, "return") == ["444", "418"]  # 418: on to the events' location, never sent
+    # 418: on to the events' location, never sent; 200: an error page, sent with the error's status.
+    assert directive(text, "return") == ["444", "200 $flaskprod_error_json", "200 $flaskprod_error_html", "418"]
     assert "escape=json" in text
 
 
@@ -271,8 +272,10 @@ def test_nothing_outside_the_prefix_is_referenced(tmp_path: Path) -> None:
     for protocol in ("http", "uwsgi"):
         text = rendered(make_spec(), context(tmp_path, protocol))
         lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
-        # Absolute paths as directive arguments; the URL locations /static/, /metrics and / are not files.
-        paths = set(re.findall(r"(?<=\s)/[\w./-]+", "\n".join(lines))) - {"/static/", "/metrics", "/"}
+        # Absolute paths as directive arguments; the URL locations /static/, /metrics, / and the error pages' are
+        # not files.
+        urls = {"/static/", "/metrics", "/", "/flaskprod-error.", "/flaskprod-error.json", "/flaskprod-error.html"}
+        paths = set(re.findall(r"(?<=\s)/[\w./-]+", "\n".join(lines))) - urls
         assert paths
         assert all(p.startswith(str(tmp_path)) for p in paths), paths
 

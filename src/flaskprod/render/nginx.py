@@ -89,6 +89,12 @@ TLS_CIPHERS = (
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 )
+# The errors nginx answers itself rather than the app: a body past client_max_body_size (413), the rate limit (429),
+# a temp file it cannot write (500), an app server down, failing or too slow (502, 503, 504). The app's own answers
+# with these codes pass through as they are (proxy_intercept_errors is off). The last is the default page.
+NGINX_ERROR_CODES = (413, 429, 502, 503, 504, 500)
+# Where error_page sends them: one internal location per format; its name's extension gives the Content-Type.
+ERROR_LOCATION = "/flaskprod-error"
 # Listen addresses that mean "every interface": they name no host a client would send.
 _WILDCARDS = frozenset({"0.0.0.0", "::", "*"})
 # A host name or IPv4 address nginx.conf can hold unquoted; an IPv6 address is bracketed and checked apart.
@@ -410,6 +416,51 @@ def hsts_value(spec: Spec) -> str | None:
     return dict(hsts_headers(spec)).get("Strict-Transport-Security")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ErrorPage:
+    """One error nginx answers itself, as the app's error pages would: each body one nginx.conf argument, whose
+    ${flaskprod_request_id} nginx fills in."""
+
+    code: int
+    json: str
+    html: str
+
+
+def error_pages(spec: Spec) -> tuple[ErrorPage, ...]:
+    """The app's JSON and HTML pages (runtime/errorpages.py) for each of NGINX_ERROR_CODES, with Werkzeug's name and
+    description; none when security.error_pages is off, where nginx keeps its own."""
+    from werkzeug.exceptions import default_exceptions
+
+    from ..runtime.errorpages import error_body
+
+    if not spec.security.error_pages:
+        return ()
+    pages = []
+    for code in NGINX_ERROR_CODES:
+        error = default_exceptions[code]()
+        name, message = error.name, error.description or error.name
+        rid = "${flaskprod_request_id}"
+        bodies = [error_body(code, name, message, rid, as_json=as_json)[0] for as_json in (True, False)]
+        pages.append(ErrorPage(code=code, json=_quoted_text(bodies[0]), html=_quoted_text(bodies[1])))
+    return tuple(pages)
+
+
+def error_headers(spec: Spec) -> list[tuple[str, str]]:
+    """The headers the app adds to every answer, for nginx's own errors: its request id, and its security headers
+    when security.headers is on (HSTS is the server's, added beside them); each value one nginx.conf argument."""
+    from ..runtime.headers import security_headers
+
+    headers = security_headers(spec) if spec.security.headers else []
+    return [(spec.logging.request_id_header, "$flaskprod_request_id")] + [
+        (name, _quoted(value)) for name, value in headers
+    ]
+
+
+def _quoted_text(text: str) -> str:
+    """text as one nginx.conf argument, its newlines written \\n; a '$' in it is nginx's variable."""
+    return _quoted(text).replace("\n", "\\n")
+
+
 def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
     """The nginx.conf text for spec and its derived values, run as ctx says."""
     template = _environment().get_template("nginx/nginx.conf.j2")
@@ -448,6 +499,9 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         tls_ciphers=TLS_CIPHERS,
         hsts=hsts_value(spec) if ctx.tls else None,
         proxied_hsts=hsts_value(spec) if ctx.trusted_proxies and not ctx.tls else None,
+        error_pages=error_pages(spec),
+        error_headers=error_headers(spec),
+        error_location=ERROR_LOCATION,
     )
 
 

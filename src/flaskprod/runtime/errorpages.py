@@ -32,6 +32,14 @@ def _apps_catch_all() -> ErrorHandlerCallable | None:
     return current_app.error_handler_spec.get(None, {}).get(None, {}).get(Exception)
 
 
+def error_body(code: int, name: str, message: str, rid: str | None, *, as_json: bool) -> tuple[str, str]:
+    """The page and its mimetype; nginx's own errors answer the same (render/nginx.py)."""
+    if as_json:
+        return json.dumps({"error": {"status": code, "message": message, "request_id": rid}}), "application/json"
+    rid_html = f"<p>Request id: <code>{escape(rid)}</code></p>" if rid else ""
+    return _HTML.format(code=code, name=escape(name), message=escape(message), rid=rid_html), "text/html"
+
+
 def error_response(exc: HTTPException) -> ResponseReturnValue:
     if exc.code is None:  # not an error (e.g. a bare HTTPException wrapping a response)
         return exc
@@ -44,18 +52,11 @@ def error_response(exc: HTTPException) -> ResponseReturnValue:
         answer: ResponseReturnValue = current_app.ensure_sync(catch_all)(exc)
         if answer is not exc:  # Flask's documented "pass through HTTP errors" returns it: the page below
             return answer
-    code = exc.code
+    code = exc.code or 500  # never None here: that returned above, and RequestTimeout's is 504
     name = exc.name
     # An InternalServerError's description is Werkzeug's generic text, never the original error.
     message = exc.description or name
-    rid = request_id()
-    if wants_json():
-        body = json.dumps({"error": {"status": code, "message": message, "request_id": rid}})
-        mimetype = "application/json"
-    else:
-        rid_html = f"<p>Request id: <code>{escape(rid)}</code></p>" if rid else ""
-        body = _HTML.format(code=code, name=escape(name), message=escape(message), rid=rid_html)
-        mimetype = "text/html"
+    body, mimetype = error_body(code, name, message, request_id(), as_json=wants_json())
     response = Response(body, status=code, mimetype=mimetype)
     # Keep what the exception says about the response, such as Allow on 405 or WWW-Authenticate on 401.
     for header, value in exc.get_headers():

@@ -1,0 +1,215 @@
+"""nginx's own errors (a body past the limit, the app server down or failing, the rate limit) answer as the app's
+error pages do: JSON or HTML by the same rule, with the request id and the security headers the app sends.
+
+They were nginx's own HTML page (`<center>nginx</center>`) for every client, a JSON one too, with no X-Request-ID
+and none of the app's security headers."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from flaskprod.render import render_nginx
+from flaskprod.render.nginx import TlsFiles, mime_types
+from flaskprod.sizing import derive
+from tests.buildkit import run_tool, tool
+from tests.support import free_port, running, wait_for
+from tests.test_render_nginx import MACHINE, context, make_spec, nginx_test, rendered
+from tests.upstack import UpStack, start_up, stop, write_app
+
+JSON_CLIENT = {"Accept": "application/json, text/plain, */*"}  # axios's
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+EVENT_SOURCE = {"Accept": "text/event-stream"}
+SECURITY_HEADERS = ("X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy")
+DESCRIPTIONS = {
+    413: ("Request Entity Too Large", "The data value transmitted exceeds the capacity limit."),
+    429: ("Too Many Requests", "This user has exceeded an allotted request count. Try again later."),
+    502: ("Bad Gateway", "The proxy server received an invalid response from an upstream server."),
+}
+# The worker answering /crash dies mid-request: nginx reads no response from the app server, as when it is down.
+CRASH_APP = """
+import os
+
+from flask import Flask, jsonify, request
+
+from flaskprod import Production
+
+app = Flask(__name__)
+Production(app)
+
+
+@app.post("/upload")
+def upload():
+    return jsonify(size=len(request.get_data()))
+
+
+@app.get("/crash")
+@app.get("/api/crash")
+def crash():
+    os._exit(1)
+"""
+
+
+def assert_json_page(response: requests.Response, code: int) -> None:
+    assert response.status_code == code, response.text
+    assert response.headers["Content-Type"] == "application/json", response.text
+    rid = response.headers.get("X-Request-ID")
+    assert rid, response.headers
+    assert response.json() == {"error": {"status": code, "message": DESCRIPTIONS[code][1], "request_id": rid}}
+    assert all(name in response.headers for name in SECURITY_HEADERS), response.headers
+
+
+def assert_html_page(response: requests.Response, code: int) -> None:
+    assert response.status_code == code, response.text
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8", response.text
+    rid = response.headers.get("X-Request-ID")
+    assert rid, response.headers
+    name, message = DESCRIPTIONS[code]
+    assert f"<title>{code} {name}</title>" in response.text
+    assert f"<p>{message}</p><p>Request id: <code>{rid}</code></p>" in response.text
+    assert "nginx" not in response.text
+    assert all(name in response.headers for name in SECURITY_HEADERS), response.headers
+
+
+@pytest.fixture(params=["gunicorn", "uwsgi"])
+def crash_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[UpStack]:
+    write_app(tmp_path, CRASH_APP)
+    stack = start_up(tmp_path, request.param, free_port(), "--workers", "1", "--set", "proxy.max_body_size=10k")
+    try:
+        stack.wait_ready()
+        yield stack
+    finally:
+        stop(stack)
+
+
+@pytest.mark.integration
+def test_nginx_answers_its_errors_with_the_apps_pages_under_up(crash_stack: UpStack) -> None:
+    stack = crash_stack
+    too_large = b"x" * 20_000
+    # A body past the limit: nginx's 413, as JSON for a JSON client (keeping its own valid request id) ...
+    mine = {**JSON_CLIENT, "X-Request-ID": "client-trace-0123456789"}
+    response = requests.post(stack.url("/upload"), data=too_large, headers=mine, timeout=15)
+    assert_json_page(response, 413)
+    assert response.headers["X-Request-ID"] == "client-trace-0123456789"
+    # ... as HTML for a browser, and as JSON for a JSON body or a path under /api/, as the app chooses.
+    assert_html_page(requests.post(stack.url("/upload"), data=too_large, headers=BROWSER, timeout=15), 413)
+    as_json = requests.post(stack.url("/upload"), json={"x": "x" * 20_000}, headers=BROWSER, timeout=15)
+    assert_json_page(as_json, 413)
+
+    # The app server gone mid-request: nginx's 502, the same way; an EventSource's request too (its own location).
+    assert_json_page(stack.get("/crash", headers=JSON_CLIENT), 502)
+    assert_html_page(stack.get("/crash", headers=BROWSER), 502)
+    assert_json_page(stack.get("/api/crash", headers=BROWSER), 502)
+    assert_html_page(stack.get("/crash", headers=EVENT_SOURCE), 502)
+
+    # The same headers as the app's own error page.
+    apps = stack.get("/nowhere", headers=JSON_CLIENT)
+    assert apps.status_code == 404 and set(apps.json()["error"]) == {"status", "message", "request_id"}
+    for name in (*SECURITY_HEADERS, "X-Request-ID"):
+        assert name in apps.headers
+    run_tool([tool("gixy"), str(stack.run_dir / "nginx.conf")])
+
+
+@pytest.mark.integration
+def test_with_no_app_server_and_past_the_rate_limit_nginx_answers_the_apps_pages(tmp_path: Path) -> None:
+    # No app server at the socket at all; one request a minute per client, with no burst.
+    spec = make_spec(**{"proxy.rate_limit": "1r/m", "proxy.rate_limit_burst": "0"})
+    port = free_port()
+    ctx = dataclasses.replace(context(tmp_path), port=port)
+    for name, text in render_nginx(spec, derive(spec, MACHINE), ctx).items():
+        (tmp_path / name).write_text(text)
+    url = f"http://127.0.0.1:{port}/page"
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    with (tmp_path / "nginx.err").open("w") as log, running(
+        [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"], stdout=log
+    ):
+        wait_for(lambda: listening(port), what=f"nginx on {port}")
+        first = requests.get(url, headers=JSON_CLIENT, timeout=5)
+        assert_json_page(first, 502)
+        assert_json_page(requests.get(url, headers=JSON_CLIENT, timeout=5), 429)
+        assert_html_page(requests.get(url, headers=BROWSER, timeout=5), 429)
+        # The error locations are nginx's alone: a client asking for one gets a 404.
+        assert requests.get(f"http://127.0.0.1:{port}/flaskprod-error.json", timeout=5).status_code == 404
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "nginx.conf").write_text(text)
+    (tmp_path / "mime.types").write_text(mime_types())
+    return tmp_path / "nginx.conf"
+
+
+def self_signed(tmp_path: Path) -> tuple[str, str]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+@pytest.mark.parametrize("variant", ["tls", "proxied-tls", "uwsgi", "csp-other-id-header", "no-security-headers"])
+def test_nginx_and_gixy_accept_the_error_pages_beside_every_add_header(tmp_path: Path, variant: str) -> None:
+    # Each error location adds headers, which drops the server's own add_header (HSTS) unless it repeats it.
+    flags: dict[str, object] = {}
+    ctx = context(tmp_path, "uwsgi" if variant == "uwsgi" else "http")
+    if variant == "tls":
+        cert, key = self_signed(tmp_path)
+        ctx = dataclasses.replace(ctx, tls=TlsFiles(port=18443, cert=cert, key=key))
+    elif variant == "proxied-tls":
+        ctx = dataclasses.replace(ctx, trusted_proxies=("10.0.0.0/8",))
+    elif variant == "csp-other-id-header":
+        flags = {"security.content_security_policy": "default-src 'self'", "logging.request_id_header": "X-Trace-Id"}
+    elif variant == "no-security-headers":
+        flags = {"security.headers": "false"}
+    spec = make_spec(**flags)
+    text = rendered(spec, ctx)
+    conf = write(tmp_path, text)
+    result = nginx_test(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    run_tool([tool("gixy"), str(conf)])
+
+    block = text[text.index("location = /flaskprod-error.json {") :].split("}", 1)[0]
+    if variant in ("tls", "proxied-tls"):
+        assert "add_header Strict-Transport-Security" in block
+    if variant == "csp-other-id-header":
+        assert "add_header X-Trace-Id $flaskprod_request_id always;" in block
+        assert "add_header Content-Security-Policy \"default-src 'self'\" always;" in block
+    if variant == "no-security-headers":
+        assert "X-Frame-Options" not in block and "add_header X-Request-ID $flaskprod_request_id always;" in block
+
+
+def test_every_error_nginx_answers_itself_is_sent_to_the_pages(tmp_path: Path) -> None:
+    text = rendered(make_spec(), context(tmp_path))
+    codes = "413 429 502 503 504 500"
+    # The server's, and location /'s own (its error_page for event streams would drop the server's).
+    assert text.count(f"error_page {codes} /flaskprod-error.$flaskprod_error_format;") == 2
+    for code in (413, 429, 502, 503, 504):
+        assert f"        {code} " in text[text.index("map $status $flaskprod_error_json") :]
+
+
+def test_with_the_apps_error_pages_off_nginx_keeps_its_own(tmp_path: Path) -> None:
+    text = rendered(make_spec(**{"security.error_pages": "false"}), context(tmp_path))
+    assert "flaskprod-error" not in text and "flaskprod_error" not in text
+
+
+def test_the_pages_hold_no_dollar_but_the_request_id_variable(tmp_path: Path) -> None:
+    # nginx reads any '$' in a body as a variable: only the request id's may be there.
+    text = rendered(make_spec(), context(tmp_path))
+    maps = text[text.index("map $status $flaskprod_error_json") : text.index("map $http_accept")]
+    bodies = [line for line in maps.splitlines() if line.strip().split(" ")[0] in ("default", "413", "502")]
+    assert len(bodies) == 6
+    assert all(line.count("$") == line.count("${flaskprod_request_id}") == 1 for line in bodies)
