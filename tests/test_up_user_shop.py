@@ -190,3 +190,25 @@ def test_up_in_a_folder_that_holds_none_of_the_apps_code_is_refused_naming_its_p
         assert not (elsewhere / ".flaskprod").exists()
     finally:
         stop(stack)
+
+
+BLUEPRINTED = {
+    "__init__.py": "from flask import Flask\n\nfrom flaskprod import Production\n\n\ndef create_app():\n"
+    "    app = Flask(__name__)\n    Production(app)\n    from .main import bp\n\n    app.register_blueprint(bp)\n"
+    "    return app\n",
+    "main.py": "from flask import Blueprint\n\nbp = Blueprint('main', __name__)\n",
+}
+
+
+def test_up_naming_a_blueprint_says_which_app_to_name(tmp_path: Path) -> None:
+    """`flaskprod up shop.main:bp` (a blueprint, not the app): Flask's line said only that no valid app was
+    obtained, and named no fix; now it names the package's factory."""
+    (tmp_path / "shop").mkdir()
+    for name, source in BLUEPRINTED.items():
+        (tmp_path / "shop" / name).write_text(source)
+    up = subprocess.run(
+        [str(BIN / "flaskprod"), "up", "shop.main:bp", "--port", str(free_port())],
+        cwd=tmp_path, env=up_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert up.returncode == 2, up.stderr
+    assert up.stderr.splitlines() == ["Error: 'shop.main:bp' is a Blueprint, not a Flask app: pass 'shop:create_app()'"]

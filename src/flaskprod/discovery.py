@@ -299,6 +299,25 @@ def _is_other_wsgi_app(value: object) -> bool:
     return callable(value) and not isinstance(value, (Flask, type)) and not inspect.isroutine(value)
 
 
+def _is_blueprint(value: object) -> bool:
+    from flask import Blueprint
+
+    return isinstance(value, Blueprint)
+
+
+def _blueprint_named(ref: AppRef) -> str:
+    """The line for a Blueprint named as the app (Flask said only that no valid app was obtained), suggesting the
+    app or factory of the Blueprint's top-level package when it has one, as a project's __init__.py does."""
+    from flask import Flask
+
+    top = ref.module.partition(".")[0]
+    package = vars(sys.modules[top]) if top in sys.modules else {}
+    found = [f"'{top}:{name}()'" for name in FACTORY_NAMES if inspect.isfunction(package.get(name))]
+    found += [f"'{top}:{name}'" for name, value in package.items() if isinstance(value, Flask)]
+    fix = f"pass {found[0]}" if found else "name the Flask app that registers it, or its factory (module:create_app())"
+    return f"{ref.import_string!r} is a Blueprint, not a Flask app: {fix}"
+
+
 def with_origin(message: str, ref: AppRef) -> str:
     """message about loading ref, saying where its name came from when the user named no app (FLASK_APP)."""
     return message if ref.origin is None else f"{message} (the app {ref.origin} names)"
@@ -410,6 +429,8 @@ def _load(ref: AppRef) -> Flask:
             raise DiscoveryError(
                 f"{ref.import_string!r} is a {type(found).__name__}, not a Flask app; {_NAME_THE_FLASK_APP}"
             )
+        if attr == ref.name.strip() and _is_blueprint(getattr(module, attr)):
+            raise DiscoveryError(_blueprint_named(ref))
         return find_app_by_string(module, ref.name)
     except NoAppException as exc:
         message = " ".join(str(exc).split())
