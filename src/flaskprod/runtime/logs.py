@@ -216,6 +216,57 @@ def format_unconfigured_loggers(spec: Spec) -> None:
     logging.lastResort = make_handler(spec)
     if root.level == logging.WARNING:  # logging's default, not a level the app chose
         root.setLevel(spec.logging.level)
+    relay_null_handled_loggers()
+
+
+def relay_null_handled_loggers() -> None:
+    """A library's logger that carries only a NullHandler (Flask-Limiter's "flask-limiter", as the logging HOWTO
+    tells libraries to do) writes through flaskprod's last resort too, while it is logging's.
+
+    The NullHandler is there so the application decides where its records go; logging never reaches its last
+    resort for them, so Flask-Limiter's "ratelimit ... exceeded" lines were never written. Where the app decides
+    nothing, flaskprod does, as a basicConfig would: each record at the logger's level, as one line in
+    logging.format with the request id. Loggers made so far: called again as the app is loaded (revive_loggers),
+    after its module made its extensions."""
+    if not isinstance(logging.lastResort, StdoutHandler):  # the app configured logging: it decides
+        return
+    for logger in list(logging.Logger.manager.loggerDict.values()):  # a copy: threads may add loggers
+        if not isinstance(logger, logging.Logger):
+            continue
+        handlers = logger.handlers
+        if any(isinstance(h, logging.NullHandler) for h in handlers) and not any(
+            isinstance(h, NullHandledRelay) for h in handlers
+        ):
+            logger.addHandler(NullHandledRelay())
+
+
+class NullHandledRelay(logging.Handler):
+    """On a logger with a NullHandler: hands a record to flaskprod's last resort (logging.lastResort) when no
+    other handler on its way up takes it, as logging would have without the NullHandler. Nothing once the app
+    configures logging (a root handler, a handler of its own on the library's logger), so no line is written
+    twice; and only the first relay on the record's way up writes it."""
+
+    def handle(self, record: logging.LogRecord) -> bool:  # no lock taken: the last resort takes its own
+        last_resort = logging.lastResort
+        if isinstance(last_resort, StdoutHandler) and record.levelno >= last_resort.level and self._alone(record):
+            last_resort.handle(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:  # handle() does the work
+        pass
+
+    def _alone(self, record: logging.LogRecord) -> bool:
+        """True when self is the first relay on the record's way up and no other handler is on it."""
+        logger = logging.Logger.manager.loggerDict.get(record.name)
+        first_relay = None
+        while isinstance(logger, logging.Logger):
+            for handler in logger.handlers:
+                if isinstance(handler, NullHandledRelay):
+                    first_relay = first_relay or handler
+                elif not isinstance(handler, logging.NullHandler):
+                    return False
+            logger = logger.parent if logger.propagate else None
+        return first_relay is self
 
 
 def format_console_handlers() -> None:
@@ -266,6 +317,7 @@ def revive_loggers(app: Flask) -> None:
     app.logger on first use, kept them. As the app is loaded, the console handlers its config made after
     Production(app) write JSON too, as format_console_handlers says."""
     format_console_handlers()
+    relay_null_handled_loggers()
     access = access_logger(app)
     if app.logger.disabled or access.disabled:
         app.logger.disabled = access.disabled = False
