@@ -45,6 +45,9 @@ POSTGRES_SECRET_DIR = "/run/secrets/postgres"
 SECRET_KEY = "FLASK_SECRET_KEY"
 # Ports below this need a capability the pod's nginx (NGINX_RUN_UID, every capability dropped) has not.
 PRIVILEGED_PORTS = 1024
+# The Prometheus Operator's Prometheus pods (kube-prometheus-stack's), in whatever namespace: labels of its
+# StatefulSet's selector, which the operator never changes. The only pods the scraper's port admits.
+PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/managed-by": "prometheus-operator"}
 # The label Grafana's dashboard sidecar (grafana and kube-prometheus-stack charts) looks for, by default.
 GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"
 SERVICE_PORT = 80
@@ -516,9 +519,11 @@ def autoscaler_object(d: Deployment) -> dict[str, Any]:
 
 def network_policy_object(d: Deployment, metrics_port: int | None) -> dict[str, Any]:
     # Clients (an ingress controller, other pods) reach nginx; nothing reaches the app but through it.
-    allowed = [{"ports": [{"protocol": "TCP", "port": "http"}]}]
+    allowed: list[dict[str, Any]] = [{"ports": [{"protocol": "TCP", "port": "http"}]}]
     if metrics_port is not None:
-        allowed.append({"ports": [{"protocol": "TCP", "port": "metrics"}]})
+        # The scraper's port, for the Prometheus the PodMonitor is for, from any namespace; no other pod.
+        prometheus = {"namespaceSelector": {}, "podSelector": {"matchLabels": dict(PROMETHEUS_POD_LABELS)}}
+        allowed.append({"from": [prometheus], "ports": [{"protocol": "TCP", "port": "metrics"}]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -985,6 +990,18 @@ def _next_steps(d: Deployment) -> str:
     return "\n".join(steps)
 
 
+def _scrapers(d: Deployment) -> str:
+    """networkpolicy.yaml's note: who may scrape, and how to admit another Prometheus."""
+    labels = ", ".join(f"{key}: {value}" for key, value in PROMETHEUS_POD_LABELS.items())
+    return (
+        f"The metrics port ({d.spec.monitoring.metrics_port}) admits the Prometheus Operator's Prometheus pods alone,\n"
+        f"in any namespace: {labels}.\n"
+        "To admit another Prometheus (one that reads the pods' prometheus.io/* annotations), add a `from`\n"
+        "entry with its pod labels and its namespace's (kubernetes.io/metadata.name: <namespace>) to that\n"
+        "rule in a kustomize patch of this NetworkPolicy: building again rewrites this file."
+    )
+
+
 def render_k8s(d: Deployment) -> dict[str, str]:
     """The manifests, kustomization.yaml, and both images' files (nginx's conf forwarding to the pod's socket)."""
     from .image import image_files
@@ -996,6 +1013,8 @@ def render_k8s(d: Deployment) -> dict[str, str]:
     header = generated_header(d.name)
     for name, data in objects.items():
         files[name] = dump_yaml(data, header)
+    if scraper_port(d) is not None:
+        files["networkpolicy.yaml"] = dump_yaml(objects["networkpolicy.yaml"], generated_header(d.name, _scrapers(d)))
     files["kustomization.yaml"] = dump_yaml(kustomization(d, list(objects)), generated_header(d.name, _next_steps(d)))
     if "monitoring" in d.extras:
         files.update(_monitoring_files(d))
