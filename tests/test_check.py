@@ -213,8 +213,10 @@ CASES = [
     Case("FP-S002", bad={"app.py": PLAIN + "app.testing = True\n"}, good={"app.py": PLAIN}),
     Case(
         "FP-S003",
-        bad={"app.py": PLAIN + 'app.config["SECRET_KEY"] = "changeme"\n'},
+        # A module that turns debug on is development's: its key is not FP-S010's, and is named at its line.
+        bad={"app.py": PLAIN + 'app.config["SECRET_KEY"] = "changeme"\napp.config["DEBUG"] = True\n'},
         env={"FLASK_SECRET_KEY": None},  # with it set, the hint says the app does not read it (below)
+        obj="app.py:4",
         text="SECRET_KEY is a published default ('changeme'): anyone can forge sessions",
         good={"app.py": PROD},
     ),
@@ -848,13 +850,36 @@ def test_secret_key_fallbacks_and_min_length_from_the_spec(project: Path) -> Non
     source = PLAIN + f'app.config["SECRET_KEY"] = "{key40}"\napp.config["SECRET_KEY_FALLBACKS"] = ["dev"]\n'
     texts = [m["text"] for m in audit(project, {"app.py": source}).only("FP-S003")]
     assert texts == ["SECRET_KEY_FALLBACKS[0] is a published default ('dev'): anyone can forge sessions"]
-    stricter = audit(project, {}, "--set", "security.secret_min_length=64").only("FP-S003")
-    assert stricter[0]["text"] == "SECRET_KEY is too short (40 characters, at least 64 needed)"
+    # The key is written in the source and in effect: FP-S010's one finding at its line says it is short too.
+    stricter = audit(project, {}, "--set", "security.secret_min_length=64")
+    assert [(m["id"], m["obj"], m["text"]) for m in stricter.messages if m["id"] in ("FP-S003", "FP-S010")] == [
+        (
+            "FP-S003",
+            "app",
+            "SECRET_KEY_FALLBACKS[0] is a published default ('dev'): anyone can forge sessions",
+        ),
+        (
+            "FP-S010",
+            "app.py:4",
+            "SECRET_KEY is a string written in the source, and the app is running with it right now: anyone who can "
+            "read the code can sign its sessions; it is also too short (40 characters, at least 64 needed)",
+        ),
+    ]
 
 
 def test_a_key_padded_out_from_a_published_one_is_said_to_contain_it(project: Path) -> None:
-    source = PLAIN + 'app.config["SECRET_KEY"] = "my-super-secret-key-that-is-long-enough"\n'
-    assert [m["text"] for m in audit(project, {"app.py": source}).only("FP-S003")] == [
+    padded = "my-super-secret-key-that-is-long-enough"
+    result = audit(project, {"app.py": PLAIN + f'app.config["SECRET_KEY"] = "{padded}"\n'})
+    assert [(m["id"], m["text"]) for m in result.messages if m["id"] in ("FP-S003", "FP-S010")] == [
+        (
+            "FP-S010",
+            "SECRET_KEY is a string containing a published default ('super-secret-key') written in the source, and "
+            "the app is running with it right now: anyone can sign its sessions",
+        )
+    ]
+    # Not written in the source (FLASK_SECRET_KEY's, read by from_prefixed_env): FP-S003 names it.
+    read = audit(project, {"app.py": PLAIN + "app.config.from_prefixed_env()\n"}, env={"FLASK_SECRET_KEY": padded})
+    assert [m["text"] for m in read.only("FP-S003")] == [
         "SECRET_KEY contains a published default ('super-secret-key'), and what it adds is too short or simple to "
         "make it secret: anyone can forge sessions"
     ]
@@ -901,7 +926,8 @@ def test_secret_key_hint_says_when_the_app_ignores_the_variable(
     project: Path, source: str, env: dict[str, str | None], hint: str
 ) -> None:
     result = audit(project, {"app.py": source, "key.txt": STRONG_KEY}, env=env)
-    assert [m["hint"] for m in result.only("FP-S003")] == [hint]
+    # The app's own "dev" is written in the source: FP-S010 reports it, with the hint FP-S003 would give.
+    assert [m["hint"] for m in result.messages if m["id"] in ("FP-S003", "FP-S010")] == [hint]
 
 
 @pytest.mark.parametrize(
@@ -1038,8 +1064,20 @@ def test_a_secret_manifest_is_told_to_keep_the_value_out_of_the_repository(proje
 def test_secret_key_hint_names_the_variable_the_app_reads(project: Path) -> None:
     settings = "import os\n\nclass Config:\n    SECRET_KEY = os.environ.get('SECRET_KEY') or 'you-will-never-guess'\n"
     source = PLAIN + "from config import Config\n\napp.config.from_object(Config)\n"
-    found = audit(project, {"app.py": source, "config.py": settings}, env={"FLASK_SECRET_KEY": None}).only("FP-S003")
-    assert [m["hint"] for m in found] == [
+    unset = {"FLASK_SECRET_KEY": None, "SECRET_KEY": None}
+    found = audit(project, {"app.py": source, "config.py": settings}, env=unset)
+    # The guide's fallback in effect: one finding, at its line, saying the default is published in the code.
+    assert [(m["id"], m["obj"], m["text"]) for m in found.messages if m["id"] in ("FP-S003", "FP-S010")] == [
+        (
+            "FP-S010",
+            "config.py:4",
+            "SECRET_KEY falls back to a published default ('you-will-never-guess') written in the source, and the app "
+            "is running with it right now (SECRET_KEY is not set): anyone can sign its sessions",
+        )
+    ]
+    # Where the code reads the key from a variable of its own name and has no fallback, FP-S003 names that variable.
+    settings = settings.replace(" or 'you-will-never-guess'", "")
+    assert [m["hint"] for m in audit(project, {"config.py": settings}, env=unset).only("FP-S003")] == [
         "set SECRET_KEY, the variable the app reads the key from (config.py:4), to a random value, "
         "e.g. python -c 'import secrets; print(secrets.token_hex(32))'"
     ]

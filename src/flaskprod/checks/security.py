@@ -43,7 +43,8 @@ from .registry import ERROR, WARNING, Found, app_check, check
 def debug_mode(context: Context) -> Iterator[Found]:
     app = context.app
     if app is not None and app.debug:
-        yield Found(obj=context.app_label, hint=_debug_hint(context))
+        hint = _debug_hint(context)
+        yield Found(obj=_debug_set_at(context) if hint is _DEBUG_IN_CODE else context.app_label, hint=hint)
     for item, settings in context.once(_deployment_settings):
         testing = next((s for s in settings if s.testing and s.on and _read_into_config(s, context)), None)
         for setting in settings:
@@ -69,6 +70,60 @@ def _debug_hint(context: Context) -> str | None:
         if name in context.environ and _Setting(line=0, name=name, value=context.environ[name]).on:
             return _PREFIXED_DEBUG.format(name=name, prefix=prefix)
     return _DEBUG_IN_CODE
+
+
+def _debug_set_at(context: Context) -> str:
+    """Where the app's code turns debug on (app.config["DEBUG"] = True, app.debug = True, DEBUG = True in a config
+    class): the one such line outside files named for development, else the app (several: which one is in effect is
+    the app's to say)."""
+    found = [
+        item.at(line)
+        for item, tree, _ in _config_modules(context)
+        if "DEBUG" in item.text or "debug" in item.text
+        if not for_development(item.rel)
+        for line in _debug_lines(tree)
+    ]
+    return found[0] if len(found) == 1 else context.app_label
+
+
+def _debug_lines(tree: ast.Module) -> Iterator[int]:
+    """Lines that set DEBUG (or app.debug) to True as the module is imported: not under `if __name__ == "__main__"`,
+    which a server's import does not run."""
+    guarded: set[int] = set()
+    for node in walk(tree):
+        if isinstance(node, ast.If) and _is_main_guard(node.test):
+            guarded.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+    for node in walk(tree):
+        lines: list[int] = []
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and _is_true(node.value):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            lines += [node.lineno] if any(_is_debug_target(t) for t in targets) else []
+        elif isinstance(node, ast.Call):
+            lines += [kw.value.lineno for kw in node.keywords if kw.arg == "DEBUG" and _is_true(kw.value)]
+        elif isinstance(node, ast.Dict):
+            pairs = zip(node.keys, node.values, strict=True)
+            lines += [v.lineno for k, v in pairs if isinstance(k, ast.Constant) and k.value == "DEBUG" and _is_true(v)]
+        yield from (line for line in lines if line not in guarded)
+
+
+def _is_true(node: ast.expr | None) -> bool:
+    return isinstance(node, ast.Constant) and node.value is True
+
+
+def _is_debug_target(node: ast.expr) -> bool:
+    if isinstance(node, ast.Attribute):
+        return node.attr in ("DEBUG", "debug")
+    return _is_named(node, ("DEBUG",))
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    """`__name__ == "__main__"`, either way round."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides) and any(
+        isinstance(s, ast.Constant) and s.value == "__main__" for s in sides
+    )
 
 
 _PREFIXED_DEBUG = (
@@ -298,8 +353,10 @@ def _without_fix(problem: str) -> str:
 def secret_key(app: Flask, context: Context) -> Iterator[Found]:
     min_length = context.effective_spec.security.secret_min_length
     problem = secret_key_problem(app.config.get("SECRET_KEY"), min_length)
-    if problem:
-        yield Found(obj=context.app_label, text=_without_fix(problem), hint=_unread_key_hint(app, context))
+    written = [key for key in context.once(_keys_in_source) if key.in_effect]
+    if problem and not any(_reported_in_effect(key) for key in written):  # else FP-S010 reports it, at its line
+        where = written[0].obj if written else context.app_label
+        yield Found(obj=where, text=_without_fix(problem), hint=_unread_key_hint(app, context))
     for index, fallback in enumerate(app.config.get("SECRET_KEY_FALLBACKS") or ()):
         problem = secret_key_problem(fallback, min_length)
         if problem:
@@ -324,10 +381,15 @@ def _key_variable(context: Context) -> tuple[str, str] | None:
 def _unread_key_hint(app: Flask, context: Context) -> str | None:
     """The fix when the environment sets a key and the app's SECRET_KEY is another: the usual one would say to
     set the variable that is already set."""
+    if _key_variable(context) is None and context.production is None:
+        return _own_variable_hint(context)
+    return _ignored_variable_hint(app, context)
+
+
+def _ignored_variable_hint(app: Flask, context: Context) -> str | None:
+    """The fix when FLASK_SECRET_KEY (or _FILE) is set and the app runs with another key: why it does not reach it."""
     found = _key_variable(context)
     key = app.config.get("SECRET_KEY")
-    if found is None and context.production is None:
-        return _own_variable_hint(context)
     if found is None or key == found[1] or str(key) == found[1]:
         return None  # the variable is the key: making it strong is the fix
     name = found[0]
@@ -949,21 +1011,43 @@ def _manifest_kinds(item: ProjectFile) -> dict[int, str]:
     "so that a missing key fails instead of falling back",
 )
 def secret_key_in_source_in_effect(context: Context) -> Iterator[Found]:
+    string, anyone, weak = _weakness(context)
+    # Production(app) read FLASK_SECRET_KEY, and the app put its own string over it: setting the variable is no fix.
+    app = context.app
+    replaced = None if app is None or context.production is None else _ignored_variable_hint(app, context)
     for key in context.once(_keys_in_source):
-        if not key.in_effect or key.development:
+        if not _reported_in_effect(key):
             continue  # a development config in effect is FP-S001's or FP-S002's to name
-        hint = _loaded_file_hint(key, in_effect=True)
-        if key.literal:
-            text = _IN_EFFECT.format(what="is a string", where=key.where, unset="")
-            yield Found(obj=key.obj, text=text, hint=hint)
-            continue
-        name = key.variable
+        hint = _loaded_file_hint(key, in_effect=True) or replaced
+        name = None if key.literal else key.variable
         unset = f" ({name} is not set)" if name is not None and name not in context.environ else ""
-        text = _IN_EFFECT.format(what="falls back to a string", where=key.where, unset=unset)
+        what = f"is {string}" if key.literal else f"falls back to {string}"
+        text = _IN_EFFECT.format(what=what, where=key.where, unset=unset, anyone=anyone) + weak
         yield Found(obj=key.obj, text=text, hint=hint)
 
 
+def _reported_in_effect(key: _KeyInSource) -> bool:
+    """True when FP-S010 reports the key: the app runs with it, and it is no development config's. FP-S003 then
+    leaves a weak one to it, so that one string is one finding, at its line."""
+    return key.in_effect and not key.development
+
+
+def _weakness(context: Context) -> tuple[str, str, str]:
+    """How FP-S010 names the key the app runs with, who can sign with it, and what more FP-S003 would say of it:
+    a published default ('dev') anyone can sign with; a string whoever reads the code can, which may be too short
+    as well."""
+    key = None if context.app is None else context.app.config.get("SECRET_KEY")
+    problem = _without_fix(secret_key_problem(key, context.effective_spec.security.secret_min_length) or "")
+    published = re.match(r"SECRET_KEY (is|contains) a published default \((.+?)\)", problem)
+    if published is not None:
+        named = f"a published default ({published[2]})"
+        return named if published[1] == "is" else f"a string containing {named}", "anyone can", ""
+    rest = problem.removeprefix("SECRET_KEY ")
+    also = "" if not rest else "; it " + ("is also " + rest.removeprefix("is ") if rest.startswith("is ") else rest)
+    return "a string", "anyone who can read the code can", also
+
+
 _IN_EFFECT = (
-    "SECRET_KEY {what} written in {where}, and the app is running with it right now{unset}: anyone who can read "
-    "the code can sign its sessions"
+    "SECRET_KEY {what} written in {where}, and the app is running with it right now{unset}: {anyone} sign its "
+    "sessions"
 )
