@@ -11,11 +11,13 @@ import copy
 import hashlib
 import os
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..discovery import APP_VARIABLE
-from ..spec import Spec
+from ..plural import counted
+from ..spec import Spec, parse_size
 from . import logs, postgres, tls
 from .deployment import NGINX_PORT, NGINX_UID, Deployment
 from .image import image_files, ssh_hosts
@@ -906,6 +908,60 @@ def _grafana_target(path: str) -> str:
     return f"{GRAFANA_DASHBOARDS_DIR}/{relative.removeprefix('dashboards/')}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class SwarmCapacity:
+    """CPUs and bytes of memory the nodes must have free, in all, for Swarm to place the tasks that reserve them."""
+
+    first_cpus: float  # the first deploy: every app task, and the database
+    first_memory: int
+    update_cpus: float  # during an update: one app task more (start-first)
+    update_memory: int
+
+
+def swarm_capacity(d: Deployment) -> SwarmCapacity:
+    """What the app's and the database's reservations (their limits) need. Only those two reserve: nginx and the
+    monitoring and logging services have limits alone, so they never stop a task from being placed."""
+    cpus, memory = d.spec.deploy.cpus, parse_size(d.spec.deploy.memory)
+    db_cpus, db_memory = (
+        (d.spec.deploy.postgres_cpus, parse_size(d.spec.deploy.postgres_memory)) if POSTGRES in d.extras else (0.0, 0)
+    )
+    replicas, most = d.spec.deploy.replicas, most_tasks(d.spec)
+    return SwarmCapacity(
+        first_cpus=replicas * cpus + db_cpus,
+        first_memory=replicas * memory + db_memory,
+        update_cpus=most * cpus + db_cpus,
+        update_memory=most * memory + db_memory,
+    )
+
+
+def _memory_text(size: int) -> str:
+    mib = size / 1024**2
+    return f"{mib / 1024:g} GiB" if mib >= 1024 else f"{mib:g} MiB"
+
+
+def _cpus_text(cpus: float) -> str:
+    return f"{cpus:g} CPU" if cpus <= 1 else f"{cpus:g} CPUs"
+
+
+def _swarm_capacity_steps(d: Deployment) -> list[str]:
+    """The header's capacity lines: what Swarm needs free to place the first deploy and to update it."""
+    need, deploy = swarm_capacity(d), d.spec.deploy
+    app = f"{_cpus_text(deploy.cpus)} and {_memory_text(parse_size(deploy.memory))}"
+    reserved = f"{counted(deploy.replicas, 'app task')}, {app} each"
+    if POSTGRES in d.extras:
+        db = f"{_cpus_text(deploy.postgres_cpus)} and {_memory_text(parse_size(deploy.postgres_memory))}"
+        reserved += f"; PostgreSQL, {db} on its node"
+    return [
+        "Capacity: Swarm places a task only on a node with its reservation free, and each reserves its limits,",
+        f"which the app's workers were sized for: {reserved}.",
+        f"The first deploy needs {_cpus_text(need.first_cpus)} and {_memory_text(need.first_memory)} free across the"
+        " nodes (a single node: all of it);",
+        f"an update {_cpus_text(need.update_cpus)} and {_memory_text(need.update_memory)}, as it starts"
+        f" {counted(APP_UPDATE_PARALLELISM, 'new app task')} before it stops an old one.",
+        "With less, lower deploy.cpus, deploy.memory or deploy.replicas (or the database's) and build again.",
+    ]
+
+
 def render_swarm(d: Deployment) -> dict[str, str]:
     """stack.yaml and both images: replicated app and nginx, rolling updates that roll back."""
     random = "python -c 'import secrets; print(secrets.token_hex(32))'"
@@ -951,6 +1007,7 @@ def render_swarm(d: Deployment) -> dict[str, str]:
             "nginx is published through Swarm's routing mesh: every node answers, and nginx sees the mesh's",
             "address, not the client's (with proxy.rate_limit set, it takes each node's own ports instead).",
         ]
+    steps += _swarm_capacity_steps(d)
     if POSTGRES in d.extras:
         steps.append(postgres.budget_note(d, most_tasks(d.spec)))
     if TLS in d.extras:
