@@ -24,6 +24,7 @@ from . import nginx
 from .context import Context, ProjectFile, deployment_files, stand_in_environ, variable_read, walk
 from .engines import where_made
 from .registry import CRITICAL, ERROR, WARNING, Found, app_check, check
+from .security import deployed_values
 
 
 @check(
@@ -188,9 +189,23 @@ def _has_proxy_fix(app: Flask) -> bool:
 )
 def proxy_headers(app: Flask, context: Context) -> Iterator[Found]:
     first = next(_nginx_proxies(context), None)
-    if first is not None and not _has_proxy_fix(app):
+    if first is not None and not _has_proxy_fix(app) and not any(hops for _, hops in _deployed_hops(context)):
         item, line = first
         yield Found(obj=item.at(line))
+
+
+_HOPS_VARIABLE = "FLASKPROD_PROXY__TRUSTED_HOPS"
+
+
+def _deployed_hops(context: Context) -> list[tuple[str, int]]:
+    """(file:line, hops) of each proxy.trusted_hops the deployment's files give Production(app) through
+    FLASKPROD_PROXY__TRUSTED_HOPS (Compose's environment, a Dockerfile's ENV, Kubernetes env, systemd Environment=):
+    what it trusts where it runs, though check's own environment does not set it. Empty without Production(app),
+    which alone reads it."""
+    if context.production is None:
+        return []
+    found = ((item.at(line), value.strip()) for item, line, value in deployed_values(context, _HOPS_VARIABLE))
+    return [(where, int(value)) for where, value in found if value.isdigit()]
 
 
 _NO_PRE_PING = (
@@ -354,6 +369,14 @@ def proxy_hops_beyond_nginx(app: Flask, context: Context) -> Iterator[Found]:
         return  # what is in front is not in the project: only the deployment knows how many hops there are
     in_front = _proxies_in_front()
     behind = f"{in_front} proxy is in front of the app, nginx ({first[0].at(first[1])})"
+    for where, hops in _deployed_hops(context):
+        if hops > in_front:
+            yield Found(
+                obj=where,
+                text=f"{_HOPS_VARIABLE}={hops} sets proxy.trusted_hops where this file deploys the app, but {behind}: "
+                "a client sends its own X-Forwarded-For, nginx passes it on, and the app takes the address the client "
+                "wrote for the client's; `flaskprod build` and `up` refuse it",
+            )
     for node in _middleware(app):
         if isinstance(node, TrustedProxies) and node.hops > in_front:
             yield Found(

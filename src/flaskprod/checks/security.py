@@ -254,7 +254,12 @@ def _setting_patterns(prefixes: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pa
     """The settings' names for the prefixes (FLASK, and those the app gives from_prefixed_env); NAME=value in a
     Compose list, a systemd Environment= or before a command (env NAME=1 gunicorn ...), NAME: value in a Compose or
     app.yaml map; a Kubernetes env entry's name."""
-    names = "|".join(f"{re.escape(prefix)}_(?:DEBUG|TESTING)" for prefix in prefixes)
+    return _assignment_patterns("|".join(f"{re.escape(prefix)}_(?:DEBUG|TESTING)" for prefix in prefixes))
+
+
+def _assignment_patterns(names: str) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """A variable's name (names: a regex of them); its assignment in a Compose file, a systemd unit or a command;
+    its Kubernetes env entry's name."""
     return (
         re.compile(names),
         re.compile(rf"""(?:^\s*-?\s*|\s|=)["']?({names})["']?\s*[=:]\s*(.*)$"""),
@@ -267,7 +272,22 @@ def _deployment_settings(context: Context) -> Iterator[tuple[ProjectFile, list[_
     Dockerfile's ENV (but a development
     stage's), Compose and Kubernetes env (but a development profile's service), systemd Environment=. Not in
     files named for development (docker-compose.override.yml) nor dot-files (.gitlab-ci.yml: a CI job's tests)."""
-    patterns = _setting_patterns(("FLASK", *_custom_prefixes(context)))
+    yield from _settings_in_deployment(context, _setting_patterns(("FLASK", *_custom_prefixes(context))))
+
+
+def deployed_values(context: Context, name: str) -> Iterator[tuple[ProjectFile, int, str]]:
+    """(file, line, value) of each literal value a deployment file gives the variable name, read where FP-S001 reads
+    FLASK_DEBUG: a Dockerfile's ENV (but a development stage's), Compose and Kubernetes env (but a development
+    profile's service), systemd Environment=. What the app runs with there, which check's own environment lacks
+    (FLASKPROD_PROXY__TRUSTED_HOPS set for the service in compose.yaml)."""
+    for item, settings in _settings_in_deployment(context, _assignment_patterns(re.escape(name))):
+        for setting in settings:
+            yield item, setting.line, setting.value
+
+
+def _settings_in_deployment(
+    context: Context, patterns: tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]
+) -> Iterator[tuple[ProjectFile, list[_Setting]]]:
     for item in deployment_files(context.files_named("*.yml", "*.yaml", "*.service", *dockerfiles.NAMES)):
         if item.path.name.startswith("."):
             continue
