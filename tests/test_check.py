@@ -470,6 +470,27 @@ CASES = [
         },
     ),
     Case(
+        "FP-P022",
+        bad={"app.py": PROD, "Dockerfile": 'FROM python:3.12-slim\nCMD ["gunicorn", "app:app"]\n'},
+        obj="Dockerfile:2",
+        good={
+            "app.py": PROD,
+            "Dockerfile": 'FROM python:3.12-slim\nRUN useradd app\nUSER app\nCMD ["gunicorn", "app:app"]\n',
+            # uWSGI drops root itself, to the uid its ini names.
+            "uwsgi.Dockerfile": 'FROM python:3.12-slim\nCMD ["uwsgi", "--ini", "uwsgi.ini"]\n',
+            "uwsgi.ini": "[uwsgi]\nmodule = app:app\nuid = www-data\n",
+        },
+    ),
+    Case(
+        "FP-P023",
+        bad={"app.py": PROD, "Dockerfile": "FROM python:3.12-slim\nUSER app\nCMD gunicorn app:app\n"},
+        obj="Dockerfile:3",
+        good={
+            "app.py": PROD,
+            "Dockerfile": "FROM python:3.12-slim\nUSER app\nCMD flask db upgrade && exec gunicorn app:app\n",
+        },
+    ),
+    Case(
         "FP-P005",
         bad={
             "app.py": PROD,

@@ -30,7 +30,7 @@ def test_a_variable_the_app_needs_is_a_finding_and_the_files_are_still_checked(p
     result = audit(project, files, "shop:create_app()", env={"SHOP_DATABASE_URL": None})
     assert (result.exit_code, [(m["id"], m["obj"]) for m in result.messages]) == (
         1,
-        [("FP-C018", "shop/__init__.py:8"), ("FP-P004", "Dockerfile:3")],
+        [("FP-C018", "shop/__init__.py:8"), ("FP-P004", "Dockerfile:3"), ("FP-P022", "Dockerfile:3")],  # no USER
     )
     [found] = result.only("FP-C018")
     assert found["level"] == "CRITICAL"

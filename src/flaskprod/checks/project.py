@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import json
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -333,6 +335,142 @@ def reload_in_deployment(context: Context) -> Iterator[Found]:
         for line, text in item.lines():
             if _UWSGI_RELOAD.match(text):
                 yield Found(obj=item.at(line))
+
+
+def _starts_server(command: str) -> bool:
+    """True when the command starts the app's server (Gunicorn, uWSGI, flaskprod serve, flask run): the process a
+    signal from `docker stop` must reach, and that should not run as root."""
+    words = _words(command)
+    return bool(_SERVES.search(words) or _FLASK_RUN.search(words))
+
+
+_SHELL_SEPARATOR = re.compile(r"&&|\|\||;|\|")
+
+
+@check(
+    "FP-P022",
+    WARNING,
+    "the image runs the app server as root (no USER, or USER root, in its last stage): a flaw in the app or a "
+    "library gives whoever exploits it root in the container, and on files a volume shares with the host",
+    hint="create a user and switch to it before CMD: `RUN useradd --create-home app` then `USER app` (or let the "
+    "server drop root: Gunicorn's --user, uWSGI's uid =); `flaskprod build` writes an image that runs as a user",
+)
+def image_runs_as_root(context: Context) -> Iterator[Found]:
+    if _user_set_elsewhere(context):
+        return
+    for item in dockerfiles(context):
+        image = _final_stage(item)
+        if image is None or not image.as_root or not image.runs:
+            continue
+        command = " ".join(text for _, text in image.runs)
+        if _starts_server(command) and not _server_drops_root(context, command):
+            yield Found(obj=item.at(image.runs[-1][0]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Stage:
+    """What a Dockerfile stage's image runs, and as whom: USER ("" when none is set) and the ENTRYPOINT and CMD in
+    effect, each (line, arguments), inherited from the stage it is built on."""
+
+    user: str = ""
+    entrypoint: tuple[tuple[int, str], ...] = ()
+    command: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def as_root(self) -> bool:
+        """No USER (the base images' root), or USER root / 0 / root:group."""
+        return self.user.partition(":")[0] in ("", "root", "0")
+
+    @property
+    def runs(self) -> tuple[tuple[int, str], ...]:
+        return self.entrypoint + self.command
+
+
+def _final_stage(item: ProjectFile) -> _Stage | None:
+    """The image `docker build` makes of the Dockerfile (its last stage); None when that stage is development's."""
+    stages: dict[str, _Stage] = {}
+    name, current = "", _Stage()
+    for instruction in instructions(item):
+        keyword = instruction.keyword
+        if keyword == "FROM":
+            name, current = instruction.stage, stages.get(instruction.base.lower(), _Stage())
+        elif keyword == "USER":
+            current = replace(current, user=instruction.arguments.split()[0] if instruction.arguments.split() else "")
+        elif keyword == "ENTRYPOINT":
+            current = replace(current, entrypoint=((instruction.line, instruction.arguments),), command=())
+        elif keyword == "CMD":
+            current = replace(current, command=((instruction.line, instruction.arguments),))
+        if name:
+            stages[name.lower()] = current
+    return None if for_development(name) else current
+
+
+_DROPS_ROOT = re.compile(r"(?:^|[\s/])(?:gosu|su-exec|setpriv|runuser|chpst|setuidgid)\s")
+_NON_ROOT_DEPLOYED = re.compile(
+    r"""^\s*(?:user\s*:\s*["']?(?!root\b|0\b|["']?\s*$)\S|runAsNonRoot\s*:\s*true|runAsUser\s*:\s*[1-9])"""
+)
+
+
+def _user_set_elsewhere(context: Context) -> bool:
+    """True when the deployment runs the container as another user than the image's: Compose's `user:`, a
+    Kubernetes securityContext (runAsNonRoot, runAsUser), or an entrypoint script that drops root (gosu, su-exec)."""
+    for item in deployment_files(context.files_named("*.yml", "*.yaml")):
+        if any(_NON_ROOT_DEPLOYED.match(text) for _, text in item.lines()):
+            return True
+    return any(_DROPS_ROOT.search(item.text) for item in deployment_files(context.files_named("*.sh")))
+
+
+def _server_drops_root(context: Context, command: str) -> bool:
+    """True when the server itself switches to another user: Gunicorn's --user (user = in its config), uWSGI's
+    --uid (uid = in its ini)."""
+    words = _words(command)
+    if re.search(r"\s(?:--user|-u|--uid)[=\s]", words) or _DROPS_ROOT.search(words):
+        return True
+    if re.search(r"[\s/]gunicorn\s", words):
+        return any("user" in _assigned(tree) for _, tree in _gunicorn_configs(context))
+    if re.search(r"[\s/]uwsgi\s", words):
+        inis = deployment_files(context.files_named("*.ini", "*.yml", "*.yaml", "*.xml"))
+        return any(re.match(r"\s*uid\s*[=:]\s*\S", text) for item in inis for _, text in item.lines())
+    return False
+
+
+@check(
+    "FP-P023",
+    WARNING,
+    "the image starts the app server in CMD's shell form: /bin/sh -c runs it as a child (Debian's dash does not exec "
+    "it), so `docker stop`'s SIGTERM reaches the shell, not the server, which never shuts down gracefully and is "
+    "killed mid-request 10 s later",
+    hint='write the command in exec form, CMD ["gunicorn", "app:app"] (JSON, with double quotes), or start the '
+    "server with exec in the shell form: CMD flask db upgrade && exec gunicorn app:app",
+)
+def server_under_shell(context: Context) -> Iterator[Found]:
+    for item in dockerfiles(context):
+        for line, command in _image_commands(item):
+            if _exec_form(command) or not _starts_server(command):
+                continue
+            if not any(_starts_server(part) and part.split()[:1] == ["exec"] for part in _parts(command)):
+                text = None
+                if command.lstrip().startswith("["):
+                    text = (
+                        "the image's CMD looks like exec form but is not valid JSON (single quotes?), so Docker runs "
+                        "it with /bin/sh -c, the server as a child: `docker stop`'s SIGTERM reaches the shell, not "
+                        "the server, which never shuts down gracefully and is killed mid-request 10 s later"
+                    )
+                yield Found(obj=item.at(line), text=text)
+
+
+def _exec_form(arguments: str) -> bool:
+    """True when Docker reads CMD or ENTRYPOINT as exec form: a JSON array of strings."""
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return False
+    return isinstance(value, list) and all(isinstance(word, str) for word in value)
+
+
+def _parts(command: str) -> list[str]:
+    """A shell command's simple commands: `a && exec b; c` -> ["a", "exec b", "c"]."""
+    return [part.strip() for part in _SHELL_SEPARATOR.split(command)]
 
 
 @check(
