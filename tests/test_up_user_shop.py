@@ -212,3 +212,44 @@ def test_up_naming_a_blueprint_says_which_app_to_name(tmp_path: Path) -> None:
     )  # fmt: skip
     assert up.returncode == 2, up.stderr
     assert up.stderr.splitlines() == ["Error: 'shop.main:bp' is a Blueprint, not a Flask app: pass 'shop:create_app()'"]
+
+
+# An app that says where its server runs and which file it was loaded from.
+WHERE = """
+import os
+
+from flask import Flask
+
+from flaskprod import Production
+
+app = Flask(__name__)
+Production(app)
+
+
+@app.get("/where")
+def where():
+    return {"cwd": os.getcwd(), "file": __file__, "migrations": os.path.isdir("migrations")}
+"""
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "uwsgi"])
+def test_the_app_server_runs_from_the_releases_root_for_an_app_named_by_its_path(tmp_path: Path, server: str) -> None:
+    """`flaskprod up src/web/app.py`: the app server ran from the release's src/web, so what the app finds from the
+    current folder, as under `flask run` in the project (Flask-Migrate's migrations/, which /readyz reads), was not
+    there. It now runs from the release's root, and a module of the app's name at the root does not shadow it."""
+    (tmp_path / "src" / "web").mkdir(parents=True)
+    (tmp_path / "src" / "web" / "app.py").write_text(textwrap.dedent(WHERE))
+    (tmp_path / "app.py").write_text("raise SystemExit('the root app.py was imported, not src/web/app.py')\n")
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "env.py").write_text("# alembic's\n")
+    stack = start_shop(tmp_path, "src/web/app.py", "--server", server, "--port", str(free_port()), "--workers", "1",
+                       env=up_env())  # fmt: skip
+    try:
+        stack.wait_ready()
+        answer = stack.get("/where")
+        assert answer.status_code == 200, answer.text
+        where = answer.json()
+        release = tmp_path / ".flaskprod" / "run" / "releases" / "1"
+        assert where == {"cwd": str(release), "file": str(release / "src" / "web" / "app.py"), "migrations": True}
+    finally:
+        stop(stack)

@@ -52,6 +52,15 @@ class AppRef:
     def import_string(self) -> str:
         return self.module if self.name is None else f"{self.module}:{self.name}"
 
+    def target_from(self, cwd: str | os.PathLike[str]) -> str:
+        """What names this app to a process working in cwd: its import string when cwd is its folder, else its path
+        (/srv/app/src/web/app:app), as `flask --app src/web/app` names it, so a module of its name in cwd, which
+        comes first on sys.path, is not imported for it."""
+        if os.path.realpath(cwd) == os.path.realpath(self.path):
+            return self.import_string
+        located = os.path.join(self.path, *self.module.split("."))
+        return located if self.name is None else f"{located}:{self.name}"
+
 
 def _split(target: str) -> tuple[str, str | None]:
     # A colon followed by a slash belongs to a Windows path, as in Flask's own parsing.
@@ -194,21 +203,29 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _first_on_sys_path(path: str) -> bool:
+    """Put path first on sys.path, as Flask's prepare_import does, unless it is: later (PYTHONPATH's), the working
+    folder or a server's entries ahead of it would import a module of the app's name from there (the project
+    root's app.py for src/web/app.py). Whether it was added."""
+    if sys.path and sys.path[0] == path:
+        return False
+    sys.path.insert(0, path)
+    return True
+
+
 def import_root(ref: AppRef) -> Path | None:
     """The folder Python imports ref's top-level module from, as the app's import would find it (ref.path first),
     without running it: the project's src/ for a src layout installed with `pip install -e .`; None when it is not
     found, or has no folder of its own (a namespace package, a built-in)."""
     top = ref.module.partition(".")[0]
-    added = ref.path not in sys.path
-    if added:
-        sys.path.insert(0, ref.path)
+    added = _first_on_sys_path(ref.path)
     try:
         spec = importlib.util.find_spec(top)
     except (ImportError, ValueError):
         return None
     finally:
         if added:
-            sys.path.remove(ref.path)
+            sys.path.remove(ref.path)  # the first one: the one added
     if spec is None or not spec.has_location or spec.origin is None:
         return None
     origin = Path(spec.origin).absolute()
@@ -400,8 +417,7 @@ def _runs_ignored() -> contextlib.AbstractContextManager[None]:
 def _load(ref: AppRef) -> Flask:
     from flask.cli import NoAppException, find_app_by_string, find_best_app
 
-    if ref.path not in sys.path:
-        sys.path.insert(0, ref.path)
+    _first_on_sys_path(ref.path)
     imported = sys.modules.get(ref.module.partition(".")[0])  # before the app's import: Python's own, if any
     try:
         module = importlib.import_module(ref.module)

@@ -47,7 +47,7 @@ def resolve_kind(spec: Spec, *, behind_nginx: bool) -> Spec:
 def worker_environ(spec: Spec, app: discovery.AppRef) -> dict[str, str]:
     """FLASKPROD_* variables that give workers the spec this process sees: its flags, and the app found."""
     flags = spec.flagged()
-    flags["app.target"] = app.import_string
+    flags["app.target"] = app.target_from(os.getcwd())
     flags["app.name"] = spec.app.name
     return env_for(flags)
 

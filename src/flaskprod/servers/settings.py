@@ -21,7 +21,7 @@ def server_settings(spec: Spec, derived: Derived, app: AppRef, *, worker_mb: flo
     server = spec.server
     return {
         "server": server.kind,
-        "app": app.import_string,
+        "app": app.target_from(os.getcwd()),  # the app's path where the server runs elsewhere (see target_from)
         "pythonpath": app.path,
         "bind": server.bind,
         "protocol": server.protocol,

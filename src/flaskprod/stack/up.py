@@ -522,7 +522,22 @@ def release_env(p: Plan, release: Release) -> dict[str, str]:
     app_dir = p.in_release(release, p.app.path)
     path = [app_dir, *project_import_dirs(p, release), p.app_env.get("PYTHONPATH")]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(filter(None, path)))
+    if Path(app_dir) != release.path and Path(app_dir).is_relative_to(release.path):
+        # The server runs from the release's root (see app_server_dir): the app is named by its path from there, as
+        # `flask --app src/shop` names it, so its folder comes first on sys.path and a module of the same name at
+        # the root does not shadow it.
+        module = Path(app_dir, *p.app.module.split(".")).relative_to(release.path)
+        target = str(module) + (f":{p.app.name}" if p.app.name is not None else "")
+        env.update(env_for({"app.target": target}))
     return env
+
+
+def app_server_dir(p: Plan, release: Release) -> Path:
+    """Where release's app server runs: the release's copy of the project, where the user runs `flask run` and
+    `flask db upgrade`, so what the app finds from the current folder (Flask-Migrate's migrations/) is found, also
+    for an app named by a path into a folder of it (src/shop). An app from outside the project runs from its own."""
+    app_dir = Path(p.in_release(release, p.app.path))
+    return release.path if app_dir.is_relative_to(release.path) else app_dir
 
 
 def project_import_dirs(p: Plan, release: Release) -> list[str]:
@@ -722,7 +737,7 @@ class Stack:
             stop_signal=signal.SIGTERM,
             quick_signal=signal.SIGINT,  # serve's Ctrl-C: Gunicorn's quick shutdown, uWSGI's brutal one
             env=release_env(p, release),
-            cwd=Path(p.in_release(release, p.app.path)),
+            cwd=app_server_dir(p, release),
             listens_on=p.socket(release),
             exit_meanings=APP_SERVER_EXITS.get(p.spec.server.kind, {}),
         )
