@@ -449,3 +449,13 @@ def recording_runs(runs: list[tuple[Path, int]]) -> contextlib.AbstractContextMa
     returns. Flask's own returns too under FLASK_RUN_FROM_CLI (kept as a backstop), but prints a line about
     ignoring the call that would only repeat, below the report, what FP-P001 reports with its place."""
     return discovery.runs_replaced(lambda path, line: runs.append((path, line)))
+
+
+def is_main_guard(test: ast.expr) -> bool:
+    """`__name__ == "__main__"`, either way round."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides) and any(
+        isinstance(s, ast.Constant) and s.value == "__main__" for s in sides
+    )

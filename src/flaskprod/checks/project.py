@@ -18,20 +18,19 @@ from ..render.requirements import FLASKPROD, canonical, lacks_flaskprod, read_re
 from ..sizing import worker_class
 from . import nginx
 from .compose import development_lines
-from .context import MAX_FILES, Context, ProjectFile, call_name, deployment_files, for_development, walk
+from .context import (
+    MAX_FILES,
+    Context,
+    ProjectFile,
+    call_name,
+    deployment_files,
+    for_development,
+    is_main_guard,
+    walk,
+)
 from .dockerfiles import dockerfiles, instructions
 from .outbound import calls_without_timeout, connections_without_statement_timeout
 from .registry import ERROR, INFO, WARNING, Found, check
-
-
-def _is_main_guard(test: ast.expr) -> bool:
-    """`__name__ == "__main__"`, either way round."""
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
-        return False
-    sides = [test.left, test.comparators[0]]
-    return any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides) and any(
-        isinstance(s, ast.Constant) and s.value == "__main__" for s in sides
-    )
 
 
 class _ImportTimeCalls(ast.NodeVisitor):
@@ -56,7 +55,7 @@ class _ImportTimeCalls(ast.NodeVisitor):
         return
 
     def visit_If(self, node: ast.If) -> None:
-        if _is_main_guard(node.test):
+        if is_main_guard(node.test):
             for stmt in node.orelse:
                 self.visit(stmt)
         else:
@@ -543,7 +542,7 @@ def _app_runs(tree: ast.Module, context: Context) -> Iterator[ast.Call]:
     the module's functions those call (`if __name__ == "__main__": main()`)."""
     names = _app_names(tree, context)
     guarded = [
-        inner for stmt in tree.body if isinstance(stmt, ast.If) and _is_main_guard(stmt.test) for inner in stmt.body
+        inner for stmt in tree.body if isinstance(stmt, ast.If) and is_main_guard(stmt.test) for inner in stmt.body
     ]
     for call in _calls_reached(tree, [tree, *guarded]):
         func = call.func

@@ -27,6 +27,7 @@ from .context import (
     call_name,
     deployment_files,
     for_development,
+    is_main_guard,
     variable_read,
     walk,
 )
@@ -91,7 +92,7 @@ def _debug_lines(tree: ast.Module) -> Iterator[int]:
     which a server's import does not run."""
     guarded: set[int] = set()
     for node in walk(tree):
-        if isinstance(node, ast.If) and _is_main_guard(node.test):
+        if isinstance(node, ast.If) and is_main_guard(node.test):
             guarded.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
     for node in walk(tree):
         lines: list[int] = []
@@ -114,16 +115,6 @@ def _is_debug_target(node: ast.expr) -> bool:
     if isinstance(node, ast.Attribute):
         return node.attr in ("DEBUG", "debug")
     return _is_named(node, ("DEBUG",))
-
-
-def _is_main_guard(test: ast.expr) -> bool:
-    """`__name__ == "__main__"`, either way round."""
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
-        return False
-    sides = [test.left, test.comparators[0]]
-    return any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides) and any(
-        isinstance(s, ast.Constant) and s.value == "__main__" for s in sides
-    )
 
 
 _PREFIXED_DEBUG = (
