@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -184,10 +185,19 @@ def test_sighup_gives_the_app_server_the_edited_timeout_as_nginx_and_the_app(tmp
         stop(stack)
 
 
-def refused_by(answer: requests.Response) -> str:
-    """Who answered 413: the app (its JSON error page) or nginx (its HTML one)."""
+def refused_by(stack: UpStack, answer: requests.Response) -> str:
+    """Who answered 413: the app, or nginx before it passed the request on (its access line names no upstream).
+    Both answer with the same JSON error page, under the same request id."""
     assert answer.status_code == 413, answer.text[:300]
-    return "app" if answer.headers.get("Content-Type", "").startswith("application/json") else "nginx"
+    request_id = answer.headers["X-Request-ID"]
+
+    def line() -> dict[str, Any] | None:  # nginx writes its log every second
+        return next((each for each in stack.nginx_access() if each["request_id"] == request_id), None)
+
+    wait_for(lambda: line() is not None, timeout=10, what=f"nginx's access line of request {request_id}")
+    found = line()
+    assert found is not None
+    return "nginx" if found["upstream_status"] in ("", "-") else "app"
 
 
 @pytest.mark.parametrize("end", ["promote", "rollback"])
@@ -222,7 +232,7 @@ def test_a_sighup_during_a_canary_reloads_nginx_and_replaces_the_app_server_once
             timeout=20, what="nginx on the edited config",
         )  # fmt: skip
         assert "client_max_body_size 1048576;" in (stack.run_dir / "nginx.conf").read_text()
-        assert refused_by(requests.post(upload, data=body, headers=json_413, timeout=15)) == "nginx"
+        assert refused_by(stack, requests.post(upload, data=body, headers=json_413, timeout=15)) == "nginx"
         wait_for(lambda: "the app servers keep the config they started with while canary release 2 runs" in
                  stack.stderr(), timeout=20, what="what the SIGHUP deferred")  # fmt: skip
         assert stack.worker_pids(20) == before
