@@ -210,7 +210,7 @@ MIGRATE = (
 )
 CASES = [
     Case("FP-S001", bad={"app.py": PLAIN}, env={"FLASK_DEBUG": "1"}, good={"app.py": PLAIN}),
-    Case("FP-S002", bad={"app.py": PLAIN + "app.testing = True\n"}, good={"app.py": PLAIN}),
+    Case("FP-S002", bad={"app.py": PLAIN + "app.testing = True\n"}, obj="app.py:4", good={"app.py": PLAIN}),
     Case(
         "FP-S003",
         # A module that turns debug on is development's: its key is not FP-S010's, and is named at its line.

@@ -45,7 +45,7 @@ def debug_mode(context: Context) -> Iterator[Found]:
     app = context.app
     if app is not None and app.debug:
         hint = _debug_hint(context)
-        yield Found(obj=_debug_set_at(context) if hint is _DEBUG_IN_CODE else context.app_label, hint=hint)
+        yield Found(obj=_set_at(context, "DEBUG") if hint is _DEBUG_IN_CODE else context.app_label, hint=hint)
     for item, settings in context.once(_deployment_settings):
         testing = next((s for s in settings if s.testing and s.on and _read_into_config(s, context)), None)
         for setting in settings:
@@ -73,23 +73,23 @@ def _debug_hint(context: Context) -> str | None:
     return _DEBUG_IN_CODE
 
 
-def _debug_set_at(context: Context) -> str:
-    """Where the app's code turns debug on (app.config["DEBUG"] = True, app.debug = True, DEBUG = True in a config
-    class): the one such line outside files named for development, else the app (several: which one is in effect is
-    the app's to say)."""
+def _set_at(context: Context, name: str) -> str:
+    """Where the app's code turns DEBUG or TESTING (name) on (app.config["DEBUG"] = True, app.debug = True,
+    DEBUG = True in a config class): the one such line outside files named for development, else the app (several:
+    which one is in effect is the app's to say)."""
     found = [
         item.at(line)
         for item, tree, _ in _config_modules(context)
-        if "DEBUG" in item.text or "debug" in item.text
+        if name in item.text or name.lower() in item.text
         if not for_development(item.rel)
-        for line in _debug_lines(tree)
+        for line in _lines_turning_on(tree, name)
     ]
     return found[0] if len(found) == 1 else context.app_label
 
 
-def _debug_lines(tree: ast.Module) -> Iterator[int]:
-    """Lines that set DEBUG (or app.debug) to True as the module is imported: not under `if __name__ == "__main__"`,
-    which a server's import does not run."""
+def _lines_turning_on(tree: ast.Module, name: str) -> Iterator[int]:
+    """Lines that set name (DEBUG, TESTING; or app.debug, app.testing) to True as the module is imported: not under
+    `if __name__ == "__main__"`, which a server's import does not run."""
     guarded: set[int] = set()
     for node in walk(tree):
         if isinstance(node, ast.If) and is_main_guard(node.test):
@@ -98,12 +98,12 @@ def _debug_lines(tree: ast.Module) -> Iterator[int]:
         lines: list[int] = []
         if isinstance(node, (ast.Assign, ast.AnnAssign)) and _is_true(node.value):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            lines += [node.lineno] if any(_is_debug_target(t) for t in targets) else []
+            lines += [node.lineno] if any(_is_config_target(t, name) for t in targets) else []
         elif isinstance(node, ast.Call):
-            lines += [kw.value.lineno for kw in node.keywords if kw.arg == "DEBUG" and _is_true(kw.value)]
+            lines += [kw.value.lineno for kw in node.keywords if kw.arg == name and _is_true(kw.value)]
         elif isinstance(node, ast.Dict):
             pairs = zip(node.keys, node.values, strict=True)
-            lines += [v.lineno for k, v in pairs if isinstance(k, ast.Constant) and k.value == "DEBUG" and _is_true(v)]
+            lines += [v.lineno for k, v in pairs if isinstance(k, ast.Constant) and k.value == name and _is_true(v)]
         yield from (line for line in lines if line not in guarded)
 
 
@@ -111,10 +111,10 @@ def _is_true(node: ast.expr | None) -> bool:
     return isinstance(node, ast.Constant) and node.value is True
 
 
-def _is_debug_target(node: ast.expr) -> bool:
+def _is_config_target(node: ast.expr, name: str) -> bool:
     if isinstance(node, ast.Attribute):
-        return node.attr in ("DEBUG", "debug")
-    return _is_named(node, ("DEBUG",))
+        return node.attr in (name, name.lower())
+    return _is_named(node, (name,))
 
 
 _PREFIXED_DEBUG = (
@@ -131,7 +131,7 @@ _PREFIXED_DEBUG = (
 )
 def testing_mode(context: Context) -> Iterator[Found]:
     if context.app is not None and context.app.testing:
-        yield Found(obj=context.app_label)
+        yield Found(obj=context.app_label if _testing_from_environ(context) else _set_at(context, "TESTING"))
     deployed = [
         (item, setting)
         for item, settings in context.once(_deployment_settings)
@@ -141,6 +141,17 @@ def testing_mode(context: Context) -> Iterator[Found]:
     for item, setting in deployed:
         text = _TESTING_DEPLOYED.format(setting=setting, prefix=setting.prefix)
         yield Found(obj=item.at(setting.line), text=text, hint=_TESTING_FIX.format(name=setting.name))
+
+
+def _testing_from_environ(context: Context) -> bool:
+    """True when a variable here can have turned TESTING on (FLASK_TESTING, MYAPP_TESTING read by the app's
+    from_prefixed_env): then no line of the code is where it was."""
+    for prefix in ("FLASK", *_custom_prefixes(context)):
+        name = f"{prefix}_TESTING"
+        setting = _Setting(line=0, name=name, value=context.environ.get(name, ""))
+        if setting.on and _read_into_config(setting, context):
+            return True
+    return False
 
 
 _DEBUG_FIX = (
