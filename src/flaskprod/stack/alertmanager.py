@@ -67,7 +67,7 @@ class Alertmanager:
             "--log.level=warn",
             f"--log.format={'json' if log_format == 'json' else 'logfmt'}",
         ]
-        return Child(name="alertmanager", command=command, stop_signal=signal.SIGTERM)
+        return Child(name="alertmanager", command=command, stop_signal=signal.SIGTERM, listens_port=self.port)
 
     def write_config(self, run: StackDir, spec: Spec) -> bool:
         """alertmanager.yml, grouped and routed as build's, with the webhook's URL read now; whether it changed.

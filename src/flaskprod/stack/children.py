@@ -70,6 +70,42 @@ def as_user(name: str | None) -> dict[str, Any]:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": os.getgrouplist(name, entry.pw_gid)}
 
 
+# /proc/net/tcp's state of a listening socket (TCP_LISTEN, in hex).
+_TCP_LISTEN = "0A"
+
+
+def _listeners(port: int) -> set[str]:
+    """The inodes of the TCP sockets listening on port (any address, IPv4 or IPv6), as /proc/PID/fd names them."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()  # sl, local address:port (hex), remote, state, ..., inode (the tenth)
+            if len(fields) > 9 and fields[3] == _TCP_LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(f"socket:[{fields[9]}]")
+    return found
+
+
+def holds_listener(pid: int, port: int) -> bool:
+    """Whether process pid holds a socket listening on TCP port: it, not another process that took the port while
+    it was down (a connection would not tell them apart)."""
+    listeners = _listeners(port)
+    if not listeners:
+        return False
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) in listeners:
+                return True
+    return False
+
+
 @dataclass
 class Child:
     """One supervised process: how to start it, and how it is asked to stop gracefully."""
@@ -85,6 +121,7 @@ class Child:
     restart_at: float | None = None
     restarts: int = field(default=0)
     listens_on: Path | None = None  # its unix socket, removed once it has stopped
+    listens_port: int | None = None  # its TCP port (Prometheus's, Alertmanager's): it serves once it holds a listener
     exit_meanings: Mapping[int, str] = field(default_factory=dict)  # its own statuses, as describe_exit reads them
     user: str | None = None  # who it runs as, when not `up`'s user (root's PostgreSQL runs as postgres)
     death_signal: signal.Signals = signal.SIGTERM  # what it gets when `up` dies without stopping it
@@ -135,12 +172,14 @@ class Child:
         return describe_exit(status, self.exit_meanings)
 
     def listening(self) -> bool:
-        """Whether it serves now: serves() says so; else something listens on its socket (listens_on); else, running
-        at all."""
+        """Whether it serves now: serves() says so; else something listens on its socket (listens_on); else it holds
+        a listener on its port (listens_port); else, running at all."""
         if self.serves is not None:
             return self.serves()
         if self.listens_on is not None:
             return unixsockets.waiting(self.listens_on) is not None
+        if self.listens_port is not None:
+            return self.pid is not None and holds_listener(self.pid, self.listens_port)
         return self.running()
 
     def running(self) -> bool:

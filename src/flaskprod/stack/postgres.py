@@ -199,7 +199,7 @@ class Postgres:
             f"max_connections={self.max_connections}",
         ]
         # It dies with `up` as it stops with it, fast: were `up` killed outright, nothing else would stop it.
-        return Child(
+        child = Child(
             name="postgres",
             command=command,
             stop_signal=signal.SIGINT,  # its fast shutdown: transactions are rolled back, the data is left clean
@@ -208,6 +208,10 @@ class Postgres:
             cwd=self.directory,  # one it can enter: in `up`'s (a project root's 0700 folder), it logs that it cannot
             quick_grace=FAST_SHUTDOWN_GRACE,  # killed, it would replay its log at the next start
         )
+        # It serves once postmaster.pid says ready (after its recovery, on its socket): one that cannot take its
+        # socket exits before.
+        child.serves = lambda: self.ready(child.pid)[0]
+        return child
 
     def _client(self, program: str, *args: str) -> list[str]:
         return [str(self.bin_dir / program), "-h", str(self.socket_dir), "-U", SUPERUSER, *args]

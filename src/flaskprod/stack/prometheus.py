@@ -89,7 +89,7 @@ class Prometheus:
             "--log.level=warn",
             f"--log.format={'json' if log_format == 'json' else 'logfmt'}",
         ]
-        return Child(name="prometheus", command=command, stop_signal=signal.SIGTERM)
+        return Child(name="prometheus", command=command, stop_signal=signal.SIGTERM, listens_port=self.port)
 
     def write_config(self, run: StackDir, spec: Spec, derived: Derived) -> None:
         """prometheus.yml and alerts.yml in the run directory, derived as `flaskprod build --with monitoring`'s are."""
