@@ -14,12 +14,12 @@ from typing import Any
 
 from flask import Flask
 
-from ..errors import BuildError, FlaskprodError
+from ..errors import BuildError, FlaskprodError, SpecError
 from ..render.deployment import trusted_hops
 from ..render.nginx import PLACEHOLDER, answers, server_name_host, server_names
 from ..render.requirements import async_without_asgiref, lacks_asgiref, requirements_file
 from ..runtime.db import engine_options
-from ..spec import Spec, env_for
+from ..spec import Spec, env_for, read_env_layer
 from . import nginx
 from .context import Context, ProjectFile, deployment_files, stand_in_environ, variable_read, walk
 from .engines import where_made
@@ -208,6 +208,22 @@ def _deployed_hops(context: Context) -> list[tuple[str, int]]:
     return [(where, int(value)) for where, value in found if value.isdigit()]
 
 
+def _named_where_deployed(hops: int, here: tuple[str, int] | None, deployed: list[tuple[str, int]]) -> bool:
+    """True when the app's hops are the environment's, and a deployment file's finding names that count too."""
+    return here is not None and here[1] == hops and any(count == hops for _, count in deployed)
+
+
+def _environ_hops(context: Context) -> tuple[str, int] | None:
+    """The variable (as spelled) and hops of proxy.trusted_hops in the environment check runs in, as the spec reads
+    it (FLASKPROD_PROXY__TRUSTED_HOPS, the section and name in any case)."""
+    try:
+        layer = read_env_layer(context.environ)
+    except SpecError:
+        return None  # the spec refuses it, and says so
+    value = str(layer.get("proxy.trusted_hops", "")).strip()
+    return (layer.names["proxy.trusted_hops"], int(value)) if value.isdigit() else None
+
+
 _NO_PRE_PING = (
     "the SQLAlchemy pool does not pre-ping: after a database restart or an idle timeout, requests fail "
     "on dead pooled connections"
@@ -369,15 +385,19 @@ def proxy_hops_beyond_nginx(app: Flask, context: Context) -> Iterator[Found]:
         return  # what is in front is not in the project: only the deployment knows how many hops there are
     in_front = _proxies_in_front()
     behind = f"{in_front} proxy is in front of the app, nginx ({first[0].at(first[1])})"
-    for where, hops in _deployed_hops(context):
-        if hops > in_front:
-            yield Found(
-                obj=where,
-                text=f"{_HOPS_VARIABLE}={hops} sets proxy.trusted_hops where this file deploys the app, but {behind}: "
-                "a client sends its own X-Forwarded-For, nginx passes it on, and the app takes the address the client "
-                "wrote for the client's; `flaskprod build` and `up` refuse it",
-            )
+    here = _environ_hops(context)
+    deployed = [(where, hops) for where, hops in _deployed_hops(context) if hops > in_front]
+    for where, hops in deployed:
+        too = f", as {here[0]}={hops} does in the environment check runs in" if here and here[1] == hops else ""
+        yield Found(
+            obj=where,
+            text=f"{_HOPS_VARIABLE}={hops} sets proxy.trusted_hops where this file deploys the app{too}, but {behind}: "
+            "a client sends its own X-Forwarded-For, nginx passes it on, and the app takes the address the client "
+            "wrote for the client's; `flaskprod build` and `up` refuse it",
+        )
     for node in _middleware(app):
+        if isinstance(node, TrustedProxies) and _named_where_deployed(node.hops, here, deployed):
+            continue  # the environment's count, which a deployment file sets too: named there, once
         if isinstance(node, TrustedProxies) and node.hops > in_front:
             yield Found(
                 obj=context.app_label,
