@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests import test_check
 from tests.test_check import audit
 from tests.test_check_audit2_proxy import COMPOSE, NOTES
@@ -40,3 +42,38 @@ def test_different_hops_here_and_in_the_deployment_are_each_named(project: Path)
         ),
         ("wsgi:app", f"proxy.trusted_hops = 2, {BEHIND}"),
     ]
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        # spec.py reads the section and name in any case: so does check.
+        {"compose.yaml": COMPOSE.format(hops='FLASKPROD_proxy__trusted_hops: "1"')},
+        {"deploy/notes.service": "[Service]\nEnvironment=FLASKPROD_Proxy__Trusted_Hops=1\nExecStart=flaskprod serve\n"},
+        # Compose's env_file:, a name or a list of them (or of {path: ...}), relative to the Compose file.
+        {"compose.yaml": COMPOSE.format(hops="FLASKPROD_LOGGING__LEVEL: info").replace(
+            "build: .", "build: .\n        env_file: deploy/web.env"), "deploy/web.env": "# the web service\n"
+         "export FLASKPROD_PROXY__TRUSTED_HOPS=1\n"},
+        {"compose.yaml": COMPOSE.format(hops="FLASKPROD_LOGGING__LEVEL: info").replace(
+            "build: .", "build: .\n        env_file:\n          - path: ./.env\n            required: false"),
+         ".env": 'FLASKPROD_PROXY__TRUSTED_HOPS="1"\n'},
+        # systemd's EnvironmentFile= names the file where the server has it: its tail is the project's.
+        {"deploy/notes.service": "[Service]\nEnvironmentFile=-/srv/notes/current/deploy/notes.env\n"
+         "ExecStart=flaskprod serve\n", "deploy/notes.env": "FLASKPROD_PROXY__TRUSTED_HOPS=1\n"},
+    ],
+    ids=["compose-any-case", "systemd-any-case", "compose-env-file", "compose-env-file-path", "systemd-env-file"],
+)
+def test_trusted_hops_the_deployment_gives_the_app_count(project: Path, files: dict[str, str]) -> None:
+    result = audit(project, {**NOTES, **files}, "wsgi:app")
+    assert result.messages == [], result.messages
+
+
+def test_more_hops_in_an_env_file_are_found_at_its_line(project: Path) -> None:
+    compose = COMPOSE.format(hops="FLASKPROD_LOGGING__LEVEL: info")
+    compose = compose.replace("build: .", "build: .\n        env_file: .env")
+    env = "FLASKPROD_LOGGING__LEVEL=info\nFLASKPROD_PROXY__TRUSTED_HOPS=2\n"
+    files = {**NOTES, "compose.yaml": compose, ".env": env}
+    assert [m["obj"] for m in audit(project, files, "wsgi:app").only("FP-C016")] == [".env:2"]
+    # The same file given to a service only the dev profile starts is no deployment's.
+    dev = compose.replace("env_file: .env", "env_file: .env\n        profiles: [dev]")
+    assert audit(project, {**files, "compose.yaml": dev}, "wsgi:app").only("FP-C016") == []

@@ -30,3 +30,28 @@ def development_lines(item: ProjectFile) -> set[int]:
             # end_mark is where the next key starts: the line before it, counted from 1, is the service's last.
             lines.update(range(key.start_mark.line + 1, max(value.end_mark.line, key.start_mark.line + 1) + 1))
     return lines
+
+
+def env_files(item: ProjectFile) -> list[str]:
+    """The files (as written, relative to the Compose file) that `env_file:` gives a service not only development
+    profiles start: `env_file: .env`, a list of names, or of {path: ..., required: false}. Empty when the file does
+    not parse."""
+    try:
+        data = yaml.safe_load(item.text)
+    except yaml.YAMLError:
+        return []
+    services = data.get("services") if isinstance(data, dict) else None
+    if not isinstance(services, dict):
+        return []
+    found: list[str] = []
+    for service in services.values():
+        if not isinstance(service, dict):
+            continue
+        profiles = service.get("profiles")
+        if isinstance(profiles, list) and profiles and all(for_development(str(p)) for p in profiles):
+            continue  # as development_lines leaves it out
+        given = service.get("env_file")
+        for entry in given if isinstance(given, list) else [given]:
+            path = entry.get("path") if isinstance(entry, dict) else entry
+            found += [path] if isinstance(path, str) and path else []
+    return found

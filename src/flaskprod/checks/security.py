@@ -17,8 +17,9 @@ from flask import Flask
 
 from ..runtime.headers import ProductionSessionInterface
 from ..runtime.secrets import FIX, HOW_TO_GENERATE, secret_key_problem
+from ..spec import ENV_PREFIX
 from . import dockerfiles
-from .compose import development_lines
+from .compose import development_lines, env_files
 from .constants import Assigned, Scope, constant_through, is_literal, literals, modules
 from .context import (
     MAX_FILE_BYTES,
@@ -280,11 +281,73 @@ def _deployment_settings(context: Context) -> Iterator[tuple[ProjectFile, list[_
 def deployed_values(context: Context, name: str) -> Iterator[tuple[ProjectFile, int, str]]:
     """(file, line, value) of each literal value a deployment file gives the variable name, read where FP-S001 reads
     FLASK_DEBUG: a Dockerfile's ENV (but a development stage's), Compose and Kubernetes env (but a development
-    profile's service), systemd Environment=. What the app runs with there, which check's own environment lacks
-    (FLASKPROD_PROXY__TRUSTED_HOPS set for the service in compose.yaml)."""
-    for item, settings in _settings_in_deployment(context, _assignment_patterns(re.escape(name))):
+    profile's service), systemd Environment=; and in the project's files that Compose's env_file: and systemd's
+    EnvironmentFile= give the app. What the app runs with there, which check's own environment lacks
+    (FLASKPROD_PROXY__TRUSTED_HOPS set for the service in compose.yaml). A FLASKPROD_* name is matched as the spec
+    reads it: the prefix as written, the section and name in any case."""
+    names = _spellings(name)
+    for item, settings in _settings_in_deployment(context, _assignment_patterns(names)):
         for setting in settings:
             yield item, setting.line, setting.value
+    assigned = re.compile(rf"""^\s*(?:export\s+)?({names})\s*=\s*(.*)$""")
+    for item in context.once(_env_files):
+        for line, text in item.lines():
+            found = assigned.match(text)
+            if found and _literal(found[2]):
+                yield item, line, _literal(found[2])
+
+
+def _spellings(name: str) -> str:
+    """A regex of the spellings of name that set it: FLASKPROD_PROXY__trusted_hops too, as spec.read_env_layer
+    reads the section and name in any case."""
+    if name.startswith(ENV_PREFIX):
+        return re.escape(ENV_PREFIX) + "(?i:" + re.escape(name.removeprefix(ENV_PREFIX)) + ")"
+    return re.escape(name)
+
+
+def _env_files(context: Context) -> Iterator[ProjectFile]:
+    """The project's files the deployment reads into the app's environment: Compose's env_file: (but a development
+    profile's service's), relative to the Compose file; systemd's EnvironmentFile=, an absolute path on the server,
+    found as the longest tail of it that is a file in the project (/srv/notes/deploy/notes.env: deploy/notes.env)."""
+    root = context.root.resolve()
+    seen: set[Path] = set()
+    for item in deployment_files(context.files_named("*.yml", "*.yaml", "*.service")):
+        if item.path.name.startswith("."):
+            continue
+        if item.path.suffix == ".service":
+            written = [m[1] for _, text in item.lines() if (m := _ENVIRONMENT_FILE.match(text))]
+            candidates = [_project_tail(root, Path(path)) for path in written]
+        else:
+            candidates = [item.path.parent / path for path in env_files(item)]
+        for candidate in candidates:
+            path = None if candidate is None else _project_file(root, candidate)
+            if path is not None and path not in seen:
+                seen.add(path)
+                yield ProjectFile(path, path.relative_to(root).as_posix())
+
+
+# EnvironmentFile=/etc/app.env, or =-/etc/app.env (missing is fine): one file to a line.
+_ENVIRONMENT_FILE = re.compile(r"""^\s*EnvironmentFile\s*=\s*-?["']?([^"'\s]+)""")
+
+
+def _project_tail(root: Path, path: Path) -> Path | None:
+    """The project's file a server's path names: the path as written when relative, else its longest tail that is
+    a file under root."""
+    if not path.is_absolute():
+        return root / path
+    parts = path.parts[1:]
+    return next((root.joinpath(*parts[i:]) for i in range(len(parts)) if root.joinpath(*parts[i:]).is_file()), None)
+
+
+def _project_file(root: Path, path: Path) -> Path | None:
+    """path resolved, when it is a file of the project no larger than the checks read."""
+    try:
+        resolved = path.resolve()
+        if resolved.is_relative_to(root) and resolved.is_file() and resolved.stat().st_size <= MAX_FILE_BYTES:
+            return resolved
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _settings_in_deployment(
