@@ -32,6 +32,9 @@ UNBUFFERED = ("X-Accel-Buffering", "no")
 # Set on an exception a streamed body raised once this layer has logged it, to the request's id: the server's own
 # record of it (Gunicorn's "Error handling request", uWSGI's printed traceback), with no id, would be a second one.
 LOGGED_MARK = "__flaskprod_logged__"
+# Set by a server's entry whose clean close of a body with no length looks like its end (uWSGI's): a callable that
+# makes the close of the request's connection a reset, for a streamed body that failed, so its client sees the cut.
+RESET_KEY = "flaskprod.reset_connection"
 # A probe answers with (status line, headers, body); it runs outside Flask so the app's own hooks
 # (login redirects, sessions, per-request DB work) never decide whether the process is healthy.
 Probe = Callable[["WSGIEnvironment"], tuple[str, list[Header], bytes]]
@@ -306,18 +309,22 @@ class StreamedBody:
     so the request is in progress, timed and logged until the server closes it (PEP 3333: always, even
     after an error or a client gone)."""
 
-    __slots__ = ("_body", "_ending", "_holds", "_sent", "_whole")
+    __slots__ = ("_began", "_body", "_ending", "_holds", "_sent", "_whole")
 
     def __init__(self, body: Iterable[bytes], ending: tuple[Any, ...], *, holds: bool = False) -> None:
         self._body = body
         self._ending: tuple[Any, ...] | None = ending  # the pipeline and the arguments of its finish
         self._holds = holds  # a conversation counted open (conversations.opened) until the server closes it
         self._sent = 0  # bytes of the body the server has written: it asks for a chunk once it wrote the last
-        self._whole = False  # the body reached its end
+        self._began = False  # a chunk went to the server, which sends the status line with the first
+        # The client got a whole response: the body's end, or the server's own error page for a body that failed
+        # before its first chunk.
+        self._whole = False
 
     def __iter__(self) -> Iterator[bytes]:
         try:
             for chunk in self._body:
+                self._began = True
                 yield chunk
                 self._sent += len(chunk)
         except Exception as exc:
@@ -326,6 +333,12 @@ class StreamedBody:
                 pipeline, environ, path, endpoint, _status, *rest = self._ending
                 pipeline.stream_failed(environ, rest[-1], exc)
                 self._ending = (pipeline, environ, path, endpoint, 500, *rest)  # counted and logged as failed
+                # Nothing sent yet, the server answers its own 500 page, whole (Gunicorn, most servers); uWSGI sends
+                # the app's status with no body instead, so there it is cut like the rest.
+                self._whole = not self._began and "uwsgi.version" not in environ
+                reset = environ.get(RESET_KEY)
+                if reset is not None:
+                    reset()
             raise
         self._whole = True
 

@@ -8,6 +8,8 @@ import os
 import queue
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..discovery import AppRef
 from ..errors import ServerError
 from ..exits import APP_SERVER_EXITS, describe_exit
+from ..runtime.pipeline import RESET_KEY
 from ..spec import SETTINGS, STARTUP_TOLD_ENV
 from .common import RunDir, parse_bind
 from .jsonrelay import Relay, say
@@ -154,9 +157,24 @@ def on_connection_scheme(app: WSGIApplication) -> WSGIApplication:
         if scheme != "http" and scheme != "https":
             scheme = "https" if environ.get("HTTPS", "").lower() in ("on", "1") else "http"
         environ["wsgi.url_scheme"] = scheme
+        environ[RESET_KEY] = reset_connection
         return app(environ, start_response)
 
     return app_on_connection_scheme
+
+
+def reset_connection() -> None:
+    """Make uWSGI's close of this request's connection a reset (SO_LINGER on, 0 s), for a streamed body that failed.
+
+    uWSGI's response has no length (an http-socket's, Connection: close; the uwsgi protocol's): its clean close ends
+    a cut body as if whole, where a reset is an error to the client. Over a unix socket (nginx in front, `up`) Linux
+    ignores SO_LINGER and the close is an end all the same: nginx ends its chunked reply to the client normally.
+    """
+    import uwsgi  # only inside uWSGI
+
+    # A duplicate of uWSGI's descriptor: the option is the socket's, and uWSGI's own close then resets it.
+    with contextlib.suppress(OSError), socket.socket(fileno=os.dup(uwsgi.connection_fd())) as connection:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def _ini_value(value: Any) -> str:
