@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ServerError, SpecError
@@ -71,6 +73,35 @@ def self_signed_for(directory: Path, names: list[str]) -> tuple[Path, Path]:
     except OSError:
         pass
     return make_self_signed(directory, names)
+
+
+def kept_self_signed(directory: Path) -> Callable[[], None]:
+    """What puts the self-signed certificate, key and names in directory back as they are now: self_signed_for makes
+    them again in place for a reload's names, and a reload that then fails leaves nginx presenting the old ones,
+    which a restarted or reloaded nginx must read too."""
+    kept: dict[Path, tuple[bytes, int]] = {}
+    for name in ("self-signed.crt", "self-signed.key", _NAMES):
+        path = directory / name
+        try:
+            kept[path] = (path.read_bytes(), path.stat().st_mode & 0o777)
+        except FileNotFoundError:
+            continue
+
+    def put_back() -> None:
+        for path, (data, mode) in kept.items():
+            try:
+                if path.read_bytes() == data:
+                    continue
+            except FileNotFoundError:
+                pass
+            # Whole, with the key's mode from its creation on: nginx never reads half a file, nor another user a key.
+            staged = path.with_name(f"{path.name}.new")
+            staged.unlink(missing_ok=True)
+            with os.fdopen(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as fh:
+                fh.write(data)
+            os.replace(staged, path)
+
+    return put_back
 
 
 def _readable(setting: str, value: str | None) -> str:

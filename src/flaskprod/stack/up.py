@@ -46,7 +46,7 @@ from .prometheus import RESTART_ONLY as MONITORING_RESTART_ONLY
 from .release import ReleaseCommand, command_env
 from .releases import RELEASES_AT_ONCE, Release, Releases, exclude_patterns
 from .rundir import Claim, StackDir, repoint
-from .tls import self_signed_for, tls_for_up
+from .tls import kept_self_signed, self_signed_for, tls_for_up
 
 # Variables a parent's own stack would leak into ours: its metrics directory and its drain file.
 _NOT_INHERITED = (MULTIPROC_ENV, DRAIN_FILE_ENV)
@@ -592,6 +592,7 @@ def write_nginx_config(p: Plan) -> None:
 
     A rejected config never replaces the one nginx runs (or would restart) with.
     """
+    put_back_tls = kept_tls(p)
     if p.tls is not None and p.spec.tls.mode == "self-signed":
         self_signed_for(p.run.tls_dir, server_names(p.spec, p.spec.proxy.host, p.app_names))
     files = nginx_files(p)
@@ -603,8 +604,17 @@ def write_nginx_config(p: Plan) -> None:
         check_config(p.nginx_binary, p.run, candidate)
     except ServerError:
         candidate.unlink()
+        put_back_tls()  # the certificate made for the names of the config refused
         raise
     os.replace(candidate, p.run.nginx_conf)
+
+
+def kept_tls(p: Plan) -> Callable[[], None]:
+    """What puts the self-signed certificate of p's nginx (--tls self-signed) back as it is now, once a change that
+    made it again for new names is not applied; nothing to put back in the other modes."""
+    if p.tls is not None and p.spec.tls.mode == "self-signed":
+        return kept_self_signed(p.run.tls_dir)
+    return lambda: None
 
 
 # Settings a reload cannot change: they decide which processes run, and where.
@@ -1250,6 +1260,7 @@ class Stack:
 
         before, conf_before = self.plan, self.plan.run.nginx_conf.read_text()
         put_back: Callable[[], None] | None = None  # of the config copy, once replaced
+        put_back_tls = kept_tls(self.plan)  # the self-signed certificate, made again for new names
         try:
             if self.reload_spec is not None:
                 # The config file and environment are read again; nginx.conf follows them.
@@ -1262,6 +1273,9 @@ class Stack:
                 check_config(self.plan.nginx_binary, self.plan.run)
         except FlaskprodError as exc:
             # A config that cannot apply reloads nothing: a new app server would only restart the running config.
+            # nginx.conf is put back should the config copy have failed after it was replaced.
+            self.put_back_nginx_conf(conf_before)
+            put_back_tls()
             self.log(f"{reloaded} not reloaded, the running config stays: {exc}", level="error")
             return
         if canary is not None:
@@ -1281,12 +1295,14 @@ class Stack:
         try:
             deploy.reload_app_server(self, release)
         except FlaskprodError as exc:
-            # The running stack stays exactly as it was: nginx (never reloaded), the nginx.conf a restarted nginx
-            # reads, the config copy a restarted worker reads, and Prometheus's rules, none taking half the edit.
+            # The running stack stays exactly as it was: nginx (never reloaded), the nginx.conf and certificate a
+            # restarted nginx reads, the config copy a restarted worker reads, and Prometheus's rules, none taking
+            # half the edit.
             self.plan = before
             if put_back is not None:
                 put_back()
             self.put_back_nginx_conf(conf_before)
+            put_back_tls()  # the certificate and key nginx presents, which a restarted nginx would read
             self.log(
                 f"app server of release {release.number} not reloaded: {exc}; nginx, its config and the app server "
                 "stay as they were",
