@@ -352,7 +352,9 @@ _SHELL_SEPARATOR = re.compile(r"&&|\|\||;|\|")
     "the image runs the app server as root (no USER, or USER root, in its last stage): a flaw in the app or a "
     "library gives whoever exploits it root in the container, and on files a volume shares with the host",
     hint="create a user and switch to it before CMD: `RUN useradd --create-home app` then `USER app` (or let the "
-    "server drop root: Gunicorn's --user, uWSGI's uid =); `flaskprod build` writes an image that runs as a user",
+    "server drop root: Gunicorn's --user, uWSGI's uid =); `flaskprod build` writes an image that runs as a user. A "
+    "base image that already sets a non-root USER is fine: distroless's :nonroot tags, Chainguard's (cgr.dev) and "
+    "Red Hat's UBI Python images pass; for another such base, silence FP-P022",
 )
 def image_runs_as_root(context: Context) -> Iterator[Found]:
     if _user_set_elsewhere(context):
@@ -371,7 +373,7 @@ class _Stage:
     """What a Dockerfile stage's image runs, and as whom: USER ("" when none is set) and the ENTRYPOINT and CMD in
     effect, each (line, arguments), inherited from the stage it is built on."""
 
-    user: str = ""
+    user: str = ""  # a known non-root base image's ("nonroot") until a USER of its own
     entrypoint: tuple[tuple[int, str], ...] = ()
     command: tuple[tuple[int, str], ...] = ()
 
@@ -392,7 +394,8 @@ def _final_stage(item: ProjectFile) -> _Stage | None:
     for instruction in instructions(item):
         keyword = instruction.keyword
         if keyword == "FROM":
-            name, current = instruction.stage, stages.get(instruction.base.lower(), _Stage())
+            base = instruction.base.lower()
+            name, current = instruction.stage, stages.get(base, _Stage(user=_base_user(base)))
         elif keyword == "USER":
             current = replace(current, user=instruction.arguments.split()[0] if instruction.arguments.split() else "")
         elif keyword == "ENTRYPOINT":
@@ -402,6 +405,20 @@ def _final_stage(item: ProjectFile) -> _Stage | None:
         if name:
             stages[name.lower()] = current
     return None if for_development(name) else current
+
+
+# Base images known to set a non-root USER themselves: a name or tag that says so (distroless's :nonroot and
+# :debug-nonroot), Chainguard's registry (every image, -dev too, runs as nonroot), Red Hat's UBI and SCL Python
+# images (USER 1001).
+_NON_ROOT_BASE = re.compile(
+    r"(?:^|[/:._-])(?:nonroot|non-root|rootless)(?:$|[/:._-])|^cgr\.dev/|(?:^|/)ubi\d+/python-|(?:^|/)sclorg/python-"
+)
+
+
+def _base_user(base: str) -> str:
+    """The USER an image FROM base (lower case) starts with: "" (root, as most bases) unless it is a known non-root
+    one."""
+    return "nonroot" if _NON_ROOT_BASE.search(base) else ""
 
 
 _DROPS_ROOT = re.compile(r"(?:^|[\s/])(?:gosu|su-exec|setpriv|runuser|chpst|setuidgid)\s")
