@@ -238,17 +238,7 @@ try:
 except RuntimeError:
     raise ValueError("fallback broken")
 """
-    target_r, target_w = os.pipe()
-    pipes = jsonrelay.Relay("stderr")
-    pipes.targets = (target_w, target_w)
-    pipes.start()
-    child = subprocess.run([sys.executable, "-c", code], stderr=pipes.stderr, timeout=30, check=False)
-    pipes.finish()
-    os.close(target_w)
-    out = [json.loads(line) for line in os.read(target_r, 65536).splitlines()]
-    os.close(target_r)
-    assert child.returncode == 1
-    [record] = out
+    [record] = relayed_stderr_of(code)
     assert record["message"] == "ValueError: fallback broken"
     stack = record["error"]["stack_trace"]
     assert stack.startswith("Traceback (most recent call last):\n") and stack.count("Traceback (most recent") == 3

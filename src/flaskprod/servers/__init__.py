@@ -12,7 +12,7 @@ from typing import Any
 from .. import discovery
 from ..errors import ServerError
 from ..sizing import derive
-from ..spec import LOG_RELAY_ENV, PROBE_RECORD_ENV, Spec, env_for
+from ..spec import LOG_RELAY_ENV, PROBE_RECORD_ENV, STARTUP_TOLD_ENV, Spec, env_for
 from .common import DRAIN_FILE_ENV, MULTIPROC_ENV, RunDir, check_bind
 from .greenlets import missing_worker
 from .jsonrelay import Relay
@@ -86,6 +86,9 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
     os.environ.update(run_dir.environ())
     if settings["log_json"]:  # every line the workers write is relayed as JSON: the app's loggers write JSON too
         os.environ[LOG_RELAY_ENV] = "json"
+    # The probe loaded the app first and told its start-up warnings: the server's processes, each loading it (Gunicorn's
+    # workers, uWSGI's master at start and at every reload), keep quiet.
+    os.environ[STARTUP_TOLD_ENV] = "1"
     return _runner(settings)(settings, app, run_dir)
 
 

@@ -20,7 +20,6 @@ from gunicorn.errors import AppImportError, HaltServer
 
 from ..discovery import AppRef, load
 from ..errors import FlaskprodError
-from ..spec import STARTUP_TOLD_ENV
 from . import affinity, gcfreeze, stopnow
 from .common import RunDir
 from .freethreads import accepting_while_a_thread_is_free_of_conversations
@@ -379,8 +378,6 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
 def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
     """Run Gunicorn in this process until it stops; its exit status."""
     master = os.getpid()
-    # serve's probe loaded the app first and told its start-up warnings: the workers, each loading it, keep quiet.
-    os.environ[STARTUP_TOLD_ENV] = "1"
     # Every line of the process tree in JSON: the workers' plain ones (print(), a library's logger) too.
     relay = Relay("stderr") if settings["log_json"] else None
     application = FlaskprodApplication(settings, app, run_dir, relay)

@@ -21,7 +21,7 @@ from ..discovery import AppRef
 from ..errors import ServerError
 from ..exits import APP_SERVER_EXITS, describe_exit
 from ..runtime.pipeline import RESET_KEY
-from ..spec import SETTINGS, STARTUP_TOLD_ENV
+from ..spec import SETTINGS
 from .common import RunDir, parse_bind
 from .jsonrelay import Relay, say
 from .memorybound import MemoryBound, children, signal_to
@@ -431,9 +431,6 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
     ini = run_dir.path / "uwsgi.ini"
     ini.write_text(render_ini(settings, protocol=settings["protocol"], listen_max=somaxconn()))
     responder: Responder | None = None
-    # serve's probe loaded the app first and told its start-up warnings: uWSGI's master, loading it at start and at
-    # each reload, keeps quiet.
-    os.environ[STARTUP_TOLD_ENV] = "1"
     try:
         run_dir.prepare()
         # SIGHUP to a worker is uWSGI's graceful recycle of that worker alone.
