@@ -270,20 +270,25 @@ def test_ctrl_c_reaches_a_worker_between_its_fork_and_its_handlers(tmp_path: Pat
     assert "Traceback" not in output and "was sent" not in output, output
 
 
-# Loaded by uWSGI's interpreter (sitecustomize): its second worker spends two seconds between the fork and uWSGI's
-# own handlers, in the SIGHUP and SIGTERM dispositions the master started with: ignored (uwsgi_setup).
+# Loaded by uWSGI's interpreter (sitecustomize): every worker the master forks after the first (the second, and any
+# it forks again) spends two seconds between the fork and uWSGI's own handlers, in the SIGHUP and SIGTERM
+# dispositions the master started with: ignored (uwsgi_setup). Counted by forks: straight after the fork, where
+# py-call-uwsgi-fork-hooks runs this, uwsgi.worker_id() still reads 0.
 SLOW_SECOND_UWSGI_WORKER = """\
 import os, time
-def slow_second():
+forks = [0]
+def count():
+    forks[0] += 1
+def slow_after_the_first():
     try:
         import uwsgi
     except ImportError:
         return
-    if uwsgi.worker_id() == 2:
+    if forks[0] >= 2:
         with open(os.path.join(os.path.dirname(__file__), "slow-pids"), "a") as pids:
             pids.write(f"{os.getpid()}\\n")
         time.sleep(2.0)
-os.register_at_fork(after_in_child=slow_second)
+os.register_at_fork(before=count, after_in_child=slow_after_the_first)
 """
 
 

@@ -117,8 +117,11 @@ def render_ini(
         ("strict", True),
         ("lazy-apps", False),
         ("single-interpreter", True),
-        # Let the app's os.register_at_fork hooks (pool disposal, metrics) run in each worker.
-        ("py-call-osafterfork", True),
+        # Take the GIL and the import lock around each fork, and run the app's os.register_at_fork hooks (pool
+        # disposal, metrics) in each worker. py-call-osafterfork ran the hooks but forked without the GIL: a thread
+        # the app started in the master (Flask-Limiter's memory storage, a scheduler) could hold it at the fork,
+        # and the worker then waited for it for ever, never serving a request.
+        ("py-call-uwsgi-fork-hooks", True),
         ("vacuum", True),
         ("buffer-size", BUFFER_SIZE),
         # uWSGI's default of 64 variables is spent by about 100 headers, and it then drops the request: a 502 any

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import sys
 from collections.abc import Callable
 from types import TracebackType
@@ -51,7 +50,10 @@ def _pin_worker() -> None:
     affinity.pin(uwsgi.worker_id() - 1)
 
 
-# The ini says whether to pin (auto resolved); py-call-osafterfork runs this in each worker uWSGI forks,
-# before it starts the worker's threads, so they inherit the CPU.
+# The ini says whether to pin (auto resolved). uWSGI's postfork chain runs this in each worker it forks, once the
+# worker knows its id and before it starts the worker's threads, so they inherit the CPU; an os.register_at_fork
+# hook runs straight after the fork (py-call-uwsgi-fork-hooks), where every worker's id still reads 0.
 if spec.server.cpu_affinity is True:
-    os.register_at_fork(after_in_child=_pin_worker)
+    import uwsgidecorators  # only inside uWSGI
+
+    uwsgidecorators.postfork(_pin_worker)
