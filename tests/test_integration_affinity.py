@@ -89,3 +89,33 @@ def test_auto_pins_threaded_workers_when_each_has_a_cpu_of_its_own(serve_app: St
     # Under a CPU quota below the CPU set (a shared node) auto must not pin; with whole CPUs it must.
     expected = [[cpu] for cpu in CPUS[:2]] if detect_machine().owns_cpus else [CPUS, CPUS]
     assert masks == expected
+
+
+def test_an_apps_own_uwsgi_post_fork_hook_runs_beside_the_pinning(serve_app: StartServer) -> None:
+    """uWSGI has one post_fork_hook, which pinning takes: the hook the app set (or uwsgidecorators' @postfork chain)
+    runs after it, in each worker, and sees the worker's CPU."""
+    hooked = APP.replace(
+        "app = Flask(__name__)",
+        "def noted():\n"
+        "    global NOTED\n"
+        "    NOTED = sorted(os.sched_getaffinity(0))\n"
+        "NOTED = None\n"
+        "try:\n"
+        "    import uwsgi  # not in serve's own look at the app\n"
+        "    uwsgi.post_fork_hook = noted\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "app = Flask(__name__)\n"
+        "@app.get('/noted')\n"
+        "def noted_view():\n"
+        "    return {'pid': os.getpid(), 'cpus': NOTED}",
+    )
+    server = serve_app(
+        hooked, workers=2, args=("--server", "uwsgi", "--threads", "4", "--set", "server.cpu_affinity=true")
+    )
+    pinned = where_by_pid(server, 2)
+    noted = {}
+    for _ in range(40):
+        body = server.get("/noted", headers={"Connection": "close"}).json()
+        noted[body["pid"]] = body["cpus"]
+    assert noted and all(cpus == pinned[pid] for pid, cpus in noted.items()), (noted, pinned)

@@ -44,16 +44,23 @@ if spec.server.gc_freeze:
 application = on_connection_scheme(taking_turns(loaded) if spec.server.fair_gil else loaded)
 
 
-def _pin_worker() -> None:
+def _pin_worker_before(then: Callable[[], object] | None) -> Callable[[], None]:
+    """uWSGI's post_fork_hook: pin this worker to its CPU, then run the hook the app set (uwsgidecorators' chain
+    among them), whose threads inherit the CPU."""
     import uwsgi  # only inside uWSGI
 
-    affinity.pin(uwsgi.worker_id() - 1)
+    def pin_worker() -> None:
+        affinity.pin(uwsgi.worker_id() - 1)
+        if then is not None:
+            then()
+
+    return pin_worker
 
 
-# The ini says whether to pin (auto resolved). uWSGI's postfork chain runs this in each worker it forks, once the
-# worker knows its id and before it starts the worker's threads, so they inherit the CPU; an os.register_at_fork
-# hook runs straight after the fork (py-call-uwsgi-fork-hooks), where every worker's id still reads 0.
+# The ini says whether to pin (auto resolved). uWSGI runs post_fork_hook in each worker it forks, once the worker
+# knows its id and before it starts the worker's threads, so they inherit the CPU. Not an os.register_at_fork hook:
+# those run straight after the fork (py-call-uwsgi-fork-hooks), where every worker's id still reads 0.
 if spec.server.cpu_affinity is True:
-    import uwsgidecorators  # only inside uWSGI
+    import uwsgi  # only inside uWSGI
 
-    uwsgidecorators.postfork(_pin_worker)
+    uwsgi.post_fork_hook = _pin_worker_before(getattr(uwsgi, "post_fork_hook", None))
