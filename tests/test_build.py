@@ -192,6 +192,25 @@ def flaskprod_build(project: Path, *args: str) -> subprocess.CompletedProcess[st
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    "shell",
+    [{"FLASK_SECRET_KEY": "dev"}, {"FLASK_SECRET_KEY_FILE": "/run/secrets/taskboard_secret_key"}, {}],
+    ids=["a-developers-key", "a-file-only-servers-have", "none"],
+)
+def test_the_builders_secret_key_decides_nothing(project: Path, shell: dict[str, str]) -> None:
+    """build imports the app but deploys no key: a weak or absent one in the builder's shell, which Production
+    refuses to serve with, still builds, and the same files as a strong one."""
+    env = {k: v for k, v in clean_env().items() if k != "FLASK_SECRET_KEY"} | shell
+    built = subprocess.run([FLASKPROD, "build", "-t", "k8s"], cwd=project, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert built.returncode == 0, built.stderr
+    again = flaskprod_build(project, "-t", "k8s")  # a strong key in the shell
+    assert again.returncode == 0, again.stderr
+    written = again.stdout.splitlines()[1:-1]
+    assert written and all(line.split()[0] == "identical" for line in written), again.stdout
+
+
+@pytest.mark.integration
 def test_build_writes_the_target_and_says_what_next(project: Path) -> None:
     result = flaskprod_build(project, "--target", "compose")
     assert result.returncode == 0, result.stderr

@@ -174,10 +174,12 @@ def _app_info(result: dict[str, Any]) -> AppInfo:
 def probe_to_learn(
     ref: AppRef, environ: Mapping[str, str], *, bound: int, if_slow: str | None = None
 ) -> AppInfo:
-    """probe() for a command that only reads the app (build, init): an app that refuses to load without
-    a strong key is given a throwaway one, since nothing it signs outlives the probe."""
-    env = dict(environ)
-    env.setdefault("FLASK_SECRET_KEY", secrets.token_hex(32))
+    """probe() for a command that only reads the app (build, init), with a throwaway key in place of whatever the
+    shell holds: nothing the app signs outlives the probe, and what it writes must not depend on the builder's
+    secrets. A developer's FLASK_SECRET_KEY=dev (or a FLASK_SECRET_KEY_FILE only the servers have) made Production
+    refuse the app, and the build with it."""
+    env = {name: value for name, value in environ.items() if name != "FLASK_SECRET_KEY_FILE"}
+    env["FLASK_SECRET_KEY"] = secrets.token_hex(32)
     return probe(ref, env, bound=bound, if_slow=if_slow)
 
 
