@@ -353,8 +353,9 @@ _SHELL_SEPARATOR = re.compile(r"&&|\|\||;|\|")
     "library gives whoever exploits it root in the container, and on files a volume shares with the host",
     hint="create a user and switch to it before CMD: `RUN useradd --create-home app` then `USER app` (or let the "
     "server drop root: Gunicorn's --user, uWSGI's uid =); `flaskprod build` writes an image that runs as a user. A "
-    "base image that already sets a non-root USER is fine: distroless's :nonroot tags, Chainguard's (cgr.dev) and "
-    "Red Hat's UBI Python images pass; for another such base, silence FP-P022",
+    "base image that already sets a non-root USER is fine: distroless's :nonroot tags, Chainguard's (cgr.dev, but "
+    "wolfi-base and chainguard-base), Red Hat's UBI Python images and Docker Hardened Images' runtime ones (dhi.io, "
+    "not -dev) pass; for another such base, silence FP-P022",
 )
 def image_runs_as_root(context: Context) -> Iterator[Found]:
     if _user_set_elsewhere(context):
@@ -407,18 +408,31 @@ def _final_stage(item: ProjectFile) -> _Stage | None:
     return None if for_development(name) else current
 
 
-# Base images known to set a non-root USER themselves: a name or tag that says so (distroless's :nonroot and
-# :debug-nonroot), Chainguard's registry (every image, -dev too, runs as nonroot), Red Hat's UBI and SCL Python
-# images (USER 1001).
+# Base images known to set a non-root USER themselves, as their makers' sources say:
 _NON_ROOT_BASE = re.compile(
-    r"(?:^|[/:._-])(?:nonroot|non-root|rootless)(?:$|[/:._-])|^cgr\.dev/|(?:^|/)ubi\d+/python-|(?:^|/)sclorg/python-"
+    # A name or tag that says so: distroless's :nonroot and :debug-nonroot (its :debug runs as root, as its
+    # default tag does: GoogleContainerTools/distroless README, "Debug Images").
+    r"(?:^|[/:._-])(?:nonroot|non-root|rootless)(?:$|[/:._-])"
+    # Chainguard's: apko's run-as 65532 (nonroot), the -dev variants too (chainguard-images/images,
+    # images/python/configs/latest-dev.apko.yaml).
+    r"|^cgr\.dev/"
+    # Red Hat's UBI and SCL Python images: USER 1001 (sclorg/s2i-python-container, 3.11/Dockerfile.rhel9).
+    r"|(?:^|/)ubi\d+/python-|(?:^|/)sclorg/python-"
+    # Docker Hardened Images' runtime variants run as nonroot (docs.docker.com/dhi, "Image variants").
+    r"|^dhi\.io/"
+)
+# ...but for these, which run as root: Chainguard's wolfi-base (run-as = 0, images/wolfi-base/config/main.tf) and
+# chainguard-base (its test: `whoami` is root), and Docker Hardened Images' build-time variants, -dev in the tag
+# (dhi.io/python:3.13-dev, 3.13-debian13-dev: "Run as the root user").
+_ROOT_BASE = re.compile(
+    r"^cgr\.dev/(?:[^/:@]+/)*(?:wolfi|chainguard)-base(?:[:@]|$)|^dhi\.io/[^:@]+:(?:[^@]*[-._])?dev(?:[-._@]|$)"
 )
 
 
 def _base_user(base: str) -> str:
-    """The USER an image FROM base (lower case) starts with: "" (root, as most bases) unless it is a known non-root
-    one."""
-    return "nonroot" if _NON_ROOT_BASE.search(base) else ""
+    """The USER an image FROM base (lower case) starts with: "" (root, as most bases: python:*, bitnami/python)
+    unless it is a known non-root one."""
+    return "nonroot" if _NON_ROOT_BASE.search(base) and not _ROOT_BASE.search(base) else ""
 
 
 _DROPS_ROOT = re.compile(r"(?:^|[\s/])(?:gosu|su-exec|setpriv|runuser|chpst|setuidgid)\s")
