@@ -7,6 +7,7 @@ import functools
 import json
 import re
 import shlex
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -587,6 +588,34 @@ def _instance_folders(context: Context) -> tuple[Path, ...]:
     return tuple(folders)
 
 
+def _relative_folder(folder: Path, root: Path) -> str:
+    """How a fix names the folder: relative to the project (instance), else as it is."""
+    try:
+        return folder.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return folder.as_posix()
+
+
+def _tracked_instance_files(context: Context) -> Iterator[Path]:
+    """The instance folders' files that git tracks: committed (or added), so in the repository whatever .gitignore
+    says now. None when git is missing or the project is no git repository: the folder is trusted, as Flask's docs
+    keep it."""
+    for folder in _instance_folders(context):
+        try:
+            listed = subprocess.run(
+                ["git", "ls-files", "-z", "--", str(folder)],
+                cwd=context.root,
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return  # no git to ask
+        if listed.returncode == 0:  # else no repository here, or the folder is outside it
+            names = listed.stdout.decode("utf-8", "surrogateescape").split("\0")
+            yield from ((context.root / name).resolve() for name in names if name)
+
+
 @check(
     "FP-S004",
     WARNING,
@@ -627,8 +656,19 @@ _NAMED_FILE_IN_EFFECT_HINT = (
 )
 
 
+# A file of the instance folder that git tracks: the folder Flask's docs keep out of the repository is in it.
+_TRACKED_INSTANCE_HINT = (
+    "take the instance folder out of the repository: `git rm --cached -r {folder}/` and add `{folder}/` to "
+    ".gitignore; the key stays in the repository's history, so give the app a new random key in the untracked file "
+    "(or FLASK_SECRET_KEY / FLASK_SECRET_KEY_FILE)"
+)
+
+
 def _loaded_file_hint(key: _KeyInSource, *, in_effect: bool) -> str | None:
-    """The fix for a key in a config file the app loads by name; None (the check's own) for one in a module."""
+    """The fix for a key in a config file the app loads by name or in a tracked instance folder; None (the check's
+    own) for one in a module."""
+    if key.tracked_instance is not None:
+        return _TRACKED_INSTANCE_HINT.format(folder=key.tracked_instance)
     if key.named_by is not None:
         return (_NAMED_FILE_IN_EFFECT_HINT if in_effect else _NAMED_FILE_HINT).format(name=key.named_by)
     if not key.loaded:
@@ -648,6 +688,7 @@ class _KeyInSource:
     variable: str | None = None  # the environment variable it falls back from
     loaded: bool = False  # in a config file the app loads by name (from_pyfile, from_file, from_envvar)
     named_by: str | None = None  # the variable that names the file, for one from_envvar loads
+    tracked_instance: str | None = None  # the instance folder (relative) git tracks the file in
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -783,10 +824,19 @@ def _keys_in_source(context: Context) -> Iterator[_KeyInSource]:
     """Each SECRET_KEY assignment that can take a string written in the source or in a config file the app
     loads (also through a constant imported from another module), but those in the instance folder."""
     instance = _instance_folders(context)
+    tracked = set(context.once(_tracked_instance_files))
     key = None if context.app is None else context.app.config.get("SECRET_KEY")
 
     def kept(item: ProjectFile) -> bool:
-        return not any(item.path.resolve().is_relative_to(folder) for folder in instance)
+        """Whether the file is the repository's: outside the instance folder, or in it but tracked by git."""
+        path = item.path.resolve()
+        return path in tracked or not any(path.is_relative_to(folder) for folder in instance)
+
+    def tracked_in(item: ProjectFile) -> str | None:
+        """The instance folder (relative to the project) git tracks item in; None for a file outside it."""
+        path = item.path.resolve()
+        folders = [folder for folder in instance if path in tracked and path.is_relative_to(folder)]
+        return _relative_folder(folders[0], context.root) if folders else None
 
     for item, tree, loaded in _config_modules(context):
         assignments = list(_secret_assignments(tree))
@@ -795,6 +845,9 @@ def _keys_in_source(context: Context) -> Iterator[_KeyInSource]:
         scope = modules(context).of(item, tree)
         exempt = _development_lines(item, tree, context)
         file = "the source" if loaded is None else f"a config file the app loads with {loaded.loader}"
+        folder = tracked_in(item)
+        if folder is not None:
+            file = f"{item.rel}, a file of the instance folder that git tracks"
         for line, value in assignments:
             strings = list(literals(value, scope))
             through = constant_through(value, scope)
@@ -811,20 +864,24 @@ def _keys_in_source(context: Context) -> Iterator[_KeyInSource]:
                 variable=_variable_read(value),
                 loaded=loaded is not None,
                 named_by=None if loaded is None else loaded.variable,
+                tracked_instance=folder or (None if through is None else tracked_in(through.scope.item)),
             )
     for loaded in context.once(_loaded_files):
         written = _written_key(loaded) if loaded.method == "from_file" and kept(loaded.item) else None
         if written is not None:
             line, string, development = written
+            folder = tracked_in(loaded.item)
+            where = "a config file the app loads with from_file()"
             yield _KeyInSource(
                 obj=loaded.item.at(line),
                 literal=True,
                 # As a module's: a file that turns DEBUG or TESTING on, named for development or in effect.
                 development=development and (for_development(loaded.item.rel) or _development_in_effect(context)),
                 in_effect=key == string,
-                where="a config file the app loads with from_file()",
+                where=where if folder is None else f"{loaded.item.rel}, a file of the instance folder that git tracks",
                 loaded=True,
                 named_by=loaded.variable,
+                tracked_instance=folder,
             )
 
 
