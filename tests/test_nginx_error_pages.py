@@ -54,6 +54,11 @@ def upload():
 @app.get("/api/crash")
 def crash():
     os._exit(1)
+
+
+@app.get("/flaskprod-error.<kind>")
+def own_route(kind):
+    return {"route": "the app's", "kind": kind}
 """
 
 
@@ -109,6 +114,10 @@ def test_nginx_answers_its_errors_with_the_apps_pages_under_up(crash_stack: UpSt
     assert_json_page(stack.get("/api/crash", headers=BROWSER), 502)
     assert_html_page(stack.get("/crash", headers=EVENT_SOURCE), 502)
 
+    # nginx's error pages are no URLs: the app's routes at their former paths are the app's.
+    for kind in ("json", "html"):
+        assert stack.get(f"/flaskprod-error.{kind}").json() == {"route": "the app's", "kind": kind}
+
     # The same headers as the app's own error page.
     apps = stack.get("/nowhere", headers=JSON_CLIENT)
     assert apps.status_code == 404 and set(apps.json()["error"]) == {"status", "message", "request_id"}
@@ -135,8 +144,10 @@ def test_with_no_app_server_and_past_the_rate_limit_nginx_answers_the_apps_pages
         assert_json_page(first, 502)
         assert_json_page(requests.get(url, headers=JSON_CLIENT, timeout=5), 429)
         assert_html_page(requests.get(url, headers=BROWSER, timeout=5), 429)
-        # The error locations are nginx's alone: a client asking for one gets a 404.
-        assert requests.get(f"http://127.0.0.1:{port}/flaskprod-error.json", timeout=5).status_code == 404
+        # The error locations are named ones: no URL reaches them, and a path like their names goes to the app, past
+        # the rate limit here.
+        for path in ("/flaskprod-error.json", "/@flaskprod_error_json", "/flaskprod_error_json"):
+            assert_html_page(requests.get(f"http://127.0.0.1:{port}{path}", headers=BROWSER, timeout=5), 429)
 
 
 def listening(port: int) -> bool:
@@ -182,7 +193,7 @@ def test_nginx_and_gixy_accept_the_error_pages_beside_every_add_header(tmp_path:
     assert result.stderr == ""
     run_tool([tool("gixy"), str(conf)])
 
-    block = text[text.index("location = /flaskprod-error.json {") :].split("}", 1)[0]
+    block = text[text.index("location @flaskprod_error_json {") :].split("\n        }", 1)[0]
     if variant in ("tls", "proxied-tls"):
         assert "add_header Strict-Transport-Security" in block
     if variant == "csp-other-id-header":
@@ -196,14 +207,14 @@ def test_every_error_nginx_answers_itself_is_sent_to_the_pages(tmp_path: Path) -
     text = rendered(make_spec(), context(tmp_path))
     codes = "413 429 502 503 504 500"
     # The server's, and location /'s own (its error_page for event streams would drop the server's).
-    assert text.count(f"error_page {codes} /flaskprod-error.$flaskprod_error_format;") == 2
+    assert text.count(f"error_page {codes} @flaskprod_error_$flaskprod_error_format;") == 2
     for code in (413, 429, 502, 503, 504):
         assert f"        {code} " in text[text.index("map $status $flaskprod_error_json") :]
 
 
 def test_with_the_apps_error_pages_off_nginx_keeps_its_own(tmp_path: Path) -> None:
     text = rendered(make_spec(**{"security.error_pages": "false"}), context(tmp_path))
-    assert "flaskprod-error" not in text and "flaskprod_error" not in text
+    assert "flaskprod_error" not in text and "flaskprod_accept" not in text
 
 
 def test_the_pages_hold_no_dollar_but_the_request_id_variable(tmp_path: Path) -> None:

@@ -93,8 +93,67 @@ TLS_CIPHERS = (
 # a temp file it cannot write (500), an app server down, failing or too slow (502, 503, 504). The app's own answers
 # with these codes pass through as they are (proxy_intercept_errors is off). The last is the default page.
 NGINX_ERROR_CODES = (413, 429, 502, 503, 504, 500)
-# Where error_page sends them: one internal location per format; its name's extension gives the Content-Type.
-ERROR_LOCATION = "/flaskprod-error"
+# Where error_page sends them: one named location per format (@flaskprod_error_json, ..._html). A named location
+# is no URL, so it shadows none of the app's routes, and no client can ask for it.
+ERROR_LOCATION = "@flaskprod_error"
+# The Accept item a media type matches, as werkzeug's MIMEAccept does: exactly, with no parameter but a valid q.
+_ACCEPT_ITEM = r"(?:^|,)\s*{media}\s*{q}\s*(?:,|$)"
+_Q_ONE = r"(?:;\s*q=0*1(?:\.0+)?)?"  # none, or q=1 (1.0, 1.000)
+_Q_BELOW_ONE = r";\s*q=0+(?:\.(?:(\d*[1-9])0*|0+))?"  # q=0.x, its digits to the last non-zero one in $1
+_DIGITS = "0123456789"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NginxMap:
+    """An nginx `map` the template writes as it is: regexes (tried in order) and their values, each one argument."""
+
+    comment: str
+    source: str
+    variable: str
+    default: str
+    entries: tuple[tuple[str, str], ...]
+
+
+def accept_rank_map(media_type: str, variable: str) -> NginxMap:
+    """How much an Accept header wants media_type, as werkzeug's best_match weighs it: the q of the item naming it
+    most exactly (the type itself, then type/*, then */*, whatever their order), and how exactly, as
+    "<q>/<exactness>": q=1 is "1", q=0.x is "0x" without trailing zeros; exactness 2, 1 or 0. So one rank sorts
+    after another as strings exactly when werkzeug would prefer it ('/' sorts before every digit)."""
+    family = media_type.split("/")[0]
+    ranges = ((re.escape(media_type), 2), (re.escape(f"{family}/*"), 1), (re.escape("*/*"), 0))
+    entries: list[tuple[str, str]] = []
+    for media, exactness in ranges:
+        entries.append((_ACCEPT_ITEM.format(media=media, q=_Q_ONE), f"1/{exactness}"))
+        entries.append((_ACCEPT_ITEM.format(media=media, q=_Q_BELOW_ONE), f"0$1/{exactness}"))
+    return NginxMap(
+        comment=f"How much Accept wants {media_type}: <q>/<2 named, 1 by {family}/*, 0 by */*>; q=0 when unnamed.",
+        source="$http_accept",
+        variable=variable,
+        default="0/0",
+        entries=tuple((_regex("~*" + pattern), f'"{value}"') for pattern, value in entries),
+    )
+
+
+def error_accept_maps() -> tuple[NginxMap, ...]:
+    """$flaskprod_error_accept: json when Accept prefers application/json to text/html as the app's wants_json
+    (werkzeug's best_match) does, html otherwise: for no Accept, */*, a tie, or neither named. A q of more than three
+    decimals, or a type named twice with two q values, may be weighed otherwise than by werkzeug."""
+    json_rank, html_rank = "$flaskprod_accept_json", "$flaskprod_accept_html"
+    # JSON when its rank sorts after HTML's: at the first character where they differ, JSON's is the greater.
+    greater = tuple(
+        (_regex(rf"~^([^:]*){digit}[^:]*:\1[/{_DIGITS[:i]}]"), "json") for i, digit in enumerate(_DIGITS)
+    )
+    return (
+        accept_rank_map("text/html", html_rank),
+        accept_rank_map("application/json", json_rank),
+        NginxMap(
+            comment="JSON when Accept ranks it above HTML, as werkzeug's best_match; never when JSON's q is 0.",
+            source=f'"{json_rank}:{html_rank}"',
+            variable="$flaskprod_error_accept",
+            default="html",
+            entries=(('"~^0/"', "html"), *greater),
+        ),
+    )
 # Listen addresses that mean "every interface": they name no host a client would send.
 _WILDCARDS = frozenset({"0.0.0.0", "::", "*"})
 # A host name or IPv4 address nginx.conf can hold unquoted; an IPv6 address is bracketed and checked apart.
@@ -456,6 +515,12 @@ def error_headers(spec: Spec) -> list[tuple[str, str]]:
     ]
 
 
+def _regex(pattern: str) -> str:
+    """pattern as one nginx.conf argument: nginx keeps a backslash before any character but `"`, `'`, `\\`, t, r, n."""
+    assert '"' not in pattern and not re.search(r"\\[\\trn\"']", pattern), pattern
+    return f'"{pattern}"'
+
+
 def _quoted_text(text: str) -> str:
     """text as one nginx.conf argument, its newlines written \\n; a '$' in it is nginx's variable."""
     return _quoted(text).replace("\n", "\\n")
@@ -502,6 +567,7 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         error_pages=error_pages(spec),
         error_headers=error_headers(spec),
         error_location=ERROR_LOCATION,
+        error_accept_maps=error_accept_maps(),
     )
 
 

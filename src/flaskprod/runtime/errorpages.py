@@ -19,8 +19,10 @@ _HTML = """<!doctype html>
 
 
 def wants_json() -> bool:
-    """JSON for API clients: /api/ paths, JSON requests, or an Accept that names JSON before HTML. A wildcard
-    after it does not tip it to HTML: axios asks with "application/json, text/plain, */*"."""
+    """JSON for API clients: /api/ paths, JSON requests, or an Accept preferring JSON to HTML by werkzeug's
+    best_match (the higher q, then the more exact name; a tie is HTML). A wildcard beside JSON does not tip it to
+    HTML: axios asks with "application/json, text/plain, */*". nginx's own errors choose alike
+    (render/nginx.py, error_accept_maps)."""
     if request.path.startswith("/api/") or request.is_json:
         return True
     return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
