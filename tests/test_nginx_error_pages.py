@@ -7,6 +7,8 @@ and none of the app's security headers."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -29,6 +31,12 @@ BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;
 EVENT_SOURCE = {"Accept": "text/event-stream"}
 SECURITY_HEADERS = ("X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy")
 DESCRIPTIONS = {
+    404: (
+        "Not Found",
+        "The requested URL was not found on the server. If you entered the URL manually please check your spelling"
+        " and try again.",
+    ),
+    405: ("Method Not Allowed", "The method is not allowed for the requested URL."),
     413: ("Request Entity Too Large", "The data value transmitted exceeds the capacity limit."),
     429: ("Too Many Requests", "This user has exceeded an allotted request count. Try again later."),
     502: ("Bad Gateway", "The proxy server received an invalid response from an upstream server."),
@@ -150,6 +158,33 @@ def test_with_no_app_server_and_past_the_rate_limit_nginx_answers_the_apps_pages
             assert_html_page(requests.get(f"http://127.0.0.1:{port}{path}", headers=BROWSER, timeout=5), 429)
 
 
+@pytest.mark.integration
+def test_nginx_answers_a_missing_or_posted_static_file_with_the_apps_pages(tmp_path: Path) -> None:
+    # They were nginx's page (`<center>nginx</center>`), with no request id, security headers or Allow, where the
+    # app's static route answers its own 404 and 405.
+    spec = make_spec()
+    port = free_port()
+    # Workers that can read tmp_path, as `up` runs them: as root's, when the master is root's.
+    user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
+    ctx = dataclasses.replace(context(tmp_path), port=port, user=user)
+    for name, text in render_nginx(spec, derive(spec, MACHINE), ctx).items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "static" / "site.css").write_text("body {}")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    with (tmp_path / "nginx.err").open("w") as log, running(
+        [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"], stdout=log
+    ):
+        wait_for(lambda: listening(port), what=f"nginx on {port}")
+        missing = f"http://127.0.0.1:{port}/static/missing.css"
+        assert_json_page(requests.get(missing, headers=JSON_CLIENT, timeout=5), 404)
+        assert_html_page(requests.get(missing, headers=BROWSER, timeout=5), 404)
+        assert requests.get(f"http://127.0.0.1:{port}/static/site.css", timeout=5).text == "body {}"
+        posted = requests.post(f"http://127.0.0.1:{port}/static/site.css", headers=JSON_CLIENT, timeout=5)
+        assert_json_page(posted, 405)
+        assert posted.headers["Allow"] == "GET, HEAD"
+        assert "Allow" not in requests.get(missing, headers=JSON_CLIENT, timeout=5).headers
+
+
 def listening(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -205,7 +240,7 @@ def test_nginx_and_gixy_accept_the_error_pages_beside_every_add_header(tmp_path:
 
 def test_every_error_nginx_answers_itself_is_sent_to_the_pages(tmp_path: Path) -> None:
     text = rendered(make_spec(), context(tmp_path))
-    codes = "413 429 502 503 504 500"
+    codes = "403 404 405 413 429 502 503 504 500"
     # The server's, and location /'s own (its error_page for event streams would drop the server's).
     assert text.count(f"error_page {codes} @flaskprod_error_$flaskprod_error_format;") == 2
     for code in (413, 429, 502, 503, 504):

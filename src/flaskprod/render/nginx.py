@@ -89,10 +89,11 @@ TLS_CIPHERS = (
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 )
-# The errors nginx answers itself rather than the app: a body past client_max_body_size (413), the rate limit (429),
-# a temp file it cannot write (500), an app server down, failing or too slow (502, 503, 504). The app's own answers
-# with these codes pass through as they are (proxy_intercept_errors is off). The last is the default page.
-NGINX_ERROR_CODES = (413, 429, 502, 503, 504, 500)
+# The errors nginx answers itself rather than the app: a metrics address not allowed (403), a static file missing or
+# the metrics guard (404), a static file asked for with POST (405), a body past client_max_body_size (413), the rate
+# limit (429), a temp file it cannot write (500), an app server down, failing or too slow (502, 503, 504). The app's
+# own answers with these codes pass through as they are (proxy_intercept_errors is off). The last is the default page.
+NGINX_ERROR_CODES = (403, 404, 405, 413, 429, 502, 503, 504, 500)
 # Where error_page sends them: one named location per format (@flaskprod_error_json, ..._html). A named location
 # is no URL, so it shadows none of the app's routes, and no client can ask for it.
 ERROR_LOCATION = "@flaskprod_error"
@@ -510,7 +511,10 @@ def error_headers(spec: Spec) -> list[tuple[str, str]]:
     from ..runtime.headers import security_headers
 
     headers = security_headers(spec) if spec.security.headers else []
-    return [(spec.logging.request_id_header, "$flaskprod_request_id")] + [
+    # A 405 names the methods allowed, as the app's does (Werkzeug's MethodNotAllowed): nginx's static files take GET
+    # and HEAD. Empty on any other status, where nginx sends no Allow.
+    allow = ("Allow", "$flaskprod_error_allow")
+    return [(spec.logging.request_id_header, "$flaskprod_request_id"), allow] + [
         (name, _quoted(value)) for name, value in headers
     ]
 
