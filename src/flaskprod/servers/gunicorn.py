@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import mmap
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import ecs_logging
 from gunicorn import glogging
@@ -24,7 +26,7 @@ from . import affinity, gcfreeze, stopnow
 from .common import RunDir
 from .freethreads import accepting_while_a_thread_is_free_of_conversations
 from .greenlets import psycopg2_waits_in_gevents_loop
-from .jsonrelay import Relay
+from .jsonrelay import Relay, say
 from .memorybound import MemoryBound
 from .responder import Responder, start_responder
 from .turns import taking_turns, turns_taken
@@ -383,6 +385,7 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
     application = FlaskprodApplication(settings, app, run_dir, relay)
     if relay is not None:
         relay.take_over()
+    status = 0
     try:
         application.run()
     except SystemExit as exc:
@@ -391,7 +394,7 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
         code = exc.code
         if isinstance(code, str):
             print(code, file=sys.stderr)  # Gunicorn's own reason for stopping, e.g. a config error
-        return code if isinstance(code, int) else (0 if code is None else 1)
+        status = code if isinstance(code, int) else (0 if code is None else 1)
     finally:
         if os.getpid() == master:
             if relay is not None:
@@ -399,4 +402,30 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
             if application.responder is not None:
                 application.responder.close()
             run_dir.remove()
-    return 0
+    if app_threads():
+        _leave_without_app_threads(status, as_json=settings["log_json"])
+    return status
+
+
+def app_threads() -> list[threading.Thread]:
+    """The non-daemon threads besides this one still running in Gunicorn's master: only the app's, started as it
+    was imported there (server.preload), since the master serves no request and flaskprod's own threads are daemons."""
+    return [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon and t.is_alive()]
+
+
+def _leave_without_app_threads(status: int, *, as_json: bool) -> NoReturn:
+    """End the stopped master with status, not waiting for the app's threads (app_threads): Python's exit joins every
+    non-daemon thread, and a poller's loop never ends, so with preload serve outlived its stop until something killed
+    it (systemd's stop timeout, `docker stop`'s 10 s). The exit handlers still run."""
+    left = app_threads()
+    names = ", ".join(sorted(t.name for t in left))
+    say(
+        f"flaskprod: not waiting for the app's threads in Gunicorn's master ({names}): started as the app was "
+        "imported with server.preload on, they ran there and in no worker; start them in each worker (a post_fork "
+        "hook, or on the first request)",
+        as_json=as_json,
+    )
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
