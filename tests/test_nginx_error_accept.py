@@ -21,6 +21,7 @@ from tests.support import free_port, running, wait_for
 from tests.test_nginx_error_pages import listening
 from tests.test_render_nginx import MACHINE, context, make_spec
 
+MOUNT = "/shop"  # the prefix the app mounts itself under, as up finds it (AppInfo.mount_prefixes)
 FIREFOX = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 CHROME = (
     "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,"
@@ -68,6 +69,11 @@ CASES: tuple[tuple[str, str | None, str | None, bool], ...] = (
     ("/page", "application/json", FIREFOX, True),
     ("/page", "application/merge-patch+json; charset=utf-8", "*/*", True),
     ("/page", "text/plain", "*/*", False),
+    # An app mounted under a prefix (Flask's APPLICATION_ROOT recipe) has its API under it: its request.path
+    # leaves the prefix out.
+    ("/shop/api/items", None, FIREFOX, True),
+    ("/shop/page", None, FIREFOX, False),
+    ("/shop/page", None, "application/json", True),
     # The page's Content-Type is its own, not the one the path's extension names.
     ("/report.json", None, FIREFOX, False),
     ("/logo.png", None, "application/json", True),
@@ -80,7 +86,7 @@ def nginx_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp_path = tmp_path_factory.mktemp("nginx")
     spec = make_spec()
     port = free_port()
-    ctx = dataclasses.replace(context(tmp_path), port=port)
+    ctx = dataclasses.replace(context(tmp_path), port=port, mount_prefixes=(MOUNT,))
     for name, text in render_nginx(spec, derive(spec, MACHINE), ctx).items():
         (tmp_path / name).write_text(text)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -92,7 +98,10 @@ def nginx_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def apps_choice(path: str, headers: dict[str, str]) -> bool:
-    with Flask(__name__).test_request_context(path, headers=headers):
+    """wants_json for a request to path, which under MOUNT reaches the app with that prefix as its SCRIPT_NAME."""
+    script_name = MOUNT if path.startswith(MOUNT + "/") else ""
+    environ = {"SCRIPT_NAME": script_name, "PATH_INFO": path.removeprefix(script_name)}
+    with Flask(__name__).test_request_context(headers=headers, environ_overrides=environ):
         return wants_json()
 
 

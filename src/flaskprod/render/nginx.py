@@ -135,6 +135,12 @@ def accept_rank_map(media_type: str, variable: str) -> NginxMap:
     )
 
 
+def api_paths(mount_prefixes: Iterable[str]) -> list[str]:
+    """The request URIs the app's wants_json takes for its API (request.path under /api/), each one nginx.conf
+    argument: under each prefix the app mounts itself under too, where its request.path leaves the prefix out."""
+    return [_regex(f"~^{re.escape(prefix)}/api/") for prefix in ("", *mount_prefixes)]
+
+
 def error_accept_maps() -> tuple[NginxMap, ...]:
     """$flaskprod_error_accept: json when Accept prefers application/json to text/html as the app's wants_json
     (werkzeug's best_match) does, html otherwise: for no Accept, */*, a tie, or neither named. A q of more than three
@@ -572,6 +578,7 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         error_headers=error_headers(spec),
         error_location=ERROR_LOCATION,
         error_accept_maps=error_accept_maps(),
+        api_paths=api_paths(ctx.mount_prefixes),
     )
 
 
