@@ -4,8 +4,10 @@ ending when it is told to stop."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +62,47 @@ def test_preloaded_app_thread_does_not_keep_serve_from_stopping(serve_app: Start
     # The user learns why the thread was left, and where it belongs.
     assert "not waiting for the app's threads in Gunicorn's master (poller)" in server.stderr(), server.output()
     assert "post_fork hook, or on the first request" in server.stderr()
+
+
+# The same poller, and an exit handler that shows the worker ended by exiting, not by the arbiter's SIGKILL.
+APP_WITH_EXIT_HANDLER = APP + """
+
+import atexit
+from pathlib import Path
+
+atexit.register(lambda: Path(f"exited-{os.getpid()}").touch())
+"""
+
+
+@pytest.mark.integration
+def test_workers_exit_past_a_poller_the_app_started_at_import(serve_app: StartServer, tmp_path: Path) -> None:
+    # graceful_timeout above the bound: the arbiter's kill at its end cannot be what stops the workers.
+    server = serve_app(
+        APP_WITH_EXIT_HANDLER,
+        workers=2,
+        args=("--server", "gunicorn", "--set", f"server.graceful_timeout={STOP_BOUND * 3}"),
+    )
+    pids = {int(server.get("/pid").text) for _ in range(8)}
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        code = server.proc.wait(STOP_BOUND)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"serve still running {STOP_BOUND}s after SIGTERM:\n{server.output()}")
+    assert code == 0, server.output()
+    exited = {int(p.name.removeprefix("exited-")) for p in tmp_path.glob("exited-*")}
+    assert pids <= exited, server.output()
+
+
+@pytest.mark.integration
+def test_ctrl_c_ends_workers_past_a_poller_without_a_traceback(serve_app: StartServer, tmp_path: Path) -> None:
+    server = serve_app(APP_WITH_EXIT_HANDLER, workers=2, args=("--server", "gunicorn"))
+    pids = {int(server.get("/pid").text) for _ in range(8)}
+    os.killpg(server.proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    try:
+        server.proc.wait(STOP_BOUND)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"serve still running {STOP_BOUND}s after Ctrl-C:\n{server.output()}")
+    exited = {int(p.name.removeprefix("exited-")) for p in tmp_path.glob("exited-*")}
+    assert pids <= exited, server.output()
+    # The exit handlers run from the thread that ends the worker: stop-now's own must not fail there.
+    assert "Traceback" not in server.stderr(), server.output()

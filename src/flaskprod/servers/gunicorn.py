@@ -37,6 +37,10 @@ _IMPATIENT = (signal.SIGTERM, *stopnow.QUIT_NOW)
 LOAD_RETRY_PAUSE = 1.0
 # The worker's attribute holding one byte shared with the arbiter: 1 once the worker has booted.
 BOOTED = "flaskprod_booted"
+# Seconds between looks, as a worker exits, at whether only the app's import-time threads are left to wait for.
+EXIT_POLL = 0.05
+# The non-daemon threads the app had started when this worker had loaded it (_post_worker_init): its pollers.
+_started_at_import: list[threading.Thread] = []
 
 
 class ServerLogger(glogging.Logger):  # type: ignore[misc]  # gunicorn ships no types
@@ -117,6 +121,8 @@ def _post_worker_init(worker: Any) -> None:
     stopnow.install(worker)
     if on_greenlets():
         psycopg2_waits_in_gevents_loop()
+    else:
+        _started_at_import[:] = app_threads()
     getattr(worker, BOOTED)[0] = 1
     _refusing_once_stopped(worker)
     accepting_while_a_thread_is_free_of_conversations(worker)
@@ -390,6 +396,7 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
         application.run()
     except SystemExit as exc:
         if os.getpid() != master:
+            _leave_past_threads_started_at_import(exc.code)
             raise  # a forked worker leaving: not ours to intercept
         code = exc.code
         if isinstance(code, str):
@@ -408,9 +415,35 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
 
 
 def app_threads() -> list[threading.Thread]:
-    """The non-daemon threads besides this one still running in Gunicorn's master: only the app's, started as it
-    was imported there (server.preload), since the master serves no request and flaskprod's own threads are daemons."""
-    return [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon and t.is_alive()]
+    """The non-daemon threads running besides the main one and this one: the app's, since flaskprod's are daemons.
+    In Gunicorn's master, those it started as it was imported there (server.preload), as the master serves nothing."""
+    here = (threading.current_thread(), threading.main_thread())
+    return [t for t in threading.enumerate() if t not in here and not t.daemon and t.is_alive()]
+
+
+def _leave_past_threads_started_at_import(code: object) -> None:
+    """In a worker leaving: exit once all Python's exit still waits for is the app's import-time threads (pollers).
+
+    Python's exit joins every non-daemon thread: a poller the app started as each worker imported it kept the worker
+    from exiting until the arbiter killed it at server.graceful_timeout, on every stop, reload and recycle, its exit
+    handlers never run. The gthread pool's threads (the requests in hand), and any the app started since, are waited
+    for as before; then the exit handlers run and the worker ends with its status. The main thread counts as alive
+    until Python's exit begins (threading._shutdown stops it), so the worker's own unwinding is never cut short."""
+    started = [t for t in _started_at_import if t.is_alive()]
+    if not started:
+        return
+    status = code if isinstance(code, int) else (0 if code is None else 1)
+
+    def leave_once_only_they_remain() -> None:
+        while any(t.is_alive() for t in started):
+            if not threading.main_thread().is_alive() and all(t in started for t in app_threads()):
+                atexit._run_exitfuncs()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(status)
+            time.sleep(EXIT_POLL)
+
+    threading.Thread(target=leave_once_only_they_remain, name="flaskprod-exit", daemon=True).start()
 
 
 def _leave_without_app_threads(status: int, *, as_json: bool) -> NoReturn:

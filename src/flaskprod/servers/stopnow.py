@@ -21,6 +21,7 @@ import atexit
 import os
 import signal
 import sys
+import threading
 from types import FrameType
 from typing import Any
 
@@ -72,6 +73,10 @@ def _ignore_quit() -> None:
     thread between signal.signal running the pending handlers and changing the disposition. SIGINT keeps
     its handler: a second Ctrl-C still cuts the requests in hand.
     """
+    if threading.current_thread() is not threading.main_thread():
+        # A worker leaving past the app's import-time threads runs the exit handlers from a thread of its own and
+        # ends at once (gunicorn._leave_past_threads_started_at_import): the stop-now handler is still in place.
+        return
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGQUIT})
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
 
