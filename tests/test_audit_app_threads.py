@@ -61,7 +61,7 @@ def test_preloaded_app_thread_does_not_keep_serve_from_stopping(serve_app: Start
     assert code == 0, server.output()
     # The user learns why the thread was left, and where it belongs.
     assert "not waiting for the app's threads in Gunicorn's master (poller)" in server.stderr(), server.output()
-    assert "post_fork hook, or on the first request" in server.stderr()
+    assert "os.register_at_fork(after_in_child=...), or on the first request" in server.stderr()
 
 
 # The same poller, and an exit handler that shows the worker ended by exiting, not by the arbiter's SIGKILL.

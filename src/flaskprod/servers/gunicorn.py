@@ -454,8 +454,8 @@ def _leave_without_app_threads(status: int, *, as_json: bool) -> NoReturn:
     names = ", ".join(sorted(t.name for t in left))
     say(
         f"flaskprod: not waiting for the app's threads in Gunicorn's master ({names}): started as the app was "
-        "imported with server.preload on, they ran there and in no worker; start them in each worker (a post_fork "
-        "hook, or on the first request)",
+        "imported with server.preload on, they ran there and in no worker; start them in each worker "
+        "(os.register_at_fork(after_in_child=...), or on the first request)",
         as_json=as_json,
     )
     atexit._run_exitfuncs()
