@@ -39,8 +39,9 @@ LOAD_RETRY_PAUSE = 1.0
 BOOTED = "flaskprod_booted"
 # Seconds between looks, as a worker exits, at whether only the app's import-time threads are left to wait for.
 EXIT_POLL = 0.05
-# The non-daemon threads the app had started when this worker had loaded it (_post_worker_init): its pollers.
-_started_at_import: list[threading.Thread] = []
+# The non-daemon threads the app had started when this worker had loaded it (_post_worker_init): its pollers. None
+# until then: a worker stopped as it loads the app (Ctrl-C at start) has run nothing else.
+_started_at_import: list[threading.Thread] | None = None
 
 
 class ServerLogger(glogging.Logger):  # type: ignore[misc]  # gunicorn ships no types
@@ -122,7 +123,8 @@ def _post_worker_init(worker: Any) -> None:
     if on_greenlets():
         psycopg2_waits_in_gevents_loop()
     else:
-        _started_at_import[:] = app_threads()
+        global _started_at_import
+        _started_at_import = app_threads()
     getattr(worker, BOOTED)[0] = 1
     _refusing_once_stopped(worker)
     accepting_while_a_thread_is_free_of_conversations(worker)
@@ -429,7 +431,11 @@ def _leave_past_threads_started_at_import(code: object) -> None:
     handlers never run. The gthread pool's threads (the requests in hand), and any the app started since, are waited
     for as before; then the exit handlers run and the worker ends with its status. The main thread counts as alive
     until Python's exit begins (threading._shutdown stops it), so the worker's own unwinding is never cut short."""
-    started = [t for t in _started_at_import if t.is_alive()]
+    from ..runtime.deadline import on_greenlets
+
+    if on_greenlets():
+        return  # gevent's threads are greenlets, which Python's exit does not wait for
+    started = app_threads() if _started_at_import is None else [t for t in _started_at_import if t.is_alive()]
     if not started:
         return
     status = code if isinstance(code, int) else (0 if code is None else 1)
