@@ -106,3 +106,45 @@ def test_ctrl_c_ends_workers_past_a_poller_without_a_traceback(serve_app: StartS
     assert pids <= exited, server.output()
     # The exit handlers run from the thread that ends the worker: stop-now's own must not fail there.
     assert "Traceback" not in server.stderr(), server.output()
+
+
+# Threads libraries start as the app loads, which run where they must: Flask-Limiter's memory storage (a
+# threading.Timer, started again in a worker that needs it) and an executor's, started on first use.
+APP_WITH_LIBRARY_THREADS = """
+from concurrent.futures import ThreadPoolExecutor
+
+from flask import Flask
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flaskprod import Production
+
+pool = ThreadPoolExecutor(max_workers=2)
+app = Flask(__name__)
+Production(app)
+limiter = Limiter(get_remote_address, app=app, storage_uri="memory://")
+
+
+@app.get("/pid")
+def pid():
+    return str(pool.submit(lambda: 1).result(timeout=5))
+"""
+
+MASTER_ALONE = "started by the app as it was imported, runs in uWSGI's master alone"
+
+
+@pytest.mark.integration
+def test_uwsgi_start_names_a_thread_the_app_started_at_import(serve_app: StartServer) -> None:
+    server = serve_app(APP, args=("--server", "uwsgi"), env={"FLASKPROD_LOGGING__FORMAT": "text"})
+    assert server.get("/pid").status_code == 200
+    assert f"flaskprod: thread 'poller', {MASTER_ALONE}" in server.stderr(), server.output()
+
+
+@pytest.mark.integration
+def test_no_thread_named_for_library_threads_or_where_each_worker_imports(serve_app: StartServer) -> None:
+    library = serve_app(APP_WITH_LIBRARY_THREADS, args=("--server", "uwsgi"), env={"FLASKPROD_LOGGING__FORMAT": "text"})
+    assert library.get("/pid").status_code == 200
+    # Without preload each Gunicorn worker imports the app and runs its poller: nothing to say.
+    own = serve_app(APP, args=("--server", "gunicorn"), env={"FLASKPROD_LOGGING__FORMAT": "text"})
+    assert own.get("/pid").status_code == 200
+    for server in (library, own):
+        assert "started by the app as it was imported" not in server.stderr(), server.output()

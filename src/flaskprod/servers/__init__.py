@@ -15,7 +15,7 @@ from ..sizing import derive
 from ..spec import LOG_RELAY_ENV, PROBE_RECORD_ENV, STARTUP_TOLD_ENV, Spec, env_for
 from .common import DRAIN_FILE_ENV, MULTIPROC_ENV, RunDir, check_bind
 from .greenlets import missing_worker
-from .jsonrelay import Relay
+from .jsonrelay import Relay, say
 from .settings import logs_as_json, server_settings, stderr_is_terminal
 from .websockets import for_conversations, websocket_problem
 
@@ -55,7 +55,7 @@ def worker_environ(spec: Spec, app: discovery.AppRef) -> dict[str, str]:
 def serve(spec: Spec, *, print_config: bool = False) -> int:
     """Find the app, derive the settings, and run the configured server until it stops; the exit status."""
     # Imported here: `python -m flaskprod.servers.probe` must not find itself already imported.
-    from .probe import probe
+    from .probe import master_alone, probe
 
     spec = resolve_kind(spec, behind_nginx=spec.server.protocol == "uwsgi")
     app = discovery.resolve(spec.app.target)
@@ -74,6 +74,8 @@ def serve(spec: Spec, *, print_config: bool = False) -> int:
     if print_config:
         print(json.dumps(settings, indent=2))
         return 0
+    if settings["preload"] and info.background_threads:
+        say(master_alone(settings["server"], info.background_threads), as_json=settings["log_json"])
     if settings["protocol"] == "uwsgi" and settings["server"] != "uwsgi":
         raise ServerError("server.protocol 'uwsgi' needs --server uwsgi: Gunicorn speaks HTTP only")
     if settings["server"] == "gunicorn" and (missing := missing_worker(settings["worker_class"])):

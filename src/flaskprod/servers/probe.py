@@ -9,7 +9,9 @@ import json
 import os
 import secrets
 import sys
+import sysconfig
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -70,6 +72,9 @@ class AppInfo:
     socketio_mode: str | None = None  # socketio_mode(app): the async_mode Flask-SocketIO loaded in, here
     socketio_mode_set: str | None = None  # the async_mode SocketIO() was given; None: it picked what is installed
     migrate_command: str | None = None  # Flask-Migrate's command group (`flask db`), when the app uses it
+    # background_threads(): the app's own threads running once it was imported, which run in the process that imports
+    # it alone (uWSGI's master, Gunicorn's with preload), not in the workers forked from it
+    background_threads: tuple[str, ...] = ()
 
     @property
     def websocket_paths(self) -> tuple[str, ...]:
@@ -168,6 +173,7 @@ def _app_info(result: dict[str, Any]) -> AppInfo:
         socketio_mode=result.get("socketio_mode"),  # these two are absent from a record an older flaskprod wrote
         socketio_mode_set=result.get("socketio_mode_set"),
         migrate_command=result["migrate_command"],
+        background_threads=tuple(result.get("background_threads", ())),  # absent from a record an older flaskprod wrote
     )
 
 
@@ -181,6 +187,50 @@ def probe_to_learn(
     env = {name: value for name, value in environ.items() if name != "FLASK_SECRET_KEY_FILE"}
     env["FLASK_SECRET_KEY"] = secrets.token_hex(32)
     return probe(ref, env, bound=bound, if_slow=if_slow)
+
+
+# Libraries' schedulers whose thread is the app's background work all the same, by the name they give it.
+_SCHEDULER_THREADS = frozenset({"APScheduler"})
+
+
+def background_threads() -> list[str]:
+    """The names of the threads running the app's own code (or a scheduler's, _SCHEDULER_THREADS) once it is loaded.
+
+    A library's threads are left out: those that matter re-create themselves after a fork (OpenTelemetry's, Sentry's),
+    and a threading.Timer (Flask-Limiter's memory storage) starts again in the worker that needs it."""
+    paths = ("stdlib", "platstdlib", "purelib", "platlib")
+    library_dirs = {str(Path(sysconfig.get_path(name)).resolve()) for name in paths}
+    library_dirs.add(str(Path(__file__).resolve().parent.parent))  # flaskprod's own
+    names = []
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or isinstance(thread, threading.Timer):
+            continue
+        if thread.name in _SCHEDULER_THREADS or _runs_code_outside(thread, library_dirs):
+            names.append(thread.name)
+    return sorted(names)
+
+
+def master_alone(server: str, threads: tuple[str, ...]) -> str:
+    """The warning for the app's threads started as it was imported, where the master imports it and forks."""
+    master = "uWSGI's master" if server == "uwsgi" else "Gunicorn's master (server.preload)"
+    named = ", ".join(f"'{name}'" for name in threads)
+    which = f"thread {named}, started by the app as it was imported, runs" if len(threads) == 1 else (
+        f"threads {named}, started by the app as it was imported, run"
+    )
+    return (
+        f"flaskprod: {which} in {master} alone, where no request sees what it does; start it in each worker "
+        "(on the first request, or with os.register_at_fork(after_in_child=...))"
+    )
+
+
+def _runs_code_outside(thread: threading.Thread, library_dirs: set[str]) -> bool:
+    """Whether thread's target (or its class's run) is defined in a file under none of library_dirs."""
+    target = getattr(thread, "_target", None) or type(thread).run
+    code = getattr(inspect.unwrap(target), "__code__", None)
+    if code is None:
+        return False  # a builtin, or a callable object: not the app's loop to name
+    filename = str(Path(code.co_filename).resolve())
+    return not code.co_filename.startswith("<") and not any(filename.startswith(d) for d in library_dirs)
 
 
 def print_user_traceback(exc: BaseException) -> None:
@@ -378,6 +428,7 @@ def main(argv: list[str]) -> int:
         "socketio_mode": socketio_mode(app),
         "socketio_mode_set": socketio_mode_set(app),
         "migrate_command": migrate_command(app),
+        "background_threads": background_threads(),
     }
     write_answer(Path(result_path), info)
     return 0
