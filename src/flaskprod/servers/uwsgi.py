@@ -355,8 +355,9 @@ class Supervisor:
             self.term_again_at = now + TERM_AGAIN
         if self.stop_by is not None and now >= self.stop_by:
             say(
-                f"flaskprod: requests still running server.graceful_timeout = {self.graceful_timeout:g}s after "
-                "SIGTERM: killing uWSGI's workers",
+                f"flaskprod: uWSGI's workers still running server.graceful_timeout = {self.graceful_timeout:g}s "
+                "after SIGTERM, on a request in hand or a non-daemon thread of the app's, which Python's exit waits "
+                "for (start it with daemon=True): killing them",
                 as_json=self.relay is not None,
             )
             _kill_all(children(proc.pid))
