@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import json
 import re
@@ -1193,3 +1194,180 @@ _IN_EFFECT = (
     "SECRET_KEY {what} written in {where}, and the app is running with it right now{unset}: {anyone} sign its "
     "sessions"
 )
+
+
+def _git_tracked(context: Context, *pathspecs: str) -> Iterator[Path]:
+    """The project's files git tracks that match pathspecs: committed (or added), so in the repository whatever
+    .gitignore says now. None when git is missing or the project is no git repository."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--", *pathspecs], cwd=context.root, capture_output=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return  # no git to ask
+    if listed.returncode == 0:  # else no repository here, or the paths are outside it
+        names = listed.stdout.decode("utf-8", "surrogateescape").split("\0")
+        yield from ((context.root / name).resolve() for name in names if name)
+
+
+# A setting or variable named for a secret: MAIL_PASSWORD, STRIPE_API_KEY, GITHUB_TOKEN, AWS_SECRET_ACCESS_KEY.
+_SECRET_WORDS = re.compile(r"SECRET|PASSWORD|PASSWD|PASSPHRASE|TOKEN|API_?KEY|PRIVATE_KEY|ACCESS_KEY|CREDENTIAL", re.I)
+# ... but not one naming something about a secret: its file (FLASK_SECRET_KEY_FILE), lifetime, hash scheme, user.
+_ABOUT_A_SECRET = frozenset({
+    "FILE", "PATH", "DIR", "URL", "URI", "ENDPOINT", "EXPIRES", "TTL", "LENGTH", "AGE", "ALGORITHM", "HASH",
+    "SCHEMES", "NAME", "HEADER", "LOCATION", "TYPE", "ENABLED", "REQUIRED", "TIMEOUT", "HOST", "PORT", "METHOD",
+    "FIELD", "MODE", "USER", "USERNAME",
+})
+# A URL with a password in it: postgresql://app:hunter2@db/app, redis://:hunter2@cache:6379/0.
+_URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:([^@\s/]+)@")
+_NOT_A_SECRET = frozenset({"true", "false", "none", "null", "0", "1"})
+
+
+def _secret_written(name: str, value: str) -> str | None:
+    """How a message says name's value is a secret written out: "has a password" for a URL with one in it, "is a
+    string" for a setting named for a secret; None for anything else, or a reference (${DB_PASSWORD})."""
+    password = _URL_PASSWORD.match(value)
+    if password is not None:
+        return None if password[1].startswith(("$", "{", "%")) else "has a password"
+    words = name.upper().split("_")
+    if _SECRET_WORDS.search(name) and words[-1] not in _ABOUT_A_SECRET and value.lower() not in _NOT_A_SECRET:
+        return "is a string"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _WrittenSecret:
+    line: int
+    name: str
+    what: str  # "has a password", "is a string"
+
+
+def _target_name(node: ast.expr) -> str | None:
+    """The setting an assignment target names: MAIL_PASSWORD, app.config["MAIL_PASSWORD"], self.MAIL_PASSWORD."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+        return node.slice.value
+    return None
+
+
+def _strings_written(node: ast.expr) -> Iterator[str]:
+    """The strings written in node that it can be: "x", os.environ.get("X", "x"), os.getenv("X") or "x"."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        yield node.value
+    elif isinstance(node, ast.BoolOp):
+        for value in node.values:
+            yield from _strings_written(value)
+    elif isinstance(node, ast.IfExp):
+        yield from (*_strings_written(node.body), *_strings_written(node.orelse))
+    elif isinstance(node, ast.Call) and call_name(node) in ("get", "getenv"):
+        yield from (s for default in node.args[1:2] for s in _strings_written(default))
+
+
+def _python_settings(tree: ast.Module) -> Iterator[tuple[int, str, ast.expr]]:
+    """(line, name, value) of each setting a Python config file writes: NAME = v, config["NAME"] = v,
+    from_mapping(NAME=v), {"NAME": v}."""
+    for node in walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                name = _target_name(target)
+                if name is not None:
+                    yield node.lineno, name, node.value
+        elif isinstance(node, ast.Call):
+            yield from ((kw.value.lineno, kw.arg, kw.value) for kw in node.keywords if kw.arg is not None)
+        elif isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values, strict=True):
+                if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                    yield value.lineno, key.value, value
+
+
+# NAME=value (.env, .ini), export NAME=value, NAME = "value" (TOML), "NAME": "value" (JSON), NAME: value (YAML).
+_TEXT_SETTING = re.compile(r"""^\s*(?:export\s+)?["']?([A-Za-z_][A-Za-z0-9_.-]*)["']?\s*[=:]\s*(.*)$""")
+
+
+def _secrets_written(item: ProjectFile, *, python: bool) -> Iterator[_WrittenSecret]:
+    """The secrets a config file writes out: parsed as Python when it can be and is (from_pyfile runs config.py
+    and settings.cfg alike), else read line by line (.env, JSON, TOML, YAML, INI)."""
+    tree: ast.Module | None = None
+    if python:
+        with contextlib.suppress(SyntaxError, ValueError, RecursionError, MemoryError):
+            tree = ast.parse(item.text)
+    if tree is not None and tree.body:
+        for line, name, value in _python_settings(tree):
+            what = next((w for s in _strings_written(value) if (w := _secret_written(name, s))), None)
+            if what is not None:
+                yield _WrittenSecret(line=line, name=name, what=what)
+        return
+    for line, text in item.lines():
+        setting = _TEXT_SETTING.match(text)
+        if setting is None or text.lstrip().startswith(("#", ";")):
+            continue
+        what = _secret_written(setting[1], _literal(setting[2].rstrip().removesuffix(",")))
+        if what is not None:
+            yield _WrittenSecret(line=line, name=setting[1], what=what)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _TrackedFile:
+    """A file git tracks that Flask's docs keep out of the repository."""
+
+    item: ProjectFile
+    where: str  # how a message names it
+    hint: str
+    instance: bool  # in the instance folder (else a dotenv file)
+
+
+def _tracked_secret_files(context: Context) -> Iterator[_TrackedFile]:
+    """Each file git tracks that Flask's docs keep out of the repository: the
+    instance folder's, and the dotenv files `flask run` loads (.env, .flaskenv, .env.production; not
+    .env.example and the like, nor development's)."""
+    root = context.root.resolve()
+    tracked = set(context.once(_tracked_instance_files))
+    for folder in _instance_folders(context):
+        relative = _relative_folder(folder, root)
+        for path in sorted(p for p in tracked if p.is_relative_to(folder) and p.is_file()):
+            item = ProjectFile(path, _relative_folder(path, root))
+            hint = _TRACKED_SECRET_HINT.format(remove=f"-r {relative}/", ignore=f"{relative}/", also="")
+            yield _TrackedFile(item=item, where=f"{item.rel}, {_IN_TRACKED_INSTANCE}", hint=hint, instance=True)
+    for path in sorted(set(_git_tracked(context, ":(glob)**/.env", ":(glob)**/.env.*", ":(glob)**/.flaskenv"))):
+        item = ProjectFile(path, _relative_folder(path, root))
+        variant = path.name.removeprefix(".env").removeprefix(".")
+        if variant.lower() in _ENV_SAMPLES or for_development(item.rel) or not path.is_file():
+            continue
+        hint = _TRACKED_SECRET_HINT.format(remove=item.rel, ignore=item.rel, also=_ENV_SAMPLE_HINT)
+        yield _TrackedFile(item=item, where=f"{item.rel}, a dotenv file that git tracks", hint=hint, instance=False)
+
+
+# .env.example and the like: committed on purpose, with the names and no values.
+_ENV_SAMPLES = frozenset({"example", "sample", "template", "tmpl", "tpl", "dist", "default", "defaults"})
+_ENV_SAMPLE_HINT = " (commit a .env.example with the names alone instead)"
+_TRACKED_SECRET_HINT = (
+    "take it out of the repository: `git rm --cached {remove}` and add `{ignore}` to .gitignore{also}; the secret "
+    "stays in the repository's history, so change it (a new password, token or key) and keep the new one in the "
+    "untracked file or the environment"
+)
+
+
+@check(
+    "FP-S011",
+    WARNING,
+    "a password, token or key is written in a file git tracks that Flask keeps out of the repository (the instance "
+    "folder, .env): whoever can read the repository, or its history, has it",
+    hint="take the file out of the repository (`git rm --cached`, and add it to .gitignore), then change the secret: "
+    "the old one stays in the repository's history",
+)
+def secret_in_tracked_file(context: Context) -> Iterator[Found]:
+    for tracked in _tracked_secret_files(context):
+        for secret in _secrets_written(tracked.item, python=tracked.instance):
+            if tracked.instance and secret.name.upper() == "SECRET_KEY":
+                continue  # FP-S004 and FP-S010 report the key, with what the app does with it
+            text = f"{secret.name} {secret.what} written in {tracked.where}: {_WHOEVER_READS}"
+            yield Found(obj=tracked.item.at(secret.line), text=text, hint=tracked.hint)
+
+
+_IN_TRACKED_INSTANCE = "a file of the instance folder that git tracks"
+_WHOEVER_READS = "whoever can read the repository, or its history, has it"
+
