@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -189,10 +190,15 @@ def write_files(
 
 class _Staged:
     """New texts written to temporary files beside their targets; commit moves them all into place, and
-    anything not committed (an error midway) is removed with the folders made for it."""
+    anything not committed (an error midway) is removed with the folders made for it.
+
+    Each file to be replaced is first linked to a backup beside it, so a move that fails midway (a file that may
+    not be replaced, Ctrl-C) puts back the ones moved before it: all or none. Linking also finds such a file
+    before anything moves, as os.link refuses an immutable file as os.replace would."""
 
     def __init__(self) -> None:
         self.temps: list[tuple[str, Path]] = []
+        self.backups: dict[Path, Path] = {}  # {file to be replaced: a hard link to its current content}
         self.made: list[Path] = []
 
     def __enter__(self) -> _Staged:
@@ -210,24 +216,54 @@ class _Staged:
                 fh.write(text)
             os.chmod(tmp, 0o644)
         except OSError as exc:
-            where = exc.filename or path
-            raise BuildError(
-                f"cannot write {where}: {exc.strerror or exc}; nothing was written: fix that path (a file where "
-                "a folder goes, its permissions) or write elsewhere (--out)"
-            ) from None
+            raise _cannot_write(exc, Path(exc.filename or path)) from None
+        if path.is_file():
+            backup = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
+            try:
+                os.link(path, backup, follow_symlinks=False)
+            except OSError as exc:  # named as the file, not the backup's name the user never chose
+                raise _cannot_write(exc, path) from None
+            self.backups[path] = backup
 
     def commit(self) -> None:
-        for tmp, path in self.temps:
-            os.replace(tmp, path)
+        moved: list[Path] = []
+        path = Path()
+        try:
+            for tmp, path in self.temps:
+                os.replace(tmp, path)
+                moved.append(path)
+        except BaseException as exc:
+            self._put_back(moved)
+            if isinstance(exc, OSError):
+                raise _cannot_write(exc, path) from None
+            raise
         self.temps = []
         self.made = []
+
+    def _put_back(self, moved: list[Path]) -> None:
+        """The files moved into place before a failure: their old content back, or gone where there was none."""
+        for path in reversed(moved):
+            with contextlib.suppress(OSError):
+                if path in self.backups:
+                    os.replace(self.backups.pop(path), path)
+                else:
+                    path.unlink()
 
     def __exit__(self, *exc: object) -> None:
         for tmp, _ in self.temps:
             Path(tmp).unlink(missing_ok=True)
+        for backup in self.backups.values():
+            backup.unlink(missing_ok=True)
         for directory in reversed(self.made):
             with contextlib.suppress(OSError):  # something else was put there meanwhile
                 directory.rmdir()
+
+
+def _cannot_write(exc: OSError, path: Path) -> BuildError:
+    return BuildError(
+        f"cannot write {path}: {exc.strerror or exc}; nothing was written: fix that path (a file where "
+        "a folder goes, its permissions) or write elsewhere (--out)"
+    )
 
 
 def _remove_empty_parents(directory: Path, out: Path) -> None:

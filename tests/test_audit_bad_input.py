@@ -1,0 +1,57 @@
+"""A user's mistakes, tried on the real command line: each is one line naming the problem and its fix, the exit status
+the README gives, and nothing half-written."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import copy_taskboard, run_flaskprod
+
+KEY = {"FLASK_SECRET_KEY": secrets.token_hex(32)}
+
+
+def digests(folder: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under folder, hidden ones (build's record) too."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture
+def immutable() -> Iterator[list[Path]]:
+    """Paths a test marks immutable (chattr +i: not even root may replace them), made mutable again at teardown."""
+    marked: list[Path] = []
+    yield marked
+    for path in marked:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_build_that_cannot_replace_a_file_leaves_every_file_as_it_was(tmp_path: Path, immutable: list[Path]) -> None:
+    """A file build cannot replace (immutable here; on a read-only mount, another owner's) was found only as the files
+    were moved into place: a traceback with exit 1, the files before it already replaced and the record not, so the
+    next build called them changed by hand."""
+    project = copy_taskboard(tmp_path / "shop")
+    first = run_flaskprod("build", "-t", "compose", cwd=project, env=KEY)
+    assert first.returncode == 0, first.stderr
+    out = project / "deploy" / "compose"
+    before = digests(out)
+    locked = out / "compose.yaml"
+    subprocess.run(["chattr", "+i", str(locked)], check=True)
+    immutable.append(locked)
+
+    result = run_flaskprod("build", "-t", "compose", "--set", "deploy.cpus=2", cwd=project, env=KEY)
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"Error: cannot write {locked}") and "nothing was written" in lines[0], lines[0]
+    assert digests(out) == before  # no file replaced, no temporary left beside them
