@@ -1290,7 +1290,13 @@ _TEXT_SETTING = re.compile(r"""^\s*(?:export\s+)?["']?([A-Za-z_][A-Za-z0-9_.-]*)
 
 def _secrets_written(item: ProjectFile, *, python: bool) -> Iterator[_WrittenSecret]:
     """The secrets a config file writes out: parsed as Python when it can be and is (from_pyfile runs config.py
-    and settings.cfg alike), else read line by line (.env, JSON, TOML, YAML, INI)."""
+    and settings.cfg alike), else read line by line (.env, JSON, TOML, YAML, INI). Nothing of a binary file (a
+    database: FP-S012's) or one larger than the checks read."""
+    try:
+        if item.path.stat().st_size > MAX_FILE_BYTES or "\0" in item.text:
+            return
+    except OSError:
+        return
     tree: ast.Module | None = None
     if python:
         with contextlib.suppress(SyntaxError, ValueError, RecursionError, MemoryError):
@@ -1371,3 +1377,50 @@ def secret_in_tracked_file(context: Context) -> Iterator[Found]:
 _IN_TRACKED_INSTANCE = "a file of the instance folder that git tracks"
 _WHOEVER_READS = "whoever can read the repository, or its history, has it"
 
+
+# What a database file is named (Flask's tutorial: instance/flaskr.sqlite), or begins with.
+_DATABASE_SUFFIXES = frozenset({".sqlite", ".sqlite3", ".db", ".db3"})
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _is_database(path: Path) -> bool:
+    if path.suffix.lower() in _DATABASE_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as opened:
+            return opened.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
+    except OSError:
+        return False
+
+
+@check(
+    "FP-S012",
+    WARNING,
+    "a database in the instance folder is tracked by git: its users' data is in the repository, and a deploy of the "
+    "code puts the committed copy over the production database",
+    hint="take the instance folder out of the repository: `git rm --cached -r instance/` and add `instance/` to "
+    ".gitignore (the file stays on disk); create the production database where the app runs (the app's init-db "
+    "command, migrations), and purge the file from the history (git filter-repo --invert-paths --path <file>) if it "
+    "holds real users' data",
+)
+def database_in_tracked_instance(context: Context) -> Iterator[Found]:
+    root = context.root.resolve()
+    tracked = context.once(_tracked_instance_files)
+    for folder in _instance_folders(context):
+        relative = _relative_folder(folder, root)
+        for path in sorted(p for p in tracked if p.is_relative_to(folder) and _is_database(p)):
+            rel = _relative_folder(path, root)
+            text = (
+                f"{rel}, a database in the instance folder, is tracked by git: its users' data is in the repository, "
+                "and a deploy of the code puts the committed copy over the production database"
+            )
+            hint = _DATABASE_HINT.format(folder=relative, file=rel)
+            yield Found(obj=rel, text=text, hint=hint)
+
+
+_DATABASE_HINT = (
+    "take the instance folder out of the repository: `git rm --cached -r {folder}/` and add `{folder}/` to "
+    ".gitignore (the file stays on disk); create the production database where the app runs (the app's init-db "
+    "command, migrations), and purge the file from the history (git filter-repo --invert-paths --path {file}) if it "
+    "holds real users' data"
+)
