@@ -55,3 +55,27 @@ def test_build_that_cannot_replace_a_file_leaves_every_file_as_it_was(tmp_path: 
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"Error: cannot write {locked}") and "nothing was written" in lines[0], lines[0]
     assert digests(out) == before  # no file replaced, no temporary left beside them
+
+
+def test_build_that_cannot_remove_a_file_it_no_longer_writes_changes_nothing(
+    tmp_path: Path, immutable: list[Path]
+) -> None:
+    """Removing the files a build no longer writes (monitoring's, once --with monitoring is left out) came after the
+    record was rewritten: one it could not remove was a traceback, exit 1, and the rest of them, out of the record,
+    were left for ever with nothing to say they were flaskprod's."""
+    project = copy_taskboard(tmp_path / "shop")
+    first = run_flaskprod("build", "-t", "compose", "--with", "monitoring", cwd=project, env=KEY)
+    assert first.returncode == 0, first.stderr
+    out = project / "deploy" / "compose"
+    before = digests(out)
+    locked = out / "monitoring" / "prometheus" / "prometheus.yml"
+    subprocess.run(["chattr", "+i", str(locked)], check=True)
+    immutable.append(locked)
+
+    result = run_flaskprod("build", "-t", "compose", cwd=project, env=KEY)
+
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"Error: cannot remove {locked}") and "nothing was written" in lines[0], lines[0]
+    assert digests(out) == before

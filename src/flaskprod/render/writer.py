@@ -177,28 +177,31 @@ def write_files(
     writes = [c.path for c in changes if c.state in ("created", "updated")]
     if record_path:
         writes.append(record_path)
+    removed = [c.path for c in changes if c.state == "removed"]
     with _Staged() as staged:
         for path in writes:
             staged.add(path, texts[path])
+        for path in removed:
+            staged.remove(path)
         staged.commit()
-    for change in changes:
-        if change.state == "removed":
-            change.path.unlink(missing_ok=True)
-            _remove_empty_parents(change.path.parent, out)
+    for path in removed:
+        _remove_empty_parents(path.parent, out)
     return changes
 
 
 class _Staged:
-    """New texts written to temporary files beside their targets; commit moves them all into place, and
-    anything not committed (an error midway) is removed with the folders made for it.
+    """New texts written to temporary files beside their targets; commit moves them all into place and removes
+    the files no longer written, and anything not committed (an error midway) is removed with the folders made
+    for it.
 
-    Each file to be replaced is first linked to a backup beside it, so a move that fails midway (a file that may
-    not be replaced, Ctrl-C) puts back the ones moved before it: all or none. Linking also finds such a file
-    before anything moves, as os.link refuses an immutable file as os.replace would."""
+    Each file to be replaced or removed is first linked to a backup beside it, so a move that fails midway (a file
+    that may not be replaced, Ctrl-C) puts back the ones changed before it: all or none. Linking also finds such a
+    file before anything changes, as os.link refuses an immutable file as os.replace and unlink would."""
 
     def __init__(self) -> None:
         self.temps: list[tuple[str, Path]] = []
-        self.backups: dict[Path, Path] = {}  # {file to be replaced: a hard link to its current content}
+        self.removals: list[Path] = []
+        self.backups: dict[Path, Path] = {}  # {file to be replaced or removed: a hard link to its current content}
         self.made: list[Path] = []
 
     def __enter__(self) -> _Staged:
@@ -218,30 +221,41 @@ class _Staged:
         except OSError as exc:
             raise _cannot_write(exc, Path(exc.filename or path)) from None
         if path.is_file():
-            backup = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
-            try:
-                os.link(path, backup, follow_symlinks=False)
-            except OSError as exc:  # named as the file, not the backup's name the user never chose
-                raise _cannot_write(exc, path) from None
-            self.backups[path] = backup
+            self._back_up(path)
+
+    def remove(self, path: Path) -> None:
+        self._back_up(path, verb="remove")
+        self.removals.append(path)
+
+    def _back_up(self, path: Path, verb: str = "write") -> None:
+        backup = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
+        try:
+            os.link(path, backup, follow_symlinks=False)
+        except OSError as exc:  # named as the file, not the backup's name the user never chose
+            raise _cannot_write(exc, path, verb) from None
+        self.backups[path] = backup
 
     def commit(self) -> None:
         moved: list[Path] = []
-        path = Path()
+        path, verb = Path(), "write"
         try:
             for tmp, path in self.temps:
                 os.replace(tmp, path)
                 moved.append(path)
+            verb = "remove"
+            for path in self.removals:
+                path.unlink()
+                moved.append(path)
         except BaseException as exc:
             self._put_back(moved)
             if isinstance(exc, OSError):
-                raise _cannot_write(exc, path) from None
+                raise _cannot_write(exc, path, verb) from None
             raise
         self.temps = []
         self.made = []
 
     def _put_back(self, moved: list[Path]) -> None:
-        """The files moved into place before a failure: their old content back, or gone where there was none."""
+        """The files changed before a failure: their old content back, or gone where there was none."""
         for path in reversed(moved):
             with contextlib.suppress(OSError):
                 if path in self.backups:
@@ -259,9 +273,9 @@ class _Staged:
                 directory.rmdir()
 
 
-def _cannot_write(exc: OSError, path: Path) -> BuildError:
+def _cannot_write(exc: OSError, path: Path, verb: str = "write") -> BuildError:
     return BuildError(
-        f"cannot write {path}: {exc.strerror or exc}; nothing was written: fix that path (a file where "
+        f"cannot {verb} {path}: {exc.strerror or exc}; nothing was written: fix that path (a file where "
         "a folder goes, its permissions) or write elsewhere (--out)"
     )
 
