@@ -72,13 +72,14 @@ def test_an_ignored_instance_folder_is_trusted(project: Path) -> None:
     assert {"FP-S004", "FP-S010"} & set(result.ids()) == set(), result.messages
 
 
-def test_no_repository_or_no_git_trusts_the_folder(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_repository_or_no_git_trusts_the_folder(
+    project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     assert {"FP-S004", "FP-S010"} & set(audit(project, {"app.py": PROD_APP, **INSTANCE}).ids()) == set()
     git(project, "init", "-q")
     git(project, "add", "--all")
     # git missing from PATH: the folder is trusted as without a repository, and check does not fail.
-    empty = project.parent / "no-git-bin"
-    empty.mkdir()
+    empty = tmp_path_factory.mktemp("no-git-bin")  # not beside project: the parent is every test's
     monkeypatch.setenv("PATH", str(empty))
     result = audit(project, {})
     assert result.exit_code in (0, 1)
