@@ -79,3 +79,18 @@ def test_build_that_cannot_remove_a_file_it_no_longer_writes_changes_nothing(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"Error: cannot remove {locked}") and "nothing was written" in lines[0], lines[0]
     assert digests(out) == before
+
+
+@pytest.mark.parametrize(("source", "said"), [("app = None\n", "is None"), ("import sqlite3\napp = 42\n", "is an int")])
+def test_an_app_name_bound_to_no_flask_app_says_what_it_is_and_the_fix(tmp_path: Path, source: str, said: str) -> None:
+    """Flask's own line, 'A valid Flask application was not obtained from 'web:app'.', named neither what the name
+    held nor what to pass instead."""
+    (tmp_path / "web.py").write_text(source)
+
+    result = run_flaskprod("check", "web:app", cwd=tmp_path, env=KEY)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"Error: 'web:app' {said}, not a Flask app: name the module's Flask app or factory instead, as in "
+        "'web:create_app()'"
+    ]

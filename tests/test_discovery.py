@@ -172,7 +172,8 @@ def test_no_app_found_says_what_was_tried(tmp_path: Path) -> None:
         ),
         (
             "tests.apps.empty:VALUE",
-            "A valid Flask application was not obtained from 'tests.apps.empty:VALUE'.",
+            "'tests.apps.empty:VALUE' is an int, not a Flask app: name the module's Flask app or factory instead, "
+            "as in 'tests.apps.empty:create_app()'",
         ),
         (
             "tests.apps.factory:create_app(1, 2, 3)",

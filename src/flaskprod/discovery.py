@@ -457,6 +457,12 @@ def _load(ref: AppRef) -> Flask:
                 message = f"{message.rstrip('.')}: {attr}() returns None; end it with `return app`"
             else:
                 message = f"{message.rstrip('.')}; {_NAME_THE_FLASK_APP}"
+        elif message.startswith("A valid Flask application was not obtained") and attr == (ref.name or "").strip():
+            # A name bound to no app (None, a number, a database object): Flask's line names no fix.
+            kind = type(value := getattr(module, attr or "")).__name__
+            found = "None" if value is None else f"a{'n' * (kind[0] in 'aeiou')} {kind}"
+            message = (f"{ref.import_string!r} is {found}, not a Flask app: name the module's Flask app or "
+                       f"factory instead, as in '{module.__name__}:create_app()'")  # fmt: skip
         elif message.endswith("could not be called with the specified arguments.") and attr is not None:
             message = f"{message.rstrip('.')}: it takes {_signature(getattr(module, attr))}; pass arguments that fit"
         raise DiscoveryError(message) from None
