@@ -94,3 +94,24 @@ def test_an_app_name_bound_to_no_flask_app_says_what_it_is_and_the_fix(tmp_path:
         f"Error: 'web:app' {said}, not a Flask app: name the module's Flask app or factory instead, as in "
         "'web:create_app()'"
     ]
+
+
+def test_init_in_a_folder_it_may_not_write_names_flaskprod_toml_and_no_out_flag(
+    tmp_path: Path, immutable: list[Path]
+) -> None:
+    """init named the temporary file it could not create (/srv/app/.flaskprod.toml.4c0mw5bi) and told the user to
+    write elsewhere with --out, a flag init does not have."""
+    project = copy_taskboard(tmp_path / "shop")
+    (project / "flaskprod.toml").unlink()
+    (project / "instance").mkdir()  # which the app makes as it loads
+    subprocess.run(["chattr", "+i", str(project)], check=True)
+    immutable.append(project)
+
+    result = run_flaskprod("init", "wsgi:app", cwd=project, env=KEY)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"Error: cannot write {project / 'flaskprod.toml'}: Operation not permitted; nothing was written: fix that "
+        "path (a file where a folder goes, its permissions)"
+    ]
+    assert not (project / "flaskprod.toml").exists()

@@ -137,5 +137,5 @@ def init_project(target: str | None, root: Path, environ: Mapping[str, str], *, 
         )
     found = detect(target, root, environ)
     hint = "edit it, or pass --force to replace it"
-    (change,) = write_files(root, {CONFIG_FILE: render_config(found)}, force=force, hint=hint)
+    (change,) = write_files(root, {CONFIG_FILE: render_config(found)}, force=force, hint=hint, elsewhere="")
     return found, change

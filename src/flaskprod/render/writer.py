@@ -158,11 +158,13 @@ def write_files(
     dry_run: bool = False,
     hint: str = REGENERATE_HINT,
     record: str | None = None,
+    elsewhere: str = "write elsewhere (--out)",
 ) -> list[Change]:
     """Write files under out, all or none: checked first, then every new text staged beside its file, and
     only when all are staged moved into place (a full disk or a folder it may not write leaves nothing).
 
-    record names a file under out that keeps what was written, for the next run (see plan_changes)."""
+    record names a file under out that keeps what was written, for the next run (see plan_changes). elsewhere is
+    the other way out of a path that cannot be written, as the command offers it ("" for none)."""
     record_path = _target(out, record) if record else None
     written = read_record(record_path) if record_path else {}
     others = other_records(out, record) if record else {}
@@ -178,7 +180,7 @@ def write_files(
     if record_path:
         writes.append(record_path)
     removed = [c.path for c in changes if c.state == "removed"]
-    with _Staged() as staged:
+    with _Staged(elsewhere) as staged:
         for path in writes:
             staged.add(path, texts[path])
         for path in removed:
@@ -198,7 +200,8 @@ class _Staged:
     that may not be replaced, Ctrl-C) puts back the ones changed before it: all or none. Linking also finds such a
     file before anything changes, as os.link refuses an immutable file as os.replace and unlink would."""
 
-    def __init__(self) -> None:
+    def __init__(self, elsewhere: str) -> None:
+        self.elsewhere = elsewhere
         self.temps: list[tuple[str, Path]] = []
         self.removals: list[Path] = []
         self.backups: dict[Path, Path] = {}  # {file to be replaced or removed: a hard link to its current content}
@@ -208,18 +211,21 @@ class _Staged:
         return self
 
     def add(self, path: Path, text: str) -> None:
+        failed = path  # named in an error: the file, not the temporary beside it that the user never chose
         try:
             for parent in reversed([path.parent, *path.parent.parents]):
                 if not parent.is_dir():
+                    failed = parent
                     parent.mkdir()
                     self.made.append(parent)
+            failed = path
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
             self.temps.append((tmp, path))
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
             os.chmod(tmp, 0o644)
         except OSError as exc:
-            raise _cannot_write(exc, Path(exc.filename or path)) from None
+            raise self._cannot(exc, failed) from None
         if path.is_file():
             self._back_up(path)
 
@@ -232,7 +238,7 @@ class _Staged:
         try:
             os.link(path, backup, follow_symlinks=False)
         except OSError as exc:  # named as the file, not the backup's name the user never chose
-            raise _cannot_write(exc, path, verb) from None
+            raise self._cannot(exc, path, verb) from None
         self.backups[path] = backup
 
     def commit(self) -> None:
@@ -249,7 +255,7 @@ class _Staged:
         except BaseException as exc:
             self._put_back(moved)
             if isinstance(exc, OSError):
-                raise _cannot_write(exc, path, verb) from None
+                raise self._cannot(exc, path, verb) from None
             raise
         self.temps = []
         self.made = []
@@ -272,12 +278,12 @@ class _Staged:
             with contextlib.suppress(OSError):  # something else was put there meanwhile
                 directory.rmdir()
 
-
-def _cannot_write(exc: OSError, path: Path, verb: str = "write") -> BuildError:
-    return BuildError(
-        f"cannot {verb} {path}: {exc.strerror or exc}; nothing was written: fix that path (a file where "
-        "a folder goes, its permissions) or write elsewhere (--out)"
-    )
+    def _cannot(self, exc: OSError, path: Path, verb: str = "write") -> BuildError:
+        fix = "fix that path (a file where a folder goes, its permissions)"
+        return BuildError(
+            f"cannot {verb} {path}: {exc.strerror or exc}; nothing was written: {fix}"
+            + (f" or {self.elsewhere}" if self.elsewhere else "")
+        )
 
 
 def _remove_empty_parents(directory: Path, out: Path) -> None:
