@@ -133,6 +133,11 @@ def upstream(d: Deployment) -> str:
     return f"app:{d.app_port}"
 
 
+# Docker's embedded DNS, in every container on a user-defined network (Compose's): it answers for the app service's
+# name with its containers' current addresses, which change as Compose recreates or scales them.
+DOCKER_DNS = "127.0.0.11"
+
+
 def compose_data(d: Deployment) -> dict[str, Any]:
     grace = _seconds(d.derived.timeouts.shutdown_grace)
     app: dict[str, Any] = {
@@ -154,7 +159,8 @@ def compose_data(d: Deployment) -> dict[str, Any]:
         "image": d.nginx_image,
         "restart": "unless-stopped",
         "ports": [f"{d.spec.deploy.http_port}:{NGINX_PORT}"],
-        # nginx resolves the app's name once, at start: start it when the app answers.
+        # nginx starts when the app answers, not on 502s while it loads; it asks Docker's DNS for the app's name as
+        # requests come, so it follows the app containers Compose recreates or scales after it started.
         "depends_on": {"app": {"condition": "service_healthy"}},
         **_hardened(),
         "stop_grace_period": grace,
@@ -473,7 +479,7 @@ def render_compose(d: Deployment) -> dict[str, str]:
         run = "\n".join([run, *_compose_release_steps(d)])
     if TLS in d.extras:
         run = "\n".join([run, *_tls_steps(d)])
-    files = image_files(d, upstream(d), tls=tls.container_tls(d) if TLS in d.extras else None)
+    files = image_files(d, upstream(d), tls=tls.container_tls(d) if TLS in d.extras else None, resolver=DOCKER_DNS)
     if MONITORING in d.extras:
         # Each replica's metrics responder: scrapes never queue behind its requests (monitoring.metrics_responder).
         scrape = Scrape(job=d.name, dns_names=("app",), port=d.responder_port)

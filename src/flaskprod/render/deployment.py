@@ -198,10 +198,11 @@ class Deployment:
         worker_processes: int | Literal["auto"] = "auto",
         tls: TlsFiles | None = None,
         trusted_proxies: tuple[str, ...] = (),
+        resolver: str | None = None,
     ) -> dict[str, str]:
         """nginx.conf and mime.types for the nginx image, forwarding to upstream (host:port or unix:path);
         metrics_port adds the scraper's own listener, open to metrics_allow (else the spec's list); tls, HTTPS;
-        trusted_proxies, the addresses of a proxy in front that ends TLS."""
+        trusted_proxies, the addresses of a proxy in front that ends TLS; resolver, NginxContext.resolver."""
         ctx = NginxContext(
             host="0.0.0.0",
             port=NGINX_PORT,
@@ -217,6 +218,7 @@ class Deployment:
             worker_processes=worker_processes,
             tls=tls,
             trusted_proxies=trusted_proxies,
+            resolver=resolver,
         )
         return self.render_nginx(ctx, metrics_allow=metrics_allow)
 

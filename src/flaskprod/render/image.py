@@ -258,16 +258,17 @@ def nginx_dockerfile(d: Deployment, *, tls_port: int | None = None) -> str:
 
 
 def image_files(
-    d: Deployment, upstream: str, *, bind: str | None = None, tls: TlsFiles | None = None
+    d: Deployment, upstream: str, *, bind: str | None = None, tls: TlsFiles | None = None, resolver: str | None = None
 ) -> dict[str, str]:
-    """Both images' files, nginx forwarding to upstream (host:port or unix:path), and serving HTTPS as tls says."""
+    """Both images' files, nginx forwarding to upstream (host:port or unix:path), and serving HTTPS as tls says;
+    resolver, the DNS server nginx asks for upstream's name at each request's time (NginxContext.resolver)."""
     files = {
         "Dockerfile": dockerfile(d, bind=bind),
         "Dockerfile.dockerignore": app_ignores(d),
         "nginx/Dockerfile": nginx_dockerfile(d, tls_port=tls.port if tls else None),
         "nginx/Dockerfile.dockerignore": nginx_ignores(d),
     }
-    files.update({f"nginx/{name}": text for name, text in d.nginx_files(upstream, tls=tls).items()})
+    files.update({f"nginx/{name}": text for name, text in d.nginx_files(upstream, tls=tls, resolver=resolver).items()})
     return files
 
 

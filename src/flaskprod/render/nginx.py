@@ -248,6 +248,10 @@ class NginxContext:
     # keepalive_time, nginx 1.19.10 and later): `up` bounds by it how long nginx goes on using connections to an
     # app server it has switched away from. None: nginx's own (an hour).
     upstream_keepalive_time: int | None = None
+    # A DNS server nginx asks for upstream's name at request time (Docker's embedded one, for Compose), in place of
+    # the upstream blocks, which resolve it once at start: a recreated or scaled app service gets new addresses.
+    # Its cost: no upstream keepalive, no canary.
+    resolver: str | None = None
     worker_processes: int | Literal["auto"] = "auto"
     worker_connections: int = 1024
 
@@ -404,6 +408,24 @@ def upstream_keepalive(derived: Derived, protocol: Protocol, websockets: bool = 
     return derived.workers * derived.threads
 
 
+# Seconds nginx keeps an answer of the resolver's (NginxContext.resolver), over the TTL it came with (Docker's is
+# 600 s): a replaced or added app container is reached within it.
+RESOLVER_VALID = 5
+
+
+def resolved_addresses(ctx: NginxContext, responder: str | None) -> dict[str, str]:
+    """{variable: host:port} nginx resolves at request time, where ctx has a resolver: each stands in for the upstream
+    block of that name, which would resolve its server's name once at start."""
+    if ctx.resolver is None:
+        return {}
+    if ctx.canary:
+        raise ValueError("a canary needs its weighted upstream block, which a resolver replaces")
+    addresses = {"flaskprod_app": ctx.upstream}
+    if responder is not None:
+        addresses["flaskprod_responder"] = responder
+    return addresses
+
+
 def _header_variable(header: str) -> str:
     """X-Request-ID -> http_x_request_id: the nginx variable holding a request header."""
     return "http_" + header.lower().replace("-", "_")
@@ -544,6 +566,8 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
     # Behind a proxy that ends TLS, the scheme is the one it reports (when it is one of the trusted addresses).
     scheme = "$flaskprod_scheme" if ctx.trusted_proxies else "$scheme"
     public_tls_port = (ctx.tls.public_port or ctx.tls.port) if ctx.tls else None
+    responder = responder_bind(ctx.upstream) if responders else None
+    resolved = resolved_addresses(ctx, responder)
     return template.render(
         spec=spec,
         derived=derived,
@@ -554,7 +578,9 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         metrics_listen=listen_address(ctx.metrics_host or ctx.host, ctx.metrics_port) if ctx.metrics_port else None,
         metrics_upstream=metrics_upstream,
         responders=responders,
-        responder=responder_bind(ctx.upstream) if responders else None,
+        responder=responder,
+        resolved=resolved,
+        resolver_valid=RESOLVER_VALID,
         release_metrics=(
             release_metrics_location(spec, ctx.release_scrapes) if responders and ctx.release_scrapes else None
         ),
@@ -563,7 +589,8 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         gzip_types=GZIP_TYPES,
         request_id_header=spec.logging.request_id_header,
         request_id_variable=_header_variable(spec.logging.request_id_header),
-        upstream_keepalive=upstream_keepalive(derived, ctx.protocol, ctx.websockets),
+        # A name resolved per request has no upstream block to keep connections in.
+        upstream_keepalive=0 if resolved else upstream_keepalive(derived, ctx.protocol, ctx.websockets),
         proxy_headers=forwarded_headers(spec, scheme),
         uwsgi_params=uwsgi_params(spec, scheme),
         metrics_allow=metrics_allow(spec),
