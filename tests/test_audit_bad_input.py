@@ -4,6 +4,7 @@ the README gives, and nothing half-written."""
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -115,3 +116,22 @@ def test_init_in_a_folder_it_may_not_write_names_flaskprod_toml_and_no_out_flag(
         "path (a file where a folder goes, its permissions)"
     ]
     assert not (project / "flaskprod.toml").exists()
+
+
+def test_settings_in_pyproject_beside_a_flaskprod_toml_are_said_to_be_unread(tmp_path: Path) -> None:
+    """With both files, flaskprod.toml alone is read: pyproject.toml's server.workers = 5 lost to its 3 in silence."""
+    project = copy_taskboard(tmp_path / "shop")
+    with (project / "flaskprod.toml").open("a") as toml:
+        toml.write("\n[server]\nworkers = 3\n")
+    (project / "pyproject.toml").write_text('[project]\nname = "shop"\n\n[tool.flaskprod.server]\nworkers = 5\n')
+
+    result = run_flaskprod("config", "--format", "json", cwd=project)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["server.workers"]["value"] == 3
+    assert result.stderr.strip().splitlines() == [
+        "Warning: pyproject.toml's [tool.flaskprod] is not read, since flaskprod.toml is: move its settings into "
+        "flaskprod.toml and delete the table"
+    ]
+    (project / "pyproject.toml").write_text('[project]\nname = "shop"\n')  # no settings there: nothing to say
+    assert run_flaskprod("config", cwd=project).stderr == ""

@@ -43,6 +43,7 @@ _ctrl_c(_interrupted)
 import functools
 import json
 import signal
+import tomllib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -52,7 +53,17 @@ from .checks.registry import Level
 from .errors import FlaskprodError, SpecError
 from .plural import counted
 from .render.targets import TARGETS
-from .spec import SETTINGS, Spec, load_setting, load_spec, spec_as_dict, validate
+from .spec import (
+    CONFIG_ENV,
+    CONFIG_FILE,
+    SETTINGS,
+    Spec,
+    find_config_file,
+    load_setting,
+    load_spec,
+    spec_as_dict,
+    validate,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 TARGET_NAMES = {name: target.summary for name, target in TARGETS.items()}
@@ -145,8 +156,11 @@ def _metavar(type_name: str) -> str:
 NGINX_FLAGS = frozenset({"proxy.host", "proxy.port", "tls.mode", "tls.port"})
 
 
-def resolve_spec(kwargs: dict[str, Any], app: str | None = None) -> Spec:
-    """Turn the generated options into the flag layer and load the spec with it."""
+def resolve_spec(
+    kwargs: dict[str, Any], app: str | None = None, notice: Callable[[str], None] | None = None
+) -> Spec:
+    """Turn the generated options into the flag layer and load the spec with it. notice says what the user should
+    know of the config files (stderr by default)."""
     set_flags = _parse_set(kwargs.pop("set_values", ()))
     flags: dict[str, Any] = {}
     for name in [k for k in kwargs if k.startswith("opt__")]:
@@ -156,7 +170,31 @@ def resolve_spec(kwargs: dict[str, Any], app: str | None = None) -> Spec:
     app = app or _flask_app_option()
     if app:
         flags["app.target"] = app
-    return load_spec(config=_config_path(kwargs.pop("config_path", None)), flags=flags, set_flags=set_flags)
+    config = _config_path(kwargs.pop("config_path", None))
+    spec = load_spec(config=config, flags=flags, set_flags=set_flags)
+    if not config and not os.environ.get(CONFIG_ENV) and (unread := _unread_pyproject_settings()):
+        (notice or functools.partial(click.echo, err=True))(unread)
+    return spec
+
+
+def _unread_pyproject_settings() -> str | None:
+    """The warning for settings in pyproject.toml's [tool.flaskprod] beside a flaskprod.toml, which alone is read:
+    an edit to them changed nothing, and nothing said so."""
+    from pathlib import Path
+
+    root = Path.cwd()
+    if find_config_file(root) != root / CONFIG_FILE:
+        return None
+    try:
+        table = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8")).get("tool", {}).get("flaskprod")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        return None
+    if not table:
+        return None
+    return (
+        f"Warning: pyproject.toml's [tool.flaskprod] is not read, since {CONFIG_FILE} is: move its settings into "
+        f"{CONFIG_FILE} and delete the table"
+    )
 
 
 def _config_path(config: str | None) -> str | None:
@@ -252,14 +290,18 @@ def serve(app: str | None, print_config: bool, **kwargs: Any) -> None:
     without it, FLASK_APP names it (the environment, .env, .flaskenv), else wsgi.py or app.py.
     """
     from .servers import serve as run_server
-    from .servers.jsonrelay import refuse
+    from .servers.jsonrelay import refuse, say
     from .servers.settings import refusals_as_json
     from .spec import PROBE_RECORD_ENV
 
     record = os.environ.get(PROBE_RECORD_ENV)  # `up`'s, which serve takes from the environment as it starts
     config, set_values = kwargs.get("config_path"), kwargs.get("set_values", ())  # resolve_spec takes them
+    def notice(message: str) -> None:
+        if not record:  # under up, which said it as it started
+            say(message, as_json=refusals_as_json(config, set_values))
+
     try:
-        spec = resolve_spec(kwargs, app)
+        spec = resolve_spec(kwargs, app, notice)
         status = run_server(spec, print_config=print_config)
     except FlaskprodError as exc:
         if record:
