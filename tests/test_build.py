@@ -789,8 +789,10 @@ def test_the_app_server_listens_on_deploy_app_port_whatever_protocol_it_speaks(t
     for files in (render_compose(d), render_swarm(d)):
         assert dockerfile_env(files["Dockerfile"])["FLASKPROD_SERVER__BIND"] == "0.0.0.0:9000"
         assert "EXPOSE 9000" in dockerfile_lines(files["Dockerfile"])
-        # The app server, and its metrics responder on the next port, where nginx sends scrapes.
-        assert re.findall(r"server (app:\d+) ", files["nginx/nginx.conf"]) == ["app:9000", "app:9001"]
+        # The app server, and its metrics responder on the next port, where nginx sends scrapes: Swarm's in upstream
+        # blocks, Compose's in the variables its nginx resolves per request.
+        addresses = re.findall(r"(?:server|set \$flaskprod_\w+) (app:\d+)[ ;]", files["nginx/nginx.conf"])
+        assert sorted(set(addresses)) == ["app:9000", "app:9001"], addresses
         assert dockerfile_env(files["Dockerfile"])["FLASKPROD_MONITORING__METRICS_RESPONDER"] == "true"
 
 
