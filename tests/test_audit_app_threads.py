@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import StartServer
+from tests.conftest import Server, StartServer
 
 # A non-daemon poller started at import, as an app's background job often is: its loop never ends.
 APP = """
@@ -44,6 +44,15 @@ def pid():
 STOP_BOUND = 20
 
 
+def stopped_by_sigterm(server: Server, bound: float = STOP_BOUND) -> int:
+    """serve's exit status after SIGTERM; the test fails if it is still running bound seconds later."""
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        return server.proc.wait(bound)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"serve still running {bound}s after SIGTERM:\n{server.output()}")
+
+
 @pytest.mark.integration
 def test_preloaded_app_thread_does_not_keep_serve_from_stopping(serve_app: StartServer) -> None:
     server = serve_app(
@@ -53,12 +62,7 @@ def test_preloaded_app_thread_does_not_keep_serve_from_stopping(serve_app: Start
         env={"FLASKPROD_LOGGING__FORMAT": "text"},
     )
     assert server.get("/pid").status_code == 200
-    server.proc.send_signal(signal.SIGTERM)
-    try:
-        code = server.proc.wait(STOP_BOUND)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"serve still running {STOP_BOUND}s after SIGTERM:\n{server.output()}")
-    assert code == 0, server.output()
+    assert stopped_by_sigterm(server) == 0, server.output()
     # The user learns why the thread was left, and where it belongs.
     assert "not waiting for the app's threads in Gunicorn's master (poller)" in server.stderr(), server.output()
     assert "os.register_at_fork(after_in_child=...), or on the first request" in server.stderr()
@@ -83,12 +87,7 @@ def test_workers_exit_past_a_poller_the_app_started_at_import(serve_app: StartSe
         args=("--server", "gunicorn", "--set", f"server.graceful_timeout={STOP_BOUND * 3}"),
     )
     pids = {int(server.get("/pid").text) for _ in range(8)}
-    server.proc.send_signal(signal.SIGTERM)
-    try:
-        code = server.proc.wait(STOP_BOUND)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"serve still running {STOP_BOUND}s after SIGTERM:\n{server.output()}")
-    assert code == 0, server.output()
+    assert stopped_by_sigterm(server) == 0, server.output()
     exited = {int(p.name.removeprefix("exited-")) for p in tmp_path.glob("exited-*")}
     assert pids <= exited, server.output()
 

@@ -23,6 +23,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -442,17 +443,7 @@ def test_the_nginx_images_health_check_sends_a_host_its_nginx_serves(
     assert check[check.index("--header") + 1] == f"Host: {host}"
     port = free_port()
     nginx = native_nginx(project, out, tmp_path / "nginx", port=port, upstream="127.0.0.1:9")
-    with (
-        (tmp_path / "nginx.log").open("w") as log,
-        running([*nginx, "-g", "daemon off;"], cwd=tmp_path, stdout=log, stderr=log) as proxy,
-    ):
-
-        def listening() -> bool:
-            assert proxy.poll() is None, (tmp_path / "nginx.log").read_text()
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-
-        wait_for(listening, timeout=20, what="nginx to listen")
+    with listening_nginx(nginx, tmp_path, port):
         # No app behind this nginx: its 502 is the site's server taking the request, which a name it does not
         # serve never reaches (the connection is closed).
         url = check[-1].replace("127.0.0.1:8080", f"127.0.0.1:{port}")
@@ -925,6 +916,24 @@ def native_nginx(project: Path, out: Path, nginx_dir: Path, *, port: int, upstre
     # image runs master and workers as one unprivileged user, as this does.
     (nginx_dir / "nginx.conf").write_text(f"user {getpass.getuser()};\n{conf}")
     return [shutil.which("nginx") or "nginx", "-p", str(nginx_dir), "-c", str(nginx_dir / "nginx.conf")]
+
+
+@contextmanager
+def listening_nginx(nginx: list[str], where: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """nginx (native_nginx's command) running in the foreground from where, its log in where/nginx.log, once it
+    listens on port; stopped at the end."""
+    with (
+        (where / "nginx.log").open("w") as log,
+        running([*nginx, "-g", "daemon off;"], cwd=where, stdout=log, stderr=log) as proxy,
+    ):
+
+        def listening() -> bool:
+            assert proxy.poll() is None, (where / "nginx.log").read_text()
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+
+        wait_for(listening, timeout=20, what="nginx to listen")
+        yield proxy
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import requests
 from flaskprod.render.compose import render_compose
 from tests.buildkit import make_deployment, write_tree
 from tests.support import BIN, free_port, running, wait_for
-from tests.test_build import native_nginx
+from tests.test_build import listening_nginx, native_nginx
 
 # Each app server answers with its name, so a response says which address nginx reached.
 WHO_APP = """import os
@@ -100,17 +100,7 @@ def compose_nginx(tmp_path: Path, server: str, names: Names, app_port: int) -> I
     conf = (tmp_path / "nginx/nginx.conf").read_text()
     conf = conf.replace("resolver 127.0.0.11 ", f"resolver 127.0.0.1:{names.port} ")
     (tmp_path / "nginx/nginx.conf").write_text(conf)
-    with (
-        (tmp_path / "nginx.log").open("w") as log,
-        running([*nginx, "-g", "daemon off;"], cwd=tmp_path, stdout=log, stderr=log) as proxy,
-    ):
-
-        def listening() -> bool:
-            assert proxy.poll() is None, (tmp_path / "nginx.log").read_text()
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-
-        wait_for(listening, timeout=20, what="nginx to listen")
+    with listening_nginx(nginx, tmp_path, port):
         yield f"http://127.0.0.1:{port}"
 
 

@@ -4,13 +4,12 @@ at server.graceful_timeout, and says what can hold a worker and how to let it go
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
 
 import pytest
 
 from tests.conftest import StartServer
+from tests.test_audit_app_threads import stopped_by_sigterm
 
 APP = """
 import os
@@ -53,11 +52,7 @@ def test_a_worker_held_by_the_apps_thread_is_ended_at_the_graceful_timeout_and_t
     )
     assert "poller" in server.get("/threads").text.split(",")
     started = time.monotonic()
-    server.proc.send_signal(signal.SIGTERM)
-    try:
-        server.proc.wait(BOUND)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"serve still running {BOUND}s after SIGTERM:\n{server.output()}")
+    stopped_by_sigterm(server, BOUND)
     # The thread held the worker: nothing ended it sooner.
     assert time.monotonic() - started >= GRACEFUL, server.output()
     told = server.stderr()
