@@ -182,6 +182,13 @@ def test_unset_is_no_value_for_a_setting_that_needs_one(tmp_path: Path) -> None:
             "flag --set server.workerz: unknown setting 'server.workerz'; did you mean server.workers?",
         ),
         ({"flags": {"workers": 2}}, {}, "unknown setting 'workers'; did you mean server.workers?"),
+        # Within a known section the name alone is compared: "server." made any name look like server.kind.
+        (
+            {"flags": {"server.nope": 1}},
+            {},
+            "flag --set server.nope: unknown setting 'server.nope'; see `flaskprod config` for every setting",
+        ),
+        ({"flags": {"proxy.workers": 2}}, {}, "unknown setting 'proxy.workers'; did you mean server.workers?"),
         (
             {"environ": {"FLASKPROD_SERVR__WORKERS": "2"}},
             {},

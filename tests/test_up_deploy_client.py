@@ -35,7 +35,9 @@ def test_deploy_refuses_a_setting_it_would_not_apply(tmp_path: Path) -> None:
             "which deploy ships with the release; put proxy.ready_timeout there\n"
         )
     unknown = flaskprod(tmp_path, "deploy", "--set", "proxy.nope=5")
-    assert unknown.stderr == "Error: flag --set proxy.nope: unknown setting 'proxy.nope'; did you mean proxy.port?\n"
+    assert unknown.stderr == (
+        "Error: flag --set proxy.nope: unknown setting 'proxy.nope'; see `flaskprod config` for every setting\n"
+    )
     helped = " ".join(flaskprod(tmp_path, "deploy", "--help").stdout.split())
     assert "--set proxy.run_dir=DIR The running up's run dir, e.g. --set proxy.run_dir=/srv/run; the only " in helped
     assert "the others are the running up's, from flaskprod.toml, which deploy ships with the release." in helped

@@ -1077,10 +1077,17 @@ SHOWN_AT_MOST = 200
 
 
 def _suggest(key: str) -> str:
-    close = difflib.get_close_matches(key, SETTINGS, n=1, cutoff=0.6)
+    section, _, name = key.rpartition(".")
+    if any(k.rpartition(".")[0] == section for k in SETTINGS):
+        # Within a known section the name alone decides: the "server." every key there shares made server.nope
+        # look like server.kind.
+        names = [k.rpartition(".")[2] for k in SETTINGS if k.rpartition(".")[0] == section]
+        close = [f"{section}.{n}" for n in difflib.get_close_matches(name, names, n=1, cutoff=0.6)]
+    else:
+        close = difflib.get_close_matches(key, SETTINGS, n=1, cutoff=0.6)
     if not close:
         # A bare name is often meant within its section: "workers" -> "server.workers".
-        close = [k for k in SETTINGS if k.split(".", 1)[1] == key.rsplit(".", 1)[-1]][:1]
+        close = [k for k in SETTINGS if k.rpartition(".")[2] == name][:1]
     return f"; did you mean {close[0]}?" if close else "; see `flaskprod config` for every setting"
 
 
