@@ -3,6 +3,7 @@ and laid out in the image where pip looks for the files they include."""
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import re
 from pathlib import Path
@@ -216,3 +217,35 @@ def test_the_image_copies_every_file_pip_reads_to_where_pip_looks(tmp_path: Path
     run = re.search(r"^RUN pip install --no-cache-dir -r (\S+)", text, re.MULTILINE)
     assert run is not None, text
     assert pips_names(image / run.group(1).lstrip("/")) == {"flask", "flaskprod"}
+
+
+ENCODED = "# café: the team's pins\nflask>=3.0\nflaskprod[uwsgi]\npsycopg2-binary\n"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        ENCODED.encode("utf-16"),  # PowerShell 5's `pip freeze > requirements.txt`: a BOM, then UTF-16 LE
+        codecs.BOM_UTF16_BE + ENCODED.encode("utf-16-be"),
+        ENCODED.encode("utf-32"),
+        ENCODED.encode("utf-8-sig"),
+        ("# -*- coding: latin-1 -*-\n" + ENCODED).encode("latin-1"),
+    ],
+    ids=["utf-16-le", "utf-16-be", "utf-32", "utf-8-bom", "coding-line"],
+)
+def test_a_file_in_another_encoding_is_read_as_pip_reads_it(tmp_path: Path, data: bytes) -> None:
+    (tmp_path / "requirements.txt").write_bytes(data)
+    found = read_requirements(tmp_path, "requirements.txt")
+    assert found.names == {"flask", "flaskprod", "psycopg2-binary"} == pips_names(tmp_path / "requirements.txt")
+    assert found.unnamed == ()
+
+
+def test_a_file_pip_cannot_read_is_refused_naming_the_byte(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_bytes(ENCODED.encode("latin-1"))  # no mark, no coding line
+    with pytest.raises(BuildError) as refused:
+        read_requirements(tmp_path, "requirements.txt")
+    assert str(refused.value) == (
+        "requirements.txt: not utf-8 text (byte 0xe9 at offset 5), as pip in the image reads it: save it as UTF-8"
+    )
+    with pytest.raises(Exception, match="codec can't decode byte 0xe9"):  # pip fails on it too
+        pips_names(tmp_path / "requirements.txt")

@@ -8,6 +8,7 @@ must be copied beside it, at the same relative paths.
 
 from __future__ import annotations
 
+import codecs
 import posixpath
 import re
 import tomllib
@@ -104,7 +105,7 @@ def _read(
     if rel.as_posix() in files:
         return
     files.append(rel.as_posix())
-    text = (root / rel).read_text(encoding="utf-8", errors="replace")
+    text = _decoded(root / rel, rel)
     for number, line in _logical_lines(text):
         if include := _INCLUDE.match(line):
             target = _inside(root, rel, include.group(3), number)
@@ -119,6 +120,38 @@ def _read(
         elif not line.startswith("-"):
             entry = _not_local(_LINE_OPTIONS.split(line, maxsplit=1)[0].strip(), rel, number)
             _add(entry, names, unnamed, vcs, ssh)
+
+
+# pip's order (pip._internal.utils.encoding.auto_decode): a byte-order mark, then a coding line in the first two lines,
+# then the locale's encoding, UTF-8 in the image. UTF-32's marks first: UTF-16 LE's is the start of UTF-32 LE's.
+_BOMS = (
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+)
+_CODING = re.compile(rb"^#.*coding[:=]\s*([-\w.]+)")
+
+
+def _decoded(path: Path, rel: PurePosixPath) -> str:
+    """path's text as pip in the image reads it. Read as UTF-8 with replacements, a UTF-16 file (PowerShell's
+    `pip freeze > requirements.txt`) gave no name at all, so build decided the image without the project's packages;
+    a file pip cannot read fails the image's build, so it stops this one, naming the byte."""
+    data = path.read_bytes()
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), None)
+    if encoding is None:
+        coding = next((m for line in data.split(b"\n")[:2] if (m := _CODING.match(line))), None)
+        encoding = coding.group(1).decode("ascii") if coding else "utf-8"
+    try:
+        return data.decode(encoding)
+    except LookupError:
+        raise BuildError(f"{rel}: its coding line names {encoding!r}, an encoding Python lacks; name another") from None
+    except UnicodeDecodeError as exc:
+        raise BuildError(
+            f"{rel}: not {encoding} text (byte 0x{data[exc.start]:02x} at offset {exc.start}), as pip in the image "
+            "reads it: save it as UTF-8"
+        ) from None
 
 
 def _logical_lines(text: str) -> list[tuple[int, str]]:
