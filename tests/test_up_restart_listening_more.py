@@ -15,6 +15,7 @@ import pytest
 
 from tests.support import free_port, wait_for
 from tests.test_up_postgres import APP as DB_APP
+from tests.test_up_restart_listening import bound
 from tests.upstack import UpStack, children_of, start_up, stop, write_app
 
 pytestmark = pytest.mark.integration
@@ -30,14 +31,6 @@ def child_named(stack: UpStack, program: str) -> int:
             if Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()).name == program:
                 return pid
     raise AssertionError(f"no {program} under up:\n{stack.output()}")
-
-
-def bound(holder: socket.socket, port: int) -> bool:
-    try:
-        holder.bind(("127.0.0.1", port))
-    except OSError:
-        return False
-    return True
 
 
 def after(text: str, marker: str) -> str:

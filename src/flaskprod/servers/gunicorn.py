@@ -403,7 +403,7 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
         code = exc.code
         if isinstance(code, str):
             print(code, file=sys.stderr)  # Gunicorn's own reason for stopping, e.g. a config error
-        status = code if isinstance(code, int) else (0 if code is None else 1)
+        status = exit_status(code)
     finally:
         if os.getpid() == master:
             if relay is not None:
@@ -414,6 +414,11 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
     if app_threads():
         _leave_without_app_threads(status, as_json=settings["log_json"])
     return status
+
+
+def exit_status(code: object) -> int:
+    """The status a SystemExit with code ends a process with."""
+    return code if isinstance(code, int) else (0 if code is None else 1)
 
 
 def app_threads() -> list[threading.Thread]:
@@ -438,15 +443,12 @@ def _leave_past_threads_started_at_import(code: object) -> None:
     started = app_threads() if _started_at_import is None else [t for t in _started_at_import if t.is_alive()]
     if not started:
         return
-    status = code if isinstance(code, int) else (0 if code is None else 1)
+    status = exit_status(code)
 
     def leave_once_only_they_remain() -> None:
         while any(t.is_alive() for t in started):
             if not threading.main_thread().is_alive() and all(t in started for t in app_threads()):
-                atexit._run_exitfuncs()
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(status)
+                _exit_past_threads(status)
             time.sleep(EXIT_POLL)
 
     threading.Thread(target=leave_once_only_they_remain, name="flaskprod-exit", daemon=True).start()
@@ -464,6 +466,12 @@ def _leave_without_app_threads(status: int, *, as_json: bool) -> NoReturn:
         "(os.register_at_fork(after_in_child=...), or on the first request)",
         as_json=as_json,
     )
+    _exit_past_threads(status)
+
+
+def _exit_past_threads(status: int) -> NoReturn:
+    """End this process with status as Python's exit would, its exit handlers and buffered output included, without
+    joining the non-daemon threads that exit would wait on for ever."""
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
