@@ -2,7 +2,8 @@
 of text/html and application/json), for the Accept headers clients send, quality values too.
 
 nginx's choice was a regex for "application/json before text/html": `text/html;q=0, application/json` and
-`text/html;q=0.5, application/json;q=0.9`, which prefer JSON and get it from the app, got nginx's HTML page."""
+`text/html;q=0.5, application/json;q=0.9`, which prefer JSON and get it from the app, got nginx's HTML page. Then
+a type named twice counted at its leftmost q, where werkzeug takes the highest."""
 
 from __future__ import annotations
 
@@ -59,6 +60,12 @@ CASES: tuple[tuple[str, str | None, str | None, bool], ...] = (
     ("/page", None, "application/json;q=0, */*", False),
     ("/page", None, "application/json;q=0.5, */*;q=0.5", True),
     ("/page", None, "application/json ; q=0.9 , text/html ; q=0.8", True),
+    # A type named twice counts at its highest q, as werkzeug sorts its items by q; nginx took the leftmost.
+    ("/page", None, "application/json;q=0.1, text/html;q=0.5, application/json;q=0.9", True),
+    ("/page", None, "text/html;q=0.1, application/json;q=0.5, text/html;q=0.9", False),
+    ("/page", None, "*/*;q=0.1, application/json;q=0.5, */*;q=0.9", False),
+    ("/page", None, "application/json;q=0, text/html;q=0.5, application/json;q=0.8", True),
+    ("/page", None, "application/*;q=0.05, text/html;q=0.1, application/*;q=0.25", True),
     # What werkzeug passes over: an invalid q drops the item, a parameter besides q names another type.
     ("/page", None, "application/json;q=2, text/html", False),
     ("/page", None, "text/html;q=0., application/json", True),

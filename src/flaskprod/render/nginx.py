@@ -100,7 +100,9 @@ ERROR_LOCATION = "@flaskprod_error"
 # The Accept item a media type matches, as werkzeug's MIMEAccept does: exactly, with no parameter but a valid q.
 _ACCEPT_ITEM = r"(?:^|,)\s*{media}\s*{q}\s*(?:,|$)"
 _Q_ONE = r"(?:;\s*q=0*1(?:\.0+)?)?"  # none, or q=1 (1.0, 1.000)
-_Q_BELOW_ONE = r";\s*q=0+(?:\.(?:(\d*[1-9])0*|0+))?"  # q=0.x, its digits to the last non-zero one in $1
+# q=0.<tenths>x, its digits after the tenths to the last non-zero one in $1 (one there when the tenths are 0); q=0.
+_Q_TENTHS = r";\s*q=0+\.{tenths}(\d*[1-9]){optional}0*"
+_Q_ZERO = r";\s*q=0+(?:\.0+)?"
 _DIGITS = "0123456789"
 
 
@@ -117,15 +119,21 @@ class NginxMap:
 
 def accept_rank_map(media_type: str, variable: str) -> NginxMap:
     """How much an Accept header wants media_type, as werkzeug's best_match weighs it: the q of the item naming it
-    most exactly (the type itself, then type/*, then */*, whatever their order), and how exactly, as
+    most exactly (the type itself, then type/*, then */*, whatever their order; the highest q of an item named
+    twice, to its tenths: 0.91 beside 0.95 is the leftmost of the two), and how exactly, as
     "<q>/<exactness>": q=1 is "1", q=0.x is "0x" without trailing zeros; exactness 2, 1 or 0. So one rank sorts
     after another as strings exactly when werkzeug would prefer it ('/' sorts before every digit)."""
     family = media_type.split("/")[0]
     ranges = ((re.escape(media_type), 2), (re.escape(f"{family}/*"), 1), (re.escape("*/*"), 0))
     entries: list[tuple[str, str]] = []
     for media, exactness in ranges:
+        # A type named twice counts at its highest q, as werkzeug's (its items sorted by q): the first regex that
+        # matches wins, so the q values are tried from 1 down by their tenths; a match is the leftmost item of those.
         entries.append((_ACCEPT_ITEM.format(media=media, q=_Q_ONE), f"1/{exactness}"))
-        entries.append((_ACCEPT_ITEM.format(media=media, q=_Q_BELOW_ONE), f"0$1/{exactness}"))
+        for tenths in reversed(_DIGITS):
+            q = _Q_TENTHS.format(tenths=tenths, optional="" if tenths == "0" else "?")
+            entries.append((_ACCEPT_ITEM.format(media=media, q=q), f"0{tenths}$1/{exactness}"))
+        entries.append((_ACCEPT_ITEM.format(media=media, q=_Q_ZERO), f"0/{exactness}"))
     return NginxMap(
         comment=f"How much Accept wants {media_type}: <q>/<2 named, 1 by {family}/*, 0 by */*>; q=0 when unnamed.",
         source="$http_accept",
@@ -144,7 +152,7 @@ def api_paths(mount_prefixes: Iterable[str]) -> list[str]:
 def error_accept_maps() -> tuple[NginxMap, ...]:
     """$flaskprod_error_accept: json when Accept prefers application/json to text/html as the app's wants_json
     (werkzeug's best_match) does, html otherwise: for no Accept, */*, a tie, or neither named. A q of more than three
-    decimals, or a type named twice with two q values, may be weighed otherwise than by werkzeug."""
+    decimals, or a type named twice with q values alike in their tenths, may be weighed otherwise than by werkzeug."""
     json_rank, html_rank = "$flaskprod_accept_json", "$flaskprod_accept_html"
     # JSON when its rank sorts after HTML's: at the first character where they differ, JSON's is the greater.
     greater = tuple(
