@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import machine, procs
+from .native import copy_taskboard
 from .outfolder import cannot_write
 from .run import base_env, round_order, stack_env
-from .stacks import BIN, REPO, TASKBOARD, Command, Running, Stack, all_stacks, started
+from .stacks import BIN, REPO, Command, Running, Stack, all_stacks, started
 
 OUT = REPO / "docs" / "benchmarks" / "deploy"
 OUT_KEEP_ALIVE = REPO / "docs" / "benchmarks" / "deploy-keep-alive"
@@ -507,9 +508,7 @@ async def read_response(reader: asyncio.StreamReader) -> bytes:
 
 def copy_app(dest: Path, version: str) -> Path:
     """The reference app in dest with the version endpoint added (examples/taskboard is left as it is)."""
-    # Not what running it by hand left there: up's run dir (its sockets cannot be copied), build's deploy/.
-    local_state = ("instance", "__pycache__", "*.sqlite3", "*.db", ".flaskprod", "deploy")
-    shutil.copytree(TASKBOARD, dest, ignore=shutil.ignore_patterns(*local_state))
+    copy_taskboard(dest)  # not what running it by hand left there: up's run dir (its sockets cannot be copied)
     with (dest / "wsgi.py").open("a") as wsgi:
         wsgi.write(PROBE)
     write_version(dest, version)

@@ -10,7 +10,7 @@ from .ratios import CORES_WORKLOADS, MAIN_CONNECTIONS, runs_with_cores
 from .workloads import BY_NAME
 
 Results = Mapping[str, Any]
-COLORS = {"flaskprod": "#2b7bba", "peer": "#999999", "baseline": "#e69f00"}
+COLORS = {"flaskprod": "#2b7bba", "peer": "#999999", "baseline": "#e69f00", "built": "#5aae61"}
 
 
 def _pyplot() -> Any:

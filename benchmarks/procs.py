@@ -97,6 +97,15 @@ class ProcessGroup:
             self.proc.wait(10)
 
 
+def port_pair() -> int:
+    """A free port whose next one is free too: an app server's in a container's image, and its metrics responder's
+    beside it (sizing.responder_bind)."""
+    while True:
+        port, after = free_port(), free_port()
+        if after == port + 1:
+            return port
+
+
 def start(name: str, args: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path) -> ProcessGroup:
     """Start args in a new session with stdout and stderr to log (app logs must not block on a pipe)."""
     with log.open("ab") as out:

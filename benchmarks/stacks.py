@@ -12,17 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from . import procs
+from . import native, procs
 from .ratios import ACCEPT_LOCK, DEFAULT, UNFAIR, UNFROZEN, UNPINNED
 
 REPO = Path(__file__).resolve().parent.parent
-TASKBOARD = REPO / "examples" / "taskboard"
+TASKBOARD = native.TASKBOARD
 STATIC_DIR = TASKBOARD / "taskboard" / "static"
 NGINX_CONFS = Path(__file__).resolve().parent / "nginx"
 BIN = Path(sys.executable).parent
 NGINX = "/usr/sbin/nginx"
 
-Group = Literal["flaskprod", "peer", "baseline"]
+# built: what `flaskprod build` writes for containers, run natively (no Docker engine here).
+Group = Literal["flaskprod", "peer", "baseline", "built"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,10 +33,13 @@ class Command:
     name: str
     args: list[str]
     cwd: Path
+    # Variables this process gets beside the run's own (an image's ENV).
+    env: dict[str, str] = field(default_factory=dict)
 
     def shown(self) -> str:
         rel = os.path.relpath(self.cwd, REPO)
-        return f"(cd {rel} && {' '.join(self.args)})"
+        assigned = "".join(f"{k}={shlex.quote(v)} " for k, v in sorted(self.env.items()))
+        return f"(cd {rel} && {assigned}{' '.join(self.args)})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +60,7 @@ class Stack:
     name: str
     label: str
     group: Group
-    kind: Literal["up", "option2", "option3", "gunicorn", "flask-dev", "nginx-static"]
+    kind: Literal["up", "option2", "option3", "gunicorn", "flask-dev", "nginx-static", "image"]
     app: str = "wsgi:app"
     up_args: tuple[str, ...] = ()
     # Workloads this stack runs; None = every workload of the run.
@@ -67,6 +71,8 @@ class Stack:
     root: Path | None = None
     # The flaskprod source tree the stack runs, when not the installed one (benchmarks/ab.py's STACK@REV).
     source: Path | None = None
+    # kind "image": the `flaskprod build` target whose app image and nginx image run here, natively.
+    target: str = ""
 
     @property
     def cwd(self) -> Path:
@@ -99,6 +105,8 @@ class Stack:
                 ready_path="/readyz",
                 app_command=0,
             )
+        if self.kind == "image":
+            return _image_plan(self.target, run_dir, port)
         if self.kind == "option2":
             upstream = procs.free_port()
             gunicorn = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{upstream}", "--workers", "4", self.app]
@@ -165,6 +173,28 @@ class Stack:
         )
 
 
+def _image_plan(target: str, run_dir: Path, port: int) -> Plan:
+    """What `flaskprod build --target target` writes for the reference app, run as its containers would run it: the
+    app image's CMD and ENV, then nginx with the nginx image's conf, the app's service name replaced by its address
+    here (Compose's nginx asks Docker's DNS for it per request, so it holds no upstream connection open)."""
+    project = native.copy_taskboard(run_dir / "taskboard")
+    out = native.built(project, target, dict(os.environ))
+    app_port = procs.port_pair()  # and the one after it, for the metrics responder beside it
+    command, image_env = native.app_command((out / "Dockerfile").read_text(), app_port)
+    nginx = native.native_nginx(project, out, run_dir / "nginx", port=port, upstream=f"127.0.0.1:{app_port}")
+    return Plan(
+        commands=[
+            Command(name="app image", args=command, cwd=project, env=image_env),
+            Command(name="nginx", args=[*nginx, "-e", "stderr", "-g", "daemon off;"], cwd=run_dir / "nginx"),
+        ],
+        port=port,
+        host_header="localhost",
+        ready_path="/readyz",
+        app_command=0,
+        files={"nginx.conf": (run_dir / "nginx" / "nginx.conf").read_text()},
+    )
+
+
 def _fill(text: str, run_dir: Path, **values: int) -> str:
     # root's nginx workers would run as nobody and could not reach a socket in a private temp dir.
     user_line = "user root;" if os.geteuid() == 0 else ""
@@ -218,7 +248,8 @@ def started(stack: Stack, run_dir: Path, env: Mapping[str, str], ready_timeout: 
     groups: list[procs.ProcessGroup] = []
     try:
         for cmd in plan.commands:
-            groups.append(procs.start(cmd.name, cmd.args, cwd=cmd.cwd, env=env, log=run_dir / f"{cmd.name}.log"))
+            log = run_dir / f"{cmd.name.replace(' ', '-')}.log"
+            groups.append(procs.start(cmd.name, cmd.args, cwd=cmd.cwd, env={**env, **cmd.env}, log=log))
         procs.wait_ready(groups[-1], plan.port, plan.ready_path, plan.host_header, timeout=ready_timeout)
         for group in groups:
             if group.proc.poll() is not None:
@@ -335,6 +366,20 @@ def all_stacks(*, default_kind: str) -> list[Stack]:
             kind="up",
             app="benchmarks.apps.production:app",
             only=("ping",),
+        ),
+        # The Compose targets, Option 2 and 3 as flaskprod builds them: what their nginx costs on small answers,
+        # since Compose's asks Docker's DNS for the app per request and so holds no connection open to Gunicorn.
+        *(
+            Stack(
+                name=f"built-{target}",
+                label=f"flaskprod build -t {target}, run natively",
+                group="built",
+                kind="image",
+                target=target,
+                only=("page", "ping", "static", "slow"),
+                full_only=True,
+            )
+            for target in ("compose", "compose-uwsgi")
         ),
         Stack(
             name="nginx-static",

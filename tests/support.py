@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,26 +13,14 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from benchmarks.native import TASKBOARD as TASKBOARD
+from benchmarks.native import copy_taskboard as copy_taskboard
 from benchmarks.procs import free_port as free_port
+from benchmarks.procs import port_pair as port_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent
-
-
-TASKBOARD = ROOT / "examples" / "taskboard"
-# What running the reference app by hand leaves in it (up's run dir and its sockets, build's deploy/, the SQLite
-# file, caches): a test's copy is the project as checked out, whatever `make up` or the README's examples did.
-LOCAL_STATE = ("__pycache__", "instance", "*.db", "*.sqlite3", ".flaskprod", "deploy")
-
-
-def port_pair() -> int:
-    """A free port whose next one is free too: an app server's in a container's image, and its metrics responder's
-    beside it (sizing.responder_bind)."""
-    while True:
-        port, after = free_port(), free_port()
-        if after == port + 1:
-            return port
 
 
 def run_flaskprod(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -47,12 +34,6 @@ def run_flaskprod(*args: str, cwd: Path, env: dict[str, str] | None = None) -> s
         text=True,
         timeout=60,
     )
-
-
-def copy_taskboard(dest: Path) -> Path:
-    """A copy of the reference app at dest, as a user's project, without what local runs left in it."""
-    shutil.copytree(TASKBOARD, dest, ignore=shutil.ignore_patterns(*LOCAL_STATE))
-    return dest
 
 
 def wait_for(

@@ -8,7 +8,6 @@ CMD with its ENV, and nginx with the conf baked into the nginx image, then a req
 from __future__ import annotations
 
 import dataclasses
-import getpass
 import hashlib
 import os
 import re
@@ -30,6 +29,14 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from benchmarks.native import (
+    app_command,
+    dockerfile_env,
+    dockerfile_json,
+    dockerfile_lines,
+    native_nginx,
+    testable_conf,
+)
 
 from flaskprod.build import Built, refuse_out_over_the_app
 from flaskprod.errors import BuildError
@@ -859,63 +866,15 @@ def compose_config(path: Path, env: dict[str, str]) -> dict[str, Any]:
     return config
 
 
-def _testable_conf(conf: str, upstream: str) -> str:
-    # Only the app's service name differs from what runs here: Docker's DNS resolves it in a stack. Compose's nginx
-    # asks for it per request (an address in a variable, which an IP address here needs no resolver for).
-    conf = re.sub(r"(set \$flaskprod_\w+ )app:\d+;", rf"\g<1>{upstream};", conf)
-    return re.sub(r"server app:\d+ ", f"server {upstream} ", conf)
-
-
 @pytest.mark.parametrize("target", ["compose", "compose-uwsgi", "swarm"])
 def test_nginx_and_gixy_accept_the_nginx_image_conf(rendered: dict[str, Path], tmp_path: Path, target: str) -> None:
     conf = tmp_path / "nginx.conf"
-    conf.write_text(_testable_conf((rendered[target] / "nginx/nginx.conf").read_text(), "127.0.0.1:9"))
+    conf.write_text(testable_conf((rendered[target] / "nginx/nginx.conf").read_text(), "127.0.0.1:9"))
     run_tool([shutil.which("nginx") or "nginx", "-t", "-q", "-p", str(tmp_path), "-c", str(conf)])
     run_tool([tool("gixy"), str(rendered[target] / "nginx/nginx.conf")])
 
 
 # --- run natively: the app image's CMD and ENV, nginx with the image's conf --------------------------
-
-
-def dockerfile_lines(text: str) -> list[str]:
-    """The Dockerfile's instructions, continuation lines joined."""
-    return [line.strip() for line in re.sub(r"\\\n", " ", text).splitlines() if line.strip()]
-
-
-def dockerfile_env(text: str) -> dict[str, str]:
-    """The FLASKPROD_* variables the final stage's ENV sets."""
-    final = text.rsplit("\nFROM ", 1)[1]
-    env_lines = [line for line in dockerfile_lines(final) if line.startswith("ENV ")]
-    return dict(re.findall(r"(FLASKPROD_\w+)=(\S+)", " ".join(env_lines)))
-
-
-def dockerfile_json(text: str, pattern: str) -> list[str]:
-    """The exec-form command of the instruction line matching pattern, e.g. r"CMD" or r"HEALTHCHECK .* CMD"."""
-    for line in dockerfile_lines(text):
-        match = re.fullmatch(rf"{pattern} (\[.*\])", line)
-        if match:
-            return list(yaml.safe_load(match[1]))
-    raise AssertionError(f"no {pattern} in the Dockerfile")
-
-
-def native_nginx(project: Path, out: Path, nginx_dir: Path, *, port: int, upstream: str) -> list[str]:
-    """The nginx image made here under nginx_dir: its Dockerfile's COPY of each static folder, and its conf with
-    the containers' paths and addresses mapped onto this machine (nothing else changed); the command to run it."""
-    nginx_dir.mkdir()
-    for line in dockerfile_lines((out / "nginx/Dockerfile").read_text()):
-        copied = re.fullmatch(rf"COPY (\S+) {STATIC_DIR}/(\S+)", line)
-        if copied:
-            shutil.copytree(project / copied[1], nginx_dir / "static" / copied[2])
-    conf = _testable_conf((out / "nginx/nginx.conf").read_text(), upstream)
-    conf = conf.replace("pid /tmp/nginx.pid;", f"pid {nginx_dir}/nginx.pid;")
-    conf = re.sub(r"_temp_path /tmp/", f"_temp_path {nginx_dir}/", conf)
-    conf = conf.replace("0.0.0.0:8080", f"127.0.0.1:{port}")
-    conf = conf.replace(STATIC_DIR, str(nginx_dir / "static"))
-    conf = conf.replace("/etc/nginx/mime.types", str(out / "nginx/mime.types"))
-    # As root, nginx's workers would run as nobody, who cannot read pytest's private temp dirs; the
-    # image runs master and workers as one unprivileged user, as this does.
-    (nginx_dir / "nginx.conf").write_text(f"user {getpass.getuser()};\n{conf}")
-    return [shutil.which("nginx") or "nginx", "-p", str(nginx_dir), "-c", str(nginx_dir / "nginx.conf")]
 
 
 @contextmanager
@@ -947,13 +906,9 @@ def native_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tup
     assert result.returncode == 0, result.stderr
     out = project / "deploy" / target
     dockerfile = (out / "Dockerfile").read_text()
-    env = clean_env(**dockerfile_env(dockerfile))
     app_port = port_pair()  # and the one after it, for the metrics responder beside it
-    # The one address that differs: a free port here instead of the container's own.
-    env["FLASKPROD_SERVER__BIND"] = env["FLASKPROD_SERVER__BIND"].rsplit(":", 1)[0] + f":{app_port}"
-    env["FLASKPROD_SERVER__BIND"] = env["FLASKPROD_SERVER__BIND"].replace("0.0.0.0", "127.0.0.1")
-    command = dockerfile_json(dockerfile, "CMD")
-    command[0] = str(BIN / command[0])
+    command, image_env = app_command(dockerfile, app_port)
+    env = clean_env(**image_env)
     healthcheck = dockerfile_json(dockerfile, "HEALTHCHECK .* CMD")
     nginx_dir = tmp_path / "nginx"
     nginx_port = free_port()

@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from benchmarks.native import testable_conf
 
 from flaskprod.render import tls
 from flaskprod.render.nginx import hsts_value
@@ -40,7 +41,7 @@ from flaskprod.render.systemd import Layout, Paths, host_certificate, render_uni
 from tests.buildkit import WSGI_APP, Tree, build_tree, checkov, make_deployment, make_spec, run_tool, tool, write_tree
 from tests.pebble import Pebble
 from tests.support import BIN, free_port, stop_group, wait_for
-from tests.test_build import YAMLLINT, _testable_conf, compose_config
+from tests.test_build import YAMLLINT, compose_config
 from tests.test_build_k8s import CHECKOV_SKIPS, PRODUCTION
 from tests.test_build_k8s import render as render_k8s_tree
 from tests.test_build_systemd import (
@@ -182,7 +183,7 @@ def container_conf(tree: Tree, root: Path, *, http: int, https: int, upstream: s
         ("/srv/static", str(root / "static")),
     ):
         conf = conf.replace(old, new)
-    conf = _testable_conf(conf, upstream)
+    conf = testable_conf(conf, upstream)
     conf = conf.replace(f"0.0.0.0:{tls.NGINX_TLS_PORT}", f"127.0.0.1:{https}")
     conf = conf.replace("0.0.0.0:8080", f"127.0.0.1:{http}")
     (root / "tmp").mkdir(parents=True, exist_ok=True)
