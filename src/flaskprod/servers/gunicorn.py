@@ -22,7 +22,7 @@ from gunicorn.errors import AppImportError, HaltServer
 
 from ..discovery import AppRef, load
 from ..errors import FlaskprodError
-from . import affinity, gcfreeze, stopnow
+from . import affinity, forkedpools, gcfreeze, stopnow
 from .common import RunDir
 from .freethreads import accepting_while_a_thread_is_free_of_conversations
 from .greenlets import psycopg2_waits_in_gevents_loop
@@ -393,6 +393,8 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
     application = FlaskprodApplication(settings, app, run_dir, relay)
     if relay is not None:
         relay.take_over()
+    # With preload the arbiter imports the app and forks the workers: a thread pool it started then runs in each.
+    forkedpools.repair_after_fork()
     status = 0
     try:
         application.run()

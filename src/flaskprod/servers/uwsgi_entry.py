@@ -12,7 +12,7 @@ from typing import Any
 from ..discovery import find_app
 from ..runtime.pipeline import logged_by_the_app
 from ..spec import load_spec
-from . import affinity, gcfreeze
+from . import affinity, forkedpools, gcfreeze
 from .turns import taking_turns
 from .uwsgi import on_connection_scheme
 
@@ -34,6 +34,8 @@ def _print_unless_logged(
 # Before the app loads: an app that sets a hook of its own keeps it, and prints what it will.
 sys.excepthook = functools.partial(_print_unless_logged, then=sys.excepthook)
 
+# The master imports the app and forks the workers: a thread pool it started as it loaded runs work in each worker.
+forkedpools.repair_after_fork()
 spec = load_spec()
 # serve exports the app it found as FLASKPROD_APP__TARGET, so this finds the same one.
 loaded = find_app(spec.app.target)
