@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -94,6 +95,10 @@ TLS_CIPHERS = (
 # limit (429), a temp file it cannot write (500), an app server down, failing or too slow (502, 503, 504). The app's
 # own answers with these codes pass through as they are (proxy_intercept_errors is off). The last is the default page.
 NGINX_ERROR_CODES = (403, 404, 405, 413, 429, 502, 503, 504, 500)
+# The Retry-After of nginx's own 503. nginx answers one itself only for a module's refusal, and none here refuses
+# with it (limit_req answers 429; an app server down or refusing is a 502): one second, as nginx marks no app server
+# down (fail_timeout=0) and tries it again at the next request.
+UNAVAILABLE_RETRY_AFTER = 1
 # Where error_page sends them: one named location per format (@flaskprod_error_json, ..._html). A named location
 # is no URL, so it shadows none of the app's routes, and no client can ask for it.
 ERROR_LOCATION = "@flaskprod_error"
@@ -541,6 +546,23 @@ def error_pages(spec: Spec) -> tuple[ErrorPage, ...]:
     return tuple(pages)
 
 
+def rate_limit_retry_after(rate: str) -> int:
+    """Seconds until limit_req at rate (10r/s, 300r/m) takes a client's next request once it has refused one: the
+    excess past the burst drains by one request each period/count, at least the one second Retry-After can say."""
+    count, _, unit = rate.partition("r/")
+    period = 60 if unit == "m" else 1
+    return max(1, math.ceil(period / int(count)))
+
+
+def retry_after(spec: Spec) -> dict[int, int]:
+    """{status: seconds} for the Retry-After of nginx's own 429 and 503, which a client or load balancer backing off
+    waits for; the app's own 429 and 503 pass through with theirs."""
+    seconds = {503: UNAVAILABLE_RETRY_AFTER}
+    if spec.proxy.rate_limit:
+        seconds[429] = rate_limit_retry_after(spec.proxy.rate_limit)
+    return dict(sorted(seconds.items()))
+
+
 def error_headers(spec: Spec) -> list[tuple[str, str]]:
     """The headers the app adds to every answer, for nginx's own errors: its request id, and its security headers
     when security.headers is on (HSTS is the server's, added beside them); each value one nginx.conf argument."""
@@ -550,7 +572,9 @@ def error_headers(spec: Spec) -> list[tuple[str, str]]:
     # A 405 names the methods allowed, as the app's does (Werkzeug's MethodNotAllowed): nginx's static files take GET
     # and HEAD. Empty on any other status, where nginx sends no Allow.
     allow = ("Allow", "$flaskprod_error_allow")
-    return [(spec.logging.request_id_header, "$flaskprod_request_id"), allow] + [
+    # On nginx's 429 and 503 (retry_after); empty, so not sent, on the rest.
+    retry = ("Retry-After", "$flaskprod_error_retry_after")
+    return [(spec.logging.request_id_header, "$flaskprod_request_id"), allow, retry] + [
         (name, _quoted(value)) for name, value in headers
     ]
 
@@ -611,6 +635,7 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         proxied_hsts=hsts_value(spec) if ctx.trusted_proxies and not ctx.tls else None,
         error_pages=error_pages(spec),
         error_headers=error_headers(spec),
+        error_retry_after=retry_after(spec),
         error_location=ERROR_LOCATION,
         error_accept_maps=error_accept_maps(),
         api_paths=api_paths(ctx.mount_prefixes),
