@@ -28,6 +28,8 @@ DEFAULT_FILES = ("wsgi.py", "app.py")
 # dotenv files, in python-dotenv's order as Flask loads them (a value already set wins, so .env before .flaskenv).
 APP_VARIABLE = "FLASK_APP"
 DOTENV_FILES = (".env", ".flaskenv")
+# The prefix of the variables app.config.from_prefixed_env() reads by default, each as the key after it.
+PREFIXED_ENV = "FLASK_"
 # A dotenv value in single or double quotes, with backslash escapes, before any comment.
 _QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'" + r'|"((?:[^"\\]|\\.)*)"')
 # Names Flask calls, when no app is named, to get one from the module.
@@ -123,19 +125,25 @@ def _dotenv_value(path: Path, key: str) -> str | None:
 
 
 def unread_dotenv(text: str, base: Path) -> str:
-    """'; what to do' when text (why the app refused to start) names a variable that is unset here but set in a
-    dotenv file in base: `flask run` loads those files, and a developer's key often lives there; flaskprod, like
-    Gunicorn and uWSGI, reads FLASK_APP from them and nothing else."""
-    for name in dict.fromkeys(re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", text)):
-        if name in os.environ:
-            continue
-        for filename in DOTENV_FILES:
-            if _dotenv_value(base / filename, name) is not None:
+    """'; what to do' when text (why the app refused to start or failed to load) names a variable that is unset
+    here but set in a dotenv file in base: `flask run` loads those files, and a developer's key often lives there;
+    flaskprod, like Gunicorn and uWSGI, reads FLASK_APP from them and nothing else. A config key the text names
+    (KeyError: 'UPLOAD_DIR') counts as its FLASK_ variable too, which app.config.from_prefixed_env() reads."""
+    for found in dict.fromkeys(re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", text)):
+        for name in (found, f"{PREFIXED_ENV}{found}"):
+            if name == APP_VARIABLE or name in os.environ:
+                continue
+            if filename := _dotenv_holding(base, name):
                 return (
                     f"; {name} is set in {filename}, which flask run loads and production servers do not: export it "
                     "where flaskprod runs"
                 )
     return ""
+
+
+def _dotenv_holding(base: Path, name: str) -> str | None:
+    """The first dotenv file in base that sets name."""
+    return next((f for f in DOTENV_FILES if _dotenv_value(base / f, name) is not None), None)
 
 
 def _named_by_flask(base: Path) -> tuple[str, str] | None:
@@ -430,7 +438,7 @@ def _load(ref: AppRef) -> Flask:
     except FlaskprodError:
         raise
     except Exception as exc:
-        raise DiscoveryError(f"error while importing {ref.module!r}: {_one_line(exc)}") from exc
+        raise DiscoveryError(f"error while importing {ref.module!r}: {_one_line(exc)}{_unread(exc)}") from exc
     if imported is not None:
         _refuse_shadowed(ref, imported)
 
@@ -469,7 +477,13 @@ def _load(ref: AppRef) -> Flask:
     except FlaskprodError:
         raise
     except Exception as exc:
-        raise DiscoveryError(f"error while loading {ref.import_string!r}: {_one_line(exc)}") from exc
+        raise DiscoveryError(f"error while loading {ref.import_string!r}: {_one_line(exc)}{_unread(exc)}") from exc
+
+
+def _unread(exc: Exception) -> str:
+    """'; what to do' when the app's own error names a setting only a dotenv file here holds (a KeyError for the
+    config key from_prefixed_env() would have read from it), which `flask run` loads and flaskprod does not."""
+    return unread_dotenv(_one_line(exc), Path.cwd())
 
 
 def _returns_nothing(factory: object) -> bool:
