@@ -4,6 +4,7 @@ the time serve has stopped, wherever the server imports the app."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,49 @@ def test_work_queued_to_an_imported_pool_is_done_once_by_the_stop(
     # The tasks submitted at import are run by the process that imported the app, not again by each forked worker.
     imported = [line.rsplit(" ", 1)[1] for line in done if line.startswith("import ")]
     assert sorted(imported) == [str(n) for n in range(IMPORTED)], done
+
+
+# A thread a request starts to finish its work after the response, as Flask-Mail's asynchronous example does.
+APP_STARTING_A_THREAD = """
+import threading
+import time
+
+from flask import Flask
+from flaskprod import Production
+
+app = Flask(__name__)
+Production(app)
+
+
+def send(n):
+    time.sleep(1.5)
+    with open("done.txt", "a") as done:
+        done.write(f"sent {n}\\n")
+
+
+@app.get("/send/<int:n>")
+def send_later(n):
+    threading.Thread(target=send, args=(n,)).start()
+    time.sleep(0.3)  # the requests sent together hold a thread each: uWSGI's other cores, not only its main thread
+    return "queued"
+"""
+
+SENT = 8
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server", ["gunicorn", "uwsgi"])
+def test_a_thread_a_request_started_finishes_before_the_worker_stops(
+    serve_app: StartServer, tmp_path: Path, server: str
+) -> None:
+    started = serve_app(
+        APP_STARTING_A_THREAD,
+        args=("--server", server, "--set", "server.drain_delay=0"),
+        env={"FLASKPROD_LOGGING__FORMAT": "text"},
+    )
+    with ThreadPoolExecutor(SENT) as clients:
+        answers = list(clients.map(lambda n: started.get(f"/send/{n}"), range(SENT)))
+    assert [a.status_code for a in answers] == [200] * SENT
+    assert stopped_by_sigterm(started) == 0, started.output()
+    done = (tmp_path / "done.txt").read_text().splitlines() if (tmp_path / "done.txt").exists() else []
+    assert sorted(done) == sorted(f"sent {n}" for n in range(SENT)), started.output()

