@@ -95,6 +95,11 @@ TLS_CIPHERS = (
 # limit (429), a temp file it cannot write (500), an app server down, failing or too slow (502, 503, 504). The app's
 # own answers with these codes pass through as they are (proxy_intercept_errors is off). The last is the default page.
 NGINX_ERROR_CODES = (403, 404, 405, 413, 429, 502, 503, 504, 500)
+# A request nginx cannot read past its request line: a malformed header (400), or one past large_client_header_buffers
+# (nginx's 494, which it sends as 400). Only those it meets once the Host has chosen the app's server reach its pages:
+# a bad request line (400, 414) or no Host is the default server's, and has no URI for a named location to take.
+MALFORMED_REQUEST_CODE = 400
+HEADER_TOO_LARGE_CODE = 494
 # The Retry-After of nginx's own 503. nginx answers one itself only for a module's refusal, and none here refuses
 # with it (limit_req answers 429; an app server down or refusing is a 502): one second, as nginx marks no app server
 # down (fail_timeout=0) and tries it again at the next request.
@@ -528,8 +533,8 @@ class ErrorPage:
 
 
 def error_pages(spec: Spec) -> tuple[ErrorPage, ...]:
-    """The app's JSON and HTML pages (runtime/errorpages.py) for each of NGINX_ERROR_CODES, with Werkzeug's name and
-    description; none when security.error_pages is off, where nginx keeps its own."""
+    """The app's JSON and HTML pages (runtime/errorpages.py) for a malformed request and each of NGINX_ERROR_CODES,
+    with Werkzeug's name and description; none when security.error_pages is off, where nginx keeps its own."""
     from werkzeug.exceptions import default_exceptions
 
     from ..runtime.errorpages import error_body
@@ -537,7 +542,7 @@ def error_pages(spec: Spec) -> tuple[ErrorPage, ...]:
     if not spec.security.error_pages:
         return ()
     pages = []
-    for code in NGINX_ERROR_CODES:
+    for code in (MALFORMED_REQUEST_CODE, *NGINX_ERROR_CODES):
         error = default_exceptions[code]()
         name, message = error.name, error.description or error.name
         rid = "${flaskprod_request_id}"
@@ -634,6 +639,8 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         hsts=hsts_value(spec) if ctx.tls else None,
         proxied_hsts=hsts_value(spec) if ctx.trusted_proxies and not ctx.tls else None,
         error_pages=error_pages(spec),
+        error_codes=NGINX_ERROR_CODES,
+        malformed_codes=(MALFORMED_REQUEST_CODE, HEADER_TOO_LARGE_CODE),
         error_headers=error_headers(spec),
         error_retry_after=retry_after(spec),
         error_location=ERROR_LOCATION,
