@@ -10,6 +10,7 @@ import re
 import shlex
 import subprocess
 import tomllib
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -1225,14 +1226,48 @@ _NOT_A_SECRET = frozenset({"true", "false", "none", "null", "0", "1"})
 
 def _secret_written(name: str, value: str) -> str | None:
     """How a message says name's value is a secret written out: "has a password" for a URL with one in it, "is a
-    string" for a setting named for a secret; None for anything else, or a reference (${DB_PASSWORD})."""
+    string" for a setting named for a secret; None for anything else, a reference (${DB_PASSWORD}) or a
+    placeholder (changeme, <password>, xxx)."""
     password = _URL_PASSWORD.match(value)
     if password is not None:
-        return None if password[1].startswith(("$", "{", "%")) else "has a password"
+        return None if _placeholder(password[1], name) else "has a password"
     words = name.upper().split("_")
     if _SECRET_WORDS.search(name) and words[-1] not in _ABOUT_A_SECRET and value.lower() not in _NOT_A_SECRET:
-        return "is a string"
+        return None if _placeholder(value, name) or _not_a_value(value) else "is a string"
     return None
+
+
+# What a sample file, a tutorial or a form writes where the secret goes, as secret scanners allow for (gitleaks'
+# stopwords, detect-secrets' templated-secret filter): a reference, a fill-me-in word, a run of one character.
+_TEMPLATED = ("$", "{", "%(", "<", "[", "*")
+_FILL_IN = (
+    "changeme", "change-me", "change_me", "changethis", "change-this", "replace", "your", "example", "placeholder",
+    "dummy", "fake", "xxx", "todo", "fixme", "redacted", "...",
+)
+_SECRET_VOCABULARY = frozenset({"password", "passwd", "pass", "secret", "token", "key", "apikey", "credentials"})
+
+
+def _placeholder(value: str, name: str) -> bool:
+    """Whether value stands in for a secret rather than being one: empty, a template or reference (${DB_PASSWORD},
+    <password>, %(pw)s), a fill-me-in word (changeme, your-api-key), one character repeated, the setting's own name
+    or a word for a secret (Kind.PASSWORD = "password")."""
+    bare = re.sub(r"[\s_.-]", "", value.lower())
+    return (
+        len(value.strip()) < 4
+        or value.lstrip().startswith(_TEMPLATED)
+        or "${" in value
+        or "{{" in value
+        or any(word in value.lower() for word in _FILL_IN)
+        or len(set(bare)) <= 1
+        or bare in _SECRET_VOCABULARY
+        or bare in re.sub(r"[_.-]", "", name.lower())
+    )
+
+
+def _not_a_value(value: str) -> bool:
+    """A string under a secret's name that is something else: a sentence (a form label, a message), a URL without
+    a password (a token endpoint)."""
+    return any(char.isspace() for char in value.strip()) or re.match(r"^[a-z][a-z0-9+.-]*://", value, re.I) is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1338,13 +1373,27 @@ def _tracked_secret_files(context: Context) -> Iterator[_TrackedFile]:
             item = ProjectFile(path, _relative_folder(path, root))
             hint = _TRACKED_SECRET_HINT.format(remove=f"-r {relative}/", ignore=f"{relative}/", also="")
             yield _TrackedFile(item=item, where=f"{item.rel}, {_IN_TRACKED_INSTANCE}", hint=hint, instance=True)
-    for path in sorted(set(_git_tracked(context, ":(glob)**/.env", ":(glob)**/.env.*", ":(glob)**/.flaskenv"))):
+    dotenv = set(_git_tracked(context, ":(glob)**/.env", ":(glob)**/.env.*", ":(glob)**/.flaskenv"))
+    for path in sorted(dotenv):
         item = ProjectFile(path, _relative_folder(path, root))
         variant = path.name.removeprefix(".env").removeprefix(".")
         if variant.lower() in _ENV_SAMPLES or for_development(item.rel) or not path.is_file():
             continue
         hint = _TRACKED_SECRET_HINT.format(remove=item.rel, ignore=item.rel, also=_ENV_SAMPLE_HINT)
         yield _TrackedFile(item=item, where=f"{item.rel}, a dotenv file that git tracks", hint=hint, instance=False)
+    # Compose's env_file: and systemd's EnvironmentFile= name files of any name (config/prod.env): as secret as .env.
+    tracked = set(context.once(_tracked_files))
+    for item in context.once(_env_files):
+        path = item.path.resolve()
+        if path in tracked and path not in dotenv and not for_development(item.rel):
+            hint = _TRACKED_SECRET_HINT.format(remove=item.rel, ignore=item.rel, also="")
+            where = f"{item.rel}, an env file the deployment reads (env_file:, EnvironmentFile=) that git tracks"
+            yield _TrackedFile(item=item, where=where, hint=hint, instance=False)
+
+
+def _tracked_files(context: Context) -> Iterator[Path]:
+    """Every file git tracks in the project (resolved); none outside a repository or without git."""
+    return _git_tracked(context)
 
 
 # .env.example and the like: committed on purpose, with the names and no values.
@@ -1361,7 +1410,7 @@ _TRACKED_SECRET_HINT = (
     "FP-S011",
     WARNING,
     "a password, token or key is written in a file git tracks that Flask keeps out of the repository (the instance "
-    "folder, .env): whoever can read the repository, or its history, has it",
+    "folder, .env, a Compose env_file:): whoever can read the repository, or its history, has it",
     hint="take the file out of the repository (`git rm --cached`, and add it to .gitignore), then change the secret: "
     "the old one stays in the repository's history",
 )
@@ -1376,6 +1425,99 @@ def secret_in_tracked_file(context: Context) -> Iterator[Found]:
 
 _IN_TRACKED_INSTANCE = "a file of the instance folder that git tracks"
 _WHOEVER_READS = "whoever can read the repository, or its history, has it"
+
+
+# Tokens whose shape names them whatever they are assigned to (gitleaks' and trufflehog's rules for these services).
+# Stripe's test keys (sk_test_) reach test data only, and tutorials commit them: not reported.
+_TOKEN_SHAPES = (
+    ("a GitHub token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{60,})\b")),
+    ("a Stripe live key", re.compile(r"\b[sr]k_live_[A-Za-z0-9]{20,}\b")),
+    ("an AWS access key ID", re.compile(r"\b(?:AKIA|ASIA)[A-Z2-7]{16}\b")),
+    ("a Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("a private key", re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")),
+)
+# Hosts a URL's password opens nothing beyond: the development database on the developer's own machine.
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
+# Folders of a project that hold no code a deployment runs: documentation and examples.
+_NOT_DEPLOYED = frozenset({"docs", "doc", "examples", "example", "samples", "sample"})
+
+
+def _token_shape(value: str) -> str | None:
+    """What a string is by its shape (a GitHub token, an AWS access key ID), but a documented example key."""
+    if any(word in value.lower() for word in _FILL_IN):
+        return None
+    return next((name for name, shape in _TOKEN_SHAPES if shape.search(value)), None)
+
+
+def _local_url(value: str) -> bool:
+    """Whether value is a URL to a database on this machine (postgresql://app:dev@localhost/app)."""
+    try:
+        host = urllib.parse.urlsplit(value).hostname
+    except ValueError:
+        return False
+    return host is not None and host.lower() in _LOCAL_HOSTS
+
+
+def _secrets_in_source(tree: ast.Module) -> Iterator[_WrittenSecret]:
+    """The secrets a module writes as strings: a setting named for one (MAIL_PASSWORD = "...",
+    app.config["API_TOKEN"] = "...", the default of os.environ.get), a database URL with a password (but one to
+    localhost), a token known by its shape wherever it is written. SECRET_KEY is FP-S004's and FP-S010's."""
+    lines: set[int] = set()
+    for line, name, value in _python_settings(tree):
+        if name.upper() == "SECRET_KEY":
+            continue
+        for string in _strings_written(value):
+            shape = _token_shape(string)
+            what = f"is {shape}" if shape else _secret_written(name, string)
+            if what is not None and not (what == "has a password" and _local_url(string)):
+                lines.add(line)
+                yield _WrittenSecret(line=line, name=name, what=what)
+                break
+    for node in walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.lineno not in lines:
+            shape = _token_shape(node.value)
+            if shape is not None:
+                lines.add(node.lineno)
+                yield _WrittenSecret(line=node.lineno, name="", what=shape)
+
+
+@check(
+    "FP-S013",
+    WARNING,
+    "a password, token or key is written in the project's code that git tracks (a config module, a database URL; "
+    "not a placeholder, an environment lookup or a development config, nor a URL to localhost, taken for the "
+    "developer's own database): whoever can read the repository, or its history, has it",
+    hint="read it from the environment (os.environ[\"NAME\"], failing when it is missing) or from a file kept out of "
+    "the repository (the instance folder), then change the secret: the old one stays in the repository's history",
+)
+def secret_in_tracked_source(context: Context) -> Iterator[Found]:
+    tracked = set(context.once(_tracked_files))
+    if not tracked:
+        return  # no repository (or no git): the code may be a server's copy, with its configuration in it
+    instance = _instance_folders(context)
+    for item, tree, _ in _config_modules(context):
+        path = item.path.resolve()
+        if path not in tracked or any(path.is_relative_to(folder) for folder in instance):
+            continue  # untracked, or the instance folder's (FP-S011's)
+        if any(part in _NOT_DEPLOYED or for_development(part) for part in item.rel.split("/")):
+            continue
+        development = _development_lines(item, tree, context)
+        for secret in _secrets_in_source(tree):
+            if secret.line not in development:
+                # MAIL_PASSWORD is a string ...; a token known by its shape alone: A GitHub token is ...
+                unnamed = f"{secret.what[0].upper()}{secret.what[1:]} is"
+                what = f"{secret.name} {secret.what}" if secret.name else unnamed
+                yield Found(
+                    obj=item.at(secret.line),
+                    text=f"{what} written in {item.rel}, which git tracks: {_WHOEVER_READS}",
+                    hint=_SOURCE_SECRET_HINT.format(name=secret.name or "NAME"),
+                )
+
+
+_SOURCE_SECRET_HINT = (
+    "read it from the environment (os.environ[\"{name}\"], failing when it is missing) or from a file kept out of "
+    "the repository (the instance folder), then change the secret: the old one stays in the repository's history"
+)
 
 
 # What a database file is named (Flask's tutorial: instance/flaskr.sqlite), or begins with.
