@@ -176,7 +176,55 @@ def resolve(target: str | None, cwd: str | os.PathLike[str] | None = None) -> Ap
         if (base / filename).is_file():
             return _ref_for(filename, None, base)
     tried = ", ".join((APP_VARIABLE, *DEFAULT_FILES))
-    raise DiscoveryError(f"no Flask app found: tried {tried} in {base}; {HINT}")
+    found = apps_in(base)
+    hint = f"pass APP such as {' or '.join(found)}, which this folder holds" if found else HINT
+    raise DiscoveryError(f"no Flask app found: tried {tried} in {base}; {hint}")
+
+
+# A module larger than this is no app's entry point worth parsing for an error message.
+_LARGEST_SCANNED = 1 << 20
+
+
+def apps_in(base: Path) -> list[str]:
+    """Import strings for the Flask apps and factories the modules and packages at base's top level define, read
+    without importing them (at most three): what to pass for an app in server.py, or the tutorial's flaskr package,
+    which `flask run` also finds only when named."""
+    modules = [(p.stem, p) for p in sorted(base.glob("*.py")) if p.stem.isidentifier()]
+    modules += [(p.parent.name, p) for p in sorted(base.glob("*/__init__.py")) if p.parent.name.isidentifier()]
+    apps: list[str] = []
+    factories: list[str] = []
+    for module, path in modules:
+        names, made_by = _defined_apps(path)
+        apps += [f"'{module}:{name}'" for name in names]
+        factories += [f"'{module}:{name}()'" for name in made_by]
+    return (apps + factories)[:3]
+
+
+def _defined_apps(path: Path) -> tuple[list[str], list[str]]:
+    """The names a module's top level binds to Flask(...), and its factories Flask would call (create_app)."""
+    try:
+        if path.stat().st_size > _LARGEST_SCANNED:
+            return [], []
+        tree = ast.parse(path.read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return [], []
+    names: list[str] = []
+    factories: list[str] = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in FACTORY_NAMES:
+            factories.append(node.name)
+        if not isinstance(node, (ast.Assign, ast.AnnAssign)):
+            continue
+        value: ast.expr | None = node.value
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        if isinstance(value, ast.Call) and _called_name(value.func) == "Flask":
+            names += [target.id for target in targets if isinstance(target, ast.Name)]
+    return names, factories
+
+
+def _called_name(func: ast.expr) -> str | None:
+    """'Flask' for Flask(...) and flask.Flask(...)."""
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
 
 
 def _check_path(module: str, shown: str, base: Path) -> None:
