@@ -78,3 +78,21 @@ def test_modules_are_read_not_imported_and_apps_come_before_factories(tmp_path: 
     assert str(info.value).endswith(
         "pass APP such as 'site_app:web' or 'site_app:admin' or 'boom:create_app()', which this folder holds"
     )
+
+
+def test_a_src_layout_package_is_named_and_passing_it_says_to_install_the_project(tmp_path: Path) -> None:
+    """A src layout (src/myapp/__init__.py, dependencies in pyproject.toml) gave the generic hint; the package it
+    names is then found once the project is installed, which the next error says."""
+    (tmp_path / "src" / "myapp").mkdir(parents=True)
+    (tmp_path / "src" / "myapp" / "__init__.py").write_text(FLASKR)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "myapp"\nversion = "0.3.0"\ndependencies = ["flask"]\n')
+    result = run_cli("init", cwd=tmp_path)
+    assert readable(result.stderr).splitlines() == [
+        f"Error: no Flask app found: tried FLASK_APP, wsgi.py, app.py in {tmp_path}; pass APP such as "
+        "'myapp:create_app()', which this folder holds"
+    ]
+    result = run_cli("init", "myapp:create_app()", cwd=tmp_path)
+    assert readable(result.stderr).splitlines()[-1].endswith(
+        "it is in src/myapp, which is not on the import path (a src layout): install the project with "
+        "`pip install -e .`, or run with PYTHONPATH=src"
+    )

@@ -187,10 +187,12 @@ _LARGEST_SCANNED = 1 << 20
 
 def apps_in(base: Path) -> list[str]:
     """Import strings for the Flask apps and factories the modules and packages at base's top level define, read
-    without importing them (at most three): what to pass for an app in server.py, or the tutorial's flaskr package,
-    which `flask run` also finds only when named."""
+    without importing them (at most three): what to pass for an app in server.py, the tutorial's flaskr package
+    or a src layout's package, which `flask run` also finds only when named."""
     modules = [(p.stem, p) for p in sorted(base.glob("*.py")) if p.stem.isidentifier()]
-    modules += [(p.parent.name, p) for p in sorted(base.glob("*/__init__.py")) if p.parent.name.isidentifier()]
+    # A src layout's package too: imported once the project is installed (`pip install -e .`), as its error says.
+    packages = [*sorted(base.glob("*/__init__.py")), *sorted(base.glob("src/*/__init__.py"))]
+    modules += [(p.parent.name, p) for p in packages if p.parent.name.isidentifier()]
     apps: list[str] = []
     factories: list[str] = []
     for module, path in modules:
