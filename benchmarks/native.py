@@ -62,7 +62,7 @@ def app_command(dockerfile: str, app_port: int) -> tuple[list[str], dict[str, st
     return [str(BIN / command[0]), *command[1:]], env
 
 
-def testable_conf(conf: str, upstream: str) -> str:
+def conf_with_upstream(conf: str, upstream: str) -> str:
     """The nginx image's conf with the app's service name replaced by upstream (host:port): Docker's DNS resolves the
     name in a stack. Compose's nginx asks for it per request (an address in a variable, which an IP address here needs
     no resolver for); the others name it in an upstream block."""
@@ -78,7 +78,7 @@ def native_nginx(project: Path, out: Path, nginx_dir: Path, *, port: int, upstre
         copied = re.fullmatch(rf"COPY (\S+) {STATIC_DIR}/(\S+)", line)
         if copied:
             shutil.copytree(project / copied[1], nginx_dir / "static" / copied[2])
-    conf = testable_conf((out / "nginx/nginx.conf").read_text(), upstream)
+    conf = conf_with_upstream((out / "nginx/nginx.conf").read_text(), upstream)
     conf = conf.replace("pid /tmp/nginx.pid;", f"pid {nginx_dir}/nginx.pid;")
     conf = re.sub(r"_temp_path /tmp/", f"_temp_path {nginx_dir}/", conf)
     conf = conf.replace("0.0.0.0:8080", f"127.0.0.1:{port}")

@@ -31,11 +31,11 @@ import requests
 import yaml
 from benchmarks.native import (
     app_command,
+    conf_with_upstream,
     dockerfile_env,
     dockerfile_json,
     dockerfile_lines,
     native_nginx,
-    testable_conf,
 )
 
 from flaskprod.build import Built, refuse_out_over_the_app
@@ -869,7 +869,7 @@ def compose_config(path: Path, env: dict[str, str]) -> dict[str, Any]:
 @pytest.mark.parametrize("target", ["compose", "compose-uwsgi", "swarm"])
 def test_nginx_and_gixy_accept_the_nginx_image_conf(rendered: dict[str, Path], tmp_path: Path, target: str) -> None:
     conf = tmp_path / "nginx.conf"
-    conf.write_text(testable_conf((rendered[target] / "nginx/nginx.conf").read_text(), "127.0.0.1:9"))
+    conf.write_text(conf_with_upstream((rendered[target] / "nginx/nginx.conf").read_text(), "127.0.0.1:9"))
     run_tool([shutil.which("nginx") or "nginx", "-t", "-q", "-p", str(tmp_path), "-c", str(conf)])
     run_tool([tool("gixy"), str(rendered[target] / "nginx/nginx.conf")])
 

@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from benchmarks.native import testable_conf
+from benchmarks.native import conf_with_upstream
 
 from flaskprod.render import tls
 from flaskprod.render.nginx import hsts_value
@@ -183,7 +183,7 @@ def container_conf(tree: Tree, root: Path, *, http: int, https: int, upstream: s
         ("/srv/static", str(root / "static")),
     ):
         conf = conf.replace(old, new)
-    conf = testable_conf(conf, upstream)
+    conf = conf_with_upstream(conf, upstream)
     conf = conf.replace(f"0.0.0.0:{tls.NGINX_TLS_PORT}", f"127.0.0.1:{https}")
     conf = conf.replace("0.0.0.0:8080", f"127.0.0.1:{http}")
     (root / "tmp").mkdir(parents=True, exist_ok=True)
