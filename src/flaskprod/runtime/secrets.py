@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+import weakref
 
 import click
 from flask import Flask
-from flask.cli import run_command
+from flask.cli import FlaskGroup, run_command
 from flask.helpers import get_debug_flag
 
 from ..errors import ConfigurationError
@@ -114,10 +115,32 @@ def secret_key_problem(key: object, min_length: int) -> str | None:
     return None
 
 
+class CliRefusal(ConfigurationError, click.ClickException):
+    """The refusal under the `flask` CLI (`flask run`): click prints it as one line, "Error: ...", not a traceback."""
+
+
+# Apps `flask run --debug` loaded: still its development server's when a request thread (no click context of the
+# command there) checks them again at their first request.
+_made_for_dev_server: weakref.WeakSet[Flask] = weakref.WeakSet()
+
+
+def _flask_cli_context() -> click.Context | None:
+    """The click context while the `flask` CLI (a FlaskGroup) is loading the app, else None."""
+    ctx = click.get_current_context(silent=True)
+    return ctx if ctx is not None and isinstance(ctx.find_root().command, FlaskGroup) else None
+
+
 def _under_dev_server() -> bool:
     """True while `flask run` is loading the app: Flask's development server, never production."""
     ctx = click.get_current_context(silent=True)
     return ctx is not None and ctx.command is run_command
+
+
+def _under_cli_serving_nothing() -> bool:
+    """True while the `flask` CLI loads the app for a command other than `flask run` (init-db, routes, shell,
+    db upgrade, --help): the command serves no request, so a weak key or debug mode harms nothing there."""
+    ctx = _flask_cli_context()
+    return ctx is not None and ctx.command is not run_command and ctx.info_name != "run"
 
 
 def _under_pytest() -> bool:
@@ -138,13 +161,23 @@ def _tests_way_out(spec: Spec) -> str:
 def refuse_unsafe(app: Flask, spec: Spec, *, late: bool = False) -> None:
     """Raise ConfigurationError when app would serve production traffic in debug mode or with a weak key.
 
-    Testing apps are exempt so test suites can use fixed keys, and so is `flask run --debug`. late: the check
-    of the app as loaded, after Production(app) passed it, so whatever fails the app set afterwards. Under
+    Testing apps are exempt so test suites can use fixed keys, and so is `flask run --debug`. So is the app as
+    its factory makes it for a `flask` command other than `run` (`flask init-db` of Flask's tutorial, with its
+    SECRET_KEY="dev"): servers that import it, and its first request (the late check), still refuse. late: the
+    check of the app as loaded, after Production(app) passed it, so whatever fails the app set afterwards. Under
     pytest, the message also says how a test's app is exempt.
     """
+    if not late:
+        if _under_dev_server():
+            _made_for_dev_server.add(app)
+        elif _under_cli_serving_nothing():
+            return
     problem = _unsafe_problem(app, spec, late=late)
-    if problem is not None:
-        raise ConfigurationError(problem + _tests_way_out(spec) if _under_pytest() else problem)
+    if problem is None:
+        return
+    if _under_pytest():
+        problem += _tests_way_out(spec)
+    raise CliRefusal(problem) if _flask_cli_context() is not None else ConfigurationError(problem)
 
 
 def _unsafe_problem(app: Flask, spec: Spec, *, late: bool = False) -> str | None:
@@ -152,7 +185,7 @@ def _unsafe_problem(app: Flask, spec: Spec, *, late: bool = False) -> str | None
     if app.testing:
         return None
     if app.debug:
-        if _under_dev_server():
+        if _under_dev_server() or app in _made_for_dev_server:
             return None
         if late:
             fix = "the app turned it on after Production(app): remove DEBUG from its config"
