@@ -291,6 +291,12 @@ class FlaskprodArbiter(Arbiter):  # type: ignore[misc]
                 worker.tmp.close()
                 self.cfg.child_exit(self, worker)
 
+    def stop(self, graceful: bool = True) -> None:
+        # Ctrl-C stops at once (stop(False)), then halt() calls stop() again: the first call says which stop it is.
+        if self.app.stop_began is None:
+            self.app.stop_began = (time.monotonic(), graceful)
+        super().stop(graceful)
+
     def _recycle(self, pid: int) -> None:
         if pid not in self.WORKERS:
             raise ProcessLookupError(pid)
@@ -330,7 +336,16 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
         self.run_dir = run_dir
         self.relay = relay
         self.responder: Responder | None = None
+        # When the arbiter began to stop, and whether gracefully (SIGTERM) or at once (Ctrl-C, SIGQUIT).
+        self.stop_began: tuple[float, bool] | None = None
         super().__init__()
+
+    def pools_deadline(self) -> float:
+        """Until when the stopped master finishes the work its thread pools hold: server.graceful_timeout from a
+        graceful stop's start, as for the workers' requests; none for a stop at once."""
+        if self.stop_began is None or not self.stop_began[1]:
+            return time.monotonic()
+        return self.stop_began[0] + float(self.settings["graceful_timeout"])
 
     def load_config(self) -> None:
         hooks: dict[str, Callable[..., None]] = {
@@ -414,7 +429,7 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
                 application.responder.close()
             run_dir.remove()
     if app_threads():
-        _leave_without_app_threads(status, as_json=settings["log_json"])
+        _leave_without_app_threads(status, application, as_json=settings["log_json"])
     return status
 
 
@@ -456,19 +471,33 @@ def _leave_past_threads_started_at_import(code: object) -> None:
     threading.Thread(target=leave_once_only_they_remain, name="flaskprod-exit", daemon=True).start()
 
 
-def _leave_without_app_threads(status: int, *, as_json: bool) -> NoReturn:
+def _leave_without_app_threads(status: int, application: FlaskprodApplication, *, as_json: bool) -> None:
     """End the stopped master with status, not waiting for the app's threads (app_threads): Python's exit joins every
     non-daemon thread, and a poller's loop never ends, so with preload serve outlived its stop until something killed
-    it (systemd's stop timeout, `docker stop`'s 10 s). The exit handlers still run."""
-    left = app_threads()
-    names = ", ".join(sorted(t.name for t in left))
-    say(
-        f"flaskprod: not waiting for the app's threads in Gunicorn's master ({names}): started as the app was "
-        "imported with server.preload on, they ran there and in no worker; start them in each worker "
-        "(os.register_at_fork(after_in_child=...), or on the first request)",
-        as_json=as_json,
-    )
-    _exit_past_threads(status)
+    it (systemd's stop timeout, `docker stop`'s 10 s). The exit handlers still run.
+
+    A thread pool's threads are no poller: the master runs the work the app gave the pool as it was imported, and
+    ending past them cut what was still queued. That work is finished first, within server.graceful_timeout; returns
+    when nothing else is left, for Python's own exit."""
+    cut = forkedpools.finish_pools_work(application.pools_deadline())
+    if cut:
+        graceful = application.stop_began is not None and application.stop_began[1]
+        why = f"server.graceful_timeout = {application.settings['graceful_timeout']:g}s ran out" if graceful else (
+            "told to stop at once"
+        )
+        say(f"flaskprod: cutting the work still queued in the app's thread pools in Gunicorn's master: {why}",
+            as_json=as_json)
+    pollers = [t for t in app_threads() if t not in cut]
+    if pollers:
+        names = ", ".join(sorted(t.name for t in pollers))
+        say(
+            f"flaskprod: not waiting for the app's threads in Gunicorn's master ({names}): started as the app was "
+            "imported with server.preload on, they ran there and in no worker; start them in each worker "
+            "(os.register_at_fork(after_in_child=...), or on the first request)",
+            as_json=as_json,
+        )
+    if app_threads():
+        _exit_past_threads(status)
 
 
 def _exit_past_threads(status: int) -> NoReturn:

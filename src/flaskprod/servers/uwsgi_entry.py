@@ -39,6 +39,8 @@ forkedpools.repair_after_fork()
 spec = load_spec()
 # serve exports the app it found as FLASKPROD_APP__TARGET, so this finds the same one.
 loaded = find_app(spec.app.target)
+# The master runs the work the app gave a thread pool as it was imported: its exit finishes what is still queued.
+forkedpools.finish_pools_work_at_exit(spec.server.graceful_timeout)
 # uWSGI loads the app here, in the master (lazy-apps off), and forks the workers after: they inherit it frozen.
 if spec.server.gc_freeze:
     gcfreeze.freeze_loaded()
