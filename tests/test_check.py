@@ -777,6 +777,7 @@ def test_every_check_has_a_case() -> None:
     # Files git tracks: their cases make a repository (tests/test_check_committed.py, _database.py,
     # test_check_secrets_source.py).
     covered |= {"FP-S011", "FP-S012", "FP-S013"}
+    covered |= {"FP-C019"}  # dotenv files and deployment files together: tests/test_check_dotenv.py
     assert covered == set(REGISTRY)
 
 

@@ -20,7 +20,7 @@ from ..render.nginx import PLACEHOLDER, answers, server_name_host, server_names
 from ..render.requirements import async_without_asgiref, lacks_asgiref, requirements_file
 from ..runtime.db import engine_options
 from ..spec import Spec, env_for, read_env_layer
-from . import nginx
+from . import dotenv_files, nginx
 from .context import Context, ProjectFile, deployment_files, stand_in_environ, variable_read, walk
 from .engines import where_made
 from .registry import CRITICAL, ERROR, WARNING, Found, app_check, check
@@ -658,3 +658,55 @@ def _served_worker_class(app: Flask, context: Context) -> str:
     if spec.server.worker_class != "auto" or not socketio_path(app):
         return worker_class(spec)
     return "gevent" if (socketio_mode_served(context) or socketio_mode(app)) == "gevent" else worker_class(spec)
+
+
+@check(
+    "FP-C019",
+    WARNING,
+    "a variable set in .env or .flaskenv, which `flask run` loads and production servers do not (Gunicorn, uWSGI, "
+    "`flaskprod up` and `serve`, every built target), is not set where check runs and no deployment file passes "
+    "it: the deployed app runs without it (app.config.from_prefixed_env() finds no FLASK_ITEMS_PER_PAGE, "
+    "os.environ.get() its default)",
+    hint="set it in the deployment's environment: environment: in Compose, ENV in the Dockerfile, env in "
+    "Kubernetes, Environment= in a systemd unit, or export it where `flaskprod up` or `serve` runs; pass a "
+    "secret in from outside the image (${NAME} from the host, a Compose or Kubernetes Secret), never copy it in",
+)
+def dotenv_not_deployed(context: Context) -> Iterator[Found]:
+    if context.environ.get("FLASK_SKIP_DOTENV", "").lower() not in ("", "0", "false", "no"):
+        return  # flask run loads no dotenv file either
+    loaded = dotenv_files.loaded_by_code(context)
+    seen: set[str] = set()
+    passed: set[str] | None = None  # read once a dotenv file sets a variable
+    for item in dotenv_files.flask_dotenv_files(context):
+        if item.path.name in loaded:
+            continue  # the app's own code loads it, wherever it runs
+        for binding in dotenv_files.bindings(item.text):
+            name = binding.name
+            if not binding.set or binding.empty or name in seen or _development_variable(name):
+                continue
+            seen.add(name)  # python-dotenv keeps the first file's value: .env's over .flaskenv's
+            if name in context.environ:
+                continue
+            passed = dotenv_files.passed_names(context) if passed is None else passed
+            if name not in passed:
+                yield Found(
+                    obj=item.at(binding.line),
+                    text=f"{name} is set in {item.rel}, which `flask run` loads and production servers do not "
+                    "(Gunicorn, uWSGI, `flaskprod up` and `serve`, every built target): it is not set where check "
+                    "runs and no deployment file passes it, so the deployed app runs without it",
+                    hint=_DOTENV_HINT.format(name=name),
+                )
+
+
+# What `flask run` itself reads, and development alone sets: the app's name (flaskprod reads FLASK_APP from the
+# dotenv files too), debug mode (off is production's default), the development server's options.
+_DEVELOPMENT_VARIABLES = frozenset({"FLASK_APP", "FLASK_DEBUG", "FLASK_ENV", "FLASK_SKIP_DOTENV", "WERKZEUG_DEBUG_PIN"})
+_DOTENV_HINT = (
+    "set {name} in the deployment's environment: environment: in Compose, ENV in the Dockerfile, env in Kubernetes, "
+    "Environment= in a systemd unit, or export it where `flaskprod up` or `serve` runs; pass a secret in from "
+    "outside the image (${{{name}}} from the host, a Compose or Kubernetes Secret), never copy it in"
+)
+
+
+def _development_variable(name: str) -> bool:
+    return name in _DEVELOPMENT_VARIABLES or name.startswith("FLASK_RUN_")

@@ -293,7 +293,7 @@ def deployed_values(context: Context, name: str) -> Iterator[tuple[ProjectFile, 
         for setting in settings:
             yield item, setting.line, setting.value
     assigned = re.compile(rf"""^\s*(?:export\s+)?({names})\s*=\s*(.*)$""")
-    for item in context.once(_env_files):
+    for item in context.once(env_files_read):
         for line, text in item.lines():
             found = assigned.match(text)
             if found and _literal(found[2]):
@@ -308,7 +308,7 @@ def _spellings(name: str) -> str:
     return re.escape(name)
 
 
-def _env_files(context: Context) -> Iterator[ProjectFile]:
+def env_files_read(context: Context) -> Iterator[ProjectFile]:
     """The project's files the deployment reads into the app's environment: Compose's env_file: (but a development
     profile's service's), relative to the Compose file; systemd's EnvironmentFile=, an absolute path on the server,
     found as the longest tail of it that is a file in the project (/srv/notes/deploy/notes.env: deploy/notes.env)."""
@@ -387,7 +387,7 @@ def _image_settings(item: ProjectFile, names: re.Pattern[str]) -> Iterator[_Sett
             close()
             stage, settings = instruction.stage, dict(built.get(instruction.base.lower(), {}))
         elif instruction.keyword == "ENV":
-            for name, value in _env_pairs(instruction.arguments):
+            for name, value in env_pairs(instruction.arguments):
                 if names.fullmatch(name):  # a later ENV replaces an earlier, a reference ($X) too
                     literal = _literal(value)
                     settings[name] = _Setting(line=instruction.line, name=name, value=literal) if literal else None
@@ -397,7 +397,7 @@ def _image_settings(item: ProjectFile, names: re.Pattern[str]) -> Iterator[_Sett
     yield from found.values()
 
 
-def _env_pairs(arguments: str) -> list[tuple[str, str]]:
+def env_pairs(arguments: str) -> list[tuple[str, str]]:
     """The (name, value) pairs of a Dockerfile ENV: ENV A=1 B="2 3", or the older ENV NAME value."""
     try:
         words = shlex.split(arguments, comments=True)
@@ -1383,7 +1383,7 @@ def _tracked_secret_files(context: Context) -> Iterator[_TrackedFile]:
         yield _TrackedFile(item=item, where=f"{item.rel}, a dotenv file that git tracks", hint=hint, instance=False)
     # Compose's env_file: and systemd's EnvironmentFile= name files of any name (config/prod.env): as secret as .env.
     tracked = set(context.once(_tracked_files))
-    for item in context.once(_env_files):
+    for item in context.once(env_files_read):
         path = item.path.resolve()
         if path in tracked and path not in dotenv and not for_development(item.rel):
             hint = _TRACKED_SECRET_HINT.format(remove=item.rel, ignore=item.rel, also="")
