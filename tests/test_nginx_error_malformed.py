@@ -2,9 +2,8 @@
 large_client_header_buffers, a malformed chunked body) gets the app's 400 page, with the request id and the security
 headers, as JSON or HTML by the app's rule.
 
-They were nginx's bare page (`<center>nginx</center>`). A bad request line (400, 414) or a request with no Host still
-is: nginx answers it in the default server before any URI is known, and a named location needs one (nginx logs
-"empty URI in redirect to named location" and sends a 500)."""
+They were nginx's bare page (`<center>nginx</center>`). A bad request line (400, 414) or a request with no Host is
+answered in the default server: tests/test_nginx_error_unrouted.py."""
 
 from __future__ import annotations
 

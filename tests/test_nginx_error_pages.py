@@ -240,10 +240,10 @@ def test_nginx_and_gixy_accept_the_error_pages_beside_every_add_header(tmp_path:
 
 def test_every_error_nginx_answers_itself_is_sent_to_the_pages(tmp_path: Path) -> None:
     text = rendered(make_spec(), context(tmp_path))
-    codes = "403 404 405 413 429 502 503 504 500"
+    codes = "403 404 405 413 429 501 502 503 504 500"
     # The server's, and location /'s own (its error_page for event streams would drop the server's).
     assert text.count(f"error_page {codes} @flaskprod_error_$flaskprod_error_format;") == 2
-    for code in (413, 429, 502, 503, 504):
+    for code in (413, 429, 501, 502, 503, 504):
         assert f"        {code} " in text[text.index("map $status $flaskprod_error_json") :]
 
 

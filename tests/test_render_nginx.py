@@ -272,8 +272,9 @@ def test_nothing_outside_the_prefix_is_referenced(tmp_path: Path) -> None:
     for protocol in ("http", "uwsgi"):
         text = rendered(make_spec(), context(tmp_path, protocol))
         lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
-        # Absolute paths as directive arguments; the URL locations /static/, /metrics and / are not files.
-        urls = {"/static/", "/metrics", "/"}
+        # Absolute paths as directive arguments; the URL locations /static/, /metrics and / are not files, nor the
+        # default server's error pages.
+        urls = {"/static/", "/metrics", "/", "/flaskprod_error_", "/flaskprod_error_json", "/flaskprod_error_html"}
         paths = set(re.findall(r"(?<=\s)/[\w./-]+", "\n".join(lines))) - urls
         assert paths
         assert all(p.startswith(str(tmp_path)) for p in paths), paths

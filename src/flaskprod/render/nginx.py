@@ -91,15 +91,20 @@ TLS_CIPHERS = (
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 )
 # The errors nginx answers itself rather than the app: a metrics address not allowed (403), a static file missing or
-# the metrics guard (404), a static file asked for with POST (405), a body past client_max_body_size (413), the rate
-# limit (429), a temp file it cannot write (500), an app server down, failing or too slow (502, 503, 504). The app's
-# own answers with these codes pass through as they are (proxy_intercept_errors is off). The last is the default page.
-NGINX_ERROR_CODES = (403, 404, 405, 413, 429, 502, 503, 504, 500)
+# the metrics guard (404), a static file asked for with POST or any request with TRACE (405), a body past
+# client_max_body_size (413), the rate limit (429), a temp file it cannot write (500), an unsupported
+# Transfer-Encoding (501), an app server down, failing or too slow (502, 503, 504). The app's own answers with these
+# codes pass through as they are (proxy_intercept_errors is off). The last is the default page.
+NGINX_ERROR_CODES = (403, 404, 405, 413, 429, 501, 502, 503, 504, 500)
 # A request nginx cannot read past its request line: a malformed header (400), or one past large_client_header_buffers
-# (nginx's 494, which it sends as 400). Only those it meets once the Host has chosen the app's server reach its pages:
-# a bad request line (400, 414) or no Host is the default server's, and has no URI for a named location to take.
+# (nginx's 494, which it sends as 400).
 MALFORMED_REQUEST_CODE = 400
 HEADER_TOO_LARGE_CODE = 494
+# What nginx rejects in the default server, before a Host header could choose the app's: a bad request line (400), a
+# URI past large_client_header_buffers (414), HTTP/2.0 over plain HTTP (505), HTTP/1.1 with no Host, a malformed header
+# before the Host (400, 494), and TRACE with no Host (405, HTTP/1.0). An unsupported Transfer-Encoding (501) comes
+# there only with a Host it does not serve (on HTTP/1.0 it is a 400), and is closed, as these are with one.
+UNROUTED_ERROR_CODES = (MALFORMED_REQUEST_CODE, 405, 414, 501, 505)
 # The Retry-After of nginx's own 503. nginx answers one itself only for a module's refusal, and none here refuses
 # with it (limit_req answers 429; an app server down or refusing is a 502): one second, as nginx marks no app server
 # down (fail_timeout=0) and tries it again at the next request.
@@ -107,6 +112,9 @@ UNAVAILABLE_RETRY_AFTER = 1
 # Where error_page sends them: one named location per format (@flaskprod_error_json, ..._html). A named location
 # is no URL, so it shadows none of the app's routes, and no client can ask for it.
 ERROR_LOCATION = "@flaskprod_error"
+# The default server's: a named location takes the request's URI, which nginx has not read when the request line is
+# bad ("empty URI in redirect to named location", a 500). That server serves no URL of the app's to shadow.
+UNROUTED_ERROR_LOCATION = "/flaskprod_error"
 # The Accept item a media type matches, as werkzeug's MIMEAccept does: exactly, with no parameter but a valid q.
 _ACCEPT_ITEM = r"(?:^|,)\s*{media}\s*{q}\s*(?:,|$)"
 _Q_ONE = r"(?:;\s*q=0*1(?:\.0+)?)?"  # none, or q=1 (1.0, 1.000)
@@ -533,8 +541,9 @@ class ErrorPage:
 
 
 def error_pages(spec: Spec) -> tuple[ErrorPage, ...]:
-    """The app's JSON and HTML pages (runtime/errorpages.py) for a malformed request and each of NGINX_ERROR_CODES,
-    with Werkzeug's name and description; none when security.error_pages is off, where nginx keeps its own."""
+    """The app's JSON and HTML pages (runtime/errorpages.py) for each of UNROUTED_ERROR_CODES and NGINX_ERROR_CODES
+    (the last the default), with Werkzeug's name and description; none when security.error_pages is off, where nginx
+    keeps its own."""
     from werkzeug.exceptions import default_exceptions
 
     from ..runtime.errorpages import error_body
@@ -542,7 +551,7 @@ def error_pages(spec: Spec) -> tuple[ErrorPage, ...]:
     if not spec.security.error_pages:
         return ()
     pages = []
-    for code in (MALFORMED_REQUEST_CODE, *NGINX_ERROR_CODES):
+    for code in sorted(set(UNROUTED_ERROR_CODES) - set(NGINX_ERROR_CODES)) + list(NGINX_ERROR_CODES):
         error = default_exceptions[code]()
         name, message = error.name, error.description or error.name
         rid = "${flaskprod_request_id}"
@@ -575,13 +584,19 @@ def error_headers(spec: Spec) -> list[tuple[str, str]]:
 
     headers = security_headers(spec) if spec.security.headers else []
     # A 405 names the methods allowed, as the app's does (Werkzeug's MethodNotAllowed): nginx's static files take GET
-    # and HEAD. Empty on any other status, where nginx sends no Allow.
+    # and HEAD. Empty on any other status, and on TRACE's, where nginx sends no Allow.
     allow = ("Allow", "$flaskprod_error_allow")
     # On nginx's 429 and 503 (retry_after); empty, so not sent, on the rest.
     retry = ("Retry-After", "$flaskprod_error_retry_after")
     return [(spec.logging.request_id_header, "$flaskprod_request_id"), allow, retry] + [
         (name, _quoted(value)) for name, value in headers
     ]
+
+
+def unrouted_error_headers(spec: Spec) -> list[tuple[str, str]]:
+    """error_headers for the default server's pages, without Allow: its one 405 is TRACE's, which no list of methods
+    is true for (the app's routes each take their own), and the redirect to a URI location made its method GET."""
+    return [(name, value) for name, value in error_headers(spec) if name != "Allow"]
 
 
 def _regex(pattern: str) -> str:
@@ -641,9 +656,12 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         error_pages=error_pages(spec),
         error_codes=NGINX_ERROR_CODES,
         malformed_codes=(MALFORMED_REQUEST_CODE, HEADER_TOO_LARGE_CODE),
+        unrouted_codes=UNROUTED_ERROR_CODES,
         error_headers=error_headers(spec),
+        unrouted_error_headers=unrouted_error_headers(spec),
         error_retry_after=retry_after(spec),
         error_location=ERROR_LOCATION,
+        unrouted_error_location=UNROUTED_ERROR_LOCATION,
         error_accept_maps=error_accept_maps(),
         api_paths=api_paths(ctx.mount_prefixes),
     )
