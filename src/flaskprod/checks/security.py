@@ -1230,7 +1230,8 @@ def _secret_written(name: str, value: str) -> str | None:
     placeholder (changeme, <password>, xxx)."""
     password = _URL_PASSWORD.match(value)
     if password is not None:
-        return None if _placeholder(password[1], name) else "has a password"
+        # A URL's password may be short (postgresql://app:pw@db/app): one character alone stands for one.
+        return None if _placeholder(password[1], name, shortest=2) else "has a password"
     words = name.upper().split("_")
     if _SECRET_WORDS.search(name) and words[-1] not in _ABOUT_A_SECRET and value.lower() not in _NOT_A_SECRET:
         return None if _placeholder(value, name) or _not_a_value(value) else "is a string"
@@ -1247,13 +1248,13 @@ _FILL_IN = (
 _SECRET_VOCABULARY = frozenset({"password", "passwd", "pass", "secret", "token", "key", "apikey", "credentials"})
 
 
-def _placeholder(value: str, name: str) -> bool:
+def _placeholder(value: str, name: str, *, shortest: int = 4) -> bool:
     """Whether value stands in for a secret rather than being one: empty, a template or reference (${DB_PASSWORD},
     <password>, %(pw)s), a fill-me-in word (changeme, your-api-key), one character repeated, the setting's own name
     or a word for a secret (Kind.PASSWORD = "password")."""
     bare = re.sub(r"[\s_.-]", "", value.lower())
     return (
-        len(value.strip()) < 4
+        len(value.strip()) < shortest
         or value.lstrip().startswith(_TEMPLATED)
         or "${" in value
         or "{{" in value
@@ -1484,9 +1485,11 @@ def _secrets_in_source(tree: ast.Module) -> Iterator[_WrittenSecret]:
 @check(
     "FP-S013",
     WARNING,
-    "a password, token or key is written in the project's code that git tracks (a config module, a database URL; "
-    "not a placeholder, an environment lookup or a development config, nor a URL to localhost, taken for the "
-    "developer's own database): whoever can read the repository, or its history, has it",
+    "a password, token or key is written in the project's code or config that git tracks (a config module, a "
+    "database URL, alembic.ini's sqlalchemy.url, a Compose service's environment:; not a placeholder, an environment "
+    "lookup or reference (${DB_PASSWORD}) or a development config, nor a URL to localhost, taken for the developer's "
+    "own database; a secret key in a deployment file is FP-S009's): whoever can read the repository, or its history, "
+    "has it",
     hint="read it from the environment (os.environ[\"NAME\"], failing when it is missing) or from a file kept out of "
     "the repository (the instance folder), then change the secret: the old one stays in the repository's history",
 )
@@ -1494,6 +1497,7 @@ def secret_in_tracked_source(context: Context) -> Iterator[Found]:
     tracked = set(context.once(_tracked_files))
     if not tracked:
         return  # no repository (or no git): the code may be a server's copy, with its configuration in it
+    yield from _secrets_in_tracked_config(context, tracked)
     instance = _instance_folders(context)
     for item, tree, _ in _config_modules(context):
         path = item.path.resolve()
@@ -1514,6 +1518,97 @@ def secret_in_tracked_source(context: Context) -> Iterator[Found]:
                 )
 
 
+def _secrets_in_tracked_config(context: Context, tracked: set[Path]) -> Iterator[Found]:
+    """FP-S013 in the tracked files beside the code that hold the deployment's secrets: alembic.ini's
+    sqlalchemy.url, and the environment: of a Compose file's services (but development profiles' and files')."""
+    for item in context.files_named("alembic.ini", "*.yml", "*.yaml"):
+        if item.path.resolve() not in tracked or not _deployed(item):
+            continue
+        alembic = item.path.name.lower() == "alembic.ini"
+        found = _secrets_in_ini(item) if alembic else _secrets_in_compose(item)
+        for secret in found:
+            yield Found(
+                obj=item.at(secret.line),
+                text=f"{secret.name} {secret.what} written in {item.rel}, which git tracks: {_WHOEVER_READS}",
+                hint=_ALEMBIC_SECRET_HINT if alembic else _COMPOSE_SECRET_HINT.format(name=secret.name),
+            )
+
+
+def _deployed(item: ProjectFile) -> bool:
+    """Not a dot-file (.gitlab-ci.yml: a CI job's), nor in docs or examples, nor named for development
+    (docker-compose.override.yml, compose.dev.yaml)."""
+    parts = item.rel.split("/")
+    return not parts[-1].startswith(".") and not any(p in _NOT_DEPLOYED or for_development(p) for p in parts)
+
+
+def _written_secret(line: int, name: str, value: str) -> _WrittenSecret | None:
+    """value, as the file writes name's, when it is a secret: a token by its shape, a password in a URL (not to
+    localhost), a string under a secret's name; no placeholder or reference."""
+    shape = _token_shape(value)
+    what = f"is {shape}" if shape else _secret_written(name, value)
+    if what is None or (what == "has a password" and _local_url(value)):
+        return None
+    return _WrittenSecret(line=line, name=name, what=what)
+
+
+def _secrets_in_ini(item: ProjectFile) -> Iterator[_WrittenSecret]:
+    """alembic.ini's sqlalchemy.url (and any other option) with a password written in it."""
+    for line, text in item.lines():
+        setting = _TEXT_SETTING.match(text)
+        if setting is not None and not text.lstrip().startswith(("#", ";")):
+            secret = _written_secret(line, setting[1], _literal(setting[2]))
+            if secret is not None:
+                yield secret
+
+
+def _secrets_in_compose(item: ProjectFile) -> Iterator[_WrittenSecret]:
+    """The secrets a Compose file's services write in environment: (a list of NAME=value or a map), but a
+    development profile's service's and the secret keys FP-S009 reports."""
+    try:
+        root = yaml.compose(item.text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return
+    services = _mapping_value(root, "services")
+    if not isinstance(services, yaml.MappingNode):
+        return
+    development = development_lines(item)
+    for _, service in services.value:
+        for line, name, value in _environment_entries(_mapping_value(service, "environment")):
+            if line not in development and not re.fullmatch(_SECRET_NAME, name):
+                secret = _written_secret(line, name, value)
+                if secret is not None:
+                    yield secret
+
+
+def _mapping_value(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    return next((value for k, value in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
+
+
+def _environment_entries(node: yaml.Node | None) -> Iterator[tuple[int, str, str]]:
+    """(line, name, value) of each variable an environment: node gives a value: `- NAME=value` or `NAME: value`."""
+    if isinstance(node, yaml.SequenceNode):
+        for entry in node.value:
+            if isinstance(entry, yaml.ScalarNode) and "=" in entry.value:
+                name, _, value = entry.value.partition("=")
+                yield entry.start_mark.line + 1, name.strip(), value.strip()
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and isinstance(value, yaml.ScalarNode):
+                yield key.start_mark.line + 1, key.value, value.value
+
+
+_ALEMBIC_SECRET_HINT = (
+    "leave sqlalchemy.url out of alembic.ini and set it in migrations' env.py from the environment, "
+    "config.set_main_option(\"sqlalchemy.url\", os.environ[\"DATABASE_URL\"]) (Flask-Migrate's env.py takes the "
+    "app's own), then change the password: the old one stays in the repository's history"
+)
+_COMPOSE_SECRET_HINT = (
+    "pass it in from where Compose runs: {name}: ${{{name}}} (from the shell, or a .env git does not track), a "
+    "reference inside a URL (postgresql://app:${{DB_PASSWORD}}@db/app), or a Compose secret read through a *_FILE "
+    "variable; then change the secret: the old one stays in the repository's history"
+)
 _SOURCE_SECRET_HINT = (
     "read it from the environment (os.environ[\"{name}\"], failing when it is missing) or from a file kept out of "
     "the repository (the instance folder), then change the secret: the old one stays in the repository's history"
