@@ -12,8 +12,10 @@ from __future__ import annotations
 import ctypes
 import os
 import queue
+import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import thread as pool_threads
 from typing import Any
@@ -36,6 +38,18 @@ def _restart_forked_pools() -> None:
         executor._threads = {t for t in executor._threads if t.is_alive()}
         executor._idle_semaphore = threading.Semaphore(0)
         _drop_parents_work(executor._work_queue)
+    _forget_parents_processes()
+
+
+def _forget_parents_processes() -> None:
+    """The processes multiprocessing started in the parent (a multiprocessing.Pool's, a ProcessPoolExecutor's) are not
+    this child's: at its exit, multiprocessing sent the daemonic ones SIGTERM and joined the others (an
+    AssertionError's traceback). A pool process killed so while holding its pool's queue lock left Gunicorn's
+    preloaded master waiting for that lock at its own exit, for ever. multiprocessing clears the record the same way
+    in each process it starts itself."""
+    started = sys.modules.get("multiprocessing.process")
+    if started is not None:
+        started._children = set()  # type: ignore[attr-defined]
 
 
 def _forked_pools() -> list[ThreadPoolExecutor]:
@@ -104,9 +118,59 @@ def finish_pools_work_at_exit(grace: float) -> None:
 
     def finish(_: object) -> None:
         if os.getpid() == master:
-            finish_pools_work(time.monotonic() + grace)
+            deadline = time.monotonic() + grace
+            finish_pools_work(deadline)
+            end_process_pools(deadline)
+            # Python's exit would end multiprocessing's processes too (the daemonic a multiprocessing.Pool runs):
+            # left, they outlived serve.
+            if (started := sys.modules.get("multiprocessing.util")) is not None:
+                _within(deadline, started._exit_function)
 
     # ctypes takes the GIL around the call, which the master does not hold. __cxa_atexit is what C's atexit() calls
     # (glibc exports no atexit symbol); with no library handle the hook runs at exit(), before uWSGI's own.
     _exit_hook = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(finish)
     ctypes.CDLL(None).__cxa_atexit(_exit_hook, None, None)
+
+
+def process_pools_told(master: str) -> str | None:
+    """The warning for the process pools the app started as it was imported, where master forks the workers; None
+    when there are none. Unlike a thread pool, such a pool cannot be given fresh threads in a worker: its processes
+    are the master's, fed by its helper threads, which the fork leaves behind. A ProcessPoolExecutor never used at
+    import starts its processes in each worker on first use, and is no concern."""
+    kinds = sorted({kind for thread in threading.enumerate() if (kind := _process_pool_of(thread)) is not None})
+    if not kinds:
+        return None
+    its = "its" if len(kinds) == 1 else "their"
+    return (
+        f"flaskprod: {' and '.join(kinds)} started by the app as it was imported, in {master}: the fork leaves {its} "
+        "helper threads behind, so the work a worker gives it never runs (the request waits for ever); create the "
+        "pool in each worker (on the first request, or with "
+        "os.register_at_fork(after_in_child=...))"
+    )
+
+
+def _process_pool_of(thread: threading.Thread) -> str | None:
+    """The kind of process pool thread helps run, if any."""
+    if type(thread).__name__ == "_ExecutorManagerThread":  # a ProcessPoolExecutor, started by its first submit
+        return "a concurrent.futures.ProcessPoolExecutor"
+    target = getattr(thread, "_target", None)
+    if getattr(target, "__qualname__", "").startswith("Pool._handle_"):  # its own and ThreadPool's helper threads
+        return "a multiprocessing.Pool"
+    return None
+
+
+def end_process_pools(deadline: float) -> None:
+    """End the ProcessPoolExecutors, their queued work done first, waiting until deadline.
+
+    Python's exit does so from a hook of threading's, before its exit handlers; a process that ends past the app's
+    threads (a poller) skips that hook, and multiprocessing's exit handler then joined the pool's processes, which
+    wait for work for ever: Gunicorn's preloaded master never ended."""
+    if (pools := sys.modules.get("concurrent.futures.process")) is not None and pools._threads_wakeups:
+        _within(deadline, pools._python_exit)
+
+
+def _within(deadline: float, call: Callable[[], object]) -> None:
+    """call() in a thread of its own, waited for until deadline: past it, this process ends without it."""
+    caller = threading.Thread(target=call, name="flaskprod-pools-exit", daemon=True)
+    caller.start()
+    caller.join(max(0.0, deadline - time.monotonic()))

@@ -391,6 +391,8 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
                 _leave_to_be_replaced(exc)
             raise  # a bug in the app: Gunicorn logs the traceback the user needs, then stops
         self.run_dir.mark_app_loaded()
+        if self.settings["preload"] and (told := forkedpools.process_pools_told("Gunicorn's master (server.preload)")):
+            say(told, as_json=self.settings["log_json"])
         return taking_turns(wsgi) if turns_taken(self.settings) else wsgi
 
     def run(self) -> None:
@@ -479,7 +481,9 @@ def _leave_without_app_threads(status: int, application: FlaskprodApplication, *
     A thread pool's threads are no poller: the master runs the work the app gave the pool as it was imported, and
     ending past them cut what was still queued. That work is finished first, within server.graceful_timeout; returns
     when nothing else is left, for Python's own exit."""
-    cut = forkedpools.finish_pools_work(application.pools_deadline())
+    deadline = application.pools_deadline()
+    cut = forkedpools.finish_pools_work(deadline)
+    forkedpools.end_process_pools(deadline)
     if cut:
         graceful = application.stop_began is not None and application.stop_began[1]
         why = f"server.graceful_timeout = {application.settings['graceful_timeout']:g}s ran out" if graceful else (

@@ -13,6 +13,7 @@ from ..discovery import find_app
 from ..runtime.pipeline import logged_by_the_app
 from ..spec import load_spec
 from . import affinity, forkedpools, gcfreeze
+from .jsonrelay import say
 from .turns import taking_turns
 from .uwsgi import on_connection_scheme
 
@@ -39,6 +40,8 @@ forkedpools.repair_after_fork()
 spec = load_spec()
 # serve exports the app it found as FLASKPROD_APP__TARGET, so this finds the same one.
 loaded = find_app(spec.app.target)
+if told := forkedpools.process_pools_told("uWSGI's master"):
+    say(told, as_json=False)  # serve's relay makes each of uWSGI's lines a record when the logs are JSON
 # The master runs the work the app gave a thread pool as it was imported: its exit finishes what is still queued.
 forkedpools.finish_pools_work_at_exit(spec.server.graceful_timeout)
 # uWSGI loads the app here, in the master (lazy-apps off), and forks the workers after: they inherit it frozen.
