@@ -7,20 +7,14 @@ a type named twice counted at its leftmost q, where werkzeug takes the highest."
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 from collections.abc import Iterator
 
 import pytest
 import requests
 from flask import Flask
 
-from flaskprod.render import render_nginx
 from flaskprod.runtime.errorpages import wants_json
-from flaskprod.sizing import derive
-from tests.support import free_port, running, wait_for
-from tests.test_nginx_error_pages import listening
-from tests.test_render_nginx import MACHINE, context, make_spec
+from tests.test_nginx_error_pages import nginx_alone
 
 MOUNT = "/shop"  # the prefix the app mounts itself under, as up finds it (AppInfo.mount_prefixes)
 FIREFOX = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
@@ -90,17 +84,7 @@ CASES: tuple[tuple[str, str | None, str | None, bool], ...] = (
 @pytest.fixture(scope="module")
 def nginx_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """nginx with no app server behind it: each request gets its 502, on the app's page."""
-    tmp_path = tmp_path_factory.mktemp("nginx")
-    spec = make_spec()
-    port = free_port()
-    ctx = dataclasses.replace(context(tmp_path), port=port, mount_prefixes=(MOUNT,))
-    for name, text in render_nginx(spec, derive(spec, MACHINE), ctx).items():
-        (tmp_path / name).write_text(text)
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    with (tmp_path / "nginx.err").open("w") as log, running(
-        [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"], stdout=log
-    ):
-        wait_for(lambda: listening(port), what=f"nginx on {port}")
+    with nginx_alone(tmp_path_factory.mktemp("nginx"), mount_prefixes=(MOUNT,)) as port:
         yield f"http://127.0.0.1:{port}"
 
 

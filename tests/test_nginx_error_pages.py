@@ -12,8 +12,10 @@ import pwd
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -21,6 +23,7 @@ import requests
 from flaskprod.render import render_nginx
 from flaskprod.render.nginx import TlsFiles, mime_types
 from flaskprod.sizing import derive
+from flaskprod.spec import Spec
 from tests.buildkit import run_tool, tool
 from tests.support import free_port, running, wait_for
 from tests.test_render_nginx import MACHINE, context, make_spec, nginx_test, rendered
@@ -138,16 +141,8 @@ def test_nginx_answers_its_errors_with_the_apps_pages_under_up(crash_stack: UpSt
 def test_with_no_app_server_and_past_the_rate_limit_nginx_answers_the_apps_pages(tmp_path: Path) -> None:
     # No app server at the socket at all; one request a minute per client, with no burst.
     spec = make_spec(**{"proxy.rate_limit": "1r/m", "proxy.rate_limit_burst": "0"})
-    port = free_port()
-    ctx = dataclasses.replace(context(tmp_path), port=port)
-    for name, text in render_nginx(spec, derive(spec, MACHINE), ctx).items():
-        (tmp_path / name).write_text(text)
-    url = f"http://127.0.0.1:{port}/page"
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    with (tmp_path / "nginx.err").open("w") as log, running(
-        [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"], stdout=log
-    ):
-        wait_for(lambda: listening(port), what=f"nginx on {port}")
+    with nginx_alone(tmp_path, spec) as port:
+        url = f"http://127.0.0.1:{port}/page"
         first = requests.get(url, headers=JSON_CLIENT, timeout=5)
         assert_json_page(first, 502)
         assert_json_page(requests.get(url, headers=JSON_CLIENT, timeout=5), 429)
@@ -162,19 +157,7 @@ def test_with_no_app_server_and_past_the_rate_limit_nginx_answers_the_apps_pages
 def test_nginx_answers_a_missing_or_posted_static_file_with_the_apps_pages(tmp_path: Path) -> None:
     # They were nginx's page (`<center>nginx</center>`), with no request id, security headers or Allow, where the
     # app's static route answers its own 404 and 405.
-    spec = make_spec()
-    port = free_port()
-    # Workers that can read tmp_path, as `up` runs them: as root's, when the master is root's.
-    user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
-    ctx = dataclasses.replace(context(tmp_path), port=port, user=user)
-    for name, text in render_nginx(spec, derive(spec, MACHINE), ctx).items():
-        (tmp_path / name).write_text(text)
-    (tmp_path / "static" / "site.css").write_text("body {}")
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    with (tmp_path / "nginx.err").open("w") as log, running(
-        [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"], stdout=log
-    ):
-        wait_for(lambda: listening(port), what=f"nginx on {port}")
+    with nginx_alone(tmp_path) as port:
         missing = f"http://127.0.0.1:{port}/static/missing.css"
         assert_json_page(requests.get(missing, headers=JSON_CLIENT, timeout=5), 404)
         assert_html_page(requests.get(missing, headers=BROWSER, timeout=5), 404)
@@ -183,6 +166,29 @@ def test_nginx_answers_a_missing_or_posted_static_file_with_the_apps_pages(tmp_p
         assert_json_page(posted, 405)
         assert posted.headers["Allow"] == "GET, HEAD"
         assert "Allow" not in requests.get(missing, headers=JSON_CLIENT, timeout=5).headers
+
+
+@contextmanager
+def nginx_alone(
+    tmp_path: Path, spec: Spec | None = None, *, edit: Callable[[str], str] | None = None, **ctx: Any
+) -> Iterator[int]:
+    """nginx as rendered for spec (make_spec()'s by default) with no app server behind it, running from tmp_path with
+    a static file (static/site.css) until the block ends: its port. ctx: NginxContext fields beside the port; edit
+    changes nginx.conf before it starts."""
+    spec = spec or make_spec()
+    port = free_port()
+    # Workers that can read tmp_path, as `up` runs them: as root's, when the master is root's.
+    user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
+    context_here = dataclasses.replace(context(tmp_path), port=port, user=user, **ctx)
+    for name, text in render_nginx(spec, derive(spec, MACHINE), context_here).items():
+        (tmp_path / name).write_text(edit(text) if edit is not None and name == "nginx.conf" else text)
+    (tmp_path / "static" / "site.css").write_text("body {}")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    with (tmp_path / "nginx.err").open("w") as log, running(
+        [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"], stdout=log
+    ):
+        wait_for(lambda: listening(port), what=f"nginx on {port}")
+        yield port
 
 
 def listening(port: int) -> bool:

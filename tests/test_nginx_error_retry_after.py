@@ -5,8 +5,6 @@ They carried no Retry-After: a client or load balancer that backs off had nothin
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,12 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from flaskprod.render import render_nginx
 from flaskprod.render.nginx import rate_limit_retry_after
-from flaskprod.sizing import derive
-from tests.support import free_port, running, wait_for
-from tests.test_nginx_error_pages import BROWSER, JSON_CLIENT, assert_html_page, assert_json_page, listening
-from tests.test_render_nginx import MACHINE, context, make_spec
+from tests.test_nginx_error_pages import BROWSER, JSON_CLIENT, assert_html_page, assert_json_page, nginx_alone
+from tests.test_render_nginx import make_spec
 
 # A location answering nginx's own 503, which none of the rendered conf's modules sends (limit_req answers 429).
 UNAVAILABLE = "        location = /unavailable {\n            return 503;\n        }\n\n        location / {"
@@ -31,18 +26,12 @@ def nginx_with(tmp_path: Path, rate: str, *, unavailable: bool = False) -> Itera
     """nginx with no app server behind it, limiting each client to rate with no burst; its base URL."""
     tmp_path.mkdir(exist_ok=True)
     spec = make_spec(**{"proxy.rate_limit": rate, "proxy.rate_limit_burst": "0"})
-    port = free_port()
-    ctx = dataclasses.replace(context(tmp_path), port=port)
-    for name, text in render_nginx(spec, derive(spec, MACHINE), ctx).items():
-        if unavailable and name == "nginx.conf":
-            assert text.count("        location / {") == 1
-            text = text.replace("        location / {", UNAVAILABLE)
-        (tmp_path / name).write_text(text)
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    with (tmp_path / "nginx.err").open("w") as log, running(
-        [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"], stdout=log
-    ):
-        wait_for(lambda: listening(port), what=f"nginx on {port}")
+
+    def with_unavailable(text: str) -> str:
+        assert text.count("        location / {") == 1
+        return text.replace("        location / {", UNAVAILABLE)
+
+    with nginx_alone(tmp_path, spec, edit=with_unavailable if unavailable else None) as port:
         yield f"http://127.0.0.1:{port}"
 
 

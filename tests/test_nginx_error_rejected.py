@@ -1,11 +1,14 @@
-"""Requests nginx rejects before a Host header chose the app's server get the app's page too, with the request id and
-the security headers: a bad request line (400), a URI past large_client_header_buffers (414), HTTP/2.0 over plain
-HTTP (505), HTTP/1.1 with no Host (400), a malformed or oversized header before the Host (400); and, the app's Host
-read, an unsupported Transfer-Encoding (501).
+"""Requests nginx rejects itself get the app's page, with the request id and the security headers, JSON or HTML by the
+app's rule where an Accept header was read.
 
-They were nginx's bare page: nginx answers them in the default server, whose error_page could not send them to a
-named location (no URI read: "empty URI in redirect to named location", a 500), and 501 had no error_page. The default
-server still closes every request for a host name it does not serve (444), an error's too.
+Once the Host chose the app's server: a malformed header, a header past large_client_header_buffers (nginx's 494,
+sent as 400), a malformed chunked body, an unsupported Transfer-Encoding (501). Before a Host header chose it: a bad
+request line (400), a URI past large_client_header_buffers (414), HTTP/2.0 over plain HTTP (505), HTTP/1.1 with no
+Host (400), a malformed or oversized header before the Host (400).
+
+They were nginx's bare page. It answers those before a Host in the default server, whose error_page could not send
+them to a named location (no URI read: "empty URI in redirect to named location", a 500), and 501 had no
+error_page. The default server still closes every request for a host name it does not serve (444), an error's too.
 
 A TRACE, which nginx refuses (405) before any location, the app's routes too, had the static files' `Allow: GET,
 HEAD`: false for a route that takes POST. It has no Allow, as nginx sent before."""
@@ -14,22 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import pwd
 import re
-import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from flaskprod.render import render_nginx
 from flaskprod.render.nginx import TlsFiles
-from flaskprod.sizing import derive
-from tests.support import free_port, running, wait_for
-from tests.test_nginx_error_pages import SECURITY_HEADERS, listening, self_signed
-from tests.test_render_nginx import MACHINE, context, make_spec, rendered
+from tests.test_nginx_error_pages import SECURITY_HEADERS, nginx_alone, self_signed
+from tests.test_render_nginx import context, make_spec, rendered
 
 JSON = b"Accept: application/json\r\n"
 MESSAGES = {
@@ -45,21 +42,7 @@ TITLES = {400: "Bad Request", 405: "Method Not Allowed", 414: "Request URI Too L
 @pytest.fixture(scope="module")
 def nginx_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """nginx with no app server behind it, serving 127.0.0.1 and a static file."""
-    tmp_path = tmp_path_factory.mktemp("nginx")
-    spec = make_spec()
-    port = free_port()
-    # Workers that can read tmp_path, as `up` runs them: as root's, when the master is root's.
-    user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
-    ctx = dataclasses.replace(context(tmp_path), port=port, user=user)
-    for name, text in render_nginx(spec, derive(spec, MACHINE), ctx).items():
-        (tmp_path / name).write_text(text)
-    (tmp_path / "static" / "site.css").write_text("body {}\n")
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    with (
-        (tmp_path / "nginx.err").open("w") as log,
-        running([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"], stdout=log),
-    ):
-        wait_for(lambda: listening(port), what=f"nginx on {port}")
+    with nginx_alone(tmp_path_factory.mktemp("nginx")) as port:
         yield port
 
 
@@ -100,6 +83,30 @@ def assert_apps_page(port: int, request: bytes, status: int, *, as_json: bool) -
         assert headers["content-type"] == "text/html; charset=utf-8", body
         assert f"<title>{status} {TITLES[status]}</title>" in body and f"<code>{rid}</code>" in body
     return headers
+
+
+# Rejected once the Host chose the app's server: its error_page, at server level and in location /.
+@pytest.mark.integration
+def test_a_malformed_header_gets_the_apps_400(nginx_port: int) -> None:
+    request = b"GET /page HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\nNo colon here\r\n\r\n"
+    assert_apps_page(nginx_port, request, 400, as_json=True)
+    request = b"GET /page HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/html\r\nNo colon here\r\n\r\n"
+    assert_apps_page(nginx_port, request, 400, as_json=False)
+
+
+@pytest.mark.integration
+def test_a_header_past_nginxs_buffers_gets_the_apps_400(nginx_port: int) -> None:
+    # nginx's 494 ("Request Header Or Cookie Too Large"), which it sends as 400: still 400, on the app's page.
+    cookie = b"Cookie: session=" + b"x" * 9000 + b"\r\n"
+    request = b"GET /page HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n" + cookie + b"\r\n"
+    assert_apps_page(nginx_port, request, 400, as_json=True)
+
+
+@pytest.mark.integration
+def test_a_malformed_chunked_body_gets_the_apps_400(nginx_port: int) -> None:
+    # Read in location / as nginx buffers the body for the app server: its error_page there names the 400 too.
+    request = b"POST /api/items HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nbad\r\n0\r\n\r\n"
+    assert_apps_page(nginx_port, request, 400, as_json=True)
 
 
 @pytest.mark.integration
