@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..spec import Spec
-from . import config, project, release, security  # noqa: F401  (importing a topic registers its checks)
+from . import committed, config, project, release, security  # noqa: F401  (importing a topic registers its checks)
 from .context import Context, load_context
 from .registry import REGISTRY, Level, Message, mark_silenced, parse_ids, run_checks
 from .report import as_json, as_text, exit_code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from enum import IntEnum
@@ -85,7 +86,8 @@ def _register(check: Check) -> None:
 
 
 def _topic(fn: Callable[..., object]) -> str:
-    return fn.__module__.rsplit(".", 1)[-1]
+    """The reference page's section: the check's module's TOPIC, else the module's name (security, config)."""
+    return str(getattr(sys.modules[fn.__module__], "TOPIC", fn.__module__.rsplit(".", 1)[-1]))
 
 
 def check(id: str, level: Level, text: str, *, hint: str) -> Callable[[ContextCheck], ContextCheck]:

@@ -1,0 +1,506 @@
+"""What the repository holds that it should not: secrets written in files git tracks (an instance folder's, a .env,
+an env file the deployment reads, the code and its config) and a database committed in the instance folder.
+
+Each is in the repository's history too, so every fix ends with changing the secret, or purging the file."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import re
+import subprocess
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .compose import development_lines
+from .context import (
+    MAX_FILE_BYTES,
+    Context,
+    ProjectFile,
+    call_name,
+    for_development,
+    walk,
+)
+from .registry import WARNING, Found, check
+from .security import (
+    SECRET_NAME,
+    config_modules,
+    development_exempt_lines,
+    env_files_read,
+    instance_folders,
+    literal_value,
+    relative_folder,
+    tracked_instance_files,
+)
+
+# Security checks, on the reference page among the others (FP-S).
+TOPIC = "security"
+
+
+def _git_tracked(context: Context, *pathspecs: str) -> Iterator[Path]:
+    """The project's files git tracks that match pathspecs: committed (or added), so in the repository whatever
+    .gitignore says now. None when git is missing or the project is no git repository."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--", *pathspecs], cwd=context.root, capture_output=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return  # no git to ask
+    if listed.returncode == 0:  # else no repository here, or the paths are outside it
+        names = listed.stdout.decode("utf-8", "surrogateescape").split("\0")
+        yield from ((context.root / name).resolve() for name in names if name)
+
+
+# A setting or variable named for a secret: MAIL_PASSWORD, STRIPE_API_KEY, GITHUB_TOKEN, AWS_SECRET_ACCESS_KEY.
+_SECRET_WORDS = re.compile(r"SECRET|PASSWORD|PASSWD|PASSPHRASE|TOKEN|API_?KEY|PRIVATE_KEY|ACCESS_KEY|CREDENTIAL", re.I)
+# ... but not one naming something about a secret: its file (FLASK_SECRET_KEY_FILE), lifetime, hash scheme, user.
+_ABOUT_A_SECRET = frozenset({
+    "FILE", "PATH", "DIR", "URL", "URI", "ENDPOINT", "EXPIRES", "TTL", "LENGTH", "AGE", "ALGORITHM", "HASH",
+    "SCHEMES", "NAME", "HEADER", "LOCATION", "TYPE", "ENABLED", "REQUIRED", "TIMEOUT", "HOST", "PORT", "METHOD",
+    "FIELD", "MODE", "USER", "USERNAME",
+})
+# A URL with a password in it: postgresql://app:hunter2@db/app, redis://:hunter2@cache:6379/0.
+_URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:([^@\s/]+)@")
+_NOT_A_SECRET = frozenset({"true", "false", "none", "null", "0", "1"})
+
+
+def _secret_written(name: str, value: str) -> str | None:
+    """How a message says name's value is a secret written out: "has a password" for a URL with one in it, "is a
+    string" for a setting named for a secret; None for anything else, a reference (${DB_PASSWORD}) or a
+    placeholder (changeme, <password>, xxx)."""
+    password = _URL_PASSWORD.match(value)
+    if password is not None:
+        # A URL's password may be short (postgresql://app:pw@db/app): one character alone stands for one.
+        return None if _placeholder(password[1], name, shortest=2) else "has a password"
+    words = name.upper().split("_")
+    if _SECRET_WORDS.search(name) and words[-1] not in _ABOUT_A_SECRET and value.lower() not in _NOT_A_SECRET:
+        return None if _placeholder(value, name) or _not_a_value(value) else "is a string"
+    return None
+
+
+# What a sample file, a tutorial or a form writes where the secret goes, as secret scanners allow for (gitleaks'
+# stopwords, detect-secrets' templated-secret filter): a reference, a fill-me-in word, a run of one character.
+_TEMPLATED = ("$", "{", "%(", "<", "[", "*")
+_FILL_IN = (
+    "changeme", "change-me", "change_me", "changethis", "change-this", "replace", "your", "example", "placeholder",
+    "dummy", "fake", "xxx", "todo", "fixme", "redacted", "...",
+)
+_SECRET_VOCABULARY = frozenset({"password", "passwd", "pass", "secret", "token", "key", "apikey", "credentials"})
+
+
+def _placeholder(value: str, name: str, *, shortest: int = 4) -> bool:
+    """Whether value stands in for a secret rather than being one: empty, a template or reference (${DB_PASSWORD},
+    <password>, %(pw)s), a fill-me-in word (changeme, your-api-key), one character repeated, the setting's own name
+    or a word for a secret (Kind.PASSWORD = "password")."""
+    bare = re.sub(r"[\s_.-]", "", value.lower())
+    return (
+        len(value.strip()) < shortest
+        or value.lstrip().startswith(_TEMPLATED)
+        or "${" in value
+        or "{{" in value
+        or any(word in value.lower() for word in _FILL_IN)
+        or len(set(bare)) <= 1
+        or bare in _SECRET_VOCABULARY
+        or bare in re.sub(r"[_.-]", "", name.lower())
+    )
+
+
+def _not_a_value(value: str) -> bool:
+    """A string under a secret's name that is something else: a sentence (a form label, a message), a URL without
+    a password (a token endpoint)."""
+    return any(char.isspace() for char in value.strip()) or re.match(r"^[a-z][a-z0-9+.-]*://", value, re.I) is not None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _WrittenSecret:
+    line: int
+    name: str
+    what: str  # "has a password", "is a string"
+
+
+def _target_name(node: ast.expr) -> str | None:
+    """The setting an assignment target names: MAIL_PASSWORD, app.config["MAIL_PASSWORD"], self.MAIL_PASSWORD."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+        return node.slice.value
+    return None
+
+
+def _strings_written(node: ast.expr) -> Iterator[str]:
+    """The strings written in node that it can be: "x", os.environ.get("X", "x"), os.getenv("X") or "x"."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        yield node.value
+    elif isinstance(node, ast.BoolOp):
+        for value in node.values:
+            yield from _strings_written(value)
+    elif isinstance(node, ast.IfExp):
+        yield from (*_strings_written(node.body), *_strings_written(node.orelse))
+    elif isinstance(node, ast.Call) and call_name(node) in ("get", "getenv"):
+        yield from (s for default in node.args[1:2] for s in _strings_written(default))
+
+
+def _python_settings(tree: ast.Module) -> Iterator[tuple[int, str, ast.expr]]:
+    """(line, name, value) of each setting a Python config file writes: NAME = v, config["NAME"] = v,
+    from_mapping(NAME=v), {"NAME": v}."""
+    for node in walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                name = _target_name(target)
+                if name is not None:
+                    yield node.lineno, name, node.value
+        elif isinstance(node, ast.Call):
+            yield from ((kw.value.lineno, kw.arg, kw.value) for kw in node.keywords if kw.arg is not None)
+        elif isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values, strict=True):
+                if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                    yield value.lineno, key.value, value
+
+
+# NAME=value (.env, .ini), export NAME=value, NAME = "value" (TOML), "NAME": "value" (JSON), NAME: value (YAML).
+_TEXT_SETTING = re.compile(r"""^\s*(?:export\s+)?["']?([A-Za-z_][A-Za-z0-9_.-]*)["']?\s*[=:]\s*(.*)$""")
+
+
+def _secrets_written(item: ProjectFile, *, python: bool) -> Iterator[_WrittenSecret]:
+    """The secrets a config file writes out: parsed as Python when it can be and is (from_pyfile runs config.py
+    and settings.cfg alike), else read line by line (.env, JSON, TOML, YAML, INI). Nothing of a binary file (a
+    database: FP-S012's) or one larger than the checks read."""
+    try:
+        if item.path.stat().st_size > MAX_FILE_BYTES or "\0" in item.text:
+            return
+    except OSError:
+        return
+    tree: ast.Module | None = None
+    if python:
+        with contextlib.suppress(SyntaxError, ValueError, RecursionError, MemoryError):
+            tree = ast.parse(item.text)
+    if tree is not None and tree.body:
+        for line, name, value in _python_settings(tree):
+            what = next((w for s in _strings_written(value) if (w := _secret_written(name, s))), None)
+            if what is not None:
+                yield _WrittenSecret(line=line, name=name, what=what)
+        return
+    for line, text in item.lines():
+        setting = _TEXT_SETTING.match(text)
+        if setting is None or text.lstrip().startswith(("#", ";")):
+            continue
+        what = _secret_written(setting[1], literal_value(setting[2].rstrip().removesuffix(",")))
+        if what is not None:
+            yield _WrittenSecret(line=line, name=setting[1], what=what)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _TrackedFile:
+    """A file git tracks that Flask's docs keep out of the repository."""
+
+    item: ProjectFile
+    where: str  # how a message names it
+    hint: str
+    instance: bool  # in the instance folder (else a dotenv file)
+
+
+def _tracked_secret_files(context: Context) -> Iterator[_TrackedFile]:
+    """Each file git tracks that Flask's docs keep out of the repository: the
+    instance folder's, and the dotenv files `flask run` loads (.env, .flaskenv, .env.production; not
+    .env.example and the like, nor development's)."""
+    root = context.root.resolve()
+    tracked = set(context.once(tracked_instance_files))
+    for folder in instance_folders(context):
+        relative = relative_folder(folder, root)
+        for path in sorted(p for p in tracked if p.is_relative_to(folder) and p.is_file()):
+            item = ProjectFile(path, relative_folder(path, root))
+            hint = _TRACKED_SECRET_HINT.format(remove=f"-r {relative}/", ignore=f"{relative}/", also="")
+            yield _TrackedFile(item=item, where=f"{item.rel}, {_IN_TRACKED_INSTANCE}", hint=hint, instance=True)
+    dotenv = set(_git_tracked(context, ":(glob)**/.env", ":(glob)**/.env.*", ":(glob)**/.flaskenv"))
+    for path in sorted(dotenv):
+        item = ProjectFile(path, relative_folder(path, root))
+        variant = path.name.removeprefix(".env").removeprefix(".")
+        if variant.lower() in _ENV_SAMPLES or for_development(item.rel) or not path.is_file():
+            continue
+        hint = _TRACKED_SECRET_HINT.format(remove=item.rel, ignore=item.rel, also=_ENV_SAMPLE_HINT)
+        yield _TrackedFile(item=item, where=f"{item.rel}, a dotenv file that git tracks", hint=hint, instance=False)
+    # Compose's env_file: and systemd's EnvironmentFile= name files of any name (config/prod.env): as secret as .env.
+    tracked = set(context.once(_tracked_files))
+    for item in context.once(env_files_read):
+        path = item.path.resolve()
+        if path in tracked and path not in dotenv and not for_development(item.rel):
+            hint = _TRACKED_SECRET_HINT.format(remove=item.rel, ignore=item.rel, also="")
+            where = f"{item.rel}, an env file the deployment reads (env_file:, EnvironmentFile=) that git tracks"
+            yield _TrackedFile(item=item, where=where, hint=hint, instance=False)
+
+
+def _tracked_files(context: Context) -> Iterator[Path]:
+    """Every file git tracks in the project (resolved); none outside a repository or without git."""
+    return _git_tracked(context)
+
+
+# .env.example and the like: committed on purpose, with the names and no values.
+_ENV_SAMPLES = frozenset({"example", "sample", "template", "tmpl", "tpl", "dist", "default", "defaults"})
+_ENV_SAMPLE_HINT = " (commit a .env.example with the names alone instead)"
+_TRACKED_SECRET_HINT = (
+    "take it out of the repository: `git rm --cached {remove}` and add `{ignore}` to .gitignore{also}; the secret "
+    "stays in the repository's history, so change it (a new password, token or key) and keep the new one in the "
+    "untracked file or the environment"
+)
+
+
+@check(
+    "FP-S011",
+    WARNING,
+    "a password, token or key is written in a file git tracks that Flask keeps out of the repository (the instance "
+    "folder, .env, a Compose env_file:): whoever can read the repository, or its history, has it",
+    hint="take the file out of the repository (`git rm --cached`, and add it to .gitignore), then change the secret: "
+    "the old one stays in the repository's history",
+)
+def secret_in_tracked_file(context: Context) -> Iterator[Found]:
+    for tracked in _tracked_secret_files(context):
+        for secret in _secrets_written(tracked.item, python=tracked.instance):
+            if tracked.instance and secret.name.upper() == "SECRET_KEY":
+                continue  # FP-S004 and FP-S010 report the key, with what the app does with it
+            text = f"{secret.name} {secret.what} written in {tracked.where}: {_WHOEVER_READS}"
+            yield Found(obj=tracked.item.at(secret.line), text=text, hint=tracked.hint)
+
+
+_IN_TRACKED_INSTANCE = "a file of the instance folder that git tracks"
+_WHOEVER_READS = "whoever can read the repository, or its history, has it"
+
+
+# Tokens whose shape names them whatever they are assigned to (gitleaks' and trufflehog's rules for these services).
+# Stripe's test keys (sk_test_) reach test data only, and tutorials commit them: not reported.
+_TOKEN_SHAPES = (
+    ("a GitHub token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{60,})\b")),
+    ("a Stripe live key", re.compile(r"\b[sr]k_live_[A-Za-z0-9]{20,}\b")),
+    ("an AWS access key ID", re.compile(r"\b(?:AKIA|ASIA)[A-Z2-7]{16}\b")),
+    ("a Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("a private key", re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")),
+)
+# Hosts a URL's password opens nothing beyond: the development database on the developer's own machine.
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
+# Folders of a project that hold no code a deployment runs: documentation and examples.
+_NOT_DEPLOYED = frozenset({"docs", "doc", "examples", "example", "samples", "sample"})
+
+
+def _token_shape(value: str) -> str | None:
+    """What a string is by its shape (a GitHub token, an AWS access key ID), but a documented example key."""
+    if any(word in value.lower() for word in _FILL_IN):
+        return None
+    return next((name for name, shape in _TOKEN_SHAPES if shape.search(value)), None)
+
+
+def _local_url(value: str) -> bool:
+    """Whether value is a URL to a database on this machine (postgresql://app:dev@localhost/app)."""
+    try:
+        host = urllib.parse.urlsplit(value).hostname
+    except ValueError:
+        return False
+    return host is not None and host.lower() in _LOCAL_HOSTS
+
+
+def _secrets_in_source(tree: ast.Module) -> Iterator[_WrittenSecret]:
+    """The secrets a module writes as strings: a setting named for one (MAIL_PASSWORD = "...",
+    app.config["API_TOKEN"] = "...", the default of os.environ.get), a database URL with a password (but one to
+    localhost), a token known by its shape wherever it is written. SECRET_KEY is FP-S004's and FP-S010's."""
+    lines: set[int] = set()
+    for line, name, value in _python_settings(tree):
+        if name.upper() == "SECRET_KEY":
+            continue
+        for string in _strings_written(value):
+            secret = _written_secret(line, name, string)
+            if secret is not None:
+                lines.add(line)
+                yield secret
+                break
+    for node in walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.lineno not in lines:
+            shape = _token_shape(node.value)
+            if shape is not None:
+                lines.add(node.lineno)
+                yield _WrittenSecret(line=node.lineno, name="", what=shape)
+
+
+@check(
+    "FP-S013",
+    WARNING,
+    "a password, token or key is written in the project's code or config that git tracks (a config module, a "
+    "database URL, alembic.ini's sqlalchemy.url, a Compose service's environment:; not a placeholder, an environment "
+    "lookup or reference (${DB_PASSWORD}) or a development config, nor a URL to localhost, taken for the developer's "
+    "own database; a secret key in a deployment file is FP-S009's): whoever can read the repository, or its history, "
+    "has it",
+    hint="read it from the environment (os.environ[\"NAME\"], failing when it is missing) or from a file kept out of "
+    "the repository (the instance folder), then change the secret: the old one stays in the repository's history",
+)
+def secret_in_tracked_source(context: Context) -> Iterator[Found]:
+    tracked = set(context.once(_tracked_files))
+    if not tracked:
+        return  # no repository (or no git): the code may be a server's copy, with its configuration in it
+    yield from _secrets_in_tracked_config(context, tracked)
+    instance = instance_folders(context)
+    for item, tree, _ in config_modules(context):
+        path = item.path.resolve()
+        if path not in tracked or any(path.is_relative_to(folder) for folder in instance):
+            continue  # untracked, or the instance folder's (FP-S011's)
+        if any(part in _NOT_DEPLOYED or for_development(part) for part in item.rel.split("/")):
+            continue
+        development = development_exempt_lines(item, tree, context)
+        for secret in _secrets_in_source(tree):
+            if secret.line not in development:
+                # MAIL_PASSWORD is a string ...; a token known by its shape alone: A GitHub token is ...
+                unnamed = f"{secret.what[0].upper()}{secret.what[1:]} is"
+                what = f"{secret.name} {secret.what}" if secret.name else unnamed
+                yield Found(
+                    obj=item.at(secret.line),
+                    text=f"{what} written in {item.rel}, which git tracks: {_WHOEVER_READS}",
+                    hint=_SOURCE_SECRET_HINT.format(name=secret.name or "NAME"),
+                )
+
+
+def _secrets_in_tracked_config(context: Context, tracked: set[Path]) -> Iterator[Found]:
+    """FP-S013 in the tracked files beside the code that hold the deployment's secrets: alembic.ini's
+    sqlalchemy.url, and the environment: of a Compose file's services (but development profiles' and files')."""
+    for item in context.files_named("alembic.ini", "*.yml", "*.yaml"):
+        if item.path.resolve() not in tracked or not _deployed(item):
+            continue
+        alembic = item.path.name.lower() == "alembic.ini"
+        found = _secrets_in_ini(item) if alembic else _secrets_in_compose(item)
+        for secret in found:
+            yield Found(
+                obj=item.at(secret.line),
+                text=f"{secret.name} {secret.what} written in {item.rel}, which git tracks: {_WHOEVER_READS}",
+                hint=_ALEMBIC_SECRET_HINT if alembic else _COMPOSE_SECRET_HINT.format(name=secret.name),
+            )
+
+
+def _deployed(item: ProjectFile) -> bool:
+    """Not a dot-file (.gitlab-ci.yml: a CI job's), nor in docs or examples, nor named for development
+    (docker-compose.override.yml, compose.dev.yaml)."""
+    parts = item.rel.split("/")
+    return not parts[-1].startswith(".") and not any(p in _NOT_DEPLOYED or for_development(p) for p in parts)
+
+
+def _written_secret(line: int, name: str, value: str) -> _WrittenSecret | None:
+    """value, as the file writes name's, when it is a secret: a token by its shape, a password in a URL (not to
+    localhost), a string under a secret's name; no placeholder or reference."""
+    shape = _token_shape(value)
+    what = f"is {shape}" if shape else _secret_written(name, value)
+    if what is None or (what == "has a password" and _local_url(value)):
+        return None
+    return _WrittenSecret(line=line, name=name, what=what)
+
+
+def _secrets_in_ini(item: ProjectFile) -> Iterator[_WrittenSecret]:
+    """alembic.ini's sqlalchemy.url (and any other option) with a password written in it."""
+    for line, text in item.lines():
+        setting = _TEXT_SETTING.match(text)
+        if setting is not None and not text.lstrip().startswith(("#", ";")):
+            secret = _written_secret(line, setting[1], literal_value(setting[2]))
+            if secret is not None:
+                yield secret
+
+
+def _secrets_in_compose(item: ProjectFile) -> Iterator[_WrittenSecret]:
+    """The secrets a Compose file's services write in environment: (a list of NAME=value or a map), but a
+    development profile's service's and the secret keys FP-S009 reports."""
+    try:
+        root = yaml.compose(item.text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return
+    services = _mapping_value(root, "services")
+    if not isinstance(services, yaml.MappingNode):
+        return
+    development = development_lines(item)
+    for _, service in services.value:
+        for line, name, value in _environment_entries(_mapping_value(service, "environment")):
+            if line not in development and not re.fullmatch(SECRET_NAME, name):
+                secret = _written_secret(line, name, value)
+                if secret is not None:
+                    yield secret
+
+
+def _mapping_value(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    return next((value for k, value in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
+
+
+def _environment_entries(node: yaml.Node | None) -> Iterator[tuple[int, str, str]]:
+    """(line, name, value) of each variable an environment: node gives a value: `- NAME=value` or `NAME: value`."""
+    if isinstance(node, yaml.SequenceNode):
+        for entry in node.value:
+            if isinstance(entry, yaml.ScalarNode) and "=" in entry.value:
+                name, _, value = entry.value.partition("=")
+                yield entry.start_mark.line + 1, name.strip(), value.strip()
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and isinstance(value, yaml.ScalarNode):
+                yield key.start_mark.line + 1, key.value, value.value
+
+
+_ALEMBIC_SECRET_HINT = (
+    "leave sqlalchemy.url out of alembic.ini and set it in migrations' env.py from the environment, "
+    "config.set_main_option(\"sqlalchemy.url\", os.environ[\"DATABASE_URL\"]) (Flask-Migrate's env.py takes the "
+    "app's own), then change the password: the old one stays in the repository's history"
+)
+_COMPOSE_SECRET_HINT = (
+    "pass it in from where Compose runs: {name}: ${{{name}}} (from the shell, or a .env git does not track), a "
+    "reference inside a URL (postgresql://app:${{DB_PASSWORD}}@db/app), or a Compose secret read through a *_FILE "
+    "variable; then change the secret: the old one stays in the repository's history"
+)
+_SOURCE_SECRET_HINT = (
+    "read it from the environment (os.environ[\"{name}\"], failing when it is missing) or from a file kept out of "
+    "the repository (the instance folder), then change the secret: the old one stays in the repository's history"
+)
+
+
+# What a database file is named (Flask's tutorial: instance/flaskr.sqlite), or begins with.
+_DATABASE_SUFFIXES = frozenset({".sqlite", ".sqlite3", ".db", ".db3"})
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _is_database(path: Path) -> bool:
+    if path.suffix.lower() in _DATABASE_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as opened:
+            return opened.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
+    except OSError:
+        return False
+
+
+@check(
+    "FP-S012",
+    WARNING,
+    "a database in the instance folder is tracked by git: its users' data is in the repository, and a deploy of the "
+    "code puts the committed copy over the production database",
+    hint="take the instance folder out of the repository: `git rm --cached -r instance/` and add `instance/` to "
+    ".gitignore (the file stays on disk); create the production database where the app runs (the app's init-db "
+    "command, migrations), and purge the file from the history (git filter-repo --invert-paths --path <file>) if it "
+    "holds real users' data",
+)
+def database_in_tracked_instance(context: Context) -> Iterator[Found]:
+    root = context.root.resolve()
+    tracked = context.once(tracked_instance_files)
+    for folder in instance_folders(context):
+        relative = relative_folder(folder, root)
+        for path in sorted(p for p in tracked if p.is_relative_to(folder) and _is_database(p)):
+            rel = relative_folder(path, root)
+            text = (
+                f"{rel}, a database in the instance folder, is tracked by git: its users' data is in the repository, "
+                "and a deploy of the code puts the committed copy over the production database"
+            )
+            hint = _DATABASE_HINT.format(folder=relative, file=rel)
+            yield Found(obj=rel, text=text, hint=hint)
+
+
+_DATABASE_HINT = (
+    "take the instance folder out of the repository: `git rm --cached -r {folder}/` and add `{folder}/` to "
+    ".gitignore (the file stays on disk); create the production database where the app runs (the app's init-db "
+    "command, migrations), and purge the file from the history (git filter-repo --invert-paths --path {file}) if it "
+    "holds real users' data"
+)
