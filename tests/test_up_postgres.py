@@ -36,6 +36,10 @@ class Visit(db.Model):
     note = sa.Column(sa.String(80), nullable=False)
 
 
+with app.app_context():
+    db.create_all()  # at start, not at a first request: /readyz waits for the models' tables
+
+
 @app.post("/visits")
 def add_visit():
     db.create_all()

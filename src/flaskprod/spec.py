@@ -315,8 +315,11 @@ class DatabaseSettings:
         "while the database's Alembic revision is behind the migration scripts' heads, or it has no alembic_version "
         "table (with multidb scripts, `flask db init --multidb`, each bind's database too); a revision the scripts do "
         "not know (a newer release migrated ahead) passes. Read once per process; "
-        "once the database is at the heads, later probes query nothing. False for an app that makes its tables "
-        "another way (db.create_all) and never stamps them.",
+        "once the database is at the heads, later probes query nothing. Without Flask-Migrate, a Flask-SQLAlchemy "
+        "app's /readyz fails while tables of its models (db.metadatas) are missing, naming them: its db.create_all() "
+        "command never ran; once each was seen, probes query nothing. False for an app that makes its tables "
+        "itself once serving (at a first request), or with Flask-Migrate another way (db.create_all) and never "
+        "stamps them.",
     )
     local_dir: str = setting(
         ".flaskprod/postgres",

@@ -19,7 +19,7 @@ from .deadline import on_greenlets
 from .health import Check, in_check
 from .interrupted_queries import watch_engines_for_interrupted_queries
 from .migrations import CHECK_NAME as MIGRATIONS_CHECK
-from .migrations import schema_check
+from .migrations import TABLES_CHECK_NAME, schema_check, tables_check
 
 # Drivers that take a connect_timeout keyword (libpq and the MySQL clients); others use other names.
 _CONNECT_TIMEOUT_DRIVERS = {
@@ -218,8 +218,9 @@ def configure_engines(app: Flask, spec: Spec) -> None:
 
 
 def database_checks(app: Flask, *, migrations: bool = True) -> dict[str, Check]:
-    """A SELECT 1 per Flask-SQLAlchemy engine of app, and with migrations the schema check of its databases
-    when the app uses Flask-Migrate (database.migration_check); must be called inside its app context."""
+    """A SELECT 1 per Flask-SQLAlchemy engine of app, and with migrations the schema check of its databases:
+    their Alembic revision when the app uses Flask-Migrate, else its models' tables (database.migration_check);
+    must be called inside its app context."""
     ext = app.extensions.get("sqlalchemy")
     if ext is None:
         return {}
@@ -236,9 +237,12 @@ def database_checks(app: Flask, *, migrations: bool = True) -> dict[str, Check]:
                 conn.execute(text("SELECT 1"))
 
         checks[name] = ping
-    schema = schema_check(app, dict(ext.engines), _pool_busy) if migrations else None
-    if schema is not None:
-        checks[MIGRATIONS_CHECK] = schema
+    if migrations:
+        engines = dict(ext.engines)
+        if (schema := schema_check(app, engines, _pool_busy)) is not None:
+            checks[MIGRATIONS_CHECK] = schema
+        elif (tables := tables_check(app, engines, _pool_busy)) is not None:
+            checks[TABLES_CHECK_NAME] = tables
     return checks
 
 

@@ -1,8 +1,10 @@
-"""The schema readiness check: /readyz fails while the database's Alembic revision is behind the app's
-Flask-Migrate scripts, so a release that was never migrated takes no traffic instead of answering 500s."""
+"""The schema readiness checks: /readyz fails while the database's Alembic revision is behind the app's
+Flask-Migrate scripts, or, without Flask-Migrate, while tables of the app's Flask-SQLAlchemy models are missing,
+so a release whose schema was never made takes no traffic instead of answering 500s."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 import weakref
@@ -182,3 +184,99 @@ def schema_check(app: Flask, engines: Mapping[str | None, Any], pool_busy: Calla
     with _states_lock:
         state = _states.setdefault(app, SchemaState())
     return lambda: state.check(app, engines, pool_busy)
+
+
+# The readiness check of an app without Flask-Migrate: "tables" beside "database".
+TABLES_CHECK_NAME = "tables"
+TABLES_NAMED = 3  # an error lists this many missing tables, then counts the rest: it must fit a probe's answer
+
+
+class MissingTables(Exception):
+    """Tables the app's models map are not in its database: whatever creates them (db.create_all()) did not run."""
+
+
+class TablesState:
+    """One app's table check, kept across probes: which of its models' tables the database was seen to hold.
+
+    Flask-SQLAlchemy apps without Flask-Migrate make their tables with db.create_all(), often in a CLI command
+    run by hand: a deploy that skipped it serves 500s ("no such table") while readiness said ok. A table once
+    seen is not asked for again, so once all were seen a probe queries nothing (a serving release is not pulled
+    from the load balancer by a later DROP, as SchemaState keeps its answer); until then one inspector query per
+    schema and database, and one more for views only while tables are missing.
+    """
+
+    def __init__(self, expected: Mapping[str | None, frozenset[tuple[str | None, str]]]) -> None:
+        self._lock = threading.Lock()
+        self._unseen = {key: set(tables) for key, tables in expected.items() if tables}
+
+    def check(self, engines: Mapping[str | None, Any], pool_busy: Callable[[Any], bool]) -> None:
+        with self._lock:  # a probe that overran its timeout finishes its query once, not beside the next one's
+            for key in sorted(self._unseen, key=lambda k: (k is not None, k or "")):
+                engine = engines.get(key)
+                if engine is None or pool_busy(engine.pool):
+                    continue  # requests hold every connection: waiting for one would fail a serving process
+                self._unseen[key] -= present_tables(engine, self._unseen[key])
+            missing = {key: unseen for key, unseen in self._unseen.items() if unseen}
+            self._unseen = missing
+        if missing:
+            raise MissingTables(_missing_message(missing))
+
+
+def present_tables(engine: Any, wanted: Collection[tuple[str | None, str]]) -> set[tuple[str | None, str]]:
+    """Which of the (schema, name) pairs the database holds, as tables or, asked only for those not found, views."""
+    import sqlalchemy as sa
+
+    found: set[tuple[str | None, str]] = set()
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        for schema in {schema for schema, _ in wanted}:
+            names = {name for s, name in wanted if s == schema}
+            found.update((schema, name) for name in _among(names, inspector.get_table_names(schema=schema)))
+            if names - {name for s, name in found if s == schema}:
+                # A model may map a view another tool made; looked for only while something is missing.
+                views = list(inspector.get_view_names(schema=schema))
+                with contextlib.suppress(NotImplementedError):  # PostgreSQL's and Oracle's alone
+                    views += inspector.get_materialized_view_names(schema=schema)
+                found.update((schema, name) for name in _among(names, views))
+    return found
+
+
+def _among(names: Collection[str], existing: Collection[str]) -> set[str]:
+    """names the database holds; case-insensitively too, as MySQL with lower_case_table_names stores them."""
+    folded = {name.lower() for name in existing}
+    return {name for name in names if name in existing or name.lower() in folded}
+
+
+def _missing_message(missing: Mapping[str | None, Collection[tuple[str | None, str]]]) -> str:
+    parts = []
+    for key, tables in missing.items():
+        names = sorted(name if schema is None else f"{schema}.{name}" for schema, name in tables)
+        more = len(names) - TABLES_NAMED
+        listed = ", ".join(names[:TABLES_NAMED]) + (f" and {more} more" if more > 0 else "")
+        parts.append(("" if key is None else f"bind {key!r}: ") + listed)
+    return (
+        f"{'; '.join(parts)} not in the database: run the app's command that creates them (deploy.release_command) "
+        "or set database.migration_check = false"
+    )
+
+
+_table_states: weakref.WeakKeyDictionary[Flask, TablesState] = weakref.WeakKeyDictionary()
+
+
+def tables_check(app: Flask, engines: Mapping[str | None, Any], pool_busy: Callable[[Any], bool]) -> Check | None:
+    """The check that the tables of a Flask-SQLAlchemy app's models exist (db.metadatas, one per bind key), for an
+    app without Flask-Migrate, whose revision check says more; None while its models map no table."""
+    ext = app.extensions.get("sqlalchemy")
+    if ext is None or "migrate" in app.extensions:
+        return None
+    with _states_lock:
+        state = _table_states.get(app)
+        if state is None:
+            expected = {
+                key: frozenset((table.schema, table.name) for table in metadata.tables.values())
+                for key, metadata in ext.metadatas.items()
+            }
+            if not any(expected.values()):
+                return None  # models imported later (at a first request) are not waited for
+            state = _table_states[app] = TablesState(expected)
+    return lambda: state.check(engines, pool_busy)
