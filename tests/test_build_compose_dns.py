@@ -4,9 +4,12 @@ tiny DNS server here that answers for `app` as Docker's does (TTL 600), and real
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -18,6 +21,7 @@ from flaskprod.render.compose import render_compose
 from tests.buildkit import make_deployment, write_tree
 from tests.support import BIN, free_port, running, wait_for
 from tests.test_build import listening_nginx, native_nginx
+from tests.test_nginx_error_pages import DESCRIPTIONS
 
 # Each app server answers with its name, so a response says which address nginx reached.
 WHO_APP = """import os
@@ -30,6 +34,9 @@ def app(environ, start_response):
 """
 # Docker's embedded DNS answers container names with a TTL of 600 s: nginx must not wait for it.
 DOCKER_TTL = 600
+# Seconds after Docker's DNS names a recreated app container within which every request reaches it: nginx asks again
+# valid= (1 s, counted in whole seconds: under 2 s) after the answer it holds. At valid=5s it was 5 to 6 s of 502s.
+NEW_ADDRESS_WITHIN = 3
 
 
 class Names:
@@ -43,6 +50,10 @@ class Names:
         self.port: int = self.sock.getsockname()[1]
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
+        # change_after_next_answer's answers, and when the answer before them was sent.
+        self.next_answers: dict[str, list[str]] | None = None
+        self.changed = threading.Event()
+        self.changed_at = 0.0
 
     def _serve(self) -> None:
         while not self.stopped.is_set():
@@ -51,6 +62,16 @@ class Names:
             except TimeoutError:
                 continue
             self.sock.sendto(self.answer(query), client)
+            if self.next_answers is not None:
+                self.answers, self.next_answers = self.next_answers, None
+                self.changed_at = time.monotonic()
+                self.changed.set()
+
+    def change_after_next_answer(self, answers: dict[str, list[str]]) -> None:
+        """Answer the next query as now and every later one from answers: the asker holds the old answer for all of
+        its valid=, counted from changed_at."""
+        self.changed.clear()
+        self.next_answers = answers
 
     def answer(self, query: bytes) -> bytes:
         labels, at = [], 12
@@ -89,8 +110,11 @@ def app_server(server: str, address: str, port: int, who: str, folder: Path) -> 
 
 
 @contextmanager
-def compose_nginx(tmp_path: Path, server: str, names: Names, app_port: int) -> Iterator[str]:
-    """Compose's nginx as built, run here: the app's name and port kept, its resolver the Names here; its URL."""
+def compose_nginx(
+    tmp_path: Path, server: str, names: Names, app_port: int, *, workers: int | None = None
+) -> Iterator[str]:
+    """Compose's nginx as built, run here: the app's name and port kept, its resolver the Names here, `workers` worker
+    processes if given (each holds answers of its own); its URL."""
     project = tmp_path / "p"
     d = make_deployment(project, server=server, out="deploy/x")  # type: ignore[arg-type]
     out = write_tree(project / d.out, render_compose(d))
@@ -99,6 +123,9 @@ def compose_nginx(tmp_path: Path, server: str, names: Names, app_port: int) -> I
     # Docker's DNS, in each container on a Compose network; `app` resolves nowhere else here.
     conf = (tmp_path / "nginx/nginx.conf").read_text()
     conf = conf.replace("resolver 127.0.0.11 ", f"resolver 127.0.0.1:{names.port} ")
+    if workers is not None:
+        conf, count = re.subn(r"(?m)^worker_processes \S+;$", f"worker_processes {workers};", conf)
+        assert count == 1
     (tmp_path / "nginx/nginx.conf").write_text(conf)
     with listening_nginx(nginx, tmp_path, port):
         yield f"http://127.0.0.1:{port}"
@@ -154,3 +181,65 @@ def test_compose_nginx_passes_a_request_on_to_another_address_of_the_app(tmp_pat
         assert [who(url) for _ in range(30)] == ["200 live"] * 30
     # Some of them were refused at the address that is gone first, and passed on.
     assert "Connection refused" in (tmp_path / "nginx.log").read_text()
+
+
+@pytest.mark.integration
+def test_compose_nginx_reaches_the_apps_new_address_within_seconds(tmp_path: Path) -> None:
+    """Compose stopped the old app container and started its replacement at a new address: nginx answered 502 for as
+    long as it held the old address, valid=5s in whole seconds (5 to 6 s after the answer, for a worker that had
+    just asked). With valid=1s every request reaches the new one within NEW_ADDRESS_WITHIN seconds."""
+    (tmp_path / "who.py").write_text(WHO_APP)
+    app_port = free_port()
+    names = Names({"app": ["127.0.0.1"]})
+    with ExitStack() as stack:
+        stack.enter_context(names.serving())
+        logs = {who: stack.enter_context((tmp_path / f"{who}.log").open("w")) for who in ("old", "new")}
+        old = stack.enter_context(running(app_server("gunicorn", "127.0.0.1", app_port, "old", tmp_path),
+                                          env={"WHO": "old"}, stdout=logs["old"], stderr=logs["old"]))  # fmt: skip
+        stack.enter_context(running(app_server("gunicorn", "127.0.0.2", app_port, "new", tmp_path),
+                                    env={"WHO": "new"}, stdout=logs["new"], stderr=logs["new"]))  # fmt: skip
+        # One worker: the one that gets the last answer naming the old address takes every request after it.
+        url = stack.enter_context(compose_nginx(tmp_path, "gunicorn", names, app_port, workers=1))
+        wait_for(lambda: who(url) == "200 old", timeout=30, what="nginx to reach the app at its first address")
+        old.terminate()
+        old.wait(10)
+        # nginx's next question still gets the old address (held for valid=), every later one the new container's.
+        names.change_after_next_answer({"app": ["127.0.0.2"]})
+        seen: list[tuple[float, str]] = []
+        for _ in range(2000):  # bounded: requests every 20 ms until a while past NEW_ADDRESS_WITHIN after the change
+            sent = time.monotonic()
+            answer = who(url)
+            seen.append((sent, answer if answer.startswith("200 ") else answer[:3]))  # a 502's page has a request id
+            if names.changed.is_set() and sent - names.changed_at > NEW_ADDRESS_WITHIN + 1.5:
+                break
+            time.sleep(0.02)
+    assert names.changed.is_set(), "nginx never asked for the app's address again"
+    late = [answer for sent, answer in seen if sent - names.changed_at > NEW_ADDRESS_WITHIN]
+    window = Counter(answer for sent, answer in seen if sent >= names.changed_at)
+    assert late and set(late) == {"200 new"}, f"{NEW_ADDRESS_WITHIN} s after the change: {Counter(late)}, all: {window}"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("dns", ["refusing", "silent"])
+def test_compose_nginx_answers_the_apps_502_when_the_dns_does_not_answer(tmp_path: Path, dns: str) -> None:
+    """Docker's DNS down (its port refusing) or not answering: nginx waited its own resolver_timeout, 30 s, before its
+    502. Now the app's 502 page comes within proxy_connect_timeout, as for an app server that does not accept."""
+    (tmp_path / "who.py").write_text(WHO_APP)
+    app_port = free_port()
+    names = Names({"app": ["127.0.0.1"]})  # never serving: a query waits in its socket unanswered
+    with ExitStack() as stack:
+        stack.callback(names.sock.close)
+        if dns == "refusing":
+            names.sock.close()
+        log = stack.enter_context((tmp_path / "app.log").open("w"))
+        stack.enter_context(running(app_server("gunicorn", "127.0.0.1", app_port, "app", tmp_path),
+                                    env={"WHO": "app"}, stdout=log, stderr=log))  # fmt: skip
+        url = stack.enter_context(compose_nginx(tmp_path, "gunicorn", names, app_port))
+        conf = (tmp_path / "nginx/nginx.conf").read_text()
+        connect_timeout = int(re.findall(r"proxy_connect_timeout (\d+)s;", conf)[0])
+        page = requests.get(f"{url}/", headers={"Host": "localhost", "Accept": "application/json"},
+                            timeout=connect_timeout + 5)  # fmt: skip
+    assert page.status_code == 502, page.text
+    rid = page.headers["X-Request-ID"]
+    assert page.json()["error"] == {"status": 502, "message": DESCRIPTIONS[502][1], "request_id": rid}
+    assert "could not be resolved (110: Operation timed out)" in (tmp_path / "nginx.log").read_text()

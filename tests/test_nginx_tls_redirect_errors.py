@@ -8,7 +8,6 @@ They were nginx's bare page (`<center>nginx</center>`): that server had no error
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 

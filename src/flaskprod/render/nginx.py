@@ -435,8 +435,12 @@ def upstream_keepalive(derived: Derived, protocol: Protocol, websockets: bool = 
 
 
 # Seconds nginx keeps an answer of the resolver's (NginxContext.resolver), over the TTL it came with (Docker's is
-# 600 s): a replaced or added app container is reached within it.
-RESOLVER_VALID = 5
+# 600 s): a replaced or added app container is reached within it (nginx counts it in whole seconds, so within 2 s;
+# 0 would mean the TTL). Each worker holding the old address answers 502 until then: with a DNS responder in
+# tests/test_build_compose_dns.py, the last 502 after the name's address changed came 3.1 s later at valid=5s (up to
+# 6), 0.6 s later at 1 s; nginx asked 0.25 queries a second at 5 s, 1 to 1.5 at 1 s (2 workers), one small UDP
+# exchange each with Docker's embedded DNS in the container.
+RESOLVER_VALID = 1
 
 
 def resolved_addresses(ctx: NginxContext, responder: str | None) -> dict[str, str]:
