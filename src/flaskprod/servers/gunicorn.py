@@ -191,6 +191,24 @@ def _held_until_handled(server: Any, worker: Any) -> None:
     worker.init_signals = init_signals_then_let_in
 
 
+def _plain_signals_in_its_children(server: Any, worker: Any) -> None:
+    """In the new worker: a process it forks (a multiprocessing.Pool's, as the app is imported) gets Python's own
+    handling of the signals Gunicorn's worker handles, not the worker's handlers.
+
+    Inherited, they kept such a process from ending: a Pool's terminate() at the worker's exit sent SIGTERM, which
+    only marked the copy of the worker as stopping, and the worker waited to join the process until
+    server.graceful_timeout ran out and the arbiter killed it (1 stop in 3); the process then outlived serve, holding
+    the listening socket. A process that forks with no worker handling signals (subprocess's exec) is unaffected."""
+    stop_signals = [*worker.SIGNALS, signal.SIGINT]
+
+    def as_python_has_them() -> None:
+        signal.set_wakeup_fd(-1)  # the worker's pipe: the child's signals woke the worker's loop
+        for sig in stop_signals:
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+
+    os.register_at_fork(after_in_child=as_python_has_them)
+
+
 def _freeze_before_fork(server: Any, worker: Any) -> None:
     """With preload the master holds the app: frozen before the fork, every worker shares it frozen.
 
@@ -353,7 +371,7 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
             "post_worker_init": _post_worker_init,
         }
         pre_fork: list[Callable[[Any, Any], None]] = [_booted_flag]
-        post_fork: list[Callable[[Any, Any], None]] = [_held_until_handled]
+        post_fork: list[Callable[[Any, Any], None]] = [_held_until_handled, _plain_signals_in_its_children]
         if self.relay is not None:
             relay = self.relay
             post_fork.append(lambda server, worker: relay.forked())
