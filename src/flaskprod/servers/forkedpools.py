@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import thread as pool_threads
+from pathlib import Path
 from typing import Any
 
 _registered = False
@@ -105,8 +106,12 @@ def _executor_of(thread: threading.Thread) -> ThreadPoolExecutor | None:
 _exit_hook: Any = None
 
 
-def finish_pools_work_at_exit(grace: float) -> None:
-    """In uWSGI's master: as it exits, its thread pools' queued work is finished first, for up to grace seconds.
+def finish_pools_work_at_exit(grace: float, stop_by_file: Path | None) -> None:
+    """In uWSGI's master: as it exits, its thread pools' queued work is finished first, until the deadline serve wrote
+    into stop_by_file as it told uWSGI to stop (server.graceful_timeout from then), else for grace seconds.
+
+    Counted from the master's own exit, which comes once the workers have finished their requests, the wait outlasted
+    the timeout serve keeps: serve killed the master mid-wait, saying falsely that the workers were still running.
 
     The master runs no Python as it exits (uWSGI skips its plugins' exit handlers there, Python's atexit among them),
     and its C exit() ended the process with the work the app submitted at import still queued: cut, never run. A C
@@ -118,8 +123,14 @@ def finish_pools_work_at_exit(grace: float) -> None:
 
     def finish(_: object) -> None:
         if os.getpid() == master:
-            deadline = time.monotonic() + grace
-            finish_pools_work(deadline)
+            deadline = _stop_by(stop_by_file) or time.monotonic() + grace
+            if finish_pools_work(deadline):
+                print(
+                    "flaskprod: cutting the work still queued in the app's thread pools in uWSGI's master: "
+                    f"server.graceful_timeout = {grace:g}s ran out",
+                    file=sys.stderr,
+                    flush=True,
+                )
             end_process_pools(deadline)
             # Python's exit would end multiprocessing's processes too (the daemonic a multiprocessing.Pool runs):
             # left, they outlived serve.
@@ -130,6 +141,14 @@ def finish_pools_work_at_exit(grace: float) -> None:
     # (glibc exports no atexit symbol); with no library handle the hook runs at exit(), before uWSGI's own.
     _exit_hook = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(finish)
     ctypes.CDLL(None).__cxa_atexit(_exit_hook, None, None)
+
+
+def _stop_by(stop_by_file: Path | None) -> float | None:
+    """The stop's deadline serve wrote, if it told this process to stop (not so when uWSGI exits on its own)."""
+    try:
+        return float(stop_by_file.read_text()) if stop_by_file is not None else None
+    except (OSError, ValueError):
+        return None
 
 
 def process_pools_told(master: str) -> str | None:

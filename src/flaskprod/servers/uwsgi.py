@@ -53,6 +53,10 @@ LATE_POLL = 0.02
 # Until uWSGI sets a worker's own handlers, SIGHUP's then SIGUSR2's (which the master never has), a worker has the
 # master's SIGHUP: ignored from its start (uwsgi_setup), its reload handler once it runs, for a worker forked again.
 WORKER_HANDLERS = (signal.SIGHUP, signal.SIGUSR2)
+# The file beside the ini that serve writes its stop's deadline into (time.monotonic(), the system's clock, the same
+# in every process): uWSGI's master finishes its pools' work by then, not graceful_timeout after its own exit, which
+# comes once the workers have finished theirs.
+STOP_BY_FILE = "stop-by"
 
 
 def render_ini(
@@ -179,6 +183,14 @@ def _starting_threads_python_waits_for() -> None:
         here._daemonic = False  # type: ignore[attr-defined]  # the property refuses a started thread
 
 
+def stop_by_file() -> Path | None:
+    """In uWSGI's master: the file serve writes its stop's deadline into, beside the ini it wrote."""
+    import uwsgi  # only inside uWSGI
+
+    ini = uwsgi.opt.get("ini")
+    return Path(ini.decode() if isinstance(ini, bytes) else ini).parent / STOP_BY_FILE if ini else None
+
+
 def reset_connection() -> None:
     """Make uWSGI's close of this request's connection a reset (SO_LINGER on, 0 s), for a streamed body that failed.
 
@@ -293,6 +305,7 @@ class Supervisor:
                     self._tell(proc, signal.SIGTERM)
                     if self.stop_by is None and self.kill_at is None:
                         self.stop_by = time.monotonic() + self.graceful_timeout
+                        (self.run_dir.path / STOP_BY_FILE).write_text(repr(self.stop_by))  # beside the ini
                         self.term_again_at = time.monotonic() + TERM_AGAIN
                 elif sig == signal.SIGHUP:
                     self._tell(proc, sig)
@@ -366,7 +379,11 @@ class Supervisor:
         if self.term_again_at is not None and now >= self.term_again_at:
             self._tell(proc, signal.SIGTERM)
             self.term_again_at = now + TERM_AGAIN
-        if self.stop_by is not None and now >= self.stop_by:
+        if self.stop_by is not None and now >= self.stop_by and not _workers_of(proc.pid):
+            # Past its workers, the master is finishing the work queued in the app's thread pools, which it cuts at
+            # this deadline itself (forkedpools.finish_pools_work_at_exit): it gets CUT_GRACE to exit.
+            self.stop_by, self.term_again_at, self.kill_at = None, None, now + CUT_GRACE
+        elif self.stop_by is not None and now >= self.stop_by:
             say(
                 f"flaskprod: uWSGI's workers still running server.graceful_timeout = {self.graceful_timeout:g}s "
                 "after SIGTERM, on a request in hand or a non-daemon thread of the app's, which Python's exit waits "
@@ -376,6 +393,11 @@ class Supervisor:
             _kill_all(children(proc.pid))
             self.stop_by, self.term_again_at, self.kill_at = None, None, now + CUT_GRACE
         elif self.kill_at is not None and now >= self.kill_at:
+            say(
+                f"flaskprod: uWSGI's master still running {CUT_GRACE:g}s after server.graceful_timeout = "
+                f"{self.graceful_timeout:g}s ran out: killing it",
+                as_json=self.relay is not None,
+            )
             _kill_all(children(proc.pid))  # the master would no longer reap them
             proc.kill()
             self.kill_at = None
@@ -424,6 +446,12 @@ def catches(pid: int, *signums: int, proc: Path = Path("/proc")) -> bool | None:
         return None
     caught = int(fields.get("SigCgt", "0"), 16)
     return all(caught >> (signum - 1) & 1 for signum in signums)
+
+
+def _workers_of(master: int) -> list[int]:
+    """The master's children that are uWSGI workers, by the handler only a worker sets (SIGUSR2); not a process the
+    app's multiprocessing pool started in the master."""
+    return [pid for pid in children(master) if catches(pid, signal.SIGUSR2)]
 
 
 def _kill_all(pids: list[int]) -> None:

@@ -15,7 +15,7 @@ from ..spec import load_spec
 from . import affinity, forkedpools, gcfreeze
 from .jsonrelay import say
 from .turns import taking_turns
-from .uwsgi import on_connection_scheme
+from .uwsgi import on_connection_scheme, stop_by_file
 
 # uWSGI's Python plugin points sys.stdout at stderr; the app's JSON logs belong on stdout (fd 1),
 # as under Gunicorn, so log shippers find them in one place.
@@ -43,7 +43,7 @@ loaded = find_app(spec.app.target)
 if told := forkedpools.process_pools_told("uWSGI's master"):
     say(told, as_json=False)  # serve's relay makes each of uWSGI's lines a record when the logs are JSON
 # The master runs the work the app gave a thread pool as it was imported: its exit finishes what is still queued.
-forkedpools.finish_pools_work_at_exit(spec.server.graceful_timeout)
+forkedpools.finish_pools_work_at_exit(spec.server.graceful_timeout, stop_by_file())
 # uWSGI loads the app here, in the master (lazy-apps off), and forks the workers after: they inherit it frozen.
 if spec.server.gc_freeze:
     gcfreeze.freeze_loaded()
