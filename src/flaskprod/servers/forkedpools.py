@@ -115,7 +115,7 @@ def finish_pools_work_at_exit(grace: float, stop_by_file: Path | None) -> None:
 
     The master runs no Python as it exits (uWSGI skips its plugins' exit handlers there, Python's atexit among them),
     and its C exit() ended the process with the work the app submitted at import still queued: cut, never run. A C
-    exit handler is the one hook left; in the workers forked from here it does nothing, as Python's exit is theirs."""
+    exit handler is the one hook left; the workers forked from here drop it, as Python's exit is theirs."""
     global _exit_hook
     if _exit_hook is not None:
         return
@@ -123,14 +123,10 @@ def finish_pools_work_at_exit(grace: float, stop_by_file: Path | None) -> None:
 
     def finish(_: object) -> None:
         if os.getpid() == master:
-            deadline = _stop_by(stop_by_file) or time.monotonic() + grace
-            if finish_pools_work(deadline):
-                print(
-                    "flaskprod: cutting the work still queued in the app's thread pools in uWSGI's master: "
-                    f"server.graceful_timeout = {grace:g}s ran out",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            deadline, why = _finish_by_the_stop(grace, stop_by_file)
+            if live_pool_threads():
+                print(f"flaskprod: cutting the work still queued in the app's thread pools in uWSGI's master: {why}",
+                      file=sys.stderr, flush=True)
             end_process_pools(deadline)
             # Python's exit would end multiprocessing's processes too (the daemonic a multiprocessing.Pool runs):
             # left, they outlived serve.
@@ -138,15 +134,49 @@ def finish_pools_work_at_exit(grace: float, stop_by_file: Path | None) -> None:
                 _within(deadline, started._exit_function)
 
     # ctypes takes the GIL around the call, which the master does not hold. __cxa_atexit is what C's atexit() calls
-    # (glibc exports no atexit symbol); with no library handle the hook runs at exit(), before uWSGI's own.
+    # (glibc exports no atexit symbol); with no library handle the hook runs at exit(), before uWSGI's own. Registered
+    # under a handle of its own, so that each worker drops it as it is forked (_drop_exit_hook): a worker told to stop
+    # at once (SIGINT) exits from its signal handler with Python already finalized, and entering the hook there to
+    # find it was not the master crashed the worker (a segfault's backtrace in the log at every Ctrl-C).
     _exit_hook = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(finish)
-    ctypes.CDLL(None).__cxa_atexit(_exit_hook, None, None)
+    ctypes.CDLL(None).__cxa_atexit(_exit_hook, None, ctypes.addressof(_EXIT_HOOK_HANDLE))
+    os.register_at_fork(after_in_child=_drop_exit_hook)
 
 
-def _stop_by(stop_by_file: Path | None) -> float | None:
-    """The stop's deadline serve wrote, if it told this process to stop (not so when uWSGI exits on its own)."""
+# The handle the exit hook is registered under, its address unique to it.
+_EXIT_HOOK_HANDLE = ctypes.c_char()
+
+
+def _drop_exit_hook() -> None:
+    """In a forked child: run the master's exit hook now, where it does nothing (not the master) and is safe, which
+    takes it off the child's exit handlers."""
+    ctypes.CDLL(None).__cxa_finalize(ctypes.addressof(_EXIT_HOOK_HANDLE))
+
+
+# Seconds between looks at the stop-by file while the pools' work runs.
+STOP_BY_POLL = 0.1
+
+
+def _finish_by_the_stop(grace: float, stop_by_file: Path | None) -> tuple[float, str]:
+    """Let the pools finish their work until the stop's deadline, and that deadline and why it ends the wait.
+
+    The deadline is serve's, read again as the work runs: after Ctrl-C at a terminal, or systemd's SIGTERM to the
+    whole group, the master hears the signal as soon as serve and may reach its exit before serve wrote the file.
+    Without one (uWSGI exiting on its own) it is grace seconds from now."""
+    fallback = (time.monotonic() + grace, f"server.graceful_timeout = {grace:g}s ran out")
+    while True:
+        deadline, why = _stop_by(stop_by_file) or fallback
+        step = min(deadline, time.monotonic() + STOP_BY_POLL)
+        if not finish_pools_work(step) or time.monotonic() >= deadline:
+            return deadline, why
+
+
+def _stop_by(stop_by_file: Path | None) -> tuple[float, str] | None:
+    """The stop's deadline serve wrote, and why it ends the wait, if serve told this process to stop (not so when
+    uWSGI exits on its own): its first line is the deadline (time.monotonic()), its second the reason."""
     try:
-        return float(stop_by_file.read_text()) if stop_by_file is not None else None
+        deadline, why = stop_by_file.read_text().split("\n", 1) if stop_by_file is not None else ("", "")
+        return (float(deadline), why.strip()) if deadline else None
     except (OSError, ValueError):
         return None
 

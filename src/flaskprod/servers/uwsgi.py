@@ -54,8 +54,8 @@ LATE_POLL = 0.02
 # master's SIGHUP: ignored from its start (uwsgi_setup), its reload handler once it runs, for a worker forked again.
 WORKER_HANDLERS = (signal.SIGHUP, signal.SIGUSR2)
 # The file beside the ini that serve writes its stop's deadline into (time.monotonic(), the system's clock, the same
-# in every process): uWSGI's master finishes its pools' work by then, not graceful_timeout after its own exit, which
-# comes once the workers have finished theirs.
+# in every process), and on a second line why: uWSGI's master finishes its pools' work by then, not graceful_timeout
+# after its own exit, which comes once the workers have finished theirs; after SIGINT, at once.
 STOP_BY_FILE = "stop-by"
 
 
@@ -305,11 +305,14 @@ class Supervisor:
                     self._tell(proc, signal.SIGTERM)
                     if self.stop_by is None and self.kill_at is None:
                         self.stop_by = time.monotonic() + self.graceful_timeout
-                        (self.run_dir.path / STOP_BY_FILE).write_text(repr(self.stop_by))  # beside the ini
+                        ran_out = f"server.graceful_timeout = {self.graceful_timeout:g}s ran out"
+                        self._write_stop_by(self.stop_by, ran_out)
                         self.term_again_at = time.monotonic() + TERM_AGAIN
                 elif sig == signal.SIGHUP:
                     self._tell(proc, sig)
                 elif sig == signal.SIGINT:
+                    # uWSGI's stop at once (its workers end mid-request): the master's pools get no wait either.
+                    self._write_stop_by(time.monotonic(), "stopped at once (SIGINT)")
                     proc.send_signal(sig)
                 self._end_overdue_stop(proc)
                 self.tell_late_workers()
@@ -328,6 +331,10 @@ class Supervisor:
                 self.relay.finish()
             for forwarded in _HANDLED:
                 signal.signal(forwarded, signal.SIG_DFL)
+
+    def _write_stop_by(self, deadline: float, why: str) -> None:
+        """Tell uWSGI's master, in the file beside the ini, by when its thread pools' work ends, and why."""
+        (self.run_dir.path / STOP_BY_FILE).write_text(f"{deadline!r}\n{why}\n")
 
     def told_to_stop(self) -> bool:
         """Whether a stop was asked, by a signal handled or one still queued: Ctrl-C, or systemd's SIGTERM to the
