@@ -94,3 +94,23 @@ def test_ctrl_c_cuts_the_masters_pools_at_once(serve_app: StartServer, group: bo
     assert (
         "cutting the work still queued in the app's thread pools in uWSGI's master: stopped at once (SIGINT)"
     ) in server.stderr(), server.output()
+
+
+@pytest.mark.integration
+def test_a_sigterm_after_ctrl_c_gives_the_masters_pools_no_more_time(serve_app: StartServer) -> None:
+    server = serve_app(
+        APP,
+        args=(
+            "--server", "uwsgi", "--set", "server.drain_delay=0", "--set", f"server.graceful_timeout={LONG_GRACEFUL}",
+        ),
+        env={"FLASKPROD_LOGGING__FORMAT": "text"},
+    )
+    assert server.get("/ok").status_code == 200
+    server.proc.send_signal(signal.SIGINT)
+    # Before, the SIGTERM (an orchestrator's stop as the operator pressed Ctrl-C) wrote a deadline LONG_GRACEFUL
+    # seconds away over the SIGINT's, which the master read again as it waited.
+    _stopped_by(server, signal.SIGTERM, group=False)
+    assert "still running" not in server.stderr(), server.output()
+    assert (
+        "cutting the work still queued in the app's thread pools in uWSGI's master: stopped at once (SIGINT)"
+    ) in server.stderr(), server.output()

@@ -272,6 +272,7 @@ class Supervisor:
         self.kill_at: float | None = None
         self.term_again_at: float | None = None
         self.stopping = False  # told to stop (SIGTERM, SIGINT): uWSGI's exit is then no news
+        self.at_once = False  # told to stop at once (SIGINT): a later SIGTERM gives the master's pools no more time
         # Workers without their own SIGHUP handler when uWSGI was told to stop or reload, each until when to look:
         # the master's one SIGHUP to each is lost on them, so serve tells them again once they have it. Off before
         # uWSGI 2.0.27, whose graceful stop a second SIGHUP could crash (it cancelled the worker's threads).
@@ -306,12 +307,14 @@ class Supervisor:
                     if self.stop_by is None and self.kill_at is None:
                         self.stop_by = time.monotonic() + self.graceful_timeout
                         ran_out = f"server.graceful_timeout = {self.graceful_timeout:g}s ran out"
-                        self._write_stop_by(self.stop_by, ran_out)
+                        if not self.at_once:
+                            self._write_stop_by(self.stop_by, ran_out)
                         self.term_again_at = time.monotonic() + TERM_AGAIN
                 elif sig == signal.SIGHUP:
                     self._tell(proc, sig)
                 elif sig == signal.SIGINT:
                     # uWSGI's stop at once (its workers end mid-request): the master's pools get no wait either.
+                    self.at_once = True
                     self._write_stop_by(time.monotonic(), "stopped at once (SIGINT)")
                     proc.send_signal(sig)
                 self._end_overdue_stop(proc)
