@@ -119,8 +119,9 @@ _UNIT_ENVIRONMENT = re.compile(r"^\s*Environment\s*=(.*)$")
 
 
 def passed_names(context: Context) -> set[str]:
-    """Every variable the project's deployment files give the app, or read from where they are used: Compose's
-    environment: (and the names it interpolates from the shell or its own .env), Kubernetes' env (and envFrom's
+    """Every variable the project's deployment files give the app, or read from where they are used: the environment:
+    of the Compose services that run the app (app_services) and the names Compose interpolates from the shell or its
+    own .env (but into another service's environment), Kubernetes' env (and envFrom's
     ConfigMaps and Secrets), App Engine's env_variables, a Dockerfile's ENV (but a development stage's), systemd's
     Environment=, and the env files Compose's env_file: and systemd's EnvironmentFile= name."""
     names: set[str] = set()
@@ -158,8 +159,12 @@ def _yaml_names(item: ProjectFile) -> set[str]:
     for document in documents:
         services = document.get("services")
         if isinstance(services, dict):
-            names |= _compose_names(services)
-            names |= set(_REFERENCE.findall(item.text))
+            app = app_services(services, item)
+            names |= _compose_names({key: services[key] for key in app})
+            # What Compose interpolates from the shell or its .env: the app's environment, or Compose's own
+            # (image: tags, ports), but not a value only another service's environment gets (the db's password).
+            others = {key: {**service, "environment": None} for key, service in services.items() if key not in app}
+            names |= set(_REFERENCE.findall(" ".join(_scalars({**document, "services": {**services, **others}}))))
         if isinstance(document.get("env_variables"), dict):  # App Engine's app.yaml
             names |= {str(name) for name in document["env_variables"]}
         if document.get("kind") in ("ConfigMap", "Secret"):
@@ -170,6 +175,82 @@ def _yaml_names(item: ProjectFile) -> set[str]:
             names |= {str(e["name"]) for e in entries if isinstance(e, dict) and "name" in e}
             from_config = from_config or envfrom
     return names | (config_keys if from_config else set())
+
+
+# Images of what the app talks to, never the app: a variable only their environment gets is not the app's.
+_STOCK_IMAGES = (
+    "nginx", "postgres", "postgis", "mysql", "mariadb", "redis", "valkey", "memcached", "rabbitmq", "mongo",
+    "traefik", "caddy", "httpd", "haproxy", "minio", "mailhog", "mailpit", "prometheus", "grafana", "alertmanager",
+    "adminer", "pgadmin", "dpage", "elasticsearch", "opensearch", "certbot", "envoy", "kafka", "zookeeper",
+)  # fmt: skip
+# A command that serves or runs the app: its server, Flask's CLI, flaskprod.
+_APP_COMMAND = re.compile(r"\b(?:gunicorn|uwsgi|flask|flaskprod|waitress-serve|hypercorn|uvicorn|celery)\b")
+
+
+def app_services(services: dict[object, object], item: ProjectFile) -> set[object]:
+    """The Compose services that run the app: built from a project Dockerfile (not one FROM nginx or postgres), running
+    the image such a service builds (its image:, or Compose's default name, <project>-<service>), or a command that
+    serves the app (gunicorn, uwsgi, flask, flaskprod). When none is, every service but those of a known image of
+    something else (nginx, postgres, redis): the app's image may come from a registry alone."""
+    built = {key for key, service in services.items() if isinstance(service, dict) and _builds_app(service, item)}
+    images = {_image_name(s.get("image")) for key, s in services.items() if key in built and isinstance(s, dict)}
+    found = set(built)
+    for key, service in services.items():
+        if not isinstance(service, dict) or key in found:
+            continue
+        image = _image_name(service.get("image"))
+        runs = " ".join(_scalars([service.get("command"), service.get("entrypoint")]))
+        made_here = image in images or any(image == str(b) or image.endswith((f"-{b}", f"_{b}")) for b in built)
+        if (image and made_here) or _APP_COMMAND.search(runs):
+            found.add(key)
+    if found:
+        return found
+    return {key for key, service in services.items() if isinstance(service, dict) and not _stock(service.get("image"))}
+
+
+def _builds_app(service: dict[object, object], item: ProjectFile) -> bool:
+    build = service.get("build")
+    if isinstance(build, str):
+        context, dockerfile = build, "Dockerfile"
+    elif isinstance(build, dict):
+        context, dockerfile = str(build.get("context", ".")), str(build.get("dockerfile", "Dockerfile"))
+    else:
+        return False
+    if _stock(service.get("image")):
+        return False
+    path = item.path.parent / context / dockerfile
+    try:
+        text = path.read_text(errors="replace") if path.is_file() else ""
+    except OSError:
+        text = ""
+    bases = re.findall(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)", text, re.IGNORECASE | re.MULTILINE)
+    return not bases or not _stock(bases[-1])  # the last stage is what runs
+
+
+def _image_name(image: object) -> str:
+    """An image's repository name alone: `shop` for registry.example.com:5000/team/shop:1.2@sha256:..."""
+    if not isinstance(image, str):
+        return ""
+    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    return last.split(":", 1)[0].lower()
+
+
+def _stock(image: object) -> bool:
+    name = _image_name(image)
+    return bool(name) and name.startswith(_STOCK_IMAGES)
+
+
+def _scalars(node: object) -> Iterator[str]:
+    """Every string in a YAML document, keys too."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key)
+            yield from _scalars(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _scalars(value)
+    elif isinstance(node, str):
+        yield node
 
 
 def _compose_names(services: dict[object, object]) -> set[str]:
