@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from . import dotenv
 from .errors import DiscoveryError, FlaskprodError
 
 if TYPE_CHECKING:
@@ -25,13 +26,10 @@ if TYPE_CHECKING:
 # Files tried, in order, when no app is named; the same as `flask run`.
 DEFAULT_FILES = ("wsgi.py", "app.py")
 # Where `flask run` reads the app's name before trying those files: the environment, then the project's
-# dotenv files, in python-dotenv's order as Flask loads them (a value already set wins, so .env before .flaskenv).
+# dotenv files (dotenv.FILES).
 APP_VARIABLE = "FLASK_APP"
-DOTENV_FILES = (".env", ".flaskenv")
 # The prefix of the variables app.config.from_prefixed_env() reads by default, each as the key after it.
 PREFIXED_ENV = "FLASK_"
-# A dotenv value in single or double quotes, with backslash escapes, before any comment.
-_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'" + r'|"((?:[^"\\]|\\.)*)"')
 # Names Flask calls, when no app is named, to get one from the module.
 FACTORY_NAMES = ("create_app", "make_app")
 # Files that make a directory a project `pip install -e` can install.
@@ -104,26 +102,6 @@ def _check_text(target: str) -> None:
         raise DiscoveryError(f"app {shown} contains a NUL character; remove it")
 
 
-def _dotenv_value(path: Path, key: str) -> str | None:
-    """key's value in a dotenv file (KEY=value lines, `export`, quotes, # comments; the last one wins), or None."""
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return None
-    found = None
-    for line in lines:
-        name, sep, value = line.strip().removeprefix("export ").partition("=")
-        if not sep or name.strip() != key:
-            continue
-        value = value.strip()
-        if quoted := _QUOTED.match(value):
-            single, double = quoted.groups()
-            found = re.sub(r"\\([\\'])", r"\1", single) if single is not None else re.sub(r'\\(["\\])', r"\1", double)
-        else:
-            found = value.split(" #", 1)[0].strip()
-    return found
-
-
 def unread_dotenv(text: str, base: Path) -> str:
     """'; what to do' when text (why the app refused to start or failed to load) names a variable that is unset
     here but set in a dotenv file in base: `flask run` loads those files, and a developer's key often lives there;
@@ -143,15 +121,15 @@ def unread_dotenv(text: str, base: Path) -> str:
 
 def _dotenv_holding(base: Path, name: str) -> str | None:
     """The first dotenv file in base that sets name."""
-    return next((f for f in DOTENV_FILES if _dotenv_value(base / f, name) is not None), None)
+    return next((f for f in dotenv.FILES if dotenv.value_in(base / f, name) is not None), None)
 
 
 def _named_by_flask(base: Path) -> tuple[str, str] | None:
     """FLASK_APP as `flask run` would read it here, and where it was found."""
     if value := os.environ.get(APP_VARIABLE, "").strip():
         return value, f"${APP_VARIABLE}"
-    for filename in DOTENV_FILES:
-        if value := (_dotenv_value(base / filename, APP_VARIABLE) or "").strip():
+    for filename in dotenv.FILES:
+        if value := (dotenv.value_in(base / filename, APP_VARIABLE) or "").strip():
             return value, f"{APP_VARIABLE} in {filename}"
     return None
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask
 
+from ..dotenv import bindings
 from ..errors import BuildError, FlaskprodError, SpecError
 from ..render.deployment import trusted_hops
 from ..render.nginx import PLACEHOLDER, answers, server_name_host, server_names
@@ -680,9 +681,9 @@ def dotenv_not_deployed(context: Context) -> Iterator[Found]:
     for item in dotenv_files.flask_dotenv_files(context):
         if item.path.name in loaded:
             continue  # the app's own code loads it, wherever it runs
-        for binding in dotenv_files.bindings(item.text):
+        for binding in bindings(item.text):
             name = binding.name
-            if not binding.set or binding.empty or name in seen or _development_variable(name):
+            if not binding.value or name in seen or _development_variable(name):
                 continue
             seen.add(name)  # python-dotenv keeps the first file's value: .env's over .flaskenv's
             if name in context.environ:

@@ -7,60 +7,18 @@ import ast
 import re
 import shlex
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import yaml
 
-from .. import discovery
+from .. import dotenv
 from . import dockerfiles
 from .context import Context, ProjectFile, call_name, deployment_files, for_development, walk
 from .security import env_files_read, env_pairs
 
-# python-dotenv's grammar (dotenv/parser.py): `export`, a quoted or bare key, `=`, a value in single quotes, in
-# double quotes (which may span lines) or bare up to a ` #` comment; a line it cannot parse is skipped.
-_SPACE = r"[^\S\r\n]*"
-_BINDING = re.compile(
-    rf"{_SPACE}(?:export[^\S\r\n]+)?(?:'(?P<quoted_key>[^']+)'|(?P<key>[^=\#\s]+)){_SPACE}"
-    rf"""(?:(?P<equals>=){_SPACE}(?:'(?P<single>(?:\\'|[^'])*)'|"(?P<double>(?:\\"|[^"])*)"|(?P<bare>[^\r\n]*)))?"""
-)
-_END = re.compile(rf"(?:{_SPACE}#[^\r\n]*)?{_SPACE}(?:\r\n|\n|\r|$)")
-_REST_OF_LINE = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)?")
-_BLANK = re.compile(r"\s*")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Binding:
-    line: int
-    name: str
-    set: bool  # NAME=... sets it (to "" too); a bare NAME sets nothing (python-dotenv's value None)
-    empty: bool
-
-
-def bindings(text: str) -> Iterator[Binding]:
-    """The variables a dotenv file sets, in order, as python-dotenv parses it; the values are left out, so that no
-    message can show one."""
-    position = 0
-    while position < len(text):
-        position = _BLANK.match(text, position).end()  # type: ignore[union-attr]  # \s* always matches
-        if position >= len(text):
-            return
-        line = text.count("\n", 0, position) + 1
-        binding = None if text.startswith("#", position) else _BINDING.match(text, position)
-        end = None if binding is None else _END.match(text, binding.end())
-        if binding is None or end is None:
-            position = _REST_OF_LINE.match(text, position).end()  # type: ignore[union-attr]
-            continue
-        position = end.end()
-        name = binding["quoted_key"] or binding["key"]
-        value = binding["single"] if binding["single"] is not None else binding["double"]
-        if value is None and binding["bare"] is not None:
-            value = re.sub(r"\s+#.*", "", binding["bare"]).rstrip()
-        yield Binding(line=line, name=name, set=binding["equals"] is not None, empty=not value)
-
 
 def flask_dotenv_files(context: Context) -> Iterator[ProjectFile]:
     """The dotenv files `flask run` loads from the project's folder, in its order (a value set first wins)."""
-    for name in discovery.DOTENV_FILES:
+    for name in dotenv.FILES:
         path = context.root / name
         if path.is_file():
             yield ProjectFile(path, name)
@@ -80,7 +38,7 @@ def loaded_by_code(context: Context) -> set[str]:
                 if named:
                     loaded |= named
                 elif call_name(node) == "load_dotenv" and via_flask:
-                    loaded |= set(discovery.DOTENV_FILES)
+                    loaded |= set(dotenv.FILES)
                 else:
                     loaded.add(".env")  # find_dotenv()'s, and a path check cannot read
             if isinstance(node, ast.Call):
@@ -137,7 +95,7 @@ def passed_names(context: Context) -> set[str]:
             if environment := _UNIT_ENVIRONMENT.match(text):
                 names |= {word.split("=", 1)[0] for word in _words(environment[1]) if "=" in word}
     for item in context.once(env_files_read):
-        names |= {binding.name for binding in bindings(item.text) if binding.set}
+        names |= {binding.name for binding in dotenv.bindings(item.text) if binding.set}
     return names
 
 
