@@ -235,7 +235,8 @@ def present_tables(engine: Any, wanted: Collection[tuple[str | None, str]]) -> s
             if names - {name for s, name in found if s == schema}:
                 # A model may map a view another tool made; looked for only while something is missing.
                 views = list(inspector.get_view_names(schema=schema))
-                with contextlib.suppress(NotImplementedError):  # PostgreSQL's and Oracle's alone
+                # Only PostgreSQL and Oracle have materialized views: SQLAlchemy raises NotImplementedError elsewhere.
+                with contextlib.suppress(NotImplementedError):
                     views += inspector.get_materialized_view_names(schema=schema)
                 found.update((schema, name) for name in _among(names, views))
     return found
