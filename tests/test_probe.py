@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -244,3 +245,28 @@ def test_a_child_whose_parent_left_says_nothing(tmp_path: Path) -> None:
     assert check_child([str(gone)]) == 0
     write_answer(tmp_path / "result.json", {"ok": True})  # the parent still there: written
     assert (tmp_path / "result.json").read_text() == '{"ok": true}'
+
+
+class _Stopped(Exception):
+    pass
+
+
+def test_a_child_the_callers_stop_signal_ended_is_the_stop_not_a_crash(tmp_path: Path) -> None:
+    # A terminal's Ctrl-C reached `up --with postgres` and the loading child it was forking, still in up's group
+    # before setsid(): up said "crashed while loading (killed by SIGINT)" and exit 2 (CI at e17de78, 1 in 2,683).
+    # Here the child ends itself by SIGINT once the stop is queued, as the group's signal would end it.
+    from flaskprod.servers.loading import load_in_child
+
+    queued = tmp_path / "stop-queued"
+
+    def told_to_stop() -> None:
+        if queued.exists():
+            raise _Stopped
+
+    child = (
+        "import os, signal, sys\nopen(sys.argv[1], 'w').close()\n"
+        "signal.signal(signal.SIGINT, signal.SIG_DFL)\nos.kill(os.getpid(), signal.SIGINT)\n"
+    )
+    with pytest.raises(_Stopped):
+        load_in_child([sys.executable, "-c", child, str(queued)], label="app", bound=30, check=told_to_stop)
+    assert load_in_child([sys.executable, "-c", child, str(queued)], label="app", bound=30) == -signal.SIGINT

@@ -65,6 +65,10 @@ def load_in_child(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+    if check is not None:
+        # A stop signal sent to the caller's process group can reach the child too, in the moment between its
+        # fork and its setsid(), and end it as it ends the caller: that is the stop asked for, not a crash.
+        check()
     if status is None:
         advice = if_slow or f"raise the bound (--set proxy.ready_timeout={2 * bound})"
         raise DiscoveryError(
