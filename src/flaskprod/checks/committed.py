@@ -329,7 +329,8 @@ def _secrets_in_source(tree: ast.Module) -> Iterator[_WrittenSecret]:
     "FP-S013",
     WARNING,
     "a password, token or key is written in the project's code or config that git tracks (a config module, a "
-    "database URL, alembic.ini's sqlalchemy.url, a Compose service's environment:; not a placeholder, an environment "
+    "database URL, an INI or CFG file such as alembic.ini's sqlalchemy.url or a uWSGI ini's env =, a Compose "
+    "service's environment:, a Kubernetes container's env: value; not a placeholder, an environment "
     "lookup or reference (${DB_PASSWORD}) or a development config, nor a URL to localhost, taken for the developer's "
     "own database; a secret key in a deployment file is FP-S009's): whoever can read the repository, or its history, "
     "has it",
@@ -362,19 +363,40 @@ def secret_in_tracked_source(context: Context) -> Iterator[Found]:
 
 
 def _secrets_in_tracked_config(context: Context, tracked: set[Path]) -> Iterator[Found]:
-    """FP-S013 in the tracked files beside the code that hold the deployment's secrets: alembic.ini's
-    sqlalchemy.url, and the environment: of a Compose file's services (but development profiles' and files')."""
-    for item in context.files_named("alembic.ini", "*.yml", "*.yaml"):
-        if item.path.resolve() not in tracked or not _deployed(item):
+    """FP-S013 in the tracked files beside the code that hold the deployment's secrets: INI and CFG files
+    (alembic.ini's sqlalchemy.url, a uWSGI ini's env = NAME=value, any password = ...), the environment: of a
+    Compose file's services (but development profiles' and files') and a Kubernetes container's env: value. Files
+    flaskprod wrote (deploy/<target>, marked by their header) are not among the project's files, as for the rest."""
+    instance = instance_folders(context)
+    python = {item.path.resolve() for item, _, loaded in config_modules(context) if loaded is not None}
+    for item in context.files_named("*.ini", "*.cfg", "*.yml", "*.yaml"):
+        path = item.path.resolve()
+        if path not in tracked or not _deployed(item) or item.path.name.lower() in _TOOL_CONFIGS:
             continue
-        alembic = item.path.name.lower() == "alembic.ini"
-        found = _secrets_in_ini(item) if alembic else _secrets_in_compose(item)
-        for secret in found:
+        if path in python or any(path.is_relative_to(folder) for folder in instance):
+            continue  # read as Python with the config modules, or the instance folder's (FP-S011's)
+        for secret, hint in _secrets_in_config_file(item):
             yield Found(
                 obj=item.at(secret.line),
                 text=f"{secret.name} {secret.what} written in {item.rel}, which git tracks: {_WHOEVER_READS}",
-                hint=_ALEMBIC_SECRET_HINT if alembic else _COMPOSE_SECRET_HINT.format(name=secret.name),
+                hint=hint,
             )
+
+
+# The INI files of tools a deployment never reads: a test run's environment (pytest-env's env =, tox's setenv).
+_TOOL_CONFIGS = frozenset({"setup.cfg", "tox.ini", "pytest.ini", "mypy.ini"})
+
+
+def _secrets_in_config_file(item: ProjectFile) -> Iterator[tuple[_WrittenSecret, str]]:
+    """The secrets a tracked config file writes, each with the hint for its kind of file."""
+    if item.path.suffix.lower() in (".ini", ".cfg"):
+        alembic = item.path.name.lower() == "alembic.ini"
+        for secret in _secrets_in_ini(item):
+            hint = _ALEMBIC_SECRET_HINT if alembic and secret.name == "sqlalchemy.url" else _INI_SECRET_HINT
+            yield secret, hint.format(name=secret.name)
+        return
+    yield from ((s, _COMPOSE_SECRET_HINT.format(name=s.name)) for s in _secrets_in_compose(item))
+    yield from ((s, _MANIFEST_SECRET_HINT.format(name=s.name)) for s in _secrets_in_manifests(item))
 
 
 def _deployed(item: ProjectFile) -> bool:
@@ -395,13 +417,19 @@ def _written_secret(line: int, name: str, value: str) -> _WrittenSecret | None:
 
 
 def _secrets_in_ini(item: ProjectFile) -> Iterator[_WrittenSecret]:
-    """alembic.ini's sqlalchemy.url (and any other option) with a password written in it."""
+    """The options of an INI file with a secret written in them: alembic.ini's sqlalchemy.url with a password,
+    password = hunter2, and a uWSGI ini's env = NAME=value as NAME's value."""
     for line, text in item.lines():
         setting = _TEXT_SETTING.match(text)
-        if setting is not None and not text.lstrip().startswith(("#", ";")):
-            secret = _written_secret(line, setting[1], literal_value(setting[2]))
-            if secret is not None:
-                yield secret
+        if setting is None or text.lstrip().startswith(("#", ";")):
+            continue
+        name, value = setting[1], literal_value(setting[2])
+        if name.lower() == "env" and "=" in value:  # uWSGI's env = DATABASE_URL=postgresql://...
+            name, _, value = (part.strip() for part in value.partition("="))
+            value = literal_value(value)
+        secret = _written_secret(line, name, value)
+        if secret is not None:
+            yield secret
 
 
 def _secrets_in_compose(item: ProjectFile) -> Iterator[_WrittenSecret]:
@@ -421,6 +449,39 @@ def _secrets_in_compose(item: ProjectFile) -> Iterator[_WrittenSecret]:
                 secret = _written_secret(line, name, value)
                 if secret is not None:
                     yield secret
+
+
+def _secrets_in_manifests(item: ProjectFile) -> Iterator[_WrittenSecret]:
+    """The secrets a Kubernetes manifest's containers write as env: values (- name: DATABASE_URL, value: ...), but the
+    secret keys FP-S009 reports; valueFrom (a Secret's key) has no value written."""
+    try:
+        documents = list(yaml.compose_all(item.text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError:
+        return
+    for document in documents:
+        if _mapping_value(document, "kind") is None:
+            continue  # not a manifest (a Compose file, Ansible's vars)
+        for entry in _container_env_entries(document):
+            name, value = _mapping_value(entry, "name"), _mapping_value(entry, "value")
+            if not isinstance(name, yaml.ScalarNode) or not isinstance(value, yaml.ScalarNode):
+                continue
+            if not re.fullmatch(SECRET_NAME, name.value):
+                secret = _written_secret(entry.start_mark.line + 1, name.value, value.value)
+                if secret is not None:
+                    yield secret
+
+
+def _container_env_entries(node: yaml.Node) -> Iterator[yaml.MappingNode]:
+    """Each entry of every env: list under node (a Deployment's, a CronJob's, a Pod's containers)."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == "env" and isinstance(value, yaml.SequenceNode):
+                yield from (entry for entry in value.value if isinstance(entry, yaml.MappingNode))
+            else:
+                yield from _container_env_entries(value)
+    elif isinstance(node, yaml.SequenceNode):
+        for value in node.value:
+            yield from _container_env_entries(value)
 
 
 def _mapping_value(node: yaml.Node | None, key: str) -> yaml.Node | None:
@@ -451,6 +512,16 @@ _COMPOSE_SECRET_HINT = (
     "pass it in from where Compose runs: {name}: ${{{name}}} (from the shell, or a .env git does not track), a "
     "reference inside a URL (postgresql://app:${{DB_PASSWORD}}@db/app), or a Compose secret read through a *_FILE "
     "variable; then change the secret: the old one stays in the repository's history"
+)
+_INI_SECRET_HINT = (
+    "leave {name} out of the file and give it to the app from the environment where it runs (a variable the server "
+    "or its unit sets, a file kept out of the repository), then change the secret: the old one stays in the "
+    "repository's history"
+)
+_MANIFEST_SECRET_HINT = (
+    "keep the value in a Secret created in the cluster and read it with valueFrom.secretKeyRef (- name: {name}, "
+    "valueFrom: {{secretKeyRef: {{name: app, key: {name}}}}}), then change the secret: the old one stays in the "
+    "repository's history"
 )
 _SOURCE_SECRET_HINT = (
     "read it from the environment (os.environ[\"{name}\"], failing when it is missing) or from a file kept out of "

@@ -1,0 +1,148 @@
+"""FP-S013 in the tracked deployment files beyond Compose and alembic.ini: a Kubernetes container's env: value, a
+uWSGI ini's env = NAME=value, and any INI or CFG file's password = ... or credentialed URL. The same rule as
+elsewhere keeps placeholders, references, a Secret read through valueFrom and a URL to localhost quiet; a secret key
+in a manifest stays FP-S009's; test tools' INI files, development files, untracked files and the files flaskprod
+wrote (its header on them) are not read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flaskprod.render.yamlfile import generated_header
+from tests import test_check
+from tests.test_check import PROD, audit, write
+from tests.test_check_committed import committed, found
+
+project = test_check.project  # the fixture: tmp_path as the current directory, a clean environment
+
+WHOEVER = "whoever can read the repository, or its history, has it"
+MANIFEST = """\
+apiVersion: v1
+kind: Service
+metadata:
+  name: shop
+spec:
+  ports: [{port: 80}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: shop
+spec:
+  template:
+    spec:
+      initContainers:
+        - name: migrate
+          image: shop:1.2
+          env:
+            - name: DATABASE_URL
+              value: postgresql://shop:r3alPass@db.internal/shop
+      containers:
+        - name: app
+          image: shop:1.2
+          env:
+            - name: SECRET_KEY
+              value: "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+            - name: MAIL_PASSWORD
+              valueFrom:
+                secretKeyRef: {name: shop, key: MAIL_PASSWORD}
+            - name: API_TOKEN
+              value: changeme
+            - name: CACHE_URL
+              value: redis://:devpass@localhost:6379/0
+            - name: STRIPE_API_KEY
+              value: "rk-9a8b7c6d5e4f3a2b"
+            - name: FLASK_ITEMS_PER_PAGE
+              value: "20"
+"""
+UWSGI = """\
+[uwsgi]
+module = app:app
+env = SECRET_KEY=9f8e7d6c5b4a39281706f5e4d3c2b1a0
+env = DATABASE_URL=postgresql://shop:r3alPass@db.internal/shop
+env = REDIS_URL=redis://localhost:6379/0
+env = MAIL_PASSWORD=$(MAIL_PASSWORD)
+env = FLASK_ITEMS_PER_PAGE=20
+"""
+SETTINGS = """\
+[mail]
+server = smtp.example.com
+username = shop
+password = hunter2
+
+[database]
+; url = postgresql://shop:old@db/shop
+url = postgresql://shop:r3alPass@db.internal/shop
+replica = postgresql://shop:${DB_PASSWORD}@replica/shop
+"""
+
+
+def manifest_hint(name: str) -> str:
+    return (
+        f"keep the value in a Secret created in the cluster and read it with valueFrom.secretKeyRef (- name: {name}, "
+        f"valueFrom: {{secretKeyRef: {{name: app, key: {name}}}}}), then change the secret: the old one stays in the "
+        "repository's history"
+    )
+
+
+def ini_hint(name: str) -> str:
+    return (
+        f"leave {name} out of the file and give it to the app from the environment where it runs (a variable the "
+        "server or its unit sets, a file kept out of the repository), then change the secret: the old one stays in "
+        "the repository's history"
+    )
+
+
+def written(name: str, what: str, file: str) -> str:
+    return f"{name} {what} written in {file}, which git tracks: {WHOEVER}"
+
+
+def test_values_in_a_tracked_kubernetes_manifests_env_are_found(project: Path) -> None:
+    committed(project, {"app.py": PROD, "k8s/deployment.yaml": MANIFEST})
+    result = audit(project, {})
+    messages = result.only("FP-S013")
+    file = "k8s/deployment.yaml"
+    assert found(messages) == [
+        (f"{file}:19", written("DATABASE_URL", "has a password", file), manifest_hint("DATABASE_URL")),
+        (f"{file}:34", written("STRIPE_API_KEY", "is a string", file), manifest_hint("STRIPE_API_KEY")),
+    ]
+    assert "r3alPass" not in str(messages) and "rk-9a8b" not in str(messages)
+    # The secret key is FP-S009's, reported there once.
+    assert [m["obj"] for m in result.only("FP-S009")] == [f"{file}:25"]
+
+
+def test_a_uwsgi_inis_env_and_other_ini_and_cfg_files_are_read(project: Path) -> None:
+    committed(project, {"app.py": PROD, "uwsgi.ini": UWSGI, "deploy/settings.cfg": SETTINGS})
+    messages = audit(project, {}).only("FP-S013")
+    assert sorted(found(messages)) == [
+        ("deploy/settings.cfg:4", written("password", "is a string", "deploy/settings.cfg"), ini_hint("password")),
+        ("deploy/settings.cfg:8", written("url", "has a password", "deploy/settings.cfg"), ini_hint("url")),
+        ("uwsgi.ini:3", written("SECRET_KEY", "is a string", "uwsgi.ini"), ini_hint("SECRET_KEY")),
+        ("uwsgi.ini:4", written("DATABASE_URL", "has a password", "uwsgi.ini"), ini_hint("DATABASE_URL")),
+    ]
+    assert "r3alPass" not in str(messages) and "hunter2" not in str(messages)
+
+
+def test_generated_development_test_and_untracked_files_are_quiet(project: Path) -> None:
+    # Written by `flaskprod build` (its header): not among the project's files, as a generated compose.yaml is not.
+    generated = "".join(f"# {line}\n" for line in generated_header("shop").splitlines()) + MANIFEST
+    committed(
+        project,
+        {
+            "app.py": PROD,
+            "deploy/kubernetes/deployment.yaml": generated,
+            "k8s/dev/deployment.yaml": MANIFEST,
+            "uwsgi-dev.ini": UWSGI,
+            "pytest.ini": "[pytest]\nenv =\n    DATABASE_URL=postgresql://ci:cipass@db/ci\n",
+            "tox.ini": "[testenv]\nsetenv =\n    DATABASE_URL=postgresql://ci:cipass@db/ci\n",
+        },
+    )
+    write(project, {"uwsgi.ini": UWSGI, "ops/settings.cfg": SETTINGS})  # written, never added
+    result = audit(project, {})
+    assert result.only("FP-S013") == [], result.only("FP-S013")
+
+
+def test_a_cfg_the_app_loads_as_python_is_reported_once(project: Path) -> None:
+    app = PROD.replace("Production(app)", 'app.config.from_pyfile("settings.cfg")\nProduction(app)')
+    committed(project, {"app.py": app, "settings.cfg": 'MAIL_PASSWORD = "hunter2-mail"\n'})
+    assert [m["obj"] for m in audit(project, {}).only("FP-S013")] == ["settings.cfg:1"]
