@@ -7,6 +7,7 @@ import ast
 import re
 import shlex
 from collections.abc import Iterator
+from pathlib import Path
 
 import yaml
 
@@ -81,7 +82,7 @@ def passed_names(context: Context) -> set[str]:
     of the Compose services that run the app (app_services) and the names Compose interpolates from the shell or its
     own .env (but into another service's environment), Kubernetes' env (and envFrom's
     ConfigMaps and Secrets), App Engine's env_variables, a Dockerfile's ENV (but a development stage's), systemd's
-    Environment=, and the env files Compose's env_file: and systemd's EnvironmentFile= name."""
+    Environment=, and the env files systemd's EnvironmentFile= and the app services' Compose env_file: name."""
     names: set[str] = set()
     for item in deployment_files(context.files_named("*.yml", "*.yaml")):
         if not item.path.name.startswith("."):  # .gitlab-ci.yml and the like: a CI job's environment
@@ -94,9 +95,55 @@ def passed_names(context: Context) -> set[str]:
         for _, text in item.logical_lines():
             if environment := _UNIT_ENVIRONMENT.match(text):
                 names |= {word.split("=", 1)[0] for word in _words(environment[1]) if "=" in word}
+    # Compose's env_file: gives a file to its service alone, as environment: does: the db's is not the app's.
+    compose_read, app_read = _compose_env_files(context)
     for item in context.once(env_files_read):
-        names |= {binding.name for binding in dotenv.bindings(item.text) if binding.set}
+        path = item.path.resolve()
+        if path not in compose_read or path in app_read:
+            names |= {binding.name for binding in dotenv.bindings(item.text) if binding.set}
     return names
+
+
+def _compose_env_files(context: Context) -> tuple[set[Path], set[Path]]:
+    """The files (resolved) that the project's Compose files name in env_file:, every service's and those of the
+    services that run the app (app_services; not a development profile's)."""
+    every: set[Path] = set()
+    app_read: set[Path] = set()
+    for item in deployment_files(context.files_named("*.yml", "*.yaml")):
+        try:
+            documents = [d for d in yaml.safe_load_all(item.text) if isinstance(d, dict)]
+        except yaml.YAMLError:
+            continue
+        for document in documents:
+            services = document.get("services")
+            if not isinstance(services, dict):
+                continue
+            app = app_services(services, item)
+            for key, service in services.items():
+                files = set(_env_files_given(item, service))
+                every |= files
+                if key in app and not _development_only(service):
+                    app_read |= files
+    return every, app_read
+
+
+def _env_files_given(item: ProjectFile, service: object) -> Iterator[Path]:
+    """The files a Compose service's env_file: names (a path, a list of them, or of {path: ...}), resolved from the
+    Compose file's folder."""
+    given = service.get("env_file") if isinstance(service, dict) else None
+    for entry in given if isinstance(given, list) else [given]:
+        path = entry.get("path") if isinstance(entry, dict) else entry
+        if isinstance(path, str) and path:
+            try:
+                yield (item.path.parent / path).resolve()
+            except (OSError, RuntimeError):
+                continue
+
+
+def _development_only(service: object) -> bool:
+    """A Compose service only development profiles start, as compose.development_lines leaves it out."""
+    profiles = service.get("profiles") if isinstance(service, dict) else None
+    return isinstance(profiles, list) and bool(profiles) and all(for_development(str(p)) for p in profiles)
 
 
 def _words(text: str) -> list[str]:
@@ -216,9 +263,8 @@ def _compose_names(services: dict[object, object]) -> set[str]:
     for service in services.values():
         if not isinstance(service, dict):
             continue
-        profiles = service.get("profiles")
-        if isinstance(profiles, list) and profiles and all(for_development(str(p)) for p in profiles):
-            continue  # started only for development, as compose.development_lines leaves it out
+        if _development_only(service):
+            continue
         environment = service.get("environment")
         if isinstance(environment, dict):
             names |= {str(name) for name in environment}
