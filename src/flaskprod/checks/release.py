@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import re
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,22 +46,81 @@ def migrations_not_run(app: Flask, context: Context) -> Iterator[Found]:
     "makes its tables itself once serving",
 )
 def tables_never_created(app: Flask, context: Context) -> Iterator[Found]:
-    ext = app.extensions.get("sqlalchemy")
-    if ext is None or "migrate" in app.extensions or context.spec.deploy.release_argv:
+    if not waits_for_created_tables(app) or context.spec.deploy.release_argv:
         return
     if not context.effective_spec.database.migration_check:
         return  # the app said it makes its tables itself: readiness does not wait for them
-    if not any(metadata.tables for metadata in getattr(ext, "metadatas", {}).values()):
-        return  # as runtime/migrations.tables_check: no mapped table, nothing waited for
     reached: set[tuple[Path, int]] = set()
     commands = list(table_commands(app, context.root, reached))
-    if _creates_elsewhere(context, reached):
+    handlers = list(serving_creators(app, context.root, reached))
+    at_start, scripts = _creates_elsewhere(context, reached)
+    if at_start:
         return  # the app makes its tables itself as it starts (create_all in its factory, at import)
-    if not commands:
+    if handlers:
+        for handler in handlers:
+            yield Found(obj=handler.where, text=_handler_text(handler), hint=_handler_hint(commands))
+        return
+    if not commands and not scripts:
         yield Found(obj=context.app_label)
         return
+    for script in scripts:
+        yield Found(obj=script.where, text=_script_text(script), hint=_script_hint(script))
     for command in commands:
         yield Found(obj=command.where, text=_command_text(command), hint=_command_hint(command))
+
+
+def waits_for_created_tables(app: Flask) -> bool:
+    """Whether the app's tables are made by no migration while readiness waits for them: its Flask-SQLAlchemy
+    models map tables (as runtime/migrations.tables_check reads them), and it has no Flask-Migrate."""
+    ext = app.extensions.get("sqlalchemy")
+    if ext is None or "migrate" in app.extensions:
+        return False
+    return any(metadata.tables for metadata in getattr(ext, "metadatas", {}).values())
+
+
+def _handler_text(handler: ServingCreator) -> str:
+    return (
+        f"`{handler.name}` ({handler.kind}) calls db.create_all(), so the app's tables are made only as it serves a "
+        "request: /readyz answers 503 until they exist, and it is answered before any hook or view runs, so nginx "
+        "under `flaskprod up` and an orchestrator's readiness probe hold back the very requests that would make them: "
+        "the app never turns ready"
+    )
+
+
+def _handler_hint(commands: list[TableCommand]) -> str:
+    safe = creates_only(commands)
+    release = (
+        f'set deploy.release_command = "{safe.invocation}"'
+        if safe is not None
+        else "set deploy.release_command to a command that calls db.create_all()"
+    )
+    return (
+        "create the tables as the app starts instead: `with app.app_context(): db.create_all()` once its models are "
+        f"defined (in create_app() for a factory; create_all only adds what is missing); or {release} in "
+        "flaskprod.toml's [deploy], which each deploy runs before the release takes requests"
+    )
+
+
+def _script_text(script: ScriptCommand) -> str:
+    return (
+        f"the app's tables are missing until its command `{script.name}` runs (it calls db.create_all(); a click "
+        "command outside app.cli, which `flask` does not list), and deploy.release_command is unset: /readyz answers "
+        "503 until then, so `flaskprod up` never turns ready and no built target takes traffic"
+    )
+
+
+def _script_hint(script: ScriptCommand) -> str:
+    run = f'"{script.run}"' if script.run else "the command line that runs it"
+    if script.drops:
+        return (
+            f"run `{script.run or script.name}` once by hand against the production database before the first "
+            "deploy; do not make it deploy.release_command: it drops tables too, so each deploy would empty the "
+            "database"
+        )
+    return (
+        f"set deploy.release_command = {run} in flaskprod.toml's [deploy]: db.create_all() only creates the tables "
+        "that are missing, so each deploy may run it before the new release takes requests"
+    )
 
 
 def _command_text(command: TableCommand) -> str:
@@ -107,6 +167,69 @@ def table_commands(app: Flask, root: Path, reached: set[tuple[Path, int]]) -> It
         if found.creates:
             where = _where(function, root)
             yield TableCommand(invocation=" ".join(words), where=where, drops=", ".join(found.drops))
+
+
+def release_table_commands(app: Flask, root: Path) -> list[TableCommand]:
+    """table_commands of an app whose readiness waits for tables no migration makes (FP-R002's), for `flaskprod init`
+    to pick deploy.release_command from (through the probe, which has the app loaded); none for any other app."""
+    return list(table_commands(app, root, set())) if waits_for_created_tables(app) else []
+
+
+def creates_only(commands: list[TableCommand]) -> TableCommand | None:
+    """The command a deploy can run before each release (flaskprod init sets it as deploy.release_command): the first
+    that creates the tables and drops none, as create_all only adds what is missing."""
+    return next((command for command in commands if not command.drops), None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServingCreator:
+    """A function the app runs only as it serves a request (a hook, a view) that calls db.create_all()."""
+
+    name: str  # its function's name, as the source spells it
+    kind: str  # what registered it: "a before_request hook", "a view"
+    where: str  # as a message names it: "app.py:14"
+
+
+def serving_creators(app: Flask, root: Path, reached: set[tuple[Path, int]]) -> Iterator[ServingCreator]:
+    """The app's request hooks and views whose function, or a project function it calls by name, calls create_all()
+    (a `before_request` table maker, with or without a first-request flag); reached gets what they read, as in
+    table_commands."""
+    seen: set[types.CodeType] = set()
+    for kind, handler in _serving_functions(app):
+        function = inspect.unwrap(handler)
+        code = getattr(function, "__code__", None)
+        if not isinstance(code, types.CodeType) or code in seen:
+            continue
+        seen.add(code)
+        found = _Reading(root)
+        found.read(function, depth=0)
+        reached |= found.definitions
+        if found.creates:
+            yield ServingCreator(name=function.__name__, kind=kind, where=_where(function, root))
+
+
+def _serving_functions(app: Flask) -> Iterator[tuple[str, Callable[..., object]]]:
+    """What Flask calls on a request's way, each with what registered it. A blueprint's hooks (before_app_request's
+    too) are in the app's registries, under the blueprint's name or None."""
+    hooks: dict[str, Mapping[str | None, Sequence[Callable[..., object]]]] = {
+        "a before_request hook": app.before_request_funcs,
+        "an after_request hook": app.after_request_funcs,
+        "a teardown_request hook": app.teardown_request_funcs,
+    }
+    for kind, registry in hooks.items():
+        for functions in registry.values():
+            for function in functions:
+                yield kind, function
+    # Flask before 2.3 kept before_first_request's hooks apart.
+    for function in getattr(app, "before_first_request_funcs", ()):
+        yield "a before_first_request hook", function
+    for view in app.view_functions.values():
+        view_class = getattr(view, "view_class", None)  # a class-based view: its method handlers are the user's
+        methods = view_class.methods or () if view_class is not None else ()
+        handlers = [getattr(view_class, method.lower(), None) for method in methods] if view_class else [view]
+        for handler in handlers:
+            if callable(handler):
+                yield "a view", handler
 
 
 def _commands(group: click.Group, words: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], click.Command]]:
@@ -187,6 +310,8 @@ def _source_path(function: types.FunctionType, root: Path) -> Path | None:
         path.resolve().relative_to(root.resolve())
     except (ValueError, OSError):
         return None
+    if "site-packages" in path.parts:
+        return None  # a library installed in a virtualenv inside the project (its views and hooks are many)
     return path if path.suffix == ".py" and path.is_file() else None
 
 
@@ -194,9 +319,9 @@ def _definition(function: types.FunctionType, root: Path) -> ast.FunctionDef | a
     path = _source_path(function, root)
     if path is None:
         return None
-    try:
-        tree = ast.parse(path.read_text(errors="replace"))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    stat = path.stat()
+    tree = _parsed(path, stat.st_mtime_ns, stat.st_size)
+    if tree is None:
         return None
     first = function.__code__.co_firstlineno  # the first decorator's line, or the def's
     for node in ast.walk(tree):
@@ -209,6 +334,16 @@ def _definition(function: types.FunctionType, root: Path) -> ast.FunctionDef | a
     return None
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed(path: Path, mtime_ns: int, size: int) -> ast.Module | None:
+    """path's tree, parsed once for all the views and hooks defined in it (keyed by mtime and size: rewritten, read
+    again)."""
+    try:
+        return ast.parse(path.read_text(errors="replace"))
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OSError):
+        return None
+
+
 def _where(function: types.FunctionType, root: Path) -> str:
     path = _source_path(function, root)
     if path is None:
@@ -216,10 +351,13 @@ def _where(function: types.FunctionType, root: Path) -> str:
     return f"{path.resolve().relative_to(root.resolve()).as_posix()}:{function.__code__.co_firstlineno}"
 
 
-def _creates_elsewhere(context: Context, reached: set[tuple[Path, int]]) -> bool:
-    """Whether a project module calls create_all() outside the functions the app's commands reach and outside a
-    script's `if __name__ == "__main__":`: in its app factory or at import, so the app makes its tables as it starts
-    (the example taskboard's create_schema())."""
+def _creates_elsewhere(context: Context, reached: set[tuple[Path, int]]) -> tuple[bool, list[ScriptCommand]]:
+    """Whether a project module calls create_all() outside the functions the app's commands reach, outside a
+    script's `if __name__ == "__main__":` and outside a click command: in its app factory or at import, so the app
+    makes its tables as it starts (the example taskboard's create_schema()). With the click commands that call it
+    which app.cli does not hold (a manage.py's FlaskGroup), which run only by hand."""
+    scripts: list[ScriptCommand] = []
+    at_start = False
     for item, tree in context.python_files():
         calls = [node for node in walk(tree) if isinstance(node, ast.Call) and call_name(node) == "create_all"]
         if not calls:
@@ -232,9 +370,60 @@ def _creates_elsewhere(context: Context, reached: set[tuple[Path, int]]) -> bool
                 continue
             enclosing = [node for node in defs if _within(call, node)]
             innermost = max(enclosing, key=lambda node: node.lineno, default=None)
-            if innermost is None or (path, innermost.lineno) not in reached:
-                return True
-    return False
+            if innermost is not None and (path, innermost.lineno) in reached:
+                continue
+            command = None if innermost is None else _click_name(innermost)
+            if innermost is None or command is None:
+                at_start = True
+                continue
+            first = min([innermost.lineno, *(decorator.lineno for decorator in innermost.decorator_list)])
+            where = f"{item.rel}:{first}"  # as the app's commands are named: from the first decorator's line
+            if not any(script.where == where for script in scripts):
+                run = f"python {item.rel} {command}" if by_hand else None
+                scripts.append(ScriptCommand(name=command, where=where, run=run, drops=_drops_in(innermost)))
+    return at_start, scripts
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScriptCommand:
+    """A click command that calls db.create_all() which only the source shows: not on app.cli, so `flask` does not
+    run it (a manage.py's FlaskGroup, run as `python manage.py create-db`)."""
+
+    name: str  # as click names it
+    where: str  # its def, as a message names it: "manage.py:12"
+    run: str | None  # how it is run, when its file runs a command line under its main guard
+    drops: bool  # whether its own body drops tables (drop_all(), a DROP TABLE statement)
+
+
+def _click_name(function: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
+    """The name click gives the command a function's decorator makes (`@cli.command()`, `@click.command("x")`), by
+    click's rule: its name= or first argument, else the function's, dashed, less a _command or _cmd suffix. None for
+    a function no command decorator makes."""
+    for decorator in function.decorator_list:
+        call = decorator if isinstance(decorator, ast.Call) else None
+        target = call.func if call is not None else decorator
+        if not (isinstance(target, ast.Attribute) and target.attr == "command"):
+            continue
+        named = _name_given(call) if call is not None else None
+        if named is not None:
+            return named
+        base, dash, suffix = function.name.lower().replace("_", "-").rpartition("-")
+        return base if dash and suffix in {"command", "cmd"} else function.name.lower().replace("_", "-")
+    return None
+
+
+def _drops_in(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    return any(
+        (isinstance(node, ast.Call) and call_name(node) == "drop_all")
+        or (isinstance(node, ast.Constant) and isinstance(node.value, str) and _DROP.search(node.value) is not None)
+        for node in ast.walk(function)
+    )
+
+
+def _name_given(call: ast.Call) -> str | None:
+    """The command name a decorator's call spells: `command("init-db")` or `command(name="init-db")`."""
+    given = [*call.args[:1], *(keyword.value for keyword in call.keywords if keyword.arg == "name")]
+    return next((arg.value for arg in given if isinstance(arg, ast.Constant) and isinstance(arg.value, str)), None)
 
 
 def _within(inner: ast.AST, outer: ast.stmt) -> bool:

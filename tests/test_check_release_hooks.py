@@ -1,0 +1,166 @@
+"""An app that makes its tables in a request hook (or a view) never turns ready: /readyz is answered before any hook
+runs and stays 503 while the tables are missing, so nginx and an orchestrator hold back the requests that would make
+them. `flaskprod check` names the hook (FP-R002) with the fix: create the tables as the app starts, or a release
+command."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import test_check
+from tests.conftest import StartServer
+from tests.test_check import audit
+from tests.test_check_release_tables import CREATE, MODELS
+from tests.test_runtime_ready_tables import ready_within
+
+project = test_check.project  # the fixture: tmp_path as the current directory, a clean environment
+
+# The shape tutorials show: tables made on the way to the first request, behind a flag.
+FIRST_REQUEST_HOOK = """
+
+@app.before_request
+def create_tables():
+    if not getattr(app, "_tables_made", False):
+        db.create_all()
+        app._tables_made = True
+"""
+BLUEPRINT_HOOK = """
+admin = Blueprint("admin", __name__)
+
+
+@admin.before_app_request
+def make_tables():
+    make()
+
+
+def make():
+    db.create_all()
+
+
+app.register_blueprint(admin)
+"""
+SETUP_VIEW = '\n\n@app.post("/setup")\ndef setup():\n    db.create_all()\n    return "", 204\n'
+
+
+def tables_messages(project: Path, files: dict[str, str]) -> list[dict[str, str]]:
+    return audit(project, files).only("FP-R002")
+
+
+def test_a_before_request_hook_that_creates_the_tables_is_named_with_the_fix(project: Path) -> None:
+    [found] = tables_messages(project, {"app.py": MODELS + FIRST_REQUEST_HOOK})
+    assert found["obj"] == "app.py:17"
+    assert found["text"].startswith(
+        "`create_tables` (a before_request hook) calls db.create_all(), so the app's tables are made only as it "
+        "serves a request: /readyz answers 503 until they exist"
+    )
+    assert found["text"].endswith("hold back the very requests that would make them: the app never turns ready")
+    assert found["hint"].startswith(
+        "create the tables as the app starts instead: `with app.app_context(): db.create_all()`"
+    )
+    assert "or set deploy.release_command to a command that calls db.create_all() in" in found["hint"]
+
+
+def test_a_blueprints_app_hook_through_a_helper_and_a_view_are_named(project: Path) -> None:
+    [found] = tables_messages(project, {"app.py": MODELS + BLUEPRINT_HOOK})
+    assert found["text"].startswith("`make_tables` (a before_request hook) calls db.create_all()")
+    [found] = tables_messages(project, {"app.py": MODELS + SETUP_VIEW})
+    assert found["obj"] == "app.py:17"
+    assert found["text"].startswith("`setup` (a view) calls db.create_all()")
+
+
+def test_the_apps_command_that_creates_only_is_offered_beside_the_hook(project: Path) -> None:
+    [found] = tables_messages(project, {"app.py": MODELS + CREATE + FIRST_REQUEST_HOOK})
+    assert found["text"].startswith("`create_tables` (a before_request hook)")
+    assert 'or set deploy.release_command = "flask init-db" in flaskprod.toml\'s [deploy]' in found["hint"]
+
+
+def test_quiet_when_the_app_also_makes_its_tables_as_it_starts_or_has_a_release_command(project: Path) -> None:
+    starts = MODELS + FIRST_REQUEST_HOOK + "\n\nwith app.app_context():\n    db.create_all()\n"
+    assert tables_messages(project, {"app.py": starts}) == []
+    released = {"app.py": MODELS + FIRST_REQUEST_HOOK, "flaskprod.toml": '[deploy]\nrelease_command = "x"\n'}
+    assert tables_messages(project, released) == []
+
+
+HOOK_APP = """
+import os
+
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+
+from flaskprod import Production
+
+app = Flask(__name__)
+app.config["SQLALCHEMY_DATABASE_URI"] = os.environ["DATABASE_URL"]
+Production(app)
+db = SQLAlchemy(app)
+
+
+class Post(db.Model):
+    id = db.Column(db.Integer, primary_key=True)
+
+
+@app.before_request
+def create_tables():
+    db.create_all()
+
+
+@app.get("/")
+def index():
+    return {"posts": db.session.scalar(db.select(db.func.count()).select_from(Post))}
+"""
+
+
+@pytest.mark.integration
+def test_served_readyz_stays_503_until_a_request_the_proxy_holds_back_runs_the_hook(
+    serve_app: StartServer, tmp_path: Path
+) -> None:
+    """What FP-R002 warns of, on the real server: probes never run the hook, only a request to the app does."""
+    server = serve_app(HOOK_APP, env={"DATABASE_URL": f"sqlite:///{tmp_path / 'blog.db'}"})
+    for _ in range(5):  # a load balancer probing: each answer the same, the tables never made
+        answer = server.get("/readyz")
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["checks"]["tables"]["error"].startswith("MissingTables: post not in the database")
+        time.sleep(0.2)
+    assert server.get("/").json() == {"posts": 0}  # what nginx would not have sent: the hook makes the tables
+    status, body = ready_within(server)
+    assert status == 200, body
+
+
+# A manage.py's FlaskGroup: its commands are not on app.cli, so only the source shows them; run by hand, not at start.
+MANAGE = """\
+from flask.cli import FlaskGroup
+
+from app import app, db
+
+cli = FlaskGroup(create_app=lambda: app)
+
+
+@cli.command("create_db")
+def create_db():
+    db.create_all()
+
+
+@cli.command()
+def reset_tables_command():
+    db.drop_all()
+    db.create_all()
+
+
+if __name__ == "__main__":
+    cli()
+"""
+
+
+def test_a_scripts_click_command_outside_app_cli_is_named_with_how_it_is_run(project: Path) -> None:
+    create, reset = tables_messages(project, {"app.py": MODELS, "manage.py": MANAGE})
+    assert create["obj"] == "manage.py:8"
+    assert create["text"].startswith("the app's tables are missing until its command `create_db` runs")
+    assert create["hint"].startswith('set deploy.release_command = "python manage.py create_db" in flaskprod.toml')
+    assert reset["obj"] == "manage.py:13"
+    assert reset["hint"].startswith("run `python manage.py reset-tables` once by hand against the production database")
+    # Without a main guard nothing says how it is run.
+    [found] = tables_messages(project, {"manage.py": MANAGE.split("\n\n@cli.command()")[0] + "\n"})
+    assert found["hint"].startswith("set deploy.release_command = the command line that runs it in")
