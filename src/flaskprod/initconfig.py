@@ -22,7 +22,11 @@ class Detected:
     name: str
     version: str
     requirements: str | None  # what the image installs the app's packages from
-    release_command: str | None  # the migration a Flask-Migrate app needs before each release takes requests
+    # What each release runs before it takes requests: a Flask-Migrate app's upgrade, or the app's own command that
+    # creates its tables (db.create_all()) and drops none; None: left to the user, as the comment below suggests.
+    release_command: str | None
+    release_comment: str  # why, beside the setting (or its commented line)
+    suggested_release: str  # the commented line's command, when release_command is None
 
 
 def detect(target: str | None, root: Path, environ: Mapping[str, str]) -> Detected:
@@ -42,13 +46,38 @@ def detect(target: str | None, root: Path, environ: Mapping[str, str]) -> Detect
     info = probe_to_learn(
         ref, env, bound=Spec().proxy.ready_timeout, if_slow="write flaskprod.toml by hand: init takes no settings"
     )
+    release_command, release_comment, suggested_release = _release(info.migrate_command, info.table_commands)
     return Detected(
         target=info.import_string,
         name=project_name(root, info.import_string),
         version=project_version(root) or Spec().app.version,  # none invented: what config shows without a file
         requirements=next((n for n in ("requirements.txt", "pyproject.toml") if (root / n).is_file()), None),
-        release_command=f"flask {info.migrate_command} upgrade" if info.migrate_command else None,
+        release_command=release_command,
+        release_comment=release_comment,
+        suggested_release=suggested_release,
     )
+
+
+def _release(migrate_command: str | None, table_commands: tuple[tuple[str, str], ...]) -> tuple[str | None, str, str]:
+    """Detected's release_command, release_comment and suggested_release.
+
+    A command that creates the tables (as check's FP-R002 read them, in the probe) is safe on every deploy when it
+    drops nothing, as create_all only adds what is missing; one that drops tables too (db.drop_all(), the Flask
+    tutorial's schema.sql) would empty the database at each deploy, so it is only named, to run once by hand."""
+    if migrate_command:
+        return f"flask {migrate_command} upgrade", _MIGRATE, ""
+    creates_only = next((command for command, drops in table_commands if not drops), None)
+    if creates_only is not None:
+        return creates_only, _CREATES, ""
+    if table_commands:
+        command, drops = table_commands[0]
+        why = f"not set: it drops tables too ({drops}), so each deploy would empty the database: run it once by hand"
+        return None, why, command
+    return None, "run once per release, before it takes requests", "flask db upgrade"
+
+
+_MIGRATE = "Flask-Migrate: before each release takes requests"
+_CREATES = "db.create_all(), which only adds missing tables: before each release takes requests"
 
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
@@ -82,9 +111,9 @@ def render_config(found: Detected) -> str:
         "# or a pyproject.toml that installs the app.\n"
     )
     release = (
-        f"release_command = {toml_string(found.release_command)}  # Flask-Migrate: before each release takes requests"
+        f"release_command = {toml_string(found.release_command)}  # {_comment(found.release_comment)}"
         if found.release_command
-        else '# release_command = "flask db upgrade"  # run once per release, before it takes requests'
+        else f"# release_command = {toml_string(found.suggested_release)}  # {_comment(found.release_comment)}"
     )
     return f"""\
 # flaskprod settings for {_comment(found.name)}, written by `flaskprod init`. Every setting, its default

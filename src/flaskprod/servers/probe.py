@@ -72,6 +72,9 @@ class AppInfo:
     socketio_mode: str | None = None  # socketio_mode(app): the async_mode Flask-SocketIO loaded in, here
     socketio_mode_set: str | None = None  # the async_mode SocketIO() was given; None: it picked what is installed
     migrate_command: str | None = None  # Flask-Migrate's command group (`flask db`), when the app uses it
+    # checks.release.release_table_commands: the app's click commands that create its tables (no migration does),
+    # each (how it is run, what on its way drops tables or ""), for `flaskprod init`'s deploy.release_command
+    table_commands: tuple[tuple[str, str], ...] = ()
     # background_threads(): the app's own threads running once it was imported, which run in the process that imports
     # it alone (uWSGI's master, Gunicorn's with preload), not in the workers forked from it
     background_threads: tuple[str, ...] = ()
@@ -173,6 +176,7 @@ def _app_info(result: dict[str, Any]) -> AppInfo:
         socketio_mode=result.get("socketio_mode"),  # these two are absent from a record an older flaskprod wrote
         socketio_mode_set=result.get("socketio_mode_set"),
         migrate_command=result["migrate_command"],
+        table_commands=tuple((command, drops) for command, drops in result.get("table_commands", ())),
         background_threads=tuple(result.get("background_threads", ())),  # absent from a record an older flaskprod wrote
     )
 
@@ -307,6 +311,13 @@ def migrate_command(app: Any) -> str | None:
     return command if isinstance(command, str) else None
 
 
+def table_commands(app: Any, root: Path) -> list[tuple[str, str]]:
+    """AppInfo.table_commands, read as check's FP-R002 reads them."""
+    from ..checks.release import release_table_commands  # the checks' package: only in the probe's child
+
+    return [(command.invocation, command.drops) for command in release_table_commands(app, root)]
+
+
 def websocket_routes(app: Any) -> list[str]:
     """The rules that match WebSocket requests alone (Werkzeug's Rule(websocket=True), which flask-sock's routes
     are): their view takes the client's connection over from the server, as Gunicorn and Werkzeug let it and uWSGI
@@ -428,6 +439,7 @@ def main(argv: list[str]) -> int:
         "socketio_mode": socketio_mode(app),
         "socketio_mode_set": socketio_mode_set(app),
         "migrate_command": migrate_command(app),
+        "table_commands": table_commands(app, project_root(ref, Path.cwd())),
         "background_threads": background_threads(),
     }
     write_answer(Path(result_path), info)
