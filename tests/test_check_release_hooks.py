@@ -1,7 +1,7 @@
-"""An app that makes its tables in a request hook (or a view) never turns ready: /readyz is answered before any hook
-runs and stays 503 while the tables are missing, so nginx and an orchestrator hold back the requests that would make
-them. `flaskprod check` names the hook (FP-R002) with the fix: create the tables as the app starts, or a release
-command."""
+"""An app that makes its tables in a request hook (or a view) never turns ready: /readyz runs no hook and stays 503
+while the tables are missing, so `up` gives up after proxy.ready_timeout when no request comes first, and `deploy` or
+an orchestrator sends none to a release that is not ready. `flaskprod check` names the hook (FP-R002) with the fix:
+create the tables as the app starts, or a release command."""
 
 from __future__ import annotations
 
@@ -54,9 +54,10 @@ def test_a_before_request_hook_that_creates_the_tables_is_named_with_the_fix(pro
     assert found["obj"] == "app.py:17"
     assert found["text"].startswith(
         "`create_tables` (a before_request hook) calls db.create_all(), so the app's tables are made only as it "
-        "serves a request: /readyz answers 503 until they exist"
+        "serves a request: /readyz answers 503 until they exist (it runs no hook or view), so `flaskprod up` stops "
+        "after proxy.ready_timeout unless a request happens to come first"
     )
-    assert found["text"].endswith("hold back the very requests that would make them: the app never turns ready")
+    assert found["text"].endswith("send no request to a release that is not ready: it never turns ready")
     assert found["hint"].startswith(
         "create the tables as the app starts instead: `with app.app_context(): db.create_all()`"
     )

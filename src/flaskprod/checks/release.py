@@ -81,9 +81,9 @@ def waits_for_created_tables(app: Flask) -> bool:
 def _handler_text(handler: ServingCreator) -> str:
     return (
         f"`{handler.name}` ({handler.kind}) calls db.create_all(), so the app's tables are made only as it serves a "
-        "request: /readyz answers 503 until they exist, and it is answered before any hook or view runs, so nginx "
-        "under `flaskprod up` and an orchestrator's readiness probe hold back the very requests that would make them: "
-        "the app never turns ready"
+        "request: /readyz answers 503 until they exist (it runs no hook or view), so `flaskprod up` stops after "
+        "proxy.ready_timeout unless a request happens to come first, and `deploy` and an orchestrator's readiness "
+        "probe send no request to a release that is not ready: it never turns ready"
     )
 
 
