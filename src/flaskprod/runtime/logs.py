@@ -9,7 +9,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ecs_logging
@@ -227,17 +227,46 @@ def relay_null_handled_loggers() -> None:
     resort for them, so Flask-Limiter's "ratelimit ... exceeded" lines were never written. Where the app decides
     nothing, flaskprod does, as a basicConfig would: each record at the logger's level, as one line in
     logging.format with the request id. Loggers made so far: called again as the app is loaded (revive_loggers),
-    after its module made its extensions."""
+    after its module made its extensions; and any later one, as it logs (RelayingRecordFactory)."""
     if not isinstance(logging.lastResort, StdoutHandler):  # the app configured logging: it decides
         return
     for logger in list(logging.Logger.manager.loggerDict.values()):  # a copy: threads may add loggers
-        if not isinstance(logger, logging.Logger):
-            continue
-        handlers = logger.handlers
-        if any(isinstance(h, logging.NullHandler) for h in handlers) and not any(
-            isinstance(h, NullHandledRelay) for h in handlers
-        ):
-            logger.addHandler(NullHandledRelay())
+        if isinstance(logger, logging.Logger):
+            _relay_if_null_handled(logger)
+    factory = logging.getLogRecordFactory()
+    if not isinstance(factory, RelayingRecordFactory):
+        logging.setLogRecordFactory(RelayingRecordFactory(factory))
+
+
+def _relay_if_null_handled(logger: logging.Logger) -> None:
+    """A NullHandledRelay on logger when it carries a NullHandler and no relay yet."""
+    null_handled = False
+    for handler in logger.handlers:
+        if isinstance(handler, NullHandledRelay):
+            return
+        null_handled = null_handled or isinstance(handler, logging.NullHandler)
+    if null_handled:
+        logger.addHandler(NullHandledRelay())
+
+
+class RelayingRecordFactory:
+    """logging's record factory, which first relays the loggers a record passes (relay_null_handled_loggers) that got
+    their NullHandler after the app was loaded: a library imported inside a view, or one that adds it as it first
+    logs. Those records were dropped, where a logger with no handler at all wrote them through the last resort. The
+    factory is the one hook logging calls for every record before it looks for handlers; it wraps the one it
+    found, so an app's or an instrumentation's own factory still makes the record."""
+
+    def __init__(self, inner: Callable[..., logging.LogRecord]) -> None:
+        self.inner = inner
+
+    def __call__(self, name: str, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        if isinstance(logging.lastResort, StdoutHandler):  # else the app configured logging: it decides
+            logger = logging.Logger.manager.loggerDict.get(name) if name else None
+            while isinstance(logger, logging.Logger):
+                if logger.handlers:
+                    _relay_if_null_handled(logger)
+                logger = logger.parent if logger.propagate else None
+        return self.inner(name, *args, **kwargs)
 
 
 class NullHandledRelay(logging.Handler):
