@@ -15,6 +15,7 @@ import queue
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import thread as pool_threads
@@ -39,7 +40,39 @@ def _restart_forked_pools() -> None:
         executor._threads = {t for t in executor._threads if t.is_alive()}
         executor._idle_semaphore = threading.Semaphore(0)
         _drop_parents_work(executor._work_queue)
+    for pool in _forked_thread_pools():
+        _restart_thread_pool(pool)
     _forget_parents_processes()
+
+
+def _thread_pools() -> list[Any]:
+    """The multiprocessing.pool.ThreadPools of this process not terminated (running, or closed and finishing), found
+    by the exit finalizer each registers (there is no other record of them); none unless multiprocessing.pool was
+    imported."""
+    pools_module = sys.modules.get("multiprocessing.pool")
+    finalizers = sys.modules.get("multiprocessing.util")
+    if pools_module is None or finalizers is None:
+        return []
+    pools = []
+    for finalizer in list(finalizers._finalizer_registry.values()):
+        pool = finalizer._weakref() if getattr(finalizer, "_weakref", None) is not None else None
+        if isinstance(pool, pools_module.ThreadPool) and pool._state in (pools_module.RUN, pools_module.CLOSE):
+            pools.append(pool)
+    return pools
+
+
+def _forked_thread_pools() -> list[Any]:
+    """The ThreadPools whose handler thread the fork left behind (read as not alive here): in this child, the work
+    a request gives one was queued for threads that do not exist, and never ran (its result waited for ever)."""
+    return [pool for pool in _thread_pools() if pool._state == "RUN" and not pool._task_handler.is_alive()]
+
+
+def _restart_thread_pool(pool: Any) -> None:
+    """The pool built afresh in this child, as it was made: new queues (the parent's could be locked, and the work in
+    them is the parent's, which its threads run), new threads. The parent's exit finalizer is dropped first: at this
+    child's exit it would end the parent's threads, not these."""
+    pool._terminate.cancel()
+    pool.__init__(pool._processes, pool._initializer, pool._initargs)
 
 
 def _forget_parents_processes() -> None:
@@ -76,8 +109,15 @@ def _drop_parents_work(work: queue.SimpleQueue[Any]) -> None:
 
 
 def live_pool_threads() -> set[threading.Thread]:
-    """The live threads of this process's concurrent.futures thread pools: work the app gave them, no poller."""
-    return {t for t in list(pool_threads._threads_queues) if t.is_alive()}
+    """The live threads of this process's thread pools (concurrent.futures's, multiprocessing.pool.ThreadPool's): work
+    the app gave them, no poller."""
+    threads = {t for t in list(pool_threads._threads_queues) if t.is_alive()}
+    return threads | {t for pool in _thread_pools() for t in _threads_of(pool) if t.is_alive()}
+
+
+def _threads_of(pool: Any) -> list[threading.Thread]:
+    """A ThreadPool's threads: its workers and the three that feed them."""
+    return [*pool._pool, pool._worker_handler, pool._task_handler, pool._result_handler]
 
 
 def finish_pools_work(deadline: float) -> set[threading.Thread]:
@@ -90,6 +130,8 @@ def finish_pools_work(deadline: float) -> set[threading.Thread]:
     threads = live_pool_threads()
     for executor in {id(e): e for t in threads if (e := _executor_of(t)) is not None}.values():
         executor.shutdown(wait=False)
+    for pool in _thread_pools():
+        pool.close()  # its threads end once the work queued is done; at exit, multiprocessing's finalizer cut it
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     return {t for t in threads if t.is_alive()}
@@ -98,7 +140,8 @@ def finish_pools_work(deadline: float) -> set[threading.Thread]:
 def _executor_of(thread: threading.Thread) -> ThreadPoolExecutor | None:
     """The pool whose thread this is: its target holds a weak reference to the executor."""
     args = getattr(thread, "_args", ())  # Thread.run deletes it once its target returns: never, while it runs
-    executor = args[0]() if args else None
+    # A ThreadPool's threads have args too, not a weak reference first.
+    executor = args[0]() if args and isinstance(args[0], weakref.ref) else None
     return executor if isinstance(executor, ThreadPoolExecutor) else None
 
 
@@ -186,7 +229,12 @@ def process_pools_told(master: str) -> str | None:
     when there are none. Unlike a thread pool, such a pool cannot be given fresh threads in a worker: its processes
     are the master's, fed by its helper threads, which the fork leaves behind. A ProcessPoolExecutor never used at
     import starts its processes in each worker on first use, and is no concern."""
-    kinds = sorted({kind for thread in threading.enumerate() if (kind := _process_pool_of(thread)) is not None})
+    # A ThreadPool's helper threads look like a Pool's; it is started afresh in each worker (_restart_thread_pool).
+    thread_pools = {t for pool in _thread_pools() for t in _threads_of(pool)}
+    kinds = sorted({
+        kind for thread in threading.enumerate()
+        if thread not in thread_pools and (kind := _process_pool_of(thread)) is not None
+    })
     if not kinds:
         return None
     its = "its" if len(kinds) == 1 else "their"

@@ -448,7 +448,9 @@ def run(settings: dict[str, Any], app: AppRef, run_dir: RunDir) -> int:
             if application.responder is not None:
                 application.responder.close()
             run_dir.remove()
-    if app_threads():
+    # A multiprocessing.pool.ThreadPool's threads are daemons, which Python's exit does not wait for: its own exit
+    # handler then cut the work the app queued in it as it was imported (server.preload).
+    if app_threads() or forkedpools.live_pool_threads():
         _leave_without_app_threads(status, application, as_json=settings["log_json"])
     return status
 
