@@ -9,9 +9,11 @@ sent after the response) was queued and never run: not served, not cut at the st
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -175,6 +177,7 @@ def finish_pools_work_at_exit(grace: float, stop_by_file: Path | None) -> None:
             # left, they outlived serve.
             if (started := sys.modules.get("multiprocessing.util")) is not None:
                 _within(deadline, started._exit_function)
+            _kill_processes_left()
 
     # ctypes takes the GIL around the call, which the master does not hold. __cxa_atexit is what C's atexit() calls
     # (glibc exports no atexit symbol); with no library handle the hook runs at exit(), before uWSGI's own. Registered
@@ -184,6 +187,17 @@ def finish_pools_work_at_exit(grace: float, stop_by_file: Path | None) -> None:
     _exit_hook = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(finish)
     ctypes.CDLL(None).__cxa_atexit(_exit_hook, None, ctypes.addressof(_EXIT_HOOK_HANDLE))
     os.register_at_fork(after_in_child=_drop_exit_hook)
+
+
+def _kill_processes_left() -> None:
+    """The processes multiprocessing started here that its exit did not end by the stop's deadline (after a stop at
+    once, none was given), killed: the master's exit would leave them running, orphaned, in serve's process group."""
+    started = sys.modules.get("multiprocessing.process")
+    for process in list(getattr(started, "_children", ())):
+        popen = getattr(process, "_popen", None)
+        if popen is not None and popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
 
 
 # The handle the exit hook is registered under, its address unique to it.

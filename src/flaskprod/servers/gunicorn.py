@@ -309,10 +309,23 @@ class FlaskprodArbiter(Arbiter):  # type: ignore[misc]
                 worker.tmp.close()
                 self.cfg.child_exit(self, worker)
 
+    def handle_int(self) -> None:
+        self.told_at_once = "SIGINT"
+        super().handle_int()
+
+    def handle_quit(self) -> None:
+        # Gunicorn's own SIGQUIT is its stop at once, as Ctrl-C: serve's too, whichever server runs.
+        self.told_at_once = "SIGQUIT"
+        super().handle_quit()
+
     def stop(self, graceful: bool = True) -> None:
         # Ctrl-C stops at once (stop(False)), then halt() calls stop() again: the first call says which stop it is.
         if self.app.stop_began is None:
             self.app.stop_began = (time.monotonic(), graceful)
+            if not graceful:
+                # Gunicorn waits graceful_timeout for its workers, then kills them; not the master's own exit, and
+                # a worker's request in hand keeps a stop at once waiting that long.
+                self.app.bound_stop_at_once(getattr(self, "told_at_once", "a stop at once"))
         super().stop(graceful)
 
     def _recycle(self, pid: int) -> None:
@@ -357,6 +370,20 @@ class FlaskprodApplication(BaseApplication):  # type: ignore[misc]
         # When the arbiter began to stop, and whether gracefully (SIGTERM) or at once (Ctrl-C, SIGQUIT).
         self.stop_began: tuple[float, bool] | None = None
         super().__init__()
+
+    def bound_stop_at_once(self, signal_name: str) -> None:
+        """Past stopnow.STOP_AT_ONCE_BOUND, what is left of serve's processes is killed, and serve exits 1."""
+
+        def before_exit() -> None:
+            if self.relay is not None:
+                self.relay.give_back()
+            self.run_dir.remove()
+
+        stopnow.bound_stop_at_once(
+            f"{signal_name} (stop at once)",
+            say=lambda line: say(line, as_json=self.settings["log_json"]),
+            before_exit=before_exit,
+        )
 
     def pools_deadline(self) -> float:
         """Until when the stopped master finishes the work its thread pools hold: server.graceful_timeout from a

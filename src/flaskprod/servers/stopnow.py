@@ -18,17 +18,30 @@ from __future__ import annotations
 
 import abc
 import atexit
+import contextlib
 import os
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from gunicorn.workers.sync import SyncWorker
 
+from .memorybound import children
+
 # What a worker takes as "stop now": Ctrl-C in a terminal, and what the arbiter sends it on SIGINT or SIGQUIT.
 QUIT_NOW = (signal.SIGINT, signal.SIGQUIT)
+# Seconds serve waits, once told to stop at once (SIGINT, SIGQUIT), before it kills what is left of its processes and
+# exits 1. No setting measures "at once": server.graceful_timeout is SIGTERM's grace (30 s), which a Ctrl-C is pressed
+# not to wait for, and a worker that ignores the stop (a view stuck in C code, signals blocked) would have held serve
+# for ever on uWSGI, and the master's own exit (with preload, the app's exit handlers) on Gunicorn. The 5 s are
+# uwsgi.CUT_GRACE's, what serve already gives uWSGI's master to exit once nothing is left to wait for; a Gunicorn
+# request in hand still running then is cut, as a second Ctrl-C would cut it.
+STOP_AT_ONCE_BOUND = 5.0
 
 
 class _StopNow(abc.ABC):
@@ -132,3 +145,78 @@ def install(worker: Any) -> None:
         return
     for sig in QUIT_NOW:
         signal.signal(sig, handler)
+
+
+def what_is_left(serve: int) -> list[int]:
+    """The processes left of serve's (its server's master, workers, and the processes they started), not yet ended
+    (zombies, which only a reap removes, count as ended). Where serve leads its process group (its own session, as
+    systemd, a container or a terminal's job starts it), every other process of that group: a worker whose master
+    ended without it is no longer below serve. Otherwise (serve in a shell's pipeline) only its descendants in the
+    group, not its siblings there."""
+    group = os.getpgid(serve)
+    if group == serve:
+        return [pid for pid, pgrp in _groups().items() if pgrp == group and pid != serve]
+    found: list[int] = []
+    parents = [serve]
+    while parents:
+        below = [pid for parent in parents for pid in children(parent)]
+        found.extend(pid for pid in below if _groups([pid]).get(pid) == group)
+        parents = below
+    return found
+
+
+def _groups(pids: list[int] | None = None) -> dict[int, int]:
+    """The process group of each live process of pids (every process, without); zombies left out."""
+    proc = Path("/proc")
+    found = {}
+    for pid in pids if pids is not None else [int(e.name) for e in proc.iterdir() if e.name.isdigit()]:
+        try:
+            stat = (proc / str(pid) / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
+            if fields[0] not in ("Z", "X"):
+                found[pid] = int(fields[2])
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def kill_what_is_left(serve: int) -> list[str]:
+    """SIGKILL what is left of serve's processes (what_is_left); each one killed, named as ps shows it, with its pid."""
+    killed = []
+    for pid in what_is_left(serve):
+        name = _process_name(pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(f"{name} (pid {pid})")
+    return killed
+
+
+def killed_line(why: str, killed: list[str]) -> str:
+    """The one line serve says as it ends a stop at once that outlasted its bound."""
+    if not killed:  # serve's own exit is what hung (Gunicorn's master: the app's exit handlers, with preload)
+        return f"flaskprod: {why}: killed nothing (serve's other processes had ended), exiting serve"
+    return f"flaskprod: {why}: killed {', '.join(killed)}"
+
+
+def _process_name(pid: int) -> str:
+    """What ps shows for pid: its process title (uWSGI's and Gunicorn's name their role), else its command."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
+    except OSError:
+        return "a process"
+    return " ".join(words)[:60] or "a process"
+
+
+def bound_stop_at_once(why: str, *, say: Callable[[str], None], before_exit: Callable[[], None]) -> None:
+    """In serve's own process, told to stop at once: past STOP_AT_ONCE_BOUND, kill what is left of its processes, say
+    so, and exit 1, whatever its main thread is waiting on. A thread, as that main thread may be the one hung."""
+    serve = os.getpid()
+
+    def watch() -> None:
+        time.sleep(STOP_AT_ONCE_BOUND)
+        killed = kill_what_is_left(serve)
+        before_exit()
+        say(killed_line(f"still running {STOP_AT_ONCE_BOUND:g}s after {why}", killed))
+        os._exit(1)
+
+    threading.Thread(target=watch, name="flaskprod-stop-bound", daemon=True).start()

@@ -27,6 +27,7 @@ from .common import RunDir, parse_bind
 from .jsonrelay import Relay, say
 from .memorybound import MemoryBound, children, signal_to
 from .responder import Responder, start_responder
+from .stopnow import STOP_AT_ONCE_BOUND, kill_what_is_left, killed_line, what_is_left
 from .turns import turns_taken
 
 if TYPE_CHECKING:
@@ -40,8 +41,14 @@ BUFFER_SIZE = 32768
 MAX_VARS = BUFFER_SIZE // 14
 # Seconds between sweeps of the metrics directory for files of workers that have gone.
 REAP_INTERVAL = 1.0
-# SIGCHLD only wakes the loop so uWSGI's exit is noticed at once.
-_HANDLED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGCHLD)
+# SIGCHLD only wakes the loop so uWSGI's exit is noticed at once. SIGQUIT is Gunicorn's stop at once, as Ctrl-C: serve
+# takes it so under uWSGI too. Unhandled, it dumped serve's core and left uWSGI's master and workers serving, orphaned.
+_HANDLED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
+# What serve takes as a stop: at once (SIGINT, SIGQUIT), or graceful (SIGTERM).
+_STOPS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+_AT_ONCE = (signal.SIGINT, signal.SIGQUIT)
+# Seconds between looks, once uWSGI's master has ended after a stop at once, at whether any of its processes remain.
+LEFT_POLL = 0.1
 # Seconds uWSGI's master gets to exit once its workers were killed at the end of a graceful stop.
 CUT_GRACE = 5.0
 # Seconds between repeats of SIGTERM until uWSGI stops: one that comes while its master loads the app, before
@@ -273,6 +280,11 @@ class Supervisor:
         self.term_again_at: float | None = None
         self.stopping = False  # told to stop (SIGTERM, SIGINT): uWSGI's exit is then no news
         self.at_once = False  # told to stop at once (SIGINT): a later SIGTERM gives the master's pools no more time
+        # Once told to stop at once: when what is left of uWSGI is killed (stopnow.STOP_AT_ONCE_BOUND), and whether it
+        # was (serve then exits 1).
+        self.at_once_by: float | None = None
+        self.at_once_why = ""
+        self.killed_at_once = False
         # Workers without their own SIGHUP handler when uWSGI was told to stop or reload, each until when to look:
         # the master's one SIGHUP to each is lost on them, so serve tells them again once they have it. Off before
         # uWSGI 2.0.27, whose graceful stop a second SIGHUP could crash (it cancelled the worker's threads).
@@ -299,7 +311,7 @@ class Supervisor:
                     sig = self.signals.get(timeout=self._wait_at_most())
                 except queue.Empty:
                     sig = None
-                self.stopping = self.stopping or sig in (signal.SIGTERM, signal.SIGINT)
+                self.stopping = self.stopping or sig in _STOPS
                 if sig == signal.SIGTERM:
                     self.run_dir.begin_drain()
                     self._wait_drain_delay(proc)
@@ -312,20 +324,31 @@ class Supervisor:
                         self.term_again_at = time.monotonic() + TERM_AGAIN
                 elif sig == signal.SIGHUP:
                     self._tell(proc, sig)
-                elif sig == signal.SIGINT:
-                    # uWSGI's stop at once (its workers end mid-request): the master's pools get no wait either.
+                elif sig in _AT_ONCE:
+                    # uWSGI's stop at once (its workers end mid-request): the master's pools get no wait either. Its
+                    # SIGINT, whichever came: its own SIGQUIT is not Gunicorn's stop at once (it dumps the master's
+                    # state, or stops it brutally, by version and build).
+                    name = signal.Signals(sig).name
                     self.at_once = True
-                    self._write_stop_by(time.monotonic(), "stopped at once (SIGINT)")
-                    proc.send_signal(sig)
+                    self._write_stop_by(time.monotonic(), f"stopped at once ({name})")
+                    if self.at_once_by is None:
+                        self.at_once_by = time.monotonic() + STOP_AT_ONCE_BOUND
+                        self.at_once_why = f"still running {STOP_AT_ONCE_BOUND:g}s after {name} (stop at once)"
+                    proc.send_signal(signal.SIGINT)
                 self._end_overdue_stop(proc)
+                self._end_overdue_stop_at_once()
                 self.tell_late_workers()
                 self.reap_metrics()
                 self.bound.sweep(lambda: children(proc.pid))
+            # uWSGI's master can end before a worker that takes no signal, which is then below serve no more.
+            while self.at_once_by is not None and what_is_left(os.getpid()):
+                time.sleep(max(0.0, min(LEFT_POLL, self.at_once_by - time.monotonic())))
+                self._end_overdue_stop_at_once()
             if self.relay is not None:
                 self.relay.finish()  # uWSGI's last lines before serve's own
             if not self.told_to_stop():
                 say(master_ended(proc.pid, proc.returncode), as_json=self.relay is not None)
-            return proc.returncode
+            return 1 if self.killed_at_once else proc.returncode
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -344,12 +367,12 @@ class Supervisor:
         whole group, reaches uWSGI's master too, which may end before the loop reads the signal."""
         while not self.signals.empty():
             # get_nowait() first: after `self.stopping or`, a queued SIGCHLD was never taken and this spun forever.
-            self.stopping = self.signals.get_nowait() in (signal.SIGTERM, signal.SIGINT) or self.stopping
+            self.stopping = self.signals.get_nowait() in _STOPS or self.stopping
         return self.stopping
 
     def _wait_at_most(self) -> float:
         """Seconds the loop may sleep: until its next sweep, or the stop's next deadline if sooner."""
-        deadlines = [d for d in (self.stop_by, self.kill_at, self.term_again_at) if d is not None]
+        deadlines = [d for d in (self.stop_by, self.kill_at, self.term_again_at, self.at_once_by) if d is not None]
         if self.late:
             deadlines.append(time.monotonic() + LATE_POLL)
         if not deadlines:
@@ -412,11 +435,21 @@ class Supervisor:
             proc.kill()
             self.kill_at = None
 
+    def _end_overdue_stop_at_once(self) -> None:
+        """Past the bound of a stop at once, kill what is left of serve's processes: uWSGI's master waits for ever for
+        a worker that does not end on its SIGINT (a view stuck in C code, signals blocked), and serve with it."""
+        if self.at_once_by is None or time.monotonic() < self.at_once_by:
+            return
+        self.at_once_by = None
+        if killed := kill_what_is_left(os.getpid()):
+            say(killed_line(self.at_once_why, killed), as_json=self.relay is not None)
+            self.killed_at_once = True
+
     def _wait_drain_delay(self, proc: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + self.drain_delay
         while proc.poll() is None and (left := deadline - time.monotonic()) > 0:
             try:
-                if self.signals.get(timeout=min(left, REAP_INTERVAL)) in (signal.SIGTERM, signal.SIGINT):
+                if self.signals.get(timeout=min(left, REAP_INTERVAL)) in _STOPS:
                     return
             except queue.Empty:
                 pass
