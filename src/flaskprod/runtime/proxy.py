@@ -109,14 +109,19 @@ _PROXY_FIX_READS = {
 }
 
 
+# Where middleware keeps the app it wraps: werkzeug's own and most (.app), Flask's (.wsgi_app), PEP 3333's examples
+# and WhiteNoise (.application), werkzeug's ProfilerMiddleware (._app).
+_WRAPPED_ATTRIBUTES = ("app", "wsgi_app", "application", "_app")
+
+
 def middleware_chain(wsgi_app: object) -> Iterator[Any]:
-    """wsgi_app and what it wraps, outermost first: middleware is a chain through .app or .wsgi_app."""
+    """wsgi_app and what it wraps, outermost first: middleware is a chain through one of _WRAPPED_ATTRIBUTES."""
     node: Any = wsgi_app
     for _ in range(32):  # bounded against a cycle
         if node is None:
             return
         yield node
-        node = getattr(node, "app", None) or getattr(node, "wsgi_app", None)
+        node = next((inner for name in _WRAPPED_ATTRIBUTES if (inner := getattr(node, name, None)) is not None), None)
 
 
 def apps_proxy_fix(wsgi_app: object) -> ProxyFix | None:
@@ -134,7 +139,8 @@ def inside_apps_proxy_fix(
     inside the ProxyFix when the app's outermost layer is one. Below other middleware, under a ProxyFix trusting
     the same hops, whose reading the app's repeats with the same result (each reads the headers, not the environ
     the other rewrote). The middleware between then sees the client's address and scheme, as the app does, where
-    it saw the proxy's; and the app's ProxyFix keeps those, not the proxy's, in werkzeug.proxy_fix.orig.
+    it saw the proxy's; and the app gets the proxy's in werkzeug.proxy_fix.orig, as the copy recorded them, not
+    the values the copy rewrote, which its own ProxyFix recorded again.
     """
     fix = apps_proxy_fix(wsgi_app)
     if fix is None:
@@ -142,7 +148,30 @@ def inside_apps_proxy_fix(
     if fix is wsgi_app:
         fix.app = layer(fix.app)
         return fix
-    return ProxyFix(layer(wsgi_app), **{name: getattr(fix, name) for name in _PROXY_FIX_READS})
+    fix.app = PeerOriginal(fix.app, restore=True)
+    settings = {name: getattr(fix, name) for name in _PROXY_FIX_READS}
+    return ProxyFix(PeerOriginal(layer(wsgi_app), restore=False), **settings)
+
+
+# werkzeug.proxy_fix.orig as the copy of the app's ProxyFix above its middleware recorded it: the connection's own
+# address and scheme, kept for the app's ProxyFix below to hand on.
+PEER_ORIGINAL_KEY = "flaskprod.proxy_fix.orig"
+
+
+class PeerOriginal:
+    """Keeps werkzeug.proxy_fix.orig as the outer ProxyFix recorded it (restore=False), or puts it back under the
+    app's own ProxyFix, which recorded the values the outer one had rewritten (restore=True)."""
+
+    def __init__(self, app: WSGIApplication, *, restore: bool) -> None:
+        self.app = app
+        self.restore = restore
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if not self.restore:
+            environ[PEER_ORIGINAL_KEY] = environ.get(ORIGINAL_KEY)
+        elif (peer := environ.get(PEER_ORIGINAL_KEY)) is not None:
+            environ[ORIGINAL_KEY] = peer
+        return self.app(environ, start_response)
 
 
 
