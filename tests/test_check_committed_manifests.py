@@ -146,3 +146,71 @@ def test_a_cfg_the_app_loads_as_python_is_reported_once(project: Path) -> None:
     app = PROD.replace("Production(app)", 'app.config.from_pyfile("settings.cfg")\nProduction(app)')
     committed(project, {"app.py": app, "settings.cfg": 'MAIL_PASSWORD = "hunter2-mail"\n'})
     assert [m["obj"] for m in audit(project, {}).only("FP-S013")] == ["settings.cfg:1"]
+
+
+STORED = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: shop
+data:
+  FLASK_ITEMS_PER_PAGE: "20"
+  DATABASE_URL: postgresql://shop:r3alPass@db.internal/shop
+  MAIL_SERVER: smtp.example.com
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: shop
+type: Opaque
+stringData:
+  db-password: r3alPass
+  api: ""
+  mail-password: changeme
+  SECRET_KEY: 9f8e7d6c5b4a39281706f5e4d3c2b1a0
+data:
+  stripe: cmstOWE4YjdjNmQ1ZTRmM2EyYg==
+  notbase64: "%%%"
+---
+apiVersion: bitnami.com/v1alpha1
+kind: SealedSecret
+metadata:
+  name: sealed
+spec:
+  encryptedData:
+    db-password: AgBy3i4OJSWK+PiTySYZZA9rO43cGDEq
+"""
+KUSTOMIZATION = """\
+resources: [deployment.yaml]
+secretGenerator:
+  - name: shop
+    literals:
+      - DB_PASSWORD=r3alPass
+      - MAIL_USERNAME=
+      - API_TOKEN=${API_TOKEN}
+    envs: [prod.env]
+"""
+
+
+def stored_hint() -> str:
+    return (
+        "keep Secrets out of the repository: create it in the cluster (kubectl create secret generic app "
+        "--from-env-file=FILE, with FILE kept out of git) or commit it encrypted (Sealed Secrets, SOPS), then change "
+        "the secret: the old one stays in the repository's history"
+    )
+
+
+def test_a_committed_configmaps_data_secrets_values_and_generator_literals_are_found(project: Path) -> None:
+    """A ConfigMap's data judged by the name, as an env: value is; every value of a Secret (stringData:, base64
+    data:) and of a secretGenerator's literals, whatever its key, is a secret; placeholders, references, a secret key
+    (FP-S009's) and a SealedSecret's encrypted data are not reported."""
+    committed(project, {"app.py": PROD, "k8s/config.yaml": STORED, "k8s/kustomization.yaml": KUSTOMIZATION})
+    messages = audit(project, {}).only("FP-S013")
+    config, kustomization = "k8s/config.yaml", "k8s/kustomization.yaml"
+    assert sorted(found(messages)) == [
+        (f"{config}:16", written("db-password", "is a Secret's value", config), stored_hint()),
+        (f"{config}:21", written("stripe", "is a Secret's value", config), stored_hint()),
+        (f"{config}:7", written("DATABASE_URL", "has a password", config), manifest_hint("DATABASE_URL")),
+        (f"{kustomization}:5", written("DB_PASSWORD", "is a Secret's value", kustomization), stored_hint()),
+    ]
+    assert "r3alPass" not in str(messages) and "rk-9a8b" not in str(messages)

@@ -6,7 +6,9 @@ Each is in the repository's history too, so every fix ends with changing the sec
 from __future__ import annotations
 
 import ast
+import base64
 import contextlib
+import itertools
 import re
 import subprocess
 import urllib.parse
@@ -330,7 +332,8 @@ def _secrets_in_source(tree: ast.Module) -> Iterator[_WrittenSecret]:
     WARNING,
     "a password, token or key is written in the project's code or config that git tracks (a config module, a "
     "database URL, an INI or CFG file such as alembic.ini's sqlalchemy.url or a uWSGI ini's env =, a Compose "
-    "service's environment:, a Kubernetes container's env: value; not a placeholder, an environment "
+    "service's environment:, a Kubernetes container's env: value or ConfigMap's data:, any value of a committed "
+    "Secret or a kustomization's secretGenerator literals; not a placeholder, an environment "
     "lookup or reference (${DB_PASSWORD}) or a development config, nor a URL to localhost, taken for the developer's "
     "own database; a secret key in a deployment file is FP-S009's): whoever can read the repository, or its history, "
     "has it",
@@ -365,8 +368,9 @@ def secret_in_tracked_source(context: Context) -> Iterator[Found]:
 def _secrets_in_tracked_config(context: Context, tracked: set[Path]) -> Iterator[Found]:
     """FP-S013 in the tracked files beside the code that hold the deployment's secrets: INI and CFG files
     (alembic.ini's sqlalchemy.url, a uWSGI ini's env = NAME=value, any password = ...), the environment: of a
-    Compose file's services (but development profiles' and files') and a Kubernetes container's env: value. Files
-    flaskprod wrote (deploy/<target>, marked by their header) are not among the project's files, as for the rest."""
+    Compose file's services (but development profiles' and files') and a Kubernetes manifest's (a container's env:
+    value, a ConfigMap's or a Secret's data). Files flaskprod wrote (deploy/<target>, marked by their header) are
+    not among the project's files, as for the rest."""
     instance = instance_folders(context)
     python = {item.path.resolve() for item, _, loaded in config_modules(context) if loaded is not None}
     for item in context.files_named("*.ini", "*.cfg", "*.yml", "*.yaml"):
@@ -396,7 +400,7 @@ def _secrets_in_config_file(item: ProjectFile) -> Iterator[tuple[_WrittenSecret,
             yield secret, hint.format(name=secret.name)
         return
     yield from ((s, _COMPOSE_SECRET_HINT.format(name=s.name)) for s in _secrets_in_compose(item))
-    yield from ((s, _MANIFEST_SECRET_HINT.format(name=s.name)) for s in _secrets_in_manifests(item))
+    yield from _secrets_in_manifests(item)
 
 
 def _deployed(item: ProjectFile) -> bool:
@@ -451,24 +455,69 @@ def _secrets_in_compose(item: ProjectFile) -> Iterator[_WrittenSecret]:
                     yield secret
 
 
-def _secrets_in_manifests(item: ProjectFile) -> Iterator[_WrittenSecret]:
-    """The secrets a Kubernetes manifest's containers write as env: values (- name: DATABASE_URL, value: ...), but the
-    secret keys FP-S009 reports; valueFrom (a Secret's key) has no value written."""
+def _secrets_in_manifests(item: ProjectFile) -> Iterator[tuple[_WrittenSecret, str]]:
+    """The secrets a Kubernetes manifest writes, each with its hint: a container's env: value (- name: DATABASE_URL,
+    value: ...; valueFrom, a Secret's key, has none written), a ConfigMap's data: entry judged by its name, every
+    value of a Secret's stringData: or data: (base64), and a kustomization's secretGenerator literals (NAME=value);
+    but the secret keys FP-S009 reports. A SealedSecret's encryptedData is no value."""
     try:
         documents = list(yaml.compose_all(item.text, Loader=yaml.SafeLoader))
     except yaml.YAMLError:
         return
     for document in documents:
-        if _mapping_value(document, "kind") is None:
+        kind = _mapping_value(document, "kind")
+        generators = _mapping_value(document, "secretGenerator")
+        if kind is None and generators is None:
             continue  # not a manifest (a Compose file, Ansible's vars)
-        for entry in _container_env_entries(document):
-            name, value = _mapping_value(entry, "name"), _mapping_value(entry, "value")
-            if not isinstance(name, yaml.ScalarNode) or not isinstance(value, yaml.ScalarNode):
-                continue
-            if not re.fullmatch(SECRET_NAME, name.value):
-                secret = _written_secret(entry.start_mark.line + 1, name.value, value.value)
-                if secret is not None:
-                    yield secret
+        found: Iterator[tuple[int, str, str]] = _env_values(document)
+        kind_name = kind.value if isinstance(kind, yaml.ScalarNode) else None
+        if kind_name == "ConfigMap":
+            found = itertools.chain(found, _scalar_entries(_mapping_value(document, "data")))
+        for line, name, value in found:
+            if not re.fullmatch(SECRET_NAME, name) and (secret := _written_secret(line, name, value)) is not None:
+                yield secret, _MANIFEST_SECRET_HINT.format(name=name)
+        stored = itertools.chain(
+            _scalar_entries(_mapping_value(document, "stringData")) if kind_name == "Secret" else (),
+            _decoded(_scalar_entries(_mapping_value(document, "data"))) if kind_name == "Secret" else (),
+            _generator_literals(generators),
+        )
+        for line, name, value in stored:
+            # Every value a Secret holds is a secret, whatever its key is named (db-password, tls.key, api).
+            if not re.fullmatch(SECRET_NAME, name) and not _placeholder(value, name):
+                yield _WrittenSecret(line=line, name=name, what="is a Secret's value"), _STORED_SECRET_HINT
+
+
+def _env_values(document: yaml.Node) -> Iterator[tuple[int, str, str]]:
+    """(line, name, value) of each container env: entry under document with a value written."""
+    for entry in _container_env_entries(document):
+        name, value = _mapping_value(entry, "name"), _mapping_value(entry, "value")
+        if isinstance(name, yaml.ScalarNode) and isinstance(value, yaml.ScalarNode):
+            yield entry.start_mark.line + 1, name.value, value.value
+
+
+def _scalar_entries(node: yaml.Node | None) -> Iterator[tuple[int, str, str]]:
+    """(line, key, value) of each scalar entry of a mapping node (a ConfigMap's or a Secret's data)."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and isinstance(value, yaml.ScalarNode):
+                yield key.start_mark.line + 1, key.value, value.value
+
+
+def _decoded(entries: Iterator[tuple[int, str, str]]) -> Iterator[tuple[int, str, str]]:
+    """A Secret's data: entries with their values base64-decoded; one that is not base64 text is no value."""
+    for line, name, value in entries:
+        with contextlib.suppress(ValueError):  # binascii.Error and UnicodeDecodeError are ValueErrors
+            yield line, name, base64.b64decode("".join(value.split()), validate=True).decode()
+
+
+def _generator_literals(generators: yaml.Node | None) -> Iterator[tuple[int, str, str]]:
+    """(line, name, value) of each literals: NAME=value of a kustomization's secretGenerator entries."""
+    for generator in generators.value if isinstance(generators, yaml.SequenceNode) else ():
+        literals = _mapping_value(generator, "literals")
+        for literal in literals.value if isinstance(literals, yaml.SequenceNode) else ():
+            if isinstance(literal, yaml.ScalarNode) and "=" in literal.value:
+                name, _, value = literal.value.partition("=")
+                yield literal.start_mark.line + 1, name.strip(), value.strip()
 
 
 def _container_env_entries(node: yaml.Node) -> Iterator[yaml.MappingNode]:
@@ -522,6 +571,11 @@ _MANIFEST_SECRET_HINT = (
     "keep the value in a Secret created in the cluster and read it with valueFrom.secretKeyRef (- name: {name}, "
     "valueFrom: {{secretKeyRef: {{name: app, key: {name}}}}}), then change the secret: the old one stays in the "
     "repository's history"
+)
+_STORED_SECRET_HINT = (
+    "keep Secrets out of the repository: create it in the cluster (kubectl create secret generic app "
+    "--from-env-file=FILE, with FILE kept out of git) or commit it encrypted (Sealed Secrets, SOPS), then change the "
+    "secret: the old one stays in the repository's history"
 )
 _SOURCE_SECRET_HINT = (
     "read it from the environment (os.environ[\"{name}\"], failing when it is missing) or from a file kept out of "
