@@ -581,20 +581,25 @@ def retry_after(spec: Spec) -> dict[int, int]:
     return dict(sorted(seconds.items()))
 
 
+def security_header_args(spec: Spec) -> list[tuple[str, str]]:
+    """The security headers the app adds to every answer (runtime/headers.py's) when security.headers is on, for what
+    nginx answers itself; each value one nginx.conf argument. HSTS is apart: only HTTPS servers add it."""
+    from ..runtime.headers import security_headers
+
+    if not spec.security.headers:
+        return []
+    return [(name, _quoted(value)) for name, value in security_headers(spec)]
+
+
 def error_headers(spec: Spec) -> list[tuple[str, str]]:
     """The headers the app adds to every answer, for nginx's own errors: its request id, and its security headers
     when security.headers is on (HSTS is the server's, added beside them); each value one nginx.conf argument."""
-    from ..runtime.headers import security_headers
-
-    headers = security_headers(spec) if spec.security.headers else []
     # A 405 names the methods allowed, as the app's does (Werkzeug's MethodNotAllowed): nginx's static files take GET
     # and HEAD. Empty on any other status, and on TRACE's, where nginx sends no Allow.
     allow = ("Allow", "$flaskprod_error_allow")
     # On nginx's 429 and 503 (retry_after); empty, so not sent, on the rest.
     retry = ("Retry-After", "$flaskprod_error_retry_after")
-    return [(spec.logging.request_id_header, "$flaskprod_request_id"), allow, retry] + [
-        (name, _quoted(value)) for name, value in headers
-    ]
+    return [(spec.logging.request_id_header, "$flaskprod_request_id"), allow, retry, *security_header_args(spec)]
 
 
 def unrouted_error_headers(spec: Spec) -> list[tuple[str, str]]:
@@ -661,6 +666,7 @@ def render_nginx_conf(spec: Spec, derived: Derived, ctx: NginxContext) -> str:
         error_codes=NGINX_ERROR_CODES,
         malformed_codes=(MALFORMED_REQUEST_CODE, HEADER_TOO_LARGE_CODE),
         unrouted_codes=UNROUTED_ERROR_CODES,
+        security_headers=security_header_args(spec),
         error_headers=error_headers(spec),
         unrouted_error_headers=unrouted_error_headers(spec),
         error_retry_after=retry_after(spec),
