@@ -214,3 +214,84 @@ def test_a_committed_configmaps_data_secrets_values_and_generator_literals_are_f
         (f"{kustomization}:5", written("DB_PASSWORD", "is a Secret's value", kustomization), stored_hint()),
     ]
     assert "r3alPass" not in str(messages) and "rk-9a8b" not in str(messages)
+
+
+# A committed Secret often carries the app's plain settings beside its secrets (kubectl create secret
+# --from-env-file=.env): those are no secret; a value is, under a key named for one or by its own look.
+PLAIN_AND_SECRET = """\
+apiVersion: v1
+kind: Secret
+metadata:
+  name: shop
+stringData:
+  APP_ENV: production
+  PORT: "8080"
+  LOG_LEVEL: info
+  FEATURE_SIGNUP: "true"
+  MAIL_SERVER: smtp.example.com
+  REDIS_URL: redis://cache.internal:6379/0
+  api-key: hunter2-api
+  mailPassword: hunter2-mail
+  DATABASE_URL: postgresql://shop:r3alPass@db.internal/shop
+  webhook: Zk3p9QaL2xVb7Rt5Yw1Nc8Hd4
+  tls.key: |
+    -----BEGIN PRIVATE KEY-----
+    MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7
+    -----END PRIVATE KEY-----
+  app.env: |
+    FLASK_ENV=production
+    MAIL_PASSWORD=hunter2-file
+  plain.env: |
+    FLASK_ENV=production
+    WORKERS=4
+data:
+  REGION: ZXUtd2VzdC0x
+  signing: OWY4ZTdkNmM1YjRhMzkyODE3MDZmNWU0ZDNjMmIxYTA=
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: shop-tls
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+    -----BEGIN CERTIFICATE-----
+    MIIBczCCARmgAwIBAgIUAKFGWi3HA7VNMBRRApqWnHBWNjEwCgYIKoZIzj0EAwIw
+    DzENMAsGA1UEAwwEc2hvcDAeFw0yNjEyMDgwMzI1NDhaFw0yNjEyMDkwMzI1NDha
+    MA8xDTALBgNVBAMMBHNob3AwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAATbtqr2
+    wpB4oUxdWrqTCuyi4WcAwIVC5Vohwx38zFCYQaHmgN6I61JX5oJiJZPZUgmUqHhw
+    aKB4Riw6wf3yKZXto1MwUTAdBgNVHQ4EFgQUmnahZHujCEzO706YkKWsee/PYFkw
+    HwYDVR0jBBgwFoAUmnahZHujCEzO706YkKWsee/PYFkwDwYDVR0TAQH/BAUwAwEB
+    /zAKBggqhkjOPQQDAgNIADBFAiEAoO1bEGsxH2WEjgqv8vjOVuZN8QkyCF2BTF6y
+    cUtF2zICIFu1AvFRQZGMtrMCfpZv+Om5yWPbDGqfsn9bC8KcXEC/
+    -----END CERTIFICATE-----
+"""
+PLAIN_GENERATOR = """\
+secretGenerator:
+  - name: shop
+    literals:
+      - APP_ENV=production
+      - WORKERS=4
+      - REDIS_PASSWORD=r3alRedis
+"""
+
+
+def test_a_secrets_plain_settings_are_quiet_and_its_credentials_found(project: Path) -> None:
+    """APP_ENV: production, PORT: "8080" in a Secret are no leak: a Secret's value is reported when its key names a
+    secret (the rule env: values follow, with api-key and mailPassword spelled as Kubernetes keys are) or when it is
+    a credential by its look whatever its key (a URL with a password, a long random token, a private key, a file of
+    settings holding one); a certificate is public."""
+    files = {"app.py": PROD, "k8s/secret.yaml": PLAIN_AND_SECRET, "k8s/kustomization.yaml": PLAIN_GENERATOR}
+    committed(project, files)
+    messages = audit(project, {}).only("FP-S013")
+    secret, kustomization = "k8s/secret.yaml", "k8s/kustomization.yaml"
+    reported = [(m["obj"], m["text"]) for m in messages]
+    assert sorted(reported) == sorted(
+        [
+            (f"{secret}:{line}", written(name, "is a Secret's value", secret))
+            for line, name in [(12, "api-key"), (13, "mailPassword"), (14, "DATABASE_URL"), (15, "webhook"),
+                               (16, "tls.key"), (20, "app.env"), (28, "signing")]
+        ]
+        + [(f"{kustomization}:6", written("REDIS_PASSWORD", "is a Secret's value", kustomization))]
+    ), reported
+    assert {m["hint"] for m in messages} == {stored_hint()}

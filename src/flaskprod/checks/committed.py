@@ -78,10 +78,14 @@ def _secret_written(name: str, value: str) -> str | None:
     if password is not None:
         # A URL's password may be short (postgresql://app:pw@db/app): one character alone stands for one.
         return None if _placeholder(password[1], name, shortest=2) else "has a password"
-    words = name.upper().split("_")
-    if _SECRET_WORDS.search(name) and words[-1] not in _ABOUT_A_SECRET and value.lower() not in _NOT_A_SECRET:
+    if _named_for_a_secret(name) and value.lower() not in _NOT_A_SECRET:
         return None if _placeholder(value, name) or _not_a_value(value) else "is a string"
     return None
+
+
+def _named_for_a_secret(name: str) -> bool:
+    """Whether name is a secret's (MAIL_PASSWORD, STRIPE_API_KEY), not something's about one (its _FILE, _TTL)."""
+    return _SECRET_WORDS.search(name) is not None and name.upper().split("_")[-1] not in _ABOUT_A_SECRET
 
 
 # What a sample file, a tutorial or a form writes where the secret goes, as secret scanners allow for (gitleaks'
@@ -332,11 +336,12 @@ def _secrets_in_source(tree: ast.Module) -> Iterator[_WrittenSecret]:
     WARNING,
     "a password, token or key is written in the project's code or config that git tracks (a config module, a "
     "database URL, an INI or CFG file such as alembic.ini's sqlalchemy.url or a uWSGI ini's env =, a Compose "
-    "service's environment:, a Kubernetes container's env: value or ConfigMap's data:, any value of a committed "
-    "Secret or a kustomization's secretGenerator literals; not a placeholder, an environment "
-    "lookup or reference (${DB_PASSWORD}) or a development config, nor a URL to localhost, taken for the developer's "
-    "own database; a secret key in a deployment file is FP-S009's): whoever can read the repository, or its history, "
-    "has it",
+    "service's environment:, a Kubernetes container's env: value or ConfigMap's data:, a committed Secret's value or "
+    "a kustomization's secretGenerator literal under a secret's name or a credential by its look (a URL with a "
+    "password, a long random token, a private key), not a plain setting beside them (APP_ENV: production); not a "
+    "placeholder, an environment lookup or reference (${DB_PASSWORD}) or a development config, nor a URL to "
+    "localhost outside a Secret, taken for the developer's own database; a secret key in a deployment file is "
+    "FP-S009's): whoever can read the repository, or its history, has it",
     hint="read it from the environment (os.environ[\"NAME\"], failing when it is missing) or from a file kept out of "
     "the repository (the instance folder), then change the secret: the old one stays in the repository's history",
 )
@@ -457,9 +462,10 @@ def _secrets_in_compose(item: ProjectFile) -> Iterator[_WrittenSecret]:
 
 def _secrets_in_manifests(item: ProjectFile) -> Iterator[tuple[_WrittenSecret, str]]:
     """The secrets a Kubernetes manifest writes, each with its hint: a container's env: value (- name: DATABASE_URL,
-    value: ...; valueFrom, a Secret's key, has none written), a ConfigMap's data: entry judged by its name, every
-    value of a Secret's stringData: or data: (base64), and a kustomization's secretGenerator literals (NAME=value);
-    but the secret keys FP-S009 reports. A SealedSecret's encryptedData is no value."""
+    value: ...; valueFrom, a Secret's key, has none written), a ConfigMap's data: entry judged by its name, and a
+    Secret's stringData: or data: (base64) value or a kustomization's secretGenerator literal (NAME=value) that is
+    a secret by its key or its look (_stored_secret); but the secret keys FP-S009 reports. A SealedSecret's
+    encryptedData is no value."""
     try:
         documents = list(yaml.compose_all(item.text, Loader=yaml.SafeLoader))
     except yaml.YAMLError:
@@ -482,9 +488,48 @@ def _secrets_in_manifests(item: ProjectFile) -> Iterator[tuple[_WrittenSecret, s
             _generator_literals(generators),
         )
         for line, name, value in stored:
-            # Every value a Secret holds is a secret, whatever its key is named (db-password, tls.key, api).
-            if not re.fullmatch(SECRET_NAME, name) and not _placeholder(value, name):
+            if not re.fullmatch(SECRET_NAME, name) and _stored_secret(name, value):
                 yield _WrittenSecret(line=line, name=name, what="is a Secret's value"), _STORED_SECRET_HINT
+
+
+def _stored_secret(name: str, value: str) -> bool:
+    """Whether a Secret's value (stringData:, data:, a generator's literal) is a secret: under a key named for one
+    (db-password, api-key, mailPassword), or a credential by its look whatever its key (a token by its shape or a
+    long random one, a private key, a URL with a password), or a file of settings holding one (app.env: |). A plain
+    setting kept beside them (APP_ENV: production, PORT: "8080", LOG_LEVEL: info) is none, nor a placeholder."""
+    if "\n" in value.strip():
+        # A file (app.env: |): judged line by line, as a settings file is; a placeholder word on one line says
+        # nothing of the password on another.
+        lines = (text for text in value.splitlines() if not text.lstrip().startswith(("#", ";")))
+        settings = (s for s in map(_TEXT_SETTING.match, lines) if s is not None)
+        return _token_shape(value) is not None or any(
+            _stored_secret(s[1], literal_value(s[2].rstrip().removesuffix(","))) for s in settings
+        )
+    if _placeholder(value, name) or value.lower() in _NOT_A_SECRET:
+        return False
+    # Kubernetes keys are spelled db-password, api-key, mail.password: the rule reads NAME_WORDS.
+    if _named_for_a_secret(re.sub(r"[-.]", "_", name)) or _token_shape(value) or _random_token(value):
+        return True
+    # Unlike an app's config, a URL to localhost here is no developer's database: the pod's own (a sidecar proxy).
+    password = _URL_PASSWORD.match(value)
+    return password is not None and not _placeholder(password[1], name, shortest=2)
+
+
+# A long random string in one piece (secrets.token_hex, token_urlsafe, an API key of no known shape): hex, or letters
+# and digits (or lower and upper case) switching as often as chance makes them and no word, version or host does.
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9+/=_.~-]{16,}")
+_HEX_TOKEN = re.compile(r"[0-9a-f]{16,}|[0-9A-F]{16,}")
+_CHARACTER_SWITCH = re.compile(r"(?<=[A-Za-z])(?=[0-9])|(?<=[0-9])(?=[A-Za-z])|(?<=[a-z])(?=[A-Z])")
+
+
+def _random_token(value: str) -> bool:
+    """Whether value looks like a random token: Zk3p9QaL2xVb7Rt5Yw1Nc8Hd4, 9f8e7d6c5b4a3928; not
+    release-2024-12-08, ip-10-0-1-23.ec2.internal or someCamelCaseSetting42."""
+    if _TOKEN_CHARS.fullmatch(value) is None or len(set(value)) < 8:
+        return False
+    if not (any(char.isdigit() for char in value) and any(char.isalpha() for char in value)):
+        return False
+    return _HEX_TOKEN.fullmatch(value) is not None or len(_CHARACTER_SWITCH.findall(value)) >= 5
 
 
 def _env_values(document: yaml.Node) -> Iterator[tuple[int, str, str]]:
