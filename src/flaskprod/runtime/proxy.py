@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from types import MethodType
 from typing import TYPE_CHECKING, Any
 
+from flask import Flask
 from werkzeug.http import parse_list_header
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -112,16 +115,79 @@ _PROXY_FIX_READS = {
 # Where middleware keeps the app it wraps: werkzeug's own and most (.app), Flask's (.wsgi_app), PEP 3333's examples
 # and WhiteNoise (.application), werkzeug's ProfilerMiddleware (._app).
 _WRAPPED_ATTRIBUTES = ("app", "wsgi_app", "application", "_app")
+# How far the chain is followed: an app's middleware is a handful of layers; a cycle or a deep graph ends here.
+_MAX_DEPTH = 32
 
 
 def middleware_chain(wsgi_app: object) -> Iterator[Any]:
-    """wsgi_app and what it wraps, outermost first: middleware is a chain through one of _WRAPPED_ATTRIBUTES."""
+    """wsgi_app and what it wraps, outermost first. Middleware keeps what it wraps in one of _WRAPPED_ATTRIBUTES,
+    else in a closure's cell (a function middleware) or an attribute of its own name (.wrapped, .next_app), followed
+    when it leads to a WSGI object known as such (_known). Run once at setup, not per request: bounded in depth, each
+    object searched once."""
+    searched: dict[int, bool] = {}
+    seen: set[int] = set()
     node: Any = wsgi_app
-    for _ in range(32):  # bounded against a cycle
-        if node is None:
-            return
+    while node is not None and id(node) not in seen and len(seen) < _MAX_DEPTH:
+        seen.add(id(node))
         yield node
-        node = next((inner for name in _WRAPPED_ATTRIBUTES if (inner := getattr(node, name, None)) is not None), None)
+        inner = _named_inner(node)
+        if inner is None:
+            inner = next((held for held in _held(node) if _leads_to_known(held, searched, _MAX_DEPTH)), None)
+        node = inner
+
+
+def _named_inner(node: object) -> object | None:
+    """What node keeps in the first of _WRAPPED_ATTRIBUTES it sets, else None."""
+    return next((inner for name in _WRAPPED_ATTRIBUTES if (inner := _attribute(node, name)) is not None), None)
+
+
+def _attribute(node: object, name: str) -> object | None:
+    """node.name, or None: also when reading it fails (a context-bound proxy, such as werkzeug's LocalProxy, raises
+    outside its context)."""
+    try:
+        return getattr(node, name, None)
+    except Exception:  # any object may be held: what cannot be read wraps nothing known
+        return None
+
+
+def _held(node: object) -> list[object]:
+    """The callables node holds where middleware of no known kind keeps what it wraps: a function's closure cells and
+    attributes (functools.wraps' __wrapped__), an object's own attributes. A Flask app comes last: a middleware
+    holding it for its name or config is not wrapping it, and its wsgi_app leads back out to the outermost layer."""
+    held: list[object] = []
+    closure = _attribute(node, "__closure__")
+    for cell in closure if isinstance(closure, tuple) else ():
+        with contextlib.suppress(ValueError):  # a cell not yet filled
+            held.append(cell.cell_contents)
+    attributes = _attribute(node, "__dict__")
+    if isinstance(attributes, dict):
+        held.extend(attributes.values())
+    wsgi = [value for value in held if callable(value) and not isinstance(value, type)]
+    return sorted(wsgi, key=lambda value: issubclass(type(value), Flask))  # stable: the rest in their order
+
+
+def _known(node: object) -> bool:
+    """A WSGI object known as such: a ProxyFix, flaskprod's own layers, a Flask app or its wsgi_app, or middleware
+    keeping what it wraps in one of _WRAPPED_ATTRIBUTES. By the type, not isinstance: a proxy object's __class__
+    can raise."""
+    kind = type(node)
+    if issubclass(kind, (ProxyFix, TrustedProxies, PeerOriginal, Flask)):
+        return True
+    if kind is MethodType and issubclass(type(getattr(node, "__self__", None)), Flask):
+        return True
+    return _named_inner(node) is not None
+
+
+def _leads_to_known(node: object, searched: dict[int, bool], depth: int) -> bool:
+    """Whether node is, or holds within depth steps, a WSGI object known as such. searched keeps each object's
+    answer, so none is searched twice (one on a cycle counts as leading nowhere while it is searched)."""
+    if _known(node):
+        return True
+    if id(node) in searched or depth <= 0:
+        return searched.get(id(node), False)
+    searched[id(node)] = False
+    searched[id(node)] = any(_leads_to_known(held, searched, depth - 1) for held in _held(node))
+    return searched[id(node)]
 
 
 def apps_proxy_fix(wsgi_app: object) -> ProxyFix | None:
