@@ -162,6 +162,89 @@ def test_a_scripts_click_command_outside_app_cli_is_named_with_how_it_is_run(pro
     assert create["hint"].startswith('set deploy.release_command = "python manage.py create_db" in flaskprod.toml')
     assert reset["obj"] == "manage.py:13"
     assert reset["hint"].startswith("run `python manage.py reset-tables` once by hand against the production database")
+    assert "it drops tables too (drop_all()), so each deploy would empty the database" in reset["hint"]
     # Without a main guard nothing says how it is run.
     [found] = tables_messages(project, {"manage.py": MANAGE.split("\n\n@cli.command()")[0] + "\n"})
     assert found["hint"].startswith("set deploy.release_command = the command line that runs it in")
+
+
+# A helper the app calls as it starts and from a hook too: the tables are made at start, the hook only makes them again.
+SHARED_HELPER = """
+
+def make_tables():
+    db.create_all()
+
+
+@app.before_request
+def create_tables():
+    make_tables()
+"""
+AT_START = "\n\nwith app.app_context():\n    make_tables()\n"
+FACTORY = """\
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+
+import tables
+from flaskprod import Production
+
+db = SQLAlchemy()
+
+
+class Post(db.Model):
+    id = db.Column(db.Integer, primary_key=True)
+
+
+def create_app():
+    app = Flask(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
+    db.init_app(app)
+    Production(app)
+"""
+FACTORY_SHARED = """
+    @app.before_request
+    def create_tables():
+        tables.make()
+
+    with app.app_context():
+        tables.make()
+    return app
+"""
+TABLES = "def make():\n    from app import db\n\n    db.create_all()\n"
+
+
+def test_a_helper_the_app_also_calls_as_it_starts_makes_its_tables_at_start(project: Path) -> None:
+    assert tables_messages(project, {"app.py": MODELS + SHARED_HELPER + AT_START}) == []
+    [found] = tables_messages(project, {"app.py": MODELS + SHARED_HELPER})  # from the hook alone: named
+    assert found["text"].startswith("`create_tables` (a before_request hook) calls db.create_all()")
+    # The same for a helper the app's command calls: the tables are there before anyone runs the command.
+    command = '\n\n@app.cli.command("init-db")\ndef init_db_command():\n    make_tables()\n'
+    helper = "\n\ndef make_tables():\n    db.create_all()\n" + command
+    assert tables_messages(project, {"app.py": MODELS + helper + AT_START}) == []
+    [found] = tables_messages(project, {"app.py": MODELS + helper})
+    assert found["text"].startswith("the app's tables are missing until `flask init-db` runs")
+    # Only the project's own function is the one it names: random.seed() at import is not the command named seed.
+    seed = "\n\n@app.cli.command()\ndef seed():\n    db.create_all()\n\n\nimport random\n\nrandom.seed(0)\n"
+    [found] = tables_messages(project, {"app.py": MODELS + seed})
+    assert found["text"].startswith("the app's tables are missing until `flask seed` runs")
+    # A factory calling a helper of another module, which its nested hook calls too.
+    assert tables_messages(project, {"app.py": FACTORY + FACTORY_SHARED, "tables.py": TABLES}) == []
+
+
+def test_a_lambda_hook_and_one_appended_to_the_registry_are_named(project: Path) -> None:
+    [found] = tables_messages(project, {"app.py": MODELS + "\n\napp.before_request(lambda: db.create_all())\n"})
+    assert found["obj"] == "app.py:17"
+    assert found["text"].startswith("`lambda: db.create_all()` (a before_request hook) calls db.create_all(), so")
+    appended = "\n\napp.before_request_funcs.setdefault(None, []).append(lambda: db.create_all())\n"
+    [found] = tables_messages(project, {"app.py": MODELS + appended})
+    assert found["text"].startswith("`lambda: db.create_all()` (a before_request hook)")
+    appended = "\n\ndef make():\n    db.create_all()\n\n\napp.before_request_funcs.setdefault(None, []).append(make)\n"
+    [found] = tables_messages(project, {"app.py": MODELS + appended})
+    assert found["text"].startswith("`make` (a before_request hook)")
+    # Two lambdas on one line: the one that creates the tables is named, once.
+    two = "\n\napp.before_request(lambda: None), app.teardown_request(lambda error: db.create_all())\n"
+    [found] = tables_messages(project, {"app.py": MODELS + two})
+    assert found["text"].startswith("`lambda error: db.create_all()` (a teardown_request hook)")
+    # In a factory, a lambda registered there runs as the app serves, not as it starts.
+    factory = FACTORY + "    app.before_request(lambda: tables.make())\n    return app\n"
+    [found] = tables_messages(project, {"app.py": factory, "tables.py": TABLES})
+    assert found["text"].startswith("`lambda: tables.make()` (a before_request hook)")

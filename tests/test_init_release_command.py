@@ -7,6 +7,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+from tests.test_check_release_hooks import MANAGE
 from tests.test_check_release_tables import CREATE, HELPER, HELPERS, MODELS, SCHEMA
 from tests.test_init import flaskprod
 
@@ -48,3 +49,17 @@ def test_an_app_with_no_table_command_keeps_the_generic_comment(tmp_path: Path) 
     written = init(tmp_path, {"app.py": MODELS})
     assert tomllib.loads(written)["deploy"] == {}
     assert '\n# release_command = "flask db upgrade"  # run once per release, before it takes requests\n' in written
+
+
+def test_a_manage_py_flaskgroup_command_is_set_as_check_names_it(tmp_path: Path) -> None:
+    """A manage.py's FlaskGroup commands are not on app.cli: the source shows them, and how the script runs them."""
+    written = init(tmp_path, {"app.py": MODELS, "manage.py": MANAGE})
+    assert tomllib.loads(written)["deploy"] == {"release_command": "python manage.py create_db"}
+    checked = flaskprod(tmp_path, "check")
+    assert "FP-R002" not in checked.stdout, checked.stdout + checked.stderr
+    (tmp_path / "flaskprod.toml").unlink()
+    reset_only = MANAGE.replace('@cli.command("create_db")\ndef create_db():\n    db.create_all()\n\n\n', "")
+    written = init(tmp_path, {"app.py": MODELS, "manage.py": reset_only})
+    assert tomllib.loads(written)["deploy"] == {}
+    commented = '\n# release_command = "python manage.py reset-tables"  # not set: it drops tables too (drop_all())'
+    assert commented in written

@@ -61,8 +61,9 @@ def detect(target: str | None, root: Path, environ: Mapping[str, str]) -> Detect
 def _release(migrate_command: str | None, table_commands: tuple[tuple[str, str], ...]) -> tuple[str | None, str, str]:
     """Detected's release_command, release_comment and suggested_release.
 
-    A command that creates the tables (as check's FP-R002 read them, in the probe) is safe on every deploy when it
-    drops nothing, as create_all only adds what is missing; one that drops tables too (db.drop_all(), the Flask
+    A command that creates the tables (as check's FP-R002 read them, in the probe: app.cli's as `flask NAME`, then a
+    script's click group, a manage.py FlaskGroup's, as `python manage.py NAME`) is safe on every deploy when it drops
+    nothing, as create_all only adds what is missing; one that drops tables too (db.drop_all(), the Flask
     tutorial's schema.sql) would empty the database at each deploy, so it is only named, to run once by hand."""
     if migrate_command:
         return f"flask {migrate_command} upgrade", _MIGRATE, ""

@@ -315,7 +315,7 @@ def table_commands(app: Any, root: Path) -> list[tuple[str, str]]:
     """AppInfo.table_commands, read as check's FP-R002 reads them."""
     from ..checks.release import release_table_commands  # the checks' package: only in the probe's child
 
-    return [(command.invocation, command.drops) for command in release_table_commands(app, root)]
+    return release_table_commands(app, root)
 
 
 def websocket_routes(app: Any) -> list[str]:
