@@ -779,6 +779,7 @@ def test_every_check_has_a_case() -> None:
     covered |= {"FP-S011", "FP-S012", "FP-S013"}
     covered |= {"FP-C019"}  # dotenv files and deployment files together: tests/test_check_dotenv.py
     covered |= {"FP-R002"}  # an app's create_all commands, read from its source: tests/test_check_release_tables.py
+    covered |= {"FP-C020"}  # a SQLite file beside the code, in a config.py: tests/test_check_sqlite_outside_instance.py
     assert covered == set(REGISTRY)
 
 

@@ -10,6 +10,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -22,7 +23,15 @@ from ..render.requirements import async_without_asgiref, lacks_asgiref, requirem
 from ..runtime.db import engine_options
 from ..spec import Spec, env_for, read_env_layer
 from . import dotenv_files, nginx
-from .context import Context, ProjectFile, deployment_files, stand_in_environ, variable_read, walk
+from .context import (
+    Context,
+    ProjectFile,
+    deployment_files,
+    for_development,
+    stand_in_environ,
+    variable_read,
+    walk,
+)
 from .engines import where_made
 from .registry import CRITICAL, ERROR, WARNING, Found, app_check, check
 from .security import deployed_values
@@ -325,6 +334,67 @@ def own_engine_pools(app: Flask, context: Context) -> Iterator[Found]:
             f"database.connection_budget ({context.effective_spec.database.connection_budget}): with every worker "
             "and replica it can pass the budget and the database's max_connections",
         )
+
+
+_SQLITE_OUTSIDE_INSTANCE = (
+    "the app's SQLite database{file} is a file in the project outside Flask's instance folder{instance}, the one "
+    "folder the built containers and the VM's unit let the app write (its code is read-only there, owned by root; "
+    "Kubernetes' pods write neither): the release command that creates the tables, and every write, fail there "
+    "with 'unable to open database file'"
+)
+
+
+@app_check(
+    "FP-C020",
+    WARNING,
+    _SQLITE_OUTSIDE_INSTANCE.format(file="", instance=""),
+    hint="keep it in the instance folder, which the images and the VM keep as a volume: 'sqlite:///name.sqlite' "
+    "(Flask-SQLAlchemy 3 puts a relative path there) or os.path.join(app.instance_path, 'name.sqlite'); or use a "
+    "database server through DATABASE_URL (`flaskprod build --with postgres`), as Kubernetes needs",
+)
+def sqlite_outside_instance(app: Flask, context: Context) -> Iterator[Found]:
+    # `up` copies the project into a release it may write, so the file works there: the built targets are the
+    # ones where the app's code is read-only (Flasky's "sqlite:///" + os.path.join(basedir, "data.sqlite")).
+    if "sqlalchemy" not in app.extensions:
+        return
+    root = context.root.resolve()
+    instance = Path(app.instance_path).resolve()
+    for key, engine in (_engines(app) or {}).items():
+        path = _sqlite_file(engine.url, root)
+        if path is None or not path.is_relative_to(root) or path.is_relative_to(instance):
+            continue
+        name = path.relative_to(root).as_posix() + ("" if key is None else f" (bind {key!r})")
+        yield Found(
+            obj=_written_at(context, path.name) or context.app_label,
+            text=_SQLITE_OUTSIDE_INSTANCE.format(file=f" {name}", instance=f" ({_relative(instance, root)})"),
+        )
+
+
+def _sqlite_file(url: Any, root: Path) -> Path | None:
+    """The file an SQLAlchemy URL's SQLite database is, as a server started in root opens it; None for another
+    database, or one in memory."""
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or url.query.get("mode") == "memory":
+        return None
+    path = Path(database.removeprefix("file:"))  # SQLite's URI filenames (?uri=true)
+    return (path if path.is_absolute() else root / path).resolve()
+
+
+def _written_at(context: Context, name: str) -> str | None:
+    """file:line of the one string in the project's modules that ends with the database file's name (where the
+    config builds its URL), outside files named for development; None when none, or several, do."""
+    lines = {
+        item.at(node.lineno)
+        for item, tree in context.python_files()
+        if name in item.text and not for_development(item.rel)
+        for node in walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith(name)
+    }
+    return lines.pop() if len(lines) == 1 else None
+
+
+def _relative(folder: Path, root: Path) -> str:
+    return folder.relative_to(root).as_posix() if folder.is_relative_to(root) else folder.as_posix()
 
 
 @app_check(
