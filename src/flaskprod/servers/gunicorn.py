@@ -6,6 +6,7 @@ import atexit
 import logging
 import mmap
 import os
+import queue
 import signal
 import sys
 import threading
@@ -270,6 +271,14 @@ class FlaskprodArbiter(Arbiter):  # type: ignore[misc]
         super().__init__(app)
         # SIGTERM to one worker is Gunicorn's graceful stop of it; the loop below forks its replacement.
         self.memory_bound = MemoryBound(app.settings["recycle_memory_mb"], recycle=self._recycle)
+        # Every stop-at-once signal (SIGINT, SIGQUIT) as it comes, for a graceful stop's watch (_watch_for_at_once):
+        # the arbiter's loop reads no signal once it stops, and its queue is read by Gunicorn's stop loop alone.
+        self.at_once_signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def signal(self, sig: int, frame: FrameType | None) -> None:
+        super().signal(sig, frame)
+        if sig in stopnow.QUIT_NOW:
+            self.at_once_signals.put_nowait(sig)  # SimpleQueue's put is safe in a signal handler
 
     def spawn_worker(self) -> int:
         # Until the worker sets its own handlers, the fork has the arbiter's, which queue a signal to the arbiter's
@@ -326,7 +335,21 @@ class FlaskprodArbiter(Arbiter):  # type: ignore[misc]
                 # Gunicorn waits graceful_timeout for its workers, then kills them; not the master's own exit, and
                 # a worker's request in hand keeps a stop at once waiting that long.
                 self.app.bound_stop_at_once(getattr(self, "told_at_once", "a stop at once"))
+            else:
+                self._watch_for_at_once()
         super().stop(graceful)
+
+    def _watch_for_at_once(self) -> None:
+        """Once a graceful stop has begun, a stop at once (Ctrl-C, SIGQUIT) gets serve's bound all the same.
+
+        Gunicorn makes it its quick stop of the workers, but nothing bounded the master's own exit: with preload, an
+        exit handler of the app's held serve for ever after Ctrl-C. A thread, as the main thread may be the one held."""
+
+        def watch() -> None:
+            sig = self.at_once_signals.get()
+            self.app.bound_stop_at_once(signal.Signals(sig).name)
+
+        threading.Thread(target=watch, name="flaskprod-stop-at-once", daemon=True).start()
 
     def _recycle(self, pid: int) -> None:
         if pid not in self.WORKERS:
@@ -343,19 +366,27 @@ class FlaskprodArbiter(Arbiter):  # type: ignore[misc]
         delay = self.app.settings["drain_delay"]
         if delay:
             self.log.info("Draining: /readyz answers 503; stopping in %ss", delay)
-            self._keep_serving(delay)
+            cut_by = self._keep_serving(delay)
+            # A stop at once that cut the delay short is one (`up` does alike): it was a graceful stop, workers and
+            # all, with no bound, so a worker that takes no signal held serve for graceful_timeout after Ctrl-C.
+            if cut_by == signal.SIGINT:
+                self.handle_int()
+            elif cut_by == signal.SIGQUIT:
+                self.handle_quit()
         raise StopIteration
 
-    def _keep_serving(self, seconds: float) -> None:
+    def _keep_serving(self, seconds: float) -> int | None:
+        """Serve on for seconds; the signal that cut them short, if one did (a stop at once's first)."""
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
-            received = self.wait_for_signals(timeout=min(left, 1.0))
-            if any(sig in _IMPATIENT for sig in received):
-                return
+            received: list[int] = self.wait_for_signals(timeout=min(left, 1.0))
+            if impatient := [sig for sig in received if sig in _IMPATIENT]:
+                return next((sig for sig in impatient if sig in stopnow.QUIT_NOW), impatient[0])
             if signal.SIGCHLD in received:
                 self.reap_workers()
             self.murder_workers()
             self.manage_workers()
+        return None
 
 
 class FlaskprodApplication(BaseApplication):  # type: ignore[misc]

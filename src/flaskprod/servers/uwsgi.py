@@ -314,27 +314,17 @@ class Supervisor:
                 self.stopping = self.stopping or sig in _STOPS
                 if sig == signal.SIGTERM:
                     self.run_dir.begin_drain()
-                    self._wait_drain_delay(proc)
-                    self._tell(proc, signal.SIGTERM)
-                    if self.stop_by is None and self.kill_at is None:
-                        self.stop_by = time.monotonic() + self.graceful_timeout
-                        ran_out = f"server.graceful_timeout = {self.graceful_timeout:g}s ran out"
-                        if not self.at_once:
-                            self._write_stop_by(self.stop_by, ran_out)
-                        self.term_again_at = time.monotonic() + TERM_AGAIN
+                    cut_by = self._wait_drain_delay(proc)
+                    if cut_by is not None and cut_by in _AT_ONCE:
+                        # A stop at once that cut the delay short is one: it was a graceful stop with no bound, and a
+                        # worker that takes no signal held serve for graceful_timeout after Ctrl-C.
+                        self._stop_at_once(proc, cut_by)
+                    else:
+                        self._stop_gracefully(proc)
                 elif sig == signal.SIGHUP:
                     self._tell(proc, sig)
-                elif sig in _AT_ONCE:
-                    # uWSGI's stop at once (its workers end mid-request): the master's pools get no wait either. Its
-                    # SIGINT, whichever came: its own SIGQUIT is not Gunicorn's stop at once (it dumps the master's
-                    # state, or stops it brutally, by version and build).
-                    name = signal.Signals(sig).name
-                    self.at_once = True
-                    self._write_stop_by(time.monotonic(), f"stopped at once ({name})")
-                    if self.at_once_by is None:
-                        self.at_once_by = time.monotonic() + STOP_AT_ONCE_BOUND
-                        self.at_once_why = f"still running {STOP_AT_ONCE_BOUND:g}s after {name} (stop at once)"
-                    proc.send_signal(signal.SIGINT)
+                elif sig is not None and sig in _AT_ONCE:
+                    self._stop_at_once(proc, sig)
                 self._end_overdue_stop(proc)
                 self._end_overdue_stop_at_once()
                 self.tell_late_workers()
@@ -357,6 +347,28 @@ class Supervisor:
                 self.relay.finish()
             for forwarded in _HANDLED:
                 signal.signal(forwarded, signal.SIG_DFL)
+
+    def _stop_gracefully(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGTERM's stop: uWSGI's graceful one, which _end_overdue_stop ends past graceful_timeout."""
+        self._tell(proc, signal.SIGTERM)
+        if self.stop_by is None and self.kill_at is None:
+            self.stop_by = time.monotonic() + self.graceful_timeout
+            ran_out = f"server.graceful_timeout = {self.graceful_timeout:g}s ran out"
+            if not self.at_once:
+                self._write_stop_by(self.stop_by, ran_out)
+            self.term_again_at = time.monotonic() + TERM_AGAIN
+
+    def _stop_at_once(self, proc: subprocess.Popen[bytes], sig: int) -> None:
+        """uWSGI's stop at once (its workers end mid-request): the master's pools get no wait either. Its SIGINT,
+        whichever came: its own SIGQUIT is not Gunicorn's stop at once (it dumps the master's state, or stops it
+        brutally, by version and build)."""
+        name = signal.Signals(sig).name
+        self.at_once = True
+        self._write_stop_by(time.monotonic(), f"stopped at once ({name})")
+        if self.at_once_by is None:
+            self.at_once_by = time.monotonic() + STOP_AT_ONCE_BOUND
+            self.at_once_why = f"still running {STOP_AT_ONCE_BOUND:g}s after {name} (stop at once)"
+        proc.send_signal(signal.SIGINT)
 
     def _write_stop_by(self, deadline: float, why: str) -> None:
         """Tell uWSGI's master, in the file beside the ini, by when its thread pools' work ends, and why."""
@@ -445,15 +457,17 @@ class Supervisor:
             say(killed_line(self.at_once_why, killed), as_json=self.relay is not None)
             self.killed_at_once = True
 
-    def _wait_drain_delay(self, proc: subprocess.Popen[bytes]) -> None:
+    def _wait_drain_delay(self, proc: subprocess.Popen[bytes]) -> int | None:
+        """Wait out the drain delay; the stop signal that cut it short, if one did."""
         deadline = time.monotonic() + self.drain_delay
         while proc.poll() is None and (left := deadline - time.monotonic()) > 0:
             try:
-                if self.signals.get(timeout=min(left, REAP_INTERVAL)) in _STOPS:
-                    return
+                if (sig := self.signals.get(timeout=min(left, REAP_INTERVAL))) in _STOPS:
+                    return sig
             except queue.Empty:
                 pass
             self.reap_metrics()
+        return None
 
     def reap_metrics(self) -> None:
         """uWSGI has no child-exit hook: mark each worker whose metric files remain but whose pid is gone."""
