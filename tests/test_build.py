@@ -45,6 +45,7 @@ from flaskprod.render.deployment import STATIC_DIR, Deployment, app_static, cont
 from flaskprod.render.image import app_ignores, copy_instruction, env_value, render_single
 from flaskprod.render.kubernetes import render_k8s
 from flaskprod.render.nginx import StaticMount
+from flaskprod.render.requirements import FLASKPROD_SOURCES
 from flaskprod.render.systemd import render_systemd
 from flaskprod.render.targets import TARGETS
 from flaskprod.render.writer import write_files
@@ -627,7 +628,7 @@ def test_requirements_without_flaskprod_are_refused_and_nothing_is_written(proje
     assert result.returncode == 2, result.stdout
     assert result.stderr.strip() == (
         "Error: requirements.txt does not install flaskprod, which every target runs (`flaskprod serve`): "
-        "add a line `flaskprod` to it"
+        f"add a line for it; {FLASKPROD_SOURCES}"
     )
     assert not (project / "deploy").exists()
 

@@ -15,7 +15,7 @@ from pip._internal.req.req_file import parse_requirements
 
 from flaskprod.errors import BuildError
 from flaskprod.render.image import dockerfile
-from flaskprod.render.requirements import canonical, read_requirements, require_flaskprod
+from flaskprod.render.requirements import FLASKPROD_SOURCES, canonical, read_requirements, require_flaskprod
 
 from .buildkit import make_deployment
 
@@ -113,7 +113,7 @@ def test_requirements_without_flaskprod_are_refused_with_the_fix(tmp_path: Path)
         require_flaskprod(tmp_path, "requirements.txt")
     assert str(caught.value) == (
         "requirements.txt does not install flaskprod, which every target runs (`flaskprod serve`): "
-        "add a line `flaskprod` to it"
+        f"add a line for it; {FLASKPROD_SOURCES}"
     )
 
 

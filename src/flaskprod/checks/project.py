@@ -14,7 +14,14 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 
 from ..errors import BuildError
-from ..render.requirements import FLASKPROD, canonical, lacks_flaskprod, read_requirements, requirements_file
+from ..render.requirements import (
+    FLASKPROD,
+    FLASKPROD_SOURCES,
+    canonical,
+    lacks_flaskprod,
+    read_requirements,
+    requirements_file,
+)
 from ..sizing import worker_class
 from . import nginx
 from .compose import development_lines
@@ -1122,8 +1129,7 @@ def _installed_requirements(context: Context, item: ProjectFile) -> tuple[list[t
     ERROR,
     "the app imports flaskprod, but the requirements its deployment installs do not: the app fails to "
     "import in the image or the server's virtualenv",
-    hint="add flaskprod to the requirements file (or pyproject.toml's dependencies); `pip freeze > "
-    "requirements.txt` in the app's virtualenv lists it",
+    hint=f"add flaskprod to the requirements file (or pyproject.toml's dependencies): {FLASKPROD_SOURCES}",
 )
 def flaskprod_not_required(context: Context) -> Iterator[Found]:
     if not any(_imports_module(tree, "flaskprod") for _, tree in context.python_files()):

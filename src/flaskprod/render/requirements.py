@@ -21,6 +21,13 @@ from packaging.requirements import InvalidRequirement, Requirement
 from ..errors import BuildError
 
 FLASKPROD = "flaskprod"
+# How a project names flaskprod so that an image can install it: it is not on PyPI, where a bare name finds nothing
+# (or another project's package), and a path on this machine (`pip freeze`'s `-e /path` of a checkout) is not there.
+FLASKPROD_REQUIREMENT = "flaskprod @ git+https://git.example.com/you/flaskprod.git@v0.1.0"
+FLASKPROD_SOURCES = (
+    f"flaskprod is not on PyPI, so name it as the image can download it: `{FLASKPROD_REQUIREMENT}` (your "
+    "repository and tag), or flaskprod==VERSION from your own package index"
+)
 # What Flask runs an async view with: asgiref, which flask[async] installs; without it each such view answers 500.
 ASYNC_PROVIDERS = frozenset({"asgiref", "flask[async]"})
 # -r base.txt, -rbase.txt, --requirement base.txt, --requirement=base.txt; the same for -c.
@@ -432,11 +439,11 @@ def require_flaskprod(root: Path, requirements: str | None) -> Requirements | No
     if requirements is None:
         raise BuildError(
             "pyproject.toml's dependencies do not include flaskprod, which every target runs (`flaskprod serve`): "
-            'add "flaskprod" to them'
+            f"add it to them; {FLASKPROD_SOURCES}"
         )
     raise BuildError(
-        f"{requirements} does not install flaskprod, which every target runs (`flaskprod serve`): "
-        "add a line `flaskprod` to it"
+        f"{requirements} does not install flaskprod, which every target runs (`flaskprod serve`): add a line for "
+        f"it; {FLASKPROD_SOURCES}"
     )
 
 
