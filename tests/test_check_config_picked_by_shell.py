@@ -82,6 +82,11 @@ def test_a_variable_the_deployments_set_or_the_shell_leaves_at_its_default_passe
     files = {"config.py": CONFIG, "shop.py": FACTORY}
     for env in ({}, {"SHOP_CONFIG": "development"}):
         assert audit(project, files, "shop:create_app()", env=env).only("FP-C021") == [], env
+    # A developer's shell picking another config than the production one the code defaults to.
+    defaults_to_production = FACTORY.replace('"SHOP_CONFIG", "development"', '"SHOP_CONFIG", "production"')
+    production_default = {**files, "shop.py": defaults_to_production}
+    development = {"SHOP_CONFIG": "development"}
+    assert audit(project, production_default, "shop:create_app()", env=development).only("FP-C021") == []
     production = {"SHOP_CONFIG": "production"}
     dockerfile = {"Dockerfile": "FROM python:3.11-slim\nENV SHOP_CONFIG=production\n"}
     assert audit(project, {**files, **dockerfile}, "shop:create_app()", env=production).only("FP-C021") == []

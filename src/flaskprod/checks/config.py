@@ -416,6 +416,8 @@ def config_picked_by_shell(context: Context) -> Iterator[Found]:
         value = context.environ.get(choice.variable)
         if value is None or value == choice.default or choice.variable.startswith("FLASKPROD_"):
             continue
+        if choice.default is not None and "prod" in choice.default.lower():
+            continue  # deployments load the production config, whatever a developer's shell picks
         if (choice.variable, choice.read_at) in named:
             continue
         named.add((choice.variable, choice.read_at))
