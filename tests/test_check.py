@@ -781,6 +781,7 @@ def test_every_check_has_a_case() -> None:
     covered |= {"FP-R002"}  # an app's create_all commands, read from its source: tests/test_check_release_tables.py
     covered |= {"FP-C020"}  # a SQLite file beside the code, in a config.py: tests/test_check_sqlite_outside_instance.py
     covered |= {"FP-C021"}  # a config class picked by the shell: tests/test_check_config_picked_by_shell.py
+    covered |= {"FP-C022"}  # a body size the app overrides: tests/test_check_body_size_setting_unused.py
     assert covered == set(REGISTRY)
 
 

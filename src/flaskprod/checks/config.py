@@ -22,7 +22,7 @@ from ..render.deployment import trusted_hops
 from ..render.nginx import PLACEHOLDER, answers, server_name_host, server_names
 from ..render.requirements import async_without_asgiref, lacks_asgiref, requirements_file
 from ..runtime.db import engine_options
-from ..spec import Spec, env_for, read_env_layer
+from ..spec import Spec, env_for, parse_size, read_env_layer
 from . import dotenv_files, nginx
 from .context import (
     Context,
@@ -128,6 +128,35 @@ def production_missing(app: Flask, context: Context) -> Iterator[Found]:
 def body_limit(app: Flask, context: Context) -> Iterator[Found]:
     if app.config.get("MAX_CONTENT_LENGTH") is None:
         yield Found(obj=context.app_label)
+
+
+@app_check(
+    "FP-C022",
+    WARNING,
+    "proxy.max_body_size is set, but the app sets MAX_CONTENT_LENGTH itself: Flask and nginx's client_max_body_size "
+    "follow the app's value, and the setting goes unused",
+    hint="remove MAX_CONTENT_LENGTH from the app's config so that proxy.max_body_size sets it, or set the size you "
+    "want there and remove proxy.max_body_size",
+)
+def body_size_setting_unused(app: Flask, context: Context) -> Iterator[Found]:
+    # Production(app) keeps a value the app chose, and build and up give nginx what the app loaded: the setting is
+    # for an app with none (or None, where it bounds nginx alone).
+    origin = context.spec.origins.get("proxy.max_body_size", "default")
+    actual = app.config.get("MAX_CONTENT_LENGTH")
+    if origin == "default" or not isinstance(actual, int):
+        return
+    value = context.spec.proxy.max_body_size
+    try:
+        wanted = parse_size(value)
+    except ValueError:
+        return
+    if actual != wanted:
+        yield Found(
+            obj=Path(origin.removeprefix("file ")).name if origin.startswith("file ") else context.app_label,
+            text=f"proxy.max_body_size is {value} ({wanted} bytes), but the app sets MAX_CONTENT_LENGTH to {actual} "
+            "itself: Flask and nginx's client_max_body_size follow the app's value, so bodies over "
+            f"{actual} bytes get 413 and the setting goes unused",
+        )
 
 
 _FLASK_ENV = re.compile(r"\bFLASK_ENV\b")
