@@ -930,6 +930,8 @@ def dotenv_not_deployed(context: Context) -> Iterator[Found]:
             if name in context.environ:
                 continue
             passed = dotenv_files.passed_names(context) if passed is None else passed
+            if _given_as_flask_variable(name, context, passed):
+                continue
             if name not in passed:
                 yield Found(
                     obj=item.at(binding.line),
@@ -938,6 +940,17 @@ def dotenv_not_deployed(context: Context) -> Iterator[Found]:
                     "runs and no deployment file passes it, so the deployed app runs without it",
                     hint=_DOTENV_HINT.format(name=name),
                 )
+
+
+def _given_as_flask_variable(name: str, context: Context, passed: set[str]) -> bool:
+    """Whether the app gets config name another way: Production(app) loads FLASK_<name> into it (app.env_config),
+    and that is set where check runs or passed by a deployment file (FLASK_SECRET_KEY, which every built target
+    passes, for the SECRET_KEY an app reads from .env)."""
+    installed = context.installed
+    flask_name = f"FLASK_{name}"
+    if name.startswith("FLASK_") or installed is None or not installed.spec.app.env_config:
+        return False
+    return flask_name in context.environ or flask_name in passed
 
 
 # What `flask run` itself reads, and development alone sets: the app's name (flaskprod reads FLASK_APP from the
