@@ -202,8 +202,10 @@ def reset_connection() -> None:
     """Make uWSGI's close of this request's connection a reset (SO_LINGER on, 0 s), for a streamed body that failed.
 
     uWSGI's response has no length (an http-socket's, Connection: close; the uwsgi protocol's): its clean close ends
-    a cut body as if whole, where a reset is an error to the client. Over a unix socket (nginx in front, `up`) Linux
-    ignores SO_LINGER and the close is an end all the same: nginx ends its chunked reply to the client normally.
+    a cut body as if whole, where a reset is an error to the client. Over a unix socket (nginx in front, `up`) there
+    is no reset to make: Linux ignores SO_LINGER and shutdown there, and a close is an error to the peer only when the
+    closing end leaves data unread, while uWSGI has read all nginx sent. nginx's uwsgi module knows a body's end only
+    from Content-Length (a chunked body passes through as it is), so it ends its chunked reply to the client normally.
     """
     import uwsgi  # only inside uWSGI
 
