@@ -120,3 +120,29 @@ def test_no_repository_or_no_git_is_quiet(
     result = audit(project, {})
     assert result.exit_code in (0, 1)
     assert {"FP-S011"} & set(result.ids()) == set(), result.messages
+
+
+# A random token may hold "xxx" or "todo" by chance; a fill-in word that is the value, or a word of it, is no secret.
+CHANCE_DOTENV = (
+    "API_TOKEN=Zk3p9QaL2xxxVb7Rt5Yw1Nc8Hd4\n"
+    "GITHUB_TOKEN=ghp_" + "q7Zk3p9QaL2ToDoVb7Rt5Yw1Nc8Hd4Xe6Fm0" + "\n"
+    "MAIL_PASSWORD=your-mail-password\n"
+    "STRIPE_API_KEY=sk_live_xxxxxxxxxxxxxxxxxxxxxxxx\n"
+    "SENTRY_TOKEN=todo\n"
+    "DATABASE_URL=postgresql://shop:changeme@db.internal/shop\n"
+    "AWS_ACCESS_KEY=AKIAIOSFODNN7EXAMPLE\n"
+)
+
+
+def test_a_fill_in_word_by_chance_in_a_tracked_dotenv_token_is_found(project: Path) -> None:
+    committed(project, {"app.py": PROD_APP, ".env": CHANCE_DOTENV})
+    hint = (
+        "take it out of the repository: `git rm --cached .env` and add `.env` to .gitignore (commit a .env.example "
+        "with the names alone instead); the secret stays in the repository's history, so change it (a new "
+        "password, token or key) and keep the new one in the untracked file or the environment"
+    )
+    where = ".env, a dotenv file that git tracks"
+    assert found(audit(project, {}).only("FP-S011")) == [
+        (".env:1", f"API_TOKEN is a string written in {where}: {WHOEVER}", hint),
+        (".env:2", f"GITHUB_TOKEN is a string written in {where}: {WHOEVER}", hint),
+    ]

@@ -6,6 +6,9 @@ wrote (its header on them) are not read."""
 
 from __future__ import annotations
 
+import base64
+import json
+import textwrap
 from pathlib import Path
 
 from flaskprod.render.yamlfile import generated_header
@@ -295,3 +298,165 @@ def test_a_secrets_plain_settings_are_quiet_and_its_credentials_found(project: P
         + [(f"{kustomization}:6", written("REDIS_PASSWORD", "is a Secret's value", kustomization))]
     ), reported
     assert {m["hint"] for m in messages} == {stored_hint()}
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def docker_config(registries: dict[str, dict[str, str]]) -> str:
+    return json.dumps({"auths": registries})
+
+
+# A long random value may hold "xxx", "todo" or "your" by chance (base64 writes any three letters once in 30,000):
+# a fill-in word inside such a run is no placeholder, but one that is the value, or stands as a word in it, is.
+PRIVATE_KEY = """\
+-----BEGIN PRIVATE KEY-----
+MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQCvv/JlDF3msIY3
+9KgXagJ+WWCFtBA4P0exnFu8qOFYC40RYwgh7s3FGJpmd0NC8JkAy2DX7vw+NXxQ
++1sgZcpmiQe/blm1II2J/eEcPwHA81V8nWNGXUngPc9tIuq6i7SX3X329P/Lh20A
+WbAqs0V5S0VYOse0XiIJTgrLTur6zCm4/p4AlcRMkwMWA9HDzEzxXxT2fQtoDo==
+-----END PRIVATE KEY-----
+"""
+# Empty, or references a CI job fills in before kubectl apply.
+TEMPLATED_REGISTRIES = {
+    "ghcr.io": {"username": "shop", "password": ""},
+    "quay.io": {"password": "${QUAY_PASSWORD}"},
+    "docker.io": {"auth": b64("shop:")},
+    "gcr.io": {"auth": "${GCR_AUTH}"},
+    "registry.example.com": {"auth": b64("shop:${REGISTRY_PASSWORD}"), "identitytoken": "<token>"},
+}
+# What `kubectl create secret docker-registry` (or basic-auth, ssh-auth) writes, committed: the registry's password
+# as .dockerconfigjson's JSON (base64 in data:, text in stringData:), a user:password auth, an identity token.
+PULL_SECRETS = f"""\
+apiVersion: v1
+kind: Secret
+metadata:
+  name: ghcr
+type: kubernetes.io/dockerconfigjson
+data:
+  .dockerconfigjson: {b64(docker_config({"ghcr.io": {"username": "shop", "password": "r3alRegistry"}}))}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: registry
+type: kubernetes.io/dockerconfigjson
+stringData:
+  .dockerconfigjson: '{docker_config({"registry.example.com": {"auth": b64("shop:r3alRegistry")}})}'
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: acr
+type: kubernetes.io/dockerconfigjson
+stringData:
+  .dockerconfigjson: |
+    {{
+      "auths": {{
+        "shop.azurecr.io": {{"identitytoken": "eyJhbGciOiJSUzI1NiJ9.eyJqdGkiOiI3YTk4ZjJjNCJ9.Qk3p9QaL2"}}
+      }}
+    }}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: legacy
+type: kubernetes.io/dockercfg
+data:
+  .dockercfg: {b64(json.dumps({"quay.io": {"auth": b64("shop+robot:r3alRobot"), "email": "ops@example.com"}}))}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: templates
+type: kubernetes.io/dockerconfigjson
+stringData:
+  .dockerconfigjson: '{docker_config(TEMPLATED_REGISTRIES)}'
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: basic
+type: kubernetes.io/basic-auth
+stringData:
+  username: shop
+  password: r3alBasic
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: deploy-key
+type: kubernetes.io/ssh-auth
+data:
+  ssh-privatekey: {b64(PRIVATE_KEY)}
+"""
+
+
+def pull_hint() -> str:
+    return (
+        "keep Secrets out of the repository: create the pull Secret in the cluster from the config `docker login` "
+        "wrote (kubectl create secret generic regcred --from-file=.dockerconfigjson=$HOME/.docker/config.json "
+        "--type=kubernetes.io/dockerconfigjson) or commit it encrypted (Sealed Secrets, SOPS), then change the "
+        "password or token: the old one stays in the repository's history"
+    )
+
+
+def test_a_committed_pull_secrets_registry_credentials_are_found(project: Path) -> None:
+    """A .dockerconfigjson (or the older .dockercfg) is JSON, which reads as a template ({...}) to the rule for a
+    Secret's value: its auths.<registry> password, auth (base64 user:password) and identity token are read, and
+    reported by registry; an empty one or a reference is not. A basic-auth Secret's password and an ssh-auth
+    Secret's key are found as any Secret's."""
+    committed(project, {"app.py": PROD, "k8s/pull.yaml": PULL_SECRETS})
+    messages = audit(project, {}).only("FP-S013")
+    file = "k8s/pull.yaml"
+    assert sorted(found(messages)) == sorted([
+        (f"{file}:7", written(".dockerconfigjson", "has the password or token of ghcr.io", file), pull_hint()),
+        (f"{file}:15", written(".dockerconfigjson", "has the password or token of registry.example.com", file),
+         pull_hint()),
+        (f"{file}:23", written(".dockerconfigjson", "has the password or token of shop.azurecr.io", file),
+         pull_hint()),
+        (f"{file}:36", written(".dockercfg", "has the password or token of quay.io", file), pull_hint()),
+        (f"{file}:53", written("password", "is a Secret's value", file), stored_hint()),
+        (f"{file}:61", written("ssh-privatekey", "is a Secret's value", file), stored_hint()),
+    ]), found(messages)
+    assert "r3al" not in str(messages)
+
+
+CHANCE_AND_FILL_IN = f"""\
+apiVersion: v1
+kind: Secret
+metadata:
+  name: shop
+stringData:
+  webhook: Zk3p9QaL2xxxVb7Rt5Yw1Nc8Hd4
+  signing: a8ToDoQ3vZ9kLp2Rw7Xc4Nb6Mj1
+  tls.key: |
+{textwrap.indent(PRIVATE_KEY, "    ")}  api-key: your-api-key-here
+  stripe: sk_live_xxxxxxxxxxxxxxxxxxxxxxxx
+  session-token: change-me-in-production
+  db-password: TODO
+  mail-password: fake_9f8e7d6c5b4a3928
+  aws: AKIAIOSFODNN7EXAMPLE
+  sample.key: |
+    -----BEGIN PRIVATE KEY-----
+    ...
+    -----END PRIVATE KEY-----
+  short.key: |
+    -----BEGIN RSA PRIVATE KEY-----
+    MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun...
+    -----END RSA PRIVATE KEY-----
+"""
+
+
+def test_a_fill_in_word_inside_a_random_value_is_chance_not_a_placeholder(project: Path) -> None:
+    """Zk3p9QaL2xxxVb7..., a8ToDoQ3... and a private key whose base64 holds xXx and toDo are secrets; your-api-key-here,
+    sk_live_xxxx..., change-me-in-production, TODO, fake_..., AWS's documented EXAMPLE key and a key written as ...
+    stay placeholders."""
+    committed(project, {"app.py": PROD, "k8s/secret.yaml": CHANCE_AND_FILL_IN})
+    messages = audit(project, {}).only("FP-S013")
+    file = "k8s/secret.yaml"
+    assert sorted(found(messages)) == [
+        (f"{file}:{line}", written(name, "is a Secret's value", file), stored_hint())
+        for line, name in [(6, "webhook"), (7, "signing"), (8, "tls.key")]
+    ], found(messages)

@@ -9,6 +9,7 @@ import ast
 import base64
 import contextlib
 import itertools
+import json
 import re
 import subprocess
 import urllib.parse
@@ -91,28 +92,48 @@ def _named_for_a_secret(name: str) -> bool:
 # What a sample file, a tutorial or a form writes where the secret goes, as secret scanners allow for (gitleaks'
 # stopwords, detect-secrets' templated-secret filter): a reference, a fill-me-in word, a run of one character.
 _TEMPLATED = ("$", "{", "%(", "<", "[", "*")
-_FILL_IN = (
-    "changeme", "change-me", "change_me", "changethis", "change-this", "replace", "your", "example", "placeholder",
-    "dummy", "fake", "xxx", "todo", "fixme", "redacted", "...",
+_FILL_IN = re.compile(
+    r"change[-_]?(?:me|this)|replace|your|example|placeholder|dummy|fake|x{3,}|todo|fixme|redacted|\.{3,}", re.I
 )
+# Base64 writes any given three letters once in some 30,000 characters, so a private key or a long token holds "xxx",
+# "todo" or "your" now and then; a fill-in word this long (EXAMPLE, changeme), or "...", chance writes into none.
+_CHANCE_WORD_LENGTH = 6
 _SECRET_VOCABULARY = frozenset({"password", "passwd", "pass", "secret", "token", "key", "apikey", "credentials"})
 
 
 def _placeholder(value: str, name: str, *, shortest: int = 4) -> bool:
     """Whether value stands in for a secret rather than being one: empty, a template or reference (${DB_PASSWORD},
-    <password>, %(pw)s), a fill-me-in word (changeme, your-api-key), one character repeated, the setting's own name
-    or a word for a secret (Kind.PASSWORD = "password")."""
+    <password>, %(pw)s), written with a fill-me-in word (changeme, your-api-key, TODO), one character repeated, the
+    setting's own name or a word for a secret (Kind.PASSWORD = "password")."""
     bare = re.sub(r"[\s_.-]", "", value.lower())
     return (
         len(value.strip()) < shortest
         or value.lstrip().startswith(_TEMPLATED)
         or "${" in value
         or "{{" in value
-        or any(word in value.lower() for word in _FILL_IN)
+        or _filled_in(value)
         or len(set(bare)) <= 1
         or bare in _SECRET_VOCABULARY
         or bare in re.sub(r"[_.-]", "", name.lower())
     )
+
+
+def _filled_in(value: str) -> bool:
+    """Whether value is written with a fill-in word (changeme, your-api-key-here, sk_live_xxxx, AKIA...EXAMPLE,
+    MIIE...), one that is not a few letters chance wrote inside a long random run (a token or a key's base64)."""
+    return any(not _by_chance(value, word) for word in _FILL_IN.finditer(value))
+
+
+def _by_chance(value: str, word: re.Match[str]) -> bool:
+    """Whether word, a fill-in word found in value, is chance's: a few letters glued to the letters and digits of a
+    long random run (Zk3p9QaL2xxxVb7Rt5...), not a word of its own (fake_9f8e7d..., your-token-...)."""
+    start, end = word.span()
+    if not word[0].isalpha() or len(word[0]) >= _CHANCE_WORD_LENGTH:
+        return False
+    if not (value[start - 1 : start].isalnum() or value[end : end + 1].isalnum()):
+        return False
+    run = next((r for r in _TOKEN_CHARS.finditer(value) if r.start() <= start and end <= r.end()), None)
+    return run is not None and _random_token(run[0])
 
 
 def _not_a_value(value: str) -> bool:
@@ -285,7 +306,7 @@ _TOKEN_SHAPES = (
     ("a Stripe live key", re.compile(r"\b[sr]k_live_[A-Za-z0-9]{20,}\b")),
     ("an AWS access key ID", re.compile(r"\b(?:AKIA|ASIA)[A-Z2-7]{16}\b")),
     ("a Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
-    ("a private key", re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")),
+    ("a private key", re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----(?P<key>.*?)(?:-----END|$)", re.S)),
 )
 # Hosts a URL's password opens nothing beyond: the development database on the developer's own machine.
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
@@ -294,10 +315,15 @@ _NOT_DEPLOYED = frozenset({"docs", "doc", "examples", "example", "samples", "sam
 
 
 def _token_shape(value: str) -> str | None:
-    """What a string is by its shape (a GitHub token, an AWS access key ID), but a documented example key."""
-    if any(word in value.lower() for word in _FILL_IN):
-        return None
-    return next((name for name, shape in _TOKEN_SHAPES if shape.search(value)), None)
+    """What a string holds by its shape (a GitHub token, an AWS access key ID, a private key), but a documented
+    example (AKIAIOSFODNN7EXAMPLE) or a fill-in (ghp_xxxx..., a key written as ...)."""
+    for name, shape in _TOKEN_SHAPES:
+        for token in shape.finditer(value):
+            # A private key is judged by its base64 (without line breaks, real or JSON's \n), not its header.
+            written = re.sub(r"\s|\\n", "", token["key"]) if name == "a private key" else token[0]
+            if not _placeholder(written, ""):
+                return name
+    return None
 
 
 def _local_url(value: str) -> bool:
@@ -338,8 +364,10 @@ def _secrets_in_source(tree: ast.Module) -> Iterator[_WrittenSecret]:
     "database URL, an INI or CFG file such as alembic.ini's sqlalchemy.url or a uWSGI ini's env =, a Compose "
     "service's environment:, a Kubernetes container's env: value or ConfigMap's data:, a committed Secret's value or "
     "a kustomization's secretGenerator literal under a secret's name or a credential by its look (a URL with a "
-    "password, a long random token, a private key), not a plain setting beside them (APP_ENV: production); not a "
-    "placeholder, an environment lookup or reference (${DB_PASSWORD}) or a development config, nor a URL to "
+    "password, a long random token, a private key) or an image pull Secret's registry password or token "
+    "(.dockerconfigjson), not a plain setting beside them (APP_ENV: production); not a placeholder (changeme, "
+    "your-api-key-here, xxxx: a fill-in word as the value or a word of it, not a few letters chance put inside a long "
+    "random token or key), an environment lookup or reference (${DB_PASSWORD}) or a development config, nor a URL to "
     "localhost outside a Secret, taken for the developer's own database; a secret key in a deployment file is "
     "FP-S009's): whoever can read the repository, or its history, has it",
     hint="read it from the environment (os.environ[\"NAME\"], failing when it is missing) or from a file kept out of "
@@ -488,7 +516,12 @@ def _secrets_in_manifests(item: ProjectFile) -> Iterator[tuple[_WrittenSecret, s
             _generator_literals(generators),
         )
         for line, name, value in stored:
-            if not re.fullmatch(SECRET_NAME, name) and _stored_secret(name, value):
+            if name in _DOCKER_CONFIGS:  # JSON, which reads as a template ({...}) to the rule for a value
+                registries = ", ".join(_registries_with_credentials(value))
+                if registries:
+                    what = f"has the password or token of {registries}"
+                    yield _WrittenSecret(line=line, name=name, what=what), _PULL_SECRET_HINT
+            elif not re.fullmatch(SECRET_NAME, name) and _stored_secret(name, value):
                 yield _WrittenSecret(line=line, name=name, what="is a Secret's value"), _STORED_SECRET_HINT
 
 
@@ -513,6 +546,45 @@ def _stored_secret(name: str, value: str) -> bool:
     # Unlike an app's config, a URL to localhost here is no developer's database: the pod's own (a sidecar proxy).
     password = _URL_PASSWORD.match(value)
     return password is not None and not _placeholder(password[1], name, shortest=2)
+
+
+# The keys of an image pull Secret (kubernetes.io/dockerconfigjson, the older kubernetes.io/dockercfg): Docker's
+# config.json, {"auths": {REGISTRY: {...}}}, or the old .dockercfg, {REGISTRY: {...}}.
+_DOCKER_CONFIGS = frozenset({".dockerconfigjson", ".dockercfg"})
+# What a registry's entry holds that logs in: docker login's password, an OAuth identity token (ACR's, ECR's).
+_REGISTRY_SECRETS = ("password", "identitytoken", "registrytoken")
+
+
+def _registries_with_credentials(config: str) -> Iterator[str]:
+    """The registries a Docker config (JSON) holds a credential of: a password, auth (base64 user:password) or an
+    identity token that is no placeholder; nothing of a config that is no JSON (a template: {{ .Values.auth }})."""
+    try:
+        parsed = json.loads(config)
+    except (ValueError, RecursionError):
+        return
+    auths = parsed.get("auths", parsed) if isinstance(parsed, dict) else None
+    for registry, entry in auths.items() if isinstance(auths, dict) else ():
+        if isinstance(entry, dict):
+            written = [entry.get(key) for key in _REGISTRY_SECRETS] + [_auth_password(entry.get("auth"))]
+            if any(isinstance(secret, str) and _credential(secret) for secret in written):
+                yield str(registry)
+
+
+def _auth_password(auth: object) -> str | None:
+    """The password of a Docker config's auth, base64 of user:password (None when it is not)."""
+    if not isinstance(auth, str):
+        return None
+    try:
+        user_password = base64.b64decode("".join(auth.split()), validate=True).decode()
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors; a reference (${AUTH}) is no base64
+        return None
+    return user_password.partition(":")[2]
+
+
+def _credential(secret: str) -> bool:
+    """Whether a registry's password or token is one: not empty nor a placeholder; or a JSON key holding a private key
+    (GCR's _json_key password, a service account's key, reads as a template)."""
+    return _token_shape(secret) is not None or not _placeholder(secret, "password", shortest=2)
 
 
 # A long random string in one piece (secrets.token_hex, token_urlsafe, an API key of no known shape): hex, or letters
@@ -621,6 +693,12 @@ _STORED_SECRET_HINT = (
     "keep Secrets out of the repository: create it in the cluster (kubectl create secret generic app "
     "--from-env-file=FILE, with FILE kept out of git) or commit it encrypted (Sealed Secrets, SOPS), then change the "
     "secret: the old one stays in the repository's history"
+)
+_PULL_SECRET_HINT = (
+    "keep Secrets out of the repository: create the pull Secret in the cluster from the config `docker login` wrote "
+    "(kubectl create secret generic regcred --from-file=.dockerconfigjson=$HOME/.docker/config.json "
+    "--type=kubernetes.io/dockerconfigjson) or commit it encrypted (Sealed Secrets, SOPS), then change the password or "
+    "token: the old one stays in the repository's history"
 )
 _SOURCE_SECRET_HINT = (
     "read it from the environment (os.environ[\"{name}\"], failing when it is missing) or from a file kept out of "
