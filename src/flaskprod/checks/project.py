@@ -17,6 +17,7 @@ from ..errors import BuildError
 from ..render.requirements import (
     FLASKPROD,
     FLASKPROD_SOURCES,
+    LocalPathError,
     canonical,
     lacks_flaskprod,
     read_requirements,
@@ -1141,6 +1142,10 @@ def flaskprod_not_required(context: Context) -> Iterator[Found]:
         if lacks_flaskprod(context.root, found):
             named.add(name or "pyproject.toml")
             yield Found(obj=name or "pyproject.toml")
+    except LocalPathError as local:  # pip freeze's `-e /path` after `pip install -e`: build refuses the file
+        yield Found(
+            obj=f"{local.file}:{local.line}", text=f"{local.problem}: `flaskprod build` refuses it", hint=local.fix
+        )
     except BuildError:
         pass  # no requirements, an include that is missing, a pyproject.toml pip cannot read: build names it
     # What the project's own images install, which build does not read.

@@ -51,6 +51,15 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+class LocalPathError(BuildError):
+    """A requirement that installs from a path on this machine, which the image does not have: build refuses it,
+    and check names it (FP-P011) with the same fix."""
+
+    def __init__(self, file: str, line: int, problem: str, fix: str) -> None:
+        super().__init__(f"{file} line {line}: {problem}; {fix}")
+        self.file, self.line, self.problem, self.fix = file, line, problem, fix
+
+
 @dataclass(frozen=True)
 class Requirements:
     files: tuple[str, ...]  # the file and every file it includes, relative to the project, POSIX, in order
@@ -188,17 +197,29 @@ def _not_local(entry: str, including: PurePosixPath, number: int) -> str:
     url = entry.split("@", 1)[1].strip() if re.match(r"^[A-Za-z0-9._-]+\s*(\[[^]]*\])?\s*@", entry) else entry
     if not (url in (".", "..") or url.startswith(("/", "./", "../", "~", "file:"))):
         return entry
-    where = f"{including.as_posix()} line {number}"
+    file = including.as_posix()
     if url in (".", "./"):
-        raise BuildError(
-            f"{where}: installs the project itself ({entry}), which the image copies only after the "
-            "requirements; drop the line (the app runs from /app), or install the project from its "
-            "pyproject.toml by setting deploy.requirements to a file without it"
+        raise LocalPathError(
+            file,
+            number,
+            f"installs the project itself ({entry}), which the image copies only after the requirements",
+            "drop the line (the app runs from /app), or install the project from its pyproject.toml by setting "
+            "deploy.requirements to a file without it",
         )
-    raise BuildError(
-        f"{where}: installs {entry} from a path on this machine, which the image does not have; "
-        "name the package with a version pip can download (e.g. flaskprod==1.2.3) or a VCS URL"
+    raise LocalPathError(
+        file, number, f"installs {entry} from a path on this machine, which the image does not have", _local_fix(entry)
     )
+
+
+def _local_fix(entry: str) -> str:
+    """How to name what a local path installs so the image can download it. A bare path names no package until pip
+    builds it, and may be flaskprod's own checkout (pip freeze's `-e /path` after README's `pip install -e`), which
+    no index but the user's own holds."""
+    named = re.match(r"^([A-Za-z0-9._-]+)\s*(\[[^]]*\])?\s*@", entry) or _EGG.search(entry)
+    if named and canonical(named.group(1)) == FLASKPROD:
+        return FLASKPROD_SOURCES
+    fix = "name the package with a version pip can download (e.g. name==1.2.3) or a VCS URL"
+    return fix if named else f"{fix}; if it is flaskprod: {FLASKPROD_SOURCES}"
 
 
 def _inside(root: Path, including: PurePosixPath, ref: str, number: int) -> PurePosixPath:
