@@ -10,7 +10,6 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from . import dotenv_files, nginx
 from .context import (
     Context,
     ProjectFile,
-    call_name,
     deployment_files,
     for_development,
     stand_in_environ,
@@ -35,6 +33,7 @@ from .context import (
     walk,
 )
 from .engines import where_made
+from .environ_reads import config_choices, for_production
 from .registry import CRITICAL, ERROR, WARNING, Found, app_check, check
 from .security import deployed_values
 
@@ -441,11 +440,11 @@ def _relative(folder: Path, root: Path) -> str:
 def config_picked_by_shell(context: Context) -> Iterator[Found]:
     passed: set[str] | None = None  # read once a choice is set here
     named: set[tuple[str, str]] = set()  # (variable, read_at): a read that reaches two from_object calls, once
-    for choice in context.once(_config_choices):
+    for choice in context.once(config_choices):
         value = context.environ.get(choice.variable)
         if value is None or value == choice.default or choice.variable.startswith("FLASKPROD_"):
             continue
-        if choice.default is not None and "prod" in choice.default.lower():
+        if choice.default is not None and for_production(choice.default):
             continue  # deployments load the production config, whatever a developer's shell picks
         if (choice.variable, choice.read_at) in named:
             continue
@@ -466,106 +465,6 @@ def config_picked_by_shell(context: Context) -> Iterator[Found]:
             f"and is set where check runs ({value!r}) but in no deployment file: the built targets, and `up` or "
             f"`serve` started without it, {loads}",
         )
-
-
-@dataclass(frozen=True)
-class _ConfigChoice:
-    variable: str
-    default: str | None  # what the code uses when the variable is unset, when the code names it
-    required: bool  # os.environ["NAME"]: the app fails without it
-    read_at: str  # file:line of the read
-    loaded_at: str  # file:line of the from_object call
-
-
-def _config_choices(context: Context) -> Iterator[_ConfigChoice]:
-    """Each environment variable the argument of an app.config.from_object() call is made from: read in it, in what
-    its scope assigns to a name it uses, or, for a parameter of its function, in a call of that function elsewhere
-    in the project (Flasky's create_app(os.getenv("FLASK_CONFIG") or "default")). Development files are left out."""
-    modules = [(item, tree) for item, tree in context.python_files() if not for_development(item.rel)]
-    for item, tree in modules:
-        if "from_object" not in item.text:
-            continue  # a walk of every scope of a large project's every module, for nothing
-        for scope in (tree, *(n for n in walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))):
-            own = list(_own_nodes(scope))
-            for call in own:
-                if not (isinstance(call, ast.Call) and call_name(call) == "from_object" and call.args):
-                    continue
-                sources = [(item, call.args[0])]
-                used = {n.id for n in ast.walk(call.args[0]) if isinstance(n, ast.Name)}
-                sources += [(item, value) for name, value in _assigned(own) if name in used]
-                if not isinstance(scope, ast.Module):
-                    sources += _passed_in(modules, scope, used)
-                for where, source in sources:
-                    for variable, default, node in _reads(source):
-                        required = isinstance(node, ast.Subscript)
-                        yield _ConfigChoice(variable, default, required, where.at(node.lineno), item.at(call.lineno))
-
-
-def _own_nodes(scope: ast.AST) -> Iterator[ast.AST]:
-    """The nodes of a module's or function's body, not those of the functions defined in it."""
-    pending = list(ast.iter_child_nodes(scope))
-    while pending:
-        node = pending.pop()
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            yield node
-            pending.extend(ast.iter_child_nodes(node))
-
-
-def _assigned(nodes: list[ast.AST]) -> Iterator[tuple[str, ast.expr]]:
-    for node in nodes:
-        if isinstance(node, ast.Assign):
-            yield from ((t.id, node.value) for t in node.targets if isinstance(t, ast.Name))
-        elif isinstance(node, (ast.AnnAssign, ast.NamedExpr)) and isinstance(node.target, ast.Name) and node.value:
-            yield node.target.id, node.value
-
-
-def _passed_in(
-    modules: list[tuple[ProjectFile, ast.Module]], function: ast.FunctionDef | ast.AsyncFunctionDef, used: set[str]
-) -> Iterator[tuple[ProjectFile, ast.expr]]:
-    """The arguments the project's calls of function give the parameters named in used."""
-    params = [a.arg for a in (*function.args.posonlyargs, *function.args.args)]
-    for item, tree in modules:
-        if function.name not in item.text:
-            continue
-        for call in walk(tree):
-            if not (isinstance(call, ast.Call) and call_name(call) == function.name):
-                continue
-            given = dict(zip(params, call.args, strict=False))
-            given.update({kw.arg: kw.value for kw in call.keywords if kw.arg is not None})
-            yield from ((item, value) for name, value in given.items() if name in used)
-
-
-def _reads(expression: ast.expr) -> Iterator[tuple[str, str | None, ast.expr]]:
-    """(variable, the default the code names for it, the read) of each environment read in expression:
-    os.environ.get("X", "d"), os.getenv("X") or "d"; None for os.environ["X"] and a .get() naming none."""
-    or_defaults: dict[int, str] = {}
-    for node in ast.walk(expression):
-        if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or):
-            later = [v.value for v in node.values[1:] if isinstance(v, ast.Constant) and isinstance(v.value, str)]
-            if later:
-                or_defaults[id(node.values[0])] = later[0]
-    for node in ast.walk(expression):
-        variable = variable_read(node) if _reads_environ(node) else None
-        if variable is None or not isinstance(node, ast.expr):
-            continue
-        default = or_defaults.get(id(node))
-        if isinstance(node, ast.Call):
-            given = node.args[1] if len(node.args) > 1 else next(
-                (kw.value for kw in node.keywords if kw.arg == "default"), None
-            )
-            if isinstance(given, ast.Constant) and isinstance(given.value, str):
-                default = given.value
-        yield variable, default, node
-
-
-def _reads_environ(node: ast.AST) -> bool:
-    """os.environ.get(...), environ.get(...), os.getenv(...), getenv(...), os.environ[...]: not any .get()."""
-    target = node.func if isinstance(node, ast.Call) else node.value if isinstance(node, ast.Subscript) else None
-    if isinstance(node, ast.Call) and isinstance(target, ast.Attribute) and target.attr == "get":
-        target = target.value
-    if isinstance(target, ast.Attribute):
-        return target.attr in ("environ", "getenv")
-    return isinstance(target, ast.Name) and target.id in ("environ", "getenv")
 
 
 @app_check(

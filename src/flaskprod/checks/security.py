@@ -33,6 +33,7 @@ from .context import (
     variable_read,
     walk,
 )
+from .environ_reads import left_to_development_default
 from .registry import ERROR, WARNING, Found, app_check, check
 
 
@@ -46,8 +47,7 @@ from .registry import ERROR, WARNING, Found, app_check, check
 def debug_mode(context: Context) -> Iterator[Found]:
     app = context.app
     if app is not None and app.debug:
-        hint = _debug_hint(context)
-        yield Found(obj=_set_at(context, "DEBUG") if hint is _DEBUG_IN_CODE else context.app_label, hint=hint)
+        yield _debug_source(context)
     for item, settings in context.once(_deployment_settings):
         testing = next((s for s in settings if s.testing and s.on and _read_into_config(s, context)), None)
         for setting in settings:
@@ -56,23 +56,33 @@ def debug_mode(context: Context) -> Iterator[Found]:
                 yield Found(obj=item.at(setting.line), text=text, hint=_DEBUG_FIX.format(name=setting.name))
 
 
+_DEBUG_BY_DEFAULT_CONFIG = (
+    "{choice.variable} (read at {choice.read_at}) picks the config the app loads (app.config.from_object at "
+    "{choice.loaded_at}) and is unset where check runs, so the app loaded the code's default, {choice.default!r}, "
+    "which turns debug on: set {choice.variable} to the production config wherever the app runs, and where check "
+    "runs to audit that config, or make production the code's default; leave the development config's DEBUG as it is"
+)
 _DEBUG_IN_CODE = (
     "the app turns debug on itself, not FLASK_DEBUG: remove `DEBUG = True`, `app.debug = True` or "
     "`app.config[\"DEBUG\"] = True` from its production code; use `flask run --debug` for local development"
 )
 
 
-def _debug_hint(context: Context) -> str | None:
-    """Where debug comes from: FLASK_DEBUG (the check's own hint), a variable the app's from_prefixed_env("MYAPP")
-    reads (MYAPP_DEBUG), or the app's own code."""
+def _debug_source(context: Context) -> Found:
+    """Where debug comes from, and the fix: FLASK_DEBUG (the check's own hint), a variable the app's
+    from_prefixed_env("MYAPP") reads (MYAPP_DEBUG), a variable left unset that picks the config (the code's
+    development default loaded, as FP-C021 reads the choice), or the app's own code."""
     value = context.environ.get("FLASK_DEBUG", "")
     if value and value.lower() not in ("0", "false", "no"):  # as Flask reads it
-        return None
+        return Found(obj=context.app_label)
     for prefix in _custom_prefixes(context):
         name = f"{prefix}_DEBUG"
         if name in context.environ and _Setting(line=0, name=name, value=context.environ[name]).on:
-            return _PREFIXED_DEBUG.format(name=name, prefix=prefix)
-    return _DEBUG_IN_CODE
+            return Found(obj=context.app_label, hint=_PREFIXED_DEBUG.format(name=name, prefix=prefix))
+    choice = left_to_development_default(context)
+    # The development config turns debug on, as it should: the variable is what to set.
+    hint = _DEBUG_BY_DEFAULT_CONFIG.format(choice=choice) if choice is not None else _DEBUG_IN_CODE
+    return Found(obj=_set_at(context, "DEBUG"), hint=hint)
 
 
 def _set_at(context: Context, name: str) -> str:
