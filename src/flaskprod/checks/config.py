@@ -33,7 +33,7 @@ from .context import (
     walk,
 )
 from .engines import where_made
-from .environ_reads import config_choices, for_production
+from .environ_reads import code_defaults, config_choices, for_production
 from .registry import CRITICAL, ERROR, WARNING, Found, app_check, check
 from .security import deployed_values
 
@@ -826,8 +826,8 @@ def dotenv_not_deployed(context: Context) -> Iterator[Found]:
             if not binding.value or name in seen or _development_variable(name):
                 continue
             seen.add(name)  # python-dotenv keeps the first file's value: .env's over .flaskenv's
-            if name in context.environ:
-                continue
+            if name in context.environ or _code_default(name, context) == binding.value:
+                continue  # the deployed app runs with the same value: the code falls back to it
             passed = dotenv_files.passed_names(context) if passed is None else passed
             if _given_as_flask_variable(name, context, passed):
                 continue
@@ -839,6 +839,13 @@ def dotenv_not_deployed(context: Context) -> Iterator[Found]:
                     "runs and no deployment file passes it, so the deployed app runs without it",
                     hint=_DOTENV_HINT.format(name=name),
                 )
+
+
+def _code_default(name: str, context: Context) -> str | None:
+    """The default the project's code names for variable name at every read of it (os.environ.get(name, "...")); None
+    when a read names none, or reads differ."""
+    defaults = {default for variable, default in context.once(code_defaults) if variable == name}
+    return defaults.pop() if len(defaults) == 1 else None
 
 
 def _given_as_flask_variable(name: str, context: Context, passed: set[str]) -> bool:

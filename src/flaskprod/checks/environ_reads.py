@@ -1,5 +1,5 @@
 """The environment variables the project's code reads, with the default it names for each, and those the config
-class the app loads (app.config.from_object) is picked by: what FP-C021 and FP-S001's hint read."""
+class the app loads (app.config.from_object) is picked by: what FP-C021, FP-S001's hint and FP-C019 read."""
 
 from __future__ import annotations
 
@@ -24,6 +24,15 @@ def left_to_development_default(context: Context) -> ConfigChoice | None:
         if choice.default is not None and not for_production(choice.default):
             return choice
     return None
+
+
+def code_defaults(context: Context) -> Iterator[tuple[str, str | None]]:
+    """(variable, the default the code names for it, None when it names none) of each environment read in the
+    project's modules, development files left out."""
+    for item, tree in context.python_files():
+        if not for_development(item.rel) and ("environ" in item.text or "getenv" in item.text):
+            for variable, default, _ in environ_reads(tree):
+                yield variable, default
 
 
 @dataclass(frozen=True)
