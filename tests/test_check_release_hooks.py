@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from flaskprod.checks.registry import REGISTRY
 from tests import test_check
 from tests.conftest import StartServer
 from tests.test_check import audit
@@ -248,3 +249,96 @@ def test_a_lambda_hook_and_one_appended_to_the_registry_are_named(project: Path)
     factory = FACTORY + "    app.before_request(lambda: tables.make())\n    return app\n"
     [found] = tables_messages(project, {"app.py": factory, "tables.py": TABLES})
     assert found["text"].startswith("`lambda: tables.make()` (a before_request hook)")
+
+
+# A helper of a module the app imports, calling create_all(): where it is called decides, not where it is defined.
+IMPORTS_TABLES = "\nimport tables  # noqa: E402  (after db: tables imports it)\n"
+TABLES_HELPER = "from app import db\n\n\ndef init_db():\n    db.create_all()\n"
+MANAGE_HELPER = """\
+from flask.cli import FlaskGroup
+
+import tables
+from app import app
+
+cli = FlaskGroup(create_app=lambda: app)
+
+
+@cli.command("create_db")
+def create_db():
+    tables.init_db()
+
+
+if __name__ == "__main__":
+    cli()
+"""
+
+
+def test_a_helper_only_a_command_calls_is_the_commands_work_and_one_called_from_nowhere_is_not_start(
+    project: Path,
+) -> None:
+    app = MODELS + IMPORTS_TABLES
+    # Called only from a manage.py FlaskGroup command: the command is named, as the release command.
+    [found] = tables_messages(project, {"app.py": app, "tables.py": TABLES_HELPER, "manage.py": MANAGE_HELPER})
+    assert found["obj"] == "manage.py:9"
+    assert found["text"].startswith("the app's tables are missing until its command `create_db` runs")
+    assert found["hint"].startswith('set deploy.release_command = "python manage.py create_db" in flaskprod.toml')
+    (project / "manage.py").unlink()
+    # Called only from an app.cli command, through an import inside it (the loaded module's names do not show it).
+    command = '\n\n@app.cli.command("init-db")\ndef init_db_command():\n    from tables import init_db\n\n'
+    command += "    init_db()\n"
+    [found] = tables_messages(project, {"app.py": app + command, "tables.py": TABLES_HELPER})
+    assert found["text"].startswith("the app's tables are missing until `flask init-db` runs")
+    # Called from nowhere: it makes no tables, so the app is told in general...
+    [found] = tables_messages(project, {"app.py": app, "tables.py": TABLES_HELPER})
+    assert found["obj"] == "app" and found["text"] == REGISTRY["FP-R002"].text
+    # ... nor does it hide a hook that does.
+    [found] = tables_messages(project, {"app.py": app + FIRST_REQUEST_HOOK, "tables.py": TABLES_HELPER})
+    assert found["text"].startswith("`create_tables` (a before_request hook) calls db.create_all()")
+    # Called as the app starts, at import: directly, or as a method of an object made there; quiet.
+    at_import = "from app import app, db\n\n\ndef init_db():\n    db.create_all()\n\n\nwith app.app_context():\n"
+    assert tables_messages(project, {"app.py": app, "tables.py": at_import + "    init_db()\n"}) == []
+    method = "from app import app, db\n\n\nclass Store:\n    def make(self):\n        db.create_all()\n\n\n"
+    method += "with app.app_context():\n    Store().make()\n"
+    assert tables_messages(project, {"app.py": app, "tables.py": method}) == []
+
+
+# A script command whose drop_all() sits in a helper (one that ends a cycle of helpers): its create_all() is its own.
+MANAGE_DROPS_IN_HELPER = """\
+from flask.cli import FlaskGroup
+
+import tables
+from app import app, db
+
+cli = FlaskGroup(create_app=lambda: app)
+
+
+@cli.command("create_db")
+def create_db():
+    tables.clear()
+    db.create_all()
+
+
+if __name__ == "__main__":
+    cli()
+"""
+TABLES_DROPS = """\
+from app import db
+
+
+def clear(again=True):
+    if again:
+        clear_all()
+
+
+def clear_all():
+    clear(again=False)
+    db.drop_all()
+"""
+
+
+def test_a_scripts_command_is_read_through_the_project_functions_it_calls(project: Path) -> None:
+    files = {"app.py": MODELS, "tables.py": TABLES_DROPS, "manage.py": MANAGE_DROPS_IN_HELPER}
+    [found] = tables_messages(project, files)
+    assert found["obj"] == "manage.py:9"
+    assert found["hint"].startswith("run `python manage.py create_db` once by hand against the production database")
+    assert "it drops tables too (drop_all()), so each deploy would empty the database" in found["hint"]

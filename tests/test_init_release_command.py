@@ -7,7 +7,14 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from tests.test_check_release_hooks import MANAGE
+from tests.test_check_release_hooks import (
+    IMPORTS_TABLES,
+    MANAGE,
+    MANAGE_DROPS_IN_HELPER,
+    MANAGE_HELPER,
+    TABLES_DROPS,
+    TABLES_HELPER,
+)
 from tests.test_check_release_tables import CREATE, HELPER, HELPERS, MODELS, SCHEMA
 from tests.test_init import flaskprod
 
@@ -63,3 +70,17 @@ def test_a_manage_py_flaskgroup_command_is_set_as_check_names_it(tmp_path: Path)
     assert tomllib.loads(written)["deploy"] == {}
     commented = '\n# release_command = "python manage.py reset-tables"  # not set: it drops tables too (drop_all())'
     assert commented in written
+
+
+def test_a_scripts_command_whose_helper_drops_tables_is_not_set(tmp_path: Path) -> None:
+    """The drop_all() one helper down (through a cycle of helpers) is read: each deploy would empty the database."""
+    files = {"app.py": MODELS, "tables.py": TABLES_DROPS, "manage.py": MANAGE_DROPS_IN_HELPER}
+    written = init(tmp_path, files)
+    assert tomllib.loads(written)["deploy"] == {}
+    commented = '\n# release_command = "python manage.py create_db"  # not set: it drops tables too (drop_all())'
+    assert commented in written
+    # A helper that only creates, called from the script's command alone, is the command's: set.
+    (tmp_path / "flaskprod.toml").unlink()
+    files = {"app.py": MODELS + IMPORTS_TABLES, "tables.py": TABLES_HELPER, "manage.py": MANAGE_HELPER}
+    written = init(tmp_path, files)
+    assert tomllib.loads(written)["deploy"] == {"release_command": "python manage.py create_db"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import builtins
 import functools
 import inspect
 import re
@@ -145,33 +146,35 @@ class TablesMade:
 
 
 def tables_made(app: Flask, root: Path, files: Iterable[ProjectFile]) -> TablesMade:
-    """Where the app (loaded) and the project's files create the tables. A function its commands, hooks or views
-    reach is theirs, unless the app also calls it as it starts."""
+    """Where the app (loaded) and the project's files create the tables. A function is judged by where it is called:
+    as the app starts, by its commands, hooks or views, or by nothing the source shows."""
+    files = tuple(files)
+    # Read as text first: most projects call create_all nowhere, and then nothing below finds anything.
+    source = _Source(files if any(item.path.suffix == ".py" and "create_all" in item.text for item in files) else ())
+    at_start = _made_at_start(source)  # first: it reads the modules that call create_all(), where scripts are found
     reached = _Reached()
-    commands = list(table_commands(app, root, reached))
-    handlers = tuple(serving_creators(app, root, reached))
-    at_start, scripts = _creates_elsewhere(files, root, reached)
+    commands = list(table_commands(app, root, reached, source))
+    handlers = tuple(serving_creators(app, root, reached, source))
+    scripts = tuple(_script_commands(source, root, reached))
     return TablesMade(at_start=at_start, commands=(*commands, *scripts), handlers=handlers)
 
 
 @dataclass
 class _Reached:
-    """The project functions read from the app's commands, hooks and views."""
+    """The project functions read from the app's loaded commands, hooks and views."""
 
-    definitions: set[tuple[Path, int, int]] = field(default_factory=set)  # (resolved file, line, column) of each
-    # Those that call create_all() or one that does, each (its module's own name, its name): ("tables", "make")
-    creators: set[tuple[str, str]] = field(default_factory=set)
+    definitions: set[_DefKey] = field(default_factory=set)  # (resolved file, line, column) of each
 
 
-def table_commands(app: Flask, root: Path, reached: _Reached) -> Iterator[TableCommand]:
+def table_commands(app: Flask, root: Path, reached: _Reached, source: _Source) -> Iterator[TableCommand]:
     """The app's click commands (app.cli's, blueprints' among them) whose function, or a function of the project it
     calls by name, calls create_all(); each with what on its way drops tables. reached gets every project function
-    read from a command."""
+    read from a command; source finds a function the loaded module does not bind (imported inside the command)."""
     for words, command in _commands(app.cli, ()):
         if command.callback is None:
             continue
         function = inspect.unwrap(command.callback)  # under with_appcontext and click's pass_* decorators
-        found = _Reading(root, reached)
+        found = _Reading(root, reached, source)
         if found.read(function, depth=0):
             yield TableCommand(
                 name=" ".join(words),
@@ -208,7 +211,7 @@ class ServingCreator:
     where: str  # as a message names it: "app.py:14"
 
 
-def serving_creators(app: Flask, root: Path, reached: _Reached) -> Iterator[ServingCreator]:
+def serving_creators(app: Flask, root: Path, reached: _Reached, source: _Source) -> Iterator[ServingCreator]:
     """The app's request hooks and views whose function, or a project function it calls by name, calls create_all()
     (a `before_request` table maker, with or without a first-request flag); reached gets what they read, as in
     table_commands."""
@@ -219,7 +222,7 @@ def serving_creators(app: Flask, root: Path, reached: _Reached) -> Iterator[Serv
         if not isinstance(code, types.CodeType) or code in seen:
             continue
         seen.add(code)
-        if _Reading(root, reached).read(function, depth=0):
+        if _Reading(root, reached, source).read(function, depth=0):
             yield ServingCreator(name=_shown_name(function, root), kind=kind, where=_where(function, root))
 
 
@@ -270,49 +273,78 @@ _CALLS_FOLLOWED = 4  # how deep a command's helpers are read (init_db_command ->
 
 
 class _Reading:
-    """What a command's (a hook's, a view's) function and the project functions it calls do to the tables."""
+    """What a command's (a hook's, a view's) function and the project functions it calls do to the tables. A loaded
+    function's call goes to what its module binds to the name; a name bound only inside the function (an import
+    there), and each call of a function known only from the source (a script's, which nothing imports), to the
+    project function the module's imports name."""
 
-    def __init__(self, root: Path, reached: _Reached) -> None:
+    def __init__(self, root: Path, reached: _Reached, source: _Source) -> None:
         self.root = root.resolve()
         self.reached = reached
+        self.source = source
         self.drops: list[str] = []
-        self._read: dict[types.CodeType, bool] = {}  # each function read, and whether it creates the tables
+        self._read: dict[_DefKey, bool] = {}  # each function read, and whether it creates the tables
+        self._loaded: dict[types.CodeType, bool] = {}  # the same by code, before its source is looked up
 
     def read(self, function: object, depth: int) -> bool:
-        """Whether function, or a project function it calls by name, calls create_all(); drops gets what drops
-        tables on the way."""
-        code = getattr(function, "__code__", None)
-        if not isinstance(function, types.FunctionType) or not isinstance(code, types.CodeType):
+        """Whether function (loaded), or a project function it calls by name, calls create_all(); drops gets what
+        drops tables on the way."""
+        if not isinstance(function, types.FunctionType):
             return False
-        if code in self._read:
-            return self._read[code]
-        self._read[code] = False  # while it is read: a call back into it (recursion) adds nothing
+        code = function.__code__
+        if code in self._loaded:
+            return self._loaded[code]
+        self._loaded[code] = False  # while it is read: a call back into it (recursion) adds nothing
         node = _definition(function, self.root)
         if node is None:
             return False  # not the project's source (a library's command), or not found in it
-        self.reached.definitions.add(_key(Path(code.co_filename).resolve(), node))
+        path = Path(code.co_filename).resolve()
+        self.reached.definitions.add(_key(path, node))
+        self._loaded[code] = self._body(node, path, depth, function, self.source.module_at(path))
+        return self._loaded[code]
+
+    def read_source(self, function: _Function, depth: int) -> bool:
+        """read(), for a function known only from the source."""
+        return self._body(function.node, function.module.path, depth, None, function.module)
+
+    def _body(
+        self, node: _Scope, path: Path, depth: int, loaded: types.FunctionType | None, module: _Module | None
+    ) -> bool:
+        key = _key(path, node)
+        if key in self._read:
+            return self._read[key]
+        self._read[key] = False  # while it is read: a call back into it (recursion) adds nothing
         creates = False
         for child in ast.walk(node):
             if isinstance(child, ast.Call):
-                creates = self._call(child, function, depth) or creates
+                creates = self._call(child, depth, loaded, module) or creates
             elif isinstance(child, ast.Constant) and isinstance(child.value, str):
-                dropped = _dropped_by(child.value, (Path(code.co_filename).parent, self.root))
-                if dropped is not None and dropped not in self.drops:
-                    self.drops.append(dropped)
-        if creates and not isinstance(node, ast.Lambda):
-            self.reached.creators.add((_module_name(Path(code.co_filename)), function.__name__))
-        self._read[code] = creates
+                self._drop(_dropped_by(child.value, (path.parent, self.root)))
+        self._read[key] = creates
         return creates
 
-    def _call(self, call: ast.Call, function: types.FunctionType, depth: int) -> bool:
+    def _call(self, call: ast.Call, depth: int, loaded: types.FunctionType | None, module: _Module | None) -> bool:
         name = call_name(call)
         if name == "create_all":
             return True
         if name == "drop_all":
-            if "drop_all()" not in self.drops:
-                self.drops.append("drop_all()")
+            self._drop("drop_all()")
             return False
-        return depth < _CALLS_FOLLOWED and self.read(_called(call.func, function), depth + 1)
+        if depth >= _CALLS_FOLLOWED:
+            return False
+        if loaded is not None and _bound(call.func, loaded):
+            return self.read(_called(call.func, loaded), depth + 1)
+        # A loaded function's method calls go to what its objects are, which the loaded module says (a view's
+        # query.get() is no project method named get); one read from the source has only names to go by.
+        methods = loaded is None
+        creates = False
+        for function in self.source.callees(call.func, module, methods=methods) if module is not None else ():
+            creates = self.read_source(function, depth + 1) or creates  # each read: what drops is wanted too
+        return creates
+
+    def _drop(self, dropped: str | None) -> None:
+        if dropped is not None and dropped not in self.drops:
+            self.drops.append(dropped)
 
 
 def _dropped_by(value: str, folders: Sequence[Path]) -> str | None:
@@ -330,13 +362,22 @@ def _dropped_by(value: str, folders: Sequence[Path]) -> str | None:
 
 
 def _called(func: ast.expr, caller: types.FunctionType) -> object:
-    """The function a call names, as the caller's module binds it: init_db() or models.init_db()."""
+    """The function a call names, as the caller's module binds it: init_db(), models.init_db() or
+    shop.models.init_db()."""
     if isinstance(func, ast.Name):
         return caller.__globals__.get(func.id)
-    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
-        module = caller.__globals__.get(func.value.id)
+    if isinstance(func, ast.Attribute):
+        module = _called(func.value, caller)
         return getattr(module, func.attr, None) if isinstance(module, types.ModuleType) else None
     return None
+
+
+def _bound(func: ast.expr, caller: types.FunctionType) -> bool:
+    """Whether the caller's loaded module binds the name a call begins with; one it does not is bound inside the
+    function (`from tables import init_db` there), which only the source shows."""
+    while isinstance(func, ast.Attribute):
+        func = func.value
+    return not isinstance(func, ast.Name) or func.id in caller.__globals__ or hasattr(builtins, func.id)
 
 
 def _source_path(function: types.FunctionType, root: Path) -> Path | None:
@@ -351,6 +392,7 @@ def _source_path(function: types.FunctionType, root: Path) -> Path | None:
 
 
 _Scope = ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda  # what a function's code is compiled from
+_DefKey = tuple[Path, int, int]  # a function read: its resolved file, and where its def (or lambda) begins
 
 
 def _definition(function: types.FunctionType, root: Path) -> _Scope | None:
@@ -393,7 +435,7 @@ def _holds(node: ast.AST, spot: tuple[int, int]) -> bool:
     return _start(node) <= spot < end
 
 
-def _key(path: Path, node: _Scope) -> tuple[Path, int, int]:
+def _key(path: Path, node: _Scope) -> _DefKey:
     """A function read, as _Reached.definitions holds it: its file, and where its def (or lambda) begins."""
     return path, node.lineno, node.col_offset
 
@@ -415,53 +457,203 @@ def _where(function: types.FunctionType, root: Path) -> str:
     return f"{path.resolve().relative_to(root.resolve()).as_posix()}:{function.__code__.co_firstlineno}"
 
 
-def _creates_elsewhere(
-    files: Iterable[ProjectFile], root: Path, reached: _Reached
-) -> tuple[bool, list[TableCommand]]:
-    """Whether a project module calls create_all(), or a function the app's commands, hooks or views reach that
-    calls it, as the app starts: outside the functions they reach, outside a script's `if __name__ == "__main__":`
-    and outside a click command; in its app factory or at import (the example taskboard's create_schema()). With the
-    click commands calling create_all() which app.cli does not hold (a manage.py's FlaskGroup): run only by hand."""
-    scripts: list[TableCommand] = []
+_WORD = re.compile(r"[^\W\d]\w*")  # a name, as Python spells one
+_DEF = re.compile(r"\bdef\s+([^\W\d]\w*)")
+_METHODS_SHARED = 3  # how many defs of one name a method call by that name alone may be read into
+_FACTORY_NAMES = frozenset({"create_app", "make_app"})  # what Flask's discovery calls, which no project code does
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Call:
+    """A call in a module's source, with the innermost function its code runs in."""
+
+    node: ast.Call
+    scope: _DefKey | None  # its def's or lambda's; None: run at import (a class body's calls too)
+    by_hand: bool  # under a script's `if __name__ == "__main__":`
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)  # eq=False: a function and its module refer to each other
+class _Function:
+    """A def in the project's source."""
+
+    module: _Module
+    node: ast.FunctionDef | ast.AsyncFunctionDef
+    key: _DefKey
+    names: tuple[tuple[str, str], ...]  # how a call reaches it, as _callees spells them
+    command: str | None  # the click command its decorator makes, as click names it
+    factory: bool  # it makes the app (calls Flask()), or Flask's discovery calls it by its name
+
+
+@dataclass(kw_only=True, eq=False)
+class _Module:
+    """A .py file of the project, read without importing it (a manage.py is run, never imported)."""
+
+    item: ProjectFile
+    path: Path  # resolved
+    name: str  # its own name, as the last part of an import spells it
+    imports: Mapping[str, tuple[str, str]]
+    calls: tuple[_Call, ...] = ()
+    functions: dict[_DefKey, _Function] = field(default_factory=dict)  # in source order
+    guarded: bool = False  # it has a main guard: run as a script (`python manage.py create_db`)
+
+
+class _Source:
+    """The project's Python modules, read as source when a question needs them (most never are: a module is read
+    when its text holds the name asked for), each function found by the names its calls go by, through the caller's
+    module's imports to the project's own function."""
+
+    def __init__(self, files: Iterable[ProjectFile]) -> None:
+        self._files = tuple(item for item in files if item.path.suffix == ".py")
+        self._read: dict[Path, _Module | None] = {}
+
+    @functools.cached_property
+    def _at(self) -> dict[Path, ProjectFile]:
+        return {item.path.resolve(): item for item in self._files}
+
+    @functools.cached_property
+    def _words(self) -> dict[str, list[ProjectFile]]:
+        """The files each word of their text is in: each file's text read once, however many names are asked."""
+        words: dict[str, list[ProjectFile]] = {}
+        for item in self._files:
+            for word in set(_WORD.findall(item.text)):
+                words.setdefault(word, []).append(item)
+        return words
+
+    def modules(self) -> list[_Module]:
+        """The modules read so far, in the files' order."""
+        return [module for item in self._files if (module := self._read.get(item.path)) is not None]
+
+    def holding(self, word: str) -> list[_Module]:
+        """The modules whose text holds word."""
+        return self.modules_of(self._words.get(word, ()))
+
+    def modules_of(self, items: Iterable[ProjectFile]) -> list[_Module]:
+        return [module for item in items if (module := self.module(item)) is not None]
+
+    def module(self, item: ProjectFile) -> _Module | None:
+        if item.path not in self._read:
+            self._read[item.path] = _read_module(item)
+        return self._read[item.path]
+
+    def module_at(self, path: Path) -> _Module | None:
+        """The module of a loaded function's file (resolved)."""
+        item = self._at.get(path)
+        return self.module(item) if item is not None else None
+
+    @functools.cached_property
+    def _defined(self) -> dict[str, list[ProjectFile]]:
+        """The files that define a function of each name, once for each def: only they can hold one a call reaches."""
+        defined: dict[str, list[ProjectFile]] = {}
+        for item in self._files:
+            for name in _DEF.findall(item.text):
+                defined.setdefault(name, []).append(item)
+        return defined
+
+    def callees(self, func: ast.expr, module: _Module, *, methods: bool) -> list[_Function]:
+        """The project functions a call in module may reach by its name; methods: a method of its name too, when
+        few share it (obj.get() says nothing of which of a dozen get methods runs)."""
+        found: list[_Function] = []
+        for owner, name in _callees(func, module.name, module.imports):
+            defined = self._defined.get(name, [])
+            if owner == "*" and (not methods or len(defined) > _METHODS_SHARED):
+                continue
+            items = [item for item in dict.fromkeys(defined) if owner == "*" or _module_name(item.path) == owner]
+            for held in self.modules_of(items):
+                found += [function for function in held.functions.values() if (owner, name) in function.names]
+        return found
+
+
+def _read_module(item: ProjectFile) -> _Module | None:
+    tree = item.tree
+    if tree is None:
+        return None
+    path = item.path.resolve()
+    module = _Module(item=item, path=path, name=_module_name(item.path), imports=_imports(walk(tree), path.parent.name))
+    calls: list[_Call] = []
+    defs: list[tuple[ast.FunctionDef | ast.AsyncFunctionDef, str | None]] = []  # each with its class, for a method
+    pending: list[tuple[ast.AST, _DefKey | None, bool, str | None]] = [(tree, None, False, None)]
+    while pending:  # by hand, not recursion: a long expression nests deeper than Python's recursion limit
+        node, scope, by_hand, owner = pending.pop()
+        if isinstance(node, ast.Call):
+            calls.append(_Call(node=node, scope=scope, by_hand=by_hand))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            defs.append((node, owner))
+            outside = [*node.decorator_list, node.args, *([node.returns] if node.returns else [])]
+            pending += [(child, scope, by_hand, None) for child in outside]  # run where the def is
+            pending += [(child, _key(path, node), by_hand, None) for child in node.body]
+        elif isinstance(node, ast.Lambda):
+            pending += [(node.args, scope, by_hand, None), (node.body, _key(path, node), by_hand, None)]
+        elif isinstance(node, ast.ClassDef):
+            pending += [(child, scope, by_hand, None) for child in (*node.decorator_list, *node.bases, *node.keywords)]
+            pending += [(child, scope, by_hand, node.name) for child in node.body]
+        elif isinstance(node, ast.If) and scope is None and is_main_guard(node.test):
+            module.guarded = True
+            pending += [(node.test, scope, by_hand, None), *((child, scope, by_hand, None) for child in node.orelse)]
+            pending += [(child, scope, True, None) for child in node.body]
+        else:
+            pending += [(child, scope, by_hand, None) for child in ast.iter_child_nodes(node)]
+    module.calls = tuple(calls)
+    making = {call.scope for call in calls if call_name(call.node) == "Flask"}
+    for node, owner in sorted(defs, key=lambda found: _start(found[0])):
+        key = _key(path, node)
+        names = [(module.name, node.name)] if owner is None else [("*", node.name)]  # a method: by its name alone
+        if owner is not None and node.name == "__init__":
+            names.append((module.name, owner))  # Store() runs Store.__init__
+        factory = key in making or (owner is None and node.name in _FACTORY_NAMES)
+        module.functions[key] = _Function(
+            module=module, node=node, key=key, names=tuple(names), command=_click_name(node), factory=factory
+        )
+    return module
+
+
+def _made_at_start(source: _Source) -> bool:
+    """Whether the project calls create_all() as the app starts: at import (outside a script's main guard), in its
+    factory, or in a function either calls, through any depth of calls (the example taskboard's create_schema(),
+    called in its create_app()). A function only the app's commands, hooks or views call, or none that the source
+    shows, is not run at start. Read from create_all() back to its callers, which only its callers' modules hold
+    (each read: _script_commands looks for commands there)."""
     at_start = False
-    wanted = {"create_all", *(name for _, name in reached.creators)}
-    for item in files:
-        if item.path.suffix != ".py" or not any(name in item.text for name in wanted):
-            continue  # read as text first: most modules call none of them
-        tree = item.tree
-        nodes = walk(tree) if tree is not None else ()
-        here = _module_name(item.path)
-        imports = _imports(nodes, item.path.parent.name)
-        calls = [
-            node
-            for node in nodes
-            if isinstance(node, ast.Call)
-            and (call_name(node) == "create_all" or _callee(node.func, here, imports) in reached.creators)
-        ]
-        if not calls:
+    makers: set[_DefKey] = set()  # the functions that call create_all(), or one that does
+    pending = [(module, call) for module in source.holding("create_all") for call in module.calls]
+    pending = [(module, call) for module, call in pending if call_name(call.node) == "create_all"]
+    while pending:
+        module, call = pending.pop()
+        if call.scope is None:
+            at_start = at_start or not call.by_hand
             continue
-        scopes = [node for node in nodes if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))]
-        by_hand = [node for node in nodes if isinstance(node, ast.If) and is_main_guard(node.test)]
-        path = item.path.resolve()
-        for call in calls:
-            if any(_within(call, node) for node in by_hand):
+        maker = module.functions.get(call.scope)  # None for a lambda: what calls it, no name shows
+        if maker is None or maker.command is not None or maker.key in makers:
+            continue  # a click command's work is the command's (`flask init-db`): run by hand, not at start
+        at_start = at_start or maker.factory
+        makers.add(maker.key)
+        names = set(maker.names)
+        for caller in (caller for text in {name for _, name in names} for caller in source.holding(text)):
+            for called in caller.calls:
+                if names & set(_callees(called.node.func, caller.name, caller.imports)):
+                    pending.append((caller, called))
+    return at_start
+
+
+def _script_commands(source: _Source, root: Path, reached: _Reached) -> Iterator[TableCommand]:
+    """The click commands outside app.cli (a manage.py's FlaskGroup) whose function, or a project function it calls,
+    calls create_all(); each with what on its way drops tables. Run only by hand: `python manage.py create_db` when
+    its script has a main guard. Only modules that call create_all(), or a function that does, can hold one: those
+    _made_at_start read."""
+    for module in source.modules():
+        for function in module.functions.values():
+            if function.command is None or function.key in reached.definitions:
+                continue  # not a command, or one of app.cli's, read as loaded
+            found = _Reading(root, reached, source)
+            if not found.read_source(function, depth=0):
                 continue
-            innermost = max((node for node in scopes if _within(call, node)), key=_start, default=None)
-            if innermost is not None and _key(path, innermost) in reached.definitions:
-                continue  # a command's, a hook's: the app runs it when they run, unless it is called at start too
-            command = None if innermost is None or isinstance(innermost, ast.Lambda) else _click_name(innermost)
-            if innermost is None or isinstance(innermost, ast.Lambda) or command is None:
-                at_start = True
-                continue
-            if call_name(call) != "create_all":
-                continue  # a script's command calling a helper: only create_all in its own body is read
-            first = min([innermost.lineno, *(decorator.lineno for decorator in innermost.decorator_list)])
-            where = f"{item.rel}:{first}"  # as the app's commands are named: from the first decorator's line
-            if not any(script.where == where for script in scripts):
-                run = f"python {item.rel} {command}" if by_hand else None
-                drops = _drops_in(innermost, (item.path.parent, root))
-                scripts.append(TableCommand(name=command, invocation=run, listed=False, where=where, drops=drops))
-    return at_start, scripts
+            first = min([function.node.lineno, *(decorator.lineno for decorator in function.node.decorator_list)])
+            yield TableCommand(
+                name=function.command,
+                invocation=f"python {module.item.rel} {function.command}" if module.guarded else None,
+                listed=False,
+                where=f"{module.item.rel}:{first}",  # as the app's commands are named: from the first decorator's line
+                drops=", ".join(found.drops),
+            )
 
 
 def _module_name(path: Path) -> str:
@@ -486,16 +678,23 @@ def _imports(nodes: Iterable[ast.AST], package: str) -> dict[str, tuple[str, str
     return bound
 
 
-def _callee(func: ast.expr, here: str, imports: Mapping[str, tuple[str, str]]) -> tuple[str, str] | None:
-    """The (module, function) a call names, as _Reached.creators holds them: make() defined in the module here or
-    imported by name, tables.make() of an imported module. A name only matches the project's own: an app command
-    named init is not sentry_sdk.init()."""
+def _callees(func: ast.expr, here: str, imports: Mapping[str, tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (module, function) names a call may reach, as _Function.names holds them: make() defined in the module
+    here or imported by name, tables.make() (shop.tables.make()) of an imported module, and any method of its name
+    for obj.make(). A name only matches the project's own: an app command named init is not sentry_sdk.init()."""
     if isinstance(func, ast.Name):
-        return imports.get(func.id, (here, func.id))
-    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id in imports:
-        module, name = imports[func.value.id]
-        return name or module, func.attr  # `from shop import tables` binds a module by name
-    return None
+        return [imports.get(func.id, (here, func.id))]
+    if not isinstance(func, ast.Attribute):
+        return []
+    names = [("*", func.attr)]
+    head = func.value
+    while isinstance(head, ast.Attribute):
+        head = head.value
+    if isinstance(head, ast.Name) and head.id in imports:
+        module, name = imports[head.id]
+        owner = func.value.attr if isinstance(func.value, ast.Attribute) else name or module
+        names.append((owner, func.attr))  # `from shop import tables` binds a module by name
+    return names
 
 
 def _click_name(function: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
@@ -515,28 +714,7 @@ def _click_name(function: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
     return None
 
 
-def _drops_in(function: ast.FunctionDef | ast.AsyncFunctionDef, folders: Sequence[Path]) -> str:
-    """What in a function's own body drops tables, as TableCommand.drops says it."""
-    found: list[str] = []
-    for node in ast.walk(function):
-        if isinstance(node, ast.Call) and call_name(node) == "drop_all":
-            dropped: str | None = "drop_all()"
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            dropped = _dropped_by(node.value, folders)
-        else:
-            continue
-        if dropped is not None and dropped not in found:
-            found.append(dropped)
-    return ", ".join(found)
-
-
 def _name_given(call: ast.Call) -> str | None:
     """The command name a decorator's call spells: `command("init-db")` or `command(name="init-db")`."""
     given = [*call.args[:1], *(keyword.value for keyword in call.keywords if keyword.arg == "name")]
     return next((arg.value for arg in given if isinstance(arg, ast.Constant) and isinstance(arg.value, str)), None)
-
-
-def _within(inner: ast.AST, outer: ast.AST) -> bool:
-    """Whether inner's source lies in outer's: by line and column, as two lambdas may share a line."""
-    end = (getattr(inner, "end_lineno", None) or 0, getattr(inner, "end_col_offset", None) or 0)
-    return _start(outer) <= _start(inner) and _holds(outer, (end[0], end[1] - 1))
