@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flaskprod.checks.registry import REGISTRY
 from tests import test_check
 from tests.test_check import audit
 
@@ -59,11 +58,15 @@ def test_a_sqlite_file_beside_the_code_is_named_where_the_config_builds_it(proje
         (
             "config.py:7",
             "WARNING",
-            "the app's SQLite database data.sqlite is a file in the project outside Flask's instance folder "
-            "(instance), the one folder the built containers and the VM's unit let the app write (its code is "
+            "the app's SQLite database data.sqlite is the fallback of DATABASE_URL (read at config.py:7), which is "
+            "unset where check runs and set by no deployment file: a file in the project outside Flask's instance "
+            "folder (instance), the one folder the built containers and the VM's unit let the app write (its code is "
             "read-only there, owned by root; Kubernetes' pods write neither): the release command that creates the "
             "tables, and every write, fail there with 'unable to open database file'",
-            REGISTRY["FP-C020"].hint,
+            "set DATABASE_URL to a database server's URL wherever the app runs (`flaskprod build --with postgres` "
+            "sets it in every target), so that the file is never opened there; or make the fallback a file in the "
+            "instance folder, which the images and the VM keep as a volume: 'sqlite:///name.sqlite' "
+            "(Flask-SQLAlchemy 3 puts a relative path there) or os.path.join(app.instance_path, 'name.sqlite')",
         )
     ]
 

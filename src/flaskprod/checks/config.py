@@ -33,7 +33,14 @@ from .context import (
     walk,
 )
 from .engines import where_made
-from .environ_reads import code_defaults, config_choices, for_production
+from .environ_reads import (
+    code_defaults,
+    config_choices,
+    environ_reads,
+    for_production,
+    left_to_development_default,
+    reads_environ,
+)
 from .registry import CRITICAL, ERROR, WARNING, Found, app_check, check
 from .security import deployed_values
 
@@ -372,15 +379,18 @@ _SQLITE_OUTSIDE_INSTANCE = (
     "Kubernetes' pods write neither): the release command that creates the tables, and every write, fail there "
     "with 'unable to open database file'"
 )
+_SQLITE_HINT = (
+    "keep it in the instance folder, which the images and the VM keep as a volume: 'sqlite:///name.sqlite' "
+    "(Flask-SQLAlchemy 3 puts a relative path there) or os.path.join(app.instance_path, 'name.sqlite'); or use a "
+    "database server through DATABASE_URL (`flaskprod build --with postgres`), as Kubernetes needs"
+)
 
 
 @app_check(
     "FP-C020",
     WARNING,
     _SQLITE_OUTSIDE_INSTANCE.format(file="", instance=""),
-    hint="keep it in the instance folder, which the images and the VM keep as a volume: 'sqlite:///name.sqlite' "
-    "(Flask-SQLAlchemy 3 puts a relative path there) or os.path.join(app.instance_path, 'name.sqlite'); or use a "
-    "database server through DATABASE_URL (`flaskprod build --with postgres`), as Kubernetes needs",
+    hint=_SQLITE_HINT,
 )
 def sqlite_outside_instance(app: Flask, context: Context) -> Iterator[Found]:
     # `up` copies the project into a release it may write, so the file works there: the built targets are the
@@ -394,10 +404,74 @@ def sqlite_outside_instance(app: Flask, context: Context) -> Iterator[Found]:
         if path is None or not path.is_relative_to(root) or path.is_relative_to(instance):
             continue
         name = path.relative_to(root).as_posix() + ("" if key is None else f" (bind {key!r})")
-        yield Found(
-            obj=_written_at(context, path.name) or context.app_label,
-            text=_SQLITE_OUTSIDE_INSTANCE.format(file=f" {name}", instance=f" ({_relative(instance, root)})"),
+        text = _SQLITE_OUTSIDE_INSTANCE.format(file=f" {name}", instance=f" ({_relative(instance, root)})")
+        hint = None
+        fallback = _fallback_of(context, path.name)
+        if fallback is not None:
+            variable, read_at = fallback
+            if variable in dotenv_files.passed_names(context):
+                continue  # the deployment sets it: the file is the development machine's alone
+            text = text.replace(
+                " is a file in the project",
+                f" is the fallback of {variable} (read at {read_at}), which is unset where check runs and set by "
+                "no deployment file: a file in the project",
+                1,
+            )
+            hint = _fallback_hint(variable, context.spec.database.url_env)
+        choice = left_to_development_default(context)
+        if choice is not None:  # the development config loaded, as it will in every deployment: that is the fix
+            text += (
+                f"; and {choice.variable} (read at {choice.read_at}) is unset, so the app loaded the code's default "
+                f"config, {choice.default!r}, as every deployment that leaves it unset will"
+            )
+            hint = (
+                f"set {choice.variable} to the production config wherever the app runs, and where check runs to "
+                "audit that config's database, or make production the code's default"
+            )
+        yield Found(obj=_written_at(context, path.name) or context.app_label, text=text, hint=hint)
+
+
+def _fallback_of(context: Context, name: str) -> tuple[str, str] | None:
+    """(variable, file:line of its read) when the string that ends with the database file's name is the fallback of
+    an environment read in the same expression (os.environ.get("DATABASE_URL") or "sqlite:///" + ..., microblog's
+    and Flasky's; os.environ.get("DATABASE_URL", "sqlite:///..."); a conditional on the variable): a deployment
+    that sets the variable never opens the file. None when no such read is found, or several files build it."""
+    found: set[tuple[str, str]] = set()
+    for item, tree in context.python_files():
+        if name not in item.text or for_development(item.rel):
+            continue
+        # The smallest `or`, conditional or environment read around each string naming the file.
+        candidates = sorted(
+            (n for n in walk(tree) if isinstance(n, (ast.BoolOp, ast.IfExp)) or reads_environ(n)),
+            key=lambda n: len(list(ast.walk(n))),
         )
+        for constant in walk(tree):
+            if not (isinstance(constant, ast.Constant) and isinstance(constant.value, str)):
+                continue
+            if not constant.value.endswith(name):
+                continue
+            for node in candidates:
+                if any(child is constant for child in ast.walk(node)):
+                    reads = list(environ_reads(node))
+                    if reads:
+                        variable, _, read = reads[0]
+                        found.add((variable, item.at(read.lineno)))
+                        break
+    return found.pop() if len(found) == 1 else None
+
+
+def _fallback_hint(variable: str, url_env: str) -> str:
+    given = (
+        "`flaskprod build --with postgres` sets it in every target"
+        if variable == url_env
+        else f"`flaskprod build --with postgres` sets it with url_env = \"{variable}\" under [database]"
+    )
+    return (
+        f"set {variable} to a database server's URL wherever the app runs ({given}), so that the file is never "
+        "opened there; or make the fallback a file in the instance folder, which the images and the VM keep as a "
+        "volume: 'sqlite:///name.sqlite' (Flask-SQLAlchemy 3 puts a relative path there) or "
+        "os.path.join(app.instance_path, 'name.sqlite')"
+    )
 
 
 def _sqlite_file(url: Any, root: Path) -> Path | None:

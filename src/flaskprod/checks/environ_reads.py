@@ -112,7 +112,7 @@ def environ_reads(expression: ast.AST) -> Iterator[tuple[str, str | None, ast.ex
             if later:
                 or_defaults[id(node.values[0])] = later[0]
     for node in walk(expression):
-        variable = variable_read(node) if _reads_environ(node) else None
+        variable = variable_read(node) if reads_environ(node) else None
         if variable is None or not isinstance(node, ast.expr):
             continue
         default = or_defaults.get(id(node))
@@ -125,7 +125,7 @@ def environ_reads(expression: ast.AST) -> Iterator[tuple[str, str | None, ast.ex
         yield variable, default, node
 
 
-def _reads_environ(node: ast.AST) -> bool:
+def reads_environ(node: ast.AST) -> bool:
     """os.environ.get(...), environ.get(...), os.getenv(...), getenv(...), os.environ[...]: not any .get()."""
     target = node.func if isinstance(node, ast.Call) else node.value if isinstance(node, ast.Subscript) else None
     if isinstance(node, ast.Call) and isinstance(target, ast.Attribute) and target.attr == "get":
