@@ -134,7 +134,7 @@ version = {toml_string(found.version)}
 
 [proxy]
 # server_name = "localhost"   # the host names nginx answers to; others are closed (set your domain)
-# max_body_size = "10M"       # nginx's client_max_body_size and Flask's MAX_CONTENT_LENGTH
+# max_body_size = "10M"       # nginx's client_max_body_size and Flask's MAX_CONTENT_LENGTH, unless the app sets its own
 
 [database]
 # url_env = "DATABASE_URL"    # SQLAlchemy's pool is sized from the workers within connection_budget
