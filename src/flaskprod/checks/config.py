@@ -889,30 +889,44 @@ def _served_worker_class(app: Flask, context: Context) -> str:
 def dotenv_not_deployed(context: Context) -> Iterator[Found]:
     if context.environ.get("FLASK_SKIP_DOTENV", "").lower() not in ("", "0", "false", "no"):
         return  # flask run loads no dotenv file either
-    loaded = dotenv_files.loaded_by_code(context)
+    loaded = dotenv_files.loaders(context)
     seen: set[str] = set()
     passed: set[str] | None = None  # read once a dotenv file sets a variable
     for item in dotenv_files.flask_dotenv_files(context):
-        if item.path.name in loaded:
-            continue  # the app's own code loads it, wherever it runs
+        loaded_at = loaded.get(item.path.name)
+        if loaded_at is not None and not dotenv_files.left_out_of_builds(item.path.name):
+            continue  # the app's own code loads it, and every target ships it (.flaskenv)
         for binding in bindings(item.text):
             name = binding.name
             if not binding.value or name in seen or _development_variable(name):
                 continue
             seen.add(name)  # python-dotenv keeps the first file's value: .env's over .flaskenv's
-            if name in context.environ or _code_default(name, context) == binding.value:
+            # The code's own load put the file's value in the environment check runs in: another value is the shell's.
+            set_here = name in context.environ and (loaded_at is None or context.environ[name] != binding.value)
+            if set_here or _code_default(name, context) == binding.value:
                 continue  # the deployed app runs with the same value: the code falls back to it
             passed = dotenv_files.passed_names(context) if passed is None else passed
             if _given_as_flask_variable(name, context, passed):
                 continue
             if name not in passed:
+                text = None if loaded_at is None else _LOADED_BUT_LEFT_OUT.format(
+                    name=name, file=item.rel, loaded_at=loaded_at
+                )
                 yield Found(
                     obj=item.at(binding.line),
-                    text=f"{name} is set in {item.rel}, which `flask run` loads and production servers do not "
+                    text=text
+                    or f"{name} is set in {item.rel}, which `flask run` loads and production servers do not "
                     "(Gunicorn, uWSGI, `flaskprod up` and `serve`, every built target): it is not set where check "
                     "runs and no deployment file passes it, so the deployed app runs without it",
                     hint=_DOTENV_HINT.format(name=name),
                 )
+
+
+_LOADED_BUT_LEFT_OUT = (
+    "{name} is set in {file}, which the app's own code loads ({loaded_at}) and `flaskprod up` links into its "
+    "release, but every built target leaves out of what it ships (the images' .dockerignore, the VM's copy), and no "
+    "deployment file passes it: the built targets run the app without it"
+)
 
 
 def _code_default(name: str, context: Context) -> str | None:
@@ -934,8 +948,11 @@ def _given_as_flask_variable(name: str, context: Context, passed: set[str]) -> b
 
 
 # What `flask run` itself reads, and development alone sets: the app's name (flaskprod reads FLASK_APP from the
-# dotenv files too), debug mode (off is production's default), the development server's options.
-_DEVELOPMENT_VARIABLES = frozenset({"FLASK_APP", "FLASK_DEBUG", "FLASK_ENV", "FLASK_SKIP_DOTENV", "WERKZEUG_DEBUG_PIN"})
+# dotenv files too), debug mode (off is production's default; DEBUG for a settings class that reads it, as
+# pydantic-settings' debug: bool does), the development server's options.
+_DEVELOPMENT_VARIABLES = frozenset(
+    {"FLASK_APP", "FLASK_DEBUG", "DEBUG", "FLASK_ENV", "FLASK_SKIP_DOTENV", "WERKZEUG_DEBUG_PIN"}
+)
 _DOTENV_HINT = (
     "set {name} in the deployment's environment: environment: in Compose, ENV in the Dockerfile, env in Kubernetes, "
     "Environment= in a systemd unit, or export it where `flaskprod up` or `serve` runs; pass a secret in from "

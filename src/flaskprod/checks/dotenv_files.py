@@ -4,14 +4,16 @@ deployment files give the app: what FP-C019 compares, as production servers load
 from __future__ import annotations
 
 import ast
+import fnmatch
 import re
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import yaml
 
 from .. import dotenv
+from ..render.image import DOCKERIGNORE
 from . import dockerfiles
 from .context import Context, ProjectFile, call_name, deployment_files, for_development, walk
 from .security import env_files_read, env_pairs
@@ -26,29 +28,47 @@ def flask_dotenv_files(context: Context) -> Iterator[ProjectFile]:
 
 
 def loaded_by_code(context: Context) -> set[str]:
-    """The dotenv files (by name) the project's own code loads, so that they reach the app wherever it runs:
-    python-dotenv's load_dotenv() or dotenv_values() (.env, or the files named), Flask's flask.cli.load_dotenv()
-    (both), environs' read_env(), pydantic-settings' env_file."""
-    loaded: set[str] = set()
-    for _, tree in context.python_files():
+    """The dotenv files (by name) the project's own code loads: python-dotenv's load_dotenv() or dotenv_values()
+    (.env, or the files named), Flask's flask.cli.load_dotenv() (both), environs' read_env(), pydantic-settings'
+    env_file."""
+    return set(loaders(context))
+
+
+def loaders(context: Context) -> dict[str, str]:
+    """file:line of the first load, by the name of each dotenv file the project's own code loads (loaded_by_code)."""
+    loaded: dict[str, str] = {}
+
+    def add(names: Iterable[str], item: ProjectFile, node: ast.AST) -> None:
+        for name in names:
+            loaded.setdefault(name, item.at(getattr(node, "lineno", 1)))
+
+    for item, tree in context.python_files():
         flask_loader = any(isinstance(node, ast.ImportFrom) and node.module == "flask.cli" for node in walk(tree))
         for node in walk(tree):
             if isinstance(node, ast.Call) and call_name(node) in ("load_dotenv", "dotenv_values", "read_env"):
                 named = {_basename(s) for arg in node.args for s in _strings(arg)}
                 via_flask = flask_loader or (isinstance(node.func, ast.Attribute) and _names_cli(node.func.value))
                 if named:
-                    loaded |= named
+                    add(named, item, node)
                 elif call_name(node) == "load_dotenv" and via_flask:
-                    loaded |= set(dotenv.FILES)
+                    add(dotenv.FILES, item, node)
                 else:
-                    loaded.add(".env")  # find_dotenv()'s, and a path check cannot read
+                    add([".env"], item, node)  # find_dotenv()'s, and a path check cannot read
             if isinstance(node, ast.Call):
                 for keyword in node.keywords:
                     if keyword.arg == "env_file":
-                        loaded |= {_basename(s) for s in _strings(keyword.value)}
+                        add({_basename(s) for s in _strings(keyword.value)}, item, node)
             elif isinstance(node, ast.Assign) and any(_is_named(t, "env_file") for t in node.targets):
-                loaded |= {_basename(s) for s in _strings(node.value)}  # pydantic v1's class Config
+                add({_basename(s) for s in _strings(node.value)}, item, node)  # pydantic v1's class Config
     return loaded
+
+
+def left_out_of_builds(name: str) -> bool:
+    """Whether the built targets leave a file at the project's root out of what they ship: the images'
+    .dockerignore (render/image.py's DOCKERIGNORE: .env, .env.*), which the VM's copy follows too. `up` links such
+    files into its release instead (stack/releases.py's SHARED)."""
+    patterns = [line.strip().removeprefix("**/") for line in DOCKERIGNORE.splitlines()]
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns if p and not p.startswith(("#", "!")) and "/" not in p)
 
 
 def _is_named(node: ast.expr, name: str) -> bool:
