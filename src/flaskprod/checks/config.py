@@ -36,6 +36,7 @@ from .engines import where_made
 from .environ_reads import (
     code_defaults,
     config_choices,
+    dynaconf_switches,
     environ_reads,
     for_production,
     left_to_development_default,
@@ -182,6 +183,9 @@ def flask_env(context: Context) -> Iterator[Found]:
         for node in walk(tree)
         if isinstance(node, ast.expr) and variable_read(node) == "FLASK_ENV"
     ]
+    # dynaconf's FlaskDynaconf picks [production] by it: removing it would load [development].
+    dynaconf = [at for variable, at in context.once(dynaconf_switches) if variable == "FLASK_ENV"]
+    readers += dynaconf
     text = hint = None
     if readers:
         where = ", ".join(readers)
@@ -192,6 +196,12 @@ def flask_env(context: Context) -> Iterator[Found]:
         hint = (
             "give the app's own setting a name of its own (APP_ENV), or derive debug from FLASK_DEBUG alone; "
             "keep development values out of production files"
+        )
+    if dynaconf:
+        hint = (
+            f"FlaskDynaconf ({dynaconf[0]}) picks its settings environment by FLASK_ENV: keep it set to production "
+            'wherever the app runs, or give dynaconf a switch of its own (FlaskDynaconf(app, ENV_SWITCHER="APP_ENV")) '
+            "and set that instead"
         )
     if "FLASK_ENV" in context.environ:
         yield Found(

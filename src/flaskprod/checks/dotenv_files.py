@@ -30,7 +30,7 @@ def flask_dotenv_files(context: Context) -> Iterator[ProjectFile]:
 def loaded_by_code(context: Context) -> set[str]:
     """The dotenv files (by name) the project's own code loads: python-dotenv's load_dotenv() or dotenv_values()
     (.env, or the files named), Flask's flask.cli.load_dotenv() (both), environs' read_env(), pydantic-settings'
-    env_file."""
+    env_file, dynaconf's FlaskDynaconf (.env)."""
     return set(loaders(context))
 
 
@@ -54,6 +54,8 @@ def loaders(context: Context) -> dict[str, str]:
                     add(dotenv.FILES, item, node)
                 else:
                     add([".env"], item, node)  # find_dotenv()'s, and a path check cannot read
+            elif isinstance(node, ast.Call) and call_name(node) == "FlaskDynaconf" and _loads_dotenv(node):
+                add([".env"], item, node)  # dynaconf's LOAD_DOTENV, on for Flask
             if isinstance(node, ast.Call):
                 for keyword in node.keywords:
                     if keyword.arg == "env_file":
@@ -69,6 +71,11 @@ def left_out_of_builds(name: str) -> bool:
     files into its release instead (stack/releases.py's SHARED)."""
     patterns = [line.strip().removeprefix("**/") for line in DOCKERIGNORE.splitlines()]
     return any(fnmatch.fnmatchcase(name, p) for p in patterns if p and not p.startswith(("#", "!")) and "/" not in p)
+
+
+def _loads_dotenv(node: ast.Call) -> bool:
+    given = [kw.value for kw in node.keywords if kw.arg is not None and kw.arg.upper() == "LOAD_DOTENV"]
+    return not any(isinstance(value, ast.Constant) and value.value is False for value in given)
 
 
 def _is_named(node: ast.expr, name: str) -> bool:

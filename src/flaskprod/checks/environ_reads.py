@@ -26,6 +26,30 @@ def left_to_development_default(context: Context) -> ConfigChoice | None:
     return None
 
 
+def dynaconf_switches(context: Context) -> Iterator[tuple[str, str]]:
+    """(variable, file:line) of each FlaskDynaconf(app, ...) in the project's code that keeps settings environments
+    ([development], [production]), with the variable that picks one: its ENV_SWITCHER, else its ENVVAR_PREFIX's _ENV
+    (FLASK_ENV, dynaconf's default for Flask). Unset, dynaconf loads [development]."""
+    for item, tree in context.python_files():
+        if "FlaskDynaconf" not in item.text or for_development(item.rel):
+            continue
+        for node in walk(tree):
+            if not (isinstance(node, ast.Call) and call_name(node) == "FlaskDynaconf"):
+                continue
+            given = {
+                kw.arg.upper(): kw.value.value
+                for kw in node.keywords
+                if kw.arg is not None and isinstance(kw.value, ast.Constant)
+            }
+            if given.get("ENVIRONMENTS", True) is False:
+                continue  # one environment: nothing to pick
+            switch, prefix = given.get("ENV_SWITCHER"), given.get("ENVVAR_PREFIX", "FLASK")
+            if isinstance(switch, str):
+                yield switch, item.at(node.lineno)
+            elif isinstance(prefix, str):
+                yield f"{prefix}_ENV", item.at(node.lineno)
+
+
 def code_defaults(context: Context) -> Iterator[tuple[str, str | None]]:
     """(variable, the default the code names for it, None when it names none) of each environment read in the
     project's modules, development files left out."""

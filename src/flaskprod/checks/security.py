@@ -33,7 +33,7 @@ from .context import (
     variable_read,
     walk,
 )
-from .environ_reads import left_to_development_default
+from .environ_reads import dynaconf_switches, left_to_development_default
 from .registry import ERROR, WARNING, Found, app_check, check
 
 
@@ -62,6 +62,11 @@ _DEBUG_BY_DEFAULT_CONFIG = (
     "which turns debug on: set {choice.variable} to the production config wherever the app runs, and where check "
     "runs to audit that config, or make production the code's default; leave the development config's DEBUG as it is"
 )
+_DYNACONF_DEVELOPMENT = (
+    "FlaskDynaconf ({at}) picks its settings environment by {variable}, unset where check runs, so it loaded "
+    "[development], which turns debug on: set {variable}=production wherever the app runs, and where check runs to "
+    "audit that environment"
+)
 _DEBUG_IN_CODE = (
     "the app turns debug on itself, not FLASK_DEBUG: remove `DEBUG = True`, `app.debug = True` or "
     "`app.config[\"DEBUG\"] = True` from its production code; use `flask run --debug` for local development"
@@ -79,6 +84,9 @@ def _debug_source(context: Context) -> Found:
         name = f"{prefix}_DEBUG"
         if name in context.environ and _Setting(line=0, name=name, value=context.environ[name]).on:
             return Found(obj=context.app_label, hint=_PREFIXED_DEBUG.format(name=name, prefix=prefix))
+    for variable, at in context.once(dynaconf_switches):
+        if variable not in context.environ:  # dynaconf's [development], its default: the switch is what to set
+            return Found(obj=_set_at(context, "DEBUG"), hint=_DYNACONF_DEVELOPMENT.format(variable=variable, at=at))
     choice = left_to_development_default(context)
     # The development config turns debug on, as it should: the variable is what to set.
     hint = _DEBUG_BY_DEFAULT_CONFIG.format(choice=choice) if choice is not None else _DEBUG_IN_CODE
