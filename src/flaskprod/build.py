@@ -14,7 +14,7 @@ from .render.deployment import Deployment, plan_deployment
 from .render.image import docker_build_flags
 from .render.kubernetes import most_pods
 from .render.targets import Target, find_target, parse_extras, server_for
-from .render.writer import RECORD, Change, write_files
+from .render.writer import RECORD, Change, Refusal, write_files
 from .spec import Spec, refuse_endpoints_under
 
 
@@ -23,6 +23,8 @@ class Built:
     target: Target
     deployment: Deployment
     changes: list[Change]
+    # A dry run's refusal (a real run raises it), kept so that the plan it stops can be shown before it.
+    refusal: Refusal | None = None
 
     @property
     def next_step(self) -> str:
@@ -100,6 +102,8 @@ def build(
     root: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Built:
+    """Plan, render and write one target's files. A refusal (a file changed by hand) is raised, or with dry_run
+    returned in Built.refusal beside the whole plan."""
     chosen = find_target(target)
     wanted = parse_extras(chosen, extras)
     server = server_for(chosen, spec.server.kind)
@@ -132,5 +136,10 @@ def build(
         refuse_endpoints_under(spec, ((mount.url, mount.endpoint) for mount in deployment.project.static))
     files = chosen.render(deployment)
     record = RECORD.format(target=chosen.name)
-    changes = write_files(root / relative_out, files, force=force, dry_run=dry_run, record=record)
+    try:
+        changes = write_files(root / relative_out, files, force=force, dry_run=dry_run, record=record)
+    except Refusal as refusal:
+        if not dry_run:
+            raise
+        return Built(target=chosen, deployment=deployment, changes=refusal.changes, refusal=refusal)
     return Built(target=chosen, deployment=deployment, changes=changes)

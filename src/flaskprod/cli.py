@@ -12,7 +12,10 @@ import sys
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing, as flaskprod/__init__.py does
 if TYPE_CHECKING:
+    from pathlib import Path
     from types import FrameType
+
+    from .render.writer import Change, State
 
 
 def _interrupted(signum: int, frame: FrameType | None) -> None:
@@ -582,16 +585,31 @@ def build(
     each = f"{counted(d.derived.workers, 'worker')} x {counted(d.derived.threads, 'thread')}"
     sized = f"{d.server}, {each} per {unit} at {limits}"
     click.echo(f"flaskprod build: {target} for {d.spec.app.name} in {d.out} ({sized})")
-    verb = (
-        {"created": "would create", "updated": "would update", "removed": "would remove", "kept": "would keep"}
-        if dry_run
-        else {}
-    )
     for change in built.changes:
-        shown = change.path.relative_to(d.project.root)
-        why = "  (changed by hand, no longer written by flaskprod)" if change.state == "kept" else ""
-        click.echo(f"  {verb.get(change.state, change.state):<12} {shown}{why}")
+        click.echo(_change_line(change, d.project.root, dry_run=dry_run, force=force))
+    if built.refusal:
+        raise built.refusal  # the real build's one line and status, after the plan it stops
     click.echo(f"next: {built.next_step}")
+
+
+def _change_line(change: Change, root: Path, *, dry_run: bool, force: bool) -> str:
+    """One file of build's list; a dry run also names each file changed since this target wrote it."""
+    verb = _DRY_RUN_VERBS[change.state] if dry_run else change.state
+    gone = change.state == "kept" or (dry_run and change.state == "removed" and change.by_hand)  # by --force
+    why = "changed by hand, no longer written by flaskprod" if gone else ""
+    changed = "changed by hand" if change.by_hand else f"--target {change.theirs}'s" if change.theirs else ""
+    if dry_run and changed and change.state == "updated":
+        verb, why = ("would overwrite", changed) if force else (verb, f"{changed}: build stops here unless --force")
+    return f"  {verb:<12} {change.path.relative_to(root)}" + (f"  ({why})" if why else "")
+
+
+_DRY_RUN_VERBS: dict[State, str] = {
+    "created": "would create",
+    "updated": "would update",
+    "removed": "would remove",
+    "kept": "would keep",
+    "identical": "identical",
+}
 
 
 def main() -> None:

@@ -26,6 +26,19 @@ State = Literal["created", "updated", "identical", "removed", "kept"]
 class Change:
     path: Path
     state: State
+    # Changed since this target last wrote it: by hand, or to what another target (theirs) wrote. Without
+    # --force such a file stops the run, unless flaskprod no longer writes it (kept).
+    by_hand: bool = False
+    theirs: str | None = None
+
+
+class Refusal(BuildError):
+    """A file in the way of the run (changed by hand, or another target's), found after planning every file:
+    changes is that whole plan, so a dry run can show it before the refusal."""
+
+    def __init__(self, message: str, changes: list[Change]) -> None:
+        super().__init__(message)
+        self.changes = changes
 
 
 def _target(out: Path, relative: str) -> Path:
@@ -80,8 +93,8 @@ def plan_changes(
     written: Mapping[str, str] | None = None,
     others: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[Change]:
-    """What writing files under out would do; raises BuildError, before anything is written, when a
-    file exists with other content and force is off, or a path is taken by a directory.
+    """What writing files under out would do; raises BuildError when a path is taken by a directory, and
+    Refusal, holding the whole plan, when a file exists with other content and force is off.
 
     written is what the last run wrote ({relative path: sha256}): a file still as it was written is
     flaskprod's to replace, and one it no longer writes is removed; either, changed by hand since, stops
@@ -108,23 +121,27 @@ def plan_changes(
         if current == _digest(text.encode("utf-8")):
             changes.append(Change(path, "identical"))
             continue
-        if current != written.get(relative) and not force:
-            owner = next((target for target, record in (others or {}).items() if record.get(relative) == current), None)
+        if current == written.get(relative):
+            changes.append(Change(path, "updated"))
+            continue
+        owner = next((target for target, record in (others or {}).items() if record.get(relative) == current), None)
+        changes.append(Change(path, "updated", by_hand=owner is None, theirs=owner))
+        if not force:
             (theirs.setdefault(owner, []) if owner else conflicts).append(str(path))
-        changes.append(Change(path, "updated"))
-    if theirs:
-        owner, paths = next(iter(theirs.items()))
-        raise BuildError(
-            f"{out} holds the files of --target {owner}, and {_listed(paths)} from what this target writes: nothing "
-            "was written; give each target its own --out, or pass --force to replace them"
-        )
-    if conflicts:
-        raise BuildError(f"{_listed(conflicts)} from what flaskprod writes: nothing was written; {hint}")
     for relative in sorted(set(written) - set(files)):
         path = _target(out, relative)
         if path.is_file():
-            ours = force or _on_disk(path) == written[relative]
-            changes.append(Change(path, "removed" if ours else "kept"))
+            by_hand = _on_disk(path) != written[relative]
+            changes.append(Change(path, "removed" if force or not by_hand else "kept", by_hand=by_hand))
+    if theirs:
+        owner, paths = next(iter(theirs.items()))
+        raise Refusal(
+            f"{out} holds the files of --target {owner}, and {_listed(paths)} from what this target writes: nothing "
+            "was written; give each target its own --out, or pass --force to replace them",
+            changes,
+        )
+    if conflicts:
+        raise Refusal(f"{_listed(conflicts)} from what flaskprod writes: nothing was written; {hint}", changes)
     return changes
 
 
