@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from flask import Flask
 
+from ..dotenv import bindings
 from ..runtime.headers import ProductionSessionInterface
 from ..runtime.secrets import FIX, HOW_TO_GENERATE, secret_key_problem
 from ..spec import ENV_PREFIX
@@ -77,9 +78,11 @@ def _debug_source(context: Context) -> Found:
     """Where debug comes from, and the fix: FLASK_DEBUG (the check's own hint), a variable the app's
     from_prefixed_env("MYAPP") reads (MYAPP_DEBUG), a variable left unset that picks the config (the code's
     development default loaded, as FP-C021 reads the choice), or the app's own code."""
+    names, from_dotenv = _debug_from_loaded_dotenv(context)
     value = context.environ.get("FLASK_DEBUG", "")
     if value and value.lower() not in ("0", "false", "no"):  # as Flask reads it
-        return Found(obj=context.app_label)
+        # The shell's, unless the load of a .env that sets it put it there.
+        return Found(obj=context.app_label, hint=from_dotenv if "FLASK_DEBUG" in names else None)
     for prefix in _custom_prefixes(context):
         name = f"{prefix}_DEBUG"
         if name in context.environ and _Setting(line=0, name=name, value=context.environ[name]).on:
@@ -89,8 +92,55 @@ def _debug_source(context: Context) -> Found:
             return Found(obj=_set_at(context, "DEBUG"), hint=_DYNACONF_DEVELOPMENT.format(variable=variable, at=at))
     choice = left_to_development_default(context)
     # The development config turns debug on, as it should: the variable is what to set.
-    hint = _DEBUG_BY_DEFAULT_CONFIG.format(choice=choice) if choice is not None else _DEBUG_IN_CODE
-    return Found(obj=_set_at(context, "DEBUG"), hint=hint)
+    if choice is not None:
+        return Found(obj=_set_at(context, "DEBUG"), hint=_DEBUG_BY_DEFAULT_CONFIG.format(choice=choice))
+    where = _set_at(context, "DEBUG")
+    # A line of the code's own that turns it on is the cause; else what the loaded .env sets for development.
+    hint = _DEBUG_IN_CODE if where != context.app_label or from_dotenv is None else from_dotenv
+    return Found(obj=where, hint=hint)
+
+
+# The names a development .env turns debug on by: Flask's, a settings class's (pydantic-settings' debug: bool), the
+# environment name an app derives it from (cookiecutter-flask's DEBUG = ENV == "development").
+_DEBUG_NAMES = frozenset({"FLASK_DEBUG", "DEBUG", "APP_DEBUG"})
+_ENV_NAMES = frozenset({"FLASK_ENV", "ENV", "APP_ENV"})
+_DOTENV_DEBUG = (
+    "{file} sets {names} ({lines}), and the app's own code loads {file} ({loaded_at}): `flaskprod up` links it into "
+    "its release, so debug is on there too (the built targets leave {file} out); remove {them} from {file} and use "
+    "`flask run --debug` for local development"
+)
+
+
+def _debug_from_loaded_dotenv(context: Context) -> tuple[list[str], str | None]:
+    """The names, and FP-S001's hint, when a dotenv file the app's own code loads, and the built targets leave out,
+    turns debug on (FLASK_DEBUG=1, DEBUG=true, FLASK_ENV=development); none when none does. Its FLASK_DEBUG counts
+    unless the environment check runs in holds another value (the shell's, then)."""
+    from . import dotenv_files  # it reads this module's deployment files
+
+    loaders = dotenv_files.loaders(context)
+    for item in dotenv_files.flask_dotenv_files(context):
+        loaded_at = loaders.get(item.path.name)
+        if loaded_at is None or not dotenv_files.left_out_of_builds(item.path.name):
+            continue
+        found = [b for b in bindings(item.text) if b.value is not None and _turns_debug_on(b.name, b.value)]
+        shell = context.environ.get("FLASK_DEBUG")
+        if shell is not None and all(b.value != shell for b in found if b.name == "FLASK_DEBUG"):
+            found = [b for b in found if b.name != "FLASK_DEBUG"]
+        if found:
+            return [b.name for b in found], _DOTENV_DEBUG.format(
+                file=item.rel,
+                names=", ".join(b.name for b in found),
+                lines=", ".join(item.at(b.line) for b in found),
+                loaded_at=loaded_at,
+                them="it" if len(found) == 1 else "them",
+            )
+    return [], None
+
+
+def _turns_debug_on(name: str, value: str) -> bool:
+    if name in _DEBUG_NAMES:
+        return value.strip().lower() not in ("", "0", "false", "no", "off")
+    return name in _ENV_NAMES and value.strip().lower() in ("development", "dev", "debug")
 
 
 def _set_at(context: Context, name: str) -> str:
