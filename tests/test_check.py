@@ -241,7 +241,8 @@ CASES = [
     Case(
         "FP-S010",
         bad={"app.py": FALLBACK_KEY},
-        env={"SECRET_KEY": None},
+        # Exported, FLASK_SECRET_KEY (which the app does not read) makes the hint say so: the check's own without.
+        env={"SECRET_KEY": None, "FLASK_SECRET_KEY": None},
         obj="app.py:6",
         text="SECRET_KEY falls back to a string written in the source, and the app is running with it right now "
         "(SECRET_KEY is not set): anyone who can read the code can sign its sessions",

@@ -35,8 +35,11 @@ def found(result_messages: list[dict[str, str]]) -> list[tuple[str, str, str]]:
 
 def test_a_key_through_a_module_constant_is_a_key_written_in_the_source(project: Path) -> None:
     constant = f'KEY = "{WRITTEN_KEY}"\n\n'
-    # Without Production(app), FLASK_SECRET_KEY does not reach the app: it runs with the constant.
-    in_effect = audit(project, {"app.py": constant + PLAIN + 'app.config["SECRET_KEY"] = KEY\n'})
+    # Without Production(app), FLASK_SECRET_KEY does not reach the app: it runs with the constant (with the variable
+    # unset, the check's own hint; set, the hint says the app does not read it: test_check_known_layouts_secret_key).
+    in_effect = audit(
+        project, {"app.py": constant + PLAIN + 'app.config["SECRET_KEY"] = KEY\n'}, env={"FLASK_SECRET_KEY": None}
+    )
     assert found(in_effect.only("FP-S010")) == [
         ("app.py:6", IN_EFFECT.format(where="the source (the constant KEY, app.py:1)"), REGISTRY["FP-S010"].hint)
     ]

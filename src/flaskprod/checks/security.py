@@ -1228,12 +1228,32 @@ def secret_key_in_source_in_effect(context: Context) -> Iterator[Found]:
     for key in context.once(_keys_in_source):
         if not _reported_in_effect(key):
             continue  # a development config in effect is FP-S001's or FP-S002's to name
-        hint = _loaded_file_hint(key, in_effect=True) or replaced
+        hint = _loaded_file_hint(key, in_effect=True) or replaced or _unread_variable_hint(key, context)
         name = None if key.literal else key.variable
         unset = f" ({name} is not set)" if name is not None and name not in context.environ else ""
         what = f"is {string}" if key.literal else f"falls back to {string}"
         text = _IN_EFFECT.format(what=what, where=key.where, unset=unset, anyone=anyone) + weak
         yield Found(obj=key.obj, text=text, hint=hint)
+
+
+def _unread_variable_hint(key: _KeyInSource, context: Context) -> str | None:
+    """FP-S010's fix for an app without Production(app) checked with FLASK_SECRET_KEY (or _FILE) set, as the quick
+    start says (the Flask tutorial's from_mapping(SECRET_KEY='dev'), Flasky's os.environ.get('SECRET_KEY') or ...):
+    the app does not read it, so the usual 'or FLASK_SECRET_KEY' would be no fix. None for another app."""
+    found = _key_variable(context)
+    app = context.app
+    if found is None or app is None or context.production is not None:
+        return None
+    then = "; then remove the string from the source, so that a missing key fails instead of falling back"
+    name = found[0]
+    if key.variable is not None and key.variable != "FLASK_SECRET_KEY":
+        return (
+            f"{name} is set, but the app does not read it: its code reads the key from {key.variable}: set "
+            f"{key.variable} to a new random value wherever the app runs, or add Production(app) (it reads {name})"
+            + then
+        )
+    unread = _ignored_variable_hint(app, context)
+    return None if unread is None else unread + then
 
 
 def _reported_in_effect(key: _KeyInSource) -> bool:
