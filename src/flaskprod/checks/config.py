@@ -167,12 +167,15 @@ def body_size_setting_unused(app: Flask, context: Context) -> Iterator[Found]:
 
 
 _FLASK_ENV = re.compile(r"\bFLASK_ENV\b")
+_FLASK_ENV_REMOVED = (
+    "FLASK_ENV is used, but Flask 2.3 removed it: it no longer turns debug or production mode on or off"
+)
 
 
 @check(
     "FP-C004",
     WARNING,
-    "FLASK_ENV is used, but Flask 2.3 removed it: it no longer turns debug or production mode on or off",
+    _FLASK_ENV_REMOVED,
     hint="remove it; use FLASK_DEBUG (or `flask run --debug`) for development, and nothing in production",
 )
 def flask_env(context: Context) -> Iterator[Found]:
@@ -207,10 +210,29 @@ def flask_env(context: Context) -> Iterator[Found]:
         yield Found(
             obj="environment", text=text or "FLASK_ENV is set in the environment, but Flask 2.3 removed it", hint=hint
         )
+    # One finding per cause, at its first place, naming the others: the code that reads it (renamed there) and the
+    # files that set it (removed or renamed there), not one per line of each.
+    for places in _flask_env_places(context):
+        yield Found(obj=places[0], text=_naming_the_rest(text, places, readers), hint=hint)
+
+
+def _flask_env_places(context: Context) -> list[list[str]]:
+    """file:line of each uncommented line naming FLASK_ENV, in two groups in the order they first appear: the
+    project's Python code, and its other files."""
+    groups: dict[bool, list[str]] = {}
     for item in context.files:
         for line, line_text in item.lines():
             if _FLASK_ENV.search(line_text) and not line_text.lstrip().startswith("#"):
-                yield Found(obj=item.at(line), text=text, hint=hint)
+                groups.setdefault(item.path.suffix == ".py", []).append(item.at(line))
+    return list(groups.values())
+
+
+def _naming_the_rest(text: str | None, places: list[str], named: list[str]) -> str | None:
+    """text (None: the check's own), with the places after the first that it does not name already."""
+    rest = [place for place in places[1:] if place not in named]
+    if not rest:
+        return text
+    return f"{text or _FLASK_ENV_REMOVED} (also at {', '.join(rest)})"
 
 
 def _nginx_proxies(context: Context) -> Iterator[tuple[ProjectFile, int]]:
