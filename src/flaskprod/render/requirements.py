@@ -9,6 +9,8 @@ must be copied beside it, at the same relative paths.
 from __future__ import annotations
 
 import codecs
+import configparser
+import contextlib
 import posixpath
 import re
 import tomllib
@@ -132,9 +134,9 @@ def _read(
                 continue
             _read(root, target, files, names, unnamed, vcs, ssh)
         elif editable := _EDITABLE.match(line):
-            _add(_not_local(editable.group(1), rel, number), names, unnamed, vcs, ssh)
+            _add(_not_local(editable.group(1), rel, number, root), names, unnamed, vcs, ssh)
         elif not line.startswith("-"):
-            entry = _not_local(_LINE_OPTIONS.split(line, maxsplit=1)[0].strip(), rel, number)
+            entry = _not_local(_LINE_OPTIONS.split(line, maxsplit=1)[0].strip(), rel, number, root)
             _add(entry, names, unnamed, vcs, ssh)
 
 
@@ -190,7 +192,7 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     return lines
 
 
-def _not_local(entry: str, including: PurePosixPath, number: int) -> str:
+def _not_local(entry: str, including: PurePosixPath, number: int, root: Path) -> str:
     """entry, unless it installs from a folder or file on this machine: the image installs the requirements
     before it has the project, and never has what is outside it (`pip freeze` writes `-e /path` for an
     editable install)."""
@@ -206,9 +208,38 @@ def _not_local(entry: str, including: PurePosixPath, number: int) -> str:
             "drop the line (the app runs from /app), or install the project from its pyproject.toml by setting "
             "deploy.requirements to a file without it",
         )
+    if _is_flaskprod_checkout(_local_folder(url, root)):
+        raise LocalPathError(
+            file,
+            number,
+            f"installs flaskprod's own checkout ({entry}) from a path on this machine, which the image does not have",
+            FLASKPROD_SOURCES,
+        )
     raise LocalPathError(
         file, number, f"installs {entry} from a path on this machine, which the image does not have", _local_fix(entry)
     )
+
+
+def _local_folder(url: str, root: Path) -> Path:
+    """The folder a local path or file: URL names (a relative one from the project, where pip runs)."""
+    path = urlsplit(url).path if url.startswith("file:") else url.split("#", 1)[0]
+    return (root / Path(path).expanduser()).resolve()
+
+
+def _is_flaskprod_checkout(folder: Path) -> bool:
+    """Whether folder holds a project named flaskprod (pyproject.toml's [project] name, or setup.cfg's
+    [metadata]): `pip freeze` writes `-e /path` for README's `pip install -e` of flaskprod's checkout."""
+    try:
+        project = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
+        name = project.get("name") if isinstance(project, dict) else None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        name = None
+    if name is None:
+        config = configparser.ConfigParser(interpolation=None)
+        with contextlib.suppress(OSError, UnicodeDecodeError, configparser.Error):
+            config.read(folder / "setup.cfg", encoding="utf-8")
+        name = config.get("metadata", "name", fallback=None)
+    return isinstance(name, str) and canonical(name) == FLASKPROD
 
 
 def _local_fix(entry: str) -> str:
