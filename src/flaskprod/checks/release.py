@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from flask import Flask
 
-from .context import Context, ProjectFile, call_name, is_main_guard, project_files, walk
+from .context import Context, ProjectFile, call_name, deployment_files, is_main_guard, project_files, walk
 from .registry import WARNING, Found, app_check
 
 
@@ -32,7 +32,42 @@ from .registry import WARNING, Found, app_check
 def migrations_not_run(app: Flask, context: Context) -> Iterator[Found]:
     # Flask-Migrate registers itself as app.extensions["migrate"].
     if "migrate" in app.extensions and not context.spec.deploy.release_argv:
-        yield Found(obj=context.app_label)
+        own = _own_release_step(context)
+        hint = None
+        if own is not None:  # Flasky's boot.sh runs `flask deploy`, which upgrades and more: not `flask db upgrade`
+            command, where = own
+            hint = (
+                f"set deploy.release_command = {_toml_string(command)} in flaskprod.toml's [deploy], the release "
+                f"step the project already runs ({where}): each deploy runs it once, before the new release takes "
+                "requests"
+            )
+        yield Found(obj=context.app_label, hint=hint)
+
+
+# The scripts a container or a VM starts the app with, which run the app's release step before they serve.
+_START_SCRIPTS = ("boot.sh", "entrypoint.sh", "docker-entrypoint.sh")
+# A script's line that runs one of the app's own flask commands: not the server, a shell or a listing.
+_FLASK_COMMAND = re.compile(r"^\s*(?:exec\s+)?(flask\s+(?!(?:run|shell|routes)\b)\w[^;&|#]*)")
+_PROCFILE_RELEASE = re.compile(r"^\s*release\s*:\s*(\S.*?)\s*$")
+
+
+def _own_release_step(context: Context) -> tuple[str, str] | None:
+    """(command, file:line) of the release step the project already runs: a Procfile's `release:` process (Heroku
+    runs it before each release), else the first of the app's flask commands a boot.sh or entrypoint.sh runs."""
+    for item in deployment_files(context.files_named("Procfile")):
+        for line, text in item.lines():
+            if match := _PROCFILE_RELEASE.match(text):
+                return match[1], item.at(line)
+    for item in deployment_files(context.files_named(*_START_SCRIPTS)):
+        for line, text in item.lines():
+            if match := _FLASK_COMMAND.match(text):
+                return match[1].strip(), item.at(line)
+    return None
+
+
+def _toml_string(text: str) -> str:
+    """text as a TOML basic string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @app_check(
