@@ -510,8 +510,23 @@ def _load(ref: AppRef) -> Flask:
 
 def _unread(exc: Exception) -> str:
     """'; what to do' when the app's own error names a setting only a dotenv file here holds (a KeyError for the
-    config key from_prefixed_env() would have read from it), which `flask run` loads and flaskprod does not."""
-    return unread_dotenv(_one_line(exc), Path.cwd())
+    config key from_prefixed_env() would have read from it), which `flask run` loads and flaskprod does not, or a
+    variable it read with os.environ[...] that is set nowhere here."""
+    return unread_dotenv(_one_line(exc), Path.cwd()) or _unset_variable(exc)
+
+
+def _unset_variable(exc: Exception) -> str:
+    """'; what to do' for a KeyError os.environ raised: a DATABASE_URL that `up --with postgres` or the deployment
+    gives the app, unset in the shell that runs init or build, which only import the app to learn its shape."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if not isinstance(exc, KeyError) or tb is None or tb.tb_frame.f_code is not os._Environ.__getitem__.__code__:
+        return ""
+    return (
+        f"; the app reads the environment variable {exc.args[0]}, which is not set here: export it where flaskprod "
+        "runs (init and build only import the app: any value it accepts will do)"
+    )
 
 
 def _returns_nothing(factory: object) -> bool:
