@@ -412,6 +412,12 @@ def _ask_up(command: str, options: dict[str, Any], kwargs: dict[str, Any]) -> No
     try:
         run_dir = load_setting(RUN_DIR, config=config, set_flags=set_flags)
     except SpecError as exc:  # a file that does not parse: proxy.run_dir can still be named
+        if command == "deploy" and not options.get("promote"):
+            # up reads the file again for the new release (as SIGHUP does) and would refuse it all the same.
+            raise SpecError(
+                f"{exc}; the running up reads it again for the release a deploy starts (rollback and deploy "
+                f"--promote take --set {RUN_DIR}=DIR meanwhile)"
+            ) from None
         raise SpecError(f"{exc}; to {command} meanwhile, name the running up's run dir: --set {RUN_DIR}=DIR") from None
     control = Path(run_dir).resolve() / "control.sock"
     try:
