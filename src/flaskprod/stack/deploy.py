@@ -25,6 +25,7 @@ from ..render.nginx import STATIC_REVALIDATE, upstream_keepalive
 from ..servers.healthcheck import request_bytes
 from . import unixsockets
 from .control import Request
+from .prometheus import UNSCRAPED_WITHIN
 from .releases import Release, adopt_data
 from .up import STOP_MARGIN, Plan, Stack, Stopping, copy_config, new_release, nginx_files, write_nginx_config
 
@@ -69,7 +70,7 @@ def longest(p: Plan, request: Request | None) -> float:
     """The most seconds request (None: SIGHUP's replacement of an app server) can take under p: the release
     command, the new app server's readiness, nginx's switch, the old app server's drain (as each is bounded)."""
     graceful = p.derived.timeouts.graceful
-    seconds = graceful + SWITCH_MARGIN + graceful + STOP_MARGIN
+    seconds = graceful + SWITCH_MARGIN + graceful + STOP_MARGIN + (UNSCRAPED_WITHIN if p.prometheus else 0)
     if request is None or not request.options.get("promote"):
         seconds += p.spec.proxy.ready_timeout
     if request is not None and request.command == "deploy" and not request.options.get("promote"):
@@ -448,6 +449,8 @@ def quiet_switch(stack: Stack, new_plan: Plan, old: Plan, request: Request | Non
 
 def drain(stack: Stack, release: Release, request: Request) -> None:
     started = time.monotonic()
+    if stack.plan.prometheus:  # its target went with the switch: no scrape of it stopped
+        stack.plan.prometheus.wait_unscraped(release.number)
     stack.stop_app_server(release.number)
     request.progress(f"release {release.number} drained and stopped in {time.monotonic() - started:.1f}s")
 

@@ -12,9 +12,11 @@ import json
 import os
 import shutil
 import signal
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import ServerError, SpecError
 from ..render.deployment import dns_label
@@ -38,6 +40,9 @@ SCRAPE_INTERVAL = 5
 TARGETS_FILE = "targets.json"
 # 200 once Prometheus has loaded its config and rules and replayed its data.
 READY_PATH = "/-/ready"
+# The most a release's drain waits for Prometheus to drop its target: two 5 s throttles (discovery's, then the scrape
+# manager's) and a margin.
+UNSCRAPED_WITHIN = 12.0
 # Settings a reload cannot change under --with monitoring: what Prometheus and nginx's listener for it
 # listen on, and whether there are metrics to scrape at all.
 RESTART_ONLY = (
@@ -127,6 +132,33 @@ class Prometheus:
 
     def ready(self) -> tuple[bool, str]:
         return answers_ready(loopback_for(self.host), self.port)
+
+    def wait_unscraped(self, release: int, timeout: float = UNSCRAPED_WITHIN) -> None:
+        """Return once Prometheus has dropped release's target (written out of the targets file before), or after
+        timeout. It applies the file within its discovery throttle, and a release stopped before then was scraped
+        down meanwhile: up 0, and ScrapesFailing a minute later for a release no longer running. Its targets API
+        lists a target until its scrape loop has stopped. A Prometheus that does not answer scrapes nothing."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                active = self._active_targets()
+            except (OSError, ValueError, KeyError, TypeError):
+                return
+            if not any(self._is_release(target.get("labels", {}), release) for target in active):
+                return
+            time.sleep(0.2)
+
+    def _is_release(self, labels: Mapping[str, str], release: int) -> bool:
+        return labels.get("job") == self.job and labels.get("release") == str(release)
+
+    def _active_targets(self) -> list[dict[str, Any]]:
+        conn = http.client.HTTPConnection(loopback_for(self.host), self.port, timeout=2)
+        try:
+            conn.request("GET", "/api/v1/targets?state=active")
+            body = json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+        return list(body["data"]["activeTargets"])
 
 
 def answers_ready(host: str, port: int) -> tuple[bool, str]:
