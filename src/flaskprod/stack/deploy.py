@@ -388,7 +388,7 @@ def switch(stack: Stack, new_plan: Plan, request: Request | None) -> bool:
     if not quiet:
         new_plan = dataclasses.replace(new_plan, link=1 - old.link)
     write_nginx_config(new_plan)  # `nginx -t` first: a rejected config changes nothing
-    new_plan.point_links()
+    new_plan.point_links(scraped_too=old.scrape_responders() if new_plan.prometheus else None)
     if new_plan.prometheus:  # nginx serves the running releases' metrics paths now (their links), and those alone
         new_plan.prometheus.write_targets(new_plan.run, new_plan.spec, (release.number for release in new_plan.running))
     if quiet:
@@ -452,6 +452,8 @@ def drain(stack: Stack, release: Release, request: Request) -> None:
     if stack.plan.prometheus:  # its target went with the switch: no scrape of it stopped
         stack.plan.prometheus.wait_unscraped(release.number)
     stack.stop_app_server(release.number)
+    if stack.plan.prometheus:  # its scrape link, kept by the switch, goes with it: nginx answers 404 there
+        stack.plan.run.point_scrapes(stack.plan.scrape_responders())
     request.progress(f"release {release.number} drained and stopped in {time.monotonic() - started:.1f}s")
 
 

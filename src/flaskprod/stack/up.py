@@ -187,10 +187,11 @@ class Plan:
             return info.server_name.strip()
         return self.host_header
 
-    def point_links(self) -> None:
+    def point_links(self, scraped_too: Mapping[int, Path] | None = None) -> None:
         """Repoint this plan's serving links (StackDir.serving_socket, StackDir.serving_folder) at its release, each
         atomically: nginx's next connection through them goes to its app server, its next scrape to that one's
-        responder, its next static file comes from its folder."""
+        responder, its next static file comes from its folder. scraped_too: the scrape links of releases a switch
+        leaves, kept until they stop (Prometheus drops their targets within its discovery throttle)."""
         assert self.release is not None
         socket, serving = self.socket(self.release), self.run.serving_socket(self.link)
         links = {
@@ -201,7 +202,11 @@ class Plan:
         for link, target in links.items():
             repoint(link, target)
         if self.prometheus:  # Prometheus scrapes each running release apart (Prometheus.write_targets), a canary too
-            self.run.point_scrapes({r.number: _responder(self.socket(r)) for r in self.running})
+            self.run.point_scrapes({**(scraped_too or {}), **self.scrape_responders()})
+
+    def scrape_responders(self) -> dict[int, Path]:
+        """Each running release's metrics responder, by release number."""
+        return {r.number: _responder(self.socket(r)) for r in self.running}
 
     @property
     def upstream_keepalive_time(self) -> int | None:
