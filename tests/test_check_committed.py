@@ -81,17 +81,20 @@ def test_a_secret_in_a_tracked_json_instance_file_is_found(project: Path) -> Non
     ]
 
 
+# FP-S011's hint and place for a tracked .env.
+DOTENV_HINT = (
+    "take it out of the repository: `git rm --cached .env` and add `.env` to .gitignore (commit a .env.example "
+    "with the names alone instead); the secret stays in the repository's history, so change it (a new "
+    "password, token or key) and keep the new one in the untracked file or the environment"
+)
+DOTENV_WHERE = ".env, a dotenv file that git tracks"
+
+
 def test_a_tracked_dotenv_file_with_secrets_is_found(project: Path) -> None:
     committed(project, {"app.py": PROD_APP, ".env": DOTENV, ".env.example": "FLASK_SECRET_KEY=change-me\n"})
-    hint = (
-        "take it out of the repository: `git rm --cached .env` and add `.env` to .gitignore (commit a .env.example "
-        "with the names alone instead); the secret stays in the repository's history, so change it (a new "
-        "password, token or key) and keep the new one in the untracked file or the environment"
-    )
-    where = ".env, a dotenv file that git tracks"
     assert found(audit(project, {}).only("FP-S011")) == [
-        (".env:2", f"FLASK_SECRET_KEY is a string written in {where}: {WHOEVER}", hint),
-        (".env:4", f"DATABASE_URL has a password written in {where}: {WHOEVER}", hint),
+        (".env:2", f"FLASK_SECRET_KEY is a string written in {DOTENV_WHERE}: {WHOEVER}", DOTENV_HINT),
+        (".env:4", f"DATABASE_URL has a password written in {DOTENV_WHERE}: {WHOEVER}", DOTENV_HINT),
     ]
 
 
@@ -136,13 +139,7 @@ CHANCE_DOTENV = (
 
 def test_a_fill_in_word_by_chance_in_a_tracked_dotenv_token_is_found(project: Path) -> None:
     committed(project, {"app.py": PROD_APP, ".env": CHANCE_DOTENV})
-    hint = (
-        "take it out of the repository: `git rm --cached .env` and add `.env` to .gitignore (commit a .env.example "
-        "with the names alone instead); the secret stays in the repository's history, so change it (a new "
-        "password, token or key) and keep the new one in the untracked file or the environment"
-    )
-    where = ".env, a dotenv file that git tracks"
     assert found(audit(project, {}).only("FP-S011")) == [
-        (".env:1", f"API_TOKEN is a string written in {where}: {WHOEVER}", hint),
-        (".env:2", f"GITHUB_TOKEN is a string written in {where}: {WHOEVER}", hint),
+        (".env:1", f"API_TOKEN is a string written in {DOTENV_WHERE}: {WHOEVER}", DOTENV_HINT),
+        (".env:2", f"GITHUB_TOKEN is a string written in {DOTENV_WHERE}: {WHOEVER}", DOTENV_HINT),
     ]
